@@ -1,0 +1,3 @@
+import { buildAgentCli } from './cli.js';
+
+await buildAgentCli().parseAsync(process.argv);

@@ -1,0 +1,3 @@
+import { buildServerCli } from './cli.js';
+
+await buildServerCli().parseAsync(process.argv);
