@@ -1,0 +1,378 @@
+import 'reflect-metadata';
+import { readFileSync } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
+import { TrustDomain } from '@sigil/spiffe';
+import { IsOptional, ValidateBy, validateSync, type ValidationArguments } from 'class-validator';
+
+/**
+ * Server configuration: raw input (flags > `SIGIL_*` env / `DATABASE_URL` > JSON config file > defaults) validated
+ * once with class-validator, converted to domain types and frozen, before Nest boots (SPIRE `run.go`:
+ * validateConfig, checkForUnknownConfig, NewServerConfig).
+ */
+
+/** Key types the CA can use; EC P-256 is SPIRE's default. */
+export type CaKeyType = 'ec-p256' | 'ec-p384' | 'rsa-2048';
+export const CA_KEY_TYPES: readonly CaKeyType[] = ['ec-p256', 'ec-p384', 'rsa-2048'];
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'];
+
+export interface ServerConfig {
+  readonly trustDomain: TrustDomain;
+  /** True when no source set the trust domain and the `example.org` default applies. */
+  readonly trustDomainIsDefault: boolean;
+  /** Absolute path; the embedded database lives in `<dataDir>/db`. */
+  readonly dataDir: string;
+  readonly bindAddress: string;
+  /** TCP port of the agent + admin API (TLS); 0 picks a free port. */
+  readonly port: number;
+  /** Absent: the embedded database in the data dir. */
+  readonly databaseUrl?: string;
+  /** Absolute path of the local admin Unix socket. */
+  readonly adminSocket: string;
+  readonly caKeyType: CaKeyType;
+  readonly caTtlSeconds: number;
+  readonly x509SvidTtlSeconds: number;
+  readonly jwtSvidTtlSeconds: number;
+  readonly joinTokenTtlSeconds: number;
+  /** When set, the CA is an intermediate signed by this upstream CA (PEM files). */
+  readonly upstreamCa?: { readonly certFile: string; readonly keyFile: string };
+  /** File holding the key-encryption key; absent: `<dataDir>/kek` (generated 0600 at first start) unless `kek` is set. */
+  readonly kekFile?: string;
+  /** Key-encryption key from the environment (`SIGIL_KEK`, base64 of 32 bytes); never accepted as a flag or file key. */
+  readonly kek?: string;
+  readonly logLevel: LogLevel;
+}
+
+/** Nest injection token of the frozen {@link ServerConfig}. */
+export const SERVER_CONFIG = Symbol('SERVER_CONFIG');
+
+export const DEFAULT_TRUST_DOMAIN = 'example.org';
+export const DEFAULT_DATA_DIR = '.sigil/server';
+export const DEFAULT_ADMIN_SOCKET = '/tmp/sigil-server/private/api.sock';
+/** SPIRE's default bind address and port: agents on other hosts must reach the server. */
+export const DEFAULT_BIND_ADDRESS = '0.0.0.0';
+export const DEFAULT_PORT = 8081;
+
+const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
+// sun_path holds 108 bytes including the terminating NUL
+const MAX_SOCKET_PATH_BYTES = 107;
+
+/** Flags as commander hands them over (camelCase of the `--kebab-case` flag). */
+export interface ServerConfigFlags {
+  trustDomain?: string;
+  dataDir?: string;
+  bindAddress?: string;
+  port?: string;
+  databaseUrl?: string;
+  adminSocket?: string;
+  caKeyType?: string;
+  caTtl?: string;
+  x509SvidTtl?: string;
+  jwtSvidTtl?: string;
+  joinTokenTtl?: string;
+  upstreamCaCert?: string;
+  upstreamCaKey?: string;
+  kekFile?: string;
+  logLevel?: string;
+}
+
+export interface LoadServerConfigInput {
+  flags?: ServerConfigFlags;
+  env?: Readonly<Record<string, string | undefined>>;
+  /** Path of a JSON config file (`--config`, else `SIGIL_CONFIG`). */
+  file?: string;
+  /** Directory relative paths are resolved against; defaults to `process.cwd()`. */
+  cwd?: string;
+}
+
+/** Every problem found in the configuration, each naming its key as the operator wrote it. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+
+  constructor(readonly problems: readonly string[]) {
+    super(`invalid server configuration: ${problems.join('; ')}`);
+  }
+}
+
+const got = (value: unknown): string => `got '${typeof value === 'string' ? value : JSON.stringify(value)}'`;
+
+function parseDurationSeconds(value: unknown): number | undefined {
+  if (typeof value === 'number') return Number.isSafeInteger(value) ? value : undefined;
+  if (typeof value !== 'string') return undefined;
+  const match = /^(\d{1,12})([smhd]?)$/.exec(value.trim());
+  if (!match) return undefined;
+  const unit = { '': 1, s: 1, m: 60, h: 3600, d: 86400 }[match[2] as '' | 's' | 'm' | 'h' | 'd'];
+  return Number(match[1]) * unit;
+}
+
+function IsDurationSeconds(min: number, max: number): PropertyDecorator {
+  return ValidateBy({
+    name: 'isDurationSeconds',
+    validator: {
+      validate: (value: unknown) => {
+        const seconds = parseDurationSeconds(value);
+        return seconds !== undefined && seconds >= min && seconds <= max;
+      },
+      defaultMessage: (args?: ValidationArguments) =>
+        `must be a duration from ${min}s to ${max}s (seconds, or a number with s, m, h or d), ${got(args?.value)}`,
+    },
+  });
+}
+
+function IsNonEmptyString(): PropertyDecorator {
+  return ValidateBy({
+    name: 'isNonEmptyString',
+    validator: {
+      validate: (value: unknown) => typeof value === 'string' && value.trim().length > 0 && !value.includes('\0'),
+      defaultMessage: (args?: ValidationArguments) => `must be a non-empty string, ${got(args?.value)}`,
+    },
+  });
+}
+
+function IsOneOf(values: readonly string[]): PropertyDecorator {
+  return ValidateBy({
+    name: 'isOneOf',
+    validator: {
+      validate: (value: unknown) => typeof value === 'string' && values.includes(value),
+      defaultMessage: (args?: ValidationArguments) => `must be one of ${values.join(', ')}, ${got(args?.value)}`,
+    },
+  });
+}
+
+class RawServerConfig {
+  @IsOptional()
+  @ValidateBy({
+    name: 'isTrustDomainName',
+    validator: {
+      validate: (value: unknown) => {
+        if (typeof value !== 'string') return false;
+        try {
+          return TrustDomain.parse(value).toString() === value;
+        } catch {
+          return false;
+        }
+      },
+      defaultMessage: (args?: ValidationArguments) => `must be a trust domain name, ${got(args?.value)}`,
+    },
+  })
+  trust_domain?: unknown;
+
+  @IsOptional() @IsNonEmptyString() data_dir?: unknown;
+
+  @IsOptional()
+  @ValidateBy({
+    name: 'isBindAddress',
+    validator: {
+      validate: (value: unknown) => typeof value === 'string' && /^[A-Za-z0-9.:[\]-]{1,253}$/.test(value),
+      defaultMessage: (args?: ValidationArguments) => `must be an IP address or host name, ${got(args?.value)}`,
+    },
+  })
+  bind_address?: unknown;
+
+  @IsOptional()
+  @ValidateBy({
+    name: 'isPort',
+    validator: {
+      validate: (value: unknown) => {
+        const port = typeof value === 'string' && /^\d{1,5}$/.test(value) ? Number(value) : value;
+        return typeof port === 'number' && Number.isInteger(port) && port >= 0 && port <= 65535;
+      },
+      defaultMessage: (args?: ValidationArguments) => `must be a port number from 0 to 65535, ${got(args?.value)}`,
+    },
+  })
+  port?: unknown;
+
+  // The value is never echoed: a database URL may carry a password.
+  @IsOptional()
+  @ValidateBy({
+    name: 'isPostgresUrl',
+    validator: {
+      validate: (value: unknown) => {
+        if (typeof value !== 'string') return false;
+        try {
+          const url = new URL(value);
+          return (url.protocol === 'postgres:' || url.protocol === 'postgresql:') && url.hostname !== '';
+        } catch {
+          return false;
+        }
+      },
+      defaultMessage: () => 'must be a postgres:// or postgresql:// URL with a host',
+    },
+  })
+  database_url?: unknown;
+
+  @IsOptional()
+  @ValidateBy({
+    name: 'isSocketPath',
+    validator: {
+      validate: (value: unknown) =>
+        typeof value === 'string' &&
+        value.length > 0 &&
+        !value.includes('\0') &&
+        Buffer.byteLength(value) <= MAX_SOCKET_PATH_BYTES,
+      defaultMessage: (args?: ValidationArguments) =>
+        `must be a Unix socket path of at most ${MAX_SOCKET_PATH_BYTES} bytes, ${got(args?.value)}`,
+    },
+  })
+  admin_socket?: unknown;
+
+  @IsOptional() @IsOneOf(CA_KEY_TYPES) ca_key_type?: unknown;
+  @IsOptional() @IsDurationSeconds(60, MAX_TTL_SECONDS) ca_ttl?: unknown;
+  @IsOptional() @IsDurationSeconds(1, MAX_TTL_SECONDS) x509_svid_ttl?: unknown;
+  @IsOptional() @IsDurationSeconds(1, 86400) jwt_svid_ttl?: unknown;
+  @IsOptional() @IsDurationSeconds(1, 7 * 86400) join_token_ttl?: unknown;
+  @IsOptional() @IsNonEmptyString() upstream_ca_cert_file?: unknown;
+  @IsOptional() @IsNonEmptyString() upstream_ca_key_file?: unknown;
+  @IsOptional() @IsNonEmptyString() kek_file?: unknown;
+
+  @IsOptional()
+  @ValidateBy({
+    name: 'isKek',
+    validator: {
+      validate: (value: unknown) =>
+        typeof value === 'string' && /^[A-Za-z0-9+/]+={0,2}$/.test(value) && Buffer.from(value, 'base64').length === 32,
+      defaultMessage: () => 'must be the base64 encoding of exactly 32 bytes',
+    },
+  })
+  kek?: unknown;
+
+  @IsOptional() @IsOneOf(LOG_LEVELS) log_level?: unknown;
+}
+
+type RawKey = Exclude<keyof RawServerConfig, never>;
+
+/** Where each key can come from; `null` means not from that source. */
+const SOURCES: Record<RawKey, { flag: keyof ServerConfigFlags | null; env: string | null; file: boolean }> = {
+  trust_domain: { flag: 'trustDomain', env: 'SIGIL_TRUST_DOMAIN', file: true },
+  data_dir: { flag: 'dataDir', env: 'SIGIL_DATA_DIR', file: true },
+  bind_address: { flag: 'bindAddress', env: 'SIGIL_BIND_ADDRESS', file: true },
+  port: { flag: 'port', env: 'SIGIL_PORT', file: true },
+  database_url: { flag: 'databaseUrl', env: 'DATABASE_URL', file: true },
+  admin_socket: { flag: 'adminSocket', env: 'SIGIL_ADMIN_SOCKET', file: true },
+  ca_key_type: { flag: 'caKeyType', env: 'SIGIL_CA_KEY_TYPE', file: true },
+  ca_ttl: { flag: 'caTtl', env: 'SIGIL_CA_TTL', file: true },
+  x509_svid_ttl: { flag: 'x509SvidTtl', env: 'SIGIL_X509_SVID_TTL', file: true },
+  jwt_svid_ttl: { flag: 'jwtSvidTtl', env: 'SIGIL_JWT_SVID_TTL', file: true },
+  join_token_ttl: { flag: 'joinTokenTtl', env: 'SIGIL_JOIN_TOKEN_TTL', file: true },
+  upstream_ca_cert_file: { flag: 'upstreamCaCert', env: 'SIGIL_UPSTREAM_CA_CERT_FILE', file: true },
+  upstream_ca_key_file: { flag: 'upstreamCaKey', env: 'SIGIL_UPSTREAM_CA_KEY_FILE', file: true },
+  kek_file: { flag: 'kekFile', env: 'SIGIL_KEK_FILE', file: true },
+  // A secret never travels in argv (visible in ps) or in a config file that gets copied around.
+  kek: { flag: null, env: 'SIGIL_KEK', file: false },
+  log_level: { flag: 'logLevel', env: 'SIGIL_LOG_LEVEL', file: true },
+};
+
+const kebab = (flag: string): string => `--${flag.replace(/[A-Z0-9]+/g, (m) => `-${m.toLowerCase()}`)}`;
+
+function readConfigFile(path: string, problems: string[]): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    problems.push(`--config: cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
+    return {};
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    problems.push(`--config: ${path} is not valid JSON: ${(error as Error).message}`);
+    return {};
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    problems.push(`--config: ${path} must hold a JSON object`);
+    return {};
+  }
+  const fileKeys = new Set(Object.keys(SOURCES).filter((key) => SOURCES[key as RawKey].file));
+  for (const key of Object.keys(parsed)) {
+    if (!fileKeys.has(key)) problems.push(`${key}: unknown key in config file ${path}`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+/**
+ * Loads and validates the server configuration. Throws {@link ConfigError} listing every bad key, named as the
+ * operator wrote it (`--port`, `SIGIL_PORT` or the file's `port`).
+ */
+export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfig {
+  const { flags = {}, env = {}, cwd = process.cwd() } = input;
+  const problems: string[] = [];
+  const filePath = input.file ?? env['SIGIL_CONFIG'];
+  const fileValues = filePath ? readConfigFile(resolve(cwd, filePath), problems) : {};
+
+  const raw = new RawServerConfig();
+  const label = new Map<string, string>();
+  for (const key of Object.keys(SOURCES) as RawKey[]) {
+    const source = SOURCES[key];
+    const flagValue = source.flag ? flags[source.flag] : undefined;
+    const envValue = source.env ? env[source.env] : undefined;
+    if (flagValue !== undefined && source.flag) {
+      raw[key] = flagValue;
+      label.set(key, kebab(source.flag));
+    } else if (envValue !== undefined && envValue !== '' && source.env) {
+      raw[key] = envValue;
+      label.set(key, source.env);
+    } else if (source.file && fileValues[key] !== undefined) {
+      raw[key] = fileValues[key];
+      label.set(key, key);
+    }
+  }
+
+  for (const error of validateSync(raw)) {
+    for (const message of Object.values(error.constraints ?? {})) {
+      problems.push(`${label.get(error.property) ?? error.property}: ${message}`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const str = (key: RawKey, fallback: string): string => (raw[key] as string | undefined) ?? fallback;
+  const seconds = (key: RawKey, fallback: number): number =>
+    raw[key] === undefined ? fallback : (parseDurationSeconds(raw[key]) as number);
+  const path = (value: string): string => (isAbsolute(value) ? value : resolve(cwd, value));
+
+  const caTtlSeconds = seconds('ca_ttl', 24 * 3600);
+  const x509SvidTtlSeconds = seconds('x509_svid_ttl', 3600);
+  const jwtSvidTtlSeconds = seconds('jwt_svid_ttl', 300);
+  // A leaf never outlives its CA (DESIGN.md §4), so a TTL beyond the CA's would silently be cut short.
+  if (x509SvidTtlSeconds > caTtlSeconds) {
+    problems.push(`${label.get('x509_svid_ttl') ?? 'x509_svid_ttl'}: must not exceed the CA TTL (${caTtlSeconds}s)`);
+  }
+  if (jwtSvidTtlSeconds > caTtlSeconds) {
+    problems.push(`${label.get('jwt_svid_ttl') ?? 'jwt_svid_ttl'}: must not exceed the CA TTL (${caTtlSeconds}s)`);
+  }
+  const upstreamCert = raw.upstream_ca_cert_file as string | undefined;
+  const upstreamKey = raw.upstream_ca_key_file as string | undefined;
+  if ((upstreamCert === undefined) !== (upstreamKey === undefined)) {
+    const missing = upstreamCert === undefined ? 'upstream_ca_cert_file' : 'upstream_ca_key_file';
+    problems.push(`${missing}: required when the other upstream CA file is set`);
+  }
+  if (raw.kek !== undefined && raw.kek_file !== undefined) {
+    problems.push(`${label.get('kek_file')}: set either SIGIL_KEK or the KEK file, not both`);
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const port = raw.port === undefined ? DEFAULT_PORT : Number(raw.port);
+  const config: ServerConfig = {
+    trustDomain: TrustDomain.parse(str('trust_domain', DEFAULT_TRUST_DOMAIN)),
+    trustDomainIsDefault: raw.trust_domain === undefined,
+    dataDir: path(str('data_dir', DEFAULT_DATA_DIR)),
+    bindAddress: str('bind_address', DEFAULT_BIND_ADDRESS),
+    port,
+    adminSocket: path(str('admin_socket', DEFAULT_ADMIN_SOCKET)),
+    caKeyType: str('ca_key_type', 'ec-p256') as CaKeyType,
+    caTtlSeconds,
+    x509SvidTtlSeconds,
+    jwtSvidTtlSeconds,
+    joinTokenTtlSeconds: seconds('join_token_ttl', 600),
+    logLevel: str('log_level', 'info') as LogLevel,
+    ...(raw.database_url !== undefined && { databaseUrl: raw.database_url as string }),
+    ...(upstreamCert !== undefined &&
+      upstreamKey !== undefined && {
+        upstreamCa: Object.freeze({ certFile: path(upstreamCert), keyFile: path(upstreamKey) }),
+      }),
+    ...(raw.kek_file !== undefined && { kekFile: path(raw.kek_file as string) }),
+    ...(raw.kek !== undefined && { kek: raw.kek as string }),
+  };
+  return Object.freeze(config);
+}
