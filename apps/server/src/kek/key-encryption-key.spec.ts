@@ -60,13 +60,13 @@ describe('KeyEncryptionKey', () => {
 
   it('generates <data-dir>/kek.key with mode 0600 at first start and reuses it afterwards', async () => {
     const dataDir = join(dir, 'server');
-    const first = await KeyEncryptionKey.load({ env: {}, dataDir });
+    const first = await KeyEncryptionKey.load({ dataDir });
     const path = join(dataDir, 'kek.key');
     expect(first.source).toEqual({ kind: 'file', path, generated: true });
     expect((await stat(path)).mode & 0o777).toBe(0o600);
     expect(Buffer.from((await readFile(path, 'utf8')).trim(), 'base64')).toHaveLength(32);
 
-    const second = await KeyEncryptionKey.load({ env: {}, dataDir });
+    const second = await KeyEncryptionKey.load({ dataDir });
     expect(second.source).toEqual({ kind: 'file', path, generated: false });
     const sealed = await first.encrypt(Buffer.from('secret'), 'aad');
     expect((await second.decrypt(sealed, 'aad')).toString()).toBe('secret');
@@ -74,12 +74,12 @@ describe('KeyEncryptionKey', () => {
 
   it('prefers SIGIL_KEK over any file and describes its source without the key', async () => {
     const raw = Buffer.from(keyBytes(7));
-    const kek = await KeyEncryptionKey.load({ env: { SIGIL_KEK: raw.toString('base64') }, dataDir: dir });
+    const kek = await KeyEncryptionKey.load({ kekBase64: raw.toString('base64'), dataDir: dir });
     expect(kek.source).toEqual({ kind: 'env', name: 'SIGIL_KEK' });
     expect(JSON.stringify(kek)).toBe('{"kind":"env","name":"SIGIL_KEK"}');
     const fromFile = join(dir, 'k');
     await writeFile(fromFile, raw.toString('base64'), { mode: 0o600 });
-    const same = await KeyEncryptionKey.load({ env: {}, dataDir: dir, kekFile: fromFile });
+    const same = await KeyEncryptionKey.load({ dataDir: dir, kekFile: fromFile });
     expect((await same.decrypt(await kek.encrypt(Buffer.from('x'), 'a'), 'a')).toString()).toBe('x');
   });
 
@@ -88,7 +88,7 @@ describe('KeyEncryptionKey', () => {
     ['too short', Buffer.alloc(16).toString('base64'), 'SIGIL_KEK: must be 32 bytes encoded in base64, got 16 bytes'],
     ['too long', Buffer.alloc(33).toString('base64'), 'SIGIL_KEK: must be 32 bytes encoded in base64, got 33 bytes'],
   ])('rejects SIGIL_KEK that is %s', async (_name, value, message) => {
-    await expect(KeyEncryptionKey.load({ env: { SIGIL_KEK: value }, dataDir: dir })).rejects.toThrow(message);
+    await expect(KeyEncryptionKey.load({ kekBase64: value, dataDir: dir })).rejects.toThrow(message);
   });
 
   it.each([
@@ -99,7 +99,7 @@ describe('KeyEncryptionKey', () => {
     const path = join(dir, 'kek.key');
     await writeFile(path, Buffer.alloc(32).toString('base64'));
     await chmod(path, mode);
-    await expect(KeyEncryptionKey.load({ env: {}, dataDir: dir })).rejects.toThrow(
+    await expect(KeyEncryptionKey.load({ dataDir: dir })).rejects.toThrow(
       `kek file ${path}: must not be accessible by group or others (${shown}); run chmod 600 ${path}`,
     );
   });
@@ -107,11 +107,11 @@ describe('KeyEncryptionKey', () => {
   it('refuses a key file of the wrong length and a configured file that is missing', async () => {
     const path = join(dir, 'kek.key');
     await writeFile(path, Buffer.alloc(31).toString('base64'), { mode: 0o600 });
-    await expect(KeyEncryptionKey.load({ env: {}, dataDir: dir })).rejects.toThrow(
+    await expect(KeyEncryptionKey.load({ dataDir: dir })).rejects.toThrow(
       `kek file ${path}: must be 32 bytes encoded in base64, got 31 bytes`,
     );
     const missing = join(dir, 'missing.key');
-    await expect(KeyEncryptionKey.load({ env: {}, dataDir: dir, kekFile: missing })).rejects.toThrow(
+    await expect(KeyEncryptionKey.load({ dataDir: dir, kekFile: missing })).rejects.toThrow(
       `kek file ${missing}: cannot be read (ENOENT)`,
     );
   });

@@ -20,8 +20,8 @@ const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
 export type KekSource = { kind: 'env'; name: string } | { kind: 'file'; path: string; generated: boolean };
 
 export interface LoadKekOptions {
-  /** The process environment (only `SIGIL_KEK` is read). */
-  env: Readonly<Record<string, string | undefined>>;
+  /** The key from the environment (`SIGIL_KEK`, base64 of 32 bytes), as `ServerConfig.kek` carries it. */
+  kekBase64?: string | undefined;
   /** The server's data dir; the default key file lives at `<dataDir>/kek.key`. */
   dataDir: string;
   /** A configured key file that replaces the default path. */
@@ -56,9 +56,8 @@ export class KeyEncryptionKey {
    * or others can access, or that does not hold 32 base64-encoded bytes, stops the start with a message saying so.
    */
   static async load(options: LoadKekOptions): Promise<KeyEncryptionKey> {
-    const fromEnv = options.env[KEK_ENV_VAR];
-    if (fromEnv !== undefined && fromEnv.trim() !== '') {
-      const raw = decodeKeyText(fromEnv, `${KEK_ENV_VAR}`);
+    if (options.kekBase64 !== undefined && options.kekBase64.trim() !== '') {
+      const raw = decodeKeyText(options.kekBase64, KEK_ENV_VAR);
       return KeyEncryptionKey.fromBytes(raw, { kind: 'env', name: KEK_ENV_VAR });
     }
     if (options.kekFile !== undefined) {
