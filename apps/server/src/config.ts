@@ -263,7 +263,7 @@ const SOURCES: Record<RawKey, { flag: keyof ServerConfigFlags | null; env: strin
   log_level: { flag: 'logLevel', env: 'SIGIL_LOG_LEVEL', file: true },
 };
 
-const kebab = (flag: string): string => `--${flag.replace(/[A-Z0-9]+/g, (m) => `-${m.toLowerCase()}`)}`;
+const kebab = (flag: string): string => `--${flag.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`)}`;
 
 function readConfigFile(path: string, problems: string[]): Record<string, unknown> {
   let text: string;
@@ -334,12 +334,18 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
   const caTtlSeconds = seconds('ca_ttl', 24 * 3600);
   const x509SvidTtlSeconds = seconds('x509_svid_ttl', 3600);
   const jwtSvidTtlSeconds = seconds('jwt_svid_ttl', 300);
-  // A leaf never outlives its CA (DESIGN.md §4), so a TTL beyond the CA's would silently be cut short.
-  if (x509SvidTtlSeconds > caTtlSeconds) {
-    problems.push(`${label.get('x509_svid_ttl') ?? 'x509_svid_ttl'}: must not exceed the CA TTL (${caTtlSeconds}s)`);
-  }
-  if (jwtSvidTtlSeconds > caTtlSeconds) {
-    problems.push(`${label.get('jwt_svid_ttl') ?? 'jwt_svid_ttl'}: must not exceed the CA TTL (${caTtlSeconds}s)`);
+  // A leaf never outlives its CA (DESIGN.md §4), so a TTL beyond the CA's would silently be cut short. The key
+  // blamed is the one the operator set: the SVID TTL if explicit, else the CA TTL that went below its default.
+  for (const [key, ttl] of [
+    ['x509_svid_ttl', x509SvidTtlSeconds],
+    ['jwt_svid_ttl', jwtSvidTtlSeconds],
+  ] as const) {
+    if (ttl <= caTtlSeconds) continue;
+    problems.push(
+      raw[key] !== undefined
+        ? `${label.get(key)}: must not exceed the CA TTL (${caTtlSeconds}s)`
+        : `${label.get('ca_ttl')}: must be at least the default ${key} (${ttl}s), or set ${key} lower`,
+    );
   }
   const upstreamCert = raw.upstream_ca_cert_file as string | undefined;
   const upstreamKey = raw.upstream_ca_key_file as string | undefined;

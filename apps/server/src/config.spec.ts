@@ -1,0 +1,163 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ConfigError, loadServerConfig, type LoadServerConfigInput } from './config.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'sigil-config-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function writeConfig(name: string, content: unknown): string {
+  const path = join(dir, name);
+  writeFileSync(path, typeof content === 'string' ? content : JSON.stringify(content));
+  return path;
+}
+
+function problemsOf(input: LoadServerConfigInput): readonly string[] {
+  try {
+    loadServerConfig(input);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return (error as ConfigError).problems;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('loadServerConfig', () => {
+  it('gives SPIRE-like defaults with no input at all', () => {
+    const config = loadServerConfig({ cwd: '/srv' });
+    expect(config.trustDomain.toString()).toBe('example.org');
+    expect(config.trustDomainIsDefault).toBe(true);
+    expect(config).toMatchObject({
+      dataDir: '/srv/.sigil/server',
+      bindAddress: '0.0.0.0',
+      port: 8081,
+      adminSocket: '/tmp/sigil-server/private/api.sock',
+      caKeyType: 'ec-p256',
+      caTtlSeconds: 86400,
+      x509SvidTtlSeconds: 3600,
+      jwtSvidTtlSeconds: 300,
+      joinTokenTtlSeconds: 600,
+      logLevel: 'info',
+    });
+    expect(config.databaseUrl).toBeUndefined();
+    expect(config.upstreamCa).toBeUndefined();
+    expect(Object.isFrozen(config)).toBe(true);
+  });
+
+  it('takes flags over env over the file', () => {
+    const file = writeConfig('layers.json', { trust_domain: 'file.test', port: 9000, data_dir: 'from-file' });
+    const config = loadServerConfig({
+      file,
+      cwd: '/base',
+      env: { SIGIL_TRUST_DOMAIN: 'env.test', SIGIL_PORT: '9001' },
+      flags: { trustDomain: 'flag.test' },
+    });
+    expect(config.trustDomain.toString()).toBe('flag.test');
+    expect(config.trustDomainIsDefault).toBe(false);
+    expect(config.port).toBe(9001);
+    expect(config.dataDir).toBe('/base/from-file');
+  });
+
+  it('reads DATABASE_URL, durations with units and the upstream CA pair', () => {
+    const config = loadServerConfig({
+      env: { DATABASE_URL: 'postgres://u:secret@db:5432/sigil', SIGIL_CA_TTL: '48h' },
+      flags: { x509SvidTtl: '30m', jwtSvidTtl: '120', upstreamCaCert: '/pki/ca.pem', upstreamCaKey: '/pki/ca.key' },
+    });
+    expect(config.databaseUrl).toBe('postgres://u:secret@db:5432/sigil');
+    expect(config.caTtlSeconds).toBe(172800);
+    expect(config.x509SvidTtlSeconds).toBe(1800);
+    expect(config.jwtSvidTtlSeconds).toBe(120);
+    expect(config.upstreamCa).toEqual({ certFile: '/pki/ca.pem', keyFile: '/pki/ca.key' });
+  });
+
+  it.each<[string, LoadServerConfigInput, string]>([
+    [
+      'uppercase trust domain in the file',
+      { file: 'td.json' },
+      "trust_domain: must be a trust domain name, got 'Example.org'",
+    ],
+    [
+      'trust domain flag with a path',
+      { flags: { trustDomain: 'spiffe://a/b' } },
+      "--trust-domain: must be a trust domain name, got 'spiffe://a/b'",
+    ],
+    [
+      'port out of range',
+      { env: { SIGIL_PORT: '70000' } },
+      "SIGIL_PORT: must be a port number from 0 to 65535, got '70000'",
+    ],
+    ['port not a number', { flags: { port: 'http' } }, "--port: must be a port number from 0 to 65535, got 'http'"],
+    [
+      'unknown key type',
+      { flags: { caKeyType: 'ed25519' } },
+      "--ca-key-type: must be one of ec-p256, ec-p384, rsa-2048, got 'ed25519'",
+    ],
+    [
+      'bad duration',
+      { flags: { x509SvidTtl: '1 hour' } },
+      "--x509-svid-ttl: must be a duration from 1s to 315360000s (seconds, or a number with s, m, h or d), got '1 hour'",
+    ],
+    [
+      'svid outliving the CA',
+      { flags: { caTtl: '600', x509SvidTtl: '3600' } },
+      '--x509-svid-ttl: must not exceed the CA TTL (600s)',
+    ],
+    [
+      'a CA TTL below the default SVID TTL',
+      { flags: { caTtl: '30m' } },
+      '--ca-ttl: must be at least the default x509_svid_ttl (3600s), or set x509_svid_ttl lower',
+    ],
+    [
+      'half an upstream CA',
+      { flags: { upstreamCaCert: '/ca.pem' } },
+      'upstream_ca_key_file: required when the other upstream CA file is set',
+    ],
+    [
+      'a KEK that is not 32 bytes',
+      { env: { SIGIL_KEK: 'c2hvcnQ=' } },
+      'SIGIL_KEK: must be the base64 encoding of exactly 32 bytes',
+    ],
+    [
+      'bad log level',
+      { env: { SIGIL_LOG_LEVEL: 'loud' } },
+      "SIGIL_LOG_LEVEL: must be one of fatal, error, warn, info, debug, trace, got 'loud'",
+    ],
+  ])('rejects %s', (_name, input, expected) => {
+    writeConfig('td.json', { trust_domain: 'Example.org' });
+    expect(problemsOf({ cwd: dir, ...input })).toEqual([expected]);
+  });
+
+  it('never echoes a database URL, which may carry a password', () => {
+    const problems = problemsOf({ env: { DATABASE_URL: 'mysql://root:hunter2@db/x' } });
+    expect(problems).toEqual(['DATABASE_URL: must be a postgres:// or postgresql:// URL with a host']);
+  });
+
+  it('lists every bad key at once, unknown file keys included', () => {
+    const file = writeConfig('many.json', { trust_domain: 'Example.org', port: -1, colour: 'blue', kek: 'x' });
+    const problems = problemsOf({ file });
+    expect(problems).toEqual([
+      `colour: unknown key in config file ${file}`,
+      `kek: unknown key in config file ${file}`,
+      "trust_domain: must be a trust domain name, got 'Example.org'",
+      "port: must be a port number from 0 to 65535, got '-1'",
+    ]);
+  });
+
+  it('names the config file when it is missing or not JSON', () => {
+    expect(problemsOf({ file: join(dir, 'absent.json') })).toEqual([
+      `--config: cannot read ${join(dir, 'absent.json')}: ENOENT`,
+    ]);
+    const bad = writeConfig('bad.json', '{ trust_domain: }');
+    expect(problemsOf({ file: bad })[0]).toMatch(/^--config: .*bad\.json is not valid JSON/);
+    const array = writeConfig('array.json', '[]');
+    expect(problemsOf({ file: array })).toEqual([`--config: ${array} must hold a JSON object`]);
+  });
+
+  it('rejects an admin socket path longer than sun_path allows', () => {
+    const long = `/tmp/${'s'.repeat(120)}.sock`;
+    expect(problemsOf({ flags: { adminSocket: long } })).toEqual([
+      `--admin-socket: must be a Unix socket path of at most 107 bytes, got '${long}'`,
+    ]);
+  });
+});
