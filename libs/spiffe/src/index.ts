@@ -4,3 +4,12 @@ export { SpiffeId } from './spiffe-id.js';
 export type { JwtAuthorityKey } from './jwk.js';
 export { TrustBundle, type BundleSource, type SpiffeJwk, type SpiffeJwks, type TrustBundleInit } from './bundle.js';
 export { TrustBundleSet } from './bundle-set.js';
+export {
+  idFromCertificate,
+  parseX509Svid,
+  verifyX509Svid,
+  type CertificateChainInput,
+  type VerifiedX509Svid,
+  type VerifyX509SvidOptions,
+  type X509Svid,
+} from './x509-svid.js';

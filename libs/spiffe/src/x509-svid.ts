@@ -1,0 +1,305 @@
+import { createPrivateKey, createPublicKey, webcrypto, type KeyObject } from 'node:crypto';
+import { type BundleSource } from './bundle.js';
+import { SpiffeError, quote } from './errors.js';
+import { bytesEqual, splitDer, toBytes } from './pem.js';
+import { SpiffeId } from './spiffe-id.js';
+import { x509 } from './x509-provider.js';
+
+type CryptoKey = webcrypto.CryptoKey;
+
+/** A parsed X.509-SVID with its private key, as handed out by the Workload API (X509-SVID.md). */
+export interface X509Svid {
+  /** The SPIFFE ID of the leaf's URI SAN. */
+  readonly spiffeId: SpiffeId;
+  /** The leaf first, then the intermediates (never the root). */
+  readonly certificates: readonly x509.X509Certificate[];
+  /** The leaf's private key, usable for signing (extractable, so it can be written out). */
+  readonly privateKey: CryptoKey;
+  /** The Workload API `hint`, if any. */
+  readonly hint?: string;
+}
+
+/** The result of `verifyX509Svid`. */
+export interface VerifiedX509Svid {
+  readonly spiffeId: SpiffeId;
+  /** The leaf, the intermediates used, and the trusted root from the bundle, in that order. */
+  readonly verifiedChain: x509.X509Certificate[];
+}
+
+/** Options of `verifyX509Svid`. */
+export interface VerifyX509SvidOptions {
+  /** The instant at which every certificate must be valid; defaults to the current time. */
+  readonly now?: Date;
+}
+
+/** A certificate chain: parsed or DER certificates (leaf first), or their DER concatenation. */
+export type CertificateChainInput = Uint8Array | readonly (Uint8Array | x509.X509Certificate)[];
+
+const OID_BASIC_CONSTRAINTS = '2.5.29.19';
+const OID_KEY_USAGE = '2.5.29.15';
+const OID_SUBJECT_ALT_NAME = '2.5.29.17';
+// Critical extensions this verifier understands; RFC 5280 §4.2 requires rejecting a certificate with any other.
+const HANDLED_CRITICAL_EXTENSIONS = new Set([
+  OID_BASIC_CONSTRAINTS,
+  OID_KEY_USAGE,
+  OID_SUBJECT_ALT_NAME,
+  '2.5.29.37', // extKeyUsage: not enforced, as go-spiffe verifies with "any" extended key usage
+  '2.5.29.14', // subjectKeyIdentifier
+  '2.5.29.35', // authorityKeyIdentifier
+]);
+
+function invalid(message: string, cause?: unknown): SpiffeError {
+  return new SpiffeError('ERR_X509_SVID_INVALID', message, cause === undefined ? undefined : { cause });
+}
+
+function parseChain(chain: CertificateChainInput): x509.X509Certificate[] {
+  let items: readonly (Uint8Array | x509.X509Certificate)[];
+  if (chain instanceof Uint8Array) {
+    const split = splitDer(chain);
+    if (typeof split === 'string') throw invalid(`certificate chain: ${split}`);
+    items = split;
+  } else if (Array.isArray(chain)) {
+    items = chain;
+  } else {
+    throw invalid('certificate chain must be an array of certificates or der bytes');
+  }
+  if (items.length === 0) throw invalid('certificate chain is empty');
+  return items.map((item, i) => {
+    if (item instanceof x509.X509Certificate) return item;
+    if (!(item instanceof Uint8Array)) throw invalid(`certificate ${i} must be an X509Certificate or der bytes`);
+    try {
+      return new x509.X509Certificate(item);
+    } catch (error) {
+      throw invalid(`certificate ${i} is not a der x.509 certificate`, error);
+    }
+  });
+}
+
+function basicConstraints(cert: x509.X509Certificate): x509.BasicConstraintsExtension | null {
+  return cert.getExtension(x509.BasicConstraintsExtension);
+}
+
+function keyUsage(cert: x509.X509Certificate): x509.KeyUsagesExtension | null {
+  return cert.getExtension(x509.KeyUsagesExtension);
+}
+
+/**
+ * The SPIFFE ID of a certificate: its one URI SAN (X509-SVID.md §2).
+ *
+ * @throws SpiffeError `ERR_X509_SVID_INVALID` when the certificate has no or several URI SANs, or the URI is not a
+ * SPIFFE ID.
+ */
+export function idFromCertificate(certificate: x509.X509Certificate | Uint8Array): SpiffeId {
+  const cert = parseChain([certificate])[0] as x509.X509Certificate;
+  let uris: string[];
+  try {
+    const sans = cert.getExtensions(x509.SubjectAlternativeNameExtension);
+    if (sans.length > 1) throw invalid('certificate must not have more than one subject alternative name extension');
+    uris = (sans[0]?.names.items ?? []).filter((name) => name.type === 'url').map((name) => name.value);
+  } catch (error) {
+    if (error instanceof SpiffeError) throw error;
+    throw invalid('certificate subject alternative name extension cannot be parsed', error);
+  }
+  if (uris.length !== 1) throw invalid(`certificate must have exactly one uri san, got ${uris.length}`);
+  try {
+    return SpiffeId.parse(uris[0] as string);
+  } catch (error) {
+    throw invalid(`certificate uri san is not a spiffe id: ${(error as Error).message}`, error);
+  }
+}
+
+function checkCriticalExtensions(cert: x509.X509Certificate, role: string): void {
+  for (const extension of cert.extensions) {
+    if (extension.critical && !HANDLED_CRITICAL_EXTENSIONS.has(extension.type)) {
+      throw invalid(`${role} has an unsupported critical extension ${extension.type}`);
+    }
+  }
+}
+
+/** Checks the leaf rules of X509-SVID.md §4 and §5.2 and returns the leaf's SPIFFE ID. */
+function checkLeaf(leaf: x509.X509Certificate): SpiffeId {
+  let id: SpiffeId;
+  try {
+    id = idFromCertificate(leaf);
+  } catch (error) {
+    throw invalid(`leaf ${(error as Error).message}`, error);
+  }
+  if (id.isRoot()) {
+    throw invalid(`leaf certificate spiffe id ${quote(id.toString())} must have a path (it names a trust domain)`);
+  }
+  if (basicConstraints(leaf)?.ca === true)
+    throw invalid('leaf certificate must not be a ca (basicConstraints cA=true)');
+  const usage = keyUsage(leaf);
+  if (usage !== null) {
+    if (usage.usages & x509.KeyUsageFlags.keyCertSign) {
+      throw invalid('leaf certificate must not have keyCertSign key usage');
+    }
+    if (usage.usages & x509.KeyUsageFlags.cRLSign) throw invalid('leaf certificate must not have cRLSign key usage');
+    if (!(usage.usages & x509.KeyUsageFlags.digitalSignature)) {
+      throw invalid('leaf certificate must have digitalSignature key usage');
+    }
+  }
+  checkCriticalExtensions(leaf, 'leaf certificate');
+  return id;
+}
+
+/** Checks that a signing certificate may sign (X509-SVID.md §4.1, §4.3). */
+function checkSigningCertificate(cert: x509.X509Certificate, role: string): void {
+  if (basicConstraints(cert)?.ca !== true) throw invalid(`${role} must be a ca (basicConstraints cA=true)`);
+  const usage = keyUsage(cert);
+  if (usage === null || !(usage.usages & x509.KeyUsageFlags.keyCertSign)) {
+    throw invalid(`${role} must have keyCertSign key usage`);
+  }
+  checkCriticalExtensions(cert, role);
+}
+
+function checkValidity(cert: x509.X509Certificate, role: string, now: Date): void {
+  if (now.getTime() > cert.notAfter.getTime()) {
+    throw invalid(`${role} expired at ${cert.notAfter.toISOString()} (now is ${now.toISOString()})`);
+  }
+  if (now.getTime() < cert.notBefore.getTime()) {
+    throw invalid(`${role} is not valid before ${cert.notBefore.toISOString()} (now is ${now.toISOString()})`);
+  }
+}
+
+/** RFC 5280 §6.1.3 (b): the path length constraint of a CA bounds the intermediates below it. */
+function checkPathLength(cert: x509.X509Certificate, role: string, intermediatesBelow: number): void {
+  const pathLength = basicConstraints(cert)?.pathLength;
+  if (pathLength !== undefined && intermediatesBelow > pathLength) {
+    throw invalid(`${role} allows ${pathLength} intermediate(s) below it, the chain has ${intermediatesBelow}`);
+  }
+}
+
+/** Finds the candidate whose subject is `cert`'s issuer and whose key verifies `cert`'s signature. */
+async function findIssuer(
+  cert: x509.X509Certificate,
+  candidates: readonly x509.X509Certificate[],
+): Promise<x509.X509Certificate | undefined> {
+  const issuer = new Uint8Array(cert.issuerName.toArrayBuffer());
+  for (const candidate of candidates) {
+    if (!bytesEqual(new Uint8Array(candidate.subjectName.toArrayBuffer()), issuer)) continue;
+    try {
+      if (await cert.verify({ publicKey: candidate.publicKey, signatureOnly: true })) return candidate;
+    } catch {
+      // A key that cannot check this signature algorithm is simply not the issuer.
+    }
+  }
+  return undefined;
+}
+
+function describe(kind: string, cert: x509.X509Certificate): string {
+  return `${kind} certificate ${quote(cert.subject)}`;
+}
+
+/**
+ * Verifies an X.509-SVID (X509-SVID.md §5): the leaf rules (exactly one URI SAN holding a SPIFFE ID with a path,
+ * cA=false, no keyCertSign or cRLSign, digitalSignature when key usage is present), then RFC 5280 path validation
+ * up to an X.509 authority in the bundle of the leaf's trust domain: every signature, every validity period at
+ * `now`, intermediates that are CAs with keyCertSign, path length constraints, no unknown critical extension.
+ *
+ * @param chain The leaf first, then intermediates in any order (roots in the chain are ignored unless in the bundle).
+ * @throws SpiffeError `ERR_X509_SVID_INVALID` naming the broken rule; `ERR_BUNDLE_NOT_FOUND` when `source` has no
+ * bundle for the leaf's trust domain.
+ */
+export async function verifyX509Svid(
+  chain: CertificateChainInput,
+  source: BundleSource,
+  options: VerifyX509SvidOptions = {},
+): Promise<VerifiedX509Svid> {
+  const now = options.now ?? new Date();
+  if (!(now instanceof Date) || Number.isNaN(now.getTime())) throw invalid('now must be a valid date');
+  const [leaf, ...intermediates] = parseChain(chain) as [x509.X509Certificate, ...x509.X509Certificate[]];
+  const spiffeId = checkLeaf(leaf);
+  checkValidity(leaf, 'leaf certificate', now);
+
+  const bundle = source.getBundleForTrustDomain(spiffeId.trustDomain);
+  const roots = bundle.x509Authorities;
+  const verifiedChain = [leaf];
+  let pool = intermediates;
+  let current = leaf;
+  for (;;) {
+    const root = await findIssuer(current, roots);
+    if (root !== undefined) {
+      const role = describe('root', root);
+      checkValidity(root, role, now);
+      checkPathLength(root, role, verifiedChain.length - 1);
+      verifiedChain.push(root);
+      return { spiffeId, verifiedChain };
+    }
+    const next = await findIssuer(current, pool);
+    if (next === undefined) {
+      throw invalid(
+        `certificate chain does not chain to a trusted authority of ${spiffeId.trustDomain.name}` +
+          ` (no issuer found for ${describe(current === leaf ? 'leaf' : 'intermediate', current)})`,
+      );
+    }
+    const role = describe('intermediate', next);
+    checkSigningCertificate(next, role);
+    checkValidity(next, role, now);
+    checkPathLength(next, role, verifiedChain.length - 1);
+    verifiedChain.push(next);
+    pool = pool.filter((cert) => cert !== next);
+    current = next;
+  }
+}
+
+const EC_CURVES: Readonly<Record<string, string>> = { prime256v1: 'P-256', secp384r1: 'P-384', secp521r1: 'P-521' };
+
+function importAlgorithm(key: KeyObject): webcrypto.EcKeyImportParams | webcrypto.RsaHashedImportParams | string {
+  switch (key.asymmetricKeyType) {
+    case 'ec': {
+      const namedCurve = EC_CURVES[key.asymmetricKeyDetails?.namedCurve ?? ''];
+      return namedCurve === undefined
+        ? 'private key curve is not P-256, P-384 or P-521'
+        : { name: 'ECDSA', namedCurve };
+    }
+    case 'rsa':
+      return { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' };
+    case 'rsa-pss':
+      return { name: 'RSA-PSS', hash: 'SHA-256' };
+    default:
+      return `private key type ${String(key.asymmetricKeyType)} is not supported (use EC or RSA)`;
+  }
+}
+
+/**
+ * Parses an X.509-SVID and its private key as the Workload API delivers them (`x509_svid`: DER chain, leaf first;
+ * `x509_svid_key`: PKCS#8 DER), checking the leaf rules of X509-SVID.md, that every further certificate is a CA
+ * with keyCertSign, and that the private key belongs to the leaf. It does not validate the chain against a bundle:
+ * use `verifyX509Svid` for that.
+ *
+ * @throws SpiffeError `ERR_X509_SVID_INVALID` naming the broken rule.
+ */
+export async function parseX509Svid(
+  certificates: CertificateChainInput,
+  privateKeyPkcs8: Uint8Array,
+  options: { hint?: string } = {},
+): Promise<X509Svid> {
+  const chain = parseChain(certificates);
+  const [leaf, ...intermediates] = chain as [x509.X509Certificate, ...x509.X509Certificate[]];
+  const spiffeId = checkLeaf(leaf);
+  for (const cert of intermediates) checkSigningCertificate(cert, describe('intermediate', cert));
+
+  if (!(privateKeyPkcs8 instanceof Uint8Array)) throw invalid('private key must be pkcs#8 der bytes');
+  let keyObject: KeyObject;
+  try {
+    keyObject = createPrivateKey({ key: Buffer.from(privateKeyPkcs8), format: 'der', type: 'pkcs8' });
+  } catch (error) {
+    throw invalid('private key is not a pkcs#8 der key', error);
+  }
+  const publicKey = createPublicKey(keyObject).export({ type: 'spki', format: 'der' });
+  if (!bytesEqual(new Uint8Array(publicKey), toBytes(leaf.publicKey.rawData))) {
+    throw invalid('private key does not match the public key of the leaf certificate');
+  }
+  const algorithm = importAlgorithm(keyObject);
+  if (typeof algorithm === 'string') throw invalid(algorithm);
+  const privateKey = await webcrypto.subtle.importKey('pkcs8', privateKeyPkcs8, algorithm, true, ['sign']);
+
+  if (options.hint !== undefined && typeof options.hint !== 'string') throw invalid('hint must be a string');
+  return {
+    spiffeId,
+    certificates: chain,
+    privateKey,
+    ...(options.hint === undefined || options.hint === '' ? {} : { hint: options.hint }),
+  };
+}
