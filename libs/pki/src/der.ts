@@ -90,18 +90,18 @@ function expectTag(element: DerElement | undefined, tag: number, what: string): 
 }
 
 /** Exact encodings of the parts of an X.509 certificate that must be copied byte for byte (RFC 5280 §4.1). */
-export function certificateParts(der: Uint8Array): { subject: Uint8Array; spki: Uint8Array } {
+export function certificateParts(der: Uint8Array): { issuer: Uint8Array; subject: Uint8Array; spki: Uint8Array } {
   const certificate = readSingleElement(der, DER_TAG.sequence);
   const tbs = expectTag(childrenOf(der, certificate)[0], DER_TAG.sequence, 'tbsCertificate');
   const fields = childrenOf(der, tbs);
   const skip = fields[0]?.tag === DER_TAG.contextConstructed0 ? 1 : 0;
   expectTag(fields[skip], DER_TAG.integer, 'serialNumber');
   expectTag(fields[skip + 1], DER_TAG.sequence, 'signature');
-  expectTag(fields[skip + 2], DER_TAG.sequence, 'issuer');
+  const issuer = expectTag(fields[skip + 2], DER_TAG.sequence, 'issuer');
   expectTag(fields[skip + 3], DER_TAG.sequence, 'validity');
   const subject = expectTag(fields[skip + 4], DER_TAG.sequence, 'subject');
   const spki = expectTag(fields[skip + 5], DER_TAG.sequence, 'subjectPublicKeyInfo');
-  return { subject: encodingOf(der, subject), spki: encodingOf(der, spki) };
+  return { issuer: encodingOf(der, issuer), subject: encodingOf(der, subject), spki: encodingOf(der, spki) };
 }
 
 /** The exact SubjectPublicKeyInfo encoding inside a PKCS#10 request (RFC 2986 §4). */

@@ -13,9 +13,32 @@ export {
   type SigningAlgorithm,
 } from './keys.js';
 export {
+  PEM_LABEL,
+  certificatesFromPem,
+  certificatesToPem,
+  pemBlocks,
+  privateKeyFromPem,
+  privateKeyToPem,
+  toPem,
+  type PemBlock,
+} from './pem.js';
+export { createCsr, parseCsr, type CreateCsrParams, type CreatedCsr, type ParsedCsr } from './csr.js';
+export {
+  DEFAULT_CA_TTL_SECONDS,
+  createIntermediateCa,
+  createRootCa,
+  loadCaFromPem,
+  type CaCertificate,
+  type CaCredential,
+  type CreateIntermediateCaParams,
+  type CreateRootCaParams,
+  type LoadedCa,
+} from './ca.js';
+export {
   SVID_BACKDATE_SECONDS,
   generateSerialNumber,
   subjectKeyIdentifier,
   validateDnsName,
   validateDnsNames,
 } from './svid-profile.js';
+export { buildX509SvidReference, type SigningCa, type X509SvidParams } from './x509-svid.js';

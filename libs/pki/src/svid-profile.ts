@@ -4,7 +4,7 @@
  * builders produce byte-identical TBSCertificates for the same input.
  */
 import { createHash, getRandomValues } from 'node:crypto';
-import { SpiffeId, TrustDomain } from '@sigil/spiffe';
+import { SpiffeId, type TrustDomain } from '@sigil/spiffe';
 import { certificateParts, subjectPublicKeyBits } from './der.js';
 import { PkiError, messageOf } from './errors.js';
 import { x509 } from './x509-lib.js';
@@ -206,7 +206,7 @@ export function signingCaProfile(certificate: x509.X509Certificate): SigningCaPr
   if (!keyUsage || (keyUsage.usages & x509.KeyUsageFlags.keyCertSign) === 0) {
     throw new PkiError('ERR_CA_INVALID', 'ca.certificate: keyUsage must include keyCertSign');
   }
-  let parts: { subject: Uint8Array; spki: Uint8Array };
+  let parts: ReturnType<typeof certificateParts>;
   try {
     parts = certificateParts(new Uint8Array(certificate.rawData));
   } catch (error) {
