@@ -1,9 +1,9 @@
 import { Check, Column, Entity, PrimaryColumn } from 'typeorm';
 
-/** A JWT authority as stored: its `kid` and its SubjectPublicKeyInfo DER in base64. */
+/** A JWT authority as stored: its `kid` and the public parameters of its key as a JWK (kty, crv/x/y or n/e). */
 export interface StoredJwtAuthority {
   kid: string;
-  publicKey: string;
+  jwk: Record<string, string>;
 }
 
 /** The trust bundle of one trust domain: ours (kept by the key manager) or, later, a federated one. */

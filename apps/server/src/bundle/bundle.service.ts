@@ -1,0 +1,144 @@
+import { createPublicKey } from 'node:crypto';
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { TrustBundle, type SpiffeJwks } from '@sigil/spiffe';
+import type { EntityManager } from 'typeorm';
+import { AppError } from '../common/errors.js';
+import { SERVER_CONFIG, type ServerConfig } from '../config.js';
+import type { StoredJwtAuthority } from './bundle.entity.js';
+import { BundlesRepository } from './bundles.repository.js';
+
+/** The authorities our trust domain publishes: CA root certificates and JWT public keys. */
+export interface OwnAuthorities {
+  /** DER of each X.509 authority (our self-signed roots, or the upstream roots). */
+  readonly x509Authorities: readonly Uint8Array[];
+  /** Each JWT key's `kid` and SubjectPublicKeyInfo DER. */
+  readonly jwtAuthorities: readonly { readonly kid: string; readonly publicKeyDer: Uint8Array }[];
+}
+
+const MAX_REFRESH_HINT_SECONDS = 300;
+
+/**
+ * `spiffe_refresh_hint`: 5 minutes (SPIRE's bundle endpoint default), but at most a twelfth of the CA TTL, so relying
+ * parties refetch at least four times between a key's preparation (1/2) and its activation (5/6 of the lifetime).
+ */
+export function refreshHintFor(caTtlSeconds: number): number {
+  return Math.max(1, Math.min(MAX_REFRESH_HINT_SECONDS, Math.floor(caTtlSeconds / 12)));
+}
+
+/**
+ * Our own trust bundle. The key manager writes the authorities inside its journal transaction
+ * ({@link replaceOwnAuthorities}), which bumps `spiffe_sequence` by one on every change; every replica serves the
+ * bundle from memory and reloads it when the stored sequence moves ({@link refreshOwn}).
+ */
+@Injectable()
+export class BundleService {
+  private readonly logger = new Logger(BundleService.name);
+  private readonly trustDomain: ServerConfig['trustDomain'];
+  private readonly refreshHintSeconds: number;
+  private own: TrustBundle | undefined;
+
+  constructor(
+    private readonly bundles: BundlesRepository,
+    @Inject(SERVER_CONFIG) config: Pick<ServerConfig, 'trustDomain' | 'caTtlSeconds'>,
+  ) {
+    this.trustDomain = config.trustDomain;
+    this.refreshHintSeconds = refreshHintFor(config.caTtlSeconds);
+  }
+
+  /**
+   * Stores `authorities` as our bundle when they differ from the stored ones, with the sequence increased by one
+   * (1 for the first bundle). Runs in the caller's transaction, which must hold the rotation lock.
+   *
+   * @returns the sequence number now stored, and whether it changed.
+   */
+  async replaceOwnAuthorities(
+    manager: EntityManager,
+    authorities: OwnAuthorities,
+    now: Date,
+  ): Promise<{ changed: boolean; sequence: number }> {
+    const x509Authorities = authorities.x509Authorities.map((der) => Buffer.from(der).toString('base64'));
+    const jwtAuthorities: StoredJwtAuthority[] = authorities.jwtAuthorities.map(({ kid, publicKeyDer }) => ({
+      kid,
+      jwk: publicJwk(publicKeyDer),
+    }));
+    const stored = await this.bundles.findByTrustDomainForUpdate(manager, this.trustDomain.name);
+    const unchanged =
+      stored !== null &&
+      stored.refreshHintSeconds === this.refreshHintSeconds &&
+      sameJson(stored.x509Authorities, x509Authorities) &&
+      sameJson(stored.jwtAuthorities, jwtAuthorities);
+    if (unchanged) return { changed: false, sequence: Number(stored.sequence) };
+
+    const sequence = stored === null ? 1 : Number(stored.sequence) + 1;
+    await this.bundles.save(manager, {
+      trustDomain: this.trustDomain.name,
+      x509Authorities,
+      jwtAuthorities,
+      refreshHintSeconds: this.refreshHintSeconds,
+      sequence: String(sequence),
+      updatedAt: now,
+    });
+    return { changed: true, sequence };
+  }
+
+  /** Reloads our bundle when the stored sequence differs from the one in memory; true when it reloaded. */
+  async refreshOwn(): Promise<boolean> {
+    const sequence = await this.bundles.sequenceOf(this.trustDomain.name);
+    if (sequence === null || (this.own !== undefined && this.own.sequenceNumber === Number(sequence))) return false;
+    const row = await this.bundles.findByTrustDomain(this.trustDomain.name);
+    if (row === null) return false;
+    this.own = TrustBundle.create(this.trustDomain, {
+      x509Authorities: row.x509Authorities.map((der) => Buffer.from(der, 'base64')),
+      jwtAuthorities: row.jwtAuthorities.map(({ kid, jwk }) => [kid, jwk] as const),
+      sequenceNumber: Number(row.sequence),
+      ...(row.refreshHintSeconds !== null && { refreshHintSeconds: row.refreshHintSeconds }),
+    });
+    this.logger.log({
+      msg: 'trust bundle loaded',
+      trustDomain: this.trustDomain.name,
+      sequence: this.own.sequenceNumber,
+      x509Authorities: this.own.x509Authorities.length,
+      jwtAuthorities: this.own.jwtAuthorities.size,
+    });
+    return true;
+  }
+
+  /** Our trust bundle as last loaded. */
+  ownBundle(): TrustBundle {
+    if (this.own === undefined) {
+      throw new AppError('unavailable', 'bundle: the trust bundle has not been loaded yet, the authority is starting');
+    }
+    return this.own;
+  }
+
+  /** Our bundle in the SPIFFE JWKS form, with `spiffe_sequence` and `spiffe_refresh_hint`. */
+  ownJwks(): SpiffeJwks {
+    return this.ownBundle().toJwks();
+  }
+
+  /** Our X.509 authorities as PEM certificates. */
+  ownPem(): string {
+    return this.ownBundle().x509Pem();
+  }
+}
+
+function publicJwk(spkiDer: Uint8Array): Record<string, string> {
+  const jwk = createPublicKey({ key: Buffer.from(spkiDer), format: 'der', type: 'spki' }).export({ format: 'jwk' });
+  return Object.fromEntries(
+    Object.entries(jwk).filter((entry): entry is [string, string] => typeof entry[1] === 'string'),
+  );
+}
+
+// jsonb does not keep object key order, so compare with keys sorted.
+function sameJson(a: unknown, b: unknown): boolean {
+  return canonical(a) === canonical(b);
+}
+
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([key, item]) => `${JSON.stringify(key)}:${canonical(item)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}

@@ -1,0 +1,145 @@
+import { randomBytes, randomUUID, type webcrypto } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { Inject, Injectable } from '@nestjs/common';
+import {
+  createIntermediateCa,
+  createRootCa,
+  exportPrivateKeyPkcs8,
+  exportPublicKeySpki,
+  generateKeyPair,
+  importPrivateKeyPkcs8,
+  loadCaFromPem,
+  subjectKeyIdentifier,
+  type LoadedCa,
+} from '@sigil/pki';
+import { SERVER_CONFIG, type ServerConfig } from '../config.js';
+import { KeyEncryptionKey } from '../kek/key-encryption-key.js';
+import type { AuthorityKind, CaKeyEntity } from './ca-key.entity.js';
+import type { NewCaKey } from './ca-keys.repository.js';
+
+/** `kid` of a JWT key: 24 random bytes in base64url (32 characters). */
+const KID_BYTES = 24;
+
+/** The additional authenticated data that binds a sealed private key to its journal row. */
+export function sealingContext(key: Pick<CaKeyEntity, 'id' | 'kind'>): string {
+  return `ca_keys/${key.id}/${key.kind}`;
+}
+
+type AuthorityConfig = Pick<ServerConfig, 'trustDomain' | 'caKeyType' | 'caTtlSeconds' | 'upstreamCa'>;
+
+/**
+ * Makes new CA keys for the journal: a key pair of the configured type, for X.509 a CA certificate (self-signed, or
+ * an intermediate signed by the upstream CA read from its PEM files at each creation, so a renewed upstream
+ * certificate is picked up), the private key sealed with the key-encryption key. Also opens sealed keys.
+ */
+@Injectable()
+export class AuthorityKeyFactory {
+  constructor(
+    @Inject(SERVER_CONFIG) private readonly config: AuthorityConfig,
+    private readonly kek: KeyEncryptionKey,
+  ) {}
+
+  /** A new prepared key of `kind`, valid from `now` for the CA TTL (an upstream CA may shorten it). */
+  async create(kind: AuthorityKind, now: Date): Promise<NewCaKey> {
+    const id = randomUUID();
+    const keys = await generateKeyPair(this.config.caKeyType);
+    const publicKeyDer = Buffer.from(exportPublicKeySpki(keys.publicKey));
+    const base = { id, kind, state: 'prepared' as const, tainted: false, revoked: false, createdAt: now };
+    const sealed = await this.seal({ id, kind }, keys.privateKey);
+    const common = { ...base, keyType: this.config.caKeyType, encryptedPrivateKey: sealed, publicKeyDer };
+
+    if (kind === 'jwt') {
+      // JWT keys carry no certificate: their validity is whole seconds from now, the CA TTL long.
+      const notBefore = new Date(Math.floor(now.getTime() / 1000) * 1000);
+      return {
+        ...common,
+        authorityId: randomBytes(KID_BYTES).toString('base64url'),
+        certificateDer: null,
+        upstreamChain: null,
+        notBefore,
+        notAfter: new Date(notBefore.getTime() + this.config.caTtlSeconds * 1000),
+        activatedAt: null,
+      };
+    }
+
+    const upstream = await this.loadUpstream();
+    const ca =
+      upstream === undefined
+        ? await createRootCa({ trustDomain: this.config.trustDomain, keys, ttlSeconds: this.config.caTtlSeconds, now })
+        : await createIntermediateCa({
+            trustDomain: this.config.trustDomain,
+            publicKey: keys.publicKey,
+            issuer: upstream,
+            ttlSeconds: this.config.caTtlSeconds,
+            now,
+          });
+    return {
+      ...common,
+      authorityId: Buffer.from(subjectKeyIdentifier(publicKeyDer)).toString('hex'),
+      certificateDer: Buffer.from(ca.der),
+      upstreamChain:
+        upstream === undefined
+          ? null
+          : [upstream.der, ...upstream.chain.map((certificate) => new Uint8Array(certificate.rawData))].map((der) =>
+              Buffer.from(der).toString('base64'),
+            ),
+      notBefore: ca.certificate.notBefore,
+      notAfter: ca.certificate.notAfter,
+      activatedAt: null,
+    };
+  }
+
+  /** Opens a journal row's sealed private key; fails when the KEK differs or the row's data was moved or altered. */
+  async unseal(
+    row: Pick<CaKeyEntity, 'id' | 'kind' | 'keyType' | 'encryptedPrivateKey'>,
+  ): Promise<webcrypto.CryptoKey> {
+    let pkcs8: Buffer;
+    try {
+      pkcs8 = await this.kek.decrypt(row.encryptedPrivateKey, sealingContext(row));
+    } catch (error) {
+      throw new Error(
+        `ca key ${row.id} (${row.kind}): its private key cannot be opened with the key-encryption key from ` +
+          `${describeSource(this.kek)} (it was sealed with another key-encryption key, or the row was altered)`,
+        { cause: error },
+      );
+    }
+    try {
+      return await importPrivateKeyPkcs8(pkcs8, row.keyType);
+    } finally {
+      pkcs8.fill(0);
+    }
+  }
+
+  private async seal(row: Pick<CaKeyEntity, 'id' | 'kind'>, privateKey: webcrypto.CryptoKey): Promise<Buffer> {
+    const pkcs8 = exportPrivateKeyPkcs8(privateKey);
+    try {
+      return await this.kek.encrypt(pkcs8, sealingContext(row));
+    } finally {
+      pkcs8.fill(0);
+    }
+  }
+
+  private async loadUpstream(): Promise<LoadedCa | undefined> {
+    const upstream = this.config.upstreamCa;
+    if (upstream === undefined) return undefined;
+    const [certificatePem, keyPem] = await Promise.all([
+      readUpstreamFile('upstream_ca_cert_file', upstream.certFile),
+      readUpstreamFile('upstream_ca_key_file', upstream.keyFile),
+    ]);
+    return loadCaFromPem(certificatePem, keyPem);
+  }
+}
+
+async function readUpstreamFile(key: string, path: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (error) {
+    throw new Error(`${key} ${path}: cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`, {
+      cause: error,
+    });
+  }
+}
+
+function describeSource(kek: KeyEncryptionKey): string {
+  return kek.source.kind === 'env' ? kek.source.name : kek.source.path;
+}

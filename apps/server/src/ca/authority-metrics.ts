@@ -1,0 +1,25 @@
+import type { AuthorityKind } from './ca-key.entity.js';
+
+/** What happened to a CA key: SPIRE's prepared → active → old life, plus pruning and the operator's taint/revoke. */
+export type AuthorityTransition = 'prepared' | 'activated' | 'retired' | 'pruned' | 'tainted' | 'revoked';
+
+/**
+ * The authority's metrics hook. The CA calls it; the health module implements it with prom-client counters and
+ * histograms and provides it under {@link AUTHORITY_METRICS} from a global module. Without a provider the
+ * authority reports to {@link noAuthorityMetrics}.
+ */
+export interface AuthorityMetrics {
+  /** An SVID was signed; `seconds` is how long signing took. */
+  svidSigned(kind: AuthorityKind, seconds: number): void;
+  /** This replica changed the key journal. */
+  rotationEvent(kind: AuthorityKind, transition: AuthorityTransition): void;
+}
+
+/** Nest injection token of the {@link AuthorityMetrics} implementation. */
+export const AUTHORITY_METRICS = Symbol('AUTHORITY_METRICS');
+
+/** Reports nowhere: the default until a metrics provider is registered. */
+export const noAuthorityMetrics: AuthorityMetrics = {
+  svidSigned: () => undefined,
+  rotationEvent: () => undefined,
+};

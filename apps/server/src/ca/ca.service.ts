@@ -1,0 +1,172 @@
+import { performance } from 'node:perf_hooks';
+import { Inject, Injectable, Optional } from '@nestjs/common';
+import { PkiError, X509SvidSigner } from '@sigil/pki';
+import { SpiffeError, signJwtSvid, type SpiffeId } from '@sigil/spiffe';
+import { CLOCK, type Clock } from '../common/clock.js';
+import { AppError } from '../common/errors.js';
+import { SERVER_CONFIG, type ServerConfig } from '../config.js';
+import { AUTHORITY_METRICS, noAuthorityMetrics, type AuthorityMetrics } from './authority-metrics.js';
+import { KeyManager } from './key-manager.js';
+
+/** An X.509-SVID to sign: the SPIFFE ID, and the subject's key as a verified SPKI or as a CSR to verify. */
+export interface SignX509SvidRequest {
+  readonly spiffeId: SpiffeId;
+  /** The subject's SubjectPublicKeyInfo DER, already verified (e.g. from a CSR checked elsewhere). */
+  readonly spkiDer?: Uint8Array;
+  /** A PKCS#10 CSR, PEM or DER; its self-signature is verified and only its public key is used. */
+  readonly csr?: string | Uint8Array;
+  readonly dnsNames?: readonly string[];
+  /** Requested lifetime; defaults to the configured X.509-SVID TTL and never outlives the CA. */
+  readonly ttlSeconds?: number;
+}
+
+export interface SignedX509Svid {
+  /** Leaf first, then our CA certificate and the upstream intermediates when the CA is an intermediate. */
+  readonly certificateChainDer: Buffer[];
+  readonly expiresAt: Date;
+}
+
+export interface SignJwtSvidRequest {
+  readonly spiffeId: SpiffeId;
+  readonly audience: readonly string[];
+  /** Requested lifetime; defaults to the configured JWT-SVID TTL and never outlives the JWT key. */
+  readonly ttlSeconds?: number;
+}
+
+export interface SignedJwtSvid {
+  readonly token: string;
+  readonly expiresAt: Date;
+}
+
+/** The active X.509 CA as TLS needs it. */
+export interface X509AuthorityChain {
+  /** Our CA certificate, then the upstream intermediates; never a self-signed root of the upstream. */
+  readonly certificateChainDer: Buffer[];
+  readonly notAfter: Date;
+}
+
+/**
+ * Signs X.509-SVIDs and JWT-SVIDs with the active keys of the {@link KeyManager}. X.509 leaves go through the fast
+ * `X509SvidSigner`, one per active CA key; lifetimes are capped by the signing key's remaining life.
+ */
+@Injectable()
+export class CaService {
+  private signer: { keyId: string; signer: X509SvidSigner } | undefined;
+
+  constructor(
+    private readonly keys: KeyManager,
+    @Inject(CLOCK) private readonly clock: Clock,
+    @Inject(SERVER_CONFIG)
+    private readonly config: Pick<ServerConfig, 'trustDomain' | 'x509SvidTtlSeconds' | 'jwtSvidTtlSeconds'>,
+    @Optional() @Inject(AUTHORITY_METRICS) private readonly metrics: AuthorityMetrics = noAuthorityMetrics,
+  ) {}
+
+  /** True once the X.509 CA and the JWT key are active (for `/readyz`). */
+  isReady(): boolean {
+    return this.keys.isReady();
+  }
+
+  /** Signs an X.509-SVID with the active CA key. */
+  signX509Svid(request: SignX509SvidRequest): SignedX509Svid {
+    const started = performance.now();
+    this.checkTrustDomain(request.spiffeId);
+    if ((request.spkiDer === undefined) === (request.csr === undefined)) {
+      throw new AppError('invalid_argument', 'request: must carry exactly one of spkiDer or csr');
+    }
+    const { key } = this.keys.signingAuthority('x509');
+    const now = this.now();
+    const ttlSeconds = this.ttl(request.ttlSeconds, this.config.x509SvidTtlSeconds, key.notAfter, now);
+    const params = { spiffeId: request.spiffeId, dnsNames: request.dnsNames ?? [], ttlSeconds, now };
+    const signer = this.x509Signer();
+    let leaf: Buffer;
+    try {
+      leaf =
+        request.csr !== undefined
+          ? signer.signCsr(request.csr, params)
+          : signer.sign({ ...params, spkiDer: request.spkiDer! });
+    } catch (error) {
+      throw asInvalidArgument(error, request.csr !== undefined ? 'csr' : 'spkiDer');
+    }
+    this.metrics.svidSigned('x509', (performance.now() - started) / 1000);
+    // A self-signed CA is the root relying parties hold, so the chain is the leaf alone; an intermediate travels along.
+    const intermediates = key.upstreamChainDer.length > 0 ? this.x509Authority().certificateChainDer : [];
+    return {
+      certificateChainDer: [leaf, ...intermediates],
+      expiresAt: new Date(now.getTime() + ttlSeconds * 1000),
+    };
+  }
+
+  /** Signs a JWT-SVID with the active JWT key and its `kid`. */
+  async signJwtSvid(request: SignJwtSvidRequest): Promise<SignedJwtSvid> {
+    const started = performance.now();
+    this.checkTrustDomain(request.spiffeId);
+    if (request.audience.length === 0 || request.audience.some((audience) => audience.trim() === '')) {
+      throw new AppError('invalid_argument', 'audience: must hold at least one non-empty audience');
+    }
+    const { key, privateKey } = this.keys.signingAuthority('jwt');
+    const now = this.now();
+    const ttlSeconds = this.ttl(request.ttlSeconds, this.config.jwtSvidTtlSeconds, key.notAfter, now);
+    const expiresAt = new Date(now.getTime() + ttlSeconds * 1000);
+    let token: string;
+    try {
+      token = await signJwtSvid({
+        spiffeId: request.spiffeId,
+        audience: [...request.audience],
+        privateKey,
+        kid: key.authorityId,
+        issuedAt: now,
+        expiresAt,
+      });
+    } catch (error) {
+      throw asInvalidArgument(error, 'jwt-svid');
+    }
+    this.metrics.svidSigned('jwt', (performance.now() - started) / 1000);
+    return { token, expiresAt };
+  }
+
+  /** The active X.509 CA's certificate chain, for TLS (the server's own SVID is issued with {@link signX509Svid}). */
+  x509Authority(): X509AuthorityChain {
+    const { key } = this.keys.signingAuthority('x509');
+    const upstreamIntermediates = key.upstreamChainDer.slice(0, -1);
+    return { certificateChainDer: [key.certificateDer!, ...upstreamIntermediates], notAfter: key.notAfter };
+  }
+
+  private x509Signer(): X509SvidSigner {
+    const { key, privateKey } = this.keys.signingAuthority('x509');
+    if (this.signer?.keyId !== key.id) {
+      this.signer = { keyId: key.id, signer: X509SvidSigner.create({ certificate: key.certificateDer!, privateKey }) };
+    }
+    return this.signer.signer;
+  }
+
+  private checkTrustDomain(spiffeId: SpiffeId): void {
+    if (!spiffeId.trustDomain.equals(this.config.trustDomain)) {
+      throw new AppError(
+        'invalid_argument',
+        `spiffeId: must be in trust domain ${this.config.trustDomain.name}, got ${spiffeId.toString()}`,
+      );
+    }
+  }
+
+  /** Certificates carry whole seconds; signing at a whole second keeps `expiresAt` equal to the leaf's not-after. */
+  private now(): Date {
+    return new Date(Math.floor(this.clock.now().getTime() / 1000) * 1000);
+  }
+
+  private ttl(requested: number | undefined, fallback: number, keyNotAfter: Date, now: Date): number {
+    const ttl = requested ?? fallback;
+    if (!Number.isSafeInteger(ttl) || ttl <= 0) {
+      throw new AppError('invalid_argument', `ttlSeconds: must be a positive whole number of seconds, got ${ttl}`);
+    }
+    const remaining = Math.floor((keyNotAfter.getTime() - now.getTime()) / 1000);
+    if (remaining <= 0) throw new AppError('unavailable', 'ca: the active key has expired, rotation is overdue');
+    return Math.min(ttl, remaining);
+  }
+}
+
+function asInvalidArgument(error: unknown, field: string): unknown {
+  if (error instanceof PkiError || error instanceof SpiffeError) {
+    return new AppError('invalid_argument', `${field}: ${error.message}`, { cause: error });
+  }
+  return error;
+}

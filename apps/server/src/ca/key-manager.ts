@@ -1,0 +1,377 @@
+import type { webcrypto } from 'node:crypto';
+import { Inject, Injectable, Logger, Optional, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
+import type { EntityManager } from 'typeorm';
+import { BundleService } from '../bundle/bundle.service.js';
+import { CLOCK, type Clock } from '../common/clock.js';
+import { AppError } from '../common/errors.js';
+import { AuthorityKeyFactory } from './authority-key.factory.js';
+import { AUTHORITY_METRICS, noAuthorityMetrics, type AuthorityMetrics } from './authority-metrics.js';
+import type { AuthorityKind, CaKeyEntity } from './ca-key.entity.js';
+import { CaKeysRepository, versionOf } from './ca-keys.repository.js';
+import { planRotation, type RotationStep } from './rotation-plan.js';
+import { toAuthorityKey, type AuthorityChange, type AuthorityKey } from './authority-key.js';
+
+/** The active key of one authority, ready to sign. */
+export interface SigningAuthority {
+  readonly key: AuthorityKey;
+  readonly privateKey: webcrypto.CryptoKey;
+}
+
+/** What one {@link KeyManager.tick} did. */
+export interface TickResult {
+  /** True when this replica held the rotation lock. */
+  readonly leader: boolean;
+  /** The journal changes this replica made. */
+  readonly changes: readonly AuthorityChange[];
+  /** True when the journal or bundle changed and this replica reloaded it. */
+  readonly reloaded: boolean;
+}
+
+/** The keys of one kind by state, as `localauthority … show` lists them. */
+export interface AuthoritySlots {
+  readonly active: AuthorityKey | undefined;
+  readonly prepared: AuthorityKey | undefined;
+  readonly old: readonly AuthorityKey[];
+}
+
+const KINDS: readonly AuthorityKind[] = ['x509', 'jwt'];
+/** How often the timer drives {@link KeyManager.tick}. */
+export const TICK_INTERVAL_MS = 10_000;
+
+/**
+ * The CA key journal's state machine (SPIRE `pkg/server/ca/manager`): for the X.509 CA and the JWT key, a key is
+ * prepared and published in the bundle at half the active key's lifetime, activated at five sixths (the active one
+ * becomes old), and pruned from the journal and the bundle when it expires. One replica at a time changes the
+ * journal, under a PostgreSQL advisory lock; every replica reloads the journal and the bundle when they change.
+ * A timer calls {@link tick}; tests call it after moving the injected clock.
+ */
+@Injectable()
+export class KeyManager implements OnModuleInit, OnApplicationShutdown {
+  private readonly logger = new Logger(KeyManager.name);
+  private keys: readonly AuthorityKey[] = [];
+  private signing = new Map<AuthorityKind, SigningAuthority>();
+  private version: string | undefined;
+  private inFlight: Promise<TickResult> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly journal: CaKeysRepository,
+    private readonly bundles: BundleService,
+    private readonly factory: AuthorityKeyFactory,
+    @Inject(CLOCK) private readonly clock: Clock,
+    @Optional() @Inject(AUTHORITY_METRICS) private readonly metrics: AuthorityMetrics = noAuthorityMetrics,
+  ) {}
+
+  /** First start: waits for the lock so the keys exist (created here or by another replica) before serving. */
+  async onModuleInit(): Promise<void> {
+    await this.tick({ waitForLock: true });
+    this.timer = setInterval(() => void this.tickLogged(), TICK_INTERVAL_MS);
+    this.timer.unref();
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    clearInterval(this.timer);
+    await this.inFlight?.catch(() => undefined);
+  }
+
+  /**
+   * Brings the journal up to date at the clock's time when this replica wins the rotation lock (or waits for it
+   * with `waitForLock`), then reloads the journal and the bundle if anything changed. Concurrent calls share one run.
+   */
+  tick(options: { waitForLock?: boolean } = {}): Promise<TickResult> {
+    this.inFlight ??= this.runTick(options.waitForLock ?? false).finally(() => (this.inFlight = undefined));
+    return this.inFlight;
+  }
+
+  /** The journal's keys of `kind` by state, as last loaded. */
+  slots(kind: AuthorityKind): AuthoritySlots {
+    const own = this.keys.filter((key) => key.kind === kind);
+    return {
+      active: own.find((key) => key.state === 'active'),
+      prepared: own.find((key) => key.state === 'prepared'),
+      old: own.filter((key) => key.state === 'old'),
+    };
+  }
+
+  /** The active key of `kind` and its private key; `unavailable` before the first load. */
+  signingAuthority(kind: AuthorityKind): SigningAuthority {
+    const authority = this.signing.get(kind);
+    if (authority === undefined) {
+      throw new AppError('unavailable', `${kind} authority: no active key loaded yet, the authority is starting`);
+    }
+    return authority;
+  }
+
+  /** True once both authorities have an active key. */
+  isReady(): boolean {
+    return KINDS.every((kind) => this.signing.has(kind));
+  }
+
+  /**
+   * Prepares a new key of `kind` now and publishes it in the bundle (`localauthority … prepare`). A prepared key
+   * that is already there never signed anything, so it is replaced.
+   */
+  async prepare(kind: AuthorityKind): Promise<AuthorityKey> {
+    const created = await this.change(async (manager, rows, now, changes) => {
+      const existing = rows.find((row) => row.kind === kind && row.state === 'prepared');
+      if (existing !== undefined) await this.prune(manager, rows, existing, changes);
+      return this.create(manager, rows, kind, 'prepared', now, changes);
+    });
+    return toAuthorityKey(created);
+  }
+
+  /** Activates the prepared key of `kind`, named by its authority id; the active key becomes old. */
+  async activate(kind: AuthorityKind, authorityId: string): Promise<AuthorityKey> {
+    const activated = await this.change(async (manager, rows, now, changes) => {
+      const prepared = rows.find((row) => row.kind === kind && row.state === 'prepared');
+      if (prepared === undefined) {
+        throw new AppError('failed_precondition', `${kind} authority: there is no prepared key to activate`);
+      }
+      if (prepared.authorityId !== authorityId) {
+        throw new AppError(
+          'invalid_argument',
+          `authorityId: '${authorityId}' is not the prepared ${kind} authority (that is '${prepared.authorityId}')`,
+        );
+      }
+      return this.promote(manager, rows, prepared, now, changes);
+    });
+    return toAuthorityKey(activated);
+  }
+
+  /** Marks an old key as tainted (`localauthority … taint`): it stays in the bundle but must no longer be trusted. */
+  async taint(kind: AuthorityKind, authorityId: string): Promise<AuthorityKey> {
+    const tainted = await this.change(async (manager, rows, _now, changes) => {
+      const key = this.findOld(rows, kind, authorityId, 'tainted');
+      if (key.tainted) throw new AppError('failed_precondition', `authorityId: '${authorityId}' is already tainted`);
+      await this.journal.update(manager, key.id, { tainted: true });
+      key.tainted = true;
+      changes.push({ kind, transition: 'tainted', authorityId });
+      return key;
+    });
+    return toAuthorityKey(tainted);
+  }
+
+  /** Removes a tainted old key from the bundle (`localauthority … revoke`). */
+  async revoke(kind: AuthorityKind, authorityId: string): Promise<AuthorityKey> {
+    const revoked = await this.change(async (manager, rows, _now, changes) => {
+      const key = this.findOld(rows, kind, authorityId, 'revoked');
+      if (!key.tainted) {
+        throw new AppError('failed_precondition', `authorityId: '${authorityId}' must be tainted before it is revoked`);
+      }
+      if (key.revoked) throw new AppError('failed_precondition', `authorityId: '${authorityId}' is already revoked`);
+      if (key.upstreamChain !== null) {
+        throw new AppError(
+          'failed_precondition',
+          `authorityId: '${authorityId}' is an intermediate under the upstream CA, whose root stays in the bundle; ` +
+            'revoke it at the upstream authority',
+        );
+      }
+      await this.journal.update(manager, key.id, { revoked: true });
+      key.revoked = true;
+      changes.push({ kind, transition: 'revoked', authorityId });
+      return key;
+    });
+    return toAuthorityKey(revoked);
+  }
+
+  private async tickLogged(): Promise<void> {
+    try {
+      await this.tick();
+    } catch (error) {
+      // A database outage must not stop signing: the replica keeps its loaded keys and retries on the next tick.
+      this.logger.error({ msg: 'ca key rotation tick failed', err: error });
+    }
+  }
+
+  private async runTick(waitForLock: boolean): Promise<TickResult> {
+    const outcome = await this.journal.withRotationLock(waitForLock, async (manager) => {
+      const now = this.clock.now();
+      const rows = await this.journal.listWithPrivateKeys(manager);
+      const changes: AuthorityChange[] = [];
+      for (const kind of KINDS) {
+        for (const step of planRotation(kind, rows, now)) await this.apply(manager, rows, step, now, changes);
+      }
+      await this.publish(manager, rows, now);
+      return changes;
+    });
+    const changes = outcome.acquired ? outcome.result : [];
+    this.report(changes);
+    const reloaded = await this.reloadIfChanged();
+    return { leader: outcome.acquired, changes, reloaded };
+  }
+
+  /** Runs an operator's change under the rotation lock (waiting for it), republishes and reloads. */
+  private async change(
+    work: (manager: EntityManager, rows: CaKeyEntity[], now: Date, changes: AuthorityChange[]) => Promise<CaKeyEntity>,
+  ): Promise<CaKeyEntity> {
+    const changes: AuthorityChange[] = [];
+    const outcome = await this.journal.withRotationLock(true, async (manager) => {
+      const now = this.clock.now();
+      const rows = await this.journal.listWithPrivateKeys(manager);
+      const result = await work(manager, rows, now, changes);
+      await this.publish(manager, rows, now);
+      return result;
+    });
+    if (!outcome.acquired) throw new AppError('unavailable', 'ca key journal: the rotation lock was not acquired');
+    this.report(changes);
+    await this.reloadIfChanged();
+    return outcome.result;
+  }
+
+  private findOld(rows: CaKeyEntity[], kind: AuthorityKind, authorityId: string, verb: string): CaKeyEntity {
+    const key = rows.find((row) => row.kind === kind && row.authorityId === authorityId);
+    if (key === undefined) throw new AppError('not_found', `authorityId: no ${kind} authority '${authorityId}'`);
+    if (key.state !== 'old') {
+      throw new AppError(
+        'failed_precondition',
+        `authorityId: only an old ${kind} authority can be ${verb}, '${authorityId}' is ${key.state}`,
+      );
+    }
+    return key;
+  }
+
+  private async apply(
+    manager: EntityManager,
+    rows: CaKeyEntity[],
+    step: RotationStep,
+    now: Date,
+    changes: AuthorityChange[],
+  ): Promise<void> {
+    switch (step.op) {
+      case 'prune': {
+        const key = rows.find((row) => row.id === step.id);
+        if (key !== undefined) await this.prune(manager, rows, key, changes);
+        return;
+      }
+      case 'create':
+        await this.create(manager, rows, step.kind, step.state, now, changes);
+        return;
+      case 'activate': {
+        const key = rows.find((row) =>
+          step.id === 'created' ? row.kind === step.kind && row.state === 'prepared' : row.id === step.id,
+        );
+        if (key === undefined) throw new Error(`ca key journal: no prepared ${step.kind} key ${step.id} to activate`);
+        await this.promote(manager, rows, key, now, changes);
+        return;
+      }
+    }
+  }
+
+  private async create(
+    manager: EntityManager,
+    rows: CaKeyEntity[],
+    kind: AuthorityKind,
+    state: 'prepared' | 'active',
+    now: Date,
+    changes: AuthorityChange[],
+  ): Promise<CaKeyEntity> {
+    const key = await this.factory.create(kind, now);
+    if (state === 'prepared') {
+      await this.journal.insert(manager, key);
+      rows.push({ ...key, revision: '' });
+      changes.push({ kind, transition: 'prepared', authorityId: key.authorityId });
+      return rows[rows.length - 1]!;
+    }
+    // An active key is created only when none can sign; one that expired retires first.
+    await this.retireActive(manager, rows, kind, changes);
+    const active = { ...key, state, activatedAt: now };
+    await this.journal.insert(manager, active);
+    rows.push({ ...active, revision: '' });
+    changes.push({ kind, transition: 'activated', authorityId: key.authorityId });
+    return rows[rows.length - 1]!;
+  }
+
+  private async promote(
+    manager: EntityManager,
+    rows: CaKeyEntity[],
+    prepared: CaKeyEntity,
+    now: Date,
+    changes: AuthorityChange[],
+  ): Promise<CaKeyEntity> {
+    // Retire first: at most one active key per kind (ca_keys_one_active_idx).
+    await this.retireActive(manager, rows, prepared.kind, changes);
+    await this.journal.update(manager, prepared.id, { state: 'active', activatedAt: now });
+    prepared.state = 'active';
+    prepared.activatedAt = now;
+    changes.push({ kind: prepared.kind, transition: 'activated', authorityId: prepared.authorityId });
+    return prepared;
+  }
+
+  private async retireActive(
+    manager: EntityManager,
+    rows: CaKeyEntity[],
+    kind: AuthorityKind,
+    changes: AuthorityChange[],
+  ): Promise<void> {
+    const active = rows.find((row) => row.kind === kind && row.state === 'active');
+    if (active === undefined) return;
+    await this.journal.update(manager, active.id, { state: 'old' });
+    active.state = 'old';
+    changes.push({ kind, transition: 'retired', authorityId: active.authorityId });
+  }
+
+  private async prune(
+    manager: EntityManager,
+    rows: CaKeyEntity[],
+    key: CaKeyEntity,
+    changes: AuthorityChange[],
+  ): Promise<void> {
+    await this.journal.deleteByIds(manager, [key.id]);
+    rows.splice(rows.indexOf(key), 1);
+    changes.push({ kind: key.kind, transition: 'pruned', authorityId: key.authorityId });
+  }
+
+  /** Writes the bundle: every unexpired, unrevoked key of the journal, the prepared one included. */
+  private async publish(manager: EntityManager, rows: readonly CaKeyEntity[], now: Date): Promise<void> {
+    const published = rows
+      .filter((row) => !row.revoked && now.getTime() < row.notAfter.getTime())
+      .sort((a, b) => a.notBefore.getTime() - b.notBefore.getTime());
+    await this.bundles.replaceOwnAuthorities(
+      manager,
+      {
+        x509Authorities: published
+          .filter((row) => row.kind === 'x509')
+          .map((row) => {
+            const root = row.upstreamChain?.at(-1);
+            return root === undefined ? row.certificateDer! : Buffer.from(root, 'base64');
+          }),
+        jwtAuthorities: published
+          .filter((row) => row.kind === 'jwt')
+          .map((row) => ({ kid: row.authorityId, publicKeyDer: row.publicKeyDer })),
+      },
+      now,
+    );
+  }
+
+  /** Reloads the bundle, then the journal, when they changed; the bundle goes first so no replica signs with a key
+   * its own bundle does not hold yet. */
+  private async reloadIfChanged(): Promise<boolean> {
+    const bundleReloaded = await this.bundles.refreshOwn();
+    const version = await this.journal.journalVersion();
+    if (version === this.version) return bundleReloaded;
+
+    const rows = await this.journal.listWithPrivateKeys();
+    const signing = new Map<AuthorityKind, SigningAuthority>();
+    for (const row of rows.filter((candidate) => candidate.state === 'active')) {
+      const cached = this.signing.get(row.kind);
+      const privateKey = cached?.key.id === row.id ? cached.privateKey : await this.factory.unseal(row);
+      signing.set(row.kind, { key: toAuthorityKey(row), privateKey });
+    }
+    const maxRevision = rows.reduce((max, row) => (BigInt(row.revision) > BigInt(max) ? row.revision : max), '0');
+    this.keys = rows.map(toAuthorityKey);
+    this.signing = signing;
+    this.version = versionOf(rows.length, rows.length === 0 ? null : maxRevision);
+    this.logger.log({
+      msg: 'ca key journal loaded',
+      keys: this.keys.map(({ kind, state, authorityId, notAfter }) => ({ kind, state, authorityId, notAfter })),
+    });
+    return true;
+  }
+
+  private report(changes: readonly AuthorityChange[]): void {
+    for (const change of changes) {
+      this.logger.log({ msg: `ca key ${change.transition}`, ...change });
+      this.metrics.rotationEvent(change.kind, change.transition);
+    }
+  }
+}
