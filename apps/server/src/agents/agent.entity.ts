@@ -1,0 +1,42 @@
+import { Column, Entity, Index, PrimaryColumn } from 'typeorm';
+
+/** A node selector found by node attestation, e.g. `{ type: 'join_token', value: '…' }`. */
+export interface AgentSelector {
+  type: string;
+  value: string;
+}
+
+/** An attested agent (SPIRE `attested_node_entries`, its selectors from `node_resolver_map_entries` kept as JSON). */
+@Entity({ name: 'agents' })
+@Index('agents_attestation_type_idx', ['attestationType'])
+export class AgentEntity {
+  @PrimaryColumn({ name: 'spiffe_id', type: 'text', primaryKeyConstraintName: 'agents_pkey' })
+  spiffeId!: string;
+
+  /** How the agent attested: `join_token` or `x509pop`. */
+  @Column({ name: 'attestation_type', type: 'text' })
+  attestationType!: string;
+
+  /** Serial number (hex) of the agent's current X509-SVID; renewal replaces it. */
+  @Column({ name: 'serial_number', type: 'text' })
+  serialNumber!: string;
+
+  @Column({ name: 'svid_expires_at', type: 'timestamptz' })
+  svidExpiresAt!: Date;
+
+  @Column({ name: 'selectors', type: 'jsonb', default: () => "'[]'::jsonb" })
+  selectors!: AgentSelector[];
+
+  /** A banned agent keeps its row so that it cannot attest again under the same ID until evicted. */
+  @Column({ name: 'banned', type: 'boolean', default: false })
+  banned!: boolean;
+
+  @Column({ name: 'created_at', type: 'timestamptz', default: () => 'now()' })
+  createdAt!: Date;
+
+  @Column({ name: 'updated_at', type: 'timestamptz', default: () => 'now()' })
+  updatedAt!: Date;
+
+  @Column({ name: 'last_seen_at', type: 'timestamptz', nullable: true })
+  lastSeenAt!: Date | null;
+}

@@ -1,0 +1,167 @@
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { SpiffeId } from '@sigil/spiffe';
+import { CLOCK, type Clock } from '../common/clock.js';
+import { AppError } from '../common/errors.js';
+import { type AgentEntity, type AgentSelector } from './agent.entity.js';
+import { type AgentFilter, AgentsRepository, type AttestedAgentRecord } from './agents.repository.js';
+
+export const AGENT_PAGE_SIZE = { default: 50, max: 500 } as const;
+
+/** An attested agent as the rest of the server sees it. */
+export interface AttestedAgent {
+  readonly spiffeId: string;
+  readonly attestationType: string;
+  readonly serialNumber: string;
+  readonly svidExpiresAt: Date;
+  readonly selectors: readonly AgentSelector[];
+  readonly banned: boolean;
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
+  readonly lastSeenAt: Date | null;
+}
+
+export interface AgentPage {
+  agents: AttestedAgent[];
+  /** Absent on the last page. */
+  nextPageToken?: string;
+}
+
+function toAttestedAgent(entity: AgentEntity): AttestedAgent {
+  return {
+    spiffeId: entity.spiffeId,
+    attestationType: entity.attestationType,
+    serialNumber: entity.serialNumber,
+    svidExpiresAt: entity.svidExpiresAt,
+    selectors: entity.selectors,
+    banned: entity.banned,
+    createdAt: entity.createdAt,
+    updatedAt: entity.updatedAt,
+    lastSeenAt: entity.lastSeenAt,
+  };
+}
+
+/**
+ * The registry of attested agents (SPIRE's attested nodes): listing, eviction and banning for operators, and the
+ * records node attestation and SVID renewal write.
+ */
+@Injectable()
+export class AgentsService {
+  private readonly logger = new Logger(AgentsService.name);
+
+  constructor(
+    private readonly repository: AgentsRepository,
+    @Inject(CLOCK) private readonly clock: Clock,
+  ) {}
+
+  async list(filter: AgentFilter, page: { pageSize?: number; pageToken?: string } = {}): Promise<AgentPage> {
+    const pageSize = page.pageSize ?? AGENT_PAGE_SIZE.default;
+    if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > AGENT_PAGE_SIZE.max) {
+      throw new AppError('invalid_argument', `page_size: must be an integer from 1 to ${AGENT_PAGE_SIZE.max}`);
+    }
+    const after = page.pageToken === undefined ? undefined : decodePageToken(page.pageToken);
+    const rows = await this.repository.listPage(filter, after, pageSize + 1);
+    const agents = rows.slice(0, pageSize).map(toAttestedAgent);
+    const last = agents.at(-1);
+    return rows.length > pageSize && last ? { agents, nextPageToken: encodePageToken(last.spiffeId) } : { agents };
+  }
+
+  count(filter: AgentFilter = {}): Promise<number> {
+    return this.repository.count(filter);
+  }
+
+  async get(spiffeId: string): Promise<AttestedAgent> {
+    const entity = await this.repository.findBySpiffeId(normalise(spiffeId));
+    if (!entity) throw notFound(spiffeId);
+    return toAttestedAgent(entity);
+  }
+
+  /** Removes the agent: its SVID is no longer honoured and it must attest again (which a ban would refuse). */
+  async evict(spiffeId: string): Promise<void> {
+    const id = normalise(spiffeId);
+    if (!(await this.repository.delete(id))) throw notFound(spiffeId);
+    this.logger.log({ msg: 'agent evicted', agentId: id });
+  }
+
+  /** Bans the agent: every call it makes is refused, and it cannot attest again under this ID until evicted. */
+  async ban(spiffeId: string): Promise<AttestedAgent> {
+    const id = normalise(spiffeId);
+    const entity = await this.repository.markBanned(id, this.clock.now());
+    if (!entity) throw notFound(spiffeId);
+    this.logger.log({ msg: 'agent banned', agentId: id });
+    return toAttestedAgent(entity);
+  }
+
+  /**
+   * Records a successful node attestation (new agent, or a re-attestation replacing the previous record).
+   *
+   * @throws AppError `permission_denied` when the agent is banned.
+   */
+  async recordAttestation(record: AttestedAgentRecord): Promise<AttestedAgent> {
+    const id = normalise(record.spiffeId);
+    const entity = await this.repository.upsertUnlessBanned({ ...record, spiffeId: id }, this.clock.now());
+    if (!entity) throw new AppError('permission_denied', `agent ${id} is banned`);
+    this.logger.log({ msg: 'agent attested', agentId: id, method: record.attestationType });
+    return toAttestedAgent(entity);
+  }
+
+  /**
+   * The agent, if it may call the server with the SVID of this serial number.
+   *
+   * @throws AppError `permission_denied` when the agent was evicted, is banned or presented an outdated SVID.
+   */
+  async requireActive(spiffeId: string, serialNumber: string): Promise<AttestedAgent> {
+    const entity = await this.repository.findBySpiffeId(spiffeId);
+    if (!entity) throw new AppError('permission_denied', `agent ${spiffeId} is not attested (evicted or unknown)`);
+    if (entity.banned) throw new AppError('permission_denied', `agent ${spiffeId} is banned`);
+    if (entity.serialNumber !== serialNumber) {
+      throw new AppError('permission_denied', `agent ${spiffeId}: SVID serial ${serialNumber} is not the current one`);
+    }
+    return toAttestedAgent(entity);
+  }
+
+  /**
+   * Records the agent's renewed SVID; the caller must present the current one.
+   *
+   * @throws AppError `permission_denied` when the agent was evicted, is banned or its serial is outdated.
+   */
+  async recordRenewal(
+    spiffeId: string,
+    currentSerial: string,
+    next: { serialNumber: string; svidExpiresAt: Date },
+  ): Promise<AttestedAgent> {
+    const entity = await this.repository.replaceSvid(spiffeId, currentSerial, next, this.clock.now());
+    if (!entity) {
+      throw new AppError('permission_denied', `agent ${spiffeId} may not renew: evicted, banned or outdated SVID`);
+    }
+    return toAttestedAgent(entity);
+  }
+
+  /** Notes that the agent called in (for `last_seen_at`). */
+  touch(spiffeId: string): Promise<void> {
+    return this.repository.touch(spiffeId, this.clock.now());
+  }
+}
+
+function normalise(spiffeId: string): string {
+  try {
+    return SpiffeId.parse(spiffeId).toString();
+  } catch (error) {
+    throw new AppError('invalid_argument', `id: ${(error as Error).message}`);
+  }
+}
+
+function notFound(spiffeId: string): AppError {
+  return new AppError('not_found', `agent ${spiffeId} not found`);
+}
+
+function encodePageToken(lastSpiffeId: string): string {
+  return Buffer.from(lastSpiffeId, 'utf8').toString('base64url');
+}
+
+function decodePageToken(token: string): string {
+  const decoded = Buffer.from(token, 'base64url').toString('utf8');
+  if (!decoded.startsWith('spiffe://') || encodePageToken(decoded) !== token) {
+    throw new AppError('invalid_argument', 'page_token: not a token returned by a previous page');
+  }
+  return decoded;
+}

@@ -1,0 +1,53 @@
+import { type CanActivate, type ExecutionContext, Injectable, Logger } from '@nestjs/common';
+import { Reflector } from '@nestjs/core';
+import { type FastifyRequest } from 'fastify';
+import { AppError } from '../common/errors.js';
+import { setActor } from './actor.js';
+import { AdminSocketConnections } from './admin-socket-connections.js';
+import { AdminTokensService } from './admin-tokens.service.js';
+import { IS_PUBLIC_KEY } from './public.decorator.js';
+
+/**
+ * Registered once, globally: every route is admin-only unless marked {@link Public}. A request is allowed when it
+ * arrived on the local admin socket, or carries `Authorization: Bearer <admin token>` of a known, unexpired token.
+ */
+@Injectable()
+export class AdminAuthGuard implements CanActivate {
+  private readonly logger = new Logger(AdminAuthGuard.name);
+
+  constructor(
+    private readonly reflector: Reflector,
+    private readonly adminSockets: AdminSocketConnections,
+    private readonly adminTokens: AdminTokensService,
+  ) {}
+
+  async canActivate(context: ExecutionContext): Promise<boolean> {
+    if (context.getType() !== 'http') return true;
+    if (this.reflector.getAllAndOverride<boolean>(IS_PUBLIC_KEY, [context.getHandler(), context.getClass()])) {
+      return true;
+    }
+    const request = context.switchToHttp().getRequest<FastifyRequest>();
+    if (this.adminSockets.has(request.raw.socket)) {
+      setActor(request.raw, { kind: 'local-admin' });
+      return true;
+    }
+    const name = await this.authenticateBearer(request.headers.authorization, request);
+    setActor(request.raw, { kind: 'admin-token', name });
+    return true;
+  }
+
+  private async authenticateBearer(header: string | undefined, request: FastifyRequest): Promise<string> {
+    const refuse = (message: string): never => {
+      // Logged (not audited): an unauthenticated caller must not be able to fill the audit table.
+      this.logger.warn({ msg: 'admin API request refused', method: request.method, url: request.url, reason: message });
+      throw new AppError('unauthenticated', message);
+    };
+    if (header === undefined) {
+      return refuse('authorization: admin API needs a bearer admin token or the local admin socket');
+    }
+    const match = /^Bearer +(\S+)$/i.exec(header);
+    if (!match?.[1]) return refuse('authorization: must be "Bearer <admin token>"');
+    const name = await this.adminTokens.authenticate(match[1]);
+    return name ?? refuse('authorization: unknown or expired admin token');
+  }
+}

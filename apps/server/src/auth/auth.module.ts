@@ -1,0 +1,23 @@
+import { Module } from '@nestjs/common';
+import { APP_GUARD } from '@nestjs/core';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { AdminAuthGuard } from './admin-auth.guard.js';
+import { AdminSocketConnections } from './admin-socket-connections.js';
+import { AdminTokenEntity } from './admin-token.entity.js';
+import { AdminTokensController } from './admin-tokens.controller.js';
+import { AdminTokensRepository } from './admin-tokens.repository.js';
+import { AdminTokensService } from './admin-tokens.service.js';
+
+/** Admin authentication: the global guard, the admin socket's connections and bearer admin tokens. */
+@Module({
+  imports: [TypeOrmModule.forFeature([AdminTokenEntity])],
+  controllers: [AdminTokensController],
+  providers: [
+    AdminTokensRepository,
+    AdminTokensService,
+    AdminSocketConnections,
+    { provide: APP_GUARD, useClass: AdminAuthGuard },
+  ],
+  exports: [AdminSocketConnections],
+})
+export class AuthModule {}

@@ -1,0 +1,91 @@
+import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Logger } from '@nestjs/common';
+import { type FastifyReply, type FastifyRequest } from 'fastify';
+import { randomUUID } from 'node:crypto';
+import { AppError, HTTP_STATUS_BY_KIND } from './errors.js';
+
+/** The body of every error answer of the HTTP API. */
+export interface ErrorBody {
+  error: string;
+  message: string;
+  /** Only for `internal`: the id under which the error was logged. */
+  errorId?: string;
+}
+
+const logger = new Logger('ErrorFilter');
+
+/** Fastify's own request errors (raised before a route runs), by code. */
+function fromFastifyError(error: { code: string; statusCode: number; message: string }, bodyLimit: number) {
+  switch (error.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return {
+        status: 413,
+        body: { error: 'resource_exhausted', message: `request body: larger than the ${bodyLimit}-byte limit` },
+      };
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return { status: 415, body: { error: 'invalid_argument', message: 'content-type: must be application/json' } };
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return { status: 400, body: { error: 'invalid_argument', message: 'request body: not valid JSON' } };
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return {
+        status: 400,
+        body: { error: 'invalid_argument', message: 'request body: empty, but content-type is application/json' },
+      };
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * Maps anything thrown while serving a request to a status and an {@link ErrorBody}, once for the whole app:
+ * AppError kinds through HTTP_STATUS_BY_KIND, framework errors to the nearest kind, and anything else to a 500
+ * `internal` whose details are logged (once, here) under an `errorId` and never sent to the caller.
+ */
+export function toErrorReply(
+  exception: unknown,
+  request: { method: string; url: string },
+  bodyLimit: number,
+): { status: number; body: ErrorBody } {
+  if (exception instanceof AppError) {
+    return { status: HTTP_STATUS_BY_KIND[exception.kind], body: { error: exception.kind, message: exception.message } };
+  }
+  if (exception instanceof HttpException) {
+    const status = exception.getStatus();
+    if (status === 404) {
+      return {
+        status,
+        body: { error: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` },
+      };
+    }
+    const kind = Object.entries(HTTP_STATUS_BY_KIND).find(([, code]) => code === status)?.[0];
+    if (kind) return { status, body: { error: kind, message: exception.message.toLowerCase() } };
+  }
+  const fastifyError = exception as { code?: unknown; statusCode?: unknown; message?: unknown };
+  if (typeof fastifyError?.code === 'string' && typeof fastifyError.statusCode === 'number') {
+    const known = fromFastifyError(fastifyError as { code: string; statusCode: number; message: string }, bodyLimit);
+    if (known) return known;
+    if (fastifyError.statusCode === 400 && exception instanceof SyntaxError) {
+      return {
+        status: 400,
+        body: { error: 'invalid_argument', message: `request body: not valid JSON (${exception.message})` },
+      };
+    }
+  }
+  const errorId = randomUUID();
+  logger.error({ msg: 'unhandled error', errorId, method: request.method, url: request.url, err: exception });
+  return {
+    status: 500,
+    body: { error: 'internal', message: `internal error; the server log has the details under ${errorId}`, errorId },
+  };
+}
+
+@Catch()
+export class ErrorFilter implements ExceptionFilter {
+  constructor(private readonly bodyLimit: number) {}
+
+  catch(exception: unknown, host: ArgumentsHost): void {
+    const http = host.switchToHttp();
+    const request = http.getRequest<FastifyRequest>();
+    const { status, body } = toErrorReply(exception, request, this.bodyLimit);
+    void http.getResponse<FastifyReply>().status(status).send(body);
+  }
+}

@@ -1,0 +1,69 @@
+import { Injectable, type OnModuleInit } from '@nestjs/common';
+import { InjectDataSource } from '@nestjs/typeorm';
+import { type DataSource } from 'typeorm';
+import { AgentsService } from '../agents/agents.service.js';
+import { CaService } from '../ca/ca.service.js';
+import { AppError } from '../common/errors.js';
+import { MetricsService } from './metrics.service.js';
+
+const DATABASE_PING_TIMEOUT_MS = 2000;
+
+export interface Readiness {
+  database: string;
+  authority: string;
+}
+
+@Injectable()
+export class HealthService implements OnModuleInit {
+  constructor(
+    @InjectDataSource() private readonly dataSource: DataSource,
+    private readonly ca: CaService,
+    private readonly agents: AgentsService,
+    private readonly metrics: MetricsService,
+  ) {}
+
+  onModuleInit(): void {
+    this.metrics.addGauge('sigil_agents', 'Attested agents (banned included)', () => this.agents.count());
+    this.metrics.addGauge('sigil_entries', 'Registration entries', () => this.countEntries());
+  }
+
+  /**
+   * Ready when the database answers and the CA and JWT authorities are active.
+   *
+   * @throws AppError `unavailable` naming every check that failed.
+   */
+  async readiness(): Promise<Readiness> {
+    const checks: Readiness = {
+      database: await this.pingDatabase(),
+      authority: this.ca.isReady() ? 'ok' : 'no active X.509 CA and JWT key yet',
+    };
+    const failed = Object.entries(checks).filter(([, state]) => state !== 'ok');
+    if (failed.length > 0) {
+      throw new AppError('unavailable', `not ready: ${failed.map(([name, state]) => `${name}: ${state}`).join('; ')}`);
+    }
+    return checks;
+  }
+
+  private async pingDatabase(): Promise<string> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<string>((resolve) => {
+      timer = setTimeout(() => resolve(`no answer within ${DATABASE_PING_TIMEOUT_MS} ms`), DATABASE_PING_TIMEOUT_MS);
+    });
+    try {
+      return await Promise.race([
+        this.dataSource.query('SELECT 1').then(
+          () => 'ok',
+          (error: unknown) => `unreachable (${(error as Error).message})`,
+        ),
+        timeout,
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async countEntries(): Promise<number> {
+    const rows: { count: string }[] = await this.dataSource.query('SELECT count(*) AS count FROM registered_entries');
+    return Number(rows[0]?.count ?? 0);
+  }
+}
