@@ -1,0 +1,151 @@
+import { readlink } from 'node:fs/promises';
+import { Logger } from '@nestjs/common';
+import { AccountNames } from './account-names.js';
+import { ExecutableDigests } from './executable-digest.js';
+import { defaultProcRoot, procPath, readStartTime, readStatus } from './proc.js';
+import { type Selector } from './selector.js';
+
+/** The caller as the kernel identified it when it connected (SO_PEERCRED), plus the pinned process start time. */
+export interface AttestedProcess {
+  readonly pid: number;
+  /** Effective uid at connect time. */
+  readonly uid: number;
+  /**
+   * Start time of `pid` read when the connection was accepted. When set, attestation fails unless the process
+   * holding `pid` now is that same process.
+   */
+  readonly startTime?: bigint | undefined;
+}
+
+/** Why a process could not be attested; the message says which check failed. */
+export class WorkloadAttestationError extends Error {
+  override readonly name = 'WorkloadAttestationError';
+}
+
+export interface UnixAttestorOptions {
+  readonly accountNames?: AccountNames;
+  readonly digests?: ExecutableDigests;
+  readonly logger?: Pick<Logger, 'debug' | 'warn'>;
+  /** Where procfs is mounted (default `HOST_PROC` or `/proc`). */
+  readonly procRoot?: string;
+}
+
+const NOT_PERMITTED = new Set(['EACCES', 'EPERM']);
+
+function errorCode(error: unknown): string | undefined {
+  return error instanceof Error && 'code' in error && typeof error.code === 'string' ? error.code : undefined;
+}
+
+function unix(value: string): Selector {
+  return { type: 'unix', value };
+}
+
+/**
+ * The unix workload attestor: selectors of a local process from procfs, following SPIRE's unix plugin.
+ *
+ * - `unix:uid:N` and `unix:gid:N` are the *effective* ids (SPIRE takes the second of /proc's real, effective,
+ *   saved, fs ids), which is also what SO_PEERCRED reports; `unix:user:NAME` / `unix:group:NAME` when the files
+ *   databases name them.
+ * - `unix:supplementary_gid:N` for each id on `Groups:`, and `unix:supplementary_group:NAME` when named.
+ * - `unix:path:/abs/exe` (the target of `/proc/<pid>/exe`) and `unix:sha256:HEX` of that executable. SPIRE emits
+ *   these only with `discover_workload_path` and then fails attestation when they cannot be read; we always try,
+ *   and omit both when the agent is not permitted to read another user's `/proc/<pid>/exe` (EACCES/EPERM). Omitting
+ *   selectors can only make fewer entries match, never more, so this degrades safely: entries that pin a path or
+ *   digest need an agent with the privilege to read them, as in SPIRE. A file over the size limit gets no
+ *   `unix:sha256` (with a warning).
+ *
+ * A pid that exits or is reused must not lend another process's identity: the start time is read before and after
+ * the selectors and compared with the one pinned at connect time, and the process's effective uid must still be
+ * the one the kernel reported for the connection.
+ */
+export class UnixWorkloadAttestor {
+  private readonly accountNames: AccountNames;
+  private readonly digests: ExecutableDigests;
+  private readonly logger: Pick<Logger, 'debug' | 'warn'>;
+  private readonly procRoot: string;
+
+  constructor(options: UnixAttestorOptions = {}) {
+    this.procRoot = options.procRoot ?? defaultProcRoot();
+    this.accountNames = options.accountNames ?? new AccountNames();
+    this.digests = options.digests ?? new ExecutableDigests();
+    this.logger = options.logger ?? new Logger(UnixWorkloadAttestor.name);
+  }
+
+  /** Selectors of the process; rejects with {@link WorkloadAttestationError} when it cannot be pinned down. */
+  async attest(caller: AttestedProcess): Promise<Selector[]> {
+    const { pid } = caller;
+    if (!Number.isSafeInteger(pid) || pid <= 0) {
+      throw new WorkloadAttestationError(`pid: must be a positive integer, got ${pid}`);
+    }
+    const before = await this.startTime(pid);
+    if (caller.startTime !== undefined && before !== caller.startTime) {
+      throw new WorkloadAttestationError(`process ${pid}: pid was reused since the connection was accepted`);
+    }
+    const selectors = await this.selectors(caller);
+    const after = await this.startTime(pid);
+    if (after !== before) {
+      throw new WorkloadAttestationError(`process ${pid}: pid was reused during attestation`);
+    }
+    return selectors;
+  }
+
+  private async startTime(pid: number): Promise<bigint> {
+    try {
+      return await readStartTime(pid, this.procRoot);
+    } catch (error) {
+      throw new WorkloadAttestationError(`process ${pid}: cannot read its start time (exited?)`, { cause: error });
+    }
+  }
+
+  private async selectors(caller: AttestedProcess): Promise<Selector[]> {
+    const { pid } = caller;
+    const status = await readStatus(pid, this.procRoot).catch((error: unknown) => {
+      throw new WorkloadAttestationError(`process ${pid}: cannot read its status (exited?)`, { cause: error });
+    });
+    const uid = status.uids[1];
+    const gid = status.gids[1];
+    if (uid !== caller.uid) {
+      throw new WorkloadAttestationError(
+        `process ${pid}: effective uid ${uid} differs from the connection's peer uid ${caller.uid}`,
+      );
+    }
+    const selectors: Selector[] = [unix(`uid:${uid}`)];
+    const user = await this.accountNames.userName(uid);
+    if (user !== undefined) selectors.push(unix(`user:${user}`));
+    selectors.push(unix(`gid:${gid}`));
+    const group = await this.accountNames.groupName(gid);
+    if (group !== undefined) selectors.push(unix(`group:${group}`));
+    for (const supplementary of status.groups) {
+      selectors.push(unix(`supplementary_gid:${supplementary}`));
+      const name = await this.accountNames.groupName(supplementary);
+      if (name !== undefined) selectors.push(unix(`supplementary_group:${name}`));
+    }
+    selectors.push(...(await this.executableSelectors(pid)));
+    return selectors;
+  }
+
+  private async executableSelectors(pid: number): Promise<Selector[]> {
+    const exe = procPath(pid, 'exe', this.procRoot);
+    let path: string;
+    try {
+      path = await readlink(exe);
+    } catch (error) {
+      if (!NOT_PERMITTED.has(errorCode(error) ?? '')) {
+        throw new WorkloadAttestationError(`process ${pid}: cannot read its executable path`, { cause: error });
+      }
+      this.logger.debug(`process ${pid}: ${exe} is not readable by the agent: no unix:path or unix:sha256 selector`);
+      return [];
+    }
+    const selectors = [unix(`path:${path}`)];
+    try {
+      const sha256 = await this.digests.sha256(exe);
+      if (sha256 !== undefined) selectors.push(unix(`sha256:${sha256}`));
+    } catch (error) {
+      if (!NOT_PERMITTED.has(errorCode(error) ?? '')) {
+        throw new WorkloadAttestationError(`process ${pid}: cannot hash its executable`, { cause: error });
+      }
+      this.logger.debug(`process ${pid}: ${exe} cannot be opened by the agent: no unix:sha256 selector`);
+    }
+    return selectors;
+  }
+}
