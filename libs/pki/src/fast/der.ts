@@ -194,7 +194,7 @@ export function derPrintableString(text: string): Buffer {
 
 /** An IA5String; `text` must be 7-bit ASCII. */
 export function derIa5String(text: string): Buffer {
-  if (!/^[\x00-\x7f]*$/.test(text)) {
+  if (![...text].every((char) => char.charCodeAt(0) <= 0x7f)) {
     throw new PkiError('ERR_PKI_INVALID_INPUT', `ia5 string must be 7-bit ascii: ${JSON.stringify(text)}`);
   }
   return derTlv(DerTag.IA5_STRING, Buffer.from(text, 'latin1'));

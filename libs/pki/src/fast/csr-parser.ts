@@ -1,0 +1,200 @@
+/**
+ * A lean PKCS#10 (RFC 2986) parser for the per-SVID path: it reads an untrusted certificate signing request with the
+ * defensive DER reader, verifies its self-signature with Node's `crypto.verify`, and returns the verified public key
+ * with the URI and DNS names the request asks for. It accepts strictly less than @peculiar/x509 does.
+ */
+import { verify, type KeyObject } from 'node:crypto';
+import { messageOf, PkiError } from '../errors.js';
+import { inspectSpki, type KeyType } from '../keys.js';
+import { PEM_LABEL, singlePemBlock } from '../pem.js';
+import {
+  checkDerStructure,
+  decodeDerIa5String,
+  decodeDerOid,
+  derBytes,
+  derContent,
+  DerCursor,
+  DerTag,
+  type DerContext,
+  type DerElement,
+} from './der.js';
+import { ALGORITHM_IDENTIFIERS, Oid } from './oids.js';
+
+/** Largest CSR accepted, PEM or DER: a real SVID request is well under 2 KiB even with an RSA-4096 key. */
+export const CSR_MAX_BYTES = 16 * 1024;
+
+/** What {@link parseCsrFast} returns: the request's verified public key and the names it asks for. */
+export interface ParsedCsr {
+  /** The SubjectPublicKeyInfo exactly as encoded in the request (a copy), already checked to be canonical DER. */
+  readonly spkiDer: Buffer;
+  /** The public key, whose private half produced the request's signature. */
+  readonly publicKey: KeyObject;
+  /** URI names of the request's subjectAltName extension, in order. */
+  readonly uris: string[];
+  /** DNS names of the request's subjectAltName extension, in order. */
+  readonly dnsNames: string[];
+}
+
+const CONTEXT: DerContext = { name: 'csr', code: 'ERR_CSR_INVALID' };
+function invalid(rule: string, cause?: unknown): PkiError {
+  return new PkiError('ERR_CSR_INVALID', `csr: ${rule}`, cause === undefined ? undefined : { cause });
+}
+
+function toDer(pemOrDer: string | Uint8Array): Uint8Array {
+  if (typeof pemOrDer === 'string') {
+    if (pemOrDer.length > CSR_MAX_BYTES) throw invalid(`input must be at most ${CSR_MAX_BYTES} bytes`);
+    try {
+      return singlePemBlock(pemOrDer, PEM_LABEL.certificateRequest, 'csr');
+    } catch (error) {
+      throw new PkiError('ERR_CSR_INVALID', messageOf(error), { cause: error });
+    }
+  }
+  if (!(pemOrDer instanceof Uint8Array)) throw invalid('input must be a pem string or der bytes');
+  if (pemOrDer.length > CSR_MAX_BYTES) throw invalid(`input must be at most ${CSR_MAX_BYTES} bytes`);
+  return pemOrDer;
+}
+
+/** Which signature algorithm an AlgorithmIdentifier names, by its exact DER (parameters included). */
+function signatureHash(der: Uint8Array): { hash: 'sha256' | 'sha384'; keyType: 'ec' | 'rsa' } {
+  const bytes = Buffer.from(der.buffer, der.byteOffset, der.length);
+  if (bytes.equals(ALGORITHM_IDENTIFIERS.ecdsaWithSha256)) return { hash: 'sha256', keyType: 'ec' };
+  if (bytes.equals(ALGORITHM_IDENTIFIERS.ecdsaWithSha384)) return { hash: 'sha384', keyType: 'ec' };
+  if (bytes.equals(ALGORITHM_IDENTIFIERS.sha256WithRsaEncryption)) return { hash: 'sha256', keyType: 'rsa' };
+  throw invalid(
+    'signatureAlgorithm must be ecdsa-with-SHA256, ecdsa-with-SHA384 (no parameters) or sha256WithRSAEncryption (NULL parameters)',
+  );
+}
+
+/** Loads the SubjectPublicKeyInfo: a supported key type (EC P-256, P-384, RSA 2048) in canonical DER. */
+function loadPublicKey(spki: Uint8Array): { keyType: KeyType; keyObject: KeyObject } {
+  try {
+    return inspectSpki(spki, undefined, 'csr public key');
+  } catch (error) {
+    throw new PkiError('ERR_CSR_INVALID', messageOf(error), { cause: error });
+  }
+}
+
+/** Reads `[0] IMPLICIT SET OF Attribute` and returns the subjectAltName names of the extensionRequest, if any. */
+function readAttributes(buf: Uint8Array, cursor: DerCursor, attributes: DerElement): { uris: string[]; dns: string[] } {
+  const names = { uris: [] as string[], dns: [] as string[] };
+  const list = cursor.enter(attributes, 'attributes');
+  let sawExtensionRequest = false;
+  while (!list.isDone) {
+    const attribute = list.expect(DerTag.SEQUENCE, 'attribute');
+    const fields = list.enter(attribute, 'attribute');
+    const type = decodeDerOid(buf, fields.expect(DerTag.OBJECT_IDENTIFIER, 'attribute type'), CONTEXT);
+    const values = fields.expect(DerTag.SET, 'attribute values');
+    fields.finish('attribute');
+    if (type !== Oid.extensionRequest) continue;
+    if (sawExtensionRequest) throw invalid('extensionRequest attribute must appear at most once');
+    sawExtensionRequest = true;
+    const valueList = fields.enter(values, 'extensionRequest values');
+    const extensions = valueList.expect(DerTag.SEQUENCE, 'extensionRequest extensions');
+    valueList.finish('extensionRequest values (exactly one value)');
+    readExtensions(buf, valueList, extensions, names);
+  }
+  return names;
+}
+
+function readExtensions(
+  buf: Uint8Array,
+  parent: DerCursor,
+  extensions: DerElement,
+  names: { uris: string[]; dns: string[] },
+): void {
+  const list = parent.enter(extensions, 'extensions');
+  const seen = new Set<string>();
+  while (!list.isDone) {
+    const fields = list.enter(list.expect(DerTag.SEQUENCE, 'extension'), 'extension');
+    const id = decodeDerOid(buf, fields.expect(DerTag.OBJECT_IDENTIFIER, 'extension id'), CONTEXT);
+    if (seen.has(id)) throw invalid(`extension ${id} must appear at most once`);
+    seen.add(id);
+    const critical = fields.optional(DerTag.BOOLEAN, 'extension critical flag');
+    if (critical) {
+      const value = derContent(buf, critical);
+      if (value.length !== 1 || (value[0] !== 0 && value[0] !== 0xff)) {
+        throw invalid(`extension ${id} critical flag must be a one-byte boolean (0x00 or 0xff)`);
+      }
+    }
+    const value = fields.expect(DerTag.OCTET_STRING, 'extension value');
+    fields.finish('extension');
+    if (id === Oid.subjectAltName) readSubjectAltName(buf, value, names);
+  }
+}
+
+function readSubjectAltName(buf: Uint8Array, value: DerElement, names: { uris: string[]; dns: string[] }): void {
+  // The extension value is DER of its own, inside an OCTET STRING: check it fully before reading it.
+  checkDerStructure(buf, CONTEXT, { start: value.contentStart, end: value.end });
+  const outer = DerCursor.over(buf, CONTEXT, { start: value.contentStart, end: value.end });
+  const generalNames = outer.expect(DerTag.SEQUENCE, 'subjectAltName');
+  outer.finish('subjectAltName extension value');
+  const list = outer.enter(generalNames, 'subjectAltName');
+  if (list.isDone) throw invalid('subjectAltName must hold at least one name');
+  while (!list.isDone) {
+    const name = list.next('general name');
+    if (name.tag === 0x86) names.uris.push(decodeDerIa5String(buf, name, CONTEXT));
+    else if (name.tag === 0x82) names.dns.push(decodeDerIa5String(buf, name, CONTEXT));
+  }
+}
+
+/**
+ * Parses a PKCS#10 certificate signing request (PEM `CERTIFICATE REQUEST` or DER, at most {@link CSR_MAX_BYTES}),
+ * checks its structure as strict DER, and verifies its self-signature with `crypto.verify` against its own public key.
+ *
+ * Accepted: version 0; a public key that is EC P-256/P-384 or RSA 2048 in canonical SubjectPublicKeyInfo DER;
+ * signature ecdsa-with-SHA256, ecdsa-with-SHA384 or sha256WithRSAEncryption matching the key type; at most one
+ * extensionRequest attribute, with no duplicate extensions. Everything else is refused.
+ *
+ * @throws PkiError `ERR_CSR_INVALID` (or `ERR_DER_INVALID` for malformed DER), naming the broken rule
+ */
+export function parseCsrFast(pemOrDer: string | Uint8Array): ParsedCsr {
+  const der = toDer(pemOrDer);
+  const top = DerCursor.over(der, CONTEXT);
+  const request = top.expect(DerTag.SEQUENCE, 'CertificationRequest');
+  top.finish('the input (one CertificationRequest)');
+  checkDerStructure(der, CONTEXT);
+
+  const requestFields = top.enter(request, 'CertificationRequest');
+  const info = requestFields.expect(DerTag.SEQUENCE, 'certificationRequestInfo');
+  const algorithm = requestFields.expect(DerTag.SEQUENCE, 'signatureAlgorithm');
+  const signature = requestFields.expect(DerTag.BIT_STRING, 'signature');
+  requestFields.finish('CertificationRequest');
+
+  const infoFields = requestFields.enter(info, 'certificationRequestInfo');
+  const version = infoFields.expect(DerTag.INTEGER, 'version');
+  const versionBytes = derContent(der, version);
+  if (versionBytes.length !== 1 || versionBytes[0] !== 0) throw invalid('version must be 0 (v1)');
+  infoFields.expect(DerTag.SEQUENCE, 'subject');
+  const spki = infoFields.expect(DerTag.SEQUENCE, 'subjectPKInfo');
+  const attributes = infoFields.expect(0xa0, 'attributes');
+  infoFields.finish('certificationRequestInfo');
+
+  const { hash, keyType } = signatureHash(derBytes(der, algorithm));
+  const signatureBytes = derContent(der, signature);
+  if (signatureBytes.length < 2 || signatureBytes[0] !== 0) {
+    throw invalid('signature must be a non-empty bit string with no unused bits');
+  }
+
+  const spkiBytes = derBytes(der, spki);
+  const spkiFields = infoFields.enter(spki, 'subjectPKInfo');
+  spkiFields.expect(DerTag.SEQUENCE, 'subjectPKInfo algorithm');
+  spkiFields.expect(DerTag.BIT_STRING, 'subjectPublicKey');
+  spkiFields.finish('subjectPKInfo');
+  const { keyType: publicKeyType, keyObject: publicKey } = loadPublicKey(spkiBytes);
+  if (!publicKeyType.startsWith(keyType)) {
+    throw invalid(`signatureAlgorithm is for ${keyType} keys but the public key is ${publicKeyType}`);
+  }
+
+  const names = readAttributes(der, infoFields, attributes);
+
+  const signed = derBytes(der, info);
+  let valid: boolean;
+  try {
+    valid = verify(hash, signed, { key: publicKey, dsaEncoding: 'der' }, signatureBytes.subarray(1));
+  } catch (error) {
+    throw invalid('signature could not be checked', error);
+  }
+  if (!valid) throw invalid('signature does not verify with the request public key');
+
+  return { spkiDer: Buffer.from(spkiBytes), publicKey, uris: names.uris, dnsNames: names.dns };
+}
