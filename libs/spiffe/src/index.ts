@@ -13,3 +13,12 @@ export {
   type VerifyX509SvidOptions,
   type X509Svid,
 } from './x509-svid.js';
+export {
+  parseAndValidateJwtSvid,
+  parseInsecureJwtSvid,
+  signJwtSvid,
+  type JwtSvid,
+  type JwtSvidAlgorithm,
+  type SignJwtSvidParams,
+  type ValidateJwtSvidOptions,
+} from './jwt-svid.js';
