@@ -15,6 +15,14 @@ export type SigningAlgorithm =
 const KEY_TYPES: readonly KeyType[] = ['ec-p256', 'ec-p384', 'rsa-2048'];
 const RSA_PUBLIC_EXPONENT = new Uint8Array([0x01, 0x00, 0x01]);
 
+// Node 20 exposes the CryptoKey class only as a global (not on `crypto.webcrypto`).
+const CryptoKeyClass = (globalThis as unknown as { CryptoKey: abstract new () => webcrypto.CryptoKey }).CryptoKey;
+
+/** True for a WebCrypto key object. */
+export function isCryptoKey(value: unknown): value is webcrypto.CryptoKey {
+  return value instanceof CryptoKeyClass;
+}
+
 type ImportParams = webcrypto.EcKeyImportParams | webcrypto.RsaHashedImportParams;
 
 function importParamsFor(keyType: KeyType): ImportParams {
@@ -36,7 +44,7 @@ function checkKeyType(keyType: unknown, field: string): KeyType {
 }
 
 function checkCryptoKey(key: unknown, type: 'private' | 'public', field: string): webcrypto.CryptoKey {
-  if (!(key instanceof webcrypto.CryptoKey)) throw new PkiError('ERR_KEY_INVALID', `${field}: must be a CryptoKey`);
+  if (!isCryptoKey(key)) throw new PkiError('ERR_KEY_INVALID', `${field}: must be a CryptoKey`);
   if (key.type !== type)
     throw new PkiError('ERR_KEY_INVALID', `${field}: must be a ${type} key, got a ${key.type} key`);
   return key;
@@ -61,7 +69,7 @@ export async function generateKeyPair(keyType: KeyType = DEFAULT_KEY_TYPE): Prom
  * @throws PkiError `ERR_KEY_INVALID` for any other algorithm, curve or modulus size.
  */
 export function keyTypeOf(key: webcrypto.CryptoKey): KeyType {
-  if (!(key instanceof webcrypto.CryptoKey)) throw new PkiError('ERR_KEY_INVALID', 'key: must be a CryptoKey');
+  if (!isCryptoKey(key)) throw new PkiError('ERR_KEY_INVALID', 'key: must be a CryptoKey');
   const algorithm = key.algorithm as Partial<webcrypto.EcKeyAlgorithm & webcrypto.RsaHashedKeyAlgorithm>;
   if (algorithm.name === 'ECDSA' && algorithm.namedCurve === 'P-256') return 'ec-p256';
   if (algorithm.name === 'ECDSA' && algorithm.namedCurve === 'P-384') return 'ec-p384';
@@ -163,7 +171,12 @@ export function inspectSpki(der: Uint8Array, keyType?: KeyType, field = 'spki'):
     throw new PkiError('ERR_KEY_INVALID', `${field}: not a valid public key: ${messageOf(error)}`, { cause: error });
   }
   const detected = detectedKeyType(keyObject, keyType, field);
-  const canonical = keyObject.export({ format: 'der', type: 'spki' });
+  // Re-encoding from the JWK form yields the canonical DER (named curve, uncompressed point, RSA NULL params); Go's
+  // crypto/x509, used by go-spiffe clients, refuses compressed points in certificates.
+  const canonical = createPublicKey({ key: keyObject.export({ format: 'jwk' }), format: 'jwk' }).export({
+    format: 'der',
+    type: 'spki',
+  });
   if (!canonical.equals(bytes)) {
     throw new PkiError('ERR_KEY_INVALID', `${field}: public key is not in canonical der form`);
   }
@@ -183,7 +196,7 @@ export async function importPublicKeySpki(der: Uint8Array, keyType?: KeyType): P
 
 /** The Node `KeyObject` of a WebCrypto key, for `crypto.sign`/`crypto.verify` on the fast path. */
 export function toKeyObject(key: webcrypto.CryptoKey): KeyObject {
-  if (!(key instanceof webcrypto.CryptoKey)) throw new PkiError('ERR_KEY_INVALID', 'key: must be a CryptoKey');
+  if (!isCryptoKey(key)) throw new PkiError('ERR_KEY_INVALID', 'key: must be a CryptoKey');
   return KeyObject.from(key);
 }
 
