@@ -1,7 +1,15 @@
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
-  resolve: { tsconfigPaths: true },
+  resolve: {
+    tsconfigPaths: true,
+    alias: [
+      // Lib sources import each other as `@sigil/<lib>`; resolve that to the sources everywhere, as the root tsconfig
+      // paths do, not to the package's dist (each lib's own tsconfig has no paths).
+      { find: /^@sigil\/([a-z-]+)$/, replacement: fileURLToPath(new URL('./libs/$1/src/index.ts', import.meta.url)) },
+    ],
+  },
   test: {
     include: ['{apps,libs,test}/**/*.{spec,int-spec,e2e-spec}.ts'],
     exclude: ['**/node_modules/**', '**/dist/**'],
