@@ -1,0 +1,79 @@
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { useTestDatabase, type TestDatabase } from '../../../../test/support/database.js';
+import { ENTITIES, MIGRATIONS, runMigrations } from './data-source.js';
+
+describe('database schema', () => {
+  let db: TestDatabase;
+
+  beforeAll(async () => {
+    db = await useTestDatabase();
+  });
+
+  afterAll(async () => {
+    await db?.close();
+  });
+
+  it('has every migration applied', async () => {
+    const rows: { name: string }[] = await db.dataSource.query('SELECT name FROM migrations ORDER BY id');
+    expect(rows.map((row) => row.name)).toEqual(MIGRATIONS.map((migration) => migration.name));
+    expect(await db.dataSource.showMigrations()).toBe(false);
+  });
+
+  it('matches the entities: the schema builder has no pending SQL', async () => {
+    const sql = await db.dataSource.driver.createSchemaBuilder().log();
+    expect(sql.upQueries.map((query) => query.query)).toEqual([]);
+    expect(db.dataSource.entityMetadatas.map((metadata) => metadata.target)).toEqual(expect.arrayContaining(ENTITIES));
+  });
+
+  it('runs migrations again as a no-op, also from two pools at once', async () => {
+    const other = await db.connectAnother(2);
+    const [first, second] = await Promise.all([runMigrations(db.dataSource), runMigrations(other)]);
+    expect(first).toEqual([]);
+    expect(second).toEqual([]);
+  });
+
+  it('generates entry ids in the database', async () => {
+    const rows: { id: string }[] = await db.dataSource.query('SELECT gen_random_uuid()::text AS id');
+    expect(rows[0]?.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  });
+});
+
+// Runs on both passes: it opens its own embedded database in a scratch directory, whatever DATABASE_URL says.
+describe('embedded database', () => {
+  let scratch: string;
+
+  beforeAll(async () => {
+    scratch = await mkdtemp(join(tmpdir(), 'sigil-embedded-'));
+  });
+
+  afterAll(async () => {
+    await rm(scratch, { recursive: true, force: true });
+  });
+
+  it('keeps its data across a clean stop and restart, and refuses a second opener', async () => {
+    const { Database } = await import('./database.js');
+    const dataDir = join(scratch, 'server');
+    const first = await Database.open({ dataDir });
+    expect(first.kind).toBe('embedded');
+    await expect(Database.open({ dataDir })).rejects.toThrow(/embedded database .* is in use by process \d+/);
+    await first.dataSource.query(
+      `UPDATE revision_counters SET revision = revision + 41, pruned_through = 7 WHERE name = 'entries'`,
+    );
+    await first.close();
+    await expect(stat(join(dataDir, 'db.lock'))).rejects.toThrow(/ENOENT/);
+
+    const second = await Database.open({ dataDir });
+    try {
+      const rows: { revision: string; pruned_through: string }[] = await second.dataSource.query(
+        `SELECT revision, pruned_through FROM revision_counters WHERE name = 'entries'`,
+      );
+      expect(rows).toEqual([{ revision: '41', pruned_through: '7' }]);
+      expect(await second.dataSource.showMigrations()).toBe(false);
+    } finally {
+      await second.close();
+    }
+  });
+});

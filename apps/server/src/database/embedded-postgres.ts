@@ -1,0 +1,113 @@
+import { mkdir, mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import { PGlite } from '@electric-sql/pglite';
+import { PGLiteSocketServer } from '@electric-sql/pglite-socket';
+
+/** Connections the embedded socket server accepts; pools against it must stay at or below this. */
+export const EMBEDDED_MAX_CONNECTIONS = 10;
+
+/** Logged at every start on the embedded database (issue 4: strace shows PGlite never calls fsync). */
+export const EMBEDDED_FSYNC_WARNING =
+  'the embedded database (PGlite) never calls fsync: a crash or power loss of the host can lose or corrupt recent ' +
+  'writes; it is meant for a first start and single-host evaluation, use PostgreSQL (--database-url) in production';
+
+// libpq and pg look for the socket file `.s.PGSQL.<port>` in the directory named by `host`.
+const SOCKET_FILE = '.s.PGSQL.5432';
+
+/** A running embedded PostgreSQL: PGlite on a persistent data directory, served on a private Unix socket. */
+export interface EmbeddedPostgres {
+  /** `pg` connection URL of the Unix socket (user and database `postgres`). */
+  readonly url: string;
+  /** The PostgreSQL data directory. */
+  readonly dataDir: string;
+  /** Connections the socket server accepts; a pool's `max` must not exceed it (extra ones are reset). */
+  readonly maxConnections: number;
+  /** Closes the socket server and PGlite cleanly (data persists) and releases the data directory. */
+  stop(): Promise<void>;
+}
+
+export interface EmbeddedPostgresOptions {
+  maxConnections?: number;
+}
+
+/**
+ * Starts PGlite on `dataDir` (initdb on first use, which takes seconds; reopening is fast) and serves it with
+ * pglite-socket on a Unix socket in a fresh 0700 directory, so only this user can connect (PGlite has no
+ * authentication). A lock file next to the data directory keeps a second process from opening it.
+ *
+ * PGlite is one PostgreSQL backend shared by every connection: a transaction blocks every other connection until it
+ * ends, session state is shared, and NOTIFY only reaches the connection that sent it.
+ */
+export async function startEmbeddedPostgres(
+  dataDir: string,
+  options: EmbeddedPostgresOptions = {},
+): Promise<EmbeddedPostgres> {
+  const maxConnections = options.maxConnections ?? EMBEDDED_MAX_CONNECTIONS;
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const releaseLock = await lockDataDir(dataDir);
+  let db: PGlite | undefined;
+  let socketDir: string | undefined;
+  try {
+    db = await PGlite.create({ dataDir });
+    socketDir = await mkdtemp(join(tmpdir(), 'sigil-pg-'));
+    const server = new PGLiteSocketServer({ db, path: join(socketDir, SOCKET_FILE), maxConnections });
+    await server.start();
+    const url = `postgresql://postgres@localhost/postgres?host=${encodeURIComponent(socketDir)}`;
+    const openedDb = db;
+    const openedSocketDir = socketDir;
+    let stopping: Promise<void> | undefined;
+    return {
+      url,
+      dataDir,
+      maxConnections,
+      stop: () => {
+        stopping ??= (async () => {
+          try {
+            await server.stop();
+            await openedDb.close();
+          } finally {
+            await rm(openedSocketDir, { recursive: true, force: true });
+            await releaseLock();
+          }
+        })();
+        return stopping;
+      },
+    };
+  } catch (error) {
+    if (db && !db.closed) await db.close().catch(() => undefined);
+    if (socketDir) await rm(socketDir, { recursive: true, force: true });
+    await releaseLock();
+    throw error;
+  }
+}
+
+/** Takes `<dataDir>.lock` (holding our pid); a lock left by a process that no longer runs is taken over. */
+async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
+  const lockFile = join(dirname(dataDir), `${basename(dataDir)}.lock`);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const handle = await open(lockFile, 'wx', 0o600);
+      await handle.writeFile(String(process.pid));
+      await handle.close();
+      return () => rm(lockFile, { force: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      const holder = Number.parseInt(await readFile(lockFile, 'utf8').catch(() => ''), 10);
+      if (Number.isInteger(holder) && holder > 0 && isRunning(holder)) {
+        throw new Error(`embedded database ${dataDir} is in use by process ${holder} (lock file ${lockFile})`);
+      }
+      await rm(lockFile, { force: true });
+    }
+  }
+  throw new Error(`embedded database ${dataDir}: could not take the lock file ${lockFile}`);
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
