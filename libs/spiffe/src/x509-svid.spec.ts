@@ -1,5 +1,9 @@
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
   KeyUsage,
@@ -75,6 +79,30 @@ describe('verifyX509Svid accepts valid SVIDs', () => {
     });
     const svid = await next.createX509Svid(ID);
     await expect(verifyX509Svid(svid.chain, bundle, { now: TEST_NOW })).resolves.toBeDefined();
+  });
+
+  it('agrees with openssl verify -x509_strict on a chain through an intermediate', async () => {
+    const svid = await intermediate.createX509Svid(ID);
+    await expect(verifyX509Svid(svid.chain, bundles, { now: TEST_NOW })).resolves.toBeDefined();
+    const dir = mkdtempSync(join(tmpdir(), 'sigil-x509-'));
+    writeFileSync(join(dir, 'root.pem'), root.certificate.toString('pem'));
+    writeFileSync(join(dir, 'intermediate.pem'), intermediate.certificate.toString('pem'));
+    writeFileSync(join(dir, 'leaf.pem'), svid.certificate.toString('pem'));
+    const output = execFileSync('openssl', [
+      'verify',
+      '-x509_strict',
+      '-attime',
+      String(TEST_NOW.getTime() / 1000),
+      '-CAfile',
+      join(dir, 'root.pem'),
+      '-untrusted',
+      join(dir, 'intermediate.pem'),
+      join(dir, 'leaf.pem'),
+    ]).toString();
+    expect(output).toContain('leaf.pem: OK');
+    const text = execFileSync('openssl', ['x509', '-noout', '-text', '-in', join(dir, 'leaf.pem')]).toString();
+    expect(text).toContain(`URI:${ID}`);
+    expect(text).toContain('CA:FALSE');
   });
 
   it('accepts the validity bounds themselves', async () => {
