@@ -53,7 +53,7 @@ function quote(value: string): string {
 
 /**
  * Checks one DNS name: an RFC 1035/1123 host name (labels of letters, digits and inner hyphens, 1–63 characters,
- * at most 253 in all, no trailing dot), optionally starting with a `*.` wildcard label.
+ * at most 253 in all, no trailing dot, last label not all digits), optionally starting with a `*.` wildcard label.
  *
  * @throws PkiError `ERR_PKI_INVALID_INPUT` naming `field` and the broken rule.
  */
@@ -67,6 +67,10 @@ export function validateDnsName(name: unknown, field = 'dnsName'): string {
   const hostLabels = labels[0] === '*' ? labels.slice(1) : labels;
   if (hostLabels.length === 0) {
     throw invalid(`${field}: wildcard ${quote(name)} must be followed by a host name`);
+  }
+  if (/^[0-9]+$/.test(hostLabels[hostLabels.length - 1]!)) {
+    // RFC 3696 §2: a top-level label is never all-numeric, so an IPv4 address is not taken for a host name.
+    throw invalid(`${field}: ${quote(name)} looks like an ip address, its last label must not be all digits`);
   }
   for (const label of hostLabels) {
     if (label.length === 0) throw invalid(`${field}: ${quote(name)} has an empty label`);
