@@ -2,6 +2,9 @@ import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import { DataSource, MigrationExecutor } from 'typeorm';
 import { Registry1764000000000 } from '#migrations/1764000000000-Registry';
+import { Authority1764000100000 } from '#migrations/1764000100000-Authority';
+import { BundleEntity } from '../bundle/bundle.entity.js';
+import { CaKeyEntity } from '../ca/ca-key.entity.js';
 import { DnsNameEntity, EntryEntity, FederatedTrustDomainEntity, SelectorEntity } from '../entries/entry.entity.js';
 import { EntryEventEntity, RevisionCounterEntity } from '../entries/entry-event.entity.js';
 import { Admin1764000200000 } from '#migrations/1764000200000-Admin';
@@ -25,10 +28,12 @@ export const ENTITIES = [
   AuditRecordEntity,
   JoinTokenEntity,
   AgentEntity,
+  CaKeyEntity,
+  BundleEntity,
 ];
 
 /** Every migration, oldest first; hand-written SQL that PostgreSQL 15 and PGlite (PostgreSQL 18) both accept. */
-export const MIGRATIONS = [Registry1764000000000, Admin1764000200000];
+export const MIGRATIONS = [Registry1764000000000, Authority1764000100000, Admin1764000200000];
 
 /** Default pool size against a PostgreSQL server. */
 export const DEFAULT_POOL_SIZE = 10;
