@@ -1,0 +1,125 @@
+import { type Http2Server, type Http2ServerRequest, type Http2Session } from 'node:http2';
+import { type Socket } from 'node:net';
+import { createContextKey } from '@connectrpc/connect';
+import { Logger } from '@nestjs/common';
+import koffi from 'koffi';
+import { readStartTimeSync } from '../workload-attestor/proc.js';
+
+/**
+ * Who is at the other end of a Workload API connection, as the kernel reported it when the connection was made
+ * (never anything the caller sends).
+ */
+export interface PeerCredentials {
+  readonly pid: number;
+  /** Effective uid of the caller at connect time. */
+  readonly uid: number;
+  /** Effective gid of the caller at connect time. */
+  readonly gid: number;
+  /**
+   * Start time of `pid` (`/proc/<pid>/stat` field 22) read when the connection was accepted; pins the pid to that
+   * process so a reused pid is noticed. Undefined when it could not be read (the process is then already gone and
+   * attestation fails).
+   */
+  readonly startTime: bigint | undefined;
+}
+
+/** Handlers read the caller's credentials under this key; undefined when they could not be obtained. */
+export const PEER_CREDENTIALS = createContextKey<PeerCredentials | undefined>(undefined, {
+  description: 'peer credentials of the Workload API caller (SO_PEERCRED)',
+});
+
+const SOL_SOCKET = 1;
+const UCRED_SIZE = 12; // struct ucred { pid_t pid; uid_t uid; gid_t gid; }: three 32-bit fields
+
+// SO_PEERCRED is 17 on most Linux architectures; these are the exceptions (asm/socket.h).
+function soPeerCred(): number {
+  switch (process.arch) {
+    case 'ppc':
+    case 'ppc64':
+      return 21;
+    case 'mips':
+    case 'mipsel':
+      return 18;
+    default:
+      return 17;
+  }
+}
+
+type GetSockOpt = (fd: number, level: number, name: number, value: Buffer, length: [number]) => number;
+
+let getsockopt: GetSockOpt | undefined;
+
+function loadGetSockOpt(): GetSockOpt {
+  if (process.platform !== 'linux') {
+    throw new Error(`peer credentials: SO_PEERCRED is only supported on linux, not ${process.platform}`);
+  }
+  // The process's own symbol table already holds libc (glibc or musl), so no library name is needed.
+  getsockopt ??= koffi
+    .load(null)
+    .func(
+      'int getsockopt(int sockfd, int level, int optname, _Out_ uint8_t *optval, _Inout_ uint32_t *optlen)',
+    ) as GetSockOpt;
+  return getsockopt;
+}
+
+/** Reads `getsockopt(fd, SOL_SOCKET, SO_PEERCRED)` of a connected Unix socket. */
+export function readPeerCredentialsFromFd(fd: number): { pid: number; uid: number; gid: number } {
+  if (!Number.isSafeInteger(fd) || fd < 0) throw new Error(`peer credentials: fd must be a descriptor, got ${fd}`);
+  const value = Buffer.alloc(UCRED_SIZE);
+  const length: [number] = [UCRED_SIZE];
+  const result = loadGetSockOpt()(fd, SOL_SOCKET, soPeerCred(), value, length);
+  if (result !== 0) throw new Error(`peer credentials: getsockopt(SO_PEERCRED) failed with errno ${koffi.errno()}`);
+  if (length[0] !== UCRED_SIZE) {
+    throw new Error(`peer credentials: getsockopt returned ${length[0]} bytes, expected ${UCRED_SIZE}`);
+  }
+  const pid = value.readInt32LE(0);
+  // pid 0 means the peer is in another pid namespace the kernel cannot map into ours: it cannot be attested.
+  if (pid <= 0) throw new Error(`peer credentials: the kernel reported pid ${pid} for the peer`);
+  return { pid, uid: value.readUInt32LE(4), gid: value.readUInt32LE(8) };
+}
+
+interface SocketWithHandle {
+  readonly _handle?: { readonly fd?: number } | null;
+}
+
+/** The file descriptor behind a Node socket (libuv's handle; not public API, hence the narrow type). */
+export function socketFd(socket: Socket): number {
+  const fd = (socket as unknown as SocketWithHandle)._handle?.fd;
+  if (fd === undefined || fd < 0) throw new Error('peer credentials: the connection has no file descriptor');
+  return fd;
+}
+
+/** Reads the credentials of the process at the other end of a connected Unix socket. */
+export function readPeerCredentials(socket: Socket): PeerCredentials {
+  const { pid, uid, gid } = readPeerCredentialsFromFd(socketFd(socket));
+  let startTime: bigint | undefined;
+  try {
+    startTime = readStartTimeSync(pid);
+  } catch {
+    startTime = undefined;
+  }
+  return { pid, uid, gid, startTime };
+}
+
+/**
+ * Reads the peer credentials once per connection, on the HTTP/2 server's `'session'` event (SPIRE's peertracker),
+ * and returns the lookup the connect adapter uses to hand them to every call of that connection.
+ */
+export function trackPeerCredentials(
+  server: Http2Server,
+  logger: Pick<Logger, 'warn'> = new Logger('PeerCredentials'),
+): (request: Http2ServerRequest) => PeerCredentials | undefined {
+  const bySession = new WeakMap<Http2Session, PeerCredentials>();
+  server.on('session', (session: Http2Session) => {
+    try {
+      bySession.set(session, readPeerCredentials(session.socket as Socket));
+    } catch (error) {
+      // Calls on this connection will be refused by the security middleware; the connection itself stays up.
+      logger.warn(`cannot read peer credentials of a Workload API connection: ${(error as Error).message}`);
+    }
+  });
+  return (request) => {
+    const session = request.stream.session;
+    return session === undefined ? undefined : bySession.get(session);
+  };
+}

@@ -1,0 +1,217 @@
+import { type MessageInitShape } from '@bufbuild/protobuf';
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from '@connectrpc/connect';
+import { Logger } from '@nestjs/common';
+import { SpiffeError, SpiffeId, TrustBundleSet, parseAndValidateJwtSvid } from '@sigil/spiffe';
+import {
+  type JWTBundlesResponseSchema,
+  type JWTSVIDRequest,
+  type JWTSVIDResponseSchema,
+  type SpiffeWorkloadAPI,
+  type ValidateJWTSVIDRequest,
+  type ValidateJWTSVIDResponseSchema,
+  type X509BundlesResponseSchema,
+  type X509SVIDResponseSchema,
+} from '@sigil/workload-api';
+import { type Selector } from '../workload-attestor/selector.js';
+import { changes } from './change-stream.js';
+import { PEER_CREDENTIALS, type PeerCredentials } from './peer-credentials.js';
+import {
+  type AgentBundles,
+  type WorkloadIdentity,
+  claimsStruct,
+  federatedBundlesFor,
+  jwtBundlesResponse,
+  uniqueByHint,
+  x509BundlesResponse,
+  x509SvidResponse,
+} from './workload-responses.js';
+
+/** Finds the selectors of the calling process (the unix attestor). */
+export interface WorkloadAttestor {
+  /** Rejects when the caller cannot be attested, e.g. its pid exited or was reused. */
+  attest(caller: PeerCredentials): Promise<readonly Selector[]>;
+}
+
+/**
+ * What the Workload API needs from the agent's SVID cache. Reads are synchronous so that the bundles and the
+ * identities of one response come from one state of the cache.
+ */
+export interface IdentityCache {
+  /** The agent's trust bundles; undefined until the agent is ready to serve (attested, first bundle received). */
+  bundles(): AgentBundles | undefined;
+  /**
+   * The identities of every entry whose selectors are all among `selectors`, in a stable order: the first is the
+   * workload's default identity.
+   */
+  identitiesFor(selectors: readonly Selector[]): readonly WorkloadIdentity[];
+  /** A JWT-SVID of `identity` for `audience` (fresh enough to use), signed by the server or from a cache. */
+  fetchJwtSvid(identity: WorkloadIdentity, audience: readonly string[]): Promise<string>;
+  /** Calls `listener` after every change (rotation, entry added or removed, bundle change); returns unsubscribe. */
+  subscribe(listener: () => void): () => void;
+}
+
+export interface WorkloadApiHandlerOptions {
+  /** Current time for JWT-SVID validation; default `new Date()`. */
+  readonly now?: () => Date;
+  readonly logger?: Pick<Logger, 'debug' | 'warn'>;
+}
+
+const NO_IDENTITY = 'no identity issued';
+
+/**
+ * The five RPCs of the SPIFFE Workload API (SPIRE `handler.go`). The security header and the caller's peer
+ * credentials were checked by the middleware; each RPC then validates its input, checks the agent is ready,
+ * attests the caller, matches its identities and answers. Streams attest once and keep those selectors, sending
+ * the full state on connect and after every change of the cache, and end with `PERMISSION_DENIED` once the caller
+ * matches no entry any more.
+ */
+export class WorkloadApiHandler {
+  private readonly now: () => Date;
+  private readonly logger: Pick<Logger, 'debug' | 'warn'>;
+
+  constructor(
+    private readonly attestor: WorkloadAttestor,
+    private readonly cache: IdentityCache,
+    options: WorkloadApiHandlerOptions = {},
+  ) {
+    this.now = options.now ?? (() => new Date());
+    this.logger = options.logger ?? new Logger(WorkloadApiHandler.name);
+  }
+
+  /** The connect service implementation to register for `SpiffeWorkloadAPI`. */
+  service(): ServiceImpl<typeof SpiffeWorkloadAPI> {
+    return {
+      fetchX509SVID: (_request, context) => this.fetchX509Svid(context),
+      fetchX509Bundles: (_request, context) => this.fetchX509Bundles(context),
+      fetchJWTSVID: (request, context) => this.fetchJwtSvid(request, context),
+      fetchJWTBundles: (_request, context) => this.fetchJwtBundles(context),
+      validateJWTSVID: (request, context) => this.validateJwtSvid(request, context),
+    };
+  }
+
+  async *fetchX509Svid(context: HandlerContext): AsyncGenerator<MessageInitShape<typeof X509SVIDResponseSchema>> {
+    this.readyBundles();
+    const selectors = await this.attest(context, 'FetchX509SVID');
+    for await (const _ of changes(this.cache, context.signal)) {
+      const bundles = this.readyBundles();
+      const identities = this.matchingIdentities(selectors);
+      // The first answer and every later one must be complete; an SVID still being signed arrives with a change.
+      if (identities.some((identity) => identity.x509Svid === undefined)) continue;
+      yield x509SvidResponse(identities, bundles);
+    }
+  }
+
+  async *fetchX509Bundles(context: HandlerContext): AsyncGenerator<MessageInitShape<typeof X509BundlesResponseSchema>> {
+    this.readyBundles();
+    const selectors = await this.attest(context, 'FetchX509Bundles');
+    for await (const _ of changes(this.cache, context.signal)) {
+      const bundles = this.readyBundles();
+      yield x509BundlesResponse(this.matchingIdentities(selectors), bundles);
+    }
+  }
+
+  async *fetchJwtBundles(context: HandlerContext): AsyncGenerator<MessageInitShape<typeof JWTBundlesResponseSchema>> {
+    this.readyBundles();
+    const selectors = await this.attest(context, 'FetchJWTBundles');
+    for await (const _ of changes(this.cache, context.signal)) {
+      const bundles = this.readyBundles();
+      yield jwtBundlesResponse(this.matchingIdentities(selectors), bundles);
+    }
+  }
+
+  async fetchJwtSvid(
+    request: JWTSVIDRequest,
+    context: HandlerContext,
+  ): Promise<MessageInitShape<typeof JWTSVIDResponseSchema>> {
+    const audience = validAudience(request.audience);
+    const requested = request.spiffeId === '' ? undefined : parseRequestedSpiffeId(request.spiffeId);
+    this.readyBundles();
+    const selectors = await this.attest(context, 'FetchJWTSVID');
+    const identities = this.matchingIdentities(selectors).filter(
+      (identity) => requested === undefined || identity.spiffeId.equals(requested),
+    );
+    if (identities.length === 0) throw new ConnectError(NO_IDENTITY, Code.PermissionDenied);
+    const svids = await Promise.all(
+      identities.map(async (identity) => {
+        try {
+          const svid = await this.cache.fetchJwtSvid(identity, audience);
+          return { spiffeId: identity.spiffeId.toString(), svid, hint: identity.hint };
+        } catch (error) {
+          throw new ConnectError(
+            `could not fetch a JWT-SVID for ${identity.spiffeId.toString()}: ${(error as Error).message}`,
+            Code.Unavailable,
+          );
+        }
+      }),
+    );
+    return { svids };
+  }
+
+  async validateJwtSvid(
+    request: ValidateJWTSVIDRequest,
+    context: HandlerContext,
+  ): Promise<MessageInitShape<typeof ValidateJWTSVIDResponseSchema>> {
+    if (request.audience === '') throw new ConnectError('audience must be specified', Code.InvalidArgument);
+    if (request.svid === '') throw new ConnectError('svid must be specified', Code.InvalidArgument);
+    this.readyBundles();
+    const selectors = await this.attest(context, 'ValidateJWTSVID');
+    const bundles = this.readyBundles();
+    const identities = uniqueByHint(this.cache.identitiesFor(selectors));
+    const trusted = new TrustBundleSet([bundles.own, ...federatedBundlesFor(identities, bundles)]);
+    try {
+      const svid = await parseAndValidateJwtSvid(request.svid, trusted, [request.audience], { now: this.now() });
+      return { spiffeId: svid.spiffeId.toString(), claims: claimsStruct(svid.claims) };
+    } catch (error) {
+      if (error instanceof SpiffeError) throw new ConnectError(error.message, Code.InvalidArgument);
+      throw error;
+    }
+  }
+
+  private readyBundles(): AgentBundles {
+    const bundles = this.cache.bundles();
+    if (bundles === undefined) {
+      throw new ConnectError('the agent is not ready yet: it has no trust bundle', Code.Unavailable);
+    }
+    return bundles;
+  }
+
+  private async attest(context: HandlerContext, method: string): Promise<readonly Selector[]> {
+    const caller = context.values.get(PEER_CREDENTIALS);
+    if (caller === undefined) {
+      throw new ConnectError('caller peer credentials are unavailable on this connection', Code.Internal);
+    }
+    try {
+      const selectors = await this.attestor.attest(caller);
+      this.logger.debug(`${method}: pid ${caller.pid} uid ${caller.uid} attested with ${selectors.length} selectors`);
+      return selectors;
+    } catch (error) {
+      this.logger.warn(`${method}: attestation of pid ${caller.pid} failed: ${(error as Error).message}`);
+      throw new ConnectError(`workload attestation failed: ${(error as Error).message}`, Code.Unavailable);
+    }
+  }
+
+  /** The caller's identities, at least one, with unique hints. */
+  private matchingIdentities(selectors: readonly Selector[]): WorkloadIdentity[] {
+    const identities = uniqueByHint(this.cache.identitiesFor(selectors), (dropped) =>
+      this.logger.warn(`entry ${dropped.entryId}: ignored, another entry of the workload has hint "${dropped.hint}"`),
+    );
+    if (identities.length === 0) throw new ConnectError(NO_IDENTITY, Code.PermissionDenied);
+    return identities;
+  }
+}
+
+/** `audience` of `JWTSVIDRequest`: at least one, none empty. */
+function validAudience(audience: readonly string[]): string[] {
+  if (audience.length === 0) throw new ConnectError('audience must be specified', Code.InvalidArgument);
+  const empty = audience.findIndex((value) => value === '');
+  if (empty >= 0) throw new ConnectError(`audience[${empty}]: must not be empty`, Code.InvalidArgument);
+  return [...audience];
+}
+
+function parseRequestedSpiffeId(value: string): SpiffeId {
+  try {
+    return SpiffeId.parse(value);
+  } catch (error) {
+    throw new ConnectError(`spiffe_id: ${(error as Error).message}`, Code.InvalidArgument);
+  }
+}

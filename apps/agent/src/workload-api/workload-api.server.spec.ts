@@ -1,0 +1,394 @@
+import { spawn } from 'node:child_process';
+import { createPrivateKey, createPublicKey, webcrypto } from 'node:crypto';
+import { once } from 'node:events';
+import { chmod, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import {
+  SpiffeId,
+  TrustBundle,
+  TrustDomain,
+  parseAndValidateJwtSvid,
+  signJwtSvid,
+  verifyX509Svid,
+} from '@sigil/spiffe';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { TestCa } from '../../../../test/support/test-ca.js';
+import { matchesAllSelectors, type Selector } from '../workload-attestor/selector.js';
+import { UnixWorkloadAttestor } from '../workload-attestor/unix-attestor.js';
+import { type IdentityCache, WorkloadApiHandler } from './workload-api.handler.js';
+import { WorkloadApiServer } from './workload-api.server.js';
+import { type AgentBundles, type WorkloadIdentity } from './workload-responses.js';
+
+const REPO = fileURLToPath(new URL('../../../../', import.meta.url));
+const PROTO = join(REPO, 'libs/workload-api/proto/workload.proto');
+const KID = 'jwt-authority-1';
+const quiet = { debug: () => undefined, warn: () => undefined, log: () => undefined };
+
+interface FakeEntry {
+  readonly selectors: readonly Selector[];
+  readonly identity: WorkloadIdentity;
+}
+
+/** An in-memory stand-in for the agent's SVID cache, holding real certificates and a real JWT signing key. */
+class FakeIdentityCache implements IdentityCache {
+  entries: FakeEntry[] = [];
+  agentBundles: AgentBundles | undefined;
+  private readonly listeners = new Set<() => void>();
+
+  constructor(private readonly jwtKey: webcrypto.CryptoKey) {}
+
+  bundles(): AgentBundles | undefined {
+    return this.agentBundles;
+  }
+  identitiesFor(selectors: readonly Selector[]): readonly WorkloadIdentity[] {
+    return this.entries.filter((entry) => matchesAllSelectors(entry.selectors, selectors)).map((e) => e.identity);
+  }
+  fetchJwtSvid(identity: WorkloadIdentity, audience: readonly string[]): Promise<string> {
+    return signJwtSvid({
+      spiffeId: identity.spiffeId,
+      audience,
+      expiresAt: new Date(Date.now() + 300_000),
+      privateKey: this.jwtKey,
+      kid: KID,
+    });
+  }
+  subscribe(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+  update(change: (cache: this) => void): void {
+    change(this);
+    for (const listener of this.listeners) listener();
+  }
+}
+
+type Client = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
+type Message = Record<string, unknown>;
+
+const securityHeader = (): grpc.Metadata => {
+  const metadata = new grpc.Metadata();
+  metadata.set('workload.spiffe.io', 'true');
+  return metadata;
+};
+
+describe('Workload API over the Unix socket', () => {
+  const uid = process.geteuid!();
+  const example = TrustDomain.parse('example.org');
+  let dir: string;
+  let socketPath: string;
+  let ca: TestCa;
+  let federatedCa: TestCa;
+  let jwtKeys: webcrypto.CryptoKeyPair;
+  let cache: FakeIdentityCache;
+  let server: WorkloadApiServer;
+  let client: Client;
+
+  async function identity(path: string, options: Partial<WorkloadIdentity> = {}): Promise<WorkloadIdentity> {
+    const spiffeId = SpiffeId.fromPath(example, path);
+    const svid = await ca.createX509Svid(spiffeId.toString());
+    return {
+      entryId: `entry-${path}`,
+      spiffeId,
+      hint: '',
+      federatesWith: [],
+      x509Svid: { chain: svid.chainDer(), privateKey: await svid.privateKeyPkcs8() },
+      ...options,
+    };
+  }
+
+  function unary(method: string, request: Message, metadata = securityHeader()): Promise<Message> {
+    return new Promise((resolve, reject) => {
+      client[method]!(request, metadata, (error: grpc.ServiceError | null, response: Message) =>
+        error ? reject(error) : resolve(response),
+      );
+    });
+  }
+
+  /** Opens a server stream and hands out its messages one by one. */
+  function stream(method: string, metadata = securityHeader()) {
+    const call = client[method]!({}, metadata) as grpc.ClientReadableStream<Message>;
+    const queue: Message[] = [];
+    const waiters: (() => void)[] = [];
+    let failure: grpc.ServiceError | undefined;
+    const wake = () => waiters.splice(0).forEach((w) => w());
+    call.on('data', (message: Message) => (queue.push(message), wake()));
+    call.on('error', (error: grpc.ServiceError) => ((failure = error), wake()));
+    call.on(
+      'end',
+      () => ((failure ??= new Error('stream ended without an error status') as grpc.ServiceError), wake()),
+    );
+    return {
+      call,
+      async next(): Promise<Message> {
+        while (queue.length === 0 && failure === undefined) await new Promise<void>((r) => waiters.push(r));
+        if (queue.length > 0) return queue.shift()!;
+        throw failure;
+      },
+    };
+  }
+
+  beforeAll(async () => {
+    ca = await (await TestCa.create(example)).createIntermediate();
+    federatedCa = await TestCa.create('other.org');
+    jwtKeys = (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, [
+      'sign',
+      'verify',
+    ])) as webcrypto.CryptoKeyPair;
+    dir = await mkdtemp(join(tmpdir(), 'sigil-wl-'));
+    await chmod(dir, 0o755); // lets the test child running as another user reach the socket
+    socketPath = join(dir, 'nested', 'public', 'api.sock');
+    const definition = protoLoader.loadSync(PROTO, { keepCase: true });
+    const Service = grpc.loadPackageDefinition(definition)['SpiffeWorkloadAPI'] as grpc.ServiceClientConstructor;
+    client = new Service(`unix://${socketPath}`, grpc.credentials.createInsecure()) as unknown as Client;
+  });
+
+  beforeEach(async () => {
+    cache = new FakeIdentityCache(jwtKeys.privateKey);
+    const { x, y } = await webcrypto.subtle.exportKey('jwk', jwtKeys.publicKey);
+    cache.agentBundles = {
+      own: TrustBundle.create(example, {
+        x509Authorities: [ca.root().certificate],
+        jwtAuthorities: { [KID]: { kty: 'EC', crv: 'P-256', x, y } },
+      }),
+      federated: [federatedCa.bundle(), (await TestCa.create('third.org')).bundle()],
+    };
+    cache.entries = [
+      {
+        selectors: [{ type: 'unix', value: `uid:${uid}` }],
+        identity: await identity('/web', { hint: 'internal', federatesWith: [TrustDomain.parse('other.org')] }),
+      },
+    ];
+    const attestor = new UnixWorkloadAttestor({ logger: quiet });
+    const handler = new WorkloadApiHandler(attestor, cache, { logger: quiet });
+    server = new WorkloadApiServer({ socketPath, service: handler.service(), logger: quiet });
+    await server.start();
+  });
+
+  afterEach(async () => {
+    await server.stop();
+  });
+
+  afterAll(async () => {
+    client.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('creates the parent directories and a socket any local user can connect to', async () => {
+    const stats = await stat(socketPath);
+    expect(stats.isSocket()).toBe(true);
+    expect(stats.mode & 0o777).toBe(0o777);
+  });
+
+  it('FetchX509SVID sends DER chain leaf first, PKCS#8 key, own bundle, hint and federated bundles', async () => {
+    const { call, next } = stream('FetchX509SVID');
+    const response = await next();
+    call.cancel();
+    const [svid, ...rest] = response['svids'] as Message[];
+    expect(rest).toEqual([]);
+    expect(svid).toMatchObject({ spiffe_id: 'spiffe://example.org/web', hint: 'internal' });
+    const bundle = svid!['bundle'] as Buffer;
+    expect(bundle).toEqual(Buffer.from(ca.root().certificate.rawData));
+    const verified = await verifyX509Svid(
+      new Uint8Array(svid!['x509_svid'] as Buffer),
+      TrustBundle.fromX509Der(example, bundle),
+    );
+    expect(verified.spiffeId.toString()).toBe('spiffe://example.org/web');
+    // leaf and intermediate from x509_svid, then the root from the bundle
+    expect(verified.verifiedChain.map((c) => c.subject)).toEqual([
+      verified.verifiedChain[0]!.subject,
+      ca.certificate.subject,
+      ca.root().certificate.subject,
+    ]);
+    const key = createPrivateKey({ key: svid!['x509_svid_key'] as Buffer, format: 'der', type: 'pkcs8' });
+    const leafSpki = Buffer.from(verified.verifiedChain[0]!.publicKey.rawData);
+    expect(createPublicKey(key).export({ type: 'spki', format: 'der' })).toEqual(leafSpki);
+    // federates with other.org only: third.org's bundle is held but not sent
+    expect(Object.keys(response['federated_bundles'] as Message)).toEqual(['spiffe://other.org']);
+    expect((response['federated_bundles'] as Record<string, Buffer>)['spiffe://other.org']).toEqual(
+      Buffer.from(federatedCa.certificate.rawData),
+    );
+  });
+
+  it('FetchX509SVID sends the full state again on every change and PERMISSION_DENIED when nothing matches', async () => {
+    const { next } = stream('FetchX509SVID');
+    expect(((await next())['svids'] as Message[]).map((s) => s['spiffe_id'])).toEqual(['spiffe://example.org/web']);
+    const db = await identity('/db');
+    cache.update((c) => c.entries.push({ selectors: [{ type: 'unix', value: `uid:${uid}` }], identity: db }));
+    expect(((await next())['svids'] as Message[]).map((s) => s['spiffe_id'])).toEqual([
+      'spiffe://example.org/web',
+      'spiffe://example.org/db',
+    ]);
+    cache.update((c) => (c.entries = []));
+    await expect(next()).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED, details: 'no identity issued' });
+  });
+
+  it('FetchX509Bundles and FetchJWTBundles key bundles by spiffe://<td> and resend on change', async () => {
+    const x509 = stream('FetchX509Bundles');
+    const first = (await x509.next())['bundles'] as Record<string, Buffer>;
+    expect(Object.keys(first).sort()).toEqual(['spiffe://example.org', 'spiffe://other.org']);
+    expect(first['spiffe://example.org']).toEqual(Buffer.from(ca.root().certificate.rawData));
+    const rotatedRoot = await TestCa.create(example);
+    cache.update((c) => {
+      c.agentBundles = {
+        ...c.agentBundles!,
+        own: c.agentBundles!.own.withX509Authorities([ca.root().certificate, rotatedRoot.certificate]),
+      };
+    });
+    const second = (await x509.next())['bundles'] as Record<string, Buffer>;
+    expect(second['spiffe://example.org']).toEqual(
+      Buffer.concat([Buffer.from(ca.root().certificate.rawData), Buffer.from(rotatedRoot.certificate.rawData)]),
+    );
+    x509.call.cancel();
+
+    const jwt = stream('FetchJWTBundles');
+    const jwks = (await jwt.next())['bundles'] as Record<string, Buffer>;
+    jwt.call.cancel();
+    expect(Object.keys(jwks).sort()).toEqual(['spiffe://example.org', 'spiffe://other.org']);
+    const { keys } = JSON.parse(jwks['spiffe://example.org']!.toString()) as { keys: Message[] };
+    expect(keys).toEqual([expect.objectContaining({ kid: KID, kty: 'EC', crv: 'P-256', use: 'jwt-svid' })]);
+    expect(JSON.parse(jwks['spiffe://other.org']!.toString())).toEqual({ keys: [] });
+  });
+
+  it('FetchJWTSVID signs for every identity or only the requested one; ValidateJWTSVID checks it', async () => {
+    const db = await identity('/db');
+    cache.entries.push({ selectors: [{ type: 'unix', value: `uid:${uid}` }], identity: db });
+    const all = (await unary('FetchJWTSVID', { audience: ['svc-a', 'svc-b'] }))['svids'] as Message[];
+    expect(all.map((s) => [s['spiffe_id'], s['hint'] ?? ''])).toEqual([
+      ['spiffe://example.org/web', 'internal'],
+      ['spiffe://example.org/db', ''],
+    ]);
+    const one = (await unary('FetchJWTSVID', { audience: ['svc-a'], spiffe_id: 'spiffe://example.org/db' }))[
+      'svids'
+    ] as Message[];
+    expect(one.map((s) => s['spiffe_id'])).toEqual(['spiffe://example.org/db']);
+    const token = one[0]!['svid'] as string;
+    const checked = await parseAndValidateJwtSvid(token, cache.agentBundles!.own, 'svc-a');
+    expect(checked.spiffeId.toString()).toBe('spiffe://example.org/db');
+
+    const validated = await unary('ValidateJWTSVID', { audience: 'svc-a', svid: token });
+    expect(validated['spiffe_id']).toBe('spiffe://example.org/db');
+    expect(validated['claims']).toMatchObject({
+      fields: {
+        sub: { stringValue: 'spiffe://example.org/db' },
+        aud: { listValue: { values: [{ stringValue: 'svc-a' }] } },
+      },
+    });
+    await expect(unary('ValidateJWTSVID', { audience: 'svc-z', svid: token })).rejects.toMatchObject({
+      code: grpc.status.INVALID_ARGUMENT,
+      details: expect.stringContaining('audience'),
+    });
+  });
+
+  it.each([
+    ['FetchJWTSVID without audience', 'FetchJWTSVID', { audience: [] }, 'audience must be specified'],
+    ['FetchJWTSVID with an empty audience', 'FetchJWTSVID', { audience: ['a', ''] }, 'audience[1]: must not be empty'],
+    ['FetchJWTSVID with a bad spiffe_id', 'FetchJWTSVID', { audience: ['a'], spiffe_id: 'http://x' }, 'spiffe_id: '],
+    ['ValidateJWTSVID without audience', 'ValidateJWTSVID', { svid: 'x.y.z' }, 'audience must be specified'],
+    ['ValidateJWTSVID without svid', 'ValidateJWTSVID', { audience: 'a' }, 'svid must be specified'],
+    ['ValidateJWTSVID with garbage', 'ValidateJWTSVID', { audience: 'a', svid: 'x.y.z' }, ''],
+  ])('%s is INVALID_ARGUMENT', async (_case, method, request, message) => {
+    await expect(unary(method, request)).rejects.toMatchObject({
+      code: grpc.status.INVALID_ARGUMENT,
+      details: expect.stringContaining(message),
+    });
+  });
+
+  it('FetchJWTSVID for a SPIFFE ID the caller does not hold is PERMISSION_DENIED', async () => {
+    await expect(
+      unary('FetchJWTSVID', { audience: ['a'], spiffe_id: 'spiffe://example.org/db' }),
+    ).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED, details: 'no identity issued' });
+  });
+
+  it.each([
+    ['no header', new grpc.Metadata()],
+    [
+      'header "false"',
+      (() => {
+        const m = new grpc.Metadata();
+        m.set('workload.spiffe.io', 'false');
+        return m;
+      })(),
+    ],
+  ])('refuses calls with %s: INVALID_ARGUMENT', async (_case, metadata) => {
+    const expected = { code: grpc.status.INVALID_ARGUMENT, details: 'security header missing from request' };
+    await expect(unary('FetchJWTSVID', { audience: ['a'] }, metadata)).rejects.toMatchObject(expected);
+    await expect(stream('FetchX509SVID', metadata).next()).rejects.toMatchObject(expected);
+  });
+
+  it('answers PERMISSION_DENIED to a caller no entry matches', async () => {
+    cache.entries = [{ selectors: [{ type: 'unix', value: `uid:${uid + 1}` }], identity: cache.entries[0]!.identity }];
+    const denied = { code: grpc.status.PERMISSION_DENIED, details: 'no identity issued' };
+    await expect(stream('FetchX509SVID').next()).rejects.toMatchObject(denied);
+    await expect(stream('FetchX509Bundles').next()).rejects.toMatchObject(denied);
+    await expect(unary('FetchJWTSVID', { audience: ['a'] })).rejects.toMatchObject(denied);
+  });
+
+  it('answers UNAVAILABLE while the agent is not ready', async () => {
+    cache.agentBundles = undefined;
+    await expect(stream('FetchX509SVID').next()).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE });
+    await expect(unary('FetchJWTSVID', { audience: ['a'] })).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE });
+  });
+
+  it('ends open streams with UNAVAILABLE when the server stops, and removes the socket', async () => {
+    const { next } = stream('FetchX509SVID');
+    await next();
+    await server.stop();
+    await expect(next()).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE });
+    await expect(stat(socketPath)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('identifies a caller running as another user by its uid, so it gets no identity', async () => {
+    const isRoot = uid === 0;
+    const script = join(dir, 'client.mjs');
+    await writeFile(
+      script,
+      `import { createRequire } from 'node:module';
+const require = createRequire(${JSON.stringify(join(REPO, 'package.json'))});
+const grpc = require('@grpc/grpc-js');
+const loader = require('@grpc/proto-loader');
+const Service = grpc.loadPackageDefinition(loader.loadSync(${JSON.stringify(PROTO)}, { keepCase: true })).SpiffeWorkloadAPI;
+const client = new Service('unix://${socketPath}', grpc.credentials.createInsecure());
+const metadata = new grpc.Metadata();
+metadata.set('workload.spiffe.io', 'true');
+const call = client.FetchX509SVID({}, metadata);
+const done = (result) => { console.log(JSON.stringify(result)); process.exit(0); };
+call.on('data', (r) => done({ ids: r.svids.map((s) => s.spiffe_id) }));
+call.on('error', (e) => done({ code: e.code, details: e.details }));
+`,
+    );
+    await chmod(script, 0o644);
+    // As root the child runs as nobody; otherwise it runs as us and must be recognised as another process with our uid.
+    const child = isRoot
+      ? spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, script])
+      : spawn(process.execPath, [script]);
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    await once(child, 'exit');
+    expect(JSON.parse(output)).toEqual(
+      isRoot
+        ? { code: grpc.status.PERMISSION_DENIED, details: 'no identity issued' }
+        : { ids: ['spiffe://example.org/web'] },
+    );
+  });
+
+  it('replaces a stale socket but refuses a live one or a path that is not a socket', async () => {
+    await server.stop();
+    const stale = createServer();
+    await new Promise<void>((resolve) => stale.listen(socketPath, resolve));
+    const second = new WorkloadApiServer({ socketPath, service: server.service, logger: quiet });
+    await expect(second.start()).rejects.toThrow(`socketPath: another process is already serving ${socketPath}`);
+    // close() keeps the file, as a crashed agent leaves it
+    await new Promise<void>((resolve) => stale.close(() => resolve()));
+    await writeFile(join(dir, 'plain-file'), '');
+    await expect(
+      new WorkloadApiServer({ socketPath: join(dir, 'plain-file'), service: server.service, logger: quiet }).start(),
+    ).rejects.toThrow(`socketPath: ${join(dir, 'plain-file')} exists and is not a socket; refusing to replace it`);
+    await server.start();
+    expect((await stat(socketPath)).isSocket()).toBe(true);
+  });
+});
