@@ -35,7 +35,7 @@ export class Admin1764000200000 implements MigrationInterface {
         attestation_type text NOT NULL,
         serial_number text NOT NULL,
         svid_expires_at timestamptz NOT NULL,
-        selectors jsonb NOT NULL DEFAULT '[]'::jsonb,
+        selectors jsonb NOT NULL,
         banned boolean NOT NULL DEFAULT false,
         created_at timestamptz NOT NULL DEFAULT now(),
         updated_at timestamptz NOT NULL DEFAULT now(),

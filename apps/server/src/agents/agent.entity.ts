@@ -24,7 +24,7 @@ export class AgentEntity {
   @Column({ name: 'svid_expires_at', type: 'timestamptz' })
   svidExpiresAt!: Date;
 
-  @Column({ name: 'selectors', type: 'jsonb', default: () => "'[]'::jsonb" })
+  @Column({ name: 'selectors', type: 'jsonb' })
   selectors!: AgentSelector[];
 
   /** A banned agent keeps its row so that it cannot attest again under the same ID until evicted. */

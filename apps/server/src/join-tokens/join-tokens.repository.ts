@@ -22,7 +22,7 @@ export class JoinTokensRepository {
       .createQueryBuilder()
       .delete()
       .where('token_hash = :tokenHash AND expires_at > :now', { tokenHash, now })
-      .returning(['id', 'spiffe_id'])
+      .returning('id, spiffe_id')
       .execute();
     const row = (result.raw as { id: string; spiffe_id: string | null }[])[0];
     return row && { id: row.id, spiffeId: row.spiffe_id };

@@ -1,0 +1,126 @@
+import { Command } from 'commander';
+import {
+  AdminClient,
+  type AdminOptions,
+  collect,
+  integerFlag,
+  print,
+  table,
+  withAdminOptions,
+} from './admin-client.js';
+
+interface Agent {
+  spiffe_id: string;
+  attestation_type: string;
+  serial_number: string;
+  svid_expires_at: string;
+  selectors: { type: string; value: string }[];
+  banned: boolean;
+  last_seen_at: string | null;
+}
+
+function describe(agent: Agent): string {
+  return table([
+    ['SPIFFE ID', agent.spiffe_id],
+    ['Attestation type', agent.attestation_type],
+    ['Expiration time', agent.svid_expires_at],
+    ['Serial number', agent.serial_number],
+    ['Banned', String(agent.banned)],
+    ['Last seen', agent.last_seen_at ?? 'never'],
+    ...agent.selectors.map((selector) => ['Selector', `${selector.type}:${selector.value}`] as const),
+  ]);
+}
+
+const agentPath = (spiffeId: string): string => `/v1/agents/${encodeURIComponent(spiffeId)}`;
+
+interface FilterOptions {
+  attestationType?: string;
+  selector?: string[];
+  banned?: boolean;
+}
+
+function filterQuery(options: FilterOptions, extra: Record<string, string> = {}): string {
+  const query = new URLSearchParams(extra);
+  if (options.attestationType !== undefined) query.set('attestation_type', options.attestationType);
+  if (options.banned) query.set('banned', 'true');
+  for (const selector of options.selector ?? []) query.append('selector', selector);
+  const text = query.toString();
+  return text ? `?${text}` : '';
+}
+
+function withFilters(command: Command): Command {
+  return command
+    .option('--attestation-type <type>', 'only agents attested this way (join_token, x509pop)')
+    .option('--selector <type:value>', 'only agents with this selector (repeatable; all must match)', collect)
+    .option('--banned', 'only banned agents');
+}
+
+/** `sigil-server agent list|show|evict|ban|count` (SPIRE `agent …`). */
+export function agentCommand(): Command {
+  const list = withFilters(withAdminOptions(new Command('list')))
+    .description('list attested agents')
+    .option('--page-size <n>', 'agents per request', integerFlag(1, 500), 500)
+    .action(async (options: AdminOptions & FilterOptions & { pageSize: number }) => {
+      const client = new AdminClient(options.adminSocket);
+      const agents: Agent[] = [];
+      let pageToken: string | undefined;
+      do {
+        const extra: Record<string, string> = { page_size: String(options.pageSize) };
+        if (pageToken) extra['page_token'] = pageToken;
+        const { body } = await client.call('GET', `/v1/agents${filterQuery(options, extra)}`);
+        const page = body as { agents: Agent[]; next_page_token?: string };
+        agents.push(...page.agents);
+        pageToken = page.next_page_token;
+      } while (pageToken);
+      print(options, { agents }, () =>
+        agents.length === 0
+          ? 'No attested agents found'
+          : [`Found ${agents.length} attested agent${agents.length === 1 ? '' : 's'}:`, ...agents.map(describe)].join(
+              '\n\n',
+            ),
+      );
+    });
+
+  const show = withAdminOptions(new Command('show'))
+    .description('show one attested agent')
+    .requiredOption('--spiffe-id <id>', 'SPIFFE ID of the agent')
+    .action(async (options: AdminOptions & { spiffeId: string }) => {
+      const { body } = await new AdminClient(options.adminSocket).call('GET', agentPath(options.spiffeId));
+      print(options, body, () => describe(body as Agent));
+    });
+
+  const evict = withAdminOptions(new Command('evict'))
+    .description('evict an agent: it must attest again (this also lifts a ban)')
+    .requiredOption('--spiffe-id <id>', 'SPIFFE ID of the agent')
+    .action(async (options: AdminOptions & { spiffeId: string }) => {
+      await new AdminClient(options.adminSocket).call('DELETE', agentPath(options.spiffeId));
+      print(options, { evicted: options.spiffeId }, () => 'Agent evicted successfully');
+    });
+
+  const ban = withAdminOptions(new Command('ban'))
+    .description('ban an agent: every call it makes is refused until it is evicted')
+    .requiredOption('--spiffe-id <id>', 'SPIFFE ID of the agent')
+    .action(async (options: AdminOptions & { spiffeId: string }) => {
+      const { body } = await new AdminClient(options.adminSocket).call('POST', `${agentPath(options.spiffeId)}/ban`);
+      print(options, body, () => 'Agent banned successfully');
+    });
+
+  const count = withFilters(withAdminOptions(new Command('count')))
+    .description('count attested agents')
+    .action(async (options: AdminOptions & FilterOptions) => {
+      const { body } = await new AdminClient(options.adminSocket).call(
+        'GET',
+        `/v1/agents/count${filterQuery(options)}`,
+      );
+      const { count: total } = body as { count: number };
+      print(options, body, () => `${total} attested agent${total === 1 ? '' : 's'}`);
+    });
+
+  return new Command('agent')
+    .description('manage attested agents')
+    .addCommand(list)
+    .addCommand(show)
+    .addCommand(evict)
+    .addCommand(ban)
+    .addCommand(count);
+}

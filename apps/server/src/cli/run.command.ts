@@ -1,0 +1,87 @@
+import { Command, Option } from 'commander';
+import { startServer } from '../app.js';
+import { ConfigError, loadServerConfig, type ServerConfigFlags } from '../config.js';
+import { CliError } from './admin-client.js';
+
+type RunOptions = ServerConfigFlags & { config?: string };
+
+const FLAG_KEYS: readonly (keyof ServerConfigFlags)[] = [
+  'trustDomain',
+  'dataDir',
+  'bindAddress',
+  'port',
+  'databaseUrl',
+  'adminSocket',
+  'caKeyType',
+  'caTtl',
+  'x509SvidTtl',
+  'jwtSvidTtl',
+  'joinTokenTtl',
+  'upstreamCaCert',
+  'upstreamCaKey',
+  'kekFile',
+  'logLevel',
+];
+
+/** `sigil-server run`: validates the configuration before anything starts, then serves until SIGINT/SIGTERM. */
+export function runCommand(): Command {
+  return new Command('run')
+    .description('run the server (flags override SIGIL_* environment variables, which override the config file)')
+    .option('--config <file>', 'JSON config file with snake_case keys (env SIGIL_CONFIG)')
+    .option('--trust-domain <name>', 'trust domain (default example.org)')
+    .option('--data-dir <dir>', 'data directory (default .sigil/server)')
+    .option('--bind-address <address>', 'address of the TLS listener (default 0.0.0.0)')
+    .option('--port <port>', 'port of the TLS listener for agents and the admin API (default 8081)')
+    .option('--database-url <url>', 'PostgreSQL URL (env DATABASE_URL); absent: the embedded database in the data dir')
+    .option('--admin-socket <path>', 'local admin Unix socket (default /tmp/sigil-server/private/api.sock)')
+    .addOption(
+      new Option('--ca-key-type <type>', 'CA key type (default ec-p256)').choices(['ec-p256', 'ec-p384', 'rsa-2048']),
+    )
+    .option('--ca-ttl <duration>', 'CA certificate lifetime, e.g. 86400 or 24h (default 24h)')
+    .option('--x509-svid-ttl <duration>', 'default X509-SVID lifetime (default 1h)')
+    .option('--jwt-svid-ttl <duration>', 'default JWT-SVID lifetime (default 5m)')
+    .option('--join-token-ttl <duration>', 'default join token lifetime (default 600)')
+    .option('--upstream-ca-cert <file>', 'PEM certificate of an upstream CA (the server CA becomes its intermediate)')
+    .option('--upstream-ca-key <file>', 'PEM private key of the upstream CA')
+    .option('--kek-file <file>', 'key-encryption key file (default <data-dir>/kek; or env SIGIL_KEK)')
+    .option('--log-level <level>', 'fatal, error, warn, info, debug or trace (default info)')
+    .action(async (options: RunOptions) => {
+      const flags: ServerConfigFlags = {};
+      for (const key of FLAG_KEYS) if (options[key] !== undefined) flags[key] = options[key];
+      let config;
+      try {
+        config = loadServerConfig({
+          flags,
+          env: process.env,
+          ...(options.config !== undefined && { file: options.config }),
+        });
+      } catch (error) {
+        if (error instanceof ConfigError) throw new CliError(error.message);
+        throw error;
+      }
+      const server = await startServer(config);
+      if (config.trustDomainIsDefault) {
+        process.stderr.write('warning: no trust domain configured, using example.org (set --trust-domain)\n');
+      }
+      let stopping = false;
+      const stop = (signal: NodeJS.Signals): void => {
+        if (stopping) {
+          // A second signal while shutting down: stop waiting.
+          process.exit(130);
+        }
+        stopping = true;
+        process.stderr.write(`${signal} received, shutting down\n`);
+        server.close().then(
+          () => {
+            process.exitCode = 0;
+          },
+          (error: unknown) => {
+            process.stderr.write(`Error: shutdown failed: ${(error as Error).message}\n`);
+            process.exitCode = 1;
+          },
+        );
+      };
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+    });
+}

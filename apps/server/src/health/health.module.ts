@@ -1,0 +1,13 @@
+import { Module } from '@nestjs/common';
+import { AgentsModule } from '../agents/agents.module.js';
+import { CaModule } from '../ca/ca.module.js';
+import { HealthController } from './health.controller.js';
+import { HealthService } from './health.service.js';
+
+/** `/healthz`, `/readyz` and `/metrics`; the registry itself comes from the global MetricsModule. */
+@Module({
+  imports: [CaModule, AgentsModule],
+  controllers: [HealthController],
+  providers: [HealthService],
+})
+export class HealthModule {}
