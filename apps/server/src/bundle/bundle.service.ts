@@ -56,7 +56,8 @@ export class BundleService {
     authorities: OwnAuthorities,
     now: Date,
   ): Promise<{ changed: boolean; sequence: number }> {
-    const x509Authorities = authorities.x509Authorities.map((der) => Buffer.from(der).toString('base64'));
+    // Several intermediates under one upstream root publish that root once.
+    const x509Authorities = [...new Set(authorities.x509Authorities.map((der) => Buffer.from(der).toString('base64')))];
     const jwtAuthorities: StoredJwtAuthority[] = authorities.jwtAuthorities.map(({ kid, publicKeyDer }) => ({
       kid,
       jwk: publicJwk(publicKeyDer),

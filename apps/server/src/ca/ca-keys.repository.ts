@@ -44,6 +44,7 @@ export class CaKeysRepository {
       .addSelect('key.encryptedPrivateKey')
       .orderBy('key.notBefore', 'ASC')
       .addOrderBy('key.createdAt', 'ASC')
+      .addOrderBy('key.id', 'ASC')
       .getMany();
   }
 

@@ -1,10 +1,10 @@
 import { performance } from 'node:perf_hooks';
 import { Inject, Injectable, Optional } from '@nestjs/common';
 import { PkiError, X509SvidSigner } from '@sigil/pki';
-import { SpiffeError, signJwtSvid, type SpiffeId } from '@sigil/spiffe';
+import { SpiffeError, signJwtSvid, type JwtSvidAlgorithm, type SpiffeId } from '@sigil/spiffe';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
-import { SERVER_CONFIG, type ServerConfig } from '../config.js';
+import { SERVER_CONFIG, type CaKeyType, type ServerConfig } from '../config.js';
 import { AUTHORITY_METRICS, noAuthorityMetrics, type AuthorityMetrics } from './authority-metrics.js';
 import { KeyManager } from './key-manager.js';
 
@@ -44,6 +44,13 @@ export interface X509AuthorityChain {
   readonly certificateChainDer: Buffer[];
   readonly notAfter: Date;
 }
+
+/** ES256 is SPIRE's default (P-256 keys); the other key types sign with their natural algorithm. */
+const JWT_ALGORITHM: Readonly<Record<CaKeyType, JwtSvidAlgorithm>> = {
+  'ec-p256': 'ES256',
+  'ec-p384': 'ES384',
+  'rsa-2048': 'RS256',
+};
 
 /**
  * Signs X.509-SVIDs and JWT-SVIDs with the active keys of the {@link KeyManager}. X.509 leaves go through the fast
@@ -114,6 +121,7 @@ export class CaService {
         audience: [...request.audience],
         privateKey,
         kid: key.authorityId,
+        alg: JWT_ALGORITHM[key.keyType],
         issuedAt: now,
         expiresAt,
       });

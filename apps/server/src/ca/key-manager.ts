@@ -325,7 +325,8 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
   private async publish(manager: EntityManager, rows: readonly CaKeyEntity[], now: Date): Promise<void> {
     const published = rows
       .filter((row) => !row.revoked && now.getTime() < row.notAfter.getTime())
-      .sort((a, b) => a.notBefore.getTime() - b.notBefore.getTime());
+      // A stable order, so an unchanged set of keys never looks like a bundle change.
+      .sort((a, b) => a.notBefore.getTime() - b.notBefore.getTime() || a.id.localeCompare(b.id));
     await this.bundles.replaceOwnAuthorities(
       manager,
       {

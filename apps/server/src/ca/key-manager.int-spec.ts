@@ -1,0 +1,252 @@
+import 'reflect-metadata';
+import * as x509 from '@peculiar/x509';
+import { createCsr, generateKeyPair } from '@sigil/pki';
+import { SpiffeId } from '@sigil/spiffe';
+import { decodeProtectedHeader } from 'jose';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createTestAuthority, type TestAuthority } from '../../../../test/support/authority.js';
+import { useTestDatabase, type TestDatabase } from '../../../../test/support/database.js';
+import { FakeClock } from '../common/clock.js';
+import type { AuthorityKey } from './authority-key.js';
+import type { AuthorityKind } from './ca-key.entity.js';
+
+const T0 = Date.UTC(2026, 0, 1);
+const WORKLOAD = SpiffeId.parse('spiffe://example.org/workload');
+
+// The thresholds written from SPIRE's rule (half and five sixths of the lifetime), independently of rotation-plan.ts.
+const half = (key: AuthorityKey) => key.notBefore.getTime() + (key.notAfter.getTime() - key.notBefore.getTime()) / 2;
+const fiveSixths = (key: AuthorityKey) =>
+  key.notAfter.getTime() - Math.floor((key.notAfter.getTime() - key.notBefore.getTime()) / 6);
+
+describe('KeyManager (CA key journal and rotation)', () => {
+  let db: TestDatabase;
+  let clock: FakeClock;
+  let authority: TestAuthority;
+
+  beforeAll(async () => {
+    db = await useTestDatabase();
+  });
+  afterAll(async () => {
+    await db?.close();
+  });
+  beforeEach(async () => {
+    await db.dataSource.query('DELETE FROM ca_keys');
+    await db.dataSource.query('DELETE FROM bundles');
+    clock = new FakeClock(T0);
+    authority = await createTestAuthority(db.dataSource, { clock });
+  });
+
+  /** The authority the CA signs with now: the leaf's AKI (X.509) or the token's kid (JWT). */
+  async function signingAuthorityId(kind: AuthorityKind, on: TestAuthority = authority): Promise<string> {
+    if (kind === 'jwt') {
+      const { token } = await on.ca.signJwtSvid({ spiffeId: WORKLOAD, audience: ['db'] });
+      return decodeProtectedHeader(token).kid ?? '';
+    }
+    const csr = await createCsr({ keys: await generateKeyPair() });
+    const { certificateChainDer } = on.ca.signX509Svid({ spiffeId: WORKLOAD, csr: csr.pem });
+    const leaf = new x509.X509Certificate(certificateChainDer[0]!);
+    return leaf.getExtension(x509.AuthorityKeyIdentifierExtension)!.keyId!;
+  }
+
+  function publishedIds(kind: AuthorityKind, on: TestAuthority = authority): string[] {
+    const bundle = on.bundles.ownBundle();
+    if (kind === 'jwt') return [...bundle.jwtAuthorities.keys()].sort();
+    return bundle.x509Authorities
+      .map((certificate) => certificate.getExtension(x509.SubjectKeyIdentifierExtension)!.keyId)
+      .sort();
+  }
+
+  it('creates and activates an X.509 CA and a JWT key at first start, published in bundle sequence 1', async () => {
+    const result = await authority.keys.tick({ waitForLock: true });
+    expect(result.leader).toBe(true);
+    expect(result.changes.map((change) => `${change.kind}:${change.transition}`)).toEqual([
+      'x509:activated',
+      'jwt:activated',
+    ]);
+    expect(authority.metrics.transitions).toEqual(['x509:activated', 'jwt:activated']);
+    expect(authority.ca.isReady()).toBe(true);
+    for (const kind of ['x509', 'jwt'] as const) {
+      const slots = authority.keys.slots(kind);
+      expect(slots.prepared).toBeUndefined();
+      expect(slots.old).toEqual([]);
+      expect(slots.active?.activatedAt).toEqual(new Date(T0));
+      expect(slots.active!.notAfter.getTime()).toBe(T0 + 24 * 3600 * 1000);
+      expect(publishedIds(kind)).toEqual([slots.active!.authorityId]);
+      expect(await signingAuthorityId(kind)).toBe(slots.active!.authorityId);
+    }
+    expect(authority.keys.slots('jwt').active!.authorityId).toMatch(/^[A-Za-z0-9_-]{32}$/);
+    expect(authority.bundles.ownBundle().sequenceNumber).toBe(1);
+    expect(authority.bundles.ownJwks().spiffe_refresh_hint).toBe(300);
+    expect((await authority.keys.tick()).changes).toEqual([]);
+    expect(authority.bundles.ownBundle().sequenceNumber).toBe(1);
+  });
+
+  it.each(['x509', 'jwt'] as const)(
+    '%s: prepares at 1/2 (published before it signs), activates at 5/6, prunes the old key at its expiry',
+    async (kind) => {
+      await authority.keys.tick();
+      const first = authority.keys.slots(kind).active!;
+      const ownChanges = async () =>
+        (await authority.keys.tick()).changes.filter((change) => change.kind === kind).map((c) => c.transition);
+
+      clock.set(new Date(half(first) - 1));
+      expect(await ownChanges()).toEqual([]);
+      expect(authority.keys.slots(kind).prepared).toBeUndefined();
+
+      clock.set(new Date(half(first)));
+      expect(await ownChanges()).toEqual(['prepared']);
+      const next = authority.keys.slots(kind).prepared!;
+      expect(next.notBefore.getTime()).toBeLessThanOrEqual(half(first));
+      // Published in the bundle at once, while the active key still signs everything.
+      expect(publishedIds(kind)).toEqual([first.authorityId, next.authorityId].sort());
+      expect(await signingAuthorityId(kind)).toBe(first.authorityId);
+
+      clock.set(new Date(fiveSixths(first) - 1));
+      expect(await ownChanges()).toEqual([]);
+      expect(await signingAuthorityId(kind)).toBe(first.authorityId);
+
+      clock.set(new Date(fiveSixths(first)));
+      const sequenceBefore = authority.bundles.ownBundle().sequenceNumber;
+      expect(await ownChanges()).toEqual(['retired', 'activated']);
+      expect(authority.keys.slots(kind).active!.authorityId).toBe(next.authorityId);
+      expect(authority.keys.slots(kind).old.map((key) => key.authorityId)).toEqual([first.authorityId]);
+      expect(await signingAuthorityId(kind)).toBe(next.authorityId);
+      // Activation changes no published key: the old one stays until it expires.
+      expect(publishedIds(kind)).toEqual([first.authorityId, next.authorityId].sort());
+      expect(authority.bundles.ownBundle().sequenceNumber).toBe(sequenceBefore);
+
+      clock.set(new Date(first.notAfter.getTime() - 1));
+      expect(await ownChanges()).toEqual([]);
+      clock.set(first.notAfter);
+      expect(await ownChanges()).toEqual(['pruned']);
+      expect(authority.keys.slots(kind).old).toEqual([]);
+      expect(publishedIds(kind)).toEqual([next.authorityId]);
+      expect(authority.bundles.ownBundle().sequenceNumber).toBe(sequenceBefore! + 1);
+    },
+  );
+
+  it('increases spiffe_sequence by one on every bundle change and keeps it across a restart', async () => {
+    await authority.keys.tick();
+    const sequences = [authority.bundles.ownBundle().sequenceNumber];
+    const x509Key = authority.keys.slots('x509').active!;
+    const jwtKey = authority.keys.slots('jwt').active!;
+    for (const at of [half(x509Key), half(jwtKey), fiveSixths(x509Key), fiveSixths(jwtKey), x509Key.notAfter]) {
+      clock.set(new Date(at));
+      await authority.keys.tick();
+      sequences.push(authority.bundles.ownBundle().sequenceNumber);
+    }
+    // prepared x509, prepared jwt, (activations: no change), pruned x509
+    expect(sequences).toEqual([1, 2, 3, 3, 3, 4]);
+
+    const restartedOn = await db.connectAnother();
+    const restarted = await createTestAuthority(restartedOn, { clock, kek: authority.kek });
+    const result = await restarted.keys.tick({ waitForLock: true });
+    expect(result.changes).toEqual([]);
+    expect(restarted.bundles.ownBundle().sequenceNumber).toBe(4);
+    expect(restarted.bundles.ownBundle().equals(authority.bundles.ownBundle())).toBe(true);
+
+    clock.set(jwtKey.notAfter);
+    expect((await restarted.keys.tick()).changes.map((c) => `${c.kind}:${c.transition}`)).toEqual(['jwt:pruned']);
+    expect(restarted.bundles.ownBundle().sequenceNumber).toBe(5);
+    await restartedOn.destroy();
+  });
+
+  it('lets one of two replicas rotate at a time, and the other picks up the keys', async () => {
+    const otherOn = await db.connectAnother();
+    const other = await createTestAuthority(otherOn, { clock, kek: authority.kek });
+
+    const starts = await Promise.all([authority.keys.tick(), other.keys.tick()]);
+    expect(starts.filter((result) => result.changes.length > 0)).toHaveLength(1);
+    await Promise.all([authority.keys.tick(), other.keys.tick()]);
+    const active = authority.keys.slots('x509').active!;
+    expect(other.keys.slots('x509').active?.authorityId).toBe(active.authorityId);
+    expect(other.keys.slots('jwt').active?.authorityId).toBe(authority.keys.slots('jwt').active!.authorityId);
+    expect(
+      await db.dataSource.query('SELECT kind, count(*)::int AS n FROM ca_keys GROUP BY kind ORDER BY kind'),
+    ).toEqual([
+      { kind: 'jwt', n: 1 },
+      { kind: 'x509', n: 1 },
+    ]);
+
+    clock.set(new Date(half(active)));
+    const rotations = await Promise.all([authority.keys.tick(), other.keys.tick()]);
+    expect(rotations.filter((result) => result.changes.length > 0)).toHaveLength(1);
+    await other.keys.tick();
+    expect(other.keys.slots('x509').prepared?.authorityId).toBe(authority.keys.slots('x509').prepared!.authorityId);
+    expect(other.bundles.ownBundle().equals(authority.bundles.ownBundle())).toBe(true);
+
+    // The replica that did not rotate signs with the same active key, from its own memory.
+    expect(await signingAuthorityId('x509', other)).toBe(active.authorityId);
+    await otherOn.destroy();
+  });
+
+  describe('local authority operations', () => {
+    beforeEach(async () => {
+      await authority.keys.tick();
+    });
+
+    it('prepares on demand (replacing an unused prepared key) and activates only the named prepared key', async () => {
+      const active = authority.keys.slots('x509').active!;
+      const first = await authority.keys.prepare('x509');
+      expect(first.state).toBe('prepared');
+      const second = await authority.keys.prepare('x509');
+      expect(authority.keys.slots('x509').prepared!.authorityId).toBe(second.authorityId);
+      expect(publishedIds('x509')).toEqual([active.authorityId, second.authorityId].sort());
+      expect(authority.bundles.ownBundle().sequenceNumber).toBe(3);
+      // Keys made at the same instant keep one order: a tick with nothing to do changes nothing.
+      expect((await authority.keys.tick()).changes).toEqual([]);
+      expect(authority.bundles.ownBundle().sequenceNumber).toBe(3);
+
+      await expect(authority.keys.activate('x509', first.authorityId)).rejects.toMatchObject({
+        kind: 'invalid_argument',
+        message: `authorityId: '${first.authorityId}' is not the prepared x509 authority (that is '${second.authorityId}')`,
+      });
+      const activated = await authority.keys.activate('x509', second.authorityId);
+      expect(activated.state).toBe('active');
+      expect(authority.keys.slots('x509').old.map((key) => key.authorityId)).toEqual([active.authorityId]);
+      expect(await signingAuthorityId('x509')).toBe(second.authorityId);
+      await expect(authority.keys.activate('x509', second.authorityId)).rejects.toMatchObject({
+        kind: 'failed_precondition',
+        message: 'x509 authority: there is no prepared key to activate',
+      });
+      expect(authority.metrics.transitions).toEqual([
+        'x509:activated',
+        'jwt:activated',
+        'x509:prepared',
+        'x509:pruned',
+        'x509:prepared',
+        'x509:retired',
+        'x509:activated',
+      ]);
+    });
+
+    it('taints then revokes an old key, which leaves the bundle; refuses other states and orders', async () => {
+      const old = authority.keys.slots('jwt').active!;
+      const prepared = await authority.keys.prepare('jwt');
+      await expect(authority.keys.taint('jwt', old.authorityId)).rejects.toMatchObject({
+        kind: 'failed_precondition',
+        message: `authorityId: only an old jwt authority can be tainted, '${old.authorityId}' is active`,
+      });
+      await authority.keys.activate('jwt', prepared.authorityId);
+      await expect(authority.keys.revoke('jwt', old.authorityId)).rejects.toMatchObject({
+        kind: 'failed_precondition',
+        message: `authorityId: '${old.authorityId}' must be tainted before it is revoked`,
+      });
+      await expect(authority.keys.taint('jwt', 'nope')).rejects.toMatchObject({
+        kind: 'not_found',
+        message: "authorityId: no jwt authority 'nope'",
+      });
+
+      expect((await authority.keys.taint('jwt', old.authorityId)).tainted).toBe(true);
+      await expect(authority.keys.taint('jwt', old.authorityId)).rejects.toMatchObject({
+        message: `authorityId: '${old.authorityId}' is already tainted`,
+      });
+      expect(publishedIds('jwt')).toContain(old.authorityId);
+      const sequence = authority.bundles.ownBundle().sequenceNumber!;
+
+      expect((await authority.keys.revoke('jwt', old.authorityId)).revoked).toBe(true);
+      expect(publishedIds('jwt')).toEqual([prepared.authorityId]);
+      expect(authority.bundles.ownBundle().sequenceNumber).toBe(sequence + 1);
+    });
+  });
+});
