@@ -1,0 +1,112 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { chmod, mkdtemp, open, rm } from 'node:fs/promises';
+import { connect as http2Connect, createServer as createHttp2Server } from 'node:http2';
+import { type Socket, connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readStartTime } from '../workload-attestor/proc.js';
+import {
+  type PeerCredentials,
+  readPeerCredentials,
+  readPeerCredentialsFromFd,
+  trackPeerCredentials,
+} from './peer-credentials.js';
+
+describe('peer credentials (SO_PEERCRED)', () => {
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'sigil-peercred-'));
+    await chmod(dir, 0o755);
+  });
+
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** Listens on a fresh socket and resolves with the credentials read on the first accepted connection. */
+  async function credentialsOfNextPeer(path: string, connectPeer: () => void): Promise<PeerCredentials> {
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(path, resolve));
+    await chmod(path, 0o777);
+    const accepted = once(server, 'connection') as Promise<[Socket]>;
+    connectPeer();
+    const [socket] = await accepted;
+    try {
+      return readPeerCredentials(socket);
+    } finally {
+      socket.destroy();
+      server.close();
+    }
+  }
+
+  it('reads pid, uid, gid and start time of this process', async () => {
+    const path = join(dir, 'self.sock');
+    const credentials = await credentialsOfNextPeer(path, () => connect(path).on('error', () => undefined));
+    expect(credentials).toEqual({
+      pid: process.pid,
+      uid: process.geteuid!(),
+      gid: process.getegid!(),
+      startTime: await readStartTime(process.pid),
+    });
+  });
+
+  it('reads the credentials of a child connecting as another user (as root) or as itself', async () => {
+    const path = join(dir, 'child.sock');
+    const isRoot = process.geteuid!() === 0;
+    const connectScript = `require('net').connect(${JSON.stringify(path)}).on('close', () => process.exit(0))`;
+    const command = isRoot
+      ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', connectScript]
+      : [process.execPath, '-e', connectScript];
+    let childPid = 0;
+    const credentials = await credentialsOfNextPeer(path, () => {
+      childPid = spawn(command[0]!, command.slice(1), { stdio: 'ignore' }).pid!;
+    });
+    // setpriv execs node in place, so the connecting process keeps the spawned pid
+    expect(credentials).toMatchObject({
+      pid: childPid,
+      uid: isRoot ? 65534 : process.geteuid!(),
+      gid: isRoot ? 65534 : process.getegid!(),
+    });
+    expect(credentials.startTime).toBeTypeOf('bigint');
+  });
+
+  it('hands the credentials of each HTTP/2 connection to its requests', async () => {
+    const path = join(dir, 'h2.sock');
+    const server = createHttp2Server();
+    const credentialsOf = trackPeerCredentials(server);
+    const seen: (PeerCredentials | undefined)[] = [];
+    server.on('request', (request, response) => {
+      seen.push(credentialsOf(request));
+      response.end();
+    });
+    await new Promise<void>((resolve) => server.listen(path, resolve));
+    const session = http2Connect('http://localhost', { createConnection: () => connect(path) });
+    for (let i = 0; i < 2; i++) {
+      const request = session.request({ ':path': '/' });
+      request.resume();
+      await once(request, 'end');
+    }
+    session.close();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    expect(seen).toEqual([
+      expect.objectContaining({ pid: process.pid, uid: process.geteuid!() }),
+      expect.objectContaining({ pid: process.pid, uid: process.geteuid!() }),
+    ]);
+  });
+
+  it('refuses a descriptor that is not a socket', async () => {
+    expect(() => readPeerCredentialsFromFd(-1)).toThrow('peer credentials: fd must be a descriptor, got -1');
+    const file = await open(join(dir, 'plain'), 'w');
+    try {
+      // ENOTSOCK is 88 on Linux
+      expect(() => readPeerCredentialsFromFd(file.fd)).toThrow(
+        'peer credentials: getsockopt(SO_PEERCRED) failed with errno 88',
+      );
+    } finally {
+      await file.close();
+    }
+  });
+});
