@@ -5,7 +5,6 @@
  */
 import { verify, type KeyObject } from 'node:crypto';
 import { messageOf, PkiError } from '../errors.js';
-import { inspectSpki, type KeyType } from '../keys.js';
 import { PEM_LABEL, singlePemBlock } from '../pem.js';
 import {
   checkDerStructure,
@@ -19,6 +18,7 @@ import {
   type DerElement,
 } from './der.js';
 import { ALGORITHM_IDENTIFIERS, Oid } from './oids.js';
+import { importSpkiFast } from './spki.js';
 
 /** Largest CSR accepted, PEM or DER: a real SVID request is well under 2 KiB even with an RSA-4096 key. */
 export const CSR_MAX_BYTES = 16 * 1024;
@@ -63,15 +63,6 @@ function signatureHash(der: Uint8Array): { hash: 'sha256' | 'sha384'; keyType: '
   throw invalid(
     'signatureAlgorithm must be ecdsa-with-SHA256, ecdsa-with-SHA384 (no parameters) or sha256WithRSAEncryption (NULL parameters)',
   );
-}
-
-/** Loads the SubjectPublicKeyInfo: a supported key type (EC P-256, P-384, RSA 2048) in canonical DER. */
-function loadPublicKey(spki: Uint8Array): { keyType: KeyType; keyObject: KeyObject } {
-  try {
-    return inspectSpki(spki, undefined, 'csr public key');
-  } catch (error) {
-    throw new PkiError('ERR_CSR_INVALID', messageOf(error), { cause: error });
-  }
 }
 
 /** Reads `[0] IMPLICIT SET OF Attribute` and returns the subjectAltName names of the extensionRequest, if any. */
@@ -147,7 +138,7 @@ function readSubjectAltName(buf: Uint8Array, value: DerElement, names: { uris: s
  *
  * @throws PkiError `ERR_CSR_INVALID` (or `ERR_DER_INVALID` for malformed DER), naming the broken rule
  */
-export function parseCsrFast(pemOrDer: string | Uint8Array): ParsedCsr {
+export async function parseCsrFast(pemOrDer: string | Uint8Array): Promise<ParsedCsr> {
   const der = toDer(pemOrDer);
   const top = DerCursor.over(der, CONTEXT);
   const request = top.expect(DerTag.SEQUENCE, 'CertificationRequest');
@@ -175,17 +166,17 @@ export function parseCsrFast(pemOrDer: string | Uint8Array): ParsedCsr {
     throw invalid('signature must be a non-empty bit string with no unused bits');
   }
 
+  const names = readAttributes(der, infoFields, attributes);
+
   const spkiBytes = derBytes(der, spki);
-  const spkiFields = infoFields.enter(spki, 'subjectPKInfo');
-  spkiFields.expect(DerTag.SEQUENCE, 'subjectPKInfo algorithm');
-  spkiFields.expect(DerTag.BIT_STRING, 'subjectPublicKey');
-  spkiFields.finish('subjectPKInfo');
-  const { keyType: publicKeyType, keyObject: publicKey } = loadPublicKey(spkiBytes);
+  const { keyType: publicKeyType, keyObject: publicKey } = await importSpkiFast(
+    spkiBytes,
+    'csr public key',
+    'ERR_CSR_INVALID',
+  );
   if (!publicKeyType.startsWith(keyType)) {
     throw invalid(`signatureAlgorithm is for ${keyType} keys but the public key is ${publicKeyType}`);
   }
-
-  const names = readAttributes(der, infoFields, attributes);
 
   const signed = derBytes(der, info);
   let valid: boolean;

@@ -1,0 +1,134 @@
+/**
+ * SubjectPublicKeyInfo handling for the fast path, without OpenSSL's generic SPKI decoder: on Node 20 (OpenSSL 3.0)
+ * `crypto.createPublicKey({ format: 'der', type: 'spki' })` costs several ECDSA signatures, so the supported key
+ * types are recognised by their canonical DER layout and imported from their raw parts (EC point, PKCS#1 key).
+ */
+import { createPublicKey, KeyObject, webcrypto } from 'node:crypto';
+import { PkiError, type PkiErrorCode } from '../errors.js';
+import type { KeyType } from '../keys.js';
+import { decodeDerOid, derBytes, DerCursor, DerTag, type DerContext } from './der.js';
+import { Oid } from './oids.js';
+
+/** Canonical SPKI DER up to the EC point's 0x04 byte: named curve, uncompressed point (RFC 5480 §2). */
+const EC_P256_PREFIX = Buffer.from('3059301306072a8648ce3d020106082a8648ce3d03010703420004', 'hex');
+const EC_P384_PREFIX = Buffer.from('3076301006072a8648ce3d020106052b8104002203620004', 'hex');
+/** Canonical SPKI DER of RSA 2048 with a 3-byte exponent up to the RSAPublicKey (RFC 3279 §2.3.1: NULL params). */
+const RSA_2048_PREFIX = Buffer.from('30820122300d06092a864886f70d01010105000382010f00', 'hex');
+const KEY_ALGORITHM_NAMES = new Map([
+  ['1.3.101.112', 'ed25519'],
+  ['1.3.101.113', 'ed448'],
+  ['1.2.840.113549.1.1.10', 'rsa-pss'],
+  ['1.2.840.10040.4.1', 'dsa'],
+]);
+const CURVE_NAMES = new Map([
+  ['1.2.840.10045.3.1.7', 'prime256v1'],
+  ['1.3.132.0.34', 'secp384r1'],
+  ['1.3.132.0.35', 'secp521r1'],
+  ['1.3.132.0.10', 'secp256k1'],
+]);
+
+/** A recognised SubjectPublicKeyInfo: its key type and the raw key to import. */
+export type ClassifiedSpki =
+  | { readonly keyType: 'ec-p256' | 'ec-p384'; readonly point: Uint8Array }
+  | { readonly keyType: 'rsa-2048'; readonly rsaPublicKey: Uint8Array };
+
+/**
+ * Recognises the canonical DER of an EC P-256 or P-384 key (named curve, uncompressed point) or an RSA 2048 key
+ * (NULL parameters, minimal INTEGERs, a 2048-bit modulus). Checks the shape only, not the key itself.
+ *
+ * @throws PkiError with `code`, naming `field`: the key type is unsupported or the encoding is not canonical
+ */
+export function classifySpki(spki: Uint8Array, field: string, code: PkiErrorCode): ClassifiedSpki {
+  const bytes = Buffer.from(spki.buffer, spki.byteOffset, spki.length);
+  const startsWith = (prefix: Buffer): boolean => bytes.subarray(0, prefix.length).equals(prefix);
+  if (bytes.length === EC_P256_PREFIX.length + 64 && startsWith(EC_P256_PREFIX)) {
+    return { keyType: 'ec-p256', point: spki.subarray(EC_P256_PREFIX.length - 1) };
+  }
+  if (bytes.length === EC_P384_PREFIX.length + 96 && startsWith(EC_P384_PREFIX)) {
+    return { keyType: 'ec-p384', point: spki.subarray(EC_P384_PREFIX.length - 1) };
+  }
+  if (bytes.length === RSA_2048_PREFIX.length + 270 && startsWith(RSA_2048_PREFIX)) {
+    const rsaPublicKey = canonicalRsa2048(bytes.subarray(RSA_2048_PREFIX.length));
+    if (rsaPublicKey) return { keyType: 'rsa-2048', rsaPublicKey };
+  }
+  throw new PkiError(code, `${field}: ${unsupportedReason(bytes, code)}`);
+}
+
+/** RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER } (RFC 8017 §A.1.1), 2048 bits, 65537-sized. */
+function canonicalRsa2048(der: Buffer): Uint8Array | undefined {
+  const context: DerContext = { name: 'rsa public key', code: 'ERR_KEY_INVALID' };
+  try {
+    const top = DerCursor.over(der, context);
+    const key = top.expect(DerTag.SEQUENCE, 'RSAPublicKey');
+    top.finish('RSAPublicKey');
+    const fields = top.enter(key, 'RSAPublicKey');
+    const modulus = fields.expect(DerTag.INTEGER, 'modulus');
+    const exponent = fields.expect(DerTag.INTEGER, 'publicExponent');
+    fields.finish('RSAPublicKey');
+    // A positive 2048-bit modulus is exactly 0x00 then 256 bytes with the top bit set; the exponent is minimal.
+    const modulusOk =
+      modulus.end - modulus.contentStart === 257 &&
+      der[modulus.contentStart] === 0 &&
+      ((der[modulus.contentStart + 1] as number) & 0x80) !== 0;
+    const exponentOk = der[exponent.contentStart] !== 0 && ((der[exponent.contentStart] as number) & 0x80) === 0;
+    return modulusOk && exponentOk ? derBytes(der, key) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Why a SubjectPublicKeyInfo was not recognised, as precisely as its algorithm identifier allows. */
+function unsupportedReason(spki: Buffer, code: PkiErrorCode): string {
+  const context: DerContext = { name: 'spki', code };
+  try {
+    const top = DerCursor.over(spki, context);
+    const info = top.enter(top.expect(DerTag.SEQUENCE, 'SubjectPublicKeyInfo'), 'SubjectPublicKeyInfo');
+    const algorithm = info.enter(info.expect(DerTag.SEQUENCE, 'algorithm'), 'algorithm');
+    const oid = decodeDerOid(spki, algorithm.expect(DerTag.OBJECT_IDENTIFIER, 'algorithm'), context);
+    if (oid === Oid.ecPublicKey && !algorithm.isDone) {
+      const parameters = algorithm.next('parameters');
+      if (parameters.tag === DerTag.OBJECT_IDENTIFIER) {
+        const curve = decodeDerOid(spki, parameters, context);
+        const name = CURVE_NAMES.get(curve) ?? curve;
+        if (name !== 'prime256v1' && name !== 'secp384r1')
+          return `unsupported ec curve ${name}, expected P-256 or P-384`;
+      }
+    } else if (oid !== Oid.ecPublicKey && oid !== Oid.rsaEncryption) {
+      return `unsupported key algorithm ${KEY_ALGORITHM_NAMES.get(oid) ?? oid}, expected ec P-256, ec P-384 or rsa 2048`;
+    }
+  } catch {
+    return 'not a valid SubjectPublicKeyInfo';
+  }
+  return 'must be the canonical der of an ec P-256 (uncompressed point), ec P-384 or rsa 2048 public key';
+}
+
+const EC_IMPORT = {
+  'ec-p256': { name: 'ECDSA', namedCurve: 'P-256' },
+  'ec-p384': { name: 'ECDSA', namedCurve: 'P-384' },
+} as const;
+
+/**
+ * Imports a SubjectPublicKeyInfo recognised by {@link classifySpki} as a Node KeyObject: EC points through WebCrypto's
+ * raw import (which refuses points off the curve), RSA keys as PKCS#1 DER.
+ *
+ * @throws PkiError with `code`, naming `field`, when the key is unsupported, not canonical or not a valid key
+ */
+export async function importSpkiFast(
+  spki: Uint8Array,
+  field: string,
+  code: PkiErrorCode,
+): Promise<{ keyType: KeyType; keyObject: KeyObject }> {
+  const classified = classifySpki(spki, field, code);
+  try {
+    if (classified.keyType === 'rsa-2048') {
+      const keyObject = createPublicKey({ key: Buffer.from(classified.rsaPublicKey), format: 'der', type: 'pkcs1' });
+      return { keyType: classified.keyType, keyObject };
+    }
+    const key = await webcrypto.subtle.importKey('raw', classified.point, EC_IMPORT[classified.keyType], true, [
+      'verify',
+    ]);
+    return { keyType: classified.keyType, keyObject: KeyObject.from(key) };
+  } catch (error) {
+    throw new PkiError(code, `${field}: not a valid public key`, { cause: error });
+  }
+}

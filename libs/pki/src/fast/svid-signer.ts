@@ -1,0 +1,251 @@
+/**
+ * The fast X.509-SVID signer: everything constant per CA is DER-encoded once in {@link X509SvidSigner.create}; each
+ * {@link X509SvidSigner.sign} encodes only the serial, validity, subject, public key, SKI and SAN, then signs the
+ * TBSCertificate with Node's `crypto.sign`. Validation and every per-leaf value come from `svid-profile.ts`, shared
+ * with the reference builder, so both produce byte-identical TBSCertificates.
+ */
+import { createPublicKey, KeyObject, sign, type webcrypto } from 'node:crypto';
+import type { SpiffeId } from '@sigil/spiffe';
+import { PkiError } from '../errors.js';
+import {
+  resolveSvidFields,
+  signingCaProfile,
+  subjectKeyIdentifier,
+  svidSubject,
+  SVID_OID,
+  type SigningCaProfile,
+  type SubjectAttribute,
+} from '../svid-profile.js';
+import { x509 } from '../x509-lib.js';
+import { parseCsrFast } from './csr-parser.js';
+import {
+  DER_TRUE,
+  derBitString,
+  derOctetString,
+  derOid,
+  derPrintableString,
+  derSequence,
+  derSet,
+  derTime,
+  derTlv,
+  derUtf8String,
+} from './der.js';
+import { ALGORITHM_IDENTIFIERS } from './oids.js';
+import { classifySpki } from './spki.js';
+
+/** How to create a {@link X509SvidSigner}: the signing CA's certificate and private key. */
+export interface X509SvidSignerOptions {
+  /** The CA certificate (DER bytes or a parsed @peculiar/x509 certificate); its subject becomes every leaf's issuer. */
+  readonly certificate: Uint8Array | x509.X509Certificate;
+  /** The CA private key (WebCrypto or Node key): EC P-256, EC P-384 or RSA 2048. */
+  readonly privateKey: webcrypto.CryptoKey | KeyObject;
+}
+
+/** One X.509-SVID to sign from an already verified public key. */
+export interface FastSvidParams {
+  /**
+   * The leaf's SubjectPublicKeyInfo DER, copied into the leaf as is. It must come from a verified source
+   * (`parseCsrFast`, `inspectSpki`): `sign` checks only that it is the canonical encoding of a supported key type,
+   * because re-decoding the key with OpenSSL would cost several signatures per leaf.
+   */
+  readonly spkiDer: Uint8Array;
+  /** The SPIFFE ID, with a non-root path, in the CA's trust domain. */
+  readonly spiffeId: SpiffeId;
+  /** DNS names for the SAN (the first also becomes the subject CN): host names, optionally with a `*.` label. */
+  readonly dnsNames?: readonly string[];
+  /** Requested lifetime; the leaf never outlives the CA. */
+  readonly ttlSeconds: number;
+  /** The signing time; not-before is 10 s earlier (SPIRE's backdate). */
+  readonly now: Date;
+  /** Serial number INTEGER content (1–20 bytes, first byte 0x01–0x7f); 16 random bytes when absent. */
+  readonly serial?: Uint8Array;
+}
+
+const VERSION_V3 = Buffer.from([0xa0, 0x03, 0x02, 0x01, 0x02]);
+const URI_TAG = 0x86;
+const DNS_NAME_TAG = 0x82;
+
+function extension(oid: string, critical: boolean, value: Uint8Array): Buffer {
+  return critical
+    ? derSequence(derOid(oid), DER_TRUE, derOctetString(value))
+    : derSequence(derOid(oid), derOctetString(value));
+}
+
+/** basicConstraints cA=false (the DEFAULT, so an empty SEQUENCE), critical; keyUsage, critical; extKeyUsage. */
+const CONSTANT_EXTENSIONS_HEAD = Buffer.concat([
+  extension(SVID_OID.basicConstraints, true, derSequence()),
+  // digitalSignature | keyEncipherment | keyAgreement: bits 0, 2 and 4, so 0xa8 with 3 unused bits (X.690 §11.2.2).
+  extension(SVID_OID.keyUsage, true, derBitString(Buffer.from([0xa8]), 3)),
+  extension(SVID_OID.extKeyUsage, false, derSequence(derOid(SVID_OID.serverAuth), derOid(SVID_OID.clientAuth))),
+]);
+/** The subjectKeyIdentifier extension up to its 20-byte SHA-1 value, which each leaf appends. */
+const SKI_EXTENSION_PREFIX = extension(SVID_OID.subjectKeyIdentifier, false, derOctetString(Buffer.alloc(20))).subarray(
+  0,
+  -20,
+);
+const SAN_OID = derOid(SVID_OID.subjectAltName);
+const ATTRIBUTE_OIDS = new Map<string, Buffer>([
+  [SVID_OID.organizationName, derOid(SVID_OID.organizationName)],
+  [SVID_OID.commonName, derOid(SVID_OID.commonName)],
+]);
+
+/** One RDN holding one attribute, in the string type the shared profile chose. */
+function relativeDistinguishedName(attribute: SubjectAttribute): Buffer {
+  const oid = ATTRIBUTE_OIDS.get(attribute.oid) ?? derOid(attribute.oid);
+  const value =
+    attribute.encoding === 'printableString' ? derPrintableString(attribute.value) : derUtf8String(attribute.value);
+  return derSet(derSequence(oid, value));
+}
+
+interface SignatureProfile {
+  readonly algorithmIdentifier: Buffer;
+  readonly hash: 'sha256' | 'sha384';
+}
+
+/** The leaf signature algorithm follows the CA key, as in the reference builder (`signingAlgorithmFor`). */
+function signatureProfile(key: KeyObject): SignatureProfile {
+  const details = key.asymmetricKeyDetails ?? {};
+  if (key.asymmetricKeyType === 'ec' && details.namedCurve === 'prime256v1') {
+    return { algorithmIdentifier: ALGORITHM_IDENTIFIERS.ecdsaWithSha256, hash: 'sha256' };
+  }
+  if (key.asymmetricKeyType === 'ec' && details.namedCurve === 'secp384r1') {
+    return { algorithmIdentifier: ALGORITHM_IDENTIFIERS.ecdsaWithSha384, hash: 'sha384' };
+  }
+  if (key.asymmetricKeyType === 'rsa' && details.modulusLength === 2048) {
+    return { algorithmIdentifier: ALGORITHM_IDENTIFIERS.sha256WithRsaEncryption, hash: 'sha256' };
+  }
+  throw new PkiError('ERR_KEY_INVALID', 'ca.privateKey: must be ec P-256, ec P-384 or rsa 2048');
+}
+
+/** A WebCrypto or Node private key as a KeyObject (WebCrypto keys need not be extractable for this). */
+function privateKeyObject(privateKey: unknown): KeyObject {
+  let key: KeyObject;
+  try {
+    key = privateKey instanceof KeyObject ? privateKey : KeyObject.from(privateKey as webcrypto.CryptoKey);
+  } catch (error) {
+    throw new PkiError('ERR_KEY_INVALID', 'ca.privateKey: must be a CryptoKey or a KeyObject', { cause: error });
+  }
+  if (key.type !== 'private')
+    throw new PkiError('ERR_KEY_INVALID', `ca.privateKey: must be a private key, got ${key.type}`);
+  return key;
+}
+
+function certificateOf(certificate: unknown): x509.X509Certificate {
+  if (certificate instanceof x509.X509Certificate) return certificate;
+  if (!(certificate instanceof Uint8Array)) {
+    throw new PkiError('ERR_CA_INVALID', 'ca.certificate: must be der bytes or an X509Certificate');
+  }
+  try {
+    return new x509.X509Certificate(certificate);
+  } catch (error) {
+    throw new PkiError('ERR_CERTIFICATE_INVALID', 'ca.certificate: is not a valid x.509 certificate', { cause: error });
+  }
+}
+
+/**
+ * Signs X.509-SVIDs for one CA. Create it once per CA key with {@link X509SvidSigner.create}: the issuer name,
+ * signature AlgorithmIdentifier, constant extensions and authority key identifier are encoded then, and the key is
+ * kept as a Node KeyObject for `crypto.sign`.
+ */
+export class X509SvidSigner {
+  readonly #key: KeyObject;
+  readonly #hash: 'sha256' | 'sha384';
+  readonly #algorithmIdentifier: Buffer;
+  readonly #ca: SigningCaProfile;
+  readonly #issuer: Buffer;
+  readonly #authorityKeyIdentifier: Buffer;
+  readonly #organizationOnlySubject: Buffer;
+
+  private constructor(key: KeyObject, signature: SignatureProfile, ca: SigningCaProfile) {
+    this.#key = key;
+    this.#hash = signature.hash;
+    this.#algorithmIdentifier = signature.algorithmIdentifier;
+    this.#ca = ca;
+    this.#issuer = Buffer.from(ca.subjectDer);
+    this.#organizationOnlySubject = derSequence(...svidSubject([]).map(relativeDistinguishedName));
+    // AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] IMPLICIT OCTET STRING } (RFC 5280 §4.2.1.1).
+    this.#authorityKeyIdentifier = extension(
+      SVID_OID.authorityKeyIdentifier,
+      false,
+      derSequence(derTlv(0x80, ca.keyIdentifier)),
+    );
+  }
+
+  /**
+   * Prepares a signer for one CA: checks the certificate is a CA (cA=true, keyCertSign), reads its subject, key
+   * identifier, validity and trust domain, and checks that the private key is the certificate's.
+   *
+   * @throws PkiError `ERR_CA_INVALID`, `ERR_CERTIFICATE_INVALID` or `ERR_KEY_INVALID` naming the failed rule
+   */
+  static create(options: X509SvidSignerOptions): X509SvidSigner {
+    const ca = signingCaProfile(certificateOf(options.certificate));
+    const key = privateKeyObject(options.privateKey);
+    const signature = signatureProfile(key);
+    const spki = createPublicKey(key).export({ format: 'der', type: 'spki' });
+    if (!spki.equals(ca.spkiDer)) {
+      throw new PkiError('ERR_KEY_INVALID', 'ca.privateKey: does not match the public key of ca.certificate');
+    }
+    return new X509SvidSigner(key, signature, ca);
+  }
+
+  /** The CA certificate's not-after: no leaf signed here outlives it. */
+  get caNotAfter(): Date {
+    return this.#ca.notAfter;
+  }
+
+  /**
+   * Builds and signs one X.509-SVID leaf (DER) for an already verified public key.
+   *
+   * @throws PkiError `ERR_PKI_INVALID_INPUT` naming the bad field, `ERR_CA_INVALID` once the CA has expired
+   */
+  sign(params: FastSvidParams): Buffer {
+    const fields = resolveSvidFields(params, this.#ca);
+    const spkiDer = params.spkiDer;
+    // A shape check only: the key itself was verified when its CSR was parsed (see FastSvidParams.spkiDer).
+    if (!(spkiDer instanceof Uint8Array)) throw new PkiError('ERR_KEY_INVALID', 'spkiDer: must be der bytes');
+    classifySpki(spkiDer, 'spkiDer', 'ERR_KEY_INVALID');
+
+    const generalNames: Buffer[] = [derTlv(URI_TAG, Buffer.from(fields.uri, 'latin1'))];
+    for (const name of fields.dnsNames) generalNames.push(derTlv(DNS_NAME_TAG, Buffer.from(name, 'latin1')));
+
+    const tbs = derSequence(
+      VERSION_V3,
+      derTlv(0x02, fields.serial),
+      this.#algorithmIdentifier,
+      this.#issuer,
+      derSequence(derTime(fields.notBefore.getTime() / 1000), derTime(fields.notAfter.getTime() / 1000)),
+      this.#subject(fields.subject),
+      spkiDer,
+      derTlv(
+        0xa3,
+        derSequence(
+          CONSTANT_EXTENSIONS_HEAD,
+          SKI_EXTENSION_PREFIX,
+          subjectKeyIdentifier(spkiDer),
+          this.#authorityKeyIdentifier,
+          derSequence(SAN_OID, derOctetString(derSequence(...generalNames))),
+        ),
+      ),
+    );
+    const signature = sign(this.#hash, tbs, this.#key);
+    return derSequence(tbs, this.#algorithmIdentifier, derBitString(signature));
+  }
+
+  /**
+   * The complete per-SVID path: parses and verifies the CSR with {@link parseCsrFast}, then signs a leaf for its
+   * public key. The names the CSR asks for are not used: the SPIFFE ID and DNS names come from `params` (the entry).
+   *
+   * @throws PkiError `ERR_CSR_INVALID` for a bad CSR, else as {@link X509SvidSigner.sign}
+   */
+  async signCsr(csrPemOrDer: string | Uint8Array, params: Omit<FastSvidParams, 'spkiDer'>): Promise<Buffer> {
+    const { spkiDer } = await parseCsrFast(csrPemOrDer);
+    return this.sign({ ...params, spkiDer });
+  }
+
+  /** The subject Name: `O=Sigil` alone is encoded once per CA; with a CN it is encoded per call. */
+  #subject(attributes: readonly SubjectAttribute[]): Buffer {
+    return attributes.length === 1
+      ? this.#organizationOnlySubject
+      : derSequence(...attributes.map(relativeDistinguishedName));
+  }
+}
