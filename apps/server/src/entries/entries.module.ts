@@ -1,0 +1,24 @@
+import { Module } from '@nestjs/common';
+import { Database } from '../database/database.js';
+import { EntriesController } from './entries.controller.js';
+import { EntriesRepository } from './entries.repository.js';
+import { EntriesService } from './entries.service.js';
+import { EntryChangeNotifier, createEntryChangeNotifier } from './entry-change-notifier.js';
+import { EntryPruner } from './entry-pruner.js';
+
+/** The registry: `/v1/entries`, gap-safe revisions, change notification and pruning. Exports only the service. */
+@Module({
+  controllers: [EntriesController],
+  providers: [
+    EntriesRepository,
+    EntriesService,
+    EntryPruner,
+    {
+      provide: EntryChangeNotifier,
+      inject: [Database],
+      useFactory: (database: Database) => createEntryChangeNotifier(database),
+    },
+  ],
+  exports: [EntriesService],
+})
+export class EntriesModule {}

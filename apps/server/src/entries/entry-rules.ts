@@ -1,0 +1,242 @@
+import { SpiffeError, SpiffeId, TrustDomain } from '@sigil/spiffe';
+import { AppError } from '../common/errors.js';
+import type { EntryInput, Selector } from './entry.js';
+
+/** Bounds of an entry's fields (stated here once; the DTOs and the API docs refer to them). */
+export const ENTRY_LIMITS = {
+  maxSelectors: 64,
+  maxSelectorTypeLength: 64,
+  maxSelectorValueBytes: 1024,
+  maxDnsNames: 32,
+  maxFederatesWith: 32,
+  /** SPIRE's limit, in bytes. */
+  maxHintBytes: 1024,
+  /** 0 = server default; otherwise 1 minute to 1 year. */
+  x509SvidTtl: { min: 60, max: 365 * 24 * 3600 },
+  /** 0 = server default; otherwise 30 seconds to 1 day (JWT-SVIDs are bearer tokens: keep them short). */
+  jwtSvidTtl: { min: 30, max: 24 * 3600 },
+} as const;
+
+/**
+ * Paths under `/sigil/` name Sigil's own servers and agents (`spiffe://<td>/sigil/agent/...`): no entry may issue
+ * them to a workload (SPIRE reserves `/spire/` the same way). They remain valid parents.
+ */
+export const RESERVED_PATH_PREFIX = '/sigil/';
+
+/** An entry's fields after validation: normalised (lowercase DNS names and trust domains, sorted sets). */
+export interface ValidEntryFields {
+  spiffeId: string;
+  parentId: string;
+  selectors: Selector[];
+  x509SvidTtl: number;
+  jwtSvidTtl: number;
+  dnsNames: string[];
+  federatesWith: string[];
+  admin: boolean;
+  downstream: boolean;
+  hint: string;
+  expiresAt: Date | null;
+}
+
+export interface EntryRuleContext {
+  /** The server's trust domain: every entry's SPIFFE ID and parent ID belong to it. */
+  trustDomain: TrustDomain;
+  now: Date;
+  /** Whether `expiresAt` must lie in the future (on create, and on update when the patch sets it). */
+  checkExpiry: boolean;
+}
+
+const SELECTOR_TYPE = /^[A-Za-z0-9_.-]+$/;
+// eslint-disable-next-line no-control-regex
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/;
+const DNS_LABEL = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
+const utf8 = new TextEncoder();
+
+function invalid(message: string): AppError {
+  return new AppError('invalid_argument', message);
+}
+
+function quote(text: string): string {
+  return JSON.stringify(text);
+}
+
+/** Compares selectors by type, then value (the order entries and listings use). */
+export function compareSelectors(a: Selector, b: Selector): number {
+  if (a.type !== b.type) return a.type < b.type ? -1 : 1;
+  if (a.value !== b.value) return a.value < b.value ? -1 : 1;
+  return 0;
+}
+
+/**
+ * Checks every field of an entry and returns it normalised, or throws `AppError('invalid_argument')` whose message
+ * names the field and the rule, e.g. `selectors.1.type: must not be empty`.
+ */
+export function validateEntry(input: EntryInput, context: EntryRuleContext): ValidEntryFields {
+  if (typeof input !== 'object' || input === null) throw invalid('entry: must be an object');
+  const spiffeId = checkMemberId('spiffe_id', input.spiffeId, context.trustDomain);
+  if (spiffeId.path.startsWith(RESERVED_PATH_PREFIX)) {
+    throw invalid(`spiffe_id: path ${quote(spiffeId.path)} is reserved for sigil servers and agents`);
+  }
+  const parentId = checkMemberId('parent_id', input.parentId, context.trustDomain);
+  if (spiffeId.equals(parentId)) throw invalid('spiffe_id: must differ from parent_id');
+  return {
+    spiffeId: spiffeId.toString(),
+    parentId: parentId.toString(),
+    selectors: checkSelectors(input.selectors),
+    x509SvidTtl: checkTtl('x509_svid_ttl', input.x509SvidTtl ?? 0, ENTRY_LIMITS.x509SvidTtl),
+    jwtSvidTtl: checkTtl('jwt_svid_ttl', input.jwtSvidTtl ?? 0, ENTRY_LIMITS.jwtSvidTtl),
+    dnsNames: checkDnsNames(input.dnsNames ?? []),
+    federatesWith: checkFederatesWith(input.federatesWith ?? [], context.trustDomain),
+    admin: checkBoolean('admin', input.admin ?? false),
+    downstream: checkBoolean('downstream', input.downstream ?? false),
+    hint: checkHint(input.hint ?? ''),
+    expiresAt: checkExpiresAt(input.expiresAt ?? null, context),
+  };
+}
+
+function checkMemberId(field: string, value: unknown, trustDomain: TrustDomain): SpiffeId {
+  if (typeof value !== 'string') throw invalid(`${field}: must be a string`);
+  let id: SpiffeId;
+  try {
+    id = SpiffeId.parse(value);
+  } catch (error) {
+    if (error instanceof SpiffeError) throw invalid(`${field}: ${error.message}`);
+    throw error;
+  }
+  if (!id.isMemberOf(trustDomain)) {
+    throw invalid(`${field}: must be in trust domain ${quote(trustDomain.name)}, got ${quote(id.trustDomain.name)}`);
+  }
+  if (id.isRoot()) {
+    throw invalid(`${field}: must have a path; ${quote(id.toString())} names the trust domain's authority`);
+  }
+  return id;
+}
+
+function checkSelectors(selectors: unknown): Selector[] {
+  if (!Array.isArray(selectors)) throw invalid('selectors: must be a list');
+  if (selectors.length === 0) throw invalid('selectors: at least one selector is required');
+  if (selectors.length > ENTRY_LIMITS.maxSelectors) {
+    throw invalid(`selectors: at most ${ENTRY_LIMITS.maxSelectors} selectors, got ${selectors.length}`);
+  }
+  const seen = new Set<string>();
+  const checked = selectors.map((selector: unknown, index): Selector => {
+    const at = `selectors.${index}`;
+    if (typeof selector !== 'object' || selector === null) throw invalid(`${at}: must be an object`);
+    const { type, value } = selector as { type?: unknown; value?: unknown };
+    if (typeof type !== 'string') throw invalid(`${at}.type: must be a string`);
+    if (typeof value !== 'string') throw invalid(`${at}.value: must be a string`);
+    if (type.length === 0) throw invalid(`${at}.type: must not be empty`);
+    if (type.length > ENTRY_LIMITS.maxSelectorTypeLength) {
+      throw invalid(`${at}.type: must be at most ${ENTRY_LIMITS.maxSelectorTypeLength} characters`);
+    }
+    if (!SELECTOR_TYPE.test(type)) {
+      throw invalid(`${at}.type: ${quote(type)} may only contain letters, digits, '_', '-' and '.'`);
+    }
+    if (value.length === 0) throw invalid(`${at}.value: must not be empty`);
+    if (utf8.encode(value).length > ENTRY_LIMITS.maxSelectorValueBytes) {
+      throw invalid(`${at}.value: must be at most ${ENTRY_LIMITS.maxSelectorValueBytes} bytes`);
+    }
+    if (CONTROL_CHARACTERS.test(value)) throw invalid(`${at}.value: must not contain control characters`);
+    const key = `${type}:${value}`;
+    if (seen.has(key)) throw invalid(`${at}: duplicate selector ${quote(key)}`);
+    seen.add(key);
+    return { type, value };
+  });
+  return checked.sort(compareSelectors);
+}
+
+function checkTtl(field: string, value: unknown, bounds: { min: number; max: number }): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value)) {
+    throw invalid(`${field}: must be a whole number of seconds`);
+  }
+  if (value !== 0 && (value < bounds.min || value > bounds.max)) {
+    throw invalid(
+      `${field}: must be 0 (the server default) or from ${bounds.min} to ${bounds.max} seconds, got ${value}`,
+    );
+  }
+  return value;
+}
+
+/** Checks a DNS name for an X.509 SAN: RFC 1123 labels, at most 253 characters, an optional leading `*.`. */
+export function dnsNameFailure(name: string): string | undefined {
+  if (name.length === 0) return 'must not be empty';
+  if (name.length > 253) return 'must be at most 253 characters';
+  const labels = (name.startsWith('*.') ? name.slice(2) : name).split('.');
+  if (name.startsWith('*.') && labels.length < 2)
+    return 'a wildcard must cover at least two labels, as in *.example.org';
+  for (const label of labels) {
+    if (label.length === 0) return 'must not have empty labels';
+    if (label.length > 63) return `label ${quote(label)} is longer than 63 characters`;
+    if (!DNS_LABEL.test(label)) {
+      return `label ${quote(label)} may only hold letters, digits and inner hyphens`;
+    }
+  }
+  return undefined;
+}
+
+function checkDnsNames(names: unknown): string[] {
+  if (!Array.isArray(names)) throw invalid('dns_names: must be a list');
+  if (names.length > ENTRY_LIMITS.maxDnsNames) {
+    throw invalid(`dns_names: at most ${ENTRY_LIMITS.maxDnsNames} names, got ${names.length}`);
+  }
+  const seen = new Set<string>();
+  return names.map((name: unknown, index) => {
+    if (typeof name !== 'string') throw invalid(`dns_names.${index}: must be a string`);
+    // DNS names are case-insensitive; they are kept lowercase.
+    const lower = name.toLowerCase();
+    const failure = dnsNameFailure(lower);
+    if (failure !== undefined) throw invalid(`dns_names.${index}: ${quote(name)} is not a valid dns name: ${failure}`);
+    if (seen.has(lower)) throw invalid(`dns_names.${index}: duplicate dns name ${quote(lower)}`);
+    seen.add(lower);
+    return lower;
+  });
+}
+
+function checkFederatesWith(trustDomains: unknown, ours: TrustDomain): string[] {
+  if (!Array.isArray(trustDomains)) throw invalid('federates_with: must be a list');
+  if (trustDomains.length > ENTRY_LIMITS.maxFederatesWith) {
+    throw invalid(`federates_with: at most ${ENTRY_LIMITS.maxFederatesWith} trust domains, got ${trustDomains.length}`);
+  }
+  const seen = new Set<string>();
+  const names = trustDomains.map((value: unknown, index) => {
+    const at = `federates_with.${index}`;
+    if (typeof value !== 'string') throw invalid(`${at}: must be a string`);
+    let trustDomain: TrustDomain;
+    try {
+      // A name (`example.org`) or its SPIFFE ID (`spiffe://example.org`), as SPIRE accepts.
+      trustDomain = TrustDomain.parse(value);
+    } catch (error) {
+      if (error instanceof SpiffeError) throw invalid(`${at}: ${error.message}`);
+      throw error;
+    }
+    if (trustDomain.equals(ours))
+      throw invalid(`${at}: must not be this server's own trust domain ${quote(ours.name)}`);
+    if (seen.has(trustDomain.name)) throw invalid(`${at}: duplicate trust domain ${quote(trustDomain.name)}`);
+    seen.add(trustDomain.name);
+    return trustDomain.name;
+  });
+  return names.sort();
+}
+
+function checkBoolean(field: string, value: unknown): boolean {
+  if (typeof value !== 'boolean') throw invalid(`${field}: must be true or false`);
+  return value;
+}
+
+function checkHint(hint: unknown): string {
+  if (typeof hint !== 'string') throw invalid('hint: must be a string');
+  if (utf8.encode(hint).length > ENTRY_LIMITS.maxHintBytes) {
+    throw invalid(`hint: must be at most ${ENTRY_LIMITS.maxHintBytes} bytes`);
+  }
+  if (CONTROL_CHARACTERS.test(hint)) throw invalid('hint: must not contain control characters');
+  return hint;
+}
+
+function checkExpiresAt(value: unknown, context: EntryRuleContext): Date | null {
+  if (value === null) return null;
+  if (!(value instanceof Date) || Number.isNaN(value.getTime())) throw invalid('expires_at: must be a valid time');
+  if (context.checkExpiry && value.getTime() <= context.now.getTime()) {
+    throw invalid(`expires_at: must be in the future, got ${value.toISOString()}`);
+  }
+  return value;
+}

@@ -1,0 +1,349 @@
+import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { Transform, Type } from 'class-transformer';
+import {
+  ArrayMaxSize,
+  ArrayMinSize,
+  IsArray,
+  IsBoolean,
+  IsIn,
+  IsInt,
+  IsISO8601,
+  IsOptional,
+  IsString,
+  Max,
+  Min,
+  ValidateNested,
+} from 'class-validator';
+import { AppError, type AppErrorKind } from '../common/errors.js';
+import { ENTRY_LIMITS } from './entry-rules.js';
+import {
+  SELECTOR_MATCHES,
+  type Entry,
+  type EntryCreateResult,
+  type EntryFilter,
+  type EntryInput,
+  type SelectorMatch,
+} from './entry.js';
+import { MAX_PAGE_SIZE } from './entries.service.js';
+
+/** Most entries one batch create takes. */
+export const MAX_BATCH_SIZE = 500;
+
+// The DTOs check shape (types, list sizes); EntriesService checks meaning (SPIFFE IDs, selector syntax, bounds).
+
+export class SelectorDto {
+  @ApiProperty({ example: 'unix', description: 'selector type: letters, digits, _ - .' })
+  @IsString()
+  type!: string;
+
+  @ApiProperty({ example: 'uid:1000' })
+  @IsString()
+  value!: string;
+}
+
+export class CreateEntryDto {
+  @ApiProperty({ example: 'spiffe://example.org/web', description: 'in the server trust domain, with a path' })
+  @IsString()
+  spiffe_id!: string;
+
+  @ApiProperty({ example: 'spiffe://example.org/sigil/agent/join_token/3f1c', description: 'usually an agent id' })
+  @IsString()
+  parent_id!: string;
+
+  @ApiProperty({ type: [SelectorDto], description: `1 to ${ENTRY_LIMITS.maxSelectors} selectors` })
+  @IsArray()
+  @ArrayMaxSize(ENTRY_LIMITS.maxSelectors)
+  @ValidateNested({ each: true })
+  @Type(() => SelectorDto)
+  selectors!: SelectorDto[];
+
+  @ApiPropertyOptional({
+    description: `seconds; 0 (default) = server default, else ${ENTRY_LIMITS.x509SvidTtl.min}-${ENTRY_LIMITS.x509SvidTtl.max}`,
+  })
+  @IsOptional()
+  @IsInt()
+  x509_svid_ttl?: number;
+
+  @ApiPropertyOptional({
+    description: `seconds; 0 (default) = server default, else ${ENTRY_LIMITS.jwtSvidTtl.min}-${ENTRY_LIMITS.jwtSvidTtl.max}`,
+  })
+  @IsOptional()
+  @IsInt()
+  jwt_svid_ttl?: number;
+
+  @ApiPropertyOptional({ type: [String], example: ['web.example.org'] })
+  @IsOptional()
+  @IsArray()
+  @ArrayMaxSize(ENTRY_LIMITS.maxDnsNames)
+  @IsString({ each: true })
+  dns_names?: string[];
+
+  @ApiPropertyOptional({ type: [String], example: ['partner.example.com'], description: 'foreign trust domains' })
+  @IsOptional()
+  @IsArray()
+  @ArrayMaxSize(ENTRY_LIMITS.maxFederatesWith)
+  @IsString({ each: true })
+  federates_with?: string[];
+
+  @ApiPropertyOptional()
+  @IsOptional()
+  @IsBoolean()
+  admin?: boolean;
+
+  @ApiPropertyOptional()
+  @IsOptional()
+  @IsBoolean()
+  downstream?: boolean;
+
+  @ApiPropertyOptional({ description: `at most ${ENTRY_LIMITS.maxHintBytes} bytes` })
+  @IsOptional()
+  @IsString()
+  hint?: string;
+
+  @ApiPropertyOptional({ type: String, format: 'date-time', nullable: true, description: 'RFC 3339, in the future' })
+  @IsOptional()
+  @IsISO8601({ strict: true, strictSeparator: true })
+  expires_at?: string | null;
+}
+
+export class BatchCreateEntriesDto {
+  @ApiProperty({ type: [CreateEntryDto] })
+  @IsArray()
+  @ArrayMinSize(1)
+  @ArrayMaxSize(MAX_BATCH_SIZE)
+  @ValidateNested({ each: true })
+  @Type(() => CreateEntryDto)
+  entries!: CreateEntryDto[];
+}
+
+/** Every field optional: absent fields keep their value; `expires_at: null` removes the expiry. */
+export class UpdateEntryDto {
+  @ApiPropertyOptional()
+  @IsOptional()
+  @IsString()
+  spiffe_id?: string;
+
+  @ApiPropertyOptional()
+  @IsOptional()
+  @IsString()
+  parent_id?: string;
+
+  @ApiPropertyOptional({ type: [SelectorDto] })
+  @IsOptional()
+  @IsArray()
+  @ArrayMaxSize(ENTRY_LIMITS.maxSelectors)
+  @ValidateNested({ each: true })
+  @Type(() => SelectorDto)
+  selectors?: SelectorDto[];
+
+  @ApiPropertyOptional()
+  @IsOptional()
+  @IsInt()
+  x509_svid_ttl?: number;
+
+  @ApiPropertyOptional()
+  @IsOptional()
+  @IsInt()
+  jwt_svid_ttl?: number;
+
+  @ApiPropertyOptional({ type: [String] })
+  @IsOptional()
+  @IsArray()
+  @ArrayMaxSize(ENTRY_LIMITS.maxDnsNames)
+  @IsString({ each: true })
+  dns_names?: string[];
+
+  @ApiPropertyOptional({ type: [String] })
+  @IsOptional()
+  @IsArray()
+  @ArrayMaxSize(ENTRY_LIMITS.maxFederatesWith)
+  @IsString({ each: true })
+  federates_with?: string[];
+
+  @ApiPropertyOptional()
+  @IsOptional()
+  @IsBoolean()
+  admin?: boolean;
+
+  @ApiPropertyOptional()
+  @IsOptional()
+  @IsBoolean()
+  downstream?: boolean;
+
+  @ApiPropertyOptional()
+  @IsOptional()
+  @IsString()
+  hint?: string;
+
+  @ApiPropertyOptional({ type: String, format: 'date-time', nullable: true })
+  @IsOptional()
+  @IsISO8601({ strict: true, strictSeparator: true })
+  expires_at?: string | null;
+}
+
+/** Filters of `GET /v1/entries` and `GET /v1/entries/count`. */
+export class EntryFilterQueryDto {
+  @ApiPropertyOptional()
+  @IsOptional()
+  @IsString()
+  spiffe_id?: string;
+
+  @ApiPropertyOptional()
+  @IsOptional()
+  @IsString()
+  parent_id?: string;
+
+  @ApiPropertyOptional({ type: [String], description: '`type:value`, repeatable', example: ['unix:uid:1000'] })
+  @IsOptional()
+  @Transform(({ value }: { value: unknown }) => (Array.isArray(value) ? value : [value]))
+  @IsArray()
+  @ArrayMaxSize(ENTRY_LIMITS.maxSelectors)
+  @IsString({ each: true })
+  selector?: string[];
+
+  @ApiPropertyOptional({ enum: SELECTOR_MATCHES, description: 'how `selector` matches (default superset)' })
+  @IsOptional()
+  @IsIn(SELECTOR_MATCHES)
+  selector_match?: SelectorMatch;
+
+  @ApiPropertyOptional({ description: 'entries federating with this trust domain' })
+  @IsOptional()
+  @IsString()
+  federates_with?: string;
+
+  @ApiPropertyOptional()
+  @IsOptional()
+  @IsString()
+  hint?: string;
+}
+
+export class ListEntriesQueryDto extends EntryFilterQueryDto {
+  @ApiPropertyOptional({ minimum: 1, maximum: MAX_PAGE_SIZE, default: 100 })
+  @IsOptional()
+  @Type(() => Number)
+  @IsInt()
+  @Min(1)
+  @Max(MAX_PAGE_SIZE)
+  page_size?: number;
+
+  @ApiPropertyOptional({ description: '`next_page_token` of the previous page' })
+  @IsOptional()
+  @IsString()
+  page_token?: string;
+}
+
+export class EntryResponseDto {
+  @ApiProperty({ format: 'uuid' }) id!: string;
+  @ApiProperty() spiffe_id!: string;
+  @ApiProperty() parent_id!: string;
+  @ApiProperty({ type: [SelectorDto] }) selectors!: SelectorDto[];
+  @ApiProperty() x509_svid_ttl!: number;
+  @ApiProperty() jwt_svid_ttl!: number;
+  @ApiProperty({ type: [String] }) dns_names!: string[];
+  @ApiProperty({ type: [String] }) federates_with!: string[];
+  @ApiProperty() admin!: boolean;
+  @ApiProperty() downstream!: boolean;
+  @ApiProperty() hint!: string;
+  @ApiProperty({ type: String, format: 'date-time', nullable: true }) expires_at!: string | null;
+  @ApiProperty() revision_number!: number;
+  @ApiProperty({ format: 'date-time' }) created_at!: string;
+  @ApiProperty({ format: 'date-time' }) updated_at!: string;
+}
+
+export class EntryPageResponseDto {
+  @ApiProperty({ type: [EntryResponseDto] }) entries!: EntryResponseDto[];
+  @ApiProperty({ type: String, nullable: true }) next_page_token!: string | null;
+}
+
+export class EntryCountResponseDto {
+  @ApiProperty() count!: number;
+}
+
+export class BatchStatusDto {
+  @ApiProperty({ description: "'ok', or the error kind (invalid_argument, already_exists)" })
+  code!: 'ok' | AppErrorKind;
+  @ApiProperty() message!: string;
+}
+
+export class BatchCreateResultDto {
+  @ApiProperty({ type: BatchStatusDto }) status!: BatchStatusDto;
+  @ApiPropertyOptional({ type: EntryResponseDto, description: 'the created entry, or the one already there' })
+  entry?: EntryResponseDto;
+}
+
+export class BatchCreateEntriesResponseDto {
+  @ApiProperty({ type: [BatchCreateResultDto] }) results!: BatchCreateResultDto[];
+}
+
+export function toEntryResponse(entry: Entry): EntryResponseDto {
+  return {
+    id: entry.id,
+    spiffe_id: entry.spiffeId,
+    parent_id: entry.parentId,
+    selectors: entry.selectors.map(({ type, value }) => ({ type, value })),
+    x509_svid_ttl: entry.x509SvidTtl,
+    jwt_svid_ttl: entry.jwtSvidTtl,
+    dns_names: [...entry.dnsNames],
+    federates_with: [...entry.federatesWith],
+    admin: entry.admin,
+    downstream: entry.downstream,
+    hint: entry.hint,
+    expires_at: entry.expiresAt?.toISOString() ?? null,
+    revision_number: entry.revisionNumber,
+    created_at: entry.createdAt.toISOString(),
+    updated_at: entry.updatedAt.toISOString(),
+  };
+}
+
+/** Maps a create or update body to the service's input; only the fields present in the body are set. */
+export function toEntryInput(dto: CreateEntryDto): EntryInput;
+export function toEntryInput(dto: UpdateEntryDto): Partial<EntryInput>;
+export function toEntryInput(dto: CreateEntryDto | UpdateEntryDto): Partial<EntryInput> {
+  const input: Partial<EntryInput> = {
+    spiffeId: dto.spiffe_id,
+    parentId: dto.parent_id,
+    selectors: dto.selectors?.map(({ type, value }) => ({ type, value })),
+    x509SvidTtl: dto.x509_svid_ttl,
+    jwtSvidTtl: dto.jwt_svid_ttl,
+    dnsNames: dto.dns_names,
+    federatesWith: dto.federates_with,
+    admin: dto.admin,
+    downstream: dto.downstream,
+    hint: dto.hint,
+    expiresAt: dto.expires_at === undefined ? undefined : dto.expires_at === null ? null : new Date(dto.expires_at),
+  };
+  return Object.fromEntries(Object.entries(input).filter(([, value]) => value !== undefined));
+}
+
+/** Splits `type:value` filter selectors at the first colon (values may hold colons, as in `unix:uid:0`). */
+export function toEntryFilter(query: EntryFilterQueryDto): EntryFilter {
+  return {
+    spiffeId: query.spiffe_id,
+    parentId: query.parent_id,
+    selectors: query.selector?.map(parseSelectorFilter),
+    selectorMatch: query.selector_match,
+    federatesWith: query.federates_with,
+    hint: query.hint,
+  };
+}
+
+function parseSelectorFilter(text: string, index: number): { type: string; value: string } {
+  const colon = text.indexOf(':');
+  if (colon <= 0 || colon === text.length - 1) {
+    throw new AppError('invalid_argument', `selector.${index}: must be type:value, got ${JSON.stringify(text)}`);
+  }
+  return { type: text.slice(0, colon), value: text.slice(colon + 1) };
+}
+
+export function toBatchCreateResponse(results: readonly EntryCreateResult[]): BatchCreateEntriesResponseDto {
+  return {
+    results: results.map((result) =>
+      result.ok
+        ? { status: { code: 'ok', message: 'ok' }, entry: toEntryResponse(result.entry) }
+        : {
+            status: { code: result.error.kind, message: result.error.message },
+            ...(result.existing ? { entry: toEntryResponse(result.existing) } : {}),
+          },
+    ),
+  };
+}
