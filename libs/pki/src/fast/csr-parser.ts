@@ -24,7 +24,7 @@ import { importSpkiFast } from './spki.js';
 export const CSR_MAX_BYTES = 16 * 1024;
 
 /** What {@link parseCsrFast} returns: the request's verified public key and the names it asks for. */
-export interface ParsedCsr {
+export interface FastParsedCsr {
   /** The SubjectPublicKeyInfo exactly as encoded in the request (a copy), already checked to be canonical DER. */
   readonly spkiDer: Buffer;
   /** The public key, whose private half produced the request's signature. */
@@ -138,7 +138,7 @@ function readSubjectAltName(buf: Uint8Array, value: DerElement, names: { uris: s
  *
  * @throws PkiError `ERR_CSR_INVALID` (or `ERR_DER_INVALID` for malformed DER), naming the broken rule
  */
-export async function parseCsrFast(pemOrDer: string | Uint8Array): Promise<ParsedCsr> {
+export async function parseCsrFast(pemOrDer: string | Uint8Array): Promise<FastParsedCsr> {
   const der = toDer(pemOrDer);
   const top = DerCursor.over(der, CONTEXT);
   const request = top.expect(DerTag.SEQUENCE, 'CertificationRequest');
