@@ -147,6 +147,19 @@ describe('WorkloadApiHandler', () => {
     await stream.return(undefined);
   });
 
+  it("sends nothing after a change that leaves the caller's state as it was", async () => {
+    const stream = handler.fetchX509Bundles(context('FetchX509Bundles'));
+    await stream.next();
+    cache.entries.push({ selectors: [{ type: 'unix', value: 'uid:2000' }], identity: identity('/other') });
+    cache.changed();
+    const next = stream.next();
+    expect(await settledState(next)).toBe('pending');
+    cache.entries[0] = { selectors: [UID_1000], identity: identity('/web', { federatesWith: [other] }) };
+    cache.changed();
+    expect(Object.keys((await next).value!.bundles)).toEqual(['spiffe://example.org', 'spiffe://other.org']);
+    await stream.return(undefined);
+  });
+
   it('ends a stream with the reason it was aborted with', async () => {
     const ctx = context('FetchJWTBundles');
     const stream = handler.fetchJwtBundles(ctx);

@@ -1,16 +1,16 @@
-import { type MessageInitShape } from '@bufbuild/protobuf';
+import { type DescMessage, type MessageInitShape, type MessageShape, create, toBinary } from '@bufbuild/protobuf';
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from '@connectrpc/connect';
 import { Logger } from '@nestjs/common';
 import { SpiffeError, SpiffeId, TrustBundleSet, parseAndValidateJwtSvid } from '@sigil/spiffe';
 import {
-  type JWTBundlesResponseSchema,
+  JWTBundlesResponseSchema,
   type JWTSVIDRequest,
   type JWTSVIDResponseSchema,
   type SpiffeWorkloadAPI,
   type ValidateJWTSVIDRequest,
   type ValidateJWTSVIDResponseSchema,
-  type X509BundlesResponseSchema,
-  type X509SVIDResponseSchema,
+  X509BundlesResponseSchema,
+  X509SVIDResponseSchema,
 } from '@sigil/workload-api';
 import { type Selector } from '../workload-attestor/selector.js';
 import { changes } from './change-stream.js';
@@ -89,33 +89,39 @@ export class WorkloadApiHandler {
     };
   }
 
-  async *fetchX509Svid(context: HandlerContext): AsyncGenerator<MessageInitShape<typeof X509SVIDResponseSchema>> {
+  async *fetchX509Svid(context: HandlerContext): AsyncGenerator<MessageShape<typeof X509SVIDResponseSchema>> {
     this.readyBundles();
     const selectors = await this.attest(context, 'FetchX509SVID');
+    const changed = changedOnly(X509SVIDResponseSchema);
     for await (const _ of changes(this.cache, context.signal)) {
       const bundles = this.readyBundles();
       const identities = this.matchingIdentities(selectors);
       // The first answer and every later one must be complete; an SVID still being signed arrives with a change.
       if (identities.some((identity) => identity.x509Svid === undefined)) continue;
-      yield x509SvidResponse(identities, bundles);
+      const response = changed(x509SvidResponse(identities, bundles));
+      if (response !== undefined) yield response;
     }
   }
 
-  async *fetchX509Bundles(context: HandlerContext): AsyncGenerator<MessageInitShape<typeof X509BundlesResponseSchema>> {
+  async *fetchX509Bundles(context: HandlerContext): AsyncGenerator<MessageShape<typeof X509BundlesResponseSchema>> {
     this.readyBundles();
     const selectors = await this.attest(context, 'FetchX509Bundles');
+    const changed = changedOnly(X509BundlesResponseSchema);
     for await (const _ of changes(this.cache, context.signal)) {
       const bundles = this.readyBundles();
-      yield x509BundlesResponse(this.matchingIdentities(selectors), bundles);
+      const response = changed(x509BundlesResponse(this.matchingIdentities(selectors), bundles));
+      if (response !== undefined) yield response;
     }
   }
 
-  async *fetchJwtBundles(context: HandlerContext): AsyncGenerator<MessageInitShape<typeof JWTBundlesResponseSchema>> {
+  async *fetchJwtBundles(context: HandlerContext): AsyncGenerator<MessageShape<typeof JWTBundlesResponseSchema>> {
     this.readyBundles();
     const selectors = await this.attest(context, 'FetchJWTBundles');
+    const changed = changedOnly(JWTBundlesResponseSchema);
     for await (const _ of changes(this.cache, context.signal)) {
       const bundles = this.readyBundles();
-      yield jwtBundlesResponse(this.matchingIdentities(selectors), bundles);
+      const response = changed(jwtBundlesResponse(this.matchingIdentities(selectors), bundles));
+      if (response !== undefined) yield response;
     }
   }
 
@@ -198,6 +204,22 @@ export class WorkloadApiHandler {
     if (identities.length === 0) throw new ConnectError(NO_IDENTITY, Code.PermissionDenied);
     return identities;
   }
+}
+
+/**
+ * Filters a stream's responses down to those that differ from the last one sent. The cache reports every change of
+ * any workload; resending an identical state would make clients that reload on updates do so for nothing (the
+ * standard warns against pushing too often, §4.3).
+ */
+function changedOnly<S extends DescMessage>(schema: S): (init: MessageInitShape<S>) => MessageShape<S> | undefined {
+  let last: Uint8Array | undefined;
+  return (init) => {
+    const message = create(schema, init);
+    const bytes = toBinary(schema, message);
+    if (last !== undefined && Buffer.compare(last, bytes) === 0) return undefined;
+    last = bytes;
+    return message;
+  };
 }
 
 /** `audience` of `JWTSVIDRequest`: at least one, none empty. */

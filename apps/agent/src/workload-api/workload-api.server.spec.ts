@@ -298,6 +298,13 @@ describe('Workload API over the Unix socket', () => {
     });
   });
 
+  it('refuses a request over 1 MiB with RESOURCE_EXHAUSTED', async () => {
+    const svid = 'x'.repeat(1024 * 1024 + 1);
+    await expect(unary('ValidateJWTSVID', { audience: 'a', svid })).rejects.toMatchObject({
+      code: grpc.status.RESOURCE_EXHAUSTED,
+    });
+  });
+
   it('FetchJWTSVID for a SPIFFE ID the caller does not hold is PERMISSION_DENIED', async () => {
     await expect(
       unary('FetchJWTSVID', { audience: ['a'], spiffe_id: 'spiffe://example.org/db' }),

@@ -24,6 +24,10 @@ export interface WorkloadApiServerOptions {
   readonly logger?: Pick<Logger, 'log' | 'warn'>;
 }
 
+// Requests are tiny (the largest is a JWT-SVID to validate); anything bigger is a local client trying to make the
+// agent buffer it, and is refused with RESOURCE_EXHAUSTED.
+const MAX_REQUEST_BYTES = 1024 * 1024;
+
 function errorCode(error: unknown): string | undefined {
   return error instanceof Error && 'code' in error && typeof error.code === 'string' ? error.code : undefined;
 }
@@ -87,6 +91,7 @@ export class WorkloadApiServer {
       grpcWeb: false,
       connect: false,
       interceptors: [securityHeaderInterceptor],
+      readMaxBytes: MAX_REQUEST_BYTES,
       shutdownSignal: shutdown.signal,
       contextValues: (request) =>
         createContextValues().set(PEER_CREDENTIALS, 'stream' in request ? credentialsOf(request) : undefined),
