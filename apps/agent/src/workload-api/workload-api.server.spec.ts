@@ -397,5 +397,8 @@ call.on('error', (e) => done({ code: e.code, details: e.details }));
     ).rejects.toThrow(`socketPath: ${join(dir, 'plain-file')} exists and is not a socket; refusing to replace it`);
     await server.start();
     expect((await stat(socketPath)).isSocket()).toBe(true);
+    expect(() => new WorkloadApiServer({ socketPath: `/${'s'.repeat(107)}`, service: server.service })).toThrow(
+      'socketPath: must be at most 107 bytes for a Unix socket, got 108',
+    );
   });
 });

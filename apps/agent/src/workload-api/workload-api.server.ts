@@ -1,10 +1,9 @@
 import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
 import { createServer, type Http2Server, type Http2Session } from 'node:http2';
 import { connect } from 'node:net';
-import { dirname } from 'node:path';
-import { Code, ConnectError, type ConnectRouter, type ServiceImpl } from '@connectrpc/connect';
+import { dirname, resolve } from 'node:path';
+import { Code, ConnectError, type ConnectRouter, type ServiceImpl, createContextValues } from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
-import { createContextValues } from '@connectrpc/connect';
 import { Logger } from '@nestjs/common';
 import { SpiffeWorkloadAPI } from '@sigil/workload-api';
 import { useSpecGrpcMessageEncoding } from './grpc-message.js';
@@ -15,14 +14,17 @@ import { securityHeaderInterceptor } from './security-header.js';
 export const DEFAULT_WORKLOAD_API_SOCKET = '/tmp/sigil-agent/public/api.sock';
 
 export interface WorkloadApiServerOptions {
-  /** Unix socket path (`--socket-path`); default {@link DEFAULT_WORKLOAD_API_SOCKET}. */
+  /** Unix socket path (`--socket-path`), resolved against the working directory; default {@link DEFAULT_WORKLOAD_API_SOCKET}. */
   readonly socketPath?: string;
   /** The five RPCs, e.g. `new WorkloadApiHandler(...).service()`. */
   readonly service: ServiceImpl<typeof SpiffeWorkloadAPI>;
   /** How long `stop()` lets open connections drain before destroying them, in milliseconds (default 2000). */
   readonly drainTimeoutMs?: number;
-  readonly logger?: Pick<Logger, 'log' | 'warn'>;
+  readonly logger?: Pick<Logger, 'log'>;
 }
+
+// sun_path holds 108 bytes including the terminating NUL.
+const MAX_SOCKET_PATH_BYTES = 107;
 
 // Requests are tiny (the largest is a JWT-SVID to validate); anything bigger is a local client trying to make the
 // agent buffer it, and is refused with RESOURCE_EXHAUSTED.
@@ -53,15 +55,16 @@ export class WorkloadApiServer {
   readonly socketPath: string;
   readonly service: ServiceImpl<typeof SpiffeWorkloadAPI>;
   private readonly drainTimeoutMs: number;
-  private readonly logger: Pick<Logger, 'log' | 'warn'>;
+  private readonly logger: Pick<Logger, 'log'>;
   private readonly sessions = new Set<Http2Session>();
   private server: Http2Server | undefined;
   private shutdown: AbortController | undefined;
 
   constructor(options: WorkloadApiServerOptions) {
-    this.socketPath = options.socketPath ?? DEFAULT_WORKLOAD_API_SOCKET;
-    if (!this.socketPath.startsWith('/')) {
-      throw new Error(`socketPath: must be an absolute path, got ${JSON.stringify(this.socketPath)}`);
+    this.socketPath = resolve(options.socketPath ?? DEFAULT_WORKLOAD_API_SOCKET);
+    const length = Buffer.byteLength(this.socketPath);
+    if (length > MAX_SOCKET_PATH_BYTES) {
+      throw new Error(`socketPath: must be at most ${MAX_SOCKET_PATH_BYTES} bytes for a Unix socket, got ${length}`);
     }
     this.service = options.service;
     this.drainTimeoutMs = options.drainTimeoutMs ?? 2000;
