@@ -138,7 +138,7 @@ function readSubjectAltName(buf: Uint8Array, value: DerElement, names: { uris: s
  *
  * @throws PkiError `ERR_CSR_INVALID` (or `ERR_DER_INVALID` for malformed DER), naming the broken rule
  */
-export async function parseCsrFast(pemOrDer: string | Uint8Array): Promise<FastParsedCsr> {
+export function parseCsrFast(pemOrDer: string | Uint8Array): FastParsedCsr {
   const der = toDer(pemOrDer);
   const top = DerCursor.over(der, CONTEXT);
   const request = top.expect(DerTag.SEQUENCE, 'CertificationRequest');
@@ -169,7 +169,7 @@ export async function parseCsrFast(pemOrDer: string | Uint8Array): Promise<FastP
   const names = readAttributes(der, infoFields, attributes);
 
   const spkiBytes = derBytes(der, spki);
-  const { keyType: publicKeyType, keyObject: publicKey } = await importSpkiFast(
+  const { keyType: publicKeyType, keyObject: publicKey } = importSpkiFast(
     spkiBytes,
     'csr public key',
     'ERR_CSR_INVALID',

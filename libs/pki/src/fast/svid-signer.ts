@@ -237,8 +237,8 @@ export class X509SvidSigner {
    *
    * @throws PkiError `ERR_CSR_INVALID` for a bad CSR, else as {@link X509SvidSigner.sign}
    */
-  async signCsr(csrPemOrDer: string | Uint8Array, params: Omit<FastSvidParams, 'spkiDer'>): Promise<Buffer> {
-    const { spkiDer } = await parseCsrFast(csrPemOrDer);
+  signCsr(csrPemOrDer: string | Uint8Array, params: Omit<FastSvidParams, 'spkiDer'>): Buffer {
+    const { spkiDer } = parseCsrFast(csrPemOrDer);
     return this.sign({ ...params, spkiDer });
   }
 
