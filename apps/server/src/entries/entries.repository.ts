@@ -244,11 +244,10 @@ export class EntriesRepository {
       if (!all) query.where(`${alias}.entry_id = ANY(:ids)`, { ids });
       return query.getMany();
     };
-    const [selectors, dnsNames, federated] = await Promise.all([
-      load(SelectorEntity, 's'),
-      load(DnsNameEntity, 'd'),
-      load(FederatedTrustDomainEntity, 'f'),
-    ]);
+    // One after the other: inside a transaction they share one connection.
+    const selectors = await load(SelectorEntity, 's');
+    const dnsNames = await load(DnsNameEntity, 'd');
+    const federated = await load(FederatedTrustDomainEntity, 'f');
     const byId = new Map(entries.map((entry) => [entry.id, entry]));
     for (const entry of entries) {
       entry.selectors = [];

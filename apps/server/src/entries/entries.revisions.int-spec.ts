@@ -1,0 +1,211 @@
+import { TrustDomain } from '@sigil/spiffe';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import type { DataSource } from 'typeorm';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { useTestDatabase, type TestDatabase } from '../../../../test/support/database.js';
+import { FakeClock } from '../common/clock.js';
+import { EntriesRepository } from './entries.repository.js';
+import { EntriesService } from './entries.service.js';
+import { InProcessEntryChangeNotifier } from './entry-change-notifier.js';
+import type { Entry, EntryEvent, EntryInput } from './entry.js';
+
+const TD = TrustDomain.parse('example.org');
+const AGENT = 'spiffe://example.org/sigil/agent/join_token/a1';
+const input = (name: string, extra: Partial<EntryInput> = {}): EntryInput => ({
+  spiffeId: `spiffe://example.org/${name}`,
+  parentId: AGENT,
+  selectors: [{ type: 'unix', value: `user:${name}` }],
+  ...extra,
+});
+
+describe('registry revisions', () => {
+  let db: TestDatabase;
+  let clock: FakeClock;
+  const serviceOn = (dataSource: DataSource) =>
+    new EntriesService(
+      new EntriesRepository(dataSource),
+      new InProcessEntryChangeNotifier(),
+      { trustDomain: TD },
+      clock,
+    );
+  let service: EntriesService;
+
+  beforeAll(async () => {
+    db = await useTestDatabase();
+    clock = new FakeClock(Date.parse('2026-03-01T00:00:00Z'));
+    service = serviceOn(db.dataSource);
+  });
+
+  afterAll(async () => {
+    await db?.close();
+  });
+
+  beforeEach(async () => {
+    clock.set(new Date('2026-03-01T00:00:00Z'));
+    await db.dataSource.query(
+      'TRUNCATE registered_entries, selectors, dns_names, federated_trust_domains, entry_events',
+    );
+    await db.dataSource.query(`UPDATE revision_counters SET revision = 0, pruned_through = 0`);
+  });
+
+  it('hands out every revision exactly once, in order and without gaps, to concurrent writers on three pools', async () => {
+    const [b, c] = await Promise.all([db.connectAnother(2), db.connectAnother(2)]);
+    const replicas = [service, serviceOn(b), serviceOn(c)];
+    const seed = await service.createEntries(Array.from({ length: 6 }, (_, i) => input(`seed${i}`)));
+    const seeded = seed.map((result) => (result.ok ? result.entry : expect.fail('seed failed')));
+
+    // A reader on its own pool follows the change log in small pages while the writers run.
+    const reader = serviceOn(await db.connectAnother(1));
+    const events: EntryEvent[] = [];
+    const state = new Map<string, Entry>();
+    let readerRevision = 0;
+    let writersDone = false;
+    const follow = (async () => {
+      for (;;) {
+        const changes = await reader.listChangesSince(readerRevision, { limit: 5 });
+        if (changes.resyncRequired) throw new Error(`unexpected resync from ${readerRevision}`);
+        events.push(...changes.events);
+        for (const entry of changes.entries) state.set(entry.id, entry);
+        for (const id of changes.deletedIds) state.delete(id);
+        readerRevision = changes.toRevision;
+        if (writersDone && !changes.more && readerRevision === (await reader.currentRevision())) return;
+        await nextTurn();
+      }
+    })();
+
+    const writes: Promise<unknown>[] = [];
+    for (let i = 0; i < 12; i++) writes.push(replicas[i % 3]!.createEntry(input(`w${i}`)));
+    for (let i = 0; i < 2; i++) {
+      writes.push(replicas[i]!.createEntries([input(`batch${i}a`), input(`batch${i}b`), input(`batch${i}c`)]));
+    }
+    for (let i = 0; i < 3; i++) {
+      writes.push(replicas[i]!.updateEntry(seeded[i]!.id, { hint: `first${i}` }));
+      writes.push(replicas[(i + 1) % 3]!.updateEntry(seeded[i]!.id, { x509SvidTtl: 600 + i }));
+      writes.push(replicas[(i + 2) % 3]!.deleteEntry(seeded[i + 3]!.id));
+    }
+    const outcomes = await Promise.allSettled(writes);
+    writersDone = true;
+    await follow;
+    expect(outcomes.filter((outcome) => outcome.status === 'rejected')).toEqual([]);
+
+    const head = await service.currentRevision();
+    expect(head).toBe(6 + 12 + 6 + 6 + 3);
+    expect(events.map((event) => event.revision)).toEqual(Array.from({ length: head }, (_, i) => i + 1));
+    const ops = (op: string) => events.filter((event) => event.op === op).map((event) => event.entryId);
+    expect(ops('created')).toHaveLength(6 + 12 + 6);
+    expect(ops('updated').sort()).toEqual(
+      seeded
+        .slice(0, 3)
+        .flatMap((entry) => [entry.id, entry.id])
+        .sort(),
+    );
+    expect(ops('deleted').sort()).toEqual(
+      seeded
+        .slice(3)
+        .map((entry) => entry.id)
+        .sort(),
+    );
+
+    const snapshot = await service.snapshot();
+    expect(snapshot.revision).toBe(head);
+    expect([...state.values()].sort((x, y) => x.id.localeCompare(y.id))).toEqual(snapshot.entries);
+    for (const entry of snapshot.entries) {
+      const last = events.filter((event) => event.entryId === entry.id).at(-1);
+      expect(entry.revisionNumber).toBe(last?.revision);
+    }
+  });
+
+  it('reports changes since a revision with deletions, paging and the current state of changed entries', async () => {
+    const kept = await service.createEntry(input('kept'));
+    const gone = await service.createEntry(input('gone'));
+    await service.updateEntry(kept.id, { hint: 'v2' });
+    await service.deleteEntry(gone.id);
+    const later = await service.createEntry(input('later'));
+
+    const all = await service.listChangesSince(0);
+    expect(all).toMatchObject({ resyncRequired: false, fromRevision: 0, toRevision: 5, more: false });
+    if (all.resyncRequired) return expect.fail('resync');
+    expect(all.events).toEqual([
+      { revision: 1, entryId: kept.id, op: 'created' },
+      { revision: 2, entryId: gone.id, op: 'created' },
+      { revision: 3, entryId: kept.id, op: 'updated' },
+      { revision: 4, entryId: gone.id, op: 'deleted' },
+      { revision: 5, entryId: later.id, op: 'created' },
+    ]);
+    expect(all.entries.map((entry) => [entry.id, entry.hint, entry.revisionNumber]).sort()).toEqual(
+      [
+        [kept.id, 'v2', 3],
+        [later.id, '', 5],
+      ].sort(),
+    );
+    expect(all.deletedIds).toEqual([gone.id]);
+
+    const page = await service.listChangesSince(1, { limit: 2 });
+    // revision 2 created `gone`; its current state is "deleted", as of the snapshot
+    expect(page).toMatchObject({ toRevision: 3, more: true, deletedIds: [gone.id] });
+    const rest = await service.listChangesSince(3, { limit: 2 });
+    expect(rest).toMatchObject({ toRevision: 5, more: false, deletedIds: [gone.id] });
+    expect(await service.listChangesSince(5)).toMatchObject({ toRevision: 5, events: [], entries: [], more: false });
+
+    expect(await service.listChangesSince(6)).toEqual({ resyncRequired: true, fromRevision: 6, toRevision: 5 });
+    await expect(service.listChangesSince(-1)).rejects.toThrow('since_revision: must be a whole number >= 0, got -1');
+    await expect(service.listChangesSince(0, { limit: 0 })).rejects.toThrow('limit: must be from 1 to 100000, got 0');
+  });
+
+  it('asks readers behind the pruned change log to resync, and the snapshot lets them continue', async () => {
+    await service.createEntry(input('one'));
+    clock.advance(3600_000);
+    const two = await service.createEntry(input('two'));
+    const three = await service.createEntry(input('three'));
+    expect(await service.pruneChangeLog(new Date(clock.now().getTime() - 60_000))).toBe(1);
+
+    expect(await service.listChangesSince(0)).toEqual({ resyncRequired: true, fromRevision: 0, toRevision: 3 });
+    expect(await service.listChangesSince(1)).toMatchObject({ resyncRequired: false, toRevision: 3 });
+    const snapshot = await service.snapshot();
+    expect(snapshot.revision).toBe(3);
+    expect(snapshot.entries.map((entry) => entry.spiffeId).sort()).toEqual(
+      ['one', 'three', 'two'].map((name) => `spiffe://example.org/${name}`),
+    );
+    await service.deleteEntry(two.id);
+    const next = await service.listChangesSince(snapshot.revision);
+    expect(next).toMatchObject({ toRevision: 4, deletedIds: [two.id], entries: [] });
+    expect(three.revisionNumber).toBe(3);
+    // pruning again keeps the mark where it was
+    expect(await service.pruneChangeLog(new Date(0))).toBe(1);
+  });
+
+  it('prunes expired entries, each deletion with its own revision', async () => {
+    const soon = await service.createEntry(input('soon', { expiresAt: new Date('2026-03-01T00:10:00Z') }));
+    const later = await service.createEntry(input('later', { expiresAt: new Date('2026-03-02T00:00:00Z') }));
+    const never = await service.createEntry(input('never'));
+    expect(await service.pruneExpired(new Date('2026-03-01T00:09:59Z'))).toEqual([]);
+    expect(await service.currentRevision()).toBe(3);
+
+    const pruned = await service.pruneExpired(new Date('2026-03-01T00:10:00Z'));
+    expect(pruned).toEqual([soon.id]);
+    clock.set(new Date('2026-03-05T00:00:00Z'));
+    expect(await service.pruneExpired()).toEqual([later.id]);
+    expect((await service.snapshot()).entries.map((entry) => entry.id)).toEqual([never.id]);
+    const changes = await service.listChangesSince(3);
+    expect(changes).toMatchObject({
+      toRevision: 5,
+      events: [
+        { revision: 4, entryId: soon.id, op: 'deleted' },
+        { revision: 5, entryId: later.id, op: 'deleted' },
+      ],
+      deletedIds: [later.id, soon.id].sort(),
+    });
+  });
+
+  it('rolls back a failed write without using up a revision', async () => {
+    await service.createEntry(input('a'));
+    await expect(service.createEntry(input('a'))).rejects.toMatchObject({ kind: 'already_exists' });
+    await expect(service.updateEntry('00000000-0000-4000-8000-000000000000', { hint: 'x' })).rejects.toMatchObject({
+      kind: 'not_found',
+    });
+    const b = await service.createEntry(input('b'));
+    expect(b.revisionNumber).toBe(2);
+    const changes = await service.listChangesSince(0);
+    expect(changes).toMatchObject({ toRevision: 2 });
+  });
+});
