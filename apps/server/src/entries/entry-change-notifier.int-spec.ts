@@ -6,7 +6,7 @@ import { FakeClock } from '../common/clock.js';
 import { EntriesRepository } from './entries.repository.js';
 import { EntriesService } from './entries.service.js';
 import {
-  EntryChangeNotifier,
+  type EntryChangeNotifier,
   InProcessEntryChangeNotifier,
   PostgresEntryChangeNotifier,
   createEntryChangeNotifier,
