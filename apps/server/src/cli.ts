@@ -1,11 +1,41 @@
 import { Command } from 'commander';
+import { adminTokenCommand } from './cli/admin-token.command.js';
+import { CliError } from './cli/admin-client.js';
+import { agentCommand } from './cli/agent.command.js';
+import { bundleCommand } from './cli/bundle.command.js';
+import { entryCommand } from './cli/entry.command.js';
+import { healthcheckCommand } from './cli/healthcheck.command.js';
+import { runCommand } from './cli/run.command.js';
+import { tokenCommand } from './cli/token.command.js';
 
-/** The `sigil-server` command tree. Subcommands register themselves here as their features land. */
+/** The `sigil-server` command tree (SPIRE's `spire-server` commands with `--kebab-case` flags). */
 export function buildServerCli(): Command {
-  const program = new Command('sigil-server')
+  return new Command('sigil-server')
     .description('Sigil server: the SPIFFE certificate authority, registry and admin API')
     .version('0.1.0')
-    .showHelpAfterError()
-    .configureOutput({ outputError: (str, write) => write(str) });
-  return program;
+    .configureOutput({ outputError: (str, write) => write(str) })
+    .addCommand(runCommand())
+    .addCommand(tokenCommand())
+    .addCommand(entryCommand())
+    .addCommand(agentCommand())
+    .addCommand(bundleCommand())
+    .addCommand(healthcheckCommand())
+    .addCommand(adminTokenCommand());
+}
+
+/**
+ * Runs the CLI; failures print one line, `Error: <message>`, and set a non-zero exit code. Unexpected errors
+ * print their message the same way (and the stack with SIGIL_DEBUG=1).
+ */
+export async function runServerCli(argv: readonly string[]): Promise<void> {
+  try {
+    await buildServerCli().parseAsync([...argv]);
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    process.stderr.write(`Error: ${message}\n`);
+    if (!(error instanceof CliError) && process.env['SIGIL_DEBUG'] === '1' && error instanceof Error) {
+      process.stderr.write(`${error.stack}\n`);
+    }
+    process.exitCode = 1;
+  }
 }

@@ -1,3 +1,3 @@
-import { buildServerCli } from './cli.js';
+import { runServerCli } from './cli.js';
 
-await buildServerCli().parseAsync(process.argv);
+await runServerCli(process.argv);

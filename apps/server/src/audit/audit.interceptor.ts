@@ -45,7 +45,7 @@ export class AuditInterceptor implements NestInterceptor {
             .record({
               ...base,
               target: joinTargets([...paramTargets, ...idsIn(value)]),
-              result: 'ok',
+              result: batchOutcome(value),
               statusCode: successStatus,
             })
             .then(() => value),
@@ -77,6 +77,19 @@ export function classify(error: unknown): { kind: string; status: number } {
     return { kind: kind ?? (status >= 500 ? 'internal' : 'invalid_argument'), status };
   }
   return { kind: 'internal', status: 500 };
+}
+
+/**
+ * `ok`, or for a batch answer (`{ results: [{ status: { code } }] }`, SPIRE's batch shape) the kind shared by every
+ * failed item when all failed, else `partial`.
+ */
+function batchOutcome(value: unknown): string {
+  const results = (value as { results?: unknown } | null)?.results;
+  if (!Array.isArray(results)) return 'ok';
+  const codes = results.map((item: { status?: { code?: unknown } }) => String(item?.status?.code ?? 'ok'));
+  const failed = codes.filter((code) => code !== 'ok');
+  if (failed.length === 0) return 'ok';
+  return failed.length === codes.length && new Set(failed).size === 1 ? (failed[0] as string) : 'partial';
 }
 
 /** Ids of what a response describes: its own `id`/`spiffe_id`, or those of the objects in its arrays. */

@@ -48,6 +48,13 @@ export function toErrorReply(
   if (exception instanceof AppError) {
     return { status: HTTP_STATUS_BY_KIND[exception.kind], body: { error: exception.kind, message: exception.message } };
   }
+  // Nest hands Fastify's own request errors (body too large, bad JSON) over as an HttpException with the cause.
+  const fastifyError = (exception instanceof HttpException ? exception.cause : exception) as
+    { code?: unknown; statusCode?: unknown; message?: unknown } | undefined;
+  if (typeof fastifyError?.code === 'string' && typeof fastifyError.statusCode === 'number') {
+    const known = fromFastifyError(fastifyError as { code: string; statusCode: number; message: string }, bodyLimit);
+    if (known) return known;
+  }
   if (exception instanceof HttpException) {
     const status = exception.getStatus();
     if (status === 404) {
@@ -58,17 +65,7 @@ export function toErrorReply(
     }
     const kind = Object.entries(HTTP_STATUS_BY_KIND).find(([, code]) => code === status)?.[0];
     if (kind) return { status, body: { error: kind, message: exception.message.toLowerCase() } };
-  }
-  const fastifyError = exception as { code?: unknown; statusCode?: unknown; message?: unknown };
-  if (typeof fastifyError?.code === 'string' && typeof fastifyError.statusCode === 'number') {
-    const known = fromFastifyError(fastifyError as { code: string; statusCode: number; message: string }, bodyLimit);
-    if (known) return known;
-    if (fastifyError.statusCode === 400 && exception instanceof SyntaxError) {
-      return {
-        status: 400,
-        body: { error: 'invalid_argument', message: `request body: not valid JSON (${exception.message})` },
-      };
-    }
+    if (status < 500) return { status, body: { error: 'invalid_argument', message: exception.message.toLowerCase() } };
   }
   const errorId = randomUUID();
   logger.error({ msg: 'unhandled error', errorId, method: request.method, url: request.url, err: exception });

@@ -3,6 +3,7 @@ import { InjectDataSource } from '@nestjs/typeorm';
 import { type DataSource } from 'typeorm';
 import { AgentsService } from '../agents/agents.service.js';
 import { CaService } from '../ca/ca.service.js';
+import { EntriesService } from '../entries/entries.service.js';
 import { AppError } from '../common/errors.js';
 import { MetricsService } from './metrics.service.js';
 
@@ -19,12 +20,13 @@ export class HealthService implements OnModuleInit {
     @InjectDataSource() private readonly dataSource: DataSource,
     private readonly ca: CaService,
     private readonly agents: AgentsService,
+    private readonly entries: EntriesService,
     private readonly metrics: MetricsService,
   ) {}
 
   onModuleInit(): void {
     this.metrics.addGauge('sigil_agents', 'Attested agents (banned included)', () => this.agents.count());
-    this.metrics.addGauge('sigil_entries', 'Registration entries', () => this.countEntries());
+    this.metrics.addGauge('sigil_entries', 'Registration entries', () => this.entries.countEntries());
   }
 
   /**
@@ -60,10 +62,5 @@ export class HealthService implements OnModuleInit {
     } finally {
       clearTimeout(timer);
     }
-  }
-
-  private async countEntries(): Promise<number> {
-    const rows: { count: string }[] = await this.dataSource.query('SELECT count(*) AS count FROM registered_entries');
-    return Number(rows[0]?.count ?? 0);
   }
 }

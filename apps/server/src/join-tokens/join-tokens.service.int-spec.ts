@@ -97,6 +97,10 @@ describe('JoinTokensService', () => {
       'spiffe_id: must be in trust domain example.org, got spiffe://other.org/host',
     ],
     [{ spiffeId: 'spiffe://example.org' }, 'spiffe_id: must have a path, not be the trust domain itself'],
+    [
+      { spiffeId: 'spiffe://example.org/sigil/agent/x' },
+      "spiffe_id: paths under /sigil/ are reserved for Sigil's servers and agents",
+    ],
   ])('rejects %o', async (input, message) => {
     await expect(service.create(input)).rejects.toMatchObject({ kind: 'invalid_argument', message });
   });

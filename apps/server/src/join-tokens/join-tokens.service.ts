@@ -4,6 +4,7 @@ import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
 import { generateSecretToken, hashSecretToken } from '../common/secret-token.js';
+import { RESERVED_PATH_PREFIX } from '../entries/entry-rules.js';
 import { JoinTokensRepository } from './join-tokens.repository.js';
 
 /** Bounds of a join token's lifetime: long enough to paste it into a provisioning step, short enough to expire. */
@@ -107,8 +108,15 @@ export class JoinTokensService implements OnModuleInit, OnModuleDestroy {
         `spiffe_id: must be in trust domain ${this.config.trustDomain.name}, got ${id.toString()}`,
       );
     }
-    if (id.isRoot())
+    if (id.isRoot()) {
       throw new AppError('invalid_argument', 'spiffe_id: must have a path, not be the trust domain itself');
+    }
+    if (id.path.startsWith(RESERVED_PATH_PREFIX)) {
+      throw new AppError(
+        'invalid_argument',
+        `spiffe_id: paths under ${RESERVED_PATH_PREFIX} are reserved for Sigil's servers and agents`,
+      );
+    }
     return id;
   }
 }

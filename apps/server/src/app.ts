@@ -1,0 +1,149 @@
+import 'reflect-metadata';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import { type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+import { type AddressInfo } from 'node:net';
+import { Logger } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
+import { type Logger as PinoLogger } from 'pino';
+import { AdminSocketConnections } from './auth/admin-socket-connections.js';
+import { closeAdminSocket, listenOnAdminSocket } from './auth/admin-socket.js';
+import { BundleService } from './bundle/bundle.service.js';
+import { CaService } from './ca/ca.service.js';
+import { type Clock, systemClock } from './common/clock.js';
+import { ErrorFilter } from './common/error.filter.js';
+import { createRootLogger, PinoLoggerService } from './common/logging.js';
+import { serveOpenApi } from './common/openapi.js';
+import { CaServerCredentialSource, type ServerCredentialSource, ServerTlsRefresher } from './common/server-tls.js';
+import { createValidationPipe } from './common/validation.js';
+import { type ServerConfig } from './config.js';
+import { ServerModule } from './server.module.js';
+
+/** Largest request body the API accepts; larger ones get 413 `resource_exhausted`. */
+export const BODY_LIMIT_BYTES = 1024 * 1024;
+
+export interface ServerAppOptions {
+  clock?: Clock;
+  /** Root logger; by default JSON lines on stdout at the configured level. */
+  logger?: PinoLogger;
+}
+
+/** A Nest app built by {@link createServerApp}: initialised, not yet listening. */
+export interface BuiltServerApp {
+  app: NestFastifyApplication;
+  /** The TCP listener (TLS); Fastify's own server. */
+  tlsServer: HttpsServer;
+  /** Fastify's request handler, to serve the same routes on another listener. */
+  routing: (request: IncomingMessage, response: ServerResponse) => void;
+  /** Every route the app serves (Nest's and the OpenAPI ones), e.g. for a test that checks auth on each. */
+  routes: readonly ServedRoute[];
+}
+
+export interface ServedRoute {
+  method: string;
+  url: string;
+}
+
+/** A running server: TLS on the TCP port, plain HTTP on the admin socket. */
+export interface RunningServer {
+  readonly app: NestFastifyApplication;
+  /** Address the TCP (TLS) listener is bound to. */
+  readonly address: AddressInfo;
+  readonly adminSocket: string;
+  readonly routes: readonly ServedRoute[];
+  /** Stops both listeners, the CA timers and the database (and the embedded PostgreSQL); safe to call twice. */
+  close(): Promise<void>;
+}
+
+/**
+ * Builds and initialises the Nest app: modules, the global validation pipe and error filter (Nest also routes
+ * Fastify's own errors, such as an oversized body, through it), request logging, OpenAPI at `/docs`. Migrations
+ * run when the database module opens the database.
+ */
+export async function createServerApp(config: ServerConfig, options: ServerAppOptions = {}): Promise<BuiltServerApp> {
+  const rootLogger = options.logger ?? createRootLogger(config.logLevel);
+  const nestLogger = new PinoLoggerService(rootLogger);
+  Logger.overrideLogger(nestLogger);
+
+  // The TCP listener is TLS only; its certificate is installed from our CA once the app is up (see startServer).
+  // Client certificates are requested, not required: agents present their SVID, admins may use a bearer token.
+  const tlsServer = createHttpsServer({ minVersion: 'TLSv1.3', requestCert: true, rejectUnauthorized: false });
+  let routing: BuiltServerApp['routing'] | undefined;
+  const adapter = new FastifyAdapter({
+    bodyLimit: BODY_LIMIT_BYTES,
+    logger: false,
+    serverFactory: (handler: (request: IncomingMessage, response: ServerResponse) => void) => {
+      routing = handler;
+      tlsServer.on('request', handler);
+      return tlsServer as unknown as HttpServer;
+    },
+  });
+  const app = await NestFactory.create<NestFastifyApplication>(
+    ServerModule.forRoot(config, options.clock ?? systemClock),
+    adapter,
+    { logger: nestLogger, abortOnError: false },
+  );
+  const fastify = app.getHttpAdapter().getInstance();
+  const routes: ServedRoute[] = [];
+  fastify.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) if (method !== 'HEAD') routes.push({ method, url: route.url });
+  });
+  const requestLogger = new Logger('Http');
+  fastify.addHook('onResponse', (request, reply, done) => {
+    requestLogger.debug({
+      msg: 'request served',
+      method: request.method,
+      url: request.url.split('?')[0],
+      statusCode: reply.statusCode,
+      ms: Math.round(reply.elapsedTime),
+    });
+    done();
+  });
+  app.useGlobalPipes(createValidationPipe());
+  app.useGlobalFilters(new ErrorFilter(BODY_LIMIT_BYTES));
+  serveOpenApi(app);
+  await app.init();
+  if (!routing) throw new Error('fastify did not build its server through serverFactory');
+  return { app, tlsServer, routing, routes };
+}
+
+/**
+ * Starts the server: builds the app, installs the TLS certificate (`spiffe://<td>/sigil/server`, kept fresh),
+ * listens on the TCP port and on the admin Unix socket.
+ */
+export async function startServer(
+  config: ServerConfig,
+  options: ServerAppOptions & { credentials?: ServerCredentialSource } = {},
+): Promise<RunningServer> {
+  const { app, tlsServer, routing, routes } = await createServerApp(config, options);
+  const logger = new Logger('SigilServer');
+  const source =
+    options.credentials ?? new CaServerCredentialSource(app.get(CaService), app.get(BundleService), config.trustDomain);
+  const refresher = new ServerTlsRefresher(tlsServer, source, options.clock ?? systemClock);
+  let adminServer: HttpServer | undefined;
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> =>
+    (closing ??= (async () => {
+      refresher.stop();
+      if (adminServer) await closeAdminSocket(adminServer);
+      await app.close();
+      logger.log({ msg: 'server stopped' });
+    })());
+
+  try {
+    await refresher.start();
+    await app.listen({ port: config.port, host: config.bindAddress });
+    adminServer = await listenOnAdminSocket(config.adminSocket, routing, app.get(AdminSocketConnections));
+  } catch (error) {
+    await close();
+    throw error;
+  }
+  const address = tlsServer.address() as AddressInfo;
+  logger.log({
+    msg: 'sigil-server listening',
+    trustDomain: config.trustDomain.name,
+    address: `${address.address}:${address.port}`,
+    adminSocket: config.adminSocket,
+  });
+  return { app, address, adminSocket: config.adminSocket, routes, close };
+}

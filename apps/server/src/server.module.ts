@@ -1,0 +1,37 @@
+import { type DynamicModule, Module } from '@nestjs/common';
+import { AgentsModule } from './agents/agents.module.js';
+import { AuditModule } from './audit/audit.module.js';
+import { AuthModule } from './auth/auth.module.js';
+import { BundleModule } from './bundle/bundle.module.js';
+import { CaModule } from './ca/ca.module.js';
+import { type Clock, systemClock } from './common/clock.js';
+import { CoreModule } from './common/core.module.js';
+import { type ServerConfig } from './config.js';
+import { DatabaseModule } from './database/database.module.js';
+import { EntriesModule } from './entries/entries.module.js';
+import { HealthModule } from './health/health.module.js';
+import { MetricsModule } from './health/metrics.module.js';
+import { JoinTokensModule } from './join-tokens/join-tokens.module.js';
+
+/** The whole server: the validated config and clock, then every feature module. */
+@Module({})
+export class ServerModule {
+  static forRoot(config: ServerConfig, clock: Clock = systemClock): DynamicModule {
+    return {
+      module: ServerModule,
+      imports: [
+        CoreModule.forRoot(config, clock),
+        DatabaseModule,
+        MetricsModule,
+        AuthModule,
+        AuditModule,
+        BundleModule,
+        CaModule,
+        EntriesModule,
+        JoinTokensModule,
+        AgentsModule,
+        HealthModule,
+      ],
+    };
+  }
+}
