@@ -1,14 +1,11 @@
 import { Module } from '@nestjs/common';
-import { TypeOrmModule } from '@nestjs/typeorm';
 import { BundleController } from './bundle.controller.js';
-import { BundleEntity } from './bundle.entity.js';
 import { BundleService } from './bundle.service.js';
 import { BundlesRepository } from './bundles.repository.js';
 import { FederationBundleController } from './federation-bundle.controller.js';
 
 /** Our trust bundle: its store, `GET /v1/bundle` and the federation endpoint `GET /bundle`. */
 @Module({
-  imports: [TypeOrmModule.forFeature([BundleEntity])],
   controllers: [BundleController, FederationBundleController],
   providers: [BundlesRepository, BundleService],
   exports: [BundleService],

@@ -1,10 +1,8 @@
 import { Module } from '@nestjs/common';
-import { TypeOrmModule } from '@nestjs/typeorm';
 import { BundleModule } from '../bundle/bundle.module.js';
 import { KekModule } from '../kek/kek.module.js';
 import { AuthoritiesController } from './authorities.controller.js';
 import { AuthorityKeyFactory } from './authority-key.factory.js';
-import { CaKeyEntity } from './ca-key.entity.js';
 import { CaKeysRepository } from './ca-keys.repository.js';
 import { CaService } from './ca.service.js';
 import { KeyManager } from './key-manager.js';
@@ -14,7 +12,7 @@ import { KeyManager } from './key-manager.js';
  * Needs `SERVER_CONFIG` and `CLOCK` from a global module; `AUTHORITY_METRICS` is optional.
  */
 @Module({
-  imports: [TypeOrmModule.forFeature([CaKeyEntity]), KekModule, BundleModule],
+  imports: [KekModule, BundleModule],
   controllers: [AuthoritiesController],
   providers: [CaKeysRepository, AuthorityKeyFactory, KeyManager, CaService],
   exports: [CaService],
