@@ -4,8 +4,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   resolve: {
     tsconfigPaths: true,
-    // Node resolves `#migrations/*` to the compiled dist/migrations (package.json "imports"); tests use the sources.
     alias: [
+      // Node resolves `#migrations/*` to the compiled dist/migrations (package.json "imports"); tests use the sources.
       { find: /^#migrations\/(.*)$/, replacement: fileURLToPath(new URL('./migrations/$1.ts', import.meta.url)) },
       // Lib sources import each other as `@sigil/<lib>`; resolve that to the sources everywhere, as the root tsconfig
       // paths do, not to the package's dist (each lib's own tsconfig has no paths).
