@@ -198,7 +198,7 @@ describe('sigil-server CLI against a running server (real binary)', () => {
   });
 
   it('refuses an unknown flag', async () => {
-    const result = await cli(['entry', 'create', '--bogus', ...admin()]);
+    const result = await cli(['entry', 'count', '--bogus', ...admin()]);
     expect(result.code).not.toBe(0);
     expect(result.stderr).toContain("unknown option '--bogus'");
   });

@@ -1,5 +1,4 @@
 import { Command, Option } from 'commander';
-import { startServer } from '../app.js';
 import { ConfigError, loadServerConfig, type ServerConfigFlags } from '../config.js';
 import { CliError } from './admin-client.js';
 
@@ -59,6 +58,8 @@ export function runCommand(): Command {
         if (error instanceof ConfigError) throw new CliError(error.message);
         throw error;
       }
+      // Loaded here, not at the top: the admin subcommands must start fast, without Nest.
+      const { startServer } = await import('../app.js');
       const server = await startServer(config);
       if (config.trustDomainIsDefault) {
         process.stderr.write('warning: no trust domain configured, using example.org (set --trust-domain)\n');
