@@ -5,9 +5,9 @@
  * - raw: ECDSA P-256 `crypto.sign` of a leaf-sized TBSCertificate (the floor for any signer);
  * - leaf: `X509SvidSigner.sign`, leaf build + sign from an already verified public key;
  * - csr→leaf: `X509SvidSigner.signCsr`, the complete CSR PEM → verified key → signed leaf path;
- * - reference (context only, a few dozen iterations a round): `parseCsr` + `buildX509SvidReference` on @peculiar/x509.
+ * - reference (context only, 60 operations a round): `parseCsr` + `buildX509SvidReference` on @peculiar/x509.
  *
- * Every rate is printed with its ratio to the raw rate of the same round; the summary is the median over rounds.
+ * A round gives each measure about one second, cut into 20 slices that take turns. Every rate is printed with its ratio to the raw rate of the same round; the summary is the median over rounds.
  * With `--json` the last line is one JSON object: raw_sign_per_s, leaf_per_s, leaf_ratio, csr_to_leaf_per_s,
  * csr_to_leaf_ratio. Options: `--rounds N` (default 5), `--seconds S` per measure (default 1).
  */
@@ -47,26 +47,36 @@ function parseOptions(argv: readonly string[]): Options {
   return options;
 }
 
-/** Runs `fn` repeatedly for about `seconds` and returns operations per second. */
-async function rate(seconds: number, fn: () => unknown, maxOperations = Number.POSITIVE_INFINITY): Promise<number> {
+/** Operations and nanoseconds accumulated by one measure over the slices of a round. */
+interface Tally {
+  operations: number;
+  nanoseconds: bigint;
+}
+
+/** Runs `fn` repeatedly for about `seconds` (at most `maxOperations` times) and adds the work done to `tally`. */
+async function runSlice(tally: Tally, seconds: number, fn: () => unknown, maxOperations: number): Promise<void> {
   const budget = BigInt(Math.round(seconds * 1e9));
   const start = process.hrtime.bigint();
-  let operations = 0;
   let elapsed = 0n;
-  while (elapsed < budget && operations < maxOperations) {
+  for (let operations = 0; elapsed < budget && operations < maxOperations; operations++) {
     const result = fn();
     if (result instanceof Promise) await result;
-    operations++;
+    tally.operations++;
     elapsed = process.hrtime.bigint() - start;
   }
-  return operations / (Number(elapsed) / 1e9);
+  tally.nanoseconds += elapsed;
 }
+
+const perSecond = (tally: Tally): number => tally.operations / (Number(tally.nanoseconds) / 1e9);
 
 function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
   return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
+
+const SLICES_PER_ROUND = 20;
+const REFERENCE_OPERATIONS_PER_SLICE = 3;
 
 const format = (perSecond: number): string => `${Math.round(perSecond).toLocaleString('en-US').padStart(7)}/s`;
 const ratio = (value: number, raw: number): string => (value / raw).toFixed(3);
@@ -103,22 +113,35 @@ async function main(): Promise<void> {
     },
   };
   // Warm up every path (JIT, OpenSSL caches) before measuring.
-  for (const fn of Object.values(measures)) await rate(0.2, fn, 2000);
+  for (const fn of Object.values(measures)) await runSlice({ operations: 0, nanoseconds: 0n }, 0.2, fn, 2000);
 
   log(`node ${process.version}, ${options.rounds} rounds of ${options.seconds} s per measure, one core`);
   log(`leaf: ${sample.length} bytes DER, ECDSA P-256 CA, SPIFFE ID ${spiffeId.toString()}`);
   const results: Array<{ raw: number; leaf: number; csrToLeaf: number; reference: number }> = [];
   for (let round = 1; round <= options.rounds; round++) {
-    // Alternate the order, so that no measure always runs first or last in a round.
-    const order: Array<keyof typeof measures> =
-      round % 2 === 1 ? ['raw', 'leaf', 'csrToLeaf', 'reference'] : ['csrToLeaf', 'leaf', 'reference', 'raw'];
-    const current = { raw: 0, leaf: 0, csrToLeaf: 0, reference: 0 };
-    for (const name of order) {
-      current[name] =
-        name === 'reference'
-          ? await rate(options.seconds, measures.reference, 60)
-          : await rate(options.seconds, measures[name]);
+    // Each measure's second is cut into slices that take turns, in an order that alternates, so that load from the
+    // rest of the machine falls on every measure of a round alike and the ratios stay comparable.
+    const tallies = {
+      raw: { operations: 0, nanoseconds: 0n },
+      leaf: { operations: 0, nanoseconds: 0n },
+      csrToLeaf: { operations: 0, nanoseconds: 0n },
+      reference: { operations: 0, nanoseconds: 0n },
+    };
+    for (let slice = 0; slice < SLICES_PER_ROUND; slice++) {
+      const order: Array<keyof typeof measures> =
+        slice % 2 === 0 ? ['raw', 'leaf', 'csrToLeaf', 'reference'] : ['reference', 'csrToLeaf', 'leaf', 'raw'];
+      for (const name of order) {
+        // The @peculiar/x509 path is context only: a few dozen operations a round are enough.
+        const cap = name === 'reference' ? REFERENCE_OPERATIONS_PER_SLICE : Number.POSITIVE_INFINITY;
+        await runSlice(tallies[name], options.seconds / SLICES_PER_ROUND, measures[name], cap);
+      }
     }
+    const current = {
+      raw: perSecond(tallies.raw),
+      leaf: perSecond(tallies.leaf),
+      csrToLeaf: perSecond(tallies.csrToLeaf),
+      reference: perSecond(tallies.reference),
+    };
     results.push(current);
     log(
       `round ${round}: raw sign ${format(current.raw)} | leaf ${format(current.leaf)} (${ratio(current.leaf, current.raw)})` +
