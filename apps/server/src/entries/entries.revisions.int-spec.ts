@@ -7,6 +7,7 @@ import { FakeClock } from '../common/clock.js';
 import { EntriesRepository } from './entries.repository.js';
 import { EntriesService } from './entries.service.js';
 import { InProcessEntryChangeNotifier } from './entry-change-notifier.js';
+import { CHANGE_LOG_RETENTION_MS, EntryPruner } from './entry-pruner.js';
 import type { Entry, EntryEvent, EntryInput } from './entry.js';
 
 const TD = TrustDomain.parse('example.org');
@@ -195,6 +196,17 @@ describe('registry revisions', () => {
       ],
       deletedIds: [later.id, soon.id].sort(),
     });
+  });
+
+  it('runs both prunings in one pass of the pruner', async () => {
+    const expiring = await service.createEntry(input('expiring', { expiresAt: new Date('2026-03-01T01:00:00Z') }));
+    await service.createEntry(input('staying'));
+    clock.advance(CHANGE_LOG_RETENTION_MS + 1);
+    await new EntryPruner(service, clock).prune();
+    expect((await service.snapshot()).entries.map((entry) => entry.spiffeId)).toEqual(['spiffe://example.org/staying']);
+    // the two creations aged out of the change log; the deletion (revision 3) is kept
+    expect(await service.listChangesSince(1)).toMatchObject({ resyncRequired: true });
+    expect(await service.listChangesSince(2)).toMatchObject({ deletedIds: [expiring.id], toRevision: 3 });
   });
 
   it('rolls back a failed write without using up a revision', async () => {
