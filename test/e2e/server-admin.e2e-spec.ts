@@ -257,6 +257,40 @@ describe('sigil-server admin API (HTTP e2e)', () => {
     expect(await db.dataSource.query('SELECT count(*)::int AS n FROM audit_log')).toEqual(before);
   });
 
+  it('names nested fields in validation errors and audits a batch that partly failed', async () => {
+    const auth = { authorization: `Bearer ${adminToken}` };
+    const nested = await api()
+      .post('/v1/entries')
+      .set(auth)
+      .send({
+        entries: [
+          { spiffe_id: 'spiffe://example.org/a', parent_id: 'spiffe://example.org/p', selectors: [{ type: 1 }] },
+        ],
+      });
+    expect(nested.status).toBe(400);
+    expect(nested.body.message).toContain('entries.0.selectors.0.type: must be a string');
+    expect(nested.body.message).toContain('entries.0.selectors.0.value: must be a string');
+
+    const entry = (spiffeId: string) => ({
+      spiffe_id: spiffeId,
+      parent_id: 'spiffe://example.org/sigil/agent/join_token/p1',
+      selectors: [{ type: 'unix', value: 'uid:1000' }],
+    });
+    const batch = await api()
+      .post('/v1/entries')
+      .set(auth)
+      .send({ entries: [entry('spiffe://example.org/batch-ok'), entry('spiffe://other.org/batch-bad')] });
+    expect(batch.status).toBe(200);
+    const createdId = batch.body.results[0].entry.id as string;
+    expect(await auditRows('entry.create')).toContainEqual({
+      actor: 'admin-token:e2e',
+      action: 'entry.create',
+      target: createdId,
+      result: 'partial',
+      status_code: 200,
+    });
+  });
+
   it('pages through agents and gets, bans and evicts one by its URL-encoded SPIFFE ID', async () => {
     const agents = server.app.get(AgentsService);
     for (const name of ['p1', 'p2', 'p3']) {

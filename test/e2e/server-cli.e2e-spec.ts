@@ -148,6 +148,21 @@ describe('sigil-server CLI against a running server (real binary)', () => {
     expect(JSON.parse(bySelector.stdout).entries.map((each: { id: string }) => each.id)).toEqual([entry.id]);
 
     expect((await cli(['entry', 'count', ...admin()])).stdout).toBe('1 registration entry\n');
+    const updated = await cli([
+      'entry',
+      'update',
+      '--id',
+      entry.id,
+      '--selector',
+      'unix:uid:2000',
+      '--hint',
+      'web',
+      ...admin(),
+    ]);
+    expect(updated.code).toBe(0);
+    expect(updated.stdout).toMatch(/Selector\s+: unix:uid:2000/);
+    expect(updated.stdout).toMatch(/Hint\s+: web/);
+    expect(updated.stdout).not.toContain('unix:gid:1000');
     const deleted = await cli(['entry', 'delete', '--id', entry.id, ...admin()]);
     expect(deleted).toMatchObject({ code: 0, stdout: 'Deleted entry successfully\n' });
     expect((await cli(['entry', 'count', '--output', 'json', ...admin()])).stdout).toContain('"count": 0');
@@ -234,5 +249,6 @@ describe('sigil-server CLI against a running server (real binary)', () => {
     await expect(stat(socket)).rejects.toMatchObject({ code: 'ENOENT' });
     expect(server.log()).toContain('"msg":"server stopped"');
     expect(server.log()).not.toContain('PRIVATE KEY');
+    if (!db) expect(server.log()).toContain('never calls fsync');
   });
 });

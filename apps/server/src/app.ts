@@ -138,6 +138,11 @@ export async function startServer(
     await close();
     throw error;
   }
+  if (config.trustDomainIsDefault) {
+    logger.warn({
+      msg: 'no trust domain configured, using example.org: set --trust-domain before issuing real identities',
+    });
+  }
   const address = tlsServer.address() as AddressInfo;
   logger.log({
     msg: 'sigil-server listening',

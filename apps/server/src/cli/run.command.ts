@@ -59,11 +59,9 @@ export function runCommand(): Command {
         throw error;
       }
       // Loaded here, not at the top: the admin subcommands must start fast, without Nest.
-      const { startServer } = await import('../app.js');
+      const [{ startServer }, { Logger }] = await Promise.all([import('../app.js'), import('@nestjs/common')]);
       const server = await startServer(config);
-      if (config.trustDomainIsDefault) {
-        process.stderr.write('warning: no trust domain configured, using example.org (set --trust-domain)\n');
-      }
+      const logger = new Logger('SigilServer');
       let stopping = false;
       const stop = (signal: NodeJS.Signals): void => {
         if (stopping) {
@@ -71,13 +69,13 @@ export function runCommand(): Command {
           process.exit(130);
         }
         stopping = true;
-        process.stderr.write(`${signal} received, shutting down\n`);
+        logger.log({ msg: 'shutting down', signal });
         server.close().then(
           () => {
             process.exitCode = 0;
           },
           (error: unknown) => {
-            process.stderr.write(`Error: shutdown failed: ${(error as Error).message}\n`);
+            logger.error({ msg: 'shutdown failed', err: error });
             process.exitCode = 1;
           },
         );
