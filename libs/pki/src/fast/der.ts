@@ -33,7 +33,7 @@ export const DER_MAX_DEPTH = 20;
 // ---------------------------------------------------------------------------------------------------------------
 
 /** Number of bytes the DER length field of a `length`-byte content takes. */
-export function derLengthSize(length: number): number {
+function derLengthSize(length: number): number {
   if (length < 0x80) return 1;
   if (length <= 0xff) return 2;
   if (length <= 0xffff) return 3;
@@ -42,7 +42,7 @@ export function derLengthSize(length: number): number {
 }
 
 /** Writes a DER length at `offset` in `target` and returns the offset after it (shortest form, X.690 §10.1). */
-export function writeDerLength(target: Uint8Array, offset: number, length: number): number {
+function writeDerLength(target: Uint8Array, offset: number, length: number): number {
   if (!Number.isSafeInteger(length) || length < 0 || length > 0xffffffff) {
     throw new PkiError('ERR_PKI_INVALID_INPUT', `der length must be an integer from 0 to 2^32-1, got ${length}`);
   }
@@ -101,19 +101,7 @@ export function derContext(number: number, constructed: boolean, ...parts: reado
   return derTlv(0x80 | (constructed ? 0x20 : 0) | number, ...parts);
 }
 
-/**
- * A non-negative INTEGER from its unsigned big-endian magnitude: leading zero bytes are dropped and one zero byte is
- * prepended when the top bit is set, so the encoding is minimal (X.690 §8.3.2).
- */
-export function derUnsignedInteger(magnitude: Uint8Array): Buffer {
-  let start = 0;
-  while (start < magnitude.length - 1 && magnitude[start] === 0) start++;
-  const body = magnitude.subarray(start);
-  if (body.length === 0) return Buffer.from([DerTag.INTEGER, 1, 0]);
-  return (body[0] as number) & 0x80 ? derTlv(DerTag.INTEGER, Buffer.from([0]), body) : derTlv(DerTag.INTEGER, body);
-}
-
-/** A small non-negative INTEGER. */
+/** A small non-negative INTEGER, minimally encoded (X.690 §8.3.2). */
 export function derSmallInteger(value: number): Buffer {
   if (!Number.isSafeInteger(value) || value < 0) {
     throw new PkiError('ERR_PKI_INVALID_INPUT', `der small integer must be a non-negative safe integer, got ${value}`);
@@ -123,7 +111,8 @@ export function derSmallInteger(value: number): Buffer {
     bytes.unshift(value & 0xff);
     value = Math.floor(value / 256);
   } while (value > 0);
-  return derUnsignedInteger(Uint8Array.from(bytes));
+  if ((bytes[0] as number) & 0x80) bytes.unshift(0);
+  return derTlv(DerTag.INTEGER, Uint8Array.from(bytes));
 }
 
 /** An OBJECT IDENTIFIER from its dotted form, e.g. `1.2.840.10045.4.3.2` (X.690 §8.19). */
@@ -183,26 +172,13 @@ export function derUtf8String(text: string): Buffer {
 
 /** A PrintableString; `text` must use only the PrintableString alphabet (X.680 §41.4). */
 export function derPrintableString(text: string): Buffer {
-  if (!isPrintableString(text)) {
+  if (!/^[A-Za-z0-9 '()+,\-./:=?]*$/.test(text)) {
     throw new PkiError(
       'ERR_PKI_INVALID_INPUT',
       `printable string has a character outside its alphabet: ${JSON.stringify(text)}`,
     );
   }
   return derTlv(DerTag.PRINTABLE_STRING, Buffer.from(text, 'latin1'));
-}
-
-/** An IA5String; `text` must be 7-bit ASCII. */
-export function derIa5String(text: string): Buffer {
-  if (![...text].every((char) => char.charCodeAt(0) <= 0x7f)) {
-    throw new PkiError('ERR_PKI_INVALID_INPUT', `ia5 string must be 7-bit ascii: ${JSON.stringify(text)}`);
-  }
-  return derTlv(DerTag.IA5_STRING, Buffer.from(text, 'latin1'));
-}
-
-/** Whether `text` uses only the PrintableString alphabet: letters, digits, space and `'()+,-./:=?`. */
-export function isPrintableString(text: string): boolean {
-  return /^[A-Za-z0-9 '()+,\-./:=?]*$/.test(text);
 }
 
 const TWO_DIGITS: readonly string[] = Array.from({ length: 100 }, (_, i) => String(i).padStart(2, '0'));
@@ -447,37 +423,4 @@ export function decodeDerIa5String(buf: Uint8Array, element: DerElement, context
   return Buffer.from(buf.buffer, buf.byteOffset + element.contentStart, element.end - element.contentStart).toString(
     'latin1',
   );
-}
-
-const UTC_TIME_PATTERN = /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/;
-const GENERALIZED_TIME_PATTERN = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/;
-
-/**
- * Decodes a certificate Time element (RFC 5280 §4.1.2.5: UTCTime `YYMMDDHHMMSSZ`, years 50–99 meaning 19xx, or
- * GeneralizedTime `YYYYMMDDHHMMSSZ`) to whole seconds since the epoch.
- */
-export function decodeDerTime(buf: Uint8Array, element: DerElement, context: DerContext): number {
-  const text = Buffer.from(
-    buf.buffer,
-    buf.byteOffset + element.contentStart,
-    element.end - element.contentStart,
-  ).toString('latin1');
-  let parts: RegExpExecArray | null;
-  let year: number;
-  if (element.tag === DerTag.UTC_TIME && (parts = UTC_TIME_PATTERN.exec(text))) {
-    const yy = Number(parts[1]);
-    year = yy >= 50 ? 1900 + yy : 2000 + yy;
-  } else if (element.tag === DerTag.GENERALIZED_TIME && (parts = GENERALIZED_TIME_PATTERN.exec(text))) {
-    year = Number(parts[1]);
-  } else {
-    fail(context, element.start, 'time must be a utc time YYMMDDHHMMSSZ or a generalized time YYYYMMDDHHMMSSZ');
-  }
-  const [month, day, hour, minute, second] = parts.slice(2).map(Number) as [number, number, number, number, number];
-  const ms = Date.UTC(year, month - 1, day, hour, minute, second);
-  const check = new Date(ms);
-  if (check.getUTCMonth() !== month - 1 || check.getUTCDate() !== day || hour > 23 || minute > 59 || second > 59) {
-    fail(context, element.start, 'time is not a valid calendar date and time');
-  }
-  if (year < 100) fail(context, element.start, 'time year must be at least 0100');
-  return ms / 1000;
 }
