@@ -20,7 +20,7 @@ import {
 import { ALGORITHM_IDENTIFIERS, Oid } from './oids.js';
 import { importSpkiFast } from './spki.js';
 
-/** Largest CSR accepted, PEM or DER: a real SVID request is well under 2 KiB even with an RSA-4096 key. */
+/** Largest CSR accepted, PEM or DER: a real SVID request is well under 2 KiB, even with an RSA key. */
 export const CSR_MAX_BYTES = 16 * 1024;
 
 /** What {@link parseCsrFast} returns: the request's verified public key and the names it asks for. */
@@ -136,7 +136,7 @@ function readSubjectAltName(buf: Uint8Array, value: DerElement, names: { uris: s
  * signature ecdsa-with-SHA256, ecdsa-with-SHA384 or sha256WithRSAEncryption matching the key type; at most one
  * extensionRequest attribute, with no duplicate extensions. Everything else is refused.
  *
- * @throws PkiError `ERR_CSR_INVALID` (or `ERR_DER_INVALID` for malformed DER), naming the broken rule
+ * @throws PkiError `ERR_CSR_INVALID` naming the broken rule (malformed DER, PEM, key, names or signature)
  */
 export function parseCsrFast(pemOrDer: string | Uint8Array): FastParsedCsr {
   const der = toDer(pemOrDer);

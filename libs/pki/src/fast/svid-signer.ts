@@ -219,14 +219,15 @@ export class X509SvidSigner {
    * @throws PkiError `ERR_PKI_INVALID_INPUT` naming the bad field, `ERR_CA_INVALID` once the CA has expired
    */
   sign(params: FastSvidParams): Buffer {
+    // The key first, then the rest, in the reference builder's order. A shape check only: the key itself was verified
+    // when its CSR was parsed (see FastSvidParams.spkiDer).
+    const spkiDer = params.spkiDer;
+    if (!(spkiDer instanceof Uint8Array)) throw new PkiError('ERR_KEY_INVALID', 'spkiDer: must be der bytes');
+    const key = classifySpki(spkiDer, 'spkiDer', 'ERR_KEY_INVALID');
     const fields = resolveSvidFields(
       params.serial === undefined ? { ...params, serial: randomSerial() } : params,
       this.#ca,
     );
-    const spkiDer = params.spkiDer;
-    // A shape check only: the key itself was verified when its CSR was parsed (see FastSvidParams.spkiDer).
-    if (!(spkiDer instanceof Uint8Array)) throw new PkiError('ERR_KEY_INVALID', 'spkiDer: must be der bytes');
-    const key = classifySpki(spkiDer, 'spkiDer', 'ERR_KEY_INVALID');
     // RFC 5280 §4.2.1.2 method 1, as svid-profile's subjectKeyIdentifier: SHA-1 of the subjectPublicKey bits, which
     // classifySpki has already located (one-shot hash: no DER re-parse, no Hash object per leaf).
     const keyIdentifier = hash('sha1', key.keyType === 'rsa-2048' ? key.rsaPublicKey : key.point, 'buffer');
