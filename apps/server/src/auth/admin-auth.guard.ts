@@ -22,7 +22,8 @@ export class AdminAuthGuard implements CanActivate {
   ) {}
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
-    if (context.getType() !== 'http') return true;
+    // Only HTTP is served through Nest; anything else would be a new transport that must bring its own guard.
+    if (context.getType() !== 'http') return false;
     if (this.reflector.getAllAndOverride<boolean>(IS_PUBLIC_KEY, [context.getHandler(), context.getClass()])) {
       return true;
     }
