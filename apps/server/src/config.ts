@@ -37,7 +37,7 @@ export interface ServerConfig {
   readonly joinTokenTtlSeconds: number;
   /** When set, the CA is an intermediate signed by this upstream CA (PEM files). */
   readonly upstreamCa?: { readonly certFile: string; readonly keyFile: string };
-  /** File holding the key-encryption key; absent: `<dataDir>/kek` (generated 0600 at first start) unless `kek` is set. */
+  /** File holding the key-encryption key; absent: `<dataDir>/kek.key` (generated 0600 at first start) unless `kek` is set. */
   readonly kekFile?: string;
   /** Key-encryption key from the environment (`SIGIL_KEK`, base64 of 32 bytes); never accepted as a flag or file key. */
   readonly kek?: string;

@@ -42,7 +42,7 @@ export function runCommand(): Command {
     .option('--join-token-ttl <duration>', 'default join token lifetime (default 600)')
     .option('--upstream-ca-cert <file>', 'PEM certificate of an upstream CA (the server CA becomes its intermediate)')
     .option('--upstream-ca-key <file>', 'PEM private key of the upstream CA')
-    .option('--kek-file <file>', 'key-encryption key file (default <data-dir>/kek; or env SIGIL_KEK)')
+    .option('--kek-file <file>', 'key-encryption key file (default <data-dir>/kek.key; or env SIGIL_KEK)')
     .option('--log-level <level>', 'fatal, error, warn, info, debug or trace (default info)')
     .action(async (options: RunOptions) => {
       const flags: ServerConfigFlags = {};
