@@ -71,6 +71,22 @@ describe('loadServerConfig', () => {
     expect(config.upstreamCa).toEqual({ certFile: '/pki/ca.pem', keyFile: '/pki/ca.key' });
   });
 
+  it('reads the agent API settings: the x509pop CA bundle path and the per-agent signing rate limit', () => {
+    const defaults = loadServerConfig({ cwd: '/srv' });
+    expect(defaults).toMatchObject({ agentSignRatePerSecond: 50, agentSignBurst: 100 });
+    expect(defaults.x509popCaBundle).toBeUndefined();
+    const config = loadServerConfig({
+      cwd: '/srv',
+      flags: { x509popCaBundle: 'pki/nodes.pem', agentSignRate: '5' },
+      env: { SIGIL_AGENT_SIGN_BURST: '7' },
+    });
+    expect(config).toMatchObject({
+      x509popCaBundle: '/srv/pki/nodes.pem',
+      agentSignRatePerSecond: 5,
+      agentSignBurst: 7,
+    });
+  });
+
   it.each<[string, LoadServerConfigInput, string]>([
     [
       'uppercase trust domain in the file',
@@ -117,6 +133,11 @@ describe('loadServerConfig', () => {
       'a KEK that is not 32 bytes',
       { env: { SIGIL_KEK: 'c2hvcnQ=' } },
       'SIGIL_KEK: must be the base64 encoding of exactly 32 bytes',
+    ],
+    [
+      'a zero agent signing rate',
+      { flags: { agentSignRate: '0' } },
+      "--agent-sign-rate: must be a whole number from 1 to 1000000, got '0'",
     ],
     [
       'bad log level',

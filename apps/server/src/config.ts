@@ -42,6 +42,12 @@ export interface ServerConfig {
   /** Key-encryption key from the environment (`SIGIL_KEK`, base64 of 32 bytes); never accepted as a flag or file key. */
   readonly kek?: string;
   readonly logLevel: LogLevel;
+  /** PEM file of the CAs an x509pop agent's certificate must chain to; absent: x509pop attestation is off. */
+  readonly x509popCaBundle?: string;
+  /** Per-agent token bucket of the agent API's signing routes (renew, X.509 batch, JWT): refill per second. */
+  readonly agentSignRatePerSecond: number;
+  /** Size of that bucket: how many signing requests an agent may make at once after a quiet spell. */
+  readonly agentSignBurst: number;
 }
 
 /** Nest injection token of the frozen {@link ServerConfig}. */
@@ -53,6 +59,8 @@ export const DEFAULT_ADMIN_SOCKET = '/tmp/sigil-server/private/api.sock';
 /** SPIRE's default bind address and port: agents on other hosts must reach the server. */
 export const DEFAULT_BIND_ADDRESS = '0.0.0.0';
 export const DEFAULT_PORT = 8081;
+export const DEFAULT_AGENT_SIGN_RATE = 50;
+export const DEFAULT_AGENT_SIGN_BURST = 100;
 
 const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
 // sun_path holds 108 bytes including the terminating NUL
@@ -75,6 +83,9 @@ export interface ServerConfigFlags {
   upstreamCaKey?: string;
   kekFile?: string;
   logLevel?: string;
+  x509popCaBundle?: string;
+  agentSignRate?: string;
+  agentSignBurst?: string;
 }
 
 export interface LoadServerConfigInput {
@@ -126,6 +137,19 @@ function IsNonEmptyString(): PropertyDecorator {
     validator: {
       validate: (value: unknown) => typeof value === 'string' && value.trim().length > 0 && !value.includes('\0'),
       defaultMessage: (args?: ValidationArguments) => `must be a non-empty string, ${got(args?.value)}`,
+    },
+  });
+}
+
+function IsCount(max: number): PropertyDecorator {
+  return ValidateBy({
+    name: 'isCount',
+    validator: {
+      validate: (value: unknown) => {
+        const count = typeof value === 'string' && /^\d{1,9}$/.test(value) ? Number(value) : value;
+        return typeof count === 'number' && Number.isInteger(count) && count >= 1 && count <= max;
+      },
+      defaultMessage: (args?: ValidationArguments) => `must be a whole number from 1 to ${max}, ${got(args?.value)}`,
     },
   });
 }
@@ -238,6 +262,9 @@ class RawServerConfig {
   kek?: unknown;
 
   @IsOptional() @IsOneOf(LOG_LEVELS) log_level?: unknown;
+  @IsOptional() @IsNonEmptyString() x509pop_ca_bundle?: unknown;
+  @IsOptional() @IsCount(1_000_000) agent_sign_rate?: unknown;
+  @IsOptional() @IsCount(1_000_000) agent_sign_burst?: unknown;
 }
 
 type RawKey = Exclude<keyof RawServerConfig, never>;
@@ -261,6 +288,9 @@ const SOURCES: Record<RawKey, { flag: keyof ServerConfigFlags | null; env: strin
   // A secret never travels in argv (visible in ps) or in a config file that gets copied around.
   kek: { flag: null, env: 'SIGIL_KEK', file: false },
   log_level: { flag: 'logLevel', env: 'SIGIL_LOG_LEVEL', file: true },
+  x509pop_ca_bundle: { flag: 'x509popCaBundle', env: 'SIGIL_X509POP_CA_BUNDLE', file: true },
+  agent_sign_rate: { flag: 'agentSignRate', env: 'SIGIL_AGENT_SIGN_RATE', file: true },
+  agent_sign_burst: { flag: 'agentSignBurst', env: 'SIGIL_AGENT_SIGN_BURST', file: true },
 };
 
 const kebab = (flag: string): string => `--${flag.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`)}`;
@@ -372,6 +402,8 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
     jwtSvidTtlSeconds,
     joinTokenTtlSeconds: seconds('join_token_ttl', 600),
     logLevel: str('log_level', 'info') as LogLevel,
+    agentSignRatePerSecond: raw.agent_sign_rate === undefined ? DEFAULT_AGENT_SIGN_RATE : Number(raw.agent_sign_rate),
+    agentSignBurst: raw.agent_sign_burst === undefined ? DEFAULT_AGENT_SIGN_BURST : Number(raw.agent_sign_burst),
     ...(raw.database_url !== undefined && { databaseUrl: raw.database_url as string }),
     ...(upstreamCert !== undefined &&
       upstreamKey !== undefined && {
@@ -379,6 +411,7 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
       }),
     ...(raw.kek_file !== undefined && { kekFile: path(raw.kek_file as string) }),
     ...(raw.kek !== undefined && { kek: raw.kek as string }),
+    ...(raw.x509pop_ca_bundle !== undefined && { x509popCaBundle: path(raw.x509pop_ca_bundle as string) }),
   };
   return Object.freeze(config);
 }

@@ -20,6 +20,9 @@ const FLAG_KEYS: readonly (keyof ServerConfigFlags)[] = [
   'upstreamCaKey',
   'kekFile',
   'logLevel',
+  'x509popCaBundle',
+  'agentSignRate',
+  'agentSignBurst',
 ];
 
 /** `sigil-server run`: validates the configuration before anything starts, then serves until SIGINT/SIGTERM. */
@@ -44,6 +47,9 @@ export function runCommand(): Command {
     .option('--upstream-ca-key <file>', 'PEM private key of the upstream CA')
     .option('--kek-file <file>', 'key-encryption key file (default <data-dir>/kek.key; or env SIGIL_KEK)')
     .option('--log-level <level>', 'fatal, error, warn, info, debug or trace (default info)')
+    .option('--x509pop-ca-bundle <file>', 'PEM CA certificates that x509pop agents must chain to (enables x509pop)')
+    .option('--agent-sign-rate <n>', 'signing requests per second each agent may make (default 50)')
+    .option('--agent-sign-burst <n>', 'signing requests an agent may make at once (default 100)')
     .action(async (options: RunOptions) => {
       const flags: ServerConfigFlags = {};
       for (const key of FLAG_KEYS) if (options[key] !== undefined) flags[key] = options[key];
