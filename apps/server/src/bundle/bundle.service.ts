@@ -1,6 +1,6 @@
 import { createPublicKey } from 'node:crypto';
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import { TrustBundle, type SpiffeJwks } from '@sigil/spiffe';
+import { TrustBundle, TrustDomain, type SpiffeJwks } from '@sigil/spiffe';
 import type { EntityManager } from 'typeorm';
 import { AppError } from '../common/errors.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
@@ -36,6 +36,7 @@ export class BundleService {
   private readonly trustDomain: ServerConfig['trustDomain'];
   private readonly refreshHintSeconds: number;
   private own: TrustBundle | undefined;
+  private readonly ownChangeListeners = new Set<(sequence: number) => void>();
 
   constructor(
     private readonly bundles: BundlesRepository,
@@ -101,7 +102,35 @@ export class BundleService {
       x509Authorities: this.own.x509Authorities.length,
       jwtAuthorities: this.own.jwtAuthorities.size,
     });
+    for (const listener of [...this.ownChangeListeners]) listener(this.own.sequenceNumber ?? 0);
     return true;
+  }
+
+  /** Calls `listener` with the new sequence whenever this replica loads a changed bundle; returns the unsubscriber. */
+  onOwnBundleChange(listener: (sequence: number) => void): () => void {
+    this.ownChangeListeners.add(listener);
+    return () => this.ownChangeListeners.delete(listener);
+  }
+
+  /**
+   * The stored bundles of these other (federated) trust domains as SPIFFE JWKS, by trust domain name; trust domains
+   * with no stored bundle are left out.
+   */
+  async federatedJwks(trustDomains: readonly string[]): Promise<Map<string, SpiffeJwks>> {
+    const found = new Map<string, SpiffeJwks>();
+    for (const name of new Set(trustDomains)) {
+      if (name === this.trustDomain.name) continue;
+      const row = await this.bundles.findByTrustDomain(name);
+      if (row === null) continue;
+      const bundle = TrustBundle.create(TrustDomain.parse(name), {
+        x509Authorities: row.x509Authorities.map((der) => Buffer.from(der, 'base64')),
+        jwtAuthorities: row.jwtAuthorities.map(({ kid, jwk }) => [kid, jwk] as const),
+        sequenceNumber: Number(row.sequence),
+        ...(row.refreshHintSeconds !== null && { refreshHintSeconds: row.refreshHintSeconds }),
+      });
+      found.set(name, bundle.toJwks());
+    }
+    return found;
   }
 
   /** Our trust bundle as last loaded. */
