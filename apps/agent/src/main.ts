@@ -1,3 +1,3 @@
-import { buildAgentCli } from './cli.js';
+import { runAgentCli } from './cli.js';
 
-await buildAgentCli().parseAsync(process.argv);
+await runAgentCli(process.argv);

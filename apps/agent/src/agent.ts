@@ -1,0 +1,134 @@
+import { Logger } from '@nestjs/common';
+import { type Logger as PinoLogger } from 'pino';
+import { ServerClient } from './attestation/server-client.js';
+import { type Clock, systemClock } from './common/clock.js';
+import { createRootLogger, PinoLoggerService } from './common/logging.js';
+import { type AgentConfig } from './config.js';
+import { AgentIdentity } from './manager/agent-identity.js';
+import { AgentManager } from './manager/agent-manager.js';
+import { AgentStorage } from './storage/agent-storage.js';
+import { EntrySync } from './svid-cache/entry-sync.js';
+import { JwtSvidCache } from './svid-cache/jwt-svid-cache.js';
+import { SvidCache } from './svid-cache/svid-cache.js';
+import { SvidRotator } from './svid-cache/svid-rotator.js';
+import { WorkloadApiHandler } from './workload-api/workload-api.handler.js';
+import { WorkloadApiServer } from './workload-api/workload-api.server.js';
+import { UnixWorkloadAttestor } from './workload-attestor/unix-attestor.js';
+
+export interface AgentOptions {
+  /** Root logger; by default JSON lines on stdout at the configured level. */
+  readonly logger?: PinoLogger;
+  readonly clock?: Clock;
+}
+
+/** A running agent. */
+export interface RunningAgent {
+  readonly socketPath: string;
+  /** The agent's SPIFFE ID. */
+  readonly agentId: string;
+  /** Settles with the reason when the agent cannot go on (refused by the server and unable to attest again). */
+  readonly fatal: Promise<Error>;
+  /** Closes the Workload API socket (streams end with UNAVAILABLE) and stops every loop; safe to call twice. */
+  stop(): Promise<void>;
+}
+
+/**
+ * The agent's composition root: plain classes wired by hand. The agent serves no HTTP and has a dozen
+ * collaborators with one wiring, so Nest's injector would add start-up time and indirection without removing any
+ * code; only Nest's `Logger` is kept, as the Workload API classes log through it. Order: resume or attest (a
+ * failure stops here, before any socket exists), start the sync loop and the rotator, then open the Workload API,
+ * which answers UNAVAILABLE until the first sync has arrived.
+ */
+export async function startAgent(config: AgentConfig, options: AgentOptions = {}): Promise<RunningAgent> {
+  const root = options.logger ?? createRootLogger(config.logLevel);
+  Logger.overrideLogger(new PinoLoggerService(root));
+  const logger = new Logger('SigilAgent');
+  const clock = options.clock ?? systemClock;
+  if (config.bootstrapTrust.kind === 'insecure') {
+    logger.warn({
+      msg: 'INSECURE BOOTSTRAP: the first server reached is trusted without checking its certificate; use --trust-bundle outside of tests',
+    });
+  }
+
+  const identity = new AgentIdentity(config.bootstrapTrust, config.trustDomain);
+  const client = new ServerClient({
+    addresses: config.serverAddresses,
+    trust: () => identity.trust(),
+    credentials: () => identity.credentials(),
+    logger: new Logger('ServerClient'),
+  });
+  const storage = new AgentStorage(config.dataDir);
+  const cache = new SvidCache(
+    new JwtSvidCache((entryId, audience) => client.signJwtSvid(entryId, audience), clock),
+    clock,
+    new Logger('SvidCache'),
+  );
+  const manager = new AgentManager(identity, client, storage, {
+    attestation: config.attestation,
+    trustDomain: config.trustDomain,
+    onBundle: (bundle) => cache.setOwnBundle(bundle),
+    clock,
+    logger: new Logger('AgentManager'),
+  });
+  await manager.start();
+  const agentId = identity.current()?.spiffeId.toString() ?? '';
+  const ownBundle = identity.ownBundle();
+  if (ownBundle !== undefined) cache.setOwnBundle(ownBundle);
+
+  const rotator = new SvidRotator(cache, client, {
+    bundle: () => identity.ownBundle(),
+    clock,
+    onAgentRefused: (error) => manager.agentRefused(error),
+    logger: new Logger('SvidRotator'),
+  });
+  let synced = false;
+  const sync = new EntrySync(client, cache, rotator, {
+    onOwnBundle: async (bundle) => {
+      identity.setBundle(bundle);
+      await storage.saveBundle(bundle).catch((error: unknown) => {
+        logger.warn({ msg: 'could not persist the trust bundle', reason: (error as Error).message });
+      });
+    },
+    onAgentRefused: (error) => manager.agentRefused(error),
+    onSynced: (revision) => {
+      if (synced) return;
+      synced = true;
+      logger.log({ msg: 'entries synced, serving identities', revision, entries: cache.size });
+    },
+    logger: new Logger('EntrySync'),
+  });
+  sync.start();
+
+  const handler = new WorkloadApiHandler(new UnixWorkloadAttestor(), cache);
+  const server = new WorkloadApiServer({ socketPath: config.socketPath, service: handler.service() });
+  const stopLoops = async (): Promise<void> => {
+    await sync.stop();
+    await rotator.stop();
+    await manager.stop();
+  };
+  try {
+    await server.start();
+  } catch (error) {
+    await stopLoops();
+    throw error;
+  }
+  logger.log({
+    msg: 'sigil-agent running',
+    agentId,
+    socketPath: config.socketPath,
+    servers: config.serverAddresses.map((address) => address.text),
+  });
+
+  let stopping: Promise<void> | undefined;
+  return {
+    socketPath: config.socketPath,
+    agentId,
+    fatal: manager.fatal,
+    stop: () =>
+      (stopping ??= (async () => {
+        await server.stop();
+        await stopLoops();
+        logger.log({ msg: 'sigil-agent stopped' });
+      })()),
+  };
+}

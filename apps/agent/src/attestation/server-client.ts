@@ -1,0 +1,212 @@
+import { type Logger } from '@nestjs/common';
+import { type TrustDomain } from '@sigil/spiffe';
+import {
+  type AgentApi,
+  type AgentSvidResponse,
+  type AttestationResponse,
+  type JwtSvidResponse,
+  type SyncQuery,
+  type SyncResponse,
+  type X509SignResult,
+  MAX_CSR_BATCH,
+  parseAgentSvidResponse,
+  parseAttestationResponse,
+  parseJwtSvidResponse,
+  parseSyncResponse,
+  parseX509SignResults,
+  toBase64,
+} from './agent-api.js';
+import { type ServerAddress } from './server-address.js';
+import {
+  type ClientCredentials,
+  type ServerTrust,
+  type TransportRequest,
+  type TransportResponse,
+  ServerUnavailableError,
+  sendRequest,
+} from './tls-transport.js';
+
+/** The server answered with an error (`{ error, message }`); `kind` is its `error` field. */
+export class AgentApiError extends Error {
+  override readonly name = 'AgentApiError';
+
+  constructor(
+    readonly status: number,
+    readonly kind: string,
+    message: string,
+  ) {
+    super(message);
+  }
+
+  /**
+   * True when the server no longer accepts this agent's SVID (unknown, evicted, banned, or an SVID it did not
+   * issue last): the agent must attest again, or stop.
+   */
+  isAgentRefused(): boolean {
+    return this.status === 401 || this.status === 403;
+  }
+}
+
+export interface ServerClientOptions {
+  readonly addresses: readonly ServerAddress[];
+  /** The current way to authenticate servers (the bundle changes as the CA rotates). */
+  readonly trust: () => ServerTrust;
+  /** The agent SVID for mTLS; undefined before attestation. */
+  readonly credentials: () => ClientCredentials | undefined;
+  /** Timeout of ordinary requests (default 15 s); long polls add their wait to it. */
+  readonly timeoutMs?: number;
+  readonly logger?: Pick<Logger, 'warn' | 'log'>;
+  /** The transport; tests may wrap it. */
+  readonly send?: (address: ServerAddress, request: TransportRequest) => Promise<TransportResponse>;
+}
+
+type Call = Omit<TransportRequest, 'trust' | 'credentials' | 'timeoutMs'> & { timeoutMs?: number; mtls: boolean };
+
+/**
+ * The client of the servers' agent API, failing over between `--server-address` values: a request that cannot
+ * reach or authenticate one server, or that a server answers with 503, goes to the next one at once; the one that
+ * answered stays current for the following requests. Only when every server failed does the caller see
+ * {@link ServerUnavailableError}, and backs off.
+ */
+export class ServerClient implements AgentApi {
+  private current = 0;
+  private readonly timeoutMs: number;
+  private readonly send: NonNullable<ServerClientOptions['send']>;
+
+  constructor(private readonly options: ServerClientOptions) {
+    if (options.addresses.length === 0) throw new Error('server client: at least one server address is required');
+    this.timeoutMs = options.timeoutMs ?? 15_000;
+    this.send = options.send ?? sendRequest;
+  }
+
+  /** The address requests currently go to. */
+  get currentAddress(): ServerAddress {
+    return this.options.addresses[this.current] as ServerAddress;
+  }
+
+  /** `POST /agent/v1/attest/join-token`. */
+  async attestJoinToken(token: string, csrPem: string): Promise<AttestationResponse> {
+    const body = await this.call({
+      method: 'POST',
+      path: '/agent/v1/attest/join-token',
+      body: { token, csr: csrPem },
+      mtls: false,
+    });
+    return parseAttestationResponse(body);
+  }
+
+  /** `POST /agent/v1/attest/x509pop/challenge`: the challenge for this certificate chain (leaf first). */
+  async x509popChallenge(certificates: readonly Uint8Array[]): Promise<{ challengeId: string; nonce: Uint8Array }> {
+    const body = (await this.call({
+      method: 'POST',
+      path: '/agent/v1/attest/x509pop/challenge',
+      body: { certificates: certificates.map(toBase64) },
+      mtls: false,
+    })) as { challenge_id?: unknown; nonce?: unknown } | undefined;
+    if (typeof body?.challenge_id !== 'string' || typeof body.nonce !== 'string') {
+      throw new Error('server answer: x509pop challenge must have challenge_id and nonce strings');
+    }
+    return { challengeId: body.challenge_id, nonce: new Uint8Array(Buffer.from(body.nonce, 'base64')) };
+  }
+
+  /** `POST /agent/v1/attest/x509pop`: the signed challenge and the agent's CSR. */
+  async attestX509pop(challengeId: string, signature: Uint8Array, csrPem: string): Promise<AttestationResponse> {
+    const body = await this.call({
+      method: 'POST',
+      path: '/agent/v1/attest/x509pop',
+      body: { challenge_id: challengeId, signature: toBase64(signature), csr: csrPem },
+      mtls: false,
+    });
+    return parseAttestationResponse(body);
+  }
+
+  async renew(csrPem: string): Promise<AgentSvidResponse> {
+    return parseAgentSvidResponse(
+      await this.call({ method: 'POST', path: '/agent/v1/renew', body: { csr: csrPem }, mtls: true }),
+    );
+  }
+
+  async sync(query: SyncQuery, signal?: AbortSignal): Promise<SyncResponse> {
+    const params = new URLSearchParams({ revision: String(query.revision), wait_ms: String(query.waitMs) });
+    if (query.bundleSequence !== undefined) params.set('bundle_sequence', String(query.bundleSequence));
+    const body = await this.call({
+      method: 'GET',
+      path: `/agent/v1/sync?${params.toString()}`,
+      mtls: true,
+      timeoutMs: this.timeoutMs + query.waitMs,
+      signal,
+    });
+    return parseSyncResponse(body, this.trustDomain());
+  }
+
+  async signX509Svids(csrs: readonly { entryId: string; csrPem: string }[]): Promise<X509SignResult[]> {
+    if (csrs.length > MAX_CSR_BATCH) throw new Error(`csrs: at most ${MAX_CSR_BATCH} per batch, got ${csrs.length}`);
+    const body = await this.call({
+      method: 'POST',
+      path: '/agent/v1/svids/x509',
+      body: { csrs: csrs.map(({ entryId, csrPem }) => ({ entry_id: entryId, csr: csrPem })) },
+      mtls: true,
+    });
+    return parseX509SignResults(body);
+  }
+
+  async signJwtSvid(entryId: string, audience: readonly string[]): Promise<JwtSvidResponse> {
+    const body = await this.call({
+      method: 'POST',
+      path: '/agent/v1/svids/jwt',
+      body: { entry_id: entryId, audience },
+      mtls: true,
+    });
+    return parseJwtSvidResponse(body);
+  }
+
+  private trustDomain(): TrustDomain {
+    const trust = this.options.trust();
+    const trustDomain = trust.kind === 'bundle' ? trust.bundle.trustDomain : trust.trustDomain;
+    if (trustDomain === undefined) throw new Error('server client: the trust domain is not known yet');
+    return trustDomain;
+  }
+
+  private async call(call: Call): Promise<unknown> {
+    const credentials = call.mtls ? this.options.credentials() : undefined;
+    if (call.mtls && credentials === undefined) throw new Error(`${call.path}: the agent has no SVID yet`);
+    const addresses = this.options.addresses;
+    let lastError: ServerUnavailableError | undefined;
+    for (let attempt = 0; attempt < addresses.length; attempt++) {
+      const index = (this.current + attempt) % addresses.length;
+      const address = addresses[index] as ServerAddress;
+      try {
+        const response = await this.send(address, {
+          method: call.method,
+          path: call.path,
+          body: call.body,
+          signal: call.signal,
+          trust: this.options.trust(),
+          credentials,
+          timeoutMs: call.timeoutMs ?? this.timeoutMs,
+        });
+        if (response.status === 503 || response.status === 502) {
+          throw new ServerUnavailableError(`${address.text}: ${errorOf(response).message}`);
+        }
+        if (index !== this.current) {
+          this.options.logger?.log({ msg: 'failed over to another server', server: address.text });
+          this.current = index;
+        }
+        if (response.status >= 200 && response.status < 300) return response.body;
+        throw errorOf(response);
+      } catch (error) {
+        if (!(error instanceof ServerUnavailableError)) throw error;
+        this.options.logger?.warn({ msg: 'server unavailable', server: address.text, reason: error.message });
+        lastError = error;
+      }
+    }
+    throw lastError ?? new ServerUnavailableError('no server address');
+  }
+}
+
+function errorOf(response: TransportResponse): AgentApiError {
+  const body = (response.body ?? {}) as { error?: unknown; message?: unknown };
+  const kind = typeof body.error === 'string' ? body.error : `http_${response.status}`;
+  const message = typeof body.message === 'string' ? body.message : `HTTP ${response.status}`;
+  return new AgentApiError(response.status, kind, message);
+}

@@ -1,0 +1,89 @@
+import { Command } from 'commander';
+import { AgentConfigError, type AgentConfigFlags, loadAgentConfig } from '../config.js';
+import { CliError } from './cli-error.js';
+
+type RunOptions = AgentConfigFlags & { config?: string };
+
+const FLAG_KEYS: readonly (keyof AgentConfigFlags)[] = [
+  'serverAddress',
+  'joinToken',
+  'x509popCert',
+  'x509popKey',
+  'trustBundle',
+  'insecureBootstrap',
+  'trustDomain',
+  'socketPath',
+  'dataDir',
+  'logLevel',
+];
+
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
+
+/**
+ * `sigil-agent run`: validates the configuration before anything starts, attests (or resumes from the data dir),
+ * serves the Workload API until SIGINT/SIGTERM, and exits non-zero with the reason when the agent cannot go on.
+ */
+export function runCommand(): Command {
+  return new Command('run')
+    .description('run the agent (flags override SIGIL_AGENT_* environment variables, which override the config file)')
+    .option('--config <file>', 'JSON config file with snake_case keys (env SIGIL_AGENT_CONFIG)')
+    .option(
+      '--server-address <host:port>',
+      'server agent API address; repeatable or comma-separated, for failover',
+      collect,
+    )
+    .option('--join-token <token>', 'single-use join token to attest with (env SIGIL_AGENT_JOIN_TOKEN)')
+    .option('--x509pop-cert <file>', 'PEM certificate chain (leaf first) to attest with x509pop')
+    .option('--x509pop-key <file>', 'PEM private key of the x509pop certificate')
+    .option('--trust-bundle <file>', "the server's CA certificates (PEM, or a SPIFFE bundle) to authenticate it")
+    .option('--insecure-bootstrap', 'trust the first server reached without checking its certificate (tests only)')
+    .option('--trust-domain <name>', 'trust domain (default: the one the trust bundle names)')
+    .option('--socket-path <path>', 'Workload API socket (default /tmp/sigil-agent/public/api.sock)')
+    .option('--data-dir <dir>', 'data directory for the agent SVID, key and bundle (default .sigil/agent)')
+    .option('--log-level <level>', 'fatal, error, warn, info, debug or trace (default info)')
+    .action(async (options: RunOptions) => {
+      const flags: AgentConfigFlags = {};
+      for (const key of FLAG_KEYS) if (options[key] !== undefined) Object.assign(flags, { [key]: options[key] });
+      let config;
+      try {
+        config = loadAgentConfig({
+          flags,
+          env: process.env,
+          ...(options.config !== undefined && { file: options.config }),
+        });
+      } catch (error) {
+        if (error instanceof AgentConfigError) throw new CliError(error.message);
+        throw error;
+      }
+      // Loaded here, not at the top: the api and healthcheck subcommands must start fast.
+      const { startAgent } = await import('../agent.js');
+      const { AgentFatalError } = await import('../manager/agent-manager.js');
+      let agent;
+      try {
+        agent = await startAgent(config);
+      } catch (error) {
+        if (error instanceof AgentFatalError) throw new CliError(error.message);
+        throw error;
+      }
+      const running = agent;
+      await new Promise<void>((resolve, reject) => {
+        let stopping = false;
+        const stop = (signal: NodeJS.Signals): void => {
+          if (stopping) process.exit(130);
+          stopping = true;
+          process.stderr.write(`sigil-agent: ${signal} received, stopping\n`);
+          running.stop().then(resolve, reject);
+        };
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
+        void running.fatal.then((error) => {
+          if (stopping) return;
+          stopping = true;
+          running.stop().then(
+            () => reject(new CliError(error.message)),
+            () => reject(new CliError(error.message)),
+          );
+        });
+      });
+    });
+}

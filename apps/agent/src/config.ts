@@ -1,0 +1,410 @@
+import 'reflect-metadata';
+import { createPrivateKey } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
+import { certificatesFromPem, pemBlocks } from '@sigil/pki';
+import { TrustBundle, TrustDomain, idFromCertificate } from '@sigil/spiffe';
+import { IsOptional, ValidateBy, validateSync, type ValidationArguments } from 'class-validator';
+import { DEFAULT_WORKLOAD_API_SOCKET } from './workload-api/workload-api.server.js';
+import { parseServerAddress, type ServerAddress } from './attestation/server-address.js';
+
+/**
+ * Agent configuration: raw input (flags > `SIGIL_AGENT_*` env > JSON config file > defaults) validated once with
+ * class-validator, converted to domain types and frozen before anything starts (SPIRE `cmd/spire-agent/cli/run`:
+ * validateConfig, checkForUnknownConfig, NewAgentConfig). Files named by the configuration (trust bundle, x509pop
+ * certificate and key) are read and parsed here too, so a bad file stops the agent before it contacts the server.
+ */
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'];
+
+/** How the agent proves its node's identity when it has no valid stored SVID. */
+export type NodeAttestationConfig =
+  | { readonly method: 'join_token'; readonly token: string }
+  | { readonly method: 'x509pop'; readonly certFile: string; readonly keyFile: string };
+
+/** How the agent authenticates the server before it holds a bundle of its own. */
+export type BootstrapTrust =
+  { readonly kind: 'bundle'; readonly file: string; readonly bundle: TrustBundle } | { readonly kind: 'insecure' };
+
+export interface AgentConfig {
+  /** Servers to talk to, in order of preference; the agent fails over between them. */
+  readonly serverAddresses: readonly ServerAddress[];
+  /** Absent when the agent must resume from its data dir (no join token or x509pop key configured). */
+  readonly attestation: NodeAttestationConfig | undefined;
+  readonly bootstrapTrust: BootstrapTrust;
+  /** Set by `--trust-domain`, or learnt from the trust bundle; undefined only with insecure bootstrap. */
+  readonly trustDomain: TrustDomain | undefined;
+  /** Absolute path of the Workload API socket. */
+  readonly socketPath: string;
+  /** Absolute path of the data dir (agent SVID, key, bundle). */
+  readonly dataDir: string;
+  readonly logLevel: LogLevel;
+}
+
+export const DEFAULT_DATA_DIR = '.sigil/agent';
+
+/** Flags as commander hands them over (camelCase of the `--kebab-case` flag). */
+export interface AgentConfigFlags {
+  serverAddress?: string[];
+  joinToken?: string;
+  x509popCert?: string;
+  x509popKey?: string;
+  trustBundle?: string;
+  insecureBootstrap?: boolean;
+  trustDomain?: string;
+  socketPath?: string;
+  dataDir?: string;
+  logLevel?: string;
+}
+
+export interface LoadAgentConfigInput {
+  flags?: AgentConfigFlags;
+  env?: Readonly<Record<string, string | undefined>>;
+  /** Path of a JSON config file (`--config`, else `SIGIL_AGENT_CONFIG`). */
+  file?: string;
+  /** Directory relative paths are resolved against; defaults to `process.cwd()`. */
+  cwd?: string;
+}
+
+/** Every problem found in the configuration, each naming its key as the operator wrote it. */
+export class AgentConfigError extends Error {
+  override readonly name = 'AgentConfigError';
+
+  constructor(readonly problems: readonly string[]) {
+    super(`invalid agent configuration: ${problems.join('; ')}`);
+  }
+}
+
+// sun_path holds 108 bytes including the terminating NUL.
+const MAX_SOCKET_PATH_BYTES = 107;
+const MAX_JOIN_TOKEN_LENGTH = 256;
+
+const got = (value: unknown): string => `got '${typeof value === 'string' ? value : JSON.stringify(value)}'`;
+
+function rule(name: string, validate: (value: unknown) => boolean, message: string): PropertyDecorator {
+  return ValidateBy({
+    name,
+    validator: {
+      validate,
+      defaultMessage: (args?: ValidationArguments) => `${message}, ${got(args?.value)}`,
+    },
+  });
+}
+
+const isNonEmptyString = (value: unknown): boolean =>
+  typeof value === 'string' && value.trim().length > 0 && !value.includes('\0');
+
+/** `server_address`: one `HOST:PORT`, a comma list of them, or (in the file and from repeated flags) an array. */
+function addressList(value: unknown): string[] | undefined {
+  const items = typeof value === 'string' ? [value] : Array.isArray(value) ? value : undefined;
+  if (items === undefined || items.length === 0 || !items.every((item) => typeof item === 'string')) return undefined;
+  return (items as string[]).flatMap((item) => item.split(',')).map((item) => item.trim());
+}
+
+class RawAgentConfig {
+  @ValidateBy({
+    name: 'isServerAddressList',
+    validator: {
+      validate: (value: unknown) => {
+        const list = addressList(value);
+        return list !== undefined && list.every((item) => typeof parseServerAddress(item) !== 'string');
+      },
+      defaultMessage: (args?: ValidationArguments) => {
+        const list = addressList(args?.value);
+        const bad = list?.map(parseServerAddress).find((parsed) => typeof parsed === 'string');
+        return bad ?? `must be HOST:PORT or a comma-separated list of them, ${got(args?.value)}`;
+      },
+    },
+  })
+  server_address?: unknown;
+
+  // The token is a secret: never echoed in a message.
+  @IsOptional()
+  @ValidateBy({
+    name: 'isJoinToken',
+    validator: {
+      validate: (value: unknown) =>
+        typeof value === 'string' && /^[\x21-\x7e]+$/.test(value) && value.length <= MAX_JOIN_TOKEN_LENGTH,
+      defaultMessage: () => `must be 1 to ${MAX_JOIN_TOKEN_LENGTH} printable characters without spaces`,
+    },
+  })
+  join_token?: unknown;
+
+  @IsOptional() @rule('isNonEmptyString', isNonEmptyString, 'must be a file path') x509pop_cert_file?: unknown;
+  @IsOptional() @rule('isNonEmptyString', isNonEmptyString, 'must be a file path') x509pop_key_file?: unknown;
+  @IsOptional() @rule('isNonEmptyString', isNonEmptyString, 'must be a file path') trust_bundle_file?: unknown;
+
+  @IsOptional()
+  @rule('isBooleanLike', (value) => toBoolean(value) !== undefined, 'must be true or false')
+  insecure_bootstrap?: unknown;
+
+  @IsOptional()
+  @rule(
+    'isTrustDomainName',
+    (value) => {
+      if (typeof value !== 'string') return false;
+      try {
+        return TrustDomain.parse(value).name === value;
+      } catch {
+        return false;
+      }
+    },
+    'must be a trust domain name',
+  )
+  trust_domain?: unknown;
+
+  @IsOptional()
+  @rule(
+    'isSocketPath',
+    (value) =>
+      typeof value === 'string' &&
+      value.length > 0 &&
+      !value.includes('\0') &&
+      Buffer.byteLength(value) <= MAX_SOCKET_PATH_BYTES,
+    `must be a Unix socket path of at most ${MAX_SOCKET_PATH_BYTES} bytes`,
+  )
+  socket_path?: unknown;
+
+  @IsOptional() @rule('isNonEmptyString', isNonEmptyString, 'must be a directory path') data_dir?: unknown;
+
+  @IsOptional()
+  @rule('isLogLevel', (value) => LOG_LEVELS.includes(value as LogLevel), `must be one of ${LOG_LEVELS.join(', ')}`)
+  log_level?: unknown;
+}
+
+type RawKey = keyof RawAgentConfig;
+
+/** Where each key can come from. */
+const SOURCES: Record<RawKey, { flag: keyof AgentConfigFlags; env: string }> = {
+  server_address: { flag: 'serverAddress', env: 'SIGIL_AGENT_SERVER_ADDRESS' },
+  join_token: { flag: 'joinToken', env: 'SIGIL_AGENT_JOIN_TOKEN' },
+  x509pop_cert_file: { flag: 'x509popCert', env: 'SIGIL_AGENT_X509POP_CERT' },
+  x509pop_key_file: { flag: 'x509popKey', env: 'SIGIL_AGENT_X509POP_KEY' },
+  trust_bundle_file: { flag: 'trustBundle', env: 'SIGIL_AGENT_TRUST_BUNDLE' },
+  insecure_bootstrap: { flag: 'insecureBootstrap', env: 'SIGIL_AGENT_INSECURE_BOOTSTRAP' },
+  trust_domain: { flag: 'trustDomain', env: 'SIGIL_AGENT_TRUST_DOMAIN' },
+  socket_path: { flag: 'socketPath', env: 'SIGIL_AGENT_SOCKET_PATH' },
+  data_dir: { flag: 'dataDir', env: 'SIGIL_AGENT_DATA_DIR' },
+  log_level: { flag: 'logLevel', env: 'SIGIL_AGENT_LOG_LEVEL' },
+};
+
+const kebab = (flag: string): string => `--${flag.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`)}`;
+
+function toBoolean(value: unknown): boolean | undefined {
+  if (typeof value === 'boolean') return value;
+  if (value === 'true' || value === '1') return true;
+  if (value === 'false' || value === '0') return false;
+  return undefined;
+}
+
+function readConfigFile(path: string, problems: string[]): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    problems.push(
+      code === undefined
+        ? `--config: ${path} is not valid JSON: ${(error as Error).message}`
+        : `--config: cannot read ${path}: ${code}`,
+    );
+    return {};
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    problems.push(`--config: ${path} must hold a JSON object`);
+    return {};
+  }
+  for (const key of Object.keys(parsed)) {
+    if (!(key in SOURCES)) problems.push(`${key}: unknown key in config file ${path}`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+/** Reads a file named by key `label`, recording why it cannot be read. */
+function readNamedFile(label: string, path: string, problems: string[]): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (error) {
+    problems.push(`${label}: cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
+    return undefined;
+  }
+}
+
+/** The trust domain named by a CA certificate's URI SAN (`spiffe://<td>`). */
+function trustDomainOfAuthority(bundle: TrustBundle): TrustDomain | string {
+  const names = new Set<string>();
+  for (const certificate of bundle.x509Authorities) {
+    try {
+      names.add(idFromCertificate(certificate).trustDomain.name);
+    } catch {
+      // No single spiffe:// URI SAN: the other authorities may name the trust domain.
+    }
+  }
+  if (names.size !== 1) {
+    return names.size === 0
+      ? 'names no trust domain (no CA certificate has a spiffe:// URI SAN): set --trust-domain'
+      : `names several trust domains (${[...names].sort().join(', ')}): set --trust-domain`;
+  }
+  return TrustDomain.parse([...names][0] as string);
+}
+
+/**
+ * Parses a trust bundle file: PEM CA certificates (`sigil-server bundle show`) or a SPIFFE bundle in JWKS form
+ * (`bundle show --format spiffe`). The trust domain is `configured` or, when absent, the one its CAs name.
+ */
+export function parseTrustBundleFile(
+  text: string,
+  configured: TrustDomain | undefined,
+): { bundle: TrustBundle; trustDomain: TrustDomain } | string {
+  const placeholder = configured ?? TrustDomain.parse('unknown.invalid');
+  let bundle: TrustBundle;
+  try {
+    bundle = text.trimStart().startsWith('{')
+      ? TrustBundle.parseJwks(placeholder, text)
+      : TrustBundle.fromX509Pem(placeholder, text);
+  } catch (error) {
+    return `is neither PEM CA certificates nor a SPIFFE bundle: ${(error as Error).message}`;
+  }
+  if (bundle.x509Authorities.length === 0) return 'holds no X.509 authority';
+  const named = trustDomainOfAuthority(bundle);
+  if (configured === undefined) {
+    if (typeof named === 'string') return named;
+    return {
+      bundle: TrustBundle.create(named, {
+        x509Authorities: bundle.x509Authorities,
+        jwtAuthorities: bundle.jwtAuthorities,
+        ...(bundle.sequenceNumber !== undefined && { sequenceNumber: bundle.sequenceNumber }),
+        ...(bundle.refreshHintSeconds !== undefined && { refreshHintSeconds: bundle.refreshHintSeconds }),
+      }),
+      trustDomain: named,
+    };
+  }
+  if (typeof named !== 'string' && !named.equals(configured)) {
+    return `holds authorities of trust domain ${named.name}, not of the configured ${configured.name}`;
+  }
+  return { bundle, trustDomain: configured };
+}
+
+/** Checks an x509pop certificate chain and key file: PEM certificates, and one PEM private key that parses. */
+function checkX509popFiles(labels: { cert: string; key: string }, certFile: string, keyFile: string): string[] {
+  const problems: string[] = [];
+  const certText = readNamedFile(labels.cert, certFile, problems);
+  if (certText !== undefined) {
+    try {
+      if (certificatesFromPem(certText).length === 0) problems.push(`${labels.cert}: ${certFile} holds no certificate`);
+    } catch (error) {
+      problems.push(`${labels.cert}: ${certFile} is not PEM certificates: ${(error as Error).message}`);
+    }
+  }
+  const keyText = readNamedFile(labels.key, keyFile, problems);
+  if (keyText !== undefined) {
+    try {
+      const keys = pemBlocks(keyText).filter((block) => block.label.endsWith('PRIVATE KEY'));
+      if (keys.length !== 1) throw new Error(`expected one PRIVATE KEY block, found ${keys.length}`);
+      createPrivateKey(keyText);
+    } catch (error) {
+      problems.push(`${labels.key}: ${keyFile} is not a PEM private key: ${(error as Error).message}`);
+    }
+  }
+  return problems;
+}
+
+/**
+ * Loads and validates the agent configuration. Throws {@link AgentConfigError} listing every bad key, named as the
+ * operator wrote it (`--server-address`, `SIGIL_AGENT_SERVER_ADDRESS` or the file's `server_address`).
+ */
+export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
+  const { flags = {}, env = {}, cwd = process.cwd() } = input;
+  const problems: string[] = [];
+  const filePath = input.file ?? env['SIGIL_AGENT_CONFIG'];
+  const fileValues = filePath ? readConfigFile(resolve(cwd, filePath), problems) : {};
+
+  const raw = new RawAgentConfig();
+  const label = new Map<RawKey, string>();
+  for (const key of Object.keys(SOURCES) as RawKey[]) {
+    const source = SOURCES[key];
+    const flagValue = flags[source.flag];
+    const envValue = env[source.env];
+    const fromFlag = Array.isArray(flagValue) ? flagValue.length > 0 : flagValue !== undefined;
+    if (fromFlag) {
+      raw[key] = flagValue;
+      label.set(key, kebab(source.flag));
+    } else if (envValue !== undefined && envValue !== '') {
+      raw[key] = envValue;
+      label.set(key, source.env);
+    } else if (fileValues[key] !== undefined) {
+      raw[key] = fileValues[key];
+      label.set(key, key);
+    } else {
+      label.set(key, kebab(source.flag));
+    }
+  }
+
+  for (const error of validateSync(raw)) {
+    for (const message of Object.values(error.constraints ?? {})) {
+      const key = error.property as RawKey;
+      const what = key === 'server_address' && raw.server_address === undefined ? 'is required' : message;
+      problems.push(`${label.get(key)}: ${what}`);
+    }
+  }
+  if (problems.length > 0) throw new AgentConfigError(problems);
+
+  const name = (key: RawKey): string => label.get(key) as string;
+  const path = (value: unknown): string =>
+    isAbsolute(value as string) ? (value as string) : resolve(cwd, value as string);
+
+  const certFile = raw.x509pop_cert_file as string | undefined;
+  const keyFile = raw.x509pop_key_file as string | undefined;
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    const [missing, other] = certFile === undefined ? ['x509pop_cert_file', 'key'] : ['x509pop_key_file', 'cert'];
+    problems.push(`${name(missing as RawKey)}: required when the x509pop ${other} file is set`);
+  }
+  if (raw.join_token !== undefined && certFile !== undefined) {
+    problems.push(`${name('join_token')}: use either a join token or x509pop, not both`);
+  }
+  const insecure = toBoolean(raw.insecure_bootstrap) ?? false;
+  const bundleFile = raw.trust_bundle_file as string | undefined;
+  if (insecure && bundleFile !== undefined) {
+    problems.push(`${name('trust_bundle_file')}: set either a trust bundle or insecure bootstrap, not both`);
+  } else if (!insecure && bundleFile === undefined) {
+    problems.push(`${name('trust_bundle_file')}: required (the server's CA certificates), unless --insecure-bootstrap`);
+  }
+  if (problems.length > 0) throw new AgentConfigError(problems);
+
+  let trustDomain = raw.trust_domain === undefined ? undefined : TrustDomain.parse(raw.trust_domain as string);
+  let bootstrapTrust: BootstrapTrust = { kind: 'insecure' };
+  if (bundleFile !== undefined) {
+    const file = path(bundleFile);
+    const text = readNamedFile(name('trust_bundle_file'), file, problems);
+    if (text !== undefined) {
+      const parsed = parseTrustBundleFile(text, trustDomain);
+      if (typeof parsed === 'string') problems.push(`${name('trust_bundle_file')}: ${file} ${parsed}`);
+      else {
+        bootstrapTrust = { kind: 'bundle', file, bundle: parsed.bundle };
+        trustDomain = parsed.trustDomain;
+      }
+    }
+  }
+  let attestation: NodeAttestationConfig | undefined;
+  if (raw.join_token !== undefined) attestation = { method: 'join_token', token: raw.join_token as string };
+  if (certFile !== undefined && keyFile !== undefined) {
+    const files = { certFile: path(certFile), keyFile: path(keyFile) };
+    const labels = { cert: name('x509pop_cert_file'), key: name('x509pop_key_file') };
+    problems.push(...checkX509popFiles(labels, files.certFile, files.keyFile));
+    attestation = { method: 'x509pop', ...files };
+  }
+  if (problems.length > 0) throw new AgentConfigError(problems);
+
+  const servers = addressList(raw.server_address) as string[];
+  const config: AgentConfig = {
+    serverAddresses: Object.freeze(servers.map((each) => parseServerAddress(each) as ServerAddress)),
+    attestation: attestation && Object.freeze(attestation),
+    bootstrapTrust: Object.freeze(bootstrapTrust),
+    trustDomain,
+    socketPath: path((raw.socket_path as string | undefined) ?? DEFAULT_WORKLOAD_API_SOCKET),
+    dataDir: path((raw.data_dir as string | undefined) ?? DEFAULT_DATA_DIR),
+    logLevel: ((raw.log_level as string | undefined) ?? 'info') as LogLevel,
+  };
+  return Object.freeze(config);
+}

@@ -1,0 +1,302 @@
+import { X509Certificate } from 'node:crypto';
+import { type Logger } from '@nestjs/common';
+import { type KeyType, createCsr, exportPrivateKeyPkcs8, generateKeyPair } from '@sigil/pki';
+import { type TrustBundle, type TrustDomain, idFromCertificate, parseX509Svid, verifyX509Svid } from '@sigil/spiffe';
+import { type AgentSvidResponse } from '../attestation/agent-api.js';
+import { type AttestationApi, attestNode } from '../attestation/node-attestor.js';
+import { AgentApiError, type ServerClient } from '../attestation/server-client.js';
+import { ServerUnavailableError } from '../attestation/tls-transport.js';
+import { Backoff, sleep } from '../common/backoff.js';
+import { type Clock, systemClock } from '../common/clock.js';
+import { type NodeAttestationConfig } from '../config.js';
+import { type AgentState, type AgentStorage, decideResume, joinTokenDigest } from '../storage/agent-storage.js';
+import { rotationTime } from '../svid-cache/rotation.js';
+import { type AgentIdentity, type CurrentAgentSvid } from './agent-identity.js';
+
+export interface AgentManagerOptions {
+  readonly attestation: NodeAttestationConfig | undefined;
+  readonly trustDomain: TrustDomain | undefined;
+  /** Told about every new bundle of our trust domain (attestation, re-attestation). */
+  readonly onBundle?: (bundle: TrustBundle) => void;
+  readonly clock?: Clock;
+  readonly random?: () => number;
+  readonly keyType?: KeyType;
+  readonly backoff?: Backoff;
+  readonly logger?: Pick<Logger, 'log' | 'warn' | 'error'>;
+}
+
+/** The agent cannot go on (refused by the server and unable to attest again); the message says what to do. */
+export class AgentFatalError extends Error {
+  override readonly name = 'AgentFatalError';
+}
+
+/** Longest a renewal timer sleeps before looking again. */
+const MAX_TIMER_MS = 60_000;
+const AGENT_PATH_PREFIX = '/sigil/agent/';
+
+/**
+ * The agent's own identity over its life (SPIRE `pkg/agent/attestor/node` + the agent SVID rotation of
+ * `pkg/agent/manager`): resume from the data dir when the stored SVID is still good, else attest; renew the SVID at
+ * half life (± 10 %) with a fresh key; and when the server no longer accepts the agent (evicted, unknown, expired
+ * SVID), attest again if the method allows it (x509pop, or a join token not used yet) or stop with a clear message.
+ */
+export class AgentManager {
+  private readonly clock: Clock;
+  private readonly random: () => number;
+  private readonly backoff: Backoff;
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private reattesting: Promise<void> | undefined;
+  private renewAt: Date | undefined;
+  private renewing: Promise<void> | undefined;
+  private failFatal: ((error: AgentFatalError) => void) | undefined;
+  /** Settles when the agent must stop; never resolves while all is well. */
+  readonly fatal: Promise<AgentFatalError>;
+
+  constructor(
+    private readonly identity: AgentIdentity,
+    private readonly client: AttestationApi & Pick<ServerClient, 'renew'>,
+    private readonly storage: AgentStorage,
+    private readonly options: AgentManagerOptions,
+  ) {
+    this.clock = options.clock ?? systemClock;
+    this.random = options.random ?? Math.random;
+    this.backoff = options.backoff ?? new Backoff(1000, 30_000, this.random);
+    this.fatal = new Promise((resolve) => {
+      this.failFatal = resolve;
+    });
+  }
+
+  /**
+   * Resumes or attests, then arms the renewal timer. Throws {@link AgentFatalError} when neither is possible;
+   * retries while no server can be reached.
+   */
+  async start(): Promise<void> {
+    await this.storage.prepare();
+    let stored: AgentState | undefined;
+    try {
+      stored = await this.storage.load(this.options.trustDomain);
+    } catch (error) {
+      this.options.logger?.warn({
+        msg: 'stored agent state is unreadable, ignoring it',
+        reason: (error as Error).message,
+      });
+    }
+    const decision = await decideResume(stored, { now: this.clock.now(), trustDomain: this.options.trustDomain });
+    if (decision.resume) {
+      this.install(decision.state, this.clock.now());
+      this.options.logger?.log({
+        msg: 'resumed with the stored agent SVID, no attestation needed',
+        agentId: decision.spiffeId.toString(),
+        expiresAt: decision.expiresAt.toISOString(),
+      });
+    } else {
+      const method = this.options.attestation;
+      if (method === undefined) {
+        throw new AgentFatalError(
+          `cannot start: ${decision.reason}, and neither --join-token nor --x509pop-cert/--x509pop-key is set to attest with`,
+        );
+      }
+      if (method.method === 'join_token' && stored?.joinTokenSha256 === joinTokenDigest(method.token)) {
+        throw new AgentFatalError(
+          `cannot start: ${decision.reason}, and the configured join token was already used by this agent: ` +
+            `generate a new one with 'sigil-server token generate' and pass it with --join-token`,
+        );
+      }
+      this.options.logger?.log({ msg: 'attesting this node', method: method.method, reason: decision.reason });
+      await this.retryWhileUnavailable(() => this.attest(method));
+    }
+    this.arm();
+  }
+
+  /**
+   * The server refused the agent's SVID (401/403 on an mTLS route): attest again when possible, else stop. Calls
+   * during a re-attestation share it.
+   */
+  agentRefused(error: AgentApiError): void {
+    if (this.stopped || this.reattesting !== undefined) return;
+    this.reattesting = this.reattest(error).finally(() => {
+      this.reattesting = undefined;
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await Promise.allSettled([this.reattesting, this.renewing]);
+  }
+
+  private async reattest(refusal: AgentApiError): Promise<void> {
+    const method = this.options.attestation;
+    const used = this.identity.current()?.state.joinTokenSha256;
+    const canAttest = method !== undefined && (method.method === 'x509pop' || joinTokenDigest(method.token) !== used);
+    if (!canAttest) {
+      this.failFatal?.(
+        new AgentFatalError(
+          `the server refused this agent (${refusal.message}) and it cannot attest again: ` +
+            (method === undefined
+              ? 'no attestation method is configured'
+              : 'its join token was already used; generate a new one with ' +
+                `'sigil-server token generate' and restart the agent with --join-token`),
+        ),
+      );
+      return;
+    }
+    this.options.logger?.warn({
+      msg: 'the server refused this agent, attesting again',
+      method: method.method,
+      reason: refusal.message,
+    });
+    try {
+      await this.retryWhileUnavailable(() => this.attest(method));
+      this.arm();
+    } catch (error) {
+      this.failFatal?.(new AgentFatalError(`re-attestation failed: ${(error as Error).message}`));
+    }
+  }
+
+  private async attest(method: NodeAttestationConfig): Promise<void> {
+    const keys = await generateKeyPair(this.options.keyType);
+    const privateKeyPkcs8 = exportPrivateKeyPkcs8(keys.privateKey);
+    const csr = await createCsr({ keys });
+    let response;
+    try {
+      response = await attestNode(this.client, method, csr.pem);
+    } catch (error) {
+      if (error instanceof AgentApiError) {
+        throw new AgentFatalError(`node attestation (${method.method}) refused by the server: ${error.message}`);
+      }
+      throw error;
+    }
+    const receivedAt = this.clock.now();
+    await this.checkAgentSvid(response, privateKeyPkcs8, response.bundle, receivedAt);
+    const state: AgentState = {
+      svidChain: response.chain,
+      privateKeyPkcs8,
+      bundle: response.bundle,
+      attestationMethod: method.method,
+      ...(method.method === 'join_token' && { joinTokenSha256: joinTokenDigest(method.token) }),
+    };
+    await this.storage.save(state, response.spiffeId);
+    this.install(state, receivedAt);
+    this.options.onBundle?.(response.bundle);
+    this.options.logger?.log({
+      msg: 'node attested',
+      agentId: response.spiffeId.toString(),
+      method: method.method,
+      expiresAt: response.expiresAt.toISOString(),
+    });
+  }
+
+  private async renew(): Promise<void> {
+    const current = this.identity.current();
+    if (current === undefined) return;
+    const keys = await generateKeyPair(this.options.keyType);
+    const privateKeyPkcs8 = exportPrivateKeyPkcs8(keys.privateKey);
+    const response = await this.client.renew((await createCsr({ keys })).pem);
+    const receivedAt = this.clock.now();
+    const bundle = this.identity.ownBundle() ?? current.state.bundle;
+    await this.checkAgentSvid(response, privateKeyPkcs8, bundle, receivedAt);
+    if (!response.spiffeId.equals(current.spiffeId)) {
+      throw new Error(
+        `renewed agent SVID names ${response.spiffeId.toString()}, expected ${current.spiffeId.toString()}`,
+      );
+    }
+    const state: AgentState = { ...current.state, bundle, svidChain: response.chain, privateKeyPkcs8 };
+    await this.storage.save(state, response.spiffeId);
+    this.install(state, receivedAt);
+    this.options.logger?.log({
+      msg: 'agent SVID renewed',
+      agentId: response.spiffeId.toString(),
+      expiresAt: response.expiresAt.toISOString(),
+    });
+  }
+
+  private async checkAgentSvid(
+    response: AgentSvidResponse,
+    privateKeyPkcs8: Uint8Array,
+    bundle: TrustBundle,
+    now: Date,
+  ): Promise<void> {
+    const svid = await parseX509Svid([...response.chain], privateKeyPkcs8);
+    const { trustDomain } = this.options;
+    if (!svid.spiffeId.equals(response.spiffeId) || !svid.spiffeId.path.startsWith(AGENT_PATH_PREFIX)) {
+      throw new Error(`server issued an agent SVID for ${svid.spiffeId.toString()}, not an agent ID`);
+    }
+    if (trustDomain !== undefined && !svid.spiffeId.trustDomain.equals(trustDomain)) {
+      throw new Error(
+        `server issued an agent SVID in trust domain ${svid.spiffeId.trustDomain.name}, not ${trustDomain.name}`,
+      );
+    }
+    await verifyX509Svid([...response.chain], bundle, { now });
+  }
+
+  private install(state: AgentState, receivedAt: Date): void {
+    const leaf = new X509Certificate(state.svidChain[0] as Uint8Array);
+    const svid: CurrentAgentSvid = {
+      state,
+      spiffeId: idFromCertificate(state.svidChain[0] as Uint8Array),
+      notBefore: new Date(leaf.validFrom),
+      expiresAt: new Date(leaf.validTo),
+      receivedAt,
+    };
+    this.identity.install(svid);
+    this.renewAt = rotationTime({ notBefore: svid.notBefore, notAfter: svid.expiresAt }, receivedAt, this.random);
+  }
+
+  /** Arms the renewal timer for `at` (default: the current SVID's renewal time). */
+  private arm(at: Date | undefined = this.renewAt): void {
+    clearTimeout(this.timer);
+    if (this.stopped || at === undefined) return;
+    const delay = Math.min(Math.max(0, at.getTime() - this.clock.now().getTime()), MAX_TIMER_MS);
+    this.timer = setTimeout(() => {
+      if (this.clock.now().getTime() < at.getTime()) {
+        this.arm(at);
+        return;
+      }
+      this.renewing ??= this.renewOnce().finally(() => {
+        this.renewing = undefined;
+      });
+    }, delay);
+  }
+
+  private async renewOnce(): Promise<void> {
+    try {
+      await this.renew();
+      this.backoff.reset();
+      this.arm();
+    } catch (error) {
+      if (error instanceof AgentApiError && error.isAgentRefused()) {
+        this.agentRefused(error);
+        return;
+      }
+      const delay = this.backoff.next();
+      this.options.logger?.warn({
+        msg: 'agent SVID renewal failed, will retry',
+        retryInMs: delay,
+        reason: (error as Error).message,
+      });
+      this.arm(new Date(this.clock.now().getTime() + delay));
+    }
+  }
+
+  /** Runs `attempt` until it succeeds or fails for another reason than an unreachable server. */
+  private async retryWhileUnavailable(attempt: () => Promise<void>): Promise<void> {
+    for (;;) {
+      try {
+        await attempt();
+        this.backoff.reset();
+        return;
+      } catch (error) {
+        if (!(error instanceof ServerUnavailableError) || this.stopped) throw error;
+        const delay = this.backoff.next();
+        this.options.logger?.warn({
+          msg: 'no server reachable for attestation, will retry',
+          retryInMs: delay,
+          reason: error.message,
+        });
+        await sleep(delay);
+      }
+    }
+  }
+}

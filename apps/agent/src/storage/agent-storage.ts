@@ -1,0 +1,180 @@
+import { createHash } from 'node:crypto';
+import { readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { PEM_LABEL, certificatesToPem, pemBlocks, toPem } from '@sigil/pki';
+import { SpiffeId, TrustBundle, type TrustDomain, parseX509Svid, verifyX509Svid } from '@sigil/spiffe';
+import { ensurePrivateDir, writeFileAtomic } from './atomic-file.js';
+
+/** How the agent attested when it got its current SVID. */
+export type AttestationMethod = 'join_token' | 'x509pop';
+
+/** The agent's identity as it is kept on disk (SPIRE `pkg/agent/storage`). */
+export interface AgentState {
+  /** DER certificates of the agent SVID, leaf first. */
+  readonly svidChain: readonly Uint8Array[];
+  /** PKCS#8 DER of the agent SVID's private key. */
+  readonly privateKeyPkcs8: Uint8Array;
+  /** The latest bundle of our trust domain, with its `spiffe_sequence`. */
+  readonly bundle: TrustBundle;
+  readonly attestationMethod: AttestationMethod;
+  /** SHA-256 (hex) of the join token the agent attested with, to recognise a token that was already used. */
+  readonly joinTokenSha256?: string | undefined;
+}
+
+/** What `decideResume` concludes about the stored state. */
+export type ResumeDecision =
+  | { readonly resume: true; readonly state: AgentState; readonly spiffeId: SpiffeId; readonly expiresAt: Date }
+  | { readonly resume: false; readonly reason: string };
+
+export const SVID_FILE = 'agent-svid.pem';
+export const KEY_FILE = 'agent-key.pem';
+export const BUNDLE_FILE = 'bundle.json';
+export const META_FILE = 'agent.json';
+
+interface Meta {
+  spiffe_id: string;
+  attestation_method: AttestationMethod;
+  join_token_sha256?: string;
+}
+
+/** SHA-256 of a join token in hex: what the agent remembers of a token instead of the token itself. */
+export function joinTokenDigest(token: string): string {
+  return createHash('sha256').update(token, 'utf8').digest('hex');
+}
+
+function errorCode(error: unknown): string | undefined {
+  return error instanceof Error && 'code' in error && typeof error.code === 'string' ? error.code : undefined;
+}
+
+/**
+ * The agent's data dir: its SVID chain (`agent-svid.pem`), private key (`agent-key.pem`, PKCS#8), trust bundle
+ * (`bundle.json`, SPIFFE JWKS with its sequence) and attestation facts (`agent.json`), each a 0600 file in a 0700
+ * dir, each written atomically. The key is written before the SVID, so a crash between the two leaves a pair
+ * that fails the key check of {@link decideResume} and the agent attests again, rather than a half-written file.
+ */
+export class AgentStorage {
+  constructor(readonly dataDir: string) {}
+
+  /** Creates the data dir (0700) if needed. */
+  prepare(): Promise<void> {
+    return ensurePrivateDir(this.dataDir);
+  }
+
+  /** Persists a new agent identity (attestation or renewal). */
+  async save(state: AgentState, spiffeId: SpiffeId): Promise<void> {
+    await this.prepare();
+    const meta: Meta = {
+      spiffe_id: spiffeId.toString(),
+      attestation_method: state.attestationMethod,
+      ...(state.joinTokenSha256 !== undefined && { join_token_sha256: state.joinTokenSha256 }),
+    };
+    await writeFileAtomic(this.path(META_FILE), `${JSON.stringify(meta, null, 2)}\n`);
+    await writeFileAtomic(this.path(KEY_FILE), toPem(PEM_LABEL.privateKey, state.privateKeyPkcs8));
+    await writeFileAtomic(this.path(SVID_FILE), certificatesToPem([...state.svidChain]));
+    await this.saveBundle(state.bundle);
+  }
+
+  /** Persists a newer bundle of our trust domain. */
+  async saveBundle(bundle: TrustBundle): Promise<void> {
+    await writeFileAtomic(this.path(BUNDLE_FILE), `${JSON.stringify(bundle.toJwks(), null, 2)}\n`);
+  }
+
+  /**
+   * Reads the stored state. Undefined when the agent never attested (no SVID file); throws, naming the file, when
+   * a file exists but cannot be read or parsed.
+   */
+  async load(trustDomain: TrustDomain | undefined): Promise<AgentState | undefined> {
+    const svidPem = await this.read(SVID_FILE);
+    if (svidPem === undefined) return undefined;
+    const keyPem = await this.read(KEY_FILE);
+    const bundleJson = await this.read(BUNDLE_FILE);
+    const metaJson = await this.read(META_FILE);
+    if (keyPem === undefined || bundleJson === undefined || metaJson === undefined) {
+      throw new Error(
+        `data dir ${this.dataDir}: ${SVID_FILE} exists but ${KEY_FILE}, ${BUNDLE_FILE} or ${META_FILE} is missing`,
+      );
+    }
+    const svidChain = this.parse(SVID_FILE, () => pemBlocks(svidPem).map((block) => block.der));
+    const keys = this.parse(KEY_FILE, () => pemBlocks(keyPem).filter((block) => block.label === PEM_LABEL.privateKey));
+    if (keys.length !== 1) throw new Error(`${this.path(KEY_FILE)}: must hold exactly one PRIVATE KEY block`);
+    const meta = this.parse(META_FILE, () => JSON.parse(metaJson) as Meta);
+    const spiffeId = this.parse(META_FILE, () => SpiffeId.parse(meta.spiffe_id));
+    if (meta.attestation_method !== 'join_token' && meta.attestation_method !== 'x509pop') {
+      throw new Error(`${this.path(META_FILE)}: attestation_method must be join_token or x509pop`);
+    }
+    const bundle = this.parse(BUNDLE_FILE, () =>
+      TrustBundle.parseJwks(trustDomain ?? spiffeId.trustDomain, bundleJson),
+    );
+    return {
+      svidChain,
+      privateKeyPkcs8: (keys[0] as { der: Uint8Array }).der,
+      bundle,
+      attestationMethod: meta.attestation_method,
+      ...(meta.join_token_sha256 !== undefined && { joinTokenSha256: meta.join_token_sha256 }),
+    };
+  }
+
+  /** Removes the stored identity (not the bundle): the agent must attest again. */
+  async forgetSvid(): Promise<void> {
+    await rm(this.path(SVID_FILE), { force: true });
+    await rm(this.path(KEY_FILE), { force: true });
+  }
+
+  private path(name: string): string {
+    return join(this.dataDir, name);
+  }
+
+  private async read(name: string): Promise<string | undefined> {
+    try {
+      return await readFile(this.path(name), 'utf8');
+    } catch (error) {
+      if (errorCode(error) === 'ENOENT') return undefined;
+      throw new Error(`${this.path(name)}: cannot read: ${errorCode(error) ?? (error as Error).message}`);
+    }
+  }
+
+  private parse<T>(name: string, parse: () => T): T {
+    try {
+      return parse();
+    } catch (error) {
+      throw new Error(`${this.path(name)}: ${(error as Error).message}`);
+    }
+  }
+}
+
+/**
+ * Whether the agent may resume with its stored identity instead of attesting (DESIGN.md §5.4): the SVID must be
+ * valid at `now`, chain to the stored bundle, belong to the configured trust domain, and match the stored key.
+ */
+export async function decideResume(
+  state: AgentState | undefined,
+  options: { now: Date; trustDomain: TrustDomain | undefined },
+): Promise<ResumeDecision> {
+  if (state === undefined) return { resume: false, reason: 'no stored agent SVID' };
+  let svid;
+  try {
+    svid = await parseX509Svid([...state.svidChain], state.privateKeyPkcs8);
+  } catch (error) {
+    return { resume: false, reason: `stored agent SVID is unusable: ${(error as Error).message}` };
+  }
+  if (options.trustDomain !== undefined && !svid.spiffeId.trustDomain.equals(options.trustDomain)) {
+    return {
+      resume: false,
+      reason: `stored agent SVID is of trust domain ${svid.spiffeId.trustDomain.name}, not the configured ${options.trustDomain.name}`,
+    };
+  }
+  const leaf = svid.certificates[0];
+  const expiresAt = leaf?.notAfter ?? new Date(0);
+  if (expiresAt.getTime() <= options.now.getTime()) {
+    return { resume: false, reason: `stored agent SVID expired at ${expiresAt.toISOString()}` };
+  }
+  try {
+    await verifyX509Svid([...state.svidChain], state.bundle, { now: options.now });
+  } catch (error) {
+    return {
+      resume: false,
+      reason: `stored agent SVID does not verify against the stored bundle: ${(error as Error).message}`,
+    };
+  }
+  return { resume: true, state, spiffeId: svid.spiffeId, expiresAt };
+}

@@ -1,0 +1,106 @@
+import { type Logger } from '@nestjs/common';
+import { type TrustBundle } from '@sigil/spiffe';
+import { type AgentApi } from '../attestation/agent-api.js';
+import { AgentApiError } from '../attestation/server-client.js';
+import { Backoff, sleep } from '../common/backoff.js';
+import { type SvidCache } from './svid-cache.js';
+import { type SvidRotator } from './svid-rotator.js';
+
+export interface EntrySyncOptions {
+  /** How long the server may hold a sync open when nothing changed (default 25 s; the server caps it at 30 s). */
+  readonly waitMs?: number;
+  /** Called after the bundle of our trust domain changed (the agent manager persists it). */
+  readonly onOwnBundle?: (bundle: TrustBundle) => void | Promise<void>;
+  /** Called when the server refuses the agent itself (401/403). */
+  readonly onAgentRefused?: (error: AgentApiError) => void;
+  /** Called after each successful sync (readiness, tests). */
+  readonly onSynced?: (revision: number) => void;
+  readonly backoff?: Backoff;
+  readonly logger?: Pick<Logger, 'warn' | 'log' | 'debug'>;
+}
+
+/**
+ * The long-poll sync loop: asks the server for the changes of authorised entries since the last revision it saw
+ * (and the bundle, when its sequence moved), holding the request open until something changes, so a new entry
+ * reaches the cache, and a signing pass, as soon as the server knows of it. Errors back off with jitter; the
+ * cache keeps serving meanwhile.
+ */
+export class EntrySync {
+  private revision = 0;
+  private readonly waitMs: number;
+  private readonly backoff: Backoff;
+  private readonly abort = new AbortController();
+  private loop: Promise<void> | undefined;
+
+  constructor(
+    private readonly api: Pick<AgentApi, 'sync'>,
+    private readonly cache: SvidCache,
+    private readonly rotator: SvidRotator,
+    private readonly options: EntrySyncOptions = {},
+  ) {
+    this.waitMs = options.waitMs ?? 25_000;
+    this.backoff = options.backoff ?? new Backoff(500, 30_000);
+  }
+
+  /** The revision of the last sync applied. */
+  get lastRevision(): number {
+    return this.revision;
+  }
+
+  start(): void {
+    this.loop ??= this.run();
+  }
+
+  /** Ends the loop (an open long poll is aborted) and waits for it. */
+  async stop(): Promise<void> {
+    this.abort.abort(new Error('the agent is stopping'));
+    await this.loop;
+  }
+
+  /** One sync, without waiting on the server (the first one, before the Workload API opens). */
+  async syncOnce(waitMs = 0): Promise<void> {
+    await this.syncAndApply(waitMs);
+  }
+
+  private async run(): Promise<void> {
+    const signal = this.abort.signal;
+    while (!signal.aborted) {
+      try {
+        await this.syncAndApply(this.waitMs);
+        this.backoff.reset();
+      } catch (error) {
+        if (signal.aborted) break;
+        if (error instanceof AgentApiError && error.isAgentRefused()) this.options.onAgentRefused?.(error);
+        const delay = this.backoff.next();
+        this.options.logger?.warn({
+          msg: 'entry sync failed, will retry',
+          retryInMs: delay,
+          reason: (error as Error).message,
+        });
+        await sleep(delay, signal).catch(() => undefined);
+      }
+    }
+  }
+
+  private async syncAndApply(waitMs: number): Promise<void> {
+    const sync = await this.api.sync(
+      { revision: this.revision, bundleSequence: this.cache.ownBundleSequence(), waitMs },
+      this.abort.signal,
+    );
+    const { ownBundleChanged } = this.cache.applySync(sync);
+    this.revision = sync.revision;
+    this.options.logger?.debug({
+      msg: 'entries synced',
+      revision: sync.revision,
+      full: sync.full,
+      changed: sync.entries.length,
+      deleted: sync.deletedIds.length,
+    });
+    if (ownBundleChanged) {
+      this.options.logger?.log({ msg: 'trust bundle updated', sequence: sync.bundle.sequenceNumber });
+      await this.options.onOwnBundle?.(sync.bundle);
+    }
+    this.rotator.schedule();
+    this.options.onSynced?.(sync.revision);
+  }
+}

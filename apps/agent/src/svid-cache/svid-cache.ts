@@ -1,0 +1,269 @@
+import { type Logger } from '@nestjs/common';
+import { type TrustBundle } from '@sigil/spiffe';
+import { type AgentEntry, type SyncResponse } from '../attestation/agent-api.js';
+import { type Clock, systemClock } from '../common/clock.js';
+import { type IdentityCache } from '../workload-api/workload-api.handler.js';
+import { type AgentBundles, type WorkloadIdentity } from '../workload-api/workload-responses.js';
+import { type Selector, matchesAllSelectors } from '../workload-attestor/selector.js';
+import { type JwtSvidCache } from './jwt-svid-cache.js';
+
+/** An X509-SVID the agent holds for an entry, with its private key (generated here, never sent). */
+export interface SignedSvid {
+  /** DER certificates, leaf first. */
+  readonly chain: readonly Uint8Array[];
+  /** PKCS#8 DER. */
+  readonly privateKey: Uint8Array;
+  /** What it was signed for ({@link svidFingerprint} of the entry then). */
+  readonly signedFor: string;
+  readonly spiffeId: string;
+  readonly notAfter: Date;
+  readonly rotateAt: Date;
+}
+
+interface CacheRecord {
+  entry: AgentEntry;
+  svid: SignedSvid | undefined;
+  /** The server refused to sign this fingerprint of the entry; try again at `retryAt`. */
+  refused: { readonly signedFor: string; readonly retryAt: Date } | undefined;
+  /** Memo of the workload identity: undefined = stale, null = not served (signing refused). */
+  identity: WorkloadIdentity | null | undefined;
+}
+
+/** The fields of an entry that go into its X509-SVID: a change of any of them needs a new SVID. */
+export function svidFingerprint(entry: AgentEntry): string {
+  return JSON.stringify([entry.spiffeId.toString(), [...entry.dnsNames], entry.x509SvidTtl]);
+}
+
+/** Every field of an entry, comparable: a sync that resends an unchanged entry changes nothing. */
+function entryState(entry: AgentEntry): string {
+  return JSON.stringify({
+    ...entry,
+    spiffeId: entry.spiffeId.toString(),
+    federatesWith: entry.federatesWith.map((td) => td.name),
+  });
+}
+
+function sameBundle(a: TrustBundle | undefined, b: TrustBundle): boolean {
+  return a !== undefined && JSON.stringify(a.toJwks()) === JSON.stringify(b.toJwks());
+}
+
+function byAge(a: CacheRecord, b: CacheRecord): number {
+  const diff = a.entry.createdAt.getTime() - b.entry.createdAt.getTime();
+  return diff !== 0 ? diff : a.entry.id < b.entry.id ? -1 : a.entry.id > b.entry.id ? 1 : 0;
+}
+
+/**
+ * The agent's cache of authorised entries, their X509-SVIDs and the trust bundles (SPIRE `pkg/agent/manager/cache`),
+ * and the {@link IdentityCache} the Workload API reads. Every change (entry added, changed or removed, SVID rotated,
+ * bundle changed) is reported to subscribers synchronously, so open streams answer at once. It keeps serving what
+ * it holds while the server is unreachable; it is the sync loop and the rotator that keep it fresh.
+ */
+export class SvidCache implements IdentityCache {
+  private readonly records = new Map<string, CacheRecord>();
+  private sorted: CacheRecord[] | undefined;
+  private own: TrustBundle | undefined;
+  private federated: readonly TrustBundle[] = [];
+  private ready = false;
+  private readonly listeners = new Set<() => void>();
+
+  constructor(
+    private readonly jwtSvids: JwtSvidCache,
+    private readonly clock: Clock = systemClock,
+    private readonly logger?: Pick<Logger, 'warn'>,
+  ) {}
+
+  // ---- IdentityCache (read by the Workload API) ----
+
+  bundles(): AgentBundles | undefined {
+    if (!this.ready || this.own === undefined) return undefined;
+    return { own: this.own, federated: this.federated };
+  }
+
+  identitiesFor(selectors: readonly Selector[]): readonly WorkloadIdentity[] {
+    const now = this.clock.now().getTime();
+    this.sorted ??= [...this.records.values()].sort(byAge);
+    const identities: WorkloadIdentity[] = [];
+    for (const record of this.sorted) {
+      if (record.entry.expiresAt !== null && record.entry.expiresAt.getTime() <= now) continue;
+      if (!matchesAllSelectors(record.entry.selectors, selectors)) continue;
+      const identity = this.identityOf(record);
+      if (identity !== null) identities.push(identity);
+    }
+    return identities;
+  }
+
+  async fetchJwtSvid(identity: WorkloadIdentity, audience: readonly string[]): Promise<string> {
+    const record = this.records.get(identity.entryId);
+    if (record === undefined || !record.entry.spiffeId.equals(identity.spiffeId)) {
+      throw new Error(`entry ${identity.entryId} is no longer authorised for ${identity.spiffeId.toString()}`);
+    }
+    return this.jwtSvids.fetch(identity.entryId, identity.spiffeId, audience);
+  }
+
+  subscribe(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  // ---- updates (from the sync loop, the rotator and the agent manager) ----
+
+  /** Sets the bundle of our trust domain; true when it changed. */
+  setOwnBundle(bundle: TrustBundle): boolean {
+    if (sameBundle(this.own, bundle)) return false;
+    this.own = bundle;
+    this.notify();
+    return true;
+  }
+
+  /** The `spiffe_sequence` of the bundle held, for the next sync. */
+  ownBundleSequence(): number | undefined {
+    return this.own?.sequenceNumber;
+  }
+
+  /**
+   * Applies one sync answer: a full set replaces the entries, a delta upserts and deletes; the bundles are taken as
+   * sent. Returns whether our own bundle changed (the caller persists it). The cache is ready to serve from the
+   * first sync on.
+   */
+  applySync(sync: SyncResponse): { ownBundleChanged: boolean } {
+    let changed = !this.ready;
+    this.ready = true;
+    if (sync.full) {
+      const keep = new Set(sync.entries.map((entry) => entry.id));
+      for (const id of [...this.records.keys()]) if (!keep.has(id)) changed = this.remove(id) || changed;
+    }
+    for (const entry of sync.entries) changed = this.upsert(entry) || changed;
+    for (const id of sync.deletedIds) changed = this.remove(id) || changed;
+    const ownBundleChanged = !sameBundle(this.own, sync.bundle);
+    if (ownBundleChanged) this.own = sync.bundle;
+    const federatedChanged =
+      sync.federatedBundles.length !== this.federated.length ||
+      sync.federatedBundles.some((bundle, i) => !sameBundle(this.federated[i], bundle));
+    if (federatedChanged) this.federated = [...sync.federatedBundles];
+    if (changed || ownBundleChanged || federatedChanged) this.notify();
+    return { ownBundleChanged };
+  }
+
+  /** Entries that need an X509-SVID signed now: none yet, one for an older version of the entry, or one due. */
+  entriesToSign(now: Date): AgentEntry[] {
+    const due: AgentEntry[] = [];
+    for (const record of this.records.values()) {
+      const fingerprint = svidFingerprint(record.entry);
+      const refused = record.refused;
+      if (refused !== undefined && refused.signedFor === fingerprint && refused.retryAt > now) continue;
+      const svid = record.svid;
+      if (svid === undefined || svid.signedFor !== fingerprint || svid.rotateAt <= now) due.push(record.entry);
+    }
+    return due;
+  }
+
+  /** The earliest instant something must be signed again (a rotation, or a retry after a refusal). */
+  nextSigningTime(): Date | undefined {
+    let next: number | undefined;
+    for (const record of this.records.values()) {
+      const fingerprint = svidFingerprint(record.entry);
+      const candidates = [
+        record.svid?.signedFor === fingerprint ? record.svid.rotateAt.getTime() : undefined,
+        record.refused?.signedFor === fingerprint ? record.refused.retryAt.getTime() : undefined,
+      ];
+      for (const at of candidates) if (at !== undefined && (next === undefined || at < next)) next = at;
+    }
+    return next === undefined ? undefined : new Date(next);
+  }
+
+  /**
+   * Stores an SVID signed for `entry` as it was when the CSR was made; ignored (false) when the entry was removed
+   * or changed its SPIFFE ID meanwhile.
+   */
+  storeSvid(entry: AgentEntry, svid: SignedSvid): boolean {
+    const record = this.records.get(entry.id);
+    if (record === undefined || !record.entry.spiffeId.equals(entry.spiffeId)) return false;
+    record.svid = svid;
+    record.refused = undefined;
+    record.identity = undefined;
+    this.notify();
+    return true;
+  }
+
+  /** Records that the server refused to sign `entry` (this version of it); it is not served until signed. */
+  refuse(entry: AgentEntry, message: string, retryAt: Date): void {
+    const record = this.records.get(entry.id);
+    if (record === undefined) return;
+    this.logger?.warn({
+      msg: 'server refused to sign an X509-SVID',
+      entryId: entry.id,
+      spiffeId: entry.spiffeId.toString(),
+      reason: message,
+    });
+    record.refused = { signedFor: svidFingerprint(entry), retryAt };
+    if (record.svid?.spiffeId !== entry.spiffeId.toString()) record.svid = undefined;
+    record.identity = undefined;
+    // Streams waiting for this SVID must now answer without it (or PERMISSION_DENIED).
+    this.notify();
+  }
+
+  /** How many entries are cached. */
+  get size(): number {
+    return this.records.size;
+  }
+
+  /** The cached entry with this id. */
+  entry(id: string): AgentEntry | undefined {
+    return this.records.get(id)?.entry;
+  }
+
+  private upsert(entry: AgentEntry): boolean {
+    const record = this.records.get(entry.id);
+    if (record === undefined) {
+      this.records.set(entry.id, { entry, svid: undefined, refused: undefined, identity: undefined });
+      this.sorted = undefined;
+      return true;
+    }
+    if (entryState(record.entry) === entryState(entry)) return false;
+    if (!record.entry.spiffeId.equals(entry.spiffeId)) {
+      // The old SVID names another identity: never serve it for the new one.
+      record.svid = undefined;
+      this.jwtSvids.forget(entry.id);
+    }
+    record.entry = entry;
+    record.refused = undefined;
+    record.identity = undefined;
+    this.sorted = undefined;
+    return true;
+  }
+
+  private remove(id: string): boolean {
+    if (!this.records.delete(id)) return false;
+    this.jwtSvids.forget(id);
+    this.sorted = undefined;
+    return true;
+  }
+
+  private identityOf(record: CacheRecord): WorkloadIdentity | null {
+    if (record.identity !== undefined) return record.identity;
+    const { entry, svid } = record;
+    const usable = svid !== undefined && svid.spiffeId === entry.spiffeId.toString();
+    const refused = record.refused?.signedFor === svidFingerprint(entry);
+    record.identity =
+      !usable && refused
+        ? null
+        : {
+            entryId: entry.id,
+            spiffeId: entry.spiffeId,
+            hint: entry.hint,
+            federatesWith: entry.federatesWith,
+            x509Svid: usable ? { chain: svid.chain, privateKey: svid.privateKey } : undefined,
+          };
+    return record.identity;
+  }
+
+  private notify(): void {
+    for (const listener of [...this.listeners]) {
+      try {
+        listener();
+      } catch (error) {
+        this.logger?.warn({ msg: 'cache listener failed', err: error });
+      }
+    }
+  }
+}

@@ -1,0 +1,181 @@
+import { type Logger } from '@nestjs/common';
+import { type KeyType, createCsr, exportPrivateKeyPkcs8, generateKeyPair } from '@sigil/pki';
+import { type TrustBundle, parseX509Svid, verifyX509Svid } from '@sigil/spiffe';
+import { type AgentApi, type AgentEntry, MAX_CSR_BATCH, type X509SignResult } from '../attestation/agent-api.js';
+import { AgentApiError } from '../attestation/server-client.js';
+import { Backoff } from '../common/backoff.js';
+import { type Clock, systemClock } from '../common/clock.js';
+import { rotationTime } from './rotation.js';
+import { type SignedSvid, type SvidCache, svidFingerprint } from './svid-cache.js';
+
+export interface SvidRotatorOptions {
+  /** The bundle of our trust domain, to check every SVID the server returns. */
+  readonly bundle: () => TrustBundle | undefined;
+  readonly clock?: Clock;
+  /** Source of the rotation jitter, in [0, 1). */
+  readonly random?: () => number;
+  readonly keyType?: KeyType;
+  /** How long an entry the server refused to sign waits before it is tried again (default 30 s). */
+  readonly refusalRetryMs?: number;
+  /** Called when the server refuses the agent itself (401/403): the agent manager attests again or stops. */
+  readonly onAgentRefused?: (error: AgentApiError) => void;
+  readonly backoff?: Backoff;
+  readonly logger?: Pick<Logger, 'warn' | 'debug'>;
+}
+
+/** Longest a timer sleeps before the rotator looks again (clocks jump; timers cannot be longer than ~24 days). */
+const MAX_TIMER_MS = 60_000;
+
+interface PreparedCsr {
+  readonly entry: AgentEntry;
+  readonly privateKey: Uint8Array;
+  readonly csrPem: string;
+}
+
+/**
+ * Keeps every cached entry's X509-SVID signed and fresh (SPIRE `pkg/agent/manager`): for each entry that has no SVID,
+ * one for an older version of the entry, or one past its rotation time (half life ± 10 %), it generates a new key
+ * pair on the agent (the private key never leaves it), sends the CSRs to the server in batches of at most 500, checks
+ * each returned SVID (leaf rules, our key, the entry's SPIFFE ID, chains to our bundle) and stores it. Runs one pass
+ * at a time; requests during a pass start another right after it. When the server is unreachable it backs off and
+ * the cache keeps serving the SVIDs it has.
+ */
+export class SvidRotator {
+  private readonly clock: Clock;
+  private readonly random: () => number;
+  private readonly backoff: Backoff;
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private again = false;
+  private stopped = false;
+  private failureRetryAt: number | undefined;
+
+  constructor(
+    private readonly cache: SvidCache,
+    private readonly api: Pick<AgentApi, 'signX509Svids'>,
+    private readonly options: SvidRotatorOptions,
+  ) {
+    this.clock = options.clock ?? systemClock;
+    this.random = options.random ?? Math.random;
+    this.backoff = options.backoff ?? new Backoff(1000, 30_000, this.random);
+  }
+
+  /** Signs whatever is due as soon as possible (a sync brought new or changed entries, or a timer fired). */
+  schedule(): void {
+    if (this.stopped) return;
+    if (this.running !== undefined) {
+      this.again = true;
+      return;
+    }
+    this.running = this.loop().finally(() => {
+      this.running = undefined;
+    });
+  }
+
+  /** Resolves when no pass is running or requested (for tests and shutdown). */
+  async idle(): Promise<void> {
+    while (this.running !== undefined) await this.running;
+  }
+
+  /** Stops the timers and waits for a pass in progress. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.idle();
+  }
+
+  private async loop(): Promise<void> {
+    clearTimeout(this.timer);
+    do {
+      this.again = false;
+      await this.pass();
+    } while (this.again && !this.stopped);
+    this.arm();
+  }
+
+  /** One pass over the due entries. */
+  private async pass(): Promise<void> {
+    const due = this.cache.entriesToSign(this.clock.now());
+    for (let start = 0; start < due.length && !this.stopped; start += MAX_CSR_BATCH) {
+      try {
+        await this.signBatch(due.slice(start, start + MAX_CSR_BATCH));
+        this.backoff.reset();
+        this.failureRetryAt = undefined;
+      } catch (error) {
+        if (error instanceof AgentApiError && error.isAgentRefused()) this.options.onAgentRefused?.(error);
+        const delay = this.backoff.next();
+        this.failureRetryAt = this.clock.now().getTime() + delay;
+        this.options.logger?.warn({
+          msg: 'could not sign X509-SVIDs, will retry',
+          entries: due.length - start,
+          retryInMs: delay,
+          reason: (error as Error).message,
+        });
+        return;
+      }
+    }
+  }
+
+  private arm(): void {
+    if (this.stopped) return;
+    // After a failure everything waits for the backoff, even rotations already overdue.
+    const next = this.failureRetryAt ?? this.cache.nextSigningTime()?.getTime();
+    if (next === undefined) return;
+    const delay = Math.min(Math.max(0, next - this.clock.now().getTime()), MAX_TIMER_MS);
+    this.timer = setTimeout(() => this.schedule(), delay);
+  }
+
+  private async signBatch(entries: readonly AgentEntry[]): Promise<void> {
+    const prepared = await Promise.all(entries.map((entry) => this.prepare(entry)));
+    const results = await this.api.signX509Svids(prepared.map(({ entry, csrPem }) => ({ entryId: entry.id, csrPem })));
+    const receivedAt = this.clock.now();
+    const retryAt = new Date(receivedAt.getTime() + (this.options.refusalRetryMs ?? 30_000));
+    const byId = new Map(results.map((result) => [result.entryId, result]));
+    let signed = 0;
+    for (const csr of prepared) {
+      const result = byId.get(csr.entry.id);
+      if (result === undefined) {
+        this.cache.refuse(csr.entry, 'the server answer has no result for this entry', retryAt);
+      } else if (!result.ok) {
+        this.cache.refuse(csr.entry, `${result.code}: ${result.message}`, retryAt);
+      } else {
+        try {
+          this.cache.storeSvid(csr.entry, await this.check(csr, result, receivedAt));
+          signed++;
+        } catch (error) {
+          this.cache.refuse(csr.entry, `returned SVID rejected: ${(error as Error).message}`, retryAt);
+        }
+      }
+    }
+    this.options.logger?.debug({ msg: 'X509-SVIDs signed', requested: prepared.length, signed });
+  }
+
+  private async prepare(entry: AgentEntry): Promise<PreparedCsr> {
+    const keys = await generateKeyPair(this.options.keyType);
+    const csr = await createCsr({ keys, spiffeId: entry.spiffeId });
+    return { entry, privateKey: exportPrivateKeyPkcs8(keys.privateKey), csrPem: csr.pem };
+  }
+
+  private async check(
+    csr: PreparedCsr,
+    result: Extract<X509SignResult, { ok: true }>,
+    receivedAt: Date,
+  ): Promise<SignedSvid> {
+    const svid = await parseX509Svid([...result.chain], csr.privateKey);
+    if (!svid.spiffeId.equals(csr.entry.spiffeId)) {
+      throw new Error(`it names ${svid.spiffeId.toString()}, expected ${csr.entry.spiffeId.toString()}`);
+    }
+    const bundle = this.options.bundle();
+    if (bundle === undefined) throw new Error('no trust bundle to verify it with');
+    await verifyX509Svid([...result.chain], bundle, { now: receivedAt });
+    const leaf = svid.certificates[0] as (typeof svid.certificates)[number];
+    return {
+      chain: result.chain,
+      privateKey: csr.privateKey,
+      signedFor: svidFingerprint(csr.entry),
+      spiffeId: svid.spiffeId.toString(),
+      notAfter: leaf.notAfter,
+      rotateAt: rotationTime({ notBefore: leaf.notBefore, notAfter: leaf.notAfter }, receivedAt, this.random),
+    };
+  }
+}
