@@ -65,7 +65,19 @@ async function usePostgres(run: TestRun, adminUrl: string, poolSize: number): Pr
   });
 }
 
-async function useEmbedded(run: TestRun, poolSize: number): Promise<TestDatabase> {
+/**
+ * Prepares `<dataDir>/db` as a copy of this run's migrated embedded database, so a server started on `dataDir`
+ * without a database URL runs on its own embedded database (as in production: PGlite in-process, with the
+ * in-process change notifier) without paying for initdb.
+ */
+export async function prepareEmbeddedDataDir(dataDir: string): Promise<void> {
+  const templateDir = await embeddedTemplate(inject('sigilTestRun'));
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await cp(templateDir, join(dataDir, 'db'), { recursive: true });
+}
+
+/** This run's initdb'd and migrated embedded data directory, built by the first caller. */
+async function embeddedTemplate(run: TestRun): Promise<string> {
   const templateDir = join(run.runDir, 'embedded-template', 'db');
   await buildOnce(run.runDir, 'embedded-template', async () => {
     const embedded = await startEmbeddedPostgres(templateDir, { maxConnections: 2 });
@@ -76,6 +88,11 @@ async function useEmbedded(run: TestRun, poolSize: number): Promise<TestDatabase
       await embedded.stop();
     }
   });
+  return templateDir;
+}
+
+async function useEmbedded(run: TestRun, poolSize: number): Promise<TestDatabase> {
+  const templateDir = await embeddedTemplate(run);
   const fileDir = join(run.runDir, `embedded-${process.pid}-${randomBytes(4).toString('hex')}`);
   await mkdir(fileDir, { mode: 0o700 });
   // Reopening a copied data directory takes ~0.35 s where initdb takes seconds.

@@ -1,4 +1,5 @@
 import { type DynamicModule, Module } from '@nestjs/common';
+import { AgentApiModule } from './agent-api/agent-api.module.js';
 import { AgentsModule } from './agents/agents.module.js';
 import { AuditModule } from './audit/audit.module.js';
 import { AuthModule } from './auth/auth.module.js';
@@ -30,6 +31,7 @@ export class ServerModule {
         EntriesModule,
         JoinTokensModule,
         AgentsModule,
+        AgentApiModule,
         HealthModule,
       ],
     };

@@ -1,0 +1,137 @@
+import { X509Certificate } from 'node:crypto';
+import { type DetailedPeerCertificate, TLSSocket } from 'node:tls';
+import {
+  applyDecorators,
+  type CanActivate,
+  type ExecutionContext,
+  Inject,
+  Injectable,
+  UseGuards,
+} from '@nestjs/common';
+import { SpiffeError, SpiffeId, verifyX509Svid } from '@sigil/spiffe';
+import { type FastifyRequest } from 'fastify';
+import { AgentsService } from '../agents/agents.service.js';
+import { Public } from '../auth/public.decorator.js';
+import { BundleService } from '../bundle/bundle.service.js';
+import { CLOCK, type Clock } from '../common/clock.js';
+import { AppError } from '../common/errors.js';
+import { SERVER_CONFIG, type ServerConfig } from '../config.js';
+import { setCallingAgent } from './agent-request.js';
+
+/** An agent SVID that verified against our bundle on one TLS connection. */
+interface PresentedSvid {
+  readonly spiffeId: string;
+  readonly serialNumber: string;
+  readonly notBeforeMs: number;
+  readonly notAfterMs: number;
+  /** The bundle sequence it verified against: a bundle change verifies it again. */
+  readonly bundleSequence: number;
+}
+
+/** A connection carries one client certificate, so it is verified once per connection (and bundle). */
+const verifiedConnections = new WeakMap<TLSSocket, PresentedSvid>();
+/** Longest client chain looked at. */
+const MAX_CHAIN = 10;
+
+/** Lowercase hex serial number of a DER certificate, as agent records store it. */
+export function serialNumberOf(der: Uint8Array): string {
+  return new X509Certificate(der).serialNumber.toLowerCase();
+}
+
+const unauthenticated = (message: string): AppError =>
+  new AppError('unauthenticated', `client certificate: ${message}`);
+
+/**
+ * Authenticates an agent on the agent API's mTLS routes: the TLS client certificate must be an X509-SVID that
+ * verifies against our own bundle at the clock's time, name an agent (`spiffe://<td>/sigil/agent/...`), and be the
+ * current SVID of an attested agent that is neither evicted nor banned. 401 when no valid SVID is presented, 403
+ * when it names no active agent.
+ */
+@Injectable()
+export class AgentAuthGuard implements CanActivate {
+  private readonly agentIdPrefix: string;
+
+  constructor(
+    private readonly bundles: BundleService,
+    private readonly agents: AgentsService,
+    @Inject(CLOCK) private readonly clock: Clock,
+    @Inject(SERVER_CONFIG) config: Pick<ServerConfig, 'trustDomain'>,
+  ) {
+    this.agentIdPrefix = `${SpiffeId.fromSegments(config.trustDomain, 'sigil', 'agent').toString()}/`;
+  }
+
+  async canActivate(context: ExecutionContext): Promise<boolean> {
+    if (context.getType() !== 'http') return false;
+    const request = context.switchToHttp().getRequest<FastifyRequest>();
+    const socket = request.raw.socket;
+    if (!(socket instanceof TLSSocket)) {
+      throw unauthenticated('the agent API is served on the TLS port only, authenticated by the agent X509-SVID');
+    }
+    const svid = await this.presentedSvid(socket);
+    const now = this.clock.now();
+    if (now.getTime() > svid.notAfterMs) {
+      throw unauthenticated(`agent SVID expired at ${new Date(svid.notAfterMs).toISOString()}`);
+    }
+    if (now.getTime() < svid.notBeforeMs) {
+      throw unauthenticated(`agent SVID is not valid before ${new Date(svid.notBeforeMs).toISOString()}`);
+    }
+    if (!svid.spiffeId.startsWith(this.agentIdPrefix)) {
+      throw new AppError('permission_denied', `client certificate: ${svid.spiffeId} is not an agent id`);
+    }
+    const agent = await this.agents.requireActive(svid.spiffeId, svid.serialNumber);
+    setCallingAgent(request.raw, {
+      spiffeId: svid.spiffeId,
+      serialNumber: svid.serialNumber,
+      nodeSelectors: new Set(agent.selectors.map((selector) => `${selector.type}:${selector.value}`)),
+    });
+    return true;
+  }
+
+  private async presentedSvid(socket: TLSSocket): Promise<PresentedSvid> {
+    const bundle = this.bundles.ownBundle();
+    const bundleSequence = bundle.sequenceNumber ?? 0;
+    const cached = verifiedConnections.get(socket);
+    if (cached?.bundleSequence === bundleSequence) return cached;
+
+    const chain = peerChain(socket);
+    if (chain.length === 0) {
+      throw unauthenticated('required: agent API routes authenticate the agent by its X509-SVID (mTLS)');
+    }
+    let verified;
+    try {
+      verified = await verifyX509Svid(chain, bundle, { now: this.clock.now() });
+    } catch (error) {
+      if (error instanceof SpiffeError) throw unauthenticated(error.message);
+      throw error;
+    }
+    const leaf = verified.verifiedChain[0]!;
+    const svid: PresentedSvid = {
+      spiffeId: verified.spiffeId.toString(),
+      serialNumber: serialNumberOf(chain[0]!),
+      notBeforeMs: leaf.notBefore.getTime(),
+      notAfterMs: leaf.notAfter.getTime(),
+      bundleSequence,
+    };
+    verifiedConnections.set(socket, svid);
+    return svid;
+  }
+}
+
+/** The client's certificates, leaf first, as the TLS layer received them. */
+function peerChain(socket: TLSSocket): Uint8Array[] {
+  let certificate = socket.getPeerCertificate(true) as DetailedPeerCertificate | Record<string, never>;
+  if (!certificate || !('raw' in certificate) || !certificate.raw) return [];
+  const chain: Uint8Array[] = [certificate.raw];
+  while (chain.length < MAX_CHAIN && certificate.issuerCertificate && certificate.issuerCertificate !== certificate) {
+    certificate = certificate.issuerCertificate;
+    if (!certificate.raw) break;
+    chain.push(certificate.raw);
+  }
+  return chain;
+}
+
+/**
+ * Marks a controller's routes as agent routes: not admin routes (the admin guard lets them through), authenticated
+ * by {@link AgentAuthGuard} instead.
+ */
+export const AgentAuth = (): ClassDecorator & MethodDecorator => applyDecorators(Public(), UseGuards(AgentAuthGuard));

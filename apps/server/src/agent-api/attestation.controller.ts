@@ -1,0 +1,49 @@
+import { Body, Controller, HttpCode, Post } from '@nestjs/common';
+import { ApiOkResponse, ApiTags } from '@nestjs/swagger';
+import { Public } from '../auth/public.decorator.js';
+import {
+  AttestationResponseDto,
+  JoinTokenAttestationDto,
+  X509popAttestationDto,
+  X509popChallengeRequestDto,
+  X509popChallengeResponseDto,
+  toAttestationResponse,
+} from './agent-api.dto.js';
+import { JoinTokenAttestationService } from './join-token-attestation.service.js';
+import { X509popAttestationService } from './x509pop-attestation.service.js';
+
+/**
+ * Node attestation: how an agent without an SVID gets one. Open routes (not admin routes): the join token or the
+ * x509pop proof is the credential.
+ */
+@ApiTags('agent')
+@Public()
+@Controller('agent/v1/attest')
+export class AttestationController {
+  constructor(
+    private readonly joinTokens: JoinTokenAttestationService,
+    private readonly x509pop: X509popAttestationService,
+  ) {}
+
+  @Post('join-token')
+  @HttpCode(200)
+  @ApiOkResponse({ type: AttestationResponseDto })
+  async joinToken(@Body() body: JoinTokenAttestationDto): Promise<AttestationResponseDto> {
+    return toAttestationResponse(await this.joinTokens.attest(body.token, body.csr));
+  }
+
+  @Post('x509pop/challenge')
+  @HttpCode(200)
+  @ApiOkResponse({ type: X509popChallengeResponseDto })
+  async x509popChallenge(@Body() body: X509popChallengeRequestDto): Promise<X509popChallengeResponseDto> {
+    const { challengeId, nonce } = await this.x509pop.challenge(body.certificates);
+    return { challenge_id: challengeId, nonce: nonce.toString('base64') };
+  }
+
+  @Post('x509pop')
+  @HttpCode(200)
+  @ApiOkResponse({ type: AttestationResponseDto })
+  async x509popAnswer(@Body() body: X509popAttestationDto): Promise<AttestationResponseDto> {
+    return toAttestationResponse(await this.x509pop.attest(body.challenge_id, body.signature, body.csr));
+  }
+}

@@ -1,0 +1,129 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { SpiffeId } from '@sigil/spiffe';
+import { CaService } from '../ca/ca.service.js';
+import { CLOCK, type Clock } from '../common/clock.js';
+import { AppError } from '../common/errors.js';
+import type { Entry } from '../entries/entry.js';
+import type { CallingAgent } from './agent-request.js';
+import { checkRequestedId, parseAgentCsr } from './agent-svid.service.js';
+import { AuthorisedEntriesService } from './authorised-entries.service.js';
+import { AgentSignRateLimiter } from './rate-limiter.js';
+
+/** One CSR of a batch: the entry it is for and the PEM request. */
+export interface X509SvidRequest {
+  readonly entryId: string;
+  readonly csr: string;
+}
+
+/** The outcome of one CSR of a batch: the signed chain, or why it was refused (the others go on). */
+export type X509SvidResult =
+  | {
+      readonly ok: true;
+      readonly entryId: string;
+      /** Leaf first, then our CA's intermediates when it is an intermediate. */
+      readonly certificateChainDer: readonly Uint8Array[];
+      readonly expiresAt: Date;
+    }
+  | { readonly ok: false; readonly entryId: string; readonly error: AppError };
+
+export interface SignedEntryJwtSvid {
+  readonly spiffeId: string;
+  readonly token: string;
+  readonly expiresAt: Date;
+}
+
+/**
+ * Signs workload SVIDs for an agent, only for entries authorised for it: X.509-SVIDs from CSRs in batches (each
+ * CSR's signature verified, its URI SAN if any equal to the entry's SPIFFE ID, DNS names and TTL from the entry),
+ * and JWT-SVIDs. Each request counts once against the agent's signing rate limit.
+ */
+@Injectable()
+export class SvidSigningService {
+  constructor(
+    private readonly index: AuthorisedEntriesService,
+    private readonly ca: CaService,
+    private readonly limiter: AgentSignRateLimiter,
+    @Inject(CLOCK) private readonly clock: Clock,
+  ) {}
+
+  /** One result per request, in order. */
+  async signX509Svids(agent: CallingAgent, requests: readonly X509SvidRequest[]): Promise<X509SvidResult[]> {
+    this.limiter.take(agent.spiffeId);
+    const authorised = await this.authorisedIncluding(
+      agent,
+      requests.map((request) => request.entryId),
+    );
+    const now = this.clock.now();
+    return requests.map((request, index): X509SvidResult => {
+      try {
+        const entry = this.authorisedEntry(agent, authorised, request.entryId, now);
+        const field = `csrs.${index}.csr`;
+        const csr = parseAgentCsr(request.csr, field);
+        checkRequestedId(csr, entry.spiffeId, field);
+        const signed = this.ca.signX509Svid({
+          spiffeId: SpiffeId.parse(entry.spiffeId),
+          spkiDer: csr.spkiDer,
+          dnsNames: entry.dnsNames,
+          ...(entry.x509SvidTtl > 0 && { ttlSeconds: entry.x509SvidTtl }),
+        });
+        return { ok: true, entryId: request.entryId, ...signed };
+      } catch (error) {
+        if (error instanceof AppError) return { ok: false, entryId: request.entryId, error };
+        throw error;
+      }
+    });
+  }
+
+  async signJwtSvid(agent: CallingAgent, entryId: string, audience: readonly string[]): Promise<SignedEntryJwtSvid> {
+    this.limiter.take(agent.spiffeId);
+    const entry = this.authorisedEntry(
+      agent,
+      await this.authorisedIncluding(agent, [entryId]),
+      entryId,
+      this.clock.now(),
+    );
+    const signed = await this.ca.signJwtSvid({
+      spiffeId: SpiffeId.parse(entry.spiffeId),
+      audience,
+      ...(entry.jwtSvidTtl > 0 && { ttlSeconds: entry.jwtSvidTtl }),
+    });
+    return { spiffeId: entry.spiffeId, ...signed };
+  }
+
+  /**
+   * The agent's authorised entries; when some asked-for entry is not among them, after catching the index up once:
+   * the agent may have learnt of the entry from a replica that is ahead of this one.
+   */
+  private async authorisedIncluding(
+    agent: CallingAgent,
+    entryIds: readonly string[],
+  ): Promise<ReadonlyMap<string, Entry>> {
+    const authorised = this.index.authorisedFor(agent);
+    if (entryIds.every((id) => authorised.has(id))) return authorised;
+    await this.index.refresh();
+    return this.index.authorisedFor(agent);
+  }
+
+  private authorisedEntry(
+    agent: CallingAgent,
+    authorised: ReadonlyMap<string, Entry>,
+    entryId: string,
+    now: Date,
+  ): Entry {
+    const entry = authorised.get(entryId);
+    // The same answer for an entry of another agent and for no entry at all: an agent learns nothing of others.
+    if (!entry) {
+      throw new AppError(
+        'permission_denied',
+        `entry_id: entry ${JSON.stringify(entryId)} is not authorised for agent ${agent.spiffeId}`,
+      );
+    }
+    if (entry.expiresAt !== null && entry.expiresAt.getTime() <= now.getTime()) {
+      throw new AppError(
+        'failed_precondition',
+        `entry_id: entry ${entryId} expired at ${entry.expiresAt.toISOString()}`,
+      );
+    }
+    return entry;
+  }
+}

@@ -1,0 +1,98 @@
+import { Injectable, type BeforeApplicationShutdown } from '@nestjs/common';
+import type { SpiffeJwks, TrustBundle } from '@sigil/spiffe';
+import { BundleService } from '../bundle/bundle.service.js';
+import type { CallingAgent } from './agent-request.js';
+import { AuthorisedEntriesService } from './authorised-entries.service.js';
+import type { AuthorisedDelta } from './entry-graph.js';
+
+/** Longest a sync request is held waiting for a change. */
+export const MAX_SYNC_WAIT_MS = 30_000;
+
+export interface SyncRequest {
+  /** Revision of the agent's last answer; 0 asks for everything. */
+  readonly revision: number;
+  /** `spiffe_sequence` of the bundle the agent holds; absent: the bundle counts as changed. */
+  readonly bundleSequence?: number;
+  /** How long to wait for a change when there is none (capped at {@link MAX_SYNC_WAIT_MS}). */
+  readonly waitMs: number;
+}
+
+export interface SyncResult {
+  readonly delta: AuthorisedDelta;
+  /** Our bundle, with `spiffe_sequence`. */
+  readonly bundle: SpiffeJwks;
+  /** Bundles of the trust domains the agent's entries federate with, by trust domain name (those we hold). */
+  readonly federatedBundles: ReadonlyMap<string, SpiffeJwks>;
+}
+
+/**
+ * The agent's sync: its authorised entries since a revision, and the bundles. A long-poll: when nothing changed for
+ * the agent and its bundle is current, the request waits (up to the asked time) for the entry index or the bundle
+ * to change, and answers at once when one does. At shutdown, waiting requests are answered right away.
+ */
+@Injectable()
+export class SyncService implements BeforeApplicationShutdown {
+  private readonly waiting = new Set<() => void>();
+  private closing = false;
+
+  constructor(
+    private readonly index: AuthorisedEntriesService,
+    private readonly bundles: BundleService,
+  ) {}
+
+  async sync(agent: CallingAgent, request: SyncRequest, signal?: AbortSignal): Promise<SyncResult> {
+    const deadline = Date.now() + Math.min(Math.max(request.waitMs, 0), MAX_SYNC_WAIT_MS);
+    // An agent that synced with a replica further ahead: catch up first, so its view never goes back.
+    if (request.revision > this.index.revision) await this.index.refresh();
+    for (;;) {
+      const delta = this.index.deltaFor(agent, request.revision);
+      const bundle = this.bundles.ownBundle();
+      const changed =
+        delta.full ||
+        delta.entries.length > 0 ||
+        delta.deletedIds.length > 0 ||
+        (bundle.sequenceNumber ?? 0) !== request.bundleSequence;
+      const remainingMs = deadline - Date.now();
+      if (changed || remainingMs <= 0 || this.closing || signal?.aborted) return this.answer(agent, delta, bundle);
+      await this.waitForChange(remainingMs, signal);
+    }
+  }
+
+  beforeApplicationShutdown(): void {
+    this.closing = true;
+    for (const wake of [...this.waiting]) wake();
+  }
+
+  private async answer(agent: CallingAgent, delta: AuthorisedDelta, bundle: TrustBundle): Promise<SyncResult> {
+    const federatesWith = new Set<string>();
+    for (const entry of this.index.authorisedFor(agent).values()) {
+      for (const trustDomain of entry.federatesWith) federatesWith.add(trustDomain);
+    }
+    const federatedBundles =
+      federatesWith.size === 0 ? new Map<string, SpiffeJwks>() : await this.bundles.federatedJwks([...federatesWith]);
+    return { delta, bundle: bundle.toJwks(), federatedBundles };
+  }
+
+  /** Resolves on the first change of the index or of our bundle, after `timeoutMs`, on abort or at shutdown. */
+  private waitForChange(timeoutMs: number, signal: AbortSignal | undefined): Promise<void> {
+    return new Promise((resolve) => {
+      const cleanups: (() => void)[] = [];
+      const wake = (): void => {
+        for (const cleanup of cleanups) cleanup();
+        resolve();
+      };
+      const timer = setTimeout(wake, timeoutMs);
+      cleanups.push(
+        () => clearTimeout(timer),
+        this.index.onChange(wake),
+        this.bundles.onOwnBundleChange(wake),
+        () => this.waiting.delete(wake),
+      );
+      this.waiting.add(wake);
+      if (signal) {
+        signal.addEventListener('abort', wake, { once: true });
+        cleanups.push(() => signal.removeEventListener('abort', wake));
+      }
+    });
+  }
+}
