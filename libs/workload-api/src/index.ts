@@ -1,6 +1,9 @@
 /**
- * `@sigil/workload-api`: the SPIFFE Workload API service definition and message types, generated from
- * `proto/workload.proto` by protoc-gen-es (see `buf.gen.yaml`), for the agent's server and for clients.
+ * `@sigil/workload-api`: a Node.js client of the SPIFFE Workload API (`WorkloadApiClient`), sources that keep the
+ * workload's SVIDs and bundles current (`X509Source`, `JwtSource`), mutual TLS with SPIFFE authentication for
+ * node:tls, node:https and node:http2 that follows rotation (`createServerTlsOptions`, `createClientTlsOptions`),
+ * bearer JWT-SVID validation (`validateBearerJwtSvid`), and the service definition and message types generated from
+ * `proto/workload.proto` by protoc-gen-es (see `buf.gen.yaml`), used by the agent's server.
  *
  * Paths are `/SpiffeWorkloadAPI/<Rpc>` (the proto has no package, as the standard's). Every call must carry the
  * metadata `workload.spiffe.io: true`.
@@ -52,3 +55,42 @@ export type {
   ValidateJWTSVIDRequest,
   ValidateJWTSVIDResponse,
 } from './gen/workload_pb.js';
+export { SPIFFE_ENDPOINT_SOCKET, type WorkloadApiAddress, parseWorkloadApiAddress } from './address.js';
+export { type Backoff, ExponentialBackoff, type ExponentialBackoffOptions } from './backoff.js';
+export { type GrpcStatus, WorkloadApiError, type WorkloadApiErrorCode } from './errors.js';
+export {
+  type CallOptions,
+  type ErrorHandler,
+  type FetchJwtSvidParams,
+  SECURITY_HEADER,
+  type UpdateHandler,
+  WorkloadApiClient,
+  type WorkloadApiClientOptions,
+} from './client.js';
+export type { WorkloadJwtSvid, X509Context } from './responses.js';
+export type { SourceOptions } from './source-watch.js';
+export { X509Source, type X509SourceOptions } from './x509-source.js';
+export { JwtSource, type JwtSourceOptions } from './jwt-source.js';
+export { type Authorizer, authorizeAny, authorizeId, authorizeMemberOf, authorizeOneOf } from './authorizer.js';
+export type { VerifiedPeer } from './peer-verification.js';
+export {
+  type SpiffeClientTlsOptions,
+  type SpiffeServerTlsOptions,
+  type SpiffeTlsConfig,
+  type X509TlsSource,
+  createClientTlsOptions,
+  createServerTlsOptions,
+  peerSpiffeId,
+} from './tls.js';
+export { type ValidateBearerOptions, validateBearerJwtSvid } from './jwt.js';
+/** Re-exported from `@sigil/spiffe`: the value types the client hands out and the authorizers take. */
+export {
+  type BundleSource,
+  type JwtSvid,
+  SpiffeError,
+  SpiffeId,
+  TrustBundle,
+  TrustBundleSet,
+  TrustDomain,
+  type X509Svid,
+} from '@sigil/spiffe';
