@@ -47,11 +47,12 @@ export class SyncService implements BeforeApplicationShutdown {
     for (;;) {
       const delta = this.index.deltaFor(agent, request.revision);
       const bundle = this.bundles.ownBundle();
-      const changed =
-        delta.full ||
-        delta.entries.length > 0 ||
-        delta.deletedIds.length > 0 ||
-        (bundle.sequenceNumber ?? 0) !== request.bundleSequence;
+      // From revision 0 the agent holds nothing, so a full answer is news only if it holds something; from an
+      // older revision than the change log reaches, it must always resync.
+      const entriesChanged = delta.full
+        ? delta.entries.length > 0 || (request.revision !== 0 && request.revision !== delta.revision)
+        : delta.entries.length > 0 || delta.deletedIds.length > 0;
+      const changed = entriesChanged || (bundle.sequenceNumber ?? 0) !== request.bundleSequence;
       const remainingMs = deadline - Date.now();
       if (changed || remainingMs <= 0 || this.closing || signal?.aborted) return this.answer(agent, delta, bundle);
       await this.waitForChange(remainingMs, signal);

@@ -1,0 +1,340 @@
+import { toPem } from '@sigil/pki';
+import { parseAndValidateJwtSvid, SpiffeId, verifyX509Svid, type TrustBundle } from '@sigil/spiffe';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  credentialsOf,
+  derChainOf,
+  newAgentKey,
+  startAgentApiTestServer,
+  type AgentApiResponse,
+  type AgentApiTestServer,
+  type ClientCredentials,
+} from '../../../../test/support/agent-api.js';
+import { opensslVerify } from '../../../../test/support/openssl.js';
+import { TestCa } from '../../../../test/support/test-ca.js';
+import { AgentsService } from '../agents/agents.service.js';
+import { KeyManager } from '../ca/key-manager.js';
+import { FakeClock } from '../common/clock.js';
+import { EntriesService } from '../entries/entries.service.js';
+import type { Entry, EntryInput } from '../entries/entry.js';
+import { JoinTokensService } from '../join-tokens/join-tokens.service.js';
+import { AuthorisedEntriesService } from './authorised-entries.service.js';
+
+const backend = process.env.DATABASE_URL ? 'postgres' : 'embedded';
+const SIGN_BURST = 8;
+
+interface TestAgent {
+  readonly spiffeId: string;
+  readonly credentials: ClientCredentials;
+  call(method: string, path: string, body?: unknown): Promise<AgentApiResponse>;
+}
+
+const ids = (entries: unknown): string[] => (entries as { id: string }[]).map((entry) => entry.id).sort();
+
+describe(`agent API: mTLS routes (${backend})`, () => {
+  const clock = new FakeClock(Date.now());
+  let api: AgentApiTestServer;
+  let bundle: TrustBundle;
+
+  const entries = () => api.server.app.get(EntriesService);
+  /** Lets the server's entry index catch up with the writes just made (notifications arrive asynchronously). */
+  const settle = () => api.server.app.get(AuthorisedEntriesService).refresh();
+  const createEntry = (input: Partial<EntryInput> & Pick<EntryInput, 'spiffeId' | 'parentId'>): Promise<Entry> =>
+    entries().createEntry({ selectors: [{ type: 'unix', value: `uid:${Math.floor(Math.random() * 1e9)}` }], ...input });
+
+  /** Attests a new agent with a join token, as the agent process does. */
+  const joinAgent = async (alias?: string): Promise<TestAgent> => {
+    const { token } = await api.server.app
+      .get(JoinTokensService)
+      .create(alias === undefined ? {} : { spiffeId: alias });
+    const key = await newAgentKey();
+    const response = await api.call('POST', '/agent/v1/attest/join-token', { token, csr: await key.csr() });
+    expect(response.status).toBe(200);
+    const credentials = credentialsOf(response.body['svid'], key.privateKeyPem);
+    return {
+      spiffeId: response.body['spiffe_id'] as string,
+      credentials,
+      call: (method, path, body) => api.call(method, path, body, credentials),
+    };
+  };
+  const csrFor = async (spiffeId?: string) =>
+    (await newAgentKey()).csr(spiffeId === undefined ? undefined : SpiffeId.parse(spiffeId));
+  const mtlsRoutes = async (): Promise<[string, string, unknown][]> => [
+    ['POST', '/agent/v1/renew', { csr: await csrFor() }],
+    ['GET', '/agent/v1/sync?revision=0', undefined],
+    [
+      'POST',
+      '/agent/v1/svids/x509',
+      { csrs: [{ entry_id: '00000000-0000-4000-8000-000000000000', csr: await csrFor() }] },
+    ],
+    ['POST', '/agent/v1/svids/jwt', { entry_id: '00000000-0000-4000-8000-000000000000', audience: ['db'] }],
+  ];
+
+  beforeAll(async () => {
+    api = await startAgentApiTestServer({ clock, flags: { agentSignRate: '1', agentSignBurst: String(SIGN_BURST) } });
+    bundle = await api.trustBundle();
+  });
+
+  afterAll(async () => {
+    await api?.close();
+  });
+
+  it('refuses every mTLS route without a client certificate, or with one from another CA', async () => {
+    const foreign = await (await TestCa.create('example.org')).createX509Svid('spiffe://example.org/sigil/agent/x/1');
+    const foreignCredentials: ClientCredentials = {
+      certificatePem: foreign.certificate.toString('pem'),
+      privateKeyPem: toPem('PRIVATE KEY', await foreign.privateKeyPkcs8()),
+    };
+    for (const [method, path, body] of await mtlsRoutes()) {
+      expect(await api.call(method, path, body)).toEqual({
+        status: 401,
+        body: {
+          error: 'unauthenticated',
+          message: 'client certificate: required: agent API routes authenticate the agent by its X509-SVID (mTLS)',
+        },
+      });
+      const refused = await api.call(method, path, body, foreignCredentials);
+      expect(refused.status).toBe(401);
+      expect(refused.body['message']).toMatch(/^client certificate: certificate chain does not chain to a trusted/);
+    }
+  });
+
+  it('renews the agent SVID; the previous one is refused from then on', async () => {
+    const agent = await joinAgent();
+    const key = await newAgentKey();
+    const renewed = await agent.call('POST', '/agent/v1/renew', { csr: await key.csr() });
+    expect(renewed.status).toBe(200);
+    expect(renewed.body['spiffe_id']).toBe(agent.spiffeId);
+    const verified = await verifyX509Svid(derChainOf(renewed.body['svid']), bundle, { now: clock.now() });
+    expect(verified.spiffeId.toString()).toBe(agent.spiffeId);
+
+    const stale = await agent.call('GET', '/agent/v1/sync');
+    expect(stale.status).toBe(403);
+    expect(stale.body['message']).toMatch(/^agent spiffe:\/\/\S+: SVID serial [0-9a-f]+ is not the current one$/);
+    const fresh = await api.call(
+      'GET',
+      '/agent/v1/sync',
+      undefined,
+      credentialsOf(renewed.body['svid'], key.privateKeyPem),
+    );
+    expect(fresh.status).toBe(200);
+  });
+
+  it('syncs everything at revision 0, then only the changes', async () => {
+    const agent = await joinAgent();
+    const e1 = await createEntry({ spiffeId: 'spiffe://example.org/sync/e1', parentId: agent.spiffeId });
+    const e2 = await createEntry({ spiffeId: 'spiffe://example.org/sync/e2', parentId: e1.spiffeId });
+    await settle();
+    const first = await agent.call('GET', '/agent/v1/sync?revision=0');
+    expect(first.status).toBe(200);
+    expect(first.body).toMatchObject({ full: true, deleted_ids: [], federated_bundles: {} });
+    expect(ids(first.body['entries'])).toEqual([e1.id, e2.id].sort());
+    expect((first.body['bundle'] as { spiffe_sequence: number }).spiffe_sequence).toBe(bundle.sequenceNumber);
+    const revision = first.body['revision'] as number;
+
+    const e3 = await createEntry({ spiffeId: 'spiffe://example.org/sync/e3', parentId: agent.spiffeId });
+    await entries().updateEntry(e1.id, { hint: 'changed' });
+    await entries().deleteEntry(e2.id);
+    await settle();
+    const delta = await agent.call('GET', `/agent/v1/sync?revision=${revision}`);
+    expect(delta.body).toMatchObject({ full: false, deleted_ids: [e2.id] });
+    expect(ids(delta.body['entries'])).toEqual([e1.id, e3.id].sort());
+    expect((delta.body['entries'] as { id: string; hint: string }[]).find((entry) => entry.id === e1.id)?.hint).toBe(
+      'changed',
+    );
+
+    const quiet = await agent.call('GET', `/agent/v1/sync?revision=${delta.body['revision'] as number}`);
+    expect(quiet.body).toMatchObject({ full: false, entries: [], deleted_ids: [], revision: delta.body['revision'] });
+  });
+
+  it('long-poll: a waiting sync answers as soon as an entry for the agent is created', async () => {
+    const agent = await joinAgent();
+    const start = await agent.call('GET', '/agent/v1/sync?revision=0');
+    const query = `revision=${start.body['revision'] as number}&bundle_sequence=${bundle.sequenceNumber}&wait_ms=20000`;
+    const waiting = agent.call('GET', `/agent/v1/sync?${query}`);
+    // Another agent's change must not end the wait.
+    const other = await joinAgent();
+    await createEntry({ spiffeId: 'spiffe://example.org/poll/other', parentId: other.spiffeId });
+    const created = await createEntry({ spiffeId: 'spiffe://example.org/poll/mine', parentId: agent.spiffeId });
+    const answer = await waiting;
+    expect(answer.status).toBe(200);
+    expect(answer.body['deleted_ids']).toEqual([]);
+    expect(ids(answer.body['entries'])).toEqual([created.id]);
+  });
+
+  it('long-poll: a waiting sync answers when the trust bundle changes', async () => {
+    const agent = await joinAgent();
+    const start = await agent.call('GET', '/agent/v1/sync?revision=0');
+    const sequence = (start.body['bundle'] as { spiffe_sequence: number }).spiffe_sequence;
+    const waiting = agent.call(
+      'GET',
+      `/agent/v1/sync?revision=${start.body['revision'] as number}&bundle_sequence=${sequence}&wait_ms=20000`,
+    );
+    await api.server.app.get(KeyManager).prepare('jwt');
+    const answer = await waiting;
+    expect(answer.body).toMatchObject({ full: false, entries: [], deleted_ids: [] });
+    expect((answer.body['bundle'] as { spiffe_sequence: number }).spiffe_sequence).toBe(sequence + 1);
+    bundle = await api.trustBundle();
+  });
+
+  it('authorises the agent its own entries, its alias entries and their descendants, never another agent’s', async () => {
+    const agentA = await joinAgent('spiffe://example.org/group/a');
+    const agentB = await joinAgent();
+    const aliasEntry = (await entries().listEntries({ spiffeId: 'spiffe://example.org/group/a' })).entries[0]!;
+    const own = await createEntry({ spiffeId: 'spiffe://example.org/authz/own', parentId: agentA.spiffeId });
+    const child = await createEntry({ spiffeId: 'spiffe://example.org/authz/child', parentId: own.spiffeId });
+    const viaAlias = await createEntry({ spiffeId: 'spiffe://example.org/authz/alias', parentId: aliasEntry.spiffeId });
+    const nodeAlias = await createEntry({
+      spiffeId: 'spiffe://example.org/cluster/a',
+      parentId: 'spiffe://example.org/sigil/server',
+      selectors: [{ type: 'sigil', value: `agent_id:${agentA.spiffeId}` }],
+    });
+    const viaNodeAlias = await createEntry({
+      spiffeId: 'spiffe://example.org/authz/node',
+      parentId: nodeAlias.spiffeId,
+    });
+    const ofB = await createEntry({ spiffeId: 'spiffe://example.org/authz/b', parentId: agentB.spiffeId });
+    await settle();
+
+    const syncA = await agentA.call('GET', '/agent/v1/sync?revision=0');
+    expect(ids(syncA.body['entries'])).toEqual(
+      [aliasEntry.id, own.id, child.id, viaAlias.id, nodeAlias.id, viaNodeAlias.id].sort(),
+    );
+    const syncB = await agentB.call('GET', '/agent/v1/sync?revision=0');
+    expect(ids(syncB.body['entries'])).toEqual([ofB.id]);
+
+    const stolen = await agentB.call('POST', '/agent/v1/svids/x509', {
+      csrs: [{ entry_id: own.id, csr: await csrFor(own.spiffeId) }],
+    });
+    expect(stolen.body['results']).toEqual([
+      {
+        entry_id: own.id,
+        status: {
+          code: 'permission_denied',
+          message: `entry_id: entry "${own.id}" is not authorised for agent ${agentB.spiffeId}`,
+        },
+      },
+    ]);
+  });
+
+  it('signs a batch of X.509-SVID CSRs, each checked on its own', async () => {
+    const agent = await joinAgent();
+    const other = await joinAgent();
+    const web = await createEntry({
+      spiffeId: 'spiffe://example.org/batch/web',
+      parentId: agent.spiffeId,
+      dnsNames: ['web.example.org'],
+      x509SvidTtl: 600,
+    });
+    const notMine = await createEntry({ spiffeId: 'spiffe://example.org/batch/theirs', parentId: other.spiffeId });
+    const response = await agent.call('POST', '/agent/v1/svids/x509', {
+      csrs: [
+        { entry_id: web.id, csr: await csrFor(web.spiffeId) },
+        { entry_id: web.id, csr: await csrFor() },
+        { entry_id: notMine.id, csr: await csrFor(notMine.spiffeId) },
+        { entry_id: web.id, csr: await csrFor('spiffe://example.org/batch/other') },
+        { entry_id: web.id, csr: 'not a csr' },
+      ],
+    });
+    expect(response.status).toBe(200);
+    const results = response.body['results'] as { status: { code: string; message: string }; svid?: string[] }[];
+    expect(results.map((result) => result.status.code)).toEqual([
+      'ok',
+      'ok',
+      'permission_denied',
+      'invalid_argument',
+      'invalid_argument',
+    ]);
+    expect(results[3]!.status.message).toBe(
+      `csrs.3.csr: uri san "spiffe://example.org/batch/other" does not match the spiffe id ${web.spiffeId}`,
+    );
+    expect(results[4]!.status.message).toMatch(/^csrs\.4\.csr: /);
+
+    for (const result of results.slice(0, 2)) {
+      const chain = derChainOf(result.svid);
+      const verified = await verifyX509Svid(chain, bundle, { now: clock.now() });
+      const leaf = verified.verifiedChain[0]!;
+      expect(verified.spiffeId.toString()).toBe(web.spiffeId);
+      expect((leaf.notAfter.getTime() - Math.floor(clock.now().getTime() / 1000) * 1000) / 1000).toBe(600);
+      expect(leaf.toString('text')).toContain('web.example.org');
+    }
+    const openssl = await opensslVerify({
+      root: bundle.x509Authorities[0]!,
+      leaf: derChainOf(results[0]!.svid)[0]!,
+      at: clock.now(),
+    });
+    expect(openssl.ok, openssl.output).toBe(true);
+  });
+
+  it('signs JWT-SVIDs for authorised entries only', async () => {
+    const agent = await joinAgent();
+    const db = await createEntry({
+      spiffeId: 'spiffe://example.org/jwt/db',
+      parentId: agent.spiffeId,
+      jwtSvidTtl: 120,
+    });
+    const signed = await agent.call('POST', '/agent/v1/svids/jwt', { entry_id: db.id, audience: ['postgres'] });
+    expect(signed.status).toBe(200);
+    const svid = await parseAndValidateJwtSvid(signed.body['token'] as string, bundle, 'postgres', {
+      now: clock.now(),
+    });
+    expect(svid.spiffeId.toString()).toBe(db.spiffeId);
+    expect(signed.body['spiffe_id']).toBe(db.spiffeId);
+    expect(Date.parse(signed.body['expires_at'] as string) - Math.floor(clock.now().getTime() / 1000) * 1000).toBe(
+      120_000,
+    );
+
+    const stranger = await joinAgent();
+    const refused = await stranger.call('POST', '/agent/v1/svids/jwt', { entry_id: db.id, audience: ['postgres'] });
+    expect(refused).toEqual({
+      status: 403,
+      body: {
+        error: 'permission_denied',
+        message: `entry_id: entry "${db.id}" is not authorised for agent ${stranger.spiffeId}`,
+      },
+    });
+  });
+
+  it('rate-limits each agent’s signing requests with 429 resource_exhausted', async () => {
+    const agent = await joinAgent();
+    const entry = await createEntry({ spiffeId: 'spiffe://example.org/limit/a', parentId: agent.spiffeId });
+    const sign = () => agent.call('POST', '/agent/v1/svids/jwt', { entry_id: entry.id, audience: ['x'] });
+    for (let i = 0; i < SIGN_BURST; i += 1) expect((await sign()).status).toBe(200);
+    expect(await sign()).toEqual({
+      status: 429,
+      body: {
+        error: 'resource_exhausted',
+        message: `agent ${agent.spiffeId}: over its signing rate limit, retry later`,
+      },
+    });
+    // Another agent has its own bucket.
+    const neighbour = await joinAgent();
+    expect((await neighbour.call('GET', '/agent/v1/sync')).status).toBe(200);
+  });
+
+  it('refuses a banned agent and an evicted agent on every mTLS route', async () => {
+    const banned = await joinAgent();
+    const evicted = await joinAgent();
+    await api.server.app.get(AgentsService).ban(banned.spiffeId);
+    await api.server.app.get(AgentsService).evict(evicted.spiffeId);
+    for (const [method, path, body] of await mtlsRoutes()) {
+      expect(await banned.call(method, path, body)).toEqual({
+        status: 403,
+        body: { error: 'permission_denied', message: `agent ${banned.spiffeId} is banned` },
+      });
+      expect(await evicted.call(method, path, body)).toEqual({
+        status: 403,
+        body: { error: 'permission_denied', message: `agent ${evicted.spiffeId} is not attested (evicted or unknown)` },
+      });
+    }
+  });
+
+  // Last: it moves the server's clock past every SVID issued so far.
+  it('refuses an expired agent SVID', async () => {
+    const agent = await joinAgent();
+    clock.advance(3601_000);
+    const refused = await agent.call('GET', '/agent/v1/sync');
+    expect(refused.status).toBe(401);
+    expect(refused.body['message']).toMatch(/^client certificate: leaf certificate expired at /);
+  });
+});
