@@ -83,11 +83,25 @@ export class WorkloadApiError extends Error {
   }
 }
 
+// Socket errors that mean "the endpoint cannot be reached right now". connect-node reports only ECONNREFUSED as
+// UNAVAILABLE; a socket file that does not exist yet (the agent is still starting) is the same situation, and gRPC
+// clients report both as UNAVAILABLE (SPIFFE_Workload_Endpoint.md §6: retry with a backoff).
+const UNREACHABLE = new Set(['ENOENT', 'ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'EPIPE']);
+
+function systemErrorCode(error: unknown): string | undefined {
+  for (let current = error, depth = 0; current instanceof Error && depth < 5; current = current.cause, depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === 'string') return code;
+  }
+  return undefined;
+}
+
 /** Wraps the failure of the RPC `method` into an `ERR_RPC_FAILED` error that names the gRPC status. */
 export function rpcError(method: string, error: unknown): WorkloadApiError {
   if (error instanceof WorkloadApiError) return error;
   const connectError = ConnectError.from(error);
-  const status = STATUS_BY_CODE[connectError.code] ?? 'unknown';
+  const unreachable = UNREACHABLE.has(systemErrorCode(connectError.cause) ?? '');
+  const status = unreachable ? 'unavailable' : (STATUS_BY_CODE[connectError.code] ?? 'unknown');
   return new WorkloadApiError('ERR_RPC_FAILED', `${method}: ${status}: ${connectError.rawMessage}`, {
     cause: error,
     status,
