@@ -337,4 +337,18 @@ describe(`agent API: mTLS routes (${backend})`, () => {
     expect(refused.status).toBe(401);
     expect(refused.body['message']).toMatch(/^client certificate: leaf certificate expired at /);
   });
+
+  it('answers a waiting sync at shutdown instead of holding the server open', async () => {
+    const agent = await joinAgent();
+    const start = await agent.call('GET', '/agent/v1/sync?revision=0');
+    const sequence = (start.body['bundle'] as { spiffe_sequence: number }).spiffe_sequence;
+    const waiting = agent.call(
+      'GET',
+      `/agent/v1/sync?revision=${start.body['revision'] as number}&bundle_sequence=${sequence}&wait_ms=30000`,
+    );
+    // Gives the waiting request, sent first, time to reach the server before it closes.
+    await agent.call('GET', '/agent/v1/sync?revision=0');
+    await api.server.close();
+    expect(await waiting).toMatchObject({ status: 200, body: { full: false, entries: [], deleted_ids: [] } });
+  });
 });
