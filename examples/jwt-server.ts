@@ -12,9 +12,11 @@ import { fail, flags } from './example-args.js';
 const usage = 'jwt-server --audience AUDIENCE [--port 8080] [--address URI]';
 const args = flags(usage, { audience: undefined, port: '8080' }, ['audience', 'port']);
 
-const source = await JwtSource.create({ clientOptions: { address: args.address }, timeoutMs: 30_000 }).catch(
-  (error: Error) => fail(`cannot get the JWT bundles: ${error.message}`),
-);
+const source = await JwtSource.create({
+  clientOptions: { address: args.address },
+  timeoutMs: 30_000,
+  onError: (error) => console.error(`workload api: ${error.message}`),
+}).catch((error: Error) => fail(`cannot get the JWT bundles: ${error.message}`));
 
 const server = createServer((req, res) => {
   validateBearerJwtSvid(req.headers.authorization, source, args.audience).then(

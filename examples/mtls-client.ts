@@ -22,6 +22,7 @@ const source = await X509Source.create({
   clientOptions: { address: args.address },
   picker: pickSvid(args['spiffe-id']),
   timeoutMs: 30_000,
+  onError: (error) => console.error(`workload api: ${error.message}`),
 }).catch((error: Error) => fail(`cannot get an X.509-SVID: ${error.message}`));
 const tlsOptions = createClientTlsOptions(source, authorizeId(args.authorize));
 
