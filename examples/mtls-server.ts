@@ -6,6 +6,7 @@
  *     [--port 8443] [--address unix:///tmp/sigil-agent/public/api.sock]
  */
 import { createServer } from 'node:https';
+import { type AddressInfo } from 'node:net';
 import { type TLSSocket } from 'node:tls';
 import { X509Source, authorizeId, createServerTlsOptions, peerSpiffeId } from '@sigil/workload-api';
 import { fail, flags, pickSvid } from './example-args.js';
@@ -33,7 +34,8 @@ const server = tlsOptions.attach(
 );
 server.on('tlsClientError', (error) => console.error(`refused a connection: ${error.message}`));
 server.listen(Number(args.port), () => {
-  console.log(`${source.getX509Svid().spiffeId.toString()} listening on https://127.0.0.1:${args.port}/`);
+  const { port } = server.address() as AddressInfo;
+  console.log(`${source.getX509Svid().spiffeId.toString()} listening on https://127.0.0.1:${port}/`);
   console.log(`accepting only ${args.authorize}`);
 });
 
