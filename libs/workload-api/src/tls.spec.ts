@@ -121,6 +121,18 @@ describe('mutual TLS with X.509-SVIDs from the Workload API', () => {
     expect(requests).toEqual([]);
   });
 
+  it('refuses a client without a certificate', async () => {
+    const { port, requests, rejections } = await startServer(authorizeAny());
+    const { ca } = createClientTlsOptions(clientSource, authorizeAny());
+    const req = request({ host: '127.0.0.1', port, ca, checkServerIdentity: () => undefined, agent: false });
+    const failed = once(req, 'error');
+    req.end();
+    await failed;
+    await until(() => rejections.length === 1);
+    expect(rejections[0]).toMatchObject({ code: 'ERR_PEER_REJECTED', message: 'peer presented no certificate' });
+    expect(requests).toEqual([]);
+  });
+
   it('refuses a server the client authorizer rejects, before sending the request', async () => {
     const { port, requests } = await startServer(authorizeAny());
     await expect(get(port, createClientTlsOptions(clientSource, authorizeMemberOf('other.org')))).rejects.toMatchObject(
