@@ -19,6 +19,9 @@ export interface EntrySyncOptions {
   readonly logger?: Pick<Logger, 'warn' | 'log' | 'debug'>;
 }
 
+/** Shortest time between two polls whose answers brought nothing. */
+const MIN_EMPTY_POLL_MS = 1000;
+
 /**
  * The long-poll sync loop: asks the server for the changes of authorised entries since the last revision it saw
  * (and the bundle, when its sequence moved), holding the request open until something changes, so a new entry
@@ -66,8 +69,11 @@ export class EntrySync {
     const signal = this.abort.signal;
     while (!signal.aborted) {
       try {
-        await this.syncAndApply(this.waitMs);
+        const startedAt = Date.now();
+        const changed = await this.syncAndApply(this.waitMs);
         this.backoff.reset();
+        // A server that answers at once with nothing new (it should have held the poll) must not make us spin.
+        if (!changed && Date.now() - startedAt < MIN_EMPTY_POLL_MS) await sleep(MIN_EMPTY_POLL_MS, signal);
       } catch (error) {
         if (signal.aborted) break;
         if (error instanceof AgentApiError && error.isAgentRefused()) this.options.onAgentRefused?.(error);
@@ -82,12 +88,13 @@ export class EntrySync {
     }
   }
 
-  private async syncAndApply(waitMs: number): Promise<void> {
+  /** Returns whether the answer changed anything. */
+  private async syncAndApply(waitMs: number): Promise<boolean> {
     const sync = await this.api.sync(
       { revision: this.revision, bundleSequence: this.cache.ownBundleSequence(), waitMs },
       this.abort.signal,
     );
-    const { ownBundleChanged } = this.cache.applySync(sync);
+    const { changed, ownBundleChanged } = this.cache.applySync(sync);
     this.revision = sync.revision;
     this.options.logger?.debug({
       msg: 'entries synced',
@@ -102,5 +109,6 @@ export class EntrySync {
     }
     this.rotator.schedule();
     this.options.onSynced?.(sync.revision);
+    return changed;
   }
 }

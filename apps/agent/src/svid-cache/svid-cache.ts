@@ -122,10 +122,10 @@ export class SvidCache implements IdentityCache {
 
   /**
    * Applies one sync answer: a full set replaces the entries, a delta upserts and deletes; the bundles are taken as
-   * sent. Returns whether our own bundle changed (the caller persists it). The cache is ready to serve from the
+   * sent. Returns whether anything changed, and whether our own bundle did (the caller persists it). The cache is ready to serve from the
    * first sync on.
    */
-  applySync(sync: SyncResponse): { ownBundleChanged: boolean } {
+  applySync(sync: SyncResponse): { changed: boolean; ownBundleChanged: boolean } {
     let changed = !this.ready;
     this.ready = true;
     if (sync.full) {
@@ -140,8 +140,9 @@ export class SvidCache implements IdentityCache {
       sync.federatedBundles.length !== this.federated.length ||
       sync.federatedBundles.some((bundle, i) => !sameBundle(this.federated[i], bundle));
     if (federatedChanged) this.federated = [...sync.federatedBundles];
-    if (changed || ownBundleChanged || federatedChanged) this.notify();
-    return { ownBundleChanged };
+    const anything = changed || ownBundleChanged || federatedChanged;
+    if (anything) this.notify();
+    return { changed: anything, ownBundleChanged };
   }
 
   /** Entries that need an X509-SVID signed now: none yet, one for an older version of the entry, or one due. */

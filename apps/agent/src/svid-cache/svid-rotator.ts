@@ -20,6 +20,8 @@ export interface SvidRotatorOptions {
   /** Called when the server refuses the agent itself (401/403): the agent manager attests again or stops. */
   readonly onAgentRefused?: (error: AgentApiError) => void;
   readonly backoff?: Backoff;
+  /** CSRs per request (default and maximum: the server's limit of 500). */
+  readonly batchSize?: number;
   readonly logger?: Pick<Logger, 'warn' | 'debug'>;
 }
 
@@ -49,6 +51,7 @@ export class SvidRotator {
   private again = false;
   private stopped = false;
   private failureRetryAt: number | undefined;
+  private readonly batchSize: number;
 
   constructor(
     private readonly cache: SvidCache,
@@ -58,6 +61,10 @@ export class SvidRotator {
     this.clock = options.clock ?? systemClock;
     this.random = options.random ?? Math.random;
     this.backoff = options.backoff ?? new Backoff(1000, 30_000, this.random);
+    this.batchSize = options.batchSize ?? MAX_CSR_BATCH;
+    if (!Number.isInteger(this.batchSize) || this.batchSize < 1 || this.batchSize > MAX_CSR_BATCH) {
+      throw new Error(`batchSize: must be from 1 to ${MAX_CSR_BATCH}, got ${this.batchSize}`);
+    }
   }
 
   /** Signs whatever is due as soon as possible (a sync brought new or changed entries, or a timer fired). */
@@ -96,9 +103,9 @@ export class SvidRotator {
   /** One pass over the due entries. */
   private async pass(): Promise<void> {
     const due = this.cache.entriesToSign(this.clock.now());
-    for (let start = 0; start < due.length && !this.stopped; start += MAX_CSR_BATCH) {
+    for (let start = 0; start < due.length && !this.stopped; start += this.batchSize) {
       try {
-        await this.signBatch(due.slice(start, start + MAX_CSR_BATCH));
+        await this.signBatch(due.slice(start, start + this.batchSize));
         this.backoff.reset();
         this.failureRetryAt = undefined;
       } catch (error) {

@@ -1,0 +1,252 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PEM_LABEL, toPem } from '@sigil/pki';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TestCa } from '../../../test/support/test-ca.js';
+import { AgentConfigError, type LoadAgentConfigInput, loadAgentConfig } from './config.js';
+
+let dir: string;
+let bundlePem: string;
+let bundleJwks: string;
+let popCert: string;
+let popKey: string;
+
+function problemsOf(input: LoadAgentConfigInput): readonly string[] {
+  try {
+    loadAgentConfig(input);
+  } catch (error) {
+    if (error instanceof AgentConfigError) return error.problems;
+    throw error;
+  }
+  throw new Error('expected an AgentConfigError');
+}
+
+const base = (): LoadAgentConfigInput => ({
+  flags: { serverAddress: ['127.0.0.1:8081'], joinToken: 'tok-1', trustBundle: join(dir, 'bundle.pem') },
+  env: {},
+  cwd: dir,
+});
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'sigil-agent-config-'));
+  const ca = await TestCa.create('example.org');
+  bundlePem = ca.certificate.toString('pem');
+  bundleJwks = JSON.stringify(ca.bundle().toJwks());
+  await writeFile(join(dir, 'bundle.pem'), bundlePem);
+  await writeFile(join(dir, 'bundle.json'), bundleJwks);
+  const other = await TestCa.create('other.org');
+  await writeFile(join(dir, 'both.pem'), bundlePem + other.certificate.toString('pem'));
+  const plain = await TestCa.create('example.org', { uris: [] });
+  await writeFile(join(dir, 'plain.pem'), plain.certificate.toString('pem'));
+  const popCa = await TestCa.create('pop.example', { uris: [] });
+  const leaf = await popCa.createX509Svid('spiffe://pop.example/unused', { uris: [], subject: 'CN=node-1' });
+  popCert = join(dir, 'node.pem');
+  popKey = join(dir, 'node.key');
+  await writeFile(popCert, leaf.certificate.toString('pem'));
+  await writeFile(popKey, toPem(PEM_LABEL.privateKey, await leaf.privateKeyPkcs8()));
+  await writeFile(join(dir, 'garbage.pem'), 'not pem at all');
+  await writeFile(
+    join(dir, 'config.json'),
+    JSON.stringify({ server_address: ['a.example:1', 'b.example:2'], data_dir: 'from-file' }),
+  );
+});
+
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('loadAgentConfig', () => {
+  it('applies the defaults and freezes the result', () => {
+    const config = loadAgentConfig(base());
+    expect(config.serverAddresses.map((address) => address.text)).toEqual(['127.0.0.1:8081']);
+    expect(config.attestation).toEqual({ method: 'join_token', token: 'tok-1' });
+    expect(config.bootstrapTrust.kind).toBe('bundle');
+    expect(config.trustDomain?.name).toBe('example.org');
+    expect(config.socketPath).toBe('/tmp/sigil-agent/public/api.sock');
+    expect(config.dataDir).toBe(join(dir, '.sigil/agent'));
+    expect(config.logLevel).toBe('info');
+    expect(Object.isFrozen(config)).toBe(true);
+    expect(Object.isFrozen(config.serverAddresses)).toBe(true);
+  });
+
+  it('takes flags over SIGIL_AGENT_* env over the config file', () => {
+    const config = loadAgentConfig({
+      ...base(),
+      flags: { ...base().flags, serverAddress: undefined, dataDir: 'from-flag' },
+      env: { SIGIL_AGENT_DATA_DIR: 'from-env', SIGIL_AGENT_LOG_LEVEL: 'debug', SIGIL_AGENT_CONFIG: 'config.json' },
+    });
+    expect(config.dataDir).toBe(join(dir, 'from-flag'));
+    expect(config.logLevel).toBe('debug');
+    expect(config.serverAddresses.map((address) => address.text)).toEqual(['a.example:1', 'b.example:2']);
+    const fromEnv = loadAgentConfig({
+      ...base(),
+      env: { SIGIL_AGENT_SERVER_ADDRESS: 'c.example:3,[::1]:4' },
+      flags: { ...base().flags, serverAddress: [] },
+    });
+    expect(fromEnv.serverAddresses.map((address) => [address.host, address.port])).toEqual([
+      ['c.example', 3],
+      ['::1', 4],
+    ]);
+  });
+
+  it('accepts repeated and comma-separated server addresses', () => {
+    const config = loadAgentConfig({
+      ...base(),
+      flags: { ...base().flags, serverAddress: ['a.example:1,b.example:2', 'c.example:3'] },
+    });
+    expect(config.serverAddresses.map((address) => address.text)).toEqual([
+      'a.example:1',
+      'b.example:2',
+      'c.example:3',
+    ]);
+  });
+
+  it.each([
+    [undefined, '--server-address: is required'],
+    [['localhost'], "--server-address: must be HOST:PORT (IPv6 as [ADDRESS]:PORT), got 'localhost'"],
+    [['localhost:0'], "--server-address: port must be from 1 to 65535, got 'localhost:0'"],
+    [['localhost:70000'], "--server-address: port must be from 1 to 65535, got 'localhost:70000'"],
+    [['[example.org]:1'], "--server-address: example.org in brackets must be an IPv6 address, got '[example.org]:1'"],
+    [['bad_host:1'], "--server-address: host must be a host name or IP address, got 'bad_host:1'"],
+    [['a.example:1,'], "--server-address: must be HOST:PORT (IPv6 as [ADDRESS]:PORT), got ''"],
+  ])('rejects server address %j', (serverAddress, message) => {
+    expect(problemsOf({ ...base(), flags: { ...base().flags, serverAddress } })).toEqual([message]);
+  });
+
+  it('rejects a join token with spaces or too long, without echoing it', () => {
+    const problems = problemsOf({ ...base(), flags: { ...base().flags, joinToken: 'secret value' } });
+    expect(problems).toEqual(['--join-token: must be 1 to 256 printable characters without spaces']);
+    expect(
+      problemsOf({
+        ...base(),
+        env: { SIGIL_AGENT_JOIN_TOKEN: 'x'.repeat(257) },
+        flags: { ...base().flags, joinToken: undefined },
+      }),
+    ).toEqual(['SIGIL_AGENT_JOIN_TOKEN: must be 1 to 256 printable characters without spaces']);
+  });
+
+  it('reads x509pop files and checks them', () => {
+    const config = loadAgentConfig({
+      ...base(),
+      flags: { ...base().flags, joinToken: undefined, x509popCert: popCert, x509popKey: popKey },
+    });
+    expect(config.attestation).toEqual({ method: 'x509pop', certFile: popCert, keyFile: popKey });
+    const flags = { ...base().flags, joinToken: undefined };
+    expect(problemsOf({ ...base(), flags: { ...flags, x509popCert: popCert } })).toEqual([
+      '--x509pop-key: required when the x509pop cert file is set',
+    ]);
+    expect(problemsOf({ ...base(), flags: { ...flags, x509popKey: popKey } })).toEqual([
+      '--x509pop-cert: required when the x509pop key file is set',
+    ]);
+    expect(problemsOf({ ...base(), flags: { ...base().flags, x509popCert: popCert, x509popKey: popKey } })).toEqual([
+      '--join-token: use either a join token or x509pop, not both',
+    ]);
+    const missing = join(dir, 'missing.pem');
+    expect(
+      problemsOf({ ...base(), flags: { ...flags, x509popCert: missing, x509popKey: join(dir, 'garbage.pem') } }),
+    ).toEqual([
+      `--x509pop-cert: cannot read ${missing}: ENOENT`,
+      expect.stringMatching(/^--x509pop-key: .*garbage\.pem is not a PEM private key: /),
+    ]);
+    expect(problemsOf({ ...base(), flags: { ...flags, x509popCert: popKey, x509popKey: popKey } })).toEqual([
+      expect.stringMatching(/^--x509pop-cert: .*node\.key (holds no certificate|is not PEM certificates)/),
+    ]);
+  });
+
+  it('allows no attestation method (resume from the data dir)', () => {
+    expect(
+      loadAgentConfig({ ...base(), flags: { ...base().flags, joinToken: undefined } }).attestation,
+    ).toBeUndefined();
+  });
+
+  it('requires exactly one of a trust bundle and insecure bootstrap', () => {
+    const flags = { ...base().flags, trustBundle: undefined };
+    expect(problemsOf({ ...base(), flags })).toEqual([
+      "--trust-bundle: required (the server's CA certificates), unless --insecure-bootstrap",
+    ]);
+    expect(problemsOf({ ...base(), flags: { ...base().flags, insecureBootstrap: true } })).toEqual([
+      '--trust-bundle: set either a trust bundle or insecure bootstrap, not both',
+    ]);
+    const insecure = loadAgentConfig({ ...base(), flags: { ...flags, insecureBootstrap: true } });
+    expect(insecure.bootstrapTrust).toEqual({ kind: 'insecure' });
+    expect(insecure.trustDomain).toBeUndefined();
+    expect(problemsOf({ ...base(), flags, env: { SIGIL_AGENT_INSECURE_BOOTSTRAP: 'yes' } })).toEqual([
+      "SIGIL_AGENT_INSECURE_BOOTSTRAP: must be true or false, got 'yes'",
+    ]);
+    expect(
+      loadAgentConfig({ ...base(), flags, env: { SIGIL_AGENT_INSECURE_BOOTSTRAP: 'true' } }).bootstrapTrust.kind,
+    ).toBe('insecure');
+  });
+
+  it('learns the trust domain from a PEM or SPIFFE bundle, and checks it against --trust-domain', () => {
+    const jwks = loadAgentConfig({ ...base(), flags: { ...base().flags, trustBundle: 'bundle.json' } });
+    expect(jwks.trustDomain?.name).toBe('example.org');
+    expect(jwks.bootstrapTrust.kind === 'bundle' && jwks.bootstrapTrust.bundle.x509Authorities.length).toBe(1);
+    expect(problemsOf({ ...base(), flags: { ...base().flags, trustDomain: 'other.org' } })).toEqual([
+      `--trust-bundle: ${join(dir, 'bundle.pem')} holds authorities of trust domain example.org, not of the configured other.org`,
+    ]);
+    expect(problemsOf({ ...base(), flags: { ...base().flags, trustBundle: 'both.pem' } })).toEqual([
+      `--trust-bundle: ${join(dir, 'both.pem')} names several trust domains (example.org, other.org): set --trust-domain`,
+    ]);
+    expect(problemsOf({ ...base(), flags: { ...base().flags, trustBundle: 'plain.pem' } })).toEqual([
+      `--trust-bundle: ${join(dir, 'plain.pem')} names no trust domain (no CA certificate has a spiffe:// URI SAN): set --trust-domain`,
+    ]);
+    const named = loadAgentConfig({
+      ...base(),
+      flags: { ...base().flags, trustBundle: 'plain.pem', trustDomain: 'example.org' },
+    });
+    expect(named.trustDomain?.name).toBe('example.org');
+    expect(problemsOf({ ...base(), flags: { ...base().flags, trustBundle: 'garbage.pem' } })).toEqual([
+      expect.stringMatching(/^--trust-bundle: .*garbage\.pem is neither PEM CA certificates nor a SPIFFE bundle: /),
+    ]);
+    expect(problemsOf({ ...base(), flags: { ...base().flags, trustBundle: 'nope.pem' } })).toEqual([
+      `--trust-bundle: cannot read ${join(dir, 'nope.pem')}: ENOENT`,
+    ]);
+  });
+
+  it.each([
+    [{ trustDomain: 'Example.org' }, "--trust-domain: must be a trust domain name, got 'Example.org'"],
+    [
+      { socketPath: `/${'s'.repeat(107)}` },
+      `--socket-path: must be a Unix socket path of at most 107 bytes, got '/${'s'.repeat(107)}'`,
+    ],
+    [{ dataDir: ' ' }, "--data-dir: must be a directory path, got ' '"],
+    [{ logLevel: 'verbose' }, "--log-level: must be one of fatal, error, warn, info, debug, trace, got 'verbose'"],
+  ])('rejects %j', (flags, message) => {
+    expect(problemsOf({ ...base(), flags: { ...base().flags, ...flags } })).toEqual([message]);
+  });
+
+  it('lists every bad key at once', () => {
+    const problems = problemsOf({ flags: { serverAddress: ['x'], logLevel: 'loud', dataDir: '' }, env: {}, cwd: dir });
+    expect(problems).toEqual([
+      "--server-address: must be HOST:PORT (IPv6 as [ADDRESS]:PORT), got 'x'",
+      "--data-dir: must be a directory path, got ''",
+      "--log-level: must be one of fatal, error, warn, info, debug, trace, got 'loud'",
+    ]);
+  });
+
+  it('rejects an unreadable, invalid or unknown-keyed config file', async () => {
+    await writeFile(join(dir, 'unknown.json'), JSON.stringify({ server_adress: 'a:1' }));
+    await writeFile(join(dir, 'broken.json'), '{');
+    await writeFile(join(dir, 'array.json'), '[]');
+    expect(problemsOf({ ...base(), file: 'unknown.json' })).toEqual([
+      `server_adress: unknown key in config file ${join(dir, 'unknown.json')}`,
+    ]);
+    expect(problemsOf({ ...base(), file: 'broken.json' })[0]).toMatch(/^--config: .*broken\.json is not valid JSON: /);
+    expect(problemsOf({ ...base(), file: 'array.json' })).toEqual([
+      `--config: ${join(dir, 'array.json')} must hold a JSON object`,
+    ]);
+    expect(problemsOf({ ...base(), file: 'absent.json' })).toEqual([
+      `--config: cannot read ${join(dir, 'absent.json')}: ENOENT`,
+    ]);
+  });
+
+  it('names file keys as the file writes them', async () => {
+    await writeFile(join(dir, 'bad-values.json'), JSON.stringify({ server_address: 7, insecure_bootstrap: 'maybe' }));
+    expect(problemsOf({ flags: {}, env: {}, cwd: dir, file: 'bad-values.json' })).toEqual([
+      "server_address: must be HOST:PORT or a comma-separated list of them, got '7'",
+      "insecure_bootstrap: must be true or false, got 'maybe'",
+    ]);
+  });
+});

@@ -1,0 +1,330 @@
+import { parseCsr } from '@sigil/pki';
+import { SpiffeId, parseAndValidateJwtSvid, verifyX509Svid } from '@sigil/spiffe';
+import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { FakeAgentApi, testEntry } from '../../../../test/support/fake-agent-api.js';
+import { TestCa } from '../../../../test/support/test-ca.js';
+import { AgentApiError } from '../attestation/server-client.js';
+import { Backoff } from '../common/backoff.js';
+import { type WorkloadIdentity } from '../workload-api/workload-responses.js';
+import { EntrySync } from './entry-sync.js';
+import { JwtSvidCache } from './jwt-svid-cache.js';
+import { SvidCache } from './svid-cache.js';
+import { SvidRotator } from './svid-rotator.js';
+
+const uid = (n: number) => [{ type: 'unix', value: `uid:${n}` }];
+const id = (path: string): SpiffeId => SpiffeId.parse(`spiffe://example.org${path}`);
+const quiet = { warn: () => undefined, debug: () => undefined, log: () => undefined };
+
+let ca: TestCa;
+let api: FakeAgentApi;
+let cache: SvidCache;
+let rotator: SvidRotator;
+let sync: EntrySync;
+let changes: number;
+
+/** Waits (without a timing assertion) until `condition` holds after some cache change. */
+async function until(condition: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  expect(condition()).toBe(true);
+}
+
+function build(options: { random?: () => number; refusalRetryMs?: number; batchSize?: number } = {}): void {
+  cache = new SvidCache(new JwtSvidCache((entryId, audience) => api.signJwtSvid(entryId, audience)), undefined, quiet);
+  rotator = new SvidRotator(cache, api, {
+    bundle: () => api.bundle,
+    random: options.random ?? (() => 0.5),
+    backoff: new Backoff(20, 40, () => 0.5),
+    refusalRetryMs: options.refusalRetryMs ?? 60_000,
+    ...(options.batchSize !== undefined && { batchSize: options.batchSize }),
+    logger: quiet,
+  });
+  sync = new EntrySync(api, cache, rotator, { waitMs: 5_000, backoff: new Backoff(20, 40, () => 0.5), logger: quiet });
+  changes = 0;
+  cache.subscribe(() => changes++);
+}
+
+async function syncAndSign(): Promise<void> {
+  await sync.syncOnce();
+  await rotator.idle();
+}
+
+const svidOf = (identity: WorkloadIdentity | undefined) => identity?.x509Svid;
+
+beforeAll(async () => {
+  ca = await TestCa.create('example.org');
+});
+
+beforeEach(async () => {
+  api = await FakeAgentApi.create(ca);
+  build();
+});
+
+afterEach(async () => {
+  vi.useRealTimers();
+  await sync.stop();
+  await rotator.stop();
+});
+
+describe('SvidCache with the rotator', () => {
+  it('is not ready before the first sync, then serves an SVID per entry with a key made on the agent', async () => {
+    const web = testEntry(id('/web'), { selectors: uid(1000) });
+    const db = testEntry(id('/db'), { selectors: [...uid(1000), { type: 'unix', value: 'gid:50' }] });
+    api.put(web);
+    api.put(db);
+    expect(cache.bundles()).toBeUndefined();
+    await syncAndSign();
+    expect(cache.bundles()?.own.sequenceNumber).toBe(1);
+    expect(api.batches).toEqual([2]);
+
+    const identities = cache.identitiesFor([...uid(1000), { type: 'unix', value: 'gid:50' }]);
+    expect(identities.map((identity) => identity.spiffeId.toString())).toEqual([
+      'spiffe://example.org/web',
+      'spiffe://example.org/db',
+    ]);
+    for (const identity of identities) {
+      const svid = svidOf(identity)!;
+      expect((await verifyX509Svid([...svid.chain], api.bundle)).spiffeId.equals(identity.spiffeId)).toBe(true);
+    }
+    // Each CSR carried only a public key: the two keys differ and neither private key was sent.
+    const keys = await Promise.all(
+      api.csrs.map(async (pem) => Buffer.from((await parseCsr(pem)).spkiDer).toString('hex')),
+    );
+    expect(new Set(keys).size).toBe(2);
+    expect(api.csrs.join('')).not.toContain('PRIVATE KEY');
+    expect(cache.identitiesFor(uid(1000)).map((identity) => identity.spiffeId.toString())).toEqual([
+      'spiffe://example.org/web',
+    ]);
+    expect(cache.identitiesFor(uid(1001))).toEqual([]);
+  });
+
+  it('does not re-sign for a change of selectors or hint, and does for DNS names, keeping the old SVID meanwhile', async () => {
+    const web = testEntry(id('/web'));
+    api.put(web);
+    await syncAndSign();
+    const first = svidOf(cache.identitiesFor(uid(1000))[0]);
+
+    api.put({ ...web, selectors: uid(1000), hint: 'web', revisionNumber: 99 });
+    await syncAndSign();
+    expect(api.batches).toEqual([1]);
+    expect(cache.identitiesFor(uid(1000))[0]?.hint).toBe('web');
+    expect(svidOf(cache.identitiesFor(uid(1000))[0])).toEqual(first);
+
+    api.put({ ...web, dnsNames: ['web.example.org'], revisionNumber: 100 });
+    await sync.syncOnce();
+    expect(svidOf(cache.identitiesFor(uid(1000))[0])).toEqual(first);
+    await rotator.idle();
+    expect(api.batches).toEqual([1, 1]);
+    expect(svidOf(cache.identitiesFor(uid(1000))[0])).not.toEqual(first);
+  });
+
+  it('never serves an old SVID for a new SPIFFE ID, and forgets removed entries', async () => {
+    const web = testEntry(id('/web'));
+    api.put(web);
+    await syncAndSign();
+    api.put({ ...web, spiffeId: id('/web2'), revisionNumber: 200 });
+    await sync.syncOnce();
+    expect(cache.identitiesFor(uid(1000))).toMatchObject([{ spiffeId: id('/web2'), x509Svid: undefined }]);
+    await rotator.idle();
+    const svid = svidOf(cache.identitiesFor(uid(1000))[0])!;
+    expect((await verifyX509Svid([...svid.chain], api.bundle)).spiffeId.toString()).toBe('spiffe://example.org/web2');
+
+    const before = changes;
+    api.delete(web.id);
+    await sync.syncOnce();
+    expect(cache.identitiesFor(uid(1000))).toEqual([]);
+    expect(changes).toBeGreaterThan(before);
+  });
+
+  it('replaces everything on a full resync', async () => {
+    api.put(testEntry(id('/a')));
+    await syncAndSign();
+    const replacement = testEntry(id('/b'));
+    cache.applySync({
+      revision: 50,
+      full: true,
+      entries: [replacement],
+      deletedIds: [],
+      bundle: api.bundle,
+      federatedBundles: [],
+    });
+    expect(cache.identitiesFor(uid(1000)).map((identity) => identity.spiffeId.toString())).toEqual([
+      'spiffe://example.org/b',
+    ]);
+  });
+
+  it('does not serve an entry the server refuses to sign, serves the others, and tries it again later', async () => {
+    build({ refusalRetryMs: 50 });
+    const good = testEntry(id('/good'));
+    const bad = testEntry(id('/bad'));
+    api.put(good);
+    api.put(bad);
+    api.refused.add(bad.id);
+    await syncAndSign();
+    expect(cache.identitiesFor(uid(1000)).map((identity) => identity.spiffeId.toString())).toEqual([
+      'spiffe://example.org/good',
+    ]);
+    api.refused.delete(bad.id);
+    await until(() => cache.identitiesFor(uid(1000)).length === 2);
+    expect(cache.identitiesFor(uid(1000)).every((identity) => identity.x509Svid !== undefined)).toBe(true);
+  });
+
+  it('keeps serving its SVIDs while the server is down, and signs once it is back', async () => {
+    api.put(testEntry(id('/web')));
+    await syncAndSign();
+    const served = cache.identitiesFor(uid(1000));
+    api.down = true;
+    sync.start();
+    const late = testEntry(id('/late'));
+    api.entries.set(late.id, late);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(cache.identitiesFor(uid(1000))).toEqual(served);
+    expect(cache.bundles()).toBeDefined();
+    api.down = false;
+    api.put(late);
+    await until(() => cache.identitiesFor(uid(1000)).filter((identity) => identity.x509Svid).length === 2);
+  });
+
+  it('signs in batches of at most the batch size', async () => {
+    build({ batchSize: 3 });
+    for (let i = 0; i < 7; i++) api.put(testEntry(id(`/many/${i}`), { selectors: uid(2000) }));
+    await syncAndSign();
+    expect(api.batches).toEqual([3, 3, 1]);
+    expect(cache.identitiesFor(uid(2000)).filter((identity) => identity.x509Svid !== undefined)).toHaveLength(7);
+  });
+
+  it('refuses a batch size the server does not take', () => {
+    expect(() => new SvidRotator(cache, api, { bundle: () => api.bundle, batchSize: 501 })).toThrow(
+      'batchSize: must be from 1 to 500, got 501',
+    );
+  });
+});
+
+describe('rotation', () => {
+  it('rotates each SVID at half its lifetime (jitter drawn from the injected random)', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    // Certificates carry whole seconds: start on one so that half life is exact.
+    vi.setSystemTime(Math.ceil(Date.now() / 1000) * 1000);
+    build({ random: () => 0.5 });
+    api.x509TtlSeconds = 100;
+    api.put(testEntry(id('/web')));
+    const start = Date.now();
+    await syncAndSign();
+    expect(cache.nextSigningTime()?.getTime()).toBe(start + 50_000);
+    const first = svidOf(cache.identitiesFor(uid(1000))[0]);
+
+    await vi.advanceTimersByTimeAsync(49_000);
+    await rotator.idle();
+    expect(api.batches).toEqual([1]);
+    await vi.advanceTimersByTimeAsync(1_000);
+    await rotator.idle();
+    expect(api.batches).toEqual([1, 1]);
+    expect(svidOf(cache.identitiesFor(uid(1000))[0])).not.toEqual(first);
+    expect(cache.nextSigningTime()?.getTime()).toBe(start + 100_000);
+  });
+
+  it.each([
+    [0, 450_000],
+    [0.999_999, 550_000],
+  ])(
+    'moves the rotation by up to a tenth of half life with the jitter (random %d, offset %d ms)',
+    async (random, offset) => {
+      vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+      vi.setSystemTime(Math.ceil(Date.now() / 1000) * 1000);
+      build({ random: () => random });
+      api.x509TtlSeconds = 1000;
+      api.put(testEntry(id('/web')));
+      const start = Date.now();
+      await syncAndSign();
+      expect(cache.nextSigningTime()?.getTime()).toBe(start + offset);
+    },
+  );
+});
+
+describe('EntrySync', () => {
+  it('picks up a new entry through the long poll, without a timer', async () => {
+    sync.start();
+    await until(() => cache.bundles() !== undefined);
+    const calls = api.syncCalls;
+    api.put(testEntry(id('/new')));
+    await until(() => cache.identitiesFor(uid(1000))[0]?.x509Svid !== undefined);
+    expect(api.syncCalls).toBe(calls + 1);
+  });
+
+  it('reports a new bundle, and an agent the server refuses', async () => {
+    const bundles: (number | undefined)[] = [];
+    const refusals: AgentApiError[] = [];
+    sync = new EntrySync(api, cache, rotator, {
+      waitMs: 5_000,
+      backoff: new Backoff(20, 40, () => 0.5),
+      onOwnBundle: (bundle) => void bundles.push(bundle.sequenceNumber),
+      onAgentRefused: (error) => refusals.push(error),
+      logger: quiet,
+    });
+    sync.start();
+    await until(() => bundles.length === 1);
+    api.bumpBundle();
+    await until(() => bundles.length === 2);
+    expect(bundles).toEqual([1, 2]);
+    expect(cache.bundles()?.own.sequenceNumber).toBe(2);
+    api.agentError = new AgentApiError(403, 'permission_denied', 'agent is banned');
+    api.bumpBundle();
+    await until(() => refusals.length > 0);
+    expect(refusals[0]?.message).toBe('agent is banned');
+  });
+});
+
+describe('JWT-SVIDs', () => {
+  it('reuses a token per entry and audience set until half its life, and shares concurrent requests', async () => {
+    const web = testEntry(id('/web'));
+    api.put(web);
+    await syncAndSign();
+    const identity = cache.identitiesFor(uid(1000))[0]!;
+    const [a, b] = await Promise.all([
+      cache.fetchJwtSvid(identity, ['x', 'y']),
+      cache.fetchJwtSvid(identity, ['y', 'x', 'x']),
+    ]);
+    expect(a).toBe(b);
+    expect(api.jwtCalls).toBe(1);
+    const svid = await parseAndValidateJwtSvid(a, api.bundle, ['x']);
+    expect(svid.audience).toEqual(['x', 'y']);
+    expect(await cache.fetchJwtSvid(identity, ['z'])).not.toBe(a);
+    expect(api.jwtCalls).toBe(2);
+
+    api.delete(web.id);
+    await sync.syncOnce();
+    await expect(cache.fetchJwtSvid(identity, ['x', 'y'])).rejects.toThrow(
+      `entry ${web.id} is no longer authorised for spiffe://example.org/web`,
+    );
+  });
+
+  it('asks again once half the lifetime has passed', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const web = testEntry(id('/web'));
+    api.put(web);
+    await syncAndSign();
+    const identity = cache.identitiesFor(uid(1000))[0]!;
+    const first = await cache.fetchJwtSvid(identity, ['x']);
+    vi.setSystemTime(Date.now() + 140_000);
+    expect(await cache.fetchJwtSvid(identity, ['x'])).toBe(first);
+    vi.setSystemTime(Date.now() + 20_000);
+    expect(await cache.fetchJwtSvid(identity, ['x'])).not.toBe(first);
+    expect(api.jwtCalls).toBe(2);
+  });
+
+  it('rejects a token that does not name the entry or lacks an audience', async () => {
+    const jwt = new JwtSvidCache(async (_entryId, audience) => api.jwtFor(id('/other'), audience));
+    await expect(jwt.fetch('e1', id('/web'), ['x'])).rejects.toThrow(
+      'server signed a JWT-SVID for spiffe://example.org/other, expected spiffe://example.org/web',
+    );
+    const partial = new JwtSvidCache(async () => api.jwtFor(id('/web'), ['x']));
+    await expect(partial.fetch('e1', id('/web'), ['x', 'y'])).rejects.toThrow('JWT-SVID aud lacks "y"');
+  });
+
+  it('keeps at most the configured number of tokens', async () => {
+    const jwt = new JwtSvidCache((_entryId, audience) => api.jwtFor(id('/web'), audience), undefined, 3);
+    for (const audience of ['a', 'b', 'c', 'd', 'e']) await jwt.fetch('e1', id('/web'), [audience]);
+    expect(jwt.size).toBe(3);
+    jwt.forget('e1');
+    expect(jwt.size).toBe(0);
+  });
+});
