@@ -110,19 +110,27 @@ function openTls(
       }),
     });
     const onError = (error: Error): void => {
+      request.signal?.removeEventListener('abort', onAbort);
       socket.destroy();
       reject(new ServerUnavailableError(`cannot connect to ${address.text}: ${error.message}`));
     };
+    const onAbort = (): void => {
+      socket.destroy();
+      reject(request.signal?.reason);
+    };
+    request.signal?.addEventListener('abort', onAbort, { once: true });
     socket.once('error', onError);
     socket.setTimeout(request.timeoutMs, () => onError(new Error('TLS handshake timed out')));
     socket.once('secureConnect', () => {
       authenticateServer(peerChain(socket), request.trust).then(
         (serverId) => {
+          request.signal?.removeEventListener('abort', onAbort);
           socket.off('error', onError);
           socket.setTimeout(0);
           resolve({ socket, serverId });
         },
         (error: Error) => {
+          request.signal?.removeEventListener('abort', onAbort);
           socket.destroy();
           reject(new ServerUnavailableError(`${address.text}: ${error.message}`));
         },
@@ -140,7 +148,13 @@ export async function sendRequest(address: ServerAddress, request: TransportRequ
   request.signal?.throwIfAborted();
   const { socket, serverId } = await openTls(address, request);
   const payload = request.body === undefined ? undefined : Buffer.from(JSON.stringify(request.body));
+  if (request.signal?.aborted) {
+    socket.destroy();
+    throw request.signal.reason;
+  }
   return new Promise<TransportResponse>((resolve, reject) => {
+    // Why the request was cut short by us, when it was (http reports only "socket hang up").
+    let failure: string | undefined;
     let settled = false;
     const finish = (outcome: () => void): void => {
       if (settled) return;
@@ -164,7 +178,6 @@ export async function sendRequest(address: ServerAddress, request: TransportRequ
           connection: 'close',
           ...(payload && { 'content-type': 'application/json', 'content-length': String(payload.length) }),
         },
-        timeout: request.timeoutMs,
       },
       (response) => {
         const chunks: Buffer[] = [];
@@ -172,7 +185,8 @@ export async function sendRequest(address: ServerAddress, request: TransportRequ
         response.on('data', (chunk: Buffer) => {
           size += chunk.length;
           if (size > MAX_RESPONSE_BYTES) {
-            outgoing.destroy(new Error(`answer larger than ${MAX_RESPONSE_BYTES} bytes`));
+            failure = `answer larger than ${MAX_RESPONSE_BYTES} bytes`;
+            outgoing.destroy();
             return;
           }
           chunks.push(chunk);
@@ -188,13 +202,20 @@ export async function sendRequest(address: ServerAddress, request: TransportRequ
           socket.destroy();
           finish(() => resolve({ status: response.statusCode ?? 0, body, serverId }));
         });
-        response.once('error', (error) => finish(() => reject(new ServerUnavailableError(error.message))));
+        response.once('error', (error) =>
+          finish(() => reject(new ServerUnavailableError(`${address.text}: ${failure ?? error.message}`))),
+        );
       },
     );
-    outgoing.once('timeout', () => outgoing.destroy(new Error(`no answer within ${request.timeoutMs} ms`)));
+    // http applies no timeout to a socket it did not create itself.
+    socket.setTimeout(request.timeoutMs, () => {
+      failure = `no answer within ${request.timeoutMs} ms`;
+      outgoing.destroy();
+    });
     outgoing.once('error', (error) => {
       socket.destroy();
-      finish(() => reject(new ServerUnavailableError(`${address.text}: ${error.message}`)));
+      const reason = failure ?? error.message;
+      finish(() => reject(new ServerUnavailableError(`${address.text}: ${reason}`)));
     });
     request.signal?.addEventListener('abort', onAbort, { once: true });
     outgoing.end(payload);

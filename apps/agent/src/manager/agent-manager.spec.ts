@@ -1,0 +1,244 @@
+import { X509Certificate, createHash, randomBytes, verify } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PEM_LABEL, parseCsr, toPem } from '@sigil/pki';
+import { SpiffeId, TrustDomain } from '@sigil/spiffe';
+import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { TestCa } from '../../../../test/support/test-ca.js';
+import { type AgentSvidResponse, type AttestationResponse } from '../attestation/agent-api.js';
+import { AgentApiError } from '../attestation/server-client.js';
+import { ServerUnavailableError } from '../attestation/tls-transport.js';
+import { Backoff } from '../common/backoff.js';
+import { type Clock } from '../common/clock.js';
+import { type NodeAttestationConfig } from '../config.js';
+import { AgentStorage, joinTokenDigest } from '../storage/agent-storage.js';
+import { AgentIdentity } from './agent-identity.js';
+import { AgentFatalError, AgentManager } from './agent-manager.js';
+
+const td = TrustDomain.parse('example.org');
+const quiet = { log: () => undefined, warn: () => undefined, error: () => undefined };
+let ca: TestCa;
+let popCa: TestCa;
+let dir: string;
+
+/** A stand-in for the server's attestation and renewal routes, signing real agent SVIDs with a TestCa. */
+class FakeAttestationServer {
+  calls: string[] = [];
+  ttlSeconds = 3600;
+  unavailableFor = 0;
+  refuseAttestation: AgentApiError | undefined;
+  refuseRenewal: AgentApiError | undefined;
+  private nonce: Uint8Array | undefined;
+  private chain: Uint8Array[] = [];
+
+  async attestJoinToken(token: string, csrPem: string): Promise<AttestationResponse> {
+    this.calls.push(`join_token:${token}`);
+    this.maybeUnavailable();
+    if (this.refuseAttestation) throw this.refuseAttestation;
+    return this.issue(
+      `/sigil/agent/join_token/${createHash('sha256').update(token).digest('hex').slice(0, 8)}`,
+      csrPem,
+    );
+  }
+
+  async x509popChallenge(certificates: readonly Uint8Array[]): Promise<{ challengeId: string; nonce: Uint8Array }> {
+    this.calls.push('x509pop:challenge');
+    this.maybeUnavailable();
+    this.chain = [...certificates];
+    this.nonce = new Uint8Array(randomBytes(32));
+    return { challengeId: 'c1', nonce: this.nonce };
+  }
+
+  async attestX509pop(challengeId: string, signature: Uint8Array, csrPem: string): Promise<AttestationResponse> {
+    this.calls.push('x509pop:attest');
+    const leaf = new X509Certificate(this.chain[0] as Uint8Array);
+    if (challengeId !== 'c1' || !verify('sha256', this.nonce as Uint8Array, leaf.publicKey, signature)) {
+      throw new AgentApiError(401, 'unauthenticated', 'x509pop signature does not verify');
+    }
+    return this.issue(`/sigil/agent/x509pop/${leaf.fingerprint.replaceAll(':', '').toLowerCase()}`, csrPem);
+  }
+
+  async renew(csrPem: string): Promise<AgentSvidResponse> {
+    this.calls.push('renew');
+    this.maybeUnavailable();
+    if (this.refuseRenewal) throw this.refuseRenewal;
+    return this.issue(this.lastPath, csrPem);
+  }
+
+  private lastPath = '';
+
+  private maybeUnavailable(): void {
+    if (this.unavailableFor > 0) {
+      this.unavailableFor--;
+      throw new ServerUnavailableError('connection refused');
+    }
+  }
+
+  private async issue(path: string, csrPem: string): Promise<AttestationResponse> {
+    this.lastPath = path;
+    const csr = await parseCsr(csrPem);
+    const now = Date.now();
+    const svid = await ca.createX509Svid(`spiffe://example.org${path}`, {
+      keys: { publicKey: csr.publicKey, privateKey: csr.publicKey },
+      notBefore: new Date(now - 10_000),
+      notAfter: new Date(now + this.ttlSeconds * 1000),
+    });
+    return {
+      spiffeId: SpiffeId.parse(`spiffe://example.org${path}`),
+      chain: svid.chainDer(),
+      expiresAt: svid.certificate.notAfter,
+      bundle: ca.bundle(),
+    };
+  }
+}
+
+let server: FakeAttestationServer;
+
+function manager(
+  attestation: NodeAttestationConfig | undefined,
+  clock?: Clock,
+): { manager: AgentManager; identity: AgentIdentity } {
+  const identity = new AgentIdentity({ kind: 'bundle', file: 'bundle.pem', bundle: ca.bundle() }, td);
+  const instance = new AgentManager(identity, server, new AgentStorage(dir), {
+    attestation,
+    trustDomain: td,
+    random: () => 0.5,
+    backoff: new Backoff(5, 10, () => 0.5),
+    logger: quiet,
+    ...(clock !== undefined && { clock }),
+  });
+  return { manager: instance, identity };
+}
+
+async function until(condition: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  expect(condition()).toBe(true);
+}
+
+const token = (value: string): NodeAttestationConfig => ({ method: 'join_token', token: value });
+const started: AgentManager[] = [];
+
+beforeAll(async () => {
+  ca = await TestCa.create('example.org');
+  popCa = await TestCa.create('pop.example', { uris: [] });
+});
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'sigil-agent-manager-'));
+  server = new FakeAttestationServer();
+});
+
+afterEach(async () => {
+  vi.useRealTimers();
+  for (const each of started.splice(0)) await each.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function start(attestation: NodeAttestationConfig | undefined) {
+  const built = manager(attestation);
+  started.push(built.manager);
+  await built.manager.start();
+  return built;
+}
+
+describe('AgentManager', () => {
+  it('attests with a join token, persists the SVID, and resumes from disk after a restart without a token', async () => {
+    const first = await start(token('tok-1'));
+    expect(server.calls).toEqual(['join_token:tok-1']);
+    const agentId = first.identity.current()?.spiffeId.toString();
+    expect(agentId).toMatch(/^spiffe:\/\/example\.org\/sigil\/agent\/join_token\//);
+    expect(first.identity.credentials()?.privateKeyPem).toMatch(/^-----BEGIN PRIVATE KEY-----/);
+    await first.manager.stop();
+
+    const second = await start(undefined);
+    expect(server.calls).toEqual(['join_token:tok-1']);
+    expect(second.identity.current()?.spiffeId.toString()).toBe(agentId);
+    expect(second.identity.current()?.state.joinTokenSha256).toBe(joinTokenDigest('tok-1'));
+  });
+
+  it('cannot start without a usable stored SVID and without a method to attest with', async () => {
+    await expect(manager(undefined).manager.start()).rejects.toThrow(
+      new AgentFatalError(
+        'cannot start: no stored agent SVID, and neither --join-token nor --x509pop-cert/--x509pop-key is set to attest with',
+      ),
+    );
+  });
+
+  it('refuses to reuse the join token it already attested with once the stored SVID expired', async () => {
+    await (await start(token('tok-1'))).manager.stop();
+    const later: Clock = { now: () => new Date(Date.now() + 2 * 3_600_000) };
+    await expect(manager(token('tok-1'), later).manager.start()).rejects.toThrow(
+      /^cannot start: stored agent SVID expired at .*, and the configured join token was already used by this agent/,
+    );
+    expect(server.calls).toEqual(['join_token:tok-1']);
+  });
+
+  it('stops with the server reason when attestation is refused, and retries while no server answers', async () => {
+    server.unavailableFor = 2;
+    await start(token('tok-1'));
+    expect(server.calls).toEqual(['join_token:tok-1', 'join_token:tok-1', 'join_token:tok-1']);
+    await rm(dir, { recursive: true, force: true });
+    server.refuseAttestation = new AgentApiError(401, 'unauthenticated', 'join token not found or already used');
+    await expect(manager(token('tok-2')).manager.start()).rejects.toThrow(
+      'node attestation (join_token) refused by the server: join token not found or already used',
+    );
+  });
+
+  it('stops with a clear message when the server refuses a join-token agent (evicted or banned)', async () => {
+    const { manager: running } = await start(token('tok-1'));
+    running.agentRefused(new AgentApiError(403, 'permission_denied', 'agent is banned'));
+    const fatal = await running.fatal;
+    expect(fatal.message).toBe(
+      "the server refused this agent (agent is banned) and it cannot attest again: its join token was already used; generate a new one with 'sigil-server token generate' and restart the agent with --join-token",
+    );
+  });
+
+  it('attests again with x509pop when the server no longer accepts the agent', async () => {
+    const leaf = await popCa.createX509Svid('spiffe://pop.example/x', { uris: [], subject: 'CN=node-1' });
+    const certFile = join(dir, 'node.pem');
+    const keyFile = join(dir, 'node.key');
+    await writeFile(certFile, leaf.certificate.toString('pem'));
+    await writeFile(keyFile, toPem(PEM_LABEL.privateKey, await leaf.privateKeyPkcs8()));
+    const method: NodeAttestationConfig = { method: 'x509pop', certFile, keyFile };
+    const { manager: running, identity } = await start(method);
+    expect(server.calls).toEqual(['x509pop:challenge', 'x509pop:attest']);
+    const first = identity.current()?.state.svidChain[0];
+    running.agentRefused(new AgentApiError(401, 'unauthenticated', 'agent was evicted'));
+    await until(() => server.calls.length === 4);
+    await until(() => identity.current()?.state.svidChain[0] !== first);
+    expect(identity.current()?.spiffeId.toString()).toBe(
+      `spiffe://example.org/sigil/agent/x509pop/${new X509Certificate(new Uint8Array(leaf.certificate.rawData)).fingerprint.replaceAll(':', '').toLowerCase()}`,
+    );
+  });
+
+  it('rejects an x509pop key that is not the certificate key', async () => {
+    const leaf = await popCa.createX509Svid('spiffe://pop.example/x', { uris: [] });
+    const other = await popCa.createX509Svid('spiffe://pop.example/y', { uris: [] });
+    const certFile = join(dir, 'node.pem');
+    const keyFile = join(dir, 'other.key');
+    await writeFile(certFile, leaf.certificate.toString('pem'));
+    await writeFile(keyFile, toPem(PEM_LABEL.privateKey, await other.privateKeyPkcs8()));
+    await expect(manager({ method: 'x509pop', certFile, keyFile }).manager.start()).rejects.toThrow(
+      `x509pop key: ${keyFile} is not the private key of the first certificate of ${certFile}`,
+    );
+  });
+
+  it('renews the agent SVID at half its life with a new key, and persists it', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    vi.setSystemTime(Math.ceil(Date.now() / 1000) * 1000);
+    server.ttlSeconds = 100;
+    const { identity } = await start(token('tok-1'));
+    const first = identity.current()!;
+    await vi.advanceTimersByTimeAsync(49_000);
+    expect(server.calls).toEqual(['join_token:tok-1']);
+    await vi.advanceTimersByTimeAsync(1_000);
+    vi.useRealTimers();
+    await until(() => identity.current() !== first);
+    expect(server.calls).toEqual(['join_token:tok-1', 'renew']);
+    expect(identity.current()?.spiffeId.equals(first.spiffeId)).toBe(true);
+    expect(identity.current()?.state.privateKeyPkcs8).not.toEqual(first.state.privateKeyPkcs8);
+    const stored = await new AgentStorage(dir).load(td);
+    expect(stored?.svidChain).toEqual(identity.current()?.state.svidChain);
+  });
+});
