@@ -1,0 +1,197 @@
+/**
+ * Starts the real, built `sigil-server run` and `sigil-agent run` for a benchmark, each with its own temp data dir
+ * and socket and a free port, on the embedded database unless `DATABASE_URL` is set (then on a fresh database
+ * created on that server for this run and dropped afterwards), and stops and removes everything on `close()`, on
+ * Ctrl-C and on a crash.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import pg from 'pg';
+import { AdminApi } from './admin-api.js';
+import { ManagedProcess } from './managed-process.js';
+
+/** The repository root (this file runs as dist/bench/support/harness.js). */
+export const ROOT = resolve(import.meta.dirname, '../../..');
+export const TRUST_DOMAIN = 'example.org';
+/** The node alias the bench agent's join token names: entries parented by it reach that agent. */
+export const NODE_ALIAS_ID = `spiffe://${TRUST_DOMAIN}/bench/node`;
+
+const SERVER_BIN = join(ROOT, 'bin/sigil-server.js');
+const AGENT_BIN = join(ROOT, 'bin/sigil-agent.js');
+const START_TIMEOUT_MS = 120_000;
+
+export interface ServerOptions {
+  /** CPU list for `taskset -c` (e.g. `0`); absent: not pinned. */
+  readonly cpus?: string;
+  /** Options for node itself, e.g. `--cpu-prof`. */
+  readonly nodeArgs?: readonly string[];
+  /** More `sigil-server run` flags. */
+  readonly args?: readonly string[];
+}
+
+export interface ServerProcess {
+  readonly process: ManagedProcess;
+  readonly port: number;
+  readonly adminSocket: string;
+  readonly admin: AdminApi;
+  /** `embedded` or `postgresql`. */
+  readonly database: string;
+}
+
+export interface AgentProcess {
+  readonly process: ManagedProcess;
+  readonly socketPath: string;
+  readonly agentId: string;
+}
+
+/** Environment for a child: ours without any Sigil setting, so only the flags we pass configure it. */
+function childEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (key.startsWith('SIGIL_') || key === 'DATABASE_URL' || key === 'SPIFFE_ENDPOINT_SOCKET') continue;
+    env[key] = value;
+  }
+  return { ...env, ...extra };
+}
+
+export class Harness {
+  private readonly processes: ManagedProcess[] = [];
+  private readonly cleanups: Array<() => Promise<void>> = [];
+  private closing: Promise<void> | undefined;
+
+  private constructor(readonly scratch: string) {}
+
+  /** A scratch directory under the system temp dir, and handlers that clean up on Ctrl-C and on exit. */
+  static async create(name: string): Promise<Harness> {
+    if (!existsSync(join(ROOT, 'dist/apps/server/main.js')) || !existsSync(join(ROOT, 'dist/apps/agent/main.js'))) {
+      throw new Error('dist/apps/server and dist/apps/agent are missing: run `npm run build` first');
+    }
+    const harness = new Harness(await mkdtemp(join(tmpdir(), `sigil-bench-${name}-`)));
+    const onSignal = (signal: NodeJS.Signals): void => {
+      process.stderr.write(`${signal}: stopping the benchmark's processes\n`);
+      void harness.close().finally(() => process.exit(130));
+    };
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    // Last resort when the script dies without close(): no child may outlive it.
+    process.once('exit', () => {
+      for (const child of harness.processes) child.killNow();
+    });
+    return harness;
+  }
+
+  /**
+   * Runs `bench` with a new harness and closes it afterwards; when `bench` fails, the last lines of every child's
+   * output go to stderr first, and the error is rethrown.
+   */
+  static async run<T>(name: string, bench: (harness: Harness) => Promise<T>): Promise<T> {
+    const harness = await Harness.create(name);
+    try {
+      return await bench(harness);
+    } catch (error) {
+      for (const child of harness.processes) {
+        process.stderr.write(`--- last output of ${child.name} (pid ${child.pid}) ---\n${child.recentOutput()}\n`);
+      }
+      throw error;
+    } finally {
+      await harness.close();
+    }
+  }
+
+  /** Starts any program as a child of this benchmark (stopped by `close()`), logging to `<scratch>/<name>.log`. */
+  spawn(name: string, command: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): ManagedProcess {
+    const child = ManagedProcess.spawn({
+      name,
+      command,
+      args,
+      env: childEnv(env),
+      cwd: ROOT,
+      logPath: join(this.scratch, `${name}.log`),
+    });
+    this.processes.push(child);
+    return child;
+  }
+
+  /** Starts `sigil-server run` on 127.0.0.1 with a free port and waits until it listens. */
+  async startServer(options: ServerOptions = {}): Promise<ServerProcess> {
+    const adminSocket = join(this.scratch, 'admin.sock');
+    const args = [SERVER_BIN, 'run', '--trust-domain', TRUST_DOMAIN, '--bind-address', '127.0.0.1', '--port', '0'];
+    args.push('--data-dir', join(this.scratch, 'server'), '--admin-socket', adminSocket);
+    const databaseUrl = process.env['DATABASE_URL'];
+    if (databaseUrl) args.push('--database-url', await this.createDatabase(databaseUrl));
+    args.push(...(options.args ?? []));
+    const command = [process.execPath, ...(options.nodeArgs ?? []), ...args];
+    const server = options.cpus
+      ? this.spawn('server', 'taskset', ['-c', options.cpus, ...command])
+      : this.spawn('server', command[0]!, command.slice(1));
+    const line = await server.waitForLine(/"msg":"sigil-server listening"/, START_TIMEOUT_MS, 'the listening log line');
+    const { address } = JSON.parse(line) as { address: string };
+    const port = Number(address.slice(address.lastIndexOf(':') + 1));
+    const admin = new AdminApi(adminSocket);
+    this.cleanups.push(async () => admin.close());
+    return { process: server, port, adminSocket, admin, database: databaseUrl ? 'postgresql' : 'embedded' };
+  }
+
+  /**
+   * Starts `sigil-agent run` joined to `server` with a join token for {@link NODE_ALIAS_ID}, trusting the server's
+   * bundle, and waits until its first sync arrived (before that the Workload API answers UNAVAILABLE).
+   */
+  async startAgent(server: ServerProcess): Promise<AgentProcess> {
+    const socketPath = join(this.scratch, 'agent.sock');
+    const bundleFile = join(this.scratch, 'bundle.pem');
+    await writeFile(bundleFile, await server.admin.bundlePem());
+    const token = await server.admin.joinToken(NODE_ALIAS_ID);
+    const args = [AGENT_BIN, 'run', '--server-address', `127.0.0.1:${server.port}`, '--trust-bundle', bundleFile];
+    args.push('--socket-path', socketPath, '--data-dir', join(this.scratch, 'agent'));
+    // The token goes through the environment, not argv, which any local user can read in ps.
+    const agent = this.spawn('agent', process.execPath, args, { SIGIL_AGENT_JOIN_TOKEN: token });
+    const running = agent.waitForLine(/"msg":"sigil-agent running"/, START_TIMEOUT_MS, 'the running log line');
+    const synced = agent.waitForLine(/"msg":"entries synced, serving identities"/, START_TIMEOUT_MS, 'the first sync');
+    const { agentId } = JSON.parse(await running) as { agentId: string };
+    await synced;
+    return { process: agent, socketPath, agentId };
+  }
+
+  /** Stops every child (SIGTERM, then SIGKILL), drops the temp database, removes the scratch dir; safe twice. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      for (const child of [...this.processes].reverse()) await child.stop();
+      for (const cleanup of this.cleanups.reverse()) {
+        await cleanup().catch((error: unknown) => {
+          process.stderr.write(`cleanup failed: ${(error as Error).message}\n`);
+        });
+      }
+      await rm(this.scratch, { recursive: true, force: true });
+    })();
+    return this.closing;
+  }
+
+  /** A fresh database on the PostgreSQL server of `adminUrl`, dropped on close. */
+  private async createDatabase(adminUrl: string): Promise<string> {
+    const name = `sigil_bench_${randomBytes(6).toString('hex')}`;
+    const run = async (sql: string): Promise<void> => {
+      const client = new pg.Client({ connectionString: adminUrl, application_name: 'sigil-bench' });
+      await client.connect();
+      try {
+        await client.query(sql);
+      } finally {
+        await client.end();
+      }
+    };
+    await run(`CREATE DATABASE ${pg.escapeIdentifier(name)}`);
+    this.cleanups.push(() => run(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(name)} WITH (FORCE)`));
+    const url = new URL(adminUrl);
+    url.pathname = `/${name}`;
+    return url.toString();
+  }
+}
+
+/** The uid of this process, whose `unix:uid` selector the bench entries carry. */
+export function currentUid(): number {
+  const uid = process.geteuid?.();
+  if (uid === undefined) throw new Error('the benchmarks need a POSIX system with Unix uids (Linux)');
+  return uid;
+}
