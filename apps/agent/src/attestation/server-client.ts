@@ -196,7 +196,10 @@ export class ServerClient implements AgentApi {
         throw errorOf(response);
       } catch (error) {
         if (!(error instanceof ServerUnavailableError)) throw error;
-        this.options.logger?.warn({ msg: 'server unavailable', server: address.text, reason: error.message });
+        // With one address the caller reports the failure; with several, each one tried is worth a line.
+        if (addresses.length > 1) {
+          this.options.logger?.warn({ msg: 'server unavailable', server: address.text, reason: error.message });
+        }
         lastError = error;
       }
     }

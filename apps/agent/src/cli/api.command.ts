@@ -1,20 +1,11 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { type MessageShape } from '@bufbuild/protobuf';
-import { Code, ConnectError } from '@connectrpc/connect';
-import { PEM_LABEL, toPem } from '@sigil/pki';
-import { TrustBundle, TrustDomain, parseX509Svid, verifyX509Svid } from '@sigil/spiffe';
-import { type X509SVIDResponseSchema } from '@sigil/workload-api';
+import { PEM_LABEL, certificatesToPem, exportPrivateKeyPkcs8, toPem } from '@sigil/pki';
+import { type TrustBundle, verifyX509Svid } from '@sigil/spiffe';
+import { type WorkloadApiClient, WorkloadApiError, type X509Context } from '@sigil/workload-api';
 import { Command, Option } from 'commander';
 import { CliError } from './cli-error.js';
-import {
-  type WorkloadConnection,
-  describeRpcError,
-  openWorkloadConnection,
-  resolveSocketPath,
-} from './workload-client.js';
-
-type X509SvidResponse = MessageShape<typeof X509SVIDResponseSchema>;
+import { describeWorkloadError, openWorkloadClient, resolveWorkloadAddress } from './workload-client.js';
 
 export interface ApiOptions {
   socketPath?: string;
@@ -24,8 +15,9 @@ export interface ApiOptions {
 
 const positiveSeconds = (value: string): number => {
   const seconds = Number(value);
-  if (!Number.isFinite(seconds) || seconds <= 0)
+  if (!Number.isFinite(seconds) || seconds <= 0) {
     throw new CliError(`--timeout: must be a positive number of seconds, got '${value}'`);
+  }
   return seconds;
 };
 
@@ -42,22 +34,23 @@ export function withWorkloadApiOptions(command: Command): Command {
     .option('--timeout <seconds>', 'how long to wait for the agent', positiveSeconds, 5);
 }
 
-/** Runs `work` on a connection to the Workload API, turning RPC failures into one-line CLI errors. */
-export async function withConnection<T>(
+/**
+ * Runs `work` with a `@sigil/workload-api` client of the Workload API and an abort signal for the timeout, turning
+ * failures into one-line CLI errors.
+ */
+export async function withClient<T>(
   options: ApiOptions,
-  work: (connection: WorkloadConnection) => Promise<T>,
+  work: (client: WorkloadApiClient, signal: AbortSignal, address: string) => Promise<T>,
 ): Promise<T> {
-  const connection = openWorkloadConnection(resolveSocketPath(options.socketPath, process.env));
+  const address = resolveWorkloadAddress(options.socketPath, process.env);
+  const client = openWorkloadClient(address);
   try {
-    return await work(connection);
+    return await work(client, AbortSignal.timeout(options.timeout * 1000), address);
   } catch (error) {
     if (error instanceof CliError) throw error;
-    if (error instanceof ConnectError || (error as Error).name === 'ConnectError') {
-      throw new CliError(describeRpcError(error, connection.address));
-    }
-    throw error;
+    throw new CliError(describeWorkloadError(error, address, options.timeout));
   } finally {
-    connection.close();
+    await client.close();
   }
 }
 
@@ -71,97 +64,81 @@ function table(rows: readonly (readonly [string, string])[]): string {
   return rows.map(([label, value]) => `${label.padEnd(width)} : ${value}`).join('\n');
 }
 
-/** The parsed and verified content of one `X509SVIDResponse`. */
-async function describeX509Response(response: X509SvidResponse) {
-  return Promise.all(
-    response.svids.map(async (svid, index) => {
-      const parsed = await parseX509Svid(svid.x509Svid, svid.x509SvidKey).catch((error: Error) => {
-        throw new CliError(`svids[${index}]: ${error.message}`);
-      });
-      const bundle = TrustBundle.fromX509Der(parsed.spiffeId.trustDomain, svid.bundle);
-      await verifyX509Svid(svid.x509Svid, bundle).catch((error: Error) => {
-        throw new CliError(
-          `svids[${index}] (${parsed.spiffeId.toString()}) does not verify against its bundle: ${error.message}`,
-        );
-      });
-      const leaf = parsed.certificates[0] as (typeof parsed.certificates)[number];
-      return { svid, parsed, bundle, leaf };
-    }),
+/** Every SVID must verify against the bundle the Workload API sent with it, or the command fails. */
+async function verifyContext(context: X509Context): Promise<void> {
+  for (const [index, svid] of context.svids.entries()) {
+    try {
+      await verifyX509Svid(svid.certificates, context.bundles);
+    } catch (error) {
+      throw new CliError(
+        `svids[${index}] (${svid.spiffeId.toString()}) does not verify against its bundle: ${(error as Error).message}`,
+      );
+    }
+  }
+}
+
+function ownBundle(context: X509Context, index: number): TrustBundle {
+  return context.bundles.getBundleForTrustDomain(
+    (context.svids[index] as X509Context['svids'][number]).spiffeId.trustDomain,
   );
 }
 
-async function printX509Response(
-  options: ApiOptions & { jsonLines?: boolean },
-  response: X509SvidResponse,
-): Promise<Awaited<ReturnType<typeof describeX509Response>>> {
-  const svids = await describeX509Response(response);
-  const federated = Object.entries(response.federatedBundles).map(
-    ([key, der]) => [key, TrustBundle.fromX509Der(TrustDomain.parse(key), der)] as const,
-  );
+function federatedBundles(context: X509Context): TrustBundle[] {
+  const own = new Set(context.svids.map((svid) => svid.spiffeId.trustDomain.name));
+  return context.bundles.bundles().filter((bundle) => !own.has(bundle.trustDomain.name));
+}
+
+function printX509Context(options: ApiOptions & { jsonLines?: boolean }, context: X509Context): void {
+  const federated = federatedBundles(context);
   print(
     options,
     {
-      svids: svids.map(({ svid, parsed, bundle, leaf }) => ({
-        spiffe_id: svid.spiffeId,
-        hint: svid.hint,
-        not_before: leaf.notBefore.toISOString(),
-        not_after: leaf.notAfter.toISOString(),
-        x509_svid: parsed.certificates
-          .map((certificate) => toPem(PEM_LABEL.certificate, new Uint8Array(certificate.rawData)))
-          .join(''),
-        bundle: bundle.x509Pem(),
+      svids: context.svids.map((svid, index) => ({
+        spiffe_id: svid.spiffeId.toString(),
+        hint: svid.hint ?? '',
+        not_before: svid.certificates[0]?.notBefore.toISOString(),
+        not_after: svid.certificates[0]?.notAfter.toISOString(),
+        x509_svid: certificatesToPem([...svid.certificates]),
+        bundle: ownBundle(context, index).x509Pem(),
       })),
-      federated_bundles: Object.fromEntries(federated.map(([key, bundle]) => [key, bundle.x509Pem()])),
+      federated_bundles: Object.fromEntries(
+        federated.map((bundle) => [bundle.trustDomain.idString(), bundle.x509Pem()]),
+      ),
     },
     () =>
       [
-        `Received ${svids.length} svid${svids.length === 1 ? '' : 's'}`,
-        ...svids.map(({ svid, leaf, bundle }) =>
+        `Received ${context.svids.length} svid${context.svids.length === 1 ? '' : 's'}`,
+        ...context.svids.map((svid, index) =>
           table([
-            ['SPIFFE ID', svid.spiffeId],
-            ['SVID valid after', leaf.notBefore.toISOString()],
-            ['SVID valid until', leaf.notAfter.toISOString()],
-            ['Hint', svid.hint === '' ? '(none)' : svid.hint],
-            ...bundle.x509Authorities.map(
+            ['SPIFFE ID', svid.spiffeId.toString()],
+            ['SVID valid after', svid.certificates[0]?.notBefore.toISOString() ?? ''],
+            ['SVID valid until', svid.certificates[0]?.notAfter.toISOString() ?? ''],
+            ['Hint', svid.hint ? svid.hint : '(none)'],
+            ...ownBundle(context, index).x509Authorities.map(
               (ca, i) => [`CA #${i + 1} valid until`, `${ca.notAfter.toISOString()} (${ca.subject})`] as const,
             ),
           ]),
         ),
         ...federated.map(
-          ([key, bundle]) => `Federated bundle ${key}: ${bundle.x509Authorities.length} CA certificate(s)`,
+          (bundle) =>
+            `Federated bundle ${bundle.trustDomain.idString()}: ${bundle.x509Authorities.length} CA certificate(s)`,
         ),
       ].join('\n\n'),
   );
-  return svids;
 }
 
-/** Writes svid.N.pem (chain), svid.N.key (PKCS#8, 0600) and bundle.N.pem, as SPIRE's `api fetch x509 -write`. */
-async function writeX509Files(
-  dir: string,
-  svids: Awaited<ReturnType<typeof describeX509Response>>,
-  response: X509SvidResponse,
-): Promise<void> {
+/** Writes svid.N.pem (chain), svid.N.key (PKCS#8, 0600), bundle.N.pem and federated_bundle.N.pem, as SPIRE's `-write`. */
+async function writeX509Files(dir: string, context: X509Context): Promise<void> {
   await mkdir(dir, { recursive: true });
-  for (const [index, { svid, parsed, bundle }] of svids.entries()) {
-    const chain = parsed.certificates.map((certificate) =>
-      toPem(PEM_LABEL.certificate, new Uint8Array(certificate.rawData)),
-    );
-    await writeFile(join(dir, `svid.${index}.pem`), chain.join(''), { mode: 0o644 });
-    await writeFile(join(dir, `svid.${index}.key`), toPem(PEM_LABEL.privateKey, svid.x509SvidKey), { mode: 0o600 });
-    await writeFile(join(dir, `bundle.${index}.pem`), bundle.x509Pem(), { mode: 0o644 });
+  for (const [index, svid] of context.svids.entries()) {
+    await writeFile(join(dir, `svid.${index}.pem`), certificatesToPem([...svid.certificates]), { mode: 0o644 });
+    const key = join(dir, `svid.${index}.key`);
+    await writeFile(key, toPem(PEM_LABEL.privateKey, exportPrivateKeyPkcs8(svid.privateKey)), { mode: 0o600 });
+    await writeFile(join(dir, `bundle.${index}.pem`), ownBundle(context, index).x509Pem(), { mode: 0o644 });
   }
-  for (const [index, [key, der]] of Object.entries(response.federatedBundles).entries()) {
-    await writeFile(
-      join(dir, `federated_bundle.${index}.pem`),
-      TrustBundle.fromX509Der(TrustDomain.parse(key), der).x509Pem(),
-      { mode: 0o644 },
-    );
+  for (const [index, bundle] of federatedBundles(context).entries()) {
+    await writeFile(join(dir, `federated_bundle.${index}.pem`), bundle.x509Pem(), { mode: 0o644 });
   }
-}
-
-async function firstMessage<T>(stream: AsyncIterable<T>): Promise<T> {
-  for await (const message of stream) return message;
-  throw new CliError('the Workload API closed the stream without an answer');
 }
 
 function fetchX509Command(): Command {
@@ -169,14 +146,15 @@ function fetchX509Command(): Command {
     .description("fetch the caller's X509-SVIDs and bundles (FetchX509SVID)")
     .option('--write <dir>', 'write svid.N.pem, svid.N.key (mode 0600) and bundle.N.pem into this directory')
     .action(async (options: ApiOptions & { write?: string }) => {
-      await withConnection(options, async ({ client }) => {
-        const response = await firstMessage(client.fetchX509SVID({}, { timeoutMs: options.timeout * 1000 }));
-        const svids = await printX509Response(options, response);
+      await withClient(options, async (client, signal) => {
+        const context = await client.fetchX509Context({ signal });
+        await verifyContext(context);
+        printX509Context(options, context);
         if (options.write !== undefined) {
           const dir = resolve(options.write);
-          await writeX509Files(dir, svids, response);
+          await writeX509Files(dir, context);
           if (options.output !== 'json')
-            process.stdout.write(`Wrote ${svids.length} SVID(s) and bundle(s) to ${dir}\n`);
+            process.stdout.write(`Wrote ${context.svids.length} SVID(s) and their bundles to ${dir}\n`);
         }
       });
     });
@@ -184,19 +162,27 @@ function fetchX509Command(): Command {
 
 function fetchJwtCommand(): Command {
   return withWorkloadApiOptions(new Command('jwt'))
-    .description('fetch a JWT-SVID for an audience (FetchJWTSVID)')
+    .description('fetch JWT-SVIDs for an audience (FetchJWTSVID)')
     .requiredOption('--audience <audience>', 'audience (repeatable)', collect)
     .option('--spiffe-id <id>', 'only the JWT-SVID of this SPIFFE ID')
     .action(async (options: ApiOptions & { audience: string[]; spiffeId?: string }) => {
-      await withConnection(options, async ({ client }) => {
-        const response = await client.fetchJWTSVID(
-          { audience: options.audience, spiffeId: options.spiffeId ?? '' },
-          { timeoutMs: options.timeout * 1000 },
-        );
+      await withClient(options, async (client, signal) => {
+        const svids = await client.fetchJwtSvids({
+          audience: options.audience,
+          ...(options.spiffeId !== undefined && { spiffeId: options.spiffeId }),
+          signal,
+        });
         print(
           options,
-          { svids: response.svids.map((svid) => ({ spiffe_id: svid.spiffeId, svid: svid.svid, hint: svid.hint })) },
-          () => response.svids.map((svid) => `token(${svid.spiffeId}):\n\t${svid.svid}`).join('\n'),
+          {
+            svids: svids.map((svid) => ({
+              spiffe_id: svid.spiffeId.toString(),
+              svid: svid.token,
+              hint: svid.hint ?? '',
+              expires_at: svid.expiry.toISOString(),
+            })),
+          },
+          () => svids.map((svid) => `token(${svid.spiffeId.toString()}):\n\t${svid.token}`).join('\n'),
         );
       });
     });
@@ -208,26 +194,25 @@ function validateJwtCommand(): Command {
     .requiredOption('--audience <audience>', 'the audience the token must carry')
     .requiredOption('--svid <token>', 'the JWT-SVID')
     .action(async (options: ApiOptions & { audience: string; svid: string }) => {
-      await withConnection(options, async ({ client, address }) => {
-        let response;
+      await withClient(options, async (client, signal) => {
+        let svid;
         try {
-          response = await client.validateJWTSVID(
-            { audience: options.audience, svid: options.svid },
-            { timeoutMs: options.timeout * 1000 },
-          );
+          svid = await client.validateJwtSvid(options.svid, options.audience, { signal });
         } catch (error) {
-          const connectError = ConnectError.from(error);
-          if (connectError.code === Code.InvalidArgument)
-            throw new CliError(`SVID is not valid: ${connectError.rawMessage}`);
-          throw new CliError(describeRpcError(error, address));
+          if (
+            error instanceof WorkloadApiError &&
+            (error.status === 'invalid_argument' || error.code === 'ERR_RESPONSE_INVALID')
+          ) {
+            throw new CliError(`SVID is not valid: ${error.message}`);
+          }
+          throw error;
         }
-        const claims = response.claims ?? {};
-        print(options, { spiffe_id: response.spiffeId, claims }, () =>
+        print(options, { spiffe_id: svid.spiffeId.toString(), claims: svid.claims }, () =>
           [
             'SVID is valid.',
             table([
-              ['SPIFFE ID', response.spiffeId],
-              ['Claims', JSON.stringify(claims)],
+              ['SPIFFE ID', svid.spiffeId.toString()],
+              ['Claims', JSON.stringify(svid.claims)],
             ]),
           ].join('\n'),
         );
@@ -239,25 +224,39 @@ function watchCommand(): Command {
   return withWorkloadApiOptions(new Command('watch'))
     .description('print every X509-SVID update until interrupted (FetchX509SVID stream)')
     .action(async (options: ApiOptions) => {
+      const address = resolveWorkloadAddress(options.socketPath, process.env);
+      const client = openWorkloadClient(address);
       const stop = new AbortController();
       const onSignal = (): void => stop.abort();
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
       try {
-        await withConnection(options, async ({ client }) => {
-          try {
-            for await (const response of client.fetchX509SVID({}, { signal: stop.signal })) {
-              if (options.output === 'pretty') process.stdout.write(`--- update at ${new Date().toISOString()} ---\n`);
-              await printX509Response({ ...options, jsonLines: true }, response);
-            }
-          } catch (error) {
-            if (stop.signal.aborted) return;
-            throw error;
-          }
-        });
+        let updates = Promise.resolve();
+        await client.watchX509Context(
+          (context) => {
+            updates = updates
+              .then(async () => {
+                await verifyContext(context);
+                if (options.output === 'pretty')
+                  process.stdout.write(`--- update at ${new Date().toISOString()} ---\n`);
+                printX509Context({ ...options, jsonLines: true }, context);
+              })
+              .catch((error: unknown) => {
+                process.stderr.write(`${(error as Error).message}\n`);
+              });
+          },
+          // Failures are retried with a backoff; each is reported on one line.
+          (error) => process.stderr.write(`${describeWorkloadError(error, address, options.timeout)}\n`),
+          { signal: stop.signal },
+        );
+        await updates;
+      } catch (error) {
+        if (error instanceof CliError) throw error;
+        throw new CliError(describeWorkloadError(error, address, options.timeout));
       } finally {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
+        await client.close();
       }
     });
 }
@@ -270,7 +269,7 @@ export function apiCommand(): Command {
     .addCommand(fetchJwtCommand());
   const validate = new Command('validate').description('validate SVIDs').addCommand(validateJwtCommand());
   return new Command('api')
-    .description('call the SPIFFE Workload API of a running agent')
+    .description('call the SPIFFE Workload API of a running agent (with @sigil/workload-api)')
     .addCommand(fetch)
     .addCommand(validate)
     .addCommand(watchCommand());

@@ -1,8 +1,8 @@
-import { Code, ConnectError } from '@connectrpc/connect';
+import { WorkloadApiError } from '@sigil/workload-api';
 import { Command } from 'commander';
-import { type ApiOptions, withConnection, withWorkloadApiOptions } from './api.command.js';
+import { type ApiOptions, withClient, withWorkloadApiOptions } from './api.command.js';
 import { CliError } from './cli-error.js';
-import { describeRpcError } from './workload-client.js';
+import { describeWorkloadError } from './workload-client.js';
 
 /**
  * `sigil-agent healthcheck`: exit 0 when the agent's Workload API answers, through the API itself. A caller with no
@@ -13,12 +13,12 @@ export function healthcheckCommand(): Command {
   return withWorkloadApiOptions(new Command('healthcheck'))
     .description('check that the agent serves the Workload API')
     .action(async (options: ApiOptions) => {
-      await withConnection(options, async ({ client, address }) => {
+      await withClient(options, async (client, signal, address) => {
         try {
-          for await (const _ of client.fetchX509Bundles({}, { timeoutMs: options.timeout * 1000 })) break;
+          await client.fetchX509Bundles({ signal });
         } catch (error) {
-          if (ConnectError.from(error).code !== Code.PermissionDenied) {
-            throw new CliError(`agent is unhealthy: ${describeRpcError(error, address)}`);
+          if (!(error instanceof WorkloadApiError && error.status === 'permission_denied')) {
+            throw new CliError(`agent is unhealthy: ${describeWorkloadError(error, address, options.timeout)}`);
           }
         }
         process.stdout.write(

@@ -42,7 +42,8 @@ export class EntrySync {
     private readonly options: EntrySyncOptions = {},
   ) {
     this.waitMs = options.waitMs ?? 25_000;
-    this.backoff = options.backoff ?? new Backoff(500, 30_000);
+    // Capped low: after a server outage the first poll that gets through is what brings the agent up to date.
+    this.backoff = options.backoff ?? new Backoff(500, 10_000);
   }
 
   /** The revision of the last sync applied. */
