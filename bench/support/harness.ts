@@ -155,7 +155,10 @@ export class Harness {
     return { process: agent, socketPath, agentId };
   }
 
-  /** Stops every child (SIGTERM, then SIGKILL), drops the temp database, removes the scratch dir; safe twice. */
+  /**
+   * Stops every child (SIGTERM, then SIGKILL), drops the temp database, removes the scratch dir (kept, with the
+   * children's logs, when `SIGIL_BENCH_KEEP=1`); safe to call twice.
+   */
   close(): Promise<void> {
     this.closing ??= (async () => {
       for (const child of [...this.processes].reverse()) await child.stop();
@@ -164,7 +167,11 @@ export class Harness {
           process.stderr.write(`cleanup failed: ${(error as Error).message}\n`);
         });
       }
-      await rm(this.scratch, { recursive: true, force: true });
+      if (process.env['SIGIL_BENCH_KEEP'] === '1') {
+        process.stderr.write(`SIGIL_BENCH_KEEP=1: logs and data kept in ${this.scratch}\n`);
+      } else {
+        await rm(this.scratch, { recursive: true, force: true });
+      }
     })();
     return this.closing;
   }
