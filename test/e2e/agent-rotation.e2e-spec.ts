@@ -1,0 +1,166 @@
+/**
+ * sigil-agent end to end, on short lifetimes: a real server whose default X509-SVID TTL is 10 s (entries take the
+ * default, so the agent rotates workload SVIDs after about 5 s, and renews its own SVID as often), and an agent that
+ * attests with x509pop through the second of two server addresses. The 60 s minimum of an entry's own TTL would make
+ * every rotation take half a minute; the server default has no such floor.
+ */
+import { X509Certificate } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PEM_LABEL, toPem } from '@sigil/pki';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type ServerProcess,
+  type SigilProcess,
+  agentReady,
+  closeTestDatabase,
+  requireBuild,
+  startAgentProcess,
+  startServerProcess,
+} from '../support/sigil-processes.js';
+import { TestCa } from '../support/test-ca.js';
+import {
+  StreamWatcher,
+  type WorkloadClient,
+  idsOf,
+  securityHeader,
+  splitChain,
+  verifySvidMessage,
+  workloadClient,
+  type X509SvidResponse,
+} from '../support/workload-grpc.js';
+
+const UID = process.getuid!();
+const TD = 'spiffe://example.org';
+const TTL_SECONDS = 10;
+
+function leafSerial(response: X509SvidResponse): string {
+  return new X509Certificate(splitChain(response.svids[0]!.x509_svid)[0]!).serialNumber;
+}
+
+describe('sigil-agent with short SVID lifetimes and x509pop (real server and agent)', () => {
+  let scratch: string;
+  let server: ServerProcess;
+  let agent: SigilProcess;
+  let client: WorkloadClient;
+  let fingerprint: string;
+  const children: SigilProcess[] = [];
+
+  beforeAll(async () => {
+    requireBuild();
+    scratch = await mkdtemp(join(tmpdir(), 'sigil-agent-rotation-'));
+    // The node's x509pop credentials, from a CA the server is told to trust for x509pop.
+    const nodeCa = await TestCa.create('nodes.example', { uris: [], subject: 'CN=Node CA' });
+    const node = await nodeCa.createX509Svid('spiffe://nodes.example/unused', { uris: [], subject: 'CN=node-1' });
+    fingerprint = new X509Certificate(new Uint8Array(node.certificate.rawData)).fingerprint
+      .replaceAll(':', '')
+      .toLowerCase();
+    await writeFile(join(scratch, 'node-ca.pem'), nodeCa.certificate.toString('pem'));
+    await writeFile(join(scratch, 'node.pem'), node.certificate.toString('pem'));
+    await writeFile(join(scratch, 'node.key'), toPem(PEM_LABEL.privateKey, await node.privateKeyPkcs8()), {
+      mode: 0o600,
+    });
+
+    server = await startServerProcess({
+      dir: join(scratch, 'server'),
+      flags: ['--x509-svid-ttl', String(TTL_SECONDS), '--x509pop-ca-bundle', join(scratch, 'node-ca.pem')],
+    });
+    children.push(server.process);
+    const bundleFile = join(scratch, 'bundle.pem');
+    await server.writeBundle(bundleFile);
+    // SPIRE's node alias: every agent whose node selectors include the certificate's CN is known as /nodes/cn-node-1.
+    await server.json([
+      'entry',
+      'create',
+      '--spiffe-id',
+      `${TD}/nodes/cn-node-1`,
+      '--parent-id',
+      `${TD}/sigil/server`,
+      '--selector',
+      'x509pop:subject:cn:node-1',
+    ]);
+    await server.json([
+      'entry',
+      'create',
+      '--spiffe-id',
+      `${TD}/rotating`,
+      '--parent-id',
+      `${TD}/nodes/cn-node-1`,
+      '--selector',
+      `unix:uid:${UID}`,
+    ]);
+
+    await mkdir(join(scratch, 'agent'));
+    const flags = ['--x509pop-cert', join(scratch, 'node.pem'), '--x509pop-key', join(scratch, 'node.key')];
+    // Port 1 refuses connections: the agent must fail over to the real server.
+    agent = startAgentProcess({
+      servers: [1, server.port],
+      socketPath: join(scratch, 'agent', 'api.sock'),
+      dataDir: join(scratch, 'agent', 'data'),
+      trustBundle: bundleFile,
+      flags,
+    });
+    children.push(agent);
+    await agentReady(agent);
+    client = workloadClient(join(scratch, 'agent', 'api.sock'));
+  }, 180_000);
+
+  afterAll(async () => {
+    client?.close();
+    for (const child of children.reverse()) await child.stop('SIGKILL');
+    await closeTestDatabase();
+    await rm(scratch, { recursive: true, force: true });
+  });
+
+  it('attests with x509pop through the second server address, named by the certificate fingerprint', async () => {
+    await agent.waitFor(new RegExp(`"agentId":"${TD}/sigil/agent/x509pop/${fingerprint}","method":"x509pop"`));
+    expect(agent.output()).toMatch(/"server":"127\.0\.0\.1:\d+","msg":"failed over to another server"/);
+  });
+
+  it('rotates the workload SVID at about half its lifetime and pushes it on the open stream', async () => {
+    const watcher = new StreamWatcher(client.FetchX509SVID({}, securityHeader()));
+    try {
+      const first = await watcher.next((message) => idsOf(message).join() === `${TD}/rotating`);
+      const firstSvid = await verifySvidMessage(first.svids[0]!);
+      const rotated = await watcher.next(
+        (message) => message.svids.length === 1 && leafSerial(message) !== leafSerial(first),
+        {
+          timeoutMs: 3 * TTL_SECONDS * 1000,
+        },
+      );
+      const rotatedSvid = await verifySvidMessage(rotated.svids[0]!);
+      expect(rotatedSvid.spiffeId.toString()).toBe(`${TD}/rotating`);
+      expect(rotatedSvid.verifiedChain[0]!.notAfter.getTime()).toBeGreaterThan(
+        firstSvid.verifiedChain[0]!.notAfter.getTime(),
+      );
+      // A new key pair for every rotation.
+      expect(Buffer.compare(rotated.svids[0]!.x509_svid_key, first.svids[0]!.x509_svid_key)).not.toBe(0);
+    } finally {
+      watcher.close();
+    }
+  });
+
+  it('renews its own SVID at half life', async () => {
+    await agent.waitFor(/"msg":"agent SVID renewed"/, { timeoutMs: 3 * TTL_SECONDS * 1000 });
+  });
+
+  it('attests again with x509pop after the server evicted it, and keeps serving the workload', async () => {
+    const agentId = `${TD}/sigil/agent/x509pop/${fingerprint}`;
+    const from = agent.output().length;
+    expect((await server.cli(['agent', 'evict', '--spiffe-id', agentId])).code).toBe(0);
+    await agent.waitFor(/"msg":"the server refused this agent, attesting again"/, {
+      from,
+      timeoutMs: 3 * TTL_SECONDS * 1000,
+    });
+    await agent.waitFor(/"method":"x509pop".*"msg":"node attested"/, { from });
+    const watcher = new StreamWatcher(client.FetchX509SVID({}, securityHeader()));
+    try {
+      const response = await watcher.next((message) => idsOf(message).join() === `${TD}/rotating`);
+      await verifySvidMessage(response.svids[0]!);
+    } finally {
+      watcher.close();
+    }
+    expect(agent.running).toBe(true);
+  });
+});
