@@ -311,6 +311,14 @@ call.on('error', (e) => done({ uid: process.getuid(), code: e.code, details: e.d
     expect(reuse.output()).toMatch(/^Error: node attestation \(join_token\) refused by the server: .+$/m);
   });
 
+  it('never logs a private key or its join token', () => {
+    for (const agent of [agentA, agentB]) {
+      expect(agent.output()).toContain('"msg":"node attested"');
+      expect(agent.output()).not.toContain('PRIVATE KEY');
+    }
+    expect(agentA.output()).not.toContain(tokenA);
+  });
+
   it('resumes from its data dir after a restart, without a join token', async () => {
     expect(await agentA.stop('SIGTERM')).toBe(0);
     agentA = startAgentProcess({
