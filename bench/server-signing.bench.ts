@@ -212,7 +212,9 @@ async function main(): Promise<void> {
       log(
         `node ${process.version}, ${server.database} database; signers on CPU ${SIGNER_CPU}, load on CPU ${LOAD_CPU}`,
       );
-      log(`sigil: ${batch} CSRs per request, ${connections} mTLS connections (TLS 1.3), agent ${credentials.spiffeId}`);
+      log(
+        `sigil: ${batch} CSRs per request, ${connections} mTLS connection${connections === 1 ? '' : 's'} (TLS 1.3), agent ${credentials.spiffeId}`,
+      );
       if (embeddedDefault)
         log('sigil: 1 connection on the embedded database (concurrent requests fail there, see README)');
       if (cfssl) log(`cfssl ${cfsslVersion()}: 1 CSR per request, wrk with ${cfsslConnections} connections`);

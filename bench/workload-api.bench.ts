@@ -6,8 +6,10 @@
  * agent serves it (its cache is warm), then runs rounds in which `--clients` plain @grpc/grpc-js clients, each on
  * its own connection, open a FetchX509SVID stream at the same moment. A sample is the time from opening the stream
  * (connection included) to its first message, which must hold the entry's SVID. One unrecorded round warms both
- * sides up first. Prints p50/p90/p99/max over every sample; `--json` adds one JSON object on the last line.
+ * sides up first. Prints p50/p90/p99/max over every sample and the CPU time the agent and the clients spent per
+ * call; `--json` adds one JSON object on the last line. `--cpu-prof DIR` runs the agent under `node --cpu-prof`.
  */
+import { resolve } from 'node:path';
 import { Harness, NODE_ALIAS_ID, TRUST_DOMAIN, currentUid } from './support/harness.js';
 import { parseOptions } from './support/options.js';
 import { cpuSeconds } from './support/proc.js';
@@ -23,12 +25,16 @@ async function main(): Promise<void> {
       clients: { default: 100, min: 1, max: 1000, integer: true, description: 'concurrent clients per round' },
       rounds: { default: 10, min: 1, max: 100, integer: true, description: 'measured rounds' },
     },
+    strings: { cpuProf: 'write a CPU profile of the agent (node --cpu-prof) into this directory' },
   });
+  const profileDir = options.strings.cpuProf === undefined ? undefined : resolve(options.strings.cpuProf);
   const { clients, rounds } = options.numbers;
   const log = (line: string): void => console.log(line);
   await Harness.run('workload', async (harness) => {
     const server = await harness.startServer();
-    const agent = await harness.startAgent(server);
+    const agent = await harness.startAgent(server, {
+      ...(profileDir && { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profileDir] }),
+    });
     const uid = currentUid();
     const spiffeId = `spiffe://${TRUST_DOMAIN}/bench/workload`;
     await server.admin.createEntries([{ spiffeId, parentId: NODE_ALIAS_ID, selectors: [`unix:uid:${uid}`] }]);
@@ -71,6 +77,7 @@ async function main(): Promise<void> {
     log(
       `cpu per call: agent ${perCall(agentCpu)} ms, clients ${perCall(clientCpu)} ms (both include connection setup)`,
     );
+    if (profileDir) log(`agent CPU profile: written to ${profileDir} when the agent stops`);
     if (options.json) {
       log(
         JSON.stringify({

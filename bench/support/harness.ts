@@ -137,14 +137,23 @@ export class Harness {
 
   /**
    * Starts `sigil-agent run` joined to `server` with a join token for {@link NODE_ALIAS_ID}, trusting the server's
-   * bundle, and waits until its first sync arrived (before that the Workload API answers UNAVAILABLE).
+   * bundle, and waits until its first sync arrived (before that the Workload API answers UNAVAILABLE). `nodeArgs`
+   * are options for node itself, e.g. `--cpu-prof`.
    */
-  async startAgent(server: ServerProcess): Promise<AgentProcess> {
+  async startAgent(server: ServerProcess, options: { nodeArgs?: readonly string[] } = {}): Promise<AgentProcess> {
     const socketPath = join(this.scratch, 'agent.sock');
     const bundleFile = join(this.scratch, 'bundle.pem');
     await writeFile(bundleFile, await server.admin.bundlePem());
     const token = await server.admin.joinToken(NODE_ALIAS_ID);
-    const args = [AGENT_BIN, 'run', '--server-address', `127.0.0.1:${server.port}`, '--trust-bundle', bundleFile];
+    const args = [
+      ...(options.nodeArgs ?? []),
+      AGENT_BIN,
+      'run',
+      '--server-address',
+      `127.0.0.1:${server.port}`,
+      '--trust-bundle',
+      bundleFile,
+    ];
     args.push('--socket-path', socketPath, '--data-dir', join(this.scratch, 'agent'));
     // The token goes through the environment, not argv, which any local user can read in ps.
     const agent = this.spawn('agent', process.execPath, args, { SIGIL_AGENT_JOIN_TOKEN: token });
