@@ -1,0 +1,179 @@
+/**
+ * The agent's classes (server client, agent manager, SVID cache, rotator, long-poll sync) against a real sigil-server
+ * started in this process on this run's database (test/support/agent-api.ts): the protocol as both sides implement
+ * it, without the cost of child processes. The server runs on a FakeClock that stays at the real time.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createCsr, generateKeyPair } from '@sigil/pki';
+import { SpiffeId, type TrustBundle, parseAndValidateJwtSvid, verifyX509Svid } from '@sigil/spiffe';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ServerClient } from '../../apps/agent/src/attestation/server-client.js';
+import { parseServerAddress, type ServerAddress } from '../../apps/agent/src/attestation/server-address.js';
+import { AgentIdentity } from '../../apps/agent/src/manager/agent-identity.js';
+import { AgentManager } from '../../apps/agent/src/manager/agent-manager.js';
+import { AgentStorage } from '../../apps/agent/src/storage/agent-storage.js';
+import { EntrySync } from '../../apps/agent/src/svid-cache/entry-sync.js';
+import { JwtSvidCache } from '../../apps/agent/src/svid-cache/jwt-svid-cache.js';
+import { SvidCache } from '../../apps/agent/src/svid-cache/svid-cache.js';
+import { SvidRotator } from '../../apps/agent/src/svid-cache/svid-rotator.js';
+import { AgentApiError } from '../../apps/agent/src/attestation/server-client.js';
+import { AgentsService } from '../../apps/server/src/agents/agents.service.js';
+import { FakeClock } from '../../apps/server/src/common/clock.js';
+import { EntriesService } from '../../apps/server/src/entries/entries.service.js';
+import { JoinTokensService } from '../../apps/server/src/join-tokens/join-tokens.service.js';
+import { type AgentApiTestServer, startAgentApiTestServer } from '../support/agent-api.js';
+
+const quiet = { log: () => undefined, warn: () => undefined, error: () => undefined, debug: () => undefined };
+const uid = (n: number) => [{ type: 'unix', value: `uid:${n}` }];
+
+async function until(condition: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 1000 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  if (!condition()) throw new Error(`${what}: not reached`);
+}
+
+/** One agent made of the real classes, wired as apps/agent/src/agent.ts wires them. */
+async function startAgent(api: AgentApiTestServer, bundle: TrustBundle, dataDir: string, token: string) {
+  const identity = new AgentIdentity({ kind: 'bundle', file: 'bundle.pem', bundle }, bundle.trustDomain);
+  const client = new ServerClient({
+    addresses: [parseServerAddress(`127.0.0.1:${api.port}`) as ServerAddress],
+    trust: () => identity.trust(),
+    credentials: () => identity.credentials(),
+  });
+  const cache = new SvidCache(
+    new JwtSvidCache((entryId, audience) => client.signJwtSvid(entryId, audience)),
+    undefined,
+    quiet,
+  );
+  const manager = new AgentManager(identity, client, new AgentStorage(dataDir), {
+    attestation: { method: 'join_token', token },
+    trustDomain: bundle.trustDomain,
+    logger: quiet,
+  });
+  await manager.start();
+  cache.setOwnBundle(identity.ownBundle()!);
+  const refusals: AgentApiError[] = [];
+  const rotator = new SvidRotator(cache, client, { bundle: () => identity.ownBundle(), logger: quiet });
+  let polls = 0;
+  const sync = new EntrySync(client, cache, rotator, {
+    waitMs: 10_000,
+    onAgentRefused: (error) => refusals.push(error),
+    onSynced: () => polls++,
+    logger: quiet,
+  });
+  sync.start();
+  return {
+    identity,
+    client,
+    cache,
+    refusals,
+    polls: () => polls,
+    agentId: identity.current()!.spiffeId.toString(),
+    stop: async () => {
+      await sync.stop();
+      await rotator.stop();
+      await manager.stop();
+    },
+  };
+}
+
+describe('agent classes against a real sigil-server', () => {
+  const clock = new FakeClock(Date.now());
+  let api: AgentApiTestServer;
+  let bundle: TrustBundle;
+  let dir: string;
+  let agentA: Awaited<ReturnType<typeof startAgent>>;
+  let agentB: Awaited<ReturnType<typeof startAgent>>;
+  const entries = () => api.server.app.get(EntriesService);
+
+  beforeAll(async () => {
+    api = await startAgentApiTestServer({ clock });
+    bundle = await api.trustBundle();
+    dir = await mkdtemp(join(tmpdir(), 'sigil-agent-int-'));
+    const tokens = api.server.app.get(JoinTokensService);
+    await entries().createEntry({
+      spiffeId: 'spiffe://example.org/web',
+      parentId: 'spiffe://example.org/host/a',
+      selectors: uid(1000),
+    });
+    await entries().createEntry({
+      spiffeId: 'spiffe://example.org/db',
+      parentId: 'spiffe://example.org/host/b',
+      selectors: uid(1000),
+    });
+    agentA = await startAgent(
+      api,
+      bundle,
+      join(dir, 'a'),
+      (await tokens.create({ spiffeId: 'spiffe://example.org/host/a' })).token,
+    );
+    agentB = await startAgent(
+      api,
+      bundle,
+      join(dir, 'b'),
+      (await tokens.create({ spiffeId: 'spiffe://example.org/host/b' })).token,
+    );
+  }, 120_000);
+
+  afterAll(async () => {
+    await agentA?.stop();
+    await agentB?.stop();
+    await api?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('attests, syncs its authorised entries and gets their SVIDs signed, which verify against the bundle', async () => {
+    expect(agentA.agentId).toMatch(/^spiffe:\/\/example\.org\/sigil\/agent\/join_token\//);
+    await until(() => agentA.cache.identitiesFor(uid(1000))[0]?.x509Svid !== undefined, 'first SVID');
+    const identities = agentA.cache.identitiesFor(uid(1000));
+    expect(identities.map((identity) => identity.spiffeId.toString())).toEqual(['spiffe://example.org/web']);
+    const verified = await verifyX509Svid([...identities[0]!.x509Svid!.chain], bundle, { now: clock.now() });
+    expect(verified.spiffeId.toString()).toBe('spiffe://example.org/web');
+  });
+
+  it("keeps each agent to its own entries, and the server refuses a CSR for another agent's entry", async () => {
+    await until(() => agentB.cache.identitiesFor(uid(1000))[0]?.x509Svid !== undefined, 'agent B SVID');
+    expect(agentB.cache.identitiesFor(uid(1000)).map((identity) => identity.spiffeId.toString())).toEqual([
+      'spiffe://example.org/db',
+    ]);
+    const dbEntry = (await entries().listEntries({ spiffeId: 'spiffe://example.org/db' })).entries[0]!;
+    const csr = await createCsr({ keys: await generateKeyPair(), spiffeId: SpiffeId.parse('spiffe://example.org/db') });
+    const [result] = await agentA.client.signX509Svids([{ entryId: dbEntry.id, csrPem: csr.pem }]);
+    expect(result).toMatchObject({ entryId: dbEntry.id, ok: false, code: 'permission_denied' });
+  });
+
+  it('receives a new entry through the long poll it has open', async () => {
+    await until(() => agentA.polls() > 0, 'first poll');
+    const polls = agentA.polls();
+    await entries().createEntry({
+      spiffeId: 'spiffe://example.org/web2',
+      parentId: 'spiffe://example.org/host/a',
+      selectors: uid(1000),
+    });
+    await until(
+      () => agentA.cache.identitiesFor(uid(1000)).filter((identity) => identity.x509Svid).length === 2,
+      'second SVID',
+    );
+    expect(agentA.polls()).toBe(polls + 1);
+  });
+
+  it('gets JWT-SVIDs through the cache, reused for the same audience set', async () => {
+    const identity = agentA.cache.identitiesFor(uid(1000))[0]!;
+    const token = await agentA.cache.fetchJwtSvid(identity, ['db', 'cache']);
+    expect(await agentA.cache.fetchJwtSvid(identity, ['cache', 'db'])).toBe(token);
+    const svid = await parseAndValidateJwtSvid(token, await api.trustBundle(), 'db', { now: clock.now() });
+    expect(svid.spiffeId.equals(identity.spiffeId)).toBe(true);
+  });
+
+  it('is told when the server evicts it', async () => {
+    await api.server.app.get(AgentsService).evict(agentB.agentId);
+    await entries().createEntry({
+      spiffeId: 'spiffe://example.org/wake',
+      parentId: 'spiffe://example.org/host/b',
+      selectors: uid(1),
+    });
+    await until(() => agentB.refusals.length > 0, 'refusal');
+    expect(agentB.refusals[0]!.isAgentRefused()).toBe(true);
+  });
+});
