@@ -18,7 +18,7 @@ import { EntrySync } from '../../apps/agent/src/svid-cache/entry-sync.js';
 import { JwtSvidCache } from '../../apps/agent/src/svid-cache/jwt-svid-cache.js';
 import { SvidCache } from '../../apps/agent/src/svid-cache/svid-cache.js';
 import { SvidRotator } from '../../apps/agent/src/svid-cache/svid-rotator.js';
-import { AgentApiError } from '../../apps/agent/src/attestation/server-client.js';
+import { type AgentApiError } from '../../apps/agent/src/attestation/server-client.js';
 import { AgentsService } from '../../apps/server/src/agents/agents.service.js';
 import { FakeClock } from '../../apps/server/src/common/clock.js';
 import { EntriesService } from '../../apps/server/src/entries/entries.service.js';
