@@ -147,6 +147,31 @@ describe(`agent API: mTLS routes (${backend})`, () => {
     expect(quiet.body).toMatchObject({ full: false, entries: [], deleted_ids: [], revision: delta.body['revision'] });
   });
 
+  it('answers many agent requests arriving at once on separate connections (each one authenticated)', async () => {
+    // On the embedded database, concurrent queries over several pooled connections once corrupted each other
+    // (the guard saw "not attested", or "portal does not exist"); every answer here must be the right one.
+    const agents = await Promise.all([joinAgent(), joinAgent(), joinAgent()]);
+    const own = await Promise.all(
+      agents.map((agent, i) => createEntry({ spiffeId: `spiffe://example.org/burst/${i}`, parentId: agent.spiffeId })),
+    );
+    await settle();
+    const csrs = await Promise.all(own.map((entry) => csrFor(entry.spiffeId)));
+    const calls = agents.flatMap((agent, i) => [
+      ...Array.from({ length: SIGN_BURST - 2 }, () =>
+        agent.call('POST', '/agent/v1/svids/x509', { csrs: [{ entry_id: own[i]!.id, csr: csrs[i] }] }),
+      ),
+      agent.call('GET', '/agent/v1/sync?revision=0'),
+      agent.call('GET', '/agent/v1/sync?revision=0'),
+    ]);
+    const answers = await Promise.all(calls);
+    for (const answer of answers) expect(answer.status).toBe(200);
+    const signed = answers.filter((answer) => 'results' in answer.body);
+    expect(signed).toHaveLength(agents.length * (SIGN_BURST - 2));
+    for (const answer of signed) {
+      expect((answer.body['results'] as { status: { code: string } }[])[0]!.status.code).toBe('ok');
+    }
+  });
+
   it('long-poll: a waiting sync answers as soon as an entry for the agent is created', async () => {
     const agent = await joinAgent();
     const start = await agent.call('GET', '/agent/v1/sync?revision=0');

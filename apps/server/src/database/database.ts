@@ -4,6 +4,9 @@ import type { DataSource } from 'typeorm';
 import { DEFAULT_POOL_SIZE, openDataSource } from './data-source.js';
 import { EMBEDDED_FSYNC_WARNING, startEmbeddedPostgres, type EmbeddedPostgres } from './embedded-postgres.js';
 
+/** Connections the server opens to the embedded database (see {@link Database.open}). */
+export const EMBEDDED_POOL_SIZE = 1;
+
 /** `postgres`: a PostgreSQL server from `--database-url`; `embedded`: PGlite in the data dir. */
 export type DatabaseKind = 'postgres' | 'embedded';
 
@@ -11,6 +14,7 @@ export interface OpenDatabaseOptions {
   /** Absent: the embedded database in `<dataDir>/db`. */
   databaseUrl?: string;
   dataDir: string;
+  /** Pool size for PostgreSQL; the embedded database always gets {@link EMBEDDED_POOL_SIZE}. */
   poolSize?: number;
 }
 
@@ -43,10 +47,10 @@ export class Database implements OnApplicationShutdown {
     logger.warn({ msg: EMBEDDED_FSYNC_WARNING, dataDir: dbDir });
     const embedded = await startEmbeddedPostgres(dbDir);
     try {
-      const dataSource = await openDataSource({
-        url: embedded.url,
-        poolSize: Math.min(options.poolSize ?? embedded.maxConnections, embedded.maxConnections),
-      });
+      // One connection: pglite-socket multiplexes every client connection onto PGlite's single backend, and two
+      // connections whose extended-protocol messages interleave corrupt each other's portals and results ("portal
+      // does not exist", rows of the other query). PGlite runs one statement at a time anyway, so this costs nothing.
+      const dataSource = await openDataSource({ url: embedded.url, poolSize: EMBEDDED_POOL_SIZE });
       logger.log({ msg: 'database ready', databaseKind: 'embedded', dataDir: dbDir });
       return new Database('embedded', embedded.url, dataSource, embedded);
     } catch (error) {
