@@ -185,13 +185,26 @@ describe('AgentManager', () => {
     );
   });
 
-  it('stops with a clear message when the server refuses a join-token agent (evicted or banned)', async () => {
+  it('stops with a clear message when the server refuses a join-token agent (evicted or banned), renewal included', async () => {
     const { manager: running } = await start(token('tok-1'));
+    server.refuseRenewal = new AgentApiError(403, 'permission_denied', 'agent is banned');
     running.agentRefused(new AgentApiError(403, 'permission_denied', 'agent is banned'));
     const fatal = await running.fatal;
+    expect(server.calls).toEqual(['join_token:tok-1', 'renew']);
     expect(fatal.message).toBe(
       "the server refused this agent (agent is banned) and it cannot attest again: its join token was already used; generate a new one with 'sigil-server token generate' and restart the agent with --join-token",
     );
+  });
+
+  it('goes on when the server refused a join-token agent once but accepts its renewal', async () => {
+    const { manager: running, identity } = await start(token('tok-1'));
+    const first = identity.current();
+    let fatal: Error | undefined;
+    void running.fatal.then((error) => (fatal = error));
+    running.agentRefused(new AgentApiError(403, 'permission_denied', 'agent is not attested (evicted or unknown)'));
+    await until(() => identity.current() !== first);
+    expect(server.calls).toEqual(['join_token:tok-1', 'renew']);
+    expect(fatal).toBeUndefined();
   });
 
   it('attests again with x509pop when the server no longer accepts the agent', async () => {

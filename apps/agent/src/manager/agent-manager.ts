@@ -131,9 +131,11 @@ export class AgentManager {
     const used = this.identity.current()?.state.joinTokenSha256;
     const canAttest = method !== undefined && (method.method === 'x509pop' || joinTokenDigest(method.token) !== used);
     if (!canAttest) {
+      const confirmed = await this.confirmRefusal(refusal);
+      if (confirmed === undefined) return;
       this.failFatal?.(
         new AgentFatalError(
-          `the server refused this agent (${refusal.message}) and it cannot attest again: ` +
+          `the server refused this agent (${confirmed.message}) and it cannot attest again: ` +
             (method === undefined
               ? 'no attestation method is configured'
               : 'its join token was already used; generate a new one with ' +
@@ -152,6 +154,28 @@ export class AgentManager {
       this.arm();
     } catch (error) {
       this.failFatal?.(new AgentFatalError(`re-attestation failed: ${(error as Error).message}`));
+    }
+  }
+
+  /**
+   * Before an agent that cannot attest again gives up for good, one renewal, the call that proves who it is, must be
+   * refused too: a refusal seen once may come from a server in trouble rather than from an eviction. Returns the
+   * refusal that stands, or undefined when the server accepted the agent after all (or could not be reached, in
+   * which case the renewal timer tries again later).
+   */
+  private async confirmRefusal(refusal: AgentApiError): Promise<AgentApiError | undefined> {
+    try {
+      await this.renew();
+      this.options.logger?.warn({
+        msg: 'the server refused this agent once, then renewed its SVID',
+        reason: refusal.message,
+      });
+      this.arm();
+      return undefined;
+    } catch (error) {
+      if (error instanceof AgentApiError && error.isAgentRefused()) return error;
+      this.arm(new Date(this.clock.now().getTime() + this.backoff.next()));
+      return undefined;
     }
   }
 
