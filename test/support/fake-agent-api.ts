@@ -40,6 +40,8 @@ export class FakeAgentApi implements AgentApi {
   down = false;
   /** When set, every call fails with this error (e.g. a 403 for an evicted agent). */
   agentError: AgentApiError | undefined;
+  /** Misbehaves when set: certifies a key of its own instead of the CSR's, or names another SPIFFE ID. */
+  tamper: 'key' | 'id' | undefined;
   /** Lifetime of the X509-SVIDs it signs, in seconds. */
   x509TtlSeconds = 3600;
   jwtTtlSeconds = 300;
@@ -138,8 +140,13 @@ export class FakeAgentApi implements AgentApi {
         }
         const csr = await parseCsr(csrPem);
         const now = Date.now();
-        const svid = await this.ca.createX509Svid(entry.spiffeId.toString(), {
-          keys: { publicKey: csr.publicKey, privateKey: csr.publicKey },
+        const id = this.tamper === 'id' ? `${entry.spiffeId.toString()}-other` : entry.spiffeId.toString();
+        const keys =
+          this.tamper === 'key'
+            ? await generateTestKeys('P-256')
+            : { publicKey: csr.publicKey, privateKey: csr.publicKey };
+        const svid = await this.ca.createX509Svid(id, {
+          keys,
           notBefore: new Date(now - 10_000),
           notAfter: new Date(now + this.x509TtlSeconds * 1000),
           dnsNames: [...entry.dnsNames],

@@ -168,6 +168,23 @@ describe('SvidCache with the rotator', () => {
     expect(cache.identitiesFor(uid(1000)).every((identity) => identity.x509Svid !== undefined)).toBe(true);
   });
 
+  it.each([
+    ['key', 'returned SVID rejected: it certifies another public key than the one of the CSR'],
+    ['id', 'returned SVID rejected: it names spiffe://example.org/web-other, expected spiffe://example.org/web'],
+  ] as const)('never serves an SVID the server made for another %s', async (tamper, reason) => {
+    const warnings: unknown[] = [];
+    cache = new SvidCache(new JwtSvidCache((entryId, audience) => api.signJwtSvid(entryId, audience)), undefined, {
+      warn: (message: unknown) => warnings.push(message),
+    });
+    rotator = new SvidRotator(cache, api, { bundle: () => api.bundle, logger: quiet });
+    sync = new EntrySync(api, cache, rotator, { logger: quiet });
+    api.tamper = tamper;
+    api.put(testEntry(id('/web')));
+    await syncAndSign();
+    expect(cache.identitiesFor(uid(1000))).toEqual([]);
+    expect(warnings).toEqual([expect.objectContaining({ reason })]);
+  });
+
   it('keeps serving its SVIDs while the server is down, and signs once it is back', async () => {
     api.put(testEntry(id('/web')));
     await syncAndSign();
