@@ -1,5 +1,5 @@
 import { Body, Controller, Get, HttpCode, Post, Query, Res } from '@nestjs/common';
-import { ApiOkResponse, ApiTags } from '@nestjs/swagger';
+import { ApiBody, ApiOkResponse, ApiTags } from '@nestjs/swagger';
 import { type FastifyReply } from 'fastify';
 import {
   AgentSvidResponseDto,
@@ -12,6 +12,7 @@ import {
   SyncResponseDto,
   toAgentSvidResponse,
   toBatchX509SvidResponse,
+  parseBatchX509SvidBody,
   toJwtSvidResponse,
   toSyncResponse,
 } from './agent-api.dto.js';
@@ -54,15 +55,13 @@ export class AgentController {
     return toSyncResponse(await this.syncs.sync(agent, request, abortedOnDisconnect(reply)));
   }
 
+  // The body is typed `unknown` so the global ValidationPipe passes it through: it is checked by hand (hot path).
   @Post('svids/x509')
   @HttpCode(200)
+  @ApiBody({ type: BatchX509SvidDto })
   @ApiOkResponse({ type: BatchX509SvidResponseDto })
-  async signX509Svids(
-    @CurrentAgent() agent: CallingAgent,
-    @Body() body: BatchX509SvidDto,
-  ): Promise<BatchX509SvidResponseDto> {
-    const requests = body.csrs.map(({ entry_id, csr }) => ({ entryId: entry_id, csr }));
-    return toBatchX509SvidResponse(await this.signing.signX509Svids(agent, requests));
+  async signX509Svids(@CurrentAgent() agent: CallingAgent, @Body() body: unknown): Promise<BatchX509SvidResponseDto> {
+    return toBatchX509SvidResponse(await this.signing.signX509Svids(agent, parseBatchX509SvidBody(body)));
   }
 
   @Post('svids/jwt')
