@@ -5,7 +5,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { PkiError } from '../errors.js';
 import { toPem } from '../pem.js';
 import { x509 } from '../x509-lib.js';
-import { CSR_MAX_BYTES, parseCsrFast } from './csr-parser.js';
+import { CSR_MAX_BYTES, parseCsrFast, parseCsrFastAsync } from './csr-parser.js';
 import {
   derBitString,
   derContext,
@@ -308,7 +308,7 @@ describe('parseCsrFast rules', () => {
     );
   });
 
-  it('names the broken rule', () => {
+  it('names the broken rule, in parseCsrFast and parseCsrFastAsync alike', async () => {
     const p256 = keys.get('P-256')!;
     const rsa = keys.get('RSA-2048')!;
     const p521 = generateKeyPairSync('ec', { namedCurve: 'P-521' });
@@ -369,6 +369,32 @@ describe('parseCsrFast rules', () => {
       ['pem: no pem block found', 'not a pem text'],
       ['csr: expected label "CERTIFICATE REQUEST", found "CERTIFICATE"', toPem('CERTIFICATE', samples.get('P-256')!)],
     ];
-    for (const [message, input] of cases) expect(csrErrorOf(input), message).toBe(message);
+    for (const [message, input] of cases) {
+      expect(csrErrorOf(input), message).toBe(message);
+      await expect(parseCsrFastAsync(input), message).rejects.toMatchObject({ code: 'ERR_CSR_INVALID', message });
+    }
+  });
+
+  it.each(KEY_NAMES)('parseCsrFastAsync returns what parseCsrFast returns for a %s CSR', async (name) => {
+    const input = craftCsr(keys.get(name)!, {
+      attributes: [extensionRequest(sanExtension(derContext(6, false, Buffer.from('spiffe://example.org/a'))))],
+    });
+    const sync = parseCsrFast(input);
+    const parsed = await parseCsrFastAsync(input);
+    expect(parsed.spkiDer).toEqual(sync.spkiDer);
+    expect(parsed.uris).toEqual(['spiffe://example.org/a']);
+    expect(parsed.dnsNames).toEqual(sync.dnsNames);
+    expect(parsed.publicKey.type).toBe('public');
+    expect(parsed.publicKey.equals(sync.publicKey)).toBe(true);
+  });
+
+  it.each(['P-256', 'P-384'] as const)('parseCsrFastAsync refuses a %s point off the curve', async (name) => {
+    const key = keys.get(name)!;
+    const offCurve = Buffer.from(key.spki);
+    offCurve[offCurve.length - 1] ^= 0x01;
+    await expect(parseCsrFastAsync(craftCsr(key, { spki: offCurve }))).rejects.toMatchObject({
+      code: 'ERR_CSR_INVALID',
+      message: 'csr public key: not a valid public key',
+    });
   });
 });

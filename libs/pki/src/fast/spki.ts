@@ -4,7 +4,7 @@
  * key types are recognised by their canonical DER layout and imported from their parts: EC points as JWK coordinates
  * (about half the cost, and OpenSSL still checks the point is on the curve), RSA keys as PKCS#1 DER.
  */
-import { createPublicKey, type KeyObject } from 'node:crypto';
+import { createPublicKey, KeyObject, webcrypto } from 'node:crypto';
 import { PkiError, type PkiErrorCode } from '../errors.js';
 import type { KeyType } from '../keys.js';
 import { decodeDerOid, derBytes, DerCursor, DerTag, type DerContext } from './der.js';
@@ -132,6 +132,38 @@ export function importSpkiFast(
       y: point.toString('base64url', 1 + size),
     };
     return { keyType: classified.keyType, keyObject: createPublicKey({ key: jwk, format: 'jwk' }) };
+  } catch (error) {
+    throw new PkiError(code, `${field}: not a valid public key`, { cause: error });
+  }
+}
+
+const WEBCRYPTO_CURVES = {
+  'ec-p256': { name: 'ECDSA', namedCurve: 'P-256' },
+  'ec-p384': { name: 'ECDSA', namedCurve: 'P-384' },
+} as const;
+
+/**
+ * {@link importSpkiFast} for hot batch paths: EC points go through WebCrypto's raw import (`importKey('raw')`,
+ * SEC 1 uncompressed point), which on Node 20 / OpenSSL 3.0 costs measurably less than the JWK import (a whole P-256
+ * CSR parse with its signature check: ~140–155 µs instead of ~165–180 µs on the benchmark machine) and still refuses
+ * a point that is not on the curve (for P-256 and P-384, of cofactor 1, that is the whole public key check). RSA keys
+ * are imported as in {@link importSpkiFast}.
+ *
+ * @throws PkiError with `code`, naming `field`, when the key is unsupported, not canonical or not a valid key (the
+ *   promise rejects)
+ */
+export async function importSpkiFastAsync(
+  spki: Uint8Array,
+  field: string,
+  code: PkiErrorCode,
+): Promise<{ keyType: KeyType; keyObject: KeyObject }> {
+  const classified = classifySpki(spki, field, code);
+  if (classified.keyType === 'rsa-2048') return importSpkiFast(spki, field, code);
+  try {
+    const key = await webcrypto.subtle.importKey('raw', classified.point, WEBCRYPTO_CURVES[classified.keyType], true, [
+      'verify',
+    ]);
+    return { keyType: classified.keyType, keyObject: KeyObject.from(key) };
   } catch (error) {
     throw new PkiError(code, `${field}: not a valid public key`, { cause: error });
   }
