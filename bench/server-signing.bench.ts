@@ -6,7 +6,7 @@
  * embedded one runs inside the server process, so on that core too), with its per-agent signing rate limit raised
  * out of the way. This script attests an agent itself with a join token and holds the agent X509-SVID; it creates
  * `--batch` entries parented by that agent and one CSR for each (own P-256 key, URI SAN = the entry's SPIFFE ID),
- * then `--connections` kept-alive mTLS (TLS 1.3) connections (1 on the embedded database unless given) post the
+ * then `--connections` kept-alive mTLS (TLS 1.3) connections post the
  * whole batch to `POST /agent/v1/svids/x509` over and over: every request pays agent authentication (SVID checked
  * once per connection, agent record looked up per request), authorisation of each entry, CSR parsing and signature
  * check, and leaf signing.
@@ -172,10 +172,7 @@ async function main(): Promise<void> {
       csrs.push({ entryId: entry.id, spiffeId: entry.spiffeId, pem, spkiDer: exportPublicKeySpki(keys.publicKey) });
     }
     const body = JSON.stringify({ csrs: csrs.map((csr) => ({ entry_id: csr.entryId, csr: csr.pem })) });
-    // On the embedded database, agent API requests on several connections at once currently fail (the agent
-    // lookup of one request gets another query's answer: bench/README.md): one connection there, unless asked.
-    const embeddedDefault = server.database === 'embedded' && !process.argv.slice(2).includes('--connections');
-    const connections = embeddedDefault ? 1 : options.numbers.connections;
+    const connections = options.numbers.connections;
     const client = new AgentApiClient(api, credentials, connections);
     try {
       checkSigilAnswer(await client.call('POST', '/agent/v1/svids/x509', body), csrs, bundlePem);
@@ -215,8 +212,6 @@ async function main(): Promise<void> {
       log(
         `sigil: ${batch} CSRs per request, ${connections} mTLS connection${connections === 1 ? '' : 's'} (TLS 1.3), agent ${credentials.spiffeId}`,
       );
-      if (embeddedDefault)
-        log('sigil: 1 connection on the embedded database (concurrent requests fail there, see README)');
       if (cfssl) log(`cfssl ${cfsslVersion()}: 1 CSR per request, wrk with ${cfsslConnections} connections`);
       else log(`cfssl: SKIPPED, ${missing.join(' and ')} not installed; install with: ${CFSSL_INSTALL_HINT}`);
 
