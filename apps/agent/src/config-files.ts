@@ -44,12 +44,14 @@ export function parseTrustBundleFile(
   text: string,
   configured: TrustDomain | undefined,
 ): { bundle: TrustBundle; trustDomain: TrustDomain } | string {
-  const placeholder = configured ?? TrustDomain.parse('unknown.invalid');
+  // The parsers want a trust domain; when none is configured, parse under a reserved name (RFC 2606 `.invalid`)
+  // and re-home the bundle below under the trust domain its CA certificates name.
+  const parsingDomain = configured ?? TrustDomain.parse('unknown.invalid');
   let bundle: TrustBundle;
   try {
     bundle = text.trimStart().startsWith('{')
-      ? TrustBundle.parseJwks(placeholder, text)
-      : TrustBundle.fromX509Pem(placeholder, text);
+      ? TrustBundle.parseJwks(parsingDomain, text)
+      : TrustBundle.fromX509Pem(parsingDomain, text);
   } catch (error) {
     return `is neither PEM CA certificates nor a SPIFFE bundle: ${(error as Error).message}`;
   }
