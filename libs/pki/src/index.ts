@@ -42,5 +42,6 @@ export {
   validateDnsNames,
 } from './svid-profile.js';
 export { buildX509SvidReference, type SigningCa, type X509SvidParams } from './x509-svid.js';
+export { createCsrFast, type CreateCsrFastParams } from './fast/csr-builder.js';
 export { CSR_MAX_BYTES, parseCsrFast, parseCsrFastAsync, type FastParsedCsr } from './fast/csr-parser.js';
 export { X509SvidSigner, type FastSvidParams, type X509SvidSignerOptions } from './fast/svid-signer.js';
