@@ -1,5 +1,13 @@
 import { type Logger } from '@nestjs/common';
-import { type KeyType, createCsr, exportPrivateKeyPkcs8, exportPublicKeySpki, generateKeyPair } from '@sigil/pki';
+import {
+  type KeyType,
+  PEM_LABEL,
+  createCsrFast,
+  exportPrivateKeyPkcs8,
+  exportPublicKeySpki,
+  generateKeyPair,
+  toPem,
+} from '@sigil/pki';
 import { type TrustBundle, verifyX509Svid } from '@sigil/spiffe';
 import { type AgentApi, type AgentEntry, MAX_CSR_BATCH, type X509SignResult } from '../attestation/agent-api.js';
 import { AgentApiError } from '../attestation/server-client.js';
@@ -161,12 +169,14 @@ export class SvidRotator {
 
   private async prepare(entry: AgentEntry): Promise<PreparedCsr> {
     const keys = await generateKeyPair(this.options.keyType);
-    const csr = await createCsr({ keys, spiffeId: entry.spiffeId });
+    const spkiDer = exportPublicKeySpki(keys.publicKey);
+    // The lean encoder costs a fraction of createCsr's, which dominated the time to sign a thousand entries.
+    const csr = createCsrFast({ privateKey: keys.privateKey, spkiDer, spiffeId: entry.spiffeId });
     return {
       entry,
       privateKey: exportPrivateKeyPkcs8(keys.privateKey),
-      spkiDer: exportPublicKeySpki(keys.publicKey),
-      csrPem: csr.pem,
+      spkiDer,
+      csrPem: toPem(PEM_LABEL.certificateRequest, csr),
     };
   }
 
