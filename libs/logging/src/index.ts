@@ -1,0 +1,1 @@
+export { createJsonLogger, PinoLoggerService, REDACTED_FIELDS, type JsonLoggerOptions } from './logging.js';
