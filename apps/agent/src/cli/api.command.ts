@@ -1,9 +1,10 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { PEM_LABEL, certificatesToPem, exportPrivateKeyPkcs8, toPem } from '@sigil/pki';
 import { type TrustBundle, verifyX509Svid } from '@sigil/spiffe';
 import { type WorkloadApiClient, WorkloadApiError, type X509Context } from '@sigil/workload-api';
 import { Command, Option } from 'commander';
+import { writeFileAtomic } from '../storage/atomic-file.js';
 import { CliError } from './cli-error.js';
 import { describeWorkloadError, openWorkloadClient, resolveWorkloadAddress } from './workload-client.js';
 
@@ -127,17 +128,33 @@ function printX509Context(options: ApiOptions & { jsonLines?: boolean }, context
   );
 }
 
-/** Writes svid.N.pem (chain), svid.N.key (PKCS#8, 0600), bundle.N.pem and federated_bundle.N.pem, as SPIRE's `-write`. */
-async function writeX509Files(dir: string, context: X509Context): Promise<void> {
+/** Mode of the certificates written by `--write`: public data, readable by all, as SPIRE writes them. */
+const CERTIFICATE_MODE = 0o644;
+/** Mode of the private keys written by `--write`. */
+const KEY_MODE = 0o600;
+
+/**
+ * Writes svid.N.pem (chain), svid.N.key (PKCS#8, 0600), bundle.N.pem and federated_bundle.N.pem (0644), as SPIRE's
+ * `-write`. Each file is replaced atomically (`writeFileAtomic`): a symlink or file another user planted at one of
+ * these names is replaced, never written through, and never keeps its mode.
+ */
+export async function writeX509Files(dir: string, context: X509Context): Promise<void> {
   await mkdir(dir, { recursive: true });
   for (const [index, svid] of context.svids.entries()) {
-    await writeFile(join(dir, `svid.${index}.pem`), certificatesToPem([...svid.certificates]), { mode: 0o644 });
-    const key = join(dir, `svid.${index}.key`);
-    await writeFile(key, toPem(PEM_LABEL.privateKey, exportPrivateKeyPkcs8(svid.privateKey)), { mode: 0o600 });
-    await writeFile(join(dir, `bundle.${index}.pem`), ownBundle(context, index).x509Pem(), { mode: 0o644 });
+    await writeFileAtomic(join(dir, `svid.${index}.pem`), certificatesToPem([...svid.certificates]), {
+      mode: CERTIFICATE_MODE,
+    });
+    await writeFileAtomic(
+      join(dir, `svid.${index}.key`),
+      toPem(PEM_LABEL.privateKey, exportPrivateKeyPkcs8(svid.privateKey)),
+      { mode: KEY_MODE },
+    );
+    await writeFileAtomic(join(dir, `bundle.${index}.pem`), ownBundle(context, index).x509Pem(), {
+      mode: CERTIFICATE_MODE,
+    });
   }
   for (const [index, bundle] of federatedBundles(context).entries()) {
-    await writeFile(join(dir, `federated_bundle.${index}.pem`), bundle.x509Pem(), { mode: 0o644 });
+    await writeFileAtomic(join(dir, `federated_bundle.${index}.pem`), bundle.x509Pem(), { mode: CERTIFICATE_MODE });
   }
 }
 

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
 import { chmod, mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
@@ -18,30 +19,46 @@ export async function ensurePrivateDir(dir: string): Promise<void> {
   if ((info.mode & 0o777) !== DIR_MODE) await chmod(dir, DIR_MODE);
 }
 
+/** Options of {@link writeFileAtomic}. */
+export interface WriteFileAtomicOptions {
+  /** The mode of the final file, whatever the umask; default 0600. */
+  readonly mode?: number;
+}
+
+// A fresh file or nothing: O_EXCL refuses any existing name, a symlink included, and O_NOFOLLOW says so twice, so
+// a name planted by another user is never written through.
+const NEW_FILE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+
 /**
- * Replaces `path` atomically with `data`, mode 0600: the bytes go to a new temporary file in the same directory,
- * which is flushed to disk and then renamed over the target, and the directory entry is flushed too. A crash at any
- * point leaves either the old file or the new one, never a torn one.
+ * Replaces `path` atomically with `data`: the bytes go to a new temporary file in the same directory (created 0600
+ * with O_CREAT|O_EXCL|O_NOFOLLOW under an unpredictable name), which is set to `options.mode`, flushed to disk and
+ * then renamed over the target, and the directory entry is flushed too. A crash at any point leaves either the old
+ * file or the new one, never a torn one. The rename replaces whatever held the name, so a symlink there is replaced,
+ * never followed, and the old file's mode is never kept. The temporary file is removed when anything fails.
  */
-export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
+export async function writeFileAtomic(
+  path: string,
+  data: string | Uint8Array,
+  options: WriteFileAtomicOptions = {},
+): Promise<void> {
+  const mode = options.mode ?? FILE_MODE;
   const dir = dirname(path);
   const temporary = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-  const handle = await open(temporary, 'wx', FILE_MODE);
+  const handle = await open(temporary, NEW_FILE_FLAGS, FILE_MODE);
+  let renamed = false;
   try {
-    await handle.writeFile(data);
-    await handle.chmod(FILE_MODE);
-    await handle.sync();
-  } catch (error) {
-    await handle.close();
-    await rm(temporary, { force: true });
-    throw error;
-  }
-  await handle.close();
-  try {
+    try {
+      await handle.writeFile(data);
+      // The umask may have narrowed the creation mode; the final mode is exactly the one asked for.
+      await handle.chmod(mode);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
     await rename(temporary, path);
-  } catch (error) {
-    await rm(temporary, { force: true });
-    throw error;
+    renamed = true;
+  } finally {
+    if (!renamed) await rm(temporary, { force: true });
   }
   const directory = await open(dir, 'r');
   try {

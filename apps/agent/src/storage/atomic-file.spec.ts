@@ -1,0 +1,84 @@
+import { randomBytes } from 'node:crypto';
+import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { writeFileAtomic } from './atomic-file.js';
+
+// The temporary name is random; the tests below make it predictable to plant a symlink at it, as an attacker who
+// guessed it would.
+vi.mock('node:crypto', async (importOriginal) => {
+  const actual = await importOriginal<typeof import('node:crypto')>();
+  return { ...actual, randomBytes: vi.fn(actual.randomBytes) };
+});
+
+const mode = async (path: string): Promise<number> => (await stat(path)).mode & 0o777;
+const GUESSED = Buffer.from('0123456789ab', 'hex');
+
+let root: string;
+let dir: string;
+
+beforeEach(async () => {
+  root = await mkdtemp(join(tmpdir(), 'sigil-atomic-file-'));
+  dir = join(root, 'dir');
+  await writeFile(join(root, 'outside'), 'precious\n', { mode: 0o644 });
+  await mkdir(dir);
+});
+
+afterEach(async () => {
+  vi.mocked(randomBytes).mockReset();
+  await rm(root, { recursive: true, force: true });
+});
+
+function temporaryName(name: string): string {
+  return join(dir, `.${name}.${process.pid}.${GUESSED.toString('hex')}.tmp`);
+}
+
+describe('writeFileAtomic', () => {
+  it('refuses to write through a symlink planted at the temporary name, to an existing or a missing target', async () => {
+    for (const target of [join(root, 'outside'), join(root, 'missing')]) {
+      const planted = temporaryName('svid.0.key');
+      await symlink(target, planted);
+      vi.mocked(randomBytes).mockImplementationOnce(() => GUESSED);
+      await expect(writeFileAtomic(join(dir, 'svid.0.key'), 'secret')).rejects.toMatchObject({ code: 'EEXIST' });
+      expect(await readFile(join(root, 'outside'), 'utf8')).toBe('precious\n');
+      await expect(lstat(join(root, 'missing'))).rejects.toMatchObject({ code: 'ENOENT' });
+      expect(await readlink(planted)).toBe(target);
+      expect(await readdir(dir)).toEqual([`.svid.0.key.${process.pid}.${GUESSED.toString('hex')}.tmp`]);
+      await rm(planted);
+    }
+  });
+
+  it('replaces a symlink at the final name, leaving its target alone', async () => {
+    await symlink(join(root, 'outside'), join(dir, 'state'));
+    await writeFileAtomic(join(dir, 'state'), 'new');
+    expect(await readFile(join(root, 'outside'), 'utf8')).toBe('precious\n');
+    expect(await mode(join(root, 'outside'))).toBe(0o644);
+    expect((await lstat(join(dir, 'state'))).isFile()).toBe(true);
+    expect(await mode(join(dir, 'state'))).toBe(0o600);
+  });
+
+  it('sets exactly the mode asked for under any umask, whatever the old file had', async () => {
+    for (const [mask, wanted] of [
+      [0, 0o600],
+      [0, 0o644],
+      [0o077, 0o644],
+      [0o022, 0o600],
+    ] as const) {
+      await writeFile(join(dir, 'file'), 'old', { mode: 0o666 });
+      const previous = process.umask(mask);
+      try {
+        await writeFileAtomic(join(dir, 'file'), 'new', { mode: wanted });
+      } finally {
+        process.umask(previous);
+      }
+      expect(await mode(join(dir, 'file'))).toBe(wanted);
+    }
+  });
+
+  it('removes the temporary file when the rename fails', async () => {
+    await mkdir(join(dir, 'blocked', 'inner'), { recursive: true });
+    await expect(writeFileAtomic(join(dir, 'blocked'), 'new')).rejects.toThrow();
+    expect(await readdir(dir)).toEqual(['blocked']);
+  });
+});
