@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createPrivateKey, createPublicKey, webcrypto } from 'node:crypto';
 import { once } from 'node:events';
-import { chmod, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -382,6 +382,35 @@ call.on('error', (e) => done({ code: e.code, details: e.details }));
         : { ids: ['spiffe://example.org/web'] },
     );
   });
+
+  it("refuses to start when a directory above the socket is not the agent's (squatted /tmp/sigil-agent)", async () => {
+    await server.stop();
+    const squatted = join(dir, 'squatted');
+    await mkdir(join(squatted, 'public'), { recursive: true });
+    await chmod(squatted, 0o777);
+    const path = join(squatted, 'public', 'api.sock');
+    await expect(
+      new WorkloadApiServer({ socketPath: path, service: server.service, logger: quiet }).start(),
+    ).rejects.toThrow(
+      `unsafe socket directory: ${squatted} is writable by group or others (owner uid ${uid}, mode 0777)`,
+    );
+    await expect(stat(path)).rejects.toMatchObject({ code: 'ENOENT' });
+    await server.start();
+  });
+
+  it.skipIf(uid !== 0)(
+    'refuses a socket directory another user created first (skipped: needs root to give a directory to another user)',
+    async () => {
+      const squatted = join(dir, 'squatted-by-nobody');
+      await mkdir(join(squatted, 'public'), { recursive: true, mode: 0o755 });
+      await chown(squatted, 65534, 65534);
+      const path = join(squatted, 'public', 'api.sock');
+      await expect(
+        new WorkloadApiServer({ socketPath: path, service: server.service, logger: quiet }).start(),
+      ).rejects.toThrow(`unsafe socket directory: ${squatted} is owned by another user (owner uid 65534, mode 0755)`);
+      await expect(stat(path)).rejects.toMatchObject({ code: 'ENOENT' });
+    },
+  );
 
   it('replaces a stale socket but refuses a live one or a path that is not a socket', async () => {
     await server.stop();

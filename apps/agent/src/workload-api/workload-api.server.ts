@@ -1,10 +1,11 @@
-import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
+import { chmod, lstat, unlink } from 'node:fs/promises';
 import { createServer, type Http2Server, type Http2Session } from 'node:http2';
 import { connect } from 'node:net';
-import { dirname, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { Code, ConnectError, type ConnectRouter, type ServiceImpl, createContextValues } from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import { Logger } from '@nestjs/common';
+import { prepareSocketDirectory } from '@sigil/runtime';
 import { SpiffeWorkloadAPI } from '@sigil/workload-api';
 import { useSpecGrpcMessageEncoding } from './grpc-message.js';
 import { PEER_CREDENTIALS, trackPeerCredentials } from './peer-credentials.js';
@@ -72,13 +73,15 @@ export class WorkloadApiServer {
   }
 
   /**
-   * Creates the socket's parent directories, removes a stale socket left by a previous run (refusing to touch a
-   * path that is not a socket or that another process still serves), listens, and opens the socket to every local
-   * user (mode 0777, as SPIRE): callers are told apart by their peer credentials, not by file permissions.
+   * Creates the socket's directory (0755) and checks that nobody but root and the agent's uid can change it or any
+   * directory above it (refusing to start otherwise: whoever can, could swap the socket for their own), removes a
+   * stale socket left by a previous run (refusing to touch a path that is not a socket or that another process
+   * still serves), listens, and opens the socket to every local user (mode 0777, as SPIRE): callers are told apart
+   * by their peer credentials, not by file permissions.
    */
   async start(): Promise<void> {
     if (this.server !== undefined) throw new Error('workload api server: already started');
-    await mkdir(dirname(this.socketPath), { recursive: true });
+    await prepareSocketDirectory(this.socketPath, { directoryMode: 0o755 });
     await this.removeStaleSocket();
 
     const shutdown = new AbortController();

@@ -1,25 +1,22 @@
-import { chmod, lstat, mkdir, stat, unlink } from 'node:fs/promises';
+import { chmod, lstat, unlink } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect } from 'node:net';
-import { dirname } from 'node:path';
+import { UnsafeSocketDirectoryError, prepareSocketDirectory } from '@sigil/runtime';
 import { AppError } from '../common/errors.js';
 import { type AdminSocketConnections } from './admin-socket-connections.js';
 
 /**
- * Creates the admin socket's directory 0700 (whoever can reach the socket is an administrator), refusing a
- * directory someone else owns or others can enter. SPIRE keeps its admin socket in a `private/` directory too.
+ * Creates the admin socket's directory 0700 (whoever can reach the socket is an administrator; SPIRE keeps its
+ * admin socket in a `private/` directory too), refusing to start when anyone but root or this process's uid could
+ * change it or a directory above it.
  */
-async function prepareDirectory(directory: string): Promise<void> {
-  await mkdir(directory, { recursive: true, mode: 0o700 });
-  const info = await stat(directory);
-  const uid = process.getuid?.();
-  if (uid !== undefined && info.uid !== uid) {
-    throw new AppError(
-      'failed_precondition',
-      `admin socket directory ${directory} belongs to uid ${info.uid}, not to this process (uid ${uid})`,
-    );
+async function prepareDirectory(socketPath: string): Promise<void> {
+  try {
+    await prepareSocketDirectory(socketPath, { directoryMode: 0o700 });
+  } catch (error) {
+    if (error instanceof UnsafeSocketDirectoryError) throw new AppError('failed_precondition', error.message);
+    throw error;
   }
-  if ((info.mode & 0o077) !== 0) await chmod(directory, 0o700);
 }
 
 /** Removes a socket file left by a server that died; refuses when a live server answers on it, or it is no socket. */
@@ -53,7 +50,7 @@ export async function listenOnAdminSocket(
   handler: (request: IncomingMessage, response: ServerResponse) => void,
   connections: AdminSocketConnections,
 ): Promise<Server> {
-  await prepareDirectory(dirname(path));
+  await prepareDirectory(path);
   await removeStaleSocket(path);
   const server = createServer(handler);
   server.on('connection', (socket) => connections.add(socket));

@@ -1,0 +1,6 @@
+export {
+  UnsafeSocketDirectoryError,
+  checkSocketDirectory,
+  prepareSocketDirectory,
+  type SocketDirectoryOptions,
+} from './socket-directory.js';
