@@ -8,6 +8,7 @@ export {
   idFromCertificate,
   parseX509Svid,
   verifyX509Svid,
+  verifyX509SvidSync,
   type CertificateChainInput,
   type VerifiedX509Svid,
   type VerifyX509SvidOptions,

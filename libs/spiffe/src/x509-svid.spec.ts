@@ -20,6 +20,8 @@ import {
   idFromCertificate,
   parseX509Svid,
   verifyX509Svid,
+  verifyX509SvidSync,
+  type VerifiedX509Svid,
 } from './index.js';
 
 const ID = 'spiffe://example.org/workload';
@@ -309,10 +311,15 @@ describe('verifyX509Svid rejects', () => {
 
   it.each(cases)('%s', async (_name, make, code, message) => {
     const made = await make();
+    const run = (): VerifiedX509Svid =>
+      verifyX509SvidSync(made.chain, made.bundle ?? bundles, { now: made.now ?? TEST_NOW });
     const error = await rejection(verifyX509Svid(made.chain, made.bundle ?? bundles, { now: made.now ?? TEST_NOW }));
     expect(error.code).toBe(code);
     if (typeof message === 'string') expect(error.message).toContain(message);
     else expect(error.message).toMatch(message);
+    // The synchronous form is the same rule set and fails with the same error.
+    expect(run).toThrow(error);
+    expect(() => run()).toThrow(SpiffeError);
   });
 });
 

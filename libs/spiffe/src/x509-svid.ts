@@ -1,4 +1,10 @@
-import { createPrivateKey, createPublicKey, webcrypto, type KeyObject } from 'node:crypto';
+import {
+  X509Certificate as NodeX509Certificate,
+  createPrivateKey,
+  createPublicKey,
+  webcrypto,
+  type KeyObject,
+} from 'node:crypto';
 import { type BundleSource } from './bundle.js';
 import { SpiffeError, quote } from './errors.js';
 import { bytesEqual, splitDer, toBytes } from './pem.js';
@@ -170,16 +176,36 @@ function checkPathLength(cert: x509.X509Certificate, role: string, intermediates
   }
 }
 
+// Node's view of each certificate, for its synchronous signature check; bundle authorities are parsed once.
+const nodeCertificates = new WeakMap<x509.X509Certificate, NodeX509Certificate | null>();
+
+function nodeCertificate(cert: x509.X509Certificate): NodeX509Certificate | null {
+  let parsed = nodeCertificates.get(cert);
+  if (parsed === undefined) {
+    try {
+      parsed = new NodeX509Certificate(Buffer.from(cert.rawData));
+    } catch {
+      parsed = null;
+    }
+    nodeCertificates.set(cert, parsed);
+  }
+  return parsed;
+}
+
 /** Finds the candidate whose subject is `cert`'s issuer and whose key verifies `cert`'s signature. */
-async function findIssuer(
+function findIssuer(
   cert: x509.X509Certificate,
   candidates: readonly x509.X509Certificate[],
-): Promise<x509.X509Certificate | undefined> {
+): x509.X509Certificate | undefined {
   const issuer = new Uint8Array(cert.issuerName.toArrayBuffer());
+  const child = nodeCertificate(cert);
+  if (child === null) return undefined;
   for (const candidate of candidates) {
     if (!bytesEqual(new Uint8Array(candidate.subjectName.toArrayBuffer()), issuer)) continue;
+    const parent = nodeCertificate(candidate);
+    if (parent === null) continue;
     try {
-      if (await cert.verify({ publicKey: candidate.publicKey, signatureOnly: true })) return candidate;
+      if (child.verify(parent.publicKey)) return candidate;
     } catch {
       // A key that cannot check this signature algorithm is simply not the issuer.
     }
@@ -197,15 +223,18 @@ function describe(kind: string, cert: x509.X509Certificate): string {
  * up to an X.509 authority in the bundle of the leaf's trust domain: every signature, every validity period at
  * `now`, intermediates that are CAs with keyCertSign, path length constraints, no unknown critical extension.
  *
+ * Synchronous, for callers that cannot wait for a promise (a TLS `checkServerIdentity`); `verifyX509Svid` is the
+ * same check behind a promise. There is one rule set: both run this function.
+ *
  * @param chain The leaf first, then intermediates in any order (roots in the chain are ignored unless in the bundle).
  * @throws SpiffeError `ERR_X509_SVID_INVALID` naming the broken rule; `ERR_BUNDLE_NOT_FOUND` when `source` has no
  * bundle for the leaf's trust domain.
  */
-export async function verifyX509Svid(
+export function verifyX509SvidSync(
   chain: CertificateChainInput,
   source: BundleSource,
   options: VerifyX509SvidOptions = {},
-): Promise<VerifiedX509Svid> {
+): VerifiedX509Svid {
   const now = options.now ?? new Date();
   if (!(now instanceof Date) || Number.isNaN(now.getTime())) throw invalid('now must be a valid date');
   const [leaf, ...intermediates] = parseChain(chain) as [x509.X509Certificate, ...x509.X509Certificate[]];
@@ -218,7 +247,7 @@ export async function verifyX509Svid(
   let pool = intermediates;
   let current = leaf;
   for (;;) {
-    const root = await findIssuer(current, roots);
+    const root = findIssuer(current, roots);
     if (root !== undefined) {
       const role = describe('root', root);
       checkValidity(root, role, now);
@@ -226,7 +255,7 @@ export async function verifyX509Svid(
       verifiedChain.push(root);
       return { spiffeId, verifiedChain };
     }
-    const next = await findIssuer(current, pool);
+    const next = findIssuer(current, pool);
     if (next === undefined) {
       throw invalid(
         `certificate chain does not chain to a trusted authority of ${spiffeId.trustDomain.name}` +
@@ -241,6 +270,22 @@ export async function verifyX509Svid(
     pool = pool.filter((cert) => cert !== next);
     current = next;
   }
+}
+
+/**
+ * Verifies an X.509-SVID with the rules of {@link verifyX509SvidSync} (X509-SVID.md §5), reporting failures as a
+ * rejected promise.
+ *
+ * @param chain The leaf first, then intermediates in any order (roots in the chain are ignored unless in the bundle).
+ * @throws SpiffeError `ERR_X509_SVID_INVALID` naming the broken rule; `ERR_BUNDLE_NOT_FOUND` when `source` has no
+ * bundle for the leaf's trust domain.
+ */
+export async function verifyX509Svid(
+  chain: CertificateChainInput,
+  source: BundleSource,
+  options: VerifyX509SvidOptions = {},
+): Promise<VerifiedX509Svid> {
+  return verifyX509SvidSync(chain, source, options);
 }
 
 const EC_CURVES: Readonly<Record<string, string>> = { prime256v1: 'P-256', secp384r1: 'P-384', secp521r1: 'P-521' };
