@@ -240,7 +240,7 @@ describe('parseAndValidateJwtSvid rejects', () => {
       'a non-numeric iat',
       () => forge({ kid: 'es256' }, { ...validClaims, iat: 'yesterday' }),
       'ERR_JWT_SVID_INVALID',
-      'token cannot be verified with jwt authority "es256"',
+      'token iat claim must be a time (seconds since the epoch) within the range of dates',
     ],
     ['a token with two parts', async () => 'abc.def', 'ERR_JWT_SVID_INVALID', 'token must be a compact jws'],
     [

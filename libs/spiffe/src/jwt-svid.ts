@@ -67,6 +67,17 @@ function isAlgorithm(alg: unknown): alg is JwtSvidAlgorithm {
   return typeof alg === 'string' && (ALGORITHMS as readonly string[]).includes(alg);
 }
 
+/**
+ * Shows a JSON value of an untrusted token in a message: a string quoted, another type by name. `String()` would
+ * throw on `{"toString":null}` and show `["JWT"]` as `JWT`; JSON.stringify would overflow on deep nesting.
+ */
+function shown(value: unknown): string {
+  if (typeof value === 'string') return quote(value);
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'object' && value !== null) return 'an object';
+  return String(value);
+}
+
 function checkDate(value: unknown, field: string): Date {
   if (!(value instanceof Date) || Number.isNaN(value.getTime())) throw invalid(`${field} must be a valid date`);
   return value;
@@ -129,6 +140,20 @@ interface Unverified {
   readonly exp: number;
 }
 
+/**
+ * A NumericDate claim (RFC 7519 §2) as a Date, undefined when absent. A non-number, or a number of seconds outside
+ * the range of dates (whose Date would be invalid and throw on `toISOString`), is refused.
+ */
+function numericDate(claims: JWTPayload, claim: 'exp' | 'nbf' | 'iat'): Date | undefined {
+  const value = claims[claim];
+  if (value === undefined) return undefined;
+  const date = typeof value === 'number' ? new Date(value * 1000) : undefined;
+  if (date === undefined || Number.isNaN(date.getTime())) {
+    throw invalid(`token ${claim} claim must be a time (seconds since the epoch) within the range of dates`);
+  }
+  return date;
+}
+
 /** The checks that need no key: JOSE header (JWT-SVID.md §2) and required claims (§3), on the unverified token. */
 function decodeUnverified(token: string): Unverified {
   if (typeof token !== 'string' || token.split('.').length !== 3) {
@@ -142,11 +167,12 @@ function decodeUnverified(token: string): Unverified {
   }
   // JWT-SVID.md §2.1 and §4: check the algorithm before anything else; `none` and HMAC are never accepted.
   if (!isAlgorithm(header.alg)) {
-    throw invalid(`token alg ${quote(String(header.alg))} is not allowed (allowed: ${ALGORITHMS.join(', ')})`);
+    throw invalid(`token alg ${shown(header.alg)} is not allowed (allowed: ${ALGORITHMS.join(', ')})`);
   }
   if (header.typ !== undefined && header.typ !== 'JWT' && header.typ !== 'JOSE') {
-    throw invalid(`token typ ${quote(String(header.typ))} must be JWT or JOSE`);
+    throw invalid(`token typ ${shown(header.typ)} must be JWT or JOSE`);
   }
+  if (header.kid !== undefined && typeof header.kid !== 'string') throw invalid('token header kid must be a string');
   let claims: JWTPayload;
   try {
     claims = decodeJwt(token);
@@ -167,15 +193,10 @@ function decodeUnverified(token: string): Unverified {
   }
   if (claims.exp === undefined) throw invalid('token must have an exp claim');
   if (typeof claims.exp !== 'number' || !Number.isFinite(claims.exp)) throw invalid('token exp claim must be a number');
-  return {
-    alg: header.alg,
-    kid: header.kid,
-    claims,
-    spiffeId,
-    audience,
-    expiry: new Date(claims.exp * 1000),
-    exp: claims.exp,
-  };
+  const expiry = numericDate(claims, 'exp') as Date;
+  numericDate(claims, 'nbf');
+  numericDate(claims, 'iat');
+  return { alg: header.alg, kid: header.kid, claims, spiffeId, audience, expiry, exp: claims.exp };
 }
 
 function checkTimeAndAudience(decoded: Unverified, expected: readonly string[], now: Date): void {
