@@ -1,27 +1,40 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { formatReport, fuzzRuns, type FuzzReport } from './harness.js';
+import { fuzzAgentApi } from './targets/agent-api.fuzz.js';
+import { fuzzBundle } from './targets/bundle.fuzz.js';
 import { fuzzCsr } from './targets/csr.fuzz.js';
 import { fuzzJwtSvid } from './targets/jwt-svid.fuzz.js';
+import { fuzzSelectors } from './targets/selectors.fuzz.js';
 import { fuzzSpiffeId } from './targets/spiffe-id.fuzz.js';
 
+// `npm test` runs a slice of each target; `npm run fuzz` runs the same properties with FUZZ_RUNS (100,000) cases.
 const RUNS = fuzzRuns();
 // A 100,000-case run of a slow target takes minutes on a shared machine; the slice takes seconds.
 const TIMEOUT_MS = Math.max(60_000, RUNS * 20);
-const reports: FuzzReport[] = [];
 
-async function fuzz(run: (runs: number) => Promise<FuzzReport>): Promise<void> {
-  const report = await run(RUNS);
-  reports.push(report);
-  expect(report.failure).toBeUndefined();
-  expect(report.cases).toBe(RUNS);
-}
+const TARGETS: [string, (runs: number) => Promise<FuzzReport>][] = [
+  ['SPIFFE IDs and trust domains', fuzzSpiffeId],
+  ['CSRs, DER and PEM (three parsers, compared)', fuzzCsr],
+  ['JWT-SVIDs, validated and insecure', fuzzJwtSvid],
+  ['trust bundles: JWKS text, bytes and documents, PEM, DER', fuzzBundle],
+  ['selectors: server entry rules and filters, agent entry parser and matcher', fuzzSelectors],
+  ['agent API bodies: server batch parser, agent answer parsers', fuzzAgentApi],
+];
 
 describe(`fuzzing parsers of untrusted input (${RUNS} cases per target; FUZZ_RUNS to change)`, () => {
+  const reports: FuzzReport[] = [];
   afterAll(() => {
     console.log(['fuzz summary:', ...reports.map(formatReport)].join('\n'));
   });
 
-  it('SPIFFE IDs and trust domains', () => fuzz(fuzzSpiffeId), TIMEOUT_MS);
-  it('CSRs, DER and PEM (three parsers, compared)', () => fuzz(fuzzCsr), TIMEOUT_MS);
-  it('JWT-SVIDs, validated and insecure', () => fuzz(fuzzJwtSvid), TIMEOUT_MS);
+  it.each(TARGETS)(
+    '%s',
+    async (_name, run) => {
+      const report = await run(RUNS);
+      reports.push(report);
+      expect(report.failure).toBeUndefined();
+      expect(report.cases).toBe(RUNS);
+    },
+    TIMEOUT_MS,
+  );
 });
