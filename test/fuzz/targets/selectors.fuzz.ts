@@ -101,8 +101,8 @@ export async function fuzzSelectors(runs: number): Promise<FuzzReport> {
             (each): each is Selector =>
               typeof each === 'object' &&
               each !== null &&
-              typeof each.type === 'string' &&
-              typeof each.value === 'string',
+              typeof (each as Partial<Selector>).type === 'string' &&
+              typeof (each as Partial<Selector>).value === 'string',
           )
         : [];
       const required = synced?.selectors ?? valid?.selectors ?? [];
