@@ -15,12 +15,10 @@ import { ErrorFilter } from './common/error.filter.js';
 import { createRootLogger, PinoLoggerService } from './common/logging.js';
 import { serveOpenApi } from './common/openapi.js';
 import { CaServerCredentialSource, type ServerCredentialSource, ServerTlsRefresher } from './common/server-tls.js';
+import { BODY_LIMIT_BYTES, createJsonBodyParser } from './common/request-body.js';
 import { createValidationPipe } from './common/validation.js';
 import { type ServerConfig } from './config.js';
 import { ServerModule } from './server.module.js';
-
-/** Largest request body the API accepts; larger ones get 413 `resource_exhausted`. */
-export const BODY_LIMIT_BYTES = 1024 * 1024;
 
 export interface ServerAppOptions {
   clock?: Clock;
@@ -56,9 +54,9 @@ export interface RunningServer {
 }
 
 /**
- * Builds and initialises the Nest app: modules, the global validation pipe and error filter (Nest also routes
- * Fastify's own errors, such as an oversized body, through it), request logging, OpenAPI at `/docs`. Migrations
- * run when the database module opens the database.
+ * Builds and initialises the Nest app: modules, the JSON body parser (size and depth bounded, see request-body.ts),
+ * the global validation pipe and error filter (Nest also routes Fastify's own errors, such as an oversized body,
+ * through it), request logging, OpenAPI at `/docs`. Migrations run when the database module opens the database.
  */
 export async function createServerApp(config: ServerConfig, options: ServerAppOptions = {}): Promise<BuiltServerApp> {
   const rootLogger = options.logger ?? createRootLogger(config.logLevel);
@@ -81,9 +79,21 @@ export async function createServerApp(config: ServerConfig, options: ServerAppOp
   const app = await NestFactory.create<NestFastifyApplication>(
     ServerModule.forRoot(config, options.clock ?? systemClock),
     adapter,
-    { logger: nestLogger, abortOnError: false },
+    // Body parsing is ours (below), not Nest's: its JSON parser has no depth bound, and the API takes no forms.
+    { logger: nestLogger, abortOnError: false, bodyParser: false },
   );
   const fastify = app.getHttpAdapter().getInstance();
+  // The one body parser of every route (the TLS port and the admin socket share this routing): JSON only, its nesting
+  // bounded before anything parses or transforms it. Any other content type gets 415.
+  const defaultJsonParser = fastify.getDefaultJsonParser('error', 'error') as unknown as Parameters<
+    typeof createJsonBodyParser
+  >[0];
+  fastify.removeAllContentTypeParsers();
+  fastify.addContentTypeParser(
+    'application/json',
+    { parseAs: 'buffer', bodyLimit: BODY_LIMIT_BYTES },
+    createJsonBodyParser(defaultJsonParser),
+  );
   const routes: ServedRoute[] = [];
   fastify.addHook('onRoute', (route) => {
     for (const method of [route.method].flat()) if (method !== 'HEAD') routes.push({ method, url: route.url });

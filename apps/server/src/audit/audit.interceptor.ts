@@ -24,10 +24,9 @@ export class AuditInterceptor implements NestInterceptor {
   constructor(private readonly audit: AuditService) {}
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
+    if (context.getType() !== 'http') return next.handle();
     const request = context.switchToHttp().getRequest<FastifyRequest>();
-    if (context.getType() !== 'http' || !MUTATING_METHODS.has(request.method) || !request.url.startsWith('/v1/')) {
-      return next.handle();
-    }
+    if (!MUTATING_METHODS.has(request.method) || !isAdminRoute(request)) return next.handle();
     const actor = actorOf(request.raw);
     const base = {
       actor: actor ? describeActor(actor) : 'anonymous',
@@ -59,6 +58,16 @@ export class AuditInterceptor implements NestInterceptor {
       }),
     );
   }
+}
+
+/**
+ * Whether the route the request matched is an admin API route (`/v1/...`). Decided from the matched route pattern,
+ * never from the raw URL: the router percent-decodes the path, so `/%761/entries` reaches `POST /v1/entries` while
+ * its raw URL does not start with `/v1/`. Without a matched pattern (not expected here) the request is audited.
+ */
+function isAdminRoute(request: FastifyRequest): boolean {
+  const pattern = request.routeOptions?.url;
+  return pattern === undefined || pattern.startsWith('/v1/');
 }
 
 /** `<resource>.<handler>`: `entry.create`, `agent.ban`, `join_token.create`. */

@@ -8,6 +8,7 @@ import {
   IsIn,
   IsInt,
   IsISO8601,
+  IsObject,
   IsOptional,
   IsString,
   Max,
@@ -30,6 +31,8 @@ import { MAX_PAGE_SIZE } from './entries.service.js';
 export const MAX_BATCH_SIZE = 500;
 
 // The DTOs check shape (types, list sizes); EntriesService checks meaning (SPIFFE IDs, selector syntax, bounds).
+// Lists of objects say @IsObject({ each: true }): ValidateNested alone walks an element that is itself a list as
+// more elements, so `entries: [[...]]` would pass.
 
 export class SelectorDto {
   @ApiProperty({ example: 'unix', description: 'selector type: letters, digits, _ - .' })
@@ -53,6 +56,7 @@ export class CreateEntryDto {
   @ApiProperty({ type: [SelectorDto], description: `1 to ${ENTRY_LIMITS.maxSelectors} selectors` })
   @IsArray()
   @ArrayMaxSize(ENTRY_LIMITS.maxSelectors)
+  @IsObject({ each: true })
   @ValidateNested({ each: true })
   @Type(() => SelectorDto)
   selectors!: SelectorDto[];
@@ -111,6 +115,7 @@ export class BatchCreateEntriesDto {
   @IsArray()
   @ArrayMinSize(1)
   @ArrayMaxSize(MAX_BATCH_SIZE)
+  @IsObject({ each: true })
   @ValidateNested({ each: true })
   @Type(() => CreateEntryDto)
   entries!: CreateEntryDto[];
@@ -132,6 +137,7 @@ export class UpdateEntryDto {
   @IsOptional()
   @IsArray()
   @ArrayMaxSize(ENTRY_LIMITS.maxSelectors)
+  @IsObject({ each: true })
   @ValidateNested({ each: true })
   @Type(() => SelectorDto)
   selectors?: SelectorDto[];
