@@ -14,6 +14,8 @@ import {
   trackPeerCredentials,
 } from './peer-credentials.js';
 
+const isRoot = process.geteuid!() === 0;
+
 describe('peer credentials (SO_PEERCRED)', () => {
   let dir: string;
 
@@ -42,35 +44,74 @@ describe('peer credentials (SO_PEERCRED)', () => {
     }
   }
 
-  it('reads pid, uid, gid and start time of this process', async () => {
+  it('reads pid, uid, gid and start time of this process, and pins it', async () => {
     const path = join(dir, 'self.sock');
     const credentials = await credentialsOfNextPeer(path, () => connect(path).on('error', () => undefined));
-    expect(credentials).toEqual({
+    expect(credentials).toMatchObject({
       pid: process.pid,
       uid: process.geteuid!(),
       gid: process.getegid!(),
       startTime: await readStartTime(process.pid),
     });
+    expect(credentials.process.isAlive()).toBe(true);
+    credentials.process.close();
+    expect(credentials.process.isAlive()).toBe(false);
   });
 
-  it('reads the credentials of a child connecting as another user (as root) or as itself', async () => {
+  const connectScript = (path: string) =>
+    `require('net').connect(${JSON.stringify(path)}).on('close', () => process.exit(0))`;
+
+  it('reads the credentials of a child process connecting with our ids', async () => {
     const path = join(dir, 'child.sock');
-    const isRoot = process.geteuid!() === 0;
-    const connectScript = `require('net').connect(${JSON.stringify(path)}).on('close', () => process.exit(0))`;
-    const command = isRoot
-      ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', connectScript]
-      : [process.execPath, '-e', connectScript];
     let childPid = 0;
     const credentials = await credentialsOfNextPeer(path, () => {
-      childPid = spawn(command[0]!, command.slice(1), { stdio: 'ignore' }).pid!;
+      childPid = spawn(process.execPath, ['-e', connectScript(path)], { stdio: 'ignore' }).pid!;
     });
-    // setpriv execs node in place, so the connecting process keeps the spawned pid
-    expect(credentials).toMatchObject({
-      pid: childPid,
-      uid: isRoot ? 65534 : process.geteuid!(),
-      gid: isRoot ? 65534 : process.getegid!(),
-    });
-    expect(credentials.startTime).toBeTypeOf('bigint');
+    credentials.process.close();
+    expect(credentials).toMatchObject({ pid: childPid, uid: process.geteuid!(), gid: process.getegid!() });
+    expect(credentials.startTime).toBe(await readStartTime(childPid).catch(() => credentials.startTime));
+  });
+
+  it.skipIf(!isRoot)(
+    'reads the credentials of a child connecting as another user (root only: runs it as nobody)',
+    async () => {
+      const path = join(dir, 'nobody.sock');
+      let childPid = 0;
+      const credentials = await credentialsOfNextPeer(path, () => {
+        const args = ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', connectScript(path)];
+        childPid = spawn('setpriv', args, { stdio: 'ignore' }).pid!;
+      });
+      credentials.process.close();
+      // setpriv execs node in place, so the connecting process keeps the spawned pid
+      expect(credentials).toMatchObject({ pid: childPid, uid: 65534, gid: 65534 });
+    },
+  );
+
+  it('refuses a caller whose process exited before its connection was handled (nothing to pin)', async () => {
+    const path = join(dir, 'gone.sock');
+    // Paused: the socket is not read, so it stays open after the peer's exit, as an HTTP/2 one not yet served does.
+    const server = createServer({ pauseOnConnect: true });
+    await new Promise<void>((resolve) => server.listen(path, resolve));
+    const accepted = once(server, 'connection') as Promise<[Socket]>;
+    // The child connects and exits at once; its pid may be anyone's by the time the connection is looked at.
+    const child = spawn(
+      process.execPath,
+      ['-e', `require('net').connect(${JSON.stringify(path)}, () => process.exit(0))`],
+      {
+        stdio: 'ignore',
+      },
+    );
+    const [[socket]] = await Promise.all([accepted, once(child, 'exit')]);
+    try {
+      expect(() => readPeerCredentials(socket)).toThrow(
+        new RegExp(
+          `^(pidfd: process ${child.pid} does not exist \\(it exited\\)|peer credentials: cannot read the start time of process ${child.pid})`,
+        ),
+      );
+    } finally {
+      socket.destroy();
+      server.close();
+    }
   });
 
   it('hands the credentials of each HTTP/2 connection to its requests', async () => {

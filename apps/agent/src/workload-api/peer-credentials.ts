@@ -4,10 +4,11 @@ import { createContextKey } from '@connectrpc/connect';
 import { Logger } from '@nestjs/common';
 import koffi from 'koffi';
 import { readStartTimeSync } from '../workload-attestor/proc.js';
+import { PidFd } from './pidfd.js';
 
 /**
  * Who is at the other end of a Workload API connection, as the kernel reported it when the connection was made
- * (never anything the caller sends).
+ * (never anything the caller sends), with the process pinned for the life of the connection.
  */
 export interface PeerCredentials {
   readonly pid: number;
@@ -15,12 +16,14 @@ export interface PeerCredentials {
   readonly uid: number;
   /** Effective gid of the caller at connect time. */
   readonly gid: number;
+  /** Start time of `pid` (`/proc/<pid>/stat` field 22) read when the connection was accepted. */
+  readonly startTime: bigint;
   /**
-   * Start time of `pid` (`/proc/<pid>/stat` field 22) read when the connection was accepted; pins the pid to that
-   * process so a reused pid is noticed. Undefined when it could not be read (the process is then already gone and
-   * attestation fails).
+   * A pidfd on the process that connected, opened when the connection was accepted and closed with it: attestation
+   * asks it whether that process is still alive after reading `/proc/<pid>`, so a reused pid never lends its
+   * identity.
    */
-  readonly startTime: bigint | undefined;
+  readonly process: PidFd;
 }
 
 /** Handlers read the caller's credentials under this key; undefined when they could not be obtained. */
@@ -89,21 +92,35 @@ export function socketFd(socket: Socket): number {
   return fd;
 }
 
-/** Reads the credentials of the process at the other end of a connected Unix socket. */
+/**
+ * Reads the credentials of the process at the other end of a connected Unix socket and pins that process: a pidfd,
+ * then its start time, then a check through the pidfd that the start time was read while it was still alive.
+ * Throws when any of these fails (the process exited, or its pid is already another process's): such a caller
+ * cannot be attested and its connection is refused.
+ */
 export function readPeerCredentials(socket: Socket): PeerCredentials {
   const { pid, uid, gid } = readPeerCredentialsFromFd(socketFd(socket));
-  let startTime: bigint | undefined;
+  const pinned = PidFd.open(pid);
   try {
-    startTime = readStartTimeSync(pid);
-  } catch {
-    startTime = undefined;
+    let startTime: bigint;
+    try {
+      startTime = readStartTimeSync(pid);
+    } catch (error) {
+      throw new Error(`peer credentials: cannot read the start time of process ${pid} (exited?)`, { cause: error });
+    }
+    if (!pinned.isAlive()) throw new Error(`peer credentials: process ${pid} exited as it connected`);
+    return { pid, uid, gid, startTime, process: pinned };
+  } catch (error) {
+    pinned.close();
+    throw error;
   }
-  return { pid, uid, gid, startTime };
 }
 
 /**
  * Reads the peer credentials once per connection, on the HTTP/2 server's `'session'` event (SPIRE's peertracker),
- * and returns the lookup the connect adapter uses to hand them to every call of that connection.
+ * and returns the lookup the connect adapter uses to hand them to every call of that connection. A connection whose
+ * caller cannot be pinned is closed at once (as SPIRE's peertracker drops it); the pin is released with the
+ * connection.
  */
 export function trackPeerCredentials(
   server: Http2Server,
@@ -111,12 +128,16 @@ export function trackPeerCredentials(
 ): (request: Http2ServerRequest) => PeerCredentials | undefined {
   const bySession = new WeakMap<Http2Session, PeerCredentials>();
   server.on('session', (session: Http2Session) => {
+    let credentials: PeerCredentials;
     try {
-      bySession.set(session, readPeerCredentials(session.socket as Socket));
+      credentials = readPeerCredentials(session.socket as Socket);
     } catch (error) {
-      // Calls on this connection will be refused by the security middleware; the connection itself stays up.
-      logger.warn(`cannot read peer credentials of a Workload API connection: ${(error as Error).message}`);
+      logger.warn(`refusing a Workload API connection: ${(error as Error).message}`);
+      session.destroy();
+      return;
     }
+    bySession.set(session, credentials);
+    session.once('close', () => credentials.process.close());
   });
   return (request) => {
     const session = request.stream.session;

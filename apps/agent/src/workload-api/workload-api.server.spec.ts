@@ -1,6 +1,4 @@
-import { spawn } from 'node:child_process';
 import { createPrivateKey, createPublicKey, webcrypto } from 'node:crypto';
-import { once } from 'node:events';
 import { chmod, chown, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -17,6 +15,12 @@ import {
   verifyX509Svid,
 } from '@sigil/spiffe';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import {
+  isRoot,
+  makeSetgidSleep,
+  spawnRelayCaller,
+  spawnSetgidExecCaller,
+} from '../../../../test/support/relay-caller.js';
 import { TestCa } from '../../../../test/support/test-ca.js';
 import { matchesAllSelectors, type Selector } from '../workload-attestor/selector.js';
 import { UnixWorkloadAttestor } from '../workload-attestor/unix-attestor.js';
@@ -349,39 +353,47 @@ describe('Workload API over the Unix socket', () => {
     await expect(stat(socketPath)).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
-  it('identifies a caller running as another user by its uid, so it gets no identity', async () => {
-    const isRoot = uid === 0;
-    const script = join(dir, 'client.mjs');
-    await writeFile(
-      script,
-      `import { createRequire } from 'node:module';
-const require = createRequire(${JSON.stringify(join(REPO, 'package.json'))});
-const grpc = require('@grpc/grpc-js');
-const loader = require('@grpc/proto-loader');
-const Service = grpc.loadPackageDefinition(loader.loadSync(${JSON.stringify(PROTO)}, { keepCase: true })).SpiffeWorkloadAPI;
-const client = new Service('unix://${socketPath}', grpc.credentials.createInsecure());
-const metadata = new grpc.Metadata();
-metadata.set('workload.spiffe.io', 'true');
-const call = client.FetchX509SVID({}, metadata);
-const done = (result) => { console.log(JSON.stringify(result)); process.exit(0); };
-call.on('data', (r) => done({ ids: r.svids.map((s) => s.spiffe_id) }));
-call.on('error', (e) => done({ code: e.code, details: e.details }));
-`,
-    );
-    await chmod(script, 0o644);
-    // As root the child runs as nobody; otherwise it runs as us and must be recognised as another process with our uid.
-    const child = isRoot
-      ? spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, script])
-      : spawn(process.execPath, [script]);
-    let output = '';
-    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    await once(child, 'exit');
-    expect(JSON.parse(output)).toEqual(
-      isRoot
-        ? { code: grpc.status.PERMISSION_DENIED, details: 'no identity issued' }
-        : { ids: ['spiffe://example.org/web'] },
-    );
+  it('identifies another process of our uid by the kernel: it gets the identity of our uid', async () => {
+    const caller = await spawnRelayCaller(socketPath);
+    try {
+      expect(await caller.fetchX509SvidIds()).toEqual({ ids: ['spiffe://example.org/web'] });
+    } finally {
+      await caller.close();
+    }
   });
+
+  it.skipIf(!isRoot)(
+    'answers PERMISSION_DENIED to a process of another user, which no entry matches (root only: runs it as nobody)',
+    async () => {
+      const caller = await spawnRelayCaller(socketPath, { asNobody: true });
+      try {
+        expect(await caller.fetchX509SvidIds()).toEqual({ grpcStatus: 7, message: 'no identity issued' });
+      } finally {
+        await caller.close();
+      }
+    },
+  );
+
+  it.skipIf(!isRoot)(
+    'gives nothing to a connection kept across a setgid exec of the process that opened it (root only: runs it as nobody)',
+    async () => {
+      const setgidSleep = await makeSetgidSleep(dir, 100);
+      // What the attacker is after: the identity of the setgid program (its gid, path and digest).
+      cache.entries.push({
+        selectors: [{ type: 'unix', value: 'gid:100' }],
+        identity: await identity('/setgid-program'),
+      });
+      const caller = await spawnSetgidExecCaller(socketPath, setgidSleep);
+      try {
+        expect(await caller.fetchX509SvidIds()).toEqual({
+          grpcStatus: 14,
+          message: `workload attestation failed: process ${caller.pid}: effective gid 100 differs from the connection's peer gid 65534`,
+        });
+      } finally {
+        await caller.close();
+      }
+    },
+  );
 
   it("refuses to start when a directory above the socket is not the agent's (squatted /tmp/sigil-agent)", async () => {
     await server.stop();
@@ -399,7 +411,7 @@ call.on('error', (e) => done({ code: e.code, details: e.details }));
   });
 
   it.skipIf(uid !== 0)(
-    'refuses a socket directory another user created first (skipped: needs root to give a directory to another user)',
+    'refuses a socket directory another user created first (root only: gives a directory to another user)',
     async () => {
       const squatted = join(dir, 'squatted-by-nobody');
       await mkdir(join(squatted, 'public'), { recursive: true, mode: 0o755 });

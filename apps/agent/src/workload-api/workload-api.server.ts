@@ -9,6 +9,7 @@ import { prepareSocketDirectory } from '@sigil/runtime';
 import { SpiffeWorkloadAPI } from '@sigil/workload-api';
 import { useSpecGrpcMessageEncoding } from './grpc-message.js';
 import { PEER_CREDENTIALS, trackPeerCredentials } from './peer-credentials.js';
+import { PidFd } from './pidfd.js';
 import { securityHeaderInterceptor } from './security-header.js';
 
 /** Where the agent serves the Workload API unless told otherwise (DESIGN.md §3, as SPIRE's default). */
@@ -81,6 +82,8 @@ export class WorkloadApiServer {
    */
   async start(): Promise<void> {
     if (this.server !== undefined) throw new Error('workload api server: already started');
+    // Every caller is pinned with a pidfd: fail here, with the reason, on a kernel without them (Linux < 5.3).
+    PidFd.open(process.pid).close();
     await prepareSocketDirectory(this.socketPath, { directoryMode: 0o755 });
     await this.removeStaleSocket();
 

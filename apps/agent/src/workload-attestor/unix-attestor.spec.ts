@@ -1,14 +1,16 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdir, mkdtemp, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { AccountNames, parseAccountFile } from './account-names.js';
 import { readStartTime } from './proc.js';
 import { formatSelector } from './selector.js';
-import { UnixWorkloadAttestor, WorkloadAttestationError } from './unix-attestor.js';
+import { makeSetgidSleep } from '../../../../test/support/relay-caller.js';
+import { PidFd } from '../workload-api/pidfd.js';
+import { type AttestedProcess, UnixWorkloadAttestor, WorkloadAttestationError } from './unix-attestor.js';
 
 const quiet = { debug: () => undefined, warn: () => undefined };
 
@@ -41,12 +43,31 @@ async function expectedSelectors(pid: number): Promise<string[]> {
   return expected.sort();
 }
 
+const pins: PidFd[] = [];
+afterAll(() => pins.splice(0).forEach((pin) => pin.close()));
+
+/** `pid` as the Workload API server would hand it over: pinned, with its start time and the given ids. */
+async function caller(
+  pid: number,
+  ids: { uid?: number; gid?: number; startTime?: bigint } = {},
+): Promise<AttestedProcess> {
+  const pin = PidFd.open(pid);
+  pins.push(pin);
+  return {
+    pid,
+    uid: ids.uid ?? process.geteuid!(),
+    gid: ids.gid ?? process.getegid!(),
+    startTime: ids.startTime ?? (await readStartTime(pid)),
+    process: pin,
+  };
+}
+
 /** Starts `sleep`, optionally through setpriv, and waits until the child has exec'd into it. */
-async function startSleeper(setprivArgs: string[] = []): Promise<ChildProcess & { pid: number }> {
+async function startSleeper(setprivArgs: string[] = [], executable = 'sleep'): Promise<ChildProcess & { pid: number }> {
   const child =
     setprivArgs.length === 0
-      ? spawn('sleep', ['30'], { stdio: 'ignore' })
-      : spawn('setpriv', [...setprivArgs, 'sleep', '30'], { stdio: 'ignore' });
+      ? spawn(executable, ['30'], { stdio: 'ignore' })
+      : spawn('setpriv', [...setprivArgs, executable, '30'], { stdio: 'ignore' });
   await once(child, 'spawn');
   const pid = child.pid!;
   // Until exec completes, /proc/<pid>/exe still points at node (or setpriv).
@@ -57,6 +78,9 @@ async function startSleeper(setprivArgs: string[] = []): Promise<ChildProcess & 
   return child as ChildProcess & { pid: number };
 }
 
+const isRoot = process.geteuid!() === 0;
+const needsRoot = '(root only: runs a process as another user, makes a setgid file)';
+
 describe('UnixWorkloadAttestor on real processes', () => {
   const attestor = new UnixWorkloadAttestor({ logger: quiet });
   const children: ChildProcess[] = [];
@@ -66,40 +90,92 @@ describe('UnixWorkloadAttestor on real processes', () => {
   });
 
   it('attests this process: effective uid/gid, names, groups, executable path and digest', async () => {
-    const selectors = await attestor.attest({ pid: process.pid, uid: process.geteuid!() });
+    const selectors = await attestor.attest(await caller(process.pid));
     expect(selectors.map(formatSelector).sort()).toEqual(await expectedSelectors(process.pid));
     expect(selectors.slice(0, 1).map(formatSelector)).toEqual([`unix:uid:${process.geteuid!()}`]);
   });
 
-  // As root (CI and this machine) the child runs as nobody with chosen groups; otherwise it keeps our credentials
-  // and the test still checks every selector of a process other than the caller.
-  const isRoot = process.geteuid!() === 0;
-  it(`attests a child process${isRoot ? ' running as uid/gid 65534 with supplementary groups 65534,100' : ''}`, async () => {
-    const child = await startSleeper(isRoot ? ['--reuid=65534', '--regid=65534', '--groups=65534,100'] : []);
+  it('attests a child process: every selector of a process other than the caller', async () => {
+    const child = await startSleeper();
     children.push(child);
-    const uid = isRoot ? 65534 : process.geteuid!();
-
-    const selectors = (await attestor.attest({ pid: child.pid, uid })).map(formatSelector);
-
+    const selectors = (await attestor.attest(await caller(child.pid))).map(formatSelector);
     expect(selectors.sort()).toEqual(await expectedSelectors(child.pid));
     expect(selectors).toContain('unix:path:/usr/bin/sleep');
-    if (isRoot) {
+  });
+
+  it.skipIf(!isRoot)(
+    `attests a child running as uid/gid 65534 with supplementary groups 65534,100 ${needsRoot}`,
+    async () => {
+      const child = await startSleeper(['--reuid=65534', '--regid=65534', '--groups=65534,100']);
+      children.push(child);
+      const selectors = (await attestor.attest(await caller(child.pid, { uid: 65534, gid: 65534 }))).map(
+        formatSelector,
+      );
+      expect(selectors.sort()).toEqual(await expectedSelectors(child.pid));
       expect(selectors).toEqual(
         expect.arrayContaining([
           'unix:uid:65534',
           'unix:gid:65534',
           'unix:supplementary_gid:65534',
           'unix:supplementary_gid:100',
+          'unix:path:/usr/bin/sleep',
         ]),
       );
-    }
+    },
+  );
+
+  describe('a setgid executable', () => {
+    let setgidSleep: string;
+    beforeAll(async () => {
+      if (!isRoot) return;
+      // A copy of sleep that runs with gid 100 whoever starts it.
+      const dir = await mkdtemp(join(tmpdir(), 'sigil-setgid-'));
+      await chmod(dir, 0o755);
+      setgidSleep = await makeSetgidSleep(dir, 100);
+    });
+    afterAll(async () => {
+      if (setgidSleep !== undefined) await rm(dirname(setgidSleep), { recursive: true, force: true });
+    });
+
+    it.skipIf(!isRoot)(
+      `refuses a caller whose gid changed since it connected (setgid exec keeping the connection) ${needsRoot}`,
+      async () => {
+        const child = await startSleeper(['--reuid=65534', '--regid=65534', '--clear-groups'], setgidSleep);
+        children.push(child);
+        // The kernel reported 65534:65534 when the connection was made, before the exec.
+        await expect(attestor.attest(await caller(child.pid, { uid: 65534, gid: 65534 }))).rejects.toThrow(
+          `process ${child.pid}: effective gid 100 differs from the connection's peer gid 65534`,
+        );
+      },
+    );
+
+    it.skipIf(!isRoot)(
+      `refuses a non-dumpable caller even when uid and gid match (/proc/<pid>/* owned by root) ${needsRoot}`,
+      async () => {
+        const child = await startSleeper(['--reuid=65534', '--regid=65534', '--clear-groups'], setgidSleep);
+        children.push(child);
+        expect((await stat(`/proc/${child.pid}/status`)).uid).toBe(0);
+        await expect(attestor.attest(await caller(child.pid, { uid: 65534, gid: 100 }))).rejects.toThrow(
+          `process ${child.pid}: /proc/${child.pid}/status is owned by 0:0, not by the caller's 65534:100: the process is ` +
+            'not dumpable (a setuid/setgid exec), so it is refused',
+        );
+      },
+    );
+  });
+
+  it('refuses a process whose effective gid is not the connection peer gid', async () => {
+    const child = await startSleeper();
+    children.push(child);
+    const gid = process.getegid!();
+    await expect(attestor.attest(await caller(child.pid, { gid: gid + 1 }))).rejects.toThrow(
+      `process ${child.pid}: effective gid ${gid} differs from the connection's peer gid ${gid + 1}`,
+    );
   });
 
   it('accepts the start time pinned at connect when the process is still the same', async () => {
     const child = await startSleeper();
     children.push(child);
-    const startTime = await readStartTime(child.pid);
-    const selectors = await attestor.attest({ pid: child.pid, uid: process.geteuid!(), startTime });
+    const selectors = await attestor.attest(await caller(child.pid));
     expect(selectors.map(formatSelector)).toContain('unix:path:/usr/bin/sleep');
   });
 
@@ -107,16 +183,18 @@ describe('UnixWorkloadAttestor on real processes', () => {
     const child = await startSleeper();
     children.push(child);
     const startTime = (await readStartTime(child.pid)) - 1n;
-    await expect(attestor.attest({ pid: child.pid, uid: process.geteuid!(), startTime })).rejects.toThrow(
+    await expect(attestor.attest(await caller(child.pid, { startTime }))).rejects.toThrow(
       new WorkloadAttestationError(`process ${child.pid}: pid was reused since the connection was accepted`),
     );
   });
 
-  it('refuses a process that has exited', async () => {
-    const child = spawn('true', { stdio: 'ignore' });
+  it('refuses a process that has exited, even when its pid and start time were pinned while it ran', async () => {
+    const child = await startSleeper();
+    const exited = await caller(child.pid);
+    child.kill('SIGKILL');
     await once(child, 'exit');
-    await expect(attestor.attest({ pid: child.pid!, uid: process.geteuid!() })).rejects.toThrow(
-      `process ${child.pid}: cannot read its start time (exited?)`,
+    await expect(attestor.attest(exited)).rejects.toThrow(
+      `process ${child.pid}: the process that connected has exited since it connected`,
     );
   });
 
@@ -124,26 +202,34 @@ describe('UnixWorkloadAttestor on real processes', () => {
     const child = await startSleeper();
     children.push(child);
     const uid = process.geteuid!();
-    await expect(attestor.attest({ pid: child.pid, uid: uid + 1 })).rejects.toThrow(
+    await expect(attestor.attest(await caller(child.pid, { uid: uid + 1 }))).rejects.toThrow(
       `process ${child.pid}: effective uid ${uid} differs from the connection's peer uid ${uid + 1}`,
     );
   });
 
   it.each([0, -1, 1.5])('refuses pid %s', async (pid) => {
-    await expect(attestor.attest({ pid, uid: 0 })).rejects.toThrow(`pid: must be a positive integer, got ${pid}`);
+    await expect(
+      attestor.attest({ pid, uid: 0, gid: 0, startTime: 1n, process: { isAlive: () => true } }),
+    ).rejects.toThrow(`pid: must be a positive integer, got ${pid}`);
   });
 });
 
 describe('UnixWorkloadAttestor pid reuse during attestation', () => {
   let root: string;
   const pid = 4242;
+  const [uid, gid] = [process.geteuid!(), process.getegid!()];
+  // The fake process is "alive": only procfs contents are simulated here.
+  const fakeCaller = { pid, uid, gid, startTime: 100n, process: { isAlive: () => true } };
   const stat = (startTime: number) =>
     `${pid} (app) S 1 ${pid} ${pid} 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 ${startTime} 0 0\n`;
 
   beforeAll(async () => {
     root = await mkdtemp(join(tmpdir(), 'sigil-proc-'));
     await mkdir(join(root, String(pid)));
-    await writeFile(join(root, String(pid), 'status'), 'Uid:\t7\t7\t7\t7\nGid:\t8\t8\t8\t8\nGroups:\t\n');
+    await writeFile(
+      join(root, String(pid), 'status'),
+      `Uid:\t${uid}\t${uid}\t${uid}\t${uid}\nGid:\t${gid}\t${gid}\t${gid}\t${gid}\nGroups:\t\n`,
+    );
     await symlink('/usr/bin/sleep', join(root, String(pid), 'exe'));
   });
 
@@ -165,14 +251,16 @@ describe('UnixWorkloadAttestor pid reuse during attestation', () => {
       accountNames: new ReusingAccountNames(),
       logger: quiet,
     });
-    await expect(attestor.attest({ pid, uid: 7 })).rejects.toThrow(`process ${pid}: pid was reused during attestation`);
+    await expect(attestor.attest(fakeCaller)).rejects.toThrow(`process ${pid}: pid was reused during attestation`);
   });
 
   it('attests when the start time is stable', async () => {
     await writeFile(join(root, String(pid), 'stat'), stat(100));
     const attestor = new UnixWorkloadAttestor({ procRoot: root, logger: quiet });
-    const selectors = (await attestor.attest({ pid, uid: 7, startTime: 100n })).map(formatSelector);
-    expect(selectors).toEqual(expect.arrayContaining(['unix:uid:7', 'unix:gid:8', 'unix:path:/usr/bin/sleep']));
+    const selectors = (await attestor.attest(fakeCaller)).map(formatSelector);
+    expect(selectors).toEqual(
+      expect.arrayContaining([`unix:uid:${uid}`, `unix:gid:${gid}`, 'unix:path:/usr/bin/sleep']),
+    );
     expect(selectors).toContain(`unix:sha256:${await sha256Of('/usr/bin/sleep')}`);
   });
 });

@@ -1,20 +1,27 @@
-import { readlink } from 'node:fs/promises';
+import { readlink, stat } from 'node:fs/promises';
 import { Logger } from '@nestjs/common';
 import { AccountNames } from './account-names.js';
 import { ExecutableDigests } from './executable-digest.js';
 import { defaultProcRoot, procPath, readStartTime, readStatus } from './proc.js';
 import { type Selector } from './selector.js';
 
-/** The caller as the kernel identified it when it connected (SO_PEERCRED), plus the pinned process start time. */
+/** A handle on one process (not a pid number), such as a pidfd; see `PidFd`. */
+export interface ProcessPin {
+  /** False once the pinned process has exited, even if its pid now names another process. */
+  isAlive(): boolean;
+}
+
+/** The caller as the kernel identified it when it connected (SO_PEERCRED), pinned to its process. */
 export interface AttestedProcess {
   readonly pid: number;
   /** Effective uid at connect time. */
   readonly uid: number;
-  /**
-   * Start time of `pid` read when the connection was accepted. When set, attestation fails unless the process
-   * holding `pid` now is that same process.
-   */
-  readonly startTime?: bigint | undefined;
+  /** Effective gid at connect time. */
+  readonly gid: number;
+  /** Start time of `pid` read when the connection was accepted. */
+  readonly startTime: bigint;
+  /** The process that connected, pinned when the connection was accepted. */
+  readonly process: ProcessPin;
 }
 
 /** Why a process could not be attested; the message says which check failed. */
@@ -54,9 +61,15 @@ function unix(value: string): Selector {
  *   digest need an agent with the privilege to read them, as in SPIRE. A file over the size limit gets no
  *   `unix:sha256` (with a warning).
  *
- * A pid that exits or is reused must not lend another process's identity: the start time is read before and after
- * the selectors and compared with the one pinned at connect time, and the process's effective uid must still be
- * the one the kernel reported for the connection.
+ * A pid that exits or is reused must not lend another process's identity, and neither may a setuid/setgid exec:
+ * - the process pinned when the connection was accepted must still be alive after every read of `/proc/<pid>`, so
+ *   what was read belonged to it (a pidfd stays bound to its process when the pid is reused), and its start time
+ *   must still be the one read at connect time;
+ * - its effective uid *and* gid must still be the ones the kernel reported for the connection (a setgid exec in a
+ *   process that keeps the connection changes the gid, not the pid, start time or uid);
+ * - the files of `/proc/<pid>` must be owned by those same ids: the kernel gives them to root when a process turns
+ *   non-dumpable (a setuid/setgid exec, or `prctl(PR_SET_DUMPABLE, 0)`), and such a caller is refused, as SPIRE
+ *   does.
  */
 export class UnixWorkloadAttestor {
   private readonly accountNames: AccountNames;
@@ -77,16 +90,23 @@ export class UnixWorkloadAttestor {
     if (!Number.isSafeInteger(pid) || pid <= 0) {
       throw new WorkloadAttestationError(`pid: must be a positive integer, got ${pid}`);
     }
-    const before = await this.startTime(pid);
-    if (caller.startTime !== undefined && before !== caller.startTime) {
+    this.checkAlive(caller, 'since it connected');
+    if ((await this.startTime(pid)) !== caller.startTime) {
       throw new WorkloadAttestationError(`process ${pid}: pid was reused since the connection was accepted`);
     }
     const selectors = await this.selectors(caller);
-    const after = await this.startTime(pid);
-    if (after !== before) {
+    if ((await this.startTime(pid)) !== caller.startTime) {
       throw new WorkloadAttestationError(`process ${pid}: pid was reused during attestation`);
     }
+    // Last: everything above was read from the pinned process only if it is still alive now.
+    this.checkAlive(caller, 'during attestation');
     return selectors;
+  }
+
+  private checkAlive(caller: AttestedProcess, when: string): void {
+    if (!caller.process.isAlive()) {
+      throw new WorkloadAttestationError(`process ${caller.pid}: the process that connected has exited ${when}`);
+    }
   }
 
   private async startTime(pid: number): Promise<bigint> {
@@ -109,6 +129,12 @@ export class UnixWorkloadAttestor {
         `process ${pid}: effective uid ${uid} differs from the connection's peer uid ${caller.uid}`,
       );
     }
+    if (gid !== caller.gid) {
+      throw new WorkloadAttestationError(
+        `process ${pid}: effective gid ${gid} differs from the connection's peer gid ${caller.gid}`,
+      );
+    }
+    await this.checkDumpable(caller);
     const selectors: Selector[] = [unix(`uid:${uid}`)];
     const user = await this.accountNames.userName(uid);
     if (user !== undefined) selectors.push(unix(`user:${user}`));
@@ -122,6 +148,22 @@ export class UnixWorkloadAttestor {
     }
     selectors.push(...(await this.executableSelectors(pid)));
     return selectors;
+  }
+
+  private async checkDumpable(caller: AttestedProcess): Promise<void> {
+    const { pid } = caller;
+    // The kernel hands the files under /proc/<pid> (not the directory itself) to root while the process is not
+    // dumpable; otherwise they belong to its effective uid and gid.
+    const path = procPath(pid, 'status', this.procRoot);
+    const owner = await stat(path).catch((error: unknown) => {
+      throw new WorkloadAttestationError(`process ${pid}: cannot stat ${path} (exited?)`, { cause: error });
+    });
+    if (owner.uid !== caller.uid || owner.gid !== caller.gid) {
+      throw new WorkloadAttestationError(
+        `process ${pid}: ${path} is owned by ${owner.uid}:${owner.gid}, not by the caller's ` +
+          `${caller.uid}:${caller.gid}: the process is not dumpable (a setuid/setgid exec), so it is refused`,
+      );
+    }
   }
 
   private async executableSelectors(pid: number): Promise<Selector[]> {
