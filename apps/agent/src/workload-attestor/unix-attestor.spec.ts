@@ -163,6 +163,31 @@ describe('UnixWorkloadAttestor on real processes', () => {
     );
   });
 
+  it.skipIf(!isRoot)(
+    `refuses a reused pid even when the new process has the pinned start time (root only: sets ns_last_pid)`,
+    async () => {
+      const first = await startSleeper();
+      const pinned = await caller(first.pid);
+      first.kill('SIGKILL');
+      await once(first, 'exit');
+      // Make the kernel hand the same pid to a new process: ns_last_pid is the pid it allocated last.
+      let second: (ChildProcess & { pid: number }) | undefined;
+      for (let attempt = 0; attempt < 100 && second === undefined; attempt++) {
+        await writeFile('/proc/sys/kernel/ns_last_pid', String(first.pid - 1));
+        const candidate = await startSleeper();
+        children.push(candidate);
+        if (candidate.pid === first.pid) second = candidate;
+        else candidate.kill('SIGKILL');
+      }
+      expect(second?.pid, 'the pid was not reused in 100 attempts').toBe(first.pid);
+      // Start times count clock ticks, so a pid reused within one tick has the same one: only the pin tells.
+      const sameTick = { ...pinned, startTime: await readStartTime(first.pid) };
+      await expect(attestor.attest(sameTick)).rejects.toThrow(
+        `process ${first.pid}: the process that connected has exited since it connected`,
+      );
+    },
+  );
+
   it('refuses a process whose effective gid is not the connection peer gid', async () => {
     const child = await startSleeper();
     children.push(child);
