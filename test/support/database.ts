@@ -3,45 +3,74 @@ import { cp, mkdir, open, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
+import { Logger } from '@nestjs/common';
 import type { DataSource } from 'typeorm';
 import { inject } from 'vitest';
 import { createDataSource, openDataSource } from '../../apps/server/src/database/data-source.js';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../apps/server/src/database/embedded-postgres.js';
-import type { DatabaseKind } from '../../apps/server/src/database/database.js';
+import { Database, type DatabaseKind } from '../../apps/server/src/database/database.js';
+import { startEmbeddedPostgres } from '../../apps/server/src/database/embedded-postgres.js';
 import { POSTGRES_TEMPLATE_MARKER, templateDatabaseName, testDatabasePrefix, type TestRun } from './global-setup.js';
 
 /** An isolated, migrated database for one test file. */
 export interface TestDatabase {
   readonly kind: DatabaseKind;
-  /** Connection URL (for a second pool, a LISTEN client, a second "replica"). */
+  /**
+   * Connection URL (PostgreSQL: for a second pool, a LISTEN client, a second "replica"). On the embedded database it
+   * is the private socket of the server's own PGlite: never hand it to a server as `--database-url`, which would run
+   * PostgreSQL mode against PGlite, a mode production never uses (start that server on {@link prepareEmbeddedDataDir}).
+   */
   readonly url: string;
-  /** Initialised DataSource with every migration applied. */
+  /**
+   * Initialised DataSource with every migration applied. Embedded: the one opened by the server's own
+   * `Database.open` on a copied data dir (one pooled connection, as production); PostgreSQL: a pool of `poolSize`.
+   */
   readonly dataSource: DataSource;
-  /** Another initialised DataSource on the same database (its own pool), closed with the database. */
-  connectAnother(poolSize?: number): Promise<DataSource>;
+  /**
+   * Another initialised DataSource on the same database (its own pool), closed with the database. On PostgreSQL it
+   * stands for another replica or another process. The embedded database has no other process: a second client of
+   * PGlite shares its one backend (no real concurrency, and concurrent clients corrupt each other's portals), so
+   * there the caller must say why it needs one in `embeddedBecause`, and use it only while the other pool is idle.
+   */
+  connectAnother(options?: ConnectAnotherOptions): Promise<DataSource>;
   /** Closes every DataSource and removes the database (PostgreSQL: dropped; embedded: stopped and deleted). */
   close(): Promise<void>;
 }
 
 export interface UseTestDatabaseOptions {
-  /** Pool size of `dataSource` (default 4). */
+  /** Pool size of `dataSource` on PostgreSQL (default 4). The embedded database always gets the server's one. */
   poolSize?: number;
 }
 
-/** The embedded socket server of a test file accepts this many connections; keep the sum of pools below it. */
-export const TEST_EMBEDDED_MAX_CONNECTIONS = 16;
+export interface ConnectAnotherOptions {
+  /** Pool size (default 2; 1 on the embedded database). */
+  poolSize?: number;
+  /** Required on the embedded database: why this test needs a second client of PGlite's single backend. */
+  embeddedBecause?: string;
+}
+
 const DEFAULT_TEST_POOL_SIZE = 4;
 const TEMPLATE_WAIT_MS = 180_000;
 
+/** The reason to give when a test cannot fail on the embedded database, for `it.skipIf(db.kind === 'embedded')`. */
+export const EMBEDDED_SERIAL_REASON =
+  'skipped on embedded: PGlite runs one transaction at a time, so the race cannot happen';
+
+/** True when this run tests the embedded database (no `DATABASE_URL`); usable while tests are being collected. */
+export function isEmbeddedRun(): boolean {
+  return !inject('sigilTestRun').databaseUrl;
+}
+
 /**
  * Gives the calling test file its own migrated database: a copy of this run's template database when
- * `DATABASE_URL` is set (`CREATE DATABASE ... TEMPLATE`), otherwise a copy of this run's initdb'd and migrated
- * embedded data directory served by its own PGlite. Call it in `beforeAll` and `close()` it in `afterAll`.
+ * `DATABASE_URL` is set (`CREATE DATABASE ... TEMPLATE`), otherwise the embedded database exactly as the server opens
+ * it (`Database.open` on a data dir prepared by {@link prepareEmbeddedDataDir}: PGlite behind pglite-socket, one
+ * pooled connection). Call it in `beforeAll` and `close()` it in `afterAll`.
  */
 export async function useTestDatabase(options: UseTestDatabaseOptions = {}): Promise<TestDatabase> {
   const run = inject('sigilTestRun');
-  const poolSize = options.poolSize ?? DEFAULT_TEST_POOL_SIZE;
-  return run.databaseUrl ? usePostgres(run, run.databaseUrl, poolSize) : useEmbedded(run, poolSize);
+  return run.databaseUrl
+    ? usePostgres(run, run.databaseUrl, options.poolSize ?? DEFAULT_TEST_POOL_SIZE)
+    : useEmbedded(run);
 }
 
 async function usePostgres(run: TestRun, adminUrl: string, poolSize: number): Promise<TestDatabase> {
@@ -58,11 +87,19 @@ async function usePostgres(run: TestRun, adminUrl: string, poolSize: number): Pr
     client.query(`CREATE DATABASE ${pg.escapeIdentifier(name)} TEMPLATE ${pg.escapeIdentifier(template)}`),
   );
   const url = withDatabase(adminUrl, name);
-  return track('postgres', url, poolSize, async () => {
+  const drop = async () => {
     await withAdminClient(adminUrl, (client) =>
       client.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(name)} WITH (FORCE)`),
     );
-  });
+  };
+  let dataSource: DataSource;
+  try {
+    dataSource = await connect(url, poolSize);
+  } catch (error) {
+    await drop();
+    throw error;
+  }
+  return track('postgres', url, dataSource, drop);
 }
 
 /**
@@ -91,58 +128,63 @@ async function embeddedTemplate(run: TestRun): Promise<string> {
   return templateDir;
 }
 
-async function useEmbedded(run: TestRun, poolSize: number): Promise<TestDatabase> {
-  const templateDir = await embeddedTemplate(run);
-  const fileDir = join(run.runDir, `embedded-${process.pid}-${randomBytes(4).toString('hex')}`);
-  await mkdir(fileDir, { mode: 0o700 });
+async function useEmbedded(run: TestRun): Promise<TestDatabase> {
+  const dataDir = join(run.runDir, `embedded-${process.pid}-${randomBytes(4).toString('hex')}`);
   // Reopening a copied data directory takes ~0.35 s where initdb takes seconds.
-  await cp(templateDir, join(fileDir, 'db'), { recursive: true });
-  let embedded: EmbeddedPostgres;
+  await prepareEmbeddedDataDir(dataDir);
+  let database: Database;
   try {
-    embedded = await startEmbeddedPostgres(join(fileDir, 'db'), { maxConnections: TEST_EMBEDDED_MAX_CONNECTIONS });
+    database = await Database.open({ dataDir }, QUIET_LOGGER);
   } catch (error) {
-    await rm(fileDir, { recursive: true, force: true });
+    await rm(dataDir, { recursive: true, force: true });
     throw error;
   }
-  return track('embedded', embedded.url, poolSize, async () => {
+  return track('embedded', database.url, database.dataSource, async () => {
     try {
-      await embedded.stop();
+      await database.close();
     } finally {
-      await rm(fileDir, { recursive: true, force: true });
+      await rm(dataDir, { recursive: true, force: true });
     }
   });
 }
 
-async function track(
-  kind: DatabaseKind,
-  url: string,
-  poolSize: number,
-  dispose: () => Promise<void>,
-): Promise<TestDatabase> {
-  const dataSources: DataSource[] = [];
-  const connect = async (size: number): Promise<DataSource> => {
-    const dataSource = createDataSource({ url, poolSize: size, applicationName: 'sigil-test' });
-    await dataSource.initialize();
-    dataSources.push(dataSource);
-    return dataSource;
-  };
-  let dataSource: DataSource;
-  try {
-    dataSource = await connect(poolSize);
-  } catch (error) {
-    await dispose();
-    throw error;
-  }
+/** Database.open warns on every start that PGlite never fsyncs; once per test file is noise. */
+class QuietLogger extends Logger {
+  override log(): void {}
+  override warn(): void {}
+}
+const QUIET_LOGGER = new QuietLogger('Database');
+
+async function connect(url: string, poolSize: number): Promise<DataSource> {
+  const dataSource = createDataSource({ url, poolSize, applicationName: 'sigil-test' });
+  await dataSource.initialize();
+  return dataSource;
+}
+
+function track(kind: DatabaseKind, url: string, dataSource: DataSource, dispose: () => Promise<void>): TestDatabase {
+  const others: DataSource[] = [];
   let closing: Promise<void> | undefined;
   return {
     kind,
     url,
     dataSource,
-    connectAnother: (size = 2) => connect(size),
+    connectAnother: async ({ poolSize, embeddedBecause } = {}) => {
+      if (kind === 'embedded' && !embeddedBecause?.trim()) {
+        throw new Error(
+          'connectAnother on the embedded database: the server opens one connection there; say why this test ' +
+            'needs a second one (embeddedBecause) or run it on PostgreSQL only',
+        );
+      }
+      const other = await connect(url, poolSize ?? (kind === 'embedded' ? 1 : 2));
+      others.push(other);
+      return other;
+    },
     close: () => {
       closing ??= (async () => {
         try {
-          for (const each of dataSources) if (each.isInitialized) await each.destroy();
+          for (const each of others) if (each.isInitialized) await each.destroy();
+          // Embedded: Database.close destroys its own DataSource before stopping PGlite.
+          if (kind === 'postgres' && dataSource.isInitialized) await dataSource.destroy();
         } finally {
           await dispose();
         }

@@ -2,7 +2,12 @@ import { TrustDomain } from '@sigil/spiffe';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { DataSource } from 'typeorm';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { useTestDatabase, type TestDatabase } from '../../../../test/support/database.js';
+import {
+  EMBEDDED_SERIAL_REASON,
+  isEmbeddedRun,
+  useTestDatabase,
+  type TestDatabase,
+} from '../../../../test/support/database.js';
 import { FakeClock } from '../common/clock.js';
 import { EntriesRepository } from './entries.repository.js';
 import { EntriesService } from './entries.service.js';
@@ -49,72 +54,76 @@ describe('registry revisions', () => {
     await db.dataSource.query(`UPDATE revision_counters SET revision = 0, pruned_through = 0`);
   });
 
-  it('hands out every revision exactly once, in order and without gaps, to concurrent writers on three pools', async () => {
-    const [b, c] = await Promise.all([db.connectAnother(2), db.connectAnother(2)]);
-    const replicas = [service, serviceOn(b), serviceOn(c)];
-    const seed = await service.createEntries(Array.from({ length: 6 }, (_, i) => input(`seed${i}`)));
-    const seeded = seed.map((result) => (result.ok ? result.entry : expect.fail('seed failed')));
+  // Three pools stand for three replicas, which only PostgreSQL has; PGlite would run the writers one at a time.
+  it.skipIf(isEmbeddedRun())(
+    `hands out every revision exactly once, in order and without gaps, to concurrent writers on three pools (${EMBEDDED_SERIAL_REASON})`,
+    async () => {
+      const [b, c] = await Promise.all([db.connectAnother(), db.connectAnother()]);
+      const replicas = [service, serviceOn(b), serviceOn(c)];
+      const seed = await service.createEntries(Array.from({ length: 6 }, (_, i) => input(`seed${i}`)));
+      const seeded = seed.map((result) => (result.ok ? result.entry : expect.fail('seed failed')));
 
-    // A reader on its own pool follows the change log in small pages while the writers run.
-    const reader = serviceOn(await db.connectAnother(1));
-    const events: EntryEvent[] = [];
-    const state = new Map<string, Entry>();
-    let readerRevision = 0;
-    let writersDone = false;
-    const follow = (async () => {
-      for (;;) {
-        const changes = await reader.listChangesSince(readerRevision, { limit: 5 });
-        if (changes.resyncRequired) throw new Error(`unexpected resync from ${readerRevision}`);
-        events.push(...changes.events);
-        for (const entry of changes.entries) state.set(entry.id, entry);
-        for (const id of changes.deletedIds) state.delete(id);
-        readerRevision = changes.toRevision;
-        if (writersDone && !changes.more && readerRevision === (await reader.currentRevision())) return;
-        await nextTurn();
+      // A reader on its own pool follows the change log in small pages while the writers run.
+      const reader = serviceOn(await db.connectAnother({ poolSize: 1 }));
+      const events: EntryEvent[] = [];
+      const state = new Map<string, Entry>();
+      let readerRevision = 0;
+      let writersDone = false;
+      const follow = (async () => {
+        for (;;) {
+          const changes = await reader.listChangesSince(readerRevision, { limit: 5 });
+          if (changes.resyncRequired) throw new Error(`unexpected resync from ${readerRevision}`);
+          events.push(...changes.events);
+          for (const entry of changes.entries) state.set(entry.id, entry);
+          for (const id of changes.deletedIds) state.delete(id);
+          readerRevision = changes.toRevision;
+          if (writersDone && !changes.more && readerRevision === (await reader.currentRevision())) return;
+          await nextTurn();
+        }
+      })();
+
+      const writes: Promise<unknown>[] = [];
+      for (let i = 0; i < 12; i++) writes.push(replicas[i % 3]!.createEntry(input(`w${i}`)));
+      for (let i = 0; i < 2; i++) {
+        writes.push(replicas[i]!.createEntries([input(`batch${i}a`), input(`batch${i}b`), input(`batch${i}c`)]));
       }
-    })();
+      for (let i = 0; i < 3; i++) {
+        writes.push(replicas[i]!.updateEntry(seeded[i]!.id, { hint: `first${i}` }));
+        writes.push(replicas[(i + 1) % 3]!.updateEntry(seeded[i]!.id, { x509SvidTtl: 600 + i }));
+        writes.push(replicas[(i + 2) % 3]!.deleteEntry(seeded[i + 3]!.id));
+      }
+      const outcomes = await Promise.allSettled(writes);
+      writersDone = true;
+      await follow;
+      expect(outcomes.filter((outcome) => outcome.status === 'rejected')).toEqual([]);
 
-    const writes: Promise<unknown>[] = [];
-    for (let i = 0; i < 12; i++) writes.push(replicas[i % 3]!.createEntry(input(`w${i}`)));
-    for (let i = 0; i < 2; i++) {
-      writes.push(replicas[i]!.createEntries([input(`batch${i}a`), input(`batch${i}b`), input(`batch${i}c`)]));
-    }
-    for (let i = 0; i < 3; i++) {
-      writes.push(replicas[i]!.updateEntry(seeded[i]!.id, { hint: `first${i}` }));
-      writes.push(replicas[(i + 1) % 3]!.updateEntry(seeded[i]!.id, { x509SvidTtl: 600 + i }));
-      writes.push(replicas[(i + 2) % 3]!.deleteEntry(seeded[i + 3]!.id));
-    }
-    const outcomes = await Promise.allSettled(writes);
-    writersDone = true;
-    await follow;
-    expect(outcomes.filter((outcome) => outcome.status === 'rejected')).toEqual([]);
+      const head = await service.currentRevision();
+      expect(head).toBe(6 + 12 + 6 + 6 + 3);
+      expect(events.map((event) => event.revision)).toEqual(Array.from({ length: head }, (_, i) => i + 1));
+      const ops = (op: string) => events.filter((event) => event.op === op).map((event) => event.entryId);
+      expect(ops('created')).toHaveLength(6 + 12 + 6);
+      expect(ops('updated').sort()).toEqual(
+        seeded
+          .slice(0, 3)
+          .flatMap((entry) => [entry.id, entry.id])
+          .sort(),
+      );
+      expect(ops('deleted').sort()).toEqual(
+        seeded
+          .slice(3)
+          .map((entry) => entry.id)
+          .sort(),
+      );
 
-    const head = await service.currentRevision();
-    expect(head).toBe(6 + 12 + 6 + 6 + 3);
-    expect(events.map((event) => event.revision)).toEqual(Array.from({ length: head }, (_, i) => i + 1));
-    const ops = (op: string) => events.filter((event) => event.op === op).map((event) => event.entryId);
-    expect(ops('created')).toHaveLength(6 + 12 + 6);
-    expect(ops('updated').sort()).toEqual(
-      seeded
-        .slice(0, 3)
-        .flatMap((entry) => [entry.id, entry.id])
-        .sort(),
-    );
-    expect(ops('deleted').sort()).toEqual(
-      seeded
-        .slice(3)
-        .map((entry) => entry.id)
-        .sort(),
-    );
-
-    const snapshot = await service.snapshot();
-    expect(snapshot.revision).toBe(head);
-    expect([...state.values()].sort((x, y) => x.id.localeCompare(y.id))).toEqual(snapshot.entries);
-    for (const entry of snapshot.entries) {
-      const last = events.filter((event) => event.entryId === entry.id).at(-1);
-      expect(entry.revisionNumber).toBe(last?.revision);
-    }
-  });
+      const snapshot = await service.snapshot();
+      expect(snapshot.revision).toBe(head);
+      expect([...state.values()].sort((x, y) => x.id.localeCompare(y.id))).toEqual(snapshot.entries);
+      for (const entry of snapshot.entries) {
+        const last = events.filter((event) => event.entryId === entry.id).at(-1);
+        expect(entry.revisionNumber).toBe(last?.revision);
+      }
+    },
+  );
 
   it('reports changes since a revision with deletions, paging and the current state of changed entries', async () => {
     const kept = await service.createEntry(input('kept'));

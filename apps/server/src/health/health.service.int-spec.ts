@@ -27,7 +27,10 @@ describe('HealthService readiness', () => {
   });
 
   it('names every failed check: no active CA, unreachable database', async () => {
-    const closed = await db.connectAnother(1);
+    const closed = await db.connectAnother({
+      poolSize: 1,
+      embeddedBecause: 'a pool of its own to close for the unreachable-database check; it never runs a query',
+    });
     await closed.destroy();
     caReady = false;
     const health = new HealthService(closed, ca, agents, entries, new MetricsService());
