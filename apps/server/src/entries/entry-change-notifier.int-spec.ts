@@ -58,43 +58,122 @@ describe(`entry change notification (${kind})`, () => {
     const entry = await create(service, 'web');
     await service.updateEntry(entry.id, { hint: 'v2' });
     await service.deleteEntry(entry.id);
-    await vi.waitFor(() =>
-      expect(heard.filter((revision) => revision > start)).toEqual([start + 1, start + 2, start + 3]),
+    await vi.waitFor(
+      () => expect(heard.filter((revision) => revision > start)).toEqual([start + 1, start + 2, start + 3]),
+      { timeout: 15_000 },
     );
     await expect(service.deleteEntry(entry.id)).rejects.toMatchObject({ kind: 'not_found' });
     await create(service, 'after');
-    await vi.waitFor(() => expect(heard.at(-1)).toBe(start + 4));
+    await vi.waitFor(() => expect(heard.at(-1)).toBe(start + 4), { timeout: 15_000 });
     expect(heard.filter((revision) => revision > start)).toHaveLength(4);
   });
 
-  if (kind === 'postgres') {
-    it('reaches every replica on the database through LISTEN/NOTIFY', async () => {
-      const a = await replica(await db.connectAnother(2));
-      const b = await replica(await db.connectAnother(2));
-      const entry = await create(a.service, 'cross');
-      await vi.waitFor(() => expect(b.heard).toContain(entry.revisionNumber));
-      expect(a.heard).toContain(entry.revisionNumber);
-    });
-
-    it('reconnects its listening connection and reports the head revision it may have missed', async () => {
-      const listener = await replica(await db.connectAnother(2));
-      const writer = await replica(await db.connectAnother(2));
+  const onEmbedded = 'skipped on embedded: one server process there, so the notifier is in-process';
+  const listeningBackends = async (): Promise<number[]> =>
+    (
       await db.dataSource.query(
-        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-          WHERE application_name = 'sigil-entry-changes' AND datname = current_database()`,
-      );
+        `SELECT pid FROM pg_stat_activity WHERE application_name = 'sigil-entry-changes' AND datname = current_database()`,
+      )
+    ).map((row: { pid: number }) => row.pid);
+  const terminateListeners = () =>
+    db.dataSource.query(
+      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+        WHERE application_name = 'sigil-entry-changes' AND datname = current_database()`,
+    );
+
+  it.skipIf(kind === 'embedded')(
+    `reaches every replica on the database through LISTEN/NOTIFY (${onEmbedded})`,
+    async () => {
+      const a = await replica(await db.connectAnother());
+      const b = await replica(await db.connectAnother());
+      const entry = await create(a.service, 'cross');
+      // Each replica hears it on its own connection; one hearing it says nothing about when the other does.
+      await vi.waitFor(() => expect(b.heard).toContain(entry.revisionNumber), { timeout: 15_000 });
+      await vi.waitFor(() => expect(a.heard).toContain(entry.revisionNumber), { timeout: 15_000 });
+    },
+  );
+
+  it.skipIf(kind === 'embedded')(`hears a change committed right after start() resolved (${onEmbedded})`, async () => {
+    const writer = await replica(await db.connectAnother());
+    for (let i = 0; i < 5; i++) {
+      const heard: number[] = [];
+      const notifier = await PostgresEntryChangeNotifier.start(db.url, db.dataSource);
+      notifiers.push(notifier);
+      notifier.subscribe((revision) => heard.push(revision));
+      const entry = await create(writer.service, `right-after-start-${i}`);
+      await vi.waitFor(() => expect(heard).toContain(entry.revisionNumber), { timeout: 15_000 });
+      await notifier.close();
+    }
+  });
+
+  it.skipIf(kind === 'embedded')(
+    `reconnects its listening connection and reports the head revision it may have missed (${onEmbedded})`,
+    async () => {
+      const listener = await replica(await db.connectAnother());
+      const writer = await replica(await db.connectAnother());
+      await terminateListeners();
       const missed = await create(writer.service, 'while-down');
-      await vi.waitFor(() => expect(listener.heard).toContain(missed.revisionNumber), { timeout: 10_000 });
+      await vi.waitFor(() => expect(listener.heard).toContain(missed.revisionNumber), { timeout: 15_000 });
       const next = await create(writer.service, 'after-reconnect');
-      await vi.waitFor(() => expect(listener.heard).toContain(next.revisionNumber), { timeout: 10_000 });
-    });
-  } else {
-    it('stays within the process: a notifier on another pool of the same database hears nothing', async () => {
-      const a = await replica(await db.connectAnother(2));
-      const b = await replica(await db.connectAnother(2));
+      await vi.waitFor(() => expect(listener.heard).toContain(next.revisionNumber), { timeout: 15_000 });
+    },
+  );
+
+  it.skipIf(kind === 'embedded')(
+    `catches up on the listening connection itself after a reconnect, even when its pool fails (${onEmbedded})`,
+    async () => {
+      for (const notifier of notifiers.splice(0)) await notifier.close();
+      await vi.waitFor(async () => expect(await listeningBackends()).toEqual([]), { timeout: 15_000 });
+      const pool = await db.connectAnother({ poolSize: 1 });
+      const listener = await replica(pool);
+      const writer = new EntriesService(
+        new EntriesRepository(db.dataSource),
+        new InProcessEntryChangeNotifier(),
+        { trustDomain: TD },
+        clock,
+      );
+      // The listener's pool is gone (a replica whose pool is exhausted or broken); its LISTEN connection is not.
+      await pool.destroy();
+      await terminateListeners();
+      const missed = await create(writer, 'pool-down');
+      await vi.waitFor(() => expect(listener.heard).toContain(missed.revisionNumber), { timeout: 15_000 });
+      // Give a leaked reconnect time to show, then check that exactly one listening connection is left.
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      expect(await listeningBackends()).toHaveLength(1);
+    },
+  );
+
+  it.skipIf(kind === 'embedded')(
+    `delivers a committed change whose NOTIFY never went out, at its next check (${onEmbedded})`,
+    async () => {
+      const heard: number[] = [];
+      const notifier = await PostgresEntryChangeNotifier.start(db.url, db.dataSource, { checkIntervalMs: 200 });
+      notifiers.push(notifier);
+      notifier.subscribe((revision) => heard.push(revision));
+      // A replica that committed and then died (or whose pg_notify failed) before notifying.
+      const silent = new EntriesService(
+        new EntriesRepository(db.dataSource),
+        new InProcessEntryChangeNotifier(),
+        { trustDomain: TD },
+        clock,
+      );
+      const entry = await create(silent, 'never-notified');
+      await vi.waitFor(() => expect(heard).toContain(entry.revisionNumber), { timeout: 15_000 });
+      // Nothing new: the check stays quiet.
+      const count = heard.length;
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      expect(heard).toHaveLength(count);
+    },
+  );
+
+  it.skipIf(kind === 'postgres')(
+    'stays within the process: another notifier on the same database hears nothing (skipped on PostgreSQL: LISTEN/NOTIFY reaches every replica there)',
+    async () => {
+      const a = await replica(db.dataSource);
+      const b = await replica(db.dataSource);
       const entry = await create(a.service, 'local');
-      await vi.waitFor(() => expect(a.heard).toContain(entry.revisionNumber));
+      await vi.waitFor(() => expect(a.heard).toContain(entry.revisionNumber), { timeout: 15_000 });
       expect(b.heard).toEqual([]);
-    });
-  }
+    },
+  );
 });

@@ -60,10 +60,28 @@ export class InProcessEntryChangeNotifier extends EntryChangeNotifier {
   }
 }
 
+/** Options of {@link PostgresEntryChangeNotifier.start}. */
+export interface PostgresEntryChangeNotifierOptions {
+  /** How often the listening connection is checked and the head revision compared with the last one heard. */
+  checkIntervalMs?: number;
+}
+
+/** Default of {@link PostgresEntryChangeNotifierOptions.checkIntervalMs}. */
+export const DEFAULT_CHECK_INTERVAL_MS = 10_000;
+
+const HEAD_REVISION_SQL = `SELECT revision FROM revision_counters WHERE name = 'entries'`;
+
 /**
- * PostgreSQL LISTEN/NOTIFY: every replica on the database hears every replica's changes. Listens on a dedicated
- * connection (outside the pool), reconnecting with backoff; after a reconnect, listeners get the head revision, as
- * notifications sent while disconnected are lost. Notifies through the pool.
+ * PostgreSQL LISTEN/NOTIFY: every replica on the database hears every replica's changes. Notifies through the pool;
+ * listens on a dedicated connection (outside the pool), which nothing is allowed to lose:
+ * - `start()` resolves only once LISTEN is in effect, so a change committed after that is always heard.
+ * - After every (re)connect, once LISTEN is in effect again, the head revision is read on that same connection: any
+ *   change committed before the read is in it, any change after it is notified on this connection. Listeners get it
+ *   at once, so nothing sent while the connection was down is missed. (Read through the pool instead, a broken pool
+ *   left the gap open, and each retry opened and leaked another listening connection.)
+ * - Every `checkIntervalMs` the head revision is read on the listening connection (with a time limit): a connection
+ *   that died silently is replaced, and a change that committed without its NOTIFY (the writer died or its
+ *   `pg_notify` failed after the commit) is delivered.
  */
 export class PostgresEntryChangeNotifier extends EntryChangeNotifier {
   readonly #listeners = new Set<EntryChangeListener>();
@@ -71,18 +89,33 @@ export class PostgresEntryChangeNotifier extends EntryChangeNotifier {
   #closed = false;
   #retryTimer: NodeJS.Timeout | undefined;
   #retryDelayMs = 0;
+  #checkTimer: NodeJS.Timeout | undefined;
+  #checking = false;
+  /** The highest revision delivered or read as the head. */
+  #lastRevision = 0;
 
   private constructor(
     private readonly url: string,
     private readonly dataSource: DataSource,
+    private readonly checkIntervalMs: number,
   ) {
     super();
   }
 
-  /** Connects the listening connection; resolves once LISTEN is in place. */
-  static async start(url: string, dataSource: DataSource): Promise<PostgresEntryChangeNotifier> {
-    const notifier = new PostgresEntryChangeNotifier(url, dataSource);
-    await notifier.listen();
+  /** Connects the listening connection; resolves once LISTEN is in effect. */
+  static async start(
+    url: string,
+    dataSource: DataSource,
+    options: PostgresEntryChangeNotifierOptions = {},
+  ): Promise<PostgresEntryChangeNotifier> {
+    const notifier = new PostgresEntryChangeNotifier(
+      url,
+      dataSource,
+      options.checkIntervalMs ?? DEFAULT_CHECK_INTERVAL_MS,
+    );
+    notifier.#lastRevision = await notifier.listen();
+    notifier.#checkTimer = setInterval(() => void notifier.check(), notifier.checkIntervalMs);
+    notifier.#checkTimer.unref();
     return notifier;
   }
 
@@ -98,34 +131,46 @@ export class PostgresEntryChangeNotifier extends EntryChangeNotifier {
   async close(): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#retryTimer);
+    clearInterval(this.#checkTimer);
     this.#listeners.clear();
     const client = this.#client;
     this.#client = undefined;
     await client?.end().catch(() => undefined);
   }
 
-  private async listen(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.url, application_name: 'sigil-entry-changes' });
+  private deliver(revision: number): void {
+    this.#lastRevision = Math.max(this.#lastRevision, revision);
+    deliver([...this.#listeners], revision);
+  }
+
+  /** Opens the listening connection and returns the head revision read on it once LISTEN is in effect. */
+  private async listen(): Promise<number> {
+    const client = new pg.Client({
+      connectionString: this.url,
+      application_name: 'sigil-entry-changes',
+      // A connection that stopped answering fails its next check instead of waiting forever.
+      query_timeout: this.checkIntervalMs,
+    });
     client.on('notification', (message) => {
       const revision = Number(message.payload);
-      if (message.channel === ENTRY_CHANGES_CHANNEL && Number.isSafeInteger(revision)) {
-        deliver([...this.#listeners], revision);
-      }
+      if (message.channel === ENTRY_CHANGES_CHANNEL && Number.isSafeInteger(revision)) this.deliver(revision);
     });
     client.on('error', (error) => this.lost(client, error));
     client.on('end', () => this.lost(client, undefined));
-    await client.connect();
     try {
+      await client.connect();
       await client.query(`LISTEN ${ENTRY_CHANGES_CHANNEL}`);
+      const head = await headRevision(client);
+      if (this.#closed) throw new Error('entry change notifier closed');
+      this.#client = client;
+      return head;
     } catch (error) {
       await client.end().catch(() => undefined);
       throw error;
     }
-    this.#client = client;
-    this.#retryDelayMs = 0;
   }
 
-  private lost(client: pg.Client, error: Error | undefined): void {
+  private lost(client: pg.Client, error: unknown): void {
     if (this.#closed || this.#client !== client) return;
     this.#client = undefined;
     client.end().catch(() => undefined);
@@ -137,7 +182,11 @@ export class PostgresEntryChangeNotifier extends EntryChangeNotifier {
     this.#retryDelayMs = Math.min(Math.max(this.#retryDelayMs * 2, 250), 30_000);
     this.#retryTimer = setTimeout(() => {
       this.listen()
-        .then(() => this.catchUp())
+        .then((head) => {
+          this.#retryDelayMs = 0;
+          // Always delivered: a listener may have missed revisions at or below the highest one heard before.
+          this.deliver(head);
+        })
         .catch((error: unknown) => {
           if (this.#closed) return;
           logger.warn({ msg: 'entry change listener could not reconnect', err: error });
@@ -147,12 +196,24 @@ export class PostgresEntryChangeNotifier extends EntryChangeNotifier {
     this.#retryTimer.unref();
   }
 
-  private async catchUp(): Promise<void> {
-    const rows: { revision: string }[] = await this.dataSource.query(
-      `SELECT revision FROM revision_counters WHERE name = 'entries'`,
-    );
-    if (rows[0]) deliver([...this.#listeners], Number(rows[0].revision));
+  private async check(): Promise<void> {
+    const client = this.#client;
+    if (client === undefined || this.#checking) return;
+    this.#checking = true;
+    try {
+      const head = await headRevision(client);
+      if (head > this.#lastRevision) this.deliver(head);
+    } catch (error) {
+      this.lost(client, error);
+    } finally {
+      this.#checking = false;
+    }
   }
+}
+
+async function headRevision(client: pg.Client): Promise<number> {
+  const result = await client.query<{ revision: string }>(HEAD_REVISION_SQL);
+  return Number(result.rows[0]?.revision ?? 0);
 }
 
 /** The notifier that works on this database: LISTEN/NOTIFY on PostgreSQL, in-process on the embedded one. */
