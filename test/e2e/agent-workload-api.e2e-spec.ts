@@ -5,13 +5,14 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { TrustBundle, TrustDomain, parseAndValidateJwtSvid } from '@sigil/spiffe';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { opensslVerify } from '../support/openssl.js';
+import { NOBODY, isRoot, spawnRelayCaller } from '../support/relay-caller.js';
 import {
   AGENT_BIN,
   ROOT,
@@ -26,7 +27,6 @@ import {
 } from '../support/sigil-processes.js';
 import {
   StreamWatcher,
-  WORKLOAD_PROTO,
   type WorkloadClient,
   firstMessage,
   idsOf,
@@ -172,44 +172,44 @@ describe('sigil-agent Workload API (real server and agents)', () => {
     });
   });
 
-  it('answers PERMISSION_DENIED to a process of another user, which no entry matches', async () => {
-    const dir = join(scratch, 'other-user');
-    await mkdir(dir, { mode: 0o755 });
-    const script = join(dir, 'client.mjs');
-    await writeFile(
-      script,
-      `import { createRequire } from 'node:module';
-const require = createRequire(${JSON.stringify(join(ROOT, 'package.json'))});
-const grpc = require('@grpc/grpc-js');
-const loader = require('@grpc/proto-loader');
-const Service = grpc.loadPackageDefinition(loader.loadSync(${JSON.stringify(WORKLOAD_PROTO)}, { keepCase: true })).SpiffeWorkloadAPI;
-const client = new Service('unix://${socketA()}', grpc.credentials.createInsecure());
-const metadata = new grpc.Metadata();
-metadata.set('workload.spiffe.io', 'true');
-const call = client.FetchX509SVID({}, metadata);
-const done = (result) => { console.log(JSON.stringify(result)); process.exit(0); };
-call.on('data', (r) => done({ uid: process.getuid(), ids: r.svids.map((s) => s.spiffe_id) }));
-call.on('error', (e) => done({ uid: process.getuid(), code: e.code, details: e.details }));
-`,
-      { mode: 0o644 },
-    );
-    // As root the child runs as nobody; otherwise an entry for a uid nobody has stands in for "another user".
-    const child =
-      UID === 0
-        ? spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, script])
-        : spawn(process.execPath, [script]);
-    let output = '';
-    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    await once(child, 'exit');
-    if (UID !== 0) {
-      expect(JSON.parse(output)).toMatchObject({ ids: [`${TD}/web`] });
-      return;
+  it.skipIf(!isRoot)(
+    'answers PERMISSION_DENIED to a process of another user, then its own identity once an entry names its uid (root only: runs it as nobody)',
+    async () => {
+      const stranger = await spawnRelayCaller(socketA(), { asNobody: true });
+      try {
+        expect(await stranger.fetchX509SvidIds()).toEqual({ grpcStatus: 7, message: 'no identity issued' });
+      } finally {
+        await stranger.close();
+      }
+      const id = await createEntry('/nobody', '/host/a', `unix:uid:${NOBODY}`);
+      try {
+        // The entry reaches the agent asynchronously: ask again until it is there.
+        await expect
+          .poll(
+            async () => {
+              const caller = await spawnRelayCaller(socketA(), { asNobody: true });
+              try {
+                return await caller.fetchX509SvidIds();
+              } finally {
+                await caller.close();
+              }
+            },
+            { timeout: 20_000, interval: 250 },
+          )
+          .toEqual({ ids: [`${TD}/nobody`] });
+      } finally {
+        expect((await server.cli(['entry', 'delete', '--id', id])).code).toBe(0);
+      }
+    },
+  );
+
+  it('identifies another process of our uid by the kernel: it gets our identity', async () => {
+    const caller = await spawnRelayCaller(socketA());
+    try {
+      expect(await caller.fetchX509SvidIds()).toEqual({ ids: [`${TD}/web`] });
+    } finally {
+      await caller.close();
     }
-    expect(JSON.parse(output)).toEqual({
-      uid: 65534,
-      code: grpc.status.PERMISSION_DENIED,
-      details: 'no identity issued',
-    });
   });
 
   it('pushes a new X509SVIDResponse on an open stream when an entry is created and when it is deleted', async () => {

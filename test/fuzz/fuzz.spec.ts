@@ -2,6 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { formatReport, fuzzRuns, type FuzzReport } from './harness.js';
 import { fuzzAgentApi } from './targets/agent-api.fuzz.js';
 import { fuzzBundle } from './targets/bundle.fuzz.js';
+import { fuzzConfig } from './targets/config.fuzz.js';
 import { fuzzCsr } from './targets/csr.fuzz.js';
 import { fuzzJwtSvid } from './targets/jwt-svid.fuzz.js';
 import { fuzzSelectors } from './targets/selectors.fuzz.js';
@@ -19,6 +20,7 @@ const TARGETS: [string, (runs: number) => Promise<FuzzReport>][] = [
   ['trust bundles: JWKS text, bytes and documents, PEM, DER', fuzzBundle],
   ['selectors: server entry rules and filters, agent entry parser and matcher', fuzzSelectors],
   ['agent API bodies: server batch parser, agent answer parsers', fuzzAgentApi],
+  ['config files of the agent and the server, and the trust bundle file', fuzzConfig],
 ];
 
 describe(`fuzzing parsers of untrusted input (${RUNS} cases per target; FUZZ_RUNS to change)`, () => {

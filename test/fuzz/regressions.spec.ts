@@ -1,7 +1,12 @@
 import { generateKeyPair } from '@sigil/pki';
 import { SpiffeError, TrustBundle, TrustDomain, parseAndValidateJwtSvid, parseInsecureJwtSvid } from '@sigil/spiffe';
 import { KeyObject, sign } from 'node:crypto';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AgentConfigError, loadAgentConfig } from '../../apps/agent/src/config.js';
+import { ConfigError, loadServerConfig } from '../../apps/server/src/config.js';
 
 // Counterexamples `npm run fuzz` found, kept as regression tests of the parser fixes.
 
@@ -70,5 +75,43 @@ describe('JWT-SVID times outside the range of dates', () => {
 
   it('still accepts the last representable expiry', () => {
     expect(parseInsecureJwtSvid(unsigned({ exp: 8.64e12 }), 'aud', { now: NOW }).expiry.getTime()).toBe(8.64e15);
+  });
+});
+
+describe('config files with a deeply nested value', () => {
+  let dir: string;
+  const deep = (depth: number): string => `${'['.repeat(depth)}1${']'.repeat(depth)}`;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'sigil-fuzz-regression-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('the agent names the key with AgentConfigError (was a RangeError from JSON.stringify)', async () => {
+    const file = join(dir, 'agent.json');
+    await writeFile(file, `{"server_address":${deep(20_000)},"insecure_bootstrap":true}`);
+    expect(() => loadAgentConfig({ file, env: {}, cwd: dir })).toThrow(
+      new AgentConfigError([
+        "server_address: must be HOST:PORT or a comma-separated list of them, got 'an array nested too deeply to show'",
+      ]),
+    );
+  });
+
+  it('the server names the key with ConfigError (was a RangeError from JSON.stringify)', async () => {
+    const file = join(dir, 'server.json');
+    await writeFile(file, `{"port":${deep(20_000)}}`);
+    expect(() => loadServerConfig({ file, env: {}, cwd: dir })).toThrow(
+      new ConfigError(["port: must be a port number from 0 to 65535, got 'an array nested too deeply to show'"]),
+    );
+  });
+
+  it('still shows a shallow value as JSON', async () => {
+    const file = join(dir, 'shallow.json');
+    await writeFile(file, '{"port":[1,2]}');
+    expect(() => loadServerConfig({ file, env: {}, cwd: dir })).toThrow(
+      new ConfigError(["port: must be a port number from 0 to 65535, got '[1,2]'"]),
+    );
   });
 });

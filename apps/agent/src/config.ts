@@ -2,6 +2,7 @@ import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { TrustBundle, TrustDomain } from '@sigil/spiffe';
+import { showConfigValue } from '@sigil/runtime';
 import { IsOptional, ValidateBy, validateSync, type ValidationArguments } from 'class-validator';
 import { DEFAULT_WORKLOAD_API_SOCKET } from './workload-api/workload-api.server.js';
 import { parseServerAddress, type ServerAddress } from './attestation/server-address.js';
@@ -79,7 +80,7 @@ export class AgentConfigError extends Error {
 const MAX_SOCKET_PATH_BYTES = 107;
 const MAX_JOIN_TOKEN_LENGTH = 256;
 
-const got = (value: unknown): string => `got '${typeof value === 'string' ? value : JSON.stringify(value)}'`;
+const got = (value: unknown): string => `got '${showConfigValue(value)}'`;
 
 function rule(name: string, validate: (value: unknown) => boolean, message: string): PropertyDecorator {
   return ValidateBy({

@@ -2,6 +2,7 @@ import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { TrustDomain } from '@sigil/spiffe';
+import { showConfigValue } from '@sigil/runtime';
 import { IsOptional, ValidateBy, validateSync, type ValidationArguments } from 'class-validator';
 
 /**
@@ -106,7 +107,7 @@ export class ConfigError extends Error {
   }
 }
 
-const got = (value: unknown): string => `got '${typeof value === 'string' ? value : JSON.stringify(value)}'`;
+const got = (value: unknown): string => `got '${showConfigValue(value)}'`;
 
 function parseDurationSeconds(value: unknown): number | undefined {
   if (typeof value === 'number') return Number.isSafeInteger(value) ? value : undefined;
