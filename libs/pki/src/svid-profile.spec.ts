@@ -22,7 +22,7 @@ describe('validateDnsName', () => {
     '1password.com',
     'EXAMPLE.org',
     '*.example.org',
-    '*.org',
+    '*.svc.cluster.local',
     `${'a'.repeat(63)}.example.org`,
     [...Array(4)].map(() => 'a'.repeat(61)).join('.') + '.abc', // 4×61 + 4 dots + 3 = 251
     [...Array(4)].map(() => 'a'.repeat(62)).join('.') + '.a', // exactly 253
@@ -34,6 +34,11 @@ describe('validateDnsName', () => {
     ['', 'dnsNames[0]: cannot be empty'],
     ['*', 'dnsNames[0]: wildcard "*" must be followed by a host name'],
     ['*.', 'dnsNames[0]: "*." has an empty label'],
+    ['*.org', 'dnsNames[0]: wildcard "*.org" must cover at least two labels, as in *.example.org'],
+    ['*.localhost', 'dnsNames[0]: wildcard "*.localhost" must cover at least two labels, as in *.example.org'],
+    ['*.10', 'dnsNames[0]: "*.10" looks like an ip address, its last label must not be all digits'],
+    ['web.123', 'dnsNames[0]: "web.123" looks like an ip address, its last label must not be all digits'],
+    ['*.*.example.org', 'dnsNames[0]: "*.*.example.org" may only use "*" as the whole first label'],
     ['example.org.', 'dnsNames[0]: "example.org." has an empty label'],
     ['.example.org', 'dnsNames[0]: ".example.org" has an empty label'],
     ['a..b', 'dnsNames[0]: "a..b" has an empty label'],

@@ -52,8 +52,21 @@ function quote(value: string): string {
 }
 
 /**
- * Checks one DNS name: an RFC 1035/1123 host name (labels of letters, digits and inner hyphens, 1–63 characters,
- * at most 253 in all, no trailing dot, last label not all digits), optionally starting with a `*.` wildcard label.
+ * Checks one DNS name for an X.509-SVID DNS SAN. This is Sigil's one DNS-name rule: the registry checks entries with
+ * it, so every entry it accepts can be signed. The name is an RFC 1035/1123 host name (ASCII labels of letters,
+ * digits and inner hyphens, 1–63 characters, at most 253 in all, no trailing dot, last label not all digits),
+ * optionally starting with a `*.` wildcard label that covers at least two labels.
+ *
+ * Where it differs from SPIRE (`x509util.ValidateLabel`: IDNA `ToASCII` with STD3 rules, ASCII only, `*` only as
+ * the whole first label, no trailing dot) it is stricter, on purpose:
+ * - An all-digit last label is refused. RFC 5280 §4.2.1.6 takes dNSName from RFC 1034 §3.5 as amended by RFC 1123
+ *   §2.1, which keeps the highest-level label alphabetic so that `10.0.0.1` is never read as a host name; an IP
+ *   address belongs in an iPAddress SAN, which entries do not carry. SPIRE accepts `10.0.0.1` and `web.123`.
+ * - A wildcard must cover at least two labels (`*.example.org`, not `*.com`). OpenSSL's host check (so Node, curl,
+ *   Python; BoringSSL, so Envoy, shares its code) never matches a wildcard with fewer than two labels after it
+ *   (`openssl x509 -checkhost foo.com` on a `DNS:*.com` leaf: no match), while Go's matches it, so such a SAN means
+ *   different things to different relying parties; RFC 6125 §7.2 warns against broad wildcards and the CA/Browser
+ *   Forum refuses them over a public suffix. SPIRE accepts `*.com`.
  *
  * @throws PkiError `ERR_PKI_INVALID_INPUT` naming `field` and the broken rule.
  */
@@ -64,13 +77,16 @@ export function validateDnsName(name: unknown, field = 'dnsName'): string {
     throw invalid(`${field}: must be at most ${MAX_DNS_NAME_LENGTH} characters, got ${name.length}`);
   }
   const labels = name.split('.');
-  const hostLabels = labels[0] === '*' ? labels.slice(1) : labels;
+  const wildcard = labels[0] === '*';
+  const hostLabels = wildcard ? labels.slice(1) : labels;
   if (hostLabels.length === 0) {
     throw invalid(`${field}: wildcard ${quote(name)} must be followed by a host name`);
   }
   if (/^[0-9]+$/.test(hostLabels[hostLabels.length - 1]!)) {
-    // RFC 3696 §2: a top-level label is never all-numeric, so an IPv4 address is not taken for a host name.
     throw invalid(`${field}: ${quote(name)} looks like an ip address, its last label must not be all digits`);
+  }
+  if (wildcard && hostLabels.length === 1 && hostLabels[0] !== '') {
+    throw invalid(`${field}: wildcard ${quote(name)} must cover at least two labels, as in *.example.org`);
   }
   for (const label of hostLabels) {
     if (label.length === 0) throw invalid(`${field}: ${quote(name)} has an empty label`);

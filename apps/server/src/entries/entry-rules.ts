@@ -1,3 +1,4 @@
+import { PkiError, validateDnsName } from '@sigil/pki';
 import { SpiffeError, SpiffeId, TrustDomain } from '@sigil/spiffe';
 import { AppError } from '../common/errors.js';
 import type { EntryInput, Selector } from './entry.js';
@@ -49,7 +50,6 @@ export interface EntryRuleContext {
 const SELECTOR_TYPE = /^[A-Za-z0-9_.-]+$/;
 // eslint-disable-next-line no-control-regex
 const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/;
-const DNS_LABEL = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
 const utf8 = new TextEncoder();
 
 function invalid(message: string): AppError {
@@ -157,23 +157,6 @@ function checkTtl(field: string, value: unknown, bounds: { min: number; max: num
   return value;
 }
 
-/** Checks a DNS name for an X.509 SAN: RFC 1123 labels, at most 253 characters, an optional leading `*.`. */
-export function dnsNameFailure(name: string): string | undefined {
-  if (name.length === 0) return 'must not be empty';
-  if (name.length > 253) return 'must be at most 253 characters';
-  const labels = (name.startsWith('*.') ? name.slice(2) : name).split('.');
-  if (name.startsWith('*.') && labels.length < 2)
-    return 'a wildcard must cover at least two labels, as in *.example.org';
-  for (const label of labels) {
-    if (label.length === 0) return 'must not have empty labels';
-    if (label.length > 63) return `label ${quote(label)} is longer than 63 characters`;
-    if (!DNS_LABEL.test(label)) {
-      return `label ${quote(label)} may only hold letters, digits and inner hyphens`;
-    }
-  }
-  return undefined;
-}
-
 function checkDnsNames(names: unknown): string[] {
   if (!Array.isArray(names)) throw invalid('dns_names: must be a list');
   if (names.length > ENTRY_LIMITS.maxDnsNames) {
@@ -182,10 +165,16 @@ function checkDnsNames(names: unknown): string[] {
   const seen = new Set<string>();
   return names.map((name: unknown, index) => {
     if (typeof name !== 'string') throw invalid(`dns_names.${index}: must be a string`);
-    // DNS names are case-insensitive; they are kept lowercase.
+    // The signer's own rule (libs/pki), so that no entry is stored whose SVID could never be signed.
+    try {
+      validateDnsName(name, `dns_names.${index}`);
+    } catch (error) {
+      if (error instanceof PkiError) throw invalid(error.message);
+      throw error;
+    }
+    // DNS names are case-insensitive; they are kept lowercase. Lowercased only once known to be ASCII: Unicode case
+    // mapping would turn the Kelvin sign (U+212A) into a plain "k".
     const lower = name.toLowerCase();
-    const failure = dnsNameFailure(lower);
-    if (failure !== undefined) throw invalid(`dns_names.${index}: ${quote(name)} is not a valid dns name: ${failure}`);
     if (seen.has(lower)) throw invalid(`dns_names.${index}: duplicate dns name ${quote(lower)}`);
     seen.add(lower);
     return lower;

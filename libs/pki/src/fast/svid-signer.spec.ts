@@ -92,11 +92,12 @@ const spiffeId = fc
   .array(pathSegment, { minLength: 1, maxLength: 5 })
   .map((segments) => SpiffeId.fromSegments(TRUST_DOMAIN, ...segments));
 const dnsLabel = fc.stringMatching(/^[A-Za-z0-9](?:[A-Za-z0-9-]{0,14}[A-Za-z0-9])?$/);
-// The last label is never all digits (the profile refuses names that look like IP addresses).
+// The last label is never all digits (the profile refuses names that look like IP addresses), and a wildcard covers
+// at least two labels.
 const topLabel = fc.stringMatching(/^[A-Za-z][A-Za-z0-9]{0,5}$/);
 const dnsName = fc
   .tuple(fc.boolean(), fc.array(dnsLabel, { maxLength: 3 }), topLabel)
-  .map(([wildcard, labels, top]) => `${wildcard ? '*.' : ''}${[...labels, top].join('.')}`);
+  .map(([wildcard, labels, top]) => `${wildcard && labels.length > 0 ? '*.' : ''}${[...labels, top].join('.')}`);
 const dnsNames = fc.uniqueArray(dnsName, { maxLength: 4, selector: (name) => name.toLowerCase() });
 // Up to twice the CA's 24 h life, so about half the TTLs are capped at the CA's notAfter.
 const ttlSeconds = fc.oneof(fc.integer({ min: 1, max: 48 * HOUR }), fc.constant(24 * HOUR));
