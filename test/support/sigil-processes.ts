@@ -180,7 +180,8 @@ export interface StartAgentOptions {
   readonly servers: readonly number[];
   readonly socketPath: string;
   readonly dataDir: string;
-  readonly trustBundle: string;
+  /** `--trust-bundle`; leave it out to pass `--insecure-bootstrap` (or another trust flag) in `flags`. */
+  readonly trustBundle?: string;
   readonly joinToken?: string;
   readonly flags?: readonly string[];
 }
@@ -188,7 +189,8 @@ export interface StartAgentOptions {
 /** Starts `sigil-agent run`; `ready` waits for its first sync. */
 export function startAgentProcess(options: StartAgentOptions): SigilProcess {
   const args = [AGENT_BIN, 'run', '--server-address', options.servers.map((port) => `127.0.0.1:${port}`).join(',')];
-  args.push('--trust-bundle', options.trustBundle, '--socket-path', options.socketPath, '--data-dir', options.dataDir);
+  if (options.trustBundle !== undefined) args.push('--trust-bundle', options.trustBundle);
+  args.push('--socket-path', options.socketPath, '--data-dir', options.dataDir);
   if (options.joinToken !== undefined) args.push('--join-token', options.joinToken);
   args.push(...(options.flags ?? []));
   return spawnNode(args);

@@ -3,7 +3,7 @@ import { type Logger as PinoLogger } from 'pino';
 import { ServerClient } from './attestation/server-client.js';
 import { type Clock, systemClock } from './common/clock.js';
 import { createRootLogger, PinoLoggerService } from './common/logging.js';
-import { type AgentConfig } from './config.js';
+import { type AgentConfig, insecureBootstrapWarning } from './config.js';
 import { AgentIdentity } from './manager/agent-identity.js';
 import { AgentManager } from './manager/agent-manager.js';
 import { AgentStorage } from './storage/agent-storage.js';
@@ -44,11 +44,8 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
   Logger.overrideLogger(new PinoLoggerService(root));
   const logger = new Logger('SigilAgent');
   const clock = options.clock ?? systemClock;
-  if (config.bootstrapTrust.kind === 'insecure') {
-    logger.warn({
-      msg: 'INSECURE BOOTSTRAP: the first server reached is trusted without checking its certificate; use --trust-bundle outside of tests',
-    });
-  }
+  const warning = insecureBootstrapWarning(config);
+  if (warning !== undefined) logger.warn({ msg: warning });
 
   const identity = new AgentIdentity(config.bootstrapTrust, config.trustDomain);
   const client = new ServerClient({

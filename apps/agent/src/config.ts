@@ -44,6 +44,25 @@ export interface AgentConfig {
 
 export const DEFAULT_DATA_DIR = '.sigil/agent';
 
+/**
+ * What `--insecure-bootstrap` gives up, said on every start (SPIRE's agent warns the same way): the first connection
+ * checks only the SPIFFE ID the server's certificate claims, so whoever answers on the server address can pose as
+ * the server and hand the agent a bundle of its choosing, which a resuming start then trusts from the data dir.
+ */
+export function insecureBootstrapWarning(
+  config: Pick<AgentConfig, 'bootstrapTrust' | 'trustDomain'>,
+): string | undefined {
+  if (config.bootstrapTrust.kind !== 'insecure') return undefined;
+  const serverId = `spiffe://${config.trustDomain?.name ?? '<trust domain>'}/sigil/server`;
+  return (
+    `insecure bootstrap: the server is authenticated only by the SPIFFE ID its certificate claims (${serverId}), ` +
+    'not by a trust bundle, until the first attestation returns the bundle; whoever can answer on the server ' +
+    'address with a self-made certificate naming that ID can pose as the server and hand this agent a bundle (and ' +
+    'through it workload identities) of its choosing, and a start that resumes from the data dir trusts the bundle ' +
+    'stored then. Use --trust-bundle outside of tests'
+  );
+}
+
 /** Flags as commander hands them over (camelCase of the `--kebab-case` flag). */
 export interface AgentConfigFlags {
   serverAddress?: string[];

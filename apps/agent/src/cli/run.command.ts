@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { AgentConfigError, type AgentConfigFlags, loadAgentConfig } from '../config.js';
+import { AgentConfigError, type AgentConfigFlags, insecureBootstrapWarning, loadAgentConfig } from '../config.js';
 import { CliError } from './cli-error.js';
 
 type RunOptions = AgentConfigFlags & { config?: string };
@@ -55,6 +55,9 @@ export function runCommand(): Command {
         if (error instanceof AgentConfigError) throw new CliError(error.message);
         throw error;
       }
+      // On stderr as well as in the log: no log level or log pipeline may hide it, on any start.
+      const warning = insecureBootstrapWarning(config);
+      if (warning !== undefined) process.stderr.write(`sigil-agent: WARNING: ${warning}\n`);
       // Loaded here, not at the top: the api and healthcheck subcommands must start fast.
       const { startAgent } = await import('../agent.js');
       const { AgentFatalError } = await import('../manager/agent-manager.js');
