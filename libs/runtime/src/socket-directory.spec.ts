@@ -6,7 +6,7 @@ import { UnsafeSocketDirectoryError, checkSocketDirectory, prepareSocketDirector
 
 const isRoot = process.geteuid?.() === 0;
 const NOBODY = 65534;
-const needsRoot = '(skipped: needs root to give a directory to another user)';
+const needsRoot = '(root only: gives a directory to another user)';
 
 function modeOf(path: string): Promise<number> {
   return stat(path).then((info) => info.mode & 0o7777);

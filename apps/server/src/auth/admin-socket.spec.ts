@@ -60,7 +60,7 @@ describe('listenOnAdminSocket', () => {
   });
 
   it.skipIf(!isRoot)(
-    'refuses a root-owned private/ in a directory another user owns, who could swap it (skipped: needs root to give a directory to another user)',
+    'refuses a root-owned private/ in a directory another user owns, who could swap it (root only: gives a directory to another user)',
     async () => {
       await mkdir(join(scratch, 'sigil-server/private'), { recursive: true, mode: 0o700 });
       await chown(join(scratch, 'sigil-server'), 65534, 65534);
