@@ -115,3 +115,53 @@ describe('config files with a deeply nested value', () => {
     );
   });
 });
+
+describe('config files with a null value', () => {
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'sigil-fuzz-regression-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('the server refuses it with ConfigError (was a TypeError from path.isAbsolute(null))', async () => {
+    const file = join(dir, 'server.json');
+    await writeFile(file, '{"upstream_ca_cert_file":null,"upstream_ca_key_file":"ca.key"}');
+    expect(() => loadServerConfig({ file, env: {}, cwd: dir })).toThrow(
+      new ConfigError([
+        `upstream_ca_cert_file: must not be null in config file ${file} (leave the key out for the default)`,
+      ]),
+    );
+  });
+
+  it.each([
+    [
+      'x509pop_cert_file',
+      '{"server_address":"a:1","insecure_bootstrap":true,"x509pop_cert_file":null,"x509pop_key_file":"k"}',
+    ],
+    ['trust_domain', '{"server_address":"a:1","insecure_bootstrap":true,"trust_domain":null}'],
+  ])('the agent refuses a null %s with AgentConfigError (was a TypeError or a SpiffeError)', async (key, text) => {
+    const file = join(dir, 'agent.json');
+    await writeFile(file, text);
+    expect(() => loadAgentConfig({ file, env: {}, cwd: dir })).toThrow(
+      new AgentConfigError([`${key}: must not be null in config file ${file} (leave the key out for the default)`]),
+    );
+  });
+});
+
+describe('agent config file keys named like Object.prototype members', () => {
+  it('reports them as unknown keys (the `in` check took them for known ones)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sigil-fuzz-regression-'));
+    try {
+      const file = join(dir, 'agent.json');
+      await writeFile(file, '{"server_address":"a:1","insecure_bootstrap":true,"constructor":1}');
+      expect(() => loadAgentConfig({ file, env: {}, cwd: dir })).toThrow(
+        new AgentConfigError([`constructor: unknown key in config file ${file}`]),
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

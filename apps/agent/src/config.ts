@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { TrustBundle, TrustDomain } from '@sigil/spiffe';
-import { showConfigValue } from '@sigil/runtime';
+import { nullConfigValueProblem, showConfigValue } from '@sigil/runtime';
 import { IsOptional, ValidateBy, validateSync, type ValidationArguments } from 'class-validator';
 import { DEFAULT_WORKLOAD_API_SOCKET } from './workload-api/workload-api.server.js';
 import { parseServerAddress, type ServerAddress } from './attestation/server-address.js';
@@ -234,8 +234,9 @@ function readConfigFile(path: string, problems: string[]): Record<string, unknow
     problems.push(`--config: ${path} must hold a JSON object`);
     return {};
   }
-  for (const key of Object.keys(parsed)) {
-    if (!(key in SOURCES)) problems.push(`${key}: unknown key in config file ${path}`);
+  for (const [key, value] of Object.entries(parsed)) {
+    if (!Object.hasOwn(SOURCES, key)) problems.push(`${key}: unknown key in config file ${path}`);
+    else if (value === null) problems.push(nullConfigValueProblem(key, path));
   }
   return parsed as Record<string, unknown>;
 }

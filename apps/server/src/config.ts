@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { TrustDomain } from '@sigil/spiffe';
-import { showConfigValue } from '@sigil/runtime';
+import { nullConfigValueProblem, showConfigValue } from '@sigil/runtime';
 import { IsOptional, ValidateBy, validateSync, type ValidationArguments } from 'class-validator';
 
 /**
@@ -316,8 +316,9 @@ function readConfigFile(path: string, problems: string[]): Record<string, unknow
     return {};
   }
   const fileKeys = new Set(Object.keys(SOURCES).filter((key) => SOURCES[key as RawKey].file));
-  for (const key of Object.keys(parsed)) {
+  for (const [key, value] of Object.entries(parsed)) {
     if (!fileKeys.has(key)) problems.push(`${key}: unknown key in config file ${path}`);
+    else if (value === null) problems.push(nullConfigValueProblem(key, path));
   }
   return parsed as Record<string, unknown>;
 }

@@ -11,3 +11,11 @@ export function showConfigValue(value: unknown): string {
     return `${Array.isArray(value) ? 'an array' : 'an object'} nested too deeply to show`;
   }
 }
+
+/**
+ * The problem to report for a config file key set to `null`. class-validator's `IsOptional` lets null through
+ * unchecked while the loaders treat only `undefined` as absent, so both apps refuse null while reading the file.
+ */
+export function nullConfigValueProblem(key: string, path: string): string {
+  return `${key}: must not be null in config file ${path} (leave the key out for the default)`;
+}

@@ -4,4 +4,4 @@ export {
   prepareSocketDirectory,
   type SocketDirectoryOptions,
 } from './socket-directory.js';
-export { showConfigValue } from './config-value.js';
+export { nullConfigValueProblem, showConfigValue } from './config-value.js';
