@@ -1,3 +1,4 @@
+import { type AddressInfo, type Socket, connect, createServer } from 'node:net';
 import { TrustDomain } from '@sigil/spiffe';
 import type { DataSource } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -166,6 +167,29 @@ describe(`entry change notification (${kind})`, () => {
     },
   );
 
+  it.skipIf(kind === 'embedded')(
+    `replaces a listening connection that went silent (no error, no close) and reports what it missed (${onEmbedded})`,
+    async () => {
+      const proxy = await freezableProxy(new URL(db.url));
+      try {
+        const heard: number[] = [];
+        const notifier = await PostgresEntryChangeNotifier.start(proxy.url, db.dataSource, { checkIntervalMs: 300 });
+        notifiers.push(notifier);
+        notifier.subscribe((revision) => heard.push(revision));
+        const writer = await replica(await db.connectAnother());
+        // A network path that drops everything without a reset: the listener is told nothing.
+        proxy.freeze();
+        const missed = await create(writer.service, 'silent-network');
+        await vi.waitFor(() => expect(heard).toContain(missed.revisionNumber), { timeout: 15_000 });
+        const next = await create(writer.service, 'after-silence');
+        await vi.waitFor(() => expect(heard).toContain(next.revisionNumber), { timeout: 15_000 });
+        await notifier.close();
+      } finally {
+        await proxy.close();
+      }
+    },
+  );
+
   it.skipIf(kind === 'postgres')(
     'stays within the process: another notifier on the same database hears nothing (skipped on PostgreSQL: LISTEN/NOTIFY reaches every replica there)',
     async () => {
@@ -177,3 +201,37 @@ describe(`entry change notification (${kind})`, () => {
     },
   );
 });
+
+/** A TCP proxy to PostgreSQL whose open connections can be frozen: nothing forwarded, nothing closed. */
+async function freezableProxy(target: URL): Promise<{ url: string; freeze(): void; close(): Promise<void> }> {
+  const pairs: [Socket, Socket][] = [];
+  const frozen: Socket[] = [];
+  const server = createServer((client) => {
+    const upstream = connect(Number(target.port || 5432), target.hostname);
+    pairs.push([client, upstream]);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    for (const socket of [client, upstream]) socket.on('error', () => undefined);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = new URL(target);
+  url.hostname = '127.0.0.1';
+  url.port = String((server.address() as AddressInfo).port);
+  return {
+    url: url.toString(),
+    freeze: () => {
+      for (const [client, upstream] of pairs.splice(0)) {
+        client.unpipe(upstream);
+        upstream.unpipe(client);
+        client.pause();
+        upstream.pause();
+        // Still open, released only when the proxy closes.
+        frozen.push(client, upstream);
+      }
+    },
+    close: async () => {
+      for (const socket of [...frozen.splice(0), ...pairs.flat()]) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
