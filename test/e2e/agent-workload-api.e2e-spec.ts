@@ -311,6 +311,36 @@ describe('sigil-agent Workload API (real server and agents)', () => {
     expect(reuse.output()).toMatch(/^Error: node attestation \(join_token\) refused by the server: .+$/m);
   });
 
+  it('refuses to start on a socket directory others can write to, naming it, before spending its join token', async () => {
+    const shared = join(scratch, 'shared');
+    await mkdir(shared, { mode: 0o755 });
+    await chmod(shared, 0o777);
+    const token = await server.joinToken(`${TD}/host/d`);
+    const start = (socketDir: string) =>
+      startAgentProcess({
+        servers: [server.port],
+        socketPath: join(socketDir, 'public', 'api.sock'),
+        dataDir: join(scratch, 'd', 'data'),
+        trustBundle: bundleFile,
+        joinToken: token,
+      });
+    const refused = start(shared);
+    children.push(refused);
+    expect(await refused.exited).toBe(1);
+    expect(refused.output()).toMatch(
+      new RegExp(
+        `^Error: unsafe socket directory: ${shared} is writable by group or others \\(owner uid ${UID}, mode 0777\\)`,
+        'm',
+      ),
+    );
+    expect(refused.output()).not.toContain('"msg":"node attested"');
+    // The token is still good: the same agent with a safe directory attests with it.
+    const agent = start(join(scratch, 'd'));
+    children.push(agent);
+    await agentReady(agent);
+    expect(await agent.stop('SIGTERM')).toBe(0);
+  });
+
   it('never logs a private key or its join token', () => {
     for (const agent of [agentA, agentB]) {
       expect(agent.output()).toContain('"msg":"node attested"');

@@ -35,8 +35,8 @@ export interface RunningAgent {
 /**
  * The agent's composition root: plain classes wired by hand. The agent serves no HTTP and has a dozen
  * collaborators with one wiring, so Nest's injector would add start-up time and indirection without removing any
- * code; only Nest's `Logger` is kept, as the Workload API classes log through it. Order: resume or attest (a
- * failure stops here, before any socket exists), start the sync loop and the rotator, then open the Workload API,
+ * code; only Nest's `Logger` is kept, as the Workload API classes log through it. Order: check that the Workload API
+ * socket's directory is safe, resume or attest (a failure stops here, before any socket exists), start the sync loop and the rotator, then open the Workload API,
  * which answers UNAVAILABLE until the first sync has arrived.
  */
 export async function startAgent(config: AgentConfig, options: AgentOptions = {}): Promise<RunningAgent> {
@@ -60,6 +60,10 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     clock,
     new Logger('SvidCache'),
   );
+  const handler = new WorkloadApiHandler(new UnixWorkloadAttestor(), cache);
+  const server = new WorkloadApiServer({ socketPath: config.socketPath, service: handler.service() });
+  // Before attesting: an agent that could not open its socket must not spend its join token.
+  await server.prepare();
   const manager = new AgentManager(identity, client, storage, {
     attestation: config.attestation,
     trustDomain: config.trustDomain,
@@ -96,8 +100,6 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
   });
   sync.start();
 
-  const handler = new WorkloadApiHandler(new UnixWorkloadAttestor(), cache);
-  const server = new WorkloadApiServer({ socketPath: config.socketPath, service: handler.service() });
   const stopLoops = async (): Promise<void> => {
     await sync.stop();
     await rotator.stop();

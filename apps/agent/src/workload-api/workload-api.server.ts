@@ -82,9 +82,7 @@ export class WorkloadApiServer {
    */
   async start(): Promise<void> {
     if (this.server !== undefined) throw new Error('workload api server: already started');
-    // Every caller is pinned with a pidfd: fail here, with the reason, on a kernel without them (Linux < 5.3).
-    PidFd.open(process.pid).close();
-    await prepareSocketDirectory(this.socketPath, { directoryMode: 0o755 });
+    await this.prepare();
     await this.removeStaleSocket();
 
     const shutdown = new AbortController();
@@ -120,6 +118,16 @@ export class WorkloadApiServer {
     this.shutdown = shutdown;
     await chmod(this.socketPath, 0o777);
     this.logger.log(`Workload API listening on unix://${this.socketPath}`);
+  }
+
+  /**
+   * What `start()` checks first, callable on its own so that the agent fails before attesting (and spending a join
+   * token) when it could not serve: pidfd support, and the socket's directory chain (created when missing).
+   */
+  async prepare(): Promise<void> {
+    // Every caller is pinned with a pidfd: fail here, with the reason, on a kernel without them (Linux < 5.3).
+    PidFd.open(process.pid).close();
+    await prepareSocketDirectory(this.socketPath, { directoryMode: 0o755 });
   }
 
   /**
