@@ -21,4 +21,17 @@ export default tseslint.config(
       'no-console': 'off',
     },
   },
+  {
+    // A focused test silently skips the rest of the suite (vitest.config.ts also sets allowOnly: false).
+    files: ['**/*.{spec,int-spec,e2e-spec}.ts', 'test/**/*.ts'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector: "MemberExpression[property.name='only']",
+          message: '.only focuses on some tests and skips the others: remove it before committing',
+        },
+      ],
+    },
+  },
 );

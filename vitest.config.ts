@@ -16,6 +16,8 @@ export default defineConfig({
     include: ['{apps,libs,test}/**/*.{spec,int-spec,e2e-spec}.ts'],
     exclude: ['**/node_modules/**', '**/dist/**'],
     globalSetup: ['test/support/global-setup.ts'],
+    // `.only` fails the run instead of silently skipping every other test (vitest's default on CI only).
+    allowOnly: false,
     testTimeout: 30_000,
     hookTimeout: 60_000,
   },
