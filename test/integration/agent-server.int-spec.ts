@@ -29,7 +29,8 @@ const quiet = { log: () => undefined, warn: () => undefined, error: () => undefi
 const uid = (n: number) => [{ type: 'unix', value: `uid:${n}` }];
 
 async function until(condition: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 1000 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  // At least 20 s: signing and the sync loop share two loaded cores with the rest of the suite.
+  for (let i = 0; i < 2000 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
   if (!condition()) throw new Error(`${what}: not reached`);
 }
 

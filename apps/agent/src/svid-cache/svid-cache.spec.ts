@@ -24,7 +24,8 @@ let changes: number;
 
 /** Waits (without a timing assertion) until `condition` holds after some cache change. */
 async function until(condition: () => boolean): Promise<void> {
-  for (let i = 0; i < 500 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  // At least 20 s: signing and the sync loop share two loaded cores with the rest of the suite.
+  for (let i = 0; i < 2000 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
   expect(condition()).toBe(true);
 }
 

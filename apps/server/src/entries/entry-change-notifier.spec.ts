@@ -11,12 +11,12 @@ describe('InProcessEntryChangeNotifier', () => {
     const notifying = notifier.notify(1);
     expect(first).toEqual([]);
     await notifying;
-    await vi.waitFor(() => expect(first).toEqual([1]));
+    await vi.waitFor(() => expect(first).toEqual([1]), { timeout: 10_000 });
     expect(second).toEqual([1]);
 
     unsubscribe();
     await notifier.notify(2);
-    await vi.waitFor(() => expect(first).toEqual([1, 2]));
+    await vi.waitFor(() => expect(first).toEqual([1, 2]), { timeout: 10_000 });
     expect(second).toEqual([1]);
   });
 
@@ -28,7 +28,7 @@ describe('InProcessEntryChangeNotifier', () => {
     });
     notifier.subscribe((revision) => seen.push(revision));
     await notifier.notify(7);
-    await vi.waitFor(() => expect(seen).toEqual([7]));
+    await vi.waitFor(() => expect(seen).toEqual([7]), { timeout: 10_000 });
   });
 
   it('drops its listeners when closed', async () => {
