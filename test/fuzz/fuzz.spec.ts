@@ -7,6 +7,7 @@ import { fuzzCsr } from './targets/csr.fuzz.js';
 import { fuzzJwtSvid } from './targets/jwt-svid.fuzz.js';
 import { fuzzSelectors } from './targets/selectors.fuzz.js';
 import { fuzzSpiffeId } from './targets/spiffe-id.fuzz.js';
+import { fuzzWorkloadApi } from './targets/workload-api.fuzz.js';
 
 // `npm test` runs a slice of each target; `npm run fuzz` runs the same properties with FUZZ_RUNS (100,000) cases.
 const RUNS = fuzzRuns();
@@ -21,6 +22,7 @@ const TARGETS: [string, (runs: number) => Promise<FuzzReport>][] = [
   ['selectors: server entry rules and filters, agent entry parser and matcher', fuzzSelectors],
   ['agent API bodies: server batch parser, agent answer parsers', fuzzAgentApi],
   ['config files of the agent and the server, and the trust bundle file', fuzzConfig],
+  ['Workload API requests: protobuf decode, security header, handler validation', fuzzWorkloadApi],
 ];
 
 describe(`fuzzing parsers of untrusted input (${RUNS} cases per target; FUZZ_RUNS to change)`, () => {
