@@ -4,12 +4,13 @@
  * attests with x509pop through the second of two server addresses. The 60 s minimum of an entry's own TTL would make
  * every rotation take half a minute; the server default has no such floor.
  */
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PEM_LABEL, toPem } from '@sigil/pki';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AgentStorage } from '../../apps/agent/src/storage/agent-storage.js';
 import {
   type ServerProcess,
   type SigilProcess,
@@ -34,6 +35,34 @@ import {
 const UID = process.getuid!();
 const TD = 'spiffe://example.org';
 const TTL_SECONDS = 10;
+
+/**
+ * The agent SVID as the agent stored it in its data dir. Key and certificate are separate files, each replaced
+ * atomically: a pair read in the middle of a renewal does not match and is read again.
+ */
+async function storedAgentSvid(
+  storage: AgentStorage,
+): Promise<{ serial: string; publicKey: string; spiffeId: string; notAfter: number }> {
+  for (let attempt = 0; ; attempt++) {
+    const state = await storage.load(undefined);
+    if (state === undefined) throw new Error(`${storage.dataDir}: no stored agent SVID`);
+    const leaf = new X509Certificate(state.svidChain[0]!);
+    const publicKey = createPublicKey(
+      createPrivateKey({ key: Buffer.from(state.privateKeyPkcs8), format: 'der', type: 'pkcs8' }),
+    ).export({ type: 'spki', format: 'der' });
+    const certificateKey = leaf.publicKey.export({ type: 'spki', format: 'der' });
+    if (publicKey.equals(certificateKey)) {
+      return {
+        serial: leaf.serialNumber,
+        publicKey: publicKey.toString('base64'),
+        spiffeId: leaf.subjectAltName?.replace(/^URI:/, '') ?? '',
+        notAfter: Date.parse(leaf.validTo),
+      };
+    }
+    if (attempt >= 20) throw new Error(`${storage.dataDir}: the stored key does not match the stored agent SVID`);
+    await new Promise((done) => setTimeout(done, 50));
+  }
+}
 
 function leafSerial(response: X509SvidResponse): string {
   return new X509Certificate(splitChain(response.svids[0]!.x509_svid)[0]!).serialNumber;
@@ -141,9 +170,21 @@ describe('sigil-agent with short SVID lifetimes and x509pop (real server and age
     }
   });
 
-  it('renews its own SVID at half life', async () => {
-    await agent.waitFor(/"msg":"agent SVID renewed"/, { timeoutMs: 3 * TTL_SECONDS * 1000 });
-  });
+  it('renews its own SVID at half life: the stored SVID has a new serial number and a new key', async () => {
+    const storage = new AgentStorage(join(scratch, 'agent', 'data'));
+    const first = await storedAgentSvid(storage);
+    expect(first.spiffeId).toBe(`${TD}/sigil/agent/x509pop/${fingerprint}`);
+    const deadline = Date.now() + 3 * TTL_SECONDS * 1000;
+    let renewed = first;
+    while (renewed.serial === first.serial && Date.now() < deadline) {
+      await new Promise((done) => setTimeout(done, 100));
+      renewed = await storedAgentSvid(storage);
+    }
+    expect(renewed.serial).not.toBe(first.serial);
+    expect(renewed.publicKey).not.toBe(first.publicKey);
+    expect(renewed.spiffeId).toBe(first.spiffeId);
+    expect(renewed.notAfter).toBeGreaterThan(first.notAfter);
+  }, 60_000);
 
   it('attests again with x509pop after the server evicted it, and keeps serving the workload', async () => {
     const agentId = `${TD}/sigil/agent/x509pop/${fingerprint}`;
