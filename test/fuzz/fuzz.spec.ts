@@ -1,5 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { formatReport, fuzzRuns, type FuzzReport } from './harness.js';
+import { fuzzAdminApi } from './targets/admin-api.fuzz.js';
 import { fuzzAgentApi } from './targets/agent-api.fuzz.js';
 import { fuzzBundle } from './targets/bundle.fuzz.js';
 import { fuzzConfig } from './targets/config.fuzz.js';
@@ -23,6 +24,7 @@ const TARGETS: [string, (runs: number) => Promise<FuzzReport>][] = [
   ['agent API bodies: server batch parser, agent answer parsers', fuzzAgentApi],
   ['config files of the agent and the server, and the trust bundle file', fuzzConfig],
   ['Workload API requests: protobuf decode, security header, handler validation', fuzzWorkloadApi],
+  ['admin API and attestation bodies, paths and queries through the real app', fuzzAdminApi],
 ];
 
 describe(`fuzzing parsers of untrusted input (${RUNS} cases per target; FUZZ_RUNS to change)`, () => {

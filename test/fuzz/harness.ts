@@ -39,6 +39,24 @@ export interface FuzzReport {
   readonly slowestCaseMs: number;
   /** The input of the slowest case, shortened. */
   readonly slowestCase: string;
+  /** What the cases reached (outcomes by kind), so a run shows it went past the first check. */
+  readonly outcomes: string;
+}
+
+/** Counts outcomes by name, for {@link FuzzReport.outcomes}. */
+export class Outcomes {
+  readonly #counts = new Map<string, number>();
+
+  add(name: string): void {
+    this.#counts.set(name, (this.#counts.get(name) ?? 0) + 1);
+  }
+
+  toString(): string {
+    return [...this.#counts]
+      .sort(([, a], [, b]) => b - a)
+      .map(([name, count]) => `${name} ${count}`)
+      .join(', ');
+  }
 }
 
 /** Thrown by a property when the parser broke its contract; carries the original error as `cause`. */
@@ -80,14 +98,16 @@ export function preview(value: unknown, max = 200): string {
 }
 
 /**
- * Runs `predicate` over `runs` values of `arbitrary`, timing each case. A case over {@link CASE_TIME_LIMIT_MS}
- * fails the run (fast-check's timeout plugin rejects it even when the predicate never settles).
+ * Runs `predicate` over `runs` values of `arbitrary`, timing each case. A case over `caseTimeLimitMs` (default
+ * {@link CASE_TIME_LIMIT_MS}) fails the run; fast-check's timeout plugin rejects it even when it never settles.
  */
 export async function runTarget<T>(
   target: string,
   arbitrary: fc.Arbitrary<T>,
   predicate: (value: T) => Promise<void> | void,
   runs: number,
+  outcomes?: Outcomes,
+  caseTimeLimitMs = CASE_TIME_LIMIT_MS,
 ): Promise<FuzzReport> {
   let slowCases = 0;
   let slowestCaseMs = 0;
@@ -102,14 +122,14 @@ export async function runTarget<T>(
       slowestCaseMs = ms;
       slowestCase = preview(value);
     }
-    if (ms > CASE_TIME_LIMIT_MS) {
-      throw new ContractViolation(`case took ${Math.round(ms)} ms, over the ${CASE_TIME_LIMIT_MS} ms bound`);
+    if (ms > caseTimeLimitMs) {
+      throw new ContractViolation(`case took ${Math.round(ms)} ms, over the ${caseTimeLimitMs} ms bound`);
     }
   });
   const start = performance.now();
   const details = await fc.check(property, {
     numRuns: runs,
-    plugins: [fc.timeout(CASE_TIME_LIMIT_MS * 2)],
+    plugins: [fc.timeout(caseTimeLimitMs * 2)],
   });
   const ms = performance.now() - start;
   cases = details.numRuns;
@@ -121,7 +141,7 @@ export async function runTarget<T>(
       `seed ${details.seed}, path ${details.counterexamplePath}: counterexample ${preview(details.counterexample, 2000)}` +
       `\n  ${error instanceof Error ? error.message : String(error)}${cause}`;
   }
-  return { target, cases, ms, failure, slowCases, slowestCaseMs, slowestCase };
+  return { target, cases, ms, failure, slowCases, slowestCaseMs, slowestCase, outcomes: String(outcomes ?? '') };
 }
 
 /** One line of the summary `npm run fuzz` prints per target. */
@@ -130,6 +150,7 @@ export function formatReport(report: FuzzReport): string {
   return (
     `${report.target.padEnd(28)} ${String(report.cases).padStart(8)} cases ${(report.ms / 1000).toFixed(1).padStart(7)} s` +
     ` (${rate}/s)  failures ${report.failure === undefined ? 0 : 1}  slow>${SLOW_CASE_MS}ms ${report.slowCases}` +
-    `  slowest ${Math.round(report.slowestCaseMs)} ms`
+    `  slowest ${Math.round(report.slowestCaseMs)} ms` +
+    (report.outcomes === '' ? '' : `\n    outcomes: ${report.outcomes}`)
   );
 }

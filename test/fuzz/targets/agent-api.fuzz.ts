@@ -12,7 +12,7 @@ import {
 import { MAX_CSR_BATCH, parseBatchX509SvidBody } from '../../../apps/server/src/agent-api/agent-api.dto.js';
 import { AppError } from '../../../apps/server/src/common/errors.js';
 import { jsonText, mutatedJson } from '../arbitraries.js';
-import { ContractViolation, runTarget, tryParse, type FuzzReport } from '../harness.js';
+import { ContractViolation, Outcomes, runTarget, tryParse, type FuzzReport } from '../harness.js';
 
 const ENTRY_ID = '0b7e6f3a-1f2c-4d5e-8a9b-0c1d2e3f4a5b';
 const CSR = '-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n';
@@ -107,6 +107,7 @@ export async function fuzzAgentApi(runs: number): Promise<FuzzReport> {
     ['parseX509SignResults', parseX509SignResults],
     ['parseJwtSvidResponse', parseJwtSvidResponse],
   ];
+  const outcomes = new Outcomes();
   return runTarget(
     'agent-api',
     body,
@@ -120,8 +121,13 @@ export async function fuzzAgentApi(runs: number): Promise<FuzzReport> {
           requests.every((request) => typeof request?.entryId === 'string' && typeof request.csr === 'string');
         if (!ok) throw new ContractViolation('an accepted batch has holes or non-string requests');
       }
-      for (const [name, parse] of agentParsers) await tryParse(name, isProtocolError, () => parse(input.value));
+      outcomes.add(`batch ${requests ? 'accepted' : 'refused'}`);
+      for (const [name, parse] of agentParsers) {
+        if ((await tryParse(name, isProtocolError, () => parse(input.value))) !== undefined)
+          outcomes.add(`${name} accepted`);
+      }
     },
     runs,
+    outcomes,
   );
 }

@@ -3,7 +3,7 @@ import { createRootCa, generateKeyPair } from '@sigil/pki';
 import { SpiffeError, TrustBundle, TrustDomain } from '@sigil/spiffe';
 import fc from 'fast-check';
 import { anyString, jsonText, mutatedBytes, mutatedJson, mutatedText } from '../arbitraries.js';
-import { ContractViolation, runTarget, tryParse, type FuzzReport } from '../harness.js';
+import { ContractViolation, Outcomes, runTarget, tryParse, type FuzzReport } from '../harness.js';
 
 type Input =
   | { readonly kind: 'jwks-text'; readonly text: string }
@@ -62,6 +62,7 @@ export async function fuzzBundle(runs: number): Promise<FuzzReport> {
     { weight: 2, arbitrary: mutatedBytes(ders, 4).map((bytes) => ({ kind: 'der' as const, bytes })) },
     { weight: 1, arbitrary: anyString.map((text) => ({ kind: 'jwks-text' as const, text })) },
   );
+  const outcomes = new Outcomes();
   return runTarget(
     'bundle',
     input,
@@ -80,6 +81,7 @@ export async function fuzzBundle(runs: number): Promise<FuzzReport> {
             return TrustBundle.fromX509Der(td, value.bytes);
         }
       });
+      outcomes.add(`${value.kind} ${parsed ? 'parsed' : 'refused'}`);
       if (parsed === undefined) return;
       const again = await tryParse(
         'TrustBundle.parseJwks (round trip)',
@@ -89,5 +91,6 @@ export async function fuzzBundle(runs: number): Promise<FuzzReport> {
       if (!again?.equals(parsed)) throw new ContractViolation('a parsed bundle does not survive toJwks and parseJwks');
     },
     runs,
+    outcomes,
   );
 }

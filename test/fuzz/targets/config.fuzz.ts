@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import { AgentConfigError, loadAgentConfig } from '../../../apps/agent/src/config.js';
 import { ConfigError, loadServerConfig } from '../../../apps/server/src/config.js';
 import { anyString, jsonText, mutatedJson, mutatedText } from '../arbitraries.js';
-import { runTarget, tryParse, type FuzzReport } from '../harness.js';
+import { Outcomes, runTarget, tryParse, type FuzzReport } from '../harness.js';
 
 const AGENT_CONFIGS = [
   {
@@ -63,6 +63,7 @@ export async function fuzzConfig(runs: number): Promise<FuzzReport> {
       anyString,
     );
     const configFile = join(dir, 'config.json');
+    const outcomes = new Outcomes();
     return await runTarget(
       'config',
       fc.tuple(configText, bundleText),
@@ -70,14 +71,16 @@ export async function fuzzConfig(runs: number): Promise<FuzzReport> {
         writeFileSync(configFile, config);
         writeFileSync(join(dir, 'bundle.pem'), bundleFile);
         writeFileSync(join(dir, 'bundle.json'), bundleFile);
-        await tryParse('loadAgentConfig', isAgentConfigError, () =>
+        const agent = await tryParse('loadAgentConfig', isAgentConfigError, () =>
           loadAgentConfig({ file: configFile, env: {}, flags: {}, cwd: dir }),
         );
-        await tryParse('loadServerConfig', isServerConfigError, () =>
+        const server = await tryParse('loadServerConfig', isServerConfigError, () =>
           loadServerConfig({ file: configFile, env: {}, flags: {}, cwd: dir }),
         );
+        outcomes.add(`agent ${agent ? 'loaded' : 'refused'}, server ${server ? 'loaded' : 'refused'}`);
       },
       runs,
+      outcomes,
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -17,7 +17,7 @@ import fc from 'fast-check';
 import { ALGORITHM_IDENTIFIERS } from '../../../libs/pki/src/fast/oids.js';
 import { derBitString, derSequence, readDerElement } from '../../../libs/pki/src/fast/der.js';
 import { anyString, mutatedBytes, mutatedText } from '../arbitraries.js';
-import { ContractViolation, runTarget, tryParse, type FuzzReport } from '../harness.js';
+import { ContractViolation, Outcomes, runTarget, tryParse, type FuzzReport } from '../harness.js';
 
 interface Sample {
   readonly keyType: KeyType;
@@ -110,6 +110,7 @@ export async function fuzzCsr(runs: number): Promise<FuzzReport> {
     { weight: 1, arbitrary: fc.uint8Array({ maxLength: 300 }).map((der) => ({ kind: 'der' as const, der })) },
     { weight: 1, arbitrary: anyString.map((pem) => ({ kind: 'pem' as const, pem })) },
   );
+  const outcomes = new Outcomes();
   return runTarget(
     'csr',
     input,
@@ -130,6 +131,7 @@ export async function fuzzCsr(runs: number): Promise<FuzzReport> {
         );
       }
       const reference = await tryParse('parseCsr', isCsrError, () => parseCsr(raw));
+      outcomes.add(`fast ${fast ? 'accepted' : 'refused'}, reference ${reference ? 'accepted' : 'refused'}`);
       if (fast === undefined) return;
       if (reference === undefined) throw new ContractViolation('parseCsrFast accepted a CSR that parseCsr refuses');
       if (
@@ -144,6 +146,7 @@ export async function fuzzCsr(runs: number): Promise<FuzzReport> {
       }
     },
     runs,
+    outcomes,
   );
 }
 

@@ -12,7 +12,7 @@ import {
 } from '@sigil/spiffe';
 import fc from 'fast-check';
 import { anyString, jsonValue, mutatedJson, mutatedText } from '../arbitraries.js';
-import { ContractViolation, runTarget, tryParse, type FuzzReport } from '../harness.js';
+import { ContractViolation, Outcomes, runTarget, tryParse, type FuzzReport } from '../harness.js';
 
 const NOW = new Date('2030-01-01T00:00:00Z');
 const NOW_SECONDS = NOW.getTime() / 1000;
@@ -100,6 +100,7 @@ export async function fuzzJwtSvid(runs: number): Promise<FuzzReport> {
     { weight: 4, arbitrary: fc.constantFrom<string | readonly string[]>('aud', ['x', 'aud'], 'other') },
     { weight: 1, arbitrary: jsonValue as fc.Arbitrary<string> },
   );
+  const outcomes = new Outcomes();
   return runTarget(
     'jwt-svid',
     fc.tuple(token, audience),
@@ -110,6 +111,7 @@ export async function fuzzJwtSvid(runs: number): Promise<FuzzReport> {
       const insecure = await tryParse('parseInsecureJwtSvid', isDocumented, () =>
         parseInsecureJwtSvid(text, expected, { now: NOW }),
       );
+      outcomes.add(validated ? 'validated' : insecure ? 'insecure parse only' : 'refused');
       if (validated === undefined) return;
       if (insecure === undefined) throw new ContractViolation('a validated token fails the insecure parse');
       const header = JSON.parse(Buffer.from(text.split('.')[0] as string, 'base64url').toString('utf8')) as {
@@ -128,5 +130,6 @@ export async function fuzzJwtSvid(runs: number): Promise<FuzzReport> {
       }
     },
     runs,
+    outcomes,
   );
 }

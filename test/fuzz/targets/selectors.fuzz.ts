@@ -7,7 +7,7 @@ import { toEntryFilter, type EntryFilterQueryDto } from '../../../apps/server/sr
 import { validateEntry } from '../../../apps/server/src/entries/entry-rules.js';
 import type { EntryInput } from '../../../apps/server/src/entries/entry.js';
 import { anyString, mutatedJson, mutatedText } from '../arbitraries.js';
-import { ContractViolation, runTarget, tryParse, type FuzzReport } from '../harness.js';
+import { ContractViolation, Outcomes, runTarget, tryParse, type FuzzReport } from '../harness.js';
 
 const SELECTOR_TYPE = /^[A-Za-z0-9_.-]{1,64}$/;
 // eslint-disable-next-line no-control-regex
@@ -62,6 +62,7 @@ export async function fuzzSelectors(runs: number): Promise<FuzzReport> {
     maxLength: 4,
   });
   const present = fc.array(fc.oneof(fc.constantFrom(...SELECTORS), mutatedJson(SELECTORS, 2)), { maxLength: 6 });
+  const outcomes = new Outcomes();
   return runTarget(
     'selectors',
     fc.tuple(entry, selectorText, present),
@@ -107,6 +108,9 @@ export async function fuzzSelectors(runs: number): Promise<FuzzReport> {
         : [];
       const required = synced?.selectors ?? valid?.selectors ?? [];
       const matched = matchesAllSelectors(required, presentSelectors);
+      outcomes.add(
+        `entry ${valid ? 'valid' : 'refused'}, synced ${synced ? 'parsed' : 'refused'}, ${matched ? 'matched' : 'no match'}`,
+      );
       // The server's rules keep ':' out of selector types, so `type:value` is unambiguous for what it accepts.
       if (required.every((selector) => SELECTOR_TYPE.test(selector.type))) {
         const have = new Set(presentSelectors.filter((selector) => SELECTOR_TYPE.test(selector.type)).map(key));
@@ -116,5 +120,6 @@ export async function fuzzSelectors(runs: number): Promise<FuzzReport> {
       }
     },
     runs,
+    outcomes,
   );
 }

@@ -24,7 +24,7 @@ import type { WorkloadIdentity } from '../../../apps/agent/src/workload-api/work
 import { matchesAllSelectors, type Selector } from '../../../apps/agent/src/workload-attestor/selector.js';
 import { TestCa } from '../../support/test-ca.js';
 import { anyString, mutatedBytes, mutatedText } from '../arbitraries.js';
-import { ContractViolation, runTarget, type FuzzReport } from '../harness.js';
+import { ContractViolation, Outcomes, runTarget, type FuzzReport } from '../harness.js';
 
 const NOW = new Date('2030-01-01T00:00:00Z');
 const UID_1000: Selector = { type: 'unix', value: 'uid:1000' };
@@ -201,12 +201,14 @@ export async function fuzzWorkloadApi(runs: number): Promise<FuzzReport> {
         return { method, header, body: framed };
       }),
     );
+  const outcomes = new Outcomes();
   return runTarget(
     'workload-api',
     call,
     async (value) => {
       const handler = handlers.get(value.method) as UniversalHandler;
       const { code, message: text } = await invoke(handler, value);
+      outcomes.add(`grpc ${code}`);
       if (DOCUMENTED_CODES.has(code)) return;
       // connect's own refusals, before any of our code runs: a message the protobuf decoder refuses or a compressed
       // flag without an encoding (INTERNAL, as grpc-go answers), a broken or missing envelope (UNIMPLEMENTED).
@@ -214,5 +216,6 @@ export async function fuzzWorkloadApi(runs: number): Promise<FuzzReport> {
       throw new ContractViolation(`${value.method} answered gRPC status ${code} ${JSON.stringify(text)}`);
     },
     runs,
+    outcomes,
   );
 }
