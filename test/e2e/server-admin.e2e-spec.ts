@@ -7,12 +7,14 @@ import { Writable } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import { TrustBundle, TrustDomain, verifyX509Svid } from '@sigil/spiffe';
 import request from 'supertest';
+import type { DataSource } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '../../apps/server/src/app.js';
 import { AgentsService } from '../../apps/server/src/agents/agents.service.js';
 import { createRootLogger } from '../../apps/server/src/common/logging.js';
 import { loadServerConfig } from '../../apps/server/src/config.js';
-import { useTestDatabase, type TestDatabase } from '../support/database.js';
+import { Database } from '../../apps/server/src/database/database.js';
+import { isEmbeddedRun, prepareEmbeddedDataDir, useTestDatabase, type TestDatabase } from '../support/database.js';
 
 /** Calls the admin socket the way the CLI does: plain HTTP, no credentials. */
 function viaAdminSocket(
@@ -49,7 +51,9 @@ function concretePath(url: string): string {
 }
 
 describe('sigil-server admin API (HTTP e2e)', () => {
-  let db: TestDatabase;
+  let db: TestDatabase | undefined;
+  /** The server's own database (on the embedded database, the server's one pooled connection). */
+  let database: DataSource;
   let scratch: string;
   let server: RunningServer;
   let base: string;
@@ -59,14 +63,15 @@ describe('sigil-server admin API (HTTP e2e)', () => {
 
   const api = () => request.agent(base).disableTLSCerts();
   const auditRows = async (action: string): Promise<Record<string, unknown>[]> =>
-    db.dataSource.query(
-      'SELECT actor, action, target, result, status_code FROM audit_log WHERE action = $1 ORDER BY id',
-      [action],
-    );
+    database.query('SELECT actor, action, target, result, status_code FROM audit_log WHERE action = $1 ORDER BY id', [
+      action,
+    ]);
 
   beforeAll(async () => {
-    db = await useTestDatabase({ poolSize: 2 });
     scratch = await mkdtemp(join(tmpdir(), 'sigil-e2e-'));
+    // PostgreSQL, or the embedded database the server opens in its data dir (as in production).
+    if (isEmbeddedRun()) await prepareEmbeddedDataDir(join(scratch, 'data'));
+    else db = await useTestDatabase({ poolSize: 2 });
     const config = loadServerConfig({
       flags: {
         trustDomain: 'example.org',
@@ -74,7 +79,7 @@ describe('sigil-server admin API (HTTP e2e)', () => {
         bindAddress: '127.0.0.1',
         dataDir: join(scratch, 'data'),
         adminSocket: join(scratch, 'admin', 'api.sock'),
-        databaseUrl: db.url,
+        ...(db && { databaseUrl: db.url }),
         logLevel: 'debug',
       },
       env: { SIGIL_KEK: randomBytes(32).toString('base64') },
@@ -87,6 +92,7 @@ describe('sigil-server admin API (HTTP e2e)', () => {
     });
     server = await startServer(config, { logger: createRootLogger('debug', capture) });
     base = `https://127.0.0.1:${server.address.port}`;
+    database = db?.dataSource ?? server.app.get(Database).dataSource;
     const created = await viaAdminSocket(server.adminSocket, 'POST', '/v1/admin-tokens', { name: 'e2e' });
     expect(created.status).toBe(201);
     adminToken = created.body['token'] as string;
@@ -221,7 +227,7 @@ describe('sigil-server admin API (HTTP e2e)', () => {
     expect(created.status).toBe(201);
     const { id, token, expires_at: expiresAt } = created.body as { id: string; token: string; expires_at: string };
     expect(new Date(expiresAt).getTime() - Date.now()).toBeLessThanOrEqual(120_000);
-    const rows: Record<string, unknown>[] = await db.dataSource.query('SELECT * FROM join_tokens WHERE id = $1', [id]);
+    const rows: Record<string, unknown>[] = await database.query('SELECT * FROM join_tokens WHERE id = $1', [id]);
     expect(rows[0]?.['token_hash']).toBe(createHash('sha256').update(token).digest('hex'));
     expect(JSON.stringify(rows)).not.toContain(token);
     expect(await auditRows('join_token.create')).toContainEqual({
@@ -252,9 +258,9 @@ describe('sigil-server admin API (HTTP e2e)', () => {
       result: 'invalid_argument',
       status_code: 400,
     });
-    const before = await db.dataSource.query('SELECT count(*)::int AS n FROM audit_log');
+    const before = await database.query('SELECT count(*)::int AS n FROM audit_log');
     await api().post('/v1/join-tokens').send({});
-    expect(await db.dataSource.query('SELECT count(*)::int AS n FROM audit_log')).toEqual(before);
+    expect(await database.query('SELECT count(*)::int AS n FROM audit_log')).toEqual(before);
   });
 
   it('names nested fields in validation errors and audits a batch that partly failed', async () => {

@@ -1,10 +1,18 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
 import { TrustBundle, TrustDomain } from '@sigil/spiffe';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { useTestDatabase, type TestDatabase } from '../../../../test/support/database.js';
+import {
+  isEmbeddedRun,
+  prepareEmbeddedDataDir,
+  useTestDatabase,
+  type TestDatabase,
+} from '../../../../test/support/database.js';
 import { CaModule } from '../ca/ca.module.js';
 import { FakeClock } from '../common/clock.js';
 import { CoreModule } from '../common/core.module.js';
@@ -17,7 +25,8 @@ import { BundleModule } from './bundle.module.js';
 // Wiring of the bundle and local-authority routes through Nest, the validation pipe and the error filter. The
 // admin guard is not part of this module set; the server e2e tests check that `/v1` requires authentication.
 describe('bundle and authority routes', () => {
-  let db: TestDatabase;
+  let db: TestDatabase | undefined;
+  let scratch: string;
   let app: NestFastifyApplication;
   const request = (method: 'GET' | 'POST', url: string, payload?: object) =>
     app
@@ -26,9 +35,12 @@ describe('bundle and authority routes', () => {
       .inject({ method, url, ...(payload && { payload }) });
 
   beforeAll(async () => {
-    db = await useTestDatabase();
+    scratch = await mkdtemp(join(tmpdir(), 'sigil-authority-routes-'));
+    // The server's own database: PostgreSQL, or the embedded one it opens in its data dir (as in production).
+    if (isEmbeddedRun()) await prepareEmbeddedDataDir(join(scratch, 'data'));
+    else db = await useTestDatabase();
     const config = loadServerConfig({
-      flags: { trustDomain: 'example.org', dataDir: '/nonexistent/sigil-test', databaseUrl: db.url },
+      flags: { trustDomain: 'example.org', dataDir: join(scratch, 'data'), ...(db && { databaseUrl: db.url }) },
       env: { SIGIL_KEK: randomBytes(32).toString('base64') },
     });
     const module = await Test.createTestingModule({
@@ -48,6 +60,7 @@ describe('bundle and authority routes', () => {
   afterAll(async () => {
     await app?.close();
     await db?.close();
+    await rm(scratch, { recursive: true, force: true });
   });
 
   it('serves the federation bundle as SPIFFE JWKS with media type application/json', async () => {
