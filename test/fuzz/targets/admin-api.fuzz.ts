@@ -8,7 +8,7 @@ import { createServerApp, type BuiltServerApp } from '../../../apps/server/src/a
 import { AdminTokensService } from '../../../apps/server/src/auth/admin-tokens.service.js';
 import { createRootLogger } from '../../../apps/server/src/common/logging.js';
 import { loadServerConfig } from '../../../apps/server/src/config.js';
-import { useTestDatabase } from '../../support/database.js';
+import { isEmbeddedRun, prepareEmbeddedDataDir, useTestDatabase, type TestDatabase } from '../../support/database.js';
 import { anyString, jsonText, mutatedJson, mutatedText } from '../arbitraries.js';
 import { ContractViolation, Outcomes, runTarget, type FuzzReport } from '../harness.js';
 
@@ -127,16 +127,20 @@ interface Request {
 
 /**
  * The admin API and the agent attestation routes through the real Nest + Fastify app of `createServerApp` (global
- * pipe, filter, body parser and guards; on the test database), called with `inject`: mutated valid bodies as JSON
+ * pipe, filter, body parser and guards; on PostgreSQL, or on the embedded database in its data dir as production
+ * runs it), called with `inject`: mutated valid bodies as JSON
  * text (fields of the wrong type, removed, cut, nested up to 100,000 levels), mutated path parameters and queries,
  * odd content types, with and without an admin token. Every answer must be JSON: a 2xx, or a 4xx `{ error,
  * message }` — never a 500.
  */
 export async function fuzzAdminApi(runs: number): Promise<FuzzReport> {
-  const db = await useTestDatabase({ poolSize: 2 });
   const scratch = await mkdtemp(join(tmpdir(), 'sigil-fuzz-admin-'));
+  let db: TestDatabase | undefined;
   let built: BuiltServerApp | undefined;
   try {
+    // PostgreSQL, or the embedded database the server opens in its own data dir, as in production.
+    if (isEmbeddedRun()) await prepareEmbeddedDataDir(join(scratch, 'data'));
+    else db = await useTestDatabase({ poolSize: 2 });
     const config = loadServerConfig({
       flags: {
         trustDomain: 'example.org',
@@ -144,7 +148,7 @@ export async function fuzzAdminApi(runs: number): Promise<FuzzReport> {
         bindAddress: '127.0.0.1',
         dataDir: join(scratch, 'data'),
         adminSocket: join(scratch, 'admin', 'api.sock'),
-        databaseUrl: db.url,
+        ...(db && { databaseUrl: db.url }),
         logLevel: 'fatal',
       },
       env: { SIGIL_KEK: randomBytes(32).toString('base64') },
@@ -242,7 +246,7 @@ export async function fuzzAdminApi(runs: number): Promise<FuzzReport> {
     );
   } finally {
     await built?.app.close();
-    await db.close();
+    await db?.close();
     await rm(scratch, { recursive: true, force: true });
   }
 }
