@@ -5,12 +5,14 @@ import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
+import type { DataSource } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '../../apps/server/src/app.js';
 import { BODY_LIMIT_BYTES, MAX_JSON_DEPTH } from '../../apps/server/src/common/request-body.js';
 import { createRootLogger } from '../../apps/server/src/common/logging.js';
 import { loadServerConfig } from '../../apps/server/src/config.js';
-import { useTestDatabase, type TestDatabase } from '../support/database.js';
+import { Database } from '../../apps/server/src/database/database.js';
+import { isEmbeddedRun, prepareEmbeddedDataDir, useTestDatabase, type TestDatabase } from '../support/database.js';
 
 interface Answer {
   status: number;
@@ -114,15 +116,19 @@ function concretePath(url: string): string {
 }
 
 describe('sigil-server request input: audit by matched route, bounded bodies (both listeners)', () => {
-  let db: TestDatabase;
+  let db: TestDatabase | undefined;
+  /** The server's own database (on the embedded database, the server's one pooled connection). */
+  let database: DataSource;
   let scratch: string;
   let server: RunningServer;
   let adminToken: string;
   let listeners: Listener[];
 
   beforeAll(async () => {
-    db = await useTestDatabase({ poolSize: 2 });
     scratch = await mkdtemp(join(tmpdir(), 'sigil-e2e-input-'));
+    // PostgreSQL, or the embedded database the server opens in its data dir (as in production).
+    if (isEmbeddedRun()) await prepareEmbeddedDataDir(join(scratch, 'data'));
+    else db = await useTestDatabase({ poolSize: 2 });
     const config = loadServerConfig({
       flags: {
         trustDomain: 'example.org',
@@ -130,12 +136,13 @@ describe('sigil-server request input: audit by matched route, bounded bodies (bo
         bindAddress: '127.0.0.1',
         dataDir: join(scratch, 'data'),
         adminSocket: join(scratch, 'admin', 'api.sock'),
-        databaseUrl: db.url,
+        ...(db && { databaseUrl: db.url }),
         logLevel: 'error',
       },
       env: { SIGIL_KEK: randomBytes(32).toString('base64') },
     });
     server = await startServer(config, { logger: createRootLogger('silent') });
+    database = db?.dataSource ?? server.app.get(Database).dataSource;
     const socket: Listener = {
       name: 'admin socket',
       actor: 'local-admin',
@@ -168,9 +175,9 @@ describe('sigil-server request input: audit by matched route, bounded bodies (bo
   });
 
   const lastAuditId = async (): Promise<number> =>
-    Number((await db.dataSource.query('SELECT coalesce(max(id), 0) AS id FROM audit_log'))[0].id);
+    Number((await database.query('SELECT coalesce(max(id), 0) AS id FROM audit_log'))[0].id);
   const auditRowsAfter = async (id: number): Promise<Record<string, unknown>[]> =>
-    db.dataSource.query('SELECT actor, action, status_code FROM audit_log WHERE id > $1 ORDER BY id', [id]);
+    database.query('SELECT actor, action, status_code FROM audit_log WHERE id > $1 ORDER BY id', [id]);
 
   describe('finding 4: the audit log follows the matched route, not the raw URL', () => {
     it('lists every mutation route the server serves (a new one must be added here)', () => {
