@@ -38,6 +38,8 @@ describe(`fuzzing parsers of untrusted input (${RUNS} cases per target; FUZZ_RUN
     async (_name, run) => {
       const report = await run(RUNS);
       reports.push(report);
+      // Printed as each target ends too: a 100,000-case run takes a while.
+      console.log(formatReport(report));
       expect(report.failure).toBeUndefined();
       expect(report.cases).toBe(RUNS);
     },
