@@ -1,4 +1,5 @@
-import { chmod, chown, lchown, lstat, mkdir, mkdtemp, rm, stat, symlink } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { chmod, chown, lchown, lstat, mkdir, mkdtemp, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -57,8 +58,8 @@ describe('prepareSocketDirectory / checkSocketDirectory', () => {
     expect(error).toBeInstanceOf(UnsafeSocketDirectoryError);
     expect((error as Error).message).toBe(
       `unsafe socket directory: ${join(scratch, bad)} is writable by group or others (owner uid ${process.geteuid!()}, ` +
-        `mode 0775); every directory above the socket must be owned by ${isRoot ? 'root' : `root or uid ${process.geteuid!()} (this service)`} ` +
-        'and not writable by group or others, up to / or to a root-owned sticky directory such as /tmp',
+        `mode 0775); every directory from the socket up to / must be owned by ${isRoot ? 'root' : `root or uid ${process.geteuid!()} (this service)`} ` +
+        "and not writable by group or others (above the socket's own directory, a root-owned sticky directory such as /tmp may be)",
     );
   });
 
@@ -68,6 +69,15 @@ describe('prepareSocketDirectory / checkSocketDirectory', () => {
     await symlink(join(scratch, 'shared/real'), join(scratch, 'link'));
     await expect(checkSocketDirectory(join(scratch, 'link'))).rejects.toThrow(
       `unsafe socket directory: ${join(scratch, 'shared')} is writable by group or others`,
+    );
+  });
+
+  it('refuses a socket directly in a sticky directory such as /tmp, where anyone may bind the name first', async () => {
+    await expect(checkSocketDirectory(tmpdir())).rejects.toThrow(
+      `unsafe socket directory: ${tmpdir()} is writable by group or others`,
+    );
+    await expect(prepareSocketDirectory(join(tmpdir(), 'api.sock'), { directoryMode: 0o755 })).rejects.toThrow(
+      `unsafe socket directory: ${tmpdir()} is writable by group or others`,
     );
   });
 
@@ -131,13 +141,66 @@ describe('prepareSocketDirectory / checkSocketDirectory', () => {
       await expect(checkSocketDirectory(join(scratch, 'sticky/sigil'))).rejects.toThrow('is owned by another user');
     });
 
+    it.skipIf(!isRoot)(`checks above a root-owned sticky directory too ${needsRoot}`, async () => {
+      // A 1777 root-owned tmp/ inside a directory nobody owns: nobody can rename tmp/ away and put their own there.
+      await mkdir(join(scratch, 'share/tmp'), { recursive: true });
+      await chmod(join(scratch, 'share/tmp'), 0o1777);
+      await chown(join(scratch, 'share'), NOBODY, NOBODY);
+      await expect(
+        prepareSocketDirectory(join(scratch, 'share/tmp/sigil-agent/public/api.sock'), { directoryMode: 0o755 }),
+      ).rejects.toThrow(`unsafe socket directory: ${join(scratch, 'share')} is owned by another user`);
+      await expect(lstat(join(scratch, 'share/tmp/sigil-agent'))).rejects.toMatchObject({ code: 'ENOENT' });
+    });
+
+    it.skipIf(!isRoot)(
+      `never changes a file's mode through a directory swapped in while the chain is created (race) ${needsRoot}`,
+      async () => {
+        // The attacker, as nobody in a /tmp-like directory: one process keeps creating and removing sigil-agent/ so
+        // that the service may find it missing and then existing; another renames sigil-agent/public away whenever
+        // it appears and puts a link to a root-only file in its place, hoping for a chmod through it.
+        await chmod(scratch, 0o755);
+        const base = join(scratch, 'tmp');
+        await mkdir(base);
+        await chmod(base, 0o1777);
+        const secret = join(scratch, 'secret');
+        await writeFile(secret, 'root only\n', { mode: 0o600 });
+        const agentDir = join(base, 'sigil-agent');
+        const perl = `
+          my ($dir, $target) = @ARGV;
+          if (fork() == 0) { while (1) { mkdir $dir, 0755; select(undef, undef, undef, 0.00001); rmdir $dir; } }
+          while (1) { if (rename("$dir/public", "$dir/old")) { symlink($target, "$dir/public"); } }`;
+        const attacker = spawn(
+          'setpriv',
+          [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', 'perl', '-e', perl, agentDir, secret],
+          { stdio: 'ignore', detached: true },
+        );
+        const outcomes = new Map<string, number>();
+        try {
+          const deadline = Date.now() + 20_000;
+          for (let attempt = 0; attempt < 1500 && Date.now() < deadline; attempt++) {
+            await rm(agentDir, { recursive: true, force: true }).catch(() => undefined);
+            const outcome = await prepareSocketDirectory(join(agentDir, 'public/api.sock'), { directoryMode: 0o755 })
+              .then(() => 'prepared')
+              .catch((error: NodeJS.ErrnoException) => error.code ?? 'error');
+            outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
+            expect(await modeOf(secret), `after attempt ${attempt}: ${JSON.stringify([...outcomes])}`).toBe(0o600);
+          }
+        } finally {
+          process.kill(-attacker.pid!, 'SIGKILL');
+        }
+        // The race was run: the attacker's directory got in the way of some attempts.
+        expect(outcomes.get('ERR_UNSAFE_SOCKET_DIRECTORY') ?? 0).toBeGreaterThan(0);
+      },
+      60_000,
+    );
+
     it.skipIf(!isRoot)(`lets a service that is not root use its own and root's directories ${needsRoot}`, async () => {
       await mkdir(join(scratch, 'svc'), { mode: 0o755 });
       await chown(join(scratch, 'svc'), NOBODY, NOBODY);
       await prepareSocketDirectory(join(scratch, 'svc/public/api.sock'), { directoryMode: 0o755, uid: NOBODY });
       await expect(checkSocketDirectory(join(scratch, 'svc'), 1000)).rejects.toThrow(
-        `${join(scratch, 'svc')} is owned by another user (owner uid 65534, mode 0755); every directory above the ` +
-          'socket must be owned by root or uid 1000 (this service)',
+        `${join(scratch, 'svc')} is owned by another user (owner uid 65534, mode 0755); every directory from the ` +
+          'socket up to / must be owned by root or uid 1000 (this service)',
       );
     });
   });
