@@ -60,9 +60,11 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     clock,
     new Logger('SvidCache'),
   );
-  const handler = new WorkloadApiHandler(new UnixWorkloadAttestor(), cache);
+  const attestor = new UnixWorkloadAttestor();
+  const handler = new WorkloadApiHandler(attestor, cache);
   const server = new WorkloadApiServer({ socketPath: config.socketPath, service: handler.service() });
-  // Before attesting: an agent that could not open its socket must not spend its join token.
+  // Before attesting: an agent that could not serve must not spend its join token.
+  await attestor.checkProcRoot();
   await server.prepare();
   const manager = new AgentManager(identity, client, storage, {
     attestation: config.attestation,

@@ -1,6 +1,6 @@
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { chmod, mkdtemp, open, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { connect as http2Connect, createServer as createHttp2Server } from 'node:http2';
 import { type Socket, connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -113,6 +113,41 @@ describe('peer credentials (SO_PEERCRED)', () => {
       server.close();
     }
   });
+
+  it.skipIf(!isRoot)(
+    'refuses a caller whose pid another process took before the connection was handled (root only: sets ns_last_pid)',
+    async () => {
+      const path = join(dir, 'reused.sock');
+      const server = createServer({ pauseOnConnect: true });
+      await new Promise<void>((resolve) => server.listen(path, resolve));
+      const accepted = once(server, 'connection') as Promise<[Socket]>;
+      const child = spawn(
+        process.execPath,
+        ['-e', `require('net').connect(${JSON.stringify(path)}, () => process.exit(0))`],
+        { stdio: 'ignore' },
+      );
+      const [[socket]] = await Promise.all([accepted, once(child, 'exit')]);
+      // A new process of the same ids takes the pid of the one that connected, before the agent looks at it.
+      const reused: ChildProcess[] = [];
+      try {
+        for (let attempt = 0; attempt < 100 && reused.at(-1)?.pid !== child.pid; attempt++) {
+          reused.at(-1)?.kill('SIGKILL');
+          await writeFile('/proc/sys/kernel/ns_last_pid', String(child.pid! - 1));
+          const candidate = spawn('sleep', ['30'], { stdio: 'ignore' });
+          reused.push(candidate);
+          await once(candidate, 'spawn');
+        }
+        expect(reused.at(-1)?.pid, 'the pid was not reused in 100 attempts').toBe(child.pid);
+        expect(() => readPeerCredentials(socket)).toThrow(
+          `peer credentials: process ${child.pid} has exited since it connected`,
+        );
+      } finally {
+        for (const process of reused) process.kill('SIGKILL');
+        socket.destroy();
+        server.close();
+      }
+    },
+  );
 
   it('hands the credentials of each HTTP/2 connection to its requests', async () => {
     const path = join(dir, 'h2.sock');

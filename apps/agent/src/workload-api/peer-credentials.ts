@@ -48,6 +48,12 @@ function soPeerCred(): number {
   }
 }
 
+// SO_PEERPIDFD (Linux 6.5+) is 77 in asm-generic/socket.h, which these architectures use for it.
+const SO_PEERPIDFD = ['x64', 'ia32', 'arm64', 'arm', 'riscv64', 'loong64', 's390x', 'ppc64'].includes(process.arch)
+  ? 77
+  : undefined;
+const ENOPROTOOPT = 92;
+
 type GetSockOpt = (fd: number, level: number, name: number, value: Buffer, length: [number]) => number;
 
 let getsockopt: GetSockOpt | undefined;
@@ -85,6 +91,25 @@ interface SocketWithHandle {
   readonly _handle?: { readonly fd?: number } | null;
 }
 
+/**
+ * A pidfd for the process at the other end of a connected Unix socket: `SO_PEERPIDFD` where the kernel has it (6.5+),
+ * which names the very process that connected, even if it has exited and its pid was reused since; else
+ * `pidfd_open(pid)`, which pins whatever process holds `pid` by now (the exit-and-reuse window between connect and
+ * this call stays open there; the uid/gid and dumpable checks still bind it to a process of the same ids).
+ */
+function openPeerPidFd(fd: number, pid: number): PidFd {
+  if (SO_PEERPIDFD !== undefined) {
+    const value = Buffer.alloc(4);
+    const length: [number] = [4];
+    if (loadGetSockOpt()(fd, SOL_SOCKET, SO_PEERPIDFD, value, length) === 0 && length[0] === 4) {
+      return PidFd.adopt(value.readInt32LE(0), pid);
+    }
+    const errno = koffi.errno();
+    if (errno !== ENOPROTOOPT) throw new Error(`peer credentials: getsockopt(SO_PEERPIDFD) failed with errno ${errno}`);
+  }
+  return PidFd.open(pid);
+}
+
 /** The file descriptor behind a Node socket (libuv's handle; not public API, hence the narrow type). */
 export function socketFd(socket: Socket): number {
   const fd = (socket as unknown as SocketWithHandle)._handle?.fd;
@@ -93,14 +118,16 @@ export function socketFd(socket: Socket): number {
 }
 
 /**
- * Reads the credentials of the process at the other end of a connected Unix socket and pins that process: a pidfd,
- * then its start time, then a check through the pidfd that the start time was read while it was still alive.
+ * Reads the credentials of the process at the other end of a connected Unix socket and pins that process: a pidfd
+ * (see {@link openPeerPidFd}), then its start time, then a check through the pidfd that the process is still alive,
+ * so the start time was its own.
  * Throws when any of these fails (the process exited, or its pid is already another process's): such a caller
  * cannot be attested and its connection is refused.
  */
 export function readPeerCredentials(socket: Socket): PeerCredentials {
-  const { pid, uid, gid } = readPeerCredentialsFromFd(socketFd(socket));
-  const pinned = PidFd.open(pid);
+  const fd = socketFd(socket);
+  const { pid, uid, gid } = readPeerCredentialsFromFd(fd);
+  const pinned = openPeerPidFd(fd, pid);
   try {
     let startTime: bigint;
     try {
@@ -108,7 +135,7 @@ export function readPeerCredentials(socket: Socket): PeerCredentials {
     } catch (error) {
       throw new Error(`peer credentials: cannot read the start time of process ${pid} (exited?)`, { cause: error });
     }
-    if (!pinned.isAlive()) throw new Error(`peer credentials: process ${pid} exited as it connected`);
+    if (!pinned.isAlive()) throw new Error(`peer credentials: process ${pid} has exited since it connected`);
     return { pid, uid, gid, startTime, process: pinned };
   } catch (error) {
     pinned.close();

@@ -49,6 +49,14 @@ export class PidFd {
     this.fd = fd;
   }
 
+  /**
+   * Takes ownership of a pidfd the kernel handed out for `pid` (e.g. by `SO_PEERPIDFD`); closed by {@link close}.
+   */
+  static adopt(fd: number, pid: number): PidFd {
+    if (!Number.isSafeInteger(fd) || fd < 0) throw new Error(`pidfd: must be a descriptor, got ${fd}`);
+    return new PidFd(fd, pid);
+  }
+
   /** Pins `pid`; throws when it names no process (already exited) or pidfds are not supported (Linux < 5.3). */
   static open(pid: number): PidFd {
     if (!Number.isSafeInteger(pid) || pid <= 0) throw new Error(`pidfd: pid must be a positive integer, got ${pid}`);

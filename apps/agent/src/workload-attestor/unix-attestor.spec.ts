@@ -262,6 +262,14 @@ describe('UnixWorkloadAttestor pid reuse during attestation', () => {
     await rm(root, { recursive: true, force: true });
   });
 
+  it('accepts the procfs of its own pid namespace and refuses another one (HOST_PROC of a container)', async () => {
+    await expect(new UnixWorkloadAttestor({ logger: quiet }).checkProcRoot()).resolves.toBeUndefined();
+    await symlink(String(process.pid + 1), join(root, 'self'));
+    await expect(new UnixWorkloadAttestor({ procRoot: root, logger: quiet }).checkProcRoot()).rejects.toThrow(
+      `procfs ${root}: it names this agent pid ${process.pid + 1}, not ${process.pid}: it belongs to another pid namespace`,
+    );
+  });
+
   it('refuses when the start time changes between the reads before and after the selectors', async () => {
     await writeFile(join(root, String(pid), 'stat'), stat(100));
     // Simulates the process exiting and its pid being taken by a new process while the selectors are read.

@@ -84,6 +84,25 @@ export class UnixWorkloadAttestor {
     this.logger = options.logger ?? new Logger(UnixWorkloadAttestor.name);
   }
 
+  /**
+   * Checks that the procfs read (`HOST_PROC` or `/proc`) belongs to the agent's own pid namespace: SO_PEERCRED pids
+   * and pidfds are the agent's, so a procfs of another namespace would attest whatever process has the same number
+   * there.
+   */
+  async checkProcRoot(): Promise<void> {
+    const self = await readlink(`${this.procRoot}/self`).catch((error: unknown) => {
+      throw new WorkloadAttestationError(`procfs ${this.procRoot}: cannot read ${this.procRoot}/self`, {
+        cause: error,
+      });
+    });
+    if (self !== String(process.pid)) {
+      throw new WorkloadAttestationError(
+        `procfs ${this.procRoot}: it names this agent pid ${self}, not ${process.pid}: it belongs to another pid ` +
+          'namespace (run the agent in the pid namespace of the processes it attests, e.g. hostPID)',
+      );
+    }
+  }
+
   /** Selectors of the process; rejects with {@link WorkloadAttestationError} when it cannot be pinned down. */
   async attest(caller: AttestedProcess): Promise<Selector[]> {
     const { pid } = caller;

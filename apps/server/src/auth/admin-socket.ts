@@ -1,6 +1,7 @@
 import { chmod, lstat, unlink } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect } from 'node:net';
+import { resolve } from 'node:path';
 import { UnsafeSocketDirectoryError, prepareSocketDirectory } from '@sigil/runtime';
 import { AppError } from '../common/errors.js';
 import { type AdminSocketConnections } from './admin-socket-connections.js';
@@ -50,6 +51,8 @@ export async function listenOnAdminSocket(
   handler: (request: IncomingMessage, response: ServerResponse) => void,
   connections: AdminSocketConnections,
 ): Promise<Server> {
+  // The checked path and the bound one must be the same: `a/link/../b` resolves lexically, not through the link.
+  path = resolve(path);
   await prepareDirectory(path);
   await removeStaleSocket(path);
   const server = createServer(handler);
