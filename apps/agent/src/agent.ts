@@ -36,8 +36,8 @@ export interface RunningAgent {
  * The agent's composition root: plain classes wired by hand. The agent serves no HTTP and has a dozen
  * collaborators with one wiring, so Nest's injector would add start-up time and indirection without removing any
  * code; only Nest's `Logger` is kept, as the Workload API classes log through it. Order: check that the Workload API
- * socket's directory is safe, resume or attest (a failure stops here, before any socket exists), start the sync loop and the rotator, then open the Workload API,
- * which answers UNAVAILABLE until the first sync has arrived.
+ * socket's directory is safe, resume or attest (a failure stops here, before any socket exists), open the Workload
+ * API, which answers UNAVAILABLE until the first sync has arrived, then start the sync loop (the rotator runs off it).
  */
 export async function startAgent(config: AgentConfig, options: AgentOptions = {}): Promise<RunningAgent> {
   const root = options.logger ?? createRootLogger(config.logLevel);
@@ -100,19 +100,19 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     },
     logger: new Logger('EntrySync'),
   });
-  sync.start();
-
   const stopLoops = async (): Promise<void> => {
     await sync.stop();
     await rotator.stop();
     await manager.stop();
   };
+  // The socket listens before the first sync can be announced, so "serving identities" is true when logged.
   try {
     await server.start();
   } catch (error) {
     await stopLoops();
     throw error;
   }
+  sync.start();
   logger.log({
     msg: 'sigil-agent running',
     agentId,
