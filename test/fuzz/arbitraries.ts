@@ -279,12 +279,16 @@ export function jsonText(documents: fc.Arbitrary<unknown>): fc.Arbitrary<string>
     fc.constantFrom('array' as const, 'object' as const),
   );
   const spliced = fc.tuple(documents, position, deep).map(([document, at, [depth, shape]]) => {
-    const copy = structuredClone(document);
-    const all = slots(copy);
+    const all = slots(document);
     if (all.length === 0) return deeplyNested(depth, shape);
+    // Swapped in and back rather than cloned: structuredClone recurses, and the documents may nest 1,000 deep.
     const slot = all[Math.floor(at * all.length)] as (typeof all)[number];
-    (slot.parent as Record<string | number, unknown>)[slot.key] = DEEP_MARKER;
-    return (JSON.stringify(copy) ?? 'null').replace(JSON.stringify(DEEP_MARKER), deeplyNested(depth, shape));
+    const parent = slot.parent as Record<string | number, unknown>;
+    const saved = parent[slot.key];
+    parent[slot.key] = DEEP_MARKER;
+    const text = JSON.stringify(document) ?? 'null';
+    parent[slot.key] = saved;
+    return text.replace(JSON.stringify(DEEP_MARKER), deeplyNested(depth, shape));
   });
   return fc.oneof(
     { weight: 6, arbitrary: documents.map((document) => JSON.stringify(document) ?? 'null') },

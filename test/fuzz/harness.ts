@@ -93,7 +93,13 @@ export async function tryParse<T>(
 
 /** Shortens a counterexample for a report line. */
 export function preview(value: unknown, max = 200): string {
-  const text = fc.stringify(value);
+  let text: string;
+  try {
+    text = fc.stringify(value);
+  } catch {
+    // fc.stringify recurses: a value nested deeper than the stack allows is shown by its type.
+    text = `(${Array.isArray(value) ? 'an array' : typeof value} nested too deeply to show)`;
+  }
   return text.length > max ? `${text.slice(0, max)}… (${text.length} chars)` : text;
 }
 

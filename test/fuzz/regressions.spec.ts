@@ -1,4 +1,4 @@
-import { generateKeyPair } from '@sigil/pki';
+import { createRootCa, exportPublicKeySpki, generateKeyPair } from '@sigil/pki';
 import { SpiffeError, TrustBundle, TrustDomain, parseAndValidateJwtSvid, parseInsecureJwtSvid } from '@sigil/spiffe';
 import { KeyObject, sign } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -162,6 +162,31 @@ describe('agent config file keys named like Object.prototype members', () => {
       );
     } finally {
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('trust bundle authorities whose public key cannot be read', () => {
+  it('are refused when parsed, not accepted and then failing in toJwks (was a plain Error from createPublicKey)', async () => {
+    const td = TrustDomain.parse('example.org');
+    const keys = await generateKeyPair('ec-p256');
+    const ca = await createRootCa({ trustDomain: td, keys, now: new Date() });
+    // Flip the last byte of the EC point: @peculiar/x509 still parses the certificate, the point is off the curve.
+    const spki = exportPublicKeySpki(keys.publicKey);
+    const at = Buffer.from(ca.der).indexOf(Buffer.from(spki)) + spki.length - 1;
+    const der = Uint8Array.from(ca.der);
+    der[at] = (der[at] as number) ^ 0x01;
+    const base64 = Buffer.from(der).toString('base64');
+    const pem = `-----BEGIN CERTIFICATE-----\n${base64}\n-----END CERTIFICATE-----\n`;
+    const refusal = (error: unknown) =>
+      error instanceof SpiffeError && error.code === 'ERR_BUNDLE_INVALID' && /public key/.test(error.message);
+    for (const parse of [
+      () => TrustBundle.fromX509Der(td, der),
+      () => TrustBundle.fromX509Pem(td, pem),
+      () => TrustBundle.parseJwks(td, { keys: [{ use: 'x509-svid', kty: 'EC', x5c: [base64] }] }),
+      () => TrustBundle.create(td, { x509Authorities: [der] }),
+    ]) {
+      expect(parse).toThrow(expect.toSatisfy(refusal));
     }
   });
 });

@@ -55,16 +55,33 @@ function invalid(message: string, cause?: unknown): SpiffeError {
   return new SpiffeError('ERR_BUNDLE_INVALID', message, cause === undefined ? undefined : { cause });
 }
 
-function parseCertificate(der: Uint8Array, what: string): X509Authority {
+/**
+ * An authority whose public key Node can read: `toJwks` publishes every authority's key parameters, so a certificate
+ * that parses but carries an unreadable key (an EC point off its curve, say) would break every later `toJwks`.
+ */
+function checkedAuthority(certificate: x509.X509Certificate, der: Uint8Array, what: string): X509Authority {
   try {
-    return { certificate: new x509.X509Certificate(der), der };
+    spkiToJwk(toBytes(certificate.publicKey.rawData));
+  } catch (error) {
+    throw invalid(`${what} has a public key that cannot be read`, error);
+  }
+  return { certificate, der };
+}
+
+function parseCertificate(der: Uint8Array, what: string): X509Authority {
+  let certificate: x509.X509Certificate;
+  try {
+    certificate = new x509.X509Certificate(der);
   } catch (error) {
     throw invalid(`${what} is not a der x.509 certificate`, error);
   }
+  return checkedAuthority(certificate, der, what);
 }
 
 function toAuthority(value: x509.X509Certificate | Uint8Array, index: number): X509Authority {
-  if (value instanceof x509.X509Certificate) return { certificate: value, der: toBytes(value.rawData) };
+  if (value instanceof x509.X509Certificate) {
+    return checkedAuthority(value, toBytes(value.rawData), `x509 authority ${index}`);
+  }
   if (value instanceof Uint8Array) return parseCertificate(value, `x509 authority ${index}`);
   throw invalid(`x509 authority ${index} must be an X509Certificate or der bytes`);
 }

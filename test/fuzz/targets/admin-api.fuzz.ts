@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { createCsr, generateKeyPair } from '@sigil/pki';
 import fc from 'fast-check';
 import { createServerApp, type BuiltServerApp } from '../../../apps/server/src/app.js';
@@ -153,7 +154,16 @@ export async function fuzzAdminApi(runs: number): Promise<FuzzReport> {
       },
       env: { SIGIL_KEK: randomBytes(32).toString('base64') },
     });
-    built = await createServerApp(config, { logger: createRootLogger('silent') });
+    // Error lines only (a 500 is logged with its errorId), the last few kept for the failure message.
+    const errorLog: string[] = [];
+    const capture = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        errorLog.push(chunk.toString('utf8'));
+        if (errorLog.length > 20) errorLog.shift();
+        done();
+      },
+    });
+    built = await createServerApp(config, { logger: createRootLogger('error', capture) });
     const { app } = built;
     await app.getHttpAdapter().getInstance().ready();
     const token = (await app.get(AdminTokensService).create({ kind: 'local-admin' }, { name: 'fuzz' })).token;
@@ -228,7 +238,11 @@ export async function fuzzAdminApi(runs: number): Promise<FuzzReport> {
           );
         }
         if (status >= 500 || status < 200) {
-          throw new ContractViolation(`${method} ${url} answered ${status}: ${text.slice(0, 300)}`);
+          const errorId = (body as { errorId?: string } | undefined)?.errorId;
+          const logged = errorLog.find((line) => errorId !== undefined && line.includes(errorId)) ?? '';
+          throw new ContractViolation(
+            `${method} ${url} answered ${status}: ${text.slice(0, 300)}\n  logged: ${logged.slice(0, 3000)}`,
+          );
         }
         if (status >= 400) {
           const error = body as { error?: unknown; message?: unknown } | undefined;
