@@ -135,6 +135,9 @@ export async function runTarget<T>(
   const start = performance.now();
   const details = await fc.check(property, {
     numRuns: runs,
+    // Replays a reported run: FUZZ_SEED (and FUZZ_PATH for the counterexample alone) from its failure line.
+    ...(process.env.FUZZ_SEED ? { seed: Number(process.env.FUZZ_SEED) } : {}),
+    ...(process.env.FUZZ_PATH ? { path: process.env.FUZZ_PATH } : {}),
     plugins: [fc.timeout(caseTimeLimitMs * 2)],
   });
   const ms = performance.now() - start;
