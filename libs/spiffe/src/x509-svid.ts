@@ -7,6 +7,7 @@ import {
 } from 'node:crypto';
 import { type BundleSource } from './bundle.js';
 import { SpiffeError, quote } from './errors.js';
+import { MAX_X509_SVID_CHAIN_LENGTH } from './peer-chain.js';
 import { bytesEqual, splitDer, toBytes } from './pem.js';
 import { SpiffeId } from './spiffe-id.js';
 import { x509 } from './x509-provider.js';
@@ -70,6 +71,9 @@ function parseChain(chain: CertificateChainInput): x509.X509Certificate[] {
     throw invalid('certificate chain must be an array of certificates or der bytes');
   }
   if (items.length === 0) throw invalid('certificate chain is empty');
+  if (items.length > MAX_X509_SVID_CHAIN_LENGTH) {
+    throw invalid(`certificate chain holds more than ${MAX_X509_SVID_CHAIN_LENGTH} certificates`);
+  }
   return items.map((item, i) => {
     if (item instanceof x509.X509Certificate) return item;
     if (!(item instanceof Uint8Array)) throw invalid(`certificate ${i} must be an X509Certificate or der bytes`);

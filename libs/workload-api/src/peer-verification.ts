@@ -1,5 +1,4 @@
 import { X509Certificate } from 'node:crypto';
-import { type PeerCertificate } from 'node:tls';
 import { type BundleSource, type SpiffeId, type VerifiedX509Svid, verifyX509SvidSync } from '@sigil/spiffe';
 import { type Authorizer } from './authorizer.js';
 import { WorkloadApiError } from './errors.js';
@@ -13,22 +12,6 @@ export interface VerifiedPeer {
 
 function rejected(message: string, cause?: unknown): WorkloadApiError {
   return new WorkloadApiError('ERR_PEER_REJECTED', message, cause === undefined ? {} : { cause });
-}
-
-/**
- * The DER certificates of a peer's chain, leaf first, from Node's detailed peer certificate (`getPeerCertificate(true)`
- * or the argument of `checkServerIdentity`). Every certificate is only a candidate: the verifiers check signatures.
- */
-export function peerChainDer(peer: PeerCertificate | undefined): Buffer[] {
-  const chain: Buffer[] = [];
-  const seen = new Set<string>();
-  let current: (PeerCertificate & { issuerCertificate?: PeerCertificate }) | undefined = peer;
-  while (current?.raw !== undefined && !seen.has(current.fingerprint256)) {
-    seen.add(current.fingerprint256);
-    chain.push(current.raw);
-    current = current.issuerCertificate;
-  }
-  return chain;
 }
 
 function authorize(spiffeId: SpiffeId, chain: readonly X509Certificate[], authorizer: Authorizer): VerifiedPeer {

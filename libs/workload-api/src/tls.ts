@@ -7,10 +7,17 @@ import {
   type TLSSocket,
   type TlsOptions,
 } from 'node:tls';
-import { type BundleSource, type SpiffeId, type TrustBundle, type X509Svid, idFromCertificate } from '@sigil/spiffe';
+import {
+  type BundleSource,
+  type SpiffeId,
+  type TrustBundle,
+  type X509Svid,
+  idFromCertificate,
+  peerCertificateChain,
+} from '@sigil/spiffe';
 import { type Authorizer } from './authorizer.js';
 import { WorkloadApiError } from './errors.js';
-import { type VerifiedPeer, peerChainDer, verifyPeer, verifyPeerSync } from './peer-verification.js';
+import { type VerifiedPeer, verifyPeer, verifyPeerSync } from './peer-verification.js';
 
 /** What the TLS helpers need: the SVID to present and the X.509 bundles to verify peers with. `X509Source` is one. */
 export interface X509TlsSource extends BundleSource {
@@ -164,7 +171,7 @@ export function createServerTlsOptions(
       server.emit = function (this: S, event: string | symbol, ...args: unknown[]): boolean {
         if (event !== 'secureConnection') return emit.call(this, event, ...args);
         const socket = args[0] as TLSSocket;
-        verifyPeer(peerChainDer(socket.getPeerCertificate(true)), source, authorizer, now()).then(
+        verifyPeer(peerCertificateChain(socket.getPeerCertificate(true)), source, authorizer, now()).then(
           (peer) =>
             process.nextTick(() => {
               if (socket.destroyed) return;
@@ -214,7 +221,7 @@ export function createClientTlsOptions(
     session: undefined,
     checkServerIdentity: (_hostname: string, cert: PeerCertificate): Error | undefined => {
       try {
-        verifyPeerSync(peerChainDer(cert), source, authorizer, now());
+        verifyPeerSync(peerCertificateChain(cert), source, authorizer, now());
         return undefined;
       } catch (error) {
         return error as Error;

@@ -1,7 +1,14 @@
 import { request as httpRequest } from 'node:http';
 import { isIP } from 'node:net';
-import { connect, type DetailedPeerCertificate, type TLSSocket } from 'node:tls';
-import { SpiffeId, type TrustBundle, type TrustDomain, idFromCertificate, verifyX509Svid } from '@sigil/spiffe';
+import { connect, type TLSSocket } from 'node:tls';
+import {
+  SpiffeId,
+  type TrustBundle,
+  type TrustDomain,
+  idFromCertificate,
+  peerCertificateChain,
+  verifyX509Svid,
+} from '@sigil/spiffe';
 import { type ServerAddress } from './server-address.js';
 
 /** The path of every Sigil server's SPIFFE ID: `spiffe://<td>/sigil/server`. */
@@ -47,18 +54,6 @@ export class ServerUnavailableError extends Error {
 
 /** Largest answer read (a full sync of many entries); anything bigger is refused. */
 const MAX_RESPONSE_BYTES = 256 * 1024 * 1024;
-
-function peerChain(socket: TLSSocket): Uint8Array[] {
-  const chain: Uint8Array[] = [];
-  let current: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
-  const seen = new Set<string>();
-  while (current?.raw !== undefined && !seen.has(current.fingerprint256)) {
-    seen.add(current.fingerprint256);
-    chain.push(new Uint8Array(current.raw));
-    current = current.issuerCertificate;
-  }
-  return chain;
-}
 
 /**
  * Authenticates the server the SPIFFE way, not by host name: its certificate must be an X509-SVID that chains to
@@ -122,7 +117,7 @@ function openTls(
     socket.once('error', onError);
     socket.setTimeout(request.timeoutMs, () => onError(new Error('TLS handshake timed out')));
     socket.once('secureConnect', () => {
-      authenticateServer(peerChain(socket), request.trust).then(
+      authenticateServer(peerCertificateChain(socket.getPeerCertificate(true)), request.trust).then(
         (serverId) => {
           request.signal?.removeEventListener('abort', onAbort);
           socket.off('error', onError);

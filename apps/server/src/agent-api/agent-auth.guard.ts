@@ -1,5 +1,5 @@
 import { X509Certificate } from 'node:crypto';
-import { type DetailedPeerCertificate, TLSSocket } from 'node:tls';
+import { TLSSocket } from 'node:tls';
 import {
   applyDecorators,
   type CanActivate,
@@ -8,7 +8,7 @@ import {
   Injectable,
   UseGuards,
 } from '@nestjs/common';
-import { SpiffeError, SpiffeId, verifyX509Svid } from '@sigil/spiffe';
+import { SpiffeError, SpiffeId, peerCertificateChain, verifyX509Svid } from '@sigil/spiffe';
 import { type FastifyRequest } from 'fastify';
 import { AgentsService } from '../agents/agents.service.js';
 import { Public } from '../auth/public.decorator.js';
@@ -30,8 +30,6 @@ interface PresentedSvid {
 
 /** A connection carries one client certificate, so it is verified once per connection (and bundle). */
 const verifiedConnections = new WeakMap<TLSSocket, PresentedSvid>();
-/** Longest client chain looked at. */
-const MAX_CHAIN = 10;
 
 /** Lowercase hex serial number of a DER certificate, as agent records store it. */
 export function serialNumberOf(der: Uint8Array): string {
@@ -93,7 +91,7 @@ export class AgentAuthGuard implements CanActivate {
     const cached = verifiedConnections.get(socket);
     if (cached?.bundleSequence === bundleSequence) return cached;
 
-    const chain = peerChain(socket);
+    const chain = peerCertificateChain(socket.getPeerCertificate(true));
     if (chain.length === 0) {
       throw unauthenticated('required: agent API routes authenticate the agent by its X509-SVID (mTLS)');
     }
@@ -115,19 +113,6 @@ export class AgentAuthGuard implements CanActivate {
     verifiedConnections.set(socket, svid);
     return svid;
   }
-}
-
-/** The client's certificates, leaf first, as the TLS layer received them. */
-function peerChain(socket: TLSSocket): Uint8Array[] {
-  let certificate = socket.getPeerCertificate(true) as DetailedPeerCertificate | Record<string, never>;
-  if (!certificate || !('raw' in certificate) || !certificate.raw) return [];
-  const chain: Uint8Array[] = [certificate.raw];
-  while (chain.length < MAX_CHAIN && certificate.issuerCertificate && certificate.issuerCertificate !== certificate) {
-    certificate = certificate.issuerCertificate;
-    if (!certificate.raw) break;
-    chain.push(certificate.raw);
-  }
-  return chain;
 }
 
 /**
