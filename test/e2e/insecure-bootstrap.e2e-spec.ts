@@ -39,7 +39,7 @@ const TD = 'spiffe://example.org';
 /** The start of the warning, on stderr, which no log level silences. */
 const WARNING = /sigil-agent: WARNING: insecure bootstrap: /g;
 const WHY =
-  'the server is authenticated only by the SPIFFE ID its certificate claims (spiffe://<trust domain>/sigil/server), ' +
+  'the server is authenticated only by the SPIFFE ID its certificate claims (spiffe://example.org/sigil/server), ' +
   'not by a trust bundle';
 
 const count = (text: string, pattern: RegExp): number => [...text.matchAll(pattern)].length;
@@ -54,13 +54,19 @@ describe('sigil-agent --insecure-bootstrap (real server and agent)', () => {
   const agentIds = async (): Promise<string[]> =>
     (await server.json<{ agents: { spiffe_id: string }[] }>(['agent', 'list'])).agents.map((agent) => agent.spiffe_id);
 
-  const startAgent = (name: string, flags: string[], joinToken?: string, servers = [server.port]): SigilProcess => {
+  const startAgent = (
+    name: string,
+    flags: string[],
+    joinToken?: string,
+    servers = [server.port],
+    trustDomain = 'example.org',
+  ): SigilProcess => {
     const agent = startAgentProcess({
       servers,
       socketPath: join(scratch, name, 'api.sock'),
       dataDir: join(scratch, name, 'data'),
       ...(joinToken !== undefined && { joinToken }),
-      flags: ['--insecure-bootstrap', ...flags],
+      flags: ['--insecure-bootstrap', '--trust-domain', trustDomain, ...flags],
     });
     children.push(agent);
     return agent;
@@ -130,7 +136,7 @@ describe('sigil-agent --insecure-bootstrap (real server and agent)', () => {
   it('refuses a real server that is not spiffe://<td>/sigil/server of the configured trust domain, sending nothing', async () => {
     const before = await agentIds();
     const token = await server.joinToken(`${TD}/host/other-td`);
-    const agent = startAgent('other-td', ['--trust-domain', 'other.org'], token);
+    const agent = startAgent('other-td', [], token, [server.port], 'other.org');
     await agent.waitFor(
       /server certificate has SPIFFE ID spiffe:\/\/example\.org\/sigil\/server, expected spiffe:\/\/other\.org\/sigil\/server/,
     );
@@ -139,6 +145,21 @@ describe('sigil-agent --insecure-bootstrap (real server and agent)', () => {
     await agent.stop('SIGKILL');
     // The join token was never sent: no agent attested with it.
     expect(await agentIds()).toEqual(before);
+  });
+
+  it('refuses to start without --trust-domain: a server of any trust domain would pass the ID check', async () => {
+    const agent = startAgentProcess({
+      servers: [server.port],
+      socketPath: join(scratch, 'no-td', 'api.sock'),
+      dataDir: join(scratch, 'no-td', 'data'),
+      joinToken: 'unused',
+      flags: ['--insecure-bootstrap'],
+    });
+    children.push(agent);
+    expect(await agent.exited).not.toBe(0);
+    expect(agent.output()).toContain(
+      '--trust-domain: required with insecure bootstrap (the server must be spiffe://<it>/sigil/server)',
+    );
   });
 
   it('refuses a server presenting a certificate of another SPIFFE ID, before any request reaches it', async () => {

@@ -168,14 +168,25 @@ describe('loadAgentConfig', () => {
     expect(problemsOf({ ...base(), flags: { ...base().flags, insecureBootstrap: true } })).toEqual([
       '--trust-bundle: set either a trust bundle or insecure bootstrap, not both',
     ]);
-    const insecure = loadAgentConfig({ ...base(), flags: { ...flags, insecureBootstrap: true } });
+    // Insecure bootstrap checks only the server's SPIFFE ID, so it must know the trust domain to expect.
+    expect(problemsOf({ ...base(), flags: { ...flags, insecureBootstrap: true } })).toEqual([
+      '--trust-domain: required with insecure bootstrap (the server must be spiffe://<it>/sigil/server)',
+    ]);
+    const insecure = loadAgentConfig({
+      ...base(),
+      flags: { ...flags, insecureBootstrap: true, trustDomain: 'example.org' },
+    });
     expect(insecure.bootstrapTrust).toEqual({ kind: 'insecure' });
-    expect(insecure.trustDomain).toBeUndefined();
+    expect(insecure.trustDomain?.name).toBe('example.org');
     expect(problemsOf({ ...base(), flags, env: { SIGIL_AGENT_INSECURE_BOOTSTRAP: 'yes' } })).toEqual([
       "SIGIL_AGENT_INSECURE_BOOTSTRAP: must be true or false, got 'yes'",
     ]);
     expect(
-      loadAgentConfig({ ...base(), flags, env: { SIGIL_AGENT_INSECURE_BOOTSTRAP: 'true' } }).bootstrapTrust.kind,
+      loadAgentConfig({
+        ...base(),
+        flags,
+        env: { SIGIL_AGENT_INSECURE_BOOTSTRAP: 'true', SIGIL_AGENT_TRUST_DOMAIN: 'example.org' },
+      }).bootstrapTrust.kind,
     ).toBe('insecure');
   });
 

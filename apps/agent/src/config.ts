@@ -33,7 +33,7 @@ export interface AgentConfig {
   /** Absent when the agent must resume from its data dir (no join token or x509pop key configured). */
   readonly attestation: NodeAttestationConfig | undefined;
   readonly bootstrapTrust: BootstrapTrust;
-  /** Set by `--trust-domain`, or learnt from the trust bundle; undefined only with insecure bootstrap. */
+  /** Set by `--trust-domain` (required with insecure bootstrap), or learnt from the trust bundle. */
   readonly trustDomain: TrustDomain | undefined;
   /** Absolute path of the Workload API socket. */
   readonly socketPath: string;
@@ -300,6 +300,11 @@ export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
     problems.push(`${name('trust_bundle_file')}: set either a trust bundle or insecure bootstrap, not both`);
   } else if (!insecure && bundleFile === undefined) {
     problems.push(`${name('trust_bundle_file')}: required (the server's CA certificates), unless --insecure-bootstrap`);
+  } else if (insecure && raw.trust_domain === undefined) {
+    // The server's SPIFFE ID is all that is checked then: without a trust domain, any server's claim would pass.
+    problems.push(
+      `${name('trust_domain')}: required with insecure bootstrap (the server must be spiffe://<it>/sigil/server)`,
+    );
   }
   if (problems.length > 0) throw new AgentConfigError(problems);
 
