@@ -1,4 +1,4 @@
-import { lstat, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TrustBundleSet, parseX509Svid } from '@sigil/spiffe';
@@ -71,6 +71,33 @@ describe('api fetch x509 --write', () => {
     await writeX509Files(dir, context);
     expect(await mode(join(dir, 'svid.0.key'))).toBe(0o600);
     expect(await readFile(join(dir, 'svid.0.key'), 'utf8')).toMatch(/^-----BEGIN PRIVATE KEY-----/);
+  });
+
+  it('refuses a directory others can write to, who could swap the files afterwards, and writes nothing', async () => {
+    await chmod(dir, 0o777);
+    await expect(writeX509Files(dir, context)).rejects.toThrow(
+      `--write: ${dir} is writable by group or others (mode 0777)`,
+    );
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it.skipIf(process.geteuid?.() !== 0)(
+    'refuses a directory of another user (root only: gives the directory to nobody)',
+    async () => {
+      await chown(dir, 65534, 65534);
+      await expect(writeX509Files(dir, context)).rejects.toThrow(
+        `--write: ${dir} belongs to uid 65534, not to this process (uid 0) or root`,
+      );
+      expect(await readdir(dir)).toEqual([]);
+    },
+  );
+
+  it('removes what an earlier run wrote for SVIDs and federated bundles that are gone, and nothing else', async () => {
+    const stale = ['svid.1.pem', 'svid.1.key', 'bundle.1.pem', 'federated_bundle.1.pem', 'federated_bundle.3.pem'];
+    const others = ['notes.txt', 'svid.x.pem', 'svid.1.pem.bak'];
+    for (const name of [...stale, ...others]) await writeFile(join(dir, name), 'old\n');
+    await writeX509Files(dir, context);
+    expect((await readdir(dir)).sort()).toEqual([...FILES, ...others].sort());
   });
 
   it('does not widen modes under umask 0, nor narrow them under umask 077', async () => {

@@ -1,10 +1,10 @@
-import { mkdir } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { PEM_LABEL, certificatesToPem, exportPrivateKeyPkcs8, toPem } from '@sigil/pki';
 import { type TrustBundle, verifyX509Svid } from '@sigil/spiffe';
 import { type WorkloadApiClient, WorkloadApiError, type X509Context } from '@sigil/workload-api';
 import { Command, Option } from 'commander';
-import { writeFileAtomic } from '../storage/atomic-file.js';
+import { ensureOwnDir, writeFileAtomic } from '../storage/atomic-file.js';
 import { CliError } from './cli-error.js';
 import { describeWorkloadError, openWorkloadClient, resolveWorkloadAddress } from './workload-client.js';
 
@@ -138,8 +138,8 @@ const KEY_MODE = 0o600;
  * `-write`. Each file is replaced atomically (`writeFileAtomic`): a symlink or file another user planted at one of
  * these names is replaced, never written through, and never keeps its mode.
  */
-export async function writeX509Files(dir: string, context: X509Context): Promise<void> {
-  await mkdir(dir, { recursive: true });
+export async function writeX509Files(outputDir: string, context: X509Context): Promise<void> {
+  const dir = await ensureOwnDir(outputDir, 0o755, '--write');
   for (const [index, svid] of context.svids.entries()) {
     await writeFileAtomic(join(dir, `svid.${index}.pem`), certificatesToPem([...svid.certificates]), {
       mode: CERTIFICATE_MODE,
@@ -155,6 +155,24 @@ export async function writeX509Files(dir: string, context: X509Context): Promise
   }
   for (const [index, bundle] of federatedBundles(context).entries()) {
     await writeFileAtomic(join(dir, `federated_bundle.${index}.pem`), bundle.x509Pem(), { mode: CERTIFICATE_MODE });
+  }
+  await removeStaleFiles(dir, context.svids.length, federatedBundles(context).length);
+}
+
+const WRITTEN_NAME = /^(?:svid\.(\d+)\.(?:pem|key)|bundle\.(\d+)\.pem|federated_bundle\.(\d+)\.pem)$/;
+
+/**
+ * Removes the files of an earlier `--write` that this one did not rewrite (an SVID or a federated bundle that is
+ * gone), so that nothing that globs the directory keeps trusting a bundle or using a key that is no longer ours.
+ */
+async function removeStaleFiles(dir: string, svids: number, federated: number): Promise<void> {
+  for (const name of await readdir(dir)) {
+    const match = WRITTEN_NAME.exec(name);
+    if (match === null) continue;
+    const [, svid, bundle, federatedBundle] = match;
+    const stale =
+      federatedBundle !== undefined ? Number(federatedBundle) >= federated : Number(svid ?? bundle) >= svids;
+    if (stale) await rm(join(dir, name), { force: true });
   }
 }
 

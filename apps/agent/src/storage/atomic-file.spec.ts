@@ -1,9 +1,21 @@
 import { randomBytes } from 'node:crypto';
-import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import {
+  chown,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readFile,
+  readdir,
+  readlink,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { writeFileAtomic } from './atomic-file.js';
+import { ensurePrivateDir, writeFileAtomic } from './atomic-file.js';
 
 // The temporary name is random; the tests below make it predictable to plant a symlink at it, as an attacker who
 // guessed it would.
@@ -81,4 +93,24 @@ describe('writeFileAtomic', () => {
     await expect(writeFileAtomic(join(dir, 'blocked'), 'new')).rejects.toThrow();
     expect(await readdir(dir)).toEqual(['blocked']);
   });
+});
+
+describe('ensurePrivateDir (the data dir)', () => {
+  it('creates the directory 0700 and tightens an existing one of ours', async () => {
+    await ensurePrivateDir(join(root, 'data'));
+    expect(await mode(join(root, 'data'))).toBe(0o700);
+    await ensurePrivateDir(dir);
+    expect(await mode(dir)).toBe(0o700);
+  });
+
+  it.skipIf(process.geteuid?.() !== 0)(
+    "refuses another user's directory instead of taking it over (root only: gives the directory to nobody)",
+    async () => {
+      await chown(dir, 65534, 65534);
+      await expect(ensurePrivateDir(dir)).rejects.toThrow(
+        `data dir: ${dir} belongs to uid 65534, not to this agent (uid 0)`,
+      );
+      expect(await mode(dir)).toBe(0o755);
+    },
+  );
 });

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { chmod, mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, open, realpath, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /** Mode of every file the agent keeps: only its own user reads keys, SVIDs and bundles. */
@@ -9,13 +9,39 @@ export const FILE_MODE = 0o600;
 export const DIR_MODE = 0o700;
 
 /**
- * Creates `dir` (and its parents) if missing and makes it 0700. An existing dir is tightened, not refused: an
- * operator who created it by hand with a umask default should not have to chmod it first.
+ * Creates `dir` (and its parents) if missing and returns its resolved path, after checking that the directory is this
+ * process's own (or root's) and that nobody else may write in it: whoever could rename entries in it could swap the
+ * files written there for their own after they are written. Symbolic links are resolved first, so the caller writes
+ * into the directory that was checked.
+ */
+export async function ensureOwnDir(dir: string, mode: number, label: string): Promise<string> {
+  await mkdir(dir, { recursive: true, mode });
+  const real = await realpath(dir);
+  const info = await stat(real);
+  const uid = process.geteuid?.();
+  if (!info.isDirectory()) throw new Error(`${label}: ${dir} is not a directory`);
+  if (uid !== undefined && info.uid !== uid && info.uid !== 0) {
+    throw new Error(`${label}: ${real} belongs to uid ${info.uid}, not to this process (uid ${uid}) or root`);
+  }
+  if ((info.mode & 0o022) !== 0) {
+    throw new Error(`${label}: ${real} is writable by group or others (mode 0${(info.mode & 0o777).toString(8)})`);
+  }
+  return real;
+}
+
+/**
+ * Creates `dir` (and its parents) if missing and makes it 0700, refusing a directory of another user (see
+ * {@link ensureOwnDir}). An existing dir of ours is tightened, not refused: an operator who created it by hand with a
+ * umask default should not have to chmod it first.
  */
 export async function ensurePrivateDir(dir: string): Promise<void> {
   await mkdir(dir, { recursive: true, mode: DIR_MODE });
   const info = await stat(dir);
   if (!info.isDirectory()) throw new Error(`data dir: ${dir} is not a directory`);
+  const uid = process.geteuid?.();
+  if (uid !== undefined && info.uid !== uid) {
+    throw new Error(`data dir: ${dir} belongs to uid ${info.uid}, not to this agent (uid ${uid})`);
+  }
   if ((info.mode & 0o777) !== DIR_MODE) await chmod(dir, DIR_MODE);
 }
 
