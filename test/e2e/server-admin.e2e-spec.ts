@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -12,9 +12,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '../../apps/server/src/app.js';
 import { AgentsService } from '../../apps/server/src/agents/agents.service.js';
 import { createRootLogger } from '../../apps/server/src/common/logging.js';
-import { loadServerConfig } from '../../apps/server/src/config.js';
+import { type ServerConfig } from '../../apps/server/src/config.js';
 import { Database } from '../../apps/server/src/database/database.js';
-import { isEmbeddedRun, prepareEmbeddedDataDir, useTestDatabase, type TestDatabase } from '../support/database.js';
+import { type TestDatabase } from '../support/database.js';
+import { testServerConfig } from '../support/server-config.js';
 
 /** Calls the admin socket the way the CLI does: plain HTTP, no credentials. */
 function viaAdminSocket(
@@ -69,21 +70,8 @@ describe('sigil-server admin API (HTTP e2e)', () => {
 
   beforeAll(async () => {
     scratch = await mkdtemp(join(tmpdir(), 'sigil-e2e-'));
-    // PostgreSQL, or the embedded database the server opens in its data dir (as in production).
-    if (isEmbeddedRun()) await prepareEmbeddedDataDir(join(scratch, 'data'));
-    else db = await useTestDatabase({ poolSize: 2 });
-    const config = loadServerConfig({
-      flags: {
-        trustDomain: 'example.org',
-        port: '0',
-        bindAddress: '127.0.0.1',
-        dataDir: join(scratch, 'data'),
-        adminSocket: join(scratch, 'admin', 'api.sock'),
-        ...(db && { databaseUrl: db.url }),
-        logLevel: 'debug',
-      },
-      env: { SIGIL_KEK: randomBytes(32).toString('base64') },
-    });
+    let config: ServerConfig;
+    ({ config, database: db } = await testServerConfig(scratch, { logLevel: 'debug' }));
     const capture = new Writable({
       write(chunk: Buffer, _encoding, done) {
         logLines.push(chunk.toString('utf8'));

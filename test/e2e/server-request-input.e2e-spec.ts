@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { request as httpRequest, type OutgoingHttpHeaders } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -10,9 +9,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '../../apps/server/src/app.js';
 import { BODY_LIMIT_BYTES, MAX_JSON_DEPTH } from '../../apps/server/src/common/request-body.js';
 import { createRootLogger } from '../../apps/server/src/common/logging.js';
-import { loadServerConfig } from '../../apps/server/src/config.js';
+import { type ServerConfig } from '../../apps/server/src/config.js';
 import { Database } from '../../apps/server/src/database/database.js';
-import { isEmbeddedRun, prepareEmbeddedDataDir, useTestDatabase, type TestDatabase } from '../support/database.js';
+import { type TestDatabase } from '../support/database.js';
+import { testServerConfig } from '../support/server-config.js';
 
 interface Answer {
   status: number;
@@ -126,21 +126,8 @@ describe('sigil-server request input: audit by matched route, bounded bodies (bo
 
   beforeAll(async () => {
     scratch = await mkdtemp(join(tmpdir(), 'sigil-e2e-input-'));
-    // PostgreSQL, or the embedded database the server opens in its data dir (as in production).
-    if (isEmbeddedRun()) await prepareEmbeddedDataDir(join(scratch, 'data'));
-    else db = await useTestDatabase({ poolSize: 2 });
-    const config = loadServerConfig({
-      flags: {
-        trustDomain: 'example.org',
-        port: '0',
-        bindAddress: '127.0.0.1',
-        dataDir: join(scratch, 'data'),
-        adminSocket: join(scratch, 'admin', 'api.sock'),
-        ...(db && { databaseUrl: db.url }),
-        logLevel: 'error',
-      },
-      env: { SIGIL_KEK: randomBytes(32).toString('base64') },
-    });
+    let config: ServerConfig;
+    ({ config, database: db } = await testServerConfig(scratch, { logLevel: 'error' }));
     server = await startServer(config, { logger: createRootLogger('silent') });
     database = db?.dataSource ?? server.app.get(Database).dataSource;
     const socket: Listener = {

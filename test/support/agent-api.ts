@@ -3,7 +3,6 @@
  * small HTTPS client that presents an agent's X509-SVID. The server runs on PostgreSQL when `DATABASE_URL` is set,
  * otherwise on its own embedded database, as in production.
  */
-import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -12,12 +11,12 @@ import { Writable } from 'node:stream';
 import { type webcrypto } from 'node:crypto';
 import { createCsr, generateKeyPair, privateKeyToPem, toPem } from '@sigil/pki';
 import { TrustBundle, TrustDomain, type SpiffeId } from '@sigil/spiffe';
-import { inject } from 'vitest';
 import { startServer, type RunningServer } from '../../apps/server/src/app.js';
 import type { FakeClock } from '../../apps/server/src/common/clock.js';
 import { createRootLogger } from '../../apps/server/src/common/logging.js';
-import { loadServerConfig, type ServerConfigFlags } from '../../apps/server/src/config.js';
-import { prepareEmbeddedDataDir, useTestDatabase, type TestDatabase } from './database.js';
+import { type ServerConfig, type ServerConfigFlags } from '../../apps/server/src/config.js';
+import { type TestDatabase } from './database.js';
+import { testServerConfig } from './server-config.js';
 
 /** A certificate chain and key to present as the TLS client certificate. */
 export interface ClientCredentials {
@@ -53,23 +52,14 @@ export async function startAgentApiTestServer(options: {
   const scratch = await mkdtemp(join(tmpdir(), 'sigil-agent-api-'));
   let db: TestDatabase | undefined;
   try {
-    if (inject('sigilTestRun').databaseUrl) db = await useTestDatabase({ poolSize: 1 });
-    else await prepareEmbeddedDataDir(join(scratch, 'data'));
+    // Written into the scratch directory first, so their flags can name the files.
     const extraFlags = options.prepare ? await options.prepare(scratch) : {};
-    const config = loadServerConfig({
-      flags: {
-        trustDomain: 'example.org',
-        port: '0',
-        bindAddress: '127.0.0.1',
-        dataDir: join(scratch, 'data'),
-        adminSocket: join(scratch, 'admin', 'api.sock'),
-        logLevel: 'warn',
-        ...(db && { databaseUrl: db.url }),
-        ...options.flags,
-        ...extraFlags,
-      },
-      env: { SIGIL_KEK: randomBytes(32).toString('base64') },
-    });
+    let config: ServerConfig;
+    ({ config, database: db } = await testServerConfig(
+      scratch,
+      { logLevel: 'warn', ...options.flags, ...extraFlags },
+      { poolSize: 1 },
+    ));
     const silent = new Writable({ write: (_chunk, _encoding, done) => done() });
     const server = await startServer(config, { clock: options.clock, logger: createRootLogger('warn', silent) });
     const port = server.address.port;

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,10 +7,11 @@ import fc from 'fast-check';
 import { createServerApp, type BuiltServerApp } from '../../../apps/server/src/app.js';
 import { AdminTokensService } from '../../../apps/server/src/auth/admin-tokens.service.js';
 import { createRootLogger } from '../../../apps/server/src/common/logging.js';
-import { loadServerConfig } from '../../../apps/server/src/config.js';
-import { isEmbeddedRun, prepareEmbeddedDataDir, useTestDatabase, type TestDatabase } from '../../support/database.js';
+import { type ServerConfig } from '../../../apps/server/src/config.js';
+import { type TestDatabase } from '../../support/database.js';
 import { anyString, jsonText, mutatedJson, mutatedText } from '../arbitraries.js';
 import { ContractViolation, Outcomes, runTarget, type FuzzReport } from '../harness.js';
+import { testServerConfig } from '../../support/server-config.js';
 
 const ENTRY_ID = '0b7e6f3a-1f2c-4d5e-8a9b-0c1d2e3f4a5b';
 const AGENT_ID = 'spiffe://example.org/sigil/agent/join_token/a1';
@@ -139,21 +139,8 @@ export async function fuzzAdminApi(runs: number): Promise<FuzzReport> {
   let db: TestDatabase | undefined;
   let built: BuiltServerApp | undefined;
   try {
-    // PostgreSQL, or the embedded database the server opens in its own data dir, as in production.
-    if (isEmbeddedRun()) await prepareEmbeddedDataDir(join(scratch, 'data'));
-    else db = await useTestDatabase({ poolSize: 2 });
-    const config = loadServerConfig({
-      flags: {
-        trustDomain: 'example.org',
-        port: '0',
-        bindAddress: '127.0.0.1',
-        dataDir: join(scratch, 'data'),
-        adminSocket: join(scratch, 'admin', 'api.sock'),
-        ...(db && { databaseUrl: db.url }),
-        logLevel: 'fatal',
-      },
-      env: { SIGIL_KEK: randomBytes(32).toString('base64') },
-    });
+    let config: ServerConfig;
+    ({ config, database: db } = await testServerConfig(scratch, { logLevel: 'fatal' }));
     // Error lines only (a 500 is logged with its errorId), the last few kept for the failure message.
     const errorLog: string[] = [];
     const capture = new Writable({

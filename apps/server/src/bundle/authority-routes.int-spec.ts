@@ -1,5 +1,4 @@
 import 'reflect-metadata';
-import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,18 +6,14 @@ import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fa
 import { Test } from '@nestjs/testing';
 import { TrustBundle, TrustDomain } from '@sigil/spiffe';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  isEmbeddedRun,
-  prepareEmbeddedDataDir,
-  useTestDatabase,
-  type TestDatabase,
-} from '../../../../test/support/database.js';
+import { type TestDatabase } from '../../../../test/support/database.js';
+import { testServerConfig } from '../../../../test/support/server-config.js';
 import { CaModule } from '../ca/ca.module.js';
 import { FakeClock } from '../common/clock.js';
 import { CoreModule } from '../common/core.module.js';
 import { ErrorFilter } from '../common/error.filter.js';
 import { createValidationPipe } from '../common/validation.js';
-import { loadServerConfig } from '../config.js';
+import { type ServerConfig } from '../config.js';
 import { DatabaseModule } from '../database/database.module.js';
 import { BundleModule } from './bundle.module.js';
 
@@ -37,12 +32,8 @@ describe('bundle and authority routes', () => {
   beforeAll(async () => {
     scratch = await mkdtemp(join(tmpdir(), 'sigil-authority-routes-'));
     // The server's own database: PostgreSQL, or the embedded one it opens in its data dir (as in production).
-    if (isEmbeddedRun()) await prepareEmbeddedDataDir(join(scratch, 'data'));
-    else db = await useTestDatabase();
-    const config = loadServerConfig({
-      flags: { trustDomain: 'example.org', dataDir: join(scratch, 'data'), ...(db && { databaseUrl: db.url }) },
-      env: { SIGIL_KEK: randomBytes(32).toString('base64') },
-    });
+    let config: ServerConfig;
+    ({ config, database: db } = await testServerConfig(scratch, {}, { poolSize: 4 }));
     const module = await Test.createTestingModule({
       imports: [
         CoreModule.forRoot(config, new FakeClock(Date.UTC(2026, 0, 1))),
