@@ -1,1 +1,13 @@
 export { createJsonLogger, PinoLoggerService, REDACTED_FIELDS, type JsonLoggerOptions } from './logging.js';
+export {
+  LOG_INTERVAL_MS,
+  LOG_LINES_PER_INTERVAL,
+  LOG_MAX_KEYS,
+  LOG_PATH_MAX_LENGTH,
+  LOG_TEXT_MAX_LENGTH,
+  logPath,
+  RateLimitedLog,
+  truncateForLog,
+  type LogFields,
+  type RateLimitedLogOptions,
+} from './rate-limited-log.js';
