@@ -29,12 +29,15 @@ class FakeAttestationServer {
   unavailableFor = 0;
   refuseAttestation: AgentApiError | undefined;
   refuseRenewal: AgentApiError | undefined;
+  /** Answers of a busy server (429, 503), one per attestation call, before it serves. */
+  busy: number[] = [];
   private nonce: Uint8Array | undefined;
   private chain: Uint8Array[] = [];
 
   async attestJoinToken(token: string, csrPem: string): Promise<AttestationResponse> {
     this.calls.push(`join_token:${token}`);
     this.maybeUnavailable();
+    this.maybeBusy();
     if (this.refuseAttestation) throw this.refuseAttestation;
     return this.issue(
       `/sigil/agent/join_token/${createHash('sha256').update(token).digest('hex').slice(0, 8)}`,
@@ -45,6 +48,7 @@ class FakeAttestationServer {
   async x509popChallenge(certificates: readonly Uint8Array[]): Promise<{ challengeId: string; nonce: Uint8Array }> {
     this.calls.push('x509pop:challenge');
     this.maybeUnavailable();
+    this.maybeBusy();
     this.chain = [...certificates];
     this.nonce = new Uint8Array(randomBytes(32));
     return { challengeId: 'c1', nonce: this.nonce };
@@ -73,6 +77,12 @@ class FakeAttestationServer {
       this.unavailableFor--;
       throw new ServerUnavailableError('connection refused');
     }
+  }
+
+  private maybeBusy(): void {
+    const status = this.busy.shift();
+    if (status === 429) throw new AgentApiError(429, 'resource_exhausted', 'x509pop: too many challenges outstanding');
+    if (status !== undefined) throw new AgentApiError(status, 'unavailable', 'database unavailable');
   }
 
   private async issue(path: string, csrPem: string): Promise<AttestationResponse> {
@@ -224,6 +234,25 @@ describe('AgentManager', () => {
     expect(identity.current()?.spiffeId.toString()).toBe(
       `spiffe://example.org/sigil/agent/x509pop/${new X509Certificate(new Uint8Array(leaf.certificate.rawData)).fingerprint.replaceAll(':', '').toLowerCase()}`,
     );
+  });
+
+  it('retries attestation with backoff while the server answers 429 or 503, then attests instead of exiting', async () => {
+    const leaf = await popCa.createX509Svid('spiffe://pop.example/x', { uris: [], subject: 'CN=node-1' });
+    const certFile = join(dir, 'node.pem');
+    const keyFile = join(dir, 'node.key');
+    await writeFile(certFile, leaf.certificate.toString('pem'));
+    await writeFile(keyFile, toPem(PEM_LABEL.privateKey, await leaf.privateKeyPkcs8()));
+    server.busy = [429, 429];
+    const { identity } = await start({ method: 'x509pop', certFile, keyFile });
+    expect(server.calls).toEqual(['x509pop:challenge', 'x509pop:challenge', 'x509pop:challenge', 'x509pop:attest']);
+    expect(identity.current()?.spiffeId.path).toMatch(/^\/sigil\/agent\/x509pop\//);
+
+    await rm(dir, { recursive: true, force: true });
+    server.calls = [];
+    server.busy = [503, 429];
+    const joined = await start(token('tok-busy'));
+    expect(server.calls).toEqual(['join_token:tok-busy', 'join_token:tok-busy', 'join_token:tok-busy']);
+    expect(joined.identity.current()?.spiffeId.path).toMatch(/^\/sigil\/agent\/join_token\//);
   });
 
   it('rejects an x509pop key that is not the certificate key', async () => {

@@ -69,7 +69,7 @@ export class AgentManager {
 
   /**
    * Resumes or attests, then arms the renewal timer. Throws {@link AgentFatalError} when neither is possible;
-   * retries while no server can be reached.
+   * retries with backoff while no server can be reached or the server is busy (429, 503).
    */
   async start(): Promise<void> {
     await this.storage.prepare();
@@ -187,7 +187,7 @@ export class AgentManager {
     try {
       response = await attestNode(this.client, method, csr.pem);
     } catch (error) {
-      if (error instanceof AgentApiError) {
+      if (error instanceof AgentApiError && !isServerBusy(error)) {
         throw new AgentFatalError(`node attestation (${method.method}) refused by the server: ${error.message}`);
       }
       throw error;
@@ -304,7 +304,10 @@ export class AgentManager {
     }
   }
 
-  /** Runs `attempt` until it succeeds or fails for another reason than an unreachable server. */
+  /**
+   * Runs `attempt` until it succeeds or fails for another reason than an unreachable or busy server (429, 503): a
+   * server shedding load is no verdict on this agent, so it waits and asks again rather than exiting.
+   */
   private async retryWhileUnavailable(attempt: () => Promise<void>): Promise<void> {
     for (;;) {
       try {
@@ -312,15 +315,23 @@ export class AgentManager {
         this.backoff.reset();
         return;
       } catch (error) {
-        if (!(error instanceof ServerUnavailableError) || this.stopped) throw error;
+        const unreachable = error instanceof ServerUnavailableError;
+        if (!(unreachable || isServerBusy(error)) || this.stopped) throw error;
         const delay = this.backoff.next();
         this.options.logger?.warn({
-          msg: 'no server reachable for attestation, will retry',
+          msg: unreachable
+            ? 'no server reachable for attestation, will retry'
+            : 'server too busy to attest this node, will retry',
           retryInMs: delay,
-          reason: error.message,
+          reason: (error as Error).message,
         });
         await sleep(delay);
       }
     }
   }
+}
+
+/** A refusal that says "not now" (over a limit, or temporarily unavailable) rather than "not you". */
+function isServerBusy(error: unknown): error is AgentApiError {
+  return error instanceof AgentApiError && (error.status === 429 || error.status === 503);
 }
