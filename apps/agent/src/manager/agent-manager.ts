@@ -332,6 +332,6 @@ export class AgentManager {
 }
 
 /** A refusal that says "not now" (over a limit, or temporarily unavailable) rather than "not you". */
-function isServerBusy(error: unknown): error is AgentApiError {
+function isServerBusy(error: unknown): boolean {
   return error instanceof AgentApiError && (error.status === 429 || error.status === 503);
 }
