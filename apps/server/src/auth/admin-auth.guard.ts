@@ -1,6 +1,15 @@
-import { type CanActivate, type ExecutionContext, Injectable, Logger } from '@nestjs/common';
+import {
+  type CanActivate,
+  type ExecutionContext,
+  Inject,
+  Injectable,
+  Logger,
+  type OnModuleDestroy,
+} from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
+import { logPath, RateLimitedLog } from '@sigil/logging';
 import { type FastifyRequest } from 'fastify';
+import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
 import { setActor } from './actor.js';
 import { AdminSocketConnections } from './admin-socket-connections.js';
@@ -12,14 +21,22 @@ import { IS_PUBLIC_KEY } from './public.decorator.js';
  * arrived on the local admin socket, or carries `Authorization: Bearer <admin token>` of a known, unexpired token.
  */
 @Injectable()
-export class AdminAuthGuard implements CanActivate {
-  private readonly logger = new Logger(AdminAuthGuard.name);
+export class AdminAuthGuard implements CanActivate, OnModuleDestroy {
+  // Refusals are the caller's to repeat: a few lines per reason per interval, then a count of the rest.
+  private readonly refusals: RateLimitedLog;
 
   constructor(
     private readonly reflector: Reflector,
     private readonly adminSockets: AdminSocketConnections,
     private readonly adminTokens: AdminTokensService,
-  ) {}
+    @Inject(CLOCK) clock: Clock,
+  ) {
+    this.refusals = new RateLimitedLog(new Logger(AdminAuthGuard.name), { now: () => clock.now().getTime() });
+  }
+
+  onModuleDestroy(): void {
+    this.refusals.close();
+  }
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
     // Only HTTP is served through Nest; anything else would be a new transport that must bring its own guard.
@@ -40,7 +57,12 @@ export class AdminAuthGuard implements CanActivate {
   private async authenticateBearer(header: string | undefined, request: FastifyRequest): Promise<string> {
     const refuse = (message: string): never => {
       // Logged (not audited): an unauthenticated caller must not be able to fill the audit table.
-      this.logger.warn({ msg: 'admin API request refused', method: request.method, url: request.url, reason: message });
+      this.refusals.warn(message, {
+        msg: 'admin API request refused',
+        method: request.method,
+        path: logPath(request.url),
+        reason: message,
+      });
       throw new AppError('unauthenticated', message);
     };
     if (header === undefined) {
