@@ -60,7 +60,7 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     clock,
     new Logger('SvidCache'),
   );
-  const attestor = new UnixWorkloadAttestor();
+  const attestor = new UnixWorkloadAttestor({ needsDigest: () => cache.usesUnixSha256() });
   const handler = new WorkloadApiHandler(attestor, cache);
   const server = new WorkloadApiServer({ socketPath: config.socketPath, service: handler.service() });
   // Before attesting: an agent that could not serve must not spend its join token.

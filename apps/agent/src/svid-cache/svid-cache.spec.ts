@@ -346,3 +346,30 @@ describe('JWT-SVIDs', () => {
     expect(jwt.size).toBe(0);
   });
 });
+
+describe('unix:sha256 in use', () => {
+  it('tells whether any entry held has a unix:sha256 selector, as entries come, change and go', () => {
+    const sha256 = { type: 'unix', value: `sha256:${'ab'.repeat(32)}` };
+    const apply = (entries: ReturnType<typeof testEntry>[], deletedIds: string[] = [], full = false) =>
+      cache.applySync({ revision: 1, full, entries, deletedIds, bundle: api.bundle, federatedBundles: [] });
+    expect(cache.usesUnixSha256()).toBe(false);
+    const web = testEntry(id('/web'), { selectors: uid(1000) });
+    apply([web]);
+    expect(cache.usesUnixSha256()).toBe(false);
+    const pinned = testEntry(id('/pinned'), { selectors: [...uid(1000), sha256] });
+    apply([pinned]);
+    expect(cache.usesUnixSha256()).toBe(true);
+    apply([{ ...pinned, selectors: uid(1000), revisionNumber: pinned.revisionNumber + 1 }]);
+    expect(cache.usesUnixSha256()).toBe(false);
+    apply([{ ...web, selectors: [sha256], revisionNumber: web.revisionNumber + 1 }]);
+    expect(cache.usesUnixSha256()).toBe(true);
+    apply([], [web.id]);
+    expect(cache.usesUnixSha256()).toBe(false);
+    apply([{ ...web, selectors: [sha256], revisionNumber: web.revisionNumber + 2 }]);
+    expect(cache.usesUnixSha256()).toBe(true);
+    apply([pinned], [], true);
+    expect(cache.usesUnixSha256()).toBe(true);
+    apply([{ ...pinned, selectors: uid(1000), revisionNumber: pinned.revisionNumber + 2 }], [], true);
+    expect(cache.usesUnixSha256()).toBe(false);
+  });
+});

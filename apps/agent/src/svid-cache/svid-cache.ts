@@ -4,6 +4,7 @@ import { type AgentEntry, type SyncResponse } from '../attestation/agent-api.js'
 import { type Clock, systemClock } from '../common/clock.js';
 import { type IdentityCache } from '../workload-api/workload-api.handler.js';
 import { type AgentBundles, type WorkloadIdentity } from '../workload-api/workload-responses.js';
+import { isUnixSha256Selector } from '../workload-attestor/executable-digest.js';
 import { type Selector, matchesAllSelectors } from '../workload-attestor/selector.js';
 import { type JwtSvidCache } from './jwt-svid-cache.js';
 
@@ -61,6 +62,8 @@ function byAge(a: CacheRecord, b: CacheRecord): number {
 export class SvidCache implements IdentityCache {
   private readonly records = new Map<string, CacheRecord>();
   private sorted: CacheRecord[] | undefined;
+  /** Memo of {@link usesUnixSha256}, cleared with `sorted` whenever the entries change. */
+  private sha256InUse: boolean | undefined;
   private own: TrustBundle | undefined;
   private federated: readonly TrustBundle[] = [];
   private ready = false;
@@ -203,6 +206,12 @@ export class SvidCache implements IdentityCache {
     this.notify();
   }
 
+  /** Whether any entry held has a `unix:sha256` selector: only then must the unix attestor hash executables. */
+  usesUnixSha256(): boolean {
+    this.sha256InUse ??= [...this.records.values()].some((record) => record.entry.selectors.some(isUnixSha256Selector));
+    return this.sha256InUse;
+  }
+
   /** How many entries are cached. */
   get size(): number {
     return this.records.size;
@@ -218,6 +227,7 @@ export class SvidCache implements IdentityCache {
     if (record === undefined) {
       this.records.set(entry.id, { entry, svid: undefined, refused: undefined, identity: undefined });
       this.sorted = undefined;
+      this.sha256InUse = undefined;
       return true;
     }
     if (entryState(record.entry) === entryState(entry)) return false;
@@ -230,6 +240,7 @@ export class SvidCache implements IdentityCache {
     record.refused = undefined;
     record.identity = undefined;
     this.sorted = undefined;
+    this.sha256InUse = undefined;
     return true;
   }
 
@@ -237,6 +248,7 @@ export class SvidCache implements IdentityCache {
     if (!this.records.delete(id)) return false;
     this.jwtSvids.forget(id);
     this.sorted = undefined;
+    this.sha256InUse = undefined;
     return true;
   }
 

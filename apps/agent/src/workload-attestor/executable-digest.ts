@@ -2,20 +2,54 @@ import { createHash } from 'node:crypto';
 import { type BigIntStats } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { Logger } from '@nestjs/common';
+import { type Clock, systemClock } from '../common/clock.js';
+import { type Selector } from './selector.js';
 
 /** Default upper bound on the size of an executable we hash: larger files get no `unix:sha256` selector. */
 export const DEFAULT_EXECUTABLE_SIZE_LIMIT = 128 * 1024 * 1024;
 
+/** Default bytes of executables hashed for the callers of one uid per minute (four files at the size limit). */
+export const DEFAULT_UID_HASH_QUOTA_BYTES_PER_MINUTE = 4 * DEFAULT_EXECUTABLE_SIZE_LIMIT;
+
 const MAX_CACHED_DIGESTS = 1024;
+const QUOTA_WINDOW_MS = 60_000;
+// Quota windows of uids seen are kept; past this many, the expired ones are dropped.
+const MAX_QUOTA_WINDOWS = 4096;
+
+/** Whether `selector` is a `unix:sha256:HEX` selector, the one that needs an executable hashed. */
+export function isUnixSha256Selector(selector: Selector): boolean {
+  return selector.type === 'unix' && selector.value.startsWith('sha256:');
+}
+
+/** The `unix:sha256:HEX` selector of a digest. */
+export function unixSha256Selector(hex: string): Selector {
+  return { type: 'unix', value: `sha256:${hex}` };
+}
+
+/** Lowercase hex SHA-256 of an open file, streamed from its start (never read whole into memory). */
+export async function sha256OfFile(file: FileHandle): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of file.createReadStream({ start: 0, autoClose: false })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
 
 export interface ExecutableDigestOptions {
   /** Largest executable hashed, in bytes (default {@link DEFAULT_EXECUTABLE_SIZE_LIMIT}). */
   readonly sizeLimitBytes?: number;
+  /**
+   * Bytes hashed for the callers of one uid per minute (default {@link DEFAULT_UID_HASH_QUOTA_BYTES_PER_MINUTE});
+   * over it, that uid's callers get no `unix:sha256` selector until the minute is over.
+   */
+  readonly uidQuotaBytesPerMinute?: number;
+  readonly clock?: Clock;
+  /** Computes the digest of an open file (default {@link sha256OfFile}); tests count calls through it. */
+  readonly hashFile?: (file: FileHandle) => Promise<string>;
   readonly logger?: Pick<Logger, 'warn'>;
 }
 
 // Identifies one version of one file. ctime is included on top of (dev, inode, mtime, size) because mtime can be
-// set back by anyone who may write the file (utimes), while ctime cannot be forged that way.
+// set back by anyone who may write the file (utimes), while ctime cannot be forged that way. A touch therefore
+// makes a new version, which is why hashing is queued and charged to the caller's uid.
 function fileVersionKey(stats: BigIntStats): string {
   return `${stats.dev}:${stats.ino}:${stats.size}:${stats.mtimeNs}:${stats.ctimeNs}`;
 }
@@ -23,38 +57,74 @@ function fileVersionKey(stats: BigIntStats): string {
 type Digest =
   { readonly kind: 'sha256'; readonly hex: string } | { readonly kind: 'too_large' } | { readonly kind: 'changed' };
 
+interface QuotaWindow {
+  start: number;
+  bytes: number;
+  /** Refusals not logged since the last warning for this uid. */
+  unlogged: number;
+  logged: boolean;
+}
+
+function checkCount(name: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new Error(`${name}: must be a non-negative integer, got ${value}`);
+  }
+  return value;
+}
+
 /**
  * SHA-256 digests of executables for the `unix:sha256` selector. The file is opened through `/proc/<pid>/exe`, so
  * the digest is of the very binary the process runs, even from another mount namespace or after the path was
- * replaced. Digests are cached by file version and computed once per version even under concurrent calls; the
- * file is streamed, never read whole into memory.
+ * replaced. Hashing costs a core for a large file and anyone who may write a file can make a new version of it
+ * (`touch`), so the work is bounded: digests are cached by file version, concurrent requests for one version share
+ * one hash, files are hashed one at a time (a queue), and the bytes hashed for the callers of one uid are limited
+ * per minute. Over that quota the caller gets no digest, which can only make fewer entries match.
  */
 export class ExecutableDigests {
   private readonly sizeLimitBytes: number;
+  private readonly uidQuotaBytes: number;
+  private readonly clock: Clock;
+  private readonly hashFile: (file: FileHandle) => Promise<string>;
   private readonly logger: Pick<Logger, 'warn'>;
   // Insertion-ordered, so the oldest entry is evicted first once the cache is full.
   private readonly digests = new Map<string, Promise<Digest>>();
+  private readonly quotas = new Map<number, QuotaWindow>();
+  // The tail of the hashing queue: each hash starts once the one before it has settled.
+  private queue: Promise<unknown> = Promise.resolve();
 
   constructor(options: ExecutableDigestOptions = {}) {
-    this.sizeLimitBytes = options.sizeLimitBytes ?? DEFAULT_EXECUTABLE_SIZE_LIMIT;
-    if (!Number.isSafeInteger(this.sizeLimitBytes) || this.sizeLimitBytes < 0) {
-      throw new Error(`sizeLimitBytes: must be a non-negative integer, got ${this.sizeLimitBytes}`);
-    }
+    this.sizeLimitBytes = checkCount('sizeLimitBytes', options.sizeLimitBytes ?? DEFAULT_EXECUTABLE_SIZE_LIMIT);
+    this.uidQuotaBytes = checkCount(
+      'uidQuotaBytesPerMinute',
+      options.uidQuotaBytesPerMinute ?? DEFAULT_UID_HASH_QUOTA_BYTES_PER_MINUTE,
+    );
+    this.clock = options.clock ?? systemClock;
+    this.hashFile = options.hashFile ?? sha256OfFile;
     this.logger = options.logger ?? new Logger(ExecutableDigests.name);
   }
 
   /**
-   * Lowercase hex SHA-256 of the file at `path` (typically `/proc/<pid>/exe`), or undefined when the file is larger
-   * than the size limit or changed while it was being hashed. Rejects when the file cannot be opened.
+   * Lowercase hex SHA-256 of the file at `path` (typically `/proc/<pid>/exe`) for a caller of `uid`, or undefined
+   * when the file is larger than the size limit, changed while it was being hashed, or hashing it would take `uid`
+   * over its quota. Rejects when the file cannot be opened.
    */
-  async sha256(path: string): Promise<string | undefined> {
+  async sha256(path: string, uid: number): Promise<string | undefined> {
     const file = await open(path, 'r');
     try {
       const stats = await file.stat({ bigint: true });
       const key = fileVersionKey(stats);
       let digest = this.digests.get(key);
       if (digest === undefined) {
-        digest = this.compute(file, stats, path);
+        if (stats.size > BigInt(this.sizeLimitBytes)) {
+          // Logged once per file version: the result is cached like a digest.
+          this.logger.warn(
+            `executable ${path} is ${stats.size} bytes, over the ${this.sizeLimitBytes}-byte limit: no unix:sha256 selector`,
+          );
+          digest = Promise.resolve({ kind: 'too_large' });
+        } else {
+          if (!this.charge(uid, Number(stats.size))) return undefined;
+          digest = this.enqueue(() => this.compute(file, stats, path));
+        }
         this.remember(key, digest);
       }
       const result = await digest;
@@ -65,22 +135,71 @@ export class ExecutableDigests {
     }
   }
 
+  private enqueue(job: () => Promise<Digest>): Promise<Digest> {
+    const run = this.queue.then(job);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
   private async compute(file: FileHandle, stats: BigIntStats, path: string): Promise<Digest> {
-    if (stats.size > BigInt(this.sizeLimitBytes)) {
-      // Logged once per file version: the result is cached like a digest.
-      this.logger.warn(
-        `executable ${path} is ${stats.size} bytes, over the ${this.sizeLimitBytes}-byte limit: no unix:sha256 selector`,
-      );
-      return { kind: 'too_large' };
+    // The file may have changed while the hash waited its turn: no need to read it then.
+    if (await this.changedSince(file, stats, path)) return { kind: 'changed' };
+    const hex = await this.hashFile(file);
+    if (await this.changedSince(file, stats, path)) return { kind: 'changed' };
+    return { kind: 'sha256', hex };
+  }
+
+  private async changedSince(file: FileHandle, stats: BigIntStats, path: string): Promise<boolean> {
+    const now = await file.stat({ bigint: true });
+    if (fileVersionKey(now) === fileVersionKey(stats)) return false;
+    this.logger.warn(`executable ${path} changed while it was being hashed: no unix:sha256 selector`);
+    return true;
+  }
+
+  /** Charges `bytes` of hashing to `uid`; false (and a warning, at most one per uid and minute) when over quota. */
+  private charge(uid: number, bytes: number): boolean {
+    const now = this.clock.now().getTime();
+    let window = this.quotas.get(uid);
+    if (window === undefined || now - window.start >= QUOTA_WINDOW_MS || now < window.start) {
+      window = { start: now, bytes: 0, unlogged: window?.unlogged ?? 0, logged: false };
+      this.quotas.delete(uid);
+      this.quotas.set(uid, window);
+      this.dropExpiredWindows(now);
     }
-    const hash = createHash('sha256');
-    for await (const chunk of file.createReadStream({ start: 0, autoClose: false })) hash.update(chunk as Buffer);
-    const after = await file.stat({ bigint: true });
-    if (fileVersionKey(after) !== fileVersionKey(stats)) {
-      this.logger.warn(`executable ${path} changed while it was being hashed: no unix:sha256 selector`);
-      return { kind: 'changed' };
+    if (window.bytes + bytes <= this.uidQuotaBytes) {
+      window.bytes += bytes;
+      return true;
     }
-    return { kind: 'sha256', hex: hash.digest('hex') };
+    if (window.logged) {
+      window.unlogged++;
+      return false;
+    }
+    const unlogged =
+      window.unlogged === 0
+        ? ''
+        : ` (${window.unlogged} ${window.unlogged === 1 ? 'refusal' : 'refusals'} since the last warning ` +
+          `${window.unlogged === 1 ? 'was' : 'were'} not logged)`;
+    this.logger.warn(
+      `uid ${uid}: executables of ${window.bytes} bytes hashed in the last minute, a file of ${bytes} bytes more is ` +
+        `over the ${this.uidQuotaBytes}-byte quota per uid and minute: no unix:sha256 selector until the minute is ` +
+        `over (further refusals for this uid are counted, not logged)${unlogged}`,
+    );
+    window.logged = true;
+    window.unlogged = 0;
+    return false;
+  }
+
+  private dropExpiredWindows(now: number): void {
+    if (this.quotas.size <= MAX_QUOTA_WINDOWS) return;
+    for (const [uid, window] of this.quotas) {
+      // A uid with refusals still to report is kept; the bound below holds regardless.
+      if (now - window.start >= QUOTA_WINDOW_MS && window.unlogged === 0) this.quotas.delete(uid);
+    }
+    // Insertion order is last-renewed first out: the oldest windows go when every uid is still current.
+    for (const uid of this.quotas.keys()) {
+      if (this.quotas.size <= MAX_QUOTA_WINDOWS) break;
+      this.quotas.delete(uid);
+    }
   }
 
   private remember(key: string, digest: Promise<Digest>): void {

@@ -1,11 +1,23 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { chmod, mkdir, mkdtemp, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import {
+  type FileHandle,
+  chmod,
+  mkdir,
+  mkdtemp,
+  readFile,
+  readlink,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { AccountNames, parseAccountFile } from './account-names.js';
+import { ExecutableDigests, sha256OfFile } from './executable-digest.js';
 import { readStartTime } from './proc.js';
 import { formatSelector } from './selector.js';
 import { makeSetgidSleep } from '../../../../test/support/relay-caller.js';
@@ -236,6 +248,75 @@ describe('UnixWorkloadAttestor on real processes', () => {
     await expect(
       attestor.attest({ pid, uid: 0, gid: 0, startTime: 1n, process: { isAlive: () => true } }),
     ).rejects.toThrow(`pid: must be a positive integer, got ${pid}`);
+  });
+});
+
+describe('UnixWorkloadAttestor executable digests', () => {
+  const children: ChildProcess[] = [];
+  afterEach(() => {
+    for (const child of children.splice(0)) child.kill('SIGKILL');
+  });
+
+  /** Digests that count the files they hash (through the real SHA-256). */
+  function countingDigests(options: { uidQuotaBytesPerMinute?: number; warnings?: string[] } = {}) {
+    const hashed: FileHandle[] = [];
+    const digests = new ExecutableDigests({
+      hashFile: (file) => {
+        hashed.push(file);
+        return sha256OfFile(file);
+      },
+      ...(options.uidQuotaBytesPerMinute !== undefined && { uidQuotaBytesPerMinute: options.uidQuotaBytesPerMinute }),
+      logger: { warn: (message: string) => void options.warnings?.push(message) },
+    });
+    return { digests, hashed };
+  }
+
+  const sha256Selectors = (selectors: string[]) => selectors.filter((selector) => selector.startsWith('unix:sha256:'));
+
+  it('hashes nothing while no entry uses unix:sha256, and hashes once one does', async () => {
+    const child = await startSleeper();
+    children.push(child);
+    const { digests, hashed } = countingDigests();
+    let needed = false;
+    const attestor = new UnixWorkloadAttestor({ digests, needsDigest: () => needed, logger: quiet });
+    for (let i = 0; i < 3; i++) {
+      const selectors = (await attestor.attest(await caller(child.pid))).map(formatSelector);
+      expect(selectors).toContain('unix:path:/usr/bin/sleep');
+      expect(sha256Selectors(selectors)).toEqual([]);
+    }
+    expect(hashed).toHaveLength(0);
+    needed = true;
+    const selectors = (await attestor.attest(await caller(child.pid))).map(formatSelector);
+    expect(sha256Selectors(selectors)).toEqual([`unix:sha256:${await sha256Of('/usr/bin/sleep')}`]);
+    expect(hashed).toHaveLength(1);
+  });
+
+  it('hashes an executable once for concurrent attestations of its processes', async () => {
+    const sleepers = await Promise.all([startSleeper(), startSleeper(), startSleeper()]);
+    children.push(...sleepers);
+    const { digests, hashed } = countingDigests();
+    const attestor = new UnixWorkloadAttestor({ digests, needsDigest: () => true, logger: quiet });
+    const callers = await Promise.all(sleepers.flatMap((child) => [caller(child.pid), caller(child.pid)]));
+    const results = await Promise.all(callers.map((process) => attestor.attest(process)));
+    const expected = `unix:sha256:${await sha256Of('/usr/bin/sleep')}`;
+    for (const selectors of results) expect(sha256Selectors(selectors.map(formatSelector))).toEqual([expected]);
+    expect(hashed).toHaveLength(1);
+  });
+
+  it("charges the caller's uid: over its quota the caller gets every selector but unix:sha256", async () => {
+    const child = await startSleeper();
+    children.push(child);
+    const warnings: string[] = [];
+    const { digests, hashed } = countingDigests({ uidQuotaBytesPerMinute: 0, warnings });
+    const attestor = new UnixWorkloadAttestor({ digests, needsDigest: () => true, logger: quiet });
+    const selectors = (await attestor.attest(await caller(child.pid))).map(formatSelector);
+    const withoutDigest = (await expectedSelectors(child.pid)).filter(
+      (selector) => !selector.startsWith('unix:sha256:'),
+    );
+    expect(selectors.sort()).toEqual(withoutDigest);
+    expect(hashed).toHaveLength(0);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(new RegExp(`^uid ${process.geteuid!()}: .* over the 0-byte quota per uid and minute`));
   });
 });
 

@@ -1,7 +1,7 @@
 import { readlink, stat } from 'node:fs/promises';
 import { Logger } from '@nestjs/common';
 import { AccountNames } from './account-names.js';
-import { ExecutableDigests } from './executable-digest.js';
+import { ExecutableDigests, unixSha256Selector } from './executable-digest.js';
 import { defaultProcRoot, procPath, readStartTime, readStatus } from './proc.js';
 import { type Selector } from './selector.js';
 
@@ -32,6 +32,11 @@ export class WorkloadAttestationError extends Error {
 export interface UnixAttestorOptions {
   readonly accountNames?: AccountNames;
   readonly digests?: ExecutableDigests;
+  /**
+   * Whether any entry the agent holds uses a `unix:sha256` selector (default: always). When none does, executables
+   * are not hashed at all: the selector could not make an entry match.
+   */
+  readonly needsDigest?: () => boolean;
   readonly logger?: Pick<Logger, 'debug' | 'warn'>;
   /** Where procfs is mounted (default `HOST_PROC` or `/proc`). */
   readonly procRoot?: string;
@@ -74,6 +79,7 @@ function unix(value: string): Selector {
 export class UnixWorkloadAttestor {
   private readonly accountNames: AccountNames;
   private readonly digests: ExecutableDigests;
+  private readonly needsDigest: () => boolean;
   private readonly logger: Pick<Logger, 'debug' | 'warn'>;
   private readonly procRoot: string;
 
@@ -81,6 +87,7 @@ export class UnixWorkloadAttestor {
     this.procRoot = options.procRoot ?? defaultProcRoot();
     this.accountNames = options.accountNames ?? new AccountNames();
     this.digests = options.digests ?? new ExecutableDigests();
+    this.needsDigest = options.needsDigest ?? (() => true);
     this.logger = options.logger ?? new Logger(UnixWorkloadAttestor.name);
   }
 
@@ -165,7 +172,7 @@ export class UnixWorkloadAttestor {
       const name = await this.accountNames.groupName(supplementary);
       if (name !== undefined) selectors.push(unix(`supplementary_group:${name}`));
     }
-    selectors.push(...(await this.executableSelectors(pid)));
+    selectors.push(...(await this.executableSelectors(pid, uid)));
     return selectors;
   }
 
@@ -185,7 +192,7 @@ export class UnixWorkloadAttestor {
     }
   }
 
-  private async executableSelectors(pid: number): Promise<Selector[]> {
+  private async executableSelectors(pid: number, uid: number): Promise<Selector[]> {
     const exe = procPath(pid, 'exe', this.procRoot);
     let path: string;
     try {
@@ -198,9 +205,11 @@ export class UnixWorkloadAttestor {
       return [];
     }
     const selectors = [unix(`path:${path}`)];
+    if (!this.needsDigest()) return selectors;
     try {
-      const sha256 = await this.digests.sha256(exe);
-      if (sha256 !== undefined) selectors.push(unix(`sha256:${sha256}`));
+      // Charged to the caller's uid: one user's `touch` loop must not spend the hashing budget of the others.
+      const sha256 = await this.digests.sha256(exe, uid);
+      if (sha256 !== undefined) selectors.push(unixSha256Selector(sha256));
     } catch (error) {
       if (!NOT_PERMITTED.has(errorCode(error) ?? '')) {
         throw new WorkloadAttestationError(`process ${pid}: cannot hash its executable`, { cause: error });
