@@ -1,4 +1,4 @@
-import { Body, Controller, HttpCode, Post } from '@nestjs/common';
+import { Body, Controller, HttpCode, Ip, Post } from '@nestjs/common';
 import { ApiOkResponse, ApiTags } from '@nestjs/swagger';
 import { Public } from '../auth/public.decorator.js';
 import {
@@ -35,8 +35,11 @@ export class AttestationController {
   @Post('x509pop/challenge')
   @HttpCode(200)
   @ApiOkResponse({ type: X509popChallengeResponseDto })
-  async x509popChallenge(@Body() body: X509popChallengeRequestDto): Promise<X509popChallengeResponseDto> {
-    const { challengeId, nonce } = await this.x509pop.challenge(body.certificates);
+  async x509popChallenge(
+    @Body() body: X509popChallengeRequestDto,
+    @Ip() remoteAddress: string | undefined,
+  ): Promise<X509popChallengeResponseDto> {
+    const { challengeId, nonce } = await this.x509pop.challenge(body.certificates, remoteAddress);
     return { challenge_id: challengeId, nonce: nonce.toString('base64') };
   }
 

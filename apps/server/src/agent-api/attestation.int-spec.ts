@@ -237,6 +237,80 @@ describe(`agent API: node attestation (${backend})`, () => {
     });
   });
 
+  it('x509pop: one certificate asking for challenges in a loop keeps at most 4 outstanding, the oldest replaced; another certificate still attests', async () => {
+    clock.advance(61_000); // earlier tests' challenges expire
+    const looping = await nodeCa.createX509Svid('unused', { subject: 'CN=node-looping', uris: [] });
+    const issued: Record<string, unknown>[] = [];
+    for (let i = 0; i < 12; i++) {
+      const response = await challenge(b64(looping));
+      expect(response.status).toBe(200);
+      issued.push(response.body);
+    }
+    const answerWith = async (body: Record<string, unknown>) =>
+      answer(body['challenge_id'], await signNonce(looping, body['nonce'] as string));
+    // Even a right answer to a replaced challenge is refused: only the 4 newest are outstanding.
+    for (const replaced of issued.slice(0, 8)) {
+      expect(await answerWith(replaced)).toEqual({
+        status: 403,
+        body: { error: 'permission_denied', message: 'x509pop: challenge_id is unknown, expired or already answered' },
+      });
+    }
+    expect((await answerWith(issued[8]!)).status).toBe(200);
+    expect((await answerWith(issued[11]!)).status).toBe(200);
+    const other = await nodeCa.createX509Svid('unused', { subject: 'CN=node-other', uris: [] });
+    const otherChallenge = await challenge(b64(other));
+    expect(otherChallenge.status).toBe(200);
+    const attested = await answer(
+      otherChallenge.body['challenge_id'],
+      await signNonce(other, otherChallenge.body['nonce'] as string),
+    );
+    expect(attested.status).toBe(200);
+    expect(attested.body['spiffe_id']).toBe(
+      `spiffe://example.org/sigil/agent/x509pop/${sha1(other.certificate.rawData)}`,
+    );
+    clock.advance(61_000);
+  });
+
+  it('x509pop: one source address holds at most 64 challenges; more are refused with 429 until one is answered', async () => {
+    clock.advance(61_000);
+    const nodes = await Promise.all(
+      Array.from({ length: 16 }, (_, index) =>
+        nodeCa.createX509Svid('unused', { subject: `CN=node-many-${index}`, uris: [] }),
+      ),
+    );
+    const issued: { node: TestSvid; body: Record<string, unknown> }[] = [];
+    for (const each of nodes) {
+      for (let i = 0; i < 4; i++) {
+        const response = await challenge(b64(each));
+        expect(response.status).toBe(200);
+        issued.push({ node: each, body: response.body });
+      }
+    }
+    const late = await nodeCa.createX509Svid('unused', { subject: 'CN=node-late', uris: [] });
+    const refusal = {
+      status: 429,
+      body: {
+        error: 'resource_exhausted',
+        message:
+          'x509pop: source address 127.0.0.1 has 64 challenges outstanding (the limit per address); answer them or wait up to 60 s for them to expire',
+      },
+    };
+    expect(await challenge(b64(late))).toEqual(refusal);
+    // A certificate at its own cap replaces its oldest challenge: no new slot taken, so it is still served.
+    expect((await challenge(b64(nodes[0]!))).status).toBe(200);
+    expect(await challenge(b64(late))).toEqual(refusal);
+
+    const last = issued.at(-1)!;
+    const answered = await answer(last.body['challenge_id'], await signNonce(last.node, last.body['nonce'] as string));
+    expect(answered.status).toBe(200);
+    const served = await challenge(b64(late));
+    expect(served.status).toBe(200);
+    expect(
+      (await answer(served.body['challenge_id'], await signNonce(late, served.body['nonce'] as string))).status,
+    ).toBe(200);
+    clock.advance(61_000);
+  });
+
   it('x509pop: validates the request shape', async () => {
     const response = await challenge(['not base64!']);
     expect(response.status).toBe(400);

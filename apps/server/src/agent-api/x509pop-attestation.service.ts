@@ -5,13 +5,8 @@ import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { AgentSvidService, parseAgentCsr, type AttestationResult } from './agent-svid.service.js';
-import {
-  isPossessionProven,
-  parseX509popCaBundle,
-  verifyX509popChain,
-  X509popChallenges,
-  type X509popEvidence,
-} from './x509pop.js';
+import { X509popChallenges } from './x509pop-challenges.js';
+import { isPossessionProven, parseX509popCaBundle, verifyX509popChain, type X509popEvidence } from './x509pop.js';
 
 type CaCertificates = ReturnType<typeof parseX509popCaBundle>;
 
@@ -47,13 +42,19 @@ export class X509popAttestationService implements OnModuleInit {
     this.logger.log({ msg: 'x509pop attestation enabled', caBundle: path, caCertificates: this.caCertificates.length });
   }
 
-  /** Verifies the chain and issues a challenge for it. */
-  async challenge(certificatesBase64: readonly string[]): Promise<{ challengeId: string; nonce: Buffer }> {
+  /**
+   * Verifies the chain and issues a challenge for it, within the per-certificate and per-address caps of
+   * {@link X509popChallenges} (`remoteAddress` is the TCP peer; undefined on the local admin socket).
+   */
+  async challenge(
+    certificatesBase64: readonly string[],
+    remoteAddress: string | undefined,
+  ): Promise<{ challengeId: string; nonce: Buffer }> {
     const roots = this.requireCaCertificates();
     const now = this.clock.now();
     const certificates = certificatesBase64.map((text) => Buffer.from(text, 'base64'));
     const evidence: X509popEvidence = await verifyX509popChain(certificates, roots, now);
-    return this.challenges.issue(evidence, now);
+    return this.challenges.issue(evidence, remoteAddress, now);
   }
 
   /**

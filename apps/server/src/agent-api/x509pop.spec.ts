@@ -1,7 +1,7 @@
 import { createHash, createPrivateKey, sign, webcrypto } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { KeyUsage, TEST_NOW, TestCa, type TestSvid } from '../../../../test/support/test-ca.js';
-import { isPossessionProven, parseX509popCaBundle, verifyX509popChain, X509popChallenges } from './x509pop.js';
+import { isPossessionProven, parseX509popCaBundle, verifyX509popChain } from './x509pop.js';
 
 const der = (svid: TestSvid): Uint8Array[] => svid.chainDer();
 const sha1 = (data: ArrayBuffer): string => createHash('sha1').update(new Uint8Array(data)).digest('hex');
@@ -97,29 +97,6 @@ describe('isPossessionProven', () => {
     const other = sign('sha256', nonce, await privateKeyOf(await node(root, { keyAlgorithm: alg })));
     expect(isPossessionProven(evidence.publicKey, nonce, other)).toBe(false);
     expect(isPossessionProven(evidence.publicKey, nonce, new Uint8Array([0x30, 0x00]))).toBe(false);
-  });
-});
-
-describe('X509popChallenges', () => {
-  it('hands each challenge out once, within its lifetime, and caps how many are pending', async () => {
-    const root = await TestCa.create('nodes.test', { now: TEST_NOW });
-    const evidence = await verifyX509popChain(der(await node(root)), [root.certificate], TEST_NOW);
-    const challenges = new X509popChallenges(60_000, 2);
-    const first = challenges.issue(evidence, TEST_NOW);
-    expect(first.nonce).toHaveLength(32);
-    expect(challenges.take(first.challengeId, TEST_NOW)?.nonce).toEqual(first.nonce);
-    expect(challenges.take(first.challengeId, TEST_NOW)).toBeUndefined();
-
-    const late = challenges.issue(evidence, TEST_NOW);
-    expect(challenges.take(late.challengeId, new Date(TEST_NOW.getTime() + 60_000))).toBeUndefined();
-
-    challenges.issue(evidence, TEST_NOW);
-    challenges.issue(evidence, TEST_NOW);
-    expect(() => challenges.issue(evidence, TEST_NOW)).toThrow(
-      'x509pop: too many challenges outstanding, retry shortly',
-    );
-    // Expired challenges make room again.
-    expect(challenges.issue(evidence, new Date(TEST_NOW.getTime() + 61_000)).nonce).toHaveLength(32);
   });
 });
 

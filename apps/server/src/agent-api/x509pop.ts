@@ -1,14 +1,5 @@
 import 'reflect-metadata';
-import {
-  constants,
-  createHash,
-  createPublicKey,
-  randomBytes,
-  randomUUID,
-  verify,
-  webcrypto,
-  type KeyObject,
-} from 'node:crypto';
+import { constants, createHash, createPublicKey, verify, webcrypto, type KeyObject } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import type { AgentSelector } from '../agents/agent.entity.js';
 import { AppError } from '../common/errors.js';
@@ -24,10 +15,6 @@ x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoPro
 
 /** Longest chain accepted: leaf and intermediates. */
 export const X509POP_MAX_CERTIFICATES = 8;
-/** How long a challenge may be answered, and how many may be outstanding at once. */
-export const X509POP_CHALLENGE_TTL_MS = 60_000;
-export const X509POP_MAX_PENDING_CHALLENGES = 10_000;
-export const X509POP_NONCE_BYTES = 32;
 
 /** What a verified x509pop chain proves once the agent shows it holds the leaf's key. */
 export interface X509popEvidence {
@@ -143,50 +130,6 @@ export function isPossessionProven(publicKey: KeyObject, nonce: Uint8Array, sign
     return verify('sha256', nonce, key, signature);
   } catch {
     return false;
-  }
-}
-
-interface PendingChallenge {
-  readonly evidence: X509popEvidence;
-  readonly nonce: Buffer;
-  readonly expiresAtMs: number;
-}
-
-/**
- * Outstanding x509pop challenges, in this replica's memory: each answerable once, within
- * {@link X509POP_CHALLENGE_TTL_MS}. The agent must answer on the replica that issued its challenge.
- */
-export class X509popChallenges {
-  private readonly pending = new Map<string, PendingChallenge>();
-
-  constructor(
-    private readonly ttlMs = X509POP_CHALLENGE_TTL_MS,
-    private readonly maxPending = X509POP_MAX_PENDING_CHALLENGES,
-  ) {}
-
-  /** Stores a fresh challenge for the verified chain and returns its id and nonce. */
-  issue(evidence: X509popEvidence, now: Date): { challengeId: string; nonce: Buffer } {
-    const nowMs = now.getTime();
-    // Challenges expire in the order they were issued, so the expired ones are at the front.
-    for (const [id, challenge] of this.pending) {
-      if (challenge.expiresAtMs > nowMs) break;
-      this.pending.delete(id);
-    }
-    if (this.pending.size >= this.maxPending) {
-      throw new AppError('resource_exhausted', 'x509pop: too many challenges outstanding, retry shortly');
-    }
-    const challengeId = randomUUID();
-    const nonce = randomBytes(X509POP_NONCE_BYTES);
-    this.pending.set(challengeId, { evidence, nonce, expiresAtMs: nowMs + this.ttlMs });
-    return { challengeId, nonce };
-  }
-
-  /** Removes the challenge and returns it, if it exists and has not expired. */
-  take(challengeId: string, now: Date): { evidence: X509popEvidence; nonce: Buffer } | undefined {
-    const challenge = this.pending.get(challengeId);
-    if (!challenge) return undefined;
-    this.pending.delete(challengeId);
-    return challenge.expiresAtMs > now.getTime() ? challenge : undefined;
   }
 }
 
