@@ -1,4 +1,5 @@
 import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Logger } from '@nestjs/common';
+import { logPath, RateLimitedLog } from '@sigil/logging';
 import { type FastifyReply, type FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import { AppError, HTTP_STATUS_BY_KIND } from './errors.js';
@@ -11,7 +12,8 @@ export interface ErrorBody {
   errorId?: string;
 }
 
-const logger = new Logger('ErrorFilter');
+// A caller that finds a request failing this way can repeat it: a few lines per error class, then a count.
+const unhandled = new RateLimitedLog(new Logger('ErrorFilter'));
 
 /** Fastify's own request errors (raised before a route runs), by code. */
 function fromFastifyError(error: { code: string; statusCode: number; message: string }, bodyLimit: number) {
@@ -68,7 +70,14 @@ export function toErrorReply(
     if (status < 500) return { status, body: { error: 'invalid_argument', message: exception.message.toLowerCase() } };
   }
   const errorId = randomUUID();
-  logger.error({ msg: 'unhandled error', errorId, method: request.method, url: request.url, err: exception });
+  const errorClass = exception instanceof Error ? exception.constructor.name : typeof exception;
+  unhandled.error(errorClass, {
+    msg: 'unhandled error',
+    errorId,
+    method: request.method,
+    path: logPath(request.url),
+    err: exception,
+  });
   return {
     status: 500,
     body: { error: 'internal', message: `internal error; the server log has the details under ${errorId}`, errorId },
