@@ -1,5 +1,6 @@
 import { createHash, sign, webcrypto } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
+import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { verifyX509Svid, type TrustBundle } from '@sigil/spiffe';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -7,6 +8,7 @@ import {
   derChainOf,
   newAgentKey,
   startAgentApiTestServer,
+  type AgentApiResponse,
   type AgentApiTestServer,
 } from '../../../../test/support/agent-api.js';
 import { TestCa, type TestSvid } from '../../../../test/support/test-ca.js';
@@ -28,6 +30,36 @@ async function signNonce(node: TestSvid, nonceBase64: string): Promise<string> {
     type: 'pkcs8',
   });
   return signature.toString('base64');
+}
+
+/** A POST to the agent API from another loopback address, as a second host would call it. */
+function postFrom(localAddress: string, port: number, path: string, body: unknown): Promise<AgentApiResponse> {
+  return new Promise((resolve, reject) => {
+    const request = httpsRequest(
+      {
+        host: '127.0.0.1',
+        localAddress,
+        port,
+        method: 'POST',
+        path,
+        agent: false,
+        rejectUnauthorized: false,
+        headers: { 'content-type': 'application/json' },
+      },
+      (response) => {
+        const chunks: Buffer[] = [];
+        response.on('data', (chunk: Buffer) => chunks.push(chunk));
+        response.on('end', () =>
+          resolve({
+            status: response.statusCode ?? 0,
+            body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>,
+          }),
+        );
+      },
+    );
+    request.on('error', reject);
+    request.end(JSON.stringify(body));
+  });
 }
 
 const b64 = (node: TestSvid): string[] => node.chainDer().map((der) => Buffer.from(der).toString('base64'));
@@ -300,6 +332,17 @@ describe(`agent API: node attestation (${backend})`, () => {
     expect((await challenge(b64(nodes[0]!))).status).toBe(200);
     expect(await challenge(b64(late))).toEqual(refusal);
 
+    // Another host beside the full one is served and attests.
+    const beside = await postFrom('127.0.0.2', api.port, '/agent/v1/attest/x509pop/challenge', {
+      certificates: b64(late),
+    });
+    expect(beside.status).toBe(200);
+    const besideAnswer = await answer(
+      beside.body['challenge_id'],
+      await signNonce(late, beside.body['nonce'] as string),
+    );
+    expect(besideAnswer.status).toBe(200);
+
     const last = issued.at(-1)!;
     const answered = await answer(last.body['challenge_id'], await signNonce(last.node, last.body['nonce'] as string));
     expect(answered.status).toBe(200);
@@ -308,6 +351,31 @@ describe(`agent API: node attestation (${backend})`, () => {
     expect(
       (await answer(served.body['challenge_id'], await signNonce(late, served.body['nonce'] as string))).status,
     ).toBe(200);
+    clock.advance(61_000);
+  });
+
+  it("x509pop: a stranger holding a node's certificate cannot void the node's challenge, only make it wait with 429", async () => {
+    clock.advance(61_000);
+    const victim = await nodeCa.createX509Svid('unused', { subject: 'CN=node-victim', uris: [] });
+    const fromNode = () =>
+      postFrom('127.0.0.2', api.port, '/agent/v1/attest/x509pop/challenge', { certificates: b64(victim) });
+    const held = await fromNode();
+    expect(held.status).toBe(200);
+    for (let i = 0; i < 10; i++) expect((await challenge(b64(victim))).status).toBe(200);
+    const answered = await answer(held.body['challenge_id'], await signNonce(victim, held.body['nonce'] as string));
+    expect(answered.status).toBe(200);
+
+    // The stranger held 3 slots beside the node's; with one more it holds all 4: the node is told to retry, not refused.
+    expect((await challenge(b64(victim))).status).toBe(200);
+    expect(await fromNode()).toEqual({
+      status: 429,
+      body: {
+        error: 'resource_exhausted',
+        message: `x509pop: certificate ${sha1(victim.certificate.rawData)} has 4 challenges outstanding (the limit per certificate), asked from other addresses; retry within 60 s`,
+      },
+    });
+    clock.advance(61_000);
+    expect((await fromNode()).status).toBe(200);
     clock.advance(61_000);
   });
 
