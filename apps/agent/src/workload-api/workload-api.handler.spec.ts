@@ -2,6 +2,7 @@ import { webcrypto } from 'node:crypto';
 import { Code, ConnectError, createContextValues, createHandlerContext } from '@connectrpc/connect';
 import { SpiffeId, TrustBundle, TrustDomain, signJwtSvid } from '@sigil/spiffe';
 import { type JWTSVIDRequest, SpiffeWorkloadAPI, type ValidateJWTSVIDRequest } from '@sigil/workload-api';
+import { LOG_INTERVAL_MS, LOG_LINES_PER_INTERVAL, LOG_TEXT_MAX_LENGTH } from '@sigil/logging';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { TestCa } from '../../../../test/support/test-ca.js';
 import { matchesAllSelectors, type Selector } from '../workload-attestor/selector.js';
@@ -71,7 +72,7 @@ describe('WorkloadApiHandler', () => {
   let bundles: AgentBundles;
   let attestor: FakeAttestor;
   let cache: FakeCache;
-  let warnings: string[];
+  let warnings: unknown[];
   let handler: WorkloadApiHandler;
 
   const identity = (path: string, extra: Partial<WorkloadIdentity> = {}): WorkloadIdentity => ({
@@ -121,7 +122,7 @@ describe('WorkloadApiHandler', () => {
     warnings = [];
     handler = new WorkloadApiHandler(attestor, cache, {
       now: () => NOW,
-      logger: { debug: () => undefined, warn: (message: string) => void warnings.push(message) },
+      logger: { debug: () => undefined, warn: (message: unknown) => void warnings.push(message) },
     });
   });
 
@@ -179,7 +180,35 @@ describe('WorkloadApiHandler', () => {
       context('FetchJWTSVID'),
     );
     expect(jwt.svids?.map((s) => s.spiffeId)).toEqual(['spiffe://example.org/a', 'spiffe://example.org/c']);
-    expect(warnings).toEqual(['entry b: ignored, another entry of the workload has hint "internal"']);
+    expect(warnings).toEqual([
+      { msg: 'entry ignored: another entry of the workload has the same hint', entryId: 'b', hint: 'internal' },
+    ]);
+  });
+
+  it('logs failed attestations of one uid a few times per interval, then how many it dropped', async () => {
+    let now = NOW.getTime();
+    const logged: Record<string, unknown>[] = [];
+    const quiet = new WorkloadApiHandler(attestor, cache, {
+      now: () => new Date(now),
+      logger: { debug: () => undefined, warn: (message: unknown) => void logged.push(message as never) },
+    });
+    attestor.failure = new Error(`process 4242 exited ${'x'.repeat(10_000)}`);
+    const fetch = () =>
+      quiet.fetchJwtSvid({ audience: ['x'], spiffeId: '' } as JWTSVIDRequest, context('FetchJWTSVID'));
+    for (let i = 0; i < 1_000; i += 1) await expect(fetch()).rejects.toMatchObject({ code: Code.Unavailable });
+    expect(logged).toHaveLength(LOG_LINES_PER_INTERVAL);
+    expect(logged[0]).toMatchObject({
+      msg: 'workload attestation failed',
+      method: 'FetchJWTSVID',
+      pid: 4242,
+      uid: 1000,
+    });
+    expect((logged[0]?.['reason'] as string).length).toBeLessThanOrEqual(LOG_TEXT_MAX_LENGTH);
+
+    now += LOG_INTERVAL_MS;
+    await expect(fetch()).rejects.toMatchObject({ code: Code.Unavailable });
+    expect(logged.at(-2)).toMatchObject({ dropped: 1_000 - LOG_LINES_PER_INTERVAL });
+    expect(logged).toHaveLength(LOG_LINES_PER_INTERVAL + 2);
   });
 
   it.each([

@@ -1,6 +1,7 @@
 import { type DescMessage, type MessageInitShape, type MessageShape, create, toBinary } from '@bufbuild/protobuf';
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from '@connectrpc/connect';
 import { Logger } from '@nestjs/common';
+import { RateLimitedLog, truncateForLog } from '@sigil/logging';
 import { SpiffeError, SpiffeId, TrustBundleSet, parseAndValidateJwtSvid } from '@sigil/spiffe';
 import {
   JWTBundlesResponseSchema,
@@ -68,6 +69,8 @@ const NO_IDENTITY = 'no identity issued';
 export class WorkloadApiHandler {
   private readonly now: () => Date;
   private readonly logger: Pick<Logger, 'debug' | 'warn'>;
+  // Every caller can make these lines as often as it calls: a few per uid (or entry) and interval, then a count.
+  private readonly limitedLog: RateLimitedLog;
 
   constructor(
     private readonly attestor: WorkloadAttestor,
@@ -76,6 +79,10 @@ export class WorkloadApiHandler {
   ) {
     this.now = options.now ?? (() => new Date());
     this.logger = options.logger ?? new Logger(WorkloadApiHandler.name);
+    const now = this.now;
+    // Only warn lines go through it; the other levels are there for the type.
+    const warn = (fields: unknown): void => this.logger.warn(fields);
+    this.limitedLog = new RateLimitedLog({ warn, error: warn, log: warn }, { now: () => now().getTime() });
   }
 
   /** The connect service implementation to register for `SpiffeWorkloadAPI`. */
@@ -191,7 +198,13 @@ export class WorkloadApiHandler {
       this.logger.debug(`${method}: pid ${caller.pid} uid ${caller.uid} attested with ${selectors.length} selectors`);
       return selectors;
     } catch (error) {
-      this.logger.warn(`${method}: attestation of pid ${caller.pid} failed: ${(error as Error).message}`);
+      this.limitedLog.warn(`attestation failed, uid ${caller.uid}`, {
+        msg: 'workload attestation failed',
+        method,
+        pid: caller.pid,
+        uid: caller.uid,
+        reason: truncateForLog((error as Error).message),
+      });
       throw new ConnectError(`workload attestation failed: ${(error as Error).message}`, Code.Unavailable);
     }
   }
@@ -199,7 +212,11 @@ export class WorkloadApiHandler {
   /** The caller's identities, at least one, with unique hints. */
   private matchingIdentities(selectors: readonly Selector[]): WorkloadIdentity[] {
     const identities = uniqueByHint(this.cache.identitiesFor(selectors), (dropped) =>
-      this.logger.warn(`entry ${dropped.entryId}: ignored, another entry of the workload has hint "${dropped.hint}"`),
+      this.limitedLog.warn(`hint of entry ${dropped.entryId}`, {
+        msg: 'entry ignored: another entry of the workload has the same hint',
+        entryId: dropped.entryId,
+        hint: dropped.hint,
+      }),
     );
     if (identities.length === 0) throw new ConnectError(NO_IDENTITY, Code.PermissionDenied);
     return identities;
