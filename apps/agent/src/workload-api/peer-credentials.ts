@@ -147,11 +147,12 @@ export function readPeerCredentials(socket: Socket): PeerCredentials {
  * Reads the peer credentials once per connection, on the HTTP/2 server's `'session'` event (SPIRE's peertracker),
  * and returns the lookup the connect adapter uses to hand them to every call of that connection. A connection whose
  * caller cannot be pinned is closed at once (as SPIRE's peertracker drops it); the pin is released with the
- * connection.
+ * connection. `onAccepted` sees every connection whose caller was pinned, before any of its requests.
  */
 export function trackPeerCredentials(
   server: Http2Server,
   logger: Pick<Logger, 'warn'> = new Logger('PeerCredentials'),
+  onAccepted?: (session: Http2Session, credentials: PeerCredentials) => void,
 ): (request: Http2ServerRequest) => PeerCredentials | undefined {
   const bySession = new WeakMap<Http2Session, PeerCredentials>();
   server.on('session', (session: Http2Session) => {
@@ -165,6 +166,7 @@ export function trackPeerCredentials(
     }
     bySession.set(session, credentials);
     session.once('close', () => credentials.process.close());
+    onAccepted?.(session, credentials);
   });
   return (request) => {
     const session = request.stream.session;

@@ -1,6 +1,8 @@
+import { once } from 'node:events';
 import { createPrivateKey, createPublicKey, webcrypto } from 'node:crypto';
 import { chmod, chown, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
+import { connect as netConnect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,7 +27,12 @@ import { TestCa } from '../../../../test/support/test-ca.js';
 import { matchesAllSelectors, type Selector } from '../workload-attestor/selector.js';
 import { UnixWorkloadAttestor } from '../workload-attestor/unix-attestor.js';
 import { type IdentityCache, WorkloadApiHandler } from './workload-api.handler.js';
-import { WorkloadApiServer } from './workload-api.server.js';
+import {
+  WORKLOAD_API_LIMITS,
+  type WorkloadApiLimits,
+  WorkloadApiServer,
+  type WorkloadApiServerOptions,
+} from './workload-api.server.js';
 import { type AgentBundles, type WorkloadIdentity } from './workload-responses.js';
 
 const REPO = fileURLToPath(new URL('../../../../', import.meta.url));
@@ -79,6 +86,73 @@ const securityHeader = (): grpc.Metadata => {
   metadata.set('workload.spiffe.io', 'true');
   return metadata;
 };
+
+/** One HPACK "literal header field without indexing, new name" with short, non-Huffman strings (RFC 7541 §6.2.2). */
+function hpackLiteral(name: string, value: string): Buffer {
+  return Buffer.concat([
+    Buffer.from([0x00, name.length]),
+    Buffer.from(name),
+    Buffer.from([value.length]),
+    Buffer.from(value),
+  ]);
+}
+
+function h2Frame(type: number, flags: number, streamId: number, payload: Buffer): Buffer {
+  const header = Buffer.alloc(9);
+  header.writeUIntBE(payload.length, 0, 3);
+  header.writeUInt8(type, 3);
+  header.writeUInt8(flags, 4);
+  header.writeUInt32BE(streamId, 5);
+  return Buffer.concat([header, payload]);
+}
+
+/**
+ * An HTTP/2 client written frame by frame, so that it can do what well-behaved clients (nghttp2, grpc-js) never do:
+ * open more streams than the server's SETTINGS_MAX_CONCURRENT_STREAMS. It reports the RST_STREAM and GOAWAY frames
+ * the server answers with.
+ */
+function rawHttp2Attacker(path: string) {
+  const socket: Socket = netConnect(path);
+  const resets = new Map<number, number>();
+  let goAway: { lastStreamId: number; errorCode: number } | undefined;
+  let buffered = Buffer.alloc(0);
+  socket.on('error', () => undefined);
+  socket.on('data', (chunk: Buffer) => {
+    buffered = Buffer.concat([buffered, chunk]);
+    while (buffered.length >= 9 && buffered.length >= 9 + buffered.readUIntBE(0, 3)) {
+      const length = buffered.readUIntBE(0, 3);
+      const type = buffered.readUInt8(3);
+      const streamId = buffered.readUInt32BE(5) & 0x7fffffff;
+      const payload = buffered.subarray(9, 9 + length);
+      if (type === 0x3) resets.set(streamId, payload.readUInt32BE(0));
+      if (type === 0x7)
+        goAway = { lastStreamId: payload.readUInt32BE(0) & 0x7fffffff, errorCode: payload.readUInt32BE(4) };
+      buffered = buffered.subarray(9 + length);
+    }
+  });
+  return {
+    resets,
+    goAway: () => goAway,
+    closed: new Promise<void>((resolve) => socket.once('close', () => resolve())),
+    /** Sends the preface and opens `count` FetchX509SVID streams whose request never comes (no END_STREAM). */
+    async openStreams(count: number): Promise<void> {
+      await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+      const headers = Buffer.concat([
+        hpackLiteral(':method', 'POST'),
+        hpackLiteral(':scheme', 'http'),
+        hpackLiteral(':path', '/SpiffeWorkloadAPI/FetchX509SVID'),
+        hpackLiteral(':authority', 'localhost'),
+        hpackLiteral('content-type', 'application/grpc'),
+        hpackLiteral('te', 'trailers'),
+        hpackLiteral('workload.spiffe.io', 'true'),
+      ]);
+      const frames = [Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), h2Frame(0x4, 0, 0, Buffer.alloc(0))];
+      for (let i = 0; i < count; i++) frames.push(h2Frame(0x1, 0x4, 2 * i + 1, headers));
+      socket.write(Buffer.concat(frames));
+    },
+    close: () => socket.destroy(),
+  };
+}
 
 describe('Workload API over the Unix socket', () => {
   const uid = process.geteuid!();
@@ -351,6 +425,171 @@ describe('Workload API over the Unix socket', () => {
     await server.stop();
     await expect(next()).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE });
     await expect(stat(socketPath)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  async function restartWith(
+    limits: Partial<WorkloadApiLimits>,
+    logger: WorkloadApiServerOptions['logger'] = quiet,
+  ): Promise<void> {
+    await server.stop();
+    server = new WorkloadApiServer({ socketPath, service: server.service, logger, limits });
+    await server.start();
+  }
+
+  async function until(predicate: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!(await predicate())) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
+  async function servedEventually(caller: () => Promise<unknown>): Promise<void> {
+    await until(async () => {
+      const result = await caller().catch((error: unknown) => error);
+      return JSON.stringify(result) === JSON.stringify({ ids: ['spiffe://example.org/web'] });
+    }, 'the caller to be served');
+  }
+
+  const nobodyEntry = async (): Promise<FakeEntry> => ({
+    selectors: [{ type: 'unix', value: 'uid:65534' }],
+    identity: await identity('/nobody'),
+  });
+
+  it('advertises SETTINGS_MAX_CONCURRENT_STREAMS (100) to every connection', async () => {
+    const session: ClientHttp2Session = http2Connect('http://localhost', {
+      createConnection: () => netConnect(socketPath),
+    });
+    try {
+      await once(session, 'remoteSettings');
+      expect(session.remoteSettings.maxConcurrentStreams).toBe(WORKLOAD_API_LIMITS.maxStreamsPerConnection);
+      expect(WORKLOAD_API_LIMITS.maxStreamsPerConnection).toBe(100);
+    } finally {
+      session.destroy();
+    }
+  });
+
+  it('refuses the streams a connection opens beyond SETTINGS_MAX_CONCURRENT_STREAMS; another connection is served', async () => {
+    const max = WORKLOAD_API_LIMITS.maxStreamsPerConnection;
+    const attacker = rawHttp2Attacker(socketPath);
+    try {
+      await attacker.openStreams(max + 5);
+      const refusedIds = () => [...attacker.resets].filter(([, code]) => code === 7).map(([id]) => id);
+      await until(() => refusedIds().length === 5 || attacker.goAway() !== undefined, 'the excess streams refused');
+      expect(attacker.goAway()).toBeUndefined();
+      // REFUSED_STREAM (7) for exactly the streams past the limit: the first `max` stay open
+      expect(refusedIds().sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4].map((i) => 2 * (max + i) + 1));
+      const { call, next } = stream('FetchX509SVID');
+      expect(((await next())['svids'] as Message[]).map((s) => s['spiffe_id'])).toEqual(['spiffe://example.org/web']);
+      call.cancel();
+    } finally {
+      attacker.close();
+    }
+  });
+
+  it('answers RESOURCE_EXHAUSTED to a stream over the per-uid cap on any connection of that uid, logs it once, and serves again once a stream closes', async () => {
+    const warnings: string[] = [];
+    await restartWith({ maxStreamsPerUid: 3 }, { ...quiet, warn: (message: string) => void warnings.push(message) });
+    const open = [stream('FetchX509SVID'), stream('FetchX509Bundles'), stream('FetchJWTBundles')];
+    for (const s of open) await s.next();
+    const exhausted = {
+      code: grpc.status.RESOURCE_EXHAUSTED,
+      details: `too many open Workload API streams for uid ${uid} (at most 3)`,
+    };
+    await expect(stream('FetchX509SVID').next()).rejects.toMatchObject(exhausted);
+    await expect(unary('FetchJWTSVID', { audience: ['a'] })).rejects.toMatchObject(exhausted);
+    // another connection (another process) of the same uid shares the cap
+    const sameUid = await spawnRelayCaller(socketPath);
+    try {
+      expect(await sameUid.fetchX509SvidIds()).toEqual({ grpcStatus: 8, message: exhausted.details });
+      expect(warnings).toEqual([
+        `refusing Workload API streams of uid ${uid}: too many open Workload API streams for uid ${uid} (at most 3); further refusals are logged at most once per ${WORKLOAD_API_LIMITS.refusalLogIntervalMs / 1000} s`,
+      ]);
+      open[0]!.call.cancel();
+      await servedEventually(() => sameUid.fetchX509SvidIds());
+    } finally {
+      await sameUid.close();
+    }
+  });
+
+  it.skipIf(!isRoot)(
+    'serves another uid while one uid is at its stream cap (root only: runs the other caller as nobody)',
+    async () => {
+      cache.entries.push(await nobodyEntry());
+      await restartWith({ maxStreamsPerUid: 2 });
+      const open = [stream('FetchX509SVID'), stream('FetchX509Bundles')];
+      for (const s of open) await s.next();
+      await expect(stream('FetchX509SVID').next()).rejects.toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED });
+      const nobody = await spawnRelayCaller(socketPath, { asNobody: true });
+      try {
+        expect(await nobody.fetchX509SvidIds()).toEqual({ ids: ['spiffe://example.org/nobody'] });
+      } finally {
+        await nobody.close();
+        for (const s of open) s.call.cancel();
+      }
+    },
+  );
+
+  it('closes the connection of a uid over its connection cap, and accepts one again once another closes', async () => {
+    await restartWith({ maxConnectionsPerUid: 2 });
+    const callers = [await spawnRelayCaller(socketPath)];
+    try {
+      expect(await callers[0]!.fetchX509SvidIds()).toEqual({ ids: ['spiffe://example.org/web'] });
+      callers.push(await spawnRelayCaller(socketPath));
+      expect(await callers[1]!.fetchX509SvidIds()).toEqual({ ids: ['spiffe://example.org/web'] });
+      callers.push(await spawnRelayCaller(socketPath));
+      await expect(callers[2]!.fetchX509SvidIds()).rejects.toThrow();
+      await callers[0]!.close();
+      const again = await spawnRelayCaller(socketPath);
+      callers.push(again);
+      await servedEventually(() => again.fetchX509SvidIds());
+    } finally {
+      for (const caller of callers) await caller.close();
+    }
+  });
+
+  it.skipIf(!isRoot)(
+    "accepts another uid's connection while one uid is at its connection cap (root only: runs it as nobody)",
+    async () => {
+      cache.entries.push(await nobodyEntry());
+      await restartWith({ maxConnectionsPerUid: 1 });
+      const callers = [await spawnRelayCaller(socketPath)];
+      try {
+        expect(await callers[0]!.fetchX509SvidIds()).toEqual({ ids: ['spiffe://example.org/web'] });
+        callers.push(await spawnRelayCaller(socketPath));
+        await expect(callers[1]!.fetchX509SvidIds()).rejects.toThrow();
+        callers.push(await spawnRelayCaller(socketPath, { asNobody: true }));
+        expect(await callers[2]!.fetchX509SvidIds()).toEqual({ ids: ['spiffe://example.org/nobody'] });
+      } finally {
+        for (const caller of callers) await caller.close();
+      }
+    },
+  );
+
+  it('closes a connection with no open stream after the idle timeout, but not one with an open stream', async () => {
+    await restartWith({ idleTimeoutMs: 200 });
+    const idle: ClientHttp2Session = http2Connect('http://localhost', {
+      createConnection: () => netConnect(socketPath),
+    });
+    idle.on('error', () => undefined);
+    const idleClosed = once(idle, 'close');
+    const busy = stream('FetchX509SVID');
+    await busy.next();
+    await idleClosed;
+    // the busy connection outlived the timeout several times over: it still gets updates
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const db = await identity('/db');
+    cache.update((c) => c.entries.push({ selectors: [{ type: 'unix', value: `uid:${uid}` }], identity: db }));
+    expect(((await busy.next())['svids'] as Message[]).map((s) => s['spiffe_id'])).toEqual([
+      'spiffe://example.org/web',
+      'spiffe://example.org/db',
+    ]);
+    busy.call.cancel();
+    // once its last stream is gone, it is idle too and gets closed
+    await until(
+      () => client.getChannel().getConnectivityState(false) === grpc.connectivityState.IDLE,
+      'the idle gRPC connection to be closed',
+    );
   });
 
   it('identifies another process of our uid by the kernel: it gets the identity of our uid', async () => {

@@ -1,5 +1,11 @@
 import { chmod, lstat, unlink } from 'node:fs/promises';
-import { createServer, type Http2Server, type Http2Session } from 'node:http2';
+import {
+  createServer,
+  type Http2Server,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  type Http2Session,
+} from 'node:http2';
 import { connect } from 'node:net';
 import { resolve } from 'node:path';
 import { Code, ConnectError, type ConnectRouter, type ServiceImpl, createContextValues } from '@connectrpc/connect';
@@ -7,13 +13,50 @@ import { connectNodeAdapter } from '@connectrpc/connect-node';
 import { Logger } from '@nestjs/common';
 import { prepareSocketDirectory } from '@sigil/runtime';
 import { SpiffeWorkloadAPI } from '@sigil/workload-api';
-import { useSpecGrpcMessageEncoding } from './grpc-message.js';
-import { PEER_CREDENTIALS, trackPeerCredentials } from './peer-credentials.js';
+import { encodeGrpcMessage, useSpecGrpcMessageEncoding } from './grpc-message.js';
+import { PEER_CREDENTIALS, type PeerCredentials, trackPeerCredentials } from './peer-credentials.js';
 import { PidFd } from './pidfd.js';
 import { securityHeaderInterceptor } from './security-header.js';
 
 /** Where the agent serves the Workload API unless told otherwise (DESIGN.md §3, as SPIRE's default). */
 export const DEFAULT_WORKLOAD_API_SOCKET = '/tmp/sigil-agent/public/api.sock';
+
+/**
+ * What one caller may hold open on the Workload API, so that one local user cannot starve the others (issue 16
+ * finding 6: 5,000 streams on one connection grew the agent by 360 MB and delayed everyone's SVIDs by seconds).
+ * Callers are counted by the uid the kernel reported for their connection (SO_PEERCRED).
+ */
+export interface WorkloadApiLimits {
+  /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: streams past it on one connection are refused (RST_STREAM REFUSED_STREAM). */
+  readonly maxStreamsPerConnection: number;
+  /** Open calls of one uid over all its connections; the next call gets RESOURCE_EXHAUSTED until one ends. */
+  readonly maxStreamsPerUid: number;
+  /** Open connections of one uid; the next connection is closed as soon as it is accepted. */
+  readonly maxConnectionsPerUid: number;
+  /** A connection with no open stream for this long is closed (HTTP/2 GOAWAY; clients reconnect), in milliseconds. */
+  readonly idleTimeoutMs: number;
+  /**
+   * Node's `maxSessionMemory` per connection, in MiB (queued output, header tables, streams): past it, new streams
+   * of that connection are refused (RST_STREAM ENHANCE_YOUR_CALM).
+   */
+  readonly maxSessionMemoryMb: number;
+  /** Refusals of one kind for one uid are logged at most once per this many milliseconds. */
+  readonly refusalLogIntervalMs: number;
+}
+
+/**
+ * The limits the agent serves with. Generous for real workloads (each keeps one connection and at most a few
+ * streams: FetchX509SVID, FetchX509Bundles, FetchJWTBundles), small enough that a uid at its caps costs the agent
+ * tens of MiB, not hundreds.
+ */
+export const WORKLOAD_API_LIMITS: WorkloadApiLimits = Object.freeze({
+  maxStreamsPerConnection: 100,
+  maxStreamsPerUid: 500,
+  maxConnectionsPerUid: 100,
+  idleTimeoutMs: 60_000,
+  maxSessionMemoryMb: 8,
+  refusalLogIntervalMs: 60_000,
+});
 
 export interface WorkloadApiServerOptions {
   /** Unix socket path (`--socket-path`), resolved against the working directory; default {@link DEFAULT_WORKLOAD_API_SOCKET}. */
@@ -22,7 +65,9 @@ export interface WorkloadApiServerOptions {
   readonly service: ServiceImpl<typeof SpiffeWorkloadAPI>;
   /** How long `stop()` lets open connections drain before destroying them, in milliseconds (default 2000). */
   readonly drainTimeoutMs?: number;
-  readonly logger?: Pick<Logger, 'log'>;
+  /** Overrides of {@link WORKLOAD_API_LIMITS} (tests use small ones). */
+  readonly limits?: Partial<WorkloadApiLimits>;
+  readonly logger?: Pick<Logger, 'log' | 'warn'>;
 }
 
 // sun_path holds 108 bytes including the terminating NUL.
@@ -34,6 +79,28 @@ const MAX_REQUEST_BYTES = 1024 * 1024;
 
 function errorCode(error: unknown): string | undefined {
   return error instanceof Error && 'code' in error && typeof error.code === 'string' ? error.code : undefined;
+}
+
+/**
+ * Closes `session` (GOAWAY, so clients reconnect when they next need it) once it has had no open stream for
+ * `timeoutMs`. Not Node's session timeout, which counts frames: a watch stream rightly stays silent for hours.
+ */
+function closeWhenIdle(session: Http2Session, timeoutMs: number): void {
+  let open = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    timer = setTimeout(() => session.close(), timeoutMs);
+    timer.unref();
+  };
+  arm();
+  session.on('stream', (stream) => {
+    open++;
+    clearTimeout(timer);
+    stream.once('close', () => {
+      if (--open === 0 && !session.closed && !session.destroyed) arm();
+    });
+  });
+  session.once('close', () => clearTimeout(timer));
 }
 
 /** Resolves true when something accepts connections on the socket at `path`. */
@@ -48,6 +115,68 @@ function isSocketServed(path: string): Promise<boolean> {
   });
 }
 
+/** How many of something each uid holds open. */
+class PerUidCount {
+  private readonly counts = new Map<number, number>();
+
+  /** Counts one more for `uid` unless it already holds `max`; says whether it did. */
+  tryAcquire(uid: number, max: number): boolean {
+    const count = this.counts.get(uid) ?? 0;
+    if (count >= max) return false;
+    this.counts.set(uid, count + 1);
+    return true;
+  }
+
+  release(uid: number): void {
+    const count = (this.counts.get(uid) ?? 0) - 1;
+    if (count > 0) this.counts.set(uid, count);
+    else this.counts.delete(uid);
+  }
+}
+
+/**
+ * Logs a refusal the first time it happens for a uid and then at most once per interval, with how many were
+ * refused in between: a caller hammering a limit must not turn into a log flood.
+ */
+class RefusalLog {
+  private readonly last = new Map<string, { at: number; suppressed: number }>();
+
+  constructor(
+    private readonly logger: Pick<Logger, 'warn'>,
+    private readonly intervalMs: number,
+  ) {}
+
+  refused(what: 'connections' | 'streams', uid: number, reason: string): void {
+    const key = `${what}:${uid}`;
+    const now = Date.now();
+    const previous = this.last.get(key);
+    if (previous !== undefined && now - previous.at < this.intervalMs) {
+      previous.suppressed++;
+      return;
+    }
+    // Entries older than the interval say nothing any more; dropping them keeps the map as small as the attack.
+    for (const [other, entry] of this.last) if (now - entry.at >= this.intervalMs) this.last.delete(other);
+    this.last.set(key, { at: now, suppressed: 0 });
+    const since =
+      previous === undefined || previous.suppressed === 0 ? '' : ` (${previous.suppressed} more since the last report)`;
+    this.logger.warn(
+      `refusing Workload API ${what} of uid ${uid}: ${reason}${since}; further refusals are logged at most once per ${this.intervalMs / 1000} s`,
+    );
+  }
+}
+
+/** Answers a gRPC call with RESOURCE_EXHAUSTED in a trailers-only response, discarding its request. */
+function refuseCall(request: Http2ServerRequest, response: Http2ServerResponse, message: string): void {
+  // Read to the end: a stream closed with its request unread is reset, and clients may drop the status for the reset.
+  request.resume();
+  // Headers set, not written: end() then sends them with END_STREAM, which is what makes them the trailers.
+  response.statusCode = 200;
+  response.setHeader('content-type', 'application/grpc');
+  response.setHeader('grpc-status', String(Code.ResourceExhausted));
+  response.setHeader('grpc-message', encodeGrpcMessage(message));
+  response.end();
+}
+
 /**
  * The SPIFFE Workload API endpoint: gRPC (HTTP/2 cleartext) on a Unix socket, served by connect-node on our own
  * `http2` server so that each connection's socket, and through it the caller's SO_PEERCRED, stays within reach.
@@ -57,7 +186,8 @@ export class WorkloadApiServer {
   readonly socketPath: string;
   readonly service: ServiceImpl<typeof SpiffeWorkloadAPI>;
   private readonly drainTimeoutMs: number;
-  private readonly logger: Pick<Logger, 'log'>;
+  private readonly limits: WorkloadApiLimits;
+  private readonly logger: Pick<Logger, 'log' | 'warn'>;
   private readonly sessions = new Set<Http2Session>();
   private server: Http2Server | undefined;
   private shutdown: AbortController | undefined;
@@ -70,6 +200,7 @@ export class WorkloadApiServer {
     }
     this.service = options.service;
     this.drainTimeoutMs = options.drainTimeoutMs ?? 2000;
+    this.limits = Object.freeze({ ...WORKLOAD_API_LIMITS, ...options.limits });
     this.logger = options.logger ?? new Logger(WorkloadApiServer.name);
   }
 
@@ -86,12 +217,45 @@ export class WorkloadApiServer {
     await this.removeStaleSocket();
 
     const shutdown = new AbortController();
-    const server = createServer();
-    const credentialsOf = trackPeerCredentials(server);
+    const limits = this.limits;
+    const server = createServer({
+      maxSessionMemory: limits.maxSessionMemoryMb,
+      settings: { maxConcurrentStreams: limits.maxStreamsPerConnection },
+    });
+    const refusals = new RefusalLog(this.logger, limits.refusalLogIntervalMs);
+    const connections = new PerUidCount();
+    const streams = new PerUidCount();
     server.on('session', (session: Http2Session) => {
       this.sessions.add(session);
       session.once('close', () => this.sessions.delete(session));
+      closeWhenIdle(session, limits.idleTimeoutMs);
     });
+    const credentialsOf = trackPeerCredentials(server, this.logger, (session, { uid }) => {
+      if (!connections.tryAcquire(uid, limits.maxConnectionsPerUid)) {
+        refusals.refused(
+          'connections',
+          uid,
+          `too many open Workload API connections for uid ${uid} (at most ${limits.maxConnectionsPerUid})`,
+        );
+        session.destroy();
+        return;
+      }
+      session.once('close', () => connections.release(uid));
+    });
+    /** Counts the call against its caller's uid, or refuses it; says whether it may go on. */
+    const admit = (request: Http2ServerRequest, response: Http2ServerResponse, caller?: PeerCredentials): boolean => {
+      // A connection without credentials was destroyed already; the handler refuses whatever it still sends.
+      if (caller === undefined) return true;
+      const { uid } = caller;
+      if (!streams.tryAcquire(uid, limits.maxStreamsPerUid)) {
+        const reason = `too many open Workload API streams for uid ${uid} (at most ${limits.maxStreamsPerUid})`;
+        refusals.refused('streams', uid, reason);
+        refuseCall(request, response, reason);
+        return false;
+      }
+      request.stream.once('close', () => streams.release(uid));
+      return true;
+    };
     const adapter = connectNodeAdapter({
       routes: (router: ConnectRouter) => router.service(SpiffeWorkloadAPI, this.service),
       grpc: true,
@@ -105,7 +269,7 @@ export class WorkloadApiServer {
     });
     server.on('request', (request, response) => {
       useSpecGrpcMessageEncoding(response);
-      adapter(request, response);
+      if (admit(request, response, credentialsOf(request))) adapter(request, response);
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
