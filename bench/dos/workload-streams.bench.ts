@@ -137,7 +137,7 @@ async function main(): Promise<void> {
     numbers: {
       seconds: { default: 10, min: 1, max: 60, integer: false, description: 'attack duration in seconds' },
       baseline: { default: 3, min: 1, max: 30, integer: false, description: 'seconds of the workload alone' },
-      connections: { default: 110, min: 1, max: 500, integer: true, description: 'attacking connections' },
+      connections: { default: 140, min: 1, max: 500, integer: true, description: 'attacking connections' },
       streamsPerConnection: {
         default: 50,
         min: 1,

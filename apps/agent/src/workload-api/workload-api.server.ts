@@ -47,13 +47,14 @@ export interface WorkloadApiLimits {
 /**
  * The limits the agent serves with. Generous for real workloads (each keeps one connection and at most a few
  * streams: FetchX509SVID, FetchX509Bundles, FetchJWTBundles), small enough that one uid at its caps costs the agent
- * tens of MiB, not hundreds: `bench/dos/workload-streams.bench.ts` (5,500 streams from nobody on 110 connections)
- * grew its RSS by 32-45 MiB at these values and by 63-67 MiB with 500 streams and 100 connections per uid.
+ * tens of MiB, not hundreds: `bench/dos/workload-streams.bench.ts` (7,000 streams from nobody on 140 connections)
+ * grew its RSS by 42-55 MiB at these values, by 63-67 MiB with 500 streams per uid. Connections cost little by
+ * themselves; 128 lets `npm run bench:workload` run its 100 clients of one uid.
  */
 export const WORKLOAD_API_LIMITS: WorkloadApiLimits = Object.freeze({
   maxStreamsPerConnection: 100,
   maxStreamsPerUid: 256,
-  maxConnectionsPerUid: 64,
+  maxConnectionsPerUid: 128,
   idleTimeoutMs: 60_000,
   maxSessionMemoryMb: 8,
   refusalLogIntervalMs: 60_000,
