@@ -48,8 +48,8 @@ export interface WorkloadApiLimits {
  * The limits the agent serves with. Generous for real workloads (each keeps one connection and at most a few
  * streams: FetchX509SVID, FetchX509Bundles, FetchJWTBundles), small enough that one uid at its caps costs the agent
  * tens of MiB, not hundreds: `bench/dos/workload-streams.bench.ts` (7,000 streams from nobody on 140 connections)
- * grew its RSS by 42-55 MiB at these values, by 63-67 MiB with 500 streams per uid. Connections cost little by
- * themselves; 128 lets `npm run bench:workload` run its 100 clients of one uid.
+ * grew its RSS by 42-67 MiB at these values (bench/README.md), by 63-67 MiB with 500 streams per uid and fewer
+ * attackers. 128 connections let `npm run bench:workload` run its 100 clients of one uid.
  */
 export const WORKLOAD_API_LIMITS: WorkloadApiLimits = Object.freeze({
   maxStreamsPerConnection: 100,
@@ -167,11 +167,10 @@ class RefusalLog {
   }
 }
 
-/** Answers a gRPC call with RESOURCE_EXHAUSTED in a trailers-only response, discarding its request. */
-function refuseCall(request: Http2ServerRequest, response: Http2ServerResponse, message: string): void {
-  // Read to the end: a stream closed with its request unread is reset, and clients may drop the status for the reset.
-  request.resume();
-  // Headers set, not written: end() then sends them with END_STREAM, which is what makes them the trailers.
+/** Answers a gRPC call with RESOURCE_EXHAUSTED in a trailers-only response, without reading its request. */
+function refuseCall(response: Http2ServerResponse, message: string): void {
+  // Headers set, not written: end() then sends them with END_STREAM, which makes them the trailers. After writeHead
+  // they go out alone and grpc-js reports the reset that follows (INTERNAL), not the status.
   response.statusCode = 200;
   response.setHeader('content-type', 'application/grpc');
   response.setHeader('grpc-status', String(Code.ResourceExhausted));
@@ -252,7 +251,7 @@ export class WorkloadApiServer {
       if (!streams.tryAcquire(uid, limits.maxStreamsPerUid)) {
         const reason = `too many open Workload API streams for uid ${uid} (at most ${limits.maxStreamsPerUid})`;
         refusals.refused('streams', uid, reason);
-        refuseCall(request, response, reason);
+        refuseCall(response, reason);
         return false;
       }
       request.stream.once('close', () => streams.release(uid));
