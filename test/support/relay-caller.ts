@@ -39,6 +39,9 @@ function relay(child: ChildProcess, pid: number): RelayCaller {
   const stream = Duplex.from({ readable: child.stdout!, writable: child.stdin! });
   const session = http2Connect('http://localhost', { createConnection: () => stream });
   session.on('error', () => undefined);
+  // The agent closed the connection (a refused caller) and the relay exited: end the session and its requests,
+  // which may otherwise wait for an answer that will never come.
+  child.once('exit', () => session.destroy());
   return {
     pid,
     async fetchX509SvidIds() {

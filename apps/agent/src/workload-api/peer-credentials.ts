@@ -2,6 +2,7 @@ import { type Http2Server, type Http2ServerRequest, type Http2Session } from 'no
 import { type Socket } from 'node:net';
 import { createContextKey } from '@connectrpc/connect';
 import { Logger } from '@nestjs/common';
+import { RateLimitedLog } from '@sigil/logging';
 import koffi from 'koffi';
 import { readStartTimeSync } from '../workload-attestor/proc.js';
 import { PidFd } from './pidfd.js';
@@ -151,7 +152,7 @@ export function readPeerCredentials(socket: Socket): PeerCredentials {
  */
 export function trackPeerCredentials(
   server: Http2Server,
-  logger: Pick<Logger, 'warn'> = new Logger('PeerCredentials'),
+  refusals: Pick<RateLimitedLog, 'warn'> = new RateLimitedLog(new Logger('PeerCredentials')),
   onAccepted?: (session: Http2Session, credentials: PeerCredentials) => void,
 ): (request: Http2ServerRequest) => PeerCredentials | undefined {
   const bySession = new WeakMap<Http2Session, PeerCredentials>();
@@ -160,7 +161,8 @@ export function trackPeerCredentials(
     try {
       credentials = readPeerCredentials(session.socket as Socket);
     } catch (error) {
-      logger.warn(`refusing a Workload API connection: ${(error as Error).message}`);
+      // Any local process can make this happen at will: rate limited, one key for all such refusals.
+      refusals.warn('unpinnable-caller', { msg: `refusing a Workload API connection: ${(error as Error).message}` });
       session.destroy();
       return;
     }

@@ -11,6 +11,7 @@ import { resolve } from 'node:path';
 import { Code, ConnectError, type ConnectRouter, type ServiceImpl, createContextValues } from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import { Logger } from '@nestjs/common';
+import { RateLimitedLog } from '@sigil/logging';
 import { prepareSocketDirectory } from '@sigil/runtime';
 import { SpiffeWorkloadAPI } from '@sigil/workload-api';
 import { encodeGrpcMessage, useSpecGrpcMessageEncoding } from './grpc-message.js';
@@ -136,37 +137,6 @@ class PerUidCount {
   }
 }
 
-/**
- * Logs a refusal the first time it happens for a uid and then at most once per interval, with how many were
- * refused in between: a caller hammering a limit must not turn into a log flood.
- */
-class RefusalLog {
-  private readonly last = new Map<string, { at: number; suppressed: number }>();
-
-  constructor(
-    private readonly logger: Pick<Logger, 'warn'>,
-    private readonly intervalMs: number,
-  ) {}
-
-  refused(what: 'connections' | 'streams', uid: number, reason: string): void {
-    const key = `${what}:${uid}`;
-    const now = Date.now();
-    const previous = this.last.get(key);
-    if (previous !== undefined && now - previous.at < this.intervalMs) {
-      previous.suppressed++;
-      return;
-    }
-    // Entries older than the interval say nothing any more; dropping them keeps the map as small as the attack.
-    for (const [other, entry] of this.last) if (now - entry.at >= this.intervalMs) this.last.delete(other);
-    this.last.set(key, { at: now, suppressed: 0 });
-    const since =
-      previous === undefined || previous.suppressed === 0 ? '' : ` (${previous.suppressed} more since the last report)`;
-    this.logger.warn(
-      `refusing Workload API ${what} of uid ${uid}: ${reason}${since}; further refusals are logged at most once per ${this.intervalMs / 1000} s`,
-    );
-  }
-}
-
 /** Answers a gRPC call with RESOURCE_EXHAUSTED in a trailers-only response, without reading its request. */
 function refuseCall(response: Http2ServerResponse, message: string): void {
   // Headers set, not written: end() then sends them with END_STREAM, which makes them the trailers. After writeHead
@@ -192,6 +162,7 @@ export class WorkloadApiServer {
   private readonly sessions = new Set<Http2Session>();
   private server: Http2Server | undefined;
   private shutdown: AbortController | undefined;
+  private refusals: RateLimitedLog | undefined;
 
   constructor(options: WorkloadApiServerOptions) {
     this.socketPath = resolve(options.socketPath ?? DEFAULT_WORKLOAD_API_SOCKET);
@@ -223,7 +194,13 @@ export class WorkloadApiServer {
       maxSessionMemory: limits.maxSessionMemoryMb,
       settings: { maxConcurrentStreams: limits.maxStreamsPerConnection },
     });
-    const refusals = new RefusalLog(this.logger, limits.refusalLogIntervalMs);
+    // A caller hammering a limit must not turn into a log flood: one line per uid and kind per interval, then a count.
+    const warn = (fields: object): void => this.logger.warn(fields);
+    const refusals = new RateLimitedLog(
+      { warn, error: warn, log: warn },
+      { linesPerInterval: 1, intervalMs: limits.refusalLogIntervalMs },
+    );
+    this.refusals = refusals;
     const connections = new PerUidCount();
     const streams = new PerUidCount();
     server.on('session', (session: Http2Session) => {
@@ -231,13 +208,10 @@ export class WorkloadApiServer {
       session.once('close', () => this.sessions.delete(session));
       closeWhenIdle(session, limits.idleTimeoutMs);
     });
-    const credentialsOf = trackPeerCredentials(server, this.logger, (session, { uid }) => {
+    const credentialsOf = trackPeerCredentials(server, refusals, (session, { uid }) => {
       if (!connections.tryAcquire(uid, limits.maxConnectionsPerUid)) {
-        refusals.refused(
-          'connections',
-          uid,
-          `too many open Workload API connections for uid ${uid} (at most ${limits.maxConnectionsPerUid})`,
-        );
+        const reason = `too many open Workload API connections for uid ${uid} (at most ${limits.maxConnectionsPerUid})`;
+        refusals.warn(`connections:${uid}`, { msg: `refusing Workload API connections of uid ${uid}: ${reason}`, uid });
         session.destroy();
         return;
       }
@@ -250,7 +224,7 @@ export class WorkloadApiServer {
       const { uid } = caller;
       if (!streams.tryAcquire(uid, limits.maxStreamsPerUid)) {
         const reason = `too many open Workload API streams for uid ${uid} (at most ${limits.maxStreamsPerUid})`;
-        refusals.refused('streams', uid, reason);
+        refusals.warn(`streams:${uid}`, { msg: `refusing Workload API streams of uid ${uid}: ${reason}`, uid });
         refuseCall(response, reason);
         return false;
       }
@@ -303,6 +277,8 @@ export class WorkloadApiServer {
     const server = this.server;
     if (server === undefined) return;
     this.server = undefined;
+    this.refusals?.close();
+    this.refusals = undefined;
     this.shutdown?.abort(new ConnectError('the agent is shutting down', Code.Unavailable));
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     for (const session of this.sessions) session.close();

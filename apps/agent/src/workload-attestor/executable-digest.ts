@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { type BigIntStats } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { Logger } from '@nestjs/common';
+import { RateLimitedLog } from '@sigil/logging';
 import { type Clock, systemClock } from '../common/clock.js';
 import { type Selector } from './selector.js';
 
@@ -60,9 +61,6 @@ type Digest =
 interface QuotaWindow {
   start: number;
   bytes: number;
-  /** Refusals not logged since the last warning for this uid. */
-  unlogged: number;
-  logged: boolean;
 }
 
 function checkCount(name: string, value: number): number {
@@ -86,6 +84,7 @@ export class ExecutableDigests {
   private readonly clock: Clock;
   private readonly hashFile: (file: FileHandle) => Promise<string>;
   private readonly logger: Pick<Logger, 'warn'>;
+  private readonly refusals: RateLimitedLog;
   // Insertion-ordered, so the oldest entry is evicted first once the cache is full.
   private readonly digests = new Map<string, Promise<Digest>>();
   private readonly quotas = new Map<number, QuotaWindow>();
@@ -101,6 +100,11 @@ export class ExecutableDigests {
     this.clock = options.clock ?? systemClock;
     this.hashFile = options.hashFile ?? sha256OfFile;
     this.logger = options.logger ?? new Logger(ExecutableDigests.name);
+    const warn = (fields: object): void => this.logger.warn(fields);
+    this.refusals = new RateLimitedLog(
+      { warn, error: warn, log: warn },
+      { linesPerInterval: 1, intervalMs: QUOTA_WINDOW_MS, now: () => this.clock.now().getTime() },
+    );
   }
 
   /**
@@ -161,7 +165,7 @@ export class ExecutableDigests {
     const now = this.clock.now().getTime();
     let window = this.quotas.get(uid);
     if (window === undefined || now - window.start >= QUOTA_WINDOW_MS || now < window.start) {
-      window = { start: now, bytes: 0, unlogged: window?.unlogged ?? 0, logged: false };
+      window = { start: now, bytes: 0 };
       this.quotas.delete(uid);
       this.quotas.set(uid, window);
       this.dropExpiredWindows(now);
@@ -170,30 +174,21 @@ export class ExecutableDigests {
       window.bytes += bytes;
       return true;
     }
-    if (window.logged) {
-      window.unlogged++;
-      return false;
-    }
-    const unlogged =
-      window.unlogged === 0
-        ? ''
-        : ` (${window.unlogged} ${window.unlogged === 1 ? 'refusal' : 'refusals'} since the last warning ` +
-          `${window.unlogged === 1 ? 'was' : 'were'} not logged)`;
-    this.logger.warn(
-      `uid ${uid}: executables of ${window.bytes} bytes hashed in the last minute, a file of ${bytes} bytes more is ` +
-        `over the ${this.uidQuotaBytes}-byte quota per uid and minute: no unix:sha256 selector until the minute is ` +
-        `over (further refusals for this uid are counted, not logged)${unlogged}`,
-    );
-    window.logged = true;
-    window.unlogged = 0;
+    // One warning per uid and minute, then a count of the refusals not logged (a caller can repeat this at will).
+    this.refusals.warn(`quota:${uid}`, {
+      msg:
+        `uid ${uid}: executables of ${window.bytes} bytes hashed in the last minute, a file of ${bytes} bytes more ` +
+        `is over the ${this.uidQuotaBytes}-byte quota per uid and minute: no unix:sha256 selector until the minute ` +
+        'is over',
+      uid,
+    });
     return false;
   }
 
   private dropExpiredWindows(now: number): void {
     if (this.quotas.size <= MAX_QUOTA_WINDOWS) return;
     for (const [uid, window] of this.quotas) {
-      // A uid with refusals still to report is kept; the bound below holds regardless.
-      if (now - window.start >= QUOTA_WINDOW_MS && window.unlogged === 0) this.quotas.delete(uid);
+      if (now - window.start >= QUOTA_WINDOW_MS) this.quotas.delete(uid);
     }
     // Insertion order is last-renewed first out: the oldest windows go when every uid is still current.
     for (const uid of this.quotas.keys()) {

@@ -266,7 +266,10 @@ describe('UnixWorkloadAttestor executable digests', () => {
         return sha256OfFile(file);
       },
       ...(options.uidQuotaBytesPerMinute !== undefined && { uidQuotaBytesPerMinute: options.uidQuotaBytesPerMinute }),
-      logger: { warn: (message: string) => void options.warnings?.push(message) },
+      logger: {
+        warn: (message: string | { msg: string }) =>
+          void options.warnings?.push(typeof message === 'string' ? message : message.msg),
+      },
     });
     return { digests, hashed };
   }
