@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { chmod, chown, copyFile, readFile } from 'node:fs/promises';
+import { chmod, chown, copyFile, readFile, writeFile } from 'node:fs/promises';
 import { connect as http2Connect } from 'node:http2';
 import { join } from 'node:path';
 import { Duplex } from 'node:stream';
@@ -166,4 +166,20 @@ export async function makeSetgidSleep(directory: string, gid: number): Promise<s
   await chown(path, 0, gid);
   await chmod(path, 0o2755);
   return path;
+}
+
+/**
+ * Starts `sleep 30` as a process with the pid `pid`, which must be free (its process exited and was reaped), the way
+ * a pid gets reused: the kernel hands out the pid after `/proc/sys/kernel/ns_last_pid` (root only). Other processes
+ * of the machine may take it first, so this tries up to 100 times; it throws when it never got the pid.
+ */
+export async function startSleepWithPid(pid: number): Promise<ChildProcess> {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    await writeFile('/proc/sys/kernel/ns_last_pid', String(pid - 1));
+    const candidate = spawn('sleep', ['30'], { stdio: 'ignore' });
+    await once(candidate, 'spawn');
+    if (candidate.pid === pid) return candidate;
+    candidate.kill('SIGKILL');
+  }
+  throw new Error(`pid ${pid} was not reused in 100 attempts`);
 }

@@ -1,11 +1,12 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { chmod, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, open, rm } from 'node:fs/promises';
 import { connect as http2Connect, createServer as createHttp2Server } from 'node:http2';
 import { type Socket, connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isRoot, startSleepWithPid } from '../../../../test/support/relay-caller.js';
 import { readStartTime } from '../workload-attestor/proc.js';
 import {
   type PeerCredentials,
@@ -13,8 +14,6 @@ import {
   readPeerCredentialsFromFd,
   trackPeerCredentials,
 } from './peer-credentials.js';
-
-const isRoot = process.geteuid!() === 0;
 
 describe('peer credentials (SO_PEERCRED)', () => {
   let dir: string;
@@ -87,64 +86,58 @@ describe('peer credentials (SO_PEERCRED)', () => {
     },
   );
 
-  it('refuses a caller whose process exited before its connection was handled (nothing to pin)', async () => {
-    const path = join(dir, 'gone.sock');
-    // Paused: the socket is not read, so it stays open after the peer's exit, as an HTTP/2 one not yet served does.
+  /**
+   * A connection whose process connected and exited at once: its pid may be anyone's by the time the connection is
+   * looked at. The server is paused, so the socket is not read and stays open after the peer's exit, as an HTTP/2
+   * one not yet served does.
+   */
+  async function connectionOfExitedCaller(name: string): Promise<{ socket: Socket; pid: number; close(): void }> {
+    const path = join(dir, name);
     const server = createServer({ pauseOnConnect: true });
     await new Promise<void>((resolve) => server.listen(path, resolve));
     const accepted = once(server, 'connection') as Promise<[Socket]>;
-    // The child connects and exits at once; its pid may be anyone's by the time the connection is looked at.
     const child = spawn(
       process.execPath,
       ['-e', `require('net').connect(${JSON.stringify(path)}, () => process.exit(0))`],
-      {
-        stdio: 'ignore',
-      },
+      { stdio: 'ignore' },
     );
     const [[socket]] = await Promise.all([accepted, once(child, 'exit')]);
+    return {
+      socket,
+      pid: child.pid!,
+      close: () => {
+        socket.destroy();
+        server.close();
+      },
+    };
+  }
+
+  it('refuses a caller whose process exited before its connection was handled (nothing to pin)', async () => {
+    const { socket, pid, close } = await connectionOfExitedCaller('gone.sock');
     try {
       expect(() => readPeerCredentials(socket)).toThrow(
         new RegExp(
-          `^(pidfd: process ${child.pid} does not exist \\(it exited\\)|peer credentials: cannot read the start time of process ${child.pid})`,
+          `^(pidfd: process ${pid} does not exist \\(it exited\\)|peer credentials: cannot read the start time of process ${pid}|peer credentials: process ${pid} has exited since it connected)`,
         ),
       );
     } finally {
-      socket.destroy();
-      server.close();
+      close();
     }
   });
 
   it.skipIf(!isRoot)(
     'refuses a caller whose pid another process took before the connection was handled (root only: sets ns_last_pid)',
     async () => {
-      const path = join(dir, 'reused.sock');
-      const server = createServer({ pauseOnConnect: true });
-      await new Promise<void>((resolve) => server.listen(path, resolve));
-      const accepted = once(server, 'connection') as Promise<[Socket]>;
-      const child = spawn(
-        process.execPath,
-        ['-e', `require('net').connect(${JSON.stringify(path)}, () => process.exit(0))`],
-        { stdio: 'ignore' },
-      );
-      const [[socket]] = await Promise.all([accepted, once(child, 'exit')]);
+      const { socket, pid, close } = await connectionOfExitedCaller('reused.sock');
       // A new process of the same ids takes the pid of the one that connected, before the agent looks at it.
-      const reused: ChildProcess[] = [];
+      const reused = await startSleepWithPid(pid);
       try {
-        for (let attempt = 0; attempt < 100 && reused.at(-1)?.pid !== child.pid; attempt++) {
-          reused.at(-1)?.kill('SIGKILL');
-          await writeFile('/proc/sys/kernel/ns_last_pid', String(child.pid! - 1));
-          const candidate = spawn('sleep', ['30'], { stdio: 'ignore' });
-          reused.push(candidate);
-          await once(candidate, 'spawn');
-        }
-        expect(reused.at(-1)?.pid, 'the pid was not reused in 100 attempts').toBe(child.pid);
         expect(() => readPeerCredentials(socket)).toThrow(
-          `peer credentials: process ${child.pid} has exited since it connected`,
+          `peer credentials: process ${pid} has exited since it connected`,
         );
       } finally {
-        for (const process of reused) process.kill('SIGKILL');
-        socket.destroy();
-        server.close();
+        reused.kill('SIGKILL');
+        close();
       }
     },
   );

@@ -20,7 +20,7 @@ import { AccountNames, parseAccountFile } from './account-names.js';
 import { ExecutableDigests, sha256OfFile } from './executable-digest.js';
 import { readStartTime } from './proc.js';
 import { formatSelector } from './selector.js';
-import { makeSetgidSleep } from '../../../../test/support/relay-caller.js';
+import { isRoot, makeSetgidSleep, startSleepWithPid } from '../../../../test/support/relay-caller.js';
 import { PidFd } from '../workload-api/pidfd.js';
 import { type AttestedProcess, UnixWorkloadAttestor, WorkloadAttestationError } from './unix-attestor.js';
 
@@ -90,7 +90,6 @@ async function startSleeper(setprivArgs: string[] = [], executable = 'sleep'): P
   return child as ChildProcess & { pid: number };
 }
 
-const isRoot = process.geteuid!() === 0;
 const needsRoot = '(root only: runs a process as another user, makes a setgid file)';
 
 describe('UnixWorkloadAttestor on real processes', () => {
@@ -182,16 +181,8 @@ describe('UnixWorkloadAttestor on real processes', () => {
       const pinned = await caller(first.pid);
       first.kill('SIGKILL');
       await once(first, 'exit');
-      // Make the kernel hand the same pid to a new process: ns_last_pid is the pid it allocated last.
-      let second: (ChildProcess & { pid: number }) | undefined;
-      for (let attempt = 0; attempt < 100 && second === undefined; attempt++) {
-        await writeFile('/proc/sys/kernel/ns_last_pid', String(first.pid - 1));
-        const candidate = await startSleeper();
-        children.push(candidate);
-        if (candidate.pid === first.pid) second = candidate;
-        else candidate.kill('SIGKILL');
-      }
-      expect(second?.pid, 'the pid was not reused in 100 attempts').toBe(first.pid);
+      // Make the kernel hand the same pid to a new process.
+      children.push(await startSleepWithPid(first.pid));
       // Start times count clock ticks, so a pid reused within one tick has the same one: only the pin tells.
       const sameTick = { ...pinned, startTime: await readStartTime(first.pid) };
       await expect(attestor.attest(sameTick)).rejects.toThrow(
