@@ -4,6 +4,7 @@
  * authentication through the agent's Workload API. Needs `npm run build` first.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -159,7 +160,16 @@ describe('mTLS between two workload processes through the real agent', () => {
   }, 240_000);
 
   afterAll(async () => {
-    for (const { child } of children.reverse()) if (child.exitCode === null) child.kill('SIGTERM');
+    // Wait for each to exit before removing the scratch dir: a server still shutting down writes into its data dir
+    // (rm then failed with ENOTEMPTY on the embedded database's files).
+    for (const { child } of children.reverse()) {
+      if (child.exitCode !== null || child.signalCode !== null) continue;
+      const exited = once(child, 'exit');
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(timer);
+    }
     await db?.close();
     await rm(scratch, { recursive: true, force: true });
   });
