@@ -134,6 +134,7 @@ function sampleRss(pid: number): { stop(): number } {
 async function main(): Promise<void> {
   const options = parseOptions(process.argv.slice(2), {
     script: 'dos/workload-streams.bench.js',
+    strings: { agentArgs: 'extra `sigil-agent run` flags, space-separated (e.g. other Workload API limits)' },
     numbers: {
       seconds: { default: 10, min: 1, max: 60, integer: false, description: 'attack duration in seconds' },
       baseline: { default: 3, min: 1, max: 30, integer: false, description: 'seconds of the workload alone' },
@@ -153,7 +154,7 @@ async function main(): Promise<void> {
   const log = (line: string): void => console.log(line);
   await Harness.run('dos-workload-streams', async (harness) => {
     const server = await harness.startServer();
-    const agent = await harness.startAgent(server);
+    const agent = await harness.startAgent(server, { args: options.strings.agentArgs?.split(' ').filter(Boolean) });
     // nobody must reach the agent's socket in the scratch directory (traverse only, no listing); after the start,
     // since the server makes the directory of its admin socket, this one, 0700.
     await chmod(harness.scratch, 0o711);

@@ -138,9 +138,12 @@ export class Harness {
   /**
    * Starts `sigil-agent run` joined to `server` with a join token for {@link NODE_ALIAS_ID}, trusting the server's
    * bundle, and waits until its first sync arrived (before that the Workload API answers UNAVAILABLE). `nodeArgs`
-   * are options for node itself, e.g. `--cpu-prof`.
+   * are options for node itself, e.g. `--cpu-prof`; `args` more `sigil-agent run` flags.
    */
-  async startAgent(server: ServerProcess, options: { nodeArgs?: readonly string[] } = {}): Promise<AgentProcess> {
+  async startAgent(
+    server: ServerProcess,
+    options: { nodeArgs?: readonly string[]; args?: readonly string[] } = {},
+  ): Promise<AgentProcess> {
     const socketPath = join(this.scratch, 'agent.sock');
     const bundleFile = join(this.scratch, 'bundle.pem');
     await writeFile(bundleFile, await server.admin.bundlePem());
@@ -154,7 +157,7 @@ export class Harness {
       '--trust-bundle',
       bundleFile,
     ];
-    args.push('--socket-path', socketPath, '--data-dir', join(this.scratch, 'agent'));
+    args.push('--socket-path', socketPath, '--data-dir', join(this.scratch, 'agent'), ...(options.args ?? []));
     // The token goes through the environment, not argv, which any local user can read in ps.
     const agent = this.spawn('agent', process.execPath, args, { SIGIL_AGENT_JOIN_TOKEN: token });
     const running = agent.waitForLine(/"msg":"sigil-agent running"/, START_TIMEOUT_MS, 'the running log line');

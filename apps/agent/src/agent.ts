@@ -11,8 +11,10 @@ import { EntrySync } from './svid-cache/entry-sync.js';
 import { JwtSvidCache } from './svid-cache/jwt-svid-cache.js';
 import { SvidCache } from './svid-cache/svid-cache.js';
 import { SvidRotator } from './svid-cache/svid-rotator.js';
+import { PerUidAttestationLimit } from './workload-api/attestation-limit.js';
 import { WorkloadApiHandler } from './workload-api/workload-api.handler.js';
 import { WorkloadApiServer } from './workload-api/workload-api.server.js';
+import { ExecutableDigests } from './workload-attestor/executable-digest.js';
 import { UnixWorkloadAttestor } from './workload-attestor/unix-attestor.js';
 
 export interface AgentOptions {
@@ -60,9 +62,22 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     clock,
     new Logger('SvidCache'),
   );
-  const attestor = new UnixWorkloadAttestor({ needsDigest: () => cache.usesUnixSha256() });
-  const handler = new WorkloadApiHandler(attestor, cache);
-  const server = new WorkloadApiServer({ socketPath: config.socketPath, service: handler.service() });
+  const digests = new ExecutableDigests({
+    sizeLimitBytes: config.unixSha256.maxExecutableBytes,
+    uidQuotaBytesPerMinute: config.unixSha256.quotaBytesPerUidPerMinute,
+    clock,
+  });
+  const attestor = new UnixWorkloadAttestor({ digests, needsDigest: () => cache.usesUnixSha256() });
+  const handler = new WorkloadApiHandler(
+    new PerUidAttestationLimit(attestor, config.workloadApiLimits.maxAttestationsPerUid),
+    cache,
+  );
+  const server = new WorkloadApiServer({
+    socketPath: config.socketPath,
+    service: handler.service(),
+    limits: config.workloadApiLimits,
+    clock,
+  });
   // Before attesting: an agent that could not serve must not spend its join token.
   await attestor.checkProcRoot();
   await server.prepare();

@@ -5,6 +5,7 @@ import { PEM_LABEL, toPem } from '@sigil/pki';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestCa } from '../../../test/support/test-ca.js';
 import { AgentConfigError, type LoadAgentConfigInput, loadAgentConfig } from './config.js';
+import { WORKLOAD_API_LIMITS } from './workload-api/workload-api.server.js';
 
 let dir: string;
 let bundlePem: string;
@@ -250,6 +251,97 @@ describe('loadAgentConfig', () => {
     ]);
     expect(problemsOf({ ...base(), file: 'absent.json' })).toEqual([
       `--config: cannot read ${join(dir, 'absent.json')}: ENOENT`,
+    ]);
+  });
+
+  it('defaults the Workload API limits and the unix:sha256 hashing limits, each settable by flag, env or file', async () => {
+    const MIB = 1024 * 1024;
+    const defaults = loadAgentConfig(base());
+    expect(defaults.workloadApiLimits).toEqual(WORKLOAD_API_LIMITS);
+    expect(defaults.unixSha256).toEqual({ maxExecutableBytes: 128 * MIB, quotaBytesPerUidPerMinute: 512 * MIB });
+    expect(Object.isFrozen(defaults.workloadApiLimits) && Object.isFrozen(defaults.unixSha256)).toBe(true);
+    await writeFile(
+      join(dir, 'limits.json'),
+      JSON.stringify({
+        workload_api_max_streams_per_uid: 1000,
+        workload_api_max_connections_per_uid: '300',
+        workload_api_idle_timeout: '5m',
+        unix_sha256_quota_mib_per_uid: 1024,
+      }),
+    );
+    const set = loadAgentConfig({
+      ...base(),
+      file: 'limits.json',
+      env: {
+        SIGIL_AGENT_WORKLOAD_API_MAX_STREAMS_PER_UID: '700',
+        SIGIL_AGENT_WORKLOAD_API_STREAM_RATE_PER_UID: '20',
+        SIGIL_AGENT_UNIX_SHA256_MAX_EXECUTABLE_MIB: '0',
+      },
+      flags: {
+        ...base().flags,
+        workloadApiMaxStreamsPerUid: '500',
+        workloadApiStreamBurstPerUid: '40',
+        workloadApiMaxStreamsPerConnection: '10',
+        workloadApiMaxSessionMemoryMib: '16',
+      },
+    });
+    expect(set.workloadApiLimits).toEqual({
+      ...WORKLOAD_API_LIMITS,
+      maxStreamsPerConnection: 10,
+      maxStreamsPerUid: 500,
+      maxConnectionsPerUid: 300,
+      streamRatePerUid: 20,
+      streamBurstPerUid: 40,
+      idleTimeoutMs: 300_000,
+      maxSessionMemoryMb: 16,
+    });
+    expect(set.unixSha256).toEqual({ maxExecutableBytes: 0, quotaBytesPerUidPerMinute: 1024 * MIB });
+  });
+
+  it.each([
+    [
+      { workloadApiMaxStreamsPerUid: '0' },
+      "--workload-api-max-streams-per-uid: must be a whole number from 1 to 1000000, got '0'",
+    ],
+    [
+      { workloadApiStreamRatePerUid: '1.5' },
+      "--workload-api-stream-rate-per-uid: must be a whole number from 1 to 1000000, got '1.5'",
+    ],
+    [
+      { workloadApiMaxConnectionsPerUid: 'many' },
+      "--workload-api-max-connections-per-uid: must be a whole number from 1 to 100000, got 'many'",
+    ],
+    [
+      { workloadApiIdleTimeout: '0s' },
+      "--workload-api-idle-timeout: must be a duration from 1s to 86400s (seconds, or a number with s, m, h or d), got '0s'",
+    ],
+    [
+      { workloadApiMaxSessionMemoryMib: '2048' },
+      "--workload-api-max-session-memory-mib: must be a whole number from 1 to 1024, got '2048'",
+    ],
+    [
+      { unixSha256QuotaMibPerUid: '-1' },
+      "--unix-sha256-quota-mib-per-uid: must be a whole number from 0 to 1048576, got '-1'",
+    ],
+    [
+      { unixSha256QuotaMibPerUid: '100' },
+      '--unix-sha256-quota-mib-per-uid: the hashing quota per uid (100 MiB) must be at least the largest executable hashed (128 MiB)',
+    ],
+    [
+      { unixSha256MaxExecutableMib: '1024' },
+      '--unix-sha256-max-executable-mib: the hashing quota per uid (512 MiB) must be at least the largest executable hashed (1024 MiB)',
+    ],
+  ])('rejects the limit %j', (flags, message) => {
+    expect(problemsOf({ ...base(), flags: { ...base().flags, ...flags } })).toEqual([message]);
+  });
+
+  it('names a bad limit by its variable or file key', async () => {
+    expect(problemsOf({ ...base(), env: { SIGIL_AGENT_WORKLOAD_API_IDLE_TIMEOUT: 'soon' } })).toEqual([
+      "SIGIL_AGENT_WORKLOAD_API_IDLE_TIMEOUT: must be a duration from 1s to 86400s (seconds, or a number with s, m, h or d), got 'soon'",
+    ]);
+    await writeFile(join(dir, 'bad-limit.json'), JSON.stringify({ workload_api_stream_burst_per_uid: 0 }));
+    expect(problemsOf({ ...base(), file: 'bad-limit.json' })).toEqual([
+      "workload_api_stream_burst_per_uid: must be a whole number from 1 to 1000000, got '0'",
     ]);
   });
 

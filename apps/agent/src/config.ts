@@ -2,9 +2,17 @@ import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { TrustBundle, TrustDomain } from '@sigil/spiffe';
-import { nullConfigValueProblem, showConfigValue } from '@sigil/runtime';
+import { nullConfigValueProblem, parseCount, parseDurationSeconds, showConfigValue } from '@sigil/runtime';
 import { IsOptional, ValidateBy, validateSync, type ValidationArguments } from 'class-validator';
-import { DEFAULT_WORKLOAD_API_SOCKET } from './workload-api/workload-api.server.js';
+import {
+  DEFAULT_WORKLOAD_API_SOCKET,
+  WORKLOAD_API_LIMITS,
+  type WorkloadApiLimits,
+} from './workload-api/workload-api.server.js';
+import {
+  DEFAULT_EXECUTABLE_SIZE_LIMIT,
+  DEFAULT_UID_HASH_QUOTA_BYTES_PER_MINUTE,
+} from './workload-attestor/executable-digest.js';
 import { parseServerAddress, type ServerAddress } from './attestation/server-address.js';
 import { checkX509popFiles, parseTrustBundleFile, readNamedFile } from './config-files.js';
 
@@ -40,6 +48,15 @@ export interface AgentConfig {
   /** Absolute path of the data dir (agent SVID, key, bundle). */
   readonly dataDir: string;
   readonly logLevel: LogLevel;
+  /** What one caller uid may hold open on, and ask of, the Workload API (README, Workload API limits). */
+  readonly workloadApiLimits: WorkloadApiLimits;
+  /** How much hashing `unix:sha256` may cost: the largest executable hashed and the bytes per uid and minute. */
+  readonly unixSha256: UnixSha256Limits;
+}
+
+export interface UnixSha256Limits {
+  readonly maxExecutableBytes: number;
+  readonly quotaBytesPerUidPerMinute: number;
 }
 
 export const DEFAULT_DATA_DIR = '.sigil/agent';
@@ -75,6 +92,16 @@ export interface AgentConfigFlags {
   socketPath?: string;
   dataDir?: string;
   logLevel?: string;
+  workloadApiMaxStreamsPerConnection?: string;
+  workloadApiMaxStreamsPerUid?: string;
+  workloadApiMaxConnectionsPerUid?: string;
+  workloadApiStreamRatePerUid?: string;
+  workloadApiStreamBurstPerUid?: string;
+  workloadApiMaxAttestationsPerUid?: string;
+  workloadApiIdleTimeout?: string;
+  workloadApiMaxSessionMemoryMib?: string;
+  unixSha256MaxExecutableMib?: string;
+  unixSha256QuotaMibPerUid?: string;
 }
 
 export interface LoadAgentConfigInput {
@@ -110,6 +137,31 @@ function rule(name: string, validate: (value: unknown) => boolean, message: stri
     },
   });
 }
+
+/** A whole number from `min` to `max` (a JSON number in the file, digits in a flag or variable). */
+function IsCountFrom(min: number, max: number): PropertyDecorator {
+  return rule(
+    'isCount',
+    (value) => {
+      const count = parseCount(value);
+      return count !== undefined && count >= min && count <= max;
+    },
+    `must be a whole number from ${min} to ${max}`,
+  );
+}
+
+function IsDurationSeconds(min: number, max: number): PropertyDecorator {
+  return rule(
+    'isDurationSeconds',
+    (value) => {
+      const seconds = parseDurationSeconds(value);
+      return seconds !== undefined && seconds >= min && seconds <= max;
+    },
+    `must be a duration from ${min}s to ${max}s (seconds, or a number with s, m, h or d)`,
+  );
+}
+
+const MIB = 1024 * 1024;
 
 const isNonEmptyString = (value: unknown): boolean =>
   typeof value === 'string' && value.trim().length > 0 && !value.includes('\0');
@@ -190,6 +242,19 @@ class RawAgentConfig {
   @IsOptional()
   @rule('isLogLevel', (value) => LOG_LEVELS.includes(value as LogLevel), `must be one of ${LOG_LEVELS.join(', ')}`)
   log_level?: unknown;
+
+  // The Workload API's limits per caller uid (WorkloadApiLimits): upper bounds only keep a typo from disabling one.
+  @IsOptional() @IsCountFrom(1, 10_000) workload_api_max_streams_per_connection?: unknown;
+  @IsOptional() @IsCountFrom(1, 1_000_000) workload_api_max_streams_per_uid?: unknown;
+  @IsOptional() @IsCountFrom(1, 100_000) workload_api_max_connections_per_uid?: unknown;
+  @IsOptional() @IsCountFrom(1, 1_000_000) workload_api_stream_rate_per_uid?: unknown;
+  @IsOptional() @IsCountFrom(1, 1_000_000) workload_api_stream_burst_per_uid?: unknown;
+  @IsOptional() @IsCountFrom(1, 10_000) workload_api_max_attestations_per_uid?: unknown;
+  @IsOptional() @IsDurationSeconds(1, 86_400) workload_api_idle_timeout?: unknown;
+  @IsOptional() @IsCountFrom(1, 1024) workload_api_max_session_memory_mib?: unknown;
+  // 0 turns unix:sha256 off (nothing is hashed, so entries that pin a digest match nobody).
+  @IsOptional() @IsCountFrom(0, 64 * 1024) unix_sha256_max_executable_mib?: unknown;
+  @IsOptional() @IsCountFrom(0, 1024 * 1024) unix_sha256_quota_mib_per_uid?: unknown;
 }
 
 type RawKey = keyof RawAgentConfig;
@@ -206,6 +271,40 @@ const SOURCES: Record<RawKey, { flag: keyof AgentConfigFlags; env: string }> = {
   socket_path: { flag: 'socketPath', env: 'SIGIL_AGENT_SOCKET_PATH' },
   data_dir: { flag: 'dataDir', env: 'SIGIL_AGENT_DATA_DIR' },
   log_level: { flag: 'logLevel', env: 'SIGIL_AGENT_LOG_LEVEL' },
+  workload_api_max_streams_per_connection: {
+    flag: 'workloadApiMaxStreamsPerConnection',
+    env: 'SIGIL_AGENT_WORKLOAD_API_MAX_STREAMS_PER_CONNECTION',
+  },
+  workload_api_max_streams_per_uid: {
+    flag: 'workloadApiMaxStreamsPerUid',
+    env: 'SIGIL_AGENT_WORKLOAD_API_MAX_STREAMS_PER_UID',
+  },
+  workload_api_max_connections_per_uid: {
+    flag: 'workloadApiMaxConnectionsPerUid',
+    env: 'SIGIL_AGENT_WORKLOAD_API_MAX_CONNECTIONS_PER_UID',
+  },
+  workload_api_stream_rate_per_uid: {
+    flag: 'workloadApiStreamRatePerUid',
+    env: 'SIGIL_AGENT_WORKLOAD_API_STREAM_RATE_PER_UID',
+  },
+  workload_api_stream_burst_per_uid: {
+    flag: 'workloadApiStreamBurstPerUid',
+    env: 'SIGIL_AGENT_WORKLOAD_API_STREAM_BURST_PER_UID',
+  },
+  workload_api_max_attestations_per_uid: {
+    flag: 'workloadApiMaxAttestationsPerUid',
+    env: 'SIGIL_AGENT_WORKLOAD_API_MAX_ATTESTATIONS_PER_UID',
+  },
+  workload_api_idle_timeout: { flag: 'workloadApiIdleTimeout', env: 'SIGIL_AGENT_WORKLOAD_API_IDLE_TIMEOUT' },
+  workload_api_max_session_memory_mib: {
+    flag: 'workloadApiMaxSessionMemoryMib',
+    env: 'SIGIL_AGENT_WORKLOAD_API_MAX_SESSION_MEMORY_MIB',
+  },
+  unix_sha256_max_executable_mib: {
+    flag: 'unixSha256MaxExecutableMib',
+    env: 'SIGIL_AGENT_UNIX_SHA256_MAX_EXECUTABLE_MIB',
+  },
+  unix_sha256_quota_mib_per_uid: { flag: 'unixSha256QuotaMibPerUid', env: 'SIGIL_AGENT_UNIX_SHA256_QUOTA_MIB_PER_UID' },
 };
 
 const kebab = (flag: string): string => `--${flag.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`)}`;
@@ -332,6 +431,43 @@ export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
   }
   if (problems.length > 0) throw new AgentConfigError(problems);
 
+  const count = (key: RawKey, fallback: number): number =>
+    raw[key] === undefined ? fallback : (parseCount(raw[key]) as number);
+  const workloadApiLimits: WorkloadApiLimits = {
+    ...WORKLOAD_API_LIMITS,
+    maxStreamsPerConnection: count(
+      'workload_api_max_streams_per_connection',
+      WORKLOAD_API_LIMITS.maxStreamsPerConnection,
+    ),
+    maxStreamsPerUid: count('workload_api_max_streams_per_uid', WORKLOAD_API_LIMITS.maxStreamsPerUid),
+    maxConnectionsPerUid: count('workload_api_max_connections_per_uid', WORKLOAD_API_LIMITS.maxConnectionsPerUid),
+    streamRatePerUid: count('workload_api_stream_rate_per_uid', WORKLOAD_API_LIMITS.streamRatePerUid),
+    streamBurstPerUid: count('workload_api_stream_burst_per_uid', WORKLOAD_API_LIMITS.streamBurstPerUid),
+    maxAttestationsPerUid: count('workload_api_max_attestations_per_uid', WORKLOAD_API_LIMITS.maxAttestationsPerUid),
+    idleTimeoutMs:
+      raw.workload_api_idle_timeout === undefined
+        ? WORKLOAD_API_LIMITS.idleTimeoutMs
+        : (parseDurationSeconds(raw.workload_api_idle_timeout) as number) * 1000,
+    maxSessionMemoryMb: count('workload_api_max_session_memory_mib', WORKLOAD_API_LIMITS.maxSessionMemoryMb),
+  };
+  const unixSha256: UnixSha256Limits = {
+    maxExecutableBytes: count('unix_sha256_max_executable_mib', DEFAULT_EXECUTABLE_SIZE_LIMIT / MIB) * MIB,
+    quotaBytesPerUidPerMinute:
+      count('unix_sha256_quota_mib_per_uid', DEFAULT_UID_HASH_QUOTA_BYTES_PER_MINUTE / MIB) * MIB,
+  };
+  if (unixSha256.quotaBytesPerUidPerMinute < unixSha256.maxExecutableBytes) {
+    // An executable between the two sizes would be accepted by the size limit and then never fit in the quota.
+    const key =
+      raw.unix_sha256_quota_mib_per_uid !== undefined
+        ? 'unix_sha256_quota_mib_per_uid'
+        : 'unix_sha256_max_executable_mib';
+    problems.push(
+      `${name(key)}: the hashing quota per uid (${unixSha256.quotaBytesPerUidPerMinute / MIB} MiB) must be at least ` +
+        `the largest executable hashed (${unixSha256.maxExecutableBytes / MIB} MiB)`,
+    );
+  }
+  if (problems.length > 0) throw new AgentConfigError(problems);
+
   const servers = addressList(raw.server_address) as string[];
   const config: AgentConfig = {
     serverAddresses: Object.freeze(servers.map((each) => parseServerAddress(each) as ServerAddress)),
@@ -341,6 +477,8 @@ export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
     socketPath: path((raw.socket_path as string | undefined) ?? DEFAULT_WORKLOAD_API_SOCKET),
     dataDir: path((raw.data_dir as string | undefined) ?? DEFAULT_DATA_DIR),
     logLevel: ((raw.log_level as string | undefined) ?? 'info') as LogLevel,
+    workloadApiLimits: Object.freeze(workloadApiLimits),
+    unixSha256: Object.freeze(unixSha256),
   };
   return Object.freeze(config);
 }

@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { TrustDomain } from '@sigil/spiffe';
-import { nullConfigValueProblem, showConfigValue } from '@sigil/runtime';
+import { nullConfigValueProblem, parseCount, parseDurationSeconds, showConfigValue } from '@sigil/runtime';
 import { IsOptional, ValidateBy, validateSync, type ValidationArguments } from 'class-validator';
 
 /**
@@ -109,15 +109,6 @@ export class ConfigError extends Error {
 
 const got = (value: unknown): string => `got '${showConfigValue(value)}'`;
 
-function parseDurationSeconds(value: unknown): number | undefined {
-  if (typeof value === 'number') return Number.isSafeInteger(value) ? value : undefined;
-  if (typeof value !== 'string') return undefined;
-  const match = /^(\d{1,12})([smhd]?)$/.exec(value.trim());
-  if (!match) return undefined;
-  const unit = { '': 1, s: 1, m: 60, h: 3600, d: 86400 }[match[2] as '' | 's' | 'm' | 'h' | 'd'];
-  return Number(match[1]) * unit;
-}
-
 function IsDurationSeconds(min: number, max: number): PropertyDecorator {
   return ValidateBy({
     name: 'isDurationSeconds',
@@ -147,8 +138,8 @@ function IsCount(max: number): PropertyDecorator {
     name: 'isCount',
     validator: {
       validate: (value: unknown) => {
-        const count = typeof value === 'string' && /^\d{1,9}$/.test(value) ? Number(value) : value;
-        return typeof count === 'number' && Number.isInteger(count) && count >= 1 && count <= max;
+        const count = parseCount(value);
+        return count !== undefined && count >= 1 && count <= max;
       },
       defaultMessage: (args?: ValidationArguments) => `must be a whole number from 1 to ${max}, ${got(args?.value)}`,
     },

@@ -19,3 +19,25 @@ export function showConfigValue(value: unknown): string {
 export function nullConfigValueProblem(key: string, path: string): string {
   return `${key}: must not be null in config file ${path} (leave the key out for the default)`;
 }
+
+/**
+ * A duration an operator wrote in a config key, in whole seconds: a number of seconds, or digits with one unit of
+ * `s`, `m`, `h` or `d` (`90s`, `10m`, `1h`); undefined when it is neither.
+ */
+export function parseDurationSeconds(value: unknown): number | undefined {
+  if (typeof value === 'number') return Number.isSafeInteger(value) ? value : undefined;
+  if (typeof value !== 'string') return undefined;
+  const match = /^(\d{1,12})([smhd]?)$/.exec(value.trim());
+  if (!match) return undefined;
+  const unit = { '': 1, s: 1, m: 60, h: 3600, d: 86400 }[match[2] as '' | 's' | 'm' | 'h' | 'd'];
+  return Number(match[1]) * unit;
+}
+
+/**
+ * A whole number an operator wrote in a config key (a JSON number, or the digits of a flag or an environment
+ * variable); undefined when it is not one.
+ */
+export function parseCount(value: unknown): number | undefined {
+  const count = typeof value === 'string' && /^\d{1,15}$/.test(value.trim()) ? Number(value.trim()) : value;
+  return typeof count === 'number' && Number.isSafeInteger(count) ? count : undefined;
+}

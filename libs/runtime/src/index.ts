@@ -4,4 +4,5 @@ export {
   prepareSocketDirectory,
   type SocketDirectoryOptions,
 } from './socket-directory.js';
-export { nullConfigValueProblem, showConfigValue } from './config-value.js';
+export { nullConfigValueProblem, parseCount, parseDurationSeconds, showConfigValue } from './config-value.js';
+export { TokenBucketRateLimiter, type RateLimit } from './token-bucket.js';

@@ -1,6 +1,13 @@
 import { Command } from 'commander';
 import { AgentConfigError, type AgentConfigFlags, insecureBootstrapWarning, loadAgentConfig } from '../config.js';
+import { WORKLOAD_API_LIMITS as limits } from '../workload-api/workload-api.server.js';
+import {
+  DEFAULT_EXECUTABLE_SIZE_LIMIT,
+  DEFAULT_UID_HASH_QUOTA_BYTES_PER_MINUTE,
+} from '../workload-attestor/executable-digest.js';
 import { CliError } from './cli-error.js';
+
+const MIB = 1024 * 1024;
 
 type RunOptions = AgentConfigFlags & { config?: string };
 
@@ -15,6 +22,16 @@ const FLAG_KEYS: readonly (keyof AgentConfigFlags)[] = [
   'socketPath',
   'dataDir',
   'logLevel',
+  'workloadApiMaxStreamsPerConnection',
+  'workloadApiMaxStreamsPerUid',
+  'workloadApiMaxConnectionsPerUid',
+  'workloadApiStreamRatePerUid',
+  'workloadApiStreamBurstPerUid',
+  'workloadApiMaxAttestationsPerUid',
+  'workloadApiIdleTimeout',
+  'workloadApiMaxSessionMemoryMib',
+  'unixSha256MaxExecutableMib',
+  'unixSha256QuotaMibPerUid',
 ];
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
@@ -41,6 +58,46 @@ export function runCommand(): Command {
     .option('--socket-path <path>', 'Workload API socket (default /tmp/sigil-agent/public/api.sock)')
     .option('--data-dir <dir>', 'data directory for the agent SVID, key and bundle (default .sigil/agent)')
     .option('--log-level <level>', 'fatal, error, warn, info, debug or trace (default info)')
+    .option(
+      '--workload-api-max-streams-per-connection <n>',
+      `Workload API: concurrent streams per connection (${limits.maxStreamsPerConnection})`,
+    )
+    .option(
+      '--workload-api-max-streams-per-uid <n>',
+      `Workload API: open calls per caller uid (${limits.maxStreamsPerUid})`,
+    )
+    .option(
+      '--workload-api-max-connections-per-uid <n>',
+      `Workload API: open connections per caller uid (${limits.maxConnectionsPerUid})`,
+    )
+    .option(
+      '--workload-api-stream-rate-per-uid <n>',
+      `Workload API: new calls per second per caller uid (${limits.streamRatePerUid})`,
+    )
+    .option(
+      '--workload-api-stream-burst-per-uid <n>',
+      `Workload API: new calls at once per caller uid (${limits.streamBurstPerUid})`,
+    )
+    .option(
+      '--workload-api-max-attestations-per-uid <n>',
+      `Workload API: calls of one caller uid attested at a time (${limits.maxAttestationsPerUid})`,
+    )
+    .option(
+      '--workload-api-idle-timeout <duration>',
+      `Workload API: close a connection with no open stream after this long (${limits.idleTimeoutMs / 1000}s)`,
+    )
+    .option(
+      '--workload-api-max-session-memory-mib <n>',
+      `Workload API: HTTP/2 memory per connection in MiB (${limits.maxSessionMemoryMb})`,
+    )
+    .option(
+      '--unix-sha256-max-executable-mib <n>',
+      `largest executable hashed for unix:sha256, in MiB (${DEFAULT_EXECUTABLE_SIZE_LIMIT / MIB})`,
+    )
+    .option(
+      '--unix-sha256-quota-mib-per-uid <n>',
+      `MiB of executables hashed for unix:sha256 per caller uid and minute (${DEFAULT_UID_HASH_QUOTA_BYTES_PER_MINUTE / MIB})`,
+    )
     .action(async (options: RunOptions) => {
       const flags: AgentConfigFlags = {};
       for (const key of FLAG_KEYS) if (options[key] !== undefined) Object.assign(flags, { [key]: options[key] });

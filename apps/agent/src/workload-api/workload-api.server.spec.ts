@@ -430,9 +430,10 @@ describe('Workload API over the Unix socket', () => {
   async function restartWith(
     limits: Partial<WorkloadApiLimits>,
     logger: WorkloadApiServerOptions['logger'] = quiet,
+    clock?: WorkloadApiServerOptions['clock'],
   ): Promise<void> {
     await server.stop();
-    server = new WorkloadApiServer({ socketPath, service: server.service, logger, limits });
+    server = new WorkloadApiServer({ socketPath, service: server.service, logger, limits, ...(clock && { clock }) });
     await server.start();
   }
 
@@ -532,6 +533,68 @@ describe('Workload API over the Unix socket', () => {
       }
     },
   );
+
+  it('answers RESOURCE_EXHAUSTED to the calls of a uid past its rate of new calls, logs it once, and serves again once the bucket refills', async () => {
+    const warnings: string[] = [];
+    let now = Date.parse('2026-01-01T00:00:00Z');
+    await restartWith(
+      { streamRatePerUid: 2, streamBurstPerUid: 3 },
+      { ...quiet, warn: (line: { msg: string }) => void warnings.push(line.msg) },
+      { now: () => new Date(now) },
+    );
+    const tooFast = {
+      code: grpc.status.RESOURCE_EXHAUSTED,
+      details: `too many new Workload API calls for uid ${uid} (at most 2 per second, 3 at once); retry later`,
+    };
+    // unary calls end at once: only the rate, not the open-call cap, can refuse the fourth
+    for (let i = 0; i < 3; i++) await expect(unary('FetchJWTSVID', { audience: ['a'] })).resolves.toBeDefined();
+    await expect(unary('FetchJWTSVID', { audience: ['a'] })).rejects.toMatchObject(tooFast);
+    await expect(stream('FetchX509SVID').next()).rejects.toMatchObject(tooFast);
+    // another process of the same uid shares the bucket
+    const sameUid = await spawnRelayCaller(socketPath);
+    try {
+      expect(await sameUid.fetchX509SvidIds()).toEqual({ grpcStatus: 8, message: tooFast.details });
+      expect(warnings).toEqual([`refusing Workload API calls of uid ${uid}: ${tooFast.details}`]);
+      now += 500; // one token back
+      expect(await sameUid.fetchX509SvidIds()).toEqual({ ids: ['spiffe://example.org/web'] });
+      await expect(unary('FetchJWTSVID', { audience: ['a'] })).rejects.toMatchObject(tooFast);
+    } finally {
+      await sameUid.close();
+    }
+  });
+
+  it.skipIf(!isRoot)(
+    'serves another uid while one uid is past its rate of new calls (root only: runs the other caller as nobody)',
+    async () => {
+      cache.entries.push(await nobodyEntry());
+      await restartWith({ streamRatePerUid: 1, streamBurstPerUid: 1 }, quiet, { now: () => new Date(0) });
+      await unary('FetchJWTSVID', { audience: ['a'] });
+      await expect(unary('FetchJWTSVID', { audience: ['a'] })).rejects.toMatchObject({
+        code: grpc.status.RESOURCE_EXHAUSTED,
+      });
+      const nobody = await spawnRelayCaller(socketPath, { asNobody: true });
+      try {
+        expect(await nobody.fetchX509SvidIds()).toEqual({ ids: ['spiffe://example.org/nobody'] });
+      } finally {
+        await nobody.close();
+      }
+    },
+  );
+
+  it('holds more open streams than an AbortSignal warns about without a MaxListenersExceededWarning', async () => {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error): void => void warnings.push(`${warning.name}: ${warning.message}`);
+    process.on('warning', onWarning);
+    const open = Array.from({ length: 30 }, () => stream('FetchX509SVID'));
+    try {
+      for (const s of open) await s.next();
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(warnings.filter((line) => line.startsWith('MaxListenersExceededWarning'))).toEqual([]);
+    } finally {
+      process.off('warning', onWarning);
+      for (const s of open) s.call.cancel();
+    }
+  });
 
   it('closes the connection of a uid over its connection cap, and accepts one again once another closes', async () => {
     await restartWith({ maxConnectionsPerUid: 2 });

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { chmod, lstat, unlink } from 'node:fs/promises';
 import {
   createServer,
@@ -12,8 +13,9 @@ import { Code, ConnectError, type ConnectRouter, type ServiceImpl, createContext
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import { Logger } from '@nestjs/common';
 import { RateLimitedLog } from '@sigil/logging';
-import { prepareSocketDirectory } from '@sigil/runtime';
+import { prepareSocketDirectory, TokenBucketRateLimiter } from '@sigil/runtime';
 import { SpiffeWorkloadAPI } from '@sigil/workload-api';
+import { type Clock, systemClock } from '../common/clock.js';
 import { encodeGrpcMessage, useSpecGrpcMessageEncoding } from './grpc-message.js';
 import { PEER_CREDENTIALS, type PeerCredentials, trackPeerCredentials } from './peer-credentials.js';
 import { PidFd } from './pidfd.js';
@@ -34,6 +36,15 @@ export interface WorkloadApiLimits {
   readonly maxStreamsPerUid: number;
   /** Open connections of one uid; the next connection is closed as soon as it is accepted. */
   readonly maxConnectionsPerUid: number;
+  /**
+   * New calls of one uid per second over all its connections (a token bucket holding {@link streamBurstPerUid}):
+   * past it, the call gets RESOURCE_EXHAUSTED before it is attested.
+   */
+  readonly streamRatePerUid: number;
+  /** How many new calls one uid may make at once before {@link streamRatePerUid} applies. */
+  readonly streamBurstPerUid: number;
+  /** Calls of one uid attested at a time (`PerUidAttestationLimit`); its other calls wait their turn. */
+  readonly maxAttestationsPerUid: number;
   /** A connection with no open stream for this long is closed (HTTP/2 GOAWAY; clients reconnect), in milliseconds. */
   readonly idleTimeoutMs: number;
   /**
@@ -59,6 +70,9 @@ export const WORKLOAD_API_LIMITS: WorkloadApiLimits = Object.freeze({
   idleTimeoutMs: 60_000,
   maxSessionMemoryMb: 8,
   refusalLogIntervalMs: 60_000,
+  streamRatePerUid: 100,
+  streamBurstPerUid: 256,
+  maxAttestationsPerUid: 8,
 });
 
 export interface WorkloadApiServerOptions {
@@ -71,6 +85,8 @@ export interface WorkloadApiServerOptions {
   /** Overrides of {@link WORKLOAD_API_LIMITS} (tests use small ones). */
   readonly limits?: Partial<WorkloadApiLimits>;
   readonly logger?: Pick<Logger, 'log' | 'warn'>;
+  /** Time for the per-uid call rate (tests pass a fake). */
+  readonly clock?: Clock;
 }
 
 // sun_path holds 108 bytes including the terminating NUL.
@@ -159,6 +175,7 @@ export class WorkloadApiServer {
   private readonly drainTimeoutMs: number;
   private readonly limits: WorkloadApiLimits;
   private readonly logger: Pick<Logger, 'log' | 'warn'>;
+  private readonly clock: Clock;
   private readonly sessions = new Set<Http2Session>();
   private server: Http2Server | undefined;
   private shutdown: AbortController | undefined;
@@ -174,6 +191,7 @@ export class WorkloadApiServer {
     this.drainTimeoutMs = options.drainTimeoutMs ?? 2000;
     this.limits = Object.freeze({ ...WORKLOAD_API_LIMITS, ...options.limits });
     this.logger = options.logger ?? new Logger(WorkloadApiServer.name);
+    this.clock = options.clock ?? systemClock;
   }
 
   /**
@@ -189,6 +207,9 @@ export class WorkloadApiServer {
     await this.removeStaleSocket();
 
     const shutdown = new AbortController();
+    // connect-node adds one abort listener per open call to this signal (removed when the call ends): hundreds are
+    // normal here, bounded by the per-uid caps, and Node's warning past 10 would only say so.
+    setMaxListeners(0, shutdown.signal);
     const limits = this.limits;
     const server = createServer({
       maxSessionMemory: limits.maxSessionMemoryMb,
@@ -203,6 +224,10 @@ export class WorkloadApiServer {
     this.refusals = refusals;
     const connections = new PerUidCount();
     const streams = new PerUidCount();
+    const newCalls = new TokenBucketRateLimiter(
+      { ratePerSecond: limits.streamRatePerUid, burst: limits.streamBurstPerUid },
+      this.clock,
+    );
     server.on('session', (session: Http2Session) => {
       this.sessions.add(session);
       session.once('close', () => this.sessions.delete(session));
@@ -225,6 +250,15 @@ export class WorkloadApiServer {
       if (!streams.tryAcquire(uid, limits.maxStreamsPerUid)) {
         const reason = `too many open Workload API streams for uid ${uid} (at most ${limits.maxStreamsPerUid})`;
         refusals.warn(`streams:${uid}`, { msg: `refusing Workload API streams of uid ${uid}: ${reason}`, uid });
+        refuseCall(response, reason);
+        return false;
+      }
+      if (!newCalls.tryTake(String(uid))) {
+        streams.release(uid);
+        const reason =
+          `too many new Workload API calls for uid ${uid} (at most ${limits.streamRatePerUid} per second, ` +
+          `${limits.streamBurstPerUid} at once); retry later`;
+        refusals.warn(`rate:${uid}`, { msg: `refusing Workload API calls of uid ${uid}: ${reason}`, uid });
         refuseCall(response, reason);
         return false;
       }

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 
 /** What `/proc/<pid>/status` says about a process's credentials. */
 export interface ProcessStatus {
@@ -21,6 +21,28 @@ export function procPath(pid: number, file: string, root: string = defaultProcRo
   return `${root}/${pid}/${file}`;
 }
 
+// procfs files report a size of 0, for which readFile reads in 64 KiB buffers (two per file: the text, then the
+// end), 384 KiB of garbage per attestation: 256 attestations at once left about 100 MiB for the garbage collector.
+// Their text is far smaller, so they are read through one small buffer.
+const PROC_READ_BYTES = 4096;
+
+/** The text of a procfs file, read in {@link PROC_READ_BYTES} chunks until its end. */
+export async function readProcFile(path: string): Promise<string> {
+  const file = await open(path, 'r');
+  try {
+    const buffer = Buffer.allocUnsafe(PROC_READ_BYTES);
+    const chunks: Buffer[] = [];
+    for (;;) {
+      const { bytesRead } = await file.read(buffer, 0, PROC_READ_BYTES, null);
+      if (bytesRead === 0) break;
+      chunks.push(Buffer.from(buffer.subarray(0, bytesRead)));
+    }
+    return Buffer.concat(chunks).toString('utf8');
+  } finally {
+    await file.close();
+  }
+}
+
 /**
  * Parses the start time (field 22 of `/proc/<pid>/stat`, clock ticks since boot). Together with the pid it names
  * one process for the life of the system, which is what lets us notice a pid that was reused.
@@ -39,7 +61,7 @@ export function parseStartTime(stat: string): bigint {
 
 /** Start time of `pid` (see {@link parseStartTime}); rejects when the process does not exist. */
 export async function readStartTime(pid: number, root?: string): Promise<bigint> {
-  return parseStartTime(await readFile(procPath(pid, 'stat', root), 'utf8'));
+  return parseStartTime(await readProcFile(procPath(pid, 'stat', root)));
 }
 
 /** Synchronous {@link readStartTime}, for the connection handler that must pin the pid as early as possible. */
@@ -75,5 +97,5 @@ export function parseStatus(status: string): ProcessStatus {
 
 /** Credentials of `pid` from `/proc/<pid>/status`; rejects when the process does not exist. */
 export async function readStatus(pid: number, root?: string): Promise<ProcessStatus> {
-  return parseStatus(await readFile(procPath(pid, 'status', root), 'utf8'));
+  return parseStatus(await readProcFile(procPath(pid, 'status', root)));
 }

@@ -1,0 +1,65 @@
+import { type Selector } from '../workload-attestor/selector.js';
+import { type WorkloadAttestor } from './workload-api.handler.js';
+import { type PeerCredentials } from './peer-credentials.js';
+
+interface UidTurns {
+  running: number;
+  readonly waiting: Array<() => void>;
+}
+
+/**
+ * Attests at most `maxPerUid` callers of one uid at a time; the others of that uid wait their turn, in order.
+ * Attestation reads several procfs files through libuv's small thread pool: one uid's 256 calls at once would
+ * queue every other caller's reads behind theirs (and hold their buffers all at once). The waiting calls are open
+ * calls, so their number is bounded by the Workload API's open calls per uid.
+ */
+export class PerUidAttestationLimit implements WorkloadAttestor {
+  private readonly uids = new Map<number, UidTurns>();
+
+  constructor(
+    private readonly attestor: WorkloadAttestor,
+    private readonly maxPerUid: number,
+  ) {
+    if (!Number.isSafeInteger(maxPerUid) || maxPerUid < 1) {
+      throw new Error(`maxAttestationsPerUid: must be a positive integer, got ${maxPerUid}`);
+    }
+  }
+
+  async attest(caller: PeerCredentials): Promise<readonly Selector[]> {
+    await this.turn(caller.uid);
+    try {
+      return await this.attestor.attest(caller);
+    } finally {
+      this.done(caller.uid);
+    }
+  }
+
+  /** How many attestations of `uid` are running and waiting (for tests). */
+  load(uid: number): { running: number; waiting: number } {
+    const turns = this.uids.get(uid);
+    return { running: turns?.running ?? 0, waiting: turns?.waiting.length ?? 0 };
+  }
+
+  private turn(uid: number): Promise<void> {
+    let turns = this.uids.get(uid);
+    if (turns === undefined) {
+      turns = { running: 0, waiting: [] };
+      this.uids.set(uid, turns);
+    }
+    if (turns.running < this.maxPerUid) {
+      turns.running++;
+      return Promise.resolve();
+    }
+    const queue = turns.waiting;
+    return new Promise((resolve) => queue.push(resolve));
+  }
+
+  private done(uid: number): void {
+    const turns = this.uids.get(uid);
+    if (turns === undefined) return;
+    const next = turns.waiting.shift();
+    // The finished call's slot passes straight to the next waiting one.
+    if (next !== undefined) next();
+    else if (--turns.running === 0) this.uids.delete(uid);
+  }
+}
