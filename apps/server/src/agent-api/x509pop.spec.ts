@@ -1,7 +1,15 @@
-import { createHash, createPrivateKey, sign, webcrypto } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
-import { KeyUsage, TEST_NOW, TestCa, type TestSvid } from '../../../../test/support/test-ca.js';
-import { isPossessionProven, parseX509popCaBundle, verifyX509popChain } from './x509pop.js';
+import 'reflect-metadata';
+import { X509Certificate, createHash, createPrivateKey, sign, webcrypto } from 'node:crypto';
+import * as x509 from '@peculiar/x509';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { KeyUsage, TEST_NOW, TestCa, generateTestKeys, type TestSvid } from '../../../../test/support/test-ca.js';
+import {
+  X509POP_MAX_CHAIN_BYTES,
+  X509POP_MAX_SIGNATURE_CHECKS,
+  isPossessionProven,
+  parseX509popCaBundle,
+  verifyX509popChain,
+} from './x509pop.js';
 
 const der = (svid: TestSvid): Uint8Array[] => svid.chainDer();
 const sha1 = (data: ArrayBuffer): string => createHash('sha1').update(new Uint8Array(data)).digest('hex');
@@ -82,6 +90,127 @@ describe('verifyX509popChain', () => {
     await expect(verifyX509popChain([], [], TEST_NOW)).rejects.toMatchObject({
       message: 'certificates: must hold 1 to 8 certificates',
     });
+  });
+});
+
+/**
+ * A certificate an attacker makes without the CA's key: any names, signed by a key of its own, optionally without
+ * key identifiers (so nothing but a signature check tells it from the real issuer) and padded with DNS names.
+ */
+async function forge(params: {
+  subject: string;
+  issuer: string;
+  isCa: boolean;
+  keys: CryptoKeyPair;
+  signer: CryptoKeyPair;
+  keyIdentifiers: boolean;
+  padNames?: number;
+}): Promise<Uint8Array> {
+  const extensions: x509.Extension[] = [
+    new x509.BasicConstraintsExtension(params.isCa, undefined, true),
+    new x509.KeyUsagesExtension(params.isCa ? KeyUsage.keyCertSign : KeyUsage.digitalSignature, true),
+  ];
+  if (params.keyIdentifiers) {
+    extensions.push(await x509.SubjectKeyIdentifierExtension.create(params.keys.publicKey));
+    extensions.push(await x509.AuthorityKeyIdentifierExtension.create(params.signer.publicKey));
+  }
+  if (params.padNames) {
+    const names = Array.from({ length: params.padNames }, (_, i) => ({ type: 'dns' as const, value: `n${i}.example` }));
+    extensions.push(new x509.SubjectAlternativeNameExtension(names));
+  }
+  const certificate = await x509.X509CertificateGenerator.create({
+    serialNumber: '01',
+    subject: params.subject,
+    issuer: params.issuer,
+    notBefore: new Date(TEST_NOW.getTime() - 3600_000),
+    notAfter: new Date(TEST_NOW.getTime() + 3600_000),
+    publicKey: params.keys.publicKey,
+    signingKey: params.signer.privateKey,
+    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+    extensions,
+  });
+  return new Uint8Array(certificate.rawData);
+}
+
+/**
+ * A forged chain of 8 certificates all named like `rootName`: the leaf signed by the first intermediate's key,
+ * each intermediate by the next one's, listed in reverse so that finding each issuer tries every candidate.
+ */
+async function forgedChain(rootName: string, keyIdentifiers: boolean, padNames = 0): Promise<Uint8Array[]> {
+  const keys = await Promise.all(Array.from({ length: 8 }, () => generateTestKeys()));
+  const base = { issuer: rootName, keyIdentifiers, padNames };
+  const leaf = await forge({ ...base, subject: 'CN=forged node', isCa: false, keys: keys[0]!, signer: keys[1]! });
+  const intermediates: Uint8Array[] = [];
+  for (let index = 1; index < 8; index++) {
+    const signer = keys[Math.min(index + 1, 7)]!;
+    intermediates.push(await forge({ ...base, subject: rootName, isCa: true, keys: keys[index]!, signer }));
+  }
+  return [leaf, ...intermediates.reverse()];
+}
+
+describe('verifyX509popChain against forged chains (unauthenticated callers)', () => {
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  it('refuses a chain over the byte limit before parsing it', async () => {
+    const root = await TestCa.create('nodes.test', { now: TEST_NOW, subject: 'CN=Root' });
+    const chain = await forgedChain(root.certificate.subject, true, 300);
+    const bytes = chain.reduce((sum, der) => sum + der.length, 0);
+    expect(bytes).toBeGreaterThan(X509POP_MAX_CHAIN_BYTES);
+    await expect(verifyX509popChain(chain, [root.certificate], TEST_NOW)).rejects.toMatchObject({
+      kind: 'invalid_argument',
+      message: `certificates: ${bytes} bytes of der in all, more than the 32768-byte limit`,
+    });
+  });
+
+  it('checks no signature when the key identifiers show that a candidate did not issue the certificate', async () => {
+    const root = await TestCa.create('nodes.test', { now: TEST_NOW, subject: 'CN=Root' });
+    const rootName = root.certificate.subject;
+    const checks = vi.spyOn(X509Certificate.prototype, 'verify');
+    // A leaf named as issued by the root, but whose authority key identifier is the attacker's key: no check at all.
+    const attacker = await generateTestKeys();
+    const keys = await generateTestKeys();
+    const leaf = await forge({
+      subject: 'CN=forged node',
+      issuer: rootName,
+      isCa: false,
+      keys,
+      signer: attacker,
+      keyIdentifiers: true,
+    });
+    await expect(verifyX509popChain([leaf], [root.certificate], TEST_NOW)).rejects.toMatchObject({
+      kind: 'permission_denied',
+      message: 'x509pop: certificate chain does not lead to a trusted ca (no issuer found for "CN=forged node")',
+    });
+    expect(checks).not.toHaveBeenCalled();
+    // 8 certificates named like the root, each with the key identifiers of its real signer: one check per step,
+    // none against the root or the other same-named candidates.
+    const chain = await forgedChain(rootName, true);
+    await expect(verifyX509popChain(chain, [root.certificate], TEST_NOW)).rejects.toMatchObject({
+      kind: 'permission_denied',
+      message: 'x509pop: certificate chain does not lead to a trusted ca (no issuer found for "CN=Root")',
+    });
+    expect(checks).toHaveBeenCalledTimes(7);
+  });
+
+  it('stops after a bounded number of signature checks when names match and nothing else tells issuers apart', async () => {
+    const root = await TestCa.create('nodes.test', { now: TEST_NOW, subject: 'CN=Root' });
+    const chain = await forgedChain(root.certificate.subject, false);
+    const checks = vi.spyOn(X509Certificate.prototype, 'verify');
+    await expect(verifyX509popChain(chain, [root.certificate], TEST_NOW)).rejects.toMatchObject({
+      kind: 'permission_denied',
+      message: `x509pop: certificate chain needs more than ${X509POP_MAX_SIGNATURE_CHECKS} signature checks (too many candidate issuers named like "CN=Root")`,
+    });
+    expect(checks).toHaveBeenCalledTimes(X509POP_MAX_SIGNATURE_CHECKS);
+  });
+
+  it('a real chain costs one signature check per certificate', async () => {
+    const root = await TestCa.create('nodes.test', { now: TEST_NOW });
+    const leaf = await node(await (await root.createIntermediate()).createIntermediate());
+    const checks = vi.spyOn(X509Certificate.prototype, 'verify');
+    await verifyX509popChain(der(leaf), [root.certificate], TEST_NOW);
+    expect(checks).toHaveBeenCalledTimes(3);
   });
 });
 

@@ -1,5 +1,13 @@
 import 'reflect-metadata';
-import { constants, createHash, createPublicKey, verify, webcrypto, type KeyObject } from 'node:crypto';
+import {
+  constants,
+  createHash,
+  createPublicKey,
+  verify,
+  webcrypto,
+  type KeyObject,
+  X509Certificate as NodeX509Certificate,
+} from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import type { AgentSelector } from '../agents/agent.entity.js';
 import { AppError } from '../common/errors.js';
@@ -15,6 +23,19 @@ x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoPro
 
 /** Longest chain accepted: leaf and intermediates. */
 export const X509POP_MAX_CERTIFICATES = 8;
+
+/**
+ * Most DER bytes a chain may hold in all. Node certificates are 0.5 to 2 KiB each (RSA-4096 included), so a real
+ * chain is a few KiB; an unauthenticated caller must not make the server parse and hash 8 certificates of 12 KiB.
+ */
+export const X509POP_MAX_CHAIN_BYTES = 32 * 1024;
+
+/**
+ * Most signature checks one chain may cost. Walking a chain of n certificates takes n checks when each issuer is
+ * found at the first try; more are needed only when several candidates share the issuer's name and no key
+ * identifier tells them apart, which a forged chain arranges on purpose (every certificate named like the CA).
+ */
+export const X509POP_MAX_SIGNATURE_CHECKS = 2 * X509POP_MAX_CERTIFICATES;
 
 /** What a verified x509pop chain proves once the agent shows it holds the leaf's key. */
 export interface X509popEvidence {
@@ -53,8 +74,15 @@ export function parseX509popCaBundle(pem: string, source: string): x509.X509Cert
  * signature and validity period, CA flags and keyCertSign above the leaf, path length constraints, and a leaf
  * whose key usage allows digital signatures.
  *
- * @throws AppError `invalid_argument` for certificates that do not parse, `permission_denied` for a chain that
- *   does not verify.
+ * Anyone may call this (certificates are not secret), so its cost is bounded before anything is trusted: the chain's
+ * size ({@link X509POP_MAX_CERTIFICATES}, {@link X509POP_MAX_CHAIN_BYTES}), then a walk to a root on Node's native
+ * certificates, where a candidate issuer must pass OpenSSL's issuer check (subject name = issuer name, subject key
+ * identifier = authority key identifier when both are present, keyCertSign when key usage is present) before its
+ * signature is checked, at most {@link X509POP_MAX_SIGNATURE_CHECKS} times. Only a chain that reaches a root is
+ * parsed in full for the remaining checks.
+ *
+ * @throws AppError `invalid_argument` for certificates that do not parse or are too many or too large,
+ *   `permission_denied` for a chain that does not verify.
  */
 export async function verifyX509popChain(
   certificatesDer: readonly Uint8Array[],
@@ -64,14 +92,61 @@ export async function verifyX509popChain(
   if (certificatesDer.length === 0 || certificatesDer.length > X509POP_MAX_CERTIFICATES) {
     throw new AppError('invalid_argument', `certificates: must hold 1 to ${X509POP_MAX_CERTIFICATES} certificates`);
   }
+  const chainBytes = certificatesDer.reduce((sum, der) => sum + der.length, 0);
+  if (chainBytes > X509POP_MAX_CHAIN_BYTES) {
+    throw new AppError(
+      'invalid_argument',
+      `certificates: ${chainBytes} bytes of der in all, more than the ${X509POP_MAX_CHAIN_BYTES}-byte limit`,
+    );
+  }
   const chain = certificatesDer.map((der, index) => {
     try {
-      return new x509.X509Certificate(der);
+      return new NodeX509Certificate(der);
     } catch {
       throw new AppError('invalid_argument', `certificates.${index}: not a der x.509 certificate`);
     }
   });
-  const [leaf, ...intermediates] = chain as [x509.X509Certificate, ...x509.X509Certificate[]];
+  return checkPath(findPathToRoot(chain, roots), now);
+}
+
+/** A certificate of the chain in both parsers' forms: Node's for the walk, @peculiar/x509's for the fields. */
+interface PathCertificate {
+  readonly native: NodeX509Certificate;
+  readonly parsed: () => x509.X509Certificate;
+}
+
+/** The leaf, then the issuers found above it, the last one a root of `roots`. */
+function findPathToRoot(
+  chain: readonly NodeX509Certificate[],
+  roots: readonly x509.X509Certificate[],
+): PathCertificate[] {
+  const trusted = roots.map((root) => ({ native: nativeOf(root), parsed: () => root }));
+  const budget = { signatureChecks: X509POP_MAX_SIGNATURE_CHECKS };
+  const [leaf, ...intermediates] = chain as [NodeX509Certificate, ...NodeX509Certificate[]];
+  const asPath = (native: NodeX509Certificate): PathCertificate => {
+    let parsed: x509.X509Certificate | undefined;
+    return { native, parsed: () => (parsed ??= new x509.X509Certificate(native.raw)) };
+  };
+  const path: PathCertificate[] = [asPath(leaf)];
+  let pool = intermediates.map(asPath);
+  for (;;) {
+    const current = path.at(-1)!.native;
+    const root = findIssuer(current, trusted, budget);
+    const next = root ?? findIssuer(current, pool, budget);
+    if (next === undefined) {
+      throw refused(
+        `certificate chain does not lead to a trusted ca (no issuer found for "${current.subject.split('\n').join(', ')}")`,
+      );
+    }
+    path.push(next);
+    if (root) return path;
+    pool = pool.filter((candidate) => candidate !== next);
+  }
+}
+
+/** The checks of every field, on a path that leads to a root. */
+function checkPath(path: readonly PathCertificate[], now: Date): X509popEvidence {
+  const leaf = path[0]!.parsed();
   const usage = leaf.getExtension(x509.KeyUsagesExtension);
   if (usage === null || !(usage.usages & x509.KeyUsageFlags.digitalSignature)) {
     throw refused('leaf certificate is not meant for digital signatures (key usage lacks digitalSignature)');
@@ -83,15 +158,10 @@ export async function verifyX509popChain(
   checkValidity(leaf, 'leaf certificate', now);
 
   const above: x509.X509Certificate[] = [];
-  let pool = intermediates;
-  let current = leaf;
-  for (;;) {
-    const root = await findIssuer(current, roots);
-    const next = root ?? (await findIssuer(current, pool));
-    if (next === undefined) {
-      throw refused(`certificate chain does not lead to a trusted ca (no issuer found for "${current.subject}")`);
-    }
-    const role = `${root ? 'root' : 'intermediate'} certificate "${next.subject}"`;
+  for (const [index, each] of path.entries()) {
+    if (index === 0) continue;
+    const next = each.parsed();
+    const role = `${index === path.length - 1 ? 'root' : 'intermediate'} certificate "${next.subject}"`;
     if (!isCa(next)) throw refused(`${role} is not a ca`);
     const nextUsage = next.getExtension(x509.KeyUsagesExtension);
     if (nextUsage !== null && !(nextUsage.usages & x509.KeyUsageFlags.keyCertSign)) {
@@ -103,9 +173,6 @@ export async function verifyX509popChain(
       throw refused(`${role} allows ${pathLength} intermediate(s) below it, the chain has ${above.length}`);
     }
     above.push(next);
-    if (root) break;
-    pool = pool.filter((candidate) => candidate !== next);
-    current = next;
   }
 
   const selectors: AgentSelector[] = [];
@@ -146,19 +213,41 @@ function checkValidity(certificate: x509.X509Certificate, role: string, now: Dat
   }
 }
 
-/** The candidate whose subject is the certificate's issuer and whose key verifies its signature. */
-async function findIssuer(
-  certificate: x509.X509Certificate,
-  candidates: readonly x509.X509Certificate[],
-): Promise<x509.X509Certificate | undefined> {
-  const issuer = Buffer.from(certificate.issuerName.toArrayBuffer());
+/**
+ * The candidate that issued `certificate`: it passes OpenSSL's issuer check (names, key identifiers, key usage),
+ * which costs no signature check, and its key verifies the certificate's signature; each signature check is taken
+ * from `budget`.
+ */
+function findIssuer<T extends { readonly native: NodeX509Certificate }>(
+  certificate: NodeX509Certificate,
+  candidates: readonly T[],
+  budget: { signatureChecks: number },
+): T | undefined {
   for (const candidate of candidates) {
-    if (!issuer.equals(Buffer.from(candidate.subjectName.toArrayBuffer()))) continue;
+    if (!certificate.checkIssued(candidate.native)) continue;
+    if (budget.signatureChecks-- <= 0) {
+      throw refused(
+        `certificate chain needs more than ${X509POP_MAX_SIGNATURE_CHECKS} signature checks (too many candidate ` +
+          `issuers named like "${certificate.issuer.split('\n').join(', ')}")`,
+      );
+    }
     try {
-      if (await certificate.verify({ publicKey: candidate.publicKey, signatureOnly: true })) return candidate;
+      if (certificate.verify(candidate.native.publicKey)) return candidate;
     } catch {
       // A key that cannot check this signature algorithm is not the issuer.
     }
   }
   return undefined;
+}
+
+const natives = new WeakMap<x509.X509Certificate, NodeX509Certificate>();
+
+/** Node's parse of a trusted root, made once per root. */
+function nativeOf(certificate: x509.X509Certificate): NodeX509Certificate {
+  let native = natives.get(certificate);
+  if (native === undefined) {
+    native = new NodeX509Certificate(new Uint8Array(certificate.rawData));
+    natives.set(certificate, native);
+  }
+  return native;
 }
