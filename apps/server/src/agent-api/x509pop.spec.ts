@@ -93,6 +93,8 @@ describe('verifyX509popChain', () => {
   });
 });
 
+type KeyPair = Awaited<ReturnType<typeof generateTestKeys>>;
+
 /**
  * A certificate an attacker makes without the CA's key: any names, signed by a key of its own, optionally without
  * key identifiers (so nothing but a signature check tells it from the real issuer) and padded with DNS names.
@@ -101,8 +103,8 @@ async function forge(params: {
   subject: string;
   issuer: string;
   isCa: boolean;
-  keys: CryptoKeyPair;
-  signer: CryptoKeyPair;
+  keys: KeyPair;
+  signer: KeyPair;
   keyIdentifiers: boolean;
   padNames?: number;
 }): Promise<Uint8Array> {
