@@ -87,6 +87,29 @@ describe('loadServerConfig', () => {
     });
   });
 
+  it('reads the per-address limits of the unauthenticated routes, each from flag, env or file', () => {
+    expect(loadServerConfig({ cwd: '/srv' })).toMatchObject({
+      attestationRatePerSecond: 10,
+      attestationBurst: 100,
+      publicReadRatePerSecond: 20,
+      publicReadBurst: 200,
+    });
+    const config = loadServerConfig({
+      cwd: '/srv',
+      flags: { attestationRate: '2', publicReadBurst: '9' },
+      env: { SIGIL_ATTESTATION_BURST: '30', SIGIL_PUBLIC_READ_RATE: '4' },
+    });
+    expect(config).toMatchObject({
+      attestationRatePerSecond: 2,
+      attestationBurst: 30,
+      publicReadRatePerSecond: 4,
+      publicReadBurst: 9,
+    });
+    expect(() => loadServerConfig({ cwd: '/srv', flags: { attestationRate: '0' } })).toThrow(
+      "--attestation-rate: must be a whole number from 1 to 1000000, got '0'",
+    );
+  });
+
   it.each<[string, LoadServerConfigInput, string]>([
     [
       'uppercase trust domain in the file',

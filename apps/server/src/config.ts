@@ -49,6 +49,15 @@ export interface ServerConfig {
   readonly agentSignRatePerSecond: number;
   /** Size of that bucket: how many signing requests an agent may make at once after a quiet spell. */
   readonly agentSignBurst: number;
+  /**
+   * Per-source-address token bucket of the attestation routes (`/agent/v1/attest/…`, unauthenticated): refill per
+   * second. A refused attestation costs {@link ATTESTATION_REFUSAL_COST} tokens.
+   */
+  readonly attestationRatePerSecond: number;
+  readonly attestationBurst: number;
+  /** Per-source-address token bucket of the other unauthenticated routes (bundle, health, metrics): refill per second. */
+  readonly publicReadRatePerSecond: number;
+  readonly publicReadBurst: number;
 }
 
 /** Nest injection token of the frozen {@link ServerConfig}. */
@@ -62,6 +71,17 @@ export const DEFAULT_BIND_ADDRESS = '0.0.0.0';
 export const DEFAULT_PORT = 8081;
 export const DEFAULT_AGENT_SIGN_RATE = 50;
 export const DEFAULT_AGENT_SIGN_BURST = 100;
+/**
+ * Attestations per second per source address, and the burst: SPIRE allows 1 per second per IP; ours is higher so a
+ * fleet behind one NAT address that restarts at once (x509pop: 2 requests per agent) drains in seconds, not minutes.
+ */
+export const DEFAULT_ATTESTATION_RATE = 10;
+export const DEFAULT_ATTESTATION_BURST = 100;
+/** What a refused attestation (403: unknown join token, chain or signature that does not verify) costs in tokens. */
+export const ATTESTATION_REFUSAL_COST = 10;
+/** Bundle, health and metrics requests per second per source address (probes, scrapers, federated peers). */
+export const DEFAULT_PUBLIC_READ_RATE = 20;
+export const DEFAULT_PUBLIC_READ_BURST = 200;
 
 const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
 // sun_path holds 108 bytes including the terminating NUL
@@ -87,6 +107,10 @@ export interface ServerConfigFlags {
   x509popCaBundle?: string;
   agentSignRate?: string;
   agentSignBurst?: string;
+  attestationRate?: string;
+  attestationBurst?: string;
+  publicReadRate?: string;
+  publicReadBurst?: string;
 }
 
 export interface LoadServerConfigInput {
@@ -257,6 +281,10 @@ class RawServerConfig {
   @IsOptional() @IsNonEmptyString() x509pop_ca_bundle?: unknown;
   @IsOptional() @IsCount(1_000_000) agent_sign_rate?: unknown;
   @IsOptional() @IsCount(1_000_000) agent_sign_burst?: unknown;
+  @IsOptional() @IsCount(1_000_000) attestation_rate?: unknown;
+  @IsOptional() @IsCount(1_000_000) attestation_burst?: unknown;
+  @IsOptional() @IsCount(1_000_000) public_read_rate?: unknown;
+  @IsOptional() @IsCount(1_000_000) public_read_burst?: unknown;
 }
 
 type RawKey = Exclude<keyof RawServerConfig, never>;
@@ -283,6 +311,10 @@ const SOURCES: Record<RawKey, { flag: keyof ServerConfigFlags | null; env: strin
   x509pop_ca_bundle: { flag: 'x509popCaBundle', env: 'SIGIL_X509POP_CA_BUNDLE', file: true },
   agent_sign_rate: { flag: 'agentSignRate', env: 'SIGIL_AGENT_SIGN_RATE', file: true },
   agent_sign_burst: { flag: 'agentSignBurst', env: 'SIGIL_AGENT_SIGN_BURST', file: true },
+  attestation_rate: { flag: 'attestationRate', env: 'SIGIL_ATTESTATION_RATE', file: true },
+  attestation_burst: { flag: 'attestationBurst', env: 'SIGIL_ATTESTATION_BURST', file: true },
+  public_read_rate: { flag: 'publicReadRate', env: 'SIGIL_PUBLIC_READ_RATE', file: true },
+  public_read_burst: { flag: 'publicReadBurst', env: 'SIGIL_PUBLIC_READ_BURST', file: true },
 };
 
 const kebab = (flag: string): string => `--${flag.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`)}`;
@@ -353,6 +385,7 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
   const seconds = (key: RawKey, fallback: number): number =>
     raw[key] === undefined ? fallback : (parseDurationSeconds(raw[key]) as number);
   const path = (value: string): string => (isAbsolute(value) ? value : resolve(cwd, value));
+  const count = (key: RawKey, fallback: number): number => (raw[key] === undefined ? fallback : Number(raw[key]));
 
   const caTtlSeconds = seconds('ca_ttl', 24 * 3600);
   const x509SvidTtlSeconds = seconds('x509_svid_ttl', 3600);
@@ -397,6 +430,10 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
     logLevel: str('log_level', 'info') as LogLevel,
     agentSignRatePerSecond: raw.agent_sign_rate === undefined ? DEFAULT_AGENT_SIGN_RATE : Number(raw.agent_sign_rate),
     agentSignBurst: raw.agent_sign_burst === undefined ? DEFAULT_AGENT_SIGN_BURST : Number(raw.agent_sign_burst),
+    attestationRatePerSecond: count('attestation_rate', DEFAULT_ATTESTATION_RATE),
+    attestationBurst: count('attestation_burst', DEFAULT_ATTESTATION_BURST),
+    publicReadRatePerSecond: count('public_read_rate', DEFAULT_PUBLIC_READ_RATE),
+    publicReadBurst: count('public_read_burst', DEFAULT_PUBLIC_READ_BURST),
     ...(raw.database_url !== undefined && { databaseUrl: raw.database_url as string }),
     ...(upstreamCert !== undefined &&
       upstreamKey !== undefined && {

@@ -12,6 +12,22 @@ class FakeClock {
 }
 
 describe('TokenBucketRateLimiter', () => {
+  it('charges a cost after the fact, below zero if need be, and says when the bucket holds enough again', () => {
+    const clock = new FakeClock();
+    const limiter = new TokenBucketRateLimiter({ ratePerSecond: 2, burst: 4 }, clock);
+    expect(limiter.retryAfterSeconds('a')).toBe(0);
+    expect(limiter.tryTake('a')).toBe(true);
+    limiter.charge('a', 9); // 4 - 1 - 9 = -6
+    expect(limiter.tryTake('a')).toBe(false);
+    expect(limiter.retryAfterSeconds('a')).toBe(4); // 7 tokens missing at 2/s
+    expect(limiter.retryAfterSeconds('a', 4)).toBe(5);
+    clock.advance(3_000);
+    expect(limiter.tryTake('a')).toBe(false);
+    clock.advance(500);
+    expect(limiter.tryTake('a')).toBe(true);
+    expect(limiter.retryAfterSeconds('b', 5)).toBe(1);
+  });
+
   it('allows a burst, then refills at the rate, per key', () => {
     const clock = new FakeClock();
     const limiter = new TokenBucketRateLimiter({ ratePerSecond: 2, burst: 3 }, clock);

@@ -30,16 +30,37 @@ export class TokenBucketRateLimiter {
   /** Takes `cost` tokens from the key's bucket: true if it held enough, false (taking nothing) if not. */
   tryTake(key: string, cost = 1): boolean {
     const now = this.clock.now().getTime();
-    const bucket = this.buckets.get(key);
-    const elapsedSeconds = bucket ? Math.max(0, now - bucket.updatedAtMs) / 1000 : 0;
-    const tokens = bucket
-      ? Math.min(this.limit.burst, bucket.tokens + elapsedSeconds * this.limit.ratePerSecond)
-      : this.limit.burst;
+    const tokens = this.tokensAt(key, now);
     const allowed = tokens >= cost;
     // Re-inserted so the map's order stays least recently used first.
     this.buckets.delete(key);
     this.buckets.set(key, { tokens: allowed ? tokens - cost : tokens, updatedAtMs: now });
     if (this.buckets.size > this.maxKeys) this.buckets.delete(this.buckets.keys().next().value!);
     return allowed;
+  }
+
+  /**
+   * Takes `cost` tokens from the key's bucket whatever it holds: the bucket may go below zero, and the key then waits
+   * until it has refilled. For work whose price is known only once it is done (a refused attempt that costs more).
+   */
+  charge(key: string, cost: number): void {
+    const now = this.clock.now().getTime();
+    const tokens = this.tokensAt(key, now);
+    this.buckets.delete(key);
+    this.buckets.set(key, { tokens: tokens - cost, updatedAtMs: now });
+    if (this.buckets.size > this.maxKeys) this.buckets.delete(this.buckets.keys().next().value!);
+  }
+
+  /** Whole seconds until the key's bucket holds `cost` tokens (0 when it does now); for a Retry-After header. */
+  retryAfterSeconds(key: string, cost = 1): number {
+    const missing = cost - this.tokensAt(key, this.clock.now().getTime());
+    return missing <= 0 ? 0 : Math.ceil(missing / this.limit.ratePerSecond);
+  }
+
+  private tokensAt(key: string, nowMs: number): number {
+    const bucket = this.buckets.get(key);
+    if (!bucket) return this.limit.burst;
+    const elapsedSeconds = Math.max(0, nowMs - bucket.updatedAtMs) / 1000;
+    return Math.min(this.limit.burst, bucket.tokens + elapsedSeconds * this.limit.ratePerSecond);
   }
 }

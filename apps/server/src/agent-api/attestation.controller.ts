@@ -14,10 +14,11 @@ import { X509popAttestationService } from './x509pop-attestation.service.js';
 
 /**
  * Node attestation: how an agent without an SVID gets one. Open routes (not admin routes): the join token or the
- * x509pop proof is the credential.
+ * x509pop proof is the credential. Each source address has an attestation budget, and a refused attempt costs more
+ * of it than an accepted one (see `PublicRateLimitInterceptor`).
  */
 @ApiTags('agent')
-@Public()
+@Public('attestation')
 @Controller('agent/v1/attest')
 export class AttestationController {
   constructor(

@@ -14,7 +14,7 @@ import { AppError } from '../common/errors.js';
 import { setActor } from './actor.js';
 import { AdminSocketConnections } from './admin-socket-connections.js';
 import { AdminTokensService } from './admin-tokens.service.js';
-import { IS_PUBLIC_KEY } from './public.decorator.js';
+import { IS_PUBLIC_KEY, type PublicBudget } from './public.decorator.js';
 
 /**
  * Registered once, globally: every route is admin-only unless marked {@link Public}. A request is allowed when it
@@ -41,7 +41,7 @@ export class AdminAuthGuard implements CanActivate, OnModuleDestroy {
   async canActivate(context: ExecutionContext): Promise<boolean> {
     // Only HTTP is served through Nest; anything else would be a new transport that must bring its own guard.
     if (context.getType() !== 'http') return false;
-    if (this.reflector.getAllAndOverride<boolean>(IS_PUBLIC_KEY, [context.getHandler(), context.getClass()])) {
+    if (this.reflector.getAllAndOverride<PublicBudget>(IS_PUBLIC_KEY, [context.getHandler(), context.getClass()])) {
       return true;
     }
     const request = context.switchToHttp().getRequest<FastifyRequest>();

@@ -1,5 +1,5 @@
 import { Module } from '@nestjs/common';
-import { APP_GUARD } from '@nestjs/core';
+import { APP_GUARD, APP_INTERCEPTOR } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { AdminAuthGuard } from './admin-auth.guard.js';
 import { AdminSocketConnections } from './admin-socket-connections.js';
@@ -7,8 +7,12 @@ import { AdminTokenEntity } from './admin-token.entity.js';
 import { AdminTokensController } from './admin-tokens.controller.js';
 import { AdminTokensRepository } from './admin-tokens.repository.js';
 import { AdminTokensService } from './admin-tokens.service.js';
+import { PublicRateLimitInterceptor } from './public-rate-limit.interceptor.js';
 
-/** Admin authentication: the global guard, the admin socket's connections and bearer admin tokens. */
+/**
+ * Admin authentication: the global guard, the admin socket's connections and bearer admin tokens; and the
+ * per-source-address limits of the routes open without it.
+ */
 @Module({
   imports: [TypeOrmModule.forFeature([AdminTokenEntity])],
   controllers: [AdminTokensController],
@@ -17,6 +21,7 @@ import { AdminTokensService } from './admin-tokens.service.js';
     AdminTokensService,
     AdminSocketConnections,
     { provide: APP_GUARD, useClass: AdminAuthGuard },
+    { provide: APP_INTERCEPTOR, useClass: PublicRateLimitInterceptor },
   ],
   exports: [AdminSocketConnections],
 })

@@ -23,6 +23,10 @@ const FLAG_KEYS: readonly (keyof ServerConfigFlags)[] = [
   'x509popCaBundle',
   'agentSignRate',
   'agentSignBurst',
+  'attestationRate',
+  'attestationBurst',
+  'publicReadRate',
+  'publicReadBurst',
 ];
 
 /** `sigil-server run`: validates the configuration before anything starts, then serves until SIGINT/SIGTERM. */
@@ -50,6 +54,10 @@ export function runCommand(): Command {
     .option('--x509pop-ca-bundle <file>', 'PEM CA certificates that x509pop agents must chain to (enables x509pop)')
     .option('--agent-sign-rate <n>', 'signing requests per second each agent may make (default 50)')
     .option('--agent-sign-burst <n>', 'signing requests an agent may make at once (default 100)')
+    .option('--attestation-rate <n>', 'attestation requests per second per source address (default 10)')
+    .option('--attestation-burst <n>', 'attestation requests a source address may make at once (default 100)')
+    .option('--public-read-rate <n>', 'bundle/health/metrics requests per second per source address (default 20)')
+    .option('--public-read-burst <n>', 'bundle/health/metrics requests a source address may make at once (default 200)')
     .action(async (options: RunOptions) => {
       const flags: ServerConfigFlags = {};
       for (const key of FLAG_KEYS) if (options[key] !== undefined) flags[key] = options[key];
