@@ -4,6 +4,7 @@
  * otherwise on its own embedded database, as in production.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
+import { type IncomingHttpHeaders } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -91,13 +92,31 @@ export async function startAgentApiTestServer(options: {
  * One HTTPS request on a fresh connection (so each call presents exactly the credentials given). The server
  * certificate is not checked here: tests that care verify it with libs/spiffe at the server's clock time.
  */
-export function callTls(
+export async function callTls(
   port: number,
   method: string,
   path: string,
   body?: unknown,
   credentials?: ClientCredentials,
 ): Promise<AgentApiResponse> {
+  const { status, body: answer } = await requestTls(port, {
+    method,
+    path,
+    body,
+    ...(credentials && { credentials }),
+  });
+  return { status, body: answer };
+}
+
+/**
+ * {@link callTls} with its answer's headers, optionally from another loopback source address (`127.0.0.2`, …), as
+ * a second host would call.
+ */
+export function requestTls(
+  port: number,
+  options: { method: string; path: string; body?: unknown; credentials?: ClientCredentials; localAddress?: string },
+): Promise<AgentApiResponse & { headers: IncomingHttpHeaders }> {
+  const { method, path, body, credentials, localAddress } = options;
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const request = httpsRequest(
@@ -110,6 +129,7 @@ export function callTls(
         rejectUnauthorized: false,
         minVersion: 'TLSv1.3',
         headers: payload === undefined ? {} : { 'content-type': 'application/json' },
+        ...(localAddress !== undefined && { localAddress }),
         ...(credentials && { cert: credentials.certificatePem, key: credentials.privateKeyPem }),
       },
       (response) => {
@@ -119,6 +139,7 @@ export function callTls(
           const text = Buffer.concat(chunks).toString('utf8');
           resolve({
             status: response.statusCode ?? 0,
+            headers: response.headers,
             body: text ? (JSON.parse(text) as Record<string, unknown>) : {},
           });
         });

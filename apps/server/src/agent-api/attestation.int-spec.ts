@@ -1,12 +1,12 @@
 import { createHash, sign, webcrypto } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
-import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { verifyX509Svid, type TrustBundle } from '@sigil/spiffe';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   derChainOf,
   newAgentKey,
+  requestTls,
   startAgentApiTestServer,
   type AgentApiResponse,
   type AgentApiTestServer,
@@ -33,33 +33,9 @@ async function signNonce(node: TestSvid, nonceBase64: string): Promise<string> {
 }
 
 /** A POST to the agent API from another loopback address, as a second host would call it. */
-function postFrom(localAddress: string, port: number, path: string, body: unknown): Promise<AgentApiResponse> {
-  return new Promise((resolve, reject) => {
-    const request = httpsRequest(
-      {
-        host: '127.0.0.1',
-        localAddress,
-        port,
-        method: 'POST',
-        path,
-        agent: false,
-        rejectUnauthorized: false,
-        headers: { 'content-type': 'application/json' },
-      },
-      (response) => {
-        const chunks: Buffer[] = [];
-        response.on('data', (chunk: Buffer) => chunks.push(chunk));
-        response.on('end', () =>
-          resolve({
-            status: response.statusCode ?? 0,
-            body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>,
-          }),
-        );
-      },
-    );
-    request.on('error', reject);
-    request.end(JSON.stringify(body));
-  });
+async function postFrom(localAddress: string, port: number, path: string, body: unknown): Promise<AgentApiResponse> {
+  const { status, body: answer } = await requestTls(port, { method: 'POST', path, body, localAddress });
+  return { status, body: answer };
 }
 
 const b64 = (node: TestSvid): string[] => node.chainDer().map((der) => Buffer.from(der).toString('base64'));

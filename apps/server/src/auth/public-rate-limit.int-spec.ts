@@ -1,0 +1,142 @@
+import { sign, webcrypto } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  newAgentKey,
+  requestTls,
+  startAgentApiTestServer,
+  type AgentApiTestServer,
+} from '../../../../test/support/agent-api.js';
+import { TestCa, type TestSvid } from '../../../../test/support/test-ca.js';
+import { AdminClient } from '../cli/admin-client.js';
+import { FakeClock } from '../common/clock.js';
+import { JoinTokensService } from '../join-tokens/join-tokens.service.js';
+
+const backend = process.env.DATABASE_URL ? 'postgres' : 'embedded';
+const ATTESTATION_LIMIT = 'over its attestation rate limit (1/s, burst 20; a refused attestation counts 10)';
+
+const b64 = (node: TestSvid): string[] => node.chainDer().map((der) => Buffer.from(der).toString('base64'));
+
+async function signNonce(node: TestSvid, nonceBase64: string): Promise<string> {
+  const key = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', node.keys.privateKey));
+  return sign('sha256', Buffer.from(nonceBase64, 'base64'), { key, format: 'der', type: 'pkcs8' }).toString('base64');
+}
+
+/**
+ * The per-source-address limits of the unauthenticated routes, on the real TLS port, with small budgets (attestation
+ * 1/s burst 20, reads 1/s burst 5) on a fake clock, so nothing refills unless the test moves time.
+ */
+describe(`unauthenticated routes: per-source-address rate limits (${backend})`, () => {
+  const clock = new FakeClock(Date.now());
+  let api: AgentApiTestServer;
+  let nodeCa: TestCa;
+  let rootName: string;
+
+  const post = (path: string, body: unknown, localAddress = '127.0.0.1') =>
+    requestTls(api.port, { method: 'POST', path, body, localAddress });
+  const get = (path: string, localAddress = '127.0.0.1') => requestTls(api.port, { method: 'GET', path, localAddress });
+  const attestJoinToken = async (token: string, localAddress?: string) =>
+    post('/agent/v1/attest/join-token', { token, csr: await (await newAgentKey()).csr() }, localAddress);
+  /** A whole x509pop attestation (challenge, then the signed nonce) from `localAddress`. */
+  const attestX509pop = async (node: TestSvid, localAddress: string) => {
+    const challenge = await post('/agent/v1/attest/x509pop/challenge', { certificates: b64(node) }, localAddress);
+    if (challenge.status !== 200) return challenge;
+    const signature = await signNonce(node, challenge.body['nonce'] as string);
+    const csr = await (await newAgentKey()).csr();
+    return post(
+      '/agent/v1/attest/x509pop',
+      { challenge_id: challenge.body['challenge_id'], signature, csr },
+      localAddress,
+    );
+  };
+  /** Moves time far enough for every bucket to be full again. */
+  const refill = () => clock.advance(600_000);
+
+  beforeAll(async () => {
+    const root = await TestCa.create('nodes.test', { subject: 'CN=Node Root CA' });
+    rootName = root.certificate.subject;
+    nodeCa = await root.createIntermediate({ subject: 'CN=Node Issuing CA' });
+    api = await startAgentApiTestServer({
+      clock,
+      flags: { attestationRate: '1', attestationBurst: '20', publicReadRate: '1', publicReadBurst: '5' },
+      prepare: async (scratch) => {
+        const file = join(scratch, 'x509pop-ca.pem');
+        await writeFile(file, root.certificate.toString('pem'));
+        return { x509popCaBundle: file };
+      },
+    });
+  });
+
+  afterAll(async () => {
+    await api?.close();
+  });
+
+  it('join token guesses: each refused guess costs 10, then 429 with Retry-After; another address attests meanwhile', async () => {
+    refill();
+    expect((await attestJoinToken('guess-1')).status).toBe(403);
+    expect((await attestJoinToken('guess-2')).status).toBe(403);
+    // 20 - 2 × 10: the bucket is empty after two guesses, where 20 accepted attestations would have been allowed.
+    const refused = await attestJoinToken('guess-3');
+    expect(refused).toMatchObject({
+      status: 429,
+      headers: { 'retry-after': '1' },
+      body: {
+        error: 'resource_exhausted',
+        message: `source address 127.0.0.1: ${ATTESTATION_LIMIT}; retry in 1 s`,
+      },
+    });
+    // A real token from the same address is refused too: the address is out of budget, not the token.
+    const token = await api.server.app.get(JoinTokensService).create({});
+    expect((await attestJoinToken(token.token)).status).toBe(429);
+
+    const other = await api.server.app.get(JoinTokensService).create({});
+    expect((await attestJoinToken(other.token, '127.0.0.2')).status).toBe(200);
+
+    clock.advance(1_000);
+    expect((await attestJoinToken(token.token)).status).toBe(200);
+  });
+
+  it('a flood of forged x509pop chains from one address: at most the burst is checked, the rest get 429; a real agent on another address attests', async () => {
+    refill();
+    const impostorRoot = await TestCa.create('nodes.test', { subject: rootName });
+    const forged = b64(await impostorRoot.createX509Svid('unused', { subject: 'CN=forged', uris: [] }));
+    const answers = await Promise.all(
+      Array.from({ length: 60 }, () => post('/agent/v1/attest/x509pop/challenge', { certificates: forged })),
+    );
+    const statuses = answers.map((answer) => answer.status);
+    const checked = statuses.filter((status) => status === 403).length;
+    expect(statuses.filter((status) => status !== 403 && status !== 429)).toEqual([]);
+    expect(checked).toBeGreaterThanOrEqual(2);
+    expect(checked).toBeLessThanOrEqual(20);
+    expect(answers.find((answer) => answer.status === 403)?.body['message']).toBe(
+      'x509pop: certificate chain does not lead to a trusted ca (no issuer found for "CN=forged")',
+    );
+
+    const node = await nodeCa.createX509Svid('unused', { subject: 'CN=node-beside', uris: [] });
+    expect((await attestX509pop(node, '127.0.0.3')).status).toBe(200);
+    // The flooding address stays refused until its debt is paid back: 1 token per second.
+    expect((await attestX509pop(node, '127.0.0.1')).status).toBe(429);
+  });
+
+  it('bundle, health and metrics share one read budget per address; other addresses and the admin socket are served', async () => {
+    refill();
+    for (let i = 0; i < 5; i++) expect((await get(i % 2 === 0 ? '/healthz' : '/bundle')).status).toBe(200);
+    expect(await get('/bundle')).toMatchObject({
+      status: 429,
+      headers: { 'retry-after': '1' },
+      body: {
+        error: 'resource_exhausted',
+        message:
+          'source address 127.0.0.1: over its rate limit for bundle, health and metrics requests (1/s, burst 5); retry in 1 s',
+      },
+    });
+    expect((await get('/metrics')).status).toBe(429);
+    expect((await get('/bundle', '127.0.0.2')).status).toBe(200);
+    const admin = new AdminClient(api.server.adminSocket);
+    for (let i = 0; i < 10; i++) expect((await admin.call('GET', '/healthz')).status).toBe(200);
+    // Attestation has its own budget: reads do not spend it.
+    const token = await api.server.app.get(JoinTokensService).create({});
+    expect((await attestJoinToken(token.token)).status).toBe(200);
+  });
+});
