@@ -138,16 +138,20 @@ export class Harness {
   /**
    * Starts `sigil-agent run` joined to `server` with a join token for {@link NODE_ALIAS_ID}, trusting the server's
    * bundle, and waits until its first sync arrived (before that the Workload API answers UNAVAILABLE). `nodeArgs`
-   * are options for node itself, e.g. `--cpu-prof`; `args` more `sigil-agent run` flags.
+   * are options for node itself, e.g. `--cpu-prof`; `args` more `sigil-agent run` flags; `x509pop` attests with that
+   * certificate and key (PEM files) instead of a join token (the server must run with `--x509pop-ca-bundle`).
    */
   async startAgent(
     server: ServerProcess,
-    options: { nodeArgs?: readonly string[]; args?: readonly string[] } = {},
+    options: {
+      nodeArgs?: readonly string[];
+      args?: readonly string[];
+      x509pop?: { certFile: string; keyFile: string };
+    } = {},
   ): Promise<AgentProcess> {
     const socketPath = join(this.scratch, 'agent.sock');
     const bundleFile = join(this.scratch, 'bundle.pem');
     await writeFile(bundleFile, await server.admin.bundlePem());
-    const token = await server.admin.joinToken(NODE_ALIAS_ID);
     const args = [
       ...(options.nodeArgs ?? []),
       AGENT_BIN,
@@ -158,8 +162,11 @@ export class Harness {
       bundleFile,
     ];
     args.push('--socket-path', socketPath, '--data-dir', join(this.scratch, 'agent'), ...(options.args ?? []));
+    const { x509pop } = options;
+    if (x509pop) args.push('--x509pop-cert', x509pop.certFile, '--x509pop-key', x509pop.keyFile);
     // The token goes through the environment, not argv, which any local user can read in ps.
-    const agent = this.spawn('agent', process.execPath, args, { SIGIL_AGENT_JOIN_TOKEN: token });
+    const env = x509pop ? {} : { SIGIL_AGENT_JOIN_TOKEN: await server.admin.joinToken(NODE_ALIAS_ID) };
+    const agent = this.spawn('agent', process.execPath, args, env);
     const running = agent.waitForLine(/"msg":"sigil-agent running"/, START_TIMEOUT_MS, 'the running log line');
     const synced = agent.waitForLine(/"msg":"entries synced, serving identities"/, START_TIMEOUT_MS, 'the first sync');
     const { agentId } = JSON.parse(await running) as { agentId: string };
