@@ -11,12 +11,15 @@
  * x509pop in the middle of the attack and must come up and stay up. `--attestation-rate N` raises the server's
  * per-address attestation limit (and burst) to N, to measure the challenge caps alone.
  *
+ * The attacker runs in a worker thread, so that its client work does not delay the legitimate callers.
+ *
  * Goals: every legitimate attestation succeeds, the real agent is serving and has not exited, the legitimate p99
  * stays under 250 ms, the server's RSS grows by less than 50 MiB.
  */
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { isAttackWorker, runAttackWorker, serveAttack } from '../support/attack-worker.js';
 import { Harness } from '../support/harness.js';
 import { parseOptions } from '../support/options.js';
 import { cpuSeconds, formatMiB, residentMemory } from '../support/proc.js';
@@ -28,6 +31,43 @@ const RSS_GROWTH_GOAL_KIB = 50 * 1024;
 const LEGIT_ADDRESS = '127.0.0.2';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** What the attack worker is told to do. */
+interface AttackPlan {
+  readonly port: number;
+  readonly seconds: number;
+  readonly maxRequests: number;
+  readonly connections: number;
+  readonly attackerAddresses: number;
+  /** Each certificate's chain (base64 DER); the attacker has none of their keys. */
+  readonly certificates: readonly (readonly string[])[];
+}
+
+interface AttackResult {
+  readonly sent: number;
+  readonly answers: [number, number][];
+}
+
+/** The attacker, in its worker thread: asks for challenges for the certificates in turn until the deadline. */
+async function attack(plan: AttackPlan): Promise<AttackResult> {
+  const agent = tlsAgent(plan.connections);
+  const answers = new Map<number, number>();
+  let sent = 0;
+  const deadline = performance.now() + plan.seconds * 1000;
+  await Promise.all(
+    Array.from({ length: plan.connections }, async (_, worker) => {
+      const address = `127.0.0.${10 + (worker % plan.attackerAddresses)}`;
+      while (sent < plan.maxRequests && performance.now() < deadline) {
+        const certificates = plan.certificates[sent++ % plan.certificates.length]!;
+        const path = '/agent/v1/attest/x509pop/challenge';
+        const answer = await postJson(plan.port, agent, path, { certificates }, address);
+        answers.set(answer.status, (answers.get(answer.status) ?? 0) + 1);
+      }
+    }),
+  );
+  agent.destroy();
+  return { sent, answers: [...answers] };
+}
 
 async function main(): Promise<void> {
   const options = parseOptions(process.argv.slice(2), {
@@ -67,29 +107,19 @@ async function main(): Promise<void> {
     const stolen = await Promise.all(
       Array.from({ length: attackerCertificates }, (_, index) => pki.issueNode(`attacked-node-${index}`)),
     );
-    const attackAgent = tlsAgent(connections);
     const cpuBefore = cpuSeconds(pid);
     const rssBefore = residentMemory(pid).rssKiB;
-    const statuses = new Map<number, number>();
-    let sent = 0;
     const started = performance.now();
-    const deadline = started + seconds * 1000;
-    const attack = Promise.all(
-      Array.from({ length: connections }, async (_, worker) => {
-        const address = `127.0.0.${10 + (worker % attackerAddresses)}`;
-        while (sent < maxRequests && performance.now() < deadline) {
-          const certificates = stolen[sent++ % stolen.length]!.certificates;
-          const answer = await postJson(
-            server.port,
-            attackAgent,
-            '/agent/v1/attest/x509pop/challenge',
-            { certificates },
-            address,
-          );
-          statuses.set(answer.status, (statuses.get(answer.status) ?? 0) + 1);
-        }
-      }),
-    ).then(() => undefined);
+    const plan: AttackPlan = {
+      port: server.port,
+      seconds,
+      maxRequests,
+      connections,
+      attackerAddresses,
+      certificates: stolen.map((node) => node.certificates),
+    };
+    const result = runAttackWorker<AttackPlan, AttackResult>(import.meta.url, plan);
+    const attack = result.then(() => undefined);
 
     // A real agent attests with x509pop a third of the way into the attack (it retries 429 and must not exit).
     const realNode = await pki.issueNode('real-agent-node');
@@ -111,7 +141,8 @@ async function main(): Promise<void> {
     const real = await realAgent.catch((error: unknown) => ({ error: (error as Error).message }));
     await sleep(500);
     const realRunning = 'agent' in real && real.agent.process.isRunning;
-    attackAgent.destroy();
+    const { sent } = await result;
+    const statuses = new Map((await result).answers);
 
     const duringSummary = summarize(during.latencies.length > 0 ? during.latencies : [Number.NaN]);
     const refused = statuses.get(429) ?? 0;
@@ -164,4 +195,5 @@ async function main(): Promise<void> {
   });
 }
 
-await main();
+if (isAttackWorker) await serveAttack(attack);
+else await main();
