@@ -214,7 +214,8 @@ async function main(): Promise<void> {
     );
     log(
       `server: CPU ${cpu.toFixed(2)} s (${((100 * cpu) / attackSeconds).toFixed(0)} % of a core), ` +
-        `RSS ${formatMiB(rssBefore)} -> ${formatMiB(rss.rssKiB)} (peak ${formatMiB(rss.peakKiB)})`,
+        `RSS ${formatMiB(rssBefore)} -> ${formatMiB(rss.rssKiB)} (peak ${formatMiB(rss.peakKiB)}), ` +
+        `${((1000 * cpu) / Math.max(1, sent)).toFixed(1)} ms of CPU per attack request`,
     );
     const goals: [string, boolean][] = [
       ['every legitimate attestation succeeds', legitRefused.size === 0 && during.attestations.latencies.length > 0],
@@ -246,6 +247,7 @@ async function main(): Promise<void> {
           checked_guesses_per_s: Math.round(checkedGuesses * 10) / 10,
           server_cpu_s: Math.round(cpu * 100) / 100,
           server_cpu_cores: Math.round((cpu / attackSeconds) * 100) / 100,
+          server_cpu_ms_per_attack_request: Math.round((10_000 * cpu) / Math.max(1, sent)) / 10,
           server_rss_kib: rss.rssKiB,
           server_rss_growth_kib: rss.rssKiB - rssBefore,
           goals_met: goals.every(([, met]) => met),
