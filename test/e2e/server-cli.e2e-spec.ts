@@ -129,15 +129,19 @@ describe('sigil-server CLI against a running server (real binary)', () => {
       '--dns-name',
       'web.example.org',
       '--x509-svid-ttl',
-      '600',
+      '1h30m',
+      '--jwt-svid-ttl',
+      '300',
       '--output',
       'json',
       ...admin(),
     ]);
     expect(created.stderr).toBe('');
     expect(created.code).toBe(0);
-    const entry = JSON.parse(created.stdout) as { id: string; spiffe_id: string };
+    const entry = JSON.parse(created.stdout) as { id: string; spiffe_id: string; x509_svid_ttl: number };
     expect(entry.spiffe_id).toBe('spiffe://example.org/web');
+    // Durations take the same Go-style syntax as the server's own flags, and bare seconds.
+    expect(entry).toMatchObject({ x509_svid_ttl: 5400, jwt_svid_ttl: 300 });
 
     const shown = await cli(['entry', 'show', '--id', entry.id, ...admin()]);
     expect(shown.code).toBe(0);
@@ -210,6 +214,15 @@ describe('sigil-server CLI against a running server (real binary)', () => {
   it('lists no agents yet', async () => {
     expect(await cli(['agent', 'list', ...admin()])).toMatchObject({ code: 0, stdout: 'No attested agents found\n' });
     expect((await cli(['agent', 'count', ...admin()])).stdout).toBe('0 attested agents\n');
+  });
+
+  it('refuses a bad duration or selector before calling the server, saying what is wrong', async () => {
+    const ttl = await cli(['token', 'generate', '--ttl', '1hour', ...admin()]);
+    expect(ttl.code).not.toBe(0);
+    expect(ttl.stderr).toContain(`option '--ttl <duration>' argument '1hour' is invalid. must be a duration such as`);
+    const selector = await cli(['entry', 'count', '--selector', 'un ix:uid:1', ...admin()]);
+    expect(selector.code).not.toBe(0);
+    expect(selector.stderr).toContain(`type: "un ix" may only contain letters, digits`);
   });
 
   it('refuses an unknown flag', async () => {

@@ -313,7 +313,7 @@ describe('loadAgentConfig', () => {
     ],
     [
       { workloadApiIdleTimeout: '0s' },
-      "--workload-api-idle-timeout: must be a duration from 1s to 86400s (seconds, or a number with s, m, h or d), got '0s'",
+      "--workload-api-idle-timeout: must be a duration from 1s to 24h, such as 90s, 15m or 1h30m (a bare number is seconds), got '0s'",
     ],
     [
       { workloadApiMaxSessionMemoryMib: '2048' },
@@ -337,7 +337,7 @@ describe('loadAgentConfig', () => {
 
   it('names a bad limit by its variable or file key', async () => {
     expect(problemsOf({ ...base(), env: { SIGIL_AGENT_WORKLOAD_API_IDLE_TIMEOUT: 'soon' } })).toEqual([
-      "SIGIL_AGENT_WORKLOAD_API_IDLE_TIMEOUT: must be a duration from 1s to 86400s (seconds, or a number with s, m, h or d), got 'soon'",
+      "SIGIL_AGENT_WORKLOAD_API_IDLE_TIMEOUT: must be a duration from 1s to 24h, such as 90s, 15m or 1h30m (a bare number is seconds), got 'soon'",
     ]);
     await writeFile(join(dir, 'bad-limit.json'), JSON.stringify({ workload_api_stream_burst_per_uid: 0 }));
     expect(problemsOf({ ...base(), file: 'bad-limit.json' })).toEqual([

@@ -2,7 +2,15 @@ import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { TrustBundle, TrustDomain } from '@sigil/spiffe';
-import { nullConfigValueProblem, parseCount, parseDurationSeconds, showConfigValue } from '@sigil/runtime';
+import {
+  DURATION_SYNTAX,
+  formatDuration,
+  nullConfigValueProblem,
+  parseCount,
+  parseDurationSeconds,
+  showConfigValue,
+  sigilServerId,
+} from '@sigil/runtime';
 import { IsOptional, ValidateBy, validateSync, type ValidationArguments } from 'class-validator';
 import {
   DEFAULT_WORKLOAD_API_SOCKET,
@@ -70,7 +78,9 @@ export function insecureBootstrapWarning(
   config: Pick<AgentConfig, 'bootstrapTrust' | 'trustDomain'>,
 ): string | undefined {
   if (config.bootstrapTrust.kind !== 'insecure') return undefined;
-  const serverId = `spiffe://${config.trustDomain?.name ?? '<trust domain>'}/sigil/server`;
+  const serverId = config.trustDomain
+    ? sigilServerId(config.trustDomain).toString()
+    : 'spiffe://<trust domain>/sigil/server';
   return (
     `insecure bootstrap: the server is authenticated only by the SPIFFE ID its certificate claims (${serverId}), ` +
     'not by a trust bundle, until the first attestation returns the bundle; whoever can answer on the server ' +
@@ -157,7 +167,7 @@ function IsDurationSeconds(min: number, max: number): PropertyDecorator {
       const seconds = parseDurationSeconds(value);
       return seconds !== undefined && seconds >= min && seconds <= max;
     },
-    `must be a duration from ${min}s to ${max}s (seconds, or a number with s, m, h or d)`,
+    `must be a duration from ${formatDuration(min)} to ${formatDuration(max)}, ${DURATION_SYNTAX}`,
   );
 }
 

@@ -135,7 +135,7 @@ describe('loadServerConfig', () => {
     [
       'bad duration',
       { flags: { x509SvidTtl: '1 hour' } },
-      "--x509-svid-ttl: must be a duration from 1s to 315360000s (seconds, or a number with s, m, h or d), got '1 hour'",
+      "--x509-svid-ttl: must be a duration from 1s to 87600h, such as 90s, 15m or 1h30m (a bare number is seconds), got '1 hour'",
     ],
     [
       'svid outliving the CA',

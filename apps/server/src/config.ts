@@ -2,7 +2,14 @@ import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { TrustDomain } from '@sigil/spiffe';
-import { nullConfigValueProblem, parseCount, parseDurationSeconds, showConfigValue } from '@sigil/runtime';
+import {
+  DURATION_SYNTAX,
+  formatDuration,
+  nullConfigValueProblem,
+  parseCount,
+  parseDurationSeconds,
+  showConfigValue,
+} from '@sigil/runtime';
 import { IsOptional, ValidateBy, validateSync, type ValidationArguments } from 'class-validator';
 
 /**
@@ -142,7 +149,7 @@ function IsDurationSeconds(min: number, max: number): PropertyDecorator {
         return seconds !== undefined && seconds >= min && seconds <= max;
       },
       defaultMessage: (args?: ValidationArguments) =>
-        `must be a duration from ${min}s to ${max}s (seconds, or a number with s, m, h or d), ${got(args?.value)}`,
+        `must be a duration from ${formatDuration(min)} to ${formatDuration(max)}, ${DURATION_SYNTAX}, ${got(args?.value)}`,
     },
   });
 }

@@ -6,3 +6,34 @@ export {
 } from './socket-directory.js';
 export { nullConfigValueProblem, parseCount, parseDurationSeconds, showConfigValue } from './config-value.js';
 export { TokenBucketRateLimiter, type RateLimit } from './token-bucket.js';
+export {
+  SELECTOR_LIMITS,
+  SELECTOR_MATCHES,
+  SELECTOR_TYPE_PATTERN,
+  SelectorError,
+  checkSelector,
+  compareSelectors,
+  formatSelector,
+  matchesAllSelectors,
+  parseSelector,
+  selectorKey,
+  type Selector,
+  type SelectorMatch,
+} from './selectors.js';
+export {
+  DURATION_SYNTAX,
+  DurationError,
+  formatDuration,
+  parseDurationMs,
+  parseDurationNanoseconds,
+  durationSeconds,
+  durationSecondsWithin,
+} from './duration.js';
+export {
+  SIGIL_AGENT_PATH_PREFIX,
+  SIGIL_RESERVED_PATH_PREFIX,
+  isReservedSigilPath,
+  isSigilAgentId,
+  sigilAgentId,
+  sigilServerId,
+} from './sigil-ids.js';

@@ -21,7 +21,7 @@ import {
   type WorkloadAttestor,
 } from '../../../apps/agent/src/workload-api/workload-api.handler.js';
 import type { WorkloadIdentity } from '../../../apps/agent/src/workload-api/workload-responses.js';
-import { matchesAllSelectors, type Selector } from '../../../apps/agent/src/workload-attestor/selector.js';
+import { matchesAllSelectors, type Selector } from '@sigil/runtime';
 import { TestCa } from '../../support/test-ca.js';
 import { anyString, mutatedBytes, mutatedText } from '../arbitraries.js';
 import { ContractViolation, Outcomes, runTarget, type FuzzReport } from '../harness.js';

@@ -1,5 +1,5 @@
 import { SpiffeId, TrustBundle, TrustDomain } from '@sigil/spiffe';
-import { type Selector } from '../workload-attestor/selector.js';
+import { SelectorError, checkSelector, type Selector } from '@sigil/runtime';
 
 /**
  * The agent API of sigil-server as the agent sees it (`/agent/v1`, JSON, binary values in standard base64), and
@@ -150,11 +150,12 @@ function bundle(value: unknown, field: string, trustDomain: TrustDomain): TrustB
 
 function selectors(value: unknown, field: string): Selector[] {
   return array(value, field).map((item, i) => {
-    const selector = object(item, `${field}[${i}]`);
-    return {
-      type: string(selector['type'], `${field}[${i}].type`),
-      value: string(selector['value'], `${field}[${i}].value`),
-    };
+    try {
+      return checkSelector(item);
+    } catch (error) {
+      if (!(error instanceof SelectorError)) throw error;
+      fail(`${field}[${i}]${error.part === 'selector' ? '' : `.${error.part}`}: ${error.problem}`);
+    }
   });
 }
 

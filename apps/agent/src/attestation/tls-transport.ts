@@ -1,8 +1,9 @@
 import { request as httpRequest } from 'node:http';
 import { isIP } from 'node:net';
 import { connect, type TLSSocket } from 'node:tls';
+import { sigilServerId } from '@sigil/runtime';
 import {
-  SpiffeId,
+  type SpiffeId,
   type TrustBundle,
   type TrustDomain,
   idFromCertificate,
@@ -10,9 +11,6 @@ import {
   verifyX509Svid,
 } from '@sigil/spiffe';
 import { type ServerAddress } from './server-address.js';
-
-/** The path of every Sigil server's SPIFFE ID: `spiffe://<td>/sigil/server`. */
-export const SERVER_ID_SEGMENTS = ['sigil', 'server'] as const;
 
 /** The agent's client certificate for mTLS (its X509-SVID). */
 export interface ClientCredentials {
@@ -77,7 +75,7 @@ export async function authenticateServer(chain: readonly Uint8Array[], trust: Se
     }
   }
   const trustDomain = trust.kind === 'bundle' ? trust.bundle.trustDomain : (trust.trustDomain ?? id.trustDomain);
-  const expected = SpiffeId.fromSegments(trustDomain, ...SERVER_ID_SEGMENTS);
+  const expected = sigilServerId(trustDomain);
   if (!id.equals(expected)) {
     throw new ServerUnavailableError(
       `server certificate has SPIFFE ID ${id.toString()}, expected ${expected.toString()}`,

@@ -1,6 +1,7 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { PEM_LABEL, certificatesToPem, exportPrivateKeyPkcs8, toPem } from '@sigil/pki';
+import { DurationError, parseDurationMs } from '@sigil/runtime';
 import { type TrustBundle, verifyX509Svid } from '@sigil/spiffe';
 import { type WorkloadApiClient, WorkloadApiError, type X509Context } from '@sigil/workload-api';
 import { Command, Option } from 'commander';
@@ -14,12 +15,17 @@ export interface ApiOptions {
   timeout: number;
 }
 
+/** `--timeout` as a duration (`5s`, `1m`, `0.5`), in seconds. */
 const positiveSeconds = (value: string): number => {
-  const seconds = Number(value);
-  if (!Number.isFinite(seconds) || seconds <= 0) {
-    throw new CliError(`--timeout: must be a positive number of seconds, got '${value}'`);
+  let ms: number;
+  try {
+    ms = parseDurationMs(value);
+  } catch (error) {
+    if (error instanceof DurationError) throw new CliError(`--timeout: ${error.message}`);
+    throw error;
   }
-  return seconds;
+  if (ms <= 0) throw new CliError(`--timeout: must be longer than 0, got '${value}'`);
+  return ms / 1000;
 };
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
@@ -32,7 +38,7 @@ export function withWorkloadApiOptions(command: Command): Command {
       'Workload API socket, a path or unix:///path (default: SPIFFE_ENDPOINT_SOCKET, else /tmp/sigil-agent/public/api.sock)',
     )
     .addOption(new Option('--output <format>', 'output format').choices(['pretty', 'json']).default('pretty'))
-    .option('--timeout <seconds>', 'how long to wait for the agent', positiveSeconds, 5);
+    .option('--timeout <duration>', 'how long to wait for the agent, e.g. 5s or 5', positiveSeconds, 5);
 }
 
 /**

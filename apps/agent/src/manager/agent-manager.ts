@@ -1,6 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import { type Logger } from '@nestjs/common';
 import { type KeyType, createCsr, exportPrivateKeyPkcs8, generateKeyPair } from '@sigil/pki';
+import { SIGIL_AGENT_PATH_PREFIX } from '@sigil/runtime';
 import { type TrustBundle, type TrustDomain, idFromCertificate, parseX509Svid, verifyX509Svid } from '@sigil/spiffe';
 import { type AgentSvidResponse } from '../attestation/agent-api.js';
 import { type AttestationApi, attestNode } from '../attestation/node-attestor.js';
@@ -32,7 +33,6 @@ export class AgentFatalError extends Error {
 
 /** Longest a renewal timer sleeps before looking again. */
 const MAX_TIMER_MS = 60_000;
-const AGENT_PATH_PREFIX = '/sigil/agent/';
 
 /**
  * The agent's own identity over its life (SPIRE `pkg/agent/attestor/node` + the agent SVID rotation of
@@ -244,7 +244,7 @@ export class AgentManager {
   ): Promise<void> {
     const svid = await parseX509Svid([...response.chain], privateKeyPkcs8);
     const { trustDomain } = this.options;
-    if (!svid.spiffeId.equals(response.spiffeId) || !svid.spiffeId.path.startsWith(AGENT_PATH_PREFIX)) {
+    if (!svid.spiffeId.equals(response.spiffeId) || !svid.spiffeId.path.startsWith(SIGIL_AGENT_PATH_PREFIX)) {
       throw new Error(`server issued an agent SVID for ${svid.spiffeId.toString()}, not an agent ID`);
     }
     if (trustDomain !== undefined && !svid.spiffeId.trustDomain.equals(trustDomain)) {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type Selector } from '../workload-attestor/selector.js';
+import { type Selector } from '@sigil/runtime';
 import { PerUidAttestationLimit } from './attestation-limit.js';
 import { type PeerCredentials } from './peer-credentials.js';
 

@@ -1,4 +1,4 @@
-import { type Selector } from '../workload-attestor/selector.js';
+import { type Selector } from '@sigil/runtime';
 import { type WorkloadAttestor } from './workload-api.handler.js';
 import { type PeerCredentials } from './peer-credentials.js';
 

@@ -5,7 +5,7 @@ import { type JWTSVIDRequest, SpiffeWorkloadAPI, type ValidateJWTSVIDRequest } f
 import { LOG_INTERVAL_MS, LOG_LINES_PER_INTERVAL, LOG_TEXT_MAX_LENGTH } from '@sigil/logging';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { TestCa } from '../../../../test/support/test-ca.js';
-import { matchesAllSelectors, type Selector } from '../workload-attestor/selector.js';
+import { matchesAllSelectors, type Selector } from '@sigil/runtime';
 import { PEER_CREDENTIALS } from './peer-credentials.js';
 import { type IdentityCache, WorkloadApiHandler, type WorkloadAttestor } from './workload-api.handler.js';
 import { type AgentBundles, type CachedX509Svid, type WorkloadIdentity } from './workload-responses.js';

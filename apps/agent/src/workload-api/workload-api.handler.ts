@@ -13,7 +13,7 @@ import {
   X509BundlesResponseSchema,
   X509SVIDResponseSchema,
 } from '@sigil/workload-api';
-import { type Selector } from '../workload-attestor/selector.js';
+import { type Selector } from '@sigil/runtime';
 import { changes } from './change-stream.js';
 import { PEER_CREDENTIALS, type PeerCredentials } from './peer-credentials.js';
 import {

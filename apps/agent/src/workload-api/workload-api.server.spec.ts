@@ -24,7 +24,7 @@ import {
   spawnSetgidExecCaller,
 } from '../../../../test/support/relay-caller.js';
 import { TestCa } from '../../../../test/support/test-ca.js';
-import { matchesAllSelectors, type Selector } from '../workload-attestor/selector.js';
+import { matchesAllSelectors, type Selector } from '@sigil/runtime';
 import { UnixWorkloadAttestor } from '../workload-attestor/unix-attestor.js';
 import { type IdentityCache, WorkloadApiHandler } from './workload-api.handler.js';
 import {

@@ -4,7 +4,7 @@ import { type FileHandle, open } from 'node:fs/promises';
 import { Logger } from '@nestjs/common';
 import { RateLimitedLog } from '@sigil/logging';
 import { type Clock, systemClock } from '../common/clock.js';
-import { type Selector } from './selector.js';
+import { type Selector } from '@sigil/runtime';
 
 /** Default upper bound on the size of an executable we hash: larger files get no `unix:sha256` selector. */
 export const DEFAULT_EXECUTABLE_SIZE_LIMIT = 128 * 1024 * 1024;

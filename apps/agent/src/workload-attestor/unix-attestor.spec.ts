@@ -19,7 +19,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { AccountNames, parseAccountFile } from './account-names.js';
 import { ExecutableDigests, sha256OfFile } from './executable-digest.js';
 import { readStartTime } from './proc.js';
-import { formatSelector } from './selector.js';
+import { formatSelector } from '@sigil/runtime';
 import { isRoot, makeSetgidSleep, startSleepWithPid } from '../../../../test/support/relay-caller.js';
 import { PidFd } from '../workload-api/pidfd.js';
 import { type AttestedProcess, UnixWorkloadAttestor, WorkloadAttestationError } from './unix-attestor.js';

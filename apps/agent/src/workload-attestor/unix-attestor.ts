@@ -3,7 +3,7 @@ import { Logger } from '@nestjs/common';
 import { AccountNames } from './account-names.js';
 import { ExecutableDigests, unixSha256Selector } from './executable-digest.js';
 import { defaultProcRoot, procPath, readStartTime, readStatus } from './proc.js';
-import { type Selector } from './selector.js';
+import { type Selector } from '@sigil/runtime';
 
 /** A handle on one process (not a pid number), such as a pidfd; see `PidFd`. */
 export interface ProcessPin {

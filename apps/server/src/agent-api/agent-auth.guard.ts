@@ -8,7 +8,8 @@ import {
   Injectable,
   UseGuards,
 } from '@nestjs/common';
-import { SpiffeError, SpiffeId, peerCertificateChain, verifyX509Svid } from '@sigil/spiffe';
+import { SIGIL_AGENT_PATH_PREFIX, formatSelector } from '@sigil/runtime';
+import { SpiffeError, peerCertificateChain, verifyX509Svid } from '@sigil/spiffe';
 import { type FastifyRequest } from 'fastify';
 import { AgentsService } from '../agents/agents.service.js';
 import { Public } from '../auth/public.decorator.js';
@@ -55,7 +56,7 @@ export class AgentAuthGuard implements CanActivate {
     @Inject(CLOCK) private readonly clock: Clock,
     @Inject(SERVER_CONFIG) config: Pick<ServerConfig, 'trustDomain'>,
   ) {
-    this.agentIdPrefix = `${SpiffeId.fromSegments(config.trustDomain, 'sigil', 'agent').toString()}/`;
+    this.agentIdPrefix = `${config.trustDomain.idString()}${SIGIL_AGENT_PATH_PREFIX}`;
   }
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
@@ -80,7 +81,7 @@ export class AgentAuthGuard implements CanActivate {
     setCallingAgent(request.raw, {
       spiffeId: svid.spiffeId,
       serialNumber: svid.serialNumber,
-      nodeSelectors: new Set(agent.selectors.map((selector) => `${selector.type}:${selector.value}`)),
+      nodeSelectors: new Set(agent.selectors.map(formatSelector)),
     });
     return true;
   }

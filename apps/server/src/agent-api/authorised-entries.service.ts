@@ -1,6 +1,5 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
-import { SpiffeId } from '@sigil/spiffe';
-import { SERVER_ID_PATH } from '../common/server-tls.js';
+import { sigilServerId } from '@sigil/runtime';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { EntriesService } from '../entries/entries.service.js';
 import type { Entry } from '../entries/entry.js';
@@ -42,7 +41,7 @@ export class AuthorisedEntriesService implements OnModuleInit, OnApplicationShut
     private readonly entries: EntriesService,
     @Inject(SERVER_CONFIG) config: Pick<ServerConfig, 'trustDomain'>,
   ) {
-    this.graph = new EntryGraph(SpiffeId.fromSegments(config.trustDomain, ...SERVER_ID_PATH).toString());
+    this.graph = new EntryGraph(sigilServerId(config.trustDomain).toString());
   }
 
   async onModuleInit(): Promise<void> {

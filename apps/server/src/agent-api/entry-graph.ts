@@ -1,3 +1,4 @@
+import { formatSelector } from '@sigil/runtime';
 import type { Entry, EntryChanges, EntrySnapshot } from '../entries/entry.js';
 
 /** What an agent is known by when its authorised entries are worked out. */
@@ -32,8 +33,6 @@ interface RegistryView {
   get(id: string): Entry | undefined;
   children(parentId: string): Iterable<string>;
 }
-
-const selectorKey = (selector: { type: string; value: string }): string => `${selector.type}:${selector.value}`;
 
 /**
  * The registry held in memory, updated from the change log's deltas (never reloaded per request), and the rules of
@@ -186,7 +185,7 @@ export class EntryGraph {
       const alias = view.get(id)!;
       const matches =
         alias.selectors.length > 0 &&
-        alias.selectors.every((selector) => agent.nodeSelectors.has(selectorKey(selector)));
+        alias.selectors.every((selector) => agent.nodeSelectors.has(formatSelector(selector)));
       if (!matches) continue;
       ids.add(id);
       if (!reached.has(alias.spiffeId)) {

@@ -1,5 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { SpiffeId } from '@sigil/spiffe';
+import { sigilAgentId } from '@sigil/runtime';
+import { type SpiffeId } from '@sigil/spiffe';
 import type { AgentSelector } from '../agents/agent.entity.js';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
@@ -37,7 +38,7 @@ export class JoinTokenAttestationService {
       throw new AppError('invalid_argument', 'csr: must not request a uri san, the server assigns the agent id');
     }
     const consumed = await this.joinTokens.consume(token, this.clock.now());
-    const agentId = SpiffeId.fromSegments(this.config.trustDomain, 'sigil', 'agent', 'join_token', consumed.id);
+    const agentId = sigilAgentId(this.config.trustDomain, 'join_token', consumed.id);
     const nodeSelector: AgentSelector = { type: 'sigil', value: `agent_id:${agentId.toString()}` };
     if (consumed.spiffeId) await this.ensureAliasEntry(consumed.spiffeId, agentId, nodeSelector);
     return this.agentSvids.attest(agentId, csr, { attestationType: 'join_token', selectors: [nodeSelector] });

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { Inject, Injectable, Logger, type OnModuleInit } from '@nestjs/common';
-import { SpiffeId } from '@sigil/spiffe';
+import { sigilAgentId } from '@sigil/runtime';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
@@ -74,13 +74,7 @@ export class X509popAttestationService implements OnModuleInit {
         'x509pop: signature does not verify with the key of the leaf certificate',
       );
     }
-    const agentId = SpiffeId.fromSegments(
-      this.config.trustDomain,
-      'sigil',
-      'agent',
-      'x509pop',
-      challenge.evidence.fingerprint,
-    );
+    const agentId = sigilAgentId(this.config.trustDomain, 'x509pop', challenge.evidence.fingerprint);
     return this.agentSvids.attest(agentId, csr, {
       attestationType: 'x509pop',
       selectors: challenge.evidence.selectors,

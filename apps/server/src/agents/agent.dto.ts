@@ -1,10 +1,9 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Transform, Type } from 'class-transformer';
-import { IsIn, IsInt, IsOptional, IsString, Matches, Max, MaxLength, Min } from 'class-validator';
+import { IsIn, IsInt, IsOptional, IsString, Max, MaxLength, Min } from 'class-validator';
+import { parseSelectorQuery } from '../entries/entry-rules.js';
 import { type AgentFilter } from './agents.repository.js';
 import { AGENT_PAGE_SIZE, type AttestedAgent } from './agents.service.js';
-
-const SELECTOR_PATTERN = /^[a-z0-9_-]+:.+$/s;
 
 export class ListAgentsQuery {
   @ApiPropertyOptional({ description: 'only agents attested this way, e.g. join_token or x509pop' })
@@ -21,8 +20,7 @@ export class ListAgentsQuery {
   @ApiPropertyOptional({ type: [String], description: 'type:value; repeat to require several (all must match)' })
   @IsOptional()
   @Transform(({ value }: { value: unknown }) => (Array.isArray(value) ? value : [value]))
-  @Matches(SELECTOR_PATTERN, { each: true, message: 'each selector must look like type:value' })
-  @MaxLength(1024, { each: true })
+  @IsString({ each: true })
   selector?: string[];
 
   @ApiPropertyOptional({ minimum: 1, maximum: AGENT_PAGE_SIZE.max, default: AGENT_PAGE_SIZE.default })
@@ -45,10 +43,7 @@ export function toAgentFilter(query: Omit<ListAgentsQuery, 'page_size' | 'page_t
     ...(query.attestation_type !== undefined && { attestationType: query.attestation_type }),
     ...(query.banned !== undefined && { banned: query.banned === 'true' }),
     ...(query.selector !== undefined && {
-      selectors: query.selector.map((selector) => {
-        const colon = selector.indexOf(':');
-        return { type: selector.slice(0, colon), value: selector.slice(colon + 1) };
-      }),
+      selectors: query.selector.map((selector, index) => parseSelectorQuery(selector, `selector.${index}`)),
     }),
   };
 }

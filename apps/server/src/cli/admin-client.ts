@@ -1,5 +1,6 @@
 import { request as httpRequest } from 'node:http';
 import { type Command, InvalidArgumentError, Option } from 'commander';
+import { DurationError, SelectorError, durationSecondsWithin, parseSelector, type Selector } from '@sigil/runtime';
 import { DEFAULT_ADMIN_SOCKET } from '../config.js';
 
 /** A failure the CLI reports as one line, `Error: <message>`, exiting non-zero. */
@@ -113,6 +114,31 @@ export function integerFlag(min: number, max = Number.MAX_SAFE_INTEGER): (value:
     }
     return Number(value);
   };
+}
+
+/** Longest duration a CLI flag takes by default: ten years (the server checks each field's own bounds). */
+const MAX_DURATION_FLAG_SECONDS = 10 * 365 * 24 * 3600;
+
+/** Parses a duration flag (`90s`, `15m`, `1h30m`, or bare seconds) into whole seconds within bounds. */
+export function durationFlag(minSeconds: number, maxSeconds = MAX_DURATION_FLAG_SECONDS): (value: string) => number {
+  return (value: string) => {
+    try {
+      return durationSecondsWithin(value, minSeconds, maxSeconds);
+    } catch (error) {
+      if (error instanceof DurationError) throw new InvalidArgumentError(error.message);
+      throw error;
+    }
+  };
+}
+
+/** Collects a repeatable `type:value` selector flag, each checked by the selector rules. */
+export function collectSelector(value: string, previous: Selector[] = []): Selector[] {
+  try {
+    return [...previous, parseSelector(value)];
+  } catch (error) {
+    if (error instanceof SelectorError) throw new InvalidArgumentError(error.message);
+    throw error;
+  }
 }
 
 /** Collects a repeatable flag's values. */

@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { AdminClient, type AdminOptions, integerFlag, print, table, withAdminOptions } from './admin-client.js';
+import { AdminClient, type AdminOptions, durationFlag, print, table, withAdminOptions } from './admin-client.js';
 
 interface AdminToken {
   name: string;
@@ -17,7 +17,7 @@ export function adminTokenCommand(): Command {
   const create = withAdminOptions(new Command('create'))
     .description('create a bearer admin token; it is printed once and only its hash is stored')
     .requiredOption('--name <name>', 'unique name, recorded as the actor in the audit log')
-    .option('--ttl <seconds>', 'seconds until it expires (default: never)', integerFlag(1))
+    .option('--ttl <duration>', 'time until it expires, e.g. 30d or 720h (default: never)', durationFlag(1))
     .action(async (options: AdminOptions & { name: string; ttl?: number }) => {
       const { body } = await new AdminClient(options.adminSocket).call('POST', '/v1/admin-tokens', {
         name: options.name,

@@ -1,8 +1,9 @@
 import { Command } from 'commander';
+import { formatSelector, type Selector } from '@sigil/runtime';
 import {
   AdminClient,
   type AdminOptions,
-  collect,
+  collectSelector,
   integerFlag,
   print,
   table,
@@ -27,7 +28,7 @@ function describe(agent: Agent): string {
     ['Serial number', agent.serial_number],
     ['Banned', String(agent.banned)],
     ['Last seen', agent.last_seen_at ?? 'never'],
-    ...agent.selectors.map((selector) => ['Selector', `${selector.type}:${selector.value}`] as const),
+    ...agent.selectors.map((selector) => ['Selector', formatSelector(selector)] as const),
   ]);
 }
 
@@ -35,7 +36,7 @@ const agentPath = (spiffeId: string): string => `/v1/agents/${encodeURIComponent
 
 interface FilterOptions {
   attestationType?: string;
-  selector?: string[];
+  selector?: Selector[];
   banned?: boolean;
 }
 
@@ -43,7 +44,7 @@ function filterQuery(options: FilterOptions, extra: Record<string, string> = {})
   const query = new URLSearchParams(extra);
   if (options.attestationType !== undefined) query.set('attestation_type', options.attestationType);
   if (options.banned) query.set('banned', 'true');
-  for (const selector of options.selector ?? []) query.append('selector', selector);
+  for (const selector of options.selector ?? []) query.append('selector', formatSelector(selector));
   const text = query.toString();
   return text ? `?${text}` : '';
 }
@@ -51,7 +52,7 @@ function filterQuery(options: FilterOptions, extra: Record<string, string> = {})
 function withFilters(command: Command): Command {
   return command
     .option('--attestation-type <type>', 'only agents attested this way (join_token, x509pop)')
-    .option('--selector <type:value>', 'only agents with this selector (repeatable; all must match)', collect)
+    .option('--selector <type:value>', 'only agents with this selector (repeatable; all must match)', collectSelector)
     .option('--banned', 'only banned agents');
 }
 

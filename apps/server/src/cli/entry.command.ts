@@ -1,10 +1,12 @@
 import { Command, InvalidArgumentError } from 'commander';
+import { formatSelector } from '@sigil/runtime';
 import {
   AdminClient,
   type AdminOptions,
   CliError,
   collect,
-  integerFlag,
+  collectSelector,
+  durationFlag,
   print,
   table,
   withAdminOptions,
@@ -45,12 +47,6 @@ interface EntryFieldOptions {
   expiresAt?: string;
 }
 
-function parseSelector(value: string, previous: { type: string; value: string }[] = []) {
-  const colon = value.indexOf(':');
-  if (colon <= 0 || colon === value.length - 1) throw new InvalidArgumentError('must look like type:value');
-  return [...previous, { type: value.slice(0, colon), value: value.slice(colon + 1) }];
-}
-
 /** `--expires-at` as RFC 3339, or as Unix seconds like SPIRE's `-entryExpiry`. */
 function parseExpiry(value: string): string {
   const date = /^\d+$/.test(value) ? new Date(Number(value) * 1000) : new Date(value);
@@ -60,9 +56,9 @@ function parseExpiry(value: string): string {
 
 function withEntryFields(command: Command): Command {
   return command
-    .option('--selector <type:value>', 'selector, e.g. unix:uid:1000 (repeatable)', parseSelector)
-    .option('--x509-svid-ttl <seconds>', 'X509-SVID lifetime (0: server default)', integerFlag(0))
-    .option('--jwt-svid-ttl <seconds>', 'JWT-SVID lifetime (0: server default)', integerFlag(0))
+    .option('--selector <type:value>', 'selector, e.g. unix:uid:1000 (repeatable)', collectSelector)
+    .option('--x509-svid-ttl <duration>', 'X509-SVID lifetime, e.g. 1h or 3600 (0: server default)', durationFlag(0))
+    .option('--jwt-svid-ttl <duration>', 'JWT-SVID lifetime, e.g. 5m or 300 (0: server default)', durationFlag(0))
     .option('--dns-name <name>', 'DNS name for the X509-SVID (repeatable)', collect)
     .option('--federates-with <trust-domain>', 'trust domain whose bundle the workload also gets (repeatable)', collect)
     .option('--admin', 'the SVID may call the admin API')
@@ -99,7 +95,7 @@ function describe(entry: Entry): string {
     ['X509-SVID TTL', ttl(entry.x509_svid_ttl)],
     ['JWT-SVID TTL', ttl(entry.jwt_svid_ttl)],
     ...(entry.expires_at ? [['Expiration time', entry.expires_at] as const] : []),
-    ...entry.selectors.map((selector) => ['Selector', `${selector.type}:${selector.value}`] as const),
+    ...entry.selectors.map((selector) => ['Selector', formatSelector(selector)] as const),
     ...entry.dns_names.map((name) => ['DNS name', name] as const),
     ...entry.federates_with.map((domain) => ['FederatesWith', domain] as const),
     ...(entry.admin ? [['Admin', 'true'] as const] : []),
@@ -142,7 +138,7 @@ export function entryCommand(): Command {
     .option('--id <id>', 'entry ID')
     .option('--spiffe-id <id>', 'only entries with this SPIFFE ID')
     .option('--parent-id <id>', 'only entries with this parent ID')
-    .option('--selector <type:value>', 'only entries with this selector (repeatable; all must match)', parseSelector)
+    .option('--selector <type:value>', 'only entries with this selector (repeatable; all must match)', collectSelector)
     .action(async (options: AdminOptions & EntryFieldOptions & { id?: string }) => {
       const client = new AdminClient(options.adminSocket);
       let entries: Entry[];
@@ -190,7 +186,7 @@ export function entryCommand(): Command {
     .description('count registration entries')
     .option('--spiffe-id <id>', 'only entries with this SPIFFE ID')
     .option('--parent-id <id>', 'only entries with this parent ID')
-    .option('--selector <type:value>', 'only entries with this selector (repeatable)', parseSelector)
+    .option('--selector <type:value>', 'only entries with this selector (repeatable)', collectSelector)
     .action(async (options: AdminOptions & EntryFieldOptions) => {
       const query = filterQuery(options).toString();
       const { body } = await new AdminClient(options.adminSocket).call(

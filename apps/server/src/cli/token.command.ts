@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { AdminClient, type AdminOptions, integerFlag, print, table, withAdminOptions } from './admin-client.js';
+import { AdminClient, type AdminOptions, durationFlag, print, table, withAdminOptions } from './admin-client.js';
 
 interface JoinToken {
   id: string;
@@ -13,7 +13,11 @@ export function tokenCommand(): Command {
   const generate = withAdminOptions(new Command('generate'))
     .description('generate a single-use join token for an agent')
     .option('--spiffe-id <id>', 'SPIFFE ID the agent attesting with the token is also known by')
-    .option('--ttl <seconds>', 'seconds until the token expires (default: the server join token TTL)', integerFlag(1))
+    .option(
+      '--ttl <duration>',
+      'time until the token expires, e.g. 10m (default: the server join token TTL)',
+      durationFlag(1),
+    )
     .action(async (options: AdminOptions & { spiffeId?: string; ttl?: number }) => {
       const client = new AdminClient(options.adminSocket);
       const { body } = await client.call('POST', '/v1/join-tokens', {

@@ -2,7 +2,8 @@ import { generateKeyPairSync } from 'node:crypto';
 import { type Server as TlsServer } from 'node:tls';
 import { Logger } from '@nestjs/common';
 import { certificatesToPem } from '@sigil/pki';
-import { SpiffeId, type TrustDomain } from '@sigil/spiffe';
+import { sigilServerId } from '@sigil/runtime';
+import { type SpiffeId, type TrustDomain } from '@sigil/spiffe';
 import { type BundleService } from '../bundle/bundle.service.js';
 import { type CaService } from '../ca/ca.service.js';
 import { type Clock } from './clock.js';
@@ -22,9 +23,6 @@ export interface ServerCredentialSource {
   issue(): Promise<ServerCredentials>;
 }
 
-/** The path of the server's own SPIFFE ID. */
-export const SERVER_ID_PATH = ['sigil', 'server'] as const;
-
 /** Issues the server's X509-SVID from our own CA, with a fresh key each time (the key never leaves memory). */
 export class CaServerCredentialSource implements ServerCredentialSource {
   private readonly spiffeId: SpiffeId;
@@ -34,7 +32,7 @@ export class CaServerCredentialSource implements ServerCredentialSource {
     private readonly bundle: BundleService,
     trustDomain: TrustDomain,
   ) {
-    this.spiffeId = SpiffeId.fromSegments(trustDomain, ...SERVER_ID_PATH);
+    this.spiffeId = sigilServerId(trustDomain);
   }
 
   issue(): Promise<ServerCredentials> {

@@ -151,7 +151,10 @@ describe('/v1/entries', () => {
     expect(await call('GET', '/v1/entries/count?selector=k8s:ns:pay')).toEqual({ status: 200, body: { count: 3 } });
     expect(await call('GET', '/v1/entries?selector=k8s')).toEqual({
       status: 400,
-      body: { error: 'invalid_argument', message: 'selector.0: must be type:value, got "k8s"' },
+      body: {
+        error: 'invalid_argument',
+        message: 'selector.0: must look like type:value (e.g. unix:uid:1000), got "k8s"',
+      },
     });
     expect((await call('GET', '/v1/entries?page_size=5000')).status).toBe(400);
 

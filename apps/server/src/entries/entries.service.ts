@@ -1,4 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
+import { compareSelectors, formatSelector } from '@sigil/runtime';
 import { SpiffeId, TrustDomain } from '@sigil/spiffe';
 import type { EntityManager } from 'typeorm';
 import { CLOCK, type Clock } from '../common/clock.js';
@@ -7,7 +8,7 @@ import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { EntriesRepository, type EntryRow, type NewEntryEvent } from './entries.repository.js';
 import { EntryChangeNotifier, type EntryChangeListener } from './entry-change-notifier.js';
 import type { EntryEntity } from './entry.entity.js';
-import { compareSelectors, validateEntry, type ValidEntryFields } from './entry-rules.js';
+import { validateEntry, type ValidEntryFields } from './entry-rules.js';
 import {
   SELECTOR_MATCHES,
   type Entry,
@@ -373,7 +374,7 @@ function notFound(id: string): AppError {
 }
 
 function duplicateError(fields: ValidEntryFields, existingId?: string): AppError {
-  const selectors = fields.selectors.map((selector) => `${selector.type}:${selector.value}`).join(', ');
+  const selectors = fields.selectors.map(formatSelector).join(', ');
   const which = existingId === undefined ? 'an entry' : `entry ${JSON.stringify(existingId)}`;
   return new AppError(
     'already_exists',

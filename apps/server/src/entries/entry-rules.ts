@@ -1,13 +1,21 @@
 import { PkiError, validateDnsName } from '@sigil/pki';
 import { SpiffeError, SpiffeId, TrustDomain } from '@sigil/spiffe';
+import {
+  SELECTOR_LIMITS,
+  SelectorError,
+  checkSelector,
+  compareSelectors,
+  isReservedSigilPath,
+  formatSelector,
+  parseSelector,
+  selectorKey,
+} from '@sigil/runtime';
 import { AppError } from '../common/errors.js';
 import type { EntryInput, Selector } from './entry.js';
 
 /** Bounds of an entry's fields (stated here once; the DTOs and the API docs refer to them). */
 export const ENTRY_LIMITS = {
-  maxSelectors: 64,
-  maxSelectorTypeLength: 64,
-  maxSelectorValueBytes: 1024,
+  maxSelectors: SELECTOR_LIMITS.maxPerEntry,
   maxDnsNames: 32,
   maxFederatesWith: 32,
   /** SPIRE's limit, in bytes. */
@@ -17,12 +25,6 @@ export const ENTRY_LIMITS = {
   /** 0 = server default; otherwise 30 seconds to 1 day (JWT-SVIDs are bearer tokens: keep them short). */
   jwtSvidTtl: { min: 30, max: 24 * 3600 },
 } as const;
-
-/**
- * Paths under `/sigil/` name Sigil's own servers and agents (`spiffe://<td>/sigil/agent/...`): no entry may issue
- * them to a workload (SPIRE reserves `/spire/` the same way). They remain valid parents.
- */
-export const RESERVED_PATH_PREFIX = '/sigil/';
 
 /** An entry's fields after validation: normalised (lowercase DNS names and trust domains, sorted sets). */
 export interface ValidEntryFields {
@@ -47,7 +49,6 @@ export interface EntryRuleContext {
   checkExpiry: boolean;
 }
 
-const SELECTOR_TYPE = /^[A-Za-z0-9_.-]+$/;
 // eslint-disable-next-line no-control-regex
 const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/;
 const utf8 = new TextEncoder();
@@ -60,13 +61,6 @@ function quote(text: string): string {
   return JSON.stringify(text);
 }
 
-/** Compares selectors by type, then value (the order entries and listings use). */
-export function compareSelectors(a: Selector, b: Selector): number {
-  if (a.type !== b.type) return a.type < b.type ? -1 : 1;
-  if (a.value !== b.value) return a.value < b.value ? -1 : 1;
-  return 0;
-}
-
 /**
  * Checks every field of an entry and returns it normalised, or throws `AppError('invalid_argument')` whose message
  * names the field and the rule, e.g. `selectors.1.type: must not be empty`.
@@ -74,7 +68,7 @@ export function compareSelectors(a: Selector, b: Selector): number {
 export function validateEntry(input: EntryInput, context: EntryRuleContext): ValidEntryFields {
   if (typeof input !== 'object' || input === null) throw invalid('entry: must be an object');
   const spiffeId = checkMemberId('spiffe_id', input.spiffeId, context.trustDomain);
-  if (spiffeId.path.startsWith(RESERVED_PATH_PREFIX)) {
+  if (isReservedSigilPath(spiffeId.path)) {
     throw invalid(`spiffe_id: path ${quote(spiffeId.path)} is reserved for sigil servers and agents`);
   }
   const parentId = checkMemberId('parent_id', input.parentId, context.trustDomain);
@@ -112,6 +106,24 @@ function checkMemberId(field: string, value: unknown, trustDomain: TrustDomain):
   return id;
 }
 
+/**
+ * A selector written `type:value` (a listing filter), checked by the selector rules.
+ *
+ * @throws AppError `invalid_argument` naming `field`, e.g. `selector.0: must look like type:value ...`
+ */
+export function parseSelectorQuery(text: string, field: string): Selector {
+  try {
+    return parseSelector(text);
+  } catch (error) {
+    throw selectorProblem(error, field);
+  }
+}
+
+function selectorProblem(error: unknown, at: string): unknown {
+  if (!(error instanceof SelectorError)) return error;
+  return invalid(`${at}${error.part === 'selector' ? '' : `.${error.part}`}: ${error.problem}`);
+}
+
 function checkSelectors(selectors: unknown): Selector[] {
   if (!Array.isArray(selectors)) throw invalid('selectors: must be a list');
   if (selectors.length === 0) throw invalid('selectors: at least one selector is required');
@@ -120,27 +132,16 @@ function checkSelectors(selectors: unknown): Selector[] {
   }
   const seen = new Set<string>();
   const checked = selectors.map((selector: unknown, index): Selector => {
-    const at = `selectors.${index}`;
-    if (typeof selector !== 'object' || selector === null) throw invalid(`${at}: must be an object`);
-    const { type, value } = selector as { type?: unknown; value?: unknown };
-    if (typeof type !== 'string') throw invalid(`${at}.type: must be a string`);
-    if (typeof value !== 'string') throw invalid(`${at}.value: must be a string`);
-    if (type.length === 0) throw invalid(`${at}.type: must not be empty`);
-    if (type.length > ENTRY_LIMITS.maxSelectorTypeLength) {
-      throw invalid(`${at}.type: must be at most ${ENTRY_LIMITS.maxSelectorTypeLength} characters`);
+    let valid: Selector;
+    try {
+      valid = checkSelector(selector);
+    } catch (error) {
+      throw selectorProblem(error, `selectors.${index}`);
     }
-    if (!SELECTOR_TYPE.test(type)) {
-      throw invalid(`${at}.type: ${quote(type)} may only contain letters, digits, '_', '-' and '.'`);
-    }
-    if (value.length === 0) throw invalid(`${at}.value: must not be empty`);
-    if (utf8.encode(value).length > ENTRY_LIMITS.maxSelectorValueBytes) {
-      throw invalid(`${at}.value: must be at most ${ENTRY_LIMITS.maxSelectorValueBytes} bytes`);
-    }
-    if (CONTROL_CHARACTERS.test(value)) throw invalid(`${at}.value: must not contain control characters`);
-    const key = `${type}:${value}`;
-    if (seen.has(key)) throw invalid(`${at}: duplicate selector ${quote(key)}`);
-    seen.add(key);
-    return { type, value };
+    if (seen.has(selectorKey(valid)))
+      throw invalid(`selectors.${index}: duplicate selector ${quote(formatSelector(valid))}`);
+    seen.add(selectorKey(valid));
+    return valid;
   });
   return checked.sort(compareSelectors);
 }

@@ -15,14 +15,15 @@ import {
   Min,
   ValidateNested,
 } from 'class-validator';
-import { AppError, type AppErrorKind } from '../common/errors.js';
-import { ENTRY_LIMITS } from './entry-rules.js';
+import { type AppErrorKind } from '../common/errors.js';
+import { ENTRY_LIMITS, parseSelectorQuery } from './entry-rules.js';
 import {
   SELECTOR_MATCHES,
   type Entry,
   type EntryCreateResult,
   type EntryFilter,
   type EntryInput,
+  type Selector,
   type SelectorMatch,
 } from './entry.js';
 import { MAX_PAGE_SIZE } from './entries.service.js';
@@ -333,12 +334,8 @@ export function toEntryFilter(query: EntryFilterQueryDto): EntryFilter {
   };
 }
 
-function parseSelectorFilter(text: string, index: number): { type: string; value: string } {
-  const colon = text.indexOf(':');
-  if (colon <= 0 || colon === text.length - 1) {
-    throw new AppError('invalid_argument', `selector.${index}: must be type:value, got ${JSON.stringify(text)}`);
-  }
-  return { type: text.slice(0, colon), value: text.slice(colon + 1) };
+function parseSelectorFilter(text: string, index: number): Selector {
+  return parseSelectorQuery(text, `selector.${index}`);
 }
 
 export function toBatchCreateResponse(results: readonly EntryCreateResult[]): BatchCreateEntriesResponseDto {

@@ -1,11 +1,8 @@
+import type { Selector, SelectorMatch } from '@sigil/runtime';
 import type { AppError } from '../common/errors.js';
 import type { EntryEventOp } from './entry-event.entity.js';
 
-/** A workload selector, e.g. `{ type: 'unix', value: 'uid:1000' }` (written `unix:uid:1000`). */
-export interface Selector {
-  readonly type: string;
-  readonly value: string;
-}
+export { SELECTOR_MATCHES, type Selector, type SelectorMatch } from '@sigil/runtime';
 
 /** A registration entry as the service hands it out (never the ORM entity). */
 export interface Entry {
@@ -49,10 +46,6 @@ export interface EntryInput {
 
 /** Fields to change on an entry; absent fields keep their value, `expiresAt: null` removes the expiry. */
 export type EntryPatch = Partial<EntryInput>;
-
-/** How a selector filter matches an entry's selector set (SPIRE's match behaviours). */
-export type SelectorMatch = 'superset' | 'exact' | 'subset' | 'any';
-export const SELECTOR_MATCHES: readonly SelectorMatch[] = ['superset', 'exact', 'subset', 'any'];
 
 /** Filters of entry listings; all given filters must hold. */
 export interface EntryFilter {

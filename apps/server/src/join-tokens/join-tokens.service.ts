@@ -1,10 +1,10 @@
 import { Inject, Injectable, Logger, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
+import { SIGIL_RESERVED_PATH_PREFIX, isReservedSigilPath } from '@sigil/runtime';
 import { SpiffeId } from '@sigil/spiffe';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
 import { generateSecretToken, hashSecretToken } from '../common/secret-token.js';
-import { RESERVED_PATH_PREFIX } from '../entries/entry-rules.js';
 import { JoinTokensRepository } from './join-tokens.repository.js';
 
 /** Bounds of a join token's lifetime: long enough to paste it into a provisioning step, short enough to expire. */
@@ -111,10 +111,10 @@ export class JoinTokensService implements OnModuleInit, OnModuleDestroy {
     if (id.isRoot()) {
       throw new AppError('invalid_argument', 'spiffe_id: must have a path, not be the trust domain itself');
     }
-    if (id.path.startsWith(RESERVED_PATH_PREFIX)) {
+    if (isReservedSigilPath(id.path)) {
       throw new AppError(
         'invalid_argument',
-        `spiffe_id: paths under ${RESERVED_PATH_PREFIX} are reserved for Sigil's servers and agents`,
+        `spiffe_id: paths under ${SIGIL_RESERVED_PATH_PREFIX} are reserved for Sigil's servers and agents`,
       );
     }
     return id;
