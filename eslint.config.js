@@ -2,6 +2,27 @@ import js from '@eslint/js';
 import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
+// Architecture boundaries, enforced on every import (README, "Repository layout"): libs never import apps or test/,
+// libs/spiffe imports nothing of ours (it stays pure SPIFFE), the two apps never import each other, and no production
+// file imports test/. Each file gets one combined list: in a flat config a later block replaces an earlier block's
+// options for the same rule, it does not add to them.
+const TESTS = ['**/*.spec.ts', '**/*.int-spec.ts', '**/*.e2e-spec.ts'];
+const NO_APPS = { group: ['**/apps/**'], message: 'libs never import apps: move the shared rule into a lib' };
+const NO_TEST = {
+  group: ['**/test/**'],
+  message: 'production code never imports test/; specs of libs live in test/libs',
+};
+const NO_OURS = { group: ['@sigil/*'], message: 'libs/spiffe is pure SPIFFE: it imports nothing of ours' };
+const noApp = (app) => ({
+  group: [`**/apps/${app}/**`, `**/${app}/src/**`],
+  message: `the apps never import each other: move what both need into a lib`,
+});
+const boundaries = (files, patterns, ignores = []) => ({
+  files,
+  ignores,
+  rules: { 'no-restricted-imports': ['error', { patterns }] },
+});
+
 export default tseslint.config(
   { ignores: ['**/dist/**', 'node_modules/**', 'coverage/**', '.sigil/**', 'libs/workload-api/src/gen/**'] },
   js.configs.recommended,
@@ -21,6 +42,18 @@ export default tseslint.config(
       'no-console': 'off',
     },
   },
+  boundaries(['libs/**/*.ts'], [NO_APPS, NO_TEST], ['libs/spiffe/**']),
+  boundaries(['libs/spiffe/**/*.ts'], [NO_APPS, NO_TEST, NO_OURS]),
+  boundaries(['apps/server/**/*.ts'], [noApp('agent'), NO_TEST], TESTS),
+  boundaries(
+    TESTS.map((glob) => `apps/server/${glob}`),
+    [noApp('agent')],
+  ),
+  boundaries(['apps/agent/**/*.ts'], [noApp('server'), NO_TEST], TESTS),
+  boundaries(
+    TESTS.map((glob) => `apps/agent/${glob}`),
+    [noApp('server')],
+  ),
   {
     // A focused test silently skips the rest of the suite (vitest.config.ts also sets allowOnly: false).
     files: ['**/*.{spec,int-spec,e2e-spec}.ts', 'test/**/*.ts'],

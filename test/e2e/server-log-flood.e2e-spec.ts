@@ -6,7 +6,7 @@ import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LOG_INTERVAL_MS } from '@sigil/logging';
 import { startServer, type RunningServer } from '../../apps/server/src/app.js';
-import { FakeClock } from '../../apps/server/src/common/clock.js';
+import { FakeClock } from '../support/fake-clock.js';
 import { createRootLogger } from '../../apps/server/src/common/logging.js';
 import { type TestDatabase } from '../support/database.js';
 import { testServerConfig } from '../support/server-config.js';

@@ -20,7 +20,7 @@ import { SvidCache } from '../../apps/agent/src/svid-cache/svid-cache.js';
 import { SvidRotator } from '../../apps/agent/src/svid-cache/svid-rotator.js';
 import { type AgentApiError } from '../../apps/agent/src/attestation/server-client.js';
 import { AgentsService } from '../../apps/server/src/agents/agents.service.js';
-import { FakeClock } from '../../apps/server/src/common/clock.js';
+import { FakeClock } from '../support/fake-clock.js';
 import { EntriesService } from '../../apps/server/src/entries/entries.service.js';
 import { JoinTokensService } from '../../apps/server/src/join-tokens/join-tokens.service.js';
 import { type AgentApiTestServer, startAgentApiTestServer } from '../support/agent-api.js';

@@ -13,7 +13,7 @@ import { type webcrypto } from 'node:crypto';
 import { createCsr, generateKeyPair, privateKeyToPem, toPem } from '@sigil/pki';
 import { TrustBundle, TrustDomain, type SpiffeId } from '@sigil/spiffe';
 import { startServer, type RunningServer } from '../../apps/server/src/app.js';
-import type { FakeClock } from '../../apps/server/src/common/clock.js';
+import type { FakeClock } from './fake-clock.js';
 import { createRootLogger } from '../../apps/server/src/common/logging.js';
 import { type ServerConfig, type ServerConfigFlags } from '../../apps/server/src/config.js';
 import { type TestDatabase } from './database.js';

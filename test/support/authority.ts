@@ -12,7 +12,7 @@ import type { AuthorityKind } from '../../apps/server/src/ca/ca-key.entity.js';
 import { CaKeysRepository } from '../../apps/server/src/ca/ca-keys.repository.js';
 import { CaService } from '../../apps/server/src/ca/ca.service.js';
 import { KeyManager } from '../../apps/server/src/ca/key-manager.js';
-import type { FakeClock } from '../../apps/server/src/common/clock.js';
+import type { FakeClock } from './fake-clock.js';
 import { loadServerConfig, type ServerConfig, type ServerConfigFlags } from '../../apps/server/src/config.js';
 import { KeyEncryptionKey } from '../../apps/server/src/kek/key-encryption-key.js';
 

@@ -1,7 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { type Logger as PinoLogger } from 'pino';
 import { ServerClient } from './attestation/server-client.js';
-import { type Clock, systemClock } from './common/clock.js';
+import { type Clock, systemClock } from '@sigil/runtime';
 import { createRootLogger, PinoLoggerService } from './common/logging.js';
 import { type AgentConfig, insecureBootstrapWarning } from './config.js';
 import { AgentIdentity } from './manager/agent-identity.js';

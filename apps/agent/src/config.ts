@@ -1,10 +1,13 @@
 import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
+import { LOG_LEVELS, type LogLevel } from '@sigil/logging';
 import { TrustBundle, TrustDomain } from '@sigil/spiffe';
 import {
   DURATION_SYNTAX,
+  SOCKET_PATH_RULE,
   formatDuration,
+  isSocketPath,
   nullConfigValueProblem,
   parseCount,
   parseDurationSeconds,
@@ -31,8 +34,7 @@ import { checkX509popFiles, parseTrustBundleFile, readNamedFile } from './config
  * certificate and key) are read and parsed here too, so a bad file stops the agent before it contacts the server.
  */
 
-export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
-export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'];
+export { LOG_LEVELS, type LogLevel };
 
 /** How the agent proves its node's identity when it has no valid stored SVID. */
 export type NodeAttestationConfig =
@@ -132,8 +134,6 @@ export class AgentConfigError extends Error {
   }
 }
 
-// sun_path holds 108 bytes including the terminating NUL.
-const MAX_SOCKET_PATH_BYTES = 107;
 const MAX_JOIN_TOKEN_LENGTH = 256;
 
 const got = (value: unknown): string => `got '${showConfigValue(value)}'`;
@@ -236,15 +236,7 @@ class RawAgentConfig {
   trust_domain?: unknown;
 
   @IsOptional()
-  @rule(
-    'isSocketPath',
-    (value) =>
-      typeof value === 'string' &&
-      value.length > 0 &&
-      !value.includes('\0') &&
-      Buffer.byteLength(value) <= MAX_SOCKET_PATH_BYTES,
-    `must be a Unix socket path of at most ${MAX_SOCKET_PATH_BYTES} bytes`,
-  )
+  @rule('isSocketPath', isSocketPath, SOCKET_PATH_RULE)
   socket_path?: unknown;
 
   @IsOptional() @rule('isNonEmptyString', isNonEmptyString, 'must be a directory path') data_dir?: unknown;

@@ -1,10 +1,13 @@
 import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
+import { LOG_LEVELS, type LogLevel } from '@sigil/logging';
 import { TrustDomain } from '@sigil/spiffe';
 import {
   DURATION_SYNTAX,
+  SOCKET_PATH_RULE,
   formatDuration,
+  isSocketPath,
   nullConfigValueProblem,
   parseCount,
   parseDurationSeconds,
@@ -22,8 +25,7 @@ import { IsOptional, ValidateBy, validateSync, type ValidationArguments } from '
 export type CaKeyType = 'ec-p256' | 'ec-p384' | 'rsa-2048';
 export const CA_KEY_TYPES: readonly CaKeyType[] = ['ec-p256', 'ec-p384', 'rsa-2048'];
 
-export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
-export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'];
+export { LOG_LEVELS, type LogLevel };
 
 export interface ServerConfig {
   readonly trustDomain: TrustDomain;
@@ -91,8 +93,6 @@ export const DEFAULT_PUBLIC_READ_RATE = 20;
 export const DEFAULT_PUBLIC_READ_BURST = 200;
 
 const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
-// sun_path holds 108 bytes including the terminating NUL
-const MAX_SOCKET_PATH_BYTES = 107;
 
 /** Flags as commander hands them over (camelCase of the `--kebab-case` flag). */
 export interface ServerConfigFlags {
@@ -253,13 +253,8 @@ class RawServerConfig {
   @ValidateBy({
     name: 'isSocketPath',
     validator: {
-      validate: (value: unknown) =>
-        typeof value === 'string' &&
-        value.length > 0 &&
-        !value.includes('\0') &&
-        Buffer.byteLength(value) <= MAX_SOCKET_PATH_BYTES,
-      defaultMessage: (args?: ValidationArguments) =>
-        `must be a Unix socket path of at most ${MAX_SOCKET_PATH_BYTES} bytes, ${got(args?.value)}`,
+      validate: isSocketPath,
+      defaultMessage: (args?: ValidationArguments) => `${SOCKET_PATH_RULE}, ${got(args?.value)}`,
     },
   })
   admin_socket?: unknown;

@@ -1,4 +1,11 @@
-export { createJsonLogger, PinoLoggerService, REDACTED_FIELDS, type JsonLoggerOptions } from './logging.js';
+export {
+  createJsonLogger,
+  LOG_LEVELS,
+  PinoLoggerService,
+  REDACTED_FIELDS,
+  type JsonLoggerOptions,
+  type LogLevel,
+} from './logging.js';
 export {
   LOG_INTERVAL_MS,
   LOG_LINES_PER_INTERVAL,

@@ -105,3 +105,7 @@ export class PinoLoggerService implements LoggerService {
     }
   }
 }
+
+/** The log levels an operator can choose (`--log-level`), most severe first. */
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'];

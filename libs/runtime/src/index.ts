@@ -37,3 +37,5 @@ export {
   sigilAgentId,
   sigilServerId,
 } from './sigil-ids.js';
+export { type Clock, systemClock } from './clock.js';
+export { MAX_SOCKET_PATH_BYTES, SOCKET_PATH_RULE, isSocketPath } from './socket-path.js';

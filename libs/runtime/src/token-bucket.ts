@@ -1,3 +1,5 @@
+import type { Clock } from './clock.js';
+
 /** A token bucket's shape: refilled at `ratePerSecond`, holding at most `burst` tokens. */
 export interface RateLimit {
   readonly ratePerSecond: number;
@@ -19,7 +21,7 @@ export class TokenBucketRateLimiter {
 
   constructor(
     private readonly limit: RateLimit,
-    private readonly clock: { now(): Date },
+    private readonly clock: Clock,
     private readonly maxKeys = 100_000,
   ) {
     if (!(limit.ratePerSecond > 0) || !(limit.burst >= 1)) {

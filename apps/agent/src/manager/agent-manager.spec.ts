@@ -10,7 +10,7 @@ import { type AgentSvidResponse, type AttestationResponse } from '../attestation
 import { AgentApiError } from '../attestation/server-client.js';
 import { ServerUnavailableError } from '../attestation/tls-transport.js';
 import { Backoff } from '../common/backoff.js';
-import { type Clock } from '../common/clock.js';
+import { type Clock } from '@sigil/runtime';
 import { type NodeAttestationConfig } from '../config.js';
 import { AgentStorage, joinTokenDigest } from '../storage/agent-storage.js';
 import { AgentIdentity } from './agent-identity.js';

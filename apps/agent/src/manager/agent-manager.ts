@@ -1,14 +1,13 @@
 import { X509Certificate } from 'node:crypto';
 import { type Logger } from '@nestjs/common';
 import { type KeyType, createCsr, exportPrivateKeyPkcs8, generateKeyPair } from '@sigil/pki';
-import { SIGIL_AGENT_PATH_PREFIX } from '@sigil/runtime';
+import { SIGIL_AGENT_PATH_PREFIX, type Clock, systemClock } from '@sigil/runtime';
 import { type TrustBundle, type TrustDomain, idFromCertificate, parseX509Svid, verifyX509Svid } from '@sigil/spiffe';
 import { type AgentSvidResponse } from '../attestation/agent-api.js';
 import { type AttestationApi, attestNode } from '../attestation/node-attestor.js';
 import { AgentApiError, type ServerClient } from '../attestation/server-client.js';
 import { ServerUnavailableError } from '../attestation/tls-transport.js';
 import { Backoff, sleep } from '../common/backoff.js';
-import { type Clock, systemClock } from '../common/clock.js';
 import { type NodeAttestationConfig } from '../config.js';
 import { type AgentState, type AgentStorage, decideResume, joinTokenDigest } from '../storage/agent-storage.js';
 import { rotationTime } from '../svid-cache/rotation.js';

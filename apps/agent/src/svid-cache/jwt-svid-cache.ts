@@ -1,6 +1,6 @@
 import { type SpiffeId, parseInsecureJwtSvid } from '@sigil/spiffe';
 import { type JwtSvidResponse } from '../attestation/agent-api.js';
-import { type Clock, systemClock } from '../common/clock.js';
+import { type Clock, systemClock } from '@sigil/runtime';
 import { jwtReuseDeadline } from './rotation.js';
 
 /** Signs a JWT-SVID of an entry for an audience (the server's `POST /agent/v1/svids/jwt`). */

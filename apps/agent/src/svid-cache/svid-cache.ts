@@ -1,11 +1,10 @@
 import { type Logger } from '@nestjs/common';
 import { type TrustBundle } from '@sigil/spiffe';
 import { type AgentEntry, type SyncResponse } from '../attestation/agent-api.js';
-import { type Clock, systemClock } from '../common/clock.js';
+import { type Clock, type Selector, matchesAllSelectors, systemClock } from '@sigil/runtime';
 import { type IdentityCache } from '../workload-api/workload-api.handler.js';
 import { type AgentBundles, type WorkloadIdentity } from '../workload-api/workload-responses.js';
 import { isUnixSha256Selector } from '../workload-attestor/executable-digest.js';
-import { type Selector, matchesAllSelectors } from '@sigil/runtime';
 import { type JwtSvidCache } from './jwt-svid-cache.js';
 
 /** An X509-SVID the agent holds for an entry, with its private key (generated here, never sent). */

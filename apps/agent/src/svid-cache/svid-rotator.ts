@@ -12,7 +12,7 @@ import { type TrustBundle, verifyX509Svid } from '@sigil/spiffe';
 import { type AgentApi, type AgentEntry, MAX_CSR_BATCH, type X509SignResult } from '../attestation/agent-api.js';
 import { AgentApiError } from '../attestation/server-client.js';
 import { Backoff } from '../common/backoff.js';
-import { type Clock, systemClock } from '../common/clock.js';
+import { type Clock, systemClock } from '@sigil/runtime';
 import { rotationTime } from './rotation.js';
 import { type SignedSvid, type SvidCache, svidFingerprint } from './svid-cache.js';
 

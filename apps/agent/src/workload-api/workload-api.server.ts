@@ -13,9 +13,14 @@ import { Code, ConnectError, type ConnectRouter, type ServiceImpl, createContext
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import { Logger } from '@nestjs/common';
 import { RateLimitedLog } from '@sigil/logging';
-import { prepareSocketDirectory, TokenBucketRateLimiter } from '@sigil/runtime';
+import {
+  MAX_SOCKET_PATH_BYTES,
+  prepareSocketDirectory,
+  systemClock,
+  TokenBucketRateLimiter,
+  type Clock,
+} from '@sigil/runtime';
 import { SpiffeWorkloadAPI } from '@sigil/workload-api';
-import { type Clock, systemClock } from '../common/clock.js';
 import { encodeGrpcMessage, useSpecGrpcMessageEncoding } from './grpc-message.js';
 import { PEER_CREDENTIALS, type PeerCredentials, trackPeerCredentials } from './peer-credentials.js';
 import { PidFd } from './pidfd.js';
@@ -88,9 +93,6 @@ export interface WorkloadApiServerOptions {
   /** Time for the per-uid call rate (tests pass a fake). */
   readonly clock?: Clock;
 }
-
-// sun_path holds 108 bytes including the terminating NUL.
-const MAX_SOCKET_PATH_BYTES = 107;
 
 // Requests are tiny (the largest is a JWT-SVID to validate); anything bigger is a local client trying to make the
 // agent buffer it, and is refused with RESOURCE_EXHAUSTED.

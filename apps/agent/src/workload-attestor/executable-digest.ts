@@ -3,8 +3,7 @@ import { type BigIntStats } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { Logger } from '@nestjs/common';
 import { RateLimitedLog } from '@sigil/logging';
-import { type Clock, systemClock } from '../common/clock.js';
-import { type Selector } from '@sigil/runtime';
+import { type Clock, type Selector, systemClock } from '@sigil/runtime';
 
 /** Default upper bound on the size of an executable we hash: larger files get no `unix:sha256` selector. */
 export const DEFAULT_EXECUTABLE_SIZE_LIMIT = 128 * 1024 * 1024;

@@ -14,7 +14,7 @@ import { opensslVerify } from '../../../../test/support/openssl.js';
 import { TestCa } from '../../../../test/support/test-ca.js';
 import { AgentsService } from '../agents/agents.service.js';
 import { KeyManager } from '../ca/key-manager.js';
-import { FakeClock } from '../common/clock.js';
+import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { EntriesService } from '../entries/entries.service.js';
 import type { Entry, EntryInput } from '../entries/entry.js';
 import { JoinTokensService } from '../join-tokens/join-tokens.service.js';

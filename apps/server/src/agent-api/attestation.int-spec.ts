@@ -13,7 +13,7 @@ import {
 } from '../../../../test/support/agent-api.js';
 import { TestCa, type TestSvid } from '../../../../test/support/test-ca.js';
 import { AgentsService } from '../agents/agents.service.js';
-import { FakeClock } from '../common/clock.js';
+import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { EntriesService } from '../entries/entries.service.js';
 import { JoinTokensService } from '../join-tokens/join-tokens.service.js';
 import { serialNumberOf } from './agent-auth.guard.js';

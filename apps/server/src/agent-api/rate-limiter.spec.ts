@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { FakeClock } from '../common/clock.js';
+import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { AgentSignRateLimiter } from './rate-limiter.js';
 
 describe('AgentSignRateLimiter', () => {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useTestDatabase, type TestDatabase } from '../../../../test/support/database.js';
-import { FakeClock } from '../common/clock.js';
+import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { AgentEntity } from './agent.entity.js';
 import { AgentsRepository, type AttestedAgentRecord } from './agents.repository.js';
 import { AgentsService } from './agents.service.js';

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useTestDatabase, type TestDatabase } from '../../../../test/support/database.js';
-import { FakeClock } from '../common/clock.js';
+import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { type Actor } from './actor.js';
 import { AdminTokenEntity } from './admin-token.entity.js';
 import { AdminTokensRepository } from './admin-tokens.repository.js';

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type TestDatabase } from '../../../../test/support/database.js';
 import { testServerConfig } from '../../../../test/support/server-config.js';
 import { CaModule } from '../ca/ca.module.js';
-import { FakeClock } from '../common/clock.js';
+import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { CoreModule } from '../common/core.module.js';
 import { ErrorFilter } from '../common/error.filter.js';
 import { createValidationPipe } from '../common/validation.js';

@@ -2,7 +2,7 @@ import { createPrivateKey } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestAuthority, randomKek, type TestAuthority } from '../../../../test/support/authority.js';
 import { useTestDatabase, type TestDatabase } from '../../../../test/support/database.js';
-import { FakeClock } from '../common/clock.js';
+import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { sealingContext } from './authority-key.factory.js';
 
 interface RawRow {

@@ -17,7 +17,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createTestAuthority, type TestAuthority } from '../../../../test/support/authority.js';
 import { useTestDatabase, type TestDatabase } from '../../../../test/support/database.js';
 import { opensslVerify } from '../../../../test/support/openssl.js';
-import { FakeClock } from '../common/clock.js';
+import { FakeClock } from '../../../../test/support/fake-clock.js';
 
 const T0 = Date.UTC(2026, 0, 1);
 const TRUST_DOMAIN = TrustDomain.parse('example.org');

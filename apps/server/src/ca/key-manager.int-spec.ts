@@ -11,7 +11,7 @@ import {
   useTestDatabase,
   type TestDatabase,
 } from '../../../../test/support/database.js';
-import { FakeClock } from '../common/clock.js';
+import { FakeClock } from '../../../../test/support/fake-clock.js';
 import type { AuthorityKey } from './authority-key.js';
 import type { AuthorityKind } from './ca-key.entity.js';
 

@@ -1,6 +1,6 @@
 import { type Server as TlsServer, type SecureContextOptions } from 'node:tls';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { FakeClock } from './clock.js';
+import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { type ServerCredentials, type ServerCredentialSource, ServerTlsRefresher } from './server-tls.js';
 
 /** Records the contexts installed; the refresher only calls setSecureContext on the server. */

@@ -5,7 +5,7 @@ import { TrustDomain } from '@sigil/spiffe';
 import { DataSource } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useTestDatabase, type TestDatabase } from '../../../../test/support/database.js';
-import { FakeClock } from '../common/clock.js';
+import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { CoreModule } from '../common/core.module.js';
 import { ErrorFilter } from '../common/error.filter.js';
 import { createValidationPipe } from '../common/validation.js';

@@ -8,7 +8,7 @@ import {
   useTestDatabase,
   type TestDatabase,
 } from '../../../../test/support/database.js';
-import { FakeClock } from '../common/clock.js';
+import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { EntriesRepository } from './entries.repository.js';
 import { EntriesService } from './entries.service.js';
 import { InProcessEntryChangeNotifier } from './entry-change-notifier.js';

@@ -7,7 +7,7 @@ import {
   useTestDatabase,
   type TestDatabase,
 } from '../../../../test/support/database.js';
-import { FakeClock } from '../common/clock.js';
+import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { type ServerConfig } from '../config.js';
 import { JoinTokenEntity } from './join-token.entity.js';
 import { JoinTokensRepository } from './join-tokens.repository.js';

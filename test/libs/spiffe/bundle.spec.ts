@@ -4,8 +4,14 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { TEST_NOW, TestCa } from '../../../test/support/test-ca.js';
-import { SpiffeError, TrustBundle, TrustBundleSet, TrustDomain, type JwtAuthorityKey } from './index.js';
+import { TEST_NOW, TestCa } from '../../support/test-ca.js';
+import {
+  SpiffeError,
+  TrustBundle,
+  TrustBundleSet,
+  TrustDomain,
+  type JwtAuthorityKey,
+} from '../../../libs/spiffe/src/index.js';
 
 const td = TrustDomain.parse('example.org');
 let ca: TestCa;

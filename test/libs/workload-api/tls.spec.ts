@@ -4,10 +4,21 @@ import { type Server as HttpsServer, createServer as createHttpsServer, request 
 import { type AddressInfo } from 'node:net';
 import { type TLSSocket, connect as tlsConnect } from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type Authorizer, authorizeAny, authorizeId, authorizeMemberOf, authorizeOneOf } from './authorizer.js';
-import { FakeWorkloadApi, until } from './fake-workload-api.test-support.js';
-import { type SpiffeClientTlsOptions, createClientTlsOptions, createServerTlsOptions, peerSpiffeId } from './tls.js';
-import { X509Source } from './x509-source.js';
+import {
+  type Authorizer,
+  authorizeAny,
+  authorizeId,
+  authorizeMemberOf,
+  authorizeOneOf,
+} from '../../../libs/workload-api/src/authorizer.js';
+import { FakeWorkloadApi, until } from '../../support/fake-workload-api.js';
+import {
+  type SpiffeClientTlsOptions,
+  createClientTlsOptions,
+  createServerTlsOptions,
+  peerSpiffeId,
+} from '../../../libs/workload-api/src/tls.js';
+import { X509Source } from '../../../libs/workload-api/src/x509-source.js';
 
 const SERVER_ID = 'spiffe://example.org/server';
 const CLIENT_ID = 'spiffe://example.org/client';

@@ -2,14 +2,14 @@ import { generateKeyPairSync, KeyObject, webcrypto } from 'node:crypto';
 import { SpiffeId } from '@sigil/spiffe';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { opensslRequest } from '../../../../test/support/openssl.js';
-import { createCsr, parseCsr } from '../csr.js';
-import { PkiError } from '../errors.js';
-import { generateKeyPair, type KeyType } from '../keys.js';
-import { x509 } from '../x509-lib.js';
-import { createCsrFast, type CreateCsrFastParams } from './csr-builder.js';
-import { parseCsrFast } from './csr-parser.js';
-import { derBytes, DerCursor, DerTag, type DerContext } from './der.js';
+import { opensslRequest } from '../../../support/openssl.js';
+import { createCsr, parseCsr } from '../../../../libs/pki/src/csr.js';
+import { PkiError } from '../../../../libs/pki/src/errors.js';
+import { generateKeyPair, type KeyType } from '../../../../libs/pki/src/keys.js';
+import { x509 } from '../../../../libs/pki/src/x509-lib.js';
+import { createCsrFast, type CreateCsrFastParams } from '../../../../libs/pki/src/fast/csr-builder.js';
+import { parseCsrFast } from '../../../../libs/pki/src/fast/csr-parser.js';
+import { derBytes, DerCursor, DerTag, type DerContext } from '../../../../libs/pki/src/fast/der.js';
 
 interface TestKey {
   readonly pair: webcrypto.CryptoKeyPair;

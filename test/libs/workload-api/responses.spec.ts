@@ -1,9 +1,9 @@
 import { create } from '@bufbuild/protobuf';
 import { TrustDomain } from '@sigil/spiffe';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { TestCa, type TestSvid } from '../../../test/support/test-ca.js';
-import { JWTBundlesResponseSchema, X509SVIDResponseSchema } from './gen/workload_pb.js';
-import { parseJwtBundles, parseX509Context } from './responses.js';
+import { TestCa, type TestSvid } from '../../support/test-ca.js';
+import { JWTBundlesResponseSchema, X509SVIDResponseSchema } from '../../../libs/workload-api/src/gen/workload_pb.js';
+import { parseJwtBundles, parseX509Context } from '../../../libs/workload-api/src/responses.js';
 
 const encode = (value: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(value));
 const EC_KEY = {

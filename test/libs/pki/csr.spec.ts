@@ -1,11 +1,11 @@
 import { webcrypto } from 'node:crypto';
 import { SpiffeId } from '@sigil/spiffe';
 import { describe, expect, it } from 'vitest';
-import { opensslRequest, runOpenssl } from '../../../test/support/openssl.js';
-import { createCsr, parseCsr } from './csr.js';
-import { exportPublicKeySpki, generateKeyPair, type KeyType } from './keys.js';
-import { toPem } from './pem.js';
-import { x509 } from './x509-lib.js';
+import { opensslRequest, runOpenssl } from '../../support/openssl.js';
+import { createCsr, parseCsr } from '../../../libs/pki/src/csr.js';
+import { exportPublicKeySpki, generateKeyPair, type KeyType } from '../../../libs/pki/src/keys.js';
+import { toPem } from '../../../libs/pki/src/pem.js';
+import { x509 } from '../../../libs/pki/src/x509-lib.js';
 
 const spiffeId = SpiffeId.parse('spiffe://example.org/ns/prod/sa/web');
 

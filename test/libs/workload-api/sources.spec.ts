@@ -1,10 +1,10 @@
 import { TrustDomain, parseAndValidateJwtSvid } from '@sigil/spiffe';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ExponentialBackoff } from './backoff.js';
-import { WorkloadApiClient } from './client.js';
-import { Code, FakeWorkloadApi, until } from './fake-workload-api.test-support.js';
-import { JwtSource } from './jwt-source.js';
-import { X509Source } from './x509-source.js';
+import { ExponentialBackoff } from '../../../libs/workload-api/src/backoff.js';
+import { WorkloadApiClient } from '../../../libs/workload-api/src/client.js';
+import { Code, FakeWorkloadApi, until } from '../../support/fake-workload-api.js';
+import { JwtSource } from '../../../libs/workload-api/src/jwt-source.js';
+import { X509Source } from '../../../libs/workload-api/src/x509-source.js';
 
 const fast = { backoff: () => new ExponentialBackoff({ initialDelayMs: 5, maxDelayMs: 20 }) };
 

@@ -6,11 +6,11 @@ import { type AddressInfo } from 'node:net';
 import { type Server, connect, createServer } from 'node:tls';
 import { TrustBundle, TrustBundleSet, type X509Svid, parseX509Svid, verifyX509Svid } from '@sigil/spiffe';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KeyUsage, TestCa, type CertificateOptions, type TestSvid } from '../../../test/support/test-ca.js';
-import { authorizeAny } from './authorizer.js';
-import { WorkloadApiError } from './errors.js';
-import { verifyPeer, verifyPeerSync } from './peer-verification.js';
-import { type X509TlsSource, createClientTlsOptions } from './tls.js';
+import { KeyUsage, TestCa, type CertificateOptions, type TestSvid } from '../../support/test-ca.js';
+import { authorizeAny } from '../../../libs/workload-api/src/authorizer.js';
+import { WorkloadApiError } from '../../../libs/workload-api/src/errors.js';
+import { verifyPeer, verifyPeerSync } from '../../../libs/workload-api/src/peer-verification.js';
+import { type X509TlsSource, createClientTlsOptions } from '../../../libs/workload-api/src/tls.js';
 
 // Real time, not a fixed date: the TLS case goes through OpenSSL, which checks validity against the clock.
 const NOW = new Date();

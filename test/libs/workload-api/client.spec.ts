@@ -2,11 +2,11 @@ import { createPublicKey, KeyObject } from 'node:crypto';
 import { join } from 'node:path';
 import { SpiffeId, TrustDomain, parseAndValidateJwtSvid } from '@sigil/spiffe';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type Backoff } from './backoff.js';
-import { WorkloadApiClient } from './client.js';
-import { type WorkloadApiError } from './errors.js';
-import { Code, FakeWorkloadApi, until } from './fake-workload-api.test-support.js';
-import { type X509Context } from './responses.js';
+import { type Backoff } from '../../../libs/workload-api/src/backoff.js';
+import { WorkloadApiClient } from '../../../libs/workload-api/src/client.js';
+import { type WorkloadApiError } from '../../../libs/workload-api/src/errors.js';
+import { Code, FakeWorkloadApi, until } from '../../support/fake-workload-api.js';
+import { type X509Context } from '../../../libs/workload-api/src/responses.js';
 
 /** Records what the watch asks of its backoff, and makes every wait 5 ms. */
 class RecordingBackoff implements Backoff {

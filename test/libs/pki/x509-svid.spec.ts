@@ -1,13 +1,13 @@
 import type { webcrypto } from 'node:crypto';
 import { SpiffeId, TrustDomain } from '@sigil/spiffe';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { opensslText, opensslVerify } from '../../../test/support/openssl.js';
-import { createIntermediateCa, createRootCa, type CaCredential } from './ca.js';
-import { DER_TAG, certificateParts, childrenOf, encodingOf, readSingleElement } from './der.js';
-import { exportPublicKeySpki, generateKeyPair, type KeyType } from './keys.js';
-import { subjectKeyIdentifier } from './svid-profile.js';
-import { buildX509SvidReference, type X509SvidParams } from './x509-svid.js';
-import { x509 } from './x509-lib.js';
+import { opensslText, opensslVerify } from '../../support/openssl.js';
+import { createIntermediateCa, createRootCa, type CaCredential } from '../../../libs/pki/src/ca.js';
+import { DER_TAG, certificateParts, childrenOf, encodingOf, readSingleElement } from '../../../libs/pki/src/der.js';
+import { exportPublicKeySpki, generateKeyPair, type KeyType } from '../../../libs/pki/src/keys.js';
+import { subjectKeyIdentifier } from '../../../libs/pki/src/svid-profile.js';
+import { buildX509SvidReference, type X509SvidParams } from '../../../libs/pki/src/x509-svid.js';
+import { x509 } from '../../../libs/pki/src/x509-lib.js';
 
 const trustDomain = TrustDomain.parse('example.org');
 const spiffeId = SpiffeId.parse('spiffe://example.org/ns/prod/sa/web');

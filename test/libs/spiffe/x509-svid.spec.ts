@@ -5,13 +5,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import {
-  KeyUsage,
-  TEST_NOW,
-  TestCa,
-  generateTestKeys,
-  type CertificateOptions,
-} from '../../../test/support/test-ca.js';
+import { KeyUsage, TEST_NOW, TestCa, generateTestKeys, type CertificateOptions } from '../../support/test-ca.js';
 import {
   SpiffeError,
   TrustBundle,
@@ -22,7 +16,7 @@ import {
   verifyX509Svid,
   verifyX509SvidSync,
   type VerifiedX509Svid,
-} from './index.js';
+} from '../../../libs/spiffe/src/index.js';
 
 const ID = 'spiffe://example.org/workload';
 const HOUR = 3_600_000;

@@ -1,12 +1,12 @@
 import { TrustDomain } from '@sigil/spiffe';
 import { describe, expect, it } from 'vitest';
-import { opensslText, opensslVerify, runOpenssl } from '../../../test/support/openssl.js';
-import { DEFAULT_CA_TTL_SECONDS, createIntermediateCa, createRootCa, loadCaFromPem } from './ca.js';
-import { certificateParts } from './der.js';
-import { exportPublicKeySpki, generateKeyPair, type KeyType } from './keys.js';
-import { certificatesToPem, privateKeyToPem } from './pem.js';
-import { subjectKeyIdentifier } from './svid-profile.js';
-import { x509 } from './x509-lib.js';
+import { opensslText, opensslVerify, runOpenssl } from '../../support/openssl.js';
+import { DEFAULT_CA_TTL_SECONDS, createIntermediateCa, createRootCa, loadCaFromPem } from '../../../libs/pki/src/ca.js';
+import { certificateParts } from '../../../libs/pki/src/der.js';
+import { exportPublicKeySpki, generateKeyPair, type KeyType } from '../../../libs/pki/src/keys.js';
+import { certificatesToPem, privateKeyToPem } from '../../../libs/pki/src/pem.js';
+import { subjectKeyIdentifier } from '../../../libs/pki/src/svid-profile.js';
+import { x509 } from '../../../libs/pki/src/x509-lib.js';
 
 const trustDomain = TrustDomain.parse('example.org');
 const now = new Date('2031-05-06T07:08:09.750Z');

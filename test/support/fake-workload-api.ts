@@ -9,15 +9,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from '@connectrpc/connect';
 import { SpiffeId, TrustBundle, TrustDomain, signJwtSvid } from '@sigil/spiffe';
-import { TestCa, type TestSvid } from '../../../test/support/test-ca.js';
+import { TestCa, type TestSvid } from './test-ca.js';
 import {
   type IdentityCache,
   type WorkloadAttestor,
   WorkloadApiHandler,
-} from '../../../apps/agent/src/workload-api/workload-api.handler.js';
-import { WorkloadApiServer } from '../../../apps/agent/src/workload-api/workload-api.server.js';
-import { type AgentBundles, type WorkloadIdentity } from '../../../apps/agent/src/workload-api/workload-responses.js';
-import { type SpiffeWorkloadAPI } from './gen/workload_pb.js';
+} from '../../apps/agent/src/workload-api/workload-api.handler.js';
+import { WorkloadApiServer } from '../../apps/agent/src/workload-api/workload-api.server.js';
+import { type AgentBundles, type WorkloadIdentity } from '../../apps/agent/src/workload-api/workload-responses.js';
+import { type SpiffeWorkloadAPI } from '../../libs/workload-api/src/gen/workload_pb.js';
 
 const quiet = { debug: () => undefined, warn: () => undefined, log: () => undefined };
 const SELECTOR = { type: 'test', value: 'caller' };

@@ -1,0 +1,38 @@
+import { fileURLToPath } from 'node:url';
+import { ESLint } from 'eslint';
+import { describe, expect, it } from 'vitest';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const eslint = new ESLint({ cwd: root });
+
+/** The `no-restricted-imports` messages ESLint gives `source` as if it were the file `path` of the repository. */
+async function restrictedImports(path: string, source: string): Promise<string[]> {
+  const [result] = await eslint.lintText(source, { filePath: `${root}/${path}` });
+  return result!.messages.filter((message) => message.ruleId === 'no-restricted-imports').map((m) => m.message);
+}
+
+describe('architecture boundaries (eslint no-restricted-imports, run by npm run lint)', () => {
+  it.each([
+    ['libs/pki/src/planted.ts', "import '../../../apps/agent/src/agent.js';", /libs never import apps/],
+    ['libs/runtime/src/planted.ts', "import '../../../test/support/fake-clock.js';", /never imports test/],
+    ['libs/spiffe/src/planted.ts', "import '@sigil/pki';", /libs\/spiffe is pure SPIFFE/],
+    ['libs/spiffe/src/planted.spec.ts', "import '../../../apps/server/src/config.js';", /libs never import apps/],
+    ['apps/server/src/planted.ts', "import '../../agent/src/agent.js';", /apps never import each other/],
+    ['apps/server/src/planted.spec.ts', "import '../../../apps/agent/src/agent.js';", /apps never import each other/],
+    ['apps/agent/src/planted.ts', "import '../../../apps/server/src/config.js';", /apps never import each other/],
+    ['apps/agent/src/cli/planted.ts', "import '../../../../test/support/fake-clock.js';", /never imports test/],
+  ])('refuses %s importing across a boundary', async (path, source, message) => {
+    const messages = await restrictedImports(path, source);
+    expect(messages).toHaveLength(1);
+    expect(messages[0]).toMatch(message);
+  });
+
+  it.each([
+    ['libs/pki/src/planted.ts', "import '@sigil/spiffe';"],
+    ['apps/agent/src/planted.ts', "import '@sigil/runtime';"],
+    ['apps/server/src/planted.spec.ts', "import '../../../test/support/fake-clock.js';"],
+    ['test/libs/pki/planted.spec.ts', "import '../../../libs/pki/src/der.js';"],
+  ])('lets %s import what it may', async (path, source) => {
+    expect(await restrictedImports(path, source)).toEqual([]);
+  });
+});
