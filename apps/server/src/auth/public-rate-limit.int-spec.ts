@@ -10,7 +10,7 @@ import {
 } from '../../../../test/support/agent-api.js';
 import { TestCa, type TestSvid } from '../../../../test/support/test-ca.js';
 import { AdminClient } from '../cli/admin-client.js';
-import { FakeClock } from '../common/clock.js';
+import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { JoinTokensService } from '../join-tokens/join-tokens.service.js';
 
 const backend = process.env.DATABASE_URL ? 'postgres' : 'embedded';
