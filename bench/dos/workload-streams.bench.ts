@@ -17,15 +17,14 @@ import { performance } from 'node:perf_hooks';
 import { spawn } from 'node:child_process';
 import { Harness, NODE_ALIAS_ID, TRUST_DOMAIN, currentUid } from '../support/harness.js';
 import { parseOptions } from '../support/options.js';
-import { cpuSeconds, formatMiB, residentMemory } from '../support/proc.js';
+import { cpuSeconds, formatMiB, residentMemory, sampleRss } from '../support/proc.js';
 import { formatCount, formatLatency, latencyJson, summarize } from '../support/stats.js';
+import { RESPONSE_TIMEOUT_MS, legitimateCaller, sleep } from '../support/legitimate-caller.js';
 import { X509SvidStream, newWorkloadClient } from '../support/workload-client.js';
 
 const NOBODY = 65534;
 const P99_GOAL_MS = 100;
 const RSS_GROWTH_GOAL_KIB = 50 * 1024;
-const RESPONSE_TIMEOUT_MS = 30_000;
-const SAMPLE_INTERVAL_MS = 50;
 
 /** What the attacker's streams got, as its program reports on stdout. */
 interface AttackCounts {
@@ -81,60 +80,13 @@ setTimeout(() => {
 }, Number(seconds) * 1000);
 `;
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-/**
- * The workload's first-message latencies: FetchX509SVID streams one after another, 50 ms apart, on one connection
- * of its own (as a workload process would reconnect its watch), until `until` resolves.
- */
-async function legitimateCaller(socketPath: string, spiffeId: string, until: Promise<unknown>): Promise<number[]> {
-  let done = false;
-  void until.then(() => (done = true));
-  const client = newWorkloadClient(socketPath, { ownConnection: true });
-  const latencies: number[] = [];
-  try {
-    while (!done) {
-      const started = performance.now();
-      const stream = new X509SvidStream(client);
-      try {
-        const first = await stream.waitFor(() => true, RESPONSE_TIMEOUT_MS);
-        if (!first.spiffeIds.has(spiffeId)) throw new Error(`the workload's FetchX509SVID lacks ${spiffeId}`);
-        latencies.push(first.at - started);
-      } finally {
-        stream.cancel();
-      }
-      // Each cancel is an RST_STREAM: faster than nghttp2's reset rate limit (33/s after a burst of 1,000), the
-      // agent would rightly close the connection as a rapid-reset attack.
-      await sleep(SAMPLE_INTERVAL_MS);
-    }
-  } finally {
-    client.close();
-  }
-  return latencies;
-}
-
-/** Samples the resident memory of `pid` every 100 ms until stopped; `stop()` returns the largest, in KiB. */
-function sampleRss(pid: number): { stop(): number } {
-  let max = residentMemory(pid).rssKiB;
-  const timer = setInterval(() => {
-    try {
-      max = Math.max(max, residentMemory(pid).rssKiB);
-    } catch {
-      clearInterval(timer); // the agent has exited: the bench reports that
-    }
-  }, 100);
-  return {
-    stop() {
-      clearInterval(timer);
-      return max;
-    },
-  };
-}
-
 async function main(): Promise<void> {
   const options = parseOptions(process.argv.slice(2), {
     script: 'dos/workload-streams.bench.js',
-    strings: { agentArgs: 'extra `sigil-agent run` flags, space-separated (e.g. other Workload API limits)' },
+    strings: {
+      agentArgs: 'extra `sigil-agent run` flags, space-separated (e.g. other Workload API limits)',
+      agentNodeArgs: "options for the agent's node, space-separated (e.g. --cpu-prof --cpu-prof-dir=DIR)",
+    },
     numbers: {
       seconds: { default: 10, min: 1, max: 60, integer: false, description: 'attack duration in seconds' },
       baseline: { default: 3, min: 1, max: 30, integer: false, description: 'seconds of the workload alone' },
@@ -154,7 +106,10 @@ async function main(): Promise<void> {
   const log = (line: string): void => console.log(line);
   await Harness.run('dos-workload-streams', async (harness) => {
     const server = await harness.startServer();
-    const agent = await harness.startAgent(server, { args: options.strings.agentArgs?.split(' ').filter(Boolean) });
+    const agent = await harness.startAgent(server, {
+      args: options.strings.agentArgs?.split(' ').filter(Boolean),
+      nodeArgs: options.strings.agentNodeArgs?.split(' ').filter(Boolean),
+    });
     // nobody must reach the agent's socket in the scratch directory (traverse only, no listing); after the start,
     // since the server makes the directory of its admin socket, this one, 0700.
     await chmod(harness.scratch, 0o711);

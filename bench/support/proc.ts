@@ -39,3 +39,21 @@ export function residentMemory(pid: number): ResidentMemory {
 
 /** KiB as MiB with one decimal, e.g. `87.4 MiB`. */
 export const formatMiB = (kib: number): string => `${(kib / 1024).toFixed(1)} MiB`;
+
+/** Samples the resident memory of `pid` every 100 ms until stopped; `stop()` returns the largest, in KiB. */
+export function sampleRss(pid: number): { stop(): number } {
+  let max = residentMemory(pid).rssKiB;
+  const timer = setInterval(() => {
+    try {
+      max = Math.max(max, residentMemory(pid).rssKiB);
+    } catch {
+      clearInterval(timer); // the process has exited: the bench reports that
+    }
+  }, 100);
+  return {
+    stop() {
+      clearInterval(timer);
+      return max;
+    },
+  };
+}

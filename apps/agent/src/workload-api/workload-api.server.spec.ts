@@ -457,14 +457,14 @@ describe('Workload API over the Unix socket', () => {
     identity: await identity('/nobody'),
   });
 
-  it('advertises SETTINGS_MAX_CONCURRENT_STREAMS (100) to every connection', async () => {
+  it('advertises SETTINGS_MAX_CONCURRENT_STREAMS (32) to every connection', async () => {
     const session: ClientHttp2Session = http2Connect('http://localhost', {
       createConnection: () => netConnect(socketPath),
     });
     try {
       await once(session, 'remoteSettings');
       expect(session.remoteSettings.maxConcurrentStreams).toBe(WORKLOAD_API_LIMITS.maxStreamsPerConnection);
-      expect(WORKLOAD_API_LIMITS.maxStreamsPerConnection).toBe(100);
+      expect(WORKLOAD_API_LIMITS.maxStreamsPerConnection).toBe(32);
     } finally {
       session.destroy();
     }

@@ -62,20 +62,22 @@ export interface WorkloadApiLimits {
 }
 
 /**
- * The limits the agent serves with. Generous for real workloads (each keeps one connection and at most a few
- * streams: FetchX509SVID, FetchX509Bundles, FetchJWTBundles), small enough that one uid at its caps costs the agent
- * tens of MiB, not hundreds: `bench/dos/workload-streams.bench.ts` (7,000 streams from nobody on 140 connections)
- * grew its RSS by 42-67 MiB at these values (bench/README.md), by 63-67 MiB with 500 streams per uid and fewer
- * attackers. 128 connections let `npm run bench:workload` run its 100 clients of one uid.
+ * The limits the agent serves with unless configured otherwise (`--workload-api-*`, README). Generous for real
+ * workloads (each keeps one connection and at most a few streams: FetchX509SVID, FetchX509Bundles, FetchJWTBundles),
+ * small enough that one uid at its caps costs the agent tens of MiB, not hundreds: `bench/dos/workload-streams.bench.ts`
+ * (7,000 streams from nobody on 140 connections) grew its RSS by 42-67 MiB with 100 streams per connection and
+ * asynchronous procfs reads, by about 30 MiB at these values (bench/README.md): at most 32 streams per connection
+ * reach the handler instead of 100 (nghttp2 refuses the others before any JavaScript runs), so one uid's burst is
+ * 4,096 calls, not 12,800. 128 connections let `npm run bench:workload` run its 100 clients of one uid.
  */
 export const WORKLOAD_API_LIMITS: WorkloadApiLimits = Object.freeze({
-  maxStreamsPerConnection: 100,
+  maxStreamsPerConnection: 32,
   maxStreamsPerUid: 256,
   maxConnectionsPerUid: 128,
   idleTimeoutMs: 60_000,
   maxSessionMemoryMb: 8,
   refusalLogIntervalMs: 60_000,
-  streamRatePerUid: 100,
+  streamRatePerUid: 200,
   streamBurstPerUid: 256,
   maxAttestationsPerUid: 8,
 });
