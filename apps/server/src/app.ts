@@ -6,11 +6,13 @@ import { Logger } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import { type Logger as PinoLogger } from 'pino';
+import { MAX_SYNC_WAIT_MS } from './agent-api/sync.service.js';
 import { AdminSocketConnections } from './auth/admin-socket-connections.js';
 import { closeAdminSocket, listenOnAdminSocket } from './auth/admin-socket.js';
 import { BundleService } from './bundle/bundle.service.js';
 import { CaService } from './ca/ca.service.js';
 import { type Clock, systemClock } from './common/clock.js';
+import { type ConnectionLimits, connectionServerOptions, TlsConnectionGuard } from './common/connection-limits.js';
 import { ErrorFilter } from './common/error.filter.js';
 import { createRootLogger, PinoLoggerService } from './common/logging.js';
 import { serveOpenApi } from './common/openapi.js';
@@ -31,6 +33,8 @@ export interface BuiltServerApp {
   app: NestFastifyApplication;
   /** The TCP listener (TLS); Fastify's own server. */
   tlsServer: HttpsServer;
+  /** The TLS port's connection policy, installed on {@link tlsServer}; its counts are for tests and benches. */
+  connections: TlsConnectionGuard;
   /** Fastify's request handler, to serve the same routes on another listener. */
   routing: (request: IncomingMessage, response: ServerResponse) => void;
   /** Every route the app serves (Nest's and the OpenAPI ones), e.g. for a test that checks auth on each. */
@@ -49,6 +53,8 @@ export interface RunningServer {
   readonly address: AddressInfo;
   readonly adminSocket: string;
   readonly routes: readonly ServedRoute[];
+  /** The TLS port's connection policy (its refusal and timeout counts). */
+  readonly connections: TlsConnectionGuard;
   /** Stops both listeners, the CA timers and the database (and the embedded PostgreSQL); safe to call twice. */
   close(): Promise<void>;
 }
@@ -65,7 +71,15 @@ export async function createServerApp(config: ServerConfig, options: ServerAppOp
 
   // The TCP listener is TLS only; its certificate is installed from our CA once the app is up (see startServer).
   // Client certificates are requested, not required: agents present their SVID, admins may use a bearer token.
-  const tlsServer = createHttpsServer({ minVersion: 'TLSv1.3', requestCert: true, rejectUnauthorized: false });
+  const limits = connectionLimits(config);
+  const tlsServer = createHttpsServer({
+    minVersion: 'TLSv1.3',
+    requestCert: true,
+    rejectUnauthorized: false,
+    ...connectionServerOptions(limits),
+  });
+  const connections = new TlsConnectionGuard(limits, options.clock ?? systemClock, new Logger('TlsConnections'));
+  connections.attach(tlsServer);
   let routing: BuiltServerApp['routing'] | undefined;
   const adapter = new FastifyAdapter({
     bodyLimit: BODY_LIMIT_BYTES,
@@ -114,7 +128,25 @@ export async function createServerApp(config: ServerConfig, options: ServerAppOp
   serveOpenApi(app);
   await app.init();
   if (!routing) throw new Error('fastify did not build its server through serverFactory');
-  return { app, tlsServer, routing, routes };
+  return { app, tlsServer, connections, routing, routes };
+}
+
+/**
+ * The TLS port's connection policy from the config. A connection waiting on an answer may be silent for the longest
+ * sync long-poll plus the time to build a large answer; 30 s more than the long-poll leaves that margin.
+ */
+export function connectionLimits(config: ServerConfig): ConnectionLimits {
+  return {
+    maxConnections: config.maxConnections,
+    maxConnectionsPerAddress: config.maxConnectionsPerAddress,
+    handshakeRatePerSecond: config.tlsHandshakeRatePerSecond,
+    handshakeBurst: config.tlsHandshakeBurst,
+    handshakeTimeoutMs: config.tlsHandshakeTimeoutSeconds * 1000,
+    headersTimeoutMs: config.httpHeadersTimeoutSeconds * 1000,
+    requestTimeoutMs: config.httpRequestTimeoutSeconds * 1000,
+    idleTimeoutMs: config.httpIdleTimeoutSeconds * 1000,
+    responseIdleTimeoutMs: MAX_SYNC_WAIT_MS + 30_000,
+  };
 }
 
 /**
@@ -125,7 +157,7 @@ export async function startServer(
   config: ServerConfig,
   options: ServerAppOptions & { credentials?: ServerCredentialSource } = {},
 ): Promise<RunningServer> {
-  const { app, tlsServer, routing, routes } = await createServerApp(config, options);
+  const { app, tlsServer, connections, routing, routes } = await createServerApp(config, options);
   const logger = new Logger('SigilServer');
   const source =
     options.credentials ?? new CaServerCredentialSource(app.get(CaService), app.get(BundleService), config.trustDomain);
@@ -160,5 +192,5 @@ export async function startServer(
     address: `${address.address}:${address.port}`,
     adminSocket: config.adminSocket,
   });
-  return { app, address, adminSocket: config.adminSocket, routes, close };
+  return { app, address, adminSocket: config.adminSocket, routes, connections, close };
 }

@@ -110,6 +110,36 @@ describe('loadServerConfig', () => {
     );
   });
 
+  it('reads the TLS port connection limits and timeouts, with defaults that admit a fleet', () => {
+    expect(loadServerConfig({ cwd: '/srv' })).toMatchObject({
+      maxConnections: 16_384,
+      maxConnectionsPerAddress: 1024,
+      tlsHandshakeRatePerSecond: 100,
+      tlsHandshakeBurst: 1000,
+      tlsHandshakeTimeoutSeconds: 10,
+      httpHeadersTimeoutSeconds: 10,
+      httpRequestTimeoutSeconds: 30,
+      httpIdleTimeoutSeconds: 10,
+    });
+    const file = writeConfig('connections.json', { max_connections: 500, http_request_timeout: '2m' });
+    const config = loadServerConfig({
+      cwd: '/srv',
+      file,
+      flags: { maxConnectionsPerAddress: '8', tlsHandshakeTimeout: '5s', httpIdleTimeout: '1m' },
+      env: { SIGIL_TLS_HANDSHAKE_RATE: '20', SIGIL_TLS_HANDSHAKE_BURST: '40', SIGIL_HTTP_HEADERS_TIMEOUT: '3' },
+    });
+    expect(config).toMatchObject({
+      maxConnections: 500,
+      maxConnectionsPerAddress: 8,
+      tlsHandshakeRatePerSecond: 20,
+      tlsHandshakeBurst: 40,
+      tlsHandshakeTimeoutSeconds: 5,
+      httpHeadersTimeoutSeconds: 3,
+      httpRequestTimeoutSeconds: 120,
+      httpIdleTimeoutSeconds: 60,
+    });
+  });
+
   it.each<[string, LoadServerConfigInput, string]>([
     [
       'uppercase trust domain in the file',
@@ -161,6 +191,26 @@ describe('loadServerConfig', () => {
       'a zero agent signing rate',
       { flags: { agentSignRate: '0' } },
       "--agent-sign-rate: must be a whole number from 1 to 1000000, got '0'",
+    ],
+    [
+      'a zero connection cap',
+      { env: { SIGIL_MAX_CONNECTIONS_PER_ADDRESS: '0' } },
+      "SIGIL_MAX_CONNECTIONS_PER_ADDRESS: must be a whole number from 1 to 1000000, got '0'",
+    ],
+    [
+      'a handshake timeout of 0',
+      { flags: { tlsHandshakeTimeout: '0' } },
+      "--tls-handshake-timeout: must be a duration from 1s to 300s (seconds, or a number with s, m, h or d), got '0'",
+    ],
+    [
+      'a headers timeout longer than the request timeout',
+      { flags: { httpHeadersTimeout: '1m' } },
+      '--http-headers-timeout: the headers timeout (60s) must not exceed the request timeout (30s)',
+    ],
+    [
+      'a request timeout shorter than the default headers timeout',
+      { flags: { httpRequestTimeout: '5' } },
+      '--http-request-timeout: the headers timeout (10s) must not exceed the request timeout (5s)',
     ],
     [
       'bad log level',

@@ -67,6 +67,22 @@ export interface ServerConfig {
   /** Per-source-address token bucket of the other unauthenticated routes (bundle, health, metrics): refill per second. */
   readonly publicReadRatePerSecond: number;
   readonly publicReadBurst: number;
+  /** Open connections on the TLS port in total; further ones are closed at accept. */
+  readonly maxConnections: number;
+  /** Open connections on the TLS port from one address (IPv6: one /64). */
+  readonly maxConnectionsPerAddress: number;
+  /** New connections (TLS handshakes) per second one address may open, after its burst. */
+  readonly tlsHandshakeRatePerSecond: number;
+  /** New connections one address may open at once after a quiet spell. */
+  readonly tlsHandshakeBurst: number;
+  /** From TCP accept to the end of the TLS handshake. */
+  readonly tlsHandshakeTimeoutSeconds: number;
+  /** From a request's first byte to the end of its headers. */
+  readonly httpHeadersTimeoutSeconds: number;
+  /** From a request's first byte to the end of its body (the answer, e.g. a long-poll's wait, is not counted). */
+  readonly httpRequestTimeoutSeconds: number;
+  /** A connection with no request in flight (before the first one, between keep-alive requests) is closed after this. */
+  readonly httpIdleTimeoutSeconds: number;
 }
 
 /** Nest injection token of the frozen {@link ServerConfig}. */
@@ -91,6 +107,22 @@ export const ATTESTATION_REFUSAL_COST = 10;
 /** Bundle, health and metrics requests per second per source address (probes, scrapers, federated peers). */
 export const DEFAULT_PUBLIC_READ_RATE = 20;
 export const DEFAULT_PUBLIC_READ_BURST = 200;
+/**
+ * TLS port connection defaults (README, "sigil-server" Limits). An agent holds one connection for its sync long-poll
+ * and opens one per other request (renewal, signing), so about 2 at a time: 16384 in total leaves room for 8000
+ * agents on one replica. Per address, 1024 lets 512 agents share one NAT address. A new connection costs a TLS
+ * handshake (~1 ms of CPU): 100 per second per address with a burst of 1000 covers those 512 agents reconnecting at
+ * once (a long-poll every 25 s each is 20 per second) and holds one address to about a tenth of a core.
+ */
+export const DEFAULT_MAX_CONNECTIONS = 16_384;
+export const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 1024;
+export const DEFAULT_TLS_HANDSHAKE_RATE = 100;
+export const DEFAULT_TLS_HANDSHAKE_BURST = 1000;
+export const DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECONDS = 10;
+export const DEFAULT_HTTP_HEADERS_TIMEOUT_SECONDS = 10;
+/** A request body is at most 1 MiB (request-body.ts): 30 s is 35 KB/s. */
+export const DEFAULT_HTTP_REQUEST_TIMEOUT_SECONDS = 30;
+export const DEFAULT_HTTP_IDLE_TIMEOUT_SECONDS = 10;
 
 const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
 
@@ -118,6 +150,14 @@ export interface ServerConfigFlags {
   attestationBurst?: string;
   publicReadRate?: string;
   publicReadBurst?: string;
+  maxConnections?: string;
+  maxConnectionsPerAddress?: string;
+  tlsHandshakeRate?: string;
+  tlsHandshakeBurst?: string;
+  tlsHandshakeTimeout?: string;
+  httpHeadersTimeout?: string;
+  httpRequestTimeout?: string;
+  httpIdleTimeout?: string;
 }
 
 export interface LoadServerConfigInput {
@@ -287,6 +327,14 @@ class RawServerConfig {
   @IsOptional() @IsCount(1_000_000) attestation_burst?: unknown;
   @IsOptional() @IsCount(1_000_000) public_read_rate?: unknown;
   @IsOptional() @IsCount(1_000_000) public_read_burst?: unknown;
+  @IsOptional() @IsCount(1_000_000) max_connections?: unknown;
+  @IsOptional() @IsCount(1_000_000) max_connections_per_address?: unknown;
+  @IsOptional() @IsCount(1_000_000) tls_handshake_rate?: unknown;
+  @IsOptional() @IsCount(1_000_000) tls_handshake_burst?: unknown;
+  @IsOptional() @IsDurationSeconds(1, 300) tls_handshake_timeout?: unknown;
+  @IsOptional() @IsDurationSeconds(1, 300) http_headers_timeout?: unknown;
+  @IsOptional() @IsDurationSeconds(1, 3600) http_request_timeout?: unknown;
+  @IsOptional() @IsDurationSeconds(1, 3600) http_idle_timeout?: unknown;
 }
 
 type RawKey = Exclude<keyof RawServerConfig, never>;
@@ -317,6 +365,18 @@ const SOURCES: Record<RawKey, { flag: keyof ServerConfigFlags | null; env: strin
   attestation_burst: { flag: 'attestationBurst', env: 'SIGIL_ATTESTATION_BURST', file: true },
   public_read_rate: { flag: 'publicReadRate', env: 'SIGIL_PUBLIC_READ_RATE', file: true },
   public_read_burst: { flag: 'publicReadBurst', env: 'SIGIL_PUBLIC_READ_BURST', file: true },
+  max_connections: { flag: 'maxConnections', env: 'SIGIL_MAX_CONNECTIONS', file: true },
+  max_connections_per_address: {
+    flag: 'maxConnectionsPerAddress',
+    env: 'SIGIL_MAX_CONNECTIONS_PER_ADDRESS',
+    file: true,
+  },
+  tls_handshake_rate: { flag: 'tlsHandshakeRate', env: 'SIGIL_TLS_HANDSHAKE_RATE', file: true },
+  tls_handshake_burst: { flag: 'tlsHandshakeBurst', env: 'SIGIL_TLS_HANDSHAKE_BURST', file: true },
+  tls_handshake_timeout: { flag: 'tlsHandshakeTimeout', env: 'SIGIL_TLS_HANDSHAKE_TIMEOUT', file: true },
+  http_headers_timeout: { flag: 'httpHeadersTimeout', env: 'SIGIL_HTTP_HEADERS_TIMEOUT', file: true },
+  http_request_timeout: { flag: 'httpRequestTimeout', env: 'SIGIL_HTTP_REQUEST_TIMEOUT', file: true },
+  http_idle_timeout: { flag: 'httpIdleTimeout', env: 'SIGIL_HTTP_IDLE_TIMEOUT', file: true },
 };
 
 const kebab = (flag: string): string => `--${flag.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`)}`;
@@ -414,6 +474,16 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
   if (raw.kek !== undefined && raw.kek_file !== undefined) {
     problems.push(`${label.get('kek_file')}: set either SIGIL_KEK or the KEK file, not both`);
   }
+  const httpHeadersTimeoutSeconds = seconds('http_headers_timeout', DEFAULT_HTTP_HEADERS_TIMEOUT_SECONDS);
+  const httpRequestTimeoutSeconds = seconds('http_request_timeout', DEFAULT_HTTP_REQUEST_TIMEOUT_SECONDS);
+  // Node refuses a headers timeout longer than the request timeout (the headers are part of the request).
+  if (httpHeadersTimeoutSeconds > httpRequestTimeoutSeconds) {
+    const key = raw.http_headers_timeout !== undefined ? 'http_headers_timeout' : 'http_request_timeout';
+    problems.push(
+      `${label.get(key)}: the headers timeout (${httpHeadersTimeoutSeconds}s) must not exceed the request timeout ` +
+        `(${httpRequestTimeoutSeconds}s)`,
+    );
+  }
   if (problems.length > 0) throw new ConfigError(problems);
 
   const port = raw.port === undefined ? DEFAULT_PORT : Number(raw.port);
@@ -436,6 +506,14 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
     attestationBurst: count('attestation_burst', DEFAULT_ATTESTATION_BURST),
     publicReadRatePerSecond: count('public_read_rate', DEFAULT_PUBLIC_READ_RATE),
     publicReadBurst: count('public_read_burst', DEFAULT_PUBLIC_READ_BURST),
+    maxConnections: count('max_connections', DEFAULT_MAX_CONNECTIONS),
+    maxConnectionsPerAddress: count('max_connections_per_address', DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
+    tlsHandshakeRatePerSecond: count('tls_handshake_rate', DEFAULT_TLS_HANDSHAKE_RATE),
+    tlsHandshakeBurst: count('tls_handshake_burst', DEFAULT_TLS_HANDSHAKE_BURST),
+    tlsHandshakeTimeoutSeconds: seconds('tls_handshake_timeout', DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECONDS),
+    httpHeadersTimeoutSeconds,
+    httpRequestTimeoutSeconds,
+    httpIdleTimeoutSeconds: seconds('http_idle_timeout', DEFAULT_HTTP_IDLE_TIMEOUT_SECONDS),
     ...(raw.database_url !== undefined && { databaseUrl: raw.database_url as string }),
     ...(upstreamCert !== undefined &&
       upstreamKey !== undefined && {

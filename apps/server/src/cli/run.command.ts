@@ -27,6 +27,14 @@ const FLAG_KEYS: readonly (keyof ServerConfigFlags)[] = [
   'attestationBurst',
   'publicReadRate',
   'publicReadBurst',
+  'maxConnections',
+  'maxConnectionsPerAddress',
+  'tlsHandshakeRate',
+  'tlsHandshakeBurst',
+  'tlsHandshakeTimeout',
+  'httpHeadersTimeout',
+  'httpRequestTimeout',
+  'httpIdleTimeout',
 ];
 
 /** `sigil-server run`: validates the configuration before anything starts, then serves until SIGINT/SIGTERM. */
@@ -58,6 +66,14 @@ export function runCommand(): Command {
     .option('--attestation-burst <n>', 'attestation requests a source address may make at once (default 100)')
     .option('--public-read-rate <n>', 'bundle/health/metrics requests per second per source address (default 20)')
     .option('--public-read-burst <n>', 'bundle/health/metrics requests a source address may make at once (default 200)')
+    .option('--max-connections <n>', 'open connections on the TLS port in total (default 16384)')
+    .option('--max-connections-per-address <n>', 'open TLS port connections per address, IPv6 per /64 (default 1024)')
+    .option('--tls-handshake-rate <n>', 'new TLS connections per second per address (default 100)')
+    .option('--tls-handshake-burst <n>', 'new TLS connections an address may open at once (default 1000)')
+    .option('--tls-handshake-timeout <duration>', 'time a client has to finish its TLS handshake (default 10s)')
+    .option('--http-headers-timeout <duration>', "time a client has to send a request's headers (default 10s)")
+    .option('--http-request-timeout <duration>', 'time a client has to send a whole request (default 30s)')
+    .option('--http-idle-timeout <duration>', 'a connection with no request in flight is closed after (default 10s)')
     .action(async (options: RunOptions) => {
       const flags: ServerConfigFlags = {};
       for (const key of FLAG_KEYS) if (options[key] !== undefined) flags[key] = options[key];

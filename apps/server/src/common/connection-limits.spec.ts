@@ -1,0 +1,266 @@
+import { once } from 'node:events';
+import { createServer as createHttpsServer, request as httpsRequest, type Server as HttpsServer } from 'node:https';
+import { type AddressInfo, connect as connectTcp, createServer as createTcpServer, type Socket } from 'node:net';
+import { connect as connectTls, type TLSSocket } from 'node:tls';
+import { toPem } from '@sigil/pki';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { TestCa } from '../../../../test/support/test-ca.js';
+import { FakeClock } from './clock.js';
+import {
+  type ConnectionLimits,
+  connectionAddressKey,
+  connectionServerOptions,
+  TlsConnectionGuard,
+} from './connection-limits.js';
+
+/** Generous limits; each test narrows the one it exercises. */
+const LIMITS: ConnectionLimits = {
+  maxConnections: 1000,
+  maxConnectionsPerAddress: 1000,
+  handshakeRatePerSecond: 1000,
+  handshakeBurst: 1000,
+  handshakeTimeoutMs: 30_000,
+  headersTimeoutMs: 30_000,
+  requestTimeoutMs: 30_000,
+  idleTimeoutMs: 30_000,
+  responseIdleTimeoutMs: 60_000,
+};
+
+/** A logger that keeps what it is given. */
+class RecordingLogger {
+  readonly lines: unknown[] = [];
+  warn(line: unknown): void {
+    this.lines.push(line);
+  }
+  error(line: unknown): void {
+    this.lines.push(line);
+  }
+  log(line: unknown): void {
+    this.lines.push(line);
+  }
+}
+
+describe('connectionAddressKey', () => {
+  it.each([
+    ['192.0.2.7', '192.0.2.7'],
+    ['::ffff:192.0.2.7', '192.0.2.7'],
+    ['2001:db8:1:2:3:4:5:6', '2001:db8:1:2::/64'],
+    ['2001:db8:1:2::9', '2001:db8:1:2::/64'],
+    ['2001:0db8:0001:0002:ffff::', '2001:db8:1:2::/64'],
+    ['2001:db8::1', '2001:db8:0:0::/64'],
+    ['::1', '0:0:0:0::/64'],
+    ['fe80::1%eth0', 'fe80:0:0:0::/64'],
+    ['64:ff9b::192.0.2.7', '64:ff9b:0:0::/64'],
+    [undefined, undefined],
+    ['not an address', undefined],
+  ])('%s counts as %s', (address, key) => {
+    expect(connectionAddressKey(address)).toBe(key);
+  });
+});
+
+describe('TlsConnectionGuard on a real TLS port', () => {
+  let credentials: { cert: string; key: string };
+  let server: HttpsServer | undefined;
+  const clients: Socket[] = [];
+
+  beforeAll(async () => {
+    const ca = await TestCa.create('example.org', { now: new Date() });
+    const svid = await ca.createX509Svid('spiffe://example.org/sigil/server');
+    credentials = { cert: svid.certificate.toString('pem'), key: toPem('PRIVATE KEY', await svid.privateKeyPkcs8()) };
+  });
+
+  afterEach(async () => {
+    for (const client of clients.splice(0)) client.destroy();
+    if (server) {
+      server.closeAllConnections();
+      await new Promise((resolve) => server!.close(resolve));
+      server = undefined;
+    }
+  });
+
+  /** Starts an HTTPS server under the guard; its handler answers 200 after `answerDelayMs` once the body is read. */
+  async function start(
+    overrides: Partial<ConnectionLimits>,
+    options: { clock?: FakeClock; answerDelayMs?: number } = {},
+  ): Promise<{ port: number; guard: TlsConnectionGuard; logger: RecordingLogger }> {
+    const limits = { ...LIMITS, ...overrides };
+    const logger = new RecordingLogger();
+    const guard = new TlsConnectionGuard(limits, options.clock ?? new FakeClock(), logger);
+    server = createHttpsServer({ ...credentials, minVersion: 'TLSv1.3', ...connectionServerOptions(limits) });
+    guard.attach(server);
+    server.on('request', (request, response) => {
+      request.resume();
+      request.on('end', () => setTimeout(() => response.end('ok'), options.answerDelayMs ?? 0));
+    });
+    // What Fastify does for the app: answer a request timeout with 408 (Node's own answer without a listener).
+    server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
+      if (socket.writable && error.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+        socket.write('HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n');
+      }
+      socket.destroy();
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    return { port: (server.address() as AddressInfo).port, guard, logger };
+  }
+
+  /** A TLS connection from `localAddress`: resolves once the handshake is done, rejects if the server closes it. */
+  function openTls(port: number, localAddress = '127.0.0.1'): Promise<TLSSocket> {
+    return new Promise((resolve, reject) => {
+      // tls.connect's types lack localAddress, so the TCP socket is made first. Only the TLS socket is ever
+      // destroyed (it closes the TCP one): destroying the TCP socket under it crashes Node 20 (SIGSEGV).
+      const tcp = connectTcp({ host: '127.0.0.1', port, localAddress });
+      tcp.on('error', () => undefined);
+      const socket = connectTls({ socket: tcp, rejectUnauthorized: false });
+      clients.push(socket);
+      socket.once('secureConnect', () => resolve(socket));
+      socket.once('error', reject);
+    });
+  }
+
+  /** Resolves with everything the server sent once it closed the connection. */
+  function closedBy(socket: Socket): Promise<string> {
+    const chunks: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('error', () => undefined);
+    return new Promise((resolve) => socket.once('close', () => resolve(Buffer.concat(chunks).toString('latin1'))));
+  }
+
+  it('closes a TCP connection that never starts its TLS handshake', async () => {
+    const { port, guard } = await start({ handshakeTimeoutMs: 200 });
+    const socket = connectTcp({ host: '127.0.0.1', port });
+    clients.push(socket);
+    await closedBy(socket);
+    expect(guard.counts().handshakeTimeouts).toBe(1);
+  });
+
+  it('closes a connection that trickles its ClientHello, at the handshake timeout however often bytes arrive', async () => {
+    // A real ClientHello, caught by a plain TCP listener.
+    const catcher = createTcpServer();
+    catcher.listen(0, '127.0.0.1');
+    await once(catcher, 'listening');
+    const hello = new Promise<Buffer>((resolve) => catcher.once('connection', (s: Socket) => s.once('data', resolve)));
+    const probe = connectTls({ port: (catcher.address() as AddressInfo).port, host: '127.0.0.1' });
+    probe.on('error', () => undefined);
+    const clientHello = await hello;
+    probe.destroy();
+    catcher.close();
+
+    const { port, guard } = await start({ handshakeTimeoutMs: 300 });
+    const socket = connectTcp({ host: '127.0.0.1', port });
+    clients.push(socket);
+    let sent = 0;
+    const trickle = setInterval(() => {
+      if (sent < clientHello.length - 1 && socket.writable) socket.write(clientHello.subarray(sent, ++sent));
+    }, 20);
+    await closedBy(socket);
+    clearInterval(trickle);
+    expect(sent).toBeLessThan(clientHello.length - 1);
+    expect(guard.counts().handshakeTimeouts).toBe(1);
+  });
+
+  it('closes a connection that finishes its handshake and then sends nothing, after the idle timeout', async () => {
+    const { port } = await start({ idleTimeoutMs: 200 });
+    const socket = await openTls(port);
+    expect(await closedBy(socket)).toBe('');
+  });
+
+  it('answers 408 and closes a connection whose headers trickle in', async () => {
+    const { port, guard } = await start({ headersTimeoutMs: 300, requestTimeoutMs: 300 });
+    const socket = await openTls(port);
+    const request = 'GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ';
+    let sent = 0;
+    const trickle = setInterval(() => socket.writable && socket.write(request[sent++] ?? 'a'), 20);
+    const answer = await closedBy(socket);
+    clearInterval(trickle);
+    expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+    expect(guard.counts().requestTimeouts).toBe(1);
+  });
+
+  it('answers 408 and closes a connection whose body trickles in', async () => {
+    const { port, guard } = await start({ headersTimeoutMs: 300, requestTimeoutMs: 400 });
+    const socket = await openTls(port);
+    socket.write('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n');
+    const trickle = setInterval(() => socket.writable && socket.write('a'), 20);
+    const answer = await closedBy(socket);
+    clearInterval(trickle);
+    expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+    expect(guard.counts().requestTimeouts).toBe(1);
+  });
+
+  it('does not cut a request fully received whose answer takes longer than every request timeout (a long-poll)', async () => {
+    const { port, guard } = await start(
+      { headersTimeoutMs: 200, requestTimeoutMs: 200, idleTimeoutMs: 200, responseIdleTimeoutMs: 5_000 },
+      { answerDelayMs: 1_000 },
+    );
+    const status = await new Promise<number>((resolve, reject) => {
+      const request = httpsRequest(
+        { host: '127.0.0.1', port, path: '/', agent: false, rejectUnauthorized: false },
+        (response) => {
+          response.resume();
+          response.on('end', () => resolve(response.statusCode ?? 0));
+        },
+      );
+      request.on('error', reject);
+      request.end();
+    });
+    expect(status).toBe(200);
+    expect(guard.counts().requestTimeouts).toBe(0);
+  });
+
+  it('refuses the connection over the per-address cap before its handshake; another address is unaffected', async () => {
+    const { port, guard } = await start({ maxConnectionsPerAddress: 3 });
+    const held = await Promise.all([openTls(port), openTls(port), openTls(port)]);
+    await expect(openTls(port)).rejects.toThrow(/before secure TLS connection was established|ECONNRESET/);
+    expect(guard.counts().refused.connections_per_address).toBe(1);
+    expect(guard.openConnections('127.0.0.1')).toBe(3);
+
+    const other = await openTls(port, '127.0.0.2');
+    expect(other.authorized === false && other.encrypted).toBe(true);
+    expect(guard.openConnections('127.0.0.2')).toBe(1);
+
+    // A slot frees when a connection closes.
+    const closed = once(held[0]!, 'close');
+    held[0]!.destroy();
+    await closed;
+    await expect.poll(() => guard.openConnections('127.0.0.1')).toBe(2);
+    await openTls(port);
+    expect(guard.counts().refused.connections_per_address).toBe(1);
+  });
+
+  it('refuses connections over maxConnections whatever their address', async () => {
+    const { port, guard } = await start({ maxConnections: 4 });
+    await Promise.all([openTls(port), openTls(port), openTls(port, '127.0.0.2'), openTls(port, '127.0.0.2')]);
+    await expect(openTls(port, '127.0.0.3')).rejects.toThrow();
+    expect(guard.counts().refused.max_connections).toBe(1);
+  });
+
+  it('refuses new connections from an address over its handshake rate until its bucket refills', async () => {
+    const clock = new FakeClock();
+    const { port, guard } = await start({ handshakeRatePerSecond: 1, handshakeBurst: 3 }, { clock });
+    for (let i = 0; i < 3; i += 1) (await openTls(port)).destroy();
+    await expect(openTls(port)).rejects.toThrow();
+    expect(guard.counts().refused.handshake_rate).toBe(1);
+    // Another address has its own bucket.
+    (await openTls(port, '127.0.0.2')).destroy();
+    clock.advance(1_000);
+    (await openTls(port)).destroy();
+    await expect(openTls(port)).rejects.toThrow();
+    expect(guard.counts().refused.handshake_rate).toBe(2);
+  });
+
+  it('logs refusals through a rate-limited log, not one line per refused connection', async () => {
+    const { port, guard, logger } = await start({ maxConnectionsPerAddress: 1 });
+    await openTls(port);
+    const refusals = 40;
+    const results = await Promise.allSettled(Array.from({ length: refusals }, () => openTls(port)));
+    expect(results.every((result) => result.status === 'rejected')).toBe(true);
+    expect(guard.counts().refused.connections_per_address).toBe(refusals);
+    expect(logger.lines.length).toBeLessThanOrEqual(10);
+    expect(logger.lines[0]).toMatchObject({
+      reason: 'connections_per_address',
+      address: '127.0.0.1',
+      msg: expect.stringContaining('max_connections_per_address') as unknown,
+    });
+  });
+});

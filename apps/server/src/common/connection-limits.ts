@@ -1,0 +1,221 @@
+import { type Server as HttpsServer, type ServerOptions as HttpsServerOptions } from 'node:https';
+import { type IncomingMessage } from 'node:http';
+import { isIPv4, isIPv6, type Socket } from 'node:net';
+import { type LoggerService } from '@nestjs/common';
+import { RateLimitedLog } from '@sigil/logging';
+import { TokenBucketRateLimiter } from '@sigil/runtime';
+import { type Clock } from './clock.js';
+
+/**
+ * The TLS port's connection policy (issue 16, finding 7): how many connections the server holds, per remote address
+ * and in total, how fast one address may open new ones (each costs a TLS handshake), and how long a connection may
+ * take for each step before it is closed. Counting happens at TCP accept, before the TLS handshake, so a refused
+ * connection costs no handshake; a refused caller just sees its connection closed (nothing can be said to it without
+ * the handshake it is being refused). Refusals and timeouts are logged through {@link RateLimitedLog}.
+ */
+export interface ConnectionLimits {
+  /** Open connections on the port in total (Node's `server.maxConnections`); further ones are closed at accept. */
+  readonly maxConnections: number;
+  /** Open connections from one remote address (an IPv6 address counts by its /64). */
+  readonly maxConnectionsPerAddress: number;
+  /** New connections (TLS handshakes) one address may open per second, after its burst. */
+  readonly handshakeRatePerSecond: number;
+  /** New connections one address may open at once after a quiet spell. */
+  readonly handshakeBurst: number;
+  /** From TCP accept to the end of the TLS handshake, however the client trickles its bytes. */
+  readonly handshakeTimeoutMs: number;
+  /** From a request's first byte to the end of its headers. */
+  readonly headersTimeoutMs: number;
+  /** From a request's first byte to the end of its body; the answer (a long-poll's wait) is not counted. */
+  readonly requestTimeoutMs: number;
+  /** A connection with no request in flight: after the handshake before the first request, between keep-alive ones. */
+  readonly idleTimeoutMs: number;
+  /**
+   * A connection silent in both directions while a request is being answered (a long-poll waiting, a client that
+   * stops reading the answer). Must exceed the longest long-poll.
+   */
+  readonly responseIdleTimeoutMs: number;
+}
+
+/** Why a connection was closed at accept. */
+export type ConnectionRefusal = 'max_connections' | 'connections_per_address' | 'handshake_rate';
+
+/** What the guard has refused or timed out since it started (for tests, benches and metrics). */
+export interface ConnectionCounts {
+  readonly refused: Readonly<Record<ConnectionRefusal, number>>;
+  /** TLS handshakes cut by {@link ConnectionLimits.handshakeTimeoutMs}. */
+  readonly handshakeTimeouts: number;
+  /** Requests cut by the headers or request timeout (answered 408). */
+  readonly requestTimeouts: number;
+}
+
+/**
+ * The key connections are counted under: the IPv4 address (also when it arrives IPv4-mapped), or the /64 prefix of an
+ * IPv6 address (one host usually holds a whole /64, so counting single IPv6 addresses would cap nothing). Undefined
+ * when the socket has no address (already closed).
+ */
+export function connectionAddressKey(address: string | undefined): string | undefined {
+  if (address === undefined) return undefined;
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address);
+  if (mapped) return mapped[1];
+  if (isIPv4(address)) return address;
+  if (!isIPv6(address)) return undefined;
+  let text = address.split('%')[0]!.toLowerCase();
+  // A dotted IPv4 tail holds the last two groups.
+  const tail = /(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
+  if (tail) {
+    const [a, b, c, d] = tail.slice(1).map(Number) as [number, number, number, number];
+    text = `${text.slice(0, tail.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head = '', rest] = text.split('::');
+  const headGroups = head === '' ? [] : head.split(':');
+  const restGroups = rest === undefined || rest === '' ? [] : rest.split(':');
+  const zeros = rest === undefined ? 0 : 8 - headGroups.length - restGroups.length;
+  const groups = [...headGroups, ...Array<string>(zeros).fill('0'), ...restGroups];
+  return `${groups
+    .slice(0, 4)
+    .map((group) => parseInt(group, 16).toString(16))
+    .join(':')}::/64`;
+}
+
+/**
+ * Options of `https.createServer` that the policy sets (Node's defaults are a 120 s handshake, 60 s headers and
+ * 300 s request timeouts, checked every 30 s). Node measures the headers and request timeouts from a request's first
+ * byte to its end; a request fully received is never cut by them, so a long-poll's wait is not either.
+ */
+export function connectionServerOptions(
+  limits: ConnectionLimits,
+): Pick<HttpsServerOptions, 'handshakeTimeout' | 'headersTimeout' | 'requestTimeout' | 'connectionsCheckingInterval'> {
+  return {
+    handshakeTimeout: limits.handshakeTimeoutMs,
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    // How often Node looks for expired headers/requests: a timeout is late by up to this much.
+    connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(limits.headersTimeoutMs / 4))),
+  };
+}
+
+/**
+ * Enforces {@link ConnectionLimits} on an HTTPS server created with {@link connectionServerOptions}: the total and
+ * per-address caps and the per-address handshake rate at TCP accept, and the idle timeouts on each connection.
+ */
+export class TlsConnectionGuard {
+  private readonly open = new Map<string, number>();
+  private readonly handshakes: TokenBucketRateLimiter;
+  private readonly log: RateLimitedLog;
+  private readonly refused: Record<ConnectionRefusal, number> = {
+    max_connections: 0,
+    connections_per_address: 0,
+    handshake_rate: 0,
+  };
+  private handshakeTimeouts = 0;
+  private requestTimeouts = 0;
+
+  constructor(
+    private readonly limits: ConnectionLimits,
+    clock: Clock,
+    logger: Pick<LoggerService, 'warn' | 'error' | 'log'>,
+  ) {
+    if (limits.responseIdleTimeoutMs <= 0 || limits.idleTimeoutMs <= 0) {
+      throw new RangeError('connection limits: idle timeouts must be positive');
+    }
+    this.handshakes = new TokenBucketRateLimiter(
+      { ratePerSecond: limits.handshakeRatePerSecond, burst: limits.handshakeBurst },
+      clock,
+    );
+    this.log = new RateLimitedLog(logger);
+  }
+
+  /** Installs the policy on `server`; call before it listens and before anything else listens for connections. */
+  attach(server: HttpsServer): void {
+    server.maxConnections = this.limits.maxConnections;
+    // Node closes a connection over maxConnections itself, before 'connection', and reports it as 'drop'.
+    server.on('drop', (data?: { remoteAddress?: string }) =>
+      this.refuse('max_connections', connectionAddressKey(data?.remoteAddress)),
+    );
+    // Ahead of the TLS server's own listener: the count is taken before any TLS state exists.
+    server.prependListener('connection', (socket: Socket) => this.admit(socket));
+    // Node's http layer sets `server.timeout` on each connection once its handshake is done (and again for each
+    // keep-alive request); until the first request arrives, the shorter idle timeout applies instead.
+    server.timeout = this.limits.responseIdleTimeoutMs;
+    server.keepAliveTimeout = this.limits.idleTimeoutMs;
+    server.on('secureConnection', (socket: Socket) => socket.setTimeout(this.limits.idleTimeoutMs));
+    server.on('request', (request: IncomingMessage) => request.socket.setTimeout(this.limits.responseIdleTimeoutMs));
+    server.on('tlsClientError', (error: NodeJS.ErrnoException, socket: Socket) => {
+      if (error.code !== 'ERR_TLS_HANDSHAKE_TIMEOUT') return;
+      this.handshakeTimeouts += 1;
+      this.log.warn('tls-handshake-timeout', {
+        msg: `TLS handshake not finished within ${this.limits.handshakeTimeoutMs} ms: connection closed`,
+        address: connectionAddressKey(socket.remoteAddress),
+      });
+    });
+    // Fastify answers these (408) and closes the connection; this only counts them.
+    server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
+      if (error.code !== 'ERR_HTTP_REQUEST_TIMEOUT') return;
+      this.requestTimeouts += 1;
+      this.log.warn('http-request-timeout', {
+        msg:
+          `request headers not received within ${this.limits.headersTimeoutMs} ms or request within ` +
+          `${this.limits.requestTimeoutMs} ms: answered 408 and closed`,
+        address: connectionAddressKey(socket.remoteAddress),
+      });
+    });
+    server.once('close', () => this.log.close());
+  }
+
+  /** Open connections counted under an address key (see {@link connectionAddressKey}). */
+  openConnections(key: string): number {
+    return this.open.get(key) ?? 0;
+  }
+
+  counts(): ConnectionCounts {
+    return {
+      refused: { ...this.refused },
+      handshakeTimeouts: this.handshakeTimeouts,
+      requestTimeouts: this.requestTimeouts,
+    };
+  }
+
+  private admit(socket: Socket): void {
+    const key = connectionAddressKey(socket.remoteAddress);
+    if (key === undefined) {
+      socket.destroy();
+      return;
+    }
+    const open = this.open.get(key) ?? 0;
+    if (open >= this.limits.maxConnectionsPerAddress) {
+      this.refuse('connections_per_address', key);
+      socket.destroy();
+      return;
+    }
+    if (!this.handshakes.tryTake(key)) {
+      this.refuse('handshake_rate', key);
+      socket.destroy();
+      return;
+    }
+    this.open.set(key, open + 1);
+    socket.once('close', () => {
+      const left = (this.open.get(key) ?? 1) - 1;
+      if (left > 0) this.open.set(key, left);
+      else this.open.delete(key);
+    });
+  }
+
+  private refuse(reason: ConnectionRefusal, address: string | undefined): void {
+    this.refused[reason] += 1;
+    const limit = {
+      max_connections: `the server's limit of ${this.limits.maxConnections} open connections (max_connections)`,
+      connections_per_address:
+        `the limit of ${this.limits.maxConnectionsPerAddress} open connections per address ` +
+        '(max_connections_per_address)',
+      handshake_rate:
+        `the limit of ${this.limits.handshakeRatePerSecond} new connections per second per address, burst ` +
+        `${this.limits.handshakeBurst} (tls_handshake_rate, tls_handshake_burst)`,
+    }[reason];
+    this.log.warn(`tls-refused:${reason}`, {
+      msg: `connection refused at accept: over ${limit}; the client should retry later with backoff`,
+      reason,
+      address,
+    });
+  }
+}
