@@ -149,6 +149,9 @@ export function connectionLimits(config: ServerConfig): ConnectionLimits {
   };
 }
 
+/** The TLS listener's accept queue length (see startServer). */
+const TLS_LISTEN_BACKLOG = 4096;
+
 /**
  * Starts the server: builds the app, installs the TLS certificate (`spiffe://<td>/sigil/server`, kept fresh),
  * listens on the TCP port and on the admin Unix socket.
@@ -174,7 +177,10 @@ export async function startServer(
 
   try {
     await refresher.start();
-    await app.listen({ port: config.port, host: config.bindAddress });
+    // Node's default accept queue is 511: a burst of connections beyond it (an attacker's, or a fleet reconnecting)
+    // makes the kernel drop everyone's SYNs, which costs a legitimate client a 1 s retransmit before the per-address
+    // caps can refuse anything. The kernel caps this at net.core.somaxconn (4096 on current kernels).
+    await app.listen({ port: config.port, host: config.bindAddress, backlog: TLS_LISTEN_BACKLOG });
     adminServer = await listenOnAdminSocket(config.adminSocket, routing, app.get(AdminSocketConnections));
   } catch (error) {
     await close();
