@@ -249,14 +249,18 @@ describe('TlsConnectionGuard on a real TLS port', () => {
     expect(guard.counts().refused.handshake_rate).toBe(2);
   });
 
-  it('logs refusals through a rate-limited log, not one line per refused connection', async () => {
+  it('logs refusals through a rate-limited log, not one line per refused connection, and builds no TLS for them', async () => {
     const { port, guard, logger } = await start({ maxConnectionsPerAddress: 1 });
+    // A refused socket never reaches the TLS layer, so it cannot fail there either.
+    let tlsErrors = 0;
+    server!.on('tlsClientError', () => (tlsErrors += 1));
     await openTls(port);
     const refusals = 40;
     const results = await Promise.allSettled(Array.from({ length: refusals }, () => openTls(port)));
     expect(results.every((result) => result.status === 'rejected')).toBe(true);
     expect(guard.counts().refused.connections_per_address).toBe(refusals);
     expect(logger.lines.length).toBeLessThanOrEqual(10);
+    expect(tlsErrors).toBe(0);
     expect(logger.lines[0]).toMatchObject({
       reason: 'connections_per_address',
       address: '127.0.0.1',
