@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { TEST_NOW, TestCa } from '../../../../test/support/test-ca.js';
-import { addressKey, X509popChallenges } from './x509pop-challenges.js';
+import { X509popChallenges } from './x509pop-challenges.js';
 import { verifyX509popChain, type X509popEvidence } from './x509pop.js';
 
 const at = (seconds: number): Date => new Date(TEST_NOW.getTime() + seconds * 1000);
@@ -78,17 +78,5 @@ describe('X509popChallenges', () => {
     expect(challenges.issue(nodes[3]!, '2001:db8:1:3::4', TEST_NOW).nonce).toHaveLength(32);
     challenges.take(first.challengeId, TEST_NOW);
     expect(challenges.issue(nodes[3]!, '2001:db8:1:2::4', TEST_NOW).nonce).toHaveLength(32);
-  });
-
-  it.each([
-    [undefined, 'local'],
-    ['127.0.0.1', '127.0.0.1'],
-    ['::ffff:192.0.2.7', '192.0.2.7'],
-    ['::1', '0:0:0:0::/64'],
-    ['2001:db8::', '2001:db8:0:0::/64'],
-    ['fe80::1%eth0', 'fe80:0:0:0::/64'],
-    ['2001:0DB8:00AA:0001:1:2:3:4', '2001:db8:aa:1::/64'],
-  ])('addressKey(%s) is %s', (address, key) => {
-    expect(addressKey(address)).toBe(key);
   });
 });

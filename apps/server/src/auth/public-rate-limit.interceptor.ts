@@ -12,7 +12,7 @@ import { logPath, RateLimitedLog } from '@sigil/logging';
 import { TokenBucketRateLimiter } from '@sigil/runtime';
 import { type FastifyReply, type FastifyRequest } from 'fastify';
 import { catchError, type Observable, throwError } from 'rxjs';
-import { addressKey } from '../agent-api/x509pop-challenges.js';
+import { addressKey } from '../common/address-key.js';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
 import { ATTESTATION_REFUSAL_COST, SERVER_CONFIG, type ServerConfig } from '../config.js';

@@ -6,12 +6,7 @@ import { toPem } from '@sigil/pki';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { TestCa } from '../../../../test/support/test-ca.js';
 import { FakeClock } from './clock.js';
-import {
-  type ConnectionLimits,
-  connectionAddressKey,
-  connectionServerOptions,
-  TlsConnectionGuard,
-} from './connection-limits.js';
+import { type ConnectionLimits, connectionServerOptions, TlsConnectionGuard } from './connection-limits.js';
 
 /** Generous limits; each test narrows the one it exercises. */
 const LIMITS: ConnectionLimits = {
@@ -39,24 +34,6 @@ class RecordingLogger {
     this.lines.push(line);
   }
 }
-
-describe('connectionAddressKey', () => {
-  it.each([
-    ['192.0.2.7', '192.0.2.7'],
-    ['::ffff:192.0.2.7', '192.0.2.7'],
-    ['2001:db8:1:2:3:4:5:6', '2001:db8:1:2::/64'],
-    ['2001:db8:1:2::9', '2001:db8:1:2::/64'],
-    ['2001:0db8:0001:0002:ffff::', '2001:db8:1:2::/64'],
-    ['2001:db8::1', '2001:db8:0:0::/64'],
-    ['::1', '0:0:0:0::/64'],
-    ['fe80::1%eth0', 'fe80:0:0:0::/64'],
-    ['64:ff9b::192.0.2.7', '64:ff9b:0:0::/64'],
-    [undefined, undefined],
-    ['not an address', undefined],
-  ])('%s counts as %s', (address, key) => {
-    expect(connectionAddressKey(address)).toBe(key);
-  });
-});
 
 describe('TlsConnectionGuard on a real TLS port', () => {
   let credentials: { cert: string; key: string };

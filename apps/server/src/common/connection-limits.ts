@@ -1,9 +1,10 @@
 import { type Server as HttpsServer, type ServerOptions as HttpsServerOptions } from 'node:https';
 import { type IncomingMessage } from 'node:http';
-import { isIPv4, isIPv6, type Socket } from 'node:net';
+import { type Socket } from 'node:net';
 import { type LoggerService } from '@nestjs/common';
 import { RateLimitedLog } from '@sigil/logging';
 import { TokenBucketRateLimiter } from '@sigil/runtime';
+import { addressKey } from './address-key.js';
 import { type Clock } from './clock.js';
 
 /**
@@ -47,35 +48,6 @@ export interface ConnectionCounts {
   readonly handshakeTimeouts: number;
   /** Requests cut by the headers or request timeout (answered 408). */
   readonly requestTimeouts: number;
-}
-
-/**
- * The key connections are counted under: the IPv4 address (also when it arrives IPv4-mapped), or the /64 prefix of an
- * IPv6 address (one host usually holds a whole /64, so counting single IPv6 addresses would cap nothing). Undefined
- * when the socket has no address (already closed).
- */
-export function connectionAddressKey(address: string | undefined): string | undefined {
-  if (address === undefined) return undefined;
-  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address);
-  if (mapped) return mapped[1];
-  if (isIPv4(address)) return address;
-  if (!isIPv6(address)) return undefined;
-  let text = address.split('%')[0]!.toLowerCase();
-  // A dotted IPv4 tail holds the last two groups.
-  const tail = /(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
-  if (tail) {
-    const [a, b, c, d] = tail.slice(1).map(Number) as [number, number, number, number];
-    text = `${text.slice(0, tail.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
-  }
-  const [head = '', rest] = text.split('::');
-  const headGroups = head === '' ? [] : head.split(':');
-  const restGroups = rest === undefined || rest === '' ? [] : rest.split(':');
-  const zeros = rest === undefined ? 0 : 8 - headGroups.length - restGroups.length;
-  const groups = [...headGroups, ...Array<string>(zeros).fill('0'), ...restGroups];
-  return `${groups
-    .slice(0, 4)
-    .map((group) => parseInt(group, 16).toString(16))
-    .join(':')}::/64`;
 }
 
 /**
@@ -133,9 +105,7 @@ export class TlsConnectionGuard {
   attach(server: HttpsServer): void {
     server.maxConnections = this.limits.maxConnections;
     // Node closes a connection over maxConnections itself, before 'connection', and reports it as 'drop'.
-    server.on('drop', (data?: { remoteAddress?: string }) =>
-      this.refuse('max_connections', connectionAddressKey(data?.remoteAddress)),
-    );
+    server.on('drop', (data?: { remoteAddress?: string }) => this.refuse('max_connections', data?.remoteAddress));
     // The TLS server wraps each accepted socket in TLS from its own 'connection' listener. It is taken out and called
     // only for admitted sockets, so a refused connection gets no TLS state at all: destroying it ahead of that
     // listener instead still built a TLS socket on it, about 2.5 times the CPU per refusal.
@@ -155,7 +125,7 @@ export class TlsConnectionGuard {
       this.handshakeTimeouts += 1;
       this.log.warn('tls-handshake-timeout', {
         msg: `TLS handshake not finished within ${this.limits.handshakeTimeoutMs} ms: connection closed`,
-        address: connectionAddressKey(socket.remoteAddress),
+        address: socket.remoteAddress === undefined ? undefined : addressKey(socket.remoteAddress),
       });
     });
     // Fastify answers these (408) and closes the connection; this only counts them.
@@ -166,13 +136,13 @@ export class TlsConnectionGuard {
         msg:
           `request headers not received within ${this.limits.headersTimeoutMs} ms or request within ` +
           `${this.limits.requestTimeoutMs} ms: answered 408 and closed`,
-        address: connectionAddressKey(socket.remoteAddress),
+        address: socket.remoteAddress === undefined ? undefined : addressKey(socket.remoteAddress),
       });
     });
     server.once('close', () => this.log.close());
   }
 
-  /** Open connections counted under an address key (see {@link connectionAddressKey}). */
+  /** Open connections counted under an address key (see {@link addressKey}). */
   openConnections(key: string): number {
     return this.open.get(key) ?? 0;
   }
@@ -187,19 +157,20 @@ export class TlsConnectionGuard {
 
   /** Counts `socket` in, or destroys it: false when refused. */
   private admit(socket: Socket): boolean {
-    const key = connectionAddressKey(socket.remoteAddress);
-    if (key === undefined) {
+    // No address: the peer is already gone.
+    if (socket.remoteAddress === undefined) {
       socket.destroy();
       return false;
     }
+    const key = addressKey(socket.remoteAddress);
     const open = this.open.get(key) ?? 0;
     if (open >= this.limits.maxConnectionsPerAddress) {
-      this.refuse('connections_per_address', key);
+      this.refuse('connections_per_address', socket.remoteAddress);
       socket.destroy();
       return false;
     }
     if (!this.handshakes.tryTake(key)) {
-      this.refuse('handshake_rate', key);
+      this.refuse('handshake_rate', socket.remoteAddress);
       socket.destroy();
       return false;
     }
@@ -212,7 +183,8 @@ export class TlsConnectionGuard {
     return true;
   }
 
-  private refuse(reason: ConnectionRefusal, address: string | undefined): void {
+  private refuse(reason: ConnectionRefusal, remoteAddress: string | undefined): void {
+    const address = remoteAddress === undefined ? undefined : addressKey(remoteAddress);
     this.refused[reason] += 1;
     const limit = {
       max_connections: `the server's limit of ${this.limits.maxConnections} open connections (max_connections)`,
