@@ -200,7 +200,7 @@ describe('loadServerConfig', () => {
     [
       'a handshake timeout of 0',
       { flags: { tlsHandshakeTimeout: '0' } },
-      "--tls-handshake-timeout: must be a duration from 1s to 300s (seconds, or a number with s, m, h or d), got '0'",
+      "--tls-handshake-timeout: must be a duration from 1s to 5m, such as 90s, 15m or 1h30m (a bare number is seconds), got '0'",
     ],
     [
       'a headers timeout longer than the request timeout',

@@ -12,7 +12,7 @@ import {
   type ClientCredentials,
 } from '../../../../test/support/agent-api.js';
 import { JoinTokensService } from '../join-tokens/join-tokens.service.js';
-import { FakeClock } from './clock.js';
+import { FakeClock } from '../../../../test/support/fake-clock.js';
 
 const backend = process.env.DATABASE_URL ? 'postgres' : 'embedded';
 const PER_ADDRESS = 4;

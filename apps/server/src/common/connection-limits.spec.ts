@@ -5,7 +5,7 @@ import { connect as connectTls, type TLSSocket } from 'node:tls';
 import { toPem } from '@sigil/pki';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { TestCa } from '../../../../test/support/test-ca.js';
-import { FakeClock } from './clock.js';
+import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { type ConnectionLimits, connectionServerOptions, TlsConnectionGuard } from './connection-limits.js';
 
 /** Generous limits; each test narrows the one it exercises. */
