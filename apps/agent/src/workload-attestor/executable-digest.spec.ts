@@ -82,11 +82,16 @@ describe('ExecutableDigests', () => {
     expect(await digests.sha256(file, 1000)).toBe(sha256('version 2'));
   });
 
-  it('gives no digest for a file over the limit and warns once per file version', async () => {
+  it('gives no digest for a file over the limit and warns once per uid and minute, however often it is touched', async () => {
     const digests = new ExecutableDigests({ sizeLimitBytes: 10, logger });
     await writeFile(file, '12345678901');
     expect(await digests.sha256(file, 1000)).toBeUndefined();
     expect(await digests.sha256(file, 1000)).toBeUndefined();
+    for (let touch = 1; touch <= 5; touch++) {
+      const later = new Date(Date.UTC(2020, 0, 1) + touch * 1000);
+      await utimes(file, later, later);
+      expect(await digests.sha256(file, 1000)).toBeUndefined();
+    }
     expect(warnings).toEqual([`executable ${file} is 11 bytes, over the 10-byte limit: no unix:sha256 selector`]);
     await truncate(file, 10);
     expect(await digests.sha256(file, 1000)).toBe(sha256('1234567890'));

@@ -129,14 +129,15 @@ export class ExecutableDigests {
       let digest = this.digests.get(key);
       if (digest === undefined) {
         if (stats.size > BigInt(this.sizeLimitBytes)) {
-          // Logged once per file version: the result is cached like a digest.
-          this.logger.warn(
-            `executable ${path} is ${stats.size} bytes, over the ${this.sizeLimitBytes}-byte limit: no unix:sha256 selector`,
-          );
+          // The result is cached like a digest, but a touch makes a new version: at most one line per uid and minute.
+          this.refusals.warn(`too_large:${uid}`, {
+            msg: `executable ${path} is ${stats.size} bytes, over the ${this.sizeLimitBytes}-byte limit: no unix:sha256 selector`,
+            uid,
+          });
           digest = Promise.resolve({ kind: 'too_large' });
         } else {
           if (!this.charge(uid, Number(stats.size))) return undefined;
-          digest = this.enqueue(() => this.compute(file, stats, path));
+          digest = this.enqueue(() => this.compute(file, stats, path, uid));
         }
         this.remember(key, digest);
       }
@@ -154,18 +155,22 @@ export class ExecutableDigests {
     return run;
   }
 
-  private async compute(file: FileHandle, stats: BigIntStats, path: string): Promise<Digest> {
+  private async compute(file: FileHandle, stats: BigIntStats, path: string, uid: number): Promise<Digest> {
     // The file may have changed while the hash waited its turn: no need to read it then.
-    if (await this.changedSince(file, stats, path)) return { kind: 'changed' };
+    if (await this.changedSince(file, stats, path, uid)) return { kind: 'changed' };
     const hex = await this.hashFile(file);
-    if (await this.changedSince(file, stats, path)) return { kind: 'changed' };
+    if (await this.changedSince(file, stats, path, uid)) return { kind: 'changed' };
     return { kind: 'sha256', hex };
   }
 
-  private async changedSince(file: FileHandle, stats: BigIntStats, path: string): Promise<boolean> {
+  private async changedSince(file: FileHandle, stats: BigIntStats, path: string, uid: number): Promise<boolean> {
     const now = await file.stat({ bigint: true });
     if (fileVersionKey(now) === fileVersionKey(stats)) return false;
-    this.logger.warn(`executable ${path} changed while it was being hashed: no unix:sha256 selector`);
+    // The caller's uid can make this happen at will (write while queued): at most one line per uid and minute.
+    this.refusals.warn(`changed:${uid}`, {
+      msg: `executable ${path} changed while it was being hashed: no unix:sha256 selector`,
+      uid,
+    });
     return true;
   }
 
