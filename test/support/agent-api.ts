@@ -114,11 +114,19 @@ export async function callTls(
  */
 export function requestTls(
   port: number,
-  options: { method: string; path: string; body?: unknown; credentials?: ClientCredentials; localAddress?: string },
+  options: {
+    method: string;
+    path: string;
+    body?: unknown;
+    /** Sent as is (with `content-type: application/json`) instead of `body`, e.g. to send malformed JSON. */
+    rawBody?: string;
+    credentials?: ClientCredentials;
+    localAddress?: string;
+  },
 ): Promise<AgentApiResponse & { headers: IncomingHttpHeaders }> {
-  const { method, path, body, credentials, localAddress } = options;
+  const { method, path, body, rawBody, credentials, localAddress } = options;
   return new Promise((resolve, reject) => {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const payload = rawBody ?? (body === undefined ? undefined : JSON.stringify(body));
     const request = httpsRequest(
       {
         host: '127.0.0.1',

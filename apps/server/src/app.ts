@@ -9,6 +9,7 @@ import { type Logger as PinoLogger } from 'pino';
 import { MAX_SYNC_WAIT_MS } from './agent-api/sync.service.js';
 import { AdminSocketConnections } from './auth/admin-socket-connections.js';
 import { closeAdminSocket, listenOnAdminSocket } from './auth/admin-socket.js';
+import { PublicRateLimits } from './auth/public-rate-limits.js';
 import { BundleService } from './bundle/bundle.service.js';
 import { CaService } from './ca/ca.service.js';
 import { type Clock, systemClock } from './common/clock.js';
@@ -108,6 +109,8 @@ export async function createServerApp(config: ServerConfig, options: ServerAppOp
     { parseAs: 'buffer', bodyLimit: BODY_LIMIT_BYTES },
     createJsonBodyParser(defaultJsonParser),
   );
+  // Open routes over their source address's budget are refused here, before the body is read (public-rate-limits.ts).
+  fastify.addHook('onRequest', app.get(PublicRateLimits).onRequest);
   const routes: ServedRoute[] = [];
   fastify.addHook('onRoute', (route) => {
     for (const method of [route.method].flat()) if (method !== 'HEAD') routes.push({ method, url: route.url });

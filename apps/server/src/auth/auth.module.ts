@@ -8,6 +8,7 @@ import { AdminTokensController } from './admin-tokens.controller.js';
 import { AdminTokensRepository } from './admin-tokens.repository.js';
 import { AdminTokensService } from './admin-tokens.service.js';
 import { PublicRateLimitInterceptor } from './public-rate-limit.interceptor.js';
+import { PublicRateLimits } from './public-rate-limits.js';
 
 /**
  * Admin authentication: the global guard, the admin socket's connections and bearer admin tokens; and the
@@ -20,6 +21,7 @@ import { PublicRateLimitInterceptor } from './public-rate-limit.interceptor.js';
     AdminTokensRepository,
     AdminTokensService,
     AdminSocketConnections,
+    PublicRateLimits,
     { provide: APP_GUARD, useClass: AdminAuthGuard },
     { provide: APP_INTERCEPTOR, useClass: PublicRateLimitInterceptor },
   ],

@@ -86,6 +86,13 @@ describe(`unauthenticated routes: per-source-address rate limits (${backend})`, 
         message: `source address 127.0.0.1: ${ATTESTATION_LIMIT}; retry in 1 s`,
       },
     });
+    // Refused before its body is read: malformed JSON gets 429, not 400.
+    const unread = await requestTls(api.port, {
+      method: 'POST',
+      path: '/agent/v1/attest/join-token',
+      rawBody: '{"token": ',
+    });
+    expect(unread.status).toBe(429);
     // A real token from the same address is refused too: the address is out of budget, not the token.
     const token = await api.server.app.get(JoinTokensService).create({});
     expect((await attestJoinToken(token.token)).status).toBe(429);

@@ -1,0 +1,94 @@
+import { Inject, Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
+import { logPath, RateLimitedLog } from '@sigil/logging';
+import { TokenBucketRateLimiter } from '@sigil/runtime';
+import { type FastifyReply, type FastifyRequest, type HookHandlerDoneFunction } from 'fastify';
+import { addressKey } from '../common/address-key.js';
+import { CLOCK, type Clock } from '../common/clock.js';
+import { type ErrorBody } from '../common/error.filter.js';
+import { ATTESTATION_REFUSAL_COST, SERVER_CONFIG, type ServerConfig } from '../config.js';
+import { AdminSocketConnections } from './admin-socket-connections.js';
+import { PUBLIC_BUDGET_CONFIG, type PublicBudget } from './public.decorator.js';
+
+type LimitsConfig = Pick<
+  ServerConfig,
+  'attestationRatePerSecond' | 'attestationBurst' | 'publicReadRatePerSecond' | 'publicReadBurst'
+>;
+
+/**
+ * The per-source-address budgets of the routes open without credentials ({@link Public}), so that one client cannot
+ * spend the server's CPU or database on requests that need no credential (the x509pop chain check, join token
+ * lookups, the bundle, readiness). One token bucket per address per budget (`attestation`, `read`).
+ *
+ * - {@link onRequest} runs as a Fastify `onRequest` hook, before the request body is read: over its budget, the
+ *   caller gets 429 `resource_exhausted` with `Retry-After`, and the route does no work at all.
+ * - The key is the TCP peer address, never a header: an IPv4 address as is, an IPv6 address by its /64 (one host
+ *   usually holds a whole /64). Behind a proxy or NAT every client of that address shares one bucket.
+ * - A refused attestation (403) costs {@link ATTESTATION_REFUSAL_COST} tokens in all: the rest is charged when the
+ *   refusal is known ({@link chargeRefusedAttestation}, from `PublicRateLimitInterceptor`).
+ * - The local admin socket is not limited (its file permissions are the credential).
+ * - Buckets live in this replica's memory: N replicas behind a load balancer allow N times the rate.
+ */
+@Injectable()
+export class PublicRateLimits implements OnModuleDestroy {
+  private readonly limiters: Readonly<Record<PublicBudget, TokenBucketRateLimiter>>;
+  // A refused caller repeats at will: a few lines per budget per interval, then a count of the rest.
+  private readonly refusals: RateLimitedLog;
+
+  constructor(
+    private readonly adminSockets: AdminSocketConnections,
+    @Inject(SERVER_CONFIG) private readonly config: LimitsConfig,
+    @Inject(CLOCK) clock: Clock,
+  ) {
+    this.limiters = {
+      attestation: new TokenBucketRateLimiter(
+        { ratePerSecond: config.attestationRatePerSecond, burst: config.attestationBurst },
+        clock,
+      ),
+      read: new TokenBucketRateLimiter(
+        { ratePerSecond: config.publicReadRatePerSecond, burst: config.publicReadBurst },
+        clock,
+      ),
+    };
+    this.refusals = new RateLimitedLog(new Logger(PublicRateLimits.name), { now: () => clock.now().getTime() });
+  }
+
+  onModuleDestroy(): void {
+    this.refusals.close();
+  }
+
+  /** The Fastify `onRequest` hook: counts an open route's request, or answers 429 before the body is read. */
+  readonly onRequest = (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void => {
+    const config = request.routeOptions.config as unknown as Partial<Record<string, PublicBudget>>;
+    const budget = config[PUBLIC_BUDGET_CONFIG];
+    if (budget === undefined || this.adminSockets.has(request.raw.socket)) return done();
+    const address = addressKey(request.raw.socket.remoteAddress);
+    const limiter = this.limiters[budget];
+    if (limiter.tryTake(address)) return done();
+    const retryAfter = Math.max(1, limiter.retryAfterSeconds(address));
+    this.refusals.warn(budget, {
+      msg: 'unauthenticated request refused: source address over its rate limit',
+      budget,
+      address,
+      path: logPath(request.url),
+    });
+    const body: ErrorBody = {
+      error: 'resource_exhausted',
+      message: `source address ${address}: over its ${this.describe(budget)}; retry in ${retryAfter} s`,
+    };
+    void reply.code(429).header('retry-after', String(retryAfter)).send(body);
+  };
+
+  /** Charges the rest of {@link ATTESTATION_REFUSAL_COST} to the address of a refused attestation. */
+  chargeRefusedAttestation(request: FastifyRequest): void {
+    if (this.adminSockets.has(request.raw.socket)) return;
+    this.limiters.attestation.charge(addressKey(request.raw.socket.remoteAddress), ATTESTATION_REFUSAL_COST - 1);
+  }
+
+  private describe(budget: PublicBudget): string {
+    return budget === 'attestation'
+      ? `attestation rate limit (${this.config.attestationRatePerSecond}/s, burst ${this.config.attestationBurst}; ` +
+          `a refused attestation counts ${ATTESTATION_REFUSAL_COST})`
+      : `rate limit for bundle, health and metrics requests (${this.config.publicReadRatePerSecond}/s, burst ` +
+          `${this.config.publicReadBurst})`;
+  }
+}
