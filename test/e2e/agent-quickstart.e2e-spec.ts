@@ -59,7 +59,8 @@ describe('npm start (scripts/quickstart.js)', () => {
     expect(await first.stop('SIGINT')).toBe(0);
     // The agent removed its socket: both children were stopped, not orphaned.
     expect(existsSync(join(scratch, 'agent.sock'))).toBe(false);
-  });
+    // The first start creates the embedded database: on a loaded machine it takes longer than the default 30 s.
+  }, 180_000);
 
   it('reuses the first run on a second start: the agent resumes without a new join token', async () => {
     const second = quickstart();
@@ -68,5 +69,5 @@ describe('npm start (scripts/quickstart.js)', () => {
     expect(second.output()).not.toContain('join token (alias');
     expect((await fetchX509()).code).toBe(0);
     expect(await second.stop('SIGTERM')).toBe(0);
-  });
+  }, 180_000);
 });

@@ -1,6 +1,6 @@
+import { runCli } from '@sigil/runtime';
 import { Command } from 'commander';
 import { apiCommand } from './cli/api.command.js';
-import { CliError } from './cli/cli-error.js';
 import { healthcheckCommand } from './cli/healthcheck.command.js';
 import { runCommand } from './cli/run.command.js';
 
@@ -16,19 +16,7 @@ export function buildAgentCli(): Command {
     .addCommand(healthcheckCommand());
 }
 
-/**
- * Runs the CLI; failures print one line, `Error: <message>`, and set a non-zero exit code (the stack too with
- * SIGIL_DEBUG=1 for unexpected errors).
- */
+/** Runs the CLI: failures print one line, `Error: <message>`, and set a non-zero exit code (see `runCli`). */
 export async function runAgentCli(argv: readonly string[]): Promise<void> {
-  try {
-    await buildAgentCli().parseAsync([...argv]);
-  } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
-    process.stderr.write(`Error: ${message.split('\n')[0]}\n`);
-    if (!(error instanceof CliError) && process.env['SIGIL_DEBUG'] === '1' && error instanceof Error) {
-      process.stderr.write(`${error.stack}\n`);
-    }
-    process.exitCode = error instanceof CliError ? error.exitCode : 1;
-  }
+  await runCli(buildAgentCli(), argv);
 }

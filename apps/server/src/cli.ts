@@ -1,6 +1,6 @@
+import { runCli } from '@sigil/runtime';
 import { Command } from 'commander';
 import { adminTokenCommand } from './cli/admin-token.command.js';
-import { CliError } from './cli/admin-client.js';
 import { agentCommand } from './cli/agent.command.js';
 import { bundleCommand } from './cli/bundle.command.js';
 import { entryCommand } from './cli/entry.command.js';
@@ -23,19 +23,7 @@ export function buildServerCli(): Command {
     .addCommand(adminTokenCommand());
 }
 
-/**
- * Runs the CLI; failures print one line, `Error: <message>`, and set a non-zero exit code. Unexpected errors
- * print their message the same way (and the stack with SIGIL_DEBUG=1).
- */
+/** Runs the CLI: failures print one line, `Error: <message>`, and set a non-zero exit code (see `runCli`). */
 export async function runServerCli(argv: readonly string[]): Promise<void> {
-  try {
-    await buildServerCli().parseAsync([...argv]);
-  } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
-    process.stderr.write(`Error: ${message}\n`);
-    if (!(error instanceof CliError) && process.env['SIGIL_DEBUG'] === '1' && error instanceof Error) {
-      process.stderr.write(`${error.stack}\n`);
-    }
-    process.exitCode = 1;
-  }
+  await runCli(buildServerCli(), argv);
 }

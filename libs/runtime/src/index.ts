@@ -39,3 +39,13 @@ export {
 } from './sigil-ids.js';
 export { type Clock, systemClock } from './clock.js';
 export { MAX_SOCKET_PATH_BYTES, SOCKET_PATH_RULE, isSocketPath } from './socket-path.js';
+export {
+  CliError,
+  collect,
+  collectSelector,
+  durationFlag,
+  integerFlag,
+  printResult,
+  recordTable,
+  runCli,
+} from './cli.js';

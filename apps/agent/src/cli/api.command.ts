@@ -1,12 +1,11 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { PEM_LABEL, certificatesToPem, exportPrivateKeyPkcs8, toPem } from '@sigil/pki';
-import { DurationError, parseDurationMs } from '@sigil/runtime';
+import { CliError, DurationError, collect, parseDurationMs, printResult, recordTable } from '@sigil/runtime';
 import { type TrustBundle, verifyX509Svid } from '@sigil/spiffe';
 import { type WorkloadApiClient, WorkloadApiError, type X509Context } from '@sigil/workload-api';
 import { Command, Option } from 'commander';
 import { ensureOwnDir, writeFileAtomic } from '../storage/atomic-file.js';
-import { CliError } from './cli-error.js';
 import { describeWorkloadError, openWorkloadClient, resolveWorkloadAddress } from './workload-client.js';
 
 export interface ApiOptions {
@@ -27,8 +26,6 @@ const positiveSeconds = (value: string): number => {
   if (ms <= 0) throw new CliError(`--timeout: must be longer than 0, got '${value}'`);
   return ms / 1000;
 };
-
-const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
 
 /** Adds the options every Workload API command takes. */
 export function withWorkloadApiOptions(command: Command): Command {
@@ -62,13 +59,7 @@ export async function withClient<T>(
 }
 
 function print(options: ApiOptions & { jsonLines?: boolean }, data: unknown, pretty: () => string): void {
-  const json = options.jsonLines === true ? JSON.stringify(data) : JSON.stringify(data, null, 2);
-  process.stdout.write(options.output === 'json' ? `${json}\n` : `${pretty()}\n`);
-}
-
-function table(rows: readonly (readonly [string, string])[]): string {
-  const width = Math.max(...rows.map(([label]) => label.length));
-  return rows.map(([label, value]) => `${label.padEnd(width)} : ${value}`).join('\n');
+  printResult(options.output === 'json', data, pretty, options.jsonLines === true);
 }
 
 /** Every SVID must verify against the bundle the Workload API sent with it, or the command fails. */
@@ -116,7 +107,7 @@ function printX509Context(options: ApiOptions & { jsonLines?: boolean }, context
       [
         `Received ${context.svids.length} svid${context.svids.length === 1 ? '' : 's'}`,
         ...context.svids.map((svid, index) =>
-          table([
+          recordTable([
             ['SPIFFE ID', svid.spiffeId.toString()],
             ['SVID valid after', svid.certificates[0]?.notBefore.toISOString() ?? ''],
             ['SVID valid until', svid.certificates[0]?.notAfter.toISOString() ?? ''],
@@ -251,7 +242,7 @@ function validateJwtCommand(): Command {
         print(options, { spiffe_id: svid.spiffeId.toString(), claims: svid.claims }, () =>
           [
             'SVID is valid.',
-            table([
+            recordTable([
               ['SPIFFE ID', svid.spiffeId.toString()],
               ['Claims', JSON.stringify(svid.claims)],
             ]),

@@ -1,7 +1,7 @@
 import { WorkloadApiError } from '@sigil/workload-api';
 import { Command } from 'commander';
 import { type ApiOptions, withClient, withWorkloadApiOptions } from './api.command.js';
-import { CliError } from './cli-error.js';
+import { CliError } from '@sigil/runtime';
 import { describeWorkloadError } from './workload-client.js';
 
 /**

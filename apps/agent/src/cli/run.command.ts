@@ -5,7 +5,7 @@ import {
   DEFAULT_EXECUTABLE_SIZE_LIMIT,
   DEFAULT_UID_HASH_QUOTA_BYTES_PER_MINUTE,
 } from '../workload-attestor/executable-digest.js';
-import { CliError } from './cli-error.js';
+import { CliError, collect } from '@sigil/runtime';
 
 const MIB = 1024 * 1024;
 
@@ -33,8 +33,6 @@ const FLAG_KEYS: readonly (keyof AgentConfigFlags)[] = [
   'unixSha256MaxExecutableMib',
   'unixSha256QuotaMibPerUid',
 ];
-
-const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
 
 /**
  * `sigil-agent run`: validates the configuration before anything starts, attests (or resumes from the data dir),

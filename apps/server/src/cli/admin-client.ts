@@ -1,12 +1,9 @@
 import { request as httpRequest } from 'node:http';
-import { type Command, InvalidArgumentError, Option } from 'commander';
-import { DurationError, SelectorError, durationSecondsWithin, parseSelector, type Selector } from '@sigil/runtime';
+import { type Command, Option } from 'commander';
+import { CliError, printResult } from '@sigil/runtime';
 import { DEFAULT_ADMIN_SOCKET } from '../config.js';
 
-/** A failure the CLI reports as one line, `Error: <message>`, exiting non-zero. */
-export class CliError extends Error {
-  override readonly name = 'CliError';
-}
+export { CliError, collect, collectSelector, durationFlag, integerFlag, recordTable as table } from '@sigil/runtime';
 
 export interface AdminResponse {
   status: number;
@@ -95,53 +92,7 @@ export function withAdminOptions(command: Command): Command {
     .addOption(new Option('--output <format>', 'output format').choices(['text', 'json']).default('text'));
 }
 
-/** Prints data as JSON or as the text `render` gives. */
+/** Prints data as JSON (`--output json`) or as the text `render` gives. */
 export function print(options: AdminOptions, data: unknown, render: () => string): void {
-  process.stdout.write(options.output === 'json' ? `${JSON.stringify(data, null, 2)}\n` : `${render()}\n`);
-}
-
-/** Aligned `Label : value` lines, as SPIRE's CLI prints records. */
-export function table(rows: readonly (readonly [string, string])[]): string {
-  const width = Math.max(...rows.map(([label]) => label.length));
-  return rows.map(([label, value]) => `${label.padEnd(width)} : ${value}`).join('\n');
-}
-
-/** Parses a whole-number flag; commander reports a bad value naming the flag. */
-export function integerFlag(min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
-  return (value: string) => {
-    if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
-      throw new InvalidArgumentError(`must be a whole number from ${min} to ${max}`);
-    }
-    return Number(value);
-  };
-}
-
-/** Longest duration a CLI flag takes by default: ten years (the server checks each field's own bounds). */
-const MAX_DURATION_FLAG_SECONDS = 10 * 365 * 24 * 3600;
-
-/** Parses a duration flag (`90s`, `15m`, `1h30m`, or bare seconds) into whole seconds within bounds. */
-export function durationFlag(minSeconds: number, maxSeconds = MAX_DURATION_FLAG_SECONDS): (value: string) => number {
-  return (value: string) => {
-    try {
-      return durationSecondsWithin(value, minSeconds, maxSeconds);
-    } catch (error) {
-      if (error instanceof DurationError) throw new InvalidArgumentError(error.message);
-      throw error;
-    }
-  };
-}
-
-/** Collects a repeatable `type:value` selector flag, each checked by the selector rules. */
-export function collectSelector(value: string, previous: Selector[] = []): Selector[] {
-  try {
-    return [...previous, parseSelector(value)];
-  } catch (error) {
-    if (error instanceof SelectorError) throw new InvalidArgumentError(error.message);
-    throw error;
-  }
-}
-
-/** Collects a repeatable flag's values. */
-export function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
+  printResult(options.output === 'json', data, render);
 }
