@@ -161,8 +161,8 @@ describe('agent classes against a real sigil-server', () => {
 
   it('gets JWT-SVIDs through the cache, reused for the same audience set', async () => {
     const identity = agentA.cache.identitiesFor(uid(1000))[0]!;
-    const token = await agentA.cache.fetchJwtSvid(identity, ['db', 'cache']);
-    expect(await agentA.cache.fetchJwtSvid(identity, ['cache', 'db'])).toBe(token);
+    const token = await agentA.cache.fetchJwtSvid(identity, ['db', 'cache'], { uid: 1000 });
+    expect(await agentA.cache.fetchJwtSvid(identity, ['cache', 'db'], { uid: 1000 })).toBe(token);
     const svid = await parseAndValidateJwtSvid(token, await api.trustBundle(), 'db', { now: clock.now() });
     expect(svid.spiffeId.equals(identity.spiffeId)).toBe(true);
   });

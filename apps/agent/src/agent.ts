@@ -58,7 +58,10 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
   });
   const storage = new AgentStorage(config.dataDir);
   const cache = new SvidCache(
-    new JwtSvidCache((entryId, audience) => client.signJwtSvid(entryId, audience), clock),
+    new JwtSvidCache((entryId, audience) => client.signJwtSvid(entryId, audience), {
+      clock,
+      limits: config.jwtSvidLimits,
+    }),
     clock,
     new Logger('SvidCache'),
   );

@@ -24,6 +24,7 @@ import {
   DEFAULT_EXECUTABLE_SIZE_LIMIT,
   DEFAULT_UID_HASH_QUOTA_BYTES_PER_MINUTE,
 } from './workload-attestor/executable-digest.js';
+import { JWT_SVID_LIMITS, type JwtSvidLimits } from './svid-cache/jwt-signing-lane.js';
 import { parseServerAddress, type ServerAddress } from './attestation/server-address.js';
 import { checkX509popFiles, parseTrustBundleFile, readNamedFile } from './config-files.js';
 
@@ -62,6 +63,8 @@ export interface AgentConfig {
   readonly workloadApiLimits: WorkloadApiLimits;
   /** How much hashing `unix:sha256` may cost: the largest executable hashed and the bytes per uid and minute. */
   readonly unixSha256: UnixSha256Limits;
+  /** What JWT-SVIDs may cost per uid and in all (cache bytes, misses sent to the server). */
+  readonly jwtSvidLimits: JwtSvidLimits;
 }
 
 export interface UnixSha256Limits {
@@ -114,6 +117,11 @@ export interface AgentConfigFlags {
   workloadApiMaxSessionMemoryMib?: string;
   unixSha256MaxExecutableMib?: string;
   unixSha256QuotaMibPerUid?: string;
+  jwtSvidCacheMaxMib?: string;
+  jwtSvidCacheMaxMibPerUid?: string;
+  jwtSvidMissRatePerUid?: string;
+  jwtSvidMissBurstPerUid?: string;
+  jwtSvidMaxPendingPerUid?: string;
 }
 
 export interface LoadAgentConfigInput {
@@ -257,6 +265,12 @@ class RawAgentConfig {
   // 0 turns unix:sha256 off (nothing is hashed, so entries that pin a digest match nobody).
   @IsOptional() @IsCountFrom(0, 64 * 1024) unix_sha256_max_executable_mib?: unknown;
   @IsOptional() @IsCountFrom(0, 1024 * 1024) unix_sha256_quota_mib_per_uid?: unknown;
+  // JWT-SVIDs (JwtSvidLimits): the cache's bytes, and the misses one uid may send to the server.
+  @IsOptional() @IsCountFrom(1, 64 * 1024) jwt_svid_cache_max_mib?: unknown;
+  @IsOptional() @IsCountFrom(1, 64 * 1024) jwt_svid_cache_max_mib_per_uid?: unknown;
+  @IsOptional() @IsCountFrom(1, 1_000_000) jwt_svid_miss_rate_per_uid?: unknown;
+  @IsOptional() @IsCountFrom(1, 1_000_000) jwt_svid_miss_burst_per_uid?: unknown;
+  @IsOptional() @IsCountFrom(1, 1_000_000) jwt_svid_max_pending_per_uid?: unknown;
 }
 
 type RawKey = keyof RawAgentConfig;
@@ -307,6 +321,14 @@ const SOURCES: Record<RawKey, { flag: keyof AgentConfigFlags; env: string }> = {
     env: 'SIGIL_AGENT_UNIX_SHA256_MAX_EXECUTABLE_MIB',
   },
   unix_sha256_quota_mib_per_uid: { flag: 'unixSha256QuotaMibPerUid', env: 'SIGIL_AGENT_UNIX_SHA256_QUOTA_MIB_PER_UID' },
+  jwt_svid_cache_max_mib: { flag: 'jwtSvidCacheMaxMib', env: 'SIGIL_AGENT_JWT_SVID_CACHE_MAX_MIB' },
+  jwt_svid_cache_max_mib_per_uid: {
+    flag: 'jwtSvidCacheMaxMibPerUid',
+    env: 'SIGIL_AGENT_JWT_SVID_CACHE_MAX_MIB_PER_UID',
+  },
+  jwt_svid_miss_rate_per_uid: { flag: 'jwtSvidMissRatePerUid', env: 'SIGIL_AGENT_JWT_SVID_MISS_RATE_PER_UID' },
+  jwt_svid_miss_burst_per_uid: { flag: 'jwtSvidMissBurstPerUid', env: 'SIGIL_AGENT_JWT_SVID_MISS_BURST_PER_UID' },
+  jwt_svid_max_pending_per_uid: { flag: 'jwtSvidMaxPendingPerUid', env: 'SIGIL_AGENT_JWT_SVID_MAX_PENDING_PER_UID' },
 };
 
 const kebab = (flag: string): string => `--${flag.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`)}`;
@@ -468,6 +490,21 @@ export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
         `the largest executable hashed (${unixSha256.maxExecutableBytes / MIB} MiB)`,
     );
   }
+  const jwtSvidLimits: JwtSvidLimits = {
+    ...JWT_SVID_LIMITS,
+    cacheMaxBytes: count('jwt_svid_cache_max_mib', JWT_SVID_LIMITS.cacheMaxBytes / MIB) * MIB,
+    cacheMaxBytesPerUid: count('jwt_svid_cache_max_mib_per_uid', JWT_SVID_LIMITS.cacheMaxBytesPerUid / MIB) * MIB,
+    missRatePerSecond: count('jwt_svid_miss_rate_per_uid', JWT_SVID_LIMITS.missRatePerSecond),
+    missBurst: count('jwt_svid_miss_burst_per_uid', JWT_SVID_LIMITS.missBurst),
+    maxPendingMissesPerUid: count('jwt_svid_max_pending_per_uid', JWT_SVID_LIMITS.maxPendingMissesPerUid),
+  };
+  if (jwtSvidLimits.cacheMaxBytesPerUid > jwtSvidLimits.cacheMaxBytes) {
+    problems.push(
+      `${name('jwt_svid_cache_max_mib_per_uid')}: must not exceed the whole cache ` +
+        `(${name('jwt_svid_cache_max_mib')}, ${jwtSvidLimits.cacheMaxBytes / MIB} MiB), ` +
+        `got ${jwtSvidLimits.cacheMaxBytesPerUid / MIB}`,
+    );
+  }
   if (problems.length > 0) throw new AgentConfigError(problems);
 
   const servers = addressList(raw.server_address) as string[];
@@ -481,6 +518,7 @@ export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
     logLevel: ((raw.log_level as string | undefined) ?? 'info') as LogLevel,
     workloadApiLimits: Object.freeze(workloadApiLimits),
     unixSha256: Object.freeze(unixSha256),
+    jwtSvidLimits: Object.freeze(jwtSvidLimits),
   };
   return Object.freeze(config);
 }

@@ -5,6 +5,12 @@ export {
   type SocketDirectoryOptions,
 } from './socket-directory.js';
 export { nullConfigValueProblem, parseCount, parseDurationSeconds, showConfigValue } from './config-value.js';
+export {
+  JWT_SVID_MAX_AUDIENCES,
+  JWT_SVID_MAX_AUDIENCE_BYTES,
+  jwtAudienceProblem,
+  singleAudienceProblem,
+} from './jwt-audience.js';
 export { TokenBucketRateLimiter, type RateLimit } from './token-bucket.js';
 export {
   SELECTOR_LIMITS,

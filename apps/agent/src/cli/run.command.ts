@@ -5,6 +5,7 @@ import {
   DEFAULT_EXECUTABLE_SIZE_LIMIT,
   DEFAULT_UID_HASH_QUOTA_BYTES_PER_MINUTE,
 } from '../workload-attestor/executable-digest.js';
+import { JWT_SVID_LIMITS as jwt } from '../svid-cache/jwt-signing-lane.js';
 import { CliError, collect } from '@sigil/runtime';
 
 const MIB = 1024 * 1024;
@@ -32,6 +33,11 @@ const FLAG_KEYS: readonly (keyof AgentConfigFlags)[] = [
   'workloadApiMaxSessionMemoryMib',
   'unixSha256MaxExecutableMib',
   'unixSha256QuotaMibPerUid',
+  'jwtSvidCacheMaxMib',
+  'jwtSvidCacheMaxMibPerUid',
+  'jwtSvidMissRatePerUid',
+  'jwtSvidMissBurstPerUid',
+  'jwtSvidMaxPendingPerUid',
 ];
 
 /**
@@ -95,6 +101,23 @@ export function runCommand(): Command {
     .option(
       '--unix-sha256-quota-mib-per-uid <n>',
       `MiB of executables hashed for unix:sha256 per caller uid and minute (${DEFAULT_UID_HASH_QUOTA_BYTES_PER_MINUTE / MIB})`,
+    )
+    .option('--jwt-svid-cache-max-mib <n>', `MiB of cached JWT-SVIDs (${jwt.cacheMaxBytes / MIB})`)
+    .option(
+      '--jwt-svid-cache-max-mib-per-uid <n>',
+      `MiB of cached JWT-SVIDs signed for one caller uid (${jwt.cacheMaxBytesPerUid / MIB})`,
+    )
+    .option(
+      '--jwt-svid-miss-rate-per-uid <n>',
+      `JWT-SVIDs not in the cache one caller uid may have signed per second (${jwt.missRatePerSecond})`,
+    )
+    .option(
+      '--jwt-svid-miss-burst-per-uid <n>',
+      `JWT-SVIDs not in the cache one caller uid may have signed at once (${jwt.missBurst})`,
+    )
+    .option(
+      '--jwt-svid-max-pending-per-uid <n>',
+      `JWT-SVID requests of one caller uid waiting for the server (${jwt.maxPendingMissesPerUid})`,
     )
     .action(async (options: RunOptions) => {
       const flags: AgentConfigFlags = {};

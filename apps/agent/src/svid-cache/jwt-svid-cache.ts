@@ -1,50 +1,92 @@
 import { type SpiffeId, parseInsecureJwtSvid } from '@sigil/spiffe';
 import { type JwtSvidResponse } from '../attestation/agent-api.js';
 import { type Clock, systemClock } from '@sigil/runtime';
+import { JWT_SVID_LIMITS, JwtSigningLane, type JwtSvidCaller, type JwtSvidLimits } from './jwt-signing-lane.js';
 import { jwtReuseDeadline } from './rotation.js';
 
 /** Signs a JWT-SVID of an entry for an audience (the server's `POST /agent/v1/svids/jwt`). */
 export type JwtSvidSource = (entryId: string, audience: readonly string[]) => Promise<JwtSvidResponse>;
 
+export interface JwtSvidCacheOptions {
+  readonly clock?: Clock;
+  /** Overrides of {@link JWT_SVID_LIMITS}. */
+  readonly limits?: Partial<JwtSvidLimits>;
+  /** Where misses wait for the server; by default one built from the limits. */
+  readonly lane?: JwtSigningLane;
+}
+
 interface CachedToken {
+  readonly key: string;
   readonly entryId: string;
   readonly token: string;
   readonly reuseUntil: Date;
+  /** The uid whose miss had it signed: its share of the cache pays for it. */
+  readonly uid: number;
+  readonly bytes: number;
 }
 
-/** Most tokens kept; beyond it the oldest go first (a workload asking for endless audiences cannot grow the agent). */
-export const DEFAULT_MAX_JWT_SVIDS = 10_000;
+// What a cached token costs beyond its strings: the record, two map slots, the Date.
+const RECORD_OVERHEAD_BYTES = 256;
 
 /**
  * JWT-SVIDs per (entry, audience set), handed out again until half their lifetime (SPIRE's agent does the same),
  * with concurrent requests for the same key sharing one call to the server. The audience set is order-insensitive
- * and without duplicates.
+ * and without duplicates. The cache is bounded by bytes, least recently used first, and each uid by its own share
+ * of it: a uid asking for endless audiences evicts its own tokens, not those of the other workloads. Misses go to
+ * the server through the {@link JwtSigningLane}, which limits each uid.
  */
 export class JwtSvidCache {
+  /** Every token, least recently used first. */
   private readonly tokens = new Map<string, CachedToken>();
+  /** The tokens each uid had signed, least recently used first. */
+  private readonly byUid = new Map<number, Map<string, CachedToken>>();
+  private readonly bytesByUid = new Map<number, number>();
+  private totalBytes = 0;
   private readonly inFlight = new Map<string, Promise<string>>();
+  private readonly limits: Pick<JwtSvidLimits, 'cacheMaxBytes' | 'cacheMaxBytesPerUid'>;
+  private readonly clock: Clock;
+  private readonly lane: JwtSigningLane;
 
   constructor(
     private readonly source: JwtSvidSource,
-    private readonly clock: Clock = systemClock,
-    private readonly maxTokens = DEFAULT_MAX_JWT_SVIDS,
-  ) {}
+    options: JwtSvidCacheOptions = {},
+  ) {
+    this.clock = options.clock ?? systemClock;
+    this.limits = { ...JWT_SVID_LIMITS, ...options.limits };
+    this.lane = options.lane ?? new JwtSigningLane({ ...JWT_SVID_LIMITS, ...options.limits }, this.clock);
+  }
 
-  /** A JWT-SVID of `spiffeId` (entry `entryId`) for every audience in `audience`. */
-  async fetch(entryId: string, spiffeId: SpiffeId, audience: readonly string[]): Promise<string> {
+  /**
+   * A JWT-SVID of `spiffeId` (entry `entryId`) for every audience in `audience`, for `caller`.
+   * @throws JwtSvidLimitError when it is not cached and the caller is over its limits.
+   */
+  async fetch(
+    entryId: string,
+    spiffeId: SpiffeId,
+    audience: readonly string[],
+    caller: JwtSvidCaller,
+  ): Promise<string> {
     const key = cacheKey(entryId, audience);
     const cached = this.tokens.get(key);
-    if (cached !== undefined && this.clock.now().getTime() < cached.reuseUntil.getTime()) return cached.token;
+    if (cached !== undefined) {
+      if (this.clock.now().getTime() < cached.reuseUntil.getTime()) {
+        this.touch(cached);
+        return cached.token;
+      }
+      this.remove(cached);
+    }
     const pending = this.inFlight.get(key);
     if (pending !== undefined) return pending;
-    const request = this.sign(key, entryId, spiffeId, audience).finally(() => this.inFlight.delete(key));
+    const request = this.lane
+      .run(caller, () => this.sign(key, entryId, spiffeId, audience, caller.uid))
+      .finally(() => this.inFlight.delete(key));
     this.inFlight.set(key, request);
     return request;
   }
 
   /** Drops the tokens of an entry (removed, or now naming another SPIFFE ID). */
   forget(entryId: string): void {
-    for (const [key, cached] of this.tokens) if (cached.entryId === entryId) this.tokens.delete(key);
+    for (const cached of [...this.tokens.values()]) if (cached.entryId === entryId) this.remove(cached);
   }
 
   /** How many tokens are cached. */
@@ -52,7 +94,23 @@ export class JwtSvidCache {
     return this.tokens.size;
   }
 
-  private async sign(key: string, entryId: string, spiffeId: SpiffeId, audience: readonly string[]): Promise<string> {
+  /** What the cached tokens cost, in bytes (as counted against the limits). */
+  get bytes(): number {
+    return this.totalBytes;
+  }
+
+  /** What the tokens signed for `uid` cost, in bytes. */
+  bytesOf(uid: number): number {
+    return this.bytesByUid.get(uid) ?? 0;
+  }
+
+  private async sign(
+    key: string,
+    entryId: string,
+    spiffeId: SpiffeId,
+    audience: readonly string[],
+    uid: number,
+  ): Promise<string> {
     const issuedAt = this.clock.now();
     const response = await this.source(entryId, [...new Set(audience)]);
     if (!response.spiffeId.equals(spiffeId)) {
@@ -64,20 +122,56 @@ export class JwtSvidCache {
       throw new Error(`JWT-SVID sub is ${svid.spiffeId.toString()}, expected ${spiffeId.toString()}`);
     const missing = audience.find((each) => !svid.audience.includes(each));
     if (missing !== undefined) throw new Error(`JWT-SVID aud lacks ${JSON.stringify(missing)}`);
-    this.tokens.delete(key);
-    this.tokens.set(key, { entryId, token: response.token, reuseUntil: jwtReuseDeadline(issuedAt, svid.expiry) });
-    this.evict();
+    const previous = this.tokens.get(key);
+    if (previous !== undefined) this.remove(previous);
+    this.add({
+      key,
+      entryId,
+      token: response.token,
+      reuseUntil: jwtReuseDeadline(issuedAt, svid.expiry),
+      uid,
+      // Keys may hold any Unicode (two bytes a character at worst); tokens are ASCII.
+      bytes: key.length * 2 + response.token.length + RECORD_OVERHEAD_BYTES,
+    });
     return response.token;
   }
 
-  private evict(): void {
-    if (this.tokens.size <= this.maxTokens) return;
-    const now = this.clock.now().getTime();
-    for (const [key, cached] of this.tokens) if (cached.reuseUntil.getTime() <= now) this.tokens.delete(key);
-    for (const key of this.tokens.keys()) {
-      if (this.tokens.size <= this.maxTokens) break;
-      this.tokens.delete(key);
+  private add(token: CachedToken): void {
+    // A token larger than the uid's whole share is handed out but not kept.
+    if (token.bytes > this.limits.cacheMaxBytesPerUid) return;
+    this.tokens.set(token.key, token);
+    let own = this.byUid.get(token.uid);
+    if (own === undefined) this.byUid.set(token.uid, (own = new Map()));
+    own.set(token.key, token);
+    this.bytesByUid.set(token.uid, this.bytesOf(token.uid) + token.bytes);
+    this.totalBytes += token.bytes;
+    // First the uid's own share, then the whole cache.
+    while (this.bytesOf(token.uid) > this.limits.cacheMaxBytesPerUid) {
+      this.remove(own.values().next().value as CachedToken);
     }
+    while (this.totalBytes > this.limits.cacheMaxBytes) {
+      this.remove(this.tokens.values().next().value as CachedToken);
+    }
+  }
+
+  private touch(token: CachedToken): void {
+    this.tokens.delete(token.key);
+    this.tokens.set(token.key, token);
+    const own = this.byUid.get(token.uid);
+    own?.delete(token.key);
+    own?.set(token.key, token);
+  }
+
+  private remove(token: CachedToken): void {
+    if (this.tokens.get(token.key) !== token) return;
+    this.tokens.delete(token.key);
+    const own = this.byUid.get(token.uid);
+    own?.delete(token.key);
+    if (own?.size === 0) this.byUid.delete(token.uid);
+    const left = this.bytesOf(token.uid) - token.bytes;
+    if (left > 0) this.bytesByUid.set(token.uid, left);
+    else this.bytesByUid.delete(token.uid);
+    this.totalBytes -= token.bytes;
   }
 }
 

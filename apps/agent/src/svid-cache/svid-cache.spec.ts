@@ -292,25 +292,27 @@ describe('EntrySync', () => {
 });
 
 describe('JWT-SVIDs', () => {
+  const caller = { uid: 1000 };
+
   it('reuses a token per entry and audience set until half its life, and shares concurrent requests', async () => {
     const web = testEntry(id('/web'));
     api.put(web);
     await syncAndSign();
     const identity = cache.identitiesFor(uid(1000))[0]!;
     const [a, b] = await Promise.all([
-      cache.fetchJwtSvid(identity, ['x', 'y']),
-      cache.fetchJwtSvid(identity, ['y', 'x', 'x']),
+      cache.fetchJwtSvid(identity, ['x', 'y'], caller),
+      cache.fetchJwtSvid(identity, ['y', 'x', 'x'], caller),
     ]);
     expect(a).toBe(b);
     expect(api.jwtCalls).toBe(1);
     const svid = await parseAndValidateJwtSvid(a, api.bundle, ['x']);
     expect(svid.audience).toEqual(['x', 'y']);
-    expect(await cache.fetchJwtSvid(identity, ['z'])).not.toBe(a);
+    expect(await cache.fetchJwtSvid(identity, ['z'], caller)).not.toBe(a);
     expect(api.jwtCalls).toBe(2);
 
     api.delete(web.id);
     await sync.syncOnce();
-    await expect(cache.fetchJwtSvid(identity, ['x', 'y'])).rejects.toThrow(
+    await expect(cache.fetchJwtSvid(identity, ['x', 'y'], caller)).rejects.toThrow(
       `entry ${web.id} is no longer authorised for spiffe://example.org/web`,
     );
   });
@@ -321,29 +323,30 @@ describe('JWT-SVIDs', () => {
     api.put(web);
     await syncAndSign();
     const identity = cache.identitiesFor(uid(1000))[0]!;
-    const first = await cache.fetchJwtSvid(identity, ['x']);
+    const first = await cache.fetchJwtSvid(identity, ['x'], caller);
     vi.setSystemTime(Date.now() + 140_000);
-    expect(await cache.fetchJwtSvid(identity, ['x'])).toBe(first);
+    expect(await cache.fetchJwtSvid(identity, ['x'], caller)).toBe(first);
     vi.setSystemTime(Date.now() + 20_000);
-    expect(await cache.fetchJwtSvid(identity, ['x'])).not.toBe(first);
+    expect(await cache.fetchJwtSvid(identity, ['x'], caller)).not.toBe(first);
     expect(api.jwtCalls).toBe(2);
   });
 
   it('rejects a token that does not name the entry or lacks an audience', async () => {
     const jwt = new JwtSvidCache(async (_entryId, audience) => api.jwtFor(id('/other'), audience));
-    await expect(jwt.fetch('e1', id('/web'), ['x'])).rejects.toThrow(
+    await expect(jwt.fetch('e1', id('/web'), ['x'], caller)).rejects.toThrow(
       'server signed a JWT-SVID for spiffe://example.org/other, expected spiffe://example.org/web',
     );
     const partial = new JwtSvidCache(async () => api.jwtFor(id('/web'), ['x']));
-    await expect(partial.fetch('e1', id('/web'), ['x', 'y'])).rejects.toThrow('JWT-SVID aud lacks "y"');
+    await expect(partial.fetch('e1', id('/web'), ['x', 'y'], caller)).rejects.toThrow('JWT-SVID aud lacks "y"');
   });
 
-  it('keeps at most the configured number of tokens', async () => {
-    const jwt = new JwtSvidCache((_entryId, audience) => api.jwtFor(id('/web'), audience), undefined, 3);
-    for (const audience of ['a', 'b', 'c', 'd', 'e']) await jwt.fetch('e1', id('/web'), [audience]);
+  it('drops the tokens of an entry that is forgotten', async () => {
+    const jwt = new JwtSvidCache((_entryId, audience) => api.jwtFor(id('/web'), audience));
+    for (const audience of ['a', 'b', 'c']) await jwt.fetch('e1', id('/web'), [audience], caller);
     expect(jwt.size).toBe(3);
     jwt.forget('e1');
     expect(jwt.size).toBe(0);
+    expect(jwt.bytes).toBe(0);
   });
 });
 

@@ -5,6 +5,7 @@ import { type Clock, type Selector, matchesAllSelectors, systemClock } from '@si
 import { type IdentityCache } from '../workload-api/workload-api.handler.js';
 import { type AgentBundles, type WorkloadIdentity } from '../workload-api/workload-responses.js';
 import { isUnixSha256Selector } from '../workload-attestor/executable-digest.js';
+import { type JwtSvidCaller } from './jwt-signing-lane.js';
 import { type JwtSvidCache } from './jwt-svid-cache.js';
 
 /** An X509-SVID the agent holds for an entry, with its private key (generated here, never sent). */
@@ -94,12 +95,12 @@ export class SvidCache implements IdentityCache {
     return identities;
   }
 
-  async fetchJwtSvid(identity: WorkloadIdentity, audience: readonly string[]): Promise<string> {
+  async fetchJwtSvid(identity: WorkloadIdentity, audience: readonly string[], caller: JwtSvidCaller): Promise<string> {
     const record = this.records.get(identity.entryId);
     if (record === undefined || !record.entry.spiffeId.equals(identity.spiffeId)) {
       throw new Error(`entry ${identity.entryId} is no longer authorised for ${identity.spiffeId.toString()}`);
     }
-    return this.jwtSvids.fetch(identity.entryId, identity.spiffeId, audience);
+    return this.jwtSvids.fetch(identity.entryId, identity.spiffeId, audience, caller);
   }
 
   subscribe(listener: () => void): () => void {

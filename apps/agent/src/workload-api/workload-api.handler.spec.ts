@@ -6,6 +6,8 @@ import { LOG_INTERVAL_MS, LOG_LINES_PER_INTERVAL, LOG_TEXT_MAX_LENGTH } from '@s
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { TestCa } from '../../../../test/support/test-ca.js';
 import { matchesAllSelectors, type Selector } from '@sigil/runtime';
+import { AgentApiError } from '../attestation/server-client.js';
+import { JwtSvidLimitError } from '../svid-cache/jwt-signing-lane.js';
 import { PEER_CREDENTIALS } from './peer-credentials.js';
 import { type IdentityCache, WorkloadApiHandler, type WorkloadAttestor } from './workload-api.handler.js';
 import { type AgentBundles, type CachedX509Svid, type WorkloadIdentity } from './workload-responses.js';
@@ -230,6 +232,55 @@ describe('WorkloadApiHandler', () => {
     ).rejects.toMatchObject({
       code: Code.Unavailable,
       rawMessage: 'could not fetch a JWT-SVID for spiffe://example.org/web: server unreachable',
+    });
+  });
+
+  it('answers RESOURCE_EXHAUSTED naming the limit when the caller is over its JWT-SVID limits, logged per uid', async () => {
+    cache.jwtFailure = new JwtSvidLimitError(1000, 'rate', 'uid 1000: over its rate of JWT-SVIDs');
+    const fetch = () =>
+      handler.fetchJwtSvid({ audience: ['x'], spiffeId: '' } as JWTSVIDRequest, context('FetchJWTSVID'));
+    for (let i = 0; i < 100; i++) {
+      await expect(fetch()).rejects.toMatchObject({
+        code: Code.ResourceExhausted,
+        rawMessage: 'uid 1000: over its rate of JWT-SVIDs',
+      });
+    }
+    expect(warnings).toHaveLength(LOG_LINES_PER_INTERVAL);
+    expect(warnings[0]).toMatchObject({ msg: 'refusing JWT-SVID requests over the caller limits', uid: 1000 });
+    cache.jwtFailure = new AgentApiError(429, 'resource_exhausted', 'agent x: over its signing rate limit');
+    await expect(fetch()).rejects.toMatchObject({
+      code: Code.ResourceExhausted,
+      rawMessage: expect.stringContaining('the server is rate limiting this agent'),
+    });
+  });
+
+  it.each([
+    [[], 'audience must be specified'],
+    [Array.from({ length: 17 }, (_, i) => `a${i}`), 'audience: at most 16 audiences per request, got 17'],
+    [['ok', ''], 'audience[1]: must not be empty or blank'],
+    [['x'.repeat(2049)], 'audience[0]: at most 2048 bytes per audience, got 2049'],
+  ])('refuses FetchJWTSVID audiences %# with INVALID_ARGUMENT naming the limit', async (audience, message) => {
+    await expect(
+      handler.fetchJwtSvid({ audience, spiffeId: '' } as JWTSVIDRequest, context('FetchJWTSVID')),
+    ).rejects.toMatchObject({ code: Code.InvalidArgument, rawMessage: message });
+    expect(attestor.calls).toBe(0);
+  });
+
+  it('takes 16 audiences of 2048 bytes', async () => {
+    const audience = Array.from({ length: 16 }, (_, i) => `${i}`.padEnd(2048, 'x'));
+    const jwt = await handler.fetchJwtSvid({ audience, spiffeId: '' } as JWTSVIDRequest, context('FetchJWTSVID'));
+    expect(jwt.svids).toHaveLength(1);
+  });
+
+  it('refuses a ValidateJWTSVID audience over 2048 bytes with INVALID_ARGUMENT', async () => {
+    await expect(
+      handler.validateJwtSvid(
+        { audience: 'é'.repeat(1025), svid: 'a.b.c' } as ValidateJWTSVIDRequest,
+        context('ValidateJWTSVID'),
+      ),
+    ).rejects.toMatchObject({
+      code: Code.InvalidArgument,
+      rawMessage: 'audience: at most 2048 bytes per audience, got 2050',
     });
   });
 

@@ -2,6 +2,7 @@ import { type DescMessage, type MessageInitShape, type MessageShape, create, toB
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from '@connectrpc/connect';
 import { Logger } from '@nestjs/common';
 import { RateLimitedLog, truncateForLog } from '@sigil/logging';
+import { jwtAudienceProblem, singleAudienceProblem } from '@sigil/runtime';
 import { SpiffeError, SpiffeId, TrustBundleSet, parseAndValidateJwtSvid } from '@sigil/spiffe';
 import {
   JWTBundlesResponseSchema,
@@ -14,6 +15,8 @@ import {
   X509SVIDResponseSchema,
 } from '@sigil/workload-api';
 import { type Selector } from '@sigil/runtime';
+import { AgentApiError } from '../attestation/server-client.js';
+import { type JwtSvidCaller, JwtSvidLimitError } from '../svid-cache/jwt-signing-lane.js';
 import { changes } from './change-stream.js';
 import { PEER_CREDENTIALS, type PeerCredentials } from './peer-credentials.js';
 import {
@@ -45,8 +48,11 @@ export interface IdentityCache {
    * workload's default identity.
    */
   identitiesFor(selectors: readonly Selector[]): readonly WorkloadIdentity[];
-  /** A JWT-SVID of `identity` for `audience` (fresh enough to use), signed by the server or from a cache. */
-  fetchJwtSvid(identity: WorkloadIdentity, audience: readonly string[]): Promise<string>;
+  /**
+   * A JWT-SVID of `identity` for `audience` (fresh enough to use), signed by the server or from a cache.
+   * @throws JwtSvidLimitError when it must be signed and `caller` is over its limits.
+   */
+  fetchJwtSvid(identity: WorkloadIdentity, audience: readonly string[], caller: JwtSvidCaller): Promise<string>;
   /** Calls `listener` after every change (rotation, entry added or removed, bundle change); returns unsubscribe. */
   subscribe(listener: () => void): () => void;
 }
@@ -140,6 +146,7 @@ export class WorkloadApiHandler {
     const requested = request.spiffeId === '' ? undefined : parseRequestedSpiffeId(request.spiffeId);
     this.readyBundles();
     const selectors = await this.attest(context, 'FetchJWTSVID');
+    const caller = this.caller(context);
     const identities = this.matchingIdentities(selectors).filter(
       (identity) => requested === undefined || identity.spiffeId.equals(requested),
     );
@@ -147,9 +154,24 @@ export class WorkloadApiHandler {
     const svids = await Promise.all(
       identities.map(async (identity) => {
         try {
-          const svid = await this.cache.fetchJwtSvid(identity, audience);
+          const svid = await this.cache.fetchJwtSvid(identity, audience, caller);
           return { spiffeId: identity.spiffeId.toString(), svid, hint: identity.hint };
         } catch (error) {
+          if (error instanceof JwtSvidLimitError) {
+            this.limitedLog.warn(`jwt ${error.limit}, uid ${error.uid}`, {
+              msg: 'refusing JWT-SVID requests over the caller limits',
+              uid: error.uid,
+              reason: error.message,
+            });
+            throw new ConnectError(error.message, Code.ResourceExhausted);
+          }
+          if (error instanceof AgentApiError && error.status === 429) {
+            throw new ConnectError(
+              `could not fetch a JWT-SVID for ${identity.spiffeId.toString()}: the server is rate limiting this ` +
+                `agent (${error.message}); retry later`,
+              Code.ResourceExhausted,
+            );
+          }
           throw new ConnectError(
             `could not fetch a JWT-SVID for ${identity.spiffeId.toString()}: ${(error as Error).message}`,
             Code.Unavailable,
@@ -165,6 +187,8 @@ export class WorkloadApiHandler {
     context: HandlerContext,
   ): Promise<MessageInitShape<typeof ValidateJWTSVIDResponseSchema>> {
     if (request.audience === '') throw new ConnectError('audience must be specified', Code.InvalidArgument);
+    const audienceProblem = singleAudienceProblem(request.audience);
+    if (audienceProblem !== undefined) throw new ConnectError(audienceProblem, Code.InvalidArgument);
     if (request.svid === '') throw new ConnectError('svid must be specified', Code.InvalidArgument);
     this.readyBundles();
     const selectors = await this.attest(context, 'ValidateJWTSVID');
@@ -188,11 +212,16 @@ export class WorkloadApiHandler {
     return bundles;
   }
 
-  private async attest(context: HandlerContext, method: string): Promise<readonly Selector[]> {
+  private caller(context: HandlerContext): PeerCredentials {
     const caller = context.values.get(PEER_CREDENTIALS);
     if (caller === undefined) {
       throw new ConnectError('caller peer credentials are unavailable on this connection', Code.Internal);
     }
+    return caller;
+  }
+
+  private async attest(context: HandlerContext, method: string): Promise<readonly Selector[]> {
+    const caller = this.caller(context);
     try {
       const selectors = await this.attestor.attest(caller);
       this.logger.debug(`${method}: pid ${caller.pid} uid ${caller.uid} attested with ${selectors.length} selectors`);
@@ -239,11 +268,12 @@ function changedOnly<S extends DescMessage>(schema: S): (init: MessageInitShape<
   };
 }
 
-/** `audience` of `JWTSVIDRequest`: at least one, none empty. */
+/** `audience` of `JWTSVIDRequest`: Sigil's audience rule (at least one, a bounded number of bounded size). */
 function validAudience(audience: readonly string[]): string[] {
+  // SPIRE's message for the missing audience, which clients may look for.
   if (audience.length === 0) throw new ConnectError('audience must be specified', Code.InvalidArgument);
-  const empty = audience.findIndex((value) => value === '');
-  if (empty >= 0) throw new ConnectError(`audience[${empty}]: must not be empty`, Code.InvalidArgument);
+  const problem = jwtAudienceProblem(audience);
+  if (problem !== undefined) throw new ConnectError(problem, Code.InvalidArgument);
   return [...audience];
 }
 

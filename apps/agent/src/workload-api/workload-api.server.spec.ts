@@ -364,7 +364,12 @@ describe('Workload API over the Unix socket', () => {
 
   it.each([
     ['FetchJWTSVID without audience', 'FetchJWTSVID', { audience: [] }, 'audience must be specified'],
-    ['FetchJWTSVID with an empty audience', 'FetchJWTSVID', { audience: ['a', ''] }, 'audience[1]: must not be empty'],
+    [
+      'FetchJWTSVID with an empty audience',
+      'FetchJWTSVID',
+      { audience: ['a', ''] },
+      'audience[1]: must not be empty or blank',
+    ],
     ['FetchJWTSVID with a bad spiffe_id', 'FetchJWTSVID', { audience: ['a'], spiffe_id: 'http://x' }, 'spiffe_id: '],
     ['ValidateJWTSVID without audience', 'ValidateJWTSVID', { svid: 'x.y.z' }, 'audience must be specified'],
     ['ValidateJWTSVID without svid', 'ValidateJWTSVID', { audience: 'a' }, 'svid must be specified'],

@@ -1,5 +1,6 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { CSR_MAX_BYTES } from '@sigil/pki';
+import { JWT_SVID_MAX_AUDIENCES, JWT_SVID_MAX_AUDIENCE_BYTES } from '@sigil/runtime';
 import type { SpiffeJwks } from '@sigil/spiffe';
 import { Type } from 'class-transformer';
 import {
@@ -174,13 +175,18 @@ export class JwtSvidRequestDto {
   @IsString()
   entry_id!: string;
 
-  @ApiProperty({ type: [String] })
+  @ApiProperty({
+    type: [String],
+    maxItems: JWT_SVID_MAX_AUDIENCES,
+    description: `at most ${JWT_SVID_MAX_AUDIENCES} audiences of at most ${JWT_SVID_MAX_AUDIENCE_BYTES} bytes each`,
+  })
   @IsArray()
   @ArrayMinSize(1)
-  @ArrayMaxSize(32)
+  @ArrayMaxSize(JWT_SVID_MAX_AUDIENCES)
   @IsString({ each: true })
   @IsNotEmpty({ each: true })
-  @MaxLength(1024, { each: true })
+  // Characters here (a shape check); the CA checks the exact byte rule, jwtAudienceProblem.
+  @MaxLength(JWT_SVID_MAX_AUDIENCE_BYTES, { each: true })
   audience!: string[];
 }
 

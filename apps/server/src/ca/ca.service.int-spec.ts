@@ -121,7 +121,19 @@ describe('CaService', () => {
       await expect(parseAndValidateJwtSvid(jwt.token, bundle, 'db', { now: jwt.expiresAt })).rejects.toThrow(/expired/);
       await expect(authority.ca.signJwtSvid({ spiffeId: WORKLOAD, audience: [] })).rejects.toMatchObject({
         kind: 'invalid_argument',
-        message: 'audience: must hold at least one non-empty audience',
+        message: 'audience: must be specified',
+      });
+      await expect(
+        authority.ca.signJwtSvid({ spiffeId: WORKLOAD, audience: Array.from({ length: 17 }, (_, i) => `a${i}`) }),
+      ).rejects.toMatchObject({
+        kind: 'invalid_argument',
+        message: 'audience: at most 16 audiences per request, got 17',
+      });
+      await expect(
+        authority.ca.signJwtSvid({ spiffeId: WORKLOAD, audience: ['db', 'é'.repeat(1025)] }),
+      ).rejects.toMatchObject({
+        kind: 'invalid_argument',
+        message: 'audience[1]: at most 2048 bytes per audience, got 2050',
       });
       expect(authority.metrics.signed).toEqual(['jwt']);
     });

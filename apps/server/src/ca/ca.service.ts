@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { Inject, Injectable, Optional } from '@nestjs/common';
 import { PkiError, X509SvidSigner } from '@sigil/pki';
+import { jwtAudienceProblem } from '@sigil/runtime';
 import { SpiffeError, signJwtSvid, type JwtSvidAlgorithm, type SpiffeId } from '@sigil/spiffe';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
@@ -107,9 +108,8 @@ export class CaService {
   async signJwtSvid(request: SignJwtSvidRequest): Promise<SignedJwtSvid> {
     const started = performance.now();
     this.checkTrustDomain(request.spiffeId);
-    if (request.audience.length === 0 || request.audience.some((audience) => audience.trim() === '')) {
-      throw new AppError('invalid_argument', 'audience: must hold at least one non-empty audience');
-    }
+    const audienceProblem = jwtAudienceProblem(request.audience);
+    if (audienceProblem !== undefined) throw new AppError('invalid_argument', audienceProblem);
     const { key, privateKey } = this.keys.signingAuthority('jwt');
     const now = this.now();
     const ttlSeconds = this.ttl(request.ttlSeconds, this.config.jwtSvidTtlSeconds, key.notAfter, now);

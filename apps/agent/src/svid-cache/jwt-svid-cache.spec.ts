@@ -1,0 +1,135 @@
+import { SpiffeId } from '@sigil/spiffe';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { FakeAgentApi } from '../../../../test/support/fake-agent-api.js';
+import { TestCa } from '../../../../test/support/test-ca.js';
+import { type JwtSvidResponse } from '../attestation/agent-api.js';
+import { JWT_SVID_LIMITS, JwtSigningLane, JwtSvidLimitError, type JwtSvidLimits } from './jwt-signing-lane.js';
+import { JwtSvidCache } from './jwt-svid-cache.js';
+
+const WEB = SpiffeId.parse('spiffe://example.org/web');
+const VICTIM = { uid: 1000 };
+const ATTACKER = { uid: 65534 };
+
+let api: FakeAgentApi;
+
+beforeAll(async () => {
+  api = await FakeAgentApi.create(await TestCa.create('example.org'));
+});
+
+/** A clock moved by hand, starting now (the fake server signs with the real time). */
+function manualClock(): { now(): Date; advance(ms: number): void } {
+  let at = Date.now();
+  return { now: () => new Date(at), advance: (ms) => (at += ms) };
+}
+
+/** A cache over the fake server that counts what it was asked to sign, with the given limits. */
+function build(limits: Partial<JwtSvidLimits> = {}, clock = manualClock()) {
+  const signed: string[][] = [];
+  const source = async (_entryId: string, audience: readonly string[]): Promise<JwtSvidResponse> => {
+    signed.push([...audience]);
+    return api.jwtFor(WEB, audience);
+  };
+  const cache = new JwtSvidCache(source, { clock, limits });
+  return { cache, signed, clock };
+}
+
+describe('JwtSvidCache: bounded by bytes', () => {
+  it('keeps the cache under its byte bound, least recently used first', async () => {
+    // Each token here is about 0.9 KB with its key: room for a handful.
+    const { cache, signed } = build({ cacheMaxBytes: 6_000, cacheMaxBytesPerUid: 6_000, missBurst: 1000 });
+    await cache.fetch('e1', WEB, ['keep'], VICTIM);
+    for (let i = 0; i < 30; i++) {
+      await cache.fetch('e1', WEB, [`aud-${i}`], VICTIM);
+      // Used again and again: it stays while the others come and go.
+      await cache.fetch('e1', WEB, ['keep'], VICTIM);
+      expect(cache.bytes).toBeLessThanOrEqual(6_000);
+    }
+    expect(signed.filter(([audience]) => audience === 'keep')).toHaveLength(1);
+    expect(cache.size).toBeLessThan(31);
+    // The oldest were evicted: asking again signs again.
+    await cache.fetch('e1', WEB, ['aud-0'], VICTIM);
+    expect(signed.filter(([audience]) => audience === 'aud-0')).toHaveLength(2);
+  });
+
+  it('lets one uid evict only its own tokens within its share, not those of other uids', async () => {
+    const { cache, signed } = build({ cacheMaxBytes: 40_000, cacheMaxBytesPerUid: 10_000, missBurst: 1000 });
+    const victimAudiences = ['db', 'cache', 'queue'];
+    for (const audience of victimAudiences) await cache.fetch('e1', WEB, [audience], VICTIM);
+    const victimBytes = cache.bytesOf(VICTIM.uid);
+    // Ever-new audiences, each as large as allowed: far more than the whole cache.
+    for (let i = 0; i < 60; i++) {
+      await cache.fetch('e2', WEB, [`${i}-${'x'.repeat(2040)}`], ATTACKER);
+      expect(cache.bytesOf(ATTACKER.uid)).toBeLessThanOrEqual(10_000);
+    }
+    expect(cache.bytes).toBeLessThanOrEqual(40_000);
+    expect(cache.bytesOf(VICTIM.uid)).toBe(victimBytes);
+    const before = signed.length;
+    for (const audience of victimAudiences) await cache.fetch('e1', WEB, [audience], VICTIM);
+    expect(signed.length).toBe(before);
+  });
+
+  it('hands out a token larger than a uid share without keeping it', async () => {
+    const { cache } = build({ cacheMaxBytes: 2_000, cacheMaxBytesPerUid: 2_000 });
+    const token = await cache.fetch('e1', WEB, ['y'.repeat(2000)], VICTIM);
+    expect(token.split('.')).toHaveLength(3);
+    expect(cache.size).toBe(0);
+    expect(cache.bytes).toBe(0);
+  });
+});
+
+describe('JwtSvidCache: per-uid limits on misses', () => {
+  it('refuses misses past the burst with the rate named, charges nothing for hits, and refills with time', async () => {
+    const { cache, signed, clock } = build({ missBurst: 3, missRatePerSecond: 2 });
+    for (const audience of ['a', 'b', 'c']) await cache.fetch('e1', WEB, [audience], ATTACKER);
+    const refused = await cache.fetch('e1', WEB, ['d'], ATTACKER).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(JwtSvidLimitError);
+    expect((refused as JwtSvidLimitError).limit).toBe('rate');
+    expect((refused as Error).message).toBe(
+      "uid 65534: over its rate of JWT-SVIDs not in the agent's cache (3 at once, then 2 per second); " +
+        'retry later, or reuse audiences',
+    );
+    expect(signed).toHaveLength(3);
+    // Cached tokens are still served, and other uids have their own bucket.
+    await cache.fetch('e1', WEB, ['a'], ATTACKER);
+    await cache.fetch('e1', WEB, ['v'], VICTIM);
+    expect(signed).toHaveLength(4);
+    clock.advance(500);
+    await cache.fetch('e1', WEB, ['d'], ATTACKER);
+    expect(signed).toHaveLength(5);
+  });
+
+  it('caps the misses of one uid waiting for the server, and the requests sent at once', async () => {
+    const releases: (() => void)[] = [];
+    const sent: number[] = [];
+    const lane = new JwtSigningLane({ ...JWT_SVID_LIMITS, maxPendingMissesPerUid: 4, maxConcurrentSigning: 2 });
+    const source = async (_entryId: string, audience: readonly string[]): Promise<JwtSvidResponse> => {
+      sent.push(Number(audience[0]!.split('-')[1]));
+      await new Promise<void>((resolve) => releases.push(resolve));
+      return api.jwtFor(WEB, audience);
+    };
+    const cache = new JwtSvidCache(source, { lane });
+    const attacks = [0, 1, 2, 3].map((i) => cache.fetch('e1', WEB, [`a-${i}`], ATTACKER));
+    await expect(cache.fetch('e1', WEB, ['a-4'], ATTACKER)).rejects.toThrow(
+      'uid 65534: too many JWT-SVID requests waiting for the server (at most 4); retry when some have finished',
+    );
+    // The same audiences join the request in flight: no new miss, no refusal.
+    const joined = cache.fetch('e1', WEB, ['a-0'], ATTACKER);
+    const victim = cache.fetch('e1', WEB, ['v-100'], VICTIM);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(lane.active).toBe(2);
+    expect(sent).toEqual([0, 1]);
+    // The victim's miss goes next, ahead of the attacker's two still waiting (turns are taken by uid).
+    releases.shift()!();
+    await attacks[0];
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(sent).toEqual([0, 1, 100]);
+    while (sent.length < 5 || releases.length > 0) {
+      releases.shift()?.();
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await Promise.all([...attacks, joined, victim]);
+    expect(sent).toEqual([0, 1, 100, 2, 3]);
+    expect(lane.pendingFor(ATTACKER.uid)).toBe(0);
+    expect(lane.active).toBe(0);
+  });
+});
