@@ -54,6 +54,8 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     addresses: config.serverAddresses,
     trust: () => identity.trust(),
     credentials: () => identity.credentials(),
+    // As many JWT-SVID connections as the JWT-SVID lane sends requests at once.
+    connections: { jwt: config.jwtSvidLimits.maxConcurrentSigning },
     logger: new Logger('ServerClient'),
   });
   const storage = new AgentStorage(config.dataDir);
@@ -122,6 +124,7 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     await sync.stop();
     await rotator.stop();
     await manager.stop();
+    client.close();
   };
   // The socket listens before the first sync can be announced, so "serving identities" is true when logged.
   try {

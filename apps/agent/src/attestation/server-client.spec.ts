@@ -21,6 +21,8 @@ interface TestServer {
   address: ServerAddress;
   handler: Handler;
   requests: { url: string; peerId: string | undefined }[];
+  /** TLS connections accepted, and how many of them have closed. */
+  connections: { opened: number; closed: number };
 }
 
 let ca: TestCa;
@@ -38,7 +40,17 @@ async function pemOf(svid: TestSvid): Promise<{ cert: string; key: string }> {
 async function startServer(svid: TestSvid, handler: Handler): Promise<TestServer> {
   const { cert, key } = await pemOf(svid);
   const server = createServer({ cert, key, minVersion: 'TLSv1.3', requestCert: true, rejectUnauthorized: false });
-  const state: TestServer = { server, address: undefined as unknown as ServerAddress, handler, requests: [] };
+  const state: TestServer = {
+    server,
+    address: undefined as unknown as ServerAddress,
+    handler,
+    requests: [],
+    connections: { opened: 0, closed: 0 },
+  };
+  server.on('secureConnection', (socket: TLSSocket) => {
+    state.connections.opened++;
+    socket.once('close', () => state.connections.closed++);
+  });
   server.on('request', (request, response) => {
     const chunks: Buffer[] = [];
     request.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -84,6 +96,12 @@ async function call(target: ServerClient): Promise<unknown> {
 }
 
 let good: TestServer;
+
+/** Waits (without a timing assertion) until `condition` holds. */
+async function until(condition: () => boolean): Promise<void> {
+  for (let i = 0; i < 1000 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  expect(condition()).toBe(true);
+}
 
 beforeAll(async () => {
   ca = await TestCa.create('example.org');
@@ -196,5 +214,78 @@ describe('ServerClient over TLS', () => {
     const poll = target.sync({ revision: 0, bundleSequence: undefined, waitMs: 60_000 }, abort.signal);
     abort.abort(new Error('stopping'));
     await expect(poll).rejects.toThrow('stopping');
+  });
+
+  describe('kept-alive connections', () => {
+    const jwtBody = { spiffe_id: 'spiffe://example.org/web', token: 'a.b.c', expires_at: '2030-01-01T00:00:00Z' };
+
+    it('sends many requests over a few connections, at most the lane size at once', async () => {
+      const server = await startServer(await ca.createX509Svid('spiffe://example.org/sigil/server'), () => ({
+        status: 200,
+        body: jwtBody,
+      }));
+      const target = new ServerClient({
+        addresses: [server.address],
+        trust: () => ({ kind: 'bundle', bundle }),
+        credentials: () => agentCredentials,
+        connections: { jwt: 3 },
+      });
+      const bundle = ca.bundle();
+      for (let i = 0; i < 20; i++) await target.signJwtSvid('e1', [`aud-${i}`]);
+      expect(server.connections.opened).toBe(1);
+      await Promise.all(Array.from({ length: 40 }, (_, i) => target.signJwtSvid('e1', [`par-${i}`])));
+      expect(server.requests).toHaveLength(60);
+      expect(server.connections.opened).toBeLessThanOrEqual(3);
+      target.close();
+      await until(() => server.connections.closed === server.connections.opened);
+    });
+
+    it('makes new connections with the new SVID after a renewal, and closes the idle old ones', async () => {
+      const server = await startServer(await ca.createX509Svid('spiffe://example.org/sigil/server'), () => ({
+        status: 200,
+        body: jwtBody,
+      }));
+      const renewed = await pemOf(await ca.createX509Svid('spiffe://example.org/sigil/agent/join_token/2'));
+      let credentials = agentCredentials;
+      const bundle = ca.bundle();
+      const target = new ServerClient({
+        addresses: [server.address],
+        trust: () => ({ kind: 'bundle', bundle }),
+        credentials: () => credentials,
+      });
+      await target.signJwtSvid('e1', ['a']);
+      await target.signJwtSvid('e1', ['b']);
+      expect(server.connections).toEqual({ opened: 1, closed: 0 });
+      credentials = { certificateChainPem: renewed.cert, privateKeyPem: renewed.key };
+      await target.signJwtSvid('e1', ['c']);
+      expect(server.requests.map((request) => request.peerId)).toEqual([
+        'spiffe://example.org/sigil/agent/join_token/1',
+        'spiffe://example.org/sigil/agent/join_token/1',
+        'spiffe://example.org/sigil/agent/join_token/2',
+      ]);
+      expect(server.connections.opened).toBe(2);
+      await until(() => server.connections.closed === 1);
+      target.close();
+    });
+
+    it('keeps the control lane free while every JWT-SVID connection is busy', async () => {
+      const server = await startServer(await ca.createX509Svid('spiffe://example.org/sigil/server'), ({ url }) =>
+        url === '/agent/v1/svids/jwt' ? { status: 200, hang: true } : { status: 200, body: { results: [] } },
+      );
+      const bundle = ca.bundle();
+      const target = new ServerClient({
+        addresses: [server.address],
+        trust: () => ({ kind: 'bundle', bundle }),
+        credentials: () => agentCredentials,
+        connections: { jwt: 2 },
+        timeoutMs: 5_000,
+      });
+      const stuck = Array.from({ length: 6 }, (_, i) => target.signJwtSvid('e1', [`a-${i}`]).catch(() => 'failed'));
+      await until(() => server.requests.length === 2);
+      expect(await target.signX509Svids([{ entryId: 'e1', csrPem: 'CSR' }])).toEqual([]);
+      expect(server.requests.filter((request) => request.url === '/agent/v1/svids/jwt')).toHaveLength(2);
+      target.close();
+      expect(await Promise.all(stuck)).toEqual(Array(6).fill('failed'));
+    });
   });
 });

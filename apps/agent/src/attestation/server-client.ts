@@ -19,11 +19,12 @@ import {
 import { type ServerAddress } from './server-address.js';
 import {
   type ClientCredentials,
+  type ServerLane,
   type ServerTrust,
   type TransportRequest,
   type TransportResponse,
+  ServerConnectionPool,
   ServerUnavailableError,
-  sendRequest,
 } from './tls-transport.js';
 
 /** The server answered with an error (`{ error, message }`); `kind` is its `error` field. */
@@ -56,11 +57,14 @@ export interface ServerClientOptions {
   /** Timeout of ordinary requests (default 15 s); long polls add their wait to it. */
   readonly timeoutMs?: number;
   readonly logger?: Pick<Logger, 'warn' | 'log'>;
-  /** The transport; tests may wrap it. */
+  /** Connections kept per server and lane (defaults: SERVER_LANE_CONNECTIONS). */
+  readonly connections?: Partial<Record<ServerLane, number>>;
+  /** The transport; tests may wrap it. By default the client's own {@link ServerConnectionPool}. */
   readonly send?: (address: ServerAddress, request: TransportRequest) => Promise<TransportResponse>;
 }
 
 type Call = Omit<TransportRequest, 'trust' | 'credentials' | 'timeoutMs'> & { timeoutMs?: number; mtls: boolean };
+// Every call but JWT-SVID signing goes in the control lane (the default).
 
 /**
  * The client of the servers' agent API, failing over between `--server-address` values: a request that cannot
@@ -72,11 +76,18 @@ export class ServerClient implements AgentApi {
   private current = 0;
   private readonly timeoutMs: number;
   private readonly send: NonNullable<ServerClientOptions['send']>;
+  private readonly pool: ServerConnectionPool;
 
   constructor(private readonly options: ServerClientOptions) {
     if (options.addresses.length === 0) throw new Error('server client: at least one server address is required');
     this.timeoutMs = options.timeoutMs ?? 15_000;
-    this.send = options.send ?? sendRequest;
+    this.pool = new ServerConnectionPool(options.connections);
+    this.send = options.send ?? ((address, request) => this.pool.send(address, request));
+  }
+
+  /** Closes the connections kept to the servers (the agent is stopping). */
+  close(): void {
+    this.pool.close();
   }
 
   /** The address requests currently go to. */
@@ -156,6 +167,7 @@ export class ServerClient implements AgentApi {
       path: '/agent/v1/svids/jwt',
       body: { entry_id: entryId, audience },
       mtls: true,
+      lane: 'jwt',
     });
     return parseJwtSvidResponse(body);
   }
@@ -184,6 +196,7 @@ export class ServerClient implements AgentApi {
           trust: this.options.trust(),
           credentials,
           timeoutMs: call.timeoutMs ?? this.timeoutMs,
+          lane: call.lane,
         });
         if (response.status === 503 || response.status === 502) {
           throw new ServerUnavailableError(`${address.text}: ${errorOf(response).message}`);

@@ -1,4 +1,5 @@
-import { request as httpRequest } from 'node:http';
+import { Agent, type ClientRequest, type ClientRequestArgs, request as httpRequest } from 'node:http';
+import { type Duplex } from 'node:stream';
 import { isIP } from 'node:net';
 import { connect, type TLSSocket } from 'node:tls';
 import { sigilServerId } from '@sigil/runtime';
@@ -33,8 +34,10 @@ export interface TransportRequest {
   readonly body?: unknown;
   readonly trust: ServerTrust;
   readonly credentials?: ClientCredentials | undefined;
-  /** Gives up (as unavailable) when no answer arrived within this many milliseconds. */
+  /** Gives up (as unavailable) when no answer arrived within this many milliseconds (connecting included). */
   readonly timeoutMs: number;
+  /** Whose connections carry it (default `control`); see {@link ServerConnectionPool}. */
+  readonly lane?: ServerLane | undefined;
   readonly signal?: AbortSignal | undefined;
 }
 
@@ -49,6 +52,26 @@ export interface TransportResponse {
 export class ServerUnavailableError extends Error {
   override readonly name = 'ServerUnavailableError';
 }
+
+/**
+ * The agent's traffic to a server goes in two lanes with connections of their own, so that its own renewal, entry
+ * sync and X.509-SVID rotation never wait behind JWT-SVID requests, which local callers cause at will (issue 16
+ * finding 5): `control` for everything but JWT-SVIDs, `jwt` for those.
+ */
+export type ServerLane = 'control' | 'jwt';
+
+/**
+ * Connections kept open per server and lane. `control` carries the long-poll sync (one connection held all the
+ * time), renewal, X.509-SVID batches (one at a time) and attestation; `jwt` as many requests as the agent's JWT-SVID
+ * lane sends at once (`JwtSvidLimits.maxConcurrentSigning`), which takes its default from here.
+ */
+export const SERVER_LANE_CONNECTIONS: Readonly<Record<ServerLane, number>> = Object.freeze({ control: 4, jwt: 8 });
+
+/**
+ * How long an idle kept-alive connection stays open. Below the 5 s Node servers keep idle connections by default, so
+ * the agent rarely picks a connection the server is closing (and retries once when it did).
+ */
+const IDLE_CONNECTION_MS = 4_000;
 
 /** Largest answer read (a full sync of many entries); anything bigger is refused. */
 const MAX_RESPONSE_BYTES = 256 * 1024 * 1024;
@@ -84,10 +107,14 @@ export async function authenticateServer(chain: readonly Uint8Array[], trust: Se
   return id;
 }
 
-function openTls(
-  address: ServerAddress,
-  request: TransportRequest,
-): Promise<{ socket: TLSSocket; serverId: SpiffeId }> {
+interface TlsOptions {
+  readonly trust: ServerTrust;
+  readonly credentials?: ClientCredentials | undefined;
+  readonly timeoutMs: number;
+}
+
+/** Opens a TLS 1.3 connection and authenticates the server before it is used for anything. */
+function openTls(address: ServerAddress, options: TlsOptions): Promise<{ socket: TLSSocket; serverId: SpiffeId }> {
   return new Promise((resolve, reject) => {
     const socket = connect({
       host: address.host,
@@ -97,33 +124,25 @@ function openTls(
       // Verified below with the SPIFFE rules (bundle + server ID), not OpenSSL's host name checks.
       rejectUnauthorized: false,
       ALPNProtocols: ['http/1.1'],
-      ...(request.credentials && {
-        cert: request.credentials.certificateChainPem,
-        key: request.credentials.privateKeyPem,
+      ...(options.credentials && {
+        cert: options.credentials.certificateChainPem,
+        key: options.credentials.privateKeyPem,
       }),
     });
     const onError = (error: Error): void => {
-      request.signal?.removeEventListener('abort', onAbort);
       socket.destroy();
       reject(new ServerUnavailableError(`cannot connect to ${address.text}: ${error.message}`));
     };
-    const onAbort = (): void => {
-      socket.destroy();
-      reject(request.signal?.reason);
-    };
-    request.signal?.addEventListener('abort', onAbort, { once: true });
     socket.once('error', onError);
-    socket.setTimeout(request.timeoutMs, () => onError(new Error('TLS handshake timed out')));
+    socket.setTimeout(options.timeoutMs, () => onError(new Error('TLS handshake timed out')));
     socket.once('secureConnect', () => {
-      authenticateServer(peerCertificateChain(socket.getPeerCertificate(true)), request.trust).then(
+      authenticateServer(peerCertificateChain(socket.getPeerCertificate(true)), options.trust).then(
         (serverId) => {
-          request.signal?.removeEventListener('abort', onAbort);
           socket.off('error', onError);
           socket.setTimeout(0);
           resolve({ socket, serverId });
         },
         (error: Error) => {
-          request.signal?.removeEventListener('abort', onAbort);
           socket.destroy();
           reject(new ServerUnavailableError(`${address.text}: ${error.message}`));
         },
@@ -132,85 +151,223 @@ function openTls(
   });
 }
 
+/** The server each pooled connection authenticated. */
+const serverIds = new WeakMap<Duplex, SpiffeId>();
+
 /**
- * One HTTPS request to a server's agent API over TLS 1.3: connects, authenticates the server before sending
- * anything, presents the agent SVID when given, and reads the JSON answer. One connection per request keeps the
- * client certificate current after every renewal; long polls dominate the traffic anyway.
+ * The kept-alive connections of one server and lane, all made with one set of credentials and one trust: a new
+ * agent SVID (renewal, attestation) or a new bundle makes a new pool, and the old one is retired (its idle
+ * connections closed at once, the busy ones when their request ends), so a connection never presents an SVID the
+ * server no longer takes.
  */
-export async function sendRequest(address: ServerAddress, request: TransportRequest): Promise<TransportResponse> {
-  request.signal?.throwIfAborted();
-  const { socket, serverId } = await openTls(address, request);
-  const payload = request.body === undefined ? undefined : Buffer.from(JSON.stringify(request.body));
-  if (request.signal?.aborted) {
-    socket.destroy();
-    throw request.signal.reason;
+class LanePool extends Agent {
+  private retired = false;
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(
+    private readonly address: ServerAddress,
+    readonly tls: TlsOptions,
+    private readonly size: number,
+  ) {
+    const maxSockets = size;
+    super({ keepAlive: true, maxSockets, maxFreeSockets: maxSockets, timeout: IDLE_CONNECTION_MS, scheduling: 'lifo' });
   }
-  return new Promise<TransportResponse>((resolve, reject) => {
-    // Why the request was cut short by us, when it was (http reports only "socket hang up").
-    let failure: string | undefined;
-    let settled = false;
-    const finish = (outcome: () => void): void => {
-      if (settled) return;
-      settled = true;
-      request.signal?.removeEventListener('abort', onAbort);
-      outcome();
-    };
-    const onAbort = (): void => {
-      finish(() => reject(request.signal?.reason));
-      outgoing.destroy();
-      socket.destroy();
-    };
-    const outgoing = httpRequest(
-      {
-        createConnection: () => socket,
-        method: request.method,
-        path: request.path,
-        headers: {
-          host: address.text,
-          accept: 'application/json',
-          connection: 'close',
-          ...(payload && { 'content-type': 'application/json', 'content-length': String(payload.length) }),
-        },
+
+  /** Whether connections made with these credentials and this trust would be the same as this pool's. */
+  fits(trust: ServerTrust, credentials: ClientCredentials | undefined): boolean {
+    return this.tls.credentials === credentials && sameTrust(this.tls.trust, trust);
+  }
+
+  override createConnection(
+    _options: ClientRequestArgs,
+    callback?: (error: Error | null, stream: Duplex) => void,
+  ): Duplex | null | undefined {
+    openTls(this.address, this.tls).then(
+      ({ socket, serverId }) => {
+        serverIds.set(socket, serverId);
+        callback?.(null, socket);
       },
-      (response) => {
-        const chunks: Buffer[] = [];
-        let size = 0;
-        response.on('data', (chunk: Buffer) => {
-          size += chunk.length;
-          if (size > MAX_RESPONSE_BYTES) {
-            failure = `answer larger than ${MAX_RESPONSE_BYTES} bytes`;
-            outgoing.destroy();
-            return;
-          }
-          chunks.push(chunk);
-        });
-        response.once('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          let body: unknown = undefined;
-          try {
-            body = text === '' ? undefined : JSON.parse(text);
-          } catch {
-            body = { error: 'invalid_response', message: `not JSON: ${text.slice(0, 200)}` };
-          }
-          socket.destroy();
-          finish(() => resolve({ status: response.statusCode ?? 0, body, serverId }));
-        });
-        response.once('error', (error) =>
-          finish(() => reject(new ServerUnavailableError(`${address.text}: ${failure ?? error.message}`))),
-        );
-      },
+      (error: Error) => callback?.(error, undefined as unknown as Duplex),
     );
-    // http applies no timeout to a socket it did not create itself.
-    socket.setTimeout(request.timeoutMs, () => {
-      failure = `no answer within ${request.timeoutMs} ms`;
-      outgoing.destroy();
-    });
-    outgoing.once('error', (error) => {
-      socket.destroy();
-      const reason = failure ?? error.message;
-      finish(() => reject(new ServerUnavailableError(`${address.text}: ${reason}`)));
-    });
-    request.signal?.addEventListener('abort', onAbort, { once: true });
-    outgoing.end(payload);
-  });
+    return undefined;
+  }
+
+  override keepSocketAlive(socket: Duplex): boolean {
+    if (this.retired) return false;
+    return super.keepSocketAlive(socket) as unknown as boolean;
+  }
+
+  /**
+   * Runs `send` when fewer than the pool's size of requests are running. Node's Agent counts a connection against
+   * `maxSockets` only once it exists, and ours exist only after the server is authenticated: without this, a burst
+   * would open a connection per request.
+   */
+  async run<T>(send: () => Promise<T>): Promise<T> {
+    if (this.active >= this.size) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.active++;
+    try {
+      return await send();
+    } finally {
+      const next = this.waiting.shift();
+      if (next !== undefined) next();
+      else this.active--;
+    }
+  }
+
+  /** No new requests; idle connections close now, busy ones after their request. */
+  retire(): void {
+    this.retired = true;
+    for (const sockets of Object.values(this.freeSockets)) for (const socket of sockets ?? []) socket.destroy();
+  }
 }
+
+function sameTrust(a: ServerTrust, b: ServerTrust): boolean {
+  if (a.kind === 'bundle') return b.kind === 'bundle' && a.bundle === b.bundle;
+  return b.kind === 'insecure' && a.trustDomain?.name === b.trustDomain?.name;
+}
+
+/**
+ * The agent's HTTPS connections to its servers over TLS 1.3, kept alive and bounded per server and
+ * {@link ServerLane} ({@link SERVER_LANE_CONNECTIONS}): a JWT-SVID miss costs a request on an open connection, not a
+ * TLS handshake on each side (issue 16 finding 5 counted one new connection per miss). Each new connection
+ * authenticates the server before anything is sent, and presents the agent SVID when given.
+ */
+export class ServerConnectionPool {
+  private readonly pools = new Map<string, LanePool>();
+  private readonly connections: Readonly<Record<ServerLane, number>>;
+  private closed = false;
+
+  constructor(connections: Partial<Record<ServerLane, number>> = {}) {
+    this.connections = { ...SERVER_LANE_CONNECTIONS, ...connections };
+  }
+
+  /** One request; a request that found its kept-alive connection closed by the server is sent once more. */
+  async send(address: ServerAddress, request: TransportRequest): Promise<TransportResponse> {
+    request.signal?.throwIfAborted();
+    try {
+      return await this.sendOnce(address, request);
+    } catch (error) {
+      if (!(error instanceof StaleConnectionError)) throw error;
+      return this.sendOnce(address, request);
+    }
+  }
+
+  /** Closes every connection; requests after it fail. */
+  close(): void {
+    this.closed = true;
+    for (const pool of this.pools.values()) {
+      pool.retire();
+      pool.destroy();
+    }
+    this.pools.clear();
+  }
+
+  private poolFor(address: ServerAddress, request: TransportRequest): LanePool {
+    if (this.closed) throw new ServerUnavailableError('the agent is stopping: its server connections are closed');
+    const lane = request.lane ?? 'control';
+    const key = `${lane} ${request.credentials === undefined ? 'anonymous' : 'mtls'} ${address.text}`;
+    const current = this.pools.get(key);
+    if (current?.fits(request.trust, request.credentials)) return current;
+    current?.retire();
+    // A long poll's timeout is no handshake timeout.
+    const tls = {
+      trust: request.trust,
+      credentials: request.credentials,
+      timeoutMs: Math.min(request.timeoutMs, 15_000),
+    };
+    const pool = new LanePool(address, tls, this.connections[lane]);
+    this.pools.set(key, pool);
+    return pool;
+  }
+
+  private sendOnce(address: ServerAddress, request: TransportRequest): Promise<TransportResponse> {
+    const pool = this.poolFor(address, request);
+    return pool.run(() => this.sendOn(pool, address, request));
+  }
+
+  private sendOn(pool: LanePool, address: ServerAddress, request: TransportRequest): Promise<TransportResponse> {
+    if (request.signal?.aborted) return Promise.reject(request.signal.reason);
+    const payload = request.body === undefined ? undefined : Buffer.from(JSON.stringify(request.body));
+    return new Promise<TransportResponse>((resolve, reject) => {
+      // Why the request was cut short by us, when it was (http reports only "socket hang up").
+      let failure: string | undefined;
+      let settled = false;
+      const finish = (outcome: () => void): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        request.signal?.removeEventListener('abort', onAbort);
+        outcome();
+      };
+      const onAbort = (): void => {
+        finish(() => reject(request.signal?.reason));
+        outgoing.destroy();
+      };
+      const outgoing: ClientRequest = httpRequest(
+        {
+          agent: pool,
+          method: request.method,
+          path: request.path,
+          headers: {
+            host: address.text,
+            accept: 'application/json',
+            ...(payload && { 'content-type': 'application/json', 'content-length': String(payload.length) }),
+          },
+        },
+        (response) => {
+          // Read now: the connection is detached from the answer once it has been read.
+          const serverId = serverIds.get(response.socket);
+          const chunks: Buffer[] = [];
+          let size = 0;
+          response.on('data', (chunk: Buffer) => {
+            size += chunk.length;
+            if (size > MAX_RESPONSE_BYTES) {
+              failure = `answer larger than ${MAX_RESPONSE_BYTES} bytes`;
+              outgoing.destroy();
+              return;
+            }
+            chunks.push(chunk);
+          });
+          response.once('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            let body: unknown = undefined;
+            try {
+              body = text === '' ? undefined : JSON.parse(text);
+            } catch {
+              body = { error: 'invalid_response', message: `not JSON: ${text.slice(0, 200)}` };
+            }
+            if (serverId === undefined) {
+              finish(() =>
+                reject(new ServerUnavailableError(`${address.text}: answer on an unauthenticated connection`)),
+              );
+              return;
+            }
+            finish(() => resolve({ status: response.statusCode ?? 0, body, serverId }));
+          });
+          response.once('error', (error) =>
+            finish(() => reject(new ServerUnavailableError(`${address.text}: ${failure ?? error.message}`))),
+          );
+        },
+      );
+      // Connecting (or waiting for a kept connection) and the answer count; waiting for a turn in the pool does not.
+      const timer = setTimeout(() => {
+        failure = `no answer within ${request.timeoutMs} ms`;
+        outgoing.destroy();
+      }, request.timeoutMs);
+      outgoing.once('error', (error: NodeJS.ErrnoException) => {
+        if (error instanceof ServerUnavailableError) return finish(() => reject(error));
+        // The server closed a kept-alive connection just as it was reused: nothing reached it.
+        if (outgoing.reusedSocket && failure === undefined && error.code === 'ECONNRESET') {
+          return finish(() => reject(new StaleConnectionError(error.message)));
+        }
+        const reason = failure ?? error.message;
+        finish(() => reject(new ServerUnavailableError(`${address.text}: ${reason}`)));
+      });
+      request.signal?.addEventListener('abort', onAbort, { once: true });
+      outgoing.end(payload);
+    });
+  }
+}
+
+class StaleConnectionError extends Error {}

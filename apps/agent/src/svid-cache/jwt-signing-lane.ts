@@ -1,4 +1,5 @@
 import { type Clock, TokenBucketRateLimiter, systemClock } from '@sigil/runtime';
+import { SERVER_LANE_CONNECTIONS } from '../attestation/tls-transport.js';
 
 /** A caller of the Workload API as the JWT-SVID limits count it: by the uid the kernel reported (SO_PEERCRED). */
 export interface JwtSvidCaller {
@@ -42,7 +43,7 @@ export const JWT_SVID_LIMITS: JwtSvidLimits = Object.freeze({
   missRatePerSecond: 10,
   missBurst: 100,
   maxPendingMissesPerUid: 128,
-  maxConcurrentSigning: 8,
+  maxConcurrentSigning: SERVER_LANE_CONNECTIONS.jwt,
 });
 
 /** A caller went past one of its JWT-SVID limits; the Workload API answers RESOURCE_EXHAUSTED with this message. */
