@@ -115,6 +115,11 @@ export class Harness {
     return child;
   }
 
+  /** Runs `cleanup` when the harness closes, after its processes stopped. */
+  onClose(cleanup: () => Promise<void>): void {
+    this.cleanups.push(cleanup);
+  }
+
   /** Starts `sigil-server run` on 127.0.0.1 with a free port and waits until it listens. */
   async startServer(options: ServerOptions = {}): Promise<ServerProcess> {
     const adminSocket = join(this.scratch, 'admin.sock');

@@ -20,6 +20,12 @@ export interface X509SvidResponseMessage {
 
 type WorkloadClient = grpc.Client & {
   FetchX509SVID(request: object, metadata: grpc.Metadata): grpc.ClientReadableStream<X509SvidResponseMessage>;
+  FetchJWTSVID(
+    request: { audience: readonly string[] },
+    metadata: grpc.Metadata,
+    options: grpc.CallOptions,
+    callback: (error: grpc.ServiceError | null, response?: { svids: { spiffe_id: string; svid: string }[] }) => void,
+  ): grpc.ClientUnaryCall;
 };
 
 let clientConstructor: grpc.ServiceClientConstructor | undefined;
@@ -151,4 +157,21 @@ export async function timeFirstX509Response(
   } finally {
     client.close();
   }
+}
+
+/** `FetchJWTSVID` for `audience`: resolves with the token of `expectedId`, rejects with the call's error. */
+export function fetchJwtSvid(
+  client: WorkloadClient,
+  audience: readonly string[],
+  expectedId: string,
+  timeoutMs: number,
+): Promise<string> {
+  return new Promise((resolve, reject) => {
+    client.FetchJWTSVID({ audience }, securityHeader(), { deadline: Date.now() + timeoutMs }, (error, response) => {
+      if (error !== null) return reject(new Error(`FetchJWTSVID failed: ${error.message}`));
+      const svid = response?.svids.find((each) => each.spiffe_id === expectedId);
+      if (svid === undefined) return reject(new Error(`FetchJWTSVID answer lacks ${expectedId}`));
+      resolve(svid.svid);
+    });
+  });
 }

@@ -24,8 +24,9 @@ export interface JwtSvidLimits {
   /** Misses of one uid being signed or waiting for a turn at once; the next gets RESOURCE_EXHAUSTED. */
   readonly maxPendingMissesPerUid: number;
   /**
-   * JWT-SVID requests to the server at once over all uids (and connections kept for them). A free slot goes to the
-   * waiting uid with the fewest requests at the server, so a busy uid does not delay a quiet one behind its queue.
+   * JWT-SVID requests to the server at once over all uids (and connections kept for them), one uid holding at most
+   * half of them. A free slot goes to the waiting uid with the fewest requests at the server, so a busy uid does not
+   * delay a quiet one behind its queue.
    */
   readonly maxConcurrentSigning: number;
 }
@@ -66,8 +67,8 @@ interface Waiting {
 /**
  * The agent's lane for JWT-SVID signing at the server, apart from its own renewal, sync and X.509 rotation (which
  * have their own connections, see ServerClient): per uid a token bucket and a cap on pending misses, and over all
- * uids a fixed number of requests at once, handed out by uid: first to the uid with the fewest running, then
- * round-robin.
+ * uids a fixed number of requests at once, at most half of them for one uid, handed out by uid: first to the uid
+ * with the fewest running, then round-robin.
  */
 export class JwtSigningLane {
   private readonly buckets: TokenBucketRateLimiter;
@@ -76,6 +77,8 @@ export class JwtSigningLane {
   private readonly queues = new Map<number, Waiting[]>();
   private running = 0;
   private readonly runningByUid = new Map<number, number>();
+  /** Half the slots: a busy uid always leaves room for another uid's miss to go at once. */
+  private readonly maxRunningPerUid: number;
 
   constructor(
     private readonly limits: Pick<
@@ -84,6 +87,7 @@ export class JwtSigningLane {
     > = JWT_SVID_LIMITS,
     clock: Clock = systemClock,
   ) {
+    this.maxRunningPerUid = Math.max(1, Math.floor(limits.maxConcurrentSigning / 2));
     this.buckets = new TokenBucketRateLimiter(
       { ratePerSecond: limits.missRatePerSecond, burst: limits.missBurst },
       clock,
@@ -159,9 +163,12 @@ export class JwtSigningLane {
       // back of the line with whatever it has left.
       let uid: number | undefined;
       for (const candidate of this.queues.keys()) {
+        if (this.runningFor(candidate) >= this.maxRunningPerUid) continue;
         if (uid === undefined || this.runningFor(candidate) < this.runningFor(uid)) uid = candidate;
         if (this.runningFor(uid) === 0) break;
       }
+      // Every waiting uid holds its share of the slots already.
+      if (uid === undefined) return;
       const queue = this.queues.get(uid as number) as Waiting[];
       this.queues.delete(uid as number);
       const next = queue.shift() as Waiting;

@@ -98,15 +98,16 @@ describe('JwtSvidCache: per-uid limits on misses', () => {
     expect(signed).toHaveLength(5);
   });
 
-  it('caps the misses of one uid waiting for the server, and the requests sent at once', async () => {
+  it('caps the misses of one uid waiting for the server, and its share of the requests sent at once', async () => {
     const releases: (() => void)[] = [];
     const sent: number[] = [];
-    const lane = new JwtSigningLane({ ...JWT_SVID_LIMITS, maxPendingMissesPerUid: 4, maxConcurrentSigning: 2 });
+    const lane = new JwtSigningLane({ ...JWT_SVID_LIMITS, maxPendingMissesPerUid: 4, maxConcurrentSigning: 4 });
     const source = async (_entryId: string, audience: readonly string[]): Promise<JwtSvidResponse> => {
       sent.push(Number(audience[0]!.split('-')[1]));
       await new Promise<void>((resolve) => releases.push(resolve));
       return api.jwtFor(WEB, audience);
     };
+    const turn = () => new Promise((resolve) => setImmediate(resolve));
     const cache = new JwtSvidCache(source, { lane });
     const attacks = [0, 1, 2, 3].map((i) => cache.fetch('e1', WEB, [`a-${i}`], ATTACKER));
     await expect(cache.fetch('e1', WEB, ['a-4'], ATTACKER)).rejects.toThrow(
@@ -114,21 +115,27 @@ describe('JwtSvidCache: per-uid limits on misses', () => {
     );
     // The same audiences join the request in flight: no new miss, no refusal.
     const joined = cache.fetch('e1', WEB, ['a-0'], ATTACKER);
-    const victim = cache.fetch('e1', WEB, ['v-100'], VICTIM);
-    await new Promise((resolve) => setImmediate(resolve));
-    expect(lane.active).toBe(2);
+    await turn();
+    // One uid gets half the slots: the other half stays free for the others.
     expect(sent).toEqual([0, 1]);
-    // The victim's miss goes next, ahead of the attacker's two still waiting (turns are taken by uid).
+    expect(lane.active).toBe(2);
+    const victims = [100, 101].map((i) => cache.fetch('e1', WEB, [`v-${i}`], VICTIM));
+    await turn();
+    expect(sent).toEqual([0, 1, 100, 101]);
+    // When a slot frees, the uid with the fewest requests running goes first.
+    const third = cache.fetch('e1', WEB, ['v-102'], VICTIM);
+    const fourth = cache.fetch('e1', WEB, ['v-103'], { uid: 1001 });
+    await turn();
     releases.shift()!();
     await attacks[0];
-    await new Promise((resolve) => setImmediate(resolve));
-    expect(sent).toEqual([0, 1, 100]);
-    while (sent.length < 5 || releases.length > 0) {
+    await turn();
+    expect(sent).toEqual([0, 1, 100, 101, 103]);
+    while (sent.length < 8 || releases.length > 0) {
       releases.shift()?.();
-      await new Promise((resolve) => setImmediate(resolve));
+      await turn();
     }
-    await Promise.all([...attacks, joined, victim]);
-    expect(sent).toEqual([0, 1, 100, 2, 3]);
+    await Promise.all([...attacks, joined, ...victims, third, fourth]);
+    expect(sent.slice(5).sort()).toEqual([102, 2, 3].sort());
     expect(lane.pendingFor(ATTACKER.uid)).toBe(0);
     expect(lane.active).toBe(0);
   });
