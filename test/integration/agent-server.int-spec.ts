@@ -4,6 +4,7 @@
  * it, without the cost of child processes. The server runs on a FakeClock that stays at the real time.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createCsr, generateKeyPair } from '@sigil/pki';
@@ -75,6 +76,7 @@ async function startAgent(api: AgentApiTestServer, bundle: TrustBundle, dataDir:
       await sync.stop();
       await rotator.stop();
       await manager.stop();
+      client.close();
     },
   };
 }
@@ -177,4 +179,48 @@ describe('agent classes against a real sigil-server', () => {
     await until(() => agentB.refusals.length > 0, 'refusal');
     expect(agentB.refusals[0]!.isAgentRefused()).toBe(true);
   });
+});
+
+describe('a stopping server and kept-alive connections', () => {
+  it('answers a request it was reading when it began to stop with Connection: close', async () => {
+    const api = await startAgentApiTestServer({ clock: new FakeClock(new Date()) });
+    const agent = new HttpsAgent({ keepAlive: true, maxSockets: 1, rejectUnauthorized: false });
+    try {
+      const body = JSON.stringify({ csr: 'x' });
+      let sent = false;
+      let startClose!: () => void;
+      const closing = new Promise<void>((resolve) => (startClose = resolve));
+
+      const answered = new Promise<string | undefined>((resolve, reject) => {
+        const request = httpsRequest(
+          {
+            host: '127.0.0.1',
+            port: api.port,
+            method: 'POST',
+            path: '/agent/v1/renew',
+            agent,
+            headers: { 'content-type': 'application/json', 'content-length': String(body.length) },
+          },
+          (response) => {
+            response.resume();
+            response.once('end', () => resolve(response.headers.connection));
+          },
+        );
+        request.once('error', reject);
+        // Half the body: the server is busy reading this request (the connection is not idle) when it stops.
+        request.write(body.slice(0, 5), () => (sent = true));
+        void closing.then(() => request.end(body.slice(5)));
+      });
+      await until(() => sent, 'the first half of the request sent');
+      // Without a way to see the server's side, give it a moment to read the headers.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const closed = api.close();
+      startClose();
+      // A kept-alive answer would let the client go on using the connection, holding the server open.
+      expect(await answered).toBe('close');
+      await closed;
+    } finally {
+      agent.destroy();
+    }
+  }, 120_000);
 });

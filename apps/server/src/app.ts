@@ -170,8 +170,22 @@ export async function startServer(
   const refresher = new ServerTlsRefresher(tlsServer, source, options.clock ?? systemClock);
   let adminServer: HttpServer | undefined;
   let closing: Promise<void> | undefined;
+  // A kept-alive connection that is busy when the server stops stays open for as long as its client keeps sending
+  // on it (agents keep theirs): once stopping, every answer, including those being prepared, closes its connection.
+  let stopping = false;
+  const answering = new Set<ServerResponse>();
+  const closeAfter = (response: ServerResponse): void => {
+    if (!response.headersSent) response.setHeader('connection', 'close');
+  };
+  tlsServer.on('request', (_request: IncomingMessage, response: ServerResponse) => {
+    if (stopping) return closeAfter(response);
+    answering.add(response);
+    response.once('close', () => answering.delete(response));
+  });
   const close = (): Promise<void> =>
     (closing ??= (async () => {
+      stopping = true;
+      for (const response of answering) closeAfter(response);
       refresher.stop();
       if (adminServer) await closeAdminSocket(adminServer);
       await app.close();

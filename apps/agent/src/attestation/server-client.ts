@@ -146,6 +146,9 @@ export class ServerClient implements AgentApi {
       mtls: true,
       timeoutMs: this.timeoutMs + query.waitMs,
       signal,
+      // A new connection per poll (one per change or per wait, 25 s by default): a connection reused poll after poll
+      // would never let a stopping server finish (Node's server.close() waits for busy connections).
+      keepAlive: false,
     });
     return parseSyncResponse(body, this.trustDomain());
   }
@@ -197,6 +200,7 @@ export class ServerClient implements AgentApi {
           credentials,
           timeoutMs: call.timeoutMs ?? this.timeoutMs,
           lane: call.lane,
+          keepAlive: call.keepAlive,
         });
         if (response.status === 503 || response.status === 502) {
           throw new ServerUnavailableError(`${address.text}: ${errorOf(response).message}`);

@@ -36,6 +36,11 @@ export interface TransportRequest {
   readonly credentials?: ClientCredentials | undefined;
   /** Gives up (as unavailable) when no answer arrived within this many milliseconds (connecting included). */
   readonly timeoutMs: number;
+  /**
+   * False: the connection is closed after the answer instead of kept for the next request (a long poll, which would
+   * otherwise keep its connection busy for good and so hold off a server that is shutting down).
+   */
+  readonly keepAlive?: boolean | undefined;
   /** Whose connections carry it (default `control`); see {@link ServerConnectionPool}. */
   readonly lane?: ServerLane | undefined;
   readonly signal?: AbortSignal | undefined;
@@ -312,6 +317,7 @@ export class ServerConnectionPool {
           headers: {
             host: address.text,
             accept: 'application/json',
+            ...(request.keepAlive === false && { connection: 'close' }),
             ...(payload && { 'content-type': 'application/json', 'content-length': String(payload.length) }),
           },
         },
