@@ -5,7 +5,12 @@ import { connect as http2Connect } from 'node:http2';
 import { join } from 'node:path';
 import { Duplex } from 'node:stream';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
-import { X509SVIDRequestSchema, X509SVIDResponseSchema } from '@sigil/workload-api';
+import {
+  JWTSVIDRequestSchema,
+  JWTSVIDResponseSchema,
+  X509SVIDRequestSchema,
+  X509SVIDResponseSchema,
+} from '@sigil/workload-api';
 
 /** Whether this process may run children as another user (setpriv) and make setgid files. */
 export const isRoot = process.geteuid?.() === 0;
@@ -32,6 +37,8 @@ export interface RelayCaller {
   readonly pid: number;
   /** Sends `FetchX509SVID` over the caller's connection and resolves with the SPIFFE IDs or the gRPC error. */
   fetchX509SvidIds(): Promise<{ ids: string[] } | { grpcStatus: number; message: string }>;
+  /** Sends `FetchJWTSVID` for `audience` and resolves with the tokens or the gRPC error. */
+  fetchJwtSvids(audience: readonly string[]): Promise<{ tokens: string[] } | { grpcStatus: number; message: string }>;
   close(): Promise<void>;
 }
 
@@ -42,53 +49,66 @@ function relay(child: ChildProcess, pid: number): RelayCaller {
   // The agent closed the connection (a refused caller) and the relay exited: end the session and its requests,
   // which may otherwise wait for an answer that will never come.
   child.once('exit', () => session.destroy());
+  /** Calls `method` with `message` and resolves with the first response message, or the gRPC error status. */
+  const firstAnswer = async (
+    method: string,
+    message: Uint8Array,
+  ): Promise<Uint8Array | { grpcStatus: number; message: string }> => {
+    const request = session.request({
+      ':method': 'POST',
+      ':path': `/SpiffeWorkloadAPI/${method}`,
+      'content-type': 'application/grpc',
+      te: 'trailers',
+      'workload.spiffe.io': 'true',
+    });
+    const frame = Buffer.alloc(5 + message.length);
+    frame.writeUInt32BE(message.length, 1);
+    frame.set(message, 5);
+    request.end(frame);
+    const chunks: Buffer[] = [];
+    let status: { grpcStatus: number; message: string } | undefined;
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    const trailers = (headers: Record<string, unknown>) => {
+      if (headers['grpc-status'] !== undefined && headers['grpc-status'] !== '0') {
+        status = {
+          grpcStatus: Number(headers['grpc-status']),
+          message: decodeURIComponent(String(headers['grpc-message'] ?? '')),
+        };
+      }
+    };
+    request.on('response', trailers);
+    request.on('trailers', trailers);
+    // A stream stays open after its first message: stop once one whole message or a status has arrived.
+    await new Promise<void>((resolve, reject) => {
+      const check = () => {
+        const data = Buffer.concat(chunks);
+        if (status !== undefined || (data.length >= 5 && data.length >= 5 + data.readUInt32BE(1))) resolve();
+      };
+      request.on('data', check);
+      request.on('response', check);
+      request.on('trailers', check);
+      request.on('close', () =>
+        status !== undefined || chunks.length > 0 ? resolve() : reject(new Error('stream closed')),
+      );
+      request.on('error', reject);
+    });
+    request.close();
+    if (status !== undefined) return status;
+    const data = Buffer.concat(chunks);
+    return data.subarray(5, 5 + data.readUInt32BE(1));
+  };
   return {
     pid,
     async fetchX509SvidIds() {
-      const request = session.request({
-        ':method': 'POST',
-        ':path': '/SpiffeWorkloadAPI/FetchX509SVID',
-        'content-type': 'application/grpc',
-        te: 'trailers',
-        'workload.spiffe.io': 'true',
-      });
-      const message = toBinary(X509SVIDRequestSchema, create(X509SVIDRequestSchema));
-      const frame = Buffer.alloc(5 + message.length);
-      frame.writeUInt32BE(message.length, 1);
-      frame.set(message, 5);
-      request.end(frame);
-      const chunks: Buffer[] = [];
-      let status: { grpcStatus: number; message: string } | undefined;
-      request.on('data', (chunk: Buffer) => chunks.push(chunk));
-      const trailers = (headers: Record<string, unknown>) => {
-        if (headers['grpc-status'] !== undefined && headers['grpc-status'] !== '0') {
-          status = {
-            grpcStatus: Number(headers['grpc-status']),
-            message: decodeURIComponent(String(headers['grpc-message'] ?? '')),
-          };
-        }
-      };
-      request.on('response', trailers);
-      request.on('trailers', trailers);
-      // A stream stays open after its first message: stop once one whole message or a status has arrived.
-      await new Promise<void>((resolve, reject) => {
-        const check = () => {
-          const data = Buffer.concat(chunks);
-          if (status !== undefined || (data.length >= 5 && data.length >= 5 + data.readUInt32BE(1))) resolve();
-        };
-        request.on('data', check);
-        request.on('response', check);
-        request.on('trailers', check);
-        request.on('close', () =>
-          status !== undefined || chunks.length > 0 ? resolve() : reject(new Error('stream closed')),
-        );
-        request.on('error', reject);
-      });
-      request.close();
-      if (status !== undefined) return status;
-      const data = Buffer.concat(chunks);
-      const response = fromBinary(X509SVIDResponseSchema, data.subarray(5, 5 + data.readUInt32BE(1)));
-      return { ids: response.svids.map((svid) => svid.spiffeId) };
+      const answer = await firstAnswer('FetchX509SVID', toBinary(X509SVIDRequestSchema, create(X509SVIDRequestSchema)));
+      if (!(answer instanceof Uint8Array)) return answer;
+      return { ids: fromBinary(X509SVIDResponseSchema, answer).svids.map((svid) => svid.spiffeId) };
+    },
+    async fetchJwtSvids(audience: readonly string[]) {
+      const request = create(JWTSVIDRequestSchema, { audience: [...audience] });
+      const answer = await firstAnswer('FetchJWTSVID', toBinary(JWTSVIDRequestSchema, request));
+      if (!(answer instanceof Uint8Array)) return answer;
+      return { tokens: fromBinary(JWTSVIDResponseSchema, answer).svids.map((svid) => svid.svid) };
     },
     async close() {
       session.destroy();

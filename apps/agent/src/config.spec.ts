@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestCa } from '../../../test/support/test-ca.js';
 import { AgentConfigError, type LoadAgentConfigInput, loadAgentConfig } from './config.js';
 import { WORKLOAD_API_LIMITS } from './workload-api/workload-api.server.js';
+import { JWT_SVID_LIMITS } from './svid-cache/jwt-signing-lane.js';
 
 let dir: string;
 let bundlePem: string;
@@ -227,6 +228,39 @@ describe('loadAgentConfig', () => {
     [{ logLevel: 'verbose' }, "--log-level: must be one of fatal, error, warn, info, debug, trace, got 'verbose'"],
   ])('rejects %j', (flags, message) => {
     expect(problemsOf({ ...base(), flags: { ...base().flags, ...flags } })).toEqual([message]);
+  });
+
+  it('takes the JWT-SVID limits from flags, env or the file, with defaults, and checks them', async () => {
+    expect(loadAgentConfig(base()).jwtSvidLimits).toEqual(JWT_SVID_LIMITS);
+    await writeFile(
+      join(dir, 'jwt.json'),
+      JSON.stringify({ jwt_svid_cache_max_mib: 64, jwt_svid_miss_rate_per_uid: 20 }),
+    );
+    const config = loadAgentConfig({
+      ...base(),
+      file: 'jwt.json',
+      flags: { ...base().flags, jwtSvidMissBurstPerUid: '500' },
+      env: { SIGIL_AGENT_JWT_SVID_CACHE_MAX_MIB_PER_UID: '16', SIGIL_AGENT_JWT_SVID_MAX_PENDING_PER_UID: '256' },
+    });
+    expect(config.jwtSvidLimits).toEqual({
+      ...JWT_SVID_LIMITS,
+      cacheMaxBytes: 64 * 1024 * 1024,
+      cacheMaxBytesPerUid: 16 * 1024 * 1024,
+      missRatePerSecond: 20,
+      missBurst: 500,
+      maxPendingMissesPerUid: 256,
+    });
+    expect(
+      problemsOf({
+        ...base(),
+        flags: { ...base().flags, jwtSvidMissRatePerUid: '0', jwtSvidCacheMaxMib: '4', jwtSvidCacheMaxMibPerUid: '8' },
+      }),
+    ).toEqual(["--jwt-svid-miss-rate-per-uid: must be a whole number from 1 to 1000000, got '0'"]);
+    expect(
+      problemsOf({ ...base(), flags: { ...base().flags, jwtSvidCacheMaxMib: '4', jwtSvidCacheMaxMibPerUid: '8' } }),
+    ).toEqual([
+      '--jwt-svid-cache-max-mib-per-uid: must not exceed the whole cache (--jwt-svid-cache-max-mib, 4 MiB), got 8',
+    ]);
   });
 
   it('lists every bad key at once', () => {
