@@ -14,7 +14,7 @@ import { JwtSvidCache } from '../../apps/agent/src/svid-cache/jwt-svid-cache.js'
 import { type IdentityCache, WorkloadApiHandler } from '../../apps/agent/src/workload-api/workload-api.handler.js';
 import { WorkloadApiServer } from '../../apps/agent/src/workload-api/workload-api.server.js';
 import { type AgentBundles, type WorkloadIdentity } from '../../apps/agent/src/workload-api/workload-responses.js';
-import { type Selector, matchesAllSelectors } from '../../apps/agent/src/workload-attestor/selector.js';
+import { type Selector, matchesAllSelectors } from '@sigil/runtime';
 import { UnixWorkloadAttestor } from '../../apps/agent/src/workload-attestor/unix-attestor.js';
 import { FakeAgentApi } from '../support/fake-agent-api.js';
 import { NOBODY, isRoot, spawnRelayCaller } from '../support/relay-caller.js';
