@@ -1,8 +1,3 @@
-// @peculiar/x509 needs reflect-metadata loaded before it, and a WebCrypto provider: Node's built-in one.
-import 'reflect-metadata';
-import { webcrypto } from 'node:crypto';
-import * as x509 from '@peculiar/x509';
-
-x509.cryptoProvider.set(webcrypto);
-
-export { x509 };
+// The one @peculiar/x509 setup (reflect-metadata loaded first, Node's WebCrypto as the provider) lives in
+// @sigil/spiffe, which every lib builds on; pki modules import it from here.
+export { x509 } from '@sigil/spiffe';

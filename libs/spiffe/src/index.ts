@@ -24,3 +24,5 @@ export {
   type SignJwtSvidParams,
   type ValidateJwtSvidOptions,
 } from './jwt-svid.js';
+/** The one @peculiar/x509 setup of Sigil (reflect-metadata first, Node's WebCrypto as its provider), for libs/pki too. */
+export { x509 } from './x509-provider.js';
