@@ -83,6 +83,15 @@ export interface ServerConfig {
   readonly httpRequestTimeoutSeconds: number;
   /** A connection with no request in flight (before the first one, between keep-alive requests) is closed after this. */
   readonly httpIdleTimeoutSeconds: number;
+  /** Per-agent token bucket of the agent API's sync route: refill per second. */
+  readonly agentSyncRatePerSecond: number;
+  /** Size of that bucket: how many syncs an agent may make at once after a quiet spell. */
+  readonly agentSyncBurst: number;
+  /**
+   * Longest an agent's status (banned, evicted, current SVID serial) is used from memory after it was read: the bound
+   * on how long another replica may still serve an evicted or banned agent when a change notification is lost.
+   */
+  readonly agentStatusCacheTtlSeconds: number;
 }
 
 /** Nest injection token of the frozen {@link ServerConfig}. */
@@ -123,6 +132,10 @@ export const DEFAULT_HTTP_HEADERS_TIMEOUT_SECONDS = 10;
 /** A request body is at most 1 MiB (request-body.ts): 30 s is 35 KB/s. */
 export const DEFAULT_HTTP_REQUEST_TIMEOUT_SECONDS = 30;
 export const DEFAULT_HTTP_IDLE_TIMEOUT_SECONDS = 10;
+/** An agent syncs once per change, or every 25 s when idle: 5 per second is far above a working agent's need. */
+export const DEFAULT_AGENT_SYNC_RATE = 5;
+export const DEFAULT_AGENT_SYNC_BURST = 20;
+export const DEFAULT_AGENT_STATUS_CACHE_TTL_SECONDS = 30;
 
 const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
 
@@ -158,6 +171,9 @@ export interface ServerConfigFlags {
   httpHeadersTimeout?: string;
   httpRequestTimeout?: string;
   httpIdleTimeout?: string;
+  agentSyncRate?: string;
+  agentSyncBurst?: string;
+  agentStatusCacheTtl?: string;
 }
 
 export interface LoadServerConfigInput {
@@ -335,6 +351,9 @@ class RawServerConfig {
   @IsOptional() @IsDurationSeconds(1, 300) http_headers_timeout?: unknown;
   @IsOptional() @IsDurationSeconds(1, 3600) http_request_timeout?: unknown;
   @IsOptional() @IsDurationSeconds(1, 3600) http_idle_timeout?: unknown;
+  @IsOptional() @IsCount(1_000_000) agent_sync_rate?: unknown;
+  @IsOptional() @IsCount(1_000_000) agent_sync_burst?: unknown;
+  @IsOptional() @IsDurationSeconds(1, 3600) agent_status_cache_ttl?: unknown;
 }
 
 type RawKey = Exclude<keyof RawServerConfig, never>;
@@ -377,6 +396,9 @@ const SOURCES: Record<RawKey, { flag: keyof ServerConfigFlags | null; env: strin
   http_headers_timeout: { flag: 'httpHeadersTimeout', env: 'SIGIL_HTTP_HEADERS_TIMEOUT', file: true },
   http_request_timeout: { flag: 'httpRequestTimeout', env: 'SIGIL_HTTP_REQUEST_TIMEOUT', file: true },
   http_idle_timeout: { flag: 'httpIdleTimeout', env: 'SIGIL_HTTP_IDLE_TIMEOUT', file: true },
+  agent_sync_rate: { flag: 'agentSyncRate', env: 'SIGIL_AGENT_SYNC_RATE', file: true },
+  agent_sync_burst: { flag: 'agentSyncBurst', env: 'SIGIL_AGENT_SYNC_BURST', file: true },
+  agent_status_cache_ttl: { flag: 'agentStatusCacheTtl', env: 'SIGIL_AGENT_STATUS_CACHE_TTL', file: true },
 };
 
 const kebab = (flag: string): string => `--${flag.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`)}`;
@@ -514,6 +536,9 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
     httpHeadersTimeoutSeconds,
     httpRequestTimeoutSeconds,
     httpIdleTimeoutSeconds: seconds('http_idle_timeout', DEFAULT_HTTP_IDLE_TIMEOUT_SECONDS),
+    agentSyncRatePerSecond: count('agent_sync_rate', DEFAULT_AGENT_SYNC_RATE),
+    agentSyncBurst: count('agent_sync_burst', DEFAULT_AGENT_SYNC_BURST),
+    agentStatusCacheTtlSeconds: seconds('agent_status_cache_ttl', DEFAULT_AGENT_STATUS_CACHE_TTL_SECONDS),
     ...(raw.database_url !== undefined && { databaseUrl: raw.database_url as string }),
     ...(upstreamCert !== undefined &&
       upstreamKey !== undefined && {

@@ -10,7 +10,7 @@ import { AgentSvidService } from './agent-svid.service.js';
 import { AttestationController } from './attestation.controller.js';
 import { AuthorisedEntriesService } from './authorised-entries.service.js';
 import { JoinTokenAttestationService } from './join-token-attestation.service.js';
-import { AgentSignRateLimiter } from './rate-limiter.js';
+import { AgentSignRateLimiter, AgentSyncRateLimiter } from './rate-limiter.js';
 import { SvidSigningService } from './svid-signing.service.js';
 import { SyncService } from './sync.service.js';
 import { X509popAttestationService } from './x509pop-attestation.service.js';
@@ -26,6 +26,7 @@ import { X509popAttestationService } from './x509pop-attestation.service.js';
   providers: [
     AgentAuthGuard,
     AgentSignRateLimiter,
+    AgentSyncRateLimiter,
     AgentSvidService,
     AuthorisedEntriesService,
     JoinTokenAttestationService,

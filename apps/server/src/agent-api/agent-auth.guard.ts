@@ -6,8 +6,10 @@ import {
   type ExecutionContext,
   Inject,
   Injectable,
+  SetMetadata,
   UseGuards,
 } from '@nestjs/common';
+import { Reflector } from '@nestjs/core';
 import { SIGIL_AGENT_PATH_PREFIX, formatSelector } from '@sigil/runtime';
 import { SpiffeError, peerCertificateChain, verifyX509Svid } from '@sigil/spiffe';
 import { type FastifyRequest } from 'fastify';
@@ -18,6 +20,15 @@ import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { setCallingAgent } from './agent-request.js';
+import { AgentSyncRateLimiter } from './rate-limiter.js';
+
+const SYNC_ROUTE = 'sigil:agent-sync-route';
+
+/**
+ * Marks the sync route: the guard takes the agent's sync rate limit once the SVID verified and before the agent's
+ * status is looked up, so a sync over the limit costs no database query.
+ */
+export const SyncRateLimited = (): MethodDecorator => SetMetadata(SYNC_ROUTE, true);
 
 /** An agent SVID that verified against our bundle on one TLS connection. */
 interface PresentedSvid {
@@ -44,7 +55,8 @@ const unauthenticated = (message: string): AppError =>
  * Authenticates an agent on the agent API's mTLS routes: the TLS client certificate must be an X509-SVID that
  * verifies against our own bundle at the clock's time, name an agent (`spiffe://<td>/sigil/agent/...`), and be the
  * current SVID of an attested agent that is neither evicted nor banned. 401 when no valid SVID is presented, 403
- * when it names no active agent.
+ * when it names no active agent, 429 on a route marked {@link SyncRateLimited} when the agent is over that limit.
+ * Nothing here reads the database while the agent's status is in AgentsService's cache.
  */
 @Injectable()
 export class AgentAuthGuard implements CanActivate {
@@ -55,6 +67,8 @@ export class AgentAuthGuard implements CanActivate {
     private readonly agents: AgentsService,
     @Inject(CLOCK) private readonly clock: Clock,
     @Inject(SERVER_CONFIG) config: Pick<ServerConfig, 'trustDomain'>,
+    private readonly reflector: Reflector,
+    private readonly syncLimiter: AgentSyncRateLimiter,
   ) {
     this.agentIdPrefix = `${config.trustDomain.idString()}${SIGIL_AGENT_PATH_PREFIX}`;
   }
@@ -76,6 +90,9 @@ export class AgentAuthGuard implements CanActivate {
     }
     if (!svid.spiffeId.startsWith(this.agentIdPrefix)) {
       throw new AppError('permission_denied', `client certificate: ${svid.spiffeId} is not an agent id`);
+    }
+    if (this.reflector.get<boolean | undefined>(SYNC_ROUTE, context.getHandler())) {
+      this.syncLimiter.take(svid.spiffeId);
     }
     const agent = await this.agents.requireActive(svid.spiffeId, svid.serialNumber);
     setCallingAgent(request.raw, {

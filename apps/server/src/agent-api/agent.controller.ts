@@ -16,7 +16,7 @@ import {
   toJwtSvidResponse,
   toSyncResponse,
 } from './agent-api.dto.js';
-import { AgentAuth } from './agent-auth.guard.js';
+import { AgentAuth, SyncRateLimited } from './agent-auth.guard.js';
 import { abortedOnDisconnect, CurrentAgent, type CallingAgent } from './agent-request.js';
 import { AgentSvidService } from './agent-svid.service.js';
 import { SvidSigningService } from './svid-signing.service.js';
@@ -41,6 +41,7 @@ export class AgentController {
   }
 
   @Get('sync')
+  @SyncRateLimited()
   @ApiOkResponse({ type: SyncResponseDto })
   async sync(
     @CurrentAgent() agent: CallingAgent,

@@ -8,6 +8,19 @@ import type { AuthorisedDelta } from './entry-graph.js';
 /** Longest a sync request is held waiting for a change. */
 export const MAX_SYNC_WAIT_MS = 30_000;
 
+/**
+ * Long-polls one agent may hold open at once. A further one answers the oldest at once (with what it would have
+ * answered at its deadline), so an agent that restarts, or whose previous connection died unnoticed, is never
+ * locked out by its own earlier poll, and an agent cannot hold more than this many requests waiting.
+ */
+export const MAX_LONG_POLLS_PER_AGENT = 2;
+
+/** A sync waiting for a change; `superseded` once a newer poll of the same agent took its place. */
+interface LongPoll {
+  superseded: boolean;
+  wake: (() => void) | undefined;
+}
+
 export interface SyncRequest {
   /** Revision of the agent's last answer; 0 asks for everything. */
   readonly revision: number;
@@ -28,11 +41,14 @@ export interface SyncResult {
 /**
  * The agent's sync: its authorised entries since a revision, and the bundles. A long-poll: when nothing changed for
  * the agent and its bundle is current, the request waits (up to the asked time) for the entry index or the bundle
- * to change, and answers at once when one does. At shutdown, waiting requests are answered right away.
+ * to change, and answers at once when one does. At shutdown, waiting requests are answered right away. At most
+ * {@link MAX_LONG_POLLS_PER_AGENT} wait per agent (the newest win).
  */
 @Injectable()
 export class SyncService implements BeforeApplicationShutdown {
   private readonly waiting = new Set<() => void>();
+  /** Open long-polls by agent, oldest first. */
+  private readonly polls = new Map<string, LongPoll[]>();
   private closing = false;
 
   constructor(
@@ -41,7 +57,28 @@ export class SyncService implements BeforeApplicationShutdown {
   ) {}
 
   async sync(agent: CallingAgent, request: SyncRequest, signal?: AbortSignal): Promise<SyncResult> {
-    const deadline = Date.now() + Math.min(Math.max(request.waitMs, 0), MAX_SYNC_WAIT_MS);
+    const waitMs = Math.min(Math.max(request.waitMs, 0), MAX_SYNC_WAIT_MS);
+    const deadline = Date.now() + waitMs;
+    const poll = waitMs > 0 ? this.openPoll(agent.spiffeId) : undefined;
+    try {
+      return await this.syncUntil(agent, request, deadline, poll, signal);
+    } finally {
+      if (poll) this.closePoll(agent.spiffeId, poll);
+    }
+  }
+
+  /** The number of long-polls open for the agent (tests, metrics). */
+  openPolls(agentId: string): number {
+    return this.polls.get(agentId)?.length ?? 0;
+  }
+
+  private async syncUntil(
+    agent: CallingAgent,
+    request: SyncRequest,
+    deadline: number,
+    poll: LongPoll | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<SyncResult> {
     // An agent that synced with a replica further ahead: catch up first, so its view never goes back.
     if (request.revision > this.index.revision) await this.index.refresh();
     for (;;) {
@@ -54,9 +91,33 @@ export class SyncService implements BeforeApplicationShutdown {
         : delta.entries.length > 0 || delta.deletedIds.length > 0;
       const changed = entriesChanged || (bundle.sequenceNumber ?? 0) !== request.bundleSequence;
       const remainingMs = deadline - Date.now();
-      if (changed || remainingMs <= 0 || this.closing || signal?.aborted) return this.answer(agent, delta, bundle);
-      await this.waitForChange(remainingMs, signal);
+      if (changed || remainingMs <= 0 || this.closing || signal?.aborted || poll?.superseded) {
+        return this.answer(agent, delta, bundle);
+      }
+      await this.waitForChange(remainingMs, signal, poll);
     }
+  }
+
+  /** Registers a long-poll of the agent; the oldest ones beyond the cap are woken to answer at once. */
+  private openPoll(agentId: string): LongPoll {
+    const poll: LongPoll = { superseded: false, wake: undefined };
+    const open = this.polls.get(agentId) ?? [];
+    open.push(poll);
+    this.polls.set(agentId, open);
+    while (open.length > MAX_LONG_POLLS_PER_AGENT) {
+      const oldest = open.shift()!;
+      oldest.superseded = true;
+      oldest.wake?.();
+    }
+    return poll;
+  }
+
+  private closePoll(agentId: string, poll: LongPoll): void {
+    const open = this.polls.get(agentId);
+    if (!open) return;
+    const index = open.indexOf(poll);
+    if (index !== -1) open.splice(index, 1);
+    if (open.length === 0) this.polls.delete(agentId);
   }
 
   beforeApplicationShutdown(): void {
@@ -74,8 +135,11 @@ export class SyncService implements BeforeApplicationShutdown {
     return { delta, bundle: bundle.toJwks(), federatedBundles };
   }
 
-  /** Resolves on the first change of the index or of our bundle, after `timeoutMs`, on abort or at shutdown. */
-  private waitForChange(timeoutMs: number, signal: AbortSignal | undefined): Promise<void> {
+  /**
+   * Resolves on the first change of the index or of our bundle, after `timeoutMs`, on abort, at shutdown or when a
+   * newer poll supersedes this one.
+   */
+  private waitForChange(timeoutMs: number, signal: AbortSignal | undefined, poll: LongPoll | undefined): Promise<void> {
     return new Promise((resolve) => {
       const cleanups: (() => void)[] = [];
       const wake = (): void => {
@@ -90,6 +154,10 @@ export class SyncService implements BeforeApplicationShutdown {
         () => this.waiting.delete(wake),
       );
       this.waiting.add(wake);
+      if (poll) {
+        poll.wake = wake;
+        cleanups.push(() => (poll.wake = undefined));
+      }
       if (signal) {
         signal.addEventListener('abort', wake, { once: true });
         cleanups.push(() => signal.removeEventListener('abort', wake));

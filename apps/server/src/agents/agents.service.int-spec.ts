@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useTestDatabase, type TestDatabase } from '../../../../test/support/database.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
+import { InProcessEntryChangeNotifier } from '../entries/entry-change-notifier.js';
 import { AgentEntity } from './agent.entity.js';
 import { AgentsRepository, type AttestedAgentRecord } from './agents.repository.js';
 import { AgentsService } from './agents.service.js';
@@ -26,7 +27,12 @@ describe('AgentsService', () => {
   beforeAll(async () => {
     db = await useTestDatabase();
     clock = new FakeClock(Date.UTC(2026, 0, 1));
-    agents = new AgentsService(new AgentsRepository(db.dataSource.getRepository(AgentEntity)), clock);
+    agents = new AgentsService(
+      new AgentsRepository(db.dataSource.getRepository(AgentEntity)),
+      clock,
+      new InProcessEntryChangeNotifier(),
+      { agentStatusCacheTtlSeconds: 30 },
+    );
     for (const name of ['a', 'b', 'c', 'd', 'e']) await agents.recordAttestation(record(name));
     await agents.recordAttestation(
       record('x', {

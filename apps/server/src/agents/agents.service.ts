@@ -1,7 +1,10 @@
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
 import { SpiffeId } from '@sigil/spiffe';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
+import { SERVER_CONFIG, type ServerConfig } from '../config.js';
+import { EntryChangeNotifier } from '../entries/entry-change-notifier.js';
+import { AgentStatusCache } from './agent-status-cache.js';
 import { type AgentEntity, type AgentSelector } from './agent.entity.js';
 import { type AgentFilter, AgentsRepository, type AttestedAgentRecord } from './agents.repository.js';
 
@@ -43,15 +46,31 @@ function toAttestedAgent(entity: AgentEntity): AttestedAgent {
 /**
  * The registry of attested agents (SPIRE's attested nodes): listing, eviction and banning for operators, and the
  * records node attestation and SVID renewal write.
+ *
+ * {@link requireActive}, asked on every agent API request, answers from an in-memory {@link AgentStatusCache}: every
+ * change this replica makes drops the agent from its cache at once and is announced to the other replicas (NOTIFY),
+ * which drop it when they hear it; no status is used longer than `agent_status_cache_ttl` after it was read, the
+ * bound when a notification is lost.
  */
 @Injectable()
-export class AgentsService {
+export class AgentsService implements OnModuleDestroy {
   private readonly logger = new Logger(AgentsService.name);
+  private readonly statuses: AgentStatusCache<AgentEntity>;
+  private readonly unsubscribe: () => void;
 
   constructor(
     private readonly repository: AgentsRepository,
     @Inject(CLOCK) private readonly clock: Clock,
-  ) {}
+    private readonly notifier: EntryChangeNotifier,
+    @Inject(SERVER_CONFIG) config: Pick<ServerConfig, 'agentStatusCacheTtlSeconds'>,
+  ) {
+    this.statuses = new AgentStatusCache(config.agentStatusCacheTtlSeconds * 1000, () => this.clock.now().getTime());
+    this.unsubscribe = notifier.subscribeAgentChanges((agentId) => this.statuses.drop(agentId));
+  }
+
+  onModuleDestroy(): void {
+    this.unsubscribe();
+  }
 
   async list(filter: AgentFilter, page: { pageSize?: number; pageToken?: string } = {}): Promise<AgentPage> {
     const pageSize = page.pageSize ?? AGENT_PAGE_SIZE.default;
@@ -78,7 +97,9 @@ export class AgentsService {
   /** Removes the agent: its SVID is no longer honoured and it must attest again (which a ban would refuse). */
   async evict(spiffeId: string): Promise<void> {
     const id = normalise(spiffeId);
-    if (!(await this.repository.delete(id))) throw notFound(spiffeId);
+    const deleted = await this.repository.delete(id);
+    await this.changed(id);
+    if (!deleted) throw notFound(spiffeId);
     this.logger.log({ msg: 'agent evicted', agentId: id });
   }
 
@@ -86,6 +107,7 @@ export class AgentsService {
   async ban(spiffeId: string): Promise<AttestedAgent> {
     const id = normalise(spiffeId);
     const entity = await this.repository.markBanned(id, this.clock.now());
+    await this.changed(id);
     if (!entity) throw notFound(spiffeId);
     this.logger.log({ msg: 'agent banned', agentId: id });
     return toAttestedAgent(entity);
@@ -99,6 +121,7 @@ export class AgentsService {
   async recordAttestation(record: AttestedAgentRecord): Promise<AttestedAgent> {
     const id = normalise(record.spiffeId);
     const entity = await this.repository.upsertUnlessBanned({ ...record, spiffeId: id }, this.clock.now());
+    await this.changed(id);
     if (!entity) throw new AppError('permission_denied', `agent ${id} is banned`);
     this.logger.log({ msg: 'agent attested', agentId: id, method: record.attestationType });
     return toAttestedAgent(entity);
@@ -110,10 +133,19 @@ export class AgentsService {
    * @throws AppError `permission_denied` when the agent was evicted, is banned or presented an outdated SVID.
    */
   async requireActive(spiffeId: string, serialNumber: string): Promise<AttestedAgent> {
-    const entity = await this.repository.findBySpiffeId(spiffeId);
+    // A serial the cache has not seen may come from a renewal on another replica not heard of yet: read once more.
+    const entity = await this.statuses.get(
+      spiffeId,
+      () => this.repository.findBySpiffeId(spiffeId),
+      (cached) =>
+        cached.status !== null &&
+        cached.status.serialNumber !== serialNumber &&
+        !cached.refusedSerials.has(serialNumber),
+    );
     if (!entity) throw new AppError('permission_denied', `agent ${spiffeId} is not attested (evicted or unknown)`);
     if (entity.banned) throw new AppError('permission_denied', `agent ${spiffeId} is banned`);
     if (entity.serialNumber !== serialNumber) {
+      this.statuses.refuseSerial(spiffeId, serialNumber);
       throw new AppError('permission_denied', `agent ${spiffeId}: SVID serial ${serialNumber} is not the current one`);
     }
     return toAttestedAgent(entity);
@@ -130,10 +162,28 @@ export class AgentsService {
     next: { serialNumber: string; svidExpiresAt: Date },
   ): Promise<AttestedAgent> {
     const entity = await this.repository.replaceSvid(spiffeId, currentSerial, next, this.clock.now());
+    await this.changed(spiffeId);
     if (!entity) {
       throw new AppError('permission_denied', `agent ${spiffeId} may not renew: evicted, banned or outdated SVID`);
     }
     return toAttestedAgent(entity);
+  }
+
+  /**
+   * After this replica changed (or tried to change) the agent's record: drops it from this replica's cache at once and
+   * tells the others. A failed notification leaves them on their cached status until its time to live runs out.
+   */
+  private async changed(agentId: string): Promise<void> {
+    this.statuses.drop(agentId);
+    try {
+      await this.notifier.notifyAgentChange(agentId);
+    } catch (error) {
+      this.logger.warn({
+        msg: 'could not notify the other replicas of an agent change; they notice within agent_status_cache_ttl',
+        agentId,
+        err: error,
+      });
+    }
   }
 
   /** Notes that the agent called in (for `last_seen_at`). */

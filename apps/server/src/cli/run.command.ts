@@ -35,6 +35,9 @@ const FLAG_KEYS: readonly (keyof ServerConfigFlags)[] = [
   'httpHeadersTimeout',
   'httpRequestTimeout',
   'httpIdleTimeout',
+  'agentSyncRate',
+  'agentSyncBurst',
+  'agentStatusCacheTtl',
 ];
 
 /** `sigil-server run`: validates the configuration before anything starts, then serves until SIGINT/SIGTERM. */
@@ -74,6 +77,12 @@ export function runCommand(): Command {
     .option('--http-headers-timeout <duration>', "time a client has to send a request's headers (default 10s)")
     .option('--http-request-timeout <duration>', 'time a client has to send a whole request (default 30s)')
     .option('--http-idle-timeout <duration>', 'a connection with no request in flight is closed after (default 10s)')
+    .option('--agent-sync-rate <n>', 'sync requests per second each agent may make (default 5)')
+    .option('--agent-sync-burst <n>', 'sync requests an agent may make at once (default 20)')
+    .option(
+      '--agent-status-cache-ttl <duration>',
+      'longest an agent status (banned, evicted, SVID serial) is used from memory (default 30s)',
+    )
     .action(async (options: RunOptions) => {
       const flags: ServerConfigFlags = {};
       for (const key of FLAG_KEYS) if (options[key] !== undefined) flags[key] = options[key];

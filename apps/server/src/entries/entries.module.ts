@@ -6,7 +6,10 @@ import { EntriesService } from './entries.service.js';
 import { EntryChangeNotifier, createEntryChangeNotifier } from './entry-change-notifier.js';
 import { EntryPruner } from './entry-pruner.js';
 
-/** The registry: `/v1/entries`, gap-safe revisions, change notification and pruning. Exports only the service. */
+/**
+ * The registry: `/v1/entries`, gap-safe revisions, change notification and pruning. Exports the service, and the
+ * change notifier for the agents module (agent record changes travel on its connection).
+ */
 @Module({
   controllers: [EntriesController],
   providers: [
@@ -19,6 +22,6 @@ import { EntryPruner } from './entry-pruner.js';
       useFactory: (database: Database) => createEntryChangeNotifier(database),
     },
   ],
-  exports: [EntriesService],
+  exports: [EntriesService, EntryChangeNotifier],
 })
 export class EntriesModule {}

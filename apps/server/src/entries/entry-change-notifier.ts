@@ -1,4 +1,5 @@
 import { Logger, type OnApplicationShutdown } from '@nestjs/common';
+import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { DataSource } from 'typeorm';
 import type { DatabaseKind } from '../database/database.js';
@@ -6,20 +7,55 @@ import type { DatabaseKind } from '../database/database.js';
 /** Called with the registry revision a change reached. A hint: read the changes with `listChangesSince`. */
 export type EntryChangeListener = (revision: number) => void;
 
+/**
+ * Called with the SPIFFE ID of an agent whose record changed (evicted, banned, attested again, renewed), or with
+ * `undefined` when any agent may have changed unheard (the listening connection was lost): drop what you cached.
+ */
+export type AgentChangeListener = (agentId: string | undefined) => void;
+
 /** PostgreSQL channel of registry change notifications; the payload is the revision, in decimal. */
 export const ENTRY_CHANGES_CHANNEL = 'sigil_entry_changes';
+
+/**
+ * PostgreSQL channel of agent record changes; the payload is the sending notifier's origin id, a space, and the
+ * agent's SPIFFE ID (which holds no space). A notifier ignores its own: its replica dropped the agent already.
+ */
+export const AGENT_CHANGES_CHANNEL = 'sigil_agent_changes';
 
 /**
  * Tells registry readers (this replica's index, agent sync streams) that the registry moved, so they fetch the
  * delta at once instead of polling. Notifications are hints that may be coalesced or, across a connection loss,
  * lost: readers always catch up through the gap-safe change log, never from the notification itself.
+ *
+ * The same connection carries agent record changes to every replica's agent status cache (AgentsService): those
+ * name the agent, and a listener that may have missed some (connection lost, then back) hears `undefined`.
  */
 export abstract class EntryChangeNotifier implements OnApplicationShutdown {
+  protected readonly agentListeners = new Set<AgentChangeListener>();
+
   /** Adds a listener; returns the function that removes it. */
   abstract subscribe(listener: EntryChangeListener): () => void;
   /** Announces that the registry reached `revision` (called after the change committed). */
   abstract notify(revision: number): Promise<void>;
+  /** Announces that the agent's record changed (called after the change committed). */
+  abstract notifyAgentChange(agentId: string): Promise<void>;
   abstract close(): Promise<void>;
+
+  /** Adds an agent change listener; returns the function that removes it. */
+  subscribeAgentChanges(listener: AgentChangeListener): () => void {
+    this.agentListeners.add(listener);
+    return () => this.agentListeners.delete(listener);
+  }
+
+  protected deliverAgentChange(agentId: string | undefined): void {
+    for (const listener of [...this.agentListeners]) {
+      try {
+        listener(agentId);
+      } catch (error) {
+        logger.warn({ msg: 'agent change listener failed', err: error });
+      }
+    }
+  }
 
   async onApplicationShutdown(): Promise<void> {
     await this.close();
@@ -55,8 +91,13 @@ export class InProcessEntryChangeNotifier extends EntryChangeNotifier {
     queueMicrotask(() => deliver([...this.#listeners], revision));
   }
 
+  async notifyAgentChange(agentId: string): Promise<void> {
+    queueMicrotask(() => this.deliverAgentChange(agentId));
+  }
+
   async close(): Promise<void> {
     this.#listeners.clear();
+    this.agentListeners.clear();
   }
 }
 
@@ -91,6 +132,7 @@ export class PostgresEntryChangeNotifier extends EntryChangeNotifier {
   #retryDelayMs = 0;
   #checkTimer: NodeJS.Timeout | undefined;
   #checking = false;
+  readonly #origin = randomUUID();
   /** The highest revision delivered or read as the head. */
   #lastRevision = 0;
 
@@ -128,11 +170,16 @@ export class PostgresEntryChangeNotifier extends EntryChangeNotifier {
     await this.dataSource.query('SELECT pg_notify($1, $2)', [ENTRY_CHANGES_CHANNEL, String(revision)]);
   }
 
+  async notifyAgentChange(agentId: string): Promise<void> {
+    await this.dataSource.query('SELECT pg_notify($1, $2)', [AGENT_CHANGES_CHANNEL, `${this.#origin} ${agentId}`]);
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#retryTimer);
     clearInterval(this.#checkTimer);
     this.#listeners.clear();
+    this.agentListeners.clear();
     const client = this.#client;
     this.#client = undefined;
     await client?.end().catch(() => undefined);
@@ -152,6 +199,11 @@ export class PostgresEntryChangeNotifier extends EntryChangeNotifier {
       query_timeout: this.checkIntervalMs,
     });
     client.on('notification', (message) => {
+      if (message.channel === AGENT_CHANGES_CHANNEL) {
+        const [origin, agentId] = (message.payload ?? '').split(' ', 2);
+        if (origin !== this.#origin && agentId) this.deliverAgentChange(agentId);
+        return;
+      }
       const revision = Number(message.payload);
       if (message.channel === ENTRY_CHANGES_CHANNEL && Number.isSafeInteger(revision)) this.deliver(revision);
     });
@@ -160,6 +212,7 @@ export class PostgresEntryChangeNotifier extends EntryChangeNotifier {
     try {
       await client.connect();
       await client.query(`LISTEN ${ENTRY_CHANGES_CHANNEL}`);
+      await client.query(`LISTEN ${AGENT_CHANGES_CHANNEL}`);
       const head = await headRevision(client);
       if (this.#closed) throw new Error('entry change notifier closed');
       this.#client = client;
@@ -175,6 +228,9 @@ export class PostgresEntryChangeNotifier extends EntryChangeNotifier {
     this.#client = undefined;
     client.end().catch(() => undefined);
     logger.warn({ msg: 'entry change listener connection lost; reconnecting', err: error });
+    // Agent changes sent from now until LISTEN is in effect again go unheard: caches drop everything now and again
+    // once reconnected.
+    this.deliverAgentChange(undefined);
     this.scheduleReconnect();
   }
 
@@ -186,6 +242,7 @@ export class PostgresEntryChangeNotifier extends EntryChangeNotifier {
           this.#retryDelayMs = 0;
           // Always delivered: a listener may have missed revisions at or below the highest one heard before.
           this.deliver(head);
+          this.deliverAgentChange(undefined);
         })
         .catch((error: unknown) => {
           if (this.#closed) return;
