@@ -1,7 +1,8 @@
 import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Logger } from '@nestjs/common';
-import { logPath, RateLimitedLog } from '@sigil/logging';
+import { logPath, RateLimitedLog, truncateForLog } from '@sigil/logging';
 import { type FastifyReply, type FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
+import { databaseUnavailable } from '../database/database-errors.js';
 import { AppError, HTTP_STATUS_BY_KIND } from './errors.js';
 
 /** The body of every error answer of the HTTP API. */
@@ -14,6 +15,7 @@ export interface ErrorBody {
 
 // A caller that finds a request failing this way can repeat it: a few lines per error class, then a count.
 const unhandled = new RateLimitedLog(new Logger('ErrorFilter'));
+const databaseRefusals = new RateLimitedLog(new Logger('ErrorFilter'));
 
 /** Fastify's own request errors (raised before a route runs), by code. */
 function fromFastifyError(error: { code: string; statusCode: number; message: string }, bodyLimit: number) {
@@ -49,6 +51,16 @@ export function toErrorReply(
 ): { status: number; body: ErrorBody } {
   if (exception instanceof AppError) {
     return { status: HTTP_STATUS_BY_KIND[exception.kind], body: { error: exception.kind, message: exception.message } };
+  }
+  const unavailable = databaseUnavailable(exception);
+  if (unavailable) {
+    databaseRefusals.warn('database-unavailable', {
+      msg: 'request failed: database busy or unreachable',
+      method: request.method,
+      path: logPath(request.url),
+      reason: truncateForLog((exception as Error).message),
+    });
+    return { status: 503, body: { error: unavailable.kind, message: unavailable.message } };
   }
   // Nest hands Fastify's own request errors (body too large, bad JSON) over as an HttpException with the cause.
   const fastifyError = (exception instanceof HttpException ? exception.cause : exception) as

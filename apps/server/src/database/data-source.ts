@@ -11,6 +11,7 @@ import { Admin1764000200000 } from '#migrations/1764000200000-Admin';
 import { AdminTokenEntity } from '../auth/admin-token.entity.js';
 import { AuditRecordEntity } from '../audit/audit-record.entity.js';
 import { JoinTokenEntity } from '../join-tokens/join-token.entity.js';
+import { POOL_TIMEOUT_MS } from './database-errors.js';
 import { AgentEntity } from '../agents/agent.entity.js';
 
 /**
@@ -47,6 +48,8 @@ export interface DataSourceConnectionOptions {
   /** Pool size; against the embedded database it must not exceed the socket server's `maxConnections`. */
   poolSize?: number;
   applicationName?: string;
+  /** Longest wait for a pooled connection (and for a new connection); default {@link POOL_TIMEOUT_MS}. */
+  poolTimeoutMs?: number;
 }
 
 /** Builds (does not connect) the server's TypeORM DataSource: `pg` driver, explicit entity and migration lists. */
@@ -67,7 +70,8 @@ export function createDataSource(options: DataSourceConnectionOptions): DataSour
     installExtensions: false,
     // Query errors are thrown to the caller, which logs them once where they are handled.
     logging: false,
-    connectTimeoutMS: 10_000,
+    // Also how long a query waits for a free pooled connection; past it the request gets 503 (database-errors.ts).
+    connectTimeoutMS: options.poolTimeoutMs ?? POOL_TIMEOUT_MS,
     poolErrorHandler: (error: unknown) =>
       logger.warn(`database pool error: ${error instanceof Error ? error.message : String(error)}`),
   });

@@ -1,13 +1,16 @@
+import type { DataSource } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useTestDatabase, type TestDatabase } from '../../../../test/support/database.js';
 import { type AgentsService } from '../agents/agents.service.js';
 import { type CaService } from '../ca/ca.service.js';
 import { type EntriesService } from '../entries/entries.service.js';
-import { HealthService } from './health.service.js';
-import { MetricsService } from './metrics.service.js';
+import { FakeClock } from '../common/clock.js';
+import { HealthService, READINESS_CACHE_MS } from './health.service.js';
+import { GAUGE_CACHE_MS, MetricsService } from './metrics.service.js';
 
 describe('HealthService readiness', () => {
   let db: TestDatabase;
+  const clock = new FakeClock();
   let caReady = true;
   const ca = { isReady: () => caReady } as CaService;
   const agents = { count: () => Promise.resolve(7) } as AgentsService;
@@ -22,7 +25,7 @@ describe('HealthService readiness', () => {
   });
 
   it('is ready when the database answers and the authorities are active', async () => {
-    const health = new HealthService(db.dataSource, ca, agents, entries, new MetricsService());
+    const health = new HealthService(db.dataSource, ca, agents, entries, new MetricsService(), clock);
     await expect(health.readiness()).resolves.toEqual({ database: 'ok', authority: 'ok' });
   });
 
@@ -33,7 +36,7 @@ describe('HealthService readiness', () => {
     });
     await closed.destroy();
     caReady = false;
-    const health = new HealthService(closed, ca, agents, entries, new MetricsService());
+    const health = new HealthService(closed, ca, agents, entries, new MetricsService(), clock);
     await expect(health.readiness()).rejects.toMatchObject({
       kind: 'unavailable',
       message: expect.stringMatching(
@@ -43,9 +46,36 @@ describe('HealthService readiness', () => {
     caReady = true;
   });
 
+  it('answers a flood of probes and scrapes with one database query per check', async () => {
+    let pings = 0;
+    const counting = { query: (sql: string) => (pings++, db.dataSource.query(sql)) } as DataSource;
+    let counts = 0;
+    const countingAgents = { count: () => (counts++, Promise.resolve(3)) } as AgentsService;
+    const metrics = new MetricsService(clock);
+    const health = new HealthService(counting, ca, countingAgents, entries, metrics, clock);
+    health.onModuleInit();
+    const probes = await Promise.all(Array.from({ length: 200 }, () => health.readiness()));
+    expect(probes.every((checks) => checks.database === 'ok')).toBe(true);
+    const scrapes = await Promise.all(Array.from({ length: 200 }, () => metrics.render()));
+    expect(scrapes.every((text) => /^sigil_agents 3$/m.test(text))).toBe(true);
+    // One after the other too (within the cache time): concurrent callers share a read, later ones its answer.
+    for (let i = 0; i < 50; i++) {
+      await health.readiness();
+      await metrics.render();
+    }
+    expect(pings).toBe(1);
+    expect(counts).toBe(1);
+    clock.advance(READINESS_CACHE_MS);
+    await health.readiness();
+    expect(pings).toBe(2);
+    clock.advance(GAUGE_CACHE_MS);
+    await metrics.render();
+    expect(counts).toBe(2);
+  });
+
   it('reads the entry and agent gauges at scrape time', async () => {
     const metrics = new MetricsService();
-    new HealthService(db.dataSource, ca, agents, entries, metrics).onModuleInit();
+    new HealthService(db.dataSource, ca, agents, entries, metrics, clock).onModuleInit();
     const text = await metrics.render();
     expect(text).toMatch(/^sigil_entries 42$/m);
     expect(text).toMatch(/^sigil_agents 7$/m);

@@ -1,13 +1,17 @@
-import { Injectable, type OnModuleInit } from '@nestjs/common';
+import { Inject, Injectable, type OnModuleInit } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import { type DataSource } from 'typeorm';
 import { AgentsService } from '../agents/agents.service.js';
 import { CaService } from '../ca/ca.service.js';
 import { EntriesService } from '../entries/entries.service.js';
+import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
+import { cachedRead } from './cached-read.js';
 import { MetricsService } from './metrics.service.js';
 
 const DATABASE_PING_TIMEOUT_MS = 2000;
+/** How long a database ping's answer is reused by `/readyz`: a probe flood costs one query per this time. */
+export const READINESS_CACHE_MS = 1000;
 
 export interface Readiness {
   database: string;
@@ -16,13 +20,22 @@ export interface Readiness {
 
 @Injectable()
 export class HealthService implements OnModuleInit {
+  private readonly cachedPing: () => Promise<string>;
+
   constructor(
     @InjectDataSource() private readonly dataSource: DataSource,
     private readonly ca: CaService,
     private readonly agents: AgentsService,
     private readonly entries: EntriesService,
     private readonly metrics: MetricsService,
-  ) {}
+    @Inject(CLOCK) clock: Clock,
+  ) {
+    this.cachedPing = cachedRead(
+      () => this.pingDatabase(),
+      READINESS_CACHE_MS,
+      () => clock.now().getTime(),
+    );
+  }
 
   onModuleInit(): void {
     this.metrics.addGauge('sigil_agents', 'Attested agents (banned included)', () => this.agents.count());
@@ -30,13 +43,14 @@ export class HealthService implements OnModuleInit {
   }
 
   /**
-   * Ready when the database answers and the CA and JWT authorities are active.
+   * Ready when the database answers and the CA and JWT authorities are active. The database answer is at most
+   * {@link READINESS_CACHE_MS} old.
    *
    * @throws AppError `unavailable` naming every check that failed.
    */
   async readiness(): Promise<Readiness> {
     const checks: Readiness = {
-      database: await this.pingDatabase(),
+      database: await this.cachedPing(),
       authority: this.ca.isReady() ? 'ok' : 'no active X.509 CA and JWT key yet',
     };
     const failed = Object.entries(checks).filter(([, state]) => state !== 'ok');

@@ -1,7 +1,15 @@
-import { Injectable } from '@nestjs/common';
+import { Inject, Injectable, Optional } from '@nestjs/common';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { type AuthorityMetrics, type AuthorityTransition } from '../ca/authority-metrics.js';
 import { type AuthorityKind } from '../ca/ca-key.entity.js';
+import { CLOCK, type Clock, systemClock } from '../common/clock.js';
+import { cachedRead } from './cached-read.js';
+
+/**
+ * How long a gauge read from the database (entries, agents) is reused: a scrape flood costs one count query per gauge
+ * per this time, and a Prometheus scrape interval (15 s or more) still sees a fresh value nearly every time.
+ */
+export const GAUGE_CACHE_MS = 5_000;
 
 /**
  * Prometheus metrics of this process, in a registry of its own (two apps in one test process do not collide).
@@ -30,7 +38,7 @@ export class MetricsService implements AuthorityMetrics {
     registers: [this.registry],
   });
 
-  constructor() {
+  constructor(@Optional() @Inject(CLOCK) private readonly clock: Clock = systemClock) {
     collectDefaultMetrics({ register: this.registry, prefix: 'sigil_' });
   }
 
@@ -43,14 +51,15 @@ export class MetricsService implements AuthorityMetrics {
     this.rotations.inc({ kind, transition });
   }
 
-  /** A gauge read at scrape time, e.g. the number of entries. */
+  /** A gauge read at scrape time, e.g. the number of entries; at most once per {@link GAUGE_CACHE_MS}. */
   addGauge(name: string, help: string, read: () => Promise<number>): void {
+    const cached = cachedRead(read, GAUGE_CACHE_MS, () => this.clock.now().getTime());
     new Gauge({
       name,
       help,
       registers: [this.registry],
       async collect() {
-        this.set(await read());
+        this.set(await cached());
       },
     });
   }
