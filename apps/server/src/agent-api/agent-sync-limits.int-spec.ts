@@ -1,0 +1,98 @@
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import {
+  credentialsOf,
+  newAgentKey,
+  startAgentApiTestServer,
+  type AgentApiResponse,
+  type AgentApiTestServer,
+} from '../../../../test/support/agent-api.js';
+import { FakeClock } from '../common/clock.js';
+import { JoinTokensService } from '../join-tokens/join-tokens.service.js';
+import { MAX_LONG_POLLS_PER_AGENT, SyncService } from './sync.service.js';
+
+const backend = process.env.DATABASE_URL ? 'postgres' : 'embedded';
+const SYNC_BURST = 6;
+const FLOOD = 120;
+
+describe(`agent API: sync limits (${backend})`, () => {
+  // The clock stands still: buckets refill only when a test moves it.
+  const clock = new FakeClock(Date.now());
+  let api: AgentApiTestServer;
+
+  const joinAgent = async () => {
+    const { token } = await api.server.app.get(JoinTokensService).create({});
+    const key = await newAgentKey();
+    const response = await api.call('POST', '/agent/v1/attest/join-token', { token, csr: await key.csr() });
+    expect(response.status).toBe(200);
+    const credentials = credentialsOf(response.body['svid'], key.privateKeyPem);
+    return {
+      spiffeId: response.body['spiffe_id'] as string,
+      call: (method: string, path: string, body?: unknown): Promise<AgentApiResponse> =>
+        api.call(method, path, body, credentials),
+    };
+  };
+
+  beforeAll(async () => {
+    api = await startAgentApiTestServer({
+      clock,
+      flags: { agentSyncRate: '1', agentSyncBurst: String(SYNC_BURST) },
+    });
+  });
+
+  afterAll(async () => {
+    await api?.close();
+  });
+
+  it('refuses an agent’s syncs beyond its burst with 429 naming the limit; another agent syncs as usual', async () => {
+    const flooder = await joinAgent();
+    const neighbour = await joinAgent();
+    const answers = await Promise.all(
+      Array.from({ length: FLOOD }, () => flooder.call('GET', '/agent/v1/sync?revision=0')),
+    );
+    expect(answers.filter((answer) => answer.status === 200)).toHaveLength(SYNC_BURST);
+    const refused = answers.filter((answer) => answer.status === 429);
+    expect(refused).toHaveLength(FLOOD - SYNC_BURST);
+    expect(refused[0]!.body).toEqual({
+      error: 'resource_exhausted',
+      message:
+        `agent ${flooder.spiffeId}: over its sync rate limit (agent_sync_rate 1/s, agent_sync_burst ${SYNC_BURST}), ` +
+        'retry in a second',
+    });
+    expect((await neighbour.call('GET', '/agent/v1/sync?revision=0')).status).toBe(200);
+    clock.advance(1000);
+    expect((await flooder.call('GET', '/agent/v1/sync?revision=0')).status).toBe(200);
+  });
+
+  it(`holds at most ${MAX_LONG_POLLS_PER_AGENT} long-polls per agent: a newer one answers the oldest at once`, async () => {
+    const agent = await joinAgent();
+    const syncs = api.server.app.get(SyncService);
+    const start = await agent.call('GET', '/agent/v1/sync?revision=0');
+    const sequence = (start.body['bundle'] as { spiffe_sequence: number }).spiffe_sequence;
+    const poll = () =>
+      agent.call(
+        'GET',
+        `/agent/v1/sync?revision=${start.body['revision'] as number}&bundle_sequence=${sequence}&wait_ms=30000`,
+      );
+    let firstAnswered = false;
+    const first = poll().then((answer) => ((firstAnswered = true), answer));
+    await vi.waitFor(() => expect(syncs.openPolls(agent.spiffeId)).toBe(1), { timeout: 15_000 });
+    const second = poll();
+    await vi.waitFor(() => expect(syncs.openPolls(agent.spiffeId)).toBe(2), { timeout: 15_000 });
+    expect(firstAnswered).toBe(false);
+    // The agent restarted (its earlier polls are dead to it): its new poll is served, the oldest one answered.
+    const third = poll();
+    expect(await first).toMatchObject({ status: 200, body: { entries: [], deleted_ids: [] } });
+    await vi.waitFor(() => expect(syncs.openPolls(agent.spiffeId)).toBe(MAX_LONG_POLLS_PER_AGENT), {
+      timeout: 15_000,
+    });
+    // Many more at once (within the rate limit): never more than the cap waiting.
+    clock.advance(10_000);
+    const more = Array.from({ length: SYNC_BURST - 1 }, () => poll());
+    await vi.waitFor(() => expect(syncs.openPolls(agent.spiffeId)).toBe(MAX_LONG_POLLS_PER_AGENT), {
+      timeout: 15_000,
+    });
+    const superseded = await Promise.all([second, third, ...more.slice(0, -2)]);
+    expect(superseded.every((answer) => answer.status === 200)).toBe(true);
+    expect(syncs.openPolls(agent.spiffeId)).toBeLessThanOrEqual(MAX_LONG_POLLS_PER_AGENT);
+  });
+});
