@@ -140,6 +140,23 @@ describe('loadServerConfig', () => {
     });
   });
 
+  it('reads the agent sync limit and the agent status cache time to live, with their defaults', () => {
+    expect(loadServerConfig({ cwd: '/srv' })).toMatchObject({
+      agentSyncRatePerSecond: 5,
+      agentSyncBurst: 20,
+      agentStatusCacheTtlSeconds: 30,
+    });
+    const config = loadServerConfig({
+      cwd: '/srv',
+      flags: { agentSyncRate: '2', agentStatusCacheTtl: '5s' },
+      env: { SIGIL_AGENT_SYNC_BURST: '9' },
+    });
+    expect(config).toMatchObject({ agentSyncRatePerSecond: 2, agentSyncBurst: 9, agentStatusCacheTtlSeconds: 5 });
+    expect(() => loadServerConfig({ env: { SIGIL_AGENT_STATUS_CACHE_TTL: '2h' } })).toThrow(
+      'SIGIL_AGENT_STATUS_CACHE_TTL: must be a duration from 1s to 1h',
+    );
+  });
+
   it.each<[string, LoadServerConfigInput, string]>([
     [
       'uppercase trust domain in the file',
