@@ -41,11 +41,22 @@ export interface NewEntryEvent {
 /** Registry I/O only: the rules live in EntriesService. Methods taking `tx` run inside the caller's transaction. */
 @Injectable()
 export class EntriesRepository {
+  /** The end of the last write queued in this replica. */
+  private writes: Promise<unknown> = Promise.resolve();
+
   constructor(private readonly dataSource: DataSource) {}
 
-  /** Runs `work` in a READ COMMITTED transaction; every query inside must go through `tx`. */
+  /**
+   * Runs `work` in a READ COMMITTED transaction; every query inside must go through `tx`. This replica's writes run
+   * one at a time: they would wait on the counter row lock anyway (see lockCounter), but queued here a waiting write
+   * holds no pooled connection, so five concurrent 500-entry batches leave the pool to agent and probe queries (on
+   * the embedded database, its only connection) instead of queueing there past the pool timeout. Must not be called
+   * from inside `work` (it would wait for itself).
+   */
   write<T>(work: (tx: EntityManager) => Promise<T>): Promise<T> {
-    return this.dataSource.transaction('READ COMMITTED', work);
+    const run = this.writes.then(() => this.dataSource.transaction('READ COMMITTED', work));
+    this.writes = run.catch(() => undefined);
+    return run;
   }
 
   /** Runs `work` in a REPEATABLE READ transaction: every query inside sees the same snapshot. */
