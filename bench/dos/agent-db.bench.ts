@@ -182,6 +182,7 @@ async function main(): Promise<void> {
 
     // The operator's batches.
     let batchPhase: LatencySummary | undefined;
+    const batchFailures: string[] = [];
     let batchSeconds = 0;
     if (batches > 0) {
       const uid = currentUid();
@@ -189,13 +190,15 @@ async function main(): Promise<void> {
       const start = performance.now();
       const writes = Promise.all(
         admins.map((admin, b) =>
-          admin.createEntries(
-            Array.from({ length: BATCH_SIZE }, (_, i) => ({
-              spiffeId: `spiffe://${TRUST_DOMAIN}/bench/agent-db/batch-${b}/w-${i}`,
-              parentId: attacker.spiffeId,
-              selectors: [`unix:uid:${uid}`, `unix:gid:${i}`],
-            })),
-          ),
+          admin
+            .createEntries(
+              Array.from({ length: BATCH_SIZE }, (_, i) => ({
+                spiffeId: `spiffe://${TRUST_DOMAIN}/bench/agent-db/batch-${b}/w-${i}`,
+                parentId: attacker.spiffeId,
+                selectors: [`unix:uid:${uid}`, `unix:gid:${i}`],
+              })),
+            )
+            .catch((error: unknown) => batchFailures.push((error as Error).message.slice(0, 120))),
         ),
       ).then(() => (batchSeconds = (performance.now() - start) / 1000));
       batchPhase = summarize(await legitimateSigns(writes));
@@ -204,6 +207,7 @@ async function main(): Promise<void> {
         `legitimate agent during ${batches} batches of ${BATCH_SIZE} (${batchSeconds.toFixed(1)} s): ` +
           formatLatency(batchPhase),
       );
+      if (batchFailures.length > 0) log(`batches failed: ${JSON.stringify(batchFailures)}`);
     }
     probing = false;
     await prober;
@@ -219,6 +223,7 @@ async function main(): Promise<void> {
       ...(batchPhase === undefined || batchPhase.p99 < BATCH_P99_GOAL_MS
         ? []
         : [`legitimate p99 during the batches ${batchPhase.p99.toFixed(1)} ms (goal < ${BATCH_P99_GOAL_MS} ms)`]),
+      ...(batchFailures.length === 0 ? [] : [`${batchFailures.length} admin batches failed`]),
       ...(readyz.get(200) === readyz.total ? [] : [`/readyz answered ${JSON.stringify(readyz)} (goal: all 200)`]),
       ...(syncAnswers.get(429) > 0 ? [] : ['the attacker got no 429']),
       ...(legitFailures.size === 0
@@ -234,7 +239,11 @@ async function main(): Promise<void> {
           database: server.database,
           legit_before: latencyJson(before),
           legit_during_flood: latencyJson(during),
-          ...(batchPhase && { legit_during_batches: latencyJson(batchPhase), batch_seconds: batchSeconds }),
+          ...(batchPhase && {
+            legit_during_batches: latencyJson(batchPhase),
+            batch_seconds: batchSeconds,
+            batch_failures: batchFailures,
+          }),
           attack_syncs: syncAnswers.toJSON(),
           attack_scrapes: scrapeAnswers.toJSON(),
           readyz: readyz.toJSON(),

@@ -32,6 +32,7 @@ describe('AgentsService', () => {
       clock,
       new InProcessEntryChangeNotifier(),
       { agentStatusCacheTtlSeconds: 30 },
+      { kind: db.kind },
     );
     for (const name of ['a', 'b', 'c', 'd', 'e']) await agents.recordAttestation(record(name));
     await agents.recordAttestation(

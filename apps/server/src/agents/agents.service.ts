@@ -3,6 +3,7 @@ import { SpiffeId } from '@sigil/spiffe';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
+import { Database } from '../database/database.js';
 import { EntryChangeNotifier } from '../entries/entry-change-notifier.js';
 import { AgentStatusCache } from './agent-status-cache.js';
 import { type AgentEntity, type AgentSelector } from './agent.entity.js';
@@ -49,8 +50,8 @@ function toAttestedAgent(entity: AgentEntity): AttestedAgent {
  *
  * {@link requireActive}, asked on every agent API request, answers from an in-memory {@link AgentStatusCache}: every
  * change this replica makes drops the agent from its cache at once and is announced to the other replicas (NOTIFY),
- * which drop it when they hear it; no status is used longer than `agent_status_cache_ttl` after it was read, the
- * bound when a notification is lost.
+ * which drop it when they hear it; on PostgreSQL no status is used longer than `agent_status_cache_ttl` after it was
+ * read, the bound when a notification is lost (on the embedded database there is no other replica to hear from).
  */
 @Injectable()
 export class AgentsService implements OnModuleDestroy {
@@ -63,8 +64,13 @@ export class AgentsService implements OnModuleDestroy {
     @Inject(CLOCK) private readonly clock: Clock,
     private readonly notifier: EntryChangeNotifier,
     @Inject(SERVER_CONFIG) config: Pick<ServerConfig, 'agentStatusCacheTtlSeconds'>,
+    @Inject(Database) database: Pick<Database, 'kind'>,
   ) {
-    this.statuses = new AgentStatusCache(config.agentStatusCacheTtlSeconds * 1000, () => this.clock.now().getTime());
+    // On the embedded database this process is the only server (the data dir is locked), so every change passes
+    // through here and drops its agent at once: a cached status never needs to expire, and a request never waits
+    // for the single connection behind a long write to read one again.
+    const ttlMs = database.kind === 'embedded' ? Infinity : config.agentStatusCacheTtlSeconds * 1000;
+    this.statuses = new AgentStatusCache(ttlMs, () => this.clock.now().getTime());
     this.unsubscribe = notifier.subscribeAgentChanges((agentId) => this.statuses.drop(agentId));
   }
 

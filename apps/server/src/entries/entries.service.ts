@@ -27,6 +27,12 @@ export const MAX_PAGE_SIZE = 1000;
 export const DEFAULT_CHANGES_LIMIT = 5000;
 export const MAX_CHANGES_LIMIT = 100_000;
 
+/**
+ * Entries of a batch written per transaction: between two, the connection serves other queries (agent status reads,
+ * readiness pings), which a 500-entry transaction kept waiting for seconds on a busy embedded database.
+ */
+export const WRITE_CHUNK = 50;
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /**
@@ -52,7 +58,10 @@ export class EntriesService {
   /**
    * Creates each entry independently (SPIRE's BatchCreateEntry): one result per input, in order. Invalid entries and
    * duplicates (same SPIFFE ID, parent ID and selector set as an existing entry or an earlier one of the batch) fail
-   * alone; the valid ones are written in one transaction, each with its own revision.
+   * alone; the valid ones are written in transactions of {@link WRITE_CHUNK} entries, each entry with its own
+   * revision, so that a 500-entry batch never holds the database (the embedded database's only connection) for long.
+   * A database failure part-way leaves the earlier chunks written (each entry stands alone, as in SPIRE's
+   * BatchCreateEntry): repeating the batch reports those as already existing.
    */
   async createEntries(inputs: readonly EntryInput[]): Promise<EntryCreateResult[]> {
     const now = this.clock.now();
@@ -67,44 +76,50 @@ export class EntriesService {
     const toWrite = checked.filter((fields): fields is ValidEntryFields => !(fields instanceof AppError));
     if (toWrite.length === 0) return checked.map((error) => ({ ok: false, error: error as AppError }));
 
-    const { results, revision } = await this.repository.write(async (tx) => {
-      const counter = await this.repository.lockCounter(tx);
-      let revision = counter.revision;
-      const events: NewEntryEvent[] = [];
-      const outcomes = new Map<ValidEntryFields, { id: string } | { duplicateOf: string }>();
-      for (const fields of toWrite) {
-        const duplicateOf = await this.repository.findDuplicateId(
-          tx,
-          fields.spiffeId,
-          fields.parentId,
-          fields.selectors,
-        );
-        if (duplicateOf !== undefined) {
-          outcomes.set(fields, { duplicateOf });
-          continue;
+    const outcomes = new Map<ValidEntryFields, { id: string } | { duplicateOf: string }>();
+    const written = new Map<string, Entry>();
+    for (let start = 0; start < toWrite.length; start += WRITE_CHUNK) {
+      const chunk = toWrite.slice(start, start + WRITE_CHUNK);
+      const revision = await this.repository.write(async (tx) => {
+        const counter = await this.repository.lockCounter(tx);
+        let revision = counter.revision;
+        const events: NewEntryEvent[] = [];
+        const ids: string[] = [];
+        for (const fields of chunk) {
+          // Earlier chunks are committed: a duplicate of an entry of this batch is found like any other.
+          const duplicateOf = await this.repository.findDuplicateId(
+            tx,
+            fields.spiffeId,
+            fields.parentId,
+            fields.selectors,
+          );
+          if (duplicateOf !== undefined) {
+            outcomes.set(fields, { duplicateOf });
+            ids.push(duplicateOf);
+            continue;
+          }
+          revision += 1;
+          const id = await this.repository.insertEntry(tx, row(fields, revision, now, now));
+          events.push({ revision, entryId: id, op: 'created', changedAt: now });
+          outcomes.set(fields, { id });
+          ids.push(id);
         }
-        revision += 1;
-        const id = await this.repository.insertEntry(tx, row(fields, revision, now, now));
-        events.push({ revision, entryId: id, op: 'created', changedAt: now });
-        outcomes.set(fields, { id });
-      }
-      await this.commitRevisions(tx, counter.revision, revision, events);
-      const ids = [...outcomes.values()].map((outcome) => ('id' in outcome ? outcome.id : outcome.duplicateOf));
-      const byId = new Map((await this.repository.findByIds(tx, ids)).map((entity) => [entity.id, toEntry(entity)]));
-      const results = checked.map((fields): EntryCreateResult => {
-        if (fields instanceof AppError) return { ok: false, error: fields };
-        const outcome = outcomes.get(fields)!;
-        if ('id' in outcome) return { ok: true, entry: byId.get(outcome.id)! };
-        return {
-          ok: false,
-          error: duplicateError(fields, outcome.duplicateOf),
-          existing: byId.get(outcome.duplicateOf),
-        };
+        await this.commitRevisions(tx, counter.revision, revision, events);
+        for (const entity of await this.repository.findByIds(tx, ids)) written.set(entity.id, toEntry(entity));
+        return revision > counter.revision ? revision : undefined;
       });
-      return { results, revision: revision > counter.revision ? revision : undefined };
+      await this.announce(revision);
+    }
+    return checked.map((fields): EntryCreateResult => {
+      if (fields instanceof AppError) return { ok: false, error: fields };
+      const outcome = outcomes.get(fields)!;
+      if ('id' in outcome) return { ok: true, entry: written.get(outcome.id)! };
+      return {
+        ok: false,
+        error: duplicateError(fields, outcome.duplicateOf),
+        existing: written.get(outcome.duplicateOf),
+      };
     });
-    await this.announce(revision);
-    return results;
   }
 
   /** Creates one entry; throws the failure (invalid_argument, already_exists) instead of returning it. */

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useTestDatabase, type TestDatabase } from '../../../../test/support/database.js';
 import { FakeClock } from '../common/clock.js';
 import { EntriesRepository } from './entries.repository.js';
-import { EntriesService } from './entries.service.js';
+import { EntriesService, WRITE_CHUNK } from './entries.service.js';
 import { InProcessEntryChangeNotifier } from './entry-change-notifier.js';
 
 const TD = TrustDomain.parse('example.org');
@@ -23,15 +23,17 @@ describe('registry writes of one replica', () => {
     await db?.close();
   });
 
-  it('run one transaction at a time, so concurrent batches queue without holding pooled connections', async () => {
+  it('run one transaction at a time, in chunks, so concurrent batches queue without holding pooled connections', async () => {
     let open = 0;
     let mostOpen = 0;
+    let transactions = 0;
     // The real DataSource, counting the transactions open at once.
     const counting = new Proxy(db.dataSource, {
       get(target, property, receiver) {
         if (property !== 'transaction') return Reflect.get(target, property, receiver) as unknown;
         return async (...args: Parameters<DataSource['transaction']>) => {
           open += 1;
+          transactions += 1;
           mostOpen = Math.max(mostOpen, open);
           try {
             return await (target.transaction as (...a: unknown[]) => Promise<unknown>)(...args);
@@ -60,6 +62,21 @@ describe('registry writes of one replica', () => {
     );
     expect(results.flat().filter((result) => result.ok)).toHaveLength(BATCHES * BATCH_SIZE);
     expect(mostOpen).toBe(1);
+    // Each batch in transactions of WRITE_CHUNK entries, so none holds the connection for long.
+    expect(transactions).toBe(BATCHES * Math.ceil(BATCH_SIZE / WRITE_CHUNK));
+    // A duplicate of an entry of an earlier chunk of the same batch is still refused.
+    const twice = {
+      spiffeId: 'spiffe://example.org/queue/twice',
+      parentId: AGENT,
+      selectors: [{ type: 'unix', value: 'uid:7' }],
+    };
+    const filler = Array.from({ length: WRITE_CHUNK }, (_, i) => ({
+      ...twice,
+      spiffeId: `spiffe://example.org/queue/fill/${i}`,
+    }));
+    const withDuplicate = await service.createEntries([twice, ...filler, twice]);
+    expect(withDuplicate[0]!.ok).toBe(true);
+    expect(withDuplicate.at(-1)).toMatchObject({ ok: false, error: { kind: 'already_exists' } });
     // A failed write does not block the next one.
     await expect(service.deleteEntry('00000000-0000-4000-8000-000000000000')).rejects.toMatchObject({
       kind: 'not_found',
