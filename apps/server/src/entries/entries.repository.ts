@@ -49,12 +49,28 @@ export class EntriesRepository {
   /**
    * Runs `work` in a READ COMMITTED transaction; every query inside must go through `tx`. This replica's writes run
    * one at a time: they would wait on the counter row lock anyway (see lockCounter), but queued here a waiting write
-   * holds no pooled connection, so five concurrent 500-entry batches leave the pool to agent and probe queries (on
-   * the embedded database, its only connection) instead of queueing there past the pool timeout. Must not be called
+   * holds no pooled connection, so concurrent 500-entry batches leave the pool to agent and probe queries (on the
+   * embedded database, its only connection) instead of queueing there past the pool timeout. Must not be called
    * from inside `work` (it would wait for itself).
    */
   write<T>(work: (tx: EntityManager) => Promise<T>): Promise<T> {
-    const run = this.writes.then(() => this.dataSource.transaction('READ COMMITTED', work));
+    return this.inTurn(() => this.transaction(work));
+  }
+
+  /**
+   * Several write transactions in a row (a batch written in chunks), with no other write of this replica in between;
+   * between two of them the connection serves other queries. Queued like {@link write}.
+   */
+  writeInTurn<T>(work: (write: <U>(chunk: (tx: EntityManager) => Promise<U>) => Promise<U>) => Promise<T>): Promise<T> {
+    return this.inTurn(() => work((chunk) => this.transaction(chunk)));
+  }
+
+  private transaction<T>(work: (tx: EntityManager) => Promise<T>): Promise<T> {
+    return this.dataSource.transaction('READ COMMITTED', work);
+  }
+
+  private inTurn<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.writes.then(work);
     this.writes = run.catch(() => undefined);
     return run;
   }

@@ -78,38 +78,12 @@ export class EntriesService {
 
     const outcomes = new Map<ValidEntryFields, { id: string } | { duplicateOf: string }>();
     const written = new Map<string, Entry>();
-    for (let start = 0; start < toWrite.length; start += WRITE_CHUNK) {
-      const chunk = toWrite.slice(start, start + WRITE_CHUNK);
-      const revision = await this.repository.write(async (tx) => {
-        const counter = await this.repository.lockCounter(tx);
-        let revision = counter.revision;
-        const events: NewEntryEvent[] = [];
-        const ids: string[] = [];
-        for (const fields of chunk) {
-          // Earlier chunks are committed: a duplicate of an entry of this batch is found like any other.
-          const duplicateOf = await this.repository.findDuplicateId(
-            tx,
-            fields.spiffeId,
-            fields.parentId,
-            fields.selectors,
-          );
-          if (duplicateOf !== undefined) {
-            outcomes.set(fields, { duplicateOf });
-            ids.push(duplicateOf);
-            continue;
-          }
-          revision += 1;
-          const id = await this.repository.insertEntry(tx, row(fields, revision, now, now));
-          events.push({ revision, entryId: id, op: 'created', changedAt: now });
-          outcomes.set(fields, { id });
-          ids.push(id);
-        }
-        await this.commitRevisions(tx, counter.revision, revision, events);
-        for (const entity of await this.repository.findByIds(tx, ids)) written.set(entity.id, toEntry(entity));
-        return revision > counter.revision ? revision : undefined;
-      });
-      await this.announce(revision);
-    }
+    // The whole batch in turn (concurrent batches finish one after the other), one transaction per chunk.
+    await this.repository.writeInTurn(async (write) => {
+      for (let start = 0; start < toWrite.length; start += WRITE_CHUNK) {
+        await this.writeChunk(write, toWrite.slice(start, start + WRITE_CHUNK), now, outcomes, written);
+      }
+    });
     return checked.map((fields): EntryCreateResult => {
       if (fields instanceof AppError) return { ok: false, error: fields };
       const outcome = outcomes.get(fields)!;
@@ -120,6 +94,45 @@ export class EntriesService {
         existing: written.get(outcome.duplicateOf),
       };
     });
+  }
+
+  /** Writes one chunk of a batch in one transaction, recording each entry's outcome, then announces it. */
+  private async writeChunk(
+    write: <U>(chunk: (tx: EntityManager) => Promise<U>) => Promise<U>,
+    chunk: readonly ValidEntryFields[],
+    now: Date,
+    outcomes: Map<ValidEntryFields, { id: string } | { duplicateOf: string }>,
+    written: Map<string, Entry>,
+  ): Promise<void> {
+    const revision = await write(async (tx) => {
+      const counter = await this.repository.lockCounter(tx);
+      let revision = counter.revision;
+      const events: NewEntryEvent[] = [];
+      const ids: string[] = [];
+      for (const fields of chunk) {
+        // Earlier chunks are committed: a duplicate of an entry of this batch is found like any other.
+        const duplicateOf = await this.repository.findDuplicateId(
+          tx,
+          fields.spiffeId,
+          fields.parentId,
+          fields.selectors,
+        );
+        if (duplicateOf !== undefined) {
+          outcomes.set(fields, { duplicateOf });
+          ids.push(duplicateOf);
+          continue;
+        }
+        revision += 1;
+        const id = await this.repository.insertEntry(tx, row(fields, revision, now, now));
+        events.push({ revision, entryId: id, op: 'created', changedAt: now });
+        outcomes.set(fields, { id });
+        ids.push(id);
+      }
+      await this.commitRevisions(tx, counter.revision, revision, events);
+      for (const entity of await this.repository.findByIds(tx, ids)) written.set(entity.id, toEntry(entity));
+      return revision > counter.revision ? revision : undefined;
+    });
+    await this.announce(revision);
   }
 
   /** Creates one entry; throws the failure (invalid_argument, already_exists) instead of returning it. */
