@@ -6,7 +6,7 @@ import {
   type AgentApiResponse,
   type AgentApiTestServer,
 } from '../../../../test/support/agent-api.js';
-import { FakeClock } from '../common/clock.js';
+import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { JoinTokensService } from '../join-tokens/join-tokens.service.js';
 import { MAX_LONG_POLLS_PER_AGENT, SyncService } from './sync.service.js';
 

@@ -2,7 +2,7 @@ import { TrustDomain } from '@sigil/spiffe';
 import type { DataSource } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useTestDatabase, type TestDatabase } from '../../../../test/support/database.js';
-import { FakeClock } from '../common/clock.js';
+import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { EntriesRepository } from './entries.repository.js';
 import { EntriesService, WRITE_CHUNK } from './entries.service.js';
 import { InProcessEntryChangeNotifier } from './entry-change-notifier.js';

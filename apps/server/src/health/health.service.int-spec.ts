@@ -4,7 +4,7 @@ import { useTestDatabase, type TestDatabase } from '../../../../test/support/dat
 import { type AgentsService } from '../agents/agents.service.js';
 import { type CaService } from '../ca/ca.service.js';
 import { type EntriesService } from '../entries/entries.service.js';
-import { FakeClock } from '../common/clock.js';
+import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { HealthService, READINESS_CACHE_MS } from './health.service.js';
 import { GAUGE_CACHE_MS, MetricsService } from './metrics.service.js';
 
