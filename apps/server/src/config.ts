@@ -474,7 +474,7 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
   const caTtlSeconds = seconds('ca_ttl', 24 * 3600);
   const x509SvidTtlSeconds = seconds('x509_svid_ttl', 3600);
   const jwtSvidTtlSeconds = seconds('jwt_svid_ttl', 300);
-  // A leaf never outlives its CA (DESIGN.md §4), so a TTL beyond the CA's would silently be cut short. The key
+  // A leaf never outlives its CA (the CA cuts it short), so a TTL beyond the CA's would silently be cut short. The key
   // blamed is the one the operator set: the SVID TTL if explicit, else the CA TTL that went below its default.
   for (const [key, ttl] of [
     ['x509_svid_ttl', x509SvidTtlSeconds],

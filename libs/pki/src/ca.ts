@@ -66,7 +66,7 @@ function invalid(message: string): PkiError {
 
 /**
  * The default CA subject, `C=US, O=Sigil, OU=<trust domain>, serialNumber=<32 random hex digits>`: the random
- * serialNumber makes it unique per CA key (DESIGN.md §4), so relying parties never confuse two CA generations.
+ * serialNumber makes it unique per CA key (libs/pki/README.md, Certificate profiles), so relying parties never confuse two CA generations.
  */
 function defaultCaSubject(trustDomain: TrustDomain): x509.JsonNameParams {
   return [
@@ -95,7 +95,7 @@ function checkTrustDomain(trustDomain: unknown): TrustDomain {
   return trustDomain;
 }
 
-/** DESIGN.md §4 "CA cert": cA=true, keyCertSign + cRLSign (+digitalSignature), URI SAN `spiffe://<td>`, SKI. */
+/** The CA certificate profile (libs/pki/README.md): cA=true, keyCertSign + cRLSign (+digitalSignature), URI SAN `spiffe://<td>`, SKI. */
 function caExtensions(trustDomain: TrustDomain, spkiDer: Uint8Array, authorityKeyId?: Uint8Array): x509.Extension[] {
   const extensions: x509.Extension[] = [
     new x509.BasicConstraintsExtension(true, undefined, true),

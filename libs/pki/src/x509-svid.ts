@@ -61,7 +61,7 @@ function subjectName(fields: SvidFields): x509.Name {
   );
 }
 
-/** The leaf extensions, in the profile's order (DESIGN.md §4, X509-SVID.md §4). */
+/** The leaf extensions, in the profile's order (the SPIFFE X509-SVID standard §4; libs/pki/README.md, Certificate profiles). */
 function svidExtensions(fields: SvidFields, spkiDer: Uint8Array, caKeyIdentifier: Uint8Array): x509.Extension[] {
   const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString('hex');
   const names: x509.JsonGeneralName[] = [

@@ -15,7 +15,7 @@ import {
   X509SVIDSchema,
 } from './index.js';
 
-// The wire facts of the SPIFFE Workload API (standards/SPIFFE_Workload_API.md, DESIGN.md §3). Third-party clients
+// The wire facts of the SPIFFE Workload API (the SPIFFE Workload API standard, github.com/spiffe/spiffe standards/SPIFFE_Workload_API.md; README, Workload API). Third-party clients
 // (go-spiffe, py-spiffe, java-spiffe, Envoy) break silently if any of these drift, so they are listed by hand here
 // rather than derived from the proto under test.
 const RPCS = [

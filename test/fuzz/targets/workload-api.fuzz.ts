@@ -29,7 +29,7 @@ import { ContractViolation, Outcomes, runTarget, type FuzzReport } from '../harn
 const NOW = new Date('2030-01-01T00:00:00Z');
 const UID_1000: Selector = { type: 'unix', value: 'uid:1000' };
 const CALLER = { pid: 4242, uid: 1000, gid: 1000, startTime: 1n } as unknown as PeerCredentials;
-// gRPC status codes the Workload API answers with (DESIGN.md §3), besides OK.
+// gRPC status codes the Workload API answers with (README, Workload API), besides OK.
 const DOCUMENTED_CODES = new Set(['0', '3', '7', '14']);
 const LIBRARY_REFUSAL =
   /^(parse binary: |protocol error: |received compressed envelope, but do not know how to decompress$)/;

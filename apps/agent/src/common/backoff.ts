@@ -1,6 +1,6 @@
 /**
  * Exponential backoff with full jitter (the delay is drawn between half and all of the current step), so agents
- * that lost the same server do not come back in lockstep (DESIGN.md §5.5).
+ * that lost the same server do not come back in lockstep.
  */
 export class Backoff {
   private step: number;

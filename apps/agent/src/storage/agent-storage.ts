@@ -143,7 +143,7 @@ export class AgentStorage {
 }
 
 /**
- * Whether the agent may resume with its stored identity instead of attesting (DESIGN.md §5.4): the SVID must be
+ * Whether the agent may resume with its stored identity instead of attesting (README, sigil-agent): the SVID must be
  * valid at `now`, chain to the stored bundle, belong to the configured trust domain, and match the stored key.
  */
 export async function decideResume(

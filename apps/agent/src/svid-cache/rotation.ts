@@ -1,4 +1,4 @@
-/** Spread of the rotation time around half life: ±10 % of it (DESIGN.md §4, §5.5). */
+/** Spread of the rotation time around half life: ±10 % of it, so a fleet's agents do not renew in lockstep. */
 export const ROTATION_JITTER = 0.1;
 
 /** The validity of a certificate. */

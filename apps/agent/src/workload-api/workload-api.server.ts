@@ -26,7 +26,7 @@ import { PEER_CREDENTIALS, type PeerCredentials, trackPeerCredentials } from './
 import { PidFd } from './pidfd.js';
 import { securityHeaderInterceptor } from './security-header.js';
 
-/** Where the agent serves the Workload API unless told otherwise (DESIGN.md §3, as SPIRE's default). */
+/** Where the agent serves the Workload API unless told otherwise (README, Workload API; as SPIRE's default). */
 export const DEFAULT_WORKLOAD_API_SOCKET = '/tmp/sigil-agent/public/api.sock';
 
 /**
