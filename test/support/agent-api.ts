@@ -28,6 +28,8 @@ export interface ClientCredentials {
 export interface AgentApiResponse {
   readonly status: number;
   readonly body: Record<string, unknown>;
+  /** The `Retry-After` header, only when the server sent one. */
+  readonly retryAfter?: string;
 }
 
 /** A running server for agent API tests, with everything it needs removed by `close()`. */
@@ -145,10 +147,12 @@ export function requestTls(
         response.on('data', (chunk: Buffer) => chunks.push(chunk));
         response.on('end', () => {
           const text = Buffer.concat(chunks).toString('utf8');
+          const retryAfter = response.headers['retry-after'];
           resolve({
             status: response.statusCode ?? 0,
             headers: response.headers,
             body: text ? (JSON.parse(text) as Record<string, unknown>) : {},
+            ...(retryAfter !== undefined && { retryAfter }),
           });
         });
       },

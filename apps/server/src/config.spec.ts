@@ -71,19 +71,28 @@ describe('loadServerConfig', () => {
     expect(config.upstreamCa).toEqual({ certFile: '/pki/ca.pem', keyFile: '/pki/ca.key' });
   });
 
-  it('reads the agent API settings: the x509pop CA bundle path and the per-agent signing rate limit', () => {
+  it('reads the agent API settings: the x509pop CA bundle path and the per-agent signing budgets', () => {
     const defaults = loadServerConfig({ cwd: '/srv' });
-    expect(defaults).toMatchObject({ agentSignRatePerSecond: 50, agentSignBurst: 100 });
+    expect(defaults).toMatchObject({
+      agentSignRatePerSecond: 500,
+      agentSignBurst: 5_000,
+      agentJwtSignRatePerSecond: 100,
+      agentJwtSignBurst: 1_000,
+      agentSignMaxInFlight: 4,
+    });
     expect(defaults.x509popCaBundle).toBeUndefined();
     const config = loadServerConfig({
       cwd: '/srv',
-      flags: { x509popCaBundle: 'pki/nodes.pem', agentSignRate: '5' },
-      env: { SIGIL_AGENT_SIGN_BURST: '7' },
+      flags: { x509popCaBundle: 'pki/nodes.pem', agentSignRate: '5', agentJwtSignBurst: '9' },
+      env: { SIGIL_AGENT_SIGN_BURST: '700', SIGIL_AGENT_JWT_SIGN_RATE: '3', SIGIL_AGENT_SIGN_MAX_IN_FLIGHT: '2' },
     });
     expect(config).toMatchObject({
       x509popCaBundle: '/srv/pki/nodes.pem',
       agentSignRatePerSecond: 5,
-      agentSignBurst: 7,
+      agentSignBurst: 700,
+      agentJwtSignRatePerSecond: 3,
+      agentJwtSignBurst: 9,
+      agentSignMaxInFlight: 2,
     });
   });
 
@@ -228,6 +237,12 @@ describe('loadServerConfig', () => {
       'a request timeout shorter than the default headers timeout',
       { flags: { httpRequestTimeout: '5' } },
       '--http-request-timeout: the headers timeout (10s) must not exceed the request timeout (5s)',
+    ],
+    [
+      'an agent signing burst smaller than one full batch (it counts CSRs, not requests)',
+      { env: { SIGIL_AGENT_SIGN_BURST: '100' } },
+      'SIGIL_AGENT_SIGN_BURST: must be at least 500, the CSRs of one full batch (the burst counts CSRs, not ' +
+        "requests), got '100'",
     ],
     [
       'bad log level',

@@ -13,6 +13,14 @@ import {
   parseDurationSeconds,
   showConfigValue,
 } from '@sigil/runtime';
+import {
+  DEFAULT_AGENT_JWT_SIGN_BURST,
+  DEFAULT_AGENT_JWT_SIGN_RATE,
+  DEFAULT_AGENT_SIGN_BURST,
+  DEFAULT_AGENT_SIGN_MAX_IN_FLIGHT,
+  DEFAULT_AGENT_SIGN_RATE,
+  MAX_CSR_BATCH,
+} from './agent-api/signing-limits.js';
 import { IsOptional, ValidateBy, validateSync, type ValidationArguments } from 'class-validator';
 
 /**
@@ -54,9 +62,9 @@ export interface ServerConfig {
   readonly logLevel: LogLevel;
   /** PEM file of the CAs an x509pop agent's certificate must chain to; absent: x509pop attestation is off. */
   readonly x509popCaBundle?: string;
-  /** Per-agent token bucket of the agent API's signing routes (renew, X.509 batch, JWT): refill per second. */
+  /** Per-agent token bucket of X.509-SVID signing, in CSRs (each CSR of a batch counts): refill per second. */
   readonly agentSignRatePerSecond: number;
-  /** Size of that bucket: how many signing requests an agent may make at once after a quiet spell. */
+  /** Size of that bucket: how many CSRs an agent may have signed at once after a quiet spell (≥ a full batch). */
   readonly agentSignBurst: number;
   /**
    * Per-source-address token bucket of the attestation routes (`/agent/v1/attest/…`, unauthenticated): refill per
@@ -92,6 +100,12 @@ export interface ServerConfig {
    * on how long another replica may still serve an evicted or banned agent when a change notification is lost.
    */
   readonly agentStatusCacheTtlSeconds: number;
+  /** Per-agent token bucket of JWT-SVID signing, in JWT-SVIDs: refill per second. */
+  readonly agentJwtSignRatePerSecond: number;
+  /** Size of that bucket. */
+  readonly agentJwtSignBurst: number;
+  /** X.509-SVID batches one agent may have in progress at once. */
+  readonly agentSignMaxInFlight: number;
 }
 
 /** Nest injection token of the frozen {@link ServerConfig}. */
@@ -103,8 +117,6 @@ export const DEFAULT_ADMIN_SOCKET = '/tmp/sigil-server/private/api.sock';
 /** SPIRE's default bind address and port: agents on other hosts must reach the server. */
 export const DEFAULT_BIND_ADDRESS = '0.0.0.0';
 export const DEFAULT_PORT = 8081;
-export const DEFAULT_AGENT_SIGN_RATE = 50;
-export const DEFAULT_AGENT_SIGN_BURST = 100;
 /**
  * Attestations per second per source address, and the burst: SPIRE allows 1 per second per IP; ours is higher so a
  * fleet behind one NAT address that restarts at once (x509pop: 2 requests per agent) drains in seconds, not minutes.
@@ -174,6 +186,9 @@ export interface ServerConfigFlags {
   agentSyncRate?: string;
   agentSyncBurst?: string;
   agentStatusCacheTtl?: string;
+  agentJwtSignRate?: string;
+  agentJwtSignBurst?: string;
+  agentSignMaxInFlight?: string;
 }
 
 export interface LoadServerConfigInput {
@@ -354,6 +369,9 @@ class RawServerConfig {
   @IsOptional() @IsCount(1_000_000) agent_sync_rate?: unknown;
   @IsOptional() @IsCount(1_000_000) agent_sync_burst?: unknown;
   @IsOptional() @IsDurationSeconds(1, 3600) agent_status_cache_ttl?: unknown;
+  @IsOptional() @IsCount(1_000_000) agent_jwt_sign_rate?: unknown;
+  @IsOptional() @IsCount(1_000_000) agent_jwt_sign_burst?: unknown;
+  @IsOptional() @IsCount(1_000) agent_sign_max_in_flight?: unknown;
 }
 
 type RawKey = Exclude<keyof RawServerConfig, never>;
@@ -399,6 +417,9 @@ const SOURCES: Record<RawKey, { flag: keyof ServerConfigFlags | null; env: strin
   agent_sync_rate: { flag: 'agentSyncRate', env: 'SIGIL_AGENT_SYNC_RATE', file: true },
   agent_sync_burst: { flag: 'agentSyncBurst', env: 'SIGIL_AGENT_SYNC_BURST', file: true },
   agent_status_cache_ttl: { flag: 'agentStatusCacheTtl', env: 'SIGIL_AGENT_STATUS_CACHE_TTL', file: true },
+  agent_jwt_sign_rate: { flag: 'agentJwtSignRate', env: 'SIGIL_AGENT_JWT_SIGN_RATE', file: true },
+  agent_jwt_sign_burst: { flag: 'agentJwtSignBurst', env: 'SIGIL_AGENT_JWT_SIGN_BURST', file: true },
+  agent_sign_max_in_flight: { flag: 'agentSignMaxInFlight', env: 'SIGIL_AGENT_SIGN_MAX_IN_FLIGHT', file: true },
 };
 
 const kebab = (flag: string): string => `--${flag.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`)}`;
@@ -506,6 +527,13 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
         `(${httpRequestTimeoutSeconds}s)`,
     );
   }
+  if (raw.agent_sign_burst !== undefined && Number(raw.agent_sign_burst) < MAX_CSR_BATCH) {
+    // Counted in CSRs since issue 16 (it was requests): a smaller bucket could never pass a full batch.
+    problems.push(
+      `${label.get('agent_sign_burst')}: must be at least ${MAX_CSR_BATCH}, the CSRs of one full batch (the burst ` +
+        `counts CSRs, not requests), ${got(raw.agent_sign_burst)}`,
+    );
+  }
   if (problems.length > 0) throw new ConfigError(problems);
 
   const port = raw.port === undefined ? DEFAULT_PORT : Number(raw.port);
@@ -539,6 +567,14 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
     agentSyncRatePerSecond: count('agent_sync_rate', DEFAULT_AGENT_SYNC_RATE),
     agentSyncBurst: count('agent_sync_burst', DEFAULT_AGENT_SYNC_BURST),
     agentStatusCacheTtlSeconds: seconds('agent_status_cache_ttl', DEFAULT_AGENT_STATUS_CACHE_TTL_SECONDS),
+    agentJwtSignRatePerSecond:
+      raw.agent_jwt_sign_rate === undefined ? DEFAULT_AGENT_JWT_SIGN_RATE : Number(raw.agent_jwt_sign_rate),
+    agentJwtSignBurst:
+      raw.agent_jwt_sign_burst === undefined ? DEFAULT_AGENT_JWT_SIGN_BURST : Number(raw.agent_jwt_sign_burst),
+    agentSignMaxInFlight:
+      raw.agent_sign_max_in_flight === undefined
+        ? DEFAULT_AGENT_SIGN_MAX_IN_FLIGHT
+        : Number(raw.agent_sign_max_in_flight),
     ...(raw.database_url !== undefined && { databaseUrl: raw.database_url as string }),
     ...(upstreamCert !== undefined &&
       upstreamKey !== undefined && {

@@ -21,10 +21,10 @@ import { EntryResponseDto, toEntryResponse } from '../entries/entry.dto.js';
 import type { IssuedAgentSvid } from './agent-svid.service.js';
 import type { SignedEntryJwtSvid, X509SvidRequest, X509SvidResult } from './svid-signing.service.js';
 import type { SyncResult } from './sync.service.js';
+import { MAX_CSR_BATCH } from './signing-limits.js';
 import { X509POP_MAX_CERTIFICATES } from './x509pop.js';
 
-/** Most CSRs one `POST /agent/v1/svids/x509` takes. */
-export const MAX_CSR_BATCH = 500;
+export { MAX_CSR_BATCH } from './signing-limits.js';
 /** Longest base64 certificate of an x509pop chain. */
 const MAX_CERTIFICATE_BASE64 = 16 * 1024;
 

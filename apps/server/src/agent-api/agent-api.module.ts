@@ -10,7 +10,8 @@ import { AgentSvidService } from './agent-svid.service.js';
 import { AttestationController } from './attestation.controller.js';
 import { AuthorisedEntriesService } from './authorised-entries.service.js';
 import { JoinTokenAttestationService } from './join-token-attestation.service.js';
-import { AgentSignRateLimiter, AgentSyncRateLimiter } from './rate-limiter.js';
+import { AgentSyncRateLimiter } from './rate-limiter.js';
+import { AgentSigningBudget } from './signing-budget.js';
 import { SvidSigningService } from './svid-signing.service.js';
 import { SyncService } from './sync.service.js';
 import { X509popAttestationService } from './x509pop-attestation.service.js';
@@ -25,7 +26,7 @@ import { X509popAttestationService } from './x509pop-attestation.service.js';
   controllers: [AttestationController, AgentController],
   providers: [
     AgentAuthGuard,
-    AgentSignRateLimiter,
+    AgentSigningBudget,
     AgentSyncRateLimiter,
     AgentSvidService,
     AuthorisedEntriesService,

@@ -19,9 +19,14 @@ import { EntriesService } from '../entries/entries.service.js';
 import type { Entry, EntryInput } from '../entries/entry.js';
 import { JoinTokensService } from '../join-tokens/join-tokens.service.js';
 import { AuthorisedEntriesService } from './authorised-entries.service.js';
+import { AgentSigningBudget } from './signing-budget.js';
+import { AGENT_RENEW_LIMIT, MAX_CSR_BATCH, SIGNING_CONCURRENCY } from './signing-limits.js';
 
 const backend = process.env.DATABASE_URL ? 'postgres' : 'embedded';
-const SIGN_BURST = 8;
+/** The smallest X.509 burst the config takes (one full batch), refilled at 1 CSR/s: one batch spends it. */
+const CSR_BURST = MAX_CSR_BATCH;
+const JWT_BURST = 8;
+const MAX_IN_FLIGHT = 2;
 
 interface TestAgent {
   readonly spiffeId: string;
@@ -71,7 +76,16 @@ describe(`agent API: mTLS routes (${backend})`, () => {
   ];
 
   beforeAll(async () => {
-    api = await startAgentApiTestServer({ clock, flags: { agentSignRate: '1', agentSignBurst: String(SIGN_BURST) } });
+    api = await startAgentApiTestServer({
+      clock,
+      flags: {
+        agentSignRate: '1',
+        agentSignBurst: String(CSR_BURST),
+        agentJwtSignRate: '1',
+        agentJwtSignBurst: String(JWT_BURST),
+        agentSignMaxInFlight: String(MAX_IN_FLIGHT),
+      },
+    });
     bundle = await api.trustBundle();
   });
 
@@ -157,8 +171,11 @@ describe(`agent API: mTLS routes (${backend})`, () => {
     await settle();
     const csrs = await Promise.all(own.map((entry) => csrFor(entry.spiffeId)));
     const calls = agents.flatMap((agent, i) => [
-      ...Array.from({ length: SIGN_BURST - 2 }, () =>
+      ...Array.from({ length: MAX_IN_FLIGHT }, () =>
         agent.call('POST', '/agent/v1/svids/x509', { csrs: [{ entry_id: own[i]!.id, csr: csrs[i] }] }),
+      ),
+      ...Array.from({ length: JWT_BURST - 2 }, () =>
+        agent.call('POST', '/agent/v1/svids/jwt', { entry_id: own[i]!.id, audience: ['db'] }),
       ),
       agent.call('GET', '/agent/v1/sync?revision=0'),
       agent.call('GET', '/agent/v1/sync?revision=0'),
@@ -166,7 +183,8 @@ describe(`agent API: mTLS routes (${backend})`, () => {
     const answers = await Promise.all(calls);
     for (const answer of answers) expect(answer.status).toBe(200);
     const signed = answers.filter((answer) => 'results' in answer.body);
-    expect(signed).toHaveLength(agents.length * (SIGN_BURST - 2));
+    expect(signed).toHaveLength(agents.length * MAX_IN_FLIGHT);
+    expect(answers.filter((answer) => 'token' in answer.body)).toHaveLength(agents.length * (JWT_BURST - 2));
     for (const answer of signed) {
       expect((answer.body['results'] as { status: { code: string } }[])[0]!.status.code).toBe('ok');
     }
@@ -251,14 +269,27 @@ describe(`agent API: mTLS routes (${backend})`, () => {
       dnsNames: ['web.example.org'],
       x509SvidTtl: 600,
     });
+    const [web2, web3, web4] = await Promise.all(
+      [2, 3, 4].map((n) =>
+        createEntry({
+          spiffeId: 'spiffe://example.org/batch/web',
+          parentId: agent.spiffeId,
+          dnsNames: ['web.example.org'],
+          x509SvidTtl: 600,
+          hint: `copy ${n}`,
+        }),
+      ),
+    );
     const notMine = await createEntry({ spiffeId: 'spiffe://example.org/batch/theirs', parentId: other.spiffeId });
+    await settle();
     const response = await agent.call('POST', '/agent/v1/svids/x509', {
       csrs: [
         { entry_id: web.id, csr: await csrFor(web.spiffeId) },
-        { entry_id: web.id, csr: await csrFor() },
+        { entry_id: web2!.id, csr: await csrFor() },
         { entry_id: notMine.id, csr: await csrFor(notMine.spiffeId) },
-        { entry_id: web.id, csr: await csrFor('spiffe://example.org/batch/other') },
-        { entry_id: web.id, csr: 'not a csr' },
+        { entry_id: web3!.id, csr: await csrFor('spiffe://example.org/batch/other') },
+        { entry_id: web4!.id, csr: 'not a csr' },
+        { entry_id: web.id, csr: await csrFor(web.spiffeId) },
       ],
     });
     expect(response.status).toBe(200);
@@ -269,11 +300,15 @@ describe(`agent API: mTLS routes (${backend})`, () => {
       'permission_denied',
       'invalid_argument',
       'invalid_argument',
+      'invalid_argument',
     ]);
     expect(results[3]!.status.message).toBe(
       `csrs.3.csr: uri san "spiffe://example.org/batch/other" does not match the spiffe id ${web.spiffeId}`,
     );
     expect(results[4]!.status.message).toMatch(/^csrs\.4\.csr: /);
+    expect(results[5]!.status.message).toBe(
+      `csrs.5.entry_id: entry "${web.id}" is already requested by csrs.0 of this batch`,
+    );
 
     for (const result of results.slice(0, 2)) {
       const chain = derChainOf(result.svid);
@@ -320,21 +355,128 @@ describe(`agent API: mTLS routes (${backend})`, () => {
     });
   });
 
-  it('rate-limits each agent’s signing requests with 429 resource_exhausted', async () => {
+  it('charges every CSR of a batch, duplicates included, and signs each entry once', async () => {
     const agent = await joinAgent();
-    const entry = await createEntry({ spiffeId: 'spiffe://example.org/limit/a', parentId: agent.spiffeId });
-    const sign = () => agent.call('POST', '/agent/v1/svids/jwt', { entry_id: entry.id, audience: ['x'] });
-    for (let i = 0; i < SIGN_BURST; i += 1) expect((await sign()).status).toBe(200);
-    expect(await sign()).toEqual({
+    const entry = await createEntry({ spiffeId: 'spiffe://example.org/limit/copies', parentId: agent.spiffeId });
+    await settle();
+    const csr = await csrFor(entry.spiffeId);
+    const copies = await agent.call('POST', '/agent/v1/svids/x509', {
+      csrs: Array.from({ length: MAX_CSR_BATCH }, () => ({ entry_id: entry.id, csr })),
+    });
+    expect(copies.status).toBe(200);
+    const results = copies.body['results'] as { status: { code: string; message: string } }[];
+    expect(results).toHaveLength(MAX_CSR_BATCH);
+    expect(results.filter((result) => result.status.code === 'ok')).toHaveLength(1);
+    expect(results[MAX_CSR_BATCH - 1]!.status).toEqual({
+      code: 'invalid_argument',
+      message: `csrs.${MAX_CSR_BATCH - 1}.entry_id: entry "${entry.id}" is already requested by csrs.0 of this batch`,
+    });
+    // The 500 copies spent the whole burst of 500 CSRs: one more CSR waits a second.
+    const one = { csrs: [{ entry_id: entry.id, csr }] };
+    expect(await agent.call('POST', '/agent/v1/svids/x509', one)).toEqual({
       status: 429,
+      retryAfter: '1',
       body: {
         error: 'resource_exhausted',
-        message: `agent ${agent.spiffeId}: over its signing rate limit, retry later`,
+        message:
+          `agent ${agent.spiffeId}: over its X.509-SVID signing budget (1 CSRs/s, burst ${CSR_BURST}; ` +
+          `agent_sign_rate, agent_sign_burst), this request costs 1: retry in 1 s`,
       },
     });
-    // Another agent has its own bucket.
+    clock.advance(1_000);
+    expect((await agent.call('POST', '/agent/v1/svids/x509', one)).status).toBe(200);
+    // Another agent has its own budget.
     const neighbour = await joinAgent();
-    expect((await neighbour.call('GET', '/agent/v1/sync')).status).toBe(200);
+    const theirs = await createEntry({ spiffeId: 'spiffe://example.org/limit/theirs', parentId: neighbour.spiffeId });
+    await settle();
+    const signed = await neighbour.call('POST', '/agent/v1/svids/x509', {
+      csrs: [{ entry_id: theirs.id, csr: await csrFor(theirs.spiffeId) }],
+    });
+    expect(signed.status).toBe(200);
+  });
+
+  it('renews the agent SVID and signs X.509 with the JWT budget spent, and renews with both spent', async () => {
+    const agent = await joinAgent();
+    const entry = await createEntry({ spiffeId: 'spiffe://example.org/limit/kinds', parentId: agent.spiffeId });
+    await settle();
+    const jwt = () => agent.call('POST', '/agent/v1/svids/jwt', { entry_id: entry.id, audience: ['x'] });
+    for (let i = 0; i < JWT_BURST; i += 1) expect((await jwt()).status).toBe(200);
+    expect(await jwt()).toEqual({
+      status: 429,
+      retryAfter: '1',
+      body: {
+        error: 'resource_exhausted',
+        message:
+          `agent ${agent.spiffeId}: over its JWT-SVID signing budget (1 JWT-SVIDs/s, burst ${JWT_BURST}; ` +
+          `agent_jwt_sign_rate, agent_jwt_sign_burst), this request costs 1: retry in 1 s`,
+      },
+    });
+    const csr = await csrFor(entry.spiffeId);
+    const batch = await agent.call('POST', '/agent/v1/svids/x509', {
+      csrs: Array.from({ length: MAX_CSR_BATCH }, () => ({ entry_id: entry.id, csr })),
+    });
+    expect(batch.status).toBe(200);
+    expect((await agent.call('POST', '/agent/v1/svids/x509', { csrs: [{ entry_id: entry.id, csr }] })).status).toBe(
+      429,
+    );
+
+    const key = await newAgentKey();
+    const renewed = await agent.call('POST', '/agent/v1/renew', { csr: await key.csr() });
+    expect(renewed.status).toBe(200);
+    const renewedAgent = credentialsOf(renewed.body['svid'], key.privateKeyPem);
+    // Renewal has a budget of its own, small: a renewal loop is refused, with when to retry.
+    let refused: AgentApiResponse | undefined;
+    let credentials = renewedAgent;
+    for (let i = 1; i <= AGENT_RENEW_LIMIT.burst && refused === undefined; i += 1) {
+      const next = await newAgentKey();
+      const answer = await api.call('POST', '/agent/v1/renew', { csr: await next.csr() }, credentials);
+      if (answer.status === 200) credentials = credentialsOf(answer.body['svid'], next.privateKeyPem);
+      else refused = answer;
+    }
+    expect(refused).toMatchObject({ status: 429, retryAfter: '5', body: { error: 'resource_exhausted' } });
+  });
+
+  it('refuses an X.509 batch past the in-flight cap with 429, while the others go on', async () => {
+    const agent = await joinAgent();
+    const entry = await createEntry({ spiffeId: 'spiffe://example.org/limit/in-flight', parentId: agent.spiffeId });
+    await settle();
+    const budget = api.server.app.get(AgentSigningBudget);
+    // Every slot of the signing queue held by work that finishes when the test says so: batches then wait in it.
+    let release = (): void => undefined;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const holders = Array.from({ length: SIGNING_CONCURRENCY }, (_, i) =>
+      budget.inTurn(`spiffe://example.org/test/holder/${i}`, 'x509', [i], async (chunk) => {
+        await released;
+        return chunk;
+      }),
+    );
+    const csr = await csrFor(entry.spiffeId);
+    const batch = { csrs: [{ entry_id: entry.id, csr }] };
+    const waiting = Array.from({ length: MAX_IN_FLIGHT }, () => agent.call('POST', '/agent/v1/svids/x509', batch));
+    while (budget.queued < MAX_IN_FLIGHT) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(await agent.call('POST', '/agent/v1/svids/x509', batch)).toEqual({
+      status: 429,
+      retryAfter: '1',
+      body: {
+        error: 'resource_exhausted',
+        message:
+          `agent ${agent.spiffeId}: ${MAX_IN_FLIGHT} X.509-SVID batches already in progress, at most ` +
+          `${MAX_IN_FLIGHT} (agent_sign_max_in_flight): wait for one to finish, then retry`,
+      },
+    });
+    // Its JWT requests are no batches, and another agent has its own cap: both wait their turn, then get answers.
+    const neighbour = await joinAgent();
+    const theirs = await createEntry({ spiffeId: 'spiffe://example.org/limit/free', parentId: neighbour.spiffeId });
+    await settle();
+    const others = [
+      agent.call('POST', '/agent/v1/svids/jwt', { entry_id: entry.id, audience: ['x'] }),
+      neighbour.call('POST', '/agent/v1/svids/x509', { csrs: [{ entry_id: theirs.id, csr: await csrFor() }] }),
+    ];
+    release();
+    await Promise.all(holders);
+    for (const answer of await Promise.all([...waiting, ...others])) expect(answer.status).toBe(200);
+    expect(budget.queued).toBe(0);
+    expect((await agent.call('POST', '/agent/v1/svids/x509', batch)).status).toBe(200);
   });
 
   it('refuses a banned agent and an evicted agent on every mTLS route', async () => {

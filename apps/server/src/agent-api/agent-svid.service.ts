@@ -8,7 +8,7 @@ import { CaService } from '../ca/ca.service.js';
 import { AppError } from '../common/errors.js';
 import { serialNumberOf } from './agent-auth.guard.js';
 import type { CallingAgent } from './agent-request.js';
-import { AgentSignRateLimiter } from './rate-limiter.js';
+import { AgentSigningBudget } from './signing-budget.js';
 
 /** An agent X509-SVID just signed. */
 export interface IssuedAgentSvid {
@@ -78,7 +78,7 @@ export class AgentSvidService {
     private readonly ca: CaService,
     private readonly agents: AgentsService,
     private readonly bundles: BundleService,
-    private readonly limiter: AgentSignRateLimiter,
+    private readonly budget: AgentSigningBudget,
   ) {}
 
   /**
@@ -112,10 +112,12 @@ export class AgentSvidService {
 
   /**
    * Renews the calling agent's SVID; the serial of the one it presented must still be the current one, and the
-   * new serial replaces it.
+   * new serial replaces it. Renewal has its own small budget per agent, which workload signing never spends.
+   *
+   * @throws AppError `resource_exhausted` when the agent renews more often than that budget allows.
    */
   async renew(agent: CallingAgent, csrPem: string): Promise<IssuedAgentSvid> {
-    this.limiter.take(agent.spiffeId);
+    this.budget.charge(agent.spiffeId, 'renewal');
     const svid = this.issue(SpiffeId.parse(agent.spiffeId), parseAgentCsr(csrPem));
     await this.agents.recordRenewal(agent.spiffeId, agent.serialNumber, {
       serialNumber: svid.serialNumber,

@@ -8,7 +8,7 @@ import type { Entry } from '../entries/entry.js';
 import type { CallingAgent } from './agent-request.js';
 import { checkRequestedId } from './agent-svid.service.js';
 import { AuthorisedEntriesService } from './authorised-entries.service.js';
-import { AgentSignRateLimiter } from './rate-limiter.js';
+import { AgentSigningBudget } from './signing-budget.js';
 
 /** One CSR of a batch: the entry it is for and the PEM request. */
 export interface X509SvidRequest {
@@ -53,7 +53,8 @@ export interface SignedEntryJwtSvid {
 /**
  * Signs workload SVIDs for an agent, only for entries authorised for it: X.509-SVIDs from CSRs in batches (each
  * CSR's signature verified, its URI SAN if any equal to the entry's SPIFFE ID, DNS names and TTL from the entry),
- * and JWT-SVIDs. Each request counts once against the agent's signing rate limit.
+ * and JWT-SVIDs. Each CSR of a batch counts against the agent's X.509 budget, each JWT-SVID against its JWT budget,
+ * and the signing takes turns with other agents' in one fair queue ({@link AgentSigningBudget}).
  */
 @Injectable()
 export class SvidSigningService {
@@ -66,20 +67,55 @@ export class SvidSigningService {
   constructor(
     private readonly index: AuthorisedEntriesService,
     private readonly ca: CaService,
-    private readonly limiter: AgentSignRateLimiter,
+    private readonly budget: AgentSigningBudget,
     @Inject(CLOCK) private readonly clock: Clock,
   ) {}
 
-  /** One result per request, in order. */
+  /**
+   * One result per request, in order. Every request costs one unit of the agent's X.509 budget, a duplicate too (it
+   * was sent and parsed; SPIRE charges `len(params)` as well); a second request for an entry already in the batch is
+   * refused on its own (`invalid_argument`) and not signed.
+   *
+   * @throws AppError `resource_exhausted` when the agent has too many batches in progress or too small a budget left
+   * for the whole batch (nothing is signed then); `unavailable` when the server's signing queue is full.
+   */
   async signX509Svids(agent: CallingAgent, requests: readonly X509SvidRequest[]): Promise<X509SvidResult[]> {
-    this.limiter.take(agent.spiffeId);
-    const authorised = await this.authorisedIncluding(
-      agent,
-      requests.map((request) => request.entryId),
-    );
-    const now = this.clock.now();
-    // One asynchronous step per batch: every CSR's key import is started, then all are awaited together.
-    return Promise.all(requests.map((request, index) => this.signX509Svid(agent, authorised, request, index, now)));
+    const leave = this.budget.enterBatch(agent.spiffeId);
+    try {
+      this.budget.charge(agent.spiffeId, 'x509', requests.length);
+      const results = new Array<X509SvidResult>(requests.length);
+      const toSign: { request: X509SvidRequest; index: number }[] = [];
+      const firstIndex = new Map<string, number>();
+      requests.forEach((request, index) => {
+        const first = firstIndex.get(request.entryId);
+        if (first === undefined) {
+          firstIndex.set(request.entryId, index);
+          toSign.push({ request, index });
+        } else {
+          results[index] = {
+            ok: false,
+            entryId: request.entryId,
+            error: new AppError(
+              'invalid_argument',
+              `csrs.${index}.entry_id: entry ${JSON.stringify(request.entryId)} is already requested by csrs.${first} ` +
+                `of this batch`,
+            ),
+          };
+        }
+      });
+      const authorised = await this.authorisedIncluding(agent, [...firstIndex.keys()]);
+      const signed = await this.budget.inTurn(agent.spiffeId, 'x509', toSign, (chunk) => {
+        const now = this.clock.now();
+        // One asynchronous step per chunk: every CSR's key import is started, then all are awaited together.
+        return Promise.all(
+          chunk.map(({ request, index }) => this.signX509Svid(agent, authorised, request, index, now)),
+        );
+      });
+      toSign.forEach(({ index }, position) => (results[index] = signed[position]!));
+      return results;
+    } finally {
+      leave();
+    }
   }
 
   private async signX509Svid(
@@ -110,20 +146,28 @@ export class SvidSigningService {
     }
   }
 
+  /**
+   * @throws AppError `resource_exhausted` when the agent's JWT budget is spent; `unavailable` when the server's
+   * signing queue is full.
+   */
   async signJwtSvid(agent: CallingAgent, entryId: string, audience: readonly string[]): Promise<SignedEntryJwtSvid> {
-    this.limiter.take(agent.spiffeId);
+    this.budget.charge(agent.spiffeId, 'jwt');
     const entry = this.authorisedEntry(
       agent,
       await this.authorisedIncluding(agent, [entryId]),
       entryId,
       this.clock.now(),
     );
-    const signed = await this.ca.signJwtSvid({
-      spiffeId: this.spiffeIdOf(entry).id,
-      audience,
-      ...(entry.jwtSvidTtl > 0 && { ttlSeconds: entry.jwtSvidTtl }),
-    });
-    return { spiffeId: entry.spiffeId, ...signed };
+    const [signed] = await this.budget.inTurn(agent.spiffeId, 'jwt', [entry], ([turn]) =>
+      Promise.all([
+        this.ca.signJwtSvid({
+          spiffeId: this.spiffeIdOf(turn!).id,
+          audience,
+          ...(turn!.jwtSvidTtl > 0 && { ttlSeconds: turn!.jwtSvidTtl }),
+        }),
+      ]),
+    );
+    return { spiffeId: entry.spiffeId, ...signed! };
   }
 
   /**

@@ -38,6 +38,9 @@ const FLAG_KEYS: readonly (keyof ServerConfigFlags)[] = [
   'agentSyncRate',
   'agentSyncBurst',
   'agentStatusCacheTtl',
+  'agentJwtSignRate',
+  'agentJwtSignBurst',
+  'agentSignMaxInFlight',
 ];
 
 /** `sigil-server run`: validates the configuration before anything starts, then serves until SIGINT/SIGTERM. */
@@ -63,8 +66,6 @@ export function runCommand(): Command {
     .option('--kek-file <file>', 'key-encryption key file (default <data-dir>/kek.key; or env SIGIL_KEK)')
     .option('--log-level <level>', 'fatal, error, warn, info, debug or trace (default info)')
     .option('--x509pop-ca-bundle <file>', 'PEM CA certificates that x509pop agents must chain to (enables x509pop)')
-    .option('--agent-sign-rate <n>', 'signing requests per second each agent may make (default 50)')
-    .option('--agent-sign-burst <n>', 'signing requests an agent may make at once (default 100)')
     .option('--attestation-rate <n>', 'attestation requests per second per source address (default 10)')
     .option('--attestation-burst <n>', 'attestation requests a source address may make at once (default 100)')
     .option('--public-read-rate <n>', 'bundle/health/metrics requests per second per source address (default 20)')
@@ -83,6 +84,11 @@ export function runCommand(): Command {
       '--agent-status-cache-ttl <duration>',
       'longest an agent status (banned, evicted, SVID serial) is used from memory (default 30s)',
     )
+    .option('--agent-sign-rate <n>', 'X.509-SVID CSRs per second each agent may have signed (default 500)')
+    .option('--agent-sign-burst <n>', 'X.509-SVID CSRs an agent may have signed at once, at least 500 (default 5000)')
+    .option('--agent-jwt-sign-rate <n>', 'JWT-SVIDs per second each agent may have signed (default 100)')
+    .option('--agent-jwt-sign-burst <n>', 'JWT-SVIDs an agent may have signed at once (default 1000)')
+    .option('--agent-sign-max-in-flight <n>', 'X.509-SVID batches of one agent in progress at once (default 4)')
     .action(async (options: RunOptions) => {
       const flags: ServerConfigFlags = {};
       for (const key of FLAG_KEYS) if (options[key] !== undefined) flags[key] = options[key];

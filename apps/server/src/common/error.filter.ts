@@ -48,9 +48,13 @@ export function toErrorReply(
   exception: unknown,
   request: { method: string; url: string },
   bodyLimit: number,
-): { status: number; body: ErrorBody } {
+): { status: number; body: ErrorBody; retryAfterSeconds?: number } {
   if (exception instanceof AppError) {
-    return { status: HTTP_STATUS_BY_KIND[exception.kind], body: { error: exception.kind, message: exception.message } };
+    return {
+      status: HTTP_STATUS_BY_KIND[exception.kind],
+      body: { error: exception.kind, message: exception.message },
+      ...(exception.retryAfterSeconds !== undefined && { retryAfterSeconds: exception.retryAfterSeconds }),
+    };
   }
   const unavailable = databaseUnavailable(exception);
   if (unavailable) {
@@ -103,7 +107,9 @@ export class ErrorFilter implements ExceptionFilter {
   catch(exception: unknown, host: ArgumentsHost): void {
     const http = host.switchToHttp();
     const request = http.getRequest<FastifyRequest>();
-    const { status, body } = toErrorReply(exception, request, this.bodyLimit);
-    void http.getResponse<FastifyReply>().status(status).send(body);
+    const { status, body, retryAfterSeconds } = toErrorReply(exception, request, this.bodyLimit);
+    const reply = http.getResponse<FastifyReply>().status(status);
+    if (retryAfterSeconds !== undefined) void reply.header('retry-after', String(retryAfterSeconds));
+    void reply.send(body);
   }
 }

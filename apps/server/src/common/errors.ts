@@ -15,13 +15,16 @@ export type AppErrorKind =
 
 export class AppError extends Error {
   override readonly name = 'AppError';
+  /** For `resource_exhausted` and `unavailable`: when to ask again, in whole seconds (HTTP `Retry-After`). */
+  readonly retryAfterSeconds: number | undefined;
 
   constructor(
     readonly kind: AppErrorKind,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; retryAfterSeconds?: number },
   ) {
     super(message, options);
+    this.retryAfterSeconds = options?.retryAfterSeconds;
   }
 }
 

@@ -1,0 +1,87 @@
+import { describe, expect, it } from 'vitest';
+import { FairQueue, FairQueueFullError } from './fair-queue.js';
+
+/** Work whose chunks finish only when the test says so, recording the order in which chunks started. */
+function gatedWork() {
+  const started: string[] = [];
+  const gates: (() => void)[] = [];
+  const work =
+    (caller: string) =>
+    (chunk: readonly number[], offset: number): Promise<readonly string[]> => {
+      started.push(`${caller}@${offset}`);
+      return new Promise((resolve) => gates.push(() => resolve(chunk.map((item) => `${caller}:${item}`))));
+    };
+  /** Finishes the oldest running chunk and lets the queue start the next one. */
+  const finishOne = async (): Promise<void> => {
+    gates.shift()!();
+    await new Promise((resolve) => setImmediate(resolve));
+  };
+  return { started, work, finishOne, running: () => gates.length };
+}
+
+describe('FairQueue', () => {
+  it('serves callers in turn, one chunk each: a late single item waits for one chunk, not the backlog', async () => {
+    const queue = new FairQueue({ chunkSize: 10, concurrency: 1, maxQueuedItems: 1_000 });
+    const { started, work, finishOne } = gatedWork();
+    const big = queue.run(
+      'big',
+      Array.from({ length: 50 }, (_, i) => i),
+      work('big'),
+    );
+    const other = queue.run('other', [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], work('other'));
+    const small = queue.run('small', [7], work('small'));
+    expect(queue.queued).toBe(50 + 12 + 1 - 10);
+    while (started.length < 8) await finishOne();
+    // big was already in line when the others came: one chunk of it, then each of them in turn.
+    expect(started).toEqual(['big@0', 'big@10', 'other@0', 'small@0', 'big@20', 'other@10', 'big@30', 'big@40']);
+    await finishOne();
+    expect(await small).toEqual(['small:7']);
+    expect(await other).toHaveLength(12);
+    const results = await big;
+    expect(results).toEqual(Array.from({ length: 50 }, (_, i) => `big:${i}`));
+    expect(queue.queued).toBe(0);
+    expect(queue.callers).toBe(0);
+  });
+
+  it('runs at most `concurrency` chunks at once', async () => {
+    const queue = new FairQueue({ chunkSize: 1, concurrency: 3, maxQueuedItems: 100 });
+    const { work, finishOne, running } = gatedWork();
+    const all = queue.run('a', [1, 2, 3, 4, 5, 6, 7], work('a'));
+    expect(running()).toBe(3);
+    expect(queue.queued).toBe(4);
+    await finishOne();
+    expect(running()).toBe(3);
+    while (running() > 0) await finishOne();
+    expect(await all).toHaveLength(7);
+  });
+
+  it('refuses a request that would take it past maxQueuedItems, queueing none of it', async () => {
+    const queue = new FairQueue({ chunkSize: 5, concurrency: 1, maxQueuedItems: 15 });
+    const { work, finishOne, running } = gatedWork();
+    const first = queue.run(
+      'a',
+      Array.from({ length: 15 }, (_, i) => i),
+      work('a'),
+    );
+    expect(queue.queued).toBe(10);
+    await expect(queue.run('b', [1, 2, 3, 4, 5, 6], work('b'))).rejects.toThrow(
+      new FairQueueFullError('signing queue full: 10 items waiting, at most 15'),
+    );
+    expect(queue.queued).toBe(10);
+    const second = queue.run('b', [1, 2, 3, 4, 5], work('b'));
+    expect(queue.queued).toBe(15);
+    while (running() > 0) await finishOne();
+    expect(await first).toHaveLength(15);
+    expect(await second).toHaveLength(5);
+  });
+
+  it('rejects the caller whose work failed and goes on with the others', async () => {
+    const queue = new FairQueue({ chunkSize: 2, concurrency: 1, maxQueuedItems: 100 });
+    const failing = queue.run('a', [1, 2, 3], () => {
+      throw new Error('boom');
+    });
+    const fine = queue.run('b', [1, 2, 3], (chunk) => Promise.resolve(chunk.map((item) => item * 2)));
+    await expect(failing).rejects.toThrow('boom');
+    expect(await fine).toEqual([2, 4, 6]);
+  });
+});

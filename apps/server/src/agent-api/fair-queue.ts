@@ -1,0 +1,114 @@
+/** One turn of a caller: a chunk of its work, started when the queue gives it a slot. */
+interface Turn {
+  readonly size: number;
+  readonly start: () => Promise<void>;
+}
+
+export interface FairQueueOptions {
+  /** Items a caller's work is cut into per turn. */
+  readonly chunkSize: number;
+  /** Turns running at once, over every caller. */
+  readonly concurrency: number;
+  /** Items waiting (not yet started), over every caller; past it `run` refuses. */
+  readonly maxQueuedItems: number;
+}
+
+/** The queue holds too many items already; nothing of the request was queued. */
+export class FairQueueFullError extends Error {
+  override readonly name = 'FairQueueFullError';
+}
+
+/**
+ * Round robin over callers, one chunk per turn: a caller with 2,000 items queued and one with a single item each get
+ * the next free slot in turn, so the single item waits for at most one chunk per busy caller, never for the whole
+ * backlog of another. Work is started at most `concurrency` chunks at a time (SPIRE signs a batch in the caller's
+ * goroutine; Node has one thread, so here the fairness has to be explicit).
+ */
+export class FairQueue {
+  /** Callers with turns waiting, in the order they are served: a served caller goes to the back. */
+  private readonly waiting = new Map<string, Turn[]>();
+  private running = 0;
+  private queuedItems = 0;
+
+  constructor(private readonly options: FairQueueOptions) {
+    if (!(options.chunkSize >= 1 && options.concurrency >= 1 && options.maxQueuedItems >= 1)) {
+      throw new Error('fair queue: chunkSize, concurrency and maxQueuedItems must be at least 1');
+    }
+  }
+
+  /** Items waiting for a turn, over every caller. */
+  get queued(): number {
+    return this.queuedItems;
+  }
+
+  /** Callers with work waiting. */
+  get callers(): number {
+    return this.waiting.size;
+  }
+
+  /**
+   * Runs `work` over `items` in chunks, in turn with the other callers; resolves with the results in the items'
+   * order. `work` gets a chunk and the index of its first item and must return one result per item.
+   *
+   * @throws FairQueueFullError when the items would take the queue past `maxQueuedItems` (nothing is queued then).
+   */
+  run<T, R>(
+    caller: string,
+    items: readonly T[],
+    work: (chunk: readonly T[], offset: number) => Promise<readonly R[]>,
+  ): Promise<R[]> {
+    if (items.length === 0) return Promise.resolve([]);
+    if (this.queuedItems + items.length > this.options.maxQueuedItems) {
+      return Promise.reject(
+        new FairQueueFullError(
+          `signing queue full: ${this.queuedItems} items waiting, at most ${this.options.maxQueuedItems}`,
+        ),
+      );
+    }
+    const { chunkSize } = this.options;
+    const chunks: Promise<readonly R[]>[] = [];
+    let turns = this.waiting.get(caller);
+    if (turns === undefined) {
+      turns = [];
+      this.waiting.set(caller, turns);
+    }
+    for (let offset = 0; offset < items.length; offset += chunkSize) {
+      const chunk = items.slice(offset, offset + chunkSize);
+      chunks.push(
+        new Promise<readonly R[]>((resolve, reject) => {
+          turns.push({
+            size: chunk.length,
+            start: async () => {
+              try {
+                resolve(await work(chunk, offset));
+              } catch (error) {
+                reject(error as Error);
+              }
+            },
+          });
+        }),
+      );
+    }
+    this.queuedItems += items.length;
+    this.pump();
+    return Promise.all(chunks).then((results) => results.flat() as R[]);
+  }
+
+  private pump(): void {
+    while (this.running < this.options.concurrency) {
+      const next = this.waiting.entries().next();
+      if (next.done) return;
+      const [caller, turns] = next.value;
+      const turn = turns.shift()!;
+      // Served: to the back of the line, or out of it when it has nothing left.
+      this.waiting.delete(caller);
+      if (turns.length > 0) this.waiting.set(caller, turns);
+      this.queuedItems -= turn.size;
+      this.running++;
+      void turn.start().finally(() => {
+        this.running--;
+        this.pump();
+      });
+    }
+  }
+}

@@ -1,0 +1,173 @@
+import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
+import { RateLimitedLog } from '@sigil/logging';
+import { TokenBucketRateLimiter } from '@sigil/runtime';
+import { CLOCK, type Clock } from '../common/clock.js';
+import { AppError } from '../common/errors.js';
+import { SERVER_CONFIG, type ServerConfig } from '../config.js';
+import { FairQueue, FairQueueFullError, type FairQueueOptions } from './fair-queue.js';
+import {
+  AGENT_RENEW_LIMIT,
+  SIGNING_CHUNK_SIZE,
+  SIGNING_CONCURRENCY,
+  SIGNING_QUEUE_MAX_ITEMS,
+} from './signing-limits.js';
+
+/** What an agent asks the server to sign, each kind with its own budget. */
+export type SigningKind = 'renewal' | 'x509' | 'jwt';
+
+export type SigningBudgetConfig = Pick<
+  ServerConfig,
+  | 'agentSignRatePerSecond'
+  | 'agentSignBurst'
+  | 'agentJwtSignRatePerSecond'
+  | 'agentJwtSignBurst'
+  | 'agentSignMaxInFlight'
+>;
+
+/** Optional injection token: the fair queue's shape, for tests (the defaults are {@link SIGNING_CHUNK_SIZE} etc.). */
+export const SIGNING_QUEUE_OPTIONS = Symbol('SIGNING_QUEUE_OPTIONS');
+
+const KIND_NAMES: Readonly<Record<SigningKind, string>> = {
+  renewal: 'agent SVID renewal',
+  x509: 'X.509-SVID signing',
+  jwt: 'JWT-SVID signing',
+};
+
+const KIND_KEYS: Readonly<Record<SigningKind, string>> = {
+  renewal: 'fixed',
+  x509: 'agent_sign_rate, agent_sign_burst',
+  jwt: 'agent_jwt_sign_rate, agent_jwt_sign_burst',
+};
+
+const UNITS: Readonly<Record<SigningKind, string>> = { renewal: 'renewals', x509: 'CSRs', jwt: 'JWT-SVIDs' };
+
+/**
+ * Everything that bounds an agent's signing on this server (issue 16, findings 2 and 5):
+ * - one token bucket per agent and per kind (its own renewal, X.509-SVID CSRs, JWT-SVIDs), so JWT work never spends
+ *   the X.509 budget and neither can stop the agent renewing its own SVID; X.509 is charged per CSR of a batch;
+ * - at most `agent_sign_max_in_flight` X.509 batches of one agent in progress;
+ * - one fair queue over all agents for the signing itself (X.509 in chunks, JWT one by one), so an agent within its
+ *   budget but sending full batches cannot make another agent's single CSR wait behind them.
+ *
+ * Refusals are `resource_exhausted` (HTTP 429) with `Retry-After`; a full queue is `unavailable` (503: the agent tries
+ * another replica). They are logged through {@link RateLimitedLog}, a few lines per agent and kind, then a count.
+ */
+@Injectable()
+export class AgentSigningBudget {
+  private readonly buckets: Readonly<Record<SigningKind, TokenBucketRateLimiter>>;
+  private readonly limits: Readonly<Record<SigningKind, { ratePerSecond: number; burst: number }>>;
+  private readonly inFlight = new Map<string, number>();
+  private readonly maxInFlight: number;
+  private readonly queue: FairQueue;
+  private readonly refusals: RateLimitedLog;
+
+  constructor(
+    @Inject(SERVER_CONFIG) config: SigningBudgetConfig,
+    @Inject(CLOCK) clock: Clock,
+    @Optional() @Inject(SIGNING_QUEUE_OPTIONS) queueOptions?: FairQueueOptions,
+  ) {
+    this.limits = {
+      renewal: AGENT_RENEW_LIMIT,
+      x509: { ratePerSecond: config.agentSignRatePerSecond, burst: config.agentSignBurst },
+      jwt: { ratePerSecond: config.agentJwtSignRatePerSecond, burst: config.agentJwtSignBurst },
+    };
+    this.buckets = {
+      renewal: new TokenBucketRateLimiter(this.limits.renewal, clock),
+      x509: new TokenBucketRateLimiter(this.limits.x509, clock),
+      jwt: new TokenBucketRateLimiter(this.limits.jwt, clock),
+    };
+    this.maxInFlight = config.agentSignMaxInFlight;
+    this.queue = new FairQueue(
+      queueOptions ?? {
+        chunkSize: SIGNING_CHUNK_SIZE,
+        concurrency: SIGNING_CONCURRENCY,
+        maxQueuedItems: SIGNING_QUEUE_MAX_ITEMS,
+      },
+    );
+    this.refusals = new RateLimitedLog(new Logger(AgentSigningBudget.name), { now: () => clock.now().getTime() });
+  }
+
+  /** Items waiting in the signing queue, over every agent (for tests and metrics). */
+  get queued(): number {
+    return this.queue.queued;
+  }
+
+  /**
+   * Charges `cost` units of `kind` to the agent's bucket.
+   *
+   * @throws AppError `resource_exhausted` with `retryAfterSeconds` when the bucket holds less (nothing is taken).
+   */
+  charge(agentId: string, kind: SigningKind, cost = 1): void {
+    const waitMs = this.buckets[kind].take(agentId, cost);
+    if (waitMs === 0) return;
+    const { ratePerSecond, burst } = this.limits[kind];
+    const retryAfterSeconds = Number.isFinite(waitMs) ? Math.ceil(waitMs / 1000) : 1;
+    this.refuse(
+      agentId,
+      kind,
+      `agent ${agentId}: over its ${KIND_NAMES[kind]} budget (${ratePerSecond} ${UNITS[kind]}/s, burst ${burst}; ` +
+        `${KIND_KEYS[kind]}), this request costs ${cost}: retry in ${retryAfterSeconds} s`,
+      retryAfterSeconds,
+    );
+  }
+
+  /**
+   * Counts one X.509 batch of the agent as in progress until the returned function is called.
+   *
+   * @throws AppError `resource_exhausted` when `agent_sign_max_in_flight` batches are in progress already.
+   */
+  enterBatch(agentId: string): () => void {
+    const count = this.inFlight.get(agentId) ?? 0;
+    if (count >= this.maxInFlight) {
+      this.refuse(
+        agentId,
+        'x509',
+        `agent ${agentId}: ${count} X.509-SVID batches already in progress, at most ${this.maxInFlight} ` +
+          `(agent_sign_max_in_flight): wait for one to finish, then retry`,
+        1,
+      );
+    }
+    this.inFlight.set(agentId, count + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const left = (this.inFlight.get(agentId) ?? 1) - 1;
+      if (left > 0) this.inFlight.set(agentId, left);
+      else this.inFlight.delete(agentId);
+    };
+  }
+
+  /**
+   * Runs `work` over `items` in the fair signing queue, in turn with every other agent's work of any kind.
+   *
+   * @throws AppError `unavailable` (with `retryAfterSeconds`) when the queue is full.
+   */
+  async inTurn<T, R>(
+    agentId: string,
+    kind: SigningKind,
+    items: readonly T[],
+    work: (chunk: readonly T[], offset: number) => Promise<readonly R[]>,
+  ): Promise<R[]> {
+    try {
+      // One line per agent and kind: an agent's JWT requests and its X.509 batches take turns too.
+      return await this.queue.run(`${kind} ${agentId}`, items, work);
+    } catch (error) {
+      if (!(error instanceof FairQueueFullError)) throw error;
+      this.refusals.warn(`queue-full`, { msg: 'signing refused: the signing queue is full', agentId, kind });
+      throw new AppError('unavailable', `${error.message}: the server is busy signing, retry in 1 s`, {
+        retryAfterSeconds: 1,
+      });
+    }
+  }
+
+  private refuse(agentId: string, kind: SigningKind, message: string, retryAfterSeconds: number): never {
+    this.refusals.warn(`${kind} ${agentId}`, {
+      msg: 'signing refused: agent over its limit',
+      agentId,
+      kind,
+      reason: message,
+    });
+    throw new AppError('resource_exhausted', message, { retryAfterSeconds });
+  }
+}

@@ -1,0 +1,47 @@
+/**
+ * The agent API's signing limits, in one place for the config loader, the signing budget and the DTOs. Each is per
+ * agent and per server replica: N replicas allow an agent N times these rates (the state lives in each replica's
+ * memory).
+ */
+
+/** Most CSRs one `POST /agent/v1/svids/x509` takes (SPIRE's agent sends at most its per-IP CSR limit, 500, too). */
+export const MAX_CSR_BATCH = 500;
+
+/**
+ * X.509-SVID CSRs per second per agent (`agent_sign_rate`), counted per CSR of a batch, duplicates included: SPIRE
+ * charges `len(params)` of a BatchNewX509SVID against the same 500 per second per address.
+ */
+export const DEFAULT_AGENT_SIGN_RATE = 500;
+/**
+ * CSRs an agent may have signed at once after a quiet spell (`agent_sign_burst`): an agent starting with a few
+ * thousand entries has them signed without waiting. At least {@link MAX_CSR_BATCH}, or a full batch could never pass.
+ */
+export const DEFAULT_AGENT_SIGN_BURST = 5_000;
+/** JWT-SVIDs per second per agent (`agent_jwt_sign_rate`): their own budget, so JWT work never starves X.509. */
+export const DEFAULT_AGENT_JWT_SIGN_RATE = 100;
+/** JWT-SVIDs an agent may have signed at once (`agent_jwt_sign_burst`): a host's workloads starting together. */
+export const DEFAULT_AGENT_JWT_SIGN_BURST = 1_000;
+/**
+ * X.509-SVID batches one agent may have in progress at once (`agent_sign_max_in_flight`); Sigil's agent sends one
+ * at a time, so more is a misbehaving or hostile caller holding the server's memory and signing queue.
+ */
+export const DEFAULT_AGENT_SIGN_MAX_IN_FLIGHT = 4;
+
+/**
+ * The agent's own SVID renewal: its own small bucket, never charged by workload signing, so an agent whose X.509 or
+ * JWT budget is spent still renews. An agent renews at half its SVID's lifetime; a few retries fit easily.
+ */
+export const AGENT_RENEW_LIMIT = { ratePerSecond: 0.2, burst: 10 } as const;
+
+/**
+ * CSRs and JWT requests waiting in the server's signing queue, over every agent. Past it, signing answers 503 (the
+ * agent tries another replica or backs off): about five seconds of one core's signing.
+ */
+export const SIGNING_QUEUE_MAX_ITEMS = 20_000;
+/**
+ * CSRs of one batch signed in one turn of the fair queue: a 1-CSR request of another agent waits for at most one
+ * such chunk per busy agent (a few milliseconds each), not for whole 500-CSR batches.
+ */
+export const SIGNING_CHUNK_SIZE = 32;
+/** Chunks signed at once: their CSR signature checks run in libuv's thread pool while this thread signs. */
+export const SIGNING_CONCURRENCY = 4;
