@@ -6,14 +6,21 @@ import { PEM_LABEL, toPem } from '@sigil/pki';
 import { TrustDomain } from '@sigil/spiffe';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestCa, type TestSvid } from '../../../../test/support/test-ca.js';
-import { AgentApiError, ServerClient } from './server-client.js';
+import { AgentApiError, retryDelayMs, ServerClient } from './server-client.js';
 import { parseServerAddress, type ServerAddress } from './server-address.js';
-import { type ClientCredentials, type ServerTrust, ServerUnavailableError } from './tls-transport.js';
+import {
+  type ClientCredentials,
+  MAX_RETRY_AFTER_MS,
+  parseRetryAfter,
+  type ServerTrust,
+  ServerUnavailableError,
+} from './tls-transport.js';
 
 type Handler = (request: { method: string; url: string; body: unknown; peerId: string | undefined }) => {
   status: number;
   body?: unknown;
   hang?: boolean;
+  retryAfter?: string;
 };
 
 interface TestServer {
@@ -66,7 +73,10 @@ async function startServer(svid: TestSvid, handler: Handler): Promise<TestServer
         peerId,
       });
       if (answer.hang) return;
-      response.writeHead(answer.status, { 'content-type': 'application/json' });
+      response.writeHead(answer.status, {
+        'content-type': 'application/json',
+        ...(answer.retryAfter !== undefined && { 'retry-after': answer.retryAfter }),
+      });
       response.end(answer.body === undefined ? '' : JSON.stringify(answer.body));
     });
   });
@@ -116,6 +126,22 @@ afterAll(async () => {
     server.closeAllConnections();
     server.close();
   }
+});
+
+describe('parseRetryAfter', () => {
+  it.each<[string | string[] | undefined, number | undefined]>([
+    ['1', 1_000],
+    [' 30 ', 30_000],
+    ['0', 0],
+    ['86400', MAX_RETRY_AFTER_MS],
+    ['Wed, 21 Oct 2015 07:28:00 GMT', undefined],
+    ['-1', undefined],
+    ['1.5', undefined],
+    [['1', '2'], undefined],
+    [undefined, undefined],
+  ])('%j -> %j ms', (header, expected) => {
+    expect(parseRetryAfter(header)).toBe(expected);
+  });
 });
 
 describe('ServerClient over TLS', () => {
@@ -194,7 +220,16 @@ describe('ServerClient over TLS', () => {
     expect((error as AgentApiError).isAgentRefused()).toBe(true);
     good.handler = () => ({ status: 429, body: { error: 'resource_exhausted', message: 'slow down' } });
     const limited = (await target.renew('CSR').catch((failure: unknown) => failure)) as AgentApiError;
-    expect([limited.kind, limited.isAgentRefused()]).toEqual(['resource_exhausted', false]);
+    expect([limited.kind, limited.isAgentRefused(), limited.retryAfterMs]).toEqual([
+      'resource_exhausted',
+      false,
+      undefined,
+    ]);
+    expect(retryDelayMs(limited, 700)).toBe(700);
+    good.handler = () => ({ status: 429, retryAfter: '3', body: { error: 'resource_exhausted', message: 'wait' } });
+    const told = (await target.renew('CSR').catch((failure: unknown) => failure)) as AgentApiError;
+    expect(told.retryAfterMs).toBe(3_000);
+    expect([retryDelayMs(told, 700), retryDelayMs(told, 5_000)]).toEqual([3_000, 5_000]);
     good.handler = ok;
   });
 

@@ -35,6 +35,8 @@ export class AgentApiError extends Error {
     readonly status: number,
     readonly kind: string,
     message: string,
+    /** The server's `Retry-After` (a 429 over a limit): wait at least this long before asking again. */
+    readonly retryAfterMs?: number,
   ) {
     super(message);
   }
@@ -228,5 +230,12 @@ function errorOf(response: TransportResponse): AgentApiError {
   const body = (response.body ?? {}) as { error?: unknown; message?: unknown };
   const kind = typeof body.error === 'string' ? body.error : `http_${response.status}`;
   const message = typeof body.message === 'string' ? body.message : `HTTP ${response.status}`;
-  return new AgentApiError(response.status, kind, message);
+  return new AgentApiError(response.status, kind, message, response.retryAfterMs);
+}
+
+/** How long to wait after `error`: the backoff's next delay, or longer when the server asked for it. */
+export function retryDelayMs(error: unknown, backoffMs: number): number {
+  return error instanceof AgentApiError && error.retryAfterMs !== undefined
+    ? Math.max(backoffMs, error.retryAfterMs)
+    : backoffMs;
 }

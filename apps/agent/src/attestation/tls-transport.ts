@@ -49,8 +49,19 @@ export interface TransportRequest {
 export interface TransportResponse {
   readonly status: number;
   readonly body: unknown;
+  /** From a `Retry-After` header in seconds (429, 503): how long the server asks us to wait. */
+  readonly retryAfterMs?: number;
   /** The SPIFFE ID the server's certificate carried. */
   readonly serverId: SpiffeId;
+}
+
+/** Longest `Retry-After` the agent honours: a wrong or hostile value must not park it for hours. */
+export const MAX_RETRY_AFTER_MS = 5 * 60_000;
+
+/** A `Retry-After` of delay-seconds, in milliseconds (at most {@link MAX_RETRY_AFTER_MS}); undefined otherwise. */
+export function parseRetryAfter(header: string | string[] | undefined): number | undefined {
+  if (typeof header !== 'string' || !/^\s*\d{1,9}\s*$/.test(header)) return undefined;
+  return Math.min(Number(header) * 1000, MAX_RETRY_AFTER_MS);
 }
 
 /** The server could not be reached or authenticated, or answered that it cannot serve now: try another one. */
@@ -349,7 +360,15 @@ export class ServerConnectionPool {
               );
               return;
             }
-            finish(() => resolve({ status: response.statusCode ?? 0, body, serverId }));
+            const retryAfterMs = parseRetryAfter(response.headers['retry-after']);
+            finish(() =>
+              resolve({
+                status: response.statusCode ?? 0,
+                body,
+                serverId,
+                ...(retryAfterMs !== undefined && { retryAfterMs }),
+              }),
+            );
           });
           response.once('error', (error) =>
             finish(() => reject(new ServerUnavailableError(`${address.text}: ${failure ?? error.message}`))),

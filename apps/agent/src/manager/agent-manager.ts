@@ -5,7 +5,7 @@ import { SIGIL_AGENT_PATH_PREFIX, type Clock, systemClock } from '@sigil/runtime
 import { type TrustBundle, type TrustDomain, idFromCertificate, parseX509Svid, verifyX509Svid } from '@sigil/spiffe';
 import { type AgentSvidResponse } from '../attestation/agent-api.js';
 import { type AttestationApi, attestNode } from '../attestation/node-attestor.js';
-import { AgentApiError, type ServerClient } from '../attestation/server-client.js';
+import { AgentApiError, retryDelayMs, type ServerClient } from '../attestation/server-client.js';
 import { ServerUnavailableError } from '../attestation/tls-transport.js';
 import { Backoff, sleep } from '../common/backoff.js';
 import { type NodeAttestationConfig } from '../config.js';
@@ -293,7 +293,7 @@ export class AgentManager {
         this.agentRefused(error);
         return;
       }
-      const delay = this.backoff.next();
+      const delay = retryDelayMs(error, this.backoff.next());
       this.options.logger?.warn({
         msg: 'agent SVID renewal failed, will retry',
         retryInMs: delay,

@@ -210,6 +210,41 @@ describe('SvidCache with the rotator', () => {
     expect(cache.identitiesFor(uid(2000)).filter((identity) => identity.x509Svid !== undefined)).toHaveLength(7);
   });
 
+  it('waits at least the Retry-After of a 429 for a batch, then signs every entry (none dropped)', async () => {
+    const warnings: Record<string, unknown>[] = [];
+    let refusals = 1;
+    const busy = {
+      signX509Svids: (csrs: readonly { entryId: string; csrPem: string }[]) => {
+        if (api.batches.length === 1 && refusals-- > 0) {
+          api.batches.push(-csrs.length);
+          return Promise.reject(new AgentApiError(429, 'resource_exhausted', 'over its budget', 300));
+        }
+        return api.signX509Svids(csrs);
+      },
+    };
+    rotator = new SvidRotator(cache, busy, {
+      bundle: () => api.bundle,
+      random: () => 0.5,
+      backoff: new Backoff(20, 40, () => 0.5),
+      batchSize: 3,
+      logger: { warn: (fields: Record<string, unknown>) => warnings.push(fields), debug: () => undefined },
+    });
+    sync = new EntrySync(api, cache, rotator, {
+      waitMs: 5_000,
+      backoff: new Backoff(20, 40, () => 0.5),
+      logger: quiet,
+    });
+    for (let i = 0; i < 7; i++) api.put(testEntry(id(`/busy/${i}`), { selectors: uid(3000) }));
+    await syncAndSign();
+    // The second batch was refused: the pass stopped there and waits for the server's 300 ms, not the 15 ms backoff.
+    expect(api.batches).toEqual([3, -3]);
+    expect(warnings).toEqual([
+      expect.objectContaining({ msg: 'could not sign X509-SVIDs, will retry', entries: 4, retryInMs: 300 }),
+    ]);
+    await until(() => cache.identitiesFor(uid(3000)).filter((identity) => identity.x509Svid).length === 7);
+    expect(api.batches).toEqual([3, -3, 3, 1]);
+  });
+
   it('refuses a batch size the server does not take', () => {
     expect(() => new SvidRotator(cache, api, { bundle: () => api.bundle, batchSize: 501 })).toThrow(
       'batchSize: must be from 1 to 500, got 501',

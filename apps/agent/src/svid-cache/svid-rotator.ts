@@ -10,7 +10,7 @@ import {
 } from '@sigil/pki';
 import { type TrustBundle, verifyX509Svid } from '@sigil/spiffe';
 import { type AgentApi, type AgentEntry, MAX_CSR_BATCH, type X509SignResult } from '../attestation/agent-api.js';
-import { AgentApiError } from '../attestation/server-client.js';
+import { AgentApiError, retryDelayMs } from '../attestation/server-client.js';
 import { Backoff } from '../common/backoff.js';
 import { type Clock, systemClock } from '@sigil/runtime';
 import { rotationTime } from './rotation.js';
@@ -120,7 +120,8 @@ export class SvidRotator {
         this.failureRetryAt = undefined;
       } catch (error) {
         if (error instanceof AgentApiError && error.isAgentRefused()) this.options.onAgentRefused?.(error);
-        const delay = this.backoff.next();
+        // The rest of the pass waits too (nothing is dropped): the next pass takes every entry still due.
+        const delay = retryDelayMs(error, this.backoff.next());
         this.failureRetryAt = this.clock.now().getTime() + delay;
         this.options.logger?.warn({
           msg: 'could not sign X509-SVIDs, will retry',
