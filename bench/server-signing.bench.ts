@@ -150,8 +150,8 @@ async function main(): Promise<void> {
   await Harness.run('signing', async (harness) => {
     const server = await harness.startServer({
       cpus: SIGNER_CPU,
-      // The per-agent limit (default 50 requests/s) would measure the limiter; its bucket is still checked.
-      args: ['--agent-sign-rate', '100000', '--agent-sign-burst', '100000'],
+      // The per-agent limits (500 CSRs/s, 4 batches in progress) would measure the limiter; both are still checked.
+      args: ['--agent-sign-rate', '100000', '--agent-sign-burst', '100000', '--agent-sign-max-in-flight', '1000'],
       ...(profileDir && { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profileDir] }),
     });
     const bundlePem = await server.admin.bundlePem();

@@ -6,6 +6,8 @@ import { Logger } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import { type Logger as PinoLogger } from 'pino';
+import { refuseSpentSigningEarly } from './agent-api/early-refusal.js';
+import { AgentSigningBudget } from './agent-api/signing-budget.js';
 import { MAX_SYNC_WAIT_MS } from './agent-api/sync.service.js';
 import { AdminSocketConnections } from './auth/admin-socket-connections.js';
 import { closeAdminSocket, listenOnAdminSocket } from './auth/admin-socket.js';
@@ -111,6 +113,8 @@ export async function createServerApp(config: ServerConfig, options: ServerAppOp
   );
   // Open routes over their source address's budget are refused here, before the body is read (public-rate-limits.ts).
   fastify.addHook('onRequest', app.get(PublicRateLimits).onRequest);
+  // Signing requests of an agent whose budget is spent, likewise, on a connection it authenticated before.
+  fastify.addHook('onRequest', refuseSpentSigningEarly(app.get(AgentSigningBudget), BODY_LIMIT_BYTES));
   const routes: ServedRoute[] = [];
   fastify.addHook('onRoute', (route) => {
     for (const method of [route.method].flat()) if (method !== 'HEAD') routes.push({ method, url: route.url });

@@ -43,6 +43,15 @@ interface PresentedSvid {
 /** A connection carries one client certificate, so it is verified once per connection (and bundle). */
 const verifiedConnections = new WeakMap<TLSSocket, PresentedSvid>();
 
+/**
+ * The agent SPIFFE ID this connection's client certificate was verified for by an earlier request, if any. Only for
+ * refusing early (a spent signing budget, before the body is read): it says nothing of whether the agent is still
+ * active, which the guard checks on every request it lets through.
+ */
+export function previouslyVerifiedAgentId(socket: unknown): string | undefined {
+  return socket instanceof TLSSocket ? verifiedConnections.get(socket)?.spiffeId : undefined;
+}
+
 /** Lowercase hex serial number of a DER certificate, as agent records store it. */
 export function serialNumberOf(der: Uint8Array): string {
   return new X509Certificate(der).serialNumber.toLowerCase();

@@ -1,3 +1,4 @@
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { toPem } from '@sigil/pki';
 import { parseAndValidateJwtSvid, SpiffeId, verifyX509Svid, type TrustBundle } from '@sigil/spiffe';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -393,6 +394,63 @@ describe(`agent API: mTLS routes (${backend})`, () => {
       csrs: [{ entry_id: theirs.id, csr: await csrFor(theirs.spiffeId) }],
     });
     expect(signed.status).toBe(200);
+  });
+
+  it('refuses a spent agent on a verified connection before reading the body', async () => {
+    const agent = await joinAgent();
+    const entry = await createEntry({ spiffeId: 'spiffe://example.org/limit/early', parentId: agent.spiffeId });
+    await settle();
+    const csr = await csrFor(entry.spiffeId);
+    const connection = new HttpsAgent({
+      keepAlive: true,
+      maxSockets: 1,
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.3',
+      cert: agent.credentials.certificatePem,
+      key: agent.credentials.privateKeyPem,
+    });
+    const post = (body: string) =>
+      new Promise<{ status: number; retryAfter: unknown; body: Record<string, unknown> }>((resolve, reject) => {
+        const request = httpsRequest(
+          {
+            host: '127.0.0.1',
+            port: api.port,
+            method: 'POST',
+            path: '/agent/v1/svids/x509',
+            agent: connection,
+            headers: { 'content-type': 'application/json' },
+          },
+          (response) => {
+            const chunks: Buffer[] = [];
+            response.on('data', (chunk: Buffer) => chunks.push(chunk));
+            response.on('end', () =>
+              resolve({
+                status: response.statusCode ?? 0,
+                retryAfter: response.headers['retry-after'],
+                body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>,
+              }),
+            );
+          },
+        );
+        request.on('error', reject);
+        request.end(body);
+      });
+    try {
+      const spend = JSON.stringify({
+        csrs: Array.from({ length: MAX_CSR_BATCH }, () => ({ entry_id: entry.id, csr })),
+      });
+      expect((await post(spend)).status).toBe(200);
+      // A body that is not even a batch: refused for the budget, so it was never parsed.
+      expect(await post('{"csrs": "not a batch"}')).toMatchObject({
+        status: 429,
+        retryAfter: '1',
+        body: { error: 'resource_exhausted', message: expect.stringContaining('over its X.509-SVID signing budget') },
+      });
+    } finally {
+      connection.destroy();
+    }
+    // On a new connection the guard and the body checks come first, as for any request.
+    expect((await agent.call('POST', '/agent/v1/svids/x509', { csrs: 'not a batch' })).status).toBe(400);
   });
 
   it('renews the agent SVID and signs X.509 with the JWT budget spent, and renews with both spent', async () => {

@@ -80,6 +80,24 @@ describe('AgentSigningBudget', () => {
     budget.enterBatch(A);
   });
 
+  it('refuses early, taking nothing, only what could not pass anyway', () => {
+    const budget = new AgentSigningBudget(config, new FakeClock());
+    budget.refuseEarly(A, 'x509');
+    budget.charge(A, 'x509', 999);
+    budget.refuseEarly(A, 'x509');
+    budget.charge(A, 'x509', 1);
+    expect(refusal(() => budget.refuseEarly(A, 'x509'))).toMatchObject({ kind: 'resource_exhausted' });
+    budget.refuseEarly(A, 'jwt');
+    const leave = [budget.enterBatch(B), budget.enterBatch(B)];
+    expect(refusal(() => budget.refuseEarly(B, 'x509'))).toMatchObject({
+      message: expect.stringContaining('2 X.509-SVID batches already in progress') as string,
+    });
+    budget.refuseEarly(B, 'jwt');
+    leave.forEach((release) => release());
+    budget.refuseEarly(B, 'x509');
+    budget.enterBatch(B);
+  });
+
   it('answers unavailable with Retry-After when the signing queue is full', async () => {
     const budget = new AgentSigningBudget(config, new FakeClock(), {
       chunkSize: 1,

@@ -112,6 +112,18 @@ export class AgentSigningBudget {
   }
 
   /**
+   * For a request whose body is not read yet: refuses it at once when it cannot pass anyway (the agent's bucket for
+   * `kind` is empty, or for X.509 its batches in progress are at the cap), so a caller looping on refusals costs no
+   * body parsing. Takes nothing; the request that passes is charged in full later.
+   *
+   * @throws AppError `resource_exhausted` as {@link charge} and {@link enterBatch} would.
+   */
+  refuseEarly(agentId: string, kind: SigningKind): void {
+    if (kind === 'x509' && (this.inFlight.get(agentId) ?? 0) >= this.maxInFlight) this.enterBatch(agentId);
+    if (!this.buckets[kind].holds(agentId)) this.charge(agentId, kind);
+  }
+
+  /**
    * Counts one X.509 batch of the agent as in progress until the returned function is called.
    *
    * @throws AppError `resource_exhausted` when `agent_sign_max_in_flight` batches are in progress already.
