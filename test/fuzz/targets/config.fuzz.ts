@@ -36,7 +36,10 @@ const SERVER_CONFIGS = [
     join_token_ttl: '10m',
     log_level: 'warn',
     agent_sign_rate: '10',
-    agent_sign_burst: 20,
+    agent_sign_burst: 600,
+    agent_jwt_sign_rate: 5,
+    agent_jwt_sign_burst: '50',
+    agent_sign_max_in_flight: 2,
   },
   { upstream_ca_cert_file: 'ca.pem', upstream_ca_key_file: 'ca.key', kek_file: 'kek', x509pop_ca_bundle: 'pop.pem' },
 ];

@@ -14,7 +14,8 @@ function gatedWork() {
   /** Finishes the oldest running chunk and lets the queue start the next one. */
   const finishOne = async (): Promise<void> => {
     gates.shift()!();
-    await new Promise((resolve) => setImmediate(resolve));
+    // The queue starts the next chunk in a later event loop turn.
+    for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
   };
   return { started, work, finishOne, running: () => gates.length };
 }
@@ -41,6 +42,24 @@ describe('FairQueue', () => {
     expect(results).toEqual(Array.from({ length: 50 }, (_, i) => `big:${i}`));
     expect(queue.queued).toBe(0);
     expect(queue.callers).toBe(0);
+  });
+
+  it('yields to the event loop between chunks, even when the work resolves without I/O', async () => {
+    const queue = new FairQueue({ chunkSize: 1, concurrency: 1, maxQueuedItems: 100 });
+    let started = 0;
+    let seenByOtherWork: number | undefined;
+    setImmediate(() => (seenByOtherWork = started));
+    const all = queue.run(
+      'a',
+      Array.from({ length: 10 }, (_, i) => i),
+      (chunk) => {
+        started++;
+        return Promise.resolve(chunk);
+      },
+    );
+    expect(await all).toHaveLength(10);
+    // A request arriving meanwhile (here: work queued on the event loop) ran before the backlog was done.
+    expect(seenByOtherWork).toBeLessThan(10);
   });
 
   it('runs at most `concurrency` chunks at once', async () => {

@@ -21,8 +21,8 @@ export class FairQueueFullError extends Error {
 /**
  * Round robin over callers, one chunk per turn: a caller with 2,000 items queued and one with a single item each get
  * the next free slot in turn, so the single item waits for at most one chunk per busy caller, never for the whole
- * backlog of another. Work is started at most `concurrency` chunks at a time (SPIRE signs a batch in the caller's
- * goroutine; Node has one thread, so here the fairness has to be explicit).
+ * backlog of another. Work is started at most `concurrency` chunks at a time, each after yielding to the event loop
+ * (SPIRE signs a batch in the caller's goroutine; Node has one thread, so here the fairness has to be explicit).
  */
 export class FairQueue {
   /** Callers with turns waiting, in the order they are served: a served caller goes to the back. */
@@ -107,7 +107,10 @@ export class FairQueue {
       this.running++;
       void turn.start().finally(() => {
         this.running--;
-        this.pump();
+        // The next turn starts in a later event loop turn: a chunk whose CSR checks resolve without I/O would
+        // otherwise chain into the next one in microtasks, and every chunk of the backlog would run before any
+        // request that arrived meanwhile is even read (seen in a profile: 1.4 s without yielding).
+        setImmediate(() => this.pump());
       });
     }
   }

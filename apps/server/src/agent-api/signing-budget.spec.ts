@@ -117,7 +117,7 @@ describe('AgentSigningBudget', () => {
     });
     for (let i = 0; i < 3; i++) {
       release();
-      await new Promise((resolve) => setImmediate(resolve));
+      for (let j = 0; j < 3; j++) await new Promise((resolve) => setImmediate(resolve));
     }
     expect(await held).toEqual([1, 2, 3]);
     expect(budget.queued).toBe(0);
