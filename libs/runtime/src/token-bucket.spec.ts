@@ -28,22 +28,6 @@ describe('TokenBucketRateLimiter', () => {
     expect(limiter.retryAfterSeconds('b', 5)).toBe(1);
   });
 
-  it('tells how long until the bucket holds the cost, and Infinity beyond its size', () => {
-    const clock = new FakeClock();
-    const limiter = new TokenBucketRateLimiter({ ratePerSecond: 500, burst: 1000 }, clock);
-    expect(limiter.take('a', 800)).toBe(0);
-    // 200 left: 300 more take 600 ms at 500 per second.
-    expect(limiter.take('a', 500)).toBe(600);
-    expect(limiter.holds('a', 200)).toBe(true);
-    expect(limiter.holds('a', 201)).toBe(false);
-    clock.advance(599);
-    expect(limiter.take('a', 500)).toBe(1);
-    clock.advance(1);
-    expect(limiter.take('a', 500)).toBe(0);
-    expect(limiter.take('a', 1001)).toBe(Infinity);
-    expect([limiter.holds('fresh', 1000), limiter.holds('fresh', 1001)]).toEqual([true, false]);
-  });
-
   it('allows a burst, then refills at the rate, per key', () => {
     const clock = new FakeClock();
     const limiter = new TokenBucketRateLimiter({ ratePerSecond: 2, burst: 3 }, clock);

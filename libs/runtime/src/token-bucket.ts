@@ -31,22 +31,6 @@ export class TokenBucketRateLimiter {
 
   /** Takes `cost` tokens from the key's bucket: true if it held enough, false (taking nothing) if not. */
   tryTake(key: string, cost = 1): boolean {
-    return this.take(key, cost) === 0;
-  }
-
-  /** Whether the key's bucket holds `cost` tokens now, taking nothing. */
-  holds(key: string, cost = 1): boolean {
-    const bucket = this.buckets.get(key);
-    if (!bucket) return cost <= this.limit.burst;
-    const elapsedSeconds = Math.max(0, this.clock.now().getTime() - bucket.updatedAtMs) / 1000;
-    return Math.min(this.limit.burst, bucket.tokens + elapsedSeconds * this.limit.ratePerSecond) >= cost;
-  }
-
-  /**
-   * Takes `cost` tokens from the key's bucket: 0 if it held enough, else (taking nothing) the milliseconds until it
-   * will, at least 1; `Infinity` when `cost` is more than the bucket ever holds.
-   */
-  take(key: string, cost = 1): number {
     const now = this.clock.now().getTime();
     const tokens = this.tokensAt(key, now);
     const allowed = tokens >= cost;
@@ -54,9 +38,7 @@ export class TokenBucketRateLimiter {
     this.buckets.delete(key);
     this.buckets.set(key, { tokens: allowed ? tokens - cost : tokens, updatedAtMs: now });
     if (this.buckets.size > this.maxKeys) this.buckets.delete(this.buckets.keys().next().value!);
-    if (allowed) return 0;
-    if (cost > this.limit.burst) return Infinity;
-    return Math.max(1, Math.ceil(((cost - tokens) / this.limit.ratePerSecond) * 1000));
+    return allowed;
   }
 
   /**

@@ -98,10 +98,12 @@ export class AgentSigningBudget {
    * @throws AppError `resource_exhausted` with `retryAfterSeconds` when the bucket holds less (nothing is taken).
    */
   charge(agentId: string, kind: SigningKind, cost = 1): void {
-    const waitMs = this.buckets[kind].take(agentId, cost);
-    if (waitMs === 0) return;
+    const bucket = this.buckets[kind];
+    if (bucket.tryTake(agentId, cost)) return;
     const { ratePerSecond, burst } = this.limits[kind];
-    const retryAfterSeconds = Number.isFinite(waitMs) ? Math.ceil(waitMs / 1000) : 1;
+    // At least 1: the bucket lacks something. A cost beyond the burst cannot happen (a batch is at most 500 CSRs and
+    // the config keeps the X.509 burst at least that), but would be told to retry at the full refill.
+    const retryAfterSeconds = Math.max(1, bucket.retryAfterSeconds(agentId, Math.min(cost, burst)));
     this.refuse(
       agentId,
       kind,
@@ -120,7 +122,7 @@ export class AgentSigningBudget {
    */
   refuseEarly(agentId: string, kind: SigningKind): void {
     if (kind === 'x509' && (this.inFlight.get(agentId) ?? 0) >= this.maxInFlight) this.enterBatch(agentId);
-    if (!this.buckets[kind].holds(agentId)) this.charge(agentId, kind);
+    if (this.buckets[kind].retryAfterSeconds(agentId) > 0) this.charge(agentId, kind);
   }
 
   /**
