@@ -101,13 +101,17 @@ export async function callTls(
   body?: unknown,
   credentials?: ClientCredentials,
 ): Promise<AgentApiResponse> {
-  const { status, body: answer } = await requestTls(port, {
+  const {
+    status,
+    body: answer,
+    retryAfter,
+  } = await requestTls(port, {
     method,
     path,
     body,
     ...(credentials && { credentials }),
   });
-  return { status, body: answer };
+  return { status, body: answer, ...(retryAfter !== undefined && { retryAfter }) };
 }
 
 /**
