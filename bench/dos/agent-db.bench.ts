@@ -30,17 +30,22 @@ const BATCH_P99_GOAL_MS = 1000;
 const RSS_GROWTH_GOAL_KIB = 100 * 1024;
 const READYZ_PROBE_MS = 200;
 const BATCH_SIZE = 500;
+const SCRAPER_ADDRESS = '127.0.0.2';
+const ATTACKER_ADDRESS = '127.0.0.3';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** One request on `agent`; resolves with the status once the answer is read (0 when the connection failed). */
-function send(port: number, agent: Agent, method: string, path: string): Promise<number> {
+function send(port: number, agent: Agent, method: string, path: string, localAddress?: string): Promise<number> {
   return new Promise((resolve) => {
-    const req = request({ host: '127.0.0.1', port, method, path, agent }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
-      res.on('error', () => resolve(0));
-    });
+    const req = request(
+      { host: '127.0.0.1', port, method, path, agent, ...(localAddress && { localAddress }) },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+        res.on('error', () => resolve(0));
+      },
+    );
     req.on('error', () => resolve(0));
     req.end();
   });
@@ -161,7 +166,11 @@ async function main(): Promise<void> {
       ),
       ...Array.from({ length: scrapers }, (_, index) =>
         loop(async () =>
-          scrapeAnswers.add(await send(server.port, scrapeAgent, 'GET', index % 2 === 0 ? '/metrics' : '/readyz')),
+          // From another loopback address: the public routes are limited per source address, and the load
+          // balancer's probe (127.0.0.1) must keep its own budget.
+          scrapeAnswers.add(
+            await send(server.port, scrapeAgent, 'GET', index % 2 === 0 ? '/metrics' : '/readyz', SCRAPER_ADDRESS),
+          ),
         )(),
       ),
     ]);
@@ -266,6 +275,8 @@ function agentOptions(credentials: AgentCredentials, connections: number) {
     maxSockets: connections,
     minVersion: 'TLSv1.3' as const,
     rejectUnauthorized: false,
+    // Its own source address: the server's per-address budgets (connections, handshakes) are not what is measured.
+    localAddress: ATTACKER_ADDRESS,
     cert: credentials.certificatePem,
     key: credentials.privateKeyPem,
   };
