@@ -17,6 +17,7 @@
 import { createCsr, generateKeyPair } from '@sigil/pki';
 import { SpiffeId } from '@sigil/spiffe';
 import { Agent, request } from 'node:https';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
 import { AdminApi } from '../support/admin-api.js';
 import { AgentApiClient, type AgentApiOptions, type AgentCredentials } from '../support/agent-api-client.js';
@@ -32,8 +33,6 @@ const READYZ_PROBE_MS = 200;
 const BATCH_SIZE = 500;
 const SCRAPER_ADDRESS = '127.0.0.2';
 const ATTACKER_ADDRESS = '127.0.0.3';
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** One request on `agent`; resolves with the status once the answer is read (0 when the connection failed). */
 function send(port: number, agent: Agent, method: string, path: string, localAddress?: string): Promise<number> {

@@ -20,12 +20,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
-import { type Agent, request } from 'node:https';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
 import { createCsr, generateKeyPair } from '@sigil/pki';
 import { isAttackWorker, runAttackWorker, serveAttack } from '../support/attack-worker.js';
 import { Harness } from '../support/harness.js';
+import { callsUntil, countStatus, httpsGetStatus } from '../support/https-caller.js';
 import { parseOptions } from '../support/options.js';
 import { cpuSeconds, formatMiB, residentMemory } from '../support/proc.js';
 import { formatCount, formatLatency, latencyJson, summarize } from '../support/stats.js';
@@ -37,36 +38,7 @@ const CHECKED_GUESSES_GOAL_PER_SECOND = 20;
 const CPU_GOAL_CORES = 0.5;
 const RSS_GROWTH_GOAL_KIB = 50 * 1024;
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** One GET on the TLS port; resolves with the status once the answer is read. */
-function get(port: number, agent: Agent, path: string, headers: Record<string, string>, localAddress: string) {
-  return new Promise<number>((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, agent, headers, localAddress }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-/** The admin's calls, one after another until `until` resolves; latencies in milliseconds. */
-async function adminCalls(call: () => Promise<number>, until: Promise<void>): Promise<number[]> {
-  let done = false;
-  void until.then(() => (done = true));
-  const latencies: number[] = [];
-  while (!done) {
-    const start = performance.now();
-    const status = await call();
-    if (status !== 200) throw new Error(`the admin's GET /v1/entries/count answered ${status}`);
-    latencies.push(performance.now() - start);
-  }
-  return latencies;
-}
-
-const count = (map: Map<number, number>, status: number) => map.set(status, (map.get(status) ?? 0) + 1);
+const count = countStatus;
 
 /** What the attack worker is told to do. */
 interface AttackPlan {
@@ -154,11 +126,11 @@ async function main(): Promise<void> {
     const { token } = (await server.admin.call('POST', '/v1/admin-tokens', { name: 'bench' })) as { token: string };
     const adminAgent = tlsAgent(1);
     const admin = () =>
-      get(server.port, adminAgent, '/v1/entries/count', { authorization: `Bearer ${token}` }, '127.0.0.3');
+      httpsGetStatus(server.port, adminAgent, '/v1/entries/count', { authorization: `Bearer ${token}` }, '127.0.0.3');
     const legitimate = async (until: Promise<void>) => {
       const [attestations, adminLatencies] = await Promise.all([
         attestRepeatedly(server.port, node, '127.0.0.2', options.numbers.intervalMs, until),
-        adminCalls(admin, until),
+        callsUntil("the admin's GET /v1/entries/count", admin, until),
       ]);
       return { attestations, admin: adminLatencies };
     };

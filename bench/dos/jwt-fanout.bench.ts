@@ -15,6 +15,7 @@
  * 50 MiB, at most the agent's connection pool (4 + 8) of new connections during the attack, the agent still running.
  */
 import { chmod } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { type AddressInfo, type Socket, connect, createServer } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { spawn } from 'node:child_process';
@@ -95,8 +96,6 @@ setTimeout(() => {
   session.destroy();
 }, seconds * 1000);
 `;
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** A TCP relay on 127.0.0.1 to `port` that counts the connections made through it. */
 async function countingRelay(port: number): Promise<{ port: number; opened(): number; close(): void }> {

@@ -11,45 +11,18 @@
  * whatever the attacker sends, the query string never reaches it, and the admin's p99 stays under 100 ms.
  */
 import { readFileSync, statSync } from 'node:fs';
-import { Agent, request } from 'node:https';
+import { Agent } from 'node:https';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
 import { Harness } from '../support/harness.js';
+import { callsUntil, countStatus, httpsGetStatus } from '../support/https-caller.js';
 import { parseOptions } from '../support/options.js';
 import { cpuSeconds, formatMiB, residentMemory } from '../support/proc.js';
 import { formatCount, formatLatency, latencyJson, summarize } from '../support/stats.js';
 
 const LOG_GROWTH_GOAL_BYTES = 1024 * 1024;
 const P99_GOAL_MS = 100;
-
-/** One GET on the TLS port; resolves with the status once the answer is read. */
-function get(port: number, agent: Agent, path: string, headers: Record<string, string> = {}): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, agent, headers }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-/** The admin's calls, one after another until `until` resolves; latencies in milliseconds. */
-async function legitimateCaller(call: () => Promise<number>, until: Promise<void>): Promise<number[]> {
-  let done = false;
-  void until.then(() => (done = true));
-  const latencies: number[] = [];
-  while (!done) {
-    const start = performance.now();
-    const status = await call();
-    if (status !== 200) throw new Error(`the admin's GET /v1/entries/count answered ${status}`);
-    latencies.push(performance.now() - start);
-  }
-  return latencies;
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function main(): Promise<void> {
   const options = parseOptions(process.argv.slice(2), {
@@ -71,10 +44,11 @@ async function main(): Promise<void> {
     const { token } = (await server.admin.call('POST', '/v1/admin-tokens', { name: 'bench' })) as { token: string };
     const adminAgent = new Agent({ keepAlive: true, maxSockets: 1, rejectUnauthorized: false });
     const attackAgent = new Agent({ keepAlive: true, maxSockets: connections, rejectUnauthorized: false });
-    const admin = () => get(server.port, adminAgent, '/v1/entries/count', { authorization: `Bearer ${token}` });
+    const admin = () =>
+      httpsGetStatus(server.port, adminAgent, '/v1/entries/count', { authorization: `Bearer ${token}` });
     log(`node ${process.version}, ${server.database} database, server pid ${pid}`);
 
-    const before = summarize(await legitimateCaller(admin, sleep(baseline * 1000)));
+    const before = summarize(await callsUntil("the admin's GET /v1/entries/count", admin, sleep(baseline * 1000)));
     log(`admin alone:         ${formatLatency(before)}`);
 
     const logBefore = statSync(logFile).size;
@@ -88,12 +62,12 @@ async function main(): Promise<void> {
       Array.from({ length: connections }, async () => {
         while (sent < maxRequests && performance.now() < deadline) {
           sent += 1;
-          const status = await get(server.port, attackAgent, path);
-          statuses.set(status, (statuses.get(status) ?? 0) + 1);
+          const status = await httpsGetStatus(server.port, attackAgent, path);
+          countStatus(statuses, status);
         }
       }),
     ).then(() => undefined);
-    const during = summarize(await legitimateCaller(admin, attack));
+    const during = summarize(await callsUntil("the admin's GET /v1/entries/count", admin, attack));
     const cpu = cpuSeconds(pid) - cpuBefore;
     const rss = residentMemory(pid);
     // The summary of dropped lines is written when the interval ends; the growth counts what the attack wrote.

@@ -19,6 +19,7 @@
  * the server's defaults), e.g. to show the rate refusing a flood that a busy machine cannot push past the default.
  */
 import { spawn } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { readdirSync } from 'node:fs';
 import { Agent, request } from 'node:https';
 import { performance } from 'node:perf_hooks';
@@ -126,8 +127,6 @@ setTimeout(() => {
   process.stdout.write(JSON.stringify(c) + '\\n', () => process.exit(0));
 }, Number(seconds) * 1000);
 `;
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** One GET on a new TLS connection from 127.0.0.1; resolves with the status once the answer is read. */
 function get(port: number, agent: Agent, path: string, token: string): Promise<number> {

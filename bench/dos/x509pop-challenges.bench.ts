@@ -17,6 +17,7 @@
  * stays under 250 ms, the server's RSS grows by less than 50 MiB.
  */
 import { writeFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { isAttackWorker, runAttackWorker, serveAttack } from '../support/attack-worker.js';
@@ -29,8 +30,6 @@ import { X509popPki, attestRepeatedly, postJson, tlsAgent } from '../support/x50
 const P99_GOAL_MS = 250;
 const RSS_GROWTH_GOAL_KIB = 50 * 1024;
 const LEGIT_ADDRESS = '127.0.0.2';
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** What the attack worker is told to do. */
 interface AttackPlan {
