@@ -56,7 +56,7 @@ describe(`agent API: sync limits (${backend})`, () => {
       error: 'resource_exhausted',
       message:
         `agent ${flooder.spiffeId}: over its sync rate limit (agent_sync_rate 1/s, agent_sync_burst ${SYNC_BURST}), ` +
-        'retry in a second',
+        'retry in 1 s',
     });
     expect((await neighbour.call('GET', '/agent/v1/sync?revision=0')).status).toBe(200);
     clock.advance(1000);

@@ -30,10 +30,12 @@ export class AgentSyncRateLimiter {
   take(agentId: string): void {
     if (this.buckets.tryTake(agentId)) return;
     this.refusals.warn('sync-rate', { msg: 'agent sync refused: over its sync rate limit', agentId });
+    const retryAfterSeconds = Math.max(1, this.buckets.retryAfterSeconds(agentId));
     throw new AppError(
       'resource_exhausted',
       `agent ${agentId}: over its sync rate limit (agent_sync_rate ${this.config.agentSyncRatePerSecond}/s, ` +
-        `agent_sync_burst ${this.config.agentSyncBurst}), retry in a second`,
+        `agent_sync_burst ${this.config.agentSyncBurst}), retry in ${retryAfterSeconds} s`,
+      { retryAfterSeconds },
     );
   }
 }
