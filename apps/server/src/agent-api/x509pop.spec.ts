@@ -1,5 +1,6 @@
 import 'reflect-metadata';
 import { X509Certificate, createHash, createPrivateKey, sign, webcrypto } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import * as x509 from '@peculiar/x509';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { KeyUsage, TEST_NOW, TestCa, generateTestKeys, type TestSvid } from '../../../../test/support/test-ca.js';
@@ -95,6 +96,14 @@ describe('verifyX509popChain', () => {
 
 type KeyPair = Awaited<ReturnType<typeof generateTestKeys>>;
 
+/** RSA keys of any modulus WebCrypto makes (its exponents stay below 2^31: the fixture above covers larger ones). */
+const rsaKeys = (modulusLength: number, exponent: number[]) => (): Promise<KeyPair> =>
+  webcrypto.subtle.generateKey(
+    { name: 'RSASSA-PKCS1-v1_5', modulusLength, publicExponent: new Uint8Array(exponent), hash: 'SHA-256' },
+    true,
+    ['sign', 'verify'],
+  ) as Promise<KeyPair>;
+
 /**
  * A certificate an attacker makes without the CA's key: any names, signed by a key of its own, optionally without
  * key identifiers (so nothing but a signature check tells it from the real issuer) and padded with DNS names.
@@ -128,7 +137,10 @@ async function forge(params: {
     notAfter: new Date(TEST_NOW.getTime() + 3600_000),
     publicKey: params.keys.publicKey,
     signingKey: params.signer.privateKey,
-    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+    signingAlgorithm:
+      params.signer.privateKey.algorithm.name === 'ECDSA'
+        ? { name: 'ECDSA', hash: 'SHA-256' }
+        : { name: params.signer.privateKey.algorithm.name },
     extensions,
   });
   return new Uint8Array(certificate.rawData);
@@ -205,6 +217,45 @@ describe('verifyX509popChain against forged chains (unauthenticated callers)', (
       message: `x509pop: certificate chain needs more than ${X509POP_MAX_SIGNATURE_CHECKS} signature checks (too many candidate issuers named like "CN=Root")`,
     });
     expect(checks).toHaveBeenCalledTimes(X509POP_MAX_SIGNATURE_CHECKS);
+  });
+
+  it('checks no signature with a caller key of unbounded cost (review: RSA-3072 with a 3,070-bit exponent)', async () => {
+    // Made by testdata/x509pop-forged-chain.py: a leaf and 7 intermediates all named "forged-intermediate", each
+    // intermediate an RSA-3072 key with a ~3,070-bit public exponent (~86 ms per chain at 16 checks before the fix).
+    const fixture = JSON.parse(
+      readFileSync(new URL('./testdata/x509pop-huge-exponent-chain.json', import.meta.url), 'utf8'),
+    ) as { certificates: string[] };
+    const chain = fixture.certificates.map((b64) => new Uint8Array(Buffer.from(b64, 'base64')));
+    const root = await TestCa.create('nodes.test', { now: TEST_NOW });
+    const checks = vi.spyOn(X509Certificate.prototype, 'verify');
+    await expect(verifyX509popChain(chain, [root.certificate], TEST_NOW)).rejects.toMatchObject({
+      kind: 'permission_denied',
+      message: expect.stringMatching(
+        /^x509pop: candidate issuer "CN=forged-intermediate" holds an unsupported rsa key with a 30\d\d-bit public exponent \(accepted: below 2\^31, e\.g\. 65537\)$/,
+      ),
+    });
+    expect(checks).not.toHaveBeenCalled();
+  });
+
+  it.each<[string, () => Promise<KeyPair>, string]>([
+    ['RSA-1024', rsaKeys(1024, [1, 0, 1]), 'rsa key of 1024 bits (accepted: 2048 to 4096)'],
+    [
+      'P-521',
+      () => generateTestKeys('P-521' as Parameters<typeof generateTestKeys>[0]),
+      'ec key on curve secp521r1 (accepted: P-256, P-384)',
+    ],
+  ])('refuses a candidate issuer holding %s before any signature check', async (_, issuerKeys, refusal) => {
+    const root = await TestCa.create('nodes.test', { now: TEST_NOW, subject: 'CN=Root' });
+    const issuer = await issuerKeys();
+    const base = { issuer: 'CN=Forged CA', keyIdentifiers: false };
+    const leaf = await forge({ ...base, subject: 'CN=n', isCa: false, keys: await generateTestKeys(), signer: issuer });
+    const ca = await forge({ ...base, subject: 'CN=Forged CA', isCa: true, keys: issuer, signer: issuer });
+    const checks = vi.spyOn(X509Certificate.prototype, 'verify');
+    await expect(verifyX509popChain([leaf, ca], [root.certificate], TEST_NOW)).rejects.toMatchObject({
+      kind: 'permission_denied',
+      message: `x509pop: candidate issuer "CN=Forged CA" holds an unsupported ${refusal}`,
+    });
+    expect(checks).not.toHaveBeenCalled();
   });
 
   it('a real chain costs one signature check per certificate', async () => {

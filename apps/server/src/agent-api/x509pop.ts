@@ -37,6 +37,45 @@ export const X509POP_MAX_CHAIN_BYTES = 32 * 1024;
  */
 export const X509POP_MAX_SIGNATURE_CHECKS = 2 * X509POP_MAX_CERTIFICATES;
 
+/** RSA moduli accepted in a caller's certificates, in bits. */
+export const X509POP_RSA_MODULUS_BITS = { min: 2048, max: 4096 } as const;
+
+/** RSA public exponents must be below this (Go's crypto/x509, hence SPIRE, refuses exponents of 2^31 and more). */
+export const X509POP_RSA_MAX_EXPONENT = 2n ** 31n;
+
+/** EC curves accepted in a caller's certificates (OpenSSL names of P-256 and P-384). */
+const X509POP_EC_CURVES: readonly string[] = ['prime256v1', 'secp384r1'];
+
+/**
+ * Why a key of a caller's certificate is not used for any signature check, or undefined when it may be. The budget
+ * of {@link X509POP_MAX_SIGNATURE_CHECKS} counts checks; this bounds what each one costs: an RSA key with a
+ * modulus of 4096 bits or less and a small exponent (a 3,070-bit exponent makes one check ~80 times dearer),
+ * P-256 or P-384, or Ed25519 where `allowEd25519`.
+ */
+export function x509popKeyRefusal(key: KeyObject, allowEd25519: boolean): string | undefined {
+  const details = key.asymmetricKeyDetails ?? {};
+  switch (key.asymmetricKeyType) {
+    case 'rsa': {
+      const bits = details.modulusLength ?? 0;
+      const { min, max } = X509POP_RSA_MODULUS_BITS;
+      if (bits < min || bits > max) return `rsa key of ${bits} bits (accepted: ${min} to ${max})`;
+      const exponent = details.publicExponent ?? 0n;
+      if (exponent >= X509POP_RSA_MAX_EXPONENT) {
+        return `rsa key with a ${exponent.toString(2).length}-bit public exponent (accepted: below 2^31, e.g. 65537)`;
+      }
+      return undefined;
+    }
+    case 'ec':
+      return details.namedCurve !== undefined && X509POP_EC_CURVES.includes(details.namedCurve)
+        ? undefined
+        : `ec key on curve ${String(details.namedCurve)} (accepted: P-256, P-384)`;
+    case 'ed25519':
+      return allowEd25519 ? undefined : 'ed25519 key (accepted: EC or RSA)';
+    default:
+      return `${String(key.asymmetricKeyType)} key (accepted: RSA, EC${allowEd25519 ? ', Ed25519' : ''})`;
+  }
+}
+
 /** What a verified x509pop chain proves once the agent shows it holds the leaf's key. */
 export interface X509popEvidence {
   /** Lowercase hex SHA-1 of the leaf's DER (SPIRE's fingerprint). */
@@ -131,8 +170,8 @@ function findPathToRoot(
   let pool = intermediates.map(asPath);
   for (;;) {
     const current = path.at(-1)!.native;
-    const root = findIssuer(current, trusted, budget);
-    const next = root ?? findIssuer(current, pool, budget);
+    const root = findIssuer(current, trusted, budget, false);
+    const next = root ?? findIssuer(current, pool, budget, true);
     if (next === undefined) {
       throw refused(
         `certificate chain does not lead to a trusted ca (no issuer found for "${current.subject.split('\n').join(', ')}")`,
@@ -152,9 +191,8 @@ function checkPath(path: readonly PathCertificate[], now: Date): X509popEvidence
     throw refused('leaf certificate is not meant for digital signatures (key usage lacks digitalSignature)');
   }
   const publicKey = createPublicKey({ key: Buffer.from(leaf.publicKey.rawData), format: 'der', type: 'spki' });
-  if (publicKey.asymmetricKeyType !== 'ec' && publicKey.asymmetricKeyType !== 'rsa') {
-    throw refused(`leaf key type ${String(publicKey.asymmetricKeyType)} is not supported (use EC or RSA)`);
-  }
+  const keyRefusal = x509popKeyRefusal(publicKey, false);
+  if (keyRefusal !== undefined) throw refused(`leaf certificate holds an unsupported ${keyRefusal}`);
   checkValidity(leaf, 'leaf certificate', now);
 
   const above: x509.X509Certificate[] = [];
@@ -216,15 +254,23 @@ function checkValidity(certificate: x509.X509Certificate, role: string, now: Dat
 /**
  * The candidate that issued `certificate`: it passes OpenSSL's issuer check (names, key identifiers, key usage),
  * which costs no signature check, and its key verifies the certificate's signature; each signature check is taken
- * from `budget`.
+ * from `budget`. The key of an untrusted candidate (`untrusted`: one of the caller's) must pass
+ * {@link x509popKeyRefusal} before it checks anything.
  */
 function findIssuer<T extends { readonly native: NodeX509Certificate }>(
   certificate: NodeX509Certificate,
   candidates: readonly T[],
   budget: { signatureChecks: number },
+  untrusted: boolean,
 ): T | undefined {
   for (const candidate of candidates) {
     if (!certificate.checkIssued(candidate.native)) continue;
+    const keyRefusal = untrusted ? x509popKeyRefusal(candidate.native.publicKey, true) : undefined;
+    if (keyRefusal !== undefined) {
+      throw refused(
+        `candidate issuer "${candidate.native.subject.split('\n').join(', ')}" holds an unsupported ${keyRefusal}`,
+      );
+    }
     if (budget.signatureChecks-- <= 0) {
       throw refused(
         `certificate chain needs more than ${X509POP_MAX_SIGNATURE_CHECKS} signature checks (too many candidate ` +
