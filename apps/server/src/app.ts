@@ -11,6 +11,7 @@ import { AgentSigningBudget } from './agent-api/signing-budget.js';
 import { MAX_SYNC_WAIT_MS } from './agent-api/sync.service.js';
 import { AdminSocketConnections } from './auth/admin-socket-connections.js';
 import { closeAdminSocket, listenOnAdminSocket } from './auth/admin-socket.js';
+import { PUBLIC_BUDGET_CONFIG } from './auth/public.decorator.js';
 import { PublicRateLimits } from './auth/public-rate-limits.js';
 import { BundleService } from './bundle/bundle.service.js';
 import { CaService } from './ca/ca.service.js';
@@ -20,7 +21,7 @@ import { ErrorFilter } from './common/error.filter.js';
 import { createRootLogger, PinoLoggerService } from './common/logging.js';
 import { serveOpenApi } from './common/openapi.js';
 import { CaServerCredentialSource, type ServerCredentialSource, ServerTlsRefresher } from './common/server-tls.js';
-import { BODY_LIMIT_BYTES, createJsonBodyParser } from './common/request-body.js';
+import { ATTESTATION_BODY_LIMIT_BYTES, BODY_LIMIT_BYTES, createJsonBodyParser } from './common/request-body.js';
 import { createValidationPipe } from './common/validation.js';
 import { type ServerConfig } from './config.js';
 import { ServerModule } from './server.module.js';
@@ -115,6 +116,11 @@ export async function createServerApp(config: ServerConfig, options: ServerAppOp
   fastify.addHook('onRequest', app.get(PublicRateLimits).onRequest);
   // Signing requests of an agent whose budget is spent, likewise, on a connection it authenticated before.
   fastify.addHook('onRequest', refuseSpentSigningEarly(app.get(AgentSigningBudget), BODY_LIMIT_BYTES));
+  // Open attestation routes read a small body only (a route's bodyLimit overrides the parser's).
+  fastify.addHook('onRoute', (route) => {
+    const config = route.config as Record<string, unknown> | undefined;
+    if (config?.[PUBLIC_BUDGET_CONFIG] === 'attestation') route.bodyLimit ??= ATTESTATION_BODY_LIMIT_BYTES;
+  });
   const routes: ServedRoute[] = [];
   fastify.addHook('onRoute', (route) => {
     for (const method of [route.method].flat()) if (method !== 'HEAD') routes.push({ method, url: route.url });

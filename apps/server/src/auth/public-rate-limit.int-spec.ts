@@ -9,7 +9,10 @@ import {
   type AgentApiTestServer,
 } from '../../../../test/support/agent-api.js';
 import { TestCa, type TestSvid } from '../../../../test/support/test-ca.js';
+import { CSR_MAX_BYTES } from '@sigil/pki';
+import { X509POP_MAX_CHAIN_BYTES } from '../agent-api/x509pop.js';
 import { AdminClient } from '../cli/admin-client.js';
+import { ATTESTATION_BODY_LIMIT_BYTES } from '../common/request-body.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { JoinTokensService } from '../join-tokens/join-tokens.service.js';
 
@@ -124,6 +127,33 @@ describe(`unauthenticated routes: per-source-address rate limits (${backend})`, 
     expect((await attestX509pop(node, '127.0.0.3')).status).toBe(200);
     // The flooding address stays refused until its debt is paid back: 1 token per second.
     expect((await attestX509pop(node, '127.0.0.1')).status).toBe(429);
+  });
+
+  it('an attestation body over the attestation body limit gets 413 before it is parsed; a real chain fits', async () => {
+    refill();
+    const padded = JSON.stringify({ certificates: ['x'.repeat(ATTESTATION_BODY_LIMIT_BYTES)] });
+    const tooLarge = await requestTls(api.port, {
+      method: 'POST',
+      path: '/agent/v1/attest/x509pop/challenge',
+      rawBody: padded,
+    });
+    expect(tooLarge).toMatchObject({
+      status: 413,
+      body: {
+        error: 'resource_exhausted',
+        message: `request body: larger than the ${ATTESTATION_BODY_LIMIT_BYTES}-byte limit`,
+      },
+    });
+    // The largest chain and CSR the routes accept fit under it, with room for the other fields.
+    const largest = JSON.stringify({
+      certificates: ['x'.repeat(Math.ceil(X509POP_MAX_CHAIN_BYTES / 3) * 4)],
+      csr: 'x'.repeat(Math.ceil(CSR_MAX_BYTES / 3) * 4),
+      signature: 'x'.repeat(1024),
+    });
+    expect(Buffer.byteLength(largest)).toBeLessThan(ATTESTATION_BODY_LIMIT_BYTES);
+    // Routes that are not open keep the general limit.
+    const admin = await requestTls(api.port, { method: 'POST', path: '/agent/v1/renew', rawBody: padded });
+    expect(admin.status).not.toBe(413);
   });
 
   it('bundle, health and metrics share one read budget per address; other addresses and the admin socket are served', async () => {

@@ -107,7 +107,9 @@ export class ErrorFilter implements ExceptionFilter {
   catch(exception: unknown, host: ArgumentsHost): void {
     const http = host.switchToHttp();
     const request = http.getRequest<FastifyRequest>();
-    const { status, body, retryAfterSeconds } = toErrorReply(exception, request, this.bodyLimit);
+    // The route's own body limit where it has one (open attestation routes: ATTESTATION_BODY_LIMIT_BYTES).
+    const bodyLimit = request.routeOptions?.bodyLimit ?? this.bodyLimit;
+    const { status, body, retryAfterSeconds } = toErrorReply(exception, request, bodyLimit);
     const reply = http.getResponse<FastifyReply>().status(status);
     if (retryAfterSeconds !== undefined) void reply.header('retry-after', String(retryAfterSeconds));
     void reply.send(body);

@@ -5,6 +5,13 @@ import { AppError } from './errors.js';
 export const BODY_LIMIT_BYTES = 1024 * 1024;
 
 /**
+ * Largest body of an open node attestation route (`@Public('attestation')`): anyone may send one, so the server
+ * reads no more than an attestation can need: an x509pop chain of at most 32 KiB of DER in base64 (43,692 bytes),
+ * a CSR of at most 16 KiB in base64 (21,848 bytes), a signature and the field names. Larger ones get 413.
+ */
+export const ATTESTATION_BODY_LIMIT_BYTES = 96 * 1024;
+
+/**
  * Deepest nesting of arrays and objects a JSON body may have. Our deepest body (`entries[].selectors[]`) nests four
  * levels; class-transformer and class-validator recurse once per level and overflow the stack near ten thousand.
  */
