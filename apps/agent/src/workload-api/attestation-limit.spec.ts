@@ -54,6 +54,30 @@ describe('PerUidAttestationLimit', () => {
     expect(limit.load(1000)).toEqual({ running: 0, waiting: 0 });
   });
 
+  it('a call cancelled while it waits leaves the queue: it is never attested and takes no turn', async () => {
+    const inner = new HeldAttestor();
+    const limit = new PerUidAttestationLimit(inner, 1);
+    const first = limit.attest(caller(1, 1000));
+    const cancelled = Array.from({ length: 100 }, () => new AbortController());
+    const waiting = cancelled.map((control, index) => limit.attest(caller(100 + index, 1000), control.signal));
+    const last = limit.attest(caller(2, 1000));
+    await settle();
+    expect(limit.load(1000)).toEqual({ running: 1, waiting: 101 });
+    for (const control of cancelled) control.abort(new Error('cancelled by the client'));
+    for (const each of waiting) await expect(each).rejects.toThrow('cancelled by the client');
+    expect(limit.load(1000)).toEqual({ running: 1, waiting: 1 });
+    inner.end(1);
+    await settle();
+    expect(inner.started).toEqual([1, 2]);
+    inner.end(2);
+    await Promise.all([first, last]);
+    expect(limit.load(1000)).toEqual({ running: 0, waiting: 0 });
+    // Already aborted: refused at once.
+    const aborted = AbortSignal.abort(new Error('gone'));
+    await expect(limit.attest(caller(3, 1000), aborted)).rejects.toThrow('gone');
+    expect(inner.started).toEqual([1, 2]);
+  });
+
   it('rejects a limit below 1', () => {
     expect(() => new PerUidAttestationLimit(new HeldAttestor(), 0)).toThrow(
       'maxAttestationsPerUid: must be a positive integer, got 0',

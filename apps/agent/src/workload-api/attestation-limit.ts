@@ -25,10 +25,11 @@ export class PerUidAttestationLimit implements WorkloadAttestor {
     }
   }
 
-  async attest(caller: PeerCredentials): Promise<readonly Selector[]> {
-    await this.turn(caller.uid);
+  /** A call aborted (`signal`: the client cancelled it) while it waits leaves the queue and rejects. */
+  async attest(caller: PeerCredentials, signal?: AbortSignal): Promise<readonly Selector[]> {
+    await this.turn(caller.uid, signal);
     try {
-      return await this.attestor.attest(caller);
+      return await this.attestor.attest(caller, signal);
     } finally {
       this.done(caller.uid);
     }
@@ -40,7 +41,8 @@ export class PerUidAttestationLimit implements WorkloadAttestor {
     return { running: turns?.running ?? 0, waiting: turns?.waiting.length ?? 0 };
   }
 
-  private turn(uid: number): Promise<void> {
+  private turn(uid: number, signal: AbortSignal | undefined): Promise<void> {
+    signal?.throwIfAborted();
     let turns = this.uids.get(uid);
     if (turns === undefined) {
       turns = { running: 0, waiting: [] };
@@ -50,8 +52,21 @@ export class PerUidAttestationLimit implements WorkloadAttestor {
       turns.running++;
       return Promise.resolve();
     }
-    const queue = turns.waiting;
-    return new Promise((resolve) => queue.push(resolve));
+    const waiting = turns;
+    return new Promise((resolve, reject) => {
+      const onAbort = (): void => {
+        const index = waiting.waiting.indexOf(take);
+        if (index !== -1) waiting.waiting.splice(index, 1);
+        if (waiting.running === 0 && waiting.waiting.length === 0) this.uids.delete(uid);
+        reject(signal!.reason as Error);
+      };
+      const take = (): void => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      waiting.waiting.push(take);
+    });
   }
 
   private done(uid: number): void {

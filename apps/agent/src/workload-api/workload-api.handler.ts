@@ -32,8 +32,11 @@ import {
 
 /** Finds the selectors of the calling process (the unix attestor). */
 export interface WorkloadAttestor {
-  /** Rejects when the caller cannot be attested, e.g. its pid exited or was reused. */
-  attest(caller: PeerCredentials): Promise<readonly Selector[]>;
+  /**
+   * Rejects when the caller cannot be attested, e.g. its pid exited or was reused, or when `signal` (the call's:
+   * its client cancelled it) aborts before the attestation starts.
+   */
+  attest(caller: PeerCredentials, signal?: AbortSignal): Promise<readonly Selector[]>;
 }
 
 /**
@@ -223,7 +226,7 @@ export class WorkloadApiHandler {
   private async attest(context: HandlerContext, method: string): Promise<readonly Selector[]> {
     const caller = this.caller(context);
     try {
-      const selectors = await this.attestor.attest(caller);
+      const selectors = await this.attestor.attest(caller, context.signal);
       this.logger.debug(`${method}: pid ${caller.pid} uid ${caller.uid} attested with ${selectors.length} selectors`);
       return selectors;
     } catch (error) {
