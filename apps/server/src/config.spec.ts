@@ -245,6 +245,11 @@ describe('loadServerConfig', () => {
         "requests), got '100'",
     ],
     [
+      'an attestation burst smaller than what one refused attestation costs',
+      { flags: { attestationBurst: '5' } },
+      "--attestation-burst: must be at least 10, what one refused attestation costs, got '5'",
+    ],
+    [
       'bad log level',
       { env: { SIGIL_LOG_LEVEL: 'loud' } },
       "SIGIL_LOG_LEVEL: must be one of fatal, error, warn, info, debug, trace, got 'loud'",

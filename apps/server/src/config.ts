@@ -534,6 +534,13 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
         `counts CSRs, not requests), ${got(raw.agent_sign_burst)}`,
     );
   }
+  if (raw.attestation_burst !== undefined && Number(raw.attestation_burst) < ATTESTATION_REFUSAL_COST) {
+    // A smaller bucket could never pay for one refused attestation, and its address would stay refused.
+    problems.push(
+      `${label.get('attestation_burst')}: must be at least ${ATTESTATION_REFUSAL_COST}, what one refused ` +
+        `attestation costs, ${got(raw.attestation_burst)}`,
+    );
+  }
   if (problems.length > 0) throw new ConfigError(problems);
 
   const port = raw.port === undefined ? DEFAULT_PORT : Number(raw.port);

@@ -81,7 +81,10 @@ class FakeAttestationServer {
 
   private maybeBusy(): void {
     const status = this.busy.shift();
-    if (status === 429) throw new AgentApiError(429, 'resource_exhausted', 'x509pop: too many challenges outstanding');
+    if (status === 429) {
+      // With the server's Retry-After (40 ms), above the test backoff (5 to 10 ms).
+      throw new AgentApiError(429, 'resource_exhausted', 'x509pop: too many challenges outstanding', 40);
+    }
     if (status !== undefined) throw new AgentApiError(status, 'unavailable', 'database unavailable');
   }
 
@@ -243,8 +246,13 @@ describe('AgentManager', () => {
     await writeFile(certFile, leaf.certificate.toString('pem'));
     await writeFile(keyFile, toPem(PEM_LABEL.privateKey, await leaf.privateKeyPkcs8()));
     server.busy = [429, 429];
+    const warnings = vi.spyOn(quiet, 'warn');
     const { identity } = await start({ method: 'x509pop', certFile, keyFile });
     expect(server.calls).toEqual(['x509pop:challenge', 'x509pop:challenge', 'x509pop:challenge', 'x509pop:attest']);
+    // Each 429 is retried after the server's Retry-After, not the (shorter) backoff.
+    const entries = warnings.mock.calls.map((call) => (call as unknown[])[0] as { msg: string; retryInMs: number });
+    const retries = entries.filter((entry) => entry.msg === 'server too busy to attest this node, will retry');
+    expect(retries.map((entry) => entry.retryInMs)).toEqual([40, 40]);
     expect(identity.current()?.spiffeId.path).toMatch(/^\/sigil\/agent\/x509pop\//);
 
     await rm(dir, { recursive: true, force: true });

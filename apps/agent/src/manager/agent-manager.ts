@@ -316,7 +316,8 @@ export class AgentManager {
       } catch (error) {
         const unreachable = error instanceof ServerUnavailableError;
         if (!(unreachable || isServerBusy(error)) || this.stopped) throw error;
-        const delay = this.backoff.next();
+        // The server's Retry-After (429 over a limit) when it says more than the backoff.
+        const delay = retryDelayMs(error, this.backoff.next());
         this.options.logger?.warn({
           msg: unreachable
             ? 'no server reachable for attestation, will retry'

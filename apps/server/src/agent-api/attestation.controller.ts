@@ -44,6 +44,10 @@ export class AttestationController {
     return { challenge_id: challengeId, nonce: nonce.toString('base64') };
   }
 
+  // The answer takes nothing from the address's budget (the challenge did; answers are bounded by the challenge
+  // table): agents behind one NAT never strand a challenge on a refused answer. Refused when the address is in debt,
+  // and a wrong answer costs the whole refusal.
+  @Public('attestation', 0)
   @Post('x509pop')
   @HttpCode(200)
   @ApiOkResponse({ type: AttestationResponseDto })

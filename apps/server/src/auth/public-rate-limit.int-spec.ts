@@ -129,6 +129,32 @@ describe(`unauthenticated routes: per-source-address rate limits (${backend})`, 
     expect((await attestX509pop(node, '127.0.0.1')).status).toBe(429);
   });
 
+  it('x509pop: only the challenge takes a token, so an address attests burst agents; a wrong answer costs the whole refusal', async () => {
+    refill();
+    // Burst 20: 20 whole attestations (challenge and answer), where charging both would allow 10 and strand the rest.
+    for (let index = 0; index < 20; index++) {
+      const node = await nodeCa.createX509Svid('unused', { subject: `CN=nat-${index}`, uris: [] });
+      expect((await attestX509pop(node, '127.0.0.4')).status).toBe(200);
+    }
+    expect((await post('/agent/v1/attest/x509pop/challenge', { certificates: [] }, '127.0.0.4')).status).toBe(429);
+
+    // A wrong answer from a fresh address: 403, and 10 tokens gone (20 - 10 leaves exactly 10 challenges).
+    const node = await nodeCa.createX509Svid('unused', { subject: 'CN=wrong-answer', uris: [] });
+    const challenge = await post('/agent/v1/attest/x509pop/challenge', { certificates: b64(node) }, '127.0.0.5');
+    const wrong = await post(
+      '/agent/v1/attest/x509pop',
+      { challenge_id: challenge.body['challenge_id'], signature: 'AAAA', csr: await (await newAgentKey()).csr() },
+      '127.0.0.5',
+    );
+    expect(wrong.status).toBe(403);
+    const statuses: number[] = [];
+    for (let index = 0; index < 10; index++) {
+      statuses.push((await post('/agent/v1/attest/x509pop/challenge', { certificates: [] }, '127.0.0.5')).status);
+    }
+    // 1 (challenge) + 10 (refusal) + 9 (requests refused as invalid, 400, which cost 1) = 20: the tenth gets 429.
+    expect(statuses).toEqual([...Array<number>(9).fill(400), 429]);
+  });
+
   it('an attestation body over the attestation body limit gets 413 before it is parsed; a real chain fits', async () => {
     refill();
     const padded = JSON.stringify({ certificates: ['x'.repeat(ATTESTATION_BODY_LIMIT_BYTES)] });

@@ -7,7 +7,7 @@ import { CLOCK, type Clock } from '../common/clock.js';
 import { type ErrorBody } from '../common/error.filter.js';
 import { ATTESTATION_REFUSAL_COST, SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { AdminSocketConnections } from './admin-socket-connections.js';
-import { PUBLIC_BUDGET_CONFIG, type PublicBudget } from './public.decorator.js';
+import { PUBLIC_BUDGET_CONFIG, PUBLIC_COST_CONFIG, type PublicBudget } from './public.decorator.js';
 
 type LimitsConfig = Pick<
   ServerConfig,
@@ -28,6 +28,13 @@ type LimitsConfig = Pick<
  * - The local admin socket is not limited (its file permissions are the credential).
  * - Buckets live in this replica's memory: N replicas behind a load balancer allow N times the rate.
  */
+/** What the request's route took from its budget up front ({@link Public}'s cost; 1 unless it says otherwise). */
+function costOf(request: FastifyRequest): number {
+  const config = request.routeOptions.config as unknown as Partial<Record<string, unknown>>;
+  const cost = config[PUBLIC_COST_CONFIG];
+  return typeof cost === 'number' ? cost : 1;
+}
+
 @Injectable()
 export class PublicRateLimits implements OnModuleDestroy {
   private readonly limiters: Readonly<Record<PublicBudget, TokenBucketRateLimiter>>;
@@ -60,11 +67,13 @@ export class PublicRateLimits implements OnModuleDestroy {
   readonly onRequest = (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void => {
     const config = request.routeOptions.config as unknown as Partial<Record<string, PublicBudget>>;
     const budget = config[PUBLIC_BUDGET_CONFIG];
+    const cost = costOf(request);
     if (budget === undefined || this.adminSockets.has(request.raw.socket)) return done();
     const address = addressKey(request.raw.socket.remoteAddress);
     const limiter = this.limiters[budget];
-    if (limiter.tryTake(address)) return done();
-    const retryAfter = Math.max(1, limiter.retryAfterSeconds(address));
+    // A route of cost 0 (the x509pop answer, bounded by the challenges) passes unless its address is in debt.
+    if (limiter.tryTake(address, cost)) return done();
+    const retryAfter = Math.max(1, limiter.retryAfterSeconds(address, cost));
     this.refusals.warn(budget, {
       msg: 'unauthenticated request refused: source address over its rate limit',
       budget,
@@ -81,7 +90,8 @@ export class PublicRateLimits implements OnModuleDestroy {
   /** Charges the rest of {@link ATTESTATION_REFUSAL_COST} to the address of a refused attestation. */
   chargeRefusedAttestation(request: FastifyRequest): void {
     if (this.adminSockets.has(request.raw.socket)) return;
-    this.limiters.attestation.charge(addressKey(request.raw.socket.remoteAddress), ATTESTATION_REFUSAL_COST - 1);
+    const address = addressKey(request.raw.socket.remoteAddress);
+    this.limiters.attestation.charge(address, ATTESTATION_REFUSAL_COST - costOf(request));
   }
 
   private describe(budget: PublicBudget): string {

@@ -12,6 +12,9 @@ export type PublicBudget = 'attestation' | 'read';
 /** The key of the Fastify route config under which an open route names its budget (read before the body is). */
 export const PUBLIC_BUDGET_CONFIG = 'sigilPublicBudget';
 
+/** The key of the Fastify route config under which an open route names what one request takes from its budget. */
+export const PUBLIC_COST_CONFIG = 'sigilPublicCost';
+
 /**
  * Marks a route (or a whole controller) as open to anyone (health, metrics, the federation bundle, node
  * attestation), and names the per-source-address budget its requests are counted against. The budget also goes in
@@ -19,9 +22,9 @@ export const PUBLIC_BUDGET_CONFIG = 'sigilPublicBudget';
  * Fastify takes that config per handler, so a class-level mark is copied onto each of the class's handlers.
  */
 export const Public =
-  (budget: PublicBudget = 'read'): MethodDecorator & ClassDecorator =>
+  (budget: PublicBudget = 'read', cost = 1): MethodDecorator & ClassDecorator =>
   (target: object, key?: string | symbol, descriptor?: PropertyDescriptor) => {
-    const config = RouteConfig({ [PUBLIC_BUDGET_CONFIG]: budget });
+    const config = RouteConfig({ [PUBLIC_BUDGET_CONFIG]: budget, [PUBLIC_COST_CONFIG]: cost });
     if (key !== undefined && descriptor !== undefined) {
       SetMetadata(IS_PUBLIC_KEY, budget)(target, key, descriptor);
       config(target, key, descriptor);
@@ -31,6 +34,9 @@ export const Public =
     const prototype = (target as { prototype: object }).prototype;
     for (const name of Object.getOwnPropertyNames(prototype)) {
       const method = Object.getOwnPropertyDescriptor(prototype, name);
-      if (name !== 'constructor' && typeof method?.value === 'function') config(prototype, name, method);
+      // A handler with a mark of its own (method decorators run first) keeps it.
+      if (name === 'constructor' || typeof method?.value !== 'function') continue;
+      if (Reflect.hasMetadata(IS_PUBLIC_KEY, method.value as object)) continue;
+      config(prototype, name, method);
     }
   };
