@@ -47,14 +47,41 @@ describe('TokenBucketRateLimiter', () => {
     expect(limiter.tryTake('a', 5)).toBe(true);
   });
 
-  it('forgets the least recently used key beyond its capacity (which gets a full bucket again)', () => {
-    const limiter = new TokenBucketRateLimiter({ ratePerSecond: 1, burst: 1 }, new FakeClock(), 2);
+  it('beyond its capacity, replaces a bucket that is full again; new keys share one overflow bucket meanwhile', () => {
+    const clock = new FakeClock();
+    const limiter = new TokenBucketRateLimiter({ ratePerSecond: 1, burst: 1 }, clock, 2);
     expect(limiter.tryTake('a')).toBe(true);
     expect(limiter.tryTake('b')).toBe(true);
-    expect(limiter.tryTake('b')).toBe(false);
+    // Neither a nor b is full: c and d share the overflow bucket, and a and b keep their (empty) buckets.
     expect(limiter.tryTake('c')).toBe(true);
+    expect(limiter.tryTake('d')).toBe(false);
+    expect(limiter.tryTake('a')).toBe(false);
     expect(limiter.tryTake('b')).toBe(false);
-    expect(limiter.tryTake('a')).toBe(true);
+    expect(limiter.size).toBe(2);
+    clock.advance(1_000);
+    // a is full again: e replaces it.
+    expect(limiter.tryTake('e')).toBe(true);
+    expect(limiter.tryTake('e')).toBe(false);
+    expect(limiter.size).toBe(2);
+  });
+
+  it('never forgets a key in debt before it has refilled, however many other keys are seen (an IPv6 /48)', () => {
+    const clock = new FakeClock();
+    const limiter = new TokenBucketRateLimiter({ ratePerSecond: 10, burst: 100 }, clock, 1_000);
+    for (let i = 0; i < 10; i++) {
+      limiter.tryTake('attacker');
+      limiter.charge('attacker', 9);
+    }
+    limiter.charge('attacker', 50);
+    expect(limiter.tryTake('attacker')).toBe(false);
+    let allowed = 0;
+    for (let subnet = 0; subnet < 65_536; subnet++)
+      if (limiter.tryTake(`2001:db8:1:${subnet.toString(16)}::/64`)) allowed++;
+    expect(limiter.tryTake('attacker')).toBe(false);
+    expect(limiter.retryAfterSeconds('attacker')).toBe(6);
+    // 999 keys of their own (one token each), then the overflow bucket's 100: not 65,536.
+    expect(allowed).toBe(999 + 100);
+    expect(limiter.size).toBe(1_000);
   });
 
   it('rejects a limit that could never allow anything', () => {
