@@ -1,7 +1,7 @@
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { toPem } from '@sigil/pki';
 import { parseAndValidateJwtSvid, SpiffeId, verifyX509Svid, type TrustBundle } from '@sigil/spiffe';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   credentialsOf,
   derChainOf,
@@ -551,6 +551,43 @@ describe(`agent API: mTLS routes (${backend})`, () => {
         status: 403,
         body: { error: 'permission_denied', message: `agent ${evicted.spiffeId} is not attested (evicted or unknown)` },
       });
+    }
+  });
+
+  it('signs nothing for a request that was waiting when its agent was evicted or banned', async () => {
+    const index = api.server.app.get(AuthorisedEntriesService);
+    for (const [kind, cutOff] of [
+      ['evicted', (id: string) => api.server.app.get(AgentsService).evict(id)],
+      ['banned', (id: string) => api.server.app.get(AgentsService).ban(id)],
+    ] as const) {
+      const agent = await joinAgent();
+      const entry = await createEntry({ spiffeId: `spiffe://example.org/waiting-${kind}`, parentId: agent.spiffeId });
+      await settle();
+      // Both requests find their entry missing from the index and wait in its catch-up, as behind a busy database:
+      // the guard has let them in, then the agent is cut off.
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      const authorisedFor = vi.spyOn(index, 'authorisedFor').mockImplementation(() => new Map());
+      const refresh = vi.spyOn(index, 'refresh').mockImplementation(async () => {
+        await gate;
+        authorisedFor.mockRestore();
+      });
+      try {
+        const jwt = agent.call('POST', '/agent/v1/svids/jwt', { entry_id: entry.id, audience: ['db'] });
+        const x509 = agent.call('POST', '/agent/v1/svids/x509', {
+          csrs: [{ entry_id: entry.id, csr: await csrFor(entry.spiffeId) }],
+        });
+        await vi.waitFor(() => expect(refresh).toHaveBeenCalledTimes(2));
+        await cutOff(agent.spiffeId);
+        release();
+        for (const answer of [await jwt, await x509]) {
+          expect(answer).toMatchObject({ status: 403, body: { error: 'permission_denied' } });
+        }
+      } finally {
+        release();
+        authorisedFor.mockRestore();
+        refresh.mockRestore();
+      }
     }
   });
 

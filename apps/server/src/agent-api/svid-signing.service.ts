@@ -1,6 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { parseCsrFastAsync, PkiError, type FastParsedCsr } from '@sigil/pki';
 import { SpiffeId } from '@sigil/spiffe';
+import { AgentsService } from '../agents/agents.service.js';
 import { CaService } from '../ca/ca.service.js';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
@@ -68,8 +69,20 @@ export class SvidSigningService {
     private readonly index: AuthorisedEntriesService,
     private readonly ca: CaService,
     private readonly budget: AgentSigningBudget,
+    private readonly agents: AgentsService,
     @Inject(CLOCK) private readonly clock: Clock,
   ) {}
+
+  /**
+   * Checks again, right before signing, that the agent is still attested with this SVID: the guard checked it when
+   * the request arrived, but a request can then wait (an index catch-up, its turn in the signing queue) while the
+   * agent is evicted or banned. The check is an in-memory cache hit, dropped at once on evict and ban.
+   *
+   * @throws AppError `permission_denied` when the agent was evicted, banned or renewed meanwhile
+   */
+  private async stillActive(agent: CallingAgent): Promise<void> {
+    await this.agents.requireActive(agent.spiffeId, agent.serialNumber);
+  }
 
   /**
    * One result per request, in order. Every request costs one unit of the agent's X.509 budget, a duplicate too (it
@@ -104,7 +117,8 @@ export class SvidSigningService {
         }
       });
       const authorised = await this.authorisedIncluding(agent, [...firstIndex.keys()]);
-      const signed = await this.budget.inTurn(agent.spiffeId, 'x509', toSign, (chunk) => {
+      const signed = await this.budget.inTurn(agent.spiffeId, 'x509', toSign, async (chunk) => {
+        await this.stillActive(agent);
         const now = this.clock.now();
         // One asynchronous step per chunk: every CSR's key import is started, then all are awaited together.
         return Promise.all(
@@ -158,15 +172,16 @@ export class SvidSigningService {
       entryId,
       this.clock.now(),
     );
-    const [signed] = await this.budget.inTurn(agent.spiffeId, 'jwt', [entry], ([turn]) =>
-      Promise.all([
+    const [signed] = await this.budget.inTurn(agent.spiffeId, 'jwt', [entry], async ([turn]) => {
+      await this.stillActive(agent);
+      return Promise.all([
         this.ca.signJwtSvid({
           spiffeId: this.spiffeIdOf(turn!).id,
           audience,
           ...(turn!.jwtSvidTtl > 0 && { ttlSeconds: turn!.jwtSvidTtl }),
         }),
-      ]),
-    );
+      ]);
+    });
     return { spiffeId: entry.spiffeId, ...signed! };
   }
 
