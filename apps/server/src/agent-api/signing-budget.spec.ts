@@ -98,6 +98,27 @@ describe('AgentSigningBudget', () => {
     budget.enterBatch(B);
   });
 
+  it('refuses early until the bucket holds what the last refused request cost, not only while it is empty', () => {
+    const clock = new FakeClock();
+    const budget = new AgentSigningBudget(config, clock);
+    budget.charge(A, 'x509', 1_000);
+    expect(refusal(() => budget.charge(A, 'x509', 500))).toMatchObject({ kind: 'resource_exhausted' });
+    // 2 ms later one CSR's token is back (500/s), far from the 500 the agent keeps asking for.
+    clock.advance(2);
+    expect(refusal(() => budget.refuseEarly(A, 'x509'))).toMatchObject({
+      kind: 'resource_exhausted',
+      message: expect.stringContaining('this request costs 500') as string,
+    });
+    budget.refuseEarly(B, 'x509');
+    clock.advance(998);
+    budget.refuseEarly(A, 'x509');
+    budget.charge(A, 'x509', 500);
+    // Passed: the remembered cost is dropped, so a request is refused early again only on an empty bucket.
+    expect(refusal(() => budget.refuseEarly(A, 'x509'))).toMatchObject({ kind: 'resource_exhausted' });
+    clock.advance(2);
+    budget.refuseEarly(A, 'x509');
+  });
+
   it('answers unavailable with Retry-After when the signing queue is full', async () => {
     const budget = new AgentSigningBudget(config, new FakeClock(), {
       chunkSize: 1,

@@ -41,6 +41,9 @@ const KIND_KEYS: Readonly<Record<SigningKind, string>> = {
 
 const UNITS: Readonly<Record<SigningKind, string>> = { renewal: 'renewals', x509: 'CSRs', jwt: 'JWT-SVIDs' };
 
+/** Most refused-request costs remembered for early refusals (one per agent and kind that was refused). */
+const MAX_REMEMBERED_REFUSALS = 100_000;
+
 /**
  * Everything that bounds an agent's signing on this server (issue 16, findings 2 and 5):
  * - one token bucket per agent and per kind (its own renewal, X.509-SVID CSRs, JWT-SVIDs), so JWT work never spends
@@ -57,6 +60,13 @@ export class AgentSigningBudget {
   private readonly buckets: Readonly<Record<SigningKind, TokenBucketRateLimiter>>;
   private readonly limits: Readonly<Record<SigningKind, { ratePerSecond: number; burst: number }>>;
   private readonly inFlight = new Map<string, number>();
+  /**
+   * The cost of each agent's last refused request, per kind (`<kind> <agent>`): an agent that sent a 500-CSR batch
+   * and was refused is refused early until its bucket holds that much again, not only while it is empty (at the
+   * default rate one token is back every 2 ms, so every repeated batch would be read and parsed first). Dropped when
+   * the agent's next charge passes; at most {@link MAX_REMEMBERED_REFUSALS} kept, oldest forgotten first.
+   */
+  private readonly refusedCosts = new Map<string, number>();
   private readonly maxInFlight: number;
   private readonly queue: FairQueue;
   private readonly refusals: RateLimitedLog;
@@ -99,7 +109,16 @@ export class AgentSigningBudget {
    */
   charge(agentId: string, kind: SigningKind, cost = 1): void {
     const bucket = this.buckets[kind];
-    if (bucket.tryTake(agentId, cost)) return;
+    const key = `${kind} ${agentId}`;
+    if (bucket.tryTake(agentId, cost)) {
+      this.refusedCosts.delete(key);
+      return;
+    }
+    this.refusedCosts.delete(key);
+    this.refusedCosts.set(key, cost);
+    if (this.refusedCosts.size > MAX_REMEMBERED_REFUSALS) {
+      this.refusedCosts.delete(this.refusedCosts.keys().next().value!);
+    }
     const { ratePerSecond, burst } = this.limits[kind];
     // At least 1: the bucket lacks something. A cost beyond the burst cannot happen (a batch is at most 500 CSRs and
     // the config keeps the X.509 burst at least that), but would be told to retry at the full refill.
@@ -115,14 +134,16 @@ export class AgentSigningBudget {
 
   /**
    * For a request whose body is not read yet: refuses it at once when it cannot pass anyway (the agent's bucket for
-   * `kind` is empty, or for X.509 its batches in progress are at the cap), so a caller looping on refusals costs no
-   * body parsing. Takes nothing; the request that passes is charged in full later.
+   * `kind` holds less than its last refused request cost, or is empty; for X.509 also when its batches in progress
+   * are at the cap), so a caller looping on refusals costs no body parsing. Takes nothing; the request that passes
+   * is charged in full later.
    *
    * @throws AppError `resource_exhausted` as {@link charge} and {@link enterBatch} would.
    */
   refuseEarly(agentId: string, kind: SigningKind): void {
     if (kind === 'x509' && (this.inFlight.get(agentId) ?? 0) >= this.maxInFlight) this.enterBatch(agentId);
-    if (this.buckets[kind].retryAfterSeconds(agentId) > 0) this.charge(agentId, kind);
+    const cost = Math.min(this.refusedCosts.get(`${kind} ${agentId}`) ?? 1, this.limits[kind].burst);
+    if (this.buckets[kind].retryAfterSeconds(agentId, cost) > 0) this.charge(agentId, kind, cost);
   }
 
   /**
