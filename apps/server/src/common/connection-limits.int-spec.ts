@@ -57,6 +57,8 @@ function getFrom(
 describe(`TLS port connection limits (${backend})`, () => {
   let api: AgentApiTestServer;
   let agent: ClientCredentials;
+  /** A second agent: each agent holds at most 2 long-polls (MAX_LONG_POLLS_PER_AGENT), the cap needs 4 held. */
+  let otherAgent: ClientCredentials;
 
   beforeAll(async () => {
     api = await startAgentApiTestServer({
@@ -69,11 +71,15 @@ describe(`TLS port connection limits (${backend})`, () => {
         httpIdleTimeout: '1',
       },
     });
-    const { token } = await api.server.app.get(JoinTokensService).create({});
-    const key = await newAgentKey();
-    const attested = await api.call('POST', '/agent/v1/attest/join-token', { token, csr: await key.csr() });
-    expect(attested.status).toBe(200);
-    agent = credentialsOf(attested.body['svid'], key.privateKeyPem);
+    const attest = async (): Promise<ClientCredentials> => {
+      const { token } = await api.server.app.get(JoinTokensService).create({});
+      const key = await newAgentKey();
+      const attested = await api.call('POST', '/agent/v1/attest/join-token', { token, csr: await key.csr() });
+      expect(attested.status).toBe(200);
+      return credentialsOf(attested.body['svid'], key.privateKeyPem);
+    };
+    agent = await attest();
+    otherAgent = await attest();
   });
 
   afterAll(async () => {
@@ -108,8 +114,11 @@ describe(`TLS port connection limits (${backend})`, () => {
     const start = await getFrom(api.port, '127.0.0.1', '/agent/v1/sync?revision=0', agent);
     const bundle = start.body['bundle'] as { spiffe_sequence: number };
     const poll = `/agent/v1/sync?revision=${start.body['revision'] as number}&bundle_sequence=${bundle.spiffe_sequence}&wait_ms=4000`;
-    // The cap's worth of long-polls from 127.0.0.2, each holding its connection.
-    const held = Array.from({ length: PER_ADDRESS }, () => getFrom(api.port, '127.0.0.2', poll, agent));
+    // The cap's worth of long-polls from 127.0.0.2, each holding its connection: two agents, two each (a third
+    // long-poll of one agent would answer its oldest at once).
+    const held = Array.from({ length: PER_ADDRESS }, (_, i) =>
+      getFrom(api.port, '127.0.0.2', poll, i % 2 === 0 ? agent : otherAgent),
+    );
     await expect.poll(() => api.server.connections.openConnections('127.0.0.2')).toBe(PER_ADDRESS);
 
     await expect(getFrom(api.port, '127.0.0.2', '/healthz')).rejects.toThrow();
