@@ -146,4 +146,5 @@ export class AgentAuthGuard implements CanActivate {
  * Marks a controller's routes as agent routes: not admin routes (the admin guard lets them through), authenticated
  * by {@link AgentAuthGuard} instead.
  */
-export const AgentAuth = (): ClassDecorator & MethodDecorator => applyDecorators(Public(), UseGuards(AgentAuthGuard));
+export const AgentAuth = (): ClassDecorator & MethodDecorator =>
+  applyDecorators(Public('none'), UseGuards(AgentAuthGuard));

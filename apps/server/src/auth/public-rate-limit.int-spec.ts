@@ -3,6 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  credentialsOf,
   newAgentKey,
   requestTls,
   startAgentApiTestServer,
@@ -201,5 +202,17 @@ describe(`unauthenticated routes: per-source-address rate limits (${backend})`, 
     // Attestation has its own budget: reads do not spend it.
     const token = await api.server.app.get(JoinTokensService).create({});
     expect((await attestJoinToken(token.token)).status).toBe(200);
+    // The agent API's mTLS routes are not open routes: an agent behind this spent address is limited per agent only.
+    const key = await newAgentKey();
+    const { token: another } = await api.server.app.get(JoinTokensService).create({});
+    const attested = await post('/agent/v1/attest/join-token', { token: another, csr: await key.csr() });
+    const credentials = credentialsOf(attested.body['svid'], key.privateKeyPem);
+    for (let i = 0; i < 8; i++) {
+      const unknownEntry = { entry_id: '00000000-0000-4000-8000-000000000000', audience: ['db'] };
+      expect(await api.call('POST', '/agent/v1/svids/jwt', unknownEntry, credentials)).toMatchObject({
+        status: 403,
+        body: { error: 'permission_denied' },
+      });
+    }
   });
 });

@@ -7,7 +7,12 @@ import { CLOCK, type Clock } from '../common/clock.js';
 import { type ErrorBody } from '../common/error.filter.js';
 import { ATTESTATION_REFUSAL_COST, SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { AdminSocketConnections } from './admin-socket-connections.js';
-import { PUBLIC_BUDGET_CONFIG, PUBLIC_COST_CONFIG, type PublicBudget } from './public.decorator.js';
+import {
+  PUBLIC_BUDGET_CONFIG,
+  PUBLIC_COST_CONFIG,
+  type OpenRouteBudget,
+  type PublicBudget,
+} from './public.decorator.js';
 
 type LimitsConfig = Pick<
   ServerConfig,
@@ -65,10 +70,10 @@ export class PublicRateLimits implements OnModuleDestroy {
 
   /** The Fastify `onRequest` hook: counts an open route's request, or answers 429 before the body is read. */
   readonly onRequest = (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void => {
-    const config = request.routeOptions.config as unknown as Partial<Record<string, PublicBudget>>;
+    const config = request.routeOptions.config as unknown as Partial<Record<string, OpenRouteBudget>>;
     const budget = config[PUBLIC_BUDGET_CONFIG];
     const cost = costOf(request);
-    if (budget === undefined || this.adminSockets.has(request.raw.socket)) return done();
+    if (budget === undefined || budget === 'none' || this.adminSockets.has(request.raw.socket)) return done();
     const address = addressKey(request.raw.socket.remoteAddress);
     const limiter = this.limiters[budget];
     // A route of cost 0 (the x509pop answer, bounded by the challenges) passes unless its address is in debt.

@@ -9,6 +9,13 @@ export const IS_PUBLIC_KEY = 'sigil:public';
  */
 export type PublicBudget = 'attestation' | 'read';
 
+/**
+ * What an open route's requests count against: a {@link PublicBudget}, or `none` for the agent API's mTLS routes,
+ * which the admin guard must let through but which are authenticated by the agent's SVID and limited per agent
+ * (sync rate, signing budgets), never per address (a fleet behind one NAT or load balancer shares one address).
+ */
+export type OpenRouteBudget = PublicBudget | 'none';
+
 /** The key of the Fastify route config under which an open route names its budget (read before the body is). */
 export const PUBLIC_BUDGET_CONFIG = 'sigilPublicBudget';
 
@@ -22,7 +29,7 @@ export const PUBLIC_COST_CONFIG = 'sigilPublicCost';
  * Fastify takes that config per handler, so a class-level mark is copied onto each of the class's handlers.
  */
 export const Public =
-  (budget: PublicBudget = 'read', cost = 1): MethodDecorator & ClassDecorator =>
+  (budget: OpenRouteBudget = 'read', cost = 1): MethodDecorator & ClassDecorator =>
   (target: object, key?: string | symbol, descriptor?: PropertyDescriptor) => {
     const config = RouteConfig({ [PUBLIC_BUDGET_CONFIG]: budget, [PUBLIC_COST_CONFIG]: cost });
     if (key !== undefined && descriptor !== undefined) {
