@@ -24,7 +24,7 @@ import { SpiffeId } from '@sigil/spiffe';
 import { AgentApiClient, type AgentApiOptions, type AgentCredentials } from '../support/agent-api-client.js';
 import { Harness, TRUST_DOMAIN, currentUid } from '../support/harness.js';
 import { parseOptions } from '../support/options.js';
-import { cpuSeconds, formatMiB, residentMemory } from '../support/proc.js';
+import { cpuSeconds, formatMiB, residentMemory, sampleRss } from '../support/proc.js';
 import { formatCount, formatLatency, latencyJson, summarize } from '../support/stats.js';
 
 const SERVER_CPU = '0';
@@ -106,24 +106,6 @@ async function legitimateAgent(client: AgentApiClient, body: string, until: Prom
     await sleep(SAMPLE_INTERVAL_MS);
   }
   return latencies;
-}
-
-/** Samples the resident memory of `pid` every 100 ms until stopped; `stop()` returns the largest, in KiB. */
-function sampleRss(pid: number): { stop(): number } {
-  let max = residentMemory(pid).rssKiB;
-  const timer = setInterval(() => {
-    try {
-      max = Math.max(max, residentMemory(pid).rssKiB);
-    } catch {
-      clearInterval(timer); // the server has exited: the bench reports that
-    }
-  }, 100);
-  return {
-    stop() {
-      clearInterval(timer);
-      return max;
-    },
-  };
 }
 
 async function main(): Promise<void> {
