@@ -15,9 +15,9 @@ import {
   type SyncQuery,
   type SyncResponse,
   type X509SignResult,
-} from '../../apps/agent/src/attestation/agent-api.js';
-import { AgentApiError } from '../../apps/agent/src/attestation/server-client.js';
-import { ServerUnavailableError } from '../../apps/agent/src/attestation/tls-transport.js';
+} from '../../apps/agent/src/client/agent-api.js';
+import { AgentApiError } from '../../apps/agent/src/client/server-client.js';
+import { ServerUnavailableError } from '../../apps/agent/src/client/tls-transport.js';
 import { type TestCa, generateTestKeys } from './test-ca.js';
 
 export const FAKE_JWT_KID = 'fake-jwt-1';

@@ -14,9 +14,9 @@ import {
   type IdentityCache,
   type WorkloadAttestor,
   WorkloadApiHandler,
-} from '../../apps/agent/src/workload-api/workload-api.handler.js';
-import { WorkloadApiServer } from '../../apps/agent/src/workload-api/workload-api.server.js';
-import { type AgentBundles, type WorkloadIdentity } from '../../apps/agent/src/workload-api/workload-responses.js';
+} from '../../apps/agent/src/endpoints/workload-api/workload-api.handler.js';
+import { WorkloadApiServer } from '../../apps/agent/src/endpoints/workload-api/workload-api.server.js';
+import { type AgentBundles, type WorkloadIdentity } from '../../apps/agent/src/endpoints/workload-api/workload-responses.js';
 import { type SpiffeWorkloadAPI } from '../../libs/workload-api/src/gen/workload_pb.js';
 
 const quiet = { debug: () => undefined, warn: () => undefined, log: () => undefined };

@@ -1,21 +1,21 @@
 import { Logger } from '@nestjs/common';
 import { type Logger as PinoLogger } from 'pino';
-import { ServerClient } from './attestation/server-client.js';
+import { ServerClient } from './client/server-client.js';
 import { type Clock, systemClock } from '@sigil/runtime';
 import { createRootLogger, PinoLoggerService } from './common/logging.js';
 import { type AgentConfig, insecureBootstrapWarning } from './config.js';
 import { AgentIdentity } from './manager/agent-identity.js';
 import { AgentManager } from './manager/agent-manager.js';
 import { AgentStorage } from './storage/agent-storage.js';
-import { EntrySync } from './svid-cache/entry-sync.js';
-import { JwtSvidCache } from './svid-cache/jwt-svid-cache.js';
-import { SvidCache } from './svid-cache/svid-cache.js';
-import { SvidRotator } from './svid-cache/svid-rotator.js';
-import { PerUidAttestationLimit } from './workload-api/attestation-limit.js';
-import { WorkloadApiHandler } from './workload-api/workload-api.handler.js';
-import { WorkloadApiServer } from './workload-api/workload-api.server.js';
-import { ExecutableDigests } from './workload-attestor/executable-digest.js';
-import { UnixWorkloadAttestor } from './workload-attestor/unix-attestor.js';
+import { EntrySync } from './manager/entry-sync.js';
+import { JwtSvidCache } from './manager/jwt-svid-cache.js';
+import { SvidCache } from './manager/svid-cache.js';
+import { SvidRotator } from './manager/svid-rotator.js';
+import { PerUidAttestationLimit } from './endpoints/workload-api/attestation-limit.js';
+import { WorkloadApiHandler } from './endpoints/workload-api/workload-api.handler.js';
+import { WorkloadApiServer } from './endpoints/workload-api/workload-api.server.js';
+import { ExecutableDigests } from './attestor/workload/executable-digest.js';
+import { UnixWorkloadAttestor } from './attestor/workload/unix-attestor.js';
 
 export interface AgentOptions {
   /** Root logger; by default JSON lines on stdout at the configured level. */

@@ -5,8 +5,8 @@ import { PEM_LABEL, toPem } from '@sigil/pki';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestCa } from '../../../test/support/test-ca.js';
 import { AgentConfigError, type LoadAgentConfigInput, loadAgentConfig } from './config.js';
-import { WORKLOAD_API_LIMITS } from './workload-api/workload-api.server.js';
-import { JWT_SVID_LIMITS } from './svid-cache/jwt-signing-lane.js';
+import { WORKLOAD_API_LIMITS } from './endpoints/workload-api/workload-api.server.js';
+import { JWT_SVID_LIMITS } from './manager/jwt-signing-lane.js';
 
 let dir: string;
 let bundlePem: string;

@@ -19,13 +19,13 @@ import {
   DEFAULT_WORKLOAD_API_SOCKET,
   WORKLOAD_API_LIMITS,
   type WorkloadApiLimits,
-} from './workload-api/workload-api.server.js';
+} from './endpoints/workload-api/workload-api.server.js';
 import {
   DEFAULT_EXECUTABLE_SIZE_LIMIT,
   DEFAULT_UID_HASH_QUOTA_BYTES_PER_MINUTE,
-} from './workload-attestor/executable-digest.js';
-import { JWT_SVID_LIMITS, type JwtSvidLimits } from './svid-cache/jwt-signing-lane.js';
-import { parseServerAddress, type ServerAddress } from './attestation/server-address.js';
+} from './attestor/workload/executable-digest.js';
+import { JWT_SVID_LIMITS, type JwtSvidLimits } from './manager/jwt-signing-lane.js';
+import { parseServerAddress, type ServerAddress } from './client/server-address.js';
 import { checkX509popFiles, parseTrustBundleFile, readNamedFile } from './config-files.js';
 
 /**

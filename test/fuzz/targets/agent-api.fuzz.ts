@@ -8,7 +8,7 @@ import {
   parseJwtSvidResponse,
   parseSyncResponse,
   parseX509SignResults,
-} from '../../../apps/agent/src/attestation/agent-api.js';
+} from '../../../apps/agent/src/client/agent-api.js';
 import { MAX_CSR_BATCH, parseBatchX509SvidBody } from '../../../apps/server/src/agent-api/agent-api.dto.js';
 import { AppError } from '../../../apps/server/src/common/errors.js';
 import { jsonText, mutatedJson } from '../arbitraries.js';

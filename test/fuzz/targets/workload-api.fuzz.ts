@@ -13,14 +13,14 @@ import {
 } from '@sigil/workload-api';
 import fc from 'fast-check';
 import { KeyObject, type webcrypto } from 'node:crypto';
-import { PEER_CREDENTIALS, type PeerCredentials } from '../../../apps/agent/src/workload-api/peer-credentials.js';
-import { securityHeaderInterceptor } from '../../../apps/agent/src/workload-api/security-header.js';
+import { PEER_CREDENTIALS, type PeerCredentials } from '../../../apps/agent/src/endpoints/peer-credentials.js';
+import { securityHeaderInterceptor } from '../../../apps/agent/src/endpoints/workload-api/security-header.js';
 import {
   WorkloadApiHandler,
   type IdentityCache,
   type WorkloadAttestor,
-} from '../../../apps/agent/src/workload-api/workload-api.handler.js';
-import type { WorkloadIdentity } from '../../../apps/agent/src/workload-api/workload-responses.js';
+} from '../../../apps/agent/src/endpoints/workload-api/workload-api.handler.js';
+import type { WorkloadIdentity } from '../../../apps/agent/src/endpoints/workload-api/workload-responses.js';
 import { matchesAllSelectors, type Selector } from '@sigil/runtime';
 import { TestCa } from '../../support/test-ca.js';
 import { anyString, mutatedBytes, mutatedText } from '../arbitraries.js';

@@ -1,11 +1,11 @@
 import { Command } from 'commander';
 import { AgentConfigError, type AgentConfigFlags, insecureBootstrapWarning, loadAgentConfig } from '../config.js';
-import { WORKLOAD_API_LIMITS as limits } from '../workload-api/workload-api.server.js';
+import { WORKLOAD_API_LIMITS as limits } from '../endpoints/workload-api/workload-api.server.js';
 import {
   DEFAULT_EXECUTABLE_SIZE_LIMIT,
   DEFAULT_UID_HASH_QUOTA_BYTES_PER_MINUTE,
-} from '../workload-attestor/executable-digest.js';
-import { JWT_SVID_LIMITS as jwt } from '../svid-cache/jwt-signing-lane.js';
+} from '../attestor/workload/executable-digest.js';
+import { JWT_SVID_LIMITS as jwt } from '../manager/jwt-signing-lane.js';
 import { CliError, collect } from '@sigil/runtime';
 
 const MIB = 1024 * 1024;

@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import { SPIFFE_ENDPOINT_SOCKET, WorkloadApiClient, WorkloadApiError } from '@sigil/workload-api';
-import { DEFAULT_WORKLOAD_API_SOCKET } from '../workload-api/workload-api.server.js';
+import { DEFAULT_WORKLOAD_API_SOCKET } from '../endpoints/workload-api/workload-api.server.js';
 import { CliError } from '@sigil/runtime';
 
 /** The `unix://` URI of a socket path, percent-encoding what a URI path cannot hold as is. */

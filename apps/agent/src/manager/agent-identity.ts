@@ -1,6 +1,6 @@
 import { PEM_LABEL, certificatesToPem, toPem } from '@sigil/pki';
 import { type SpiffeId, type TrustBundle, type TrustDomain } from '@sigil/spiffe';
-import { type ClientCredentials, type ServerTrust } from '../attestation/tls-transport.js';
+import { type ClientCredentials, type ServerTrust } from '../client/tls-transport.js';
 import { type BootstrapTrust } from '../config.js';
 import { type AgentState } from '../storage/agent-storage.js';
 

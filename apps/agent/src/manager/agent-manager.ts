@@ -3,14 +3,14 @@ import { type Logger } from '@nestjs/common';
 import { type KeyType, createCsr, exportPrivateKeyPkcs8, generateKeyPair } from '@sigil/pki';
 import { SIGIL_AGENT_PATH_PREFIX, type Clock, systemClock } from '@sigil/runtime';
 import { type TrustBundle, type TrustDomain, idFromCertificate, parseX509Svid, verifyX509Svid } from '@sigil/spiffe';
-import { type AgentSvidResponse } from '../attestation/agent-api.js';
-import { type AttestationApi, attestNode } from '../attestation/node-attestor.js';
-import { AgentApiError, retryDelayMs, type ServerClient } from '../attestation/server-client.js';
-import { ServerUnavailableError } from '../attestation/tls-transport.js';
+import { type AgentSvidResponse } from '../client/agent-api.js';
+import { type AttestationApi, attestNode } from '../attestor/node/node-attestor.js';
+import { AgentApiError, retryDelayMs, type ServerClient } from '../client/server-client.js';
+import { ServerUnavailableError } from '../client/tls-transport.js';
 import { Backoff, sleep } from '../common/backoff.js';
 import { type NodeAttestationConfig } from '../config.js';
 import { type AgentState, type AgentStorage, decideResume, joinTokenDigest } from '../storage/agent-storage.js';
-import { rotationTime } from '../svid-cache/rotation.js';
+import { rotationTime } from './rotation.js';
 import { type AgentIdentity, type CurrentAgentSvid } from './agent-identity.js';
 
 export interface AgentManagerOptions {

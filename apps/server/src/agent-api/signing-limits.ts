@@ -1,11 +1,12 @@
+import { MAX_CSR_BATCH } from '@sigil/agent-api';
+
 /**
  * The agent API's signing limits, in one place for the config loader, the signing budget and the DTOs. Each is per
  * agent and per server replica: N replicas allow an agent N times these rates (the state lives in each replica's
  * memory).
  */
 
-/** Most CSRs one `POST /agent/v1/svids/x509` takes (SPIRE's agent sends at most its per-IP CSR limit, 500, too). */
-export const MAX_CSR_BATCH = 500;
+export { MAX_CSR_BATCH };
 
 /**
  * X.509-SVID CSRs per second per agent (`agent_sign_rate`), counted per CSR of a batch, duplicates included: SPIRE

@@ -62,8 +62,7 @@ export interface JwtSvidResponse {
   readonly expiresAt: Date;
 }
 
-/** Most CSRs the server signs in one batch. */
-export const MAX_CSR_BATCH = 500;
+export { MAX_CSR_BATCH } from '@sigil/agent-api';
 
 /** What the SVID cache and the agent manager need from the server (the seam the tests fake). */
 export interface AgentApi {

@@ -9,8 +9,8 @@ import {
   toPem,
 } from '@sigil/pki';
 import { type TrustBundle, verifyX509Svid } from '@sigil/spiffe';
-import { type AgentApi, type AgentEntry, MAX_CSR_BATCH, type X509SignResult } from '../attestation/agent-api.js';
-import { AgentApiError, retryDelayMs } from '../attestation/server-client.js';
+import { type AgentApi, type AgentEntry, MAX_CSR_BATCH, type X509SignResult } from '../client/agent-api.js';
+import { AgentApiError, retryDelayMs } from '../client/server-client.js';
 import { Backoff } from '../common/backoff.js';
 import { type Clock, systemClock } from '@sigil/runtime';
 import { rotationTime } from './rotation.js';

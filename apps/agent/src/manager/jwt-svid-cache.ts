@@ -1,5 +1,5 @@
 import { type SpiffeId, parseInsecureJwtSvid } from '@sigil/spiffe';
-import { type JwtSvidResponse } from '../attestation/agent-api.js';
+import { type JwtSvidResponse } from '../client/agent-api.js';
 import { type Clock, systemClock } from '@sigil/runtime';
 import { JWT_SVID_LIMITS, JwtSigningLane, type JwtSvidCaller, type JwtSvidLimits } from './jwt-signing-lane.js';
 import { jwtReuseDeadline } from './rotation.js';

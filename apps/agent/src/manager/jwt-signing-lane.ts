@@ -1,5 +1,5 @@
 import { type Clock, TokenBucketRateLimiter, systemClock } from '@sigil/runtime';
-import { SERVER_LANE_CONNECTIONS } from '../attestation/tls-transport.js';
+import { SERVER_LANE_CONNECTIONS } from '../client/tls-transport.js';
 
 /** A caller of the Workload API as the JWT-SVID limits count it: by the uid the kernel reported (SO_PEERCRED). */
 export interface JwtSvidCaller {

@@ -20,8 +20,8 @@ import { AccountNames, parseAccountFile } from './account-names.js';
 import { ExecutableDigests, sha256OfFile } from './executable-digest.js';
 import { readStartTime } from './proc.js';
 import { formatSelector } from '@sigil/runtime';
-import { isRoot, makeSetgidSleep, startSleepWithPid } from '../../../../test/support/relay-caller.js';
-import { PidFd } from '../workload-api/pidfd.js';
+import { isRoot, makeSetgidSleep, startSleepWithPid } from '../../../../../test/support/relay-caller.js';
+import { PidFd } from '../../endpoints/pidfd.js';
 import { type AttestedProcess, UnixWorkloadAttestor, WorkloadAttestationError } from './unix-attestor.js';
 
 const quiet = { debug: () => undefined, warn: () => undefined };

@@ -15,10 +15,10 @@ import {
   X509SVIDResponseSchema,
 } from '@sigil/workload-api';
 import { type Selector } from '@sigil/runtime';
-import { AgentApiError } from '../attestation/server-client.js';
-import { type JwtSvidCaller, JwtSvidLimitError } from '../svid-cache/jwt-signing-lane.js';
+import { AgentApiError } from '../../client/server-client.js';
+import { type JwtSvidCaller, JwtSvidLimitError } from '../../manager/jwt-signing-lane.js';
 import { changes } from './change-stream.js';
-import { PEER_CREDENTIALS, type PeerCredentials } from './peer-credentials.js';
+import { PEER_CREDENTIALS, type PeerCredentials } from '../peer-credentials.js';
 import {
   type AgentBundles,
   type WorkloadIdentity,

@@ -22,8 +22,8 @@ import {
 } from '@sigil/runtime';
 import { SpiffeWorkloadAPI } from '@sigil/workload-api';
 import { encodeGrpcMessage, useSpecGrpcMessageEncoding } from './grpc-message.js';
-import { PEER_CREDENTIALS, type PeerCredentials, trackPeerCredentials } from './peer-credentials.js';
-import { PidFd } from './pidfd.js';
+import { PEER_CREDENTIALS, type PeerCredentials, trackPeerCredentials } from '../peer-credentials.js';
+import { PidFd } from '../pidfd.js';
 import { securityHeaderInterceptor } from './security-header.js';
 
 /** Where the agent serves the Workload API unless told otherwise (README, Workload API; as SPIRE's default). */

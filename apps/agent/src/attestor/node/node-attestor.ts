@@ -1,9 +1,9 @@
 import { type KeyObject, createPrivateKey, createPublicKey, sign, X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { pemBlocks, PEM_LABEL } from '@sigil/pki';
-import { type NodeAttestationConfig } from '../config.js';
-import { type AttestationResponse } from './agent-api.js';
-import { type ServerClient } from './server-client.js';
+import { type NodeAttestationConfig } from '../../config.js';
+import { type AttestationResponse } from '../../client/agent-api.js';
+import { type ServerClient } from '../../client/server-client.js';
 
 /** The attestation requests of the server client. */
 export type AttestationApi = Pick<ServerClient, 'attestJoinToken' | 'x509popChallenge' | 'attestX509pop'>;

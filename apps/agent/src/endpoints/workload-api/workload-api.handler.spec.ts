@@ -4,11 +4,11 @@ import { SpiffeId, TrustBundle, TrustDomain, signJwtSvid } from '@sigil/spiffe';
 import { type JWTSVIDRequest, SpiffeWorkloadAPI, type ValidateJWTSVIDRequest } from '@sigil/workload-api';
 import { LOG_INTERVAL_MS, LOG_LINES_PER_INTERVAL, LOG_TEXT_MAX_LENGTH } from '@sigil/logging';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { TestCa } from '../../../../test/support/test-ca.js';
+import { TestCa } from '../../../../../test/support/test-ca.js';
 import { matchesAllSelectors, type Selector } from '@sigil/runtime';
-import { AgentApiError } from '../attestation/server-client.js';
-import { JwtSvidLimitError } from '../svid-cache/jwt-signing-lane.js';
-import { PEER_CREDENTIALS } from './peer-credentials.js';
+import { AgentApiError } from '../../client/server-client.js';
+import { JwtSvidLimitError } from '../../manager/jwt-signing-lane.js';
+import { PEER_CREDENTIALS } from '../peer-credentials.js';
 import { type IdentityCache, WorkloadApiHandler, type WorkloadAttestor } from './workload-api.handler.js';
 import { type AgentBundles, type CachedX509Svid, type WorkloadIdentity } from './workload-responses.js';
 

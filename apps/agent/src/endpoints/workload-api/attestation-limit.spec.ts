@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { type Selector } from '@sigil/runtime';
 import { PerUidAttestationLimit } from './attestation-limit.js';
-import { type PeerCredentials } from './peer-credentials.js';
+import { type PeerCredentials } from '../peer-credentials.js';
 
 /** An attestor whose attestations end when the test says so, recording which caller started when. */
 class HeldAttestor {

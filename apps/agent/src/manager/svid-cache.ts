@@ -1,10 +1,10 @@
 import { type Logger } from '@nestjs/common';
 import { type TrustBundle } from '@sigil/spiffe';
-import { type AgentEntry, type SyncResponse } from '../attestation/agent-api.js';
+import { type AgentEntry, type SyncResponse } from '../client/agent-api.js';
 import { type Clock, type Selector, matchesAllSelectors, systemClock } from '@sigil/runtime';
-import { type IdentityCache } from '../workload-api/workload-api.handler.js';
-import { type AgentBundles, type WorkloadIdentity } from '../workload-api/workload-responses.js';
-import { isUnixSha256Selector } from '../workload-attestor/executable-digest.js';
+import { type IdentityCache } from '../endpoints/workload-api/workload-api.handler.js';
+import { type AgentBundles, type WorkloadIdentity } from '../endpoints/workload-api/workload-responses.js';
+import { isUnixSha256Selector } from '../attestor/workload/executable-digest.js';
 import { type JwtSvidCaller } from './jwt-signing-lane.js';
 import { type JwtSvidCache } from './jwt-svid-cache.js';
 

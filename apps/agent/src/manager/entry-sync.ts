@@ -1,7 +1,7 @@
 import { type Logger } from '@nestjs/common';
 import { type TrustBundle } from '@sigil/spiffe';
-import { type AgentApi } from '../attestation/agent-api.js';
-import { AgentApiError } from '../attestation/server-client.js';
+import { type AgentApi } from '../client/agent-api.js';
+import { AgentApiError } from '../client/server-client.js';
 import { Backoff, sleep } from '../common/backoff.js';
 import { type SvidCache } from './svid-cache.js';
 import { type SvidRotator } from './svid-rotator.js';

@@ -3,9 +3,9 @@ import { SpiffeId, parseAndValidateJwtSvid, verifyX509Svid } from '@sigil/spiffe
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { FakeAgentApi, testEntry } from '../../../../test/support/fake-agent-api.js';
 import { TestCa } from '../../../../test/support/test-ca.js';
-import { AgentApiError } from '../attestation/server-client.js';
+import { AgentApiError } from '../client/server-client.js';
 import { Backoff } from '../common/backoff.js';
-import { type WorkloadIdentity } from '../workload-api/workload-responses.js';
+import { type WorkloadIdentity } from '../endpoints/workload-api/workload-responses.js';
 import { EntrySync } from './entry-sync.js';
 import { JwtSvidCache } from './jwt-svid-cache.js';
 import { SvidCache } from './svid-cache.js';

@@ -1,6 +1,6 @@
 import { type Selector } from '@sigil/runtime';
 import { type WorkloadAttestor } from './workload-api.handler.js';
-import { type PeerCredentials } from './peer-credentials.js';
+import { type PeerCredentials } from '../peer-credentials.js';
 
 interface UidTurns {
   running: number;

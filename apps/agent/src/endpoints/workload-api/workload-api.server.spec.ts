@@ -22,10 +22,10 @@ import {
   makeSetgidSleep,
   spawnRelayCaller,
   spawnSetgidExecCaller,
-} from '../../../../test/support/relay-caller.js';
-import { TestCa } from '../../../../test/support/test-ca.js';
+} from '../../../../../test/support/relay-caller.js';
+import { TestCa } from '../../../../../test/support/test-ca.js';
 import { matchesAllSelectors, type Selector } from '@sigil/runtime';
-import { UnixWorkloadAttestor } from '../workload-attestor/unix-attestor.js';
+import { UnixWorkloadAttestor } from '../../attestor/workload/unix-attestor.js';
 import { type IdentityCache, WorkloadApiHandler } from './workload-api.handler.js';
 import {
   WORKLOAD_API_LIMITS,
@@ -35,7 +35,7 @@ import {
 } from './workload-api.server.js';
 import { type AgentBundles, type WorkloadIdentity } from './workload-responses.js';
 
-const REPO = fileURLToPath(new URL('../../../../', import.meta.url));
+const REPO = fileURLToPath(new URL('../../../../../', import.meta.url));
 const PROTO = join(REPO, 'libs/workload-api/proto/workload.proto');
 const KID = 'jwt-authority-1';
 const quiet = { debug: () => undefined, warn: () => undefined, log: () => undefined };

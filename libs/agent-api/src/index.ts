@@ -1,0 +1,1 @@
+export { MAX_CSR_BATCH } from './limits.js';
