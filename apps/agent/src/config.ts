@@ -1,18 +1,22 @@
 import 'reflect-metadata';
-import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { LOG_LEVELS, type LogLevel } from '@sigil/logging';
 import { TrustBundle, TrustDomain } from '@sigil/spiffe';
 import {
-  DURATION_SYNTAX,
+  ConfigRule,
+  IsCountFrom,
+  IsDurationSeconds,
+  IsTrustDomainName,
   SOCKET_PATH_RULE,
-  formatDuration,
+  isNonEmptyString,
   isSocketPath,
-  nullConfigValueProblem,
+  layerConfig,
   parseCount,
   parseDurationSeconds,
+  readJsonConfigFile,
   showConfigValue,
   sigilServerId,
+  type ConfigSource,
 } from '@sigil/runtime';
 import { IsOptional, ValidateBy, validateSync, type ValidationArguments } from 'class-validator';
 import {
@@ -144,45 +148,7 @@ export class AgentConfigError extends Error {
 
 const MAX_JOIN_TOKEN_LENGTH = 256;
 
-const got = (value: unknown): string => `got '${showConfigValue(value)}'`;
-
-function rule(name: string, validate: (value: unknown) => boolean, message: string): PropertyDecorator {
-  return ValidateBy({
-    name,
-    validator: {
-      validate,
-      defaultMessage: (args?: ValidationArguments) => `${message}, ${got(args?.value)}`,
-    },
-  });
-}
-
-/** A whole number from `min` to `max` (a JSON number in the file, digits in a flag or variable). */
-function IsCountFrom(min: number, max: number): PropertyDecorator {
-  return rule(
-    'isCount',
-    (value) => {
-      const count = parseCount(value);
-      return count !== undefined && count >= min && count <= max;
-    },
-    `must be a whole number from ${min} to ${max}`,
-  );
-}
-
-function IsDurationSeconds(min: number, max: number): PropertyDecorator {
-  return rule(
-    'isDurationSeconds',
-    (value) => {
-      const seconds = parseDurationSeconds(value);
-      return seconds !== undefined && seconds >= min && seconds <= max;
-    },
-    `must be a duration from ${formatDuration(min)} to ${formatDuration(max)}, ${DURATION_SYNTAX}`,
-  );
-}
-
 const MIB = 1024 * 1024;
-
-const isNonEmptyString = (value: unknown): boolean =>
-  typeof value === 'string' && value.trim().length > 0 && !value.includes('\0');
 
 /** `server_address`: one `HOST:PORT`, a comma list of them, or (in the file and from repeated flags) an array. */
 function addressList(value: unknown): string[] | undefined {
@@ -202,7 +168,7 @@ class RawAgentConfig {
       defaultMessage: (args?: ValidationArguments) => {
         const list = addressList(args?.value);
         const bad = list?.map(parseServerAddress).find((parsed) => typeof parsed === 'string');
-        return bad ?? `must be HOST:PORT or a comma-separated list of them, ${got(args?.value)}`;
+        return bad ?? `must be HOST:PORT or a comma-separated list of them, got '${showConfigValue(args?.value)}'`;
       },
     },
   })
@@ -220,37 +186,30 @@ class RawAgentConfig {
   })
   join_token?: unknown;
 
-  @IsOptional() @rule('isNonEmptyString', isNonEmptyString, 'must be a file path') x509pop_cert_file?: unknown;
-  @IsOptional() @rule('isNonEmptyString', isNonEmptyString, 'must be a file path') x509pop_key_file?: unknown;
-  @IsOptional() @rule('isNonEmptyString', isNonEmptyString, 'must be a file path') trust_bundle_file?: unknown;
+  @IsOptional() @ConfigRule('isNonEmptyString', isNonEmptyString, 'must be a file path') x509pop_cert_file?: unknown;
+  @IsOptional() @ConfigRule('isNonEmptyString', isNonEmptyString, 'must be a file path') x509pop_key_file?: unknown;
+  @IsOptional() @ConfigRule('isNonEmptyString', isNonEmptyString, 'must be a file path') trust_bundle_file?: unknown;
 
   @IsOptional()
-  @rule('isBooleanLike', (value) => toBoolean(value) !== undefined, 'must be true or false')
+  @ConfigRule('isBooleanLike', (value) => toBoolean(value) !== undefined, 'must be true or false')
   insecure_bootstrap?: unknown;
 
   @IsOptional()
-  @rule(
-    'isTrustDomainName',
-    (value) => {
-      if (typeof value !== 'string') return false;
-      try {
-        return TrustDomain.parse(value).name === value;
-      } catch {
-        return false;
-      }
-    },
-    'must be a trust domain name',
-  )
+  @IsTrustDomainName()
   trust_domain?: unknown;
 
   @IsOptional()
-  @rule('isSocketPath', isSocketPath, SOCKET_PATH_RULE)
+  @ConfigRule('isSocketPath', isSocketPath, SOCKET_PATH_RULE)
   socket_path?: unknown;
 
-  @IsOptional() @rule('isNonEmptyString', isNonEmptyString, 'must be a directory path') data_dir?: unknown;
+  @IsOptional() @ConfigRule('isNonEmptyString', isNonEmptyString, 'must be a directory path') data_dir?: unknown;
 
   @IsOptional()
-  @rule('isLogLevel', (value) => LOG_LEVELS.includes(value as LogLevel), `must be one of ${LOG_LEVELS.join(', ')}`)
+  @ConfigRule(
+    'isLogLevel',
+    (value) => LOG_LEVELS.includes(value as LogLevel),
+    `must be one of ${LOG_LEVELS.join(', ')}`,
+  )
   log_level?: unknown;
 
   // The Workload API's limits per caller uid (WorkloadApiLimits): upper bounds only keep a typo from disabling one.
@@ -276,7 +235,7 @@ class RawAgentConfig {
 type RawKey = keyof RawAgentConfig;
 
 /** Where each key can come from. */
-const SOURCES: Record<RawKey, { flag: keyof AgentConfigFlags; env: string }> = {
+const SOURCES: Record<RawKey, ConfigSource<keyof AgentConfigFlags>> = {
   server_address: { flag: 'serverAddress', env: 'SIGIL_AGENT_SERVER_ADDRESS' },
   join_token: { flag: 'joinToken', env: 'SIGIL_AGENT_JOIN_TOKEN' },
   x509pop_cert_file: { flag: 'x509popCert', env: 'SIGIL_AGENT_X509POP_CERT' },
@@ -331,37 +290,11 @@ const SOURCES: Record<RawKey, { flag: keyof AgentConfigFlags; env: string }> = {
   jwt_svid_max_pending_per_uid: { flag: 'jwtSvidMaxPendingPerUid', env: 'SIGIL_AGENT_JWT_SVID_MAX_PENDING_PER_UID' },
 };
 
-const kebab = (flag: string): string => `--${flag.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`)}`;
-
 function toBoolean(value: unknown): boolean | undefined {
   if (typeof value === 'boolean') return value;
   if (value === 'true' || value === '1') return true;
   if (value === 'false' || value === '0') return false;
   return undefined;
-}
-
-function readConfigFile(path: string, problems: string[]): Record<string, unknown> {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(readFileSync(path, 'utf8'));
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    problems.push(
-      code === undefined
-        ? `--config: ${path} is not valid JSON: ${(error as Error).message}`
-        : `--config: cannot read ${path}: ${code}`,
-    );
-    return {};
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-    problems.push(`--config: ${path} must hold a JSON object`);
-    return {};
-  }
-  for (const [key, value] of Object.entries(parsed)) {
-    if (!Object.hasOwn(SOURCES, key)) problems.push(`${key}: unknown key in config file ${path}`);
-    else if (value === null) problems.push(nullConfigValueProblem(key, path));
-  }
-  return parsed as Record<string, unknown>;
 }
 
 /**
@@ -372,28 +305,11 @@ export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
   const { flags = {}, env = {}, cwd = process.cwd() } = input;
   const problems: string[] = [];
   const filePath = input.file ?? env['SIGIL_AGENT_CONFIG'];
-  const fileValues = filePath ? readConfigFile(resolve(cwd, filePath), problems) : {};
+  const fileValues = filePath ? readJsonConfigFile(resolve(cwd, filePath), SOURCES, problems) : {};
 
-  const raw = new RawAgentConfig();
-  const label = new Map<RawKey, string>();
-  for (const key of Object.keys(SOURCES) as RawKey[]) {
-    const source = SOURCES[key];
-    const flagValue = flags[source.flag];
-    const envValue = env[source.env];
-    const fromFlag = Array.isArray(flagValue) ? flagValue.length > 0 : flagValue !== undefined;
-    if (fromFlag) {
-      raw[key] = flagValue;
-      label.set(key, kebab(source.flag));
-    } else if (envValue !== undefined && envValue !== '') {
-      raw[key] = envValue;
-      label.set(key, source.env);
-    } else if (fileValues[key] !== undefined) {
-      raw[key] = fileValues[key];
-      label.set(key, key);
-    } else {
-      label.set(key, kebab(source.flag));
-    }
-  }
+  const layers = layerConfig(SOURCES, flags, env, fileValues);
+  const raw = Object.assign(new RawAgentConfig(), layers.values);
+  const label = layers.label;
 
   for (const error of validateSync(raw)) {
     for (const message of Object.values(error.constraints ?? {})) {

@@ -71,6 +71,22 @@ describe('loadServerConfig', () => {
     expect(config.upstreamCa).toEqual({ certFile: '/pki/ca.pem', keyFile: '/pki/ca.key' });
   });
 
+  it('reads every duration in the one Go-style syntax, in flags, variables and the file alike', () => {
+    const file = writeConfig('durations.json', { join_token_ttl: '1h30m', ca_ttl: 172800 });
+    const config = loadServerConfig({
+      file,
+      env: { SIGIL_JWT_SVID_TTL: '2m30s' },
+      flags: { x509SvidTtl: '1h30m' },
+    });
+    expect(config.x509SvidTtlSeconds).toBe(5400);
+    expect(config.jwtSvidTtlSeconds).toBe(150);
+    expect(config.joinTokenTtlSeconds).toBe(5400);
+    expect(config.caTtlSeconds).toBe(172800);
+    expect(() => loadServerConfig({ flags: { jwtSvidTtl: '1.5s' } })).toThrow(
+      "--jwt-svid-ttl: must be a duration from 1s to 24h, such as 90s, 15m or 1h30m (a bare number is seconds), got '1.5s'",
+    );
+  });
+
   it('reads the agent API settings: the x509pop CA bundle path and the per-agent signing budgets', () => {
     const defaults = loadServerConfig({ cwd: '/srv' });
     expect(defaults).toMatchObject({

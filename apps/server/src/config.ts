@@ -1,17 +1,21 @@
 import 'reflect-metadata';
-import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { LOG_LEVELS, type LogLevel } from '@sigil/logging';
 import { TrustDomain } from '@sigil/spiffe';
 import {
-  DURATION_SYNTAX,
+  ConfigRule,
+  IsCountFrom,
+  IsDurationSeconds,
+  IsNonEmptyString,
+  IsOneOf,
+  IsTrustDomainName,
   SOCKET_PATH_RULE,
-  formatDuration,
   isSocketPath,
-  nullConfigValueProblem,
-  parseCount,
+  layerConfig,
   parseDurationSeconds,
+  readJsonConfigFile,
   showConfigValue,
+  type ConfigSource,
 } from '@sigil/runtime';
 import {
   DEFAULT_AGENT_JWT_SIGN_BURST,
@@ -21,7 +25,7 @@ import {
   DEFAULT_AGENT_SIGN_RATE,
   MAX_CSR_BATCH,
 } from './agent-api/signing-limits.js';
-import { IsOptional, ValidateBy, validateSync, type ValidationArguments } from 'class-validator';
+import { IsOptional, ValidateBy, validateSync } from 'class-validator';
 
 /**
  * Server configuration: raw input (flags > `SIGIL_*` env / `DATABASE_URL` > JSON config file > defaults) validated
@@ -209,96 +213,30 @@ export class ConfigError extends Error {
   }
 }
 
-const got = (value: unknown): string => `got '${showConfigValue(value)}'`;
-
-function IsDurationSeconds(min: number, max: number): PropertyDecorator {
-  return ValidateBy({
-    name: 'isDurationSeconds',
-    validator: {
-      validate: (value: unknown) => {
-        const seconds = parseDurationSeconds(value);
-        return seconds !== undefined && seconds >= min && seconds <= max;
-      },
-      defaultMessage: (args?: ValidationArguments) =>
-        `must be a duration from ${formatDuration(min)} to ${formatDuration(max)}, ${DURATION_SYNTAX}, ${got(args?.value)}`,
-    },
-  });
-}
-
-function IsNonEmptyString(): PropertyDecorator {
-  return ValidateBy({
-    name: 'isNonEmptyString',
-    validator: {
-      validate: (value: unknown) => typeof value === 'string' && value.trim().length > 0 && !value.includes('\0'),
-      defaultMessage: (args?: ValidationArguments) => `must be a non-empty string, ${got(args?.value)}`,
-    },
-  });
-}
-
-function IsCount(max: number): PropertyDecorator {
-  return ValidateBy({
-    name: 'isCount',
-    validator: {
-      validate: (value: unknown) => {
-        const count = parseCount(value);
-        return count !== undefined && count >= 1 && count <= max;
-      },
-      defaultMessage: (args?: ValidationArguments) => `must be a whole number from 1 to ${max}, ${got(args?.value)}`,
-    },
-  });
-}
-
-function IsOneOf(values: readonly string[]): PropertyDecorator {
-  return ValidateBy({
-    name: 'isOneOf',
-    validator: {
-      validate: (value: unknown) => typeof value === 'string' && values.includes(value),
-      defaultMessage: (args?: ValidationArguments) => `must be one of ${values.join(', ')}, ${got(args?.value)}`,
-    },
-  });
-}
-
 class RawServerConfig {
   @IsOptional()
-  @ValidateBy({
-    name: 'isTrustDomainName',
-    validator: {
-      validate: (value: unknown) => {
-        if (typeof value !== 'string') return false;
-        try {
-          return TrustDomain.parse(value).toString() === value;
-        } catch {
-          return false;
-        }
-      },
-      defaultMessage: (args?: ValidationArguments) => `must be a trust domain name, ${got(args?.value)}`,
-    },
-  })
+  @IsTrustDomainName()
   trust_domain?: unknown;
 
   @IsOptional() @IsNonEmptyString() data_dir?: unknown;
 
   @IsOptional()
-  @ValidateBy({
-    name: 'isBindAddress',
-    validator: {
-      validate: (value: unknown) => typeof value === 'string' && /^[A-Za-z0-9.:[\]-]{1,253}$/.test(value),
-      defaultMessage: (args?: ValidationArguments) => `must be an IP address or host name, ${got(args?.value)}`,
-    },
-  })
+  @ConfigRule(
+    'isBindAddress',
+    (value) => typeof value === 'string' && /^[A-Za-z0-9.:[\]-]{1,253}$/.test(value),
+    'must be an IP address or host name',
+  )
   bind_address?: unknown;
 
   @IsOptional()
-  @ValidateBy({
-    name: 'isPort',
-    validator: {
-      validate: (value: unknown) => {
-        const port = typeof value === 'string' && /^\d{1,5}$/.test(value) ? Number(value) : value;
-        return typeof port === 'number' && Number.isInteger(port) && port >= 0 && port <= 65535;
-      },
-      defaultMessage: (args?: ValidationArguments) => `must be a port number from 0 to 65535, ${got(args?.value)}`,
+  @ConfigRule(
+    'isPort',
+    (value) => {
+      const port = typeof value === 'string' && /^\d{1,5}$/.test(value) ? Number(value) : value;
+      return typeof port === 'number' && Number.isInteger(port) && port >= 0 && port <= 65535;
     },
-  })
+    'must be a port number from 0 to 65535',
+  )
   port?: unknown;
 
   // The value is never echoed: a database URL may carry a password.
@@ -321,13 +259,7 @@ class RawServerConfig {
   database_url?: unknown;
 
   @IsOptional()
-  @ValidateBy({
-    name: 'isSocketPath',
-    validator: {
-      validate: isSocketPath,
-      defaultMessage: (args?: ValidationArguments) => `${SOCKET_PATH_RULE}, ${got(args?.value)}`,
-    },
-  })
+  @ConfigRule('isSocketPath', isSocketPath, SOCKET_PATH_RULE)
   admin_socket?: unknown;
 
   @IsOptional() @IsOneOf(CA_KEY_TYPES) ca_key_type?: unknown;
@@ -352,32 +284,32 @@ class RawServerConfig {
 
   @IsOptional() @IsOneOf(LOG_LEVELS) log_level?: unknown;
   @IsOptional() @IsNonEmptyString() x509pop_ca_bundle?: unknown;
-  @IsOptional() @IsCount(1_000_000) agent_sign_rate?: unknown;
-  @IsOptional() @IsCount(1_000_000) agent_sign_burst?: unknown;
-  @IsOptional() @IsCount(1_000_000) attestation_rate?: unknown;
-  @IsOptional() @IsCount(1_000_000) attestation_burst?: unknown;
-  @IsOptional() @IsCount(1_000_000) public_read_rate?: unknown;
-  @IsOptional() @IsCount(1_000_000) public_read_burst?: unknown;
-  @IsOptional() @IsCount(1_000_000) max_connections?: unknown;
-  @IsOptional() @IsCount(1_000_000) max_connections_per_address?: unknown;
-  @IsOptional() @IsCount(1_000_000) tls_handshake_rate?: unknown;
-  @IsOptional() @IsCount(1_000_000) tls_handshake_burst?: unknown;
+  @IsOptional() @IsCountFrom(1, 1_000_000) agent_sign_rate?: unknown;
+  @IsOptional() @IsCountFrom(1, 1_000_000) agent_sign_burst?: unknown;
+  @IsOptional() @IsCountFrom(1, 1_000_000) attestation_rate?: unknown;
+  @IsOptional() @IsCountFrom(1, 1_000_000) attestation_burst?: unknown;
+  @IsOptional() @IsCountFrom(1, 1_000_000) public_read_rate?: unknown;
+  @IsOptional() @IsCountFrom(1, 1_000_000) public_read_burst?: unknown;
+  @IsOptional() @IsCountFrom(1, 1_000_000) max_connections?: unknown;
+  @IsOptional() @IsCountFrom(1, 1_000_000) max_connections_per_address?: unknown;
+  @IsOptional() @IsCountFrom(1, 1_000_000) tls_handshake_rate?: unknown;
+  @IsOptional() @IsCountFrom(1, 1_000_000) tls_handshake_burst?: unknown;
   @IsOptional() @IsDurationSeconds(1, 300) tls_handshake_timeout?: unknown;
   @IsOptional() @IsDurationSeconds(1, 300) http_headers_timeout?: unknown;
   @IsOptional() @IsDurationSeconds(1, 3600) http_request_timeout?: unknown;
   @IsOptional() @IsDurationSeconds(1, 3600) http_idle_timeout?: unknown;
-  @IsOptional() @IsCount(1_000_000) agent_sync_rate?: unknown;
-  @IsOptional() @IsCount(1_000_000) agent_sync_burst?: unknown;
+  @IsOptional() @IsCountFrom(1, 1_000_000) agent_sync_rate?: unknown;
+  @IsOptional() @IsCountFrom(1, 1_000_000) agent_sync_burst?: unknown;
   @IsOptional() @IsDurationSeconds(1, 3600) agent_status_cache_ttl?: unknown;
-  @IsOptional() @IsCount(1_000_000) agent_jwt_sign_rate?: unknown;
-  @IsOptional() @IsCount(1_000_000) agent_jwt_sign_burst?: unknown;
-  @IsOptional() @IsCount(1_000) agent_sign_max_in_flight?: unknown;
+  @IsOptional() @IsCountFrom(1, 1_000_000) agent_jwt_sign_rate?: unknown;
+  @IsOptional() @IsCountFrom(1, 1_000_000) agent_jwt_sign_burst?: unknown;
+  @IsOptional() @IsCountFrom(1, 1_000) agent_sign_max_in_flight?: unknown;
 }
 
 type RawKey = Exclude<keyof RawServerConfig, never>;
 
 /** Where each key can come from; `null` means not from that source. */
-const SOURCES: Record<RawKey, { flag: keyof ServerConfigFlags | null; env: string | null; file: boolean }> = {
+const SOURCES: Record<RawKey, ConfigSource<keyof ServerConfigFlags>> = {
   trust_domain: { flag: 'trustDomain', env: 'SIGIL_TRUST_DOMAIN', file: true },
   data_dir: { flag: 'dataDir', env: 'SIGIL_DATA_DIR', file: true },
   bind_address: { flag: 'bindAddress', env: 'SIGIL_BIND_ADDRESS', file: true },
@@ -422,35 +354,6 @@ const SOURCES: Record<RawKey, { flag: keyof ServerConfigFlags | null; env: strin
   agent_sign_max_in_flight: { flag: 'agentSignMaxInFlight', env: 'SIGIL_AGENT_SIGN_MAX_IN_FLIGHT', file: true },
 };
 
-const kebab = (flag: string): string => `--${flag.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`)}`;
-
-function readConfigFile(path: string, problems: string[]): Record<string, unknown> {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (error) {
-    problems.push(`--config: cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
-    return {};
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (error) {
-    problems.push(`--config: ${path} is not valid JSON: ${(error as Error).message}`);
-    return {};
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-    problems.push(`--config: ${path} must hold a JSON object`);
-    return {};
-  }
-  const fileKeys = new Set(Object.keys(SOURCES).filter((key) => SOURCES[key as RawKey].file));
-  for (const [key, value] of Object.entries(parsed)) {
-    if (!fileKeys.has(key)) problems.push(`${key}: unknown key in config file ${path}`);
-    else if (value === null) problems.push(nullConfigValueProblem(key, path));
-  }
-  return parsed as Record<string, unknown>;
-}
-
 /**
  * Loads and validates the server configuration. Throws {@link ConfigError} listing every bad key, named as the
  * operator wrote it (`--port`, `SIGIL_PORT` or the file's `port`).
@@ -459,29 +362,14 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
   const { flags = {}, env = {}, cwd = process.cwd() } = input;
   const problems: string[] = [];
   const filePath = input.file ?? env['SIGIL_CONFIG'];
-  const fileValues = filePath ? readConfigFile(resolve(cwd, filePath), problems) : {};
+  const fileValues = filePath ? readJsonConfigFile(resolve(cwd, filePath), SOURCES, problems) : {};
 
-  const raw = new RawServerConfig();
-  const label = new Map<string, string>();
-  for (const key of Object.keys(SOURCES) as RawKey[]) {
-    const source = SOURCES[key];
-    const flagValue = source.flag ? flags[source.flag] : undefined;
-    const envValue = source.env ? env[source.env] : undefined;
-    if (flagValue !== undefined && source.flag) {
-      raw[key] = flagValue;
-      label.set(key, kebab(source.flag));
-    } else if (envValue !== undefined && envValue !== '' && source.env) {
-      raw[key] = envValue;
-      label.set(key, source.env);
-    } else if (source.file && fileValues[key] !== undefined) {
-      raw[key] = fileValues[key];
-      label.set(key, key);
-    }
-  }
+  const { values, label } = layerConfig(SOURCES, flags, env, fileValues);
+  const raw = Object.assign(new RawServerConfig(), values);
 
   for (const error of validateSync(raw)) {
     for (const message of Object.values(error.constraints ?? {})) {
-      problems.push(`${label.get(error.property) ?? error.property}: ${message}`);
+      problems.push(`${label.get(error.property as RawKey) ?? error.property}: ${message}`);
     }
   }
   if (problems.length > 0) throw new ConfigError(problems);
@@ -531,14 +419,14 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
     // Counted in CSRs since issue 16 (it was requests): a smaller bucket could never pass a full batch.
     problems.push(
       `${label.get('agent_sign_burst')}: must be at least ${MAX_CSR_BATCH}, the CSRs of one full batch (the burst ` +
-        `counts CSRs, not requests), ${got(raw.agent_sign_burst)}`,
+        `counts CSRs, not requests), got '${showConfigValue(raw.agent_sign_burst)}'`,
     );
   }
   if (raw.attestation_burst !== undefined && Number(raw.attestation_burst) < ATTESTATION_REFUSAL_COST) {
     // A smaller bucket could never pay for one refused attestation, and its address would stay refused.
     problems.push(
       `${label.get('attestation_burst')}: must be at least ${ATTESTATION_REFUSAL_COST}, what one refused ` +
-        `attestation costs, ${got(raw.attestation_burst)}`,
+        `attestation costs, got '${showConfigValue(raw.attestation_burst)}'`,
     );
   }
   if (problems.length > 0) throw new ConfigError(problems);

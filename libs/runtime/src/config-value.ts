@@ -1,3 +1,5 @@
+import { durationSeconds } from './duration.js';
+
 /**
  * Shows a configuration value an operator wrote, for a message that names the bad key: a string as is, anything
  * else as JSON. A value nested too deeply for JSON.stringify (which recurses, while JSON.parse does not) is shown
@@ -21,16 +23,16 @@ export function nullConfigValueProblem(key: string, path: string): string {
 }
 
 /**
- * A duration an operator wrote in a config key, in whole seconds: a number of seconds, or digits with one unit of
- * `s`, `m`, `h` or `d` (`90s`, `10m`, `1h`); undefined when it is neither.
+ * A duration an operator wrote in a config key, in whole seconds, in the one duration syntax (`90s`, `10m`, `1h30m`,
+ * `7d`, or a number of seconds); undefined when it is not one.
  */
 export function parseDurationSeconds(value: unknown): number | undefined {
-  if (typeof value === 'number') return Number.isSafeInteger(value) ? value : undefined;
-  if (typeof value !== 'string') return undefined;
-  const match = /^(\d{1,12})([smhd]?)$/.exec(value.trim());
-  if (!match) return undefined;
-  const unit = { '': 1, s: 1, m: 60, h: 3600, d: 86400 }[match[2] as '' | 's' | 'm' | 'h' | 'd'];
-  return Number(match[1]) * unit;
+  if (typeof value !== 'number' && typeof value !== 'string') return undefined;
+  try {
+    return durationSeconds(value);
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -6,6 +6,20 @@ export {
 } from './socket-directory.js';
 export { nullConfigValueProblem, parseCount, parseDurationSeconds, showConfigValue } from './config-value.js';
 export {
+  ConfigRule,
+  IsCountFrom,
+  IsDurationSeconds,
+  IsNonEmptyString,
+  IsOneOf,
+  IsTrustDomainName,
+  flagName,
+  isNonEmptyString,
+  layerConfig,
+  readJsonConfigFile,
+  type ConfigLayers,
+  type ConfigSource,
+} from './config-layers.js';
+export {
   JWT_SVID_MAX_AUDIENCES,
   JWT_SVID_MAX_AUDIENCE_BYTES,
   jwtAudienceProblem,
