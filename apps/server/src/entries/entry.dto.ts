@@ -1,4 +1,4 @@
-import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { ApiProperty, ApiPropertyOptional, PartialType } from '@nestjs/swagger';
 import { Transform, Type } from 'class-transformer';
 import {
   ArrayMaxSize,
@@ -122,71 +122,12 @@ export class BatchCreateEntriesDto {
   entries!: CreateEntryDto[];
 }
 
-/** Every field optional: absent fields keep their value; `expires_at: null` removes the expiry. */
-export class UpdateEntryDto {
-  @ApiPropertyOptional()
-  @IsOptional()
-  @IsString()
-  spiffe_id?: string;
-
-  @ApiPropertyOptional()
-  @IsOptional()
-  @IsString()
-  parent_id?: string;
-
-  @ApiPropertyOptional({ type: [SelectorDto] })
-  @IsOptional()
-  @IsArray()
-  @ArrayMaxSize(ENTRY_LIMITS.maxSelectors)
-  @IsObject({ each: true })
-  @ValidateNested({ each: true })
-  @Type(() => SelectorDto)
-  selectors?: SelectorDto[];
-
-  @ApiPropertyOptional()
-  @IsOptional()
-  @IsInt()
-  x509_svid_ttl?: number;
-
-  @ApiPropertyOptional()
-  @IsOptional()
-  @IsInt()
-  jwt_svid_ttl?: number;
-
-  @ApiPropertyOptional({ type: [String] })
-  @IsOptional()
-  @IsArray()
-  @ArrayMaxSize(ENTRY_LIMITS.maxDnsNames)
-  @IsString({ each: true })
-  dns_names?: string[];
-
-  @ApiPropertyOptional({ type: [String] })
-  @IsOptional()
-  @IsArray()
-  @ArrayMaxSize(ENTRY_LIMITS.maxFederatesWith)
-  @IsString({ each: true })
-  federates_with?: string[];
-
-  @ApiPropertyOptional()
-  @IsOptional()
-  @IsBoolean()
-  admin?: boolean;
-
-  @ApiPropertyOptional()
-  @IsOptional()
-  @IsBoolean()
-  downstream?: boolean;
-
-  @ApiPropertyOptional()
-  @IsOptional()
-  @IsString()
-  hint?: string;
-
-  @ApiPropertyOptional({ type: String, format: 'date-time', nullable: true })
-  @IsOptional()
-  @IsISO8601({ strict: true, strictSeparator: true })
-  expires_at?: string | null;
-}
+/**
+ * The create body with every field optional (same shape rules and docs, written once): absent fields keep their
+ * value, `expires_at: null` removes the expiry. A given `expires_at` must be in the future, as on create; the service
+ * checks the merged entry as a whole.
+ */
+export class UpdateEntryDto extends PartialType(CreateEntryDto) {}
 
 /** Filters of `GET /v1/entries` and `GET /v1/entries/count`. */
 export class EntryFilterQueryDto {
