@@ -3,6 +3,7 @@ import koffi from 'koffi';
 
 const POLLIN = 0x1;
 const ESRCH = 3;
+const EINTR = 4;
 const ENOSYS = 38;
 
 interface PollFd {
@@ -76,10 +77,14 @@ export class PidFd {
    */
   isAlive(): boolean {
     if (this.fd < 0) return false;
-    const entry: PollFd = { fd: this.fd, events: POLLIN, revents: 0 };
-    const ready = load().poll(entry, 1, 0);
-    if (ready < 0) throw new Error(`pidfd: poll failed with errno ${koffi.errno()}`);
-    return ready === 0;
+    for (;;) {
+      const entry: PollFd = { fd: this.fd, events: POLLIN, revents: 0 };
+      const ready = load().poll(entry, 1, 0);
+      if (ready >= 0) return ready === 0;
+      const errno = koffi.errno();
+      // A signal (the profiler's SIGPROF, any handled signal) interrupts even a poll that does not wait: ask again.
+      if (errno !== EINTR) throw new Error(`pidfd: poll failed with errno ${errno}`);
+    }
   }
 
   /** Releases the handle; idempotent. */
