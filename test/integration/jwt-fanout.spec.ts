@@ -11,9 +11,16 @@ import { SpiffeId } from '@sigil/spiffe';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type JwtSvidCaller } from '../../apps/agent/src/manager/jwt-signing-lane.js';
 import { JwtSvidCache } from '../../apps/agent/src/manager/jwt-svid-cache.js';
-import { type IdentityCache, WorkloadApiHandler } from '../../apps/agent/src/endpoints/workload-api/workload-api.handler.js';
+import {
+  type IdentityCache,
+  WorkloadApiHandler,
+  type WorkloadAttestor,
+} from '../../apps/agent/src/endpoints/workload-api/workload-api.handler.js';
 import { WorkloadApiServer } from '../../apps/agent/src/endpoints/workload-api/workload-api.server.js';
-import { type AgentBundles, type WorkloadIdentity } from '../../apps/agent/src/endpoints/workload-api/workload-responses.js';
+import {
+  type AgentBundles,
+  type WorkloadIdentity,
+} from '../../apps/agent/src/endpoints/workload-api/workload-responses.js';
 import { type Selector, matchesAllSelectors } from '@sigil/runtime';
 import { UnixWorkloadAttestor } from '../../apps/agent/src/attestor/workload/unix-attestor.js';
 import { FakeAgentApi } from '../support/fake-agent-api.js';
@@ -37,6 +44,7 @@ class JwtOnlyCache implements IdentityCache {
     this.entries.filter((entry) => matchesAllSelectors(entry.selectors, selectors)).map((entry) => entry.identity);
   fetchJwtSvid = (identity: WorkloadIdentity, audience: readonly string[], caller: JwtSvidCaller) =>
     this.jwt.fetch(identity.entryId, identity.spiffeId, audience, caller);
+  jwtSvidMissRefusal = (audience: readonly string[], caller: JwtSvidCaller) => this.jwt.missRefusal(audience, caller);
   subscribe = () => () => undefined;
 }
 
@@ -55,6 +63,7 @@ let socketPath: string;
 let server: WorkloadApiServer;
 let cache: JwtOnlyCache;
 let signed: number;
+let attested: number;
 
 beforeAll(async () => {
   ca = await TestCa.create('example.org');
@@ -84,7 +93,15 @@ beforeEach(async () => {
     ],
     jwt,
   );
-  const handler = new WorkloadApiHandler(new UnixWorkloadAttestor({ logger: quiet }), cache, { logger: quiet });
+  const attestor = new UnixWorkloadAttestor({ logger: quiet });
+  attested = 0;
+  const counting: WorkloadAttestor = {
+    attest: (caller, signal) => {
+      attested++;
+      return attestor.attest(caller, signal);
+    },
+  };
+  const handler = new WorkloadApiHandler(counting, cache, { logger: quiet });
   server = new WorkloadApiServer({ socketPath, service: handler.service(), logger: quiet });
   await server.start();
 });
@@ -128,6 +145,25 @@ describe('JWT-SVID fan-out through the Workload API socket', () => {
       expect(await caller.fetchJwtSvids([`same-${BURST - 1}-`.padEnd(2000, 'x')])).toMatchObject({
         tokens: [expect.any(String)],
       });
+      expect(signed).toBe(BURST);
+    } finally {
+      await caller.close();
+    }
+  });
+
+  it('refuses misses past the limits before attesting the caller, but attests and serves audiences with a token', async () => {
+    const caller = await spawnRelayCaller(socketPath);
+    try {
+      await fanOut(caller, BURST, 'early');
+      expect(attested).toBe(BURST);
+      const refused = await fanOut(caller, 20, 'late');
+      expect(refused.every((answer) => 'grpcStatus' in answer && answer.grpcStatus === 8)).toBe(true);
+      expect(attested).toBe(BURST);
+      // A cached token's audiences may be a hit: that request is attested and served as before.
+      expect(await caller.fetchJwtSvids([`early-${BURST - 1}-`.padEnd(2000, 'x')])).toMatchObject({
+        tokens: [expect.any(String)],
+      });
+      expect(attested).toBe(BURST + 1);
       expect(signed).toBe(BURST);
     } finally {
       await caller.close();

@@ -111,22 +111,8 @@ export class JwtSigningLane {
   async run<T>(caller: JwtSvidCaller, sign: () => Promise<T>): Promise<T> {
     const { uid } = caller;
     const pending = this.pendingFor(uid);
-    if (pending >= this.limits.maxPendingMissesPerUid) {
-      throw new JwtSvidLimitError(
-        uid,
-        'pending',
-        `uid ${uid}: too many JWT-SVID requests waiting for the server (at most ` +
-          `${this.limits.maxPendingMissesPerUid}); retry when some have finished`,
-      );
-    }
-    if (!this.buckets.tryTake(String(uid))) {
-      throw new JwtSvidLimitError(
-        uid,
-        'rate',
-        `uid ${uid}: over its rate of JWT-SVIDs not in the agent's cache (${this.limits.missBurst} at once, then ` +
-          `${this.limits.missRatePerSecond} per second); retry later, or reuse audiences`,
-      );
-    }
+    if (pending >= this.limits.maxPendingMissesPerUid) throw this.pendingError(uid);
+    if (!this.buckets.tryTake(String(uid))) throw this.rateError(uid);
     this.pending.set(uid, pending + 1);
     try {
       await this.turn(uid);
@@ -144,6 +130,35 @@ export class JwtSigningLane {
       if (left > 0) this.pending.set(uid, left);
       else this.pending.delete(uid);
     }
+  }
+
+  /**
+   * The error {@link run} would throw for a miss of `caller` now, or undefined when it would take the miss; charges
+   * nothing. Lets a request that can only be a miss be refused before any work is spent on it.
+   */
+  refusal(caller: JwtSvidCaller): JwtSvidLimitError | undefined {
+    const { uid } = caller;
+    if (this.pendingFor(uid) >= this.limits.maxPendingMissesPerUid) return this.pendingError(uid);
+    if (this.buckets.retryAfterSeconds(String(uid)) > 0) return this.rateError(uid);
+    return undefined;
+  }
+
+  private pendingError(uid: number): JwtSvidLimitError {
+    return new JwtSvidLimitError(
+      uid,
+      'pending',
+      `uid ${uid}: too many JWT-SVID requests waiting for the server (at most ` +
+        `${this.limits.maxPendingMissesPerUid}); retry when some have finished`,
+    );
+  }
+
+  private rateError(uid: number): JwtSvidLimitError {
+    return new JwtSvidLimitError(
+      uid,
+      'rate',
+      `uid ${uid}: over its rate of JWT-SVIDs not in the agent's cache (${this.limits.missBurst} at once, then ` +
+        `${this.limits.missRatePerSecond} per second); retry later, or reuse audiences`,
+    );
   }
 
   /** Resolves when `uid` may send its request (a slot is taken for it then). */

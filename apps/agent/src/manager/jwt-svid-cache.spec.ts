@@ -98,6 +98,51 @@ describe('JwtSvidCache: per-uid limits on misses', () => {
     expect(signed).toHaveLength(5);
   });
 
+  it('tells ahead, charging nothing, which requests can only be misses past the limits', async () => {
+    const { cache, signed, clock } = build({ missBurst: 2, missRatePerSecond: 1 });
+    expect(cache.missRefusal(['a'], ATTACKER)).toBeUndefined();
+    expect(cache.missRefusal(['a'], ATTACKER)).toBeUndefined();
+    await cache.fetch('e1', WEB, ['a'], ATTACKER);
+    await cache.fetch('e1', WEB, ['b', 'c'], ATTACKER);
+    // The burst is spent: audiences no token has are refused with what fetch would say.
+    const refusal = cache.missRefusal(['new'], ATTACKER);
+    expect(refusal).toBeInstanceOf(JwtSvidLimitError);
+    expect(refusal?.limit).toBe('rate');
+    expect(refusal?.message).toBe(
+      (await cache.fetch('e1', WEB, ['new'], ATTACKER).catch((error: unknown) => error as Error)).message,
+    );
+    // Audiences some token has, for any entry and in any order, may be hits: not refused ahead.
+    expect(cache.missRefusal(['c', 'b', 'b'], ATTACKER)).toBeUndefined();
+    expect(cache.missRefusal(['a'], ATTACKER)).toBeUndefined();
+    // Other uids have their own limits.
+    expect(cache.missRefusal(['new'], VICTIM)).toBeUndefined();
+    expect(signed).toHaveLength(2);
+    // Asking charged nothing: one token is back after a second.
+    clock.advance(1000);
+    expect(cache.missRefusal(['new'], ATTACKER)).toBeUndefined();
+    await cache.fetch('e1', WEB, ['new'], ATTACKER);
+    expect(cache.missRefusal(['newer'], ATTACKER)?.limit).toBe('rate');
+  });
+
+  it('does not refuse ahead audiences being signed, and forgets audiences whose tokens are gone', async () => {
+    const releases: (() => void)[] = [];
+    const source = async (_entryId: string, audience: readonly string[]): Promise<JwtSvidResponse> => {
+      await new Promise<void>((resolve) => releases.push(resolve));
+      return api.jwtFor(WEB, audience);
+    };
+    const cache = new JwtSvidCache(source, { limits: { missBurst: 1, missRatePerSecond: 0.001 } });
+    const pending = cache.fetch('e1', WEB, ['slow'], ATTACKER);
+    // The burst is spent by the request in flight, which a request for the same audiences would join.
+    expect(cache.missRefusal(['slow'], ATTACKER)).toBeUndefined();
+    expect(cache.missRefusal(['other'], ATTACKER)?.limit).toBe('rate');
+    while (releases.length === 0) await new Promise((resolve) => setImmediate(resolve));
+    releases.shift()!();
+    await pending;
+    expect(cache.missRefusal(['slow'], ATTACKER)).toBeUndefined();
+    cache.forget('e1');
+    expect(cache.missRefusal(['slow'], ATTACKER)?.limit).toBe('rate');
+  });
+
   it('caps the misses of one uid waiting for the server, and its share of the requests sent at once', async () => {
     const releases: (() => void)[] = [];
     const sent: number[] = [];

@@ -1,7 +1,13 @@
 import { type SpiffeId, parseInsecureJwtSvid } from '@sigil/spiffe';
 import { type JwtSvidResponse } from '../client/agent-api.js';
 import { type Clock, systemClock } from '@sigil/runtime';
-import { JWT_SVID_LIMITS, JwtSigningLane, type JwtSvidCaller, type JwtSvidLimits } from './jwt-signing-lane.js';
+import {
+  JWT_SVID_LIMITS,
+  JwtSigningLane,
+  type JwtSvidCaller,
+  type JwtSvidLimitError,
+  type JwtSvidLimits,
+} from './jwt-signing-lane.js';
 import { jwtReuseDeadline } from './rotation.js';
 
 /** Signs a JWT-SVID of an entry for an audience (the server's `POST /agent/v1/svids/jwt`). */
@@ -17,6 +23,8 @@ export interface JwtSvidCacheOptions {
 
 interface CachedToken {
   readonly key: string;
+  /** The audience part of the key. */
+  readonly audienceSet: string;
   readonly entryId: string;
   readonly token: string;
   readonly reuseUntil: Date;
@@ -43,6 +51,8 @@ export class JwtSvidCache {
   private readonly bytesByUid = new Map<number, number>();
   private totalBytes = 0;
   private readonly inFlight = new Map<string, Promise<string>>();
+  /** Tokens cached or being signed per audience set, over all entries: a set absent here can only be a miss. */
+  private readonly audienceSets = new Map<string, number>();
   private readonly limits: Pick<JwtSvidLimits, 'cacheMaxBytes' | 'cacheMaxBytesPerUid'>;
   private readonly clock: Clock;
   private readonly lane: JwtSigningLane;
@@ -66,7 +76,8 @@ export class JwtSvidCache {
     audience: readonly string[],
     caller: JwtSvidCaller,
   ): Promise<string> {
-    const key = cacheKey(entryId, audience);
+    const audienceSet = audienceKey(audience);
+    const key = `${entryId}\u0000${audienceSet}`;
     const cached = this.tokens.get(key);
     if (cached !== undefined) {
       if (this.clock.now().getTime() < cached.reuseUntil.getTime()) {
@@ -78,10 +89,26 @@ export class JwtSvidCache {
     const pending = this.inFlight.get(key);
     if (pending !== undefined) return pending;
     const request = this.lane
-      .run(caller, () => this.sign(key, entryId, spiffeId, audience, caller.uid))
-      .finally(() => this.inFlight.delete(key));
+      .run(caller, () => this.sign(key, audienceSet, entryId, spiffeId, audience, caller.uid))
+      .finally(() => {
+        this.inFlight.delete(key);
+        this.countAudienceSet(audienceSet, -1);
+      });
     this.inFlight.set(key, request);
+    this.countAudienceSet(audienceSet, 1);
     return request;
+  }
+
+  /**
+   * The {@link JwtSvidLimitError} a request of `caller` for `audience` gets when no entry's token for that audience
+   * set is cached or being signed (so it can only be a miss, whichever of the caller's entries it is for) and the
+   * caller is over its miss limits; undefined otherwise. Charges nothing: the Workload API asks before attesting
+   * the caller, so that a flood of misses past the limits costs no attestation.
+   */
+  missRefusal(audience: readonly string[], caller: JwtSvidCaller): JwtSvidLimitError | undefined {
+    const refusal = this.lane.refusal(caller);
+    if (refusal === undefined || this.audienceSets.has(audienceKey(audience))) return undefined;
+    return refusal;
   }
 
   /** Drops the tokens of an entry (removed, or now naming another SPIFFE ID). */
@@ -106,6 +133,7 @@ export class JwtSvidCache {
 
   private async sign(
     key: string,
+    audienceSet: string,
     entryId: string,
     spiffeId: SpiffeId,
     audience: readonly string[],
@@ -126,6 +154,7 @@ export class JwtSvidCache {
     if (previous !== undefined) this.remove(previous);
     this.add({
       key,
+      audienceSet,
       entryId,
       token: response.token,
       reuseUntil: jwtReuseDeadline(issuedAt, svid.expiry),
@@ -140,6 +169,7 @@ export class JwtSvidCache {
     // A token larger than the uid's whole share is handed out but not kept.
     if (token.bytes > this.limits.cacheMaxBytesPerUid) return;
     this.tokens.set(token.key, token);
+    this.countAudienceSet(token.audienceSet, 1);
     let own = this.byUid.get(token.uid);
     if (own === undefined) this.byUid.set(token.uid, (own = new Map()));
     own.set(token.key, token);
@@ -165,6 +195,7 @@ export class JwtSvidCache {
   private remove(token: CachedToken): void {
     if (this.tokens.get(token.key) !== token) return;
     this.tokens.delete(token.key);
+    this.countAudienceSet(token.audienceSet, -1);
     const own = this.byUid.get(token.uid);
     own?.delete(token.key);
     if (own?.size === 0) this.byUid.delete(token.uid);
@@ -173,8 +204,15 @@ export class JwtSvidCache {
     else this.bytesByUid.delete(token.uid);
     this.totalBytes -= token.bytes;
   }
+
+  private countAudienceSet(audienceSet: string, change: 1 | -1): void {
+    const count = (this.audienceSets.get(audienceSet) ?? 0) + change;
+    if (count > 0) this.audienceSets.set(audienceSet, count);
+    else this.audienceSets.delete(audienceSet);
+  }
 }
 
-function cacheKey(entryId: string, audience: readonly string[]): string {
-  return [entryId, ...[...new Set(audience)].sort()].join('\u0000');
+/** An audience set as a key: order-insensitive, without duplicates. */
+function audienceKey(audience: readonly string[]): string {
+  return [...new Set(audience)].sort().join('\u0000');
 }

@@ -5,7 +5,7 @@ import { type Clock, type Selector, matchesAllSelectors, systemClock } from '@si
 import { type IdentityCache } from '../endpoints/workload-api/workload-api.handler.js';
 import { type AgentBundles, type WorkloadIdentity } from '../endpoints/workload-api/workload-responses.js';
 import { isUnixSha256Selector } from '../attestor/workload/executable-digest.js';
-import { type JwtSvidCaller } from './jwt-signing-lane.js';
+import { type JwtSvidCaller, type JwtSvidLimitError } from './jwt-signing-lane.js';
 import { type JwtSvidCache } from './jwt-svid-cache.js';
 
 /** An X509-SVID the agent holds for an entry, with its private key (generated here, never sent). */
@@ -101,6 +101,10 @@ export class SvidCache implements IdentityCache {
       throw new Error(`entry ${identity.entryId} is no longer authorised for ${identity.spiffeId.toString()}`);
     }
     return this.jwtSvids.fetch(identity.entryId, identity.spiffeId, audience, caller);
+  }
+
+  jwtSvidMissRefusal(audience: readonly string[], caller: JwtSvidCaller): JwtSvidLimitError | undefined {
+    return this.jwtSvids.missRefusal(audience, caller);
   }
 
   subscribe(listener: () => void): () => void {

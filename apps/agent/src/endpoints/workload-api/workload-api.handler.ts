@@ -56,6 +56,13 @@ export interface IdentityCache {
    * @throws JwtSvidLimitError when it must be signed and `caller` is over its limits.
    */
   fetchJwtSvid(identity: WorkloadIdentity, audience: readonly string[], caller: JwtSvidCaller): Promise<string>;
+  /**
+   * The limit error {@link fetchJwtSvid} would throw for `caller` when no token for `audience` is cached or being
+   * signed for any identity (the request can only be a miss) and `caller` is over its limits; else undefined. Asked
+   * before the caller is attested, so a flood of misses past the limits costs no attestation. Optional: a cache
+   * without miss limits has nothing to refuse early.
+   */
+  jwtSvidMissRefusal?(audience: readonly string[], caller: JwtSvidCaller): JwtSvidLimitError | undefined;
   /** Calls `listener` after every change (rotation, entry added or removed, bundle change); returns unsubscribe. */
   subscribe(listener: () => void): () => void;
 }
@@ -148,8 +155,10 @@ export class WorkloadApiHandler {
     const audience = validAudience(request.audience);
     const requested = request.spiffeId === '' ? undefined : parseRequestedSpiffeId(request.spiffeId);
     this.readyBundles();
-    const selectors = await this.attest(context, 'FetchJWTSVID');
     const caller = this.caller(context);
+    const early = this.cache.jwtSvidMissRefusal?.(audience, caller);
+    if (early !== undefined) throw this.refuseOverLimit(early);
+    const selectors = await this.attest(context, 'FetchJWTSVID');
     const identities = this.matchingIdentities(selectors).filter(
       (identity) => requested === undefined || identity.spiffeId.equals(requested),
     );
@@ -160,14 +169,7 @@ export class WorkloadApiHandler {
           const svid = await this.cache.fetchJwtSvid(identity, audience, caller);
           return { spiffeId: identity.spiffeId.toString(), svid, hint: identity.hint };
         } catch (error) {
-          if (error instanceof JwtSvidLimitError) {
-            this.limitedLog.warn(`jwt ${error.limit}, uid ${error.uid}`, {
-              msg: 'refusing JWT-SVID requests over the caller limits',
-              uid: error.uid,
-              reason: error.message,
-            });
-            throw new ConnectError(error.message, Code.ResourceExhausted);
-          }
+          if (error instanceof JwtSvidLimitError) throw this.refuseOverLimit(error);
           if (error instanceof AgentApiError && error.status === 429) {
             throw new ConnectError(
               `could not fetch a JWT-SVID for ${identity.spiffeId.toString()}: the server is rate limiting this ` +
@@ -205,6 +207,16 @@ export class WorkloadApiHandler {
       if (error instanceof SpiffeError) throw new ConnectError(error.message, Code.InvalidArgument);
       throw error;
     }
+  }
+
+  /** Logs (rate limited) and maps a refusal over the caller's JWT-SVID limits to its gRPC answer. */
+  private refuseOverLimit(error: JwtSvidLimitError): ConnectError {
+    this.limitedLog.warn(`jwt ${error.limit}, uid ${error.uid}`, {
+      msg: 'refusing JWT-SVID requests over the caller limits',
+      uid: error.uid,
+      reason: error.message,
+    });
+    return new ConnectError(error.message, Code.ResourceExhausted);
   }
 
   private readyBundles(): AgentBundles {
