@@ -6,6 +6,7 @@ import {
   DEFAULT_UID_HASH_QUOTA_BYTES_PER_MINUTE,
 } from '../attestor/workload/executable-digest.js';
 import { JWT_SVID_LIMITS as jwt } from '../manager/jwt-signing-lane.js';
+import { limitHeapGrowth } from '../heap-growth.js';
 import { CliError, collect } from '@sigil/runtime';
 
 const MIB = 1024 * 1024;
@@ -136,6 +137,7 @@ export function runCommand(): Command {
       // On stderr as well as in the log: no log level or log pipeline may hide it, on any start.
       const warning = insecureBootstrapWarning(config);
       if (warning !== undefined) process.stderr.write(`sigil-agent: WARNING: ${warning}\n`);
+      limitHeapGrowth();
       // Loaded here, not at the top: the api and healthcheck subcommands must start fast.
       const { startAgent } = await import('../agent.js');
       const { AgentFatalError } = await import('../manager/agent-manager.js');
