@@ -185,3 +185,19 @@ describe('JwtSvidCache: per-uid limits on misses', () => {
     expect(lane.active).toBe(0);
   });
 });
+
+describe('JwtSvidCache: audience sets', () => {
+  it('shares a token between orders and duplicates of one audience set, never between different sets', async () => {
+    const { cache, signed } = build({ missBurst: 1000 });
+    const first = await cache.fetch('e1', WEB, ['b', 'a', 'a'], VICTIM);
+    expect(await cache.fetch('e1', WEB, ['a', 'b'], VICTIM)).toBe(first);
+    // Sets that a plain join, or a UTF-8 encoding, would confuse.
+    for (const audience of [['a:b'], ['a', 'b', 'c'], ['ab'], ['1:a', 'b'], ['\uD800'], ['\uD801']]) {
+      expect(await cache.fetch('e1', WEB, audience, VICTIM)).not.toBe(first);
+    }
+    expect(signed).toHaveLength(7);
+    // The same audiences for another entry are another token.
+    await cache.fetch('e2', WEB, ['a', 'b'], VICTIM);
+    expect(signed).toHaveLength(8);
+  });
+});

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { type SpiffeId, parseInsecureJwtSvid } from '@sigil/spiffe';
 import { type JwtSvidResponse } from '../client/agent-api.js';
 import { type Clock, systemClock } from '@sigil/runtime';
@@ -212,7 +213,20 @@ export class JwtSvidCache {
   }
 }
 
-/** An audience set as a key: order-insensitive, without duplicates. */
+/**
+ * An audience set as a key: order-insensitive, without duplicates. A SHA-256 of the sorted audiences, each prefixed
+ * with its length in UTF-16 units, rather than the audiences themselves: up to 16 of 2 KiB each made a 32 KiB key, built (a Set of
+ * them, then a join) for every request, and V8 hashes a string that long by its length alone, so such keys of one
+ * length all collided in the maps.
+ */
 function audienceKey(audience: readonly string[]): string {
-  return [...new Set(audience)].sort().join('\u0000');
+  const hash = createHash('sha256');
+  let previous: string | undefined;
+  for (const each of [...audience].sort()) {
+    if (each === previous) continue;
+    previous = each;
+    // UTF-16 code units, exactly as JavaScript compares strings (UTF-8 would merge lone surrogates into U+FFFD).
+    hash.update(`${each.length}:`).update(each, 'utf16le');
+  }
+  return hash.digest('base64');
 }
