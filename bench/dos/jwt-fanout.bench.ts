@@ -157,6 +157,9 @@ async function legitimateCaller(
 async function main(): Promise<void> {
   const options = parseOptions(process.argv.slice(2), {
     script: 'dos/jwt-fanout.bench.js',
+    strings: {
+      agentNodeArgs: "options for the agent's node, space-separated (e.g. --cpu-prof --cpu-prof-dir=DIR)",
+    },
     numbers: {
       seconds: { default: 10, min: 1, max: 60, integer: false, description: 'attack duration in seconds' },
       baseline: { default: 3, min: 1, max: 30, integer: false, description: 'seconds of the workload alone' },
@@ -173,7 +176,10 @@ async function main(): Promise<void> {
     const server = await harness.startServer();
     const relay = await countingRelay(server.port);
     harness.onClose(async () => relay.close());
-    const agent = await harness.startAgent({ ...server, port: relay.port });
+    const agent = await harness.startAgent(
+      { ...server, port: relay.port },
+      { nodeArgs: options.strings.agentNodeArgs?.split(' ').filter(Boolean) },
+    );
     // nobody must reach the agent's socket in the scratch directory (traverse only, no listing).
     await chmod(harness.scratch, 0o711);
     const pid = agent.process.pid;

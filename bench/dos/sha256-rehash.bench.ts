@@ -14,7 +14,7 @@
  * digest (over its uid's quota); RESOURCE_EXHAUSTED is the Workload API's rate of new calls per uid. Prints the
  * workload's latency before and during, the attackers' calls served and denied against the hashes the quota allows,
  * and the agent's CPU and RSS. Goals: the workload's p99 under 100 ms, no more hashes than the quota allows
- * (`--quota-mib`, passed to the agent), the agent still running.
+ * (`--quota-mib`, passed to the agent), the agent's RSS growth under 50 MiB, the agent still running.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, statSync } from 'node:fs';
@@ -32,6 +32,7 @@ import { X509SvidStream, newWorkloadClient } from '../support/workload-client.js
 const NOBODY = 65534;
 const MIB = 1024 * 1024;
 const P99_GOAL_MS = 100;
+const RSS_GROWTH_GOAL_KIB = 50 * 1024;
 // The agent's defaults (README, Workload API limits), unless the run passes other --agent-args.
 const DEFAULT_QUOTA_MIB_PER_MINUTE = 512;
 
@@ -138,7 +139,10 @@ async function main(): Promise<void> {
         description: "the agent's --unix-sha256-quota-mib-per-uid, passed to it (the goal is computed from it)",
       },
     },
-    strings: { agentArgs: 'extra `sigil-agent run` flags, space-separated' },
+    strings: {
+      agentArgs: 'extra `sigil-agent run` flags, space-separated',
+      agentNodeArgs: "options for the agent's node, space-separated (e.g. --cpu-prof --cpu-prof-dir=DIR)",
+    },
   });
   const { seconds, baseline, concurrency, sizeMib, quotaMib } = options.numbers;
   const uid = currentUid();
@@ -177,6 +181,7 @@ async function main(): Promise<void> {
         String(quotaMib),
         ...(options.strings.agentArgs?.split(' ').filter(Boolean) ?? []),
       ],
+      nodeArgs: options.strings.agentNodeArgs?.split(' ').filter(Boolean),
     });
     // nobody must reach the agent's socket and its own directory in the scratch directory (traverse only).
     await chmod(harness.scratch, 0o711);
@@ -256,7 +261,8 @@ async function main(): Promise<void> {
     );
     log(
       `agent: CPU ${cpu.toFixed(2)} s during the attack (${((cpu / attackSeconds) * 100).toFixed(0)} % of a core), ` +
-        `RSS max ${formatMiB(rssBefore)} with the workload alone, max ${formatMiB(rssMax)} during the attack, now ` +
+        `RSS max ${formatMiB(rssBefore)} with the workload alone, max ${formatMiB(rssMax)} during the attack ` +
+        `(+${formatMiB(rssMax - rssBefore)}), now ` +
         `${formatMiB(residentMemory(pid).rssKiB)}${agentRunning ? '' : ', EXITED'}`,
     );
     const failures = [
@@ -265,6 +271,9 @@ async function main(): Promise<void> {
         ? []
         : [`the attacker had ${counts.served} calls hashed (the quota allows ${hashesAllowed})`]),
       ...(during.p99 < P99_GOAL_MS ? [] : [`the workload's p99 was ${during.p99.toFixed(1)} ms (goal < 100 ms)`]),
+      ...(rssMax - rssBefore < RSS_GROWTH_GOAL_KIB
+        ? []
+        : [`the agent's RSS grew ${formatMiB(rssMax - rssBefore)} (goal < 50 MiB)`]),
     ];
     log(failures.length === 0 ? 'goals met: PASS' : `goals missed: FAIL: ${failures.join('; ')}`);
     if (options.json) {
