@@ -96,9 +96,9 @@ beforeEach(async () => {
   const attestor = new UnixWorkloadAttestor({ logger: quiet });
   attested = 0;
   const counting: WorkloadAttestor = {
-    attest: (caller, signal) => {
+    attest: (caller) => {
       attested++;
-      return attestor.attest(caller, signal);
+      return attestor.attest(caller);
     },
   };
   const handler = new WorkloadApiHandler(counting, cache, { logger: quiet });

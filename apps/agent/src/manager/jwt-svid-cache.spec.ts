@@ -108,9 +108,8 @@ describe('JwtSvidCache: per-uid limits on misses', () => {
     const refusal = cache.missRefusal(['new'], ATTACKER);
     expect(refusal).toBeInstanceOf(JwtSvidLimitError);
     expect(refusal?.limit).toBe('rate');
-    expect(refusal?.message).toBe(
-      (await cache.fetch('e1', WEB, ['new'], ATTACKER).catch((error: unknown) => error as Error)).message,
-    );
+    const fetched = await cache.fetch('e1', WEB, ['new'], ATTACKER).catch((error: unknown) => error);
+    expect(refusal?.message).toBe((fetched as Error).message);
     // Audiences some token has, for any entry and in any order, may be hits: not refused ahead.
     expect(cache.missRefusal(['c', 'b', 'b'], ATTACKER)).toBeUndefined();
     expect(cache.missRefusal(['a'], ATTACKER)).toBeUndefined();
