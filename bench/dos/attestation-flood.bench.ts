@@ -20,7 +20,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
 import { createCsr, generateKeyPair } from '@sigil/pki';
@@ -110,6 +110,7 @@ async function main(): Promise<void> {
       maxRequests: { default: 200_000, min: 1, max: 2_000_000, integer: true, description: 'attack requests cap' },
       intervalMs: { default: 250, min: 10, max: 10_000, integer: true, description: 'legitimate attestation period' },
     },
+    strings: { cpuProf: 'write a CPU profile of the server (node --cpu-prof) into this directory' },
   });
   const { seconds, baseline, chainConnections, guessConnections, attackerAddresses, forgedBytes, maxRequests } =
     options.numbers;
@@ -118,7 +119,11 @@ async function main(): Promise<void> {
     const pki = await X509popPki.create();
     const caFile = join(harness.scratch, 'x509pop-ca.pem');
     await writeFile(caFile, pki.caPem);
-    const server = await harness.startServer({ args: ['--x509pop-ca-bundle', caFile] });
+    const profileDir = options.strings.cpuProf;
+    const server = await harness.startServer({
+      args: ['--x509pop-ca-bundle', caFile],
+      ...(profileDir !== undefined && { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', resolve(profileDir)] }),
+    });
     const pid = server.process.pid;
     log(`node ${process.version}, ${server.database} database, server pid ${pid}`);
 

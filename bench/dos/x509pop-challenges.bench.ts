@@ -18,7 +18,7 @@
  */
 import { writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { isAttackWorker, runAttackWorker, serveAttack } from '../support/attack-worker.js';
 import { Harness } from '../support/harness.js';
@@ -81,6 +81,7 @@ async function main(): Promise<void> {
       intervalMs: { default: 250, min: 10, max: 10_000, integer: true, description: 'legitimate attestation period' },
       attestationRate: { default: 0, min: 0, max: 1_000_000, integer: true, description: 'server limit; 0: default' },
     },
+    strings: { cpuProf: 'write a CPU profile of the server (node --cpu-prof) into this directory' },
   });
   const { seconds, baseline, connections, attackerAddresses, attackerCertificates, maxRequests, intervalMs } =
     options.numbers;
@@ -91,7 +92,11 @@ async function main(): Promise<void> {
     const caFile = join(harness.scratch, 'x509pop-ca.pem');
     await writeFile(caFile, pki.caPem);
     const limits = rate > 0 ? ['--attestation-rate', String(rate), '--attestation-burst', String(rate)] : [];
-    const server = await harness.startServer({ args: ['--x509pop-ca-bundle', caFile, ...limits] });
+    const profileDir = options.strings.cpuProf;
+    const server = await harness.startServer({
+      args: ['--x509pop-ca-bundle', caFile, ...limits],
+      ...(profileDir !== undefined && { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', resolve(profileDir)] }),
+    });
     const pid = server.process.pid;
     log(`node ${process.version}, ${server.database} database, server pid ${pid}`);
 
