@@ -25,7 +25,7 @@ import { Harness } from '../support/harness.js';
 import { parseOptions } from '../support/options.js';
 import { cpuSeconds, formatMiB, residentMemory } from '../support/proc.js';
 import { formatCount, formatLatency, latencyJson, summarize } from '../support/stats.js';
-import { X509popPki, attestRepeatedly, postJson, tlsAgent } from '../support/x509pop.js';
+import { CLOSED_UNANSWERED, X509popPki, attestRepeatedly, postJson, tlsAgent } from '../support/x509pop.js';
 
 const P99_GOAL_MS = 250;
 const RSS_GROWTH_GOAL_KIB = 50 * 1024;
@@ -44,6 +44,8 @@ interface AttackPlan {
 
 interface AttackResult {
   readonly sent: number;
+  /** Connections it opened (attempted), counting the ones refused at accept. */
+  readonly connectionsOpened: number;
   readonly answers: [number, number][];
 }
 
@@ -52,6 +54,7 @@ async function attack(plan: AttackPlan): Promise<AttackResult> {
   const agent = tlsAgent(plan.connections);
   const answers = new Map<number, number>();
   let sent = 0;
+  let connectionsOpened = 0;
   const deadline = performance.now() + plan.seconds * 1000;
   await Promise.all(
     Array.from({ length: plan.connections }, async (_, worker) => {
@@ -59,13 +62,15 @@ async function attack(plan: AttackPlan): Promise<AttackResult> {
       while (sent < plan.maxRequests && performance.now() < deadline) {
         const certificates = plan.certificates[sent++ % plan.certificates.length]!;
         const path = '/agent/v1/attest/x509pop/challenge';
-        const answer = await postJson(plan.port, agent, path, { certificates }, address);
+        // A connection refused at accept (no answer) is counted as status 0, and the attacker goes on.
+        const answer = await postJson(plan.port, agent, path, { certificates }, address).catch(() => CLOSED_UNANSWERED);
         answers.set(answer.status, (answers.get(answer.status) ?? 0) + 1);
+        if (answer.newConnection) connectionsOpened += 1;
       }
     }),
   );
   agent.destroy();
-  return { sent, answers: [...answers] };
+  return { sent, connectionsOpened, answers: [...answers] };
 }
 
 async function main(): Promise<void> {
@@ -145,7 +150,7 @@ async function main(): Promise<void> {
     const real = await realAgent.catch((error: unknown) => ({ error: (error as Error).message }));
     await sleep(500);
     const realRunning = 'agent' in real && real.agent.process.isRunning;
-    const { sent } = await result;
+    const { sent, connectionsOpened } = await result;
     const statuses = new Map((await result).answers);
 
     const duringSummary = summarize(during.latencies.length > 0 ? during.latencies : [Number.NaN]);
@@ -160,8 +165,9 @@ async function main(): Promise<void> {
     );
     log(
       `attacker: ${formatCount(sent)} challenge requests in ${attackSeconds.toFixed(1)} s from ${attackerAddresses} ` +
-        `address(es) on ${connections} connections with ${attackerCertificates} certificates, answers ` +
-        JSON.stringify(Object.fromEntries(statuses)),
+        `address(es) on ${connections} connections at a time (${formatCount(connectionsOpened)} opened) with ` +
+        `${attackerCertificates} certificates, answers ${JSON.stringify(Object.fromEntries(statuses))} ` +
+        '(0: connection closed unanswered)',
     );
     log(
       `server: CPU ${cpu.toFixed(2)} s (${((100 * cpu) / attackSeconds).toFixed(0)} % of a core), ` +
@@ -187,6 +193,7 @@ async function main(): Promise<void> {
           real_agent_ready_s: 'agent' in real ? Math.round(real.readyMs / 100) / 10 : null,
           real_agent_running: realRunning,
           attack_requests: sent,
+          attack_connections: connectionsOpened,
           attack_answers: Object.fromEntries(statuses),
           server_cpu_s: Math.round(cpu * 100) / 100,
           server_rss_kib: rss.rssKiB,

@@ -25,13 +25,15 @@ export function httpsGetStatus(
 }
 
 /**
- * A legitimate caller of the denial-of-service scenarios: `call`, one after another until `until` resolves; each must
- * answer 200 (else the run fails, naming `what`). Returns the latencies in milliseconds.
+ * A legitimate caller of the denial-of-service scenarios: `call`, one after another until `until` resolves, each
+ * starting at least `intervalMs` after the previous one started (0: at once); each must answer 200 (else the run
+ * fails, naming `what`). Returns the latencies in milliseconds.
  */
 export async function callsUntil(
   what: string,
   call: () => Promise<number>,
   until: Promise<unknown>,
+  intervalMs = 0,
 ): Promise<number[]> {
   let done = false;
   void until.then(() => (done = true));
@@ -40,7 +42,9 @@ export async function callsUntil(
     const start = performance.now();
     const status = await call();
     if (status !== 200) throw new Error(`${what} answered ${status}`);
-    latencies.push(performance.now() - start);
+    const elapsed = performance.now() - start;
+    latencies.push(elapsed);
+    if (intervalMs > elapsed) await new Promise((resolve) => setTimeout(resolve, intervalMs - elapsed));
   }
   return latencies;
 }

@@ -138,7 +138,15 @@ export class X509popPki {
 export interface TlsAnswer {
   readonly status: number;
   readonly body: Record<string, unknown>;
+  /** True when the request went on a new connection (the agent had no kept-alive one to reuse). */
+  readonly newConnection: boolean;
 }
+
+/**
+ * The answer of an attacker's request the server closed the connection on without answering (refused at accept by
+ * the per-address connection caps or handshake rate): status 0.
+ */
+export const CLOSED_UNANSWERED: TlsAnswer = Object.freeze({ status: 0, body: {}, newConnection: true });
 
 /** One JSON POST on the TLS port through `agent`, from `localAddress`; resolves with the status and body. */
 export function postJson(
@@ -172,7 +180,7 @@ export function postJson(
           } catch {
             // Not JSON (a proxy page, a reset): the status says enough.
           }
-          resolve({ status: res.statusCode ?? 0, body: parsed });
+          resolve({ status: res.statusCode ?? 0, body: parsed, newConnection: !req.reusedSocket });
         });
       },
     );

@@ -5,7 +5,7 @@
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { type IncomingHttpHeaders } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import { type Agent, request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -128,9 +128,11 @@ export function requestTls(
     rawBody?: string;
     credentials?: ClientCredentials;
     localAddress?: string;
+    /** Sends on this agent's connections (e.g. a kept-alive one) instead of a fresh connection. */
+    agent?: Agent;
   },
-): Promise<AgentApiResponse & { headers: IncomingHttpHeaders }> {
-  const { method, path, body, rawBody, credentials, localAddress } = options;
+): Promise<AgentApiResponse & { headers: IncomingHttpHeaders; reusedConnection: boolean }> {
+  const { method, path, body, rawBody, credentials, localAddress, agent = false } = options;
   return new Promise((resolve, reject) => {
     const payload = rawBody ?? (body === undefined ? undefined : JSON.stringify(body));
     const request = httpsRequest(
@@ -139,7 +141,7 @@ export function requestTls(
         port,
         method,
         path,
-        agent: false,
+        agent,
         rejectUnauthorized: false,
         minVersion: 'TLSv1.3',
         headers: payload === undefined ? {} : { 'content-type': 'application/json' },
@@ -155,6 +157,7 @@ export function requestTls(
           resolve({
             status: response.statusCode ?? 0,
             headers: response.headers,
+            reusedConnection: request.reusedSocket,
             body: text ? (JSON.parse(text) as Record<string, unknown>) : {},
             ...(retryAfter !== undefined && { retryAfter }),
           });

@@ -1,5 +1,6 @@
 import { sign, webcrypto } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
+import { Agent } from 'node:https';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -16,6 +17,7 @@ import { AdminClient } from '../cli/admin-client.js';
 import { ATTESTATION_BODY_LIMIT_BYTES } from '../common/request-body.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { JoinTokensService } from '../join-tokens/join-tokens.service.js';
+import { IGNORED_RETRY_AFTER_HOLD_MS } from './public-rate-limits.js';
 
 const backend = process.env.DATABASE_URL ? 'postgres' : 'embedded';
 const ATTESTATION_LIMIT = 'over its attestation rate limit (1/s, burst 20; a refused attestation counts 10)';
@@ -213,6 +215,49 @@ describe(`unauthenticated routes: per-source-address rate limits (${backend})`, 
         status: 403,
         body: { error: 'permission_denied' },
       });
+    }
+  });
+
+  it('a connection that asks again before its Retry-After is refused after a hold and closed; another connection of the address, and one that waits, are not', async () => {
+    refill();
+    const address = '127.0.0.5';
+    const flood = new Agent({ keepAlive: true, maxSockets: 1 });
+    const neighbour = new Agent({ keepAlive: true, maxSockets: 1 });
+    const healthz = (agent: Agent) =>
+      requestTls(api.port, { method: 'GET', path: '/healthz', localAddress: address, agent });
+    try {
+      for (let i = 0; i < 5; i++) expect((await healthz(flood)).status).toBe(200);
+      const refused = await healthz(flood);
+      expect(refused).toMatchObject({ status: 429, headers: { 'retry-after': '1' }, reusedConnection: true });
+      expect(refused.headers.connection).not.toBe('close');
+      // A second client behind the same address (a NAT) is refused by the address's budget, but has ignored nothing.
+      const other = await healthz(neighbour);
+      expect(other.status).toBe(429);
+      expect(other.headers.connection).not.toBe('close');
+
+      // Again at once (the clock has not moved): the answer is held, then sent with Connection: close.
+      const started = performance.now();
+      const impatient = await healthz(flood);
+      expect(impatient).toMatchObject({
+        status: 429,
+        headers: { 'retry-after': '1', connection: 'close' },
+        body: { error: 'resource_exhausted' },
+        reusedConnection: true,
+      });
+      expect(performance.now() - started).toBeGreaterThanOrEqual(IGNORED_RETRY_AFTER_HOLD_MS - 50);
+      // Its next request needs a new connection, whose first refusal is answered at once and keeps it open.
+      const reconnected = await healthz(flood);
+      expect(reconnected).toMatchObject({ status: 429, reusedConnection: false });
+      expect(reconnected.headers.connection).not.toBe('close');
+
+      // The neighbour waits its Retry-After and asks again on its connection: served, the connection kept.
+      clock.advance(1_000);
+      const patient = await healthz(neighbour);
+      expect(patient).toMatchObject({ status: 200, reusedConnection: true });
+      expect(patient.headers.connection).not.toBe('close');
+    } finally {
+      flood.destroy();
+      neighbour.destroy();
     }
   });
 });
