@@ -6,7 +6,13 @@ import { AppError } from '../common/errors.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { AgentSvidService, parseAgentCsr, type AttestationResult } from './agent-svid.service.js';
 import { X509popChallenges } from './x509pop-challenges.js';
-import { isPossessionProven, parseX509popCaBundle, verifyX509popChain, type X509popEvidence } from './x509pop.js';
+import {
+  isPossessionProven,
+  parseX509popCaBundle,
+  verifyX509popChain,
+  X509popCheckedPaths,
+  type X509popEvidence,
+} from './x509pop.js';
 
 type CaCertificates = ReturnType<typeof parseX509popCaBundle>;
 
@@ -21,6 +27,8 @@ export class X509popAttestationService implements OnModuleInit {
   private readonly logger = new Logger(X509popAttestationService.name);
   private readonly challenges = new X509popChallenges();
   private caCertificates: CaCertificates | undefined;
+  /** Paths checked against {@link caCertificates}, which are loaded once. */
+  private readonly checkedPaths = new X509popCheckedPaths();
 
   constructor(
     private readonly agentSvids: AgentSvidService,
@@ -53,7 +61,7 @@ export class X509popAttestationService implements OnModuleInit {
     const roots = this.requireCaCertificates();
     const now = this.clock.now();
     const certificates = certificatesBase64.map((text) => Buffer.from(text, 'base64'));
-    const evidence: X509popEvidence = await verifyX509popChain(certificates, roots, now);
+    const evidence: X509popEvidence = await verifyX509popChain(certificates, roots, now, this.checkedPaths);
     return this.challenges.issue(evidence, remoteAddress, now);
   }
 

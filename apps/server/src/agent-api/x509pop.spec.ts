@@ -10,6 +10,7 @@ import {
   isPossessionProven,
   parseX509popCaBundle,
   verifyX509popChain,
+  X509popCheckedPaths,
 } from './x509pop.js';
 
 const der = (svid: TestSvid): Uint8Array[] => svid.chainDer();
@@ -293,5 +294,51 @@ describe('parseX509popCaBundle', () => {
     expect(() => parseX509popCaBundle(leaf.certificate.toString('pem'), 'ca.pem')).toThrow(
       'x509pop ca bundle ca.pem: certificate 0 is not a ca',
     );
+  });
+});
+
+describe('X509popCheckedPaths', () => {
+  const HOUR_MS = 3_600_000;
+
+  it('checks the fields of a path once while it is valid, again (and refuses it) once a certificate has expired', async () => {
+    const root = await TestCa.create('nodes.test', { now: TEST_NOW });
+    const leaf = await node(root);
+    const checked = new X509popCheckedPaths();
+    const first = await verifyX509popChain(der(leaf), [root.certificate], TEST_NOW, checked);
+    expect(first.fingerprint).toBe(sha1(leaf.certificate.rawData));
+    // The same evidence, not checked again: a caller repeating a certificate costs the walk only.
+    const later = new Date(TEST_NOW.getTime() + HOUR_MS / 2);
+    expect(await verifyX509popChain(der(leaf), [root.certificate], later, checked)).toBe(first);
+    expect(checked.size).toBe(1);
+    // The leaf is valid for an hour: past it, the remembered path is checked again and refused.
+    await expect(
+      verifyX509popChain(der(leaf), [root.certificate], new Date(TEST_NOW.getTime() + 2 * HOUR_MS), checked),
+    ).rejects.toMatchObject({
+      kind: 'permission_denied',
+      message: `x509pop: leaf certificate expired at ${new Date(TEST_NOW.getTime() + HOUR_MS).toISOString()}`,
+    });
+    // A chain to another CA is still refused by the walk, whatever is remembered.
+    const stranger = await node(await TestCa.create('x.test', { now: TEST_NOW, subject: 'CN=Other' }));
+    await expect(verifyX509popChain(der(stranger), [root.certificate], TEST_NOW, checked)).rejects.toMatchObject({
+      kind: 'permission_denied',
+    });
+  });
+
+  it('remembers at most its capacity, the least recently used forgotten first', async () => {
+    const root = await TestCa.create('nodes.test', { now: TEST_NOW });
+    const leaves = await Promise.all([1, 2, 3].map((index) => node(root, { subject: `CN=node-${index}` })));
+    const checked = new X509popCheckedPaths(2);
+    const verify = (leaf: TestSvid) => verifyX509popChain(der(leaf), [root.certificate], TEST_NOW, checked);
+    const [one, two, three] = leaves as [TestSvid, TestSvid, TestSvid];
+    const first = await verify(one);
+    await verify(two);
+    expect(await verify(one)).toBe(first);
+    await verify(three);
+    expect(checked.size).toBe(2);
+    // `two` was the least recently used: checked again (a new evidence), `one` still remembered.
+    expect(await verify(one)).toBe(first);
+    const again = await verify(two);
+    expect(again.fingerprint).toBe(sha1(two.certificate.rawData));
+    expect(checked.size).toBe(2);
   });
 });

@@ -118,7 +118,7 @@ export function parseX509popCaBundle(pem: string, source: string): x509.X509Cert
  * certificates, where a candidate issuer must pass OpenSSL's issuer check (subject name = issuer name, subject key
  * identifier = authority key identifier when both are present, keyCertSign when key usage is present) before its
  * signature is checked, at most {@link X509POP_MAX_SIGNATURE_CHECKS} times. Only a chain that reaches a root is
- * parsed in full for the remaining checks.
+ * parsed in full for the remaining checks, whose outcome `checked` (one per `roots`) may remember.
  *
  * @throws AppError `invalid_argument` for certificates that do not parse or are too many or too large,
  *   `permission_denied` for a chain that does not verify.
@@ -127,6 +127,7 @@ export async function verifyX509popChain(
   certificatesDer: readonly Uint8Array[],
   roots: readonly x509.X509Certificate[],
   now: Date,
+  checked?: X509popCheckedPaths,
 ): Promise<X509popEvidence> {
   if (certificatesDer.length === 0 || certificatesDer.length > X509POP_MAX_CERTIFICATES) {
     throw new AppError('invalid_argument', `certificates: must hold 1 to ${X509POP_MAX_CERTIFICATES} certificates`);
@@ -145,7 +146,60 @@ export async function verifyX509popChain(
       throw new AppError('invalid_argument', `certificates.${index}: not a der x.509 certificate`);
     }
   });
-  return checkPath(findPathToRoot(chain, roots), now);
+  const path = findPathToRoot(chain, roots);
+  return checked ? checked.check(path, now) : checkPath(path, now).evidence;
+}
+
+/** How many verified paths an {@link X509popCheckedPaths} remembers. */
+export const X509POP_CHECKED_PATHS = 1024;
+
+/**
+ * The outcome of the full checks of paths that passed them, by the path's DER, for one CA bundle: parsing a
+ * certificate in full costs about 2 ms, ten times the walk, and an unauthenticated caller can only repeat the
+ * certificates it holds (certificates are public, but new ones need a CA's key), as an agent repeats its own. The
+ * signature walk to a root still runs on every request; only the checks of the fields, which depend on the DER and
+ * the time alone, are remembered, with the period in which every certificate of the path is valid: outside it the
+ * path is checked again (and refused with the reason). At most {@link X509POP_CHECKED_PATHS}, least recently used
+ * forgotten first.
+ */
+export class X509popCheckedPaths {
+  private readonly paths = new Map<string, CheckedPath>();
+
+  constructor(private readonly capacity = X509POP_CHECKED_PATHS) {}
+
+  /** How many paths are remembered (for tests). */
+  get size(): number {
+    return this.paths.size;
+  }
+
+  /** {@link checkPath}'s evidence for `path` at `now`, remembered while the path is valid. */
+  check(path: readonly PathCertificate[], now: Date): X509popEvidence {
+    const hash = createHash('sha256');
+    for (const certificate of path) hash.update(certificate.native.raw);
+    const key = hash.digest('base64');
+    const known = this.paths.get(key);
+    const nowMs = now.getTime();
+    if (known && known.validFromMs <= nowMs && nowMs <= known.validUntilMs) {
+      this.paths.delete(key);
+      this.paths.set(key, known);
+      return known.evidence;
+    }
+    const checkedPath = checkPath(path, now);
+    this.paths.delete(key);
+    this.paths.set(key, checkedPath);
+    for (const oldest of this.paths.keys()) {
+      if (this.paths.size <= this.capacity) break;
+      this.paths.delete(oldest);
+    }
+    return checkedPath.evidence;
+  }
+}
+
+/** A path that passed {@link checkPath}, and when every certificate of it is valid. */
+interface CheckedPath {
+  readonly evidence: X509popEvidence;
+  readonly validFromMs: number;
+  readonly validUntilMs: number;
 }
 
 /** A certificate of the chain in both parsers' forms: Node's for the walk, @peculiar/x509's for the fields. */
@@ -184,7 +238,7 @@ function findPathToRoot(
 }
 
 /** The checks of every field, on a path that leads to a root. */
-function checkPath(path: readonly PathCertificate[], now: Date): X509popEvidence {
+function checkPath(path: readonly PathCertificate[], now: Date): CheckedPath {
   const leaf = path[0]!.parsed();
   const usage = leaf.getExtension(x509.KeyUsagesExtension);
   if (usage === null || !(usage.usages & x509.KeyUsageFlags.digitalSignature)) {
@@ -219,7 +273,17 @@ function checkPath(path: readonly PathCertificate[], now: Date): X509popEvidence
   for (const fingerprint of new Set(above.map((certificate) => sha1Hex(certificate.rawData)))) {
     selectors.push({ type: 'x509pop', value: `ca:fingerprint:${fingerprint}` });
   }
-  return { fingerprint: sha1Hex(leaf.rawData), selectors, publicKey };
+  const evidence: X509popEvidence = Object.freeze({
+    fingerprint: sha1Hex(leaf.rawData),
+    selectors: Object.freeze(selectors.map((selector) => Object.freeze(selector))),
+    publicKey,
+  });
+  const certificates = [leaf, ...above];
+  return {
+    evidence,
+    validFromMs: Math.max(...certificates.map((certificate) => certificate.notBefore.getTime())),
+    validUntilMs: Math.min(...certificates.map((certificate) => certificate.notAfter.getTime())),
+  };
 }
 
 /**
