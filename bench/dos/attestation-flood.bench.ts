@@ -16,8 +16,8 @@
  * The attacker runs in a worker thread, so that its client work does not delay the legitimate callers.
  *
  * Goals: every legitimate attestation succeeds with p99 < 250 ms, the admin's p99 < 100 ms, fewer than 20 join token
- * guesses per second reach the database (was 271/s), the attack costs the server less than half a core (its CPU
- * during the attack less what the legitimate callers cost alone), its RSS grows by less than 50 MiB.
+ * guesses per second reach the database (was 271/s), the server uses less than half a core during the attack (the
+ * legitimate callers' own share, measured alone, is printed beside it), its RSS grows by less than 50 MiB.
  */
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
@@ -116,7 +116,7 @@ async function main(): Promise<void> {
       maxRequests: { default: 200_000, min: 1, max: 2_000_000, integer: true, description: 'attack requests cap' },
       intervalMs: { default: 250, min: 10, max: 10_000, integer: true, description: 'legitimate attestation period' },
       adminIntervalMs: {
-        default: 10,
+        default: 50,
         min: 0,
         max: 10_000,
         integer: true,
@@ -156,7 +156,7 @@ async function main(): Promise<void> {
     const cpuAloneStart = cpuSeconds(pid);
     const aloneStarted = performance.now();
     const before = await legitimate(sleep(baseline * 1000));
-    // What the legitimate callers alone cost, in cores: the attack's share is what the server uses above it.
+    // What the legitimate callers alone cost, in cores, printed beside the CPU during the attack.
     const cpuAloneCores = (cpuSeconds(pid) - cpuAloneStart) / ((performance.now() - aloneStarted) / 1000);
     log(`legitimate x509pop attestation alone: ${formatLatency(summarize(before.attestations.latencies))}`);
     log(`admin GET /v1/entries/count alone:    ${formatLatency(summarize(before.admin))}`);
@@ -222,7 +222,7 @@ async function main(): Promise<void> {
         `join token guesses checked < ${CHECKED_GUESSES_GOAL_PER_SECOND}/s`,
         checkedGuesses < CHECKED_GUESSES_GOAL_PER_SECOND,
       ],
-      [`server CPU for the attack < ${CPU_GOAL_CORES} core`, attackCores < CPU_GOAL_CORES],
+      [`server CPU < ${CPU_GOAL_CORES} core`, cpu / attackSeconds < CPU_GOAL_CORES],
       ['server RSS growth < 50 MiB', rss.rssKiB - rssBefore < RSS_GROWTH_GOAL_KIB],
     ];
     for (const [goal, met] of goals) log(`${met ? 'PASS' : 'FAIL'} ${goal}`);

@@ -21,6 +21,12 @@ type LimitsConfig = Pick<
 >;
 
 /**
+ * How long the 429 of a connection that ignored its last Retry-After is held before it is sent (then the connection
+ * is closed): the same as the shortest Retry-After, so a flood gets at most one answer per second per connection.
+ */
+export const IGNORED_RETRY_AFTER_HOLD_MS = 1000;
+
+/**
  * The per-source-address budgets of the routes open without credentials ({@link Public}), so that one client cannot
  * spend the server's CPU or database on requests that need no credential (the x509pop chain check, join token
  * lookups, the bundle, readiness). One token bucket per address per budget (`attestation`, `read`).
@@ -39,12 +45,6 @@ type LimitsConfig = Pick<
  * - The local admin socket is not limited (its file permissions are the credential).
  * - Buckets live in this replica's memory: N replicas behind a load balancer allow N times the rate.
  */
-/**
- * How long the 429 of a connection that ignored its last Retry-After is held before it is sent (then the connection
- * is closed): the same as the shortest Retry-After, so a flood gets at most one answer per second per connection.
- */
-export const IGNORED_RETRY_AFTER_HOLD_MS = 1000;
-
 /** What the request's route took from its budget up front ({@link Public}'s cost; 1 unless it says otherwise). */
 function costOf(request: FastifyRequest): number {
   const config = request.routeOptions.config as unknown as Partial<Record<string, unknown>>;
