@@ -13,14 +13,19 @@
  * `/readyz` answers, and the server's CPU time and RSS. Goals: the legitimate p99 stays under 250 ms during the
  * sync flood and under 1 s during the batches, every `/readyz` answer is 200, the attacker gets 429s, the server's
  * RSS grows by less than 100 MiB.
+ *
+ * The flood runs in a worker thread, so that its client work (1,000 TLS handshakes, thousands of answers) does not
+ * delay the legitimate agent measured on the main thread. `--cpu-prof DIR` writes a CPU profile of the server.
  */
 import { createCsr, generateKeyPair } from '@sigil/pki';
 import { SpiffeId } from '@sigil/spiffe';
 import { Agent, request } from 'node:https';
+import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
 import { AdminApi } from '../support/admin-api.js';
 import { AgentApiClient, type AgentApiOptions, type AgentCredentials } from '../support/agent-api-client.js';
+import { isAttackWorker, runAttackWorker, serveAttack } from '../support/attack-worker.js';
 import { currentUid, Harness, TRUST_DOMAIN } from '../support/harness.js';
 import { parseOptions } from '../support/options.js';
 import { cpuSeconds, formatMiB, residentMemory } from '../support/proc.js';
@@ -50,9 +55,67 @@ function send(port: number, agent: Agent, method: string, path: string, localAdd
   });
 }
 
+/** What the attack worker is told to do. */
+interface FloodPlan {
+  readonly port: number;
+  readonly attacker: AgentCredentials;
+  readonly seconds: number;
+  readonly syncs: number;
+  readonly waitMs: number;
+  readonly scrapers: number;
+  readonly maxRequests: number;
+}
+
+/** The answers the flood got, by status. */
+interface FloodResult {
+  readonly syncAnswers: [number, number][];
+  readonly scrapeAnswers: [number, number][];
+}
+
+/**
+ * In the attack worker: `syncs` sync long-polls kept in flight on as many connections of the attacking agent, and
+ * `scrapers` connections looping over `/metrics` and `/readyz`, until the time or the request cap is reached.
+ */
+async function flood(plan: FloodPlan): Promise<FloodResult> {
+  const attackAgent = new Agent(agentOptions(plan.attacker, plan.syncs));
+  const scrapeAgent = new Agent({ keepAlive: true, maxSockets: Math.max(plan.scrapers, 1), rejectUnauthorized: false });
+  const syncAnswers = new Tally();
+  const scrapeAnswers = new Tally();
+  let sent = 0;
+  const deadline = performance.now() + plan.seconds * 1000;
+  const syncPath = `/agent/v1/sync?revision=0&wait_ms=${plan.waitMs}`;
+  const loop = (work: () => Promise<void>) => async () => {
+    while (sent < plan.maxRequests && performance.now() < deadline) {
+      sent += 1;
+      await work();
+    }
+  };
+  await Promise.all([
+    ...Array.from(
+      { length: plan.syncs },
+      loop(async () => syncAnswers.add(await send(plan.port, attackAgent, 'GET', syncPath))),
+    ),
+    ...Array.from({ length: plan.scrapers }, (_, index) =>
+      loop(async () =>
+        // From another loopback address: the public routes are limited per source address, and the load
+        // balancer's probe (127.0.0.1) must keep its own budget.
+        scrapeAnswers.add(
+          await send(plan.port, scrapeAgent, 'GET', index % 2 === 0 ? '/metrics' : '/readyz', SCRAPER_ADDRESS),
+        ),
+      )(),
+    ),
+  ]);
+  attackAgent.destroy();
+  scrapeAgent.destroy();
+  return { syncAnswers: [...syncAnswers.byStatus], scrapeAnswers: [...scrapeAnswers.byStatus] };
+}
+
 /** Counts answers by status. */
 class Tally {
-  readonly byStatus = new Map<number, number>();
+  readonly byStatus: Map<number, number>;
+  constructor(counts: Iterable<[number, number]> = []) {
+    this.byStatus = new Map(counts);
+  }
   add(status: number): void {
     this.byStatus.set(status, (this.byStatus.get(status) ?? 0) + 1);
   }
@@ -80,11 +143,15 @@ async function main(): Promise<void> {
       batches: { default: 5, min: 0, max: 20, integer: true, description: 'concurrent 500-entry admin batches' },
       signInterval: { default: 50, min: 0, max: 1000, integer: true, description: 'ms between legitimate signs' },
     },
+    strings: { cpuProf: 'write a CPU profile of the server (node --cpu-prof) into this directory' },
   });
   const { seconds, baseline, syncs, waitMs, scrapers, maxRequests, batches, signInterval } = options.numbers;
   const log = (line: string): void => console.log(line);
   await Harness.run('dos-agent-db', async (harness) => {
-    const server = await harness.startServer();
+    const profileDir = options.strings.cpuProf;
+    const server = await harness.startServer(
+      profileDir === undefined ? {} : { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', resolve(profileDir)] },
+    );
     const pid = server.process.pid;
     const bundlePem = await server.admin.bundlePem();
     const api: AgentApiOptions = { port: server.port, trustDomain: TRUST_DOMAIN, bundlePem };
@@ -142,42 +209,17 @@ async function main(): Promise<void> {
     const before = summarize(await legitimateSigns(sleep(baseline * 1000)));
     log(`legitimate agent alone:           ${formatLatency(before)}`);
 
-    // The sync flood and the scrape flood.
-    const attackAgent = new Agent(agentOptions(attacker, syncs));
-    const scrapeAgent = new Agent({ keepAlive: true, maxSockets: Math.max(scrapers, 1), rejectUnauthorized: false });
-    const syncAnswers = new Tally();
-    const scrapeAnswers = new Tally();
-    let sent = 0;
+    // The sync flood and the scrape flood, in the attack worker.
     const cpuBefore = cpuSeconds(pid);
     const rssBefore = residentMemory(pid).rssKiB;
-    const deadline = performance.now() + seconds * 1000;
-    const syncPath = `/agent/v1/sync?revision=0&wait_ms=${waitMs}`;
-    const loop = (work: () => Promise<void>) => async () => {
-      while (sent < maxRequests && performance.now() < deadline) {
-        sent += 1;
-        await work();
-      }
-    };
-    const attack = Promise.all([
-      ...Array.from(
-        { length: syncs },
-        loop(async () => syncAnswers.add(await send(server.port, attackAgent, 'GET', syncPath))),
-      ),
-      ...Array.from({ length: scrapers }, (_, index) =>
-        loop(async () =>
-          // From another loopback address: the public routes are limited per source address, and the load
-          // balancer's probe (127.0.0.1) must keep its own budget.
-          scrapeAnswers.add(
-            await send(server.port, scrapeAgent, 'GET', index % 2 === 0 ? '/metrics' : '/readyz', SCRAPER_ADDRESS),
-          ),
-        )(),
-      ),
-    ]);
+    const plan: FloodPlan = { port: server.port, attacker, seconds, syncs, waitMs, scrapers, maxRequests };
+    const result = runAttackWorker<FloodPlan, FloodResult>(import.meta.url, plan);
+    const attack = result.then(() => undefined);
     const during = summarize(await legitimateSigns(attack));
     const attackCpu = cpuSeconds(pid) - cpuBefore;
     const attackRss = residentMemory(pid);
-    attackAgent.destroy();
-    scrapeAgent.destroy();
+    const syncAnswers = new Tally((await result).syncAnswers);
+    const scrapeAnswers = new Tally((await result).scrapeAnswers);
     log(`legitimate agent during the flood: ${formatLatency(during)}`);
     log(
       `attacker: ${formatCount(syncAnswers.total)} syncs on ${syncs} connections, answers ` +
@@ -281,4 +323,5 @@ function agentOptions(credentials: AgentCredentials, connections: number) {
   };
 }
 
-await main();
+if (isAttackWorker) await serveAttack(flood);
+else await main();
