@@ -68,10 +68,14 @@ export class EntrySync {
 
   private async run(): Promise<void> {
     const signal = this.abort.signal;
+    // The first sync never waits: the agent knows nothing yet, and a registry with nothing for it (or a server whose
+    // answer would be "no change") would otherwise hold the first answer, and "serving identities", for a whole poll.
+    let synced = false;
     while (!signal.aborted) {
       try {
         const startedAt = Date.now();
-        const changed = await this.syncAndApply(this.waitMs);
+        const changed = await this.syncAndApply(synced ? this.waitMs : 0);
+        synced = true;
         this.backoff.reset();
         // A server that answers at once with nothing new (it should have held the poll) must not make us spin.
         if (!changed && Date.now() - startedAt < MIN_EMPTY_POLL_MS) await sleep(MIN_EMPTY_POLL_MS, signal);

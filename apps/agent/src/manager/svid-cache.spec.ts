@@ -186,6 +186,26 @@ describe('SvidCache with the rotator', () => {
     expect(warnings).toEqual([expect.objectContaining({ reason })]);
   });
 
+  it('asks for its first sync without waiting, then long-polls', async () => {
+    const waits: number[] = [];
+    const sync = api.sync.bind(api);
+    vi.spyOn(api, 'sync').mockImplementation((query, signal) => {
+      waits.push(query.waitMs);
+      return sync(query, signal);
+    });
+    let synced = 0;
+    const entrySync = new EntrySync(api, cache, rotator, {
+      waitMs: 5_000,
+      backoff: new Backoff(20, 40, () => 0.5),
+      logger: quiet,
+      onSynced: () => synced++,
+    });
+    entrySync.start();
+    await until(() => synced === 1 && waits.length === 2);
+    await entrySync.stop();
+    expect(waits).toEqual([0, 5_000]);
+  });
+
   it('keeps serving its SVIDs while the server is down, and signs once it is back', async () => {
     api.put(testEntry(id('/web')));
     await syncAndSign();
