@@ -14,7 +14,7 @@ import { JwtSvidCache } from '../../apps/agent/src/manager/jwt-svid-cache.js';
 import {
   type IdentityCache,
   WorkloadApiHandler,
-  type WorkloadAttestor,
+  type CallerAttestor,
 } from '../../apps/agent/src/endpoints/workload-api/workload-api.handler.js';
 import { WorkloadApiServer } from '../../apps/agent/src/endpoints/workload-api/workload-api.server.js';
 import {
@@ -22,7 +22,7 @@ import {
   type WorkloadIdentity,
 } from '../../apps/agent/src/endpoints/workload-api/workload-responses.js';
 import { type Selector, matchesAllSelectors } from '@sigil/runtime';
-import { UnixWorkloadAttestor } from '../../apps/agent/src/attestor/workload/unix-attestor.js';
+import { UnixWorkloadAttestor } from '../../apps/agent/src/attestor/workload/unix/unix-attestor.js';
 import { FakeAgentApi } from '../support/fake-agent-api.js';
 import { NOBODY, isRoot, spawnRelayCaller } from '../support/relay-caller.js';
 import { TestCa } from '../support/test-ca.js';
@@ -95,7 +95,7 @@ beforeEach(async () => {
   );
   const attestor = new UnixWorkloadAttestor({ logger: quiet });
   attested = 0;
-  const counting: WorkloadAttestor = {
+  const counting: CallerAttestor = {
     attest: (caller) => {
       attested++;
       return attestor.attest(caller);

@@ -12,11 +12,14 @@ import { SpiffeId, TrustBundle, TrustDomain, signJwtSvid } from '@sigil/spiffe';
 import { TestCa, type TestSvid } from './test-ca.js';
 import {
   type IdentityCache,
-  type WorkloadAttestor,
+  type CallerAttestor,
   WorkloadApiHandler,
 } from '../../apps/agent/src/endpoints/workload-api/workload-api.handler.js';
 import { WorkloadApiServer } from '../../apps/agent/src/endpoints/workload-api/workload-api.server.js';
-import { type AgentBundles, type WorkloadIdentity } from '../../apps/agent/src/endpoints/workload-api/workload-responses.js';
+import {
+  type AgentBundles,
+  type WorkloadIdentity,
+} from '../../apps/agent/src/endpoints/workload-api/workload-responses.js';
 import { type SpiffeWorkloadAPI } from '../../libs/workload-api/src/gen/workload_pb.js';
 
 const quiet = { debug: () => undefined, warn: () => undefined, log: () => undefined };
@@ -58,7 +61,7 @@ export class FakeIdentityCache implements IdentityCache {
   }
 }
 
-const attestor: WorkloadAttestor = { attest: async () => [SELECTOR] };
+const attestor: CallerAttestor = { attest: async () => [SELECTOR] };
 
 /** A running fake agent for one trust domain. */
 export class FakeWorkloadApi {

@@ -14,8 +14,7 @@ import { SvidRotator } from './manager/svid-rotator.js';
 import { PerUidAttestationLimit } from './endpoints/workload-api/attestation-limit.js';
 import { WorkloadApiHandler } from './endpoints/workload-api/workload-api.handler.js';
 import { WorkloadApiServer } from './endpoints/workload-api/workload-api.server.js';
-import { ExecutableDigests } from './attestor/workload/executable-digest.js';
-import { UnixWorkloadAttestor } from './attestor/workload/unix-attestor.js';
+import { createWorkloadAttestors } from './attestor/workload/registry.js';
 
 export interface AgentOptions {
   /** Root logger; by default JSON lines on stdout at the configured level. */
@@ -67,14 +66,9 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     clock,
     new Logger('SvidCache'),
   );
-  const digests = new ExecutableDigests({
-    sizeLimitBytes: config.unixSha256.maxExecutableBytes,
-    uidQuotaBytesPerMinute: config.unixSha256.quotaBytesPerUidPerMinute,
-    clock,
-  });
-  const attestor = new UnixWorkloadAttestor({ digests, needsDigest: () => cache.usesUnixSha256() });
+  const attestors = createWorkloadAttestors({ config, clock, cache });
   const handler = new WorkloadApiHandler(
-    new PerUidAttestationLimit(attestor, config.workloadApiLimits.maxAttestationsPerUid),
+    new PerUidAttestationLimit(attestors, config.workloadApiLimits.maxAttestationsPerUid),
     cache,
   );
   const server = new WorkloadApiServer({
@@ -84,7 +78,7 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     clock,
   });
   // Before attesting: an agent that could not serve must not spend its join token.
-  await attestor.checkProcRoot();
+  await attestors.prepare();
   await server.prepare();
   const manager = new AgentManager(identity, client, storage, {
     attestation: config.attestation,

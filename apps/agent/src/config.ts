@@ -27,8 +27,10 @@ import {
 import {
   DEFAULT_EXECUTABLE_SIZE_LIMIT,
   DEFAULT_UID_HASH_QUOTA_BYTES_PER_MINUTE,
-} from './attestor/workload/executable-digest.js';
+} from './attestor/workload/unix/executable-digest.js';
 import { JWT_SVID_LIMITS, type JwtSvidLimits } from './manager/jwt-signing-lane.js';
+import { WORKLOAD_ATTESTORS, knownTypes } from './attestor/workload/registry.js';
+import { DEFAULT_WORKLOAD_ATTESTATION_TIMEOUT_MS } from './attestor/workload/workload-attestor.js';
 import { parseServerAddress, type ServerAddress } from './client/server-address.js';
 import { checkX509popFiles, parseTrustBundleFile, readNamedFile } from './config-files.js';
 
@@ -69,6 +71,10 @@ export interface AgentConfig {
   readonly unixSha256: UnixSha256Limits;
   /** What JWT-SVIDs may cost per uid and in all (cache bytes, misses sent to the server). */
   readonly jwtSvidLimits: JwtSvidLimits;
+  /** Types of the workload attestors every Workload API call runs, in order (default `unix`). */
+  readonly workloadAttestors: readonly string[];
+  /** How long one call may wait for its workload attestors together. */
+  readonly workloadAttestationTimeoutMs: number;
 }
 
 export interface UnixSha256Limits {
@@ -126,6 +132,8 @@ export interface AgentConfigFlags {
   jwtSvidMissRatePerUid?: string;
   jwtSvidMissBurstPerUid?: string;
   jwtSvidMaxPendingPerUid?: string;
+  workloadAttestor?: string[];
+  workloadAttestationTimeout?: string;
 }
 
 export interface LoadAgentConfigInput {
@@ -150,11 +158,27 @@ const MAX_JOIN_TOKEN_LENGTH = 256;
 
 const MIB = 1024 * 1024;
 
-/** `server_address`: one `HOST:PORT`, a comma list of them, or (in the file and from repeated flags) an array. */
-function addressList(value: unknown): string[] | undefined {
+/**
+ * A list key (`server_address`, `workload_attestor`): one item, a comma list of them, or (in the file and from repeated
+ * flags) an array of either.
+ */
+function commaList(value: unknown): string[] | undefined {
   const items = typeof value === 'string' ? [value] : Array.isArray(value) ? value : undefined;
   if (items === undefined || items.length === 0 || !items.every((item) => typeof item === 'string')) return undefined;
   return (items as string[]).flatMap((item) => item.split(',')).map((item) => item.trim());
+}
+
+/** Why `value` is not a list of known workload attestor types, or undefined when it is one. */
+function workloadAttestorProblem(value: unknown): string | undefined {
+  const list = commaList(value);
+  if (list === undefined || list.length === 0 || list.includes('')) {
+    return `must name workload attestors, a comma-separated list of ${knownTypes()}, got '${showConfigValue(value)}'`;
+  }
+  const unknown = list.find((type) => !Object.hasOwn(WORKLOAD_ATTESTORS, type));
+  if (unknown !== undefined) return `unknown workload attestor '${unknown}' (known: ${knownTypes()})`;
+  const twice = list.find((type, index) => list.indexOf(type) !== index);
+  if (twice !== undefined) return `workload attestor '${twice}' is named twice`;
+  return undefined;
 }
 
 class RawAgentConfig {
@@ -162,11 +186,11 @@ class RawAgentConfig {
     name: 'isServerAddressList',
     validator: {
       validate: (value: unknown) => {
-        const list = addressList(value);
+        const list = commaList(value);
         return list !== undefined && list.every((item) => typeof parseServerAddress(item) !== 'string');
       },
       defaultMessage: (args?: ValidationArguments) => {
-        const list = addressList(args?.value);
+        const list = commaList(args?.value);
         const bad = list?.map(parseServerAddress).find((parsed) => typeof parsed === 'string');
         return bad ?? `must be HOST:PORT or a comma-separated list of them, got '${showConfigValue(args?.value)}'`;
       },
@@ -230,6 +254,18 @@ class RawAgentConfig {
   @IsOptional() @IsCountFrom(1, 1_000_000) jwt_svid_miss_rate_per_uid?: unknown;
   @IsOptional() @IsCountFrom(1, 1_000_000) jwt_svid_miss_burst_per_uid?: unknown;
   @IsOptional() @IsCountFrom(1, 1_000_000) jwt_svid_max_pending_per_uid?: unknown;
+
+  @IsOptional()
+  @ValidateBy({
+    name: 'isWorkloadAttestorList',
+    validator: {
+      validate: (value: unknown) => workloadAttestorProblem(value) === undefined,
+      defaultMessage: (args?: ValidationArguments) => workloadAttestorProblem(args?.value) ?? 'is invalid',
+    },
+  })
+  workload_attestor?: unknown;
+
+  @IsOptional() @IsDurationSeconds(1, 300) workload_attestation_timeout?: unknown;
 }
 
 type RawKey = keyof RawAgentConfig;
@@ -288,6 +324,11 @@ const SOURCES: Record<RawKey, ConfigSource<keyof AgentConfigFlags>> = {
   jwt_svid_miss_rate_per_uid: { flag: 'jwtSvidMissRatePerUid', env: 'SIGIL_AGENT_JWT_SVID_MISS_RATE_PER_UID' },
   jwt_svid_miss_burst_per_uid: { flag: 'jwtSvidMissBurstPerUid', env: 'SIGIL_AGENT_JWT_SVID_MISS_BURST_PER_UID' },
   jwt_svid_max_pending_per_uid: { flag: 'jwtSvidMaxPendingPerUid', env: 'SIGIL_AGENT_JWT_SVID_MAX_PENDING_PER_UID' },
+  workload_attestor: { flag: 'workloadAttestor', env: 'SIGIL_AGENT_WORKLOAD_ATTESTOR' },
+  workload_attestation_timeout: {
+    flag: 'workloadAttestationTimeout',
+    env: 'SIGIL_AGENT_WORKLOAD_ATTESTATION_TIMEOUT',
+  },
 };
 
 function toBoolean(value: unknown): boolean | undefined {
@@ -423,7 +464,7 @@ export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
   }
   if (problems.length > 0) throw new AgentConfigError(problems);
 
-  const servers = addressList(raw.server_address) as string[];
+  const servers = commaList(raw.server_address) as string[];
   const config: AgentConfig = {
     serverAddresses: Object.freeze(servers.map((each) => parseServerAddress(each) as ServerAddress)),
     attestation: attestation && Object.freeze(attestation),
@@ -435,6 +476,13 @@ export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
     workloadApiLimits: Object.freeze(workloadApiLimits),
     unixSha256: Object.freeze(unixSha256),
     jwtSvidLimits: Object.freeze(jwtSvidLimits),
+    workloadAttestors: Object.freeze(
+      raw.workload_attestor === undefined ? ['unix'] : (commaList(raw.workload_attestor) as string[]),
+    ),
+    workloadAttestationTimeoutMs:
+      raw.workload_attestation_timeout === undefined
+        ? DEFAULT_WORKLOAD_ATTESTATION_TIMEOUT_MS
+        : (parseDurationSeconds(raw.workload_attestation_timeout) as number) * 1000,
   };
   return Object.freeze(config);
 }

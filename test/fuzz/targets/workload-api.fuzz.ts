@@ -18,7 +18,7 @@ import { securityHeaderInterceptor } from '../../../apps/agent/src/endpoints/wor
 import {
   WorkloadApiHandler,
   type IdentityCache,
-  type WorkloadAttestor,
+  type CallerAttestor,
 } from '../../../apps/agent/src/endpoints/workload-api/workload-api.handler.js';
 import type { WorkloadIdentity } from '../../../apps/agent/src/endpoints/workload-api/workload-responses.js';
 import { matchesAllSelectors, type Selector } from '@sigil/runtime';
@@ -35,7 +35,7 @@ const LIBRARY_REFUSAL =
   /^(parse binary: |protocol error: |received compressed envelope, but do not know how to decompress$)/;
 
 /** The attestor's seam: the caller's selectors. The real one reads /proc; here the caller is always uid 1000. */
-class FixedAttestor implements WorkloadAttestor {
+class FixedAttestor implements CallerAttestor {
   async attest(): Promise<readonly Selector[]> {
     return [UID_1000];
   }

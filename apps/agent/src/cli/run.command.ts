@@ -4,9 +4,11 @@ import { WORKLOAD_API_LIMITS as limits } from '../endpoints/workload-api/workloa
 import {
   DEFAULT_EXECUTABLE_SIZE_LIMIT,
   DEFAULT_UID_HASH_QUOTA_BYTES_PER_MINUTE,
-} from '../attestor/workload/executable-digest.js';
+} from '../attestor/workload/unix/executable-digest.js';
 import { JWT_SVID_LIMITS as jwt } from '../manager/jwt-signing-lane.js';
 import { limitHeapGrowth } from '../heap-growth.js';
+import { knownTypes } from '../attestor/workload/registry.js';
+import { DEFAULT_WORKLOAD_ATTESTATION_TIMEOUT_MS } from '../attestor/workload/workload-attestor.js';
 import { CliError, collect } from '@sigil/runtime';
 
 const MIB = 1024 * 1024;
@@ -39,6 +41,8 @@ const FLAG_KEYS: readonly (keyof AgentConfigFlags)[] = [
   'jwtSvidMissRatePerUid',
   'jwtSvidMissBurstPerUid',
   'jwtSvidMaxPendingPerUid',
+  'workloadAttestor',
+  'workloadAttestationTimeout',
 ];
 
 /**
@@ -63,6 +67,15 @@ export function runCommand(): Command {
     .option('--socket-path <path>', 'Workload API socket (default /tmp/sigil-agent/public/api.sock)')
     .option('--data-dir <dir>', 'data directory for the agent SVID, key and bundle (default .sigil/agent)')
     .option('--log-level <level>', 'fatal, error, warn, info, debug or trace (default info)')
+    .option(
+      '--workload-attestor <types>',
+      `workload attestors every Workload API call runs (${knownTypes()}); repeatable or comma-separated (default unix)`,
+      collect,
+    )
+    .option(
+      '--workload-attestation-timeout <duration>',
+      `how long one Workload API call waits for its workload attestors (${DEFAULT_WORKLOAD_ATTESTATION_TIMEOUT_MS / 1000}s)`,
+    )
     .option(
       '--workload-api-max-streams-per-connection <n>',
       `Workload API: concurrent streams per connection (${limits.maxStreamsPerConnection})`,

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isRoot, startSleepWithPid } from '../../../../test/support/relay-caller.js';
-import { readStartTime } from '../attestor/workload/proc.js';
+import { readStartTime } from '../attestor/workload/unix/proc.js';
 import {
   type PeerCredentials,
   readPeerCredentials,

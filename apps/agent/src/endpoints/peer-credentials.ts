@@ -4,7 +4,7 @@ import { createContextKey } from '@connectrpc/connect';
 import { Logger } from '@nestjs/common';
 import { RateLimitedLog } from '@sigil/logging';
 import koffi from 'koffi';
-import { readStartTimeSync } from '../attestor/workload/proc.js';
+import { readStartTimeSync } from '../attestor/workload/unix/proc.js';
 import { PidFd } from './pidfd.js';
 
 /**

@@ -4,7 +4,7 @@ import { type AgentEntry, type SyncResponse } from '../client/agent-api.js';
 import { type Clock, type Selector, matchesAllSelectors, systemClock } from '@sigil/runtime';
 import { type IdentityCache } from '../endpoints/workload-api/workload-api.handler.js';
 import { type AgentBundles, type WorkloadIdentity } from '../endpoints/workload-api/workload-responses.js';
-import { isUnixSha256Selector } from '../attestor/workload/executable-digest.js';
+import { isUnixSha256Selector } from '../attestor/workload/unix/executable-digest.js';
 import { type JwtSvidCaller, type JwtSvidLimitError } from './jwt-signing-lane.js';
 import { type JwtSvidCache } from './jwt-svid-cache.js';
 

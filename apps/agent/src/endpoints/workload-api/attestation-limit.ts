@@ -1,5 +1,5 @@
 import { type Selector } from '@sigil/runtime';
-import { type WorkloadAttestor } from './workload-api.handler.js';
+import { type CallerAttestor } from './workload-api.handler.js';
 import { type PeerCredentials } from '../peer-credentials.js';
 
 interface UidTurns {
@@ -13,11 +13,11 @@ interface UidTurns {
  * queue every other caller's reads behind theirs (and hold their buffers all at once). The waiting calls are open
  * calls, so their number is bounded by the Workload API's open calls per uid.
  */
-export class PerUidAttestationLimit implements WorkloadAttestor {
+export class PerUidAttestationLimit implements CallerAttestor {
   private readonly uids = new Map<number, UidTurns>();
 
   constructor(
-    private readonly attestor: WorkloadAttestor,
+    private readonly attestor: CallerAttestor,
     private readonly maxPerUid: number,
   ) {
     if (!Number.isSafeInteger(maxPerUid) || maxPerUid < 1) {

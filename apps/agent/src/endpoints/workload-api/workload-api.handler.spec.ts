@@ -9,7 +9,7 @@ import { matchesAllSelectors, type Selector } from '@sigil/runtime';
 import { AgentApiError } from '../../client/server-client.js';
 import { JwtSvidLimitError } from '../../manager/jwt-signing-lane.js';
 import { PEER_CREDENTIALS } from '../peer-credentials.js';
-import { type IdentityCache, WorkloadApiHandler, type WorkloadAttestor } from './workload-api.handler.js';
+import { type IdentityCache, WorkloadApiHandler, type CallerAttestor } from './workload-api.handler.js';
 import { type AgentBundles, type CachedX509Svid, type WorkloadIdentity } from './workload-responses.js';
 
 const NOW = new Date('2030-01-01T00:00:00Z');
@@ -18,7 +18,7 @@ const UID_1000: Selector = { type: 'unix', value: 'uid:1000' };
 const example = TrustDomain.parse('example.org');
 const other = TrustDomain.parse('other.org');
 
-class FakeAttestor implements WorkloadAttestor {
+class FakeAttestor implements CallerAttestor {
   calls = 0;
   failure: Error | undefined;
   async attest(): Promise<readonly Selector[]> {

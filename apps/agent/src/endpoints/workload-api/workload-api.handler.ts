@@ -15,6 +15,7 @@ import {
   X509SVIDResponseSchema,
 } from '@sigil/workload-api';
 import { type Selector } from '@sigil/runtime';
+import { WorkloadAttestationError } from '../../attestor/workload/workload-attestor.js';
 import { AgentApiError } from '../../client/server-client.js';
 import { type JwtSvidCaller, JwtSvidLimitError } from '../../manager/jwt-signing-lane.js';
 import { changes } from './change-stream.js';
@@ -30,8 +31,11 @@ import {
   x509SvidResponse,
 } from './workload-responses.js';
 
-/** Finds the selectors of the calling process (the unix attestor). */
-export interface WorkloadAttestor {
+/**
+ * Finds the selectors of the calling process: the enabled workload attestors (`CompositeWorkloadAttestor`), behind
+ * the per-uid attestation limit.
+ */
+export interface CallerAttestor {
   /**
    * Rejects when the caller cannot be attested, e.g. its pid exited or was reused, or when `signal` (the call's:
    * its client cancelled it) aborts before the attestation starts.
@@ -89,7 +93,7 @@ export class WorkloadApiHandler {
   private readonly limitedLog: RateLimitedLog;
 
   constructor(
-    private readonly attestor: WorkloadAttestor,
+    private readonly attestor: CallerAttestor,
     private readonly cache: IdentityCache,
     options: WorkloadApiHandlerOptions = {},
   ) {
@@ -247,6 +251,7 @@ export class WorkloadApiHandler {
         method,
         pid: caller.pid,
         uid: caller.uid,
+        ...(error instanceof WorkloadAttestationError && error.attestor !== undefined && { attestor: error.attestor }),
         reason: truncateForLog((error as Error).message),
       });
       throw new ConnectError(`workload attestation failed: ${(error as Error).message}`, Code.Unavailable);

@@ -25,7 +25,8 @@ import {
 } from '../../../../../test/support/relay-caller.js';
 import { TestCa } from '../../../../../test/support/test-ca.js';
 import { matchesAllSelectors, type Selector } from '@sigil/runtime';
-import { UnixWorkloadAttestor } from '../../attestor/workload/unix-attestor.js';
+import { UnixWorkloadAttestor } from '../../attestor/workload/unix/unix-attestor.js';
+import { CompositeWorkloadAttestor } from '../../attestor/workload/workload-attestor.js';
 import { type IdentityCache, WorkloadApiHandler } from './workload-api.handler.js';
 import {
   WORKLOAD_API_LIMITS,
@@ -241,7 +242,8 @@ describe('Workload API over the Unix socket', () => {
         identity: await identity('/web', { hint: 'internal', federatesWith: [TrustDomain.parse('other.org')] }),
       },
     ];
-    const attestor = new UnixWorkloadAttestor({ logger: quiet });
+    // As the agent wires it: the unix attestor behind the composite, whose errors keep the attestor's message.
+    const attestor = new CompositeWorkloadAttestor([new UnixWorkloadAttestor({ logger: quiet })]);
     const handler = new WorkloadApiHandler(attestor, cache, { logger: quiet });
     server = new WorkloadApiServer({ socketPath, service: handler.service(), logger: quiet });
     await server.start();

@@ -20,9 +20,10 @@ import { AccountNames, parseAccountFile } from './account-names.js';
 import { ExecutableDigests, sha256OfFile } from './executable-digest.js';
 import { readStartTime } from './proc.js';
 import { formatSelector } from '@sigil/runtime';
-import { isRoot, makeSetgidSleep, startSleepWithPid } from '../../../../../test/support/relay-caller.js';
-import { PidFd } from '../../endpoints/pidfd.js';
-import { type AttestedProcess, UnixWorkloadAttestor, WorkloadAttestationError } from './unix-attestor.js';
+import { isRoot, makeSetgidSleep, startSleepWithPid } from '../../../../../../test/support/relay-caller.js';
+import { PidFd } from '../../../endpoints/pidfd.js';
+import { UnixWorkloadAttestor } from './unix-attestor.js';
+import { WorkloadAttestationError, type WorkloadCaller } from '../workload-attestor.js';
 
 const quiet = { debug: () => undefined, warn: () => undefined };
 
@@ -62,7 +63,7 @@ afterAll(() => pins.splice(0).forEach((pin) => pin.close()));
 async function caller(
   pid: number,
   ids: { uid?: number; gid?: number; startTime?: bigint } = {},
-): Promise<AttestedProcess> {
+): Promise<WorkloadCaller> {
   const pin = PidFd.open(pid);
   pins.push(pin);
   return {

@@ -1,33 +1,11 @@
 import { readlink, stat } from 'node:fs/promises';
 import { Logger } from '@nestjs/common';
+import { type Selector } from '@sigil/runtime';
+import { type WorkloadAttestorContext } from '../registry.js';
+import { WorkloadAttestationError, type WorkloadAttestor, type WorkloadCaller } from '../workload-attestor.js';
 import { AccountNames } from './account-names.js';
 import { ExecutableDigests, unixSha256Selector } from './executable-digest.js';
 import { defaultProcRoot, procPath, readStartTime, readStatus } from './proc.js';
-import { type Selector } from '@sigil/runtime';
-
-/** A handle on one process (not a pid number), such as a pidfd; see `PidFd`. */
-export interface ProcessPin {
-  /** False once the pinned process has exited, even if its pid now names another process. */
-  isAlive(): boolean;
-}
-
-/** The caller as the kernel identified it when it connected (SO_PEERCRED), pinned to its process. */
-export interface AttestedProcess {
-  readonly pid: number;
-  /** Effective uid at connect time. */
-  readonly uid: number;
-  /** Effective gid at connect time. */
-  readonly gid: number;
-  /** Start time of `pid` read when the connection was accepted. */
-  readonly startTime: bigint;
-  /** The process that connected, pinned when the connection was accepted. */
-  readonly process: ProcessPin;
-}
-
-/** Why a process could not be attested; the message says which check failed. */
-export class WorkloadAttestationError extends Error {
-  override readonly name = 'WorkloadAttestationError';
-}
 
 export interface UnixAttestorOptions {
   readonly accountNames?: AccountNames;
@@ -76,7 +54,9 @@ function unix(value: string): Selector {
  *   non-dumpable (a setuid/setgid exec, or `prctl(PR_SET_DUMPABLE, 0)`), and such a caller is refused, as SPIRE
  *   does.
  */
-export class UnixWorkloadAttestor {
+export class UnixWorkloadAttestor implements WorkloadAttestor {
+  readonly type = 'unix';
+
   private readonly accountNames: AccountNames;
   private readonly digests: ExecutableDigests;
   private readonly needsDigest: () => boolean;
@@ -96,6 +76,11 @@ export class UnixWorkloadAttestor {
    * and pidfds are the agent's, so a procfs of another namespace would attest whatever process has the same number
    * there.
    */
+  async prepare(): Promise<void> {
+    await this.checkProcRoot();
+  }
+
+  /** See {@link prepare}. */
   async checkProcRoot(): Promise<void> {
     const self = await readlink(`${this.procRoot}/self`).catch((error: unknown) => {
       throw new WorkloadAttestationError(`procfs ${this.procRoot}: cannot read ${this.procRoot}/self`, {
@@ -111,7 +96,7 @@ export class UnixWorkloadAttestor {
   }
 
   /** Selectors of the process; rejects with {@link WorkloadAttestationError} when it cannot be pinned down. */
-  async attest(caller: AttestedProcess): Promise<Selector[]> {
+  async attest(caller: WorkloadCaller, signal?: AbortSignal): Promise<Selector[]> {
     const { pid } = caller;
     if (!Number.isSafeInteger(pid) || pid <= 0) {
       throw new WorkloadAttestationError(`pid: must be a positive integer, got ${pid}`);
@@ -120,7 +105,7 @@ export class UnixWorkloadAttestor {
     if ((await this.startTime(pid)) !== caller.startTime) {
       throw new WorkloadAttestationError(`process ${pid}: pid was reused since the connection was accepted`);
     }
-    const selectors = await this.selectors(caller);
+    const selectors = await this.selectors(caller, signal);
     if ((await this.startTime(pid)) !== caller.startTime) {
       throw new WorkloadAttestationError(`process ${pid}: pid was reused during attestation`);
     }
@@ -129,7 +114,7 @@ export class UnixWorkloadAttestor {
     return selectors;
   }
 
-  private checkAlive(caller: AttestedProcess, when: string): void {
+  private checkAlive(caller: WorkloadCaller, when: string): void {
     if (!caller.process.isAlive()) {
       throw new WorkloadAttestationError(`process ${caller.pid}: the process that connected has exited ${when}`);
     }
@@ -143,7 +128,7 @@ export class UnixWorkloadAttestor {
     }
   }
 
-  private async selectors(caller: AttestedProcess): Promise<Selector[]> {
+  private async selectors(caller: WorkloadCaller, signal: AbortSignal | undefined): Promise<Selector[]> {
     const { pid } = caller;
     const status = await readStatus(pid, this.procRoot).catch((error: unknown) => {
       throw new WorkloadAttestationError(`process ${pid}: cannot read its status (exited?)`, { cause: error });
@@ -172,11 +157,11 @@ export class UnixWorkloadAttestor {
       const name = await this.accountNames.groupName(supplementary);
       if (name !== undefined) selectors.push(unix(`supplementary_group:${name}`));
     }
-    selectors.push(...(await this.executableSelectors(pid, uid)));
+    selectors.push(...(await this.executableSelectors(pid, uid, signal)));
     return selectors;
   }
 
-  private async checkDumpable(caller: AttestedProcess): Promise<void> {
+  private async checkDumpable(caller: WorkloadCaller): Promise<void> {
     const { pid } = caller;
     // The kernel hands the files under /proc/<pid> (not the directory itself) to root while the process is not
     // dumpable; otherwise they belong to its effective uid and gid.
@@ -192,7 +177,7 @@ export class UnixWorkloadAttestor {
     }
   }
 
-  private async executableSelectors(pid: number, uid: number): Promise<Selector[]> {
+  private async executableSelectors(pid: number, uid: number, signal: AbortSignal | undefined): Promise<Selector[]> {
     const exe = procPath(pid, 'exe', this.procRoot);
     let path: string;
     try {
@@ -206,6 +191,8 @@ export class UnixWorkloadAttestor {
     }
     const selectors = [unix(`path:${path}`)];
     if (!this.needsDigest()) return selectors;
+    // Hashing is the one step that may wait (on the hashing queue): not for a call that is already over.
+    signal?.throwIfAborted();
     try {
       // Charged to the caller's uid: one user's `touch` loop must not spend the hashing budget of the others.
       const sha256 = await this.digests.sha256(exe, uid);
@@ -218,4 +205,14 @@ export class UnixWorkloadAttestor {
     }
     return selectors;
   }
+}
+
+/** The registry's factory: the unix attestor with the agent's `unix:sha256` limits, hashing only when an entry needs it. */
+export function createUnixAttestor(context: WorkloadAttestorContext): UnixWorkloadAttestor {
+  const digests = new ExecutableDigests({
+    sizeLimitBytes: context.config.unixSha256.maxExecutableBytes,
+    uidQuotaBytesPerMinute: context.config.unixSha256.quotaBytesPerUidPerMinute,
+    clock: context.clock,
+  });
+  return new UnixWorkloadAttestor({ digests, needsDigest: () => context.cache.usesUnixSha256() });
 }
