@@ -68,8 +68,11 @@ describe('loadAgentConfig', () => {
     expect(config.socketPath).toBe('/tmp/sigil-agent/public/api.sock');
     expect(config.dataDir).toBe(join(dir, '.sigil/agent'));
     expect(config.logLevel).toBe('info');
+    expect(config.workloadAttestors).toEqual(['unix']);
+    expect(config.workloadAttestationTimeoutMs).toBe(10_000);
     expect(Object.isFrozen(config)).toBe(true);
     expect(Object.isFrozen(config.serverAddresses)).toBe(true);
+    expect(Object.isFrozen(config.workloadAttestors)).toBe(true);
   });
 
   it('takes flags over SIGIL_AGENT_* env over the config file', () => {
@@ -384,6 +387,49 @@ describe('loadAgentConfig', () => {
     expect(problemsOf({ flags: {}, env: {}, cwd: dir, file: 'bad-values.json' })).toEqual([
       "server_address: must be HOST:PORT or a comma-separated list of them, got '7'",
       "insecure_bootstrap: must be true or false, got 'maybe'",
+    ]);
+  });
+
+  it('takes the workload attestors and their deadline from flags, env or the file', async () => {
+    const fromFlags = loadAgentConfig({
+      ...base(),
+      flags: { ...base().flags, workloadAttestor: ['unix'], workloadAttestationTimeout: '3s' },
+    });
+    expect(fromFlags.workloadAttestors).toEqual(['unix']);
+    expect(fromFlags.workloadAttestationTimeoutMs).toBe(3000);
+    const fromEnv = loadAgentConfig({
+      ...base(),
+      env: { SIGIL_AGENT_WORKLOAD_ATTESTOR: ' unix ', SIGIL_AGENT_WORKLOAD_ATTESTATION_TIMEOUT: '1m' },
+    });
+    expect(fromEnv.workloadAttestors).toEqual(['unix']);
+    expect(fromEnv.workloadAttestationTimeoutMs).toBe(60_000);
+    await writeFile(
+      join(dir, 'attestors.json'),
+      JSON.stringify({ workload_attestor: ['unix'], workload_attestation_timeout: 20 }),
+    );
+    const fromFile = loadAgentConfig({ ...base(), file: 'attestors.json' });
+    expect(fromFile.workloadAttestors).toEqual(['unix']);
+    expect(fromFile.workloadAttestationTimeoutMs).toBe(20_000);
+  });
+
+  it('refuses an unknown, repeated or empty workload attestor, listing the known ones, and a bad deadline', async () => {
+    const flags = (workloadAttestor: string[]) =>
+      problemsOf({ ...base(), flags: { ...base().flags, workloadAttestor } });
+    expect(flags(['unix,k8s'])).toEqual(["--workload-attestor: unknown workload attestor 'k8s' (known: unix)"]);
+    expect(flags(['unix', 'unix'])).toEqual(["--workload-attestor: workload attestor 'unix' is named twice"]);
+    expect(flags(['unix,'])).toEqual([
+      '--workload-attestor: must name workload attestors, a comma-separated list of unix, got \'["unix,"]\'',
+    ]);
+    expect(problemsOf({ ...base(), env: { SIGIL_AGENT_WORKLOAD_ATTESTOR: 'docker' } })).toEqual([
+      "SIGIL_AGENT_WORKLOAD_ATTESTOR: unknown workload attestor 'docker' (known: unix)",
+    ]);
+    await writeFile(
+      join(dir, 'bad-attestors.json'),
+      JSON.stringify({ workload_attestor: [], workload_attestation_timeout: '0s' }),
+    );
+    expect(problemsOf({ ...base(), file: 'bad-attestors.json' })).toEqual([
+      "workload_attestor: must name workload attestors, a comma-separated list of unix, got '[]'",
+      "workload_attestation_timeout: must be a duration from 1s to 5m, such as 90s, 15m or 1h30m (a bare number is seconds), got '0s'",
     ]);
   });
 });
