@@ -11,6 +11,7 @@ import { type Selector, systemClock } from '@sigil/runtime';
 import { SpiffeId, TrustBundle, TrustDomain, signJwtSvid } from '@sigil/spiffe';
 import { WorkloadApiClient } from '@sigil/workload-api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { testEntry } from '../../../../../test/support/fake-agent-api.js';
 import { type AgentEntry } from '../../client/agent-api.js';
 import { loadAgentConfig } from '../../config.js';
 import { PerUidAttestationLimit } from '../../endpoints/workload-api/attestation-limit.js';
@@ -45,22 +46,7 @@ const parity = uid % 2 === 0 ? 'even' : 'odd';
 const otherParity = uid % 2 === 0 ? 'odd' : 'even';
 
 function entry(path: string, selectors: Selector[]): AgentEntry {
-  return {
-    id: path.slice(1),
-    spiffeId: SpiffeId.fromPath(td, path),
-    parentId: 'spiffe://example.org/sigil/agent/join_token/test',
-    selectors,
-    x509SvidTtl: 0,
-    jwtSvidTtl: 0,
-    dnsNames: [],
-    federatesWith: [],
-    hint: '',
-    admin: false,
-    downstream: false,
-    expiresAt: null,
-    revisionNumber: 1,
-    createdAt: new Date(),
-  };
+  return testEntry(SpiffeId.fromPath(td, path), { id: path.slice(1), selectors });
 }
 
 describe('Writing a workload attestor: the README example', () => {
