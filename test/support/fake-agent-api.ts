@@ -8,14 +8,14 @@ import { webcrypto } from 'node:crypto';
 import { parseCsr } from '@sigil/pki';
 import { type SpiffeId, TrustBundle, signJwtSvid } from '@sigil/spiffe';
 import {
-  type AgentApi,
   type AgentEntry,
   type AgentSvidResponse,
   type JwtSvidResponse,
   type SyncQuery,
   type SyncResponse,
   type X509SignResult,
-} from '../../apps/agent/src/client/agent-api.js';
+} from '@sigil/agent-api';
+import { type AgentApi } from '../../apps/agent/src/client/agent-api.js';
 import { AgentApiError } from '../../apps/agent/src/client/server-client.js';
 import { ServerUnavailableError } from '../../apps/agent/src/client/tls-transport.js';
 import { type TestCa, generateTestKeys } from './test-ca.js';

@@ -3,21 +3,20 @@ import { TrustBundle, TrustDomain } from '@sigil/spiffe';
 import fc from 'fast-check';
 import {
   AgentApiProtocolError,
+  MAX_CSR_BATCH,
   parseAgentSvidResponse,
   parseAttestationResponse,
   parseJwtSvidResponse,
   parseSyncResponse,
   parseX509SignResults,
-} from '../../../apps/agent/src/client/agent-api.js';
-import { MAX_CSR_BATCH, parseBatchX509SvidBody } from '../../../apps/server/src/agent-api/agent-api.dto.js';
-import { AppError } from '../../../apps/server/src/common/errors.js';
+  parseX509SvidBatchRequest,
+} from '@sigil/agent-api';
 import { jsonText, mutatedJson } from '../arbitraries.js';
 import { ContractViolation, Outcomes, runTarget, tryParse, type FuzzReport } from '../harness.js';
 
 const ENTRY_ID = '0b7e6f3a-1f2c-4d5e-8a9b-0c1d2e3f4a5b';
 const CSR = '-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n';
 
-const isAppError = (error: unknown): boolean => error instanceof AppError && error.kind === 'invalid_argument';
 const isProtocolError = (error: unknown): boolean => error instanceof AgentApiProtocolError;
 
 /** JSON.parse of the text, as the transports do; undefined when it is not JSON (the transport refuses it). */
@@ -30,10 +29,10 @@ function parsed(text: string): { value: unknown } | undefined {
 }
 
 /**
- * The agent API's hand-written parsers, both directions: the server's `parseBatchX509SvidBody` (the signing hot path,
- * checked without the ValidationPipe) and the agent's parsers of every server answer (attestation, renewal, sync,
+ * The agent API contract's hand-written parsers, both directions: the CSR batch request the server checks without
+ * the ValidationPipe (the signing hot path) and every server answer the agent parses (attestation, renewal, sync,
  * X.509 batch results, JWT-SVID), on mutated valid bodies as documents and as JSON text (cut, spliced, nested up to
- * 100,000 levels). Only `AppError` `invalid_argument` (server) and `AgentApiProtocolError` (agent) may be thrown; an
+ * 100,000 levels). Only `AgentApiProtocolError` may be thrown (the server answers it as `invalid_argument`); an
  * accepted batch has one string request per item.
  */
 export async function fuzzAgentApi(runs: number): Promise<FuzzReport> {
@@ -113,7 +112,9 @@ export async function fuzzAgentApi(runs: number): Promise<FuzzReport> {
     body,
     async (input) => {
       if (input === undefined) return;
-      const requests = await tryParse('parseBatchX509SvidBody', isAppError, () => parseBatchX509SvidBody(input.value));
+      const requests = await tryParse('parseX509SvidBatchRequest', isProtocolError, () =>
+        parseX509SvidBatchRequest(input.value),
+      );
       if (requests !== undefined) {
         const items = (input.value as { csrs: unknown[] }).csrs;
         const ok =

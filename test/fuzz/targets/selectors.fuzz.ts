@@ -1,6 +1,6 @@
 import { TrustDomain } from '@sigil/spiffe';
 import fc from 'fast-check';
-import { AgentApiProtocolError, parseAgentEntry } from '../../../apps/agent/src/client/agent-api.js';
+import { AgentApiProtocolError, parseAgentEntry } from '@sigil/agent-api';
 import { matchesAllSelectors, type Selector } from '@sigil/runtime';
 import { AppError } from '../../../apps/server/src/common/errors.js';
 import { toEntryFilter, type EntryFilterQueryDto } from '../../../apps/server/src/entries/entry.dto.js';

@@ -1,21 +1,26 @@
 import { type Logger } from '@nestjs/common';
 import { type TrustDomain } from '@sigil/spiffe';
 import {
-  type AgentApi,
+  AGENT_API_ROUTES,
   type AgentSvidResponse,
   type AttestationResponse,
   type JwtSvidResponse,
   type SyncQuery,
   type SyncResponse,
   type X509SignResult,
-  MAX_CSR_BATCH,
   parseAgentSvidResponse,
   parseAttestationResponse,
+  parseErrorBody,
   parseJwtSvidResponse,
   parseSyncResponse,
   parseX509SignResults,
+  serializeJwtSvidRequest,
+  serializeRenewRequest,
+  serializeX509SvidBatchRequest,
+  syncPath,
   toBase64,
-} from './agent-api.js';
+} from '@sigil/agent-api';
+import { type AgentApi } from './agent-api.js';
 import { type ServerAddress } from './server-address.js';
 import {
   type ClientCredentials,
@@ -100,8 +105,7 @@ export class ServerClient implements AgentApi {
   /** `POST /agent/v1/attest/join-token`. */
   async attestJoinToken(token: string, csrPem: string): Promise<AttestationResponse> {
     const body = await this.call({
-      method: 'POST',
-      path: '/agent/v1/attest/join-token',
+      ...AGENT_API_ROUTES.attestJoinToken,
       body: { token, csr: csrPem },
       mtls: false,
     });
@@ -111,8 +115,7 @@ export class ServerClient implements AgentApi {
   /** `POST /agent/v1/attest/x509pop/challenge`: the challenge for this certificate chain (leaf first). */
   async x509popChallenge(certificates: readonly Uint8Array[]): Promise<{ challengeId: string; nonce: Uint8Array }> {
     const body = (await this.call({
-      method: 'POST',
-      path: '/agent/v1/attest/x509pop/challenge',
+      ...AGENT_API_ROUTES.x509popChallenge,
       body: { certificates: certificates.map(toBase64) },
       mtls: false,
     })) as { challenge_id?: unknown; nonce?: unknown } | undefined;
@@ -125,8 +128,7 @@ export class ServerClient implements AgentApi {
   /** `POST /agent/v1/attest/x509pop`: the signed challenge and the agent's CSR. */
   async attestX509pop(challengeId: string, signature: Uint8Array, csrPem: string): Promise<AttestationResponse> {
     const body = await this.call({
-      method: 'POST',
-      path: '/agent/v1/attest/x509pop',
+      ...AGENT_API_ROUTES.attestX509pop,
       body: { challenge_id: challengeId, signature: toBase64(signature), csr: csrPem },
       mtls: false,
     });
@@ -135,16 +137,14 @@ export class ServerClient implements AgentApi {
 
   async renew(csrPem: string): Promise<AgentSvidResponse> {
     return parseAgentSvidResponse(
-      await this.call({ method: 'POST', path: '/agent/v1/renew', body: { csr: csrPem }, mtls: true }),
+      await this.call({ ...AGENT_API_ROUTES.renew, body: serializeRenewRequest(csrPem), mtls: true }),
     );
   }
 
   async sync(query: SyncQuery, signal?: AbortSignal): Promise<SyncResponse> {
-    const params = new URLSearchParams({ revision: String(query.revision), wait_ms: String(query.waitMs) });
-    if (query.bundleSequence !== undefined) params.set('bundle_sequence', String(query.bundleSequence));
     const body = await this.call({
-      method: 'GET',
-      path: `/agent/v1/sync?${params.toString()}`,
+      method: AGENT_API_ROUTES.sync.method,
+      path: syncPath(query),
       mtls: true,
       timeoutMs: this.timeoutMs + query.waitMs,
       signal,
@@ -156,11 +156,9 @@ export class ServerClient implements AgentApi {
   }
 
   async signX509Svids(csrs: readonly { entryId: string; csrPem: string }[]): Promise<X509SignResult[]> {
-    if (csrs.length > MAX_CSR_BATCH) throw new Error(`csrs: at most ${MAX_CSR_BATCH} per batch, got ${csrs.length}`);
     const body = await this.call({
-      method: 'POST',
-      path: '/agent/v1/svids/x509',
-      body: { csrs: csrs.map(({ entryId, csrPem }) => ({ entry_id: entryId, csr: csrPem })) },
+      ...AGENT_API_ROUTES.signX509Svids,
+      body: serializeX509SvidBatchRequest(csrs),
       mtls: true,
     });
     return parseX509SignResults(body);
@@ -168,9 +166,8 @@ export class ServerClient implements AgentApi {
 
   async signJwtSvid(entryId: string, audience: readonly string[]): Promise<JwtSvidResponse> {
     const body = await this.call({
-      method: 'POST',
-      path: '/agent/v1/svids/jwt',
-      body: { entry_id: entryId, audience },
+      ...AGENT_API_ROUTES.signJwtSvid,
+      body: serializeJwtSvidRequest(entryId, audience),
       mtls: true,
       lane: 'jwt',
     });
@@ -227,9 +224,7 @@ export class ServerClient implements AgentApi {
 }
 
 function errorOf(response: TransportResponse): AgentApiError {
-  const body = (response.body ?? {}) as { error?: unknown; message?: unknown };
-  const kind = typeof body.error === 'string' ? body.error : `http_${response.status}`;
-  const message = typeof body.message === 'string' ? body.message : `HTTP ${response.status}`;
+  const { kind, message } = parseErrorBody(response.status, response.body);
   return new AgentApiError(response.status, kind, message, response.retryAfterMs);
 }
 

@@ -6,7 +6,7 @@ import { PEM_LABEL, parseCsr, toPem } from '@sigil/pki';
 import { SpiffeId, TrustDomain } from '@sigil/spiffe';
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { TestCa } from '../../../../test/support/test-ca.js';
-import { type AgentSvidResponse, type AttestationResponse } from '../client/agent-api.js';
+import { type AgentSvidResponse, type AttestationResponse } from '@sigil/agent-api';
 import { AgentApiError } from '../client/server-client.js';
 import { ServerUnavailableError } from '../client/tls-transport.js';
 import { Backoff } from '../common/backoff.js';

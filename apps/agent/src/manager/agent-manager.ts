@@ -3,7 +3,7 @@ import { type Logger } from '@nestjs/common';
 import { type KeyType, createCsr, exportPrivateKeyPkcs8, generateKeyPair } from '@sigil/pki';
 import { SIGIL_AGENT_PATH_PREFIX, type Clock, systemClock } from '@sigil/runtime';
 import { type TrustBundle, type TrustDomain, idFromCertificate, parseX509Svid, verifyX509Svid } from '@sigil/spiffe';
-import { type AgentSvidResponse } from '../client/agent-api.js';
+import { type AgentSvidResponse } from '@sigil/agent-api';
 import { type AttestationApi, attestNode } from '../attestor/node/node-attestor.js';
 import { AgentApiError, retryDelayMs, type ServerClient } from '../client/server-client.js';
 import { ServerUnavailableError } from '../client/tls-transport.js';

@@ -2,7 +2,7 @@ import { SpiffeId } from '@sigil/spiffe';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { FakeAgentApi } from '../../../../test/support/fake-agent-api.js';
 import { TestCa } from '../../../../test/support/test-ca.js';
-import { type JwtSvidResponse } from '../client/agent-api.js';
+import { type JwtSvidResponse } from '@sigil/agent-api';
 import { JWT_SVID_LIMITS, JwtSigningLane, JwtSvidLimitError, type JwtSvidLimits } from './jwt-signing-lane.js';
 import { JwtSvidCache } from './jwt-svid-cache.js';
 

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { type SpiffeId, parseInsecureJwtSvid } from '@sigil/spiffe';
-import { type JwtSvidResponse } from '../client/agent-api.js';
+import { type JwtSvidResponse } from '@sigil/agent-api';
 import { type Clock, systemClock } from '@sigil/runtime';
 import {
   JWT_SVID_LIMITS,

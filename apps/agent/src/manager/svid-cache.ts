@@ -1,6 +1,6 @@
 import { type Logger } from '@nestjs/common';
 import { type TrustBundle } from '@sigil/spiffe';
-import { type AgentEntry, type SyncResponse } from '../client/agent-api.js';
+import { type AgentEntry, type SyncResponse } from '@sigil/agent-api';
 import { type Clock, type Selector, matchesAllSelectors, systemClock } from '@sigil/runtime';
 import { type IdentityCache } from '../endpoints/workload-api/workload-api.handler.js';
 import { type AgentBundles, type WorkloadIdentity } from '../endpoints/workload-api/workload-responses.js';

@@ -9,7 +9,8 @@ import {
   toPem,
 } from '@sigil/pki';
 import { type TrustBundle, verifyX509Svid } from '@sigil/spiffe';
-import { type AgentApi, type AgentEntry, MAX_CSR_BATCH, type X509SignResult } from '../client/agent-api.js';
+import { type AgentEntry, MAX_CSR_BATCH, type X509SignResult } from '@sigil/agent-api';
+import { type AgentApi } from '../client/agent-api.js';
 import { AgentApiError, retryDelayMs } from '../client/server-client.js';
 import { Backoff } from '../common/backoff.js';
 import { type Clock, systemClock } from '@sigil/runtime';

@@ -2,6 +2,19 @@ import { Body, Controller, Get, HttpCode, Post, Query, Res } from '@nestjs/commo
 import { ApiBody, ApiOkResponse, ApiTags } from '@nestjs/swagger';
 import { type FastifyReply } from 'fastify';
 import {
+  AGENT_API_PREFIX,
+  AGENT_API_ROUTES,
+  AgentApiProtocolError,
+  type X509SvidRequest,
+  parseX509SvidBatchRequest,
+  routePath,
+  serializeAgentSvid,
+  serializeJwtSvidResponse,
+  serializeSyncResponse,
+  serializeX509SignResults,
+} from '@sigil/agent-api';
+import { AppError } from '../common/errors.js';
+import {
   AgentSvidResponseDto,
   BatchX509SvidDto,
   BatchX509SvidResponseDto,
@@ -10,11 +23,7 @@ import {
   RenewAgentSvidDto,
   SyncQueryDto,
   SyncResponseDto,
-  toAgentSvidResponse,
-  toBatchX509SvidResponse,
-  parseBatchX509SvidBody,
-  toJwtSvidResponse,
-  toSyncResponse,
+  agentSvidSource,
 } from './agent-api.dto.js';
 import { AgentAuth, SyncRateLimited } from './agent-auth.guard.js';
 import { abortedOnDisconnect, CurrentAgent, type CallingAgent } from './agent-request.js';
@@ -25,7 +34,7 @@ import { SyncService } from './sync.service.js';
 /** The routes of an attested agent, authenticated by its X509-SVID over mTLS. */
 @ApiTags('agent')
 @AgentAuth()
-@Controller('agent/v1')
+@Controller(AGENT_API_PREFIX)
 export class AgentController {
   constructor(
     private readonly agentSvids: AgentSvidService,
@@ -33,14 +42,14 @@ export class AgentController {
     private readonly signing: SvidSigningService,
   ) {}
 
-  @Post('renew')
+  @Post(routePath(AGENT_API_ROUTES.renew))
   @HttpCode(200)
   @ApiOkResponse({ type: AgentSvidResponseDto })
   async renew(@CurrentAgent() agent: CallingAgent, @Body() body: RenewAgentSvidDto): Promise<AgentSvidResponseDto> {
-    return toAgentSvidResponse(await this.agentSvids.renew(agent, body.csr));
+    return serializeAgentSvid(agentSvidSource(await this.agentSvids.renew(agent, body.csr)));
   }
 
-  @Get('sync')
+  @Get(routePath(AGENT_API_ROUTES.sync))
   @SyncRateLimited()
   @ApiOkResponse({ type: SyncResponseDto })
   async sync(
@@ -53,22 +62,40 @@ export class AgentController {
       bundleSequence: query.bundle_sequence,
       waitMs: query.wait_ms ?? 0,
     };
-    return toSyncResponse(await this.syncs.sync(agent, request, abortedOnDisconnect(reply)));
+    const { delta, bundle, federatedBundles } = await this.syncs.sync(agent, request, abortedOnDisconnect(reply));
+    return serializeSyncResponse({ ...delta, bundle, federatedBundles });
   }
 
   // The body is typed `unknown` so the global ValidationPipe passes it through: it is checked by hand (hot path).
-  @Post('svids/x509')
+  @Post(routePath(AGENT_API_ROUTES.signX509Svids))
   @HttpCode(200)
   @ApiBody({ type: BatchX509SvidDto })
   @ApiOkResponse({ type: BatchX509SvidResponseDto })
   async signX509Svids(@CurrentAgent() agent: CallingAgent, @Body() body: unknown): Promise<BatchX509SvidResponseDto> {
-    return toBatchX509SvidResponse(await this.signing.signX509Svids(agent, parseBatchX509SvidBody(body)));
+    const results = await this.signing.signX509Svids(agent, batchRequest(body));
+    return serializeX509SignResults(
+      results.map((result) =>
+        result.ok
+          ? { entryId: result.entryId, ok: true, chain: result.certificateChainDer, expiresAt: result.expiresAt }
+          : { entryId: result.entryId, ok: false, code: result.error.kind, message: result.error.message },
+      ),
+    );
   }
 
-  @Post('svids/jwt')
+  @Post(routePath(AGENT_API_ROUTES.signJwtSvid))
   @HttpCode(200)
   @ApiOkResponse({ type: JwtSvidResponseDto })
   async signJwtSvid(@CurrentAgent() agent: CallingAgent, @Body() body: JwtSvidRequestDto): Promise<JwtSvidResponseDto> {
-    return toJwtSvidResponse(await this.signing.signJwtSvid(agent, body.entry_id, body.audience));
+    return serializeJwtSvidResponse(await this.signing.signJwtSvid(agent, body.entry_id, body.audience));
+  }
+}
+
+/** The requests of a CSR batch; a body that breaks the contract is the caller's error, naming every bad field. */
+function batchRequest(body: unknown): X509SvidRequest[] {
+  try {
+    return parseX509SvidBatchRequest(body);
+  } catch (error) {
+    if (error instanceof AgentApiProtocolError) throw new AppError('invalid_argument', error.message);
+    throw error;
   }
 }

@@ -1,5 +1,6 @@
 import { Body, Controller, HttpCode, Ip, Post } from '@nestjs/common';
 import { ApiOkResponse, ApiTags } from '@nestjs/swagger';
+import { serializeAttestationResponse } from '@sigil/agent-api';
 import { Public } from '../auth/public.decorator.js';
 import {
   AttestationResponseDto,
@@ -7,7 +8,7 @@ import {
   X509popAttestationDto,
   X509popChallengeRequestDto,
   X509popChallengeResponseDto,
-  toAttestationResponse,
+  agentSvidSource,
 } from './agent-api.dto.js';
 import { JoinTokenAttestationService } from './join-token-attestation.service.js';
 import { X509popAttestationService } from './x509pop-attestation.service.js';
@@ -30,7 +31,8 @@ export class AttestationController {
   @HttpCode(200)
   @ApiOkResponse({ type: AttestationResponseDto })
   async joinToken(@Body() body: JoinTokenAttestationDto): Promise<AttestationResponseDto> {
-    return toAttestationResponse(await this.joinTokens.attest(body.token, body.csr));
+    const { svid, bundle } = await this.joinTokens.attest(body.token, body.csr);
+    return serializeAttestationResponse(agentSvidSource(svid), bundle);
   }
 
   @Post('x509pop/challenge')
@@ -52,6 +54,7 @@ export class AttestationController {
   @HttpCode(200)
   @ApiOkResponse({ type: AttestationResponseDto })
   async x509popAnswer(@Body() body: X509popAttestationDto): Promise<AttestationResponseDto> {
-    return toAttestationResponse(await this.x509pop.attest(body.challenge_id, body.signature, body.csr));
+    const { svid, bundle } = await this.x509pop.attest(body.challenge_id, body.signature, body.csr);
+    return serializeAttestationResponse(agentSvidSource(svid), bundle);
   }
 }

@@ -1,11 +1,12 @@
+import { AGENT_API_ROUTES } from '@sigil/agent-api';
 import { type FastifyReply, type FastifyRequest } from 'fastify';
 import { toErrorReply } from '../common/error.filter.js';
 import { previouslyVerifiedAgentId } from './agent-auth.guard.js';
 import { type AgentSigningBudget, type SigningKind } from './signing-budget.js';
 
 const SIGNING_ROUTES: Readonly<Record<string, SigningKind>> = {
-  '/agent/v1/svids/x509': 'x509',
-  '/agent/v1/svids/jwt': 'jwt',
+  [AGENT_API_ROUTES.signX509Svids.path]: 'x509',
+  [AGENT_API_ROUTES.signJwtSvid.path]: 'jwt',
 };
 
 /**

@@ -1,4 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
+import type { X509SvidRequest } from '@sigil/agent-api';
 import { parseCsrFastAsync, PkiError, type FastParsedCsr } from '@sigil/pki';
 import { SpiffeId } from '@sigil/spiffe';
 import { AgentsService } from '../agents/agents.service.js';
@@ -10,12 +11,6 @@ import type { CallingAgent } from './agent-request.js';
 import { checkRequestedId } from './agent-svid.service.js';
 import { AuthorisedEntriesService } from './authorised-entries.service.js';
 import { AgentSigningBudget } from './signing-budget.js';
-
-/** One CSR of a batch: the entry it is for and the PEM request. */
-export interface X509SvidRequest {
-  readonly entryId: string;
-  readonly csr: string;
-}
 
 /** The outcome of one CSR of a batch: the signed chain, or why it was refused (the others go on). */
 export type X509SvidResult =

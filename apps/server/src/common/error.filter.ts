@@ -1,17 +1,13 @@
 import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Logger } from '@nestjs/common';
+import { type ErrorBody } from '@sigil/agent-api';
 import { logPath, RateLimitedLog, truncateForLog } from '@sigil/logging';
 import { type FastifyReply, type FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import { databaseUnavailable } from '../database/database-errors.js';
 import { AppError, HTTP_STATUS_BY_KIND } from './errors.js';
 
-/** The body of every error answer of the HTTP API. */
-export interface ErrorBody {
-  error: string;
-  message: string;
-  /** Only for `internal`: the id under which the error was logged. */
-  errorId?: string;
-}
+/** The body of every error answer of the HTTP API (the agent API's contract defines it). */
+export type { ErrorBody };
 
 // A caller that finds a request failing this way can repeat it: a few lines per error class, then a count.
 const unhandled = new RateLimitedLog(new Logger('ErrorFilter'));

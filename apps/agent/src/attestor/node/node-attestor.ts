@@ -2,7 +2,7 @@ import { type KeyObject, createPrivateKey, createPublicKey, sign, X509Certificat
 import { readFile } from 'node:fs/promises';
 import { pemBlocks, PEM_LABEL } from '@sigil/pki';
 import { type NodeAttestationConfig } from '../../config.js';
-import { type AttestationResponse } from '../../client/agent-api.js';
+import { type AttestationResponse } from '@sigil/agent-api';
 import { type ServerClient } from '../../client/server-client.js';
 
 /** The attestation requests of the server client. */

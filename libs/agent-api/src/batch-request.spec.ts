@@ -1,15 +1,15 @@
-import { CSR_MAX_BYTES } from '@sigil/pki';
 import { describe, expect, it } from 'vitest';
-import { AppError } from '../common/errors.js';
-import { MAX_CSR_BATCH, parseBatchX509SvidBody } from './agent-api.dto.js';
+import { AgentApiProtocolError } from './errors.js';
+import { CSR_MAX_BYTES, MAX_CSR_BATCH } from './limits.js';
+import { parseX509SvidBatchRequest } from './messages.js';
 
 const ENTRY_ID = '00000000-0000-4000-8000-000000000001';
 const request = (overrides: Record<string, unknown> = {}) => ({ entry_id: ENTRY_ID, csr: 'pem', ...overrides });
 
-describe('parseBatchX509SvidBody', () => {
+describe('parseX509SvidBatchRequest', () => {
   it('returns the requests in order', () => {
     const body = { csrs: [request(), request({ entry_id: 'other', csr: 'second' })] };
-    expect(parseBatchX509SvidBody(body)).toEqual([
+    expect(parseX509SvidBatchRequest(body)).toEqual([
       { entryId: ENTRY_ID, csr: 'pem' },
       { entryId: 'other', csr: 'second' },
     ]);
@@ -17,7 +17,7 @@ describe('parseBatchX509SvidBody', () => {
 
   it(`accepts ${MAX_CSR_BATCH} requests and csrs of ${CSR_MAX_BYTES} characters`, () => {
     const csrs = Array.from({ length: MAX_CSR_BATCH }, () => request({ csr: 'x'.repeat(CSR_MAX_BYTES) }));
-    expect(parseBatchX509SvidBody({ csrs })).toHaveLength(MAX_CSR_BATCH);
+    expect(parseX509SvidBatchRequest({ csrs })).toHaveLength(MAX_CSR_BATCH);
   });
 
   it.each<[string, unknown, string]>([
@@ -61,11 +61,11 @@ describe('parseBatchX509SvidBody', () => {
   ])('refuses %s', (_case, body, message) => {
     let thrown: unknown;
     try {
-      parseBatchX509SvidBody(body);
+      parseX509SvidBatchRequest(body);
     } catch (error) {
       thrown = error;
     }
-    expect(thrown).toBeInstanceOf(AppError);
-    expect(thrown).toMatchObject({ kind: 'invalid_argument', message });
+    expect(thrown).toBeInstanceOf(AgentApiProtocolError);
+    expect(thrown).toMatchObject({ message });
   });
 });
