@@ -20,6 +20,12 @@
  * signatures per CPU-second are printed next to signatures per second. `--cpu-prof DIR` runs the server under
  * `node --cpu-prof` and leaves the profile in DIR.
  */
+import {
+  AGENT_API_ROUTES,
+  type BatchX509SvidResponseWire,
+  parseX509SignResults,
+  serializeX509SvidBatchRequest,
+} from '@sigil/agent-api';
 import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
@@ -94,9 +100,8 @@ async function runSigil(
   let signatures = 0;
   const connection = async (): Promise<void> => {
     while (performance.now() < deadline) {
-      const { results } = (await client.call('POST', '/agent/v1/svids/x509', body)) as {
-        results: { status: { code: string; message: string } }[];
-      };
+      // Only the statuses: decoding every certificate here would load the machine the server is measured on.
+      const { results } = (await client.call(AGENT_API_ROUTES.signX509Svids, body)) as BatchX509SvidResponseWire;
       const refused = results.find((result) => result.status.code !== 'ok');
       if (refused) throw new Error(`sigil refused a CSR: ${refused.status.code} ${refused.status.message}`);
       if (results.length !== batch) throw new Error(`sigil answered ${results.length} results for ${batch} CSRs`);
@@ -111,13 +116,13 @@ async function runSigil(
 /** Checks one batch answer in full: every leaf issued by the bundle's CA, for the CSR's key and the entry's ID. */
 function checkSigilAnswer(answer: unknown, csrs: readonly SampleCsr[], bundlePem: string): void {
   const cas = pemBlocks(bundlePem).map((block) => new X509Certificate(Buffer.from(block.der)));
-  const { results } = answer as { results: { entry_id: string; status: { code: string }; svid?: string[] }[] };
-  results.forEach((result, index) => {
+  parseX509SignResults(answer).forEach((result, index) => {
     const csr = csrs[index]!;
-    if (result.status.code !== 'ok' || !result.svid?.[0] || result.entry_id !== csr.entryId) {
-      throw new Error(`sigil did not sign the CSR of entry ${csr.entryId}: ${JSON.stringify(result.status)}`);
+    if (!result.ok || result.entryId !== csr.entryId) {
+      const status = result.ok ? 'ok' : `${result.code} ${result.message}`;
+      throw new Error(`sigil did not sign the CSR of entry ${csr.entryId}: ${status}`);
     }
-    const leaf = new X509Certificate(Buffer.from(result.svid[0], 'base64'));
+    const leaf = new X509Certificate(result.chain[0]!);
     const issuer = cas.find((ca) => leaf.checkIssued(ca));
     if (!issuer || !leaf.verify(issuer.publicKey)) throw new Error('sigil leaf is not signed by a bundle CA');
     if (leaf.subjectAltName !== `URI:${csr.spiffeId}`) throw new Error(`sigil leaf SAN: ${leaf.subjectAltName}`);
@@ -171,11 +176,13 @@ async function main(): Promise<void> {
       const { pem } = await createCsr({ keys, spiffeId: SpiffeId.parse(entry.spiffeId) });
       csrs.push({ entryId: entry.id, spiffeId: entry.spiffeId, pem, spkiDer: exportPublicKeySpki(keys.publicKey) });
     }
-    const body = JSON.stringify({ csrs: csrs.map((csr) => ({ entry_id: csr.entryId, csr: csr.pem })) });
+    const body = JSON.stringify(
+      serializeX509SvidBatchRequest(csrs.map((csr) => ({ entryId: csr.entryId, csrPem: csr.pem }))),
+    );
     const connections = options.numbers.connections;
     const client = new AgentApiClient(api, credentials, connections);
     try {
-      checkSigilAnswer(await client.call('POST', '/agent/v1/svids/x509', body), csrs, bundlePem);
+      checkSigilAnswer(await client.call(AGENT_API_ROUTES.signX509Svids, body), csrs, bundlePem);
 
       let cfssl: CfsslServer | undefined;
       let wrkScript = '';

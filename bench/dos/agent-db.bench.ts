@@ -17,6 +17,12 @@
  * The flood runs in a worker thread, so that its client work (1,000 TLS handshakes, thousands of answers) does not
  * delay the legitimate agent measured on the main thread. `--cpu-prof DIR` writes a CPU profile of the server.
  */
+import {
+  AGENT_API_ROUTES,
+  type BatchX509SvidResponseWire,
+  serializeX509SvidBatchRequest,
+  syncPath,
+} from '@sigil/agent-api';
 import { createCsr, generateKeyPair } from '@sigil/pki';
 import { SpiffeId } from '@sigil/spiffe';
 import { Agent, request } from 'node:https';
@@ -83,7 +89,7 @@ async function flood(plan: FloodPlan): Promise<FloodResult> {
   const scrapeAnswers = new Tally();
   let sent = 0;
   const deadline = performance.now() + plan.seconds * 1000;
-  const syncPath = `/agent/v1/sync?revision=0&wait_ms=${plan.waitMs}`;
+  const pathOfSync = syncPath({ revision: 0, bundleSequence: undefined, waitMs: plan.waitMs });
   const loop = (work: () => Promise<void>) => async () => {
     while (sent < plan.maxRequests && performance.now() < deadline) {
       sent += 1;
@@ -93,7 +99,7 @@ async function flood(plan: FloodPlan): Promise<FloodResult> {
   await Promise.all([
     ...Array.from(
       { length: plan.syncs },
-      loop(async () => syncAnswers.add(await send(plan.port, attackAgent, 'GET', syncPath))),
+      loop(async () => syncAnswers.add(await send(plan.port, attackAgent, AGENT_API_ROUTES.sync.method, pathOfSync))),
     ),
     ...Array.from({ length: plan.scrapers }, (_, index) =>
       loop(async () =>
@@ -166,7 +172,7 @@ async function main(): Promise<void> {
     ]);
     const keys = await generateKeyPair('ec-p256');
     const { pem } = await createCsr({ keys, spiffeId: SpiffeId.parse(entry!.spiffeId) });
-    const signBody = JSON.stringify({ csrs: [{ entry_id: entry!.id, csr: pem }] });
+    const signBody = JSON.stringify(serializeX509SvidBatchRequest([{ entryId: entry!.id, csrPem: pem }]));
     const signer = new AgentApiClient(api, legit, 1);
     log(`node ${process.version}, ${server.database} database, server pid ${pid}`);
 
@@ -180,9 +186,7 @@ async function main(): Promise<void> {
       while (!done) {
         const start = performance.now();
         try {
-          const answer = (await signer.call('POST', '/agent/v1/svids/x509', signBody)) as {
-            results: { status: { code: string; message: string } }[];
-          };
+          const answer = (await signer.call(AGENT_API_ROUTES.signX509Svids, signBody)) as BatchX509SvidResponseWire;
           const status = answer.results[0]!.status;
           if (status.code !== 'ok') throw new Error(`sign: ${status.code} ${status.message}`);
         } catch (error) {

@@ -19,6 +19,7 @@
  * guesses per second reach the database (was 271/s), the server uses less than half a core during the attack (the
  * legitimate callers' own share, measured alone, is printed beside it), its RSS grows by less than 50 MiB.
  */
+import { AGENT_API_ROUTES } from '@sigil/agent-api';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -80,14 +81,14 @@ async function attack(plan: AttackPlan): Promise<AttackResult> {
         ? await postJson(
             plan.port,
             agent,
-            '/agent/v1/attest/join-token',
+            AGENT_API_ROUTES.attestJoinToken.path,
             { token: randomBytes(16).toString('hex'), csr: plan.csr },
             address,
           ).catch(() => CLOSED_UNANSWERED)
         : await postJson(
             plan.port,
             agent,
-            '/agent/v1/attest/x509pop/challenge',
+            AGENT_API_ROUTES.x509popChallenge.path,
             { certificates: plan.forged },
             address,
           ).catch(() => CLOSED_UNANSWERED);

@@ -15,6 +15,7 @@
  * CSRs signed, 429, 503, other), and the server's CPU and RSS. Goals: the legitimate p99 under 100 ms, the server's
  * RSS growth under 50 MiB, the server still running, and the attackers refused (429).
  */
+import { AGENT_API_ROUTES, type BatchX509SvidResponseWire, serializeX509SvidBatchRequest } from '@sigil/agent-api';
 import { spawn } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -58,7 +59,7 @@ const agent = new https.Agent({ keepAlive: true, maxSockets: Number(connections)
 const counts = { requests: 0, ok: 0, signed: 0, refused429: 0, unavailable503: 0, other: {}, errors: 0 };
 const deadline = Date.now() + Number(seconds) * 1000;
 const post = () => new Promise((resolve) => {
-  const req = https.request({ host: '127.0.0.1', port: Number(port), method: 'POST', path: '/agent/v1/svids/x509',
+  const req = https.request({ host: '127.0.0.1', port: Number(port), method: 'POST', path: ${JSON.stringify(AGENT_API_ROUTES.signX509Svids.path)},
     agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
     const chunks = [];
     res.on('data', (chunk) => chunks.push(chunk));
@@ -98,9 +99,7 @@ async function legitimateAgent(client: AgentApiClient, body: string, until: Prom
   const latencies: number[] = [];
   while (!done) {
     const started = performance.now();
-    const { results } = (await client.call('POST', '/agent/v1/svids/x509', body)) as {
-      results: { status: { code: string; message: string } }[];
-    };
+    const { results } = (await client.call(AGENT_API_ROUTES.signX509Svids, body)) as BatchX509SvidResponseWire;
     if (results[0]?.status.code !== 'ok') throw new Error(`legitimate CSR refused: ${JSON.stringify(results[0])}`);
     latencies.push(performance.now() - started);
     await sleep(SAMPLE_INTERVAL_MS);
@@ -147,7 +146,9 @@ async function main(): Promise<void> {
     const [entry] = await server.admin.createEntries([
       { spiffeId: `spiffe://${TRUST_DOMAIN}/bench/legit`, parentId: legit.spiffeId, selectors: [`unix:uid:${uid}`] },
     ]);
-    const legitBody = JSON.stringify({ csrs: [{ entry_id: entry!.id, csr: await csrFor(entry!.spiffeId) }] });
+    const legitBody = JSON.stringify(
+      serializeX509SvidBatchRequest([{ entryId: entry!.id, csrPem: await csrFor(entry!.spiffeId) }]),
+    );
 
     const attackerDirs: string[] = [];
     for (let a = 0; a < attackers; a++) {
@@ -160,12 +161,14 @@ async function main(): Promise<void> {
         })),
       );
       const csrs = await Promise.all(entries.map((created) => csrFor(created.spiffeId)));
-      const body = JSON.stringify({
-        csrs: Array.from({ length: batch }, (_, i) => ({
-          entry_id: entries[i % attackerEntries]!.id,
-          csr: csrs[i % attackerEntries],
-        })),
-      });
+      const body = JSON.stringify(
+        serializeX509SvidBatchRequest(
+          Array.from({ length: batch }, (_, i) => ({
+            entryId: entries[i % attackerEntries]!.id,
+            csrPem: csrs[i % attackerEntries]!,
+          })),
+        ),
+      );
       const dir = join(harness.scratch, `attacker-${a}`);
       await mkdir(dir);
       await writeFile(join(dir, 'body.json'), body);
@@ -177,7 +180,7 @@ async function main(): Promise<void> {
 
     const client = new AgentApiClient(api, legit, 1);
     try {
-      await client.call('POST', '/agent/v1/svids/x509', legitBody);
+      await client.call(AGENT_API_ROUTES.signX509Svids, legitBody);
       log(`node ${process.version}, ${server.database} database, server pid ${pid} on CPU ${SERVER_CPU}`);
       log(
         `attack: ${attackers} agent(s) x ${connections} connections, batches of ${batch} CSRs naming ` +

@@ -16,6 +16,7 @@
  * Goals: every legitimate attestation succeeds, the real agent is serving and has not exited, the legitimate p99
  * stays under 250 ms, the server's RSS grows by less than 50 MiB.
  */
+import { AGENT_API_ROUTES } from '@sigil/agent-api';
 import { writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join, resolve } from 'node:path';
@@ -61,7 +62,7 @@ async function attack(plan: AttackPlan): Promise<AttackResult> {
       const address = `127.0.0.${10 + (worker % plan.attackerAddresses)}`;
       while (sent < plan.maxRequests && performance.now() < deadline) {
         const certificates = plan.certificates[sent++ % plan.certificates.length]!;
-        const path = '/agent/v1/attest/x509pop/challenge';
+        const path = AGENT_API_ROUTES.x509popChallenge.path;
         // A connection refused at accept (no answer) is counted as status 0, and the attacker goes on.
         const answer = await postJson(plan.port, agent, path, { certificates }, address).catch(() => CLOSED_UNANSWERED);
         answers.set(answer.status, (answers.get(answer.status) ?? 0) + 1);

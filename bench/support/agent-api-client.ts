@@ -5,6 +5,7 @@
  */
 import { type PeerCertificate } from 'node:tls';
 import { Agent, request } from 'node:https';
+import { AGENT_API_ROUTES, type AgentApiRoute, parseAttestationResponse, parseErrorBody } from '@sigil/agent-api';
 import { createCsr, generateKeyPair, privateKeyToPem, toPem } from '@sigil/pki';
 
 /** An attested agent's identity: its SVID chain and key (PEM), to present as the TLS client certificate. */
@@ -58,30 +59,35 @@ export class AgentApiClient {
     const csr = await createCsr({ keys });
     const client = new AgentApiClient(options, undefined, 1);
     try {
-      const answer = await client.call('POST', '/agent/v1/attest/join-token', { token, csr: csr.pem });
-      const { spiffe_id: spiffeId, svid } = answer as { spiffe_id: string; svid: string[] };
-      const chain = svid.map((base64) => toPem('CERTIFICATE', new Uint8Array(Buffer.from(base64, 'base64'))));
-      return { spiffeId, certificatePem: chain.join(''), privateKeyPem: privateKeyToPem(keys.privateKey) };
+      const answer = await client.call(AGENT_API_ROUTES.attestJoinToken, { token, csr: csr.pem });
+      const { spiffeId, chain } = parseAttestationResponse(answer);
+      return {
+        spiffeId: spiffeId.toString(),
+        certificatePem: chain.map((der) => toPem('CERTIFICATE', der)).join(''),
+        privateKeyPem: privateKeyToPem(keys.privateKey),
+      };
     } finally {
       client.close();
     }
   }
 
   /**
-   * Sends a JSON request (an object, or text already serialised) and resolves with the parsed answer.
+   * Sends a JSON request on `route` (an object, or text already serialised) and resolves with the parsed answer.
    *
    * @throws Error with the method, path, status and the server's message when the answer is not 2xx.
    */
-  async call(method: string, path: string, body: unknown): Promise<unknown> {
+  async call(route: AgentApiRoute, body: unknown): Promise<unknown> {
+    const { method, path } = route;
     const result = await this.send(method, path, typeof body === 'string' ? body : JSON.stringify(body));
     if (result.status < 200 || result.status >= 300) {
-      let message = result.text;
+      let answer: unknown;
       try {
-        message = String((JSON.parse(result.text) as { message?: unknown }).message ?? result.text);
+        answer = JSON.parse(result.text);
       } catch {
         // Not JSON: the text itself is the message.
       }
-      throw new Error(`agent api ${method} ${path}: ${result.status} ${message}`);
+      const { message } = parseErrorBody(result.status, answer);
+      throw new Error(`agent api ${method} ${path}: ${result.status} ${answer === undefined ? result.text : message}`);
     }
     return JSON.parse(result.text) as unknown;
   }

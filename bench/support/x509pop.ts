@@ -3,6 +3,7 @@
  * with), forged chains named like the CA (what an attacker without the CA's key can send), and the attestation
  * itself (challenge, then the signed nonce) over TLS from a chosen loopback source address, as a second host would.
  */
+import { AGENT_API_ROUTES } from '@sigil/agent-api';
 import 'reflect-metadata';
 import { createPrivateKey, randomBytes, sign, webcrypto, type KeyObject } from 'node:crypto';
 import { Agent, request } from 'node:https';
@@ -202,7 +203,7 @@ export async function attestX509pop(
   const challenge = await postJson(
     port,
     agent,
-    '/agent/v1/attest/x509pop/challenge',
+    AGENT_API_ROUTES.x509popChallenge.path,
     { certificates: node.certificates },
     localAddress,
   );
@@ -213,7 +214,7 @@ export async function attestX509pop(
   return postJson(
     port,
     agent,
-    '/agent/v1/attest/x509pop',
+    AGENT_API_ROUTES.attestX509pop.path,
     { challenge_id: challenge.body['challenge_id'], signature, csr: csr.pem },
     localAddress,
   );

@@ -1,10 +1,4 @@
-import type {
-  AgentSvidResponse,
-  JwtSvidResponse,
-  SyncQuery,
-  SyncResponse,
-  X509SignResult,
-} from '@sigil/agent-api';
+import type { AgentSvidResponse, JwtSvidResponse, SyncQuery, SyncResponse, X509SignResult } from '@sigil/agent-api';
 
 /**
  * What the SVID cache and the agent manager need from the server (the seam the tests fake). The messages, their
