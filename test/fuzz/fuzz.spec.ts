@@ -21,7 +21,7 @@ const TARGETS: [string, (runs: number) => Promise<FuzzReport>][] = [
   ['JWT-SVIDs, validated and insecure', fuzzJwtSvid],
   ['trust bundles: JWKS text, bytes and documents, PEM, DER', fuzzBundle],
   ['selectors: server entry rules and filters, agent entry parser and matcher', fuzzSelectors],
-  ['agent API bodies: server batch parser, agent answer parsers', fuzzAgentApi],
+  ["agent API bodies: the contract's batch request parser and answer parsers", fuzzAgentApi],
   ['config files of the agent and the server, and the trust bundle file', fuzzConfig],
   ['Workload API requests: protobuf decode, security header, handler validation', fuzzWorkloadApi],
   ['admin API and attestation bodies, paths and queries through the real app', fuzzAdminApi],
