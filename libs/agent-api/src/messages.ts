@@ -16,6 +16,7 @@ import { AGENT_API_ROUTES } from './routes.js';
 
 // ---- wire forms ------------------------------------------------------------------------------------------------
 
+/** A selector, `type` and `value` apart. */
 export interface SelectorWire {
   type: string;
   value: string;
@@ -78,6 +79,7 @@ export interface SyncQueryWire {
   wait_ms?: number;
 }
 
+/** One answer of `GET /agent/v1/sync`. */
 export interface SyncResponseWire {
   revision: number;
   /** True: `entries` is every authorised entry, replacing what the agent holds. */
@@ -101,12 +103,14 @@ export interface BatchX509SvidRequestWire {
   csrs: X509SvidRequestWire[];
 }
 
+/** Whether one CSR of a batch was signed. */
 export interface SvidStatusWire {
   /** `ok`, or the error kind of this CSR (the others of the batch go on). */
   code: 'ok' | ErrorKind;
   message: string;
 }
 
+/** The answer for one CSR of a batch. */
 export interface X509SvidResultWire {
   entry_id: string;
   status: SvidStatusWire;
@@ -115,6 +119,7 @@ export interface X509SvidResultWire {
   expires_at?: string;
 }
 
+/** The answer to a CSR batch, one result per CSR in request order. */
 export interface BatchX509SvidResponseWire {
   results: X509SvidResultWire[];
 }
@@ -125,6 +130,7 @@ export interface JwtSvidRequestWire {
   audience: string[];
 }
 
+/** A signed JWT-SVID. */
 export interface JwtSvidResponseWire {
   spiffe_id: string;
   token: string;
@@ -166,6 +172,7 @@ export interface AttestationResponse extends AgentSvidResponse {
   readonly bundle: TrustBundle;
 }
 
+/** What the agent asks the sync for (see {@link SyncQueryWire}). */
 export interface SyncQuery {
   readonly revision: number;
   readonly bundleSequence: number | undefined;
@@ -195,6 +202,7 @@ export type X509SignResult =
   | { readonly entryId: string; readonly ok: true; readonly chain: readonly Uint8Array[]; readonly expiresAt: Date }
   | { readonly entryId: string; readonly ok: false; readonly code: string; readonly message: string };
 
+/** A signed JWT-SVID of an entry. */
 export interface JwtSvidResponse {
   readonly spiffeId: SpiffeId;
   readonly token: string;
@@ -316,6 +324,7 @@ export interface SyncEntrySource {
   readonly createdAt: Date;
 }
 
+/** The sync's form of an entry: only what an agent needs, never the admin API's entry. */
 export function serializeSyncEntry(entry: SyncEntrySource): SyncEntryWire {
   return {
     id: entry.id,
@@ -367,6 +376,7 @@ export function parseAgentEntry(value: unknown, field = 'entry'): AgentEntry {
 
 // ---- agent SVID: attestation and renewal -----------------------------------------------------------------------
 
+/** The body of `POST /agent/v1/renew`. */
 export function serializeRenewRequest(csrPem: string): RenewRequestWire {
   return { csr: csrPem };
 }
@@ -379,10 +389,12 @@ export interface AgentSvidSource {
   readonly expiresAt: Date;
 }
 
+/** `{ spiffe_id, svid, expires_at }` of renewal (and of attestation, with the bundle). */
 export function serializeAgentSvid(svid: AgentSvidSource): AgentSvidWire {
   return { spiffe_id: String(svid.spiffeId), svid: base64Chain(svid.chain), expires_at: svid.expiresAt.toISOString() };
 }
 
+/** `{ spiffe_id, svid, expires_at, bundle }` of attestation. */
 export function serializeAttestationResponse(svid: AgentSvidSource, bundle: SpiffeJwks): AttestationResponseWire {
   return { ...serializeAgentSvid(svid), bundle };
 }
@@ -421,6 +433,7 @@ export type SyncResponseSource = {
   readonly federatedBundles: ReadonlyMap<string, SpiffeJwks>;
 } & ({ readonly full: true } | { readonly full: false; readonly deletedIds: Iterable<string> });
 
+/** The sync answer; federated bundles are keyed `spiffe://<trust domain>`. */
 export function serializeSyncResponse(sync: SyncResponseSource): SyncResponseWire {
   return {
     revision: sync.revision,
@@ -453,6 +466,11 @@ export function parseSyncResponse(value: unknown, trustDomain: TrustDomain): Syn
 
 // ---- X.509-SVID batch ------------------------------------------------------------------------------------------
 
+/**
+ * The body of `POST /agent/v1/svids/x509`.
+ *
+ * @throws RangeError past {@link MAX_CSR_BATCH} CSRs: the server would refuse the whole batch
+ */
 export function serializeX509SvidBatchRequest(
   csrs: readonly { readonly entryId: string; readonly csrPem: string }[],
 ): BatchX509SvidRequestWire {
@@ -510,6 +528,7 @@ export type X509SignResultSource =
   | { readonly entryId: string; readonly ok: true; readonly chain: readonly Uint8Array[]; readonly expiresAt: Date }
   | { readonly entryId: string; readonly ok: false; readonly code: ErrorKind; readonly message: string };
 
+/** The answer to a CSR batch: one result per CSR, in the order of the request. */
 export function serializeX509SignResults(results: readonly X509SignResultSource[]): BatchX509SvidResponseWire {
   return {
     results: results.map((result) =>
@@ -548,6 +567,7 @@ export function parseX509SignResults(value: unknown): X509SignResult[] {
 
 // ---- JWT-SVID --------------------------------------------------------------------------------------------------
 
+/** The body of `POST /agent/v1/svids/jwt`. */
 export function serializeJwtSvidRequest(entryId: string, audience: readonly string[]): JwtSvidRequestWire {
   return { entry_id: entryId, audience: [...audience] };
 }
@@ -559,6 +579,7 @@ export interface JwtSvidSource {
   readonly expiresAt: Date;
 }
 
+/** `{ spiffe_id, token, expires_at }` of JWT signing. */
 export function serializeJwtSvidResponse(signed: JwtSvidSource): JwtSvidResponseWire {
   return { spiffe_id: String(signed.spiffeId), token: signed.token, expires_at: signed.expiresAt.toISOString() };
 }

@@ -12,6 +12,7 @@ export interface AgentApiRoute {
   readonly path: string;
 }
 
+/** Every route of the agent API, by what it does. */
 export const AGENT_API_ROUTES = {
   attestJoinToken: { method: 'POST', path: '/agent/v1/attest/join-token' },
   x509popChallenge: { method: 'POST', path: '/agent/v1/attest/x509pop/challenge' },

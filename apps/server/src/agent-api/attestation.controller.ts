@@ -1,6 +1,6 @@
 import { Body, Controller, HttpCode, Ip, Post } from '@nestjs/common';
 import { ApiOkResponse, ApiTags } from '@nestjs/swagger';
-import { serializeAttestationResponse } from '@sigil/agent-api';
+import { AGENT_API_PREFIX, AGENT_API_ROUTES, routePath, serializeAttestationResponse } from '@sigil/agent-api';
 import { Public } from '../auth/public.decorator.js';
 import {
   AttestationResponseDto,
@@ -20,14 +20,14 @@ import { X509popAttestationService } from './x509pop-attestation.service.js';
  */
 @ApiTags('agent')
 @Public('attestation')
-@Controller('agent/v1/attest')
+@Controller(AGENT_API_PREFIX)
 export class AttestationController {
   constructor(
     private readonly joinTokens: JoinTokenAttestationService,
     private readonly x509pop: X509popAttestationService,
   ) {}
 
-  @Post('join-token')
+  @Post(routePath(AGENT_API_ROUTES.attestJoinToken))
   @HttpCode(200)
   @ApiOkResponse({ type: AttestationResponseDto })
   async joinToken(@Body() body: JoinTokenAttestationDto): Promise<AttestationResponseDto> {
@@ -35,7 +35,7 @@ export class AttestationController {
     return serializeAttestationResponse(agentSvidSource(svid), bundle);
   }
 
-  @Post('x509pop/challenge')
+  @Post(routePath(AGENT_API_ROUTES.x509popChallenge))
   @HttpCode(200)
   @ApiOkResponse({ type: X509popChallengeResponseDto })
   async x509popChallenge(
@@ -50,7 +50,7 @@ export class AttestationController {
   // table): agents behind one NAT never strand a challenge on a refused answer. Refused when the address is in debt,
   // and a wrong answer costs the whole refusal.
   @Public('attestation', 0)
-  @Post('x509pop')
+  @Post(routePath(AGENT_API_ROUTES.attestX509pop))
   @HttpCode(200)
   @ApiOkResponse({ type: AttestationResponseDto })
   async x509popAnswer(@Body() body: X509popAttestationDto): Promise<AttestationResponseDto> {
