@@ -13,6 +13,10 @@ const NO_TEST = {
   message: 'production code never imports test/; specs of libs live in test/libs',
 };
 const NO_OURS = { group: ['@sigil/*'], message: 'libs/spiffe is pure SPIFFE: it imports nothing of ours' };
+const NO_FRAMEWORK = {
+  group: ['@nestjs/*', 'class-validator', 'class-transformer'],
+  message: 'libs/agent-api loads no framework: the agent imports it, and must not load Nest',
+};
 const noApp = (app) => ({
   group: [`**/apps/${app}/**`, `**/${app}/src/**`],
   message: `the apps never import each other: move what both need into a lib`,
@@ -44,6 +48,7 @@ export default tseslint.config(
   },
   boundaries(['libs/**/*.ts'], [NO_APPS, NO_TEST], ['libs/spiffe/**']),
   boundaries(['libs/spiffe/**/*.ts'], [NO_APPS, NO_TEST, NO_OURS]),
+  boundaries(['libs/agent-api/**/*.ts'], [NO_APPS, NO_TEST, NO_FRAMEWORK]),
   boundaries(['apps/server/**/*.ts'], [noApp('agent'), NO_TEST], TESTS),
   boundaries(
     TESTS.map((glob) => `apps/server/${glob}`),

@@ -17,6 +17,8 @@ describe('architecture boundaries (eslint no-restricted-imports, run by npm run 
     ['libs/runtime/src/planted.ts', "import '../../../test/support/fake-clock.js';", /never imports test/],
     ['libs/spiffe/src/planted.ts', "import '@sigil/pki';", /libs\/spiffe is pure SPIFFE/],
     ['libs/spiffe/src/planted.spec.ts', "import '../../../apps/server/src/config.js';", /libs never import apps/],
+    ['libs/agent-api/src/planted.ts', "import { Injectable } from '@nestjs/common';", /loads no framework/],
+    ['libs/agent-api/src/planted.ts', "import '../../../apps/server/src/config.js';", /libs never import apps/],
     ['apps/server/src/planted.ts', "import '../../agent/src/agent.js';", /apps never import each other/],
     ['apps/server/src/planted.spec.ts', "import '../../../apps/agent/src/agent.js';", /apps never import each other/],
     ['apps/agent/src/planted.ts', "import '../../../apps/server/src/config.js';", /apps never import each other/],
