@@ -324,7 +324,7 @@ export interface SyncEntrySource {
   readonly createdAt: Date;
 }
 
-/** The sync's form of an entry: only what an agent needs, never the admin API's entry. */
+/** The sync's form of an entry: only what an agent needs (the admin API's entry adds `updated_at`). */
 export function serializeSyncEntry(entry: SyncEntrySource): SyncEntryWire {
   return {
     id: entry.id,

@@ -1,4 +1,4 @@
-import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { ApiProperty, ApiPropertyOptional, OmitType } from '@nestjs/swagger';
 import {
   CSR_MAX_BYTES,
   JWT_SVID_MAX_AUDIENCES,
@@ -13,7 +13,6 @@ import {
   type JwtSvidRequestWire,
   type JwtSvidResponseWire,
   type RenewRequestWire,
-  type SelectorWire,
   type SvidStatusWire,
   type SyncEntryWire,
   type SyncQueryWire,
@@ -36,6 +35,7 @@ import {
   MaxLength,
   Min,
 } from 'class-validator';
+import { EntryResponseDto } from '../entries/entry.dto.js';
 import type { IssuedAgentSvid } from './agent-svid.service.js';
 import { X509POP_MAX_CERTIFICATES } from './x509pop.js';
 
@@ -176,28 +176,8 @@ export class X509popChallengeResponseDto {
   @ApiProperty({ description: `base64 of 32 random bytes to sign` }) nonce!: string;
 }
 
-export class SyncSelectorDto implements SelectorWire {
-  @ApiProperty() type!: string;
-  @ApiProperty() value!: string;
-}
-
-/** An entry as the sync lists it: what an agent needs, not the admin API's entry. */
-export class SyncEntryDto implements SyncEntryWire {
-  @ApiProperty({ format: 'uuid' }) id!: string;
-  @ApiProperty() spiffe_id!: string;
-  @ApiProperty() parent_id!: string;
-  @ApiProperty({ type: [SyncSelectorDto] }) selectors!: SyncSelectorDto[];
-  @ApiProperty({ description: 'seconds; 0: the server default' }) x509_svid_ttl!: number;
-  @ApiProperty({ description: 'seconds; 0: the server default' }) jwt_svid_ttl!: number;
-  @ApiProperty({ type: [String] }) dns_names!: string[];
-  @ApiProperty({ type: [String] }) federates_with!: string[];
-  @ApiProperty() admin!: boolean;
-  @ApiProperty() downstream!: boolean;
-  @ApiProperty() hint!: string;
-  @ApiProperty({ type: String, format: 'date-time', nullable: true }) expires_at!: string | null;
-  @ApiProperty() revision_number!: number;
-  @ApiProperty({ format: 'date-time' }) created_at!: string;
-}
+/** An entry as the sync lists it: what an agent needs, the admin API's entry without `updated_at`. */
+export class SyncEntryDto extends OmitType(EntryResponseDto, ['updated_at'] as const) implements SyncEntryWire {}
 
 export class SyncResponseDto implements SyncResponseWire {
   @ApiProperty() revision!: number;

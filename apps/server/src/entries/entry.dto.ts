@@ -1,4 +1,5 @@
 import { ApiProperty, ApiPropertyOptional, PartialType } from '@nestjs/swagger';
+import { serializeSyncEntry } from '@sigil/agent-api';
 import { Transform, Type } from 'class-transformer';
 import {
   ArrayMaxSize,
@@ -223,24 +224,9 @@ export class BatchCreateEntriesResponseDto {
   @ApiProperty({ type: [BatchCreateResultDto] }) results!: BatchCreateResultDto[];
 }
 
+/** The admin API's entry: the sync's entry (the agent API contract) and when it last changed. */
 export function toEntryResponse(entry: Entry): EntryResponseDto {
-  return {
-    id: entry.id,
-    spiffe_id: entry.spiffeId,
-    parent_id: entry.parentId,
-    selectors: entry.selectors.map(({ type, value }) => ({ type, value })),
-    x509_svid_ttl: entry.x509SvidTtl,
-    jwt_svid_ttl: entry.jwtSvidTtl,
-    dns_names: [...entry.dnsNames],
-    federates_with: [...entry.federatesWith],
-    admin: entry.admin,
-    downstream: entry.downstream,
-    hint: entry.hint,
-    expires_at: entry.expiresAt?.toISOString() ?? null,
-    revision_number: entry.revisionNumber,
-    created_at: entry.createdAt.toISOString(),
-    updated_at: entry.updatedAt.toISOString(),
-  };
+  return { ...serializeSyncEntry(entry), updated_at: entry.updatedAt.toISOString() };
 }
 
 /** Maps a create or update body to the service's input; only the fields present in the body are set. */
