@@ -12,7 +12,7 @@ import { SpiffeId, TrustBundle, TrustDomain, signJwtSvid } from '@sigil/spiffe';
 import { WorkloadApiClient } from '@sigil/workload-api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testEntry } from '../../../../../test/support/fake-agent-api.js';
-import { type AgentEntry } from '../../client/agent-api.js';
+import { type AgentEntry } from '@sigil/agent-api';
 import { loadAgentConfig } from '../../config.js';
 import { PerUidAttestationLimit } from '../../endpoints/workload-api/attestation-limit.js';
 import { WorkloadApiHandler } from '../../endpoints/workload-api/workload-api.handler.js';
