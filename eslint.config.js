@@ -21,6 +21,25 @@ const noApp = (app) => ({
   group: [`**/apps/${app}/**`, `**/${app}/src/**`],
   message: `the apps never import each other: move what both need into a lib`,
 });
+// In the server, controller → service → repository → entity: only repositories, entities, modules (which register
+// entities) and the database layer see TypeORM or an entity class; services get plain domain types. The change
+// notifier is database plumbing too (LISTEN/NOTIFY on a connection of its own).
+const NO_ORM = {
+  group: ['typeorm', 'typeorm/*', '@nestjs/typeorm'],
+  message: 'services talk to repositories: TypeORM stays in *.repository.ts, *.entity.ts, *.module.ts and database/',
+};
+const NO_ENTITY = {
+  group: ['**/*.entity.js', './*.entity.js'],
+  message: 'entity classes stay in the repository layer: use the domain type the repository returns',
+};
+const SERVER_ORM_LAYER = [
+  ...TESTS,
+  'apps/server/src/**/*.repository.ts',
+  'apps/server/src/**/*.entity.ts',
+  'apps/server/src/**/*.module.ts',
+  'apps/server/src/database/**',
+  'apps/server/src/entries/entry-change-notifier.ts',
+];
 const boundaries = (files, patterns, ignores = []) => ({
   files,
   ignores,
@@ -50,6 +69,7 @@ export default tseslint.config(
   boundaries(['libs/spiffe/**/*.ts'], [NO_APPS, NO_TEST, NO_OURS]),
   boundaries(['libs/agent-api/**/*.ts'], [NO_APPS, NO_TEST, NO_FRAMEWORK]),
   boundaries(['apps/server/**/*.ts'], [noApp('agent'), NO_TEST], TESTS),
+  boundaries(['apps/server/src/**/*.ts'], [noApp('agent'), NO_TEST, NO_ORM, NO_ENTITY], SERVER_ORM_LAYER),
   boundaries(
     TESTS.map((glob) => `apps/server/${glob}`),
     [noApp('agent')],

@@ -23,6 +23,10 @@ describe('architecture boundaries (eslint no-restricted-imports, run by npm run 
     ['apps/server/src/planted.spec.ts', "import '../../../apps/agent/src/agent.js';", /apps never import each other/],
     ['apps/agent/src/planted.ts', "import '../../../apps/server/src/config.js';", /apps never import each other/],
     ['apps/agent/src/cli/planted.ts', "import '../../../../test/support/fake-clock.js';", /never imports test/],
+    ['apps/server/src/entries/planted.service.ts', "import { EntityManager } from 'typeorm';", /talk to repositories/],
+    ['apps/server/src/health/planted.service.ts', "import { InjectDataSource } from '@nestjs/typeorm';", /TypeORM/],
+    ['apps/server/src/agents/planted.service.ts', "import type { AgentEntity } from './agent.entity.js';", /entity/],
+    ['apps/server/src/ca/planted.ts', "import type { CaKeyEntity } from '../ca/ca-key.entity.js';", /entity classes/],
   ])('refuses %s importing across a boundary', async (path, source, message) => {
     const messages = await restrictedImports(path, source);
     expect(messages).toHaveLength(1);
@@ -34,6 +38,11 @@ describe('architecture boundaries (eslint no-restricted-imports, run by npm run 
     ['apps/agent/src/planted.ts', "import '@sigil/runtime';"],
     ['apps/server/src/planted.spec.ts', "import '../../../test/support/fake-clock.js';"],
     ['test/libs/pki/planted.spec.ts', "import '../../../libs/pki/src/der.js';"],
+    ['apps/server/src/entries/planted.repository.ts', "import { EntityManager } from 'typeorm';"],
+    ['apps/server/src/agents/planted.repository.ts', "import { AgentEntity } from './agent.entity.js';"],
+    ['apps/server/src/agents/planted.module.ts', "import { AgentEntity } from './agent.entity.js';"],
+    ['apps/server/src/database/planted.ts', "import { DataSource } from 'typeorm';"],
+    ['apps/server/src/agents/planted.int-spec.ts', "import { AgentEntity } from './agent.entity.js';"],
   ])('lets %s import what it may', async (path, source) => {
     expect(await restrictedImports(path, source)).toEqual([]);
   });

@@ -8,7 +8,7 @@ import { BundleService } from '../../apps/server/src/bundle/bundle.service.js';
 import { BundlesRepository } from '../../apps/server/src/bundle/bundles.repository.js';
 import { AuthorityKeyFactory } from '../../apps/server/src/ca/authority-key.factory.js';
 import type { AuthorityMetrics, AuthorityTransition } from '../../apps/server/src/ca/authority-metrics.js';
-import type { AuthorityKind } from '../../apps/server/src/ca/ca-key.entity.js';
+import type { AuthorityKind } from '../../apps/server/src/ca/ca-key.js';
 import { CaKeysRepository } from '../../apps/server/src/ca/ca-keys.repository.js';
 import { CaService } from '../../apps/server/src/ca/ca.service.js';
 import { KeyManager } from '../../apps/server/src/ca/key-manager.js';

@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { parseCsrFast, PkiError, type FastParsedCsr } from '@sigil/pki';
 import { SpiffeId, type SpiffeJwks } from '@sigil/spiffe';
-import type { AgentSelector } from '../agents/agent.entity.js';
+import type { AgentSelector } from '../agents/agent.js';
 import { AgentsService } from '../agents/agents.service.js';
 import { BundleService } from '../bundle/bundle.service.js';
 import { CaService } from '../ca/ca.service.js';

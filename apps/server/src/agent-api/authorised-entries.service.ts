@@ -1,7 +1,7 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { sigilServerId } from '@sigil/runtime';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
-import { EntriesService } from '../entries/entries.service.js';
+import { EntryChangeLogService } from '../entries/entry-change-log.service.js';
 import type { Entry } from '../entries/entry.js';
 import { EntryGraph, type AgentIdentity, type AuthorisedDelta } from './entry-graph.js';
 
@@ -38,17 +38,17 @@ export class AuthorisedEntriesService implements OnModuleInit, OnApplicationShut
   private refreshAgain = false;
 
   constructor(
-    private readonly entries: EntriesService,
+    private readonly changeLog: EntryChangeLogService,
     @Inject(SERVER_CONFIG) config: Pick<ServerConfig, 'trustDomain'>,
   ) {
     this.graph = new EntryGraph(sigilServerId(config.trustDomain).toString());
   }
 
   async onModuleInit(): Promise<void> {
-    this.unsubscribe = this.entries.subscribe((revision) => {
+    this.unsubscribe = this.changeLog.subscribe((revision) => {
       if (revision > this.graph.revision) this.refreshInBackground();
     });
-    this.graph.load(await this.entries.snapshot());
+    this.graph.load(await this.changeLog.snapshot());
     // Picks up what committed between subscribing and the snapshot.
     await this.refresh();
     this.logger.log({ msg: 'entry index loaded', revision: this.graph.revision, entries: this.graph.size });
@@ -124,11 +124,11 @@ export class AuthorisedEntriesService implements OnModuleInit, OnApplicationShut
     const start = this.graph.revision;
     let reloaded = false;
     for (;;) {
-      const changes = await this.entries.listChangesSince(this.graph.revision, { limit: CHANGES_PAGE });
+      const changes = await this.changeLog.listChangesSince(this.graph.revision, { limit: CHANGES_PAGE });
       if (changes.resyncRequired) {
         if (reloaded) break;
         this.logger.warn({ msg: 'entry change log no longer reaches the index; reloading', revision: start });
-        this.graph.load(await this.entries.snapshot());
+        this.graph.load(await this.changeLog.snapshot());
         reloaded = true;
         continue;
       }

@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { sigilAgentId } from '@sigil/runtime';
 import { type SpiffeId } from '@sigil/spiffe';
-import type { AgentSelector } from '../agents/agent.entity.js';
+import type { AgentSelector } from '../agents/agent.js';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { useTestDatabase, type TestDatabase } from '../../../../test/support/database.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { createEntryChangeNotifier, type EntryChangeNotifier } from '../entries/entry-change-notifier.js';
+import type { AttestedAgent } from './agent.js';
 import { AgentEntity } from './agent.entity.js';
 import { AgentsRepository } from './agents.repository.js';
 import { AgentsService } from './agents.service.js';
@@ -22,7 +23,7 @@ const record = (name: string, serialNumber = `serial-${name}`) => ({
 class CountingAgentsRepository extends AgentsRepository {
   reads = 0;
 
-  override findBySpiffeId(spiffeId: string): Promise<AgentEntity | null> {
+  override findBySpiffeId(spiffeId: string): Promise<AttestedAgent | null> {
     this.reads += 1;
     return super.findBySpiffeId(spiffeId);
   }

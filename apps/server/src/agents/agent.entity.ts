@@ -1,10 +1,5 @@
 import { Column, Entity, Index, PrimaryColumn } from 'typeorm';
-
-/** A node selector found by node attestation, e.g. `{ type: 'join_token', value: '…' }`. */
-export interface AgentSelector {
-  type: string;
-  value: string;
-}
+import type { AgentSelector } from './agent.js';
 
 /** An attested agent (SPIRE `attested_node_entries`, its selectors from `node_resolver_map_entries` kept as JSON). */
 @Entity({ name: 'agents' })
@@ -25,7 +20,7 @@ export class AgentEntity {
   svidExpiresAt!: Date;
 
   @Column({ name: 'selectors', type: 'jsonb' })
-  selectors!: AgentSelector[];
+  selectors!: readonly AgentSelector[];
 
   /** A banned agent keeps its row so that it cannot attest again under the same ID until evicted. */
   @Column({ name: 'banned', type: 'boolean', default: false })

@@ -1,13 +1,14 @@
 import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { type Repository, type SelectQueryBuilder } from 'typeorm';
-import { AgentEntity, type AgentSelector } from './agent.entity.js';
+import type { AgentSelector, AttestedAgent } from './agent.js';
+import { AgentEntity } from './agent.entity.js';
 
 export interface AgentFilter {
   attestationType?: string;
   banned?: boolean;
   /** Agents holding all of these selectors. */
-  selectors?: AgentSelector[];
+  selectors?: readonly AgentSelector[];
 }
 
 export interface AttestedAgentRecord {
@@ -15,7 +16,7 @@ export interface AttestedAgentRecord {
   attestationType: string;
   serialNumber: string;
   svidExpiresAt: Date;
-  selectors: AgentSelector[];
+  selectors: readonly AgentSelector[];
 }
 
 @Injectable()
@@ -23,18 +24,19 @@ export class AgentsRepository {
   constructor(@InjectRepository(AgentEntity) private readonly repository: Repository<AgentEntity>) {}
 
   /** One page ordered by SPIFFE ID, starting after `afterSpiffeId`. */
-  listPage(filter: AgentFilter, afterSpiffeId: string | undefined, limit: number): Promise<AgentEntity[]> {
+  async listPage(filter: AgentFilter, afterSpiffeId: string | undefined, limit: number): Promise<AttestedAgent[]> {
     const query = this.filtered(filter).orderBy('a.spiffe_id', 'ASC').limit(limit);
     if (afterSpiffeId !== undefined) query.andWhere('a.spiffe_id > :after', { after: afterSpiffeId });
-    return query.getMany();
+    return (await query.getMany()).map(toAttestedAgent);
   }
 
   count(filter: AgentFilter): Promise<number> {
     return this.filtered(filter).getCount();
   }
 
-  findBySpiffeId(spiffeId: string): Promise<AgentEntity | null> {
-    return this.repository.findOneBy({ spiffeId });
+  async findBySpiffeId(spiffeId: string): Promise<AttestedAgent | null> {
+    const entity = await this.repository.findOneBy({ spiffeId });
+    return entity === null ? null : toAttestedAgent(entity);
   }
 
   async delete(spiffeId: string): Promise<boolean> {
@@ -42,7 +44,7 @@ export class AgentsRepository {
     return (result.affected ?? 0) > 0;
   }
 
-  async markBanned(spiffeId: string, now: Date): Promise<AgentEntity | undefined> {
+  async markBanned(spiffeId: string, now: Date): Promise<AttestedAgent | undefined> {
     const result = await this.repository
       .createQueryBuilder()
       .update()
@@ -57,7 +59,7 @@ export class AgentsRepository {
    * Inserts the agent, or replaces the record of a re-attesting one, unless it is banned (then nothing is written
    * and `undefined` comes back). One statement, so a concurrent ban cannot slip in between check and write.
    */
-  async upsertUnlessBanned(record: AttestedAgentRecord, now: Date): Promise<AgentEntity | undefined> {
+  async upsertUnlessBanned(record: AttestedAgentRecord, now: Date): Promise<AttestedAgent | undefined> {
     const result = await this.repository.query(
       `INSERT INTO agents (spiffe_id, attestation_type, serial_number, svid_expires_at, selectors, banned,
                            created_at, updated_at, last_seen_at)
@@ -86,7 +88,7 @@ export class AgentsRepository {
     currentSerial: string,
     next: { serialNumber: string; svidExpiresAt: Date },
     now: Date,
-  ): Promise<AgentEntity | undefined> {
+  ): Promise<AttestedAgent | undefined> {
     const result = await this.repository
       .createQueryBuilder()
       .update()
@@ -116,11 +118,11 @@ export class AgentsRepository {
     return query;
   }
 
-  /** Maps a raw `RETURNING *` row (snake_case columns) to the entity. */
-  private first(raw: unknown): AgentEntity | undefined {
+  /** Maps a raw `RETURNING *` row (snake_case columns) to the agent. */
+  private first(raw: unknown): AttestedAgent | undefined {
     const row = (raw as Record<string, unknown>[])[0];
     if (!row) return undefined;
-    return this.repository.create({
+    return toAttestedAgent({
       spiffeId: row['spiffe_id'] as string,
       attestationType: row['attestation_type'] as string,
       serialNumber: row['serial_number'] as string,
@@ -132,4 +134,18 @@ export class AgentsRepository {
       lastSeenAt: row['last_seen_at'] === null ? null : new Date(row['last_seen_at'] as string | Date),
     });
   }
+}
+
+function toAttestedAgent(entity: AgentEntity): AttestedAgent {
+  return {
+    spiffeId: entity.spiffeId,
+    attestationType: entity.attestationType,
+    serialNumber: entity.serialNumber,
+    svidExpiresAt: entity.svidExpiresAt,
+    selectors: entity.selectors,
+    banned: entity.banned,
+    createdAt: entity.createdAt,
+    updatedAt: entity.updatedAt,
+    lastSeenAt: entity.lastSeenAt,
+  };
 }

@@ -6,42 +6,17 @@ import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { Database } from '../database/database.js';
 import { EntryChangeNotifier } from '../entries/entry-change-notifier.js';
 import { AgentStatusCache } from './agent-status-cache.js';
-import { type AgentEntity, type AgentSelector } from './agent.entity.js';
+import type { AttestedAgent } from './agent.js';
 import { type AgentFilter, AgentsRepository, type AttestedAgentRecord } from './agents.repository.js';
 
 export const AGENT_PAGE_SIZE = { default: 50, max: 500 } as const;
 
-/** An attested agent as the rest of the server sees it. */
-export interface AttestedAgent {
-  readonly spiffeId: string;
-  readonly attestationType: string;
-  readonly serialNumber: string;
-  readonly svidExpiresAt: Date;
-  readonly selectors: readonly AgentSelector[];
-  readonly banned: boolean;
-  readonly createdAt: Date;
-  readonly updatedAt: Date;
-  readonly lastSeenAt: Date | null;
-}
+export type { AttestedAgent } from './agent.js';
 
 export interface AgentPage {
   agents: AttestedAgent[];
   /** Absent on the last page. */
   nextPageToken?: string;
-}
-
-function toAttestedAgent(entity: AgentEntity): AttestedAgent {
-  return {
-    spiffeId: entity.spiffeId,
-    attestationType: entity.attestationType,
-    serialNumber: entity.serialNumber,
-    svidExpiresAt: entity.svidExpiresAt,
-    selectors: entity.selectors,
-    banned: entity.banned,
-    createdAt: entity.createdAt,
-    updatedAt: entity.updatedAt,
-    lastSeenAt: entity.lastSeenAt,
-  };
 }
 
 /**
@@ -56,7 +31,7 @@ function toAttestedAgent(entity: AgentEntity): AttestedAgent {
 @Injectable()
 export class AgentsService implements OnModuleDestroy {
   private readonly logger = new Logger(AgentsService.name);
-  private readonly statuses: AgentStatusCache<AgentEntity>;
+  private readonly statuses: AgentStatusCache<AttestedAgent>;
   private readonly unsubscribe: () => void;
 
   constructor(
@@ -85,7 +60,7 @@ export class AgentsService implements OnModuleDestroy {
     }
     const after = page.pageToken === undefined ? undefined : decodePageToken(page.pageToken);
     const rows = await this.repository.listPage(filter, after, pageSize + 1);
-    const agents = rows.slice(0, pageSize).map(toAttestedAgent);
+    const agents = rows.slice(0, pageSize);
     const last = agents.at(-1);
     return rows.length > pageSize && last ? { agents, nextPageToken: encodePageToken(last.spiffeId) } : { agents };
   }
@@ -97,7 +72,7 @@ export class AgentsService implements OnModuleDestroy {
   async get(spiffeId: string): Promise<AttestedAgent> {
     const entity = await this.repository.findBySpiffeId(normalise(spiffeId));
     if (!entity) throw notFound(spiffeId);
-    return toAttestedAgent(entity);
+    return entity;
   }
 
   /** Removes the agent: its SVID is no longer honoured and it must attest again (which a ban would refuse). */
@@ -116,7 +91,7 @@ export class AgentsService implements OnModuleDestroy {
     await this.changed(id);
     if (!entity) throw notFound(spiffeId);
     this.logger.log({ msg: 'agent banned', agentId: id });
-    return toAttestedAgent(entity);
+    return entity;
   }
 
   /**
@@ -130,7 +105,7 @@ export class AgentsService implements OnModuleDestroy {
     await this.changed(id);
     if (!entity) throw new AppError('permission_denied', `agent ${id} is banned`);
     this.logger.log({ msg: 'agent attested', agentId: id, method: record.attestationType });
-    return toAttestedAgent(entity);
+    return entity;
   }
 
   /**
@@ -154,7 +129,7 @@ export class AgentsService implements OnModuleDestroy {
       this.statuses.refuseSerial(spiffeId, serialNumber);
       throw new AppError('permission_denied', `agent ${spiffeId}: SVID serial ${serialNumber} is not the current one`);
     }
-    return toAttestedAgent(entity);
+    return entity;
   }
 
   /**
@@ -172,7 +147,7 @@ export class AgentsService implements OnModuleDestroy {
     if (!entity) {
       throw new AppError('permission_denied', `agent ${spiffeId} may not renew: evicted, banned or outdated SVID`);
     }
-    return toAttestedAgent(entity);
+    return entity;
   }
 
   /**

@@ -1,5 +1,4 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import { QueryFailedError } from 'typeorm';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
 import { generateSecretToken, hashSecretToken } from '../common/secret-token.js';
@@ -46,14 +45,9 @@ export class AdminTokensService {
     const now = this.clock.now();
     const expiresAt = input.ttlSeconds === undefined ? null : new Date(now.getTime() + input.ttlSeconds * 1000);
     const token = generateSecretToken(ADMIN_TOKEN_PREFIX);
-    try {
-      await this.repository.insert(input.name, hashSecretToken(token), now, expiresAt);
-    } catch (error) {
-      // A concurrent create of the same name lost the race on the unique constraint.
-      if (error instanceof QueryFailedError && (error.driverError as { code?: string }).code === '23505') {
-        throw alreadyExists(input.name);
-      }
-      throw error;
+    // False: a concurrent create of the same name won the race on the unique constraint.
+    if (!(await this.repository.insert(input.name, hashSecretToken(token), now, expiresAt))) {
+      throw alreadyExists(input.name);
     }
     this.logger.log({ msg: 'admin token created', name: input.name });
     return { token, name: input.name, createdAt: now, expiresAt, lastUsedAt: null };

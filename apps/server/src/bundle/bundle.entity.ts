@@ -1,10 +1,5 @@
 import { Check, Column, Entity, PrimaryColumn } from 'typeorm';
-
-/** A JWT authority as stored: its `kid` and the public parameters of its key as a JWK (kty, crv/x/y or n/e). */
-export interface StoredJwtAuthority {
-  kid: string;
-  jwk: Record<string, string>;
-}
+import type { StoredJwtAuthority } from './stored-bundle.js';
 
 /** The trust bundle of one trust domain: ours (kept by the key manager) or, later, a federated one. */
 @Entity({ name: 'bundles' })

@@ -1,11 +1,11 @@
 import { createPublicKey } from 'node:crypto';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { TrustBundle, TrustDomain, type SpiffeJwks } from '@sigil/spiffe';
-import type { EntityManager } from 'typeorm';
 import { AppError } from '../common/errors.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
-import type { StoredJwtAuthority } from './bundle.entity.js';
+import type { Transaction } from '../database/transaction.js';
 import { BundlesRepository } from './bundles.repository.js';
+import type { StoredJwtAuthority } from './stored-bundle.js';
 
 /** The authorities our trust domain publishes: CA root certificates and JWT public keys. */
 export interface OwnAuthorities {
@@ -53,7 +53,7 @@ export class BundleService {
    * @returns the sequence number now stored, and whether it changed.
    */
   async replaceOwnAuthorities(
-    manager: EntityManager,
+    tx: Transaction,
     authorities: OwnAuthorities,
     now: Date,
   ): Promise<{ changed: boolean; sequence: number }> {
@@ -63,7 +63,7 @@ export class BundleService {
       kid,
       jwk: publicJwk(publicKeyDer),
     }));
-    const stored = await this.bundles.findByTrustDomainForUpdate(manager, this.trustDomain.name);
+    const stored = await this.bundles.findByTrustDomainForUpdate(tx, this.trustDomain.name);
     const unchanged =
       stored !== null &&
       stored.refreshHintSeconds === this.refreshHintSeconds &&
@@ -72,7 +72,7 @@ export class BundleService {
     if (unchanged) return { changed: false, sequence: Number(stored.sequence) };
 
     const sequence = stored === null ? 1 : Number(stored.sequence) + 1;
-    await this.bundles.save(manager, {
+    await this.bundles.save(tx, {
       trustDomain: this.trustDomain.name,
       x509Authorities,
       jwtAuthorities,

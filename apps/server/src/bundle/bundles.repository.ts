@@ -1,26 +1,27 @@
 import { Injectable } from '@nestjs/common';
-import { DataSource, type EntityManager } from 'typeorm';
+import { DataSource } from 'typeorm';
+import { managerOf, type Transaction } from '../database/transaction.js';
 import { BundleEntity } from './bundle.entity.js';
+import type { StoredBundle } from './stored-bundle.js';
 
 /** I/O of the `bundles` table. */
 @Injectable()
 export class BundlesRepository {
   constructor(private readonly dataSource: DataSource) {}
 
-  findByTrustDomain(
-    trustDomain: string,
-    manager: EntityManager = this.dataSource.manager,
-  ): Promise<BundleEntity | null> {
-    return manager.findOneBy(BundleEntity, { trustDomain });
+  async findByTrustDomain(trustDomain: string): Promise<StoredBundle | null> {
+    return toStored(await this.dataSource.manager.findOneBy(BundleEntity, { trustDomain }));
   }
 
   /** Reads the row and locks it until the transaction ends, so its sequence is bumped by one writer at a time. */
-  findByTrustDomainForUpdate(manager: EntityManager, trustDomain: string): Promise<BundleEntity | null> {
-    return manager
-      .createQueryBuilder(BundleEntity, 'bundle')
-      .setLock('pessimistic_write')
-      .where('bundle.trustDomain = :trustDomain', { trustDomain })
-      .getOne();
+  async findByTrustDomainForUpdate(tx: Transaction, trustDomain: string): Promise<StoredBundle | null> {
+    return toStored(
+      await managerOf(tx)
+        .createQueryBuilder(BundleEntity, 'bundle')
+        .setLock('pessimistic_write')
+        .where('bundle.trustDomain = :trustDomain', { trustDomain })
+        .getOne(),
+    );
   }
 
   /** The stored `spiffe_sequence`, or null when the trust domain has no bundle. */
@@ -32,7 +33,16 @@ export class BundlesRepository {
     return rows[0]?.sequence ?? null;
   }
 
-  async save(manager: EntityManager, bundle: BundleEntity): Promise<void> {
-    await manager.upsert(BundleEntity, bundle, ['trustDomain']);
+  async save(tx: Transaction, bundle: StoredBundle): Promise<void> {
+    const row: BundleEntity = {
+      ...bundle,
+      x509Authorities: [...bundle.x509Authorities],
+      jwtAuthorities: bundle.jwtAuthorities.map(({ kid, jwk }) => ({ kid, jwk: { ...jwk } })),
+    };
+    await managerOf(tx).upsert(BundleEntity, row, ['trustDomain']);
   }
+}
+
+function toStored(row: BundleEntity | null): StoredBundle | null {
+  return row === null ? null : { ...row };
 }

@@ -14,14 +14,14 @@ import {
 } from '@sigil/pki';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { KeyEncryptionKey } from '../kek/key-encryption-key.js';
-import type { AuthorityKind, CaKeyEntity } from './ca-key.entity.js';
+import type { AuthorityKind, CaKey } from './ca-key.js';
 import type { NewCaKey } from './ca-keys.repository.js';
 
 /** `kid` of a JWT key: 24 random bytes in base64url (32 characters). */
 const KID_BYTES = 24;
 
 /** The additional authenticated data that binds a sealed private key to its journal row. */
-export function sealingContext(key: Pick<CaKeyEntity, 'id' | 'kind'>): string {
+export function sealingContext(key: Pick<CaKey, 'id' | 'kind'>): string {
   return `ca_keys/${key.id}/${key.kind}`;
 }
 
@@ -90,9 +90,7 @@ export class AuthorityKeyFactory {
   }
 
   /** Opens a journal row's sealed private key; fails when the KEK differs or the row's data was moved or altered. */
-  async unseal(
-    row: Pick<CaKeyEntity, 'id' | 'kind' | 'keyType' | 'encryptedPrivateKey'>,
-  ): Promise<webcrypto.CryptoKey> {
+  async unseal(row: Pick<CaKey, 'id' | 'kind' | 'keyType' | 'encryptedPrivateKey'>): Promise<webcrypto.CryptoKey> {
     let pkcs8: Buffer;
     try {
       pkcs8 = await this.kek.decrypt(row.encryptedPrivateKey, sealingContext(row));
@@ -110,7 +108,7 @@ export class AuthorityKeyFactory {
     }
   }
 
-  private async seal(row: Pick<CaKeyEntity, 'id' | 'kind'>, privateKey: webcrypto.CryptoKey): Promise<Buffer> {
+  private async seal(row: Pick<CaKey, 'id' | 'kind'>, privateKey: webcrypto.CryptoKey): Promise<Buffer> {
     const pkcs8 = exportPrivateKeyPkcs8(privateKey);
     try {
       return await this.kek.encrypt(pkcs8, sealingContext(row));

@@ -1,26 +1,25 @@
-import type { CaKeyType } from '../config.js';
 import type { AuthorityTransition } from './authority-metrics.js';
-import type { AuthorityKind, CaKeyEntity, CaKeyState } from './ca-key.entity.js';
+import type { AuthorityKind, CaKey } from './ca-key.js';
 
-/** A journal key as the rest of the server sees it: public parts only. */
-export interface AuthorityKey {
-  readonly id: string;
-  readonly kind: AuthorityKind;
-  readonly state: CaKeyState;
-  readonly tainted: boolean;
-  readonly revoked: boolean;
-  readonly keyType: CaKeyType;
-  /** The X.509 CA certificate's subject key identifier (hex), or the JWT key's `kid`. */
-  readonly authorityId: string;
-  readonly publicKeyDer: Buffer;
-  /** The CA certificate (X.509 keys only). */
-  readonly certificateDer: Buffer | null;
+/** A journal key as the rest of the server sees it: public parts only (no sealed private key). */
+export interface AuthorityKey extends Pick<
+  CaKey,
+  | 'id'
+  | 'kind'
+  | 'state'
+  | 'tainted'
+  | 'revoked'
+  | 'keyType'
+  | 'authorityId'
+  | 'publicKeyDer'
+  | 'certificateDer'
+  | 'notBefore'
+  | 'notAfter'
+  | 'createdAt'
+  | 'activatedAt'
+> {
   /** Upstream mode: the upstream certificates above ours, the upstream root last; empty otherwise. */
   readonly upstreamChainDer: readonly Buffer[];
-  readonly notBefore: Date;
-  readonly notAfter: Date;
-  readonly createdAt: Date;
-  readonly activatedAt: Date | null;
 }
 
 /** One change of the journal, as logged and counted. */
@@ -30,7 +29,7 @@ export interface AuthorityChange {
   readonly authorityId: string;
 }
 
-export function toAuthorityKey(row: CaKeyEntity): AuthorityKey {
+export function toAuthorityKey(row: CaKey): AuthorityKey {
   return {
     id: row.id,
     kind: row.kind,

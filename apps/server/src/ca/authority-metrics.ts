@@ -1,4 +1,4 @@
-import type { AuthorityKind } from './ca-key.entity.js';
+import type { AuthorityKind } from './ca-key.js';
 
 /** What happened to a CA key: SPIRE's prepared → active → old life, plus pruning and the operator's taint/revoke. */
 export type AuthorityTransition = 'prepared' | 'activated' | 'retired' | 'pruned' | 'tainted' | 'revoked';

@@ -2,7 +2,7 @@ import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { IsIn, IsString, Length } from 'class-validator';
 import type { AuthorityKey } from './authority-key.js';
 import type { AuthoritySlots } from './key-manager.js';
-import type { AuthorityKind } from './ca-key.entity.js';
+import type { AuthorityKind } from './ca-key.js';
 
 export class AuthorityKindParams {
   @ApiProperty({ enum: ['x509', 'jwt'] })

@@ -1,10 +1,6 @@
 import { Check, Column, Entity, Index, PrimaryColumn } from 'typeorm';
 import type { CaKeyType } from '../config.js';
-
-/** The two authorities the server runs: the X.509 CA and the JWT signing key. */
-export type AuthorityKind = 'x509' | 'jwt';
-/** SPIRE's key states: published but not signing, signing, and retired but still published until it expires. */
-export type CaKeyState = 'prepared' | 'active' | 'old';
+import type { AuthorityKind, CaKeyState } from './ca-key.js';
 
 /** One row of the CA key journal. Its private key is sealed with the key-encryption key. */
 @Entity({ name: 'ca_keys' })

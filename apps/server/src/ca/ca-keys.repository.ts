@@ -1,11 +1,13 @@
 import { Injectable } from '@nestjs/common';
-import { DataSource, In, type EntityManager } from 'typeorm';
+import { DataSource, In } from 'typeorm';
+import { managerOf, runInTransaction, type Transaction } from '../database/transaction.js';
+import type { CaKey } from './ca-key.js';
 import { CaKeyEntity } from './ca-key.entity.js';
 
 /** A journal row ready to insert; the revision comes from the database. */
-export type NewCaKey = Omit<CaKeyEntity, 'revision'>;
+export type NewCaKey = Omit<CaKey, 'revision'>;
 /** The fields of a journal row that ever change. */
-export type CaKeyChanges = Partial<Pick<CaKeyEntity, 'state' | 'tainted' | 'revoked' | 'activatedAt'>>;
+export type CaKeyChanges = Partial<Pick<CaKey, 'state' | 'tainted' | 'revoked' | 'activatedAt'>>;
 
 // Advisory lock (two-int form) held by whoever changes the journal: "sigi" and 1 for the CA rotation.
 const ROTATION_LOCK = [0x73696769, 1] as const;
@@ -22,9 +24,10 @@ export class CaKeysRepository {
    */
   async withRotationLock<T>(
     wait: boolean,
-    work: (manager: EntityManager) => Promise<T>,
+    work: (tx: Transaction) => Promise<T>,
   ): Promise<{ acquired: true; result: T } | { acquired: false }> {
-    return this.dataSource.transaction(async (manager) => {
+    return runInTransaction(this.dataSource, undefined, async (tx) => {
+      const manager = managerOf(tx);
       if (wait) {
         await manager.query('SELECT pg_advisory_xact_lock($1, $2)', [...ROTATION_LOCK]);
       } else {
@@ -33,40 +36,45 @@ export class CaKeysRepository {
         ]);
         if (rows[0]?.locked !== true) return { acquired: false };
       }
-      return { acquired: true, result: await work(manager) };
+      return { acquired: true, result: await work(tx) };
     });
   }
 
   /** Every journal row, with its sealed private key, oldest first. */
-  listWithPrivateKeys(manager: EntityManager = this.dataSource.manager): Promise<CaKeyEntity[]> {
-    return manager
+  async listWithPrivateKeys(tx?: Transaction): Promise<CaKey[]> {
+    const rows = await (tx === undefined ? this.dataSource.manager : managerOf(tx))
       .createQueryBuilder(CaKeyEntity, 'key')
       .addSelect('key.encryptedPrivateKey')
       .orderBy('key.notBefore', 'ASC')
       .addOrderBy('key.createdAt', 'ASC')
       .addOrderBy('key.id', 'ASC')
       .getMany();
+    return rows.map((row): CaKey => ({ ...row }));
   }
 
   /** `<count>:<max revision>`: changes whenever a row is inserted, updated or deleted. */
-  async journalVersion(manager: EntityManager = this.dataSource.manager): Promise<string> {
-    const rows: { count: string; revision: string | null }[] = await manager.query(
+  async journalVersion(): Promise<string> {
+    const rows: { count: string; revision: string | null }[] = await this.dataSource.query(
       'SELECT count(*) AS count, max(revision) AS revision FROM ca_keys',
     );
     return versionOf(Number(rows[0]?.count ?? 0), rows[0]?.revision ?? null);
   }
 
-  async insert(manager: EntityManager, key: NewCaKey): Promise<void> {
-    await manager
+  async insert(tx: Transaction, key: NewCaKey): Promise<void> {
+    await managerOf(tx)
       .createQueryBuilder()
       .insert()
       .into(CaKeyEntity)
-      .values({ ...key, revision: NEXT_REVISION })
+      .values({
+        ...key,
+        upstreamChain: key.upstreamChain === null ? null : [...key.upstreamChain],
+        revision: NEXT_REVISION,
+      })
       .execute();
   }
 
-  async update(manager: EntityManager, id: string, changes: CaKeyChanges): Promise<void> {
-    await manager
+  async update(tx: Transaction, id: string, changes: CaKeyChanges): Promise<void> {
+    await managerOf(tx)
       .createQueryBuilder()
       .update(CaKeyEntity)
       .set({ ...changes, revision: NEXT_REVISION })
@@ -74,8 +82,8 @@ export class CaKeysRepository {
       .execute();
   }
 
-  async deleteByIds(manager: EntityManager, ids: readonly string[]): Promise<void> {
-    if (ids.length > 0) await manager.delete(CaKeyEntity, { id: In([...ids]) });
+  async deleteByIds(tx: Transaction, ids: readonly string[]): Promise<void> {
+    if (ids.length > 0) await managerOf(tx).delete(CaKeyEntity, { id: In([...ids]) });
   }
 }
 

@@ -13,7 +13,7 @@ import {
 } from '../../../../test/support/database.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
 import type { AuthorityKey } from './authority-key.js';
-import type { AuthorityKind } from './ca-key.entity.js';
+import type { AuthorityKind } from './ca-key.js';
 
 const T0 = Date.UTC(2026, 0, 1);
 const WORKLOAD = SpiffeId.parse('spiffe://example.org/workload');

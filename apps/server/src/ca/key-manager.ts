@@ -1,13 +1,13 @@
 import type { webcrypto } from 'node:crypto';
 import { Inject, Injectable, Logger, Optional, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
-import type { EntityManager } from 'typeorm';
 import { BundleService } from '../bundle/bundle.service.js';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
 import { AuthorityKeyFactory } from './authority-key.factory.js';
 import { AUTHORITY_METRICS, noAuthorityMetrics, type AuthorityMetrics } from './authority-metrics.js';
-import type { AuthorityKind, CaKeyEntity } from './ca-key.entity.js';
-import { CaKeysRepository, versionOf } from './ca-keys.repository.js';
+import type { Transaction } from '../database/transaction.js';
+import type { AuthorityKind, CaKey } from './ca-key.js';
+import { CaKeysRepository, versionOf, type CaKeyChanges } from './ca-keys.repository.js';
 import { planRotation, type RotationStep } from './rotation-plan.js';
 import { toAuthorityKey, type AuthorityChange, type AuthorityKey } from './authority-key.js';
 
@@ -112,17 +112,17 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
    * that is already there never signed anything, so it is replaced.
    */
   async prepare(kind: AuthorityKind): Promise<AuthorityKey> {
-    const created = await this.change(async (manager, rows, now, changes) => {
+    const created = await this.change(async (tx, rows, now, changes) => {
       const existing = rows.find((row) => row.kind === kind && row.state === 'prepared');
-      if (existing !== undefined) await this.prune(manager, rows, existing, changes);
-      return this.create(manager, rows, kind, 'prepared', now, changes);
+      if (existing !== undefined) await this.prune(tx, rows, existing, changes);
+      return this.create(tx, rows, kind, 'prepared', now, changes);
     });
     return toAuthorityKey(created);
   }
 
   /** Activates the prepared key of `kind`, named by its authority id; the active key becomes old. */
   async activate(kind: AuthorityKind, authorityId: string): Promise<AuthorityKey> {
-    const activated = await this.change(async (manager, rows, now, changes) => {
+    const activated = await this.change(async (tx, rows, now, changes) => {
       const prepared = rows.find((row) => row.kind === kind && row.state === 'prepared');
       if (prepared === undefined) {
         throw new AppError('failed_precondition', `${kind} authority: there is no prepared key to activate`);
@@ -133,27 +133,26 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
           `authorityId: '${authorityId}' is not the prepared ${kind} authority (that is '${prepared.authorityId}')`,
         );
       }
-      return this.promote(manager, rows, prepared, now, changes);
+      return this.promote(tx, rows, prepared, now, changes);
     });
     return toAuthorityKey(activated);
   }
 
   /** Marks an old key as tainted (`localauthority … taint`): it stays in the bundle but must no longer be trusted. */
   async taint(kind: AuthorityKind, authorityId: string): Promise<AuthorityKey> {
-    const tainted = await this.change(async (manager, rows, _now, changes) => {
+    const tainted = await this.change(async (tx, rows, _now, changes) => {
       const key = this.findOld(rows, kind, authorityId, 'tainted');
       if (key.tainted) throw new AppError('failed_precondition', `authorityId: '${authorityId}' is already tainted`);
-      await this.journal.update(manager, key.id, { tainted: true });
-      key.tainted = true;
+      await this.journal.update(tx, key.id, { tainted: true });
       changes.push({ kind, transition: 'tainted', authorityId });
-      return key;
+      return replaceRow(rows, key, { tainted: true });
     });
     return toAuthorityKey(tainted);
   }
 
   /** Removes a tainted old key from the bundle (`localauthority … revoke`). */
   async revoke(kind: AuthorityKind, authorityId: string): Promise<AuthorityKey> {
-    const revoked = await this.change(async (manager, rows, _now, changes) => {
+    const revoked = await this.change(async (tx, rows, _now, changes) => {
       const key = this.findOld(rows, kind, authorityId, 'revoked');
       if (!key.tainted) {
         throw new AppError('failed_precondition', `authorityId: '${authorityId}' must be tainted before it is revoked`);
@@ -166,10 +165,9 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
             'revoke it at the upstream authority',
         );
       }
-      await this.journal.update(manager, key.id, { revoked: true });
-      key.revoked = true;
+      await this.journal.update(tx, key.id, { revoked: true });
       changes.push({ kind, transition: 'revoked', authorityId });
-      return key;
+      return replaceRow(rows, key, { revoked: true });
     });
     return toAuthorityKey(revoked);
   }
@@ -184,14 +182,14 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
   }
 
   private async runTick(waitForLock: boolean): Promise<TickResult> {
-    const outcome = await this.journal.withRotationLock(waitForLock, async (manager) => {
+    const outcome = await this.journal.withRotationLock(waitForLock, async (tx) => {
       const now = this.clock.now();
-      const rows = await this.journal.listWithPrivateKeys(manager);
+      const rows = await this.journal.listWithPrivateKeys(tx);
       const changes: AuthorityChange[] = [];
       for (const kind of KINDS) {
-        for (const step of planRotation(kind, rows, now)) await this.apply(manager, rows, step, now, changes);
+        for (const step of planRotation(kind, rows, now)) await this.apply(tx, rows, step, now, changes);
       }
-      await this.publish(manager, rows, now);
+      await this.publish(tx, rows, now);
       return changes;
     });
     const changes = outcome.acquired ? outcome.result : [];
@@ -202,14 +200,14 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
 
   /** Runs an operator's change under the rotation lock (waiting for it), republishes and reloads. */
   private async change(
-    work: (manager: EntityManager, rows: CaKeyEntity[], now: Date, changes: AuthorityChange[]) => Promise<CaKeyEntity>,
-  ): Promise<CaKeyEntity> {
+    work: (tx: Transaction, rows: CaKey[], now: Date, changes: AuthorityChange[]) => Promise<CaKey>,
+  ): Promise<CaKey> {
     const changes: AuthorityChange[] = [];
-    const outcome = await this.journal.withRotationLock(true, async (manager) => {
+    const outcome = await this.journal.withRotationLock(true, async (tx) => {
       const now = this.clock.now();
-      const rows = await this.journal.listWithPrivateKeys(manager);
-      const result = await work(manager, rows, now, changes);
-      await this.publish(manager, rows, now);
+      const rows = await this.journal.listWithPrivateKeys(tx);
+      const result = await work(tx, rows, now, changes);
+      await this.publish(tx, rows, now);
       return result;
     });
     if (!outcome.acquired) throw new AppError('unavailable', 'ca key journal: the rotation lock was not acquired');
@@ -218,7 +216,7 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
     return outcome.result;
   }
 
-  private findOld(rows: CaKeyEntity[], kind: AuthorityKind, authorityId: string, verb: string): CaKeyEntity {
+  private findOld(rows: CaKey[], kind: AuthorityKind, authorityId: string, verb: string): CaKey {
     const key = rows.find((row) => row.kind === kind && row.authorityId === authorityId);
     if (key === undefined) throw new AppError('not_found', `authorityId: no ${kind} authority '${authorityId}'`);
     if (key.state !== 'old') {
@@ -231,8 +229,8 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
   }
 
   private async apply(
-    manager: EntityManager,
-    rows: CaKeyEntity[],
+    tx: Transaction,
+    rows: CaKey[],
     step: RotationStep,
     now: Date,
     changes: AuthorityChange[],
@@ -240,95 +238,88 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
     switch (step.op) {
       case 'prune': {
         const key = rows.find((row) => row.id === step.id);
-        if (key !== undefined) await this.prune(manager, rows, key, changes);
+        if (key !== undefined) await this.prune(tx, rows, key, changes);
         return;
       }
       case 'create':
-        await this.create(manager, rows, step.kind, step.state, now, changes);
+        await this.create(tx, rows, step.kind, step.state, now, changes);
         return;
       case 'activate': {
         const key = rows.find((row) =>
           step.id === 'created' ? row.kind === step.kind && row.state === 'prepared' : row.id === step.id,
         );
         if (key === undefined) throw new Error(`ca key journal: no prepared ${step.kind} key ${step.id} to activate`);
-        await this.promote(manager, rows, key, now, changes);
+        await this.promote(tx, rows, key, now, changes);
         return;
       }
     }
   }
 
   private async create(
-    manager: EntityManager,
-    rows: CaKeyEntity[],
+    tx: Transaction,
+    rows: CaKey[],
     kind: AuthorityKind,
     state: 'prepared' | 'active',
     now: Date,
     changes: AuthorityChange[],
-  ): Promise<CaKeyEntity> {
+  ): Promise<CaKey> {
     const key = await this.factory.create(kind, now);
     if (state === 'prepared') {
-      await this.journal.insert(manager, key);
+      await this.journal.insert(tx, key);
       rows.push({ ...key, revision: '' });
       changes.push({ kind, transition: 'prepared', authorityId: key.authorityId });
       return rows[rows.length - 1]!;
     }
     // An active key is created only when none can sign; one that expired retires first.
-    await this.retireActive(manager, rows, kind, changes);
+    await this.retireActive(tx, rows, kind, changes);
     const active = { ...key, state, activatedAt: now };
-    await this.journal.insert(manager, active);
+    await this.journal.insert(tx, active);
     rows.push({ ...active, revision: '' });
     changes.push({ kind, transition: 'activated', authorityId: key.authorityId });
     return rows[rows.length - 1]!;
   }
 
   private async promote(
-    manager: EntityManager,
-    rows: CaKeyEntity[],
-    prepared: CaKeyEntity,
+    tx: Transaction,
+    rows: CaKey[],
+    prepared: CaKey,
     now: Date,
     changes: AuthorityChange[],
-  ): Promise<CaKeyEntity> {
+  ): Promise<CaKey> {
     // Retire first: at most one active key per kind (ca_keys_one_active_idx).
-    await this.retireActive(manager, rows, prepared.kind, changes);
-    await this.journal.update(manager, prepared.id, { state: 'active', activatedAt: now });
-    prepared.state = 'active';
-    prepared.activatedAt = now;
+    await this.retireActive(tx, rows, prepared.kind, changes);
+    await this.journal.update(tx, prepared.id, { state: 'active', activatedAt: now });
     changes.push({ kind: prepared.kind, transition: 'activated', authorityId: prepared.authorityId });
-    return prepared;
+    return replaceRow(rows, prepared, { state: 'active', activatedAt: now });
   }
 
   private async retireActive(
-    manager: EntityManager,
-    rows: CaKeyEntity[],
+    tx: Transaction,
+    rows: CaKey[],
     kind: AuthorityKind,
     changes: AuthorityChange[],
   ): Promise<void> {
     const active = rows.find((row) => row.kind === kind && row.state === 'active');
     if (active === undefined) return;
-    await this.journal.update(manager, active.id, { state: 'old' });
-    active.state = 'old';
+    await this.journal.update(tx, active.id, { state: 'old' });
+    replaceRow(rows, active, { state: 'old' });
     changes.push({ kind, transition: 'retired', authorityId: active.authorityId });
   }
 
-  private async prune(
-    manager: EntityManager,
-    rows: CaKeyEntity[],
-    key: CaKeyEntity,
-    changes: AuthorityChange[],
-  ): Promise<void> {
-    await this.journal.deleteByIds(manager, [key.id]);
+  private async prune(tx: Transaction, rows: CaKey[], key: CaKey, changes: AuthorityChange[]): Promise<void> {
+    await this.journal.deleteByIds(tx, [key.id]);
     rows.splice(rows.indexOf(key), 1);
     changes.push({ kind: key.kind, transition: 'pruned', authorityId: key.authorityId });
   }
 
   /** Writes the bundle: every unexpired, unrevoked key of the journal, the prepared one included. */
-  private async publish(manager: EntityManager, rows: readonly CaKeyEntity[], now: Date): Promise<void> {
+  private async publish(tx: Transaction, rows: readonly CaKey[], now: Date): Promise<void> {
     const published = rows
       .filter((row) => !row.revoked && now.getTime() < row.notAfter.getTime())
       // A stable order, so an unchanged set of keys never looks like a bundle change.
       .sort((a, b) => a.notBefore.getTime() - b.notBefore.getTime() || a.id.localeCompare(b.id));
     await this.bundles.replaceOwnAuthorities(
-      manager,
+      tx,
       {
         x509Authorities: published
           .filter((row) => row.kind === 'x509')
@@ -375,4 +366,13 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
       this.metrics.rotationEvent(change.kind, change.transition);
     }
   }
+}
+
+/** Puts `key` with `changes` in its place in the working copy of the journal, and returns it. */
+function replaceRow(rows: CaKey[], key: CaKey, changes: CaKeyChanges): CaKey {
+  const index = rows.indexOf(key);
+  if (index < 0) throw new Error(`ca key journal: key ${key.id} is not in the working copy`);
+  const changed = { ...key, ...changes };
+  rows[index] = changed;
+  return changed;
 }

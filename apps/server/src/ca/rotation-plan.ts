@@ -1,4 +1,4 @@
-import type { AuthorityKind, CaKeyState } from './ca-key.entity.js';
+import type { AuthorityKind, CaKeyState } from './ca-key.js';
 
 /** What the rotation plan needs to know about one journal key. */
 export interface PlannedKey {

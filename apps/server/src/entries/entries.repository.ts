@@ -1,17 +1,9 @@
 import { Injectable } from '@nestjs/common';
+import { compareSelectors } from '@sigil/runtime';
 import { DataSource, type EntityManager, type SelectQueryBuilder } from 'typeorm';
-import type { EntryFilter, Selector } from './entry.js';
-import { EntryEventEntity, RevisionCounterEntity, type EntryEventOp } from './entry-event.entity.js';
+import { managerOf, runInTransaction, type Transaction } from '../database/transaction.js';
+import type { Entry, EntryFilter, Selector } from './entry.js';
 import { DnsNameEntity, EntryEntity, FederatedTrustDomainEntity, SelectorEntity } from './entry.entity.js';
-
-/** The registry's row of `revision_counters`. */
-const COUNTER = 'entries';
-
-/** The registry revision counter: head revision and the last revision pruned from the change log. */
-export interface RevisionCounter {
-  revision: number;
-  prunedThrough: number;
-}
 
 /** An entry row with its children, as written. */
 export interface EntryRow {
@@ -31,14 +23,10 @@ export interface EntryRow {
   updatedAt: Date;
 }
 
-export interface NewEntryEvent {
-  revision: number;
-  entryId: string;
-  op: EntryEventOp;
-  changedAt: Date;
-}
-
-/** Registry I/O only: the rules live in EntriesService. Methods taking `tx` run inside the caller's transaction. */
+/**
+ * Registry I/O only: the rules live in EntriesService, the change log in EntryChangeLogService. Methods taking `tx`
+ * run inside the caller's transaction; entries come out as the service's `Entry`, never the ORM entity.
+ */
 @Injectable()
 export class EntriesRepository {
   /** The end of the last write queued in this replica. */
@@ -48,12 +36,12 @@ export class EntriesRepository {
 
   /**
    * Runs `work` in a READ COMMITTED transaction; every query inside must go through `tx`. This replica's writes run
-   * one at a time: they would wait on the counter row lock anyway (see lockCounter), but queued here a waiting write
+   * one at a time: they would wait on the counter row lock anyway (see EntryChangeLogRepository.lockCounter), but queued here a waiting write
    * holds no pooled connection, so concurrent 500-entry batches leave the pool to agent and probe queries (on the
    * embedded database, its only connection) instead of queueing there past the pool timeout. Must not be called
    * from inside `work` (it would wait for itself).
    */
-  write<T>(work: (tx: EntityManager) => Promise<T>): Promise<T> {
+  write<T>(work: (tx: Transaction) => Promise<T>): Promise<T> {
     return this.inTurn(() => this.transaction(work));
   }
 
@@ -61,12 +49,12 @@ export class EntriesRepository {
    * Several write transactions in a row (a batch written in chunks), with no other write of this replica in between;
    * between two of them the connection serves other queries. Queued like {@link write}.
    */
-  writeInTurn<T>(work: (write: <U>(chunk: (tx: EntityManager) => Promise<U>) => Promise<U>) => Promise<T>): Promise<T> {
+  writeInTurn<T>(work: (write: <U>(chunk: (tx: Transaction) => Promise<U>) => Promise<U>) => Promise<T>): Promise<T> {
     return this.inTurn(() => work((chunk) => this.transaction(chunk)));
   }
 
-  private transaction<T>(work: (tx: EntityManager) => Promise<T>): Promise<T> {
-    return this.dataSource.transaction('READ COMMITTED', work);
+  private transaction<T>(work: (tx: Transaction) => Promise<T>): Promise<T> {
+    return runInTransaction(this.dataSource, 'READ COMMITTED', work);
   }
 
   private inTurn<T>(work: () => Promise<T>): Promise<T> {
@@ -76,60 +64,13 @@ export class EntriesRepository {
   }
 
   /** Runs `work` in a REPEATABLE READ transaction: every query inside sees the same snapshot. */
-  readSnapshot<T>(work: (tx: EntityManager) => Promise<T>): Promise<T> {
-    return this.dataSource.transaction('REPEATABLE READ', work);
+  readSnapshot<T>(work: (tx: Transaction) => Promise<T>): Promise<T> {
+    return runInTransaction(this.dataSource, 'REPEATABLE READ', work);
   }
 
-  /**
-   * Locks the registry's counter row until `tx` ends and returns it. Every writer takes this lock first, so writers
-   * run one at a time and commit in revision order.
-   */
-  async lockCounter(tx: EntityManager): Promise<RevisionCounter> {
-    const counter = await tx
-      .createQueryBuilder(RevisionCounterEntity, 'c')
-      .setLock('pessimistic_write')
-      .where('c.name = :name', { name: COUNTER })
-      .getOneOrFail();
-    return { revision: counter.revision, prunedThrough: counter.prunedThrough };
-  }
-
-  async readCounter(tx: EntityManager = this.dataSource.manager): Promise<RevisionCounter> {
-    const counter = await tx.findOneByOrFail(RevisionCounterEntity, { name: COUNTER });
-    return { revision: counter.revision, prunedThrough: counter.prunedThrough };
-  }
-
-  async updateCounter(tx: EntityManager, counter: Partial<RevisionCounter>): Promise<void> {
-    await tx.update(RevisionCounterEntity, { name: COUNTER }, counter);
-  }
-
-  async recordEvents(tx: EntityManager, events: readonly NewEntryEvent[]): Promise<void> {
-    if (events.length > 0) await tx.insert(EntryEventEntity, [...events]);
-  }
-
-  /** Events with `after < revision <= through`, oldest first. */
-  async listEvents(tx: EntityManager, after: number, through: number): Promise<EntryEventEntity[]> {
-    return tx
-      .createQueryBuilder(EntryEventEntity, 'ev')
-      .where('ev.revision > :after AND ev.revision <= :through', { after, through })
-      .orderBy('ev.revision', 'ASC')
-      .getMany();
-  }
-
-  /** Deletes change-log rows older than `before`; returns the highest revision deleted, if any. */
-  async deleteEventsBefore(tx: EntityManager, before: Date): Promise<number | undefined> {
-    const result = await tx
-      .createQueryBuilder()
-      .delete()
-      .from(EntryEventEntity)
-      .where('changed_at < :before', { before })
-      .returning(['revision'])
-      .execute();
-    const revisions = (result.raw as { revision: string }[]).map((row) => Number(row.revision));
-    return revisions.length === 0 ? undefined : Math.max(...revisions);
-  }
-
-  async insertEntry(tx: EntityManager, row: EntryRow): Promise<string> {
-    const result = await tx.insert(EntryEntity, {
+  async insertEntry(tx: Transaction, row: EntryRow): Promise<string> {
+    const manager = managerOf(tx);
+    const result = await manager.insert(EntryEntity, {
       spiffeId: row.spiffeId,
       parentId: row.parentId,
       x509SvidTtl: row.x509SvidTtl,
@@ -143,13 +84,14 @@ export class EntriesRepository {
       updatedAt: row.updatedAt,
     });
     const id = (result.identifiers[0] as { id: string }).id;
-    await this.insertChildren(tx, id, row);
+    await insertChildren(manager, id, row);
     return id;
   }
 
   /** Rewrites an entry's row and replaces its selectors, DNS names and federated trust domains. */
-  async replaceEntry(tx: EntityManager, id: string, row: EntryRow): Promise<void> {
-    await tx.update(
+  async replaceEntry(tx: Transaction, id: string, row: EntryRow): Promise<void> {
+    const manager = managerOf(tx);
+    await manager.update(
       EntryEntity,
       { id },
       {
@@ -165,40 +107,21 @@ export class EntriesRepository {
         updatedAt: row.updatedAt,
       },
     );
-    await tx.delete(SelectorEntity, { entryId: id });
-    await tx.delete(DnsNameEntity, { entryId: id });
-    await tx.delete(FederatedTrustDomainEntity, { entryId: id });
-    await this.insertChildren(tx, id, row);
-  }
-
-  private async insertChildren(tx: EntityManager, entryId: string, row: EntryRow): Promise<void> {
-    await tx.insert(
-      SelectorEntity,
-      row.selectors.map(({ type, value }) => ({ entryId, type, value })),
-    );
-    if (row.dnsNames.length > 0) {
-      await tx.insert(
-        DnsNameEntity,
-        row.dnsNames.map((value) => ({ entryId, value })),
-      );
-    }
-    if (row.federatesWith.length > 0) {
-      await tx.insert(
-        FederatedTrustDomainEntity,
-        row.federatesWith.map((trustDomain) => ({ entryId, trustDomain })),
-      );
-    }
+    await manager.delete(SelectorEntity, { entryId: id });
+    await manager.delete(DnsNameEntity, { entryId: id });
+    await manager.delete(FederatedTrustDomainEntity, { entryId: id });
+    await insertChildren(manager, id, row);
   }
 
   /** Deletes the entry (its children cascade); false when there was none. */
-  async deleteEntry(tx: EntityManager, id: string): Promise<boolean> {
-    const result = await tx.delete(EntryEntity, { id });
+  async deleteEntry(tx: Transaction, id: string): Promise<boolean> {
+    const result = await managerOf(tx).delete(EntryEntity, { id });
     return (result.affected ?? 0) > 0;
   }
 
   /** Deletes every entry with `expires_at <= now` and returns their ids. */
-  async deleteExpired(tx: EntityManager, now: Date): Promise<string[]> {
-    const result = await tx
+  async deleteExpired(tx: Transaction, now: Date): Promise<string[]> {
+    const result = await managerOf(tx)
       .createQueryBuilder()
       .delete()
       .from(EntryEntity)
@@ -210,13 +133,13 @@ export class EntriesRepository {
 
   /** The id of another entry with the same SPIFFE ID, parent ID and exactly the same selector set. */
   async findDuplicateId(
-    tx: EntityManager,
+    tx: Transaction,
     spiffeId: string,
     parentId: string,
     selectors: readonly Selector[],
     excludeId?: string,
   ): Promise<string | undefined> {
-    const query = tx
+    const query = managerOf(tx)
       .createQueryBuilder(EntryEntity, 'e')
       .select('e.id', 'id')
       .where('e.spiffe_id = :spiffeId AND e.parent_id = :parentId', { spiffeId, parentId });
@@ -226,66 +149,104 @@ export class EntriesRepository {
     return row?.id;
   }
 
-  async findById(tx: EntityManager, id: string): Promise<EntryEntity | undefined> {
+  async findById(tx: Transaction, id: string): Promise<Entry | undefined> {
     return (await this.findByIds(tx, [id]))[0];
   }
 
   /** The entries among `ids` that exist, with their children, ordered by id. */
-  async findByIds(tx: EntityManager, ids: readonly string[]): Promise<EntryEntity[]> {
+  async findByIds(tx: Transaction, ids: readonly string[]): Promise<Entry[]> {
     if (ids.length === 0) return [];
-    const entries = await tx
+    const manager = managerOf(tx);
+    const entries = await manager
       .createQueryBuilder(EntryEntity, 'e')
       .where('e.id = ANY(:ids)', { ids: [...ids] })
       .orderBy('e.id', 'ASC')
       .getMany();
-    return this.withChildren(tx, entries, false);
+    return withChildren(manager, entries, false);
   }
 
   /** Up to `limit` entries matching `filter` with ids after `afterId`, ordered by id, with their children. */
-  async findPage(
-    filter: EntryFilter,
-    afterId: string | undefined,
-    limit: number,
-    tx: EntityManager = this.dataSource.manager,
-  ): Promise<EntryEntity[]> {
-    const query = filtered(tx.createQueryBuilder(EntryEntity, 'e'), filter);
+  async findPage(filter: EntryFilter, afterId: string | undefined, limit: number, tx: Transaction): Promise<Entry[]> {
+    const manager = managerOf(tx);
+    const query = filtered(manager.createQueryBuilder(EntryEntity, 'e'), filter);
     if (afterId !== undefined) query.andWhere('e.id > :afterId', { afterId });
     const entries = await query.orderBy('e.id', 'ASC').limit(limit).getMany();
-    return this.withChildren(tx, entries, false);
+    return withChildren(manager, entries, false);
   }
 
-  async count(filter: EntryFilter, tx: EntityManager = this.dataSource.manager): Promise<number> {
-    return filtered(tx.createQueryBuilder(EntryEntity, 'e'), filter).getCount();
+  async count(filter: EntryFilter): Promise<number> {
+    return filtered(this.dataSource.manager.createQueryBuilder(EntryEntity, 'e'), filter).getCount();
   }
 
   /** Every entry with its children (four queries whatever the count). */
-  async findAll(tx: EntityManager): Promise<EntryEntity[]> {
-    const entries = await tx.createQueryBuilder(EntryEntity, 'e').orderBy('e.id', 'ASC').getMany();
-    return this.withChildren(tx, entries, true);
+  async findAll(tx: Transaction): Promise<Entry[]> {
+    const manager = managerOf(tx);
+    const entries = await manager.createQueryBuilder(EntryEntity, 'e').orderBy('e.id', 'ASC').getMany();
+    return withChildren(manager, entries, true);
   }
+}
 
-  private async withChildren(tx: EntityManager, entries: EntryEntity[], all: boolean): Promise<EntryEntity[]> {
-    const ids = entries.map((entry) => entry.id);
-    const load = <T extends { entryId: string }>(target: new () => T, alias: string) => {
-      const query = tx.createQueryBuilder(target, alias);
-      if (!all) query.where(`${alias}.entry_id = ANY(:ids)`, { ids });
-      return query.getMany();
-    };
-    // One after the other: inside a transaction they share one connection.
-    const selectors = await load(SelectorEntity, 's');
-    const dnsNames = await load(DnsNameEntity, 'd');
-    const federated = await load(FederatedTrustDomainEntity, 'f');
-    const byId = new Map(entries.map((entry) => [entry.id, entry]));
-    for (const entry of entries) {
-      entry.selectors = [];
-      entry.dnsNames = [];
-      entry.federatesWith = [];
-    }
-    for (const selector of selectors) byId.get(selector.entryId)?.selectors.push(selector);
-    for (const dnsName of dnsNames) byId.get(dnsName.entryId)?.dnsNames.push(dnsName);
-    for (const trustDomain of federated) byId.get(trustDomain.entryId)?.federatesWith.push(trustDomain);
-    return entries;
+async function insertChildren(manager: EntityManager, entryId: string, row: EntryRow): Promise<void> {
+  await manager.insert(
+    SelectorEntity,
+    row.selectors.map(({ type, value }) => ({ entryId, type, value })),
+  );
+  if (row.dnsNames.length > 0) {
+    await manager.insert(
+      DnsNameEntity,
+      row.dnsNames.map((value) => ({ entryId, value })),
+    );
   }
+  if (row.federatesWith.length > 0) {
+    await manager.insert(
+      FederatedTrustDomainEntity,
+      row.federatesWith.map((trustDomain) => ({ entryId, trustDomain })),
+    );
+  }
+}
+
+async function withChildren(manager: EntityManager, entries: EntryEntity[], all: boolean): Promise<Entry[]> {
+  const ids = entries.map((entry) => entry.id);
+  const load = <T extends { entryId: string }>(target: new () => T, alias: string) => {
+    const query = manager.createQueryBuilder(target, alias);
+    if (!all) query.where(`${alias}.entry_id = ANY(:ids)`, { ids });
+    return query.getMany();
+  };
+  // One after the other: inside a transaction they share one connection.
+  const selectors = await load(SelectorEntity, 's');
+  const dnsNames = await load(DnsNameEntity, 'd');
+  const federated = await load(FederatedTrustDomainEntity, 'f');
+  const byId = new Map(entries.map((entry) => [entry.id, entry]));
+  for (const entry of entries) {
+    entry.selectors = [];
+    entry.dnsNames = [];
+    entry.federatesWith = [];
+  }
+  for (const selector of selectors) byId.get(selector.entryId)?.selectors.push(selector);
+  for (const dnsName of dnsNames) byId.get(dnsName.entryId)?.dnsNames.push(dnsName);
+  for (const trustDomain of federated) byId.get(trustDomain.entryId)?.federatesWith.push(trustDomain);
+  return entries.map(toEntry);
+}
+
+/** Maps the ORM entity to the service's Entry; entities stop here. */
+function toEntry(entity: EntryEntity): Entry {
+  return {
+    id: entity.id,
+    spiffeId: entity.spiffeId,
+    parentId: entity.parentId,
+    selectors: entity.selectors.map(({ type, value }): Selector => ({ type, value })).sort(compareSelectors),
+    x509SvidTtl: entity.x509SvidTtl,
+    jwtSvidTtl: entity.jwtSvidTtl,
+    dnsNames: entity.dnsNames.map((dnsName) => dnsName.value).sort(),
+    federatesWith: entity.federatesWith.map((federated) => federated.trustDomain).sort(),
+    admin: entity.admin,
+    downstream: entity.downstream,
+    hint: entity.hint,
+    expiresAt: entity.expiresAt,
+    revisionNumber: entity.revisionNumber,
+    createdAt: entity.createdAt,
+    updatedAt: entity.updatedAt,
+  };
 }
 
 function filtered(query: SelectQueryBuilder<EntryEntity>, filter: EntryFilter): SelectQueryBuilder<EntryEntity> {

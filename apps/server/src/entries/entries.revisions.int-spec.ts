@@ -9,8 +9,9 @@ import {
   type TestDatabase,
 } from '../../../../test/support/database.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
-import { EntriesRepository } from './entries.repository.js';
-import { EntriesService } from './entries.service.js';
+import { createRegistry } from '../../../../test/support/registry.js';
+import type { EntriesService } from './entries.service.js';
+import type { EntryChangeLogService } from './entry-change-log.service.js';
 import { InProcessEntryChangeNotifier } from './entry-change-notifier.js';
 import { CHANGE_LOG_RETENTION_MS, EntryPruner } from './entry-pruner.js';
 import type { Entry, EntryEvent, EntryInput } from './entry.js';
@@ -27,19 +28,15 @@ const input = (name: string, extra: Partial<EntryInput> = {}): EntryInput => ({
 describe('registry revisions', () => {
   let db: TestDatabase;
   let clock: FakeClock;
-  const serviceOn = (dataSource: DataSource) =>
-    new EntriesService(
-      new EntriesRepository(dataSource),
-      new InProcessEntryChangeNotifier(),
-      { trustDomain: TD },
-      clock,
-    );
+  const registryOn = (dataSource: DataSource) =>
+    createRegistry(dataSource, new InProcessEntryChangeNotifier(), { trustDomain: TD }, clock);
   let service: EntriesService;
+  let changeLog: EntryChangeLogService;
 
   beforeAll(async () => {
     db = await useTestDatabase();
     clock = new FakeClock(Date.parse('2026-03-01T00:00:00Z'));
-    service = serviceOn(db.dataSource);
+    ({ entries: service, changeLog } = registryOn(db.dataSource));
   });
 
   afterAll(async () => {
@@ -59,12 +56,12 @@ describe('registry revisions', () => {
     `hands out every revision exactly once, in order and without gaps, to concurrent writers on three pools (${EMBEDDED_SERIAL_REASON})`,
     async () => {
       const [b, c] = await Promise.all([db.connectAnother(), db.connectAnother()]);
-      const replicas = [service, serviceOn(b), serviceOn(c)];
+      const replicas = [service, registryOn(b).entries, registryOn(c).entries];
       const seed = await service.createEntries(Array.from({ length: 6 }, (_, i) => input(`seed${i}`)));
       const seeded = seed.map((result) => (result.ok ? result.entry : expect.fail('seed failed')));
 
       // A reader on its own pool follows the change log in small pages while the writers run.
-      const reader = serviceOn(await db.connectAnother({ poolSize: 1 }));
+      const reader = registryOn(await db.connectAnother({ poolSize: 1 })).changeLog;
       const events: EntryEvent[] = [];
       const state = new Map<string, Entry>();
       let readerRevision = 0;
@@ -97,7 +94,7 @@ describe('registry revisions', () => {
       await follow;
       expect(outcomes.filter((outcome) => outcome.status === 'rejected')).toEqual([]);
 
-      const head = await service.currentRevision();
+      const head = await changeLog.currentRevision();
       expect(head).toBe(6 + 12 + 6 + 6 + 3);
       expect(events.map((event) => event.revision)).toEqual(Array.from({ length: head }, (_, i) => i + 1));
       const ops = (op: string) => events.filter((event) => event.op === op).map((event) => event.entryId);
@@ -115,7 +112,7 @@ describe('registry revisions', () => {
           .sort(),
       );
 
-      const snapshot = await service.snapshot();
+      const snapshot = await changeLog.snapshot();
       expect(snapshot.revision).toBe(head);
       expect([...state.values()].sort((x, y) => x.id.localeCompare(y.id))).toEqual(snapshot.entries);
       for (const entry of snapshot.entries) {
@@ -132,7 +129,7 @@ describe('registry revisions', () => {
     await service.deleteEntry(gone.id);
     const later = await service.createEntry(input('later'));
 
-    const all = await service.listChangesSince(0);
+    const all = await changeLog.listChangesSince(0);
     expect(all).toMatchObject({ resyncRequired: false, fromRevision: 0, toRevision: 5, more: false });
     if (all.resyncRequired) return expect.fail('resync');
     expect(all.events).toEqual([
@@ -150,16 +147,16 @@ describe('registry revisions', () => {
     );
     expect(all.deletedIds).toEqual([gone.id]);
 
-    const page = await service.listChangesSince(1, { limit: 2 });
+    const page = await changeLog.listChangesSince(1, { limit: 2 });
     // revision 2 created `gone`; its current state is "deleted", as of the snapshot
     expect(page).toMatchObject({ toRevision: 3, more: true, deletedIds: [gone.id] });
-    const rest = await service.listChangesSince(3, { limit: 2 });
+    const rest = await changeLog.listChangesSince(3, { limit: 2 });
     expect(rest).toMatchObject({ toRevision: 5, more: false, deletedIds: [gone.id] });
-    expect(await service.listChangesSince(5)).toMatchObject({ toRevision: 5, events: [], entries: [], more: false });
+    expect(await changeLog.listChangesSince(5)).toMatchObject({ toRevision: 5, events: [], entries: [], more: false });
 
-    expect(await service.listChangesSince(6)).toEqual({ resyncRequired: true, fromRevision: 6, toRevision: 5 });
-    await expect(service.listChangesSince(-1)).rejects.toThrow('since_revision: must be a whole number >= 0, got -1');
-    await expect(service.listChangesSince(0, { limit: 0 })).rejects.toThrow('limit: must be from 1 to 100000, got 0');
+    expect(await changeLog.listChangesSince(6)).toEqual({ resyncRequired: true, fromRevision: 6, toRevision: 5 });
+    await expect(changeLog.listChangesSince(-1)).rejects.toThrow('since_revision: must be a whole number >= 0, got -1');
+    await expect(changeLog.listChangesSince(0, { limit: 0 })).rejects.toThrow('limit: must be from 1 to 100000, got 0');
   });
 
   it('asks readers behind the pruned change log to resync, and the snapshot lets them continue', async () => {
@@ -167,21 +164,21 @@ describe('registry revisions', () => {
     clock.advance(3600_000);
     const two = await service.createEntry(input('two'));
     const three = await service.createEntry(input('three'));
-    expect(await service.pruneChangeLog(new Date(clock.now().getTime() - 60_000))).toBe(1);
+    expect(await changeLog.pruneChangeLog(new Date(clock.now().getTime() - 60_000))).toBe(1);
 
-    expect(await service.listChangesSince(0)).toEqual({ resyncRequired: true, fromRevision: 0, toRevision: 3 });
-    expect(await service.listChangesSince(1)).toMatchObject({ resyncRequired: false, toRevision: 3 });
-    const snapshot = await service.snapshot();
+    expect(await changeLog.listChangesSince(0)).toEqual({ resyncRequired: true, fromRevision: 0, toRevision: 3 });
+    expect(await changeLog.listChangesSince(1)).toMatchObject({ resyncRequired: false, toRevision: 3 });
+    const snapshot = await changeLog.snapshot();
     expect(snapshot.revision).toBe(3);
     expect(snapshot.entries.map((entry) => entry.spiffeId).sort()).toEqual(
       ['one', 'three', 'two'].map((name) => `spiffe://example.org/${name}`),
     );
     await service.deleteEntry(two.id);
-    const next = await service.listChangesSince(snapshot.revision);
+    const next = await changeLog.listChangesSince(snapshot.revision);
     expect(next).toMatchObject({ toRevision: 4, deletedIds: [two.id], entries: [] });
     expect(three.revisionNumber).toBe(3);
     // pruning again keeps the mark where it was
-    expect(await service.pruneChangeLog(new Date(0))).toBe(1);
+    expect(await changeLog.pruneChangeLog(new Date(0))).toBe(1);
   });
 
   it('prunes expired entries, each deletion with its own revision', async () => {
@@ -189,14 +186,14 @@ describe('registry revisions', () => {
     const later = await service.createEntry(input('later', { expiresAt: new Date('2026-03-02T00:00:00Z') }));
     const never = await service.createEntry(input('never'));
     expect(await service.pruneExpired(new Date('2026-03-01T00:09:59Z'))).toEqual([]);
-    expect(await service.currentRevision()).toBe(3);
+    expect(await changeLog.currentRevision()).toBe(3);
 
     const pruned = await service.pruneExpired(new Date('2026-03-01T00:10:00Z'));
     expect(pruned).toEqual([soon.id]);
     clock.set(new Date('2026-03-05T00:00:00Z'));
     expect(await service.pruneExpired()).toEqual([later.id]);
-    expect((await service.snapshot()).entries.map((entry) => entry.id)).toEqual([never.id]);
-    const changes = await service.listChangesSince(3);
+    expect((await changeLog.snapshot()).entries.map((entry) => entry.id)).toEqual([never.id]);
+    const changes = await changeLog.listChangesSince(3);
     expect(changes).toMatchObject({
       toRevision: 5,
       events: [
@@ -211,11 +208,13 @@ describe('registry revisions', () => {
     const expiring = await service.createEntry(input('expiring', { expiresAt: new Date('2026-03-01T01:00:00Z') }));
     await service.createEntry(input('staying'));
     clock.advance(CHANGE_LOG_RETENTION_MS + 1);
-    await new EntryPruner(service, clock).prune();
-    expect((await service.snapshot()).entries.map((entry) => entry.spiffeId)).toEqual(['spiffe://example.org/staying']);
+    await new EntryPruner(service, changeLog, clock).prune();
+    expect((await changeLog.snapshot()).entries.map((entry) => entry.spiffeId)).toEqual([
+      'spiffe://example.org/staying',
+    ]);
     // the two creations aged out of the change log; the deletion (revision 3) is kept
-    expect(await service.listChangesSince(1)).toMatchObject({ resyncRequired: true });
-    expect(await service.listChangesSince(2)).toMatchObject({ deletedIds: [expiring.id], toRevision: 3 });
+    expect(await changeLog.listChangesSince(1)).toMatchObject({ resyncRequired: true });
+    expect(await changeLog.listChangesSince(2)).toMatchObject({ deletedIds: [expiring.id], toRevision: 3 });
   });
 
   it('rolls back a failed write without using up a revision', async () => {
@@ -226,7 +225,7 @@ describe('registry revisions', () => {
     });
     const b = await service.createEntry(input('b'));
     expect(b.revisionNumber).toBe(2);
-    const changes = await service.listChangesSince(0);
+    const changes = await changeLog.listChangesSince(0);
     expect(changes).toMatchObject({ toRevision: 2 });
   });
 });

@@ -3,8 +3,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { useTestDatabase, type TestDatabase } from '../../../../test/support/database.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { type AppError } from '../common/errors.js';
-import { EntriesRepository } from './entries.repository.js';
-import { EntriesService } from './entries.service.js';
+import { createRegistry } from '../../../../test/support/registry.js';
+import type { EntriesService } from './entries.service.js';
+import type { EntryChangeLogService } from './entry-change-log.service.js';
 import { InProcessEntryChangeNotifier } from './entry-change-notifier.js';
 import type { EntryInput } from './entry.js';
 
@@ -21,12 +22,13 @@ describe('EntriesService', () => {
   let db: TestDatabase;
   let clock: FakeClock;
   let service: EntriesService;
+  let changeLog: EntryChangeLogService;
 
   beforeAll(async () => {
     db = await useTestDatabase();
     clock = new FakeClock(Date.parse('2026-03-01T00:00:00Z'));
     const notifier = new InProcessEntryChangeNotifier();
-    service = new EntriesService(new EntriesRepository(db.dataSource), notifier, { trustDomain: TD }, clock);
+    ({ entries: service, changeLog } = createRegistry(db.dataSource, notifier, { trustDomain: TD }, clock));
   });
 
   afterAll(async () => {
@@ -100,7 +102,7 @@ describe('EntriesService', () => {
     await expect(service.getEntry(created.id)).rejects.toThrow(`entry "${created.id}" not found`);
     await expect(service.deleteEntry(created.id)).rejects.toMatchObject({ kind: 'not_found' });
     await expect(service.updateEntry(created.id, { hint: 'x' })).rejects.toMatchObject({ kind: 'not_found' });
-    expect(await service.currentRevision()).toBe(3);
+    expect(await changeLog.currentRevision()).toBe(3);
   });
 
   it('refuses malformed ids before touching the database', async () => {
@@ -279,7 +281,7 @@ describe('EntriesService', () => {
     });
     // a no-op update of the entry itself is not a duplicate of itself
     await expect(service.updateEntry(first.id, { hint: 'same' })).resolves.toMatchObject({ hint: 'same' });
-    expect(await service.currentRevision()).toBe(6);
+    expect(await changeLog.currentRevision()).toBe(6);
   });
 
   it('validates an update as a whole and keeps the entry unchanged when it fails', async () => {
@@ -295,7 +297,7 @@ describe('EntriesService', () => {
     // an expiry already in the past does not block other changes
     clock.advance(2 * 86400_000);
     await expect(service.updateEntry(entry.id, { hint: 'late' })).resolves.toMatchObject({ hint: 'late' });
-    expect(await service.currentRevision()).toBe(2);
+    expect(await changeLog.currentRevision()).toBe(2);
   });
 
   it('filters by spiffe_id, parent_id, hint, federates_with and selectors with each match mode', async () => {

@@ -1,31 +1,25 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { compareSelectors, formatSelector } from '@sigil/runtime';
 import { SpiffeId, TrustDomain } from '@sigil/spiffe';
-import type { EntityManager } from 'typeorm';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
-import { EntriesRepository, type EntryRow, type NewEntryEvent } from './entries.repository.js';
-import { EntryChangeNotifier, type EntryChangeListener } from './entry-change-notifier.js';
-import type { EntryEntity } from './entry.entity.js';
+import type { Transaction } from '../database/transaction.js';
+import { EntriesRepository, type EntryRow } from './entries.repository.js';
+import { EntryChangeLogService } from './entry-change-log.service.js';
 import { validateEntry, type ValidEntryFields } from './entry-rules.js';
 import {
   SELECTOR_MATCHES,
   type Entry,
-  type EntryChanges,
   type EntryCreateResult,
   type EntryFilter,
   type EntryInput,
   type EntryPage,
   type EntryPatch,
-  type EntrySnapshot,
-  type Selector,
 } from './entry.js';
 
 export const DEFAULT_PAGE_SIZE = 100;
 export const MAX_PAGE_SIZE = 1000;
-export const DEFAULT_CHANGES_LIMIT = 5000;
-export const MAX_CHANGES_LIMIT = 100_000;
 
 /**
  * Entries of a batch written per transaction: between two, the connection serves other queries (agent status reads,
@@ -36,21 +30,14 @@ export const WRITE_CHUNK = 50;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /**
- * The registry's rules: validation, duplicate refusal, gap-safe revisions and change notification.
- *
- * Gap-safe revisions: every write transaction first locks the one `revision_counters` row (`SELECT ... FOR UPDATE`)
- * and, before committing, stores the revisions it used there and one `entry_events` row per revision. A second
- * writer waits on that lock until the first commits or rolls back, and then reads the counter as the first left it.
- * So revisions are handed out in commit order with no holes (a rolled-back writer releases its numbers to the next
- * one): once a reader sees revision N committed, every revision below N is committed too, and "changes since R" can
- * never skip a change that commits later. The price is one writer at a time, which registry writes can afford; on
- * the embedded database PGlite serialises transactions anyway.
+ * The registry's rules: validation, duplicate refusal and entry CRUD. Every write takes its revisions from the change
+ * log (EntryChangeLogService: gap-safe revisions, change notification) in the same transaction.
  */
 @Injectable()
 export class EntriesService {
   constructor(
     private readonly repository: EntriesRepository,
-    private readonly notifier: EntryChangeNotifier,
+    private readonly changeLog: EntryChangeLogService,
     @Inject(SERVER_CONFIG) private readonly config: Pick<ServerConfig, 'trustDomain'>,
     @Inject(CLOCK) private readonly clock: Clock,
   ) {}
@@ -98,16 +85,14 @@ export class EntriesService {
 
   /** Writes one chunk of a batch in one transaction, recording each entry's outcome, then announces it. */
   private async writeChunk(
-    write: <U>(chunk: (tx: EntityManager) => Promise<U>) => Promise<U>,
+    write: <U>(chunk: (tx: Transaction) => Promise<U>) => Promise<U>,
     chunk: readonly ValidEntryFields[],
     now: Date,
     outcomes: Map<ValidEntryFields, { id: string } | { duplicateOf: string }>,
     written: Map<string, Entry>,
   ): Promise<void> {
     const revision = await write(async (tx) => {
-      const counter = await this.repository.lockCounter(tx);
-      let revision = counter.revision;
-      const events: NewEntryEvent[] = [];
+      const revisions = await this.changeLog.open(tx, now);
       const ids: string[] = [];
       for (const fields of chunk) {
         // Earlier chunks are committed: a duplicate of an entry of this batch is found like any other.
@@ -122,17 +107,17 @@ export class EntriesService {
           ids.push(duplicateOf);
           continue;
         }
-        revision += 1;
+        const revision = revisions.next();
         const id = await this.repository.insertEntry(tx, row(fields, revision, now, now));
-        events.push({ revision, entryId: id, op: 'created', changedAt: now });
+        revisions.record(revision, id, 'created');
         outcomes.set(fields, { id });
         ids.push(id);
       }
-      await this.commitRevisions(tx, counter.revision, revision, events);
-      for (const entity of await this.repository.findByIds(tx, ids)) written.set(entity.id, toEntry(entity));
-      return revision > counter.revision ? revision : undefined;
+      const head = await revisions.commit();
+      for (const entry of await this.repository.findByIds(tx, ids)) written.set(entry.id, entry);
+      return head;
     });
-    await this.announce(revision);
+    await this.changeLog.announce(revision);
   }
 
   /** Creates one entry; throws the failure (invalid_argument, already_exists) instead of returning it. */
@@ -144,9 +129,9 @@ export class EntriesService {
 
   async getEntry(id: string): Promise<Entry> {
     checkId(id);
-    const entity = await this.repository.readSnapshot((tx) => this.repository.findById(tx, id));
-    if (!entity) throw notFound(id);
-    return toEntry(entity);
+    const entry = await this.repository.readSnapshot((tx) => this.repository.findById(tx, id));
+    if (!entry) throw notFound(id);
+    return entry;
   }
 
   /** Lists entries ordered by id, a page at a time; `pageToken` is the previous page's `nextPageToken`. */
@@ -160,11 +145,11 @@ export class EntriesService {
     }
     const afterId = page.pageToken === undefined || page.pageToken === '' ? undefined : decodePageToken(page.pageToken);
     const normalised = normaliseFilter(filter);
-    const entities = await this.repository.readSnapshot((tx) =>
+    const found = await this.repository.readSnapshot((tx) =>
       this.repository.findPage(normalised, afterId, pageSize + 1, tx),
     );
-    const entries = entities.slice(0, pageSize).map(toEntry);
-    const nextPageToken = entities.length > pageSize ? encodePageToken(entries[entries.length - 1]!.id) : null;
+    const entries = found.slice(0, pageSize);
+    const nextPageToken = found.length > pageSize ? encodePageToken(entries[entries.length - 1]!.id) : null;
     return { entries, nextPageToken };
   }
 
@@ -177,10 +162,9 @@ export class EntriesService {
     checkId(id);
     const now = this.clock.now();
     const { entry, revision } = await this.repository.write(async (tx) => {
-      const counter = await this.repository.lockCounter(tx);
-      const existing = await this.repository.findById(tx, id);
-      if (!existing) throw notFound(id);
-      const current = toEntry(existing);
+      const revisions = await this.changeLog.open(tx, now);
+      const current = await this.repository.findById(tx, id);
+      if (!current) throw notFound(id);
       const fields = validateEntry(
         { ...current, ...definedFields(patch) },
         { trustDomain: this.config.trustDomain, now, checkExpiry: patch.expiresAt !== undefined },
@@ -193,14 +177,13 @@ export class EntriesService {
         id,
       );
       if (duplicateOf !== undefined) throw duplicateError(fields, duplicateOf);
-      const revision = counter.revision + 1;
+      const revision = revisions.next();
       await this.repository.replaceEntry(tx, id, row(fields, revision, current.createdAt, now));
-      await this.commitRevisions(tx, counter.revision, revision, [
-        { revision, entryId: id, op: 'updated', changedAt: now },
-      ]);
-      return { entry: toEntry((await this.repository.findById(tx, id))!), revision };
+      revisions.record(revision, id, 'updated');
+      const head = await revisions.commit();
+      return { entry: (await this.repository.findById(tx, id))!, revision: head };
     });
-    await this.announce(revision);
+    await this.changeLog.announce(revision);
     return entry;
   }
 
@@ -208,144 +191,29 @@ export class EntriesService {
     checkId(id);
     const now = this.clock.now();
     const revision = await this.repository.write(async (tx) => {
-      const counter = await this.repository.lockCounter(tx);
+      const revisions = await this.changeLog.open(tx, now);
       if (!(await this.repository.deleteEntry(tx, id))) throw notFound(id);
-      const revision = counter.revision + 1;
-      await this.commitRevisions(tx, counter.revision, revision, [
-        { revision, entryId: id, op: 'deleted', changedAt: now },
-      ]);
-      return revision;
+      revisions.record(revisions.next(), id, 'deleted');
+      return revisions.commit();
     });
-    await this.announce(revision);
+    await this.changeLog.announce(revision);
   }
 
   /** Deletes every entry whose `expires_at` is at or before `now`, each with its revision; returns their ids. */
   async pruneExpired(now: Date = this.clock.now()): Promise<string[]> {
     const { ids, revision } = await this.repository.write(async (tx) => {
-      const counter = await this.repository.lockCounter(tx);
+      const revisions = await this.changeLog.open(tx, now);
       const ids = await this.repository.deleteExpired(tx, now);
-      const events = ids.map((entryId, index): NewEntryEvent => {
-        return { revision: counter.revision + index + 1, entryId, op: 'deleted', changedAt: now };
-      });
-      const revision = counter.revision + ids.length;
-      await this.commitRevisions(tx, counter.revision, revision, events);
-      return { ids, revision: ids.length > 0 ? revision : undefined };
+      for (const entryId of ids) revisions.record(revisions.next(), entryId, 'deleted');
+      return { ids, revision: await revisions.commit() };
     });
-    await this.announce(revision);
+    await this.changeLog.announce(revision);
     return ids;
-  }
-
-  /**
-   * Drops change-log rows older than `before`. Readers whose revision is below the newest dropped one get
-   * `resyncRequired` from `listChangesSince` and reload with `snapshot()`.
-   */
-  async pruneChangeLog(before: Date): Promise<number> {
-    return this.repository.write(async (tx) => {
-      const counter = await this.repository.lockCounter(tx);
-      const newest = await this.repository.deleteEventsBefore(tx, before);
-      if (newest !== undefined && newest > counter.prunedThrough) {
-        await this.repository.updateCounter(tx, { prunedThrough: newest });
-      }
-      return Math.max(newest ?? 0, counter.prunedThrough);
-    });
-  }
-
-  /** The registry's head revision (0 for an empty, never-written registry). */
-  async currentRevision(): Promise<number> {
-    return (await this.repository.readCounter()).revision;
-  }
-
-  /**
-   * What changed after `sinceRevision` (at most `limit` revisions), read in one consistent snapshot: the events in
-   * revision order, the current state of the changed entries that exist and the ids of those that no longer do.
-   */
-  async listChangesSince(sinceRevision: number, options: { limit?: number } = {}): Promise<EntryChanges> {
-    if (!Number.isSafeInteger(sinceRevision) || sinceRevision < 0) {
-      throw new AppError('invalid_argument', `since_revision: must be a whole number >= 0, got ${sinceRevision}`);
-    }
-    const limit = options.limit ?? DEFAULT_CHANGES_LIMIT;
-    if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_CHANGES_LIMIT) {
-      throw new AppError('invalid_argument', `limit: must be from 1 to ${MAX_CHANGES_LIMIT}, got ${limit}`);
-    }
-    return this.repository.readSnapshot(async (tx): Promise<EntryChanges> => {
-      const counter = await this.repository.readCounter(tx);
-      if (sinceRevision < counter.prunedThrough || sinceRevision > counter.revision) {
-        return { resyncRequired: true, fromRevision: sinceRevision, toRevision: counter.revision };
-      }
-      const toRevision = Math.min(counter.revision, sinceRevision + limit);
-      const events = (await this.repository.listEvents(tx, sinceRevision, toRevision)).map((event) => ({
-        revision: event.revision,
-        entryId: event.entryId,
-        op: event.op,
-      }));
-      const changedIds = [...new Set(events.map((event) => event.entryId))];
-      const entities = await this.repository.findByIds(tx, changedIds);
-      const present = new Set(entities.map((entity) => entity.id));
-      return {
-        resyncRequired: false,
-        fromRevision: sinceRevision,
-        toRevision,
-        events,
-        entries: entities.map(toEntry),
-        deletedIds: changedIds.filter((id) => !present.has(id)).sort(),
-        more: toRevision < counter.revision,
-      };
-    });
-  }
-
-  /** Every entry and the revision they are consistent with (for a reader's first load or a resync). */
-  async snapshot(): Promise<EntrySnapshot> {
-    return this.repository.readSnapshot(async (tx) => {
-      const counter = await this.repository.readCounter(tx);
-      const entities = await this.repository.findAll(tx);
-      return { revision: counter.revision, entries: entities.map(toEntry) };
-    });
-  }
-
-  /** Calls `listener` with the new revision after registry changes, from any replica; returns the unsubscriber. */
-  subscribe(listener: EntryChangeListener): () => void {
-    return this.notifier.subscribe(listener);
-  }
-
-  private async commitRevisions(
-    tx: EntityManager,
-    previous: number,
-    revision: number,
-    events: readonly NewEntryEvent[],
-  ): Promise<void> {
-    if (revision === previous) return;
-    await this.repository.recordEvents(tx, events);
-    await this.repository.updateCounter(tx, { revision });
-  }
-
-  private async announce(revision: number | undefined): Promise<void> {
-    if (revision !== undefined) await this.notifier.notify(revision);
   }
 }
 
 function row(fields: ValidEntryFields, revisionNumber: number, createdAt: Date, updatedAt: Date): EntryRow {
   return { ...fields, revisionNumber, createdAt, updatedAt };
-}
-
-/** Maps the ORM entity to the service's Entry; entities stop here. */
-export function toEntry(entity: EntryEntity): Entry {
-  return {
-    id: entity.id,
-    spiffeId: entity.spiffeId,
-    parentId: entity.parentId,
-    selectors: entity.selectors.map(({ type, value }): Selector => ({ type, value })).sort(compareSelectors),
-    x509SvidTtl: entity.x509SvidTtl,
-    jwtSvidTtl: entity.jwtSvidTtl,
-    dnsNames: entity.dnsNames.map((dnsName) => dnsName.value).sort(),
-    federatesWith: entity.federatesWith.map((federated) => federated.trustDomain).sort(),
-    admin: entity.admin,
-    downstream: entity.downstream,
-    hint: entity.hint,
-    expiresAt: entity.expiresAt,
-    revisionNumber: entity.revisionNumber,
-    createdAt: entity.createdAt,
-    updatedAt: entity.updatedAt,
-  };
 }
 
 function definedFields(patch: EntryPatch): EntryPatch {

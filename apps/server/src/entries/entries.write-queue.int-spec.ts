@@ -3,8 +3,8 @@ import type { DataSource } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useTestDatabase, type TestDatabase } from '../../../../test/support/database.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
-import { EntriesRepository } from './entries.repository.js';
-import { EntriesService, WRITE_CHUNK } from './entries.service.js';
+import { createRegistry } from '../../../../test/support/registry.js';
+import { WRITE_CHUNK } from './entries.service.js';
 import { InProcessEntryChangeNotifier } from './entry-change-notifier.js';
 
 const TD = TrustDomain.parse('example.org');
@@ -43,12 +43,12 @@ describe('registry writes of one replica', () => {
         };
       },
     });
-    const service = new EntriesService(
-      new EntriesRepository(counting),
+    const service = createRegistry(
+      counting,
       new InProcessEntryChangeNotifier(),
       { trustDomain: TD },
       new FakeClock(Date.parse('2026-03-01T00:00:00Z')),
-    );
+    ).entries;
     const results = await Promise.all(
       Array.from({ length: BATCHES }, (_, b) =>
         service.createEntries(

@@ -4,8 +4,8 @@ import type { DataSource } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { useTestDatabase, type TestDatabase } from '../../../../test/support/database.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
-import { EntriesRepository } from './entries.repository.js';
-import { EntriesService } from './entries.service.js';
+import { createRegistry } from '../../../../test/support/registry.js';
+import type { EntriesService } from './entries.service.js';
 import {
   type EntryChangeNotifier,
   InProcessEntryChangeNotifier,
@@ -26,10 +26,10 @@ describe(`entry change notification (${kind})`, () => {
   const replica = async (dataSource: DataSource) => {
     const notifier = await createEntryChangeNotifier({ kind: db.kind, url: db.url, dataSource });
     notifiers.push(notifier);
-    const service = new EntriesService(new EntriesRepository(dataSource), notifier, { trustDomain: TD }, clock);
+    const { entries: service, changeLog } = createRegistry(dataSource, notifier, { trustDomain: TD }, clock);
     const heard: number[] = [];
-    service.subscribe((revision) => heard.push(revision));
-    return { service, heard, notifier };
+    changeLog.subscribe((revision) => heard.push(revision));
+    return { service, changeLog, heard, notifier };
   };
   const create = (service: EntriesService, name: string) =>
     service.createEntry({
@@ -54,8 +54,8 @@ describe(`entry change notification (${kind})`, () => {
   });
 
   it('tells subscribers the revision of every committed change, and nothing for a refused one', async () => {
-    const { service, heard } = await replica(db.dataSource);
-    const start = await service.currentRevision();
+    const { service, changeLog, heard } = await replica(db.dataSource);
+    const start = await changeLog.currentRevision();
     const entry = await create(service, 'web');
     await service.updateEntry(entry.id, { hint: 'v2' });
     await service.deleteEntry(entry.id);
@@ -127,12 +127,12 @@ describe(`entry change notification (${kind})`, () => {
       await vi.waitFor(async () => expect(await listeningBackends()).toEqual([]), { timeout: 15_000 });
       const pool = await db.connectAnother({ poolSize: 1 });
       const listener = await replica(pool);
-      const writer = new EntriesService(
-        new EntriesRepository(db.dataSource),
+      const writer = createRegistry(
+        db.dataSource,
         new InProcessEntryChangeNotifier(),
         { trustDomain: TD },
         clock,
-      );
+      ).entries;
       // The listener's pool is gone (a replica whose pool is exhausted or broken); its LISTEN connection is not.
       await pool.destroy();
       await terminateListeners();
@@ -152,12 +152,12 @@ describe(`entry change notification (${kind})`, () => {
       notifiers.push(notifier);
       notifier.subscribe((revision) => heard.push(revision));
       // A replica that committed and then died (or whose pg_notify failed) before notifying.
-      const silent = new EntriesService(
-        new EntriesRepository(db.dataSource),
+      const silent = createRegistry(
+        db.dataSource,
         new InProcessEntryChangeNotifier(),
         { trustDomain: TD },
         clock,
-      );
+      ).entries;
       const entry = await create(silent, 'never-notified');
       await vi.waitFor(() => expect(heard).toContain(entry.revisionNumber), { timeout: 15_000 });
       // Nothing new: the check stays quiet.

@@ -1,8 +1,6 @@
 import { Check, Column, Entity, PrimaryColumn } from 'typeorm';
+import type { EntryEventOp } from './entry.js';
 import { BIGINT_AS_NUMBER } from './entry.entity.js';
-
-/** What happened to an entry at a revision. */
-export type EntryEventOp = 'created' | 'updated' | 'deleted';
 
 /** The registry change log: exactly one row per revision, so readers can ask for "everything after R". */
 @Entity({ name: 'entry_events' })

@@ -1,6 +1,7 @@
 import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { EntriesService } from './entries.service.js';
+import { EntryChangeLogService } from './entry-change-log.service.js';
 
 /** How often expired entries and old change-log rows are pruned. */
 export const PRUNE_INTERVAL_MS = 60_000;
@@ -16,6 +17,7 @@ export class EntryPruner implements OnApplicationBootstrap, OnApplicationShutdow
 
   constructor(
     private readonly entries: EntriesService,
+    private readonly changeLog: EntryChangeLogService,
     @Inject(CLOCK) private readonly clock: Clock,
   ) {}
 
@@ -37,7 +39,7 @@ export class EntryPruner implements OnApplicationBootstrap, OnApplicationShutdow
     try {
       const expired = await this.entries.pruneExpired(now);
       if (expired.length > 0) this.logger.log({ msg: 'expired entries pruned', count: expired.length });
-      await this.entries.pruneChangeLog(new Date(now.getTime() - CHANGE_LOG_RETENTION_MS));
+      await this.changeLog.pruneChangeLog(new Date(now.getTime() - CHANGE_LOG_RETENTION_MS));
     } catch (error) {
       this.logger.warn({ msg: 'pruning entries failed', err: error });
     }

@@ -1,6 +1,5 @@
 import type { Selector, SelectorMatch } from '@sigil/runtime';
 import type { AppError } from '../common/errors.js';
-import type { EntryEventOp } from './entry-event.entity.js';
 
 export { SELECTOR_MATCHES, type Selector, type SelectorMatch } from '@sigil/runtime';
 
@@ -65,6 +64,9 @@ export interface EntryPage {
   readonly entries: readonly Entry[];
   readonly nextPageToken: string | null;
 }
+
+/** What happened to an entry at a revision. */
+export type EntryEventOp = 'created' | 'updated' | 'deleted';
 
 /** One change of the registry: exactly one per revision. */
 export interface EntryEvent {

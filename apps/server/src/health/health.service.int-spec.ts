@@ -5,6 +5,7 @@ import { type AgentsService } from '../agents/agents.service.js';
 import { type CaService } from '../ca/ca.service.js';
 import { type EntriesService } from '../entries/entries.service.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
+import { DatabasePingRepository } from './database-ping.repository.js';
 import { HealthService, READINESS_CACHE_MS } from './health.service.js';
 import { GAUGE_CACHE_MS, MetricsService } from './metrics.service.js';
 
@@ -25,7 +26,14 @@ describe('HealthService readiness', () => {
   });
 
   it('is ready when the database answers and the authorities are active', async () => {
-    const health = new HealthService(db.dataSource, ca, agents, entries, new MetricsService(), clock);
+    const health = new HealthService(
+      new DatabasePingRepository(db.dataSource),
+      ca,
+      agents,
+      entries,
+      new MetricsService(),
+      clock,
+    );
     await expect(health.readiness()).resolves.toEqual({ database: 'ok', authority: 'ok' });
   });
 
@@ -36,7 +44,14 @@ describe('HealthService readiness', () => {
     });
     await closed.destroy();
     caReady = false;
-    const health = new HealthService(closed, ca, agents, entries, new MetricsService(), clock);
+    const health = new HealthService(
+      new DatabasePingRepository(closed),
+      ca,
+      agents,
+      entries,
+      new MetricsService(),
+      clock,
+    );
     await expect(health.readiness()).rejects.toMatchObject({
       kind: 'unavailable',
       message: expect.stringMatching(
@@ -52,7 +67,7 @@ describe('HealthService readiness', () => {
     let counts = 0;
     const countingAgents = { count: () => (counts++, Promise.resolve(3)) } as AgentsService;
     const metrics = new MetricsService(clock);
-    const health = new HealthService(counting, ca, countingAgents, entries, metrics, clock);
+    const health = new HealthService(new DatabasePingRepository(counting), ca, countingAgents, entries, metrics, clock);
     health.onModuleInit();
     const probes = await Promise.all(Array.from({ length: 200 }, () => health.readiness()));
     expect(probes.every((checks) => checks.database === 'ok')).toBe(true);
@@ -75,7 +90,7 @@ describe('HealthService readiness', () => {
 
   it('reads the entry and agent gauges at scrape time', async () => {
     const metrics = new MetricsService();
-    new HealthService(db.dataSource, ca, agents, entries, metrics, clock).onModuleInit();
+    new HealthService(new DatabasePingRepository(db.dataSource), ca, agents, entries, metrics, clock).onModuleInit();
     const text = await metrics.render();
     expect(text).toMatch(/^sigil_entries 42$/m);
     expect(text).toMatch(/^sigil_agents 7$/m);

@@ -1,12 +1,11 @@
 import { Inject, Injectable, type OnModuleInit } from '@nestjs/common';
-import { InjectDataSource } from '@nestjs/typeorm';
-import { type DataSource } from 'typeorm';
 import { AgentsService } from '../agents/agents.service.js';
 import { CaService } from '../ca/ca.service.js';
 import { EntriesService } from '../entries/entries.service.js';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
 import { cachedRead } from './cached-read.js';
+import { DatabasePingRepository } from './database-ping.repository.js';
 import { MetricsService } from './metrics.service.js';
 
 const DATABASE_PING_TIMEOUT_MS = 2000;
@@ -23,7 +22,7 @@ export class HealthService implements OnModuleInit {
   private readonly cachedPing: () => Promise<string>;
 
   constructor(
-    @InjectDataSource() private readonly dataSource: DataSource,
+    private readonly database: DatabasePingRepository,
     private readonly ca: CaService,
     private readonly agents: AgentsService,
     private readonly entries: EntriesService,
@@ -67,7 +66,7 @@ export class HealthService implements OnModuleInit {
     });
     try {
       return await Promise.race([
-        this.dataSource.query('SELECT 1').then(
+        this.database.ping().then(
           () => 'ok',
           (error: unknown) => `unreachable (${(error as Error).message})`,
         ),

@@ -1,7 +1,7 @@
 import { Inject, Injectable, Optional } from '@nestjs/common';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { type AuthorityMetrics, type AuthorityTransition } from '../ca/authority-metrics.js';
-import { type AuthorityKind } from '../ca/ca-key.entity.js';
+import { type AuthorityKind } from '../ca/ca-key.js';
 import { CLOCK, type Clock, systemClock } from '../common/clock.js';
 import { cachedRead } from './cached-read.js';
 
