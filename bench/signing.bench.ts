@@ -4,8 +4,7 @@
  *
  * - raw: ECDSA P-256 `crypto.sign` of a leaf-sized TBSCertificate (the floor for any signer);
  * - leaf: `X509SvidSigner.sign`, leaf build + sign from an already verified public key;
- * - csr→leaf: `X509SvidSigner.signCsr`, the complete CSR PEM → verified key → signed leaf path;
- * - reference (context only, 60 operations a round): `parseCsr` + `buildX509SvidReference` on @peculiar/x509.
+ * - csr→leaf: `X509SvidSigner.signCsr`, the complete CSR PEM → verified key → signed leaf path.
  *
  * A round gives each measure about one second, cut into 20 slices that take turns. Every rate is printed with its ratio to the raw rate of the same round; the summary is the median over rounds.
  * With `--json` the last line is one JSON object: raw_sign_per_s, leaf_per_s, leaf_ratio, csr_to_leaf_per_s,
@@ -13,15 +12,7 @@
  */
 import { KeyObject, sign } from 'node:crypto';
 import { SpiffeId, TrustDomain } from '@sigil/spiffe';
-import {
-  buildX509SvidReference,
-  createCsr,
-  createRootCa,
-  generateKeyPair,
-  parseCsr,
-  parseCsrFast,
-  X509SvidSigner,
-} from '@sigil/pki';
+import { createCsr, createRootCa, generateKeyPair, parseCsrFast, X509SvidSigner } from '@sigil/pki';
 
 interface Options {
   readonly rounds: number;
@@ -76,7 +67,6 @@ function median(values: readonly number[]): number {
 }
 
 const SLICES_PER_ROUND = 20;
-const REFERENCE_OPERATIONS_PER_SLICE = 3;
 
 const format = (perSecond: number): string => `${Math.round(perSecond).toLocaleString('en-US').padStart(7)}/s`;
 const ratio = (value: number, raw: number): string => (value / raw).toFixed(3);
@@ -95,7 +85,6 @@ async function main(): Promise<void> {
   const csr = await createCsr({ keys: workloadKeys, spiffeId });
   const { spkiDer } = parseCsrFast(csr.pem);
   const params = { spiffeId, ttlSeconds: 3600, now };
-  const referenceCa = { certificate: ca.certificate, privateKey: ca.privateKey };
 
   // The raw measure signs bytes of a real TBSCertificate, so it hashes as much data as the leaf path does.
   const sample = signer.sign({ ...params, spkiDer });
@@ -107,17 +96,13 @@ async function main(): Promise<void> {
     raw: () => sign('sha256', tbs, caKey),
     leaf: () => signer.sign({ ...params, spkiDer }),
     csrToLeaf: () => signer.signCsr(csr.pem, params),
-    reference: async () => {
-      const parsed = await parseCsr(csr.pem);
-      return buildX509SvidReference({ ...params, ca: referenceCa, spkiDer: parsed.spkiDer });
-    },
   };
   // Warm up every path (JIT, OpenSSL caches) before measuring.
   for (const fn of Object.values(measures)) await runSlice({ operations: 0, nanoseconds: 0n }, 0.2, fn, 2000);
 
   log(`node ${process.version}, ${options.rounds} rounds of ${options.seconds} s per measure, one core`);
   log(`leaf: ${sample.length} bytes DER, ECDSA P-256 CA, SPIFFE ID ${spiffeId.toString()}`);
-  const results: Array<{ raw: number; leaf: number; csrToLeaf: number; reference: number }> = [];
+  const results: Array<{ raw: number; leaf: number; csrToLeaf: number }> = [];
   for (let round = 1; round <= options.rounds; round++) {
     // Each measure's second is cut into slices that take turns, in an order that alternates, so that load from the
     // rest of the machine falls on every measure of a round alike and the ratios stay comparable.
@@ -125,28 +110,23 @@ async function main(): Promise<void> {
       raw: { operations: 0, nanoseconds: 0n },
       leaf: { operations: 0, nanoseconds: 0n },
       csrToLeaf: { operations: 0, nanoseconds: 0n },
-      reference: { operations: 0, nanoseconds: 0n },
     };
     for (let slice = 0; slice < SLICES_PER_ROUND; slice++) {
       const order: Array<keyof typeof measures> =
-        slice % 2 === 0 ? ['raw', 'leaf', 'csrToLeaf', 'reference'] : ['reference', 'csrToLeaf', 'leaf', 'raw'];
+        slice % 2 === 0 ? ['raw', 'leaf', 'csrToLeaf'] : ['csrToLeaf', 'leaf', 'raw'];
       for (const name of order) {
-        // The @peculiar/x509 path is context only: a few dozen operations a round are enough.
-        const cap = name === 'reference' ? REFERENCE_OPERATIONS_PER_SLICE : Number.POSITIVE_INFINITY;
-        await runSlice(tallies[name], options.seconds / SLICES_PER_ROUND, measures[name], cap);
+        await runSlice(tallies[name], options.seconds / SLICES_PER_ROUND, measures[name], Number.POSITIVE_INFINITY);
       }
     }
     const current = {
       raw: perSecond(tallies.raw),
       leaf: perSecond(tallies.leaf),
       csrToLeaf: perSecond(tallies.csrToLeaf),
-      reference: perSecond(tallies.reference),
     };
     results.push(current);
     log(
       `round ${round}: raw sign ${format(current.raw)} | leaf ${format(current.leaf)} (${ratio(current.leaf, current.raw)})` +
-        ` | csr→leaf ${format(current.csrToLeaf)} (${ratio(current.csrToLeaf, current.raw)})` +
-        ` | @peculiar/x509 csr→leaf ${format(current.reference)} (${ratio(current.reference, current.raw)})`,
+        ` | csr→leaf ${format(current.csrToLeaf)} (${ratio(current.csrToLeaf, current.raw)})`,
     );
   }
 
@@ -157,7 +137,6 @@ async function main(): Promise<void> {
     csr_to_leaf_per_s: Math.round(median(results.map((r) => r.csrToLeaf))),
     csr_to_leaf_ratio: Number(median(results.map((r) => r.csrToLeaf / r.raw)).toFixed(4)),
   };
-  const referenceRatio = median(results.map((r) => r.reference / r.raw));
   log('median over rounds:');
   log(`  raw ECDSA P-256 crypto.sign      ${format(summary.raw_sign_per_s)}`);
   log(
@@ -165,9 +144,6 @@ async function main(): Promise<void> {
   );
   log(
     `  csr pem → leaf (fast)            ${format(summary.csr_to_leaf_per_s)}  ratio ${summary.csr_to_leaf_ratio.toFixed(3)} (target ≥ 0.09)`,
-  );
-  log(
-    `  csr pem → leaf (@peculiar/x509)  ${format(median(results.map((r) => r.reference)))}  ratio ${referenceRatio.toFixed(3)}`,
   );
   if (options.json) log(JSON.stringify(summary));
 }

@@ -5,7 +5,7 @@
  * `down` to play an unreachable server, or refuse given entries or the agent itself.
  */
 import { webcrypto } from 'node:crypto';
-import { parseCsr } from '@sigil/pki';
+import { importPublicKeySpki, parseCsrFast } from '@sigil/pki';
 import { type SpiffeId, TrustBundle, signJwtSvid } from '@sigil/spiffe';
 import {
   type AgentEntry,
@@ -138,13 +138,10 @@ export class FakeAgentApi implements AgentApi {
         if (entry === undefined || this.refused.has(entryId)) {
           return { entryId, ok: false, code: 'permission_denied', message: `entry ${entryId} is not authorised` };
         }
-        const csr = await parseCsr(csrPem);
+        const publicKey = await importPublicKeySpki(parseCsrFast(csrPem).spkiDer);
         const now = Date.now();
         const id = this.tamper === 'id' ? `${entry.spiffeId.toString()}-other` : entry.spiffeId.toString();
-        const keys =
-          this.tamper === 'key'
-            ? await generateTestKeys('P-256')
-            : { publicKey: csr.publicKey, privateKey: csr.publicKey };
+        const keys = this.tamper === 'key' ? await generateTestKeys('P-256') : { publicKey, privateKey: publicKey };
         const svid = await this.ca.createX509Svid(id, {
           keys,
           notBefore: new Date(now - 10_000),

@@ -3,7 +3,7 @@
  * template → sign → re-validate): issuer and public key copied byte for byte, signature verifying under the issuer.
  */
 import type { webcrypto } from 'node:crypto';
-import { certificateParts } from './der.js';
+import { certificateParts } from './der-reader.js';
 import { PkiError } from './errors.js';
 import { keyTypeOf, signingAlgorithmFor } from './keys.js';
 import { x509 } from './x509-lib.js';

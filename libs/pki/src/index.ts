@@ -22,7 +22,6 @@ export {
   toPem,
   type PemBlock,
 } from './pem.js';
-export { createCsr, parseCsr, type CreateCsrParams, type CreatedCsr, type ParsedCsr } from './csr.js';
 export {
   DEFAULT_CA_TTL_SECONDS,
   createIntermediateCa,
@@ -41,7 +40,12 @@ export {
   validateDnsName,
   validateDnsNames,
 } from './svid-profile.js';
-export { buildX509SvidReference, type SigningCa, type X509SvidParams } from './x509-svid.js';
-export { createCsrFast, type CreateCsrFastParams } from './fast/csr-builder.js';
-export { CSR_MAX_BYTES, parseCsrFast, parseCsrFastAsync, type FastParsedCsr } from './fast/csr-parser.js';
-export { X509SvidSigner, type FastSvidParams, type X509SvidSignerOptions } from './fast/svid-signer.js';
+export {
+  createCsr,
+  createCsrFast,
+  type CreateCsrFastParams,
+  type CreateCsrParams,
+  type CreatedCsr,
+} from './csr-builder.js';
+export { CSR_MAX_BYTES, parseCsrFast, parseCsrFastAsync, type FastParsedCsr } from './csr-parser.js';
+export { X509SvidSigner, type FastSvidParams, type X509SvidSignerOptions } from './svid-signer.js';

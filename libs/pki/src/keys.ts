@@ -99,7 +99,7 @@ export function signingAlgorithmFor(keyType: KeyType): SigningAlgorithm {
 }
 
 /** The {@link KeyType} of a Node key object, or a message saying why it is not supported. */
-function keyTypeOfKeyObject(key: KeyObject): KeyType | string {
+export function keyTypeOfKeyObject(key: KeyObject): KeyType | string {
   const details = key.asymmetricKeyDetails ?? {};
   if (key.asymmetricKeyType === 'ec') {
     if (details.namedCurve === 'prime256v1') return 'ec-p256';
@@ -194,10 +194,31 @@ export async function importPublicKeySpki(der: Uint8Array, keyType?: KeyType): P
   return webcrypto.subtle.importKey('spki', der, importParamsFor(detected), true, ['verify']);
 }
 
-/** The Node `KeyObject` of a WebCrypto key, for `crypto.sign`/`crypto.verify` on the fast path. */
+/** The Node `KeyObject` of a WebCrypto key, for `crypto.sign`/`crypto.verify`. */
 export function toKeyObject(key: webcrypto.CryptoKey): KeyObject {
   if (!isCryptoKey(key)) throw new PkiError('ERR_KEY_INVALID', 'key: must be a CryptoKey');
   return KeyObject.from(key);
+}
+
+/**
+ * A WebCrypto or Node private key as a Node `KeyObject` for `crypto.sign`, with its key type. WebCrypto keys need not
+ * be extractable for this.
+ *
+ * @throws PkiError `ERR_KEY_INVALID` naming `field`: not a key, not a private key, or of an unsupported type.
+ */
+export function signingKeyObject(privateKey: unknown, field: string): { key: KeyObject; keyType: KeyType } {
+  let key: KeyObject;
+  try {
+    key = privateKey instanceof KeyObject ? privateKey : KeyObject.from(privateKey as webcrypto.CryptoKey);
+  } catch (error) {
+    throw new PkiError('ERR_KEY_INVALID', `${field}: must be a CryptoKey or a KeyObject`, { cause: error });
+  }
+  if (key.type !== 'private') throw new PkiError('ERR_KEY_INVALID', `${field}: must be a private key, got ${key.type}`);
+  const keyType = keyTypeOfKeyObject(key);
+  if (!KEY_TYPES.includes(keyType as KeyType)) {
+    throw new PkiError('ERR_KEY_INVALID', `${field}: must be ec P-256, ec P-384 or rsa 2048`);
+  }
+  return { key, keyType: keyType as KeyType };
 }
 
 /** True when `privateKey` is the private half of the public key encoded in `spkiDer`. */

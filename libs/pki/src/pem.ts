@@ -1,5 +1,6 @@
 import { type webcrypto } from 'node:crypto';
-import { readSingleElement, DER_TAG } from './der.js';
+import { DerCursor } from './der-reader.js';
+import { DerTag } from './der-tags.js';
 import { PkiError, messageOf } from './errors.js';
 import { exportPrivateKeyPkcs8, importPrivateKeyPkcs8, type KeyType } from './keys.js';
 import { x509 } from './x509-lib.js';
@@ -111,8 +112,10 @@ export function singlePemBlock(pem: string, label: string, field = 'pem'): Uint8
  */
 export function certificateFromDer(der: Uint8Array, field = 'certificate'): x509.X509Certificate {
   if (!(der instanceof Uint8Array)) throw new PkiError('ERR_CERTIFICATE_INVALID', `${field}: must be a Uint8Array`);
+  const top = DerCursor.over(der, { name: field, code: 'ERR_CERTIFICATE_INVALID' });
+  top.expect(DerTag.SEQUENCE, 'certificate');
+  top.finish('the input (one certificate)');
   try {
-    readSingleElement(der, DER_TAG.sequence);
     return new x509.X509Certificate(der.slice());
   } catch (error) {
     throw new PkiError('ERR_CERTIFICATE_INVALID', `${field}: not a valid der certificate: ${messageOf(error)}`, {

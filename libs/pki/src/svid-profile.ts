@@ -1,12 +1,14 @@
 /**
- * The X.509-SVID leaf profile shared by the reference builder (`x509-svid.ts`) and the fast signer (`fast/`): the
- * constants, the input validation and every value that goes into the TBSCertificate, computed in one place so both
- * builders produce byte-identical TBSCertificates for the same input.
+ * The X.509-SVID leaf profile: the constants, the input validation and every value that goes into the
+ * TBSCertificate, computed in one place. The signer (`svid-signer.ts`) only encodes these values; the reference
+ * builder the specs cross-check it against (test/support/pki-reference) takes them from here too.
  */
 import { createHash, getRandomValues } from 'node:crypto';
 import { SpiffeId, type TrustDomain } from '@sigil/spiffe';
-import { certificateParts, subjectPublicKeyBits } from './der.js';
+import { certificateParts, subjectPublicKeyBits } from './der-reader.js';
+import { isPrintableString } from './der-writer.js';
 import { PkiError, messageOf } from './errors.js';
+import { Oid } from './oids.js';
 import { x509 } from './x509-lib.js';
 
 /** Not-before is this many seconds before the signing time, as SPIRE does, to absorb clock skew. */
@@ -22,26 +24,7 @@ export const MAX_DNS_LABEL_LENGTH = 63;
 /** The organization of every X.509-SVID subject. */
 export const SVID_ORGANIZATION = 'Sigil';
 
-/** OIDs of the leaf profile. */
-export const SVID_OID = {
-  organizationName: '2.5.4.10',
-  commonName: '2.5.4.3',
-  basicConstraints: '2.5.29.19',
-  keyUsage: '2.5.29.15',
-  extKeyUsage: '2.5.29.37',
-  subjectKeyIdentifier: '2.5.29.14',
-  authorityKeyIdentifier: '2.5.29.35',
-  subjectAltName: '2.5.29.17',
-  serverAuth: '1.3.6.1.5.5.7.3.1',
-  clientAuth: '1.3.6.1.5.5.7.3.2',
-} as const;
-
-/** keyUsage of a leaf, as SPIRE: digitalSignature | keyEncipherment | keyAgreement (RFC 5280 §4.2.1.3 bits 0, 2, 4). */
-export const SVID_KEY_USAGE =
-  x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment | x509.KeyUsageFlags.keyAgreement;
-
 const DNS_LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$/;
-const PRINTABLE_STRING = /^[A-Za-z0-9 '()+,\-./:=?]*$/;
 
 function invalid(message: string): PkiError {
   return new PkiError('ERR_PKI_INVALID_INPUT', message);
@@ -160,11 +143,6 @@ export function validateSerialNumber(serial: unknown, field = 'serial'): Uint8Ar
   return serial.slice();
 }
 
-/** True when `text` fits an ASN.1 PrintableString (X.680 §41.4), the encoding @peculiar/x509 prefers for names. */
-export function isPrintableString(text: string): boolean {
-  return PRINTABLE_STRING.test(text);
-}
-
 /** One attribute of a leaf subject, which is one RDN: the value, and the ASN.1 string type it is encoded as. */
 export interface SubjectAttribute {
   readonly oid: string;
@@ -182,19 +160,14 @@ export function svidSubject(dnsNames: readonly string[]): SubjectAttribute[] {
     value,
     encoding: isPrintableString(value) ? 'printableString' : 'utf8String',
   });
-  const subject = [attribute(SVID_OID.organizationName, SVID_ORGANIZATION)];
-  if (dnsNames.length > 0) subject.push(attribute(SVID_OID.commonName, dnsNames[0]!));
+  const subject = [attribute(Oid.organizationName, SVID_ORGANIZATION)];
+  if (dnsNames.length > 0) subject.push(attribute(Oid.commonName, dnsNames[0]!));
   return subject;
 }
 
 /** RFC 5280 §4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING value of a SubjectPublicKeyInfo. */
 export function subjectKeyIdentifier(spkiDer: Uint8Array): Uint8Array {
-  let bits: Uint8Array;
-  try {
-    bits = subjectPublicKeyBits(spkiDer);
-  } catch (error) {
-    throw new PkiError('ERR_DER_INVALID', `spki: ${messageOf(error)}`, { cause: error });
-  }
+  const bits = subjectPublicKeyBits(spkiDer, { name: 'spki', code: 'ERR_DER_INVALID' });
   return new Uint8Array(createHash('sha1').update(bits).digest());
 }
 
@@ -226,12 +199,10 @@ export function signingCaProfile(certificate: x509.X509Certificate): SigningCaPr
   if (!keyUsage || (keyUsage.usages & x509.KeyUsageFlags.keyCertSign) === 0) {
     throw new PkiError('ERR_CA_INVALID', 'ca.certificate: keyUsage must include keyCertSign');
   }
-  let parts: ReturnType<typeof certificateParts>;
-  try {
-    parts = certificateParts(new Uint8Array(certificate.rawData));
-  } catch (error) {
-    throw new PkiError('ERR_CA_INVALID', `ca.certificate: ${messageOf(error)}`, { cause: error });
-  }
+  const parts = certificateParts(new Uint8Array(certificate.rawData), {
+    name: 'ca.certificate',
+    code: 'ERR_CA_INVALID',
+  });
   const ski = certificate.getExtension(x509.SubjectKeyIdentifierExtension);
   const keyIdentifier = ski ? new Uint8Array(Buffer.from(ski.keyId, 'hex')) : subjectKeyIdentifier(parts.spki);
   return {

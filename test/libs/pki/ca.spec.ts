@@ -2,7 +2,7 @@ import { TrustDomain } from '@sigil/spiffe';
 import { describe, expect, it } from 'vitest';
 import { opensslText, opensslVerify, runOpenssl } from '../../support/openssl.js';
 import { DEFAULT_CA_TTL_SECONDS, createIntermediateCa, createRootCa, loadCaFromPem } from '../../../libs/pki/src/ca.js';
-import { certificateParts } from '../../../libs/pki/src/der.js';
+import { certificateParts } from '../../../libs/pki/src/der-reader.js';
 import { exportPublicKeySpki, generateKeyPair, type KeyType } from '../../../libs/pki/src/keys.js';
 import { certificatesToPem, privateKeyToPem } from '../../../libs/pki/src/pem.js';
 import { subjectKeyIdentifier } from '../../../libs/pki/src/svid-profile.js';

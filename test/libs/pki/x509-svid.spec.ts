@@ -3,10 +3,11 @@ import { SpiffeId, TrustDomain } from '@sigil/spiffe';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { opensslText, opensslVerify } from '../../support/openssl.js';
 import { createIntermediateCa, createRootCa, type CaCredential } from '../../../libs/pki/src/ca.js';
-import { DER_TAG, certificateParts, childrenOf, encodingOf, readSingleElement } from '../../../libs/pki/src/der.js';
+import { DerCursor, certificateParts, derBytes, type DerContext } from '../../../libs/pki/src/der-reader.js';
+import { DerTag } from '../../../libs/pki/src/der-tags.js';
 import { exportPublicKeySpki, generateKeyPair, type KeyType } from '../../../libs/pki/src/keys.js';
 import { subjectKeyIdentifier } from '../../../libs/pki/src/svid-profile.js';
-import { buildX509SvidReference, type X509SvidParams } from '../../../libs/pki/src/x509-svid.js';
+import { buildX509SvidReference, type X509SvidParams } from '../../support/pki-reference/x509-svid.js';
 import { x509 } from '../../../libs/pki/src/x509-lib.js';
 
 const trustDomain = TrustDomain.parse('example.org');
@@ -14,16 +15,28 @@ const spiffeId = SpiffeId.parse('spiffe://example.org/ns/prod/sa/web');
 const now = new Date('2031-05-06T07:08:09.750Z');
 const hex = (bytes: Uint8Array | ArrayBuffer): string => Buffer.from(new Uint8Array(bytes)).toString('hex');
 
+const READ: DerContext = { name: 'test certificate', code: 'ERR_DER_INVALID' };
+
+/** The TBSCertificate of a DER certificate, as its exact encoding and a cursor over its fields. */
+function readTbs(der: Uint8Array): { tbs: Uint8Array; fields: DerCursor } {
+  const top = DerCursor.over(der, READ);
+  const certificate = top.expect(DerTag.SEQUENCE, 'certificate');
+  top.finish('certificate');
+  const certificateFields = top.enter(certificate, 'certificate');
+  const tbs = certificateFields.expect(DerTag.SEQUENCE, 'tbsCertificate');
+  return { tbs: derBytes(der, tbs).slice(), fields: certificateFields.enter(tbs, 'tbsCertificate') };
+}
+
 /** The TBSCertificate fields of a DER certificate, as exact encodings. */
 function tbsFields(der: Uint8Array): Uint8Array[] {
-  const certificate = readSingleElement(der, DER_TAG.sequence);
-  const tbs = childrenOf(der, certificate)[0]!;
-  return childrenOf(der, tbs).map((field) => encodingOf(der, field));
+  const { fields } = readTbs(der);
+  const out: Uint8Array[] = [];
+  while (!fields.isDone) out.push(derBytes(der, fields.next('field')).slice());
+  return out;
 }
 
 function tbsOf(der: Uint8Array): Uint8Array {
-  const certificate = readSingleElement(der, DER_TAG.sequence);
-  return encodingOf(der, childrenOf(der, certificate)[0]!);
+  return readTbs(der).tbs;
 }
 
 let root: CaCredential;

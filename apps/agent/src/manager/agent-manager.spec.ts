@@ -2,7 +2,7 @@ import { X509Certificate, createHash, randomBytes, verify } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PEM_LABEL, parseCsr, toPem } from '@sigil/pki';
+import { PEM_LABEL, importPublicKeySpki, parseCsrFast, toPem } from '@sigil/pki';
 import { SpiffeId, TrustDomain } from '@sigil/spiffe';
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { TestCa } from '../../../../test/support/test-ca.js';
@@ -90,10 +90,10 @@ class FakeAttestationServer {
 
   private async issue(path: string, csrPem: string): Promise<AttestationResponse> {
     this.lastPath = path;
-    const csr = await parseCsr(csrPem);
+    const publicKey = await importPublicKeySpki(parseCsrFast(csrPem).spkiDer);
     const now = Date.now();
     const svid = await ca.createX509Svid(`spiffe://example.org${path}`, {
-      keys: { publicKey: csr.publicKey, privateKey: csr.publicKey },
+      keys: { publicKey, privateKey: publicKey },
       notBefore: new Date(now - 10_000),
       notAfter: new Date(now + this.ttlSeconds * 1000),
     });

@@ -1,12 +1,10 @@
 /**
- * A lean PKCS#10 (RFC 2986) parser for the per-SVID path: it reads an untrusted certificate signing request with the
- * defensive DER reader, verifies its self-signature with Node's `crypto.verify`, and returns the verified public key
- * with the URI and DNS names the request asks for. It accepts strictly less than @peculiar/x509 does.
+ * Sigil's one PKCS#10 (RFC 2986) parser: it reads an untrusted certificate signing request with the defensive DER
+ * reader, verifies its self-signature with Node's `crypto.verify`, and returns the verified public key with the URI
+ * and DNS names the request asks for. It accepts strictly less than @peculiar/x509 does (the specs and the CSR fuzz
+ * target check that against the reference parser in test/support/pki-reference).
  */
 import { verify, type KeyObject } from 'node:crypto';
-import type { KeyType } from '../keys.js';
-import { messageOf, PkiError } from '../errors.js';
-import { PEM_LABEL, singlePemBlock } from '../pem.js';
 import {
   checkDerStructure,
   decodeDerIa5String,
@@ -14,11 +12,14 @@ import {
   derBytes,
   derContent,
   DerCursor,
-  DerTag,
   type DerContext,
   type DerElement,
-} from './der.js';
+} from './der-reader.js';
+import { DerTag } from './der-tags.js';
+import { messageOf, PkiError } from './errors.js';
+import type { KeyType } from './keys.js';
 import { ALGORITHM_IDENTIFIERS, Oid } from './oids.js';
+import { PEM_LABEL, singlePemBlock } from './pem.js';
 import { importSpkiFast, importSpkiFastAsync } from './spki.js';
 
 /** Largest CSR accepted, PEM or DER: a real SVID request is well under 2 KiB, even with an RSA key. */
@@ -160,7 +161,7 @@ function readCsr(pemOrDer: string | Uint8Array): ReadCsr {
   if (versionBytes.length !== 1 || versionBytes[0] !== 0) throw invalid('version must be 0 (v1)');
   infoFields.expect(DerTag.SEQUENCE, 'subject');
   const spki = infoFields.expect(DerTag.SEQUENCE, 'subjectPKInfo');
-  const attributes = infoFields.expect(0xa0, 'attributes');
+  const attributes = infoFields.expect(DerTag.CONTEXT_0_CONSTRUCTED, 'attributes');
   infoFields.finish('certificationRequestInfo');
 
   const { hash, keyType } = signatureHash(derBytes(der, algorithm));

@@ -1,14 +1,27 @@
+/**
+ * Test support: PKCS#10 requests made and read by @peculiar/x509, independent of Sigil's DER writer and reader. This
+ * was the first implementation; the specs and the CSR fuzz target now use it to cross-check `createCsr`/`createCsrFast`
+ * (same CertificationRequestInfo, byte for byte) and `parseCsrFast` (never accepts what this parser refuses).
+ */
 import type { webcrypto } from 'node:crypto';
 import type { SpiffeId } from '@sigil/spiffe';
-import { csrSubjectPublicKeyInfo } from './der.js';
-import { PkiError, messageOf } from './errors.js';
-import { importPublicKeySpki, inspectSpki, keyTypeOf, signingAlgorithmFor, type KeyType } from './keys.js';
-import { PEM_LABEL, singlePemBlock, toPem } from './pem.js';
-import { SVID_OID, validateDnsNames } from './svid-profile.js';
-import { x509 } from './x509-lib.js';
+import { DerCursor, derBytes, type DerContext } from '../../../libs/pki/src/der-reader.js';
+import { DerTag } from '../../../libs/pki/src/der-tags.js';
+import { PkiError, messageOf } from '../../../libs/pki/src/errors.js';
+import {
+  importPublicKeySpki,
+  inspectSpki,
+  keyTypeOf,
+  signingAlgorithmFor,
+  type KeyType,
+} from '../../../libs/pki/src/keys.js';
+import { Oid } from '../../../libs/pki/src/oids.js';
+import { PEM_LABEL, singlePemBlock, toPem } from '../../../libs/pki/src/pem.js';
+import { validateDnsNames } from '../../../libs/pki/src/svid-profile.js';
+import { x509 } from '../../../libs/pki/src/x509-lib.js';
 
 /** What to put in a certificate signing request. */
-export interface CreateCsrParams {
+export interface CreateCsrReferenceParams {
   /** The key pair whose public key is requested; the private key signs the request. */
   readonly keys: webcrypto.CryptoKeyPair;
   /** When given, requested as the URI SAN. */
@@ -18,13 +31,13 @@ export interface CreateCsrParams {
 }
 
 /** A created CSR in both encodings. */
-export interface CreatedCsr {
+export interface CreatedCsrReference {
   readonly pem: string;
   readonly der: Uint8Array;
 }
 
 /** A CSR whose self-signature verified. */
-export interface ParsedCsr {
+export interface ParsedCsrReference {
   /** The requested public key, as a WebCrypto verification key. */
   readonly publicKey: webcrypto.CryptoKey;
   /** The exact SubjectPublicKeyInfo bytes of the request (canonical DER, checked). */
@@ -43,7 +56,7 @@ export interface ParsedCsr {
  *
  * @throws PkiError `ERR_KEY_INVALID` for an unsupported key, `ERR_PKI_INVALID_INPUT` for a bad DNS name.
  */
-export async function createCsr(params: CreateCsrParams): Promise<CreatedCsr> {
+export async function createCsrReference(params: CreateCsrReferenceParams): Promise<CreatedCsrReference> {
   const keys = params?.keys;
   if (!keys?.privateKey || !keys.publicKey) {
     throw new PkiError('ERR_KEY_INVALID', 'keys: must be a CryptoKeyPair with publicKey and privateKey');
@@ -65,6 +78,23 @@ export async function createCsr(params: CreateCsrParams): Promise<CreatedCsr> {
   return { pem: toPem(PEM_LABEL.certificateRequest, der), der };
 }
 
+const CSR_DER: DerContext = { name: 'der', code: 'ERR_CSR_INVALID' };
+
+/** The exact SubjectPublicKeyInfo encoding inside a PKCS#10 request (RFC 2986 §4), refusing trailing data. */
+function csrSubjectPublicKeyInfo(der: Uint8Array): Uint8Array {
+  const top = DerCursor.over(der, CSR_DER);
+  const request = top.expect(DerTag.SEQUENCE, 'CertificationRequest');
+  top.finish('the input (one CertificationRequest)');
+  const requestFields = top.enter(request, 'CertificationRequest');
+  const info = requestFields.enter(
+    requestFields.expect(DerTag.SEQUENCE, 'certificationRequestInfo'),
+    'certificationRequestInfo',
+  );
+  info.expect(DerTag.INTEGER, 'version');
+  info.expect(DerTag.SEQUENCE, 'subject');
+  return derBytes(der, info.expect(DerTag.SEQUENCE, 'subjectPKInfo')).slice();
+}
+
 function csrError(message: string, cause?: unknown): PkiError {
   return new PkiError('ERR_CSR_INVALID', message, cause === undefined ? undefined : { cause });
 }
@@ -76,7 +106,7 @@ function csrError(message: string, cause?: unknown): PkiError {
  * @throws PkiError `ERR_CSR_INVALID` saying what is wrong: garbage, trailing data, wrong PEM label, unsupported key,
  * bad signature.
  */
-export async function parseCsr(pemOrDer: string | Uint8Array): Promise<ParsedCsr> {
+export async function parseCsrReference(pemOrDer: string | Uint8Array): Promise<ParsedCsrReference> {
   let der: Uint8Array;
   if (typeof pemOrDer === 'string') {
     try {
@@ -124,7 +154,7 @@ function requestedNames(csr: x509.Pkcs10CertificateRequest): { uris: string[]; d
   const dnsNames: string[] = [];
   let sans: x509.Extension[];
   try {
-    sans = csr.getExtensions(SVID_OID.subjectAltName);
+    sans = csr.getExtensions(Oid.subjectAltName);
   } catch (error) {
     throw csrError(`csr: extension request is malformed: ${messageOf(error)}`, error);
   }

@@ -1,17 +1,25 @@
+/**
+ * Test support: an X.509-SVID builder on @peculiar/x509's certificate generator, independent of Sigil's DER writer.
+ * It was the first implementation of the leaf profile; the specs now use it to cross-check `X509SvidSigner`, which
+ * must produce the same TBSCertificate byte for byte.
+ */
 import type { webcrypto } from 'node:crypto';
 import type { SpiffeId } from '@sigil/spiffe';
-import { signCertificate } from './certificate.js';
-import { PkiError } from './errors.js';
-import { exportPublicKeySpki, inspectSpki, keyTypeOf } from './keys.js';
+import { signCertificate } from '../../../libs/pki/src/certificate.js';
+import { PkiError } from '../../../libs/pki/src/errors.js';
+import { exportPublicKeySpki, inspectSpki, keyTypeOf } from '../../../libs/pki/src/keys.js';
+import { Oid } from '../../../libs/pki/src/oids.js';
 import {
-  SVID_KEY_USAGE,
-  SVID_OID,
   resolveSvidFields,
   signingCaProfile,
   subjectKeyIdentifier,
   type SvidFields,
-} from './svid-profile.js';
-import { x509 } from './x509-lib.js';
+} from '../../../libs/pki/src/svid-profile.js';
+import { x509 } from '../../../libs/pki/src/x509-lib.js';
+
+/** keyUsage of a leaf, as SPIRE: digitalSignature | keyEncipherment | keyAgreement (RFC 5280 §4.2.1.3 bits 0, 2, 4). */
+const SVID_KEY_USAGE =
+  x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment | x509.KeyUsageFlags.keyAgreement;
 
 /** A CA that signs X.509-SVIDs: its certificate and private key. */
 export interface SigningCa {
@@ -71,7 +79,7 @@ function svidExtensions(fields: SvidFields, spkiDer: Uint8Array, caKeyIdentifier
   return [
     new x509.BasicConstraintsExtension(false, undefined, true),
     new x509.KeyUsagesExtension(SVID_KEY_USAGE, true),
-    new x509.ExtendedKeyUsageExtension([SVID_OID.serverAuth, SVID_OID.clientAuth], false),
+    new x509.ExtendedKeyUsageExtension([Oid.serverAuth, Oid.clientAuth], false),
     new x509.SubjectKeyIdentifierExtension(hex(subjectKeyIdentifier(spkiDer)), false),
     new x509.AuthorityKeyIdentifierExtension(hex(caKeyIdentifier), false),
     // The subject is never empty (O=Sigil), so the SAN is not critical (RFC 5280 §4.2.1.6).
@@ -81,7 +89,7 @@ function svidExtensions(fields: SvidFields, spkiDer: Uint8Array, caKeyIdentifier
 
 /**
  * Builds and signs an X.509-SVID with @peculiar/x509: the reference implementation of the leaf profile in
- * `svid-profile.ts`, which the fast signer must match byte for byte in the TBSCertificate. The result is
+ * libs/pki/src/svid-profile.ts, which `X509SvidSigner` must match byte for byte in the TBSCertificate. The result is
  * re-validated: issuer and public key copied exactly, signature verifying under the CA's key.
  *
  * @throws PkiError `ERR_PKI_INVALID_INPUT` naming the bad field (SPIFFE ID, DNS name, TTL, serial, key input),

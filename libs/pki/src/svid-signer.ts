@@ -1,22 +1,12 @@
 /**
- * The fast X.509-SVID signer: everything constant per CA is DER-encoded once in {@link X509SvidSigner.create}; each
- * {@link X509SvidSigner.sign} encodes only the serial, validity, subject, public key, SKI and SAN, then signs the
- * TBSCertificate with Node's `crypto.sign`. Validation and every per-leaf value come from `svid-profile.ts`, shared
- * with the reference builder, so both produce byte-identical TBSCertificates.
+ * The X.509-SVID signer, Sigil's one implementation of leaf signing: everything constant per CA is DER-encoded once
+ * in {@link X509SvidSigner.create}; each {@link X509SvidSigner.sign} encodes only the serial, validity, subject,
+ * public key, SKI and SAN, then signs the TBSCertificate with Node's `crypto.sign`. Validation and every per-leaf
+ * value come from `svid-profile.ts`. The specs cross-check its TBSCertificates byte for byte against a reference
+ * builder on @peculiar/x509 (test/support/pki-reference) and have openssl verify its leaves.
  */
-import { createPublicKey, getRandomValues, hash, KeyObject, sign, type webcrypto } from 'node:crypto';
+import { createPublicKey, getRandomValues, hash, type KeyObject, sign, type webcrypto } from 'node:crypto';
 import type { SpiffeId } from '@sigil/spiffe';
-import { PkiError } from '../errors.js';
-import {
-  resolveSvidFields,
-  SERIAL_NUMBER_BYTES,
-  signingCaProfile,
-  svidSubject,
-  SVID_OID,
-  type SigningCaProfile,
-  type SubjectAttribute,
-} from '../svid-profile.js';
-import { x509 } from '../x509-lib.js';
 import { parseCsrFast } from './csr-parser.js';
 import {
   DER_TRUE,
@@ -29,9 +19,20 @@ import {
   derTime,
   derTlv,
   derUtf8String,
-} from './der.js';
-import { ALGORITHM_IDENTIFIERS } from './oids.js';
+} from './der-writer.js';
+import { PkiError } from './errors.js';
+import { signingKeyObject } from './keys.js';
+import { Oid, SIGNATURE_PROFILES, type SignatureProfile } from './oids.js';
 import { classifySpki } from './spki.js';
+import {
+  resolveSvidFields,
+  SERIAL_NUMBER_BYTES,
+  signingCaProfile,
+  svidSubject,
+  type SigningCaProfile,
+  type SubjectAttribute,
+} from './svid-profile.js';
+import { x509 } from './x509-lib.js';
 
 /** How to create a {@link X509SvidSigner}: the signing CA's certificate and private key. */
 export interface X509SvidSignerOptions {
@@ -73,20 +74,20 @@ function extension(oid: string, critical: boolean, value: Uint8Array): Buffer {
 
 /** basicConstraints cA=false (the DEFAULT, so an empty SEQUENCE), critical; keyUsage, critical; extKeyUsage. */
 const CONSTANT_EXTENSIONS_HEAD = Buffer.concat([
-  extension(SVID_OID.basicConstraints, true, derSequence()),
+  extension(Oid.basicConstraints, true, derSequence()),
   // digitalSignature | keyEncipherment | keyAgreement: bits 0, 2 and 4, so 0xa8 with 3 unused bits (X.690 §11.2.2).
-  extension(SVID_OID.keyUsage, true, derBitString(Buffer.from([0xa8]), 3)),
-  extension(SVID_OID.extKeyUsage, false, derSequence(derOid(SVID_OID.serverAuth), derOid(SVID_OID.clientAuth))),
+  extension(Oid.keyUsage, true, derBitString(Buffer.from([0xa8]), 3)),
+  extension(Oid.extKeyUsage, false, derSequence(derOid(Oid.serverAuth), derOid(Oid.clientAuth))),
 ]);
 /** The subjectKeyIdentifier extension up to its 20-byte SHA-1 value, which each leaf appends. */
-const SKI_EXTENSION_PREFIX = extension(SVID_OID.subjectKeyIdentifier, false, derOctetString(Buffer.alloc(20))).subarray(
+const SKI_EXTENSION_PREFIX = extension(Oid.subjectKeyIdentifier, false, derOctetString(Buffer.alloc(20))).subarray(
   0,
   -20,
 );
-const SAN_OID = derOid(SVID_OID.subjectAltName);
+const SAN_OID = derOid(Oid.subjectAltName);
 const ATTRIBUTE_OIDS = new Map<string, Buffer>([
-  [SVID_OID.organizationName, derOid(SVID_OID.organizationName)],
-  [SVID_OID.commonName, derOid(SVID_OID.commonName)],
+  [Oid.organizationName, derOid(Oid.organizationName)],
+  [Oid.commonName, derOid(Oid.commonName)],
 ]);
 
 /** One RDN holding one attribute, in the string type the shared profile chose. */
@@ -115,39 +116,6 @@ function randomSerial(): Uint8Array {
   serialPoolOffset += SERIAL_NUMBER_BYTES;
   serial[0] = (serial[0] as number) & 0x7f || 0x01;
   return serial;
-}
-
-interface SignatureProfile {
-  readonly algorithmIdentifier: Buffer;
-  readonly hash: 'sha256' | 'sha384';
-}
-
-/** The leaf signature algorithm follows the CA key, as in the reference builder (`signingAlgorithmFor`). */
-function signatureProfile(key: KeyObject): SignatureProfile {
-  const details = key.asymmetricKeyDetails ?? {};
-  if (key.asymmetricKeyType === 'ec' && details.namedCurve === 'prime256v1') {
-    return { algorithmIdentifier: ALGORITHM_IDENTIFIERS.ecdsaWithSha256, hash: 'sha256' };
-  }
-  if (key.asymmetricKeyType === 'ec' && details.namedCurve === 'secp384r1') {
-    return { algorithmIdentifier: ALGORITHM_IDENTIFIERS.ecdsaWithSha384, hash: 'sha384' };
-  }
-  if (key.asymmetricKeyType === 'rsa' && details.modulusLength === 2048) {
-    return { algorithmIdentifier: ALGORITHM_IDENTIFIERS.sha256WithRsaEncryption, hash: 'sha256' };
-  }
-  throw new PkiError('ERR_KEY_INVALID', 'ca.privateKey: must be ec P-256, ec P-384 or rsa 2048');
-}
-
-/** A WebCrypto or Node private key as a KeyObject (WebCrypto keys need not be extractable for this). */
-function privateKeyObject(privateKey: unknown): KeyObject {
-  let key: KeyObject;
-  try {
-    key = privateKey instanceof KeyObject ? privateKey : KeyObject.from(privateKey as webcrypto.CryptoKey);
-  } catch (error) {
-    throw new PkiError('ERR_KEY_INVALID', 'ca.privateKey: must be a CryptoKey or a KeyObject', { cause: error });
-  }
-  if (key.type !== 'private')
-    throw new PkiError('ERR_KEY_INVALID', `ca.privateKey: must be a private key, got ${key.type}`);
-  return key;
 }
 
 function certificateOf(certificate: unknown): x509.X509Certificate {
@@ -185,7 +153,7 @@ export class X509SvidSigner {
     this.#organizationOnlySubject = derSequence(...svidSubject([]).map(relativeDistinguishedName));
     // AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] IMPLICIT OCTET STRING } (RFC 5280 §4.2.1.1).
     this.#authorityKeyIdentifier = extension(
-      SVID_OID.authorityKeyIdentifier,
+      Oid.authorityKeyIdentifier,
       false,
       derSequence(derTlv(0x80, ca.keyIdentifier)),
     );
@@ -199,8 +167,8 @@ export class X509SvidSigner {
    */
   static create(options: X509SvidSignerOptions): X509SvidSigner {
     const ca = signingCaProfile(certificateOf(options.certificate));
-    const key = privateKeyObject(options.privateKey);
-    const signature = signatureProfile(key);
+    const { key, keyType } = signingKeyObject(options.privateKey, 'ca.privateKey');
+    const signature = SIGNATURE_PROFILES[keyType];
     const spki = createPublicKey(key).export({ format: 'der', type: 'spki' });
     if (!spki.equals(ca.spkiDer)) {
       throw new PkiError('ERR_KEY_INVALID', 'ca.privateKey: does not match the public key of ca.certificate');
@@ -219,7 +187,7 @@ export class X509SvidSigner {
    * @throws PkiError `ERR_PKI_INVALID_INPUT` naming the bad field, `ERR_CA_INVALID` once the CA has expired
    */
   sign(params: FastSvidParams): Buffer {
-    // The key first, then the rest, in the reference builder's order. A shape check only: the key itself was verified
+    // The key first, then the rest, in the order the reference builder checks them. A shape check only: the key itself was verified
     // when its CSR was parsed (see FastSvidParams.spkiDer).
     const spkiDer = params.spkiDer;
     if (!(spkiDer instanceof Uint8Array)) throw new PkiError('ERR_KEY_INVALID', 'spkiDer: must be der bytes');

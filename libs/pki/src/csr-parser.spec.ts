@@ -2,9 +2,9 @@ import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync, KeyObject, sign, webcrypto, type KeyObject as NodeKeyObject } from 'node:crypto';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { PkiError } from '../errors.js';
-import { toPem } from '../pem.js';
-import { x509 } from '../x509-lib.js';
+import { PkiError } from './errors.js';
+import { toPem } from './pem.js';
+import { x509 } from './x509-lib.js';
 import { CSR_MAX_BYTES, parseCsrFast, parseCsrFastAsync } from './csr-parser.js';
 import {
   derBitString,
@@ -14,9 +14,8 @@ import {
   derSequence,
   derSet,
   derSmallInteger,
-  readDerElement,
-  type DerContext,
-} from './der.js';
+} from './der-writer.js';
+import { readDerElement, type DerContext } from './der-reader.js';
 import { ALGORITHM_IDENTIFIERS, Oid } from './oids.js';
 
 type KeyName = 'P-256' | 'P-384' | 'RSA-2048';

@@ -1,16 +1,25 @@
 /**
- * A lean PKCS#10 (RFC 2986) encoder for the agent's per-entry path: it writes the request with the fast DER writer
- * and signs it with Node's `crypto.sign`, instead of building it through @peculiar/x509's ASN.1 schema layer. The
- * CertificationRequestInfo is byte for byte what `createCsr` (libs/pki/src/csr.ts) writes for the same key and names.
+ * Sigil's one PKCS#10 (RFC 2986) encoder: it writes the request with the DER writer and signs it with Node's
+ * `crypto.sign`. The specs check that its CertificationRequestInfo is byte for byte what @peculiar/x509 writes for
+ * the same key and names (test/support/pki-reference), and that openssl reads it.
  */
-import { KeyObject, sign, type webcrypto } from 'node:crypto';
+import { type KeyObject, sign, type webcrypto } from 'node:crypto';
 import { SpiffeId } from '@sigil/spiffe';
-import { messageOf, PkiError } from '../errors.js';
-import type { KeyType } from '../keys.js';
-import { validateDnsNames } from '../svid-profile.js';
-import { derContext, derOctetString, derOid, derSequence, derSet, derBitString, derSmallInteger } from './der.js';
-import { ALGORITHM_IDENTIFIERS, Oid } from './oids.js';
+import {
+  derBitString,
+  derContext,
+  derOctetString,
+  derOid,
+  derSequence,
+  derSet,
+  derSmallInteger,
+} from './der-writer.js';
+import { messageOf, PkiError } from './errors.js';
+import { exportPublicKeySpki, keyTypeOf, signingKeyObject } from './keys.js';
+import { Oid, SIGNATURE_PROFILES } from './oids.js';
+import { PEM_LABEL, toPem } from './pem.js';
 import { classifySpki } from './spki.js';
+import { validateDnsNames } from './svid-profile.js';
 
 /** What to put in a request built by {@link createCsrFast}. */
 export interface CreateCsrFastParams {
@@ -24,47 +33,15 @@ export interface CreateCsrFastParams {
   readonly dnsNames?: readonly string[];
 }
 
-/** version v1 (0), then the empty subject Name that `createCsr` writes (an empty RDNSequence). */
+/** version v1 (0), then an empty subject Name (an empty RDNSequence): the SPIFFE ID goes in the SAN. */
 const VERSION_AND_EMPTY_SUBJECT = Buffer.concat([derSmallInteger(0), derSequence()]);
-/** `[0] IMPLICIT SET OF Attribute` with no attributes, as `createCsr` writes it when there are no names. */
+/** `[0] IMPLICIT SET OF Attribute` with no attributes, for a request without names. */
 const NO_ATTRIBUTES = derContext(0, true);
 const EXTENSION_REQUEST_OID = derOid(Oid.extensionRequest);
 const SUBJECT_ALT_NAME_OID = derOid(Oid.subjectAltName);
 
-interface SignatureProfile {
-  readonly keyType: KeyType;
-  readonly algorithmIdentifier: Buffer;
-  readonly hash: 'sha256' | 'sha384';
-}
-
-const PROFILES: Readonly<Record<KeyType, SignatureProfile>> = {
-  'ec-p256': { keyType: 'ec-p256', algorithmIdentifier: ALGORITHM_IDENTIFIERS.ecdsaWithSha256, hash: 'sha256' },
-  'ec-p384': { keyType: 'ec-p384', algorithmIdentifier: ALGORITHM_IDENTIFIERS.ecdsaWithSha384, hash: 'sha384' },
-  'rsa-2048': {
-    keyType: 'rsa-2048',
-    algorithmIdentifier: ALGORITHM_IDENTIFIERS.sha256WithRsaEncryption,
-    hash: 'sha256',
-  },
-};
-
 function invalidKey(message: string, cause?: unknown): PkiError {
   return new PkiError('ERR_KEY_INVALID', message, cause === undefined ? undefined : { cause });
-}
-
-/** The private key as a KeyObject, with the key type read from its details (WebCrypto keys need not be extractable). */
-function privateKeyOf(privateKey: unknown): { key: KeyObject; keyType: KeyType } {
-  let key: KeyObject;
-  try {
-    key = privateKey instanceof KeyObject ? privateKey : KeyObject.from(privateKey as webcrypto.CryptoKey);
-  } catch (error) {
-    throw invalidKey('privateKey: must be a CryptoKey or a KeyObject', error);
-  }
-  if (key.type !== 'private') throw invalidKey(`privateKey: must be a private key, got ${key.type}`);
-  const details = key.asymmetricKeyDetails ?? {};
-  if (key.asymmetricKeyType === 'ec' && details.namedCurve === 'prime256v1') return { key, keyType: 'ec-p256' };
-  if (key.asymmetricKeyType === 'ec' && details.namedCurve === 'secp384r1') return { key, keyType: 'ec-p384' };
-  if (key.asymmetricKeyType === 'rsa' && details.modulusLength === 2048) return { key, keyType: 'rsa-2048' };
-  throw invalidKey('privateKey: must be ec P-256, ec P-384 or rsa 2048');
 }
 
 function spiffeIdText(spiffeId: unknown): string {
@@ -96,8 +73,7 @@ function attributes(uri: string | undefined, dnsNames: readonly string[]): Buffe
  * Builds a PKCS#10 certificate signing request (RFC 2986) as DER: version 0, an empty subject, `spkiDer` copied as
  * the requested key, and an extensionRequest with the subjectAltName when a SPIFFE ID or DNS names are given. It is
  * signed with `crypto.sign`: ecdsa-with-SHA256 (P-256) or ecdsa-with-SHA384 (P-384) with a DER signature, or
- * sha256WithRSAEncryption (RSA 2048, PKCS#1 v1.5). The result is what `createCsr` produces, minus the
- * randomness of ECDSA signatures, at a fraction of its cost. The private key is not checked against `spkiDer`
+ * sha256WithRSAEncryption (RSA 2048, PKCS#1 v1.5). The private key is not checked against `spkiDer`
  * (that would cost a key derivation); a mismatched pair makes a request whose signature does not verify.
  *
  * @throws PkiError `ERR_KEY_INVALID` for an unsupported or non-private key, an unsupported or non-canonical SPKI, or
@@ -107,7 +83,7 @@ export function createCsrFast(params: CreateCsrFastParams): Buffer {
   if (typeof params !== 'object' || params === null) {
     throw new PkiError('ERR_PKI_INVALID_INPUT', 'params: must be an object');
   }
-  const { key, keyType } = privateKeyOf(params.privateKey);
+  const { key, keyType } = signingKeyObject(params.privateKey, 'privateKey');
   if (!(params.spkiDer instanceof Uint8Array)) throw invalidKey('spkiDer: must be der bytes');
   const spkiKeyType = classifySpki(params.spkiDer, 'spkiDer', 'ERR_KEY_INVALID').keyType;
   if (spkiKeyType !== keyType) {
@@ -116,7 +92,7 @@ export function createCsrFast(params: CreateCsrFastParams): Buffer {
   const uri = params.spiffeId === undefined ? undefined : spiffeIdText(params.spiffeId);
   const dnsNames = validateDnsNames(params.dnsNames);
 
-  const profile = PROFILES[keyType];
+  const profile = SIGNATURE_PROFILES[keyType];
   const info = derSequence(VERSION_AND_EMPTY_SUBJECT, params.spkiDer, attributes(uri, dnsNames));
   let signature: Buffer;
   try {
@@ -125,4 +101,47 @@ export function createCsrFast(params: CreateCsrFastParams): Buffer {
     throw invalidKey(`privateKey: cannot sign with it: ${messageOf(error)}`, error);
   }
   return derSequence(info, profile.algorithmIdentifier, derBitString(signature));
+}
+
+/** What to put in a certificate signing request made by {@link createCsr}. */
+export interface CreateCsrParams {
+  /** The key pair whose public key is requested; the private key signs the request. */
+  readonly keys: webcrypto.CryptoKeyPair;
+  /** When given, requested as the URI SAN. */
+  readonly spiffeId?: SpiffeId;
+  /** When given, requested as DNS SANs, in order (validated as in an X.509-SVID). */
+  readonly dnsNames?: readonly string[];
+}
+
+/** A created CSR in both encodings. */
+export interface CreatedCsr {
+  readonly pem: string;
+  readonly der: Uint8Array;
+}
+
+/**
+ * Creates a PKCS#10 request (RFC 2986) for a WebCrypto key pair, with an empty subject, signed with the pair's
+ * private key, carrying a subjectAltName extension request when a SPIFFE ID or DNS names are given: the request
+ * {@link createCsrFast} writes, in DER and PEM.
+ *
+ * @throws PkiError `ERR_KEY_INVALID` for an unsupported key, `ERR_PKI_INVALID_INPUT` for a bad DNS name.
+ */
+export async function createCsr(params: CreateCsrParams): Promise<CreatedCsr> {
+  const keys = params?.keys;
+  if (!keys?.privateKey || !keys.publicKey) {
+    throw new PkiError('ERR_KEY_INVALID', 'keys: must be a CryptoKeyPair with publicKey and privateKey');
+  }
+  const keyType = keyTypeOf(keys.privateKey);
+  if (keyTypeOf(keys.publicKey) !== keyType) {
+    throw new PkiError('ERR_KEY_INVALID', 'keys: publicKey and privateKey are of different key types');
+  }
+  const der = new Uint8Array(
+    createCsrFast({
+      privateKey: keys.privateKey,
+      spkiDer: exportPublicKeySpki(keys.publicKey),
+      spiffeId: params.spiffeId,
+      dnsNames: params.dnsNames,
+    }),
+  );
+  return { pem: toPem(PEM_LABEL.certificateRequest, der), der };
 }

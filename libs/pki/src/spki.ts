@@ -1,13 +1,14 @@
 /**
- * SubjectPublicKeyInfo handling for the fast path, without OpenSSL's generic SPKI decoder: on Node 20 (OpenSSL 3.0)
+ * SubjectPublicKeyInfo handling for signing and CSR parsing, without OpenSSL's generic SPKI decoder: on Node 20 (OpenSSL 3.0)
  * `crypto.createPublicKey({ format: 'der', type: 'spki' })` costs about four ECDSA P-256 signatures, so the supported
  * key types are recognised by their canonical DER layout and imported from their parts: EC points as JWK coordinates
  * (about half the cost, and OpenSSL still checks the point is on the curve), RSA keys as PKCS#1 DER.
  */
 import { createPublicKey, KeyObject, webcrypto } from 'node:crypto';
-import { PkiError, type PkiErrorCode } from '../errors.js';
-import type { KeyType } from '../keys.js';
-import { decodeDerOid, derBytes, DerCursor, DerTag, type DerContext } from './der.js';
+import { PkiError, type PkiErrorCode } from './errors.js';
+import type { KeyType } from './keys.js';
+import { decodeDerOid, derBytes, DerCursor, type DerContext } from './der-reader.js';
+import { DerTag } from './der-tags.js';
 import { Oid } from './oids.js';
 
 /** Canonical SPKI DER up to the EC point's 0x04 byte: named curve, uncompressed point (RFC 5480 §2). */

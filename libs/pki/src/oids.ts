@@ -1,7 +1,9 @@
 /**
- * Object identifiers and pre-encoded AlgorithmIdentifiers used by the fast path, encoded once at module load.
+ * Object identifiers, and the signature AlgorithmIdentifiers as DER (encoded once at module load), of every
+ * certificate and request Sigil writes or reads.
  */
-import { DER_NULL, derOid, derSequence } from './der.js';
+import { DER_NULL, derOid, derSequence } from './der-writer.js';
+import type { KeyType } from './keys.js';
 
 /** Dotted object identifiers (RFC 5280, RFC 5758, RFC 4055, RFC 2985). */
 export const Oid = {
@@ -32,3 +34,19 @@ export const ALGORITHM_IDENTIFIERS = {
   ecdsaWithSha384: derSequence(derOid(Oid.ecdsaWithSha384)),
   sha256WithRsaEncryption: derSequence(derOid(Oid.sha256WithRsaEncryption), DER_NULL),
 } as const;
+
+/** How a key of one type signs: the AlgorithmIdentifier written next to the signature and the hash `crypto.sign` uses. */
+export interface SignatureProfile {
+  readonly algorithmIdentifier: Buffer;
+  readonly hash: 'sha256' | 'sha384';
+}
+
+/**
+ * The signature each key type makes, as `signingAlgorithmFor` says for WebCrypto: ECDSA with SHA-256 (P-256) or
+ * SHA-384 (P-384), RSA PKCS#1 v1.5 with SHA-256.
+ */
+export const SIGNATURE_PROFILES: Readonly<Record<KeyType, SignatureProfile>> = {
+  'ec-p256': { algorithmIdentifier: ALGORITHM_IDENTIFIERS.ecdsaWithSha256, hash: 'sha256' },
+  'ec-p384': { algorithmIdentifier: ALGORITHM_IDENTIFIERS.ecdsaWithSha384, hash: 'sha384' },
+  'rsa-2048': { algorithmIdentifier: ALGORITHM_IDENTIFIERS.sha256WithRsaEncryption, hash: 'sha256' },
+};
