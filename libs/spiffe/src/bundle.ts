@@ -6,7 +6,7 @@ import {
   spkiToJwk,
   type JwtAuthorityKey,
 } from './jwk.js';
-import { bytesEqual, concatBytes, decodeBase64, decodePem, encodePem, splitDer, toBytes } from './pem.js';
+import { bytesEqual, concatBytes, decodeBase64, decodePemBlocks, encodePem, splitDer, toBytes } from './pem.js';
 import { TrustDomain } from './trust-domain.js';
 import { x509 } from './x509-provider.js';
 
@@ -222,16 +222,23 @@ export class TrustBundle implements BundleSource {
   }
 
   /**
-   * Builds a bundle of X.509 authorities from PEM `CERTIFICATE` blocks.
+   * Builds a bundle of X.509 authorities from PEM `CERTIFICATE` blocks, read by the strict PEM codec
+   * ({@link decodePemBlocks}: explanatory text around the blocks is allowed, malformed armour is not).
    *
-   * @throws SpiffeError `ERR_BUNDLE_INVALID` when there is no block, a block is not a certificate or does not parse.
+   * @throws SpiffeError `ERR_BUNDLE_INVALID` when the PEM is malformed, there is no block, or a block is not a
+   * certificate or does not parse.
    */
   static fromX509Pem(trustDomain: TrustDomain, pem: string): TrustBundle {
     if (typeof pem !== 'string') throw invalid('pem bundle must be a string');
-    const blocks = decodePem(pem, 'CERTIFICATE');
+    const blocks = decodePemBlocks(pem);
     if (typeof blocks === 'string') throw invalid(blocks);
+    if (blocks.length === 0) throw invalid('no CERTIFICATE pem block found');
+    const ders = blocks.map((block, i) => {
+      if (block.label !== 'CERTIFICATE') throw invalid(`pem block ${i} is a ${block.label}, expected CERTIFICATE`);
+      return block.der;
+    });
     return TrustBundle.create(trustDomain, {
-      x509Authorities: blocks.map((der, i) => parseCertificate(der, `pem block ${i}`).certificate),
+      x509Authorities: ders.map((der, i) => parseCertificate(der, `pem block ${i}`).certificate),
     });
   }
 

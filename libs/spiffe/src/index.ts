@@ -24,5 +24,7 @@ export {
   type SignJwtSvidParams,
   type ValidateJwtSvidOptions,
 } from './jwt-svid.js';
+/** The one PEM codec (RFC 7468, strict), for libs/pki too. */
+export { decodePemBlocks, encodePemBlock, isPemLabel, type PemBlock } from './pem.js';
 /** The one @peculiar/x509 setup of Sigil (reflect-metadata first, Node's WebCrypto as its provider), for libs/pki too. */
 export { x509 } from './x509-provider.js';

@@ -252,7 +252,17 @@ describe('TrustBundle PEM and DER forms', () => {
     [
       'pem with bad base64',
       () => TrustBundle.fromX509Pem(td, '-----BEGIN CERTIFICATE-----\n@@@@\n-----END CERTIFICATE-----\n'),
-      'pem block 0 is not valid base64',
+      'pem "CERTIFICATE" block on line 1: body is not valid base64',
+    ],
+    [
+      'pem with a block left open',
+      () => TrustBundle.fromX509Pem(td, `${ca.bundle().x509Pem()}-----BEGIN CERTIFICATE-----\nMAMCAQE=\n`),
+      'has no END line',
+    ],
+    [
+      'pem with mismatched labels',
+      () => TrustBundle.fromX509Pem(td, '-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END X509 CRL-----\n'),
+      'pem line 3: END label "X509 CRL" does not match BEGIN label "CERTIFICATE"',
     ],
     [
       'pem of a non-certificate',
