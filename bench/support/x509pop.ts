@@ -4,14 +4,12 @@
  * itself (challenge, then the signed nonce) over TLS from a chosen loopback source address, as a second host would.
  */
 import { AGENT_API_ROUTES } from '@sigil/agent-api';
-import 'reflect-metadata';
 import { createPrivateKey, randomBytes, sign, webcrypto, type KeyObject } from 'node:crypto';
 import { Agent, request } from 'node:https';
 import { performance } from 'node:perf_hooks';
-import * as x509 from '@peculiar/x509';
 import { createCsr, generateKeyPair } from '@sigil/pki';
-
-x509.cryptoProvider.set(webcrypto);
+// The one @peculiar/x509 setup (reflect-metadata first, Node's WebCrypto as the provider) is @sigil/spiffe's.
+import { x509 } from '@sigil/spiffe';
 
 const CA_NAME = 'CN=Bench Node CA, O=Sigil bench';
 const ECDSA = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;

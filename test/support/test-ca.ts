@@ -4,12 +4,9 @@
  * overridden, so tests can provoke each verification failure. Validity defaults are relative to the `now` the CA was
  * created with; tests pass a fixed date and never sleep.
  */
-import 'reflect-metadata';
-import * as x509 from '@peculiar/x509';
 import { randomBytes, webcrypto } from 'node:crypto';
-import { TrustBundle, TrustDomain } from '@sigil/spiffe';
-
-x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
+// The one @peculiar/x509 setup (reflect-metadata first, Node's WebCrypto as the provider) is @sigil/spiffe's.
+import { TrustBundle, TrustDomain, x509 } from '@sigil/spiffe';
 
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
 
