@@ -21,7 +21,7 @@ import { AppError } from '../common/errors.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { setCallingAgent } from './agent-request.js';
 import { AgentSyncRateLimiter } from './rate-limiter.js';
-import { type PresentedSvid, VerifiedSvidCache } from './verified-svids.js';
+import { CheckedChains } from './checked-chains.js';
 
 const SYNC_ROUTE = 'sigil:agent-sync-route';
 
@@ -30,6 +30,16 @@ const SYNC_ROUTE = 'sigil:agent-sync-route';
  * status is looked up, so a sync over the limit costs no database query.
  */
 export const SyncRateLimited = (): MethodDecorator => SetMetadata(SYNC_ROUTE, true);
+
+/** An agent SVID that verified against our bundle. */
+interface PresentedSvid {
+  readonly spiffeId: string;
+  readonly serialNumber: string;
+  readonly notBeforeMs: number;
+  readonly notAfterMs: number;
+  /** The bundle sequence it verified against: a bundle change verifies it again. */
+  readonly bundleSequence: number;
+}
 
 /** A connection carries one client certificate, so it is looked up once per connection (and bundle). */
 const verifiedConnections = new WeakMap<TLSSocket, PresentedSvid>();
@@ -68,7 +78,8 @@ const unauthenticated = (message: string): AppError =>
 @Injectable()
 export class AgentAuthGuard implements CanActivate {
   private readonly agentIdPrefix: string;
-  private readonly verifiedSvids = new VerifiedSvidCache(VERIFIED_SVID_CACHE_SIZE);
+  /** Agent SVID chains verified on earlier connections, per bundle sequence. */
+  private readonly verifiedSvids = new CheckedChains<PresentedSvid>(VERIFIED_SVID_CACHE_SIZE);
 
   constructor(
     private readonly bundles: BundleService,
@@ -122,7 +133,7 @@ export class AgentAuthGuard implements CanActivate {
       throw unauthenticated('required: agent API routes authenticate the agent by its X509-SVID (mTLS)');
     }
     const now = this.clock.now();
-    const svid = this.verifiedSvids.verified(chain, bundleSequence, now.getTime(), () => {
+    const verify = () => {
       let verified;
       try {
         verified = verifyX509SvidSync(chain, bundle, { now });
@@ -132,7 +143,7 @@ export class AgentAuthGuard implements CanActivate {
       }
       const leaf = verified.verifiedChain[0]!;
       return {
-        svid: {
+        value: {
           spiffeId: verified.spiffeId.toString(),
           serialNumber: serialNumberOf(chain[0]!),
           notBeforeMs: leaf.notBefore.getTime(),
@@ -142,7 +153,8 @@ export class AgentAuthGuard implements CanActivate {
         validFromMs: Math.max(...verified.verifiedChain.map((cert) => cert.notBefore.getTime())),
         validUntilMs: Math.min(...verified.verifiedChain.map((cert) => cert.notAfter.getTime())),
       };
-    });
+    };
+    const svid = this.verifiedSvids.get(chain, now.getTime(), verify, String(bundleSequence));
     verifiedConnections.set(socket, svid);
     return svid;
   }

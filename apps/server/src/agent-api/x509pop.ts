@@ -11,6 +11,7 @@ import {
 import * as x509 from '@peculiar/x509';
 import type { AgentSelector } from '../agents/agent.js';
 import { AppError } from '../common/errors.js';
+import { CheckedChains } from './checked-chains.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
@@ -163,9 +164,11 @@ export const X509POP_CHECKED_PATHS = 1024;
  * forgotten first.
  */
 export class X509popCheckedPaths {
-  private readonly paths = new Map<string, CheckedPath>();
+  private readonly paths: CheckedChains<X509popEvidence>;
 
-  constructor(private readonly capacity = X509POP_CHECKED_PATHS) {}
+  constructor(capacity = X509POP_CHECKED_PATHS) {
+    this.paths = new CheckedChains(capacity);
+  }
 
   /** How many paths are remembered (for tests). */
   get size(): number {
@@ -174,24 +177,14 @@ export class X509popCheckedPaths {
 
   /** {@link checkPath}'s evidence for `path` at `now`, remembered while the path is valid. */
   check(path: readonly PathCertificate[], now: Date): X509popEvidence {
-    const hash = createHash('sha256');
-    for (const certificate of path) hash.update(certificate.native.raw);
-    const key = hash.digest('base64');
-    const known = this.paths.get(key);
-    const nowMs = now.getTime();
-    if (known && known.validFromMs <= nowMs && nowMs <= known.validUntilMs) {
-      this.paths.delete(key);
-      this.paths.set(key, known);
-      return known.evidence;
-    }
-    const checkedPath = checkPath(path, now);
-    this.paths.delete(key);
-    this.paths.set(key, checkedPath);
-    for (const oldest of this.paths.keys()) {
-      if (this.paths.size <= this.capacity) break;
-      this.paths.delete(oldest);
-    }
-    return checkedPath.evidence;
+    return this.paths.get(
+      path.map((certificate) => certificate.native.raw),
+      now.getTime(),
+      () => {
+        const { evidence, validFromMs, validUntilMs } = checkPath(path, now);
+        return { value: evidence, validFromMs, validUntilMs };
+      },
+    );
   }
 }
 
