@@ -12,7 +12,7 @@ import { Writable } from 'node:stream';
 import { type webcrypto } from 'node:crypto';
 import { createCsr, generateKeyPair, privateKeyToPem, toPem } from '@sigil/pki';
 import { TrustBundle, TrustDomain, type SpiffeId } from '@sigil/spiffe';
-import { startServer, type RunningServer } from '../../apps/server/src/app.js';
+import { startServer, type RunningServer, type ServerAppOptions } from '../../apps/server/src/app.js';
 import type { FakeClock } from './fake-clock.js';
 import { createRootLogger } from '../../apps/server/src/common/logging.js';
 import { type ServerConfig, type ServerConfigFlags } from '../../apps/server/src/config.js';
@@ -51,6 +51,8 @@ export async function startAgentApiTestServer(options: {
   flags?: ServerConfigFlags;
   /** Written into the scratch directory before the server starts (file name to content). */
   prepare?: (scratch: string) => Promise<ServerConfigFlags>;
+  /** Node attestors besides the built-in ones, as a test's own plug-in. */
+  nodeAttestors?: ServerAppOptions['nodeAttestors'];
 }): Promise<AgentApiTestServer> {
   const scratch = await mkdtemp(join(tmpdir(), 'sigil-agent-api-'));
   let db: TestDatabase | undefined;
@@ -64,7 +66,11 @@ export async function startAgentApiTestServer(options: {
       { poolSize: 1 },
     ));
     const silent = new Writable({ write: (_chunk, _encoding, done) => done() });
-    const server = await startServer(config, { clock: options.clock, logger: createRootLogger('warn', silent) });
+    const server = await startServer(config, {
+      clock: options.clock,
+      logger: createRootLogger('warn', silent),
+      ...(options.nodeAttestors && { nodeAttestors: options.nodeAttestors }),
+    });
     const port = server.address.port;
     const call = (method: string, path: string, body?: unknown, credentials?: ClientCredentials) =>
       callTls(port, method, path, body, credentials);

@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { type AddressInfo } from 'node:net';
-import { Logger } from '@nestjs/common';
+import { Logger, type Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import { type Logger as PinoLogger } from 'pino';
@@ -24,12 +24,15 @@ import { CaServerCredentialSource, type ServerCredentialSource, ServerTlsRefresh
 import { ATTESTATION_BODY_LIMIT_BYTES, BODY_LIMIT_BYTES, createJsonBodyParser } from './common/request-body.js';
 import { createValidationPipe } from './common/validation.js';
 import { type ServerConfig } from './config.js';
+import type { NodeAttestor } from './node-attestation/node-attestor.js';
 import { ServerModule } from './server.module.js';
 
 export interface ServerAppOptions {
   clock?: Clock;
   /** Root logger; by default JSON lines on stdout at the configured level. */
   logger?: PinoLogger;
+  /** Node attestors besides the built-in ones (a test's own); `--node-attestor` enables them like the others. */
+  nodeAttestors?: readonly Type<NodeAttestor>[];
 }
 
 /** A Nest app built by {@link createServerApp}: initialised, not yet listening. */
@@ -95,7 +98,7 @@ export async function createServerApp(config: ServerConfig, options: ServerAppOp
     },
   });
   const app = await NestFactory.create<NestFastifyApplication>(
-    ServerModule.forRoot(config, options.clock ?? systemClock),
+    ServerModule.forRoot(config, options.clock ?? systemClock, options.nodeAttestors),
     adapter,
     // Body parsing is ours (below), not Nest's: its JSON parser has no depth bound, and the API takes no forms.
     { logger: nestLogger, abortOnError: false, bodyParser: false },

@@ -96,14 +96,16 @@ describe('loadServerConfig', () => {
       agentJwtSignBurst: 1_000,
       agentSignMaxInFlight: 4,
     });
-    expect(defaults.x509popCaBundle).toBeUndefined();
+    expect(defaults.nodeAttestors.map((setting) => setting.type)).toEqual(['join_token']);
     const config = loadServerConfig({
       cwd: '/srv',
       flags: { x509popCaBundle: 'pki/nodes.pem', agentSignRate: '5', agentJwtSignBurst: '9' },
       env: { SIGIL_AGENT_SIGN_BURST: '700', SIGIL_AGENT_JWT_SIGN_RATE: '3', SIGIL_AGENT_SIGN_MAX_IN_FLIGHT: '2' },
     });
+    expect(config.nodeAttestors.find((setting) => setting.type === 'x509pop')?.options).toEqual({
+      ca_bundle: '/srv/pki/nodes.pem',
+    });
     expect(config).toMatchObject({
-      x509popCaBundle: '/srv/pki/nodes.pem',
       agentSignRatePerSecond: 5,
       agentSignBurst: 700,
       agentJwtSignRatePerSecond: 3,

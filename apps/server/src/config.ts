@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { isAbsolute, resolve } from 'node:path';
 import { LOG_LEVELS, type LogLevel } from '@sigil/logging';
+import { JOIN_TOKEN_ATTESTOR, X509POP_ATTESTOR } from '@sigil/agent-api';
 import { TrustDomain } from '@sigil/spiffe';
 import {
   ConfigRule,
@@ -39,6 +40,15 @@ export const CA_KEY_TYPES: readonly CaKeyType[] = ['ec-p256', 'ec-p384', 'rsa-20
 
 export { LOG_LEVELS, type LogLevel };
 
+/** One enabled node attestor. */
+export interface NodeAttestorSetting {
+  /** The attestor's type, SPIRE's plug-in name (`join_token`, `x509pop`). */
+  readonly type: string;
+  readonly options: Readonly<Record<string, string>>;
+  /** Where it was set (`--node-attestor`, `SIGIL_NODE_ATTESTORS`, `node_attestors`), for error messages. */
+  readonly source: string;
+}
+
 export interface ServerConfig {
   readonly trustDomain: TrustDomain;
   /** True when no source set the trust domain and the `example.org` default applies. */
@@ -64,8 +74,11 @@ export interface ServerConfig {
   /** Key-encryption key from the environment (`SIGIL_KEK`, base64 of 32 bytes); never accepted as a flag or file key. */
   readonly kek?: string;
   readonly logLevel: LogLevel;
-  /** PEM file of the CAs an x509pop agent's certificate must chain to; absent: x509pop attestation is off. */
-  readonly x509popCaBundle?: string;
+  /**
+   * The node attestors enabled, with their options, in the order given (`--node-attestor`). Default: `join_token`,
+   * and `x509pop` when `--x509pop-ca-bundle` is set. The node-attestation registry checks the names and options.
+   */
+  readonly nodeAttestors: readonly NodeAttestorSetting[];
   /** Per-agent token bucket of X.509-SVID signing, in CSRs (each CSR of a batch counts): refill per second. */
   readonly agentSignRatePerSecond: number;
   /** Size of that bucket: how many CSRs an agent may have signed at once after a quiet spell (≥ a full batch). */
@@ -173,6 +186,8 @@ export interface ServerConfigFlags {
   kekFile?: string;
   logLevel?: string;
   x509popCaBundle?: string;
+  /** Repeatable: `<type>[:<option>=<value>,…]`. */
+  nodeAttestor?: string[];
   agentSignRate?: string;
   agentSignBurst?: string;
   attestationRate?: string;
@@ -284,6 +299,8 @@ class RawServerConfig {
 
   @IsOptional() @IsOneOf(LOG_LEVELS) log_level?: unknown;
   @IsOptional() @IsNonEmptyString() x509pop_ca_bundle?: unknown;
+  // Checked by nodeAttestorSettings: a list of `<type>[:<option>=<value>,…]` (flag, env) or an object (file).
+  @IsOptional() node_attestors?: unknown;
   @IsOptional() @IsCountFrom(1, 1_000_000) agent_sign_rate?: unknown;
   @IsOptional() @IsCountFrom(1, 1_000_000) agent_sign_burst?: unknown;
   @IsOptional() @IsCountFrom(1, 1_000_000) attestation_rate?: unknown;
@@ -328,6 +345,7 @@ const SOURCES: Record<RawKey, ConfigSource<keyof ServerConfigFlags>> = {
   kek: { flag: null, env: 'SIGIL_KEK', file: false },
   log_level: { flag: 'logLevel', env: 'SIGIL_LOG_LEVEL', file: true },
   x509pop_ca_bundle: { flag: 'x509popCaBundle', env: 'SIGIL_X509POP_CA_BUNDLE', file: true },
+  node_attestors: { flag: 'nodeAttestor', env: 'SIGIL_NODE_ATTESTORS', file: true },
   agent_sign_rate: { flag: 'agentSignRate', env: 'SIGIL_AGENT_SIGN_RATE', file: true },
   agent_sign_burst: { flag: 'agentSignBurst', env: 'SIGIL_AGENT_SIGN_BURST', file: true },
   attestation_rate: { flag: 'attestationRate', env: 'SIGIL_ATTESTATION_RATE', file: true },
@@ -429,6 +447,12 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
         `attestation costs, got '${showConfigValue(raw.attestation_burst)}'`,
     );
   }
+  const nodeAttestors = nodeAttestorSettings(
+    raw.node_attestors,
+    label.get('node_attestors') as string,
+    raw.x509pop_ca_bundle === undefined ? undefined : path(raw.x509pop_ca_bundle as string),
+    problems,
+  );
   if (problems.length > 0) throw new ConfigError(problems);
 
   const port = raw.port === undefined ? DEFAULT_PORT : Number(raw.port);
@@ -477,7 +501,88 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
       }),
     ...(raw.kek_file !== undefined && { kekFile: path(raw.kek_file as string) }),
     ...(raw.kek !== undefined && { kek: raw.kek as string }),
-    ...(raw.x509pop_ca_bundle !== undefined && { x509popCaBundle: path(raw.x509pop_ca_bundle as string) }),
+    nodeAttestors,
   };
   return Object.freeze(config);
+}
+
+const ATTESTOR_NAME = /^[a-z0-9_]+$/;
+
+/**
+ * Parses `<type>[:<option>=<value>,…]`, e.g. `x509pop:ca_bundle=/etc/sigil/nodes.pem`: the type as SPIRE names the
+ * plug-in, then its options; a value may hold anything but a comma.
+ */
+export function parseNodeAttestorSpec(text: string): { type: string; options: Record<string, string> } | string {
+  const colon = text.indexOf(':');
+  const type = colon < 0 ? text : text.slice(0, colon);
+  if (!ATTESTOR_NAME.test(type)) return `must be <type>[:<option>=<value>,…] with a type of a-z, 0-9 and _, got ${JSON.stringify(text)}`;
+  const options: Record<string, string> = {};
+  for (const pair of colon < 0 ? [] : text.slice(colon + 1).split(',')) {
+    const equals = pair.indexOf('=');
+    const name = equals < 0 ? pair : pair.slice(0, equals);
+    if (equals < 0 || !ATTESTOR_NAME.test(name) || equals === pair.length - 1) {
+      return `${type}: options must be <option>=<value> separated by commas, got ${JSON.stringify(pair)}`;
+    }
+    if (name in options) return `${type}: option ${name} is set twice`;
+    options[name] = pair.slice(equals + 1);
+  }
+  return { type, options };
+}
+
+/**
+ * The enabled node attestors: those of `--node-attestor` (repeatable), `SIGIL_NODE_ATTESTORS` (the same, separated
+ * by spaces) or the file's `node_attestors` object (`{"x509pop": {"ca_bundle": "…"}}`); by default `join_token`
+ * alone. `--x509pop-ca-bundle` (older than `--node-attestor`) enables x509pop with that bundle, or gives it to an
+ * x509pop listed without one.
+ */
+function nodeAttestorSettings(
+  value: unknown,
+  source: string,
+  x509popCaBundle: string | undefined,
+  problems: string[],
+): NodeAttestorSetting[] {
+  const settings: NodeAttestorSetting[] = [];
+  const add = (type: string, options: Record<string, string>): void => {
+    if (settings.some((setting) => setting.type === type)) problems.push(`${source}: ${type} is enabled twice`);
+    else settings.push({ type, options: Object.freeze(options), source });
+  };
+  if (value === undefined) {
+    add(JOIN_TOKEN_ATTESTOR.type, {});
+  } else if (typeof value === 'string' || Array.isArray(value)) {
+    const specs = typeof value === 'string' ? value.split(/\s+/).filter(Boolean) : value;
+    if (specs.length === 0) problems.push(`${source}: must name at least one node attestor`);
+    for (const spec of specs) {
+      const parsed = typeof spec === 'string' ? parseNodeAttestorSpec(spec) : 'must be a string';
+      if (typeof parsed === 'string') problems.push(`${source}: ${parsed}`);
+      else add(parsed.type, parsed.options);
+    }
+  } else if (typeof value === 'object' && value !== null) {
+    const entries = Object.entries(value);
+    if (entries.length === 0) problems.push(`${source}: must name at least one node attestor`);
+    for (const [type, options] of entries) {
+      if (!ATTESTOR_NAME.test(type)) {
+        problems.push(`${source}: ${JSON.stringify(type)} is not a node attestor type (a-z, 0-9 and _)`);
+      } else if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+        problems.push(`${source}.${type}: must be an object of options, e.g. {}`);
+      } else {
+        const bad = Object.entries(options).filter(([, option]) => typeof option !== 'string');
+        for (const [name] of bad) problems.push(`${source}.${type}.${name}: must be a string`);
+        if (bad.length === 0) add(type, { ...(options as Record<string, string>) });
+      }
+    }
+  } else {
+    problems.push(`${source}: must be an object of node attestors and their options`);
+  }
+  if (x509popCaBundle !== undefined) {
+    const x509pop = settings.findIndex((setting) => setting.type === X509POP_ATTESTOR.type);
+    const listed = settings[x509pop];
+    if (listed === undefined) {
+      settings.push({ type: X509POP_ATTESTOR.type, options: { ca_bundle: x509popCaBundle }, source: 'x509pop_ca_bundle' });
+    } else if (listed.options['ca_bundle'] === undefined) {
+      settings[x509pop] = { ...listed, options: Object.freeze({ ...listed.options, ca_bundle: x509popCaBundle }) };
+    } else {
+      problems.push(`${source}: x509pop has a ca_bundle option and the x509pop CA bundle is set too: set one`);
+    }
+  }
+  return settings;
 }

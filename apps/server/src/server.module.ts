@@ -1,4 +1,4 @@
-import { type DynamicModule, Module } from '@nestjs/common';
+import { type DynamicModule, Module, type Type } from '@nestjs/common';
 import { AgentApiModule } from './agent-api/agent-api.module.js';
 import { AgentsModule } from './agents/agents.module.js';
 import { AuditModule } from './audit/audit.module.js';
@@ -13,11 +13,18 @@ import { EntriesModule } from './entries/entries.module.js';
 import { HealthModule } from './health/health.module.js';
 import { MetricsModule } from './health/metrics.module.js';
 import { JoinTokensModule } from './join-tokens/join-tokens.module.js';
+import { NodeAttestationModule } from './node-attestation/node-attestation.module.js';
+import type { NodeAttestor } from './node-attestation/node-attestor.js';
 
 /** The whole server: the validated config and clock, then every feature module. */
 @Module({})
 export class ServerModule {
-  static forRoot(config: ServerConfig, clock: Clock = systemClock): DynamicModule {
+  /** `nodeAttestors`: attestors besides the built-in ones (a test's own). */
+  static forRoot(
+    config: ServerConfig,
+    clock: Clock = systemClock,
+    nodeAttestors: readonly Type<NodeAttestor>[] = [],
+  ): DynamicModule {
     return {
       module: ServerModule,
       imports: [
@@ -32,6 +39,7 @@ export class ServerModule {
         JoinTokensModule,
         AgentsModule,
         AgentApiModule,
+        NodeAttestationModule.forRoot(nodeAttestors),
         HealthModule,
       ],
     };

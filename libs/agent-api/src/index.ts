@@ -11,3 +11,4 @@ export * from './errors.js';
 export * from './limits.js';
 export * from './messages.js';
 export * from './routes.js';
+export * from './attestation/index.js';

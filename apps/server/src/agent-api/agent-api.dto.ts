@@ -37,58 +37,13 @@ import {
 } from 'class-validator';
 import { EntryResponseDto } from '../entries/entry.dto.js';
 import type { IssuedAgentSvid } from './agent-svid.service.js';
-import { X509POP_MAX_CERTIFICATES } from './x509pop.js';
 
-/** Longest base64 certificate of an x509pop chain. */
-const MAX_CERTIFICATE_BASE64 = 16 * 1024;
 
 /*
  * The agent API's messages are defined once, in @sigil/agent-api (wire types, limits, parse and serialize). These
  * classes implement its wire types for two jobs of the server only: the ValidationPipe's checks of request bodies
  * (shape; the services check meaning: CSR signatures, authorisation, chains) and the OpenAPI document.
  */
-
-export class JoinTokenAttestationDto {
-  @ApiProperty({ description: 'the join token (secret), as `token generate` printed it' })
-  @IsString()
-  @IsNotEmpty()
-  @MaxLength(256)
-  token!: string;
-
-  @ApiProperty({ description: "PEM PKCS#10 request for the agent's key; a URI SAN is not needed" })
-  @IsString()
-  @MaxLength(CSR_MAX_BYTES)
-  csr!: string;
-}
-
-export class X509popChallengeRequestDto {
-  @ApiProperty({ type: [String], description: 'base64 DER certificates: the leaf, then intermediates' })
-  @IsArray()
-  @ArrayMinSize(1)
-  @ArrayMaxSize(X509POP_MAX_CERTIFICATES)
-  @IsBase64(undefined, { each: true })
-  @MaxLength(MAX_CERTIFICATE_BASE64, { each: true })
-  certificates!: string[];
-}
-
-export class X509popAttestationDto {
-  @ApiProperty({ format: 'uuid' })
-  @IsUUID()
-  challenge_id!: string;
-
-  @ApiProperty({
-    description:
-      "base64 signature over the nonce with the leaf's key: ECDSA with SHA-256 (DER) or RSA PKCS#1 v1.5 with SHA-256",
-  })
-  @IsBase64()
-  @MaxLength(4096)
-  signature!: string;
-
-  @ApiProperty({ description: "PEM PKCS#10 request for the agent's key (another key than the leaf's is fine)" })
-  @IsString()
-  @MaxLength(CSR_MAX_BYTES)
-  csr!: string;
-}
 
 export class RenewAgentSvidDto implements RenewRequestWire {
   @ApiProperty({ description: 'PEM PKCS#10 request for the renewed SVID' })
@@ -169,11 +124,6 @@ export class AgentSvidResponseDto implements AgentSvidWire {
 
 export class AttestationResponseDto extends AgentSvidResponseDto implements AttestationResponseWire {
   @ApiProperty({ type: Object, description: 'our trust bundle, SPIFFE JWKS' }) bundle!: SpiffeJwks;
-}
-
-export class X509popChallengeResponseDto {
-  @ApiProperty({ format: 'uuid' }) challenge_id!: string;
-  @ApiProperty({ description: `base64 of 32 random bytes to sign` }) nonce!: string;
 }
 
 /** An entry as the sync lists it: what an agent needs, the admin API's entry without `updated_at`. */

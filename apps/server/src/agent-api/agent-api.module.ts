@@ -3,37 +3,32 @@ import { AgentsModule } from '../agents/agents.module.js';
 import { BundleModule } from '../bundle/bundle.module.js';
 import { CaModule } from '../ca/ca.module.js';
 import { EntriesModule } from '../entries/entries.module.js';
-import { JoinTokensModule } from '../join-tokens/join-tokens.module.js';
 import { AgentController } from './agent.controller.js';
 import { AgentAuthGuard } from './agent-auth.guard.js';
 import { AgentSvidService } from './agent-svid.service.js';
-import { AttestationController } from './attestation.controller.js';
 import { AuthorisedEntriesService } from './authorised-entries.service.js';
-import { JoinTokenAttestationService } from './join-token-attestation.service.js';
 import { AgentSyncRateLimiter } from './rate-limiter.js';
 import { AgentSigningBudget } from './signing-budget.js';
 import { SvidSigningService } from './svid-signing.service.js';
 import { SyncService } from './sync.service.js';
-import { X509popAttestationService } from './x509pop-attestation.service.js';
 
 /**
- * The agent API under `/agent/v1` on the TLS port: node attestation (join token, x509pop), then, authenticated by
- * the agent's X509-SVID, renewal, sync of authorised entries (long-poll) and SVID signing. Needs `SERVER_CONFIG`
- * and `CLOCK` from a global module.
+ * The agent API under `/agent/v1` on the TLS port, authenticated by the agent's X509-SVID: renewal, sync of
+ * authorised entries (long-poll) and SVID signing; it exports the agent SVID service, which node attestation
+ * (node-attestation/) completes with. Needs `SERVER_CONFIG` and `CLOCK` from a global module.
  */
 @Module({
-  imports: [AgentsModule, BundleModule, CaModule, EntriesModule, JoinTokensModule],
-  controllers: [AttestationController, AgentController],
+  imports: [AgentsModule, BundleModule, CaModule, EntriesModule],
+  controllers: [AgentController],
   providers: [
     AgentAuthGuard,
     AgentSigningBudget,
     AgentSyncRateLimiter,
     AgentSvidService,
     AuthorisedEntriesService,
-    JoinTokenAttestationService,
     SvidSigningService,
     SyncService,
-    X509popAttestationService,
   ],
+  exports: [AgentSvidService],
 })
 export class AgentApiModule {}

@@ -26,10 +26,11 @@ export interface AttestationResult {
   readonly bundle: SpiffeJwks;
 }
 
-/** How the agent attested and the node selectors that attestation found. */
+/** How the agent attested (the node attestor's type), the node selectors it found and whether it may attest again. */
 export interface AttestationRecord {
-  readonly attestationType: 'join_token' | 'x509pop';
+  readonly attestationType: string;
   readonly selectors: readonly AgentSelector[];
+  readonly canReattest: boolean;
 }
 
 /**
@@ -84,7 +85,8 @@ export class AgentSvidService {
   /**
    * Completes a node attestation: signs the agent's SVID and records the agent with its serial and selectors.
    *
-   * @throws AppError `permission_denied` when the agent is banned (nothing is recorded then).
+   * @throws AppError `permission_denied` when the agent is banned, or already recorded and may not attest again
+   *   (nothing is recorded then).
    */
   async attest(agentId: SpiffeId, csr: FastParsedCsr, record: AttestationRecord): Promise<AttestationResult> {
     const svid = this.issue(agentId, csr);
@@ -94,7 +96,7 @@ export class AgentSvidService {
       serialNumber: svid.serialNumber,
       svidExpiresAt: svid.expiresAt,
       selectors: [...record.selectors],
-    });
+    }, record.canReattest);
     return { svid, bundle: this.bundles.ownJwks() };
   }
 

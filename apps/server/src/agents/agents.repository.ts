@@ -56,10 +56,15 @@ export class AgentsRepository {
   }
 
   /**
-   * Inserts the agent, or replaces the record of a re-attesting one, unless it is banned (then nothing is written
-   * and `undefined` comes back). One statement, so a concurrent ban cannot slip in between check and write.
+   * Inserts the agent, or replaces the record of a re-attesting one, unless it is banned or `canReattest` is false
+   * (then nothing is written and `undefined` comes back). One statement, so a concurrent ban or attestation cannot
+   * slip in between check and write.
    */
-  async upsertUnlessBanned(record: AttestedAgentRecord, now: Date): Promise<AttestedAgent | undefined> {
+  async upsertUnlessBanned(
+    record: AttestedAgentRecord,
+    now: Date,
+    canReattest = true,
+  ): Promise<AttestedAgent | undefined> {
     const result = await this.repository.query(
       `INSERT INTO agents (spiffe_id, attestation_type, serial_number, svid_expires_at, selectors, banned,
                            created_at, updated_at, last_seen_at)
@@ -68,7 +73,7 @@ export class AgentsRepository {
          SET attestation_type = EXCLUDED.attestation_type, serial_number = EXCLUDED.serial_number,
              svid_expires_at = EXCLUDED.svid_expires_at, selectors = EXCLUDED.selectors,
              updated_at = EXCLUDED.updated_at, last_seen_at = EXCLUDED.last_seen_at
-         WHERE agents.banned = false
+         WHERE agents.banned = false AND $7::boolean
        RETURNING *`,
       [
         record.spiffeId,
@@ -77,6 +82,7 @@ export class AgentsRepository {
         record.svidExpiresAt,
         JSON.stringify(record.selectors),
         now,
+        canReattest,
       ],
     );
     return this.first(result);

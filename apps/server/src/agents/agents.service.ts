@@ -95,14 +95,21 @@ export class AgentsService implements OnModuleDestroy {
   }
 
   /**
-   * Records a successful node attestation (new agent, or a re-attestation replacing the previous record).
+   * Records a successful node attestation (new agent, or a re-attestation replacing the previous record when its
+   * attestor allows one).
    *
-   * @throws AppError `permission_denied` when the agent is banned.
+   * @throws AppError `permission_denied` when the agent is banned, or already recorded and `canReattest` is false.
    */
-  async recordAttestation(record: AttestedAgentRecord): Promise<AttestedAgent> {
+  async recordAttestation(record: AttestedAgentRecord, canReattest = true): Promise<AttestedAgent> {
     const id = normalise(record.spiffeId);
-    const entity = await this.repository.upsertUnlessBanned({ ...record, spiffeId: id }, this.clock.now());
+    const entity = await this.repository.upsertUnlessBanned({ ...record, spiffeId: id }, this.clock.now(), canReattest);
     await this.changed(id);
+    if (!entity && !canReattest && !(await this.repository.findBySpiffeId(id))?.banned) {
+      throw new AppError(
+        'permission_denied',
+        `agent ${id} is already attested, and ${record.attestationType} attestation cannot attest it again`,
+      );
+    }
     if (!entity) throw new AppError('permission_denied', `agent ${id} is banned`);
     this.logger.log({ msg: 'agent attested', agentId: id, method: record.attestationType });
     return entity;

@@ -12,7 +12,7 @@ import {
 } from '../../../../test/support/agent-api.js';
 import { TestCa, type TestSvid } from '../../../../test/support/test-ca.js';
 import { CSR_MAX_BYTES } from '@sigil/pki';
-import { X509POP_MAX_CHAIN_BYTES } from '../agent-api/x509pop.js';
+import { X509POP_MAX_CHAIN_BYTES } from '../node-attestation/x509pop/x509pop.js';
 import { AdminClient } from '../cli/admin-client.js';
 import { ATTESTATION_BODY_LIMIT_BYTES } from '../common/request-body.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';

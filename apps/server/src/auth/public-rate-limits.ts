@@ -49,6 +49,7 @@ export const IGNORED_RETRY_AFTER_HOLD_MS = 1000;
 function costOf(request: FastifyRequest): number {
   const config = request.routeOptions.config as unknown as Partial<Record<string, unknown>>;
   const cost = config[PUBLIC_COST_CONFIG];
+  if (typeof cost === 'function') return (cost as (request: FastifyRequest) => number)(request);
   return typeof cost === 'number' ? cost : 1;
 }
 

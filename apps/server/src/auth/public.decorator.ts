@@ -1,5 +1,6 @@
 import { SetMetadata } from '@nestjs/common';
 import { RouteConfig } from '@nestjs/platform-fastify';
+import type { FastifyRequest } from 'fastify';
 
 export const IS_PUBLIC_KEY = 'sigil:public';
 
@@ -23,13 +24,19 @@ export const PUBLIC_BUDGET_CONFIG = 'sigilPublicBudget';
 export const PUBLIC_COST_CONFIG = 'sigilPublicCost';
 
 /**
+ * What one request takes from its budget: a number, or a function of the routed request (its params are known,
+ * its body not yet), for a route whose cost depends on a path parameter.
+ */
+export type PublicCost = number | ((request: FastifyRequest) => number);
+
+/**
  * Marks a route (or a whole controller) as open to anyone (health, metrics, the federation bundle, node
  * attestation), and names the per-source-address budget its requests are counted against. The budget also goes in
  * the route's Fastify config, so that an address over its budget is refused before its request body is read;
  * Fastify takes that config per handler, so a class-level mark is copied onto each of the class's handlers.
  */
 export const Public =
-  (budget: OpenRouteBudget = 'read', cost = 1): MethodDecorator & ClassDecorator =>
+  (budget: OpenRouteBudget = 'read', cost: PublicCost = 1): MethodDecorator & ClassDecorator =>
   (target: object, key?: string | symbol, descriptor?: PropertyDescriptor) => {
     const config = RouteConfig({ [PUBLIC_BUDGET_CONFIG]: budget, [PUBLIC_COST_CONFIG]: cost });
     if (key !== undefined && descriptor !== undefined) {

@@ -21,6 +21,7 @@ const FLAG_KEYS: readonly (keyof ServerConfigFlags)[] = [
   'kekFile',
   'logLevel',
   'x509popCaBundle',
+  'nodeAttestor',
   'agentSignRate',
   'agentSignBurst',
   'attestationRate',
@@ -65,6 +66,12 @@ export function runCommand(): Command {
     .option('--upstream-ca-key <file>', 'PEM private key of the upstream CA')
     .option('--kek-file <file>', 'key-encryption key file (default <data-dir>/kek.key; or env SIGIL_KEK)')
     .option('--log-level <level>', 'fatal, error, warn, info, debug or trace (default info)')
+    .option(
+      '--node-attestor <type[:option=value,...]>',
+      'enable a node attestor with its options, e.g. x509pop:ca_bundle=/etc/sigil/nodes.pem; repeatable ' +
+        '(default join_token, and x509pop with --x509pop-ca-bundle)',
+      (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
+    )
     .option('--x509pop-ca-bundle <file>', 'PEM CA certificates that x509pop agents must chain to (enables x509pop)')
     .option('--attestation-rate <n>', 'attestation requests per second per source address (default 10)')
     .option('--attestation-burst <n>', 'attestation requests a source address may make at once (default 100)')
@@ -91,7 +98,7 @@ export function runCommand(): Command {
     .option('--agent-sign-max-in-flight <n>', 'X.509-SVID batches of one agent in progress at once (default 4)')
     .action(async (options: RunOptions) => {
       const flags: ServerConfigFlags = {};
-      for (const key of FLAG_KEYS) if (options[key] !== undefined) flags[key] = options[key];
+      for (const key of FLAG_KEYS) if (options[key] !== undefined) Object.assign(flags, { [key]: options[key] });
       let config;
       try {
         config = loadServerConfig({

@@ -3,7 +3,7 @@ import { X509Certificate, createHash, createPrivateKey, sign, webcrypto } from '
 import { readFileSync } from 'node:fs';
 import * as x509 from '@peculiar/x509';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { KeyUsage, TEST_NOW, TestCa, generateTestKeys, type TestSvid } from '../../../../test/support/test-ca.js';
+import { KeyUsage, TEST_NOW, TestCa, generateTestKeys, type TestSvid } from '../../../../../test/support/test-ca.js';
 import {
   X509POP_MAX_CHAIN_BYTES,
   X509POP_MAX_SIGNATURE_CHECKS,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { TEST_NOW, TestCa } from '../../../../test/support/test-ca.js';
+import { TEST_NOW, TestCa } from '../../../../../test/support/test-ca.js';
 import { X509popChallenges } from './x509pop-challenges.js';
 import { verifyX509popChain, type X509popEvidence } from './x509pop.js';
 

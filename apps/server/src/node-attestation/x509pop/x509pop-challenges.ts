@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { addressKey } from '../common/address-key.js';
-import { AppError } from '../common/errors.js';
+import { addressKey } from '../../common/address-key.js';
+import { AppError } from '../../common/errors.js';
 import type { X509popEvidence } from './x509pop.js';
 
 /** How long a challenge may be answered. */

@@ -9,9 +9,9 @@ import {
   X509Certificate as NodeX509Certificate,
 } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
-import type { AgentSelector } from '../agents/agent.js';
-import { AppError } from '../common/errors.js';
-import { CheckedChains } from './checked-chains.js';
+import type { AgentSelector } from '../../agents/agent.js';
+import { AppError } from '../../common/errors.js';
+import { CheckedChains } from '../../agent-api/checked-chains.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 

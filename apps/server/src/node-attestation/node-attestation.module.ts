@@ -1,0 +1,35 @@
+import { type DynamicModule, Module, type Type } from '@nestjs/common';
+import { AgentApiModule } from '../agent-api/agent-api.module.js';
+import { EntriesModule } from '../entries/entries.module.js';
+import { JoinTokensModule } from '../join-tokens/join-tokens.module.js';
+import { NodeAttestationController } from './node-attestation.controller.js';
+import { NodeAttestationService } from './node-attestation.service.js';
+import type { NodeAttestor } from './node-attestor.js';
+import { NODE_ATTESTOR_INSTANCES, NODE_ATTESTORS, NodeAttestorRegistry } from './node-attestors.js';
+
+/**
+ * Node attestation under `/agent/v1/attest`: the attestors of {@link NODE_ATTESTORS} (and, in tests, any others
+ * given), the registry of those enabled by `--node-attestor`, and the routes. Needs `SERVER_CONFIG` and `CLOCK`
+ * from a global module.
+ */
+@Module({})
+export class NodeAttestationModule {
+  static forRoot(extraAttestors: readonly Type<NodeAttestor>[] = []): DynamicModule {
+    const attestors = [...NODE_ATTESTORS, ...extraAttestors];
+    return {
+      module: NodeAttestationModule,
+      imports: [AgentApiModule, EntriesModule, JoinTokensModule],
+      controllers: [NodeAttestationController],
+      providers: [
+        ...attestors,
+        {
+          provide: NODE_ATTESTOR_INSTANCES,
+          useFactory: (...instances: NodeAttestor[]) => instances,
+          inject: attestors,
+        },
+        NodeAttestorRegistry,
+        NodeAttestationService,
+      ],
+    };
+  }
+}

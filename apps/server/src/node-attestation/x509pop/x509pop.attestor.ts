@@ -1,0 +1,111 @@
+import { readFile } from 'node:fs/promises';
+import { isAbsolute, resolve } from 'node:path';
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { X509POP_ATTESTOR } from '@sigil/agent-api';
+import { CLOCK, type Clock } from '../../common/clock.js';
+import { AppError } from '../../common/errors.js';
+import type { AttestationCall, NodeAttestation, NodeAttestor, NodeAttestorChallenge } from '../node-attestor.js';
+import { NodeAttestorOptionError } from '../node-attestor.js';
+import { X509popChallenges } from './x509pop-challenges.js';
+import { X509popAttestationDto, X509popChallengeRequestDto, X509popChallengeResponseDto } from './x509pop.dto.js';
+import {
+  isPossessionProven,
+  parseX509popCaBundle,
+  verifyX509popChain,
+  X509popCheckedPaths,
+  type X509popEvidence,
+} from './x509pop.js';
+
+type CaCertificates = ReturnType<typeof parseX509popCaBundle>;
+
+/**
+ * x509pop node attestation (challenge–response): the chain is verified against the configured CA bundle when the
+ * challenge is issued, the answer must sign the nonce with the leaf's key. The agent becomes
+ * `spiffe://<td>/sigil/agent/x509pop/<sha-1 fingerprint of the leaf>`; attesting again later is allowed (a new
+ * SVID replaces the old one) unless the agent is banned.
+ *
+ * Option `ca_bundle` (required): PEM file of the CAs a node's certificate must chain to, read at start (an
+ * unreadable or empty bundle stops the server from starting).
+ */
+@Injectable()
+export class X509popAttestor implements NodeAttestor<X509popAttestationDto> {
+  readonly type = X509POP_ATTESTOR.type;
+  readonly route = X509POP_ATTESTOR.route;
+  readonly optionNames: readonly string[] = ['ca_bundle'];
+  readonly requestType = X509popAttestationDto;
+  readonly challenge: NodeAttestorChallenge<X509popChallengeRequestDto, X509popChallengeResponseDto> = {
+    requestType: X509popChallengeRequestDto,
+    responseType: X509popChallengeResponseDto,
+    issue: async (request, call) => {
+      const { challengeId, nonce } = await this.issueChallenge(request.certificates, call.remoteAddress);
+      return { challenge_id: challengeId, nonce: nonce.toString('base64') };
+    },
+  };
+
+  private readonly logger = new Logger(X509popAttestor.name);
+  private readonly challenges = new X509popChallenges();
+  private caCertificates: CaCertificates | undefined;
+  /** Paths checked against {@link caCertificates}, which are loaded once. */
+  private readonly checkedPaths = new X509popCheckedPaths();
+
+  constructor(@Inject(CLOCK) private readonly clock: Clock) {}
+
+  async configure(options: Readonly<Record<string, string>>): Promise<void> {
+    const option = options['ca_bundle'];
+    if (option === undefined || option === '') {
+      throw new NodeAttestorOptionError('ca_bundle', 'required: the PEM file of the CAs node certificates chain to');
+    }
+    const path = isAbsolute(option) ? option : resolve(option);
+    let pem: string;
+    try {
+      pem = await readFile(path, 'utf8');
+    } catch (error) {
+      throw new Error(`x509pop ca bundle ${path}: cannot be read: ${(error as NodeJS.ErrnoException).code ?? error}`);
+    }
+    this.caCertificates = parseX509popCaBundle(pem, path);
+    this.logger.log({ msg: 'x509pop attestation enabled', caBundle: path, caCertificates: this.caCertificates.length });
+  }
+
+  /**
+   * Verifies the chain and issues a challenge for it, within the per-certificate and per-address caps of
+   * {@link X509popChallenges} (`remoteAddress` is the TCP peer; undefined on the local admin socket).
+   */
+  async issueChallenge(
+    certificatesBase64: readonly string[],
+    remoteAddress: string | undefined,
+  ): Promise<{ challengeId: string; nonce: Buffer }> {
+    const roots = this.requireCaCertificates();
+    const now = this.clock.now();
+    const certificates = certificatesBase64.map((text) => Buffer.from(text, 'base64'));
+    const evidence: X509popEvidence = await verifyX509popChain(certificates, roots, now, this.checkedPaths);
+    return this.challenges.issue(evidence, remoteAddress, now);
+  }
+
+  /**
+   * Checks the answer to a challenge (each challenge is used up by its first answer, right or wrong): the agent is
+   * named by the leaf's fingerprint, its selectors are those of the verified chain.
+   */
+  async attest(request: X509popAttestationDto, _csr: unknown, _call?: AttestationCall): Promise<NodeAttestation> {
+    const challenge = this.challenges.take(request.challenge_id, this.clock.now());
+    if (!challenge) {
+      throw new AppError('permission_denied', 'x509pop: challenge_id is unknown, expired or already answered');
+    }
+    if (!isPossessionProven(challenge.evidence.publicKey, challenge.nonce, Buffer.from(request.signature, 'base64'))) {
+      throw new AppError(
+        'permission_denied',
+        'x509pop: signature does not verify with the key of the leaf certificate',
+      );
+    }
+    return {
+      agentIdSuffix: [challenge.evidence.fingerprint],
+      selectors: challenge.evidence.selectors,
+      canReattest: true,
+    };
+  }
+
+  private requireCaCertificates(): CaCertificates {
+    // The registry only routes to an enabled attestor, which configure() gave its bundle.
+    if (this.caCertificates === undefined) throw new Error('x509pop: used before it was configured');
+    return this.caCertificates;
+  }
+}
