@@ -49,7 +49,7 @@ async function startAgent(api: AgentApiTestServer, bundle: TrustBundle, dataDir:
     quiet,
   );
   const manager = new AgentManager(identity, client, new AgentStorage(dataDir), {
-    attestation: { method: 'join_token', token },
+    attestation: { type: 'join_token', options: { token } },
     trustDomain: bundle.trustDomain,
     logger: quiet,
   });

@@ -62,7 +62,7 @@ describe('loadAgentConfig', () => {
   it('applies the defaults and freezes the result', () => {
     const config = loadAgentConfig(base());
     expect(config.serverAddresses.map((address) => address.text)).toEqual(['127.0.0.1:8081']);
-    expect(config.attestation).toEqual({ method: 'join_token', token: 'tok-1' });
+    expect(config.attestation).toEqual({ type: 'join_token', options: { token: 'tok-1' } });
     expect(config.bootstrapTrust.kind).toBe('bundle');
     expect(config.trustDomain?.name).toBe('example.org');
     expect(config.socketPath).toBe('/tmp/sigil-agent/public/api.sock');
@@ -136,7 +136,7 @@ describe('loadAgentConfig', () => {
       ...base(),
       flags: { ...base().flags, joinToken: undefined, x509popCert: popCert, x509popKey: popKey },
     });
-    expect(config.attestation).toEqual({ method: 'x509pop', certFile: popCert, keyFile: popKey });
+    expect(config.attestation).toEqual({ type: 'x509pop', options: { cert_file: popCert, key_file: popKey } });
     const flags = { ...base().flags, joinToken: undefined };
     expect(problemsOf({ ...base(), flags: { ...flags, x509popCert: popCert } })).toEqual([
       '--x509pop-key: required when the x509pop cert file is set',

@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { isAbsolute, resolve } from 'node:path';
 import { LOG_LEVELS, type LogLevel } from '@sigil/logging';
+import { JOIN_TOKEN_ATTESTOR, JOIN_TOKEN_MAX_LENGTH, X509POP_ATTESTOR } from '@sigil/agent-api';
 import { TrustBundle, TrustDomain } from '@sigil/spiffe';
 import {
   ConfigRule,
@@ -43,10 +44,14 @@ import { checkX509popFiles, parseTrustBundleFile, readNamedFile } from './config
 
 export { LOG_LEVELS, type LogLevel };
 
-/** How the agent proves its node's identity when it has no valid stored SVID. */
-export type NodeAttestationConfig =
-  | { readonly method: 'join_token'; readonly token: string }
-  | { readonly method: 'x509pop'; readonly certFile: string; readonly keyFile: string };
+/**
+ * How the agent proves its node's identity when it has no valid stored SVID: the node attestor's type and its
+ * options (attestor/node/, e.g. `{ type: 'x509pop', options: { cert_file, key_file } }`).
+ */
+export interface NodeAttestationConfig {
+  readonly type: string;
+  readonly options: Readonly<Record<string, string>>;
+}
 
 /** How the agent authenticates the server before it holds a bundle of its own. */
 export type BootstrapTrust =
@@ -154,7 +159,8 @@ export class AgentConfigError extends Error {
   }
 }
 
-const MAX_JOIN_TOKEN_LENGTH = 256;
+// The server reads no longer token.
+const MAX_JOIN_TOKEN_LENGTH = JOIN_TOKEN_MAX_LENGTH;
 
 const MIB = 1024 * 1024;
 
@@ -403,12 +409,14 @@ export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
     }
   }
   let attestation: NodeAttestationConfig | undefined;
-  if (raw.join_token !== undefined) attestation = { method: 'join_token', token: raw.join_token as string };
+  if (raw.join_token !== undefined) {
+    attestation = { type: JOIN_TOKEN_ATTESTOR.type, options: Object.freeze({ token: raw.join_token as string }) };
+  }
   if (certFile !== undefined && keyFile !== undefined) {
-    const files = { certFile: path(certFile), keyFile: path(keyFile) };
+    const files = { cert_file: path(certFile), key_file: path(keyFile) };
     const labels = { cert: name('x509pop_cert_file'), key: name('x509pop_key_file') };
-    problems.push(...checkX509popFiles(labels, files.certFile, files.keyFile));
-    attestation = { method: 'x509pop', ...files };
+    problems.push(...checkX509popFiles(labels, files.cert_file, files.key_file));
+    attestation = { type: X509POP_ATTESTOR.type, options: Object.freeze(files) };
   }
   if (problems.length > 0) throw new AgentConfigError(problems);
 

@@ -1,4 +1,5 @@
 import { type Logger } from '@nestjs/common';
+import { attestationChallengePath, attestationPath, type AttestationRequestBody } from '@sigil/agent-api';
 import { type TrustDomain } from '@sigil/spiffe';
 import {
   AGENT_API_ROUTES,
@@ -18,7 +19,6 @@ import {
   serializeRenewRequest,
   serializeX509SvidBatchRequest,
   syncPath,
-  toBase64,
 } from '@sigil/agent-api';
 import { type AgentApi } from './agent-api.js';
 import { type ServerAddress } from './server-address.js';
@@ -102,37 +102,17 @@ export class ServerClient implements AgentApi {
     return this.options.addresses[this.current] as ServerAddress;
   }
 
-  /** `POST /agent/v1/attest/join-token`. */
-  async attestJoinToken(token: string, csrPem: string): Promise<AttestationResponse> {
-    const body = await this.call({
-      ...AGENT_API_ROUTES.attestJoinToken,
-      body: { token, csr: csrPem },
-      mtls: false,
-    });
-    return parseAttestationResponse(body);
+  /**
+   * `POST /agent/v1/attest/<route>`: the attestation request of the node attestor at `route` (its evidence and the
+   * agent's CSR); every attestor's last step.
+   */
+  async attest(route: string, body: AttestationRequestBody): Promise<AttestationResponse> {
+    return parseAttestationResponse(await this.call({ method: 'POST', path: attestationPath(route), body, mtls: false }));
   }
 
-  /** `POST /agent/v1/attest/x509pop/challenge`: the challenge for this certificate chain (leaf first). */
-  async x509popChallenge(certificates: readonly Uint8Array[]): Promise<{ challengeId: string; nonce: Uint8Array }> {
-    const body = (await this.call({
-      ...AGENT_API_ROUTES.x509popChallenge,
-      body: { certificates: certificates.map(toBase64) },
-      mtls: false,
-    })) as { challenge_id?: unknown; nonce?: unknown } | undefined;
-    if (typeof body?.challenge_id !== 'string' || typeof body.nonce !== 'string') {
-      throw new Error('server answer: x509pop challenge must have challenge_id and nonce strings');
-    }
-    return { challengeId: body.challenge_id, nonce: new Uint8Array(Buffer.from(body.nonce, 'base64')) };
-  }
-
-  /** `POST /agent/v1/attest/x509pop`: the signed challenge and the agent's CSR. */
-  async attestX509pop(challengeId: string, signature: Uint8Array, csrPem: string): Promise<AttestationResponse> {
-    const body = await this.call({
-      ...AGENT_API_ROUTES.attestX509pop,
-      body: { challenge_id: challengeId, signature: toBase64(signature), csr: csrPem },
-      mtls: false,
-    });
-    return parseAttestationResponse(body);
+  /** `POST /agent/v1/attest/<route>/challenge`: the challenge of the node attestor at `route`, which parses it. */
+  async attestationChallenge(route: string, body: object): Promise<unknown> {
+    return this.call({ method: 'POST', path: attestationChallengePath(route), body, mtls: false });
   }
 
   async renew(csrPem: string): Promise<AgentSvidResponse> {

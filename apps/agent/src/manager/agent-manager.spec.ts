@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PEM_LABEL, importPublicKeySpki, parseCsrFast, toPem } from '@sigil/pki';
 import { SpiffeId, TrustDomain } from '@sigil/spiffe';
+import type { AttestationRequestBody } from '@sigil/agent-api';
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { TestCa } from '../../../../test/support/test-ca.js';
 import { type AgentSvidResponse, type AttestationResponse } from '@sigil/agent-api';
@@ -12,7 +13,8 @@ import { ServerUnavailableError } from '../client/tls-transport.js';
 import { Backoff } from '../common/backoff.js';
 import { type Clock } from '@sigil/runtime';
 import { type NodeAttestationConfig } from '../config.js';
-import { AgentStorage, joinTokenDigest } from '../storage/agent-storage.js';
+import { AgentStorage } from '../storage/agent-storage.js';
+import { joinTokenDigest } from '../attestor/node/join-token/join-token.attestor.js';
 import { AgentIdentity } from './agent-identity.js';
 import { AgentFatalError, AgentManager } from './agent-manager.js';
 
@@ -33,6 +35,24 @@ class FakeAttestationServer {
   busy: number[] = [];
   private nonce: Uint8Array | undefined;
   private chain: Uint8Array[] = [];
+
+  /** The server's routes by attestor, as `ServerClient.attest` and `attestationChallenge` reach them. */
+  async attest(route: string, body: AttestationRequestBody): Promise<AttestationResponse> {
+    const fields = body as unknown as Record<string, string>;
+    if (route === 'join-token') return this.attestJoinToken(fields['token'] as string, body.csr);
+    if (route !== 'x509pop') throw new AgentApiError(404, 'not_found', `no attestor ${route}`);
+    const signature = new Uint8Array(Buffer.from(fields['signature'] as string, 'base64'));
+    return this.attestX509pop(fields['challenge_id'] as string, signature, body.csr);
+  }
+
+  async attestationChallenge(route: string, body: object): Promise<unknown> {
+    if (route !== 'x509pop') throw new AgentApiError(404, 'not_found', `no challenge for ${route}`);
+    const certificates = (body as { certificates: string[] }).certificates;
+    const { challengeId, nonce } = await this.x509popChallenge(
+      certificates.map((text) => new Uint8Array(Buffer.from(text, 'base64'))),
+    );
+    return { challenge_id: challengeId, nonce: Buffer.from(nonce).toString('base64') };
+  }
 
   async attestJoinToken(token: string, csrPem: string): Promise<AttestationResponse> {
     this.calls.push(`join_token:${token}`);
@@ -130,7 +150,7 @@ async function until(condition: () => boolean): Promise<void> {
   expect(condition()).toBe(true);
 }
 
-const token = (value: string): NodeAttestationConfig => ({ method: 'join_token', token: value });
+const token = (value: string): NodeAttestationConfig => ({ type: 'join_token', options: { token: value } });
 const started: AgentManager[] = [];
 
 beforeAll(async () => {
@@ -168,7 +188,7 @@ describe('AgentManager', () => {
     const second = await start(undefined);
     expect(server.calls).toEqual(['join_token:tok-1']);
     expect(second.identity.current()?.spiffeId.toString()).toBe(agentId);
-    expect(second.identity.current()?.state.joinTokenSha256).toBe(joinTokenDigest('tok-1'));
+    expect(second.identity.current()?.state.usedCredentialSha256).toBe(joinTokenDigest('tok-1'));
   });
 
   it('cannot start without a usable stored SVID and without a method to attest with', async () => {
@@ -227,7 +247,7 @@ describe('AgentManager', () => {
     const keyFile = join(dir, 'node.key');
     await writeFile(certFile, leaf.certificate.toString('pem'));
     await writeFile(keyFile, toPem(PEM_LABEL.privateKey, await leaf.privateKeyPkcs8()));
-    const method: NodeAttestationConfig = { method: 'x509pop', certFile, keyFile };
+    const method: NodeAttestationConfig = { type: 'x509pop', options: { cert_file: certFile, key_file: keyFile } };
     const { manager: running, identity } = await start(method);
     expect(server.calls).toEqual(['x509pop:challenge', 'x509pop:attest']);
     const first = identity.current()?.state.svidChain[0];
@@ -247,7 +267,7 @@ describe('AgentManager', () => {
     await writeFile(keyFile, toPem(PEM_LABEL.privateKey, await leaf.privateKeyPkcs8()));
     server.busy = [429, 429];
     const warnings = vi.spyOn(quiet, 'warn');
-    const { identity } = await start({ method: 'x509pop', certFile, keyFile });
+    const { identity } = await start({ type: 'x509pop', options: { cert_file: certFile, key_file: keyFile } });
     expect(server.calls).toEqual(['x509pop:challenge', 'x509pop:challenge', 'x509pop:challenge', 'x509pop:attest']);
     // Each 429 is retried after the server's Retry-After, not the (shorter) backoff.
     const entries = warnings.mock.calls.map((call) => (call as unknown[])[0] as { msg: string; retryInMs: number });
@@ -270,7 +290,7 @@ describe('AgentManager', () => {
     const keyFile = join(dir, 'other.key');
     await writeFile(certFile, leaf.certificate.toString('pem'));
     await writeFile(keyFile, toPem(PEM_LABEL.privateKey, await other.privateKeyPkcs8()));
-    await expect(manager({ method: 'x509pop', certFile, keyFile }).manager.start()).rejects.toThrow(
+    await expect(manager({ type: 'x509pop', options: { cert_file: certFile, key_file: keyFile } }).manager.start()).rejects.toThrow(
       `x509pop key: ${keyFile} is not the private key of the first certificate of ${certFile}`,
     );
   });

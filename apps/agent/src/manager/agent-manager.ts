@@ -4,12 +4,13 @@ import { type KeyType, createCsr, exportPrivateKeyPkcs8, generateKeyPair } from 
 import { SIGIL_AGENT_PATH_PREFIX, type Clock, systemClock } from '@sigil/runtime';
 import { type TrustBundle, type TrustDomain, idFromCertificate, parseX509Svid, verifyX509Svid } from '@sigil/spiffe';
 import { type AgentSvidResponse } from '@sigil/agent-api';
-import { type AttestationApi, attestNode } from '../attestor/node/node-attestor.js';
+import { type AttestationApi, type NodeAttestor, attestNode } from '../attestor/node/node-attestor.js';
+import { createNodeAttestor } from '../attestor/node/node-attestors.js';
 import { AgentApiError, retryDelayMs, type ServerClient } from '../client/server-client.js';
 import { ServerUnavailableError } from '../client/tls-transport.js';
 import { Backoff, sleep } from '../common/backoff.js';
 import { type NodeAttestationConfig } from '../config.js';
-import { type AgentState, type AgentStorage, decideResume, joinTokenDigest } from '../storage/agent-storage.js';
+import { type AgentState, type AgentStorage, decideResume } from '../storage/agent-storage.js';
 import { rotationTime } from './rotation.js';
 import { type AgentIdentity, type CurrentAgentSvid } from './agent-identity.js';
 
@@ -37,7 +38,8 @@ const MAX_TIMER_MS = 60_000;
  * The agent's own identity over its life (SPIRE `pkg/agent/attestor/node` + the agent SVID rotation of
  * `pkg/agent/manager`): resume from the data dir when the stored SVID is still good, else attest; renew the SVID at
  * half life (± 10 %) with a fresh key; and when the server no longer accepts the agent (evicted, unknown, expired
- * SVID), attest again if the method allows it (x509pop, or a join token not used yet) or stop with a clear message.
+ * SVID), attest again if the attestor allows it (any but a single-use credential already used) or stop with a clear
+ * message.
  */
 export class AgentManager {
   private readonly clock: Clock;
@@ -49,6 +51,7 @@ export class AgentManager {
   private renewAt: Date | undefined;
   private renewing: Promise<void> | undefined;
   private failFatal: ((error: AgentFatalError) => void) | undefined;
+  private readonly attestor: NodeAttestor | undefined;
   /** Settles when the agent must stop; never resolves while all is well. */
   readonly fatal: Promise<AgentFatalError>;
 
@@ -61,6 +64,7 @@ export class AgentManager {
     this.clock = options.clock ?? systemClock;
     this.random = options.random ?? Math.random;
     this.backoff = options.backoff ?? new Backoff(1000, 30_000, this.random);
+    this.attestor = options.attestation && createNodeAttestor(options.attestation);
     this.fatal = new Promise((resolve) => {
       this.failFatal = resolve;
     });
@@ -90,20 +94,21 @@ export class AgentManager {
         expiresAt: decision.expiresAt.toISOString(),
       });
     } else {
-      const method = this.options.attestation;
-      if (method === undefined) {
+      const attestor = this.attestor;
+      if (attestor === undefined) {
         throw new AgentFatalError(
           `cannot start: ${decision.reason}, and neither --join-token nor --x509pop-cert/--x509pop-key is set to attest with`,
         );
       }
-      if (method.method === 'join_token' && stored?.joinTokenSha256 === joinTokenDigest(method.token)) {
+      const { singleUse } = attestor;
+      if (singleUse !== undefined && stored?.usedCredentialSha256 === singleUse.sha256) {
         throw new AgentFatalError(
-          `cannot start: ${decision.reason}, and the configured join token was already used by this agent: ` +
-            `generate a new one with 'sigil-server token generate' and pass it with --join-token`,
+          `cannot start: ${decision.reason}, and the configured ${singleUse.name} was already used by this agent: ` +
+            `${singleUse.renewal} and pass it with ${singleUse.flag}`,
         );
       }
-      this.options.logger?.log({ msg: 'attesting this node', method: method.method, reason: decision.reason });
-      await this.retryWhileUnavailable(() => this.attest(method));
+      this.options.logger?.log({ msg: 'attesting this node', method: attestor.type, reason: decision.reason });
+      await this.retryWhileUnavailable(() => this.attest(attestor));
     }
     this.arm();
   }
@@ -126,30 +131,29 @@ export class AgentManager {
   }
 
   private async reattest(refusal: AgentApiError): Promise<void> {
-    const method = this.options.attestation;
-    const used = this.identity.current()?.state.joinTokenSha256;
-    const canAttest = method !== undefined && (method.method === 'x509pop' || joinTokenDigest(method.token) !== used);
-    if (!canAttest) {
+    const attestor = this.attestor;
+    const used = this.identity.current()?.state.usedCredentialSha256;
+    const spent = attestor?.singleUse !== undefined && attestor.singleUse.sha256 === used ? attestor.singleUse : undefined;
+    if (attestor === undefined || spent !== undefined) {
       const confirmed = await this.confirmRefusal(refusal);
       if (confirmed === undefined) return;
       this.failFatal?.(
         new AgentFatalError(
           `the server refused this agent (${confirmed.message}) and it cannot attest again: ` +
-            (method === undefined
+            (spent === undefined
               ? 'no attestation method is configured'
-              : 'its join token was already used; generate a new one with ' +
-                `'sigil-server token generate' and restart the agent with --join-token`),
+              : `its ${spent.name} was already used; ${spent.renewal} and restart the agent with ${spent.flag}`),
         ),
       );
       return;
     }
     this.options.logger?.warn({
       msg: 'the server refused this agent, attesting again',
-      method: method.method,
+      method: attestor.type,
       reason: refusal.message,
     });
     try {
-      await this.retryWhileUnavailable(() => this.attest(method));
+      await this.retryWhileUnavailable(() => this.attest(attestor));
       this.arm();
     } catch (error) {
       this.failFatal?.(new AgentFatalError(`re-attestation failed: ${(error as Error).message}`));
@@ -178,16 +182,16 @@ export class AgentManager {
     }
   }
 
-  private async attest(method: NodeAttestationConfig): Promise<void> {
+  private async attest(attestor: NodeAttestor): Promise<void> {
     const keys = await generateKeyPair(this.options.keyType);
     const privateKeyPkcs8 = exportPrivateKeyPkcs8(keys.privateKey);
     const csr = await createCsr({ keys });
     let response;
     try {
-      response = await attestNode(this.client, method, csr.pem);
+      response = await attestNode(this.client, attestor, csr.pem);
     } catch (error) {
       if (error instanceof AgentApiError && !isServerBusy(error)) {
-        throw new AgentFatalError(`node attestation (${method.method}) refused by the server: ${error.message}`);
+        throw new AgentFatalError(`node attestation (${attestor.type}) refused by the server: ${error.message}`);
       }
       throw error;
     }
@@ -197,8 +201,8 @@ export class AgentManager {
       svidChain: response.chain,
       privateKeyPkcs8,
       bundle: response.bundle,
-      attestationMethod: method.method,
-      ...(method.method === 'join_token' && { joinTokenSha256: joinTokenDigest(method.token) }),
+      attestationMethod: attestor.type,
+      ...(attestor.singleUse !== undefined && { usedCredentialSha256: attestor.singleUse.sha256 }),
     };
     await this.storage.save(state, response.spiffeId);
     this.install(state, receivedAt);
@@ -206,7 +210,7 @@ export class AgentManager {
     this.options.logger?.log({
       msg: 'node attested',
       agentId: response.spiffeId.toString(),
-      method: method.method,
+      method: attestor.type,
       expiresAt: response.expiresAt.toISOString(),
     });
   }

@@ -12,8 +12,8 @@ import {
   META_FILE,
   SVID_FILE,
   decideResume,
-  joinTokenDigest,
 } from './agent-storage.js';
+import { joinTokenDigest } from '../attestor/node/join-token/join-token.attestor.js';
 import { ensurePrivateDir, writeFileAtomic } from './atomic-file.js';
 
 const AGENT_ID = 'spiffe://example.org/sigil/agent/join_token/7';
@@ -28,7 +28,7 @@ async function stateOf(leaf: TestSvid, bundle: TrustBundle = ca.bundle()): Promi
     privateKeyPkcs8: await leaf.privateKeyPkcs8(),
     bundle,
     attestationMethod: 'join_token',
-    joinTokenSha256: joinTokenDigest('tok'),
+    usedCredentialSha256: joinTokenDigest('tok'),
   };
 }
 
@@ -103,7 +103,7 @@ describe('AgentStorage', () => {
     expect(loaded?.privateKeyPkcs8).toEqual(state.privateKeyPkcs8);
     expect(loaded?.bundle.sequenceNumber).toBe(4);
     expect(loaded?.attestationMethod).toBe('join_token');
-    expect(loaded?.joinTokenSha256).toBe(joinTokenDigest('tok'));
+    expect(loaded?.usedCredentialSha256).toBe(joinTokenDigest('tok'));
   });
 
   it('loads nothing from an empty dir, and names the file that is broken', async () => {

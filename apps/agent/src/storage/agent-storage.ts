@@ -1,12 +1,13 @@
-import { createHash } from 'node:crypto';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PEM_LABEL, certificatesToPem, pemBlocks, toPem } from '@sigil/pki';
 import { SpiffeId, TrustBundle, type TrustDomain, parseX509Svid, verifyX509Svid } from '@sigil/spiffe';
 import { ensurePrivateDir, writeFileAtomic } from './atomic-file.js';
 
-/** How the agent attested when it got its current SVID. */
-export type AttestationMethod = 'join_token' | 'x509pop';
+/** How the agent attested when it got its current SVID: the node attestor's type (`join_token`, `x509pop`, …). */
+export type AttestationMethod = string;
+
+const ATTESTOR_TYPE = /^[a-z0-9_]+$/;
 
 /** The agent's identity as it is kept on disk (SPIRE `pkg/agent/storage`). */
 export interface AgentState {
@@ -17,8 +18,11 @@ export interface AgentState {
   /** The latest bundle of our trust domain, with its `spiffe_sequence`. */
   readonly bundle: TrustBundle;
   readonly attestationMethod: AttestationMethod;
-  /** SHA-256 (hex) of the join token the agent attested with, to recognise a token that was already used. */
-  readonly joinTokenSha256?: string | undefined;
+  /**
+   * SHA-256 (hex) of the single-use credential (a join token) the agent attested with, to recognise one that was
+   * already used.
+   */
+  readonly usedCredentialSha256?: string | undefined;
 }
 
 /** What `decideResume` concludes about the stored state. */
@@ -34,12 +38,8 @@ export const META_FILE = 'agent.json';
 interface Meta {
   spiffe_id: string;
   attestation_method: AttestationMethod;
+  // Named when join tokens were the only single-use credential; kept so that existing data dirs resume.
   join_token_sha256?: string;
-}
-
-/** SHA-256 of a join token in hex: what the agent remembers of a token instead of the token itself. */
-export function joinTokenDigest(token: string): string {
-  return createHash('sha256').update(token, 'utf8').digest('hex');
 }
 
 function errorCode(error: unknown): string | undefined {
@@ -66,7 +66,7 @@ export class AgentStorage {
     const meta: Meta = {
       spiffe_id: spiffeId.toString(),
       attestation_method: state.attestationMethod,
-      ...(state.joinTokenSha256 !== undefined && { join_token_sha256: state.joinTokenSha256 }),
+      ...(state.usedCredentialSha256 !== undefined && { join_token_sha256: state.usedCredentialSha256 }),
     };
     await writeFileAtomic(this.path(META_FILE), `${JSON.stringify(meta, null, 2)}\n`);
     await writeFileAtomic(this.path(KEY_FILE), toPem(PEM_LABEL.privateKey, state.privateKeyPkcs8));
@@ -99,8 +99,8 @@ export class AgentStorage {
     if (keys.length !== 1) throw new Error(`${this.path(KEY_FILE)}: must hold exactly one PRIVATE KEY block`);
     const meta = this.parse(META_FILE, () => JSON.parse(metaJson) as Meta);
     const spiffeId = this.parse(META_FILE, () => SpiffeId.parse(meta.spiffe_id));
-    if (meta.attestation_method !== 'join_token' && meta.attestation_method !== 'x509pop') {
-      throw new Error(`${this.path(META_FILE)}: attestation_method must be join_token or x509pop`);
+    if (typeof meta.attestation_method !== 'string' || !ATTESTOR_TYPE.test(meta.attestation_method)) {
+      throw new Error(`${this.path(META_FILE)}: attestation_method must be a node attestor type (a-z, 0-9 and _)`);
     }
     const bundle = this.parse(BUNDLE_FILE, () =>
       TrustBundle.parseJwks(trustDomain ?? spiffeId.trustDomain, bundleJson),
@@ -110,7 +110,7 @@ export class AgentStorage {
       privateKeyPkcs8: (keys[0] as { der: Uint8Array }).der,
       bundle,
       attestationMethod: meta.attestation_method,
-      ...(meta.join_token_sha256 !== undefined && { joinTokenSha256: meta.join_token_sha256 }),
+      ...(meta.join_token_sha256 !== undefined && { usedCredentialSha256: meta.join_token_sha256 }),
     };
   }
 

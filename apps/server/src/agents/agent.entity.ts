@@ -8,7 +8,7 @@ export class AgentEntity {
   @PrimaryColumn({ name: 'spiffe_id', type: 'text', primaryKeyConstraintName: 'agents_pkey' })
   spiffeId!: string;
 
-  /** How the agent attested: `join_token` or `x509pop`. */
+  /** How the agent attested: the node attestor's type (`join_token`, `x509pop`, …). */
   @Column({ name: 'attestation_type', type: 'text' })
   attestationType!: string;
 

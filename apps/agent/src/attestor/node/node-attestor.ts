@@ -1,56 +1,52 @@
-import { type KeyObject, createPrivateKey, createPublicKey, sign, X509Certificate } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
-import { pemBlocks, PEM_LABEL } from '@sigil/pki';
-import { type NodeAttestationConfig } from '../../config.js';
-import { type AttestationResponse } from '@sigil/agent-api';
-import { type ServerClient } from '../../client/server-client.js';
-
-/** The attestation requests of the server client. */
-export type AttestationApi = Pick<ServerClient, 'attestJoinToken' | 'x509popChallenge' | 'attestX509pop'>;
+import type { AttestationRequestBody, AttestationResponse } from '@sigil/agent-api';
+import type { ServerClient } from '../../client/server-client.js';
 
 /**
- * Attests this node to the server with the configured method and the agent's CSR (its new key, no SAN).
+ * A node attestor, the agent side (SPIRE's agent `nodeattestor` plug-in): it produces the evidence that proves this
+ * node's identity to the server's attestor of the same type, and answers that attestor's challenge if it asks one.
+ * The agent adds its CSR, sends the request and keeps the SVID; everything else (retries, storage, re-attestation)
+ * lives outside the plug-in.
  *
- * - join token: the token is single-use; the server issues `spiffe://<td>/sigil/agent/join_token/<token id>`.
- * - x509pop (SPIRE's x509pop node attestor): the agent sends its certificate chain, the server answers with a random
- *   nonce, and the agent proves it holds the leaf's private key by signing it (ECDSA with SHA-256, DER signature;
- *   or RSA PKCS#1 v1.5 with SHA-256). The files are read at every attestation, so a renewed certificate on disk is
- *   used for the next re-attestation.
+ * An attestor is a folder beside this file, listed once in `NODE_ATTESTORS` (node-attestors.ts).
  */
+export interface NodeAttestor {
+  /** SPIRE's plug-in name (`join_token`, `x509pop`), as the server's attestor and the stored state name it. */
+  readonly type: string;
+  /** The path segment of its routes: `POST /agent/v1/attest/<route>` (and `…/<route>/challenge`). */
+  readonly route: string;
+  /**
+   * The evidence of the attestation request (its fields besides `csr`). An attestor whose server side asks a
+   * challenge first sends its challenge request with `challenge` and answers what comes back.
+   */
+  evidence(challenge: (request: object) => Promise<unknown>): Promise<object>;
+  /**
+   * Set for a single-use credential (a join token): the node cannot attest with it again once it is used, so the
+   * agent remembers its digest and tells the operator how to get another.
+   */
+  readonly singleUse?: SingleUseCredential;
+}
+
+export interface SingleUseCredential {
+  /** SHA-256 (hex) of the credential: what the agent stores instead of the credential. */
+  readonly sha256: string;
+  /** What it is, for messages: `join token`. */
+  readonly name: string;
+  /** How to get another one: `generate a new one with 'sigil-server token generate'`. */
+  readonly renewal: string;
+  /** The flag that passes it: `--join-token`. */
+  readonly flag: string;
+}
+
+/** The attestation requests of the server client. */
+export type AttestationApi = Pick<ServerClient, 'attest' | 'attestationChallenge'>;
+
+/** Attests this node with `attestor` and the agent's CSR (its new key, no SAN). */
 export async function attestNode(
   api: AttestationApi,
-  method: NodeAttestationConfig,
+  attestor: NodeAttestor,
   csrPem: string,
 ): Promise<AttestationResponse> {
-  if (method.method === 'join_token') return api.attestJoinToken(method.token, csrPem);
-  const { chain, key } = await readX509popCredentials(method.certFile, method.keyFile);
-  const challenge = await api.x509popChallenge(chain);
-  return api.attestX509pop(challenge.challengeId, signX509popNonce(key, challenge.nonce), csrPem);
-}
-
-/** Signs the x509pop nonce with the leaf's key: ECDSA (DER) or RSA PKCS#1 v1.5, both over SHA-256. */
-export function signX509popNonce(key: KeyObject, nonce: Uint8Array): Uint8Array {
-  if (key.asymmetricKeyType !== 'ec' && key.asymmetricKeyType !== 'rsa') {
-    throw new Error(`x509pop key: must be an EC or RSA key, got ${String(key.asymmetricKeyType)}`);
-  }
-  return new Uint8Array(sign('sha256', nonce, key));
-}
-
-/** Reads the x509pop certificate chain (PEM, leaf first) and the leaf's private key, and checks that they match. */
-export async function readX509popCredentials(
-  certFile: string,
-  keyFile: string,
-): Promise<{ chain: Uint8Array[]; key: KeyObject }> {
-  const chain = pemBlocks(await readFile(certFile, 'utf8'))
-    .filter((block) => block.label === PEM_LABEL.certificate)
-    .map((block) => block.der);
-  if (chain.length === 0) throw new Error(`x509pop certificate: ${certFile} holds no CERTIFICATE block`);
-  const key = createPrivateKey(await readFile(keyFile, 'utf8'));
-  const leaf = new X509Certificate(chain[0] as Uint8Array);
-  const fromKey = createPublicKey(key).export({ type: 'spki', format: 'der' });
-  const fromLeaf = leaf.publicKey.export({ type: 'spki', format: 'der' });
-  if (!fromKey.equals(fromLeaf)) {
-    throw new Error(`x509pop key: ${keyFile} is not the private key of the first certificate of ${certFile}`);
-  }
-  return { chain, key };
+  const evidence = await attestor.evidence((request) => api.attestationChallenge(attestor.route, request));
+  const body: AttestationRequestBody = { ...evidence, csr: csrPem };
+  return api.attest(attestor.route, body);
 }
