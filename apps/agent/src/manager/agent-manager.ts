@@ -5,7 +5,7 @@ import { SIGIL_AGENT_PATH_PREFIX, type Clock, systemClock } from '@sigil/runtime
 import { type TrustBundle, type TrustDomain, idFromCertificate, parseX509Svid, verifyX509Svid } from '@sigil/spiffe';
 import { type AgentSvidResponse } from '@sigil/agent-api';
 import { type AttestationApi, type NodeAttestor, attestNode } from '../attestor/node/node-attestor.js';
-import { createNodeAttestor } from '../attestor/node/node-attestors.js';
+import { createNodeAttestor, type NodeAttestorFactory } from '../attestor/node/node-attestors.js';
 import { AgentApiError, retryDelayMs, type ServerClient } from '../client/server-client.js';
 import { ServerUnavailableError } from '../client/tls-transport.js';
 import { Backoff, sleep } from '../common/backoff.js';
@@ -16,6 +16,8 @@ import { type AgentIdentity, type CurrentAgentSvid } from './agent-identity.js';
 
 export interface AgentManagerOptions {
   readonly attestation: NodeAttestationConfig | undefined;
+  /** The attestors `attestation` may name, by type; by default NODE_ATTESTORS (a test may add its own). */
+  readonly nodeAttestors?: Readonly<Record<string, NodeAttestorFactory>>;
   readonly trustDomain: TrustDomain | undefined;
   /** Told about every new bundle of our trust domain (attestation, re-attestation). */
   readonly onBundle?: (bundle: TrustBundle) => void;
@@ -64,7 +66,7 @@ export class AgentManager {
     this.clock = options.clock ?? systemClock;
     this.random = options.random ?? Math.random;
     this.backoff = options.backoff ?? new Backoff(1000, 30_000, this.random);
-    this.attestor = options.attestation && createNodeAttestor(options.attestation);
+    this.attestor = options.attestation && createNodeAttestor(options.attestation, options.nodeAttestors);
     this.fatal = new Promise((resolve) => {
       this.failFatal = resolve;
     });
