@@ -183,10 +183,7 @@ describe('node attestor settings the server refuses at start', () => {
       { nodeAttestor: ['x509pop'] },
       '--node-attestor x509pop: option ca_bundle: required: the PEM file of the CAs node certificates chain to',
     ],
-    [
-      { nodeAttestor: ['preshared:can_reattest=false'] },
-      '--node-attestor preshared: option nodes_file: required',
-    ],
+    [{ nodeAttestor: ['preshared:can_reattest=false'] }, '--node-attestor preshared: option nodes_file: required'],
   ])('%j', async (flags, message) => {
     await expect(
       startAgentApiTestServer({ clock, flags, nodeAttestors: [PresharedAttestor] }).then((api) => api.close()),

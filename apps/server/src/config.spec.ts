@@ -310,3 +310,71 @@ describe('loadServerConfig', () => {
     ]);
   });
 });
+
+describe('loadServerConfig: node attestors', () => {
+  const settings = (input: LoadServerConfigInput) =>
+    loadServerConfig(input).nodeAttestors.map(({ type, options, source }) => ({ type, options, source }));
+
+  it('enables join_token by default, and x509pop too when its CA bundle is set', () => {
+    expect(settings({})).toEqual([{ type: 'join_token', options: {}, source: '--node-attestor' }]);
+    expect(settings({ cwd: '/srv', env: { SIGIL_X509POP_CA_BUNDLE: 'nodes.pem' } })).toEqual([
+      { type: 'join_token', options: {}, source: '--node-attestor' },
+      { type: 'x509pop', options: { ca_bundle: '/srv/nodes.pem' }, source: 'x509pop_ca_bundle' },
+    ]);
+  });
+
+  it('takes --node-attestor (repeatable), SIGIL_NODE_ATTESTORS and the file, flags first; only those listed', () => {
+    const flags = { nodeAttestor: ['x509pop:ca_bundle=/etc/nodes.pem', 'k8s_psat:cluster=a,audience=sigil=x'] };
+    expect(settings({ flags, env: { SIGIL_NODE_ATTESTORS: 'join_token' } })).toEqual([
+      { type: 'x509pop', options: { ca_bundle: '/etc/nodes.pem' }, source: '--node-attestor' },
+      { type: 'k8s_psat', options: { cluster: 'a', audience: 'sigil=x' }, source: '--node-attestor' },
+    ]);
+    expect(settings({ env: { SIGIL_NODE_ATTESTORS: ' join_token\n x509pop:ca_bundle=/a.pem ' } })).toEqual([
+      { type: 'join_token', options: {}, source: 'SIGIL_NODE_ATTESTORS' },
+      { type: 'x509pop', options: { ca_bundle: '/a.pem' }, source: 'SIGIL_NODE_ATTESTORS' },
+    ]);
+    const file = writeConfig('attestors.json', { node_attestors: { x509pop: { ca_bundle: '/b, c.pem' } } });
+    expect(settings({ file })).toEqual([
+      { type: 'x509pop', options: { ca_bundle: '/b, c.pem' }, source: 'node_attestors' },
+    ]);
+  });
+
+  it('gives --x509pop-ca-bundle to an x509pop listed without a bundle, and refuses two bundles', () => {
+    const flags = { nodeAttestor: ['x509pop'], x509popCaBundle: '/etc/nodes.pem' };
+    expect(settings({ flags })).toEqual([
+      { type: 'x509pop', options: { ca_bundle: '/etc/nodes.pem' }, source: '--node-attestor' },
+    ]);
+    expect(problemsOf({ flags: { ...flags, nodeAttestor: ['x509pop:ca_bundle=/other.pem'] } })).toEqual([
+      '--node-attestor: x509pop has a ca_bundle option and the x509pop CA bundle is set too: set one',
+    ]);
+  });
+
+  it.each([
+    [
+      { flags: { nodeAttestor: ['X509pop'] } },
+      '--node-attestor: must be <type>[:<option>=<value>,…] with a type of a-z, 0-9 and _, got "X509pop"',
+    ],
+    [
+      { flags: { nodeAttestor: ['x509pop:ca_bundle'] } },
+      '--node-attestor: x509pop: options must be <option>=<value> separated by commas, got "ca_bundle"',
+    ],
+    [
+      { flags: { nodeAttestor: ['x509pop:ca_bundle='] } },
+      '--node-attestor: x509pop: options must be <option>=<value> separated by commas, got "ca_bundle="',
+    ],
+    [{ flags: { nodeAttestor: ['x509pop:a=1,a=2'] } }, '--node-attestor: x509pop: option a is set twice'],
+    [{ flags: { nodeAttestor: ['join_token', 'join_token'] } }, '--node-attestor: join_token is enabled twice'],
+    [{ env: { SIGIL_NODE_ATTESTORS: '   ' } }, 'SIGIL_NODE_ATTESTORS: must name at least one node attestor'],
+    [{ file: 'empty' }, 'node_attestors: must name at least one node attestor'],
+    [{ file: 'not-object' }, 'node_attestors.x509pop: must be an object of options, e.g. {}'],
+    [{ file: 'not-string' }, 'node_attestors.x509pop.ca_bundle: must be a string'],
+  ])('refuses %j', (input, problem) => {
+    const files: Record<string, unknown> = {
+      empty: { node_attestors: {} },
+      'not-object': { node_attestors: { x509pop: 'ca.pem' } },
+      'not-string': { node_attestors: { x509pop: { ca_bundle: 7 } } },
+    };
+    const resolved = 'file' in input ? { file: writeConfig(`${input.file}.json`, files[input.file]) } : input;
+    expect(problemsOf(resolved as LoadServerConfigInput)).toEqual([problem]);
+  });
+});

@@ -515,7 +515,8 @@ const ATTESTOR_NAME = /^[a-z0-9_]+$/;
 export function parseNodeAttestorSpec(text: string): { type: string; options: Record<string, string> } | string {
   const colon = text.indexOf(':');
   const type = colon < 0 ? text : text.slice(0, colon);
-  if (!ATTESTOR_NAME.test(type)) return `must be <type>[:<option>=<value>,…] with a type of a-z, 0-9 and _, got ${JSON.stringify(text)}`;
+  if (!ATTESTOR_NAME.test(type))
+    return `must be <type>[:<option>=<value>,…] with a type of a-z, 0-9 and _, got ${JSON.stringify(text)}`;
   const options: Record<string, string> = {};
   for (const pair of colon < 0 ? [] : text.slice(colon + 1).split(',')) {
     const equals = pair.indexOf('=');
@@ -577,7 +578,11 @@ function nodeAttestorSettings(
     const x509pop = settings.findIndex((setting) => setting.type === X509POP_ATTESTOR.type);
     const listed = settings[x509pop];
     if (listed === undefined) {
-      settings.push({ type: X509POP_ATTESTOR.type, options: { ca_bundle: x509popCaBundle }, source: 'x509pop_ca_bundle' });
+      settings.push({
+        type: X509POP_ATTESTOR.type,
+        options: { ca_bundle: x509popCaBundle },
+        source: 'x509pop_ca_bundle',
+      });
     } else if (listed.options['ca_bundle'] === undefined) {
       settings[x509pop] = { ...listed, options: Object.freeze({ ...listed.options, ca_bundle: x509popCaBundle }) };
     } else {

@@ -107,7 +107,9 @@ export class ServerClient implements AgentApi {
    * agent's CSR); every attestor's last step.
    */
   async attest(route: string, body: AttestationRequestBody): Promise<AttestationResponse> {
-    return parseAttestationResponse(await this.call({ method: 'POST', path: attestationPath(route), body, mtls: false }));
+    return parseAttestationResponse(
+      await this.call({ method: 'POST', path: attestationPath(route), body, mtls: false }),
+    );
   }
 
   /** `POST /agent/v1/attest/<route>/challenge`: the challenge of the node attestor at `route`, which parses it. */

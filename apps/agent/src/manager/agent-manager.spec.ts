@@ -290,9 +290,9 @@ describe('AgentManager', () => {
     const keyFile = join(dir, 'other.key');
     await writeFile(certFile, leaf.certificate.toString('pem'));
     await writeFile(keyFile, toPem(PEM_LABEL.privateKey, await other.privateKeyPkcs8()));
-    await expect(manager({ type: 'x509pop', options: { cert_file: certFile, key_file: keyFile } }).manager.start()).rejects.toThrow(
-      `x509pop key: ${keyFile} is not the private key of the first certificate of ${certFile}`,
-    );
+    await expect(
+      manager({ type: 'x509pop', options: { cert_file: certFile, key_file: keyFile } }).manager.start(),
+    ).rejects.toThrow(`x509pop key: ${keyFile} is not the private key of the first certificate of ${certFile}`);
   });
 
   it('renews the agent SVID at half its life with a new key, and persists it', async () => {

@@ -135,7 +135,8 @@ export class AgentManager {
   private async reattest(refusal: AgentApiError): Promise<void> {
     const attestor = this.attestor;
     const used = this.identity.current()?.state.usedCredentialSha256;
-    const spent = attestor?.singleUse !== undefined && attestor.singleUse.sha256 === used ? attestor.singleUse : undefined;
+    const spent =
+      attestor?.singleUse !== undefined && attestor.singleUse.sha256 === used ? attestor.singleUse : undefined;
     if (attestor === undefined || spent !== undefined) {
       const confirmed = await this.confirmRefusal(refusal);
       if (confirmed === undefined) return;

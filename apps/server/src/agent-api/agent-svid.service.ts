@@ -90,13 +90,16 @@ export class AgentSvidService {
    */
   async attest(agentId: SpiffeId, csr: FastParsedCsr, record: AttestationRecord): Promise<AttestationResult> {
     const svid = this.issue(agentId, csr);
-    await this.agents.recordAttestation({
-      spiffeId: svid.spiffeId,
-      attestationType: record.attestationType,
-      serialNumber: svid.serialNumber,
-      svidExpiresAt: svid.expiresAt,
-      selectors: [...record.selectors],
-    }, record.canReattest);
+    await this.agents.recordAttestation(
+      {
+        spiffeId: svid.spiffeId,
+        attestationType: record.attestationType,
+        serialNumber: svid.serialNumber,
+        svidExpiresAt: svid.expiresAt,
+        selectors: [...record.selectors],
+      },
+      record.canReattest,
+    );
     return { svid, bundle: this.bundles.ownJwks() };
   }
 

@@ -35,7 +35,9 @@ export class NodeAttestorRegistry implements OnModuleInit {
       const attestor = byType.get(setting.type);
       const where = `${setting.source} ${setting.type}`;
       if (attestor === undefined) {
-        throw new Error(`${setting.source}: unknown node attestor ${JSON.stringify(setting.type)} (known: ${[...byType.keys()].join(', ')})`);
+        throw new Error(
+          `${setting.source}: unknown node attestor ${JSON.stringify(setting.type)} (known: ${[...byType.keys()].join(', ')})`,
+        );
       }
       const unknown = Object.keys(setting.options).filter((name) => !attestor.optionNames.includes(name));
       if (unknown.length > 0) {
@@ -92,4 +94,3 @@ export class NodeAttestorRegistry implements OnModuleInit {
     return this.attestors;
   }
 }
-
