@@ -24,6 +24,19 @@ const quiet = { log: () => undefined, warn: () => undefined, error: () => undefi
 const RACK_7 = 'rack-7-secret-0123456789';
 const RACK_8 = 'rack-8-secret-0123456789';
 
+/** A server with the example attestor registered, enabled by `settings(nodes file)`, with this fixture of nodes. */
+function startWithExample(clock: FakeClock, nodes: Record<string, string>, settings: (file: string) => string[]) {
+  return startAgentApiTestServer({
+    clock,
+    nodeAttestors: [PresharedAttestor],
+    prepare: async (scratch) => {
+      const file = join(scratch, 'nodes.json');
+      await writeFile(file, JSON.stringify(nodes));
+      return { nodeAttestor: settings(file) };
+    },
+  });
+}
+
 describe('an example node attestor registered on both sides', () => {
   const clock = new FakeClock(Date.now());
   let api: AgentApiTestServer;
@@ -31,15 +44,10 @@ describe('an example node attestor registered on both sides', () => {
   let dir: string;
 
   beforeAll(async () => {
-    api = await startAgentApiTestServer({
-      clock,
-      nodeAttestors: [PresharedAttestor],
-      prepare: async (scratch) => {
-        const nodes = join(scratch, 'nodes.json');
-        await writeFile(nodes, JSON.stringify({ 'rack-7': RACK_7, 'rack-8': RACK_8 }));
-        return { nodeAttestor: ['join_token', `preshared:nodes_file=${nodes}`] };
-      },
-    });
+    api = await startWithExample(clock, { 'rack-7': RACK_7, 'rack-8': RACK_8 }, (file) => [
+      'join_token',
+      `preshared:nodes_file=${file}`,
+    ]);
     bundle = await api.trustBundle();
     dir = await mkdtemp(join(tmpdir(), 'sigil-example-attestor-'));
   }, 120_000);
@@ -137,15 +145,9 @@ describe('an example node attestor that allows no re-attestation', () => {
   let api: AgentApiTestServer;
 
   beforeAll(async () => {
-    api = await startAgentApiTestServer({
-      clock,
-      nodeAttestors: [PresharedAttestor],
-      prepare: async (scratch) => {
-        const nodes = join(scratch, 'nodes.json');
-        await writeFile(nodes, JSON.stringify({ 'rack-9': RACK_7 }));
-        return { nodeAttestor: [`preshared:nodes_file=${nodes},can_reattest=false`] };
-      },
-    });
+    api = await startWithExample(clock, { 'rack-9': RACK_7 }, (file) => [
+      `preshared:nodes_file=${file},can_reattest=false`,
+    ]);
   }, 120_000);
 
   afterAll(async () => {
