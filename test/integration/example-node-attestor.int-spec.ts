@@ -132,6 +132,23 @@ describe('an example node attestor registered on both sides', () => {
     });
   });
 
+  it("documents each attestor's messages in the OpenAPI document", async () => {
+    const { body } = await api.call('GET', '/docs/json');
+    const paths = body['paths'] as Record<string, { post: { requestBody: { content: Record<string, unknown> } } }>;
+    const schemaOf = (path: string) =>
+      paths[path]!.post.requestBody.content['application/json'] as { schema: { oneOf: { $ref: string }[] } };
+    expect(schemaOf('/agent/v1/attest/{attestor}').schema.oneOf.map((ref) => ref.$ref)).toEqual([
+      '#/components/schemas/JoinTokenAttestationDto',
+      '#/components/schemas/X509popAttestationDto',
+      '#/components/schemas/PresharedAttestationDto',
+    ]);
+    expect(schemaOf('/agent/v1/attest/{attestor}/challenge').schema.oneOf.map((ref) => ref.$ref)).toEqual([
+      '#/components/schemas/X509popChallengeRequestDto',
+    ]);
+    const schemas = (body['components'] as { schemas: Record<string, { required?: string[] }> }).schemas;
+    expect(schemas['PresharedAttestationDto']?.required).toEqual(['secret', 'csr']);
+  });
+
   it('lets a node attest again when the plug-in allows it', async () => {
     const first = await attestAgent(RACK_8, join(dir, 'b1'));
     const again = await attestAgent(RACK_8, join(dir, 'b2'));

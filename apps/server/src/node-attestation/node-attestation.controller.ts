@@ -38,11 +38,13 @@ export class NodeAttestationController implements OnModuleInit {
     private readonly attestation: NodeAttestationService,
     private readonly registry: NodeAttestorRegistry,
     private readonly adapter: HttpAdapterHost,
-  ) {}
+  ) {
+    // In the constructor: the OpenAPI document is built after the app is created, before it is initialised.
+    documentAttestors(this.registry);
+  }
 
   onModuleInit(): void {
     registries.set(this.adapter.httpAdapter.getInstance<FastifyInstance>(), this.registry);
-    documentAttestors(this.registry);
   }
 
   @Post(':attestor/challenge')
