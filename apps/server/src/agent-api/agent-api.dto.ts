@@ -26,18 +26,15 @@ import {
   ArrayMaxSize,
   ArrayMinSize,
   IsArray,
-  IsBase64,
   IsInt,
   IsNotEmpty,
   IsOptional,
   IsString,
-  IsUUID,
   MaxLength,
   Min,
 } from 'class-validator';
 import { EntryResponseDto } from '../entries/entry.dto.js';
 import type { IssuedAgentSvid } from './agent-svid.service.js';
-
 
 /*
  * The agent API's messages are defined once, in @sigil/agent-api (wire types, limits, parse and serialize). These
