@@ -243,7 +243,11 @@ describe('loadAgentConfig', () => {
       ...base(),
       file: 'jwt.json',
       flags: { ...base().flags, jwtSvidMissBurstPerUid: '500' },
-      env: { SIGIL_AGENT_JWT_SVID_CACHE_MAX_MIB_PER_UID: '16', SIGIL_AGENT_JWT_SVID_MAX_PENDING_PER_UID: '256' },
+      env: {
+        SIGIL_AGENT_JWT_SVID_CACHE_MAX_MIB_PER_UID: '16',
+        SIGIL_AGENT_JWT_SVID_MAX_PENDING_PER_UID: '256',
+        SIGIL_AGENT_JWT_SVID_MAX_CONCURRENT_SIGNING: '2',
+      },
     });
     expect(config.jwtSvidLimits).toEqual({
       ...JWT_SVID_LIMITS,
@@ -252,7 +256,16 @@ describe('loadAgentConfig', () => {
       missRatePerSecond: 20,
       missBurst: 500,
       maxPendingMissesPerUid: 256,
+      maxConcurrentSigning: 2,
     });
+    expect(
+      loadAgentConfig({ ...base(), flags: { ...base().flags, jwtSvidMaxConcurrentSigning: '16' } }).jwtSvidLimits,
+    ).toMatchObject({ maxConcurrentSigning: 16 });
+    await writeFile(join(dir, 'jwt-lane.json'), JSON.stringify({ jwt_svid_max_concurrent_signing: 3 }));
+    expect(loadAgentConfig({ ...base(), file: 'jwt-lane.json' }).jwtSvidLimits.maxConcurrentSigning).toBe(3);
+    expect(
+      problemsOf({ ...base(), env: { ...base().env, SIGIL_AGENT_JWT_SVID_MAX_CONCURRENT_SIGNING: '257' } }),
+    ).toEqual(["SIGIL_AGENT_JWT_SVID_MAX_CONCURRENT_SIGNING: must be a whole number from 1 to 256, got '257'"]);
     expect(
       problemsOf({
         ...base(),

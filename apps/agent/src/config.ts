@@ -139,6 +139,7 @@ export interface AgentConfigFlags {
   jwtSvidMaxPendingPerUid?: string;
   workloadAttestor?: string[];
   workloadAttestationTimeout?: string;
+  jwtSvidMaxConcurrentSigning?: string;
 }
 
 export interface LoadAgentConfigInput {
@@ -272,6 +273,7 @@ class RawAgentConfig {
   workload_attestor?: unknown;
 
   @IsOptional() @IsDurationSeconds(1, 300) workload_attestation_timeout?: unknown;
+  @IsOptional() @IsCountFrom(1, 256) jwt_svid_max_concurrent_signing?: unknown;
 }
 
 type RawKey = keyof RawAgentConfig;
@@ -334,6 +336,10 @@ const SOURCES: Record<RawKey, ConfigSource<keyof AgentConfigFlags>> = {
   workload_attestation_timeout: {
     flag: 'workloadAttestationTimeout',
     env: 'SIGIL_AGENT_WORKLOAD_ATTESTATION_TIMEOUT',
+  },
+  jwt_svid_max_concurrent_signing: {
+    flag: 'jwtSvidMaxConcurrentSigning',
+    env: 'SIGIL_AGENT_JWT_SVID_MAX_CONCURRENT_SIGNING',
   },
 };
 
@@ -462,6 +468,7 @@ export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
     missRatePerSecond: count('jwt_svid_miss_rate_per_uid', JWT_SVID_LIMITS.missRatePerSecond),
     missBurst: count('jwt_svid_miss_burst_per_uid', JWT_SVID_LIMITS.missBurst),
     maxPendingMissesPerUid: count('jwt_svid_max_pending_per_uid', JWT_SVID_LIMITS.maxPendingMissesPerUid),
+    maxConcurrentSigning: count('jwt_svid_max_concurrent_signing', JWT_SVID_LIMITS.maxConcurrentSigning),
   };
   if (jwtSvidLimits.cacheMaxBytesPerUid > jwtSvidLimits.cacheMaxBytes) {
     problems.push(

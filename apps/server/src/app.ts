@@ -167,9 +167,6 @@ export function connectionLimits(config: ServerConfig): ConnectionLimits {
   };
 }
 
-/** The TLS listener's accept queue length (see startServer). */
-const TLS_LISTEN_BACKLOG = 4096;
-
 /**
  * Starts the server: builds the app, installs the TLS certificate (`spiffe://<td>/sigil/server`, kept fresh),
  * listens on the TCP port and on the admin Unix socket.
@@ -209,10 +206,8 @@ export async function startServer(
 
   try {
     await refresher.start();
-    // Node's default accept queue is 511: a burst of connections beyond it (an attacker's, or a fleet reconnecting)
-    // makes the kernel drop everyone's SYNs, which costs a legitimate client a 1 s retransmit before the per-address
-    // caps can refuse anything. The kernel caps this at net.core.somaxconn (4096 on current kernels).
-    await app.listen({ port: config.port, host: config.bindAddress, backlog: TLS_LISTEN_BACKLOG });
+    // Node's default accept queue is 511, too short for a burst (see DEFAULT_LISTEN_BACKLOG).
+    await app.listen({ port: config.port, host: config.bindAddress, backlog: config.listenBacklog });
     adminServer = await listenOnAdminSocket(config.adminSocket, routing, app.get(AdminSocketConnections));
   } catch (error) {
     await close();

@@ -184,6 +184,77 @@ describe('loadServerConfig', () => {
     );
   });
 
+  it('reads the operational limits of issue 16 (long-polls, pool wait, signing queue, renewals, backlog)', () => {
+    expect(loadServerConfig({ cwd: '/srv' })).toMatchObject({
+      agentMaxLongPolls: 2,
+      databasePoolTimeoutSeconds: 10,
+      signingQueueMaxItems: 20_000,
+      agentRenewRatePerSecond: 0.2,
+      agentRenewBurst: 10,
+      listenBacklog: 4096,
+    });
+    const file = writeConfig('operational.json', { agent_renew_rate: 0.05, listen_backlog: 128 });
+    expect(
+      loadServerConfig({
+        cwd: '/srv',
+        file,
+        flags: { agentMaxLongPolls: '1', databasePoolTimeout: '2s' },
+        env: { SIGIL_SIGNING_QUEUE_MAX_ITEMS: '1000', SIGIL_AGENT_RENEW_BURST: '3' },
+      }),
+    ).toMatchObject({
+      agentMaxLongPolls: 1,
+      databasePoolTimeoutSeconds: 2,
+      signingQueueMaxItems: 1000,
+      agentRenewRatePerSecond: 0.05,
+      agentRenewBurst: 3,
+      listenBacklog: 128,
+    });
+    expect(
+      loadServerConfig({
+        file: writeConfig('operational-2.json', {
+          agent_max_long_polls: 4,
+          database_pool_timeout: '1m',
+          signing_queue_max_items: 600,
+          agent_renew_burst: 20,
+        }),
+        flags: { agentRenewRate: '1.5', listenBacklog: '511' },
+        env: { SIGIL_LISTEN_BACKLOG: '9' },
+      }),
+    ).toMatchObject({
+      agentMaxLongPolls: 4,
+      databasePoolTimeoutSeconds: 60,
+      signingQueueMaxItems: 600,
+      agentRenewRatePerSecond: 1.5,
+      agentRenewBurst: 20,
+      listenBacklog: 511,
+    });
+    expect(
+      loadServerConfig({
+        env: {
+          SIGIL_AGENT_MAX_LONG_POLLS: '3',
+          SIGIL_DATABASE_POOL_TIMEOUT: '30s',
+          SIGIL_AGENT_RENEW_RATE: '2',
+        },
+      }),
+    ).toMatchObject({ agentMaxLongPolls: 3, databasePoolTimeoutSeconds: 30, agentRenewRatePerSecond: 2 });
+    expect(
+      problemsOf({
+        flags: { agentMaxLongPolls: '0', signingQueueMaxItems: '499', agentRenewRate: '0', listenBacklog: '70000' },
+        env: { SIGIL_DATABASE_POOL_TIMEOUT: '10m', SIGIL_AGENT_RENEW_BURST: '0' },
+      }),
+    ).toEqual([
+      "--agent-max-long-polls: must be a whole number from 1 to 100, got '0'",
+      "SIGIL_DATABASE_POOL_TIMEOUT: must be a duration from 1s to 5m, such as 90s, 15m or 1h30m (a bare number is seconds), got '10m'",
+      "--signing-queue-max-items: must be a whole number from 500 to 10000000, got '499'",
+      "--agent-renew-rate: must be a number from 0.001 to 1000, got '0'",
+      "SIGIL_AGENT_RENEW_BURST: must be a whole number from 1 to 10000, got '0'",
+      "--listen-backlog: must be a whole number from 1 to 65535, got '70000'",
+    ]);
+    expect(problemsOf({ file: writeConfig('renew.json', { agent_renew_rate: '1/s' }) })).toEqual([
+      "agent_renew_rate: must be a number from 0.001 to 1000, got '1/s'",
+    ]);
+  });
+
   it.each<[string, LoadServerConfigInput, string]>([
     [
       'uppercase trust domain in the file',

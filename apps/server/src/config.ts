@@ -8,6 +8,7 @@ import {
   IsCountFrom,
   IsDurationSeconds,
   IsNonEmptyString,
+  IsNumberFrom,
   IsOneOf,
   IsTrustDomainName,
   SOCKET_PATH_RULE,
@@ -21,9 +22,12 @@ import {
 import {
   DEFAULT_AGENT_JWT_SIGN_BURST,
   DEFAULT_AGENT_JWT_SIGN_RATE,
+  DEFAULT_AGENT_RENEW_BURST,
+  DEFAULT_AGENT_RENEW_RATE,
   DEFAULT_AGENT_SIGN_BURST,
   DEFAULT_AGENT_SIGN_MAX_IN_FLIGHT,
   DEFAULT_AGENT_SIGN_RATE,
+  DEFAULT_SIGNING_QUEUE_MAX_ITEMS,
   MAX_CSR_BATCH,
 } from './agent-api/signing-limits.js';
 import { IsOptional, ValidateBy, validateSync } from 'class-validator';
@@ -123,6 +127,18 @@ export interface ServerConfig {
   readonly agentJwtSignBurst: number;
   /** X.509-SVID batches one agent may have in progress at once. */
   readonly agentSignMaxInFlight: number;
+  /** Long-polls one agent may hold open at once; a further one answers the oldest at once. */
+  readonly agentMaxLongPolls: number;
+  /** Longest a query waits for a pooled database connection (and for a new connection) before it fails with 503. */
+  readonly databasePoolTimeoutSeconds: number;
+  /** CSRs and JWT requests waiting in the signing queue over every agent; past it, signing answers 503. */
+  readonly signingQueueMaxItems: number;
+  /** Per-agent token bucket of the agent's own SVID renewals: refill per second (may be below 1). */
+  readonly agentRenewRatePerSecond: number;
+  /** Size of that bucket. */
+  readonly agentRenewBurst: number;
+  /** Accept queue length of the TLS listener (the kernel caps it at `net.core.somaxconn`). */
+  readonly listenBacklog: number;
 }
 
 /** Nest injection token of the frozen {@link ServerConfig}. */
@@ -165,6 +181,19 @@ export const DEFAULT_HTTP_IDLE_TIMEOUT_SECONDS = 10;
 export const DEFAULT_AGENT_SYNC_RATE = 5;
 export const DEFAULT_AGENT_SYNC_BURST = 20;
 export const DEFAULT_AGENT_STATUS_CACHE_TTL_SECONDS = 30;
+/**
+ * Long-polls per agent: one for the agent's current poll, one for a poll of its previous connection or process that
+ * the server has not noticed is gone yet.
+ */
+export const DEFAULT_AGENT_MAX_LONG_POLLS = 2;
+/** How long a query waits for a pooled database connection (pg-pool `connectionTimeoutMillis`). */
+export const DEFAULT_DATABASE_POOL_TIMEOUT_SECONDS = 10;
+/**
+ * The TLS listener's accept queue. Node's default is 511: a burst of connections beyond it (an attacker's, or a fleet
+ * reconnecting) makes the kernel drop everyone's SYNs, which costs a legitimate client a 1 s retransmit before the
+ * per-address caps can refuse anything. The kernel caps it at net.core.somaxconn (4096 on current kernels).
+ */
+export const DEFAULT_LISTEN_BACKLOG = 4096;
 
 const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
 
@@ -208,6 +237,12 @@ export interface ServerConfigFlags {
   agentJwtSignRate?: string;
   agentJwtSignBurst?: string;
   agentSignMaxInFlight?: string;
+  agentMaxLongPolls?: string;
+  databasePoolTimeout?: string;
+  signingQueueMaxItems?: string;
+  agentRenewRate?: string;
+  agentRenewBurst?: string;
+  listenBacklog?: string;
 }
 
 export interface LoadServerConfigInput {
@@ -321,6 +356,12 @@ class RawServerConfig {
   @IsOptional() @IsCountFrom(1, 1_000_000) agent_jwt_sign_rate?: unknown;
   @IsOptional() @IsCountFrom(1, 1_000_000) agent_jwt_sign_burst?: unknown;
   @IsOptional() @IsCountFrom(1, 1_000) agent_sign_max_in_flight?: unknown;
+  @IsOptional() @IsCountFrom(1, 100) agent_max_long_polls?: unknown;
+  @IsOptional() @IsDurationSeconds(1, 300) database_pool_timeout?: unknown;
+  @IsOptional() @IsCountFrom(MAX_CSR_BATCH, 10_000_000) signing_queue_max_items?: unknown;
+  @IsOptional() @IsNumberFrom(0.001, 1_000) agent_renew_rate?: unknown;
+  @IsOptional() @IsCountFrom(1, 10_000) agent_renew_burst?: unknown;
+  @IsOptional() @IsCountFrom(1, 65_535) listen_backlog?: unknown;
 }
 
 type RawKey = Exclude<keyof RawServerConfig, never>;
@@ -370,6 +411,12 @@ const SOURCES: Record<RawKey, ConfigSource<keyof ServerConfigFlags>> = {
   agent_jwt_sign_rate: { flag: 'agentJwtSignRate', env: 'SIGIL_AGENT_JWT_SIGN_RATE', file: true },
   agent_jwt_sign_burst: { flag: 'agentJwtSignBurst', env: 'SIGIL_AGENT_JWT_SIGN_BURST', file: true },
   agent_sign_max_in_flight: { flag: 'agentSignMaxInFlight', env: 'SIGIL_AGENT_SIGN_MAX_IN_FLIGHT', file: true },
+  agent_max_long_polls: { flag: 'agentMaxLongPolls', env: 'SIGIL_AGENT_MAX_LONG_POLLS', file: true },
+  database_pool_timeout: { flag: 'databasePoolTimeout', env: 'SIGIL_DATABASE_POOL_TIMEOUT', file: true },
+  signing_queue_max_items: { flag: 'signingQueueMaxItems', env: 'SIGIL_SIGNING_QUEUE_MAX_ITEMS', file: true },
+  agent_renew_rate: { flag: 'agentRenewRate', env: 'SIGIL_AGENT_RENEW_RATE', file: true },
+  agent_renew_burst: { flag: 'agentRenewBurst', env: 'SIGIL_AGENT_RENEW_BURST', file: true },
+  listen_backlog: { flag: 'listenBacklog', env: 'SIGIL_LISTEN_BACKLOG', file: true },
 };
 
 /**
@@ -494,6 +541,12 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
       raw.agent_sign_max_in_flight === undefined
         ? DEFAULT_AGENT_SIGN_MAX_IN_FLIGHT
         : Number(raw.agent_sign_max_in_flight),
+    agentMaxLongPolls: count('agent_max_long_polls', DEFAULT_AGENT_MAX_LONG_POLLS),
+    databasePoolTimeoutSeconds: seconds('database_pool_timeout', DEFAULT_DATABASE_POOL_TIMEOUT_SECONDS),
+    signingQueueMaxItems: count('signing_queue_max_items', DEFAULT_SIGNING_QUEUE_MAX_ITEMS),
+    agentRenewRatePerSecond: count('agent_renew_rate', DEFAULT_AGENT_RENEW_RATE),
+    agentRenewBurst: count('agent_renew_burst', DEFAULT_AGENT_RENEW_BURST),
+    listenBacklog: count('listen_backlog', DEFAULT_LISTEN_BACKLOG),
     ...(raw.database_url !== undefined && { databaseUrl: raw.database_url as string }),
     ...(upstreamCert !== undefined &&
       upstreamKey !== undefined && {

@@ -2,7 +2,13 @@ import { readFileSync } from 'node:fs';
 import { TrustDomain } from '@sigil/spiffe';
 import { ValidateBy, type ValidationArguments } from 'class-validator';
 import { DURATION_SYNTAX, formatDuration } from './duration.js';
-import { nullConfigValueProblem, parseCount, parseDurationSeconds, showConfigValue } from './config-value.js';
+import {
+  nullConfigValueProblem,
+  parseCount,
+  parseDecimal,
+  parseDurationSeconds,
+  showConfigValue,
+} from './config-value.js';
 
 /**
  * Configuration layering, the same for both apps: a flag beats its environment variable, which beats the JSON config
@@ -125,6 +131,18 @@ export function IsCountFrom(min: number, max: number): PropertyDecorator {
       return count !== undefined && count >= min && count <= max;
     },
     `must be a whole number from ${min} to ${max}`,
+  );
+}
+
+/** A number from `min` to `max`, fractions allowed (a JSON number in the file, `0.2` in a flag or variable). */
+export function IsNumberFrom(min: number, max: number): PropertyDecorator {
+  return ConfigRule(
+    'isNumber',
+    (value) => {
+      const number = parseDecimal(value);
+      return number !== undefined && number >= min && number <= max;
+    },
+    `must be a number from ${min} to ${max}`,
   );
 }
 

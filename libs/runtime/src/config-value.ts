@@ -43,3 +43,13 @@ export function parseCount(value: unknown): number | undefined {
   const count = typeof value === 'string' && /^\d{1,15}$/.test(value.trim()) ? Number(value.trim()) : value;
   return typeof count === 'number' && Number.isSafeInteger(count) ? count : undefined;
 }
+
+/**
+ * A non-negative decimal number an operator wrote in a config key (a JSON number, or `0.2`/`5` in a flag or an
+ * environment variable); undefined when it is not one. For rates below one per second.
+ */
+export function parseDecimal(value: unknown): number | undefined {
+  const number =
+    typeof value === 'string' && /^\d{1,15}(\.\d{1,15})?$/.test(value.trim()) ? Number(value.trim()) : value;
+  return typeof number === 'number' && Number.isFinite(number) && number >= 0 ? number : undefined;
+}

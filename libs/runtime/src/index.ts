@@ -4,12 +4,19 @@ export {
   prepareSocketDirectory,
   type SocketDirectoryOptions,
 } from './socket-directory.js';
-export { nullConfigValueProblem, parseCount, parseDurationSeconds, showConfigValue } from './config-value.js';
+export {
+  nullConfigValueProblem,
+  parseCount,
+  parseDecimal,
+  parseDurationSeconds,
+  showConfigValue,
+} from './config-value.js';
 export {
   ConfigRule,
   IsCountFrom,
   IsDurationSeconds,
   IsNonEmptyString,
+  IsNumberFrom,
   IsOneOf,
   IsTrustDomainName,
   flagName,

@@ -43,6 +43,7 @@ const FLAG_KEYS: readonly (keyof AgentConfigFlags)[] = [
   'jwtSvidMaxPendingPerUid',
   'workloadAttestor',
   'workloadAttestationTimeout',
+  'jwtSvidMaxConcurrentSigning',
 ];
 
 /**
@@ -132,6 +133,10 @@ export function runCommand(): Command {
     .option(
       '--jwt-svid-max-pending-per-uid <n>',
       `JWT-SVID requests of one caller uid waiting for the server (${jwt.maxPendingMissesPerUid})`,
+    )
+    .option(
+      '--jwt-svid-max-concurrent-signing <n>',
+      `JWT-SVID requests at the server at once, and connections kept for them; one uid gets half (${jwt.maxConcurrentSigning})`,
     )
     .action(async (options: RunOptions) => {
       const flags: AgentConfigFlags = {};

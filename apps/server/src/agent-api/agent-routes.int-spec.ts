@@ -21,7 +21,7 @@ import type { Entry, EntryInput } from '../entries/entry.js';
 import { JoinTokensService } from '../join-tokens/join-tokens.service.js';
 import { AuthorisedEntriesService } from './authorised-entries.service.js';
 import { AgentSigningBudget } from './signing-budget.js';
-import { AGENT_RENEW_LIMIT, MAX_CSR_BATCH, SIGNING_CONCURRENCY } from './signing-limits.js';
+import { DEFAULT_AGENT_RENEW_BURST, MAX_CSR_BATCH, SIGNING_CONCURRENCY } from './signing-limits.js';
 
 const backend = process.env.DATABASE_URL ? 'postgres' : 'embedded';
 /** The smallest X.509 burst the config takes (one full batch), refilled at 1 CSR/s: one batch spends it. */
@@ -485,7 +485,7 @@ describe(`agent API: mTLS routes (${backend})`, () => {
     // Renewal has a budget of its own, small: a renewal loop is refused, with when to retry.
     let refused: AgentApiResponse | undefined;
     let credentials = renewedAgent;
-    for (let i = 1; i <= AGENT_RENEW_LIMIT.burst && refused === undefined; i += 1) {
+    for (let i = 1; i <= DEFAULT_AGENT_RENEW_BURST && refused === undefined; i += 1) {
       const next = await newAgentKey();
       const answer = await api.call('POST', '/agent/v1/renew', { csr: await next.csr() }, credentials);
       if (answer.status === 200) credentials = credentialsOf(answer.body['svid'], next.privateKeyPem);

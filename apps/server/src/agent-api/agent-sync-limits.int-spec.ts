@@ -8,7 +8,8 @@ import {
 } from '../../../../test/support/agent-api.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { JoinTokensService } from '../join-tokens/join-tokens.service.js';
-import { MAX_LONG_POLLS_PER_AGENT, SyncService } from './sync.service.js';
+import { DEFAULT_AGENT_MAX_LONG_POLLS } from '../config.js';
+import { SyncService } from './sync.service.js';
 
 const backend = process.env.DATABASE_URL ? 'postgres' : 'embedded';
 const SYNC_BURST = 6;
@@ -63,7 +64,7 @@ describe(`agent API: sync limits (${backend})`, () => {
     expect((await flooder.call('GET', '/agent/v1/sync?revision=0')).status).toBe(200);
   });
 
-  it(`holds at most ${MAX_LONG_POLLS_PER_AGENT} long-polls per agent: a newer one answers the oldest at once`, async () => {
+  it(`holds at most ${DEFAULT_AGENT_MAX_LONG_POLLS} long-polls per agent: a newer one answers the oldest at once`, async () => {
     const agent = await joinAgent();
     const syncs = api.server.app.get(SyncService);
     const start = await agent.call('GET', '/agent/v1/sync?revision=0');
@@ -82,17 +83,56 @@ describe(`agent API: sync limits (${backend})`, () => {
     // The agent restarted (its earlier polls are dead to it): its new poll is served, the oldest one answered.
     const third = poll();
     expect(await first).toMatchObject({ status: 200, body: { entries: [], deleted_ids: [] } });
-    await vi.waitFor(() => expect(syncs.openPolls(agent.spiffeId)).toBe(MAX_LONG_POLLS_PER_AGENT), {
+    await vi.waitFor(() => expect(syncs.openPolls(agent.spiffeId)).toBe(DEFAULT_AGENT_MAX_LONG_POLLS), {
       timeout: 15_000,
     });
     // Many more at once (within the rate limit): never more than the cap waiting.
     clock.advance(10_000);
     const more = Array.from({ length: SYNC_BURST - 1 }, () => poll());
-    await vi.waitFor(() => expect(syncs.openPolls(agent.spiffeId)).toBe(MAX_LONG_POLLS_PER_AGENT), {
+    await vi.waitFor(() => expect(syncs.openPolls(agent.spiffeId)).toBe(DEFAULT_AGENT_MAX_LONG_POLLS), {
       timeout: 15_000,
     });
     const superseded = await Promise.all([second, third, ...more.slice(0, -2)]);
     expect(superseded.every((answer) => answer.status === 200)).toBe(true);
-    expect(syncs.openPolls(agent.spiffeId)).toBeLessThanOrEqual(MAX_LONG_POLLS_PER_AGENT);
+    expect(syncs.openPolls(agent.spiffeId)).toBeLessThanOrEqual(DEFAULT_AGENT_MAX_LONG_POLLS);
+  });
+});
+
+describe(`agent API: agent_max_long_polls set to 1 (${backend})`, () => {
+  let api: AgentApiTestServer;
+
+  beforeAll(async () => {
+    api = await startAgentApiTestServer({ clock: new FakeClock(Date.now()), flags: { agentMaxLongPolls: '1' } });
+  });
+
+  afterAll(async () => {
+    await api?.close();
+  });
+
+  it('answers the first long-poll at once when the same agent opens a second', async () => {
+    const { token } = await api.server.app.get(JoinTokensService).create({});
+    const key = await newAgentKey();
+    const attested = await api.call('POST', '/agent/v1/attest/join-token', { token, csr: await key.csr() });
+    const credentials = credentialsOf(attested.body['svid'], key.privateKeyPem);
+    const agentId = attested.body['spiffe_id'] as string;
+    const syncs = api.server.app.get(SyncService);
+    const start = await api.call('GET', '/agent/v1/sync?revision=0', undefined, credentials);
+    const sequence = (start.body['bundle'] as { spiffe_sequence: number }).spiffe_sequence;
+    const poll = () =>
+      api.call(
+        'GET',
+        `/agent/v1/sync?revision=${start.body['revision'] as number}&bundle_sequence=${sequence}&wait_ms=30000`,
+        undefined,
+        credentials,
+      );
+    let firstAnswered = false;
+    const first = poll().then((answer) => ((firstAnswered = true), answer));
+    await vi.waitFor(() => expect(syncs.openPolls(agentId)).toBe(1), { timeout: 15_000 });
+    expect(firstAnswered).toBe(false);
+    const second = poll();
+    expect(await first).toMatchObject({ status: 200, body: { entries: [], deleted_ids: [] } });
+    await vi.waitFor(() => expect(syncs.openPolls(agentId)).toBe(1), { timeout: 15_000 });
+    // Close the server with the second one still waiting: shutdown answers it.
+    void second;
   });
 });

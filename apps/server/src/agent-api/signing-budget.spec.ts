@@ -1,7 +1,7 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { AgentSigningBudget, type SigningBudgetConfig } from './signing-budget.js';
-import { AGENT_RENEW_LIMIT } from './signing-limits.js';
+import { SIGNING_CONCURRENCY } from './signing-limits.js';
 
 const A = 'spiffe://td/sigil/agent/join_token/a';
 const B = 'spiffe://td/sigil/agent/join_token/b';
@@ -12,6 +12,9 @@ const config: SigningBudgetConfig = {
   agentJwtSignRatePerSecond: 2,
   agentJwtSignBurst: 3,
   agentSignMaxInFlight: 2,
+  agentRenewRatePerSecond: 0.2,
+  agentRenewBurst: 10,
+  signingQueueMaxItems: 20_000,
 };
 
 const refusal = (call: () => unknown) => {
@@ -54,7 +57,7 @@ describe('AgentSigningBudget', () => {
     });
     expect(() => budget.charge(A, 'x509')).toThrow();
     // Both workload budgets are spent; the agent still renews its own SVID.
-    for (let i = 0; i < AGENT_RENEW_LIMIT.burst; i++) budget.charge(A, 'renewal');
+    for (let i = 0; i < config.agentRenewBurst; i++) budget.charge(A, 'renewal');
     expect(refusal(() => budget.charge(A, 'renewal'))).toMatchObject({ retryAfterSeconds: 5 });
   });
 
@@ -142,5 +145,45 @@ describe('AgentSigningBudget', () => {
     }
     expect(await held).toEqual([1, 2, 3]);
     expect(budget.queued).toBe(0);
+  });
+
+  it('takes the renewal budget from agent_renew_rate and agent_renew_burst', () => {
+    const clock = new FakeClock();
+    const budget = new AgentSigningBudget({ ...config, agentRenewRatePerSecond: 0.5, agentRenewBurst: 3 }, clock);
+    for (let i = 0; i < 3; i++) budget.charge(A, 'renewal');
+    expect(refusal(() => budget.charge(A, 'renewal'))).toMatchObject({
+      kind: 'resource_exhausted',
+      retryAfterSeconds: 2,
+      message:
+        `agent ${A}: over its agent SVID renewal budget (0.5 renewals/s, burst 3; agent_renew_rate, ` +
+        `agent_renew_burst), this request costs 1: retry in 2 s`,
+    });
+    clock.advance(2_000);
+    budget.charge(A, 'renewal');
+  });
+
+  it('holds at most signing_queue_max_items waiting, over every agent', async () => {
+    const budget = new AgentSigningBudget({ ...config, signingQueueMaxItems: 5 }, new FakeClock());
+    let release = (): void => undefined;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const work = async (chunk: readonly number[]) => {
+      await released;
+      return chunk;
+    };
+    // Every signing slot busy with another agent's request (running items leave the queue), then 5 items wait.
+    const running = Array.from({ length: SIGNING_CONCURRENCY }, (_, i) =>
+      budget.inTurn(`${A}-${i}`, 'x509', [i], work),
+    );
+    await vi.waitFor(() => expect(budget.queued).toBe(0));
+    const items = [1, 2, 3, 4, 5];
+    const held = budget.inTurn(A, 'x509', items, work);
+    expect(budget.queued).toBe(5);
+    await expect(budget.inTurn(B, 'jwt', [1], (chunk) => Promise.resolve(chunk))).rejects.toMatchObject({
+      kind: 'unavailable',
+      message: 'signing queue full: 5 items waiting, at most 5: the server is busy signing, retry in 1 s',
+    });
+    release();
+    expect(await held).toEqual(items);
+    await Promise.all(running);
   });
 });

@@ -5,12 +5,7 @@ import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { FairQueue, FairQueueFullError, type FairQueueOptions } from './fair-queue.js';
-import {
-  AGENT_RENEW_LIMIT,
-  SIGNING_CHUNK_SIZE,
-  SIGNING_CONCURRENCY,
-  SIGNING_QUEUE_MAX_ITEMS,
-} from './signing-limits.js';
+import { SIGNING_CHUNK_SIZE, SIGNING_CONCURRENCY } from './signing-limits.js';
 
 /** What an agent asks the server to sign, each kind with its own budget. */
 export type SigningKind = 'renewal' | 'x509' | 'jwt';
@@ -22,6 +17,9 @@ export type SigningBudgetConfig = Pick<
   | 'agentJwtSignRatePerSecond'
   | 'agentJwtSignBurst'
   | 'agentSignMaxInFlight'
+  | 'agentRenewRatePerSecond'
+  | 'agentRenewBurst'
+  | 'signingQueueMaxItems'
 >;
 
 /** Optional injection token: the fair queue's shape, for tests (the defaults are {@link SIGNING_CHUNK_SIZE} etc.). */
@@ -34,7 +32,7 @@ const KIND_NAMES: Readonly<Record<SigningKind, string>> = {
 };
 
 const KIND_KEYS: Readonly<Record<SigningKind, string>> = {
-  renewal: 'fixed',
+  renewal: 'agent_renew_rate, agent_renew_burst',
   x509: 'agent_sign_rate, agent_sign_burst',
   jwt: 'agent_jwt_sign_rate, agent_jwt_sign_burst',
 };
@@ -77,7 +75,7 @@ export class AgentSigningBudget {
     @Optional() @Inject(SIGNING_QUEUE_OPTIONS) queueOptions?: FairQueueOptions,
   ) {
     this.limits = {
-      renewal: AGENT_RENEW_LIMIT,
+      renewal: { ratePerSecond: config.agentRenewRatePerSecond, burst: config.agentRenewBurst },
       x509: { ratePerSecond: config.agentSignRatePerSecond, burst: config.agentSignBurst },
       jwt: { ratePerSecond: config.agentJwtSignRatePerSecond, burst: config.agentJwtSignBurst },
     };
@@ -91,7 +89,7 @@ export class AgentSigningBudget {
       queueOptions ?? {
         chunkSize: SIGNING_CHUNK_SIZE,
         concurrency: SIGNING_CONCURRENCY,
-        maxQueuedItems: SIGNING_QUEUE_MAX_ITEMS,
+        maxQueuedItems: config.signingQueueMaxItems,
       },
     );
     this.refusals = new RateLimitedLog(new Logger(AgentSigningBudget.name), { now: () => clock.now().getTime() });

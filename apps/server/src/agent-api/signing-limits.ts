@@ -30,15 +30,18 @@ export const DEFAULT_AGENT_SIGN_MAX_IN_FLIGHT = 4;
 
 /**
  * The agent's own SVID renewal: its own small bucket, never charged by workload signing, so an agent whose X.509 or
- * JWT budget is spent still renews. An agent renews at half its SVID's lifetime; a few retries fit easily.
+ * JWT budget is spent still renews. An agent renews at half its SVID's lifetime; a few retries fit easily
+ * (`agent_renew_rate`, `agent_renew_burst`).
  */
-export const AGENT_RENEW_LIMIT = { ratePerSecond: 0.2, burst: 10 } as const;
+export const DEFAULT_AGENT_RENEW_RATE = 0.2;
+export const DEFAULT_AGENT_RENEW_BURST = 10;
 
 /**
  * CSRs and JWT requests waiting in the server's signing queue, over every agent. Past it, signing answers 503 (the
- * agent tries another replica or backs off): about five seconds of one core's signing.
+ * agent tries another replica or backs off): about five seconds of one core's signing (`signing_queue_max_items`, at
+ * least a full batch, or a batch could never be queued).
  */
-export const SIGNING_QUEUE_MAX_ITEMS = 20_000;
+export const DEFAULT_SIGNING_QUEUE_MAX_ITEMS = 20_000;
 /**
  * CSRs of one batch signed in one turn of the fair queue: a 1-CSR request of another agent waits for at most one
  * such chunk per busy agent (a few milliseconds each), not for whole 500-CSR batches.

@@ -1,19 +1,13 @@
-import { Injectable, type BeforeApplicationShutdown } from '@nestjs/common';
+import { Inject, Injectable, type BeforeApplicationShutdown } from '@nestjs/common';
 import type { SpiffeJwks, TrustBundle } from '@sigil/spiffe';
 import { BundleService } from '../bundle/bundle.service.js';
+import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import type { CallingAgent } from './agent-request.js';
 import { AuthorisedEntriesService } from './authorised-entries.service.js';
 import type { AuthorisedDelta } from './entry-graph.js';
 
 /** Longest a sync request is held waiting for a change. */
 export const MAX_SYNC_WAIT_MS = 30_000;
-
-/**
- * Long-polls one agent may hold open at once. A further one answers the oldest at once (with what it would have
- * answered at its deadline), so an agent that restarts, or whose previous connection died unnoticed, is never
- * locked out by its own earlier poll, and an agent cannot hold more than this many requests waiting.
- */
-export const MAX_LONG_POLLS_PER_AGENT = 2;
 
 /** A sync waiting for a change; `superseded` once a newer poll of the same agent took its place. */
 interface LongPoll {
@@ -42,7 +36,9 @@ export interface SyncResult {
  * The agent's sync: its authorised entries since a revision, and the bundles. A long-poll: when nothing changed for
  * the agent and its bundle is current, the request waits (up to the asked time) for the entry index or the bundle
  * to change, and answers at once when one does. At shutdown, waiting requests are answered right away. At most
- * {@link MAX_LONG_POLLS_PER_AGENT} wait per agent (the newest win).
+ * `agent_max_long_polls` wait per agent: a further one answers the oldest at once (with what it would have answered
+ * at its deadline), so an agent that restarts, or whose previous connection died unnoticed, is never locked out by
+ * its own earlier poll, and an agent cannot hold more requests waiting.
  */
 @Injectable()
 export class SyncService implements BeforeApplicationShutdown {
@@ -54,6 +50,7 @@ export class SyncService implements BeforeApplicationShutdown {
   constructor(
     private readonly index: AuthorisedEntriesService,
     private readonly bundles: BundleService,
+    @Inject(SERVER_CONFIG) private readonly config: Pick<ServerConfig, 'agentMaxLongPolls'>,
   ) {}
 
   async sync(agent: CallingAgent, request: SyncRequest, signal?: AbortSignal): Promise<SyncResult> {
@@ -104,7 +101,7 @@ export class SyncService implements BeforeApplicationShutdown {
     const open = this.polls.get(agentId) ?? [];
     open.push(poll);
     this.polls.set(agentId, open);
-    while (open.length > MAX_LONG_POLLS_PER_AGENT) {
+    while (open.length > this.config.agentMaxLongPolls) {
       const oldest = open.shift()!;
       oldest.superseded = true;
       oldest.wake?.();

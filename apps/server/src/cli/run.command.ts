@@ -42,6 +42,12 @@ const FLAG_KEYS: readonly (keyof ServerConfigFlags)[] = [
   'agentJwtSignRate',
   'agentJwtSignBurst',
   'agentSignMaxInFlight',
+  'agentMaxLongPolls',
+  'databasePoolTimeout',
+  'signingQueueMaxItems',
+  'agentRenewRate',
+  'agentRenewBurst',
+  'listenBacklog',
 ];
 
 /** `sigil-server run`: validates the configuration before anything starts, then serves until SIGINT/SIGTERM. */
@@ -96,6 +102,15 @@ export function runCommand(): Command {
     .option('--agent-jwt-sign-rate <n>', 'JWT-SVIDs per second each agent may have signed (default 100)')
     .option('--agent-jwt-sign-burst <n>', 'JWT-SVIDs an agent may have signed at once (default 1000)')
     .option('--agent-sign-max-in-flight <n>', 'X.509-SVID batches of one agent in progress at once (default 4)')
+    .option('--agent-max-long-polls <n>', 'sync long-polls one agent may hold open; more answer the oldest (default 2)')
+    .option(
+      '--database-pool-timeout <duration>',
+      'longest a query waits for a pooled connection, then 503 (default 10s)',
+    )
+    .option('--signing-queue-max-items <n>', 'CSRs and JWT requests waiting to be signed, all agents (default 20000)')
+    .option('--agent-renew-rate <n>', 'agent SVID renewals per second per agent, fractions allowed (default 0.2)')
+    .option('--agent-renew-burst <n>', 'agent SVID renewals an agent may make at once (default 10)')
+    .option('--listen-backlog <n>', 'accept queue of the TLS port, capped by net.core.somaxconn (default 4096)')
     .action(async (options: RunOptions) => {
       const flags: ServerConfigFlags = {};
       for (const key of FLAG_KEYS) if (options[key] !== undefined) Object.assign(flags, { [key]: options[key] });

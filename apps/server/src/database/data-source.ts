@@ -11,7 +11,7 @@ import { Admin1764000200000 } from '#migrations/1764000200000-Admin';
 import { AdminTokenEntity } from '../auth/admin-token.entity.js';
 import { AuditRecordEntity } from '../audit/audit-record.entity.js';
 import { JoinTokenEntity } from '../join-tokens/join-token.entity.js';
-import { POOL_TIMEOUT_MS } from './database-errors.js';
+import { DEFAULT_DATABASE_POOL_TIMEOUT_SECONDS } from '../config.js';
 import { AgentEntity } from '../agents/agent.entity.js';
 
 /**
@@ -48,7 +48,7 @@ export interface DataSourceConnectionOptions {
   /** Pool size; against the embedded database it must not exceed the socket server's `maxConnections`. */
   poolSize?: number;
   applicationName?: string;
-  /** Longest wait for a pooled connection (and for a new connection); default {@link POOL_TIMEOUT_MS}. */
+  /** Longest wait for a pooled connection (and for a new connection); default `database_pool_timeout`'s. */
   poolTimeoutMs?: number;
 }
 
@@ -71,7 +71,7 @@ export function createDataSource(options: DataSourceConnectionOptions): DataSour
     // Query errors are thrown to the caller, which logs them once where they are handled.
     logging: false,
     // Also how long a query waits for a free pooled connection; past it the request gets 503 (database-errors.ts).
-    connectTimeoutMS: options.poolTimeoutMs ?? POOL_TIMEOUT_MS,
+    connectTimeoutMS: options.poolTimeoutMs ?? DEFAULT_DATABASE_POOL_TIMEOUT_SECONDS * 1000,
     poolErrorHandler: (error: unknown) =>
       logger.warn(`database pool error: ${error instanceof Error ? error.message : String(error)}`),
   });

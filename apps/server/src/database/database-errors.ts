@@ -1,8 +1,5 @@
 import { AppError } from '../common/errors.js';
 
-/** How long a query waits for a free pooled connection before it fails (pg-pool `connectionTimeoutMillis`). */
-export const POOL_TIMEOUT_MS = 10_000;
-
 /** What pg-pool rejects with when no connection freed up within its `connectionTimeoutMillis`. */
 const POOL_TIMEOUT_MESSAGE = 'timeout exceeded when trying to connect';
 

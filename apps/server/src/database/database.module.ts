@@ -15,7 +15,12 @@ import { Database } from './database.js';
     {
       provide: Database,
       inject: [SERVER_CONFIG],
-      useFactory: (config: ServerConfig) => Database.open({ databaseUrl: config.databaseUrl, dataDir: config.dataDir }),
+      useFactory: (config: ServerConfig) =>
+        Database.open({
+          databaseUrl: config.databaseUrl,
+          dataDir: config.dataDir,
+          poolTimeoutMs: config.databasePoolTimeoutSeconds * 1000,
+        }),
     },
     { provide: DataSource, inject: [Database], useFactory: (database: Database) => database.dataSource },
     { provide: EntityManager, inject: [DataSource], useFactory: (dataSource: DataSource) => dataSource.manager },

@@ -16,6 +16,8 @@ export interface OpenDatabaseOptions {
   dataDir: string;
   /** Pool size for PostgreSQL; the embedded database always gets {@link EMBEDDED_POOL_SIZE}. */
   poolSize?: number;
+  /** Longest wait for a pooled connection (`database_pool_timeout`); absent: its default. */
+  poolTimeoutMs?: number;
 }
 
 /**
@@ -39,6 +41,7 @@ export class Database implements OnApplicationShutdown {
       const dataSource = await openDataSource({
         url: options.databaseUrl,
         poolSize: options.poolSize ?? DEFAULT_POOL_SIZE,
+        ...(options.poolTimeoutMs !== undefined && { poolTimeoutMs: options.poolTimeoutMs }),
       });
       logger.log({ msg: 'database ready', databaseKind: 'postgres' });
       return new Database('postgres', options.databaseUrl, dataSource, undefined);
@@ -50,7 +53,11 @@ export class Database implements OnApplicationShutdown {
       // One connection: pglite-socket multiplexes every client connection onto PGlite's single backend, and two
       // connections whose extended-protocol messages interleave corrupt each other's portals and results ("portal
       // does not exist", rows of the other query). PGlite runs one statement at a time anyway, so this costs nothing.
-      const dataSource = await openDataSource({ url: embedded.url, poolSize: EMBEDDED_POOL_SIZE });
+      const dataSource = await openDataSource({
+        url: embedded.url,
+        poolSize: EMBEDDED_POOL_SIZE,
+        ...(options.poolTimeoutMs !== undefined && { poolTimeoutMs: options.poolTimeoutMs }),
+      });
       logger.log({ msg: 'database ready', databaseKind: 'embedded', dataDir: dbDir });
       return new Database('embedded', embedded.url, dataSource, embedded);
     } catch (error) {
