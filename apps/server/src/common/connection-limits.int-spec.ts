@@ -57,7 +57,7 @@ function getFrom(
 describe(`TLS port connection limits (${backend})`, () => {
   let api: AgentApiTestServer;
   let agent: ClientCredentials;
-  /** A second agent: each agent holds at most 2 long-polls (MAX_LONG_POLLS_PER_AGENT), the cap needs 4 held. */
+  /** A second agent: each agent holds at most 2 long-polls (agent_max_long_polls), the cap needs 4 held. */
   let otherAgent: ClientCredentials;
 
   beforeAll(async () => {
