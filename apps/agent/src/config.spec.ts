@@ -159,6 +159,29 @@ describe('loadAgentConfig', () => {
     ]);
   });
 
+  it('takes any node attestor of its registry with --node-attestor <type>:<options>, from a flag, a variable or the file', () => {
+    const flags = { ...base().flags, joinToken: undefined };
+    expect(
+      loadAgentConfig({ ...base(), flags: { ...flags, nodeAttestor: 'x509pop:cert_file=/n/c.pem,key_file=/n/k.pem' } })
+        .attestation,
+    ).toEqual({ type: 'x509pop', options: { cert_file: '/n/c.pem', key_file: '/n/k.pem' } });
+    expect(
+      loadAgentConfig({ ...base(), flags, env: { SIGIL_AGENT_NODE_ATTESTOR: 'join_token:token=tok-2' } }).attestation,
+    ).toEqual({ type: 'join_token', options: { token: 'tok-2' } });
+    expect(problemsOf({ ...base(), flags: { ...flags, nodeAttestor: 'k8s_psat:cluster=c1' } })).toEqual([
+      '--node-attestor: unknown node attestor "k8s_psat" (known: join_token, x509pop)',
+    ]);
+    expect(problemsOf({ ...base(), flags: { ...flags, nodeAttestor: 'x509pop:cert_file=/n/c.pem' } })).toEqual([
+      '--node-attestor: x509pop attestor: options cert_file and key_file are required',
+    ]);
+    expect(problemsOf({ ...base(), flags: { ...flags, nodeAttestor: 'x509pop:cert_file' } })).toEqual([
+      '--node-attestor: x509pop: options must be <option>=<value> separated by commas, got "cert_file"',
+    ]);
+    expect(problemsOf({ ...base(), flags: { ...base().flags, nodeAttestor: 'join_token:token=tok-2' } })).toEqual([
+      '--node-attestor: use either it or --join-token, not both',
+    ]);
+  });
+
   it('allows no attestation method (resume from the data dir)', () => {
     expect(
       loadAgentConfig({ ...base(), flags: { ...base().flags, joinToken: undefined } }).attestation,

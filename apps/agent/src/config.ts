@@ -12,6 +12,7 @@ import {
   isNonEmptyString,
   isSocketPath,
   layerConfig,
+  parsePluginSpec,
   parseCount,
   parseDurationSeconds,
   readJsonConfigFile,
@@ -30,6 +31,7 @@ import {
   DEFAULT_UID_HASH_QUOTA_BYTES_PER_MINUTE,
 } from './attestor/workload/unix/executable-digest.js';
 import { JWT_SVID_LIMITS, type JwtSvidLimits } from './manager/jwt-signing-lane.js';
+import { NODE_ATTESTORS } from './attestor/node/node-attestors.js';
 import { WORKLOAD_ATTESTORS, knownTypes } from './attestor/workload/registry.js';
 import { DEFAULT_WORKLOAD_ATTESTATION_TIMEOUT_MS } from './attestor/workload/workload-attestor.js';
 import { parseServerAddress, type ServerAddress } from './client/server-address.js';
@@ -113,6 +115,7 @@ export function insecureBootstrapWarning(
 /** Flags as commander hands them over (camelCase of the `--kebab-case` flag). */
 export interface AgentConfigFlags {
   serverAddress?: string[];
+  nodeAttestor?: string;
   joinToken?: string;
   x509popCert?: string;
   x509popKey?: string;
@@ -217,6 +220,10 @@ class RawAgentConfig {
   })
   join_token?: unknown;
 
+  @IsOptional()
+  @ConfigRule('isPluginSpec', isNonEmptyString, 'must be <type>[:<option>=<value>,…]')
+  node_attestor?: unknown;
+
   @IsOptional() @ConfigRule('isNonEmptyString', isNonEmptyString, 'must be a file path') x509pop_cert_file?: unknown;
   @IsOptional() @ConfigRule('isNonEmptyString', isNonEmptyString, 'must be a file path') x509pop_key_file?: unknown;
   @IsOptional() @ConfigRule('isNonEmptyString', isNonEmptyString, 'must be a file path') trust_bundle_file?: unknown;
@@ -281,6 +288,7 @@ type RawKey = keyof RawAgentConfig;
 /** Where each key can come from. */
 const SOURCES: Record<RawKey, ConfigSource<keyof AgentConfigFlags>> = {
   server_address: { flag: 'serverAddress', env: 'SIGIL_AGENT_SERVER_ADDRESS' },
+  node_attestor: { flag: 'nodeAttestor', env: 'SIGIL_AGENT_NODE_ATTESTOR' },
   join_token: { flag: 'joinToken', env: 'SIGIL_AGENT_JOIN_TOKEN' },
   x509pop_cert_file: { flag: 'x509popCert', env: 'SIGIL_AGENT_X509POP_CERT' },
   x509pop_key_file: { flag: 'x509popKey', env: 'SIGIL_AGENT_X509POP_KEY' },
@@ -351,6 +359,25 @@ function toBoolean(value: unknown): boolean | undefined {
 }
 
 /**
+ * `--node-attestor <type>[:<option>=<value>,…]`: any node attestor of the agent's registry with its options, checked
+ * by building it (the same spec syntax as the server's `--node-attestor`). Returns the problem when it is not one.
+ */
+function nodeAttestorSpec(text: string): NodeAttestationConfig | string {
+  const spec = parsePluginSpec(text);
+  if (typeof spec === 'string') return spec;
+  const factory = Object.hasOwn(NODE_ATTESTORS, spec.type) ? NODE_ATTESTORS[spec.type] : undefined;
+  if (factory === undefined) {
+    return `unknown node attestor ${JSON.stringify(spec.type)} (known: ${Object.keys(NODE_ATTESTORS).join(', ')})`;
+  }
+  try {
+    factory(spec.options);
+  } catch (error) {
+    return (error as Error).message;
+  }
+  return { type: spec.type, options: Object.freeze({ ...spec.options }) };
+}
+
+/**
  * Loads and validates the agent configuration. Throws {@link AgentConfigError} listing every bad key, named as the
  * operator wrote it (`--server-address`, `SIGIL_AGENT_SERVER_ADDRESS` or the file's `server_address`).
  */
@@ -386,6 +413,10 @@ export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
   if (raw.join_token !== undefined && certFile !== undefined) {
     problems.push(`${name('join_token')}: use either a join token or x509pop, not both`);
   }
+  if (raw.node_attestor !== undefined && (raw.join_token !== undefined || certFile !== undefined)) {
+    const other = raw.join_token !== undefined ? name('join_token') : name('x509pop_cert_file');
+    problems.push(`${name('node_attestor')}: use either it or ${other}, not both`);
+  }
   const insecure = toBoolean(raw.insecure_bootstrap) ?? false;
   const bundleFile = raw.trust_bundle_file as string | undefined;
   if (insecure && bundleFile !== undefined) {
@@ -417,6 +448,11 @@ export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
   let attestation: NodeAttestationConfig | undefined;
   if (raw.join_token !== undefined) {
     attestation = { type: JOIN_TOKEN_ATTESTOR.type, options: Object.freeze({ token: raw.join_token as string }) };
+  }
+  if (raw.node_attestor !== undefined) {
+    const spec = nodeAttestorSpec(raw.node_attestor as string);
+    if (typeof spec === 'string') problems.push(`${name('node_attestor')}: ${spec}`);
+    else attestation = spec;
   }
   if (certFile !== undefined && keyFile !== undefined) {
     const files = { cert_file: path(certFile), key_file: path(keyFile) };

@@ -11,9 +11,11 @@ import {
   IsNumberFrom,
   IsOneOf,
   IsTrustDomainName,
+  PLUGIN_NAME,
   SOCKET_PATH_RULE,
   isSocketPath,
   layerConfig,
+  parsePluginSpec,
   parseDurationSeconds,
   readJsonConfigFile,
   showConfigValue,
@@ -559,30 +561,6 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
   return Object.freeze(config);
 }
 
-const ATTESTOR_NAME = /^[a-z0-9_]+$/;
-
-/**
- * Parses `<type>[:<option>=<value>,…]`, e.g. `x509pop:ca_bundle=/etc/sigil/nodes.pem`: the type as SPIRE names the
- * plug-in, then its options; a value may hold anything but a comma.
- */
-export function parseNodeAttestorSpec(text: string): { type: string; options: Record<string, string> } | string {
-  const colon = text.indexOf(':');
-  const type = colon < 0 ? text : text.slice(0, colon);
-  if (!ATTESTOR_NAME.test(type))
-    return `must be <type>[:<option>=<value>,…] with a type of a-z, 0-9 and _, got ${JSON.stringify(text)}`;
-  const options: Record<string, string> = {};
-  for (const pair of colon < 0 ? [] : text.slice(colon + 1).split(',')) {
-    const equals = pair.indexOf('=');
-    const name = equals < 0 ? pair : pair.slice(0, equals);
-    if (equals < 0 || !ATTESTOR_NAME.test(name) || equals === pair.length - 1) {
-      return `${type}: options must be <option>=<value> separated by commas, got ${JSON.stringify(pair)}`;
-    }
-    if (name in options) return `${type}: option ${name} is set twice`;
-    options[name] = pair.slice(equals + 1);
-  }
-  return { type, options };
-}
-
 /**
  * The enabled node attestors: those of `--node-attestor` (repeatable), `SIGIL_NODE_ATTESTORS` (the same, separated
  * by spaces) or the file's `node_attestors` object (`{"x509pop": {"ca_bundle": "…"}}`); by default `join_token`
@@ -606,7 +584,7 @@ function nodeAttestorSettings(
     const specs = typeof value === 'string' ? value.split(/\s+/).filter(Boolean) : value;
     if (specs.length === 0) problems.push(`${source}: must name at least one node attestor`);
     for (const spec of specs) {
-      const parsed = typeof spec === 'string' ? parseNodeAttestorSpec(spec) : 'must be a string';
+      const parsed = typeof spec === 'string' ? parsePluginSpec(spec) : 'must be a string';
       if (typeof parsed === 'string') problems.push(`${source}: ${parsed}`);
       else add(parsed.type, parsed.options);
     }
@@ -614,7 +592,7 @@ function nodeAttestorSettings(
     const entries = Object.entries(value);
     if (entries.length === 0) problems.push(`${source}: must name at least one node attestor`);
     for (const [type, options] of entries) {
-      if (!ATTESTOR_NAME.test(type)) {
+      if (!PLUGIN_NAME.test(type)) {
         problems.push(`${source}: ${JSON.stringify(type)} is not a node attestor type (a-z, 0-9 and _)`);
       } else if (typeof options !== 'object' || options === null || Array.isArray(options)) {
         problems.push(`${source}.${type}: must be an object of options, e.g. {}`);

@@ -4,6 +4,7 @@ export {
   prepareSocketDirectory,
   type SocketDirectoryOptions,
 } from './socket-directory.js';
+export { PLUGIN_NAME, parsePluginSpec, type PluginSpec } from './plugin-spec.js';
 export {
   nullConfigValueProblem,
   parseCount,

@@ -17,6 +17,7 @@ type RunOptions = AgentConfigFlags & { config?: string };
 
 const FLAG_KEYS: readonly (keyof AgentConfigFlags)[] = [
   'serverAddress',
+  'nodeAttestor',
   'joinToken',
   'x509popCert',
   'x509popKey',
@@ -58,6 +59,10 @@ export function runCommand(): Command {
       '--server-address <host:port>',
       'server agent API address; repeatable or comma-separated, for failover',
       collect,
+    )
+    .option(
+      '--node-attestor <type[:option=value,...]>',
+      'node attestor and its options, e.g. x509pop:cert_file=F,key_file=K (env SIGIL_AGENT_NODE_ATTESTOR)',
     )
     .option('--join-token <token>', 'single-use join token to attest with (env SIGIL_AGENT_JOIN_TOKEN)')
     .option('--x509pop-cert <file>', 'PEM certificate chain (leaf first) to attest with x509pop')
