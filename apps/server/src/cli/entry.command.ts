@@ -11,22 +11,10 @@ import {
   table,
   withAdminOptions,
 } from './admin-client.js';
+import type { SyncEntryWire } from '@sigil/agent-api';
 
-interface Entry {
-  id: string;
-  spiffe_id: string;
-  parent_id: string;
-  selectors: { type: string; value: string }[];
-  x509_svid_ttl: number;
-  jwt_svid_ttl: number;
-  dns_names: string[];
-  federates_with: string[];
-  admin: boolean;
-  downstream: boolean;
-  hint: string;
-  expires_at: string | null;
-  revision_number: number;
-}
+/** An entry as the admin API answers it: the agent API's sync entry plus `updated_at` (one definition of the keys). */
+type Entry = SyncEntryWire & { updated_at: string };
 
 interface BatchResult {
   status: { code: string; message: string };
