@@ -8,6 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from '@connectrpc/connect';
+import { matchesAllSelectors, type Selector } from '@sigil/runtime';
 import { SpiffeId, TrustBundle, TrustDomain, signJwtSvid } from '@sigil/spiffe';
 import { TestCa, type TestSvid } from './test-ca.js';
 import {
@@ -27,19 +28,36 @@ const SELECTOR = { type: 'test', value: 'caller' };
 /** Key ID of the fake agent's JWT authority. */
 export const JWT_KID = 'fake-jwt-authority';
 
-/** An in-memory identity cache: every caller gets `identities`, and `update()` tells the open streams. */
+/** An identity of the fake cache and the selectors a caller must have all of to get it. */
+export interface FakeEntry {
+  readonly selectors: readonly Selector[];
+  readonly identity: WorkloadIdentity;
+}
+
+/**
+ * An in-memory identity cache holding real certificates and a real JWT signing key: a caller gets the identities of
+ * the entries whose selectors it has all of; `update()` tells the open streams.
+ */
 export class FakeIdentityCache implements IdentityCache {
-  identities: WorkloadIdentity[] = [];
+  entries: FakeEntry[] = [];
   agentBundles: AgentBundles | undefined;
   private readonly listeners = new Set<() => void>();
 
   constructor(private readonly jwtKey: webcrypto.CryptoKey) {}
 
+  /** Every entry's identity; setting it gives each one to the fake agent's callers (selector `test:caller`). */
+  get identities(): WorkloadIdentity[] {
+    return this.entries.map((entry) => entry.identity);
+  }
+  set identities(identities: WorkloadIdentity[]) {
+    this.entries = identities.map((identity) => ({ selectors: [SELECTOR], identity }));
+  }
+
   bundles(): AgentBundles | undefined {
     return this.agentBundles;
   }
-  identitiesFor(): readonly WorkloadIdentity[] {
-    return this.identities;
+  identitiesFor(selectors: readonly Selector[]): readonly WorkloadIdentity[] {
+    return this.entries.filter((entry) => matchesAllSelectors(entry.selectors, selectors)).map((e) => e.identity);
   }
   fetchJwtSvid(identity: WorkloadIdentity, audience: readonly string[]): Promise<string> {
     return signJwtSvid({

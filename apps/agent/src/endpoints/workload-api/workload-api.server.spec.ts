@@ -8,14 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import {
-  SpiffeId,
-  TrustBundle,
-  TrustDomain,
-  parseAndValidateJwtSvid,
-  signJwtSvid,
-  verifyX509Svid,
-} from '@sigil/spiffe';
+import { SpiffeId, TrustBundle, TrustDomain, parseAndValidateJwtSvid, verifyX509Svid } from '@sigil/spiffe';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   isRoot,
@@ -24,60 +17,21 @@ import {
   spawnSetgidExecCaller,
 } from '../../../../../test/support/relay-caller.js';
 import { TestCa } from '../../../../../test/support/test-ca.js';
-import { matchesAllSelectors, type Selector } from '@sigil/runtime';
+import { FakeIdentityCache, type FakeEntry, JWT_KID } from '../../../../../test/support/fake-workload-api.js';
 import { UnixWorkloadAttestor } from '../../attestor/workload/unix/unix-attestor.js';
 import { CompositeWorkloadAttestor } from '../../attestor/workload/workload-attestor.js';
-import { type IdentityCache, WorkloadApiHandler } from './workload-api.handler.js';
+import { WorkloadApiHandler } from './workload-api.handler.js';
 import {
   WORKLOAD_API_LIMITS,
   type WorkloadApiLimits,
   WorkloadApiServer,
   type WorkloadApiServerOptions,
 } from './workload-api.server.js';
-import { type AgentBundles, type WorkloadIdentity } from './workload-responses.js';
+import { type WorkloadIdentity } from './workload-responses.js';
 
+const quiet = { debug: () => undefined, warn: () => undefined, log: () => undefined };
 const REPO = fileURLToPath(new URL('../../../../../', import.meta.url));
 const PROTO = join(REPO, 'libs/workload-api/proto/workload.proto');
-const KID = 'jwt-authority-1';
-const quiet = { debug: () => undefined, warn: () => undefined, log: () => undefined };
-
-interface FakeEntry {
-  readonly selectors: readonly Selector[];
-  readonly identity: WorkloadIdentity;
-}
-
-/** An in-memory stand-in for the agent's SVID cache, holding real certificates and a real JWT signing key. */
-class FakeIdentityCache implements IdentityCache {
-  entries: FakeEntry[] = [];
-  agentBundles: AgentBundles | undefined;
-  private readonly listeners = new Set<() => void>();
-
-  constructor(private readonly jwtKey: webcrypto.CryptoKey) {}
-
-  bundles(): AgentBundles | undefined {
-    return this.agentBundles;
-  }
-  identitiesFor(selectors: readonly Selector[]): readonly WorkloadIdentity[] {
-    return this.entries.filter((entry) => matchesAllSelectors(entry.selectors, selectors)).map((e) => e.identity);
-  }
-  fetchJwtSvid(identity: WorkloadIdentity, audience: readonly string[]): Promise<string> {
-    return signJwtSvid({
-      spiffeId: identity.spiffeId,
-      audience,
-      expiresAt: new Date(Date.now() + 300_000),
-      privateKey: this.jwtKey,
-      kid: KID,
-    });
-  }
-  subscribe(listener: () => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
-  update(change: (cache: this) => void): void {
-    change(this);
-    for (const listener of this.listeners) listener();
-  }
-}
 
 type Client = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
 type Message = Record<string, unknown>;
@@ -232,7 +186,7 @@ describe('Workload API over the Unix socket', () => {
     cache.agentBundles = {
       own: TrustBundle.create(example, {
         x509Authorities: [ca.root().certificate],
-        jwtAuthorities: { [KID]: { kty: 'EC', crv: 'P-256', x, y } },
+        jwtAuthorities: { [JWT_KID]: { kty: 'EC', crv: 'P-256', x, y } },
       }),
       federated: [federatedCa.bundle(), (await TestCa.create('third.org')).bundle()],
     };
@@ -330,7 +284,7 @@ describe('Workload API over the Unix socket', () => {
     jwt.call.cancel();
     expect(Object.keys(jwks).sort()).toEqual(['spiffe://example.org', 'spiffe://other.org']);
     const { keys } = JSON.parse(jwks['spiffe://example.org']!.toString()) as { keys: Message[] };
-    expect(keys).toEqual([expect.objectContaining({ kid: KID, kty: 'EC', crv: 'P-256', use: 'jwt-svid' })]);
+    expect(keys).toEqual([expect.objectContaining({ kid: JWT_KID, kty: 'EC', crv: 'P-256', use: 'jwt-svid' })]);
     expect(JSON.parse(jwks['spiffe://other.org']!.toString())).toEqual({ keys: [] });
   });
 
