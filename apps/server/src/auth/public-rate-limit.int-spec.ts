@@ -1,5 +1,7 @@
 import { sign, webcrypto } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
+import { connect as netConnect } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { Agent } from 'node:https';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -259,5 +261,29 @@ describe(`unauthenticated routes: per-source-address rate limits (${backend})`, 
       flood.destroy();
       neighbour.destroy();
     }
+  });
+
+  it('requests pipelined behind a held refusal close the connection: one answer held per connection, not one each', async () => {
+    refill();
+    const tcp = netConnect({ port: api.port, host: '127.0.0.1', localAddress: '127.0.0.6' });
+    const socket = tlsConnect({ socket: tcp, rejectUnauthorized: false });
+    let received = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk: string) => (received += chunk));
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    socket.on('error', () => undefined);
+    await new Promise<void>((resolve) => socket.once('secureConnect', () => resolve()));
+    // The read budget is 5: five answers, one refusal at once, then the next ignores its Retry-After and is held; the
+    // 200 more behind it in the same write are what a pipelining client sends without waiting.
+    socket.write('GET /healthz HTTP/1.1\r\nHost: sigil\r\n\r\n'.repeat(207));
+    await closed;
+    const statuses = [...received.matchAll(/^HTTP\/1\.1 (\d{3})/gm)].map((match) => match[1]);
+    // Closed as soon as the request behind the held one came (what was written before may or may not have left):
+    // without the check, every pipelined request held an answer, and the held one came out a second later with
+    // `Connection: close`, a second 429.
+    expect(statuses.filter((status) => status === '200').length).toBeLessThanOrEqual(5);
+    expect(statuses.filter((status) => status === '429').length).toBeLessThanOrEqual(1);
+    expect(received).not.toMatch(/connection: close/i);
+    expect(statuses).toHaveLength(statuses.filter((status) => status === '200' || status === '429').length);
   });
 });

@@ -25,6 +25,11 @@ type LimitsConfig = Pick<
  * is closed): the same as the shortest Retry-After, so a flood gets at most one answer per second per connection.
  */
 export const IGNORED_RETRY_AFTER_HOLD_MS = 1000;
+/**
+ * Answers held at once, over every connection: past it, a refusal that ignored its Retry-After is answered at once
+ * with `Connection: close` (each held answer keeps its request, reply and timer: about 3 KB).
+ */
+export const MAX_HELD_ANSWERS = 10_000;
 
 /**
  * The per-source-address budgets of the routes open without credentials ({@link Public}), so that one client cannot
@@ -62,6 +67,8 @@ export class PublicRateLimits implements OnModuleDestroy {
   private readonly patientUntilMs = new WeakMap<Socket, number>();
   /** Answers being held ({@link IGNORED_RETRY_AFTER_HOLD_MS}): each sends its answer now when called. */
   private readonly held = new Set<() => void>();
+  /** Connections with an answer held: one more request on them (pipelined behind it) closes them. */
+  private readonly holding = new WeakSet<Socket>();
 
   constructor(
     private readonly adminSockets: AdminSocketConnections,
@@ -116,6 +123,16 @@ export class PublicRateLimits implements OnModuleDestroy {
     };
     const send = (): void => void reply.code(429).header('retry-after', String(retryAfter)).send(body);
     if (!ignoredRetryAfter) return send();
+    if (this.holding.has(socket)) {
+      // Pipelined behind a held refusal: the client is not waiting for answers, so each request would hold another.
+      reply.hijack();
+      socket.destroy();
+      return;
+    }
+    if (this.held.size >= MAX_HELD_ANSWERS) {
+      void reply.header('connection', 'close');
+      return send();
+    }
     this.holdThenClose(socket, () => {
       void reply.header('connection', 'close');
       send();
@@ -130,6 +147,7 @@ export class PublicRateLimits implements OnModuleDestroy {
     const forget = (): void => {
       clearTimeout(timer);
       this.held.delete(send);
+      this.holding.delete(socket);
     };
     const send = (): void => {
       forget();
@@ -138,6 +156,7 @@ export class PublicRateLimits implements OnModuleDestroy {
     };
     const timer = setTimeout(send, IGNORED_RETRY_AFTER_HOLD_MS);
     this.held.add(send);
+    this.holding.add(socket);
     socket.once('close', forget);
   }
 
