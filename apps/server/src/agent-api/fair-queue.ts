@@ -94,9 +94,7 @@ export class FairQueue {
       );
     }
     this.queuedItems += items.length;
-    // A free slot is used at once: a request read in a long poll phase (1,000 busy connections) would otherwise
-    // wait for the end of that phase before its first chunk started.
-    this.pump();
+    this.schedulePump();
     return Promise.all(chunks).then((results) => results.flat() as R[]);
   }
 
