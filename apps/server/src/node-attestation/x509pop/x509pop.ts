@@ -4,16 +4,13 @@ import {
   createHash,
   createPublicKey,
   verify,
-  webcrypto,
   type KeyObject,
   X509Certificate as NodeX509Certificate,
 } from 'node:crypto';
-import * as x509 from '@peculiar/x509';
+import { x509 } from '@sigil/spiffe';
 import type { AgentSelector } from '../../agents/agent.js';
 import { AppError } from '../../common/errors.js';
 import { CheckedChains } from '../../agent-api/checked-chains.js';
-
-x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
 /**
  * x509pop node attestation, with the facts of SPIRE's x509pop attestor: the agent presents a certificate chain that
