@@ -244,4 +244,48 @@ describe('TlsConnectionGuard on a real TLS port', () => {
       msg: expect.stringContaining('max_connections_per_address') as unknown,
     });
   });
+
+  it('answers a request that arrives while the answer before it is still being sent (Node would destroy it: HPE_PAUSED)', async () => {
+    // The first answer (4 MB) cannot all be sent while this client reads nothing, so the server still holds part of
+    // it when the second request (headers and a 200 KB body, many TLS records) arrives on the same connection.
+    const { port } = await start({});
+    server!.removeAllListeners('request');
+    server!.on('request', (request, response) => {
+      request.resume();
+      request.on('end', () => response.end(Buffer.alloc(4_000_000, 'a')));
+    });
+    const parseErrors: string[] = [];
+    server!.prependListener('clientError', (error: NodeJS.ErrnoException) => parseErrors.push(String(error.code)));
+    const body = Buffer.alloc(200_000, 'b');
+    const post = (path: string) =>
+      Buffer.concat([
+        Buffer.from(`POST ${path} HTTP/1.1\r\nHost: sigil\r\nContent-Length: ${body.length}\r\n\r\n`),
+        body,
+      ]);
+    const socket = await openTls(port);
+    const closed = closedBy(socket);
+    let received = 0;
+    const bothAnswered = new Promise<void>((resolve) => {
+      let secondSent = false;
+      socket.on('data', (chunk: Buffer) => {
+        received += chunk.length;
+        if (!secondSent) {
+          // The first answer has started: stop reading, send the second request, read again a little later.
+          secondSent = true;
+          socket.pause();
+          setTimeout(() => {
+            socket.write(post('/second'));
+            setTimeout(() => socket.resume(), 200);
+          }, 200);
+        }
+        if (received >= 8_000_000) resolve();
+      });
+    });
+    socket.write(post('/first'));
+    await Promise.race([bothAnswered, closed]);
+    expect(parseErrors).toEqual([]);
+    expect(received).toBeGreaterThanOrEqual(8_000_000);
+    socket.destroy();
+    await closed;
+  });
 });

@@ -118,7 +118,10 @@ export class TlsConnectionGuard {
     // keep-alive request); until the first request arrives, the shorter idle timeout applies instead.
     server.timeout = this.limits.responseIdleTimeoutMs;
     server.keepAliveTimeout = this.limits.idleTimeoutMs;
-    server.on('secureConnection', (socket: Socket) => socket.setTimeout(this.limits.idleTimeoutMs));
+    server.on('secureConnection', (socket: Socket) => {
+      socket.setTimeout(this.limits.idleTimeoutMs);
+      readThroughStream(socket);
+    });
     server.on('request', (request: IncomingMessage) => request.socket.setTimeout(this.limits.responseIdleTimeoutMs));
     server.on('tlsClientError', (error: NodeJS.ErrnoException, socket: Socket) => {
       if (error.code !== 'ERR_TLS_HANDSHAKE_TIMEOUT') return;
@@ -201,4 +204,26 @@ export class TlsConnectionGuard {
       address,
     });
   }
+}
+
+/**
+ * Makes Node's HTTP server read `socket` through its stream instead of feeding the TLS layer's output straight into
+ * the HTTP parser, so that a kept-alive connection is never destroyed by Node's own pause (Node 20).
+ *
+ * The HTTP server stops reading a connection when a request arrives while the answer before it is still waiting to
+ * be sent (its write buffer over the high-water mark: every answer over 16 KiB, until the next tick at least), and
+ * pauses its parser. Fed straight from the TLS layer, the parser still gets the rest of the TLS records already
+ * decrypted; parsing them while paused fails with `HPE_PAUSED`, which Node handles as a parse error: it destroys the
+ * connection, and the agent's request in flight ends in "socket hang up". An agent's next request can arrive in that
+ * window whenever the answer's last bytes and the next request are read in one turn of the event loop (the signing
+ * queue made it happen on every run of `bench:signing-server`). A `data` listener is the documented way to take the
+ * socket back from the parser (Node then unconsumes it); paused, the stream keeps what arrives until the answer has
+ * drained, and the request is then parsed and answered as usual.
+ */
+export function readThroughStream(socket: Socket): void {
+  socket.on('data', keepReading);
+}
+
+function keepReading(): void {
+  // The HTTP server's own `data` listener parses; this one only keeps the socket on the stream path.
 }
