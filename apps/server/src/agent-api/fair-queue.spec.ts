@@ -1,6 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { FairQueue, FairQueueFullError } from './fair-queue.js';
 
+/** Lets `n` turns of the event loop pass (the queue starts at most one chunk per turn). */
+async function loopTurns(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) await new Promise((resolve) => setImmediate(resolve));
+}
+
 /** Work whose chunks finish only when the test says so, recording the order in which chunks started. */
 function gatedWork() {
   const started: string[] = [];
@@ -15,7 +20,7 @@ function gatedWork() {
   const finishOne = async (): Promise<void> => {
     gates.shift()!();
     // The queue starts the next chunk in a later event loop turn.
-    for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
+    await loopTurns(3);
   };
   return { started, work, finishOne, running: () => gates.length };
 }
@@ -29,6 +34,9 @@ describe('FairQueue', () => {
       Array.from({ length: 50 }, (_, i) => i),
       work('big'),
     );
+    // Its first chunk starts in a later turn of the event loop, before the others come.
+    await loopTurns(1);
+    expect(started).toEqual(['big@0']);
     const other = queue.run('other', [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], work('other'));
     const small = queue.run('small', [7], work('small'));
     expect(queue.queued).toBe(50 + 12 + 1 - 10);
@@ -62,10 +70,40 @@ describe('FairQueue', () => {
     expect(seenByOtherWork).toBeLessThan(10);
   });
 
+  it('starts at most one chunk per turn of the event loop, however many slots are free', async () => {
+    // Synchronous work, as X.509 signing is: each chunk runs to its end in the microtasks after it starts. Starting
+    // a chunk for each free slot, from each finished chunk, ran 4, then 16, then 64 chunks in one turn of the loop.
+    const queue = new FairQueue({ chunkSize: 1, concurrency: 4, maxQueuedItems: 1_000 });
+    let started = 0;
+    const startsPerTurn: number[] = [];
+    let observing = true;
+    let seen = 0;
+    const observe = (): void => {
+      startsPerTurn.push(started - seen);
+      seen = started;
+      if (observing) setImmediate(observe);
+    };
+    setImmediate(observe);
+    const all = queue.run(
+      'a',
+      Array.from({ length: 200 }, (_, i) => i),
+      (chunk) => {
+        started++;
+        return Promise.resolve(chunk);
+      },
+    );
+    expect(await all).toHaveLength(200);
+    observing = false;
+    await loopTurns(1);
+    expect(started).toBe(200);
+    expect(Math.max(...startsPerTurn)).toBe(1);
+  });
+
   it('runs at most `concurrency` chunks at once', async () => {
     const queue = new FairQueue({ chunkSize: 1, concurrency: 3, maxQueuedItems: 100 });
     const { work, finishOne, running } = gatedWork();
     const all = queue.run('a', [1, 2, 3, 4, 5, 6, 7], work('a'));
+    await loopTurns(5);
     expect(running()).toBe(3);
     expect(queue.queued).toBe(4);
     await finishOne();
@@ -82,6 +120,7 @@ describe('FairQueue', () => {
       Array.from({ length: 15 }, (_, i) => i),
       work('a'),
     );
+    await loopTurns(1);
     expect(queue.queued).toBe(10);
     await expect(queue.run('b', [1, 2, 3, 4, 5, 6], work('b'))).rejects.toThrow(
       new FairQueueFullError('signing queue full: 10 items waiting, at most 15'),
