@@ -47,5 +47,8 @@ export const DEFAULT_SIGNING_QUEUE_MAX_ITEMS = 20_000;
  * such chunk per busy agent (a few milliseconds each), not for whole 500-CSR batches.
  */
 export const SIGNING_CHUNK_SIZE = 32;
-/** Chunks signed at once: their CSR signature checks run in libuv's thread pool while this thread signs. */
+/**
+ * Chunks in progress at once. X.509 chunks run synchronously on the main thread; JWT-SVIDs are signed by WebCrypto,
+ * off it, so several overlap. At most one chunk is started per turn of the event loop (fair-queue.ts).
+ */
 export const SIGNING_CONCURRENCY = 4;
