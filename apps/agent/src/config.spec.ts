@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { PEM_LABEL, toPem } from '@sigil/pki';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestCa } from '../../../test/support/test-ca.js';
+import { knownTypes } from './attestor/workload/registry.js';
 import { AgentConfigError, type LoadAgentConfigInput, loadAgentConfig } from './config.js';
 import { WORKLOAD_API_LIMITS } from './endpoints/workload-api/workload-api.server.js';
 import { JWT_SVID_LIMITS } from './manager/jwt-signing-lane.js';
@@ -68,7 +69,7 @@ describe('loadAgentConfig', () => {
     expect(config.socketPath).toBe('/tmp/sigil-agent/public/api.sock');
     expect(config.dataDir).toBe(join(dir, '.sigil/agent'));
     expect(config.logLevel).toBe('info');
-    expect(config.workloadAttestors).toEqual(['unix']);
+    expect(config.workloadAttestors).toEqual([{ type: 'unix', options: {} }]);
     expect(config.workloadAttestationTimeoutMs).toBe(10_000);
     expect(Object.isFrozen(config)).toBe(true);
     expect(Object.isFrozen(config.serverAddresses)).toBe(true);
@@ -431,41 +432,87 @@ describe('loadAgentConfig', () => {
       ...base(),
       flags: { ...base().flags, workloadAttestor: ['unix'], workloadAttestationTimeout: '3s' },
     });
-    expect(fromFlags.workloadAttestors).toEqual(['unix']);
+    expect(fromFlags.workloadAttestors).toEqual([{ type: 'unix', options: {} }]);
     expect(fromFlags.workloadAttestationTimeoutMs).toBe(3000);
     const fromEnv = loadAgentConfig({
       ...base(),
       env: { SIGIL_AGENT_WORKLOAD_ATTESTOR: ' unix ', SIGIL_AGENT_WORKLOAD_ATTESTATION_TIMEOUT: '1m' },
     });
-    expect(fromEnv.workloadAttestors).toEqual(['unix']);
+    expect(fromEnv.workloadAttestors).toEqual([{ type: 'unix', options: {} }]);
     expect(fromEnv.workloadAttestationTimeoutMs).toBe(60_000);
     await writeFile(
       join(dir, 'attestors.json'),
       JSON.stringify({ workload_attestor: ['unix'], workload_attestation_timeout: 20 }),
     );
     const fromFile = loadAgentConfig({ ...base(), file: 'attestors.json' });
-    expect(fromFile.workloadAttestors).toEqual(['unix']);
+    expect(fromFile.workloadAttestors).toEqual([{ type: 'unix', options: {} }]);
     expect(fromFile.workloadAttestationTimeoutMs).toBe(20_000);
   });
 
   it('refuses an unknown, repeated or empty workload attestor, listing the known ones, and a bad deadline', async () => {
     const flags = (workloadAttestor: string[]) =>
       problemsOf({ ...base(), flags: { ...base().flags, workloadAttestor } });
-    expect(flags(['unix,k8s'])).toEqual(["--workload-attestor: unknown workload attestor 'k8s' (known: unix)"]);
+    const known = knownTypes();
+    expect(flags(['unix,nope'])).toEqual([`--workload-attestor: unknown workload attestor 'nope' (known: ${known})`]);
     expect(flags(['unix', 'unix'])).toEqual(["--workload-attestor: workload attestor 'unix' is named twice"]);
     expect(flags(['unix,'])).toEqual([
-      '--workload-attestor: must name workload attestors, a comma-separated list of unix, got \'["unix,"]\'',
+      `--workload-attestor: must name workload attestors: a comma-separated list of types (${known}) or one ` +
+        "<type>:<option>=<value>,…, got 'unix,'",
     ]);
-    expect(problemsOf({ ...base(), env: { SIGIL_AGENT_WORKLOAD_ATTESTOR: 'docker' } })).toEqual([
-      "SIGIL_AGENT_WORKLOAD_ATTESTOR: unknown workload attestor 'docker' (known: unix)",
+    expect(problemsOf({ ...base(), env: { SIGIL_AGENT_WORKLOAD_ATTESTOR: 'nope' } })).toEqual([
+      `SIGIL_AGENT_WORKLOAD_ATTESTOR: unknown workload attestor 'nope' (known: ${known})`,
     ]);
     await writeFile(
       join(dir, 'bad-attestors.json'),
       JSON.stringify({ workload_attestor: [], workload_attestation_timeout: '0s' }),
     );
     expect(problemsOf({ ...base(), file: 'bad-attestors.json' })).toEqual([
-      "workload_attestor: must name workload attestors, a comma-separated list of unix, got '[]'",
       "workload_attestation_timeout: must be a duration from 1s to 5m, such as 90s, 15m or 1h30m (a bare number is seconds), got '0s'",
+      `workload_attestor: must name workload attestors: a comma-separated list of types (${knownTypes()}) or one ` +
+        "<type>:<option>=<value>,…, got '[]'",
+    ]);
+  });
+
+  it('takes workload attestors with options: one spec per flag or env item, or an object in the file', async () => {
+    const unix = { type: 'unix', options: {} };
+    const flags = (workloadAttestor: string[]) =>
+      loadAgentConfig({ ...base(), flags: { ...base().flags, workloadAttestor } }).workloadAttestors;
+    // Bare types as before: comma lists, repeated flags, spaces around commas.
+    expect(flags(['unix'])).toEqual([unix]);
+    expect(flags([' unix '])).toEqual([unix]);
+    const env = (value: string) =>
+      loadAgentConfig({ ...base(), env: { SIGIL_AGENT_WORKLOAD_ATTESTOR: value } }).workloadAttestors;
+    expect(env('  unix  ')).toEqual([unix]);
+    await writeFile(join(dir, 'object.json'), JSON.stringify({ workload_attestor: { unix: {} } }));
+    expect(loadAgentConfig({ ...base(), file: 'object.json' }).workloadAttestors).toEqual([unix]);
+    await writeFile(join(dir, 'string.json'), JSON.stringify({ workload_attestor: 'unix' }));
+    expect(loadAgentConfig({ ...base(), file: 'string.json' }).workloadAttestors).toEqual([unix]);
+    expect(Object.isFrozen(flags(['unix'])[0]!.options)).toBe(true);
+  });
+
+  it('refuses an option the attestor does not declare, a bad spec and a malformed object, naming each', async () => {
+    const flags = (workloadAttestor: string[]) =>
+      problemsOf({ ...base(), flags: { ...base().flags, workloadAttestor } });
+    expect(flags(['unix:secret=1'])).toEqual(['--workload-attestor: unix: unknown option "secret" (known: none)']);
+    expect(flags(['unix:secret'])).toEqual([
+      '--workload-attestor: unix: options must be <option>=<value> separated by commas, got "secret"',
+    ]);
+    expect(flags(['unix', 'unix:a=b'])).toEqual(["--workload-attestor: workload attestor 'unix' is named twice"]);
+    expect(problemsOf({ ...base(), env: { SIGIL_AGENT_WORKLOAD_ATTESTOR: 'unix unix:x=1' } })).toEqual([
+      "SIGIL_AGENT_WORKLOAD_ATTESTOR: workload attestor 'unix' is named twice",
+    ]);
+    await writeFile(
+      join(dir, 'bad-object.json'),
+      JSON.stringify({ workload_attestor: { unix: { x: 1 }, nope: {}, other: 'x' } }),
+    );
+    expect(problemsOf({ ...base(), file: 'bad-object.json' })).toEqual([
+      'workload_attestor.unix.x: must be a string',
+      `workload_attestor: unknown workload attestor 'nope' (known: ${knownTypes()})`,
+      'workload_attestor.other: must be an object of options, e.g. {}',
+    ]);
+    await writeFile(join(dir, 'bad-option.json'), JSON.stringify({ workload_attestor: { unix: { x: '1' } } }));
+    expect(problemsOf({ ...base(), file: 'bad-option.json' })).toEqual([
+      'workload_attestor: unix: unknown option "x" (known: none)',
     ]);
   });
 });

@@ -12,6 +12,7 @@ import {
   isNonEmptyString,
   isSocketPath,
   layerConfig,
+  PLUGIN_NAME,
   parsePluginSpec,
   parseCount,
   parseDurationSeconds,
@@ -32,7 +33,7 @@ import {
 } from './attestor/workload/unix/executable-digest.js';
 import { JWT_SVID_LIMITS, type JwtSvidLimits } from './manager/jwt-signing-lane.js';
 import { NODE_ATTESTORS } from './attestor/node/node-attestors.js';
-import { WORKLOAD_ATTESTORS, knownTypes } from './attestor/workload/registry.js';
+import { WORKLOAD_ATTESTORS, knownTypes, unknownOptionProblem } from './attestor/workload/registry.js';
 import { DEFAULT_WORKLOAD_ATTESTATION_TIMEOUT_MS } from './attestor/workload/workload-attestor.js';
 import { parseServerAddress, type ServerAddress } from './client/server-address.js';
 import { checkX509popFiles, parseTrustBundleFile, readNamedFile } from './config-files.js';
@@ -51,6 +52,12 @@ export { LOG_LEVELS, type LogLevel };
  * options (attestor/node/, e.g. `{ type: 'x509pop', options: { cert_file, key_file } }`).
  */
 export interface NodeAttestationConfig {
+  readonly type: string;
+  readonly options: Readonly<Record<string, string>>;
+}
+
+/** One enabled workload attestor: its type (SPIRE's plug-in name) and its options, as `--workload-attestor` set them. */
+export interface WorkloadAttestorSetting {
   readonly type: string;
   readonly options: Readonly<Record<string, string>>;
 }
@@ -78,8 +85,8 @@ export interface AgentConfig {
   readonly unixSha256: UnixSha256Limits;
   /** What JWT-SVIDs may cost per uid and in all (cache bytes, misses sent to the server). */
   readonly jwtSvidLimits: JwtSvidLimits;
-  /** Types of the workload attestors every Workload API call runs, in order (default `unix`). */
-  readonly workloadAttestors: readonly string[];
+  /** The workload attestors every Workload API call runs, in order, with their options (default `unix` alone). */
+  readonly workloadAttestors: readonly WorkloadAttestorSetting[];
   /** How long one call may wait for its workload attestors together. */
   readonly workloadAttestationTimeoutMs: number;
 }
@@ -169,26 +176,13 @@ const MAX_JOIN_TOKEN_LENGTH = JOIN_TOKEN_MAX_LENGTH;
 const MIB = 1024 * 1024;
 
 /**
- * A list key (`server_address`, `workload_attestor`): one item, a comma list of them, or (in the file and from repeated
+ * A list key (`server_address`): one item, a comma list of them, or (in the file and from repeated
  * flags) an array of either.
  */
 function commaList(value: unknown): string[] | undefined {
   const items = typeof value === 'string' ? [value] : Array.isArray(value) ? value : undefined;
   if (items === undefined || items.length === 0 || !items.every((item) => typeof item === 'string')) return undefined;
   return (items as string[]).flatMap((item) => item.split(',')).map((item) => item.trim());
-}
-
-/** Why `value` is not a list of known workload attestor types, or undefined when it is one. */
-function workloadAttestorProblem(value: unknown): string | undefined {
-  const list = commaList(value);
-  if (list === undefined || list.length === 0 || list.includes('')) {
-    return `must name workload attestors, a comma-separated list of ${knownTypes()}, got '${showConfigValue(value)}'`;
-  }
-  const unknown = list.find((type) => !Object.hasOwn(WORKLOAD_ATTESTORS, type));
-  if (unknown !== undefined) return `unknown workload attestor '${unknown}' (known: ${knownTypes()})`;
-  const twice = list.find((type, index) => list.indexOf(type) !== index);
-  if (twice !== undefined) return `workload attestor '${twice}' is named twice`;
-  return undefined;
 }
 
 class RawAgentConfig {
@@ -269,15 +263,8 @@ class RawAgentConfig {
   @IsOptional() @IsCountFrom(1, 1_000_000) jwt_svid_miss_burst_per_uid?: unknown;
   @IsOptional() @IsCountFrom(1, 1_000_000) jwt_svid_max_pending_per_uid?: unknown;
 
-  @IsOptional()
-  @ValidateBy({
-    name: 'isWorkloadAttestorList',
-    validator: {
-      validate: (value: unknown) => workloadAttestorProblem(value) === undefined,
-      defaultMessage: (args?: ValidationArguments) => workloadAttestorProblem(args?.value) ?? 'is invalid',
-    },
-  })
-  workload_attestor?: unknown;
+  // Checked by workloadAttestorSettings: bare types or specs with options (flag, env, file), or an object (file).
+  @IsOptional() workload_attestor?: unknown;
 
   @IsOptional() @IsDurationSeconds(1, 300) workload_attestation_timeout?: unknown;
   @IsOptional() @IsCountFrom(1, 256) jwt_svid_max_concurrent_signing?: unknown;
@@ -378,6 +365,70 @@ function nodeAttestorSpec(text: string): NodeAttestationConfig | string {
 }
 
 /**
+ * The enabled workload attestors and their options: `--workload-attestor` (repeatable), `SIGIL_AGENT_WORKLOAD_ATTESTOR`
+ * (items separated by whitespace) or the file's `workload_attestor` (a string or an array of items like those, or an
+ * object `{"unix": {}, "docker": {"docker_socket_path": "…"}}`); `unix` alone by default. An item is either a comma
+ * list of bare types (`unix,docker`) or, when it holds a `:`, one attestor with its options
+ * (`docker:docker_socket_path=unix:///var/run/docker.sock,env_allow_list=A;B`). Each attestor is checked against its
+ * registration: a known type, named once, only options it declares, values its `checkOptions` accepts.
+ */
+function workloadAttestorSettings(value: unknown, source: string, problems: string[]): WorkloadAttestorSetting[] {
+  const settings: WorkloadAttestorSetting[] = [];
+  const add = (type: string, options: Record<string, string>, where = source): void => {
+    const plugin = Object.hasOwn(WORKLOAD_ATTESTORS, type) ? WORKLOAD_ATTESTORS[type] : undefined;
+    if (plugin === undefined) {
+      problems.push(`${where}: unknown workload attestor '${type}' (known: ${knownTypes()})`);
+    } else if (settings.some((setting) => setting.type === type)) {
+      problems.push(`${where}: workload attestor '${type}' is named twice`);
+    } else {
+      const unknown = Object.keys(options).filter((option) => !plugin.optionNames.includes(option));
+      for (const option of unknown) problems.push(`${where}: ${type}: ${unknownOptionProblem(plugin, option)}`);
+      if (unknown.length === 0) {
+        for (const problem of plugin.checkOptions?.(options) ?? []) problems.push(`${where}: ${type}: ${problem}`);
+      }
+      settings.push({ type, options: Object.freeze({ ...options }) });
+    }
+  };
+  const listProblem = (item: unknown): string =>
+    `${source}: must name workload attestors: a comma-separated list of types (${knownTypes()}) or one ` +
+    `<type>:<option>=<value>,…, got '${showConfigValue(item)}'`;
+  if (value === undefined) {
+    add('unix', {});
+  } else if (typeof value === 'string' || Array.isArray(value)) {
+    const items: unknown[] = typeof value === 'string' ? value.split(/\s+/).filter(Boolean) : value;
+    if (items.length === 0) problems.push(listProblem(value));
+    for (const item of items) {
+      if (typeof item !== 'string') {
+        problems.push(listProblem(item));
+      } else if (item.includes(':')) {
+        const spec = parsePluginSpec(item.trim());
+        if (typeof spec === 'string') problems.push(`${source}: ${spec}`);
+        else add(spec.type, spec.options);
+      } else {
+        const types = item.split(',').map((type) => type.trim());
+        if (types.some((type) => !PLUGIN_NAME.test(type))) problems.push(listProblem(item));
+        else for (const type of types) add(type, {});
+      }
+    }
+  } else if (typeof value === 'object' && value !== null) {
+    const entries = Object.entries(value);
+    if (entries.length === 0) problems.push(listProblem(value));
+    for (const [type, options] of entries) {
+      if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+        problems.push(`${source}.${type}: must be an object of options, e.g. {}`);
+        continue;
+      }
+      const bad = Object.entries(options).filter(([, option]) => typeof option !== 'string');
+      for (const [option] of bad) problems.push(`${source}.${type}.${option}: must be a string`);
+      if (bad.length === 0) add(type, { ...(options as Record<string, string>) });
+    }
+  } else {
+    problems.push(listProblem(value));
+  }
+  return settings;
+}
+
+/**
  * Loads and validates the agent configuration. Throws {@link AgentConfigError} listing every bad key, named as the
  * operator wrote it (`--server-address`, `SIGIL_AGENT_SERVER_ADDRESS` or the file's `server_address`).
  */
@@ -398,6 +449,11 @@ export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
       problems.push(`${label.get(key)}: ${what}`);
     }
   }
+  const workloadAttestors = workloadAttestorSettings(
+    raw.workload_attestor,
+    label.get('workload_attestor') as string,
+    problems,
+  );
   if (problems.length > 0) throw new AgentConfigError(problems);
 
   const name = (key: RawKey): string => label.get(key) as string;
@@ -527,9 +583,7 @@ export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
     workloadApiLimits: Object.freeze(workloadApiLimits),
     unixSha256: Object.freeze(unixSha256),
     jwtSvidLimits: Object.freeze(jwtSvidLimits),
-    workloadAttestors: Object.freeze(
-      raw.workload_attestor === undefined ? ['unix'] : (commaList(raw.workload_attestor) as string[]),
-    ),
+    workloadAttestors: Object.freeze(workloadAttestors),
     workloadAttestationTimeoutMs:
       raw.workload_attestation_timeout === undefined
         ? DEFAULT_WORKLOAD_ATTESTATION_TIMEOUT_MS

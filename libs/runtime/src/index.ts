@@ -4,7 +4,14 @@ export {
   prepareSocketDirectory,
   type SocketDirectoryOptions,
 } from './socket-directory.js';
-export { PLUGIN_NAME, parsePluginSpec, type PluginSpec } from './plugin-spec.js';
+export {
+  PLUGIN_NAME,
+  parseOptionBoolean,
+  parseOptionDurationMs,
+  parseOptionList,
+  parsePluginSpec,
+  type PluginSpec,
+} from './plugin-spec.js';
 export {
   nullConfigValueProblem,
   parseCount,

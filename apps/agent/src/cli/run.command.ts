@@ -74,8 +74,9 @@ export function runCommand(): Command {
     .option('--data-dir <dir>', 'data directory for the agent SVID, key and bundle (default .sigil/agent)')
     .option('--log-level <level>', 'fatal, error, warn, info, debug or trace (default info)')
     .option(
-      '--workload-attestor <types>',
-      `workload attestors every Workload API call runs (${knownTypes()}); repeatable or comma-separated (default unix)`,
+      '--workload-attestor <types|type:option=value,...>',
+      `workload attestors every Workload API call runs (${knownTypes()}), e.g. unix,docker or ` +
+        'docker:docker_socket_path=unix:///var/run/docker.sock; repeatable (default unix)',
       collect,
     )
     .option(

@@ -35,7 +35,7 @@ class UidParityAttestor implements WorkloadAttestor {
 }
 
 // The one registration line (in the agent: in WORKLOAD_ATTESTORS, registry.ts).
-const registry = { ...WORKLOAD_ATTESTORS, uid_parity: () => new UidParityAttestor() };
+const registry = { ...WORKLOAD_ATTESTORS, uid_parity: { optionNames: [], create: () => new UidParityAttestor() } };
 
 // ---- the test ----
 
@@ -90,7 +90,10 @@ describe('Writing a workload attestor: the README example', () => {
         flags: { serverAddress: ['127.0.0.1:8081'], insecureBootstrap: true, trustDomain: td.name },
       }),
       // What `--workload-attestor unix,uid_parity` gives once the attestor is registered in WORKLOAD_ATTESTORS.
-      workloadAttestors: ['unix', 'uid_parity'],
+      workloadAttestors: [
+        { type: 'unix', options: {} },
+        { type: 'uid_parity', options: {} },
+      ],
     };
     const attestors = createWorkloadAttestors({ config, clock: systemClock, cache }, registry);
     await attestors.prepare();

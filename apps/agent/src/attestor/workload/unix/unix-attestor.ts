@@ -1,7 +1,7 @@
 import { readlink, stat } from 'node:fs/promises';
 import { Logger } from '@nestjs/common';
 import { type Selector } from '@sigil/runtime';
-import { type WorkloadAttestorContext } from '../registry.js';
+import { type WorkloadAttestorContext, type WorkloadAttestorPlugin } from '../registry.js';
 import { WorkloadAttestationError, type WorkloadAttestor, type WorkloadCaller } from '../workload-attestor.js';
 import { AccountNames } from './account-names.js';
 import { ExecutableDigests, unixSha256Selector } from './executable-digest.js';
@@ -216,3 +216,6 @@ export function createUnixAttestor(context: WorkloadAttestorContext): UnixWorklo
   });
   return new UnixWorkloadAttestor({ digests, needsDigest: () => context.cache.usesUnixSha256() });
 }
+
+/** The registry's entry: `unix` takes no options (its limits are the agent's `unix_sha256_*` keys). */
+export const UNIX_ATTESTOR: WorkloadAttestorPlugin = Object.freeze({ optionNames: [], create: createUnixAttestor });
