@@ -306,7 +306,7 @@ describe('X509popCheckedPaths', () => {
     const checked = new X509popCheckedPaths();
     const first = await verifyX509popChain(der(leaf), [root.certificate], TEST_NOW, checked);
     expect(first.fingerprint).toBe(sha1(leaf.certificate.rawData));
-    // The same evidence, not checked again: a caller repeating a certificate costs the walk only.
+    // The same evidence, not checked again: a caller repeating a certificate costs a hash of what it sent.
     const later = new Date(TEST_NOW.getTime() + HOUR_MS / 2);
     expect(await verifyX509popChain(der(leaf), [root.certificate], later, checked)).toBe(first);
     expect(checked.size).toBe(1);
@@ -322,6 +322,29 @@ describe('X509popCheckedPaths', () => {
     await expect(verifyX509popChain(der(stranger), [root.certificate], TEST_NOW, checked)).rejects.toMatchObject({
       kind: 'permission_denied',
     });
+  });
+
+  it('remembers a chain as presented, for the roots it was checked against: the same bytes skip the walk, another presentation of the path only the full checks', async () => {
+    const root = await TestCa.create('nodes.test', { now: TEST_NOW });
+    const leaf = await node(root);
+    const other = await node(root, { subject: 'CN=other-node' });
+    const checked = new X509popCheckedPaths();
+    const first = await verifyX509popChain(der(leaf), [root.certificate], TEST_NOW, checked);
+    expect([checked.presentedSize, checked.size]).toEqual([1, 1]);
+    // The leaf with a certificate that is not on its path: another presentation, walked again, the same path.
+    const padded = [...der(leaf), new Uint8Array(other.certificate.rawData)];
+    expect(await verifyX509popChain(padded, [root.certificate], TEST_NOW, checked)).toBe(first);
+    expect([checked.presentedSize, checked.size]).toEqual([2, 1]);
+    // The same bytes against other roots are not taken from what was remembered for these: walked, and refused.
+    const stranger = await TestCa.create('x.test', { now: TEST_NOW, subject: 'CN=Other' });
+    await expect(verifyX509popChain(der(leaf), [stranger.certificate], TEST_NOW, checked)).rejects.toMatchObject({
+      kind: 'permission_denied',
+    });
+    // A certificate that does not parse is refused as such, before anything is remembered.
+    await expect(
+      verifyX509popChain([new Uint8Array([0x30, 0x03, 0x02, 0x01, 0x01])], [root.certificate], TEST_NOW, checked),
+    ).rejects.toMatchObject({ kind: 'invalid_argument' });
+    expect([checked.presentedSize, checked.size]).toEqual([2, 1]);
   });
 
   it('remembers at most its capacity, the least recently used forgotten first', async () => {

@@ -137,6 +137,11 @@ export async function verifyX509popChain(
       `certificates: ${chainBytes} bytes of der in all, more than the ${X509POP_MAX_CHAIN_BYTES}-byte limit`,
     );
   }
+  return checked ? checked.verify(certificatesDer, roots, now) : checkPath(walk(certificatesDer, roots), now).evidence;
+}
+
+/** Parses the presented chain (Node's parser) and walks it to a root of `roots`. */
+function walk(certificatesDer: readonly Uint8Array[], roots: readonly x509.X509Certificate[]): PathCertificate[] {
   const chain = certificatesDer.map((der, index) => {
     try {
       return new NodeX509Certificate(der);
@@ -144,26 +149,33 @@ export async function verifyX509popChain(
       throw new AppError('invalid_argument', `certificates.${index}: not a der x.509 certificate`);
     }
   });
-  const path = findPathToRoot(chain, roots);
-  return checked ? checked.check(path, now) : checkPath(path, now).evidence;
+  return findPathToRoot(chain, roots);
 }
 
-/** How many verified paths an {@link X509popCheckedPaths} remembers. */
+/** How many verified paths (and how many presented chains) an {@link X509popCheckedPaths} remembers. */
 export const X509POP_CHECKED_PATHS = 1024;
 
 /**
- * The outcome of the full checks of paths that passed them, by the path's DER, for one CA bundle: parsing a
- * certificate in full costs about 2 ms, ten times the walk, and an unauthenticated caller can only repeat the
- * certificates it holds (certificates are public, but new ones need a CA's key), as an agent repeats its own. The
- * signature walk to a root still runs on every request; only the checks of the fields, which depend on the DER and
- * the time alone, are remembered, with the period in which every certificate of the path is valid: outside it the
- * path is checked again (and refused with the reason). At most {@link X509POP_CHECKED_PATHS}, least recently used
- * forgotten first.
+ * The outcome of the checks of chains that passed them, for the CA bundles they were checked against: parsing a
+ * certificate in full costs about 2 ms, ten times the walk, and the walk itself (Node's parse of each certificate and
+ * a signature check per step) about 1 ms; an unauthenticated caller can only repeat the certificates it holds
+ * (certificates are public, but new ones need a CA's key), as an agent repeats its own. Two levels, each a
+ * {@link CheckedChains} of at most {@link X509POP_CHECKED_PATHS}, least recently used forgotten first:
+ * - by the chain exactly as presented (its DER bytes, in order) and the roots: a chain presented again is not parsed
+ *   at all, since the walk's outcome depends on those bytes alone;
+ * - by the path the walk found: the same path presented another way (other certificates beside it, another order)
+ *   costs the walk again, not the full checks.
+ * Both remember only chains that passed, with the period in which every certificate of the path is valid: outside it
+ * the chain is checked again (and refused with the reason).
  */
 export class X509popCheckedPaths {
-  private readonly paths: CheckedChains<X509popEvidence>;
+  private readonly presented: CheckedChains<X509popEvidence>;
+  private readonly paths: CheckedChains<CheckedPath>;
+  /** A digest of each roots list seen, the scope of {@link presented}. */
+  private readonly rootScopes = new WeakMap<readonly x509.X509Certificate[], string>();
 
   constructor(capacity = X509POP_CHECKED_PATHS) {
+    this.presented = new CheckedChains(capacity);
     this.paths = new CheckedChains(capacity);
   }
 
@@ -172,16 +184,45 @@ export class X509popCheckedPaths {
     return this.paths.size;
   }
 
-  /** {@link checkPath}'s evidence for `path` at `now`, remembered while the path is valid. */
-  check(path: readonly PathCertificate[], now: Date): X509popEvidence {
+  /** How many presented chains are remembered (for tests). */
+  get presentedSize(): number {
+    return this.presented.size;
+  }
+
+  /** {@link verifyX509popChain}'s evidence for a chain that passed its size checks, remembered while valid. */
+  verify(certificatesDer: readonly Uint8Array[], roots: readonly x509.X509Certificate[], now: Date): X509popEvidence {
+    return this.presented.get(
+      certificatesDer,
+      now.getTime(),
+      () => {
+        const checked = this.check(walk(certificatesDer, roots), now);
+        return { value: checked.evidence, validFromMs: checked.validFromMs, validUntilMs: checked.validUntilMs };
+      },
+      this.scopeOf(roots),
+    );
+  }
+
+  /** {@link checkPath}'s outcome for `path` at `now`, remembered while the path is valid. */
+  private check(path: readonly PathCertificate[], now: Date): CheckedPath {
     return this.paths.get(
       path.map((certificate) => certificate.native.raw),
       now.getTime(),
       () => {
-        const { evidence, validFromMs, validUntilMs } = checkPath(path, now);
-        return { value: evidence, validFromMs, validUntilMs };
+        const checked = checkPath(path, now);
+        return { value: checked, validFromMs: checked.validFromMs, validUntilMs: checked.validUntilMs };
       },
     );
+  }
+
+  private scopeOf(roots: readonly x509.X509Certificate[]): string {
+    let scope = this.rootScopes.get(roots);
+    if (scope === undefined) {
+      const hash = createHash('sha256');
+      for (const root of roots) hash.update(new Uint8Array(root.rawData));
+      scope = hash.digest('base64');
+      this.rootScopes.set(roots, scope);
+    }
+    return scope;
   }
 }
 
