@@ -3,12 +3,13 @@ import { sigilAgentId } from '@sigil/runtime';
 import { AppError } from '../common/errors.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { JoinTokenAttestor } from './join-token/join-token.attestor.js';
+import { K8sPsatAttestor } from './k8s-psat/k8s-psat.attestor.js';
 import type { NodeAttestor } from './node-attestor.js';
 import { NodeAttestorOptionError } from './node-attestor.js';
 import { X509popAttestor } from './x509pop/x509pop.attestor.js';
 
 /** Every node attestor this server has; a new one is one line here (and a folder beside this file). */
-export const NODE_ATTESTORS: readonly Type<NodeAttestor>[] = [JoinTokenAttestor, X509popAttestor];
+export const NODE_ATTESTORS: readonly Type<NodeAttestor>[] = [JoinTokenAttestor, X509popAttestor, K8sPsatAttestor];
 
 /** The injection token of the attestor instances: {@link NODE_ATTESTORS} and any a test adds. */
 export const NODE_ATTESTOR_INSTANCES = Symbol('NODE_ATTESTOR_INSTANCES');

@@ -1,6 +1,7 @@
-import { JOIN_TOKEN_ATTESTOR, X509POP_ATTESTOR } from '@sigil/agent-api';
+import { JOIN_TOKEN_ATTESTOR, K8S_PSAT_ATTESTOR, X509POP_ATTESTOR } from '@sigil/agent-api';
 import type { NodeAttestationConfig } from '../../config.js';
 import { joinTokenAttestor } from './join-token/join-token.attestor.js';
+import { k8sPsatAttestor } from './k8s-psat/k8s-psat.attestor.js';
 import type { NodeAttestor } from './node-attestor.js';
 import { x509popAttestor } from './x509pop/x509pop.attestor.js';
 
@@ -11,6 +12,7 @@ export type NodeAttestorFactory = (options: Readonly<Record<string, string>>) =>
 export const NODE_ATTESTORS: Readonly<Record<string, NodeAttestorFactory>> = Object.freeze({
   [JOIN_TOKEN_ATTESTOR.type]: joinTokenAttestor,
   [X509POP_ATTESTOR.type]: x509popAttestor,
+  [K8S_PSAT_ATTESTOR.type]: k8sPsatAttestor,
 });
 
 /**
