@@ -140,6 +140,7 @@ describe('an example node attestor registered on both sides', () => {
     expect(schemaOf('/agent/v1/attest/{attestor}').schema.oneOf.map((ref) => ref.$ref)).toEqual([
       '#/components/schemas/JoinTokenAttestationDto',
       '#/components/schemas/X509popAttestationDto',
+      '#/components/schemas/K8sPsatAttestationDto',
       '#/components/schemas/PresharedAttestationDto',
     ]);
     expect(schemaOf('/agent/v1/attest/{attestor}/challenge').schema.oneOf.map((ref) => ref.$ref)).toEqual([

@@ -8,7 +8,9 @@ import { FakeKubeApiServer } from '../../../../../test/support/fake-kube-apiserv
 import { AppError } from '../../common/errors.js';
 import { NodeAttestorOptionError } from '../node-attestor.js';
 import { K8sPsatAttestor, sanitizeReason } from './k8s-psat.attestor.js';
-import type { K8sPsatAttestationDto } from './k8s-psat.dto.js';
+import { K8sPsatAttestationDto } from './k8s-psat.dto.js';
+import { createValidationPipe } from '../../common/validation.js';
+import { K8S_PSAT_TOKEN_MAX_LENGTH } from '@sigil/agent-api';
 import { KUBE_API_LIMITS, KubeApiClient } from './kube-api-client.js';
 import { inClusterConnection, loadKubeConfigFile } from './kube-config.js';
 
@@ -597,5 +599,27 @@ describe('k8s_psat in-cluster configuration and API client bounds', () => {
     api.misbehave = 'stall';
     await expect(client.getNode(NODE_A.name)).rejects.toThrow('GET /api/v1/nodes/node-a: no answer within 300 ms');
     client.close();
+  });
+});
+
+describe('k8s_psat attestation body', () => {
+  const validate = (body: unknown) =>
+    createValidationPipe()
+      .transform(body, { type: 'body', metatype: K8sPsatAttestationDto })
+      .then(
+        () => 'valid',
+        (error: unknown) => `${(error as AppError).kind}: ${(error as AppError).message}`,
+      );
+
+  it('bounds the token and the cluster name, and names each bad field without echoing the token', async () => {
+    expect(await validate({ cluster: 'prod', token: 'x'.repeat(K8S_PSAT_TOKEN_MAX_LENGTH), csr: CSR })).toBe('valid');
+    const long = 'y'.repeat(K8S_PSAT_TOKEN_MAX_LENGTH + 1);
+    const refused = await validate({ cluster: 'prod', token: long, csr: CSR });
+    expect(refused).toBe(
+      `invalid_argument: token: must be shorter than or equal to ${K8S_PSAT_TOKEN_MAX_LENGTH} characters`,
+    );
+    expect(await validate({ cluster: 'c'.repeat(129), token: 't', csr: CSR, node: 'b' })).toBe(
+      'invalid_argument: node: unknown field; cluster: must be shorter than or equal to 128 characters',
+    );
   });
 });
