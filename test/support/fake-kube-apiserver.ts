@@ -143,19 +143,16 @@ export class FakeKubeApiServer {
       ],
     });
     const clientCa = await TestCa.create('kube.test', { uris: [], subject: 'CN=kubernetes-client-ca' });
-    let fake: FakeKubeApiServer | undefined;
-    const server = createServer(
-      {
-        cert: leaf.certificate.toString('pem'),
-        key: toPem(PEM_LABEL.privateKey, await leaf.privateKeyPkcs8()),
-        ca: clientCa.certificate.toString('pem'),
-        // As the API server: a client certificate is asked for, checked, and optional (bearer tokens are the other way).
-        requestCert: true,
-        rejectUnauthorized: false,
-      },
-      (request, response) => fake?.handle(request, response),
-    );
-    fake = new FakeKubeApiServer(server, ca, clientCa);
+    const server = createServer({
+      cert: leaf.certificate.toString('pem'),
+      key: toPem(PEM_LABEL.privateKey, await leaf.privateKeyPkcs8()),
+      ca: clientCa.certificate.toString('pem'),
+      // As the API server: a client certificate is asked for, checked, and optional (bearer tokens are the other way).
+      requestCert: true,
+      rejectUnauthorized: false,
+    });
+    const fake = new FakeKubeApiServer(server, ca, clientCa);
+    server.on('request', (request: IncomingMessage, response: ServerResponse) => fake.handle(request, response));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(options.port ?? 0, '127.0.0.1', () => resolve());
