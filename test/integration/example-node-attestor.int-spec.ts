@@ -196,7 +196,7 @@ describe('node attestor settings the server refuses at start', () => {
   it.each([
     [
       { nodeAttestor: ['join_token', 'tpm'] },
-      '--node-attestor: unknown node attestor "tpm" (known: join_token, x509pop, preshared)',
+      '--node-attestor: unknown node attestor "tpm" (known: join_token, x509pop, k8s_psat, preshared)',
     ],
     [{ nodeAttestor: ['join_token:ttl=5'] }, '--node-attestor join_token: unknown option ttl (known: none)'],
     [

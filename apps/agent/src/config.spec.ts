@@ -169,8 +169,14 @@ describe('loadAgentConfig', () => {
     expect(
       loadAgentConfig({ ...base(), flags, env: { SIGIL_AGENT_NODE_ATTESTOR: 'join_token:token=tok-2' } }).attestation,
     ).toEqual({ type: 'join_token', options: { token: 'tok-2' } });
-    expect(problemsOf({ ...base(), flags: { ...flags, nodeAttestor: 'k8s_psat:cluster=c1' } })).toEqual([
-      '--node-attestor: unknown node attestor "k8s_psat" (known: join_token, x509pop)',
+    expect(
+      loadAgentConfig({ ...base(), flags: { ...flags, nodeAttestor: 'k8s_psat:cluster=c1' } }).attestation,
+    ).toEqual({ type: 'k8s_psat', options: { cluster: 'c1' } });
+    expect(problemsOf({ ...base(), flags: { ...flags, nodeAttestor: 'k8s_psat:token_path=/t' } })).toEqual([
+      '--node-attestor: k8s_psat attestor: option cluster is required',
+    ]);
+    expect(problemsOf({ ...base(), flags: { ...flags, nodeAttestor: 'tpm:cluster=c1' } })).toEqual([
+      '--node-attestor: unknown node attestor "tpm" (known: join_token, x509pop, k8s_psat)',
     ]);
     expect(problemsOf({ ...base(), flags: { ...flags, nodeAttestor: 'x509pop:cert_file=/n/c.pem' } })).toEqual([
       '--node-attestor: x509pop attestor: options cert_file and key_file are required',

@@ -51,7 +51,7 @@ function filterQuery(options: FilterOptions, extra: Record<string, string> = {})
 
 function withFilters(command: Command): Command {
   return command
-    .option('--attestation-type <type>', 'only agents attested this way (join_token, x509pop)')
+    .option('--attestation-type <type>', 'only agents attested this way (join_token, x509pop, k8s_psat)')
     .option('--selector <type:value>', 'only agents with this selector (repeatable; all must match)', collectSelector)
     .option('--banned', 'only banned agents');
 }
