@@ -45,6 +45,18 @@ describe('CheckedChains', () => {
     expect(third.calls()).toBe(1);
   });
 
+  it('finds a remembered outcome without checking, and nothing for a chain unknown, in another scope or out of its validity', () => {
+    const chains = new CheckedChains<string>(10);
+    expect(chains.find(chainOf(1), 1_500, 's')).toBeUndefined();
+    const { check, calls } = countingCheck('agent a');
+    chains.get(chainOf(1), 1_500, check, 's');
+    expect(chains.find(chainOf(1), 1_600, 's')).toBe('agent a');
+    expect(chains.find(chainOf(1), 1_600, 'other scope')).toBeUndefined();
+    expect(chains.find(chainOf(1, 2), 1_600, 's')).toBeUndefined();
+    expect(chains.find(chainOf(1), 2_001, 's')).toBeUndefined();
+    expect(calls()).toBe(1);
+  });
+
   it('keeps at most maxEntries chains, forgetting the least recently used first', () => {
     const chains = new CheckedChains<string>(2);
     const { check, calls } = countingCheck('agent a');

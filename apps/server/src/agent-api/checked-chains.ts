@@ -33,19 +33,33 @@ export class CheckedChains<T> {
    * the chain does not pass.
    */
   get(chain: readonly Uint8Array[], nowMs: number, check: () => CheckedChain<T>, scope = ''): T {
-    const hash = createHash('sha256').update(scope).update('\0');
-    // DER is self-delimiting, so the concatenation names the chain unambiguously.
-    for (const der of chain) hash.update(der);
-    const key = hash.digest('base64');
-    const known = this.entries.get(key);
-    this.entries.delete(key);
-    if (known !== undefined && nowMs >= known.validFromMs && nowMs <= known.validUntilMs) {
-      this.entries.set(key, known);
-      return known.value;
-    }
+    const key = chainKey(chain, scope);
+    const known = this.remembered(key, nowMs);
+    if (known !== undefined) return known.value;
     const checked = check();
     this.entries.set(key, checked);
     if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
     return checked.value;
   }
+
+  /** The remembered outcome for `chain` in `scope` at `nowMs`, if there is one; nothing is checked. */
+  find(chain: readonly Uint8Array[], nowMs: number, scope = ''): T | undefined {
+    return this.remembered(chainKey(chain, scope), nowMs)?.value;
+  }
+
+  /** The entry under `key` while valid at `nowMs`, made the most recently used; an entry out of its validity is dropped. */
+  private remembered(key: string, nowMs: number): CheckedChain<T> | undefined {
+    const known = this.entries.get(key);
+    this.entries.delete(key);
+    if (known === undefined || nowMs < known.validFromMs || nowMs > known.validUntilMs) return undefined;
+    this.entries.set(key, known);
+    return known;
+  }
+}
+
+function chainKey(chain: readonly Uint8Array[], scope: string): string {
+  const hash = createHash('sha256').update(scope).update('\0');
+  // DER is self-delimiting, so the concatenation names the chain unambiguously.
+  for (const der of chain) hash.update(der);
+  return hash.digest('base64');
 }

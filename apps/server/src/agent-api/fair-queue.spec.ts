@@ -96,6 +96,28 @@ describe('FairQueue', () => {
     expect(Math.max(...startsPerTurn)).toBe(1);
   });
 
+  it('with startAtOnce false, starts even the first chunk in a later turn: the requests of one turn run one per turn', async () => {
+    const queue = new FairQueue({ chunkSize: 1, concurrency: 1, maxQueuedItems: 100, startAtOnce: false });
+    let started = 0;
+    const work = (chunk: readonly number[]) => {
+      started++;
+      return Promise.resolve(chunk);
+    };
+    // Five requests read in one turn of the event loop, each with one item of synchronous work.
+    const all = Promise.all([0, 1, 2, 3, 4].map((item) => queue.run(`caller ${item}`, [item], work)));
+    await Promise.resolve();
+    expect(started).toBe(0);
+    const startsPerTurn: number[] = [];
+    for (let turn = 0; turn < 8; turn++) {
+      const before = started;
+      await loopTurns(1);
+      startsPerTurn.push(started - before);
+    }
+    expect(await all).toEqual([[0], [1], [2], [3], [4]]);
+    expect(Math.max(...startsPerTurn)).toBe(1);
+    expect(started).toBe(5);
+  });
+
   it('runs at most `concurrency` chunks at once', async () => {
     const queue = new FairQueue({ chunkSize: 1, concurrency: 3, maxQueuedItems: 100 });
     const { work, finishOne, running } = gatedWork();

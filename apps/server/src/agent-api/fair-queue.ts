@@ -11,6 +11,12 @@ export interface FairQueueOptions {
   readonly concurrency: number;
   /** Items waiting (not yet started), over every caller; past it `run` refuses. */
   readonly maxQueuedItems: number;
+  /**
+   * Whether a request that finds a free slot starts its first chunk at once (the default), or in the next turn of
+   * the event loop like every other: for work that is cheap to queue and costly to run, so that the requests read in
+   * one turn do not all run their work in that turn.
+   */
+  readonly startAtOnce?: boolean;
 }
 
 /** The queue holds too many items already; nothing of the request was queued. */
@@ -96,7 +102,8 @@ export class FairQueue {
     this.queuedItems += items.length;
     // A free slot is used at once: a request read in a long poll phase (1,000 busy connections) would otherwise
     // wait for the end of that phase before its first chunk started.
-    this.pump();
+    if (this.options.startAtOnce === false) this.schedulePump();
+    else this.pump();
     return Promise.all(chunks).then((results) => results.flat() as R[]);
   }
 

@@ -2,6 +2,8 @@ import { readFile } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { X509POP_ATTESTOR } from '@sigil/agent-api';
+import { FairQueue, FairQueueFullError } from '../../agent-api/fair-queue.js';
+import { addressKey } from '../../common/address-key.js';
 import { CLOCK, type Clock } from '../../common/clock.js';
 import { AppError } from '../../common/errors.js';
 import type { AttestationCall, NodeAttestation, NodeAttestor, NodeAttestorChallenge } from '../node-attestor.js';
@@ -17,6 +19,12 @@ import {
 } from './x509pop.js';
 
 type CaCertificates = ReturnType<typeof parseX509popCaBundle>;
+
+/**
+ * Chains waiting for their check, over every source address; past it a challenge is refused with 503 (each waiting
+ * request holds its chain, at most 96 KiB: 24 MiB in all).
+ */
+export const X509POP_MAX_WAITING_CHECKS = 256;
 
 /**
  * x509pop node attestation (challenge–response): the chain is verified against the configured CA bundle when the
@@ -47,6 +55,18 @@ export class X509popAttestor implements NodeAttestor<X509popAttestationDto> {
   private caCertificates: CaCertificates | undefined;
   /** Paths checked against {@link caCertificates}, which are loaded once. */
   private readonly checkedPaths = new X509popCheckedPaths();
+  /**
+   * Chains not checked before take turns, one per turn of the event loop, in round robin over source addresses: a
+   * first check costs milliseconds (the walk, then a full parse), and an attacker's new connections each bring one;
+   * run as they arrive, the dozens read in one turn of the loop held every other request (a real node's answer
+   * and its database queries) for hundreds of milliseconds. A chain presented before does not wait.
+   */
+  private readonly checkTurns = new FairQueue({
+    chunkSize: 1,
+    concurrency: 1,
+    maxQueuedItems: X509POP_MAX_WAITING_CHECKS,
+    startAtOnce: false,
+  });
 
   constructor(@Inject(CLOCK) private readonly clock: Clock) {}
 
@@ -75,10 +95,31 @@ export class X509popAttestor implements NodeAttestor<X509popAttestationDto> {
     remoteAddress: string | undefined,
   ): Promise<{ challengeId: string; nonce: Buffer }> {
     const roots = this.requireCaCertificates();
-    const now = this.clock.now();
     const certificates = certificatesBase64.map((text) => Buffer.from(text, 'base64'));
-    const evidence: X509popEvidence = await verifyX509popChain(certificates, roots, now, this.checkedPaths);
-    return this.challenges.issue(evidence, remoteAddress, now);
+    const evidence: X509popEvidence =
+      this.checkedPaths.known(certificates, roots, this.clock.now()) ??
+      (await this.checkInTurn(addressKey(remoteAddress), certificates, roots));
+    return this.challenges.issue(evidence, remoteAddress, this.clock.now());
+  }
+
+  private async checkInTurn(
+    address: string,
+    certificates: readonly Uint8Array[],
+    roots: CaCertificates,
+  ): Promise<X509popEvidence> {
+    try {
+      const [evidence] = await this.checkTurns.run(address, [certificates], async ([chain]) => [
+        await verifyX509popChain(chain!, roots, this.clock.now(), this.checkedPaths),
+      ]);
+      return evidence!;
+    } catch (error) {
+      if (!(error instanceof FairQueueFullError)) throw error;
+      throw new AppError(
+        'unavailable',
+        `x509pop: ${X509POP_MAX_WAITING_CHECKS} certificate chains are waiting for their check already; retry in 1 s`,
+        { retryAfterSeconds: 1 },
+      );
+    }
   }
 
   /**

@@ -202,6 +202,18 @@ export class X509popCheckedPaths {
     );
   }
 
+  /**
+   * The evidence remembered for a chain presented exactly so before, while valid at `now`, without any check: what a
+   * caller may get before it waits for its turn to have a chain checked.
+   */
+  known(
+    certificatesDer: readonly Uint8Array[],
+    roots: readonly x509.X509Certificate[],
+    now: Date,
+  ): X509popEvidence | undefined {
+    return this.presented.find(certificatesDer, now.getTime(), this.scopeOf(roots));
+  }
+
   /** {@link checkPath}'s outcome for `path` at `now`, remembered while the path is valid. */
   private check(path: readonly PathCertificate[], now: Date): CheckedPath {
     return this.paths.get(
