@@ -194,7 +194,7 @@ describe('AgentManager', () => {
   it('cannot start without a usable stored SVID and without a method to attest with', async () => {
     await expect(manager(undefined).manager.start()).rejects.toThrow(
       new AgentFatalError(
-        'cannot start: no stored agent SVID, and neither --join-token nor --x509pop-cert/--x509pop-key is set to attest with',
+        'cannot start: no stored agent SVID, and no node attestor is configured (--node-attestor, --join-token or --x509pop-cert/--x509pop-key)',
       ),
     );
   });
@@ -271,7 +271,10 @@ describe('AgentManager', () => {
     expect(server.calls).toEqual(['x509pop:challenge', 'x509pop:challenge', 'x509pop:challenge', 'x509pop:attest']);
     // Each 429 is retried after the server's Retry-After, not the (shorter) backoff.
     const entries = warnings.mock.calls.map((call) => (call as unknown[])[0] as { msg: string; retryInMs: number });
-    const retries = entries.filter((entry) => entry.msg === 'server too busy to attest this node, will retry');
+    const retries = entries.filter(
+      (entry) =>
+        entry.msg === 'server cannot attest this node now (busy, or a service it needs is unavailable), will retry',
+    );
     expect(retries.map((entry) => entry.retryInMs)).toEqual([40, 40]);
     expect(identity.current()?.spiffeId.path).toMatch(/^\/sigil\/agent\/x509pop\//);
 

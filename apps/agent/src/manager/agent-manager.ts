@@ -99,7 +99,7 @@ export class AgentManager {
       const attestor = this.attestor;
       if (attestor === undefined) {
         throw new AgentFatalError(
-          `cannot start: ${decision.reason}, and neither --join-token nor --x509pop-cert/--x509pop-key is set to attest with`,
+          `cannot start: ${decision.reason}, and no node attestor is configured (--node-attestor, --join-token or --x509pop-cert/--x509pop-key)`,
         );
       }
       const { singleUse } = attestor;
@@ -328,7 +328,7 @@ export class AgentManager {
         this.options.logger?.warn({
           msg: unreachable
             ? 'no server reachable for attestation, will retry'
-            : 'server too busy to attest this node, will retry',
+            : 'server cannot attest this node now (busy, or a service it needs is unavailable), will retry',
           retryInMs: delay,
           reason: (error as Error).message,
         });
