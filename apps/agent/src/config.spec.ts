@@ -181,6 +181,12 @@ describe('loadAgentConfig', () => {
     expect(problemsOf({ ...base(), flags: { ...flags, nodeAttestor: 'x509pop:cert_file=/n/c.pem' } })).toEqual([
       '--node-attestor: x509pop attestor: options cert_file and key_file are required',
     ]);
+    expect(
+      problemsOf({ ...base(), flags: { ...flags, nodeAttestor: 'x509pop:cert_file=/c,key_file=/k,cert_flie=/x' } }),
+    ).toEqual(['--node-attestor: node attestor x509pop: unknown option "cert_flie" (known: cert_file, key_file)']);
+    expect(problemsOf({ ...base(), flags: { ...flags, nodeAttestor: 'k8s_psat:cluster=c1,token_pth=/t' } })).toEqual([
+      '--node-attestor: node attestor k8s_psat: unknown option "token_pth" (known: cluster, token_path)',
+    ]);
     expect(problemsOf({ ...base(), flags: { ...flags, nodeAttestor: 'x509pop:cert_file' } })).toEqual([
       '--node-attestor: x509pop: options must be <option>=<value> separated by commas, got "cert_file"',
     ]);

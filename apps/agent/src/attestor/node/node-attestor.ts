@@ -50,3 +50,21 @@ export async function attestNode(
   const body: AttestationRequestBody = { ...evidence, csr: csrPem };
   return api.attest(attestor.route, body);
 }
+
+/**
+ * Refuses options an attestor does not take (`--node-attestor k8s_psat:token_pth=…` would otherwise fall back to the
+ * default path without a word): every attestor factory calls it first.
+ *
+ * @throws Error `node attestor <type>: unknown option "<name>" (known: …)`
+ */
+export function checkNodeAttestorOptions(
+  type: string,
+  options: Readonly<Record<string, string>>,
+  known: readonly string[],
+): void {
+  const unknown = Object.keys(options).find((name) => !known.includes(name));
+  if (unknown !== undefined) {
+    const names = known.length > 0 ? known.join(', ') : 'none';
+    throw new Error(`node attestor ${type}: unknown option ${JSON.stringify(unknown)} (known: ${names})`);
+  }
+}

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { JOIN_TOKEN_ATTESTOR, type JoinTokenAttestationBody } from '@sigil/agent-api';
-import type { NodeAttestor } from '../node-attestor.js';
+import { checkNodeAttestorOptions, type NodeAttestor } from '../node-attestor.js';
 
 /** SHA-256 of a join token in hex: what the agent remembers of a token instead of the token itself. */
 export function joinTokenDigest(token: string): string {
@@ -12,6 +12,7 @@ export function joinTokenDigest(token: string): string {
  * `spiffe://<td>/sigil/agent/join_token/<token id>`. Option `token`.
  */
 export function joinTokenAttestor(options: Readonly<Record<string, string>>): NodeAttestor {
+  checkNodeAttestorOptions(JOIN_TOKEN_ATTESTOR.type, options, ['token']);
   const token = options['token'];
   if (token === undefined) throw new Error('join token attestor: option token is required');
   return {

@@ -64,7 +64,7 @@ describe('k8s_psat agent attestor', () => {
     [
       'an unknown option',
       { cluster: 'prod', audience: 'x' },
-      'k8s_psat attestor: unknown option audience (known: cluster, token_path)',
+      'node attestor k8s_psat: unknown option "audience" (known: cluster, token_path)',
     ],
   ])('refuses %s', (_name, options, message) => {
     expect(() => k8sPsatAttestor(options)).toThrow(message);

@@ -5,7 +5,7 @@ import {
   k8sPsatClusterNameProblem,
   type K8sPsatAttestationBody,
 } from '@sigil/agent-api';
-import type { NodeAttestor } from '../node-attestor.js';
+import { checkNodeAttestorOptions, type NodeAttestor } from '../node-attestor.js';
 
 /** Where Kubernetes projects the agent's token by default (SPIRE's default is `/var/run/secrets/tokens/spire-agent`). */
 export const K8S_PSAT_DEFAULT_TOKEN_PATH = '/var/run/secrets/tokens/sigil-agent';
@@ -20,10 +20,7 @@ const OPTIONS = ['cluster', 'token_path'];
  * @throws Error naming the option when the options are wrong
  */
 export function k8sPsatAttestor(options: Readonly<Record<string, string>>): NodeAttestor {
-  const unknown = Object.keys(options).filter((name) => !OPTIONS.includes(name));
-  if (unknown.length > 0) {
-    throw new Error(`k8s_psat attestor: unknown option ${unknown.join(', ')} (known: ${OPTIONS.join(', ')})`);
-  }
+  checkNodeAttestorOptions(K8S_PSAT_ATTESTOR.type, options, OPTIONS);
   const cluster = options['cluster'];
   if (cluster === undefined) throw new Error('k8s_psat attestor: option cluster is required');
   const problem = k8sPsatClusterNameProblem(cluster);

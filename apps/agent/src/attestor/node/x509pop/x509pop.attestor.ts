@@ -7,7 +7,7 @@ import {
   type X509popChallengeRequestBody,
 } from '@sigil/agent-api';
 import { pemBlocks, PEM_LABEL } from '@sigil/pki';
-import type { NodeAttestor } from '../node-attestor.js';
+import { checkNodeAttestorOptions, type NodeAttestor } from '../node-attestor.js';
 
 const toBase64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64');
 
@@ -18,6 +18,7 @@ const toBase64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString('bas
  * disk is used for the next re-attestation. Options `cert_file` (PEM chain, leaf first) and `key_file`.
  */
 export function x509popAttestor(options: Readonly<Record<string, string>>): NodeAttestor {
+  checkNodeAttestorOptions(X509POP_ATTESTOR.type, options, ['cert_file', 'key_file']);
   const { cert_file: certFile, key_file: keyFile } = options;
   if (certFile === undefined || keyFile === undefined) {
     throw new Error('x509pop attestor: options cert_file and key_file are required');
