@@ -1,66 +1,89 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AccountNames, parseAccountFile } from './account-names.js';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { afterAll, describe, expect, it } from 'vitest';
+import { AccountNames } from './account-names.js';
 
-describe('parseAccountFile', () => {
-  it('maps ids to names, first line wins, skipping comments and malformed lines', () => {
-    const text = [
-      '# comment',
-      'root:x:0:0:root:/root:/bin/bash',
-      'toor:x:0:0:second root:/root:/bin/sh',
-      'broken line',
-      'noid:x::0::/:/bin/false',
-      'svc:x:1001:1001::/home/svc:/bin/sh',
-      '',
-    ].join('\n');
-    expect([...parseAccountFile(text)]).toEqual([
-      [0, 'root'],
-      [1001, 'svc'],
-    ]);
-  });
-});
+const isRoot = process.getuid?.() === 0;
+const NOBODY = 65534;
 
-describe('AccountNames', () => {
-  let dir: string;
-  let passwd: string;
-  let group: string;
-  let now: number;
+/** What `getent(1)` (the C library's own NSS client) answers for an id, as the expected value. */
+function getent(database: 'passwd' | 'group', id: number): string | undefined {
+  try {
+    return execFileSync('getent', [database, String(id)], { encoding: 'utf8' }).split(':')[0];
+  } catch {
+    return undefined;
+  }
+}
 
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'sigil-accounts-'));
-    passwd = join(dir, 'passwd');
-    group = join(dir, 'group');
-    await writeFile(passwd, 'alice:x:1000:1000::/home/alice:/bin/sh\n');
-    await writeFile(group, 'staff:x:50:alice\n');
-    now = 0;
+function freeId(database: 'passwd' | 'group'): number {
+  for (let id = 3_999_999_000; ; id++) if (getent(database, id) === undefined) return id;
+}
+
+describe('AccountNames (getpwuid_r / getgrgid_r through koffi)', () => {
+  it('names root and nobody as NSS does', async () => {
+    const names = new AccountNames();
+    expect(await names.userName(0)).toBe('root');
+    expect(await names.groupName(0)).toBe('root');
+    expect(await names.userName(NOBODY)).toBe(getent('passwd', NOBODY));
+    expect(await names.groupName(NOBODY)).toBe(getent('group', NOBODY));
   });
 
-  afterEach(async () => {
-    await rm(dir, { recursive: true, force: true });
+  it('yields no name for ids no source knows, and for ids that are not ids', async () => {
+    const names = new AccountNames();
+    expect(await names.userName(freeId('passwd'))).toBeUndefined();
+    expect(await names.groupName(freeId('group'))).toBeUndefined();
+    expect(await names.userName(-1)).toBeUndefined();
+    expect(await names.userName(2 ** 32)).toBeUndefined();
   });
 
-  it('names users and groups and returns undefined for unknown ids', async () => {
-    const names = new AccountNames({ passwdPath: passwd, groupPath: group });
-    expect(await names.userName(1000)).toBe('alice');
-    expect(await names.groupName(50)).toBe('staff');
-    expect(await names.userName(4242)).toBeUndefined();
+  it('retries with a larger buffer on ERANGE, up to the bound', async () => {
+    // nobody's passwd entry (name, password, gecos, home, shell) needs far more than 8 bytes of strings.
+    const growing = new AccountNames({ initialBufferBytes: 8 });
+    expect(await growing.userName(NOBODY)).toBe(getent('passwd', NOBODY));
+    expect(await growing.groupName(0)).toBe('root');
+    const bounded = new AccountNames({ initialBufferBytes: 8, maxBufferBytes: 16 });
+    expect(await bounded.userName(NOBODY)).toBeUndefined();
   });
 
-  it('reuses a read within the TTL and rereads after it', async () => {
-    const names = new AccountNames({ passwdPath: passwd, groupPath: group, ttlMs: 1000, now: () => now });
-    expect(await names.userName(1000)).toBe('alice');
-    await writeFile(passwd, 'bob:x:1000:1000::/home/bob:/bin/sh\n');
-    now = 999;
-    expect(await names.userName(1000)).toBe('alice');
-    now = 1000;
-    expect(await names.userName(1000)).toBe('bob');
+  it('shares one lookup among concurrent callers', async () => {
+    const names = new AccountNames();
+    const answers = await Promise.all(Array.from({ length: 50 }, () => names.userName(0)));
+    expect(new Set(answers)).toEqual(new Set(['root']));
   });
 
-  it('yields no names when the files are missing', async () => {
-    const names = new AccountNames({ passwdPath: join(dir, 'none'), groupPath: join(dir, 'none') });
-    expect(await names.userName(0)).toBeUndefined();
-    expect(await names.groupName(0)).toBeUndefined();
+  describe.skipIf(!isRoot)('a user created on this machine', () => {
+    const suffix = randomBytes(4).toString('hex');
+    const user = `sigil-u-${suffix}`;
+    const group = `sigil-g-${suffix}`;
+    let created = false;
+
+    afterAll(() => {
+      if (!created) return;
+      execFileSync('userdel', [user]);
+      execFileSync('groupdel', [group]);
+    });
+
+    it('names a user and group added with useradd/groupadd, and forgets them after the TTL once deleted', async () => {
+      execFileSync('groupadd', [group]);
+      execFileSync('useradd', ['--no-create-home', '--gid', group, user]);
+      created = true;
+      const uid = Number(execFileSync('id', ['-u', user], { encoding: 'utf8' }));
+      const gid = Number(execFileSync('id', ['-g', user], { encoding: 'utf8' }));
+      let now = 0;
+      const names = new AccountNames({ ttlMs: 1000, now: () => now });
+      expect(await names.userName(uid)).toBe(user);
+      expect(await names.groupName(gid)).toBe(group);
+
+      execFileSync('userdel', [user]);
+      execFileSync('groupdel', [group]);
+      created = false;
+      now = 999;
+      expect(await names.userName(uid)).toBe(user);
+      now = 1000;
+      expect(await names.userName(uid)).toBeUndefined();
+      expect(await names.groupName(gid)).toBeUndefined();
+    });
   });
+
+  it.skipIf(isRoot)('names a user created on this machine (skipped: needs root to run useradd)', () => {});
 });

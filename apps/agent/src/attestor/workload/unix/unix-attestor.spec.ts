@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import {
@@ -16,7 +16,7 @@ import {
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { AccountNames, parseAccountFile } from './account-names.js';
+import { AccountNames } from './account-names.js';
 import { ExecutableDigests, sha256OfFile } from './executable-digest.js';
 import { readStartTime } from './proc.js';
 import { formatSelector } from '@sigil/runtime';
@@ -33,17 +33,23 @@ async function sha256Of(path: string): Promise<string> {
     .digest('hex');
 }
 
-async function names(path: string): Promise<Map<number, string>> {
-  return parseAccountFile(await readFile(path, 'utf8'));
+/** id → name of every account NSS enumerates, from `getent(1)`, not from the code under test. */
+function names(database: 'passwd' | 'group'): Map<number, string> {
+  const names = new Map<number, string>();
+  for (const line of execFileSync('getent', [database], { encoding: 'utf8' }).split('\n')) {
+    const [name, , id] = line.split(':');
+    if (name && id && !names.has(Number(id))) names.set(Number(id), name);
+  }
+  return names;
 }
 
-/** The selectors `pid` should get, worked out from procfs and /etc without the code under test's parsers. */
+/** The selectors `pid` should get, worked out from procfs and getent(1) without the code under test's parsers. */
 async function expectedSelectors(pid: number): Promise<string[]> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   const field = (key: string) => new RegExp(`^${key}:(.*)$`, 'm').exec(status)![1]!.trim().split(/\s+/).filter(Boolean);
   const [uid, gid] = [Number(field('Uid')[1]), Number(field('Gid')[1])];
-  const users = await names('/etc/passwd');
-  const groups = await names('/etc/group');
+  const users = names('passwd');
+  const groups = names('group');
   const exe = `/proc/${pid}/exe`;
   const expected = [`unix:uid:${uid}`, `unix:gid:${gid}`];
   if (users.has(uid)) expected.push(`unix:user:${users.get(uid)}`);

@@ -34,8 +34,8 @@ function unix(value: string): Selector {
  * The unix workload attestor: selectors of a local process from procfs, following SPIRE's unix plugin.
  *
  * - `unix:uid:N` and `unix:gid:N` are the *effective* ids (SPIRE takes the second of /proc's real, effective,
- *   saved, fs ids), which is also what SO_PEERCRED reports; `unix:user:NAME` / `unix:group:NAME` when the files
- *   databases name them.
+ *   saved, fs ids), which is also what SO_PEERCRED reports; `unix:user:NAME` / `unix:group:NAME` when NSS
+ *   (`getpwuid_r`/`getgrgid_r`: files, LDAP, sssd, …) names them.
  * - `unix:supplementary_gid:N` for each id on `Groups:`, and `unix:supplementary_group:NAME` when named.
  * - `unix:path:/abs/exe` (the target of `/proc/<pid>/exe`) and `unix:sha256:HEX` of that executable. SPIRE emits
  *   these only with `discover_workload_path` and then fails attestation when they cannot be read; we always try,
