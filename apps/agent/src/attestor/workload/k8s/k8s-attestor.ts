@@ -194,7 +194,12 @@ export class K8sWorkloadAttestor implements WorkloadAttestor {
       this.suppressedWarnings += 1;
       return;
     }
-    const reason = error instanceof OutOfTime ? 'no pod list within the attestation deadline' : String(error);
+    const reason =
+      error instanceof OutOfTime
+        ? 'no pod list within the attestation deadline'
+        : error instanceof Error
+          ? error.message
+          : String(error);
     const suppressed = this.suppressedWarnings > 0 ? ` (${this.suppressedWarnings} more since the last warning)` : '';
     this.logger.warn(
       `k8s: cannot use the kubelet's pod list, pod workloads get no k8s selectors: ${reason}${suppressed}`,
