@@ -180,7 +180,10 @@ describe('K8sWorkloadAttestor', () => {
       const before = kubelet.requests;
       const error = await attestor({ max_poll_attempts: '3' })
         .attest(await caller(systemdPath(NEW_ID)), new AbortController().signal)
-        .catch((caught: unknown) => caught as Error);
+        .then(
+          () => expect.unreachable('expected a rejection'),
+          (caught: unknown) => caught as Error,
+        );
       expect(error).toBeInstanceOf(WorkloadAttestationError);
       expect(error.message).toBe(
         `k8s: the kubelet's pod list has no container ${NEW_ID} of pod ${POD_UID} after 3 reads: ` +
@@ -204,9 +207,10 @@ describe('K8sWorkloadAttestor', () => {
         timeoutMs: 1_000,
       });
       const started = performance.now();
-      const error = await composite
-        .attest(await caller(cgroupfsPath(APP_ID)))
-        .catch((caught: unknown) => caught as Error);
+      const error = await composite.attest(await caller(cgroupfsPath(APP_ID))).then(
+        () => expect.unreachable('expected a rejection'),
+        (caught: unknown) => caught as Error,
+      );
       expect(error.message).toMatch(/after 3 reads: pod .* is not listed/);
       expect(performance.now() - started).toBeLessThan(1_000);
     });

@@ -1,10 +1,10 @@
 import { Logger } from '@nestjs/common';
 import { type Selector } from '@sigil/runtime';
 import { readContainerIdentity } from '../cgroups/container-identity.js';
-import { type WorkloadAttestorContext } from '../registry.js';
+import { type WorkloadAttestorContext, type WorkloadAttestorPlugin } from '../registry.js';
 import { defaultProcRoot } from '../unix/proc.js';
 import { WorkloadAttestationError, type WorkloadAttestor, type WorkloadCaller } from '../workload-attestor.js';
-import { K8sOptionsError, type K8sSettings, parseK8sOptions } from './k8s-options.js';
+import { K8S_OPTION_NAMES, K8sOptionsError, type K8sSettings, parseK8sOptions } from './k8s-options.js';
 import { containerSelectorValues, k8sSelectors, podSelectorValues } from './k8s-selectors.js';
 import { KubeletClient } from './kubelet-client.js';
 import { PodListCache, type PodListSnapshot } from './pod-list-cache.js';
@@ -210,15 +210,23 @@ export class K8sWorkloadAttestor implements WorkloadAttestor {
 }
 
 /** The registry's factory: options from `--workload-attestor k8s:<option>=<value>,…`, node name from the environment. */
-export function createK8sAttestor(
-  context: WorkloadAttestorContext & { readonly options?: Readonly<Record<string, string>> },
-): K8sWorkloadAttestor {
-  let settings: K8sSettings;
-  try {
-    settings = parseK8sOptions(context.options ?? {}, process.env);
-  } catch (error) {
-    if (error instanceof K8sOptionsError) throw new Error(error.message);
-    throw error;
-  }
-  return new K8sWorkloadAttestor(settings, { attestationTimeoutMs: context.config.workloadAttestationTimeoutMs });
+export function createK8sAttestor(context: WorkloadAttestorContext): K8sWorkloadAttestor {
+  return new K8sWorkloadAttestor(parseK8sOptions(context.options, process.env), {
+    attestationTimeoutMs: context.config.workloadAttestationTimeoutMs,
+  });
 }
+
+/** The registry's entry: SPIRE's options (plus `kubelet_host` and `pod_level_fallback`), checked when the config loads. */
+export const K8S_ATTESTOR: WorkloadAttestorPlugin = Object.freeze({
+  optionNames: K8S_OPTION_NAMES,
+  checkOptions: (options: Readonly<Record<string, string>>): readonly string[] => {
+    try {
+      parseK8sOptions(options, process.env);
+      return [];
+    } catch (error) {
+      if (error instanceof K8sOptionsError) return error.problems;
+      throw error;
+    }
+  },
+  create: createK8sAttestor,
+});

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { loadAgentConfig } from '../../../config.js';
 import { K8sOptionsError, parseK8sOptions } from './k8s-options.js';
 
 describe('parseK8sOptions', () => {
@@ -57,19 +58,18 @@ describe('parseK8sOptions', () => {
   });
 
   it.each([
-    [{ kubelet_secure_port: '0' }, 'k8s option kubelet_secure_port: must be a whole number from 1 to 65535, got "0"'],
-    [{ max_poll_attempts: 'many' }, 'k8s option max_poll_attempts: must be a whole number from 1 to 10000'],
-    [{ poll_retry_interval: '1ms' }, 'k8s option poll_retry_interval: must be from 10ms to 60s, got "1ms"'],
-    [{ poll_retry_interval: 'soon' }, 'k8s option poll_retry_interval: must be a duration'],
-    [{ skip_kubelet_verification: 'yes' }, 'k8s option skip_kubelet_verification: must be true or false, got "yes"'],
-    [{ node_name: 'bad_name' }, 'k8s option node_name: must be a host name or an IP address'],
-    [{ kubelet_host: '*.example.org' }, 'k8s option kubelet_host: must be a host name or an IP address'],
-    [{ node_name_env: 'MY-NODE' }, 'k8s option node_name_env: must be an environment variable name, got "MY-NODE"'],
-    [{ token_path: ' ' }, 'k8s option token_path: must be a file path'],
-    [{ kubeletport: '1' }, 'k8s option kubeletport: unknown (known: kubelet_secure_port,'],
+    [{ kubelet_secure_port: '0' }, 'kubelet_secure_port: must be a whole number from 1 to 65535, got "0"'],
+    [{ max_poll_attempts: 'many' }, 'max_poll_attempts: must be a whole number from 1 to 10000'],
+    [{ poll_retry_interval: '1ms' }, 'poll_retry_interval: must be from 10ms to 1m, got "1ms"'],
+    [{ poll_retry_interval: 'soon' }, 'poll_retry_interval: must be a duration'],
+    [{ skip_kubelet_verification: 'yes' }, 'skip_kubelet_verification: must be true or false, got "yes"'],
+    [{ node_name: 'bad_name' }, 'node_name: must be a host name or an IP address'],
+    [{ kubelet_host: '*.example.org' }, 'kubelet_host: must be a host name or an IP address'],
+    [{ node_name_env: 'MY-NODE' }, 'node_name_env: must be an environment variable name, got "MY-NODE"'],
+    [{ token_path: ' ' }, 'token_path: must be a file path'],
     [
       { skip_kubelet_verification: 'true', kubelet_ca_path: '/ca.pem' },
-      'k8s option kubelet_ca_path: cannot be used with skip_kubelet_verification=true',
+      'kubelet_ca_path: cannot be used with skip_kubelet_verification=true',
     ],
   ])('refuses %j', (options, message) => {
     expect(() => parseK8sOptions(options, {})).toThrow(K8sOptionsError);
@@ -78,13 +78,41 @@ describe('parseK8sOptions', () => {
 
   it('checks a node name from the environment, naming the variable', () => {
     expect(() => parseK8sOptions({}, { MY_NODE_NAME: 'node 1' })).toThrow(
-      'k8s option node_name_env: the node name in MY_NODE_NAME must be a host name or an IP address',
+      'node_name_env: the node name in MY_NODE_NAME must be a host name or an IP address',
     );
   });
 
   it('lists every bad option at once', () => {
     expect(() => parseK8sOptions({ kubelet_secure_port: 'x', max_poll_attempts: '0' }, {})).toThrow(
-      /kubelet_secure_port: .*; k8s option max_poll_attempts: /,
+      /kubelet_secure_port: .*; max_poll_attempts: /,
+    );
+  });
+});
+
+describe('--workload-attestor k8s:… in the agent configuration', () => {
+  const load = (...attestors: string[]) =>
+    loadAgentConfig({
+      flags: {
+        serverAddress: ['127.0.0.1:8081'],
+        insecureBootstrap: true,
+        trustDomain: 'example.org',
+        workloadAttestor: attestors,
+      },
+    });
+
+  it('enables the k8s attestor with its options', () => {
+    expect(load('unix', 'k8s:node_name=node-1,poll_retry_interval=250ms').workloadAttestors).toEqual([
+      { type: 'unix', options: {} },
+      { type: 'k8s', options: { node_name: 'node-1', poll_retry_interval: '250ms' } },
+    ]);
+  });
+
+  it('refuses an unknown option and a bad value when the configuration loads, naming them', () => {
+    expect(() => load('k8s:kubelet_port=1')).toThrow(
+      /--workload-attestor: k8s: unknown option "kubelet_port" \(known: kubelet_secure_port,/,
+    );
+    expect(() => load('k8s:max_poll_attempts=0,skip_kubelet_verification=yes')).toThrow(
+      /--workload-attestor: k8s: max_poll_attempts: must be a whole number from 1 to 10000, got "0"; --workload-attestor: k8s: skip_kubelet_verification: must be true or false, got "yes"/,
     );
   });
 });

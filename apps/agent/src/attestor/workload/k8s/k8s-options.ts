@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
 import { PkiError, validateDnsName } from '@sigil/pki';
-import { DurationError, parseCount, parseDurationMs } from '@sigil/runtime';
+import { parseCount, parseOptionBoolean, parseOptionDurationMs } from '@sigil/runtime';
 
 /**
  * The options of `--workload-attestor k8s:<option>=<value>,…`: SPIRE's names and defaults
@@ -57,9 +57,13 @@ export interface K8sSettings {
   readonly podLevelFallback: boolean;
 }
 
-/** Why options of the k8s attestor are not usable; the message lists every bad option. */
+/** Why options of the k8s attestor are not usable: each problem is `<option>: <what is wrong>`. */
 export class K8sOptionsError extends Error {
   override readonly name = 'K8sOptionsError';
+
+  constructor(readonly problems: readonly string[]) {
+    super(problems.join('; '));
+  }
 }
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -78,30 +82,26 @@ function hostProblem(name: string): string | undefined {
 }
 
 /**
- * Resolves the k8s attestor's options. The node name is `node_name`, else the variable `node_name_env` names
- * (`MY_NODE_NAME`) in `env`; without one, the kubelet is dialled on 127.0.0.1 and its certificate is checked against
- * the CA only (SPIRE's behaviour). `kubelet_host` changes the address dialled, never the name checked.
+ * Resolves the k8s attestor's options (their names are checked by the registry). The node name is `node_name`, else
+ * the variable `node_name_env` names (`MY_NODE_NAME`) in `env`; without one, the kubelet is dialled on 127.0.0.1 and
+ * its certificate is checked against the CA only (SPIRE's behaviour). `kubelet_host` changes the address dialled,
+ * never the name checked.
  *
- * @throws K8sOptionsError listing every bad option, named `k8s option <name>`
+ * @throws K8sOptionsError listing every bad option
  */
 export function parseK8sOptions(
   options: Readonly<Record<string, string>>,
   env: Readonly<Record<string, string | undefined>> = process.env,
 ): K8sSettings {
   const problems: string[] = [];
-  const bad = (name: string, problem: string): void => void problems.push(`k8s option ${name}: ${problem}`);
-  for (const name of Object.keys(options)) {
-    if (!(K8S_OPTION_NAMES as readonly string[]).includes(name)) {
-      bad(name, `unknown (known: ${K8S_OPTION_NAMES.join(', ')})`);
-    }
-  }
+  const bad = (name: K8sOptionName, problem: string): void => void problems.push(`${name}: ${problem}`);
   const given = (name: K8sOptionName): string | undefined => (Object.hasOwn(options, name) ? options[name] : undefined);
 
   const flag = (name: K8sOptionName): boolean => {
     const value = given(name);
-    if (value === undefined || value === 'false') return false;
-    if (value === 'true') return true;
-    bad(name, `must be true or false, got ${JSON.stringify(value)}`);
+    const parsed = value === undefined ? false : parseOptionBoolean(value);
+    if (typeof parsed === 'boolean') return parsed;
+    bad(name, parsed);
     return false;
   };
   const count = (name: K8sOptionName, fallback: number, min: number, max: number): number => {
@@ -127,15 +127,9 @@ export function parseK8sOptions(
   const interval = given('poll_retry_interval');
   if (interval !== undefined) {
     const { minPollRetryIntervalMs: min, maxPollRetryIntervalMs: max } = K8S_LIMITS;
-    try {
-      pollRetryIntervalMs = parseDurationMs(interval);
-      if (pollRetryIntervalMs < min || pollRetryIntervalMs > max) {
-        bad('poll_retry_interval', `must be from ${min}ms to ${max / 1000}s, got ${JSON.stringify(interval)}`);
-      }
-    } catch (error) {
-      if (!(error instanceof DurationError)) throw error;
-      bad('poll_retry_interval', error.message);
-    }
+    const parsed = parseOptionDurationMs(interval, min, max);
+    if (typeof parsed === 'number') pollRetryIntervalMs = parsed;
+    else bad('poll_retry_interval', parsed);
   }
 
   let nodeName = given('node_name');
@@ -174,6 +168,6 @@ export function parseK8sOptions(
   if (skipKubeletVerification && given('kubelet_ca_path') !== undefined) {
     bad('kubelet_ca_path', 'cannot be used with skip_kubelet_verification=true (the CA would not be checked)');
   }
-  if (problems.length > 0) throw new K8sOptionsError(problems.join('; '));
+  if (problems.length > 0) throw new K8sOptionsError(problems);
   return Object.freeze(settings);
 }

@@ -109,7 +109,10 @@ describe('KubeletClient', () => {
     kubelet.acceptTokens(['another-token']);
     const error = await client()
       .fetchPods()
-      .catch((caught: unknown) => caught as Error);
+      .then(
+        () => expect.unreachable('expected a rejection'),
+        (caught: unknown) => caught as Error,
+      );
     expect(error).toBeInstanceOf(KubeletError);
     expect(error.message).toMatch(/answered 401 Unauthorized \(the service account token was refused\)/);
     expect(error.message).not.toContain(TOKEN);
@@ -123,7 +126,10 @@ describe('KubeletClient', () => {
     await writeFile(tokenPath, 'two words secret-part');
     const error = await client()
       .fetchPods()
-      .catch((caught: unknown) => caught as Error);
+      .then(
+        () => expect.unreachable('expected a rejection'),
+        (caught: unknown) => caught as Error,
+      );
     expect(error.message).toMatch(/token_path .*: must hold one bearer token/);
     expect(error.message).not.toContain('secret-part');
   });
