@@ -290,6 +290,25 @@ describe('K8sWorkloadAttestor', () => {
     });
   });
 
+  it('warns at start without a node name: the kubelet certificate is then checked against the CA only', async () => {
+    const settings = parseK8sOptions(
+      {
+        kubelet_secure_port: String(kubelet.port),
+        kubelet_ca_path: join(dir, 'ca.crt'),
+        token_path: join(dir, 'token'),
+      },
+      {},
+    );
+    const k8s = new K8sWorkloadAttestor(settings, { attestationTimeoutMs: 10_000, procRoot, logger });
+    attestors.push(k8s);
+    await k8s.prepare();
+    expect(warnings).toEqual([
+      'k8s workload attestor: no node name (node_name, or the variable node_name_env names): the kubelet is ' +
+        'dialled on 127.0.0.1 and its certificate is checked against the CA without a name',
+    ]);
+    expect(await attest(k8s, await caller(systemdPath(APP_ID)))).toContain('k8s:container-name:app');
+  });
+
   it('checks its files at start', async () => {
     await expect(attestor().prepare()).resolves.toBeUndefined();
     await expect(attestor({ token_path: join(dir, 'missing-token') }).prepare()).rejects.toThrow(
