@@ -1,9 +1,11 @@
 /**
- * The k8s workload attestor end to end: the real built `sigil-server` and `sigil-agent` processes, the agent running
- * `--workload-attestor unix --workload-attestor k8s:…` against the fake kubelet (the only stand-in: a kubelet cannot
- * run here). A workload is a real process in a real cgroup of the kubelet's shape for its pod (root only), calling
- * the agent's Workload API socket: it gets the SVID of an entry with `k8s:ns`/`k8s:sa` selectors, a process outside
- * the pod does not, and with the kubelet down the pod workload gets nothing while the agent stays up.
+ * The k8s workload attestor end to end: the real built `sigil-server` (with `--node-attestor k8s_psat:…`) and
+ * `sigil-agent` (attesting with a projected-token file, and running `--workload-attestor unix --workload-attestor
+ * k8s:…`) processes, against the stand-ins for what cannot run here: the Kubernetes API server
+ * (test/support/fake-kube-apiserver.ts) and the kubelet (test/support/fake-kubelet.ts). A workload is a real process
+ * in a real cgroup of the kubelet's shape for its pod (root only), calling the agent's Workload API socket: it gets
+ * the SVID of an entry with `k8s:ns`/`k8s:sa` selectors parented by the agent's ID, a process outside the pod does
+ * not, and with the kubelet down the pod workload gets nothing while the agent stays up.
  */
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -17,6 +19,7 @@ import {
   randomContainerId,
   randomPodUid,
 } from '../support/cgroups.js';
+import { FakeKubeApiServer } from '../support/fake-kube-apiserver.js';
 import { FakeKubelet, type FakePod } from '../support/fake-kubelet.js';
 import { type RelayCaller, spawnRelayCaller } from '../support/relay-caller.js';
 import {
@@ -31,6 +34,8 @@ import {
 
 const TD = 'spiffe://example.org';
 const KUBELET_TOKEN = 'eyJhbGciOiJSUzI1NiJ9.sigil-agent-service-account.sig';
+const NODE = { name: 'node-1', uid: '7c1e9a4f-2b6d-4e3a-9f8c-5d0b1a2c3e4f', internalIp: '10.0.0.21' };
+const AGENT_ID = `${TD}/sigil/agent/k8s_psat/prod/${NODE.uid}`;
 const PERMISSION_DENIED = 7;
 
 /** The cgroup version this machine lets root create groups in (v2 first), or why none. */
@@ -43,6 +48,7 @@ describe.skipIf(skip !== undefined)(`k8s workload attestation end to end${skippe
   let server: ServerProcess;
   let agent: SigilProcess;
   let kubelet: FakeKubelet;
+  let kube: FakeKubeApiServer;
   const socketPath = (): string => join(scratch, 'agent', 'api.sock');
   const podUid = randomPodUid();
   const containerId = randomContainerId();
@@ -83,17 +89,37 @@ describe.skipIf(skip !== undefined)(`k8s workload attestation end to end${skippe
     await writeFile(caPath, kubelet.caPem);
     await writeFile(tokenPath, KUBELET_TOKEN, { mode: 0o600 });
 
-    server = await startServerProcess({ dir: join(scratch, 'server') });
+    // The cluster as the server sees it: the agent's node and pod, and the agent's projected token for the server.
+    kube = await FakeKubeApiServer.start();
+    kube.addNode(NODE);
+    kube.addPod({ namespace: 'sigil', name: 'sigil-agent-q8x2z', nodeName: NODE.name, serviceAccount: 'sigil-agent' });
+    const kubeconfig = join(scratch, 'kubeconfig');
+    await writeFile(kubeconfig, await kube.kubeconfig(), { mode: 0o600 });
+    const psatPath = join(scratch, 'sigil-agent-token');
+    const psat = kube.issueToken({
+      namespace: 'sigil',
+      serviceAccount: 'sigil-agent',
+      pod: { name: 'sigil-agent-q8x2z' },
+      audiences: ['sigil-server'],
+    });
+    await writeFile(psatPath, psat, { mode: 0o600 });
+
+    server = await startServerProcess({
+      dir: join(scratch, 'server'),
+      flags: [
+        '--node-attestor',
+        `k8s_psat:cluster=prod,service_account_allow_list=sigil:sigil-agent,kube_config_file=${kubeconfig}`,
+      ],
+    });
     const bundleFile = join(scratch, 'bundle.pem');
     await server.writeBundle(bundleFile);
-    const joinToken = await server.joinToken(`${TD}/k8s/node-1`);
     await server.json([
       'entry',
       'create',
       '--spiffe-id',
       `${TD}/ns/shop/sa/web`,
       '--parent-id',
-      `${TD}/k8s/node-1`,
+      AGENT_ID,
       '--selector',
       'k8s:ns:shop',
       '--selector',
@@ -113,10 +139,17 @@ describe.skipIf(skip !== undefined)(`k8s workload attestation end to end${skippe
       socketPath: socketPath(),
       dataDir: join(scratch, 'agent', 'data'),
       trustBundle: bundleFile,
-      joinToken,
-      flags: ['--workload-attestor', 'unix', '--workload-attestor', `k8s:${k8sOptions.join(',')}`],
+      flags: [
+        '--node-attestor',
+        `k8s_psat:cluster=prod,token_path=${psatPath}`,
+        '--workload-attestor',
+        'unix',
+        '--workload-attestor',
+        `k8s:${k8sOptions.join(',')}`,
+      ],
     });
     await agentReady(agent);
+    await agent.waitFor(new RegExp(`"agentId":"${AGENT_ID}","method":"k8s_psat"`));
   }, 180_000);
 
   afterAll(async () => {
@@ -125,6 +158,7 @@ describe.skipIf(skip !== undefined)(`k8s workload attestation end to end${skippe
     await agent?.stop('SIGKILL');
     await server?.process.stop('SIGKILL');
     await kubelet?.stop();
+    await kube?.close();
     await closeTestDatabase();
     if (scratch !== undefined) await rm(scratch, { recursive: true, force: true });
   });
