@@ -1,5 +1,6 @@
 import { Logger } from '@nestjs/common';
 import { type Selector } from '@sigil/runtime';
+import { sleep } from '../../../common/backoff.js';
 import { readContainerIdentity } from '../cgroups/container-identity.js';
 import { type WorkloadAttestorContext, type WorkloadAttestorPlugin } from '../registry.js';
 import { defaultProcRoot } from '../unix/proc.js';
@@ -29,21 +30,6 @@ export interface K8sAttestorOptions {
 
 /** Ends the wait for the pod list when the attestor's own time is up (the list may come later, for others). */
 class OutOfTime extends Error {}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason as Error);
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(signal.reason as Error);
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-}
 
 function within<T>(promise: Promise<T>, ms: number): Promise<T> {
   return new Promise<T>((resolve, reject) => {
