@@ -1,6 +1,7 @@
 import { type Clock } from '@sigil/runtime';
 import { type AgentConfig } from '../../config.js';
 import { type SvidCache } from '../../manager/svid-cache.js';
+import { DOCKER_ATTESTOR } from './docker/docker-attestor.js';
 import { K8S_ATTESTOR } from './k8s/k8s-attestor.js';
 import { UNIX_ATTESTOR } from './unix/unix-attestor.js';
 import { CompositeWorkloadAttestor, type WorkloadAttestor } from './workload-attestor.js';
@@ -40,6 +41,7 @@ export interface WorkloadAttestorPlugin {
 export const WORKLOAD_ATTESTORS: Readonly<Record<string, WorkloadAttestorPlugin>> = Object.freeze({
   unix: UNIX_ATTESTOR,
   k8s: K8S_ATTESTOR,
+  docker: DOCKER_ATTESTOR,
 });
 
 /**
