@@ -60,9 +60,9 @@ export class FakeDockerEngine {
   static async start(options: FakeDockerEngineOptions = {}): Promise<FakeDockerEngine> {
     const dir = await mkdtemp(join(tmpdir(), 'sigil-docker-'));
     const socketPath = join(dir, 'docker.sock');
-    let engine: FakeDockerEngine | undefined;
-    const server = createServer((request, response) => engine!.handle(request, response));
-    engine = new FakeDockerEngine(server, dir, socketPath, options);
+    // The handler runs only once listening, after `engine` is set.
+    const server = createServer((request, response) => engine.handle(request, response));
+    const engine = new FakeDockerEngine(server, dir, socketPath, options);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(socketPath, resolve);

@@ -468,8 +468,8 @@ describe('loadAgentConfig', () => {
     expect(flags(['unix,nope'])).toEqual([`--workload-attestor: unknown workload attestor 'nope' (known: ${known})`]);
     expect(flags(['unix', 'unix'])).toEqual(["--workload-attestor: workload attestor 'unix' is named twice"]);
     expect(flags(['unix,'])).toEqual([
-      `--workload-attestor: must name workload attestors: a comma-separated list of types (${known}) or one ` +
-        "<type>:<option>=<value>,…, got 'unix,'",
+      `--workload-attestor: must name workload attestors: a comma-separated list of types (${known}), the last ` +
+        "with its options after a colon (<type>:<option>=<value>,…), got 'unix,'",
     ]);
     expect(problemsOf({ ...base(), env: { SIGIL_AGENT_WORKLOAD_ATTESTOR: 'nope' } })).toEqual([
       `SIGIL_AGENT_WORKLOAD_ATTESTOR: unknown workload attestor 'nope' (known: ${known})`,
@@ -480,8 +480,8 @@ describe('loadAgentConfig', () => {
     );
     expect(problemsOf({ ...base(), file: 'bad-attestors.json' })).toEqual([
       "workload_attestation_timeout: must be a duration from 1s to 5m, such as 90s, 15m or 1h30m (a bare number is seconds), got '0s'",
-      `workload_attestor: must name workload attestors: a comma-separated list of types (${knownTypes()}) or one ` +
-        "<type>:<option>=<value>,…, got '[]'",
+      `workload_attestor: must name workload attestors: a comma-separated list of types (${knownTypes()}), the ` +
+        "last with its options after a colon (<type>:<option>=<value>,…), got '[]'",
     ]);
   });
 

@@ -367,9 +367,10 @@ function nodeAttestorSpec(text: string): NodeAttestationConfig | string {
 /**
  * The enabled workload attestors and their options: `--workload-attestor` (repeatable), `SIGIL_AGENT_WORKLOAD_ATTESTOR`
  * (items separated by whitespace) or the file's `workload_attestor` (a string or an array of items like those, or an
- * object `{"unix": {}, "docker": {"docker_socket_path": "…"}}`); `unix` alone by default. An item is either a comma
- * list of bare types (`unix,docker`) or, when it holds a `:`, one attestor with its options
- * (`docker:docker_socket_path=unix:///var/run/docker.sock,env_allow_list=A;B`). Each attestor is checked against its
+ * object `{"unix": {}, "docker": {"docker_socket_path": "…"}}`); `unix` alone by default. An item is a comma list of
+ * types (`unix,docker`), the last of which may carry its options after a `:`
+ * (`unix,docker:docker_socket_path=unix:///var/run/docker.sock,env_allow_list=A;B`): everything after the first `:`
+ * is that attestor's options. Each attestor is checked against its
  * registration: a known type, named once, only options it declares, values its `checkOptions` accepts.
  */
 function workloadAttestorSettings(value: unknown, source: string, problems: string[]): WorkloadAttestorSetting[] {
@@ -390,8 +391,8 @@ function workloadAttestorSettings(value: unknown, source: string, problems: stri
     }
   };
   const listProblem = (item: unknown): string =>
-    `${source}: must name workload attestors: a comma-separated list of types (${knownTypes()}) or one ` +
-    `<type>:<option>=<value>,…, got '${showConfigValue(item)}'`;
+    `${source}: must name workload attestors: a comma-separated list of types (${knownTypes()}), the last ` +
+    `with its options after a colon (<type>:<option>=<value>,…), got '${showConfigValue(item)}'`;
   if (value === undefined) {
     add('unix', {});
   } else if (typeof value === 'string' || Array.isArray(value)) {
@@ -400,14 +401,22 @@ function workloadAttestorSettings(value: unknown, source: string, problems: stri
     for (const item of items) {
       if (typeof item !== 'string') {
         problems.push(listProblem(item));
-      } else if (item.includes(':')) {
-        const spec = parsePluginSpec(item.trim());
-        if (typeof spec === 'string') problems.push(`${source}: ${spec}`);
-        else add(spec.type, spec.options);
       } else {
-        const types = item.split(',').map((type) => type.trim());
-        if (types.some((type) => !PLUGIN_NAME.test(type))) problems.push(listProblem(item));
-        else for (const type of types) add(type, {});
+        // `unix,docker:docker_socket_path=…`: bare types, the last of which may carry options after a `:` (types
+        // hold neither `,` nor `:`, so the first `:` ends the list of types).
+        const colon = item.indexOf(':');
+        const types = (colon < 0 ? item : item.slice(0, colon)).split(',').map((type) => type.trim());
+        const withOptions = colon < 0 ? undefined : types.pop();
+        if (types.some((type) => !PLUGIN_NAME.test(type))) {
+          problems.push(listProblem(item));
+          continue;
+        }
+        for (const type of types) add(type, {});
+        if (withOptions !== undefined) {
+          const spec = parsePluginSpec(`${withOptions}${item.slice(colon).trimEnd()}`);
+          if (typeof spec === 'string') problems.push(`${source}: ${spec}`);
+          else add(spec.type, spec.options);
+        }
       }
     }
   } else if (typeof value === 'object' && value !== null) {

@@ -239,6 +239,20 @@ describe('docker attestor options', () => {
       { type: 'unix', options: {} },
       { type: 'docker', options: { docker_socket_path: 'unix:///run/docker.sock', env_allow_list: 'A;B' } },
     ]);
+    // The last of a comma list of types may carry its options.
+    expect(load(['unix,docker:docker_socket_path=unix:///d.sock,env_allow_list=A']).workloadAttestors).toEqual([
+      { type: 'unix', options: {} },
+      { type: 'docker', options: { docker_socket_path: 'unix:///d.sock', env_allow_list: 'A' } },
+    ]);
+    const fromEnv = loadAgentConfig({
+      flags: base,
+      env: { SIGIL_AGENT_WORKLOAD_ATTESTOR: ' unix  docker:docker_version=1.44 ' },
+    }).workloadAttestors;
+    expect(fromEnv).toEqual([
+      { type: 'unix', options: {} },
+      { type: 'docker', options: { docker_version: '1.44' } },
+    ]);
+    expect(() => load(['docker,unix:x=1'])).toThrow('--workload-attestor: unix: unknown option "x" (known: none)');
     expect(() => load(['docker:socket=/x'])).toThrow(
       '--workload-attestor: docker: unknown option "socket" (known: docker_socket_path, docker_version, ' +
         'env_allow_list, request_timeout)',
