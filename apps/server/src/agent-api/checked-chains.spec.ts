@@ -57,6 +57,19 @@ describe('CheckedChains', () => {
     expect(calls()).toBe(1);
   });
 
+  it('does not remember an outcome its check marks remember: false, and returns it all the same', () => {
+    const chains = new CheckedChains<string>(10);
+    let calls = 0;
+    const check = () => {
+      calls++;
+      return { value: 'padded', validFromMs: 1_000, validUntilMs: 2_000, remember: false };
+    };
+    expect(chains.get(chainOf(1), 1_500, check)).toBe('padded');
+    expect(chains.get(chainOf(1), 1_500, check)).toBe('padded');
+    expect(calls).toBe(2);
+    expect(chains.size).toBe(0);
+  });
+
   it('keeps at most maxEntries chains, forgetting the least recently used first', () => {
     const chains = new CheckedChains<string>(2);
     const { check, calls } = countingCheck('agent a');

@@ -5,6 +5,8 @@ export interface CheckedChain<T> {
   readonly value: T;
   readonly validFromMs: number;
   readonly validUntilMs: number;
+  /** False for an outcome not to remember (it is returned all the same); remembered by default. */
+  readonly remember?: boolean;
 }
 
 /**
@@ -37,6 +39,7 @@ export class CheckedChains<T> {
     const known = this.remembered(key, nowMs);
     if (known !== undefined) return known.value;
     const checked = check();
+    if (checked.remember === false) return checked.value;
     this.entries.set(key, checked);
     if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
     return checked.value;

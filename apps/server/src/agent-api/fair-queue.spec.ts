@@ -153,6 +153,23 @@ describe('FairQueue', () => {
     expect(await second).toHaveLength(5);
   });
 
+  it('refuses a caller over maxQueuedItemsPerCaller, and only that caller', async () => {
+    const queue = new FairQueue({ chunkSize: 1, concurrency: 1, maxQueuedItems: 100, maxQueuedItemsPerCaller: 3 });
+    const { work, finishOne, running } = gatedWork();
+    // The first item starts at once; three more wait.
+    const accepted = [queue.run('a', [0], work('a')), queue.run('a', [1, 2, 3], work('a'))];
+    await expect(queue.run('a', [4], work('a'))).rejects.toMatchObject({
+      name: 'FairQueueFullError',
+      cap: 'caller',
+      message: '3 items of this caller waiting, at most 3',
+    });
+    const other = queue.run('b', [0, 1, 2], work('b'));
+    expect(queue.queued).toBe(6);
+    while (running() > 0) await finishOne();
+    await Promise.all([...accepted, other]);
+    expect(queue.queued).toBe(0);
+  });
+
   it('rejects the caller whose work failed and goes on with the others', async () => {
     const queue = new FairQueue({ chunkSize: 2, concurrency: 1, maxQueuedItems: 100 });
     const failing = queue.run('a', [1, 2, 3], () => {

@@ -11,6 +11,8 @@ export interface FairQueueOptions {
   readonly concurrency: number;
   /** Items waiting (not yet started), over every caller; past it `run` refuses. */
   readonly maxQueuedItems: number;
+  /** Items waiting of one caller; past it `run` refuses that caller (no cap by default). */
+  readonly maxQueuedItemsPerCaller?: number;
   /**
    * Whether a request that finds a free slot starts its first chunk at once (the default), or in the next turn of
    * the event loop like every other: for work that is cheap to queue and costly to run, so that the requests read in
@@ -19,9 +21,17 @@ export interface FairQueueOptions {
   readonly startAtOnce?: boolean;
 }
 
-/** The queue holds too many items already; nothing of the request was queued. */
+/** The queue holds too many items already (of every caller, or of this one); nothing of the request was queued. */
 export class FairQueueFullError extends Error {
   override readonly name = 'FairQueueFullError';
+
+  constructor(
+    message: string,
+    /** Which cap: `all` (maxQueuedItems) or `caller` (maxQueuedItemsPerCaller). */
+    readonly cap: 'all' | 'caller' = 'all',
+  ) {
+    super(message);
+  }
 }
 
 /**
@@ -60,7 +70,8 @@ export class FairQueue {
    * Runs `work` over `items` in chunks, in turn with the other callers; resolves with the results in the items'
    * order. `work` gets a chunk and the index of its first item and must return one result per item.
    *
-   * @throws FairQueueFullError when the items would take the queue past `maxQueuedItems` (nothing is queued then).
+   * @throws FairQueueFullError when the items would take the queue past `maxQueuedItems`, or the caller's items past
+   *   `maxQueuedItemsPerCaller` (nothing is queued then).
    */
   run<T, R>(
     caller: string,
@@ -74,6 +85,15 @@ export class FairQueue {
           `signing queue full: ${this.queuedItems} items waiting, at most ${this.options.maxQueuedItems}`,
         ),
       );
+    }
+    const perCaller = this.options.maxQueuedItemsPerCaller;
+    if (perCaller !== undefined) {
+      const waitingOfCaller = (this.waiting.get(caller) ?? []).reduce((sum, turn) => sum + turn.size, 0);
+      if (waitingOfCaller + items.length > perCaller) {
+        return Promise.reject(
+          new FairQueueFullError(`${waitingOfCaller} items of this caller waiting, at most ${perCaller}`, 'caller'),
+        );
+      }
     }
     const { chunkSize } = this.options;
     const chunks: Promise<readonly R[]>[] = [];

@@ -8,7 +8,7 @@ import { PublicRateLimits } from './public-rate-limits.js';
 
 /**
  * Registered once, globally: a refused attestation (403 `permission_denied`: an unknown join token, a chain or a
- * signature that does not verify) is charged to its source address's attestation budget once the refusal is known,
+ * signature that does not verify; 400 `invalid_argument`: a certificate that does not parse) is charged to its source address's attestation budget once the refusal is known,
  * so that guessing tokens or sending forged chains runs out ten times sooner than attesting. The budget itself is
  * taken before the request is read, by {@link PublicRateLimits.onRequest}.
  */
@@ -28,7 +28,9 @@ export class PublicRateLimitInterceptor implements NestInterceptor {
     const request = context.switchToHttp().getRequest<FastifyRequest>();
     return next.handle().pipe(
       catchError((error: unknown) => {
-        if (error instanceof AppError && error.kind === 'permission_denied') {
+        // A malformed attestation (400: a chain that does not parse) is refused at the same price: a real agent
+        // never sends one, and checking it may have taken a turn of the x509pop check queue.
+        if (error instanceof AppError && (error.kind === 'permission_denied' || error.kind === 'invalid_argument')) {
           this.limits.chargeRefusedAttestation(request);
         }
         return throwError(() => error);

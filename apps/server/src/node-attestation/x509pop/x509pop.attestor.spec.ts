@@ -5,7 +5,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FakeClock } from '../../../../../test/support/fake-clock.js';
 import { TEST_NOW, TestCa, type TestSvid } from '../../../../../test/support/test-ca.js';
-import { X509POP_MAX_WAITING_CHECKS, X509popAttestor } from './x509pop.attestor.js';
+import {
+  X509POP_MAX_WAITING_CHECKS,
+  X509POP_MAX_WAITING_CHECKS_PER_ADDRESS,
+  X509popAttestor,
+} from './x509pop.attestor.js';
 
 const base64Chain = (svid: TestSvid): string[] => svid.chainDer().map((der) => Buffer.from(der).toString('base64'));
 
@@ -63,6 +67,24 @@ describe('X509popAttestor challenges under load', () => {
     await Promise.all([...fresh, again]);
     expect(checked).toHaveLength(8);
     expect(Math.max(...perTurn)).toBe(1);
+  });
+
+  it(`refuses with 429 an address with ${X509POP_MAX_WAITING_CHECKS_PER_ADDRESS} chains waiting for their check; other addresses go on`, async () => {
+    const x509pop = await attestor();
+    const mine = nodes.slice(1, X509POP_MAX_WAITING_CHECKS_PER_ADDRESS + 1);
+    const waiting = mine.map((svid) => x509pop.issueChallenge(base64Chain(svid), '127.0.0.10'));
+    await expect(
+      x509pop.issueChallenge(base64Chain(nodes[X509POP_MAX_WAITING_CHECKS_PER_ADDRESS + 1]!), '127.0.0.10'),
+    ).rejects.toMatchObject({
+      kind: 'resource_exhausted',
+      retryAfterSeconds: 1,
+      message: `x509pop: source address 127.0.0.10 has ${X509POP_MAX_WAITING_CHECKS_PER_ADDRESS} certificate chains waiting for their check already; retry in 1 s`,
+    });
+    const elsewhere = x509pop.issueChallenge(
+      base64Chain(nodes[X509POP_MAX_WAITING_CHECKS_PER_ADDRESS + 2]!),
+      '127.0.0.11',
+    );
+    await expect(Promise.all([...waiting, elsewhere])).resolves.toHaveLength(mine.length + 1);
   });
 
   it(`refuses with 503 a new chain when ${X509POP_MAX_WAITING_CHECKS} are waiting for their check; a chain seen before still gets its challenge`, async () => {

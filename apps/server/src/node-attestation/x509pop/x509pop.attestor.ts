@@ -25,6 +25,8 @@ type CaCertificates = ReturnType<typeof parseX509popCaBundle>;
  * request holds its chain, at most 96 KiB: 24 MiB in all).
  */
 export const X509POP_MAX_WAITING_CHECKS = 256;
+/** Chains of one source address waiting for their check; past it that address gets 429. */
+export const X509POP_MAX_WAITING_CHECKS_PER_ADDRESS = 8;
 
 /**
  * x509pop node attestation (challenge–response): the chain is verified against the configured CA bundle when the
@@ -65,6 +67,7 @@ export class X509popAttestor implements NodeAttestor<X509popAttestationDto> {
     chunkSize: 1,
     concurrency: 1,
     maxQueuedItems: X509POP_MAX_WAITING_CHECKS,
+    maxQueuedItemsPerCaller: X509POP_MAX_WAITING_CHECKS_PER_ADDRESS,
     startAtOnce: false,
   });
 
@@ -114,6 +117,14 @@ export class X509popAttestor implements NodeAttestor<X509popAttestationDto> {
       return evidence!;
     } catch (error) {
       if (!(error instanceof FairQueueFullError)) throw error;
+      if (error.cap === 'caller') {
+        throw new AppError(
+          'resource_exhausted',
+          `x509pop: source address ${address} has ${X509POP_MAX_WAITING_CHECKS_PER_ADDRESS} certificate chains ` +
+            `waiting for their check already; retry in 1 s`,
+          { retryAfterSeconds: 1 },
+        );
+      }
       throw new AppError(
         'unavailable',
         `x509pop: ${X509POP_MAX_WAITING_CHECKS} certificate chains are waiting for their check already; retry in 1 s`,

@@ -331,9 +331,18 @@ describe('X509popCheckedPaths', () => {
     const checked = new X509popCheckedPaths();
     const first = await verifyX509popChain(der(leaf), [root.certificate], TEST_NOW, checked);
     expect([checked.presentedSize, checked.size]).toEqual([1, 1]);
-    // The leaf with a certificate that is not on its path: another presentation, walked again, the same path.
+    // The leaf with a certificate that is not on its path, or twice: accepted (the same path), walked every time,
+    // never remembered as presented (padding public certificates would otherwise push real nodes' chains out).
     const padded = [...der(leaf), new Uint8Array(other.certificate.rawData)];
-    expect(await verifyX509popChain(padded, [root.certificate], TEST_NOW, checked)).toBe(first);
+    const repeated = [...der(leaf), ...der(leaf)];
+    for (let i = 0; i < 3; i++) {
+      expect(await verifyX509popChain(padded, [root.certificate], TEST_NOW, checked)).toBe(first);
+      expect(await verifyX509popChain(repeated, [root.certificate], TEST_NOW, checked)).toBe(first);
+    }
+    expect([checked.presentedSize, checked.size]).toEqual([1, 1]);
+    // The path itself with its root: another exact presentation, remembered.
+    const withRoot = [...der(leaf), new Uint8Array(root.certificate.rawData)];
+    expect(await verifyX509popChain(withRoot, [root.certificate], TEST_NOW, checked)).toBe(first);
     expect([checked.presentedSize, checked.size]).toEqual([2, 1]);
     // The same bytes against other roots are not taken from what was remembered for these: walked, and refused.
     const stranger = await TestCa.create('x.test', { now: TEST_NOW, subject: 'CN=Other' });

@@ -195,8 +195,14 @@ export class X509popCheckedPaths {
       certificatesDer,
       now.getTime(),
       () => {
-        const checked = this.check(walk(certificatesDer, roots), now);
-        return { value: checked.evidence, validFromMs: checked.validFromMs, validUntilMs: checked.validUntilMs };
+        const path = walk(certificatesDer, roots);
+        const checked = this.check(path, now);
+        return {
+          value: checked.evidence,
+          validFromMs: checked.validFromMs,
+          validUntilMs: checked.validUntilMs,
+          remember: isExactPresentation(certificatesDer, path),
+        };
       },
       this.scopeOf(roots),
     );
@@ -236,6 +242,18 @@ export class X509popCheckedPaths {
     }
     return scope;
   }
+}
+
+/**
+ * Whether a presented chain holds only certificates of its path, each once: only such presentations are remembered
+ * as presented, since anyone can pad a public chain with other public certificates (or repeat one) into as many new
+ * presentations as it likes and push real nodes' chains out of what is remembered. A padded chain is still
+ * accepted; it costs the walk every time.
+ */
+function isExactPresentation(certificatesDer: readonly Uint8Array[], path: readonly PathCertificate[]): boolean {
+  const onPath = new Set(path.map((certificate) => Buffer.from(certificate.native.raw).toString('base64')));
+  const presented = new Set(certificatesDer.map((der) => Buffer.from(der).toString('base64')));
+  return presented.size === certificatesDer.length && [...presented].every((der) => onPath.has(der));
 }
 
 /** A path that passed {@link checkPath}, and when every certificate of it is valid. */
