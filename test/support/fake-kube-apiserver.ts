@@ -109,7 +109,7 @@ export class FakeKubeApiServer {
    */
   ignoreRequestedAudiences = false;
   /** Misbehaviour for the client's bounds: never answer, answer too much, or answer something that is not JSON. */
-  misbehave: 'stall' | 'huge' | 'not-json' | undefined;
+  misbehave: 'stall' | 'huge' | 'not-json' | 'echo-not-json' | 'echo-status' | undefined;
   /** Time as the API server sees it (token expiry). */
   now: () => Date = () => new Date();
 
@@ -363,6 +363,15 @@ export class FakeKubeApiServer {
       if (this.misbehave === 'not-json') {
         response.writeHead(200, { 'content-type': 'text/html' });
         return response.end('<html>proxy error</html>');
+      }
+      // What a misbehaving proxy or webhook authenticator in front of the API server may do: echo the request.
+      if (this.misbehave === 'echo-not-json') {
+        response.writeHead(200, { 'content-type': 'text/plain' });
+        return response.end(`bad gateway for ${Buffer.concat(chunks).toString('utf8')}`);
+      }
+      if (this.misbehave === 'echo-status') {
+        const sent = Buffer.concat(chunks).toString('utf8');
+        return answer(500, status(500, 'InternalError', `webhook failed for request ${sent}`));
       }
       if (this.misbehave === 'huge') {
         response.writeHead(200, { 'content-type': 'application/json' });

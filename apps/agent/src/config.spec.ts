@@ -5,7 +5,7 @@ import { PEM_LABEL, toPem } from '@sigil/pki';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestCa } from '../../../test/support/test-ca.js';
 import { knownTypes } from './attestor/workload/registry.js';
-import { AgentConfigError, type LoadAgentConfigInput, loadAgentConfig } from './config.js';
+import { AgentConfigError, insecureBootstrapWarning, type LoadAgentConfigInput, loadAgentConfig } from './config.js';
 import { WORKLOAD_API_LIMITS } from './endpoints/workload-api/workload-api.server.js';
 import { JWT_SVID_LIMITS } from './manager/jwt-signing-lane.js';
 
@@ -526,5 +526,19 @@ describe('loadAgentConfig', () => {
     expect(problemsOf({ ...base(), file: 'bad-option.json' })).toEqual([
       'workload_attestor: unix: unknown option "x" (known: none)',
     ]);
+  });
+});
+
+describe('insecureBootstrapWarning', () => {
+  const insecure = { bootstrapTrust: { kind: 'insecure' as const }, trustDomain: undefined };
+
+  it('says what an impostor gets, and with k8s_psat that it gets a replayable service account token', () => {
+    expect(insecureBootstrapWarning(insecure)).toMatch(/^insecure bootstrap: /);
+    expect(insecureBootstrapWarning(insecure)).not.toContain('service account token');
+    const psat = insecureBootstrapWarning({
+      ...insecure,
+      attestation: { type: 'k8s_psat', options: { cluster: 'c' } },
+    });
+    expect(psat).toContain("this node's service account token, which it can replay at the real server");
   });
 });

@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { isAbsolute, resolve } from 'node:path';
 import { LOG_LEVELS, type LogLevel } from '@sigil/logging';
-import { JOIN_TOKEN_ATTESTOR, JOIN_TOKEN_MAX_LENGTH, X509POP_ATTESTOR } from '@sigil/agent-api';
+import { JOIN_TOKEN_ATTESTOR, JOIN_TOKEN_MAX_LENGTH, K8S_PSAT_ATTESTOR, X509POP_ATTESTOR } from '@sigil/agent-api';
 import { TrustBundle, TrustDomain } from '@sigil/spiffe';
 import {
   ConfigRule,
@@ -104,7 +104,7 @@ export const DEFAULT_DATA_DIR = '.sigil/agent';
  * the server and hand the agent a bundle of its choosing, which a resuming start then trusts from the data dir.
  */
 export function insecureBootstrapWarning(
-  config: Pick<AgentConfig, 'bootstrapTrust' | 'trustDomain'>,
+  config: Pick<AgentConfig, 'bootstrapTrust' | 'trustDomain'> & Partial<Pick<AgentConfig, 'attestation'>>,
 ): string | undefined {
   if (config.bootstrapTrust.kind !== 'insecure') return undefined;
   const serverId = config.trustDomain
@@ -115,7 +115,11 @@ export function insecureBootstrapWarning(
     'not by a trust bundle, until the first attestation returns the bundle; whoever can answer on the server ' +
     'address with a self-made certificate naming that ID can pose as the server and hand this agent a bundle (and ' +
     'through it workload identities) of its choosing, and a start that resumes from the data dir trusts the bundle ' +
-    'stored then. Use --trust-bundle outside of tests'
+    'stored then. Use --trust-bundle outside of tests' +
+    (config.attestation?.type === K8S_PSAT_ATTESTOR.type
+      ? "; with k8s_psat the impostor also gets this node's service account token, which it can replay at the " +
+        "real server (within the token's lifetime) to take this node's agent identity"
+      : '')
   );
 }
 

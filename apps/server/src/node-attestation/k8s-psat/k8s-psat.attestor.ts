@@ -6,7 +6,15 @@ import type { NodeAttestation, NodeAttestor } from '../node-attestor.js';
 import { NodeAttestorOptionError } from '../node-attestor.js';
 import { K8S_PSAT_OPTION_NAMES, type K8sPsatOptions, parseK8sPsatOptions } from './k8s-psat-options.js';
 import { K8sPsatAttestationDto } from './k8s-psat.dto.js';
-import { KubeApiClient, KubeApiError, type KubeNode, type KubePod, type TokenReviewStatus } from './kube-api-client.js';
+import {
+  KubeApiClient,
+  KubeApiError,
+  type KubeNode,
+  type KubePod,
+  sanitizeReason,
+  type TokenReviewStatus,
+} from './kube-api-client.js';
+
 import { inClusterConnection, KubeConfigError, type KubeConnection, loadKubeConfigFile } from './kube-config.js';
 
 /** `user.extra` keys of a TokenReview of a token bound to a pod. */
@@ -15,7 +23,6 @@ const POD_UID_KEY = 'authentication.kubernetes.io/pod-uid';
 const SERVICE_ACCOUNT_USER = /^system:serviceaccount:([^:]+):([^:]+)$/;
 /** What the agent is told to wait before asking again when the API server cannot answer. */
 const RETRY_AFTER_SECONDS = 5;
-const MAX_REASON_LENGTH = 300;
 
 /**
  * Kubernetes projected service account token node attestation (SPIRE's server `k8s_psat`). The agent sends the token
@@ -242,17 +249,4 @@ export function k8sPsatSelectors(
   values.push(...labels('agent_node_label', node.labels, options.allowedNodeLabelKeys));
   values.push(...labels('agent_pod_label', pod.labels, options.allowedPodLabelKeys));
   return values.map((value) => ({ type: K8S_PSAT_ATTESTOR.type, value }));
-}
-
-/**
- * The API server's reason, safe to hand to the caller and to log: without the token (in case an authenticator
- * echoes it), without anything shaped like a JWT, without control characters, and bounded.
- */
-export function sanitizeReason(reason: string, token: string): string {
-  let text = token.length >= 8 ? reason.split(token).join('<token>') : reason;
-  // A JWT's header is base64url JSON, so it starts with `eyJ` (`{"`).
-  text = text.replace(/eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*/g, '<jwt>');
-  // eslint-disable-next-line no-control-regex
-  text = text.replace(/[\u0000-\u001f\u007f]/g, ' ');
-  return text.length > MAX_REASON_LENGTH ? `${text.slice(0, MAX_REASON_LENGTH)}…` : text;
 }

@@ -7,11 +7,11 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { FakeKubeApiServer } from '../../../../../test/support/fake-kube-apiserver.js';
 import { AppError } from '../../common/errors.js';
 import { NodeAttestorOptionError } from '../node-attestor.js';
-import { K8sPsatAttestor, sanitizeReason } from './k8s-psat.attestor.js';
+import { K8sPsatAttestor } from './k8s-psat.attestor.js';
 import { K8sPsatAttestationDto } from './k8s-psat.dto.js';
 import { createValidationPipe } from '../../common/validation.js';
 import { K8S_PSAT_TOKEN_MAX_LENGTH } from '@sigil/agent-api';
-import { KUBE_API_LIMITS, KubeApiClient } from './kube-api-client.js';
+import { KUBE_API_LIMITS, KubeApiClient, type KubeApiError, sanitizeReason } from './kube-api-client.js';
 import { inClusterConnection, loadKubeConfigFile } from './kube-config.js';
 
 const CSR = 'unused: the attestor does not read the CSR';
@@ -591,6 +591,24 @@ describe('k8s_psat in-cluster configuration and API client bounds', () => {
     ],
   ])('refuses the in-cluster configuration %s', async (_name, env, message) => {
     await expect(inClusterConnection(env, '/nonexistent')).rejects.toThrow(message);
+  });
+
+  it('keeps the token out of its errors when an answer echoes the request (not JSON, or in a Status message)', async () => {
+    const { token } = agentPod(NODE_A);
+    const connection = await loadKubeConfigFile(await file(await api.kubeconfig()));
+    const client = new KubeApiClient(connection);
+    for (const misbehave of ['echo-not-json', 'echo-status'] as const) {
+      api.misbehave = misbehave;
+      const error = await client.reviewToken(token, ['sigil-server']).then(
+        () => undefined,
+        (thrown: unknown) => thrown as KubeApiError,
+      );
+      expect(error?.name).toBe('KubeApiError');
+      expect(`${error?.message} ${error?.detail}`).not.toContain(token);
+      expect(`${error?.message} ${error?.detail}`).not.toContain(token.slice(0, 40));
+    }
+    api.misbehave = undefined;
+    client.close();
   });
 
   it('gives up on an API server that does not answer in time', async () => {

@@ -217,9 +217,10 @@ export class KubeApiClient {
     try {
       body = JSON.parse(text);
     } catch {
+      // No excerpt: a TokenReview answer echoes the token it was given.
       throw new KubeApiError(
         `${where}: answered ${status} with a body that is not JSON`,
-        `${text.length} characters, starting ${JSON.stringify(text.slice(0, 80))}`,
+        `${text.length} characters`,
         status,
       );
     }
@@ -229,7 +230,7 @@ export class KubeApiClient {
       const message = isObject(body) ? optionalString(body['message']) : undefined;
       throw new KubeApiError(
         `${where}: answered ${status}${reason ? ` ${reason}` : ''}`,
-        message ?? 'no message',
+        message === undefined ? 'no message' : sanitizeReason(message, secretOf(payload)),
         status,
       );
     }
@@ -290,4 +291,26 @@ export class KubeApiClient {
       call.end(data);
     });
   }
+}
+
+const MAX_REASON_LENGTH = 300;
+
+/**
+ * The API server's reason, safe to hand to the caller and to log: without the token (in case an authenticator
+ * echoes it), without anything shaped like a JWT, without control characters, and bounded.
+ */
+export function sanitizeReason(reason: string, token: string): string {
+  let text = token.length >= 8 ? reason.split(token).join('<token>') : reason;
+  // A JWT's header is base64url JSON, so it starts with `eyJ` (`{"`).
+  text = text.replace(/eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*/g, '<jwt>');
+  // eslint-disable-next-line no-control-regex
+  text = text.replace(/[\u0000-\u001f\u007f]/g, ' ');
+  return text.length > MAX_REASON_LENGTH ? `${text.slice(0, MAX_REASON_LENGTH)}…` : text;
+}
+
+/** The token a request carries (a TokenReview's `spec.token`), to be kept out of what its answer's errors say. */
+function secretOf(payload: unknown): string {
+  const spec = isObject(payload) ? payload['spec'] : undefined;
+  const token = isObject(spec) ? spec['token'] : undefined;
+  return typeof token === 'string' ? token : '';
 }
