@@ -29,6 +29,13 @@ describe('parsePluginSpec', () => {
   });
 });
 
+describe('parsePluginSpec and __proto__', () => {
+  it('keeps an option named __proto__ as an option (so the unknown-option check refuses it), not a prototype', () => {
+    const spec = parsePluginSpec('x509pop:__proto__=1,ca_bundle=/c.pem');
+    expect(typeof spec === 'string' ? spec : Object.keys(spec.options)).toEqual(['__proto__', 'ca_bundle']);
+  });
+});
+
 describe('parseOptionList (`;`-separated option values)', () => {
   it.each([
     ['A;B', ['A', 'B']],

@@ -20,7 +20,8 @@ export function parsePluginSpec(text: string): PluginSpec | string {
   const type = colon < 0 ? text : text.slice(0, colon);
   if (!PLUGIN_NAME.test(type))
     return `must be <type>[:<option>=<value>,…] with a type of a-z, 0-9 and _, got ${JSON.stringify(text)}`;
-  const options: Record<string, string> = {};
+  // No prototype: an option named __proto__ is an option like any other (refused as unknown), not a lost setter call.
+  const options: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const pair of colon < 0 ? [] : text.slice(colon + 1).split(',')) {
     const equals = pair.indexOf('=');
     const name = equals < 0 ? pair : pair.slice(0, equals);

@@ -32,8 +32,10 @@ const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const QUALIFIED_NAME = /^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$/;
 
-const isNamespace = (name: string): boolean => name.length <= 63 && DNS_LABEL.test(name);
+export const isNamespace = (name: string): boolean => name.length <= 63 && DNS_LABEL.test(name);
 const isServiceAccountName = (name: string): boolean => name.length <= 253 && DNS_SUBDOMAIN.test(name);
+/** A pod or node name (DNS-1123 subdomain): checked before it goes into an API path. */
+export const isObjectName = (name: string): boolean => name.length <= 253 && DNS_SUBDOMAIN.test(name);
 
 /** A label key: `[<DNS subdomain prefix>/]<name>` with a name of at most 63 characters. */
 export function isLabelKey(key: string): boolean {

@@ -1,10 +1,18 @@
-import { Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnModuleDestroy, Optional } from '@nestjs/common';
+import { decodeJwt, type JWTPayload } from 'jose';
 import { K8S_PSAT_ATTESTOR } from '@sigil/agent-api';
 import type { AgentSelector } from '../../agents/agent.js';
+import { CLOCK, type Clock, systemClock } from '../../common/clock.js';
 import { AppError } from '../../common/errors.js';
 import type { NodeAttestation, NodeAttestor } from '../node-attestor.js';
 import { NodeAttestorOptionError } from '../node-attestor.js';
-import { K8S_PSAT_OPTION_NAMES, type K8sPsatOptions, parseK8sPsatOptions } from './k8s-psat-options.js';
+import {
+  isNamespace,
+  isObjectName,
+  K8S_PSAT_OPTION_NAMES,
+  type K8sPsatOptions,
+  parseK8sPsatOptions,
+} from './k8s-psat-options.js';
 import { K8sPsatAttestationDto } from './k8s-psat.dto.js';
 import {
   KubeApiClient,
@@ -23,6 +31,8 @@ const POD_UID_KEY = 'authentication.kubernetes.io/pod-uid';
 const SERVICE_ACCOUNT_USER = /^system:serviceaccount:([^:]+):([^:]+)$/;
 /** What the agent is told to wait before asking again when the API server cannot answer. */
 const RETRY_AFTER_SECONDS = 5;
+/** Clock skew allowed between this server and the API server before an expired token is refused unasked. */
+const EXPIRY_LEEWAY_MS = 60_000;
 
 /**
  * Kubernetes projected service account token node attestation (SPIRE's server `k8s_psat`). The agent sends the token
@@ -46,6 +56,8 @@ export class K8sPsatAttestor implements NodeAttestor<K8sPsatAttestationDto>, OnM
   private readonly logger = new Logger(K8sPsatAttestor.name);
   private options: K8sPsatOptions | undefined;
   private client: KubeApiClient | undefined;
+
+  constructor(@Optional() @Inject(CLOCK) private readonly clock: Clock = systemClock) {}
 
   async configure(options: Readonly<Record<string, string>>): Promise<void> {
     const parsed = parseK8sPsatOptions(options);
@@ -94,13 +106,15 @@ export class K8sPsatAttestor implements NodeAttestor<K8sPsatAttestationDto>, OnM
     const { options, client } = this.require();
     const { cluster } = options;
     if (request.cluster !== cluster) {
-      throw new AppError(
-        'invalid_argument',
-        `k8s_psat: not configured for cluster ${JSON.stringify(request.cluster)} (this server attests cluster ${JSON.stringify(cluster)})`,
-      );
+      // The configured cluster's name is not told to an unauthenticated caller.
+      throw new AppError('invalid_argument', `k8s_psat: not configured for cluster ${JSON.stringify(request.cluster)}`);
     }
+    this.precheck(request.token, options);
     const review = await this.api(() => client.reviewToken(request.token, [options.audience]));
     const identity = this.checkReview(review, request.token, options);
+    if (!isNamespace(identity.namespace) || !isObjectName(identity.podName)) {
+      throw new AppError('permission_denied', 'k8s_psat: the token names a pod that is not a Kubernetes object name');
+    }
     const pod = await this.api(() => client.getPod(identity.namespace, identity.podName));
     const podRef = JSON.stringify(`${identity.namespace}/${identity.podName}`);
     if (pod === undefined) {
@@ -120,6 +134,9 @@ export class K8sPsatAttestor implements NodeAttestor<K8sPsatAttestationDto>, OnM
       throw new AppError('permission_denied', `k8s_psat: pod ${podRef} is not scheduled on a node`);
     }
     const nodeName = pod.nodeName;
+    if (!isObjectName(nodeName)) {
+      throw new AppError('unavailable', `k8s_psat: pod ${podRef} names a node that is not a Kubernetes object name`);
+    }
     const node = await this.api(() => client.getNode(nodeName));
     if (node === undefined) {
       throw new AppError(
@@ -138,6 +155,38 @@ export class K8sPsatAttestor implements NodeAttestor<K8sPsatAttestationDto>, OnM
       selectors: k8sPsatSelectors(options, identity, pod, node),
       canReattest: true,
     };
+  }
+
+  /**
+   * Refuses, before any API call, a token that cannot pass: not a JWT, or its (unverified) claims name another
+   * audience or an expiry already past. Only a refusal is taken from claims nobody has verified; whether the token
+   * is good is the TokenReview's answer alone. Without this, any string sent from anywhere cost a TokenReview (and
+   * a slow authenticator webhook behind the API server could be kept busy by junk).
+   */
+  private precheck(token: string, options: K8sPsatOptions): void {
+    let claims: JWTPayload;
+    try {
+      claims = decodeJwt(token);
+    } catch {
+      throw new AppError(
+        'permission_denied',
+        'k8s_psat: the token is not a JWT (a projected service account token is)',
+      );
+    }
+    const audiences = typeof claims.aud === 'string' ? [claims.aud] : (claims.aud ?? []);
+    if (!audiences.includes(options.audience)) {
+      const named = audiences.map((audience) => sanitizeReason(String(audience), token)).slice(0, 8);
+      throw new AppError(
+        'permission_denied',
+        `k8s_psat: wrong audience: the token is for ${JSON.stringify(named)}, this server accepts ${JSON.stringify(options.audience)}`,
+      );
+    }
+    if (typeof claims.exp === 'number' && claims.exp * 1000 < this.clock.now().getTime() - EXPIRY_LEEWAY_MS) {
+      throw new AppError(
+        'permission_denied',
+        `k8s_psat: token expired at ${new Date(claims.exp * 1000).toISOString()} (before the API server was asked)`,
+      );
+    }
   }
 
   /** Who the TokenReview says the token belongs to, checked against the options. */

@@ -160,11 +160,41 @@ describe('k8s_psat server attestor', () => {
     // …and "for" another cluster it is refused before the API server is asked.
     const reviews = api.reviewedTokens.length;
     const error = await refusal(psat.attest(request(a.token, 'staging')), a.token);
-    expect([error.kind, error.message]).toEqual([
-      'invalid_argument',
-      'k8s_psat: not configured for cluster "staging" (this server attests cluster "prod")',
+    expect([error.kind, error.message]).toEqual(['invalid_argument', 'k8s_psat: not configured for cluster "staging"']);
+    expect(api.reviewedTokens.length).toBe(reviews);
+    psat.onModuleDestroy();
+  });
+
+  it('refuses without asking the API server what cannot be a projected token: not a JWT, or long expired', async () => {
+    const psat = await attestor();
+    const reviews = api.reviewedTokens.length;
+    const opaque = 'opaque-token-0123456789abcdef';
+    const notJwt = await refusal(psat.attest(request(opaque)), opaque);
+    expect([notJwt.kind, notJwt.message]).toEqual([
+      'permission_denied',
+      'k8s_psat: the token is not a JWT (a projected service account token is)',
+    ]);
+    const { token } = agentPod(NODE_A, 'sigil-agent-node-a', ['sigil-server']);
+    const [header, payload, signature] = token.split('.') as [string, string, string];
+    const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as Record<string, unknown>;
+    const exp = Math.floor(Date.now() / 1000) - 3600;
+    const expired = [header, Buffer.from(JSON.stringify({ ...claims, exp })).toString('base64url'), signature].join(
+      '.',
+    );
+    const old = await refusal(psat.attest(request(expired)), expired);
+    expect([old.kind, old.message]).toEqual([
+      'permission_denied',
+      `k8s_psat: token expired at ${new Date(exp * 1000).toISOString()} (before the API server was asked)`,
     ]);
     expect(api.reviewedTokens.length).toBe(reviews);
+    // Claims are only ever grounds to refuse: a token whose claims look right but whose signature is not the
+    // cluster's is judged by the TokenReview, and refused there.
+    const forged = [header, Buffer.from(JSON.stringify({ ...claims, sub: 'x' })).toString('base64url'), signature].join(
+      '.',
+    );
+    const refused = await refusal(psat.attest(request(forged)), forged);
+    expect(refused.message).toMatch(/^k8s_psat: token not authenticated by the kubernetes api of cluster "prod": /);
+    expect(api.reviewedTokens.length).toBe(reviews + 1);
     psat.onModuleDestroy();
   });
 
@@ -187,24 +217,23 @@ describe('k8s_psat server attestor', () => {
     psat.onModuleDestroy();
   });
 
-  it('refuses a token minted for another audience', async () => {
+  it('refuses a token minted for another audience, without asking the API server', async () => {
     const { token } = agentPod(NODE_A, 'sigil-agent-node-a', ['vault']);
     const psat = await attestor();
+    const reviews = api.reviewedTokens.length;
     const error = await refusal(psat.attest(request(token)), token);
     expect([error.kind, error.message]).toEqual([
       'permission_denied',
-      'k8s_psat: token not authenticated by the kubernetes api of cluster "prod": [invalid bearer token, ' +
-        'token audiences ["vault"] is invalid for the target audiences ["sigil-server"]]',
+      'k8s_psat: wrong audience: the token is for ["vault"], this server accepts "sigil-server"',
     ]);
-    // An authenticator that ignores the requested audiences answers the API server's: not ours, so refused too.
     const apiAudience = agentPod(NODE_A, 'sigil-agent-api-audience', ['https://kubernetes.default.svc.cluster.local']);
-    api.ignoreRequestedAudiences = true;
     const wrong = await refusal(psat.attest(request(apiAudience.token)), apiAudience.token);
     expect([wrong.kind, wrong.message]).toEqual([
       'permission_denied',
       'k8s_psat: wrong audience: the token is for ["https://kubernetes.default.svc.cluster.local"], ' +
         'this server accepts "sigil-server"',
     ]);
+    expect(api.reviewedTokens.length).toBe(reviews);
     // A configured audience is the one asked for.
     api.ignoreRequestedAudiences = false;
     const vault = await attestor({ audience: 'vault' });
@@ -492,6 +521,16 @@ contexts:
       'exec credentials',
       () => yaml(api.url, '      exec:\n        command: aws'),
       'user "u": exec is not supported; use token, tokenFile or client-certificate and client-key',
+    ],
+    [
+      'impersonation',
+      () => yaml(api.url, '      token: x\n      as: system:admin'),
+      'user "u": as is not supported; use token, tokenFile or client-certificate and client-key',
+    ],
+    [
+      'a proxy',
+      () => yaml(api.url, '      token: x', '      proxy-url: http://proxy:3128'),
+      'proxy-url is not supported; the server connects to the API directly',
     ],
     [
       'no credentials',

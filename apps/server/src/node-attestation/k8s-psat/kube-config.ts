@@ -190,7 +190,20 @@ export async function loadKubeConfigFile(path: string): Promise<KubeConnection> 
     throw new KubeConfigError(`${clusterWhere}: certificate-authority holds no PEM CERTIFICATE`);
   }
 
-  for (const unsupported of ['exec', 'auth-provider', 'username', 'password']) {
+  // Settings that change who the calls act as, or where they go, cannot be ignored quietly.
+  if (cluster['proxy-url'] !== undefined) {
+    throw new KubeConfigError(`${clusterWhere}: proxy-url is not supported; the server connects to the API directly`);
+  }
+  for (const unsupported of [
+    'exec',
+    'auth-provider',
+    'username',
+    'password',
+    'as',
+    'as-uid',
+    'as-groups',
+    'as-user-extra',
+  ]) {
     if (user[unsupported] !== undefined) {
       throw new KubeConfigError(
         `${userWhere}: ${unsupported} is not supported; use token, tokenFile or client-certificate and client-key`,
