@@ -3,20 +3,30 @@ import { readFile } from 'node:fs/promises';
 /**
  * Which container, and which Kubernetes pod, a process is in, from the cgroup paths the kernel lists for it in
  * `/proc/<pid>/cgroup`: the one rule the `docker` and `k8s` workload attestors share. The process cannot forge this
- * file (only whoever may create cgroups chooses their names, see {@link parseCgroupFile}); nothing the workload
- * says about itself is used.
+ * file, but whoever may create cgroups chooses their names: a container with a writable cgroupfs (privileged,
+ * systemd inside it, Podman `--systemd`, sysbox), a service with `Delegate=yes`, a CI runner may create a child
+ * cgroup named after another pod's or container's and move itself there. It can only do so BELOW its own cgroup, so
+ * the rule reads each path from the root and takes the first segment that a runtime's shape puts at that very
+ * position; what lies below that segment (systemd inside the container, sub-cgroups, forgeries) is ignored, and a
+ * container-looking name anywhere else gives no identity (the process counts as in no container).
  *
- * The path shapes, from the runtimes that write them (and SPIRE's pkg/common/containerinfo, which reads the same):
- * - kubelet, cgroupfs driver: `/kubepods/besteffort/pod<uid>/<id>`, `/kubepods/pod<uid>/<id>` (Guaranteed QoS);
+ * The shapes, from the runtimes that write them (and SPIRE's pkg/common/containerinfo, which reads the same), each
+ * anchored at the root:
+ * - kubelet, cgroupfs driver: `/kubepods/besteffort/pod<uid>/<id>`, `/kubepods/burstable/pod<uid>/<id>`,
+ *   `/kubepods/pod<uid>/<id>` (Guaranteed QoS has no QoS segment);
  * - kubelet, systemd driver: `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid with _>.slice/
- *   cri-containerd-<id>.scope` (also `crio-<id>.scope`, `docker-<id>.scope`), and containerd's
- *   `…-pod<uid>.slice:cri-containerd:<id>` form;
- * - Docker: `/docker/<id>` (cgroupfs), `/system.slice/docker-<id>.scope` (systemd); containerd, nerdctl and
- *   Podman outside Kubernetes: `/<namespace>/<id>`, `…/nerdctl-<id>.scope`, `…/libpod-<id>.scope`;
+ *   <runtime>-<id>.scope` (`cri-containerd-`, `crio-`, `docker-`), `/kubepods.slice/kubepods-pod<uid_>.slice/
+ *   <runtime>-<id>.scope` (Guaranteed); containerd's `kubepods[-<qos>]-pod<uid_>.slice:cri-containerd:<id>` segment
+ *   at the root or in containerd's own service, `/system.slice/containerd.service/…`;
+ * - Docker: `/docker/<id>` (cgroupfs), `/system.slice/docker-<id>.scope` (systemd); Podman:
+ *   `/machine.slice/libpod-<id>.scope`; containerd and nerdctl outside Kubernetes: `/<namespace>/<id>`,
+ *   `/system.slice/nerdctl-<id>.scope`;
  * - CRI-O's `crio-conmon-<id>.scope` holds conmon, the container's monitor, not the container: no identity;
- * - nested (kind, a kubelet in a container): `/kubelet/kubepods/…`, `/docker/<node id>/kubepods/…/pod<uid>/<id>`,
- *   where the container is the one after the pod;
- * - cgroup namespaces: a path seen from another namespace starts with `/..` (`0::/../crio-<id>.scope`).
+ * - nested (kind, a kubelet in a container: `/docker/<node id>/kubepods/…`, `/kubelet/kubepods/…`): the part before
+ *   the kubelet's tree is skipped only when it is the agent's own nesting prefix ({@link nestingPrefixOf}), so a
+ *   workload cannot put a kubepods tree of its own making under its container;
+ * - cgroup namespaces: a path seen from another namespace starts with `/..` (`0::/../crio-<id>.scope`); it is
+ *   relative to the reader's namespace root, so its first segments are matched against the end of a shape.
  */
 
 /** The container a process is in, as its cgroup paths name it. */
@@ -27,6 +37,16 @@ export interface ContainerIdentity {
   readonly podUid?: string;
 }
 
+/** How to read a cgroup file. */
+export interface CgroupParseOptions {
+  /**
+   * The agent's own nesting prefix (`/docker/<node id>` for an agent in a pod of kind's node container), as
+   * {@link nestingPrefixOf} reads it from the agent's own cgroup file: a path that starts with it is read from
+   * there. Empty (the default) for an agent that is not nested.
+   */
+  readonly nestingPrefix?: string;
+}
+
 /** A cgroup file that names more than one container or pod, or is not a cgroup file. */
 export class ContainerIdentityError extends Error {
   override readonly name = 'ContainerIdentityError';
@@ -34,36 +54,119 @@ export class ContainerIdentityError extends Error {
 
 /** `/proc/<pid>/cgroup` lines: `hierarchy-ID:controller-list:cgroup-path` (v1), `0::cgroup-path` (v2). */
 const CGROUP_LINE = /^(\d+):([^:]*):(\/.*)$/;
-/** A segment ending in a container ID, after an optional runtime prefix (`docker-`, `cri-containerd:`, …). */
-const CONTAINER_SEGMENT = /^(?:(.*)[-:])?([0-9a-f]{64})(?:\.scope)?$/;
-/** CRI-O's monitor process sits in `crio-conmon-<id>.scope`, next to the container's `crio-<id>.scope`. */
-const CONMON_PREFIX = /(?:^|[-:])conmon$/;
-/**
- * A pod UID in a segment: `pod<uid>` after a separator (`kubepods-burstable-pod…`); the systemd driver writes its
- * dashes as underscores. It ends the segment or is followed by `.slice` or a `:` (containerd's `slice:prefix:id`).
- */
-const POD_SEGMENT =
-  /(?:^|[-_.:])pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(?:\.slice)?(?::|$)/;
-/**
- * systemd's per-user manager (`user@1000.service`) gets its subtree delegated: that user may create cgroups below it
- * with any name, `docker-<someone else's container id>.scope` included, and move its own processes there.
- */
-const USER_DELEGATION = /^user@\d+\.service$/;
+
+const ID = '(?<id>[0-9a-f]{64})';
+const UID = '(?<pod>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})';
+/** The systemd driver writes the pod UID's dashes as underscores (a dash nests slices). */
+const UID_ = '(?<pod>[0-9a-f]{8}_[0-9a-f]{4}_[0-9a-f]{4}_[0-9a-f]{4}_[0-9a-f]{12})';
+const QOS = '(?<qos>besteffort|burstable)';
+/** A container's scope under a kubelet pod's slice; CRI-O's `crio-conmon-<id>.scope` is not one. */
+const POD_SCOPE = `(?:cri-containerd|crio|docker)-${ID}\\.scope`;
+/** containerd's systemd `slice:prefix:name` cgroups path, created as one segment. */
+const CONTAINERD_SLICE = `kubepods(?:-${QOS})?-pod${UID_}\\.slice:cri-containerd:${ID}`;
+/** A containerd namespace (containerd's identifiers rule). */
+const NAMESPACE = '[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*';
 
 /**
- * The container (and pod) a process is in, from the text of its `/proc/<pid>/cgroup`; undefined for a process in
- * no container. Every line counts (cgroup v1 has one per hierarchy, v2 one `0::` line, hybrid both): a line whose
- * path names a pod wins over lines that name only a container (kind on cgroup v2 shows the node's own container
- * on the `0::` line), and lines that disagree are an error, as is one path that names two containers with no pod
- * between them (`/docker/<a>/docker-<b>.scope`: a container that made a cgroup named after another): which of them
- * the caller is cannot be told, and guessing could lend it another container's identity.
- *
- * A path under a systemd user delegation (`…/user@<uid>.service/…`) names no container: its user chose the names.
- *
- * @throws ContainerIdentityError when the text is not a cgroup file or names more than one container or pod
+ * The runtimes' shapes, segment by segment from the root; the last segment names the container. A `qos` named in
+ * two segments must be the same in both (systemd nests `kubepods-burstable-pod….slice` in `kubepods-burstable.slice`).
  */
-export function parseCgroupFile(text: string): ContainerIdentity | undefined {
-  let found: ContainerIdentity | undefined;
+const SHAPES: readonly (readonly RegExp[])[] = (
+  [
+    ['kubepods', QOS, `pod${UID}`, ID],
+    ['kubepods', `pod${UID}`, ID],
+    ['kubepods\\.slice', `kubepods-${QOS}\\.slice`, `kubepods-${QOS}-pod${UID_}\\.slice`, POD_SCOPE],
+    ['kubepods\\.slice', `kubepods-pod${UID_}\\.slice`, POD_SCOPE],
+    [CONTAINERD_SLICE],
+    ['system\\.slice', 'containerd\\.service', CONTAINERD_SLICE],
+    ['system\\.slice', `(?:docker|nerdctl)-${ID}\\.scope`],
+    ['machine\\.slice', `libpod-${ID}\\.scope`],
+    [NAMESPACE, ID],
+  ] as const
+).map((shape) => shape.map((segment) => new RegExp(`^${segment}$`)));
+
+/** A cgroup path's segments, and whether it is relative to the reader's cgroup namespace (it started with `..`). */
+interface Segments {
+  readonly names: readonly string[];
+  readonly relative: boolean;
+}
+
+function segmentsOf(path: string): Segments {
+  const names: string[] = [];
+  let relative = false;
+  for (const name of path.split('/')) {
+    if (name === '' || name === '.') continue;
+    if (name === '..') {
+      // The kernel writes `..` only at the start, for a cgroup outside the reader's namespace.
+      if (names.length > 0) throw new ContainerIdentityError(`cgroup path ${JSON.stringify(path)} has .. inside it`);
+      relative = true;
+      continue;
+    }
+    names.push(name);
+  }
+  return { names, relative };
+}
+
+/**
+ * The outermost container a path's segments name by a runtime's shape anchored at the first segment; a relative
+ * path's first segment may stand anywhere in a shape (its start is above the reader's namespace root, unseen).
+ */
+function matchShapes(names: readonly string[], relative: boolean, path: string): ContainerIdentity | undefined {
+  let bestAt = Number.POSITIVE_INFINITY;
+  let best: ContainerIdentity | undefined;
+  for (const shape of SHAPES) {
+    for (let cut = 0; cut < (relative ? shape.length : 1); cut++) {
+      const window = shape.slice(cut);
+      // The container's segment: only the outermost one counts, what is below it was made by the container.
+      const at = window.length - 1;
+      if (names.length < window.length || at > bestAt) continue;
+      const identity = matchWindow(window, names);
+      if (identity === undefined) continue;
+      if (best !== undefined && at === bestAt) {
+        if (
+          best.containerId !== identity.containerId ||
+          (best.podUid !== undefined && identity.podUid !== undefined && best.podUid !== identity.podUid)
+        ) {
+          throw new ContainerIdentityError(`cgroup path ${JSON.stringify(path)} reads as two containers`);
+        }
+        if (best.podUid !== undefined) continue;
+      }
+      bestAt = at;
+      best = identity;
+    }
+  }
+  return best;
+}
+
+/** The container `names` name when their first segments have the shape of `window`, if they do. */
+function matchWindow(window: readonly RegExp[], names: readonly string[]): ContainerIdentity | undefined {
+  let id: string | undefined;
+  let pod: string | undefined;
+  let qos: string | undefined;
+  for (const [index, pattern] of window.entries()) {
+    const match = pattern.exec(names[index]!);
+    if (match === null) return undefined;
+    const groups = match.groups ?? {};
+    if (groups.qos !== undefined) {
+      if (qos !== undefined && qos !== groups.qos) return undefined;
+      qos = groups.qos;
+    }
+    pod = groups.pod ?? pod;
+    id = groups.id ?? id;
+  }
+  if (id === undefined) return undefined;
+  return pod === undefined ? { containerId: id } : { containerId: id, podUid: pod.replaceAll('_', '-') };
+}
+
+/** The container one cgroup path names, if any, read from the root (after the agent's nesting prefix). */
+function identityOfPath(path: string, prefix: readonly string[]): ContainerIdentity | undefined {
+  const { names, relative } = segmentsOf(path);
+  const nested = !relative && prefix.length > 0 && prefix.every((name, index) => names[index] === name);
+  return matchShapes(nested ? names.slice(prefix.length) : names, relative, path);
+}
+
+function cgroupPaths(text: string): string[] {
+  const paths: string[] = [];
   for (const [index, line] of text.split('\n').entries()) {
     if (line === '') continue;
     const match = CGROUP_LINE.exec(line);
@@ -72,92 +175,140 @@ export function parseCgroupFile(text: string): ContainerIdentity | undefined {
         `line ${index + 1}: must be hierarchy-ID:controller-list:cgroup-path, got ${JSON.stringify(line)}`,
       );
     }
-    const identity = identityOfPath(match[3]!);
-    if (identity === undefined) continue;
-    if (found === undefined || (found.podUid === undefined && identity.podUid !== undefined)) {
-      found = identity;
-    } else if (found.podUid !== undefined && identity.podUid === undefined) {
-      continue;
-    } else if (found.podUid !== identity.podUid) {
-      throw new ContainerIdentityError(`the cgroup paths name two pods: ${found.podUid} and ${identity.podUid}`);
-    } else if (found.containerId !== identity.containerId) {
-      throw new ContainerIdentityError(
-        `the cgroup paths name two containers: ${found.containerId} and ${identity.containerId}`,
-      );
-    }
+    paths.push(match[3]!);
   }
-  return found;
+  return paths;
 }
 
-/** The container one cgroup path names, if any. */
-function identityOfPath(path: string): ContainerIdentity | undefined {
-  const segments = path.split('/').filter((segment) => segment !== '' && segment !== '.' && segment !== '..');
-  // The container is the innermost segment that ends in a container ID: a process inside a container may sit in
-  // a sub-cgroup of it (`/docker/<id>/init`, systemd inside the container).
-  let at = segments.length - 1;
-  let match: RegExpExecArray | null = null;
-  for (; at >= 0; at--) {
-    match = CONTAINER_SEGMENT.exec(segments[at]!);
-    if (match !== null) break;
-  }
-  if (match === null) return undefined;
-  if (CONMON_PREFIX.test(match[1] ?? '')) return undefined;
-  if (segments.slice(0, at).some((segment) => USER_DELEGATION.test(segment))) return undefined;
-  const containerId = match[2]!;
-  // The pod is in the container's own segment (`…-pod<uid>.slice:cri-containerd:<id>`) or the nearest one above.
+/**
+ * The container (and pod) a process is in, from the text of its `/proc/<pid>/cgroup`; undefined for a process in
+ * no container. Every line counts (cgroup v1 has one per hierarchy, v2 one `0::` line, hybrid both): every line that
+ * names a container must name the same one, and lines that name a pod the same pod (a line without the pod is fine
+ * for that same container); anything else is an error, since which of them the caller is cannot be told.
+ *
+ * @throws ContainerIdentityError when the text is not a cgroup file or its lines name different containers or pods
+ */
+export function parseCgroupFile(text: string, options: CgroupParseOptions = {}): ContainerIdentity | undefined {
+  const prefix = segmentsOf(options.nestingPrefix ?? '').names;
+  let containerId: string | undefined;
   let podUid: string | undefined;
-  let podAt = -1;
-  const ownPod = POD_SEGMENT.exec(match[1] ?? '');
-  if (ownPod !== null) {
-    podUid = ownPod[1];
-    podAt = at;
-  } else {
-    for (let index = at - 1; index >= 0; index--) {
-      const pod = POD_SEGMENT.exec(segments[index]!);
-      if (pod !== null) {
-        podUid = pod[1];
-        podAt = index;
-        break;
+  for (const path of cgroupPaths(text)) {
+    const identity = identityOfPath(path, prefix);
+    if (identity === undefined) continue;
+    if (containerId !== undefined && containerId !== identity.containerId) {
+      throw new ContainerIdentityError(
+        `the cgroup paths name two containers: ${containerId} and ${identity.containerId}`,
+      );
+    }
+    containerId = identity.containerId;
+    if (identity.podUid === undefined) continue;
+    if (podUid !== undefined && podUid !== identity.podUid) {
+      throw new ContainerIdentityError(`the cgroup paths name two pods: ${podUid} and ${identity.podUid}`);
+    }
+    podUid = identity.podUid;
+  }
+  if (containerId === undefined) return undefined;
+  return podUid === undefined ? { containerId } : { containerId, podUid };
+}
+
+/**
+ * The agent's nesting prefix, from the text of its own `/proc/self/cgroup`: the path before the kubelet's tree
+ * (`kubepods…`) that holds the agent's own pod (`/docker/<node id>` in kind, `/kubelet` for a kubelet run in a
+ * cgroup of that name), or `` for an agent in no pod or in a pod at the root. Only a path that starts with it may
+ * have a kubelet's tree below a container-looking segment.
+ *
+ * @throws ContainerIdentityError when the text is not a cgroup file or its lines give different prefixes
+ */
+export function nestingPrefixOf(text: string): string {
+  let found: string | undefined;
+  for (const path of cgroupPaths(text)) {
+    const { names, relative } = segmentsOf(path);
+    if (relative) continue;
+    // The first position from which the rest of the path is a kubelet pod's container (the agent's own pod).
+    for (let start = 0; start < names.length; start++) {
+      if (matchShapes(names.slice(start), false, path)?.podUid === undefined) continue;
+      const prefix = names
+        .slice(0, start)
+        .map((name) => `/${name}`)
+        .join('');
+      if (found !== undefined && found !== prefix) {
+        throw new ContainerIdentityError(`the cgroup paths nest the agent's pod under ${found} and ${prefix}`);
       }
+      found = prefix;
+      break;
     }
   }
-  // Any other container ID between the pod (or the root, without one) and the container makes the path ambiguous.
-  // Above the pod are the hosts of a nested kubelet (kind's node container), which are not the caller's container.
-  for (let index = at - 1; index > podAt; index--) {
-    const other = CONTAINER_SEGMENT.exec(segments[index]!);
-    if (other !== null) {
-      throw new ContainerIdentityError(`cgroup path ${JSON.stringify(path)} names two containers: which is unclear`);
-    }
-  }
-  return podUid === undefined ? { containerId } : { containerId, podUid: podUid.replaceAll('_', '-') };
+  return found ?? '';
 }
 
 /** Far beyond a real cgroup file (one line per hierarchy, each path under PATH_MAX). */
 const MAX_CGROUP_FILE_BYTES = 64 * 1024;
 
+async function readCgroupFile(file: string): Promise<string> {
+  const text = await readFile(file, 'utf8');
+  if (text.length > MAX_CGROUP_FILE_BYTES) {
+    throw new ContainerIdentityError(`${file} is longer than ${MAX_CGROUP_FILE_BYTES} bytes`);
+  }
+  return text;
+}
+
+/** The agent's nesting prefix by procfs root, read once (a failed read is tried again next time). */
+const nestingPrefixes = new Map<string, Promise<string>>();
+
 /**
- * The container (and pod) process `pid` is in, from `<procRoot>/<pid>/cgroup`; undefined for a process in no
- * container. `procRoot` is for tests. Read once per call and kept nowhere: the caller proves that the process
- * read is the one that connected (the composite's pin check).
+ * The agent's own nesting prefix, from `<procRoot>/self/cgroup` (read once per `procRoot`); `` when that file does
+ * not exist (no cgroups: nothing is nested).
+ */
+export function agentNestingPrefix(procRoot = '/proc'): Promise<string> {
+  let prefix = nestingPrefixes.get(procRoot);
+  if (prefix === undefined) {
+    const file = `${procRoot}/self/cgroup`;
+    prefix = readCgroupFile(file).then(
+      (text) => {
+        try {
+          return nestingPrefixOf(text);
+        } catch (error) {
+          throw new ContainerIdentityError(`the agent's own ${file}: ${(error as Error).message}`, { cause: error });
+        }
+      },
+      (error: unknown) => {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return '';
+        if (error instanceof ContainerIdentityError) throw error;
+        const code = (error as NodeJS.ErrnoException).code ?? 'error';
+        throw new ContainerIdentityError(`cannot read the agent's own ${file}: ${code}`, { cause: error });
+      },
+    );
+    prefix.catch(() => nestingPrefixes.delete(procRoot));
+    nestingPrefixes.set(procRoot, prefix);
+  }
+  return prefix;
+}
+
+/**
+ * The container (and pod) process `pid` is in, from `<procRoot>/<pid>/cgroup` read with the agent's own nesting
+ * prefix ({@link agentNestingPrefix}); undefined for a process in no container. `procRoot` is for tests. Read once
+ * per call and kept nowhere: the caller proves that the process read is the one that connected (the composite's
+ * pin check).
  *
  * @throws ContainerIdentityError naming the pid when the file cannot be read or names more than one container
  */
 export async function readContainerIdentity(pid: number, procRoot = '/proc'): Promise<ContainerIdentity | undefined> {
   if (!Number.isSafeInteger(pid) || pid < 1) throw new ContainerIdentityError(`pid must be positive, got ${pid}`);
+  const nestingPrefix = await agentNestingPrefix(procRoot);
   const file = `${procRoot}/${pid}/cgroup`;
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    text = await readCgroupFile(file);
   } catch (error) {
+    if (error instanceof ContainerIdentityError) {
+      throw new ContainerIdentityError(`process ${pid}: ${error.message}`, { cause: error });
+    }
     const code = (error as NodeJS.ErrnoException).code ?? 'error';
     const why = code === 'ENOENT' || code === 'ESRCH' ? 'the process has exited' : code;
     throw new ContainerIdentityError(`process ${pid}: cannot read ${file}: ${why}`, { cause: error });
   }
-  if (text.length > MAX_CGROUP_FILE_BYTES) {
-    throw new ContainerIdentityError(`process ${pid}: ${file} is longer than ${MAX_CGROUP_FILE_BYTES} bytes`);
-  }
   try {
-    return parseCgroupFile(text);
+    return parseCgroupFile(text, { nestingPrefix });
   } catch (error) {
     if (error instanceof ContainerIdentityError) {
       throw new ContainerIdentityError(`process ${pid}: ${file}: ${error.message}`, { cause: error });

@@ -59,11 +59,6 @@ const shapes: Shape[] = [
     runtime: 'docker',
     path: (uid, id) => `/kubepods.slice/kubepods-pod${underscores(uid)}.slice/docker-${id}.scope`,
   },
-  {
-    name: 'kind (a kubelet in a docker container)',
-    runtime: 'containerd',
-    path: (uid, id) => `/docker/${randomContainerId()}/kubepods/besteffort/pod${uid}/${id}`,
-  },
 ];
 
 describe.each<CgroupVersion>(['v1', 'v2'])('the k8s attestor on a real process in a cgroup %s group', (version) => {
@@ -154,6 +149,70 @@ describe.each<CgroupVersion>(['v1', 'v2'])('the k8s attestor on a real process i
       expect(kubelet.requests).toBe(before);
     },
   );
+
+  // The forger: pod "ci" (listed), container `own`; the victim: pod "payments" (listed). The forger makes a cgroup
+  // named after the victim below its own and moves there; it gets its own pod's selectors (or none), never the victim's.
+  it.skipIf(skip !== undefined).each([
+    [
+      "a kubepods tree below its own pod's container",
+      (own: string, ownId: string, uid: string, id: string) =>
+        `/kubepods/burstable/pod${own}/${ownId}/kubepods/besteffort/pod${uid}/${id}`,
+      ['k8s:ns:ci', 'k8s:sa:runner'],
+    ],
+    [
+      "a victim slice:cri-containerd:id below its own pod's systemd scope",
+      (own: string, ownId: string, uid: string, id: string) =>
+        `/kubepods.slice/kubepods-pod${underscores(own)}.slice/cri-containerd-${ownId}.scope/` +
+        `kubepods-pod${underscores(uid)}.slice:cri-containerd:${id}`,
+      ['k8s:ns:ci', 'k8s:sa:runner'],
+    ],
+    [
+      "a kind-like tree below a Docker container that is not the agent's node",
+      (_own: string, ownId: string, uid: string, id: string) => `/docker/${ownId}/kubepods/besteffort/pod${uid}/${id}`,
+      [],
+    ],
+    [
+      'a pod slice:cri-containerd:id segment in a CI service',
+      (_own: string, _ownId: string, uid: string, id: string) =>
+        `/system.slice/sigil-test-ci.service/kubepods-pod${underscores(uid)}.slice:cri-containerd:${id}`,
+      [],
+    ],
+  ])(`gives no victim's k8s selectors to a process in %s${skipped}`, async (_name, path, own) => {
+    const [podUid, containerId, ownUid, ownId] = [
+      randomPodUid(),
+      randomContainerId(),
+      randomPodUid(),
+      randomContainerId(),
+    ];
+    kubelet.setPods([
+      {
+        uid: podUid,
+        name: 'victim',
+        namespace: 'prod',
+        serviceAccount: 'payments',
+        nodeName: 'node-1',
+        containers: [{ name: 'app', image: 'pay:1', id: containerId }],
+      },
+      {
+        uid: ownUid,
+        name: 'runner',
+        namespace: 'ci',
+        serviceAccount: 'runner',
+        nodeName: 'node-1',
+        containers: [{ name: 'build', image: 'ci:1', id: ownId }],
+      },
+    ]);
+    const child = await spawnInCgroup(version, path(ownUid, ownId, podUid, containerId));
+    children.push(child);
+    const selectors = (await attestors.attest(await caller(child.pid))).map(formatSelector);
+    expect(selectors).toContain(`unix:uid:${process.geteuid!()}`);
+    const k8sSelectors = selectors.filter((selector) => selector.startsWith('k8s:'));
+    expect(k8sSelectors).toEqual(expect.arrayContaining(own));
+    if (own.length === 0) expect(k8sSelectors).toEqual([]);
+    expect(
+      k8sSelectors.filter((selector) => /prod|payments|victim/.test(selector) || selector.includes(podUid)),
+    ).toEqual([]);
+  });
 
   it.skipIf(skip !== undefined)(
     `does not lend a pod's identity to a process in another pod's cgroup with the same container ID${skipped}`,

@@ -237,6 +237,31 @@ describe('K8sWorkloadAttestor', () => {
       expect(await attest(k8s, await caller(systemdPath(NEW_ID)))).toContain('k8s:container-name:late');
     });
 
+    it.each([['pod_level_fallback'], ['disable_container_selectors']])(
+      "refuses the pod selectors with %s for a container ID the list gives another pod (the victim's)",
+      async (option) => {
+        const victimUid = '0b7e9a52-3c1d-4e6f-8a9b-c0d1e2f3a4b5';
+        const victimId = hex('f');
+        kubelet.setPods([
+          pod,
+          {
+            uid: victimUid,
+            name: 'payments-0',
+            namespace: 'prod',
+            serviceAccount: 'payments',
+            nodeName: 'node-1',
+            containers: [{ name: 'pay', image: 'pay:1', id: victimId }],
+          },
+        ]);
+        await expect(
+          attestor({ [option]: 'true' }).attest(await caller(systemdPath(victimId)), new AbortController().signal),
+        ).rejects.toThrow(
+          `k8s: container ${victimId} is pod ${victimUid}'s in the kubelet's pod list, not pod ${POD_UID}'s as the ` +
+            `caller's cgroups say: no pod selectors`,
+        );
+      },
+    );
+
     it('gets no fallback for a pod that is not listed', async () => {
       kubelet.setPods([]);
       await expect(

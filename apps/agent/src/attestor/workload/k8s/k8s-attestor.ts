@@ -153,7 +153,7 @@ export class K8sWorkloadAttestor implements WorkloadAttestor {
           if (!disableContainerSelectors) values.push(...containerSelectorValues(container));
           return k8sSelectors(values);
         }
-        if (disableContainerSelectors || podLevelFallback) return this.podOnly(pod, containerId);
+        if (disableContainerSelectors || podLevelFallback) return this.podOnly(pod, containerId, snapshot);
       }
       if (attempts >= maxPollAttempts || this.now() + pollRetryIntervalMs > end) break;
       await sleep(pollRetryIntervalMs, signal);
@@ -167,7 +167,19 @@ export class K8sWorkloadAttestor implements WorkloadAttestor {
     );
   }
 
-  private podOnly(pod: KubeletPod, containerId: string): Selector[] {
+  /**
+   * The pod's selectors alone, for a container whose status is not published yet; refused when the list says the
+   * container is another pod's (the cgroups named a pod and a container that do not go together).
+   */
+  private podOnly(pod: KubeletPod, containerId: string, snapshot: PodListSnapshot): Selector[] {
+    for (const other of snapshot.pods.values()) {
+      if (other.uid !== pod.uid && findContainer(other, containerId) !== undefined) {
+        throw new WorkloadAttestationError(
+          `k8s: container ${containerId} is pod ${other.uid}'s in the kubelet's pod list, not pod ${pod.uid}'s ` +
+            `as the caller's cgroups say: no pod selectors`,
+        );
+      }
+    }
     this.logger.debug(
       `k8s: container ${containerId} of pod ${pod.uid} has no published status yet: pod selectors only`,
     );
