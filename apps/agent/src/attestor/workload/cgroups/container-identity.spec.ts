@@ -354,6 +354,12 @@ describe('parseCgroupFile: several lines', () => {
   ])('refuses %s', (_name, text, message) => {
     expect(() => parseCgroupFile(text)).toThrow(new ContainerIdentityError(message));
   });
+
+  it.each(['docker/x', '/../docker/x'])('refuses the nesting prefix %j (not an absolute cgroup path)', (prefix) => {
+    expect(() => parseCgroupFile(v2(`/docker/${ID}`), { nestingPrefix: prefix })).toThrow(
+      new ContainerIdentityError(`nesting prefix must be an absolute cgroup path, got ${JSON.stringify(prefix)}`),
+    );
+  });
 });
 
 describe('readContainerIdentity', () => {

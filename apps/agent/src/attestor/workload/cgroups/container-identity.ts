@@ -111,7 +111,7 @@ function segmentsOf(path: string): Segments {
  * The outermost container a path's segments name by a runtime's shape anchored at the first segment; a relative
  * path's first segment may stand anywhere in a shape (its start is above the reader's namespace root, unseen).
  */
-function matchShapes(names: readonly string[], relative: boolean, path: string): ContainerIdentity | undefined {
+function matchShapes(names: readonly string[], relative: boolean): ContainerIdentity | undefined {
   let bestAt = Number.POSITIVE_INFINITY;
   let best: ContainerIdentity | undefined;
   for (const shape of SHAPES) {
@@ -122,15 +122,9 @@ function matchShapes(names: readonly string[], relative: boolean, path: string):
       if (names.length < window.length || at > bestAt) continue;
       const identity = matchWindow(window, names);
       if (identity === undefined) continue;
-      if (best !== undefined && at === bestAt) {
-        if (
-          best.containerId !== identity.containerId ||
-          (best.podUid !== undefined && identity.podUid !== undefined && best.podUid !== identity.podUid)
-        ) {
-          throw new ContainerIdentityError(`cgroup path ${JSON.stringify(path)} reads as two containers`);
-        }
-        if (best.podUid !== undefined) continue;
-      }
+      // The same segment read by two shapes (a relative `pod<uid>/<id>` is also `<namespace>/<id>`): the one that
+      // names the pod says more.
+      if (best?.podUid !== undefined && at === bestAt) continue;
       bestAt = at;
       best = identity;
     }
@@ -162,7 +156,7 @@ function matchWindow(window: readonly RegExp[], names: readonly string[]): Conta
 function identityOfPath(path: string, prefix: readonly string[]): ContainerIdentity | undefined {
   const { names, relative } = segmentsOf(path);
   const nested = !relative && prefix.length > 0 && prefix.every((name, index) => names[index] === name);
-  return matchShapes(nested ? names.slice(prefix.length) : names, relative, path);
+  return matchShapes(nested ? names.slice(prefix.length) : names, relative);
 }
 
 function cgroupPaths(text: string): string[] {
@@ -189,7 +183,13 @@ function cgroupPaths(text: string): string[] {
  * @throws ContainerIdentityError when the text is not a cgroup file or its lines name different containers or pods
  */
 export function parseCgroupFile(text: string, options: CgroupParseOptions = {}): ContainerIdentity | undefined {
-  const prefix = segmentsOf(options.nestingPrefix ?? '').names;
+  const nestingPrefix = options.nestingPrefix ?? '';
+  const { names: prefix, relative } = segmentsOf(nestingPrefix);
+  if (relative || (nestingPrefix !== '' && !nestingPrefix.startsWith('/'))) {
+    throw new ContainerIdentityError(
+      `nesting prefix must be an absolute cgroup path, got ${JSON.stringify(nestingPrefix)}`,
+    );
+  }
   let containerId: string | undefined;
   let podUid: string | undefined;
   for (const path of cgroupPaths(text)) {
@@ -226,7 +226,7 @@ export function nestingPrefixOf(text: string): string {
     if (relative) continue;
     // The first position from which the rest of the path is a kubelet pod's container (the agent's own pod).
     for (let start = 0; start < names.length; start++) {
-      if (matchShapes(names.slice(start), false, path)?.podUid === undefined) continue;
+      if (matchShapes(names.slice(start), false)?.podUid === undefined) continue;
       const prefix = names
         .slice(0, start)
         .map((name) => `/${name}`)

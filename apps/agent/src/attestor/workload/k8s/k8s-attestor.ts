@@ -57,7 +57,8 @@ function within<T>(promise: Promise<T>, ms: number): Promise<T> {
  *   container calling as it starts), it is read again every `poll_retry_interval`, at most `max_poll_attempts`
  *   times and never past the call's deadline; then the call fails, naming the pod UID and container ID looked for.
  *   With `pod_level_fallback=true` (or SPIRE's `disable_container_selectors=true`), a listed pod whose container
- *   status is not published yet gets its pod selectors at once.
+ *   status is not published yet gets its pod selectors at once, unless the list gives that container ID to
+ *   another pod (then the call fails).
  * - When the kubelet cannot be used (down, refusing the token, a bad answer, too slow), the caller gets no k8s
  *   selectors rather than an error, and a warning is logged at most once a minute: a missing selector can only make
  *   fewer entries match, and a non-pod workload's unix selectors keep working.
