@@ -421,8 +421,8 @@ describe('deploy/kubernetes', () => {
     expect(agentPod['dnsPolicy']).toBe('ClusterFirstWithHostNet');
 
     // The k8s workload attestor finds the node name where the downward API puts it.
-    expect(agent.workloadAttestors.map((spec) => spec.split(':')[0])).toEqual(['unix', 'k8s']);
-    const nodeNameEnv = /node_name_env=([A-Z_]+)/.exec(agentFile['workload_attestor'][1])?.[1];
+    expect(agent.workloadAttestors.map((setting) => setting.type)).toEqual(['unix', 'k8s']);
+    const nodeNameEnv = agent.workloadAttestors.find((setting) => setting.type === 'k8s')?.options['node_name_env'];
     const nodeName = (agentContainer['env'] as Doc[]).find((each) => each['name'] === nodeNameEnv);
     expect(nodeName?.['valueFrom']).toEqual({ fieldRef: { fieldPath: 'spec.nodeName' } });
   });
