@@ -23,6 +23,11 @@ import { type AgentConfig, loadAgentConfig } from '../../apps/agent/src/config.j
 import { buildServerCli } from '../../apps/server/src/cli.js';
 import { type ServerConfig, loadServerConfig } from '../../apps/server/src/config.js';
 import { HealthController } from '../../apps/server/src/health/health.controller.js';
+import {
+  K8S_PSAT_OPTION_NAMES,
+  parseK8sPsatOptions,
+} from '../../apps/server/src/node-attestation/k8s-psat/k8s-psat-options.js';
+import { readK8sPsatToken } from '../../apps/agent/src/attestor/node/k8s-psat/k8s-psat.attestor.js';
 import { TestCa } from '../support/test-ca.js';
 
 /*
@@ -377,7 +382,7 @@ describe('deploy/kubernetes', () => {
     expect(pdb['spec']['minAvailable']).toBeLessThan(find(docs, 'Deployment', 'sigil-server')['spec']['replicas']);
   });
 
-  it('the agent: socket in the hostPath, token from the projected volume, server address the Service', () => {
+  it('the agent: socket in the hostPath, token from the projected volume, server address the Service', async () => {
     const agentContainer = container(agentPod, 'sigil-agent');
     const volumes = agentPod['volumes'] as Doc[];
     const mountOf = (path: string): { mount: Doc; volume: Doc } => {
@@ -399,18 +404,25 @@ describe('deploy/kubernetes', () => {
 
     // k8s_psat: the token file is the projected token, with the audience the server checks.
     expect(agent.attestation?.type).toBe('k8s_psat');
-    const tokenPath = agentFiles.inPod(agent.attestation?.options['token_path'] as string);
+    // (A path inside a `--node-attestor` spec is the pod's: the loader does not read it, the attestor does.)
+    const tokenPath = agent.attestation?.options['token_path'] as string;
     const tokenVolume = mountOf(tokenPath).volume;
     const projected = (tokenVolume['projected']['sources'] as Doc[])[0]?.['serviceAccountToken'];
     expect(posix.join(mountOf(tokenPath).mount['mountPath'], projected['path'])).toBe(tokenPath);
-    const psat = server.nodeAttestors.find((setting) => setting.type === 'k8s_psat');
-    expect(projected['audience']).toBe(psat?.options['audience'] ?? 'sigil-server');
-    expect(agent.attestation?.options['cluster']).toBe(psat?.options['cluster']);
-    // The agent's service account is on the server's allow-list.
-    const allowList = (psat?.options['service_account_allow_list'] ?? '').split(';');
-    expect(allowList).toContain(
-      `${find(docs, 'DaemonSet', 'sigil-agent')['metadata']['namespace']}:${agentPod['serviceAccountName']}`,
-    );
+    // The real k8s_psat reader finds the projected token there.
+    await expect(readK8sPsatToken(join(agentFiles.root, tokenPath))).resolves.toBe(TEST_PROJECTED_TOKEN);
+    // The server's k8s_psat options, through its own option rules: the audience it checks is the token's, the
+    // cluster is the agent's, the agent's service account is on the allow-list, the API server is the in-cluster one.
+    const setting = server.nodeAttestors.find((each) => each.type === 'k8s_psat');
+    const names: readonly string[] = K8S_PSAT_OPTION_NAMES;
+    expect(Object.keys(setting?.options ?? {}).filter((name) => !names.includes(name))).toEqual([]);
+    const psat = parseK8sPsatOptions(setting?.options ?? {});
+    expect(projected['audience']).toBe(psat.audience);
+    expect(agent.attestation?.options['cluster']).toBe(psat.cluster);
+    const agentServiceAccount = `${find(docs, 'DaemonSet', 'sigil-agent')['metadata']['namespace']}:${agentPod['serviceAccountName']}`;
+    expect([...psat.serviceAccounts]).toEqual([agentServiceAccount]);
+    expect(psat.kubeConfigFile).toBeUndefined();
+    expect(serverPod['automountServiceAccountToken']).toBe(true);
 
     // The server address is the Service, at the server's port; the trust domains agree.
     const service = find(docs, 'Service', 'sigil-server');
