@@ -27,6 +27,7 @@ import {
   parseK8sPsatOptions,
 } from '../../apps/server/src/node-attestation/k8s-psat/k8s-psat-options.js';
 import { readK8sPsatToken } from '../../apps/agent/src/attestor/node/k8s-psat/k8s-psat.attestor.js';
+import { K8S_DEFAULTS, parseK8sOptions } from '../../apps/agent/src/attestor/workload/k8s/k8s-options.js';
 import { TestCa } from '../support/test-ca.js';
 
 /*
@@ -245,8 +246,6 @@ describe('deploy/kubernetes', () => {
   let agentFiles: PodFiles;
   let server: ServerConfig;
   let agent: AgentConfig;
-  let serverFile: Doc;
-  let agentFile: Doc;
 
   beforeAll(() => {
     docs = manifests();
@@ -257,13 +256,13 @@ describe('deploy/kubernetes', () => {
     serverFiles = new PodFiles(join(scratch, 'server-pod'), serverPod['volumes'], volumeFiles(docs));
     serverFiles.mount(serverContainer['volumeMounts']);
     const serverOptions = parsedRun(serverContainer, 'sigil-server');
-    serverFile = JSON.parse(find(docs, 'ConfigMap', 'sigil-server')['data']['server.json']);
+    const serverFile: Doc = JSON.parse(find(docs, 'ConfigMap', 'sigil-server')['data']['server.json']);
 
     const agentContainer = container(agentPod, 'sigil-agent');
     agentFiles = new PodFiles(join(scratch, 'agent-pod'), agentPod['volumes'], volumeFiles(docs));
     agentFiles.mount(agentContainer['volumeMounts']);
     const agentOptions = parsedRun(agentContainer, 'sigil-agent');
-    agentFile = JSON.parse(find(docs, 'ConfigMap', 'sigil-agent')['data']['agent.json']);
+    const agentFile: Doc = JSON.parse(find(docs, 'ConfigMap', 'sigil-agent')['data']['agent.json']);
     // The config file's paths point into the pod's mounts: load a copy with them moved under the test root.
     const rebasedFile = join(scratch, 'agent.json');
     writeFileSync(rebasedFile, JSON.stringify(agentFiles.rebase(agentFile)));
@@ -430,11 +429,19 @@ describe('deploy/kubernetes', () => {
     expect(agent.trustDomain?.name).toBe(server.trustDomain.name);
     expect(agentPod['dnsPolicy']).toBe('ClusterFirstWithHostNet');
 
-    // The k8s workload attestor finds the node name where the downward API puts it.
+    // The k8s workload attestor, through its own option rules with the container's environment: the node name from
+    // the downward API, the kubelet on the node's loopback (so the pod is on the host network), the token the
+    // service account mounts.
     expect(agent.workloadAttestors.map((setting) => setting.type)).toEqual(['unix', 'k8s']);
-    const nodeNameEnv = agent.workloadAttestors.find((setting) => setting.type === 'k8s')?.options['node_name_env'];
-    const nodeName = (agentContainer['env'] as Doc[]).find((each) => each['name'] === nodeNameEnv);
-    expect(nodeName?.['valueFrom']).toEqual({ fieldRef: { fieldPath: 'spec.nodeName' } });
+    const k8s = parseK8sOptions(
+      agent.workloadAttestors.find((setting) => setting.type === 'k8s')?.options ?? {},
+      containerEnv(agentContainer),
+    );
+    expect(k8s.nodeName).toBe('node-1');
+    expect(k8s.kubeletHost).toBe('127.0.0.1');
+    expect(agentPod['hostNetwork']).toBe(true);
+    expect(agentPod['automountServiceAccountToken']).toBe(true);
+    expect(k8s.tokenPath).toBe(K8S_DEFAULTS.tokenPath);
   });
 
   it("the agent's probes run the real healthcheck command on the configured socket", () => {
