@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { PATH_METADATA } from '@nestjs/common/constants.js';
 import { type Command } from 'commander';
-import yaml from 'js-yaml';
+import { load, loadAll } from 'js-yaml';
 import { Namespace } from 'kubernetes-models/v1/Namespace';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
@@ -73,11 +73,11 @@ function schemaProblems(doc: Doc): string[] {
 }
 
 function loadYamlDocuments(path: string): Doc[] {
-  return yaml.loadAll(readFileSync(path, 'utf8')).filter((doc): doc is Doc => doc !== null && doc !== undefined);
+  return loadAll(readFileSync(path, 'utf8')).filter((doc): doc is Doc => doc !== null && doc !== undefined);
 }
 
 function kustomization(): Doc {
-  return yaml.load(readFileSync(join(KUBERNETES, 'kustomization.yaml'), 'utf8')) as Doc;
+  return load(readFileSync(join(KUBERNETES, 'kustomization.yaml'), 'utf8')) as Doc;
 }
 
 /** Every document the kustomization applies. */
@@ -656,7 +656,7 @@ describe('deploy/docker', () => {
   });
 
   it('compose.yaml parses, and its commands and environment load with the real loaders', () => {
-    const compose = yaml.load(readFileSync(join(DOCKER, 'compose.yaml'), 'utf8')) as Doc;
+    const compose = load(readFileSync(join(DOCKER, 'compose.yaml'), 'utf8')) as Doc;
     const services = compose['services'] as Doc;
     expect(Object.keys(services).sort()).toEqual(['postgres', 'sigil-agent', 'sigil-server']);
     expect(services['postgres']['image']).toBe('postgres:15');
