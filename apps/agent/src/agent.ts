@@ -14,6 +14,7 @@ import { SvidRotator } from './manager/svid-rotator.js';
 import { PerUidAttestationLimit } from './endpoints/workload-api/attestation-limit.js';
 import { WorkloadApiHandler } from './endpoints/workload-api/workload-api.handler.js';
 import { WorkloadApiServer } from './endpoints/workload-api/workload-api.server.js';
+import { SdsHandler } from './endpoints/sds/sds.handler.js';
 import { createWorkloadAttestors } from './attestor/workload/registry.js';
 
 export interface AgentOptions {
@@ -67,13 +68,14 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     new Logger('SvidCache'),
   );
   const attestors = createWorkloadAttestors({ config, clock, cache });
-  const handler = new WorkloadApiHandler(
-    new PerUidAttestationLimit(attestors, config.workloadApiLimits.maxAttestationsPerUid),
-    cache,
-  );
+  // One attestation limit for both services on the socket: a uid's SDS calls wait their turn with its others.
+  const attestation = new PerUidAttestationLimit(attestors, config.workloadApiLimits.maxAttestationsPerUid);
+  const handler = new WorkloadApiHandler(attestation, cache);
+  const sds = new SdsHandler(attestation, cache, config.sds);
   const server = new WorkloadApiServer({
     socketPath: config.socketPath,
     service: handler.service(),
+    sds: sds.service(),
     limits: config.workloadApiLimits,
     clock,
   });

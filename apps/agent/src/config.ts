@@ -36,6 +36,7 @@ import { NODE_ATTESTORS } from './attestor/node/node-attestors.js';
 import { WORKLOAD_ATTESTORS, knownTypes, unknownOptionProblem } from './attestor/workload/registry.js';
 import { DEFAULT_WORKLOAD_ATTESTATION_TIMEOUT_MS } from './attestor/workload/workload-attestor.js';
 import { parseServerAddress, type ServerAddress } from './client/server-address.js';
+import { SDS_DEFAULTS, type SdsSettings } from './endpoints/sds/sds-secrets.js';
 import { checkX509popFiles, parseTrustBundleFile, readNamedFile } from './config-files.js';
 
 /**
@@ -89,6 +90,8 @@ export interface AgentConfig {
   readonly workloadAttestors: readonly WorkloadAttestorSetting[];
   /** How long one call may wait for its workload attestors together. */
   readonly workloadAttestationTimeoutMs: number;
+  /** Envoy SDS: the default secret names and the SPIFFE validator switch (SPIRE's `sds` settings). */
+  readonly sds: SdsSettings;
 }
 
 export interface UnixSha256Limits {
@@ -154,6 +157,10 @@ export interface AgentConfigFlags {
   workloadAttestor?: string[];
   workloadAttestationTimeout?: string;
   jwtSvidMaxConcurrentSigning?: string;
+  sdsDefaultSvidName?: string;
+  sdsDefaultBundleName?: string;
+  sdsDefaultAllBundlesName?: string;
+  sdsDisableSpiffeCertValidation?: boolean;
 }
 
 export interface LoadAgentConfigInput {
@@ -187,6 +194,11 @@ function commaList(value: unknown): string[] | undefined {
   const items = typeof value === 'string' ? [value] : Array.isArray(value) ? value : undefined;
   if (items === undefined || items.length === 0 || !items.every((item) => typeof item === 'string')) return undefined;
   return (items as string[]).flatMap((item) => item.split(',')).map((item) => item.trim());
+}
+
+const SDS_NAME_RULE = 'must be 1 to 256 printable ASCII characters without spaces';
+function isSdsName(value: unknown): boolean {
+  return typeof value === 'string' && /^[\x21-\x7e]{1,256}$/.test(value);
 }
 
 class RawAgentConfig {
@@ -272,6 +284,14 @@ class RawAgentConfig {
 
   @IsOptional() @IsDurationSeconds(1, 300) workload_attestation_timeout?: unknown;
   @IsOptional() @IsCountFrom(1, 256) jwt_svid_max_concurrent_signing?: unknown;
+
+  // Envoy SDS (SPIRE's agent `sds` block, flattened with an `sds_` prefix like every other key here).
+  @IsOptional() @ConfigRule('isSdsName', isSdsName, SDS_NAME_RULE) sds_default_svid_name?: unknown;
+  @IsOptional() @ConfigRule('isSdsName', isSdsName, SDS_NAME_RULE) sds_default_bundle_name?: unknown;
+  @IsOptional() @ConfigRule('isSdsName', isSdsName, SDS_NAME_RULE) sds_default_all_bundles_name?: unknown;
+  @IsOptional()
+  @ConfigRule('isBooleanLike', (value) => toBoolean(value) !== undefined, 'must be true or false')
+  sds_disable_spiffe_cert_validation?: unknown;
 }
 
 type RawKey = keyof RawAgentConfig;
@@ -339,6 +359,13 @@ const SOURCES: Record<RawKey, ConfigSource<keyof AgentConfigFlags>> = {
   jwt_svid_max_concurrent_signing: {
     flag: 'jwtSvidMaxConcurrentSigning',
     env: 'SIGIL_AGENT_JWT_SVID_MAX_CONCURRENT_SIGNING',
+  },
+  sds_default_svid_name: { flag: 'sdsDefaultSvidName', env: 'SIGIL_AGENT_SDS_DEFAULT_SVID_NAME' },
+  sds_default_bundle_name: { flag: 'sdsDefaultBundleName', env: 'SIGIL_AGENT_SDS_DEFAULT_BUNDLE_NAME' },
+  sds_default_all_bundles_name: { flag: 'sdsDefaultAllBundlesName', env: 'SIGIL_AGENT_SDS_DEFAULT_ALL_BUNDLES_NAME' },
+  sds_disable_spiffe_cert_validation: {
+    flag: 'sdsDisableSpiffeCertValidation',
+    env: 'SIGIL_AGENT_SDS_DISABLE_SPIFFE_CERT_VALIDATION',
   },
 };
 
@@ -582,6 +609,25 @@ export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
         `got ${jwtSvidLimits.cacheMaxBytesPerUid / MIB}`,
     );
   }
+  const sds: SdsSettings = {
+    defaultSvidName: (raw.sds_default_svid_name as string | undefined) ?? SDS_DEFAULTS.defaultSvidName,
+    defaultBundleName: (raw.sds_default_bundle_name as string | undefined) ?? SDS_DEFAULTS.defaultBundleName,
+    defaultAllBundlesName:
+      (raw.sds_default_all_bundles_name as string | undefined) ?? SDS_DEFAULTS.defaultAllBundlesName,
+    disableSpiffeCertValidation:
+      toBoolean(raw.sds_disable_spiffe_cert_validation) ?? SDS_DEFAULTS.disableSpiffeCertValidation,
+  };
+  // One name for two secrets would make the second unreachable.
+  const sdsNames: Array<[RawKey, string]> = [
+    ['sds_default_svid_name', sds.defaultSvidName],
+    ['sds_default_bundle_name', sds.defaultBundleName],
+    ['sds_default_all_bundles_name', sds.defaultAllBundlesName],
+  ];
+  for (const [index, [key, value]] of sdsNames.entries()) {
+    const earlier = sdsNames.slice(0, index).find(([, other]) => other === value);
+    if (earlier !== undefined)
+      problems.push(`${name(key)}: must differ from ${name(earlier[0])} (both ${JSON.stringify(value)})`);
+  }
   if (problems.length > 0) throw new AgentConfigError(problems);
 
   const servers = commaList(raw.server_address) as string[];
@@ -601,6 +647,7 @@ export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
       raw.workload_attestation_timeout === undefined
         ? DEFAULT_WORKLOAD_ATTESTATION_TIMEOUT_MS
         : (parseDurationSeconds(raw.workload_attestation_timeout) as number) * 1000,
+    sds: Object.freeze(sds),
   };
   return Object.freeze(config);
 }

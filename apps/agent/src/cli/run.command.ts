@@ -16,6 +16,10 @@ const MIB = 1024 * 1024;
 type RunOptions = AgentConfigFlags & { config?: string };
 
 const FLAG_KEYS: readonly (keyof AgentConfigFlags)[] = [
+  'sdsDefaultSvidName',
+  'sdsDefaultBundleName',
+  'sdsDefaultAllBundlesName',
+  'sdsDisableSpiffeCertValidation',
   'serverAddress',
   'nodeAttestor',
   'joinToken',
@@ -143,6 +147,13 @@ export function runCommand(): Command {
     .option(
       '--jwt-svid-max-concurrent-signing <n>',
       `JWT-SVID requests at the server at once, and connections kept for them; one uid gets half (${jwt.maxConcurrentSigning})`,
+    )
+    .option('--sds-default-svid-name <name>', `Envoy SDS: name of the caller's default X509-SVID secret (default)`)
+    .option('--sds-default-bundle-name <name>', 'Envoy SDS: name of the own trust domain bundle secret (ROOTCA)')
+    .option('--sds-default-all-bundles-name <name>', 'Envoy SDS: name of the secret with every bundle (ALL)')
+    .option(
+      '--sds-disable-spiffe-cert-validation',
+      "Envoy SDS: plain trusted_ca validation contexts instead of Envoy's SPIFFE certificate validator",
     )
     .action(async (options: RunOptions) => {
       const flags: AgentConfigFlags = {};

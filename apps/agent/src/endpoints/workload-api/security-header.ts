@@ -1,14 +1,17 @@
 import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
+import { SpiffeWorkloadAPI } from '@sigil/workload-api';
 import { PEER_CREDENTIALS } from '../peer-credentials.js';
 
 /** The metadata every Workload API call must carry (SPIFFE Workload Endpoint §4, "Security Header"). */
 export const SECURITY_HEADER = 'workload.spiffe.io';
 
 /**
- * Middleware applied once around every Workload API handler (SPIRE `middleware.go`):
+ * Middleware applied once around every handler on the agent's socket (SPIRE `middleware.go`):
  *
- * 1. the call must carry exactly `workload.spiffe.io: true`, else `INVALID_ARGUMENT`: the header proves the request
- *    was made deliberately by a workload and not forwarded by a confused deputy such as an SSRF'd HTTP client;
+ * 1. a Workload API call (`/SpiffeWorkloadAPI/…`) must carry exactly `workload.spiffe.io: true`, else
+ *    `INVALID_ARGUMENT`: the header proves the request was made deliberately by a workload and not forwarded by a
+ *    confused deputy such as an SSRF'd HTTP client. Envoy's SDS calls carry no such header and SPIRE asks none of
+ *    them: only the Workload API's methods are checked;
  * 2. the caller's peer credentials must have been read from the kernel for this connection, else `INTERNAL` (the
  *    agent cannot identify the caller on this system, a condition no retry will fix).
  *
@@ -16,7 +19,7 @@ export const SECURITY_HEADER = 'workload.spiffe.io';
  */
 export const securityHeaderInterceptor: Interceptor = (next) => (request) => {
   // Connect joins repeated values with ", ", so a request with the header twice fails this check too, as in SPIRE.
-  if (request.header.get(SECURITY_HEADER) !== 'true') {
+  if (request.service.typeName === SpiffeWorkloadAPI.typeName && request.header.get(SECURITY_HEADER) !== 'true') {
     throw new ConnectError('security header missing from request', Code.InvalidArgument);
   }
   if (request.contextValues.get(PEER_CREDENTIALS) === undefined) {

@@ -1,7 +1,7 @@
 import { type DescMessage, type MessageInitShape, type MessageShape, create, toBinary } from '@bufbuild/protobuf';
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from '@connectrpc/connect';
 import { Logger } from '@nestjs/common';
-import { RateLimitedLog, truncateForLog } from '@sigil/logging';
+import { RateLimitedLog } from '@sigil/logging';
 import { jwtAudienceProblem, singleAudienceProblem } from '@sigil/runtime';
 import { SpiffeError, SpiffeId, TrustBundleSet, parseAndValidateJwtSvid } from '@sigil/spiffe';
 import {
@@ -15,11 +15,11 @@ import {
   X509SVIDResponseSchema,
 } from '@sigil/workload-api';
 import { type Selector } from '@sigil/runtime';
-import { WorkloadAttestationError } from '../../attestor/workload/workload-attestor.js';
 import { AgentApiError } from '../../client/server-client.js';
 import { type JwtSvidCaller, JwtSvidLimitError } from '../../manager/jwt-signing-lane.js';
 import { changes } from './change-stream.js';
-import { PEER_CREDENTIALS, type PeerCredentials } from '../peer-credentials.js';
+import { type PeerCredentials } from '../peer-credentials.js';
+import { CallerAttestation, type CallerAttestor, readyBundles } from './caller-attestation.js';
 import {
   type AgentBundles,
   type WorkloadIdentity,
@@ -31,17 +31,7 @@ import {
   x509SvidResponse,
 } from './workload-responses.js';
 
-/**
- * Finds the selectors of the calling process: the enabled workload attestors (`CompositeWorkloadAttestor`), behind
- * the per-uid attestation limit.
- */
-export interface CallerAttestor {
-  /**
-   * Rejects when the caller cannot be attested, e.g. its pid exited or was reused, or when `signal` (the call's:
-   * its client cancelled it) aborts before the attestation starts.
-   */
-  attest(caller: PeerCredentials, signal?: AbortSignal): Promise<readonly Selector[]>;
-}
+export type { CallerAttestor } from './caller-attestation.js';
 
 /**
  * What the Workload API needs from the agent's SVID cache. Reads are synchronous so that the bundles and the
@@ -91,9 +81,10 @@ export class WorkloadApiHandler {
   private readonly logger: Pick<Logger, 'debug' | 'warn'>;
   // Every caller can make these lines as often as it calls: a few per uid (or entry) and interval, then a count.
   private readonly limitedLog: RateLimitedLog;
+  private readonly callers: CallerAttestation;
 
   constructor(
-    private readonly attestor: CallerAttestor,
+    attestor: CallerAttestor,
     private readonly cache: IdentityCache,
     options: WorkloadApiHandlerOptions = {},
   ) {
@@ -103,6 +94,7 @@ export class WorkloadApiHandler {
     // Only warn lines go through it; the other levels are there for the type.
     const warn = (fields: unknown): void => this.logger.warn(fields);
     this.limitedLog = new RateLimitedLog({ warn, error: warn, log: warn }, { now: () => now().getTime() });
+    this.callers = new CallerAttestation(attestor, this.limitedLog, this.logger);
   }
 
   /** The connect service implementation to register for `SpiffeWorkloadAPI`. */
@@ -224,38 +216,15 @@ export class WorkloadApiHandler {
   }
 
   private readyBundles(): AgentBundles {
-    const bundles = this.cache.bundles();
-    if (bundles === undefined) {
-      throw new ConnectError('the agent is not ready yet: it has no trust bundle', Code.Unavailable);
-    }
-    return bundles;
+    return readyBundles(this.cache);
   }
 
   private caller(context: HandlerContext): PeerCredentials {
-    const caller = context.values.get(PEER_CREDENTIALS);
-    if (caller === undefined) {
-      throw new ConnectError('caller peer credentials are unavailable on this connection', Code.Internal);
-    }
-    return caller;
+    return this.callers.callerOf(context);
   }
 
-  private async attest(context: HandlerContext, method: string): Promise<readonly Selector[]> {
-    const caller = this.caller(context);
-    try {
-      const selectors = await this.attestor.attest(caller, context.signal);
-      this.logger.debug(`${method}: pid ${caller.pid} uid ${caller.uid} attested with ${selectors.length} selectors`);
-      return selectors;
-    } catch (error) {
-      this.limitedLog.warn(`attestation failed, uid ${caller.uid}`, {
-        msg: 'workload attestation failed',
-        method,
-        pid: caller.pid,
-        uid: caller.uid,
-        ...(error instanceof WorkloadAttestationError && error.attestor !== undefined && { attestor: error.attestor }),
-        reason: truncateForLog((error as Error).message),
-      });
-      throw new ConnectError(`workload attestation failed: ${(error as Error).message}`, Code.Unavailable);
-    }
+  private attest(context: HandlerContext, method: string): Promise<readonly Selector[]> {
+    return this.callers.attest(context, method);
   }
 
   /** The caller's identities, at least one, with unique hints. */

@@ -21,6 +21,7 @@ import {
   type Clock,
 } from '@sigil/runtime';
 import { SpiffeWorkloadAPI } from '@sigil/workload-api';
+import { SecretDiscoveryService } from '@sigil/workload-api/envoy-sds';
 import { encodeGrpcMessage, useSpecGrpcMessageEncoding } from './grpc-message.js';
 import { PEER_CREDENTIALS, type PeerCredentials, trackPeerCredentials } from '../peer-credentials.js';
 import { PidFd } from '../pidfd.js';
@@ -87,6 +88,11 @@ export interface WorkloadApiServerOptions {
   readonly socketPath?: string;
   /** The five RPCs, e.g. `new WorkloadApiHandler(...).service()`. */
   readonly service: ServiceImpl<typeof SpiffeWorkloadAPI>;
+  /**
+   * Envoy's SDS v3 (`new SdsHandler(...).service()`), served on the same socket behind the same per-uid limits;
+   * absent, its calls are `UNIMPLEMENTED`.
+   */
+  readonly sds?: ServiceImpl<typeof SecretDiscoveryService>;
   /** How long `stop()` lets open connections drain before destroying them, in milliseconds (default 2000). */
   readonly drainTimeoutMs?: number;
   /** Overrides of {@link WORKLOAD_API_LIMITS} (tests use small ones). */
@@ -176,6 +182,7 @@ function refuseCall(response: Http2ServerResponse, message: string): void {
 export class WorkloadApiServer {
   readonly socketPath: string;
   readonly service: ServiceImpl<typeof SpiffeWorkloadAPI>;
+  private readonly sds: ServiceImpl<typeof SecretDiscoveryService> | undefined;
   private readonly drainTimeoutMs: number;
   private readonly limits: WorkloadApiLimits;
   private readonly logger: Pick<Logger, 'log' | 'warn'>;
@@ -192,6 +199,7 @@ export class WorkloadApiServer {
       throw new Error(`socketPath: must be at most ${MAX_SOCKET_PATH_BYTES} bytes for a Unix socket, got ${length}`);
     }
     this.service = options.service;
+    this.sds = options.sds;
     this.drainTimeoutMs = options.drainTimeoutMs ?? 2000;
     this.limits = Object.freeze({ ...WORKLOAD_API_LIMITS, ...options.limits });
     this.logger = options.logger ?? new Logger(WorkloadApiServer.name);
@@ -270,7 +278,10 @@ export class WorkloadApiServer {
       return true;
     };
     const adapter = connectNodeAdapter({
-      routes: (router: ConnectRouter) => router.service(SpiffeWorkloadAPI, this.service),
+      routes: (router: ConnectRouter) => {
+        router.service(SpiffeWorkloadAPI, this.service);
+        if (this.sds !== undefined) router.service(SecretDiscoveryService, this.sds);
+      },
       grpc: true,
       grpcWeb: false,
       connect: false,
