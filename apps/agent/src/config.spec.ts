@@ -527,6 +527,37 @@ describe('loadAgentConfig', () => {
       'workload_attestor: unix: unknown option "x" (known: none)',
     ]);
   });
+
+  it('takes the Envoy SDS names and validator switch from flags, env or the file, with SPIRE defaults', async () => {
+    expect(loadAgentConfig(base()).sds).toEqual({
+      defaultSvidName: 'default',
+      defaultBundleName: 'ROOTCA',
+      defaultAllBundlesName: 'ALL',
+      disableSpiffeCertValidation: false,
+    });
+    const fromFlags = loadAgentConfig({
+      ...base(),
+      flags: { ...base().flags, sdsDefaultSvidName: 'svid', sdsDisableSpiffeCertValidation: true },
+    });
+    expect(fromFlags.sds).toMatchObject({ defaultSvidName: 'svid', disableSpiffeCertValidation: true });
+    const fromEnv = loadAgentConfig({
+      ...base(),
+      env: { SIGIL_AGENT_SDS_DEFAULT_BUNDLE_NAME: 'roots', SIGIL_AGENT_SDS_DISABLE_SPIFFE_CERT_VALIDATION: 'true' },
+    });
+    expect(fromEnv.sds).toMatchObject({ defaultBundleName: 'roots', disableSpiffeCertValidation: true });
+    await writeFile(join(dir, 'sds.json'), JSON.stringify({ sds_default_all_bundles_name: 'every' }));
+    expect(loadAgentConfig({ ...base(), file: 'sds.json' }).sds.defaultAllBundlesName).toBe('every');
+    expect(Object.isFrozen(fromFlags.sds)).toBe(true);
+  });
+
+  it('refuses an empty, spaced or repeated SDS name, naming each key', () => {
+    expect(problemsOf({ ...base(), flags: { ...base().flags, sdsDefaultSvidName: 'my svid' } })).toEqual([
+      "--sds-default-svid-name: must be 1 to 256 printable ASCII characters without spaces, got 'my svid'",
+    ]);
+    expect(problemsOf({ ...base(), env: { SIGIL_AGENT_SDS_DEFAULT_ALL_BUNDLES_NAME: 'ROOTCA' } })).toEqual([
+      'SIGIL_AGENT_SDS_DEFAULT_ALL_BUNDLES_NAME: must differ from --sds-default-bundle-name (both "ROOTCA")',
+    ]);
+  });
 });
 
 describe('insecureBootstrapWarning', () => {

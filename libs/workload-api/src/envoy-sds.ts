@@ -33,12 +33,7 @@ export {
   SPIFFECertValidatorConfig_TrustDomainSchema,
   type SPIFFECertValidatorConfig,
 } from './gen/envoy/extensions/transport_sockets/tls/v3/tls_spiffe_validator_config_pb.js';
-export {
-  NodeSchema,
-  BuildVersionSchema,
-  type Node,
-  type DataSource,
-} from './gen/envoy/config/core/v3/base_pb.js';
+export { NodeSchema, BuildVersionSchema, type Node, type DataSource } from './gen/envoy/config/core/v3/base_pb.js';
 export { type TypedExtensionConfig } from './gen/envoy/config/core/v3/extension_pb.js';
 export { SemanticVersionSchema } from './gen/envoy/type/v3/semantic_version_pb.js';
 export { StatusSchema, type Status } from './gen/google/rpc/status_pb.js';

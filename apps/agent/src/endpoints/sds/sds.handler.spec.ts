@@ -74,7 +74,7 @@ function context(method: string, abort = new AbortController()) {
     protocolName: 'grpc',
     requestMethod: 'POST',
     url: `/envoy.service.secret.v3.SecretDiscoveryService/${method}`,
-    signal: abort.signal,
+    requestSignal: abort.signal,
     contextValues: createContextValues().set(PEER_CREDENTIALS, CALLER),
   });
 }
