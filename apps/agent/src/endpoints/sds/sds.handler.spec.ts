@@ -15,7 +15,7 @@ import { type CallerAttestor } from '../workload-api/caller-attestation.js';
 import { type IdentityCache } from '../workload-api/workload-api.handler.js';
 import { type AgentBundles, type CachedX509Svid, type WorkloadIdentity } from '../workload-api/workload-responses.js';
 import { SDS_DEFAULTS } from './sds-secrets.js';
-import { MAX_RESOURCE_NAMES, SdsHandler } from './sds.handler.js';
+import { MAX_QUEUED_REQUESTS, MAX_RESOURCE_NAMES, SdsHandler } from './sds.handler.js';
 
 const CALLER = { pid: 4242, uid: 1000, gid: 1000, startTime: 1n };
 const UID_1000: Selector = { type: 'unix', value: 'uid:1000' };
@@ -49,6 +49,8 @@ class Requests implements AsyncIterable<DiscoveryRequest> {
   private readonly queue: DiscoveryRequest[] = [];
   private wake: (() => void) | undefined;
   private ended = false;
+  /** How many requests the handler has taken from the stream. */
+  taken = 0;
   send(init: Parameters<typeof create<typeof DiscoveryRequestSchema>>[1]): void {
     this.queue.push(create(DiscoveryRequestSchema, { typeUrl: SECRET_TYPE_URL, ...init }));
     this.wake?.();
@@ -60,8 +62,10 @@ class Requests implements AsyncIterable<DiscoveryRequest> {
   async *[Symbol.asyncIterator](): AsyncIterator<DiscoveryRequest> {
     for (;;) {
       const next = this.queue.shift();
-      if (next !== undefined) yield next;
-      else if (this.ended) return;
+      if (next !== undefined) {
+        this.taken++;
+        yield next;
+      } else if (this.ended) return;
       else await new Promise<void>((resolve) => (this.wake = resolve));
     }
   }
@@ -146,6 +150,21 @@ describe('SdsHandler', () => {
     expect(attestor.calls).toBe(1);
     requests.end();
     expect((await stream.next()).done).toBe(true);
+  });
+
+  it('stops reading requests while answers are not read, so a client cannot make it buffer requests', async () => {
+    const requests = new Requests();
+    const stream = handler.streamSecrets(requests, context('StreamSecrets'));
+    requests.send({ resourceNames: ['default'] });
+    const first = (await stream.next()).value!;
+    // Each request names other resources, so each needs an answer; the test reads none of them.
+    for (let i = 0; i < 1000; i++) {
+      const names = i % 2 === 0 ? ['default', 'ROOTCA'] : ['default'];
+      requests.send({ resourceNames: names, versionInfo: '1', responseNonce: first.nonce as string });
+    }
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(requests.taken).toBeLessThanOrEqual(MAX_QUEUED_REQUESTS + 2);
+    void stream.return(undefined);
   });
 
   it('waits for an SVID still being signed before the first answer', async () => {

@@ -29,6 +29,12 @@ type DiscoveryResponseInit = MessageInitShape<typeof DiscoveryResponseSchema>;
 export const MAX_RESOURCE_NAMES = 256;
 /** A SPIFFE ID's limit (2048 bytes); the default names are shorter. */
 export const MAX_RESOURCE_NAME_BYTES = 2048;
+/**
+ * Requests of one stream read ahead of the one being handled. Past it the stream stops reading, so HTTP/2 flow
+ * control holds the client back: a caller that writes requests faster than it reads the answers cannot make the
+ * agent buffer them (each may be up to the socket's 1 MiB request limit).
+ */
+export const MAX_QUEUED_REQUESTS = 16;
 
 export interface SdsHandlerOptions {
   readonly logger?: Pick<Logger, 'debug' | 'warn'>;
@@ -144,11 +150,15 @@ export class SdsHandler {
       wake?.();
       wake = undefined;
     };
+    let resumeReading: (() => void) | undefined;
     void (async () => {
       try {
         for await (const request of requests) {
           queue.push({ kind: 'request', request });
           notify();
+          while (queue.length >= MAX_QUEUED_REQUESTS && !signal.aborted) {
+            await new Promise<void>((resolve) => (resumeReading = resolve));
+          }
         }
         queue.push({ kind: 'end' });
       } catch (error) {
@@ -174,6 +184,8 @@ export class SdsHandler {
       for (;;) {
         if (signal.aborted) throw signal.reason;
         const event = queue.shift();
+        resumeReading?.();
+        resumeReading = undefined;
         if (event !== undefined) {
           if (event.kind === 'end') return;
           if (event.kind === 'error') throw event.error;
@@ -217,6 +229,7 @@ export class SdsHandler {
     } finally {
       unsubscribe();
       signal.removeEventListener('abort', notify);
+      resumeReading?.();
     }
   }
 
