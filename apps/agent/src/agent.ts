@@ -1,4 +1,5 @@
 import { Logger } from '@nestjs/common';
+import { type AddressInfo } from 'node:net';
 import { type Logger as PinoLogger } from 'pino';
 import { ServerClient } from './client/server-client.js';
 import { type Clock, systemClock } from '@sigil/runtime';
@@ -16,6 +17,8 @@ import { WorkloadApiHandler } from './endpoints/workload-api/workload-api.handle
 import { WorkloadApiServer } from './endpoints/workload-api/workload-api.server.js';
 import { SdsHandler } from './endpoints/sds/sds.handler.js';
 import { createWorkloadAttestors } from './attestor/workload/registry.js';
+import { AgentMetrics } from './endpoints/observability/agent-metrics.js';
+import { type HealthCheck, OpsServer } from './endpoints/observability/ops-server.js';
 
 export interface AgentOptions {
   /** Root logger; by default JSON lines on stdout at the configured level. */
@@ -28,6 +31,9 @@ export interface RunningAgent {
   readonly socketPath: string;
   /** The agent's SPIFFE ID. */
   readonly agentId: string;
+  /** Where `/metrics` and the health probes listen, when configured (port 0 resolved). */
+  readonly metricsAddress?: AddressInfo;
+  readonly healthAddress?: AddressInfo;
   /** Settles with the reason when the agent cannot go on (refused by the server and unable to attest again). */
   readonly fatal: Promise<Error>;
   /** Closes the Workload API socket (streams end with UNAVAILABLE) and stops every loop; safe to call twice. */
@@ -42,7 +48,7 @@ export interface RunningAgent {
  * API, which answers UNAVAILABLE until the first sync has arrived, then start the sync loop (the rotator runs off it).
  */
 export async function startAgent(config: AgentConfig, options: AgentOptions = {}): Promise<RunningAgent> {
-  const root = options.logger ?? createRootLogger(config.logLevel);
+  const root = options.logger ?? createRootLogger(config.logLevel, undefined, config);
   Logger.overrideLogger(new PinoLoggerService(root));
   const logger = new Logger('SigilAgent');
   const clock = options.clock ?? systemClock;
@@ -67,6 +73,18 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     clock,
     new Logger('SvidCache'),
   );
+  const metrics =
+    config.metricsAddress === undefined
+      ? undefined
+      : new AgentMetrics(
+          {
+            cacheSizes: () => {
+              const jwt = cache.jwtSvidCacheSize();
+              return { entries: cache.size, x509Svids: cache.svidCount, jwtSvids: jwt.tokens, jwtSvidBytes: jwt.bytes };
+            },
+          },
+          () => clock.now().getTime(),
+        );
   const attestors = createWorkloadAttestors({ config, clock, cache });
   // One attestation limit for both services on the socket: a uid's SDS calls wait their turn with its others.
   const attestation = new PerUidAttestationLimit(attestors, config.workloadApiLimits.maxAttestationsPerUid);
@@ -78,6 +96,7 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     sds: sds.service(),
     limits: config.workloadApiLimits,
     clock,
+    ...(metrics && { interceptors: [metrics.callInterceptor()] }),
   });
   // Before attesting: an agent that could not serve must not spend its join token.
   await attestors.prepare();
@@ -88,6 +107,14 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     onBundle: (bundle) => cache.setOwnBundle(bundle),
     clock,
     logger: new Logger('AgentManager'),
+    ...(metrics && {
+      onAttestation: (method: string, outcome: 'ok' | 'failed') => metrics.nodeAttestation(method, outcome),
+      onRenewal: (outcome: 'ok' | 'failed') => metrics.svidRenewal(outcome),
+    }),
+  });
+  let fatal = false;
+  void manager.fatal.then(() => {
+    fatal = true;
   });
   await manager.start();
   const agentId = identity.current()?.spiffeId.toString() ?? '';
@@ -99,8 +126,10 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     clock,
     onAgentRefused: (error) => manager.agentRefused(error),
     logger: new Logger('SvidRotator'),
+    ...(metrics && { onBatch: (signed: number, refused: number) => metrics.svidsSigned(signed, refused) }),
   });
   let synced = false;
+  let lastSyncAtMs: number | undefined;
   const sync = new EntrySync(client, cache, rotator, {
     onOwnBundle: async (bundle) => {
       identity.setBundle(bundle);
@@ -109,14 +138,19 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
       });
     },
     onAgentRefused: (error) => manager.agentRefused(error),
+    onSyncFailed: () => metrics?.syncFailed(),
     onSynced: (revision) => {
+      lastSyncAtMs = clock.now().getTime();
+      metrics?.syncSucceeded(revision);
       if (synced) return;
       synced = true;
       logger.log({ msg: 'entries synced, serving identities', revision, entries: cache.size });
     },
     logger: new Logger('EntrySync'),
   });
+  const opsServers: OpsServer[] = [];
   const stopLoops = async (): Promise<void> => {
+    for (const ops of opsServers.splice(0)) await ops.stop();
     await sync.stop();
     await rotator.stop();
     await manager.stop();
@@ -130,17 +164,70 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     throw error;
   }
   sync.start();
+  let metricsAddress: AddressInfo | undefined;
+  let healthAddress: AddressInfo | undefined;
+  try {
+    const now = (): number => clock.now().getTime();
+    const live: Record<string, HealthCheck> = {
+      sync_loop: () => (sync.isRunning ? undefined : 'the entry sync loop has ended'),
+      agent: () => (fatal ? 'the agent cannot go on (see its log) and is stopping' : undefined),
+    };
+    const ready: Record<string, HealthCheck> = {
+      attested: () => {
+        const svid = identity.current();
+        if (svid === undefined) return 'no agent SVID';
+        return svid.expiresAt.getTime() <= now() ? `agent SVID expired at ${svid.expiresAt.toISOString()}` : undefined;
+      },
+      sync: () => {
+        if (lastSyncAtMs === undefined) return 'no entry sync yet';
+        const age = now() - lastSyncAtMs;
+        const max = config.health?.readyMaxSyncAgeMs ?? Infinity;
+        return age > max ? `last entry sync ${Math.round(age / 1000)}s ago (over ${max / 1000}s)` : undefined;
+      },
+      workload_api: () => (server.isListening ? undefined : 'the Workload API socket is not listening'),
+    };
+    const health = config.health && {
+      livePath: config.health.livePath,
+      readyPath: config.health.readyPath,
+      live,
+      ready,
+    };
+    const sameAddress =
+      config.metricsAddress !== undefined &&
+      config.health !== undefined &&
+      config.metricsAddress.text === config.health.address.text &&
+      config.metricsAddress.port !== 0;
+    if (config.metricsAddress !== undefined && metrics !== undefined) {
+      const ops = new OpsServer(config.metricsAddress, { metrics, ...(sameAddress && health && { health }) });
+      opsServers.push(ops);
+      metricsAddress = await ops.start();
+      if (sameAddress) healthAddress = metricsAddress;
+    }
+    if (config.health !== undefined && health !== undefined && !sameAddress) {
+      const ops = new OpsServer(config.health.address, { health });
+      opsServers.push(ops);
+      healthAddress = await ops.start();
+    }
+  } catch (error) {
+    await server.stop();
+    await stopLoops();
+    throw error;
+  }
   logger.log({
     msg: 'sigil-agent running',
     agentId,
     socketPath: config.socketPath,
     servers: config.serverAddresses.map((address) => address.text),
+    ...(metricsAddress && { metricsAddress: `${metricsAddress.address}:${metricsAddress.port}` }),
+    ...(healthAddress && { healthAddress: `${healthAddress.address}:${healthAddress.port}` }),
   });
 
   let stopping: Promise<void> | undefined;
   return {
     socketPath: config.socketPath,
     agentId,
+    ...(metricsAddress && { metricsAddress }),
+    ...(healthAddress && { healthAddress }),
     fatal: manager.fatal,
     stop: () =>
       (stopping ??= (async () => {

@@ -1,4 +1,4 @@
-import { runCli } from '@sigil/runtime';
+import { runCli, SIGIL_VERSION } from '@sigil/runtime';
 import { Command } from 'commander';
 import { apiCommand } from './cli/api.command.js';
 import { healthcheckCommand } from './cli/healthcheck.command.js';
@@ -8,7 +8,7 @@ import { runCommand } from './cli/run.command.js';
 export function buildAgentCli(): Command {
   return new Command('sigil-agent')
     .description('Sigil agent: node attestation, SVID cache and the SPIFFE Workload API')
-    .version('0.1.0')
+    .version(SIGIL_VERSION)
     .showHelpAfterError()
     .configureOutput({ outputError: (text, write) => write(text) })
     .addCommand(runCommand())

@@ -573,3 +573,64 @@ describe('insecureBootstrapWarning', () => {
     expect(psat).toContain("this node's service account token, which it can replay at the real server");
   });
 });
+
+describe('loadAgentConfig: logging, metrics and health listeners', () => {
+  it('leaves the listeners off by default and logs JSON to stdout', () => {
+    const config = loadAgentConfig(base());
+    expect(config).toMatchObject({ logLevel: 'info', logFormat: 'json' });
+    expect(config.logFile).toBeUndefined();
+    expect(config.metricsAddress).toBeUndefined();
+    expect(config.health).toBeUndefined();
+  });
+
+  it('reads the metrics and health addresses, probe paths, ready sync age, log format and file', () => {
+    const config = loadAgentConfig({
+      ...base(),
+      flags: {
+        ...base().flags,
+        metricsAddress: '127.0.0.1:9988',
+        healthAddress: '0.0.0.0:8080',
+        healthReadyPath: '/healthz/ready',
+        healthReadyMaxSyncAge: '2m',
+        logFormat: 'text',
+        logFile: 'agent.log',
+      },
+    });
+    expect(config).toMatchObject({
+      metricsAddress: { host: '127.0.0.1', port: 9988 },
+      health: {
+        address: { host: '0.0.0.0', port: 8080 },
+        livePath: '/live',
+        readyPath: '/healthz/ready',
+        readyMaxSyncAgeMs: 120_000,
+      },
+      logFormat: 'text',
+      logFile: join(dir, 'agent.log'),
+    });
+    expect(loadAgentConfig({ ...base(), env: { SIGIL_AGENT_HEALTH_ADDRESS: 'localhost:80' } }).health).toMatchObject({
+      address: { host: 'localhost', port: 80 },
+      livePath: '/live',
+      readyPath: '/ready',
+      readyMaxSyncAgeMs: 90_000,
+    });
+  });
+
+  it('names every bad value: address, path, format, a path without an address, equal paths', () => {
+    expect(
+      problemsOf({
+        ...base(),
+        flags: { ...base().flags, metricsAddress: 'localhost', logFormat: 'pretty', healthLivePath: 'live' },
+      }),
+    ).toEqual([
+      "--log-format: must be one of json, text, got 'pretty'",
+      "--metrics-address: must be HOST:PORT, e.g. 127.0.0.1:9988 (IPv6 as [::1]:9988), got 'localhost'",
+      "--health-live-path: must be an absolute URL path such as '/ready' (letters, digits, '.', '_', '-', '/'), got 'live'",
+    ]);
+    expect(problemsOf({ ...base(), flags: { ...base().flags, healthReadyPath: '/r' } })).toEqual([
+      '--health-ready-path: needs --health-address',
+    ]);
+    expect(
+      problemsOf({ ...base(), flags: { ...base().flags, healthAddress: '127.0.0.1:1', healthReadyPath: '/live' } }),
+    ).toEqual(['--health-ready-path: must differ from the live path (/live)']);
+  });
+});

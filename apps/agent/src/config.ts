@@ -1,14 +1,19 @@
 import 'reflect-metadata';
 import { isAbsolute, resolve } from 'node:path';
-import { LOG_LEVELS, type LogLevel } from '@sigil/logging';
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '@sigil/logging';
 import { JOIN_TOKEN_ATTESTOR, JOIN_TOKEN_MAX_LENGTH, K8S_PSAT_ATTESTOR, X509POP_ATTESTOR } from '@sigil/agent-api';
 import { TrustBundle, TrustDomain } from '@sigil/spiffe';
 import {
   ConfigRule,
   IsCountFrom,
   IsDurationSeconds,
+  IsOneOf,
   IsTrustDomainName,
+  LISTEN_ADDRESS_RULE,
   SOCKET_PATH_RULE,
+  isListenAddress,
+  listenAddress,
+  type HostPort,
   isNonEmptyString,
   isSocketPath,
   layerConfig,
@@ -80,6 +85,19 @@ export interface AgentConfig {
   /** Absolute path of the data dir (agent SVID, key, bundle). */
   readonly dataDir: string;
   readonly logLevel: LogLevel;
+  readonly logFormat: LogFormat;
+  /** Absent: log lines go to stdout. */
+  readonly logFile?: string;
+  /** Where `/metrics` is served (plain HTTP); absent: nowhere (SPIRE's telemetry Prometheus host and port). */
+  readonly metricsAddress?: HostPort;
+  /** Where `/live` and `/ready` are served (plain HTTP); absent: nowhere (SPIRE's health_checks listener). */
+  readonly health?: {
+    readonly address: HostPort;
+    readonly livePath: string;
+    readonly readyPath: string;
+    /** `/ready` fails when the last successful entry sync is older than this. */
+    readonly readyMaxSyncAgeMs: number;
+  };
   /** What one caller uid may hold open on, and ask of, the Workload API (README, Workload API limits). */
   readonly workloadApiLimits: WorkloadApiLimits;
   /** How much hashing `unix:sha256` may cost: the largest executable hashed and the bytes per uid and minute. */
@@ -161,6 +179,13 @@ export interface AgentConfigFlags {
   sdsDefaultBundleName?: string;
   sdsDefaultAllBundlesName?: string;
   sdsDisableSpiffeCertValidation?: boolean;
+  logFormat?: string;
+  logFile?: string;
+  metricsAddress?: string;
+  healthAddress?: string;
+  healthLivePath?: string;
+  healthReadyPath?: string;
+  healthReadyMaxSyncAge?: string;
 }
 
 export interface LoadAgentConfigInput {
@@ -199,6 +224,11 @@ function commaList(value: unknown): string[] | undefined {
 const SDS_NAME_RULE = 'must be 1 to 256 printable ASCII characters without spaces';
 function isSdsName(value: unknown): boolean {
   return typeof value === 'string' && /^[\x21-\x7e]{1,256}$/.test(value);
+}
+
+const HTTP_PATH_RULE = "must be an absolute URL path such as '/ready' (letters, digits, '.', '_', '-', '/')";
+function isHttpPath(value: unknown): boolean {
+  return typeof value === 'string' && /^\/[A-Za-z0-9._\/-]{0,255}$/.test(value);
 }
 
 class RawAgentConfig {
@@ -292,7 +322,20 @@ class RawAgentConfig {
   @IsOptional()
   @ConfigRule('isBooleanLike', (value) => toBoolean(value) !== undefined, 'must be true or false')
   sds_disable_spiffe_cert_validation?: unknown;
+  @IsOptional() @IsOneOf(LOG_FORMATS) log_format?: unknown;
+  @IsOptional() @ConfigRule('isNonEmptyString', isNonEmptyString, 'must be a file path') log_file?: unknown;
+  @IsOptional() @ConfigRule('isListenAddress', isListenAddress, LISTEN_ADDRESS_RULE) metrics_address?: unknown;
+  @IsOptional() @ConfigRule('isListenAddress', isListenAddress, LISTEN_ADDRESS_RULE) health_address?: unknown;
+  @IsOptional() @ConfigRule('isHttpPath', isHttpPath, HTTP_PATH_RULE) health_live_path?: unknown;
+  @IsOptional() @ConfigRule('isHttpPath', isHttpPath, HTTP_PATH_RULE) health_ready_path?: unknown;
+  @IsOptional() @IsDurationSeconds(1, 86_400) health_ready_max_sync_age?: unknown;
 }
+
+/**
+ * Default longest time since the last successful entry sync for `/ready`: a sync answers at least every 25 s (the
+ * long-poll) while the server is reachable, so 90 s is three missed polls.
+ */
+export const DEFAULT_READY_MAX_SYNC_AGE_SECONDS = 90;
 
 type RawKey = keyof RawAgentConfig;
 
@@ -367,6 +410,13 @@ const SOURCES: Record<RawKey, ConfigSource<keyof AgentConfigFlags>> = {
     flag: 'sdsDisableSpiffeCertValidation',
     env: 'SIGIL_AGENT_SDS_DISABLE_SPIFFE_CERT_VALIDATION',
   },
+  log_format: { flag: 'logFormat', env: 'SIGIL_AGENT_LOG_FORMAT' },
+  log_file: { flag: 'logFile', env: 'SIGIL_AGENT_LOG_FILE' },
+  metrics_address: { flag: 'metricsAddress', env: 'SIGIL_AGENT_METRICS_ADDRESS' },
+  health_address: { flag: 'healthAddress', env: 'SIGIL_AGENT_HEALTH_ADDRESS' },
+  health_live_path: { flag: 'healthLivePath', env: 'SIGIL_AGENT_HEALTH_LIVE_PATH' },
+  health_ready_path: { flag: 'healthReadyPath', env: 'SIGIL_AGENT_HEALTH_READY_PATH' },
+  health_ready_max_sync_age: { flag: 'healthReadyMaxSyncAge', env: 'SIGIL_AGENT_HEALTH_READY_MAX_SYNC_AGE' },
 };
 
 function toBoolean(value: unknown): boolean | undefined {
@@ -628,6 +678,16 @@ export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
     if (earlier !== undefined)
       problems.push(`${name(key)}: must differ from ${name(earlier[0])} (both ${JSON.stringify(value)})`);
   }
+  const livePath = (raw.health_live_path as string | undefined) ?? '/live';
+  const readyPath = (raw.health_ready_path as string | undefined) ?? '/ready';
+  if (livePath === readyPath) {
+    problems.push(`${name('health_ready_path')}: must differ from the live path (${livePath})`);
+  }
+  if (raw.health_address === undefined) {
+    for (const key of ['health_live_path', 'health_ready_path', 'health_ready_max_sync_age'] as const) {
+      if (raw[key] !== undefined) problems.push(`${name(key)}: needs ${name('health_address')}`);
+    }
+  }
   if (problems.length > 0) throw new AgentConfigError(problems);
 
   const servers = commaList(raw.server_address) as string[];
@@ -639,6 +699,20 @@ export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
     socketPath: path((raw.socket_path as string | undefined) ?? DEFAULT_WORKLOAD_API_SOCKET),
     dataDir: path((raw.data_dir as string | undefined) ?? DEFAULT_DATA_DIR),
     logLevel: ((raw.log_level as string | undefined) ?? 'info') as LogLevel,
+    logFormat: ((raw.log_format as string | undefined) ?? 'json') as LogFormat,
+    ...(raw.log_file !== undefined && { logFile: path(raw.log_file as string) }),
+    ...(raw.metrics_address !== undefined && { metricsAddress: listenAddress(raw.metrics_address as string) }),
+    ...(raw.health_address !== undefined && {
+      health: Object.freeze({
+        address: listenAddress(raw.health_address as string),
+        livePath,
+        readyPath,
+        readyMaxSyncAgeMs:
+          (raw.health_ready_max_sync_age === undefined
+            ? DEFAULT_READY_MAX_SYNC_AGE_SECONDS
+            : (parseDurationSeconds(raw.health_ready_max_sync_age) as number)) * 1000,
+      }),
+    }),
     workloadApiLimits: Object.freeze(workloadApiLimits),
     unixSha256: Object.freeze(unixSha256),
     jwtSvidLimits: Object.freeze(jwtSvidLimits),

@@ -24,6 +24,10 @@ import { CaServerCredentialSource, type ServerCredentialSource, ServerTlsRefresh
 import { ATTESTATION_BODY_LIMIT_BYTES, BODY_LIMIT_BYTES, createJsonBodyParser } from './common/request-body.js';
 import { createValidationPipe } from './common/validation.js';
 import { type ServerConfig } from './config.js';
+import { countHttpResponses } from './health/http-metrics.js';
+import { isMetricsListenerPath, listenForMetrics } from './health/metrics-listener.js';
+import { MetricsService } from './health/metrics.service.js';
+import { NodeAttestorRegistry } from './node-attestation/node-attestors.js';
 import type { NodeAttestor } from './node-attestation/node-attestor.js';
 import { ServerModule } from './server.module.js';
 
@@ -59,6 +63,8 @@ export interface RunningServer {
   /** Address the TCP (TLS) listener is bound to. */
   readonly address: AddressInfo;
   readonly adminSocket: string;
+  /** Address of the `/metrics` and `/docs` listener, when `metricsAddress` is configured. */
+  readonly metricsAddress?: AddressInfo;
   readonly routes: readonly ServedRoute[];
   /** The TLS port's connection policy (its refusal and timeout counts). */
   readonly connections: TlsConnectionGuard;
@@ -72,7 +78,7 @@ export interface RunningServer {
  * through it), request logging, OpenAPI at `/docs`. Migrations run when the database module opens the database.
  */
 export async function createServerApp(config: ServerConfig, options: ServerAppOptions = {}): Promise<BuiltServerApp> {
-  const rootLogger = options.logger ?? createRootLogger(config.logLevel);
+  const rootLogger = options.logger ?? createRootLogger(config.logLevel, undefined, config);
   const nestLogger = new PinoLoggerService(rootLogger);
   Logger.overrideLogger(nestLogger);
 
@@ -115,6 +121,21 @@ export async function createServerApp(config: ServerConfig, options: ServerAppOp
     { parseAs: 'buffer', bodyLimit: BODY_LIMIT_BYTES },
     createJsonBodyParser(defaultJsonParser),
   );
+  if (config.metricsAddress !== undefined) {
+    // Served on the metrics listener instead (startServer); the admin socket, a local file, keeps them.
+    fastify.addHook('onRequest', (request, reply, done) => {
+      if (
+        request.raw.socket === undefined ||
+        !('encrypted' in request.raw.socket) ||
+        !isMetricsListenerPath(request.url)
+      ) {
+        return done();
+      }
+      void reply
+        .code(404)
+        .send({ error: 'not_found', message: `${request.url.split('?')[0]} is served on the metrics address only` });
+    });
+  }
   // Open routes over their source address's budget are refused here, before the body is read (public-rate-limits.ts).
   fastify.addHook('onRequest', app.get(PublicRateLimits).onRequest);
   // Signing requests of an agent whose budget is spent, likewise, on a connection it authenticated before.
@@ -128,6 +149,15 @@ export async function createServerApp(config: ServerConfig, options: ServerAppOp
   fastify.addHook('onRoute', (route) => {
     for (const method of [route.method].flat()) if (method !== 'HEAD') routes.push({ method, url: route.url });
   });
+  const metrics = app.get(MetricsService);
+  const attestors = app.get(NodeAttestorRegistry);
+  countHttpResponses(fastify, metrics, (segment) => attestors.enabledTypeAt(segment));
+  metrics.addCounterFrom(
+    'sigil_tls_connections_refused_total',
+    'Connections to the TLS port closed at accept, by the limit that refused them',
+    ['reason'],
+    () => Object.entries(connections.counts().refused).map(([reason, value]) => ({ labels: { reason }, value })),
+  );
   const requestLogger = new Logger('Http');
   fastify.addHook('onResponse', (request, reply, done) => {
     // Checked first: building the line for nothing was ~2 % of the server's CPU under a flood of refused requests.
@@ -181,6 +211,8 @@ export async function startServer(
     options.credentials ?? new CaServerCredentialSource(app.get(CaService), app.get(BundleService), config.trustDomain);
   const refresher = new ServerTlsRefresher(tlsServer, source, options.clock ?? systemClock);
   let adminServer: HttpServer | undefined;
+  let metricsServer: HttpServer | undefined;
+  let metricsAddress: AddressInfo | undefined;
   let closing: Promise<void> | undefined;
   // A kept-alive connection that is busy when the server stops stays open for as long as its client keeps sending
   // on it (agents keep theirs): once stopping, every answer, including those being prepared, closes its connection.
@@ -200,6 +232,11 @@ export async function startServer(
       for (const response of answering) closeAfter(response);
       refresher.stop();
       if (adminServer) await closeAdminSocket(adminServer);
+      if (metricsServer) {
+        const server = metricsServer;
+        server.closeAllConnections();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      }
       await app.close();
       logger.log({ msg: 'server stopped' });
     })());
@@ -209,6 +246,9 @@ export async function startServer(
     // Node's default accept queue is 511, too short for a burst (see DEFAULT_LISTEN_BACKLOG).
     await app.listen({ port: config.port, host: config.bindAddress, backlog: config.listenBacklog });
     adminServer = await listenOnAdminSocket(config.adminSocket, routing, app.get(AdminSocketConnections));
+    if (config.metricsAddress !== undefined) {
+      ({ server: metricsServer, address: metricsAddress } = await listenForMetrics(config.metricsAddress, routing));
+    }
   } catch (error) {
     await close();
     throw error;
@@ -224,6 +264,15 @@ export async function startServer(
     trustDomain: config.trustDomain.name,
     address: `${address.address}:${address.port}`,
     adminSocket: config.adminSocket,
+    ...(metricsAddress && { metricsAddress: `${metricsAddress.address}:${metricsAddress.port}` }),
   });
-  return { app, address, adminSocket: config.adminSocket, routes, connections, close };
+  return {
+    app,
+    address,
+    adminSocket: config.adminSocket,
+    ...(metricsAddress && { metricsAddress }),
+    routes,
+    connections,
+    close,
+  };
 }

@@ -1,4 +1,4 @@
-import { runCli } from '@sigil/runtime';
+import { runCli, SIGIL_VERSION } from '@sigil/runtime';
 import { Command } from 'commander';
 import { adminTokenCommand } from './cli/admin-token.command.js';
 import { agentCommand } from './cli/agent.command.js';
@@ -12,7 +12,7 @@ import { tokenCommand } from './cli/token.command.js';
 export function buildServerCli(): Command {
   return new Command('sigil-server')
     .description('Sigil server: the SPIFFE certificate authority, registry and admin API')
-    .version('0.1.0')
+    .version(SIGIL_VERSION)
     .configureOutput({ outputError: (str, write) => write(str) })
     .addCommand(runCommand())
     .addCommand(tokenCommand())

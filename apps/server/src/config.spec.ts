@@ -348,6 +348,28 @@ describe('loadServerConfig', () => {
     expect(problemsOf({ cwd: dir, ...input })).toEqual([expected]);
   });
 
+  it('reads the log format and file and the metrics address, naming each bad value', () => {
+    expect(loadServerConfig({ cwd: '/srv' })).toMatchObject({ logLevel: 'info', logFormat: 'json' });
+    expect(loadServerConfig({ cwd: '/srv' }).metricsAddress).toBeUndefined();
+    const config = loadServerConfig({
+      flags: { logFormat: 'text', logFile: 'logs/server.log', metricsAddress: '127.0.0.1:9988' },
+      cwd: '/srv',
+    });
+    expect(config).toMatchObject({
+      logFormat: 'text',
+      logFile: '/srv/logs/server.log',
+      metricsAddress: { host: '127.0.0.1', port: 9988, text: '127.0.0.1:9988' },
+    });
+    expect(
+      loadServerConfig({ env: { SIGIL_METRICS_ADDRESS: '[::1]:0', SIGIL_LOG_FORMAT: 'json' } }).metricsAddress,
+    ).toEqual({ host: '::1', port: 0, text: '[::1]:0' });
+    expect(problemsOf({ flags: { logFormat: 'yaml', metricsAddress: '9988', logLevel: 'INFO' } })).toEqual([
+      "--log-level: must be one of fatal, error, warn, info, debug, trace, got 'INFO'",
+      "--log-format: must be one of json, text, got 'yaml'",
+      "--metrics-address: must be HOST:PORT, e.g. 127.0.0.1:9988 (IPv6 as [::1]:9988), got '9988'",
+    ]);
+  });
+
   it('never echoes a database URL, which may carry a password', () => {
     const problems = problemsOf({ env: { DATABASE_URL: 'mysql://root:hunter2@db/x' } });
     expect(problems).toEqual(['DATABASE_URL: must be a postgres:// or postgresql:// URL with a host']);

@@ -1,6 +1,6 @@
 import 'reflect-metadata';
 import { isAbsolute, resolve } from 'node:path';
-import { LOG_LEVELS, type LogLevel } from '@sigil/logging';
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '@sigil/logging';
 import { JOIN_TOKEN_ATTESTOR, X509POP_ATTESTOR } from '@sigil/agent-api';
 import { TrustDomain } from '@sigil/spiffe';
 import {
@@ -11,7 +11,11 @@ import {
   IsNumberFrom,
   IsOneOf,
   IsTrustDomainName,
+  LISTEN_ADDRESS_RULE,
   PLUGIN_NAME,
+  isListenAddress,
+  listenAddress,
+  type HostPort,
   SOCKET_PATH_RULE,
   isSocketPath,
   layerConfig,
@@ -80,6 +84,14 @@ export interface ServerConfig {
   /** Key-encryption key from the environment (`SIGIL_KEK`, base64 of 32 bytes); never accepted as a flag or file key. */
   readonly kek?: string;
   readonly logLevel: LogLevel;
+  readonly logFormat: LogFormat;
+  /** Absent: log lines go to stdout. */
+  readonly logFile?: string;
+  /**
+   * When set, `/metrics` and `/docs` are served on this plain-HTTP listener (meant for localhost) and no longer on
+   * the TLS port.
+   */
+  readonly metricsAddress?: HostPort;
   /**
    * The node attestors enabled, with their options, in the order given (`--node-attestor`). Default: `join_token`,
    * and `x509pop` when `--x509pop-ca-bundle` is set. The node-attestation registry checks the names and options.
@@ -216,6 +228,9 @@ export interface ServerConfigFlags {
   upstreamCaKey?: string;
   kekFile?: string;
   logLevel?: string;
+  logFormat?: string;
+  logFile?: string;
+  metricsAddress?: string;
   x509popCaBundle?: string;
   /** Repeatable: `<type>[:<option>=<value>,…]`. */
   nodeAttestor?: string[];
@@ -335,6 +350,9 @@ class RawServerConfig {
   kek?: unknown;
 
   @IsOptional() @IsOneOf(LOG_LEVELS) log_level?: unknown;
+  @IsOptional() @IsOneOf(LOG_FORMATS) log_format?: unknown;
+  @IsOptional() @IsNonEmptyString() log_file?: unknown;
+  @IsOptional() @ConfigRule('isListenAddress', isListenAddress, LISTEN_ADDRESS_RULE) metrics_address?: unknown;
   @IsOptional() @IsNonEmptyString() x509pop_ca_bundle?: unknown;
   // Checked by nodeAttestorSettings: a list of `<type>[:<option>=<value>,…]` (flag, env) or an object (file).
   @IsOptional() node_attestors?: unknown;
@@ -387,6 +405,9 @@ const SOURCES: Record<RawKey, ConfigSource<keyof ServerConfigFlags>> = {
   // A secret never travels in argv (visible in ps) or in a config file that gets copied around.
   kek: { flag: null, env: 'SIGIL_KEK', file: false },
   log_level: { flag: 'logLevel', env: 'SIGIL_LOG_LEVEL', file: true },
+  log_format: { flag: 'logFormat', env: 'SIGIL_LOG_FORMAT', file: true },
+  log_file: { flag: 'logFile', env: 'SIGIL_LOG_FILE', file: true },
+  metrics_address: { flag: 'metricsAddress', env: 'SIGIL_METRICS_ADDRESS', file: true },
   x509pop_ca_bundle: { flag: 'x509popCaBundle', env: 'SIGIL_X509POP_CA_BUNDLE', file: true },
   node_attestors: { flag: 'nodeAttestor', env: 'SIGIL_NODE_ATTESTORS', file: true },
   agent_sign_rate: { flag: 'agentSignRate', env: 'SIGIL_AGENT_SIGN_RATE', file: true },
@@ -518,6 +539,9 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
     jwtSvidTtlSeconds,
     joinTokenTtlSeconds: seconds('join_token_ttl', 600),
     logLevel: str('log_level', 'info') as LogLevel,
+    logFormat: str('log_format', 'json') as LogFormat,
+    ...(raw.log_file !== undefined && { logFile: path(raw.log_file as string) }),
+    ...(raw.metrics_address !== undefined && { metricsAddress: listenAddress(raw.metrics_address as string) }),
     agentSignRatePerSecond: raw.agent_sign_rate === undefined ? DEFAULT_AGENT_SIGN_RATE : Number(raw.agent_sign_rate),
     agentSignBurst: raw.agent_sign_burst === undefined ? DEFAULT_AGENT_SIGN_BURST : Number(raw.agent_sign_burst),
     attestationRatePerSecond: count('attestation_rate', DEFAULT_ATTESTATION_RATE),

@@ -1,9 +1,12 @@
 export {
   createJsonLogger,
+  formatTextLine,
+  LOG_FORMATS,
   LOG_LEVELS,
   PinoLoggerService,
   REDACTED_FIELDS,
   type JsonLoggerOptions,
+  type LogFormat,
   type LogLevel,
 } from './logging.js';
 export {

@@ -31,16 +31,67 @@ const REDACT_PATHS = [
   '*.headers.authorization',
 ];
 
+/** How log lines are written (`--log-format`): JSON objects (the default), or text for a person at a terminal. */
+export type LogFormat = 'json' | 'text';
+export const LOG_FORMATS: readonly LogFormat[] = ['json', 'text'];
+
 export interface JsonLoggerOptions {
   /** The `service` field of every line, e.g. `sigil-server`. */
   service: string;
   level: LevelWithSilent;
-  /** Where lines go; stdout by default. Tests pass a stream to capture them. */
+  /** `json` (default) or `text`; both carry the same fields, after the same redaction. */
+  format?: LogFormat;
+  /** Append to this file (created 0600 when missing) instead of stdout (`--log-file`). */
+  file?: string;
+  /** Where lines go; stdout (or `file`) by default. Tests pass a stream to capture them. */
   destination?: DestinationStream;
 }
 
-/** A process's root logger: JSON lines with ISO times, secrets redacted. */
+const TEXT_LEVELS: Record<number, string> = {
+  10: 'TRACE',
+  20: 'DEBUG',
+  30: 'INFO',
+  40: 'WARN',
+  50: 'ERROR',
+  60: 'FATAL',
+};
+
+function textValue(value: unknown): string {
+  const text = typeof value === 'string' ? value : JSON.stringify(value);
+  return /^[^\s"=]*$/.test(text) && text !== '' ? text : JSON.stringify(text);
+}
+
+/**
+ * One JSON line (already redacted by pino) as text: `TIME LEVEL [context] message key=value …`, values quoted when
+ * they hold spaces, quotes or `=`, so a line stays one line and its fields stay apart.
+ */
+export function formatTextLine(line: string): string {
+  let fields: Record<string, unknown>;
+  try {
+    fields = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    return line;
+  }
+  const { time, level, msg, context, service: _service, ...rest } = fields;
+  const head = [String(time), (TEXT_LEVELS[level as number] ?? String(level)).padEnd(5)];
+  if (typeof context === 'string') head.push(`[${context}]`);
+  if (msg !== undefined) head.push(String(msg));
+  const tail = Object.entries(rest).map(([key, value]) => `${key}=${textValue(value)}`);
+  return `${[...head, ...tail].join(' ')}\n`;
+}
+
+/** Writes each JSON line pino produces as text to `target`. */
+function textDestination(target: DestinationStream): DestinationStream {
+  return { write: (line: string) => target.write(formatTextLine(line)) };
+}
+
+/** A process's root logger: JSON (or text) lines with ISO times, secrets redacted. */
 export function createJsonLogger(options: JsonLoggerOptions): Logger {
+  const target =
+    options.destination ??
+    (options.file === undefined
+      ? pino.destination({ dest: 1, sync: true })
+      : pino.destination({ dest: options.file, sync: true, append: true, mode: 0o600 }));
   return pino(
     {
       level: options.level,
@@ -49,7 +100,7 @@ export function createJsonLogger(options: JsonLoggerOptions): Logger {
       redact: { paths: REDACT_PATHS, censor: '[redacted]' },
       serializers: { err: pino.stdSerializers.errWithCause },
     },
-    options.destination ?? pino.destination({ dest: 1, sync: true }),
+    options.format === 'text' ? textDestination(target) : target,
   );
 }
 

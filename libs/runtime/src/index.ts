@@ -84,3 +84,6 @@ export {
   recordTable,
   runCli,
 } from './cli.js';
+export { LISTEN_ADDRESS_RULE, isListenAddress, listenAddress, parseHostPort, type HostPort } from './host-port.js';
+export { SIGIL_VERSION } from './version.js';
+export { collectProcessMetrics } from './process-metrics.js';

@@ -49,6 +49,13 @@ const FLAG_KEYS: readonly (keyof AgentConfigFlags)[] = [
   'workloadAttestor',
   'workloadAttestationTimeout',
   'jwtSvidMaxConcurrentSigning',
+  'logFormat',
+  'logFile',
+  'metricsAddress',
+  'healthAddress',
+  'healthLivePath',
+  'healthReadyPath',
+  'healthReadyMaxSyncAge',
 ];
 
 /**
@@ -77,6 +84,16 @@ export function runCommand(): Command {
     .option('--socket-path <path>', 'Workload API socket (default /tmp/sigil-agent/public/api.sock)')
     .option('--data-dir <dir>', 'data directory for the agent SVID, key and bundle (default .sigil/agent)')
     .option('--log-level <level>', 'fatal, error, warn, info, debug or trace (default info)')
+    .option('--log-format <format>', 'json or text (default json)')
+    .option('--log-file <file>', 'append log lines to this file, created 0600 (default stdout)')
+    .option('--metrics-address <host:port>', 'serve Prometheus /metrics here, e.g. 127.0.0.1:9988 (default off)')
+    .option('--health-address <host:port>', 'serve /live and /ready probes here, e.g. 127.0.0.1:8080 (default off)')
+    .option('--health-live-path <path>', 'path of the liveness probe (default /live)')
+    .option('--health-ready-path <path>', 'path of the readiness probe (default /ready)')
+    .option(
+      '--health-ready-max-sync-age <duration>',
+      'the readiness probe fails when the last entry sync is older than this (default 90s)',
+    )
     .option(
       '--workload-attestor <types|type:option=value,...>',
       `workload attestors every Workload API call runs (${knownTypes()}), e.g. unix,docker or ` +

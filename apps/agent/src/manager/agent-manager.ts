@@ -26,6 +26,9 @@ export interface AgentManagerOptions {
   readonly keyType?: KeyType;
   readonly backoff?: Backoff;
   readonly logger?: Pick<Logger, 'log' | 'warn' | 'error'>;
+  /** Told how each node attestation and agent SVID renewal ended (metrics). */
+  readonly onAttestation?: (method: string, outcome: 'ok' | 'failed') => void;
+  readonly onRenewal?: (outcome: 'ok' | 'failed') => void;
 }
 
 /** The agent cannot go on (refused by the server and unable to attest again); the message says what to do. */
@@ -186,6 +189,16 @@ export class AgentManager {
   }
 
   private async attest(attestor: NodeAttestor): Promise<void> {
+    try {
+      await this.attestOnce(attestor);
+      this.options.onAttestation?.(attestor.type, 'ok');
+    } catch (error) {
+      this.options.onAttestation?.(attestor.type, 'failed');
+      throw error;
+    }
+  }
+
+  private async attestOnce(attestor: NodeAttestor): Promise<void> {
     const keys = await generateKeyPair(this.options.keyType);
     const privateKeyPkcs8 = exportPrivateKeyPkcs8(keys.privateKey);
     const csr = await createCsr({ keys });
@@ -221,6 +234,16 @@ export class AgentManager {
   private async renew(): Promise<void> {
     const current = this.identity.current();
     if (current === undefined) return;
+    try {
+      await this.renewFrom(current);
+      this.options.onRenewal?.('ok');
+    } catch (error) {
+      this.options.onRenewal?.('failed');
+      throw error;
+    }
+  }
+
+  private async renewFrom(current: CurrentAgentSvid): Promise<void> {
     const keys = await generateKeyPair(this.options.keyType);
     const privateKeyPkcs8 = exportPrivateKeyPkcs8(keys.privateKey);
     const response = await this.client.renew((await createCsr({ keys })).pem);

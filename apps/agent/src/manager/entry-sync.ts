@@ -15,6 +15,8 @@ export interface EntrySyncOptions {
   readonly onAgentRefused?: (error: AgentApiError) => void;
   /** Called after each successful sync (readiness, tests). */
   readonly onSynced?: (revision: number) => void;
+  /** Called after each failed sync (metrics). */
+  readonly onSyncFailed?: (error: unknown) => void;
   readonly backoff?: Backoff;
   readonly logger?: Pick<Logger, 'warn' | 'log' | 'debug'>;
 }
@@ -34,6 +36,7 @@ export class EntrySync {
   private readonly backoff: Backoff;
   private readonly abort = new AbortController();
   private loop: Promise<void> | undefined;
+  private running = false;
 
   constructor(
     private readonly api: Pick<AgentApi, 'sync'>,
@@ -52,7 +55,15 @@ export class EntrySync {
   }
 
   start(): void {
-    this.loop ??= this.run();
+    this.loop ??= this.run().finally(() => {
+      this.running = false;
+    });
+    this.running = true;
+  }
+
+  /** True from {@link start} until the loop has ended (stopped, or broken by a bug): the agent's liveness. */
+  get isRunning(): boolean {
+    return this.running;
   }
 
   /** Ends the loop (an open long poll is aborted) and waits for it. */
@@ -81,6 +92,7 @@ export class EntrySync {
         if (!changed && Date.now() - startedAt < MIN_EMPTY_POLL_MS) await sleep(MIN_EMPTY_POLL_MS, signal);
       } catch (error) {
         if (signal.aborted) break;
+        this.options.onSyncFailed?.(error);
         if (error instanceof AgentApiError && error.isAgentRefused()) this.options.onAgentRefused?.(error);
         const delay = this.backoff.next();
         this.options.logger?.warn({

@@ -221,6 +221,18 @@ export class SvidCache implements IdentityCache {
     return this.records.size;
   }
 
+  /** How many entries hold an X509-SVID (metrics). */
+  get svidCount(): number {
+    let count = 0;
+    for (const record of this.records.values()) if (record.svid !== undefined) count++;
+    return count;
+  }
+
+  /** JWT-SVIDs cached, and their bytes (metrics). */
+  jwtSvidCacheSize(): { tokens: number; bytes: number } {
+    return { tokens: this.jwtSvids.size, bytes: this.jwtSvids.bytes };
+  }
+
   /** The cached entry with this id. */
   entry(id: string): AgentEntry | undefined {
     return this.records.get(id)?.entry;

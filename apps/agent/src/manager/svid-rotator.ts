@@ -32,6 +32,8 @@ export interface SvidRotatorOptions {
   /** CSRs per request (default and maximum: the server's limit of 500). */
   readonly batchSize?: number;
   readonly logger?: Pick<Logger, 'warn' | 'debug'>;
+  /** Told how many workload X509-SVIDs each batch got signed, and how many the server refused or were rejected. */
+  readonly onBatch?: (signed: number, refused: number) => void;
 }
 
 /** Longest a timer sleeps before the rotator looks again (clocks jump; timers cannot be longer than ~24 days). */
@@ -166,6 +168,7 @@ export class SvidRotator {
         }
       }
     }
+    this.options.onBatch?.(signed, prepared.length - signed);
     this.options.logger?.debug({ msg: 'X509-SVIDs signed', requested: prepared.length, signed });
   }
 

@@ -4,6 +4,7 @@ import { PkiError, X509SvidSigner } from '@sigil/pki';
 import { jwtAudienceProblem } from '@sigil/runtime';
 import { SpiffeError, signJwtSvid, type JwtSvidAlgorithm, type SpiffeId } from '@sigil/spiffe';
 import { CLOCK, type Clock } from '../common/clock.js';
+import { type AuthorityKind } from './ca-key.js';
 import { AppError } from '../common/errors.js';
 import { SERVER_CONFIG, type CaKeyType, type ServerConfig } from '../config.js';
 import { AUTHORITY_METRICS, noAuthorityMetrics, type AuthorityMetrics } from './authority-metrics.js';
@@ -72,6 +73,22 @@ export class CaService {
   /** True once the X.509 CA and the JWT key are active (for `/readyz`). */
   isReady(): boolean {
     return this.keys.isReady();
+  }
+
+  /**
+   * When the active and prepared keys of each kind expire, as last loaded (the `/metrics` gauges operators alert on:
+   * an active key close to its end with no prepared one means rotation is stuck).
+   */
+  authorityExpiries(): { kind: AuthorityKind; state: 'active' | 'prepared'; notAfter: Date }[] {
+    const expiries: { kind: AuthorityKind; state: 'active' | 'prepared'; notAfter: Date }[] = [];
+    for (const kind of ['x509', 'jwt'] as const) {
+      const slots = this.keys.slots(kind);
+      for (const state of ['active', 'prepared'] as const) {
+        const key = slots[state];
+        if (key !== undefined) expiries.push({ kind, state, notAfter: key.notAfter });
+      }
+    }
+    return expiries;
   }
 
   /** Signs an X.509-SVID with the active CA key. */

@@ -20,6 +20,9 @@ const FLAG_KEYS: readonly (keyof ServerConfigFlags)[] = [
   'upstreamCaKey',
   'kekFile',
   'logLevel',
+  'logFormat',
+  'logFile',
+  'metricsAddress',
   'x509popCaBundle',
   'nodeAttestor',
   'agentSignRate',
@@ -72,6 +75,12 @@ export function runCommand(): Command {
     .option('--upstream-ca-key <file>', 'PEM private key of the upstream CA')
     .option('--kek-file <file>', 'key-encryption key file (default <data-dir>/kek.key; or env SIGIL_KEK)')
     .option('--log-level <level>', 'fatal, error, warn, info, debug or trace (default info)')
+    .option('--log-format <format>', 'json or text (default json)')
+    .option('--log-file <file>', 'append log lines to this file, created 0600 (default stdout)')
+    .option(
+      '--metrics-address <host:port>',
+      'serve /metrics and /docs on this plain-HTTP listener (e.g. 127.0.0.1:9988) instead of the TLS port',
+    )
     .option(
       '--node-attestor <type[:option=value,...]>',
       'enable a node attestor with its options, e.g. x509pop:ca_bundle=/etc/sigil/nodes.pem; repeatable ' +

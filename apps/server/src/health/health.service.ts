@@ -39,6 +39,16 @@ export class HealthService implements OnModuleInit {
   onModuleInit(): void {
     this.metrics.addGauge('sigil_agents', 'Attested agents (banned included)', () => this.agents.count());
     this.metrics.addGauge('sigil_entries', 'Registration entries', () => this.entries.countEntries());
+    this.metrics.addLabelledGauge(
+      'sigil_authority_expiry_timestamp_seconds',
+      'When the active and prepared X.509 CA and JWT keys expire (not-after), in seconds since the epoch',
+      ['kind', 'state'],
+      () =>
+        this.ca.authorityExpiries().map(({ kind, state, notAfter }) => ({
+          labels: { kind, state },
+          value: notAfter.getTime() / 1000,
+        })),
+    );
   }
 
   /**

@@ -1,9 +1,17 @@
 import { Inject, Injectable, Optional } from '@nestjs/common';
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import * as promClient from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { type AuthorityMetrics, type AuthorityTransition } from '../ca/authority-metrics.js';
 import { type AuthorityKind } from '../ca/ca-key.js';
 import { CLOCK, type Clock, systemClock } from '../common/clock.js';
+import { collectProcessMetrics, SIGIL_VERSION } from '@sigil/runtime';
 import { cachedRead } from './cached-read.js';
+
+/** Which API a route belongs to, for the per-route counters. */
+export type ApiName = 'agent' | 'admin' | 'public';
+
+/** What a node attestation request came to, from its status code. */
+export type AttestationOutcome = 'ok' | 'refused' | 'invalid' | 'rate_limited' | 'unavailable' | 'error';
 
 /**
  * How long a gauge read from the database (entries, agents) is reused: a scrape flood costs one count query per gauge
@@ -38,8 +46,90 @@ export class MetricsService implements AuthorityMetrics {
     registers: [this.registry],
   });
 
+  private readonly httpRequests = new Counter({
+    name: 'sigil_http_requests_total',
+    help: 'HTTP requests answered, by API (agent, admin, public), route template, method and status code',
+    labelNames: ['api', 'route', 'method', 'code'] as const,
+    registers: [this.registry],
+  });
+  private readonly rateLimited = new Counter({
+    name: 'sigil_rate_limited_requests_total',
+    help: 'Requests refused with 429 by a rate limit, budget or queue bound, by API and route template',
+    labelNames: ['api', 'route'] as const,
+    registers: [this.registry],
+  });
+  private readonly nodeAttestations = new Counter({
+    name: 'sigil_node_attestations_total',
+    help: 'Node attestation requests answered (challenges not counted), by method and outcome',
+    labelNames: ['method', 'outcome'] as const,
+    registers: [this.registry],
+  });
+
   constructor(@Optional() @Inject(CLOCK) private readonly clock: Clock = systemClock) {
-    collectDefaultMetrics({ register: this.registry, prefix: 'sigil_' });
+    collectProcessMetrics(promClient, this.registry, 'sigil_');
+    new Gauge({
+      name: 'sigil_build_info',
+      help: 'Always 1; the labels name the Sigil version and the Node.js version running it',
+      labelNames: ['version', 'node_version'] as const,
+      registers: [this.registry],
+    }).set({ version: SIGIL_VERSION, node_version: process.version }, 1);
+  }
+
+  /** One answered HTTP request; `route` is the route template (bounded), never the raw URL. */
+  httpRequest(api: ApiName, route: string, method: string, code: number): void {
+    this.httpRequests.inc({ api, route, method, code: String(code) });
+    if (code === 429) this.rateLimited.inc({ api, route });
+  }
+
+  /** One answered node attestation request of `method` (an enabled attestor's type). */
+  nodeAttestation(method: string, outcome: AttestationOutcome): void {
+    this.nodeAttestations.inc({ method, outcome });
+  }
+
+  /**
+   * A gauge with labels, set at scrape time from `read` (cheap, in-memory values only: it is not cached). Label sets
+   * that `read` no longer returns are dropped.
+   */
+  addLabelledGauge<L extends string>(
+    name: string,
+    help: string,
+    labelNames: readonly L[],
+    read: () => readonly { labels: Record<L, string>; value: number }[],
+  ): void {
+    new Gauge({
+      name,
+      help,
+      labelNames,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const { labels, value } of read()) this.set(labels as Partial<Record<L, string>>, value);
+      },
+    });
+  }
+
+  /** A counter read at scrape time from a running total kept elsewhere (e.g. the TLS port's refusal counts). */
+  addCounterFrom<L extends string>(
+    name: string,
+    help: string,
+    labelNames: readonly L[],
+    read: () => readonly { labels: Record<L, string>; value: number }[],
+  ): void {
+    const seen = new Map<string, number>();
+    new Counter({
+      name,
+      help,
+      labelNames,
+      registers: [this.registry],
+      collect() {
+        for (const { labels, value } of read()) {
+          const key = JSON.stringify(labels);
+          const delta = value - (seen.get(key) ?? 0);
+          if (delta >= 0) this.inc(labels as Partial<Record<L, string>>, delta);
+          seen.set(key, value);
+        }
+      },
+    });
   }
 
   svidSigned(kind: AuthorityKind, seconds: number): void {

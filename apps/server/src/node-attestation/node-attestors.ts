@@ -78,6 +78,11 @@ export class NodeAttestorRegistry implements OnModuleInit {
     );
   }
 
+  /** The type of the enabled attestor at a route segment, or undefined (metrics label only known types). */
+  enabledTypeAt(route: string): string | undefined {
+    return this.enabled.get(route)?.type;
+  }
+
   /** What the attestation request at `route` takes from its address's budget before its body is read. */
   attestCost(route: string): number {
     // An attestor with a challenge step is charged at the challenge: the answer is bounded by the challenges,

@@ -9,7 +9,14 @@ import {
 } from 'node:http2';
 import { connect } from 'node:net';
 import { resolve } from 'node:path';
-import { Code, ConnectError, type ConnectRouter, type ServiceImpl, createContextValues } from '@connectrpc/connect';
+import {
+  Code,
+  ConnectError,
+  type ConnectRouter,
+  type Interceptor,
+  type ServiceImpl,
+  createContextValues,
+} from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import { Logger } from '@nestjs/common';
 import { RateLimitedLog } from '@sigil/logging';
@@ -100,6 +107,8 @@ export interface WorkloadApiServerOptions {
   readonly logger?: Pick<Logger, 'log' | 'warn'>;
   /** Time for the per-uid call rate (tests pass a fake). */
   readonly clock?: Clock;
+  /** Run around every call before the security header check, e.g. to count calls by outcome. */
+  readonly interceptors?: readonly Interceptor[];
 }
 
 // Requests are tiny (the largest is a JWT-SVID to validate); anything bigger is a local client trying to make the
@@ -191,6 +200,7 @@ export class WorkloadApiServer {
   private server: Http2Server | undefined;
   private shutdown: AbortController | undefined;
   private refusals: RateLimitedLog | undefined;
+  private readonly interceptors: readonly Interceptor[];
 
   constructor(options: WorkloadApiServerOptions) {
     this.socketPath = resolve(options.socketPath ?? DEFAULT_WORKLOAD_API_SOCKET);
@@ -204,6 +214,12 @@ export class WorkloadApiServer {
     this.limits = Object.freeze({ ...WORKLOAD_API_LIMITS, ...options.limits });
     this.logger = options.logger ?? new Logger(WorkloadApiServer.name);
     this.clock = options.clock ?? systemClock;
+    this.interceptors = options.interceptors ?? [];
+  }
+
+  /** True while the socket is listening (the agent's readiness). */
+  get isListening(): boolean {
+    return this.server?.listening ?? false;
   }
 
   /**
@@ -285,7 +301,7 @@ export class WorkloadApiServer {
       grpc: true,
       grpcWeb: false,
       connect: false,
-      interceptors: [securityHeaderInterceptor],
+      interceptors: [...this.interceptors, securityHeaderInterceptor],
       readMaxBytes: MAX_REQUEST_BYTES,
       shutdownSignal: shutdown.signal,
       contextValues: (request) =>

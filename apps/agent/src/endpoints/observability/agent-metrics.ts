@@ -1,0 +1,182 @@
+import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
+import { collectProcessMetrics, SIGIL_VERSION } from '@sigil/runtime';
+import * as promClient from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
+
+/** What the metrics read at scrape time from the agent's caches and sync loop. */
+export interface AgentMetricSources {
+  /** Entries cached, entries holding an X509-SVID, JWT-SVIDs cached and their bytes. */
+  cacheSizes(): { entries: number; x509Svids: number; jwtSvids: number; jwtSvidBytes: number };
+}
+
+/** gRPC's name of a status code (`PERMISSION_DENIED`), the label operators know from every gRPC dashboard. */
+export function grpcCodeName(code: Code): string {
+  if (code === Code.Canceled) return 'CANCELLED';
+  return (Code[code] ?? 'UNKNOWN').replace(/([a-z])([A-Z])/g, '$1_$2').toUpperCase();
+}
+
+function codeOf(error: unknown): string {
+  return grpcCodeName(ConnectError.from(error).code);
+}
+
+/**
+ * The agent's Prometheus metrics (`--metrics-address`), in a registry of its own. Counters are told by the agent's
+ * loops through plain callbacks; sizes and sync age are read at scrape time.
+ */
+export class AgentMetrics {
+  readonly registry = new Registry();
+  private readonly calls = new Counter({
+    name: 'sigil_agent_workload_api_calls_total',
+    help: 'Workload API calls ended, by RPC and gRPC status code (a stream counts when it ends; CANCELLED: the client left)',
+    labelNames: ['rpc', 'code'] as const,
+    registers: [this.registry],
+  });
+  private readonly attestations = new Counter({
+    name: 'sigil_agent_node_attestations_total',
+    help: 'Node attestations of this agent, by method and outcome',
+    labelNames: ['method', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  private readonly renewals = new Counter({
+    name: 'sigil_agent_svid_renewals_total',
+    help: "Renewals of the agent's own X509-SVID, by outcome",
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+  private readonly rotations = new Counter({
+    name: 'sigil_agent_svid_rotations_total',
+    help: 'Workload X509-SVIDs signed for the cache (new entries and rotations), by outcome',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+  private readonly syncs = new Counter({
+    name: 'sigil_agent_syncs_total',
+    help: 'Entry syncs with the server, by outcome',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+  private readonly lastSync = new Gauge({
+    name: 'sigil_agent_last_sync_timestamp_seconds',
+    help: 'When the last successful entry sync ended, in seconds since the epoch (0: none yet)',
+    registers: [this.registry],
+  });
+  private readonly revision = new Gauge({
+    name: 'sigil_agent_sync_revision',
+    help: 'Registry revision of the last successful entry sync',
+    registers: [this.registry],
+  });
+  private lastSyncMs: number | undefined;
+
+  constructor(
+    sources: AgentMetricSources,
+    private readonly now: () => number = Date.now,
+  ) {
+    const startedMs = now();
+    collectProcessMetrics(promClient, this.registry, 'sigil_agent_');
+    new Gauge({
+      name: 'sigil_agent_build_info',
+      help: 'Always 1; the labels name the Sigil version and the Node.js version running it',
+      labelNames: ['version', 'node_version'] as const,
+      registers: [this.registry],
+    }).set({ version: SIGIL_VERSION, node_version: process.version }, 1);
+    const metrics = this;
+    new Gauge({
+      name: 'sigil_agent_sync_age_seconds',
+      help: 'Time since the last successful entry sync (since the agent started, before the first): the sync lag',
+      registers: [this.registry],
+      collect() {
+        this.set((metrics.now() - (metrics.lastSyncMs ?? startedMs)) / 1000);
+      },
+    });
+    const sizes: [string, string, (s: ReturnType<AgentMetricSources['cacheSizes']>) => number][] = [
+      ['sigil_agent_cached_entries', 'Registration entries authorised for this agent, cached', (s) => s.entries],
+      ['sigil_agent_cached_x509_svids', 'Cached entries that hold an X509-SVID', (s) => s.x509Svids],
+      ['sigil_agent_cached_jwt_svids', 'JWT-SVIDs cached', (s) => s.jwtSvids],
+      ['sigil_agent_jwt_svid_cache_bytes', 'Bytes of the JWT-SVIDs cached', (s) => s.jwtSvidBytes],
+    ];
+    for (const [name, help, pick] of sizes) {
+      new Gauge({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.set(pick(sources.cacheSizes()));
+        },
+      });
+    }
+  }
+
+  nodeAttestation(method: string, outcome: 'ok' | 'failed'): void {
+    this.attestations.inc({ method, outcome });
+  }
+
+  svidRenewal(outcome: 'ok' | 'failed'): void {
+    this.renewals.inc({ outcome });
+  }
+
+  svidsSigned(signed: number, refused: number): void {
+    if (signed > 0) this.rotations.inc({ outcome: 'signed' }, signed);
+    if (refused > 0) this.rotations.inc({ outcome: 'refused' }, refused);
+  }
+
+  syncSucceeded(revision: number): void {
+    this.lastSyncMs = this.now();
+    this.syncs.inc({ outcome: 'ok' });
+    this.lastSync.set(this.lastSyncMs / 1000);
+    this.revision.set(revision);
+  }
+
+  syncFailed(): void {
+    this.syncs.inc({ outcome: 'failed' });
+  }
+
+  /** When the last sync succeeded (ms since the epoch), for readiness. */
+  get lastSyncAtMs(): number | undefined {
+    return this.lastSyncMs;
+  }
+
+  /**
+   * Counts every Workload API call by RPC and status code, including calls the security header check refuses (it
+   * runs inside this one). A stream is counted when it ends: OK when the server ended it, its error's code when it
+   * failed, CANCELLED when the client went away first.
+   */
+  callInterceptor(): Interceptor {
+    const count = (rpc: string, code: string): void => void this.calls.inc({ rpc, code });
+    return (next) => async (request) => {
+      const rpc = request.method.name;
+      let response;
+      try {
+        response = await next(request);
+      } catch (error) {
+        count(rpc, codeOf(error));
+        throw error;
+      }
+      if (!response.stream) {
+        count(rpc, 'OK');
+        return response;
+      }
+      return { ...response, message: countedStream(response.message, (code) => count(rpc, code)) };
+    };
+  }
+
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
+
+async function* countedStream<T>(messages: AsyncIterable<T>, ended: (code: string) => void): AsyncGenerator<T> {
+  let code = 'CANCELLED';
+  try {
+    for await (const message of messages) yield message;
+    code = 'OK';
+  } catch (error) {
+    code = codeOf(error);
+    throw error;
+  } finally {
+    ended(code);
+  }
+}
