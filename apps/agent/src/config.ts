@@ -228,7 +228,7 @@ function isSdsName(value: unknown): boolean {
 
 const HTTP_PATH_RULE = "must be an absolute URL path such as '/ready' (letters, digits, '.', '_', '-', '/')";
 function isHttpPath(value: unknown): boolean {
-  return typeof value === 'string' && /^\/[A-Za-z0-9._\/-]{0,255}$/.test(value);
+  return typeof value === 'string' && /^\/[A-Za-z0-9._/-]{0,255}$/.test(value);
 }
 
 class RawAgentConfig {

@@ -61,7 +61,7 @@ describe('@sigil/logging', () => {
     );
     logger.warn({ msg: 'entry sync failed', retryInMs: 500, reason: 'no route to host', token: 'SECRET' }, 'EntrySync');
     expect(text).toMatch(
-      /^\d{4}-\d\d-\d\dT[\d:.]+Z WARN  \[EntrySync\] entry sync failed retryInMs=500 reason="no route to host" token=\[redacted\]\n$/,
+      /^\d{4}-\d\d-\d\dT[\d:.]+Z WARN {2}\[EntrySync\] entry sync failed retryInMs=500 reason="no route to host" token=\[redacted\]\n$/,
     );
     expect(formatTextLine('not json\n')).toBe('not json\n');
     expect(formatTextLine('{"time":"t","level":30,"msg":"m","a":"x=y","b":{"c":1}}')).toBe(

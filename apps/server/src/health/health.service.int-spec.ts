@@ -13,7 +13,14 @@ describe('HealthService readiness', () => {
   let db: TestDatabase;
   const clock = new FakeClock();
   let caReady = true;
-  const ca = { isReady: () => caReady } as CaService;
+  const ca = {
+    isReady: () => caReady,
+    authorityExpiries: () => [
+      { kind: 'x509', state: 'active', notAfter: new Date('2030-01-01T00:00:00Z') },
+      { kind: 'x509', state: 'prepared', notAfter: new Date('2030-01-01T12:00:00Z') },
+      { kind: 'jwt', state: 'active', notAfter: new Date('2030-01-01T00:00:01Z') },
+    ],
+  } as CaService;
   const agents = { count: () => Promise.resolve(7) } as AgentsService;
   const entries = { countEntries: () => Promise.resolve(42) } as EntriesService;
 
@@ -94,5 +101,10 @@ describe('HealthService readiness', () => {
     const text = await metrics.render();
     expect(text).toMatch(/^sigil_entries 42$/m);
     expect(text).toMatch(/^sigil_agents 7$/m);
+    // The alert operators write: an active key near its end, with or without a prepared successor.
+    expect(text).toContain('sigil_authority_expiry_timestamp_seconds{kind="x509",state="active"} 1893456000\n');
+    expect(text).toContain('sigil_authority_expiry_timestamp_seconds{kind="x509",state="prepared"} 1893499200\n');
+    expect(text).toContain('sigil_authority_expiry_timestamp_seconds{kind="jwt",state="active"} 1893456001\n');
+    expect(text).not.toContain('kind="jwt",state="prepared"');
   });
 });

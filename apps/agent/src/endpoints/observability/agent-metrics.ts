@@ -79,13 +79,13 @@ export class AgentMetrics {
       labelNames: ['version', 'node_version'] as const,
       registers: [this.registry],
     }).set({ version: SIGIL_VERSION, node_version: process.version }, 1);
-    const metrics = this;
+    const syncAgeSeconds = (): number => (this.now() - (this.lastSyncMs ?? startedMs)) / 1000;
     new Gauge({
       name: 'sigil_agent_sync_age_seconds',
       help: 'Time since the last successful entry sync (since the agent started, before the first): the sync lag',
       registers: [this.registry],
       collect() {
-        this.set((metrics.now() - (metrics.lastSyncMs ?? startedMs)) / 1000);
+        this.set(syncAgeSeconds());
       },
     });
     const sizes: [string, string, (s: ReturnType<AgentMetricSources['cacheSizes']>) => number][] = [
