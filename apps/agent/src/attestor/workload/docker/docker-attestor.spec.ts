@@ -131,21 +131,18 @@ describe('docker workload attestor (against a fake Docker Engine on a real Unix 
 
   it('fails the call when the daemon does not answer within request_timeout', async () => {
     engine.delayMs = 2000;
-    const started = Date.now();
     await expect(attestor({ requestTimeoutMs: 200 }).attest(caller, never)).rejects.toThrow(
       `process 4321: the Docker Engine at ${engine.url} did not answer within 200ms`,
     );
-    expect(Date.now() - started).toBeLessThan(1500);
   });
 
   it('stops at once when the call is aborted', async () => {
+    // The daemon would answer after 2 s (a success): only stopping at the abort gives this rejection.
     engine.delayMs = 2000;
     const abort = new AbortController();
-    const started = Date.now();
     const attesting = attestor().attest(caller, abort.signal);
     setTimeout(() => abort.abort(new Error('the call was cancelled')), 100);
     await expect(attesting).rejects.toThrow('the call was cancelled');
-    expect(Date.now() - started).toBeLessThan(1500);
   });
 
   it('fails on an error status, quoting the daemon, and on a body that is not a container', async () => {
