@@ -68,9 +68,11 @@ export class EntriesRepository {
     return runInTransaction(this.dataSource, 'REPEATABLE READ', work);
   }
 
-  async insertEntry(tx: Transaction, row: EntryRow): Promise<string> {
+  /** Inserts an entry under `id` when given, else under a generated one; returns the id. */
+  async insertEntry(tx: Transaction, row: EntryRow, requestedId?: string): Promise<string> {
     const manager = managerOf(tx);
     const result = await manager.insert(EntryEntity, {
+      ...(requestedId !== undefined && { id: requestedId }),
       spiffeId: row.spiffeId,
       parentId: row.parentId,
       x509SvidTtl: row.x509SvidTtl,
@@ -253,15 +255,42 @@ function filtered(query: SelectQueryBuilder<EntryEntity>, filter: EntryFilter): 
   if (filter.spiffeId !== undefined) query.andWhere('e.spiffe_id = :spiffeId', { spiffeId: filter.spiffeId });
   if (filter.parentId !== undefined) query.andWhere('e.parent_id = :parentId', { parentId: filter.parentId });
   if (filter.hint !== undefined) query.andWhere('e.hint = :hint', { hint: filter.hint });
-  if (filter.federatesWith !== undefined) {
-    query.andWhere('e.id IN (SELECT f.entry_id FROM federated_trust_domains f WHERE f.trust_domain = :federatesWith)', {
-      federatesWith: filter.federatesWith,
-    });
+  if (filter.downstream !== undefined) query.andWhere('e.downstream = :downstream', { downstream: filter.downstream });
+  if (filter.federatesWith !== undefined && filter.federatesWith.length > 0) {
+    matchFederatesWith(query, filter.federatesWith, filter.federatesWithMatch ?? 'superset');
   }
   if (filter.selectors !== undefined && filter.selectors.length > 0) {
     matchSelectors(query, filter.selectors, filter.selectorMatch ?? 'superset');
   }
   return query;
+}
+
+/** Adds the condition that the entry `e`'s federated trust domains relate to `trustDomains` (distinct) as `match` says. */
+function matchFederatesWith<T extends object>(
+  query: SelectQueryBuilder<T>,
+  trustDomains: readonly string[],
+  match: NonNullable<EntryFilter['federatesWithMatch']>,
+): void {
+  query.setParameters({ federatesWith: trustDomains, federatesWithCount: trustDomains.length });
+  const given = 'f.trust_domain = ANY(CAST(:federatesWith AS text[]))';
+  const hasAll = `e.id IN (SELECT f.entry_id FROM federated_trust_domains f WHERE ${given} GROUP BY f.entry_id HAVING count(*) = :federatesWithCount)`;
+  switch (match) {
+    case 'superset':
+      query.andWhere(hasAll);
+      return;
+    case 'exact':
+      query.andWhere(hasAll);
+      query.andWhere(
+        '(SELECT count(*) FROM federated_trust_domains f WHERE f.entry_id = e.id) = :federatesWithCount',
+      );
+      return;
+    case 'subset':
+      query.andWhere(`NOT EXISTS (SELECT 1 FROM federated_trust_domains f WHERE f.entry_id = e.id AND NOT (${given}))`);
+      return;
+    case 'any':
+      query.andWhere(`e.id IN (SELECT f.entry_id FROM federated_trust_domains f WHERE ${given})`);
+      return;
+  }
 }
 
 /** Adds the condition that the entry `e`'s selector set relates to `selectors` (distinct) as `match` says. */

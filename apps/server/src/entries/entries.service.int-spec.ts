@@ -300,7 +300,7 @@ describe('EntriesService', () => {
     expect(await changeLog.currentRevision()).toBe(2);
   });
 
-  it('filters by spiffe_id, parent_id, hint, federates_with and selectors with each match mode', async () => {
+  it('filters by spiffe_id, parent_id, hint, downstream, federates_with and selectors with each match mode', async () => {
     const make = (name: string, parentId: string, sel: string[], extra: Partial<EntryInput> = {}) =>
       service.createEntry({
         spiffeId: `spiffe://example.org/${name}`,
@@ -310,7 +310,10 @@ describe('EntriesService', () => {
       });
     const a = await make('a', AGENT, ['unix:uid:1']);
     const ab = await make('ab', AGENT, ['unix:uid:1', 'unix:gid:2'], { hint: 'h', federatesWith: ['p.org'] });
-    const abc = await make('abc', OTHER_AGENT, ['unix:uid:1', 'unix:gid:2', 'unix:user:c']);
+    const abc = await make('abc', OTHER_AGENT, ['unix:uid:1', 'unix:gid:2', 'unix:user:c'], {
+      federatesWith: ['p.org', 'q.org'],
+      downstream: true,
+    });
     const d = await make('d', OTHER_AGENT, ['docker:label:x']);
     const ids = async (filter: Parameters<EntriesService['listEntries']>[0]) =>
       (await service.listEntries(filter)).entries.map((entry) => entry.spiffeId.split('/').pop()).sort();
@@ -320,7 +323,14 @@ describe('EntriesService', () => {
     expect(await ids({ spiffeId: 'spiffe://EXAMPLE.org/ab' })).toEqual(['ab']);
     expect(await ids({ parentId: OTHER_AGENT })).toEqual(['abc', 'd']);
     expect(await ids({ hint: 'h' })).toEqual(['ab']);
-    expect(await ids({ federatesWith: 'spiffe://p.org' })).toEqual(['ab']);
+    expect(await ids({ federatesWith: ['spiffe://p.org'] })).toEqual(['ab', 'abc']);
+    expect(await ids({ federatesWith: ['P.org', 'q.org'] })).toEqual(['abc']);
+    expect(await ids({ federatesWith: ['p.org'], federatesWithMatch: 'exact' })).toEqual(['ab']);
+    expect(await ids({ federatesWith: ['q.org', 'r.org'], federatesWithMatch: 'any' })).toEqual(['abc']);
+    // subset: every trust domain the entry federates with is among the given ones (none at all counts)
+    expect(await ids({ federatesWith: ['p.org'], federatesWithMatch: 'subset' })).toEqual(['a', 'ab', 'd']);
+    expect(await ids({ downstream: true })).toEqual(['abc']);
+    expect(await ids({ downstream: false, parentId: OTHER_AGENT })).toEqual(['d']);
     expect(await ids({ selectors: sel('uid:1', 'gid:2') })).toEqual(['ab', 'abc']);
     expect(await ids({ selectors: sel('uid:1', 'gid:2'), selectorMatch: 'exact' })).toEqual(['ab']);
     expect(await ids({ selectors: sel('uid:1', 'gid:2'), selectorMatch: 'subset' })).toEqual(['a', 'ab']);
@@ -332,6 +342,9 @@ describe('EntriesService', () => {
     await expect(service.listEntries({ selectors: sel('x'), selectorMatch: 'most' as never })).rejects.toThrow(
       'selector_match: must be one of superset, exact, subset, any, got "most"',
     );
+    await expect(
+      service.listEntries({ federatesWith: ['p.org'], federatesWithMatch: 'most' as never }),
+    ).rejects.toThrow('federates_with_match: must be one of superset, exact, subset, any, got "most"');
     expect([a, ab, abc, d].every((entry) => entry.revisionNumber > 0)).toBe(true);
   });
 
@@ -358,5 +371,19 @@ describe('EntriesService', () => {
     await expect(service.listEntries({}, { pageToken: 'not-a-token' })).rejects.toThrow(
       'page_token: not a token from a previous page',
     );
+  });
+
+  it('creates an entry under the id asked for, refusing one in use or not a lowercase uuid', async () => {
+    const id = '0f8e4b5a-1c2d-4e3f-8a9b-0c1d2e3f4a5b';
+    const [made, again, bad] = await service.createEntries([
+      { ...base, id, spiffeId: 'spiffe://example.org/own-id' },
+      { ...base, id, spiffeId: 'spiffe://example.org/same-id' },
+      { ...base, id: 'entry-1', spiffeId: 'spiffe://example.org/bad-id' },
+    ]);
+    expect(made).toMatchObject({ ok: true, entry: { id, spiffeId: 'spiffe://example.org/own-id' } });
+    expect(again).toMatchObject({ ok: false, existing: { id, spiffeId: 'spiffe://example.org/own-id' } });
+    expect(again!.ok || again!.error.message).toBe(`id: an entry with id "${id}" already exists`);
+    expect(bad!.ok || bad!.error.message).toBe('id: must be an entry id (a lowercase uuid), got "entry-1"');
+    expect((await service.listEntries({ spiffeId: 'spiffe://example.org/same-id' })).entries).toEqual([]);
   });
 });

@@ -16,6 +16,7 @@ import {
   type EntryInput,
   type EntryPage,
   type EntryPatch,
+  type SelectorMatch,
 } from './entry.js';
 
 export const DEFAULT_PAGE_SIZE = 100;
@@ -52,9 +53,13 @@ export class EntriesService {
    */
   async createEntries(inputs: readonly EntryInput[]): Promise<EntryCreateResult[]> {
     const now = this.clock.now();
+    const requestedIds = new Map<ValidEntryFields, string>();
     const checked = inputs.map((input) => {
       try {
-        return validateEntry(input, { trustDomain: this.config.trustDomain, now, checkExpiry: true });
+        if (input.id !== undefined) checkId(input.id, 'id');
+        const fields = validateEntry(input, { trustDomain: this.config.trustDomain, now, checkExpiry: true });
+        if (input.id !== undefined) requestedIds.set(fields, input.id);
+        return fields;
       } catch (error) {
         if (error instanceof AppError) return error;
         throw error;
@@ -63,18 +68,25 @@ export class EntriesService {
     const toWrite = checked.filter((fields): fields is ValidEntryFields => !(fields instanceof AppError));
     if (toWrite.length === 0) return checked.map((error) => ({ ok: false, error: error as AppError }));
 
-    const outcomes = new Map<ValidEntryFields, { id: string } | { duplicateOf: string }>();
+    const outcomes = new Map<ValidEntryFields, WriteOutcome>();
     const written = new Map<string, Entry>();
     // The whole batch in turn (concurrent batches finish one after the other), one transaction per chunk.
     await this.repository.writeInTurn(async (write) => {
       for (let start = 0; start < toWrite.length; start += WRITE_CHUNK) {
-        await this.writeChunk(write, toWrite.slice(start, start + WRITE_CHUNK), now, outcomes, written);
+        await this.writeChunk(write, toWrite.slice(start, start + WRITE_CHUNK), now, requestedIds, outcomes, written);
       }
     });
     return checked.map((fields): EntryCreateResult => {
       if (fields instanceof AppError) return { ok: false, error: fields };
       const outcome = outcomes.get(fields)!;
       if ('id' in outcome) return { ok: true, entry: written.get(outcome.id)! };
+      if ('idTaken' in outcome) {
+        return {
+          ok: false,
+          error: new AppError('already_exists', `id: an entry with id ${JSON.stringify(outcome.idTaken)} already exists`),
+          existing: written.get(outcome.idTaken),
+        };
+      }
       return {
         ok: false,
         error: duplicateError(fields, outcome.duplicateOf),
@@ -88,7 +100,8 @@ export class EntriesService {
     write: <U>(chunk: (tx: Transaction) => Promise<U>) => Promise<U>,
     chunk: readonly ValidEntryFields[],
     now: Date,
-    outcomes: Map<ValidEntryFields, { id: string } | { duplicateOf: string }>,
+    requestedIds: ReadonlyMap<ValidEntryFields, string>,
+    outcomes: Map<ValidEntryFields, WriteOutcome>,
     written: Map<string, Entry>,
   ): Promise<void> {
     const revision = await write(async (tx) => {
@@ -107,8 +120,14 @@ export class EntriesService {
           ids.push(duplicateOf);
           continue;
         }
+        const requestedId = requestedIds.get(fields);
+        if (requestedId !== undefined && (await this.repository.findById(tx, requestedId)) !== undefined) {
+          outcomes.set(fields, { idTaken: requestedId });
+          ids.push(requestedId);
+          continue;
+        }
         const revision = revisions.next();
-        const id = await this.repository.insertEntry(tx, row(fields, revision, now, now));
+        const id = await this.repository.insertEntry(tx, row(fields, revision, now, now), requestedId);
         revisions.record(revision, id, 'created');
         outcomes.set(fields, { id });
         ids.push(id);
@@ -212,6 +231,9 @@ export class EntriesService {
   }
 }
 
+/** What became of one valid entry of a batch: written under `id`, a duplicate of another, or its id in use. */
+type WriteOutcome = { id: string } | { duplicateOf: string } | { idTaken: string };
+
 function row(fields: ValidEntryFields, revisionNumber: number, createdAt: Date, updatedAt: Date): EntryRow {
   return { ...fields, revisionNumber, createdAt, updatedAt };
 }
@@ -221,12 +243,8 @@ function definedFields(patch: EntryPatch): EntryPatch {
 }
 
 function normaliseFilter(filter: EntryFilter): EntryFilter {
-  if (filter.selectorMatch !== undefined && !SELECTOR_MATCHES.includes(filter.selectorMatch)) {
-    throw new AppError(
-      'invalid_argument',
-      `selector_match: must be one of ${SELECTOR_MATCHES.join(', ')}, got ${JSON.stringify(filter.selectorMatch)}`,
-    );
-  }
+  checkMatch('selector_match', filter.selectorMatch);
+  checkMatch('federates_with_match', filter.federatesWithMatch);
   const selectors = filter.selectors?.filter(
     (selector, index, all) => all.findIndex((other) => compareSelectors(other, selector) === 0) === index,
   );
@@ -234,7 +252,9 @@ function normaliseFilter(filter: EntryFilter): EntryFilter {
     ...filter,
     spiffeId: canonicalId(filter.spiffeId),
     parentId: canonicalId(filter.parentId),
-    federatesWith: canonicalTrustDomain(filter.federatesWith),
+    federatesWith: filter.federatesWith
+      ?.map(canonicalTrustDomain)
+      .filter((domain, index, all) => all.indexOf(domain) === index),
     selectors,
   };
 }
@@ -250,8 +270,7 @@ function canonicalId(value: string | undefined): string | undefined {
   }
 }
 
-function canonicalTrustDomain(value: string | undefined): string | undefined {
-  if (value === undefined) return undefined;
+function canonicalTrustDomain(value: string): string {
   try {
     return TrustDomain.parse(value).name;
   } catch {
@@ -259,9 +278,18 @@ function canonicalTrustDomain(value: string | undefined): string | undefined {
   }
 }
 
-function checkId(id: string): void {
+function checkMatch(field: string, match: string | undefined): void {
+  if (match !== undefined && !SELECTOR_MATCHES.includes(match as SelectorMatch)) {
+    throw new AppError(
+      'invalid_argument',
+      `${field}: must be one of ${SELECTOR_MATCHES.join(', ')}, got ${JSON.stringify(match)}`,
+    );
+  }
+}
+
+function checkId(id: string, field = 'id'): void {
   if (typeof id !== 'string' || !UUID.test(id)) {
-    throw new AppError('invalid_argument', `id: must be an entry id (a lowercase uuid), got ${JSON.stringify(id)}`);
+    throw new AppError('invalid_argument', `${field}: must be an entry id (a lowercase uuid), got ${JSON.stringify(id)}`);
   }
 }
 

@@ -1,4 +1,4 @@
-import { ApiProperty, ApiPropertyOptional, PartialType } from '@nestjs/swagger';
+import { ApiProperty, ApiPropertyOptional, OmitType, PartialType } from '@nestjs/swagger';
 import { serializeSyncEntry } from '@sigil/agent-api';
 import { Transform, Type } from 'class-transformer';
 import {
@@ -47,6 +47,11 @@ export class SelectorDto {
 }
 
 export class CreateEntryDto {
+  @ApiPropertyOptional({ format: 'uuid', description: 'the entry ID to use (a lowercase UUID); generated when absent' })
+  @IsOptional()
+  @IsString()
+  id?: string;
+
   @ApiProperty({ example: 'spiffe://example.org/web', description: 'in the server trust domain, with a path' })
   @IsString()
   spiffe_id!: string;
@@ -128,7 +133,7 @@ export class BatchCreateEntriesDto {
  * value, `expires_at: null` removes the expiry. A given `expires_at` must be in the future, as on create; the service
  * checks the merged entry as a whole.
  */
-export class UpdateEntryDto extends PartialType(CreateEntryDto) {}
+export class UpdateEntryDto extends PartialType(OmitType(CreateEntryDto, ['id'] as const)) {}
 
 /** Filters of `GET /v1/entries` and `GET /v1/entries/count`. */
 export class EntryFilterQueryDto {
@@ -155,10 +160,23 @@ export class EntryFilterQueryDto {
   @IsIn(SELECTOR_MATCHES)
   selector_match?: SelectorMatch;
 
-  @ApiPropertyOptional({ description: 'entries federating with this trust domain' })
+  @ApiPropertyOptional({ type: [String], description: 'trust domain names, repeatable', example: ['partner.org'] })
   @IsOptional()
-  @IsString()
-  federates_with?: string;
+  @Transform(({ value }: { value: unknown }) => (Array.isArray(value) ? value : [value]))
+  @IsArray()
+  @ArrayMaxSize(ENTRY_LIMITS.maxFederatesWith)
+  @IsString({ each: true })
+  federates_with?: string[];
+
+  @ApiPropertyOptional({ enum: SELECTOR_MATCHES, description: 'how `federates_with` matches (default superset)' })
+  @IsOptional()
+  @IsIn(SELECTOR_MATCHES)
+  federates_with_match?: SelectorMatch;
+
+  @ApiPropertyOptional({ enum: ['true', 'false'], description: 'only downstream entries, or only the others' })
+  @IsOptional()
+  @IsIn(['true', 'false'])
+  downstream?: 'true' | 'false';
 
   @ApiPropertyOptional()
   @IsOptional()
@@ -234,6 +252,7 @@ export function toEntryInput(dto: CreateEntryDto): EntryInput;
 export function toEntryInput(dto: UpdateEntryDto): Partial<EntryInput>;
 export function toEntryInput(dto: CreateEntryDto | UpdateEntryDto): Partial<EntryInput> {
   const input: Partial<EntryInput> = {
+    id: 'id' in dto ? dto.id : undefined,
     spiffeId: dto.spiffe_id,
     parentId: dto.parent_id,
     selectors: dto.selectors?.map(({ type, value }) => ({ type, value })),
@@ -257,6 +276,8 @@ export function toEntryFilter(query: EntryFilterQueryDto): EntryFilter {
     selectors: query.selector?.map(parseSelectorFilter),
     selectorMatch: query.selector_match,
     federatesWith: query.federates_with,
+    federatesWithMatch: query.federates_with_match,
+    downstream: query.downstream === undefined ? undefined : query.downstream === 'true',
     hint: query.hint,
   };
 }

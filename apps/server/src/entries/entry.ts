@@ -30,6 +30,8 @@ export interface Entry {
 
 /** What a caller gives to create an entry; omitted optional fields take their defaults (0, [], false, ''). */
 export interface EntryInput {
+  /** Create only: the entry ID to use (a lowercase UUID) instead of a generated one (SPIRE's `-entryID`). */
+  id?: string;
   spiffeId: string;
   parentId: string;
   selectors: readonly Selector[];
@@ -44,7 +46,7 @@ export interface EntryInput {
 }
 
 /** Fields to change on an entry; absent fields keep their value, `expiresAt: null` removes the expiry. */
-export type EntryPatch = Partial<EntryInput>;
+export type EntryPatch = Partial<Omit<EntryInput, 'id'>>;
 
 /** Filters of entry listings; all given filters must hold. */
 export interface EntryFilter {
@@ -54,8 +56,10 @@ export interface EntryFilter {
    * some of them (what a workload with these selectors is entitled to), `any` at least one. */
   selectors?: readonly Selector[];
   selectorMatch?: SelectorMatch;
-  /** Entries that federate with this trust domain. */
-  federatesWith?: string;
+  /** With `federatesWithMatch` (default superset), as `selectors` with `selectorMatch`, over trust domain names. */
+  federatesWith?: readonly string[];
+  federatesWithMatch?: SelectorMatch;
+  downstream?: boolean;
   hint?: string;
 }
 
