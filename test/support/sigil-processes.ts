@@ -77,16 +77,22 @@ export interface CliResult {
   readonly stderr: string;
 }
 
-/** Runs a built binary to completion. */
-export function runBin(bin: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+/** Runs a built binary to completion, with `input` on its stdin (else an empty stdin). */
+export function runBin(
+  bin: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv = {},
+  input = '',
+): Promise<CliResult> {
   return new Promise((done) => {
-    execFile(
+    const child = execFile(
       process.execPath,
       [bin, ...args],
       { cwd: ROOT, env: { ...process.env, DATABASE_URL: '', SPIFFE_ENDPOINT_SOCKET: '', ...env }, timeout: 60_000 },
       (error, stdout, stderr) =>
         done({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr }),
     );
+    child.stdin?.end(input);
   });
 }
 
@@ -97,8 +103,10 @@ export interface ServerProcess {
   readonly trustDomain: string;
   readonly adminSocket: string;
   readonly dataDir: string;
-  /** Runs an admin subcommand (`entry create …`) against this server. */
-  cli(args: readonly string[]): Promise<CliResult>;
+  /** The PostgreSQL database it runs on; undefined on the embedded database (in `<dataDir>/db`). */
+  readonly databaseUrl: string | undefined;
+  /** Runs an admin subcommand (`entry create …`) against this server, with `input` on its stdin. */
+  cli(args: readonly string[], input?: string): Promise<CliResult>;
   /** Like `cli` with `--output json`, parsed; throws with the output when the command fails. */
   json<T>(args: readonly string[]): Promise<T>;
   /** Writes `bundle show --format pem` to `file`. */
@@ -150,7 +158,8 @@ export async function startServerProcess(options: StartServerOptions): Promise<S
     timeoutMs: 90_000,
   })) as [string, string];
   const admin = ['--admin-socket', adminSocket];
-  const cli = (args: readonly string[]): Promise<CliResult> => runBin(SERVER_BIN, [...args, ...admin]);
+  const cli = (args: readonly string[], input?: string): Promise<CliResult> =>
+    runBin(SERVER_BIN, [...args, ...admin], {}, input);
   const json = async <T>(args: readonly string[]): Promise<T> => {
     const result = await cli([...args, '--output', 'json']);
     if (result.code !== 0) throw new Error(`sigil-server ${args.join(' ')} failed: ${result.stderr}${result.stdout}`);
@@ -162,6 +171,7 @@ export async function startServerProcess(options: StartServerOptions): Promise<S
     trustDomain,
     adminSocket,
     dataDir,
+    databaseUrl: url,
     cli,
     json,
     writeBundle: async (file) => {

@@ -7,20 +7,21 @@ import { entryCommand } from './cli/entry.command.js';
 import { healthcheckCommand } from './cli/healthcheck.command.js';
 import { runCommand } from './cli/run.command.js';
 import { tokenCommand } from './cli/token.command.js';
+import { validateCommand } from './cli/validate.command.js';
 
 /** The `sigil-server` command tree (SPIRE's `spire-server` commands with `--kebab-case` flags). */
 export function buildServerCli(): Command {
   return new Command('sigil-server')
     .description('Sigil server: the SPIFFE certificate authority, registry and admin API')
     .version(SIGIL_VERSION)
-    .configureOutput({ outputError: (str, write) => write(str) })
     .addCommand(runCommand())
     .addCommand(tokenCommand())
     .addCommand(entryCommand())
     .addCommand(agentCommand())
     .addCommand(bundleCommand())
     .addCommand(healthcheckCommand())
-    .addCommand(adminTokenCommand());
+    .addCommand(adminTokenCommand())
+    .addCommand(validateCommand());
 }
 
 /** Runs the CLI: failures print one line, `Error: <message>`, and set a non-zero exit code (see `runCli`). */

@@ -135,6 +135,11 @@ export interface ServerConfig {
    * on how long another replica may still serve an evicted or banned agent when a change notification is lost.
    */
   readonly agentStatusCacheTtlSeconds: number;
+  /**
+   * Agents that can re-attest and are not banned are removed once their SVID has been expired this long (SPIRE's
+   * `prune_attested_nodes_expired_for`); 0 turns the pruning off.
+   */
+  readonly pruneAttestedNodesExpiredForSeconds: number;
   /** Per-agent token bucket of JWT-SVID signing, in JWT-SVIDs: refill per second. */
   readonly agentJwtSignRatePerSecond: number;
   /** Size of that bucket. */
@@ -195,6 +200,8 @@ export const DEFAULT_HTTP_IDLE_TIMEOUT_SECONDS = 10;
 export const DEFAULT_AGENT_SYNC_RATE = 5;
 export const DEFAULT_AGENT_SYNC_BURST = 20;
 export const DEFAULT_AGENT_STATUS_CACHE_TTL_SECONDS = 30;
+/** 30 days, the default of SPIRE's `agent purge -expiredFor` (SPIRE's automatic pruning is off unless configured). */
+export const DEFAULT_PRUNE_ATTESTED_NODES_EXPIRED_FOR_SECONDS = 30 * 24 * 3600;
 /**
  * Long-polls per agent: one for the agent's current poll, one for a poll of its previous connection or process that
  * the server has not noticed is gone yet.
@@ -251,6 +258,7 @@ export interface ServerConfigFlags {
   agentSyncRate?: string;
   agentSyncBurst?: string;
   agentStatusCacheTtl?: string;
+  pruneAttestedNodesExpiredFor?: string;
   agentJwtSignRate?: string;
   agentJwtSignBurst?: string;
   agentSignMaxInFlight?: string;
@@ -373,6 +381,7 @@ class RawServerConfig {
   @IsOptional() @IsCountFrom(1, 1_000_000) agent_sync_rate?: unknown;
   @IsOptional() @IsCountFrom(1, 1_000_000) agent_sync_burst?: unknown;
   @IsOptional() @IsDurationSeconds(1, 3600) agent_status_cache_ttl?: unknown;
+  @IsOptional() @IsDurationSeconds(0, 10 * 365 * 24 * 3600) prune_attested_nodes_expired_for?: unknown;
   @IsOptional() @IsCountFrom(1, 1_000_000) agent_jwt_sign_rate?: unknown;
   @IsOptional() @IsCountFrom(1, 1_000_000) agent_jwt_sign_burst?: unknown;
   @IsOptional() @IsCountFrom(1, 1_000) agent_sign_max_in_flight?: unknown;
@@ -431,6 +440,11 @@ const SOURCES: Record<RawKey, ConfigSource<keyof ServerConfigFlags>> = {
   agent_sync_rate: { flag: 'agentSyncRate', env: 'SIGIL_AGENT_SYNC_RATE', file: true },
   agent_sync_burst: { flag: 'agentSyncBurst', env: 'SIGIL_AGENT_SYNC_BURST', file: true },
   agent_status_cache_ttl: { flag: 'agentStatusCacheTtl', env: 'SIGIL_AGENT_STATUS_CACHE_TTL', file: true },
+  prune_attested_nodes_expired_for: {
+    flag: 'pruneAttestedNodesExpiredFor',
+    env: 'SIGIL_PRUNE_ATTESTED_NODES_EXPIRED_FOR',
+    file: true,
+  },
   agent_jwt_sign_rate: { flag: 'agentJwtSignRate', env: 'SIGIL_AGENT_JWT_SIGN_RATE', file: true },
   agent_jwt_sign_burst: { flag: 'agentJwtSignBurst', env: 'SIGIL_AGENT_JWT_SIGN_BURST', file: true },
   agent_sign_max_in_flight: { flag: 'agentSignMaxInFlight', env: 'SIGIL_AGENT_SIGN_MAX_IN_FLIGHT', file: true },
@@ -559,6 +573,10 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
     agentSyncRatePerSecond: count('agent_sync_rate', DEFAULT_AGENT_SYNC_RATE),
     agentSyncBurst: count('agent_sync_burst', DEFAULT_AGENT_SYNC_BURST),
     agentStatusCacheTtlSeconds: seconds('agent_status_cache_ttl', DEFAULT_AGENT_STATUS_CACHE_TTL_SECONDS),
+    pruneAttestedNodesExpiredForSeconds: seconds(
+      'prune_attested_nodes_expired_for',
+      DEFAULT_PRUNE_ATTESTED_NODES_EXPIRED_FOR_SECONDS,
+    ),
     agentJwtSignRatePerSecond:
       raw.agent_jwt_sign_rate === undefined ? DEFAULT_AGENT_JWT_SIGN_RATE : Number(raw.agent_jwt_sign_rate),
     agentJwtSignBurst:

@@ -1,4 +1,4 @@
-import { type Command, InvalidArgumentError } from 'commander';
+import { type Command, CommanderError, InvalidArgumentError } from 'commander';
 import { DurationError, durationSecondsWithin } from './duration.js';
 import { SelectorError, parseSelector, type Selector } from './selectors.js';
 
@@ -11,30 +11,60 @@ import { SelectorError, parseSelector, type Selector } from './selectors.js';
 export class CliError extends Error {
   override readonly name = 'CliError';
 
+  /**
+   * @param kind what went wrong in the admin API's words (`invalid_argument`, `not_found`, `unavailable`, …), shown in
+   *   the JSON form of the error (`--output json`).
+   */
   constructor(
     message: string,
     readonly exitCode = 1,
+    readonly kind = 'unknown',
   ) {
     super(message);
   }
 }
 
+/** Commander's codes for help and version output: not failures, nothing more to print. */
+const COMMANDER_OUTPUT_CODES = new Set(['commander.helpDisplayed', 'commander.help', 'commander.version']);
+
 /**
- * Runs a command tree. A failure prints one line, `Error: <first line of the message>`, and sets a non-zero exit
- * code (the CliError's own, else 1); an unexpected error also prints its stack when SIGIL_DEBUG=1. Usage errors are
- * commander's own (`error: unknown option …`), printed before it exits.
+ * Runs a command tree. A failure prints one line on stderr, `Error: <first line of the message>`, or with
+ * `--output json` on the command line `{"error":"<kind>","message":"…"}`, and sets a non-zero exit code (the
+ * CliError's own, else 1); an unexpected error also prints its stack when SIGIL_DEBUG=1. Commander's usage errors
+ * (unknown option, bad flag value, missing argument) are reported the same way, kind `invalid_argument`.
  */
 export async function runCli(program: Command, argv: readonly string[]): Promise<void> {
+  reportUsageErrorsByThrowing(program);
   try {
     await program.parseAsync([...argv]);
   } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
-    process.stderr.write(`Error: ${message.split('\n')[0]}\n`);
-    if (!(error instanceof CliError) && process.env['SIGIL_DEBUG'] === '1' && error instanceof Error) {
+    if (error instanceof CommanderError && COMMANDER_OUTPUT_CODES.has(error.code)) {
+      process.exitCode = error.exitCode;
+      return;
+    }
+    const usage = error instanceof CommanderError;
+    const message = (error instanceof Error ? error.message : String(error)).replace(/^error: /, '');
+    const line = message.split('\n')[0]!;
+    const kind = error instanceof CliError ? error.kind : usage ? 'invalid_argument' : 'unknown';
+    process.stderr.write(wantsJson(argv) ? `${JSON.stringify({ error: kind, message: line })}\n` : `Error: ${line}\n`);
+    if (!(error instanceof CliError) && !usage && process.env['SIGIL_DEBUG'] === '1' && error instanceof Error) {
       process.stderr.write(`${error.stack}\n`);
     }
-    process.exitCode = error instanceof CliError ? error.exitCode : 1;
+    process.exitCode = error instanceof CliError ? error.exitCode : usage ? (error as CommanderError).exitCode || 1 : 1;
   }
+}
+
+/** Makes every command of the tree throw its usage errors instead of printing them and exiting. */
+function reportUsageErrorsByThrowing(command: Command): void {
+  command.exitOverride();
+  // Help and version still go to stdout; commander's own error line is replaced by runCli's.
+  command.configureOutput({ outputError: () => undefined });
+  for (const sub of command.commands) reportUsageErrorsByThrowing(sub);
+}
+
+/** Whether the command line asks for JSON output (`--output json` or `--output=json`). */
+function wantsJson(argv: readonly string[]): boolean {
+  return argv.some((arg, index) => arg === '--output=json' || (arg === '--output' && argv[index + 1] === 'json'));
 }
 
 /**

@@ -1,10 +1,17 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { PEM_LABEL, certificatesToPem, exportPrivateKeyPkcs8, toPem } from '@sigil/pki';
-import { CliError, DurationError, collect, parseDurationMs, printResult, recordTable } from '@sigil/runtime';
+import {
+  CliError,
+  DurationError,
+  parseDurationMs,
+  printResult,
+  recordTable,
+  singleAudienceProblem,
+} from '@sigil/runtime';
 import { type TrustBundle, verifyX509Svid } from '@sigil/spiffe';
 import { type WorkloadApiClient, WorkloadApiError, type X509Context } from '@sigil/workload-api';
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { ensureOwnDir, writeFileAtomic } from '../storage/atomic-file.js';
 import { describeWorkloadError, openWorkloadClient, resolveWorkloadAddress } from './workload-client.js';
 
@@ -175,27 +182,38 @@ async function removeStaleFiles(dir: string, svids: number, federated: number): 
 
 function fetchX509Command(): Command {
   return withWorkloadApiOptions(new Command('x509'))
-    .description("fetch the caller's X509-SVIDs and bundles (FetchX509SVID)")
+    .description("fetch the caller's X509-SVIDs and bundles (FetchX509SVID); the default of `api fetch`")
     .option('--write <dir>', 'write svid.N.pem, svid.N.key (mode 0600) and bundle.N.pem into this directory')
-    .action(async (options: ApiOptions & { write?: string }) => {
+    .option('--silent', 'print nothing on success (with --write: only write the files)')
+    .action(async (options: ApiOptions & { write?: string; silent?: boolean }) => {
       await withClient(options, async (client, signal) => {
         const context = await client.fetchX509Context({ signal });
         await verifyContext(context);
-        printX509Context(options, context);
+        if (!options.silent) printX509Context(options, context);
         if (options.write !== undefined) {
           const dir = resolve(options.write);
           await writeX509Files(dir, context);
-          if (options.output !== 'json')
+          if (options.output !== 'json' && !options.silent)
             process.stdout.write(`Wrote ${context.svids.length} SVID(s) and their bundles to ${dir}\n`);
         }
       });
     });
 }
 
+/** Collects `--audience`: repeatable, each value a comma-separated list (SPIRE's `-audience a,b`). */
+function collectAudiences(value: string, previous: string[] = []): string[] {
+  const audiences = value.split(',');
+  for (const audience of audiences) {
+    const problem = singleAudienceProblem(audience, 'each audience');
+    if (problem !== undefined) throw new InvalidArgumentError(`${problem} (in '${value}')`);
+  }
+  return [...previous, ...audiences];
+}
+
 function fetchJwtCommand(): Command {
   return withWorkloadApiOptions(new Command('jwt'))
     .description('fetch JWT-SVIDs for an audience (FetchJWTSVID)')
-    .requiredOption('--audience <audience>', 'audience (repeatable)', collect)
+    .requiredOption('--audience <a,b>', 'audiences, comma-separated (repeatable)', collectAudiences)
     .option('--spiffe-id <id>', 'only the JWT-SVID of this SPIFFE ID')
     .action(async (options: ApiOptions & { audience: string[]; spiffeId?: string }) => {
       await withClient(options, async (client, signal) => {
@@ -296,8 +314,8 @@ function watchCommand(): Command {
 /** `sigil-agent api fetch x509|jwt`, `api validate jwt`, `api watch`: the Workload API from the command line. */
 export function apiCommand(): Command {
   const fetch = new Command('fetch')
-    .description('fetch SVIDs')
-    .addCommand(fetchX509Command())
+    .description('fetch SVIDs: x509 (the default) or jwt')
+    .addCommand(fetchX509Command(), { isDefault: true })
     .addCommand(fetchJwtCommand());
   const validate = new Command('validate').description('validate SVIDs').addCommand(validateJwtCommand());
   return new Command('api')

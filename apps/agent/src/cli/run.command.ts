@@ -1,5 +1,11 @@
 import { Command } from 'commander';
-import { AgentConfigError, type AgentConfigFlags, insecureBootstrapWarning, loadAgentConfig } from '../config.js';
+import {
+  type AgentConfig,
+  AgentConfigError,
+  type AgentConfigFlags,
+  insecureBootstrapWarning,
+  loadAgentConfig,
+} from '../config.js';
 import { WORKLOAD_API_LIMITS as limits } from '../endpoints/workload-api/workload-api.server.js';
 import {
   DEFAULT_EXECUTABLE_SIZE_LIMIT,
@@ -13,7 +19,7 @@ import { CliError, collect } from '@sigil/runtime';
 
 const MIB = 1024 * 1024;
 
-type RunOptions = AgentConfigFlags & { config?: string };
+export type RunOptions = AgentConfigFlags & { config?: string };
 
 const FLAG_KEYS: readonly (keyof AgentConfigFlags)[] = [
   'sdsDefaultSvidName',
@@ -57,6 +63,18 @@ const FLAG_KEYS: readonly (keyof AgentConfigFlags)[] = [
   'healthReadyPath',
   'healthReadyMaxSyncAge',
 ];
+
+/** The agent configuration from `run`'s (and `validate`'s) options, the environment and the config file. */
+export function configFromOptions(options: RunOptions): AgentConfig {
+  const flags: AgentConfigFlags = {};
+  for (const key of FLAG_KEYS) if (options[key] !== undefined) Object.assign(flags, { [key]: options[key] });
+  try {
+    return loadAgentConfig({ flags, env: process.env, ...(options.config !== undefined && { file: options.config }) });
+  } catch (error) {
+    if (error instanceof AgentConfigError) throw new CliError(error.message, 1, 'invalid_argument');
+    throw error;
+  }
+}
 
 /**
  * `sigil-agent run`: validates the configuration before anything starts, attests (or resumes from the data dir),
@@ -173,19 +191,7 @@ export function runCommand(): Command {
       "Envoy SDS: plain trusted_ca validation contexts instead of Envoy's SPIFFE certificate validator",
     )
     .action(async (options: RunOptions) => {
-      const flags: AgentConfigFlags = {};
-      for (const key of FLAG_KEYS) if (options[key] !== undefined) Object.assign(flags, { [key]: options[key] });
-      let config;
-      try {
-        config = loadAgentConfig({
-          flags,
-          env: process.env,
-          ...(options.config !== undefined && { file: options.config }),
-        });
-      } catch (error) {
-        if (error instanceof AgentConfigError) throw new CliError(error.message);
-        throw error;
-      }
+      const config = configFromOptions(options);
       // On stderr as well as in the log: no log level or log pipeline may hide it, on any start.
       const warning = insecureBootstrapWarning(config);
       if (warning !== undefined) process.stderr.write(`sigil-agent: WARNING: ${warning}\n`);

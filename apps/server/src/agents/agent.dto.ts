@@ -1,6 +1,6 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Transform, Type } from 'class-transformer';
-import { IsIn, IsInt, IsOptional, IsString, Max, MaxLength, Min } from 'class-validator';
+import { IsBoolean, IsIn, IsInt, IsISO8601, IsOptional, IsString, Max, MaxLength, Min } from 'class-validator';
 import { parseSelectorQuery } from '../entries/entry-rules.js';
 import { type AgentFilter } from './agents.repository.js';
 import { AGENT_PAGE_SIZE, type AttestedAgent } from './agents.service.js';
@@ -16,6 +16,16 @@ export class ListAgentsQuery {
   @IsOptional()
   @IsIn(['true', 'false'])
   banned?: 'true' | 'false';
+
+  @ApiPropertyOptional({ format: 'date-time', description: 'only agents whose SVID expires before this time' })
+  @IsOptional()
+  @IsISO8601({ strict: true, strictSeparator: true })
+  expires_before?: string;
+
+  @ApiPropertyOptional({ enum: ['true', 'false'], description: 'only agents that can (or cannot) attest again' })
+  @IsOptional()
+  @IsIn(['true', 'false'])
+  can_reattest?: 'true' | 'false';
 
   @ApiPropertyOptional({ type: [String], description: 'type:value; repeat to require several (all must match)' })
   @IsOptional()
@@ -42,6 +52,8 @@ export function toAgentFilter(query: Omit<ListAgentsQuery, 'page_size' | 'page_t
   return {
     ...(query.attestation_type !== undefined && { attestationType: query.attestation_type }),
     ...(query.banned !== undefined && { banned: query.banned === 'true' }),
+    ...(query.can_reattest !== undefined && { canReattest: query.can_reattest === 'true' }),
+    ...(query.expires_before !== undefined && { expiresBefore: new Date(query.expires_before) }),
     ...(query.selector !== undefined && {
       selectors: query.selector.map((selector, index) => parseSelectorQuery(selector, `selector.${index}`)),
     }),
@@ -60,6 +72,7 @@ export class AgentResponse {
   @ApiProperty({ format: 'date-time' }) svid_expires_at!: string;
   @ApiProperty({ type: [AgentSelectorResponse] }) selectors!: AgentSelectorResponse[];
   @ApiProperty() banned!: boolean;
+  @ApiProperty({ description: 'whether it may attest again under this ID' }) can_reattest!: boolean;
   @ApiProperty({ format: 'date-time' }) created_at!: string;
   @ApiProperty({ format: 'date-time' }) updated_at!: string;
   @ApiProperty({ format: 'date-time', nullable: true, type: String }) last_seen_at!: string | null;
@@ -82,8 +95,35 @@ export function toAgentResponse(agent: AttestedAgent): AgentResponse {
     svid_expires_at: agent.svidExpiresAt.toISOString(),
     selectors: agent.selectors.map(({ type, value }) => ({ type, value })),
     banned: agent.banned,
+    can_reattest: agent.canReattest,
     created_at: agent.createdAt.toISOString(),
     updated_at: agent.updatedAt.toISOString(),
     last_seen_at: agent.lastSeenAt?.toISOString() ?? null,
   };
+}
+
+/** Ten years: longer than any agent SVID lives. */
+const MAX_EXPIRED_FOR_SECONDS = 10 * 365 * 24 * 3600;
+
+export class PurgeAgentsRequest {
+  @ApiProperty({ description: 'seconds since the agent SVID expired', minimum: 0, maximum: MAX_EXPIRED_FOR_SECONDS })
+  @IsInt()
+  @Min(0)
+  @Max(MAX_EXPIRED_FOR_SECONDS)
+  expired_for!: number;
+
+  @ApiPropertyOptional({ description: 'only name the agents that would be removed' })
+  @IsOptional()
+  @IsBoolean()
+  dry_run?: boolean;
+}
+
+export class ExpiredAgentResponse {
+  @ApiProperty() agent_id!: string;
+  @ApiProperty({ description: 'false on a dry run' }) deleted!: boolean;
+}
+
+/** SPIRE's `agent purge -output json` shape. */
+export class PurgeAgentsResponse {
+  @ApiProperty({ type: [ExpiredAgentResponse] }) expired_agents!: ExpiredAgentResponse[];
 }

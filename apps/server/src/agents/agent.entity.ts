@@ -4,6 +4,7 @@ import type { AgentSelector } from './agent.js';
 /** An attested agent (SPIRE `attested_node_entries`, its selectors from `node_resolver_map_entries` kept as JSON). */
 @Entity({ name: 'agents' })
 @Index('agents_attestation_type_idx', ['attestationType'])
+@Index('agents_svid_expires_at_idx', ['svidExpiresAt'])
 export class AgentEntity {
   @PrimaryColumn({ name: 'spiffe_id', type: 'text', primaryKeyConstraintName: 'agents_pkey' })
   spiffeId!: string;
@@ -21,6 +22,10 @@ export class AgentEntity {
 
   @Column({ name: 'selectors', type: 'jsonb' })
   selectors!: readonly AgentSelector[];
+
+  /** Whether the node attestor lets this agent attest again under the same ID (x509pop, k8s_psat; not join_token). */
+  @Column({ name: 'can_reattest', type: 'boolean', default: false })
+  canReattest!: boolean;
 
   /** A banned agent keeps its row so that it cannot attest again under the same ID until evicted. */
   @Column({ name: 'banned', type: 'boolean', default: false })

@@ -12,6 +12,8 @@ export interface AttestedAgent {
   readonly svidExpiresAt: Date;
   readonly selectors: readonly AgentSelector[];
   readonly banned: boolean;
+  /** Whether its node attestor lets it attest again under the same ID. */
+  readonly canReattest: boolean;
   readonly createdAt: Date;
   readonly updatedAt: Date;
   readonly lastSeenAt: Date | null;

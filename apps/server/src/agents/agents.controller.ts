@@ -1,10 +1,12 @@
-import { Controller, Delete, Get, HttpCode, Param, Post, Query } from '@nestjs/common';
+import { Body, Controller, Delete, Get, HttpCode, Param, Post, Query } from '@nestjs/common';
 import { ApiTags } from '@nestjs/swagger';
 import {
   AgentCountResponse,
   AgentListResponse,
   AgentResponse,
   ListAgentsQuery,
+  PurgeAgentsRequest,
+  PurgeAgentsResponse,
   toAgentFilter,
   toAgentResponse,
 } from './agent.dto.js';
@@ -31,6 +33,15 @@ export class AgentsController {
   @Get('count')
   async count(@Query() query: ListAgentsQuery): Promise<AgentCountResponse> {
     return { count: await this.agents.count(toAgentFilter(query)) };
+  }
+
+  /** Removes agents that can re-attest, are not banned and whose SVID expired `expired_for` seconds ago or more. */
+  @Post('purge')
+  @HttpCode(200)
+  async purge(@Body() body: PurgeAgentsRequest): Promise<PurgeAgentsResponse> {
+    const dryRun = body.dry_run === true;
+    const ids = await this.agents.pruneExpired(body.expired_for, dryRun);
+    return { expired_agents: ids.map((id) => ({ agent_id: id, deleted: !dryRun })) };
   }
 
   @Get(':id')

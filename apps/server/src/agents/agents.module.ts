@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { EntriesModule } from '../entries/entries.module.js';
+import { AgentPruner } from './agent-pruner.js';
 import { AgentEntity } from './agent.entity.js';
 import { AgentsController } from './agents.controller.js';
 import { AgentsRepository } from './agents.repository.js';
@@ -9,7 +10,7 @@ import { AgentsService } from './agents.service.js';
 @Module({
   imports: [TypeOrmModule.forFeature([AgentEntity]), EntriesModule],
   controllers: [AgentsController],
-  providers: [AgentsRepository, AgentsService],
+  providers: [AgentsRepository, AgentsService, AgentPruner],
   exports: [AgentsService],
 })
 export class AgentsModule {}

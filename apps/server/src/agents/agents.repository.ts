@@ -9,6 +9,9 @@ export interface AgentFilter {
   banned?: boolean;
   /** Agents holding all of these selectors. */
   selectors?: readonly AgentSelector[];
+  /** Agents whose SVID expires before this time. */
+  expiresBefore?: Date;
+  canReattest?: boolean;
 }
 
 export interface AttestedAgentRecord {
@@ -67,12 +70,13 @@ export class AgentsRepository {
   ): Promise<AttestedAgent | undefined> {
     const result = await this.repository.query(
       `INSERT INTO agents (spiffe_id, attestation_type, serial_number, svid_expires_at, selectors, banned,
-                           created_at, updated_at, last_seen_at)
-       VALUES ($1, $2, $3, $4, $5::jsonb, false, $6, $6, $6)
+                           created_at, updated_at, last_seen_at, can_reattest)
+       VALUES ($1, $2, $3, $4, $5::jsonb, false, $6, $6, $6, $7)
        ON CONFLICT (spiffe_id) DO UPDATE
          SET attestation_type = EXCLUDED.attestation_type, serial_number = EXCLUDED.serial_number,
              svid_expires_at = EXCLUDED.svid_expires_at, selectors = EXCLUDED.selectors,
-             updated_at = EXCLUDED.updated_at, last_seen_at = EXCLUDED.last_seen_at
+             updated_at = EXCLUDED.updated_at, last_seen_at = EXCLUDED.last_seen_at,
+             can_reattest = EXCLUDED.can_reattest
          WHERE agents.banned = false AND $7::boolean
        RETURNING *`,
       [
@@ -108,6 +112,24 @@ export class AgentsRepository {
     return this.first(result.raw);
   }
 
+  /**
+   * Removes (or with `dryRun` only names) at most `limit` agents that can re-attest, are not banned and whose SVID
+   * expired before `expiredBefore`, oldest expiry first; returns their IDs. One statement whose outer condition is
+   * checked again on each row as it is deleted, so an agent banned, renewed or re-attested after the inner select is
+   * left alone.
+   */
+  async deleteExpired(expiredBefore: Date, limit: number, dryRun: boolean): Promise<string[]> {
+    const condition = 'can_reattest AND NOT banned AND svid_expires_at < $1';
+    const select = `SELECT spiffe_id FROM agents WHERE ${condition} ORDER BY svid_expires_at, spiffe_id LIMIT $2`;
+    const rows = (await this.repository.query(
+      dryRun ? select : `DELETE FROM agents WHERE spiffe_id IN (${select}) AND ${condition} RETURNING spiffe_id`,
+      [expiredBefore, limit],
+    )) as { spiffe_id: string }[] | [{ spiffe_id: string }[], number];
+    // TypeORM answers a DELETE … RETURNING on PostgreSQL with [rows, affected].
+    const list = dryRun ? rows : (rows as [{ spiffe_id: string }[], number])[0];
+    return (list as { spiffe_id: string }[]).map((row) => row.spiffe_id).sort();
+  }
+
   async touch(spiffeId: string, now: Date): Promise<void> {
     await this.repository.update({ spiffeId }, { lastSeenAt: now });
   }
@@ -118,6 +140,12 @@ export class AgentsRepository {
       query.andWhere('a.attestation_type = :type', { type: filter.attestationType });
     }
     if (filter.banned !== undefined) query.andWhere('a.banned = :banned', { banned: filter.banned });
+    if (filter.canReattest !== undefined) {
+      query.andWhere('a.can_reattest = :canReattest', { canReattest: filter.canReattest });
+    }
+    if (filter.expiresBefore !== undefined) {
+      query.andWhere('a.svid_expires_at < :expiresBefore', { expiresBefore: filter.expiresBefore });
+    }
     if (filter.selectors !== undefined && filter.selectors.length > 0) {
       query.andWhere('a.selectors @> :selectors::jsonb', { selectors: JSON.stringify(filter.selectors) });
     }
@@ -135,6 +163,7 @@ export class AgentsRepository {
       svidExpiresAt: new Date(row['svid_expires_at'] as string | Date),
       selectors: row['selectors'] as AgentSelector[],
       banned: row['banned'] as boolean,
+      canReattest: row['can_reattest'] as boolean,
       createdAt: new Date(row['created_at'] as string | Date),
       updatedAt: new Date(row['updated_at'] as string | Date),
       lastSeenAt: row['last_seen_at'] === null ? null : new Date(row['last_seen_at'] as string | Date),
@@ -150,6 +179,7 @@ function toAttestedAgent(entity: AgentEntity): AttestedAgent {
     svidExpiresAt: entity.svidExpiresAt,
     selectors: entity.selectors,
     banned: entity.banned,
+    canReattest: entity.canReattest,
     createdAt: entity.createdAt,
     updatedAt: entity.updatedAt,
     lastSeenAt: entity.lastSeenAt,

@@ -11,6 +11,9 @@ import { type AgentFilter, AgentsRepository, type AttestedAgentRecord } from './
 
 export const AGENT_PAGE_SIZE = { default: 50, max: 500 } as const;
 
+/** Agents removed per statement when pruning (SPIRE's `prune_attested_nodes_batch_size` default). */
+export const PRUNE_BATCH_SIZE = 1000;
+
 export type { AttestedAgent } from './agent.js';
 
 export interface AgentPage {
@@ -172,6 +175,32 @@ export class AgentsService implements OnModuleDestroy {
         err: error,
       });
     }
+  }
+
+  /**
+   * Removes every agent that can re-attest, is not banned and whose SVID expired more than `expiredForSeconds` ago
+   * (SPIRE's `agent purge` and `prune_attested_nodes_expired_for`): such an agent comes back by attesting again,
+   * while a banned one keeps its ban and a join-token agent (which cannot re-attest) is never removed this way.
+   * With `dryRun`, only names them. Returns the IDs, in batches of {@link PRUNE_BATCH_SIZE} until none is left.
+   */
+  async pruneExpired(expiredForSeconds: number, dryRun = false): Promise<string[]> {
+    if (!Number.isSafeInteger(expiredForSeconds) || expiredForSeconds < 0) {
+      throw new AppError(
+        'invalid_argument',
+        `expired_for: must be a whole number of seconds, got ${expiredForSeconds}`,
+      );
+    }
+    const before = new Date(this.clock.now().getTime() - expiredForSeconds * 1000);
+    if (dryRun) return this.repository.deleteExpired(before, Number.MAX_SAFE_INTEGER, true);
+    const removed: string[] = [];
+    for (;;) {
+      const batch = await this.repository.deleteExpired(before, PRUNE_BATCH_SIZE, false);
+      for (const id of batch) await this.changed(id);
+      removed.push(...batch);
+      if (batch.length < PRUNE_BATCH_SIZE) break;
+    }
+    if (removed.length > 0) this.logger.log({ msg: 'expired agents pruned', count: removed.length });
+    return removed.sort();
   }
 
   /** Notes that the agent called in (for `last_seen_at`). */

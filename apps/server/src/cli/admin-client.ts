@@ -22,8 +22,12 @@ export class AdminClient {
   async call(method: string, path: string, body?: unknown): Promise<AdminResponse> {
     const response = await this.send(method, path, body);
     if (response.status >= 200 && response.status < 300) return response;
-    const error = response.body as { message?: unknown } | undefined;
-    throw new CliError(typeof error?.message === 'string' ? error.message : `server answered ${response.status}`);
+    const error = response.body as { error?: unknown; message?: unknown } | undefined;
+    throw new CliError(
+      typeof error?.message === 'string' ? error.message : `server answered ${response.status}`,
+      1,
+      typeof error?.error === 'string' ? error.error : 'unknown',
+    );
   }
 
   private send(method: string, path: string, body?: unknown): Promise<AdminResponse> {
@@ -56,17 +60,21 @@ export class AdminClient {
           });
         },
       );
-      req.on('timeout', () => req.destroy(new CliError(`no answer from the server at ${this.socketPath} within 30 s`)));
+      req.on('timeout', () =>
+        req.destroy(new CliError(`no answer from the server at ${this.socketPath} within 30 s`, 1, 'unavailable')),
+      );
       req.on('error', (error: NodeJS.ErrnoException) => {
         if (error instanceof CliError) return reject(error);
         if (error.code === 'EACCES') {
           return reject(
             new CliError(
               `cannot reach the server at ${this.socketPath}: permission denied (run as the user that runs the server)`,
+              1,
+              'permission_denied',
             ),
           );
         }
-        reject(new CliError(`cannot reach the server at ${this.socketPath}: is it running?`));
+        reject(new CliError(`cannot reach the server at ${this.socketPath}: is it running?`, 1, 'unavailable'));
       });
       req.end(payload);
     });

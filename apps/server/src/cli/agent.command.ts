@@ -1,9 +1,10 @@
-import { Command } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
 import { formatSelector, type Selector } from '@sigil/runtime';
 import {
   AdminClient,
   type AdminOptions,
   collectSelector,
+  durationFlag,
   integerFlag,
   print,
   table,
@@ -17,6 +18,7 @@ interface Agent {
   svid_expires_at: string;
   selectors: { type: string; value: string }[];
   banned: boolean;
+  can_reattest: boolean;
   last_seen_at: string | null;
 }
 
@@ -27,6 +29,7 @@ function describe(agent: Agent): string {
     ['Expiration time', agent.svid_expires_at],
     ['Serial number', agent.serial_number],
     ['Banned', String(agent.banned)],
+    ['Can re-attest', String(agent.can_reattest)],
     ['Last seen', agent.last_seen_at ?? 'never'],
     ...agent.selectors.map((selector) => ['Selector', formatSelector(selector)] as const),
   ]);
@@ -38,12 +41,25 @@ interface FilterOptions {
   attestationType?: string;
   selector?: Selector[];
   banned?: boolean;
+  expiresBefore?: string;
+  canReattest?: boolean;
+}
+
+/** `--expires-before` as SPIRE takes it (`2026-01-31`, a date) or as an RFC 3339 time; sent as RFC 3339. */
+function parseTime(value: string): string {
+  const date = /^\d{4}-\d{2}-\d{2}$/.test(value) ? new Date(`${value}T00:00:00Z`) : new Date(value);
+  if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(date.getTime())) {
+    throw new InvalidArgumentError('must be a date (YYYY-MM-DD) or an RFC 3339 time');
+  }
+  return date.toISOString();
 }
 
 function filterQuery(options: FilterOptions, extra: Record<string, string> = {}): string {
   const query = new URLSearchParams(extra);
   if (options.attestationType !== undefined) query.set('attestation_type', options.attestationType);
   if (options.banned) query.set('banned', 'true');
+  if (options.expiresBefore !== undefined) query.set('expires_before', options.expiresBefore);
+  if (options.canReattest) query.set('can_reattest', 'true');
   for (const selector of options.selector ?? []) query.append('selector', formatSelector(selector));
   const text = query.toString();
   return text ? `?${text}` : '';
@@ -53,10 +69,12 @@ function withFilters(command: Command): Command {
   return command
     .option('--attestation-type <type>', 'only agents attested this way (join_token, x509pop, k8s_psat)')
     .option('--selector <type:value>', 'only agents with this selector (repeatable; all must match)', collectSelector)
-    .option('--banned', 'only banned agents');
+    .option('--banned', 'only banned agents')
+    .option('--expires-before <time>', 'only agents whose SVID expires before this date or time (UTC)', parseTime)
+    .option('--can-reattest', 'only agents that can attest again under the same ID');
 }
 
-/** `sigil-server agent list|show|evict|ban|count` (SPIRE `agent …`). */
+/** `sigil-server agent list|show|evict|ban|count|purge` (SPIRE `agent …`). */
 export function agentCommand(): Command {
   const list = withFilters(withAdminOptions(new Command('list')))
     .description('list attested agents')
@@ -117,11 +135,38 @@ export function agentCommand(): Command {
       print(options, body, () => `${total} attested agent${total === 1 ? '' : 's'}`);
     });
 
+  const purge = withAdminOptions(new Command('purge'))
+    .description(
+      'remove agents whose SVID expired long ago and that can attest again (banned and join_token agents are kept)',
+    )
+    .option(
+      '--expired-for <duration>',
+      'time since the agent SVID expired, e.g. 720h or 30d',
+      durationFlag(0),
+      30 * 86400,
+    )
+    .option('--dry-run', 'only list the agents that would be removed')
+    .action(async (options: AdminOptions & { expiredFor: number; dryRun?: boolean }) => {
+      const { body } = await new AdminClient(options.adminSocket).call('POST', '/v1/agents/purge', {
+        expired_for: options.expiredFor,
+        dry_run: options.dryRun === true,
+      });
+      const agents = (body as { expired_agents: { agent_id: string; deleted: boolean }[] }).expired_agents;
+      print(options, body, () => {
+        if (agents.length === 0) return 'No agents to purge.';
+        const lines = [`Found ${agents.length} expired agent${agents.length === 1 ? '' : 's'}`, ''];
+        lines.push(options.dryRun ? 'Agents that can be purged:' : 'Agents purged:');
+        for (const agent of agents) lines.push(table([['SPIFFE ID', agent.agent_id]]));
+        return lines.join('\n');
+      });
+    });
+
   return new Command('agent')
     .description('manage attested agents')
     .addCommand(list)
     .addCommand(show)
     .addCommand(evict)
     .addCommand(ban)
-    .addCommand(count);
+    .addCommand(count)
+    .addCommand(purge);
 }

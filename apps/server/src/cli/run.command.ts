@@ -1,8 +1,8 @@
 import { Command, Option } from 'commander';
-import { ConfigError, loadServerConfig, type ServerConfigFlags } from '../config.js';
+import { ConfigError, loadServerConfig, type ServerConfig, type ServerConfigFlags } from '../config.js';
 import { CliError } from './admin-client.js';
 
-type RunOptions = ServerConfigFlags & { config?: string };
+export type RunOptions = ServerConfigFlags & { config?: string };
 
 const FLAG_KEYS: readonly (keyof ServerConfigFlags)[] = [
   'trustDomain',
@@ -42,6 +42,7 @@ const FLAG_KEYS: readonly (keyof ServerConfigFlags)[] = [
   'agentSyncRate',
   'agentSyncBurst',
   'agentStatusCacheTtl',
+  'pruneAttestedNodesExpiredFor',
   'agentJwtSignRate',
   'agentJwtSignBurst',
   'agentSignMaxInFlight',
@@ -52,6 +53,18 @@ const FLAG_KEYS: readonly (keyof ServerConfigFlags)[] = [
   'agentRenewBurst',
   'listenBacklog',
 ];
+
+/** The server configuration from `run`'s (and `validate`'s) options, the environment and the config file. */
+export function configFromOptions(options: RunOptions): ServerConfig {
+  const flags: ServerConfigFlags = {};
+  for (const key of FLAG_KEYS) if (options[key] !== undefined) Object.assign(flags, { [key]: options[key] });
+  try {
+    return loadServerConfig({ flags, env: process.env, ...(options.config !== undefined && { file: options.config }) });
+  } catch (error) {
+    if (error instanceof ConfigError) throw new CliError(error.message, 1, 'invalid_argument');
+    throw error;
+  }
+}
 
 /** `sigil-server run`: validates the configuration before anything starts, then serves until SIGINT/SIGTERM. */
 export function runCommand(): Command {
@@ -106,6 +119,10 @@ export function runCommand(): Command {
       '--agent-status-cache-ttl <duration>',
       'longest an agent status (banned, evicted, SVID serial) is used from memory (default 30s)',
     )
+    .option(
+      '--prune-attested-nodes-expired-for <duration>',
+      'remove agents that can re-attest, are not banned and whose SVID expired this long ago; 0: never (default 30d)',
+    )
     .option('--agent-sign-rate <n>', 'X.509-SVID CSRs per second each agent may have signed (default 500)')
     .option('--agent-sign-burst <n>', 'X.509-SVID CSRs an agent may have signed at once, at least 500 (default 5000)')
     .option('--agent-jwt-sign-rate <n>', 'JWT-SVIDs per second each agent may have signed (default 100)')
@@ -121,19 +138,7 @@ export function runCommand(): Command {
     .option('--agent-renew-burst <n>', 'agent SVID renewals an agent may make at once (default 10)')
     .option('--listen-backlog <n>', 'accept queue of the TLS port, capped by net.core.somaxconn (default 4096)')
     .action(async (options: RunOptions) => {
-      const flags: ServerConfigFlags = {};
-      for (const key of FLAG_KEYS) if (options[key] !== undefined) Object.assign(flags, { [key]: options[key] });
-      let config;
-      try {
-        config = loadServerConfig({
-          flags,
-          env: process.env,
-          ...(options.config !== undefined && { file: options.config }),
-        });
-      } catch (error) {
-        if (error instanceof ConfigError) throw new CliError(error.message);
-        throw error;
-      }
+      const config = configFromOptions(options);
       // Loaded here, not at the top: the admin subcommands must start fast, without Nest.
       const [{ startServer }, { Logger }] = await Promise.all([import('../app.js'), import('@nestjs/common')]);
       const server = await startServer(config);

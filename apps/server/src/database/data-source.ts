@@ -8,6 +8,7 @@ import { CaKeyEntity } from '../ca/ca-key.entity.js';
 import { DnsNameEntity, EntryEntity, FederatedTrustDomainEntity, SelectorEntity } from '../entries/entry.entity.js';
 import { EntryEventEntity, RevisionCounterEntity } from '../entries/entry-event.entity.js';
 import { Admin1764000200000 } from '#migrations/1764000200000-Admin';
+import { AgentCanReattest1764000300000 } from '#migrations/1764000300000-AgentCanReattest';
 import { AdminTokenEntity } from '../auth/admin-token.entity.js';
 import { AuditRecordEntity } from '../audit/audit-record.entity.js';
 import { JoinTokenEntity } from '../join-tokens/join-token.entity.js';
@@ -34,7 +35,12 @@ export const ENTITIES = [
 ];
 
 /** Every migration, oldest first; hand-written SQL that PostgreSQL 15 and PGlite (PostgreSQL 18) both accept. */
-export const MIGRATIONS = [Registry1764000000000, Authority1764000100000, Admin1764000200000];
+export const MIGRATIONS = [
+  Registry1764000000000,
+  Authority1764000100000,
+  Admin1764000200000,
+  AgentCanReattest1764000300000,
+];
 
 /** Default pool size against a PostgreSQL server. */
 export const DEFAULT_POOL_SIZE = 10;

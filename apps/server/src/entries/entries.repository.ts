@@ -280,9 +280,7 @@ function matchFederatesWith<T extends object>(
       return;
     case 'exact':
       query.andWhere(hasAll);
-      query.andWhere(
-        '(SELECT count(*) FROM federated_trust_domains f WHERE f.entry_id = e.id) = :federatesWithCount',
-      );
+      query.andWhere('(SELECT count(*) FROM federated_trust_domains f WHERE f.entry_id = e.id) = :federatesWithCount');
       return;
     case 'subset':
       query.andWhere(`NOT EXISTS (SELECT 1 FROM federated_trust_domains f WHERE f.entry_id = e.id AND NOT (${given}))`);

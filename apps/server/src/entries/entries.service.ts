@@ -83,7 +83,10 @@ export class EntriesService {
       if ('idTaken' in outcome) {
         return {
           ok: false,
-          error: new AppError('already_exists', `id: an entry with id ${JSON.stringify(outcome.idTaken)} already exists`),
+          error: new AppError(
+            'already_exists',
+            `id: an entry with id ${JSON.stringify(outcome.idTaken)} already exists`,
+          ),
           existing: written.get(outcome.idTaken),
         };
       }
@@ -289,7 +292,10 @@ function checkMatch(field: string, match: string | undefined): void {
 
 function checkId(id: string, field = 'id'): void {
   if (typeof id !== 'string' || !UUID.test(id)) {
-    throw new AppError('invalid_argument', `${field}: must be an entry id (a lowercase uuid), got ${JSON.stringify(id)}`);
+    throw new AppError(
+      'invalid_argument',
+      `${field}: must be an entry id (a lowercase uuid), got ${JSON.stringify(id)}`,
+    );
   }
 }
 

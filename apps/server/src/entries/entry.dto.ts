@@ -19,6 +19,7 @@ import {
 import { type AppErrorKind } from '../common/errors.js';
 import { ENTRY_LIMITS, parseSelectorQuery } from './entry-rules.js';
 import {
+  MAX_BATCH_SIZE,
   SELECTOR_MATCHES,
   type Entry,
   type EntryCreateResult,
@@ -28,9 +29,6 @@ import {
   type SelectorMatch,
 } from './entry.js';
 import { MAX_PAGE_SIZE } from './entries.service.js';
-
-/** Most entries one batch create takes. */
-export const MAX_BATCH_SIZE = 500;
 
 // The DTOs check shape (types, list sizes); EntriesService checks meaning (SPIFFE IDs, selector syntax, bounds).
 // Lists of objects say @IsObject({ each: true }): ValidateNested alone walks an element that is itself a list as

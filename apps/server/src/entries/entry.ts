@@ -3,6 +3,9 @@ import type { AppError } from '../common/errors.js';
 
 export { SELECTOR_MATCHES, type Selector, type SelectorMatch } from '@sigil/runtime';
 
+/** Most entries one batch create takes (the admin API's limit; `entry create --data` sends batches of this size). */
+export const MAX_BATCH_SIZE = 500;
+
 /** A registration entry as the service hands it out (never the ORM entity). */
 export interface Entry {
   readonly id: string;
