@@ -301,6 +301,29 @@ describe('sigil-server SPIRE-parity commands (real binary, real server)', { time
     });
   });
 
+  it('gets, sets and resets the running log level (logger), in memory only', async () => {
+    expect(await server.cli(['logger', 'get'])).toMatchObject({
+      code: 0,
+      stdout: 'Logger Level : info\nLaunch Level : info\n',
+    });
+    expect(await server.json(['logger', 'set', '--level', 'debug'])).toEqual({
+      current_level: 'debug',
+      launch_level: 'info',
+    });
+    // At debug the server logs each admin request; back at info it does not.
+    const from = server.process.output().length;
+    await server.cli(['entry', 'count']);
+    await server.process.waitFor(/"level":20/, { from });
+    expect((await server.cli(['logger', 'reset'])).stdout).toBe('Logger Level : info\nLaunch Level : info\n');
+    const bad = await server.cli(['logger', 'set', '--level', 'loud']);
+    expect(bad.stderr).toMatch(
+      /^Error: option '--level <level>' argument 'loud' is invalid\. Allowed choices are fatal/,
+    );
+    expect((await server.cli(['logger', 'set'])).stderr).toBe(
+      "Error: required option '--level <level>' not specified\n",
+    );
+  });
+
   it('validates a configuration without starting, naming every bad key', async () => {
     const good = await runBin(SERVER_BIN, ['validate', '--trust-domain', 'example.org', '--data-dir', join(dir, 'v')]);
     expect(good).toMatchObject({ code: 0, stdout: 'Server configuration is valid.\n' });

@@ -19,6 +19,7 @@ import { type Clock, systemClock } from './common/clock.js';
 import { type ConnectionLimits, connectionServerOptions, TlsConnectionGuard } from './common/connection-limits.js';
 import { ErrorFilter } from './common/error.filter.js';
 import { createRootLogger, PinoLoggerService } from './common/logging.js';
+import { LogLevelService } from './logger/log-level.service.js';
 import { serveOpenApi } from './common/openapi.js';
 import { CaServerCredentialSource, type ServerCredentialSource, ServerTlsRefresher } from './common/server-tls.js';
 import { ATTESTATION_BODY_LIMIT_BYTES, BODY_LIMIT_BYTES, createJsonBodyParser } from './common/request-body.js';
@@ -109,6 +110,7 @@ export async function createServerApp(config: ServerConfig, options: ServerAppOp
     // Body parsing is ours (below), not Nest's: its JSON parser has no depth bound, and the API takes no forms.
     { logger: nestLogger, abortOnError: false, bodyParser: false },
   );
+  app.get(LogLevelService).attach(rootLogger, config.logLevel);
   const fastify = app.getHttpAdapter().getInstance();
   // The one body parser of every route (the TLS port and the admin socket share this routing): JSON only, its nesting
   // bounded before anything parses or transforms it. Any other content type gets 415.

@@ -5,6 +5,7 @@ import { agentCommand } from './cli/agent.command.js';
 import { bundleCommand } from './cli/bundle.command.js';
 import { entryCommand } from './cli/entry.command.js';
 import { healthcheckCommand } from './cli/healthcheck.command.js';
+import { loggerCommand } from './cli/logger.command.js';
 import { runCommand } from './cli/run.command.js';
 import { tokenCommand } from './cli/token.command.js';
 import { validateCommand } from './cli/validate.command.js';
@@ -21,7 +22,8 @@ export function buildServerCli(): Command {
     .addCommand(bundleCommand())
     .addCommand(healthcheckCommand())
     .addCommand(adminTokenCommand())
-    .addCommand(validateCommand());
+    .addCommand(validateCommand())
+    .addCommand(loggerCommand());
 }
 
 /** Runs the CLI: failures print one line, `Error: <message>`, and set a non-zero exit code (see `runCli`). */

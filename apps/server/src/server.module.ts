@@ -13,6 +13,7 @@ import { EntriesModule } from './entries/entries.module.js';
 import { HealthModule } from './health/health.module.js';
 import { MetricsModule } from './health/metrics.module.js';
 import { JoinTokensModule } from './join-tokens/join-tokens.module.js';
+import { LoggerModule } from './logger/logger.module.js';
 import { NodeAttestationModule } from './node-attestation/node-attestation.module.js';
 import type { NodeAttestor } from './node-attestation/node-attestor.js';
 
@@ -41,6 +42,7 @@ export class ServerModule {
         AgentApiModule,
         NodeAttestationModule.forRoot(nodeAttestors),
         HealthModule,
+        LoggerModule,
       ],
     };
   }
