@@ -432,6 +432,36 @@ describe('loadServerConfig: node attestors', () => {
     ]);
   });
 
+  it('takes an attestor several times, in order: one listing per instance (the registry refuses duplicates)', () => {
+    const a = 'k8s_psat:cluster=a,service_account_allow_list=sigil:agent';
+    const b = 'k8s_psat:cluster=b,kube_config_file=/etc/b.yaml';
+    const expected = (source: string) => [
+      { type: 'k8s_psat', options: { cluster: 'a', service_account_allow_list: 'sigil:agent' }, source },
+      { type: 'join_token', options: {}, source },
+      { type: 'k8s_psat', options: { cluster: 'b', kube_config_file: '/etc/b.yaml' }, source },
+    ];
+    expect(settings({ flags: { nodeAttestor: [a, 'join_token', b] } })).toEqual(expected('--node-attestor'));
+    expect(settings({ env: { SIGIL_NODE_ATTESTORS: `${a} join_token ${b}` } })).toEqual(
+      expected('SIGIL_NODE_ATTESTORS'),
+    );
+    const file = writeConfig('clusters.json', {
+      node_attestors: {
+        k8s_psat: [
+          { cluster: 'a', service_account_allow_list: 'sigil:agent' },
+          { cluster: 'b', kube_config_file: '/etc/b.yaml' },
+        ],
+        join_token: {},
+      },
+    });
+    const [first, joinToken, second] = expected('node_attestors');
+    expect(settings({ file })).toEqual([first, second, joinToken]);
+    // A single object is one listing, as before.
+    const single = writeConfig('single.json', { node_attestors: { k8s_psat: { cluster: 'a' } } });
+    expect(settings({ file: single })).toEqual([
+      { type: 'k8s_psat', options: { cluster: 'a' }, source: 'node_attestors' },
+    ]);
+  });
+
   it('gives --x509pop-ca-bundle to an x509pop listed without a bundle, and refuses two bundles', () => {
     const flags = { nodeAttestor: ['x509pop'], x509popCaBundle: '/etc/nodes.pem' };
     expect(settings({ flags })).toEqual([
@@ -456,16 +486,21 @@ describe('loadServerConfig: node attestors', () => {
       '--node-attestor: x509pop: options must be <option>=<value> separated by commas, got "ca_bundle="',
     ],
     [{ flags: { nodeAttestor: ['x509pop:a=1,a=2'] } }, '--node-attestor: x509pop: option a is set twice'],
-    [{ flags: { nodeAttestor: ['join_token', 'join_token'] } }, '--node-attestor: join_token is enabled twice'],
     [{ env: { SIGIL_NODE_ATTESTORS: '   ' } }, 'SIGIL_NODE_ATTESTORS: must name at least one node attestor'],
     [{ file: 'empty' }, 'node_attestors: must name at least one node attestor'],
     [{ file: 'not-object' }, 'node_attestors.x509pop: must be an object of options, e.g. {}'],
     [{ file: 'not-string' }, 'node_attestors.x509pop.ca_bundle: must be a string'],
+    [{ file: 'empty-array' }, 'node_attestors.k8s_psat: must hold at least one object of options'],
+    [{ file: 'array-of-strings' }, 'node_attestors.k8s_psat[1]: must be an object of options, e.g. {}'],
+    [{ file: 'array-not-string' }, 'node_attestors.k8s_psat[0].cluster: must be a string'],
   ])('refuses %j', (input, problem) => {
     const files: Record<string, unknown> = {
       empty: { node_attestors: {} },
       'not-object': { node_attestors: { x509pop: 'ca.pem' } },
       'not-string': { node_attestors: { x509pop: { ca_bundle: 7 } } },
+      'empty-array': { node_attestors: { k8s_psat: [] } },
+      'array-of-strings': { node_attestors: { k8s_psat: [{ cluster: 'a' }, 'cluster=b'] } },
+      'array-not-string': { node_attestors: { k8s_psat: [{ cluster: 1 }] } },
     };
     const resolved = 'file' in input ? { file: writeConfig(`${input.file}.json`, files[input.file]) } : input;
     expect(problemsOf(resolved as LoadServerConfigInput)).toEqual([problem]);

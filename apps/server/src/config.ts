@@ -605,8 +605,9 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
 
 /**
  * The enabled node attestors: those of `--node-attestor` (repeatable), `SIGIL_NODE_ATTESTORS` (the same, separated
- * by spaces) or the file's `node_attestors` object (`{"x509pop": {"ca_bundle": "…"}}`); by default `join_token`
- * alone. `--x509pop-ca-bundle` (older than `--node-attestor`) enables x509pop with that bundle, or gives it to an
+ * by spaces) or the file's `node_attestors` object (`{"x509pop": {"ca_bundle": "…"}}`, or an array of option
+ * objects for an attestor enabled once per instance: `{"k8s_psat": [{"cluster": "a", …}, {"cluster": "b", …}]}`);
+ * by default `join_token` alone. An attestor listed twice is the registry's to refuse (node-attestors.ts). `--x509pop-ca-bundle` (older than `--node-attestor`) enables x509pop with that bundle, or gives it to an
  * x509pop listed without one.
  */
 function nodeAttestorSettings(
@@ -616,9 +617,19 @@ function nodeAttestorSettings(
   problems: string[],
 ): NodeAttestorSetting[] {
   const settings: NodeAttestorSetting[] = [];
+  // An attestor listed twice is refused by the node-attestation registry, which knows the attestors that may be
+  // enabled once per value of an option (k8s_psat: once per cluster).
   const add = (type: string, options: Record<string, string>): void => {
-    if (settings.some((setting) => setting.type === type)) problems.push(`${source}: ${type} is enabled twice`);
-    else settings.push({ type, options: Object.freeze(options), source });
+    settings.push({ type, options: Object.freeze(options), source });
+  };
+  const addObject = (type: string, where: string, options: unknown): void => {
+    if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+      problems.push(`${where}: must be an object of options, e.g. {}`);
+      return;
+    }
+    const bad = Object.entries(options).filter(([, option]) => typeof option !== 'string');
+    for (const [name] of bad) problems.push(`${where}.${name}: must be a string`);
+    if (bad.length === 0) add(type, { ...(options as Record<string, string>) });
   };
   if (value === undefined) {
     add(JOIN_TOKEN_ATTESTOR.type, {});
@@ -636,12 +647,12 @@ function nodeAttestorSettings(
     for (const [type, options] of entries) {
       if (!PLUGIN_NAME.test(type)) {
         problems.push(`${source}: ${JSON.stringify(type)} is not a node attestor type (a-z, 0-9 and _)`);
-      } else if (typeof options !== 'object' || options === null || Array.isArray(options)) {
-        problems.push(`${source}.${type}: must be an object of options, e.g. {}`);
+      } else if (Array.isArray(options)) {
+        // One object per instance: `{"k8s_psat": [{"cluster": "a", …}, {"cluster": "b", …}]}`.
+        if (options.length === 0) problems.push(`${source}.${type}: must hold at least one object of options`);
+        options.forEach((each: unknown, index) => addObject(type, `${source}.${type}[${index}]`, each));
       } else {
-        const bad = Object.entries(options).filter(([, option]) => typeof option !== 'string');
-        for (const [name] of bad) problems.push(`${source}.${type}.${name}: must be a string`);
-        if (bad.length === 0) add(type, { ...(options as Record<string, string>) });
+        addObject(type, `${source}.${type}`, options);
       }
     }
   } else {

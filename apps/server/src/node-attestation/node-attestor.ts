@@ -13,7 +13,8 @@ import type { AgentSelector } from '../agents/agent.js';
  * requests, so an attestor with a challenge keeps its outstanding challenges itself (in this replica's memory).
  *
  * An attestor is a Nest provider in a folder of its own under `node-attestation/`, listed once in
- * `NODE_ATTESTORS` (node-attestors.ts); `--node-attestor <type>[:option=value,…]` enables it.
+ * `NODE_ATTESTORS` (node-attestors.ts); `--node-attestor <type>[:option=value,…]` enables it (once, or once per
+ * instance: {@link NodeAttestor.instanceOption}).
  */
 export interface NodeAttestor<Request extends AttestationRequestBody = AttestationRequestBody> {
   /** SPIRE's plug-in name (`join_token`, `x509pop`): the agents' attestation type and the agent ID's first segment. */
@@ -23,6 +24,13 @@ export interface NodeAttestor<Request extends AttestationRequestBody = Attestati
   /** The options `--node-attestor <type>:<option>=<value>` may set; any other is a config error. */
   readonly optionNames: readonly string[];
   /**
+   * For an attestor that may be enabled more than once: the option (one of {@link optionNames}) whose value names
+   * each instance (k8s_psat: `cluster`, one instance per cluster, as SPIRE's `clusters = { … }`). The attestor may
+   * then be listed once per distinct value, and {@link configure} is called once per listing. Undefined: it may be
+   * listed once.
+   */
+  readonly instanceOption?: string;
+  /**
    * The class of the attestation request body, with class-validator rules: the body is checked against it (unknown
    * fields refused, each failure naming its field) before anything else, and it documents the route in OpenAPI.
    */
@@ -31,7 +39,8 @@ export interface NodeAttestor<Request extends AttestationRequestBody = Attestati
   readonly challenge?: NodeAttestorChallenge;
 
   /**
-   * Called once at start when the attestor is enabled, with its options (only names from {@link optionNames}).
+   * Called at start when the attestor is enabled, with its options (only names from {@link optionNames}): once, or
+   * once per instance for an attestor with an {@link instanceOption} (each call adds an instance).
    *
    * @throws NodeAttestorOptionError naming the option and what is wrong; the server does not start
    */

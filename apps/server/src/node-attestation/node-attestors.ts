@@ -32,6 +32,7 @@ export class NodeAttestorRegistry implements OnModuleInit {
    */
   async onModuleInit(): Promise<void> {
     const byType = new Map(this.attestors.map((attestor) => [attestor.type, attestor]));
+    this.refuseDuplicates(byType);
     for (const setting of this.config.nodeAttestors) {
       const attestor = byType.get(setting.type);
       const where = `${setting.source} ${setting.type}`;
@@ -57,6 +58,40 @@ export class NodeAttestorRegistry implements OnModuleInit {
       this.enabled.set(attestor.route, attestor);
     }
     this.logger.log({ msg: 'node attestors enabled', attestors: this.enabledTypes() });
+  }
+
+  /**
+   * Refuses, before any attestor is configured, an attestor listed twice: one without an instance option at all,
+   * one with it for the same value of that option (a listing without the option is left to the attestor's own
+   * "required" message).
+   */
+  private refuseDuplicates(byType: ReadonlyMap<string, NodeAttestor>): void {
+    const seen = new Set<string>();
+    for (const setting of this.config.nodeAttestors) {
+      const attestor = byType.get(setting.type);
+      if (attestor === undefined) continue; // refused as unknown below
+      const { instanceOption } = attestor;
+      if (instanceOption === undefined) {
+        if (seen.has(setting.type)) {
+          const several = this.attestors.filter((attestor) => attestor.instanceOption !== undefined);
+          const which = several.map((attestor) => `${attestor.type} (once per ${attestor.instanceOption})`);
+          throw new Error(
+            `${setting.source}: ${setting.type} is enabled twice (only ${which.join(', ') || 'none'} may be enabled more than once)`,
+          );
+        }
+        seen.add(setting.type);
+        continue;
+      }
+      const value = setting.options[instanceOption];
+      if (value === undefined) continue;
+      const key = `${setting.type}\0${value}`;
+      if (seen.has(key)) {
+        throw new Error(
+          `${setting.source}: ${setting.type} is enabled twice for ${instanceOption} ${JSON.stringify(value)} (once per ${instanceOption})`,
+        );
+      }
+      seen.add(key);
+    }
   }
 
   /**
@@ -90,7 +125,7 @@ export class NodeAttestorRegistry implements OnModuleInit {
     return this.enabled.get(route)?.challenge === undefined ? 1 : 0;
   }
 
-  /** The enabled attestors' types, in the order they were configured. */
+  /** The enabled attestors' types, in the order they were configured (each once). */
   enabledTypes(): string[] {
     return [...this.enabled.values()].map((attestor) => attestor.type);
   }

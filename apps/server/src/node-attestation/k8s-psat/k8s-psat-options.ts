@@ -79,7 +79,7 @@ export function parseK8sPsatOptions(options: Readonly<Record<string, string>>): 
   if (cluster === undefined) {
     throw new NodeAttestorOptionError(
       'cluster',
-      'required: the name agents of this cluster give (one cluster per server)',
+      'required: the name agents of this cluster give (k8s_psat is enabled once per cluster)',
     );
   }
   const clusterProblem = k8sPsatClusterNameProblem(cluster);

@@ -23,7 +23,22 @@ import {
   type TokenReviewStatus,
 } from './kube-api-client.js';
 
-import { inClusterConnection, KubeConfigError, type KubeConnection, loadKubeConfigFile } from './kube-config.js';
+import {
+  IN_CLUSTER_SERVICE_ACCOUNT_DIR,
+  inClusterConnection,
+  KubeConfigError,
+  type KubeConnection,
+  loadKubeConfigFile,
+} from './kube-config.js';
+
+/** The injection token of the folder of the in-cluster service account files (tests point it elsewhere). */
+export const K8S_IN_CLUSTER_DIR = Symbol('K8S_IN_CLUSTER_DIR');
+
+/** One configured cluster: its options and its API server. */
+interface K8sPsatCluster {
+  readonly options: K8sPsatOptions;
+  readonly client: KubeApiClient;
+}
 
 /** `user.extra` keys of a TokenReview of a token bound to a pod. */
 const POD_NAME_KEY = 'authentication.kubernetes.io/pod-name';
@@ -42,8 +57,10 @@ const EXPIRY_LEEWAY_MS = 60_000;
  * selectors. Nothing the agent says besides the token decides who it is: a token copied to another node still names
  * the pod and node it was minted for. The node may attest again (its pod's token rotates), unless banned.
  *
- * One cluster per server. Options (SPIRE's names, lists `;`-separated): `cluster`, `service_account_allow_list`
- * (required); `audience` (default `sigil-server`), `kube_config_file` (default: in-cluster),
+ * One instance per cluster (SPIRE's `clusters = { "<name>" = { … } }`): `--node-attestor k8s_psat:cluster=<name>,…`
+ * once per cluster, each with its own API server, audience, allow-list and label keys; the request's `cluster`
+ * picks one. Options (SPIRE's names, lists `;`-separated): `cluster`, `service_account_allow_list` (required);
+ * `audience` (default `sigil-server`), `kube_config_file` (default: in-cluster, for at most one cluster),
  * `allowed_pod_label_keys`, `allowed_node_label_keys`.
  */
 @Injectable()
@@ -51,21 +68,42 @@ export class K8sPsatAttestor implements NodeAttestor<K8sPsatAttestationDto>, OnM
   readonly type = K8S_PSAT_ATTESTOR.type;
   readonly route = K8S_PSAT_ATTESTOR.route;
   readonly optionNames: readonly string[] = K8S_PSAT_OPTION_NAMES;
+  readonly instanceOption = 'cluster';
   readonly requestType = K8sPsatAttestationDto;
 
   private readonly logger = new Logger(K8sPsatAttestor.name);
-  private options: K8sPsatOptions | undefined;
-  private client: KubeApiClient | undefined;
+  /** The configured clusters, by name. */
+  private readonly clusters = new Map<string, K8sPsatCluster>();
 
-  constructor(@Optional() @Inject(CLOCK) private readonly clock: Clock = systemClock) {}
+  constructor(
+    @Optional() @Inject(CLOCK) private readonly clock: Clock = systemClock,
+    @Optional() @Inject(K8S_IN_CLUSTER_DIR) private readonly inClusterDir: string = IN_CLUSTER_SERVICE_ACCOUNT_DIR,
+  ) {}
 
+  /** Adds one cluster (the registry calls it once per `--node-attestor k8s_psat:cluster=…`). */
   async configure(options: Readonly<Record<string, string>>): Promise<void> {
     const parsed = parseK8sPsatOptions(options);
+    if (this.clusters.has(parsed.cluster)) {
+      // The registry refuses a second listing of a cluster before configuring any; this is its invariant.
+      throw new NodeAttestorOptionError('cluster', `${JSON.stringify(parsed.cluster)} is configured twice`);
+    }
+    if (parsed.kubeConfigFile === undefined) {
+      // The pod's own service account reaches its own cluster only.
+      const inCluster = [...this.clusters.values()].find((each) => each.options.kubeConfigFile === undefined);
+      if (inCluster !== undefined) {
+        throw new NodeAttestorOptionError(
+          'kube_config_file',
+          `not set for cluster ${JSON.stringify(parsed.cluster)}, and cluster ` +
+            `${JSON.stringify(inCluster.options.cluster)} already uses the in-cluster configuration, which can ` +
+            'serve one cluster only: set kube_config_file for every other cluster',
+        );
+      }
+    }
     let connection: KubeConnection;
     try {
       connection =
         parsed.kubeConfigFile === undefined
-          ? await inClusterConnection()
+          ? await inClusterConnection(process.env, this.inClusterDir)
           : await loadKubeConfigFile(parsed.kubeConfigFile);
     } catch (error) {
       if (!(error instanceof KubeConfigError)) throw error;
@@ -78,13 +116,12 @@ export class K8sPsatAttestor implements NodeAttestor<K8sPsatAttestationDto>, OnM
         source: connection.source,
       });
     }
-    this.client?.close();
-    this.client = new KubeApiClient(connection);
-    this.options = parsed;
+    const client = new KubeApiClient(connection);
+    this.clusters.set(parsed.cluster, { options: parsed, client });
     this.logger.log({
       msg: 'k8s_psat attestation enabled',
       cluster: parsed.cluster,
-      kubernetesApi: this.client.server,
+      kubernetesApi: client.server,
       source: connection.source,
       audience: parsed.audience,
       serviceAccounts: [...parsed.serviceAccounts],
@@ -92,30 +129,32 @@ export class K8sPsatAttestor implements NodeAttestor<K8sPsatAttestationDto>, OnM
   }
 
   onModuleDestroy(): void {
-    this.client?.close();
+    for (const { client } of this.clusters.values()) client.close();
   }
 
   /**
-   * Asks the cluster's API server who the token belongs to, then reads its pod and node.
+   * Asks the API server of the request's cluster who the token belongs to, then reads its pod and node.
    *
-   * @throws AppError `invalid_argument` for another cluster; `permission_denied` when the token is not
+   * @throws AppError `invalid_argument` for a cluster not configured; `permission_denied` when the token is not
    *   authenticated, has the wrong audience, belongs to a service account not allowed or to no pod, or its pod or
    *   node is gone; `unavailable` when the API server cannot answer (the agent asks again later)
    */
   async attest(request: K8sPsatAttestationDto): Promise<NodeAttestation> {
-    const { options, client } = this.require();
-    const { cluster } = options;
-    if (request.cluster !== cluster) {
-      // The configured cluster's name is not told to an unauthenticated caller.
+    const configured = this.clusters.get(request.cluster);
+    if (configured === undefined) {
+      // The configured clusters' names are not told to an unauthenticated caller.
       throw new AppError('invalid_argument', `k8s_psat: not configured for cluster ${JSON.stringify(request.cluster)}`);
     }
+    const { options, client } = configured;
+    const { cluster } = options;
+    // From here on, only this cluster's API server, audience and allow-list decide.
     this.precheck(request.token, options);
-    const review = await this.api(() => client.reviewToken(request.token, [options.audience]));
+    const review = await this.api(cluster, () => client.reviewToken(request.token, [options.audience]));
     const identity = this.checkReview(review, request.token, options);
     if (!isNamespace(identity.namespace) || !isObjectName(identity.podName)) {
       throw new AppError('permission_denied', 'k8s_psat: the token names a pod that is not a Kubernetes object name');
     }
-    const pod = await this.api(() => client.getPod(identity.namespace, identity.podName));
+    const pod = await this.api(cluster, () => client.getPod(identity.namespace, identity.podName));
     const podRef = JSON.stringify(`${identity.namespace}/${identity.podName}`);
     if (pod === undefined) {
       throw new AppError(
@@ -137,7 +176,7 @@ export class K8sPsatAttestor implements NodeAttestor<K8sPsatAttestationDto>, OnM
     if (!isObjectName(nodeName)) {
       throw new AppError('unavailable', `k8s_psat: pod ${podRef} names a node that is not a Kubernetes object name`);
     }
-    const node = await this.api(() => client.getNode(nodeName));
+    const node = await this.api(cluster, () => client.getNode(nodeName));
     if (node === undefined) {
       throw new AppError(
         'permission_denied',
@@ -240,12 +279,11 @@ export class K8sPsatAttestor implements NodeAttestor<K8sPsatAttestationDto>, OnM
   }
 
   /** Runs one API call; an API that cannot answer is `unavailable` for the agent, and its details are logged here. */
-  private async api<T>(call: () => Promise<T>): Promise<T> {
+  private async api<T>(cluster: string, call: () => Promise<T>): Promise<T> {
     try {
       return await call();
     } catch (error) {
       if (!(error instanceof KubeApiError)) throw error;
-      const cluster = this.options?.cluster;
       this.logger.warn({
         msg: 'k8s_psat: kubernetes api call failed',
         cluster,
@@ -258,13 +296,6 @@ export class K8sPsatAttestor implements NodeAttestor<K8sPsatAttestationDto>, OnM
         { cause: error, retryAfterSeconds: RETRY_AFTER_SECONDS },
       );
     }
-  }
-
-  private require(): { options: K8sPsatOptions; client: KubeApiClient } {
-    // The registry only routes to an enabled attestor, which configure() set up.
-    if (this.options === undefined || this.client === undefined)
-      throw new Error('k8s_psat: used before it was configured');
-    return { options: this.options, client: this.client };
   }
 }
 

@@ -8,6 +8,7 @@ import { FakeKubeApiServer } from '../../../../../test/support/fake-kube-apiserv
 import { AppError } from '../../common/errors.js';
 import { NodeAttestorOptionError } from '../node-attestor.js';
 import { K8sPsatAttestor } from './k8s-psat.attestor.js';
+import { systemClock } from '../../common/clock.js';
 import { K8sPsatAttestationDto } from './k8s-psat.dto.js';
 import { createValidationPipe } from '../../common/validation.js';
 import { K8S_PSAT_TOKEN_MAX_LENGTH } from '@sigil/agent-api';
@@ -398,7 +399,7 @@ describe('k8s_psat server options', () => {
     [
       'no cluster',
       { cluster: undefined },
-      'option cluster: required: the name agents of this cluster give (one cluster per server)',
+      'option cluster: required: the name agents of this cluster give (k8s_psat is enabled once per cluster)',
     ],
     [
       'a cluster that is no path segment',
@@ -678,5 +679,159 @@ describe('k8s_psat attestation body', () => {
     expect(await validate({ cluster: 'c'.repeat(129), token: 't', csr: CSR, node: 'b' })).toBe(
       'invalid_argument: node: unknown field; cluster: must be shorter than or equal to 128 characters',
     );
+  });
+});
+
+describe('k8s_psat with several clusters (one instance per cluster)', () => {
+  // A second cluster: its own API server, CA, caller token, service accounts and tokens.
+  let east: FakeKubeApiServer;
+  beforeAll(async () => {
+    east = await FakeKubeApiServer.start();
+  });
+  afterAll(async () => {
+    await east?.close();
+  });
+
+  /** `prod` on `api` (sigil:sigil-agent, audience sigil-server); `east` on `east` (spire:agent, sigil-east). */
+  async function twoClusters(): Promise<K8sPsatAttestor> {
+    const psat = new K8sPsatAttestor();
+    await psat.configure({
+      cluster: 'prod',
+      service_account_allow_list: 'sigil:sigil-agent',
+      kube_config_file: await file(await api.kubeconfig()),
+    });
+    await psat.configure({
+      cluster: 'east',
+      service_account_allow_list: 'spire:agent',
+      audience: 'sigil-east',
+      allowed_node_label_keys: 'topology.kubernetes.io/zone',
+      kube_config_file: await file(await east.kubeconfig()),
+    });
+    return psat;
+  }
+
+  /** A pod of `account` on `node` in the cluster of `server`, and a projected token for it. */
+  function podToken(server: FakeKubeApiServer, node: typeof NODE_A, account: string, audience: string) {
+    const [namespace, serviceAccount] = account.split(':') as [string, string];
+    const name = `${serviceAccount}-${node.name}-${randomSuffix()}`;
+    server.addNode({ ...node, labels: { 'topology.kubernetes.io/zone': server === east ? 'us-1b' : 'eu-1a' } });
+    server.addPod({ namespace, name, nodeName: node.name, serviceAccount });
+    return server.issueToken({ namespace, serviceAccount, pod: { name }, audiences: [audience] });
+  }
+  let pods = 0;
+  const randomSuffix = (): string => String(++pods);
+
+  it("attests each cluster's agents against that cluster's API server, audience and allow-list", async () => {
+    const psat = await twoClusters();
+    const prodToken = podToken(api, NODE_A, 'sigil:sigil-agent', 'sigil-server');
+    const eastToken = podToken(east, NODE_B, 'spire:agent', 'sigil-east');
+    const [prodReviews, eastReviews] = [api.reviewedTokens.length, east.reviewedTokens.length];
+
+    expect((await psat.attest(request(prodToken, 'prod'))).agentIdSuffix).toEqual(['prod', NODE_A.uid]);
+    const found = await psat.attest(request(eastToken, 'east'));
+    expect(found.agentIdSuffix).toEqual(['east', NODE_B.uid]);
+    const values = found.selectors.map((selector) => selector.value);
+    expect(values).toContain('cluster:east');
+    expect(values).toContain('agent_sa:agent');
+    expect(values).toContain('agent_node_label:topology.kubernetes.io/zone:us-1b');
+    // Each review went to its own cluster's API server, for its own audience, with that cluster's credentials.
+    expect(api.reviewedTokens.slice(prodReviews)).toEqual([prodToken]);
+    expect(east.reviewedTokens.slice(eastReviews)).toEqual([eastToken]);
+    expect(east.calls.slice(-3).map((call) => [call.method, call.path, call.status, call.user])).toEqual([
+      ['POST', '/apis/authentication.k8s.io/v1/tokenreviews', 201, east.callerUser],
+      ['GET', `/api/v1/namespaces/spire/pods/${'agent-node-b-' + String(pods)}`, 200, east.callerUser],
+      ['GET', '/api/v1/nodes/node-b', 200, east.callerUser],
+    ]);
+    psat.onModuleDestroy();
+  });
+
+  it('refuses a token of one cluster presented as another: only the named cluster is asked, and it says no', async () => {
+    const psat = await twoClusters();
+    // Minted by prod for east's audience (so no precheck stops it): east's API server does not know it.
+    const prodToken = podToken(api, NODE_A, 'spire:agent', 'sigil-east');
+    const prodReviews = api.reviewedTokens.length;
+    const asEast = await refusal(psat.attest(request(prodToken, 'east')), prodToken);
+    expect([asEast.kind, asEast.message]).toEqual([
+      'permission_denied',
+      'k8s_psat: token not authenticated by the kubernetes api of cluster "east": [invalid bearer token, ' +
+        'square/go-jose: error in cryptographic primitive]',
+    ]);
+    expect(east.reviewedTokens.at(-1)).toBe(prodToken);
+    expect(api.reviewedTokens.length).toBe(prodReviews);
+    // And the other way round.
+    const eastToken = podToken(east, NODE_B, 'sigil:sigil-agent', 'sigil-server');
+    const asProd = await refusal(psat.attest(request(eastToken, 'prod')), eastToken);
+    expect(asProd.message).toMatch(/^k8s_psat: token not authenticated by the kubernetes api of cluster "prod"/);
+    // Each cluster's audience is its own: prod's audience is refused for east before any API call.
+    const forProd = podToken(east, NODE_B, 'spire:agent', 'sigil-server');
+    const eastReviews = east.reviewedTokens.length;
+    const wrongAudience = await refusal(psat.attest(request(forProd, 'east')), forProd);
+    expect(wrongAudience.message).toBe(
+      'k8s_psat: wrong audience: the token is for ["sigil-server"], this server accepts "sigil-east"',
+    );
+    expect(east.reviewedTokens.length).toBe(eastReviews);
+    psat.onModuleDestroy();
+  });
+
+  it("keeps each cluster's allow-list to itself, and refuses a cluster not configured", async () => {
+    const psat = await twoClusters();
+    // spire:agent is allowed in east, not in prod; sigil:sigil-agent the other way round.
+    const prodToken = podToken(api, NODE_A, 'spire:agent', 'sigil-server');
+    const inProd = await refusal(psat.attest(request(prodToken, 'prod')), prodToken);
+    expect([inProd.kind, inProd.message]).toEqual([
+      'permission_denied',
+      'k8s_psat: service account "spire:agent" is not allowed for cluster "prod"',
+    ]);
+    const eastToken = podToken(east, NODE_B, 'sigil:sigil-agent', 'sigil-east');
+    const inEast = await refusal(psat.attest(request(eastToken, 'east')), eastToken);
+    expect(inEast.message).toBe('k8s_psat: service account "sigil:sigil-agent" is not allowed for cluster "east"');
+    const other = await refusal(psat.attest(request(eastToken, 'west')), eastToken);
+    expect([other.kind, other.message]).toEqual(['invalid_argument', 'k8s_psat: not configured for cluster "west"']);
+    psat.onModuleDestroy();
+  });
+
+  it('serves at most one cluster from the in-cluster configuration, and a cluster once', async () => {
+    const serviceAccount = await mkdtemp(join(dir, 'sa-'));
+    await writeFile(join(serviceAccount, 'ca.crt'), east.caPem);
+    await writeFile(join(serviceAccount, 'token'), east.callerToken);
+    const saved = { host: process.env['KUBERNETES_SERVICE_HOST'], port: process.env['KUBERNETES_SERVICE_PORT'] };
+    process.env['KUBERNETES_SERVICE_HOST'] = '127.0.0.1';
+    process.env['KUBERNETES_SERVICE_PORT'] = String(east.port);
+    const psat = new K8sPsatAttestor(systemClock, serviceAccount);
+    try {
+      await psat.configure({ cluster: 'east', service_account_allow_list: 'spire:agent', audience: 'sigil-east' });
+      const eastToken = podToken(east, NODE_B, 'spire:agent', 'sigil-east');
+      expect((await psat.attest(request(eastToken, 'east'))).agentIdSuffix).toEqual(['east', NODE_B.uid]);
+      await expect(
+        psat.configure({ cluster: 'prod', service_account_allow_list: 'sigil:sigil-agent' }),
+      ).rejects.toThrow(
+        'option kube_config_file: not set for cluster "prod", and cluster "east" already uses the in-cluster ' +
+          'configuration, which can serve one cluster only: set kube_config_file for every other cluster',
+      );
+      await expect(
+        psat.configure({
+          cluster: 'east',
+          service_account_allow_list: 'spire:agent',
+          kube_config_file: await file(await east.kubeconfig()),
+        }),
+      ).rejects.toThrow('option cluster: "east" is configured twice');
+      // With its own kubeconfig, another cluster is added beside the in-cluster one.
+      await psat.configure({
+        cluster: 'prod',
+        service_account_allow_list: 'sigil:sigil-agent',
+        kube_config_file: await file(await api.kubeconfig()),
+      });
+      const prodToken = podToken(api, NODE_A, 'sigil:sigil-agent', 'sigil-server');
+      expect((await psat.attest(request(prodToken, 'prod'))).agentIdSuffix).toEqual(['prod', NODE_A.uid]);
+    } finally {
+      psat.onModuleDestroy();
+      for (const [name, value] of [
+        ['KUBERNETES_SERVICE_HOST', saved.host],
+        ['KUBERNETES_SERVICE_PORT', saved.port],
+      ] as const) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
   });
 });
