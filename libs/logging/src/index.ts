@@ -1,5 +1,6 @@
 export {
   createJsonLogger,
+  createServiceLogger,
   formatTextLine,
   LOG_FORMATS,
   LOG_LEVELS,
@@ -8,6 +9,7 @@ export {
   type JsonLoggerOptions,
   type LogFormat,
   type LogLevel,
+  type LogOutput,
 } from './logging.js';
 export {
   LOG_INTERVAL_MS,

@@ -104,6 +104,31 @@ export function createJsonLogger(options: JsonLoggerOptions): Logger {
   );
 }
 
+/** Where and how a process's log lines go: `--log-format` (default json) and `--log-file` (default stdout). */
+export interface LogOutput {
+  readonly logFormat?: LogFormat;
+  readonly logFile?: string;
+}
+
+/**
+ * The root logger of one of Sigil's processes (`service`: `sigil-server`, `sigil-agent`) at `level`, with the
+ * configured format and file; `destination` lets tests capture the lines.
+ */
+export function createServiceLogger(
+  service: string,
+  level: LevelWithSilent,
+  destination?: DestinationStream,
+  output: LogOutput = {},
+): Logger {
+  return createJsonLogger({
+    service,
+    level,
+    ...(output.logFormat && { format: output.logFormat }),
+    ...(output.logFile !== undefined && { file: output.logFile }),
+    ...(destination && { destination }),
+  });
+}
+
 // Nest's own start-up chatter (one line per module and route) is debug detail, not lifecycle news.
 const FRAMEWORK_CONTEXTS = new Set(['InstanceLoader', 'RoutesResolver', 'RouterExplorer', 'NestFactory']);
 

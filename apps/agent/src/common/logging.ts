@@ -1,13 +1,7 @@
-import { createJsonLogger, type LogFormat } from '@sigil/logging';
+import { createServiceLogger, type LogOutput } from '@sigil/logging';
 import { type DestinationStream, type LevelWithSilent, type Logger } from 'pino';
 
-export { PinoLoggerService } from '@sigil/logging';
-
-/** Where and how log lines go: `--log-format` (default json) and `--log-file` (default stdout). */
-export interface LogOutput {
-  readonly logFormat?: LogFormat;
-  readonly logFile?: string;
-}
+export { PinoLoggerService, type LogOutput } from '@sigil/logging';
 
 /** The sigil-agent root logger: secrets redacted. `destination` lets tests capture the lines. */
 export function createRootLogger(
@@ -15,11 +9,5 @@ export function createRootLogger(
   destination?: DestinationStream,
   output: LogOutput = {},
 ): Logger {
-  return createJsonLogger({
-    service: 'sigil-agent',
-    level,
-    ...(output.logFormat && { format: output.logFormat }),
-    ...(output.logFile !== undefined && { file: output.logFile }),
-    ...(destination && { destination }),
-  });
+  return createServiceLogger('sigil-agent', level, destination, output);
 }
