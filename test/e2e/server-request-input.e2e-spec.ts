@@ -134,7 +134,13 @@ describe('sigil-server request input: audit by matched route, bounded bodies (bo
   beforeAll(async () => {
     scratch = await mkdtemp(join(tmpdir(), 'sigil-e2e-input-'));
     let config: ServerConfig;
-    ({ config, database: db } = await testServerConfig(scratch, { logLevel: 'error' }));
+    // Malformed attestation bodies are refusals that cost 10 tokens each: the budget is raised out of the way, as
+    // this spec is about what each malformed body gets, not about the rate limit.
+    ({ config, database: db } = await testServerConfig(scratch, {
+      logLevel: 'error',
+      attestationRate: '100000',
+      attestationBurst: '100000',
+    }));
     server = await startServer(config, { logger: createRootLogger('silent') });
     database = db?.dataSource ?? server.app.get(Database).dataSource;
     const socket: Listener = {
