@@ -198,6 +198,13 @@ async function main(): Promise<void> {
     const checkedChains = (chainAnswers.get(403) ?? 0) / attackSeconds;
     log(`legitimate x509pop attestation during: ${formatLatency(attestDuring)}`);
     log(`admin during attack:                   ${formatLatency(adminDuring)}`);
+    const slowest = during.attestations.latencies.indexOf(Math.max(...during.attestations.latencies));
+    if (slowest >= 0) {
+      const offset = (during.attestations.startedAt[slowest]! - started) / 1000;
+      log(
+        `slowest legitimate attestation during: started ${offset.toFixed(2)} s into the attack (${new Date(performance.timeOrigin + during.attestations.startedAt[slowest]!).toISOString()})`,
+      );
+    }
     log(`legitimate attestations refused: ${JSON.stringify(Object.fromEntries(legitRefused))}`);
     log(
       `attacker: ${formatCount(sent)} requests in ${attackSeconds.toFixed(1)} s from ${attackerAddresses} address(es) ` +

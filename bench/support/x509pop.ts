@@ -226,6 +226,8 @@ export function tlsAgent(connections: number): Agent {
 /** What {@link attestRepeatedly} saw: latencies of successful attestations, and the status of each refused one. */
 export interface AttestationRun {
   readonly latencies: number[];
+  /** When each successful attestation started (`performance.now()`), beside its latency. */
+  readonly startedAt: number[];
   readonly refused: Map<number, number>;
 }
 
@@ -243,14 +245,16 @@ export async function attestRepeatedly(
   let done = false;
   void until.then(() => (done = true));
   const agent = tlsAgent(1);
-  const run: AttestationRun = { latencies: [], refused: new Map() };
+  const run: AttestationRun = { latencies: [], startedAt: [], refused: new Map() };
   try {
     while (!done) {
       const start = performance.now();
       const answer = await attestX509pop(port, agent, node, localAddress);
       const elapsed = performance.now() - start;
-      if (answer.status === 200) run.latencies.push(elapsed);
-      else run.refused.set(answer.status, (run.refused.get(answer.status) ?? 0) + 1);
+      if (answer.status === 200) {
+        run.latencies.push(elapsed);
+        run.startedAt.push(start);
+      } else run.refused.set(answer.status, (run.refused.get(answer.status) ?? 0) + 1);
       await new Promise((resolve) => setTimeout(resolve, Math.max(0, intervalMs - elapsed)));
     }
   } finally {

@@ -1,4 +1,5 @@
-import { describe, expect, it } from 'vitest';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, expect, it, vi } from 'vitest';
 import { FairQueue, FairQueueFullError } from './fair-queue.js';
 
 /** Lets `n` turns of the event loop pass (the queue starts at most one chunk per turn). */
@@ -178,5 +179,48 @@ describe('FairQueue', () => {
     const fine = queue.run('b', [1, 2, 3], (chunk) => Promise.resolve(chunk.map((item) => item * 2)));
     await expect(failing).rejects.toThrow('boom');
     expect(await fine).toEqual([2, 4, 6]);
+  });
+
+  it('with a busy share, starts the next turn only after a pause in proportion to the time the last one took', async () => {
+    // The queue's clock is the test's: a turn "takes" 10 ms by moving it; nothing else moves it.
+    let now = 0;
+    const queue = new FairQueue({
+      chunkSize: 1,
+      concurrency: 1,
+      maxQueuedItems: 100,
+      startAtOnce: false,
+      maxBusyShare: 0.25,
+      now: () => now,
+    });
+    const startedAt: number[] = [];
+    const work = (chunk: readonly number[]) => {
+      startedAt.push(now);
+      now += 10;
+      return Promise.resolve(chunk);
+    };
+    const all = Promise.all(['a', 'b', 'c'].map((caller, item) => queue.run(caller, [item], work)));
+    await loopTurns(3);
+    expect(startedAt).toEqual([0]);
+    // A share of 1/4: 10 ms of work, then 30 ms of pause. However long the event loop runs meanwhile, the queue
+    // waits for its clock.
+    await sleep(50);
+    await loopTurns(3);
+    expect(startedAt).toEqual([0]);
+    now = 39;
+    await sleep(10);
+    expect(startedAt).toEqual([0]);
+    now = 40;
+    await vi.waitFor(() => expect(startedAt).toEqual([0, 40]));
+    now = 80;
+    expect(await all).toEqual([[0], [1], [2]]);
+    expect(startedAt).toEqual([0, 40, 80]);
+  });
+
+  it('refuses a busy share outside (0, 1]', () => {
+    for (const maxBusyShare of [0, -0.5, 1.5, Number.NaN]) {
+      expect(() => new FairQueue({ chunkSize: 1, concurrency: 1, maxQueuedItems: 1, maxBusyShare })).toThrow(
+        'fair queue: maxBusyShare must be over 0 and at most 1',
+      );
+    }
   });
 });

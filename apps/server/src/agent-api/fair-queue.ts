@@ -19,6 +19,16 @@ export interface FairQueueOptions {
    * one turn do not all run their work in that turn.
    */
   readonly startAtOnce?: boolean;
+  /**
+   * The share of the event loop's time the queue's work may take, over 0 and at most 1 (1, no pause, by default):
+   * after a turn that took `t` ms, the next starts no sooner than `t × (1 − share) / share` ms later. For costly work
+   * that anybody can ask for (an unauthenticated first check of a certificate chain): a burst of it then delays
+   * every other request's turns of the loop by at most that share, where one check per turn of the loop delayed each
+   * turn of another request (a real node's several database round trips) by a whole check.
+   */
+  readonly maxBusyShare?: number;
+  /** The clock the busy share is measured with, in milliseconds (`performance.now()` by default). */
+  readonly now?: () => number;
 }
 
 /** The queue holds too many items already (of every caller, or of this one); nothing of the request was queued. */
@@ -49,11 +59,20 @@ export class FairQueue {
   private queuedItems = 0;
   /** A pump is scheduled for the next event loop turn (one at most). */
   private pumpScheduled = false;
+  /** Milliseconds of pause after each millisecond a turn took ({@link FairQueueOptions.maxBusyShare}). */
+  private readonly restPerBusyMs: number;
+  /** With a busy share: no turn starts before this time (on {@link now}). */
+  private restUntil = 0;
+  private readonly now: () => number;
 
   constructor(private readonly options: FairQueueOptions) {
     if (!(options.chunkSize >= 1 && options.concurrency >= 1 && options.maxQueuedItems >= 1)) {
       throw new Error('fair queue: chunkSize, concurrency and maxQueuedItems must be at least 1');
     }
+    const share = options.maxBusyShare ?? 1;
+    if (!(share > 0 && share <= 1)) throw new Error('fair queue: maxBusyShare must be over 0 and at most 1');
+    this.restPerBusyMs = (1 - share) / share;
+    this.now = options.now ?? (() => performance.now());
   }
 
   /** Items waiting for a turn, over every caller. */
@@ -135,15 +154,22 @@ export class FairQueue {
   private schedulePump(): void {
     if (this.pumpScheduled) return;
     this.pumpScheduled = true;
-    setImmediate(() => {
+    const run = () => {
       this.pumpScheduled = false;
       this.pump();
-    });
+    };
+    const rest = this.restUntil - this.now();
+    if (rest > 0) setTimeout(run, rest);
+    else setImmediate(run);
   }
 
   /** Starts one turn, if a slot is free and a caller waits; the next one in a later turn of the event loop. */
   private pump(): void {
     if (this.running >= this.options.concurrency) return;
+    if (this.restUntil > this.now()) {
+      this.schedulePump();
+      return;
+    }
     const next = this.waiting.entries().next();
     if (next.done) return;
     const [caller, turns] = next.value;
@@ -153,8 +179,13 @@ export class FairQueue {
     if (turns.length > 0) this.waiting.set(caller, turns);
     this.queuedItems -= turn.size;
     this.running++;
+    const began = this.now();
     void turn.start().finally(() => {
       this.running--;
+      if (this.restPerBusyMs > 0) {
+        const now = this.now();
+        this.restUntil = Math.max(this.restUntil, now + (now - began) * this.restPerBusyMs);
+      }
       this.schedulePump();
     });
     // Another slot is free: used in the next turn of the loop, after the requests that arrived meanwhile were read.

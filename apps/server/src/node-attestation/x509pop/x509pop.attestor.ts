@@ -27,6 +27,12 @@ type CaCertificates = ReturnType<typeof parseX509popCaBundle>;
 export const X509POP_MAX_WAITING_CHECKS = 256;
 /** Chains of one source address waiting for their check; past it that address gets 429. */
 export const X509POP_MAX_WAITING_CHECKS_PER_ADDRESS = 8;
+/**
+ * The share of the event loop first checks of chains may take: after a check of `t` ms the next waits `3t`. A real
+ * chain's check is a few ms, so a fleet's first attestations still get ~80 checks per second; a flood of new chains
+ * leaves every other request three quarters of the loop.
+ */
+export const X509POP_CHECK_BUSY_SHARE = 0.25;
 
 /**
  * x509pop node attestation (challenge–response): the chain is verified against the configured CA bundle when the
@@ -61,7 +67,10 @@ export class X509popAttestor implements NodeAttestor<X509popAttestationDto> {
    * Chains not checked before take turns, one per turn of the event loop, in round robin over source addresses: a
    * first check costs milliseconds (the walk, then a full parse), and an attacker's new connections each bring one;
    * run as they arrive, the dozens read in one turn of the loop held every other request (a real node's answer
-   * and its database queries) for hundreds of milliseconds. A chain presented before does not wait.
+   * and its database queries) for hundreds of milliseconds. One per turn was not enough either: a real node's
+   * answer takes a dozen turns of the loop (its database round trips), and each waited for a whole check (a profile
+   * of the slowest answer during a flood: 108 of its 235 ms were checks), so the checks also take at most a share
+   * of the loop's time. A chain presented before does not wait.
    */
   private readonly checkTurns = new FairQueue({
     chunkSize: 1,
@@ -69,6 +78,7 @@ export class X509popAttestor implements NodeAttestor<X509popAttestationDto> {
     maxQueuedItems: X509POP_MAX_WAITING_CHECKS,
     maxQueuedItemsPerCaller: X509POP_MAX_WAITING_CHECKS_PER_ADDRESS,
     startAtOnce: false,
+    maxBusyShare: X509POP_CHECK_BUSY_SHARE,
   });
 
   constructor(@Inject(CLOCK) private readonly clock: Clock) {}
