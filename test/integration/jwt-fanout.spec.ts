@@ -102,7 +102,13 @@ beforeEach(async () => {
     },
   };
   const handler = new WorkloadApiHandler(counting, cache, { logger: quiet });
-  server = new WorkloadApiServer({ socketPath, service: handler.service(), logger: quiet });
+  // Refusals answered at once: these calls come one after the other, and the hold has its own spec (server spec).
+  server = new WorkloadApiServer({
+    socketPath,
+    service: handler.service(),
+    logger: quiet,
+    limits: { refusalHoldMs: 0 },
+  });
   await server.start();
 });
 

@@ -20,6 +20,7 @@ import { TestCa } from '../../../../../test/support/test-ca.js';
 import { FakeIdentityCache, type FakeEntry, JWT_KID } from '../../../../../test/support/fake-workload-api.js';
 import { UnixWorkloadAttestor } from '../../attestor/workload/unix/unix-attestor.js';
 import { CompositeWorkloadAttestor } from '../../attestor/workload/workload-attestor.js';
+import { JwtSvidLimitError } from '../../manager/jwt-signing-lane.js';
 import { WorkloadApiHandler } from './workload-api.handler.js';
 import {
   WORKLOAD_API_LIMITS,
@@ -499,7 +500,7 @@ describe('Workload API over the Unix socket', () => {
     const warnings: string[] = [];
     let now = Date.parse('2026-01-01T00:00:00Z');
     await restartWith(
-      { streamRatePerUid: 2, streamBurstPerUid: 3 },
+      { streamRatePerUid: 2, streamBurstPerUid: 3, refusalHoldMs: 0 },
       { ...quiet, warn: (line: { msg: string }) => void warnings.push(line.msg) },
       { now: () => new Date(now) },
     );
@@ -528,7 +529,9 @@ describe('Workload API over the Unix socket', () => {
     'serves another uid while one uid is past its rate of new calls (root only: runs the other caller as nobody)',
     async () => {
       cache.entries.push(await nobodyEntry());
-      await restartWith({ streamRatePerUid: 1, streamBurstPerUid: 1 }, quiet, { now: () => new Date(0) });
+      await restartWith({ streamRatePerUid: 1, streamBurstPerUid: 1, refusalHoldMs: 0 }, quiet, {
+        now: () => new Date(0),
+      });
       await unary('FetchJWTSVID', { audience: ['a'] });
       await expect(unary('FetchJWTSVID', { audience: ['a'] })).rejects.toMatchObject({
         code: grpc.status.RESOURCE_EXHAUSTED,
@@ -541,6 +544,78 @@ describe('Workload API over the Unix socket', () => {
       }
     },
   );
+
+  it('holds the RESOURCE_EXHAUSTED of a call past the rate for refusalHoldMs, its stream counted until it ends', async () => {
+    let now = Date.parse('2026-01-01T00:00:00Z');
+    await restartWith(
+      { streamRatePerUid: 1, streamBurstPerUid: 1, maxStreamsPerUid: 2, refusalHoldMs: 60_000 },
+      quiet,
+      {
+        now: () => new Date(now),
+      },
+    );
+    await unary('FetchJWTSVID', { audience: ['a'] });
+    // Past the rate: held, unanswered, each holding one of the uid's two streams.
+    const held = [stream('FetchX509SVID'), stream('FetchX509SVID')];
+    const answered = held.map((s) =>
+      s.next().then(
+        () => 'served',
+        (error: grpc.ServiceError) => error.details,
+      ),
+    );
+    let settled = 0;
+    for (const answer of answered) void answer.then(() => settled++);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(settled).toBe(0);
+    // The uid's stream cap still answers at once.
+    await expect(unary('FetchJWTSVID', { audience: ['a'] })).rejects.toMatchObject({
+      code: grpc.status.RESOURCE_EXHAUSTED,
+      details: `too many open Workload API streams for uid ${uid} (at most 2)`,
+    });
+    // Cancelled, the held calls give their streams back: once the bucket refills, the uid is served.
+    for (const s of held) s.call.cancel();
+    expect(await Promise.all(answered)).toEqual(['Cancelled on client', 'Cancelled on client']);
+    now += 2000;
+    await until(async () => {
+      const result = await unary('FetchJWTSVID', { audience: ['a'] }).catch(
+        (error: grpc.ServiceError) => error.details,
+      );
+      return typeof result !== 'string';
+    }, 'a call of the uid to be served');
+  });
+
+  it("holds a unary call's RESOURCE_EXHAUSTED from the handler (a JWT-SVID limit) for refusalHoldMs; other errors at once", async () => {
+    const refusal = new JwtSvidLimitError(uid, 'rate', `uid ${uid}: over its rate of JWT-SVIDs (test)`);
+    const fetchJwtSvid = cache.fetchJwtSvid.bind(cache);
+    cache.fetchJwtSvid = () => Promise.reject(refusal);
+    const withDeadline = (ms: number) => {
+      const metadata = securityHeader();
+      return new Promise<grpc.ServiceError>((resolve) => {
+        client['FetchJWTSVID']!(
+          { audience: ['a'] },
+          metadata,
+          { deadline: Date.now() + ms },
+          (error: grpc.ServiceError | null) => resolve(error!),
+        );
+      });
+    };
+    try {
+      await restartWith({ refusalHoldMs: 60_000 });
+      // Held: the client's deadline passes first.
+      expect(await withDeadline(500)).toMatchObject({ code: grpc.status.DEADLINE_EXCEEDED });
+      await restartWith({ refusalHoldMs: 0 });
+      expect(await withDeadline(10_000)).toMatchObject({
+        code: grpc.status.RESOURCE_EXHAUSTED,
+        details: refusal.message,
+      });
+      // Not a refusal over a limit: answered at once, whatever the hold.
+      await restartWith({ refusalHoldMs: 60_000 });
+      cache.fetchJwtSvid = () => Promise.reject(new Error('server down'));
+      expect(await withDeadline(10_000)).toMatchObject({ code: grpc.status.UNAVAILABLE });
+    } finally {
+      cache.fetchJwtSvid = fetchJwtSvid;
+    }
+  });
 
   it('holds more open streams than an AbortSignal warns about without a MaxListenersExceededWarning', async () => {
     const warnings: string[] = [];

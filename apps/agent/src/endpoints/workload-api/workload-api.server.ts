@@ -9,6 +9,7 @@ import {
 } from 'node:http2';
 import { connect } from 'node:net';
 import { resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   Code,
   ConnectError,
@@ -56,6 +57,16 @@ export interface WorkloadApiLimits {
   readonly streamRatePerUid: number;
   /** How many new calls one uid may make at once before {@link streamRatePerUid} applies. */
   readonly streamBurstPerUid: number;
+  /**
+   * How long a refused call waits for its RESOURCE_EXHAUSTED, in milliseconds, its stream counted in
+   * {@link maxStreamsPerUid} meanwhile (a cancelled call ends at once): calls past {@link streamRatePerUid} (their
+   * request unread), and unary calls the handler refuses with RESOURCE_EXHAUSTED (JWT-SVID limits, the server
+   * rate-limiting the agent). A caller that retries at once, in a loop, then gets about as many answers a second as
+   * it keeps calls open, not as many as the agent can refuse: answered at once, 64 `FetchJWTSVID` calls kept in
+   * flight by one uid were refused ~900 times a second, and reading, decoding and attesting them took half a core
+   * (`bench/dos/jwt-fanout.bench.ts`). Only the open-stream cap answers at once (holding would need the stream).
+   */
+  readonly refusalHoldMs: number;
   /** Calls of one uid attested at a time (`PerUidAttestationLimit`); its other calls wait their turn. */
   readonly maxAttestationsPerUid: number;
   /** A connection with no open stream for this long is closed (HTTP/2 GOAWAY; clients reconnect), in milliseconds. */
@@ -87,6 +98,7 @@ export const WORKLOAD_API_LIMITS: WorkloadApiLimits = Object.freeze({
   refusalLogIntervalMs: 60_000,
   streamRatePerUid: 200,
   streamBurstPerUid: 256,
+  refusalHoldMs: 1000,
   maxAttestationsPerUid: 8,
 });
 
@@ -170,6 +182,23 @@ class PerUidCount {
     if (count > 0) this.counts.set(uid, count);
     else this.counts.delete(uid);
   }
+}
+
+/**
+ * Holds a unary call's RESOURCE_EXHAUSTED for `holdMs` ({@link WorkloadApiLimits.refusalHoldMs}) before it is
+ * answered, or until the caller cancels.
+ */
+function holdRefusals(holdMs: number): Interceptor {
+  return (next) => async (request) => {
+    try {
+      return await next(request);
+    } catch (error) {
+      if (holdMs > 0 && error instanceof ConnectError && error.code === Code.ResourceExhausted) {
+        await sleep(holdMs, undefined, { signal: request.signal }).catch(() => undefined);
+      }
+      throw error;
+    }
+  };
 }
 
 /** Answers a gRPC call with RESOURCE_EXHAUSTED in a trailers-only response, without reading its request. */
@@ -281,16 +310,17 @@ export class WorkloadApiServer {
         refuseCall(response, reason);
         return false;
       }
+      request.stream.once('close', () => streams.release(uid));
       if (!newCalls.tryTake(String(uid))) {
-        streams.release(uid);
         const reason =
           `too many new Workload API calls for uid ${uid} (at most ${limits.streamRatePerUid} per second, ` +
           `${limits.streamBurstPerUid} at once); retry later`;
         refusals.warn(`rate:${uid}`, { msg: `refusing Workload API calls of uid ${uid}: ${reason}`, uid });
-        refuseCall(response, reason);
+        // Held (see refusalHoldMs): the stream stays counted until the refusal ends it or the caller cancels.
+        const held = setTimeout(() => refuseCall(response, reason), limits.refusalHoldMs);
+        request.stream.once('close', () => clearTimeout(held));
         return false;
       }
-      request.stream.once('close', () => streams.release(uid));
       return true;
     };
     const adapter = connectNodeAdapter({
@@ -301,7 +331,7 @@ export class WorkloadApiServer {
       grpc: true,
       grpcWeb: false,
       connect: false,
-      interceptors: [...this.interceptors, securityHeaderInterceptor],
+      interceptors: [...this.interceptors, holdRefusals(limits.refusalHoldMs), securityHeaderInterceptor],
       readMaxBytes: MAX_REQUEST_BYTES,
       shutdownSignal: shutdown.signal,
       contextValues: (request) =>
