@@ -116,6 +116,11 @@ const MUTATIONS: Record<string, { action: string; body?: unknown }> = {
   'POST /v1/authorities/:kind/activate': { action: 'authority.activate', body: { authority_id: 'none' } },
   'POST /v1/authorities/:kind/taint': { action: 'authority.taint', body: { authority_id: 'none' } },
   'POST /v1/authorities/:kind/revoke': { action: 'authority.revoke', body: { authority_id: 'none' } },
+  'POST /v1/x509-svids/mint': { action: 'x509_svid.mint', body: { csr: 'bm90IGEgQ1NS' } },
+  'POST /v1/jwt-svids/mint': {
+    action: 'jwt_svid.mint',
+    body: { spiffe_id: 'spiffe://example.org/audited', audience: ['audit'] },
+  },
 };
 
 function concretePath(url: string): string {

@@ -5,7 +5,9 @@ import { agentCommand } from './cli/agent.command.js';
 import { bundleCommand } from './cli/bundle.command.js';
 import { entryCommand } from './cli/entry.command.js';
 import { healthcheckCommand } from './cli/healthcheck.command.js';
+import { localAuthorityCommand } from './cli/localauthority.command.js';
 import { loggerCommand } from './cli/logger.command.js';
+import { jwtCommand, x509Command } from './cli/mint.command.js';
 import { runCommand } from './cli/run.command.js';
 import { tokenCommand } from './cli/token.command.js';
 import { validateCommand } from './cli/validate.command.js';
@@ -23,7 +25,10 @@ export function buildServerCli(): Command {
     .addCommand(healthcheckCommand())
     .addCommand(adminTokenCommand())
     .addCommand(validateCommand())
-    .addCommand(loggerCommand());
+    .addCommand(loggerCommand())
+    .addCommand(localAuthorityCommand())
+    .addCommand(x509Command())
+    .addCommand(jwtCommand());
 }
 
 /** Runs the CLI: failures print one line, `Error: <message>`, and set a non-zero exit code (see `runCli`). */

@@ -14,6 +14,7 @@ import { HealthModule } from './health/health.module.js';
 import { MetricsModule } from './health/metrics.module.js';
 import { JoinTokensModule } from './join-tokens/join-tokens.module.js';
 import { LoggerModule } from './logger/logger.module.js';
+import { SvidsModule } from './svids/svids.module.js';
 import { NodeAttestationModule } from './node-attestation/node-attestation.module.js';
 import type { NodeAttestor } from './node-attestation/node-attestor.js';
 
@@ -43,6 +44,7 @@ export class ServerModule {
         NodeAttestationModule.forRoot(nodeAttestors),
         HealthModule,
         LoggerModule,
+        SvidsModule,
       ],
     };
   }

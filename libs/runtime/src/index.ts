@@ -87,3 +87,4 @@ export {
 export { LISTEN_ADDRESS_RULE, isListenAddress, listenAddress, parseHostPort, type HostPort } from './host-port.js';
 export { SIGIL_VERSION } from './version.js';
 export { collectProcessMetrics } from './process-metrics.js';
+export { ensureOwnDir, ensurePrivateDir, writeFileAtomic, type WriteFileAtomicOptions } from './atomic-file.js';

@@ -12,7 +12,7 @@ import {
 import { type TrustBundle, verifyX509Svid } from '@sigil/spiffe';
 import { type WorkloadApiClient, WorkloadApiError, type X509Context } from '@sigil/workload-api';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { ensureOwnDir, writeFileAtomic } from '../storage/atomic-file.js';
+import { ensureOwnDir, writeFileAtomic } from '@sigil/runtime';
 import { describeWorkloadError, openWorkloadClient, resolveWorkloadAddress } from './workload-client.js';
 
 export interface ApiOptions {

@@ -14,7 +14,7 @@ import {
   decideResume,
 } from './agent-storage.js';
 import { joinTokenDigest } from '../attestor/node/join-token/join-token.attestor.js';
-import { ensurePrivateDir, writeFileAtomic } from './atomic-file.js';
+import { ensurePrivateDir, writeFileAtomic } from '@sigil/runtime';
 
 const AGENT_ID = 'spiffe://example.org/sigil/agent/join_token/7';
 const td = TrustDomain.parse('example.org');

@@ -2,7 +2,7 @@ import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PEM_LABEL, certificatesToPem, pemBlocks, toPem } from '@sigil/pki';
 import { SpiffeId, TrustBundle, type TrustDomain, parseX509Svid, verifyX509Svid } from '@sigil/spiffe';
-import { ensurePrivateDir, writeFileAtomic } from './atomic-file.js';
+import { ensurePrivateDir, writeFileAtomic } from '@sigil/runtime';
 
 /** How the agent attested when it got its current SVID: the node attestor's type (`join_token`, `x509pop`, …). */
 export type AttestationMethod = string;

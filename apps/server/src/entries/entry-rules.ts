@@ -67,10 +67,7 @@ function quote(text: string): string {
  */
 export function validateEntry(input: EntryInput, context: EntryRuleContext): ValidEntryFields {
   if (typeof input !== 'object' || input === null) throw invalid('entry: must be an object');
-  const spiffeId = checkMemberId('spiffe_id', input.spiffeId, context.trustDomain);
-  if (isReservedSigilPath(spiffeId.path)) {
-    throw invalid(`spiffe_id: path ${quote(spiffeId.path)} is reserved for sigil servers and agents`);
-  }
+  const spiffeId = checkWorkloadId('spiffe_id', input.spiffeId, context.trustDomain);
   const parentId = checkMemberId('parent_id', input.parentId, context.trustDomain);
   if (spiffeId.equals(parentId)) throw invalid('spiffe_id: must differ from parent_id');
   return {
@@ -86,6 +83,20 @@ export function validateEntry(input: EntryInput, context: EntryRuleContext): Val
     hint: checkHint(input.hint ?? ''),
     expiresAt: checkExpiresAt(input.expiresAt ?? null, context),
   };
+}
+
+/**
+ * A workload's SPIFFE ID (an entry's, or a minted SVID's): in the server's trust domain, with a path, and not a path
+ * reserved for Sigil's own servers and agents.
+ *
+ * @throws AppError `invalid_argument` naming `field` and the broken rule
+ */
+export function checkWorkloadId(field: string, value: unknown, trustDomain: TrustDomain): SpiffeId {
+  const id = checkMemberId(field, value, trustDomain);
+  if (isReservedSigilPath(id.path)) {
+    throw invalid(`${field}: path ${quote(id.path)} is reserved for sigil servers and agents`);
+  }
+  return id;
 }
 
 function checkMemberId(field: string, value: unknown, trustDomain: TrustDomain): SpiffeId {
@@ -146,7 +157,12 @@ function checkSelectors(selectors: unknown): Selector[] {
   return checked.sort(compareSelectors);
 }
 
-function checkTtl(field: string, value: unknown, bounds: { min: number; max: number }): number {
+/**
+ * A TTL in whole seconds: 0 (the server default) or within `bounds` (an entry's, or a minted SVID's).
+ *
+ * @throws AppError `invalid_argument` naming `field` and the bounds
+ */
+export function checkTtl(field: string, value: unknown, bounds: { min: number; max: number }): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value)) {
     throw invalid(`${field}: must be a whole number of seconds`);
   }
@@ -158,7 +174,13 @@ function checkTtl(field: string, value: unknown, bounds: { min: number; max: num
   return value;
 }
 
-function checkDnsNames(names: unknown): string[] {
+/**
+ * DNS names for an X.509-SVID (an entry's, or a minted SVID's CSR's): at most {@link ENTRY_LIMITS.maxDnsNames}, each
+ * valid by the signer's rule, no duplicates; returned lowercase.
+ *
+ * @throws AppError `invalid_argument` naming the name (`dns_names.1: …`)
+ */
+export function checkDnsNames(names: unknown): string[] {
   if (!Array.isArray(names)) throw invalid('dns_names: must be a list');
   if (names.length > ENTRY_LIMITS.maxDnsNames) {
     throw invalid(`dns_names: at most ${ENTRY_LIMITS.maxDnsNames} names, got ${names.length}`);

@@ -3,7 +3,7 @@ import { constants } from 'node:fs';
 import { chmod, mkdir, open, realpath, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
-/** Mode of every file the agent keeps: only its own user reads keys, SVIDs and bundles. */
+/** Default mode of a file written here (the agent keeps all its files so): only its own user reads it. */
 export const FILE_MODE = 0o600;
 /** Mode of the data dir. */
 export const DIR_MODE = 0o700;
