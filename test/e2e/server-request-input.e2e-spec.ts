@@ -121,10 +121,19 @@ const MUTATIONS: Record<string, { action: string; body?: unknown }> = {
     action: 'jwt_svid.mint',
     body: { spiffe_id: 'spiffe://example.org/audited', audience: ['audit'] },
   },
+  'PUT /v1/federation/bundles/:trust_domain': {
+    action: 'federation.setBundle',
+    body: { format: 'pem', bundle: 'not a bundle' },
+  },
+  'DELETE /v1/federation/bundles/:trust_domain': { action: 'federation.deleteBundle' },
 };
 
 function concretePath(url: string): string {
-  return url.replace(':kind', 'jwt').replace(':id', encodeURIComponent(AGENT_ID)).replace(':name', 'nobody');
+  return url
+    .replace(':kind', 'jwt')
+    .replace(':id', encodeURIComponent(AGENT_ID))
+    .replace(':name', 'nobody')
+    .replace(':trust_domain', 'other.org');
 }
 
 describe('sigil-server request input: audit by matched route, bounded bodies (both listeners)', () => {

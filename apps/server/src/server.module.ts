@@ -10,6 +10,7 @@ import { CoreModule } from './common/core.module.js';
 import { type ServerConfig } from './config.js';
 import { DatabaseModule } from './database/database.module.js';
 import { EntriesModule } from './entries/entries.module.js';
+import { FederationModule } from './federation/federation.module.js';
 import { HealthModule } from './health/health.module.js';
 import { MetricsModule } from './health/metrics.module.js';
 import { JoinTokensModule } from './join-tokens/join-tokens.module.js';
@@ -38,6 +39,7 @@ export class ServerModule {
         BundleModule,
         CaModule,
         EntriesModule,
+        FederationModule,
         JoinTokensModule,
         AgentsModule,
         AgentApiModule,

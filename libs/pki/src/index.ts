@@ -36,6 +36,7 @@ export {
 export {
   SVID_BACKDATE_SECONDS,
   generateSerialNumber,
+  isCaCertificate,
   subjectKeyIdentifier,
   validateDnsName,
   validateDnsNames,

@@ -184,6 +184,11 @@ export interface SigningCaProfile {
   readonly trustDomain: TrustDomain | undefined;
 }
 
+/** True when the certificate is a CA certificate: basicConstraints present with cA=true (RFC 5280 §4.2.1.9). */
+export function isCaCertificate(certificate: x509.X509Certificate): boolean {
+  return certificate.getExtension(x509.BasicConstraintsExtension)?.ca === true;
+}
+
 /**
  * Reads and checks a signing CA certificate: basicConstraints cA=true and keyUsage with keyCertSign.
  *
@@ -193,8 +198,8 @@ export function signingCaProfile(certificate: x509.X509Certificate): SigningCaPr
   if (!(certificate instanceof x509.X509Certificate)) {
     throw new PkiError('ERR_CA_INVALID', 'ca.certificate: must be an X509Certificate');
   }
-  const basicConstraints = certificate.getExtension(x509.BasicConstraintsExtension);
-  if (!basicConstraints?.ca) throw new PkiError('ERR_CA_INVALID', 'ca.certificate: basicConstraints must have cA=true');
+  if (!isCaCertificate(certificate))
+    throw new PkiError('ERR_CA_INVALID', 'ca.certificate: basicConstraints must have cA=true');
   const keyUsage = certificate.getExtension(x509.KeyUsagesExtension);
   if (!keyUsage || (keyUsage.usages & x509.KeyUsageFlags.keyCertSign) === 0) {
     throw new PkiError('ERR_CA_INVALID', 'ca.certificate: keyUsage must include keyCertSign');

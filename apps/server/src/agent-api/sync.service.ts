@@ -128,7 +128,9 @@ export class SyncService implements BeforeApplicationShutdown {
       for (const trustDomain of entry.federatesWith) federatesWith.add(trustDomain);
     }
     const federatedBundles =
-      federatesWith.size === 0 ? new Map<string, SpiffeJwks>() : await this.bundles.federatedJwks([...federatesWith]);
+      federatesWith.size === 0
+        ? new Map<string, SpiffeJwks>()
+        : await this.bundles.federatedJwks([...federatesWith].sort());
     return { delta, bundle: bundle.toJwks(), federatedBundles };
   }
 

@@ -1,11 +1,12 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { Transform, Type } from 'class-transformer';
+import { Transform } from 'class-transformer';
 import { IsBoolean, IsIn, IsInt, IsISO8601, IsOptional, IsString, Max, MaxLength, Min } from 'class-validator';
+import { PageQuery } from '../common/page-query.dto.js';
 import { parseSelectorQuery } from '../entries/entry-rules.js';
 import { type AgentFilter } from './agents.repository.js';
 import { AGENT_PAGE_SIZE, type AttestedAgent } from './agents.service.js';
 
-export class ListAgentsQuery {
+export class ListAgentsQuery extends PageQuery(AGENT_PAGE_SIZE) {
   @ApiPropertyOptional({ description: 'only agents attested this way, e.g. join_token or x509pop' })
   @IsOptional()
   @IsString()
@@ -32,20 +33,6 @@ export class ListAgentsQuery {
   @Transform(({ value }: { value: unknown }) => (Array.isArray(value) ? value : [value]))
   @IsString({ each: true })
   selector?: string[];
-
-  @ApiPropertyOptional({ minimum: 1, maximum: AGENT_PAGE_SIZE.max, default: AGENT_PAGE_SIZE.default })
-  @IsOptional()
-  @Type(() => Number)
-  @IsInt()
-  @Min(1)
-  @Max(AGENT_PAGE_SIZE.max)
-  page_size?: number;
-
-  @ApiPropertyOptional({ description: 'next_page_token of the previous page' })
-  @IsOptional()
-  @IsString()
-  @MaxLength(4096)
-  page_token?: string;
 }
 
 export function toAgentFilter(query: Omit<ListAgentsQuery, 'page_size' | 'page_token'>): AgentFilter {

@@ -2,6 +2,7 @@ import { Inject, Injectable, Logger, type OnModuleDestroy } from '@nestjs/common
 import { SpiffeId } from '@sigil/spiffe';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
+import { decodePageToken, encodePageToken } from '../common/page-token.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { Database } from '../database/database.js';
 import { EntryChangeNotifier } from '../entries/entry-change-notifier.js';
@@ -61,7 +62,8 @@ export class AgentsService implements OnModuleDestroy {
     if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > AGENT_PAGE_SIZE.max) {
       throw new AppError('invalid_argument', `page_size: must be an integer from 1 to ${AGENT_PAGE_SIZE.max}`);
     }
-    const after = page.pageToken === undefined ? undefined : decodePageToken(page.pageToken);
+    const after =
+      page.pageToken === undefined ? undefined : decodePageToken(page.pageToken, (key) => key.startsWith('spiffe://'));
     const rows = await this.repository.listPage(filter, after, pageSize + 1);
     const agents = rows.slice(0, pageSize);
     const last = agents.at(-1);
@@ -219,16 +221,4 @@ function normalise(spiffeId: string): string {
 
 function notFound(spiffeId: string): AppError {
   return new AppError('not_found', `agent ${spiffeId} not found`);
-}
-
-function encodePageToken(lastSpiffeId: string): string {
-  return Buffer.from(lastSpiffeId, 'utf8').toString('base64url');
-}
-
-function decodePageToken(token: string): string {
-  const decoded = Buffer.from(token, 'base64url').toString('utf8');
-  if (!decoded.startsWith('spiffe://') || encodePageToken(decoded) !== token) {
-    throw new AppError('invalid_argument', 'page_token: not a token returned by a previous page');
-  }
-  return decoded;
 }

@@ -5,7 +5,7 @@ import { AppError } from '../common/errors.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import type { Transaction } from '../database/transaction.js';
 import { BundlesRepository } from './bundles.repository.js';
-import type { StoredJwtAuthority } from './stored-bundle.js';
+import type { StoredBundle, StoredJwtAuthority } from './stored-bundle.js';
 
 /** The authorities our trust domain publishes: CA root certificates and JWT public keys. */
 export interface OwnAuthorities {
@@ -13,6 +13,12 @@ export interface OwnAuthorities {
   readonly x509Authorities: readonly Uint8Array[];
   /** Each JWT key's `kid` and SubjectPublicKeyInfo DER. */
   readonly jwtAuthorities: readonly { readonly kid: string; readonly publicKeyDer: Uint8Array }[];
+}
+
+/** A foreign trust domain's bundle as stored (`bundle set`), and when it was last set. */
+export interface FederatedBundle {
+  readonly bundle: TrustBundle;
+  readonly updatedAt: Date;
 }
 
 const MAX_REFRESH_HINT_SECONDS = 300;
@@ -89,12 +95,7 @@ export class BundleService {
     if (sequence === null || (this.own !== undefined && this.own.sequenceNumber === Number(sequence))) return false;
     const row = await this.bundles.findByTrustDomain(this.trustDomain.name);
     if (row === null) return false;
-    this.own = TrustBundle.create(this.trustDomain, {
-      x509Authorities: row.x509Authorities.map((der) => Buffer.from(der, 'base64')),
-      jwtAuthorities: row.jwtAuthorities.map(({ kid, jwk }) => [kid, jwk] as const),
-      sequenceNumber: Number(row.sequence),
-      ...(row.refreshHintSeconds !== null && { refreshHintSeconds: row.refreshHintSeconds }),
-    });
+    this.own = toTrustBundle(row);
     this.logger.log({
       msg: 'trust bundle loaded',
       trustDomain: this.trustDomain.name,
@@ -122,15 +123,67 @@ export class BundleService {
       if (name === this.trustDomain.name) continue;
       const row = await this.bundles.findByTrustDomain(name);
       if (row === null) continue;
-      const bundle = TrustBundle.create(TrustDomain.parse(name), {
-        x509Authorities: row.x509Authorities.map((der) => Buffer.from(der, 'base64')),
-        jwtAuthorities: row.jwtAuthorities.map(({ kid, jwk }) => [kid, jwk] as const),
-        sequenceNumber: Number(row.sequence),
-        ...(row.refreshHintSeconds !== null && { refreshHintSeconds: row.refreshHintSeconds }),
-      });
-      found.set(name, bundle.toJwks());
+      found.set(name, toTrustBundle(row).toJwks());
     }
     return found;
+  }
+
+  /** The stored bundle of a foreign trust domain, if any. */
+  async federatedBundle(trustDomain: TrustDomain): Promise<FederatedBundle | undefined> {
+    if (trustDomain.equals(this.trustDomain)) return undefined;
+    const row = await this.bundles.findByTrustDomain(trustDomain.name);
+    return row === null ? undefined : toFederated(row);
+  }
+
+  /** Up to `limit` stored foreign bundles after the trust domain `after`, by trust domain name. */
+  async listFederated(after: string | undefined, limit: number): Promise<FederatedBundle[]> {
+    return (await this.bundles.listExcept(this.trustDomain.name, after, limit)).map(toFederated);
+  }
+
+  /** The number of stored foreign bundles. */
+  async countFederated(): Promise<number> {
+    return this.bundles.countExcept(this.trustDomain.name);
+  }
+
+  /**
+   * Stores (creates or replaces) a foreign trust domain's bundle in the caller's transaction. Its `spiffe_sequence`
+   * is kept when it has one; otherwise the stored one goes up by one (1 for a new bundle).
+   *
+   * @throws AppError `invalid_argument` for our own trust domain, whose bundle only the key manager writes.
+   */
+  async storeFederated(tx: Transaction, bundle: TrustBundle, now: Date): Promise<FederatedBundle> {
+    this.refuseOwn(bundle.trustDomain);
+    const stored = await this.bundles.findByTrustDomainForUpdate(tx, bundle.trustDomain.name);
+    const sequence = bundle.sequenceNumber ?? (stored === null ? 1 : Number(stored.sequence) + 1);
+    const row: StoredBundle = {
+      trustDomain: bundle.trustDomain.name,
+      x509Authorities: bundle.x509AuthoritiesDer().map((der) => Buffer.from(der).toString('base64')),
+      jwtAuthorities: [...bundle.jwtAuthorities].map(([kid, jwk]) => ({ kid, jwk: { ...jwk } })),
+      refreshHintSeconds: bundle.refreshHintSeconds ?? null,
+      sequence: String(sequence),
+      updatedAt: now,
+    };
+    await this.bundles.save(tx, row);
+    return toFederated(row);
+  }
+
+  /**
+   * Deletes a foreign trust domain's bundle in the caller's transaction; false when none was stored.
+   *
+   * @throws AppError `invalid_argument` for our own trust domain.
+   */
+  async deleteFederated(tx: Transaction, trustDomain: TrustDomain): Promise<boolean> {
+    this.refuseOwn(trustDomain);
+    return this.bundles.delete(tx, trustDomain.name);
+  }
+
+  private refuseOwn(trustDomain: TrustDomain): void {
+    if (trustDomain.equals(this.trustDomain)) {
+      throw new AppError(
+        'invalid_argument',
+        `trust_domain: ${trustDomain.name} is this server's own trust domain; its bundle is managed by the server's authorities, not set by hand`,
+      );
+    }
   }
 
   /** Our trust bundle as last loaded. */
@@ -150,6 +203,19 @@ export class BundleService {
   ownPem(): string {
     return this.ownBundle().x509Pem();
   }
+}
+
+function toTrustBundle(row: StoredBundle): TrustBundle {
+  return TrustBundle.create(TrustDomain.parse(row.trustDomain), {
+    x509Authorities: row.x509Authorities.map((der) => Buffer.from(der, 'base64')),
+    jwtAuthorities: row.jwtAuthorities.map(({ kid, jwk }) => [kid, jwk] as const),
+    sequenceNumber: Number(row.sequence),
+    ...(row.refreshHintSeconds !== null && { refreshHintSeconds: row.refreshHintSeconds }),
+  });
+}
+
+function toFederated(row: StoredBundle): FederatedBundle {
+  return { bundle: toTrustBundle(row), updatedAt: row.updatedAt };
 }
 
 function publicJwk(spkiDer: Uint8Array): Record<string, string> {

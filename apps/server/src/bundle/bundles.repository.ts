@@ -33,6 +33,30 @@ export class BundlesRepository {
     return rows[0]?.sequence ?? null;
   }
 
+  /** Up to `limit` bundles of trust domains other than `except`, after `afterTrustDomain`, by trust domain name. */
+  async listExcept(except: string, afterTrustDomain: string | undefined, limit: number): Promise<StoredBundle[]> {
+    const query = this.dataSource.manager
+      .createQueryBuilder(BundleEntity, 'bundle')
+      .where('bundle.trustDomain <> :except', { except });
+    if (afterTrustDomain !== undefined) query.andWhere('bundle.trustDomain > :after', { after: afterTrustDomain });
+    const rows = await query.orderBy('bundle.trustDomain', 'ASC').limit(limit).getMany();
+    return rows.map((row) => ({ ...row }));
+  }
+
+  /** The number of bundles of trust domains other than `except`. */
+  async countExcept(except: string): Promise<number> {
+    return this.dataSource.manager
+      .createQueryBuilder(BundleEntity, 'bundle')
+      .where('bundle.trustDomain <> :except', { except })
+      .getCount();
+  }
+
+  /** Deletes the trust domain's bundle; false when there was none. */
+  async delete(tx: Transaction, trustDomain: string): Promise<boolean> {
+    const result = await managerOf(tx).delete(BundleEntity, { trustDomain });
+    return (result.affected ?? 0) > 0;
+  }
+
   async save(tx: Transaction, bundle: StoredBundle): Promise<void> {
     const row: BundleEntity = {
       ...bundle,

@@ -42,14 +42,7 @@ export type EntryBody = Record<string, unknown>;
 
 /** Reads `--data`: a file, or stdin for `-`, at most {@link MAX_DATA_BYTES}, parsed as JSON. */
 export async function readDataFile(path: string): Promise<unknown> {
-  let bytes: Buffer;
-  try {
-    bytes = path === '-' ? await readStdin() : await readFile(path);
-  } catch (error) {
-    if (error instanceof CliError) throw error;
-    throw new CliError(`--data: cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
-  }
-  if (bytes.length > MAX_DATA_BYTES) throw new CliError(`--data: larger than ${MAX_DATA_BYTES} bytes`);
+  const bytes = await readInput(path, '--data', MAX_DATA_BYTES);
   try {
     return JSON.parse(bytes.toString('utf8')) as unknown;
   } catch (error) {
@@ -57,12 +50,25 @@ export async function readDataFile(path: string): Promise<unknown> {
   }
 }
 
-async function readStdin(): Promise<Buffer> {
+/** Reads what `flag` names: a file, or stdin for `-`, refused past `maxBytes`. */
+export async function readInput(path: string, flag: string, maxBytes: number): Promise<Buffer> {
+  let bytes: Buffer;
+  try {
+    bytes = path === '-' ? await readStdin(flag, maxBytes) : await readFile(path);
+  } catch (error) {
+    if (error instanceof CliError) throw error;
+    throw new CliError(`${flag}: cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+  }
+  if (bytes.length > maxBytes) throw new CliError(`${flag}: larger than ${maxBytes} bytes`);
+  return bytes;
+}
+
+async function readStdin(flag: string, maxBytes: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > MAX_DATA_BYTES) throw new CliError(`--data: stdin is larger than ${MAX_DATA_BYTES} bytes`);
+    if (size > maxBytes) throw new CliError(`${flag}: stdin is larger than ${maxBytes} bytes`);
     chunks.push(chunk);
   }
   return Buffer.concat(chunks);

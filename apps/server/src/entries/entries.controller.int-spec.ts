@@ -1,16 +1,10 @@
-import { Global, Module } from '@nestjs/common';
-import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
-import { Test } from '@nestjs/testing';
+import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { TrustDomain } from '@sigil/spiffe';
-import { DataSource } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useTestDatabase, type TestDatabase } from '../../../../test/support/database.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
-import { CoreModule } from '../common/core.module.js';
-import { ErrorFilter } from '../common/error.filter.js';
-import { createValidationPipe } from '../common/validation.js';
+import { createRoutesApp } from '../../../../test/support/routes-app.js';
 import type { ServerConfig } from '../config.js';
-import { Database } from '../database/database.js';
 import { EntriesModule } from './entries.module.js';
 
 const AGENT = 'spiffe://example.org/sigil/agent/join_token/a1';
@@ -28,28 +22,8 @@ describe('/v1/entries', () => {
 
   beforeAll(async () => {
     db = await useTestDatabase();
-    @Global()
-    @Module({
-      providers: [
-        { provide: Database, useValue: { kind: db.kind, url: db.url, dataSource: db.dataSource } },
-        { provide: DataSource, useValue: db.dataSource },
-      ],
-      exports: [Database, DataSource],
-    })
-    class TestDatabaseModule {}
     const config = { trustDomain: TrustDomain.parse('example.org') } as ServerConfig;
-    const moduleRef = await Test.createTestingModule({
-      imports: [
-        CoreModule.forRoot(config, new FakeClock(Date.parse('2026-03-01T00:00:00Z'))),
-        TestDatabaseModule,
-        EntriesModule,
-      ],
-    }).compile();
-    app = moduleRef.createNestApplication<NestFastifyApplication>(new FastifyAdapter());
-    app.useGlobalPipes(createValidationPipe());
-    app.useGlobalFilters(new ErrorFilter(1024 * 1024));
-    await app.init();
-    await app.getHttpAdapter().getInstance().ready();
+    app = await createRoutesApp(db, config, new FakeClock(Date.parse('2026-03-01T00:00:00Z')), [EntriesModule]);
   });
 
   afterAll(async () => {

@@ -121,6 +121,29 @@ export class EntriesRepository {
     return (result.affected ?? 0) > 0;
   }
 
+  /** The ids of the entries whose `federates_with` lists `trustDomain`, sorted. */
+  async findIdsFederatingWith(tx: Transaction, trustDomain: string): Promise<string[]> {
+    const rows = await managerOf(tx).find(FederatedTrustDomainEntity, {
+      select: { entryId: true },
+      where: { trustDomain },
+      order: { entryId: 'ASC' },
+    });
+    return rows.map((row) => row.entryId);
+  }
+
+  /** Removes `trustDomain` from the entry's `federates_with`, recording the change's revision and time on the entry. */
+  async removeFederatedTrustDomain(
+    tx: Transaction,
+    id: string,
+    trustDomain: string,
+    revisionNumber: number,
+    updatedAt: Date,
+  ): Promise<void> {
+    const manager = managerOf(tx);
+    await manager.delete(FederatedTrustDomainEntity, { entryId: id, trustDomain });
+    await manager.update(EntryEntity, { id }, { revisionNumber, updatedAt });
+  }
+
   /** Deletes every entry with `expires_at <= now` and returns their ids. */
   async deleteExpired(tx: Transaction, now: Date): Promise<string[]> {
     const result = await managerOf(tx)

@@ -369,7 +369,7 @@ describe('EntriesService', () => {
     await expect(service.listEntries({}, { pageSize: 0 })).rejects.toThrow('page_size: must be from 1 to 1000, got 0');
     await expect(service.listEntries({}, { pageSize: 1001 })).rejects.toMatchObject({ kind: 'invalid_argument' });
     await expect(service.listEntries({}, { pageToken: 'not-a-token' })).rejects.toThrow(
-      'page_token: not a token from a previous page',
+      'page_token: not a token returned by a previous page',
     );
   });
 

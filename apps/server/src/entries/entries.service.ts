@@ -3,6 +3,7 @@ import { compareSelectors, formatSelector } from '@sigil/runtime';
 import { SpiffeId, TrustDomain } from '@sigil/spiffe';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
+import { decodePageToken, encodePageToken } from '../common/page-token.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import type { Transaction } from '../database/transaction.js';
 import { EntriesRepository, type EntryRow } from './entries.repository.js';
@@ -165,7 +166,10 @@ export class EntriesService {
     if (!Number.isSafeInteger(pageSize) || pageSize < 1 || pageSize > MAX_PAGE_SIZE) {
       throw new AppError('invalid_argument', `page_size: must be from 1 to ${MAX_PAGE_SIZE}, got ${pageSize}`);
     }
-    const afterId = page.pageToken === undefined || page.pageToken === '' ? undefined : decodePageToken(page.pageToken);
+    const afterId =
+      page.pageToken === undefined || page.pageToken === ''
+        ? undefined
+        : decodePageToken(page.pageToken, (key) => UUID.test(key));
     const normalised = normaliseFilter(filter);
     const found = await this.repository.readSnapshot((tx) =>
       this.repository.findPage(normalised, afterId, pageSize + 1, tx),
@@ -221,6 +225,46 @@ export class EntriesService {
     await this.changeLog.announce(revision);
   }
 
+  /**
+   * Runs `work` (a change of `trustDomain`'s federated bundle) in one registry write transaction with its effect on
+   * the entries that federate with that trust domain, so that agents holding them see the change through the same
+   * revisions as an entry change:
+   * - `announce`: each gets an `updated` revision (the entry itself is unchanged), so every agent authorised for one
+   *   syncs again and receives the bundle as it now is;
+   * - `restrict`: refused (`failed_precondition`) while any exists (SPIRE's `bundle delete -mode restrict`);
+   * - `delete`: they are deleted (`-mode delete`);
+   * - `dissociate`: the trust domain is removed from their `federates_with` (`-mode dissociate`).
+   *
+   * @returns what `work` returned, and the ids of the entries affected.
+   */
+  async writeWithFederatingEntries<T>(
+    trustDomain: string,
+    effect: FederatingEntriesEffect,
+    work: (tx: Transaction) => Promise<T>,
+  ): Promise<{ result: T; entryIds: string[] }> {
+    const now = this.clock.now();
+    const { result, entryIds, revision } = await this.repository.write(async (tx) => {
+      const revisions = await this.changeLog.open(tx, now);
+      const entryIds = await this.repository.findIdsFederatingWith(tx, trustDomain);
+      if (effect === 'restrict' && entryIds.length > 0) {
+        throw new AppError(
+          'failed_precondition',
+          `trust domain ${trustDomain}: ${entryIds.length} entr${entryIds.length === 1 ? 'y federates' : 'ies federate'} with it (first: ${entryIds[0]}); use mode dissociate or delete, or change those entries first`,
+        );
+      }
+      const result = await work(tx);
+      for (const id of entryIds) {
+        const next = revisions.next();
+        if (effect === 'delete') await this.repository.deleteEntry(tx, id);
+        if (effect === 'dissociate') await this.repository.removeFederatedTrustDomain(tx, id, trustDomain, next, now);
+        revisions.record(next, id, effect === 'delete' ? 'deleted' : 'updated');
+      }
+      return { result, entryIds, revision: await revisions.commit() };
+    });
+    await this.changeLog.announce(revision);
+    return { result, entryIds };
+  }
+
   /** Deletes every entry whose `expires_at` is at or before `now`, each with its revision; returns their ids. */
   async pruneExpired(now: Date = this.clock.now()): Promise<string[]> {
     const { ids, revision } = await this.repository.write(async (tx) => {
@@ -233,6 +277,9 @@ export class EntriesService {
     return ids;
   }
 }
+
+/** What a change of a federated bundle does to the entries that federate with its trust domain. */
+export type FederatingEntriesEffect = 'announce' | 'restrict' | 'delete' | 'dissociate';
 
 /** What became of one valid entry of a batch: written under `id`, a duplicate of another, or its id in use. */
 type WriteOutcome = { id: string } | { duplicateOf: string } | { idTaken: string };
@@ -310,14 +357,4 @@ function duplicateError(fields: ValidEntryFields, existingId?: string): AppError
     'already_exists',
     `${which} with spiffe_id ${JSON.stringify(fields.spiffeId)}, parent_id ${JSON.stringify(fields.parentId)} and selectors [${selectors}] already exists`,
   );
-}
-
-function encodePageToken(lastId: string): string {
-  return Buffer.from(lastId, 'utf8').toString('base64url');
-}
-
-function decodePageToken(token: string): string {
-  const id = /^[A-Za-z0-9_-]+$/.test(token) ? Buffer.from(token, 'base64url').toString('utf8') : '';
-  if (!UUID.test(id)) throw new AppError('invalid_argument', 'page_token: not a token from a previous page');
-  return id;
 }

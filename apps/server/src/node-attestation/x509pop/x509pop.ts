@@ -7,6 +7,7 @@ import {
   type KeyObject,
   X509Certificate as NodeX509Certificate,
 } from 'node:crypto';
+import { isCaCertificate } from '@sigil/pki';
 import { x509 } from '@sigil/spiffe';
 import type { AgentSelector } from '../../agents/agent.js';
 import { AppError } from '../../common/errors.js';
@@ -101,7 +102,7 @@ export function parseX509popCaBundle(pem: string, source: string): x509.X509Cert
     } catch (error) {
       throw new Error(`x509pop ca bundle ${source}: certificate ${index} does not parse`, { cause: error });
     }
-    if (!isCa(certificate)) throw new Error(`x509pop ca bundle ${source}: certificate ${index} is not a ca`);
+    if (!isCaCertificate(certificate)) throw new Error(`x509pop ca bundle ${source}: certificate ${index} is not a ca`);
     return certificate;
   });
 }
@@ -315,7 +316,7 @@ function checkPath(path: readonly PathCertificate[], now: Date): CheckedPath {
     if (index === 0) continue;
     const next = each.parsed();
     const role = `${index === path.length - 1 ? 'root' : 'intermediate'} certificate "${next.subject}"`;
-    if (!isCa(next)) throw refused(`${role} is not a ca`);
+    if (!isCaCertificate(next)) throw refused(`${role} is not a ca`);
     const nextUsage = next.getExtension(x509.KeyUsagesExtension);
     if (nextUsage !== null && !(nextUsage.usages & x509.KeyUsageFlags.keyCertSign)) {
       throw refused(`${role} lacks keyCertSign key usage`);
@@ -361,10 +362,6 @@ export function isPossessionProven(publicKey: KeyObject, nonce: Uint8Array, sign
   } catch {
     return false;
   }
-}
-
-function isCa(certificate: x509.X509Certificate): boolean {
-  return certificate.getExtension(x509.BasicConstraintsExtension)?.ca === true;
 }
 
 function checkValidity(certificate: x509.X509Certificate, role: string, now: Date): void {
