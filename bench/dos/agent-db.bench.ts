@@ -178,8 +178,11 @@ async function main(): Promise<void> {
 
     /** Failed legitimate signs, by reason (the first words of the error). */
     const legitFailures = new Map<string, number>();
+    /** The slowest legitimate sign of the last phase and when it started (`performance.now()`). */
+    let slowest = { latency: 0, startedAt: 0 };
     /** The legitimate agent's signs, one at a time, until `until` resolves; latencies in milliseconds. */
     const legitimateSigns = async (until: Promise<unknown>): Promise<number[]> => {
+      slowest = { latency: 0, startedAt: 0 };
       let done = false;
       void until.then(() => (done = true));
       const latencies: number[] = [];
@@ -193,7 +196,9 @@ async function main(): Promise<void> {
           const reason = (error as Error).message.slice(0, 80);
           legitFailures.set(reason, (legitFailures.get(reason) ?? 0) + 1);
         }
-        latencies.push(performance.now() - start);
+        const latency = performance.now() - start;
+        latencies.push(latency);
+        if (latency > slowest.latency) slowest = { latency, startedAt: start };
         if (signInterval > 0) await sleep(signInterval);
       }
       return latencies;
@@ -217,14 +222,20 @@ async function main(): Promise<void> {
     const cpuBefore = cpuSeconds(pid);
     const rssBefore = residentMemory(pid).rssKiB;
     const plan: FloodPlan = { port: server.port, attacker, seconds, syncs, waitMs, scrapers, maxRequests };
+    const floodStarted = performance.now();
     const result = runAttackWorker<FloodPlan, FloodResult>(import.meta.url, plan);
     const attack = result.then(() => undefined);
     const during = summarize(await legitimateSigns(attack));
+    const slowestDuring = slowest;
     const attackCpu = cpuSeconds(pid) - cpuBefore;
     const attackRss = residentMemory(pid);
     const syncAnswers = new Tally((await result).syncAnswers);
     const scrapeAnswers = new Tally((await result).scrapeAnswers);
     log(`legitimate agent during the flood: ${formatLatency(during)}`);
+    log(
+      `slowest legitimate sign during the flood: started ${((slowestDuring.startedAt - floodStarted) / 1000).toFixed(2)} s ` +
+        `into it (${new Date(performance.timeOrigin + slowestDuring.startedAt).toISOString()})`,
+    );
     log(
       `attacker: ${formatCount(syncAnswers.total)} syncs on ${syncs} connections, answers ` +
         `${JSON.stringify(syncAnswers)}; ${formatCount(scrapeAnswers.total)} scrapes, answers ${JSON.stringify(scrapeAnswers)}`,

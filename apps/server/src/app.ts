@@ -12,6 +12,7 @@ import { MAX_SYNC_WAIT_MS } from './agent-api/sync.service.js';
 import { AdminSocketConnections } from './auth/admin-socket-connections.js';
 import { closeAdminSocket, listenOnAdminSocket } from './auth/admin-socket.js';
 import { PUBLIC_BUDGET_CONFIG } from './auth/public.decorator.js';
+import { IgnoredRetryAfter } from './auth/ignored-retry-after.js';
 import { PublicRateLimits } from './auth/public-rate-limits.js';
 import { BundleService } from './bundle/bundle.service.js';
 import { CaService } from './ca/ca.service.js';
@@ -138,6 +139,10 @@ export async function createServerApp(config: ServerConfig, options: ServerAppOp
         .send({ error: 'not_found', message: `${request.url.split('?')[0]} is served on the metrics address only` });
     });
   }
+  // A 429 that ignored the connection's last Retry-After is held, then closes it (ignored-retry-after.ts).
+  const ignoredRetryAfter = app.get(IgnoredRetryAfter);
+  fastify.addHook('onRequest', ignoredRetryAfter.onRequest);
+  fastify.addHook('onSend', ignoredRetryAfter.onSend);
   // Open routes over their source address's budget are refused here, before the body is read (public-rate-limits.ts).
   fastify.addHook('onRequest', app.get(PublicRateLimits).onRequest);
   // Signing requests of an agent whose budget is spent, likewise, on a connection it authenticated before.

@@ -1,12 +1,15 @@
+import { Agent } from 'node:https';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   credentialsOf,
   newAgentKey,
+  requestTls,
   startAgentApiTestServer,
   type AgentApiResponse,
   type AgentApiTestServer,
 } from '../../../../test/support/agent-api.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
+import { IGNORED_RETRY_AFTER_HOLD_MS } from '../auth/ignored-retry-after.js';
 import { JoinTokensService } from '../join-tokens/join-tokens.service.js';
 import { DEFAULT_AGENT_MAX_LONG_POLLS } from '../config.js';
 import { SyncService } from './sync.service.js';
@@ -62,6 +65,38 @@ describe(`agent API: sync limits (${backend})`, () => {
     expect((await neighbour.call('GET', '/agent/v1/sync?revision=0')).status).toBe(200);
     clock.advance(1000);
     expect((await flooder.call('GET', '/agent/v1/sync?revision=0')).status).toBe(200);
+  });
+
+  it('an agent that syncs again at once after its 429 on a kept-alive connection gets the next 429 held, then closed; after its Retry-After it is served', async () => {
+    const { token } = await api.server.app.get(JoinTokensService).create({});
+    const key = await newAgentKey();
+    const attested = await api.call('POST', '/agent/v1/attest/join-token', { token, csr: await key.csr() });
+    const credentials = credentialsOf(attested.body['svid'], key.privateKeyPem);
+    const connection = new Agent({ keepAlive: true, maxSockets: 1 });
+    const sync = () =>
+      requestTls(api.port, { method: 'GET', path: '/agent/v1/sync?revision=0', credentials, agent: connection });
+    try {
+      for (let i = 0; i < SYNC_BURST; i++) expect((await sync()).status).toBe(200);
+      const refused = await sync();
+      expect(refused).toMatchObject({ status: 429, headers: { 'retry-after': '1' }, reusedConnection: true });
+      expect(refused.headers.connection).not.toBe('close');
+      // Again at once (the clock stands still): held, then sent with Connection: close.
+      let answered = false;
+      const impatient = sync().then((answer) => ((answered = true), answer));
+      await new Promise((resolve) => setTimeout(resolve, IGNORED_RETRY_AFTER_HOLD_MS / 2));
+      expect(answered).toBe(false);
+      expect(await impatient).toMatchObject({
+        status: 429,
+        headers: { 'retry-after': '1', connection: 'close' },
+        body: { error: 'resource_exhausted' },
+        reusedConnection: true,
+      });
+      // An agent waits its Retry-After: on a new connection, served.
+      clock.advance(1000);
+      expect(await sync()).toMatchObject({ status: 200, reusedConnection: false });
+    } finally {
+      connection.destroy();
+    }
   });
 
   it(`holds at most ${DEFAULT_AGENT_MAX_LONG_POLLS} long-polls per agent: a newer one answers the oldest at once`, async () => {

@@ -8,6 +8,7 @@ import { AdminTokensController } from './admin-tokens.controller.js';
 import { AdminTokensRepository } from './admin-tokens.repository.js';
 import { AdminTokensService } from './admin-tokens.service.js';
 import { PublicRateLimitInterceptor } from './public-rate-limit.interceptor.js';
+import { IgnoredRetryAfter } from './ignored-retry-after.js';
 import { PublicRateLimits } from './public-rate-limits.js';
 
 /**
@@ -22,6 +23,7 @@ import { PublicRateLimits } from './public-rate-limits.js';
     AdminTokensService,
     AdminSocketConnections,
     PublicRateLimits,
+    IgnoredRetryAfter,
     { provide: APP_GUARD, useClass: AdminAuthGuard },
     { provide: APP_INTERCEPTOR, useClass: PublicRateLimitInterceptor },
   ],

@@ -19,7 +19,7 @@ import { AdminClient } from '../cli/admin-client.js';
 import { ATTESTATION_BODY_LIMIT_BYTES } from '../common/request-body.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { JoinTokensService } from '../join-tokens/join-tokens.service.js';
-import { IGNORED_RETRY_AFTER_HOLD_MS } from './public-rate-limits.js';
+import { IGNORED_RETRY_AFTER_HOLD_MS } from './ignored-retry-after.js';
 
 const backend = process.env.DATABASE_URL ? 'postgres' : 'embedded';
 const ATTESTATION_LIMIT = 'over its attestation rate limit (1/s, burst 20; a refused attestation counts 10)';

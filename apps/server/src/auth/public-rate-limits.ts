@@ -1,4 +1,3 @@
-import { type Socket } from 'node:net';
 import { Inject, Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
 import { logPath, RateLimitedLog } from '@sigil/logging';
 import { TokenBucketRateLimiter } from '@sigil/runtime';
@@ -21,17 +20,6 @@ type LimitsConfig = Pick<
 >;
 
 /**
- * How long the 429 of a connection that ignored its last Retry-After is held before it is sent (then the connection
- * is closed): the same as the shortest Retry-After, so a flood gets at most one answer per second per connection.
- */
-export const IGNORED_RETRY_AFTER_HOLD_MS = 1000;
-/**
- * Answers held at once, over every connection: past it, a refusal that ignored its Retry-After is answered at once
- * with `Connection: close` (each held answer keeps its request, reply and timer: about 3 KB).
- */
-export const MAX_HELD_ANSWERS = 10_000;
-
-/**
  * The per-source-address budgets of the routes open without credentials ({@link Public}), so that one client cannot
  * spend the server's CPU or database on requests that need no credential (the x509pop chain check, join token
  * lookups, the bundle, readiness). One token bucket per address per budget (`attestation`, `read`).
@@ -42,11 +30,8 @@ export const MAX_HELD_ANSWERS = 10_000;
  *   usually holds a whole /64). Behind a proxy or NAT every client of that address shares one bucket.
  * - A refused attestation (403) costs {@link ATTESTATION_REFUSAL_COST} tokens in all: the rest is charged when the
  *   refusal is known ({@link chargeRefusedAttestation}, from `PublicRateLimitInterceptor`).
- * - A connection that asks again before half of the Retry-After it was just given has passed ignores it (a flood on
- *   kept-alive connections; agents wait the whole Retry-After): if refused again, its answer is held for
- *   {@link IGNORED_RETRY_AFTER_HOLD_MS} and sent with `Connection: close`, so each further refusal costs the flood a
- *   wait and a new connection, which the per-address handshake rate refuses at accept, before any TLS work. Counted
- *   per connection, never per address: clients behind one NAT that honour Retry-After are never held.
+ * - A connection that ignores its Retry-After gets its next 429 late and closed, as every 429 of the TLS port
+ *   ({@link IgnoredRetryAfter}).
  * - The local admin socket is not limited (its file permissions are the credential).
  * - Buckets live in this replica's memory: N replicas behind a load balancer allow N times the rate.
  */
@@ -63,17 +48,11 @@ export class PublicRateLimits implements OnModuleDestroy {
   private readonly limiters: Readonly<Record<PublicBudget, TokenBucketRateLimiter>>;
   // A refused caller repeats at will: a few lines per budget per interval, then a count of the rest.
   private readonly refusals: RateLimitedLog;
-  /** Per connection refused before: the time before which asking again ignores the Retry-After it was given. */
-  private readonly patientUntilMs = new WeakMap<Socket, number>();
-  /** Answers being held ({@link IGNORED_RETRY_AFTER_HOLD_MS}): each sends its answer now when called. */
-  private readonly held = new Set<() => void>();
-  /** Connections with an answer held: one more request on them (pipelined behind it) closes them. */
-  private readonly holding = new WeakSet<Socket>();
 
   constructor(
     private readonly adminSockets: AdminSocketConnections,
     @Inject(SERVER_CONFIG) private readonly config: LimitsConfig,
-    @Inject(CLOCK) private readonly clock: Clock,
+    @Inject(CLOCK) clock: Clock,
   ) {
     this.limiters = {
       attestation: new TokenBucketRateLimiter(
@@ -89,8 +68,6 @@ export class PublicRateLimits implements OnModuleDestroy {
   }
 
   onModuleDestroy(): void {
-    // Runs before the listener closes: held answers go out now rather than keeping the shutdown waiting.
-    for (const send of [...this.held]) send();
     this.refusals.close();
   }
 
@@ -105,60 +82,18 @@ export class PublicRateLimits implements OnModuleDestroy {
     // A route of cost 0 (the x509pop answer, bounded by the challenges) passes unless its address is in debt.
     if (limiter.tryTake(address, cost)) return done();
     const retryAfter = Math.max(1, limiter.retryAfterSeconds(address, cost));
-    const socket = request.raw.socket;
-    const nowMs = this.clock.now().getTime();
-    const ignoredRetryAfter = nowMs < (this.patientUntilMs.get(socket) ?? 0);
-    // Half the Retry-After: a client whose timer fires a little early, or that counts from when it sent, is patient.
-    this.patientUntilMs.set(socket, nowMs + (retryAfter * 1000) / 2);
     this.refusals.warn(budget, {
       msg: 'unauthenticated request refused: source address over its rate limit',
       budget,
       address,
       path: logPath(request.url),
-      ...(ignoredRetryAfter && { ignoredRetryAfter }),
     });
     const body: ErrorBody = {
       error: 'resource_exhausted',
       message: `source address ${address}: over its ${this.describe(budget)}; retry in ${retryAfter} s`,
     };
-    const send = (): void => void reply.code(429).header('retry-after', String(retryAfter)).send(body);
-    if (!ignoredRetryAfter) return send();
-    if (this.holding.has(socket)) {
-      // Pipelined behind a held refusal: the client is not waiting for answers, so each request would hold another.
-      reply.hijack();
-      socket.destroy();
-      return;
-    }
-    if (this.held.size >= MAX_HELD_ANSWERS) {
-      void reply.header('connection', 'close');
-      return send();
-    }
-    this.holdThenClose(socket, () => {
-      void reply.header('connection', 'close');
-      send();
-    });
+    void reply.code(429).header('retry-after', String(retryAfter)).send(body);
   };
-
-  /**
-   * Sends `answer` after {@link IGNORED_RETRY_AFTER_HOLD_MS} (at once when the server stops), or never if the client
-   * is gone by then. Bounded by the connections the TLS port holds (per address and in all).
-   */
-  private holdThenClose(socket: Socket, answer: () => void): void {
-    const forget = (): void => {
-      clearTimeout(timer);
-      this.held.delete(send);
-      this.holding.delete(socket);
-    };
-    const send = (): void => {
-      forget();
-      socket.off('close', forget);
-      answer();
-    };
-    const timer = setTimeout(send, IGNORED_RETRY_AFTER_HOLD_MS);
-    this.held.add(send);
-    this.holding.add(socket);
-    socket.once('close', forget);
-  }
 
   /** Charges the rest of {@link ATTESTATION_REFUSAL_COST} to the address of a refused attestation. */
   chargeRefusedAttestation(request: FastifyRequest): void {
