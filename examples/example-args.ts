@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { type X509Svid } from '@sigil/workload-api';
+import { X509Source, type X509Svid } from '@sigil/workload-api';
 
 /** Where `npm start` (the quickstart) serves the Workload API. */
 export const QUICKSTART_SOCKET = 'unix:///tmp/sigil-agent/public/api.sock';
@@ -42,6 +42,16 @@ export function pickSvid(spiffeId: string | undefined): ((svids: readonly X509Sv
     }
     return svid;
   };
+}
+
+/** The workload's X.509 source (of `spiffeId`, or the default identity), or exit with the reason. */
+export async function openX509Source(address: string, spiffeId: string | undefined): Promise<X509Source> {
+  return X509Source.create({
+    clientOptions: { address },
+    picker: pickSvid(spiffeId),
+    timeoutMs: 30_000,
+    onError: (error) => console.error(`workload api: ${error.message}`),
+  }).catch((error: Error) => fail(`cannot get an X.509-SVID: ${error.message}`));
 }
 
 export function fail(message: string): never {

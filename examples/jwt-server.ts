@@ -6,6 +6,7 @@
  *     [--address unix:///tmp/sigil-agent/public/api.sock]
  */
 import { createServer } from 'node:http';
+import { type AddressInfo } from 'node:net';
 import { JwtSource, validateBearerJwtSvid } from '@sigil/workload-api';
 import { fail, flags } from './example-args.js';
 
@@ -32,7 +33,9 @@ const server = createServer((req, res) => {
   );
 });
 server.listen(Number(args.port), () =>
-  console.log(`accepting JWT-SVIDs for ${args.audience} on http://127.0.0.1:${args.port}/`),
+  console.log(
+    `accepting JWT-SVIDs for ${args.audience} on http://127.0.0.1:${(server.address() as AddressInfo).port}/`,
+  ),
 );
 
 process.once('SIGINT', () => {

@@ -8,8 +8,8 @@
  */
 import { request } from 'node:https';
 import { type TLSSocket } from 'node:tls';
-import { X509Source, authorizeId, createClientTlsOptions } from '@sigil/workload-api';
-import { fail, flags, pickSvid } from './example-args.js';
+import { authorizeId, createClientTlsOptions } from '@sigil/workload-api';
+import { fail, flags, openX509Source } from './example-args.js';
 
 const usage = 'mtls-client --authorize SPIFFE_ID [--spiffe-id SPIFFE_ID] [--url URL] [--every SECONDS] [--address URI]';
 const args = flags(
@@ -18,12 +18,7 @@ const args = flags(
   ['authorize', 'url'],
 );
 
-const source = await X509Source.create({
-  clientOptions: { address: args.address },
-  picker: pickSvid(args['spiffe-id']),
-  timeoutMs: 30_000,
-  onError: (error) => console.error(`workload api: ${error.message}`),
-}).catch((error: Error) => fail(`cannot get an X.509-SVID: ${error.message}`));
+const source = await openX509Source(args.address, args['spiffe-id']);
 const tlsOptions = createClientTlsOptions(source, authorizeId(args.authorize));
 
 function call(): Promise<void> {

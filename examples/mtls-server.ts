@@ -8,18 +8,13 @@
 import { createServer } from 'node:https';
 import { type AddressInfo } from 'node:net';
 import { type TLSSocket } from 'node:tls';
-import { X509Source, authorizeId, createServerTlsOptions, peerSpiffeId } from '@sigil/workload-api';
-import { fail, flags, pickSvid } from './example-args.js';
+import { authorizeId, createServerTlsOptions, peerSpiffeId } from '@sigil/workload-api';
+import { flags, openX509Source } from './example-args.js';
 
 const usage = 'mtls-server --authorize SPIFFE_ID [--spiffe-id SPIFFE_ID] [--port 8443] [--address URI]';
 const args = flags(usage, { authorize: undefined, 'spiffe-id': undefined, port: '8443' }, ['authorize', 'port']);
 
-const source = await X509Source.create({
-  clientOptions: { address: args.address },
-  picker: pickSvid(args['spiffe-id']),
-  timeoutMs: 30_000,
-  onError: (error) => console.error(`workload api: ${error.message}`),
-}).catch((error: Error) => fail(`cannot get an X.509-SVID: ${error.message}`));
+const source = await openX509Source(args.address, args['spiffe-id']);
 source.onUpdate(() =>
   console.log(`SVID updated: now presenting serial ${source.getX509Svid().certificates[0]!.serialNumber}`),
 );

@@ -1,9 +1,11 @@
 import { KeyObject, X509Certificate, constants as cryptoConstants } from 'node:crypto';
+import { type RequestListener } from 'node:http';
+import { type Server as HttpsServer, createServer as createHttpsServer } from 'node:https';
 import {
   type ConnectionOptions,
   type PeerCertificate,
   type SecureVersion,
-  type Server,
+  Server,
   type TLSSocket,
   type TlsOptions,
 } from 'node:tls';
@@ -19,12 +21,25 @@ import { type Authorizer } from './authorizer.js';
 import { WorkloadApiError } from './errors.js';
 import { type VerifiedPeer, verifyPeer, verifyPeerSync } from './peer-verification.js';
 
+/**
+ * What a TLS client that only verifies needs: the X.509 bundles to verify the server with. `X509Source` is one; so
+ * is a `TrustBundleSet` or a single `TrustBundle` (e.g. from {@link loadX509Bundle}) for a client without an SVID.
+ */
+export type X509BundleTlsSource =
+  (BundleSource & ({ getBundles(): Iterable<TrustBundle> } | Iterable<TrustBundle>)) | TrustBundle;
+
 /** What the TLS helpers need: the SVID to present and the X.509 bundles to verify peers with. `X509Source` is one. */
 export interface X509TlsSource extends BundleSource {
   /** The SVID to present on the next connection. */
   getX509Svid(): X509Svid;
   /** Every X.509 bundle held. */
   getBundles(): Iterable<TrustBundle>;
+}
+
+/** What a TLS server that only presents its SVID needs. `X509Source` is one. */
+export interface X509SvidTlsSource {
+  /** The SVID to present on the next connection. */
+  getX509Svid(): X509Svid;
 }
 
 /** Options of {@link createServerTlsOptions} and {@link createClientTlsOptions}. */
@@ -95,8 +110,15 @@ function materialOf(svid: X509Svid): SvidMaterial {
   return material;
 }
 
-function authoritiesPem(source: X509TlsSource): string {
-  const bundles = source.getBundles();
+/** The bundles of a source, a bundle set or a single bundle. */
+function bundlesOf(source: X509BundleTlsSource): Iterable<TrustBundle> {
+  if ('getBundles' in source && typeof source.getBundles === 'function') return source.getBundles();
+  if (Symbol.iterator in source) return source as Iterable<TrustBundle>;
+  return [source as TrustBundle];
+}
+
+function authoritiesPem(source: X509BundleTlsSource): string {
+  const bundles = bundlesOf(source);
   const cached = authorityPems.get(bundles);
   if (cached !== undefined) return cached;
   const pem = [...bundles].map((bundle) => bundle.x509Pem()).join('');
@@ -114,6 +136,89 @@ function settings(config: SpiffeTlsConfig): { minVersion: SecureVersion; now: ()
   }
   return { minVersion, now: config.now ?? (() => new Date()) };
 }
+
+const SECURE_OPTIONS = cryptoConstants.SSL_OP_NO_TICKET;
+
+/**
+ * Presents the source's current SVID on every new connection of `server`: when the SVID has rotated, the secure
+ * context is replaced just before the connection's handshake starts (works with and without SNI, no restart).
+ */
+function presentSvid(server: Server, source: X509SvidTlsSource, minVersion: SecureVersion): void {
+  let presented: X509Svid | undefined;
+  const present = (): void => {
+    const svid = source.getX509Svid();
+    if (svid === presented) return;
+    server.setSecureContext({ ...materialOf(svid), minVersion, secureOptions: SECURE_OPTIONS });
+    presented = svid;
+  };
+  present();
+  server.prependListener('connection', () => {
+    try {
+      present();
+    } catch {
+      // The source is closed (the application is shutting down): keep presenting the last SVID.
+    }
+  });
+}
+
+/**
+ * Holds back `secureConnection` until the client's X.509-SVID has passed `verifyX509Svid` against the bundle of its
+ * trust domain and the authorizer; a refused connection is destroyed and reported as `tlsClientError`.
+ */
+function verifyClients(server: Server, source: BundleSource, authorizer: Authorizer, now: () => Date): void {
+  const emit = server.emit as (this: Server, event: string | symbol, ...args: unknown[]) => boolean;
+  server.emit = function (this: Server, event: string | symbol, ...args: unknown[]): boolean {
+    if (event !== 'secureConnection') return emit.call(this, event, ...args);
+    const socket = args[0] as TLSSocket;
+    verifyPeer(peerCertificateChain(socket.getPeerCertificate(true)), source, authorizer, now()).then(
+      (peer) =>
+        process.nextTick(() => {
+          if (socket.destroyed) return;
+          (socket as unknown as Record<symbol, VerifiedPeer>)[VERIFIED_PEER] = peer;
+          emit.call(this, 'secureConnection', socket);
+        }),
+      (error: unknown) =>
+        process.nextTick(() => {
+          socket.destroy();
+          emit.call(this, 'tlsClientError', error, socket);
+        }),
+    );
+    return true;
+  } as Server['emit'];
+}
+
+/**
+ * Arms a server made elsewhere: client certificates requested or not (Node reads `requestCert` for each new
+ * connection; its own client check stays off, the SPIFFE check replaces it) and the SVID presented with rotation.
+ */
+function armServer(
+  server: Server,
+  what: string,
+  source: X509SvidTlsSource,
+  requestCert: boolean,
+  minVersion: SecureVersion,
+): void {
+  checkArmable(server, what);
+  const fields = server as unknown as { requestCert: boolean; rejectUnauthorized: boolean };
+  fields.requestCert = requestCert;
+  fields.rejectUnauthorized = false;
+  presentSvid(server, source, minVersion);
+}
+
+/** Refuses a server that is not a TLS server or already listens (connections before arming would be unverified). */
+function checkArmable(server: Server, what: string): void {
+  if (!(server instanceof Server)) {
+    throw new WorkloadApiError(
+      'ERR_ARGUMENT_INVALID',
+      `${what}: the server must be a TLS server (tls.createServer, https.createServer, http2.createSecureServer)`,
+    );
+  }
+  if (server.listening) throw new WorkloadApiError('ERR_ARGUMENT_INVALID', `${what}: call it before listen()`);
+  if (armed.has(server)) throw new WorkloadApiError('ERR_ARGUMENT_INVALID', `${what}: the server is already armed`);
+  armed.add(server);
+}
+
+const armed = new WeakSet<Server>();
 
 /**
  * Server-side TLS options for mutual SPIFFE authentication (go-spiffe `tlsconfig.MTLSServerConfig`): the server
@@ -136,13 +241,13 @@ export function createServerTlsOptions(
   config: SpiffeTlsConfig = {},
 ): SpiffeServerTlsOptions {
   const { minVersion, now } = settings(config);
-  const secureOptions = cryptoConstants.SSL_OP_NO_TICKET;
+  requireAuthorizer(authorizer);
   const attached = new WeakSet<Server>();
   return {
     requestCert: true,
     rejectUnauthorized: false,
     minVersion,
-    secureOptions,
+    secureOptions: SECURE_OPTIONS,
     attach<S extends Server>(server: S): S {
       if (attached.has(server)) return server;
       if ((server as unknown as { requestCert?: unknown }).requestCert !== true) {
@@ -150,42 +255,11 @@ export function createServerTlsOptions(
           'attach: the server must be created with these options (it does not request client certificates)',
         );
       }
+      if (armed.has(server)) throw new Error('attach: the server is already armed by attachMtls or attachTls');
       attached.add(server);
-      let presented: X509Svid | undefined;
-      const present = (): void => {
-        const svid = source.getX509Svid();
-        if (svid === presented) return;
-        server.setSecureContext({ ...materialOf(svid), minVersion, secureOptions });
-        presented = svid;
-      };
-      present();
-      server.prependListener('connection', () => {
-        try {
-          present();
-        } catch {
-          // The source is closed (the application is shutting down): keep presenting the last SVID.
-        }
-      });
-
-      const emit = server.emit as (this: S, event: string | symbol, ...args: unknown[]) => boolean;
-      server.emit = function (this: S, event: string | symbol, ...args: unknown[]): boolean {
-        if (event !== 'secureConnection') return emit.call(this, event, ...args);
-        const socket = args[0] as TLSSocket;
-        verifyPeer(peerCertificateChain(socket.getPeerCertificate(true)), source, authorizer, now()).then(
-          (peer) =>
-            process.nextTick(() => {
-              if (socket.destroyed) return;
-              (socket as unknown as Record<symbol, VerifiedPeer>)[VERIFIED_PEER] = peer;
-              emit.call(this, 'secureConnection', socket);
-            }),
-          (error: unknown) =>
-            process.nextTick(() => {
-              socket.destroy();
-              emit.call(this, 'tlsClientError', error, socket);
-            }),
-        );
-        return true;
-      } as S['emit'];
+      armed.add(server);
+      presentSvid(server, source, minVersion);
+      verifyClients(server, source, authorizer, now);
       return server;
     },
   };
@@ -214,25 +288,159 @@ export function createClientTlsOptions(
   authorizer: Authorizer,
   config: SpiffeTlsConfig = {},
 ): SpiffeClientTlsOptions {
+  return Object.defineProperties(verifyingClientOptions(source, authorizer, config), {
+    key: { enumerable: true, get: () => materialOf(source.getX509Svid()).key },
+    cert: { enumerable: true, get: () => materialOf(source.getX509Svid()).cert },
+  }) as SpiffeClientTlsOptions;
+}
+
+/** The options both client helpers share: Node's chain check on the held bundles only, then the SPIFFE check. */
+function verifyingClientOptions(
+  source: X509BundleTlsSource,
+  authorizer: Authorizer,
+  config: SpiffeTlsConfig,
+): SpiffeTlsClientOptions {
   const { minVersion, now } = settings(config);
   const options = {
     rejectUnauthorized: true as const,
     minVersion,
     session: undefined,
-    checkServerIdentity: (_hostname: string, cert: PeerCertificate): Error | undefined => {
-      try {
-        verifyPeerSync(peerCertificateChain(cert), source, authorizer, now());
-        return undefined;
-      } catch (error) {
-        return error as Error;
-      }
-    },
+    checkServerIdentity: serverIdentityCheck(source, authorizer, now),
   };
-  return Object.defineProperties(options, {
-    key: { enumerable: true, get: () => materialOf(source.getX509Svid()).key },
-    cert: { enumerable: true, get: () => materialOf(source.getX509Svid()).cert },
-    ca: { enumerable: true, get: () => authoritiesPem(source) },
-  }) as typeof options & Pick<SpiffeClientTlsOptions, 'key' | 'cert' | 'ca'>;
+  return Object.defineProperty(options, 'ca', {
+    enumerable: true,
+    get: () => authoritiesPem(source),
+  }) as typeof options & Pick<SpiffeTlsClientOptions, 'ca'>;
+}
+
+/**
+ * The `checkServerIdentity` of the client helpers: the server's chain passes `verifyX509SvidSync` against the bundle
+ * of its own trust domain and `authorizer` agrees, or the handshake fails with `ERR_PEER_REJECTED`. Shared with the
+ * gRPC channel credentials.
+ */
+export function serverIdentityCheck(
+  source: X509BundleTlsSource,
+  authorizer: Authorizer,
+  now: () => Date,
+): (hostname: string, cert: PeerCertificate) => Error | undefined {
+  requireAuthorizer(authorizer);
+  return (_hostname, cert) => {
+    try {
+      verifyPeerSync(peerCertificateChain(cert), source, authorizer, now());
+      return undefined;
+    } catch (error) {
+      return error as Error;
+    }
+  };
+}
+
+/** PEM of the current SVID (key, chain) and of every held X.509 authority; for the gRPC credentials. */
+export function tlsMaterial(source: X509TlsSource): { key: string; cert: string; ca: string } {
+  return { ...materialOf(source.getX509Svid()), ca: authoritiesPem(source) };
+}
+
+/** Options of the one-way client {@link createTlsClientOptions}: no `key`, no `cert`. */
+export interface SpiffeTlsClientOptions extends ConnectionOptions {
+  /** Every X.509 authority of every bundle held (PEM), read at each connection; never the system CAs. */
+  readonly ca: string;
+  readonly rejectUnauthorized: true;
+  readonly minVersion: SecureVersion;
+  readonly checkServerIdentity: (hostname: string, cert: PeerCertificate) => Error | undefined;
+}
+
+/**
+ * Client-side TLS options for one-way TLS (go-spiffe `tlsconfig.TLSClientConfig`): the client presents no
+ * certificate but still verifies the server's X.509-SVID against the bundle of the server's trust domain and
+ * `authorizer`, exactly as {@link createClientTlsOptions} does; host names are never checked. For clients without an
+ * SVID (a bundle loaded from a file is enough) that authenticate otherwise, e.g. with a JWT-SVID bearer token.
+ *
+ * @example
+ * ```ts
+ * const bundle = await loadX509Bundle('example.org', '/etc/sigil/bundle.pem');
+ * https.get('https://10.0.0.5:8443/', createTlsClientOptions(bundle, authorizeId('spiffe://example.org/api')));
+ * ```
+ */
+export function createTlsClientOptions(
+  source: X509BundleTlsSource,
+  authorizer: Authorizer,
+  config: SpiffeTlsConfig = {},
+): SpiffeTlsClientOptions {
+  return verifyingClientOptions(source, authorizer, config);
+}
+
+function requireAuthorizer(authorizer: Authorizer): void {
+  if (typeof authorizer !== 'function') {
+    throw new WorkloadApiError('ERR_ARGUMENT_INVALID', 'an authorizer is required (authorizeId, authorizeMemberOf, …)');
+  }
+}
+
+/**
+ * Makes a TLS server created elsewhere (`https.createServer()`, `http2.createSecureServer()`, `tls.createServer()`,
+ * or a framework's) a mutual-TLS SPIFFE server in one call, before `listen()` (go-spiffe
+ * `spiffetls.Listen` with `MTLSServer`): it requests client certificates, presents the source's current SVID on
+ * every connection (rotation without restart), and verifies every client's X.509-SVID and `authorizer` before the
+ * server emits `secureConnection`, exactly as {@link createServerTlsOptions} with `attach` does. Options the server
+ * was created with for key, certificate or client verification are replaced.
+ *
+ * @throws WorkloadApiError `ERR_ARGUMENT_INVALID` when `server` is not a TLS server, already listens or is already
+ * armed, or `authorizer` is missing.
+ */
+export function attachMtls<S extends Server>(
+  server: S,
+  source: X509TlsSource,
+  authorizer: Authorizer,
+  config: SpiffeTlsConfig = {},
+): S {
+  const { minVersion, now } = settings(config);
+  requireAuthorizer(authorizer);
+  armServer(server, 'attachMtls', source, true, minVersion);
+  verifyClients(server, source, authorizer, now);
+  return server;
+}
+
+/**
+ * An HTTPS server with mutual SPIFFE authentication, ready to `listen()`: {@link createServerTlsOptions} and `attach`
+ * in one call, so the attach step cannot be forgotten. `requestListener` can be any Node request handler (an Express
+ * app, Fastify's `serverFactory` handler). For HTTP/2 or plain TLS use {@link attachMtls}.
+ *
+ * @example
+ * ```ts
+ * const server = createMtlsServer(source, authorizeId('spiffe://example.org/client'), (req, res) =>
+ *   res.end(`hello ${peerSpiffeId(req.socket as TLSSocket)}`),
+ * );
+ * server.listen(8443);
+ * ```
+ */
+export function createMtlsServer(
+  source: X509TlsSource,
+  authorizer: Authorizer,
+  requestListener?: RequestListener,
+  config: SpiffeTlsConfig = {},
+): HttpsServer {
+  requireAuthorizer(authorizer);
+  const options = createServerTlsOptions(source, authorizer, config);
+  return options.attach(createHttpsServer(options, requestListener));
+}
+
+/**
+ * Makes a TLS server created elsewhere a one-way SPIFFE TLS server (go-spiffe `tlsconfig.TLSServerConfig`): it
+ * presents the source's current SVID on every connection (rotation without restart) and requests no client
+ * certificate, so clients must be authenticated otherwise (e.g. {@link validateBearerJwtSvid}). Call before `listen()`.
+ *
+ * @throws WorkloadApiError `ERR_ARGUMENT_INVALID` when `server` is not a TLS server, already listens or is already armed.
+ */
+export function attachTls<S extends Server>(server: S, source: X509SvidTlsSource, config: SpiffeTlsConfig = {}): S {
+  armServer(server, 'attachTls', source, false, settings(config).minVersion);
+  return server;
+}
+
+/** An HTTPS server presenting the source's SVID, without client certificates: {@link attachTls} on a new server. */
+export function createTlsServer(
+  source: X509SvidTlsSource,
+  requestListener?: RequestListener,
+  config: SpiffeTlsConfig = {},
+): HttpsServer {
+  return attachTls(createHttpsServer({}, requestListener), source, config);
 }
 
 /**
