@@ -1,4 +1,4 @@
-import { Inject, Injectable, type BeforeApplicationShutdown } from '@nestjs/common';
+import { Inject, Injectable, type BeforeApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import type { SpiffeJwks, TrustBundle } from '@sigil/spiffe';
 import { BundleService } from '../bundle/bundle.service.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
@@ -41,8 +41,18 @@ export interface SyncResult {
  * its own earlier poll, and an agent cannot hold more requests waiting.
  */
 @Injectable()
-export class SyncService implements BeforeApplicationShutdown {
+export class SyncService implements OnModuleInit, BeforeApplicationShutdown {
   private readonly waiting = new Set<() => void>();
+  /**
+   * Federated bundles as last read, by trust domain (null: none stored), so that a sync answer reads the database
+   * only for a trust domain no answer asked for since the last change of the index. Every change of a federated
+   * bundle that an agent can see gives the entries federating with it a revision (FederationService), so a change
+   * of the index drops the cache; `federatedGeneration` keeps a read that started before the drop from storing
+   * what it read.
+   */
+  private readonly federatedCache = new Map<string, SpiffeJwks | null>();
+  private federatedGeneration = 0;
+  private unsubscribeIndex: (() => void) | undefined;
   /** Open long-polls by agent, oldest first. */
   private readonly polls = new Map<string, LongPoll[]>();
   private closing = false;
@@ -52,6 +62,13 @@ export class SyncService implements BeforeApplicationShutdown {
     private readonly bundles: BundleService,
     @Inject(SERVER_CONFIG) private readonly config: Pick<ServerConfig, 'agentMaxLongPolls'>,
   ) {}
+
+  onModuleInit(): void {
+    this.unsubscribeIndex = this.index.onChange(() => {
+      this.federatedGeneration += 1;
+      this.federatedCache.clear();
+    });
+  }
 
   async sync(agent: CallingAgent, request: SyncRequest, signal?: AbortSignal): Promise<SyncResult> {
     const waitMs = Math.min(Math.max(request.waitMs, 0), MAX_SYNC_WAIT_MS);
@@ -118,6 +135,7 @@ export class SyncService implements BeforeApplicationShutdown {
   }
 
   beforeApplicationShutdown(): void {
+    this.unsubscribeIndex?.();
     this.closing = true;
     for (const wake of [...this.waiting]) wake();
   }
@@ -127,11 +145,30 @@ export class SyncService implements BeforeApplicationShutdown {
     for (const entry of this.index.authorisedFor(agent).values()) {
       for (const trustDomain of entry.federatesWith) federatesWith.add(trustDomain);
     }
-    const federatedBundles =
-      federatesWith.size === 0
-        ? new Map<string, SpiffeJwks>()
-        : await this.bundles.federatedJwks([...federatesWith].sort());
-    return { delta, bundle: bundle.toJwks(), federatedBundles };
+    return { delta, bundle: bundle.toJwks(), federatedBundles: await this.federatedBundles([...federatesWith].sort()) };
+  }
+
+  /** The stored bundles of these trust domains (those that have one), from the cache or else the database. */
+  private async federatedBundles(trustDomains: readonly string[]): Promise<Map<string, SpiffeJwks>> {
+    const missing = trustDomains.filter((trustDomain) => !this.federatedCache.has(trustDomain));
+    if (missing.length > 0) {
+      const generation = this.federatedGeneration;
+      const read = await this.bundles.federatedJwks(missing);
+      if (generation === this.federatedGeneration) {
+        for (const trustDomain of missing) this.federatedCache.set(trustDomain, read.get(trustDomain) ?? null);
+      }
+      return this.collect(trustDomains, read);
+    }
+    return this.collect(trustDomains, new Map());
+  }
+
+  private collect(trustDomains: readonly string[], read: ReadonlyMap<string, SpiffeJwks>): Map<string, SpiffeJwks> {
+    const found = new Map<string, SpiffeJwks>();
+    for (const trustDomain of trustDomains) {
+      const jwks = read.get(trustDomain) ?? this.federatedCache.get(trustDomain);
+      if (jwks) found.set(trustDomain, jwks);
+    }
+    return found;
   }
 
   /**
