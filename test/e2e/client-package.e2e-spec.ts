@@ -265,6 +265,28 @@ describe(
       expect(wrongAudience.output).toMatch(/^401: /m);
     });
 
+    it('one-way TLS: the JWT pair over HTTPS, the server presenting its SVID, the client verifying it with a bundle file', async () => {
+      const audience = `${TD}/jwt-server`;
+      const jwt = await startExample(
+        'jwt-server.js',
+        ['--audience', audience, '--port', '0', '--https', 'svid', '--spiffe-id', SERVER_ID],
+        /on https:\/\/127\.0\.0\.1:(\d+)\//,
+      );
+      const bundle = join(prepared.scratch, 'bundle.pem');
+      const call = (authorize: string) =>
+        runExample('jwt-client.js', [
+          ...['--audience', audience, '--spiffe-id', CLIENT_ID, '--url', `https://127.0.0.1:${jwt.port}/`],
+          ...['--authorize', authorize, '--bundle', bundle],
+        ]);
+      const ok = await call(SERVER_ID);
+      expect(ok.output).toMatch(new RegExp(`^200: hello ${CLIENT_ID}, your token expires at \\S+$`, 'm'));
+      expect(ok.code).toBe(0);
+
+      const refused = await call(CLIENT_ID);
+      expect(refused.output).toContain(`failed: peer ${SERVER_ID} is not authorized`);
+      expect(refused.code).toBe(1);
+    });
+
     it('the Fastify recipe: createMtlsServer as serverFactory', async () => {
       const fastify = await startServerExample('fastify-server.js', /listening on https:\/\/127\.0\.0\.1:(\d+)/);
       const url = `https://127.0.0.1:${fastify.port}/`;
