@@ -125,6 +125,11 @@ export interface StartServerOptions {
   readonly flags?: readonly string[];
   /** Reuse this port (for a restart). */
   readonly port?: number;
+  /**
+   * The database, whatever this run tests: `embedded` (in the data dir, copied from the run's template unless it
+   * exists) or a PostgreSQL URL; absent: this run's (PostgreSQL when `DATABASE_URL` is set, else embedded).
+   */
+  readonly database?: 'embedded' | { readonly url: string };
 }
 
 let database: TestDatabase | undefined;
@@ -147,7 +152,12 @@ export async function startServerProcess(options: StartServerOptions): Promise<S
   const trustDomain = options.trustDomain ?? 'example.org';
   const dataDir = join(options.dir, 'server');
   const adminSocket = join(options.dir, 'admin.sock');
-  const url = await databaseUrl();
+  const url =
+    options.database === undefined
+      ? await databaseUrl()
+      : options.database === 'embedded'
+        ? undefined
+        : options.database.url;
   if (url === undefined && !existsSync(join(dataDir, 'db'))) await prepareEmbeddedDataDir(dataDir);
   const args = [SERVER_BIN, 'run', '--trust-domain', trustDomain, '--bind-address', '127.0.0.1'];
   args.push('--port', String(options.port ?? 0), '--data-dir', dataDir, '--admin-socket', adminSocket);

@@ -5,6 +5,8 @@ import { JOIN_TOKEN_ATTESTOR, JOIN_TOKEN_MAX_LENGTH, K8S_PSAT_ATTESTOR, X509POP_
 import { TrustBundle, TrustDomain } from '@sigil/spiffe';
 import {
   ConfigRule,
+  IsBooleanLike,
+  toConfigBoolean,
   IsCountFrom,
   IsDurationSeconds,
   IsOneOf,
@@ -269,7 +271,7 @@ class RawAgentConfig {
   @IsOptional() @ConfigRule('isNonEmptyString', isNonEmptyString, 'must be a file path') trust_bundle_file?: unknown;
 
   @IsOptional()
-  @ConfigRule('isBooleanLike', (value) => toBoolean(value) !== undefined, 'must be true or false')
+  @IsBooleanLike()
   insecure_bootstrap?: unknown;
 
   @IsOptional()
@@ -320,7 +322,7 @@ class RawAgentConfig {
   @IsOptional() @ConfigRule('isSdsName', isSdsName, SDS_NAME_RULE) sds_default_bundle_name?: unknown;
   @IsOptional() @ConfigRule('isSdsName', isSdsName, SDS_NAME_RULE) sds_default_all_bundles_name?: unknown;
   @IsOptional()
-  @ConfigRule('isBooleanLike', (value) => toBoolean(value) !== undefined, 'must be true or false')
+  @IsBooleanLike()
   sds_disable_spiffe_cert_validation?: unknown;
   @IsOptional() @IsOneOf(LOG_FORMATS) log_format?: unknown;
   @IsOptional() @ConfigRule('isNonEmptyString', isNonEmptyString, 'must be a file path') log_file?: unknown;
@@ -418,13 +420,6 @@ const SOURCES: Record<RawKey, ConfigSource<keyof AgentConfigFlags>> = {
   health_ready_path: { flag: 'healthReadyPath', env: 'SIGIL_AGENT_HEALTH_READY_PATH' },
   health_ready_max_sync_age: { flag: 'healthReadyMaxSyncAge', env: 'SIGIL_AGENT_HEALTH_READY_MAX_SYNC_AGE' },
 };
-
-function toBoolean(value: unknown): boolean | undefined {
-  if (typeof value === 'boolean') return value;
-  if (value === 'true' || value === '1') return true;
-  if (value === 'false' || value === '0') return false;
-  return undefined;
-}
 
 /**
  * `--node-attestor <type>[:<option>=<value>,…]`: any node attestor of the agent's registry with its options, checked
@@ -563,7 +558,7 @@ export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
     const other = raw.join_token !== undefined ? name('join_token') : name('x509pop_cert_file');
     problems.push(`${name('node_attestor')}: use either it or ${other}, not both`);
   }
-  const insecure = toBoolean(raw.insecure_bootstrap) ?? false;
+  const insecure = toConfigBoolean(raw.insecure_bootstrap) ?? false;
   const bundleFile = raw.trust_bundle_file as string | undefined;
   if (insecure && bundleFile !== undefined) {
     problems.push(`${name('trust_bundle_file')}: set either a trust bundle or insecure bootstrap, not both`);
@@ -665,7 +660,7 @@ export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
     defaultAllBundlesName:
       (raw.sds_default_all_bundles_name as string | undefined) ?? SDS_DEFAULTS.defaultAllBundlesName,
     disableSpiffeCertValidation:
-      toBoolean(raw.sds_disable_spiffe_cert_validation) ?? SDS_DEFAULTS.disableSpiffeCertValidation,
+      toConfigBoolean(raw.sds_disable_spiffe_cert_validation) ?? SDS_DEFAULTS.disableSpiffeCertValidation,
   };
   // One name for two secrets would make the second unreachable.
   const sdsNames: Array<[RawKey, string]> = [

@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { adminTokenCommand } from './cli/admin-token.command.js';
 import { agentCommand } from './cli/agent.command.js';
 import { bundleCommand } from './cli/bundle.command.js';
+import { exportCommand, importCommand, migrateCommand } from './cli/database.command.js';
 import { entryCommand } from './cli/entry.command.js';
 import { healthcheckCommand } from './cli/healthcheck.command.js';
 import { localAuthorityCommand } from './cli/localauthority.command.js';
@@ -28,7 +29,10 @@ export function buildServerCli(): Command {
     .addCommand(loggerCommand())
     .addCommand(localAuthorityCommand())
     .addCommand(x509Command())
-    .addCommand(jwtCommand());
+    .addCommand(jwtCommand())
+    .addCommand(migrateCommand())
+    .addCommand(exportCommand())
+    .addCommand(importCommand());
 }
 
 /** Runs the CLI: failures print one line, `Error: <message>`, and set a non-zero exit code (see `runCli`). */

@@ -370,6 +370,24 @@ describe('loadServerConfig', () => {
     ]);
   });
 
+  it('reads the database pool size and skip_migrations from flag, env or file, naming each bad value', () => {
+    expect(loadServerConfig({ cwd: '/srv' })).toMatchObject({ databasePoolSize: 10, skipMigrations: false });
+    expect(loadServerConfig({ flags: { databasePoolSize: '25', skipMigrations: true } })).toMatchObject({
+      databasePoolSize: 25,
+      skipMigrations: true,
+    });
+    expect(loadServerConfig({ env: { SIGIL_DATABASE_POOL_SIZE: '4', SIGIL_SKIP_MIGRATIONS: 'false' } })).toMatchObject({
+      databasePoolSize: 4,
+      skipMigrations: false,
+    });
+    const file = writeConfig('database.json', { database_pool_size: 40, skip_migrations: true });
+    expect(loadServerConfig({ file })).toMatchObject({ databasePoolSize: 40, skipMigrations: true });
+    expect(problemsOf({ env: { SIGIL_DATABASE_POOL_SIZE: '0', SIGIL_SKIP_MIGRATIONS: 'yes' } })).toEqual([
+      "SIGIL_DATABASE_POOL_SIZE: must be a whole number from 1 to 1000, got '0'",
+      "SIGIL_SKIP_MIGRATIONS: must be true or false, got 'yes'",
+    ]);
+  });
+
   it('never echoes a database URL, which may carry a password', () => {
     const problems = problemsOf({ env: { DATABASE_URL: 'mysql://root:hunter2@db/x' } });
     expect(problems).toEqual(['DATABASE_URL: must be a postgres:// or postgresql:// URL with a host']);

@@ -5,6 +5,7 @@ import { JOIN_TOKEN_ATTESTOR, X509POP_ATTESTOR } from '@sigil/agent-api';
 import { TrustDomain } from '@sigil/spiffe';
 import {
   ConfigRule,
+  IsBooleanLike,
   IsCountFrom,
   IsDurationSeconds,
   IsNonEmptyString,
@@ -23,6 +24,7 @@ import {
   parseDurationSeconds,
   readJsonConfigFile,
   showConfigValue,
+  toConfigBoolean,
   type ConfigSource,
 } from '@sigil/runtime';
 import {
@@ -150,6 +152,10 @@ export interface ServerConfig {
   readonly agentMaxLongPolls: number;
   /** Longest a query waits for a pooled database connection (and for a new connection) before it fails with 503. */
   readonly databasePoolTimeoutSeconds: number;
+  /** Connections in the pool to PostgreSQL (the embedded database always gets one). */
+  readonly databasePoolSize: number;
+  /** Do not migrate at start: refuse to start while a migration is pending (`sigil-server migrate` applies them). */
+  readonly skipMigrations: boolean;
   /** CSRs and JWT requests waiting in the signing queue over every agent; past it, signing answers 503. */
   readonly signingQueueMaxItems: number;
   /** Per-agent token bucket of the agent's own SVID renewals: refill per second (may be below 1). */
@@ -209,6 +215,8 @@ export const DEFAULT_PRUNE_ATTESTED_NODES_EXPIRED_FOR_SECONDS = 30 * 24 * 3600;
 export const DEFAULT_AGENT_MAX_LONG_POLLS = 2;
 /** How long a query waits for a pooled database connection (pg-pool `connectionTimeoutMillis`). */
 export const DEFAULT_DATABASE_POOL_TIMEOUT_SECONDS = 10;
+/** Connections each server holds in its pool to PostgreSQL (pg-pool `max`), besides the one that listens. */
+export const DEFAULT_DATABASE_POOL_SIZE = 10;
 /**
  * The TLS listener's accept queue. Node's default is 511: a burst of connections beyond it (an attacker's, or a fleet
  * reconnecting) makes the kernel drop everyone's SYNs, which costs a legitimate client a 1 s retransmit before the
@@ -264,6 +272,8 @@ export interface ServerConfigFlags {
   agentSignMaxInFlight?: string;
   agentMaxLongPolls?: string;
   databasePoolTimeout?: string;
+  databasePoolSize?: string;
+  skipMigrations?: boolean;
   signingQueueMaxItems?: string;
   agentRenewRate?: string;
   agentRenewBurst?: string;
@@ -387,6 +397,8 @@ class RawServerConfig {
   @IsOptional() @IsCountFrom(1, 1_000) agent_sign_max_in_flight?: unknown;
   @IsOptional() @IsCountFrom(1, 100) agent_max_long_polls?: unknown;
   @IsOptional() @IsDurationSeconds(1, 300) database_pool_timeout?: unknown;
+  @IsOptional() @IsCountFrom(1, 1_000) database_pool_size?: unknown;
+  @IsOptional() @IsBooleanLike() skip_migrations?: unknown;
   @IsOptional() @IsCountFrom(MAX_CSR_BATCH, 10_000_000) signing_queue_max_items?: unknown;
   @IsOptional() @IsNumberFrom(0.001, 1_000) agent_renew_rate?: unknown;
   @IsOptional() @IsCountFrom(1, 10_000) agent_renew_burst?: unknown;
@@ -450,6 +462,8 @@ const SOURCES: Record<RawKey, ConfigSource<keyof ServerConfigFlags>> = {
   agent_sign_max_in_flight: { flag: 'agentSignMaxInFlight', env: 'SIGIL_AGENT_SIGN_MAX_IN_FLIGHT', file: true },
   agent_max_long_polls: { flag: 'agentMaxLongPolls', env: 'SIGIL_AGENT_MAX_LONG_POLLS', file: true },
   database_pool_timeout: { flag: 'databasePoolTimeout', env: 'SIGIL_DATABASE_POOL_TIMEOUT', file: true },
+  database_pool_size: { flag: 'databasePoolSize', env: 'SIGIL_DATABASE_POOL_SIZE', file: true },
+  skip_migrations: { flag: 'skipMigrations', env: 'SIGIL_SKIP_MIGRATIONS', file: true },
   signing_queue_max_items: { flag: 'signingQueueMaxItems', env: 'SIGIL_SIGNING_QUEUE_MAX_ITEMS', file: true },
   agent_renew_rate: { flag: 'agentRenewRate', env: 'SIGIL_AGENT_RENEW_RATE', file: true },
   agent_renew_burst: { flag: 'agentRenewBurst', env: 'SIGIL_AGENT_RENEW_BURST', file: true },
@@ -587,6 +601,8 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
         : Number(raw.agent_sign_max_in_flight),
     agentMaxLongPolls: count('agent_max_long_polls', DEFAULT_AGENT_MAX_LONG_POLLS),
     databasePoolTimeoutSeconds: seconds('database_pool_timeout', DEFAULT_DATABASE_POOL_TIMEOUT_SECONDS),
+    databasePoolSize: count('database_pool_size', DEFAULT_DATABASE_POOL_SIZE),
+    skipMigrations: toConfigBoolean(raw.skip_migrations) ?? false,
     signingQueueMaxItems: count('signing_queue_max_items', DEFAULT_SIGNING_QUEUE_MAX_ITEMS),
     agentRenewRatePerSecond: count('agent_renew_rate', DEFAULT_AGENT_RENEW_RATE),
     agentRenewBurst: count('agent_renew_burst', DEFAULT_AGENT_RENEW_BURST),

@@ -158,6 +158,19 @@ export function IsDurationSeconds(min: number, max: number): PropertyDecorator {
   );
 }
 
+/** A switch as a flag (`true`), an environment variable (`true`/`false`, `1`/`0`) or a JSON boolean; else undefined. */
+export function toConfigBoolean(value: unknown): boolean | undefined {
+  if (typeof value === 'boolean') return value;
+  if (value === 'true' || value === '1') return true;
+  if (value === 'false' || value === '0') return false;
+  return undefined;
+}
+
+/** A switch: what {@link toConfigBoolean} reads. */
+export function IsBooleanLike(): PropertyDecorator {
+  return ConfigRule('isBooleanLike', (value) => toConfigBoolean(value) !== undefined, 'must be true or false');
+}
+
 /** A string with something in it and no NUL (a path, a name); `message` says what it must be. */
 export const isNonEmptyString = (value: unknown): boolean =>
   typeof value === 'string' && value.trim().length > 0 && !value.includes('\0');

@@ -21,6 +21,7 @@ export {
 } from './config-value.js';
 export {
   ConfigRule,
+  IsBooleanLike,
   IsCountFrom,
   IsDurationSeconds,
   IsNonEmptyString,
@@ -31,6 +32,7 @@ export {
   isNonEmptyString,
   layerConfig,
   readJsonConfigFile,
+  toConfigBoolean,
   type ConfigLayers,
   type ConfigSource,
 } from './config-layers.js';

@@ -11,7 +11,9 @@ export type CaKeyChanges = Partial<Pick<CaKey, 'state' | 'tainted' | 'revoked' |
 
 // Advisory lock (two-int form) held by whoever changes the journal: "sigi" and 1 for the CA rotation.
 const ROTATION_LOCK = [0x73696769, 1] as const;
-const NEXT_REVISION = () => "nextval('ca_keys_revision_seq')";
+/** The sequence every journal row's `revision` is taken from (migration Authority1764000100000). */
+export const CA_KEYS_REVISION_SEQUENCE = 'ca_keys_revision_seq';
+const NEXT_REVISION = () => `nextval('${CA_KEYS_REVISION_SEQUENCE}')`;
 
 /** The CA key journal's I/O: reads, writes and the rotation lock. */
 @Injectable()

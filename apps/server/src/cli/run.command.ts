@@ -48,6 +48,8 @@ const FLAG_KEYS: readonly (keyof ServerConfigFlags)[] = [
   'agentSignMaxInFlight',
   'agentMaxLongPolls',
   'databasePoolTimeout',
+  'databasePoolSize',
+  'skipMigrations',
   'signingQueueMaxItems',
   'agentRenewRate',
   'agentRenewBurst',
@@ -132,6 +134,11 @@ export function runCommand(): Command {
     .option(
       '--database-pool-timeout <duration>',
       'longest a query waits for a pooled connection, then 503 (default 10s)',
+    )
+    .option('--database-pool-size <n>', 'connections to PostgreSQL in the pool, besides the listening one (default 10)')
+    .option(
+      '--skip-migrations',
+      'do not migrate at start; refuse to start while a migration is pending (apply them with sigil-server migrate)',
     )
     .option('--signing-queue-max-items <n>', 'CSRs and JWT requests waiting to be signed, all agents (default 20000)')
     .option('--agent-renew-rate <n>', 'agent SVID renewals per second per agent, fractions allowed (default 0.2)')

@@ -12,7 +12,7 @@ import { AgentCanReattest1764000300000 } from '#migrations/1764000300000-AgentCa
 import { AdminTokenEntity } from '../auth/admin-token.entity.js';
 import { AuditRecordEntity } from '../audit/audit-record.entity.js';
 import { JoinTokenEntity } from '../join-tokens/join-token.entity.js';
-import { DEFAULT_DATABASE_POOL_TIMEOUT_SECONDS } from '../config.js';
+import { DEFAULT_DATABASE_POOL_SIZE, DEFAULT_DATABASE_POOL_TIMEOUT_SECONDS } from '../config.js';
 import { AgentEntity } from '../agents/agent.entity.js';
 
 /**
@@ -42,8 +42,8 @@ export const MIGRATIONS = [
   AgentCanReattest1764000300000,
 ];
 
-/** Default pool size against a PostgreSQL server. */
-export const DEFAULT_POOL_SIZE = 10;
+/** Default pool size against a PostgreSQL server (`database_pool_size`). */
+export const DEFAULT_POOL_SIZE = DEFAULT_DATABASE_POOL_SIZE;
 
 // Session advisory lock (two-int form, "sigi" + 0) held while migrating, so replicas starting together migrate once.
 const MIGRATION_LOCK = [0x73696769, 0] as const;
@@ -107,12 +107,62 @@ export async function runMigrations(dataSource: DataSource): Promise<string[]> {
   }
 }
 
-/** Connects a new DataSource and brings the schema up to date; the DataSource is destroyed if migrating fails. */
-export async function openDataSource(options: DataSourceConnectionOptions): Promise<DataSource> {
+/**
+ * The names of this release's migrations that the database has not applied yet, oldest first. Changes nothing: on a
+ * database without TypeORM's migrations table (which TypeORM would create to answer), every migration is pending.
+ */
+export async function pendingMigrations(dataSource: DataSource): Promise<string[]> {
+  const queryRunner = dataSource.createQueryRunner('master');
+  await queryRunner.connect();
+  try {
+    if (!(await queryRunner.hasTable(dataSource.options.migrationsTableName ?? 'migrations'))) {
+      return MIGRATIONS.map((migration) => migration.name);
+    }
+    const executor = new MigrationExecutor(dataSource, queryRunner);
+    return (await executor.getPendingMigrations()).map((migration) => migration.name);
+  } finally {
+    await queryRunner.release();
+  }
+}
+
+/** The name of this release's newest migration: the schema version of a database it has migrated. */
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.name;
+
+/**
+ * What opening a database does about migrations: `apply` the pending ones (what `run` does by default), `require`
+ * none to be pending (`skip_migrations`: the schema is someone else's to migrate, with `sigil-server migrate`), or
+ * `leave` the schema as it is (the `migrate` command, which looks before it applies).
+ */
+export type MigrationMode = 'apply' | 'require' | 'leave';
+
+/** Refused by `require`: the release runs against an older schema than it was written for. */
+export class PendingMigrationsError extends Error {
+  override readonly name = 'PendingMigrationsError';
+
+  constructor(readonly pending: readonly string[]) {
+    super(
+      `database: the schema is behind this release, ${pending.length} migration(s) pending (${pending.join(', ')}); ` +
+        'apply them with sigil-server migrate (same database options) first',
+    );
+  }
+}
+
+/**
+ * Connects a new DataSource and brings the schema up to date (or checks it is, or leaves it, by `mode`); the
+ * DataSource is destroyed if that fails.
+ */
+export async function openDataSource(
+  options: DataSourceConnectionOptions,
+  mode: MigrationMode = 'apply',
+): Promise<DataSource> {
   const dataSource = createDataSource(options);
   await dataSource.initialize();
   try {
-    await runMigrations(dataSource);
+    if (mode === 'apply') await runMigrations(dataSource);
+    if (mode === 'require') {
+      const pending = await pendingMigrations(dataSource);
+      if (pending.length > 0) throw new PendingMigrationsError(pending);
+    }
   } catch (error) {
     await dataSource.destroy();
     throw error;

@@ -19,7 +19,9 @@ import { Database } from './database.js';
         Database.open({
           databaseUrl: config.databaseUrl,
           dataDir: config.dataDir,
+          poolSize: config.databasePoolSize,
           poolTimeoutMs: config.databasePoolTimeoutSeconds * 1000,
+          migrations: config.skipMigrations ? 'require' : 'apply',
         }),
     },
     { provide: DataSource, inject: [Database], useFactory: (database: Database) => database.dataSource },

@@ -1,7 +1,7 @@
 import { Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { join } from 'node:path';
 import type { DataSource } from 'typeorm';
-import { DEFAULT_POOL_SIZE, openDataSource } from './data-source.js';
+import { DEFAULT_POOL_SIZE, type MigrationMode, openDataSource } from './data-source.js';
 import { EMBEDDED_FSYNC_WARNING, startEmbeddedPostgres, type EmbeddedPostgres } from './embedded-postgres.js';
 
 /** Connections the server opens to the embedded database (see {@link Database.open}). */
@@ -18,6 +18,8 @@ export interface OpenDatabaseOptions {
   poolSize?: number;
   /** Longest wait for a pooled connection (`database_pool_timeout`); absent: its default. */
   poolTimeoutMs?: number;
+  /** What to do about pending migrations; default `apply`. */
+  migrations?: MigrationMode;
 }
 
 /**
@@ -35,14 +37,17 @@ export class Database implements OnApplicationShutdown {
     private readonly embedded: EmbeddedPostgres | undefined,
   ) {}
 
-  /** Starts the embedded database if needed, connects and runs pending migrations. */
+  /** Starts the embedded database if needed, connects and runs pending migrations (or as `options.migrations` says). */
   static async open(options: OpenDatabaseOptions, logger = new Logger('Database')): Promise<Database> {
     if (options.databaseUrl !== undefined) {
-      const dataSource = await openDataSource({
-        url: options.databaseUrl,
-        poolSize: options.poolSize ?? DEFAULT_POOL_SIZE,
-        ...(options.poolTimeoutMs !== undefined && { poolTimeoutMs: options.poolTimeoutMs }),
-      });
+      const dataSource = await openDataSource(
+        {
+          url: options.databaseUrl,
+          poolSize: options.poolSize ?? DEFAULT_POOL_SIZE,
+          ...(options.poolTimeoutMs !== undefined && { poolTimeoutMs: options.poolTimeoutMs }),
+        },
+        options.migrations,
+      );
       logger.log({ msg: 'database ready', databaseKind: 'postgres' });
       return new Database('postgres', options.databaseUrl, dataSource, undefined);
     }
@@ -53,11 +58,14 @@ export class Database implements OnApplicationShutdown {
       // One connection: pglite-socket multiplexes every client connection onto PGlite's single backend, and two
       // connections whose extended-protocol messages interleave corrupt each other's portals and results ("portal
       // does not exist", rows of the other query). PGlite runs one statement at a time anyway, so this costs nothing.
-      const dataSource = await openDataSource({
-        url: embedded.url,
-        poolSize: EMBEDDED_POOL_SIZE,
-        ...(options.poolTimeoutMs !== undefined && { poolTimeoutMs: options.poolTimeoutMs }),
-      });
+      const dataSource = await openDataSource(
+        {
+          url: embedded.url,
+          poolSize: EMBEDDED_POOL_SIZE,
+          ...(options.poolTimeoutMs !== undefined && { poolTimeoutMs: options.poolTimeoutMs }),
+        },
+        options.migrations,
+      );
       logger.log({ msg: 'database ready', databaseKind: 'embedded', dataDir: dbDir });
       return new Database('embedded', embedded.url, dataSource, embedded);
     } catch (error) {
