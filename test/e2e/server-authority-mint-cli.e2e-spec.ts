@@ -4,7 +4,6 @@
  * openssl and jose against the server's bundle, the key made by the CLI alone (the API takes a CSR), the SPIFFE ID
  * and TTL rules, and no minted token in the server's log.
  */
-import { request as httpRequest } from 'node:http';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,30 +11,13 @@ import { SVID_BACKDATE_SECONDS } from '@sigil/pki';
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Authority, AuthorityState } from '../../apps/server/src/cli/localauthority.command.js';
+import { type JsonAnswer, unixJsonRequest } from '../support/unix-http.js';
 import { opensslText, opensslVerify, runOpenssl } from '../support/openssl.js';
 import { closeTestDatabase, requireBuild, startServerProcess, type ServerProcess } from '../support/sigil-processes.js';
 
 /** Sends a raw admin API request over the server's socket (for what the CLI never sends). */
-function adminRequest(
-  socketPath: string,
-  path: string,
-  body: unknown,
-): Promise<{ status: number; body: { message?: string } & Record<string, unknown> }> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(
-      { socketPath, method: 'POST', path, headers: { 'content-type': 'application/json' } },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (chunk: Buffer) => chunks.push(chunk));
-        res.on('end', () =>
-          resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) }),
-        );
-      },
-    );
-    req.on('error', reject);
-    req.end(JSON.stringify(body));
-  });
-}
+const adminRequest = (socketPath: string, path: string, body: unknown): Promise<JsonAnswer> =>
+  unixJsonRequest(socketPath, 'POST', path, JSON.stringify(body));
 
 describe('sigil-server localauthority and mint commands (real binary, real server)', { timeout: 180_000 }, () => {
   let dir: string;

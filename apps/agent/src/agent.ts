@@ -19,6 +19,8 @@ import { SdsHandler } from './endpoints/sds/sds.handler.js';
 import { createWorkloadAttestors } from './attestor/workload/registry.js';
 import { AgentMetrics } from './endpoints/observability/agent-metrics.js';
 import { type HealthCheck, OpsServer } from './endpoints/observability/ops-server.js';
+import { AgentAdminServer } from './endpoints/admin/admin-server.js';
+import { LogLevelControl } from '@sigil/logging';
 
 export interface AgentOptions {
   /** Root logger; by default JSON lines on stdout at the configured level. */
@@ -31,6 +33,8 @@ export interface RunningAgent {
   readonly socketPath: string;
   /** The agent's SPIFFE ID. */
   readonly agentId: string;
+  /** The admin socket (`logger get|set|reset`), when configured. */
+  readonly adminSocketPath?: string;
   /** Where `/metrics` and the health probes listen, when configured (port 0 resolved). */
   readonly metricsAddress?: AddressInfo;
   readonly healthAddress?: AddressInfo;
@@ -98,9 +102,14 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     clock,
     ...(metrics && { interceptors: [metrics.callInterceptor()] }),
   });
+  const admin =
+    config.adminSocketPath === undefined
+      ? undefined
+      : new AgentAdminServer(config.adminSocketPath, new LogLevelControl(root, config.logLevel));
   // Before attesting: an agent that could not serve must not spend its join token.
   await attestors.prepare();
   await server.prepare();
+  await admin?.prepare();
   const manager = new AgentManager(identity, client, storage, {
     attestation: config.attestation,
     trustDomain: config.trustDomain,
@@ -150,6 +159,7 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
   });
   const opsServers: OpsServer[] = [];
   const stopLoops = async (): Promise<void> => {
+    await admin?.stop();
     for (const ops of opsServers.splice(0)) await ops.stop();
     await sync.stop();
     await rotator.stop();
@@ -208,6 +218,7 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
       opsServers.push(ops);
       healthAddress = await ops.start();
     }
+    await admin?.start();
   } catch (error) {
     await server.stop();
     await stopLoops();
@@ -220,12 +231,14 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     servers: config.serverAddresses.map((address) => address.text),
     ...(metricsAddress && { metricsAddress: `${metricsAddress.address}:${metricsAddress.port}` }),
     ...(healthAddress && { healthAddress: `${healthAddress.address}:${healthAddress.port}` }),
+    ...(admin && { adminSocketPath: admin.socketPath }),
   });
 
   let stopping: Promise<void> | undefined;
   return {
     socketPath: config.socketPath,
     agentId,
+    ...(admin && { adminSocketPath: admin.socketPath }),
     ...(metricsAddress && { metricsAddress }),
     ...(healthAddress && { healthAddress }),
     fatal: manager.fatal,

@@ -2,6 +2,7 @@ import { runCli, SIGIL_VERSION } from '@sigil/runtime';
 import { Command } from 'commander';
 import { apiCommand } from './cli/api.command.js';
 import { healthcheckCommand } from './cli/healthcheck.command.js';
+import { loggerCommand } from './cli/logger.command.js';
 import { runCommand } from './cli/run.command.js';
 import { validateCommand } from './cli/validate.command.js';
 
@@ -13,7 +14,8 @@ export function buildAgentCli(): Command {
     .addCommand(runCommand())
     .addCommand(apiCommand())
     .addCommand(healthcheckCommand())
-    .addCommand(validateCommand());
+    .addCommand(validateCommand())
+    .addCommand(loggerCommand());
 }
 
 /** Runs the CLI: failures print one line, `Error: <message>`, and set a non-zero exit code (see `runCli`). */

@@ -76,6 +76,28 @@ describe('loadAgentConfig', () => {
     expect(Object.isFrozen(config.workloadAttestors)).toBe(true);
   });
 
+  it('takes an admin socket path (off by default) from a flag, env or file, never under the Workload API socket dir', async () => {
+    expect(loadAgentConfig(base()).adminSocketPath).toBeUndefined();
+    expect(
+      loadAgentConfig({ ...base(), flags: { ...base().flags, adminSocketPath: 'run/admin.sock' } }).adminSocketPath,
+    ).toBe(join(dir, 'run/admin.sock'));
+    expect(
+      loadAgentConfig({ ...base(), env: { SIGIL_AGENT_ADMIN_SOCKET_PATH: '/tmp/sigil-agent/private/admin.sock' } })
+        .adminSocketPath,
+    ).toBe('/tmp/sigil-agent/private/admin.sock');
+    const file = join(dir, 'admin-socket.json');
+    await writeFile(file, JSON.stringify({ admin_socket_path: '/run/sigil/admin.sock' }));
+    expect(loadAgentConfig({ ...base(), file }).adminSocketPath).toBe('/run/sigil/admin.sock');
+    for (const inside of ['/tmp/sigil-agent/public/admin.sock', '/tmp/sigil-agent/public/a/admin.sock']) {
+      expect(problemsOf({ ...base(), flags: { ...base().flags, adminSocketPath: inside } })).toEqual([
+        '--admin-socket-path: must not be in the directory of the Workload API socket (/tmp/sigil-agent/public) or below it',
+      ]);
+    }
+    expect(problemsOf({ ...base(), flags: { ...base().flags, adminSocketPath: '' } })).toEqual([
+      expect.stringMatching(/^--admin-socket-path: /),
+    ]);
+  });
+
   it('takes flags over SIGIL_AGENT_* env over the config file', () => {
     const config = loadAgentConfig({
       ...base(),

@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { isAbsolute, resolve } from 'node:path';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '@sigil/logging';
 import { JOIN_TOKEN_ATTESTOR, JOIN_TOKEN_MAX_LENGTH, K8S_PSAT_ATTESTOR, X509POP_ATTESTOR } from '@sigil/agent-api';
 import { TrustBundle, TrustDomain } from '@sigil/spiffe';
@@ -84,6 +84,11 @@ export interface AgentConfig {
   readonly trustDomain: TrustDomain | undefined;
   /** Absolute path of the Workload API socket. */
   readonly socketPath: string;
+  /**
+   * Absolute path of the admin socket (`logger get|set|reset`), 0600 in a 0700 directory; absent: none (SPIRE's
+   * `admin_socket_path`, off by default). Never in the Workload API socket's directory or below it.
+   */
+  readonly adminSocketPath?: string;
   /** Absolute path of the data dir (agent SVID, key, bundle). */
   readonly dataDir: string;
   readonly logLevel: LogLevel;
@@ -157,6 +162,7 @@ export interface AgentConfigFlags {
   insecureBootstrap?: boolean;
   trustDomain?: string;
   socketPath?: string;
+  adminSocketPath?: string;
   dataDir?: string;
   logLevel?: string;
   workloadApiMaxStreamsPerConnection?: string;
@@ -282,6 +288,10 @@ class RawAgentConfig {
   @ConfigRule('isSocketPath', isSocketPath, SOCKET_PATH_RULE)
   socket_path?: unknown;
 
+  @IsOptional()
+  @ConfigRule('isSocketPath', isSocketPath, SOCKET_PATH_RULE)
+  admin_socket_path?: unknown;
+
   @IsOptional() @ConfigRule('isNonEmptyString', isNonEmptyString, 'must be a directory path') data_dir?: unknown;
 
   @IsOptional()
@@ -352,6 +362,7 @@ const SOURCES: Record<RawKey, ConfigSource<keyof AgentConfigFlags>> = {
   insecure_bootstrap: { flag: 'insecureBootstrap', env: 'SIGIL_AGENT_INSECURE_BOOTSTRAP' },
   trust_domain: { flag: 'trustDomain', env: 'SIGIL_AGENT_TRUST_DOMAIN' },
   socket_path: { flag: 'socketPath', env: 'SIGIL_AGENT_SOCKET_PATH' },
+  admin_socket_path: { flag: 'adminSocketPath', env: 'SIGIL_AGENT_ADMIN_SOCKET_PATH' },
   data_dir: { flag: 'dataDir', env: 'SIGIL_AGENT_DATA_DIR' },
   log_level: { flag: 'logLevel', env: 'SIGIL_AGENT_LOG_LEVEL' },
   workload_api_max_streams_per_connection: {
@@ -678,6 +689,15 @@ export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
   if (livePath === readyPath) {
     problems.push(`${name('health_ready_path')}: must differ from the live path (${livePath})`);
   }
+  const socketPath = path((raw.socket_path as string | undefined) ?? DEFAULT_WORKLOAD_API_SOCKET);
+  const adminSocketPath = raw.admin_socket_path === undefined ? undefined : path(raw.admin_socket_path as string);
+  // SPIRE's rule: whoever may reach the Workload API socket's directory must not find the admin socket there.
+  if (adminSocketPath !== undefined && adminSocketPath.startsWith(`${dirname(socketPath)}/`)) {
+    problems.push(
+      `${name('admin_socket_path')}: must not be in the directory of the Workload API socket (${dirname(socketPath)}) ` +
+        'or below it',
+    );
+  }
   if (raw.health_address === undefined) {
     for (const key of ['health_live_path', 'health_ready_path', 'health_ready_max_sync_age'] as const) {
       if (raw[key] !== undefined) problems.push(`${name(key)}: needs ${name('health_address')}`);
@@ -691,7 +711,8 @@ export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
     attestation: attestation && Object.freeze(attestation),
     bootstrapTrust: Object.freeze(bootstrapTrust),
     trustDomain,
-    socketPath: path((raw.socket_path as string | undefined) ?? DEFAULT_WORKLOAD_API_SOCKET),
+    socketPath,
+    ...(adminSocketPath !== undefined && { adminSocketPath }),
     dataDir: path((raw.data_dir as string | undefined) ?? DEFAULT_DATA_DIR),
     logLevel: ((raw.log_level as string | undefined) ?? 'info') as LogLevel,
     logFormat: ((raw.log_format as string | undefined) ?? 'json') as LogFormat,

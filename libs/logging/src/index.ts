@@ -23,3 +23,10 @@ export {
   type LogFields,
   type RateLimitedLogOptions,
 } from './rate-limited-log.js';
+export {
+  LogLevelControl,
+  LogLevelError,
+  toLoggerLevelsBody,
+  type LoggerLevelsBody,
+  type LogLevels,
+} from './log-level-control.js';

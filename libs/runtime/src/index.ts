@@ -90,3 +90,5 @@ export { LISTEN_ADDRESS_RULE, isListenAddress, listenAddress, parseHostPort, typ
 export { SIGIL_VERSION } from './version.js';
 export { collectProcessMetrics } from './process-metrics.js';
 export { ensureOwnDir, ensurePrivateDir, writeFileAtomic, type WriteFileAtomicOptions } from './atomic-file.js';
+export { PrivateSocketError, listenOnPrivateSocket } from './private-socket.js';
+export { AdminClient, loggerCommand, type AdminResponse, type LoggerCommandOptions } from './admin-cli.js';

@@ -35,6 +35,7 @@ const FLAG_KEYS: readonly (keyof AgentConfigFlags)[] = [
   'insecureBootstrap',
   'trustDomain',
   'socketPath',
+  'adminSocketPath',
   'dataDir',
   'logLevel',
   'workloadApiMaxStreamsPerConnection',
@@ -100,6 +101,11 @@ export function runCommand(): Command {
     .option('--insecure-bootstrap', 'trust the first server reached without checking its certificate (tests only)')
     .option('--trust-domain <name>', 'trust domain (default: the one the trust bundle names)')
     .option('--socket-path <path>', 'Workload API socket (default /tmp/sigil-agent/public/api.sock)')
+    .option(
+      '--admin-socket-path <path>',
+      'serve logger get|set|reset on this Unix socket, 0600 in a 0700 directory, e.g. ' +
+        '/tmp/sigil-agent/private/admin.sock (default off)',
+    )
     .option('--data-dir <dir>', 'data directory for the agent SVID, key and bundle (default .sigil/agent)')
     .option('--log-level <level>', 'fatal, error, warn, info, debug or trace (default info)')
     .option('--log-format <format>', 'json or text (default json)')

@@ -1,51 +1,41 @@
 import { Injectable } from '@nestjs/common';
-import { LOG_LEVELS, type LogLevel } from '@sigil/logging';
+import { LogLevelControl, LogLevelError, type LogLevel, type LogLevels } from '@sigil/logging';
 import type { Logger } from 'pino';
 import { AppError } from '../common/errors.js';
 
-/** The server's log level now and at launch (SPIRE's `logger` API: GetLogger). */
-export interface LogLevels {
-  readonly current: LogLevel;
-  readonly launch: LogLevel;
-}
+export type { LogLevels };
 
 /**
- * Changes the level of the server's root logger while it runs (SPIRE's `logger set|reset`): in memory only, so a
- * restart comes back at the configured level. `createServerApp` attaches the root logger once the app is built.
+ * The server's log level while it runs (SPIRE's `logger get|set|reset`; the rule is `LogLevelControl`'s, shared with
+ * the agent). `createServerApp` attaches the root logger once the app is built.
  */
 @Injectable()
 export class LogLevelService {
-  private logger: Logger | undefined;
-  private launch: LogLevel = 'info';
+  private control: LogLevelControl | undefined;
 
   attach(logger: Logger, launch: LogLevel): void {
-    this.logger = logger;
-    this.launch = launch;
+    this.control = new LogLevelControl(logger, launch);
   }
 
   get(): LogLevels {
-    return { current: this.root().level as LogLevel, launch: this.launch };
+    return this.attached().get();
   }
 
   set(level: string): LogLevels {
-    const name = level.toLowerCase();
-    if (!(LOG_LEVELS as readonly string[]).includes(name)) {
-      throw new AppError(
-        'invalid_argument',
-        `level: must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(level)}`,
-      );
+    try {
+      return this.attached().set(level);
+    } catch (error) {
+      if (error instanceof LogLevelError) throw new AppError('invalid_argument', error.message);
+      throw error;
     }
-    this.root().level = name;
-    return this.get();
   }
 
   reset(): LogLevels {
-    this.root().level = this.launch;
-    return this.get();
+    return this.attached().reset();
   }
 
-  private root(): Logger {
-    if (this.logger === undefined) throw new AppError('unavailable', 'the server logger is not attached yet');
-    return this.logger;
+  private attached(): LogLevelControl {
+    if (this.control === undefined) throw new AppError('unavailable', 'the server logger is not attached yet');
+    return this.control;
   }
 }

@@ -1,7 +1,7 @@
 import { Body, Controller, Delete, Get, Put } from '@nestjs/common';
 import { ApiOkResponse, ApiProperty, ApiTags } from '@nestjs/swagger';
 import { IsString } from 'class-validator';
-import { LOG_LEVELS, type LogLevel } from '@sigil/logging';
+import { LOG_LEVELS, toLoggerLevelsBody, type LogLevel } from '@sigil/logging';
 import { LogLevelService, type LogLevels } from './log-level.service.js';
 
 export class SetLogLevelRequest {
@@ -16,10 +16,7 @@ export class LoggerResponse {
   launch_level!: LogLevel;
 }
 
-const toResponse = (levels: LogLevels): LoggerResponse => ({
-  current_level: levels.current,
-  launch_level: levels.launch,
-});
+const toResponse = (levels: LogLevels): LoggerResponse => toLoggerLevelsBody(levels);
 
 /** `/v1/logger`: the server's log level, changed in memory only (SPIRE's logger API). */
 @ApiTags('logger')
