@@ -232,20 +232,20 @@ describe(
       // The first server stops (the embedded database is only opened by one process); its data moves.
       expect(await first.process.stop()).toBe(0);
       const file = join(dir, 'export.json');
-      const exported = await server(['export', '--data-dir', first.dataDir, '--output', file]);
+      const exported = await server(['export', '--data-dir', first.dataDir, '--path', file]);
       expect(exported).toMatchObject({ code: 0, stdout: '' });
       expect((await stat(file)).mode & 0o777).toBe(0o600);
       const text = await readFile(file, 'utf8');
       // Sealed keys and token hashes only: the file holds no PEM private key and not the join token.
       expect(text).not.toMatch(/PRIVATE KEY/);
       expect(text).not.toContain(token);
-      expect(await server(['export', '--data-dir', first.dataDir, '--output', file])).toMatchObject({
+      expect(await server(['export', '--data-dir', first.dataDir, '--path', file])).toMatchObject({
         code: 1,
         stderr: `Error: export: ${file} exists; remove it or name another file\n`,
       });
 
       target = await privateDatabase();
-      const imported = await server(['import', '--database-url', target.url, '--input', file, '--output', 'json']);
+      const imported = await server(['import', '--database-url', target.url, '--path', file, '--output', 'json']);
       expect(imported.code).toBe(0);
       const counts = json<{ imported: Record<string, number> }>(imported.stdout).imported;
       // The workload entry and the node alias the join token made; the token itself was used up.
@@ -260,19 +260,19 @@ describe(
       expect(counts['ca_keys']).toBeGreaterThanOrEqual(2);
 
       // A second import into the now non-empty database is refused; --force replaces its content.
-      const refused = await server(['import', '--database-url', target.url, '--input', '-'], text);
+      const refused = await server(['import', '--database-url', target.url, '--path', '-'], text);
       expect(refused.code).toBe(1);
       expect(refused.stderr).toMatch(
         /^Error: import: the target database is not empty \(registered_entries: 2 rows, .*\); import into a new database, or pass --force to delete everything it holds first\n$/,
       );
       const forced = await server(
-        ['import', '--database-url', target.url, '--input', '-', '--force', '--output', 'json'],
+        ['import', '--database-url', target.url, '--path', '-', '--force', '--output', 'json'],
         text,
       );
       expect(forced.code).toBe(0);
       expect(json<{ imported: Record<string, number> }>(forced.stdout).imported).toEqual(counts);
       const wrongSchema = JSON.stringify({ ...json<object>(text), schema_version: 'Registry1764000000000' });
-      const badSchema = await server(['import', '--database-url', target.url, '--input', '-', '--force'], wrongSchema);
+      const badSchema = await server(['import', '--database-url', target.url, '--path', '-', '--force'], wrongSchema);
       expect(badSchema).toMatchObject({
         code: 1,
         stderr: `Error: import: input: schema_version "Registry1764000000000" is not this release's (${ALL.at(-1)}); export and import with the same release (upgrade the source first, then export)\n`,

@@ -102,28 +102,26 @@ export function migrateCommand(): Command {
     });
 }
 
-/** `sigil-server export --output FILE|-`: every row of the database, as JSON (see database/transfer.ts). */
+/** `sigil-server export --path FILE|-`: every row of the database, as JSON (see database/transfer.ts). */
 export function exportCommand(): Command {
   return withDatabaseOptions(
     new Command('export').description(
       'write every row of the database (entries, agents, sealed CA keys, bundles, token hashes, …) to a JSON file',
     ),
   )
-    .requiredOption(
-      '--output <file>',
-      'file to create (mode 0600; an existing file is not overwritten), or - for stdout',
-    )
-    .action(async (options: RunOptions & { output: string }) => {
+    .requiredOption('--path <file>', 'file to create (mode 0600; an existing file is not overwritten), or - for stdout')
+    .addOption(outputOption())
+    .action(async (options: RunOptions & { path: string }) => {
       const { exportDatabase } = await import('../database/transfer.js');
       // The file first: an existing one is refused before the database is opened.
       const handle =
-        options.output === '-'
+        options.path === '-'
           ? undefined
-          : await open(options.output, 'wx', 0o600).catch((error: NodeJS.ErrnoException) => {
+          : await open(options.path, 'wx', 0o600).catch((error: NodeJS.ErrnoException) => {
               throw new CliError(
                 error.code === 'EEXIST'
-                  ? `export: ${options.output} exists; remove it or name another file`
-                  : `export: cannot create ${options.output} (${error.code ?? error.message})`,
+                  ? `export: ${options.path} exists; remove it or name another file`
+                  : `export: cannot create ${options.path} (${error.code ?? error.message})`,
                 1,
                 'invalid_argument',
               );
@@ -142,17 +140,17 @@ export function exportCommand(): Command {
       } catch (error) {
         if (handle !== undefined) {
           await handle.close().catch(() => undefined);
-          await rm(options.output, { force: true });
+          await rm(options.path, { force: true });
         }
         throw error;
       }
     });
 }
 
-type ImportOptions = RunOptions & { input: string; force?: boolean; output: 'text' | 'json' };
+type ImportOptions = RunOptions & { path: string; force?: boolean; output: 'text' | 'json' };
 
 /**
- * `sigil-server import --input FILE|- [--force]`: writes an export into the configured database, migrated to this
+ * `sigil-server import --path FILE|- [--force]`: writes an export into the configured database, migrated to this
  * release first, in one transaction. A database holding anything is refused unless `--force`, which deletes it all.
  */
 export function importCommand(): Command {
@@ -161,14 +159,14 @@ export function importCommand(): Command {
       'load a file written by sigil-server export into the configured database (new, or emptied with --force)',
     ),
   )
-    .requiredOption('--input <file>', 'file written by sigil-server export, or - for stdin')
+    .requiredOption('--path <file>', 'file written by sigil-server export, or - for stdin')
     .option('--force', 'import into a database that holds data: every row it holds is deleted first')
     .addOption(outputOption())
     .action(async (options: ImportOptions) => {
-      const text = await (options.input === '-' ? readStdin() : readFile(options.input, 'utf8')).catch(
+      const text = await (options.path === '-' ? readStdin() : readFile(options.path, 'utf8')).catch(
         (error: NodeJS.ErrnoException) => {
           throw new CliError(
-            `import: cannot read ${options.input} (${error.code ?? error.message})`,
+            `import: cannot read ${options.path} (${error.code ?? error.message})`,
             1,
             'invalid_argument',
           );
