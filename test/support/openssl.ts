@@ -45,13 +45,15 @@ export async function runOpenssl(
     for (const [name, content] of Object.entries(files)) await writeFile(join(dir, name), content);
     const resolved = args.map((arg) => arg.replace(/\{([\w.-]+)\}/g, (_, name: string) => join(dir, name)));
     const run = await new Promise<Omit<OpensslResult, 'files'>>((resolve, reject) => {
-      execFile('openssl', resolved, { cwd: dir, timeout: 20_000 }, (error, stdout, stderr) => {
+      const child = execFile('openssl', resolved, { cwd: dir, timeout: 20_000 }, (error, stdout, stderr) => {
         if (error && typeof error.code !== 'number') {
           reject(error);
           return;
         }
         resolve({ code: error ? Number(error.code) : 0, stdout, stderr });
       });
+      // Nothing on stdin: a command that reads it (`s_client` after its handshake) sees its end and exits.
+      child.stdin?.end();
     });
     const read: Record<string, string> = {};
     if (run.code === 0) {
@@ -112,4 +114,19 @@ export async function opensslRequest(csr: OpensslInput): Promise<{ verified: boo
   });
   const output = `${result.stdout}${result.stderr}`;
   return { verified: result.code === 0 && /verify OK/i.test(output), text: result.stdout };
+}
+
+/**
+ * A self-signed P-256 certificate and its key made by `openssl req -x509` (`extensions`: `-addext` values, e.g.
+ * `subjectAltName=DNS:localhost`), as PEM; throws with openssl's output when it fails.
+ */
+export async function opensslSelfSigned(
+  subject: string,
+  extensions: readonly string[] = [],
+): Promise<{ certificatePem: string; keyPem: string }> {
+  const args = ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2'];
+  args.push('-subj', subject, ...extensions.flatMap((extension) => ['-addext', extension]));
+  const made = await runOpenssl([...args, '-keyout', '{key.pem}', '-out', '{cert.pem}'], {}, ['key.pem', 'cert.pem']);
+  if (made.code !== 0) throw new Error(`openssl req -x509 failed: ${made.stderr}`);
+  return { certificatePem: made.files['cert.pem']!, keyPem: made.files['key.pem']! };
 }

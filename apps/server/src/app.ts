@@ -26,6 +26,7 @@ import { CaServerCredentialSource, type ServerCredentialSource, ServerTlsRefresh
 import { ATTESTATION_BODY_LIMIT_BYTES, BODY_LIMIT_BYTES, createJsonBodyParser } from './common/request-body.js';
 import { createValidationPipe } from './common/validation.js';
 import { type ServerConfig } from './config.js';
+import { type BundleEndpointListener, listenForBundleEndpoint } from './federation/bundle-endpoint.js';
 import { countHttpResponses } from './health/http-metrics.js';
 import { isMetricsListenerPath, listenForMetrics } from './health/metrics-listener.js';
 import { MetricsService } from './health/metrics.service.js';
@@ -67,6 +68,8 @@ export interface RunningServer {
   readonly adminSocket: string;
   /** Address of the `/metrics` and `/docs` listener, when `metricsAddress` is configured. */
   readonly metricsAddress?: AddressInfo;
+  /** Address of the federation bundle endpoint, when `bundleEndpoint` is configured. */
+  readonly bundleEndpointAddress?: AddressInfo;
   readonly routes: readonly ServedRoute[];
   /** The TLS port's connection policy (its refusal and timeout counts). */
   readonly connections: TlsConnectionGuard;
@@ -220,6 +223,7 @@ export async function startServer(
   let adminServer: HttpServer | undefined;
   let metricsServer: HttpServer | undefined;
   let metricsAddress: AddressInfo | undefined;
+  let bundleEndpoint: BundleEndpointListener | undefined;
   let closing: Promise<void> | undefined;
   // A kept-alive connection that is busy when the server stops stays open for as long as its client keeps sending
   // on it (agents keep theirs): once stopping, every answer, including those being prepared, closes its connection.
@@ -239,6 +243,7 @@ export async function startServer(
       for (const response of answering) closeAfter(response);
       refresher.stop();
       if (adminServer) await closeAdminSocket(adminServer);
+      await bundleEndpoint?.close();
       if (metricsServer) {
         const server = metricsServer;
         server.closeAllConnections();
@@ -256,6 +261,15 @@ export async function startServer(
     if (config.metricsAddress !== undefined) {
       ({ server: metricsServer, address: metricsAddress } = await listenForMetrics(config.metricsAddress, routing));
     }
+    if (config.bundleEndpoint !== undefined) {
+      bundleEndpoint = await listenForBundleEndpoint(
+        config.bundleEndpoint,
+        routing,
+        source,
+        connectionLimits(config),
+        options.clock ?? systemClock,
+      );
+    }
   } catch (error) {
     await close();
     throw error;
@@ -272,12 +286,17 @@ export async function startServer(
     address: `${address.address}:${address.port}`,
     adminSocket: config.adminSocket,
     ...(metricsAddress && { metricsAddress: `${metricsAddress.address}:${metricsAddress.port}` }),
+    ...(bundleEndpoint && {
+      bundleEndpoint: `${bundleEndpoint.address.address}:${bundleEndpoint.address.port}`,
+      bundleEndpointProfile: config.bundleEndpoint?.profile,
+    }),
   });
   return {
     app,
     address,
     adminSocket: config.adminSocket,
     ...(metricsAddress && { metricsAddress }),
+    ...(bundleEndpoint && { bundleEndpointAddress: bundleEndpoint.address }),
     routes,
     connections,
     close,

@@ -388,6 +388,49 @@ describe('loadServerConfig', () => {
     ]);
   });
 
+  it('reads the bundle endpoint: off by default, https_spiffe unless https_web with both files', () => {
+    expect(loadServerConfig({ cwd: '/srv' }).bundleEndpoint).toBeUndefined();
+    expect(loadServerConfig({ flags: { bundleEndpointAddress: '0.0.0.0:8443' } }).bundleEndpoint).toEqual({
+      address: { host: '0.0.0.0', port: 8443, text: '0.0.0.0:8443' },
+      profile: 'https_spiffe',
+    });
+    const web = loadServerConfig({
+      cwd: '/srv',
+      env: {
+        SIGIL_BUNDLE_ENDPOINT_ADDRESS: '127.0.0.1:0',
+        SIGIL_BUNDLE_ENDPOINT_PROFILE: 'https_web',
+        SIGIL_BUNDLE_ENDPOINT_CERT_FILE: 'tls/cert.pem',
+        SIGIL_BUNDLE_ENDPOINT_KEY_FILE: '/etc/tls/key.pem',
+      },
+    });
+    expect(web.bundleEndpoint).toEqual({
+      address: { host: '127.0.0.1', port: 0, text: '127.0.0.1:0' },
+      profile: 'https_web',
+      certFile: '/srv/tls/cert.pem',
+      keyFile: '/etc/tls/key.pem',
+    });
+    expect(problemsOf({ flags: { bundleEndpointProfile: 'https_web', bundleEndpointCertFile: 'c.pem' } })).toEqual([
+      '--bundle-endpoint-profile: needs bundle_endpoint_address',
+      '--bundle-endpoint-cert-file: needs bundle_endpoint_address',
+    ]);
+    expect(
+      problemsOf({
+        flags: {
+          bundleEndpointAddress: '127.0.0.1:1',
+          bundleEndpointProfile: 'https_web',
+          bundleEndpointCertFile: 'c',
+        },
+      }),
+    ).toEqual(['--bundle-endpoint-key-file: required by the https_web bundle endpoint profile']);
+    expect(problemsOf({ flags: { bundleEndpointAddress: '127.0.0.1:1', bundleEndpointKeyFile: 'k.pem' } })).toEqual([
+      "--bundle-endpoint-key-file: only for the https_web profile (https_spiffe presents the server's SVID)",
+    ]);
+    expect(problemsOf({ flags: { bundleEndpointAddress: '8443', bundleEndpointProfile: 'acme' } })).toEqual([
+      "--bundle-endpoint-address: must be HOST:PORT, e.g. 127.0.0.1:9988 (IPv6 as [::1]:9988), got '8443'",
+      "--bundle-endpoint-profile: must be one of https_spiffe, https_web, got 'acme'",
+    ]);
+  });
+
   it('never echoes a database URL, which may carry a password', () => {
     const problems = problemsOf({ env: { DATABASE_URL: 'mysql://root:hunter2@db/x' } });
     expect(problems).toEqual(['DATABASE_URL: must be a postgres:// or postgresql:// URL with a host']);

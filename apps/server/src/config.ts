@@ -50,6 +50,18 @@ import { IsOptional, ValidateBy, validateSync } from 'class-validator';
 export type CaKeyType = 'ec-p256' | 'ec-p384' | 'rsa-2048';
 export const CA_KEY_TYPES: readonly CaKeyType[] = ['ec-p256', 'ec-p384', 'rsa-2048'];
 
+/**
+ * The bundle endpoint profiles of SPIFFE_Federation.md §5: `https_spiffe` authenticates the endpoint by an
+ * X509-SVID of our trust domain, `https_web` by a WebPKI certificate.
+ */
+export const BUNDLE_ENDPOINT_PROFILES = ['https_spiffe', 'https_web'] as const;
+export type BundleEndpointProfile = (typeof BUNDLE_ENDPOINT_PROFILES)[number];
+
+/** `--bundle-endpoint-*`: where the bundle endpoint listens and what certificate it presents. */
+export type BundleEndpointConfig =
+  | { readonly address: HostPort; readonly profile: 'https_spiffe' }
+  | { readonly address: HostPort; readonly profile: 'https_web'; readonly certFile: string; readonly keyFile: string };
+
 export { LOG_LEVELS, type LogLevel };
 
 /** One enabled node attestor. */
@@ -94,6 +106,12 @@ export interface ServerConfig {
    * the TLS port.
    */
   readonly metricsAddress?: HostPort;
+  /**
+   * When set, the SPIFFE federation bundle endpoint (our bundle as SPIFFE JWKS at `/`) is served on this separate
+   * HTTPS listener, in the `https_spiffe` profile (the server's own X509-SVID) or `https_web` (a WebPKI certificate
+   * from files).
+   */
+  readonly bundleEndpoint?: BundleEndpointConfig;
   /**
    * The node attestors enabled, with their options, in the order given (`--node-attestor`). Default: `join_token`,
    * and `x509pop` when `--x509pop-ca-bundle` is set. The node-attestation registry checks the names and options.
@@ -246,6 +264,10 @@ export interface ServerConfigFlags {
   logFormat?: string;
   logFile?: string;
   metricsAddress?: string;
+  bundleEndpointAddress?: string;
+  bundleEndpointProfile?: string;
+  bundleEndpointCertFile?: string;
+  bundleEndpointKeyFile?: string;
   x509popCaBundle?: string;
   /** Repeatable: `<type>[:<option>=<value>,…]`. */
   nodeAttestor?: string[];
@@ -371,6 +393,12 @@ class RawServerConfig {
   @IsOptional() @IsOneOf(LOG_FORMATS) log_format?: unknown;
   @IsOptional() @IsNonEmptyString() log_file?: unknown;
   @IsOptional() @ConfigRule('isListenAddress', isListenAddress, LISTEN_ADDRESS_RULE) metrics_address?: unknown;
+  @IsOptional()
+  @ConfigRule('isListenAddress', isListenAddress, LISTEN_ADDRESS_RULE)
+  bundle_endpoint_address?: unknown;
+  @IsOptional() @IsOneOf(BUNDLE_ENDPOINT_PROFILES) bundle_endpoint_profile?: unknown;
+  @IsOptional() @IsNonEmptyString() bundle_endpoint_cert_file?: unknown;
+  @IsOptional() @IsNonEmptyString() bundle_endpoint_key_file?: unknown;
   @IsOptional() @IsNonEmptyString() x509pop_ca_bundle?: unknown;
   // Checked by nodeAttestorSettings: a list of `<type>[:<option>=<value>,…]` (flag, env) or an object (file).
   @IsOptional() node_attestors?: unknown;
@@ -429,6 +457,10 @@ const SOURCES: Record<RawKey, ConfigSource<keyof ServerConfigFlags>> = {
   log_format: { flag: 'logFormat', env: 'SIGIL_LOG_FORMAT', file: true },
   log_file: { flag: 'logFile', env: 'SIGIL_LOG_FILE', file: true },
   metrics_address: { flag: 'metricsAddress', env: 'SIGIL_METRICS_ADDRESS', file: true },
+  bundle_endpoint_address: { flag: 'bundleEndpointAddress', env: 'SIGIL_BUNDLE_ENDPOINT_ADDRESS', file: true },
+  bundle_endpoint_profile: { flag: 'bundleEndpointProfile', env: 'SIGIL_BUNDLE_ENDPOINT_PROFILE', file: true },
+  bundle_endpoint_cert_file: { flag: 'bundleEndpointCertFile', env: 'SIGIL_BUNDLE_ENDPOINT_CERT_FILE', file: true },
+  bundle_endpoint_key_file: { flag: 'bundleEndpointKeyFile', env: 'SIGIL_BUNDLE_ENDPOINT_KEY_FILE', file: true },
   x509pop_ca_bundle: { flag: 'x509popCaBundle', env: 'SIGIL_X509POP_CA_BUNDLE', file: true },
   node_attestors: { flag: 'nodeAttestor', env: 'SIGIL_NODE_ATTESTORS', file: true },
   agent_sign_rate: { flag: 'agentSignRate', env: 'SIGIL_AGENT_SIGN_RATE', file: true },
@@ -545,6 +577,7 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
         `attestation costs, got '${showConfigValue(raw.attestation_burst)}'`,
     );
   }
+  const bundleEndpoint = bundleEndpointConfig(raw, label, path, problems);
   const nodeAttestors = nodeAttestorSettings(
     raw.node_attestors,
     label.get('node_attestors') as string,
@@ -570,6 +603,7 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
     logFormat: str('log_format', 'json') as LogFormat,
     ...(raw.log_file !== undefined && { logFile: path(raw.log_file as string) }),
     ...(raw.metrics_address !== undefined && { metricsAddress: listenAddress(raw.metrics_address as string) }),
+    ...(bundleEndpoint !== undefined && { bundleEndpoint }),
     agentSignRatePerSecond: raw.agent_sign_rate === undefined ? DEFAULT_AGENT_SIGN_RATE : Number(raw.agent_sign_rate),
     agentSignBurst: raw.agent_sign_burst === undefined ? DEFAULT_AGENT_SIGN_BURST : Number(raw.agent_sign_burst),
     attestationRatePerSecond: count('attestation_rate', DEFAULT_ATTESTATION_RATE),
@@ -617,6 +651,42 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
     nodeAttestors,
   };
   return Object.freeze(config);
+}
+
+/**
+ * The bundle endpoint from `bundle_endpoint_*`: off unless an address is set; `https_spiffe` by default (SPIRE's
+ * default too), `https_web` needs both a certificate and a key file, which `https_spiffe` does not take.
+ */
+function bundleEndpointConfig(
+  raw: RawServerConfig,
+  label: ReadonlyMap<RawKey, string>,
+  path: (value: string) => string,
+  problems: string[],
+): BundleEndpointConfig | undefined {
+  const certFile = raw.bundle_endpoint_cert_file as string | undefined;
+  const keyFile = raw.bundle_endpoint_key_file as string | undefined;
+  const profile = (raw.bundle_endpoint_profile as BundleEndpointProfile | undefined) ?? 'https_spiffe';
+  if (raw.bundle_endpoint_address === undefined) {
+    for (const key of ['bundle_endpoint_profile', 'bundle_endpoint_cert_file', 'bundle_endpoint_key_file'] as const) {
+      if (raw[key] !== undefined) problems.push(`${label.get(key)}: needs bundle_endpoint_address`);
+    }
+    return undefined;
+  }
+  const address = listenAddress(raw.bundle_endpoint_address as string);
+  if (profile === 'https_spiffe') {
+    for (const key of ['bundle_endpoint_cert_file', 'bundle_endpoint_key_file'] as const) {
+      if (raw[key] !== undefined) {
+        problems.push(`${label.get(key)}: only for the https_web profile (https_spiffe presents the server's SVID)`);
+      }
+    }
+    return { address, profile };
+  }
+  if (certFile === undefined || keyFile === undefined) {
+    const missing = certFile === undefined ? 'bundle_endpoint_cert_file' : 'bundle_endpoint_key_file';
+    problems.push(`${label.get(missing)}: required by the https_web bundle endpoint profile`);
+    return undefined;
+  }
+  return { address, profile, certFile: path(certFile), keyFile: path(keyFile) };
 }
 
 /**

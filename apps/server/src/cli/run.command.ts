@@ -1,5 +1,11 @@
 import { Command, Option } from 'commander';
-import { ConfigError, loadServerConfig, type ServerConfig, type ServerConfigFlags } from '../config.js';
+import {
+  BUNDLE_ENDPOINT_PROFILES,
+  ConfigError,
+  loadServerConfig,
+  type ServerConfig,
+  type ServerConfigFlags,
+} from '../config.js';
 import { CliError } from './admin-client.js';
 
 export type RunOptions = ServerConfigFlags & { config?: string };
@@ -23,6 +29,10 @@ const FLAG_KEYS: readonly (keyof ServerConfigFlags)[] = [
   'logFormat',
   'logFile',
   'metricsAddress',
+  'bundleEndpointAddress',
+  'bundleEndpointProfile',
+  'bundleEndpointCertFile',
+  'bundleEndpointKeyFile',
   'x509popCaBundle',
   'nodeAttestor',
   'agentSignRate',
@@ -96,6 +106,18 @@ export function runCommand(): Command {
       '--metrics-address <host:port>',
       'serve /metrics and /docs on this plain-HTTP listener (e.g. 127.0.0.1:9988) instead of the TLS port',
     )
+    .option(
+      '--bundle-endpoint-address <host:port>',
+      'serve the SPIFFE federation bundle endpoint (our bundle at /) on this HTTPS listener (default off)',
+    )
+    .addOption(
+      new Option(
+        '--bundle-endpoint-profile <profile>',
+        "the bundle endpoint's TLS profile (default https_spiffe)",
+      ).choices([...BUNDLE_ENDPOINT_PROFILES]),
+    )
+    .option('--bundle-endpoint-cert-file <file>', 'PEM certificate chain of the https_web bundle endpoint')
+    .option('--bundle-endpoint-key-file <file>', 'PEM private key of the https_web bundle endpoint')
     .option(
       '--node-attestor <type[:option=value,...]>',
       'enable a node attestor with its options, e.g. x509pop:ca_bundle=/etc/sigil/nodes.pem; repeatable ' +

@@ -13,8 +13,8 @@ export interface ServerCredentials {
   /** The server's X509-SVID chain (`spiffe://<td>/sigil/server`), leaf first. */
   certificateChainPem: string;
   privateKeyPem: string;
-  /** Our trust bundle's X.509 authorities, to check the client certificates of mTLS callers (agents). */
-  trustBundlePem: string;
+  /** Our trust bundle's X.509 authorities, to check the client certificates of mTLS callers (agents); absent: none. */
+  trustBundlePem?: string;
   notAfter: Date;
 }
 
@@ -67,6 +67,7 @@ export class ServerTlsRefresher {
     private readonly server: TlsServer,
     private readonly source: ServerCredentialSource,
     private readonly clock: Clock,
+    private readonly minVersion: 'TLSv1.2' | 'TLSv1.3' = 'TLSv1.3',
   ) {}
 
   /** Installs the first credentials; throws if they cannot be issued (the server must not listen without them). */
@@ -86,8 +87,8 @@ export class ServerTlsRefresher {
     this.server.setSecureContext({
       cert: credentials.certificateChainPem,
       key: credentials.privateKeyPem,
-      ca: credentials.trustBundlePem,
-      minVersion: 'TLSv1.3',
+      ...(credentials.trustBundlePem !== undefined && { ca: credentials.trustBundlePem }),
+      minVersion: this.minVersion,
     });
     const halfLife = (credentials.notAfter.getTime() - this.clock.now().getTime()) / 2;
     this.schedule(Math.max(1000, Math.min(halfLife, MAX_REFRESH_MS)));
