@@ -101,10 +101,12 @@ function container(podSpec: Doc, name: string): Doc {
  * Parses a command line (`['sigil-server', 'run', …]`) with the real command tree, without running it: the
  * subcommand's options, and whatever it did not know. Commander's own checks (choices, argument parsers) run.
  */
-function parseCommandLine(argv: readonly string[]): { options: Doc; unknown: string[]; operands: string[] } {
+async function parseCommandLine(
+  argv: readonly string[],
+): Promise<{ options: Doc; unknown: string[]; operands: string[] }> {
   const [binary, subcommand, ...args] = argv;
   const program: Command | undefined =
-    binary === 'sigil-server' ? buildServerCli() : binary === 'sigil-agent' ? buildAgentCli() : undefined;
+    binary === 'sigil-server' ? await buildServerCli() : binary === 'sigil-agent' ? await buildAgentCli() : undefined;
   if (program === undefined) throw new Error(`${binary}: not a Sigil command`);
   const command = program.commands.find((each) => each.name() === subcommand);
   if (command === undefined) throw new Error(`${binary} has no command ${subcommand}`);
@@ -229,10 +231,10 @@ function containerEnv(spec: Doc): Record<string, string> {
 }
 
 /** The container's command line parsed by the real command tree, with no unknown flag or stray argument. */
-function parsedRun(spec: Doc, binary: string): Doc {
+async function parsedRun(spec: Doc, binary: string): Promise<Doc> {
   const argv = [...(spec['command'] as string[]), ...((spec['args'] ?? []) as string[])];
   expect(argv.slice(0, 2)).toEqual([binary, 'run']);
-  const { options, unknown, operands } = parseCommandLine(argv);
+  const { options, unknown, operands } = await parseCommandLine(argv);
   expect(unknown, `${binary} run: unknown flags`).toEqual([]);
   expect(operands, `${binary} run: stray arguments`).toEqual([]);
   return options;
@@ -247,7 +249,7 @@ describe('deploy/kubernetes', () => {
   let server: ServerConfig;
   let agent: AgentConfig;
 
-  beforeAll(() => {
+  beforeAll(async () => {
     docs = manifests();
     serverPod = find(docs, 'Deployment', 'sigil-server')['spec']['template']['spec'];
     agentPod = find(docs, 'DaemonSet', 'sigil-agent')['spec']['template']['spec'];
@@ -255,13 +257,13 @@ describe('deploy/kubernetes', () => {
     const serverContainer = container(serverPod, 'sigil-server');
     serverFiles = new PodFiles(join(scratch, 'server-pod'), serverPod['volumes'], volumeFiles(docs));
     serverFiles.mount(serverContainer['volumeMounts']);
-    const serverOptions = parsedRun(serverContainer, 'sigil-server');
+    const serverOptions = await parsedRun(serverContainer, 'sigil-server');
     const serverFile: Doc = JSON.parse(find(docs, 'ConfigMap', 'sigil-server')['data']['server.json']);
 
     const agentContainer = container(agentPod, 'sigil-agent');
     agentFiles = new PodFiles(join(scratch, 'agent-pod'), agentPod['volumes'], volumeFiles(docs));
     agentFiles.mount(agentContainer['volumeMounts']);
-    const agentOptions = parsedRun(agentContainer, 'sigil-agent');
+    const agentOptions = await parsedRun(agentContainer, 'sigil-agent');
     const agentFile: Doc = JSON.parse(find(docs, 'ConfigMap', 'sigil-agent')['data']['agent.json']);
     // The config file's paths point into the pod's mounts: load a copy with them moved under the test root.
     const rebasedFile = join(scratch, 'agent.json');
@@ -444,12 +446,12 @@ describe('deploy/kubernetes', () => {
     expect(k8s.tokenPath).toBe(K8S_DEFAULTS.tokenPath);
   });
 
-  it("the agent's probes run the real healthcheck command on the configured socket", () => {
+  it("the agent's probes run the real healthcheck command on the configured socket", async () => {
     const agentContainer = container(agentPod, 'sigil-agent');
     for (const probe of ['livenessProbe', 'readinessProbe']) {
       const argv = agentContainer[probe]['exec']['command'] as string[];
       expect(argv.slice(0, 2)).toEqual(['sigil-agent', 'healthcheck']);
-      const { options, unknown, operands } = parseCommandLine(argv);
+      const { options, unknown, operands } = await parseCommandLine(argv);
       expect([unknown, operands]).toEqual([[], []]);
       expect(options['socketPath']).toBe(agentFiles.inPod(agent.socketPath));
     }
@@ -497,9 +499,9 @@ describe('deploy/kubernetes', () => {
     expect(agentPod['serviceAccountName']).toBe('sigil-agent');
   });
 
-  it('a flag the binary does not have fails the check', () => {
+  it('a flag the binary does not have fails the check', async () => {
     const argv = [...container(agentPod, 'sigil-agent')['command'], '--socket-pth', '/run/sigil/agent/api.sock'];
-    expect(parseCommandLine(argv).unknown).toEqual(['--socket-pth', '/run/sigil/agent/api.sock']);
+    expect((await parseCommandLine(argv)).unknown).toEqual(['--socket-pth', '/run/sigil/agent/api.sock']);
     expect(() =>
       loadServerConfig({
         flags: { port: '8081' },
@@ -560,20 +562,20 @@ describe('deploy/systemd', () => {
   );
 
   /** The unit's ExecStart through the real command tree, with its example config and the paths in a test root. */
-  function loadUnit(unit: string): { settings: Map<string, string[]>; options: Doc; root: string } {
+  async function loadUnit(unit: string): Promise<{ settings: Map<string, string[]>; options: Doc; root: string }> {
     const settings = unitSettings(join(SYSTEMD, unit));
     const [env, ...argv] = (settings.get('ExecStart')?.[0] ?? '').split(' ');
     expect(env).toBe('/usr/bin/env');
     expect(argv[1]).toBe('run');
-    const { options, unknown, operands } = parseCommandLine(argv);
+    const { options, unknown, operands } = await parseCommandLine(argv);
     expect([unknown, operands]).toEqual([[], []]);
     const root = mkdtempSync(join(scratch, 'host-'));
     mkdirSync(join(root, 'etc/sigil'), { recursive: true });
     return { settings, options, root };
   }
 
-  it('sigil-server.service: its command line and the example config and environment load; dirs match', () => {
-    const { settings, options, root } = loadUnit('sigil-server.service');
+  it('sigil-server.service: its command line and the example config and environment load; dirs match', async () => {
+    const { settings, options, root } = await loadUnit('sigil-server.service');
     expect(settings.get('User')).toEqual(['sigil']);
     expect(options['config']).toBe('/etc/sigil/server.json');
     // The example environment file, with a real key in place of its placeholder.
@@ -603,8 +605,8 @@ describe('deploy/systemd', () => {
     expect(options['dataDir']).toBe(`/var/lib/${settings.get('StateDirectory')?.[0]}`);
   });
 
-  it('sigil-agent.service: its command line and the example config load; dirs match', () => {
-    const { settings, options, root } = loadUnit('sigil-agent.service');
+  it('sigil-agent.service: its command line and the example config load; dirs match', async () => {
+    const { settings, options, root } = await loadUnit('sigil-agent.service');
     expect(settings.get('User')).toEqual(['sigil-agent']);
     expect(settings.get('User')).not.toEqual(unitSettings(join(SYSTEMD, 'sigil-server.service')).get('User'));
     expect(options['config']).toBe('/etc/sigil/agent.json');
@@ -655,7 +657,7 @@ describe('deploy/docker', () => {
     expect(runtime).toContain('--uid 10001');
   });
 
-  it('compose.yaml parses, and its commands and environment load with the real loaders', () => {
+  it('compose.yaml parses, and its commands and environment load with the real loaders', async () => {
     const compose = load(readFileSync(join(DOCKER, 'compose.yaml'), 'utf8')) as Doc;
     const services = compose['services'] as Doc;
     expect(Object.keys(services).sort()).toEqual(['postgres', 'sigil-agent', 'sigil-server']);
@@ -675,7 +677,7 @@ describe('deploy/docker', () => {
 
     const serverService = services['sigil-server'];
     expect(serverService['build']).toEqual({ context: '../..', dockerfile: 'deploy/docker/Dockerfile' });
-    const serverRun = parseCommandLine(serverService['command']);
+    const serverRun = await parseCommandLine(serverService['command']);
     expect([serverRun.unknown, serverRun.operands]).toEqual([[], []]);
     const server = loadServerConfig({ flags: serverRun.options, env: environment(serverService) });
     expect(server.databaseUrl).toBe('postgres://sigil:pw@postgres:5432/sigil');
@@ -685,11 +687,11 @@ describe('deploy/docker', () => {
     expect(serverService['volumes']).toEqual([`server-admin:${posix.dirname(posix.dirname(server.adminSocket))}`]);
     const healthcheck = serverService['healthcheck']['test'] as string[];
     expect(healthcheck.slice(0, 2)).toEqual(['CMD', 'sigil-server']);
-    expect(parseCommandLine(healthcheck.slice(1)).unknown).toEqual([]);
+    expect((await parseCommandLine(healthcheck.slice(1))).unknown).toEqual([]);
 
     const agentService = services['sigil-agent'];
     expect(agentService['image']).toBe(serverService['image']);
-    const agentRun = parseCommandLine(agentService['command']);
+    const agentRun = await parseCommandLine(agentService['command']);
     expect([agentRun.unknown, agentRun.operands]).toEqual([[], []]);
     const bundleMount = (agentService['volumes'] as string[]).find((volume) => volume.startsWith('./bundle.pem:'));
     expect(bundleMount).toBe(`./bundle.pem:${agentRun.options['trustBundle']}:ro`);

@@ -1,11 +1,56 @@
-import { type Command, CommanderError, InvalidArgumentError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { DurationError, durationSecondsWithin } from './duration.js';
+import { SIGIL_VERSION } from './version.js';
 import { SelectorError, parseSelector, type Selector } from './selectors.js';
 
 /**
  * The command-line conventions of `sigil-server` and `sigil-agent`, in one place: how a failure is printed and exits,
  * how a record is printed as text or JSON, and the parsers of the flags both take.
  */
+
+// What the CLIs take from this lib besides the conventions below, so that a command loads `@sigil/runtime/cli` only and
+// not the whole lib (its config rules load class-validator and @sigil/spiffe).
+export { DurationError, parseDurationMs } from './duration.js';
+export { singleAudienceProblem } from './jwt-audience.js';
+
+/**
+ * A subcommand known up front by its name and description, its module loaded only when the command line names it, so
+ * that `--help` and the client commands do not load what `run` needs (the server framework, database drivers).
+ */
+export interface LazyCommand {
+  readonly name: string;
+  /** The subcommand's description, in the root help; the loaded command gets it from here. */
+  readonly description: string;
+  /** Builds the subcommand, importing its module dynamically. */
+  readonly load: () => Promise<Command>;
+}
+
+/**
+ * A CLI's root command (`--version` prints Sigil's) with `commands` in their order. The one the command line names
+ * (`<cli> entry show …`, `<cli> help entry`) is loaded whole; each other one is a stand-in with its name and
+ * description, which is all the root help, `help` and commander's "did you mean" need. Without `argv`, every command
+ * is loaded (the whole tree).
+ */
+export async function lazyProgram(
+  name: string,
+  description: string,
+  commands: readonly LazyCommand[],
+  argv?: readonly string[],
+): Promise<Command> {
+  const program = new Command(name).description(description).version(SIGIL_VERSION);
+  const named = argv === undefined ? undefined : subcommandName(argv.slice(2));
+  for (const each of commands) {
+    const command = argv === undefined || each.name === named ? await each.load() : new Command(each.name);
+    program.addCommand(command.description(each.description));
+  }
+  return program;
+}
+
+/** The subcommand a command line names: its first operand, or the one after `help` (the roots take no option values). */
+function subcommandName(args: readonly string[]): string | undefined {
+  const operands = args.filter((arg) => !arg.startsWith('-'));
+  return operands[0] === 'help' ? operands[1] : operands[0];
+}
 
 /** A failure the CLI reports as one line, `Error: <message>`, exiting with `exitCode` (1 unless said). */
 export class CliError extends Error {

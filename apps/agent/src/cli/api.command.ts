@@ -8,7 +8,7 @@ import {
   printResult,
   recordTable,
   singleAudienceProblem,
-} from '@sigil/runtime';
+} from '@sigil/runtime/cli';
 import { type TrustBundle, verifyX509Svid } from '@sigil/spiffe';
 import { type WorkloadApiClient, WorkloadApiError, type X509Context } from '@sigil/workload-api';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -318,9 +318,5 @@ export function apiCommand(): Command {
     .addCommand(fetchX509Command(), { isDefault: true })
     .addCommand(fetchJwtCommand());
   const validate = new Command('validate').description('validate SVIDs').addCommand(validateJwtCommand());
-  return new Command('api')
-    .description('call the SPIFFE Workload API of a running agent (with @sigil/workload-api)')
-    .addCommand(fetch)
-    .addCommand(validate)
-    .addCommand(watchCommand());
+  return new Command('api').addCommand(fetch).addCommand(validate).addCommand(watchCommand());
 }

@@ -1,7 +1,7 @@
 import { WorkloadApiError } from '@sigil/workload-api';
 import { Command } from 'commander';
 import { type ApiOptions, withClient, withWorkloadApiOptions } from './api.command.js';
-import { CliError } from '@sigil/runtime';
+import { CliError } from '@sigil/runtime/cli';
 import { describeWorkloadError } from './workload-client.js';
 
 /**
@@ -10,20 +10,18 @@ import { describeWorkloadError } from './workload-client.js';
  * (not ready yet), a timeout or no socket are not.
  */
 export function healthcheckCommand(): Command {
-  return withWorkloadApiOptions(new Command('healthcheck'))
-    .description('check that the agent serves the Workload API')
-    .action(async (options: ApiOptions) => {
-      await withClient(options, async (client, signal, address) => {
-        try {
-          await client.fetchX509Bundles({ signal });
-        } catch (error) {
-          if (!(error instanceof WorkloadApiError && error.status === 'permission_denied')) {
-            throw new CliError(`agent is unhealthy: ${describeWorkloadError(error, address, options.timeout)}`);
-          }
+  return withWorkloadApiOptions(new Command('healthcheck')).action(async (options: ApiOptions) => {
+    await withClient(options, async (client, signal, address) => {
+      try {
+        await client.fetchX509Bundles({ signal });
+      } catch (error) {
+        if (!(error instanceof WorkloadApiError && error.status === 'permission_denied')) {
+          throw new CliError(`agent is unhealthy: ${describeWorkloadError(error, address, options.timeout)}`);
         }
-        process.stdout.write(
-          options.output === 'json' ? `${JSON.stringify({ healthy: true, address })}\n` : 'Agent is healthy.\n',
-        );
-      });
+      }
+      process.stdout.write(
+        options.output === 'json' ? `${JSON.stringify({ healthy: true, address })}\n` : 'Agent is healthy.\n',
+      );
     });
+  });
 }

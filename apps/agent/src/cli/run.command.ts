@@ -83,7 +83,6 @@ export function configFromOptions(options: RunOptions): AgentConfig {
  */
 export function runCommand(): Command {
   return new Command('run')
-    .description('run the agent (flags override SIGIL_AGENT_* environment variables, which override the config file)')
     .option('--config <file>', 'JSON config file with snake_case keys (env SIGIL_AGENT_CONFIG)')
     .option(
       '--server-address <host:port>',

@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import { SPIFFE_ENDPOINT_SOCKET, WorkloadApiClient, WorkloadApiError } from '@sigil/workload-api';
-import { DEFAULT_WORKLOAD_API_SOCKET } from '../endpoints/workload-api/workload-api.server.js';
-import { CliError } from '@sigil/runtime';
+import { DEFAULT_WORKLOAD_API_SOCKET } from '../endpoints/workload-api/default-socket.js';
+import { CliError } from '@sigil/runtime/cli';
 
 /** The `unix://` URI of a socket path, percent-encoding what a URI path cannot hold as is. */
 export function socketUri(path: string): string {

@@ -62,9 +62,5 @@ export function adminTokenCommand(): Command {
       print(options, { revoked: options.name }, () => 'Admin token revoked');
     });
 
-  return new Command('admin-token')
-    .description('manage bearer admin tokens')
-    .addCommand(create)
-    .addCommand(list)
-    .addCommand(revoke);
+  return new Command('admin-token').addCommand(create).addCommand(list).addCommand(revoke);
 }

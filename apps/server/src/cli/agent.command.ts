@@ -162,7 +162,6 @@ export function agentCommand(): Command {
     });
 
   return new Command('agent')
-    .description('manage attested agents')
     .addCommand(list)
     .addCommand(show)
     .addCommand(evict)

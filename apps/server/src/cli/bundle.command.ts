@@ -122,11 +122,5 @@ export function bundleCommand(): Command {
       print(options, body, () => `${total} bundle${total === 1 ? '' : 's'}`);
     });
 
-  return new Command('bundle')
-    .description('show the trust bundle; manage the bundles of foreign trust domains')
-    .addCommand(show)
-    .addCommand(list)
-    .addCommand(set)
-    .addCommand(remove)
-    .addCommand(count);
+  return new Command('bundle').addCommand(show).addCommand(list).addCommand(set).addCommand(remove).addCommand(count);
 }

@@ -62,11 +62,7 @@ type MigrateOptions = RunOptions & { dryRun?: boolean; output: 'text' | 'json' }
  * lists every migration and creates nothing.
  */
 export function migrateCommand(): Command {
-  return withDatabaseOptions(
-    new Command('migrate').description(
-      "apply this release's pending database migrations (same database options as run); --dry-run lists them",
-    ),
-  )
+  return withDatabaseOptions(new Command('migrate'))
     .option('--dry-run', 'list the pending migrations without applying them or changing anything')
     .addOption(outputOption())
     .action(async (options: MigrateOptions) => {
@@ -104,11 +100,7 @@ export function migrateCommand(): Command {
 
 /** `sigil-server export --path FILE|-`: every row of the database, as JSON (see database/transfer.ts). */
 export function exportCommand(): Command {
-  return withDatabaseOptions(
-    new Command('export').description(
-      'write every row of the database (entries, agents, sealed CA keys, bundles, token hashes, …) to a JSON file',
-    ),
-  )
+  return withDatabaseOptions(new Command('export'))
     .requiredOption('--path <file>', 'file to create (mode 0600; an existing file is not overwritten), or - for stdout')
     .addOption(outputOption())
     .action(async (options: RunOptions & { path: string }) => {
@@ -154,11 +146,7 @@ type ImportOptions = RunOptions & { path: string; force?: boolean; output: 'text
  * release first, in one transaction. A database holding anything is refused unless `--force`, which deletes it all.
  */
 export function importCommand(): Command {
-  return withDatabaseOptions(
-    new Command('import').description(
-      'load a file written by sigil-server export into the configured database (new, or emptied with --force)',
-    ),
-  )
+  return withDatabaseOptions(new Command('import'))
     .requiredOption('--path <file>', 'file written by sigil-server export, or - for stdin')
     .option('--force', 'import into a database that holds data: every row it holds is deleted first')
     .addOption(outputOption())

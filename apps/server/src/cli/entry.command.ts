@@ -375,7 +375,6 @@ export function entryCommand(): Command {
     });
 
   return new Command('entry')
-    .description('manage registration entries')
     .addCommand(create)
     .addCommand(show)
     .addCommand(update)

@@ -4,7 +4,6 @@ import { AdminClient, type AdminOptions, CliError, print, withAdminOptions } fro
 /** `sigil-server healthcheck`: exit 0 when the server is ready (SPIRE `healthcheck`). */
 export function healthcheckCommand(): Command {
   return withAdminOptions(new Command('healthcheck'))
-    .description('check that the server is up and ready')
     .option('--shallow', 'only check that the server is up, not that it is ready')
     .action(async (options: AdminOptions & { shallow?: boolean }) => {
       const client = new AdminClient(options.adminSocket);

@@ -107,8 +107,5 @@ function kindCommand(kind: Kind): Command {
 
 /** `sigil-server localauthority x509|jwt show|prepare|activate|taint|revoke` (SPIRE's), over `/v1/authorities`. */
 export function localAuthorityCommand(): Command {
-  return new Command('localauthority')
-    .description("manage the server's own X.509 CA and JWT key (prepare, activate, taint, revoke)")
-    .addCommand(kindCommand('x509'))
-    .addCommand(kindCommand('jwt'));
+  return new Command('localauthority').addCommand(kindCommand('x509')).addCommand(kindCommand('jwt'));
 }

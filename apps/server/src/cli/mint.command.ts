@@ -128,7 +128,7 @@ export function x509Command(): Command {
         () => `X509-SVID:\n${chainPem}\nPrivate key:\n${keyPem}\nRoot CAs:\n${rootsPem.trimEnd()}`,
       );
     });
-  return new Command('x509').description('X509-SVIDs signed by the server (SPIRE x509)').addCommand(mint);
+  return new Command('x509').addCommand(mint);
 }
 
 /**
@@ -159,5 +159,5 @@ export function jwtCommand(): Command {
       }
       print(options, minted, () => minted.token);
     });
-  return new Command('jwt').description('JWT-SVIDs signed by the server (SPIRE jwt)').addCommand(mint);
+  return new Command('jwt').addCommand(mint);
 }

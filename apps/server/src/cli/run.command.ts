@@ -81,7 +81,6 @@ export function configFromOptions(options: RunOptions): ServerConfig {
 /** `sigil-server run`: validates the configuration before anything starts, then serves until SIGINT/SIGTERM. */
 export function runCommand(): Command {
   return new Command('run')
-    .description('run the server (flags override SIGIL_* environment variables, which override the config file)')
     .option('--config <file>', 'JSON config file with snake_case keys (env SIGIL_CONFIG)')
     .option('--trust-domain <name>', 'trust domain (default example.org)')
     .option('--data-dir <dir>', 'data directory (default .sigil/server)')

@@ -33,5 +33,5 @@ export function tokenCommand(): Command {
         ]),
       );
     });
-  return new Command('token').description('manage join tokens').addCommand(generate);
+  return new Command('token').addCommand(generate);
 }

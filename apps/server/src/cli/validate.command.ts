@@ -7,9 +7,7 @@ import { configFromOptions, runCommand, type RunOptions } from './run.command.js
  * flags, SIGIL_* environment and config file, and reports every bad key, without opening the database or listening.
  */
 export function validateCommand(): Command {
-  const command = new Command('validate').description(
-    'check the configuration run would use (same flags, environment and file) without starting the server',
-  );
+  const command = new Command('validate');
   // The same options as run, each defined once there.
   for (const option of runCommand().options) command.addOption(option);
   return command

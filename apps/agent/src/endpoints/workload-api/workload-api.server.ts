@@ -34,9 +34,9 @@ import { encodeGrpcMessage, useSpecGrpcMessageEncoding } from './grpc-message.js
 import { PEER_CREDENTIALS, type PeerCredentials, trackPeerCredentials } from '../peer-credentials.js';
 import { PidFd } from '../pidfd.js';
 import { securityHeaderInterceptor } from './security-header.js';
+import { DEFAULT_WORKLOAD_API_SOCKET } from './default-socket.js';
 
-/** Where the agent serves the Workload API unless told otherwise (README, Workload API; as SPIRE's default). */
-export const DEFAULT_WORKLOAD_API_SOCKET = '/tmp/sigil-agent/public/api.sock';
+export { DEFAULT_WORKLOAD_API_SOCKET };
 
 /**
  * What one caller may hold open on the Workload API, so that one local user cannot starve the others (issue 16

@@ -1,0 +1,137 @@
+/**
+ * The client commands start quickly because they never load the server framework: each command line runs the REAL
+ * built binary under test/support/module-trace.mjs, which records every module the process loads, and the packages
+ * behind those modules are checked. Only `run` (and the agent's `validate`, which shares run's options) may load
+ * NestJS, TypeORM and the database drivers. Not timed: bench/cli-startup.bench.ts measures the time.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AGENT_BIN, ROOT, SERVER_BIN, requireBuild } from '../support/sigil-processes.js';
+
+const TRACE_HOOK = join(ROOT, 'test/support/module-trace.mjs');
+
+/** What only `sigil-server run` and `sigil-agent run` need: a client command that loads one of them is slow. */
+const FRAMEWORK = [
+  '@nestjs/core',
+  '@nestjs/common',
+  '@nestjs/platform-fastify',
+  '@nestjs/swagger',
+  '@nestjs/typeorm',
+  'fastify',
+  'typeorm',
+  'pg',
+  '@electric-sql/pglite',
+  '@electric-sql/pglite-socket',
+  'prom-client',
+  'koffi',
+];
+
+let scratch: string;
+let runs = 0;
+
+/** Runs `node --import module-trace <bin> args…`; the packages (by name) behind every module it loaded. */
+async function packagesLoaded(bin: string, args: readonly string[]): Promise<{ packages: Set<string>; code: number }> {
+  const traceFile = join(scratch, `trace-${++runs}.txt`);
+  const code = await new Promise<number>((done) =>
+    execFile(
+      process.execPath,
+      ['--import', TRACE_HOOK, bin, ...args],
+      {
+        cwd: ROOT,
+        env: { ...process.env, SIGIL_MODULE_TRACE: traceFile, DATABASE_URL: '', SPIFFE_ENDPOINT_SOCKET: '' },
+        timeout: 60_000,
+      },
+      (error) => done(error ? (typeof error.code === 'number' ? error.code : 1) : 0),
+    ),
+  );
+  const packages = new Set<string>();
+  for (const line of (await readFile(traceFile, 'utf8')).split('\n')) {
+    const match = /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(decodeURIComponent(line));
+    if (match) packages.add(match[1]!);
+  }
+  return { packages, code };
+}
+
+describe('client commands do not load the server framework', () => {
+  beforeAll(async () => {
+    requireBuild();
+    scratch = await mkdtemp(join(tmpdir(), 'sigil-lazy-'));
+  });
+  afterAll(async () => {
+    await rm(scratch, { recursive: true, force: true });
+  });
+
+  const nowhere = (): string => join(scratch, 'absent.sock');
+
+  const cases: Array<{ title: string; bin: string; args: () => string[]; needs: string[] }> = [
+    { title: 'sigil-server --help', bin: SERVER_BIN, args: () => ['--help'], needs: ['commander'] },
+    { title: 'sigil-server entry --help', bin: SERVER_BIN, args: () => ['entry', '--help'], needs: ['commander'] },
+    {
+      title: 'sigil-server entry show',
+      bin: SERVER_BIN,
+      args: () => ['entry', 'show', '--admin-socket', nowhere()],
+      needs: ['commander'],
+    },
+    {
+      title: 'sigil-server token generate',
+      bin: SERVER_BIN,
+      args: () => ['token', 'generate', '--spiffe-id', 'spiffe://example.org/node', '--admin-socket', nowhere()],
+      needs: ['commander'],
+    },
+    {
+      title: 'sigil-server agent list',
+      bin: SERVER_BIN,
+      args: () => ['agent', 'list', '--admin-socket', nowhere()],
+      needs: ['commander'],
+    },
+    {
+      title: 'sigil-server healthcheck',
+      bin: SERVER_BIN,
+      args: () => ['healthcheck', '--admin-socket', nowhere()],
+      needs: ['commander'],
+    },
+    { title: 'sigil-agent --help', bin: AGENT_BIN, args: () => ['--help'], needs: ['commander'] },
+    {
+      title: 'sigil-agent api fetch x509',
+      bin: AGENT_BIN,
+      args: () => ['api', 'fetch', 'x509', '--socket-path', nowhere()],
+      // What it does need is loaded (and seen by the trace): the Workload API client and the X.509 parser.
+      needs: ['commander', '@connectrpc/connect', '@peculiar/x509'],
+    },
+    {
+      title: 'sigil-agent healthcheck',
+      bin: AGENT_BIN,
+      args: () => ['healthcheck', '--socket-path', nowhere()],
+      needs: ['commander', '@connectrpc/connect'],
+    },
+  ];
+
+  it.each(cases)('$title', async ({ bin, args, needs }) => {
+    const { packages } = await packagesLoaded(bin, args());
+    for (const name of needs) expect(packages, `${name} is loaded`).toContain(name);
+    expect(FRAMEWORK.filter((name) => packages.has(name))).toEqual([]);
+  });
+
+  it('the trace sees the framework where it is loaded: sigil-server run (until its database refuses)', async () => {
+    const run = await packagesLoaded(SERVER_BIN, [
+      'run',
+      '--data-dir',
+      join(scratch, 'server'),
+      '--admin-socket',
+      join(scratch, 'admin', 'api.sock'),
+      '--bind-address',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--database-url',
+      'postgres://postgres@127.0.0.1:1/absent',
+    ]);
+    expect(run.code).not.toBe(0);
+    for (const name of ['@nestjs/core', '@nestjs/platform-fastify', '@nestjs/swagger', 'typeorm', 'pg']) {
+      expect(run.packages, `${name} is loaded by run`).toContain(name);
+    }
+  });
+});
