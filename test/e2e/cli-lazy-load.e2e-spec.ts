@@ -93,7 +93,25 @@ describe('client commands do not load the server framework', () => {
       args: () => ['healthcheck', '--admin-socket', nowhere()],
       needs: ['commander'],
     },
+    {
+      title: 'sigil-server localauthority x509 show',
+      bin: SERVER_BIN,
+      args: () => ['localauthority', 'x509', 'show', '--admin-socket', nowhere()],
+      needs: ['commander'],
+    },
+    {
+      title: 'sigil-server x509 mint',
+      bin: SERVER_BIN,
+      args: () => ['x509', 'mint', '--spiffe-id', 'spiffe://example.org/w', '--admin-socket', nowhere()],
+      needs: ['commander'],
+    },
     { title: 'sigil-agent --help', bin: AGENT_BIN, args: () => ['--help'], needs: ['commander'] },
+    {
+      title: 'sigil-agent logger get',
+      bin: AGENT_BIN,
+      args: () => ['logger', 'get', '--admin-socket', nowhere()],
+      needs: ['commander'],
+    },
     {
       title: 'sigil-agent api fetch x509',
       bin: AGENT_BIN,
