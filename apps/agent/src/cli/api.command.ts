@@ -12,7 +12,6 @@ import {
 import { type TrustBundle, verifyX509Svid } from '@sigil/spiffe';
 import { type WorkloadApiClient, WorkloadApiError, type X509Context } from '@sigil/workload-api';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { ensureOwnDir, writeFileAtomic } from '@sigil/runtime';
 import { describeWorkloadError, openWorkloadClient, resolveWorkloadAddress } from './workload-client.js';
 
 export interface ApiOptions {
@@ -143,6 +142,9 @@ const KEY_MODE = 0o600;
  * these names is replaced, never written through, and never keeps its mode.
  */
 export async function writeX509Files(outputDir: string, context: X509Context): Promise<void> {
+  // Loaded here, not at the top: the lib's index brings its config validation (class-validator, ~0.3 s to load),
+  // which `api fetch` without --write does not need.
+  const { ensureOwnDir, writeFileAtomic } = await import('@sigil/runtime');
   const dir = await ensureOwnDir(outputDir, 0o755, '--write');
   for (const [index, svid] of context.svids.entries()) {
     await writeFileAtomic(join(dir, `svid.${index}.pem`), certificatesToPem([...svid.certificates]), {
