@@ -88,6 +88,12 @@ describe('client commands do not load the server framework', () => {
       needs: ['commander'],
     },
     {
+      title: 'sigil-server federation list',
+      bin: SERVER_BIN,
+      args: () => ['federation', 'list', '--admin-socket', nowhere()],
+      needs: ['commander'],
+    },
+    {
       title: 'sigil-server healthcheck',
       bin: SERVER_BIN,
       args: () => ['healthcheck', '--admin-socket', nowhere()],

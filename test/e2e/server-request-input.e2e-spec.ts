@@ -126,6 +126,15 @@ const MUTATIONS: Record<string, { action: string; body?: unknown }> = {
     body: { format: 'pem', bundle: 'not a bundle' },
   },
   'DELETE /v1/federation/bundles/:trust_domain': { action: 'federation.deleteBundle' },
+  'POST /v1/federation/relationships': {
+    action: 'federation.createRelationship',
+    body: { trust_domain: 'other.org', bundle_endpoint_url: 'http://not-https', bundle_endpoint_profile: 'https_web' },
+  },
+  'PUT /v1/federation/relationships/:trust_domain': {
+    action: 'federation.updateRelationship',
+    body: { bundle_endpoint_url: 'https://bundles.other.org/', bundle_endpoint_profile: 'https_web' },
+  },
+  'DELETE /v1/federation/relationships/:trust_domain': { action: 'federation.deleteRelationship' },
 };
 
 function concretePath(url: string): string {

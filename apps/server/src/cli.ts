@@ -33,6 +33,11 @@ const SERVER_COMMANDS: readonly LazyCommand[] = [
     load: async () => (await import('./cli/bundle.command.js')).bundleCommand(),
   },
   {
+    name: 'federation',
+    description: 'manage federation relationships with foreign trust domains',
+    load: async () => (await import('./cli/federation.command.js')).federationCommand(),
+  },
+  {
     name: 'healthcheck',
     description: 'check that the server is up and ready',
     load: async () => (await import('./cli/healthcheck.command.js')).healthcheckCommand(),

@@ -3,6 +3,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '@sigil/logging';
 import { JOIN_TOKEN_ATTESTOR, X509POP_ATTESTOR } from '@sigil/agent-api';
 import { TrustDomain } from '@sigil/spiffe';
+import { BUNDLE_ENDPOINT_PROFILES, type BundleEndpointProfile } from './federation/bundle-endpoint-profiles.js';
 import {
   ConfigRule,
   IsBooleanLike,
@@ -50,12 +51,7 @@ import { IsOptional, ValidateBy, validateSync } from 'class-validator';
 export type CaKeyType = 'ec-p256' | 'ec-p384' | 'rsa-2048';
 export const CA_KEY_TYPES: readonly CaKeyType[] = ['ec-p256', 'ec-p384', 'rsa-2048'];
 
-/**
- * The bundle endpoint profiles of SPIFFE_Federation.md §5: `https_spiffe` authenticates the endpoint by an
- * X509-SVID of our trust domain, `https_web` by a WebPKI certificate.
- */
-export const BUNDLE_ENDPOINT_PROFILES = ['https_spiffe', 'https_web'] as const;
-export type BundleEndpointProfile = (typeof BUNDLE_ENDPOINT_PROFILES)[number];
+export { BUNDLE_ENDPOINT_PROFILES, type BundleEndpointProfile } from './federation/bundle-endpoint-profiles.js';
 
 /** `--bundle-endpoint-*`: where the bundle endpoint listens and what certificate it presents. */
 export type BundleEndpointConfig =

@@ -177,7 +177,8 @@ export class BundleService {
     return this.bundles.delete(tx, trustDomain.name);
   }
 
-  private refuseOwn(trustDomain: TrustDomain): void {
+  /** @throws AppError `invalid_argument` for our own trust domain (no foreign bundle or relationship may name it). */
+  refuseOwn(trustDomain: TrustDomain): void {
     if (trustDomain.equals(this.trustDomain)) {
       throw new AppError(
         'invalid_argument',

@@ -9,6 +9,8 @@ import { DnsNameEntity, EntryEntity, FederatedTrustDomainEntity, SelectorEntity 
 import { EntryEventEntity, RevisionCounterEntity } from '../entries/entry-event.entity.js';
 import { Admin1764000200000 } from '#migrations/1764000200000-Admin';
 import { AgentCanReattest1764000300000 } from '#migrations/1764000300000-AgentCanReattest';
+import { FederationRelationships1764000400000 } from '#migrations/1764000400000-FederationRelationships';
+import { FederationRelationshipEntity } from '../federation/federation-relationship.entity.js';
 import { AdminTokenEntity } from '../auth/admin-token.entity.js';
 import { AuditRecordEntity } from '../audit/audit-record.entity.js';
 import { JoinTokenEntity } from '../join-tokens/join-token.entity.js';
@@ -32,6 +34,7 @@ export const ENTITIES = [
   AgentEntity,
   CaKeyEntity,
   BundleEntity,
+  FederationRelationshipEntity,
 ];
 
 /** Every migration, oldest first; hand-written SQL that PostgreSQL 15 and PGlite (PostgreSQL 18) both accept. */
@@ -40,6 +43,7 @@ export const MIGRATIONS = [
   Authority1764000100000,
   Admin1764000200000,
   AgentCanReattest1764000300000,
+  FederationRelationships1764000400000,
 ];
 
 /** Default pool size against a PostgreSQL server (`database_pool_size`). */

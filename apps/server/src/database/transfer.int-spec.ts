@@ -158,6 +158,7 @@ describe(`export and import (${kind})`, () => {
       'agents',
       'ca_keys',
       'bundles',
+      'federation_relationships',
     ]);
     expect(exported.tables['revision_counters']).toEqual([{ name: 'entries', revision: 2, pruned_through: 0 }]);
     expect(exported.tables['agents']![0]).toMatchObject({
@@ -264,6 +265,7 @@ describe(`export and import (${kind})`, () => {
       agents: 1,
       ca_keys: 2,
       bundles: 1,
+      federation_relationships: 0,
     });
     const again = await exportDatabase(target.dataSource, at('2026-02-01T00:00:00Z'));
     expect(again).toEqual(exported);

@@ -3,7 +3,9 @@ import type { SpiffeJwks } from '@sigil/spiffe';
 import { IsIn, IsOptional, IsString } from 'class-validator';
 import { PageQuery } from '../common/page-query.dto.js';
 import type { FederatedBundle } from '../bundle/bundle.service.js';
+import { BUNDLE_ENDPOINT_PROFILES } from '../config.js';
 import { FEDERATED_BUNDLE_FORMATS, type FederatedBundleFormat } from './federated-bundle-rules.js';
+import type { StoredFederationRelationship } from './federation-relationships.service.js';
 
 export const FEDERATED_BUNDLE_PAGE_SIZE = { default: 100, max: 1000 } as const;
 
@@ -65,4 +67,53 @@ export class DeleteFederatedBundleResponse {
 
 export function toFederatedBundleResponse({ bundle, updatedAt }: FederatedBundle): FederatedBundleResponse {
   return { trust_domain: bundle.trustDomain.name, bundle: bundle.toJwks(), updated_at: updatedAt.toISOString() };
+}
+
+/** `PUT /v1/federation/relationships/:trust_domain`: the endpoint settings (SPIRE's `federation update`). */
+export class FederationRelationshipSettingsDto {
+  @ApiProperty({ description: 'https:// URL of the foreign bundle endpoint' })
+  @IsString({ message: 'bundle_endpoint_url must be a string' })
+  bundle_endpoint_url!: string;
+
+  @ApiProperty({ enum: BUNDLE_ENDPOINT_PROFILES })
+  @IsString({ message: 'bundle_endpoint_profile must be a string' })
+  bundle_endpoint_profile!: string;
+
+  @ApiPropertyOptional({ description: "https_spiffe only: the SPIFFE ID of the endpoint's server" })
+  @IsOptional()
+  @IsString({ message: 'endpoint_spiffe_id must be a string' })
+  endpoint_spiffe_id?: string;
+}
+
+/** `POST /v1/federation/relationships` (SPIRE's `federation create`). */
+export class CreateFederationRelationshipDto extends FederationRelationshipSettingsDto {
+  @ApiProperty({ description: 'the foreign trust domain (name or spiffe:// ID)' })
+  @IsString({ message: 'trust_domain must be a string' })
+  trust_domain!: string;
+}
+
+export class FederationRelationshipResponse {
+  @ApiProperty() trust_domain!: string;
+  @ApiProperty() bundle_endpoint_url!: string;
+  @ApiProperty({ enum: BUNDLE_ENDPOINT_PROFILES }) bundle_endpoint_profile!: string;
+  @ApiPropertyOptional() endpoint_spiffe_id?: string;
+  @ApiProperty() created_at!: string;
+  @ApiProperty() updated_at!: string;
+}
+
+export class FederationRelationshipListResponse {
+  @ApiProperty({ type: [FederationRelationshipResponse] }) relationships!: FederationRelationshipResponse[];
+}
+
+export function toFederationRelationshipResponse(
+  relationship: StoredFederationRelationship,
+): FederationRelationshipResponse {
+  return {
+    trust_domain: relationship.trustDomain.name,
+    bundle_endpoint_url: relationship.bundleEndpointUrl,
+    bundle_endpoint_profile: relationship.bundleEndpointProfile,
+    ...(relationship.endpointSpiffeId && { endpoint_spiffe_id: relationship.endpointSpiffeId.toString() }),
+    created_at: relationship.createdAt.toISOString(),
+    updated_at: relationship.updatedAt.toISOString(),
+  };
 }

@@ -3,12 +3,15 @@ import { BundleModule } from '../bundle/bundle.module.js';
 import { EntriesModule } from '../entries/entries.module.js';
 import { FederationController } from './federation.controller.js';
 import { FederationService } from './federation.service.js';
+import { FederationRelationshipsController } from './federation-relationships.controller.js';
+import { FederationRelationshipsRepository } from './federation-relationships.repository.js';
+import { FederationRelationshipsService } from './federation-relationships.service.js';
 
-/** Foreign trust domains' bundles: `/v1/federation/bundles` (list, count, show, set, delete). */
+/** Foreign trust domains' bundles (`/v1/federation/bundles`) and federation relationships (`/v1/federation/relationships`). */
 @Module({
   imports: [BundleModule, EntriesModule],
-  controllers: [FederationController],
-  providers: [FederationService],
+  controllers: [FederationController, FederationRelationshipsController],
+  providers: [FederationService, FederationRelationshipsRepository, FederationRelationshipsService],
   exports: [FederationService],
 })
 export class FederationModule {}

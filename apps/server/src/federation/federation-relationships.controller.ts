@@ -1,0 +1,53 @@
+import { Body, Controller, Delete, Get, HttpCode, Param, Post, Put } from '@nestjs/common';
+import { ApiOkResponse, ApiTags } from '@nestjs/swagger';
+import {
+  CreateFederationRelationshipDto,
+  FederationRelationshipListResponse,
+  FederationRelationshipResponse,
+  FederationRelationshipSettingsDto,
+  toFederationRelationshipResponse,
+} from './federation.dto.js';
+import { FederationRelationshipsService } from './federation-relationships.service.js';
+
+/**
+ * Federation relationships (SPIRE's `federation create|update|delete|list|show`): `:trust_domain` is the name or its
+ * SPIFFE ID, URL-encoded. Audited as `federation.<handler>`.
+ */
+@ApiTags('federation')
+@Controller('v1/federation/relationships')
+export class FederationRelationshipsController {
+  constructor(private readonly relationships: FederationRelationshipsService) {}
+
+  @Get()
+  @ApiOkResponse({ type: FederationRelationshipListResponse })
+  async listRelationships(): Promise<FederationRelationshipListResponse> {
+    return { relationships: (await this.relationships.list()).map(toFederationRelationshipResponse) };
+  }
+
+  @Get(':trust_domain')
+  @ApiOkResponse({ type: FederationRelationshipResponse })
+  async showRelationship(@Param('trust_domain') trustDomain: string): Promise<FederationRelationshipResponse> {
+    return toFederationRelationshipResponse(await this.relationships.get(trustDomain));
+  }
+
+  @Post()
+  @ApiOkResponse({ type: FederationRelationshipResponse })
+  async createRelationship(@Body() body: CreateFederationRelationshipDto): Promise<FederationRelationshipResponse> {
+    return toFederationRelationshipResponse(await this.relationships.create(body));
+  }
+
+  @Put(':trust_domain')
+  @ApiOkResponse({ type: FederationRelationshipResponse })
+  async updateRelationship(
+    @Param('trust_domain') trustDomain: string,
+    @Body() body: FederationRelationshipSettingsDto,
+  ): Promise<FederationRelationshipResponse> {
+    return toFederationRelationshipResponse(await this.relationships.update({ ...body, trust_domain: trustDomain }));
+  }
+
+  @Delete(':trust_domain')
+  @HttpCode(200)
+  async deleteRelationship(@Param('trust_domain') trustDomain: string): Promise<{ trust_domain: string }> {
+    return { trust_domain: await this.relationships.delete(trustDomain) };
+  }
+}
