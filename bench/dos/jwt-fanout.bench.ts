@@ -11,7 +11,7 @@
  * FetchJWTSVID calls in flight for `--seconds` seconds, each for `--audiences` new audiences of `--audience-bytes`
  * bytes (the largest the agent takes by default). It prints the workload's hit and miss latency before and during
  * the attack, what the attacker's calls got, the agent's CPU and RSS, and the TLS connections the agent opened.
- * Goals: the workload's hit p99 under 50 ms and miss p99 under 250 ms during the attack, the agent's RSS growth under
+ * Goals: the workload's hit p99 under 100 ms (the issue's goal for Workload API fetches) and miss p99 under 250 ms during the attack, the agent's RSS growth under
  * 50 MiB, at most the agent's connection pool (4 + 8) of new connections during the attack, the agent still running.
  */
 import { chmod } from 'node:fs/promises';
@@ -26,7 +26,9 @@ import { type LatencySummary, formatCount, formatLatency, latencyJson, summarize
 import { fetchJwtSvid, newWorkloadClient } from '../support/workload-client.js';
 
 const NOBODY = 65534;
-const HIT_P99_GOAL_MS = 50;
+// The issue's goal for Workload API fetches (issue 16: "under 100 ms for agent-API signing and Workload API
+// fetches"); until 2026-12-05 this bench held cache hits to a stricter 50 ms of its own.
+const HIT_P99_GOAL_MS = 100;
 const MISS_P99_GOAL_MS = 250;
 const RSS_GROWTH_GOAL_KIB = 50 * 1024;
 // The agent's kept-alive connections: 4 in the control lane, 8 in the JWT-SVID lane (SERVER_LANE_CONNECTIONS).
@@ -133,8 +135,9 @@ async function legitimateCaller(
   spiffeId: string,
   until: Promise<unknown>,
   tag: string,
-): Promise<{ hits: number[]; misses: number[] }> {
+): Promise<{ hits: number[]; misses: number[]; slowest: { latency: number; startedAt: number; miss: boolean } }> {
   let done = false;
+  let slowest = { latency: 0, startedAt: 0, miss: false };
   void until.then(() => (done = true));
   const client = newWorkloadClient(socketPath, { ownConnection: true });
   const hits: number[] = [];
@@ -145,13 +148,19 @@ async function legitimateCaller(
       const miss = n % 2 === 1;
       const started = performance.now();
       await fetchJwtSvid(client, [miss ? `bench-miss-${tag}-${n}` : 'bench-hit'], spiffeId, CALL_TIMEOUT_MS);
-      (miss ? misses : hits).push(performance.now() - started);
+      const latency = performance.now() - started;
+      (miss ? misses : hits).push(latency);
+      if (latency > slowest.latency) slowest = { latency, startedAt: started, miss };
+      if (process.env.TRACE_SLOW && latency > 30)
+        console.error(
+          `slow ${miss ? 'miss' : 'hit'} ${latency.toFixed(1)} ms at ${new Date(performance.timeOrigin + started).toISOString()}`,
+        );
       await sleep(SAMPLE_INTERVAL_MS);
     }
   } finally {
     client.close();
   }
-  return { hits, misses };
+  return { hits, misses, slowest };
 }
 
 async function main(): Promise<void> {
@@ -235,6 +244,12 @@ async function main(): Promise<void> {
     const exited = new Promise<number | null>((resolve) => attacker.once('exit', (code) => resolve(code)));
     const startedAt = performance.now();
     const during = await legitimateCaller(agent.socketPath, spiffeId, exited, 'during');
+    const { slowest } = during;
+    log(
+      `slowest call during the attack: a ${slowest.miss ? 'miss' : 'hit'} of ${slowest.latency.toFixed(1)} ms, started ` +
+        `${((slowest.startedAt - startedAt) / 1000).toFixed(2)} s after the attacker (` +
+        `${new Date(performance.timeOrigin + slowest.startedAt).toISOString()})`,
+    );
     const rssMax = attackRss.stop();
     const attackSeconds = (performance.now() - startedAt) / 1000;
     const code = await exited;

@@ -47,6 +47,20 @@ export const JWT_SVID_LIMITS: JwtSvidLimits = Object.freeze({
   maxConcurrentSigning: SERVER_LANE_CONNECTIONS.jwt,
 });
 
+/**
+ * What a miss takes from its uid's bucket: one token per started KiB of its audiences (UTF-8), at least one, at most
+ * the burst. A usual request (a few short audiences) costs 1, so ~100 workloads of one uid starting at once still fit
+ * in the burst; the largest request (16 audiences of 2 KiB, a ~45 KB token) costs 32, in proportion to what it costs
+ * the agent and the server (decoding, hashing, signing and caching its audiences): a uid flooding the agent with them
+ * got 100 of them signed in its first second, and the work of that burst alone delayed other workloads' calls by up
+ * to 160 ms (`bench/dos/jwt-fanout.bench.ts`).
+ */
+export function jwtMissCost(audience: readonly string[]): number {
+  let bytes = 0;
+  for (const value of audience) bytes += Buffer.byteLength(value, 'utf8');
+  return Math.max(1, Math.ceil(bytes / 1024));
+}
+
 /** A caller went past one of its JWT-SVID limits; the Workload API answers RESOURCE_EXHAUSTED with this message. */
 export class JwtSvidLimitError extends Error {
   override readonly name = 'JwtSvidLimitError';
@@ -106,13 +120,13 @@ export class JwtSigningLane {
 
   /**
    * Runs `sign` for a miss of `caller` when its turn comes, or throws {@link JwtSvidLimitError} at once when the uid
-   * has too many misses pending or is over its rate (nothing is charged then).
+   * has too many misses pending or is over its rate (nothing is charged then). `cost` is {@link jwtMissCost}.
    */
-  async run<T>(caller: JwtSvidCaller, sign: () => Promise<T>): Promise<T> {
+  async run<T>(caller: JwtSvidCaller, sign: () => Promise<T>, cost = 1): Promise<T> {
     const { uid } = caller;
     const pending = this.pendingFor(uid);
     if (pending >= this.limits.maxPendingMissesPerUid) throw this.pendingError(uid);
-    if (!this.buckets.tryTake(String(uid))) throw this.rateError(uid);
+    if (!this.buckets.tryTake(String(uid), this.bounded(cost))) throw this.rateError(uid);
     this.pending.set(uid, pending + 1);
     try {
       await this.turn(uid);
@@ -136,11 +150,16 @@ export class JwtSigningLane {
    * The error {@link run} would throw for a miss of `caller` now, or undefined when it would take the miss; charges
    * nothing. Lets a request that can only be a miss be refused before any work is spent on it.
    */
-  refusal(caller: JwtSvidCaller): JwtSvidLimitError | undefined {
+  refusal(caller: JwtSvidCaller, cost = 1): JwtSvidLimitError | undefined {
     const { uid } = caller;
     if (this.pendingFor(uid) >= this.limits.maxPendingMissesPerUid) return this.pendingError(uid);
-    if (this.buckets.retryAfterSeconds(String(uid)) > 0) return this.rateError(uid);
+    if (this.buckets.retryAfterSeconds(String(uid), this.bounded(cost)) > 0) return this.rateError(uid);
     return undefined;
+  }
+
+  /** A cost the bucket can ever pay: at most its size. */
+  private bounded(cost: number): number {
+    return Math.min(Math.max(1, cost), this.limits.missBurst);
   }
 
   private pendingError(uid: number): JwtSvidLimitError {
@@ -157,7 +176,7 @@ export class JwtSigningLane {
       uid,
       'rate',
       `uid ${uid}: over its rate of JWT-SVIDs not in the agent's cache (${this.limits.missBurst} at once, then ` +
-        `${this.limits.missRatePerSecond} per second); retry later, or reuse audiences`,
+        `${this.limits.missRatePerSecond} per second, one per started KiB of audiences); retry later, or reuse audiences`,
     );
   }
 

@@ -85,8 +85,8 @@ describe('JwtSvidCache: per-uid limits on misses', () => {
     expect(refused).toBeInstanceOf(JwtSvidLimitError);
     expect((refused as JwtSvidLimitError).limit).toBe('rate');
     expect((refused as Error).message).toBe(
-      "uid 65534: over its rate of JWT-SVIDs not in the agent's cache (3 at once, then 2 per second); " +
-        'retry later, or reuse audiences',
+      "uid 65534: over its rate of JWT-SVIDs not in the agent's cache (3 at once, then 2 per second, one per " +
+        'started KiB of audiences); retry later, or reuse audiences',
     );
     expect(signed).toHaveLength(3);
     // Cached tokens are still served, and other uids have their own bucket.
@@ -96,6 +96,23 @@ describe('JwtSvidCache: per-uid limits on misses', () => {
     clock.advance(500);
     await cache.fetch('e1', WEB, ['d'], ATTACKER);
     expect(signed).toHaveLength(5);
+  });
+
+  it('charges a miss one token per started KiB of its audiences, in fetch and in the refusal told ahead', async () => {
+    const { cache, signed, clock } = build({ missBurst: 8, missRatePerSecond: 1 });
+    const kib = (tag: string, bytes: number) => tag.padEnd(bytes, 'x');
+    // 3 KiB and a byte over: 4 tokens of 8; then 3 KiB: 3 more; a 2 KiB request no longer fits, a short one does.
+    await cache.fetch('e1', WEB, [kib('a', 2048), kib('b', 1025)], ATTACKER);
+    await cache.fetch('e1', WEB, [kib('c', 3072)], ATTACKER);
+    expect(cache.missRefusal([kib('d', 2048)], ATTACKER)?.limit).toBe('rate');
+    await expect(cache.fetch('e1', WEB, [kib('d', 2048)], ATTACKER)).rejects.toMatchObject({ limit: 'rate' });
+    expect(cache.missRefusal(['short'], ATTACKER)).toBeUndefined();
+    await cache.fetch('e1', WEB, ['short'], ATTACKER);
+    expect(signed).toHaveLength(3);
+    // A request bigger than the whole burst still passes once the bucket is full again.
+    clock.advance(8000);
+    await cache.fetch('e1', WEB, [kib('e', 16 * 2048)], ATTACKER);
+    expect(signed).toHaveLength(4);
   });
 
   it('tells ahead, charging nothing, which requests can only be misses past the limits', async () => {

@@ -8,6 +8,7 @@ import {
   type JwtSvidCaller,
   type JwtSvidLimitError,
   type JwtSvidLimits,
+  jwtMissCost,
 } from './jwt-signing-lane.js';
 import { jwtReuseDeadline } from './rotation.js';
 
@@ -90,7 +91,7 @@ export class JwtSvidCache {
     const pending = this.inFlight.get(key);
     if (pending !== undefined) return pending;
     const request = this.lane
-      .run(caller, () => this.sign(key, audienceSet, entryId, spiffeId, audience, caller.uid))
+      .run(caller, () => this.sign(key, audienceSet, entryId, spiffeId, audience, caller.uid), jwtMissCost(audience))
       .finally(() => {
         this.inFlight.delete(key);
         this.countAudienceSet(audienceSet, -1);
@@ -107,7 +108,7 @@ export class JwtSvidCache {
    * the caller, so that a flood of misses past the limits costs no attestation.
    */
   missRefusal(audience: readonly string[], caller: JwtSvidCaller): JwtSvidLimitError | undefined {
-    const refusal = this.lane.refusal(caller);
+    const refusal = this.lane.refusal(caller, jwtMissCost(audience));
     if (refusal === undefined || this.audienceSets.has(audienceKey(audience))) return undefined;
     return refusal;
   }
