@@ -151,10 +151,6 @@ async function legitimateCaller(
       const latency = performance.now() - started;
       (miss ? misses : hits).push(latency);
       if (latency > slowest.latency) slowest = { latency, startedAt: started, miss };
-      if (process.env.TRACE_SLOW && latency > 30)
-        console.error(
-          `slow ${miss ? 'miss' : 'hit'} ${latency.toFixed(1)} ms at ${new Date(performance.timeOrigin + started).toISOString()}`,
-        );
       await sleep(SAMPLE_INTERVAL_MS);
     }
   } finally {
