@@ -164,6 +164,8 @@ export interface ServerConfig {
   readonly agentSignMaxInFlight: number;
   /** Long-polls one agent may hold open at once; a further one answers the oldest at once. */
   readonly agentMaxLongPolls: number;
+  /** TLS connections one agent (by SPIFFE ID) may hold open at once; a request on a further one gets 429. */
+  readonly agentMaxConnections: number;
   /** Longest a query waits for a pooled database connection (and for a new connection) before it fails with 503. */
   readonly databasePoolTimeoutSeconds: number;
   /** Connections in the pool to PostgreSQL (the embedded database always gets one). */
@@ -227,6 +229,13 @@ export const DEFAULT_PRUNE_ATTESTED_NODES_EXPIRED_FOR_SECONDS = 30 * 24 * 3600;
  * the server has not noticed is gone yet.
  */
 export const DEFAULT_AGENT_MAX_LONG_POLLS = 2;
+/**
+ * Connections per agent: an agent keeps ~12 (4 for its renewal, sync and X.509 signing, 8 for JWT-SVIDs), and as many
+ * again for a moment after it restarts, until the server's idle timeout closes the old ones. One agent holding 1,000
+ * (each new one a mTLS handshake and a chain read, each kept-alive one a request a second) kept two cores busy
+ * between itself and the server (`bench/dos/agent-db.bench.ts`).
+ */
+export const DEFAULT_AGENT_MAX_CONNECTIONS = 64;
 /** How long a query waits for a pooled database connection (pg-pool `connectionTimeoutMillis`). */
 export const DEFAULT_DATABASE_POOL_TIMEOUT_SECONDS = 10;
 /** Connections each server holds in its pool to PostgreSQL (pg-pool `max`), besides the one that listens. */
@@ -289,6 +298,7 @@ export interface ServerConfigFlags {
   agentJwtSignBurst?: string;
   agentSignMaxInFlight?: string;
   agentMaxLongPolls?: string;
+  agentMaxConnections?: string;
   databasePoolTimeout?: string;
   databasePoolSize?: string;
   skipMigrations?: boolean;
@@ -420,6 +430,7 @@ class RawServerConfig {
   @IsOptional() @IsCountFrom(1, 1_000_000) agent_jwt_sign_burst?: unknown;
   @IsOptional() @IsCountFrom(1, 1_000) agent_sign_max_in_flight?: unknown;
   @IsOptional() @IsCountFrom(1, 100) agent_max_long_polls?: unknown;
+  @IsOptional() @IsCountFrom(1, 100_000) agent_max_connections?: unknown;
   @IsOptional() @IsDurationSeconds(1, 300) database_pool_timeout?: unknown;
   @IsOptional() @IsCountFrom(1, 1_000) database_pool_size?: unknown;
   @IsOptional() @IsBooleanLike() skip_migrations?: unknown;
@@ -489,6 +500,7 @@ const SOURCES: Record<RawKey, ConfigSource<keyof ServerConfigFlags>> = {
   agent_jwt_sign_burst: { flag: 'agentJwtSignBurst', env: 'SIGIL_AGENT_JWT_SIGN_BURST', file: true },
   agent_sign_max_in_flight: { flag: 'agentSignMaxInFlight', env: 'SIGIL_AGENT_SIGN_MAX_IN_FLIGHT', file: true },
   agent_max_long_polls: { flag: 'agentMaxLongPolls', env: 'SIGIL_AGENT_MAX_LONG_POLLS', file: true },
+  agent_max_connections: { flag: 'agentMaxConnections', env: 'SIGIL_AGENT_MAX_CONNECTIONS', file: true },
   database_pool_timeout: { flag: 'databasePoolTimeout', env: 'SIGIL_DATABASE_POOL_TIMEOUT', file: true },
   database_pool_size: { flag: 'databasePoolSize', env: 'SIGIL_DATABASE_POOL_SIZE', file: true },
   skip_migrations: { flag: 'skipMigrations', env: 'SIGIL_SKIP_MIGRATIONS', file: true },
@@ -630,6 +642,7 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
         ? DEFAULT_AGENT_SIGN_MAX_IN_FLIGHT
         : Number(raw.agent_sign_max_in_flight),
     agentMaxLongPolls: count('agent_max_long_polls', DEFAULT_AGENT_MAX_LONG_POLLS),
+    agentMaxConnections: count('agent_max_connections', DEFAULT_AGENT_MAX_CONNECTIONS),
     databasePoolTimeoutSeconds: seconds('database_pool_timeout', DEFAULT_DATABASE_POOL_TIMEOUT_SECONDS),
     databasePoolSize: count('database_pool_size', DEFAULT_DATABASE_POOL_SIZE),
     skipMigrations: toConfigBoolean(raw.skip_migrations) ?? false,

@@ -80,16 +80,21 @@ export class AgentAuthGuard implements CanActivate {
   private readonly agentIdPrefix: string;
   /** Agent SVID chains verified on earlier connections, per bundle sequence. */
   private readonly verifiedSvids = new CheckedChains<PresentedSvid>(VERIFIED_SVID_CACHE_SIZE);
+  /** Connections counted for their agent ({@link admitConnection}), and the count per agent SPIFFE ID. */
+  private readonly countedConnections = new WeakSet<TLSSocket>();
+  private readonly connectionsPerAgent = new Map<string, number>();
+  private readonly maxConnections: number;
 
   constructor(
     private readonly bundles: BundleService,
     private readonly agents: AgentsService,
     @Inject(CLOCK) private readonly clock: Clock,
-    @Inject(SERVER_CONFIG) config: Pick<ServerConfig, 'trustDomain'>,
+    @Inject(SERVER_CONFIG) config: Pick<ServerConfig, 'trustDomain' | 'agentMaxConnections'>,
     private readonly reflector: Reflector,
     private readonly syncLimiter: AgentSyncRateLimiter,
   ) {
     this.agentIdPrefix = `${config.trustDomain.idString()}${SIGIL_AGENT_PATH_PREFIX}`;
+    this.maxConnections = config.agentMaxConnections;
   }
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
@@ -110,6 +115,7 @@ export class AgentAuthGuard implements CanActivate {
     if (!svid.spiffeId.startsWith(this.agentIdPrefix)) {
       throw new AppError('permission_denied', `client certificate: ${svid.spiffeId} is not an agent id`);
     }
+    this.admitConnection(socket, svid.spiffeId);
     if (this.reflector.get<boolean | undefined>(SYNC_ROUTE, context.getHandler())) {
       this.syncLimiter.take(svid.spiffeId);
     }
@@ -120,6 +126,32 @@ export class AgentAuthGuard implements CanActivate {
       nodeSelectors: new Set(agent.selectors.map(formatSelector)),
     });
     return true;
+  }
+
+  /**
+   * Counts `socket` for its agent on its first request, until it closes; a request on a connection past the agent's
+   * `agent_max_connections` gets 429 (the connection stays uncounted, and is counted by a later request once one of
+   * the agent's others has closed).
+   */
+  private admitConnection(socket: TLSSocket, spiffeId: string): void {
+    // A connection already gone is never counted: its close would not come to take it off.
+    if (this.countedConnections.has(socket) || socket.destroyed) return;
+    const open = this.connectionsPerAgent.get(spiffeId) ?? 0;
+    if (open >= this.maxConnections) {
+      throw new AppError(
+        'resource_exhausted',
+        `agent ${spiffeId}: ${open} connections open, at most ${this.maxConnections} (agent_max_connections); ` +
+          'reuse them, or retry in 1 s',
+        { retryAfterSeconds: 1 },
+      );
+    }
+    this.countedConnections.add(socket);
+    this.connectionsPerAgent.set(spiffeId, open + 1);
+    socket.once('close', () => {
+      const left = (this.connectionsPerAgent.get(spiffeId) ?? 1) - 1;
+      if (left > 0) this.connectionsPerAgent.set(spiffeId, left);
+      else this.connectionsPerAgent.delete(spiffeId);
+    });
   }
 
   private presentedSvid(socket: TLSSocket): PresentedSvid {

@@ -171,3 +171,53 @@ describe(`agent API: agent_max_long_polls set to 1 (${backend})`, () => {
     void second;
   });
 });
+
+describe(`agent API: connections per agent (${backend})`, () => {
+  let api: AgentApiTestServer;
+
+  beforeAll(async () => {
+    api = await startAgentApiTestServer({ clock: new FakeClock(Date.now()), flags: { agentMaxConnections: '3' } });
+  });
+
+  afterAll(async () => {
+    await api?.close();
+  });
+
+  const attest = async () => {
+    const { token } = await api.server.app.get(JoinTokensService).create({});
+    const key = await newAgentKey();
+    const attested = await api.call('POST', '/agent/v1/attest/join-token', { token, csr: await key.csr() });
+    return {
+      spiffeId: attested.body['spiffe_id'] as string,
+      credentials: credentialsOf(attested.body['svid'], key.privateKeyPem),
+    };
+  };
+
+  it('answers 429 on an agent’s connection past agent_max_connections; another agent is served; a freed slot is taken by a later request', async () => {
+    const flooder = await attest();
+    const neighbour = await attest();
+    const connections = Array.from({ length: 4 }, () => new Agent({ keepAlive: true, maxSockets: 1 }));
+    const sync = (connection: Agent, credentials = flooder.credentials) =>
+      requestTls(api.port, { method: 'GET', path: '/agent/v1/sync?revision=0', credentials, agent: connection });
+    const other = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      for (const connection of connections.slice(0, 3)) expect((await sync(connection)).status).toBe(200);
+      expect(await sync(connections[3]!)).toMatchObject({
+        status: 429,
+        headers: { 'retry-after': '1' },
+        body: {
+          error: 'resource_exhausted',
+          message:
+            `agent ${flooder.spiffeId}: 3 connections open, at most 3 (agent_max_connections); ` +
+            'reuse them, or retry in 1 s',
+        },
+      });
+      expect((await sync(other, neighbour.credentials)).status).toBe(200);
+      // The first connection closes: the fourth, asked again on the same connection, is counted and served.
+      connections[0]!.destroy();
+      await vi.waitFor(async () => expect((await sync(connections[3]!)).status).toBe(200), { timeout: 10_000 });
+    } finally {
+      for (const connection of [...connections, other]) connection.destroy();
+    }
+  });
+});

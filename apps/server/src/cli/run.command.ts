@@ -57,6 +57,7 @@ const FLAG_KEYS: readonly (keyof ServerConfigFlags)[] = [
   'agentJwtSignBurst',
   'agentSignMaxInFlight',
   'agentMaxLongPolls',
+  'agentMaxConnections',
   'databasePoolTimeout',
   'databasePoolSize',
   'skipMigrations',
@@ -152,6 +153,7 @@ export function runCommand(): Command {
     .option('--agent-jwt-sign-burst <n>', 'JWT-SVIDs an agent may have signed at once (default 1000)')
     .option('--agent-sign-max-in-flight <n>', 'X.509-SVID batches of one agent in progress at once (default 4)')
     .option('--agent-max-long-polls <n>', 'sync long-polls one agent may hold open; more answer the oldest (default 2)')
+    .option('--agent-max-connections <n>', 'TLS connections one agent may hold open; more get 429 (default 64)')
     .option(
       '--database-pool-timeout <duration>',
       'longest a query waits for a pooled connection, then 503 (default 10s)',
