@@ -39,7 +39,8 @@ describe(`agent API: sync limits (${backend})`, () => {
   beforeAll(async () => {
     api = await startAgentApiTestServer({
       clock,
-      flags: { agentSyncRate: '1', agentSyncBurst: String(SYNC_BURST) },
+      // 120 syncs at once on fresh connections: past the default connections per agent, some would be refused for that.
+      flags: { agentSyncRate: '1', agentSyncBurst: String(SYNC_BURST), agentMaxConnections: '1000' },
     });
   });
 
