@@ -1,6 +1,6 @@
 import { KeyObject, X509Certificate, constants as cryptoConstants } from 'node:crypto';
 import { type RequestListener } from 'node:http';
-import { type Server as HttpsServer, createServer as createHttpsServer } from 'node:https';
+import { Agent as HttpsAgent, type Server as HttpsServer, createServer as createHttpsServer } from 'node:https';
 import {
   type ConnectionOptions,
   type PeerCertificate,
@@ -86,6 +86,11 @@ export interface SpiffeClientTlsOptions extends ConnectionOptions {
   readonly rejectUnauthorized: true;
   readonly minVersion: SecureVersion;
   readonly checkServerIdentity: (hostname: string, cert: PeerCertificate) => Error | undefined;
+  /**
+   * For `https.request`: this options object's own kept-alive connections, never shared with another authorizer's
+   * (a reused connection is not checked again). Spread the options whole, or keep this agent, when adding to them.
+   */
+  readonly agent: HttpsAgent;
 }
 
 interface SvidMaterial {
@@ -306,6 +311,10 @@ function verifyingClientOptions(
     minVersion,
     session: undefined,
     checkServerIdentity: serverIdentityCheck(source, authorizer, now),
+    // Its own pool of kept-alive connections: `checkServerIdentity` runs in the handshake only, and Node's global
+    // agent names its pools by host, port and TLS material, not by this check, so a connection that another options
+    // object's authorizer accepted would be reused for this one without asking its authorizer.
+    agent: new HttpsAgent({ keepAlive: true }),
   };
   return Object.defineProperty(options, 'ca', {
     enumerable: true,
@@ -346,6 +355,8 @@ export interface SpiffeTlsClientOptions extends ConnectionOptions {
   readonly rejectUnauthorized: true;
   readonly minVersion: SecureVersion;
   readonly checkServerIdentity: (hostname: string, cert: PeerCertificate) => Error | undefined;
+  /** This options object's own kept-alive connections (see {@link SpiffeClientTlsOptions.agent}). */
+  readonly agent: HttpsAgent;
 }
 
 /**

@@ -14,8 +14,10 @@ import {
 import { FakeWorkloadApi, until } from '../../support/fake-workload-api.js';
 import {
   type SpiffeClientTlsOptions,
+  type SpiffeTlsClientOptions,
   createClientTlsOptions,
   createServerTlsOptions,
+  createTlsClientOptions,
   peerSpiffeId,
 } from '../../../libs/workload-api/src/tls.js';
 import { X509Source } from '../../../libs/workload-api/src/x509-source.js';
@@ -158,6 +160,33 @@ describe('mutual TLS with X.509-SVIDs from the Workload API', () => {
       ),
     ).rejects.toMatchObject({ message: `peer ${SERVER_ID} is not authorized: the authorizer failed` });
     expect(requests).toEqual([]);
+  });
+
+  it("asks each options object's authorizer: a connection another authorizer accepted is not reused for it", async () => {
+    const { port } = await startServer(authorizeAny());
+    // Kept-alive requests, as `https.get(url, options)` sends them: the first authorizer accepts the server.
+    const keptAlive = (tlsOptions: SpiffeTlsClientOptions) =>
+      new Promise<number>((resolve, reject) => {
+        const req = request({ ...tlsOptions, host: '127.0.0.1', port, path: '/' }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode!));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    const accepting = createClientTlsOptions(clientSource, authorizeId(SERVER_ID));
+    expect(await keptAlive(accepting)).toBe(200);
+    expect(await keptAlive(accepting)).toBe(200);
+    // Another authorizer, the same host and port and TLS material: its own check runs, and refuses.
+    await expect(keptAlive(createClientTlsOptions(clientSource, authorizeMemberOf('other.org')))).rejects.toMatchObject(
+      {
+        code: 'ERR_PEER_REJECTED',
+      },
+    );
+    await expect(
+      keptAlive(createTlsClientOptions(clientSource, authorizeId('spiffe://example.org/not-the-server'))),
+    ).rejects.toMatchObject({ code: 'ERR_PEER_REJECTED' });
+    accepting.agent.destroy();
   });
 
   it('refuses a client of a trust domain the server holds no bundle for', async () => {
