@@ -1,6 +1,6 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { PEM_LABEL, toPem } from '@sigil/pki';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestCa } from '../../../test/support/test-ca.js';
@@ -91,6 +91,12 @@ describe('loadAgentConfig', () => {
     for (const inside of ['/tmp/sigil-agent/public/admin.sock', '/tmp/sigil-agent/public/a/admin.sock']) {
       expect(problemsOf({ ...base(), flags: { ...base().flags, adminSocketPath: inside } })).toEqual([
         '--admin-socket-path: must not be in the directory of the Workload API socket (/tmp/sigil-agent/public) or below it',
+      ]);
+    }
+    for (const above of ['/tmp/sigil-agent/admin.sock', '/tmp/admin.sock']) {
+      expect(problemsOf({ ...base(), flags: { ...base().flags, adminSocketPath: above } })).toEqual([
+        `--admin-socket-path: its directory (${dirname(above)}) must not hold the Workload API socket's directory ` +
+          '(/tmp/sigil-agent/public): it is made private at start, and workloads could not reach the socket',
       ]);
     }
     expect(problemsOf({ ...base(), flags: { ...base().flags, adminSocketPath: '' } })).toEqual([

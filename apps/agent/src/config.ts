@@ -697,6 +697,13 @@ export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
       `${name('admin_socket_path')}: must not be in the directory of the Workload API socket (${dirname(socketPath)}) ` +
         'or below it',
     );
+  } else if (adminSocketPath !== undefined && `${dirname(socketPath)}/`.startsWith(`${dirname(adminSocketPath)}/`)) {
+    // Its directory is made private (0700) at start: above the Workload API socket's, it would lock every workload
+    // of another uid out of the Workload API.
+    problems.push(
+      `${name('admin_socket_path')}: its directory (${dirname(adminSocketPath)}) must not hold the Workload API ` +
+        `socket's directory (${dirname(socketPath)}): it is made private at start, and workloads could not reach the socket`,
+    );
   }
   if (raw.health_address === undefined) {
     for (const key of ['health_live_path', 'health_ready_path', 'health_ready_max_sync_age'] as const) {
