@@ -11,8 +11,10 @@ function trustDomainOf(trustDomain: TrustDomain | string): TrustDomain {
  * for `verifyX509Svid` and {@link createTlsClientOptions}. To parse PEM already in memory
  * (`x509bundle.Parse`), use `TrustBundle.fromX509Pem`.
  *
+ * Every certificate in the file is trusted as given (as go-spiffe does): load only your trust domain's CA certificates.
+ *
  * @throws SpiffeError `ERR_TRUST_DOMAIN_INVALID` for a bad trust domain, `ERR_BUNDLE_INVALID` for a file that is not
- * strict PEM of CA certificates; the file system's error when the file cannot be read.
+ * strict PEM of certificates; the file system's error when the file cannot be read.
  */
 export async function loadX509Bundle(trustDomain: TrustDomain | string, path: string): Promise<TrustBundle> {
   const td = trustDomainOf(trustDomain);
