@@ -109,7 +109,8 @@ describe('sigil-server admin API (HTTP e2e)', () => {
         status: 401,
         body: {
           error: 'unauthenticated',
-          message: 'authorization: admin API needs a bearer admin token or the local admin socket',
+          message:
+            'authorization: admin API needs a bearer admin token, an admin X509-SVID (mTLS) or the local admin socket',
         },
       });
       const wrong = await api()[method](path).set('authorization', 'Bearer sigil_admin_wrong').send({});

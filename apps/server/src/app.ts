@@ -29,6 +29,8 @@ import { type ServerConfig } from './config.js';
 import { type BundleEndpointListener, listenForBundleEndpoint } from './federation/bundle-endpoint.js';
 import { countHttpResponses } from './health/http-metrics.js';
 import { isMetricsListenerPath, listenForMetrics } from './health/metrics-listener.js';
+import { isOidcDiscoveryPath } from './oidc/oidc-discovery.js';
+import { listenForPaths, requestPath } from './common/path-listener.js';
 import { MetricsService } from './health/metrics.service.js';
 import { NodeAttestorRegistry } from './node-attestation/node-attestors.js';
 import type { NodeAttestor } from './node-attestation/node-attestor.js';
@@ -70,6 +72,8 @@ export interface RunningServer {
   readonly metricsAddress?: AddressInfo;
   /** Address of the federation bundle endpoint, when `bundleEndpoint` is configured. */
   readonly bundleEndpointAddress?: AddressInfo;
+  /** Address of the OIDC discovery listener, when `oidcDiscovery` is configured. */
+  readonly oidcDiscoveryAddress?: AddressInfo;
   readonly routes: readonly ServedRoute[];
   /** The TLS port's connection policy (its refusal and timeout counts). */
   readonly connections: TlsConnectionGuard;
@@ -127,21 +131,18 @@ export async function createServerApp(config: ServerConfig, options: ServerAppOp
     { parseAs: 'buffer', bodyLimit: BODY_LIMIT_BYTES },
     createJsonBodyParser(defaultJsonParser),
   );
-  if (config.metricsAddress !== undefined) {
-    // Served on the metrics listener instead (startServer); the admin socket, a local file, keeps them.
-    fastify.addHook('onRequest', (request, reply, done) => {
-      if (
-        request.raw.socket === undefined ||
-        !('encrypted' in request.raw.socket) ||
-        !isMetricsListenerPath(request.url)
-      ) {
-        return done();
-      }
-      void reply
-        .code(404)
-        .send({ error: 'not_found', message: `${request.url.split('?')[0]} is served on the metrics address only` });
-    });
-  }
+  // Paths served on a listener of their own instead (startServer); the admin socket, a local file, keeps them. OIDC
+  // discovery never is on the TLS port: its consumers are outside the trust domain and do not trust its certificate.
+  const elsewhere: [(url: string | undefined) => boolean, string][] = [[isOidcDiscoveryPath, 'the OIDC discovery']];
+  if (config.metricsAddress !== undefined) elsewhere.push([isMetricsListenerPath, 'the metrics']);
+  fastify.addHook('onRequest', (request, reply, done) => {
+    if (request.raw.socket === undefined || !('encrypted' in request.raw.socket)) return done();
+    const listener = elsewhere.find(([served]) => served(request.url))?.[1];
+    if (listener === undefined) return done();
+    void reply
+      .code(404)
+      .send({ error: 'not_found', message: `${requestPath(request.url)} is served on ${listener} address only` });
+  });
   // A 429 that ignored the connection's last Retry-After is held, then closes it (ignored-retry-after.ts).
   const ignoredRetryAfter = app.get(IgnoredRetryAfter);
   fastify.addHook('onRequest', ignoredRetryAfter.onRequest);
@@ -223,6 +224,8 @@ export async function startServer(
   let adminServer: HttpServer | undefined;
   let metricsServer: HttpServer | undefined;
   let metricsAddress: AddressInfo | undefined;
+  let oidcServer: HttpServer | undefined;
+  let oidcAddress: AddressInfo | undefined;
   let bundleEndpoint: BundleEndpointListener | undefined;
   let closing: Promise<void> | undefined;
   // A kept-alive connection that is busy when the server stops stays open for as long as its client keeps sending
@@ -244,8 +247,8 @@ export async function startServer(
       refresher.stop();
       if (adminServer) await closeAdminSocket(adminServer);
       await bundleEndpoint?.close();
-      if (metricsServer) {
-        const server = metricsServer;
+      for (const server of [metricsServer, oidcServer]) {
+        if (server === undefined) continue;
         server.closeAllConnections();
         await new Promise<void>((resolve) => server.close(() => resolve()));
       }
@@ -260,6 +263,14 @@ export async function startServer(
     adminServer = await listenOnAdminSocket(config.adminSocket, routing, app.get(AdminSocketConnections));
     if (config.metricsAddress !== undefined) {
       ({ server: metricsServer, address: metricsAddress } = await listenForMetrics(config.metricsAddress, routing));
+    }
+    if (config.oidcDiscovery !== undefined) {
+      ({ server: oidcServer, address: oidcAddress } = await listenForPaths(
+        config.oidcDiscovery.address,
+        routing,
+        isOidcDiscoveryPath,
+        'this listener serves GET /.well-known/openid-configuration and /keys only',
+      ));
     }
     if (config.bundleEndpoint !== undefined) {
       bundleEndpoint = await listenForBundleEndpoint(
@@ -290,6 +301,8 @@ export async function startServer(
       bundleEndpoint: `${bundleEndpoint.address.address}:${bundleEndpoint.address.port}`,
       bundleEndpointProfile: config.bundleEndpoint?.profile,
     }),
+    ...(oidcAddress && { oidcDiscoveryAddress: `${oidcAddress.address}:${oidcAddress.port}` }),
+    ...(config.jwtIssuer !== undefined && { jwtIssuer: config.jwtIssuer }),
   });
   return {
     app,
@@ -297,6 +310,7 @@ export async function startServer(
     adminSocket: config.adminSocket,
     ...(metricsAddress && { metricsAddress }),
     ...(bundleEndpoint && { bundleEndpointAddress: bundleEndpoint.address }),
+    ...(oidcAddress && { oidcDiscoveryAddress: oidcAddress }),
     routes,
     connections,
     close,

@@ -431,6 +431,53 @@ describe('loadServerConfig', () => {
     ]);
   });
 
+  it('reads jwt_issuer (an https URL) and OIDC discovery (needs jwt_issuer; jwks_uri defaults to <issuer>/keys)', () => {
+    expect(loadServerConfig({}).jwtIssuer).toBeUndefined();
+    expect(loadServerConfig({}).oidcDiscovery).toBeUndefined();
+    expect(loadServerConfig({ flags: { jwtIssuer: 'https://oidc.example.org' } }).jwtIssuer).toBe(
+      'https://oidc.example.org',
+    );
+    expect(loadServerConfig({ env: { SIGIL_JWT_ISSUER: 'https://example.org/sigil/' } }).jwtIssuer).toBe(
+      'https://example.org/sigil/',
+    );
+    const file = writeConfig('oidc.json', {
+      jwt_issuer: 'https://example.org/sigil/',
+      oidc_discovery_address: '127.0.0.1:8080',
+    });
+    expect(loadServerConfig({ file }).oidcDiscovery).toEqual({
+      address: { host: '127.0.0.1', port: 8080, text: '127.0.0.1:8080' },
+      issuer: 'https://example.org/sigil/',
+      jwksUri: 'https://example.org/sigil/keys',
+    });
+    expect(
+      loadServerConfig({
+        env: {
+          SIGIL_JWT_ISSUER: 'https://oidc.example.org',
+          SIGIL_OIDC_DISCOVERY_ADDRESS: '127.0.0.1:0',
+          SIGIL_OIDC_JWKS_URI: 'http://127.0.0.1:8080/keys',
+        },
+      }).oidcDiscovery?.jwksUri,
+    ).toBe('http://127.0.0.1:8080/keys');
+    expect(
+      problemsOf({
+        flags: { jwtIssuer: 'http://oidc.example.org', oidcJwksUri: 'https://oidc.example.org/keys?x=1' },
+      }),
+    ).toEqual([
+      "--jwt-issuer: must be an absolute https URL without credentials, query or fragment, got 'http://oidc.example.org'",
+      '--oidc-jwks-uri: must be an absolute http or https URL without credentials, query or fragment, got ' +
+        "'https://oidc.example.org/keys?x=1'",
+    ]);
+    for (const bad of ['oidc.example.org', 'https://user:pw@oidc.example.org', 'https://oidc.example.org/#a', '']) {
+      expect(problemsOf({ flags: { jwtIssuer: bad } })[0]).toMatch(/^--jwt-issuer: must be an absolute https URL/);
+    }
+    expect(problemsOf({ flags: { oidcDiscoveryAddress: '127.0.0.1:0' } })).toEqual([
+      '--oidc-discovery-address: needs jwt_issuer, the issuer the discovery document names and JWT-SVIDs carry',
+    ]);
+    expect(problemsOf({ flags: { jwtIssuer: 'https://a.example', oidcJwksUri: 'https://a.example/keys' } })).toEqual([
+      '--oidc-jwks-uri: needs oidc_discovery_address',
+    ]);
+  });
+
   it('never echoes a database URL, which may carry a password', () => {
     const problems = problemsOf({ env: { DATABASE_URL: 'mysql://root:hunter2@db/x' } });
     expect(problems).toEqual(['DATABASE_URL: must be a postgres:// or postgresql:// URL with a host']);

@@ -58,6 +58,9 @@ export type BundleEndpointConfig =
   | { readonly address: HostPort; readonly profile: 'https_spiffe' }
   | { readonly address: HostPort; readonly profile: 'https_web'; readonly certFile: string; readonly keyFile: string };
 
+const HTTPS_URL_RULE = 'must be an absolute https URL without credentials, query or fragment';
+const HTTP_URL_RULE = 'must be an absolute http or https URL without credentials, query or fragment';
+
 export { LOG_LEVELS, type LogLevel };
 
 /** One enabled node attestor. */
@@ -108,6 +111,13 @@ export interface ServerConfig {
    * from files).
    */
   readonly bundleEndpoint?: BundleEndpointConfig;
+  /** `iss` of every JWT-SVID and the OIDC discovery document's `issuer` (SPIRE's `jwt_issuer`); an https URL. */
+  readonly jwtIssuer?: string;
+  /**
+   * When set, OIDC discovery (`/.well-known/openid-configuration` and `/keys`) is served on this plain-HTTP listener,
+   * meant behind an HTTPS reverse proxy at the issuer's host (SPIRE's oidc-discovery-provider `insecure_addr`).
+   */
+  readonly oidcDiscovery?: OidcDiscoveryConfig;
   /**
    * The node attestors enabled, with their options, in the order given (`--node-attestor`). Default: `join_token`,
    * and `x509pop` when `--x509pop-ca-bundle` is set. The node-attestation registry checks the names and options.
@@ -273,6 +283,9 @@ export interface ServerConfigFlags {
   bundleEndpointProfile?: string;
   bundleEndpointCertFile?: string;
   bundleEndpointKeyFile?: string;
+  jwtIssuer?: string;
+  oidcDiscoveryAddress?: string;
+  oidcJwksUri?: string;
   x509popCaBundle?: string;
   /** Repeatable: `<type>[:<option>=<value>,…]`. */
   nodeAttestor?: string[];
@@ -405,6 +418,15 @@ class RawServerConfig {
   @IsOptional() @IsOneOf(BUNDLE_ENDPOINT_PROFILES) bundle_endpoint_profile?: unknown;
   @IsOptional() @IsNonEmptyString() bundle_endpoint_cert_file?: unknown;
   @IsOptional() @IsNonEmptyString() bundle_endpoint_key_file?: unknown;
+  @IsOptional()
+  @ConfigRule('isHttpsUrl', (value) => urlProblem(value, ['https:']) === undefined, HTTPS_URL_RULE)
+  jwt_issuer?: unknown;
+  @IsOptional()
+  @ConfigRule('isListenAddress', isListenAddress, LISTEN_ADDRESS_RULE)
+  oidc_discovery_address?: unknown;
+  @IsOptional()
+  @ConfigRule('isHttpUrl', (value) => urlProblem(value, ['https:', 'http:']) === undefined, HTTP_URL_RULE)
+  oidc_jwks_uri?: unknown;
   @IsOptional() @IsNonEmptyString() x509pop_ca_bundle?: unknown;
   // Checked by nodeAttestorSettings: a list of `<type>[:<option>=<value>,…]` (flag, env) or an object (file).
   @IsOptional() node_attestors?: unknown;
@@ -468,6 +490,9 @@ const SOURCES: Record<RawKey, ConfigSource<keyof ServerConfigFlags>> = {
   bundle_endpoint_profile: { flag: 'bundleEndpointProfile', env: 'SIGIL_BUNDLE_ENDPOINT_PROFILE', file: true },
   bundle_endpoint_cert_file: { flag: 'bundleEndpointCertFile', env: 'SIGIL_BUNDLE_ENDPOINT_CERT_FILE', file: true },
   bundle_endpoint_key_file: { flag: 'bundleEndpointKeyFile', env: 'SIGIL_BUNDLE_ENDPOINT_KEY_FILE', file: true },
+  jwt_issuer: { flag: 'jwtIssuer', env: 'SIGIL_JWT_ISSUER', file: true },
+  oidc_discovery_address: { flag: 'oidcDiscoveryAddress', env: 'SIGIL_OIDC_DISCOVERY_ADDRESS', file: true },
+  oidc_jwks_uri: { flag: 'oidcJwksUri', env: 'SIGIL_OIDC_JWKS_URI', file: true },
   x509pop_ca_bundle: { flag: 'x509popCaBundle', env: 'SIGIL_X509POP_CA_BUNDLE', file: true },
   node_attestors: { flag: 'nodeAttestor', env: 'SIGIL_NODE_ATTESTORS', file: true },
   agent_sign_rate: { flag: 'agentSignRate', env: 'SIGIL_AGENT_SIGN_RATE', file: true },
@@ -586,6 +611,7 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
     );
   }
   const bundleEndpoint = bundleEndpointConfig(raw, label, path, problems);
+  const oidcDiscovery = oidcDiscoveryConfig(raw, label, problems);
   const nodeAttestors = nodeAttestorSettings(
     raw.node_attestors,
     label.get('node_attestors') as string,
@@ -612,6 +638,8 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
     ...(raw.log_file !== undefined && { logFile: path(raw.log_file as string) }),
     ...(raw.metrics_address !== undefined && { metricsAddress: listenAddress(raw.metrics_address as string) }),
     ...(bundleEndpoint !== undefined && { bundleEndpoint }),
+    ...(raw.jwt_issuer !== undefined && { jwtIssuer: raw.jwt_issuer as string }),
+    ...(oidcDiscovery !== undefined && { oidcDiscovery }),
     agentSignRatePerSecond: raw.agent_sign_rate === undefined ? DEFAULT_AGENT_SIGN_RATE : Number(raw.agent_sign_rate),
     agentSignBurst: raw.agent_sign_burst === undefined ? DEFAULT_AGENT_SIGN_BURST : Number(raw.agent_sign_burst),
     attestationRatePerSecond: count('attestation_rate', DEFAULT_ATTESTATION_RATE),
@@ -660,6 +688,52 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
     nodeAttestors,
   };
   return Object.freeze(config);
+}
+
+/** Where OIDC discovery is served and what its document says (see {@link ServerConfig.oidcDiscovery}). */
+export interface OidcDiscoveryConfig {
+  readonly address: HostPort;
+  /** The `issuer` of the document: `jwt_issuer`. */
+  readonly issuer: string;
+  /** The document's `jwks_uri`: `oidc_jwks_uri`, else `<issuer>/keys`. */
+  readonly jwksUri: string;
+}
+
+/** What is wrong with `value` as an issuer-style URL of one of `protocols`, or undefined when nothing is. */
+function urlProblem(value: unknown, protocols: readonly string[]): string | undefined {
+  if (typeof value !== 'string' || !URL.canParse(value)) return 'not a URL';
+  const url = new URL(value);
+  if (!protocols.includes(url.protocol)) return `scheme ${url.protocol} not allowed`;
+  // OIDC Discovery 1.0 §3: the issuer has no query or fragment; credentials in a URL others fetch would leak.
+  if (url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '' || value.includes('#')) {
+    return 'credentials, query or fragment present';
+  }
+  return undefined;
+}
+
+/** OIDC discovery from `oidc_discovery_address`, `jwt_issuer` and `oidc_jwks_uri`: off unless an address is set. */
+function oidcDiscoveryConfig(
+  raw: RawServerConfig,
+  label: ReadonlyMap<RawKey, string>,
+  problems: string[],
+): OidcDiscoveryConfig | undefined {
+  if (raw.oidc_discovery_address === undefined) {
+    if (raw.oidc_jwks_uri !== undefined) problems.push(`${label.get('oidc_jwks_uri')}: needs oidc_discovery_address`);
+    return undefined;
+  }
+  const issuer = raw.jwt_issuer as string | undefined;
+  if (issuer === undefined) {
+    problems.push(
+      `${label.get('oidc_discovery_address')}: needs jwt_issuer, the issuer the discovery document names and ` +
+        'JWT-SVIDs carry',
+    );
+    return undefined;
+  }
+  return {
+    address: listenAddress(raw.oidc_discovery_address as string),
+    issuer,
+    jwksUri: (raw.oidc_jwks_uri as string | undefined) ?? `${issuer.replace(/\/+$/, '')}/keys`,
+  };
 }
 
 /**

@@ -15,6 +15,7 @@ import { HealthModule } from './health/health.module.js';
 import { MetricsModule } from './health/metrics.module.js';
 import { JoinTokensModule } from './join-tokens/join-tokens.module.js';
 import { LoggerModule } from './logger/logger.module.js';
+import { OidcModule } from './oidc/oidc.module.js';
 import { SvidsModule } from './svids/svids.module.js';
 import { NodeAttestationModule } from './node-attestation/node-attestation.module.js';
 import type { NodeAttestor } from './node-attestation/node-attestor.js';
@@ -47,6 +48,7 @@ export class ServerModule {
         HealthModule,
         LoggerModule,
         SvidsModule,
+        OidcModule,
       ],
     };
   }

@@ -2,6 +2,7 @@ export { SpiffeError, type SpiffeErrorCode } from './errors.js';
 export { TrustDomain } from './trust-domain.js';
 export { SpiffeId } from './spiffe-id.js';
 export type { JwtAuthorityKey } from './jwk.js';
+export { jwtAlgorithmOf } from './jwk.js';
 export { TrustBundle, type BundleSource, type SpiffeJwk, type SpiffeJwks, type TrustBundleInit } from './bundle.js';
 export { TrustBundleSet } from './bundle-set.js';
 export { MAX_X509_SVID_CHAIN_LENGTH, peerCertificateChain } from './peer-chain.js';

@@ -1,4 +1,5 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
+import type { JwtSvidAlgorithm } from './jwt-svid.js';
 
 /**
  * A public JWT authority key as carried in a SPIFFE bundle (SPIFFE_Trust_Domain_and_Bundle.md §4.2): EC with
@@ -40,6 +41,20 @@ export function normaliseJwtAuthorityKey(jwk: unknown): JwtAuthorityKey | string
     return `key is not a valid ${key.kty} public key (${error instanceof Error ? error.message : String(error)})`;
   }
   return key;
+}
+
+const EC_ALGORITHMS: Readonly<Record<string, JwtSvidAlgorithm>> = {
+  'P-256': 'ES256',
+  'P-384': 'ES384',
+  'P-521': 'ES512',
+};
+
+/**
+ * The JWS algorithm a JWT authority key signs with: ES256/ES384/ES512 by curve, RS256 for RSA (what SPIRE signs
+ * with, and what its OIDC discovery provider publishes as `alg`). Undefined for a curve no JWT-SVID algorithm uses.
+ */
+export function jwtAlgorithmOf(key: JwtAuthorityKey): JwtSvidAlgorithm | undefined {
+  return key.kty === 'RSA' ? 'RS256' : EC_ALGORITHMS[key.crv];
 }
 
 /** Imports a normalised JWT authority key as a Node public key. */

@@ -94,6 +94,18 @@ describe('signJwtSvid + parseAndValidateJwtSvid', () => {
     expect(svid.token).toBe(token);
   });
 
+  it('sets iss only when an issuer is given (jwt_issuer)', async () => {
+    const withIssuer = await parseAndValidateJwtSvid(
+      await sign({ issuer: 'https://oidc.example.org' }),
+      bundles,
+      'db',
+      { now: NOW },
+    );
+    expect(withIssuer.claims).toEqual({ ...validClaims, iss: 'https://oidc.example.org' });
+    const without = await parseAndValidateJwtSvid(await sign(), bundles, 'db', { now: NOW });
+    expect(without.claims).not.toHaveProperty('iss');
+  });
+
   it.each<[JwtSvidAlgorithm, string]>([
     ['ES384', 'es384'],
     ['RS256', 'rs256'],
@@ -277,6 +289,8 @@ describe('signJwtSvid rejects bad parameters', () => {
       { extraClaims: { sub: 'spiffe://example.org/admin' } },
       'extraClaims must not set sub',
     ],
+    ['extra claims overriding iss', { extraClaims: { iss: 'https://evil.example' } }, 'extraClaims must not set iss'],
+    ['an empty issuer', { issuer: '' }, 'issuer must be a non-empty string when set'],
     ['a key that does not fit the alg', { alg: 'RS256' }, 'cannot sign with alg RS256'],
   ])('%s', async (_name, overrides, message) => {
     const error = await rejection(sign(overrides));

@@ -18,7 +18,7 @@ const ALGORITHMS: readonly JwtSvidAlgorithm[] = [
   'PS384',
   'PS512',
 ];
-const REGISTERED_CLAIMS = ['sub', 'aud', 'exp', 'iat'];
+const REGISTERED_CLAIMS = ['sub', 'aud', 'exp', 'iat', 'iss'];
 
 /** A validated JWT-SVID (JWT-SVID.md §3). */
 export interface JwtSvid {
@@ -49,7 +49,9 @@ export interface SignJwtSvidParams {
   readonly kid: string;
   /** Defaults to ES256, SPIRE's default. */
   readonly alg?: JwtSvidAlgorithm;
-  /** Further claims; they cannot replace sub, aud, exp or iat. */
+  /** `iss`, when the issuer is configured (SPIRE's `jwt_issuer`, for OIDC consumers); absent: no `iss`. */
+  readonly issuer?: string;
+  /** Further claims; they cannot replace sub, aud, exp, iat or iss. */
   readonly extraClaims?: Readonly<Record<string, unknown>>;
 }
 
@@ -89,7 +91,7 @@ function seconds(date: Date): number {
 
 /**
  * Signs a JWT-SVID (JWT-SVID.md): header `{ alg, kid, typ: "JWT" }`, claims `sub`, `aud` (a string when there is
- * one audience, as SPIRE emits it), `exp` and `iat`, plus `extraClaims`.
+ * one audience, as SPIRE emits it), `exp`, `iat` and `iss` when an issuer is given, plus `extraClaims`.
  *
  * @throws SpiffeError `ERR_JWT_SVID_INVALID` naming the bad parameter, or when the key cannot sign with `alg`.
  */
@@ -108,9 +110,14 @@ export async function signJwtSvid(params: SignJwtSvidParams): Promise<string> {
   if (seconds(expiresAt) <= seconds(issuedAt)) throw invalid('expiresAt must be at least one second after issuedAt');
   const overridden = Object.keys(extraClaims).filter((claim) => REGISTERED_CLAIMS.includes(claim));
   if (overridden.length > 0) throw invalid(`extraClaims must not set ${overridden.join(', ')}`);
+  if (params.issuer !== undefined && (typeof params.issuer !== 'string' || params.issuer === '')) {
+    throw invalid('issuer must be a non-empty string when set');
+  }
 
   try {
-    return await new SignJWT({ ...extraClaims })
+    const jwt = new SignJWT({ ...extraClaims });
+    if (params.issuer !== undefined) jwt.setIssuer(params.issuer);
+    return await jwt
       .setProtectedHeader({ alg, kid, typ: 'JWT' })
       .setSubject(spiffeId.toString())
       .setAudience(audience.length === 1 ? (audience[0] as string) : [...audience])

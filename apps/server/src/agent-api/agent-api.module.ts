@@ -15,7 +15,7 @@ import { SyncService } from './sync.service.js';
 /**
  * The agent API under `/agent/v1` on the TLS port, authenticated by the agent's X509-SVID: renewal, sync of
  * authorised entries (long-poll) and SVID signing; it exports the agent SVID service, which node attestation
- * (node-attestation/) completes with. Needs `SERVER_CONFIG` and `CLOCK` from a global module.
+ * (node-attestation/) completes with, and the entry index, whose admin entries the admin guard reads. Needs `SERVER_CONFIG` and `CLOCK` from a global module.
  */
 @Module({
   imports: [AgentsModule, BundleModule, CaModule, EntriesModule],
@@ -29,6 +29,6 @@ import { SyncService } from './sync.service.js';
     SvidSigningService,
     SyncService,
   ],
-  exports: [AgentSvidService],
+  exports: [AgentSvidService, AuthorisedEntriesService],
 })
 export class AgentApiModule {}

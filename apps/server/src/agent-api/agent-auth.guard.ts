@@ -1,4 +1,3 @@
-import { X509Certificate } from 'node:crypto';
 import { TLSSocket } from 'node:tls';
 import {
   applyDecorators,
@@ -11,9 +10,9 @@ import {
 } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import { SIGIL_AGENT_PATH_PREFIX, formatSelector } from '@sigil/runtime';
-import { SpiffeError, peerCertificateChain, verifyX509SvidSync } from '@sigil/spiffe';
 import { type FastifyRequest } from 'fastify';
 import { AgentsService } from '../agents/agents.service.js';
+import { ClientSvidVerifier, type PresentedSvid, unauthenticatedClient } from '../auth/client-svid.js';
 import { Public } from '../auth/public.decorator.js';
 import { BundleService } from '../bundle/bundle.service.js';
 import { CLOCK, type Clock } from '../common/clock.js';
@@ -21,7 +20,6 @@ import { AppError } from '../common/errors.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { setCallingAgent } from './agent-request.js';
 import { AgentSyncRateLimiter } from './rate-limiter.js';
-import { CheckedChains } from './checked-chains.js';
 
 const SYNC_ROUTE = 'sigil:agent-sync-route';
 
@@ -31,17 +29,7 @@ const SYNC_ROUTE = 'sigil:agent-sync-route';
  */
 export const SyncRateLimited = (): MethodDecorator => SetMetadata(SYNC_ROUTE, true);
 
-/** An agent SVID that verified against our bundle. */
-interface PresentedSvid {
-  readonly spiffeId: string;
-  readonly serialNumber: string;
-  readonly notBeforeMs: number;
-  readonly notAfterMs: number;
-  /** The bundle sequence it verified against: a bundle change verifies it again. */
-  readonly bundleSequence: number;
-}
-
-/** A connection carries one client certificate, so it is looked up once per connection (and bundle). */
+/** The agent SVID verified on each connection, for {@link previouslyVerifiedAgentId}. */
 const verifiedConnections = new WeakMap<TLSSocket, PresentedSvid>();
 
 /**
@@ -60,14 +48,6 @@ export function previouslyVerifiedAgentId(socket: unknown): string | undefined {
   return socket instanceof TLSSocket ? verifiedConnections.get(socket)?.spiffeId : undefined;
 }
 
-/** Lowercase hex serial number of a DER certificate, as agent records store it. */
-export function serialNumberOf(der: Uint8Array): string {
-  return new X509Certificate(der).serialNumber.toLowerCase();
-}
-
-const unauthenticated = (message: string): AppError =>
-  new AppError('unauthenticated', `client certificate: ${message}`);
-
 /**
  * Authenticates an agent on the agent API's mTLS routes: the TLS client certificate must be an X509-SVID that
  * verifies against our own bundle at the clock's time, name an agent (`spiffe://<td>/sigil/agent/...`), and be the
@@ -78,8 +58,12 @@ const unauthenticated = (message: string): AppError =>
 @Injectable()
 export class AgentAuthGuard implements CanActivate {
   private readonly agentIdPrefix: string;
-  /** Agent SVID chains verified on earlier connections, per bundle sequence. */
-  private readonly verifiedSvids = new CheckedChains<PresentedSvid>(VERIFIED_SVID_CACHE_SIZE);
+  /** Agent SVIDs verified on earlier connections, per bundle sequence. */
+  private readonly svids = new ClientSvidVerifier(
+    VERIFIED_SVID_CACHE_SIZE,
+    'agent SVID',
+    'required: agent API routes authenticate the agent by its X509-SVID (mTLS)',
+  );
   /** Connections counted for their agent ({@link admitConnection}), and the count per agent SPIFFE ID. */
   private readonly countedConnections = new WeakSet<TLSSocket>();
   private readonly connectionsPerAgent = new Map<string, number>();
@@ -102,16 +86,10 @@ export class AgentAuthGuard implements CanActivate {
     const request = context.switchToHttp().getRequest<FastifyRequest>();
     const socket = request.raw.socket;
     if (!(socket instanceof TLSSocket)) {
-      throw unauthenticated('the agent API is served on the TLS port only, authenticated by the agent X509-SVID');
+      throw unauthenticatedClient('the agent API is served on the TLS port only, authenticated by the agent X509-SVID');
     }
-    const svid = this.presentedSvid(socket);
-    const now = this.clock.now();
-    if (now.getTime() > svid.notAfterMs) {
-      throw unauthenticated(`agent SVID expired at ${new Date(svid.notAfterMs).toISOString()}`);
-    }
-    if (now.getTime() < svid.notBeforeMs) {
-      throw unauthenticated(`agent SVID is not valid before ${new Date(svid.notBeforeMs).toISOString()}`);
-    }
+    const svid = this.svids.verify(socket, this.bundles.ownBundle(), this.clock.now());
+    verifiedConnections.set(socket, svid);
     if (!svid.spiffeId.startsWith(this.agentIdPrefix)) {
       throw new AppError('permission_denied', `client certificate: ${svid.spiffeId} is not an agent id`);
     }
@@ -152,43 +130,6 @@ export class AgentAuthGuard implements CanActivate {
       if (left > 0) this.connectionsPerAgent.set(spiffeId, left);
       else this.connectionsPerAgent.delete(spiffeId);
     });
-  }
-
-  private presentedSvid(socket: TLSSocket): PresentedSvid {
-    const bundle = this.bundles.ownBundle();
-    const bundleSequence = bundle.sequenceNumber ?? 0;
-    const cached = verifiedConnections.get(socket);
-    if (cached?.bundleSequence === bundleSequence) return cached;
-
-    const chain = peerCertificateChain(socket.getPeerCertificate(true));
-    if (chain.length === 0) {
-      throw unauthenticated('required: agent API routes authenticate the agent by its X509-SVID (mTLS)');
-    }
-    const now = this.clock.now();
-    const verify = () => {
-      let verified;
-      try {
-        verified = verifyX509SvidSync(chain, bundle, { now });
-      } catch (error) {
-        if (error instanceof SpiffeError) throw unauthenticated(error.message);
-        throw error;
-      }
-      const leaf = verified.verifiedChain[0]!;
-      return {
-        value: {
-          spiffeId: verified.spiffeId.toString(),
-          serialNumber: serialNumberOf(chain[0]!),
-          notBeforeMs: leaf.notBefore.getTime(),
-          notAfterMs: leaf.notAfter.getTime(),
-          bundleSequence,
-        },
-        validFromMs: Math.max(...verified.verifiedChain.map((cert) => cert.notBefore.getTime())),
-        validUntilMs: Math.min(...verified.verifiedChain.map((cert) => cert.notAfter.getTime())),
-      };
-    };
-    const svid = this.verifiedSvids.get(chain, now.getTime(), verify, String(bundleSequence));
-    verifiedConnections.set(socket, svid);
-    return svid;
   }
 }
 

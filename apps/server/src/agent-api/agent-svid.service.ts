@@ -6,7 +6,7 @@ import { AgentsService } from '../agents/agents.service.js';
 import { BundleService } from '../bundle/bundle.service.js';
 import { CaService } from '../ca/ca.service.js';
 import { AppError } from '../common/errors.js';
-import { serialNumberOf } from './agent-auth.guard.js';
+import { serialNumberOf } from '../auth/client-svid.js';
 import type { CallingAgent } from './agent-request.js';
 import { AgentSigningBudget } from './signing-budget.js';
 

@@ -109,6 +109,14 @@ export class AuthorisedEntriesService implements OnModuleInit, OnApplicationShut
     return entries;
   }
 
+  /**
+   * {@link EntryGraph.isAdmin} on this replica's index, which follows every entry change (notified at once, and
+   * checked every {@link INDEX_SAFETY_POLL_MS} at most), on every replica alike.
+   */
+  isAdmin(spiffeId: string, now: Date): boolean {
+    return this.graph.isAdmin(spiffeId, now);
+  }
+
   /** What changed for the agent since `sinceRevision` (see {@link EntryGraph.deltaSince}). */
   deltaFor(agent: AgentIdentity, sinceRevision: number): AuthorisedDelta {
     return this.graph.deltaSince(agent, sinceRevision, this.authorisedFor(agent));

@@ -165,3 +165,46 @@ describe('EntryGraph.deltaSince', () => {
     expect(() => registry().apply(changes(3, []))).toThrow('entry graph: changes start at 3, the graph is at 5');
   });
 });
+
+describe('EntryGraph.isAdmin', () => {
+  const NOW = new Date('2026-06-01T00:00:00Z');
+  const admin = (id: string, spiffeId: string, expiresAt: Date | null = null): Entry => ({
+    ...entry(id, spiffeId, A.spiffeId),
+    admin: true,
+    expiresAt,
+  });
+
+  it('holds for a SPIFFE ID with an unexpired admin entry, follows updates and deletes, and ignores expired ones', () => {
+    const graph = new EntryGraph(SERVER);
+    graph.load({
+      revision: 1,
+      entries: [
+        admin('ops', 'spiffe://td/ops'),
+        entry('web', 'spiffe://td/web', A.spiffeId),
+        admin('old', 'spiffe://td/old', new Date(NOW.getTime() - 1)),
+        admin('soon', 'spiffe://td/soon', new Date(NOW.getTime() + 1000)),
+      ],
+    });
+    expect(graph.isAdmin('spiffe://td/ops', NOW)).toBe(true);
+    expect(graph.isAdmin('spiffe://td/web', NOW)).toBe(false);
+    expect(graph.isAdmin('spiffe://td/old', NOW)).toBe(false);
+    expect(graph.isAdmin('spiffe://td/soon', NOW)).toBe(true);
+    expect(graph.isAdmin('spiffe://td/soon', new Date(NOW.getTime() + 1000))).toBe(false);
+    expect(graph.isAdmin('spiffe://td/nobody', NOW)).toBe(false);
+
+    // A second admin entry for the same ID keeps it admin while the first loses the flag, not after.
+    graph.apply(
+      changes(1, [{ put: admin('ops-2', 'spiffe://td/ops') }, { put: entry('ops', 'spiffe://td/ops', A.spiffeId) }]),
+    );
+    expect(graph.isAdmin('spiffe://td/ops', NOW)).toBe(true);
+    graph.apply(changes(3, [{ del: 'ops-2' }, { put: admin('web', 'spiffe://td/web') }]));
+    expect(graph.isAdmin('spiffe://td/ops', NOW)).toBe(false);
+    expect(graph.isAdmin('spiffe://td/web', NOW)).toBe(true);
+    // An entry moved to another SPIFFE ID takes its admin flag along.
+    graph.apply(changes(5, [{ put: admin('web', 'spiffe://td/web-2') }]));
+    expect(graph.isAdmin('spiffe://td/web', NOW)).toBe(false);
+    expect(graph.isAdmin('spiffe://td/web-2', NOW)).toBe(true);
+    graph.load({ revision: 9, entries: [] });
+    expect(graph.isAdmin('spiffe://td/web-2', NOW)).toBe(false);
+  });
+});

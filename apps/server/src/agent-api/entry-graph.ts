@@ -46,6 +46,8 @@ interface RegistryView {
 export class EntryGraph {
   private readonly entries = new Map<string, Entry>();
   private readonly byParent = new Map<string, Set<string>>();
+  /** Ids of the entries with `admin: true`, by SPIFFE ID: who may call the admin API with an X509-SVID. */
+  private readonly adminsBySpiffeId = new Map<string, Set<string>>();
   private batches: AppliedBatch[] = [];
   private loggedChanges = 0;
   private currentRevision = 0;
@@ -73,6 +75,7 @@ export class EntryGraph {
   load(snapshot: EntrySnapshot): void {
     this.entries.clear();
     this.byParent.clear();
+    this.adminsBySpiffeId.clear();
     for (const entry of snapshot.entries) this.put(entry);
     this.batches = [];
     this.loggedChanges = 0;
@@ -230,6 +233,23 @@ export class EntryGraph {
       this.byParent.set(entry.parentId, children);
     }
     children.add(entry.id);
+    if (entry.admin) {
+      const admins = this.adminsBySpiffeId.get(entry.spiffeId) ?? new Set<string>();
+      admins.add(entry.id);
+      this.adminsBySpiffeId.set(entry.spiffeId, admins);
+    }
+  }
+
+  /**
+   * True when an entry gives `spiffeId` `admin: true` and has not expired at `now` (SPIRE's admin entries): the SPIFFE
+   * IDs whose X509-SVIDs the admin API accepts.
+   */
+  isAdmin(spiffeId: string, now: Date): boolean {
+    for (const id of this.adminsBySpiffeId.get(spiffeId) ?? []) {
+      const expiresAt = this.entries.get(id)?.expiresAt;
+      if (expiresAt === null || (expiresAt !== undefined && expiresAt.getTime() > now.getTime())) return true;
+    }
+    return false;
   }
 
   private remove(id: string): void {
@@ -239,5 +259,8 @@ export class EntryGraph {
     const children = this.byParent.get(existing.parentId);
     children?.delete(id);
     if (children?.size === 0) this.byParent.delete(existing.parentId);
+    const admins = this.adminsBySpiffeId.get(existing.spiffeId);
+    admins?.delete(id);
+    if (admins?.size === 0) this.adminsBySpiffeId.delete(existing.spiffeId);
   }
 }

@@ -66,7 +66,10 @@ export class CaService {
     private readonly keys: KeyManager,
     @Inject(CLOCK) private readonly clock: Clock,
     @Inject(SERVER_CONFIG)
-    private readonly config: Pick<ServerConfig, 'trustDomain' | 'x509SvidTtlSeconds' | 'jwtSvidTtlSeconds'>,
+    private readonly config: Pick<
+      ServerConfig,
+      'trustDomain' | 'x509SvidTtlSeconds' | 'jwtSvidTtlSeconds' | 'jwtIssuer'
+    >,
     @Optional() @Inject(AUTHORITY_METRICS) private readonly metrics: AuthorityMetrics = noAuthorityMetrics,
   ) {}
 
@@ -141,6 +144,7 @@ export class CaService {
         alg: JWT_ALGORITHM[key.keyType],
         issuedAt: now,
         expiresAt,
+        ...(this.config.jwtIssuer !== undefined && { issuer: this.config.jwtIssuer }),
       });
     } catch (error) {
       throw asInvalidArgument(error, 'jwt-svid');

@@ -33,6 +33,9 @@ const FLAG_KEYS: readonly (keyof ServerConfigFlags)[] = [
   'bundleEndpointProfile',
   'bundleEndpointCertFile',
   'bundleEndpointKeyFile',
+  'jwtIssuer',
+  'oidcDiscoveryAddress',
+  'oidcJwksUri',
   'x509popCaBundle',
   'nodeAttestor',
   'agentSignRate',
@@ -118,6 +121,13 @@ export function runCommand(): Command {
     )
     .option('--bundle-endpoint-cert-file <file>', 'PEM certificate chain of the https_web bundle endpoint')
     .option('--bundle-endpoint-key-file <file>', 'PEM private key of the https_web bundle endpoint')
+    .option('--jwt-issuer <url>', 'https URL set as iss in every JWT-SVID and as the OIDC discovery issuer')
+    .option(
+      '--oidc-discovery-address <host:port>',
+      'serve /.well-known/openid-configuration and /keys on this plain-HTTP listener, behind an HTTPS proxy ' +
+        '(needs --jwt-issuer; default off)',
+    )
+    .option('--oidc-jwks-uri <url>', 'jwks_uri of the discovery document (default <jwt-issuer>/keys)')
     .option(
       '--node-attestor <type[:option=value,...]>',
       'enable a node attestor with its options, e.g. x509pop:ca_bundle=/etc/sigil/nodes.pem; repeatable ' +

@@ -16,7 +16,7 @@ import { AgentsService } from '../agents/agents.service.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { EntriesService } from '../entries/entries.service.js';
 import { JoinTokensService } from '../join-tokens/join-tokens.service.js';
-import { serialNumberOf } from '../agent-api/agent-auth.guard.js';
+import { serialNumberOf } from '../auth/client-svid.js';
 
 const backend = process.env.DATABASE_URL ? 'postgres' : 'embedded';
 const JOIN_TOKEN_AGENT = /^spiffe:\/\/example\.org\/sigil\/agent\/join_token\/([0-9a-f-]{36})$/;
