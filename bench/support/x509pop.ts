@@ -9,7 +9,7 @@ import { Agent, request } from 'node:https';
 import { performance } from 'node:perf_hooks';
 import { createCsr, generateKeyPair } from '@sigil/pki';
 // The one @peculiar/x509 setup (reflect-metadata first, Node's WebCrypto as the provider) is @sigil/spiffe's.
-import { x509 } from '@sigil/spiffe';
+import { x509 } from '@sigil/spiffe/x509';
 
 const CA_NAME = 'CN=Bench Node CA, O=Sigil bench';
 const ECDSA = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;

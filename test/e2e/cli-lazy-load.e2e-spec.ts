@@ -2,13 +2,17 @@
  * The client commands start quickly because they never load the server framework: each command line runs the REAL
  * built binary under test/support/module-trace.mjs, which records every module the process loads, and the packages
  * behind those modules are checked. Only `run` (and the agent's `validate`, which shares run's options) may load
- * NestJS, TypeORM and the database drivers. Not timed: bench/cli-startup.bench.ts measures the time.
+ * NestJS, TypeORM and the database drivers. `api fetch` against a live Workload API (the agent's real server and
+ * handler, test/support/fake-workload-api.ts) verifies and prints SVIDs without @peculiar/x509 (~0.4 s to load) and
+ * X.509 without jose; both load on first use only (libs/spiffe/src/lazy-modules.ts). Not timed:
+ * bench/cli-startup.bench.ts measures the time.
  */
 import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FakeWorkloadApi } from '../support/fake-workload-api.js';
 import { AGENT_BIN, ROOT, SERVER_BIN, requireBuild } from '../support/sigil-processes.js';
 
 const TRACE_HOOK = join(ROOT, 'test/support/module-trace.mjs');
@@ -29,13 +33,19 @@ const FRAMEWORK = [
   'koffi',
 ];
 
+/** @peculiar/x509 and what it brings: loaded on first use of a parsed certificate object only. */
+const X509_OBJECTS = ['@peculiar/x509', 'reflect-metadata', 'tsyringe', '@peculiar/asn1-schema'];
+
 let scratch: string;
 let runs = 0;
 
 /** Runs `node --import module-trace <bin> args…`; the packages (by name) behind every module it loaded. */
-async function packagesLoaded(bin: string, args: readonly string[]): Promise<{ packages: Set<string>; code: number }> {
+async function packagesLoaded(
+  bin: string,
+  args: readonly string[],
+): Promise<{ packages: Set<string>; code: number; stdout: string }> {
   const traceFile = join(scratch, `trace-${++runs}.txt`);
-  const code = await new Promise<number>((done) =>
+  const { code, stdout } = await new Promise<{ code: number; stdout: string }>((done) =>
     execFile(
       process.execPath,
       ['--import', TRACE_HOOK, bin, ...args],
@@ -44,7 +54,7 @@ async function packagesLoaded(bin: string, args: readonly string[]): Promise<{ p
         env: { ...process.env, SIGIL_MODULE_TRACE: traceFile, DATABASE_URL: '', SPIFFE_ENDPOINT_SOCKET: '' },
         timeout: 60_000,
       },
-      (error) => done(error ? (typeof error.code === 'number' ? error.code : 1) : 0),
+      (error, out) => done({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout: out }),
     ),
   );
   const packages = new Set<string>();
@@ -52,7 +62,7 @@ async function packagesLoaded(bin: string, args: readonly string[]): Promise<{ p
     const match = /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(decodeURIComponent(line));
     if (match) packages.add(match[1]!);
   }
-  return { packages, code };
+  return { packages, code, stdout };
 }
 
 describe('client commands do not load the server framework', () => {
@@ -122,10 +132,10 @@ describe('client commands do not load the server framework', () => {
       title: 'sigil-agent api fetch x509',
       bin: AGENT_BIN,
       args: () => ['api', 'fetch', 'x509', '--socket-path', nowhere()],
-      // What it does need is loaded (and seen by the trace): the Workload API client and the X.509 parser; not the
-      // config validation (~0.3 s to load), which only --write's file helpers' lib brings, lazily.
-      needs: ['commander', '@connectrpc/connect', '@peculiar/x509'],
-      forbids: ['class-validator'],
+      // What it does need is loaded (and seen by the trace): the Workload API client; not the config validation
+      // (~0.3 s to load), which only --write's file helpers' lib brings, lazily; not @peculiar/x509 nor jose.
+      needs: ['commander', '@connectrpc/connect'],
+      forbids: ['class-validator', 'jose', ...X509_OBJECTS],
     },
     {
       title: 'sigil-agent healthcheck',
@@ -139,6 +149,61 @@ describe('client commands do not load the server framework', () => {
     const { packages } = await packagesLoaded(bin, args());
     for (const name of needs) expect(packages, `${name} is loaded`).toContain(name);
     expect([...FRAMEWORK, ...forbids].filter((name) => packages.has(name))).toEqual([]);
+  });
+
+  describe('against a live Workload API', () => {
+    let api: FakeWorkloadApi;
+    beforeAll(async () => {
+      api = await FakeWorkloadApi.start('example.org', ['/web']);
+    });
+    afterAll(async () => {
+      await api?.dispose();
+    });
+
+    it('api fetch x509 verifies and prints the SVID without @peculiar/x509, jose or the config validation', async () => {
+      for (const output of ['pretty', 'json']) {
+        const run = await packagesLoaded(AGENT_BIN, [
+          'api',
+          'fetch',
+          'x509',
+          '--output',
+          output,
+          '--socket-path',
+          api.socketPath,
+        ]);
+        expect(run.code).toBe(0);
+        expect(run.stdout).toContain('spiffe://example.org/web');
+        expect(run.packages).toContain('@connectrpc/connect');
+        expect(['class-validator', 'jose', ...X509_OBJECTS].filter((name) => run.packages.has(name))).toEqual([]);
+      }
+    });
+
+    it('the trace sees what loads on first use: jose for api fetch jwt, @peculiar/x509 for --write', async () => {
+      const jwt = await packagesLoaded(AGENT_BIN, [
+        'api',
+        'fetch',
+        'jwt',
+        '--audience',
+        'a',
+        '--socket-path',
+        api.socketPath,
+      ]);
+      expect(jwt.code).toBe(0);
+      expect(jwt.packages).toContain('jose');
+      expect(X509_OBJECTS.filter((name) => jwt.packages.has(name))).toEqual([]);
+      const write = await packagesLoaded(AGENT_BIN, [
+        'api',
+        'fetch',
+        'x509',
+        '--silent',
+        '--write',
+        join(scratch, 'written'),
+        '--socket-path',
+        api.socketPath,
+      ]);
+      expect(write.code).toBe(0);
+      expect(write.packages).toContain('@peculiar/x509');
+    });
   });
 
   it('the trace sees the framework where it is loaded: sigil-server run (until its database refuses)', async () => {

@@ -17,7 +17,7 @@ import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { PEM_LABEL, toPem } from '@sigil/pki';
-import { x509 } from '@sigil/spiffe';
+import { x509 } from '@sigil/spiffe/x509';
 import { TestCa } from './test-ca.js';
 
 /** The audiences of the API server itself (what TokenReview uses when a review names none). */

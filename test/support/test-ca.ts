@@ -6,7 +6,8 @@
  */
 import { randomBytes, webcrypto } from 'node:crypto';
 // The one @peculiar/x509 setup (reflect-metadata first, Node's WebCrypto as the provider) is @sigil/spiffe's.
-import { TrustBundle, TrustDomain, x509 } from '@sigil/spiffe';
+import { TrustBundle, TrustDomain } from '@sigil/spiffe';
+import { x509 } from '@sigil/spiffe/x509';
 
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
 

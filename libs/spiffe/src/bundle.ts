@@ -8,7 +8,15 @@ import {
 } from './jwk.js';
 import { bytesEqual, concatBytes, decodeBase64, decodePemBlocks, encodePem, splitDer, toBytes } from './pem.js';
 import { TrustDomain } from './trust-domain.js';
-import { x509 } from './x509-provider.js';
+import type * as X509 from '@peculiar/x509';
+import {
+  type CertificateView,
+  type ChainItem,
+  CertificateFormatError,
+  derChainItem,
+  parseCertificate as parseCertificateView,
+} from './certificate.js';
+import { loadX509 } from './lazy-modules.js';
 
 /**
  * Looks up the trust bundle of a trust domain (go-spiffe `x509bundle.Source` / `jwtbundle.Source`).
@@ -37,7 +45,7 @@ export interface SpiffeJwks {
 /** The parts of a trust bundle; every field is optional. */
 export interface TrustBundleInit {
   /** Root (signing) certificates of X.509-SVIDs, parsed or DER. Duplicates are dropped. */
-  readonly x509Authorities?: Iterable<x509.X509Certificate | Uint8Array>;
+  readonly x509Authorities?: Iterable<X509.X509Certificate | Uint8Array>;
   /** JWT-SVID signing keys by key ID. */
   readonly jwtAuthorities?: Iterable<readonly [string, unknown]> | Readonly<Record<string, unknown>>;
   /** `spiffe_sequence`: increases on every change of the bundle. */
@@ -46,10 +54,16 @@ export interface TrustBundleInit {
   readonly refreshHintSeconds?: number;
 }
 
-interface X509Authority {
-  readonly certificate: x509.X509Certificate;
+/** An X.509 authority: its DER, its parsed view, and its @peculiar/x509 object (built on first use). */
+interface X509Authority extends ChainItem {
   readonly der: Uint8Array;
 }
+
+// Reads a bundle's private authorities; set by TrustBundle's static block.
+let authorityItems: (bundle: TrustBundle) => readonly ChainItem[];
+
+// The authorities this module made: `#copy` hands them to `create` again without re-parsing.
+const authorities = new WeakSet<object>();
 
 function invalid(message: string, cause?: unknown): SpiffeError {
   return new SpiffeError('ERR_BUNDLE_INVALID', message, cause === undefined ? undefined : { cause });
@@ -59,30 +73,38 @@ function invalid(message: string, cause?: unknown): SpiffeError {
  * An authority whose public key Node can read: `toJwks` publishes every authority's key parameters, so a certificate
  * that parses but carries an unreadable key (an EC point off its curve, say) would break every later `toJwks`.
  */
-function checkedAuthority(certificate: x509.X509Certificate, der: Uint8Array, what: string): X509Authority {
+function checkedAuthority(item: ChainItem, what: string): X509Authority {
   try {
-    spkiToJwk(toBytes(certificate.publicKey.rawData));
+    spkiToJwk(item.view.spki);
   } catch (error) {
     throw invalid(`${what} has a public key that cannot be read`, error);
   }
-  return { certificate, der };
+  const authority: X509Authority = { ...item, der: item.view.der };
+  authorities.add(authority);
+  return authority;
+}
+
+function parseView(der: Uint8Array, what: string): CertificateView {
+  try {
+    return parseCertificateView(der);
+  } catch (error) {
+    const reason = error instanceof CertificateFormatError ? `: ${error.message}` : '';
+    throw invalid(`${what} is not a der x.509 certificate${reason}`, error);
+  }
 }
 
 function parseCertificate(der: Uint8Array, what: string): X509Authority {
-  let certificate: x509.X509Certificate;
-  try {
-    certificate = new x509.X509Certificate(der);
-  } catch (error) {
-    throw invalid(`${what} is not a der x.509 certificate`, error);
-  }
-  return checkedAuthority(certificate, der, what);
+  return checkedAuthority(derChainItem(parseView(der, what)), what);
 }
 
-function toAuthority(value: x509.X509Certificate | Uint8Array, index: number): X509Authority {
-  if (value instanceof x509.X509Certificate) {
-    return checkedAuthority(value, toBytes(value.rawData), `x509 authority ${index}`);
-  }
+function toAuthority(value: X509.X509Certificate | Uint8Array, index: number): X509Authority {
+  if (authorities.has(value)) return value as unknown as X509Authority;
   if (value instanceof Uint8Array) return parseCertificate(value, `x509 authority ${index}`);
+  // Not bytes: a caller that passes a parsed certificate has loaded @peculiar/x509 already.
+  if (value instanceof loadX509().X509Certificate) {
+    const what = `x509 authority ${index}`;
+    return checkedAuthority({ view: parseView(toBytes(value.rawData), what), certificate: () => value }, what);
+  }
   throw invalid(`x509 authority ${index} must be an X509Certificate or der bytes`);
 }
 
@@ -105,6 +127,10 @@ export class TrustBundle implements BundleSource {
   readonly #jwt: ReadonlyMap<string, JwtAuthorityKey>;
   readonly #sequenceNumber: number | undefined;
   readonly #refreshHintSeconds: number | undefined;
+
+  static {
+    authorityItems = (bundle) => bundle.#x509;
+  }
 
   private constructor(
     trustDomain: TrustDomain,
@@ -238,7 +264,7 @@ export class TrustBundle implements BundleSource {
       return block.der;
     });
     return TrustBundle.create(trustDomain, {
-      x509Authorities: ders.map((der, i) => parseCertificate(der, `pem block ${i}`).certificate),
+      x509Authorities: ders.map((der, i) => parseCertificate(der, `pem block ${i}`)) as never[],
     });
   }
 
@@ -253,7 +279,7 @@ export class TrustBundle implements BundleSource {
     const items = splitDer(der);
     if (typeof items === 'string') throw invalid(`der bundle: ${items}`);
     return TrustBundle.create(trustDomain, {
-      x509Authorities: items.map((item, i) => parseCertificate(item, `der certificate ${i}`).certificate),
+      x509Authorities: items.map((item, i) => parseCertificate(item, `der certificate ${i}`)) as never[],
     });
   }
 
@@ -262,9 +288,9 @@ export class TrustBundle implements BundleSource {
     return this.#trustDomain;
   }
 
-  /** The X.509 authorities (root certificates), in insertion order. */
-  get x509Authorities(): readonly x509.X509Certificate[] {
-    return this.#x509.map((authority) => authority.certificate);
+  /** The X.509 authorities (root certificates), in insertion order (built on first access, loading @peculiar/x509). */
+  get x509Authorities(): readonly X509.X509Certificate[] {
+    return this.#x509.map((authority) => authority.certificate());
   }
 
   /** The JWT authorities (public keys) by key ID. */
@@ -288,7 +314,7 @@ export class TrustBundle implements BundleSource {
   }
 
   /** True when `certificate` (parsed or DER) is one of the X.509 authorities. */
-  hasX509Authority(certificate: x509.X509Certificate | Uint8Array): boolean {
+  hasX509Authority(certificate: X509.X509Certificate | Uint8Array): boolean {
     const der = certificate instanceof Uint8Array ? certificate : toBytes(certificate.rawData);
     return this.#x509.some((authority) => bytesEqual(authority.der, der));
   }
@@ -323,7 +349,7 @@ export class TrustBundle implements BundleSource {
   toJwks(): SpiffeJwks {
     const keys: SpiffeJwk[] = [
       ...this.#x509.map((authority) => {
-        const { kty, ...parameters } = spkiToJwk(toBytes(authority.certificate.publicKey.rawData));
+        const { kty, ...parameters } = spkiToJwk(authority.view.spki);
         return {
           use: 'x509-svid' as const,
           kty: kty ?? '',
@@ -346,7 +372,7 @@ export class TrustBundle implements BundleSource {
   }
 
   /** A copy with these X.509 authorities instead of the current ones. */
-  withX509Authorities(authorities: Iterable<x509.X509Certificate | Uint8Array>): TrustBundle {
+  withX509Authorities(authorities: Iterable<X509.X509Certificate | Uint8Array>): TrustBundle {
     return this.#copy({ x509Authorities: authorities });
   }
 
@@ -369,7 +395,8 @@ export class TrustBundle implements BundleSource {
 
   #copy(changes: TrustBundleInit): TrustBundle {
     const current: TrustBundleInit = {
-      x509Authorities: this.x509Authorities,
+      // The authorities themselves, not re-parsed (see toAuthority).
+      x509Authorities: this.#x509 as unknown as X509.X509Certificate[],
       jwtAuthorities: this.#jwt,
       sequenceNumber: this.#sequenceNumber,
       refreshHintSeconds: this.#refreshHintSeconds,
@@ -405,6 +432,11 @@ export class TrustBundle implements BundleSource {
     }
     return this;
   }
+}
+
+/** The X.509 authorities of a bundle as verification reads them, without building @peculiar/x509 objects. */
+export function x509AuthorityViews(bundle: TrustBundle): readonly ChainItem[] {
+  return authorityItems(bundle);
 }
 
 function dedupe(authorities: X509Authority[]): X509Authority[] {

@@ -7,11 +7,14 @@ export { TrustBundle, type BundleSource, type SpiffeJwk, type SpiffeJwks, type T
 export { TrustBundleSet } from './bundle-set.js';
 export { MAX_X509_SVID_CHAIN_LENGTH, peerCertificateChain } from './peer-chain.js';
 export {
+  certificateChainDer,
+  certificateSummary,
   idFromCertificate,
   parseX509Svid,
   verifyX509Svid,
   verifyX509SvidSync,
   type CertificateChainInput,
+  type CertificateSummary,
   type VerifiedX509Svid,
   type VerifyX509SvidOptions,
   type X509Svid,
@@ -26,6 +29,4 @@ export {
   type ValidateJwtSvidOptions,
 } from './jwt-svid.js';
 /** The one PEM codec (RFC 7468, strict), for libs/pki too. */
-export { decodePemBlocks, encodePemBlock, isPemLabel, type PemBlock } from './pem.js';
-/** The one @peculiar/x509 setup of Sigil (reflect-metadata first, Node's WebCrypto as its provider), for libs/pki too. */
-export { x509 } from './x509-provider.js';
+export { decodePemBlocks, encodePem, encodePemBlock, isPemLabel, type PemBlock } from './pem.js';

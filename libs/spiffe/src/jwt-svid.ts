@@ -1,7 +1,8 @@
-import { SignJWT, decodeJwt, decodeProtectedHeader, errors, importJWK, jwtVerify, type JWTPayload } from 'jose';
+import type { JWTPayload } from 'jose';
 import type { KeyObject, webcrypto } from 'node:crypto';
 import type { BundleSource } from './bundle.js';
 import { SpiffeError, quote } from './errors.js';
+import { loadJose } from './lazy-modules.js';
 import { SpiffeId } from './spiffe-id.js';
 
 /** The signature algorithms JWT-SVID.md §2.1 allows. */
@@ -114,6 +115,7 @@ export async function signJwtSvid(params: SignJwtSvidParams): Promise<string> {
     throw invalid('issuer must be a non-empty string when set');
   }
 
+  const { SignJWT } = loadJose();
   try {
     const jwt = new SignJWT({ ...extraClaims });
     if (params.issuer !== undefined) jwt.setIssuer(params.issuer);
@@ -166,6 +168,7 @@ function decodeUnverified(token: string): Unverified {
   if (typeof token !== 'string' || token.split('.').length !== 3) {
     throw invalid('token must be a compact jws (three base64url parts separated by dots)');
   }
+  const { decodeJwt, decodeProtectedHeader } = loadJose();
   let header: ReturnType<typeof decodeProtectedHeader>;
   try {
     header = decodeProtectedHeader(token);
@@ -259,6 +262,7 @@ export async function parseAndValidateJwtSvid(
     throw invalid(`no jwt authority with kid ${quote(decoded.kid)} in the bundle of ${trustDomain.name}`);
   }
 
+  const { errors, importJWK, jwtVerify } = loadJose();
   let key: Awaited<ReturnType<typeof importJWK>>;
   try {
     // The bundle keeps keys without `use`, which jose would otherwise check against its own vocabulary.

@@ -1,16 +1,25 @@
+import { createPrivateKey, createPublicKey, webcrypto, type KeyObject } from 'node:crypto';
+import type * as X509 from '@peculiar/x509';
+import { type BundleSource, x509AuthorityViews } from './bundle.js';
 import {
-  X509Certificate as NodeX509Certificate,
-  createPrivateKey,
-  createPublicKey,
-  webcrypto,
-  type KeyObject,
-} from 'node:crypto';
-import { type BundleSource } from './bundle.js';
+  type CertificateView,
+  type ChainItem,
+  CertificateFormatError,
+  KEY_USAGE,
+  OID_BASIC_CONSTRAINTS,
+  OID_KEY_USAGE,
+  OID_SUBJECT_ALT_NAME,
+  basicConstraints as readBasicConstraints,
+  derChainItem,
+  keyUsage as readKeyUsage,
+  parseCertificate,
+  subjectAltNameUris,
+} from './certificate.js';
 import { SpiffeError, quote } from './errors.js';
+import { loadX509 } from './lazy-modules.js';
 import { MAX_X509_SVID_CHAIN_LENGTH } from './peer-chain.js';
-import { bytesEqual, splitDer, toBytes } from './pem.js';
+import { bytesEqual, splitDer } from './pem.js';
 import { SpiffeId } from './spiffe-id.js';
-import { x509 } from './x509-provider.js';
 
 type CryptoKey = webcrypto.CryptoKey;
 
@@ -18,8 +27,11 @@ type CryptoKey = webcrypto.CryptoKey;
 export interface X509Svid {
   /** The SPIFFE ID of the leaf's URI SAN. */
   readonly spiffeId: SpiffeId;
-  /** The leaf first, then the intermediates (never the root). */
-  readonly certificates: readonly x509.X509Certificate[];
+  /**
+   * The leaf first, then the intermediates (never the root). From `parseX509Svid`, built on first access (loading
+   * @peculiar/x509 then); `certificateChainDer` gives the DER without that.
+   */
+  readonly certificates: readonly X509.X509Certificate[];
   /** The leaf's private key, usable for signing (extractable, so it can be written out). */
   readonly privateKey: CryptoKey;
   /** The Workload API `hint`, if any. */
@@ -29,8 +41,8 @@ export interface X509Svid {
 /** The result of `verifyX509Svid`. */
 export interface VerifiedX509Svid {
   readonly spiffeId: SpiffeId;
-  /** The leaf, the intermediates used, and the trusted root from the bundle, in that order. */
-  readonly verifiedChain: x509.X509Certificate[];
+  /** The leaf, the intermediates used, and the trusted root from the bundle, in that order (built on first access). */
+  readonly verifiedChain: X509.X509Certificate[];
 }
 
 /** Options of `verifyX509Svid`. */
@@ -40,11 +52,8 @@ export interface VerifyX509SvidOptions {
 }
 
 /** A certificate chain: parsed or DER certificates (leaf first), or their DER concatenation. */
-export type CertificateChainInput = Uint8Array | readonly (Uint8Array | x509.X509Certificate)[];
+export type CertificateChainInput = Uint8Array | readonly (Uint8Array | X509.X509Certificate)[];
 
-const OID_BASIC_CONSTRAINTS = '2.5.29.19';
-const OID_KEY_USAGE = '2.5.29.15';
-const OID_SUBJECT_ALT_NAME = '2.5.29.17';
 // Critical extensions this verifier understands; RFC 5280 §4.2 requires rejecting a certificate with any other.
 const HANDLED_CRITICAL_EXTENSIONS = new Set([
   OID_BASIC_CONSTRAINTS,
@@ -59,8 +68,18 @@ function invalid(message: string, cause?: unknown): SpiffeError {
   return new SpiffeError('ERR_X509_SVID_INVALID', message, cause === undefined ? undefined : { cause });
 }
 
-function parseChain(chain: CertificateChainInput): x509.X509Certificate[] {
-  let items: readonly (Uint8Array | x509.X509Certificate)[];
+/** Parses DER into a view; a failure is `ERR_X509_SVID_INVALID` saying which certificate is not one. */
+function viewOf(der: Uint8Array, what: string): CertificateView {
+  try {
+    return parseCertificate(der);
+  } catch (error) {
+    const reason = error instanceof CertificateFormatError ? `: ${error.message}` : '';
+    throw invalid(`${what} is not a der x.509 certificate${reason}`, error);
+  }
+}
+
+function parseChain(chain: CertificateChainInput): ChainItem[] {
+  let items: readonly (Uint8Array | X509.X509Certificate)[];
   if (chain instanceof Uint8Array) {
     const split = splitDer(chain);
     if (typeof split === 'string') throw invalid(`certificate chain: ${split}`);
@@ -75,39 +94,60 @@ function parseChain(chain: CertificateChainInput): x509.X509Certificate[] {
     throw invalid(`certificate chain holds more than ${MAX_X509_SVID_CHAIN_LENGTH} certificates`);
   }
   return items.map((item, i) => {
-    if (item instanceof x509.X509Certificate) return item;
-    if (!(item instanceof Uint8Array)) throw invalid(`certificate ${i} must be an X509Certificate or der bytes`);
-    try {
-      return new x509.X509Certificate(item);
-    } catch (error) {
-      throw invalid(`certificate ${i} is not a der x.509 certificate`, error);
+    if (item instanceof Uint8Array) return derChainItem(viewOf(item, `certificate ${i}`));
+    // Not bytes: a caller that passes a parsed certificate has loaded @peculiar/x509 already.
+    if (!(item instanceof loadX509().X509Certificate)) {
+      throw invalid(`certificate ${i} must be an X509Certificate or der bytes`);
     }
+    return { view: viewOf(new Uint8Array(item.rawData), `certificate ${i}`), certificate: () => item };
   });
 }
 
-function basicConstraints(cert: x509.X509Certificate): x509.BasicConstraintsExtension | null {
-  return cert.getExtension(x509.BasicConstraintsExtension);
+/** `target[name]` as a getter computing `build()` on first access, enumerable like the plain field it stands for. */
+function lazyField<T extends object, V>(target: T, name: string, build: () => V): T {
+  let value: V | undefined;
+  let done = false;
+  return Object.defineProperty(target, name, {
+    enumerable: true,
+    get: () => {
+      if (!done) {
+        value = build();
+        done = true;
+      }
+      return value;
+    },
+  });
 }
 
-function keyUsage(cert: x509.X509Certificate): x509.KeyUsagesExtension | null {
-  return cert.getExtension(x509.KeyUsagesExtension);
+// The DER of each chain `parseX509Svid` parsed, for certificateChainDer.
+const svidChains = new WeakMap<X509Svid, readonly Uint8Array[]>();
+
+/** An extension's value, or the rule its encoding breaks as `ERR_X509_SVID_INVALID`. */
+function extensionOf<T>(read: () => T, role: string): T {
+  try {
+    return read();
+  } catch (error) {
+    if (error instanceof CertificateFormatError) throw invalid(`${role}: ${error.message}`, error);
+    throw error;
+  }
 }
 
-/**
- * The SPIFFE ID of a certificate: its one URI SAN (X509-SVID.md §2).
- *
- * @throws SpiffeError `ERR_X509_SVID_INVALID` when the certificate has no or several URI SANs, or the URI is not a
- * SPIFFE ID.
- */
-export function idFromCertificate(certificate: x509.X509Certificate | Uint8Array): SpiffeId {
-  const cert = parseChain([certificate])[0] as x509.X509Certificate;
+function basicConstraints(cert: CertificateView, role: string): { ca: boolean; pathLength?: number } | null {
+  return extensionOf(() => readBasicConstraints(cert), role);
+}
+
+function keyUsage(cert: CertificateView, role: string): number | null {
+  return extensionOf(() => readKeyUsage(cert), role);
+}
+
+function idFromView(cert: CertificateView): SpiffeId {
   let uris: string[];
   try {
-    const sans = cert.getExtensions(x509.SubjectAlternativeNameExtension);
-    if (sans.length > 1) throw invalid('certificate must not have more than one subject alternative name extension');
-    uris = (sans[0]?.names.items ?? []).filter((name) => name.type === 'url').map((name) => name.value);
+    uris = subjectAltNameUris(cert);
   } catch (error) {
-    if (error instanceof SpiffeError) throw error;
+    if (error instanceof CertificateFormatError && error.message.startsWith('certificate must not')) {
+      throw invalid(error.message, error);
+    }
     throw invalid('certificate subject alternative name extension cannot be parsed', error);
   }
   if (uris.length !== 1) throw invalid(`certificate must have exactly one uri san, got ${uris.length}`);
@@ -118,34 +158,44 @@ export function idFromCertificate(certificate: x509.X509Certificate | Uint8Array
   }
 }
 
-function checkCriticalExtensions(cert: x509.X509Certificate, role: string): void {
+/**
+ * The SPIFFE ID of a certificate: its one URI SAN (X509-SVID.md §2).
+ *
+ * @throws SpiffeError `ERR_X509_SVID_INVALID` when the certificate has no or several URI SANs, or the URI is not a
+ * SPIFFE ID.
+ */
+export function idFromCertificate(certificate: X509.X509Certificate | Uint8Array): SpiffeId {
+  return idFromView((parseChain([certificate])[0] as ChainItem).view);
+}
+
+function checkCriticalExtensions(cert: CertificateView, role: string): void {
   for (const extension of cert.extensions) {
-    if (extension.critical && !HANDLED_CRITICAL_EXTENSIONS.has(extension.type)) {
-      throw invalid(`${role} has an unsupported critical extension ${extension.type}`);
+    if (extension.critical && !HANDLED_CRITICAL_EXTENSIONS.has(extension.oid)) {
+      throw invalid(`${role} has an unsupported critical extension ${extension.oid}`);
     }
   }
 }
 
 /** Checks the leaf rules of X509-SVID.md §4 and §5.2 and returns the leaf's SPIFFE ID. */
-function checkLeaf(leaf: x509.X509Certificate): SpiffeId {
+function checkLeaf(leaf: CertificateView): SpiffeId {
   let id: SpiffeId;
   try {
-    id = idFromCertificate(leaf);
+    id = idFromView(leaf);
   } catch (error) {
     throw invalid(`leaf ${(error as Error).message}`, error);
   }
   if (id.isRoot()) {
     throw invalid(`leaf certificate spiffe id ${quote(id.toString())} must have a path (it names a trust domain)`);
   }
-  if (basicConstraints(leaf)?.ca === true)
+  if (basicConstraints(leaf, 'leaf certificate')?.ca === true)
     throw invalid('leaf certificate must not be a ca (basicConstraints cA=true)');
-  const usage = keyUsage(leaf);
+  const usage = keyUsage(leaf, 'leaf certificate');
   if (usage !== null) {
-    if (usage.usages & x509.KeyUsageFlags.keyCertSign) {
+    if (usage & KEY_USAGE.keyCertSign) {
       throw invalid('leaf certificate must not have keyCertSign key usage');
     }
-    if (usage.usages & x509.KeyUsageFlags.cRLSign) throw invalid('leaf certificate must not have cRLSign key usage');
-    if (!(usage.usages & x509.KeyUsageFlags.digitalSignature)) {
+    if (usage & KEY_USAGE.cRLSign) throw invalid('leaf certificate must not have cRLSign key usage');
+    if (!(usage & KEY_USAGE.digitalSignature)) {
       throw invalid('leaf certificate must have digitalSignature key usage');
     }
   }
@@ -154,16 +204,16 @@ function checkLeaf(leaf: x509.X509Certificate): SpiffeId {
 }
 
 /** Checks that a signing certificate may sign (X509-SVID.md §4.1, §4.3). */
-function checkSigningCertificate(cert: x509.X509Certificate, role: string): void {
-  if (basicConstraints(cert)?.ca !== true) throw invalid(`${role} must be a ca (basicConstraints cA=true)`);
-  const usage = keyUsage(cert);
-  if (usage === null || !(usage.usages & x509.KeyUsageFlags.keyCertSign)) {
+function checkSigningCertificate(cert: CertificateView, role: string): void {
+  if (basicConstraints(cert, role)?.ca !== true) throw invalid(`${role} must be a ca (basicConstraints cA=true)`);
+  const usage = keyUsage(cert, role);
+  if (usage === null || !(usage & KEY_USAGE.keyCertSign)) {
     throw invalid(`${role} must have keyCertSign key usage`);
   }
   checkCriticalExtensions(cert, role);
 }
 
-function checkValidity(cert: x509.X509Certificate, role: string, now: Date): void {
+function checkValidity(cert: CertificateView, role: string, now: Date): void {
   if (now.getTime() > cert.notAfter.getTime()) {
     throw invalid(`${role} expired at ${cert.notAfter.toISOString()} (now is ${now.toISOString()})`);
   }
@@ -173,43 +223,22 @@ function checkValidity(cert: x509.X509Certificate, role: string, now: Date): voi
 }
 
 /** RFC 5280 §6.1.3 (b): the path length constraint of a CA bounds the intermediates below it. */
-function checkPathLength(cert: x509.X509Certificate, role: string, intermediatesBelow: number): void {
-  const pathLength = basicConstraints(cert)?.pathLength;
+function checkPathLength(cert: CertificateView, role: string, intermediatesBelow: number): void {
+  const pathLength = basicConstraints(cert, role)?.pathLength;
   if (pathLength !== undefined && intermediatesBelow > pathLength) {
     throw invalid(`${role} allows ${pathLength} intermediate(s) below it, the chain has ${intermediatesBelow}`);
   }
 }
 
-// Node's view of each certificate, for its synchronous signature check; bundle authorities are parsed once.
-const nodeCertificates = new WeakMap<x509.X509Certificate, NodeX509Certificate | null>();
-
-function nodeCertificate(cert: x509.X509Certificate): NodeX509Certificate | null {
-  let parsed = nodeCertificates.get(cert);
-  if (parsed === undefined) {
-    try {
-      parsed = new NodeX509Certificate(Buffer.from(cert.rawData));
-    } catch {
-      parsed = null;
-    }
-    nodeCertificates.set(cert, parsed);
-  }
-  return parsed;
-}
-
 /** Finds the candidate whose subject is `cert`'s issuer and whose key verifies `cert`'s signature. */
-function findIssuer(
-  cert: x509.X509Certificate,
-  candidates: readonly x509.X509Certificate[],
-): x509.X509Certificate | undefined {
-  const issuer = new Uint8Array(cert.issuerName.toArrayBuffer());
-  const child = nodeCertificate(cert);
-  if (child === null) return undefined;
+function findIssuer<T extends { readonly view: CertificateView }>(
+  cert: CertificateView,
+  candidates: readonly T[],
+): T | undefined {
   for (const candidate of candidates) {
-    if (!bytesEqual(new Uint8Array(candidate.subjectName.toArrayBuffer()), issuer)) continue;
-    const parent = nodeCertificate(candidate);
-    if (parent === null) continue;
+    if (!bytesEqual(candidate.view.subject, cert.issuer)) continue;
     try {
-      if (child.verify(parent.publicKey)) return candidate;
+      if (cert.node.verify(candidate.view.node.publicKey)) return candidate;
     } catch {
       // A key that cannot check this signature algorithm is simply not the issuer.
     }
@@ -217,8 +246,33 @@ function findIssuer(
   return undefined;
 }
 
-function describe(kind: string, cert: x509.X509Certificate): string {
-  return `${kind} certificate ${quote(cert.subject)}`;
+/**
+ * A certificate's subject as text, RDNs in certificate order joined by ", " (`C=US, O=Sigil, CN=…`), as
+ * @peculiar/x509's `subject` reads.
+ */
+function subjectText(cert: CertificateView): string {
+  return cert.node.subject.split('\n').join(', ');
+}
+
+/** What a person reading a certificate wants first: its subject (as `describe` words it) and validity. */
+export interface CertificateSummary {
+  readonly subject: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+}
+
+/**
+ * The subject and validity of a DER certificate, without @peculiar/x509 (for a CLI that prints an SVID).
+ *
+ * @throws SpiffeError `ERR_X509_SVID_INVALID` when the bytes are not a DER certificate.
+ */
+export function certificateSummary(der: Uint8Array): CertificateSummary {
+  const view = viewOf(der, 'certificate');
+  return { subject: subjectText(view), notBefore: view.notBefore, notAfter: view.notAfter };
+}
+
+function describe(kind: string, cert: ChainItem): string {
+  return `${kind} certificate ${quote(subjectText(cert.view))}`;
 }
 
 /**
@@ -241,25 +295,27 @@ export function verifyX509SvidSync(
 ): VerifiedX509Svid {
   const now = options.now ?? new Date();
   if (!(now instanceof Date) || Number.isNaN(now.getTime())) throw invalid('now must be a valid date');
-  const [leaf, ...intermediates] = parseChain(chain) as [x509.X509Certificate, ...x509.X509Certificate[]];
-  const spiffeId = checkLeaf(leaf);
-  checkValidity(leaf, 'leaf certificate', now);
+  const [leaf, ...intermediates] = parseChain(chain) as [ChainItem, ...ChainItem[]];
+  const spiffeId = checkLeaf(leaf.view);
+  checkValidity(leaf.view, 'leaf certificate', now);
 
   const bundle = source.getBundleForTrustDomain(spiffeId.trustDomain);
-  const roots = bundle.x509Authorities;
+  const roots = x509AuthorityViews(bundle);
   const verifiedChain = [leaf];
   let pool = intermediates;
   let current = leaf;
   for (;;) {
-    const root = findIssuer(current, roots);
+    const root = findIssuer(current.view, roots);
     if (root !== undefined) {
       const role = describe('root', root);
-      checkValidity(root, role, now);
-      checkPathLength(root, role, verifiedChain.length - 1);
+      checkValidity(root.view, role, now);
+      checkPathLength(root.view, role, verifiedChain.length - 1);
       verifiedChain.push(root);
-      return { spiffeId, verifiedChain };
+      return lazyField({ spiffeId } as VerifiedX509Svid, 'verifiedChain', () =>
+        verifiedChain.map((item) => item.certificate()),
+      );
     }
-    const next = findIssuer(current, pool);
+    const next = findIssuer(current.view, pool);
     if (next === undefined) {
       throw invalid(
         `certificate chain does not chain to a trusted authority of ${spiffeId.trustDomain.name}` +
@@ -267,9 +323,9 @@ export function verifyX509SvidSync(
       );
     }
     const role = describe('intermediate', next);
-    checkSigningCertificate(next, role);
-    checkValidity(next, role, now);
-    checkPathLength(next, role, verifiedChain.length - 1);
+    checkSigningCertificate(next.view, role);
+    checkValidity(next.view, role, now);
+    checkPathLength(next.view, role, verifiedChain.length - 1);
     verifiedChain.push(next);
     pool = pool.filter((cert) => cert !== next);
     current = next;
@@ -325,9 +381,9 @@ export async function parseX509Svid(
   options: { hint?: string } = {},
 ): Promise<X509Svid> {
   const chain = parseChain(certificates);
-  const [leaf, ...intermediates] = chain as [x509.X509Certificate, ...x509.X509Certificate[]];
-  const spiffeId = checkLeaf(leaf);
-  for (const cert of intermediates) checkSigningCertificate(cert, describe('intermediate', cert));
+  const [leaf, ...intermediates] = chain as [ChainItem, ...ChainItem[]];
+  const spiffeId = checkLeaf(leaf.view);
+  for (const cert of intermediates) checkSigningCertificate(cert.view, describe('intermediate', cert));
 
   if (!(privateKeyPkcs8 instanceof Uint8Array)) throw invalid('private key must be pkcs#8 der bytes');
   let keyObject: KeyObject;
@@ -337,7 +393,7 @@ export async function parseX509Svid(
     throw invalid('private key is not a pkcs#8 der key', error);
   }
   const publicKey = createPublicKey(keyObject).export({ type: 'spki', format: 'der' });
-  if (!bytesEqual(new Uint8Array(publicKey), toBytes(leaf.publicKey.rawData))) {
+  if (!bytesEqual(new Uint8Array(publicKey), leaf.view.spki)) {
     throw invalid('private key does not match the public key of the leaf certificate');
   }
   const algorithm = importAlgorithm(keyObject);
@@ -345,10 +401,28 @@ export async function parseX509Svid(
   const privateKey = await webcrypto.subtle.importKey('pkcs8', privateKeyPkcs8, algorithm, true, ['sign']);
 
   if (options.hint !== undefined && typeof options.hint !== 'string') throw invalid('hint must be a string');
-  return {
-    spiffeId,
-    certificates: chain,
-    privateKey,
-    ...(options.hint === undefined || options.hint === '' ? {} : { hint: options.hint }),
-  };
+  const svid = lazyField(
+    {
+      spiffeId,
+      privateKey,
+      ...(options.hint === undefined || options.hint === '' ? {} : { hint: options.hint }),
+    } as X509Svid,
+    'certificates',
+    () => chain.map((item) => item.certificate()),
+  );
+  svidChains.set(
+    svid,
+    chain.map((item) => item.view.der),
+  );
+  return svid;
+}
+
+/**
+ * The DER of an X.509-SVID's certificates, leaf first, as `certificates` holds them; for an SVID from
+ * `parseX509Svid`, without building the @peculiar/x509 objects (or loading that library). Copies.
+ */
+export function certificateChainDer(svid: Pick<X509Svid, 'certificates'>): Uint8Array[] {
+  const known = svidChains.get(svid as X509Svid);
+  if (known !== undefined) return known.map((der) => der.slice());
+  return svid.certificates.map((certificate) => new Uint8Array(certificate.rawData));
 }

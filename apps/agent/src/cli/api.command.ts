@@ -1,6 +1,5 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { PEM_LABEL, certificatesToPem, exportPrivateKeyPkcs8, toPem } from '@sigil/pki';
 import {
   CliError,
   DurationError,
@@ -9,7 +8,7 @@ import {
   recordTable,
   singleAudienceProblem,
 } from '@sigil/runtime/cli';
-import { type TrustBundle, verifyX509Svid } from '@sigil/spiffe';
+import { type TrustBundle, certificateChainDer, certificateSummary, encodePem, verifyX509Svid } from '@sigil/spiffe';
 import { type WorkloadApiClient, WorkloadApiError, type X509Context } from '@sigil/workload-api';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { describeWorkloadError, openWorkloadClient, resolveWorkloadAddress } from './workload-client.js';
@@ -72,7 +71,7 @@ function print(options: ApiOptions & { jsonLines?: boolean }, data: unknown, pre
 async function verifyContext(context: X509Context): Promise<void> {
   for (const [index, svid] of context.svids.entries()) {
     try {
-      await verifyX509Svid(svid.certificates, context.bundles);
+      await verifyX509Svid(certificateChainDer(svid), context.bundles);
     } catch (error) {
       throw new CliError(
         `svids[${index}] (${svid.spiffeId.toString()}) does not verify against its bundle: ${(error as Error).message}`,
@@ -92,17 +91,25 @@ function federatedBundles(context: X509Context): TrustBundle[] {
   return context.bundles.bundles().filter((bundle) => !own.has(bundle.trustDomain.name));
 }
 
+/** An SVID's chain in PEM, leaf first. */
+function chainPem(svid: X509Context['svids'][number]): string {
+  return encodePem('CERTIFICATE', certificateChainDer(svid));
+}
+
+// The SVIDs and bundles are read from their DER, without @peculiar/x509 objects: loading that library would take
+// several times as long as the rest of the command (see bench/README.md, "Client command start-up").
 function printX509Context(options: ApiOptions & { jsonLines?: boolean }, context: X509Context): void {
   const federated = federatedBundles(context);
+  const leaves = context.svids.map((svid) => certificateSummary(certificateChainDer(svid)[0] as Uint8Array));
   print(
     options,
     {
       svids: context.svids.map((svid, index) => ({
         spiffe_id: svid.spiffeId.toString(),
         hint: svid.hint ?? '',
-        not_before: svid.certificates[0]?.notBefore.toISOString(),
-        not_after: svid.certificates[0]?.notAfter.toISOString(),
-        x509_svid: certificatesToPem([...svid.certificates]),
+        not_before: leaves[index]?.notBefore.toISOString(),
+        not_after: leaves[index]?.notAfter.toISOString(),
+        x509_svid: chainPem(svid),
         bundle: ownBundle(context, index).x509Pem(),
       })),
       federated_bundles: Object.fromEntries(
@@ -115,17 +122,18 @@ function printX509Context(options: ApiOptions & { jsonLines?: boolean }, context
         ...context.svids.map((svid, index) =>
           recordTable([
             ['SPIFFE ID', svid.spiffeId.toString()],
-            ['SVID valid after', svid.certificates[0]?.notBefore.toISOString() ?? ''],
-            ['SVID valid until', svid.certificates[0]?.notAfter.toISOString() ?? ''],
+            ['SVID valid after', leaves[index]?.notBefore.toISOString() ?? ''],
+            ['SVID valid until', leaves[index]?.notAfter.toISOString() ?? ''],
             ['Hint', svid.hint ? svid.hint : '(none)'],
-            ...ownBundle(context, index).x509Authorities.map(
-              (ca, i) => [`CA #${i + 1} valid until`, `${ca.notAfter.toISOString()} (${ca.subject})`] as const,
-            ),
+            ...ownBundle(context, index)
+              .x509AuthoritiesDer()
+              .map(certificateSummary)
+              .map((ca, i) => [`CA #${i + 1} valid until`, `${ca.notAfter.toISOString()} (${ca.subject})`] as const),
           ]),
         ),
         ...federated.map(
           (bundle) =>
-            `Federated bundle ${bundle.trustDomain.idString()}: ${bundle.x509Authorities.length} CA certificate(s)`,
+            `Federated bundle ${bundle.trustDomain.idString()}: ${bundle.x509AuthoritiesDer().length} CA certificate(s)`,
         ),
       ].join('\n\n'),
   );
@@ -142,12 +150,13 @@ const KEY_MODE = 0o600;
  * these names is replaced, never written through, and never keeps its mode.
  */
 export async function writeX509Files(outputDir: string, context: X509Context): Promise<void> {
-  // Loaded here, not at the top: the lib's index brings its config validation (class-validator, ~0.3 s to load),
-  // which `api fetch` without --write does not need.
+  // Loaded here, not at the top: @sigil/runtime's index brings its config validation (class-validator, ~0.3 s to
+  // load) and @sigil/pki brings @peculiar/x509 (~0.4 s), which `api fetch` without --write does not need.
   const { ensureOwnDir, writeFileAtomic } = await import('@sigil/runtime');
+  const { PEM_LABEL, exportPrivateKeyPkcs8, toPem } = await import('@sigil/pki');
   const dir = await ensureOwnDir(outputDir, 0o755, '--write');
   for (const [index, svid] of context.svids.entries()) {
-    await writeFileAtomic(join(dir, `svid.${index}.pem`), certificatesToPem([...svid.certificates]), {
+    await writeFileAtomic(join(dir, `svid.${index}.pem`), chainPem(svid), {
       mode: CERTIFICATE_MODE,
     });
     await writeFileAtomic(

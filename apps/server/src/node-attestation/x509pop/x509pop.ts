@@ -8,7 +8,7 @@ import {
   X509Certificate as NodeX509Certificate,
 } from 'node:crypto';
 import { isCaCertificate } from '@sigil/pki';
-import { x509 } from '@sigil/spiffe';
+import { x509 } from '@sigil/spiffe/x509';
 import type { AgentSelector } from '../../agents/agent.js';
 import { AppError } from '../../common/errors.js';
 import { CheckedChains } from '../../agent-api/checked-chains.js';
