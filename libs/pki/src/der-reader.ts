@@ -5,6 +5,7 @@
  * malformed input can never surface as a TypeError or RangeError, and every loop advances by at least one byte, so no
  * input can make it spin.
  */
+import { decodeOidContent } from '@sigil/spiffe';
 import { DerTag } from './der-tags.js';
 import { PkiError, type PkiErrorCode } from './errors.js';
 
@@ -186,31 +187,13 @@ export function derBytes(buf: Uint8Array, element: DerElement): Uint8Array {
   return buf.subarray(element.start, element.end);
 }
 
-/** Decodes an OBJECT IDENTIFIER element to its dotted form, enforcing minimal base-128 arcs. */
+/** Decodes an OBJECT IDENTIFIER element to its dotted form, enforcing minimal base-128 arcs (@sigil/spiffe's decoder). */
 export function decodeDerOid(buf: Uint8Array, element: DerElement, context: DerContext): string {
   if (element.tag !== DerTag.OBJECT_IDENTIFIER) fail(context, element.start, 'expected an object identifier');
   if (element.end === element.contentStart) fail(context, element.start, 'object identifier is empty');
-  const arcs: number[] = [];
-  let value = 0;
-  let fresh = true;
-  for (let i = element.contentStart; i < element.end; i++) {
-    const byte = buf[i] as number;
-    if (fresh && byte === 0x80) fail(context, i, 'object identifier arc has a leading 0x80 byte (not minimal)');
-    value = value * 128 + (byte & 0x7f);
-    if (value > Number.MAX_SAFE_INTEGER) fail(context, i, 'object identifier arc is too large');
-    fresh = (byte & 0x80) === 0;
-    if (fresh) {
-      if (arcs.length === 0) {
-        const first = value < 40 ? 0 : value < 80 ? 1 : 2;
-        arcs.push(first, value - first * 40);
-      } else {
-        arcs.push(value);
-      }
-      value = 0;
-    }
-  }
-  if (!fresh) fail(context, element.end - 1, 'object identifier ends inside an arc');
-  return arcs.join('.');
+  const decoded = decodeOidContent(buf, element.contentStart, element.end);
+  if (typeof decoded !== 'string') fail(context, decoded.offset, decoded.rule);
+  return decoded;
 }
 
 /** Decodes an IA5String element (7-bit ASCII only). */

@@ -134,16 +134,30 @@ class Reader {
   }
 }
 
-function oid(buf: Uint8Array, element: Element): string {
-  if (element.tag !== OBJECT_IDENTIFIER || element.end === element.content) fail('extension id is not an oid');
+/** Why the content of an OBJECT IDENTIFIER is refused, and at which offset of the buffer. */
+export interface OidProblem {
+  readonly rule: string;
+  readonly offset: number;
+}
+
+/**
+ * Decodes the content `buf[start, end)` of an OBJECT IDENTIFIER to its dotted form, enforcing minimal base-128 arcs
+ * (X.690 §8.19). The one OID decoder: @sigil/pki's DER reader uses it too. Returns the problem instead of throwing,
+ * so each reader raises its own error.
+ */
+export function decodeOidContent(buf: Uint8Array, start: number, end: number): string | OidProblem {
+  if (end <= start) return { rule: 'object identifier is empty', offset: start };
   const arcs: number[] = [];
   let value = 0;
-  for (let i = element.content; i < element.end; i++) {
+  let fresh = true;
+  for (let i = start; i < end; i++) {
     const byte = buf[i] as number;
-    if (value === 0 && byte === 0x80) fail('extension id has a non-minimal arc');
+    if (fresh && byte === 0x80)
+      return { rule: 'object identifier arc has a leading 0x80 byte (not minimal)', offset: i };
     value = value * 128 + (byte & 0x7f);
-    if (value > Number.MAX_SAFE_INTEGER) fail('extension id has an arc that is too large');
-    if ((byte & 0x80) === 0) {
+    if (value > Number.MAX_SAFE_INTEGER) return { rule: 'object identifier arc is too large', offset: i };
+    fresh = (byte & 0x80) === 0;
+    if (fresh) {
       if (arcs.length === 0) {
         const first = value < 40 ? 0 : value < 80 ? 1 : 2;
         arcs.push(first, value - first * 40);
@@ -151,11 +165,16 @@ function oid(buf: Uint8Array, element: Element): string {
         arcs.push(value);
       }
       value = 0;
-    } else if (i === element.end - 1) {
-      fail('extension id ends inside an arc');
     }
   }
+  if (!fresh) return { rule: 'object identifier ends inside an arc', offset: end - 1 };
   return arcs.join('.');
+}
+
+function oid(buf: Uint8Array, element: Element): string {
+  const decoded = decodeOidContent(buf, element.content, element.end);
+  if (typeof decoded !== 'string') fail(`extension id: ${decoded.rule}`);
+  return decoded;
 }
 
 const TIME = /^(\d{2}|\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/;
