@@ -1,5 +1,5 @@
 /**
- * `sigil-server federation create|update|delete|list|show` against a real server: the initial bundle of an
+ * `sigil-server federation create|update|delete|list|show` (flags and SPIRE's `--data`) against a real server: the initial bundle of an
  * https_spiffe relationship stored as `bundle set` stores it, text and `--output json`, refusals with the reason.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -27,6 +27,14 @@ describe('sigil-server federation (real server)', () => {
 
   it('creates with an initial bundle, shows, lists, updates, deletes; refuses with the reason', async () => {
     const foreign = await TestCa.create('other.org');
+    await writeFile(
+      join(scratch, 'relationships.json'),
+      JSON.stringify({
+        federation_relationships: [
+          { trust_domain: 'web.org', bundle_endpoint_url: 'https://bundles.web.org/', https_web: {} },
+        ],
+      }),
+    );
     const bundleFile = join(scratch, 'other.pem');
     await writeFile(bundleFile, foreign.bundle().x509Pem());
     const created = await server.cli([
@@ -81,6 +89,32 @@ describe('sigil-server federation (real server)', () => {
     ]);
     expect(noId.code).not.toBe(0);
     expect(noId.stderr).toContain('endpoint_spiffe_id: required by the https_spiffe profile');
+
+    // --data (SPIRE's JSON) replaces the flags; without either, the first missing flag is named.
+    const both = await server.cli(['federation', 'create', '--data', '-', '--trust-domain', 'x.org'], '{}');
+    expect(both.code).not.toBe(0);
+    expect(both.stderr).toContain('--data: cannot be combined with --trust-domain');
+    const neither = await server.cli(['federation', 'create']);
+    expect(neither.code).not.toBe(0);
+    expect(neither.stderr).toContain('--trust-domain: required (or --data)');
+    const twoProfiles = await server.cli(
+      ['federation', 'create', '--data', '-'],
+      JSON.stringify({
+        federation_relationships: [
+          { trust_domain: 'x.org', bundle_endpoint_url: 'https://x.org', https_web: {}, https_spiffe: {} },
+        ],
+      }),
+    );
+    expect(twoProfiles.code).not.toBe(0);
+    expect(twoProfiles.stderr).toContain('federation_relationships[0]: must hold exactly one profile');
+    const web = await server.json<{ relationships: { trust_domain: string }[] }>([
+      'federation',
+      'create',
+      '--data',
+      join(scratch, 'relationships.json'),
+    ]);
+    expect(web.relationships.map((r) => r.trust_domain)).toEqual(['web.org']);
+    expect((await server.cli(['federation', 'delete', '--id', 'web.org'])).code).toBe(0);
 
     const updated = await server.json<Record<string, string>>([
       'federation',

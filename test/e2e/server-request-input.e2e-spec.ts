@@ -135,6 +135,7 @@ const MUTATIONS: Record<string, { action: string; body?: unknown }> = {
     body: { bundle_endpoint_url: 'https://bundles.other.org/', bundle_endpoint_profile: 'https_web' },
   },
   'DELETE /v1/federation/relationships/:trust_domain': { action: 'federation.deleteRelationship' },
+  'POST /v1/federation/relationships/:trust_domain/refresh': { action: 'federation.refreshBundle' },
 };
 
 function concretePath(url: string): string {

@@ -478,6 +478,16 @@ describe('loadServerConfig', () => {
     ]);
   });
 
+  it('reads the extra CA file for https_web bundle endpoints of federated trust domains', () => {
+    expect(loadServerConfig({ cwd: '/srv' }).federationWebCaFile).toBeUndefined();
+    expect(loadServerConfig({ cwd: '/srv', flags: { federationWebCaFile: 'ca.pem' } }).federationWebCaFile).toBe(
+      '/srv/ca.pem',
+    );
+    expect(
+      loadServerConfig({ cwd: '/srv', env: { SIGIL_FEDERATION_WEB_CA_FILE: '/etc/pki/ca.pem' } }).federationWebCaFile,
+    ).toBe('/etc/pki/ca.pem');
+  });
+
   it('never echoes a database URL, which may carry a password', () => {
     const problems = problemsOf({ env: { DATABASE_URL: 'mysql://root:hunter2@db/x' } });
     expect(problems).toEqual(['DATABASE_URL: must be a postgres:// or postgresql:// URL with a host']);

@@ -119,6 +119,11 @@ export interface ServerConfig {
    */
   readonly oidcDiscovery?: OidcDiscoveryConfig;
   /**
+   * PEM CA certificates trusted, in addition to the system roots, for the `https_web` bundle endpoints this server
+   * fetches foreign bundles from (a private WebPKI, or tests).
+   */
+  readonly federationWebCaFile?: string;
+  /**
    * The node attestors enabled, with their options, in the order given (`--node-attestor`). Default: `join_token`,
    * and `x509pop` when `--x509pop-ca-bundle` is set. The node-attestation registry checks the names and options.
    */
@@ -286,6 +291,7 @@ export interface ServerConfigFlags {
   jwtIssuer?: string;
   oidcDiscoveryAddress?: string;
   oidcJwksUri?: string;
+  federationWebCaFile?: string;
   x509popCaBundle?: string;
   /** Repeatable: `<type>[:<option>=<value>,…]`. */
   nodeAttestor?: string[];
@@ -427,6 +433,7 @@ class RawServerConfig {
   @IsOptional()
   @ConfigRule('isHttpUrl', (value) => urlProblem(value, ['https:', 'http:']) === undefined, HTTP_URL_RULE)
   oidc_jwks_uri?: unknown;
+  @IsOptional() @IsNonEmptyString() federation_web_ca_file?: unknown;
   @IsOptional() @IsNonEmptyString() x509pop_ca_bundle?: unknown;
   // Checked by nodeAttestorSettings: a list of `<type>[:<option>=<value>,…]` (flag, env) or an object (file).
   @IsOptional() node_attestors?: unknown;
@@ -493,6 +500,7 @@ const SOURCES: Record<RawKey, ConfigSource<keyof ServerConfigFlags>> = {
   jwt_issuer: { flag: 'jwtIssuer', env: 'SIGIL_JWT_ISSUER', file: true },
   oidc_discovery_address: { flag: 'oidcDiscoveryAddress', env: 'SIGIL_OIDC_DISCOVERY_ADDRESS', file: true },
   oidc_jwks_uri: { flag: 'oidcJwksUri', env: 'SIGIL_OIDC_JWKS_URI', file: true },
+  federation_web_ca_file: { flag: 'federationWebCaFile', env: 'SIGIL_FEDERATION_WEB_CA_FILE', file: true },
   x509pop_ca_bundle: { flag: 'x509popCaBundle', env: 'SIGIL_X509POP_CA_BUNDLE', file: true },
   node_attestors: { flag: 'nodeAttestor', env: 'SIGIL_NODE_ATTESTORS', file: true },
   agent_sign_rate: { flag: 'agentSignRate', env: 'SIGIL_AGENT_SIGN_RATE', file: true },
@@ -640,6 +648,9 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
     ...(bundleEndpoint !== undefined && { bundleEndpoint }),
     ...(raw.jwt_issuer !== undefined && { jwtIssuer: raw.jwt_issuer as string }),
     ...(oidcDiscovery !== undefined && { oidcDiscovery }),
+    ...(raw.federation_web_ca_file !== undefined && {
+      federationWebCaFile: path(raw.federation_web_ca_file as string),
+    }),
     agentSignRatePerSecond: raw.agent_sign_rate === undefined ? DEFAULT_AGENT_SIGN_RATE : Number(raw.agent_sign_rate),
     agentSignBurst: raw.agent_sign_burst === undefined ? DEFAULT_AGENT_SIGN_BURST : Number(raw.agent_sign_burst),
     attestationRatePerSecond: count('attestation_rate', DEFAULT_ATTESTATION_RATE),

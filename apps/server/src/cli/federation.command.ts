@@ -2,7 +2,8 @@ import { Command, Option } from 'commander';
 import { BUNDLE_ENDPOINT_PROFILES } from '../federation/bundle-endpoint-profiles.js';
 import { FEDERATED_BUNDLE_LIMITS } from '../federation/federated-bundle-rules.js';
 import { AdminClient, type AdminOptions, CliError, print, withAdminOptions } from './admin-client.js';
-import { readInput } from './entry-data.js';
+import { readDataFile, readInput } from './entry-data.js';
+import { type FederationDataItem, parseFederationData } from './federation-data.js';
 
 interface Relationship {
   trust_domain: string;
@@ -12,13 +13,24 @@ interface Relationship {
 }
 
 type SettingsOptions = AdminOptions & {
-  trustDomain: string;
-  bundleEndpointUrl: string;
-  bundleEndpointProfile: string;
+  trustDomain?: string;
+  bundleEndpointUrl?: string;
+  bundleEndpointProfile?: string;
   endpointSpiffeId?: string;
   trustDomainBundlePath?: string;
-  trustDomainBundleFormat: string;
+  trustDomainBundleFormat?: string;
+  data?: string;
 };
+
+/** The relationship flags `--data` replaces: given together, one would be silently ignored. */
+const SETTINGS_FLAGS = [
+  'trustDomain',
+  'bundleEndpointUrl',
+  'bundleEndpointProfile',
+  'endpointSpiffeId',
+  'trustDomainBundlePath',
+  'trustDomainBundleFormat',
+] as const;
 
 const relationshipPath = (id: string): string => `/v1/federation/relationships/${encodeURIComponent(id)}`;
 
@@ -32,15 +44,19 @@ function render(relationship: Relationship): string {
   ].join('\n');
 }
 
-/** The flags `create` and `update` share (SPIRE's `-trustDomain`, `-bundleEndpointURL`, …). */
+/** The flags `create` and `update` share (SPIRE's `-trustDomain`, `-bundleEndpointURL`, …, `-data`). */
 function withSettings(command: Command): Command {
   return withAdminOptions(command)
-    .requiredOption('--trust-domain <name>', 'the foreign trust domain (its name or SPIFFE ID)')
-    .requiredOption('--bundle-endpoint-url <url>', "https:// URL of the trust domain's bundle endpoint")
+    .option('--trust-domain <name>', 'the foreign trust domain (its name or SPIFFE ID; required without --data)')
+    .option(
+      '--bundle-endpoint-url <url>',
+      "https:// URL of the trust domain's bundle endpoint (required without --data)",
+    )
     .addOption(
-      new Option('--bundle-endpoint-profile <profile>', 'how the endpoint authenticates')
-        .choices([...BUNDLE_ENDPOINT_PROFILES])
-        .makeOptionMandatory(),
+      new Option(
+        '--bundle-endpoint-profile <profile>',
+        'how the endpoint authenticates (required without --data)',
+      ).choices([...BUNDLE_ENDPOINT_PROFILES]),
     )
     .option('--endpoint-spiffe-id <id>', "https_spiffe: the SPIFFE ID of the endpoint's server")
     .option(
@@ -48,54 +64,136 @@ function withSettings(command: Command): Command {
       "the trust domain's bundle to store first (https_spiffe needs it to authenticate the endpoint); - reads stdin",
     )
     .addOption(
-      new Option('--trust-domain-bundle-format <format>', 'format of --trust-domain-bundle-path')
-        .choices(['pem', 'spiffe'])
-        .default('pem'),
+      new Option('--trust-domain-bundle-format <format>', 'format of --trust-domain-bundle-path (default pem)').choices(
+        ['pem', 'spiffe'],
+      ),
+    )
+    .option(
+      '--data <file>',
+      'SPIRE\'s JSON file ({"federation_relationships": [...]}), or - for stdin; no other relationship flag',
     );
 }
 
-/** Stores `--trust-domain-bundle-path` as the trust domain's bundle, as `bundle set` does. */
-async function setInitialBundle(client: AdminClient, options: SettingsOptions): Promise<void> {
-  if (options.trustDomainBundlePath === undefined) return;
-  const path = options.trustDomainBundlePath;
-  const text = (await readInput(path, '--trust-domain-bundle-path', FEDERATED_BUNDLE_LIMITS.maxTextLength)).toString();
-  if (text.trim() === '')
-    throw new CliError(`--trust-domain-bundle-path: ${path === '-' ? 'standard input' : path} is empty`);
-  await client.call('PUT', `/v1/federation/bundles/${encodeURIComponent(options.trustDomain)}`, {
-    format: options.trustDomainBundleFormat,
-    bundle: text,
-  });
+/** The relationships to write: from `--data`, or the one the flags describe. */
+async function relationshipsFrom(options: SettingsOptions): Promise<FederationDataItem[]> {
+  if (options.data !== undefined) {
+    const given = SETTINGS_FLAGS.filter((key) => options[key] !== undefined);
+    if (given.length > 0) {
+      const flags = given.map((key) => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
+      throw new CliError(`--data: cannot be combined with ${flags.join(', ')}`, 1, 'invalid_argument');
+    }
+    return parseFederationData(await readDataFile(options.data));
+  }
+  for (const [key, flag] of [
+    ['trustDomain', '--trust-domain'],
+    ['bundleEndpointUrl', '--bundle-endpoint-url'],
+    ['bundleEndpointProfile', '--bundle-endpoint-profile'],
+  ] as const) {
+    if (options[key] === undefined) throw new CliError(`${flag}: required (or --data)`, 1, 'invalid_argument');
+  }
+  return [
+    {
+      trust_domain: options.trustDomain!,
+      bundle_endpoint_url: options.bundleEndpointUrl!,
+      bundle_endpoint_profile: options.bundleEndpointProfile!,
+      ...(options.endpointSpiffeId !== undefined && { endpoint_spiffe_id: options.endpointSpiffeId }),
+    },
+  ];
 }
 
-function settings(options: SettingsOptions): Omit<Relationship, 'trust_domain'> {
+/** Stores the trust domain's bundle first, as `bundle set` does: `--trust-domain-bundle-path` or the data's. */
+async function setInitialBundle(
+  client: AdminClient,
+  options: SettingsOptions,
+  item: FederationDataItem,
+): Promise<void> {
+  let format: string;
+  let text: string;
+  if (item.bundleJwks !== undefined) {
+    [format, text] = ['spiffe', item.bundleJwks];
+  } else if (options.trustDomainBundlePath !== undefined) {
+    const path = options.trustDomainBundlePath;
+    text = (await readInput(path, '--trust-domain-bundle-path', FEDERATED_BUNDLE_LIMITS.maxTextLength)).toString();
+    if (text.trim() === '')
+      throw new CliError(`--trust-domain-bundle-path: ${path === '-' ? 'standard input' : path} is empty`);
+    format = options.trustDomainBundleFormat ?? 'pem';
+  } else {
+    return;
+  }
+  await client.call('PUT', `/v1/federation/bundles/${encodeURIComponent(item.trust_domain)}`, { format, bundle: text });
+}
+
+function settings(item: FederationDataItem): Omit<Relationship, 'trust_domain'> {
   return {
-    bundle_endpoint_url: options.bundleEndpointUrl,
-    bundle_endpoint_profile: options.bundleEndpointProfile,
-    ...(options.endpointSpiffeId !== undefined && { endpoint_spiffe_id: options.endpointSpiffeId }),
+    bundle_endpoint_url: item.bundle_endpoint_url,
+    bundle_endpoint_profile: item.bundle_endpoint_profile,
+    ...(item.endpoint_spiffe_id !== undefined && { endpoint_spiffe_id: item.endpoint_spiffe_id }),
   };
 }
 
-/** `sigil-server federation create|update|delete|list|show` (SPIRE `federation …`): federation relationships. */
+/** Writes each relationship in turn; the first failure stops (the ones before it stay written, as listed). */
+async function writeAll(
+  options: SettingsOptions,
+  write: (client: AdminClient, item: FederationDataItem) => Promise<unknown>,
+  done: string,
+): Promise<void> {
+  const client = new AdminClient(options.adminSocket);
+  const written: unknown[] = [];
+  for (const item of await relationshipsFrom(options)) {
+    try {
+      await setInitialBundle(client, options, item);
+      written.push(await write(client, item));
+    } catch (error) {
+      if (written.length > 0 && error instanceof Error) {
+        error.message = `${item.trust_domain}: ${error.message} (written before it: ${written
+          .map((body) => (body as Relationship).trust_domain)
+          .join(', ')})`;
+      }
+      throw error;
+    }
+  }
+  const body = options.data === undefined ? written[0] : { relationships: written };
+  print(options, body, () => written.map((one) => `${done}\n\n${render(one as Relationship)}`).join('\n\n'));
+}
+
+/** `sigil-server federation create|update|delete|list|show|refresh` (SPIRE `federation …`): federation relationships. */
 export function federationCommand(): Command {
   const create = withSettings(new Command('create'))
-    .description('create a federation relationship with a foreign trust domain')
+    .description('create federation relationships with foreign trust domains (the flags, or a batch with --data)')
     .action(async (options: SettingsOptions) => {
-      const client = new AdminClient(options.adminSocket);
-      await setInitialBundle(client, options);
-      const { body } = await client.call('POST', '/v1/federation/relationships', {
-        trust_domain: options.trustDomain,
-        ...settings(options),
-      });
-      print(options, body, () => `Federation relationship created.\n\n${render(body as Relationship)}`);
+      await writeAll(
+        options,
+        async (client, item) =>
+          (
+            await client.call('POST', '/v1/federation/relationships', {
+              trust_domain: item.trust_domain,
+              ...settings(item),
+            })
+          ).body,
+        'Federation relationship created.',
+      );
     });
 
   const update = withSettings(new Command('update'))
-    .description("replace a federation relationship's bundle endpoint settings")
+    .description("replace federation relationships' bundle endpoint settings (the flags, or a batch with --data)")
     .action(async (options: SettingsOptions) => {
-      const client = new AdminClient(options.adminSocket);
-      await setInitialBundle(client, options);
-      const { body } = await client.call('PUT', relationshipPath(options.trustDomain), settings(options));
-      print(options, body, () => `Federation relationship updated.\n\n${render(body as Relationship)}`);
+      await writeAll(
+        options,
+        async (client, item) => (await client.call('PUT', relationshipPath(item.trust_domain), settings(item))).body,
+        'Federation relationship updated.',
+      );
+    });
+
+  const refresh = withAdminOptions(new Command('refresh'))
+    .description("fetch a federated trust domain's bundle from its bundle endpoint now")
+    .requiredOption('--id <trust-domain>', 'the trust domain (its name or SPIFFE ID)')
+    .action(async (options: AdminOptions & { id: string }) => {
+      const { body } = await new AdminClient(options.adminSocket).call(
+        'POST',
+        `${relationshipPath(options.id)}/refresh`,
+      );
+      const { changed } = body as { changed: boolean };
+      print(options, body, () => (changed ? 'Bundle refreshed (changed).' : 'Bundle refreshed (unchanged).'));
     });
 
   const remove = withAdminOptions(new Command('delete'))
@@ -134,5 +232,6 @@ export function federationCommand(): Command {
     .addCommand(update)
     .addCommand(remove)
     .addCommand(show)
-    .addCommand(list);
+    .addCommand(list)
+    .addCommand(refresh);
 }

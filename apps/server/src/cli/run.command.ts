@@ -129,6 +129,10 @@ export function runCommand(): Command {
     )
     .option('--oidc-jwks-uri <url>', 'jwks_uri of the discovery document (default <jwt-issuer>/keys)')
     .option(
+      '--federation-web-ca-file <file>',
+      'PEM CA certificates trusted, besides the system roots, for https_web bundle endpoints of federated trust domains',
+    )
+    .option(
       '--node-attestor <type[:option=value,...]>',
       'enable a node attestor with its options, e.g. x509pop:ca_bundle=/etc/sigil/nodes.pem; repeatable ' +
         '(default join_token, and x509pop with --x509pop-ca-bundle)',

@@ -1,6 +1,8 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Post, Put } from '@nestjs/common';
 import { ApiOkResponse, ApiTags } from '@nestjs/swagger';
+import { BundleFetcherService } from './bundle-fetcher.service.js';
 import {
+  BundleRefreshResponse,
   CreateFederationRelationshipDto,
   FederationRelationshipListResponse,
   FederationRelationshipResponse,
@@ -16,7 +18,10 @@ import { FederationRelationshipsService } from './federation-relationships.servi
 @ApiTags('federation')
 @Controller('v1/federation/relationships')
 export class FederationRelationshipsController {
-  constructor(private readonly relationships: FederationRelationshipsService) {}
+  constructor(
+    private readonly relationships: FederationRelationshipsService,
+    private readonly fetcher: BundleFetcherService,
+  ) {}
 
   @Get()
   @ApiOkResponse({ type: FederationRelationshipListResponse })
@@ -49,5 +54,18 @@ export class FederationRelationshipsController {
   @HttpCode(200)
   async deleteRelationship(@Param('trust_domain') trustDomain: string): Promise<{ trust_domain: string }> {
     return { trust_domain: await this.relationships.delete(trustDomain) };
+  }
+
+  /** Fetches the trust domain's bundle from its bundle endpoint now (SPIRE's `federation refresh`). */
+  @Post(':trust_domain/refresh')
+  @HttpCode(200)
+  @ApiOkResponse({ type: BundleRefreshResponse })
+  async refreshBundle(@Param('trust_domain') trustDomain: string): Promise<BundleRefreshResponse> {
+    const refreshed = await this.fetcher.refresh(trustDomain);
+    return {
+      trust_domain: refreshed.trustDomain,
+      changed: refreshed.changed,
+      bundle: refreshed.bundle.toJwks(),
+    };
   }
 }

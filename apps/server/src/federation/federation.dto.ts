@@ -117,3 +117,12 @@ export function toFederationRelationshipResponse(
     updated_at: relationship.updatedAt.toISOString(),
   };
 }
+
+/** `POST /v1/federation/relationships/:trust_domain/refresh` (SPIRE's `federation refresh`). */
+export class BundleRefreshResponse {
+  @ApiProperty() trust_domain!: string;
+  @ApiProperty({ description: 'true when the fetched bundle differed from the stored one and replaced it' })
+  changed!: boolean;
+  @ApiProperty({ description: 'the bundle now stored (SPIFFE JWKS)' })
+  bundle!: SpiffeJwks;
+}

@@ -1,4 +1,5 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
+import type { TrustBundle } from '@sigil/spiffe';
 import { BundleService, type FederatedBundle } from '../bundle/bundle.service.js';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
@@ -58,14 +59,32 @@ export class FederationService {
   /** Creates or replaces the bundle of a foreign trust domain, after checking it (federated-bundle-rules.ts). */
   async set(trustDomain: string, format: FederatedBundleFormat, text: string): Promise<FederatedBundle> {
     const bundle = parseFederatedBundle(parseFederatedTrustDomain(trustDomain), format, text);
+    return this.store(bundle, 'federated bundle set');
+  }
+
+  /**
+   * Stores a bundle fetched from a bundle endpoint (already checked by the same rules as {@link set}) when it differs
+   * from the stored one: authorities, refresh hint, and the sequence when the endpoint sent one. Every replica
+   * fetches, so an unchanged bundle writes nothing and announces nothing.
+   *
+   * @returns the stored bundle when it changed, undefined when it was the same.
+   */
+  async storeFetched(bundle: TrustBundle): Promise<FederatedBundle | undefined> {
+    const stored = await this.bundles.federatedBundle(bundle.trustDomain);
+    if (stored !== undefined && sameBundle(stored.bundle, bundle)) return undefined;
+    return this.store(bundle, 'federated bundle fetched and changed');
+  }
+
+  private async store(bundle: TrustBundle, msg: string): Promise<FederatedBundle> {
     const { result, entryIds } = await this.entries.writeWithFederatingEntries(
       bundle.trustDomain.name,
       'announce',
       (tx) => this.bundles.storeFederated(tx, bundle, this.clock.now()),
     );
     this.logger.log({
-      msg: 'federated bundle set',
+      msg,
       trustDomain: bundle.trustDomain.name,
+      sequence: result.bundle.sequenceNumber,
       x509Authorities: bundle.x509Authorities.length,
       jwtAuthorities: bundle.jwtAuthorities.size,
       federatingEntries: entryIds.length,
@@ -94,6 +113,11 @@ export class FederationService {
     });
     return { trustDomain: parsed.name, entryIds: effect === 'restrict' ? [] : entryIds };
   }
+}
+
+/** Same contents; a fetched bundle without `spiffe_sequence` is compared without the stored one's. */
+function sameBundle(stored: TrustBundle, fetched: TrustBundle): boolean {
+  return (fetched.sequenceNumber === undefined ? stored.withSequenceNumber(undefined) : stored).equals(fetched);
 }
 
 function isTrustDomainName(key: string): boolean {

@@ -4,6 +4,8 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { type AuthorityMetrics, type AuthorityTransition } from '../ca/authority-metrics.js';
 import { type AuthorityKind } from '../ca/ca-key.js';
 import { CLOCK, type Clock, systemClock } from '../common/clock.js';
+import type { BundleFetchError } from '../federation/bundle-endpoint-client.js';
+import type { FederationMetrics } from '../federation/federation-metrics.js';
 import { collectProcessMetrics, SIGIL_VERSION } from '@sigil/runtime';
 import { cachedRead } from './cached-read.js';
 
@@ -21,10 +23,11 @@ export const GAUGE_CACHE_MS = 5_000;
 
 /**
  * Prometheus metrics of this process, in a registry of its own (two apps in one test process do not collide).
- * It is also the CA's {@link AuthorityMetrics}: SVIDs signed by kind, sign latency and rotation events.
+ * It is also the CA's {@link AuthorityMetrics}: SVIDs signed by kind, sign latency and rotation events, and the
+ * federation bundle fetcher's {@link FederationMetrics}.
  */
 @Injectable()
-export class MetricsService implements AuthorityMetrics {
+export class MetricsService implements AuthorityMetrics, FederationMetrics {
   readonly registry = new Registry();
   private readonly signed = new Counter({
     name: 'sigil_svids_signed_total',
@@ -43,6 +46,25 @@ export class MetricsService implements AuthorityMetrics {
     name: 'sigil_ca_rotation_events_total',
     help: 'Changes this server made to the CA key journal, by authority kind and transition',
     labelNames: ['kind', 'transition'] as const,
+    registers: [this.registry],
+  });
+
+  private readonly bundleFetchFailures = new Counter({
+    name: 'sigil_federated_bundle_fetch_failures_total',
+    help: "Failed fetches of a federated trust domain's bundle from its bundle endpoint, by trust domain and reason",
+    labelNames: ['trust_domain', 'reason'] as const,
+    registers: [this.registry],
+  });
+  private readonly bundleFetchSuccess = new Gauge({
+    name: 'sigil_federated_bundle_last_success_timestamp_seconds',
+    help: "When this server last fetched a federated trust domain's bundle successfully (Unix time), by trust domain",
+    labelNames: ['trust_domain'] as const,
+    registers: [this.registry],
+  });
+  private readonly bundleUpdates = new Counter({
+    name: 'sigil_federated_bundle_updates_total',
+    help: 'Fetched federated bundles this server stored because they changed, by trust domain',
+    labelNames: ['trust_domain'] as const,
     registers: [this.registry],
   });
 
@@ -139,6 +161,15 @@ export class MetricsService implements AuthorityMetrics {
 
   rotationEvent(kind: AuthorityKind, transition: AuthorityTransition): void {
     this.rotations.inc({ kind, transition });
+  }
+
+  bundleFetched(trustDomain: string, at: Date, changed: boolean): void {
+    this.bundleFetchSuccess.set({ trust_domain: trustDomain }, at.getTime() / 1000);
+    if (changed) this.bundleUpdates.inc({ trust_domain: trustDomain });
+  }
+
+  bundleFetchFailed(trustDomain: string, reason: BundleFetchError['reason']): void {
+    this.bundleFetchFailures.inc({ trust_domain: trustDomain, reason });
   }
 
   /** A gauge read at scrape time, e.g. the number of entries; at most once per {@link GAUGE_CACHE_MS}. */
