@@ -10,12 +10,12 @@
  * over `GET /metrics` and `GET /readyz`, for `--seconds` seconds (at most `--max-requests` attack requests); then
  * beside `--batches` concurrent admin batch creates of 500 entries each. A prober asks `/readyz` every 200 ms
  * throughout. It prints the legitimate agent's latency (p50/p99/max) in each phase, the attacker's answers, the
- * `/readyz` answers, and the server's CPU time and RSS. Goals: the legitimate p99 stays under 250 ms during the
- * sync flood and under 1 s during the batches, every `/readyz` answer is 200, the attacker gets 429s, the server's
- * RSS grows by less than 100 MiB.
+ * `/readyz` answers, and the server's CPU time and RSS. Goals (the issue's for agent-API signing): the legitimate
+ * p99 stays under 100 ms during the sync flood and during the batches, every `/readyz` answer is 200, the attacker
+ * gets 429s, the server's RSS grows by less than 100 MiB.
  *
- * The flood runs in a worker thread, so that its client work (1,000 TLS handshakes, thousands of answers) does not
- * delay the legitimate agent measured on the main thread. `--cpu-prof DIR` writes a CPU profile of the server.
+ * The flood runs in a child process of its own (an attacker on another host), so that its client work (1,000 TLS
+ * handshakes, thousands of answers) shares nothing with the legitimate agent measured here but the cores. `--cpu-prof DIR` writes a CPU profile of the server.
  */
 import {
   AGENT_API_ROUTES,
@@ -26,6 +26,7 @@ import {
 import { createCsr, generateKeyPair } from '@sigil/pki';
 import { SpiffeId } from '@sigil/spiffe';
 import { Agent, request } from 'node:https';
+import { createSecureContext } from 'node:tls';
 import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
@@ -37,8 +38,8 @@ import { parseOptions } from '../support/options.js';
 import { cpuSeconds, formatMiB, residentMemory } from '../support/proc.js';
 import { formatCount, formatLatency, latencyJson, summarize, type LatencySummary } from '../support/stats.js';
 
-const SYNC_P99_GOAL_MS = 250;
-const BATCH_P99_GOAL_MS = 1000;
+const SYNC_P99_GOAL_MS = 100;
+const BATCH_P99_GOAL_MS = 100;
 const RSS_GROWTH_GOAL_KIB = 100 * 1024;
 const READYZ_PROBE_MS = 200;
 const BATCH_SIZE = 500;
@@ -61,7 +62,7 @@ function send(port: number, agent: Agent, method: string, path: string, localAdd
   });
 }
 
-/** What the attack worker is told to do. */
+/** What the attacker is told to do. */
 interface FloodPlan {
   readonly port: number;
   readonly attacker: AgentCredentials;
@@ -79,7 +80,7 @@ interface FloodResult {
 }
 
 /**
- * In the attack worker: `syncs` sync long-polls kept in flight on as many connections of the attacking agent, and
+ * In the attacker's process: `syncs` sync long-polls kept in flight on as many connections of the attacking agent, and
  * `scrapers` connections looping over `/metrics` and `/readyz`, until the time or the request cap is reached.
  */
 async function flood(plan: FloodPlan): Promise<FloodResult> {
@@ -218,7 +219,7 @@ async function main(): Promise<void> {
     const before = summarize(await legitimateSigns(sleep(baseline * 1000)));
     log(`legitimate agent alone:           ${formatLatency(before)}`);
 
-    // The sync flood and the scrape flood, in the attack worker.
+    // The sync flood and the scrape flood, in the attacker's process.
     const cpuBefore = cpuSeconds(pid);
     const rssBefore = residentMemory(pid).rssKiB;
     const plan: FloodPlan = { port: server.port, attacker, seconds, syncs, waitMs, scrapers, maxRequests };
@@ -324,7 +325,10 @@ async function main(): Promise<void> {
   });
 }
 
-/** An https Agent presenting the agent's SVID on up to `connections` kept-alive connections. */
+/**
+ * An https Agent presenting the agent's SVID on up to `connections` kept-alive connections, through one TLS context
+ * (with `cert` and `key` instead, Node parses them again for every connection: the attacker's own CPU went into that).
+ */
 function agentOptions(credentials: AgentCredentials, connections: number) {
   return {
     keepAlive: true,
@@ -333,8 +337,11 @@ function agentOptions(credentials: AgentCredentials, connections: number) {
     rejectUnauthorized: false,
     // Its own source address: the server's per-address budgets (connections, handshakes) are not what is measured.
     localAddress: ATTACKER_ADDRESS,
-    cert: credentials.certificatePem,
-    key: credentials.privateKeyPem,
+    secureContext: createSecureContext({
+      minVersion: 'TLSv1.3',
+      cert: credentials.certificatePem,
+      key: credentials.privateKeyPem,
+    }),
   };
 }
 

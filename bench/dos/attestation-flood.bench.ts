@@ -13,7 +13,8 @@
  * `--admin-interval-ms` (paced, so that the legitimate load is the same alone and during the attack); both first alone
  * for `--baseline` seconds, then during the attack.
  *
- * The attacker runs in a worker thread, so that its client work does not delay the legitimate callers.
+ * The attacker runs in a child process of its own, so that its client work shares nothing with the legitimate
+ * callers but the cores.
  *
  * Goals: every legitimate attestation succeeds with p99 < 250 ms, the admin's p99 < 100 ms, fewer than 20 join token
  * guesses per second reach the database (was 271/s), the server uses less than half a core during the attack (the
@@ -42,7 +43,7 @@ const RSS_GROWTH_GOAL_KIB = 50 * 1024;
 
 const count = countStatus;
 
-/** What the attack worker is told to do. */
+/** What the attacker is told to do. */
 interface AttackPlan {
   readonly port: number;
   readonly seconds: number;
@@ -64,7 +65,7 @@ interface AttackResult {
   readonly guessAnswers: [number, number][];
 }
 
-/** The attacker, in its worker thread: forged chains and join token guesses until the deadline. */
+/** The attacker, in its own process: forged chains and join token guesses until the deadline. */
 async function attack(plan: AttackPlan): Promise<AttackResult> {
   const agent = tlsAgent(plan.chainConnections + plan.guessConnections);
   const chainAnswers = new Map<number, number>();

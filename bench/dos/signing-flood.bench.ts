@@ -22,6 +22,7 @@ import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createCsr, generateKeyPair } from '@sigil/pki';
 import { SpiffeId } from '@sigil/spiffe';
+import { ATTACKER_CPU } from '../support/attack-worker.js';
 import { AgentApiClient, type AgentApiOptions, type AgentCredentials } from '../support/agent-api-client.js';
 import { Harness, TRUST_DOMAIN, currentUid } from '../support/harness.js';
 import { parseOptions } from '../support/options.js';
@@ -29,7 +30,6 @@ import { cpuSeconds, formatMiB, residentMemory, sampleRss } from '../support/pro
 import { formatCount, formatLatency, latencyJson, summarize } from '../support/stats.js';
 
 const SERVER_CPU = '0';
-const ATTACKER_CPU = '1';
 const P99_GOAL_MS = 100;
 const RSS_GROWTH_GOAL_KIB = 50 * 1024;
 const SAMPLE_INTERVAL_MS = 20;

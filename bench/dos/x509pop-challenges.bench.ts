@@ -11,7 +11,8 @@
  * x509pop in the middle of the attack and must come up and stay up. `--attestation-rate N` raises the server's
  * per-address attestation limit (and burst) to N, to measure the challenge caps alone.
  *
- * The attacker runs in a worker thread, so that its client work does not delay the legitimate callers.
+ * The attacker runs in a child process of its own, so that its client work shares nothing with the legitimate
+ * callers but the cores.
  *
  * Goals: every legitimate attestation succeeds, the real agent is serving and has not exited, the legitimate p99
  * stays under 250 ms, the server's RSS grows by less than 50 MiB.
@@ -32,7 +33,7 @@ const P99_GOAL_MS = 250;
 const RSS_GROWTH_GOAL_KIB = 50 * 1024;
 const LEGIT_ADDRESS = '127.0.0.2';
 
-/** What the attack worker is told to do. */
+/** What the attacker is told to do. */
 interface AttackPlan {
   readonly port: number;
   readonly seconds: number;
@@ -50,7 +51,7 @@ interface AttackResult {
   readonly answers: [number, number][];
 }
 
-/** The attacker, in its worker thread: asks for challenges for the certificates in turn until the deadline. */
+/** The attacker, in its own process: asks for challenges for the certificates in turn until the deadline. */
 async function attack(plan: AttackPlan): Promise<AttackResult> {
   const agent = tlsAgent(plan.connections);
   const answers = new Map<number, number>();

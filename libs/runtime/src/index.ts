@@ -88,7 +88,7 @@ export {
 } from './cli.js';
 export { LISTEN_ADDRESS_RULE, isListenAddress, listenAddress, parseHostPort, type HostPort } from './host-port.js';
 export { SIGIL_VERSION } from './version.js';
-export { collectProcessMetrics } from './process-metrics.js';
+export { collectProcessMetrics, PROCESS_METRICS_MIN_INTERVAL_MS } from './process-metrics.js';
 export { ensureOwnDir, ensurePrivateDir, writeFileAtomic, type WriteFileAtomicOptions } from './atomic-file.js';
 export { PrivateSocketError, listenOnPrivateSocket } from './private-socket.js';
 export { AdminClient, loggerCommand, type AdminResponse, type LoggerCommandOptions } from './admin-cli.js';

@@ -21,6 +21,34 @@ export function collectProcessMetrics(
   registry: PromClient.Registry,
   prefix: string,
 ): void {
+  const before = new Set(registry.getMetricsAsArray().map((metric) => metric.name));
   promClient.collectDefaultMetrics({ register: registry, prefix });
   for (const name of GAUGES_NAMED_TOTAL) registry.removeSingleMetric(`${prefix}${name}`);
+  for (const metric of registry.getMetricsAsArray()) {
+    if (!before.has(metric.name)) throttleCollect(metric as unknown as Collectable);
+  }
+}
+
+/**
+ * How often prom-client's process metrics are read at most; scrapes in between get the last values. Some read a lot
+ * per scrape (open file descriptors: a `readdir` of /proc/self/fd; active handles: an array of every socket, grouped
+ * by type): with a thousand connections open, a scrape flood spent more CPU on them than on answering (issue 16).
+ */
+export const PROCESS_METRICS_MIN_INTERVAL_MS = 1000;
+
+/** A prom-client metric whose values are set by its `collect` at scrape time. */
+interface Collectable {
+  collect?: (...args: unknown[]) => unknown;
+}
+
+function throttleCollect(metric: Collectable): void {
+  const collect = metric.collect;
+  if (typeof collect !== 'function') return;
+  let lastMs = -Infinity;
+  metric.collect = function (this: unknown, ...args: unknown[]): unknown {
+    const now = performance.now();
+    if (now - lastMs < PROCESS_METRICS_MIN_INTERVAL_MS) return undefined;
+    lastMs = now;
+    return collect.apply(this, args);
+  };
 }

@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { once } from 'node:events';
 import { createServer as createHttpsServer, request as httpsRequest, type Server as HttpsServer } from 'node:https';
 import { type AddressInfo, connect as connectTcp, createServer as createTcpServer, type Socket } from 'node:net';
@@ -6,7 +7,13 @@ import { toPem } from '@sigil/pki';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { TestCa } from '../../../../test/support/test-ca.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
-import { type ConnectionLimits, connectionServerOptions, TlsConnectionGuard } from './connection-limits.js';
+import {
+  type ConnectionLimits,
+  connectionServerOptions,
+  HANDSHAKE_SLOT_MS,
+  MAX_CONCURRENT_HANDSHAKES,
+  TlsConnectionGuard,
+} from './connection-limits.js';
 
 /** Generous limits; each test narrows the one it exercises. */
 const LIMITS: ConnectionLimits = {
@@ -102,6 +109,61 @@ describe('TlsConnectionGuard on a real TLS port', () => {
     socket.on('error', () => undefined);
     return new Promise((resolve) => socket.once('close', () => resolve(Buffer.concat(chunks).toString('latin1'))));
   }
+
+  /** Plain TCP connections from `localAddress` that never send a byte (a TLS handshake stalled by its client). */
+  function openSilent(port: number, count: number, localAddress: string): Socket[] {
+    return Array.from({ length: count }, () => {
+      const socket = connectTcp({ host: '127.0.0.1', port, localAddress });
+      socket.on('error', () => undefined);
+      clients.push(socket);
+      return socket;
+    });
+  }
+
+  it('runs at most MAX_CONCURRENT_HANDSHAKES handshakes at once; the rest wait unread, round robin over addresses', async () => {
+    const { port, guard } = await start({});
+    let mostInProgress = 0;
+    const watch = setInterval(() => (mostInProgress = Math.max(mostInProgress, guard.handshakesInProgress())), 1);
+    try {
+      // Stalled handshakes take every slot (for HANDSHAKE_SLOT_MS), so what comes next waits.
+      openSilent(port, MAX_CONCURRENT_HANDSHAKES, '127.0.0.2');
+      const floodSize = 100;
+      let floodDone = 0;
+      const flood = Array.from({ length: floodSize }, () => openTls(port, '127.0.0.2').then(() => (floodDone += 1)));
+      while (guard.waitingForHandshake() < floodSize) await new Promise((resolve) => setImmediate(resolve));
+      // Another address is served next to the flood's queue, not after it.
+      await openTls(port, '127.0.0.3');
+      expect(floodDone).toBeLessThan(floodSize / 2);
+      await Promise.all(flood);
+      expect(floodDone).toBe(floodSize);
+    } finally {
+      clearInterval(watch);
+    }
+    expect(mostInProgress).toBe(MAX_CONCURRENT_HANDSHAKES);
+    expect(guard.waitingForHandshake()).toBe(0);
+  });
+
+  it('closes a connection that waited for a handshake slot longer than the handshake timeout', async () => {
+    const { port, guard, logger } = await start({ handshakeTimeoutMs: 300 });
+    const sockets = openSilent(port, 100, '127.0.0.2');
+    await Promise.all(sockets.map((socket) => closedBy(socket)));
+    expect(guard.counts().handshakeTimeouts).toBe(100);
+    expect(JSON.stringify(logger.lines)).toContain('TLS handshake not started within 300 ms');
+    expect(guard.waitingForHandshake()).toBe(0);
+  });
+
+  it('frees the slot of a stalled handshake after HANDSHAKE_SLOT_MS: stalled clients do not hold up the queue', async () => {
+    const { port, guard } = await start({});
+    const stalled = openSilent(port, MAX_CONCURRENT_HANDSHAKES, '127.0.0.2');
+    while (guard.handshakesInProgress() < MAX_CONCURRENT_HANDSHAKES) {
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    const started = performance.now();
+    await openTls(port, '127.0.0.3');
+    expect(performance.now() - started).toBeGreaterThanOrEqual(HANDSHAKE_SLOT_MS - 50);
+    // The stalled ones are still open: only their slots were given back.
+    expect(stalled.every((socket) => !socket.destroyed)).toBe(true);
+  });
 
   it('closes a TCP connection that never starts its TLS handshake', async () => {
     const { port, guard } = await start({ handshakeTimeoutMs: 200 });

@@ -38,6 +38,29 @@ export interface ConnectionLimits {
   readonly responseIdleTimeoutMs: number;
 }
 
+/**
+ * TLS handshakes in progress at once; the connections accepted past it wait, unread, in a queue served round robin
+ * over remote addresses. Node accepts one connection per turn of its event loop, but a handshake's steps (the
+ * ClientHello: key exchange and signature; the client's certificate and Finished: chain verification) are processed
+ * whenever the client's bytes arrive, all of them in one turn: a flood's 1,000 connections completed up to 159
+ * handshakes in a single turn of 311 ms (`bench/dos/agent-db`), and every request already on the port waited for it.
+ * With at most this many in progress, a turn does at most about twice as many steps (~1 ms of CPU each).
+ */
+export const MAX_CONCURRENT_HANDSHAKES = 16;
+
+/**
+ * A handshake in progress stops counting toward {@link MAX_CONCURRENT_HANDSHAKES} after this long (it goes on until
+ * the handshake timeout): a client that stalls its handshakes holds a slot for at most this long, and the queue
+ * moves on. Handshakes of clients far away (a round trip of 300 ms) still finish within it.
+ */
+export const HANDSHAKE_SLOT_MS = 1000;
+
+/** An admitted connection waiting for its handshake, and the timer that closes it if it waits too long. */
+interface WaitingConnection {
+  readonly socket: Socket;
+  readonly timer: NodeJS.Timeout;
+}
+
 /** Why a connection was closed at accept. */
 export type ConnectionRefusal = 'max_connections' | 'connections_per_address' | 'handshake_rate';
 
@@ -82,6 +105,13 @@ export class TlsConnectionGuard {
   };
   private handshakeTimeouts = 0;
   private requestTimeouts = 0;
+  /** Connections whose handshake is in progress and counted (raw sockets), with the timer that stops counting it. */
+  private readonly handshaking = new Map<Socket, NodeJS.Timeout>();
+  /** Admitted connections waiting for a handshake slot, per address key, served round robin. */
+  private readonly waiting = new Map<string, WaitingConnection[]>();
+  private drainScheduled: NodeJS.Immediate | undefined;
+  private server: HttpsServer | undefined;
+  private tlsListeners: ((socket: Socket) => void)[] = [];
 
   constructor(
     private readonly limits: ConnectionLimits,
@@ -109,11 +139,17 @@ export class TlsConnectionGuard {
     // The TLS server wraps each accepted socket in TLS from its own 'connection' listener. It is taken out and called
     // only for admitted sockets, so a refused connection gets no TLS state at all: destroying it ahead of that
     // listener instead still built a TLS socket on it, about 2.5 times the CPU per refusal.
-    const tlsListeners = server.listeners('connection') as ((socket: Socket) => void)[];
+    this.server = server;
+    this.tlsListeners = server.listeners('connection') as ((socket: Socket) => void)[];
     server.removeAllListeners('connection');
     server.on('connection', (socket: Socket) => {
-      if (this.admit(socket)) for (const listener of tlsListeners) listener.call(server, socket);
+      const key = this.admit(socket);
+      if (key !== undefined) this.handshakeOrWait(socket, key);
     });
+    // A handshake's end, however it ends, frees its slot (the TLS socket's `_parent` is the accepted TCP socket).
+    const parentOf = (tlsSocket: Socket): Socket | undefined => (tlsSocket as Socket & { _parent?: Socket })._parent;
+    server.on('secureConnection', (tlsSocket: Socket) => this.handshakeEnded(parentOf(tlsSocket)));
+    server.on('tlsClientError', (_error: Error, tlsSocket: Socket) => this.handshakeEnded(parentOf(tlsSocket)));
     // Node's http layer sets `server.timeout` on each connection once its handshake is done (and again for each
     // keep-alive request); until the first request arrives, the shorter idle timeout applies instead.
     server.timeout = this.limits.responseIdleTimeoutMs;
@@ -142,7 +178,26 @@ export class TlsConnectionGuard {
         address: socket.remoteAddress === undefined ? undefined : addressKey(socket.remoteAddress),
       });
     });
-    server.once('close', () => this.log.close());
+    server.once('close', () => {
+      this.log.close();
+      if (this.drainScheduled !== undefined) clearImmediate(this.drainScheduled);
+      for (const timer of this.handshaking.values()) clearTimeout(timer);
+      this.handshaking.clear();
+      for (const queue of this.waiting.values()) for (const { socket } of queue) socket.destroy();
+      this.waiting.clear();
+    });
+  }
+
+  /** Connections admitted and still waiting for a handshake slot ({@link MAX_CONCURRENT_HANDSHAKES}). */
+  waitingForHandshake(): number {
+    let count = 0;
+    for (const queue of this.waiting.values()) count += queue.length;
+    return count;
+  }
+
+  /** Handshakes in progress and counted toward {@link MAX_CONCURRENT_HANDSHAKES}. */
+  handshakesInProgress(): number {
+    return this.handshaking.size;
   }
 
   /** Open connections counted under an address key (see {@link addressKey}). */
@@ -158,24 +213,81 @@ export class TlsConnectionGuard {
     };
   }
 
-  /** Counts `socket` in, or destroys it: false when refused. */
-  private admit(socket: Socket): boolean {
+  /** Starts the TLS handshake of `socket` if a slot is free and nobody waits, else queues it unread. */
+  private handshakeOrWait(socket: Socket, key: string): void {
+    if (this.handshaking.size < MAX_CONCURRENT_HANDSHAKES && this.waiting.size === 0) {
+      this.startHandshake(socket);
+      return;
+    }
+    // Unread, its ClientHello stays in the kernel; the TLS layer reads it once the socket is handed over.
+    socket.pause();
+    // The wait counts toward the handshake timeout: a connection queued that long is closed as a slow handshake.
+    const timer = setTimeout(() => {
+      this.handshakeTimeouts += 1;
+      this.log.warn('tls-handshake-queue-timeout', {
+        msg:
+          `TLS handshake not started within ${this.limits.handshakeTimeoutMs} ms (the server was busy with ` +
+          `${MAX_CONCURRENT_HANDSHAKES} others): connection closed`,
+        address: key,
+      });
+      socket.destroy();
+    }, this.limits.handshakeTimeoutMs);
+    timer.unref();
+    socket.once('close', () => clearTimeout(timer));
+    const queue = this.waiting.get(key);
+    if (queue === undefined) this.waiting.set(key, [{ socket, timer }]);
+    else queue.push({ socket, timer });
+  }
+
+  private startHandshake(socket: Socket): void {
+    const slot = setTimeout(() => this.handshakeEnded(socket), HANDSHAKE_SLOT_MS);
+    slot.unref();
+    this.handshaking.set(socket, slot);
+    socket.once('close', () => this.handshakeEnded(socket));
+    for (const listener of this.tlsListeners) listener.call(this.server, socket);
+  }
+
+  /** Frees the slot of `socket` (if it holds one) and, after this turn's I/O, gives free slots to waiting connections. */
+  private handshakeEnded(socket: Socket | undefined): void {
+    if (socket === undefined) return;
+    const slot = this.handshaking.get(socket);
+    if (slot === undefined) return;
+    clearTimeout(slot);
+    this.handshaking.delete(socket);
+    if (this.waiting.size === 0 || this.drainScheduled !== undefined) return;
+    this.drainScheduled = setImmediate(() => {
+      this.drainScheduled = undefined;
+      while (this.handshaking.size < MAX_CONCURRENT_HANDSHAKES && this.waiting.size > 0) {
+        const [key, queue] = this.waiting.entries().next().value as [string, WaitingConnection[]];
+        const { socket: next, timer } = queue.shift()!;
+        // The address goes to the back of the round.
+        this.waiting.delete(key);
+        if (queue.length > 0) this.waiting.set(key, queue);
+        clearTimeout(timer);
+        // Paused: the TLS layer takes the socket over and reads it itself.
+        if (!next.destroyed) this.startHandshake(next);
+      }
+    });
+  }
+
+  /** Counts `socket` in and returns its address key, or destroys it: undefined when refused. */
+  private admit(socket: Socket): string | undefined {
     // No address: the peer is already gone.
     if (socket.remoteAddress === undefined) {
       socket.destroy();
-      return false;
+      return undefined;
     }
     const key = addressKey(socket.remoteAddress);
     const open = this.open.get(key) ?? 0;
     if (open >= this.limits.maxConnectionsPerAddress) {
       this.refuse('connections_per_address', socket.remoteAddress);
       socket.destroy();
-      return false;
+      return undefined;
     }
     if (!this.handshakes.tryTake(key)) {
       this.refuse('handshake_rate', socket.remoteAddress);
       socket.destroy();
-      return false;
+      return undefined;
     }
     this.open.set(key, open + 1);
     socket.once('close', () => {
@@ -183,7 +295,7 @@ export class TlsConnectionGuard {
       if (left > 0) this.open.set(key, left);
       else this.open.delete(key);
     });
-    return true;
+    return key;
   }
 
   private refuse(reason: ConnectionRefusal, remoteAddress: string | undefined): void {
