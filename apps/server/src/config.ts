@@ -21,6 +21,7 @@ import {
   SOCKET_PATH_RULE,
   isSocketPath,
   layerConfig,
+  parseHostPort,
   parsePluginSpec,
   parseDurationSeconds,
   readJsonConfigFile,
@@ -92,6 +93,14 @@ export interface ServerConfig {
   readonly joinTokenTtlSeconds: number;
   /** When set, the CA is an intermediate signed by this upstream CA (PEM files). */
   readonly upstreamCa?: { readonly certFile: string; readonly keyFile: string };
+  /**
+   * When set (`upstream_authority: sigil`, SPIRE's `spire` upstream authority), each CA key is an intermediate signed by
+   * an upstream Sigil server of the same trust domain, asked with the X509-SVID of a downstream entry that the local
+   * agent's Workload API hands this server.
+   */
+  readonly upstreamSigil?: { readonly agentSocket: string; readonly serverAddress: HostPort };
+  /** The longest lifetime of a downstream CA this server signs for a downstream entry (default: the CA TTL). */
+  readonly downstreamCaMaxTtlSeconds: number;
   /** File holding the key-encryption key; absent: `<dataDir>/kek.key` (generated 0600 at first start) unless `kek` is set. */
   readonly kekFile?: string;
   /** Key-encryption key from the environment (`SIGIL_KEK`, base64 of 32 bytes); never accepted as a flag or file key. */
@@ -197,6 +206,9 @@ export interface ServerConfig {
   readonly listenBacklog: number;
 }
 
+/** `upstream_authority`: `disk` (the upstream CA's PEM files) or `sigil` (an upstream Sigil server). */
+export const UPSTREAM_AUTHORITIES = ['disk', 'sigil'] as const;
+
 /** Nest injection token of the frozen {@link ServerConfig}. */
 export const SERVER_CONFIG = Symbol('SERVER_CONFIG');
 
@@ -279,6 +291,10 @@ export interface ServerConfigFlags {
   joinTokenTtl?: string;
   upstreamCaCert?: string;
   upstreamCaKey?: string;
+  upstreamAuthority?: string;
+  upstreamAgentSocket?: string;
+  upstreamServerAddress?: string;
+  downstreamCaMaxTtl?: string;
   kekFile?: string;
   logLevel?: string;
   logFormat?: string;
@@ -401,6 +417,16 @@ class RawServerConfig {
   @IsOptional() @IsDurationSeconds(1, 7 * 86400) join_token_ttl?: unknown;
   @IsOptional() @IsNonEmptyString() upstream_ca_cert_file?: unknown;
   @IsOptional() @IsNonEmptyString() upstream_ca_key_file?: unknown;
+  @IsOptional() @IsOneOf(UPSTREAM_AUTHORITIES) upstream_authority?: unknown;
+  @IsOptional() @ConfigRule('isSocketPath', isSocketPath, SOCKET_PATH_RULE) upstream_agent_socket?: unknown;
+  @IsOptional()
+  @ConfigRule(
+    'isServerAddress',
+    (value) => typeof value === 'string' && typeof parseHostPort(value) !== 'string',
+    'must be HOST:PORT of the upstream Sigil server, e.g. sigil.example.org:8081',
+  )
+  upstream_server_address?: unknown;
+  @IsOptional() @IsDurationSeconds(60, MAX_TTL_SECONDS) downstream_ca_max_ttl?: unknown;
   @IsOptional() @IsNonEmptyString() kek_file?: unknown;
 
   @IsOptional()
@@ -486,6 +512,10 @@ const SOURCES: Record<RawKey, ConfigSource<keyof ServerConfigFlags>> = {
   join_token_ttl: { flag: 'joinTokenTtl', env: 'SIGIL_JOIN_TOKEN_TTL', file: true },
   upstream_ca_cert_file: { flag: 'upstreamCaCert', env: 'SIGIL_UPSTREAM_CA_CERT_FILE', file: true },
   upstream_ca_key_file: { flag: 'upstreamCaKey', env: 'SIGIL_UPSTREAM_CA_KEY_FILE', file: true },
+  upstream_authority: { flag: 'upstreamAuthority', env: 'SIGIL_UPSTREAM_AUTHORITY', file: true },
+  upstream_agent_socket: { flag: 'upstreamAgentSocket', env: 'SIGIL_UPSTREAM_AGENT_SOCKET', file: true },
+  upstream_server_address: { flag: 'upstreamServerAddress', env: 'SIGIL_UPSTREAM_SERVER_ADDRESS', file: true },
+  downstream_ca_max_ttl: { flag: 'downstreamCaMaxTtl', env: 'SIGIL_DOWNSTREAM_CA_MAX_TTL', file: true },
   kek_file: { flag: 'kekFile', env: 'SIGIL_KEK_FILE', file: true },
   // A secret never travels in argv (visible in ps) or in a config file that gets copied around.
   kek: { flag: null, env: 'SIGIL_KEK', file: false },
@@ -591,6 +621,7 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
     const missing = upstreamCert === undefined ? 'upstream_ca_cert_file' : 'upstream_ca_key_file';
     problems.push(`${missing}: required when the other upstream CA file is set`);
   }
+  const upstreamSigil = upstreamSigilConfig(raw, label, path, problems);
   if (raw.kek !== undefined && raw.kek_file !== undefined) {
     problems.push(`${label.get('kek_file')}: set either SIGIL_KEK or the KEK file, not both`);
   }
@@ -689,6 +720,8 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
     agentRenewRatePerSecond: count('agent_renew_rate', DEFAULT_AGENT_RENEW_RATE),
     agentRenewBurst: count('agent_renew_burst', DEFAULT_AGENT_RENEW_BURST),
     listenBacklog: count('listen_backlog', DEFAULT_LISTEN_BACKLOG),
+    downstreamCaMaxTtlSeconds: seconds('downstream_ca_max_ttl', caTtlSeconds),
+    ...(upstreamSigil !== undefined && { upstreamSigil: Object.freeze(upstreamSigil) }),
     ...(raw.database_url !== undefined && { databaseUrl: raw.database_url as string }),
     ...(upstreamCert !== undefined &&
       upstreamKey !== undefined && {
@@ -745,6 +778,41 @@ function oidcDiscoveryConfig(
     issuer,
     jwksUri: (raw.oidc_jwks_uri as string | undefined) ?? `${issuer.replace(/\/+$/, '')}/keys`,
   };
+}
+
+/**
+ * `upstream_authority: sigil` and its two keys: both required with it, neither without it, and not together with
+ * the upstream CA files (`disk`, which `upstream_authority` may also name explicitly).
+ */
+function upstreamSigilConfig(
+  raw: RawServerConfig,
+  label: ReadonlyMap<RawKey, string>,
+  path: (value: string) => string,
+  problems: string[],
+): ServerConfig['upstreamSigil'] {
+  const authority = raw.upstream_authority as (typeof UPSTREAM_AUTHORITIES)[number] | undefined;
+  const socket = raw.upstream_agent_socket as string | undefined;
+  const address = raw.upstream_server_address as string | undefined;
+  if (authority !== 'sigil') {
+    for (const key of ['upstream_agent_socket', 'upstream_server_address'] as const) {
+      if (raw[key] !== undefined) problems.push(`${label.get(key)}: needs upstream_authority sigil`);
+    }
+    if (authority === 'disk' && raw.upstream_ca_cert_file === undefined && raw.upstream_ca_key_file === undefined) {
+      problems.push(`${label.get('upstream_authority')}: disk needs upstream_ca_cert_file and upstream_ca_key_file`);
+    }
+    return undefined;
+  }
+  for (const key of ['upstream_ca_cert_file', 'upstream_ca_key_file'] as const) {
+    if (raw[key] !== undefined) {
+      problems.push(`${label.get(key)}: only for upstream_authority disk, not sigil (the upstream server signs)`);
+    }
+  }
+  if (socket === undefined || address === undefined) {
+    const missing = socket === undefined ? 'upstream_agent_socket' : 'upstream_server_address';
+    problems.push(`${label.get(missing)}: required by upstream_authority sigil`);
+    return undefined;
+  }
+  return { agentSocket: path(socket), serverAddress: parseHostPort(address) as HostPort };
 }
 
 /**

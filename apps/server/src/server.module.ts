@@ -10,6 +10,7 @@ import { CoreModule } from './common/core.module.js';
 import { type ServerConfig } from './config.js';
 import { DatabaseModule } from './database/database.module.js';
 import { EntriesModule } from './entries/entries.module.js';
+import { DownstreamModule } from './downstream/downstream.module.js';
 import { FederationModule } from './federation/federation.module.js';
 import { HealthModule } from './health/health.module.js';
 import { MetricsModule } from './health/metrics.module.js';
@@ -44,6 +45,7 @@ export class ServerModule {
         JoinTokensModule,
         AgentsModule,
         AgentApiModule,
+        DownstreamModule,
         NodeAttestationModule.forRoot(nodeAttestors),
         HealthModule,
         LoggerModule,

@@ -50,8 +50,11 @@ export interface CreateIntermediateCaParams {
   readonly trustDomain: TrustDomain;
   /** The intermediate's public key; its private key stays with whoever generated it. */
   readonly publicKey: webcrypto.CryptoKey;
-  /** The signing CA. */
-  readonly issuer: { readonly certificate: x509.X509Certificate; readonly privateKey: webcrypto.CryptoKey };
+  /** The signing CA; its certificate parsed or as DER. */
+  readonly issuer: {
+    readonly certificate: x509.X509Certificate | Uint8Array;
+    readonly privateKey: webcrypto.CryptoKey;
+  };
   /** Lifetime, default 24 h, capped at the issuer's notAfter. */
   readonly ttlSeconds?: number;
   readonly now: Date;
@@ -156,7 +159,10 @@ export async function createIntermediateCa(params: CreateIntermediateCaParams): 
   const trustDomain = checkTrustDomain(params.trustDomain);
   const ttlSeconds = validateTtlSeconds(params.ttlSeconds ?? DEFAULT_CA_TTL_SECONDS);
   const now = validateNow(params.now).getTime();
-  const issuer: SigningCaProfile = signingCaProfile(params.issuer?.certificate);
+  const issuerCertificate = params.issuer?.certificate;
+  const issuer: SigningCaProfile = signingCaProfile(
+    issuerCertificate instanceof Uint8Array ? parseIssuerDer(issuerCertificate) : issuerCertificate,
+  );
   if (issuer.trustDomain && !issuer.trustDomain.equals(trustDomain)) {
     throw new PkiError(
       'ERR_CA_INVALID',
@@ -184,6 +190,14 @@ export async function createIntermediateCa(params: CreateIntermediateCaParams): 
     signingKey,
     issuerSpkiDer: issuer.spkiDer,
   });
+}
+
+function parseIssuerDer(der: Uint8Array): x509.X509Certificate {
+  try {
+    return new x509.X509Certificate(der.slice());
+  } catch (error) {
+    throw new PkiError('ERR_CA_INVALID', 'issuer.certificate: not a DER certificate', { cause: error });
+  }
 }
 
 /**

@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID, type webcrypto } from 'node:crypto';
+import { X509Certificate, randomBytes, randomUUID, type webcrypto } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { Inject, Injectable } from '@nestjs/common';
 import {
@@ -16,6 +16,7 @@ import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { KeyEncryptionKey } from '../kek/key-encryption-key.js';
 import type { AuthorityKind, CaKey } from './ca-key.js';
 import type { NewCaKey } from './ca-keys.repository.js';
+import { UpstreamSigilAuthority } from './upstream-sigil.js';
 
 /** `kid` of a JWT key: 24 random bytes in base64url (32 characters). */
 const KID_BYTES = 24;
@@ -25,7 +26,10 @@ export function sealingContext(key: Pick<CaKey, 'id' | 'kind'>): string {
   return `ca_keys/${key.id}/${key.kind}`;
 }
 
-type AuthorityConfig = Pick<ServerConfig, 'trustDomain' | 'caKeyType' | 'caTtlSeconds' | 'upstreamCa'>;
+type AuthorityConfig = Pick<
+  ServerConfig,
+  'trustDomain' | 'caKeyType' | 'caTtlSeconds' | 'upstreamCa' | 'upstreamSigil'
+>;
 
 /**
  * Makes new CA keys for the journal: a key pair of the configured type, for X.509 a CA certificate (self-signed, or
@@ -34,10 +38,21 @@ type AuthorityConfig = Pick<ServerConfig, 'trustDomain' | 'caKeyType' | 'caTtlSe
  */
 @Injectable()
 export class AuthorityKeyFactory {
+  private readonly upstreamSigil: UpstreamSigilAuthority | undefined;
+
   constructor(
     @Inject(SERVER_CONFIG) private readonly config: AuthorityConfig,
     private readonly kek: KeyEncryptionKey,
-  ) {}
+  ) {
+    const upstreamSigil = config.upstreamSigil;
+    this.upstreamSigil =
+      upstreamSigil === undefined ? undefined : new UpstreamSigilAuthority({ ...config, upstreamSigil });
+  }
+
+  /** True when X.509 keys are signed by an upstream Sigil server, over the network. */
+  get signsRemotely(): boolean {
+    return this.upstreamSigil !== undefined;
+  }
 
   /** A new prepared key of `kind`, valid from `now` for the CA TTL (an upstream CA may shorten it). */
   async create(kind: AuthorityKind, now: Date): Promise<NewCaKey> {
@@ -56,12 +71,28 @@ export class AuthorityKeyFactory {
         authorityId: randomBytes(KID_BYTES).toString('base64url'),
         certificateDer: null,
         upstreamChain: null,
+        upstreamAuthorities: null,
         notBefore,
         notAfter: new Date(notBefore.getTime() + this.config.caTtlSeconds * 1000),
         activatedAt: null,
       };
     }
 
+    if (this.upstreamSigil !== undefined) {
+      // Asked again for every new key: each preparation gets a CA (and the upstream roots) signed at that time.
+      const signed = await this.upstreamSigil.signCa(keys, now);
+      const certificate = new X509Certificate(signed.certificateDer);
+      return {
+        ...common,
+        authorityId: Buffer.from(subjectKeyIdentifier(publicKeyDer)).toString('hex'),
+        certificateDer: signed.certificateDer,
+        upstreamChain: signed.upstreamChainDer.map((der) => der.toString('base64')),
+        upstreamAuthorities: signed.upstreamAuthoritiesDer.map((der) => der.toString('base64')),
+        notBefore: new Date(certificate.validFrom),
+        notAfter: new Date(certificate.validTo),
+        activatedAt: null,
+      };
+    }
     const upstream = await this.loadUpstream();
     const ca =
       upstream === undefined
@@ -83,6 +114,7 @@ export class AuthorityKeyFactory {
           : [upstream.der, ...upstream.chain.map((certificate) => new Uint8Array(certificate.rawData))].map((der) =>
               Buffer.from(der).toString('base64'),
             ),
+      upstreamAuthorities: null,
       notBefore: ca.certificate.notBefore,
       notAfter: ca.certificate.notAfter,
       activatedAt: null,

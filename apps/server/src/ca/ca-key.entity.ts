@@ -12,6 +12,7 @@ import type { AuthorityKind, CaKeyState } from './ca-key.js';
 @Check('ca_keys_key_type_check', "key_type IN ('ec-p256', 'ec-p384', 'rsa-2048')")
 @Check('ca_keys_certificate_check', "(kind = 'x509') = (certificate_der IS NOT NULL)")
 @Check('ca_keys_upstream_chain_check', "upstream_chain IS NULL OR kind = 'x509'")
+@Check('ca_keys_upstream_authorities_check', 'upstream_authorities IS NULL OR upstream_chain IS NOT NULL')
 @Check('ca_keys_validity_check', 'not_before < not_after')
 @Check('ca_keys_tainted_check', "NOT tainted OR state = 'old'")
 @Check('ca_keys_revoked_check', 'NOT revoked OR tainted')
@@ -53,6 +54,10 @@ export class CaKeyEntity {
   /** Upstream mode: base64 DER of the upstream certificates above ours, the upstream root last. */
   @Column({ name: 'upstream_chain', type: 'jsonb', nullable: true })
   upstreamChain!: string[] | null;
+
+  /** Upstream authority sigil: base64 DER of the upstream bundle's X.509 authorities when this key was signed. */
+  @Column({ name: 'upstream_authorities', type: 'jsonb', nullable: true })
+  upstreamAuthorities!: string[] | null;
 
   @Column({ name: 'not_before', type: 'timestamptz' })
   notBefore!: Date;

@@ -23,6 +23,11 @@ export interface CaKey {
   readonly certificateDer: Buffer | null;
   /** Upstream mode: base64 DER of the upstream certificates above ours, the upstream root last. */
   readonly upstreamChain: readonly string[] | null;
+  /**
+   * Upstream authority sigil: base64 DER of the upstream trust bundle's X.509 authorities when this key was signed,
+   * published in our bundle while the key is; null otherwise.
+   */
+  readonly upstreamAuthorities: readonly string[] | null;
   readonly notBefore: Date;
   readonly notAfter: Date;
   readonly createdAt: Date;

@@ -70,6 +70,7 @@ export class CaKeysRepository {
       .values({
         ...key,
         upstreamChain: key.upstreamChain === null ? null : [...key.upstreamChain],
+        upstreamAuthorities: key.upstreamAuthorities === null ? null : [...key.upstreamAuthorities],
         revision: NEXT_REVISION,
       })
       .execute();

@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { Inject, Injectable, Optional } from '@nestjs/common';
-import { PkiError, X509SvidSigner } from '@sigil/pki';
+import { PkiError, X509SvidSigner, createIntermediateCa, importPublicKeySpki, parseCsrFast } from '@sigil/pki';
 import { jwtAudienceProblem } from '@sigil/runtime';
 import { SpiffeError, signJwtSvid, type JwtSvidAlgorithm, type SpiffeId } from '@sigil/spiffe';
 import { CLOCK, type Clock } from '../common/clock.js';
@@ -37,6 +37,13 @@ export interface SignJwtSvidRequest {
 
 export interface SignedJwtSvid {
   readonly token: string;
+  readonly expiresAt: Date;
+}
+
+/** A CA certificate for a downstream server's key, and the certificates above it. */
+export interface SignedDownstreamCa {
+  /** The new CA certificate first, then our CA certificate and the upstream intermediates (never a root). */
+  readonly certificateChainDer: Buffer[];
   readonly expiresAt: Date;
 }
 
@@ -151,6 +158,42 @@ export class CaService {
     }
     this.metrics.svidSigned('jwt', (performance.now() - started) / 1000);
     return { token, expiresAt };
+  }
+
+  /**
+   * Signs the CSR's public key as an intermediate CA of our trust domain (SPIRE's `SignDownstreamX509CA`): cA=true
+   * with no path length limit (a downstream server may itself have downstreams), keyCertSign + cRLSign, URI SAN
+   * `spiffe://<td>`, a subject of its own; only the CSR's key is used, never its names. The lifetime is `ttlSeconds`,
+   * cut at our active CA's not-after.
+   */
+  async signDownstreamX509Ca(request: { csr: Uint8Array; ttlSeconds: number }): Promise<SignedDownstreamCa> {
+    let spkiDer: Buffer;
+    try {
+      spkiDer = parseCsrFast(request.csr).spkiDer;
+    } catch (error) {
+      throw asInvalidArgument(error, 'csr');
+    }
+    const { key, privateKey } = this.keys.signingAuthority('x509');
+    // Taken with the key, before any await: a rotation meanwhile must not pair another CA's chain with this one.
+    const above = this.x509Authority().certificateChainDer;
+    const now = this.now();
+    const ttlSeconds = this.ttl(request.ttlSeconds, this.config.x509SvidTtlSeconds, key.notAfter, now);
+    let ca;
+    try {
+      ca = await createIntermediateCa({
+        trustDomain: this.config.trustDomain,
+        publicKey: await importPublicKeySpki(spkiDer),
+        issuer: { certificate: key.certificateDer!, privateKey },
+        ttlSeconds,
+        now,
+      });
+    } catch (error) {
+      throw asInvalidArgument(error, 'csr');
+    }
+    return {
+      certificateChainDer: [Buffer.from(ca.der), ...above],
+      expiresAt: ca.certificate.notAfter,
+    };
   }
 
   /** The active X.509 CA's certificate chain, for TLS (the server's own SVID is issued with {@link signX509Svid}). */

@@ -1,4 +1,4 @@
-import type { webcrypto } from 'node:crypto';
+import { X509Certificate, type webcrypto } from 'node:crypto';
 import { Inject, Injectable, Logger, Optional, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { BundleService } from '../bundle/bundle.service.js';
 import { CLOCK, type Clock } from '../common/clock.js';
@@ -7,7 +7,7 @@ import { AuthorityKeyFactory } from './authority-key.factory.js';
 import { AUTHORITY_METRICS, noAuthorityMetrics, type AuthorityMetrics } from './authority-metrics.js';
 import type { Transaction } from '../database/transaction.js';
 import type { AuthorityKind, CaKey } from './ca-key.js';
-import { CaKeysRepository, versionOf, type CaKeyChanges } from './ca-keys.repository.js';
+import { CaKeysRepository, versionOf, type CaKeyChanges, type NewCaKey } from './ca-keys.repository.js';
 import { planRotation, type RotationStep } from './rotation-plan.js';
 import { toAuthorityKey, type AuthorityChange, type AuthorityKey } from './authority-key.js';
 
@@ -53,6 +53,8 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
   private version: string | undefined;
   private inFlight: Promise<TickResult> | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** Keys made before taking the rotation lock, for a factory that signs remotely ({@link createAhead}). */
+  private readonly createdAhead = new Map<AuthorityKind, NewCaKey>();
 
   constructor(
     private readonly journal: CaKeysRepository,
@@ -112,6 +114,7 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
    * that is already there never signed anything, so it is replaced.
    */
   async prepare(kind: AuthorityKind): Promise<AuthorityKey> {
+    await this.createAhead(kind, true);
     const created = await this.change(async (tx, rows, now, changes) => {
       const existing = rows.find((row) => row.kind === kind && row.state === 'prepared');
       if (existing !== undefined) await this.prune(tx, rows, existing, changes);
@@ -182,6 +185,8 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
   }
 
   private async runTick(waitForLock: boolean): Promise<TickResult> {
+    const wantsX509 = planRotation('x509', this.keys, this.clock.now()).some((step) => step.op === 'create');
+    await this.createAhead('x509', wantsX509);
     const outcome = await this.journal.withRotationLock(waitForLock, async (tx) => {
       const now = this.clock.now();
       const rows = await this.journal.listWithPrivateKeys(tx);
@@ -214,6 +219,17 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
     this.report(changes);
     await this.reloadIfChanged();
     return outcome.result;
+  }
+
+  /**
+   * An upstream Sigil server signs our X.509 CA over the network (up to a minute): that key is made before the
+   * rotation lock's transaction, which would otherwise hold it (and, embedded, the whole database) meanwhile. A key
+   * made ahead and not used (another replica rotated first) is dropped at the next run.
+   */
+  private async createAhead(kind: AuthorityKind, wanted: boolean): Promise<void> {
+    this.createdAhead.delete(kind);
+    if (!wanted || kind !== 'x509' || !this.factory.signsRemotely) return;
+    this.createdAhead.set(kind, await this.factory.create(kind, this.clock.now()));
   }
 
   private findOld(rows: CaKey[], kind: AuthorityKind, authorityId: string, verb: string): CaKey {
@@ -263,7 +279,9 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
     now: Date,
     changes: AuthorityChange[],
   ): Promise<CaKey> {
-    const key = await this.factory.create(kind, now);
+    const ahead = this.createdAhead.get(kind);
+    this.createdAhead.delete(kind);
+    const key = ahead ?? (await this.factory.create(kind, now));
     if (state === 'prepared') {
       await this.journal.insert(tx, key);
       rows.push({ ...key, revision: '' });
@@ -323,9 +341,14 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
       {
         x509Authorities: published
           .filter((row) => row.kind === 'x509')
-          .map((row) => {
+          .flatMap((row) => {
             const root = row.upstreamChain?.at(-1);
-            return root === undefined ? row.certificateDer! : Buffer.from(root, 'base64');
+            if (root === undefined) return [row.certificateDer!];
+            // Upstream authority sigil: the upstream bundle's roots as they were, less those expired since.
+            const others = (row.upstreamAuthorities ?? [])
+              .map((der) => Buffer.from(der, 'base64'))
+              .filter((der) => now.getTime() < new Date(new X509Certificate(der).validTo).getTime());
+            return [Buffer.from(root, 'base64'), ...others];
           }),
         jwtAuthorities: published
           .filter((row) => row.kind === 'jwt')

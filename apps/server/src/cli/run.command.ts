@@ -24,6 +24,10 @@ const FLAG_KEYS: readonly (keyof ServerConfigFlags)[] = [
   'joinTokenTtl',
   'upstreamCaCert',
   'upstreamCaKey',
+  'upstreamAuthority',
+  'upstreamAgentSocket',
+  'upstreamServerAddress',
+  'downstreamCaMaxTtl',
   'kekFile',
   'logLevel',
   'logFormat',
@@ -101,6 +105,13 @@ export function runCommand(): Command {
     .option('--join-token-ttl <duration>', 'default join token lifetime (default 600)')
     .option('--upstream-ca-cert <file>', 'PEM certificate of an upstream CA (the server CA becomes its intermediate)')
     .option('--upstream-ca-key <file>', 'PEM private key of the upstream CA')
+    .option('--upstream-authority <kind>', 'disk (the upstream CA files) or sigil (an upstream Sigil server)')
+    .option('--upstream-agent-socket <path>', 'upstream authority sigil: Workload API socket of the local agent')
+    .option('--upstream-server-address <host:port>', 'upstream authority sigil: the upstream Sigil server')
+    .option(
+      '--downstream-ca-max-ttl <duration>',
+      'longest lifetime of a CA signed for a downstream entry (default ca TTL)',
+    )
     .option('--kek-file <file>', 'key-encryption key file (default <data-dir>/kek.key; or env SIGIL_KEK)')
     .option('--log-level <level>', 'fatal, error, warn, info, debug or trace (default info)')
     .option('--log-format <format>', 'json or text (default json)')

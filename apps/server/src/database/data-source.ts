@@ -10,6 +10,7 @@ import { EntryEventEntity, RevisionCounterEntity } from '../entries/entry-event.
 import { Admin1764000200000 } from '#migrations/1764000200000-Admin';
 import { AgentCanReattest1764000300000 } from '#migrations/1764000300000-AgentCanReattest';
 import { FederationRelationships1764000400000 } from '#migrations/1764000400000-FederationRelationships';
+import { UpstreamAuthorities1764000550000 } from '#migrations/1764000550000-UpstreamAuthorities';
 import { FederationRelationshipEntity } from '../federation/federation-relationship.entity.js';
 import { AdminTokenEntity } from '../auth/admin-token.entity.js';
 import { AuditRecordEntity } from '../audit/audit-record.entity.js';
@@ -44,6 +45,7 @@ export const MIGRATIONS = [
   Admin1764000200000,
   AgentCanReattest1764000300000,
   FederationRelationships1764000400000,
+  UpstreamAuthorities1764000550000,
 ];
 
 /** Default pool size against a PostgreSQL server (`database_pool_size`). */

@@ -104,6 +104,7 @@ async function seed(db: TestDatabase): Promise<void> {
       publicKeyDer: randomBytes(91),
       certificateDer: kind === 'x509' ? randomBytes(400) : null,
       upstreamChain: null,
+      upstreamAuthorities: null,
       notBefore: at('2026-01-01T00:00:00Z'),
       notAfter: at('2026-01-02T00:00:00Z'),
       createdAt: at('2026-01-01T00:00:00Z'),

@@ -1,0 +1,51 @@
+/**
+ * The downstream CA route between two Sigil servers of one trust domain (SPIRE's `SVID.NewDownstreamX509CA`): a
+ * server whose CA is "upstream authority: sigil" sends a CSR for its CA key, authenticated over mTLS by the X509-SVID
+ * of a downstream entry, and gets the signed CA certificate with the chain above it and the upstream trust bundle.
+ * Both sides live in this app: the route in downstream/, the caller in ca/upstream-sigil.ts.
+ */
+
+/** `POST` on the upstream server's TLS port. */
+export const DOWNSTREAM_X509_CA_PATH = '/downstream/v1/x509-ca';
+
+/** The request body: SPIRE's field names. */
+export interface DownstreamX509CaRequestBody {
+  /** PKCS#10 CSR, base64 DER; only its public key is used. */
+  readonly csr: string;
+  /** Requested lifetime in seconds; absent or 0: the upstream's maximum (`downstream_ca_max_ttl`). */
+  readonly preferred_ttl?: number;
+}
+
+/** The response body: SPIRE's field names, base64 DER certificates. */
+export interface DownstreamX509CaResponseBody {
+  /** The new CA certificate first, then the upstream's CA and its intermediates (never a root). */
+  readonly ca_cert_chain: string[];
+  /** The upstream trust bundle's X.509 authorities (roots). */
+  readonly x509_authorities: string[];
+  readonly expires_at: string;
+}
+
+/** A checked response: DER certificates. */
+export interface DownstreamX509Ca {
+  readonly caCertChainDer: Buffer[];
+  readonly x509AuthoritiesDer: Buffer[];
+}
+
+const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
+
+/**
+ * Checks a response body's shape; throws naming the first field that breaks it (the caller wraps the message).
+ */
+export function parseDownstreamX509CaResponse(body: unknown): DownstreamX509Ca {
+  if (typeof body !== 'object' || body === null) throw new Error('response: must be a JSON object');
+  const record = body as Record<string, unknown>;
+  const certificates = (field: 'ca_cert_chain' | 'x509_authorities'): Buffer[] => {
+    const value = record[field];
+    if (!Array.isArray(value) || value.length === 0) throw new Error(`${field}: must be a non-empty array`);
+    return value.map((item: unknown, index) => {
+      if (typeof item !== 'string' || !BASE64.test(item)) throw new Error(`${field}[${index}]: must be base64 DER`);
+      return Buffer.from(item, 'base64');
+    });
+  };
+  return { caCertChainDer: certificates('ca_cert_chain'), x509AuthoritiesDer: certificates('x509_authorities') };
+}

@@ -1,0 +1,187 @@
+import { X509Certificate } from 'node:crypto';
+import { createCsr, exportPublicKeySpki, generateKeyPair, privateKeyToPem, toPem } from '@sigil/pki';
+import { SpiffeId, type TrustBundle } from '@sigil/spiffe';
+import { DataSource } from 'typeorm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  startAgentApiTestServer,
+  type AgentApiTestServer,
+  type ClientCredentials,
+} from '../../../../test/support/agent-api.js';
+import { FakeClock } from '../../../../test/support/fake-clock.js';
+import { opensslVerify } from '../../../../test/support/openssl.js';
+import { TestCa } from '../../../../test/support/test-ca.js';
+import { CaService } from '../ca/ca.service.js';
+import { EntriesService } from '../entries/entries.service.js';
+import { DOWNSTREAM_X509_CA_PATH } from './downstream-contract.js';
+
+const backend = process.env.DATABASE_URL ? 'postgres' : 'embedded';
+const TD = 'example.org';
+const NESTED = `spiffe://${TD}/nested-server`;
+const PLAIN = `spiffe://${TD}/plain-workload`;
+const PARENT = `spiffe://${TD}/sigil/agent/join_token/host-a`;
+const MAX_TTL_SECONDS = 2 * 3600;
+
+describe(`downstream CA route (${backend})`, () => {
+  const clock = new FakeClock(Date.now());
+  let api: AgentApiTestServer;
+  let bundle: TrustBundle;
+
+  /** An X509-SVID of our CA for `spiffeId`, as the agent would hand it to the workload. */
+  const svidFor = async (spiffeId: string): Promise<ClientCredentials> => {
+    const keys = await generateKeyPair('ec-p256');
+    const csr = await createCsr({ keys, spiffeId: SpiffeId.parse(spiffeId) });
+    const signed = api.server.app.get(CaService).signX509Svid({ spiffeId: SpiffeId.parse(spiffeId), csr: csr.der });
+    return {
+      certificatePem: signed.certificateChainDer.map((der) => toPem('CERTIFICATE', der)).join(''),
+      privateKeyPem: privateKeyToPem(keys.privateKey),
+    };
+  };
+  const caCsr = async (): Promise<{ csr: string; spki: Buffer }> => {
+    const keys = await generateKeyPair('ec-p256');
+    const csr = await createCsr({ keys });
+    return { csr: Buffer.from(csr.der).toString('base64'), spki: Buffer.from(exportPublicKeySpki(keys.publicKey)) };
+  };
+  const askCa = async (credentials: ClientCredentials | undefined, body?: unknown) =>
+    api.call('POST', DOWNSTREAM_X509_CA_PATH, body ?? { csr: (await caCsr()).csr }, credentials);
+  const auditRows = async (actor: string) =>
+    (await api.server.app
+      .get(DataSource)
+      .query(`SELECT actor, action, target, result FROM audit_log WHERE actor = $1 ORDER BY id`, [actor])) as {
+      actor: string;
+      action: string;
+      target: string | null;
+      result: string;
+    }[];
+
+  beforeAll(async () => {
+    api = await startAgentApiTestServer({ clock, flags: { downstreamCaMaxTtl: `${MAX_TTL_SECONDS}s` } });
+    bundle = await api.trustBundle();
+    const entries = api.server.app.get(EntriesService);
+    await entries.createEntry({
+      spiffeId: NESTED,
+      parentId: PARENT,
+      selectors: [{ type: 'unix', value: 'uid:1001' }],
+      downstream: true,
+    });
+    await entries.createEntry({ spiffeId: PLAIN, parentId: PARENT, selectors: [{ type: 'unix', value: 'uid:1002' }] });
+  }, 60_000);
+
+  afterAll(async () => {
+    await api?.close();
+  });
+
+  it('signs an intermediate CA for the key of a downstream entry, with the chain above it and the bundle roots', async () => {
+    const { csr, spki } = await caCsr();
+    const response = await askCa(await svidFor(NESTED), { csr });
+    expect(response.status, JSON.stringify(response.body)).toBe(200);
+    const chain = (response.body['ca_cert_chain'] as string[]).map((der) => Buffer.from(der, 'base64'));
+    const roots = (response.body['x509_authorities'] as string[]).map((der) => Buffer.from(der, 'base64'));
+    expect(roots.map((der) => der.toString('base64')).sort()).toEqual(
+      bundle
+        .x509AuthoritiesDer()
+        .map((der) => Buffer.from(der).toString('base64'))
+        .sort(),
+    );
+    const ca = new X509Certificate(chain[0]!);
+    expect(ca.ca).toBe(true);
+    expect(ca.subjectAltName).toBe(`URI:spiffe://${TD}`);
+    expect(ca.publicKey.export({ type: 'spki', format: 'der' }).equals(spki)).toBe(true);
+    // Bounded by downstream_ca_max_ttl (the CA TTL is the default 24 h).
+    const lifetimeSeconds = (new Date(ca.validTo).getTime() - clock.now().getTime()) / 1000;
+    expect(lifetimeSeconds).toBeGreaterThan(MAX_TTL_SECONDS - 60);
+    expect(lifetimeSeconds).toBeLessThanOrEqual(MAX_TTL_SECONDS);
+    expect(response.body['expires_at']).toBe(new Date(ca.validTo).toISOString());
+    // openssl: the new CA chains to the upstream root, and can itself sign a CA below it (no path length limit).
+    const verified = await opensslVerify({ root: roots[0]!, leaf: chain[0]!, intermediates: chain.slice(1) });
+    expect(verified.ok, verified.output).toBe(true);
+
+    expect(await auditRows(NESTED)).toEqual([
+      { actor: NESTED, action: 'downstream.new_x509_ca', target: ca.serialNumber.toLowerCase(), result: 'ok' },
+    ]);
+  });
+
+  it('caps a preferred TTL at downstream_ca_max_ttl and honours a shorter one', async () => {
+    const credentials = await svidFor(NESTED);
+    const lifetime = async (preferred: number) => {
+      const response = await askCa(credentials, { csr: (await caCsr()).csr, preferred_ttl: preferred });
+      expect(response.status).toBe(200);
+      const ca = new X509Certificate(Buffer.from((response.body['ca_cert_chain'] as string[])[0]!, 'base64'));
+      return (new Date(ca.validTo).getTime() - clock.now().getTime()) / 1000;
+    };
+    expect(await lifetime(600)).toBeLessThanOrEqual(600);
+    expect(await lifetime(600)).toBeGreaterThan(540);
+    expect(await lifetime(10 * 24 * 3600)).toBeLessThanOrEqual(MAX_TTL_SECONDS);
+  });
+
+  it('refuses an SVID whose entry is not downstream with 403, audited', async () => {
+    const response = await askCa(await svidFor(PLAIN));
+    expect(response.status).toBe(403);
+    expect(response.body).toEqual({
+      error: 'permission_denied',
+      message: `client certificate: ${PLAIN} has no registration entry with downstream: true; only downstream entries may obtain a CA`,
+    });
+    expect(await auditRows(PLAIN)).toEqual([
+      { actor: PLAIN, action: 'downstream.new_x509_ca', target: null, result: 'permission_denied' },
+    ]);
+  });
+
+  it('refuses an SVID of another trust domain with 403', async () => {
+    const other = await TestCa.create('other.org');
+    const svid = await other.createX509Svid('spiffe://other.org/nested-server');
+    const credentials: ClientCredentials = {
+      certificatePem: svid
+        .chainDer()
+        .map((der) => toPem('CERTIFICATE', der))
+        .join(''),
+      privateKeyPem: toPem('PRIVATE KEY', await svid.privateKeyPkcs8()),
+    };
+    const response = await askCa(credentials);
+    expect(response.status).toBe(403);
+    expect(response.body['message']).toMatch(
+      /^client certificate: not an X509-SVID of trust domain example\.org; only its downstream entries may obtain a CA/,
+    );
+  });
+
+  it('refuses a caller without a client certificate with 401, and an SVID of a CA not in the bundle', async () => {
+    const none = await askCa(undefined);
+    expect(none.status).toBe(401);
+    expect(none.body['message']).toMatch(/X509-SVID of a downstream entry \(mTLS\)/);
+
+    const impostor = await TestCa.create(TD);
+    const svid = await impostor.createX509Svid(NESTED);
+    const forged = await askCa({
+      certificatePem: svid
+        .chainDer()
+        .map((der) => toPem('CERTIFICATE', der))
+        .join(''),
+      privateKeyPem: toPem('PRIVATE KEY', await svid.privateKeyPkcs8()),
+    });
+    expect(forged.status).toBe(401);
+  });
+
+  it('follows entry changes at once: a cached answer is dropped when the entry changes', async () => {
+    const entries = api.server.app.get(EntriesService);
+    const id = `spiffe://${TD}/later-downstream`;
+    const credentials = await svidFor(id);
+    expect((await askCa(credentials)).status).toBe(403);
+    const entry = await entries.createEntry({
+      spiffeId: id,
+      parentId: PARENT,
+      selectors: [{ type: 'unix', value: 'uid:1003' }],
+      downstream: true,
+    });
+    await expect.poll(async () => (await askCa(credentials)).status, { timeout: 3_000 }).toBe(200);
+    await entries.updateEntry(entry.id, { downstream: false });
+    await expect.poll(async () => (await askCa(credentials)).status, { timeout: 3_000 }).toBe(403);
+  });
+
+  it('refuses a CSR that is not one with 400 naming the field', async () => {
+    const credentials = await svidFor(NESTED);
+    const response = await askCa(credentials, { csr: Buffer.from('not a csr').toString('base64') });
+    expect(response.status).toBe(400);
+    expect(response.body['message']).toMatch(/^csr: /);
+    const missing = await askCa(credentials, {});
+    expect(missing.status).toBe(400);
+  });
+});

@@ -1,0 +1,55 @@
+import { X509Certificate } from 'node:crypto';
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { AuditService } from '../audit/audit.service.js';
+import { classify } from '../audit/audit.interceptor.js';
+import { BundleService } from '../bundle/bundle.service.js';
+import { CaService } from '../ca/ca.service.js';
+import { AppError } from '../common/errors.js';
+import { SERVER_CONFIG, type ServerConfig } from '../config.js';
+import { DOWNSTREAM_CA_ACTION } from './downstream-auth.guard.js';
+import type { DownstreamX509CaRequest, DownstreamX509CaResponse } from './downstream.dto.js';
+
+const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
+
+/**
+ * Signs a downstream server's CA (SPIRE's `NewDownstreamX509CA`) for a caller the guard found to be a downstream
+ * entry: an intermediate of our CA for the CSR's key, at most `downstream_ca_max_ttl` long, with our bundle's roots.
+ * Audited with the caller's SPIFFE ID as the actor and the new CA's serial number as the target.
+ */
+@Injectable()
+export class DownstreamService {
+  private readonly logger = new Logger(DownstreamService.name);
+
+  constructor(
+    private readonly ca: CaService,
+    private readonly bundles: BundleService,
+    private readonly audit: AuditService,
+    @Inject(SERVER_CONFIG) private readonly config: Pick<ServerConfig, 'downstreamCaMaxTtlSeconds'>,
+  ) {}
+
+  async newX509Ca(caller: string, request: DownstreamX509CaRequest): Promise<DownstreamX509CaResponse> {
+    const audited = { actor: caller, action: DOWNSTREAM_CA_ACTION };
+    try {
+      const csr = request.csr.trim();
+      if (!BASE64.test(csr)) throw new AppError('invalid_argument', 'csr: must be base64 DER');
+      const maxTtl = this.config.downstreamCaMaxTtlSeconds;
+      const ttlSeconds = request.preferred_ttl ? Math.min(request.preferred_ttl, maxTtl) : maxTtl;
+      const signed = await this.ca.signDownstreamX509Ca({ csr: Buffer.from(csr, 'base64'), ttlSeconds });
+      const serial = new X509Certificate(signed.certificateChainDer[0]!).serialNumber.toLowerCase();
+      await this.audit.record({ ...audited, target: serial, result: 'ok', statusCode: 200 });
+      this.logger.log({ msg: 'downstream CA signed', spiffeId: caller, serial, notAfter: signed.expiresAt });
+      return {
+        ca_cert_chain: signed.certificateChainDer.map((der) => der.toString('base64')),
+        x509_authorities: this.bundles
+          .ownBundle()
+          .x509AuthoritiesDer()
+          .map((der) => Buffer.from(der).toString('base64')),
+        expires_at: signed.expiresAt.toISOString(),
+      };
+    } catch (error) {
+      const { kind, status } = classify(error);
+      await this.audit.record({ ...audited, target: null, result: kind, statusCode: status });
+      throw error;
+    }
+  }
+}
