@@ -71,6 +71,87 @@ describe('loadServerConfig', () => {
     expect(config.upstreamCa).toEqual({ certFile: '/pki/ca.pem', keyFile: '/pki/ca.key' });
   });
 
+  it('reads upstream authority sigil and the downstream CA TTL cap, from flags, env or file', () => {
+    const fromFlags = loadServerConfig({
+      flags: {
+        upstreamAuthority: 'sigil',
+        upstreamAgentSocket: '/run/top-agent/api.sock',
+        upstreamServerAddress: 'top.example.org:8081',
+        downstreamCaMaxTtl: '6h',
+      },
+    });
+    expect(fromFlags.upstreamSigil).toEqual({
+      agentSocket: '/run/top-agent/api.sock',
+      serverAddress: { host: 'top.example.org', port: 8081, text: 'top.example.org:8081' },
+    });
+    expect(fromFlags.upstreamCa).toBeUndefined();
+    expect(fromFlags.downstreamCaMaxTtlSeconds).toBe(6 * 3600);
+    const fromEnv = loadServerConfig({
+      env: {
+        SIGIL_UPSTREAM_AUTHORITY: 'sigil',
+        SIGIL_UPSTREAM_AGENT_SOCKET: '/s.sock',
+        SIGIL_UPSTREAM_SERVER_ADDRESS: '[::1]:8081',
+        SIGIL_CA_TTL: '48h',
+      },
+    });
+    expect(fromEnv.upstreamSigil?.serverAddress.text).toBe('[::1]:8081');
+    // The cap defaults to the CA TTL.
+    expect(fromEnv.downstreamCaMaxTtlSeconds).toBe(48 * 3600);
+    expect(loadServerConfig({}).upstreamSigil).toBeUndefined();
+    expect(
+      loadServerConfig({ flags: { upstreamAuthority: 'disk', upstreamCaCert: '/c.pem', upstreamCaKey: '/c.key' } })
+        .upstreamCa,
+    ).toEqual({ certFile: '/c.pem', keyFile: '/c.key' });
+  });
+
+  it.each<[string, LoadServerConfigInput, string]>([
+    [
+      'an unknown upstream authority',
+      { flags: { upstreamAuthority: 'spire' } },
+      "--upstream-authority: must be one of disk, sigil, got 'spire'",
+    ],
+    [
+      'sigil without the agent socket',
+      { flags: { upstreamAuthority: 'sigil', upstreamServerAddress: 'top:8081' } },
+      'upstream_agent_socket: required by upstream_authority sigil',
+    ],
+    [
+      'sigil without the server address',
+      { flags: { upstreamAuthority: 'sigil', upstreamAgentSocket: '/s.sock' } },
+      'upstream_server_address: required by upstream_authority sigil',
+    ],
+    [
+      'sigil with the upstream CA files',
+      {
+        flags: {
+          upstreamAuthority: 'sigil',
+          upstreamAgentSocket: '/s.sock',
+          upstreamServerAddress: 'top:8081',
+          upstreamCaCert: '/c.pem',
+          upstreamCaKey: '/c.key',
+        },
+      },
+      '--upstream-ca-cert: only for upstream_authority disk, not sigil (the upstream server signs)',
+    ],
+    [
+      'the agent socket without upstream authority sigil',
+      { flags: { upstreamAgentSocket: '/s.sock' } },
+      '--upstream-agent-socket: needs upstream_authority sigil',
+    ],
+    [
+      'disk without the files',
+      { env: { SIGIL_UPSTREAM_AUTHORITY: 'disk' } },
+      'SIGIL_UPSTREAM_AUTHORITY: disk needs upstream_ca_cert_file and upstream_ca_key_file',
+    ],
+    [
+      'a server address without a port',
+      { flags: { upstreamAuthority: 'sigil', upstreamAgentSocket: '/s.sock', upstreamServerAddress: 'top' } },
+      "--upstream-server-address: must be HOST:PORT of the upstream Sigil server, e.g. sigil.example.org:8081, got 'top'",
+    ],
+  ])('refuses %s, naming the key', (_name, input, message) => {
+    expect(() => loadServerConfig(input)).toThrow(message);
+  });
+
   it('reads every duration in the one Go-style syntax, in flags, variables and the file alike', () => {
     const file = writeConfig('durations.json', { join_token_ttl: '1h30m', ca_ttl: 172800 });
     const config = loadServerConfig({

@@ -809,7 +809,7 @@ function upstreamSigilConfig(
   }
   if (socket === undefined || address === undefined) {
     const missing = socket === undefined ? 'upstream_agent_socket' : 'upstream_server_address';
-    problems.push(`${label.get(missing)}: required by upstream_authority sigil`);
+    problems.push(`${missing}: required by upstream_authority sigil`);
     return undefined;
   }
   return { agentSocket: path(socket), serverAddress: parseHostPort(address) as HostPort };
