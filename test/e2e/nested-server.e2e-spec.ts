@@ -170,4 +170,24 @@ describe('nested Sigil: upstream authority sigil through a downstream entry (rea
     expect(after.prepared.authority_id).not.toBe(before.active.authority_id);
     expect(after.prepared.upstream_signed).toBe(true);
   });
+
+  it("gets no CA once the top entry is no longer downstream: prepare fails with the top server's reason", async () => {
+    const [entry] = (await top.json<{ entries: { id: string }[] }>(['entry', 'show', '--spiffe-id', NESTED_SERVER_ID]))
+      .entries;
+    const updated = await top.cli(['entry', 'update', '--id', entry!.id, '--no-downstream']);
+    expect(updated.code, updated.stderr).toBe(0);
+    const refused = await nested.cli(['localauthority', 'x509', 'prepare']);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain(
+      `upstream authority sigil: upstream_server_address 127.0.0.1:${top.port}: refused the downstream CA (403): ` +
+        `client certificate: ${NESTED_SERVER_ID} has no registration entry with downstream: true`,
+    );
+    // The nested server keeps signing with its current key.
+    const show = await nested.json<{ active: { upstream_signed?: boolean } | null }>([
+      'localauthority',
+      'x509',
+      'show',
+    ]);
+    expect(show.active?.upstream_signed).toBe(true);
+  });
 });

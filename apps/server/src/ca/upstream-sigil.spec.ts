@@ -1,3 +1,4 @@
+import type { webcrypto } from 'node:crypto';
 import { exportPublicKeySpki } from '@sigil/pki';
 import { TrustDomain } from '@sigil/spiffe';
 import { describe, expect, it } from 'vitest';
@@ -9,7 +10,7 @@ const b64 = (certificate: { rawData: ArrayBuffer }): string => Buffer.from(certi
 const FROM = 'top:8081';
 
 /** What an upstream answers: a CA for `keys` under `upstream`, the chain above it, and the roots. */
-async function answer(options: { root: TestCa; issuer?: TestCa; keys: CryptoKeyPair }) {
+async function answer(options: { root: TestCa; issuer?: TestCa; keys: webcrypto.CryptoKeyPair }) {
   const issuer = options.issuer ?? options.root;
   const ca = await issuer.createIntermediate({ keys: options.keys });
   const above = issuer === options.root ? [options.root] : [issuer];

@@ -9,6 +9,7 @@ import {
   parseDownstreamX509CaResponse,
   type DownstreamX509CaRequestBody,
 } from '../downstream/downstream-contract.js';
+import { AppError } from '../common/errors.js';
 import type { ServerConfig } from '../config.js';
 
 /** How long the local agent and the upstream server each get to answer. */
@@ -40,7 +41,19 @@ export class UpstreamSigilAuthority {
     },
   ) {}
 
+  /**
+   * @throws AppError `unavailable` naming the step that failed (the agent, the upstream server's answer or refusal),
+   * so `localauthority x509 prepare` shows the operator why.
+   */
   async signCa(keys: webcrypto.CryptoKeyPair, now: Date): Promise<UpstreamSignedCa> {
+    try {
+      return await this.askUpstream(keys, now);
+    } catch (error) {
+      throw new AppError('unavailable', `upstream authority sigil: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  private async askUpstream(keys: webcrypto.CryptoKeyPair, now: Date): Promise<UpstreamSignedCa> {
     const { agentSocket, serverAddress } = this.config.upstreamSigil;
     const spkiDer = exportPublicKeySpki(keys.publicKey);
     const csr = createCsrFast({ privateKey: keys.privateKey, spkiDer });
