@@ -117,6 +117,11 @@ export class AuthorisedEntriesService implements OnModuleInit, OnApplicationShut
     return this.graph.isAdmin(spiffeId, now);
   }
 
+  /** {@link EntryGraph.isDownstream} on this replica's index (kept current as for {@link isAdmin}). */
+  isDownstream(spiffeId: string, now: Date): boolean {
+    return this.graph.isDownstream(spiffeId, now);
+  }
+
   /** What changed for the agent since `sinceRevision` (see {@link EntryGraph.deltaSince}). */
   deltaFor(agent: AgentIdentity, sinceRevision: number): AuthorisedDelta {
     return this.graph.deltaSince(agent, sinceRevision, this.authorisedFor(agent));

@@ -208,3 +208,33 @@ describe('EntryGraph.isAdmin', () => {
     expect(graph.isAdmin('spiffe://td/web-2', NOW)).toBe(false);
   });
 });
+
+describe('EntryGraph.isDownstream', () => {
+  const NOW = new Date('2026-06-01T00:00:00Z');
+  const downstream = (id: string, spiffeId: string, expiresAt: Date | null = null): Entry => ({
+    ...entry(id, spiffeId, A.spiffeId),
+    downstream: true,
+    expiresAt,
+  });
+
+  it('holds for a SPIFFE ID with an unexpired downstream entry, follows updates and deletes, apart from admin', () => {
+    const graph = new EntryGraph(SERVER);
+    graph.load({
+      revision: 1,
+      entries: [
+        downstream('nested', 'spiffe://td/nested'),
+        downstream('old', 'spiffe://td/old', new Date(NOW.getTime() - 1)),
+        { ...entry('ops', 'spiffe://td/ops', A.spiffeId), admin: true },
+      ],
+    });
+    expect(graph.isDownstream('spiffe://td/nested', NOW)).toBe(true);
+    expect(graph.isDownstream('spiffe://td/old', NOW)).toBe(false);
+    expect(graph.isDownstream('spiffe://td/ops', NOW)).toBe(false);
+    expect(graph.isAdmin('spiffe://td/nested', NOW)).toBe(false);
+
+    graph.apply(changes(1, [{ put: entry('nested', 'spiffe://td/nested', A.spiffeId) }]));
+    expect(graph.isDownstream('spiffe://td/nested', NOW)).toBe(false);
+    graph.apply(changes(2, [{ put: downstream('nested', 'spiffe://td/nested') }, { del: 'nested' }]));
+    expect(graph.isDownstream('spiffe://td/nested', NOW)).toBe(false);
+  });
+});

@@ -43,11 +43,21 @@ interface RegistryView {
  * For deltas it keeps the last applied batches with the prior state of what they changed, so the authorised set at
  * an earlier revision can be rebuilt from the current one in O(changes) and compared.
  */
+/** The entry flags that give a SPIFFE ID a power on the server, indexed by SPIFFE ID. */
+type EntryFlag = 'admin' | 'downstream';
+const ENTRY_FLAGS: readonly EntryFlag[] = ['admin', 'downstream'];
+
 export class EntryGraph {
   private readonly entries = new Map<string, Entry>();
   private readonly byParent = new Map<string, Set<string>>();
-  /** Ids of the entries with `admin: true`, by SPIFFE ID: who may call the admin API with an X509-SVID. */
-  private readonly adminsBySpiffeId = new Map<string, Set<string>>();
+  /**
+   * Ids of the entries with each SPIFFE ID flag, by SPIFFE ID: `admin` (who may call the admin API with an X509-SVID)
+   * and `downstream` (who may obtain a downstream CA).
+   */
+  private readonly flagged: Readonly<Record<EntryFlag, Map<string, Set<string>>>> = {
+    admin: new Map(),
+    downstream: new Map(),
+  };
   private batches: AppliedBatch[] = [];
   private loggedChanges = 0;
   private currentRevision = 0;
@@ -75,7 +85,7 @@ export class EntryGraph {
   load(snapshot: EntrySnapshot): void {
     this.entries.clear();
     this.byParent.clear();
-    this.adminsBySpiffeId.clear();
+    for (const flag of ENTRY_FLAGS) this.flagged[flag].clear();
     for (const entry of snapshot.entries) this.put(entry);
     this.batches = [];
     this.loggedChanges = 0;
@@ -233,10 +243,11 @@ export class EntryGraph {
       this.byParent.set(entry.parentId, children);
     }
     children.add(entry.id);
-    if (entry.admin) {
-      const admins = this.adminsBySpiffeId.get(entry.spiffeId) ?? new Set<string>();
-      admins.add(entry.id);
-      this.adminsBySpiffeId.set(entry.spiffeId, admins);
+    for (const flag of ENTRY_FLAGS) {
+      if (!entry[flag]) continue;
+      const ids = this.flagged[flag].get(entry.spiffeId) ?? new Set<string>();
+      ids.add(entry.id);
+      this.flagged[flag].set(entry.spiffeId, ids);
     }
   }
 
@@ -245,7 +256,19 @@ export class EntryGraph {
    * IDs whose X509-SVIDs the admin API accepts.
    */
   isAdmin(spiffeId: string, now: Date): boolean {
-    for (const id of this.adminsBySpiffeId.get(spiffeId) ?? []) {
+    return this.hasFlaggedEntry('admin', spiffeId, now);
+  }
+
+  /**
+   * True when an entry gives `spiffeId` `downstream: true` and has not expired at `now` (SPIRE's downstream entries):
+   * the SPIFFE IDs whose X509-SVIDs may obtain a downstream CA.
+   */
+  isDownstream(spiffeId: string, now: Date): boolean {
+    return this.hasFlaggedEntry('downstream', spiffeId, now);
+  }
+
+  private hasFlaggedEntry(flag: EntryFlag, spiffeId: string, now: Date): boolean {
+    for (const id of this.flagged[flag].get(spiffeId) ?? []) {
       const expiresAt = this.entries.get(id)?.expiresAt;
       if (expiresAt === null || (expiresAt !== undefined && expiresAt.getTime() > now.getTime())) return true;
     }
@@ -259,8 +282,10 @@ export class EntryGraph {
     const children = this.byParent.get(existing.parentId);
     children?.delete(id);
     if (children?.size === 0) this.byParent.delete(existing.parentId);
-    const admins = this.adminsBySpiffeId.get(existing.spiffeId);
-    admins?.delete(id);
-    if (admins?.size === 0) this.adminsBySpiffeId.delete(existing.spiffeId);
+    for (const flag of ENTRY_FLAGS) {
+      const ids = this.flagged[flag].get(existing.spiffeId);
+      ids?.delete(id);
+      if (ids?.size === 0) this.flagged[flag].delete(existing.spiffeId);
+    }
   }
 }

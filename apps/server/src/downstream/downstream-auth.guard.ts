@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { type IncomingMessage } from 'node:http';
 import { TLSSocket } from 'node:tls';
 import {
@@ -9,15 +10,16 @@ import {
   Injectable,
   UseGuards,
 } from '@nestjs/common';
-import { SpiffeError, peerCertificateChain, verifyX509SvidSync } from '@sigil/spiffe';
+import { SpiffeId, peerCertificateChain } from '@sigil/spiffe';
 import { type FastifyRequest } from 'fastify';
+import { AuthorisedEntriesService } from '../agent-api/authorised-entries.service.js';
 import { AuditService } from '../audit/audit.service.js';
+import { ClientSvidVerifier } from '../auth/client-svid.js';
 import { Public } from '../auth/public.decorator.js';
 import { BundleService } from '../bundle/bundle.service.js';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError, HTTP_STATUS_BY_KIND } from '../common/errors.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
-import { DownstreamEntries } from './downstream-entries.js';
 
 /** The audit action of the downstream CA route, refused or not. */
 export const DOWNSTREAM_CA_ACTION = 'downstream.new_x509_ca';
@@ -25,17 +27,27 @@ export const DOWNSTREAM_CA_ACTION = 'downstream.new_x509_ca';
 // Keyed by the raw Node request, which the guard and the route handler both reach.
 const callers = new WeakMap<IncomingMessage, string>();
 
+/** Downstream SVID chains remembered across connections (few callers: one per nested server). */
+const VERIFIED_DOWNSTREAM_SVIDS = 1_000;
+
 /**
  * Authenticates the caller of the downstream CA route: the TLS client certificate must be an X509-SVID of our trust
- * domain that verifies against our bundle now (401 when none is presented or it does not verify), and its SPIFFE ID
- * must have an unexpired registration entry with `downstream: true` (403 otherwise, as for an SVID of another trust
- * domain). Every refusal of a presented certificate is audited.
+ * domain (403 for another's) that verifies against our bundle now (401 when none is presented or it does not
+ * verify: the rule every mTLS caller meets, {@link ClientSvidVerifier}), and its SPIFFE ID must have an unexpired
+ * registration entry with `downstream: true` in this replica's entry index, which follows every entry change from
+ * PostgreSQL (403 otherwise). Every refusal of a presented certificate is audited.
  */
 @Injectable()
 export class DownstreamAuthGuard implements CanActivate {
+  private readonly svids = new ClientSvidVerifier(
+    VERIFIED_DOWNSTREAM_SVIDS,
+    'downstream SVID',
+    'required: the downstream CA route authenticates the X509-SVID of a downstream entry (mTLS)',
+  );
+
   constructor(
     private readonly bundles: BundleService,
-    private readonly downstream: DownstreamEntries,
+    private readonly entryIndex: AuthorisedEntriesService,
     private readonly audit: AuditService,
     @Inject(CLOCK) private readonly clock: Clock,
     @Inject(SERVER_CONFIG) private readonly config: Pick<ServerConfig, 'trustDomain'>,
@@ -51,28 +63,17 @@ export class DownstreamAuthGuard implements CanActivate {
         'client certificate: the downstream CA route is served on the TLS port only',
       );
     }
-    const chain = peerCertificateChain(socket.getPeerCertificate(true));
-    if (chain.length === 0) {
-      throw new AppError(
-        'unauthenticated',
-        'client certificate: required: the downstream CA route authenticates the X509-SVID of a downstream entry (mTLS)',
+    const trustDomain = leafTrustDomain(socket);
+    if (trustDomain !== undefined && trustDomain !== this.config.trustDomain.name) {
+      throw await this.refuse(
+        'unknown',
+        `client certificate: an X509-SVID of trust domain ${trustDomain}, not ${this.config.trustDomain.name}; ` +
+          'only downstream entries of this trust domain may obtain a CA',
       );
     }
-    let spiffeId: string;
-    try {
-      spiffeId = verifyX509SvidSync(chain, this.bundles.ownBundle(), { now: this.clock.now() }).spiffeId.toString();
-    } catch (error) {
-      if (!(error instanceof SpiffeError)) throw error;
-      if (error.code === 'ERR_BUNDLE_NOT_FOUND') {
-        throw await this.refuse(
-          'unknown',
-          `client certificate: not an X509-SVID of trust domain ${this.config.trustDomain.name}; ` +
-            `only its downstream entries may obtain a CA (${error.message})`,
-        );
-      }
-      throw new AppError('unauthenticated', `client certificate: ${error.message}`, { cause: error });
-    }
-    if (!(await this.downstream.isDownstream(spiffeId))) {
+    const now = this.clock.now();
+    const { spiffeId } = this.svids.verify(socket, this.bundles.ownBundle(), now);
+    if (!this.entryIndex.isDownstream(spiffeId, now)) {
       throw await this.refuse(
         spiffeId,
         `client certificate: ${spiffeId} has no registration entry with downstream: true; only downstream entries ` +
@@ -93,6 +94,21 @@ export class DownstreamAuthGuard implements CanActivate {
       statusCode: HTTP_STATUS_BY_KIND[error.kind],
     });
     return error;
+  }
+}
+
+/** The trust domain of the client certificate's SPIFFE ID, before any verification; undefined when it names none. */
+function leafTrustDomain(socket: TLSSocket): string | undefined {
+  const leaf = peerCertificateChain(socket.getPeerCertificate(true))[0];
+  if (leaf === undefined) return undefined;
+  const uri = (new X509Certificate(leaf).subjectAltName ?? '')
+    .split(', ')
+    .find((name) => name.toLowerCase().startsWith('uri:spiffe://'));
+  if (uri === undefined) return undefined;
+  try {
+    return SpiffeId.parse(uri.slice('URI:'.length)).trustDomain.name;
+  } catch {
+    return undefined;
   }
 }
 

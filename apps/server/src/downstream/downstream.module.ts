@@ -1,11 +1,10 @@
 import { Module } from '@nestjs/common';
+import { AgentApiModule } from '../agent-api/agent-api.module.js';
 import { AuditModule } from '../audit/audit.module.js';
 import { BundleModule } from '../bundle/bundle.module.js';
 import { CaModule } from '../ca/ca.module.js';
-import { EntriesModule } from '../entries/entries.module.js';
 import { DownstreamAuthGuard } from './downstream-auth.guard.js';
 import { DownstreamController } from './downstream.controller.js';
-import { DownstreamEntries } from './downstream-entries.js';
 import { DownstreamService } from './downstream.service.js';
 
 /**
@@ -13,8 +12,8 @@ import { DownstreamService } from './downstream.service.js';
  * nested server that presents the X509-SVID of an entry with `downstream: true`.
  */
 @Module({
-  imports: [AuditModule, BundleModule, CaModule, EntriesModule],
+  imports: [AgentApiModule, AuditModule, BundleModule, CaModule],
   controllers: [DownstreamController],
-  providers: [DownstreamAuthGuard, DownstreamEntries, DownstreamService],
+  providers: [DownstreamAuthGuard, DownstreamService],
 })
 export class DownstreamModule {}
