@@ -11,6 +11,8 @@ import type { AuthorityMetrics, AuthorityTransition } from '../../apps/server/sr
 import type { AuthorityKind } from '../../apps/server/src/ca/ca-key.js';
 import { CaKeysRepository } from '../../apps/server/src/ca/ca-keys.repository.js';
 import { CaService } from '../../apps/server/src/ca/ca.service.js';
+import { AuthorityUsage } from '../../apps/server/src/ca/authority-usage.js';
+import { AuthorityUsageRepository } from '../../apps/server/src/ca/authority-usage.repository.js';
 import { KeyManager } from '../../apps/server/src/ca/key-manager.js';
 import type { FakeClock } from './fake-clock.js';
 import { loadServerConfig, type ServerConfig, type ServerConfigFlags } from '../../apps/server/src/config.js';
@@ -62,7 +64,14 @@ export async function createTestAuthority(
   const metrics = new RecordingAuthorityMetrics();
   const journal = new CaKeysRepository(dataSource);
   const bundles = new BundleService(new BundlesRepository(dataSource), config);
-  const keys = new KeyManager(journal, bundles, new AuthorityKeyFactory(config, kek), options.clock, metrics);
+  const keys = new KeyManager(
+    journal,
+    bundles,
+    new AuthorityKeyFactory(config, kek),
+    new AuthorityUsage(new AuthorityUsageRepository(dataSource)),
+    options.clock,
+    metrics,
+  );
   const ca = new CaService(keys, options.clock, config, metrics);
   return { config, kek, journal, bundles, keys, ca, metrics };
 }

@@ -47,6 +47,10 @@ export class FakeAgentApi implements AgentApi {
   jwtTtlSeconds = 300;
   jwtCalls = 0;
   syncCalls = 0;
+  /** Authority IDs the sync reports as tainted (set with {@link taint}). */
+  tainted: ReadonlySet<string> = new Set();
+  /** The queries of every sync received, in order. */
+  readonly syncQueries: SyncQuery[] = [];
   private revision = 0;
   private changes: Change[] = [];
   private bundleValue: TrustBundle;
@@ -88,6 +92,12 @@ export class FakeAgentApi implements AgentApi {
     this.wake();
   }
 
+  /** Taints these authority IDs, as the server publishes a taint: with a new bundle sequence. */
+  taint(...authorityIds: string[]): void {
+    this.tainted = new Set(authorityIds);
+    this.bumpBundle();
+  }
+
   renew(): Promise<AgentSvidResponse> {
     throw new Error('FakeAgentApi: renew is not served');
   }
@@ -95,6 +105,7 @@ export class FakeAgentApi implements AgentApi {
   async sync(query: SyncQuery, signal?: AbortSignal): Promise<SyncResponse> {
     this.check();
     this.syncCalls++;
+    this.syncQueries.push(query);
     // As the server: from revision 0 a full answer is news only when there are entries.
     const unchanged = (): boolean =>
       query.revision === this.revision &&
@@ -125,6 +136,7 @@ export class FakeAgentApi implements AgentApi {
       deletedIds: full ? [] : ids.filter((id) => !this.entries.has(id)),
       bundle: this.bundleValue,
       federatedBundles: [],
+      taintedAuthorities: this.tainted,
     };
   }
 

@@ -10,7 +10,8 @@ import { AgentManager } from './manager/agent-manager.js';
 import { AgentStorage } from './storage/agent-storage.js';
 import { EntrySync } from './manager/entry-sync.js';
 import { JwtSvidCache } from './manager/jwt-svid-cache.js';
-import { SvidCache } from './manager/svid-cache.js';
+import { SvidCache, type TaintOutcome } from './manager/svid-cache.js';
+import { addIssuer } from './manager/svid-issuers.js';
 import { SvidRotator } from './manager/svid-rotator.js';
 import { PerUidAttestationLimit } from './endpoints/workload-api/attestation-limit.js';
 import { WorkloadApiHandler } from './endpoints/workload-api/workload-api.handler.js';
@@ -69,6 +70,8 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     logger: new Logger('ServerClient'),
   });
   const storage = new AgentStorage(config.dataDir);
+  // Told after the metrics exist (the cache is built first: the metrics read its sizes).
+  let onTaint: ((outcome: TaintOutcome) => void) | undefined;
   const cache = new SvidCache(
     new JwtSvidCache((entryId, audience) => client.signJwtSvid(entryId, audience), {
       clock,
@@ -76,6 +79,8 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     }),
     clock,
     new Logger('SvidCache'),
+    Math.random,
+    (outcome) => onTaint?.(outcome),
   );
   const metrics =
     config.metricsAddress === undefined
@@ -89,6 +94,12 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
           },
           () => clock.now().getTime(),
         );
+  if (metrics !== undefined) {
+    onTaint = ({ x509Svids, jwtSvids }) => {
+      metrics.taintedSvids('workload', x509Svids);
+      metrics.taintedSvids('jwt', jwtSvids);
+    };
+  }
   const attestors = createWorkloadAttestors({ config, clock, cache });
   // One attestation limit for both services on the socket: a uid's SDS calls wait their turn with its others.
   const attestation = new PerUidAttestationLimit(attestors, config.workloadApiLimits.maxAttestationsPerUid);
@@ -110,15 +121,21 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
   await attestors.prepare();
   await server.prepare();
   await admin?.prepare();
+  // The sync is created once the agent is attested; until then there is no poll to restart.
+  let reportChanged = (): void => undefined;
   const manager = new AgentManager(identity, client, storage, {
     attestation: config.attestation,
     trustDomain: config.trustDomain,
     onBundle: (bundle) => cache.setOwnBundle(bundle),
     clock,
     logger: new Logger('AgentManager'),
+    onRenewal: (outcome: 'ok' | 'failed') => {
+      metrics?.svidRenewal(outcome);
+      if (outcome === 'ok') reportChanged();
+    },
     ...(metrics && {
       onAttestation: (method: string, outcome: 'ok' | 'failed') => metrics.nodeAttestation(method, outcome),
-      onRenewal: (outcome: 'ok' | 'failed') => metrics.svidRenewal(outcome),
+      onTaintedSvid: () => metrics.taintedSvids('agent', 1),
     }),
   });
   let fatal = false;
@@ -135,7 +152,10 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     clock,
     onAgentRefused: (error) => manager.agentRefused(error),
     logger: new Logger('SvidRotator'),
-    ...(metrics && { onBatch: (signed: number, refused: number) => metrics.svidsSigned(signed, refused) }),
+    onBatch: (signed: number, refused: number) => {
+      metrics?.svidsSigned(signed, refused);
+      reportChanged();
+    },
   });
   let synced = false;
   let lastSyncAtMs: number | undefined;
@@ -147,6 +167,12 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
       });
     },
     onAgentRefused: (error) => manager.agentRefused(error),
+    svidIssuers: () => {
+      const issuers = cache.svidIssuers(clock.now());
+      for (const [id, until] of manager.svidIssuers()) addIssuer(issuers, id, until);
+      return issuers;
+    },
+    onTainted: (tainted) => manager.taint(tainted),
     onSyncFailed: () => metrics?.syncFailed(),
     onSynced: (revision) => {
       lastSyncAtMs = clock.now().getTime();
@@ -157,6 +183,7 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     },
     logger: new Logger('EntrySync'),
   });
+  reportChanged = () => sync.reportChanged();
   const opsServers: OpsServer[] = [];
   const stopLoops = async (): Promise<void> => {
     await admin?.stop();

@@ -11,4 +11,5 @@ export * from './errors.js';
 export * from './limits.js';
 export * from './messages.js';
 export * from './routes.js';
+export * from './svid-issuers.js';
 export * from './attestation/index.js';

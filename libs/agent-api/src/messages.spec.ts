@@ -24,6 +24,7 @@ import {
   syncPath,
 } from './messages.js';
 import { AGENT_API_PREFIX, AGENT_API_ROUTES, routePath } from './routes.js';
+import { parseSvidIssuers, serializeSvidIssuers } from './svid-issuers.js';
 
 const td = TrustDomain.parse('example.org');
 const ENTRY_ID = '0b7e6f3a-1f2c-4d5e-8a9b-0c1d2e3f4a5b';
@@ -186,8 +187,17 @@ describe('sync response', () => {
       deletedIds: new Set(['gone']),
       bundle: jwks,
       federatedBundles: new Map([['other.org', { keys: [] }]]),
+      taintedAuthorities: ['0a1b'],
     });
-    expect(Object.keys(wire)).toEqual(['revision', 'full', 'entries', 'deleted_ids', 'bundle', 'federated_bundles']);
+    expect(Object.keys(wire)).toEqual([
+      'revision',
+      'full',
+      'entries',
+      'deleted_ids',
+      'bundle',
+      'federated_bundles',
+      'tainted_authorities',
+    ]);
     expect(wire.federated_bundles).toEqual({ 'spiffe://other.org': { keys: [] } });
     const parsed = parseSyncResponse(JSON.parse(JSON.stringify(wire)), td);
     expect(parsed.revision).toBe(9);
@@ -196,6 +206,10 @@ describe('sync response', () => {
     expect(parsed.entries.map((entry) => serializeSyncEntry(entry))).toEqual(wire.entries);
     expect(parsed.bundle.toJwks()).toEqual(jwks);
     expect(parsed.federatedBundles.map((bundle) => bundle.trustDomain.name)).toEqual(['other.org']);
+    expect(parsed.taintedAuthorities).toEqual(new Set(['0a1b']));
+    // An older server sends no tainted list: none.
+    const { tainted_authorities: _, ...older } = wire;
+    expect(parseSyncResponse(JSON.parse(JSON.stringify(older)), td).taintedAuthorities).toEqual(new Set());
 
     const full = serializeSyncResponse({
       revision: 9,
@@ -324,5 +338,37 @@ describe('error body', () => {
     });
     expect(parseErrorBody(502, undefined)).toEqual({ kind: 'http_502', message: 'HTTP 502' });
     expect(parseErrorBody(500, { error: 7 })).toEqual({ kind: 'http_500', message: 'HTTP 500' });
+  });
+});
+
+describe('svid issuers report', () => {
+  it('puts the report in the sync query, sorted, expiries in unix seconds; parses it back', () => {
+    const issuers = new Map([
+      ['ff00', new Date(2_000_000_500)],
+      ['UyNh-_x', new Date(1_000_000_000)],
+    ]);
+    const text = serializeSvidIssuers(issuers);
+    expect(text).toBe('UyNh-_x:1000000,ff00:2000001');
+    expect(syncPath({ revision: 1, bundleSequence: undefined, waitMs: 0, svidIssuers: issuers })).toBe(
+      '/agent/v1/sync?revision=1&wait_ms=0&svid_issuers=UyNh-_x%3A1000000%2Cff00%3A2000001',
+    );
+    expect(parseSvidIssuers(text)).toEqual(
+      new Map([
+        ['UyNh-_x', new Date(1_000_000_000)],
+        ['ff00', new Date(2_000_001_000)],
+      ]),
+    );
+    expect(parseSvidIssuers('')).toEqual(new Map());
+  });
+
+  it.each([
+    ['ab', 'svid_issuers[0]: must be <authority id>:<unix seconds>'],
+    ['ab:1:2', 'svid_issuers[0]: must be <authority id>:<unix seconds>'],
+    ['ab:1,a b:2', 'svid_issuers[1]: must be <authority id>:<unix seconds>'],
+    ['ab:x', 'svid_issuers[0]: must be <authority id>:<unix seconds>'],
+    ['ab:1,ab:2', "svid_issuers[1]: authority 'ab' is named twice"],
+    [Array.from({ length: 33 }, (_, i) => `k${i}:1`).join(','), 'svid_issuers: at most 32 authorities, got 33'],
+  ])('refuses %s, naming the item', (text, message) => {
+    expect(() => parseSvidIssuers(text)).toThrow(message);
   });
 });

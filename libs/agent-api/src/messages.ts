@@ -3,6 +3,7 @@ import { SpiffeId, type SpiffeJwks, TrustBundle, TrustDomain } from '@sigil/spif
 import { AgentApiProtocolError, type ErrorKind } from './errors.js';
 import { CSR_MAX_BYTES, MAX_CSR_BATCH } from './limits.js';
 import { AGENT_API_ROUTES } from './routes.js';
+import { type SvidIssuers, serializeSvidIssuers } from './svid-issuers.js';
 
 /*
  * The messages of the agent API (JSON, snake_case keys, binary values in standard base64), three ways each:
@@ -77,6 +78,8 @@ export interface SyncQueryWire {
   bundle_sequence?: number;
   /** How long to wait for a change, in ms (the server caps it). */
   wait_ms?: number;
+  /** The authorities that issued the SVIDs the agent holds (see `serializeSvidIssuers`); absent: not reported. */
+  svid_issuers?: string;
 }
 
 /** One answer of `GET /agent/v1/sync`. */
@@ -90,6 +93,11 @@ export interface SyncResponseWire {
   bundle: SpiffeJwks;
   /** By `spiffe://<trust domain>`. */
   federated_bundles: Record<string, SpiffeJwks>;
+  /**
+   * Authority IDs of our trust domain's tainted keys (X.509: hex subject key identifier; JWT: kid), still in the
+   * bundle but no longer to be relied on: the agent replaces every SVID they issued (SPIRE's `tainted` authorities).
+   */
+  tainted_authorities: string[];
 }
 
 export interface X509SvidRequestWire {
@@ -177,6 +185,8 @@ export interface SyncQuery {
   readonly revision: number;
   readonly bundleSequence: number | undefined;
   readonly waitMs: number;
+  /** The authorities that issued the SVIDs the agent holds, with the latest expiry under each. */
+  readonly svidIssuers?: SvidIssuers;
 }
 
 /** One answer of the long-poll sync. */
@@ -188,6 +198,8 @@ export interface SyncResponse {
   readonly deletedIds: readonly string[];
   readonly bundle: TrustBundle;
   readonly federatedBundles: readonly TrustBundle[];
+  /** Authority IDs of our tainted keys (see {@link SyncResponseWire.tainted_authorities}); absent: none. */
+  readonly taintedAuthorities?: ReadonlySet<string>;
 }
 
 /** One CSR of a batch. */
@@ -421,6 +433,7 @@ export function parseAttestationResponse(value: unknown): AttestationResponse {
 export function syncPath(query: SyncQuery): string {
   const params = new URLSearchParams({ revision: String(query.revision), wait_ms: String(query.waitMs) });
   if (query.bundleSequence !== undefined) params.set('bundle_sequence', String(query.bundleSequence));
+  if (query.svidIssuers !== undefined) params.set('svid_issuers', serializeSvidIssuers(query.svidIssuers));
   return `${AGENT_API_ROUTES.sync.path}?${params.toString()}`;
 }
 
@@ -431,6 +444,8 @@ export type SyncResponseSource = {
   readonly bundle: SpiffeJwks;
   /** By trust domain name. */
   readonly federatedBundles: ReadonlyMap<string, SpiffeJwks>;
+  /** Absent: none. */
+  readonly taintedAuthorities?: readonly string[];
 } & ({ readonly full: true } | { readonly full: false; readonly deletedIds: Iterable<string> });
 
 /** The sync answer; federated bundles are keyed `spiffe://<trust domain>`. */
@@ -444,6 +459,7 @@ export function serializeSyncResponse(sync: SyncResponseSource): SyncResponseWir
     federated_bundles: Object.fromEntries(
       [...sync.federatedBundles].map(([trustDomain, jwks]) => [`spiffe://${trustDomain}`, jwks]),
     ),
+    tainted_authorities: [...(sync.taintedAuthorities ?? [])],
   };
 }
 
@@ -461,6 +477,12 @@ export function parseSyncResponse(value: unknown, trustDomain: TrustDomain): Syn
       const td = checked(`federated_bundles key ${key}`, () => TrustDomain.parse(key));
       return bundle(jwks, `federated_bundles[${key}]`, td);
     }),
+    // An older server sends none.
+    taintedAuthorities: new Set(
+      array(body['tainted_authorities'] ?? [], 'tainted_authorities').map((id, i) =>
+        string(id, `tainted_authorities[${i}]`),
+      ),
+    ),
   };
 }
 

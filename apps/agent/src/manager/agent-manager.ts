@@ -12,6 +12,7 @@ import { Backoff, sleep } from '../common/backoff.js';
 import { type NodeAttestationConfig } from '../config.js';
 import { type AgentState, type AgentStorage, decideResume } from '../storage/agent-storage.js';
 import { rotationTime } from './rotation.js';
+import { addIssuer, chainIssuerIds, taintedRotationTime } from './svid-issuers.js';
 import { type AgentIdentity, type CurrentAgentSvid } from './agent-identity.js';
 
 export interface AgentManagerOptions {
@@ -29,6 +30,8 @@ export interface AgentManagerOptions {
   /** Told how each node attestation and agent SVID renewal ended (metrics). */
   readonly onAttestation?: (method: string, outcome: 'ok' | 'failed') => void;
   readonly onRenewal?: (outcome: 'ok' | 'failed') => void;
+  /** Told when a taint brought the renewal of the agent's own SVID forward (metrics). */
+  readonly onTaintedSvid?: () => void;
 }
 
 /** The agent cannot go on (refused by the server and unable to attest again); the message says what to do. */
@@ -54,6 +57,9 @@ export class AgentManager {
   private stopped = false;
   private reattesting: Promise<void> | undefined;
   private renewAt: Date | undefined;
+  /** Authority IDs that issued the current agent SVID. */
+  private issuers: readonly string[] = [];
+  private tainted: ReadonlySet<string> = new Set();
   private renewing: Promise<void> | undefined;
   private failFatal: ((error: AgentFatalError) => void) | undefined;
   private readonly attestor: NodeAttestor | undefined;
@@ -127,6 +133,38 @@ export class AgentManager {
     this.reattesting = this.reattest(error).finally(() => {
       this.reattesting = undefined;
     });
+  }
+
+  /**
+   * The server's tainted authority IDs (from the sync): when one of them issued the agent's SVID, its renewal comes
+   * forward to a random instant within the taint window, as for the workloads' SVIDs. An unchanged set does nothing.
+   */
+  taint(tainted: ReadonlySet<string>): void {
+    if (tainted.size === this.tainted.size && [...tainted].every((id) => this.tainted.has(id))) return;
+    this.tainted = tainted;
+    this.forceRenewalIfTainted();
+  }
+
+  /** The authorities that issued the agent's own SVID, with its expiry (the sync's report). */
+  svidIssuers(): Map<string, Date> {
+    const current = this.identity.current();
+    const issuers = new Map<string, Date>();
+    if (current === undefined || current.expiresAt.getTime() <= this.clock.now().getTime()) return issuers;
+    for (const id of this.issuers) addIssuer(issuers, id, current.expiresAt);
+    return issuers;
+  }
+
+  private forceRenewalIfTainted(): void {
+    if (this.renewAt === undefined || !this.issuers.some((id) => this.tainted.has(id))) return;
+    const renewAt = taintedRotationTime(this.renewAt, this.clock.now(), this.random);
+    if (renewAt.getTime() >= this.renewAt.getTime()) return;
+    this.renewAt = renewAt;
+    this.options.logger?.log({
+      msg: 'the agent SVID was issued by a tainted authority, renewing it early',
+      renewAt: renewAt.toISOString(),
+    });
+    this.options.onTaintedSvid?.();
+    if (this.renewing === undefined && this.reattesting === undefined) this.arm();
   }
 
   async stop(): Promise<void> {
@@ -294,7 +332,10 @@ export class AgentManager {
       receivedAt,
     };
     this.identity.install(svid);
+    this.issuers = chainIssuerIds(state.svidChain);
     this.renewAt = rotationTime({ notBefore: svid.notBefore, notAfter: svid.expiresAt }, receivedAt, this.random);
+    // Resumed from disk, or renewed by a replica that had not heard of the taint yet: still issued by a tainted key.
+    this.forceRenewalIfTainted();
   }
 
   /** Arms the renewal timer for `at` (default: the current SVID's renewal time). */

@@ -1,5 +1,6 @@
 import { type Logger } from '@nestjs/common';
 import { type TrustBundle } from '@sigil/spiffe';
+import { type SvidIssuers } from '@sigil/agent-api';
 import { type AgentApi } from '../client/agent-api.js';
 import { AgentApiError } from '../client/server-client.js';
 import { Backoff, sleep } from '../common/backoff.js';
@@ -17,12 +18,24 @@ export interface EntrySyncOptions {
   readonly onSynced?: (revision: number) => void;
   /** Called after each failed sync (metrics). */
   readonly onSyncFailed?: (error: unknown) => void;
+  /**
+   * The authorities that issued the SVIDs the agent holds, with the latest expiry under each: sent with every sync,
+   * the server keeps it for `localauthority … revoke`.
+   */
+  readonly svidIssuers?: () => SvidIssuers;
+  /** Called after each sync with the server's tainted authority IDs (the agent manager renews its own SVID). */
+  readonly onTainted?: (tainted: ReadonlySet<string>) => void;
   readonly backoff?: Backoff;
   readonly logger?: Pick<Logger, 'warn' | 'log' | 'debug'>;
 }
 
-/** Shortest time between two polls whose answers brought nothing. */
+/** Shortest time between two polls whose answers brought nothing, and between two polls restarted to report. */
 const MIN_EMPTY_POLL_MS = 1000;
+
+/** The authority IDs of a report, comparable: only a change of them restarts a waiting poll. */
+function issuerIds(issuers: SvidIssuers | undefined): string {
+  return issuers === undefined ? '' : [...issuers.keys()].sort().join(',');
+}
 
 /**
  * The long-poll sync loop: asks the server for the changes of authorised entries since the last revision it saw
@@ -37,6 +50,10 @@ export class EntrySync {
   private readonly abort = new AbortController();
   private loop: Promise<void> | undefined;
   private running = false;
+  /** Aborts the poll in flight only, to send a new report at once. */
+  private pollAbort: AbortController | undefined;
+  private sentIssuerIds = '';
+  private restarting = false;
 
   constructor(
     private readonly api: Pick<AgentApi, 'sync'>,
@@ -72,6 +89,19 @@ export class EntrySync {
     await this.loop;
   }
 
+  /**
+   * The SVIDs held may have changed (a rotation pass, the agent SVID renewed): when the authorities that issued them
+   * differ from those the waiting poll reported, that poll is abandoned and a new one sent, so the server learns at
+   * once that an authority is no longer in use (`localauthority … revoke` waits for it). At most one restart a second.
+   */
+  reportChanged(): void {
+    const poll = this.pollAbort;
+    if (poll === undefined || this.restarting || this.options.svidIssuers === undefined) return;
+    if (issuerIds(this.options.svidIssuers()) === this.sentIssuerIds) return;
+    this.restarting = true;
+    poll.abort(new Error('the SVIDs held changed issuers, reporting them'));
+  }
+
   /** One sync, without waiting on the server (the first one, before the Workload API opens). */
   async syncOnce(waitMs = 0): Promise<void> {
     await this.syncAndApply(waitMs);
@@ -92,6 +122,11 @@ export class EntrySync {
         if (!changed && Date.now() - startedAt < MIN_EMPTY_POLL_MS) await sleep(MIN_EMPTY_POLL_MS, signal);
       } catch (error) {
         if (signal.aborted) break;
+        if (this.restarting) {
+          this.restarting = false;
+          await sleep(MIN_EMPTY_POLL_MS, signal).catch(() => undefined);
+          continue;
+        }
         this.options.onSyncFailed?.(error);
         if (error instanceof AgentApiError && error.isAgentRefused()) this.options.onAgentRefused?.(error);
         const delay = this.backoff.next();
@@ -107,10 +142,26 @@ export class EntrySync {
 
   /** Returns whether the answer changed anything. */
   private async syncAndApply(waitMs: number): Promise<boolean> {
-    const sync = await this.api.sync(
-      { revision: this.revision, bundleSequence: this.cache.ownBundleSequence(), waitMs },
-      this.abort.signal,
-    );
+    const svidIssuers = this.options.svidIssuers?.();
+    this.sentIssuerIds = issuerIds(svidIssuers);
+    const poll = new AbortController();
+    this.pollAbort = poll;
+    let sync;
+    try {
+      sync = await this.api.sync(
+        {
+          revision: this.revision,
+          bundleSequence: this.cache.ownBundleSequence(),
+          waitMs,
+          ...(svidIssuers !== undefined && { svidIssuers }),
+        },
+        AbortSignal.any([this.abort.signal, poll.signal]),
+      );
+    } finally {
+      this.pollAbort = undefined;
+    }
+    // An answer that arrived as the restart was asked for is applied: the next poll carries the new report.
+    this.restarting = false;
     const { changed, ownBundleChanged } = this.cache.applySync(sync);
     this.revision = sync.revision;
     this.options.logger?.debug({
@@ -124,6 +175,7 @@ export class EntrySync {
       this.options.logger?.log({ msg: 'trust bundle updated', sequence: sync.bundle.sequenceNumber });
       await this.options.onOwnBundle?.(sync.bundle);
     }
+    this.options.onTainted?.(this.cache.taintedAuthorities());
     this.rotator.schedule();
     this.options.onSynced?.(sync.revision);
     return changed;

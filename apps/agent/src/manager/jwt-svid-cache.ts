@@ -29,6 +29,8 @@ interface CachedToken {
   readonly audienceSet: string;
   readonly entryId: string;
   readonly token: string;
+  /** The `kid` of the authority key that signed it. */
+  readonly kid: string;
   readonly reuseUntil: Date;
   /** The uid whose miss had it signed: its share of the cache pays for it. */
   readonly uid: number;
@@ -53,6 +55,9 @@ export class JwtSvidCache {
   private readonly bytesByUid = new Map<number, number>();
   private totalBytes = 0;
   private readonly inFlight = new Map<string, Promise<string>>();
+  /** Per `kid`, the latest expiry of the tokens handed out under it (what the agent reports in its sync). */
+  private readonly handedOut = new Map<string, Date>();
+  private tainted: ReadonlySet<string> = new Set();
   /** Tokens cached or being signed per audience set, over all entries: a set absent here can only be a miss. */
   private readonly audienceSets = new Map<string, number>();
   private readonly limits: Pick<JwtSvidLimits, 'cacheMaxBytes' | 'cacheMaxBytesPerUid'>;
@@ -113,6 +118,28 @@ export class JwtSvidCache {
     return refusal;
   }
 
+  /**
+   * Takes the server's tainted authority IDs: the tokens signed by a tainted key are dropped, so the next request
+   * gets one signed by the active key (SPIRE's agent does the same). Returns how many were dropped.
+   */
+  taint(authorityIds: ReadonlySet<string>): number {
+    this.tainted = authorityIds;
+    let dropped = 0;
+    for (const cached of [...this.tokens.values()]) {
+      if (authorityIds.has(cached.kid)) {
+        this.remove(cached);
+        dropped++;
+      }
+    }
+    return dropped;
+  }
+
+  /** Per `kid`, the latest expiry of the JWT-SVIDs handed out that have not expired. */
+  issuers(now: Date): Map<string, Date> {
+    for (const [kid, until] of this.handedOut) if (until.getTime() <= now.getTime()) this.handedOut.delete(kid);
+    return new Map(this.handedOut);
+  }
+
   /** Drops the tokens of an entry (removed, or now naming another SPIFFE ID). */
   forget(entryId: string): void {
     for (const cached of [...this.tokens.values()]) if (cached.entryId === entryId) this.remove(cached);
@@ -152,13 +179,19 @@ export class JwtSvidCache {
       throw new Error(`JWT-SVID sub is ${svid.spiffeId.toString()}, expected ${spiffeId.toString()}`);
     const missing = audience.find((each) => !svid.audience.includes(each));
     if (missing !== undefined) throw new Error(`JWT-SVID aud lacks ${JSON.stringify(missing)}`);
+    const kid = tokenKid(response.token);
+    const until = this.handedOut.get(kid);
+    if (until === undefined || until.getTime() < svid.expiry.getTime()) this.handedOut.set(kid, svid.expiry);
     const previous = this.tokens.get(key);
     if (previous !== undefined) this.remove(previous);
+    // Signed before a taint of its key reached us: handed out this once, never again.
+    if (this.tainted.has(kid)) return response.token;
     this.add({
       key,
       audienceSet,
       entryId,
       token: response.token,
+      kid,
       reuseUntil: jwtReuseDeadline(issuedAt, svid.expiry),
       uid,
       // Keys may hold any Unicode (two bytes a character at worst); tokens are ASCII.
@@ -230,4 +263,12 @@ function audienceKey(audience: readonly string[]): string {
     hash.update(`${each.length}:`).update(each, 'utf16le');
   }
   return hash.digest('base64');
+}
+
+/** The `kid` of a JWS that parseInsecureJwtSvid accepted (its header is well-formed JSON with a `kid`). */
+function tokenKid(token: string): string {
+  const header = JSON.parse(Buffer.from(token.slice(0, token.indexOf('.')), 'base64url').toString('utf8')) as {
+    kid?: unknown;
+  };
+  return typeof header.kid === 'string' ? header.kid : '';
 }

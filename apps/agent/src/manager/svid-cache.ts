@@ -7,6 +7,15 @@ import { type AgentBundles, type WorkloadIdentity } from '../endpoints/workload-
 import { isUnixSha256Selector } from '../attestor/workload/unix/executable-digest.js';
 import { type JwtSvidCaller, type JwtSvidLimitError } from './jwt-signing-lane.js';
 import { type JwtSvidCache } from './jwt-svid-cache.js';
+import { addIssuer, taintedRotationTime } from './svid-issuers.js';
+
+/** What a taint made the cache do. */
+export interface TaintOutcome {
+  /** Workload X509-SVIDs whose rotation was brought forward. */
+  readonly x509Svids: number;
+  /** Cached JWT-SVIDs dropped. */
+  readonly jwtSvids: number;
+}
 
 /** An X509-SVID the agent holds for an entry, with its private key (generated here, never sent). */
 export interface SignedSvid {
@@ -19,6 +28,8 @@ export interface SignedSvid {
   readonly spiffeId: string;
   readonly notAfter: Date;
   readonly rotateAt: Date;
+  /** Authority IDs that issued its chain ({@link chainIssuerIds}). */
+  readonly issuers: readonly string[];
 }
 
 interface CacheRecord {
@@ -66,13 +77,17 @@ export class SvidCache implements IdentityCache {
   private sha256InUse: boolean | undefined;
   private own: TrustBundle | undefined;
   private federated: readonly TrustBundle[] = [];
+  private tainted: ReadonlySet<string> = new Set();
   private ready = false;
   private readonly listeners = new Set<() => void>();
 
   constructor(
     private readonly jwtSvids: JwtSvidCache,
     private readonly clock: Clock = systemClock,
-    private readonly logger?: Pick<Logger, 'warn'>,
+    private readonly logger?: Pick<Logger, 'warn'> & Partial<Pick<Logger, 'log'>>,
+    private readonly random: () => number = Math.random,
+    /** Told what each new taint made the cache do (metrics). */
+    private readonly onTaint?: (outcome: TaintOutcome) => void,
   ) {}
 
   // ---- IdentityCache (read by the Workload API) ----
@@ -147,9 +162,58 @@ export class SvidCache implements IdentityCache {
       sync.federatedBundles.length !== this.federated.length ||
       sync.federatedBundles.some((bundle, i) => !sameBundle(this.federated[i], bundle));
     if (federatedChanged) this.federated = [...sync.federatedBundles];
+    this.applyTaint(sync.taintedAuthorities ?? new Set());
     const anything = changed || ownBundleChanged || federatedChanged;
     if (anything) this.notify();
     return { changed: anything, ownBundleChanged };
+  }
+
+  /** The authority IDs of our tainted keys, as the last sync sent them. */
+  taintedAuthorities(): ReadonlySet<string> {
+    return this.tainted;
+  }
+
+  /**
+   * The authorities that issued the SVIDs held (workload X509-SVIDs, JWT-SVIDs handed out) with the latest expiry
+   * under each, for the sync's report.
+   */
+  svidIssuers(now: Date): Map<string, Date> {
+    const issuers = this.jwtSvids.issuers(now);
+    for (const record of this.records.values()) {
+      const svid = record.svid;
+      if (svid === undefined || svid.notAfter.getTime() <= now.getTime()) continue;
+      for (const id of svid.issuers) addIssuer(issuers, id, svid.notAfter);
+    }
+    return issuers;
+  }
+
+  /**
+   * A new tainted set: every X509-SVID a tainted key issued is re-signed within the taint window (jittered), and the
+   * JWT-SVIDs it signed are dropped. An unchanged set does nothing, so a sync that repeats it costs nothing.
+   */
+  private applyTaint(tainted: ReadonlySet<string>): void {
+    if (tainted.size === this.tainted.size && [...tainted].every((id) => this.tainted.has(id))) return;
+    this.tainted = tainted;
+    if (tainted.size === 0) return;
+    const now = this.clock.now();
+    let x509Svids = 0;
+    for (const record of this.records.values()) {
+      const svid = record.svid;
+      if (svid === undefined || !svid.issuers.some((id) => tainted.has(id))) continue;
+      const rotateAt = taintedRotationTime(svid.rotateAt, now, this.random);
+      if (rotateAt.getTime() < svid.rotateAt.getTime()) {
+        record.svid = { ...svid, rotateAt };
+        x509Svids++;
+      }
+    }
+    const jwtSvids = this.jwtSvids.taint(tainted);
+    this.logger?.log?.({
+      msg: 'authority tainted: re-signing the SVIDs it issued',
+      tainted: [...tainted],
+      x509Svids,
+      jwtSvids,
+    });
+    this.onTaint?.({ x509Svids, jwtSvids });
   }
 
   /** Entries that need an X509-SVID signed now: none yet, one for an older version of the entry, or one due. */

@@ -70,6 +70,16 @@ export class SyncQueryDto implements SyncQueryWire {
   @IsInt()
   @Min(0)
   wait_ms?: number;
+
+  @ApiPropertyOptional({
+    maxLength: 8192,
+    description:
+      'the authorities that issued the SVIDs the agent holds: `<authority id>:<latest expiry, unix seconds>` joined by `,`',
+  })
+  @IsOptional()
+  @IsString()
+  @MaxLength(8192)
+  svid_issuers?: string;
 }
 
 /** The shape of one CSR of a batch, for the OpenAPI document; `parseX509SvidBatchRequest` checks it. */
@@ -136,6 +146,12 @@ export class SyncResponseDto implements SyncResponseWire {
   @ApiProperty({ type: Object, description: 'our trust bundle, SPIFFE JWKS with spiffe_sequence' }) bundle!: SpiffeJwks;
   @ApiProperty({ type: Object, description: 'by `spiffe://<trust domain>`' })
   federated_bundles!: Record<string, SpiffeJwks>;
+  @ApiProperty({
+    type: [String],
+    description:
+      "authority IDs of our tainted keys: the agent re-signs every SVID they issued (SPIRE's forced rotation)",
+  })
+  tainted_authorities!: string[];
 }
 
 export class SvidStatusDto implements SvidStatusWire {

@@ -6,6 +6,7 @@ import {
   AGENT_API_ROUTES,
   AgentApiProtocolError,
   type X509SvidRequest,
+  parseSvidIssuers,
   parseX509SvidBatchRequest,
   routePath,
   serializeAgentSvid,
@@ -61,9 +62,15 @@ export class AgentController {
       revision: query.revision ?? 0,
       bundleSequence: query.bundle_sequence,
       waitMs: query.wait_ms ?? 0,
+      svidIssuers:
+        query.svid_issuers === undefined ? undefined : checkContract(() => parseSvidIssuers(query.svid_issuers!)),
     };
-    const { delta, bundle, federatedBundles } = await this.syncs.sync(agent, request, abortedOnDisconnect(reply));
-    return serializeSyncResponse({ ...delta, bundle, federatedBundles });
+    const { delta, bundle, federatedBundles, taintedAuthorities } = await this.syncs.sync(
+      agent,
+      request,
+      abortedOnDisconnect(reply),
+    );
+    return serializeSyncResponse({ ...delta, bundle, federatedBundles, taintedAuthorities });
   }
 
   // The body is typed `unknown` so the global ValidationPipe passes it through: it is checked by hand (hot path).
@@ -92,8 +99,13 @@ export class AgentController {
 
 /** The requests of a CSR batch; a body that breaks the contract is the caller's error, naming every bad field. */
 function batchRequest(body: unknown): X509SvidRequest[] {
+  return checkContract(() => parseX509SvidBatchRequest(body));
+}
+
+/** Runs a parser of the agent API contract; a request that breaks it is the caller's error (400). */
+function checkContract<T>(parse: () => T): T {
   try {
-    return parseX509SvidBatchRequest(body);
+    return parse();
   } catch (error) {
     if (error instanceof AgentApiProtocolError) throw new AppError('invalid_argument', error.message);
     throw error;

@@ -1,5 +1,7 @@
 import { Inject, Injectable, type BeforeApplicationShutdown, type OnModuleInit } from '@nestjs/common';
+import type { SvidIssuers } from '@sigil/agent-api';
 import type { SpiffeJwks, TrustBundle } from '@sigil/spiffe';
+import { AuthorityUsage } from '../ca/authority-usage.js';
 import { BundleService } from '../bundle/bundle.service.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import type { CallingAgent } from './agent-request.js';
@@ -22,6 +24,8 @@ export interface SyncRequest {
   readonly bundleSequence?: number;
   /** How long to wait for a change when there is none (capped at {@link MAX_SYNC_WAIT_MS}). */
   readonly waitMs: number;
+  /** The agent's report of the authorities that issued the SVIDs it holds (stored for `localauthority … revoke`). */
+  readonly svidIssuers?: SvidIssuers | undefined;
 }
 
 export interface SyncResult {
@@ -30,6 +34,8 @@ export interface SyncResult {
   readonly bundle: SpiffeJwks;
   /** Bundles of the trust domains the agent's entries federate with, by trust domain name (those we hold). */
   readonly federatedBundles: ReadonlyMap<string, SpiffeJwks>;
+  /** Authority IDs of our tainted keys, loaded with the bundle. */
+  readonly taintedAuthorities: readonly string[];
 }
 
 /**
@@ -60,6 +66,7 @@ export class SyncService implements OnModuleInit, BeforeApplicationShutdown {
   constructor(
     private readonly index: AuthorisedEntriesService,
     private readonly bundles: BundleService,
+    private readonly usage: AuthorityUsage,
     @Inject(SERVER_CONFIG) private readonly config: Pick<ServerConfig, 'agentMaxLongPolls'>,
   ) {}
 
@@ -75,6 +82,7 @@ export class SyncService implements OnModuleInit, BeforeApplicationShutdown {
     const deadline = Date.now() + waitMs;
     const poll = waitMs > 0 ? this.openPoll(agent.spiffeId) : undefined;
     try {
+      if (request.svidIssuers !== undefined) await this.usage.report(agent.spiffeId, request.svidIssuers);
       return await this.syncUntil(agent, request, deadline, poll, signal);
     } finally {
       if (poll) this.closePoll(agent.spiffeId, poll);
@@ -145,7 +153,12 @@ export class SyncService implements OnModuleInit, BeforeApplicationShutdown {
     for (const entry of this.index.authorisedFor(agent).values()) {
       for (const trustDomain of entry.federatesWith) federatesWith.add(trustDomain);
     }
-    return { delta, bundle: bundle.toJwks(), federatedBundles: await this.federatedBundles([...federatesWith].sort()) };
+    return {
+      delta,
+      bundle: bundle.toJwks(),
+      federatedBundles: await this.federatedBundles([...federatesWith].sort()),
+      taintedAuthorities: this.bundles.ownTaintedAuthorities(),
+    };
   }
 
   /** The stored bundles of these trust domains (those that have one), from the cache or else the database. */

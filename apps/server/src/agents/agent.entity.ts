@@ -1,10 +1,11 @@
-import { Column, Entity, Index, PrimaryColumn } from 'typeorm';
+import { Check, Column, Entity, Index, PrimaryColumn } from 'typeorm';
 import type { AgentSelector } from './agent.js';
 
 /** An attested agent (SPIRE `attested_node_entries`, its selectors from `node_resolver_map_entries` kept as JSON). */
 @Entity({ name: 'agents' })
 @Index('agents_attestation_type_idx', ['attestationType'])
 @Index('agents_svid_expires_at_idx', ['svidExpiresAt'])
+@Check('agents_svid_issuers_check', "svid_issuers IS NULL OR jsonb_typeof(svid_issuers) = 'object'")
 export class AgentEntity {
   @PrimaryColumn({ name: 'spiffe_id', type: 'text', primaryKeyConstraintName: 'agents_pkey' })
   spiffeId!: string;
@@ -36,6 +37,13 @@ export class AgentEntity {
 
   @Column({ name: 'updated_at', type: 'timestamptz', default: () => 'now()' })
   updatedAt!: Date;
+
+  /**
+   * The agent's last report of the authorities that issued the SVIDs it holds: authority ID -> latest expiry (unix
+   * seconds); null until it reports. Read by `localauthority … revoke` (ca/authority-usage.ts).
+   */
+  @Column({ name: 'svid_issuers', type: 'jsonb', nullable: true, select: false })
+  svidIssuers!: Record<string, number> | null;
 
   @Column({ name: 'last_seen_at', type: 'timestamptz', nullable: true })
   lastSeenAt!: Date | null;

@@ -171,7 +171,7 @@ export class AgentsRepository {
   }
 }
 
-function toAttestedAgent(entity: AgentEntity): AttestedAgent {
+function toAttestedAgent(entity: Omit<AgentEntity, 'svidIssuers'>): AttestedAgent {
   return {
     spiffeId: entity.spiffeId,
     attestationType: entity.attestationType,

@@ -7,6 +7,7 @@ import type { StoredJwtAuthority } from './stored-bundle.js';
 @Check('bundles_jwt_authorities_check', "jsonb_typeof(jwt_authorities) = 'array'")
 @Check('bundles_refresh_hint_check', 'refresh_hint_seconds IS NULL OR refresh_hint_seconds > 0')
 @Check('bundles_sequence_check', 'sequence >= 0')
+@Check('bundles_tainted_authorities_check', "jsonb_typeof(tainted_authorities) = 'array'")
 export class BundleEntity {
   @PrimaryColumn({ name: 'trust_domain', type: 'text', primaryKeyConstraintName: 'bundles_pkey' })
   trustDomain!: string;
@@ -17,6 +18,10 @@ export class BundleEntity {
 
   @Column({ name: 'jwt_authorities', type: 'jsonb' })
   jwtAuthorities!: StoredJwtAuthority[];
+
+  /** Authority IDs of the tainted keys among ours (empty for a federated bundle). */
+  @Column({ name: 'tainted_authorities', type: 'jsonb', default: () => "'[]'" })
+  taintedAuthorities!: string[];
 
   @Column({ name: 'refresh_hint_seconds', type: 'integer', nullable: true })
   refreshHintSeconds!: number | null;

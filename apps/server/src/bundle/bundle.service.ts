@@ -13,6 +13,8 @@ export interface OwnAuthorities {
   readonly x509Authorities: readonly Uint8Array[];
   /** Each JWT key's `kid` and SubjectPublicKeyInfo DER. */
   readonly jwtAuthorities: readonly { readonly kid: string; readonly publicKeyDer: Uint8Array }[];
+  /** Authority IDs of the tainted keys among them, sent to agents with the bundle (not part of the SPIFFE bundle). */
+  readonly taintedAuthorities: readonly string[];
 }
 
 /** A foreign trust domain's bundle as stored (`bundle set`), and when it was last set. */
@@ -42,6 +44,7 @@ export class BundleService {
   private readonly trustDomain: ServerConfig['trustDomain'];
   private readonly refreshHintSeconds: number;
   private own: TrustBundle | undefined;
+  private ownTainted: readonly string[] = [];
   private readonly ownChangeListeners = new Set<(sequence: number) => void>();
 
   constructor(
@@ -69,12 +72,15 @@ export class BundleService {
       kid,
       jwk: publicJwk(publicKeyDer),
     }));
+    const taintedAuthorities = [...authorities.taintedAuthorities].sort();
     const stored = await this.bundles.findByTrustDomainForUpdate(tx, this.trustDomain.name);
+    // A taint moves the sequence too: that is how every replica reloads it and every agent's sync hears of it.
     const unchanged =
       stored !== null &&
       stored.refreshHintSeconds === this.refreshHintSeconds &&
       sameJson(stored.x509Authorities, x509Authorities) &&
-      sameJson(stored.jwtAuthorities, jwtAuthorities);
+      sameJson(stored.jwtAuthorities, jwtAuthorities) &&
+      sameJson(stored.taintedAuthorities ?? [], taintedAuthorities);
     if (unchanged) return { changed: false, sequence: Number(stored.sequence) };
 
     const sequence = stored === null ? 1 : Number(stored.sequence) + 1;
@@ -82,6 +88,7 @@ export class BundleService {
       trustDomain: this.trustDomain.name,
       x509Authorities,
       jwtAuthorities,
+      taintedAuthorities,
       refreshHintSeconds: this.refreshHintSeconds,
       sequence: String(sequence),
       updatedAt: now,
@@ -96,12 +103,14 @@ export class BundleService {
     const row = await this.bundles.findByTrustDomain(this.trustDomain.name);
     if (row === null) return false;
     this.own = toTrustBundle(row);
+    this.ownTainted = row.taintedAuthorities ?? [];
     this.logger.log({
       msg: 'trust bundle loaded',
       trustDomain: this.trustDomain.name,
       sequence: this.own.sequenceNumber,
       x509Authorities: this.own.x509Authorities.length,
       jwtAuthorities: this.own.jwtAuthorities.size,
+      taintedAuthorities: this.ownTainted,
     });
     for (const listener of [...this.ownChangeListeners]) listener(this.own.sequenceNumber ?? 0);
     return true;
@@ -193,6 +202,11 @@ export class BundleService {
       throw new AppError('unavailable', 'bundle: the trust bundle has not been loaded yet, the authority is starting');
     }
     return this.own;
+  }
+
+  /** Authority IDs of our tainted keys, as last loaded with the bundle. */
+  ownTaintedAuthorities(): readonly string[] {
+    return this.ownTainted;
   }
 
   /** Our bundle in the SPIFFE JWKS form, with `spiffe_sequence` and `spiffe_refresh_hint`. */

@@ -62,6 +62,7 @@ export class BundlesRepository {
       ...bundle,
       x509Authorities: [...bundle.x509Authorities],
       jwtAuthorities: bundle.jwtAuthorities.map(({ kid, jwk }) => ({ kid, jwk: { ...jwk } })),
+      taintedAuthorities: [...(bundle.taintedAuthorities ?? [])],
     };
     await managerOf(tx).upsert(BundleEntity, row, ['trustDomain']);
   }

@@ -10,6 +10,8 @@ export interface StoredBundle {
   /** Base64 DER of each X.509 authority (root CA certificate). */
   readonly x509Authorities: readonly string[];
   readonly jwtAuthorities: readonly StoredJwtAuthority[];
+  /** Authority IDs of our tainted keys (X.509 subject key identifier hex, JWT kid); none in a federated bundle. */
+  readonly taintedAuthorities?: readonly string[];
   readonly refreshHintSeconds: number | null;
   /** `spiffe_sequence`: increases by one on every change, never reused; a decimal string (a bigint). */
   readonly sequence: string;

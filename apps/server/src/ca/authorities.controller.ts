@@ -2,6 +2,7 @@ import { Body, Controller, Get, HttpCode, Param, Post } from '@nestjs/common';
 import { ApiTags } from '@nestjs/swagger';
 import {
   AuthorityIdBody,
+  RevokeAuthorityBody,
   AuthorityKindParams,
   AuthorityResponse,
   AuthorityStateResponse,
@@ -41,7 +42,7 @@ export class AuthoritiesController {
 
   @Post('revoke')
   @HttpCode(200)
-  async revoke(@Param() params: AuthorityKindParams, @Body() body: AuthorityIdBody): Promise<AuthorityResponse> {
-    return toAuthorityResponse(await this.keys.revoke(params.kind, body.authority_id));
+  async revoke(@Param() params: AuthorityKindParams, @Body() body: RevokeAuthorityBody): Promise<AuthorityResponse> {
+    return toAuthorityResponse(await this.keys.revoke(params.kind, body.authority_id, { force: body.force === true }));
   }
 }

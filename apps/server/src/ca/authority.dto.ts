@@ -1,5 +1,5 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { IsIn, IsString, Length } from 'class-validator';
+import { IsBoolean, IsIn, IsOptional, IsString, Length } from 'class-validator';
 import type { AuthorityKey } from './authority-key.js';
 import type { AuthoritySlots } from './key-manager.js';
 import type { AuthorityKind } from './ca-key.js';
@@ -15,6 +15,17 @@ export class AuthorityIdBody {
   @IsString()
   @Length(1, 256)
   authority_id!: string;
+}
+
+export class RevokeAuthorityBody extends AuthorityIdBody {
+  @ApiPropertyOptional({
+    default: false,
+    description:
+      'revoke even while agents report SVIDs issued by the key that have not expired: they fail verification at once',
+  })
+  @IsOptional()
+  @IsBoolean({ message: 'force must be a boolean' })
+  force?: boolean;
 }
 
 export class AuthorityResponse {

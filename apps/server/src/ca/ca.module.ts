@@ -3,6 +3,8 @@ import { BundleModule } from '../bundle/bundle.module.js';
 import { KekModule } from '../kek/kek.module.js';
 import { AuthoritiesController } from './authorities.controller.js';
 import { AuthorityKeyFactory } from './authority-key.factory.js';
+import { AuthorityUsage } from './authority-usage.js';
+import { AuthorityUsageRepository } from './authority-usage.repository.js';
 import { CaKeysRepository } from './ca-keys.repository.js';
 import { CaService } from './ca.service.js';
 import { KeyManager } from './key-manager.js';
@@ -14,7 +16,7 @@ import { KeyManager } from './key-manager.js';
 @Module({
   imports: [KekModule, BundleModule],
   controllers: [AuthoritiesController],
-  providers: [CaKeysRepository, AuthorityKeyFactory, KeyManager, CaService],
-  exports: [CaService],
+  providers: [CaKeysRepository, AuthorityKeyFactory, AuthorityUsageRepository, AuthorityUsage, KeyManager, CaService],
+  exports: [CaService, AuthorityUsage],
 })
 export class CaModule {}

@@ -4,6 +4,7 @@ import { BundleService } from '../bundle/bundle.service.js';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
 import { AuthorityKeyFactory } from './authority-key.factory.js';
+import { AuthorityUsage } from './authority-usage.js';
 import { AUTHORITY_METRICS, noAuthorityMetrics, type AuthorityMetrics } from './authority-metrics.js';
 import type { Transaction } from '../database/transaction.js';
 import type { AuthorityKind, CaKey } from './ca-key.js';
@@ -60,6 +61,7 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
     private readonly journal: CaKeysRepository,
     private readonly bundles: BundleService,
     private readonly factory: AuthorityKeyFactory,
+    private readonly usage: AuthorityUsage,
     @Inject(CLOCK) private readonly clock: Clock,
     @Optional() @Inject(AUTHORITY_METRICS) private readonly metrics: AuthorityMetrics = noAuthorityMetrics,
   ) {}
@@ -141,7 +143,11 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
     return toAuthorityKey(activated);
   }
 
-  /** Marks an old key as tainted (`localauthority … taint`): it stays in the bundle but must no longer be trusted. */
+  /**
+   * Marks an old key as tainted (`localauthority … taint`): it stays in the bundle, but the bundle's sequence moves
+   * and its tainted authority IDs reach every agent through the sync, and each agent re-signs every SVID the key
+   * issued (SPIRE's forced rotation).
+   */
   async taint(kind: AuthorityKind, authorityId: string): Promise<AuthorityKey> {
     const tainted = await this.change(async (tx, rows, _now, changes) => {
       const key = this.findOld(rows, kind, authorityId, 'tainted');
@@ -153,9 +159,13 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
     return toAuthorityKey(tainted);
   }
 
-  /** Removes a tainted old key from the bundle (`localauthority … revoke`). */
-  async revoke(kind: AuthorityKind, authorityId: string): Promise<AuthorityKey> {
-    const revoked = await this.change(async (tx, rows, _now, changes) => {
+  /**
+   * Removes a tainted old key from the bundle (`localauthority … revoke`). Refused while an agent reports an SVID
+   * issued by it that has not expired (or has not reported at all while its own SVID is valid), unless `force`:
+   * then every such SVID stops verifying at once, wherever the new bundle reaches.
+   */
+  async revoke(kind: AuthorityKind, authorityId: string, options: { force?: boolean } = {}): Promise<AuthorityKey> {
+    const revoked = await this.change(async (tx, rows, now, changes) => {
       const key = this.findOld(rows, kind, authorityId, 'revoked');
       if (!key.tainted) {
         throw new AppError('failed_precondition', `authorityId: '${authorityId}' must be tainted before it is revoked`);
@@ -168,11 +178,31 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
             'revoke it at the upstream authority',
         );
       }
+      if (options.force !== true) await this.refuseWhileInUse(tx, kind, authorityId, now);
       await this.journal.update(tx, key.id, { revoked: true });
       changes.push({ kind, transition: 'revoked', authorityId });
       return replaceRow(rows, key, { revoked: true });
     });
     return toAuthorityKey(revoked);
+  }
+
+  private async refuseWhileInUse(tx: Transaction, kind: AuthorityKind, authorityId: string, now: Date): Promise<void> {
+    const { users, count } = await this.usage.usersOf(tx, authorityId, now);
+    if (count === 0) return;
+    const named = users
+      .map(({ agentId, until }) =>
+        until === null
+          ? `${agentId} (has not reported which authorities issued its SVIDs)`
+          : `${agentId} (until ${until.toISOString()})`,
+      )
+      .join(', ');
+    throw new AppError(
+      'failed_precondition',
+      `authorityId: '${authorityId}' still issued ${kind === 'x509' ? 'X509' : 'JWT'}-SVIDs in use: ` +
+        `${count} agent${count === 1 ? '' : 's'}, ${named}${count > users.length ? ', …' : ''}; ` +
+        'wait until the agents have replaced them (tainting makes them re-sign at once) and expired, or revoke with ' +
+        'force, which removes the key from the bundle now: every SVID it issued then fails verification',
+    );
   }
 
   private async tickLogged(): Promise<void> {
@@ -353,6 +383,7 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
         jwtAuthorities: published
           .filter((row) => row.kind === 'jwt')
           .map((row) => ({ kid: row.authorityId, publicKeyDer: row.publicKeyDer })),
+        taintedAuthorities: published.filter((row) => row.tainted).map((row) => row.authorityId),
       },
       now,
     );

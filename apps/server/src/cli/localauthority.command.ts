@@ -52,7 +52,7 @@ function describeState(kind: Kind, state: AuthorityState): string {
   ].join('\n');
 }
 
-type AuthorityIdOptions = AdminOptions & { authorityId: string };
+type AuthorityIdOptions = AdminOptions & { authorityId: string; force?: boolean };
 
 /**
  * One state change (`prepare`, `activate`, `taint`, `revoke`): SPIRE's JSON names the authority by what happened to
@@ -69,8 +69,18 @@ function change(kind: Kind, action: 'prepare' | 'activate' | 'taint' | 'revoke',
       ).makeOptionMandatory(),
     );
   }
+  if (action === 'revoke') {
+    command.option(
+      '--force',
+      'revoke even while agents still hold SVIDs issued by the authority that have not expired: every one of them ' +
+        'fails verification at once',
+    );
+  }
   return command.action(async (options: AuthorityIdOptions) => {
-    const body = action === 'prepare' ? undefined : { authority_id: options.authorityId };
+    const body =
+      action === 'prepare'
+        ? undefined
+        : { authority_id: options.authorityId, ...(options.force === true && { force: true }) };
     const { body: authority } = await new AdminClient(options.adminSocket).call(
       'POST',
       `/v1/authorities/${kind}/${action}`,
@@ -101,8 +111,20 @@ function kindCommand(kind: Kind): Command {
       change(kind, 'prepare', `prepare a new authority now and publish it in the bundle (the next one activate takes)`),
     )
     .addCommand(change(kind, 'activate', 'activate the prepared authority: it signs from now on'))
-    .addCommand(change(kind, 'taint', 'mark an old (no longer active) authority as tainted'))
-    .addCommand(change(kind, 'revoke', 'remove a tainted authority from the bundle'));
+    .addCommand(
+      change(
+        kind,
+        'taint',
+        'mark an old (no longer active) authority as tainted: every agent re-signs at once the SVIDs it issued',
+      ),
+    )
+    .addCommand(
+      change(
+        kind,
+        'revoke',
+        'remove a tainted authority from the bundle (refused while agents still hold SVIDs it issued, unless --force)',
+      ),
+    );
 }
 
 /** `sigil-server localauthority x509|jwt show|prepare|activate|taint|revoke` (SPIRE's), over `/v1/authorities`. */

@@ -11,6 +11,7 @@ import { Admin1764000200000 } from '#migrations/1764000200000-Admin';
 import { AgentCanReattest1764000300000 } from '#migrations/1764000300000-AgentCanReattest';
 import { FederationRelationships1764000400000 } from '#migrations/1764000400000-FederationRelationships';
 import { UpstreamAuthorities1764000550000 } from '#migrations/1764000550000-UpstreamAuthorities';
+import { TaintedAuthorities1764000620000 } from '#migrations/1764000620000-TaintedAuthorities';
 import { FederationRelationshipEntity } from '../federation/federation-relationship.entity.js';
 import { AdminTokenEntity } from '../auth/admin-token.entity.js';
 import { AuditRecordEntity } from '../audit/audit-record.entity.js';
@@ -46,6 +47,7 @@ export const MIGRATIONS = [
   AgentCanReattest1764000300000,
   FederationRelationships1764000400000,
   UpstreamAuthorities1764000550000,
+  TaintedAuthorities1764000620000,
 ];
 
 /** Default pool size against a PostgreSQL server (`database_pool_size`). */

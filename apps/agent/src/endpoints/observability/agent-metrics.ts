@@ -49,6 +49,14 @@ export class AgentMetrics {
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });
+  private readonly forcedRotations = new Counter({
+    name: 'sigil_agent_tainted_svids_total',
+    help:
+      'SVIDs a tainted authority had issued: X509-SVIDs whose rotation was brought forward (svid: agent, workload), ' +
+      'cached JWT-SVIDs dropped (svid: jwt)',
+    labelNames: ['svid'] as const,
+    registers: [this.registry],
+  });
   private readonly syncs = new Counter({
     name: 'sigil_agent_syncs_total',
     help: 'Entry syncs with the server, by outcome',
@@ -117,6 +125,10 @@ export class AgentMetrics {
   svidsSigned(signed: number, refused: number): void {
     if (signed > 0) this.rotations.inc({ outcome: 'signed' }, signed);
     if (refused > 0) this.rotations.inc({ outcome: 'refused' }, refused);
+  }
+
+  taintedSvids(svid: 'agent' | 'workload' | 'jwt', count: number): void {
+    if (count > 0) this.forcedRotations.inc({ svid }, count);
   }
 
   syncSucceeded(revision: number): void {
