@@ -1,6 +1,6 @@
 /**
  * Forced rotation end to end (issue 14, "Taint end to end"): a real server and a join-token agent, SVIDs with long
- * lifetimes (1 h: no ordinary rotation happens during the test) and JWT-SVIDs of 20 s. The operator follows SPIRE's
+ * lifetimes (1 h: no ordinary rotation happens during the test) and JWT-SVIDs of 40 s. The operator follows SPIRE's
  * runbook: prepare, activate, taint, wait, revoke. Tainting the old X.509 CA makes the agent re-sign, within its
  * taint window, its own SVID and every workload X509-SVID the old CA issued, and the open Workload API stream carries
  * them; revoke is refused until the agent reported that nothing it holds comes from the old CA, then accepted, and
@@ -39,7 +39,7 @@ import {
 const UID = process.getuid!();
 const TD = 'spiffe://example.org';
 const WORKLOADS = [`${TD}/taint/a`, `${TD}/taint/b`];
-const JWT_TTL_SECONDS = 20;
+const JWT_TTL_SECONDS = 40;
 
 interface Authority {
   authority_id: string;
@@ -175,7 +175,10 @@ describe('localauthority taint and revoke with a real server and agent', () => {
         (await agentSvidIssuer()) === next ? true : undefined,
       );
       expect(agent.output()).toContain('the agent SVID was issued by a tainted authority, renewing it early');
-      expect(agent.output()).toMatch(/"x509Svids":2.*"msg":"authority tainted: re-signing the SVIDs it issued"/);
+      // The two workloads' SVIDs and the one of the join token's alias entry (authorised to the agent, unused).
+      expect(agent.output()).toMatch(
+        /"x509Svids":3,"jwtSvids":0,"msg":"authority tainted: re-signing the SVIDs it issued"/,
+      );
 
       // The agent reports its new issuers as soon as it holds them: revoke is accepted within seconds.
       const revokedAt = await until('revoke to be accepted', 15_000, async () =>
@@ -198,6 +201,10 @@ describe('localauthority taint and revoke with a real server and agent', () => {
       for (const svid of after.svids) await verifySvidMessage(svid);
       expect(watcher.error).toBeUndefined();
       expect(agent.running).toBe(true);
+      // The agent still reaches the server, whose own certificate the new CA re-issued when the keys changed: a
+      // JWT-SVID for a new audience is a call to the server.
+      const token = (await unary(client.FetchJWTSVID.bind(client), { audience: ['after-revoke'] })).svids[0]!.svid;
+      expect(token.split('.')).toHaveLength(3);
     } finally {
       watcher.close();
     }

@@ -16,6 +16,7 @@ import { IgnoredRetryAfter } from './auth/ignored-retry-after.js';
 import { PublicRateLimits } from './auth/public-rate-limits.js';
 import { BundleService } from './bundle/bundle.service.js';
 import { CaService } from './ca/ca.service.js';
+import { KeyManager } from './ca/key-manager.js';
 import { type Clock, systemClock } from './common/clock.js';
 import { type ConnectionLimits, connectionServerOptions, TlsConnectionGuard } from './common/connection-limits.js';
 import { ErrorFilter } from './common/error.filter.js';
@@ -221,6 +222,8 @@ export async function startServer(
   const source =
     options.credentials ?? new CaServerCredentialSource(app.get(CaService), app.get(BundleService), config.trustDomain);
   const refresher = new ServerTlsRefresher(tlsServer, source, options.clock ?? systemClock);
+  // A new active key, a taint or a revoke: the server's own certificate is re-issued at once by the active key.
+  const unsubscribeKeys = app.get(KeyManager).onChange(() => refresher.refreshNow());
   let adminServer: HttpServer | undefined;
   let metricsServer: HttpServer | undefined;
   let metricsAddress: AddressInfo | undefined;
@@ -244,6 +247,7 @@ export async function startServer(
     (closing ??= (async () => {
       stopping = true;
       for (const response of answering) closeAfter(response);
+      unsubscribeKeys();
       refresher.stop();
       if (adminServer) await closeAdminSocket(adminServer);
       await bundleEndpoint?.close();

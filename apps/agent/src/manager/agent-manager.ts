@@ -130,7 +130,15 @@ export class AgentManager {
    */
   agentRefused(error: AgentApiError): void {
     if (this.stopped || this.reattesting !== undefined) return;
-    this.reattesting = this.reattest(error).finally(() => {
+    // A request made with the SVID that a renewal in progress replaces is refused as soon as the server recorded the
+    // new one ("SVID serial … is not the current one"): that is no verdict on the agent, so the renewal ends first
+    // and the refusal is judged with the SVID it installed. (A taint renews the agent SVID while the rotator is busy
+    // re-signing the workloads' SVIDs, so the two meet.)
+    const renewing = this.renewing;
+    this.reattesting = (async () => {
+      await renewing?.catch(() => undefined);
+      await this.reattest(error);
+    })().finally(() => {
       this.reattesting = undefined;
     });
   }

@@ -136,8 +136,9 @@ describe('forced rotation on taint (agent cache)', () => {
 
   it('sends its report with every sync, and restarts a waiting poll when the issuers change', async () => {
     let report = new Map([['aa', new Date(Date.now() + 60_000)]]);
+    // Polls that would wait 25 s: only a restart brings the next one sooner.
     sync = new EntrySync(api, cache, rotator, {
-      waitMs: 5_000,
+      waitMs: 25_000,
       backoff: new Backoff(20, 40, () => 0.5),
       logger: quiet,
       svidIssuers: () => report,
@@ -155,7 +156,7 @@ describe('forced rotation on taint (agent cache)', () => {
 
       report = new Map([['bb', new Date(Date.now() + 60_000)]]);
       sync.reportChanged();
-      for (let i = 0; i < 500 && api.syncCalls < 3; i++) await new Promise((done) => setTimeout(done, 10));
+      for (let i = 0; i < 800 && api.syncCalls < 3; i++) await new Promise((done) => setTimeout(done, 10));
       expect(api.syncCalls).toBe(3);
       expect([...api.syncQueries[2]!.svidIssuers!.keys()]).toEqual(['bb']);
     } finally {

@@ -53,6 +53,7 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
   private signing = new Map<AuthorityKind, SigningAuthority>();
   private version: string | undefined;
   private inFlight: Promise<TickResult> | undefined;
+  private readonly changeListeners = new Set<() => void>();
   private timer: NodeJS.Timeout | undefined;
   /** Keys made before taking the rotation lock, for a factory that signs remotely ({@link createAhead}). */
   private readonly createdAhead = new Map<AuthorityKind, NewCaKey>();
@@ -85,6 +86,15 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
   tick(options: { waitForLock?: boolean } = {}): Promise<TickResult> {
     this.inFlight ??= this.runTick(options.waitForLock ?? false).finally(() => (this.inFlight = undefined));
     return this.inFlight;
+  }
+
+  /**
+   * Calls `listener` after this replica loaded a changed journal or bundle (a key prepared, activated, tainted,
+   * revoked or pruned); returns the unsubscriber. The server re-issues its own TLS certificate then.
+   */
+  onChange(listener: () => void): () => void {
+    this.changeListeners.add(listener);
+    return () => this.changeListeners.delete(listener);
   }
 
   /** The journal's keys of `kind` by state, as last loaded. */
@@ -392,6 +402,12 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
   /** Reloads the bundle, then the journal, when they changed; the bundle goes first so no replica signs with a key
    * its own bundle does not hold yet. */
   private async reloadIfChanged(): Promise<boolean> {
+    const reloaded = await this.reloadJournalIfChanged();
+    if (reloaded) for (const listener of [...this.changeListeners]) listener();
+    return reloaded;
+  }
+
+  private async reloadJournalIfChanged(): Promise<boolean> {
     const bundleReloaded = await this.bundles.refreshOwn();
     const version = await this.journal.journalVersion();
     if (version === this.version) return bundleReloaded;

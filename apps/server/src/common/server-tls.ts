@@ -82,6 +82,14 @@ export class ServerTlsRefresher {
     clearTimeout(this.timer);
   }
 
+  /**
+   * Issues new credentials now (the CA keys changed: a key activated, tainted or revoked), so the server never
+   * presents a certificate from a key that is about to leave the bundle; a failure retries as a refresh does.
+   */
+  refreshNow(): void {
+    this.schedule(0);
+  }
+
   private async install(): Promise<ServerCredentials> {
     const credentials = await this.source.issue();
     this.server.setSecureContext({
