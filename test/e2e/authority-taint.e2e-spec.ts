@@ -11,7 +11,7 @@ import { X509Certificate } from 'node:crypto';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { x509 } from '@sigil/spiffe';
+import { x509 } from '@sigil/spiffe/x509';
 import { decodeProtectedHeader } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentStorage } from '../../apps/agent/src/storage/agent-storage.js';

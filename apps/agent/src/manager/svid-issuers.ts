@@ -1,4 +1,4 @@
-import { x509 } from '@sigil/spiffe';
+import { x509 } from '@sigil/spiffe/x509';
 
 /**
  * How long, at most, the agent spreads the forced rotation of the SVIDs a tainted key issued: each one is re-signed

@@ -1,5 +1,6 @@
 import { X509Certificate } from 'node:crypto';
-import { SpiffeId, x509 } from '@sigil/spiffe';
+import { SpiffeId } from '@sigil/spiffe';
+import { x509 } from '@sigil/spiffe/x509';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { FAKE_JWT_KID, FakeAgentApi, testEntry } from '../../../../test/support/fake-agent-api.js';
 import { TestCa } from '../../../../test/support/test-ca.js';
