@@ -203,6 +203,20 @@ function time(buf: Uint8Array, element: Element, what: string): Date {
   return date;
 }
 
+/**
+ * Node's certificate for exactly the DER bytes `der`. Node's `X509Certificate` reads its input as PEM first: DER bytes
+ * that hold a `-----BEGIN CERTIFICATE-----` block anywhere (in an extension, say) make it parse that embedded
+ * certificate instead, so its fields and signature check would be another certificate's than the one presented. The
+ * only way to build one from bytes that came from outside; refused unless Node's certificate is those bytes.
+ *
+ * @throws CertificateFormatError when Node read anything else than `der` as the certificate.
+ */
+export function nodeCertificateFromDer(der: Uint8Array): NodeX509Certificate {
+  const node = new NodeX509Certificate(der);
+  if (!node.raw.equals(der)) fail('the certificate is not the DER bytes given (an embedded PEM block?)');
+  return node;
+}
+
 /** Parses a DER certificate. @throws CertificateFormatError naming the rule; Node's own error when OpenSSL refuses it. */
 export function parseCertificate(input: Uint8Array): CertificateView {
   const der = input.slice();
@@ -249,7 +263,7 @@ export function parseCertificate(input: Uint8Array): CertificateView {
   }
   return {
     der,
-    node: new NodeX509Certificate(der),
+    node: nodeCertificateFromDer(der),
     issuer: der.subarray(issuer.start, issuer.end),
     subject: der.subarray(subject.start, subject.end),
     notBefore,

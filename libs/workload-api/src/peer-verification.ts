@@ -1,5 +1,11 @@
-import { X509Certificate } from 'node:crypto';
-import { type BundleSource, type SpiffeId, type VerifiedX509Svid, verifyX509SvidSync } from '@sigil/spiffe';
+import { type X509Certificate } from 'node:crypto';
+import {
+  type BundleSource,
+  type SpiffeId,
+  type VerifiedX509Svid,
+  verifyX509SvidSync,
+  nodeCertificateFromDer,
+} from '@sigil/spiffe';
 import { type Authorizer } from './authorizer.js';
 import { WorkloadApiError } from './errors.js';
 
@@ -53,7 +59,7 @@ export function verifyPeerSync(
   } catch (error) {
     throw rejected(`peer x509 svid rejected: ${(error as Error).message}`, error);
   }
-  const certificates = verified.verifiedChain.map((cert) => new X509Certificate(Buffer.from(cert.rawData)));
+  const certificates = verified.verifiedChain.map((cert) => nodeCertificateFromDer(new Uint8Array(cert.rawData)));
   return authorize(verified.spiffeId, certificates, authorizer);
 }
 

@@ -1,8 +1,14 @@
-import { X509Certificate } from 'node:crypto';
 import { type Logger } from '@nestjs/common';
 import { type KeyType, createCsr, exportPrivateKeyPkcs8, generateKeyPair } from '@sigil/pki';
 import { SIGIL_AGENT_PATH_PREFIX, type Clock, systemClock } from '@sigil/runtime';
-import { type TrustBundle, type TrustDomain, idFromCertificate, parseX509Svid, verifyX509Svid } from '@sigil/spiffe';
+import {
+  type TrustBundle,
+  type TrustDomain,
+  idFromCertificate,
+  parseX509Svid,
+  verifyX509Svid,
+  nodeCertificateFromDer,
+} from '@sigil/spiffe';
 import { type AgentSvidResponse } from '@sigil/agent-api';
 import { type AttestationApi, type NodeAttestor, attestNode } from '../attestor/node/node-attestor.js';
 import { createNodeAttestor, type NodeAttestorFactory } from '../attestor/node/node-attestors.js';
@@ -331,7 +337,7 @@ export class AgentManager {
   }
 
   private install(state: AgentState, receivedAt: Date): void {
-    const leaf = new X509Certificate(state.svidChain[0] as Uint8Array);
+    const leaf = nodeCertificateFromDer(state.svidChain[0] as Uint8Array);
     const svid: CurrentAgentSvid = {
       state,
       spiffeId: idFromCertificate(state.svidChain[0] as Uint8Array),

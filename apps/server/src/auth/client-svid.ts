@@ -1,6 +1,11 @@
-import { X509Certificate } from 'node:crypto';
 import { type TLSSocket } from 'node:tls';
-import { SpiffeError, peerCertificateChain, verifyX509SvidSync, type TrustBundle } from '@sigil/spiffe';
+import {
+  SpiffeError,
+  peerCertificateChain,
+  verifyX509SvidSync,
+  type TrustBundle,
+  nodeCertificateFromDer,
+} from '@sigil/spiffe';
 import { CheckedChains } from '../agent-api/checked-chains.js';
 import { AppError } from '../common/errors.js';
 
@@ -17,7 +22,7 @@ export interface PresentedSvid {
 
 /** Lowercase hex serial number of a DER certificate, as agent records store it. */
 export function serialNumberOf(der: Uint8Array): string {
-  return new X509Certificate(der).serialNumber.toLowerCase();
+  return nodeCertificateFromDer(der).serialNumber.toLowerCase();
 }
 
 /** A 401 about the client certificate. */

@@ -1,4 +1,5 @@
-import { X509Certificate, randomBytes, randomUUID, type webcrypto } from 'node:crypto';
+import { randomBytes, randomUUID, type webcrypto } from 'node:crypto';
+import { nodeCertificateFromDer } from '@sigil/spiffe';
 import { readFile } from 'node:fs/promises';
 import { Inject, Injectable } from '@nestjs/common';
 import {
@@ -81,7 +82,7 @@ export class AuthorityKeyFactory {
     if (this.upstreamSigil !== undefined) {
       // Asked again for every new key: each preparation gets a CA (and the upstream roots) signed at that time.
       const signed = await this.upstreamSigil.signCa(keys, now);
-      const certificate = new X509Certificate(signed.certificateDer);
+      const certificate = nodeCertificateFromDer(signed.certificateDer);
       return {
         ...common,
         authorityId: Buffer.from(subjectKeyIdentifier(publicKeyDer)).toString('hex'),

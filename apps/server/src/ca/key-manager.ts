@@ -1,4 +1,5 @@
-import { X509Certificate, type webcrypto } from 'node:crypto';
+import { type webcrypto } from 'node:crypto';
+import { nodeCertificateFromDer } from '@sigil/spiffe';
 import { Inject, Injectable, Logger, Optional, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { BundleService } from '../bundle/bundle.service.js';
 import { CLOCK, type Clock } from '../common/clock.js';
@@ -387,7 +388,7 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
             // Upstream authority sigil: the upstream bundle's roots as they were, less those expired since.
             const others = (row.upstreamAuthorities ?? [])
               .map((der) => Buffer.from(der, 'base64'))
-              .filter((der) => now.getTime() < new Date(new X509Certificate(der).validTo).getTime());
+              .filter((der) => now.getTime() < new Date(nodeCertificateFromDer(der).validTo).getTime());
             return [Buffer.from(root, 'base64'), ...others];
           }),
         jwtAuthorities: published

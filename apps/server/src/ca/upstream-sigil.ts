@@ -1,8 +1,8 @@
-import { X509Certificate, type webcrypto } from 'node:crypto';
+import { type X509Certificate, type webcrypto } from 'node:crypto';
 import { request } from 'node:https';
 import { createCsrFast, exportPublicKeySpki } from '@sigil/pki';
 import { sigilServerId } from '@sigil/runtime';
-import { type TrustDomain } from '@sigil/spiffe';
+import { type TrustDomain, nodeCertificateFromDer } from '@sigil/spiffe';
 import { X509Source, authorizeId, createClientTlsOptions } from '@sigil/workload-api';
 import {
   DOWNSTREAM_X509_CA_PATH,
@@ -189,7 +189,7 @@ export function checkSignedCa(
 
 function parseCertificate(der: Buffer, field: string, fail: (message: string) => never): X509Certificate {
   try {
-    return new X509Certificate(der);
+    return nodeCertificateFromDer(der);
   } catch {
     return fail(`${field}: not a DER certificate`);
   }

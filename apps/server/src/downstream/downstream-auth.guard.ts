@@ -1,4 +1,3 @@
-import { X509Certificate } from 'node:crypto';
 import { type IncomingMessage } from 'node:http';
 import { TLSSocket } from 'node:tls';
 import {
@@ -10,7 +9,7 @@ import {
   Injectable,
   UseGuards,
 } from '@nestjs/common';
-import { SpiffeId, peerCertificateChain } from '@sigil/spiffe';
+import { SpiffeId, peerCertificateChain, nodeCertificateFromDer } from '@sigil/spiffe';
 import { type FastifyRequest } from 'fastify';
 import { AuthorisedEntriesService } from '../agent-api/authorised-entries.service.js';
 import { AuditService } from '../audit/audit.service.js';
@@ -101,7 +100,7 @@ export class DownstreamAuthGuard implements CanActivate {
 function leafTrustDomain(socket: TLSSocket): string | undefined {
   const leaf = peerCertificateChain(socket.getPeerCertificate(true))[0];
   if (leaf === undefined) return undefined;
-  const uri = (new X509Certificate(leaf).subjectAltName ?? '')
+  const uri = (nodeCertificateFromDer(leaf).subjectAltName ?? '')
     .split(', ')
     .find((name) => name.toLowerCase().startsWith('uri:spiffe://'));
   if (uri === undefined) return undefined;

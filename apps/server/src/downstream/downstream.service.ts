@@ -1,4 +1,4 @@
-import { X509Certificate } from 'node:crypto';
+import { nodeCertificateFromDer } from '@sigil/spiffe';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { AuditService } from '../audit/audit.service.js';
 import { classify } from '../audit/audit.interceptor.js';
@@ -35,7 +35,7 @@ export class DownstreamService {
       const maxTtl = this.config.downstreamCaMaxTtlSeconds;
       const ttlSeconds = request.preferred_ttl ? Math.min(request.preferred_ttl, maxTtl) : maxTtl;
       const signed = await this.ca.signDownstreamX509Ca({ csr: Buffer.from(csr, 'base64'), ttlSeconds });
-      const serial = new X509Certificate(signed.certificateChainDer[0]!).serialNumber.toLowerCase();
+      const serial = nodeCertificateFromDer(signed.certificateChainDer[0]!).serialNumber.toLowerCase();
       await this.audit.record({ ...audited, target: serial, result: 'ok', statusCode: 200 });
       this.logger.log({ msg: 'downstream CA signed', spiffeId: caller, serial, notAfter: signed.expiresAt });
       return {

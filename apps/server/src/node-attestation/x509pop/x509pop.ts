@@ -5,10 +5,11 @@ import {
   createPublicKey,
   verify,
   type KeyObject,
-  X509Certificate as NodeX509Certificate,
+  type X509Certificate as NodeX509Certificate,
 } from 'node:crypto';
 import { isCaCertificate } from '@sigil/pki';
 import { x509 } from '@sigil/spiffe/x509';
+import { nodeCertificateFromDer } from '@sigil/spiffe';
 import type { AgentSelector } from '../../agents/agent.js';
 import { AppError } from '../../common/errors.js';
 import { CheckedChains } from '../../agent-api/checked-chains.js';
@@ -145,7 +146,7 @@ export async function verifyX509popChain(
 function walk(certificatesDer: readonly Uint8Array[], roots: readonly x509.X509Certificate[]): PathCertificate[] {
   const chain = certificatesDer.map((der, index) => {
     try {
-      return new NodeX509Certificate(der);
+      return nodeCertificateFromDer(der);
     } catch {
       throw new AppError('invalid_argument', `certificates.${index}: not a der x.509 certificate`);
     }
@@ -414,7 +415,7 @@ const natives = new WeakMap<x509.X509Certificate, NodeX509Certificate>();
 function nativeOf(certificate: x509.X509Certificate): NodeX509Certificate {
   let native = natives.get(certificate);
   if (native === undefined) {
-    native = new NodeX509Certificate(new Uint8Array(certificate.rawData));
+    native = nodeCertificateFromDer(new Uint8Array(certificate.rawData));
     natives.set(certificate, native);
   }
   return native;

@@ -1,4 +1,5 @@
-import { type KeyObject, createPrivateKey, createPublicKey, sign, X509Certificate } from 'node:crypto';
+import { type KeyObject, createPrivateKey, createPublicKey, sign } from 'node:crypto';
+import { nodeCertificateFromDer } from '@sigil/spiffe';
 import { readFile } from 'node:fs/promises';
 import {
   X509POP_ATTESTOR,
@@ -53,7 +54,7 @@ export async function readX509popCredentials(
     .map((block) => block.der);
   if (chain.length === 0) throw new Error(`x509pop certificate: ${certFile} holds no CERTIFICATE block`);
   const key = createPrivateKey(await readFile(keyFile, 'utf8'));
-  const leaf = new X509Certificate(chain[0] as Uint8Array);
+  const leaf = nodeCertificateFromDer(chain[0] as Uint8Array);
   const fromKey = createPublicKey(key).export({ type: 'spki', format: 'der' });
   const fromLeaf = leaf.publicKey.export({ type: 'spki', format: 'der' });
   if (!fromKey.equals(fromLeaf)) {
