@@ -44,6 +44,8 @@ class RecordingLogger {
 
 describe('TlsConnectionGuard on a real TLS port', () => {
   let credentials: { cert: string; key: string };
+  /** A real ClientHello, caught by a plain TCP listener. */
+  let clientHello: Buffer;
   let server: HttpsServer | undefined;
   const clients: Socket[] = [];
 
@@ -51,6 +53,15 @@ describe('TlsConnectionGuard on a real TLS port', () => {
     const ca = await TestCa.create('example.org', { now: new Date() });
     const svid = await ca.createX509Svid('spiffe://example.org/sigil/server');
     credentials = { cert: svid.certificate.toString('pem'), key: toPem('PRIVATE KEY', await svid.privateKeyPkcs8()) };
+    const catcher = createTcpServer();
+    catcher.listen(0, '127.0.0.1');
+    await once(catcher, 'listening');
+    const hello = new Promise<Buffer>((resolve) => catcher.once('connection', (s: Socket) => s.once('data', resolve)));
+    const probe = connectTls({ port: (catcher.address() as AddressInfo).port, host: '127.0.0.1' });
+    probe.on('error', () => undefined);
+    clientHello = await hello;
+    probe.destroy();
+    catcher.close();
   });
 
   afterEach(async () => {
@@ -110,11 +121,12 @@ describe('TlsConnectionGuard on a real TLS port', () => {
     return new Promise((resolve) => socket.once('close', () => resolve(Buffer.concat(chunks).toString('latin1'))));
   }
 
-  /** Plain TCP connections from `localAddress` that never send a byte (a TLS handshake stalled by its client). */
-  function openSilent(port: number, count: number, localAddress: string): Socket[] {
+  /** Plain TCP connections from `localAddress` that send nothing, or only a ClientHello (a stalled handshake). */
+  function openSilent(port: number, count: number, localAddress: string, sendHello = false): Socket[] {
     return Array.from({ length: count }, () => {
       const socket = connectTcp({ host: '127.0.0.1', port, localAddress });
       socket.on('error', () => undefined);
+      if (sendHello) socket.write(clientHello);
       clients.push(socket);
       return socket;
     });
@@ -126,7 +138,10 @@ describe('TlsConnectionGuard on a real TLS port', () => {
     const watch = setInterval(() => (mostInProgress = Math.max(mostInProgress, guard.handshakesInProgress())), 1);
     try {
       // Stalled handshakes take every slot (for HANDSHAKE_SLOT_MS), so what comes next waits.
-      openSilent(port, MAX_CONCURRENT_HANDSHAKES, '127.0.0.2');
+      openSilent(port, MAX_CONCURRENT_HANDSHAKES, '127.0.0.2', true);
+      while (guard.handshakesInProgress() < MAX_CONCURRENT_HANDSHAKES) {
+        await new Promise((resolve) => setImmediate(resolve));
+      }
       const floodSize = 100;
       let floodDone = 0;
       const flood = Array.from({ length: floodSize }, () => openTls(port, '127.0.0.2').then(() => (floodDone += 1)));
@@ -144,17 +159,31 @@ describe('TlsConnectionGuard on a real TLS port', () => {
   });
 
   it('closes a connection that waited for a handshake slot longer than the handshake timeout', async () => {
-    const { port, guard, logger } = await start({ handshakeTimeoutMs: 300 });
-    const sockets = openSilent(port, 100, '127.0.0.2');
+    // Shorter than a slot: the ones past the cap are still waiting when it runs out.
+    const { port, guard, logger } = await start({ handshakeTimeoutMs: HANDSHAKE_SLOT_MS - 100 });
+    const sockets = openSilent(port, 100, '127.0.0.2', true);
     await Promise.all(sockets.map((socket) => closedBy(socket)));
     expect(guard.counts().handshakeTimeouts).toBe(100);
-    expect(JSON.stringify(logger.lines)).toContain('TLS handshake not started within 300 ms');
+    expect(JSON.stringify(logger.lines)).toContain(`TLS handshake not started within ${HANDSHAKE_SLOT_MS - 100} ms`);
     expect(guard.waitingForHandshake()).toBe(0);
+  });
+
+  it('gives no handshake slot to a connection before its ClientHello: idle connections hold up nobody', async () => {
+    const { port, guard, logger } = await start({ handshakeTimeoutMs: 2000 });
+    const idle = openSilent(port, 300, '127.0.0.2');
+    while (guard.openConnections('127.0.0.2') < 300) await new Promise((resolve) => setImmediate(resolve));
+    expect(guard.handshakesInProgress()).toBe(0);
+    const started = performance.now();
+    await openTls(port, '127.0.0.3');
+    // Not behind the idle ones' slots (each would hold one for HANDSHAKE_SLOT_MS).
+    expect(performance.now() - started).toBeLessThan(HANDSHAKE_SLOT_MS);
+    await Promise.all(idle.map((socket) => closedBy(socket)));
+    expect(JSON.stringify(logger.lines)).toContain('TLS ClientHello not received within 2000 ms');
   });
 
   it('frees the slot of a stalled handshake after HANDSHAKE_SLOT_MS: stalled clients do not hold up the queue', async () => {
     const { port, guard } = await start({});
-    const stalled = openSilent(port, MAX_CONCURRENT_HANDSHAKES, '127.0.0.2');
+    const stalled = openSilent(port, MAX_CONCURRENT_HANDSHAKES, '127.0.0.2', true);
     while (guard.handshakesInProgress() < MAX_CONCURRENT_HANDSHAKES) {
       await new Promise((resolve) => setImmediate(resolve));
     }
@@ -174,17 +203,6 @@ describe('TlsConnectionGuard on a real TLS port', () => {
   });
 
   it('closes a connection that trickles its ClientHello, at the handshake timeout however often bytes arrive', async () => {
-    // A real ClientHello, caught by a plain TCP listener.
-    const catcher = createTcpServer();
-    catcher.listen(0, '127.0.0.1');
-    await once(catcher, 'listening');
-    const hello = new Promise<Buffer>((resolve) => catcher.once('connection', (s: Socket) => s.once('data', resolve)));
-    const probe = connectTls({ port: (catcher.address() as AddressInfo).port, host: '127.0.0.1' });
-    probe.on('error', () => undefined);
-    const clientHello = await hello;
-    probe.destroy();
-    catcher.close();
-
     const { port, guard } = await start({ handshakeTimeoutMs: 300 });
     const socket = connectTcp({ host: '127.0.0.1', port });
     clients.push(socket);

@@ -39,7 +39,8 @@ export interface ConnectionLimits {
 }
 
 /**
- * TLS handshakes in progress at once; the connections accepted past it wait, unread, in a queue served round robin
+ * TLS handshakes in progress at once; a connection takes a slot once its ClientHello record has arrived (one that
+ * sends nothing costs nothing and holds nothing), and those past the cap wait, paused, in a queue served round robin
  * over remote addresses. Node accepts one connection per turn of its event loop, but a handshake's steps (the
  * ClientHello: key exchange and signature; the client's certificate and Finished: chain verification) are processed
  * whenever the client's bytes arrive, all of them in one turn: a flood's 1,000 connections completed up to 159
@@ -50,16 +51,30 @@ export const MAX_CONCURRENT_HANDSHAKES = 16;
 
 /**
  * A handshake in progress stops counting toward {@link MAX_CONCURRENT_HANDSHAKES} after this long (it goes on until
- * the handshake timeout): a client that stalls its handshakes holds a slot for at most this long, and the queue
- * moves on. Handshakes of clients far away (a round trip of 300 ms) still finish within it.
+ * the handshake timeout): a client that sends its ClientHello and then stalls holds a slot at most this long, and a
+ * handshake of a client far away goes on uncounted. When every client is slow the cap still starts
+ * {@link MAX_CONCURRENT_HANDSHAKES} handshakes per this time (64 a second), more as they finish.
  */
-export const HANDSHAKE_SLOT_MS = 1000;
+export const HANDSHAKE_SLOT_MS = 250;
 
-/** An admitted connection waiting for its handshake, and the timer that closes it if it waits too long. */
-interface WaitingConnection {
-  readonly socket: Socket;
+/** Where an admitted connection is before its handshake starts. */
+type HandshakePhase = 'client_hello' | 'waiting';
+
+/**
+ * An admitted connection until its handshake starts: the timer that closes it at accept + handshake timeout. Once
+ * started, the TLS layer's own handshake timeout applies (a connection that waited for a slot may thus take up to
+ * twice the timeout in all; it is never closed from under the TLS layer, which Node does not survive).
+ */
+interface Deadline {
   readonly timer: NodeJS.Timeout;
+  phase: HandshakePhase;
 }
+
+/** A TLS record header: content type (22, handshake), version, 16-bit length. */
+const TLS_RECORD_HEADER_BYTES = 5;
+const TLS_HANDSHAKE_RECORD = 22;
+/** The largest TLS record (RFC 8446 §5.2: 2^14 plus expansion); a longer claim is handed to TLS to refuse. */
+const TLS_MAX_RECORD_BYTES = TLS_RECORD_HEADER_BYTES + 16_384 + 256;
 
 /** Why a connection was closed at accept. */
 export type ConnectionRefusal = 'max_connections' | 'connections_per_address' | 'handshake_rate';
@@ -108,7 +123,9 @@ export class TlsConnectionGuard {
   /** Connections whose handshake is in progress and counted (raw sockets), with the timer that stops counting it. */
   private readonly handshaking = new Map<Socket, NodeJS.Timeout>();
   /** Admitted connections waiting for a handshake slot, per address key, served round robin. */
-  private readonly waiting = new Map<string, WaitingConnection[]>();
+  private readonly waiting = new Map<string, Socket[]>();
+  /** Every admitted connection until its handshake starts (Node's own timeout starts only with the TLS layer). */
+  private readonly deadlines = new Map<Socket, Deadline>();
   private drainScheduled: NodeJS.Immediate | undefined;
   private server: HttpsServer | undefined;
   private tlsListeners: ((socket: Socket) => void)[] = [];
@@ -144,7 +161,7 @@ export class TlsConnectionGuard {
     server.removeAllListeners('connection');
     server.on('connection', (socket: Socket) => {
       const key = this.admit(socket);
-      if (key !== undefined) this.handshakeOrWait(socket, key);
+      if (key !== undefined) this.awaitClientHello(socket, key);
     });
     // A handshake's end, however it ends, frees its slot (the TLS socket's `_parent` is the accepted TCP socket).
     const parentOf = (tlsSocket: Socket): Socket | undefined => (tlsSocket as Socket & { _parent?: Socket })._parent;
@@ -183,8 +200,9 @@ export class TlsConnectionGuard {
       if (this.drainScheduled !== undefined) clearImmediate(this.drainScheduled);
       for (const timer of this.handshaking.values()) clearTimeout(timer);
       this.handshaking.clear();
-      for (const queue of this.waiting.values()) for (const { socket } of queue) socket.destroy();
+      for (const queue of this.waiting.values()) for (const socket of queue) socket.destroy();
       this.waiting.clear();
+      for (const socket of [...this.deadlines.keys()]) this.clearDeadline(socket);
     });
   }
 
@@ -213,33 +231,78 @@ export class TlsConnectionGuard {
     };
   }
 
-  /** Starts the TLS handshake of `socket` if a slot is free and nobody waits, else queues it unread. */
+  /**
+   * Reads the connection's first TLS record (the ClientHello) before it may take a handshake slot: a connection that
+   * sends nothing, or trickles its hello, costs no TLS work and holds no slot; it is closed at the handshake timeout.
+   * The record is put back, and the TLS layer reads it when the socket is handed over.
+   */
+  private awaitClientHello(socket: Socket, key: string): void {
+    const deadline: Deadline = {
+      timer: setTimeout(() => this.handshakeTooLate(socket, key), this.limits.handshakeTimeoutMs),
+      phase: 'client_hello',
+    };
+    deadline.timer.unref();
+    this.deadlines.set(socket, deadline);
+    // Until the TLS layer takes it over, errors of the raw socket (a reset) are ours to take: it is closed.
+    socket.on('error', () => socket.destroy());
+    socket.once('close', () => this.clearDeadline(socket));
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size < TLS_RECORD_HEADER_BYTES) return;
+      const head = chunks.length === 1 ? chunk : Buffer.concat(chunks);
+      const complete =
+        head[0] !== TLS_HANDSHAKE_RECORD ||
+        size >= TLS_RECORD_HEADER_BYTES + head.readUInt16BE(3) ||
+        size >= TLS_MAX_RECORD_BYTES;
+      if (!complete) return;
+      socket.removeListener('data', onData);
+      socket.pause();
+      socket.unshift(chunks.length === 1 ? chunk : Buffer.concat(chunks));
+      deadline.phase = 'waiting';
+      this.handshakeOrWait(socket, key);
+    };
+    socket.on('data', onData);
+  }
+
+  /** Starts the TLS handshake of `socket` if a slot is free and nobody waits, else queues it, paused. */
   private handshakeOrWait(socket: Socket, key: string): void {
     if (this.handshaking.size < MAX_CONCURRENT_HANDSHAKES && this.waiting.size === 0) {
       this.startHandshake(socket);
       return;
     }
-    // Unread, its ClientHello stays in the kernel; the TLS layer reads it once the socket is handed over.
-    socket.pause();
-    // The wait counts toward the handshake timeout: a connection queued that long is closed as a slow handshake.
-    const timer = setTimeout(() => {
-      this.handshakeTimeouts += 1;
-      this.log.warn('tls-handshake-queue-timeout', {
-        msg:
-          `TLS handshake not started within ${this.limits.handshakeTimeoutMs} ms (the server was busy with ` +
-          `${MAX_CONCURRENT_HANDSHAKES} others): connection closed`,
-        address: key,
-      });
-      socket.destroy();
-    }, this.limits.handshakeTimeoutMs);
-    timer.unref();
-    socket.once('close', () => clearTimeout(timer));
     const queue = this.waiting.get(key);
-    if (queue === undefined) this.waiting.set(key, [{ socket, timer }]);
-    else queue.push({ socket, timer });
+    if (queue === undefined) this.waiting.set(key, [socket]);
+    else queue.push(socket);
+  }
+
+  /** The handshake timeout, counted from accept, ran out: the connection is closed, saying where it was. */
+  private handshakeTooLate(socket: Socket, key: string): void {
+    const phase = this.deadlines.get(socket)?.phase;
+    this.handshakeTimeouts += 1;
+    const within = `within ${this.limits.handshakeTimeoutMs} ms`;
+    this.log.warn(phase === 'client_hello' ? 'tls-client-hello-timeout' : 'tls-handshake-queue-timeout', {
+      msg:
+        phase === 'client_hello'
+          ? `TLS ClientHello not received ${within}: connection closed`
+          : `TLS handshake not started ${within} (the server was busy with ${MAX_CONCURRENT_HANDSHAKES} others): ` +
+            'connection closed',
+      address: key,
+    });
+    socket.destroy();
+  }
+
+  private clearDeadline(socket: Socket): void {
+    const deadline = this.deadlines.get(socket);
+    if (deadline === undefined) return;
+    clearTimeout(deadline.timer);
+    this.deadlines.delete(socket);
   }
 
   private startHandshake(socket: Socket): void {
+    this.clearDeadline(socket);
     const slot = setTimeout(() => this.handshakeEnded(socket), HANDSHAKE_SLOT_MS);
     slot.unref();
     this.handshaking.set(socket, slot);
@@ -258,12 +321,11 @@ export class TlsConnectionGuard {
     this.drainScheduled = setImmediate(() => {
       this.drainScheduled = undefined;
       while (this.handshaking.size < MAX_CONCURRENT_HANDSHAKES && this.waiting.size > 0) {
-        const [key, queue] = this.waiting.entries().next().value as [string, WaitingConnection[]];
-        const { socket: next, timer } = queue.shift()!;
+        const [key, queue] = this.waiting.entries().next().value as [string, Socket[]];
+        const next = queue.shift()!;
         // The address goes to the back of the round.
         this.waiting.delete(key);
         if (queue.length > 0) this.waiting.set(key, queue);
-        clearTimeout(timer);
         // Paused: the TLS layer takes the socket over and reads it itself.
         if (!next.destroyed) this.startHandshake(next);
       }
