@@ -34,7 +34,7 @@ const VERIFIED_DOWNSTREAM_SVIDS = 1_000;
  * domain (403 for another's) that verifies against our bundle now (401 when none is presented or it does not
  * verify: the rule every mTLS caller meets, {@link ClientSvidVerifier}), and its SPIFFE ID must have an unexpired
  * registration entry with `downstream: true` in this replica's entry index, which follows every entry change from
- * PostgreSQL (403 otherwise). Every refusal of a presented certificate is audited.
+ * PostgreSQL (403 otherwise). Every refusal of a verified SVID is audited (an unverified certificate writes nothing).
  */
 @Injectable()
 export class DownstreamAuthGuard implements CanActivate {
@@ -64,8 +64,9 @@ export class DownstreamAuthGuard implements CanActivate {
     }
     const trustDomain = leafTrustDomain(socket);
     if (trustDomain !== undefined && trustDomain !== this.config.trustDomain.name) {
-      throw await this.refuse(
-        'unknown',
+      // Not audited: nothing of it is verified, and an unauthenticated caller must not write audit records.
+      throw new AppError(
+        'permission_denied',
         `client certificate: an X509-SVID of trust domain ${trustDomain}, not ${this.config.trustDomain.name}; ` +
           'only downstream entries of this trust domain may obtain a CA',
       );

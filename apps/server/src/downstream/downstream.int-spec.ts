@@ -145,6 +145,9 @@ describe(`downstream CA route (${backend})`, () => {
       'client certificate: an X509-SVID of trust domain other.org, not example.org; only downstream entries of this ' +
         'trust domain may obtain a CA',
     );
+    // Nothing of it verified: an unauthenticated caller writes no audit record (review R6).
+    expect(await auditRows('unknown')).toEqual([]);
+    expect(await auditRows('spiffe://other.org/nested-server')).toEqual([]);
   });
 
   it('refuses a caller without a client certificate with 401, and an SVID of a CA not in the bundle', async () => {
