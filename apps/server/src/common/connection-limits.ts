@@ -57,6 +57,15 @@ export const MAX_CONCURRENT_HANDSHAKES = 16;
  */
 export const HANDSHAKE_SLOT_MS = 250;
 
+/**
+ * Addresses that finished a TLS handshake within the last hour are served first when connections wait for a slot
+ * (round robin among them, then among the others): a flood of ClientHellos that stall, from however many addresses
+ * that never finished one, does not delay the agents and operators already talking to the server (review R7: 700
+ * such addresses held legitimate handshakes for 9 s). At most this many addresses are remembered (the oldest go).
+ */
+export const KNOWN_ADDRESSES_MAX = 10_000;
+const KNOWN_ADDRESS_MS = 3_600_000;
+
 /** Where an admitted connection is before its handshake starts. */
 type HandshakePhase = 'client_hello' | 'waiting';
 
@@ -122,8 +131,14 @@ export class TlsConnectionGuard {
   private requestTimeouts = 0;
   /** Connections whose handshake is in progress and counted (raw sockets), with the timer that stops counting it. */
   private readonly handshaking = new Map<Socket, NodeJS.Timeout>();
-  /** Admitted connections waiting for a handshake slot, per address key, served round robin. */
+  /**
+   * Admitted connections waiting for a handshake slot, per address key, served round robin: those of known addresses
+   * ({@link KNOWN_ADDRESSES_MAX}) first.
+   */
+  private readonly waitingKnown = new Map<string, Socket[]>();
   private readonly waiting = new Map<string, Socket[]>();
+  /** Address keys that finished a handshake, with when (`performance.now()`), oldest first. */
+  private readonly knownAddresses = new Map<string, number>();
   /** Every admitted connection until its handshake starts (Node's own timeout starts only with the TLS layer). */
   private readonly deadlines = new Map<Socket, Deadline>();
   private drainScheduled: NodeJS.Immediate | undefined;
@@ -165,7 +180,10 @@ export class TlsConnectionGuard {
     });
     // A handshake's end, however it ends, frees its slot (the TLS socket's `_parent` is the accepted TCP socket).
     const parentOf = (tlsSocket: Socket): Socket | undefined => (tlsSocket as Socket & { _parent?: Socket })._parent;
-    server.on('secureConnection', (tlsSocket: Socket) => this.handshakeEnded(parentOf(tlsSocket)));
+    server.on('secureConnection', (tlsSocket: Socket) => {
+      this.handshakeEnded(parentOf(tlsSocket));
+      if (tlsSocket.remoteAddress !== undefined) this.remember(addressKey(tlsSocket.remoteAddress));
+    });
     server.on('tlsClientError', (_error: Error, tlsSocket: Socket) => this.handshakeEnded(parentOf(tlsSocket)));
     // Node's http layer sets `server.timeout` on each connection once its handshake is done (and again for each
     // keep-alive request); until the first request arrives, the shorter idle timeout applies instead.
@@ -200,8 +218,10 @@ export class TlsConnectionGuard {
       if (this.drainScheduled !== undefined) clearImmediate(this.drainScheduled);
       for (const timer of this.handshaking.values()) clearTimeout(timer);
       this.handshaking.clear();
-      for (const queue of this.waiting.values()) for (const socket of queue) socket.destroy();
-      this.waiting.clear();
+      for (const tier of [this.waitingKnown, this.waiting]) {
+        for (const queue of tier.values()) for (const socket of queue) socket.destroy();
+        tier.clear();
+      }
       for (const socket of [...this.deadlines.keys()]) this.clearDeadline(socket);
     });
   }
@@ -209,7 +229,7 @@ export class TlsConnectionGuard {
   /** Connections admitted and still waiting for a handshake slot ({@link MAX_CONCURRENT_HANDSHAKES}). */
   waitingForHandshake(): number {
     let count = 0;
-    for (const queue of this.waiting.values()) count += queue.length;
+    for (const tier of [this.waitingKnown, this.waiting]) for (const queue of tier.values()) count += queue.length;
     return count;
   }
 
@@ -269,13 +289,28 @@ export class TlsConnectionGuard {
 
   /** Starts the TLS handshake of `socket` if a slot is free and nobody waits, else queues it, paused. */
   private handshakeOrWait(socket: Socket, key: string): void {
-    if (this.handshaking.size < MAX_CONCURRENT_HANDSHAKES && this.waiting.size === 0) {
+    if (this.handshaking.size < MAX_CONCURRENT_HANDSHAKES && !this.anyWaiting()) {
       this.startHandshake(socket);
       return;
     }
-    const queue = this.waiting.get(key);
-    if (queue === undefined) this.waiting.set(key, [socket]);
+    const seen = this.knownAddresses.get(key);
+    const tier = seen !== undefined && performance.now() - seen < KNOWN_ADDRESS_MS ? this.waitingKnown : this.waiting;
+    const queue = tier.get(key);
+    if (queue === undefined) tier.set(key, [socket]);
     else queue.push(socket);
+  }
+
+  private anyWaiting(): boolean {
+    return this.waitingKnown.size > 0 || this.waiting.size > 0;
+  }
+
+  /** Notes that `key` finished a handshake (see {@link KNOWN_ADDRESSES_MAX}). */
+  private remember(key: string): void {
+    this.knownAddresses.delete(key);
+    this.knownAddresses.set(key, performance.now());
+    if (this.knownAddresses.size > KNOWN_ADDRESSES_MAX) {
+      this.knownAddresses.delete(this.knownAddresses.keys().next().value as string);
+    }
   }
 
   /** The handshake timeout, counted from accept, ran out: the connection is closed, saying where it was. */
@@ -317,15 +352,16 @@ export class TlsConnectionGuard {
     if (slot === undefined) return;
     clearTimeout(slot);
     this.handshaking.delete(socket);
-    if (this.waiting.size === 0 || this.drainScheduled !== undefined) return;
+    if (!this.anyWaiting() || this.drainScheduled !== undefined) return;
     this.drainScheduled = setImmediate(() => {
       this.drainScheduled = undefined;
-      while (this.handshaking.size < MAX_CONCURRENT_HANDSHAKES && this.waiting.size > 0) {
-        const [key, queue] = this.waiting.entries().next().value as [string, Socket[]];
+      while (this.handshaking.size < MAX_CONCURRENT_HANDSHAKES && this.anyWaiting()) {
+        const tier = this.waitingKnown.size > 0 ? this.waitingKnown : this.waiting;
+        const [key, queue] = tier.entries().next().value as [string, Socket[]];
         const next = queue.shift()!;
-        // The address goes to the back of the round.
-        this.waiting.delete(key);
-        if (queue.length > 0) this.waiting.set(key, queue);
+        // The address goes to the back of its round.
+        tier.delete(key);
+        if (queue.length > 0) tier.set(key, queue);
         // Paused: the TLS layer takes the socket over and reads it itself.
         if (!next.destroyed) this.startHandshake(next);
       }

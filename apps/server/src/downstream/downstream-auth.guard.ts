@@ -101,9 +101,14 @@ export class DownstreamAuthGuard implements CanActivate {
 function leafTrustDomain(socket: TLSSocket): string | undefined {
   const leaf = peerCertificateChain(socket.getPeerCertificate(true))[0];
   if (leaf === undefined) return undefined;
-  const uri = (nodeCertificateFromDer(leaf).subjectAltName ?? '')
-    .split(', ')
-    .find((name) => name.toLowerCase().startsWith('uri:spiffe://'));
+  let subjectAltName: string | undefined;
+  try {
+    subjectAltName = nodeCertificateFromDer(leaf).subjectAltName;
+  } catch {
+    // Not a certificate as given: the verification that follows refuses it with 401 (review R7: this was a 500).
+    return undefined;
+  }
+  const uri = (subjectAltName ?? '').split(', ').find((name) => name.toLowerCase().startsWith('uri:spiffe://'));
   if (uri === undefined) return undefined;
   try {
     return SpiffeId.parse(uri.slice('URI:'.length)).trustDomain.name;

@@ -1,6 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import { createCsr, exportPublicKeySpki, generateKeyPair, privateKeyToPem, toPem } from '@sigil/pki';
 import { SpiffeId, type TrustBundle } from '@sigil/spiffe';
+import { x509 } from '@sigil/spiffe/x509';
 import { DataSource } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -9,6 +10,7 @@ import {
   type ClientCredentials,
 } from '../../../../test/support/agent-api.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
+import { forgeEmbeddingPem } from '../../../../test/support/forged-certificate.js';
 import { opensslVerify } from '../../../../test/support/openssl.js';
 import { TestCa } from '../../../../test/support/test-ca.js';
 import { AuthorisedEntriesService } from '../agent-api/authorised-entries.service.js';
@@ -165,6 +167,26 @@ describe(`downstream CA route (${backend})`, () => {
       privateKeyPem: toPem('PRIVATE KEY', await svid.privateKeyPkcs8()),
     });
     expect(forged.status).toBe(401);
+  });
+
+  it('refuses with 401 a certificate whose DER embeds a CA-signed certificate as PEM (review R6, R7)', async () => {
+    const real = await svidFor(NESTED);
+    const leaf = new x509.X509Certificate(
+      real.certificatePem.split('-----END CERTIFICATE-----')[0]! + '-----END CERTIFICATE-----',
+    );
+    const forged = forgeEmbeddingPem({
+      issuer: new Uint8Array(leaf.issuerName.toArrayBuffer()),
+      spiffeId: NESTED,
+      embeddedPem: leaf.toString('pem'),
+      notBefore: leaf.notBefore,
+      notAfter: leaf.notAfter,
+    });
+    const response = await askCa({
+      certificatePem: toPem('CERTIFICATE', forged.der),
+      privateKeyPem: forged.privateKeyPem,
+    });
+    expect(response.status).toBe(401);
+    expect(response.body['message']).toContain('not the DER bytes given');
   });
 
   it('follows entry changes at once through the entry index', async () => {
