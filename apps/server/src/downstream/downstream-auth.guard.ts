@@ -9,7 +9,7 @@ import {
   Injectable,
   UseGuards,
 } from '@nestjs/common';
-import { SpiffeId, peerCertificateChain, nodeCertificateFromDer } from '@sigil/spiffe';
+import { idFromCertificate, peerCertificateChain } from '@sigil/spiffe';
 import { type FastifyRequest } from 'fastify';
 import { AuthorisedEntriesService } from '../agent-api/authorised-entries.service.js';
 import { AuditService } from '../audit/audit.service.js';
@@ -97,21 +97,15 @@ export class DownstreamAuthGuard implements CanActivate {
   }
 }
 
-/** The trust domain of the client certificate's SPIFFE ID, before any verification; undefined when it names none. */
+/**
+ * The trust domain of the client certificate's SPIFFE ID, before any verification; undefined when it names none or is
+ * not a certificate as given (the verification that follows refuses it with 401).
+ */
 function leafTrustDomain(socket: TLSSocket): string | undefined {
   const leaf = peerCertificateChain(socket.getPeerCertificate(true))[0];
   if (leaf === undefined) return undefined;
-  let subjectAltName: string | undefined;
   try {
-    subjectAltName = nodeCertificateFromDer(leaf).subjectAltName;
-  } catch {
-    // Not a certificate as given: the verification that follows refuses it with 401 (review R7: this was a 500).
-    return undefined;
-  }
-  const uri = (subjectAltName ?? '').split(', ').find((name) => name.toLowerCase().startsWith('uri:spiffe://'));
-  if (uri === undefined) return undefined;
-  try {
-    return SpiffeId.parse(uri.slice('URI:'.length)).trustDomain.name;
+    return idFromCertificate(leaf).trustDomain.name;
   } catch {
     return undefined;
   }
