@@ -130,6 +130,8 @@ export interface StartServerOptions {
    * exists) or a PostgreSQL URL; absent: this run's (PostgreSQL when `DATABASE_URL` is set, else embedded).
    */
   readonly database?: 'embedded' | { readonly url: string };
+  /** More environment variables for the process (e.g. a test-only hook). */
+  readonly env?: NodeJS.ProcessEnv;
 }
 
 let database: TestDatabase | undefined;
@@ -163,7 +165,7 @@ export async function startServerProcess(options: StartServerOptions): Promise<S
   args.push('--port', String(options.port ?? 0), '--data-dir', dataDir, '--admin-socket', adminSocket);
   if (url !== undefined) args.push('--database-url', url);
   args.push(...(options.flags ?? []));
-  const child = spawnNode(args, { SIGIL_LOG_LEVEL: 'info' });
+  const child = spawnNode(args, { SIGIL_LOG_LEVEL: 'info', ...options.env });
   const [, port] = (await child.waitFor(/"address":"127\.0\.0\.1:(\d+)".*"msg":"sigil-server listening"/, {
     timeoutMs: 90_000,
   })) as [string, string];

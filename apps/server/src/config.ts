@@ -176,6 +176,11 @@ export interface ServerConfig {
    */
   readonly agentStatusCacheTtlSeconds: number;
   /**
+   * How often each replica checks the CA key journal: the rotation leader's schedule, and the fallback by which a
+   * replica reloads keys and bundle when a change notification was lost (changes are otherwise heard at once).
+   */
+  readonly authorityCheckIntervalSeconds: number;
+  /**
    * Agents that can re-attest and are not banned are removed once their SVID has been expired this long (SPIRE's
    * `prune_attested_nodes_expired_for`); 0 turns the pruning off.
    */
@@ -249,6 +254,8 @@ export const DEFAULT_HTTP_IDLE_TIMEOUT_SECONDS = 10;
 export const DEFAULT_AGENT_SYNC_RATE = 5;
 export const DEFAULT_AGENT_SYNC_BURST = 20;
 export const DEFAULT_AGENT_STATUS_CACHE_TTL_SECONDS = 30;
+/** SPIRE's CA manager checks its keys every 10 s as well. */
+export const DEFAULT_AUTHORITY_CHECK_INTERVAL_SECONDS = 10;
 /** 30 days, the default of SPIRE's `agent purge -expiredFor` (SPIRE's automatic pruning is off unless configured). */
 export const DEFAULT_PRUNE_ATTESTED_NODES_EXPIRED_FOR_SECONDS = 30 * 24 * 3600;
 /**
@@ -328,6 +335,7 @@ export interface ServerConfigFlags {
   agentSyncRate?: string;
   agentSyncBurst?: string;
   agentStatusCacheTtl?: string;
+  authorityCheckInterval?: string;
   pruneAttestedNodesExpiredFor?: string;
   agentJwtSignRate?: string;
   agentJwtSignBurst?: string;
@@ -480,6 +488,7 @@ class RawServerConfig {
   @IsOptional() @IsCountFrom(1, 1_000_000) agent_sync_rate?: unknown;
   @IsOptional() @IsCountFrom(1, 1_000_000) agent_sync_burst?: unknown;
   @IsOptional() @IsDurationSeconds(1, 3600) agent_status_cache_ttl?: unknown;
+  @IsOptional() @IsDurationSeconds(1, 3600) authority_check_interval?: unknown;
   @IsOptional() @IsDurationSeconds(0, 10 * 365 * 24 * 3600) prune_attested_nodes_expired_for?: unknown;
   @IsOptional() @IsCountFrom(1, 1_000_000) agent_jwt_sign_rate?: unknown;
   @IsOptional() @IsCountFrom(1, 1_000_000) agent_jwt_sign_burst?: unknown;
@@ -554,6 +563,7 @@ const SOURCES: Record<RawKey, ConfigSource<keyof ServerConfigFlags>> = {
   agent_sync_rate: { flag: 'agentSyncRate', env: 'SIGIL_AGENT_SYNC_RATE', file: true },
   agent_sync_burst: { flag: 'agentSyncBurst', env: 'SIGIL_AGENT_SYNC_BURST', file: true },
   agent_status_cache_ttl: { flag: 'agentStatusCacheTtl', env: 'SIGIL_AGENT_STATUS_CACHE_TTL', file: true },
+  authority_check_interval: { flag: 'authorityCheckInterval', env: 'SIGIL_AUTHORITY_CHECK_INTERVAL', file: true },
   prune_attested_nodes_expired_for: {
     flag: 'pruneAttestedNodesExpiredFor',
     env: 'SIGIL_PRUNE_ATTESTED_NODES_EXPIRED_FOR',
@@ -699,6 +709,7 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
     agentSyncRatePerSecond: count('agent_sync_rate', DEFAULT_AGENT_SYNC_RATE),
     agentSyncBurst: count('agent_sync_burst', DEFAULT_AGENT_SYNC_BURST),
     agentStatusCacheTtlSeconds: seconds('agent_status_cache_ttl', DEFAULT_AGENT_STATUS_CACHE_TTL_SECONDS),
+    authorityCheckIntervalSeconds: seconds('authority_check_interval', DEFAULT_AUTHORITY_CHECK_INTERVAL_SECONDS),
     pruneAttestedNodesExpiredForSeconds: seconds(
       'prune_attested_nodes_expired_for',
       DEFAULT_PRUNE_ATTESTED_NODES_EXPIRED_FOR_SECONDS,

@@ -1,5 +1,6 @@
 import { Module } from '@nestjs/common';
 import { BundleModule } from '../bundle/bundle.module.js';
+import { EntriesModule } from '../entries/entries.module.js';
 import { KekModule } from '../kek/kek.module.js';
 import { AuthoritiesController } from './authorities.controller.js';
 import { AuthorityKeyFactory } from './authority-key.factory.js';
@@ -14,7 +15,7 @@ import { KeyManager } from './key-manager.js';
  * Needs `SERVER_CONFIG` and `CLOCK` from a global module; `AUTHORITY_METRICS` is optional.
  */
 @Module({
-  imports: [KekModule, BundleModule],
+  imports: [KekModule, BundleModule, EntriesModule],
   controllers: [AuthoritiesController],
   providers: [CaKeysRepository, AuthorityKeyFactory, AuthorityUsageRepository, AuthorityUsage, KeyManager, CaService],
   exports: [CaService, AuthorityUsage],

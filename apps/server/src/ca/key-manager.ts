@@ -3,6 +3,8 @@ import { nodeCertificateFromDer } from '@sigil/spiffe';
 import { Inject, Injectable, Logger, Optional, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { BundleService } from '../bundle/bundle.service.js';
 import { CLOCK, type Clock } from '../common/clock.js';
+import { DEFAULT_AUTHORITY_CHECK_INTERVAL_SECONDS, SERVER_CONFIG, type ServerConfig } from '../config.js';
+import { EntryChangeNotifier } from '../entries/entry-change-notifier.js';
 import { AppError } from '../common/errors.js';
 import { AuthorityKeyFactory } from './authority-key.factory.js';
 import { AuthorityUsage } from './authority-usage.js';
@@ -11,6 +13,7 @@ import type { Transaction } from '../database/transaction.js';
 import type { AuthorityKind, CaKey } from './ca-key.js';
 import { CaKeysRepository, versionOf, type CaKeyChanges, type NewCaKey } from './ca-keys.repository.js';
 import { planRotation, type RotationStep } from './rotation-plan.js';
+import { pauseInsideRotationForTests } from './rotation-test-hook.js';
 import { toAuthorityKey, type AuthorityChange, type AuthorityKey } from './authority-key.js';
 
 /** The active key of one authority, ready to sign. */
@@ -37,15 +40,15 @@ export interface AuthoritySlots {
 }
 
 const KINDS: readonly AuthorityKind[] = ['x509', 'jwt'];
-/** How often the timer drives {@link KeyManager.tick}. */
-export const TICK_INTERVAL_MS = 10_000;
 
 /**
  * The CA key journal's state machine (SPIRE `pkg/server/ca/manager`): for the X.509 CA and the JWT key, a key is
  * prepared and published in the bundle at half the active key's lifetime, activated at five sixths (the active one
  * becomes old), and pruned from the journal and the bundle when it expires. One replica at a time changes the
- * journal, under a PostgreSQL advisory lock; every replica reloads the journal and the bundle when they change.
- * A timer calls {@link tick}; tests call it after moving the injected clock.
+ * journal, under a PostgreSQL advisory lock; every replica reloads the journal and the bundle when they change:
+ * at once when the replica that changed them notifies the others (PostgreSQL NOTIFY on the registry's listening
+ * connection), else at its next tick. A timer calls {@link tick} every `authority_check_interval`; tests call it
+ * after moving the injected clock.
  */
 @Injectable()
 export class KeyManager implements OnModuleInit, OnApplicationShutdown {
@@ -58,6 +61,9 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
   private timer: NodeJS.Timeout | undefined;
   /** Keys made before taking the rotation lock, for a factory that signs remotely ({@link createAhead}). */
   private readonly createdAhead = new Map<AuthorityKind, NewCaKey>();
+  /** The reload in progress: reloads run one at a time. */
+  private reloading: Promise<boolean> = Promise.resolve(false);
+  private unsubscribeNotifier: (() => void) | undefined;
 
   constructor(
     private readonly journal: CaKeysRepository,
@@ -66,16 +72,25 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
     private readonly usage: AuthorityUsage,
     @Inject(CLOCK) private readonly clock: Clock,
     @Optional() @Inject(AUTHORITY_METRICS) private readonly metrics: AuthorityMetrics = noAuthorityMetrics,
+    @Optional()
+    @Inject(SERVER_CONFIG)
+    private readonly config: Pick<ServerConfig, 'authorityCheckIntervalSeconds'> | undefined = undefined,
+    @Optional()
+    @Inject(EntryChangeNotifier)
+    private readonly notifier: EntryChangeNotifier | undefined = undefined,
   ) {}
 
   /** First start: waits for the lock so the keys exist (created here or by another replica) before serving. */
   async onModuleInit(): Promise<void> {
+    this.unsubscribeNotifier = this.notifier?.subscribeAuthorityChanges(() => void this.reloadLogged());
     await this.tick({ waitForLock: true });
-    this.timer = setInterval(() => void this.tickLogged(), TICK_INTERVAL_MS);
+    const intervalSeconds = this.config?.authorityCheckIntervalSeconds ?? DEFAULT_AUTHORITY_CHECK_INTERVAL_SECONDS;
+    this.timer = setInterval(() => void this.tickLogged(), intervalSeconds * 1000);
     this.timer.unref();
   }
 
   async onApplicationShutdown(): Promise<void> {
+    this.unsubscribeNotifier?.();
     clearInterval(this.timer);
     await this.inFlight?.catch(() => undefined);
   }
@@ -216,6 +231,27 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
     );
   }
 
+  /** Reloads after another replica's notification; a failure waits for the next tick. */
+  private async reloadLogged(): Promise<void> {
+    try {
+      await this.reloadIfChanged();
+    } catch (error) {
+      this.logger.error({ msg: 'ca key reload after a change notification failed', err: error });
+    }
+  }
+
+  /** Tells the other replicas to reload now; if the notification is lost, they reload at their next tick. */
+  private async notifyOthers(): Promise<void> {
+    try {
+      await this.notifier?.notifyAuthorityChange();
+    } catch (error) {
+      this.logger.warn({
+        msg: 'could not notify the other replicas of a ca key change; they reload it at their next check',
+        err: error,
+      });
+    }
+  }
+
   private async tickLogged(): Promise<void> {
     try {
       await this.tick();
@@ -235,11 +271,13 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
       for (const kind of KINDS) {
         for (const step of planRotation(kind, rows, now)) await this.apply(tx, rows, step, now, changes);
       }
-      await this.publish(tx, rows, now);
-      return changes;
+      const published = await this.publish(tx, rows, now);
+      await pauseInsideRotationForTests(changes);
+      return { changes, published };
     });
-    const changes = outcome.acquired ? outcome.result : [];
+    const changes = outcome.acquired ? outcome.result.changes : [];
     this.report(changes);
+    if (outcome.acquired && (changes.length > 0 || outcome.result.published)) await this.notifyOthers();
     const reloaded = await this.reloadIfChanged();
     return { leader: outcome.acquired, changes, reloaded };
   }
@@ -258,6 +296,7 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
     });
     if (!outcome.acquired) throw new AppError('unavailable', 'ca key journal: the rotation lock was not acquired');
     this.report(changes);
+    await this.notifyOthers();
     await this.reloadIfChanged();
     return outcome.result;
   }
@@ -371,13 +410,16 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
     changes.push({ kind: key.kind, transition: 'pruned', authorityId: key.authorityId });
   }
 
-  /** Writes the bundle: every unexpired, unrevoked key of the journal, the prepared one included. */
-  private async publish(tx: Transaction, rows: readonly CaKey[], now: Date): Promise<void> {
+  /**
+   * Writes the bundle: every unexpired, unrevoked key of the journal, the prepared one included. True when the
+   * stored bundle changed.
+   */
+  private async publish(tx: Transaction, rows: readonly CaKey[], now: Date): Promise<boolean> {
     const published = rows
       .filter((row) => !row.revoked && now.getTime() < row.notAfter.getTime())
       // A stable order, so an unchanged set of keys never looks like a bundle change.
       .sort((a, b) => a.notBefore.getTime() - b.notBefore.getTime() || a.id.localeCompare(b.id));
-    await this.bundles.replaceOwnAuthorities(
+    const { changed } = await this.bundles.replaceOwnAuthorities(
       tx,
       {
         x509Authorities: published
@@ -398,12 +440,16 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
       },
       now,
     );
+    return changed;
   }
 
   /** Reloads the bundle, then the journal, when they changed; the bundle goes first so no replica signs with a key
    * its own bundle does not hold yet. */
   private async reloadIfChanged(): Promise<boolean> {
-    const reloaded = await this.reloadJournalIfChanged();
+    // One at a time: a notification may arrive while a tick reloads.
+    const run = this.reloading.catch(() => false).then(() => this.reloadJournalIfChanged());
+    this.reloading = run;
+    const reloaded = await run;
     if (reloaded) for (const listener of [...this.changeListeners]) listener();
     return reloaded;
   }

@@ -59,6 +59,7 @@ const FLAG_KEYS: readonly (keyof ServerConfigFlags)[] = [
   'agentSyncRate',
   'agentSyncBurst',
   'agentStatusCacheTtl',
+  'authorityCheckInterval',
   'pruneAttestedNodesExpiredFor',
   'agentJwtSignRate',
   'agentJwtSignBurst',
@@ -167,6 +168,10 @@ export function runCommand(): Command {
     .option(
       '--agent-status-cache-ttl <duration>',
       'longest an agent status (banned, evicted, SVID serial) is used from memory (default 30s)',
+    )
+    .option(
+      '--authority-check-interval <duration>',
+      'how often the CA keys are checked for rotation, and reloaded if a change notification was lost (default 10s)',
     )
     .option(
       '--prune-attested-nodes-expired-for <duration>',

@@ -12,12 +12,14 @@ import { AgentCanReattest1764000300000 } from '#migrations/1764000300000-AgentCa
 import { FederationRelationships1764000400000 } from '#migrations/1764000400000-FederationRelationships';
 import { UpstreamAuthorities1764000550000 } from '#migrations/1764000550000-UpstreamAuthorities';
 import { TaintedAuthorities1764000620000 } from '#migrations/1764000620000-TaintedAuthorities';
+import { X509popChallenges1764000700000 } from '#migrations/1764000700000-X509popChallenges';
 import { FederationRelationshipEntity } from '../federation/federation-relationship.entity.js';
 import { AdminTokenEntity } from '../auth/admin-token.entity.js';
 import { AuditRecordEntity } from '../audit/audit-record.entity.js';
 import { JoinTokenEntity } from '../join-tokens/join-token.entity.js';
 import { DEFAULT_DATABASE_POOL_SIZE, DEFAULT_DATABASE_POOL_TIMEOUT_SECONDS } from '../config.js';
 import { AgentEntity } from '../agents/agent.entity.js';
+import { X509popChallengeEntity } from '../node-attestation/x509pop/x509pop-challenge.entity.js';
 
 /**
  * Every entity of the server, as class references (not globs) so TS tests and the compiled server share one list.
@@ -37,6 +39,7 @@ export const ENTITIES = [
   CaKeyEntity,
   BundleEntity,
   FederationRelationshipEntity,
+  X509popChallengeEntity,
 ];
 
 /** Every migration, oldest first; hand-written SQL that PostgreSQL 15 and PGlite (PostgreSQL 18) both accept. */
@@ -48,6 +51,7 @@ export const MIGRATIONS = [
   FederationRelationships1764000400000,
   UpstreamAuthorities1764000550000,
   TaintedAuthorities1764000620000,
+  X509popChallenges1764000700000,
 ];
 
 /** Default pool size against a PostgreSQL server (`database_pool_size`). */

@@ -23,6 +23,18 @@ export const ENTRY_CHANGES_CHANNEL = 'sigil_entry_changes';
 export const AGENT_CHANGES_CHANNEL = 'sigil_agent_changes';
 
 /**
+ * PostgreSQL channel of CA key journal and own bundle changes (a key prepared, activated, tainted, revoked or pruned;
+ * the bundle republished); the payload is the sending notifier's origin id, which ignores its own.
+ */
+export const AUTHORITY_CHANGES_CHANNEL = 'sigil_authority_changes';
+
+/**
+ * Called when another replica changed the CA key journal or our bundle, or when such a change may have gone unheard
+ * (the listening connection was lost, then back): reload them if they changed.
+ */
+export type AuthorityChangeListener = () => void;
+
+/**
  * Tells registry readers (this replica's index, agent sync streams) that the registry moved, so they fetch the
  * delta at once instead of polling. Notifications are hints that may be coalesced or, across a connection loss,
  * lost: readers always catch up through the gap-safe change log, never from the notification itself.
@@ -32,6 +44,7 @@ export const AGENT_CHANGES_CHANNEL = 'sigil_agent_changes';
  */
 export abstract class EntryChangeNotifier implements OnApplicationShutdown {
   protected readonly agentListeners = new Set<AgentChangeListener>();
+  protected readonly authorityListeners = new Set<AuthorityChangeListener>();
 
   /** Adds a listener; returns the function that removes it. */
   abstract subscribe(listener: EntryChangeListener): () => void;
@@ -39,12 +52,30 @@ export abstract class EntryChangeNotifier implements OnApplicationShutdown {
   abstract notify(revision: number): Promise<void>;
   /** Announces that the agent's record changed (called after the change committed). */
   abstract notifyAgentChange(agentId: string): Promise<void>;
+  /** Announces to the other replicas that the key journal or our bundle changed (called after the commit). */
+  abstract notifyAuthorityChange(): Promise<void>;
   abstract close(): Promise<void>;
 
   /** Adds an agent change listener; returns the function that removes it. */
   subscribeAgentChanges(listener: AgentChangeListener): () => void {
     this.agentListeners.add(listener);
     return () => this.agentListeners.delete(listener);
+  }
+
+  /** Adds an authority change listener; returns the function that removes it. */
+  subscribeAuthorityChanges(listener: AuthorityChangeListener): () => void {
+    this.authorityListeners.add(listener);
+    return () => this.authorityListeners.delete(listener);
+  }
+
+  protected deliverAuthorityChange(): void {
+    for (const listener of [...this.authorityListeners]) {
+      try {
+        listener();
+      } catch (error) {
+        logger.warn({ msg: 'authority change listener failed', err: error });
+      }
+    }
   }
 
   protected deliverAgentChange(agentId: string | undefined): void {
@@ -95,9 +126,13 @@ export class InProcessEntryChangeNotifier extends EntryChangeNotifier {
     queueMicrotask(() => this.deliverAgentChange(agentId));
   }
 
+  /** Nothing to do: the one process that changed the keys reloaded them already. */
+  async notifyAuthorityChange(): Promise<void> {}
+
   async close(): Promise<void> {
     this.#listeners.clear();
     this.agentListeners.clear();
+    this.authorityListeners.clear();
   }
 }
 
@@ -174,12 +209,17 @@ export class PostgresEntryChangeNotifier extends EntryChangeNotifier {
     await this.dataSource.query('SELECT pg_notify($1, $2)', [AGENT_CHANGES_CHANNEL, `${this.#origin} ${agentId}`]);
   }
 
+  async notifyAuthorityChange(): Promise<void> {
+    await this.dataSource.query('SELECT pg_notify($1, $2)', [AUTHORITY_CHANGES_CHANNEL, this.#origin]);
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#retryTimer);
     clearInterval(this.#checkTimer);
     this.#listeners.clear();
     this.agentListeners.clear();
+    this.authorityListeners.clear();
     const client = this.#client;
     this.#client = undefined;
     await client?.end().catch(() => undefined);
@@ -204,6 +244,10 @@ export class PostgresEntryChangeNotifier extends EntryChangeNotifier {
         if (origin !== this.#origin && agentId) this.deliverAgentChange(agentId);
         return;
       }
+      if (message.channel === AUTHORITY_CHANGES_CHANNEL) {
+        if (message.payload !== this.#origin) this.deliverAuthorityChange();
+        return;
+      }
       const revision = Number(message.payload);
       if (message.channel === ENTRY_CHANGES_CHANNEL && Number.isSafeInteger(revision)) this.deliver(revision);
     });
@@ -213,6 +257,7 @@ export class PostgresEntryChangeNotifier extends EntryChangeNotifier {
       await client.connect();
       await client.query(`LISTEN ${ENTRY_CHANGES_CHANNEL}`);
       await client.query(`LISTEN ${AGENT_CHANGES_CHANNEL}`);
+      await client.query(`LISTEN ${AUTHORITY_CHANGES_CHANNEL}`);
       const head = await headRevision(client);
       if (this.#closed) throw new Error('entry change notifier closed');
       this.#client = client;
@@ -243,6 +288,7 @@ export class PostgresEntryChangeNotifier extends EntryChangeNotifier {
           // Always delivered: a listener may have missed revisions at or below the highest one heard before.
           this.deliver(head);
           this.deliverAgentChange(undefined);
+          this.deliverAuthorityChange();
         })
         .catch((error: unknown) => {
           if (this.#closed) return;

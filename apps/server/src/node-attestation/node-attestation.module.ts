@@ -1,10 +1,13 @@
 import { type DynamicModule, Module, type Type } from '@nestjs/common';
+import { TypeOrmModule } from '@nestjs/typeorm';
 import { AgentApiModule } from '../agent-api/agent-api.module.js';
 import { EntriesModule } from '../entries/entries.module.js';
 import { JoinTokensModule } from '../join-tokens/join-tokens.module.js';
 import { NodeAttestationController } from './node-attestation.controller.js';
 import { NodeAttestationService } from './node-attestation.service.js';
 import type { NodeAttestor } from './node-attestor.js';
+import { X509popChallengeEntity } from './x509pop/x509pop-challenge.entity.js';
+import { X509popChallengesRepository } from './x509pop/x509pop-challenges.repository.js';
 import { NODE_ATTESTOR_INSTANCES, NODE_ATTESTORS, NodeAttestorRegistry } from './node-attestors.js';
 
 /**
@@ -18,9 +21,10 @@ export class NodeAttestationModule {
     const attestors = [...NODE_ATTESTORS, ...extraAttestors];
     return {
       module: NodeAttestationModule,
-      imports: [AgentApiModule, EntriesModule, JoinTokensModule],
+      imports: [AgentApiModule, EntriesModule, JoinTokensModule, TypeOrmModule.forFeature([X509popChallengeEntity])],
       controllers: [NodeAttestationController],
       providers: [
+        X509popChallengesRepository,
         ...attestors,
         {
           provide: NODE_ATTESTOR_INSTANCES,

@@ -30,9 +30,19 @@ interface PendingChallenge {
   readonly address: string;
 }
 
+/** A challenge just issued; `replaced` names the older one of the same certificate and address it voided. */
+export interface IssuedX509popChallenge {
+  readonly challengeId: string;
+  readonly nonce: Buffer;
+  readonly expiresAt: Date;
+  readonly replaced?: string;
+}
+
 /**
- * Outstanding x509pop challenges, in this replica's memory: each answerable once, within
- * {@link X509POP_CHALLENGE_TTL_MS}. The agent must answer on the replica that issued its challenge.
+ * The x509pop challenges this replica issued and still counts: each answerable once, within
+ * {@link X509POP_CHALLENGE_TTL_MS}. With a server, they are stored in the database too (X509popChallengesRepository), so
+ * any replica can take the answer; this table then only keeps the counts of the caps, per replica, and forgets a
+ * challenge answered elsewhere when a cap is reached ({@link forget}) or when it expires.
  *
  * Asking for a challenge needs only a certificate that chains to the CA (certificates are not secret), so the
  * table is bounded per certificate and per source address: one client cannot fill it for everyone else. A new
@@ -64,11 +74,7 @@ export class X509popChallenges {
    * @throws AppError `resource_exhausted` when the address, the certificate (from other addresses) or the replica
    *   holds as many challenges as it may.
    */
-  issue(
-    evidence: X509popEvidence,
-    remoteAddress: string | undefined,
-    now: Date,
-  ): { challengeId: string; nonce: Buffer } {
+  issue(evidence: X509popEvidence, remoteAddress: string | undefined, now: Date): IssuedX509popChallenge {
     const nowMs = now.getTime();
     for (const [id, challenge] of this.pending) {
       if (challenge.expiresAtMs > nowMs) break;
@@ -77,16 +83,18 @@ export class X509popChallenges {
     const address = addressKey(remoteAddress);
     const ttlSeconds = Math.ceil(this.ttlMs / 1000);
     const ofCertificate = this.byCertificate.get(evidence.fingerprint) ?? [];
+    let replaced: string | undefined;
     if (ofCertificate.length >= this.limits.perCertificate) {
-      const replaced = ofCertificate.find((id) => this.pending.get(id)?.address === address);
-      if (replaced === undefined) {
+      const voided = ofCertificate.find((id) => this.pending.get(id)?.address === address);
+      if (voided === undefined) {
         throw new AppError(
           'resource_exhausted',
           `x509pop: certificate ${evidence.fingerprint} has ${this.limits.perCertificate} challenges outstanding ` +
             `(the limit per certificate), asked from other addresses; retry within ${ttlSeconds} s`,
         );
       }
-      this.remove(replaced, this.pending.get(replaced)!);
+      this.remove(voided, this.pending.get(voided)!);
+      replaced = voided;
     }
     if ((this.byAddress.get(address) ?? 0) >= this.limits.perAddress) {
       throw new AppError(
@@ -103,7 +111,20 @@ export class X509popChallenges {
     this.pending.set(challengeId, { evidence, nonce, expiresAtMs: nowMs + this.ttlMs, address });
     this.byCertificate.set(evidence.fingerprint, [...ofCertificate.filter((id) => this.pending.has(id)), challengeId]);
     this.byAddress.set(address, (this.byAddress.get(address) ?? 0) + 1);
-    return { challengeId, nonce };
+    return { challengeId, nonce, expiresAt: new Date(nowMs + this.ttlMs), ...(replaced !== undefined && { replaced }) };
+  }
+
+  /** The ids of the challenges counted. */
+  ids(): string[] {
+    return [...this.pending.keys()];
+  }
+
+  /** Stops counting these challenges (answered on another replica, or never stored). */
+  forget(ids: Iterable<string>): void {
+    for (const id of ids) {
+      const challenge = this.pending.get(id);
+      if (challenge) this.remove(id, challenge);
+    }
   }
 
   /** Removes the challenge and returns it, if it exists and has not expired. */

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import { X509POP_ATTESTOR } from '@sigil/agent-api';
 import { FairQueue, FairQueueFullError } from '../../agent-api/fair-queue.js';
 import { addressKey } from '../../common/address-key.js';
@@ -8,7 +8,8 @@ import { CLOCK, type Clock } from '../../common/clock.js';
 import { AppError } from '../../common/errors.js';
 import type { AttestationCall, NodeAttestation, NodeAttestor, NodeAttestorChallenge } from '../node-attestor.js';
 import { NodeAttestorOptionError } from '../node-attestor.js';
-import { X509popChallenges } from './x509pop-challenges.js';
+import { X509popChallengesRepository } from './x509pop-challenges.repository.js';
+import { X509POP_CHALLENGE_TTL_MS, X509popChallenges, type IssuedX509popChallenge } from './x509pop-challenges.js';
 import { X509popAttestationDto, X509popChallengeRequestDto, X509popChallengeResponseDto } from './x509pop.dto.js';
 import {
   isPossessionProven,
@@ -33,6 +34,11 @@ export const X509POP_MAX_WAITING_CHECKS_PER_ADDRESS = 8;
  * leaves every other request three quarters of the loop.
  */
 export const X509POP_CHECK_BUSY_SHARE = 0.25;
+/**
+ * At a cap, this replica asks the database which of its counted challenges were answered on another replica at most
+ * this often (one query of up to the total cap's ids), so a client held at its cap cannot make every request a query.
+ */
+export const X509POP_RECOUNT_INTERVAL_MS = 1000;
 
 /**
  * x509pop node attestation (challenge–response): the chain is verified against the configured CA bundle when the
@@ -42,6 +48,10 @@ export const X509POP_CHECK_BUSY_SHARE = 0.25;
  *
  * Option `ca_bundle` (required): PEM file of the CAs a node's certificate must chain to, read at start (an
  * unreadable or empty bundle stops the server from starting).
+ *
+ * Challenges are stored in the database (X509popChallengesRepository), so an agent may answer on any replica; the caps of
+ * {@link X509popChallenges} count, per replica, the challenges that replica issued. Without a store (unit tests of
+ * the check queue, which have no database) they live in this process only.
  */
 @Injectable()
 export class X509popAttestor implements NodeAttestor<X509popAttestationDto> {
@@ -81,7 +91,15 @@ export class X509popAttestor implements NodeAttestor<X509popAttestationDto> {
     maxBusyShare: X509POP_CHECK_BUSY_SHARE,
   });
 
-  constructor(@Inject(CLOCK) private readonly clock: Clock) {}
+  private lastCleanupMs = -Infinity;
+  private lastRecountMs = -Infinity;
+
+  constructor(
+    @Inject(CLOCK) private readonly clock: Clock,
+    @Optional()
+    @Inject(X509popChallengesRepository)
+    private readonly store: X509popChallengesRepository | undefined = undefined,
+  ) {}
 
   async configure(options: Readonly<Record<string, string>>): Promise<void> {
     const option = options['ca_bundle'];
@@ -112,7 +130,49 @@ export class X509popAttestor implements NodeAttestor<X509popAttestationDto> {
     const evidence: X509popEvidence =
       this.checkedPaths.known(certificates, roots, this.clock.now()) ??
       (await this.checkInTurn(addressKey(remoteAddress), certificates, roots));
-    return this.challenges.issue(evidence, remoteAddress, this.clock.now());
+    const now = this.clock.now();
+    const issued = await this.issueCounted(evidence, remoteAddress, now);
+    if (this.store === undefined) return issued;
+    try {
+      await this.cleanUpExpired(now);
+      if (issued.replaced !== undefined) await this.store.delete([issued.replaced]);
+      await this.store.insert(issued.challengeId, { evidence, nonce: issued.nonce, expiresAt: issued.expiresAt });
+    } catch (error) {
+      this.challenges.forget([issued.challengeId]);
+      throw error;
+    }
+    return issued;
+  }
+
+  /**
+   * Counts the challenge against this replica's caps. At a cap, challenges answered on another replica may still be
+   * counted here: the database says which (at most every {@link X509POP_RECOUNT_INTERVAL_MS}), then it tries again.
+   */
+  private async issueCounted(
+    evidence: X509popEvidence,
+    remoteAddress: string | undefined,
+    now: Date,
+  ): Promise<IssuedX509popChallenge> {
+    try {
+      return this.challenges.issue(evidence, remoteAddress, now);
+    } catch (error) {
+      const nowMs = Date.now();
+      const capped = error instanceof AppError && error.kind === 'resource_exhausted';
+      if (!capped || this.store === undefined || nowMs - this.lastRecountMs < X509POP_RECOUNT_INTERVAL_MS) throw error;
+      this.lastRecountMs = nowMs;
+      const counted = this.challenges.ids();
+      const stored = await this.store.stored(counted);
+      this.challenges.forget(counted.filter((id) => !stored.has(id)));
+      return this.challenges.issue(evidence, remoteAddress, now);
+    }
+  }
+
+  /** Deletes expired challenges of every replica from the database, at most once per challenge lifetime. */
+  private async cleanUpExpired(now: Date): Promise<void> {
+    if (now.getTime() - this.lastCleanupMs < X509POP_CHALLENGE_TTL_MS) return;
+    this.lastCleanupMs = now.getTime();
+    const deleted = await this.store!.deleteExpired(now);
+    if (deleted > 0) this.logger.debug({ msg: 'x509pop: expired challenges deleted', deleted });
   }
 
   private async checkInTurn(
@@ -148,7 +208,8 @@ export class X509popAttestor implements NodeAttestor<X509popAttestationDto> {
    * named by the leaf's fingerprint, its selectors are those of the verified chain.
    */
   async attest(request: X509popAttestationDto, _csr: unknown, _call?: AttestationCall): Promise<NodeAttestation> {
-    const challenge = this.challenges.take(request.challenge_id, this.clock.now());
+    const now = this.clock.now();
+    const challenge = await this.takeChallenge(request.challenge_id, now);
     if (!challenge) {
       throw new AppError('permission_denied', 'x509pop: challenge_id is unknown, expired or already answered');
     }
@@ -163,6 +224,17 @@ export class X509popAttestor implements NodeAttestor<X509popAttestationDto> {
       selectors: challenge.evidence.selectors,
       canReattest: true,
     };
+  }
+
+  /** The challenge, used up whether it is still valid or not; undefined when unknown, answered or expired. */
+  private async takeChallenge(
+    challengeId: string,
+    now: Date,
+  ): Promise<{ evidence: X509popEvidence; nonce: Buffer } | undefined> {
+    if (this.store === undefined) return this.challenges.take(challengeId, now);
+    this.challenges.forget([challengeId]);
+    const stored = await this.store.take(challengeId);
+    return stored !== undefined && stored.expiresAt.getTime() > now.getTime() ? stored : undefined;
   }
 
   private requireCaCertificates(): CaCertificates {
