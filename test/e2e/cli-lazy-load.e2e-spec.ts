@@ -4,8 +4,9 @@
  * behind those modules are checked. Only `run` (and the agent's `validate`, which shares run's options) may load
  * NestJS, TypeORM and the database drivers. `api fetch` against a live Workload API (the agent's real server and
  * handler, test/support/fake-workload-api.ts) verifies and prints SVIDs without @peculiar/x509 (~0.4 s to load) and
- * X.509 without jose; both load on first use only (libs/spiffe/src/lazy-modules.ts). Not timed:
- * bench/cli-startup.bench.ts measures the time.
+ * X.509 without jose; both load on first use only (libs/spiffe/src/lazy-modules.ts). It talks gRPC with
+ * `@sigil/workload-api/client` (node:http2 and @bufbuild/protobuf's wire reader), without Connect or protobuf-es's
+ * registry and the generated schemas. Not timed: bench/cli-startup.bench.ts measures the time.
  */
 import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -36,6 +37,15 @@ const FRAMEWORK = [
 /** @peculiar/x509 and what it brings: loaded on first use of a parsed certificate object only. */
 const X509_OBJECTS = ['@peculiar/x509', 'reflect-metadata', 'tsyringe', '@peculiar/asn1-schema'];
 
+/** Connect's transports: the root `@sigil/workload-api` entry point's, not the Workload API client's (~100 ms). */
+const CONNECT = ['@connectrpc/connect', '@connectrpc/connect-node'];
+
+/**
+ * Modules of @bufbuild/protobuf that only its root entry point (registry, JSON, every codec) and the generated
+ * schemas (codegenv2 builds their descriptors at load) bring, ~100 ms together; the client needs only `wire`.
+ */
+const PROTOBUF_REGISTRY = /\/@bufbuild\/protobuf\/dist\/esm\/(?:index\.js|registry\.js|codegenv\d\/)/;
+
 let scratch: string;
 let runs = 0;
 
@@ -43,7 +53,7 @@ let runs = 0;
 async function packagesLoaded(
   bin: string,
   args: readonly string[],
-): Promise<{ packages: Set<string>; code: number; stdout: string }> {
+): Promise<{ packages: Set<string>; modules: string[]; code: number; stdout: string }> {
   const traceFile = join(scratch, `trace-${++runs}.txt`);
   const { code, stdout } = await new Promise<{ code: number; stdout: string }>((done) =>
     execFile(
@@ -58,11 +68,12 @@ async function packagesLoaded(
     ),
   );
   const packages = new Set<string>();
-  for (const line of (await readFile(traceFile, 'utf8')).split('\n')) {
-    const match = /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(decodeURIComponent(line));
+  const modules = (await readFile(traceFile, 'utf8')).split('\n').map((line) => decodeURIComponent(line));
+  for (const line of modules) {
+    const match = /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(line);
     if (match) packages.add(match[1]!);
   }
-  return { packages, code, stdout };
+  return { packages, modules, code, stdout };
 }
 
 describe('client commands do not load the server framework', () => {
@@ -132,23 +143,26 @@ describe('client commands do not load the server framework', () => {
       title: 'sigil-agent api fetch x509',
       bin: AGENT_BIN,
       args: () => ['api', 'fetch', 'x509', '--socket-path', nowhere()],
-      // What it does need is loaded (and seen by the trace): the Workload API client; not the config validation
-      // (~0.3 s to load), which only --write's file helpers' lib brings, lazily; not @peculiar/x509 nor jose.
-      needs: ['commander', '@connectrpc/connect'],
-      forbids: ['class-validator', 'jose', ...X509_OBJECTS],
+      // What it does need is loaded (and seen by the trace): the Workload API client with protobuf's wire codec; not
+      // the config validation (~0.3 s to load), which only --write's file helpers' lib brings, lazily; not
+      // @peculiar/x509 nor jose; not Connect.
+      needs: ['commander', '@bufbuild/protobuf'],
+      forbids: ['class-validator', 'jose', ...X509_OBJECTS, ...CONNECT],
     },
     {
       title: 'sigil-agent healthcheck',
       bin: AGENT_BIN,
       args: () => ['healthcheck', '--socket-path', nowhere()],
-      needs: ['commander', '@connectrpc/connect'],
+      needs: ['commander', '@bufbuild/protobuf'],
+      forbids: CONNECT,
     },
   ];
 
   it.each(cases)('$title', async ({ bin, args, needs, forbids = [] }) => {
-    const { packages } = await packagesLoaded(bin, args());
+    const { packages, modules } = await packagesLoaded(bin, args());
     for (const name of needs) expect(packages, `${name} is loaded`).toContain(name);
     expect([...FRAMEWORK, ...forbids].filter((name) => packages.has(name))).toEqual([]);
+    expect(modules.filter((module) => PROTOBUF_REGISTRY.test(module))).toEqual([]);
   });
 
   describe('against a live Workload API', () => {
@@ -160,7 +174,7 @@ describe('client commands do not load the server framework', () => {
       await api?.dispose();
     });
 
-    it('api fetch x509 verifies and prints the SVID without @peculiar/x509, jose or the config validation', async () => {
+    it('api fetch x509 verifies and prints the SVID without @peculiar/x509, jose, Connect, protobuf-es registry or the config validation', async () => {
       for (const output of ['pretty', 'json']) {
         const run = await packagesLoaded(AGENT_BIN, [
           'api',
@@ -173,8 +187,11 @@ describe('client commands do not load the server framework', () => {
         ]);
         expect(run.code).toBe(0);
         expect(run.stdout).toContain('spiffe://example.org/web');
-        expect(run.packages).toContain('@connectrpc/connect');
-        expect(['class-validator', 'jose', ...X509_OBJECTS].filter((name) => run.packages.has(name))).toEqual([]);
+        expect(run.packages).toContain('@bufbuild/protobuf');
+        expect(
+          ['class-validator', 'jose', ...X509_OBJECTS, ...CONNECT].filter((name) => run.packages.has(name)),
+        ).toEqual([]);
+        expect(run.modules.filter((module) => PROTOBUF_REGISTRY.test(module))).toEqual([]);
       }
     });
 

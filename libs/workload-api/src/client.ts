@@ -1,12 +1,9 @@
-import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Code, ConnectError, type Client, type Interceptor, createClient } from '@connectrpc/connect';
-import { Http2SessionManager, createGrpcTransport } from '@connectrpc/connect-node';
 import { type JwtSvid, SpiffeId, type TrustBundleSet, parseInsecureJwtSvid } from '@sigil/spiffe';
 import { type WorkloadApiAddress, resolveWorkloadApiAddress } from './address.js';
 import { type Backoff, ExponentialBackoff } from './backoff.js';
-import { type GrpcStatus, WorkloadApiError, rpcError } from './errors.js';
-import { SpiffeWorkloadAPI } from './gen/workload_pb.js';
+import { GrpcCallError, type GrpcStatus, WorkloadApiError, rpcError } from './errors.js';
+import { GrpcChannel, type GrpcTarget } from './grpc-channel.js';
 import {
   type WorkloadJwtSvid,
   type X509Context,
@@ -15,6 +12,19 @@ import {
   parseX509Bundles,
   parseX509Context,
 } from './responses.js';
+import {
+  EMPTY_REQUEST,
+  type JwtBundlesResponseMessage,
+  type X509BundlesResponseMessage,
+  type X509SvidResponseMessage,
+  decodeJwtBundlesResponse,
+  decodeJwtSvidResponse,
+  decodeValidateJwtSvidResponse,
+  decodeX509BundlesResponse,
+  decodeX509SvidResponse,
+  encodeJwtSvidRequest,
+  encodeValidateJwtSvidRequest,
+} from './workload-codec.js';
 
 /** The metadata every Workload API call carries (SPIFFE_Workload_Endpoint.md §3). */
 export const SECURITY_HEADER = 'workload.spiffe.io';
@@ -51,14 +61,19 @@ export type ErrorHandler = (error: WorkloadApiError) => void;
 // being provisioned, a broken connection) is retried with a backoff.
 const NOT_RETRIED: ReadonlySet<GrpcStatus | undefined> = new Set(['invalid_argument', 'unimplemented']);
 
-const securityHeader: Interceptor = (next) => (request) => {
-  request.header.set(SECURITY_HEADER, 'true');
-  return next(request);
-};
+// The RPCs' paths: the proto has no package (SPIFFE_Workload_API.md).
+const FETCH_X509_SVID = '/SpiffeWorkloadAPI/FetchX509SVID';
+const FETCH_X509_BUNDLES = '/SpiffeWorkloadAPI/FetchX509Bundles';
+const FETCH_JWT_SVID = '/SpiffeWorkloadAPI/FetchJWTSVID';
+const FETCH_JWT_BUNDLES = '/SpiffeWorkloadAPI/FetchJWTBundles';
+const VALIDATE_JWT_SVID = '/SpiffeWorkloadAPI/ValidateJWTSVID';
 
-function baseUrl(address: WorkloadApiAddress): string {
-  if (address.kind === 'unix') return 'http://localhost';
-  return `http://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
+function grpcTarget(address: WorkloadApiAddress): GrpcTarget {
+  if (address.kind === 'unix') return { kind: 'unix', path: address.path };
+  return {
+    kind: 'tcp',
+    url: `http://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`,
+  };
 }
 
 function audienceList(method: string, audience: string | readonly string[]): string[] {
@@ -99,33 +114,21 @@ function callSafely<T>(handler: (value: T) => void, value: T): void {
 export class WorkloadApiClient {
   /** The parsed address the client talks to. */
   readonly address: WorkloadApiAddress;
-  private readonly rpc: Client<typeof SpiffeWorkloadAPI>;
-  private readonly sessions: Http2SessionManager;
+  private readonly channel: GrpcChannel;
   private readonly closing = new AbortController();
   private readonly backoff: () => Backoff;
 
   /** @throws WorkloadApiError `ERR_ADDRESS_INVALID` when the address is missing or invalid. */
   constructor(options: WorkloadApiClientOptions = {}) {
     this.address = resolveWorkloadApiAddress(options.address);
-    const address = this.address;
-    this.sessions = new Http2SessionManager(
-      baseUrl(address),
-      {},
-      address.kind === 'unix' ? { createConnection: () => connect(address.path) } : {},
-    );
-    const transport = createGrpcTransport({
-      baseUrl: baseUrl(address),
-      sessionManager: this.sessions,
-      interceptors: [securityHeader],
-    });
-    this.rpc = createClient(SpiffeWorkloadAPI, transport);
+    this.channel = new GrpcChannel(grpcTarget(this.address), { [SECURITY_HEADER]: 'true' });
     this.backoff = options.backoff ?? (() => new ExponentialBackoff());
   }
 
   /** The workload's X.509-SVIDs and X.509 bundles, from the first message of `FetchX509SVID`. */
   fetchX509Context(options: CallOptions = {}): Promise<X509Context> {
     return this.call('fetch x509 context', options.signal, async (signal) =>
-      parseX509Context(await firstMessage(this.rpc.fetchX509SVID({}, { signal }))),
+      parseX509Context(await firstMessage(this.fetchX509SvidStream(signal))),
     );
   }
 
@@ -141,7 +144,7 @@ export class WorkloadApiClient {
   ): Promise<void> {
     return this.watch(
       'watch x509 context',
-      (signal) => this.rpc.fetchX509SVID({}, { signal }),
+      (signal) => this.fetchX509SvidStream(signal),
       parseX509Context,
       onUpdate,
       onError,
@@ -152,7 +155,7 @@ export class WorkloadApiClient {
   /** The X.509 bundles of the workload's trust domain and of the federated ones, by trust domain. */
   fetchX509Bundles(options: CallOptions = {}): Promise<TrustBundleSet> {
     return this.call('fetch x509 bundles', options.signal, async (signal) =>
-      parseX509Bundles(await firstMessage(this.rpc.fetchX509Bundles({}, { signal }))),
+      parseX509Bundles(await firstMessage(this.fetchX509BundlesStream(signal))),
     );
   }
 
@@ -164,7 +167,7 @@ export class WorkloadApiClient {
   ): Promise<void> {
     return this.watch(
       'watch x509 bundles',
-      (signal) => this.rpc.fetchX509Bundles({}, { signal }),
+      (signal) => this.fetchX509BundlesStream(signal),
       parseX509Bundles,
       onUpdate,
       onError,
@@ -187,14 +190,22 @@ export class WorkloadApiClient {
         ? ''
         : (typeof params.spiffeId === 'string' ? SpiffeId.parse(params.spiffeId) : params.spiffeId).toString();
     return this.call(method, params.signal, async (signal) =>
-      parseJwtSvids(await this.rpc.fetchJWTSVID({ audience, spiffeId }, { signal }), audience),
+      parseJwtSvids(
+        await this.channel.unary(
+          FETCH_JWT_SVID,
+          encodeJwtSvidRequest({ audience, spiffeId }),
+          decodeJwtSvidResponse,
+          signal,
+        ),
+        audience,
+      ),
     );
   }
 
   /** The JWT bundles (JWT authorities) of the workload's trust domain and of the federated ones. */
   fetchJwtBundles(options: CallOptions = {}): Promise<TrustBundleSet> {
     return this.call('fetch jwt bundles', options.signal, async (signal) =>
-      parseJwtBundles(await firstMessage(this.rpc.fetchJWTBundles({}, { signal }))),
+      parseJwtBundles(await firstMessage(this.fetchJwtBundlesStream(signal))),
     );
   }
 
@@ -206,7 +217,7 @@ export class WorkloadApiClient {
   ): Promise<void> {
     return this.watch(
       'watch jwt bundles',
-      (signal) => this.rpc.fetchJWTBundles({}, { signal }),
+      (signal) => this.fetchJwtBundlesStream(signal),
       parseJwtBundles,
       onUpdate,
       onError,
@@ -225,7 +236,12 @@ export class WorkloadApiClient {
     }
     audienceList(method, audience);
     return this.call(method, options.signal, async (signal) => {
-      const response = await this.rpc.validateJWTSVID({ svid: token, audience }, { signal });
+      const response = await this.channel.unary(
+        VALIDATE_JWT_SVID,
+        encodeValidateJwtSvidRequest({ svid: token, audience }),
+        decodeValidateJwtSvidResponse,
+        signal,
+      );
       let svid: JwtSvid;
       try {
         svid = parseInsecureJwtSvid(token, audience);
@@ -246,7 +262,19 @@ export class WorkloadApiClient {
   async close(): Promise<void> {
     if (this.closing.signal.aborted) return;
     this.closing.abort(new WorkloadApiError('ERR_CLOSED', 'workload api client is closed'));
-    this.sessions.abort();
+    this.channel.close();
+  }
+
+  private fetchX509SvidStream(signal: AbortSignal): AsyncIterable<X509SvidResponseMessage> {
+    return this.channel.serverStream(FETCH_X509_SVID, EMPTY_REQUEST, decodeX509SvidResponse, signal);
+  }
+
+  private fetchX509BundlesStream(signal: AbortSignal): AsyncIterable<X509BundlesResponseMessage> {
+    return this.channel.serverStream(FETCH_X509_BUNDLES, EMPTY_REQUEST, decodeX509BundlesResponse, signal);
+  }
+
+  private fetchJwtBundlesStream(signal: AbortSignal): AsyncIterable<JwtBundlesResponseMessage> {
+    return this.channel.serverStream(FETCH_JWT_BUNDLES, EMPTY_REQUEST, decodeJwtBundlesResponse, signal);
   }
 
   private signalFor(method: string, signal: AbortSignal | undefined): AbortSignal {
@@ -296,7 +324,7 @@ export class WorkloadApiClient {
           if (signal.aborted) return;
           callSafely(onUpdate, update);
         }
-        failure = rpcError(method, new ConnectError('the server ended the stream', Code.Unavailable));
+        failure = rpcError(method, new GrpcCallError('unavailable', 'the server ended the stream'));
       } catch (error) {
         if (signal.aborted) return;
         failure = rpcError(method, error);
@@ -316,5 +344,5 @@ export class WorkloadApiClient {
 async function firstMessage<T>(stream: AsyncIterable<T>): Promise<T> {
   // Leaving the loop early cancels the stream.
   for await (const message of stream) return message;
-  throw new ConnectError('the server ended the stream without a response', Code.Unavailable);
+  throw new GrpcCallError('unavailable', 'the server ended the stream without a response');
 }

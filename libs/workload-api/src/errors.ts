@@ -1,5 +1,3 @@
-import { Code, ConnectError } from '@connectrpc/connect';
-
 /**
  * Stable error codes of `@sigil/workload-api`. Callers branch on `code` (and, for RPC failures, on `status`), never
  * on the message text.
@@ -45,24 +43,46 @@ export type GrpcStatus =
   | 'data_loss'
   | 'unauthenticated';
 
-const STATUS_BY_CODE: Readonly<Record<Code, GrpcStatus>> = {
-  [Code.Canceled]: 'canceled',
-  [Code.Unknown]: 'unknown',
-  [Code.InvalidArgument]: 'invalid_argument',
-  [Code.DeadlineExceeded]: 'deadline_exceeded',
-  [Code.NotFound]: 'not_found',
-  [Code.AlreadyExists]: 'already_exists',
-  [Code.PermissionDenied]: 'permission_denied',
-  [Code.ResourceExhausted]: 'resource_exhausted',
-  [Code.FailedPrecondition]: 'failed_precondition',
-  [Code.Aborted]: 'aborted',
-  [Code.OutOfRange]: 'out_of_range',
-  [Code.Unimplemented]: 'unimplemented',
-  [Code.Internal]: 'internal',
-  [Code.Unavailable]: 'unavailable',
-  [Code.DataLoss]: 'data_loss',
-  [Code.Unauthenticated]: 'unauthenticated',
-};
+// By the numeric code of the gRPC specification (statuscodes.md); 0 is OK.
+const STATUS_BY_CODE: readonly GrpcStatus[] = [
+  'canceled',
+  'unknown',
+  'invalid_argument',
+  'deadline_exceeded',
+  'not_found',
+  'already_exists',
+  'permission_denied',
+  'resource_exhausted',
+  'failed_precondition',
+  'aborted',
+  'out_of_range',
+  'unimplemented',
+  'internal',
+  'unavailable',
+  'data_loss',
+  'unauthenticated',
+];
+
+/** The status of the numeric gRPC code `code` (1-16); `unknown` for any other number. */
+export function grpcStatusOf(code: number): GrpcStatus {
+  return (Number.isInteger(code) ? STATUS_BY_CODE[code - 1] : undefined) ?? 'unknown';
+}
+
+/**
+ * A gRPC call that ended with a status other than OK, or whose connection failed (`unavailable`, the failure in
+ * `cause`), as the client's gRPC channel reports it (grpc-channel.ts). `rpcError` turns it into a
+ * {@link WorkloadApiError}.
+ */
+export class GrpcCallError extends Error {
+  constructor(
+    readonly status: GrpcStatus,
+    message: string,
+    options: { cause?: unknown } = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'GrpcCallError';
+  }
+}
 
 /**
  * The one error type of `@sigil/workload-api` (besides the `SpiffeError`s of `@sigil/spiffe` that it lets through
@@ -83,27 +103,10 @@ export class WorkloadApiError extends Error {
   }
 }
 
-// Socket errors that mean "the endpoint cannot be reached right now". connect-node reports only ECONNREFUSED as
-// UNAVAILABLE; a socket file that does not exist yet (the agent is still starting) is the same situation, and gRPC
-// clients report both as UNAVAILABLE (SPIFFE_Workload_Endpoint.md §6: retry with a backoff).
-const UNREACHABLE = new Set(['ENOENT', 'ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'EPIPE']);
-
-function systemErrorCode(error: unknown): string | undefined {
-  for (let current = error, depth = 0; current instanceof Error && depth < 5; current = current.cause, depth++) {
-    const code = (current as { code?: unknown }).code;
-    if (typeof code === 'string') return code;
-  }
-  return undefined;
-}
-
 /** Wraps the failure of the RPC `method` into an `ERR_RPC_FAILED` error that names the gRPC status. */
 export function rpcError(method: string, error: unknown): WorkloadApiError {
   if (error instanceof WorkloadApiError) return error;
-  const connectError = ConnectError.from(error);
-  const unreachable = UNREACHABLE.has(systemErrorCode(connectError.cause) ?? '');
-  const status = unreachable ? 'unavailable' : (STATUS_BY_CODE[connectError.code] ?? 'unknown');
-  return new WorkloadApiError('ERR_RPC_FAILED', `${method}: ${status}: ${connectError.rawMessage}`, {
-    cause: error,
-    status,
-  });
+  const status = error instanceof GrpcCallError ? error.status : 'unknown';
+  const message = error instanceof Error ? error.message : String(error);
+  return new WorkloadApiError('ERR_RPC_FAILED', `${method}: ${status}: ${message}`, { cause: error, status });
 }

@@ -7,12 +7,12 @@ import {
   parseInsecureJwtSvid,
   parseX509Svid,
 } from '@sigil/spiffe';
-import {
-  type JWTBundlesResponse,
-  type JWTSVIDResponse,
-  type X509BundlesResponse,
-  type X509SVIDResponse,
-} from './gen/workload_pb.js';
+import type {
+  JwtBundlesResponseMessage as JWTBundlesResponse,
+  JwtSvidResponseMessage as JWTSVIDResponse,
+  X509BundlesResponseMessage as X509BundlesResponse,
+  X509SvidResponseMessage as X509SVIDResponse,
+} from './workload-codec.js';
 import { WorkloadApiError } from './errors.js';
 
 /**

@@ -9,7 +9,7 @@ import {
   singleAudienceProblem,
 } from '@sigil/runtime/cli';
 import { type TrustBundle, certificateChainDer, certificateSummary, encodePem, verifyX509Svid } from '@sigil/spiffe';
-import { type WorkloadApiClient, WorkloadApiError, type X509Context } from '@sigil/workload-api';
+import { type WorkloadApiClient, WorkloadApiError, type X509Context } from '@sigil/workload-api/client';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { describeWorkloadError, openWorkloadClient, resolveWorkloadAddress } from './workload-client.js';
 

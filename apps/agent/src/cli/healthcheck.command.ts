@@ -1,4 +1,4 @@
-import { WorkloadApiError } from '@sigil/workload-api';
+import { WorkloadApiError } from '@sigil/workload-api/client';
 import { Command } from 'commander';
 import { type ApiOptions, withClient, withWorkloadApiOptions } from './api.command.js';
 import { CliError } from '@sigil/runtime/cli';

@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { SPIFFE_ENDPOINT_SOCKET, WorkloadApiClient, WorkloadApiError } from '@sigil/workload-api';
+import { SPIFFE_ENDPOINT_SOCKET, WorkloadApiClient, WorkloadApiError } from '@sigil/workload-api/client';
 import { DEFAULT_WORKLOAD_API_SOCKET } from '../endpoints/workload-api/default-socket.js';
 import { CliError } from '@sigil/runtime/cli';
 
