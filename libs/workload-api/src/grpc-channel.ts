@@ -36,9 +36,9 @@ const UNKNOWN = 2;
 const INTERNAL = 13;
 const RESOURCE_EXHAUSTED = 8;
 /** Messages queued unread before the channel stops reading the stream. */
-const QUEUE_HIGH_WATER = 16;
+export const QUEUE_HIGH_WATER = 16;
 
-/** A call's response messages as they arrive; ends after an OK status, throws GrpcCallError on any other. */
+/** One HTTP/2 connection to a gRPC server, opened when needed, and the calls on it. */
 export class GrpcChannel {
   private session: ClientHttp2Session | undefined;
   private open = 0;
@@ -155,8 +155,12 @@ function statusError(code: number, message: string): GrpcCallError {
   return new GrpcCallError(grpcStatusOf(code), message);
 }
 
-/** What one call has received: its messages not yet read, and how it ended. */
-class CallState {
+/**
+ * What one call has received: its messages not yet read, and how it ended. Reading pauses while
+ * {@link QUEUE_HIGH_WATER} messages wait, so HTTP/2 flow control holds a server that sends faster than the caller reads.
+ * Exported for its spec only.
+ */
+export class CallState {
   private readonly messages: Buffer[] = [];
   private pending: Buffer = Buffer.alloc(0);
   private httpStatus: number | undefined;

@@ -5,15 +5,26 @@
  * as WorkloadApiError `status`.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
-import { type Http2Server, type ServerHttp2Stream, type IncomingHttpHeaders, createServer } from 'node:http2';
+import {
+  type ClientHttp2Stream,
+  type Http2Server,
+  type IncomingHttpHeaders,
+  type ServerHttp2Stream,
+  createServer,
+} from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { WorkloadApiClient } from '../../../libs/workload-api/src/client.js';
 import { WorkloadApiError } from '../../../libs/workload-api/src/errors.js';
 import { JWTBundlesResponseSchema } from '../../../libs/workload-api/src/gen/workload_pb.js';
-import { MAX_RESPONSE_MESSAGE_BYTES } from '../../../libs/workload-api/src/grpc-channel.js';
+import {
+  CallState,
+  MAX_RESPONSE_MESSAGE_BYTES,
+  QUEUE_HIGH_WATER,
+} from '../../../libs/workload-api/src/grpc-channel.js';
 
 type Handler = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => void;
 
@@ -198,5 +209,19 @@ describe('the Workload API client against a raw HTTP/2 endpoint', () => {
     controller.abort(new Error('stop'));
     await expect(call).rejects.toThrow('stop');
     await expect.poll(() => closed).toContain('/SpiffeWorkloadAPI/FetchX509SVID');
+  });
+});
+
+describe('a call that receives faster than it is read', () => {
+  it('stops reading the stream while 16 messages wait, and reads again once they are taken', async () => {
+    const stream = new PassThrough();
+    const call = new CallState(stream as unknown as ClientHttp2Stream);
+    stream.emit('response', GRPC);
+    stream.emit('data', Buffer.concat(Array.from({ length: QUEUE_HIGH_WATER + 4 }, () => frame(BUNDLES))));
+    expect(stream.isPaused()).toBe(true);
+    for (let read = 0; read < 4; read++) await call.next();
+    expect(stream.isPaused()).toBe(true); // still 16 waiting
+    await call.next();
+    expect(stream.isPaused()).toBe(false);
   });
 });
