@@ -307,7 +307,7 @@ describe('sigil-agent Workload API (real server and agents)', () => {
       joinToken: tokenA,
     });
     children.push(reuse);
-    expect(await reuse.exited).toBe(1);
+    expect(await reuse.exited).toBe(78);
     expect(reuse.output()).toMatch(/^Error: node attestation \(join_token\) refused by the server: .+$/m);
   });
 
@@ -371,7 +371,7 @@ describe('sigil-agent Workload API (real server and agents)', () => {
     expect((await server.cli(['agent', 'ban', '--spiffe-id', agentId])).code).toBe(0);
     // Any registry change answers the open long polls; the banned agent's next one is refused.
     await createEntry('/wake', '/host/b');
-    expect(await agentB.exited).toBe(1);
+    expect(await agentB.exited).toBe(78);
     expect(agentB.output()).toMatch(
       /^Error: the server refused this agent \(.+\) and it cannot attest again: its join token was already used; .+$/m,
     );

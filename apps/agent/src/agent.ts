@@ -63,7 +63,7 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
   const identity = new AgentIdentity(config.bootstrapTrust, config.trustDomain);
   const client = new ServerClient({
     addresses: config.serverAddresses,
-    trust: () => identity.trust(),
+    trust: (purpose) => (purpose === 'attestation' ? identity.attestationTrust() : identity.trust()),
     credentials: () => identity.credentials(),
     // As many JWT-SVID connections as the JWT-SVID lane sends requests at once.
     connections: { jwt: config.jwtSvidLimits.maxConcurrentSigning },

@@ -203,12 +203,12 @@ export function runCommand(): Command {
       limitHeapGrowth();
       // Loaded here, not at the top: the api and healthcheck subcommands must start fast.
       const { startAgent } = await import('../agent.js');
-      const { AgentFatalError } = await import('../manager/agent-manager.js');
+      const { AGENT_FATAL_EXIT_CODE, AgentFatalError } = await import('../manager/agent-manager.js');
       let agent;
       try {
         agent = await startAgent(config);
       } catch (error) {
-        if (error instanceof AgentFatalError) throw new CliError(error.message);
+        if (error instanceof AgentFatalError) throw new CliError(error.message, AGENT_FATAL_EXIT_CODE);
         throw error;
       }
       const running = agent;
@@ -226,8 +226,8 @@ export function runCommand(): Command {
           if (stopping) return;
           stopping = true;
           running.stop().then(
-            () => reject(new CliError(error.message)),
-            () => reject(new CliError(error.message)),
+            () => reject(new CliError(error.message, AGENT_FATAL_EXIT_CODE)),
+            () => reject(new CliError(error.message, AGENT_FATAL_EXIT_CODE)),
           );
         });
       });

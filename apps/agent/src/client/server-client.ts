@@ -29,6 +29,7 @@ import {
   type TransportRequest,
   type TransportResponse,
   ServerConnectionPool,
+  ServerNotTrustedError,
   ServerUnavailableError,
 } from './tls-transport.js';
 
@@ -57,8 +58,11 @@ export class AgentApiError extends Error {
 
 export interface ServerClientOptions {
   readonly addresses: readonly ServerAddress[];
-  /** The current way to authenticate servers (the bundle changes as the CA rotates). */
-  readonly trust: () => ServerTrust;
+  /**
+   * The current way to authenticate servers (the bundle changes as the CA rotates); `attestation` for the requests
+   * of a node attestation, which may trust more than the session's bundle (AgentIdentity.attestationTrust).
+   */
+  readonly trust: (purpose: TrustPurpose) => ServerTrust;
   /** The agent SVID for mTLS; undefined before attestation. */
   readonly credentials: () => ClientCredentials | undefined;
   /** Timeout of ordinary requests (default 15 s); long polls add their wait to it. */
@@ -70,7 +74,14 @@ export interface ServerClientOptions {
   readonly send?: (address: ServerAddress, request: TransportRequest) => Promise<TransportResponse>;
 }
 
-type Call = Omit<TransportRequest, 'trust' | 'credentials' | 'timeoutMs'> & { timeoutMs?: number; mtls: boolean };
+/** What a connection is for: attesting the node (no agent SVID), or anything else. */
+export type TrustPurpose = 'attestation' | 'session';
+
+type Call = Omit<TransportRequest, 'trust' | 'credentials' | 'timeoutMs'> & {
+  timeoutMs?: number;
+  mtls: boolean;
+  purpose?: TrustPurpose;
+};
 // Every call but JWT-SVID signing goes in the control lane (the default).
 
 /**
@@ -108,13 +119,19 @@ export class ServerClient implements AgentApi {
    */
   async attest(route: string, body: AttestationRequestBody): Promise<AttestationResponse> {
     return parseAttestationResponse(
-      await this.call({ method: 'POST', path: attestationPath(route), body, mtls: false }),
+      await this.call({ method: 'POST', path: attestationPath(route), body, mtls: false, purpose: 'attestation' }),
     );
   }
 
   /** `POST /agent/v1/attest/<route>/challenge`: the challenge of the node attestor at `route`, which parses it. */
   async attestationChallenge(route: string, body: object): Promise<unknown> {
-    return this.call({ method: 'POST', path: attestationChallengePath(route), body, mtls: false });
+    return this.call({
+      method: 'POST',
+      path: attestationChallengePath(route),
+      body,
+      mtls: false,
+      purpose: 'attestation',
+    });
   }
 
   async renew(csrPem: string): Promise<AgentSvidResponse> {
@@ -157,7 +174,7 @@ export class ServerClient implements AgentApi {
   }
 
   private trustDomain(): TrustDomain {
-    const trust = this.options.trust();
+    const trust = this.options.trust('session');
     const trustDomain = trust.kind === 'bundle' ? trust.bundle.trustDomain : trust.trustDomain;
     if (trustDomain === undefined) throw new Error('server client: the trust domain is not known yet');
     return trustDomain;
@@ -168,6 +185,9 @@ export class ServerClient implements AgentApi {
     if (call.mtls && credentials === undefined) throw new Error(`${call.path}: the agent has no SVID yet`);
     const addresses = this.options.addresses;
     let lastError: ServerUnavailableError | undefined;
+    // The most telling failure: a server that answered with a certificate we do not trust says more than a refused
+    // connection to another address.
+    let untrusted: ServerNotTrustedError | undefined;
     for (let attempt = 0; attempt < addresses.length; attempt++) {
       const index = (this.current + attempt) % addresses.length;
       const address = addresses[index] as ServerAddress;
@@ -177,7 +197,7 @@ export class ServerClient implements AgentApi {
           path: call.path,
           body: call.body,
           signal: call.signal,
-          trust: this.options.trust(),
+          trust: this.options.trust(call.purpose ?? 'session'),
           credentials,
           timeoutMs: call.timeoutMs ?? this.timeoutMs,
           lane: call.lane,
@@ -199,9 +219,10 @@ export class ServerClient implements AgentApi {
           this.options.logger?.warn({ msg: 'server unavailable', server: address.text, reason: error.message });
         }
         lastError = error;
+        if (error instanceof ServerNotTrustedError) untrusted = error;
       }
     }
-    throw lastError ?? new ServerUnavailableError('no server address');
+    throw untrusted ?? lastError ?? new ServerUnavailableError('no server address');
   }
 }
 

@@ -66,7 +66,15 @@ export function parseRetryAfter(header: string | string[] | undefined): number |
 
 /** The server could not be reached or authenticated, or answered that it cannot serve now: try another one. */
 export class ServerUnavailableError extends Error {
-  override readonly name = 'ServerUnavailableError';
+  override readonly name: string = 'ServerUnavailableError';
+}
+
+/**
+ * The server answered, but its certificate does not chain to the bundle the agent authenticates servers with: a CA
+ * rotation the agent missed while offline, or someone else on the server's address. Never a reason to trust less.
+ */
+export class ServerNotTrustedError extends ServerUnavailableError {
+  override readonly name = 'ServerNotTrustedError';
 }
 
 /**
@@ -104,7 +112,7 @@ export async function authenticateServer(chain: readonly Uint8Array[], trust: Se
     try {
       id = (await verifyX509Svid([...chain], trust.bundle)).spiffeId;
     } catch (error) {
-      throw new ServerUnavailableError(`server certificate is not trusted: ${(error as Error).message}`);
+      throw new ServerNotTrustedError(`server certificate is not trusted: ${(error as Error).message}`);
     }
   } else {
     try {
@@ -160,7 +168,8 @@ function openTls(address: ServerAddress, options: TlsOptions): Promise<{ socket:
         },
         (error: Error) => {
           socket.destroy();
-          reject(new ServerUnavailableError(`${address.text}: ${error.message}`));
+          const Failure = error instanceof ServerNotTrustedError ? ServerNotTrustedError : ServerUnavailableError;
+          reject(new Failure(`${address.text}: ${error.message}`));
         },
       );
     });

@@ -1,5 +1,7 @@
+import { readFile } from 'node:fs/promises';
 import { PEM_LABEL, certificatesToPem, toPem } from '@sigil/pki';
-import { type SpiffeId, type TrustBundle, type TrustDomain } from '@sigil/spiffe';
+import { type SpiffeId, TrustBundle, type TrustDomain } from '@sigil/spiffe';
+import { parseTrustBundleFile } from '../config-files.js';
 import { type ClientCredentials, type ServerTrust } from '../client/tls-transport.js';
 import { type BootstrapTrust } from '../config.js';
 import { type AgentState } from '../storage/agent-storage.js';
@@ -19,16 +21,94 @@ export interface CurrentAgentSvid {
  * domain (which authenticates servers). Before the first attestation the server is authenticated by the bootstrap
  * trust (`--trust-bundle`, or only its claimed ID with `--insecure-bootstrap`); from then on always by the latest
  * bundle the server sent, which the CA rotation keeps current.
+ *
+ * A node attestation (the first, or again after a long absence) authenticates the server by
+ * {@link attestationTrust}: the latest bundle the agent holds and the configured trust bundle together, never by
+ * the claimed ID alone once a bundle was stored (README, sigil-agent, "Recovery after long absences").
  */
 export class AgentIdentity {
   private svid: CurrentAgentSvid | undefined;
   private credentialsPem: ClientCredentials | undefined;
   private bundle: TrustBundle | undefined;
+  /** The bundle kept in the data dir when the stored SVID could not be resumed (expired, unusable). */
+  private storedBundle: TrustBundle | undefined;
+  /** The configured `--trust-bundle`, as last read from its file. */
+  private configured: TrustBundle | undefined;
+  private union: { readonly parts: readonly (TrustBundle | undefined)[]; readonly trust: ServerTrust } | undefined;
 
   constructor(
     private readonly bootstrap: BootstrapTrust,
     private readonly trustDomain: TrustDomain | undefined,
-  ) {}
+  ) {
+    this.configured = bootstrap.kind === 'bundle' ? bootstrap.bundle : undefined;
+  }
+
+  /**
+   * How to authenticate the server for a node attestation: every CA of the latest bundle the agent holds (the
+   * server's last, or the data dir's when the stored SVID could not be resumed) and of the configured trust bundle;
+   * only with neither (insecure bootstrap, nothing stored) the server's claimed ID alone. Each source is trusted on
+   * its own already (a resuming agent trusts its stored bundle, a fresh install its trust bundle), so the union trusts
+   * no CA that the same configuration would not trust anyway; and once a bundle was stored, insecure bootstrap is
+   * over for good.
+   */
+  attestationTrust(): ServerTrust {
+    const latest = this.bundle ?? this.storedBundle;
+    const parts = [latest, this.configured];
+    if (this.union !== undefined && this.union.parts.every((part, index) => part === parts[index])) {
+      return this.union.trust;
+    }
+    let trust: ServerTrust;
+    if (latest === undefined || this.configured === undefined) {
+      const only = latest ?? this.configured;
+      trust =
+        only === undefined ? { kind: 'insecure', trustDomain: this.trustDomain } : { kind: 'bundle', bundle: only };
+    } else {
+      trust = {
+        kind: 'bundle',
+        bundle: TrustBundle.create(latest.trustDomain, {
+          x509Authorities: [...latest.x509Authorities, ...this.configured.x509Authorities],
+        }),
+      };
+    }
+    this.union = { parts, trust };
+    return trust;
+  }
+
+  /** Trusts the data dir's bundle for attestation (its SVID could not be resumed); another trust domain's is ignored. */
+  useStoredBundle(bundle: TrustBundle): void {
+    if (this.trustDomain !== undefined && !bundle.trustDomain.equals(this.trustDomain)) return;
+    this.storedBundle = bundle;
+  }
+
+  /** Whether the agent holds a bundle from an earlier attestation (so insecure bootstrap no longer applies). */
+  holdsBundle(): boolean {
+    return this.bundle !== undefined || this.storedBundle !== undefined;
+  }
+
+  /** The configured trust bundle file, if any. */
+  get trustBundleFile(): string | undefined {
+    return this.bootstrap.kind === 'bundle' ? this.bootstrap.file : undefined;
+  }
+
+  /**
+   * Reads the configured trust bundle file again (before each attestation attempt: an operator or a config map may
+   * have replaced it with the current bundle). Returns why it could not, keeping the copy read before.
+   */
+  async reloadTrustBundle(): Promise<string | undefined> {
+    const file = this.trustBundleFile;
+    if (file === undefined) return undefined;
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (error) {
+      return `${file}: cannot read: ${(error as Error).message}`;
+    }
+    const parsed = parseTrustBundleFile(text, this.configured?.trustDomain ?? this.trustDomain);
+    if (typeof parsed === 'string') return `${file} ${parsed}`;
+    // An unchanged file keeps the bundle object, and so the connections made with it.
+    if (this.configured === undefined || !parsed.bundle.equals(this.configured)) this.configured = parsed.bundle;
+    return undefined;
+  }
 
   /** How to authenticate servers now. */
   trust(): ServerTrust {

@@ -259,6 +259,51 @@ describe('AgentManager', () => {
     );
   });
 
+  it('attests again with x509pop when its SVID expired before a renewal got through, instead of renewing with it', async () => {
+    const leaf = await popCa.createX509Svid('spiffe://pop.example/x', { uris: [], subject: 'CN=node-1' });
+    const certFile = join(dir, 'node.pem');
+    const keyFile = join(dir, 'node.key');
+    await writeFile(certFile, leaf.certificate.toString('pem'));
+    await writeFile(keyFile, toPem(PEM_LABEL.privateKey, await leaf.privateKeyPkcs8()));
+    server.ttlSeconds = 1;
+    const { identity } = await start({ type: 'x509pop', options: { cert_file: certFile, key_file: keyFile } });
+    const first = identity.current()!;
+    // No renewal gets through until the SVID has expired (this fake server would renew an expired one: Sigil's does not).
+    server.unavailableFor = Number.MAX_SAFE_INTEGER;
+    await until(() => Date.now() > first.expiresAt.getTime());
+    server.ttlSeconds = 3600;
+    server.unavailableFor = 0;
+    await until(() => server.calls.filter((call) => call === 'x509pop:attest').length === 2);
+    await until(() => identity.current() !== first);
+    expect(identity.current()!.expiresAt.getTime()).toBeGreaterThan(Date.now());
+    expect(identity.current()!.spiffeId.equals(first.spiffeId)).toBe(true);
+    const attestAgain = server.calls.lastIndexOf('x509pop:attest');
+    expect(server.calls.slice(attestAgain)).not.toContain('renew');
+  });
+
+  it('says what to do when its SVID expired and its join token is spent, and does not renew with the expired SVID', async () => {
+    const errors: Record<string, unknown>[] = [];
+    const identity = new AgentIdentity({ kind: 'bundle', file: 'bundle.pem', bundle: ca.bundle() }, td);
+    const running = new AgentManager(identity, server, new AgentStorage(dir), {
+      attestation: token('tok-1'),
+      trustDomain: td,
+      random: () => 0.5,
+      backoff: new Backoff(5, 10, () => 0.5),
+      logger: { ...quiet, error: (entry: Record<string, unknown>) => void errors.push(entry) },
+    });
+    started.push(running);
+    server.ttlSeconds = 1;
+    await running.start();
+    server.unavailableFor = Number.MAX_SAFE_INTEGER;
+    await until(() => Date.now() > identity.current()!.expiresAt.getTime() && errors.length > 0);
+    expect(errors[0]).toMatchObject({
+      msg: 'the agent SVID expired before it could be renewed and this agent cannot attest again',
+      remedy:
+        "its join token was already used; generate a new one with 'sigil-server token generate' and restart the agent with --join-token",
+    });
+    expect(server.calls.filter((call) => call.startsWith('join_token'))).toEqual(['join_token:tok-1']);
+  });
+
   it('retries attestation with backoff while the server answers 429 or 503, then attests instead of exiting', async () => {
     const leaf = await popCa.createX509Svid('spiffe://pop.example/x', { uris: [], subject: 'CN=node-1' });
     const certFile = join(dir, 'node.pem');

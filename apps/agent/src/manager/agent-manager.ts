@@ -13,7 +13,7 @@ import { type AgentSvidResponse } from '@sigil/agent-api';
 import { type AttestationApi, type NodeAttestor, attestNode } from '../attestor/node/node-attestor.js';
 import { createNodeAttestor, type NodeAttestorFactory } from '../attestor/node/node-attestors.js';
 import { AgentApiError, retryDelayMs, type ServerClient } from '../client/server-client.js';
-import { ServerUnavailableError } from '../client/tls-transport.js';
+import { ServerNotTrustedError, ServerUnavailableError } from '../client/tls-transport.js';
 import { Backoff, sleep } from '../common/backoff.js';
 import { type NodeAttestationConfig } from '../config.js';
 import { type AgentState, type AgentStorage, decideResume } from '../storage/agent-storage.js';
@@ -44,6 +44,13 @@ export interface AgentManagerOptions {
 export class AgentFatalError extends Error {
   override readonly name = 'AgentFatalError';
 }
+
+/**
+ * The exit code of `sigil-agent run` for an {@link AgentFatalError}: sysexits' EX_CONFIG (78), as only the operator
+ * can help (a new join token, another node credential). The systemd unit names it in `RestartPreventExitStatus`, so
+ * the agent is not restarted every few seconds only to print the same message again.
+ */
+export const AGENT_FATAL_EXIT_CODE = 78;
 
 /** Longest a renewal timer sleeps before looking again. */
 const MAX_TIMER_MS = 60_000;
@@ -111,6 +118,8 @@ export class AgentManager {
         expiresAt: decision.expiresAt.toISOString(),
       });
     } else {
+      // Whom the agent trusted last: its attestation trusts the data dir's bundle as well as the configured one.
+      if (stored !== undefined) this.identity.useStoredBundle(stored.bundle);
       const attestor = this.attestor;
       if (attestor === undefined) {
         throw new AgentFatalError(
@@ -189,9 +198,7 @@ export class AgentManager {
 
   private async reattest(refusal: AgentApiError): Promise<void> {
     const attestor = this.attestor;
-    const used = this.identity.current()?.state.usedCredentialSha256;
-    const spent =
-      attestor?.singleUse !== undefined && attestor.singleUse.sha256 === used ? attestor.singleUse : undefined;
+    const spent = this.spentCredential();
     if (attestor === undefined || spent !== undefined) {
       const confirmed = await this.confirmRefusal(refusal);
       if (confirmed === undefined) return;
@@ -240,6 +247,69 @@ export class AgentManager {
     }
   }
 
+  /**
+   * The agent SVID expired before a renewal got through (a server outage, or a CA rotation the agent missed: the
+   * server's certificate no longer chains to its bundle). No renewal can succeed with it: attest again where the
+   * method allows it, authenticating the server by {@link AgentIdentity.attestationTrust}. A spent join token cannot:
+   * the agent says what to do and keeps serving what it holds (the server refuses it as soon as it answers, which
+   * stops it).
+   */
+  private svidExpired(current: CurrentAgentSvid): void {
+    if (this.stopped || this.reattesting !== undefined) return;
+    const attestor = this.attestor;
+    const spent = this.spentCredential();
+    const expiredAt = current.expiresAt.toISOString();
+    if (attestor === undefined || spent !== undefined) {
+      this.options.logger?.error({
+        msg: 'the agent SVID expired before it could be renewed and this agent cannot attest again',
+        expiredAt,
+        remedy:
+          spent === undefined
+            ? 'configure a node attestor and restart the agent'
+            : `its ${spent.name} was already used; ${spent.renewal} and restart the agent with ${spent.flag}`,
+      });
+      this.arm(new Date(this.clock.now().getTime() + MAX_TIMER_MS));
+      return;
+    }
+    this.options.logger?.warn({
+      msg: 'the agent SVID expired before it could be renewed, attesting again',
+      method: attestor.type,
+      expiredAt,
+    });
+    this.reattesting = (async () => {
+      try {
+        await this.retryWhileUnavailable(() => this.attest(attestor));
+        this.arm();
+      } catch (error) {
+        if (!this.stopped) this.failFatal?.(new AgentFatalError(`re-attestation failed: ${(error as Error).message}`));
+      }
+    })().finally(() => {
+      this.reattesting = undefined;
+    });
+  }
+
+  /** The configured single-use credential when this agent already attested with it. */
+  private spentCredential(): NodeAttestor['singleUse'] {
+    const singleUse = this.attestor?.singleUse;
+    const used = this.identity.current()?.state.usedCredentialSha256;
+    return singleUse !== undefined && singleUse.sha256 === used ? singleUse : undefined;
+  }
+
+  /** What an operator does when no server presents a certificate the agent trusts (README, "Recovery after …"). */
+  private untrustedServerRemedy(): string {
+    const file = this.identity.trustBundleFile;
+    if (file !== undefined) {
+      return (
+        `if the server's CA rotated while this agent was offline, write the current bundle ('sigil-server bundle ` +
+        `show') to ${file}: the agent reads it again before every attestation attempt`
+      );
+    }
+    return (
+      'this agent holds a bundle from an earlier attestation, so --insecure-bootstrap no longer applies to it: ' +
+      "restart it with --trust-bundle holding the current bundle ('sigil-server bundle show')"
+    );
+  }
+
   private async attest(attestor: NodeAttestor): Promise<void> {
     try {
       await this.attestOnce(attestor);
@@ -251,6 +321,11 @@ export class AgentManager {
   }
 
   private async attestOnce(attestor: NodeAttestor): Promise<void> {
+    // The configured trust bundle as it is now: an operator (or a config map) may have written the current one.
+    const unreadable = await this.identity.reloadTrustBundle();
+    if (unreadable !== undefined) {
+      this.options.logger?.warn({ msg: 'cannot read the trust bundle file again, using its last copy', unreadable });
+    }
     const keys = await generateKeyPair(this.options.keyType);
     const privateKeyPkcs8 = exportPrivateKeyPkcs8(keys.privateKey);
     const csr = await createCsr({ keys });
@@ -369,6 +444,11 @@ export class AgentManager {
   }
 
   private async renewOnce(): Promise<void> {
+    const current = this.identity.current();
+    if (current !== undefined && current.expiresAt.getTime() <= this.clock.now().getTime()) {
+      this.svidExpired(current);
+      return;
+    }
     try {
       await this.renew();
       this.backoff.reset();
@@ -383,6 +463,7 @@ export class AgentManager {
         msg: 'agent SVID renewal failed, will retry',
         retryInMs: delay,
         reason: (error as Error).message,
+        ...(error instanceof ServerNotTrustedError && { remedy: this.untrustedServerRemedy() }),
       });
       this.arm(new Date(this.clock.now().getTime() + delay));
     }
@@ -403,14 +484,19 @@ export class AgentManager {
         if (!(unreachable || isServerBusy(error)) || this.stopped) throw error;
         // The server's Retry-After (429 over a limit) when it says more than the backoff.
         const delay = retryDelayMs(error, this.backoff.next());
+        const untrusted = error instanceof ServerNotTrustedError;
         this.options.logger?.warn({
-          msg: unreachable
-            ? 'no server reachable for attestation, will retry'
-            : 'server cannot attest this node now (busy, or a service it needs is unavailable), will retry',
+          msg: untrusted
+            ? 'no server presented a certificate this agent trusts, cannot attest; will retry'
+            : unreachable
+              ? 'no server reachable for attestation, will retry'
+              : 'server cannot attest this node now (busy, or a service it needs is unavailable), will retry',
           retryInMs: delay,
           reason: (error as Error).message,
+          ...(untrusted && { remedy: this.untrustedServerRemedy() }),
         });
         await sleep(delay);
+        if (this.stopped) throw error;
       }
     }
   }
