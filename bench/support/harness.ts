@@ -30,6 +30,12 @@ export interface ServerOptions {
   readonly nodeArgs?: readonly string[];
   /** More `sigil-server run` flags. */
   readonly args?: readonly string[];
+  /** Name of the process, its data dir and admin socket in the scratch dir (default `server`): one per replica. */
+  readonly name?: string;
+  /** Another replica's database (`ServerProcess.databaseUrl`) instead of a new one. */
+  readonly databaseUrl?: string;
+  /** More environment variables (e.g. a test-only hook). */
+  readonly env?: NodeJS.ProcessEnv;
 }
 
 export interface ServerProcess {
@@ -39,6 +45,9 @@ export interface ServerProcess {
   readonly admin: AdminApi;
   /** `embedded` or `postgresql`. */
   readonly database: string;
+  /** Its PostgreSQL database, for another replica; undefined on the embedded database. */
+  readonly databaseUrl: string | undefined;
+  readonly dataDir: string;
 }
 
 export interface AgentProcess {
@@ -122,22 +131,33 @@ export class Harness {
 
   /** Starts `sigil-server run` on 127.0.0.1 with a free port and waits until it listens. */
   async startServer(options: ServerOptions = {}): Promise<ServerProcess> {
-    const adminSocket = join(this.scratch, 'admin.sock');
+    const name = options.name ?? 'server';
+    const adminSocket = join(this.scratch, name === 'server' ? 'admin.sock' : `${name}-admin.sock`);
+    const dataDir = join(this.scratch, name);
     const args = [SERVER_BIN, 'run', '--trust-domain', TRUST_DOMAIN, '--bind-address', '127.0.0.1', '--port', '0'];
-    args.push('--data-dir', join(this.scratch, 'server'), '--admin-socket', adminSocket);
-    const databaseUrl = process.env['DATABASE_URL'];
-    if (databaseUrl) args.push('--database-url', await this.createDatabase(databaseUrl));
+    args.push('--data-dir', dataDir, '--admin-socket', adminSocket);
+    const adminUrl = process.env['DATABASE_URL'];
+    const databaseUrl = options.databaseUrl ?? (adminUrl ? await this.createDatabase(adminUrl) : undefined);
+    if (databaseUrl) args.push('--database-url', databaseUrl);
     args.push(...(options.args ?? []));
     const command = [process.execPath, ...(options.nodeArgs ?? []), ...args];
     const server = options.cpus
-      ? this.spawn('server', 'taskset', ['-c', options.cpus, ...command])
-      : this.spawn('server', command[0]!, command.slice(1));
+      ? this.spawn(name, 'taskset', ['-c', options.cpus, ...command], options.env)
+      : this.spawn(name, command[0]!, command.slice(1), options.env);
     const line = await server.waitForLine(/"msg":"sigil-server listening"/, START_TIMEOUT_MS, 'the listening log line');
     const { address } = JSON.parse(line) as { address: string };
     const port = Number(address.slice(address.lastIndexOf(':') + 1));
     const admin = new AdminApi(adminSocket);
     this.cleanups.push(async () => admin.close());
-    return { process: server, port, adminSocket, admin, database: databaseUrl ? 'postgresql' : 'embedded' };
+    return {
+      process: server,
+      port,
+      adminSocket,
+      admin,
+      database: databaseUrl ? 'postgresql' : 'embedded',
+      databaseUrl,
+      dataDir,
+    };
   }
 
   /**
