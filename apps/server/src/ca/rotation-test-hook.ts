@@ -3,10 +3,10 @@ import { Logger } from '@nestjs/common';
 import type { AuthorityChange } from './authority-key.js';
 
 /**
- * TEST ONLY (test/e2e/server-replicas.e2e-spec.ts): the path of a file whose presence makes the next rotation that
- * changes the key journal stop inside its transaction, holding the rotation lock, until the process is killed. The
- * first replica to delete the file is the one that stops; the file is never created by Sigil, so the hook does
- * nothing unless a test creates it.
+ * TEST ONLY (test/e2e/server-replicas.e2e-spec.ts, bench/replicas.bench.ts): the path of a file whose presence makes
+ * the next scheduled rotation step that changes the key journal (not an operator's `localauthority` change) stop
+ * inside its transaction, holding the rotation lock, until the process is killed. The first replica to delete the
+ * file is the one that stops; Sigil never creates the file, so the hook does nothing unless a test creates it.
  */
 export const ROTATION_PAUSE_FILE_ENV = 'SIGIL_TEST_ROTATION_PAUSE_FILE';
 
