@@ -79,4 +79,21 @@ describe('X509popChallenges', () => {
     challenges.take(first.challengeId, TEST_NOW);
     expect(challenges.issue(nodes[3]!, '2001:db8:1:2::4', TEST_NOW).nonce).toHaveLength(32);
   });
+
+  it('names the challenge a new one replaced (to delete it from the database) and forgets those answered elsewhere', async () => {
+    const root = await TestCa.create('nodes.test', { now: TEST_NOW });
+    const [a, b, c] = await evidenceFor(root, 3);
+    const challenges = new X509popChallenges(60_000, { perCertificate: 1, perAddress: 2, total: 100 });
+    const first = challenges.issue(a!, '10.0.0.1', TEST_NOW);
+    expect(first.replaced).toBeUndefined();
+    expect(first.expiresAt).toEqual(at(60));
+    const second = challenges.issue(a!, '10.0.0.1', TEST_NOW);
+    expect(second.replaced).toBe(first.challengeId);
+    challenges.issue(b!, '10.0.0.1', TEST_NOW);
+    expect(() => challenges.issue(c!, '10.0.0.1', TEST_NOW)).toThrow('(the limit per address)');
+    // Answered on another replica: no longer counted here (an unknown id is ignored).
+    challenges.forget([second.challengeId, 'unknown-id']);
+    expect(challenges.ids()).not.toContain(second.challengeId);
+    expect(challenges.issue(c!, '10.0.0.1', TEST_NOW).nonce).toHaveLength(32);
+  });
 });
