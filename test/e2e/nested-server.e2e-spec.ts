@@ -10,7 +10,9 @@ import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { certificatesFromPem } from '@sigil/pki';
+import { x509 } from '@sigil/spiffe/x509';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AgentStorage } from '../../apps/agent/src/storage/agent-storage.js';
 import { opensslVerify } from '../support/openssl.js';
 import {
   type ServerProcess,
@@ -27,6 +29,7 @@ import {
   type X509SvidResponse,
   securityHeader,
   splitChain,
+  verifySvidMessage,
   workloadClient,
 } from '../support/workload-grpc.js';
 
@@ -38,6 +41,29 @@ const WORKLOAD_ID = `${TD}/nested-workload`;
 const pemDers = (pem: string): Buffer[] =>
   certificatesFromPem(pem).map((certificate) => Buffer.from(certificate.rawData));
 const sorted = (ders: readonly Buffer[]): string[] => ders.map((der) => der.toString('base64')).sort();
+/** The authority IDs (hex subject key identifiers) of concatenated DER certificates, as `localauthority` names them. */
+const authorityIds = (ders: Uint8Array): string[] =>
+  splitChain(ders)
+    .map((der) => new x509.X509Certificate(der).getExtension(x509.SubjectKeyIdentifierExtension)!.keyId.toLowerCase())
+    .sort();
+
+/** The authority ID of the CA that issued a certificate, from its authority key identifier. */
+const issuerOf = (der: Uint8Array): string =>
+  new x509.X509Certificate(der).getExtension(x509.AuthorityKeyIdentifierExtension)!.keyId!.toLowerCase();
+
+interface Authority {
+  authority_id: string;
+}
+
+async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const found = await probe();
+    if (found !== undefined) return found;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((done) => setTimeout(done, 200));
+  }
+}
 
 describe('nested Sigil: upstream authority sigil through a downstream entry (real servers and agents)', () => {
   let scratch: string;
@@ -170,6 +196,83 @@ describe('nested Sigil: upstream authority sigil through a downstream entry (rea
     expect(after.prepared.authority_id).not.toBe(before.active.authority_id);
     expect(after.prepared.upstream_signed).toBe(true);
   });
+
+  it("follows the top's bundle live: a new top root reaches the nested domain's workloads without a nested rotation, a revoked one leaves", async () => {
+    const authority = async (server: ServerProcess, verb: string, id?: string): Promise<Authority> => {
+      const args = ['localauthority', 'x509', verb, ...(id === undefined ? [] : ['--authority-id', id])];
+      return Object.values(await server.json<Record<string, Authority>>(args))[0]!;
+    };
+    const active = async (server: ServerProcess): Promise<string> =>
+      (await server.json<{ active: Authority }>(['localauthority', 'x509', 'show'])).active.authority_id;
+    const bundles = new StreamWatcher<{ bundles: Record<string, Buffer> }>(
+      client!.FetchX509Bundles({}, securityHeader()),
+    );
+    const roots = (message: { bundles: Record<string, Buffer> }): string[] => authorityIds(message.bundles[TD]!);
+    try {
+      const oldTop = await active(top);
+      const nestedKey = await active(nested);
+      const first = await bundles.next((message) => message.bundles[TD] !== undefined);
+      expect(roots(first)).toEqual([oldTop]);
+
+      // The top prepares a key: its root is in the nested workloads' bundle stream within seconds (the nested
+      // server's next key is hours away), and the nested server signs with the key it had.
+      const newTop = (await authority(top, 'prepare')).authority_id;
+      await bundles.next((message) => roots(message).includes(newTop), { timeoutMs: 60_000 });
+      expect(await active(nested)).toBe(nestedKey);
+      expect(nested.process.output()).toMatch(
+        /"msg":"upstream bundle: the top trust domain's roots changed; published"/,
+      );
+      await authority(top, 'activate', newTop);
+
+      // SPIRE's runbook for the old top key: the nested server moves to a key the new top key signs and taints its
+      // old one; once its agent has re-signed (agent SVID and workload SVID under the new nested key), the top
+      // taints its old key and revokes it when nothing of its own uses it.
+      const svids = new StreamWatcher<X509SvidResponse>(client!.FetchX509SVID({}, securityHeader()));
+      const workloadSvid = (message: X509SvidResponse) => message.svids.find((svid) => svid.spiffe_id === WORKLOAD_ID);
+      const workloadIssuer = (message: X509SvidResponse): string | undefined => {
+        const svid = workloadSvid(message);
+        return svid === undefined ? undefined : issuerOf(splitChain(svid.x509_svid)[0]!);
+      };
+      const nestedStorage = new AgentStorage(join(scratch, 'nested-agent', 'data'));
+      try {
+        const moved = (await authority(nested, 'prepare')).authority_id;
+        await authority(nested, 'activate', moved);
+        await authority(nested, 'taint', nestedKey);
+        await svids.next((message) => workloadIssuer(message) === moved, { timeoutMs: 60_000 });
+        await until('the nested agent SVID re-signed by the new nested key', 60_000, async () => {
+          const state = await nestedStorage.load(undefined);
+          return state !== undefined && issuerOf(state.svidChain[0]!) === moved ? true : undefined;
+        });
+
+        await authority(top, 'taint', oldTop);
+        await until('the top to accept the revoke of its old key', 90_000, async () =>
+          (await top.cli(['localauthority', 'x509', 'revoke', '--authority-id', oldTop])).code === 0 ? true : undefined,
+        );
+        const after = await bundles.next((message) => !roots(message).includes(oldTop), {
+          from: bundles.messages.length - 1,
+          timeoutMs: 60_000,
+        });
+        expect(roots(after)).toEqual([newTop]);
+        const nestedBundle = join(scratch, 'nested-after-revoke.pem');
+        await nested.writeBundle(nestedBundle);
+        expect(sorted(pemDers(await readFile(nestedBundle, 'utf8')))).toEqual(
+          sorted(splitChain(after.bundles[TD]!).map((der) => Buffer.from(der))),
+        );
+        // The nested domain keeps serving: its workload's SVID, under the new nested key, verifies against the
+        // bundle that now holds the new top root only.
+        const current = await svids.next(
+          (message) =>
+            workloadIssuer(message) === moved && authorityIds(workloadSvid(message)!.bundle).join() === newTop,
+          { timeoutMs: 60_000 },
+        );
+        await verifySvidMessage(workloadSvid(current)!);
+      } finally {
+        svids.close();
+      }
+    } finally {
+      bundles.close();
+    }
+  }, 300_000);
 
   it("gets no CA once the top entry is no longer downstream: prepare fails with the top server's reason", async () => {
     const [entry] = (await top.json<{ entries: { id: string }[] }>(['entry', 'show', '--spiffe-id', NESTED_SERVER_ID]))

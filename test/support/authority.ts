@@ -7,7 +7,11 @@ import type { DataSource } from 'typeorm';
 import { BundleService } from '../../apps/server/src/bundle/bundle.service.js';
 import { BundlesRepository } from '../../apps/server/src/bundle/bundles.repository.js';
 import { AuthorityKeyFactory } from '../../apps/server/src/ca/authority-key.factory.js';
-import type { AuthorityMetrics, AuthorityTransition } from '../../apps/server/src/ca/authority-metrics.js';
+import type {
+  AuthorityMetrics,
+  AuthorityTransition,
+  UpstreamBundleFailure,
+} from '../../apps/server/src/ca/authority-metrics.js';
 import type { AuthorityKind } from '../../apps/server/src/ca/ca-key.js';
 import { CaKeysRepository } from '../../apps/server/src/ca/ca-keys.repository.js';
 import { CaService } from '../../apps/server/src/ca/ca.service.js';
@@ -22,6 +26,8 @@ import { KeyEncryptionKey } from '../../apps/server/src/kek/key-encryption-key.j
 export class RecordingAuthorityMetrics implements AuthorityMetrics {
   readonly signed: AuthorityKind[] = [];
   readonly transitions: string[] = [];
+  /** Upstream bundle outcomes in order: `changed`, `unchanged` or `failed:<reason>`. */
+  readonly upstreamBundle: string[] = [];
 
   svidSigned(kind: AuthorityKind, seconds: number): void {
     if (!(seconds >= 0)) throw new Error(`svidSigned: seconds must be non-negative, got ${seconds}`);
@@ -30,6 +36,14 @@ export class RecordingAuthorityMetrics implements AuthorityMetrics {
 
   rotationEvent(kind: AuthorityKind, transition: AuthorityTransition): void {
     this.transitions.push(`${kind}:${transition}`);
+  }
+
+  upstreamBundleFollowed(_at: Date, changed: boolean): void {
+    this.upstreamBundle.push(changed ? 'changed' : 'unchanged');
+  }
+
+  upstreamBundleFailed(reason: UpstreamBundleFailure): void {
+    this.upstreamBundle.push(`failed:${reason}`);
   }
 }
 

@@ -4,6 +4,13 @@ import type { AuthorityKind } from './ca-key.js';
 export type AuthorityTransition = 'prepared' | 'activated' | 'retired' | 'pruned' | 'tainted' | 'revoked';
 
 /**
+ * Why an update of the upstream bundle (upstream authority sigil) was not followed: the local agent's Workload API
+ * stream failed (`stream`), it delivered no usable bundle of our trust domain (`bundle`), or storing it failed
+ * (`store`). The last good roots stay published in every case.
+ */
+export type UpstreamBundleFailure = 'stream' | 'bundle' | 'store';
+
+/**
  * The authority's metrics hook. The CA calls it; the health module implements it with prom-client counters and
  * histograms and provides it under {@link AUTHORITY_METRICS} from a global module. Without a provider the
  * authority reports to {@link noAuthorityMetrics}.
@@ -13,6 +20,10 @@ export interface AuthorityMetrics {
   svidSigned(kind: AuthorityKind, seconds: number): void;
   /** This replica changed the key journal. */
   rotationEvent(kind: AuthorityKind, transition: AuthorityTransition): void;
+  /** Upstream authority sigil: the upstream bundle's roots were followed at `at`; `changed` when ours changed. */
+  upstreamBundleFollowed(at: Date, changed: boolean): void;
+  /** Upstream authority sigil: an update of the upstream bundle failed; the last good roots stay. */
+  upstreamBundleFailed(reason: UpstreamBundleFailure): void;
 }
 
 /** Nest injection token of the {@link AuthorityMetrics} implementation. */
@@ -22,4 +33,6 @@ export const AUTHORITY_METRICS = Symbol('AUTHORITY_METRICS');
 export const noAuthorityMetrics: AuthorityMetrics = {
   svidSigned: () => undefined,
   rotationEvent: () => undefined,
+  upstreamBundleFollowed: () => undefined,
+  upstreamBundleFailed: () => undefined,
 };

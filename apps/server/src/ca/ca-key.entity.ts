@@ -55,7 +55,7 @@ export class CaKeyEntity {
   @Column({ name: 'upstream_chain', type: 'jsonb', nullable: true })
   upstreamChain!: string[] | null;
 
-  /** Upstream authority sigil: base64 DER of the upstream bundle's X.509 authorities when this key was signed. */
+  /** Upstream authority sigil: base64 DER of the upstream bundle's X.509 authorities, as last followed. */
   @Column({ name: 'upstream_authorities', type: 'jsonb', nullable: true })
   upstreamAuthorities!: string[] | null;
 

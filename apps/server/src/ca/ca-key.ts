@@ -24,8 +24,9 @@ export interface CaKey {
   /** Upstream mode: base64 DER of the upstream certificates above ours, the upstream root last. */
   readonly upstreamChain: readonly string[] | null;
   /**
-   * Upstream authority sigil: base64 DER of the upstream trust bundle's X.509 authorities when this key was signed,
-   * published in our bundle while the key is; null otherwise.
+   * Upstream authority sigil: base64 DER of the upstream trust bundle's X.509 authorities, as the upstream server
+   * returned them when this key was signed and then as the local agent's Workload API last delivered them (kept in
+   * step on every such key), published in our bundle while the key is; null otherwise.
    */
   readonly upstreamAuthorities: readonly string[] | null;
   readonly notBefore: Date;

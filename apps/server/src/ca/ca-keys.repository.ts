@@ -7,7 +7,9 @@ import { CaKeyEntity } from './ca-key.entity.js';
 /** A journal row ready to insert; the revision comes from the database. */
 export type NewCaKey = Omit<CaKey, 'revision'>;
 /** The fields of a journal row that ever change. */
-export type CaKeyChanges = Partial<Pick<CaKey, 'state' | 'tainted' | 'revoked' | 'activatedAt'>>;
+export type CaKeyChanges = Partial<
+  Pick<CaKey, 'state' | 'tainted' | 'revoked' | 'activatedAt' | 'upstreamAuthorities'>
+>;
 
 // Advisory lock (two-int form) held by whoever changes the journal: "sigi" and 1 for the CA rotation.
 const ROTATION_LOCK = [0x73696769, 1] as const;
@@ -77,10 +79,18 @@ export class CaKeysRepository {
   }
 
   async update(tx: Transaction, id: string, changes: CaKeyChanges): Promise<void> {
+    const { upstreamAuthorities, ...rest } = changes;
     await managerOf(tx)
       .createQueryBuilder()
       .update(CaKeyEntity)
-      .set({ ...changes, revision: NEXT_REVISION })
+      .set({
+        ...rest,
+        // Only when given: an absent key must leave the column as it is.
+        ...(upstreamAuthorities !== undefined && {
+          upstreamAuthorities: upstreamAuthorities === null ? null : [...upstreamAuthorities],
+        }),
+        revision: NEXT_REVISION,
+      })
       .where('id = :id', { id })
       .execute();
   }

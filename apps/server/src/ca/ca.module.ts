@@ -9,6 +9,7 @@ import { AuthorityUsageRepository } from './authority-usage.repository.js';
 import { CaKeysRepository } from './ca-keys.repository.js';
 import { CaService } from './ca.service.js';
 import { KeyManager } from './key-manager.js';
+import { UpstreamBundleWatcher } from './upstream-bundle-watcher.js';
 
 /**
  * The X.509 CA and the JWT authority: the key journal, its rotation (a timer started at module init) and signing.
@@ -17,7 +18,15 @@ import { KeyManager } from './key-manager.js';
 @Module({
   imports: [KekModule, BundleModule, EntriesModule],
   controllers: [AuthoritiesController],
-  providers: [CaKeysRepository, AuthorityKeyFactory, AuthorityUsageRepository, AuthorityUsage, KeyManager, CaService],
+  providers: [
+    CaKeysRepository,
+    AuthorityKeyFactory,
+    AuthorityUsageRepository,
+    AuthorityUsage,
+    KeyManager,
+    CaService,
+    UpstreamBundleWatcher,
+  ],
   exports: [CaService, AuthorityUsage],
 })
 export class CaModule {}

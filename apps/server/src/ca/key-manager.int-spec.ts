@@ -12,6 +12,7 @@ import {
   type TestDatabase,
 } from '../../../../test/support/database.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
+import { TestCa } from '../../../../test/support/test-ca.js';
 import type { AuthorityKey } from './authority-key.js';
 import type { AuthorityKind } from './ca-key.js';
 
@@ -236,6 +237,58 @@ describe('KeyManager (CA key journal and rotation)', () => {
         'x509:retired',
         'x509:activated',
       ]);
+    });
+
+    it('follows the upstream bundle (upstream authority sigil): every followed key stores the new set, published at once', async () => {
+      const [top1, top2] = await Promise.all([1, 2].map(() => TestCa.create('example.org', { now: new Date(T0) })));
+      const b64 = (ca: TestCa) => Buffer.from(ca.certificate.rawData).toString('base64');
+      const published = () =>
+        authority.bundles
+          .ownBundle()
+          .x509AuthoritiesDer()
+          .map((der) => Buffer.from(der).toString('base64'))
+          .sort();
+      const stored = async (id: string): Promise<string[] | null> =>
+        (await db.dataSource.query('SELECT upstream_authorities FROM ca_keys WHERE id = $1', [id]))[0]
+          .upstream_authorities;
+      // The journal row as the factory writes a key the upstream server signed under top1.
+      const active = authority.keys.slots('x509').active!;
+      await db.dataSource.query(
+        'UPDATE ca_keys SET upstream_chain = $1::jsonb, upstream_authorities = $1::jsonb WHERE id = $2',
+        [JSON.stringify([b64(top1!)]), active.id],
+      );
+      const sequence = authority.bundles.ownBundle().sequenceNumber!;
+
+      const added = await authority.keys.followUpstreamAuthorities(
+        [top1!, top2!].map((ca) => new Uint8Array(ca.certificate.rawData)),
+      );
+      expect(added).toEqual({ rowIds: [active.id], added: [b64(top2!)], removed: [], orphaned: [] });
+      expect(published()).toEqual([b64(top1!), b64(top2!)].sort());
+      expect(authority.bundles.ownBundle().sequenceNumber).toBe(sequence + 1);
+
+      // The same set in another order writes nothing.
+      const same = await authority.keys.followUpstreamAuthorities(
+        [top2!, top1!].map((ca) => new Uint8Array(ca.certificate.rawData)),
+      );
+      expect(same.rowIds).toEqual([]);
+      expect(authority.bundles.ownBundle().sequenceNumber).toBe(sequence + 1);
+
+      // The top dropped top1, the root the active key chains to: it leaves our bundle too, and the key is named.
+      const removed = await authority.keys.followUpstreamAuthorities([new Uint8Array(top2!.certificate.rawData)]);
+      expect(removed).toEqual({
+        rowIds: [active.id],
+        added: [],
+        removed: [b64(top1!)],
+        orphaned: [active.authorityId],
+      });
+      expect(published()).toEqual([b64(top2!)]);
+      expect(await stored(active.id)).toEqual([b64(top2!)]);
+
+      // Other journal writes (the key retiring) leave the stored set alone.
+      const next = await authority.keys.prepare('x509');
+      await authority.keys.activate('x509', next.authorityId);
+      expect(await stored(active.id)).toEqual([b64(top2!)]);
+      expect(published()).toContain(b64(top2!));
     });
 
     it('taints then revokes an old key, which leaves the bundle; refuses other states and orders', async () => {

@@ -1,5 +1,4 @@
 import { type webcrypto } from 'node:crypto';
-import { nodeCertificateFromDer } from '@sigil/spiffe';
 import { Inject, Injectable, Logger, Optional, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { BundleService } from '../bundle/bundle.service.js';
 import { CLOCK, type Clock } from '../common/clock.js';
@@ -15,6 +14,11 @@ import { CaKeysRepository, versionOf, type CaKeyChanges, type NewCaKey } from '.
 import { planRotation, type RotationStep } from './rotation-plan.js';
 import { pauseInsideRotationForTests } from './rotation-test-hook.js';
 import { toAuthorityKey, type AuthorityChange, type AuthorityKey } from './authority-key.js';
+import {
+  diffUpstreamAuthorities,
+  publishedX509Authorities,
+  type UpstreamAuthoritiesChange,
+} from './upstream-authorities.js';
 
 /** The active key of one authority, ready to sign. */
 export interface SigningAuthority {
@@ -212,6 +216,28 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
     return toAuthorityKey(revoked);
   }
 
+  /**
+   * Upstream authority sigil: stores `roots` (the top trust domain's X.509 authorities, DER, as the local agent's
+   * Workload API delivered them) on every key the upstream server signed, and publishes them in our bundle at once
+   * through the same journal → bundle path as a rotation, so every replica and agent of this trust domain follows.
+   * Nothing is written when the set is the stored one.
+   */
+  async followUpstreamAuthorities(roots: readonly Uint8Array[]): Promise<UpstreamAuthoritiesChange> {
+    const wanted = [...new Set(roots.map((der) => Buffer.from(der).toString('base64')))];
+    return this.change(async (tx, rows) => {
+      const diff = diffUpstreamAuthorities(rows, wanted);
+      for (const id of diff.rowIds) {
+        await this.journal.update(tx, id, { upstreamAuthorities: wanted });
+        replaceRow(
+          rows,
+          rows.find((row) => row.id === id)!,
+          { upstreamAuthorities: wanted },
+        );
+      }
+      return diff;
+    });
+  }
+
   private async refuseWhileInUse(tx: Transaction, kind: AuthorityKind, authorityId: string, now: Date): Promise<void> {
     const { users, count } = await this.usage.usersOf(tx, authorityId, now);
     if (count === 0) return;
@@ -283,9 +309,9 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
   }
 
   /** Runs an operator's change under the rotation lock (waiting for it), republishes and reloads. */
-  private async change(
-    work: (tx: Transaction, rows: CaKey[], now: Date, changes: AuthorityChange[]) => Promise<CaKey>,
-  ): Promise<CaKey> {
+  private async change<T>(
+    work: (tx: Transaction, rows: CaKey[], now: Date, changes: AuthorityChange[]) => Promise<T>,
+  ): Promise<T> {
     const changes: AuthorityChange[] = [];
     const outcome = await this.journal.withRotationLock(true, async (tx) => {
       const now = this.clock.now();
@@ -422,17 +448,7 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
     const { changed } = await this.bundles.replaceOwnAuthorities(
       tx,
       {
-        x509Authorities: published
-          .filter((row) => row.kind === 'x509')
-          .flatMap((row) => {
-            const root = row.upstreamChain?.at(-1);
-            if (root === undefined) return [row.certificateDer!];
-            // Upstream authority sigil: the upstream bundle's roots as they were, less those expired since.
-            const others = (row.upstreamAuthorities ?? [])
-              .map((der) => Buffer.from(der, 'base64'))
-              .filter((der) => now.getTime() < new Date(nodeCertificateFromDer(der).validTo).getTime());
-            return [Buffer.from(root, 'base64'), ...others];
-          }),
+        x509Authorities: publishedX509Authorities(published, now),
         jwtAuthorities: published
           .filter((row) => row.kind === 'jwt')
           .map((row) => ({ kid: row.authorityId, publicKeyDer: row.publicKeyDer })),

@@ -87,7 +87,35 @@ describe('checkSignedCa: the answer of an upstream Sigil server, checked before 
       x509_authorities: [b64(foreign.certificate)],
     };
     expect(() => checkSignedCa(wrongTd, spki, TD, new Date(), FROM)).toThrow(
-      'ca_cert_chain[0]: must name spiffe://example.org as its one URI SAN, got URI:spiffe://other.org',
+      'ca_cert_chain[0]: must name spiffe://example.org as its one URI SAN, got spiffe://other.org',
+    );
+  });
+
+  // Read from the DER by @sigil/spiffe's idFromCertificate (the one SPIFFE-ID-from-certificate rule), not from
+  // Node's subjectAltName text.
+  it.each<[string, string[], string]>([
+    ['no URI SAN', [], 'certificate must have exactly one uri san, got 0'],
+    [
+      'a second URI SAN',
+      ['spiffe://example.org', 'spiffe://example.org/x'],
+      'certificate must have exactly one uri san, got 2',
+    ],
+    ['a SPIFFE ID with a path', ['spiffe://example.org/nested'], 'spiffe://example.org/nested'],
+    [
+      'a URI that is not a SPIFFE ID',
+      ['https://example.org, URI:spiffe://example.org'],
+      'certificate uri san is not a spiffe id',
+    ],
+  ])('refuses a CA certificate with %s', async (_name, uris, got) => {
+    const root = await TestCa.create(TD);
+    const keys = await generateTestKeys();
+    const ca = await root.createIntermediate({ keys, uris });
+    const body = {
+      ca_cert_chain: [b64(ca.certificate), b64(root.certificate)],
+      x509_authorities: [b64(root.certificate)],
+    };
+    expect(() => checkSignedCa(body, exportPublicKeySpki(keys.publicKey), TD, new Date(), FROM)).toThrow(
+      `ca_cert_chain[0]: must name spiffe://example.org as its one URI SAN, got ${got}`,
     );
   });
 });

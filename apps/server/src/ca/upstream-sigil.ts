@@ -2,7 +2,7 @@ import { type X509Certificate, type webcrypto } from 'node:crypto';
 import { request } from 'node:https';
 import { createCsrFast, exportPublicKeySpki } from '@sigil/pki';
 import { sigilServerId } from '@sigil/runtime';
-import { type TrustDomain, nodeCertificateFromDer } from '@sigil/spiffe';
+import { type TrustDomain, idFromCertificate, nodeCertificateFromDer } from '@sigil/spiffe';
 import { X509Source, authorizeId, createClientTlsOptions } from '@sigil/workload-api';
 import {
   DOWNSTREAM_X509_CA_PATH,
@@ -164,9 +164,14 @@ export function checkSignedCa(
     fail('ca_cert_chain[0]: is not a certificate of the key this server sent');
   }
   if (!ca.ca) fail('ca_cert_chain[0]: is not a CA certificate (basicConstraints cA=false)');
-  const uris = (ca.subjectAltName ?? '').split(', ').filter((name) => name.startsWith('URI:'));
-  if (uris.length !== 1 || uris[0] !== `URI:${trustDomain.idString()}`) {
-    fail(`ca_cert_chain[0]: must name ${trustDomain.idString()} as its one URI SAN, got ${uris.join(' ') || 'none'}`);
+  let named: string;
+  try {
+    named = idFromCertificate(ca.raw).toString();
+  } catch (error) {
+    named = (error as Error).message;
+  }
+  if (named !== trustDomain.idString()) {
+    fail(`ca_cert_chain[0]: must name ${trustDomain.idString()} as its one URI SAN, got ${named}`);
   }
   if (new Date(ca.validTo).getTime() <= now.getTime()) fail(`ca_cert_chain[0]: expired at ${ca.validTo}`);
   for (let index = 1; index < chain.length; index += 1) {

@@ -1,7 +1,11 @@
 import { Inject, Injectable, Optional } from '@nestjs/common';
 import * as promClient from 'prom-client';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { type AuthorityMetrics, type AuthorityTransition } from '../ca/authority-metrics.js';
+import {
+  type AuthorityMetrics,
+  type AuthorityTransition,
+  type UpstreamBundleFailure,
+} from '../ca/authority-metrics.js';
 import { type AuthorityKind } from '../ca/ca-key.js';
 import { CLOCK, type Clock, systemClock } from '../common/clock.js';
 import type { BundleFetchError } from '../federation/bundle-endpoint-client.js';
@@ -46,6 +50,23 @@ export class MetricsService implements AuthorityMetrics, FederationMetrics {
     name: 'sigil_ca_rotation_events_total',
     help: 'Changes this server made to the CA key journal, by authority kind and transition',
     labelNames: ['kind', 'transition'] as const,
+    registers: [this.registry],
+  });
+
+  private readonly upstreamBundleFailures = new Counter({
+    name: 'sigil_upstream_bundle_failures_total',
+    help: "Upstream authority sigil: failed updates of the top trust domain's roots from the local agent's Workload API, by reason",
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  private readonly upstreamBundleSuccess = new Gauge({
+    name: 'sigil_upstream_bundle_last_success_timestamp_seconds',
+    help: "Upstream authority sigil: when this replica last followed the top trust domain's roots",
+    registers: [this.registry],
+  });
+  private readonly upstreamBundleUpdates = new Counter({
+    name: 'sigil_upstream_bundle_updates_total',
+    help: "Upstream authority sigil: changes of the top trust domain's roots this replica published",
     registers: [this.registry],
   });
 
@@ -161,6 +182,15 @@ export class MetricsService implements AuthorityMetrics, FederationMetrics {
 
   rotationEvent(kind: AuthorityKind, transition: AuthorityTransition): void {
     this.rotations.inc({ kind, transition });
+  }
+
+  upstreamBundleFollowed(at: Date, changed: boolean): void {
+    this.upstreamBundleSuccess.set(at.getTime() / 1000);
+    if (changed) this.upstreamBundleUpdates.inc();
+  }
+
+  upstreamBundleFailed(reason: UpstreamBundleFailure): void {
+    this.upstreamBundleFailures.inc({ reason });
   }
 
   bundleFetched(trustDomain: string, at: Date, changed: boolean): void {
