@@ -9,11 +9,17 @@ const MAX_REFUSED_SERIALS = 16;
  * another replica's change is heard (PostgreSQL NOTIFY, see EntryChangeNotifier); whatever happens to notifications,
  * no entry is used longer than `ttlMs` after it was read. A read that raced with a drop is answered but not kept
  * (a generation count), so a drop is never undone by an older read.
+ *
+ * Outage fallback: dropping every agent (the listening connection was lost, so changes may have gone unheard) makes
+ * each status stale, not forgotten: it is read again before its next use, and {@link lastKnown} still answers with it
+ * for the caller's rule when that read fails. Dropping one agent (a change this replica made or heard of) forgets it.
  */
 export class AgentStatusCache<Status> {
   private readonly entries = new Map<string, CachedStatus<Status>>();
   private readonly reads = new Map<string, { generation: number; promise: Promise<Status | null> }>();
   private generation = 0;
+  /** Raised by dropping every agent: an entry read in an earlier epoch is stale. */
+  private epoch = 0;
 
   constructor(
     private readonly ttlMs: number,
@@ -36,15 +42,30 @@ export class AgentStatusCache<Status> {
     isStale: (cached: CachedStatus<Status>) => boolean = () => false,
   ): Promise<Status | null> {
     const cached = this.entries.get(agentId);
-    if (cached && this.now() - cached.readAtMs < this.ttlMs && !isStale(cached)) return cached.status;
+    if (cached && cached.epoch === this.epoch && this.now() - cached.readAtMs < this.ttlMs && !isStale(cached)) {
+      return cached.status;
+    }
     return this.read(agentId, load);
   }
 
-  /** Forgets one agent, or every agent when `agentId` is undefined. */
+  /**
+   * Forgets one agent; or, when `agentId` is undefined, makes every agent's status stale (read again before its next
+   * use, kept only for {@link lastKnown}).
+   */
   drop(agentId: string | undefined): void {
     this.generation += 1;
-    if (agentId === undefined) this.entries.clear();
+    if (agentId === undefined) this.epoch += 1;
     else this.entries.delete(agentId);
+  }
+
+  /**
+   * The agent's status as last read, fresh or stale, if that read was less than `maxAgeMs` ago: for a caller that
+   * could not read it again (the database is unreachable) and has its own rule for what a stale status may allow.
+   * Undefined when the agent was dropped by name since (a change made or heard of) or the read is older.
+   */
+  lastKnown(agentId: string, maxAgeMs: number): CachedStatus<Status> | undefined {
+    const cached = this.entries.get(agentId);
+    return cached && this.now() - cached.readAtMs < maxAgeMs ? cached : undefined;
   }
 
   private read(agentId: string, load: () => Promise<Status | null>): Promise<Status | null> {
@@ -76,7 +97,12 @@ export class AgentStatusCache<Status> {
   private keep(agentId: string, status: Status | null): void {
     const previous = this.entries.get(agentId);
     this.entries.delete(agentId);
-    this.entries.set(agentId, { status, readAtMs: this.now(), refusedSerials: previous?.refusedSerials ?? new Set() });
+    this.entries.set(agentId, {
+      status,
+      readAtMs: this.now(),
+      epoch: this.epoch,
+      refusedSerials: previous?.refusedSerials ?? new Set(),
+    });
     if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
   }
 }
@@ -85,6 +111,8 @@ export class AgentStatusCache<Status> {
 export interface CachedStatus<Status> {
   readonly status: Status | null;
   readonly readAtMs: number;
+  /** The cache's epoch when it was read (stale once every agent was dropped since). */
+  readonly epoch: number;
   /**
    * Serial numbers found not to be the agent's current one by a read made after they were first presented: an
    * outdated SVID presented again is refused from memory (bounded by the caller).

@@ -5,6 +5,7 @@ import { AppError } from '../common/errors.js';
 import { decodePageToken, encodePageToken } from '../common/page-token.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { Database } from '../database/database.js';
+import { databaseUnavailable } from '../database/database-errors.js';
 import { EntryChangeNotifier } from '../entries/entry-change-notifier.js';
 import { AgentStatusCache } from './agent-status-cache.js';
 import type { AttestedAgent } from './agent.js';
@@ -14,6 +15,12 @@ export const AGENT_PAGE_SIZE = { default: 50, max: 500 } as const;
 
 /** Agents removed per statement when pruning (SPIRE's `prune_attested_nodes_batch_size` default). */
 export const PRUNE_BATCH_SIZE = 1000;
+
+/**
+ * How long after its last successful status read an agent is still served while the database is unreachable (the
+ * outage rule of {@link AgentsService.requireActive}): 5 minutes.
+ */
+export const AGENT_STATUS_OUTAGE_MAX_AGE_MS = 5 * 60_000;
 
 export type { AttestedAgent } from './agent.js';
 
@@ -31,6 +38,12 @@ export interface AgentPage {
  * change this replica makes drops the agent from its cache at once and is announced to the other replicas (NOTIFY),
  * which drop it when they hear it; on PostgreSQL no status is used longer than `agent_status_cache_ttl` after it was
  * read, the bound when a notification is lost (on the embedded database there is no other replica to hear from).
+ *
+ * Through a database outage (DESIGN §5.3), an agent whose status can no longer be read is still served if this
+ * replica last read it, active with the SVID serial presented, less than {@link AGENT_STATUS_OUTAGE_MAX_AGE_MS} ago
+ * and has not heard of a change to it since. Evicting, banning and renewing are writes, which the outage refuses
+ * everywhere; what the rule risks is a change committed just before the outage whose notification this replica
+ * missed, served for at most that bound.
  */
 @Injectable()
 export class AgentsService implements OnModuleDestroy {
@@ -127,14 +140,19 @@ export class AgentsService implements OnModuleDestroy {
    */
   async requireActive(spiffeId: string, serialNumber: string): Promise<AttestedAgent> {
     // A serial the cache has not seen may come from a renewal on another replica not heard of yet: read once more.
-    const entity = await this.statuses.get(
-      spiffeId,
-      () => this.repository.findBySpiffeId(spiffeId),
-      (cached) =>
-        cached.status !== null &&
-        cached.status.serialNumber !== serialNumber &&
-        !cached.refusedSerials.has(serialNumber),
-    );
+    let entity: AttestedAgent | null;
+    try {
+      entity = await this.statuses.get(
+        spiffeId,
+        () => this.repository.findBySpiffeId(spiffeId),
+        (cached) =>
+          cached.status !== null &&
+          cached.status.serialNumber !== serialNumber &&
+          !cached.refusedSerials.has(serialNumber),
+      );
+    } catch (error) {
+      entity = this.servedThroughOutage(spiffeId, serialNumber, error);
+    }
     if (!entity) throw new AppError('permission_denied', `agent ${spiffeId} is not attested (evicted or unknown)`);
     if (entity.banned) throw new AppError('permission_denied', `agent ${spiffeId} is banned`);
     if (entity.serialNumber !== serialNumber) {
@@ -142,6 +160,18 @@ export class AgentsService implements OnModuleDestroy {
       throw new AppError('permission_denied', `agent ${spiffeId}: SVID serial ${serialNumber} is not the current one`);
     }
     return entity;
+  }
+
+  /**
+   * The outage rule: the agent's last status read less than {@link AGENT_STATUS_OUTAGE_MAX_AGE_MS} ago when `error` says
+   * the database is unreachable and that status is active with `serialNumber`; else rethrows `error` (503 when the
+   * database is unreachable: the agent keeps its cached SVIDs and retries).
+   */
+  private servedThroughOutage(spiffeId: string, serialNumber: string, error: unknown): AttestedAgent {
+    const known = databaseUnavailable(error) && this.statuses.lastKnown(spiffeId, AGENT_STATUS_OUTAGE_MAX_AGE_MS);
+    const status = known ? known.status : null;
+    if (status === null || status.banned || status.serialNumber !== serialNumber) throw error;
+    return status;
   }
 
   /**
