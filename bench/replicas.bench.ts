@@ -32,24 +32,8 @@ const ROTATION_PAUSE_FILE_ENV = 'SIGIL_TEST_ROTATION_PAUSE_FILE';
 const PAUSED = /"msg":"test hook: rotation paused inside its transaction until this process is killed"/;
 const PREPARED = /"msg":"ca key prepared"/;
 
-async function startReplicas(
-  harness: Harness,
-  prefix: string,
-  args: readonly string[],
-  env: NodeJS.ProcessEnv = {},
-): Promise<[ServerProcess, ServerProcess]> {
-  const a = await harness.startServer({ name: `${prefix}a`, args, env });
-  const b = await harness.startServer({
-    name: `${prefix}b`,
-    databaseUrl: a.databaseUrl,
-    args: [...args, '--kek-file', join(a.dataDir, 'kek.key')],
-    env,
-  });
-  return [a, b];
-}
-
 async function propagation(harness: Harness, entries: number, log: (line: string) => void) {
-  const [a, b] = await startReplicas(harness, 'p-', []);
+  const [a, b] = await harness.startReplicaPair('p-', []);
   const agent = await harness.startAgent(b);
   const uid = currentUid();
   const entryFor = (name: string) => ({
@@ -97,7 +81,7 @@ async function leaderKill(harness: Harness, round: number, checkInterval: string
   const pauseFile = join(harness.scratch, `pause-rotation-${round}`);
   const args = ['--ca-ttl', '60s', '--x509-svid-ttl', '30s', '--jwt-svid-ttl', '30s'];
   args.push('--authority-check-interval', checkInterval);
-  const [a, b] = await startReplicas(harness, `k${round}-`, args, { [ROTATION_PAUSE_FILE_ENV]: pauseFile });
+  const [a, b] = await harness.startReplicaPair(`k${round}-`, args, { [ROTATION_PAUSE_FILE_ENV]: pauseFile });
   try {
     const paused = Promise.any(
       [a, b].map(async (server) => {

@@ -5,7 +5,7 @@
  * benchmark, it took a core and more: the server's event loop, runnable, waited for a core for up to 570 ms at a
  * time (its CPU profile showed those waits as idle), and that was the slowest legitimate answer.
  */
-import { fork } from 'node:child_process';
+import { type ChildProcess, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 /** The core a benchmark's attacker runs on; the server under test may use every core. */
@@ -14,17 +14,25 @@ export const ATTACKER_CPU = '1';
 /** Set in the attacker's environment: the script then runs {@link serveAttack} instead of its main. */
 const ATTACKER_ENV = 'SIGIL_BENCH_ATTACKER';
 
+/**
+ * In the benchmark: starts the script at `scriptUrl` as the attacker (`taskset -c` {@link ATTACKER_CPU}, with an IPC
+ * channel using the advanced serialization), for a benchmark that talks to it in more than one message.
+ */
+export function forkAttackWorker(scriptUrl: string): ChildProcess {
+  return fork(fileURLToPath(scriptUrl), [], {
+    // `taskset -c N node …`: the whole process, every thread of it, on that core.
+    execPath: 'taskset',
+    execArgv: ['-c', ATTACKER_CPU, process.execPath, ...process.execArgv],
+    env: { ...process.env, [ATTACKER_ENV]: '1' },
+    serialization: 'advanced',
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+}
+
 /** In the benchmark: runs the script at `scriptUrl` as the attacker with `plan`, resolves with what it sends back. */
 export function runAttackWorker<Plan, Result>(scriptUrl: string, plan: Plan): Promise<Result> {
   return new Promise((resolve, reject) => {
-    const child = fork(fileURLToPath(scriptUrl), [], {
-      // `taskset -c N node …`: the whole process, every thread of it, on that core.
-      execPath: 'taskset',
-      execArgv: ['-c', ATTACKER_CPU, process.execPath, ...process.execArgv],
-      env: { ...process.env, [ATTACKER_ENV]: '1' },
-      serialization: 'advanced',
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
+    const child = forkAttackWorker(scriptUrl);
     let answered = false;
     child.once('message', (result) => {
       answered = true;

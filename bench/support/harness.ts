@@ -161,6 +161,29 @@ export class Harness {
   }
 
   /**
+   * Two replicas of `sigil-server run` on one fresh database of `DATABASE_URL`'s server, named `<prefix>a` and
+   * `<prefix>b`: A creates the schema and the CA, then B starts on A's database with A's key-encryption key file (every
+   * replica must share the KEK). `args` and `env` go to both.
+   *
+   * @throws Error when `DATABASE_URL` is not set: replicas share a PostgreSQL database, the embedded one is one process's
+   */
+  async startReplicaPair(
+    prefix: string,
+    args: readonly string[] = [],
+    env: NodeJS.ProcessEnv = {},
+  ): Promise<[ServerProcess, ServerProcess]> {
+    if (!process.env['DATABASE_URL']) throw new Error('replicas share a PostgreSQL database: set DATABASE_URL');
+    const a = await this.startServer({ name: `${prefix}a`, args, env });
+    const b = await this.startServer({
+      name: `${prefix}b`,
+      databaseUrl: a.databaseUrl,
+      args: [...args, '--kek-file', join(a.dataDir, 'kek.key')],
+      env,
+    });
+    return [a, b];
+  }
+
+  /**
    * Starts `sigil-agent run` joined to `server` with a join token for {@link NODE_ALIAS_ID}, trusting the server's
    * bundle, and waits until its first sync arrived (before that the Workload API answers UNAVAILABLE). `nodeArgs`
    * are options for node itself, e.g. `--cpu-prof`; `args` more `sigil-agent run` flags; `x509pop` attests with that

@@ -3,11 +3,11 @@
  * with), forged chains named like the CA (what an attacker without the CA's key can send), and the attestation
  * itself (challenge, then the signed nonce) over TLS from a chosen loopback source address, as a second host would.
  */
-import { AGENT_API_ROUTES } from '@sigil/agent-api';
+import { AGENT_API_ROUTES, type X509popAnswerBody, parseX509popChallenge } from '@sigil/agent-api';
 import { createPrivateKey, randomBytes, sign, webcrypto, type KeyObject } from 'node:crypto';
 import { Agent, request } from 'node:https';
 import { performance } from 'node:perf_hooks';
-import { createCsr, generateKeyPair } from '@sigil/pki';
+import { createCsr, generateKeyPair, privateKeyToPem } from '@sigil/pki';
 // The one @peculiar/x509 setup (reflect-metadata first, Node's WebCrypto as the provider) is @sigil/spiffe's.
 import { x509 } from '@sigil/spiffe/x509';
 
@@ -206,16 +206,26 @@ export async function attestX509pop(
     localAddress,
   );
   if (challenge.status !== 200) return challenge;
-  const nonce = Buffer.from(challenge.body['nonce'] as string, 'base64');
+  const { body } = await answerX509popChallenge(node, challenge.body);
+  return postJson(port, agent, AGENT_API_ROUTES.attestX509pop.path, body, localAddress);
+}
+
+/**
+ * The answer to the server's x509pop challenge (`challenge`: the challenge route's JSON answer): the nonce signed with
+ * the node's key and a CSR for a fresh P-256 agent key, which comes back as `agentKeyPem` (PKCS#8 PEM).
+ */
+export async function answerX509popChallenge(
+  node: NodeCertificate,
+  challenge: unknown,
+): Promise<{ body: X509popAnswerBody; agentKeyPem: string }> {
+  const { challengeId, nonce } = parseX509popChallenge(challenge);
   const signature = sign('sha256', nonce, { key: node.privateKey, dsaEncoding: 'der' }).toString('base64');
-  const csr = await createCsr({ keys: await generateKeyPair('ec-p256') });
-  return postJson(
-    port,
-    agent,
-    AGENT_API_ROUTES.attestX509pop.path,
-    { challenge_id: challenge.body['challenge_id'], signature, csr: csr.pem },
-    localAddress,
-  );
+  const keys = await generateKeyPair('ec-p256');
+  const csr = await createCsr({ keys });
+  return {
+    body: { challenge_id: challengeId, signature, csr: csr.pem },
+    agentKeyPem: privateKeyToPem(keys.privateKey),
+  };
 }
 
 /** The agent for an attacker's or a caller's TLS connections (the server certificate is not checked). */
