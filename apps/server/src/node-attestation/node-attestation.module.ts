@@ -7,7 +7,8 @@ import { NodeAttestationController } from './node-attestation.controller.js';
 import { NodeAttestationService } from './node-attestation.service.js';
 import type { NodeAttestor } from './node-attestor.js';
 import { X509popChallengeEntity } from './x509pop/x509pop-challenge.entity.js';
-import { X509popChallengesRepository } from './x509pop/x509pop-challenges.repository.js';
+import { X509POP_SHARED_CHALLENGES, X509popChallengesRepository } from './x509pop/x509pop-challenges.repository.js';
+import { Database } from '../database/database.js';
 import { NODE_ATTESTOR_INSTANCES, NODE_ATTESTORS, NodeAttestorRegistry } from './node-attestors.js';
 
 /**
@@ -25,6 +26,12 @@ export class NodeAttestationModule {
       controllers: [NodeAttestationController],
       providers: [
         X509popChallengesRepository,
+        {
+          provide: X509POP_SHARED_CHALLENGES,
+          inject: [Database, X509popChallengesRepository],
+          useFactory: (database: Pick<Database, 'kind'>, repository: X509popChallengesRepository) =>
+            database.kind === 'postgres' ? repository : null,
+        },
         ...attestors,
         {
           provide: NODE_ATTESTOR_INSTANCES,

@@ -8,7 +8,7 @@ import { CLOCK, type Clock } from '../../common/clock.js';
 import { AppError } from '../../common/errors.js';
 import type { AttestationCall, NodeAttestation, NodeAttestor, NodeAttestorChallenge } from '../node-attestor.js';
 import { NodeAttestorOptionError } from '../node-attestor.js';
-import { X509popChallengesRepository } from './x509pop-challenges.repository.js';
+import { X509POP_SHARED_CHALLENGES, type X509popChallengesRepository } from './x509pop-challenges.repository.js';
 import { X509POP_CHALLENGE_TTL_MS, X509popChallenges, type IssuedX509popChallenge } from './x509pop-challenges.js';
 import { X509popAttestationDto, X509popChallengeRequestDto, X509popChallengeResponseDto } from './x509pop.dto.js';
 import {
@@ -49,9 +49,10 @@ export const X509POP_RECOUNT_INTERVAL_MS = 1000;
  * Option `ca_bundle` (required): PEM file of the CAs a node's certificate must chain to, read at start (an
  * unreadable or empty bundle stops the server from starting).
  *
- * Challenges are stored in the database (X509popChallengesRepository), so an agent may answer on any replica; the caps of
- * {@link X509popChallenges} count, per replica, the challenges that replica issued. Without a store (unit tests of
- * the check queue, which have no database) they live in this process only.
+ * On PostgreSQL, challenges are stored in the database (X509popChallengesRepository), so an agent may answer on any
+ * replica; the caps of {@link X509popChallenges} count, per replica, the challenges that replica issued. On the
+ * embedded database (one server process, nothing to share) and without a store (unit tests of the check queue) they
+ * live in this process only, which spares every challenge a database write.
  */
 @Injectable()
 export class X509popAttestor implements NodeAttestor<X509popAttestationDto> {
@@ -97,8 +98,8 @@ export class X509popAttestor implements NodeAttestor<X509popAttestationDto> {
   constructor(
     @Inject(CLOCK) private readonly clock: Clock,
     @Optional()
-    @Inject(X509popChallengesRepository)
-    private readonly store: X509popChallengesRepository | undefined = undefined,
+    @Inject(X509POP_SHARED_CHALLENGES)
+    private readonly store: X509popChallengesRepository | null = null,
   ) {}
 
   async configure(options: Readonly<Record<string, string>>): Promise<void> {
@@ -132,7 +133,7 @@ export class X509popAttestor implements NodeAttestor<X509popAttestationDto> {
       (await this.checkInTurn(addressKey(remoteAddress), certificates, roots));
     const now = this.clock.now();
     const issued = await this.issueCounted(evidence, remoteAddress, now);
-    if (this.store === undefined) return issued;
+    if (this.store === null) return issued;
     try {
       await this.cleanUpExpired(now);
       if (issued.replaced !== undefined) await this.store.delete([issued.replaced]);
@@ -158,7 +159,7 @@ export class X509popAttestor implements NodeAttestor<X509popAttestationDto> {
     } catch (error) {
       const nowMs = Date.now();
       const capped = error instanceof AppError && error.kind === 'resource_exhausted';
-      if (!capped || this.store === undefined || nowMs - this.lastRecountMs < X509POP_RECOUNT_INTERVAL_MS) throw error;
+      if (!capped || this.store === null || nowMs - this.lastRecountMs < X509POP_RECOUNT_INTERVAL_MS) throw error;
       this.lastRecountMs = nowMs;
       const counted = this.challenges.ids();
       const stored = await this.store.stored(counted);
@@ -231,7 +232,7 @@ export class X509popAttestor implements NodeAttestor<X509popAttestationDto> {
     challengeId: string,
     now: Date,
   ): Promise<{ evidence: X509popEvidence; nonce: Buffer } | undefined> {
-    if (this.store === undefined) return this.challenges.take(challengeId, now);
+    if (this.store === null) return this.challenges.take(challengeId, now);
     this.challenges.forget([challengeId]);
     const stored = await this.store.take(challengeId);
     return stored !== undefined && stored.expiresAt.getTime() > now.getTime() ? stored : undefined;
