@@ -151,6 +151,14 @@ function frame(message: Uint8Array): Buffer {
   return framed;
 }
 
+/**
+ * The server's status message as it may be shown: control characters (a percent-encoded ESC or newline from a hostile
+ * server would reach the caller's terminal and logs raw) are written as `\\u` escapes.
+ */
+function printable(text: string): string {
+  return text.replace(/\p{Cc}/gu, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 function statusError(code: number, message: string): GrpcCallError {
   return new GrpcCallError(grpcStatusOf(code), message);
 }
@@ -241,11 +249,13 @@ export class CallState {
     this.grpcStatus = typeof status === 'string' && /^\d{1,2}$/.test(status) ? Number(status) : UNKNOWN;
     const message = headers['grpc-message'];
     if (typeof message === 'string') {
+      let text: string;
       try {
-        this.grpcMessage = decodeURIComponent(message);
+        text = decodeURIComponent(message);
       } catch {
-        this.grpcMessage = message;
+        text = message;
       }
+      this.grpcMessage = printable(text);
     }
   }
 
