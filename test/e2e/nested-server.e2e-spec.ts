@@ -197,7 +197,7 @@ describe('nested Sigil: upstream authority sigil through a downstream entry (rea
     expect(after.prepared.upstream_signed).toBe(true);
   });
 
-  it("follows the top's bundle live: a new top root reaches the nested domain's workloads without a nested rotation, a revoked one leaves", async () => {
+  it("follows the top's bundle live (a new top root reaches the nested workloads without a nested rotation, a revoked one leaves) and moves its CA at once when the top taints the key that signed it", async () => {
     const authority = async (server: ServerProcess, verb: string, id?: string): Promise<Authority> => {
       const args = ['localauthority', 'x509', verb, ...(id === undefined ? [] : ['--authority-id', id])];
       return Object.values(await server.json<Record<string, Authority>>(args))[0]!;
@@ -224,9 +224,10 @@ describe('nested Sigil: upstream authority sigil through a downstream entry (rea
       );
       await authority(top, 'activate', newTop);
 
-      // SPIRE's runbook for the old top key: the nested server moves to a key the new top key signs and taints its
-      // old one; once its agent has re-signed (agent SVID and workload SVID under the new nested key), the top
-      // taints its old key and revokes it when nothing of its own uses it.
+      // SPIRE's nested reaction to a top taint, without the nested operator: the top taints its old key; the nested
+      // server learns it from the top (over mTLS with its X509-SVID), moves to a CA the new top key signs and taints
+      // its old CA, so its agent re-signs (agent SVID and workload SVID under the new nested key); then the top
+      // revokes its old key once nothing of its own uses it.
       const svids = new StreamWatcher<X509SvidResponse>(client!.FetchX509SVID({}, securityHeader()));
       const workloadSvid = (message: X509SvidResponse) => message.svids.find((svid) => svid.spiffe_id === WORKLOAD_ID);
       const workloadIssuer = (message: X509SvidResponse): string | undefined => {
@@ -235,16 +236,31 @@ describe('nested Sigil: upstream authority sigil through a downstream entry (rea
       };
       const nestedStorage = new AgentStorage(join(scratch, 'nested-agent', 'data'));
       try {
-        const moved = (await authority(nested, 'prepare')).authority_id;
-        await authority(nested, 'activate', moved);
-        await authority(nested, 'taint', nestedKey);
-        await svids.next((message) => workloadIssuer(message) === moved, { timeoutMs: 60_000 });
+        expect(workloadIssuer(await svids.next((message) => workloadSvid(message) !== undefined))).toBe(nestedKey);
+        await authority(top, 'taint', oldTop);
+        const moved = await until('the nested server to move to a CA the new top key signed', 60_000, async () => {
+          const show = await nested.json<{ active: Authority; old: (Authority & { tainted?: boolean })[] }>([
+            'localauthority',
+            'x509',
+            'show',
+          ]);
+          return show.active.authority_id !== nestedKey &&
+            show.old.some((key) => key.authority_id === nestedKey && key.tainted === true)
+            ? show.active.authority_id
+            : undefined;
+        });
+        // On the open stream: an SVID of the new nested key, whose CA the new top key signed.
+        const replaced = await svids.next((message) => workloadIssuer(message) === moved, { timeoutMs: 60_000 });
+        const [, nestedCa] = splitChain(workloadSvid(replaced)!.x509_svid);
+        expect(issuerOf(nestedCa!)).toBe(newTop);
         await until('the nested agent SVID re-signed by the new nested key', 60_000, async () => {
           const state = await nestedStorage.load(undefined);
           return state !== undefined && issuerOf(state.svidChain[0]!) === moved ? true : undefined;
         });
+        expect(nested.process.output()).toMatch(
+          /"msg":"upstream authority sigil: the upstream server tainted the key that signed our CA; moved/,
+        );
 
-        await authority(top, 'taint', oldTop);
         await until('the top to accept the revoke of its old key', 90_000, async () =>
           (await top.cli(['localauthority', 'x509', 'revoke', '--authority-id', oldTop])).code === 0 ? true : undefined,
         );

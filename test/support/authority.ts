@@ -45,6 +45,10 @@ export class RecordingAuthorityMetrics implements AuthorityMetrics {
   upstreamBundleFailed(reason: UpstreamBundleFailure): void {
     this.upstreamBundle.push(`failed:${reason}`);
   }
+
+  upstreamTaintRotation(): void {
+    this.upstreamBundle.push('taint-rotation');
+  }
 }
 
 export interface TestAuthority {

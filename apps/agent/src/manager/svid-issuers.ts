@@ -1,4 +1,4 @@
-import { x509 } from '@sigil/spiffe/x509';
+import { chainIssuerIds } from '@sigil/spiffe/x509';
 
 /**
  * How long, at most, the agent spreads the forced rotation of the SVIDs a tainted key issued: each one is re-signed
@@ -8,19 +8,8 @@ import { x509 } from '@sigil/spiffe/x509';
  */
 export const TAINTED_ROTATION_WINDOW_MS = 15_000;
 
-/**
- * The authority IDs that issued a certificate chain (leaf first): the key identifier of each certificate's
- * Authority Key Identifier, in lowercase hex. The server's CA sets it to the subject key identifier of the issuing
- * CA certificate, which is the X.509 authority ID of `localauthority x509 show` and of the sync's tainted list.
- */
-export function chainIssuerIds(chain: readonly Uint8Array[]): string[] {
-  const ids: string[] = [];
-  for (const der of chain) {
-    const keyId = new x509.X509Certificate(der).getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId;
-    if (keyId !== undefined) ids.push(keyId.toLowerCase());
-  }
-  return ids;
-}
+/** The authority IDs that issued a certificate chain: the one rule, shared with the nested server's CA. */
+export { chainIssuerIds };
 
 /** When an SVID issued by a tainted key is re-signed: within the window, unless its rotation comes sooner. */
 export function taintedRotationTime(rotateAt: Date, now: Date, random: () => number): Date {

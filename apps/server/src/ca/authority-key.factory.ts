@@ -55,6 +55,14 @@ export class AuthorityKeyFactory {
     return this.upstreamSigil !== undefined;
   }
 
+  /**
+   * Upstream authority sigil: the authority IDs of the upstream server's tainted keys (asked over mTLS with this
+   * server's X509-SVID); undefined for any other authority.
+   */
+  upstreamTaintedAuthorities(): Promise<Set<string>> | undefined {
+    return this.upstreamSigil?.taintedAuthorities();
+  }
+
   /** A new prepared key of `kind`, valid from `now` for the CA TTL (an upstream CA may shorten it). */
   async create(kind: AuthorityKind, now: Date): Promise<NewCaKey> {
     const id = randomUUID();

@@ -6,9 +6,10 @@ export type AuthorityTransition = 'prepared' | 'activated' | 'retired' | 'pruned
 /**
  * Why an update of the upstream bundle (upstream authority sigil) was not followed: the local agent's Workload API
  * stream failed (`stream`), it delivered no usable bundle of our trust domain (`bundle`), or storing it failed
- * (`store`). The last good roots stay published in every case.
+ * (`store`), or asking the upstream server for its tainted keys failed (`taints`). The last good roots stay published
+ * in every case.
  */
-export type UpstreamBundleFailure = 'stream' | 'bundle' | 'store';
+export type UpstreamBundleFailure = 'stream' | 'bundle' | 'store' | 'taints';
 
 /**
  * The authority's metrics hook. The CA calls it; the health module implements it with prom-client counters and
@@ -24,6 +25,8 @@ export interface AuthorityMetrics {
   upstreamBundleFollowed(at: Date, changed: boolean): void;
   /** Upstream authority sigil: an update of the upstream bundle failed; the last good roots stay. */
   upstreamBundleFailed(reason: UpstreamBundleFailure): void;
+  /** Upstream authority sigil: the upstream server tainted the key that signed our CA, and we moved to a new CA. */
+  upstreamTaintRotation(): void;
 }
 
 /** Nest injection token of the {@link AuthorityMetrics} implementation. */
@@ -35,4 +38,5 @@ export const noAuthorityMetrics: AuthorityMetrics = {
   rotationEvent: () => undefined,
   upstreamBundleFollowed: () => undefined,
   upstreamBundleFailed: () => undefined,
+  upstreamTaintRotation: () => undefined,
 };

@@ -1,4 +1,5 @@
 import { type webcrypto } from 'node:crypto';
+import { chainIssuerIds } from '@sigil/spiffe/x509';
 import { Inject, Injectable, Logger, Optional, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { BundleService } from '../bundle/bundle.service.js';
 import { CLOCK, type Clock } from '../common/clock.js';
@@ -182,9 +183,7 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
     const tainted = await this.change(async (tx, rows, _now, changes) => {
       const key = this.findOld(rows, kind, authorityId, 'tainted');
       if (key.tainted) throw new AppError('failed_precondition', `authorityId: '${authorityId}' is already tainted`);
-      await this.journal.update(tx, key.id, { tainted: true });
-      changes.push({ kind, transition: 'tainted', authorityId });
-      return replaceRow(rows, key, { tainted: true });
+      return this.markTainted(tx, rows, key, changes);
     });
     return toAuthorityKey(tainted);
   }
@@ -238,6 +237,67 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
     });
   }
 
+  /** The one way a key becomes tainted (the operator's taint, or a taint of the upstream key that signed it). */
+  private async markTainted(tx: Transaction, rows: CaKey[], key: CaKey, changes: AuthorityChange[]): Promise<CaKey> {
+    await this.journal.update(tx, key.id, { tainted: true });
+    changes.push({ kind: key.kind, transition: 'tainted', authorityId: key.authorityId });
+    return replaceRow(rows, key, { tainted: true });
+  }
+
+  /**
+   * Upstream authority sigil, SPIRE's reaction to a tainted upstream authority: when one of the upstream server's
+   * `tainted` keys signed our active CA, we move at once to a CA its current key signed (the prepared one if that is
+   * not tainted too, else a new one asked now), activate it, and taint our old key, so our agents re-sign everything
+   * it issued; a prepared key so signed is replaced, and every other old key so signed is tainted too. Returns the
+   * authority IDs it moved away from (empty when nothing was signed by a tainted key).
+   */
+  private async leaveTaintedUpstream(
+    tx: Transaction,
+    rows: CaKey[],
+    tainted: ReadonlySet<string>,
+    now: Date,
+    changes: AuthorityChange[],
+  ): Promise<string[]> {
+    let prepared = rows.find((row) => row.kind === 'x509' && row.state === 'prepared');
+    if (prepared !== undefined && signedByTaintedUpstream(prepared, tainted)) {
+      await this.prune(tx, rows, prepared, changes);
+      prepared = undefined;
+    }
+    const active = rows.find((row) => row.kind === 'x509' && row.state === 'active');
+    if (active !== undefined && signedByTaintedUpstream(active, tainted)) {
+      prepared ??= await this.create(tx, rows, 'x509', 'prepared', now, changes);
+      if (signedByTaintedUpstream(prepared, tainted)) {
+        throw new Error('upstream authority sigil: the upstream server signed our new CA with a key it has tainted');
+      }
+      await this.promote(tx, rows, prepared, now, changes);
+    }
+    const left: string[] = [];
+    for (const row of [...rows]) {
+      if (row.state !== 'old' || row.tainted || row.revoked || row.notAfter.getTime() <= now.getTime()) continue;
+      if (!signedByTaintedUpstream(row, tainted)) continue;
+      await this.markTainted(tx, rows, row, changes);
+      left.push(row.authorityId);
+    }
+    return left;
+  }
+
+  /**
+   * The upstream server's tainted authority IDs (upstream authority sigil only; undefined otherwise, or when it could
+   * not be asked: logged and counted, the next tick asks again).
+   */
+  private async upstreamTainted(): Promise<Set<string> | undefined> {
+    try {
+      return await this.factory.upstreamTaintedAuthorities();
+    } catch (error) {
+      this.metrics.upstreamBundleFailed('taints');
+      this.logger.warn({
+        msg: 'upstream authority sigil: could not ask the upstream server for its tainted keys; asking again at the next check',
+        err: error,
+      });
+      return undefined;
+    }
+  }
+
   private async refuseWhileInUse(tx: Transaction, kind: AuthorityKind, authorityId: string, now: Date): Promise<void> {
     const { users, count } = await this.usage.usersOf(tx, authorityId, now);
     if (count === 0) return;
@@ -288,7 +348,14 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
   }
 
   private async runTick(waitForLock: boolean): Promise<TickResult> {
-    const wantsX509 = planRotation('x509', this.keys, this.clock.now()).some((step) => step.op === 'create');
+    // Not at start: a top server that cannot be reached must not hold up a restart; the next check asks.
+    const tainted = waitForLock ? undefined : await this.upstreamTainted();
+    const leaving =
+      tainted !== undefined &&
+      this.keys.some(
+        (key) => key.kind === 'x509' && key.state !== 'old' && signedByTaintedUpstream(rowOf(key), tainted),
+      );
+    const wantsX509 = leaving || planRotation('x509', this.keys, this.clock.now()).some((step) => step.op === 'create');
     await this.createAhead('x509', wantsX509);
     const outcome = await this.journal.withRotationLock(waitForLock, async (tx) => {
       const now = this.clock.now();
@@ -297,10 +364,21 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
       for (const kind of KINDS) {
         for (const step of planRotation(kind, rows, now)) await this.apply(tx, rows, step, now, changes);
       }
+      const left = tainted === undefined ? [] : await this.leaveTaintedUpstream(tx, rows, tainted, now, changes);
       const published = await this.publish(tx, rows, now);
       await pauseInsideRotationForTests(changes);
-      return { changes, published };
+      return { changes, published, left };
     });
+    if (outcome.acquired && outcome.result.left.length > 0) {
+      this.metrics.upstreamTaintRotation();
+      this.logger.warn({
+        msg:
+          'upstream authority sigil: the upstream server tainted the key that signed our CA; moved to a CA its current ' +
+          'key signed and tainted ours, so our agents re-sign what it issued',
+        taintedAuthorityIds: outcome.result.left,
+        activeAuthorityId: rowsActive(outcome.result.changes),
+      });
+    }
     const changes = outcome.acquired ? outcome.result.changes : [];
     this.report(changes);
     if (outcome.acquired && (changes.length > 0 || outcome.result.published)) await this.notifyOthers();
@@ -499,6 +577,34 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
       this.metrics.rotationEvent(change.kind, change.transition);
     }
   }
+}
+
+/**
+ * True when `key` is one of our X.509 CAs the upstream Sigil server signed with a key it has since tainted: its
+ * certificate's issuer (authority key identifier) is in the upstream's tainted list, the rule an agent applies to its
+ * SVIDs ({@link chainIssuerIds}).
+ */
+function signedByTaintedUpstream(
+  key: Pick<CaKey, 'kind' | 'certificateDer' | 'upstreamAuthorities'>,
+  tainted: ReadonlySet<string>,
+): boolean {
+  if (key.kind !== 'x509' || key.upstreamAuthorities === null || key.certificateDer === null) return false;
+  return chainIssuerIds([key.certificateDer]).some((id) => tainted.has(id));
+}
+
+/** The fields of a loaded key {@link signedByTaintedUpstream} reads. */
+function rowOf(key: AuthorityKey): Pick<CaKey, 'kind' | 'certificateDer' | 'upstreamAuthorities'> {
+  // A loaded key signed by the upstream Sigil server always carries its chain; the roots are not kept in memory.
+  return {
+    kind: key.kind,
+    certificateDer: key.certificateDer,
+    upstreamAuthorities: key.upstreamChainDer.length > 0 ? [] : null,
+  };
+}
+
+/** The X.509 authority a run's changes activated, if any (for the log). */
+function rowsActive(changes: readonly AuthorityChange[]): string | undefined {
+  return changes.find((change) => change.kind === 'x509' && change.transition === 'activated')?.authorityId;
 }
 
 /** Puts `key` with `changes` in its place in the working copy of the journal, and returns it. */

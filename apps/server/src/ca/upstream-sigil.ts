@@ -5,7 +5,9 @@ import { sigilServerId } from '@sigil/runtime';
 import { type TrustDomain, idFromCertificate, nodeCertificateFromDer } from '@sigil/spiffe';
 import { X509Source, authorizeId, createClientTlsOptions } from '@sigil/workload-api';
 import {
+  DOWNSTREAM_TAINTED_AUTHORITIES_PATH,
   DOWNSTREAM_X509_CA_PATH,
+  parseDownstreamTaintedAuthoritiesResponse,
   parseDownstreamX509CaResponse,
   type DownstreamX509CaRequestBody,
 } from '../downstream/downstream-contract.js';
@@ -53,10 +55,40 @@ export class UpstreamSigilAuthority {
     }
   }
 
+  /**
+   * The authority IDs of the upstream server's tainted keys (`GET /downstream/v1/tainted-authorities`, the same
+   * mTLS authentication as {@link signCa}).
+   * @throws AppError `unavailable` naming the step that failed.
+   */
+  async taintedAuthorities(): Promise<Set<string>> {
+    try {
+      const body = await this.call('GET', DOWNSTREAM_TAINTED_AUTHORITIES_PATH, undefined);
+      try {
+        return parseDownstreamTaintedAuthoritiesResponse(body);
+      } catch (error) {
+        throw new Error(
+          `upstream_server_address ${this.config.upstreamSigil.serverAddress.text}: ${(error as Error).message}`,
+        );
+      }
+    } catch (error) {
+      throw new AppError('unavailable', `upstream authority sigil: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
   private async askUpstream(keys: webcrypto.CryptoKeyPair, now: Date): Promise<UpstreamSignedCa> {
-    const { agentSocket, serverAddress } = this.config.upstreamSigil;
     const spkiDer = exportPublicKeySpki(keys.publicKey);
     const csr = createCsrFast({ privateKey: keys.privateKey, spkiDer });
+    const payload: DownstreamX509CaRequestBody = {
+      csr: csr.toString('base64'),
+      preferred_ttl: this.config.caTtlSeconds,
+    };
+    const body = await this.call('POST', DOWNSTREAM_X509_CA_PATH, payload);
+    return checkSignedCa(body, spkiDer, this.config.trustDomain, now, this.config.upstreamSigil.serverAddress.text);
+  }
+
+  /** One mTLS call to the upstream server with this server's X509-SVID from the local agent's Workload API. */
+  private async call(method: 'GET' | 'POST', path: string, payload: unknown): Promise<unknown> {
+    const { agentSocket, serverAddress } = this.config.upstreamSigil;
     let source: X509Source;
     try {
       source = await X509Source.create({
@@ -70,39 +102,35 @@ export class UpstreamSigilAuthority {
         { cause: error },
       );
     }
-    let body: unknown;
     try {
       const tls = createClientTlsOptions(source, authorizeId(sigilServerId(this.config.trustDomain)));
-      const payload: DownstreamX509CaRequestBody = {
-        csr: csr.toString('base64'),
-        preferred_ttl: this.config.caTtlSeconds,
-      };
-      body = await postJson(serverAddress.host, serverAddress.port, tls, payload);
+      return await requestJson(serverAddress.host, serverAddress.port, tls, method, path, payload);
     } catch (error) {
       throw new Error(`upstream_server_address ${serverAddress.text}: ${(error as Error).message}`, { cause: error });
     } finally {
       await source.close();
     }
-    return checkSignedCa(body, spkiDer, this.config.trustDomain, now, serverAddress.text);
   }
 }
 
-function postJson(
+function requestJson(
   host: string,
   port: number,
   tls: ReturnType<typeof createClientTlsOptions>,
+  method: 'GET' | 'POST',
+  path: string,
   payload: unknown,
 ): Promise<unknown> {
-  const data = Buffer.from(JSON.stringify(payload));
+  const data = payload === undefined ? undefined : Buffer.from(JSON.stringify(payload));
   return new Promise((resolve, reject) => {
     const req = request(
       {
         ...tls,
         host,
         port,
-        method: 'POST',
-        path: DOWNSTREAM_X509_CA_PATH,
-        headers: { 'content-type': 'application/json', 'content-length': data.length },
+        method,
+        path,
+        headers: data === undefined ? {} : { 'content-type': 'application/json', 'content-length': data.length },
         timeout: UPSTREAM_SIGIL_TIMEOUT_MS,
       },
       (res) => {
@@ -124,7 +152,11 @@ function postJson(
           }
           if (res.statusCode !== 200) {
             const message = (json as { message?: unknown } | null)?.message;
-            reject(new Error(`refused the downstream CA (${res.statusCode}): ${String(message ?? text)}`));
+            reject(
+              new Error(
+                `refused ${path === DOWNSTREAM_X509_CA_PATH ? 'the downstream CA' : path} (${res.statusCode}): ${String(message ?? text)}`,
+              ),
+            );
             return;
           }
           resolve(json);

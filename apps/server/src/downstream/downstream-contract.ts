@@ -49,3 +49,38 @@ export function parseDownstreamX509CaResponse(body: unknown): DownstreamX509Ca {
   };
   return { caCertChainDer: certificates('ca_cert_chain'), x509AuthoritiesDer: certificates('x509_authorities') };
 }
+
+/**
+ * `GET` on the upstream server's TLS port, same mTLS authentication as the CA route: the authority IDs of the
+ * upstream server's tainted keys (SPIRE's `tainted` marks of the upstream bundle's authorities, which the Workload
+ * API does not carry). A nested server whose CA a tainted key signed moves to a new CA at once.
+ */
+export const DOWNSTREAM_TAINTED_AUTHORITIES_PATH = '/downstream/v1/tainted-authorities';
+
+/** The response body: the same list the agent sync carries as `tainted_authorities`. */
+export interface DownstreamTaintedAuthoritiesResponseBody {
+  readonly tainted_authorities: string[];
+}
+
+/** More tainted keys than a journal ever holds: a larger answer is not the upstream's. */
+const MAX_TAINTED_AUTHORITIES = 1_000;
+/** An X.509 authority ID is a hex key identifier; a JWT one a base64url key ID. */
+const AUTHORITY_ID = /^[A-Za-z0-9_-]{1,128}$/;
+
+/** Checks a tainted authorities response body; throws naming what breaks it. */
+export function parseDownstreamTaintedAuthoritiesResponse(body: unknown): Set<string> {
+  if (typeof body !== 'object' || body === null) throw new Error('response: must be a JSON object');
+  const value = (body as Record<string, unknown>).tainted_authorities;
+  if (!Array.isArray(value)) throw new Error('tainted_authorities: must be an array');
+  if (value.length > MAX_TAINTED_AUTHORITIES) {
+    throw new Error(`tainted_authorities: at most ${MAX_TAINTED_AUTHORITIES} authority IDs`);
+  }
+  return new Set(
+    value.map((item: unknown, index) => {
+      if (typeof item !== 'string' || !AUTHORITY_ID.test(item)) {
+        throw new Error(`tainted_authorities[${index}]: must be an authority ID`);
+      }
+      return item.toLowerCase();
+    }),
+  );
+}

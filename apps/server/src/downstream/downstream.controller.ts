@@ -1,11 +1,18 @@
-import { Body, Controller, HttpCode, Post } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Post } from '@nestjs/common';
 import { ApiOkResponse, ApiTags } from '@nestjs/swagger';
-import { DOWNSTREAM_X509_CA_PATH } from './downstream-contract.js';
+import { DOWNSTREAM_TAINTED_AUTHORITIES_PATH, DOWNSTREAM_X509_CA_PATH } from './downstream-contract.js';
 import { DownstreamAuth, DownstreamCaller } from './downstream-auth.guard.js';
-import { DownstreamX509CaRequest, DownstreamX509CaResponse } from './downstream.dto.js';
+import {
+  DownstreamTaintedAuthoritiesResponse,
+  DownstreamX509CaRequest,
+  DownstreamX509CaResponse,
+} from './downstream.dto.js';
 import { DownstreamService } from './downstream.service.js';
 
-/** `POST /downstream/v1/x509-ca`: a downstream server's CA, for the X509-SVID of a downstream entry (mTLS). */
+/**
+ * `POST /downstream/v1/x509-ca`: a downstream server's CA, for the X509-SVID of a downstream entry (mTLS); `GET
+ * /downstream/v1/tainted-authorities`: our tainted keys, for the same callers (a read, not audited; refusals are).
+ */
 @ApiTags('downstream')
 @DownstreamAuth()
 @Controller()
@@ -20,5 +27,11 @@ export class DownstreamController {
     @Body() body: DownstreamX509CaRequest,
   ): Promise<DownstreamX509CaResponse> {
     return this.downstream.newX509Ca(caller, body);
+  }
+
+  @Get(DOWNSTREAM_TAINTED_AUTHORITIES_PATH)
+  @ApiOkResponse({ type: DownstreamTaintedAuthoritiesResponse })
+  taintedAuthorities(): DownstreamTaintedAuthoritiesResponse {
+    return this.downstream.taintedAuthorities();
   }
 }

@@ -1,7 +1,11 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { IsInt, IsOptional, IsString, Max, MaxLength, Min } from 'class-validator';
 import { CSR_MAX_BYTES } from '@sigil/pki';
-import type { DownstreamX509CaRequestBody, DownstreamX509CaResponseBody } from './downstream-contract.js';
+import type {
+  DownstreamTaintedAuthoritiesResponseBody,
+  DownstreamX509CaRequestBody,
+  DownstreamX509CaResponseBody,
+} from './downstream-contract.js';
 
 const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
 
@@ -25,4 +29,13 @@ export class DownstreamX509CaResponse implements DownstreamX509CaResponseBody {
   @ApiProperty({ type: [String], description: 'base64 DER: the X.509 authorities (roots) of the trust bundle' })
   x509_authorities!: string[];
   @ApiProperty({ format: 'date-time' }) expires_at!: string;
+}
+
+export class DownstreamTaintedAuthoritiesResponse implements DownstreamTaintedAuthoritiesResponseBody {
+  @ApiProperty({
+    type: [String],
+    description:
+      "authority IDs of the upstream server's tainted keys: a nested CA one of them signed moves to a new CA",
+  })
+  tainted_authorities!: string[];
 }

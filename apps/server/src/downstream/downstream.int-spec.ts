@@ -16,7 +16,8 @@ import { TestCa } from '../../../../test/support/test-ca.js';
 import { AuthorisedEntriesService } from '../agent-api/authorised-entries.service.js';
 import { CaService } from '../ca/ca.service.js';
 import { EntriesService } from '../entries/entries.service.js';
-import { DOWNSTREAM_X509_CA_PATH } from './downstream-contract.js';
+import { KeyManager } from '../ca/key-manager.js';
+import { DOWNSTREAM_TAINTED_AUTHORITIES_PATH, DOWNSTREAM_X509_CA_PATH } from './downstream-contract.js';
 
 const backend = process.env.DATABASE_URL ? 'postgres' : 'embedded';
 const TD = 'example.org';
@@ -203,6 +204,27 @@ describe(`downstream CA route (${backend})`, () => {
     await expect.poll(async () => (await askCa(credentials)).status, { timeout: 3_000 }).toBe(200);
     await entries.updateEntry(entry.id, { downstream: false });
     await expect.poll(async () => (await askCa(credentials)).status, { timeout: 3_000 }).toBe(403);
+  });
+
+  it('tells a downstream caller the authority IDs of our tainted keys, and no one else (401, 403)', async () => {
+    const ask = async (credentials: ClientCredentials | undefined) =>
+      api.call('GET', DOWNSTREAM_TAINTED_AUTHORITIES_PATH, undefined, credentials);
+    const nested = await svidFor(NESTED);
+    expect((await ask(nested)).body).toEqual({ tainted_authorities: [] });
+
+    const keys = api.server.app.get(KeyManager);
+    const old = keys.slots('x509').active!.authorityId;
+    const prepared = await keys.prepare('x509');
+    await keys.activate('x509', prepared.authorityId);
+    await keys.taint('x509', old);
+    const answer = await ask(nested);
+    expect(answer.status).toBe(200);
+    expect(answer.body).toEqual({ tainted_authorities: [old] });
+
+    expect((await ask(undefined)).status).toBe(401);
+    const plain = await ask(await svidFor(PLAIN));
+    expect(plain.status).toBe(403);
+    expect(plain.body['message']).toContain(`${PLAIN} has no registration entry with downstream: true`);
   });
 
   it('refuses a CSR that is not one with 400 naming the field', async () => {

@@ -7,7 +7,11 @@ import { CaService } from '../ca/ca.service.js';
 import { AppError } from '../common/errors.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { DOWNSTREAM_CA_ACTION } from './downstream-auth.guard.js';
-import type { DownstreamX509CaRequest, DownstreamX509CaResponse } from './downstream.dto.js';
+import type {
+  DownstreamTaintedAuthoritiesResponse,
+  DownstreamX509CaRequest,
+  DownstreamX509CaResponse,
+} from './downstream.dto.js';
 
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
 
@@ -51,5 +55,10 @@ export class DownstreamService {
       await this.audit.record({ ...audited, target: null, result: kind, statusCode: status });
       throw error;
     }
+  }
+
+  /** Our tainted keys' authority IDs, as this replica's bundle holds them (the agent sync's list). */
+  taintedAuthorities(): DownstreamTaintedAuthoritiesResponse {
+    return { tainted_authorities: [...this.bundles.ownTaintedAuthorities()] };
   }
 }

@@ -70,6 +70,12 @@ export class MetricsService implements AuthorityMetrics, FederationMetrics {
     registers: [this.registry],
   });
 
+  private readonly upstreamTaintRotations = new Counter({
+    name: 'sigil_upstream_taint_rotations_total',
+    help: 'Upstream authority sigil: moves to a new CA because the upstream server tainted the key that signed ours',
+    registers: [this.registry],
+  });
+
   private readonly bundleFetchFailures = new Counter({
     name: 'sigil_federated_bundle_fetch_failures_total',
     help: "Failed fetches of a federated trust domain's bundle from its bundle endpoint, by trust domain and reason",
@@ -191,6 +197,10 @@ export class MetricsService implements AuthorityMetrics, FederationMetrics {
 
   upstreamBundleFailed(reason: UpstreamBundleFailure): void {
     this.upstreamBundleFailures.inc({ reason });
+  }
+
+  upstreamTaintRotation(): void {
+    this.upstreamTaintRotations.inc();
   }
 
   bundleFetched(trustDomain: string, at: Date, changed: boolean): void {
