@@ -17,6 +17,7 @@ import { AgentStorage } from '../storage/agent-storage.js';
 import { joinTokenDigest } from '../attestor/node/join-token/join-token.attestor.js';
 import { AgentIdentity } from './agent-identity.js';
 import { AgentFatalError, AgentManager } from './agent-manager.js';
+import { chainIssuerIds } from './svid-issuers.js';
 
 const td = TrustDomain.parse('example.org');
 const quiet = { log: () => undefined, warn: () => undefined, error: () => undefined };
@@ -227,6 +228,22 @@ describe('AgentManager', () => {
     expect(server.calls).toEqual(['join_token:tok-1', 'renew']);
     expect(fatal.message).toBe(
       "the server refused this agent (agent is banned) and it cannot attest again: its join token was already used; generate a new one with 'sigil-server token generate' and restart the agent with --join-token",
+    );
+  });
+
+  it('says why when the refused agent SVID was issued by a tainted authority (revoked before it re-signed)', async () => {
+    const { manager: running, identity } = await start(token('tok-1'));
+    const [issuer] = chainIssuerIds(identity.current()!.state.svidChain);
+    running.taint(new Set([issuer!]));
+    const refused = 'client certificate: certificate chain does not chain to a trusted authority of example.org';
+    server.refuseRenewal = new AgentApiError(401, 'unauthenticated', refused);
+    running.agentRefused(new AgentApiError(401, 'unauthenticated', refused));
+    const fatal = await running.fatal;
+    expect(fatal.message).toBe(
+      `the server refused this agent (${refused}): its SVID was issued by the tainted X.509 authority ${issuer}, ` +
+        'which the server no longer trusts (revoked, or the upstream root it chains to removed, before this agent ' +
+        "re-signed) and it cannot attest again: its join token was already used; generate a new one with 'sigil-server " +
+        "token generate' and restart the agent with --join-token",
     );
   });
 

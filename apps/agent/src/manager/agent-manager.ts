@@ -204,7 +204,7 @@ export class AgentManager {
       if (confirmed === undefined) return;
       this.failFatal?.(
         new AgentFatalError(
-          `the server refused this agent (${confirmed.message}) and it cannot attest again: ` +
+          `the server refused this agent (${confirmed.message})${this.taintedIssuerCause()} and it cannot attest again: ` +
             (spent === undefined
               ? 'no attestation method is configured'
               : `its ${spent.name} was already used; ${spent.renewal} and restart the agent with ${spent.flag}`),
@@ -286,6 +286,20 @@ export class AgentManager {
     })().finally(() => {
       this.reattesting = undefined;
     });
+  }
+
+  /**
+   * Why a refusal is no eviction when the agent SVID was issued by a key the server tainted: the server stopped
+   * trusting that key (revoked with force, or for a nested server the top root it chains to removed) before this
+   * agent re-signed, so the SVID no longer authenticates it. Empty otherwise.
+   */
+  private taintedIssuerCause(): string {
+    const tainted = this.issuers.filter((id) => this.tainted.has(id));
+    if (tainted.length === 0) return '';
+    return (
+      `: its SVID was issued by the tainted X.509 authority ${tainted.join(', ')}, which the server no longer ` +
+      'trusts (revoked, or the upstream root it chains to removed, before this agent re-signed)'
+    );
   }
 
   /** The configured single-use credential when this agent already attested with it. */
