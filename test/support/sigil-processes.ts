@@ -206,6 +206,8 @@ export interface StartAgentOptions {
   readonly trustBundle?: string;
   readonly joinToken?: string;
   readonly flags?: readonly string[];
+  /** More environment for the agent (e.g. libfaketime's, to move its clock). */
+  readonly env?: NodeJS.ProcessEnv;
 }
 
 /** Starts `sigil-agent run`; `ready` waits for its first sync. */
@@ -215,7 +217,7 @@ export function startAgentProcess(options: StartAgentOptions): SigilProcess {
   args.push('--socket-path', options.socketPath, '--data-dir', options.dataDir);
   if (options.joinToken !== undefined) args.push('--join-token', options.joinToken);
   args.push(...(options.flags ?? []));
-  return spawnNode(args);
+  return spawnNode(args, options.env);
 }
 
 /** Waits until the agent has synced its entries and serves identities. */

@@ -91,6 +91,12 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
               const jwt = cache.jwtSvidCacheSize();
               return { entries: cache.size, x509Svids: cache.svidCount, jwtSvids: jwt.tokens, jwtSvidBytes: jwt.bytes };
             },
+            expiredSvids: () => {
+              const own = identity.current();
+              const agentExpired = own !== undefined && own.expiresAt.getTime() <= clock.now().getTime();
+              return { workload: cache.expiredSvidCount(), agent: agentExpired ? 1 : 0 };
+            },
+            stateUnsaved: (): boolean => manager.unsavedReason() !== undefined,
           },
           () => clock.now().getTime(),
         );
@@ -162,9 +168,7 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
   const sync = new EntrySync(client, cache, rotator, {
     onOwnBundle: async (bundle) => {
       identity.setBundle(bundle);
-      await storage.saveBundle(bundle).catch((error: unknown) => {
-        logger.warn({ msg: 'could not persist the trust bundle', reason: (error as Error).message });
-      });
+      await manager.persistBundle(bundle);
     },
     onAgentRefused: (error) => manager.agentRefused(error),
     svidIssuers: () => {
@@ -191,6 +195,7 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     await sync.stop();
     await rotator.stop();
     await manager.stop();
+    cache.close();
     client.close();
   };
   // The socket listens before the first sync can be announced, so "serving identities" is true when logged.

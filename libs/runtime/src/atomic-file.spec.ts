@@ -15,7 +15,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { ensurePrivateDir, writeFileAtomic } from './atomic-file.js';
+import { ensurePrivateDir, writeFileAtomic, writeFilesAtomic } from './atomic-file.js';
 
 // The temporary name is random; the tests below make it predictable to plant a symlink at it, as an attacker who
 // guessed it would.
@@ -92,6 +92,36 @@ describe('writeFileAtomic', () => {
     await mkdir(join(dir, 'blocked', 'inner'), { recursive: true });
     await expect(writeFileAtomic(join(dir, 'blocked'), 'new')).rejects.toThrow();
     expect(await readdir(dir)).toEqual(['blocked']);
+  });
+});
+
+describe('writeFilesAtomic', () => {
+  it('changes none of the files when one of them cannot be written, and leaves no temporary file', async () => {
+    await writeFile(join(dir, 'key'), 'old key');
+    await writeFile(join(dir, 'svid'), 'old svid');
+    // The last file's directory is missing: its temporary file cannot be created, as on a full disk.
+    await expect(
+      writeFilesAtomic([
+        { path: join(dir, 'key'), data: 'new key' },
+        { path: join(dir, 'svid'), data: 'new svid' },
+        { path: join(dir, 'missing', 'bundle'), data: 'new bundle' },
+      ]),
+    ).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(await readFile(join(dir, 'key'), 'utf8')).toBe('old key');
+    expect(await readFile(join(dir, 'svid'), 'utf8')).toBe('old svid');
+    expect((await readdir(dir)).sort()).toEqual(['key', 'svid']);
+  });
+
+  it('replaces every file when all can be written', async () => {
+    await writeFile(join(dir, 'key'), 'old key');
+    await writeFilesAtomic([
+      { path: join(dir, 'key'), data: 'new key' },
+      { path: join(dir, 'svid'), data: 'new svid', mode: 0o644 },
+    ]);
+    expect(await readFile(join(dir, 'key'), 'utf8')).toBe('new key');
+    expect(await readFile(join(dir, 'svid'), 'utf8')).toBe('new svid');
+    expect(await mode(join(dir, 'svid'))).toBe(0o644);
+    expect((await readdir(dir)).sort()).toEqual(['key', 'svid']);
   });
 });
 

@@ -67,29 +67,53 @@ export async function writeFileAtomic(
   data: string | Uint8Array,
   options: WriteFileAtomicOptions = {},
 ): Promise<void> {
-  const mode = options.mode ?? FILE_MODE;
-  const dir = dirname(path);
-  const temporary = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-  const handle = await open(temporary, NEW_FILE_FLAGS, FILE_MODE);
-  let renamed = false;
+  await writeFilesAtomic([{ path, data, ...options }]);
+}
+
+/** One file of {@link writeFilesAtomic}. */
+export interface AtomicFile extends WriteFileAtomicOptions {
+  readonly path: string;
+  readonly data: string | Uint8Array;
+}
+
+/**
+ * Replaces several files, each as {@link writeFileAtomic} does, writing and flushing every temporary file before the
+ * first rename: a write that fails (a full disk, a quota) changes none of the files, so a set that belongs together
+ * (a key and its certificate) is never left half new because the disk filled up. The renames then run in the order
+ * given; a crash between two of them can still leave the first ones new, so callers order them so that such a mix is
+ * detected on reading. The temporary files are removed when anything fails.
+ */
+export async function writeFilesAtomic(files: readonly AtomicFile[]): Promise<void> {
+  const staged: { readonly temporary: string; readonly path: string }[] = [];
+  let renamed = 0;
   try {
-    try {
-      await handle.writeFile(data);
-      // The umask may have narrowed the creation mode; the final mode is exactly the one asked for.
-      await handle.chmod(mode);
-      await handle.sync();
-    } finally {
-      await handle.close();
+    for (const file of files) {
+      const dir = dirname(file.path);
+      const temporary = join(dir, `.${basename(file.path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+      const handle = await open(temporary, NEW_FILE_FLAGS, FILE_MODE);
+      staged.push({ temporary, path: file.path });
+      try {
+        await handle.writeFile(file.data);
+        // The umask may have narrowed the creation mode; the final mode is exactly the one asked for.
+        await handle.chmod(file.mode ?? FILE_MODE);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
     }
-    await rename(temporary, path);
-    renamed = true;
+    for (const { temporary, path } of staged) {
+      await rename(temporary, path);
+      renamed++;
+    }
   } finally {
-    if (!renamed) await rm(temporary, { force: true });
+    for (const { temporary } of staged.slice(renamed)) await rm(temporary, { force: true });
   }
-  const directory = await open(dir, 'r');
-  try {
-    await directory.sync();
-  } finally {
-    await directory.close();
+  for (const dir of new Set(files.map((file) => dirname(file.path)))) {
+    const directory = await open(dir, 'r');
+    try {
+      await directory.sync();
+    } finally {
+      await directory.close();
+    }
   }
 }

@@ -74,7 +74,7 @@ export {
   sigilAgentId,
   sigilServerId,
 } from './sigil-ids.js';
-export { type Clock, systemClock } from './clock.js';
+export { type Clock, ExpiryDeadline, systemClock } from './clock.js';
 export { MAX_SOCKET_PATH_BYTES, SOCKET_PATH_RULE, isSocketPath } from './socket-path.js';
 export {
   CliError,
@@ -89,6 +89,13 @@ export {
 export { LISTEN_ADDRESS_RULE, isListenAddress, listenAddress, parseHostPort, type HostPort } from './host-port.js';
 export { SIGIL_VERSION } from './version.js';
 export { collectProcessMetrics, PROCESS_METRICS_MIN_INTERVAL_MS } from './process-metrics.js';
-export { ensureOwnDir, ensurePrivateDir, writeFileAtomic, type WriteFileAtomicOptions } from './atomic-file.js';
+export {
+  type AtomicFile,
+  ensureOwnDir,
+  ensurePrivateDir,
+  writeFileAtomic,
+  writeFilesAtomic,
+  type WriteFileAtomicOptions,
+} from './atomic-file.js';
 export { PrivateSocketError, listenOnPrivateSocket } from './private-socket.js';
 export { AdminClient, loggerCommand, type AdminResponse, type LoggerCommandOptions } from './admin-cli.js';

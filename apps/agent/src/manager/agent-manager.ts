@@ -38,6 +38,8 @@ export interface AgentManagerOptions {
   readonly onRenewal?: (outcome: 'ok' | 'failed') => void;
   /** Told when a taint brought the renewal of the agent's own SVID forward (metrics). */
   readonly onTaintedSvid?: () => void;
+  /** Told after each save of the agent state: undefined when it succeeded, else why it failed (metrics). */
+  readonly onSaved?: (failure: string | undefined) => void;
 }
 
 /** The agent cannot go on (refused by the server and unable to attest again); the message says what to do. */
@@ -54,6 +56,8 @@ export const AGENT_FATAL_EXIT_CODE = 78;
 
 /** Longest a renewal timer sleeps before looking again. */
 const MAX_TIMER_MS = 60_000;
+/** Longest wait between two attempts to save the agent state after the data dir could not be written. */
+const SAVE_RETRY_MAX_MS = 10_000;
 
 /**
  * The agent's own identity over its life (SPIRE `pkg/agent/attestor/node` + the agent SVID rotation of
@@ -75,6 +79,10 @@ export class AgentManager {
   private tainted: ReadonlySet<string> = new Set();
   private renewing: Promise<void> | undefined;
   private failFatal: ((error: AgentFatalError) => void) | undefined;
+  /** Set while the data dir could not be written (a full disk): the state in memory is saved again on a timer. */
+  private unsaved: { readonly reason: string } | undefined;
+  private saveTimer: NodeJS.Timeout | undefined;
+  private readonly saveBackoff: Backoff;
   private readonly attestor: NodeAttestor | undefined;
   /** Settles when the agent must stop; never resolves while all is well. */
   readonly fatal: Promise<AgentFatalError>;
@@ -88,6 +96,7 @@ export class AgentManager {
     this.clock = options.clock ?? systemClock;
     this.random = options.random ?? Math.random;
     this.backoff = options.backoff ?? new Backoff(1000, 30_000, this.random);
+    this.saveBackoff = new Backoff(1000, SAVE_RETRY_MAX_MS, this.random);
     this.attestor = options.attestation && createNodeAttestor(options.attestation, options.nodeAttestors);
     this.fatal = new Promise((resolve) => {
       this.failFatal = resolve;
@@ -100,16 +109,23 @@ export class AgentManager {
    */
   async start(): Promise<void> {
     await this.storage.prepare();
+    const removed = await this.storage.removeStaleTemporaries();
+    if (removed.length > 0) {
+      this.options.logger?.warn({ msg: 'removed the temporary files of an interrupted save', files: removed });
+    }
     let stored: AgentState | undefined;
+    let unreadable: string | undefined;
     try {
       stored = await this.storage.load(this.options.trustDomain);
     } catch (error) {
-      this.options.logger?.warn({
-        msg: 'stored agent state is unreadable, ignoring it',
-        reason: (error as Error).message,
-      });
+      // The message names the file (agent-storage); the agent attests again where its method allows it.
+      unreadable = `the stored agent state is unreadable (${(error as Error).message})`;
+      this.options.logger?.error({ msg: 'stored agent state is unreadable, ignoring it', reason: unreadable });
     }
-    const decision = await decideResume(stored, { now: this.clock.now(), trustDomain: this.options.trustDomain });
+    const decision =
+      unreadable === undefined
+        ? await decideResume(stored, { now: this.clock.now(), trustDomain: this.options.trustDomain })
+        : { resume: false as const, reason: unreadable };
     if (decision.resume) {
       this.install(decision.state, this.clock.now());
       this.options.logger?.log({
@@ -134,7 +150,15 @@ export class AgentManager {
         );
       }
       this.options.logger?.log({ msg: 'attesting this node', method: attestor.type, reason: decision.reason });
-      await this.retryWhileUnavailable(() => this.attest(attestor));
+      try {
+        await this.retryWhileUnavailable(() => this.attest(attestor));
+      } catch (error) {
+        // Say why the agent attested at all: an operator reading "join token refused" after a corrupt state file
+        // must learn that the file is the cause.
+        if (error instanceof AgentFatalError)
+          throw new AgentFatalError(`${error.message} (attested because ${decision.reason})`);
+        throw error;
+      }
     }
     this.arm();
   }
@@ -193,6 +217,7 @@ export class AgentManager {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.saveTimer);
     await Promise.allSettled([this.reattesting, this.renewing]);
   }
 
@@ -361,8 +386,8 @@ export class AgentManager {
       attestationMethod: attestor.type,
       ...(attestor.singleUse !== undefined && { usedCredentialSha256: attestor.singleUse.sha256 }),
     };
-    await this.storage.save(state, response.spiffeId);
     this.install(state, receivedAt);
+    await this.persist();
     this.options.onBundle?.(response.bundle);
     this.options.logger?.log({
       msg: 'node attested',
@@ -397,13 +422,71 @@ export class AgentManager {
       );
     }
     const state: AgentState = { ...current.state, bundle, svidChain: response.chain, privateKeyPkcs8 };
-    await this.storage.save(state, response.spiffeId);
     this.install(state, receivedAt);
+    await this.persist();
     this.options.logger?.log({
       msg: 'agent SVID renewed',
       agentId: response.spiffeId.toString(),
       expiresAt: response.expiresAt.toISOString(),
     });
+  }
+
+  /**
+   * Persists a newer bundle of our trust domain; when the data dir cannot be written, the whole state is saved again
+   * later (see {@link persist}).
+   */
+  async persistBundle(bundle: TrustBundle): Promise<void> {
+    if (this.unsaved !== undefined) return this.persist();
+    try {
+      await this.storage.saveBundle(bundle);
+    } catch (error) {
+      this.saveFailed(error);
+    }
+  }
+
+  /** Why the data dir holds an older state than the agent's (undefined when it is up to date). */
+  unsavedReason(): string | undefined {
+    return this.unsaved?.reason;
+  }
+
+  /**
+   * Saves the current identity to the data dir. The server has recorded the new SVID by now and refuses the previous
+   * one, so an SVID that cannot be saved (a full disk) is still installed and used from memory: the failure is logged
+   * as an error, the old files stay as they were (a save replaces all or nothing), and the save is tried again with
+   * backoff until it succeeds. A restart meanwhile resumes from the old files, which the server may refuse: the
+   * agent then attests again where its method allows it.
+   */
+  private async persist(): Promise<void> {
+    const current = this.identity.current();
+    if (current === undefined) return;
+    clearTimeout(this.saveTimer);
+    try {
+      await this.storage.save(current.state, current.spiffeId);
+    } catch (error) {
+      this.saveFailed(error);
+      return;
+    }
+    this.saveBackoff.reset();
+    if (this.unsaved !== undefined) {
+      this.options.logger?.log({ msg: 'agent state saved to the data dir again', dataDir: this.storage.dataDir });
+    }
+    this.unsaved = undefined;
+    this.options.onSaved?.(undefined);
+  }
+
+  private saveFailed(error: unknown): void {
+    const reason = (error as Error).message;
+    const delay = this.saveBackoff.next();
+    this.options.logger?.error({
+      msg: 'cannot save the agent state; the agent goes on with it in memory and will retry',
+      reason,
+      retryInMs: delay,
+    });
+    this.unsaved = { reason };
+    this.options.onSaved?.(reason);
+    clearTimeout(this.saveTimer);
+    if (this.stopped) return;
+    this.saveTimer = setTimeout(() => void this.persist(), delay);
   }
 
   private async checkAgentSvid(

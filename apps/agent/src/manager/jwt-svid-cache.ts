@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { type SpiffeId, parseInsecureJwtSvid } from '@sigil/spiffe';
 import { type JwtSvidResponse } from '@sigil/agent-api';
-import { type Clock, systemClock } from '@sigil/runtime';
+import { type Clock, ExpiryDeadline, systemClock } from '@sigil/runtime';
 import {
   JWT_SVID_LIMITS,
   JwtSigningLane,
@@ -31,7 +31,8 @@ interface CachedToken {
   readonly token: string;
   /** The `kid` of the authority key that signed it. */
   readonly kid: string;
-  readonly reuseUntil: Date;
+  /** Until when it is handed out again (half its lifetime, whatever the wall clock does meanwhile). */
+  readonly reuseUntil: ExpiryDeadline;
   /** The uid whose miss had it signed: its share of the cache pays for it. */
   readonly uid: number;
   readonly bytes: number;
@@ -87,7 +88,7 @@ export class JwtSvidCache {
     const key = `${entryId}\u0000${audienceSet}`;
     const cached = this.tokens.get(key);
     if (cached !== undefined) {
-      if (this.clock.now().getTime() < cached.reuseUntil.getTime()) {
+      if (!cached.reuseUntil.passed(this.clock)) {
         this.touch(cached);
         return cached.token;
       }
@@ -192,7 +193,7 @@ export class JwtSvidCache {
       entryId,
       token: response.token,
       kid,
-      reuseUntil: jwtReuseDeadline(issuedAt, svid.expiry),
+      reuseUntil: ExpiryDeadline.start(jwtReuseDeadline(issuedAt, svid.expiry), this.clock),
       uid,
       // Keys may hold any Unicode (two bytes a character at worst); tokens are ASCII.
       bytes: key.length * 2 + response.token.length + RECORD_OVERHEAD_BYTES,

@@ -429,3 +429,47 @@ describe('unix:sha256 in use', () => {
     expect(cache.usesUnixSha256()).toBe(false);
   });
 });
+
+describe('SvidCache: an expired X509-SVID is never served', () => {
+  it('stops serving an SVID at its expiry while the server cannot renew it, tells open streams, and says why', async () => {
+    const warnings: unknown[] = [];
+    cache = new SvidCache(new JwtSvidCache((entryId, audience) => api.signJwtSvid(entryId, audience)), undefined, {
+      ...quiet,
+      warn: (fields: unknown) => void warnings.push(fields),
+    });
+    rotator = new SvidRotator(cache, api, {
+      bundle: () => api.bundle,
+      random: () => 0.5,
+      backoff: new Backoff(20, 40, () => 0.5),
+      logger: quiet,
+    });
+    sync = new EntrySync(api, cache, rotator, {
+      waitMs: 5_000,
+      backoff: new Backoff(20, 40, () => 0.5),
+      logger: quiet,
+    });
+    api.x509TtlSeconds = 2;
+    api.put(testEntry(id('/web'), { selectors: uid(1000) }));
+    await syncAndSign();
+    const served = cache.identitiesFor(uid(1000));
+    expect(svidOf(served[0])).toBeDefined();
+    let notified = 0;
+    cache.subscribe(() => notified++);
+    api.down = true;
+    // The SVID expires within 2 s (its not-after is backdated to whole seconds by the fake server).
+    await until(() => cache.expiredSvidCount() === 1 && notified > 0);
+    const [expired] = cache.identitiesFor(uid(1000));
+    expect(expired?.x509Svid).toBeUndefined();
+    expect(expired?.expired?.notAfter.getTime()).toBeLessThanOrEqual(Date.now());
+    expect(expired?.expired?.reason).toMatch(/unreachable|cannot connect|server/i);
+    expect(warnings).toContainEqual(
+      expect.objectContaining({ msg: 'X509-SVIDs expired before the agent could renew them: no longer served' }),
+    );
+    // The server is back: a new SVID is served again.
+    api.down = false;
+    rotator.schedule();
+    await until(() => svidOf(cache.identitiesFor(uid(1000))[0]) !== undefined);
+    expect(cache.expiredSvidCount()).toBe(0);
+    cache.close();
+  });
+});

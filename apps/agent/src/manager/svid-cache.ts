@@ -1,7 +1,7 @@
 import { type Logger } from '@nestjs/common';
 import { type TrustBundle } from '@sigil/spiffe';
 import { type AgentEntry, type SyncResponse } from '@sigil/agent-api';
-import { type Clock, type Selector, matchesAllSelectors, systemClock } from '@sigil/runtime';
+import { type Clock, ExpiryDeadline, type Selector, matchesAllSelectors, systemClock } from '@sigil/runtime';
 import { type IdentityCache } from '../endpoints/workload-api/workload-api.handler.js';
 import { type AgentBundles, type WorkloadIdentity } from '../endpoints/workload-api/workload-responses.js';
 import { isUnixSha256Selector } from '../attestor/workload/unix/executable-digest.js';
@@ -35,6 +35,8 @@ export interface SignedSvid {
 interface CacheRecord {
   entry: AgentEntry;
   svid: SignedSvid | undefined;
+  /** When `svid` expires, by the wall and the monotonic clock. */
+  expiry: ExpiryDeadline | undefined;
   /** The server refused to sign this fingerprint of the entry; try again at `retryAt`. */
   refused: { readonly signedFor: string; readonly retryAt: Date } | undefined;
   /** Memo of the workload identity: undefined = stale, null = not served (signing refused). */
@@ -59,6 +61,9 @@ function sameBundle(a: TrustBundle | undefined, b: TrustBundle): boolean {
   return a !== undefined && JSON.stringify(a.toJwks()) === JSON.stringify(b.toJwks());
 }
 
+/** Longest the expiry timer waits before looking again (the wall clock may have jumped forward meanwhile). */
+const EXPIRY_CHECK_MAX_MS = 5_000;
+
 function byAge(a: CacheRecord, b: CacheRecord): number {
   const diff = a.entry.createdAt.getTime() - b.entry.createdAt.getTime();
   return diff !== 0 ? diff : a.entry.id < b.entry.id ? -1 : a.entry.id > b.entry.id ? 1 : 0;
@@ -80,6 +85,12 @@ export class SvidCache implements IdentityCache {
   private tainted: ReadonlySet<string> = new Set();
   private ready = false;
   private readonly listeners = new Set<() => void>();
+  /** Why the last signing pass failed (undefined after one succeeded): the reason an SVID may expire. */
+  private signingProblem: string | undefined;
+  private expiryTimer: NodeJS.Timeout | undefined;
+  private expiryTimerAt = Infinity;
+  /** Entries whose SVID was seen expired (logged once each, counted by the metrics). */
+  private readonly expiredIds = new Set<string>();
 
   constructor(
     private readonly jwtSvids: JwtSvidCache,
@@ -224,7 +235,15 @@ export class SvidCache implements IdentityCache {
       const refused = record.refused;
       if (refused !== undefined && refused.signedFor === fingerprint && refused.retryAt > now) continue;
       const svid = record.svid;
-      if (svid === undefined || svid.signedFor !== fingerprint || svid.rotateAt <= now) due.push(record.entry);
+      // Expired by the monotonic clock too: after the wall clock went back, rotateAt may lie an hour ahead.
+      if (
+        svid === undefined ||
+        svid.signedFor !== fingerprint ||
+        svid.rotateAt <= now ||
+        record.expiry?.passed(this.clock) === true
+      ) {
+        due.push(record.entry);
+      }
     }
     return due;
   }
@@ -251,9 +270,81 @@ export class SvidCache implements IdentityCache {
     const record = this.records.get(entry.id);
     if (record === undefined || !record.entry.spiffeId.equals(entry.spiffeId)) return false;
     record.svid = svid;
+    record.expiry = ExpiryDeadline.start(svid.notAfter, this.clock);
     record.refused = undefined;
     record.identity = undefined;
+    this.expiredIds.delete(entry.id);
+    this.armExpiry(record.expiry);
     this.notify();
+    return true;
+  }
+
+  /**
+   * The rotator's report after each signing pass: why it failed, or undefined when it succeeded. Said with every SVID
+   * that expires before it could be renewed (log, `UNAVAILABLE` message).
+   */
+  signingFailed(reason: string | undefined): void {
+    this.signingProblem = reason;
+  }
+
+  /** Entries whose X509-SVID has expired with no valid replacement yet (metrics). */
+  expiredSvidCount(): number {
+    this.checkExpiries();
+    return this.expiredIds.size;
+  }
+
+  /** Stops the expiry timer (shutdown). */
+  close(): void {
+    clearTimeout(this.expiryTimer);
+    this.expiryTimerAt = Infinity;
+  }
+
+  /**
+   * One timer for the earliest SVID expiry (rechecked at least every {@link EXPIRY_CHECK_MAX_MS}, since the wall
+   * clock may jump forward): when it fires, open streams are told, so that they stop serving the expired SVIDs.
+   */
+  private armExpiry(expiry: ExpiryDeadline): void {
+    const delay = Math.min(Math.max(0, expiry.remainingMs(this.clock)), EXPIRY_CHECK_MAX_MS);
+    const at = performance.now() + delay;
+    if (at >= this.expiryTimerAt) return;
+    clearTimeout(this.expiryTimer);
+    this.expiryTimerAt = at;
+    this.expiryTimer = setTimeout(() => {
+      this.expiryTimerAt = Infinity;
+      if (this.checkExpiries()) this.notify();
+      let next: ExpiryDeadline | undefined;
+      for (const record of this.records.values()) {
+        // One that expired since checkExpiries looked (a timer may fire a little early) is looked at again at once.
+        if (record.expiry === undefined || this.expiredIds.has(record.entry.id)) continue;
+        if (next === undefined || record.expiry.remainingMs(this.clock) < next.remainingMs(this.clock)) {
+          next = record.expiry;
+        }
+      }
+      if (next !== undefined) this.armExpiry(next);
+    }, delay);
+    this.expiryTimer.unref();
+  }
+
+  /** Records (and logs, once) the SVIDs found expired; true when there are new ones. */
+  private checkExpiries(): boolean {
+    const newly: CacheRecord[] = [];
+    for (const record of this.records.values()) {
+      if (record.svid === undefined || record.expiry === undefined || !record.expiry.passed(this.clock)) {
+        this.expiredIds.delete(record.entry.id);
+      } else if (!this.expiredIds.has(record.entry.id)) {
+        this.expiredIds.add(record.entry.id);
+        newly.push(record);
+      }
+    }
+    for (const id of this.expiredIds) if (!this.records.has(id)) this.expiredIds.delete(id);
+    if (newly.length === 0) return false;
+    this.logger?.warn({
+      msg: 'X509-SVIDs expired before the agent could renew them: no longer served',
+      svids: newly.length,
+      spiffeIds: newly.slice(0, 10).map((record) => record.entry.spiffeId.toString()),
+      expiredAt: (newly[0] as CacheRecord).svid?.notAfter.toISOString(),
+      reason: this.signingProblem ?? 'not renewed yet (see the SvidRotator log)',
+    });
     return true;
   }
 
@@ -268,7 +359,10 @@ export class SvidCache implements IdentityCache {
       reason: message,
     });
     record.refused = { signedFor: svidFingerprint(entry), retryAt };
-    if (record.svid?.spiffeId !== entry.spiffeId.toString()) record.svid = undefined;
+    if (record.svid?.spiffeId !== entry.spiffeId.toString()) {
+      record.svid = undefined;
+      record.expiry = undefined;
+    }
     record.identity = undefined;
     // Streams waiting for this SVID must now answer without it (or PERMISSION_DENIED).
     this.notify();
@@ -305,7 +399,13 @@ export class SvidCache implements IdentityCache {
   private upsert(entry: AgentEntry): boolean {
     const record = this.records.get(entry.id);
     if (record === undefined) {
-      this.records.set(entry.id, { entry, svid: undefined, refused: undefined, identity: undefined });
+      this.records.set(entry.id, {
+        entry,
+        svid: undefined,
+        expiry: undefined,
+        refused: undefined,
+        identity: undefined,
+      });
       this.sorted = undefined;
       this.sha256InUse = undefined;
       return true;
@@ -314,6 +414,7 @@ export class SvidCache implements IdentityCache {
     if (!record.entry.spiffeId.equals(entry.spiffeId)) {
       // The old SVID names another identity: never serve it for the new one.
       record.svid = undefined;
+      record.expiry = undefined;
       this.jwtSvids.forget(entry.id);
     }
     record.entry = entry;
@@ -333,8 +434,23 @@ export class SvidCache implements IdentityCache {
   }
 
   private identityOf(record: CacheRecord): WorkloadIdentity | null {
-    if (record.identity !== undefined) return record.identity;
     const { entry, svid } = record;
+    // Checked on every read, not memoised: the clock moves, and an expired SVID is never served.
+    if (
+      svid !== undefined &&
+      record.expiry?.passed(this.clock) === true &&
+      svid.spiffeId === entry.spiffeId.toString()
+    ) {
+      return {
+        entryId: entry.id,
+        spiffeId: entry.spiffeId,
+        hint: entry.hint,
+        federatesWith: entry.federatesWith,
+        x509Svid: undefined,
+        expired: { notAfter: svid.notAfter, reason: this.signingProblem },
+      };
+    }
+    if (record.identity !== undefined) return record.identity;
     const usable = svid !== undefined && svid.spiffeId === entry.spiffeId.toString();
     const refused = record.refused?.signedFor === svidFingerprint(entry);
     record.identity =

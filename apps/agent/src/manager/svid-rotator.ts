@@ -122,11 +122,13 @@ export class SvidRotator {
         await this.signBatch(due.slice(start, start + this.batchSize));
         this.backoff.reset();
         this.failureRetryAt = undefined;
+        this.cache.signingFailed(undefined);
       } catch (error) {
         if (error instanceof AgentApiError && error.isAgentRefused()) this.options.onAgentRefused?.(error);
         // The rest of the pass waits too (nothing is dropped): the next pass takes every entry still due.
         const delay = retryDelayMs(error, this.backoff.next());
         this.failureRetryAt = this.clock.now().getTime() + delay;
+        this.cache.signingFailed((error as Error).message);
         this.options.logger?.warn({
           msg: 'could not sign X509-SVIDs, will retry',
           entries: due.length - start,

@@ -1,8 +1,8 @@
-import { readFile, rm } from 'node:fs/promises';
+import { readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PEM_LABEL, certificatesToPem, pemBlocks, toPem } from '@sigil/pki';
 import { SpiffeId, TrustBundle, type TrustDomain, parseX509Svid, verifyX509Svid } from '@sigil/spiffe';
-import { ensurePrivateDir, writeFileAtomic } from '@sigil/runtime';
+import { type AtomicFile, ensurePrivateDir, writeFilesAtomic } from '@sigil/runtime';
 
 /** How the agent attested when it got its current SVID: the node attestor's type (`join_token`, `x509pop`, …). */
 export type AttestationMethod = string;
@@ -49,8 +49,9 @@ function errorCode(error: unknown): string | undefined {
 /**
  * The agent's data dir: its SVID chain (`agent-svid.pem`), private key (`agent-key.pem`, PKCS#8), trust bundle
  * (`bundle.json`, SPIFFE JWKS with its sequence) and attestation facts (`agent.json`), each a 0600 file in a 0700
- * dir, each written atomically. The key is written before the SVID, so a crash between the two leaves a pair
- * that fails the key check of {@link decideResume} and the agent attests again, rather than a half-written file.
+ * dir. A save writes and flushes every new file before it replaces any, so a failed write (a full disk) keeps the old
+ * state whole; the renames put the key before the SVID, so a crash between the two leaves a pair that fails the key
+ * check of {@link decideResume} and the agent attests again, rather than a half-written file.
  */
 export class AgentStorage {
   constructor(readonly dataDir: string) {}
@@ -60,23 +61,46 @@ export class AgentStorage {
     return ensurePrivateDir(this.dataDir);
   }
 
-  /** Persists a new agent identity (attestation or renewal). */
+  /**
+   * Persists a new agent identity (attestation or renewal). Every file is written and flushed before any is replaced
+   * ({@link writeFilesAtomic}), so a write that fails (a full disk) leaves the stored state as it was.
+   *
+   * @throws Error naming the data dir and the cause (`ENOSPC`: no space left) when it cannot be written.
+   */
   async save(state: AgentState, spiffeId: SpiffeId): Promise<void> {
-    await this.prepare();
     const meta: Meta = {
       spiffe_id: spiffeId.toString(),
       attestation_method: state.attestationMethod,
       ...(state.usedCredentialSha256 !== undefined && { join_token_sha256: state.usedCredentialSha256 }),
     };
-    await writeFileAtomic(this.path(META_FILE), `${JSON.stringify(meta, null, 2)}\n`);
-    await writeFileAtomic(this.path(KEY_FILE), toPem(PEM_LABEL.privateKey, state.privateKeyPkcs8));
-    await writeFileAtomic(this.path(SVID_FILE), certificatesToPem([...state.svidChain]));
-    await this.saveBundle(state.bundle);
+    await this.write([
+      { path: this.path(META_FILE), data: `${JSON.stringify(meta, null, 2)}\n` },
+      { path: this.path(KEY_FILE), data: toPem(PEM_LABEL.privateKey, state.privateKeyPkcs8) },
+      { path: this.path(SVID_FILE), data: certificatesToPem([...state.svidChain]) },
+      this.bundleFile(state.bundle),
+    ]);
   }
 
-  /** Persists a newer bundle of our trust domain. */
+  /** Persists a newer bundle of our trust domain (throws as {@link save} does). */
   async saveBundle(bundle: TrustBundle): Promise<void> {
-    await writeFileAtomic(this.path(BUNDLE_FILE), `${JSON.stringify(bundle.toJwks(), null, 2)}\n`);
+    await this.write([this.bundleFile(bundle)]);
+  }
+
+  private bundleFile(bundle: TrustBundle): AtomicFile {
+    return { path: this.path(BUNDLE_FILE), data: `${JSON.stringify(bundle.toJwks(), null, 2)}\n` };
+  }
+
+  private async write(files: readonly AtomicFile[]): Promise<void> {
+    try {
+      await this.prepare();
+      await writeFilesAtomic(files);
+    } catch (error) {
+      const code = errorCode(error);
+      const cause = code === 'ENOSPC' ? 'no space left on device (ENOSPC)' : (code ?? (error as Error).message);
+      throw new Error(`cannot write the agent state to ${this.dataDir}: ${cause}; the stored state is unchanged`, {
+        cause: error,
+      });
+    }
   }
 
   /**
@@ -112,6 +136,18 @@ export class AgentStorage {
       attestationMethod: meta.attestation_method,
       ...(meta.join_token_sha256 !== undefined && { usedCredentialSha256: meta.join_token_sha256 }),
     };
+  }
+
+  /**
+   * Removes the temporary files a save left when the agent was killed in the middle of it (they may hold a private
+   * key). Call once at start, before any save of this process: a save in progress has its own temporary files.
+   */
+  async removeStaleTemporaries(): Promise<string[]> {
+    const names = [SVID_FILE, KEY_FILE, BUNDLE_FILE, META_FILE].map((name) => name.replaceAll('.', '\\.'));
+    const stale = new RegExp(`^\\.(?:${names.join('|')})\\.\\d+\\.[0-9a-f]{12}\\.tmp$`);
+    const removed = (await readdir(this.dataDir)).filter((name) => stale.test(name));
+    for (const name of removed) await rm(this.path(name), { force: true });
+    return removed;
   }
 
   /** Removes the stored identity (not the bundle): the agent must attest again. */

@@ -7,6 +7,13 @@ import { Counter, Gauge, Registry } from 'prom-client';
 export interface AgentMetricSources {
   /** Entries cached, entries holding an X509-SVID, JWT-SVIDs cached and their bytes. */
   cacheSizes(): { entries: number; x509Svids: number; jwtSvids: number; jwtSvidBytes: number };
+  /**
+   * SVIDs held past their expiry, which the agent no longer serves: workload X509-SVIDs with no valid replacement,
+   * and the agent's own SVID (0 or 1). Optional for tests of other metrics.
+   */
+  expiredSvids?(): { workload: number; agent: number };
+  /** Whether the last save of the agent state to the data dir failed (a full disk). */
+  stateUnsaved?(): boolean;
 }
 
 /** gRPC's name of a status code (`PERMISSION_DENIED`), the label operators know from every gRPC dashboard. */
@@ -102,6 +109,33 @@ export class AgentMetrics {
       ['sigil_agent_cached_jwt_svids', 'JWT-SVIDs cached', (s) => s.jwtSvids],
       ['sigil_agent_jwt_svid_cache_bytes', 'Bytes of the JWT-SVIDs cached', (s) => s.jwtSvidBytes],
     ];
+    const expired = sources.expiredSvids?.bind(sources);
+    if (expired !== undefined) {
+      new Gauge({
+        name: 'sigil_agent_expired_svids',
+        help:
+          'SVIDs that expired before the agent could renew them and are no longer served (svid: workload, the ' +
+          "X509-SVIDs with no valid replacement; agent, the agent's own SVID, 0 or 1); why is in the agent log",
+        labelNames: ['svid'] as const,
+        registers: [this.registry],
+        collect() {
+          const counts = expired();
+          this.set({ svid: 'workload' }, counts.workload);
+          this.set({ svid: 'agent' }, counts.agent);
+        },
+      });
+    }
+    const unsaved = sources.stateUnsaved?.bind(sources);
+    if (unsaved !== undefined) {
+      new Gauge({
+        name: 'sigil_agent_state_unsaved',
+        help: '1 while the agent state could not be saved to the data dir (a full disk; the agent retries), else 0',
+        registers: [this.registry],
+        collect() {
+          this.set(unsaved() ? 1 : 0);
+        },
+      });
+    }
     for (const [name, help, pick] of sizes) {
       new Gauge({
         name,

@@ -167,6 +167,31 @@ describe('SdsHandler', () => {
     void stream.return(undefined);
   });
 
+  it('ends the stream with UNAVAILABLE once the caller’s SVID expired unrenewed, and refuses a fetch likewise', async () => {
+    const requests = new Requests();
+    const stream = handler.streamSecrets(requests, context('StreamSecrets'));
+    requests.send({ resourceNames: ['default'] });
+    const first = (await stream.next()).value!;
+    requests.send({ resourceNames: ['default'], versionInfo: '1', responseNonce: first.nonce as string });
+    const expired: WorkloadIdentity = {
+      ...identity(undefined),
+      expired: { notAfter: new Date('2026-01-01T00:00:00Z'), reason: 'cannot connect to the server' },
+    };
+    cache.entries = [{ selectors: [UID_1000], identity: expired }];
+    cache.changed();
+    const ended = await stream.next().catch((error: unknown) => error);
+    expect(ended).toBeInstanceOf(ConnectError);
+    expect((ended as ConnectError).code).toBe(Code.Unavailable);
+    expect((ended as ConnectError).rawMessage).toMatch(/expired at 2026-01-01T00:00:00.000Z .*cannot connect/);
+    const fetched = await handler
+      .fetchSecrets(
+        create(DiscoveryRequestSchema, { typeUrl: SECRET_TYPE_URL, resourceNames: ['default'] }),
+        context('FetchSecrets'),
+      )
+      .catch((error: unknown) => error);
+    expect((fetched as ConnectError).code).toBe(Code.Unavailable);
+  });
+
   it('waits for an SVID still being signed before the first answer', async () => {
     cache.entries = [{ selectors: [UID_1000], identity: identity(undefined) }];
     const requests = new Requests();

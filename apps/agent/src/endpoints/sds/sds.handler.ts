@@ -12,7 +12,7 @@ import {
 } from '@sigil/workload-api/envoy-sds';
 import { CallerAttestation, type CallerAttestor, readyBundles } from '../workload-api/caller-attestation.js';
 import { type IdentityCache } from '../workload-api/workload-api.handler.js';
-import { federatedBundlesFor } from '../workload-api/workload-responses.js';
+import { federatedBundlesFor, servableIdentities } from '../workload-api/workload-responses.js';
 import {
   type SdsSettings,
   type SdsSnapshot,
@@ -130,6 +130,7 @@ export class SdsHandler {
     if (snapshot === undefined) {
       throw new ConnectError("the caller's X509-SVIDs are still being signed; retry", Code.Unavailable);
     }
+    if (snapshot instanceof ConnectError) throw snapshot;
     return { versionInfo: '', typeUrl: request.typeUrl, resources: this.resources(snapshot, request) };
   }
 
@@ -175,11 +176,12 @@ export class SdsHandler {
     let snapshot: SdsSnapshot | undefined;
     let lastFingerprint: string | undefined;
     let typeUrl = SECRET_TYPE_URL;
-    const respond = (subscription: SdsSubscription): DiscoveryResponseInit => ({
-      ...state.respond(),
-      typeUrl,
-      resources: this.resources(snapshot as SdsSnapshot, subscription),
-    });
+    const respond = (subscription: SdsSubscription): DiscoveryResponseInit => {
+      // The snapshot kept may hold an SVID that expired since: never answer with it.
+      const now = this.snapshot(selectors);
+      if (now instanceof ConnectError) throw now;
+      return { ...state.respond(), typeUrl, resources: this.resources(snapshot as SdsSnapshot, subscription) };
+    };
     try {
       for (;;) {
         if (signal.aborted) throw signal.reason;
@@ -215,6 +217,8 @@ export class SdsHandler {
           const current = this.snapshot(selectors);
           // An SVID still being signed arrives with a later change; the first answer must be complete.
           if (current === undefined) continue;
+          // An expired SVID is never served; the stream ends once nothing valid is left, so Envoy knows.
+          if (current instanceof ConnectError) throw current;
           const print = fingerprint(current);
           if (print === lastFingerprint) continue;
           lastFingerprint = print;
@@ -233,13 +237,17 @@ export class SdsHandler {
     }
   }
 
-  /** The caller's identities and bundles now, or undefined while one of its SVIDs is being signed. */
-  private snapshot(selectors: readonly Selector[]): SdsSnapshot | undefined {
+  /**
+   * The caller's identities with a valid SVID and the bundles now; undefined while one of its SVIDs is being signed,
+   * the `UNAVAILABLE` to answer once none is valid and one has expired ({@link servableIdentities}).
+   */
+  private snapshot(selectors: readonly Selector[]): SdsSnapshot | ConnectError | undefined {
     const bundles = this.cache.bundles();
     if (bundles === undefined) return undefined;
-    const identities = this.cache.identitiesFor(selectors);
-    if (identities.some((identity) => identity.x509Svid === undefined)) return undefined;
-    return { identities, bundles };
+    const servable = servableIdentities(this.cache.identitiesFor(selectors));
+    if (servable.kind === 'pending') return undefined;
+    if (servable.kind === 'expired') return new ConnectError(servable.message, Code.Unavailable);
+    return { identities: servable.identities, bundles };
   }
 
   private resources(snapshot: SdsSnapshot, request: SdsSubscription | DiscoveryRequest) {

@@ -26,6 +26,7 @@ import {
   claimsStruct,
   federatedBundlesFor,
   jwtBundlesResponse,
+  servableIdentities,
   uniqueByHint,
   x509BundlesResponse,
   x509SvidResponse,
@@ -114,10 +115,12 @@ export class WorkloadApiHandler {
     const changed = changedOnly(X509SVIDResponseSchema);
     for await (const _ of changes(this.cache, context.signal)) {
       const bundles = this.readyBundles();
-      const identities = this.matchingIdentities(selectors);
+      const servable = servableIdentities(this.matchingIdentities(selectors));
+      // An expired SVID is never served; the stream ends once nothing valid is left, so the client knows.
+      if (servable.kind === 'expired') throw new ConnectError(servable.message, Code.Unavailable);
       // The first answer and every later one must be complete; an SVID still being signed arrives with a change.
-      if (identities.some((identity) => identity.x509Svid === undefined)) continue;
-      const response = changed(x509SvidResponse(identities, bundles));
+      if (servable.kind === 'pending') continue;
+      const response = changed(x509SvidResponse(servable.identities, bundles));
       if (response !== undefined) yield response;
     }
   }

@@ -1,4 +1,4 @@
-import { TrustBundle, TrustDomain } from '@sigil/spiffe';
+import { SpiffeId, TrustBundle, TrustDomain } from '@sigil/spiffe';
 import { describe, expect, it } from 'vitest';
 import { encodeGrpcMessage } from './grpc-message.js';
 import {
@@ -6,6 +6,8 @@ import {
   claimsStruct,
   federatedBundlesFor,
   jwtBundleJwks,
+  servableIdentities,
+  type WorkloadIdentity,
   uniqueByHint,
   x509SvidResponse,
 } from './workload-responses.js';
@@ -75,6 +77,44 @@ describe('x509SvidResponse', () => {
       x509Svid: undefined,
     };
     expect(() => x509SvidResponse([identity], bundles)).toThrow('entry e1: X.509-SVID not signed yet');
+  });
+});
+
+describe('servableIdentities (the one rule for serving X509-SVIDs)', () => {
+  const svid = { chain: [new Uint8Array([1])], privateKey: new Uint8Array([2]) };
+  const identity = (path: string, state: 'valid' | 'pending' | 'expired'): WorkloadIdentity => ({
+    entryId: path,
+    spiffeId: SpiffeId.parse(`spiffe://example.org${path}`),
+    hint: '',
+    federatesWith: [],
+    x509Svid: state === 'valid' ? svid : undefined,
+    ...(state === 'expired' && {
+      expired: { notAfter: new Date('2026-01-01T00:00:00Z'), reason: 'cannot connect to 127.0.0.1:8081' },
+    }),
+  });
+
+  it('serves the valid SVIDs alone, never an expired one', () => {
+    const servable = servableIdentities([identity('/a', 'expired'), identity('/b', 'valid')]);
+    expect(servable.kind === 'ready' && servable.identities.map((each) => each.entryId)).toEqual(['/b']);
+  });
+
+  it('waits while an SVID is being signed, unless nothing valid is left', () => {
+    expect(servableIdentities([identity('/a', 'valid'), identity('/b', 'pending')]).kind).toBe('pending');
+    expect(servableIdentities([]).kind).toBe('ready');
+  });
+
+  it('says UNAVAILABLE, which SVID expired when and why, once none is valid', () => {
+    const servable = servableIdentities([
+      identity('/a', 'expired'),
+      identity('/b', 'expired'),
+      identity('/c', 'pending'),
+    ]);
+    expect(servable).toEqual({
+      kind: 'expired',
+      message:
+        'no valid X509-SVID: the one of spiffe://example.org/a (and 1 more) expired at 2026-01-01T00:00:00.000Z and ' +
+        'the agent could not renew it: cannot connect to 127.0.0.1:8081',
+    });
   });
 });
 

@@ -23,8 +23,47 @@ export interface WorkloadIdentity {
   readonly hint: string;
   /** Trust domains whose bundles the workload receives because of this entry (`--federates-with`). */
   readonly federatesWith: readonly TrustDomain[];
-  /** Undefined while the SVID is still being signed. */
+  /** Undefined while the SVID is still being signed, or once the one held expired (see `expired`). */
   readonly x509Svid: CachedX509Svid | undefined;
+  /** Set when the SVID held expired before the agent could renew it: it is never served past its expiry. */
+  readonly expired?: ExpiredX509Svid | undefined;
+}
+
+/** An X509-SVID the agent still holds but may no longer serve. */
+export interface ExpiredX509Svid {
+  readonly notAfter: Date;
+  /** Why it was not renewed in time (the last signing failure), when known. */
+  readonly reason: string | undefined;
+}
+
+/** What the Workload API and SDS may answer a caller with, by {@link servableIdentities}. */
+export type ServableIdentities =
+  | { readonly kind: 'ready'; readonly identities: WorkloadIdentity[] }
+  | { readonly kind: 'pending' }
+  | { readonly kind: 'expired'; readonly message: string };
+
+/**
+ * The one rule for serving X509-SVIDs (FetchX509SVID and SDS): an expired SVID is never served. While at least one
+ * of the caller's SVIDs is valid, the caller gets the valid ones (once none is still being signed: every answer is
+ * complete); once none is valid and at least one has expired, the answer is `UNAVAILABLE` with `message`, which says
+ * which expired when and why they were not renewed. Identities is the caller's full list, in the cache's order.
+ */
+export function servableIdentities(identities: readonly WorkloadIdentity[]): ServableIdentities {
+  const valid = identities.filter((identity) => identity.x509Svid !== undefined);
+  const expired = identities.filter((identity) => identity.x509Svid === undefined && identity.expired !== undefined);
+  if (valid.length === 0 && expired.length > 0) return { kind: 'expired', message: expiredMessage(expired) };
+  if (valid.length + expired.length < identities.length) return { kind: 'pending' };
+  return { kind: 'ready', identities: valid };
+}
+
+function expiredMessage(expired: readonly WorkloadIdentity[]): string {
+  const first = expired[0] as WorkloadIdentity & { expired: ExpiredX509Svid };
+  const more = expired.length > 1 ? ` (and ${expired.length - 1} more)` : '';
+  const reason = first.expired.reason === undefined ? '' : `: ${first.expired.reason}`;
+  return (
+    `no valid X509-SVID: the one of ${first.spiffeId.toString()}${more} expired at ` +
+    `${first.expired.notAfter.toISOString()} and the agent could not renew it${reason}`
+  );
 }
 
 /** The trust bundles the agent holds. */
