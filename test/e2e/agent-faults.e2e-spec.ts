@@ -297,7 +297,10 @@ describe('sigil-agent under host faults (real server and agents, faults from out
       await agent.stop('SIGKILL');
       const restarted = startAgent(node);
       await agentReady(restarted);
-      expect(restarted.output()).toMatch(/resumed with the stored agent SVID/);
+      // It resumes without attesting, unless its 10 s SVID ran out before the restart (a loaded machine): never for
+      // another reason (unreadable or refused state).
+      expect(restarted.output()).toMatch(/resumed with the stored agent SVID|"reason":"stored agent SVID expired at/);
+      expect(restarted.output()).not.toMatch(/unreadable|not the current one|refused/);
       await expectNothingLost(node, workload);
       await restarted.stop();
       execFileSync('umount', [mount]);
