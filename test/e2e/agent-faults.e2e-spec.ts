@@ -201,10 +201,13 @@ describe('sigil-agent under host faults (real server and agents, faults from out
     ]);
     expect(entries.entries.map((entry) => entry.parent_id)).toEqual([node.agentId]);
     expect((await server.cli(['agent', 'show', '--spiffe-id', node.agentId])).code).toBe(0);
-    const stored = await new AgentStorage(node.dataDir).load(undefined);
-    const decision = await decideResume(stored, { now: new Date(), trustDomain: undefined });
-    expect(decision.resume && decision.spiffeId.toString()).toBe(node.agentId);
-    expect(stored!.bundle.sequenceNumber).toBe(bundle.sequence);
+    // Key and SVID are renamed one after the other by a save: a read between the two is read again.
+    await expectEventually(async () => {
+      const stored = await new AgentStorage(node.dataDir).load(undefined);
+      const decision = await decideResume(stored, { now: new Date(), trustDomain: undefined });
+      expect(decision.resume && decision.spiffeId.toString()).toBe(node.agentId);
+      expect(stored!.bundle.sequenceNumber).toBe(bundle.sequence);
+    }, 5_000);
   }
 
   /** Calls FetchX509SVID until it answers with `code` (a gRPC status), returning the error. */
