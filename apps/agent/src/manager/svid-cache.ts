@@ -311,7 +311,7 @@ export class SvidCache implements IdentityCache {
     this.expiryTimerAt = at;
     this.expiryTimer = setTimeout(() => {
       this.expiryTimerAt = Infinity;
-      if (this.checkExpiries()) this.notify();
+      this.checkExpiries();
       let next: ExpiryDeadline | undefined;
       for (const record of this.records.values()) {
         // One that expired since checkExpiries looked (a timer may fire a little early) is looked at again at once.
@@ -325,8 +325,11 @@ export class SvidCache implements IdentityCache {
     this.expiryTimer.unref();
   }
 
-  /** Records (and logs, once) the SVIDs found expired; true when there are new ones. */
-  private checkExpiries(): boolean {
+  /**
+   * Records and logs, once, the SVIDs found expired, and tells the subscribers (whoever looks first, the timer or a
+   * metrics scrape, open streams hear of it).
+   */
+  private checkExpiries(): void {
     const newly: CacheRecord[] = [];
     for (const record of this.records.values()) {
       if (record.svid === undefined || record.expiry === undefined || !record.expiry.passed(this.clock)) {
@@ -337,7 +340,7 @@ export class SvidCache implements IdentityCache {
       }
     }
     for (const id of this.expiredIds) if (!this.records.has(id)) this.expiredIds.delete(id);
-    if (newly.length === 0) return false;
+    if (newly.length === 0) return;
     this.logger?.warn({
       msg: 'X509-SVIDs expired before the agent could renew them: no longer served',
       svids: newly.length,
@@ -345,7 +348,7 @@ export class SvidCache implements IdentityCache {
       expiredAt: (newly[0] as CacheRecord).svid?.notAfter.toISOString(),
       reason: this.signingProblem ?? 'not renewed yet (see the SvidRotator log)',
     });
-    return true;
+    this.notify();
   }
 
   /** Records that the server refused to sign `entry` (this version of it); it is not served until signed. */
