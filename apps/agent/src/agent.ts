@@ -6,7 +6,7 @@ import { type Clock, systemClock } from '@sigil/runtime';
 import { createRootLogger, PinoLoggerService } from './common/logging.js';
 import { type AgentConfig, insecureBootstrapWarning } from './config.js';
 import { AgentIdentity } from './manager/agent-identity.js';
-import { AgentManager } from './manager/agent-manager.js';
+import { type AgentFatalError, AgentManager } from './manager/agent-manager.js';
 import { AgentStorage } from './storage/agent-storage.js';
 import { EntrySync } from './manager/entry-sync.js';
 import { JwtSvidCache } from './manager/jwt-svid-cache.js';
@@ -40,7 +40,7 @@ export interface RunningAgent {
   readonly metricsAddress?: AddressInfo;
   readonly healthAddress?: AddressInfo;
   /** Settles with the reason when the agent cannot go on (refused by the server and unable to attest again). */
-  readonly fatal: Promise<Error>;
+  readonly fatal: Promise<AgentFatalError>;
   /** Closes the Workload API socket (streams end with UNAVAILABLE) and stops every loop; safe to call twice. */
   stop(): Promise<void>;
 }

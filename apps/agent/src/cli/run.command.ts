@@ -203,12 +203,12 @@ export function runCommand(): Command {
       limitHeapGrowth();
       // Loaded here, not at the top: the api and healthcheck subcommands must start fast.
       const { startAgent } = await import('../agent.js');
-      const { AGENT_FATAL_EXIT_CODE, AgentFatalError } = await import('../manager/agent-manager.js');
+      const { AgentFatalError, exitCodeOf } = await import('../manager/agent-manager.js');
       let agent;
       try {
         agent = await startAgent(config);
       } catch (error) {
-        if (error instanceof AgentFatalError) throw new CliError(error.message, AGENT_FATAL_EXIT_CODE);
+        if (error instanceof AgentFatalError) throw new CliError(error.message, exitCodeOf(error));
         throw error;
       }
       const running = agent;
@@ -226,8 +226,8 @@ export function runCommand(): Command {
           if (stopping) return;
           stopping = true;
           running.stop().then(
-            () => reject(new CliError(error.message, AGENT_FATAL_EXIT_CODE)),
-            () => reject(new CliError(error.message, AGENT_FATAL_EXIT_CODE)),
+            () => reject(new CliError(error.message, exitCodeOf(error))),
+            () => reject(new CliError(error.message, exitCodeOf(error))),
           );
         });
       });

@@ -16,7 +16,13 @@ import { type NodeAttestationConfig } from '../config.js';
 import { AgentStorage } from '../storage/agent-storage.js';
 import { joinTokenDigest } from '../attestor/node/join-token/join-token.attestor.js';
 import { AgentIdentity } from './agent-identity.js';
-import { AgentFatalError, AgentManager } from './agent-manager.js';
+import {
+  AGENT_FATAL_EXIT_CODE,
+  AGENT_RESTART_EXIT_CODE,
+  AgentFatalError,
+  AgentManager,
+  exitCodeOf,
+} from './agent-manager.js';
 import { chainIssuerIds } from './svid-issuers.js';
 
 const td = TrustDomain.parse('example.org');
@@ -77,6 +83,7 @@ class FakeAttestationServer {
 
   async attestX509pop(challengeId: string, signature: Uint8Array, csrPem: string): Promise<AttestationResponse> {
     this.calls.push('x509pop:attest');
+    if (this.refuseAttestation) throw this.refuseAttestation;
     const leaf = new X509Certificate(this.chain[0] as Uint8Array);
     if (challengeId !== 'c1' || !verify('sha256', this.nonce as Uint8Array, leaf.publicKey, signature)) {
       throw new AgentApiError(401, 'unauthenticated', 'x509pop signature does not verify');
@@ -256,6 +263,37 @@ describe('AgentManager', () => {
     await until(() => identity.current() !== first);
     expect(server.calls).toEqual(['join_token:tok-1', 'renew']);
     expect(fatal).toBeUndefined();
+  });
+
+  it('a refused join token stops for the operator (exit 78); a refused x509pop attestation exits to be restarted', async () => {
+    server.refuseAttestation = new AgentApiError(401, 'unauthenticated', 'join token not found or already used');
+    const joinToken = await manager(token('tok-1'))
+      .manager.start()
+      .catch((error: unknown) => error);
+    expect(joinToken).toBeInstanceOf(AgentFatalError);
+    expect(exitCodeOf(joinToken as AgentFatalError)).toBe(AGENT_FATAL_EXIT_CODE);
+
+    // A stranger behind the node's address can void its challenge: the next start may well succeed.
+    const leaf = await popCa.createX509Svid('spiffe://pop.example/x', { uris: [], subject: 'CN=node-1' });
+    await writeFile(join(dir, 'node.pem'), leaf.certificate.toString('pem'));
+    await writeFile(join(dir, 'node.key'), toPem(PEM_LABEL.privateKey, await leaf.privateKeyPkcs8()));
+    server.refuseAttestation = new AgentApiError(
+      403,
+      'permission_denied',
+      'x509pop: challenge_id is unknown, expired or already answered',
+    );
+    const method: NodeAttestationConfig = {
+      type: 'x509pop',
+      options: { cert_file: join(dir, 'node.pem'), key_file: join(dir, 'node.key') },
+    };
+    const x509pop = await manager(method)
+      .manager.start()
+      .catch((error: unknown) => error);
+    expect(x509pop).toBeInstanceOf(AgentFatalError);
+    expect((x509pop as Error).message).toMatch(
+      /^node attestation \(x509pop\) refused by the server: x509pop: challenge_id is unknown, expired or already answered \(attested because /,
+    );
+    expect(exitCodeOf(x509pop as AgentFatalError)).toBe(AGENT_RESTART_EXIT_CODE);
   });
 
   it('attests again with x509pop when the server no longer accepts the agent', async () => {

@@ -45,14 +45,46 @@ export interface AgentManagerOptions {
 /** The agent cannot go on (refused by the server and unable to attest again); the message says what to do. */
 export class AgentFatalError extends Error {
   override readonly name = 'AgentFatalError';
+  /**
+   * True when only the operator can help (no attestor configured, a spent single-use credential): exit
+   * {@link AGENT_FATAL_EXIT_CODE}, not restarted. False when a later start may succeed: a refusal of a credential the
+   * node can present again (x509pop, k8s_psat) may be passing (a challenge voided by someone behind the same address,
+   * a replica in trouble, clocks apart), so the agent exits {@link AGENT_RESTART_EXIT_CODE} and its service manager
+   * starts it again, as SPIRE's agent is.
+   */
+  readonly operatorMustAct: boolean;
+
+  constructor(message: string, options: { operatorMustAct?: boolean } = {}) {
+    super(message);
+    this.operatorMustAct = options.operatorMustAct ?? true;
+  }
+
+  /** The same stop, with more said about it. */
+  explained(message: string): AgentFatalError {
+    return new AgentFatalError(message, { operatorMustAct: this.operatorMustAct });
+  }
 }
 
 /**
- * The exit code of `sigil-agent run` for an {@link AgentFatalError}: sysexits' EX_CONFIG (78), as only the operator
- * can help (a new join token, another node credential). The systemd unit names it in `RestartPreventExitStatus`, so
- * the agent is not restarted every few seconds only to print the same message again.
+ * The exit code of `sigil-agent run` for an {@link AgentFatalError} the operator must act on: sysexits' EX_CONFIG (78)
+ * (a new join token, a node attestor to configure). The systemd unit names it in `RestartPreventExitStatus`, so the
+ * agent is not restarted every few seconds only to print the same message again.
  */
 export const AGENT_FATAL_EXIT_CODE = 78;
+/** The exit code of `sigil-agent run` for an {@link AgentFatalError} that another start may get past: restarted. */
+export const AGENT_RESTART_EXIT_CODE = 1;
+
+/** How `sigil-agent run` exits for this stop. */
+export function exitCodeOf(error: AgentFatalError): number {
+  return error.operatorMustAct ? AGENT_FATAL_EXIT_CODE : AGENT_RESTART_EXIT_CODE;
+}
+
+/** A stop for an attestation that failed with `error` (an {@link AgentFatalError} keeps its kind; others restart). */
+function attestationStop(message: string, error: unknown): AgentFatalError {
+  return error instanceof AgentFatalError
+    ? error.explained(message)
+    : new AgentFatalError(message, { operatorMustAct: false });
+}
 
 /** Longest a renewal timer sleeps before looking again. */
 const MAX_TIMER_MS = 60_000;
@@ -156,7 +188,7 @@ export class AgentManager {
         // Say why the agent attested at all: an operator reading "join token refused" after a corrupt state file
         // must learn that the file is the cause.
         if (error instanceof AgentFatalError)
-          throw new AgentFatalError(`${error.message} (attested because ${decision.reason})`);
+          throw error.explained(`${error.message} (attested because ${decision.reason})`);
         throw error;
       }
     }
@@ -246,7 +278,7 @@ export class AgentManager {
       await this.retryWhileUnavailable(() => this.attest(attestor));
       this.arm();
     } catch (error) {
-      this.failFatal?.(new AgentFatalError(`re-attestation failed: ${(error as Error).message}`));
+      this.failFatal?.(attestationStop(`re-attestation failed: ${(error as Error).message}`, error));
     }
   }
 
@@ -306,7 +338,8 @@ export class AgentManager {
         await this.retryWhileUnavailable(() => this.attest(attestor));
         this.arm();
       } catch (error) {
-        if (!this.stopped) this.failFatal?.(new AgentFatalError(`re-attestation failed: ${(error as Error).message}`));
+        if (!this.stopped)
+          this.failFatal?.(attestationStop(`re-attestation failed: ${(error as Error).message}`, error));
       }
     })().finally(() => {
       this.reattesting = undefined;
@@ -373,7 +406,10 @@ export class AgentManager {
       response = await attestNode(this.client, attestor, csr.pem);
     } catch (error) {
       if (error instanceof AgentApiError && !isServerBusy(error)) {
-        throw new AgentFatalError(`node attestation (${attestor.type}) refused by the server: ${error.message}`);
+        // A single-use credential the server refused stays refused; a node credential may be accepted next time.
+        throw new AgentFatalError(`node attestation (${attestor.type}) refused by the server: ${error.message}`, {
+          operatorMustAct: attestor.singleUse !== undefined,
+        });
       }
       throw error;
     }
