@@ -58,19 +58,8 @@ export type {
   ValidateJWTSVIDRequest,
   ValidateJWTSVIDResponse,
 } from './gen/workload_pb.js';
-export { SPIFFE_ENDPOINT_SOCKET, type WorkloadApiAddress, parseWorkloadApiAddress } from './address.js';
-export { type Backoff, ExponentialBackoff, type ExponentialBackoffOptions } from './backoff.js';
-export { type GrpcStatus, WorkloadApiError, type WorkloadApiErrorCode } from './errors.js';
-export {
-  type CallOptions,
-  type ErrorHandler,
-  type FetchJwtSvidParams,
-  SECURITY_HEADER,
-  type UpdateHandler,
-  WorkloadApiClient,
-  type WorkloadApiClientOptions,
-} from './client.js';
-export type { WorkloadJwtSvid, X509Context } from './responses.js';
+// The client alone, as `@sigil/workload-api/client` exports it (one list for both entry points).
+export * from './client-entry.js';
 export type { SourceOptions } from './source-watch.js';
 export { X509Source, type X509SourceOptions } from './x509-source.js';
 export { JwtSource, type JwtSourceOptions } from './jwt-source.js';
