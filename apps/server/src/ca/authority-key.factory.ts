@@ -57,14 +57,27 @@ export class AuthorityKeyFactory {
 
   /**
    * Upstream authority sigil: the authority IDs of the upstream server's tainted keys (asked over mTLS with this
-   * server's X509-SVID); undefined for any other authority.
+   * server's X509-SVID, the upstream server authenticated against `trusted`, the upstream roots stored); undefined
+   * for any other authority.
    */
-  upstreamTaintedAuthorities(): Promise<Set<string>> | undefined {
-    return this.upstreamSigil?.taintedAuthorities();
+  upstreamTaintedAuthorities(trusted: readonly Uint8Array[]): Promise<Set<string>> | undefined {
+    return this.upstreamSigil?.taintedAuthorities(trusted);
   }
 
-  /** A new prepared key of `kind`, valid from `now` for the CA TTL (an upstream CA may shorten it). */
-  async create(kind: AuthorityKind, now: Date): Promise<NewCaKey> {
+  /**
+   * Upstream authority sigil: the upstream bundle's X.509 authorities now, from an upstream server authenticated
+   * against `trusted` (the upstream roots stored); see {@link UpstreamSigilAuthority.x509Authorities}.
+   */
+  async upstreamX509Authorities(trusted: readonly Uint8Array[], now: Date): Promise<Buffer[]> {
+    if (this.upstreamSigil === undefined) throw new Error('upstream authority sigil is not configured');
+    return this.upstreamSigil.x509Authorities(trusted, now);
+  }
+
+  /**
+   * A new prepared key of `kind`, valid from `now` for the CA TTL (an upstream CA may shorten it). `upstreamRoots`:
+   * the upstream roots already stored, which an upstream Sigil server must chain to (empty at bootstrap).
+   */
+  async create(kind: AuthorityKind, now: Date, upstreamRoots: readonly Uint8Array[] = []): Promise<NewCaKey> {
     const id = randomUUID();
     const keys = await generateKeyPair(this.config.caKeyType);
     const publicKeyDer = Buffer.from(exportPublicKeySpki(keys.publicKey));
@@ -89,7 +102,7 @@ export class AuthorityKeyFactory {
 
     if (this.upstreamSigil !== undefined) {
       // Asked again for every new key: each preparation gets a CA (and the upstream roots) signed at that time.
-      const signed = await this.upstreamSigil.signCa(keys, now);
+      const signed = await this.upstreamSigil.signCa(keys, now, upstreamRoots);
       const certificate = nodeCertificateFromDer(signed.certificateDer);
       return {
         ...common,

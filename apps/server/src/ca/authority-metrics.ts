@@ -5,11 +5,12 @@ export type AuthorityTransition = 'prepared' | 'activated' | 'retired' | 'pruned
 
 /**
  * Why an update of the upstream bundle (upstream authority sigil) was not followed: the local agent's Workload API
- * stream failed (`stream`), it delivered no usable bundle of our trust domain (`bundle`), or storing it failed
- * (`store`), or asking the upstream server for its tainted keys failed (`taints`). The last good roots stay published
- * in every case.
+ * stream (the trigger) failed (`stream`), the upstream server could not be asked or authenticated, or answered
+ * something unreadable (`upstream`), its roots were refused (`refused`: not self-signed CA certificates, too many,
+ * or dropping the root our active or prepared key chains to), storing them failed (`store`), or asking the upstream
+ * server for its tainted keys failed (`taints`). The last good roots stay published in every case.
  */
-export type UpstreamBundleFailure = 'stream' | 'bundle' | 'store' | 'taints';
+export type UpstreamBundleFailure = 'stream' | 'upstream' | 'refused' | 'store' | 'taints';
 
 /**
  * The authority's metrics hook. The CA calls it; the health module implements it with prom-client counters and

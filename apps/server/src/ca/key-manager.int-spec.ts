@@ -15,6 +15,7 @@ import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { TestCa } from '../../../../test/support/test-ca.js';
 import type { AuthorityKey } from './authority-key.js';
 import type { AuthorityKind } from './ca-key.js';
+import { MAX_UPSTREAM_ROOTS } from './upstream-authorities.js';
 
 const T0 = Date.UTC(2026, 0, 1);
 const WORKLOAD = SpiffeId.parse('spiffe://example.org/workload');
@@ -273,16 +274,49 @@ describe('KeyManager (CA key journal and rotation)', () => {
       expect(same.rowIds).toEqual([]);
       expect(authority.bundles.ownBundle().sequenceNumber).toBe(sequence + 1);
 
-      // The top dropped top1, the root the active key chains to: it leaves our bundle too, and the key is named.
-      const removed = await authority.keys.followUpstreamAuthorities([new Uint8Array(top2!.certificate.rawData)]);
-      expect(removed).toEqual({
-        rowIds: [active.id],
-        added: [],
-        removed: [b64(top1!)],
-        orphaned: [active.authorityId],
+      // The top dropped top1, the root the active key chains to: refused (what the key signs would stop verifying),
+      // nothing written; the stored set, the bundle and its sequence stay.
+      await expect(
+        authority.keys.followUpstreamAuthorities([new Uint8Array(top2!.certificate.rawData)]),
+      ).rejects.toMatchObject({
+        kind: 'failed_precondition',
+        message: expect.stringContaining(
+          `upstream roots refused: they drop the root that X.509 authorities ${active.authorityId} chain to`,
+        ),
       });
+      expect(await stored(active.id)).toEqual([b64(top1!), b64(top2!)]);
+      expect(published()).toEqual([b64(top1!), b64(top2!)].sort());
+      expect(authority.bundles.ownBundle().sequenceNumber).toBe(sequence + 1);
+
+      // Not self-signed CA certificates, or more than the cap: refused before the journal is touched.
+      const intermediate = await top2!.createIntermediate();
+      // Self-signed, but basicConstraints cA=false.
+      const notCa = await TestCa.create('example.org', { now: new Date(T0), isCa: false });
+      for (const [roots, problem] of [
+        [
+          [top1!.certificate, notCa.certificate],
+          'x509_authorities[1]: is not a CA certificate (basicConstraints cA=false)',
+        ],
+        [[top1!.certificate, intermediate.certificate], 'x509_authorities[1]: is not a self-signed root'],
+        [Array.from({ length: MAX_UPSTREAM_ROOTS + 1 }, () => top1!.certificate), 'x509_authorities: at most 32 roots'],
+      ] as const) {
+        await expect(
+          authority.keys.followUpstreamAuthorities(roots.map((certificate) => new Uint8Array(certificate.rawData))),
+        ).rejects.toMatchObject({ kind: 'invalid_argument', message: expect.stringContaining(problem) });
+      }
+      expect(await stored(active.id)).toEqual([b64(top1!), b64(top2!)]);
+
+      // Once the active key chains to top2 (the operator moved to a key the top's current key signed), dropping
+      // top1 is followed: it leaves our bundle too.
+      await db.dataSource.query('UPDATE ca_keys SET upstream_chain = $1::jsonb WHERE id = $2', [
+        JSON.stringify([b64(top2!)]),
+        active.id,
+      ]);
+      const removed = await authority.keys.followUpstreamAuthorities([new Uint8Array(top2!.certificate.rawData)]);
+      expect(removed).toEqual({ rowIds: [active.id], added: [], removed: [b64(top1!)], orphaned: [] });
       expect(published()).toEqual([b64(top2!)]);
       expect(await stored(active.id)).toEqual([b64(top2!)]);
+      expect(authority.keys.storedUpstreamAuthorities().map((der) => der.toString('base64'))).toEqual([b64(top2!)]);
 
       // Other journal writes (the key retiring) leave the stored set alone.
       const next = await authority.keys.prepare('x509');

@@ -16,8 +16,10 @@ import { planRotation, type RotationStep } from './rotation-plan.js';
 import { pauseInsideRotationForTests } from './rotation-test-hook.js';
 import { toAuthorityKey, type AuthorityChange, type AuthorityKey } from './authority-key.js';
 import {
+  checkUpstreamRoots,
   diffUpstreamAuthorities,
   publishedX509Authorities,
+  storedUpstreamRoots,
   type UpstreamAuthoritiesChange,
 } from './upstream-authorities.js';
 
@@ -59,6 +61,8 @@ const KINDS: readonly AuthorityKind[] = ['x509', 'jwt'];
 export class KeyManager implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger(KeyManager.name);
   private keys: readonly AuthorityKey[] = [];
+  /** The upstream roots the journal stores, as last loaded ({@link storedUpstreamRoots}). */
+  private upstreamRoots: readonly Buffer[] = [];
   private signing = new Map<AuthorityKind, SigningAuthority>();
   private version: string | undefined;
   private inFlight: Promise<TickResult> | undefined;
@@ -216,15 +220,40 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
   }
 
   /**
-   * Upstream authority sigil: stores `roots` (the top trust domain's X.509 authorities, DER, as the local agent's
-   * Workload API delivered them) on every key the upstream server signed, and publishes them in our bundle at once
-   * through the same journal → bundle path as a rotation, so every replica and agent of this trust domain follows.
-   * Nothing is written when the set is the stored one.
+   * Upstream authority sigil: the upstream roots the journal stores, as last loaded, which the upstream server's TLS
+   * certificate must chain to. Empty before the first key the upstream server signed.
+   */
+  storedUpstreamAuthorities(): readonly Buffer[] {
+    return this.upstreamRoots;
+  }
+
+  /**
+   * Upstream authority sigil: stores `roots` (the top trust domain's X.509 authorities, DER, as the upstream server
+   * answered them over authenticated mTLS) on every key the upstream server signed, and publishes them in our bundle
+   * at once through the same journal → bundle path as a rotation, so every replica and agent of this trust domain
+   * follows. Nothing is written when the set is the stored one.
+   * @throws AppError `invalid_argument` when the set breaks {@link checkUpstreamRoots} (too many, not self-signed CA
+   * certificates, none unexpired), `failed_precondition` when it drops the root the active or prepared key chains to
+   * (what it signs would stop verifying: the operator moves to a key the upstream server's current key signs first,
+   * `localauthority x509 prepare` then `activate`); nothing is written then.
    */
   async followUpstreamAuthorities(roots: readonly Uint8Array[]): Promise<UpstreamAuthoritiesChange> {
-    const wanted = [...new Set(roots.map((der) => Buffer.from(der).toString('base64')))];
+    let checked: Buffer[];
+    try {
+      checked = checkUpstreamRoots(roots, this.clock.now());
+    } catch (error) {
+      throw new AppError('invalid_argument', `upstream roots refused: ${(error as Error).message}`);
+    }
+    const wanted = [...new Set(checked.map((der) => der.toString('base64')))];
     return this.change(async (tx, rows) => {
       const diff = diffUpstreamAuthorities(rows, wanted);
+      if (diff.orphaned.length > 0) {
+        throw new AppError(
+          'failed_precondition',
+          `upstream roots refused: they drop the root that X.509 authorities ${diff.orphaned.join(', ')} chain to; ` +
+            'prepare and activate a key the upstream server signs now (localauthority x509 prepare, then activate)',
+        );
+      }
       for (const id of diff.rowIds) {
         await this.journal.update(tx, id, { upstreamAuthorities: wanted });
         replaceRow(
@@ -282,12 +311,14 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
   }
 
   /**
-   * The upstream server's tainted authority IDs (upstream authority sigil only; undefined otherwise, or when it could
-   * not be asked: logged and counted, the next tick asks again).
+   * The upstream server's tainted authority IDs (upstream authority sigil only; undefined otherwise, before the first
+   * key the upstream server signed (no stored root to authenticate it with, and no key to move away from), or when it
+   * could not be asked: logged and counted, the next tick asks again).
    */
   private async upstreamTainted(): Promise<Set<string> | undefined> {
+    if (this.upstreamRoots.length === 0) return undefined;
     try {
-      return await this.factory.upstreamTaintedAuthorities();
+      return await this.factory.upstreamTaintedAuthorities(this.upstreamRoots);
     } catch (error) {
       this.metrics.upstreamBundleFailed('taints');
       this.logger.warn({
@@ -413,7 +444,7 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
   private async createAhead(kind: AuthorityKind, wanted: boolean): Promise<void> {
     this.createdAhead.delete(kind);
     if (!wanted || kind !== 'x509' || !this.factory.signsRemotely) return;
-    this.createdAhead.set(kind, await this.factory.create(kind, this.clock.now()));
+    this.createdAhead.set(kind, await this.factory.create(kind, this.clock.now(), this.upstreamRoots));
   }
 
   private findOld(rows: CaKey[], kind: AuthorityKind, authorityId: string, verb: string): CaKey {
@@ -465,7 +496,7 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
   ): Promise<CaKey> {
     const ahead = this.createdAhead.get(kind);
     this.createdAhead.delete(kind);
-    const key = ahead ?? (await this.factory.create(kind, now));
+    const key = ahead ?? (await this.factory.create(kind, now, storedUpstreamRoots(rows)));
     if (state === 'prepared') {
       await this.journal.insert(tx, key);
       rows.push({ ...key, revision: '' });
@@ -562,6 +593,7 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
     }
     const maxRevision = rows.reduce((max, row) => (BigInt(row.revision) > BigInt(max) ? row.revision : max), '0');
     this.keys = rows.map(toAuthorityKey);
+    this.upstreamRoots = storedUpstreamRoots(rows);
     this.signing = signing;
     this.version = versionOf(rows.length, rows.length === 0 ? null : maxRevision);
     this.logger.log({

@@ -1,7 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { TEST_NOW, TestCa } from '../../../../test/support/test-ca.js';
 import type { CaKey } from './ca-key.js';
-import { diffUpstreamAuthorities, publishedX509Authorities } from './upstream-authorities.js';
+import {
+  checkUpstreamRoots,
+  diffUpstreamAuthorities,
+  publishedX509Authorities,
+  storedUpstreamRoots,
+} from './upstream-authorities.js';
 
 const der = (ca: TestCa): Buffer => Buffer.from(ca.certificate.rawData);
 const b64 = (ca: TestCa): string => der(ca).toString('base64');
@@ -105,5 +110,42 @@ describe('upstream authorities (upstream authority sigil): what the bundle publi
     expect(diff.removed).toEqual([b64(k1!)]);
     // An old key signs nothing any more; the active one does.
     expect(diff.orphaned).toEqual(['authority-active']);
+  });
+});
+
+describe('upstream roots: which sets are accepted and which are trusted', () => {
+  it('accepts unexpired self-signed CA roots; refuses an empty set and one whose roots have all expired', async () => {
+    const [k1, k2] = await Promise.all([1, 2].map(() => TestCa.create('example.org', { now: TEST_NOW })));
+    const expired = await TestCa.create('example.org', {
+      now: TEST_NOW,
+      notBefore: new Date(TEST_NOW.getTime() - 7200_000),
+      notAfter: new Date(TEST_NOW.getTime() - 1000),
+    });
+    expect(checkUpstreamRoots([der(k1!), der(expired)], TEST_NOW)).toEqual([der(k1!), der(expired)]);
+    expect(() => checkUpstreamRoots([der(expired)], TEST_NOW)).toThrow(
+      'x509_authorities: holds no unexpired certificate',
+    );
+    expect(() => checkUpstreamRoots([], TEST_NOW)).toThrow('x509_authorities: must hold at least one certificate');
+    expect(() => checkUpstreamRoots([der(k2!), Buffer.from('junk')], TEST_NOW)).toThrow(
+      'x509_authorities[1]: not a DER certificate',
+    );
+  });
+
+  it('trusts the roots stored on unrevoked X.509 keys, once each; none before the first upstream-signed key', async () => {
+    const [k1, k2, k3] = await Promise.all([1, 2, 3].map(() => TestCa.create('example.org', { now: TEST_NOW })));
+    const row = (kind: CaKey['kind'], revoked: boolean, authorities: TestCa[] | null) => ({
+      kind,
+      revoked,
+      upstreamAuthorities: authorities === null ? null : authorities.map(b64),
+    });
+    expect(storedUpstreamRoots([row('x509', false, null), row('jwt', false, null)])).toEqual([]);
+    expect(
+      storedUpstreamRoots([
+        row('x509', false, [k1!, k2!]),
+        row('x509', false, [k2!]),
+        row('x509', true, [k3!]),
+        row('x509', false, null),
+      ]),
+    ).toEqual([der(k1!), der(k2!)]);
   });
 });

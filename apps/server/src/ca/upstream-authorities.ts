@@ -1,6 +1,58 @@
 import { nodeCertificateFromDer } from '@sigil/spiffe';
 import type { CaKey } from './ca-key.js';
 
+/**
+ * At most this many upstream roots are followed: a trust domain holds a few (the active key, the prepared one, old
+ * ones not yet pruned, an upstream CA's roots); 32 leaves room for any rotation while bounding what an upstream
+ * answer can add to every bundle of our trust domain (and to each journal row, which stores the set).
+ */
+export const MAX_UPSTREAM_ROOTS = 32;
+
+/**
+ * Checks a set of upstream X.509 authorities (DER) before it is stored or trusted; throws naming the first
+ * problem: more than {@link MAX_UPSTREAM_ROOTS}, one that cannot be read, one that is not a self-signed CA
+ * certificate (basicConstraints cA=true, issued by itself, its signature verifies with its own key), or none
+ * unexpired at `now`. Returns the certificates as DER buffers.
+ */
+export function checkUpstreamRoots(roots: readonly Uint8Array[], now: Date): Buffer[] {
+  if (roots.length === 0) throw new Error('x509_authorities: must hold at least one certificate');
+  if (roots.length > MAX_UPSTREAM_ROOTS) {
+    throw new Error(`x509_authorities: at most ${MAX_UPSTREAM_ROOTS} roots, got ${roots.length}`);
+  }
+  let unexpired = 0;
+  const checked = roots.map((der, index) => {
+    let certificate;
+    try {
+      certificate = nodeCertificateFromDer(der);
+    } catch {
+      throw new Error(`x509_authorities[${index}]: not a DER certificate`);
+    }
+    if (!certificate.ca)
+      throw new Error(`x509_authorities[${index}]: is not a CA certificate (basicConstraints cA=false)`);
+    if (!certificate.checkIssued(certificate) || !certificate.verify(certificate.publicKey)) {
+      throw new Error(`x509_authorities[${index}]: is not a self-signed root`);
+    }
+    if (now.getTime() < new Date(certificate.validTo).getTime()) unexpired += 1;
+    return certificate.raw;
+  });
+  if (unexpired === 0) throw new Error('x509_authorities: holds no unexpired certificate');
+  return checked;
+}
+
+/**
+ * The upstream roots this server already stores (every X.509 key the upstream Sigil server signed keeps the set it
+ * last followed), DER, without duplicates: what the upstream server's TLS certificate must chain to. Empty before the
+ * first such key (the bootstrap, where the local agent's bundle is trusted once).
+ */
+export function storedUpstreamRoots(
+  rows: readonly Pick<CaKey, 'kind' | 'revoked' | 'upstreamAuthorities'>[],
+): Buffer[] {
+  const roots = new Set(
+    rows.filter((row) => row.kind === 'x509' && !row.revoked).flatMap((row) => row.upstreamAuthorities ?? []),
+  );
+  return [...roots].map((root) => Buffer.from(root, 'base64'));
+}
+
 type PublishedRow = Pick<CaKey, 'kind' | 'certificateDer' | 'upstreamChain' | 'upstreamAuthorities'>;
 type FollowedRow = Pick<CaKey, 'id' | 'kind' | 'state' | 'authorityId' | 'upstreamChain' | 'upstreamAuthorities'>;
 

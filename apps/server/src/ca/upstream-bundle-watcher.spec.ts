@@ -1,99 +1,178 @@
-import { TrustBundle, TrustBundleSet, TrustDomain } from '@sigil/spiffe';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+/**
+ * Upstream authority sigil against a hostile local agent socket (review R8): whoever answers on
+ * `upstream_agent_socket` (here the agent's real Workload API server, h2c on a Unix socket, holding an attacker's CA)
+ * must not choose the nested trust domain's roots. The roots come from the upstream server over mTLS, its certificate
+ * verified against the upstream roots already stored; the socket's bundle stream is only a trigger.
+ */
+import { type IncomingMessage, type ServerResponse } from 'node:http';
+import { type Server, createServer } from 'node:https';
+import { type AddressInfo } from 'node:net';
+import { webcrypto } from 'node:crypto';
+import { TrustDomain } from '@sigil/spiffe';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RecordingAuthorityMetrics } from '../../../../test/support/authority.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
-import { TEST_NOW, TestCa } from '../../../../test/support/test-ca.js';
-import type { UpstreamAuthoritiesChange } from './upstream-authorities.js';
+import { FakeWorkloadApi } from '../../../../test/support/fake-workload-api.js';
+import { TestCa } from '../../../../test/support/test-ca.js';
+import { DOWNSTREAM_TAINTED_AUTHORITIES_PATH } from '../downstream/downstream-contract.js';
+import { MAX_UPSTREAM_ROOTS, type UpstreamAuthoritiesChange } from './upstream-authorities.js';
 import { type UpstreamAuthoritiesStore, UpstreamBundleWatcher } from './upstream-bundle-watcher.js';
+import { UpstreamSigilAuthority } from './upstream-sigil.js';
 
 const TD = TrustDomain.parse('example.org');
 const b64 = (der: Uint8Array): string => Buffer.from(der).toString('base64');
 const der = (ca: TestCa): Uint8Array => new Uint8Array(ca.certificate.rawData);
+const pem = (ders: readonly Uint8Array[]): string =>
+  ders.map((d) => `-----BEGIN CERTIFICATE-----\n${b64(d)}\n-----END CERTIFICATE-----\n`).join('');
 
-/** A journal stand-in: records every set it is asked to follow; fails while `failing` is set. */
+/** A journal stand-in holding the stored upstream roots; records every set it is asked to follow. */
 class RecordingStore implements UpstreamAuthoritiesStore {
   readonly calls: string[][] = [];
-  failing: Error | undefined;
-
+  constructor(public stored: Uint8Array[]) {}
+  storedUpstreamAuthorities(): readonly Uint8Array[] {
+    return this.stored;
+  }
   async followUpstreamAuthorities(roots: readonly Uint8Array[]): Promise<UpstreamAuthoritiesChange> {
     this.calls.push(roots.map(b64));
-    if (this.failing !== undefined) throw this.failing;
     return { rowIds: ['key'], added: roots.map(b64), removed: [], orphaned: [] };
   }
 }
 
-function setup() {
-  const store = new RecordingStore();
-  const metrics = new RecordingAuthorityMetrics();
-  const watcher = new UpstreamBundleWatcher({ trustDomain: TD }, store, new FakeClock(TEST_NOW), metrics);
-  return { store, metrics, watcher };
+/**
+ * An "upstream server" on 127.0.0.1 presenting `spiffe://example.org/sigil/server` issued by `issuer`, answering the
+ * downstream X.509 authorities route with `answer()` (and any other route with 403).
+ */
+async function upstreamServer(issuer: TestCa, answer: () => unknown): Promise<{ server: Server; port: number }> {
+  const svid = await issuer.createX509Svid(`spiffe://${TD.name}/sigil/server`);
+  const key = webcrypto.subtle.exportKey('pkcs8', svid.keys.privateKey);
+  const server = createServer(
+    {
+      key: `-----BEGIN PRIVATE KEY-----\n${Buffer.from(await key).toString('base64')}\n-----END PRIVATE KEY-----\n`,
+      cert: pem(svid.chainDer()),
+      requestCert: true,
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.3',
+    },
+    (req: IncomingMessage, res: ServerResponse) => {
+      const ok = req.method === 'GET' && req.url === DOWNSTREAM_TAINTED_AUTHORITIES_PATH;
+      res.writeHead(ok ? 200 : 403, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(ok ? answer() : { message: 'no' }));
+    },
+  );
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, port: (server.address() as AddressInfo).port };
 }
 
-const delivery = (...bundles: TrustBundle[]): TrustBundleSet => new TrustBundleSet(bundles);
-const bundleOf = (trustDomain: string, ...cas: TestCa[]): TrustBundle =>
-  TrustBundle.create(TrustDomain.parse(trustDomain), { x509Authorities: cas.map(der) });
+describe('upstream roots (upstream authority sigil) with a hostile agent socket', () => {
+  let top: TestCa;
+  let topNext: TestCa;
+  let hostile: FakeWorkloadApi;
+  const servers: Server[] = [];
 
-describe('UpstreamBundleWatcher: what it makes of each Workload API delivery', () => {
-  afterEach(() => {
-    vi.useRealTimers();
+  beforeAll(async () => {
+    [top, topNext] = await Promise.all([TestCa.create(TD), TestCa.create(TD)]);
+    // The attacker's agent: its own CA for example.org, so its bundle holds the attacker's root only.
+    hostile = await FakeWorkloadApi.start(TD.name, ['/nested-server']);
+  });
+  afterAll(async () => {
+    await hostile.dispose();
+    for (const server of servers) server.close();
   });
 
-  it("stores our trust domain's roots (not a federated one's) once per change", async () => {
-    const [k1, k2, foreign] = await Promise.all([
-      TestCa.create(TD, { now: TEST_NOW }),
-      TestCa.create(TD, { now: TEST_NOW }),
-      TestCa.create('other.org', { now: TEST_NOW }),
-    ]);
-    const { store, metrics, watcher } = setup();
-    await watcher.receive(delivery(bundleOf('example.org', k1), bundleOf('other.org', foreign)));
-    expect(store.calls).toEqual([[b64(der(k1))]]);
+  async function setup(issuer: TestCa, answer: () => unknown) {
+    const { server, port } = await upstreamServer(issuer, answer);
+    servers.push(server);
+    const config = {
+      trustDomain: TD,
+      caTtlSeconds: 3600,
+      upstreamSigil: {
+        agentSocket: hostile.socketPath,
+        serverAddress: { host: '127.0.0.1', port, text: `127.0.0.1:${port}` },
+      },
+    };
+    const authority = new UpstreamSigilAuthority(config);
+    const store = new RecordingStore([der(top)]);
+    const metrics = new RecordingAuthorityMetrics();
+    const upstream = { upstreamX509Authorities: authority.x509Authorities.bind(authority) };
+    const watcher = new UpstreamBundleWatcher(config, store, upstream, new FakeClock(new Date()), metrics);
+    return { authority, store, metrics, watcher };
+  }
 
-    // The same roots in another order: nothing to store.
-    await watcher.receive(delivery(bundleOf('example.org', k1)));
-    await watcher.receive(delivery(bundleOf('example.org', k2, k1)));
-    await watcher.receive(delivery(bundleOf('example.org', k1, k2)));
-    expect(store.calls).toEqual([[b64(der(k1))], [b64(der(k2)), b64(der(k1))]]);
-    expect(metrics.upstreamBundle).toEqual(['changed', 'changed']);
+  it("never stores the socket's bundle, and an impostor upstream server fails against the stored roots", async () => {
+    const attackerRoot = hostile.ca.root();
+    const { authority, store, metrics, watcher } = await setup(attackerRoot, () => ({
+      x509_authorities: [b64(der(attackerRoot))],
+    }));
+    // The impostor's certificate does not chain to the stored root: Node's chain check fails the handshake.
+    await expect(authority.x509Authorities([der(top)], new Date())).rejects.toThrow(
+      /upstream_server_address 127\.0\.0\.1:\d+: unable to verify the first certificate/,
+    );
+    // The socket's bundle stream triggers an ask (its content, the attacker's root, is not used).
+    watcher.onApplicationBootstrap();
+    try {
+      await expect.poll(() => metrics.upstreamBundle, { timeout: 20_000 }).toContain('failed:upstream');
+      await watcher.refresh();
+    } finally {
+      await watcher.beforeApplicationShutdown();
+    }
+    expect(store.calls).toEqual([]);
+    expect(metrics.upstreamBundle.filter((outcome) => outcome !== 'failed:upstream')).toEqual([]);
   });
 
-  it('keeps the last good roots when a delivery has no usable bundle of our trust domain', async () => {
-    const [k1, foreign] = await Promise.all([TestCa.create(TD, { now: TEST_NOW }), TestCa.create('other.org')]);
-    const expired = await TestCa.create(TD, {
-      now: TEST_NOW,
-      notBefore: new Date(TEST_NOW.getTime() - 7200_000),
-      notAfter: new Date(TEST_NOW.getTime() - 1000),
+  it('refuses to sign our CA through an impostor upstream server once roots are stored', async () => {
+    const attackerRoot = hostile.ca.root();
+    const { authority } = await setup(attackerRoot, () => ({}));
+    const keys = (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, [
+      'sign',
+      'verify',
+    ])) as webcrypto.CryptoKeyPair;
+    await expect(authority.signCa(keys, new Date(), [der(top)])).rejects.toMatchObject({
+      kind: 'unavailable',
+      message: expect.stringMatching(/: unable to verify the first certificate$/),
     });
-    const { store, metrics, watcher } = setup();
-    await watcher.receive(delivery(bundleOf('example.org', k1)));
-    await watcher.receive(delivery(bundleOf('other.org', foreign)));
-    await watcher.receive(delivery(bundleOf('example.org')));
-    await watcher.receive(delivery(bundleOf('example.org', expired)));
-    expect(store.calls).toEqual([[b64(der(k1))]]);
-    expect(metrics.upstreamBundle).toEqual(['changed', 'failed:bundle', 'failed:bundle', 'failed:bundle']);
   });
 
-  it('retries a set it could not store after a backoff, and a newer delivery replaces it', async () => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
-    const [k1, k2, k3] = await Promise.all([1, 2, 3].map(() => TestCa.create(TD, { now: TEST_NOW })));
-    const { store, metrics, watcher } = setup();
-    store.failing = new Error('database unavailable');
-    await watcher.receive(delivery(bundleOf('example.org', k1)));
-    expect(metrics.upstreamBundle).toEqual(['failed:store']);
+  it("follows the genuine upstream server's roots through the same hostile socket, once per change", async () => {
+    let answer = [der(top), der(topNext)];
+    const { store, metrics, watcher } = await setup(top, () => ({ x509_authorities: answer.map(b64) }));
+    await watcher.refresh();
+    await watcher.refresh();
+    expect(store.calls).toEqual([[b64(der(top)), b64(der(topNext))]]);
+    answer = [der(topNext), der(top)];
+    await watcher.refresh();
+    expect(store.calls).toHaveLength(1);
+    expect(metrics.upstreamBundle).toEqual(['changed', 'unchanged', 'unchanged']);
+  });
 
-    // The first retry (after 1 s) fails too; the second (2 s later) stores it.
-    await vi.advanceTimersByTimeAsync(1000);
-    expect(store.calls).toHaveLength(2);
-    store.failing = undefined;
-    await vi.advanceTimersByTimeAsync(2000);
-    expect(store.calls).toEqual([[b64(der(k1))], [b64(der(k1))], [b64(der(k1))]]);
-    expect(metrics.upstreamBundle).toEqual(['failed:store', 'failed:store', 'changed']);
+  it('refuses an answer that is not a set of self-signed CA certificates, or more than the cap', async () => {
+    const leaf = await top.createX509Svid(`spiffe://${TD.name}/workload`);
+    const intermediate = await top.createIntermediate();
+    const many = await Promise.all(Array.from({ length: MAX_UPSTREAM_ROOTS + 1 }, () => TestCa.create(TD)));
+    const answers: Uint8Array[][] = [
+      [der(top), new Uint8Array(leaf.certificate.rawData)],
+      [der(intermediate)],
+      many.map(der),
+    ];
+    let index = 0;
+    const { store, metrics, watcher } = await setup(top, () => ({ x509_authorities: answers[index]!.map(b64) }));
+    for (index = 0; index < answers.length; index += 1) await watcher.refresh();
+    expect(store.calls).toEqual([]);
+    expect(metrics.upstreamBundle).toEqual(['failed:upstream', 'failed:upstream', 'failed:upstream']);
+  });
 
-    // A failed set is dropped for a newer delivery: only the newer one is retried.
-    store.failing = new Error('database unavailable');
-    await watcher.receive(delivery(bundleOf('example.org', k2)));
-    store.failing = undefined;
-    await watcher.receive(delivery(bundleOf('example.org', k3)));
-    await vi.advanceTimersByTimeAsync(60_000);
-    expect(store.calls.slice(3)).toEqual([[b64(der(k2))], [b64(der(k3))]]);
+  it('asks nothing while no upstream root is stored (the first key bootstraps from the agent)', async () => {
+    const { store, metrics, watcher } = await setup(top, () => ({ x509_authorities: [b64(der(top))] }));
+    store.stored = [];
+    await watcher.refresh();
+    expect(store.calls).toEqual([]);
+    expect(metrics.upstreamBundle).toEqual([]);
+    // The reads themselves refuse to trust the agent's bundle: only the first CA key is signed that way.
+    const attackerRoot = hostile.ca.root();
+    const { authority } = await setup(attackerRoot, () => ({ x509_authorities: [b64(der(attackerRoot))] }));
+    for (const read of [authority.x509Authorities([], new Date()), authority.taintedAuthorities([])]) {
+      await expect(read).rejects.toThrow(
+        'upstream authority sigil: no upstream roots stored yet to authenticate the upstream server with',
+      );
+    }
   });
 });

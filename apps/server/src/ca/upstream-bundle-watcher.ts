@@ -9,54 +9,64 @@ import {
 } from '@nestjs/common';
 import { truncateForLog } from '@sigil/logging';
 import { nodeCertificateFromDer } from '@sigil/spiffe';
-import {
-  type Backoff,
-  ExponentialBackoff,
-  type TrustBundleSet,
-  WorkloadApiClient,
-  type WorkloadApiError,
-} from '@sigil/workload-api';
+import { WorkloadApiClient, type WorkloadApiError } from '@sigil/workload-api';
 import { CLOCK, type Clock } from '../common/clock.js';
+import { AppError } from '../common/errors.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
+import { AuthorityKeyFactory } from './authority-key.factory.js';
 import { AUTHORITY_METRICS, noAuthorityMetrics, type AuthorityMetrics } from './authority-metrics.js';
 import { KeyManager } from './key-manager.js';
 import type { UpstreamAuthoritiesChange } from './upstream-authorities.js';
 
-/** What the watcher needs of the key journal: {@link KeyManager.followUpstreamAuthorities}. */
+/** What the watcher needs of the key journal ({@link KeyManager}). */
 export interface UpstreamAuthoritiesStore {
+  /** The upstream roots stored, which the upstream server must chain to; empty before the first upstream-signed key. */
+  storedUpstreamAuthorities(): readonly Uint8Array[];
   followUpstreamAuthorities(roots: readonly Uint8Array[]): Promise<UpstreamAuthoritiesChange>;
 }
 
+/** What the watcher needs of the upstream server ({@link AuthorityKeyFactory.upstreamX509Authorities}). */
+export interface UpstreamRootsSource {
+  upstreamX509Authorities(trusted: readonly Uint8Array[], now: Date): Promise<readonly Uint8Array[]>;
+}
+
+/**
+ * How often the upstream server is asked for its roots besides the agent's bundle stream (SPIRE's `spire` upstream
+ * authority polls every 5 s). Each ask costs an SVID fetch and an mTLS handshake with the upstream server, and a new
+ * upstream root is published there at the upstream key's preparation, hours before it signs anything, so 10 s is
+ * ample; the stream makes the usual change arrive sooner.
+ */
+export const UPSTREAM_POLL_INTERVAL_MS = 10_000;
 /** How long to wait before watching again after the Workload API refused the watch for good (`unimplemented`). */
 const REWATCH_DELAY_MS = 30_000;
 
 /**
- * Upstream authority sigil, live: watches the local (top trust domain's) agent's Workload API X.509 bundle stream
- * (`FetchX509Bundles`) on `upstream_agent_socket`, the same kernel-attested socket the CA signing path gets its
- * X509-SVID from, and publishes every change of our trust domain's roots at once through the key journal
- * ({@link KeyManager.followUpstreamAuthorities}), so every replica and agent of this server follows. As SPIRE's
- * `spire` upstream authority streams its upstream bundle (there by polling the upstream server every 5 s; here the
- * agent pushes). A failure never drops roots: the stream reconnects with backoff (1 s doubling to 30 s), a bundle
- * that cannot be used is skipped, a failed store is retried with backoff, and the last good roots stay published;
- * each failure is logged and counted (`sigil_upstream_bundle_failures_total{reason}`).
+ * Upstream authority sigil, live: follows the top trust domain's roots into ours through the key journal
+ * ({@link KeyManager.followUpstreamAuthorities}), so every replica and agent of this server follows. The roots come
+ * from the upstream server over mTLS (`GET /downstream/v1/x509-authorities`), its certificate verified against the
+ * upstream roots we already store; the local agent's Workload API bundle stream on `upstream_agent_socket` is only a
+ * trigger (its content is not used: whoever answers on that socket cannot choose our roots), besides a poll every
+ * {@link UPSTREAM_POLL_INTERVAL_MS}. A failure never drops roots: the last good roots stay published, the next
+ * trigger asks again; a set that breaks the root rules or drops the root our active or prepared key chains to is
+ * refused. Each failure is logged and counted (`sigil_upstream_bundle_failures_total{reason}`).
  */
 @Injectable()
 export class UpstreamBundleWatcher implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly logger = new Logger(UpstreamBundleWatcher.name);
   private client: WorkloadApiClient | undefined;
   private watching: Promise<void> | undefined;
+  private poll: NodeJS.Timeout | undefined;
   private readonly closing = new AbortController();
-  /** The latest usable root set (DER) not yet stored. */
-  private pending: readonly Uint8Array[] | undefined;
-  /** The root set last stored (base64 DER, sorted), so an unchanged delivery takes no lock. */
+  /** The refresh in progress, and whether another was asked for meanwhile. */
+  private running: Promise<void> | undefined;
+  private again = false;
+  /** The root set last stored (base64 DER, sorted), so an unchanged answer takes no lock. */
   private applied: string | undefined;
-  private draining: Promise<void> | undefined;
-  private retry: NodeJS.Timeout | undefined;
-  private readonly storeBackoff: Backoff = new ExponentialBackoff();
 
   constructor(
     @Inject(SERVER_CONFIG) private readonly config: Pick<ServerConfig, 'trustDomain' | 'upstreamSigil'>,
     @Inject(KeyManager) private readonly store: UpstreamAuthoritiesStore,
+    @Inject(AuthorityKeyFactory) private readonly upstream: UpstreamRootsSource,
     @Inject(CLOCK) private readonly clock: Clock,
     @Optional() @Inject(AUTHORITY_METRICS) private readonly metrics: AuthorityMetrics = noAuthorityMetrics,
   ) {}
@@ -66,35 +76,83 @@ export class UpstreamBundleWatcher implements OnApplicationBootstrap, BeforeAppl
     if (upstream === undefined) return;
     this.client = new WorkloadApiClient({ address: `unix://${upstream.agentSocket}` });
     this.watching = this.watch(this.client);
+    this.poll = setInterval(() => void this.refresh(), UPSTREAM_POLL_INTERVAL_MS);
+    this.poll.unref();
   }
 
   async beforeApplicationShutdown(): Promise<void> {
     this.closing.abort();
-    clearTimeout(this.retry);
+    clearInterval(this.poll);
     await this.client?.close();
     await this.watching;
-    await this.draining;
+    await this.running;
   }
 
   /**
-   * Takes one delivery of the Workload API: our trust domain's X.509 authorities, when usable, become the roots to
-   * publish (stored at once, or after the store in progress); an unusable delivery is counted and skipped.
+   * Asks the upstream server for its roots and stores them when they changed (after the refresh in progress, if
+   * any). Resolves when done; never rejects (a failure is logged and counted).
    */
-  receive(bundles: TrustBundleSet): Promise<void> {
-    const roots = this.usableRoots(bundles);
-    if (roots === undefined) return this.draining ?? Promise.resolve();
-    this.pending = roots;
-    clearTimeout(this.retry);
-    this.retry = undefined;
-    return this.drain();
+  refresh(): Promise<void> {
+    if (this.running !== undefined) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = (async () => {
+      do {
+        this.again = false;
+        await this.refreshOnce();
+      } while (this.again && !this.closing.signal.aborted);
+    })().finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  private async refreshOnce(): Promise<void> {
+    if (this.closing.signal.aborted) return;
+    // Nothing stored yet: no key to follow for, and nothing to authenticate the upstream server with.
+    const trusted = this.store.storedUpstreamAuthorities();
+    if (trusted.length === 0) return;
+    let roots: readonly Uint8Array[];
+    try {
+      roots = await this.upstream.upstreamX509Authorities(trusted, this.clock.now());
+    } catch (error) {
+      this.failed('upstream', 'could not get the roots from the upstream server', error);
+      return;
+    }
+    const key = roots
+      .map((der) => Buffer.from(der).toString('base64'))
+      .sort()
+      .join(',');
+    if (key === this.applied) {
+      this.metrics.upstreamBundleFollowed(this.clock.now(), false);
+      return;
+    }
+    try {
+      const change = await this.store.followUpstreamAuthorities(roots);
+      this.applied = key;
+      this.followed(change);
+    } catch (error) {
+      if (error instanceof AppError && (error.kind === 'invalid_argument' || error.kind === 'failed_precondition')) {
+        this.failed('refused', "refused the upstream server's roots", error);
+      } else {
+        this.failed('store', 'storing the new roots failed', error);
+      }
+    }
+  }
+
+  private failed(reason: 'upstream' | 'refused' | 'store', what: string, error: unknown): void {
+    this.metrics.upstreamBundleFailed(reason);
+    const log = { msg: `upstream bundle: ${what}; the last good roots stay published`, err: error };
+    if (reason === 'upstream') this.logger.warn(log);
+    else this.logger.error(log);
   }
 
   private async watch(client: WorkloadApiClient): Promise<void> {
     const { signal } = this.closing;
     while (!signal.aborted) {
       try {
+        // Any delivery is a hint that the roots may have changed; its content is not trusted.
         await client.watchX509Bundles(
-          (bundles) => void this.receive(bundles),
+          () => void this.refresh(),
           (error) => this.streamFailed(error),
           { signal },
         );
@@ -111,80 +169,12 @@ export class UpstreamBundleWatcher implements OnApplicationBootstrap, BeforeAppl
     if (this.closing.signal.aborted) return;
     this.metrics.upstreamBundleFailed('stream');
     this.logger.warn({
-      msg: "upstream bundle: the local agent's Workload API stream failed; retrying, the last good roots stay published",
+      msg:
+        "upstream bundle: the local agent's Workload API stream failed; the upstream server is still asked every " +
+        `${UPSTREAM_POLL_INTERVAL_MS / 1000} s`,
       upstreamAgentSocket: this.config.upstreamSigil?.agentSocket,
       err: truncateForLog(error.message),
     });
-  }
-
-  /** Our trust domain's roots from `bundles`, or undefined (counted and logged) when there are none to publish. */
-  private usableRoots(bundles: TrustBundleSet): Uint8Array[] | undefined {
-    const refuse = (problem: string): undefined => {
-      this.metrics.upstreamBundleFailed('bundle');
-      this.logger.warn({
-        msg: `upstream bundle: ${problem}; the last good roots stay published`,
-        trustDomain: this.config.trustDomain.name,
-      });
-      return undefined;
-    };
-    const bundle = bundles.get(this.config.trustDomain);
-    if (bundle === undefined) return refuse(`the Workload API sent no bundle of ${this.config.trustDomain.name}`);
-    const roots = bundle.x509AuthoritiesDer();
-    const now = this.clock.now().getTime();
-    let unexpired = 0;
-    for (const [index, der] of roots.entries()) {
-      let validTo: number;
-      try {
-        validTo = new Date(nodeCertificateFromDer(der).validTo).getTime();
-      } catch (error) {
-        return refuse(`x509 authority ${index} cannot be read: ${truncateForLog((error as Error).message)}`);
-      }
-      if (now < validTo) unexpired += 1;
-    }
-    if (unexpired === 0)
-      return refuse(`the bundle of ${this.config.trustDomain.name} holds no unexpired X.509 authority`);
-    return roots;
-  }
-
-  private drain(): Promise<void> {
-    this.draining ??= this.storePending().finally(() => (this.draining = undefined));
-    return this.draining;
-  }
-
-  private async storePending(): Promise<void> {
-    while (this.pending !== undefined && !this.closing.signal.aborted) {
-      const roots = this.pending;
-      this.pending = undefined;
-      const key = roots
-        .map((der) => Buffer.from(der).toString('base64'))
-        .sort()
-        .join(',');
-      if (key === this.applied) continue;
-      try {
-        const change = await this.store.followUpstreamAuthorities(roots);
-        this.applied = key;
-        this.storeBackoff.reset();
-        this.followed(change);
-      } catch (error) {
-        this.metrics.upstreamBundleFailed('store');
-        const retryMs = this.storeBackoff.next();
-        this.logger.error({
-          msg: 'upstream bundle: storing the new roots failed; the last good roots stay published',
-          retryMs,
-          err: error,
-        });
-        // A newer delivery meanwhile is stored next; else this set is tried again after the backoff.
-        if (this.pending === undefined) {
-          this.retry = setTimeout(() => {
-            this.retry = undefined;
-            this.pending ??= roots;
-            void this.drain();
-          }, retryMs);
-          this.retry.unref();
-          return;
-        }
-      }
-    }
   }
 
   private followed(change: UpstreamAuthoritiesChange): void {
@@ -197,14 +187,6 @@ export class UpstreamBundleWatcher implements OnApplicationBootstrap, BeforeAppl
         msg: "upstream bundle: the top trust domain's roots changed; published",
         added: fingerprints(change.added),
         removed: fingerprints(change.removed),
-      });
-    }
-    if (change.orphaned.length > 0) {
-      this.logger.error({
-        msg:
-          'upstream bundle: the top trust domain no longer trusts the root these X.509 authorities chain to, so what they sign no longer verifies; ' +
-          'prepare and activate a new key (localauthority x509 prepare, then activate)',
-        authorityIds: change.orphaned,
       });
     }
   }

@@ -2,17 +2,19 @@ import { type X509Certificate, type webcrypto } from 'node:crypto';
 import { request } from 'node:https';
 import { createCsrFast, exportPublicKeySpki } from '@sigil/pki';
 import { sigilServerId } from '@sigil/runtime';
-import { type TrustDomain, idFromCertificate, nodeCertificateFromDer } from '@sigil/spiffe';
-import { X509Source, authorizeId, createClientTlsOptions } from '@sigil/workload-api';
+import { TrustBundle, type TrustDomain, idFromCertificate, nodeCertificateFromDer } from '@sigil/spiffe';
+import { X509Source, type X509TlsSource, authorizeId, createClientTlsOptions } from '@sigil/workload-api';
 import {
   DOWNSTREAM_TAINTED_AUTHORITIES_PATH,
   DOWNSTREAM_X509_CA_PATH,
   parseDownstreamTaintedAuthoritiesResponse,
+  parseDownstreamX509AuthoritiesResponse,
   parseDownstreamX509CaResponse,
   type DownstreamX509CaRequestBody,
 } from '../downstream/downstream-contract.js';
 import { AppError } from '../common/errors.js';
 import type { ServerConfig } from '../config.js';
+import { checkUpstreamRoots } from './upstream-authorities.js';
 
 /** How long the local agent and the upstream server each get to answer. */
 export const UPSTREAM_SIGIL_TIMEOUT_MS = 30_000;
@@ -31,10 +33,13 @@ export interface UpstreamSignedCa {
 
 /**
  * "upstream authority: sigil" (SPIRE's `spire` upstream authority plug-in): gets this server's X509-SVID from the
- * local agent's Workload API, and with it (mTLS, the upstream server authenticated as `spiffe://<td>/sigil/server`
- * against the bundle the agent delivered) asks the upstream server's downstream CA route to sign a CA certificate
- * for `publicKey`. The answer is checked before use: our key, a CA of our trust domain, a chain that links up to one
- * of the upstream bundle's roots.
+ * local agent's Workload API, and with it (mTLS, the upstream server authenticated as `spiffe://<td>/sigil/server`)
+ * asks the upstream server's downstream routes to sign a CA certificate for `publicKey`, or for its bundle's X.509
+ * authorities. The upstream server's certificate must chain to the upstream roots this server already stores
+ * (`trusted`); only when it stores none yet (the first key: bootstrap) is the bundle the agent delivered trusted, so
+ * whoever answers on the agent socket cannot stand in for the upstream server once a key exists. The answers are
+ * checked before use: our key, a CA of our trust domain, a chain that links up to one of the upstream bundle's roots;
+ * roots that are self-signed CA certificates, not too many ({@link checkUpstreamRoots}).
  */
 export class UpstreamSigilAuthority {
   constructor(
@@ -44,12 +49,13 @@ export class UpstreamSigilAuthority {
   ) {}
 
   /**
+   * @param trusted the upstream roots already stored (empty at bootstrap), which the upstream server must chain to.
    * @throws AppError `unavailable` naming the step that failed (the agent, the upstream server's answer or refusal),
    * so `localauthority x509 prepare` shows the operator why.
    */
-  async signCa(keys: webcrypto.CryptoKeyPair, now: Date): Promise<UpstreamSignedCa> {
+  async signCa(keys: webcrypto.CryptoKeyPair, now: Date, trusted: readonly Uint8Array[]): Promise<UpstreamSignedCa> {
     try {
-      return await this.askUpstream(keys, now);
+      return await this.askUpstream(keys, now, trusted);
     } catch (error) {
       throw new AppError('unavailable', `upstream authority sigil: ${(error as Error).message}`, { cause: error });
     }
@@ -57,12 +63,12 @@ export class UpstreamSigilAuthority {
 
   /**
    * The authority IDs of the upstream server's tainted keys (`GET /downstream/v1/tainted-authorities`, the same
-   * mTLS authentication as {@link signCa}).
+   * mTLS authentication as {@link signCa}, the upstream server verified against `trusted`, never empty).
    * @throws AppError `unavailable` naming the step that failed.
    */
-  async taintedAuthorities(): Promise<Set<string>> {
+  async taintedAuthorities(trusted: readonly Uint8Array[]): Promise<Set<string>> {
     try {
-      const body = await this.call('GET', DOWNSTREAM_TAINTED_AUTHORITIES_PATH, undefined);
+      const body = await this.call('GET', DOWNSTREAM_TAINTED_AUTHORITIES_PATH, undefined, requireStored(trusted));
       try {
         return parseDownstreamTaintedAuthoritiesResponse(body);
       } catch (error) {
@@ -75,19 +81,54 @@ export class UpstreamSigilAuthority {
     }
   }
 
-  private async askUpstream(keys: webcrypto.CryptoKeyPair, now: Date): Promise<UpstreamSignedCa> {
+  /**
+   * The upstream bundle's X.509 authorities now (`x509_authorities` of the same `GET
+   * /downstream/v1/tainted-authorities`), checked ({@link checkUpstreamRoots}), from an upstream server whose
+   * certificate chains to `trusted` (never empty: with nothing stored there is nothing to follow, and the agent's
+   * bundle is not trusted for this).
+   * @throws AppError `unavailable` naming the step that failed.
+   */
+  async x509Authorities(trusted: readonly Uint8Array[], now: Date): Promise<Buffer[]> {
+    try {
+      const body = await this.call('GET', DOWNSTREAM_TAINTED_AUTHORITIES_PATH, undefined, requireStored(trusted));
+      try {
+        return checkUpstreamRoots(parseDownstreamX509AuthoritiesResponse(body), now);
+      } catch (error) {
+        throw new Error(
+          `upstream_server_address ${this.config.upstreamSigil.serverAddress.text}: ${(error as Error).message}`,
+        );
+      }
+    } catch (error) {
+      throw new AppError('unavailable', `upstream authority sigil: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  private async askUpstream(
+    keys: webcrypto.CryptoKeyPair,
+    now: Date,
+    trusted: readonly Uint8Array[],
+  ): Promise<UpstreamSignedCa> {
     const spkiDer = exportPublicKeySpki(keys.publicKey);
     const csr = createCsrFast({ privateKey: keys.privateKey, spkiDer });
     const payload: DownstreamX509CaRequestBody = {
       csr: csr.toString('base64'),
       preferred_ttl: this.config.caTtlSeconds,
     };
-    const body = await this.call('POST', DOWNSTREAM_X509_CA_PATH, payload);
+    const body = await this.call('POST', DOWNSTREAM_X509_CA_PATH, payload, trusted);
     return checkSignedCa(body, spkiDer, this.config.trustDomain, now, this.config.upstreamSigil.serverAddress.text);
   }
 
-  /** One mTLS call to the upstream server with this server's X509-SVID from the local agent's Workload API. */
-  private async call(method: 'GET' | 'POST', path: string, payload: unknown): Promise<unknown> {
+  /**
+   * One mTLS call to the upstream server with this server's X509-SVID from the local agent's Workload API; the
+   * upstream server is verified against `trusted` (the stored upstream roots), or against the agent's bundle when
+   * none is stored yet.
+   */
+  private async call(
+    method: 'GET' | 'POST',
+    path: string,
+    payload: unknown,
+    trusted: readonly Uint8Array[],
+  ): Promise<unknown> {
     const { agentSocket, serverAddress } = this.config.upstreamSigil;
     let source: X509Source;
     try {
@@ -103,7 +144,8 @@ export class UpstreamSigilAuthority {
       );
     }
     try {
-      const tls = createClientTlsOptions(source, authorizeId(sigilServerId(this.config.trustDomain)));
+      const verifyWith = trusted.length === 0 ? source : storedRootsSource(source, this.config.trustDomain, trusted);
+      const tls = createClientTlsOptions(verifyWith, authorizeId(sigilServerId(this.config.trustDomain)));
       return await requestJson(serverAddress.host, serverAddress.port, tls, method, path, payload);
     } catch (error) {
       throw new Error(`upstream_server_address ${serverAddress.text}: ${(error as Error).message}`, { cause: error });
@@ -111,6 +153,29 @@ export class UpstreamSigilAuthority {
       await source.close();
     }
   }
+}
+
+/** The agent's SVID to present, with the stored upstream roots as the only bundle to verify the upstream server. */
+function storedRootsSource(
+  source: X509Source,
+  trustDomain: TrustDomain,
+  trusted: readonly Uint8Array[],
+): X509TlsSource {
+  const bundle = TrustBundle.create(trustDomain, { x509Authorities: trusted });
+  return {
+    getX509Svid: () => source.getX509Svid(),
+    getBundles: () => [bundle],
+    getBundleForTrustDomain: (candidate) => {
+      if (!candidate.equals(trustDomain)) throw new Error(`no stored bundle of ${candidate.name}`);
+      return bundle;
+    },
+  };
+}
+
+/** The stored upstream roots a read of the upstream server needs: the agent's bundle is trusted only to sign the first key. */
+function requireStored(trusted: readonly Uint8Array[]): readonly Uint8Array[] {
+  if (trusted.length === 0) throw new Error('no upstream roots stored yet to authenticate the upstream server with');
+  return trusted;
 }
 
 function requestJson(
@@ -188,6 +253,11 @@ export function checkSignedCa(
     return fail((error as Error).message);
   }
   const chain = parsed.caCertChainDer.map((der, index) => parseCertificate(der, `ca_cert_chain[${index}]`, fail));
+  try {
+    checkUpstreamRoots(parsed.x509AuthoritiesDer, now);
+  } catch (error) {
+    fail((error as Error).message);
+  }
   const roots = parsed.x509AuthoritiesDer.map((der, index) =>
     parseCertificate(der, `x509_authorities[${index}]`, fail),
   );

@@ -51,15 +51,20 @@ export function parseDownstreamX509CaResponse(body: unknown): DownstreamX509Ca {
 }
 
 /**
- * `GET` on the upstream server's TLS port, same mTLS authentication as the CA route: the authority IDs of the
- * upstream server's tainted keys (SPIRE's `tainted` marks of the upstream bundle's authorities, which the Workload
- * API does not carry). A nested server whose CA a tainted key signed moves to a new CA at once.
+ * `GET` on the upstream server's TLS port, same mTLS authentication as the CA route: the upstream server's bundle as
+ * a nested server follows it, its X.509 authorities now and the authority IDs of its tainted keys (SPIRE's `spire`
+ * upstream authority reads both from the upstream server, not from the agent; the Workload API carries no taint
+ * marks). A nested server publishes those roots as its own, and moves to a new CA at once when a tainted key signed
+ * its CA.
  */
 export const DOWNSTREAM_TAINTED_AUTHORITIES_PATH = '/downstream/v1/tainted-authorities';
 
-/** The response body: the same list the agent sync carries as `tainted_authorities`. */
+/** The response body. */
 export interface DownstreamTaintedAuthoritiesResponseBody {
+  /** The same list the agent sync carries as `tainted_authorities`. */
   readonly tainted_authorities: string[];
+  /** The upstream bundle's X.509 authorities (roots), base64 DER, as in the CA route's answer. */
+  readonly x509_authorities: string[];
 }
 
 /** More tainted keys than a journal ever holds: a larger answer is not the upstream's. */
@@ -83,4 +88,17 @@ export function parseDownstreamTaintedAuthoritiesResponse(body: unknown): Set<st
       return item.toLowerCase();
     }),
   );
+}
+
+/** Checks the `x509_authorities` of a tainted authorities response body's shape; throws naming what breaks it. */
+export function parseDownstreamX509AuthoritiesResponse(body: unknown): Buffer[] {
+  if (typeof body !== 'object' || body === null) throw new Error('response: must be a JSON object');
+  const value = (body as Record<string, unknown>).x509_authorities;
+  if (!Array.isArray(value) || value.length === 0) throw new Error('x509_authorities: must be a non-empty array');
+  return value.map((item: unknown, index) => {
+    if (typeof item !== 'string' || !BASE64.test(item)) {
+      throw new Error(`x509_authorities[${index}]: must be base64 DER`);
+    }
+    return Buffer.from(item, 'base64');
+  });
 }

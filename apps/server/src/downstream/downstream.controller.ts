@@ -11,7 +11,8 @@ import { DownstreamService } from './downstream.service.js';
 
 /**
  * `POST /downstream/v1/x509-ca`: a downstream server's CA, for the X509-SVID of a downstream entry (mTLS); `GET
- * /downstream/v1/tainted-authorities`: our tainted keys, for the same callers (a read, not audited; refusals are).
+ * /downstream/v1/tainted-authorities`: our tainted keys and X.509 authorities, for the same callers (a read, not
+ * audited; refusals are).
  */
 @ApiTags('downstream')
 @DownstreamAuth()

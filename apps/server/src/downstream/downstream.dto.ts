@@ -38,4 +38,9 @@ export class DownstreamTaintedAuthoritiesResponse implements DownstreamTaintedAu
       "authority IDs of the upstream server's tainted keys: a nested CA one of them signed moves to a new CA",
   })
   tainted_authorities!: string[];
+  @ApiProperty({
+    type: [String],
+    description: "base64 DER: this trust domain's X.509 authorities now, which a nested server publishes as its own",
+  })
+  x509_authorities!: string[];
 }

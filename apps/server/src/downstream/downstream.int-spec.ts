@@ -206,11 +206,21 @@ describe(`downstream CA route (${backend})`, () => {
     await expect.poll(async () => (await askCa(credentials)).status, { timeout: 3_000 }).toBe(403);
   });
 
-  it('tells a downstream caller the authority IDs of our tainted keys, and no one else (401, 403)', async () => {
+  it('tells a downstream caller our X.509 authorities and the authority IDs of our tainted keys, and no one else (401, 403)', async () => {
     const ask = async (credentials: ClientCredentials | undefined) =>
       api.call('GET', DOWNSTREAM_TAINTED_AUTHORITIES_PATH, undefined, credentials);
+    // The roots a nested server follows: our bundle's, as the trust bundle route serves them.
+    const roots = async () =>
+      (await api.trustBundle())
+        .x509AuthoritiesDer()
+        .map((der) => Buffer.from(der).toString('base64'))
+        .sort();
+    const sortedRoots = (body: Record<string, unknown>) => ({
+      ...body,
+      x509_authorities: [...(body['x509_authorities'] as string[])].sort(),
+    });
     const nested = await svidFor(NESTED);
-    expect((await ask(nested)).body).toEqual({ tainted_authorities: [] });
+    expect(sortedRoots((await ask(nested)).body)).toEqual({ tainted_authorities: [], x509_authorities: await roots() });
 
     const keys = api.server.app.get(KeyManager);
     const old = keys.slots('x509').active!.authorityId;
@@ -219,7 +229,8 @@ describe(`downstream CA route (${backend})`, () => {
     await keys.taint('x509', old);
     const answer = await ask(nested);
     expect(answer.status).toBe(200);
-    expect(answer.body).toEqual({ tainted_authorities: [old] });
+    expect(sortedRoots(answer.body)).toEqual({ tainted_authorities: [old], x509_authorities: await roots() });
+    expect(answer.body['x509_authorities']).toHaveLength(2);
 
     expect((await ask(undefined)).status).toBe(401);
     const plain = await ask(await svidFor(PLAIN));

@@ -44,10 +44,7 @@ export class DownstreamService {
       this.logger.log({ msg: 'downstream CA signed', spiffeId: caller, serial, notAfter: signed.expiresAt });
       return {
         ca_cert_chain: signed.certificateChainDer.map((der) => der.toString('base64')),
-        x509_authorities: this.bundles
-          .ownBundle()
-          .x509AuthoritiesDer()
-          .map((der) => Buffer.from(der).toString('base64')),
+        x509_authorities: this.x509Authorities(),
         expires_at: signed.expiresAt.toISOString(),
       };
     } catch (error) {
@@ -57,8 +54,18 @@ export class DownstreamService {
     }
   }
 
-  /** Our tainted keys' authority IDs, as this replica's bundle holds them (the agent sync's list). */
+  /**
+   * Our tainted keys' authority IDs (the agent sync's list) and our X.509 authorities, as this replica's bundle holds
+   * them (a read: not audited; refusals are, by the guard).
+   */
   taintedAuthorities(): DownstreamTaintedAuthoritiesResponse {
-    return { tainted_authorities: [...this.bundles.ownTaintedAuthorities()] };
+    return { tainted_authorities: [...this.bundles.ownTaintedAuthorities()], x509_authorities: this.x509Authorities() };
+  }
+
+  private x509Authorities(): string[] {
+    return this.bundles
+      .ownBundle()
+      .x509AuthoritiesDer()
+      .map((der) => Buffer.from(der).toString('base64'));
   }
 }
