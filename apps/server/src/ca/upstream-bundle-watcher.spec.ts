@@ -14,7 +14,7 @@ import { RecordingAuthorityMetrics } from '../../../../test/support/authority.js
 import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { FakeWorkloadApi } from '../../../../test/support/fake-workload-api.js';
 import { TestCa } from '../../../../test/support/test-ca.js';
-import { DOWNSTREAM_TAINTED_AUTHORITIES_PATH } from '../downstream/downstream-contract.js';
+import { DOWNSTREAM_AUTHORITIES_PATH } from '../downstream/downstream-contract.js';
 import { MAX_UPSTREAM_ROOTS, type UpstreamAuthoritiesChange } from './upstream-authorities.js';
 import { type UpstreamAuthoritiesStore, UpstreamBundleWatcher } from './upstream-bundle-watcher.js';
 import { UpstreamSigilAuthority } from './upstream-sigil.js';
@@ -54,7 +54,7 @@ async function upstreamServer(issuer: TestCa, answer: () => unknown): Promise<{ 
       minVersion: 'TLSv1.3',
     },
     (req: IncomingMessage, res: ServerResponse) => {
-      const ok = req.method === 'GET' && req.url === DOWNSTREAM_TAINTED_AUTHORITIES_PATH;
+      const ok = req.method === 'GET' && req.url === DOWNSTREAM_AUTHORITIES_PATH;
       res.writeHead(ok ? 200 : 403, { 'content-type': 'application/json' });
       res.end(JSON.stringify(ok ? answer() : { message: 'no' }));
     },

@@ -5,9 +5,9 @@ import { sigilServerId } from '@sigil/runtime';
 import { TrustBundle, type TrustDomain, idFromCertificate, nodeCertificateFromDer } from '@sigil/spiffe';
 import { X509Source, type X509TlsSource, authorizeId, createClientTlsOptions } from '@sigil/workload-api';
 import {
-  DOWNSTREAM_TAINTED_AUTHORITIES_PATH,
+  DOWNSTREAM_AUTHORITIES_PATH,
   DOWNSTREAM_X509_CA_PATH,
-  parseDownstreamTaintedAuthoritiesResponse,
+  parseDownstreamAuthoritiesResponse,
   parseDownstreamX509AuthoritiesResponse,
   parseDownstreamX509CaResponse,
   type DownstreamX509CaRequestBody,
@@ -62,15 +62,15 @@ export class UpstreamSigilAuthority {
   }
 
   /**
-   * The authority IDs of the upstream server's tainted keys (`GET /downstream/v1/tainted-authorities`, the same
+   * The authority IDs of the upstream server's tainted keys (`GET /downstream/v1/authorities`, the same
    * mTLS authentication as {@link signCa}, the upstream server verified against `trusted`, never empty).
    * @throws AppError `unavailable` naming the step that failed.
    */
   async taintedAuthorities(trusted: readonly Uint8Array[]): Promise<Set<string>> {
     try {
-      const body = await this.call('GET', DOWNSTREAM_TAINTED_AUTHORITIES_PATH, undefined, requireStored(trusted));
+      const body = await this.call('GET', DOWNSTREAM_AUTHORITIES_PATH, undefined, requireStored(trusted));
       try {
-        return parseDownstreamTaintedAuthoritiesResponse(body);
+        return parseDownstreamAuthoritiesResponse(body);
       } catch (error) {
         throw new Error(
           `upstream_server_address ${this.config.upstreamSigil.serverAddress.text}: ${(error as Error).message}`,
@@ -83,14 +83,14 @@ export class UpstreamSigilAuthority {
 
   /**
    * The upstream bundle's X.509 authorities now (`x509_authorities` of the same `GET
-   * /downstream/v1/tainted-authorities`), checked ({@link checkUpstreamRoots}), from an upstream server whose
+   * /downstream/v1/authorities`), checked ({@link checkUpstreamRoots}), from an upstream server whose
    * certificate chains to `trusted` (never empty: with nothing stored there is nothing to follow, and the agent's
    * bundle is not trusted for this).
    * @throws AppError `unavailable` naming the step that failed.
    */
   async x509Authorities(trusted: readonly Uint8Array[], now: Date): Promise<Buffer[]> {
     try {
-      const body = await this.call('GET', DOWNSTREAM_TAINTED_AUTHORITIES_PATH, undefined, requireStored(trusted));
+      const body = await this.call('GET', DOWNSTREAM_AUTHORITIES_PATH, undefined, requireStored(trusted));
       try {
         return checkUpstreamRoots(parseDownstreamX509AuthoritiesResponse(body), now);
       } catch (error) {

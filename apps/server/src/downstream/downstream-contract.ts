@@ -57,10 +57,10 @@ export function parseDownstreamX509CaResponse(body: unknown): DownstreamX509Ca {
  * marks). A nested server publishes those roots as its own, and moves to a new CA at once when a tainted key signed
  * its CA.
  */
-export const DOWNSTREAM_TAINTED_AUTHORITIES_PATH = '/downstream/v1/tainted-authorities';
+export const DOWNSTREAM_AUTHORITIES_PATH = '/downstream/v1/authorities';
 
 /** The response body. */
-export interface DownstreamTaintedAuthoritiesResponseBody {
+export interface DownstreamAuthoritiesResponseBody {
   /** The same list the agent sync carries as `tainted_authorities`. */
   readonly tainted_authorities: string[];
   /** The upstream bundle's X.509 authorities (roots), base64 DER, as in the CA route's answer. */
@@ -73,7 +73,7 @@ const MAX_TAINTED_AUTHORITIES = 1_000;
 const AUTHORITY_ID = /^[A-Za-z0-9_-]{1,128}$/;
 
 /** Checks a tainted authorities response body; throws naming what breaks it. */
-export function parseDownstreamTaintedAuthoritiesResponse(body: unknown): Set<string> {
+export function parseDownstreamAuthoritiesResponse(body: unknown): Set<string> {
   if (typeof body !== 'object' || body === null) throw new Error('response: must be a JSON object');
   const value = (body as Record<string, unknown>).tainted_authorities;
   if (!Array.isArray(value)) throw new Error('tainted_authorities: must be an array');

@@ -2,7 +2,7 @@ import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { IsInt, IsOptional, IsString, Max, MaxLength, Min } from 'class-validator';
 import { CSR_MAX_BYTES } from '@sigil/pki';
 import type {
-  DownstreamTaintedAuthoritiesResponseBody,
+  DownstreamAuthoritiesResponseBody,
   DownstreamX509CaRequestBody,
   DownstreamX509CaResponseBody,
 } from './downstream-contract.js';
@@ -31,7 +31,7 @@ export class DownstreamX509CaResponse implements DownstreamX509CaResponseBody {
   @ApiProperty({ format: 'date-time' }) expires_at!: string;
 }
 
-export class DownstreamTaintedAuthoritiesResponse implements DownstreamTaintedAuthoritiesResponseBody {
+export class DownstreamAuthoritiesResponse implements DownstreamAuthoritiesResponseBody {
   @ApiProperty({
     type: [String],
     description:

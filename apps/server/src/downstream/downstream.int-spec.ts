@@ -17,7 +17,7 @@ import { AuthorisedEntriesService } from '../agent-api/authorised-entries.servic
 import { CaService } from '../ca/ca.service.js';
 import { EntriesService } from '../entries/entries.service.js';
 import { KeyManager } from '../ca/key-manager.js';
-import { DOWNSTREAM_TAINTED_AUTHORITIES_PATH, DOWNSTREAM_X509_CA_PATH } from './downstream-contract.js';
+import { DOWNSTREAM_AUTHORITIES_PATH, DOWNSTREAM_X509_CA_PATH } from './downstream-contract.js';
 
 const backend = process.env.DATABASE_URL ? 'postgres' : 'embedded';
 const TD = 'example.org';
@@ -208,7 +208,7 @@ describe(`downstream CA route (${backend})`, () => {
 
   it('tells a downstream caller our X.509 authorities and the authority IDs of our tainted keys, and no one else (401, 403)', async () => {
     const ask = async (credentials: ClientCredentials | undefined) =>
-      api.call('GET', DOWNSTREAM_TAINTED_AUTHORITIES_PATH, undefined, credentials);
+      api.call('GET', DOWNSTREAM_AUTHORITIES_PATH, undefined, credentials);
     // The roots a nested server follows: our bundle's, as the trust bundle route serves them.
     const roots = async () =>
       (await api.trustBundle())

@@ -8,7 +8,7 @@ import { AppError } from '../common/errors.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { DOWNSTREAM_CA_ACTION } from './downstream-auth.guard.js';
 import type {
-  DownstreamTaintedAuthoritiesResponse,
+  DownstreamAuthoritiesResponse,
   DownstreamX509CaRequest,
   DownstreamX509CaResponse,
 } from './downstream.dto.js';
@@ -58,7 +58,7 @@ export class DownstreamService {
    * Our tainted keys' authority IDs (the agent sync's list) and our X.509 authorities, as this replica's bundle holds
    * them (a read: not audited; refusals are, by the guard).
    */
-  taintedAuthorities(): DownstreamTaintedAuthoritiesResponse {
+  taintedAuthorities(): DownstreamAuthoritiesResponse {
     return { tainted_authorities: [...this.bundles.ownTaintedAuthorities()], x509_authorities: this.x509Authorities() };
   }
 
