@@ -138,5 +138,28 @@ describe.skipIf(PRIVATE_POSTGRES_MISSING !== undefined)(
         'serial-renewed-2',
       );
     }, 120_000);
+
+    it('does not serve from memory when the database is up but busy (a ban committed elsewhere may be unheard)', async () => {
+      const { service, clock } = await replica(dataSource);
+      await new AgentsRepository(other.getRepository(AgentEntity)).upsertUnlessBanned(record('busy'), new Date());
+      await service.requireActive(agentId('busy'), 'serial-busy');
+      clock.advance(TTL_SECONDS * 1000);
+      // Both pooled connections held: the status read waits out the pool timeout, as under a flood of requests.
+      const held = [dataSource.createQueryRunner(), dataSource.createQueryRunner()];
+      for (const runner of held) {
+        await runner.connect();
+        await runner.startTransaction();
+      }
+      try {
+        const error = await failure(service.requireActive(agentId('busy'), 'serial-busy'));
+        expect(databaseUnavailable(error)?.message).toMatch(/^database: busy/);
+      } finally {
+        for (const runner of held) {
+          await runner.rollbackTransaction();
+          await runner.release();
+        }
+      }
+      expect((await service.requireActive(agentId('busy'), 'serial-busy')).spiffeId).toBe(agentId('busy'));
+    }, 60_000);
   },
 );

@@ -5,7 +5,7 @@ import { AppError } from '../common/errors.js';
 import { decodePageToken, encodePageToken } from '../common/page-token.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { Database } from '../database/database.js';
-import { databaseUnavailable } from '../database/database-errors.js';
+import { databaseUnreachable } from '../database/database-errors.js';
 import { EntryChangeNotifier } from '../entries/entry-change-notifier.js';
 import { AgentStatusCache } from './agent-status-cache.js';
 import type { AttestedAgent } from './agent.js';
@@ -41,9 +41,10 @@ export interface AgentPage {
  *
  * Through a database outage (DESIGN §5.3), an agent whose status can no longer be read is still served if this
  * replica last read it, active with the SVID serial presented, less than {@link AGENT_STATUS_OUTAGE_MAX_AGE_MS} ago
- * and has not heard of a change to it since. Evicting, banning and renewing are writes, which the outage refuses
- * everywhere; what the rule risks is a change committed just before the outage whose notification this replica
- * missed, served for at most that bound.
+ * and has not heard of a change to it since. Only while the database cannot be reached ({@link databaseUnreachable}),
+ * never while it is merely busy. Evicting, banning and renewing are writes, which the outage refuses everywhere; what
+ * the rule risks is a change whose notification this replica missed (committed just before the outage, or while only
+ * this replica was cut off), served for at most that bound.
  */
 @Injectable()
 export class AgentsService implements OnModuleDestroy {
@@ -168,7 +169,7 @@ export class AgentsService implements OnModuleDestroy {
    * database is unreachable: the agent keeps its cached SVIDs and retries).
    */
   private servedThroughOutage(spiffeId: string, serialNumber: string, error: unknown): AttestedAgent {
-    const known = databaseUnavailable(error) && this.statuses.lastKnown(spiffeId, AGENT_STATUS_OUTAGE_MAX_AGE_MS);
+    const known = databaseUnreachable(error) && this.statuses.lastKnown(spiffeId, AGENT_STATUS_OUTAGE_MAX_AGE_MS);
     const status = known ? known.status : null;
     if (status === null || status.banned || status.serialNumber !== serialNumber) throw error;
     return status;

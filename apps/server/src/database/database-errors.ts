@@ -6,11 +6,26 @@ const POOL_TIMEOUT_MESSAGE = 'timeout exceeded when trying to connect';
 /** Node socket errors of a database that cannot be reached. */
 const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOENT', 'ETIMEDOUT', 'EHOSTUNREACH', 'EPIPE']);
 
+/** SQLSTATEs of a server going down or not up yet: admin/crash shutdown, cannot connect now. */
+const DOWN_SQLSTATES = new Set(['57P01', '57P02', '57P03']);
+/** Too many connections: the server is up (others may be writing to it) but will not take one more of ours. */
+const TOO_MANY_CONNECTIONS = '53300';
+
 /**
- * SQLSTATEs of a server that is there but will not serve us now: admin/crash shutdown, cannot connect now, too many
- * connections (class 08, connection exceptions, is matched by prefix).
+ * True when the database cannot be reached at all (refused, reset or timed-out connections, a server shutting down
+ * or starting; class 08, connection exceptions, matched by prefix): the outage that the agent status rule of
+ * AgentsService serves through. False for a database that is up but busy (the pool timed out waiting for a free
+ * connection, too many connections): other replicas may still be committing there, a ban among them, and anyone
+ * able to load the database could otherwise choose when that rule applies.
  */
-const UNAVAILABLE_SQLSTATES = new Set(['57P01', '57P02', '57P03', '53300']);
+export function databaseUnreachable(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const code = (error as { code?: unknown }).code;
+  return (
+    error.message.startsWith('Connection terminated') ||
+    (typeof code === 'string' && (UNREACHABLE_CODES.has(code) || DOWN_SQLSTATES.has(code) || /^08/.test(code)))
+  );
+}
 
 /**
  * The answer for a request that failed because the database could not serve it in time: a pooled connection did
@@ -27,11 +42,8 @@ export function databaseUnavailable(error: unknown): AppError | undefined {
       { cause: error },
     );
   }
-  const code = (error as { code?: unknown }).code;
-  const unreachable =
-    error.message.startsWith('Connection terminated') ||
-    (typeof code === 'string' && (UNREACHABLE_CODES.has(code) || UNAVAILABLE_SQLSTATES.has(code) || /^08/.test(code)));
-  if (!unreachable) return undefined;
+  const busy = (error as { code?: unknown }).code === TOO_MANY_CONNECTIONS;
+  if (!busy && !databaseUnreachable(error)) return undefined;
   return new AppError('unavailable', 'database: unreachable or refusing connections; retry in a few seconds', {
     cause: error,
   });
