@@ -153,10 +153,14 @@ function frame(message: Uint8Array): Buffer {
 
 /**
  * The server's status message as it may be shown: control characters (a percent-encoded ESC or newline from a hostile
- * server would reach the caller's terminal and logs raw) are written as `\\u` escapes.
+ * server would reach the caller's terminal and logs raw), format characters such as bidi overrides and line or
+ * paragraph separators are written as `\\u` escapes.
  */
 function printable(text: string): string {
-  return text.replace(/\p{Cc}/gu, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return text.replace(
+    /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu,
+    (char) => `\\u${char.codePointAt(0)!.toString(16).padStart(4, '0')}`,
+  );
 }
 
 function statusError(code: number, message: string): GrpcCallError {

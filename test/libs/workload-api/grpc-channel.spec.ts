@@ -138,13 +138,13 @@ describe('the Workload API client against a raw HTTP/2 endpoint', () => {
   it('writes control characters of a status message as escapes (a hostile server cannot drive the terminal)', async () => {
     const result = await statusOf((stream) =>
       stream.respond(
-        { ...GRPC, 'grpc-status': '7', 'grpc-message': 'denied%1B%5B2J%0Aforged%20log%20line%7F' },
+        { ...GRPC, 'grpc-status': '7', 'grpc-message': 'denied%1B%5B2J%0Aforged%20log%20line%7F%E2%80%AE%E2%80%A8' },
         { endStream: true },
       ),
     );
     expect(result).toEqual({
       status: 'permission_denied',
-      message: 'fetch jwt bundles: permission_denied: denied\\u001b[2J\\u000aforged log line\\u007f',
+      message: 'fetch jwt bundles: permission_denied: denied\\u001b[2J\\u000aforged log line\\u007f\\u202e\\u2028',
     });
   });
 

@@ -132,6 +132,24 @@ describe('upstream roots (upstream authority sigil) with a hostile agent socket'
     });
   });
 
+  it('gives up on an upstream server that answers a byte at a time, at its deadline', async () => {
+    const { server, port } = await upstreamServer(top, () => ({}));
+    servers.push(server);
+    // The answer never ends: one byte every 20 ms keeps the socket's idle timeout from ever firing.
+    server.removeAllListeners('request');
+    server.on('request', (_req: IncomingMessage, res: ServerResponse) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const timer = setInterval(() => res.write(' '), 20);
+      res.on('close', () => clearInterval(timer));
+    });
+    const serverAddress = { host: '127.0.0.1', port, text: `127.0.0.1:${port}` };
+    const authority = new UpstreamSigilAuthority(
+      { trustDomain: TD, caTtlSeconds: 3600, upstreamSigil: { agentSocket: hostile.socketPath, serverAddress } },
+      500,
+    );
+    await expect(authority.x509Authorities([der(top)], new Date())).rejects.toThrow(/no complete answer within 500 ms/);
+  });
+
   it("follows the genuine upstream server's roots through the same hostile socket, once per change", async () => {
     let answer = [der(top), der(topNext)];
     const { store, metrics, watcher } = await setup(top, () => ({ x509_authorities: answer.map(b64) }));

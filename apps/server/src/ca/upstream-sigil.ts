@@ -42,10 +42,15 @@ export interface UpstreamSignedCa {
  * roots that are self-signed CA certificates, not too many ({@link checkUpstreamRoots}).
  */
 export class UpstreamSigilAuthority {
+  /**
+   * @param timeoutMs the longest one call to the upstream server may take, from its start to the end of the answer
+   *   (a server that answers a byte at a time never trips a socket's idle timeout, and the rotation tick waits for it)
+   */
   constructor(
     private readonly config: Pick<ServerConfig, 'trustDomain' | 'caTtlSeconds'> & {
       readonly upstreamSigil: NonNullable<ServerConfig['upstreamSigil']>;
     },
+    private readonly timeoutMs = UPSTREAM_SIGIL_TIMEOUT_MS,
   ) {}
 
   /**
@@ -146,7 +151,7 @@ export class UpstreamSigilAuthority {
     try {
       const verifyWith = trusted.length === 0 ? source : storedRootsSource(source, this.config.trustDomain, trusted);
       const tls = createClientTlsOptions(verifyWith, authorizeId(sigilServerId(this.config.trustDomain)));
-      return await requestJson(serverAddress.host, serverAddress.port, tls, method, path, payload);
+      return await requestJson(serverAddress.host, serverAddress.port, tls, method, path, payload, this.timeoutMs);
     } catch (error) {
       throw new Error(`upstream_server_address ${serverAddress.text}: ${(error as Error).message}`, { cause: error });
     } finally {
@@ -185,8 +190,10 @@ function requestJson(
   method: 'GET' | 'POST',
   path: string,
   payload: unknown,
+  timeoutMs: number,
 ): Promise<unknown> {
   const data = payload === undefined ? undefined : Buffer.from(JSON.stringify(payload));
+  let deadline: NodeJS.Timeout | undefined;
   return new Promise((resolve, reject) => {
     const req = request(
       {
@@ -196,7 +203,7 @@ function requestJson(
         method,
         path,
         headers: data === undefined ? {} : { 'content-type': 'application/json', 'content-length': data.length },
-        timeout: UPSTREAM_SIGIL_TIMEOUT_MS,
+        timeout: timeoutMs,
       },
       (res) => {
         const chunks: Buffer[] = [];
@@ -229,10 +236,11 @@ function requestJson(
         res.on('error', reject);
       },
     );
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${UPSTREAM_SIGIL_TIMEOUT_MS} ms`)));
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    deadline = setTimeout(() => req.destroy(new Error(`no complete answer within ${timeoutMs} ms`)), timeoutMs);
     req.on('error', reject);
     req.end(data);
-  });
+  }).finally(() => clearTimeout(deadline));
 }
 
 /** Checks the upstream's answer; throws naming what is wrong. */
