@@ -201,8 +201,8 @@ export class AgentManager {
    */
   agentRefused(error: AgentApiError): void {
     if (this.stopped || this.reattesting !== undefined) return;
-    // A request made with the SVID that a renewal in progress replaces is refused as soon as the server recorded the
-    // new one ("SVID serial … is not the current one"): that is no verdict on the agent, so the renewal ends first
+    // A request made with the SVID that a renewal in progress replaces is refused once a call with the new one made
+    // it current ("SVID serial … is not the current one"): that is no verdict on the agent, so the renewal ends first
     // and the refusal is judged with the SVID it installed. (A taint renews the agent SVID while the rotator is busy
     // re-signing the workloads' SVIDs, so the two meet.)
     const renewing = this.renewing;
@@ -487,10 +487,11 @@ export class AgentManager {
 
   /**
    * Saves the current identity to the data dir. The server has recorded the new SVID by now and refuses the previous
-   * one, so an SVID that cannot be saved (a full disk) is still installed and used from memory: the failure is logged
-   * as an error, the old files stay as they were (a save replaces all or nothing), and the save is tried again with
-   * backoff until it succeeds. A restart meanwhile resumes from the old files, which the server may refuse: the
-   * agent then attests again where its method allows it.
+   * one from the first call made with the new one, so an SVID that cannot be saved (a full disk) is still installed
+   * and used from memory: the failure is logged as an error, the old files stay as they were (a save replaces all or
+   * nothing), and the save is tried again with backoff until it succeeds. A restart meanwhile resumes from the old
+   * files, which the server refuses once the new SVID was used: the agent then attests again where its method allows
+   * it. (Killed before any such call, the agent resumes with them and renews again from them.)
    */
   private async persist(): Promise<void> {
     const current = this.identity.current();

@@ -114,7 +114,7 @@ describe(`agent API: mTLS routes (${backend})`, () => {
     }
   });
 
-  it('renews the agent SVID; the previous one is refused from then on', async () => {
+  it('renews the agent SVID; the previous one stays valid until the new one is used, then is refused', async () => {
     const agent = await joinAgent();
     const key = await newAgentKey();
     const renewed = await agent.call('POST', '/agent/v1/renew', { csr: await key.csr() });
@@ -123,9 +123,7 @@ describe(`agent API: mTLS routes (${backend})`, () => {
     const verified = await verifyX509Svid(derChainOf(renewed.body['svid']), bundle, { now: clock.now() });
     expect(verified.spiffeId.toString()).toBe(agent.spiffeId);
 
-    const stale = await agent.call('GET', '/agent/v1/sync');
-    expect(stale.status).toBe(403);
-    expect(stale.body['message']).toMatch(/^agent spiffe:\/\/\S+: SVID serial [0-9a-f]+ is not the current one$/);
+    expect((await agent.call('GET', '/agent/v1/sync')).status).toBe(200);
     const fresh = await api.call(
       'GET',
       '/agent/v1/sync',
@@ -133,6 +131,9 @@ describe(`agent API: mTLS routes (${backend})`, () => {
       credentialsOf(renewed.body['svid'], key.privateKeyPem),
     );
     expect(fresh.status).toBe(200);
+    const stale = await agent.call('GET', '/agent/v1/sync');
+    expect(stale.status).toBe(403);
+    expect(stale.body['message']).toMatch(/^agent spiffe:\/\/\S+: SVID serial [0-9a-f]+ is not the current one$/);
   });
 
   it('syncs everything at revision 0, then only the changes', async () => {

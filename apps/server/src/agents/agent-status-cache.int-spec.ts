@@ -108,21 +108,23 @@ describe(`agent status cache (${kind})`, () => {
     await seed('renew');
     await service.requireActive(agentId('renew'), 'serial-renew');
     // Renewed behind this replica's back (another replica whose notification is not heard here).
-    await behindTheBack().replaceSvid(
+    await behindTheBack().recordNewSvid(
       agentId('renew'),
       'serial-renew',
       { serialNumber: 'serial-renew-2', svidExpiresAt: new Date(Date.UTC(2027, 0, 2)) },
       new Date(),
     );
     repository.reads = 0;
+    // The renewed serial is promoted (a write, which drops the cache), so it is read again once after.
     expect((await service.requireActive(agentId('renew'), 'serial-renew-2')).serialNumber).toBe('serial-renew-2');
     expect(repository.reads).toBe(1);
+    repository.reads = 0;
     for (let i = 0; i < 50; i++) {
       await expect(service.requireActive(agentId('renew'), 'serial-renew')).rejects.toMatchObject({
         message: `agent ${agentId('renew')}: SVID serial serial-renew is not the current one`,
       });
     }
-    expect(repository.reads).toBe(2);
+    expect(repository.reads).toBe(1);
   });
 
   const onEmbedded = 'skipped on embedded: one server process there, so every change is made in the same cache';

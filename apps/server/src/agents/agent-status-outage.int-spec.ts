@@ -77,7 +77,7 @@ describe.skipIf(PRIVATE_POSTGRES_MISSING !== undefined)(
       const { service, clock } = await replica(dataSource);
       const elsewhere = await replica(other);
       const repository = new AgentsRepository(dataSource.getRepository(AgentEntity));
-      for (const name of ['active', 'banned', 'renewed', 'stale'])
+      for (const name of ['active', 'banned', 'renewed', 'stale', 'pending'])
         await repository.upsertUnlessBanned(record(name), new Date());
       await service.ban(agentId('banned'));
       await service.requireActive(agentId('active'), 'serial-active');
@@ -97,11 +97,21 @@ describe.skipIf(PRIVATE_POSTGRES_MISSING !== undefined)(
       await service.requireActive(agentId('stale'), 'serial-stale');
       clock.advance(60_000);
       await service.requireActive(agentId('active'), 'serial-active');
+      // Renewed here, the new SVID not used yet: both serials are the agent's.
+      await service.recordRenewal(agentId('pending'), 'serial-pending', {
+        serialNumber: 'serial-pending-2',
+        svidExpiresAt: new Date(Date.UTC(2027, 0, 2)),
+      });
+      await service.requireActive(agentId('pending'), 'serial-pending');
 
       await postgres.stop();
       clock.advance(TTL_SECONDS * 1000);
       expect((await service.requireActive(agentId('active'), 'serial-active')).spiffeId).toBe(agentId('active'));
       expect((await service.requireActive(agentId('stale'), 'serial-stale')).spiffeId).toBe(agentId('stale'));
+      // Either serial of an agent with a renewal pending (its promotion waits for the database).
+      for (const serial of ['serial-pending', 'serial-pending-2']) {
+        expect((await service.requireActive(agentId('pending'), serial)).serialNumber).toBe('serial-pending');
+      }
       // A banned one, an outdated serial, a changed agent and a never-read one get the database's 503.
       for (const [name, serial] of [
         ['banned', 'serial-banned'],
@@ -137,6 +147,12 @@ describe.skipIf(PRIVATE_POSTGRES_MISSING !== undefined)(
       expect((await service.requireActive(agentId('renewed'), 'serial-renewed-2')).serialNumber).toBe(
         'serial-renewed-2',
       );
+      expect((await service.requireActive(agentId('pending'), 'serial-pending-2')).serialNumber).toBe(
+        'serial-pending-2',
+      );
+      await expect(service.requireActive(agentId('pending'), 'serial-pending')).rejects.toMatchObject({
+        kind: 'permission_denied',
+      });
     }, 120_000);
 
     it('does not serve from memory when the database is up but busy (a ban committed elsewhere may be unheard)', async () => {

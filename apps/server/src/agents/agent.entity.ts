@@ -14,12 +14,22 @@ export class AgentEntity {
   @Column({ name: 'attestation_type', type: 'text' })
   attestationType!: string;
 
-  /** Serial number (hex) of the agent's current X509-SVID; renewal replaces it. */
+  /** Serial number (hex) of the agent's current X509-SVID; its renewed SVID replaces it once used. */
   @Column({ name: 'serial_number', type: 'text' })
   serialNumber!: string;
 
   @Column({ name: 'svid_expires_at', type: 'timestamptz' })
   svidExpiresAt!: Date;
+
+  /**
+   * Serial number (hex) of the agent's renewed X509-SVID, not used yet (SPIRE's `new_serial_number`): accepted like
+   * the current one, and promoted to it by the first call made with it. Null when no renewal is pending.
+   */
+  @Column({ name: 'new_serial_number', type: 'text', nullable: true })
+  newSerialNumber!: string | null;
+
+  @Column({ name: 'new_svid_expires_at', type: 'timestamptz', nullable: true })
+  newSvidExpiresAt!: Date | null;
 
   @Column({ name: 'selectors', type: 'jsonb' })
   selectors!: readonly AgentSelector[];

@@ -10,6 +10,9 @@ export interface AttestedAgent {
   readonly attestationType: string;
   readonly serialNumber: string;
   readonly svidExpiresAt: Date;
+  /** The renewed SVID's serial number, until the agent first uses it (then it becomes `serialNumber`); else null. */
+  readonly newSerialNumber: string | null;
+  readonly newSvidExpiresAt: Date | null;
   readonly selectors: readonly AgentSelector[];
   readonly banned: boolean;
   /** Whether its node attestor lets it attest again under the same ID. */
@@ -17,4 +20,13 @@ export interface AttestedAgent {
   readonly createdAt: Date;
   readonly updatedAt: Date;
   readonly lastSeenAt: Date | null;
+}
+
+/**
+ * Whether the agent may call with the SVID of this serial number: its current SVID, or the renewed one it has not used
+ * yet (SPIRE keeps both, so an agent that lost its renewal keeps working with the previous SVID). A banned agent's
+ * serials are not looked at here.
+ */
+export function holdsSerial(agent: Pick<AttestedAgent, 'serialNumber' | 'newSerialNumber'>, serial: string): boolean {
+  return agent.serialNumber === serial || (agent.newSerialNumber !== null && agent.newSerialNumber === serial);
 }

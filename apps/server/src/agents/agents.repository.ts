@@ -51,7 +51,7 @@ export class AgentsRepository {
     const result = await this.repository
       .createQueryBuilder()
       .update()
-      .set({ banned: true, updatedAt: now })
+      .set({ banned: true, newSerialNumber: null, newSvidExpiresAt: null, updatedAt: now })
       .where('spiffe_id = :spiffeId', { spiffeId })
       .returning('*')
       .execute();
@@ -74,7 +74,8 @@ export class AgentsRepository {
        VALUES ($1, $2, $3, $4, $5::jsonb, false, $6, $6, $6, $7)
        ON CONFLICT (spiffe_id) DO UPDATE
          SET attestation_type = EXCLUDED.attestation_type, serial_number = EXCLUDED.serial_number,
-             svid_expires_at = EXCLUDED.svid_expires_at, selectors = EXCLUDED.selectors,
+             svid_expires_at = EXCLUDED.svid_expires_at, new_serial_number = NULL, new_svid_expires_at = NULL,
+             selectors = EXCLUDED.selectors,
              updated_at = EXCLUDED.updated_at, last_seen_at = EXCLUDED.last_seen_at,
              can_reattest = EXCLUDED.can_reattest
          WHERE agents.banned = false AND $7::boolean
@@ -92,8 +93,11 @@ export class AgentsRepository {
     return this.first(result);
   }
 
-  /** Records a renewed agent SVID if the agent still exists, is not banned and presented its current serial. */
-  async replaceSvid(
+  /**
+   * Records a renewed agent SVID as the agent's new one (replacing a new one it never used) if the agent still exists,
+   * is not banned and presented its current serial; the current SVID stays valid until the new one is used.
+   */
+  async recordNewSvid(
     spiffeId: string,
     currentSerial: string,
     next: { serialNumber: string; svidExpiresAt: Date },
@@ -102,7 +106,12 @@ export class AgentsRepository {
     const result = await this.repository
       .createQueryBuilder()
       .update()
-      .set({ serialNumber: next.serialNumber, svidExpiresAt: next.svidExpiresAt, updatedAt: now, lastSeenAt: now })
+      .set({
+        newSerialNumber: next.serialNumber,
+        newSvidExpiresAt: next.svidExpiresAt,
+        updatedAt: now,
+        lastSeenAt: now,
+      })
       .where('spiffe_id = :spiffeId AND serial_number = :currentSerial AND banned = false', {
         spiffeId,
         currentSerial,
@@ -110,6 +119,24 @@ export class AgentsRepository {
       .returning('*')
       .execute();
     return this.first(result.raw);
+  }
+
+  /**
+   * Makes the agent's new SVID its current one, if `newSerial` is still its new serial and it is not banned: one
+   * conditional statement, so of concurrent promotions (on any replica) one writes and the others find nothing, and a
+   * ban, eviction, re-attestation or further renewal committed first wins. `undefined` when nothing was written.
+   */
+  async promoteNewSvid(spiffeId: string, newSerial: string, now: Date): Promise<AttestedAgent | undefined> {
+    const result = await this.repository.query(
+      `UPDATE agents
+          SET serial_number = new_serial_number, svid_expires_at = new_svid_expires_at,
+              new_serial_number = NULL, new_svid_expires_at = NULL, updated_at = $3, last_seen_at = $3
+        WHERE spiffe_id = $1 AND new_serial_number = $2 AND banned = false
+        RETURNING *`,
+      [spiffeId, newSerial, now],
+    );
+    // TypeORM answers an UPDATE … RETURNING through query() on PostgreSQL with [rows, affected].
+    return this.first((result as [unknown[], number])[0]);
   }
 
   /**
@@ -161,6 +188,11 @@ export class AgentsRepository {
       attestationType: row['attestation_type'] as string,
       serialNumber: row['serial_number'] as string,
       svidExpiresAt: new Date(row['svid_expires_at'] as string | Date),
+      newSerialNumber: (row['new_serial_number'] as string | null) ?? null,
+      newSvidExpiresAt:
+        row['new_svid_expires_at'] === null || row['new_svid_expires_at'] === undefined
+          ? null
+          : new Date(row['new_svid_expires_at'] as string | Date),
       selectors: row['selectors'] as AgentSelector[],
       banned: row['banned'] as boolean,
       canReattest: row['can_reattest'] as boolean,
@@ -177,6 +209,8 @@ function toAttestedAgent(entity: Omit<AgentEntity, 'svidIssuers'>): AttestedAgen
     attestationType: entity.attestationType,
     serialNumber: entity.serialNumber,
     svidExpiresAt: entity.svidExpiresAt,
+    newSerialNumber: entity.newSerialNumber ?? null,
+    newSvidExpiresAt: entity.newSvidExpiresAt ?? null,
     selectors: entity.selectors,
     banned: entity.banned,
     canReattest: entity.canReattest,

@@ -8,7 +8,7 @@ import { Database } from '../database/database.js';
 import { databaseUnreachable } from '../database/database-errors.js';
 import { EntryChangeNotifier } from '../entries/entry-change-notifier.js';
 import { AgentStatusCache } from './agent-status-cache.js';
-import type { AttestedAgent } from './agent.js';
+import { type AttestedAgent, holdsSerial } from './agent.js';
 import { type AgentFilter, AgentsRepository, type AttestedAgentRecord } from './agents.repository.js';
 
 export const AGENT_PAGE_SIZE = { default: 50, max: 500 } as const;
@@ -135,7 +135,9 @@ export class AgentsService implements OnModuleDestroy {
   }
 
   /**
-   * The agent, if it may call the server with the SVID of this serial number.
+   * The agent, if it may call the server with the SVID of this serial number: its current SVID, or its renewed one
+   * (see {@link holdsSerial}); the first call with the renewed one promotes it to current, after which the previous
+   * SVID is refused.
    *
    * @throws AppError `permission_denied` when the agent was evicted, is banned or presented an outdated SVID.
    */
@@ -148,15 +150,18 @@ export class AgentsService implements OnModuleDestroy {
         () => this.repository.findBySpiffeId(spiffeId),
         (cached) =>
           cached.status !== null &&
-          cached.status.serialNumber !== serialNumber &&
+          !holdsSerial(cached.status, serialNumber) &&
           !cached.refusedSerials.has(serialNumber),
       );
+      if (entity && !entity.banned && entity.newSerialNumber === serialNumber) {
+        entity = await this.promote(spiffeId, serialNumber);
+      }
     } catch (error) {
       entity = this.servedThroughOutage(spiffeId, serialNumber, error);
     }
     if (!entity) throw new AppError('permission_denied', `agent ${spiffeId} is not attested (evicted or unknown)`);
     if (entity.banned) throw new AppError('permission_denied', `agent ${spiffeId} is banned`);
-    if (entity.serialNumber !== serialNumber) {
+    if (!holdsSerial(entity, serialNumber)) {
       this.statuses.refuseSerial(spiffeId, serialNumber);
       throw new AppError('permission_denied', `agent ${spiffeId}: SVID serial ${serialNumber} is not the current one`);
     }
@@ -164,19 +169,36 @@ export class AgentsService implements OnModuleDestroy {
   }
 
   /**
+   * Makes the agent's renewed SVID (serial `newSerial`) its current one. When another request or replica did so first,
+   * or a ban, eviction, re-attestation or further renewal came first, answers the agent as read again.
+   */
+  private async promote(spiffeId: string, newSerial: string): Promise<AttestedAgent | null> {
+    const promoted = await this.repository.promoteNewSvid(spiffeId, newSerial, this.clock.now());
+    await this.changed(spiffeId);
+    if (promoted) {
+      this.logger.log({ msg: 'agent renewed SVID in use', agentId: spiffeId });
+      return promoted;
+    }
+    return this.statuses.get(spiffeId, () => this.repository.findBySpiffeId(spiffeId));
+  }
+
+  /**
    * The outage rule: the agent's last status read less than {@link AGENT_STATUS_OUTAGE_MAX_AGE_MS} ago when `error` says
-   * the database is unreachable and that status is active with `serialNumber`; else rethrows `error` (503 when the
-   * database is unreachable: the agent keeps its cached SVIDs and retries).
+   * the database is unreachable and that status is active and holds `serialNumber` (current or renewed: the promotion
+   * waits for the database); else rethrows `error` (503 when the database is unreachable: the agent keeps its cached
+   * SVIDs and retries).
    */
   private servedThroughOutage(spiffeId: string, serialNumber: string, error: unknown): AttestedAgent {
     const known = databaseUnreachable(error) && this.statuses.lastKnown(spiffeId, AGENT_STATUS_OUTAGE_MAX_AGE_MS);
     const status = known ? known.status : null;
-    if (status === null || status.banned || status.serialNumber !== serialNumber) throw error;
+    if (status === null || status.banned || !holdsSerial(status, serialNumber)) throw error;
     return status;
   }
 
   /**
-   * Records the agent's renewed SVID; the caller must present the current one.
+   * Records the agent's renewed SVID as its new one; the caller must present the current one (a renewal presented
+   * with the current serial while a new one is pending replaces that one: the agent lost it). The current SVID stays
+   * valid until the agent first uses the new one.
    *
    * @throws AppError `permission_denied` when the agent was evicted, is banned or its serial is outdated.
    */
@@ -185,7 +207,7 @@ export class AgentsService implements OnModuleDestroy {
     currentSerial: string,
     next: { serialNumber: string; svidExpiresAt: Date },
   ): Promise<AttestedAgent> {
-    const entity = await this.repository.replaceSvid(spiffeId, currentSerial, next, this.clock.now());
+    const entity = await this.repository.recordNewSvid(spiffeId, currentSerial, next, this.clock.now());
     await this.changed(spiffeId);
     if (!entity) {
       throw new AppError('permission_denied', `agent ${spiffeId} may not renew: evicted, banned or outdated SVID`);

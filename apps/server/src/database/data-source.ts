@@ -13,6 +13,7 @@ import { FederationRelationships1764000400000 } from '#migrations/1764000400000-
 import { UpstreamAuthorities1764000550000 } from '#migrations/1764000550000-UpstreamAuthorities';
 import { TaintedAuthorities1764000620000 } from '#migrations/1764000620000-TaintedAuthorities';
 import { X509popChallenges1764000700000 } from '#migrations/1764000700000-X509popChallenges';
+import { AgentNewSerial1764000800000 } from '#migrations/1764000800000-AgentNewSerial';
 import { FederationRelationshipEntity } from '../federation/federation-relationship.entity.js';
 import { AdminTokenEntity } from '../auth/admin-token.entity.js';
 import { AuditRecordEntity } from '../audit/audit-record.entity.js';
@@ -52,6 +53,7 @@ export const MIGRATIONS = [
   UpstreamAuthorities1764000550000,
   TaintedAuthorities1764000620000,
   X509popChallenges1764000700000,
+  AgentNewSerial1764000800000,
 ];
 
 /** Default pool size against a PostgreSQL server (`database_pool_size`). */
