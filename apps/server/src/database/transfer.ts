@@ -2,6 +2,7 @@ import type { DataSource, EntityManager, EntityMetadata, EntityTarget, ObjectLit
 import { CaKeyEntity } from '../ca/ca-key.entity.js';
 import { CA_KEYS_REVISION_SEQUENCE } from '../ca/ca-keys.repository.js';
 import { RevisionCounterEntity } from '../entries/entry-event.entity.js';
+import { X509popChallengeEntity } from '../node-attestation/x509pop/x509pop-challenge.entity.js';
 import { ENTITIES, SCHEMA_VERSION } from './data-source.js';
 
 type ColumnMetadata = EntityMetadata['columns'][number];
@@ -39,8 +40,14 @@ export class TransferError extends Error {
  * from the new one. Identity columns (`audit_log.id`) are left out: PostgreSQL numbers the rows again, in order.
  */
 function tablesOf(dataSource: DataSource): EntityMetadata[] {
-  return ENTITIES.map((entity) => dataSource.getMetadata(entity));
+  return ENTITIES.filter((entity) => !TRANSIENT.has(entity)).map((entity) => dataSource.getMetadata(entity));
 }
+
+/**
+ * Tables of passing state, neither exported nor imported: outstanding x509pop challenges live a minute and are
+ * answerable once; a restored database starts without any, and agents ask for new ones.
+ */
+const TRANSIENT: ReadonlySet<(typeof ENTITIES)[number]> = new Set([X509popChallengeEntity]);
 
 function exportedColumns(metadata: EntityMetadata): ColumnMetadata[] {
   // GENERATED ALWAYS AS IDENTITY (`audit_log.id`) takes no value on insert; the uuid keys are kept.
