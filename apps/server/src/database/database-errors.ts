@@ -10,6 +10,8 @@ const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOENT', 'ETIM
 const DOWN_SQLSTATES = new Set(['57P01', '57P02', '57P03']);
 /** Too many connections: the server is up (others may be writing to it) but will not take one more of ours. */
 const TOO_MANY_CONNECTIONS = '53300';
+/** What pg rejects with when a new connection did not become ready within `connectionTimeoutMillis`. */
+const CONNECT_TIMEOUT_MESSAGE = 'Connection terminated due to connection timeout';
 
 /**
  * True when the database cannot be reached at all (refused, reset or timed-out connections, a server shutting down
@@ -20,6 +22,9 @@ const TOO_MANY_CONNECTIONS = '53300';
  */
 export function databaseUnreachable(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
+  // A server that took the TCP connection but did not start a session in time is up, and may be loaded on purpose.
+  // (A host that drops packets ends the same way: then the rule does not apply, and agents get 503: fail closed.)
+  if (error.message === CONNECT_TIMEOUT_MESSAGE) return false;
   const code = (error as { code?: unknown }).code;
   return (
     error.message.startsWith('Connection terminated') ||
@@ -42,7 +47,7 @@ export function databaseUnavailable(error: unknown): AppError | undefined {
       { cause: error },
     );
   }
-  const busy = (error as { code?: unknown }).code === TOO_MANY_CONNECTIONS;
+  const busy = (error as { code?: unknown }).code === TOO_MANY_CONNECTIONS || error.message === CONNECT_TIMEOUT_MESSAGE;
   if (!busy && !databaseUnreachable(error)) return undefined;
   return new AppError('unavailable', 'database: unreachable or refusing connections; retry in a few seconds', {
     cause: error,
