@@ -10,6 +10,7 @@ import { CA_KEYS_REVISION_SEQUENCE } from '../ca/ca-keys.repository.js';
 import { EntryEventEntity, RevisionCounterEntity } from '../entries/entry-event.entity.js';
 import { DnsNameEntity, EntryEntity, FederatedTrustDomainEntity, SelectorEntity } from '../entries/entry.entity.js';
 import { JoinTokenEntity } from '../join-tokens/join-token.entity.js';
+import { X509popChallengeEntity } from '../node-attestation/x509pop/x509pop-challenge.entity.js';
 import { SCHEMA_VERSION } from './data-source.js';
 import { type ExportFile, TransferError, exportDatabase, importDatabase } from './transfer.js';
 
@@ -292,7 +293,17 @@ describe(`export and import (${kind})`, () => {
       expiresAt: null,
       lastUsedAt: null,
     });
+    // An outstanding x509pop challenge (not exported): not answerable in the database that replaced its own.
+    await target.dataSource.manager.insert(X509popChallengeEntity, {
+      id: randomUUID(),
+      nonce: randomBytes(32),
+      fingerprint: 'a'.repeat(40),
+      publicKeyDer: randomBytes(91),
+      selectors: [],
+      expiresAt: new Date(Date.now() + 60_000),
+    });
     await importDatabase(target.dataSource, exported, { replace: true });
     expect(await exportDatabase(target.dataSource, at('2026-02-01T00:00:00Z'))).toEqual(exported);
+    expect(await target.dataSource.manager.count(X509popChallengeEntity)).toBe(0);
   });
 });

@@ -238,6 +238,8 @@ export async function importDatabase(
     for (const metadata of [...parsed.keys()].reverse()) {
       await manager.createQueryBuilder().delete().from(metadata.target).execute();
     }
+    // Passing state of the database replaced goes with it: a challenge issued before the restore is not answerable.
+    for (const entity of TRANSIENT) await manager.createQueryBuilder().delete().from(entity).execute();
     for (const [metadata, rows] of parsed) {
       // In chunks: PostgreSQL takes at most 65,535 parameters in one statement.
       const chunk = Math.max(1, Math.floor(10_000 / Math.max(1, exportedColumns(metadata).length)));
