@@ -42,8 +42,11 @@ export class AgentStatusCache<Status> {
     isStale: (cached: CachedStatus<Status>) => boolean = () => false,
   ): Promise<Status | null> {
     const cached = this.entries.get(agentId);
-    if (cached && cached.epoch === this.epoch && this.now() - cached.readAtMs < this.ttlMs && !isStale(cached)) {
-      return cached.status;
+    if (cached && cached.epoch === this.epoch && this.now() - cached.readAtMs < this.ttlMs) {
+      if (!isStale(cached)) return cached.status;
+      // Asked to read once more (a serial not seen yet): a read already in flight may have begun before the change
+      // the caller knows of (a renewal committed on another replica), so this one starts its own.
+      return this.read(agentId, load, true);
     }
     return this.read(agentId, load);
   }
@@ -68,10 +71,10 @@ export class AgentStatusCache<Status> {
     return cached && this.now() - cached.readAtMs < maxAgeMs ? cached : undefined;
   }
 
-  private read(agentId: string, load: () => Promise<Status | null>): Promise<Status | null> {
+  private read(agentId: string, load: () => Promise<Status | null>, fresh = false): Promise<Status | null> {
     const pending = this.reads.get(agentId);
     // A read started before a drop may return what the drop replaced: it is not shared with later callers.
-    if (pending && pending.generation === this.generation) return pending.promise;
+    if (!fresh && pending && pending.generation === this.generation) return pending.promise;
     const generation = this.generation;
     const promise = load().then((status) => {
       if (this.generation === generation) this.keep(agentId, status);
