@@ -116,8 +116,9 @@ export class AgentSvidService {
   }
 
   /**
-   * Renews the calling agent's SVID; the serial of the one it presented must still be the current one, and the
-   * new serial replaces it. Renewal has its own small budget per agent, which workload signing never spends.
+   * Renews the calling agent's SVID; the serial of the one it presented must still be the current one. The new serial
+   * is kept beside it until the agent first uses the new SVID (AgentsService.recordRenewal). Renewal has its own small
+   * budget per agent, which workload signing never spends.
    *
    * @throws AppError `resource_exhausted` when the agent renews more often than that budget allows.
    */
