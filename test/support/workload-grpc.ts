@@ -115,13 +115,13 @@ export function unary<Request, Response>(
 
 /**
  * Checks one X509SVID message as a relying party would: the key matches the leaf, and the chain verifies with
- * libs/spiffe against the bundle sent with it. Returns the verified SVID.
+ * libs/spiffe against the bundle sent with it, at `now` (default: the current time). Returns the verified SVID.
  */
-export async function verifySvidMessage(svid: X509SvidMessage): Promise<VerifiedX509Svid> {
+export async function verifySvidMessage(svid: X509SvidMessage, now?: Date): Promise<VerifiedX509Svid> {
   const chain = new Uint8Array(svid.x509_svid);
   const parsed = await parseX509Svid(chain, new Uint8Array(svid.x509_svid_key));
   const bundle = TrustBundle.fromX509Der(TrustDomain.parse(svid.spiffe_id), new Uint8Array(svid.bundle));
-  const verified = await verifyX509Svid(chain, bundle);
+  const verified = await verifyX509Svid(chain, bundle, { now });
   if (!verified.spiffeId.equals(parsed.spiffeId) || verified.spiffeId.toString() !== svid.spiffe_id) {
     throw new Error(`spiffe_id ${svid.spiffe_id} does not match the certificate ${verified.spiffeId.toString()}`);
   }

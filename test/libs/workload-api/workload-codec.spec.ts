@@ -30,7 +30,13 @@ import {
 const RUNS = { numRuns: 200 };
 const bytes = fc.uint8Array({ maxLength: 64 });
 const text = fc.string({ unit: 'grapheme', maxLength: 24 });
-const byteMap = fc.dictionary(text, bytes, { maxKeys: 4 });
+// protobuf-es's `create`, which builds the reference messages, sets a `__proto__` map key as the object's prototype;
+// the codec's handling of that key is checked on hand-written bytes below ("__proto__ is an ordinary key").
+const byteMap = fc.dictionary(
+  text.filter((key) => key !== '__proto__'),
+  bytes,
+  { maxKeys: 4 },
+);
 
 /** Plain fields of a decoded or generated message, for comparing the two. */
 function plain(value: unknown): unknown {
