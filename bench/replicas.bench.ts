@@ -8,7 +8,10 @@
  *    time through A's admin API (`POST /v1/entries`), each timed from just before the POST to the first stream
  *    message holding its SPIFFE ID. The path: A's write (new revision, NOTIFY) → B's listening connection → B's index
  *    → the agent's sync long-poll on B → a CSR batch signed by B → the stream. Goal: p99 < 250 ms. Beside it, in
- *    turn, as many entries written through B itself: the same path without the hop between replicas.
+ *    turn, as many entries written through B itself: the same path without the hop between replicas. Back to back
+ *    (each write as soon as the last was seen) the agent syncs once per write, more often than `agent_sync_rate`
+ *    (5/s) allows: past its burst each sync waits for its token, so the figure is then the sync pacing (~200 ms);
+ *    `--gap-ms 250` spaces the writes below that rate and measures the path itself.
  * 2. Rotation leader killed: `--kills` rounds, each with two new replicas on a new database whose CA lives 60 s, so
  *    the next keys are prepared 30 s after start. Both run with the test-only hook SIGIL_TEST_ROTATION_PAUSE_FILE
  *    armed: the replica that leads the preparation stops inside its rotation transaction; it is killed with SIGKILL
@@ -17,6 +20,7 @@
  *    by that interval: it is when the other replica next tries the lock, not how fast PostgreSQL releases it.
  */
 import { writeFile } from 'node:fs/promises';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Harness, NODE_ALIAS_ID, TRUST_DOMAIN, currentUid, type ServerProcess } from './support/harness.js';
@@ -32,7 +36,7 @@ const ROTATION_PAUSE_FILE_ENV = 'SIGIL_TEST_ROTATION_PAUSE_FILE';
 const PAUSED = /"msg":"test hook: rotation paused inside its transaction until this process is killed"/;
 const PREPARED = /"msg":"ca key prepared"/;
 
-async function propagation(harness: Harness, entries: number, log: (line: string) => void) {
+async function propagation(harness: Harness, entries: number, gapMs: number, log: (line: string) => void) {
   const [a, b] = await harness.startReplicaPair('p-', []);
   const agent = await harness.startAgent(b);
   const uid = currentUid();
@@ -59,13 +63,19 @@ async function propagation(harness: Harness, entries: number, log: (line: string
     // Side by side: writes through A (another replica than the agent's) and through B (the agent's own), in turn.
     const across: number[] = [];
     const same: number[] = [];
+    const gap = (): Promise<void> => new Promise((done) => setTimeout(done, gapMs));
     for (let index = 0; index < entries; index++) {
       across.push(await propagate(a, `across-${index}`));
+      await gap();
       same.push(await propagate(b, `same-${index}`));
+      await gap();
     }
     const summary = summarize(across);
     const baseline = summarize(same);
-    log(`${entries} entries through each replica in turn, one at a time; agent and stream on replica B`);
+    log(
+      `${entries} entries through each replica in turn, one at a time` +
+        `${gapMs > 0 ? `, ${gapMs} ms apart` : ', each as soon as the last was seen'}; agent and stream on replica B`,
+    );
     log(`  POST on A → SVID on the stream of B's agent: ${formatLatency(summary)}`);
     log(`  POST on B → SVID on the stream of B's agent: ${formatLatency(baseline)}`);
     log(`  target p99 < ${TARGET_P99_MS} ms across replicas: ${summary.p99 < TARGET_P99_MS ? 'met' : 'NOT met'}`);
@@ -107,6 +117,14 @@ async function main(): Promise<void> {
     script: 'replicas.bench.js',
     numbers: {
       entries: { default: 200, min: 1, max: 2000, integer: true, description: 'entries timed across replicas' },
+      gapMs: {
+        default: 0,
+        min: 0,
+        max: 10_000,
+        integer: true,
+        description:
+          'pause between one entry seen on the stream and the next write, ms (0: back to back, paced by agent_sync_rate)',
+      },
       kills: { default: 3, min: 0, max: 20, integer: true, description: 'rotation leaders killed (one per round)' },
       checkSeconds: {
         default: 10,
@@ -123,11 +141,12 @@ async function main(): Promise<void> {
     if (options.json) console.log(JSON.stringify({ bench: 'replicas', skipped: reason }));
     return;
   }
-  const { entries, kills, checkSeconds } = options.numbers;
+  const { entries, gapMs, kills, checkSeconds } = options.numbers;
   const log = (line: string): void => console.log(line);
   await Harness.run('replicas', async (harness) => {
-    log(`node ${process.version}, two replicas on one PostgreSQL database`);
-    const { summary, baseline } = await propagation(harness, entries, log);
+    const loadBefore = loadavg()[0]!;
+    log(`node ${process.version}, two replicas on one PostgreSQL database; load average ${loadBefore.toFixed(2)}`);
+    const { summary, baseline } = await propagation(harness, entries, gapMs, log);
     const killTimes: number[] = [];
     for (let round = 0; round < kills; round++) killTimes.push(await leaderKill(harness, round, `${checkSeconds}s`));
     if (kills > 0) {
@@ -138,11 +157,15 @@ async function main(): Promise<void> {
         `  kill → the other replica's prepared keys: ${killTimes.map((ms) => `${(ms / 1000).toFixed(2)} s`).join(', ')}`,
       );
     }
+    const loadAfter = loadavg()[0]!;
+    log(`load average (1 min) ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after`);
     if (options.json) {
       log(
         JSON.stringify({
           bench: 'replicas',
+          load_average: { before: loadBefore, after: loadAfter },
           entries,
+          gap_ms: gapMs,
           propagation: { ...latencyJson(summary), target_p99_ms: TARGET_P99_MS },
           same_replica: latencyJson(baseline),
           leader_kill: {

@@ -28,6 +28,24 @@ describe('TokenBucketRateLimiter', () => {
     expect(limiter.retryAfterSeconds('b', 5)).toBe(1);
   });
 
+  it('reserves the next token for a key that ran out, once: the wait is until it refills; a second is refused', () => {
+    const clock = new FakeClock();
+    const limiter = new TokenBucketRateLimiter({ ratePerSecond: 5, burst: 2 }, clock);
+    expect([limiter.reserve('a'), limiter.reserve('a')]).toEqual([0, 0]);
+    clock.advance(40); // 0.2 tokens: the next one is 160 ms away
+    expect(limiter.reserve('a')).toBe(160);
+    // In debt until then: nothing more is reserved, and nothing can be taken either.
+    expect(limiter.reserve('a')).toBeUndefined();
+    expect(limiter.tryTake('a')).toBe(false);
+    expect(limiter.reserve('b')).toBe(0);
+    clock.advance(159);
+    expect(limiter.reserve('a')).toBeUndefined();
+    clock.advance(1); // the reservation is paid: the bucket is at 0, so the next one waits a whole token
+    expect(limiter.reserve('a')).toBe(200);
+    clock.advance(10_000);
+    expect(limiter.reserve('a', 2)).toBe(0);
+  });
+
   it('allows a burst, then refills at the rate, per key', () => {
     const clock = new FakeClock();
     const limiter = new TokenBucketRateLimiter({ ratePerSecond: 2, burst: 3 }, clock);

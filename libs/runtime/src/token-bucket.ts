@@ -48,6 +48,22 @@ export class TokenBucketRateLimiter {
   }
 
   /**
+   * Takes `cost` tokens now, or else reserves the next ones: when the bucket holds fewer than `cost` but is not in
+   * debt (it holds 0 or more), the tokens are taken ahead (the bucket goes below zero) and the milliseconds until
+   * they would have refilled are returned, which the caller waits before doing the work. A bucket already in debt (a
+   * reservation is waiting) refuses: `undefined`, taking nothing. So a key waits at most `cost / ratePerSecond`
+   * seconds, has at most one reservation at a time, and is served at the configured rate instead of refused.
+   */
+  reserve(key: string, cost = 1): number | undefined {
+    const now = this.clock.now().getTime();
+    const slot = this.slotOf(key, now);
+    const tokens = this.level(this.bucketAt(slot), now);
+    if (tokens < 0) return undefined;
+    this.store(slot, tokens - cost, now);
+    return tokens >= cost ? 0 : Math.ceil(((cost - tokens) / this.limit.ratePerSecond) * 1000);
+  }
+
+  /**
    * Takes `cost` tokens from the key's bucket whatever it holds: the bucket may go below zero, and the key then waits
    * until it has refilled. For work whose price is known only once it is done (a refused attempt that costs more).
    */

@@ -95,7 +95,7 @@ export class AgentAuthGuard implements CanActivate {
     }
     this.admitConnection(socket, svid.spiffeId);
     if (this.reflector.get<boolean | undefined>(SYNC_ROUTE, context.getHandler())) {
-      this.syncLimiter.take(svid.spiffeId);
+      await this.syncLimiter.admit(svid.spiffeId);
     }
     const agent = await this.agents.requireActive(svid.spiffeId, svid.serialNumber);
     setCallingAgent(request.raw, {

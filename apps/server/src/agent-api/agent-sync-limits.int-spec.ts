@@ -48,24 +48,42 @@ describe(`agent API: sync limits (${backend})`, () => {
     await api?.close();
   });
 
-  it('refuses an agent’s syncs beyond its burst with 429 naming the limit; another agent syncs as usual', async () => {
+  it('paces an agent past its burst: one sync waits for its token and is served, the others get 429 naming the limit; another agent syncs as usual', async () => {
     const flooder = await joinAgent();
     const neighbour = await joinAgent();
     const answers = await Promise.all(
       Array.from({ length: FLOOD }, () => flooder.call('GET', '/agent/v1/sync?revision=0')),
     );
-    expect(answers.filter((answer) => answer.status === 200)).toHaveLength(SYNC_BURST);
+    // The burst, then one more that waited for the next token (1 s at 1/s, real time: this clock stands still).
+    expect(answers.filter((answer) => answer.status === 200)).toHaveLength(SYNC_BURST + 1);
     const refused = answers.filter((answer) => answer.status === 429);
-    expect(refused).toHaveLength(FLOOD - SYNC_BURST);
+    expect(refused).toHaveLength(FLOOD - SYNC_BURST - 1);
+    // The token the waiting sync took is owed too: 2 tokens away at 1/s.
     expect(refused[0]!.body).toEqual({
       error: 'resource_exhausted',
       message:
         `agent ${flooder.spiffeId}: over its sync rate limit (agent_sync_rate 1/s, agent_sync_burst ${SYNC_BURST}), ` +
-        'retry in 1 s',
+        'retry in 2 s',
     });
     expect((await neighbour.call('GET', '/agent/v1/sync?revision=0')).status).toBe(200);
-    clock.advance(1000);
+    clock.advance(2000);
     expect((await flooder.call('GET', '/agent/v1/sync?revision=0')).status).toBe(200);
+  });
+
+  it('a sync past the burst waits for its token rather than being refused; one sent meanwhile is refused', async () => {
+    const agent = await joinAgent();
+    for (let i = 0; i < SYNC_BURST; i++)
+      expect((await agent.call('GET', '/agent/v1/sync?revision=0')).status).toBe(200);
+    let paced: AgentApiResponse | undefined;
+    const waiting = agent.call('GET', '/agent/v1/sync?revision=0').then((answer) => (paced = answer));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Still waiting for its token (1 s at 1/s) while a second sync is refused at once.
+    expect(paced).toBeUndefined();
+    expect(await agent.call('GET', '/agent/v1/sync?revision=0')).toMatchObject({
+      status: 429,
+      body: { error: 'resource_exhausted' },
+    });
+    expect(await waiting).toMatchObject({ status: 200 });
   });
 
   it('an agent that syncs again at once after its 429 on a kept-alive connection gets the next 429 held, then closed; after its Retry-After it is served', async () => {
@@ -77,9 +95,10 @@ describe(`agent API: sync limits (${backend})`, () => {
     const sync = () =>
       requestTls(api.port, { method: 'GET', path: '/agent/v1/sync?revision=0', credentials, agent: connection });
     try {
-      for (let i = 0; i < SYNC_BURST; i++) expect((await sync()).status).toBe(200);
+      // The burst, and one more paced to the rate (it waits for its token).
+      for (let i = 0; i <= SYNC_BURST; i++) expect((await sync()).status).toBe(200);
       const refused = await sync();
-      expect(refused).toMatchObject({ status: 429, headers: { 'retry-after': '1' }, reusedConnection: true });
+      expect(refused).toMatchObject({ status: 429, headers: { 'retry-after': '2' }, reusedConnection: true });
       expect(refused.headers.connection).not.toBe('close');
       // Again at once (the clock stands still): held, then sent with Connection: close.
       let answered = false;
@@ -88,12 +107,12 @@ describe(`agent API: sync limits (${backend})`, () => {
       expect(answered).toBe(false);
       expect(await impatient).toMatchObject({
         status: 429,
-        headers: { 'retry-after': '1', connection: 'close' },
+        headers: { 'retry-after': '2', connection: 'close' },
         body: { error: 'resource_exhausted' },
         reusedConnection: true,
       });
       // An agent waits its Retry-After: on a new connection, served.
-      clock.advance(1000);
+      clock.advance(2000);
       expect(await sync()).toMatchObject({ status: 200, reusedConnection: false });
     } finally {
       connection.destroy();
