@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { toPem } from '@sigil/pki';
 import { parseAndValidateJwtSvid, SpiffeId, verifyX509Svid, type TrustBundle } from '@sigil/spiffe';
@@ -13,6 +14,7 @@ import {
 } from '../../../../test/support/agent-api.js';
 import { opensslVerify } from '../../../../test/support/openssl.js';
 import { TestCa } from '../../../../test/support/test-ca.js';
+import { AgentsController } from '../agents/agents.controller.js';
 import { AgentsService } from '../agents/agents.service.js';
 import { KeyManager } from '../ca/key-manager.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
@@ -122,6 +124,17 @@ describe(`agent API: mTLS routes (${backend})`, () => {
     expect(renewed.body['spiffe_id']).toBe(agent.spiffeId);
     const verified = await verifyX509Svid(derChainOf(renewed.body['svid']), bundle, { now: clock.now() });
     expect(verified.spiffeId.toString()).toBe(agent.spiffeId);
+
+    // agent show/list (admin API) name the pending serial beside the current one until it is used.
+    const admin = api.server.app.get(AgentsController);
+    const leaf = new X509Certificate(derChainOf(renewed.body['svid'])[0]!);
+    const pending = await admin.get(agent.spiffeId);
+    expect(pending.new_serial_number).toBe(leaf.serialNumber.toLowerCase());
+    expect(pending.new_serial_number).not.toBe(pending.serial_number);
+    // The certificate holds whole seconds.
+    expect(Math.floor(Date.parse(pending.new_svid_expires_at!) / 1000) * 1000).toBe(Date.parse(leaf.validTo));
+    const listed = (await admin.list({})).agents.find((one) => one.spiffe_id === agent.spiffeId);
+    expect(listed).toMatchObject({ new_serial_number: pending.new_serial_number });
 
     expect((await agent.call('GET', '/agent/v1/sync')).status).toBe(200);
     const fresh = await api.call(

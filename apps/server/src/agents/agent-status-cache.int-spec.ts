@@ -2,8 +2,11 @@ import type { DataSource } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { useTestDatabase, type TestDatabase } from '../../../../test/support/database.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
+import { AuditRecordEntity } from '../audit/audit-record.entity.js';
+import { AuditRepository } from '../audit/audit.repository.js';
+import { AuditService } from '../audit/audit.service.js';
 import { createEntryChangeNotifier, type EntryChangeNotifier } from '../entries/entry-change-notifier.js';
-import type { AttestedAgent } from './agent.js';
+import { type AttestedAgent, UNUSED_SVID_REPLACEMENTS } from './agent.js';
 import { AgentEntity } from './agent.entity.js';
 import { AgentsRepository } from './agents.repository.js';
 import { AgentsService } from './agents.service.js';
@@ -45,6 +48,7 @@ describe(`agent status cache (${kind})`, () => {
       notifier,
       { agentStatusCacheTtlSeconds: TTL_SECONDS },
       { kind: db.kind },
+      new AuditService(new AuditRepository(dataSource.getRepository(AuditRecordEntity)), clock),
     );
     return { service, repository, clock };
   };
@@ -113,6 +117,7 @@ describe(`agent status cache (${kind})`, () => {
       'serial-renew',
       { serialNumber: 'serial-renew-2', svidExpiresAt: new Date(Date.UTC(2027, 0, 2)) },
       new Date(),
+      UNUSED_SVID_REPLACEMENTS,
     );
     repository.reads = 0;
     // The renewed serial is promoted (a write, which drops the cache), so it is read again once after.

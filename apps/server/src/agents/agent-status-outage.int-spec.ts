@@ -15,6 +15,9 @@ import {
 } from '../../../../test/support/private-postgres.js';
 import { openDataSource } from '../database/data-source.js';
 import { databaseUnavailable } from '../database/database-errors.js';
+import { AuditRecordEntity } from '../audit/audit-record.entity.js';
+import { AuditRepository } from '../audit/audit.repository.js';
+import { AuditService } from '../audit/audit.service.js';
 import { createEntryChangeNotifier, type EntryChangeNotifier } from '../entries/entry-change-notifier.js';
 import { AgentEntity } from './agent.entity.js';
 import { AgentsRepository } from './agents.repository.js';
@@ -57,6 +60,7 @@ describe.skipIf(PRIVATE_POSTGRES_MISSING !== undefined)(
         notifier,
         { agentStatusCacheTtlSeconds: TTL_SECONDS },
         { kind: 'postgres' },
+        new AuditService(new AuditRepository(pool.getRepository(AuditRecordEntity)), clock),
       );
       return { service, clock };
     };

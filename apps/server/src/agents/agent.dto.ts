@@ -57,6 +57,15 @@ export class AgentResponse {
   @ApiProperty() attestation_type!: string;
   @ApiProperty({ description: 'serial number (hex) of the current agent X509-SVID' }) serial_number!: string;
   @ApiProperty({ format: 'date-time' }) svid_expires_at!: string;
+  @ApiProperty({
+    description:
+      'serial number (hex) of the renewed agent X509-SVID not used yet (accepted beside the current one until ' +
+      'its first use makes it current); null when no renewal is pending',
+    nullable: true,
+    type: String,
+  })
+  new_serial_number!: string | null;
+  @ApiProperty({ format: 'date-time', nullable: true, type: String }) new_svid_expires_at!: string | null;
   @ApiProperty({ type: [AgentSelectorResponse] }) selectors!: AgentSelectorResponse[];
   @ApiProperty() banned!: boolean;
   @ApiProperty({ description: 'whether it may attest again under this ID' }) can_reattest!: boolean;
@@ -80,6 +89,8 @@ export function toAgentResponse(agent: AttestedAgent): AgentResponse {
     attestation_type: agent.attestationType,
     serial_number: agent.serialNumber,
     svid_expires_at: agent.svidExpiresAt.toISOString(),
+    new_serial_number: agent.newSerialNumber,
+    new_svid_expires_at: agent.newSvidExpiresAt?.toISOString() ?? null,
     selectors: agent.selectors.map(({ type, value }) => ({ type, value })),
     banned: agent.banned,
     can_reattest: agent.canReattest,

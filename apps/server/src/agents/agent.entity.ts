@@ -31,6 +31,16 @@ export class AgentEntity {
   @Column({ name: 'new_svid_expires_at', type: 'timestamptz', nullable: true })
   newSvidExpiresAt!: Date | null;
 
+  /**
+   * Replacements of the unused renewed SVID (a renewal again from the current serial) in the window that began at
+   * `newSerialReplacementsSince`; bounded by `UNUSED_SVID_REPLACEMENTS` (agent.ts). Reset by re-attestation.
+   */
+  @Column({ name: 'new_serial_replacements', type: 'integer', default: 0, select: false })
+  newSerialReplacements!: number;
+
+  @Column({ name: 'new_serial_replacements_since', type: 'timestamptz', nullable: true, select: false })
+  newSerialReplacementsSince!: Date | null;
+
   @Column({ name: 'selectors', type: 'jsonb' })
   selectors!: readonly AgentSelector[];
 

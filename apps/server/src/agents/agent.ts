@@ -30,3 +30,12 @@ export interface AttestedAgent {
 export function holdsSerial(agent: Pick<AttestedAgent, 'serialNumber' | 'newSerialNumber'>, serial: string): boolean {
   return agent.serialNumber === serial || (agent.newSerialNumber !== null && agent.newSerialNumber === serial);
 }
+
+/**
+ * How often an agent may replace its renewed SVID while it is still unused (a renewal again from the current serial):
+ * at most `max` times in `windowMs`, counted from the first replacement of a window. An agent loses its renewal only
+ * when killed (or its disk full, or the answer lost) between the server's answer and its use, so a legitimate agent
+ * stays far below; a thief of the current SVID and key renewing in turn with the agent does not. Beyond it the renewal
+ * is refused (429, `Retry-After` at the window's end; the current SVID stays valid), logged and audited.
+ */
+export const UNUSED_SVID_REPLACEMENTS = { max: 5, windowMs: 10 * 60_000 } as const;

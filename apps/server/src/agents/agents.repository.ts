@@ -14,6 +14,20 @@ export interface AgentFilter {
   canReattest?: boolean;
 }
 
+/** What {@link AgentsRepository.recordNewSvid} did. */
+export type NewSvidOutcome =
+  /** Recorded as the agent's new SVID; `replacedSerial` is the unused new one it replaced, if there was one. */
+  | { readonly kind: 'recorded'; readonly agent: AttestedAgent; readonly replacedSerial: string | null }
+  /** Not recorded: the unused new SVID was already replaced `replacements` times in the window ending then. */
+  | {
+      readonly kind: 'capped';
+      readonly pendingSerial: string;
+      readonly replacements: number;
+      readonly windowEndsAt: Date;
+    }
+  /** Not recorded: the agent was evicted, is banned or did not present its current serial. */
+  | { readonly kind: 'refused' };
+
 export interface AttestedAgentRecord {
   spiffeId: string;
   attestationType: string;
@@ -75,7 +89,7 @@ export class AgentsRepository {
        ON CONFLICT (spiffe_id) DO UPDATE
          SET attestation_type = EXCLUDED.attestation_type, serial_number = EXCLUDED.serial_number,
              svid_expires_at = EXCLUDED.svid_expires_at, new_serial_number = NULL, new_svid_expires_at = NULL,
-             selectors = EXCLUDED.selectors,
+             new_serial_replacements = 0, new_serial_replacements_since = NULL, selectors = EXCLUDED.selectors,
              updated_at = EXCLUDED.updated_at, last_seen_at = EXCLUDED.last_seen_at,
              can_reattest = EXCLUDED.can_reattest
          WHERE agents.banned = false AND $7::boolean
@@ -94,31 +108,72 @@ export class AgentsRepository {
   }
 
   /**
-   * Records a renewed agent SVID as the agent's new one (replacing a new one it never used) if the agent still exists,
-   * is not banned and presented its current serial; the current SVID stays valid until the new one is used.
+   * Records a renewed agent SVID as the agent's new one if the agent still exists, is not banned and presented its
+   * current serial; the current SVID stays valid until the new one is used. A new one still unused is replaced, at
+   * most `limit.max` times in a window of `limit.windowMs` (counted on the row, the window starting at the first
+   * replacement after the previous window ended). One statement that locks the row first, so concurrent renewals (on
+   * any replica) each see the one before and none escapes the count.
    */
   async recordNewSvid(
     spiffeId: string,
     currentSerial: string,
     next: { serialNumber: string; svidExpiresAt: Date },
     now: Date,
-  ): Promise<AttestedAgent | undefined> {
-    const result = await this.repository
-      .createQueryBuilder()
-      .update()
-      .set({
-        newSerialNumber: next.serialNumber,
-        newSvidExpiresAt: next.svidExpiresAt,
-        updatedAt: now,
-        lastSeenAt: now,
-      })
-      .where('spiffe_id = :spiffeId AND serial_number = :currentSerial AND banned = false', {
-        spiffeId,
-        currentSerial,
-      })
-      .returning('*')
-      .execute();
-    return this.first(result.raw);
+    limit: { readonly max: number; readonly windowMs: number },
+  ): Promise<NewSvidOutcome> {
+    const windowStartedBefore = new Date(now.getTime() - limit.windowMs);
+    const result = (await this.repository.query(
+      `WITH prev AS (
+         SELECT spiffe_id, new_serial_number AS replaced, new_serial_replacements AS count,
+                (new_serial_replacements_since IS NULL OR new_serial_replacements_since <= $6) AS window_over
+           FROM agents WHERE spiffe_id = $1 FOR UPDATE
+       )
+       UPDATE agents AS a
+          SET new_serial_number = $3, new_svid_expires_at = $4, updated_at = $5, last_seen_at = $5,
+              new_serial_replacements = CASE WHEN prev.replaced IS NULL THEN prev.count
+                                             WHEN prev.window_over THEN 1 ELSE prev.count + 1 END,
+              new_serial_replacements_since = CASE WHEN prev.replaced IS NULL THEN a.new_serial_replacements_since
+                                                   WHEN prev.window_over THEN $5
+                                                   ELSE a.new_serial_replacements_since END
+         FROM prev
+        WHERE a.spiffe_id = prev.spiffe_id AND a.serial_number = $2 AND a.banned = false
+          AND (prev.replaced IS NULL OR prev.window_over OR prev.count < $7)
+       RETURNING a.*, prev.replaced AS replaced_serial`,
+      [spiffeId, currentSerial, next.serialNumber, next.svidExpiresAt, now, windowStartedBefore, limit.max],
+    )) as [Record<string, unknown>[], number];
+    // TypeORM answers an UPDATE … RETURNING through query() on PostgreSQL with [rows, affected].
+    const row = result[0][0];
+    const agent = this.first(result[0]);
+    if (row !== undefined && agent !== undefined) {
+      return { kind: 'recorded', agent, replacedSerial: (row['replaced_serial'] as string | null) ?? null };
+    }
+    // Nothing written: say why (read again, after the statement; a change in between only alters the reason given).
+    const [state] = (await this.repository.query(
+      `SELECT serial_number, banned, new_serial_number, new_serial_replacements, new_serial_replacements_since
+         FROM agents WHERE spiffe_id = $1`,
+      [spiffeId],
+    )) as Record<string, unknown>[];
+    const since = state?.['new_serial_replacements_since'];
+    if (
+      state !== undefined &&
+      state['serial_number'] === currentSerial &&
+      state['banned'] === false &&
+      state['new_serial_number'] !== null &&
+      (state['new_serial_replacements'] as number) >= limit.max &&
+      since !== null &&
+      since !== undefined
+    ) {
+      const windowEndsAt = new Date(new Date(since as string | Date).getTime() + limit.windowMs);
+      if (windowEndsAt.getTime() > now.getTime()) {
+        return {
+          kind: 'capped',
+          pendingSerial: state['new_serial_number'] as string,
+          replacements: state['new_serial_replacements'] as number,
+          windowEndsAt,
+        };
+      }
+    }
+    return { kind: 'refused' };
   }
 
   /**
@@ -203,7 +258,9 @@ export class AgentsRepository {
   }
 }
 
-function toAttestedAgent(entity: Omit<AgentEntity, 'svidIssuers'>): AttestedAgent {
+function toAttestedAgent(
+  entity: Omit<AgentEntity, 'svidIssuers' | 'newSerialReplacements' | 'newSerialReplacementsSince'>,
+): AttestedAgent {
   return {
     spiffeId: entity.spiffeId,
     attestationType: entity.attestationType,

@@ -1,4 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Logger } from '@nestjs/common';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   EMBEDDED_SERIAL_REASON,
   isEmbeddedRun,
@@ -6,10 +7,15 @@ import {
   type TestDatabase,
 } from '../../../../test/support/database.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
+import { AuditRecordEntity } from '../audit/audit-record.entity.js';
+import { AuditRepository } from '../audit/audit.repository.js';
+import { AuditService } from '../audit/audit.service.js';
 import { InProcessEntryChangeNotifier } from '../entries/entry-change-notifier.js';
 import { AgentEntity } from './agent.entity.js';
 import { AgentsRepository, type AttestedAgentRecord } from './agents.repository.js';
-import { AgentsService } from './agents.service.js';
+import { AgentsService, UNUSED_SVID_REPLACED_ACTION } from './agents.service.js';
+import { UNUSED_SVID_REPLACEMENTS } from './agent.js';
+import { AppError } from '../common/errors.js';
 
 const agentId = (name: string): string => `spiffe://example.org/sigil/agent/join_token/${name}`;
 
@@ -38,6 +44,7 @@ describe('AgentsService', () => {
       new InProcessEntryChangeNotifier(),
       { agentStatusCacheTtlSeconds: 30 },
       { kind: db.kind },
+      new AuditService(new AuditRepository(db.dataSource.getRepository(AuditRecordEntity)), clock),
     );
     for (const name of ['a', 'b', 'c', 'd', 'e']) await agents.recordAttestation(record(name));
     await agents.recordAttestation(
@@ -180,6 +187,140 @@ describe('AgentsService', () => {
     await expect(agents.requireActive(agentId('r'), 'serial-r')).rejects.toMatchObject({ kind: 'permission_denied' });
   });
 
+  const auditOf = async (agent: string) =>
+    (await db.dataSource.query(
+      `SELECT actor, action, target, result, status_code FROM audit_log WHERE actor = $1 ORDER BY id`,
+      [agent],
+    )) as { actor: string; action: string; target: string; result: string; status_code: number }[];
+
+  it('logs (warn) and audits every replacement of an unused renewed SVID, naming the agent and both serials', async () => {
+    const warn = vi.spyOn(Logger.prototype, 'warn');
+    try {
+      await agents.recordAttestation(record('w'));
+      const next = (serialNumber: string) => ({ serialNumber, svidExpiresAt: new Date(Date.UTC(2026, 0, 3)) });
+      await agents.recordRenewal(agentId('w'), 'serial-w', next('serial-w2'));
+      // A first renewal replaces nothing: neither logged as a replacement nor audited.
+      expect(await auditOf(agentId('w'))).toEqual([]);
+      expect(warn).not.toHaveBeenCalled();
+      await agents.recordRenewal(agentId('w'), 'serial-w', next('serial-w3'));
+      expect(await auditOf(agentId('w'))).toEqual([
+        {
+          actor: agentId('w'),
+          action: UNUSED_SVID_REPLACED_ACTION,
+          target: `${agentId('w')},replaced=serial-w2,new=serial-w3`,
+          result: 'ok',
+          status_code: 200,
+        },
+      ]);
+      expect(warn).toHaveBeenCalledTimes(1);
+      expect(warn.mock.calls[0]![0]).toMatchObject({
+        agentId: agentId('w'),
+        currentSerial: 'serial-w',
+        replacedSerial: 'serial-w2',
+        newSerial: 'serial-w3',
+      });
+      // Used, the renewed SVID becomes current: the next renewal replaces nothing.
+      await agents.requireActive(agentId('w'), 'serial-w3');
+      await agents.recordRenewal(agentId('w'), 'serial-w3', next('serial-w4'));
+      expect(await auditOf(agentId('w'))).toHaveLength(1);
+    } finally {
+      warn.mockRestore();
+    }
+  });
+
+  it('refuses a renewal past the bound of replacements in the window (429, logged, audited), until the window ends', async () => {
+    const { max, windowMs } = UNUSED_SVID_REPLACEMENTS;
+    await agents.recordAttestation(record('cap'));
+    const next = (n: number) => ({ serialNumber: `serial-cap-${n}`, svidExpiresAt: new Date(Date.UTC(2026, 0, 3)) });
+    await agents.recordRenewal(agentId('cap'), 'serial-cap', next(0));
+    const windowStart = clock.now().getTime();
+    for (let n = 1; n <= max; n++) {
+      clock.advance(1000);
+      expect(await agents.recordRenewal(agentId('cap'), 'serial-cap', next(n))).toMatchObject({
+        newSerialNumber: `serial-cap-${n}`,
+      });
+    }
+    clock.advance(1000);
+    const refused = (await agents
+      .recordRenewal(agentId('cap'), 'serial-cap', next(max + 1))
+      .catch((error: unknown) => error)) as AppError;
+    expect(refused).toBeInstanceOf(AppError);
+    expect(refused.kind).toBe('resource_exhausted');
+    expect(refused.message).toContain(`already replaced its unused renewed SVID ${max} times`);
+    expect(refused.message).toContain(`serial serial-cap-${max} is`);
+    expect(refused.retryAfterSeconds).toBe(Math.ceil((windowStart + 1000 + windowMs - clock.now().getTime()) / 1000));
+    // Nothing written: the pending serial and the current one stay as they were.
+    expect(await agents.get(agentId('cap'))).toMatchObject({
+      serialNumber: 'serial-cap',
+      newSerialNumber: `serial-cap-${max}`,
+    });
+    const audit = await auditOf(agentId('cap'));
+    expect(audit).toHaveLength(max + 1);
+    expect(audit.at(-1)).toEqual({
+      actor: agentId('cap'),
+      action: UNUSED_SVID_REPLACED_ACTION,
+      target: `${agentId('cap')},pending=serial-cap-${max}`,
+      result: 'resource_exhausted',
+      status_code: 429,
+    });
+    // A banned or outdated caller is still told so, not that it renews too often.
+    await expect(agents.recordRenewal(agentId('cap'), 'stale', next(max + 2))).rejects.toMatchObject({
+      kind: 'permission_denied',
+    });
+    // The window (from its first replacement) over, the agent may replace again.
+    clock.advance(windowMs);
+    expect(await agents.recordRenewal(agentId('cap'), 'serial-cap', next(max + 3))).toMatchObject({
+      newSerialNumber: `serial-cap-${max + 3}`,
+    });
+    // Re-attestation starts the count again.
+    for (let n = 1; n < max; n++) await agents.recordRenewal(agentId('cap'), 'serial-cap', next(100 + n));
+    await expect(agents.recordRenewal(agentId('cap'), 'serial-cap', next(200))).rejects.toMatchObject({
+      kind: 'resource_exhausted',
+    });
+    await agents.recordAttestation(record('cap', { serialNumber: 'serial-cap-again' }));
+    await agents.recordRenewal(agentId('cap'), 'serial-cap-again', next(300));
+    for (let n = 1; n <= max; n++) await agents.recordRenewal(agentId('cap'), 'serial-cap-again', next(300 + n));
+    await expect(agents.recordRenewal(agentId('cap'), 'serial-cap-again', next(400))).rejects.toMatchObject({
+      kind: 'resource_exhausted',
+    });
+  });
+
+  it.skipIf(isEmbeddedRun())(
+    `two replicas renewing at once count every replacement: exactly the bound is recorded (${EMBEDDED_SERIAL_REASON})`,
+    async () => {
+      const replica = async () =>
+        new AgentsService(
+          new AgentsRepository((await db.connectAnother()).getRepository(AgentEntity)),
+          clock,
+          new InProcessEntryChangeNotifier(),
+          { agentStatusCacheTtlSeconds: 30 },
+          { kind: db.kind },
+          new AuditService(new AuditRepository(db.dataSource.getRepository(AuditRecordEntity)), clock),
+        );
+      const [a, b] = [await replica(), await replica()];
+      const { max } = UNUSED_SVID_REPLACEMENTS;
+      for (let round = 0; round < 5; round++) {
+        const name = `fight${round}`;
+        await agents.recordAttestation(record(name));
+        const results = await Promise.allSettled(
+          Array.from({ length: 2 * (max + 2) }, (_, n) =>
+            (n % 2 === 0 ? a : b).recordRenewal(agentId(name), `serial-${name}`, {
+              serialNumber: `serial-${name}-${n}`,
+              svidExpiresAt: new Date(Date.UTC(2026, 0, 5)),
+            }),
+          ),
+        );
+        // The first renewal replaces nothing, then `max` replacements; every other one is refused.
+        expect(results.filter((result) => result.status === 'fulfilled')).toHaveLength(max + 1);
+        for (const result of results) {
+          if (result.status === 'rejected') expect(result.reason).toMatchObject({ kind: 'resource_exhausted' });
+        }
+        const audit = await auditOf(agentId(name));
+        expect(audit.filter((row) => row.result === 'ok')).toHaveLength(max);
+      }
+    },
+  );
+
   it('refuses both serials of a banned agent, and re-attestation forgets a pending renewal', async () => {
     await agents.recordAttestation(record('bb', { attestationType: 'x509pop' }));
     await agents.recordRenewal(agentId('bb'), 'serial-bb', { serialNumber: 'serial-bb2', svidExpiresAt: clock.now() });
@@ -214,6 +355,7 @@ describe('AgentsService', () => {
           new InProcessEntryChangeNotifier(),
           { agentStatusCacheTtlSeconds: 30 },
           { kind: db.kind },
+          new AuditService(new AuditRepository(db.dataSource.getRepository(AuditRecordEntity)), clock),
         );
       const [a, b] = [await replica(), await replica()];
       for (let round = 0; round < 20; round++) {

@@ -1,14 +1,15 @@
 import { Inject, Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
 import { SpiffeId } from '@sigil/spiffe';
 import { CLOCK, type Clock } from '../common/clock.js';
-import { AppError } from '../common/errors.js';
+import { AppError, HTTP_STATUS_BY_KIND } from '../common/errors.js';
 import { decodePageToken, encodePageToken } from '../common/page-token.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { Database } from '../database/database.js';
 import { databaseUnreachable } from '../database/database-errors.js';
 import { EntryChangeNotifier } from '../entries/entry-change-notifier.js';
+import { AuditService } from '../audit/audit.service.js';
 import { AgentStatusCache } from './agent-status-cache.js';
-import { type AttestedAgent, holdsSerial } from './agent.js';
+import { type AttestedAgent, holdsSerial, UNUSED_SVID_REPLACEMENTS } from './agent.js';
 import { type AgentFilter, AgentsRepository, type AttestedAgentRecord } from './agents.repository.js';
 
 export const AGENT_PAGE_SIZE = { default: 50, max: 500 } as const;
@@ -21,6 +22,9 @@ export const PRUNE_BATCH_SIZE = 1000;
  * outage rule of {@link AgentsService.requireActive}): 5 minutes.
  */
 export const AGENT_STATUS_OUTAGE_MAX_AGE_MS = 5 * 60_000;
+
+/** The audit action of a replaced unused renewed SVID, and of a renewal refused over their bound. */
+export const UNUSED_SVID_REPLACED_ACTION = 'agent.replace_unused_svid';
 
 export type { AttestedAgent } from './agent.js';
 
@@ -58,6 +62,7 @@ export class AgentsService implements OnModuleDestroy {
     private readonly notifier: EntryChangeNotifier,
     @Inject(SERVER_CONFIG) config: Pick<ServerConfig, 'agentStatusCacheTtlSeconds'>,
     @Inject(Database) database: Pick<Database, 'kind'>,
+    private readonly audit: AuditService,
   ) {
     // On the embedded database this process is the only server (the data dir is locked), so every change passes
     // through here and drops its agent at once: a cached status never needs to expire, and a request never waits
@@ -196,23 +201,70 @@ export class AgentsService implements OnModuleDestroy {
   }
 
   /**
-   * Records the agent's renewed SVID as its new one; the caller must present the current one (a renewal presented
-   * with the current serial while a new one is pending replaces that one: the agent lost it). The current SVID stays
-   * valid until the agent first uses the new one.
+   * Records the agent's renewed SVID as its new one; the caller must present the current one. The current SVID stays
+   * valid until the agent first uses the new one. A renewal from the current serial while a new one is still unused
+   * replaces that one (the agent lost it, or someone else holding the current SVID and key renewed): each replacement
+   * is logged (warn) and audited (`agent.replace_unused_svid`, actor the agent, target the agent and both serials),
+   * and more than {@link UNUSED_SVID_REPLACEMENTS}`.max` in its window are refused, logged and audited too.
    *
-   * @throws AppError `permission_denied` when the agent was evicted, is banned or its serial is outdated.
+   * @throws AppError `permission_denied` when the agent was evicted, is banned or its serial is outdated;
+   *   `resource_exhausted` (429, `Retry-After` at the window's end) over the replacement bound.
    */
   async recordRenewal(
     spiffeId: string,
     currentSerial: string,
     next: { serialNumber: string; svidExpiresAt: Date },
   ): Promise<AttestedAgent> {
-    const entity = await this.repository.recordNewSvid(spiffeId, currentSerial, next, this.clock.now());
-    await this.changed(spiffeId);
-    if (!entity) {
+    const now = this.clock.now();
+    const outcome = await this.repository.recordNewSvid(spiffeId, currentSerial, next, now, UNUSED_SVID_REPLACEMENTS);
+    if (outcome.kind === 'refused') {
+      await this.changed(spiffeId);
       throw new AppError('permission_denied', `agent ${spiffeId} may not renew: evicted, banned or outdated SVID`);
     }
-    return entity;
+    const audited = { actor: spiffeId, action: UNUSED_SVID_REPLACED_ACTION };
+    if (outcome.kind === 'capped') {
+      const { max, windowMs } = UNUSED_SVID_REPLACEMENTS;
+      const error = new AppError(
+        'resource_exhausted',
+        `agent ${spiffeId} may not renew before ${outcome.windowEndsAt.toISOString()}: it already replaced its ` +
+          `unused renewed SVID ${max} times in ${windowMs / 60_000} minutes (serial ${outcome.pendingSerial} is ` +
+          'still unused); its current SVID stays valid. If this agent did not renew that often, another holder of ' +
+          'its current SVID and key did: ban or evict the agent',
+        { retryAfterSeconds: Math.max(1, Math.ceil((outcome.windowEndsAt.getTime() - now.getTime()) / 1000)) },
+      );
+      this.logger.warn({
+        msg: 'agent renewal refused: too many replacements of its unused renewed SVID',
+        agentId: spiffeId,
+        currentSerial,
+        pendingSerial: outcome.pendingSerial,
+        replacements: outcome.replacements,
+        windowEndsAt: outcome.windowEndsAt.toISOString(),
+      });
+      await this.audit.record({
+        ...audited,
+        target: `${spiffeId},pending=${outcome.pendingSerial}`,
+        result: error.kind,
+        statusCode: HTTP_STATUS_BY_KIND[error.kind],
+      });
+      throw error;
+    }
+    await this.changed(spiffeId);
+    if (outcome.replacedSerial !== null) {
+      this.logger.warn({
+        msg: 'agent renewed again before using its renewed SVID: the unused one is replaced',
+        agentId: spiffeId,
+        currentSerial,
+        replacedSerial: outcome.replacedSerial,
+        newSerial: next.serialNumber,
+      });
+      await this.audit.record({
+        ...audited,
+        target: `${spiffeId},replaced=${outcome.replacedSerial},new=${next.serialNumber}`,
+        result: 'ok',
+        statusCode: 200,
+      });
+    }
+    return outcome.agent;
   }
 
   /**

@@ -16,6 +16,8 @@ interface Agent {
   attestation_type: string;
   serial_number: string;
   svid_expires_at: string;
+  new_serial_number: string | null;
+  new_svid_expires_at: string | null;
   selectors: { type: string; value: string }[];
   banned: boolean;
   can_reattest: boolean;
@@ -28,6 +30,8 @@ function describe(agent: Agent): string {
     ['Attestation type', agent.attestation_type],
     ['Expiration time', agent.svid_expires_at],
     ['Serial number', agent.serial_number],
+    ['Pending serial number', agent.new_serial_number ?? 'none'],
+    ...(agent.new_svid_expires_at === null ? [] : [['Pending expiration time', agent.new_svid_expires_at] as const]),
     ['Banned', String(agent.banned)],
     ['Can re-attest', String(agent.can_reattest)],
     ['Last seen', agent.last_seen_at ?? 'never'],

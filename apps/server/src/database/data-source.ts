@@ -14,6 +14,7 @@ import { UpstreamAuthorities1764000550000 } from '#migrations/1764000550000-Upst
 import { TaintedAuthorities1764000620000 } from '#migrations/1764000620000-TaintedAuthorities';
 import { X509popChallenges1764000700000 } from '#migrations/1764000700000-X509popChallenges';
 import { AgentNewSerial1764000800000 } from '#migrations/1764000800000-AgentNewSerial';
+import { AgentSvidReplacements1764000900000 } from '#migrations/1764000900000-AgentSvidReplacements';
 import { FederationRelationshipEntity } from '../federation/federation-relationship.entity.js';
 import { AdminTokenEntity } from '../auth/admin-token.entity.js';
 import { AuditRecordEntity } from '../audit/audit-record.entity.js';
@@ -54,6 +55,7 @@ export const MIGRATIONS = [
   TaintedAuthorities1764000620000,
   X509popChallenges1764000700000,
   AgentNewSerial1764000800000,
+  AgentSvidReplacements1764000900000,
 ];
 
 /** Default pool size against a PostgreSQL server (`database_pool_size`). */
