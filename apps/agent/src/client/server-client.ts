@@ -43,6 +43,8 @@ export class AgentApiError extends Error {
     message: string,
     /** The server's `Retry-After` (a 429 over a limit): wait at least this long before asking again. */
     readonly retryAfterMs?: number,
+    /** The agent SVID the request was made with (mTLS routes): a refusal is a verdict on that SVID only. */
+    readonly sentWith?: ClientCredentials,
   ) {
     super(message);
   }
@@ -211,7 +213,7 @@ export class ServerClient implements AgentApi {
           this.current = index;
         }
         if (response.status >= 200 && response.status < 300) return response.body;
-        throw errorOf(response);
+        throw errorOf(response, credentials);
       } catch (error) {
         if (!(error instanceof ServerUnavailableError)) throw error;
         // With one address the caller reports the failure; with several, each one tried is worth a line.
@@ -226,9 +228,9 @@ export class ServerClient implements AgentApi {
   }
 }
 
-function errorOf(response: TransportResponse): AgentApiError {
+function errorOf(response: TransportResponse, sentWith?: ClientCredentials): AgentApiError {
   const { kind, message } = parseErrorBody(response.status, response.body);
-  return new AgentApiError(response.status, kind, message, response.retryAfterMs);
+  return new AgentApiError(response.status, kind, message, response.retryAfterMs, sentWith);
 }
 
 /** How long to wait after `error`: the backoff's next delay, or longer when the server asked for it. */

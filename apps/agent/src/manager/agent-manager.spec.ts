@@ -38,6 +38,8 @@ class FakeAttestationServer {
   unavailableFor = 0;
   refuseAttestation: AgentApiError | undefined;
   refuseRenewal: AgentApiError | undefined;
+  /** Whether its x509pop attestor lets an attested agent attest again (else renewal is the way). */
+  reattestable = true;
   /** Answers of a busy server (429, 503), one per attestation call, before it serves. */
   busy: number[] = [];
   private nonce: Uint8Array | undefined;
@@ -95,6 +97,10 @@ class FakeAttestationServer {
     this.calls.push('renew');
     this.maybeUnavailable();
     if (this.refuseRenewal) throw this.refuseRenewal;
+    // As Sigil's server (and SPIRE's) answer an agent whose attestation can attest it again.
+    if (this.reattestable && this.lastPath.startsWith('/sigil/agent/x509pop/')) {
+      throw new AgentApiError(403, 'permission_denied', 'agent must reattest instead of renew');
+    }
     return this.issue(this.lastPath, csrPem);
   }
 
@@ -328,7 +334,8 @@ describe('AgentManager', () => {
     await until(() => Date.now() > first.expiresAt.getTime());
     server.ttlSeconds = 3600;
     server.unavailableFor = 0;
-    await until(() => server.calls.filter((call) => call === 'x509pop:attest').length === 2);
+    // Its renewals are attestations too (SPIRE's rule): the count only says one came after the expiry.
+    await until(() => server.calls.filter((call) => call === 'x509pop:attest').length >= 2);
     await until(() => identity.current() !== first);
     expect(identity.current()!.expiresAt.getTime()).toBeGreaterThan(Date.now());
     expect(identity.current()!.spiffeId.equals(first.spiffeId)).toBe(true);
@@ -396,6 +403,73 @@ describe('AgentManager', () => {
     await expect(
       manager({ type: 'x509pop', options: { cert_file: certFile, key_file: keyFile } }).manager.start(),
     ).rejects.toThrow(`x509pop key: ${keyFile} is not the private key of the first certificate of ${certFile}`);
+  });
+
+  it('renews an x509pop agent SVID at half its life by attesting again, and takes no refusal of the old SVID as a verdict', async () => {
+    const leaf = await popCa.createX509Svid('spiffe://pop.example/x', { uris: [], subject: 'CN=node-1' });
+    const certFile = join(dir, 'node.pem');
+    const keyFile = join(dir, 'node.key');
+    await writeFile(certFile, leaf.certificate.toString('pem'));
+    await writeFile(keyFile, toPem(PEM_LABEL.privateKey, await leaf.privateKeyPkcs8()));
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    vi.setSystemTime(Math.ceil(Date.now() / 1000) * 1000);
+    server.ttlSeconds = 100;
+    const { manager: running, identity } = await start({
+      type: 'x509pop',
+      options: { cert_file: certFile, key_file: keyFile },
+    });
+    const first = identity.current()!;
+    const firstCredentials = identity.credentials();
+    await vi.advanceTimersByTimeAsync(49_000);
+    expect(server.calls).toEqual(['x509pop:challenge', 'x509pop:attest']);
+    await vi.advanceTimersByTimeAsync(1_000);
+    const deadline = performance.now() + 20_000;
+    while (identity.current() === first && performance.now() < deadline) {
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    vi.useRealTimers();
+    // Attested again (the server refuses such an agent a renewal), never renewed.
+    expect(server.calls).toEqual(['x509pop:challenge', 'x509pop:attest', 'x509pop:challenge', 'x509pop:attest']);
+    expect(identity.current()?.spiffeId.equals(first.spiffeId)).toBe(true);
+    expect(identity.current()?.state.privateKeyPkcs8).not.toEqual(first.state.privateKeyPkcs8);
+    // A request made with the previous SVID while that went on is refused: no reason to attest once more.
+    running.agentRefused(
+      new AgentApiError(403, 'permission_denied', 'SVID serial 01 is not the current one', undefined, firstCredentials),
+    );
+    await running.stop();
+    expect(server.calls).toHaveLength(4);
+  });
+
+  it('renews by the renewal route when the server refuses this agent a re-attestation (a plug-in that cannot)', async () => {
+    const leaf = await popCa.createX509Svid('spiffe://pop.example/x', { uris: [], subject: 'CN=node-1' });
+    const certFile = join(dir, 'node.pem');
+    const keyFile = join(dir, 'node.key');
+    await writeFile(certFile, leaf.certificate.toString('pem'));
+    await writeFile(keyFile, toPem(PEM_LABEL.privateKey, await leaf.privateKeyPkcs8()));
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    vi.setSystemTime(Math.ceil(Date.now() / 1000) * 1000);
+    server.ttlSeconds = 100;
+    const { identity } = await start({ type: 'x509pop', options: { cert_file: certFile, key_file: keyFile } });
+    server.reattestable = false;
+    server.refuseAttestation = new AgentApiError(403, 'permission_denied', 'cannot attest it again');
+    for (const renewal of [1, 2]) {
+      const before = identity.current()!;
+      await vi.advanceTimersByTimeAsync(renewal === 1 ? 50_000 : 100_000);
+      // Until the new SVID is installed and saved (the renewal timer is armed again right after the save).
+      const deadline = performance.now() + 20_000;
+      const saved = async () => {
+        const stored = await new AgentStorage(dir).load(td);
+        const current = identity.current()!;
+        return current !== before && Buffer.compare(stored!.svidChain[0]!, current.state.svidChain[0]!) === 0;
+      };
+      while (!(await saved()) && performance.now() < deadline) {
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      expect([renewal, await saved()]).toEqual([renewal, true]);
+    }
+    vi.useRealTimers();
+    // Asked once to attest again, refused; renewed then, and from then on.
+    expect(server.calls.slice(2)).toEqual(['x509pop:challenge', 'x509pop:attest', 'renew', 'renew']);
   });
 
   it('renews the agent SVID at half its life with a new key, and persists it', async () => {

@@ -54,9 +54,13 @@ export class AgentFatalError extends Error {
    */
   readonly operatorMustAct: boolean;
 
-  constructor(message: string, options: { operatorMustAct?: boolean } = {}) {
+  /** The server's refusal behind this stop, when there was one. */
+  readonly refusal: AgentApiError | undefined;
+
+  constructor(message: string, options: { operatorMustAct?: boolean; refusal?: AgentApiError } = {}) {
     super(message);
     this.operatorMustAct = options.operatorMustAct ?? true;
+    this.refusal = options.refusal;
   }
 
   /** The same stop, with more said about it. */
@@ -110,6 +114,8 @@ export class AgentManager {
   private issuers: readonly string[] = [];
   private tainted: ReadonlySet<string> = new Set();
   private renewing: Promise<void> | undefined;
+  /** Set once the server refused this agent a re-attestation in place of a renewal (see renewByAttesting). */
+  private serverRefusesReattestation = false;
   private failFatal: ((error: AgentFatalError) => void) | undefined;
   /** Set while the data dir could not be written (a full disk): the state in memory is saved again on a timer. */
   private unsaved: { readonly reason: string } | undefined;
@@ -208,6 +214,15 @@ export class AgentManager {
     const renewing = this.renewing;
     this.reattesting = (async () => {
       await renewing?.catch(() => undefined);
+      // Made with an SVID since replaced (renewed, or attested again in its place, while the request was under way):
+      // no verdict on the one the agent holds now, which the server accepts or the next call finds out.
+      if (error.sentWith !== undefined && error.sentWith !== this.identity.credentials()) {
+        this.options.logger?.log({
+          msg: 'a request made with the previous agent SVID was refused; the agent holds a newer one',
+          reason: error.message,
+        });
+        return;
+      }
       await this.reattest(error);
     })().finally(() => {
       this.reattesting = undefined;
@@ -409,6 +424,7 @@ export class AgentManager {
         // A single-use credential the server refused stays refused; a node credential may be accepted next time.
         throw new AgentFatalError(`node attestation (${attestor.type}) refused by the server: ${error.message}`, {
           operatorMustAct: attestor.singleUse !== undefined,
+          refusal: error,
         });
       }
       throw error;
@@ -433,15 +449,51 @@ export class AgentManager {
     });
   }
 
+  /**
+   * Renews the agent SVID. An agent whose attestation method can attest again (x509pop, k8s_psat: any but a
+   * single-use credential) attests again instead, as SPIRE's agent does for a reattestable node, and the server refuses
+   * it a plain renewal ("must reattest instead of renew"): its SVID stays bound to fresh evidence of the node. The
+   * method is the one it attested with; an agent attested otherwise (a join token) renews.
+   */
   private async renew(): Promise<void> {
     const current = this.identity.current();
     if (current === undefined) return;
     try {
-      await this.renewFrom(current);
+      const attestor = this.attestor;
+      if (
+        attestor !== undefined &&
+        attestor.singleUse === undefined &&
+        current.state.attestationMethod === attestor.type &&
+        !this.serverRefusesReattestation
+      ) {
+        await this.renewByAttesting(attestor, current);
+      } else {
+        await this.renewFrom(current);
+      }
       this.options.onRenewal?.('ok');
     } catch (error) {
       this.options.onRenewal?.('failed');
       throw error;
+    }
+  }
+
+  /**
+   * Renews by attesting again. A server whose attestor of this type does not let an attested agent attest again (a
+   * plug-in with `can_reattest=false`: 403) is asked for a renewal instead, now and, once that worked, from then on.
+   */
+  private async renewByAttesting(attestor: NodeAttestor, current: CurrentAgentSvid): Promise<void> {
+    try {
+      await this.attest(attestor);
+    } catch (error) {
+      if (!(error instanceof AgentFatalError) || error.refusal?.status !== 403) throw error;
+      this.options.logger?.warn({
+        msg: 'the server does not let this agent attest again: it renews its SVID instead',
+        method: attestor.type,
+        reason: error.refusal.message,
+      });
+      await this.renewFrom(current);
+      // Only once the renewal route took it: a server that refuses both (a banned agent) is judged as any refusal.
+      this.serverRefusesReattestation = true;
     }
   }
 

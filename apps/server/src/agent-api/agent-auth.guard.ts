@@ -101,6 +101,8 @@ export class AgentAuthGuard implements CanActivate {
     setCallingAgent(request.raw, {
       spiffeId: svid.spiffeId,
       serialNumber: svid.serialNumber,
+      attestationType: agent.attestationType,
+      canReattest: agent.canReattest,
       nodeSelectors: new Set(agent.selectors.map(formatSelector)),
     });
     return true;

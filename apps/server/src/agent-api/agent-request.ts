@@ -7,6 +7,10 @@ import type { AgentIdentity } from './entry-graph.js';
 export interface CallingAgent extends AgentIdentity {
   /** Serial number (lowercase hex) of the agent SVID it presented: its current one. */
   readonly serialNumber: string;
+  /** Its node attestor's type, as recorded (`join_token`, `x509pop`, …). */
+  readonly attestationType: string;
+  /** Whether its node attestor lets it attest again (then it renews by attesting again, as in SPIRE). */
+  readonly canReattest: boolean;
 }
 
 // Keyed by the raw Node request, which the guard and the route handler both reach.

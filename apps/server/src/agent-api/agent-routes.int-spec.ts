@@ -16,6 +16,8 @@ import { opensslVerify } from '../../../../test/support/openssl.js';
 import { TestCa } from '../../../../test/support/test-ca.js';
 import { AgentsController } from '../agents/agents.controller.js';
 import { AgentsService } from '../agents/agents.service.js';
+import { CaService } from '../ca/ca.service.js';
+import { DataSource } from 'typeorm';
 import { KeyManager } from '../ca/key-manager.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { EntriesService } from '../entries/entries.service.js';
@@ -147,6 +149,34 @@ describe(`agent API: mTLS routes (${backend})`, () => {
     const stale = await agent.call('GET', '/agent/v1/sync');
     expect(stale.status).toBe(403);
     expect(stale.body['message']).toMatch(/^agent spiffe:\/\/\S+: SVID serial [0-9a-f]+ is not the current one$/);
+  });
+
+  it('refuses to renew an agent that can attest again: it must reattest instead (SPIRE), before signing', async () => {
+    const agent = await joinAgent();
+    // As recorded for an x509pop or k8s_psat agent (the record is read afresh: the agent's status was dropped from
+    // the cache when it attested, and nothing read it since).
+    await api.server.app
+      .get(DataSource)
+      .query(`UPDATE agents SET can_reattest = true, attestation_type = 'x509pop' WHERE spiffe_id = $1`, [
+        agent.spiffeId,
+      ]);
+    const sign = vi.spyOn(api.server.app.get(CaService), 'signX509Svid');
+    try {
+      const refused = await agent.call('POST', '/agent/v1/renew', { csr: await (await newAgentKey()).csr() });
+      expect(refused.status).toBe(403);
+      expect(refused.body).toEqual({
+        error: 'permission_denied',
+        message:
+          `agent ${agent.spiffeId} must reattest instead of renew: its x509pop node attestation can attest it ` +
+          'again, which is how it renews its SVID',
+      });
+      expect(sign).not.toHaveBeenCalled();
+    } finally {
+      sign.mockRestore();
+    }
+    expect((await api.server.app.get(AgentsController).get(agent.spiffeId)).new_serial_number).toBeNull();
+    // Its SVID is still good for everything else.
+    expect((await agent.call('GET', '/agent/v1/sync')).status).toBe(200);
   });
 
   it('syncs everything at revision 0, then only the changes', async () => {

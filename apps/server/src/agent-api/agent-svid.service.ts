@@ -120,9 +120,22 @@ export class AgentSvidService {
    * is kept beside it until the agent first uses the new SVID (AgentsService.recordRenewal). Renewal has its own small
    * budget per agent, which workload signing never spends.
    *
-   * @throws AppError `resource_exhausted` when the agent renews more often than that budget allows.
+   * An agent whose node attestor lets it attest again (x509pop, k8s_psat) renews by attesting again, as in SPIRE
+   * (`RenewAgent` answers such an agent PermissionDenied "agent must reattest instead of renew"): its SVID then stays
+   * bound to fresh node evidence, and a stolen SVID and key cannot be renewed past their expiry.
+   *
+   * @throws AppError `permission_denied` for an agent that can attest again (before anything is signed);
+   *   `resource_exhausted` when the agent renews more often than that budget allows, or replaced its unused renewed
+   *   SVID too often.
    */
   async renew(agent: CallingAgent, csrPem: string): Promise<IssuedAgentSvid> {
+    if (agent.canReattest) {
+      throw new AppError(
+        'permission_denied',
+        `agent ${agent.spiffeId} must reattest instead of renew: its ${agent.attestationType} node attestation can ` +
+          'attest it again, which is how it renews its SVID',
+      );
+    }
     this.budget.charge(agent.spiffeId, 'renewal');
     const svid = this.issue(SpiffeId.parse(agent.spiffeId), parseAgentCsr(csrPem));
     await this.agents.recordRenewal(agent.spiffeId, agent.serialNumber, {
