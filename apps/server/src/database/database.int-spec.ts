@@ -9,6 +9,7 @@ import {
   type TestDatabase,
 } from '../../../../test/support/database.js';
 import { ENTITIES, MIGRATIONS, runMigrations } from './data-source.js';
+import { EMBEDDED_SHARED_BUFFERS } from './embedded-postgres.js';
 
 describe('database schema', () => {
   let db: TestDatabase;
@@ -80,6 +81,8 @@ describe('embedded database', () => {
     const dataDir = join(scratch, 'server');
     const first = await Database.open({ dataDir });
     expect(first.kind).toBe('embedded');
+    // initdb ran in a child process (first start); the server's PGlite runs with Sigil's shared_buffers.
+    expect(await first.dataSource.query('SHOW shared_buffers')).toEqual([{ shared_buffers: EMBEDDED_SHARED_BUFFERS }]);
     await expect(Database.open({ dataDir })).rejects.toThrow(/embedded database .* is in use by process \d+/);
     await first.dataSource.query(
       `UPDATE revision_counters SET revision = revision + 41, pruned_through = 7 WHERE name = 'entries'`,
@@ -94,8 +97,11 @@ describe('embedded database', () => {
       );
       expect(rows).toEqual([{ revision: '41', pruned_through: '7' }]);
       expect(await second.dataSource.showMigrations()).toBe(false);
+      expect(await second.dataSource.query('SHOW shared_buffers')).toEqual([
+        { shared_buffers: EMBEDDED_SHARED_BUFFERS },
+      ]);
     } finally {
       await second.close();
     }
-  });
+  }, 180_000); // a first start: initdb (in a child process) takes ~30-60 s on a loaded 2-core host
 });

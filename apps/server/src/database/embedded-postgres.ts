@@ -1,6 +1,10 @@
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
 import { PGLiteSocketServer } from '@electric-sql/pglite-socket';
 
@@ -11,6 +15,36 @@ export const EMBEDDED_MAX_CONNECTIONS = 10;
 export const EMBEDDED_FSYNC_WARNING =
   'the embedded database (PGlite) never calls fsync: a crash or power loss of the host can lose or corrupt recent ' +
   'writes; it is meant for a first start and single-host evaluation, use PostgreSQL (--database-url) in production';
+
+/**
+ * PostgreSQL's `shared_buffers` on the embedded database. PGlite keeps PostgreSQL's default, 128MB, and PostgreSQL
+ * writes the whole pool at start, so all of it was resident in the server process (the WebAssembly memory never
+ * shrinks): 297 MiB RSS for PGlite alone on a reopened data directory, 159 MiB with 16MB (bench/README.md, issue 13).
+ * A Sigil registry of thousands of entries is a few MiB of tables and indexes, and the pages PostgreSQL evicts stay
+ * in the host's page cache behind PGlite's file system.
+ */
+export const EMBEDDED_SHARED_BUFFERS = '16MB';
+
+/** PGlite's own start parameters, then Sigil's settings (a later `-c` wins). */
+export const EMBEDDED_START_PARAMS: readonly string[] = [
+  ...PGlite.defaultStartParams,
+  '-c',
+  `shared_buffers=${EMBEDDED_SHARED_BUFFERS}`,
+];
+
+/** Longest a first start's initdb may take (it takes seconds; tens of seconds on a loaded host). */
+const INITDB_TIMEOUT_MS = 10 * 60_000;
+
+/**
+ * Run by a child node process on a first start: PGlite's initdb and first open on the data directory, then a clean
+ * close. Arguments: the URL of the PGlite module, the data directory, the start parameters as JSON.
+ */
+const INITDB_SCRIPT = [
+  'const [moduleUrl, dataDir, params] = process.argv.slice(1);',
+  'const { PGlite } = await import(moduleUrl);',
+  'const db = await PGlite.create({ dataDir, startParams: JSON.parse(params) });',
+  'await db.close();',
+].join('\n');
 
 // libpq and pg look for the socket file `.s.PGSQL.<port>` in the directory named by `host`.
 const SOCKET_FILE = '.s.PGSQL.5432';
@@ -49,7 +83,8 @@ export async function startEmbeddedPostgres(
   let db: PGlite | undefined;
   let socketDir: string | undefined;
   try {
-    db = await PGlite.create({ dataDir });
+    if (!existsSync(join(dataDir, 'PG_VERSION'))) await initialiseInChild(dataDir);
+    db = await PGlite.create({ dataDir, startParams: [...EMBEDDED_START_PARAMS] });
     socketDir = await mkdtemp(join(tmpdir(), 'sigil-pg-'));
     const server = new PGLiteSocketServer({ db, path: join(socketDir, SOCKET_FILE), maxConnections });
     await server.start();
@@ -80,6 +115,29 @@ export async function startEmbeddedPostgres(
     await releaseLock();
     throw error;
   }
+}
+
+/**
+ * Creates the database cluster in `dataDir` in a child node process. PGlite's initdb runs in a WebAssembly module of
+ * its own whose memory V8 keeps after initdb ends: done in the server process, a first start stayed at ~880 MiB RSS
+ * where a reopen takes ~300 (bench/README.md, issue 13). The child's memory goes back to the system when it exits.
+ */
+async function initialiseInChild(dataDir: string): Promise<void> {
+  const moduleUrl = pathToFileURL(createRequire(import.meta.url).resolve('@electric-sql/pglite')).href;
+  const args = ['--input-type=module', '-e', INITDB_SCRIPT, '--', moduleUrl, dataDir];
+  args.push(JSON.stringify(EMBEDDED_START_PARAMS));
+  await new Promise<void>((done, fail) => {
+    execFile(
+      process.execPath,
+      args,
+      { timeout: INITDB_TIMEOUT_MS, maxBuffer: 1024 * 1024 },
+      (error, _stdout, stderr) => {
+        if (!error) return done();
+        const detail = stderr.trim().split('\n').slice(-5).join('\n') || error.message;
+        fail(new Error(`embedded database ${dataDir}: initdb failed: ${detail}`));
+      },
+    );
+  });
 }
 
 /** Takes `<dataDir>.lock` (holding our pid); a lock left by a process that no longer runs is taken over. */
