@@ -1,4 +1,3 @@
-import { Logger } from '@nestjs/common';
 import { type AddressInfo } from 'node:net';
 import { type Logger as PinoLogger } from 'pino';
 import { ServerClient } from './client/server-client.js';
@@ -21,7 +20,7 @@ import { createWorkloadAttestors } from './attestor/workload/registry.js';
 import { AgentMetrics } from './endpoints/observability/agent-metrics.js';
 import { type HealthCheck, OpsServer } from './endpoints/observability/ops-server.js';
 import { AgentAdminServer } from './endpoints/admin/admin-server.js';
-import { LogLevelControl } from '@sigil/logging';
+import { LogLevelControl, ContextLogger } from '@sigil/logging';
 
 export interface AgentOptions {
   /** Root logger; by default JSON lines on stdout at the configured level. */
@@ -48,14 +47,14 @@ export interface RunningAgent {
 /**
  * The agent's composition root: plain classes wired by hand. The agent serves no HTTP and has a dozen
  * collaborators with one wiring, so Nest's injector would add start-up time and indirection without removing any
- * code; only Nest's `Logger` is kept, as the Workload API classes log through it. Order: check that the Workload API
+ * code (its classes log through @sigil/logging's `ContextLogger`, not Nest's `Logger`: the agent loads no Nest). Order: check that the Workload API
  * socket's directory is safe, resume or attest (a failure stops here, before any socket exists), open the Workload
  * API, which answers UNAVAILABLE until the first sync has arrived, then start the sync loop (the rotator runs off it).
  */
 export async function startAgent(config: AgentConfig, options: AgentOptions = {}): Promise<RunningAgent> {
   const root = options.logger ?? createRootLogger(config.logLevel, undefined, config);
-  Logger.overrideLogger(new PinoLoggerService(root));
-  const logger = new Logger('SigilAgent');
+  ContextLogger.use(new PinoLoggerService(root));
+  const logger = new ContextLogger('SigilAgent');
   const clock = options.clock ?? systemClock;
   const warning = insecureBootstrapWarning(config);
   if (warning !== undefined) logger.warn({ msg: warning });
@@ -67,7 +66,7 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     credentials: () => identity.credentials(),
     // As many JWT-SVID connections as the JWT-SVID lane sends requests at once.
     connections: { jwt: config.jwtSvidLimits.maxConcurrentSigning },
-    logger: new Logger('ServerClient'),
+    logger: new ContextLogger('ServerClient'),
   });
   const storage = new AgentStorage(config.dataDir);
   // Told after the metrics exist (the cache is built first: the metrics read its sizes).
@@ -78,7 +77,7 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
       limits: config.jwtSvidLimits,
     }),
     clock,
-    new Logger('SvidCache'),
+    new ContextLogger('SvidCache'),
     Math.random,
     (outcome) => onTaint?.(outcome),
   );
@@ -134,7 +133,7 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     trustDomain: config.trustDomain,
     onBundle: (bundle) => cache.setOwnBundle(bundle),
     clock,
-    logger: new Logger('AgentManager'),
+    logger: new ContextLogger('AgentManager'),
     onRenewal: (outcome: 'ok' | 'failed') => {
       metrics?.svidRenewal(outcome);
       if (outcome === 'ok') reportChanged();
@@ -157,7 +156,7 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     bundle: () => identity.ownBundle(),
     clock,
     onAgentRefused: (error) => manager.agentRefused(error),
-    logger: new Logger('SvidRotator'),
+    logger: new ContextLogger('SvidRotator'),
     onBatch: (signed: number, refused: number) => {
       metrics?.svidsSigned(signed, refused);
       reportChanged();
@@ -185,7 +184,7 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
       synced = true;
       logger.log({ msg: 'entries synced, serving identities', revision, entries: cache.size });
     },
-    logger: new Logger('EntrySync'),
+    logger: new ContextLogger('EntrySync'),
   });
   reportChanged = () => sync.reportChanged();
   const opsServers: OpsServer[] = [];

@@ -24,10 +24,34 @@ export function heapGrowthFlag(execArgv: readonly string[], nodeOptions: string 
 }
 
 /**
- * Applies {@link heapGrowthFlag} to this process. V8 reads the flag each time it sets the next full collection's
- * limit, so setting it after start takes effect from the next collection.
+ * How far the young generation's semi-spaces may grow each time V8 grows them: 1, not at all. V8 starts them at 1 MiB
+ * and doubles them up to 16 MiB each as soon as a burst of allocation survives (a module graph being loaded at start
+ * is one): two 16 MiB semi-spaces of which a few hundred KiB are in use between bursts, ~30 MiB of the idle agent's
+ * RSS (bench/README.md, issue 13). A daemon whose live data sits in the old generation gains little from a large
+ * nursery: the price is more scavenges, each of which copies only what is still live (measured in `bench:rss`: the
+ * agent's CPU time for 1,000 SVIDs, side by side with the previous build).
+ */
+export const AGENT_SEMI_SPACE_GROWTH_FACTOR = 1;
+
+const OPERATOR_SEMI_SPACE_FLAG = /--(semi[-_]space[-_]growth[-_]factor|max[-_]semi[-_]space[-_]size)\b/;
+
+/**
+ * The V8 flag that sets {@link AGENT_SEMI_SPACE_GROWTH_FACTOR}, or undefined when the operator chose a growth factor
+ * or a largest semi-space size (a node option before the script, or `NODE_OPTIONS`), which is kept.
+ */
+export function semiSpaceGrowthFlag(execArgv: readonly string[], nodeOptions: string | undefined): string | undefined {
+  if ([...execArgv, nodeOptions ?? ''].some((option) => OPERATOR_SEMI_SPACE_FLAG.test(option))) return undefined;
+  return `--semi-space-growth-factor=${AGENT_SEMI_SPACE_GROWTH_FACTOR}`;
+}
+
+/**
+ * Applies {@link heapGrowthFlag} and {@link semiSpaceGrowthFlag} to this process (V8 reads the second each time it
+ * would grow the semi-spaces, so setting it at start, before the agent's modules load, keeps them at their first size).
+ * The first takes effect from the next full collection (V8 reads it each time it sets the next one's limit).
  */
 export function limitHeapGrowth(): void {
-  const flag = heapGrowthFlag(process.execArgv, process.env['NODE_OPTIONS']);
-  if (flag !== undefined) setFlagsFromString(flag);
+  for (const flag of [heapGrowthFlag, semiSpaceGrowthFlag]) {
+    const value = flag(process.execArgv, process.env['NODE_OPTIONS']);
+    if (value !== undefined) setFlagsFromString(value);
+  }
 }

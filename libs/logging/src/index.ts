@@ -1,4 +1,5 @@
 export {
+  ContextLogger,
   createJsonLogger,
   createServiceLogger,
   formatTextLine,

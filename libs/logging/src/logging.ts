@@ -185,3 +185,52 @@ export class PinoLoggerService implements LoggerService {
 /** The log levels an operator can choose (`--log-level`), most severe first. */
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
 export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'];
+
+/**
+ * A logger bound to one context (a class name), written through the process's {@link PinoLoggerService}: the
+ * agent's replacement for Nest's `new Logger(Context)`, with the same call shape (`log`, `warn`, `error`, `debug`,
+ * `verbose`, `fatal`; Nest's rule of passing the context as the last parameter), so one adapter serves both apps.
+ * The agent does not load @nestjs/common for it: that package and what it brings (rxjs, iterare, …) cost the idle
+ * agent ~30 MiB of RSS (bench/README.md, issue 13). Before {@link ContextLogger.use} names the process's sink, lines
+ * go to a JSON logger on stdout at `info`, with the same redaction.
+ */
+export class ContextLogger {
+  private static sink: LoggerService | undefined;
+
+  constructor(readonly context: string) {}
+
+  /** Where every ContextLogger of this process writes from now on (the agent's root logger, adapted). */
+  static use(sink: LoggerService): void {
+    ContextLogger.sink = sink;
+  }
+
+  private static current(): LoggerService {
+    ContextLogger.sink ??= new PinoLoggerService(createJsonLogger({ service: 'sigil', level: 'info' }));
+    return ContextLogger.sink;
+  }
+
+  log(message: unknown, ...params: unknown[]): void {
+    ContextLogger.current().log(message, ...params, this.context);
+  }
+
+  /** Nest's shape: `error(message, stack?)`; with no parameter an `undefined` holds the stack's place. */
+  error(message: unknown, ...params: unknown[]): void {
+    ContextLogger.current().error(message, ...(params.length ? params : [undefined]), this.context);
+  }
+
+  warn(message: unknown, ...params: unknown[]): void {
+    ContextLogger.current().warn(message, ...params, this.context);
+  }
+
+  debug(message: unknown, ...params: unknown[]): void {
+    ContextLogger.current().debug?.(message, ...params, this.context);
+  }
+
+  verbose(message: unknown, ...params: unknown[]): void {
+    ContextLogger.current().verbose?.(message, ...params, this.context);
+  }
+
+  fatal(message: unknown, ...params: unknown[]): void {
+    ContextLogger.current().fatal?.(message, ...params, this.context);
+  }
+}

@@ -12,7 +12,6 @@ import {
   DEFAULT_UID_HASH_QUOTA_BYTES_PER_MINUTE,
 } from '../attestor/workload/unix/executable-digest.js';
 import { JWT_SVID_LIMITS as jwt } from '../manager/jwt-signing-lane.js';
-import { limitHeapGrowth } from '../heap-growth.js';
 import { knownTypes } from '../attestor/workload/registry.js';
 import { DEFAULT_WORKLOAD_ATTESTATION_TIMEOUT_MS } from '../attestor/workload/workload-attestor.js';
 import { CliError, collect } from '@sigil/runtime';
@@ -200,7 +199,6 @@ export function runCommand(): Command {
       // On stderr as well as in the log: no log level or log pipeline may hide it, on any start.
       const warning = insecureBootstrapWarning(config);
       if (warning !== undefined) process.stderr.write(`sigil-agent: WARNING: ${warning}\n`);
-      limitHeapGrowth();
       // Loaded here, not at the top: the api and healthcheck subcommands must start fast.
       const { startAgent } = await import('../agent.js');
       const { AgentFatalError, exitCodeOf } = await import('../manager/agent-manager.js');

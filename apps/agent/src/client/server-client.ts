@@ -1,4 +1,4 @@
-import { type Logger } from '@nestjs/common';
+import { type ContextLogger } from '@sigil/logging';
 import { attestationChallengePath, attestationPath, type AttestationRequestBody } from '@sigil/agent-api';
 import { type TrustDomain } from '@sigil/spiffe';
 import {
@@ -69,7 +69,7 @@ export interface ServerClientOptions {
   readonly credentials: () => ClientCredentials | undefined;
   /** Timeout of ordinary requests (default 15 s); long polls add their wait to it. */
   readonly timeoutMs?: number;
-  readonly logger?: Pick<Logger, 'warn' | 'log'>;
+  readonly logger?: Pick<ContextLogger, 'warn' | 'log'>;
   /** Connections kept per server and lane (defaults: SERVER_LANE_CONNECTIONS). */
   readonly connections?: Partial<Record<ServerLane, number>>;
   /** The transport; tests may wrap it. By default the client's own {@link ServerConnectionPool}. */

@@ -1,8 +1,7 @@
 import { type Http2Server, type Http2ServerRequest, type Http2Session } from 'node:http2';
 import { type Socket } from 'node:net';
 import { createContextKey } from '@connectrpc/connect';
-import { Logger } from '@nestjs/common';
-import { RateLimitedLog } from '@sigil/logging';
+import { RateLimitedLog, ContextLogger } from '@sigil/logging';
 import koffi from 'koffi';
 import { readStartTimeSync } from '../attestor/workload/unix/proc.js';
 import { PidFd } from './pidfd.js';
@@ -152,7 +151,7 @@ export function readPeerCredentials(socket: Socket): PeerCredentials {
  */
 export function trackPeerCredentials(
   server: Http2Server,
-  refusals: Pick<RateLimitedLog, 'warn'> = new RateLimitedLog(new Logger('PeerCredentials')),
+  refusals: Pick<RateLimitedLog, 'warn'> = new RateLimitedLog(new ContextLogger('PeerCredentials')),
   onAccepted?: (session: Http2Session, credentials: PeerCredentials) => void,
 ): (request: Http2ServerRequest) => PeerCredentials | undefined {
   const bySession = new WeakMap<Http2Session, PeerCredentials>();

@@ -1,4 +1,4 @@
-import { type Logger } from '@nestjs/common';
+import { type ContextLogger } from '@sigil/logging';
 import { type KeyType, createCsr, exportPrivateKeyPkcs8, generateKeyPair } from '@sigil/pki';
 import { SIGIL_AGENT_PATH_PREFIX, type Clock, systemClock } from '@sigil/runtime';
 import {
@@ -32,7 +32,7 @@ export interface AgentManagerOptions {
   readonly random?: () => number;
   readonly keyType?: KeyType;
   readonly backoff?: Backoff;
-  readonly logger?: Pick<Logger, 'log' | 'warn' | 'error'>;
+  readonly logger?: Pick<ContextLogger, 'log' | 'warn' | 'error'>;
   /** Told how each node attestation and agent SVID renewal ended (metrics). */
   readonly onAttestation?: (method: string, outcome: 'ok' | 'failed') => void;
   readonly onRenewal?: (outcome: 'ok' | 'failed') => void;

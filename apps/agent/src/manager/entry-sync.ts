@@ -1,4 +1,4 @@
-import { type Logger } from '@nestjs/common';
+import { type ContextLogger } from '@sigil/logging';
 import { type TrustBundle } from '@sigil/spiffe';
 import { type SvidIssuers } from '@sigil/agent-api';
 import { type AgentApi } from '../client/agent-api.js';
@@ -26,7 +26,7 @@ export interface EntrySyncOptions {
   /** Called after each sync with the server's tainted authority IDs (the agent manager renews its own SVID). */
   readonly onTainted?: (tainted: ReadonlySet<string>) => void;
   readonly backoff?: Backoff;
-  readonly logger?: Pick<Logger, 'warn' | 'log' | 'debug'>;
+  readonly logger?: Pick<ContextLogger, 'warn' | 'log' | 'debug'>;
 }
 
 /** Shortest time between two polls whose answers brought nothing, and between two polls restarted to report. */

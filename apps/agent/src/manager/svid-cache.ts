@@ -1,4 +1,4 @@
-import { type Logger } from '@nestjs/common';
+import { type ContextLogger } from '@sigil/logging';
 import { type TrustBundle } from '@sigil/spiffe';
 import { type AgentEntry, type SyncResponse } from '@sigil/agent-api';
 import { type Clock, ExpiryDeadline, type Selector, matchesAllSelectors, systemClock } from '@sigil/runtime';
@@ -95,7 +95,7 @@ export class SvidCache implements IdentityCache {
   constructor(
     private readonly jwtSvids: JwtSvidCache,
     private readonly clock: Clock = systemClock,
-    private readonly logger?: Pick<Logger, 'warn'> & Partial<Pick<Logger, 'log'>>,
+    private readonly logger?: Pick<ContextLogger, 'warn'> & Partial<Pick<ContextLogger, 'log'>>,
     private readonly random: () => number = Math.random,
     /** Told what each new taint made the cache do (metrics). */
     private readonly onTaint?: (outcome: TaintOutcome) => void,

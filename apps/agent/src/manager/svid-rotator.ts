@@ -1,4 +1,4 @@
-import { type Logger } from '@nestjs/common';
+import { type ContextLogger } from '@sigil/logging';
 import {
   type KeyType,
   PEM_LABEL,
@@ -32,7 +32,7 @@ export interface SvidRotatorOptions {
   readonly backoff?: Backoff;
   /** CSRs per request (default and maximum: the server's limit of 500). */
   readonly batchSize?: number;
-  readonly logger?: Pick<Logger, 'warn' | 'debug'>;
+  readonly logger?: Pick<ContextLogger, 'warn' | 'debug'>;
   /** Told how many workload X509-SVIDs each batch got signed, and how many the server refused or were rejected. */
   readonly onBatch?: (signed: number, refused: number) => void;
 }

@@ -1,8 +1,7 @@
 import { createHash } from 'node:crypto';
 import { type MessageInitShape } from '@bufbuild/protobuf';
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from '@connectrpc/connect';
-import { Logger } from '@nestjs/common';
-import { RateLimitedLog, truncateForLog } from '@sigil/logging';
+import { RateLimitedLog, truncateForLog, ContextLogger } from '@sigil/logging';
 import { type Selector } from '@sigil/runtime';
 import {
   type DiscoveryRequest,
@@ -37,7 +36,7 @@ export const MAX_RESOURCE_NAME_BYTES = 2048;
 export const MAX_QUEUED_REQUESTS = 16;
 
 export interface SdsHandlerOptions {
-  readonly logger?: Pick<Logger, 'debug' | 'warn'>;
+  readonly logger?: Pick<ContextLogger, 'debug' | 'warn'>;
 }
 
 /** `type_url` and `resource_names` of a request, checked before anything is attested. */
@@ -94,7 +93,7 @@ type StreamEvent =
  * `INVALID_ARGUMENT` for any SVID it names. `DeltaSecrets` is `UNIMPLEMENTED`, as in SPIRE.
  */
 export class SdsHandler {
-  private readonly logger: Pick<Logger, 'debug' | 'warn'>;
+  private readonly logger: Pick<ContextLogger, 'debug' | 'warn'>;
   private readonly limitedLog: RateLimitedLog;
   private readonly callers: CallerAttestation;
 
@@ -104,7 +103,7 @@ export class SdsHandler {
     private readonly settings: SdsSettings,
     options: SdsHandlerOptions = {},
   ) {
-    this.logger = options.logger ?? new Logger(SdsHandler.name);
+    this.logger = options.logger ?? new ContextLogger(SdsHandler.name);
     const warn = (fields: unknown): void => this.logger.warn(fields);
     this.limitedLog = new RateLimitedLog({ warn, error: warn, log: warn });
     this.callers = new CallerAttestation(attestor, this.limitedLog, this.logger);

@@ -1,7 +1,6 @@
 import { type DescMessage, type MessageInitShape, type MessageShape, create, toBinary } from '@bufbuild/protobuf';
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from '@connectrpc/connect';
-import { Logger } from '@nestjs/common';
-import { RateLimitedLog } from '@sigil/logging';
+import { RateLimitedLog, ContextLogger } from '@sigil/logging';
 import { jwtAudienceProblem, singleAudienceProblem } from '@sigil/runtime';
 import { SpiffeError, SpiffeId, TrustBundleSet, parseAndValidateJwtSvid } from '@sigil/spiffe';
 import {
@@ -65,7 +64,7 @@ export interface IdentityCache {
 export interface WorkloadApiHandlerOptions {
   /** Current time for JWT-SVID validation; default `new Date()`. */
   readonly now?: () => Date;
-  readonly logger?: Pick<Logger, 'debug' | 'warn'>;
+  readonly logger?: Pick<ContextLogger, 'debug' | 'warn'>;
 }
 
 const NO_IDENTITY = 'no identity issued';
@@ -79,7 +78,7 @@ const NO_IDENTITY = 'no identity issued';
  */
 export class WorkloadApiHandler {
   private readonly now: () => Date;
-  private readonly logger: Pick<Logger, 'debug' | 'warn'>;
+  private readonly logger: Pick<ContextLogger, 'debug' | 'warn'>;
   // Every caller can make these lines as often as it calls: a few per uid (or entry) and interval, then a count.
   private readonly limitedLog: RateLimitedLog;
   private readonly callers: CallerAttestation;
@@ -90,7 +89,7 @@ export class WorkloadApiHandler {
     options: WorkloadApiHandlerOptions = {},
   ) {
     this.now = options.now ?? (() => new Date());
-    this.logger = options.logger ?? new Logger(WorkloadApiHandler.name);
+    this.logger = options.logger ?? new ContextLogger(WorkloadApiHandler.name);
     const now = this.now;
     // Only warn lines go through it; the other levels are there for the type.
     const warn = (fields: unknown): void => this.logger.warn(fields);

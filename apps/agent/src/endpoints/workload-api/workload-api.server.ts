@@ -19,8 +19,7 @@ import {
   createContextValues,
 } from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
-import { Logger } from '@nestjs/common';
-import { RateLimitedLog } from '@sigil/logging';
+import { RateLimitedLog, ContextLogger } from '@sigil/logging';
 import {
   MAX_SOCKET_PATH_BYTES,
   prepareSocketDirectory,
@@ -116,7 +115,7 @@ export interface WorkloadApiServerOptions {
   readonly drainTimeoutMs?: number;
   /** Overrides of {@link WORKLOAD_API_LIMITS} (tests use small ones). */
   readonly limits?: Partial<WorkloadApiLimits>;
-  readonly logger?: Pick<Logger, 'log' | 'warn'>;
+  readonly logger?: Pick<ContextLogger, 'log' | 'warn'>;
   /** Time for the per-uid call rate (tests pass a fake). */
   readonly clock?: Clock;
   /** Run around every call before the security header check, e.g. to count calls by outcome. */
@@ -223,7 +222,7 @@ export class WorkloadApiServer {
   private readonly sds: ServiceImpl<typeof SecretDiscoveryService> | undefined;
   private readonly drainTimeoutMs: number;
   private readonly limits: WorkloadApiLimits;
-  private readonly logger: Pick<Logger, 'log' | 'warn'>;
+  private readonly logger: Pick<ContextLogger, 'log' | 'warn'>;
   private readonly clock: Clock;
   private readonly sessions = new Set<Http2Session>();
   private server: Http2Server | undefined;
@@ -241,7 +240,7 @@ export class WorkloadApiServer {
     this.sds = options.sds;
     this.drainTimeoutMs = options.drainTimeoutMs ?? 2000;
     this.limits = Object.freeze({ ...WORKLOAD_API_LIMITS, ...options.limits });
-    this.logger = options.logger ?? new Logger(WorkloadApiServer.name);
+    this.logger = options.logger ?? new ContextLogger(WorkloadApiServer.name);
     this.clock = options.clock ?? systemClock;
     this.interceptors = options.interceptors ?? [];
   }

@@ -1,4 +1,4 @@
-import { Logger } from '@nestjs/common';
+import { ContextLogger } from '@sigil/logging';
 import {
   SelectorError,
   checkSelector,
@@ -82,7 +82,7 @@ export function parseDockerOptions(options: Readonly<Record<string, string>>): D
 }
 
 export interface DockerWorkloadAttestorDependencies {
-  readonly logger?: Pick<Logger, 'debug'>;
+  readonly logger?: Pick<ContextLogger, 'debug'>;
   /** Where the caller's container is read from (tests: a fixed answer). */
   readonly containerOf?: (pid: number) => Promise<ContainerIdentity | undefined>;
 }
@@ -90,7 +90,7 @@ export interface DockerWorkloadAttestorDependencies {
 export class DockerWorkloadAttestor implements WorkloadAttestor {
   readonly type = DOCKER_ATTESTOR_TYPE;
   private readonly engine: DockerEngineClient;
-  private readonly logger: Pick<Logger, 'debug'>;
+  private readonly logger: Pick<ContextLogger, 'debug'>;
   private readonly containerOf: (pid: number) => Promise<ContainerIdentity | undefined>;
 
   constructor(
@@ -103,7 +103,7 @@ export class DockerWorkloadAttestor implements WorkloadAttestor {
       apiVersion: options.apiVersion,
       timeoutMs: options.requestTimeoutMs,
     });
-    this.logger = dependencies.logger ?? new Logger(DockerWorkloadAttestor.name);
+    this.logger = dependencies.logger ?? new ContextLogger(DockerWorkloadAttestor.name);
     this.containerOf = dependencies.containerOf ?? ((pid) => readContainerIdentity(pid));
   }
 

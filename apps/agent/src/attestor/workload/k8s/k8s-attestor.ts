@@ -1,4 +1,4 @@
-import { Logger } from '@nestjs/common';
+import { ContextLogger } from '@sigil/logging';
 import { type Selector } from '@sigil/runtime';
 import { sleep } from '../../../common/backoff.js';
 import { readContainerIdentity } from '../cgroups/container-identity.js';
@@ -23,7 +23,7 @@ export interface K8sAttestorOptions {
   readonly attestationTimeoutMs: number;
   /** Where procfs is mounted (default `HOST_PROC` or `/proc`). */
   readonly procRoot?: string;
-  readonly logger?: Pick<Logger, 'debug' | 'warn'>;
+  readonly logger?: Pick<ContextLogger, 'debug' | 'warn'>;
   /** Milliseconds of a monotonic clock (default `performance.now`). */
   readonly now?: () => number;
 }
@@ -69,7 +69,7 @@ export class K8sWorkloadAttestor implements WorkloadAttestor {
   private readonly client: KubeletClient;
   private readonly pods: PodListCache;
   private readonly procRoot: string;
-  private readonly logger: Pick<Logger, 'debug' | 'warn'>;
+  private readonly logger: Pick<ContextLogger, 'debug' | 'warn'>;
   private readonly now: () => number;
   /** How long one attestation may poll: the composite's deadline less a margin to answer in. */
   private readonly budgetMs: number;
@@ -98,7 +98,7 @@ export class K8sWorkloadAttestor implements WorkloadAttestor {
       now: this.now,
     });
     this.procRoot = options.procRoot ?? defaultProcRoot();
-    this.logger = options.logger ?? new Logger(K8sWorkloadAttestor.name);
+    this.logger = options.logger ?? new ContextLogger(K8sWorkloadAttestor.name);
   }
 
   /** Checks that the kubelet CA (unless verification is skipped) and the token file are usable. */

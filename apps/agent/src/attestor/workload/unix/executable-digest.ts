@@ -1,8 +1,7 @@
 import { createHash } from 'node:crypto';
 import { type BigIntStats } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
-import { Logger } from '@nestjs/common';
-import { RateLimitedLog } from '@sigil/logging';
+import { RateLimitedLog, ContextLogger } from '@sigil/logging';
 import { type Clock, type Selector, systemClock } from '@sigil/runtime';
 
 /** Default upper bound on the size of an executable we hash: larger files get no `unix:sha256` selector. */
@@ -54,7 +53,7 @@ export interface ExecutableDigestOptions {
   readonly clock?: Clock;
   /** Computes the digest of an open file (default {@link sha256OfFile}); tests count calls through it. */
   readonly hashFile?: (file: FileHandle) => Promise<string>;
-  readonly logger?: Pick<Logger, 'warn'>;
+  readonly logger?: Pick<ContextLogger, 'warn'>;
 }
 
 // Identifies one version of one file. ctime is included on top of (dev, inode, mtime, size) because mtime can be
@@ -92,7 +91,7 @@ export class ExecutableDigests {
   private readonly uidQuotaBytes: number;
   private readonly clock: Clock;
   private readonly hashFile: (file: FileHandle) => Promise<string>;
-  private readonly logger: Pick<Logger, 'warn'>;
+  private readonly logger: Pick<ContextLogger, 'warn'>;
   private readonly refusals: RateLimitedLog;
   // Insertion-ordered, so the oldest entry is evicted first once the cache is full.
   private readonly digests = new Map<string, Promise<Digest>>();
@@ -108,7 +107,7 @@ export class ExecutableDigests {
     );
     this.clock = options.clock ?? systemClock;
     this.hashFile = options.hashFile ?? sha256OfFile;
-    this.logger = options.logger ?? new Logger(ExecutableDigests.name);
+    this.logger = options.logger ?? new ContextLogger(ExecutableDigests.name);
     const warn = (fields: object): void => this.logger.warn(fields);
     this.refusals = new RateLimitedLog(
       { warn, error: warn, log: warn },

@@ -1,5 +1,5 @@
 import { readlink, stat } from 'node:fs/promises';
-import { Logger } from '@nestjs/common';
+import { ContextLogger } from '@sigil/logging';
 import { type Selector } from '@sigil/runtime';
 import { type WorkloadAttestorContext, type WorkloadAttestorPlugin } from '../registry.js';
 import { WorkloadAttestationError, type WorkloadAttestor, type WorkloadCaller } from '../workload-attestor.js';
@@ -15,7 +15,7 @@ export interface UnixAttestorOptions {
    * are not hashed at all: the selector could not make an entry match.
    */
   readonly needsDigest?: () => boolean;
-  readonly logger?: Pick<Logger, 'debug' | 'warn'>;
+  readonly logger?: Pick<ContextLogger, 'debug' | 'warn'>;
   /** Where procfs is mounted (default `HOST_PROC` or `/proc`). */
   readonly procRoot?: string;
 }
@@ -60,7 +60,7 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
   private readonly accountNames: AccountNames;
   private readonly digests: ExecutableDigests;
   private readonly needsDigest: () => boolean;
-  private readonly logger: Pick<Logger, 'debug' | 'warn'>;
+  private readonly logger: Pick<ContextLogger, 'debug' | 'warn'>;
   private readonly procRoot: string;
 
   constructor(options: UnixAttestorOptions = {}) {
@@ -68,7 +68,7 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
     this.accountNames = options.accountNames ?? new AccountNames();
     this.digests = options.digests ?? new ExecutableDigests();
     this.needsDigest = options.needsDigest ?? (() => true);
-    this.logger = options.logger ?? new Logger(UnixWorkloadAttestor.name);
+    this.logger = options.logger ?? new ContextLogger(UnixWorkloadAttestor.name);
   }
 
   /**
