@@ -223,6 +223,14 @@ describe('client commands do not load the server framework', () => {
     });
   });
 
+  it('sigil-agent run loads no Nest: the agent module graph (dist/apps/agent/agent.js) has no @nestjs package', async () => {
+    // Issue 13: @nestjs/common (for a logger) cost the idle agent ~30 MiB of RSS; the agent logs through ContextLogger.
+    const agent = await packagesLoaded(join(ROOT, 'dist/apps/agent/agent.js'), []);
+    expect(agent.code).toBe(0);
+    expect(agent.packages).toContain('@connectrpc/connect-node');
+    expect([...agent.packages].filter((name) => name.startsWith('@nestjs/'))).toEqual([]);
+  });
+
   it('the trace sees the framework where it is loaded: sigil-server run (until its database refuses)', async () => {
     const run = await packagesLoaded(SERVER_BIN, [
       'run',

@@ -17,9 +17,9 @@ export const EMBEDDED_FSYNC_WARNING =
   'writes; it is meant for a first start and single-host evaluation, use PostgreSQL (--database-url) in production';
 
 /**
- * PostgreSQL's `shared_buffers` on the embedded database. PGlite keeps PostgreSQL's default, 128MB, and PostgreSQL
- * writes the whole pool at start, so all of it was resident in the server process (the WebAssembly memory never
- * shrinks): 297 MiB RSS for PGlite alone on a reopened data directory, 159 MiB with 16MB (bench/README.md, issue 13).
+ * PostgreSQL's `shared_buffers` on the embedded database. PGlite keeps PostgreSQL's default, 128MB, and the whole pool
+ * was resident in the server process from the start (inside the WebAssembly memory, which never shrinks): 297 MiB
+ * RSS for PGlite alone on a reopened data directory, 159 MiB with 16MB (bench/README.md, issue 13).
  * A Sigil registry of thousands of entries is a few MiB of tables and indexes, and the pages PostgreSQL evicts stay
  * in the host's page cache behind PGlite's file system.
  */
