@@ -19,8 +19,9 @@ export const TRUST_DOMAIN = 'example.org';
 /** The node alias the bench agent's join token names: entries parented by it reach that agent. */
 export const NODE_ALIAS_ID = `spiffe://${TRUST_DOMAIN}/bench/node`;
 
-const SERVER_BIN = join(ROOT, 'bin/sigil-server.js');
-const AGENT_BIN = join(ROOT, 'bin/sigil-agent.js');
+/** The binaries of the checkout at `root` (default this one; another, built, for a side-by-side comparison). */
+const serverBin = (root: string = ROOT): string => join(root, 'bin/sigil-server.js');
+const agentBin = (root: string = ROOT): string => join(root, 'bin/sigil-agent.js');
 const START_TIMEOUT_MS = 120_000;
 
 export interface ServerOptions {
@@ -36,6 +37,10 @@ export interface ServerOptions {
   readonly databaseUrl?: string;
   /** More environment variables (e.g. a test-only hook). */
   readonly env?: NodeJS.ProcessEnv;
+  /** Another built checkout whose `bin/sigil-server.js` runs (default this one). */
+  readonly root?: string;
+  /** The embedded database even when `DATABASE_URL` is set. */
+  readonly embedded?: boolean;
 }
 
 export interface ServerProcess {
@@ -134,9 +139,18 @@ export class Harness {
     const name = options.name ?? 'server';
     const adminSocket = join(this.scratch, name === 'server' ? 'admin.sock' : `${name}-admin.sock`);
     const dataDir = join(this.scratch, name);
-    const args = [SERVER_BIN, 'run', '--trust-domain', TRUST_DOMAIN, '--bind-address', '127.0.0.1', '--port', '0'];
+    const args = [
+      serverBin(options.root),
+      'run',
+      '--trust-domain',
+      TRUST_DOMAIN,
+      '--bind-address',
+      '127.0.0.1',
+      '--port',
+      '0',
+    ];
     args.push('--data-dir', dataDir, '--admin-socket', adminSocket);
-    const adminUrl = process.env['DATABASE_URL'];
+    const adminUrl = options.embedded ? undefined : process.env['DATABASE_URL'];
     const databaseUrl = options.databaseUrl ?? (adminUrl ? await this.createDatabase(adminUrl) : undefined);
     if (databaseUrl) args.push('--database-url', databaseUrl);
     args.push(...(options.args ?? []));
@@ -195,6 +209,8 @@ export class Harness {
       nodeArgs?: readonly string[];
       args?: readonly string[];
       x509pop?: { certFile: string; keyFile: string };
+      /** Another built checkout whose `bin/sigil-agent.js` runs (default this one). */
+      root?: string;
     } = {},
   ): Promise<AgentProcess> {
     const socketPath = join(this.scratch, 'agent.sock');
@@ -202,7 +218,7 @@ export class Harness {
     await writeFile(bundleFile, await server.admin.bundlePem());
     const args = [
       ...(options.nodeArgs ?? []),
-      AGENT_BIN,
+      agentBin(options.root),
       'run',
       '--server-address',
       `127.0.0.1:${server.port}`,
