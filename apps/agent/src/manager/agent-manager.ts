@@ -16,7 +16,7 @@ import { AgentApiError, retryDelayMs, type ServerClient } from '../client/server
 import { ServerNotTrustedError, ServerUnavailableError } from '../client/tls-transport.js';
 import { Backoff, sleep } from '../common/backoff.js';
 import { type NodeAttestationConfig } from '../config.js';
-import { type AgentState, type AgentStorage, decideResume } from '../storage/agent-storage.js';
+import { type AgentState, type AgentStorage, DataDirInUseError, decideResume } from '../storage/agent-storage.js';
 import { rotationTime } from './rotation.js';
 import { addIssuer, chainIssuerIds, taintedRotationTime } from './svid-issuers.js';
 import { type AgentIdentity, type CurrentAgentSvid } from './agent-identity.js';
@@ -146,7 +146,25 @@ export class AgentManager {
    * retries with backoff while no server can be reached or the server is busy (429, 503).
    */
   async start(): Promise<void> {
-    await this.storage.prepare();
+    try {
+      await this.storage.prepare();
+    } catch (error) {
+      // Another agent may be on its way out (a restart that overlapped): exit 1, restarted, rather than 78.
+      if (error instanceof DataDirInUseError) {
+        throw new AgentFatalError(`cannot start: ${error.message}`, { operatorMustAct: false });
+      }
+      throw error;
+    }
+    try {
+      await this.resumeOrAttest();
+    } catch (error) {
+      this.storage.release();
+      throw error;
+    }
+    this.arm();
+  }
+
+  private async resumeOrAttest(): Promise<void> {
     const removed = await this.storage.removeStaleTemporaries();
     if (removed.length > 0) {
       this.options.logger?.warn({ msg: 'removed the temporary files of an interrupted save', files: removed });
@@ -198,7 +216,6 @@ export class AgentManager {
         throw error;
       }
     }
-    this.arm();
   }
 
   /**
@@ -266,6 +283,7 @@ export class AgentManager {
     clearTimeout(this.timer);
     clearTimeout(this.saveTimer);
     await Promise.allSettled([this.reattesting, this.renewing]);
+    this.storage.release();
   }
 
   private async reattest(refusal: AgentApiError): Promise<void> {

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { PEM_LABEL, certificatesToPem, pemBlocks, toPem } from '@sigil/pki';
 import { SpiffeId, TrustBundle, type TrustDomain, parseX509Svid, verifyX509Svid } from '@sigil/spiffe';
 import { type AtomicFile, ensurePrivateDir, writeFilesAtomic } from '@sigil/runtime';
+import { FileLock, FileLockHeldError } from './file-lock.js';
 
 /** How the agent attested when it got its current SVID: the node attestor's type (`join_token`, `x509pop`, …). */
 export type AttestationMethod = string;
@@ -34,6 +35,24 @@ export const SVID_FILE = 'agent-svid.pem';
 export const KEY_FILE = 'agent-key.pem';
 export const BUNDLE_FILE = 'bundle.json';
 export const META_FILE = 'agent.json';
+/** Locked (flock) by the running agent; names its pid. */
+export const LOCK_FILE = 'agent.lock';
+
+/** Another process (another sigil-agent) holds the data dir's lock. */
+export class DataDirInUseError extends Error {
+  override readonly name = 'DataDirInUseError';
+
+  constructor(
+    readonly dataDir: string,
+    readonly holderPid: number | undefined,
+  ) {
+    super(
+      `data dir ${dataDir} is in use by another sigil-agent` +
+        `${holderPid === undefined ? '' : ` (pid ${holderPid})`}: one agent per data dir; stop the other one, or ` +
+        'give this one its own --data-dir',
+    );
+  }
+}
 
 interface Meta {
   spiffe_id: string;
@@ -54,11 +73,31 @@ function errorCode(error: unknown): string | undefined {
  * check of {@link decideResume} and the agent attests again, rather than a half-written file.
  */
 export class AgentStorage {
+  private lock: FileLock | undefined;
+
   constructor(readonly dataDir: string) {}
 
-  /** Creates the data dir (0700) if needed. */
-  prepare(): Promise<void> {
-    return ensurePrivateDir(this.dataDir);
+  /**
+   * Creates the data dir (0700) if needed and takes its lock (`agent.lock`, an exclusive flock held until
+   * {@link release} or the process's end): two agents on one data dir would overwrite each other's identity.
+   *
+   * @throws DataDirInUseError when another process holds the lock.
+   */
+  async prepare(): Promise<void> {
+    await ensurePrivateDir(this.dataDir);
+    if (this.lock !== undefined) return;
+    try {
+      this.lock = FileLock.acquire(this.path(LOCK_FILE));
+    } catch (error) {
+      if (error instanceof FileLockHeldError) throw new DataDirInUseError(this.dataDir, error.holderPid);
+      throw error;
+    }
+  }
+
+  /** Drops the data dir's lock (at stop); safe to call twice. */
+  release(): void {
+    this.lock?.release();
+    this.lock = undefined;
   }
 
   /**
@@ -92,7 +131,7 @@ export class AgentStorage {
 
   private async write(files: readonly AtomicFile[]): Promise<void> {
     try {
-      await this.prepare();
+      await ensurePrivateDir(this.dataDir);
       await writeFilesAtomic(files);
     } catch (error) {
       const code = errorCode(error);
