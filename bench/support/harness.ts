@@ -41,6 +41,8 @@ export interface ServerOptions {
   readonly root?: string;
   /** The embedded database even when `DATABASE_URL` is set. */
   readonly embedded?: boolean;
+  /** How long to wait for its listening line (default 120 s). */
+  readonly startTimeoutMs?: number;
 }
 
 export interface ServerProcess {
@@ -158,7 +160,16 @@ export class Harness {
     const server = options.cpus
       ? this.spawn(name, 'taskset', ['-c', options.cpus, ...command], options.env)
       : this.spawn(name, command[0]!, command.slice(1), options.env);
-    const line = await server.waitForLine(/"msg":"sigil-server listening"/, START_TIMEOUT_MS, 'the listening log line');
+    const line = await server
+      .waitForLine(
+        /"msg":"sigil-server listening"/,
+        options.startTimeoutMs ?? START_TIMEOUT_MS,
+        'the listening log line',
+      )
+      .catch(async (error: unknown) => {
+        await server.stop(); // not left running (and using the CPU) behind a caller that goes on
+        throw error;
+      });
     const { address } = JSON.parse(line) as { address: string };
     const port = Number(address.slice(address.lastIndexOf(':') + 1));
     const admin = new AdminApi(adminSocket);

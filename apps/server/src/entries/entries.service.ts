@@ -1,5 +1,6 @@
+import { randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
-import { compareSelectors, formatSelector } from '@sigil/runtime';
+import { compareSelectors, formatSelector, selectorKey } from '@sigil/runtime';
 import { SpiffeId, TrustDomain } from '@sigil/spiffe';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
@@ -10,6 +11,7 @@ import { EntriesRepository, type EntryRow } from './entries.repository.js';
 import { EntryChangeLogService } from './entry-change-log.service.js';
 import { validateEntry, type ValidEntryFields } from './entry-rules.js';
 import {
+  MAX_BATCH_SIZE,
   SELECTOR_MATCHES,
   type Entry,
   type EntryCreateResult,
@@ -24,10 +26,12 @@ export const DEFAULT_PAGE_SIZE = 100;
 export const MAX_PAGE_SIZE = 1000;
 
 /**
- * Entries of a batch written per transaction: between two, the connection serves other queries (agent status reads,
- * readiness pings), which a 500-entry transaction kept waiting for seconds on a busy embedded database.
+ * Entries of a batch written per transaction (a whole API batch): each chunk is a fixed number of multi-row
+ * statements, so even a 500-entry one holds the connection for tens of milliseconds (row at a time, it held the
+ * embedded database's only connection for seconds, and chunks were 50). Larger inputs (only from inside the server)
+ * are still cut, so that no transaction grows without bound and other queries get the connection in between.
  */
-export const WRITE_CHUNK = 50;
+export const WRITE_CHUNK = MAX_BATCH_SIZE;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -47,8 +51,9 @@ export class EntriesService {
   /**
    * Creates each entry independently (SPIRE's BatchCreateEntry): one result per input, in order. Invalid entries and
    * duplicates (same SPIFFE ID, parent ID and selector set as an existing entry or an earlier one of the batch) fail
-   * alone; the valid ones are written in transactions of {@link WRITE_CHUNK} entries, each entry with its own
-   * revision, so that a 500-entry batch never holds the database (the embedded database's only connection) for long.
+   * alone; the valid ones are written in transactions of {@link WRITE_CHUNK} entries (an API batch in one), each
+   * entry with its own revision, as a fixed number of multi-row statements (see writeChunk), so that a 500-entry
+   * batch never holds the database (the embedded database's only connection) for long.
    * A database failure part-way leaves the earlier chunks written (each entry stands alone, as in SPIRE's
    * BatchCreateEntry): repeating the batch reports those as already existing.
    */
@@ -99,7 +104,13 @@ export class EntriesService {
     });
   }
 
-  /** Writes one chunk of a batch in one transaction, recording each entry's outcome, then announces it. */
+  /**
+   * Writes one chunk of a batch in one transaction, recording each entry's outcome, then announces it. Whatever the
+   * chunk's size, a fixed number of statements: one query for the duplicates among existing entries, one for the
+   * requested ids in use, one multi-row insert per table, and the chunk's entries get one range of revisions (in
+   * input order). Duplicates within the chunk are found here in memory, in input order, exactly as if each entry had
+   * been written before the next was checked: the first one is written, the later ones are its duplicates.
+   */
   private async writeChunk(
     write: <U>(chunk: (tx: Transaction) => Promise<U>) => Promise<U>,
     chunk: readonly ValidEntryFields[],
@@ -110,34 +121,39 @@ export class EntriesService {
   ): Promise<void> {
     const revision = await write(async (tx) => {
       const revisions = await this.changeLog.open(tx, now);
+      // Earlier chunks are committed: a duplicate of an entry of this batch is found like any other.
+      const existingDuplicates = await this.repository.findDuplicateIdsOf(tx, chunk);
+      const requested = [...new Set(chunk.flatMap((fields) => requestedIds.get(fields) ?? []))];
+      const takenIds = await this.repository.findExistingIds(tx, requested);
+      const writtenHere = new Map<string, string>();
+      const rows: (EntryRow & { id: string })[] = [];
       const ids: string[] = [];
-      for (const fields of chunk) {
-        // Earlier chunks are committed: a duplicate of an entry of this batch is found like any other.
-        const duplicateOf = await this.repository.findDuplicateId(
-          tx,
-          fields.spiffeId,
-          fields.parentId,
-          fields.selectors,
-        );
+      chunk.forEach((fields, index) => {
+        const key = duplicateKey(fields);
+        const duplicateOf = existingDuplicates.get(index) ?? writtenHere.get(key);
         if (duplicateOf !== undefined) {
           outcomes.set(fields, { duplicateOf });
           ids.push(duplicateOf);
-          continue;
+          return;
         }
         const requestedId = requestedIds.get(fields);
-        if (requestedId !== undefined && (await this.repository.findById(tx, requestedId)) !== undefined) {
+        if (requestedId !== undefined && takenIds.has(requestedId)) {
           outcomes.set(fields, { idTaken: requestedId });
           ids.push(requestedId);
-          continue;
+          return;
         }
+        const id = requestedId ?? randomUUID();
         const revision = revisions.next();
-        const id = await this.repository.insertEntry(tx, row(fields, revision, now, now), requestedId);
+        rows.push({ ...row(fields, revision, now, now), id });
         revisions.record(revision, id, 'created');
+        writtenHere.set(key, id);
+        takenIds.add(id);
         outcomes.set(fields, { id });
         ids.push(id);
-      }
+      });
+      await this.repository.insertEntries(tx, rows);
       const head = await revisions.commit();
-      for (const entry of await this.repository.findByIds(tx, ids)) written.set(entry.id, entry);
+      for (const entry of await this.repository.findByIds(tx, [...new Set(ids)])) written.set(entry.id, entry);
       return head;
     });
     await this.changeLog.announce(revision);
@@ -283,6 +299,11 @@ export type FederatingEntriesEffect = 'announce' | 'restrict' | 'delete' | 'diss
 
 /** What became of one valid entry of a batch: written under `id`, a duplicate of another, or its id in use. */
 type WriteOutcome = { id: string } | { duplicateOf: string } | { idTaken: string };
+
+/** What makes two entries duplicates: the same SPIFFE ID, parent ID and selector set (validation sorts selectors). */
+function duplicateKey(fields: ValidEntryFields): string {
+  return JSON.stringify([fields.spiffeId, fields.parentId, fields.selectors.map(selectorKey)]);
+}
 
 function row(fields: ValidEntryFields, revisionNumber: number, createdAt: Date, updatedAt: Date): EntryRow {
   return { ...fields, revisionNumber, createdAt, updatedAt };

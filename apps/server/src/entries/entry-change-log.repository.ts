@@ -47,8 +47,22 @@ export class EntryChangeLogRepository {
     await managerOf(tx).update(RevisionCounterEntity, { name: COUNTER }, counter);
   }
 
+  /**
+   * One multi-row statement whatever the count: the columns go as arrays, so its parameter count stays fixed (a
+   * row-per-parameter-set insert passed PostgreSQL's 65,535-parameter limit past 16,383 events).
+   */
   async recordEvents(tx: Transaction, events: readonly NewEntryEvent[]): Promise<void> {
-    if (events.length > 0) await managerOf(tx).insert(EntryEventEntity, [...events]);
+    if (events.length === 0) return;
+    await managerOf(tx).query(
+      `INSERT INTO entry_events (revision, entry_id, op, changed_at)
+       SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::varchar[], $4::timestamptz[])`,
+      [
+        events.map((event) => String(event.revision)),
+        events.map((event) => event.entryId),
+        events.map((event) => event.op),
+        events.map((event) => event.changedAt.toISOString()),
+      ],
+    );
   }
 
   /** Events with `after < revision <= through`, oldest first. */

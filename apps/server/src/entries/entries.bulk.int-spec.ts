@@ -1,0 +1,211 @@
+import { TrustDomain } from '@sigil/spiffe';
+import type { DataSource, Logger as TypeOrmLogger } from 'typeorm';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { useTestDatabase, type TestDatabase } from '../../../../test/support/database.js';
+import { FakeClock } from '../../../../test/support/fake-clock.js';
+import { createRegistry } from '../../../../test/support/registry.js';
+import { EntriesRepository } from './entries.repository.js';
+import { WRITE_CHUNK } from './entries.service.js';
+import { createEntryChangeNotifier, type EntryChangeNotifier } from './entry-change-notifier.js';
+import { MAX_BATCH_SIZE, type EntryCreateResult, type EntryInput } from './entry.js';
+
+const TD = TrustDomain.parse('example.org');
+const AGENT = 'spiffe://example.org/sigil/agent/join_token/bulk';
+const kind = process.env.DATABASE_URL ? 'postgres' : 'embedded';
+
+/** A valid entry with several selectors, DNS names and federated trust domains (every child table written). */
+const entry = (name: string, extra: Partial<EntryInput> = {}): EntryInput => ({
+  spiffeId: `spiffe://example.org/bulk/${name}`,
+  parentId: AGENT,
+  selectors: [
+    { type: 'unix', value: `uid:${name}` },
+    { type: 'unix', value: 'gid:50' },
+  ],
+  dnsNames: [`${name}.svc.example.org`],
+  federatesWith: ['partner.example.com'],
+  ...extra,
+});
+
+/** Counts the statements `dataSource` sends while `work` runs (TypeORM logs every query it runs). */
+async function countStatements<T>(dataSource: DataSource, work: () => Promise<T>): Promise<{ result: T; n: number }> {
+  const logger = dataSource.logger;
+  let n = 0;
+  const counting: TypeOrmLogger = {
+    logQuery: (...args) => {
+      n += 1;
+      logger.logQuery(...args);
+    },
+    logQueryError: (...args) => logger.logQueryError(...args),
+    logQuerySlow: (...args) => logger.logQuerySlow(...args),
+    logSchemaBuild: (...args) => logger.logSchemaBuild(...args),
+    logMigration: (...args) => logger.logMigration(...args),
+    log: (...args) => logger.log(...args),
+  };
+  Object.assign(dataSource, { logger: counting });
+  try {
+    return { result: await work(), n };
+  } finally {
+    Object.assign(dataSource, { logger });
+  }
+}
+
+describe(`batch create as bulk statements (${kind})`, () => {
+  let db: TestDatabase;
+  const notifiers: EntryChangeNotifier[] = [];
+  const clock = new FakeClock(Date.parse('2026-03-01T00:00:00Z'));
+
+  const replica = async (dataSource: DataSource) => {
+    const notifier = await createEntryChangeNotifier({ kind: db.kind, url: db.url, dataSource });
+    notifiers.push(notifier);
+    const registry = createRegistry(dataSource, notifier, { trustDomain: TD }, clock);
+    const heard: number[] = [];
+    registry.changeLog.subscribe((revision) => heard.push(revision));
+    return { ...registry, heard };
+  };
+
+  beforeAll(async () => {
+    db = await useTestDatabase();
+  });
+
+  afterAll(async () => {
+    for (const notifier of notifiers) await notifier.close();
+    await db?.close();
+  });
+
+  beforeEach(async () => {
+    await db.dataSource.query(
+      'TRUNCATE registered_entries, selectors, dns_names, federated_trust_domains, entry_events',
+    );
+    await db.dataSource.query(`UPDATE revision_counters SET revision = 0, pruned_through = 0`);
+  });
+
+  it('gives each entry of a mixed batch its own result, and the written ones one revision range in input order', async () => {
+    const { entries: service, changeLog } = await replica(db.dataSource);
+    const existing = await service.createEntry(entry('existing'));
+    const existingWithId = await service.createEntry(
+      entry('existing-id', { id: '00000000-0000-4000-8000-00000000000a' }),
+    );
+    const start = await changeLog.currentRevision();
+
+    const freeId = '00000000-0000-4000-8000-00000000000b';
+    const inputs: EntryInput[] = [];
+    const expected: ('ok' | 'invalid' | 'duplicate' | 'idTaken')[] = [];
+    const add = (input: EntryInput, outcome: (typeof expected)[number]) => {
+      inputs.push(input);
+      expected.push(outcome);
+    };
+    for (let i = 0; inputs.length < MAX_BATCH_SIZE - 8; i++) add(entry(`e${i}`), 'ok');
+    add(entry('bad', { spiffeId: 'spiffe://elsewhere.test/bad' }), 'invalid');
+    add(entry('existing'), 'duplicate'); // an existing entry's twin
+    add(entry('e3'), 'duplicate'); // a twin of an earlier entry of this batch
+    add(entry('e4', { selectors: [{ type: 'unix', value: 'uid:e4' }] }), 'ok'); // not a twin: a subset of e4's selectors
+    add(entry('with-free-id', { id: freeId }), 'ok');
+    add(entry('id-of-existing', { id: existingWithId.id }), 'idTaken');
+    add(entry('id-of-this-batch', { id: freeId }), 'idTaken');
+    add(entry('bad-id', { id: 'not-a-uuid' }), 'invalid');
+
+    const results = await service.createEntries(inputs);
+
+    expect(results).toHaveLength(inputs.length);
+    const outcome = (result: EntryCreateResult): (typeof expected)[number] => {
+      if (result.ok) return 'ok';
+      if (result.error.kind === 'invalid_argument') return 'invalid';
+      return result.error.message.startsWith('id:') ? 'idTaken' : 'duplicate';
+    };
+    expect(results.map(outcome)).toEqual(expected);
+    for (const result of results) {
+      if (!result.ok)
+        expect(result.error.kind).toBe(outcome(result) === 'invalid' ? 'invalid_argument' : 'already_exists');
+    }
+    const byName = (name: string) => results[inputs.findIndex((input) => input.spiffeId.endsWith(`/${name}`))]!;
+    expect(byName('existing')).toMatchObject({ ok: false, existing: { id: existing.id } });
+    const e3 = results[3]!;
+    expect(e3).toMatchObject({ ok: true, entry: { spiffeId: 'spiffe://example.org/bulk/e3' } });
+    expect(results[inputs.length - 6]).toMatchObject({ ok: false, existing: { id: e3.ok && e3.entry.id } });
+    expect(byName('with-free-id')).toMatchObject({ ok: true, entry: { id: freeId } });
+    expect(byName('id-of-existing')).toMatchObject({ ok: false, existing: { id: existingWithId.id } });
+    expect(byName('id-of-this-batch')).toMatchObject({ ok: false, existing: { id: freeId } });
+
+    // The written entries: revisions start + 1, start + 2, ... in input order, with every field as read back.
+    const written = results.flatMap((result) => (result.ok ? [result.entry] : []));
+    expect(written.map((created) => created.revisionNumber)).toEqual(written.map((_, index) => start + 1 + index));
+    for (const created of [written[0]!, written.at(-1)!]) expect(await service.getEntry(created.id)).toEqual(created);
+    expect(written[0]).toMatchObject({
+      selectors: [
+        { type: 'unix', value: 'gid:50' },
+        { type: 'unix', value: 'uid:e0' },
+      ],
+      dnsNames: ['e0.svc.example.org'],
+      federatesWith: ['partner.example.com'],
+      createdAt: clock.now(),
+    });
+    expect(await service.countEntries()).toBe(written.length + 2);
+    // One change-log row per revision, no gap, the head where the last one is.
+    const changes = await changeLog.listChangesSince(start, { limit: MAX_BATCH_SIZE });
+    expect(changes).toMatchObject({ resyncRequired: false, toRevision: start + written.length, more: false });
+    if (changes.resyncRequired) return;
+    expect(changes.events).toEqual(
+      written.map((created) => ({ revision: created.revisionNumber, entryId: created.id, op: 'created' })),
+    );
+    expect(await changeLog.currentRevision()).toBe(start + written.length);
+  });
+
+  it('sends as many statements for a 500-entry batch as for a 5-entry one', async () => {
+    const { entries: service } = await replica(db.dataSource);
+    const batch = (prefix: string, size: number) => Array.from({ length: size }, (_, i) => entry(`${prefix}${i}`));
+    const small = await countStatements(db.dataSource, () => service.createEntries(batch('s', 5)));
+    const large = await countStatements(db.dataSource, () => service.createEntries(batch('l', MAX_BATCH_SIZE)));
+    expect(small.result.every((result) => result.ok)).toBe(true);
+    expect(large.result.every((result) => result.ok)).toBe(true);
+    expect(WRITE_CHUNK).toBeGreaterThanOrEqual(MAX_BATCH_SIZE);
+    expect(large.n).toBe(small.n);
+  });
+
+  it('reads every entry for an index load exactly as it reads them by id, page after page', async () => {
+    const { entries: service } = await replica(db.dataSource);
+    const inputs = Array.from({ length: 23 }, (_, i) =>
+      entry(`all${i}`, {
+        ...(i % 3 === 0 && { dnsNames: [], federatesWith: [] }),
+        ...(i % 4 === 0 && { expiresAt: new Date(clock.now().getTime() + 86_400_123) }),
+        ...(i % 5 === 0 && { admin: true, downstream: true, hint: `h${i}`, x509SvidTtl: 600, jwtSvidTtl: 60 }),
+        ...(i % 2 === 0 && {
+          federatesWith: ['b.example.com', 'a.example.com'],
+          dnsNames: ['z.example.org', 'a.example.org'],
+        }),
+      }),
+    );
+    expect((await service.createEntries(inputs)).every((result) => result.ok)).toBe(true);
+    const repository = new EntriesRepository(db.dataSource);
+    const [all, paged, byId] = await repository.readSnapshot(async (tx) => {
+      const all = await repository.findAll(tx);
+      return [
+        all,
+        await repository.findAll(tx, 7),
+        await repository.findByIds(
+          tx,
+          all.map((found) => found.id),
+        ),
+      ];
+    });
+    expect(all).toHaveLength(inputs.length);
+    expect(paged).toEqual(byId);
+    expect(all).toEqual(byId);
+  });
+
+  it('lets another replica hear the batch and read every change of it', async () => {
+    const a = await replica(db.dataSource);
+    // PostgreSQL: a second replica on its own pool, told through LISTEN/NOTIFY. Embedded: one server process only
+    // (no second replica can exist), so the other reader is in the same process.
+    const b = db.kind === 'postgres' ? await replica(await db.connectAnother()) : { ...a, heard: a.heard as number[] };
+    const start = await b.changeLog.currentRevision();
+    const results = await a.entries.createEntries(Array.from({ length: 300 }, (_, i) => entry(`r${i}`)));
+    expect(results.every((result) => result.ok)).toBe(true);
+    await vi.waitFor(() => expect(b.heard).toContain(start + 300), { timeout: 15_000 });
+    const changes = await b.changeLog.listChangesSince(start);
+    if (changes.resyncRequired) throw new Error('unexpected resync');
+    expect(changes.events.map((event) => event.revision)).toEqual(results.map((_, index) => start + 1 + index));
+    expect(changes.entries.map((found) => found.id).sort()).toEqual(
+      results.map((result) => (result.ok ? result.entry.id : '')).sort(),
+    );
+  });
+});
