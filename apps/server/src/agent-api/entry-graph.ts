@@ -86,7 +86,8 @@ export class EntryGraph {
     this.entries.clear();
     this.byParent.clear();
     for (const flag of ENTRY_FLAGS) this.flagged[flag].clear();
-    for (const entry of snapshot.entries) this.put(entry);
+    // Cleared above and each id once in a snapshot: nothing to remove first (a million lookups saved at start).
+    for (const entry of snapshot.entries) this.insert(entry);
     this.batches = [];
     this.loggedChanges = 0;
     this.currentRevision = snapshot.revision;
@@ -236,6 +237,11 @@ export class EntryGraph {
 
   private put(entry: Entry): void {
     this.remove(entry.id);
+    this.insert(entry);
+  }
+
+  /** Adds an entry whose id is not in the graph. */
+  private insert(entry: Entry): void {
     this.entries.set(entry.id, entry);
     let children = this.byParent.get(entry.parentId);
     if (!children) {

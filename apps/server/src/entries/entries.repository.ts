@@ -314,6 +314,13 @@ export class EntriesRepository {
     const manager = managerOf(tx);
     const all: Entry[] = [];
     let after: string | undefined;
+    const interned = new Map<string, string>();
+    const intern = (text: string): string => {
+      const known = interned.get(text);
+      if (known !== undefined) return known;
+      if (interned.size < INTERNED_MAX) interned.set(text, text);
+      return text;
+    };
     for (;;) {
       const rows = (await manager.query(
         `SELECT id, spiffe_id, parent_id, x509_svid_ttl, jwt_svid_ttl, admin, downstream, hint,
@@ -324,8 +331,9 @@ export class EntriesRepository {
       )) as EntryRawRow[];
       if (rows.length === 0) return all;
       const range = [rows[0]!.id, rows[rows.length - 1]!.id];
-      const children = <T>(sql: string) =>
-        manager.query(`${sql} WHERE entry_id BETWEEN $1::uuid AND $2::uuid`, range) as Promise<T[]>;
+      // In entry_id order (the primary keys' order, as the page's ids): each is joined to its entry in one pass.
+      const children = <T extends { entry_id: string }>(sql: string) =>
+        manager.query(`${sql} WHERE entry_id BETWEEN $1::uuid AND $2::uuid ORDER BY entry_id`, range) as Promise<T[]>;
       // One after the other: inside a transaction they share one connection.
       const selectors = await children<{ entry_id: string; type: string; value: string }>(
         'SELECT entry_id, type, value FROM selectors',
@@ -334,35 +342,54 @@ export class EntriesRepository {
       const federated = await children<{ entry_id: string; trust_domain: string }>(
         'SELECT entry_id, trust_domain FROM federated_trust_domains',
       );
-      const byId = new Map<string, Entry & { selectors: Selector[]; dnsNames: string[]; federatesWith: string[] }>();
-      for (const row of rows) {
-        const entry = {
+      const page = rows.map((row): Entry => {
+        const createdAt = new Date(Number(row.created_at));
+        return {
           id: row.id,
           spiffeId: row.spiffe_id,
-          parentId: row.parent_id,
-          selectors: [] as Selector[],
+          // Parents and selector types repeat across many entries: one string each (up to INTERNED_MAX), not one per entry.
+          parentId: intern(row.parent_id),
+          selectors: NONE,
           x509SvidTtl: row.x509_svid_ttl,
           jwtSvidTtl: row.jwt_svid_ttl,
-          dnsNames: [] as string[],
-          federatesWith: [] as string[],
+          dnsNames: NONE,
+          federatesWith: NONE,
           admin: row.admin,
           downstream: row.downstream,
           hint: row.hint,
           expiresAt: row.expires_at === null ? null : new Date(Number(row.expires_at)),
           revisionNumber: Number(row.revision_number),
-          createdAt: new Date(Number(row.created_at)),
-          updatedAt: new Date(Number(row.updated_at)),
+          createdAt,
+          updatedAt: row.updated_at === row.created_at ? createdAt : new Date(Number(row.updated_at)),
         };
-        byId.set(row.id, entry);
+      });
+      const attach = <T extends { entry_id: string }, V>(
+        found: readonly T[],
+        field: 'selectors' | 'dnsNames' | 'federatesWith',
+        value: (child: T) => V,
+      ) => {
+        let index = 0;
+        let start = 0;
+        while (start < found.length) {
+          let end = start;
+          const entryId = found[start]!.entry_id;
+          while (end < found.length && found[end]!.entry_id === entryId) end += 1;
+          while (index < page.length && page[index]!.id < entryId) index += 1;
+          const entry = page[index];
+          if (entry?.id === entryId) {
+            (entry as unknown as Record<typeof field, V[]>)[field] = found.slice(start, end).map(value);
+          }
+          start = end;
+        }
+      };
+      attach(selectors, 'selectors', ({ type, value }): Selector => ({ type: intern(type), value }));
+      attach(dnsNames, 'dnsNames', ({ value }) => value);
+      attach(federated, 'federatesWith', ({ trust_domain }) => intern(trust_domain));
+      for (const entry of page) {
+        if (entry.selectors.length > 1) (entry.selectors as Selector[]).sort(compareSelectors);
+        if (entry.dnsNames.length > 1) (entry.dnsNames as string[]).sort();
+        if (entry.federatesWith.length > 1) (entry.federatesWith as string[]).sort();
         all.push(entry);
-      }
-      for (const { entry_id, type, value } of selectors) byId.get(entry_id)?.selectors.push({ type, value });
-      for (const { entry_id, value } of dnsNames) byId.get(entry_id)?.dnsNames.push(value);
-      for (const { entry_id, trust_domain } of federated) byId.get(entry_id)?.federatesWith.push(trust_domain);
-      for (const entry of byId.values()) {
-        if (entry.selectors.length > 1) entry.selectors.sort(compareSelectors);
-        if (entry.dnsNames.length > 1) entry.dnsNames.sort();
-        if (entry.federatesWith.length > 1) entry.federatesWith.sort();
       }
       if (rows.length < pageSize) return all;
       after = range[1];
@@ -372,6 +399,12 @@ export class EntriesRepository {
 
 /** Entries per page of {@link EntriesRepository.findAll}. */
 export const FIND_ALL_PAGE = 20_000;
+
+/** Distinct strings `findAll` shares across entries (parent IDs, selector types, trust domains), at most. */
+const INTERNED_MAX = 10_000;
+
+/** The one empty list of children `findAll` gives entries without any (entries are read-only). */
+const NONE: readonly never[] = Object.freeze([]);
 
 /** An entry row as `findAll` reads it: bigints and the epoch milliseconds of its times as decimal strings. */
 interface EntryRawRow {
