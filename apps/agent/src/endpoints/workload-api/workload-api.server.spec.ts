@@ -1,9 +1,11 @@
 import { once } from 'node:events';
 import { createPrivateKey, createPublicKey, webcrypto } from 'node:crypto';
 import { chmod, chown, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
 import { connect as netConnect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
+import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
@@ -418,6 +420,84 @@ describe('Workload API over the Unix socket', () => {
     selectors: [{ type: 'unix', value: 'uid:65534' }],
     identity: await identity('/nobody'),
   });
+
+  it('answers a client that accepts gzip with uncompressed messages, and still reads a gzip-compressed request', async () => {
+    const session: ClientHttp2Session = http2Connect('http://localhost', {
+      createConnection: () => netConnect(socketPath),
+    });
+    /** One call with a raw HTTP/2 client: the response's grpc-status and its first message's envelope flag. */
+    const call = async (path: string, body: Buffer, headers: Record<string, string>) => {
+      const stream = session.request({
+        ':method': 'POST',
+        ':path': path,
+        'content-type': 'application/grpc',
+        te: 'trailers',
+        'workload.spiffe.io': 'true',
+        'grpc-accept-encoding': 'gzip',
+        ...headers,
+      });
+      const chunks: Buffer[] = [];
+      let status: string | undefined;
+      stream.on('trailers', (trailers) => (status = String(trailers['grpc-status'])));
+      stream.on('data', (chunk: Buffer) => {
+        chunks.push(chunk);
+        // A stream's first message is enough; then the call is cancelled.
+        if (path.endsWith('/FetchX509SVID')) stream.close();
+      });
+      stream.end(body);
+      await once(stream, 'close');
+      const data = Buffer.concat(chunks);
+      return { status, flag: data.length >= 5 ? data.readUInt8(0) : undefined, length: data.length };
+    };
+    try {
+      // An empty X509SVIDRequest, uncompressed: the answer is one envelope with the compressed flag clear.
+      const x509 = await call('/SpiffeWorkloadAPI/FetchX509SVID', Buffer.from([0, 0, 0, 0, 0]), {});
+      expect(x509.length).toBeGreaterThan(500);
+      expect(x509.flag).toBe(0);
+      // A gzip-compressed ValidateJWTSVIDRequest (audience "a", svid "x"): read, and answered INVALID_ARGUMENT
+      // for the token, not UNIMPLEMENTED or INTERNAL for the compression.
+      const request = gzipSync(Buffer.from([0x0a, 0x01, 0x61, 0x12, 0x01, 0x78]));
+      const envelope = Buffer.alloc(5);
+      envelope.writeUInt8(1, 0);
+      envelope.writeUInt32BE(request.length, 1);
+      const validate = await call('/SpiffeWorkloadAPI/ValidateJWTSVID', Buffer.concat([envelope, request]), {
+        'grpc-encoding': 'gzip',
+      });
+      expect(validate.status).toBe(String(grpc.status.INVALID_ARGUMENT));
+    } finally {
+      session.destroy();
+    }
+  });
+
+  // Linux caps the listen backlog at net.core.somaxconn; below 1,000 this host cannot hold them whatever the agent asks.
+  const somaxconn = Number(readFileSync('/proc/sys/net/core/somaxconn', 'utf8'));
+  it.skipIf(somaxconn < 1000)(
+    'holds 1,000 connections made at once, before it accepts any, in its listen backlog (none refused with EAGAIN)',
+    async () => {
+      // All 1,000 connect(2) calls happen in this synchronous loop (libuv connects Unix sockets at once), so the server,
+      // on this same event loop, accepts none of them before the last: each must wait in the kernel's backlog.
+      const sockets: Socket[] = [];
+      const outcomes: Promise<string>[] = [];
+      for (let i = 0; i < 1000; i++) {
+        const socket = netConnect(socketPath);
+        sockets.push(socket);
+        outcomes.push(
+          new Promise((resolve) => {
+            socket.once('connect', () => resolve('connected'));
+            socket.once('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+          }),
+        );
+      }
+      try {
+        const results = await Promise.all(outcomes);
+        const refused = results.filter((result) => result !== 'connected');
+        expect(refused.slice(0, 3)).toEqual([]);
+        expect(results).toHaveLength(1000);
+      } finally {
+        for (const socket of sockets) socket.destroy();
+      }
+    },
+  );
 
   it('advertises SETTINGS_MAX_CONCURRENT_STREAMS (32) to every connection', async () => {
     const session: ClientHttp2Session = http2Connect('http://localhost', {

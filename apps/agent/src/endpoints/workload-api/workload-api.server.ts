@@ -126,6 +126,15 @@ export interface WorkloadApiServerOptions {
 // agent buffer it, and is refused with RESOURCE_EXHAUSTED.
 const MAX_REQUEST_BYTES = 1024 * 1024;
 
+/**
+ * Connections the kernel holds for the agent before it accepts them. Node's default (511) refused with EAGAIN the
+ * connections of 1,000 workloads connecting at once (`npm run bench:workload -- --clients 1000`) while the agent
+ * was busy accepting the first ones. Linux caps the value at `net.core.somaxconn` (4096 by default since 5.4), so
+ * this asks for the system's maximum, as Go's listener (SPIRE's) does. A pending connection costs the kernel a
+ * socket, no agent memory; the per-uid connection cap applies once accepted.
+ */
+const LISTEN_BACKLOG = 65_535;
+
 function errorCode(error: unknown): string | undefined {
   return error instanceof Error && 'code' in error && typeof error.code === 'string' ? error.code : undefined;
 }
@@ -332,6 +341,10 @@ export class WorkloadApiServer {
       connect: false,
       interceptors: [...this.interceptors, holdRefusals(limits.refusalHoldMs), securityHeaderInterceptor],
       readMaxBytes: MAX_REQUEST_BYTES,
+      // Responses are never compressed (gzip-compressed requests are still read): they are certificates, keys and
+      // bundles, which barely shrink, and grpc-js clients ask for gzip on every call, so connect-node gzipped each
+      // answer (~6 % of the agent's CPU per call in bench:workload's profile, bench/README.md).
+      compressMinBytes: Number.POSITIVE_INFINITY,
       shutdownSignal: shutdown.signal,
       contextValues: (request) =>
         createContextValues().set(PEER_CREDENTIALS, 'stream' in request ? credentialsOf(request) : undefined),
@@ -342,7 +355,7 @@ export class WorkloadApiServer {
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(this.socketPath, () => {
+      server.listen({ path: this.socketPath, backlog: LISTEN_BACKLOG }, () => {
         server.off('error', reject);
         resolve();
       });
