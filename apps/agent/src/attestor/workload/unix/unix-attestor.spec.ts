@@ -121,6 +121,31 @@ describe('UnixWorkloadAttestor on real processes', () => {
     expect(selectors).toContain('unix:path:/usr/bin/sleep');
   });
 
+  it('reads a process anew on every call: after it execs another binary (same pid, same start time), its next attestation names the new one', async () => {
+    // The case that rules out caching an attestation by pid and start time (bench/README.md, Workload API per-call
+    // cost): exec keeps both, and a connection opened before it stays pinned to the same process.
+    const shell = spawn('sh', ['-c', 'read line; exec sleep 30'], { stdio: ['pipe', 'ignore', 'ignore'] });
+    children.push(shell);
+    await once(shell, 'spawn');
+    const pid = shell.pid!;
+    const pinned = await caller(pid);
+    const before = (await attestor.attest(pinned)).map(formatSelector);
+    const shellPath = await readlink(`/proc/${pid}/exe`);
+    expect(shellPath.endsWith('/sleep')).toBe(false);
+    expect(before).toContain(`unix:path:${shellPath}`);
+    expect(before).toContain(`unix:sha256:${await sha256Of(shellPath)}`);
+    shell.stdin!.end('go\n');
+    for (let attempt = 0; attempt < 400; attempt++) {
+      if ((await readlink(`/proc/${pid}/exe`).catch(() => '')).endsWith('/sleep')) break;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    expect(await readStartTime(pid)).toBe(pinned.startTime);
+    const after = (await attestor.attest(pinned)).map(formatSelector);
+    expect(after).toContain('unix:path:/usr/bin/sleep');
+    expect(after).toContain(`unix:sha256:${await sha256Of('/usr/bin/sleep')}`);
+    expect(after).not.toContain(`unix:path:${shellPath}`);
+  });
+
   it.skipIf(!isRoot)(
     `attests a child running as uid/gid 65534 with supplementary groups 65534,100 ${needsRoot}`,
     async () => {

@@ -1,4 +1,5 @@
-import { readlink, stat } from 'node:fs/promises';
+import { readlinkSync, statSync } from 'node:fs';
+import { readlink } from 'node:fs/promises';
 import { ContextLogger } from '@sigil/logging';
 import { type Selector } from '@sigil/runtime';
 import { type WorkloadAttestorContext, type WorkloadAttestorPlugin } from '../registry.js';
@@ -145,7 +146,7 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
         `process ${pid}: effective gid ${gid} differs from the connection's peer gid ${caller.gid}`,
       );
     }
-    await this.checkDumpable(caller);
+    this.checkDumpable(caller);
     const selectors: Selector[] = [unix(`uid:${uid}`)];
     const user = await this.accountNames.userName(uid);
     if (user !== undefined) selectors.push(unix(`user:${user}`));
@@ -161,14 +162,19 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
     return selectors;
   }
 
-  private async checkDumpable(caller: WorkloadCaller): Promise<void> {
+  private checkDumpable(caller: WorkloadCaller): void {
     const { pid } = caller;
     // The kernel hands the files under /proc/<pid> (not the directory itself) to root while the process is not
     // dumpable; otherwise they belong to its effective uid and gid.
     const path = procPath(pid, 'status', this.procRoot);
-    const owner = await stat(path).catch((error: unknown) => {
+    // Synchronous, like the procfs reads (proc.ts, readProcFile): the kernel answers from the task's credentials
+    // without waiting on the process, and a thread-pool round trip per call cost more than the stat itself.
+    let owner: { uid: number; gid: number };
+    try {
+      owner = statSync(path);
+    } catch (error) {
       throw new WorkloadAttestationError(`process ${pid}: cannot stat ${path} (exited?)`, { cause: error });
-    });
+    }
     if (owner.uid !== caller.uid || owner.gid !== caller.gid) {
       throw new WorkloadAttestationError(
         `process ${pid}: ${path} is owned by ${owner.uid}:${owner.gid}, not by the caller's ` +
@@ -181,7 +187,8 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
     const exe = procPath(pid, 'exe', this.procRoot);
     let path: string;
     try {
-      path = await readlink(exe);
+      // Synchronous for the same reason as the stat above: procfs resolves the link from the task's mm, no I/O.
+      path = readlinkSync(exe);
     } catch (error) {
       if (!NOT_PERMITTED.has(errorCode(error) ?? '')) {
         throw new WorkloadAttestationError(`process ${pid}: cannot read its executable path`, { cause: error });
