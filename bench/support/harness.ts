@@ -213,6 +213,7 @@ export class Harness {
    * bundle, and waits until its first sync arrived (before that the Workload API answers UNAVAILABLE). `nodeArgs`
    * are options for node itself, e.g. `--cpu-prof`; `args` more `sigil-agent run` flags; `x509pop` attests with that
    * certificate and key (PEM files) instead of a join token (the server must run with `--x509pop-ca-bundle`).
+   * `name` (default `agent`) names its process, socket and data dir, one per agent (two agents in one harness).
    */
   async startAgent(
     server: ServerProcess,
@@ -222,9 +223,11 @@ export class Harness {
       x509pop?: { certFile: string; keyFile: string };
       /** Another built checkout whose `bin/sigil-agent.js` runs (default this one). */
       root?: string;
+      name?: string;
     } = {},
   ): Promise<AgentProcess> {
-    const socketPath = join(this.scratch, 'agent.sock');
+    const name = options.name ?? 'agent';
+    const socketPath = join(this.scratch, `${name}.sock`);
     const bundleFile = join(this.scratch, 'bundle.pem');
     await writeFile(bundleFile, await server.admin.bundlePem());
     const args = [
@@ -236,12 +239,12 @@ export class Harness {
       '--trust-bundle',
       bundleFile,
     ];
-    args.push('--socket-path', socketPath, '--data-dir', join(this.scratch, 'agent'), ...(options.args ?? []));
+    args.push('--socket-path', socketPath, '--data-dir', join(this.scratch, name), ...(options.args ?? []));
     const { x509pop } = options;
     if (x509pop) args.push('--x509pop-cert', x509pop.certFile, '--x509pop-key', x509pop.keyFile);
     // The token goes through the environment, not argv, which any local user can read in ps.
     const env = x509pop ? {} : { SIGIL_AGENT_JOIN_TOKEN: await server.admin.joinToken(NODE_ALIAS_ID) };
-    const agent = this.spawn('agent', process.execPath, args, env);
+    const agent = this.spawn(name, process.execPath, args, env);
     const running = agent.waitForLine(/"msg":"sigil-agent running"/, START_TIMEOUT_MS, 'the running log line');
     const synced = agent.waitForLine(/"msg":"entries synced, serving identities"/, START_TIMEOUT_MS, 'the first sync');
     const { agentId } = JSON.parse(await running) as { agentId: string };
