@@ -73,6 +73,8 @@ export interface ReceivedX509 {
 export class X509SvidStream {
   private readonly call: grpc.ClientReadableStream<X509SvidResponseMessage>;
   private latest: ReceivedX509 | undefined;
+  /** Messages received so far (each one the full SVID set). */
+  messages = 0;
   private failure: Error | undefined;
   private readonly waiters = new Set<{
     test: (message: ReceivedX509) => boolean;
@@ -84,6 +86,7 @@ export class X509SvidStream {
     this.call = client.FetchX509SVID({}, securityHeader());
     this.call.on('data', (response: X509SvidResponseMessage) => {
       const message = { at: performance.now(), spiffeIds: new Set(response.svids.map((svid) => svid.spiffe_id)) };
+      this.messages++;
       this.latest = message;
       for (const waiter of this.waiters) {
         if (waiter.test(message)) {

@@ -29,6 +29,12 @@ export {
   type ValidateJwtSvidOptions,
 } from './jwt-svid.js';
 /** The one OBJECT IDENTIFIER decoder, for libs/pki's DER reader too. */
-export { type OidProblem, CertificateFormatError, decodeOidContent, nodeCertificateFromDer } from './certificate.js';
+export {
+  type OidProblem,
+  CertificateFormatError,
+  chainIssuerIds,
+  decodeOidContent,
+  nodeCertificateFromDer,
+} from './certificate.js';
 /** The one PEM codec (RFC 7468, strict), for libs/pki too. */
 export { decodePemBlocks, encodePem, encodePemBlock, isPemLabel, type PemBlock } from './pem.js';

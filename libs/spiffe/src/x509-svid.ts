@@ -6,6 +6,7 @@ import {
   type ChainItem,
   CertificateFormatError,
   KEY_USAGE,
+  OID_AUTHORITY_KEY_IDENTIFIER,
   OID_BASIC_CONSTRAINTS,
   OID_KEY_USAGE,
   OID_SUBJECT_ALT_NAME,
@@ -43,6 +44,11 @@ export interface VerifiedX509Svid {
   readonly spiffeId: SpiffeId;
   /** The leaf, the intermediates used, and the trusted root from the bundle, in that order (built on first access). */
   readonly verifiedChain: X509.X509Certificate[];
+  /**
+   * What the leaf certifies, read without building {@link verifiedChain} (which loads @peculiar/x509 and parses every
+   * certificate again): its validity and SubjectPublicKeyInfo (DER).
+   */
+  readonly leaf: { readonly notBefore: Date; readonly notAfter: Date; readonly spki: Uint8Array };
 }
 
 /** Options of `verifyX509Svid`. */
@@ -61,7 +67,7 @@ const HANDLED_CRITICAL_EXTENSIONS = new Set([
   OID_SUBJECT_ALT_NAME,
   '2.5.29.37', // extKeyUsage: not enforced, as go-spiffe verifies with "any" extended key usage
   '2.5.29.14', // subjectKeyIdentifier
-  '2.5.29.35', // authorityKeyIdentifier
+  OID_AUTHORITY_KEY_IDENTIFIER,
 ]);
 
 function invalid(message: string, cause?: unknown): SpiffeError {
@@ -311,7 +317,8 @@ export function verifyX509SvidSync(
       checkValidity(root.view, role, now);
       checkPathLength(root.view, role, verifiedChain.length - 1);
       verifiedChain.push(root);
-      return lazyField({ spiffeId } as VerifiedX509Svid, 'verifiedChain', () =>
+      const { notBefore, notAfter, spki } = leaf.view;
+      return lazyField({ spiffeId, leaf: { notBefore, notAfter, spki } } as VerifiedX509Svid, 'verifiedChain', () =>
         verifiedChain.map((item) => item.certificate()),
       );
     }

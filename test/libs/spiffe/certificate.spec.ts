@@ -11,6 +11,8 @@ import { KeyUsage, TEST_NOW, TestCa } from '../../support/test-ca.js';
 import {
   CertificateFormatError,
   KEY_USAGE,
+  OID_AUTHORITY_KEY_IDENTIFIER,
+  authorityKeyId,
   basicConstraints,
   keyUsage,
   parseCertificate,
@@ -21,6 +23,7 @@ import {
   TrustBundle,
   certificateChainDer,
   certificateSummary,
+  chainIssuerIds,
   parseX509Svid,
   verifyX509SvidSync,
 } from '../../../libs/spiffe/src/index.js';
@@ -163,6 +166,45 @@ describe('parseCertificate reads what @peculiar/x509 reads', () => {
       notAfter: root.certificate.notAfter,
     });
     expect(() => certificateSummary(new Uint8Array([0x30, 0x00]))).toThrow(SpiffeError);
+  });
+});
+
+describe('chainIssuerIds (the lean reader) reads the authority key IDs @peculiar/x509 reads', () => {
+  const peculiarKeyId = (certificate: x509.X509Certificate): string | undefined =>
+    certificate.getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId?.toLowerCase();
+
+  it('for every kind of certificate the tests make, alone and as a chain', () => {
+    let withKeyId = 0;
+    for (const [name, certificate] of certificates) {
+      const expected = peculiarKeyId(certificate);
+      if (expected !== undefined) withKeyId++;
+      expect(chainIssuerIds([der(certificate)]), name).toEqual(expected === undefined ? [] : [expected]);
+    }
+    expect(withKeyId).toBeGreaterThan(certificates.length / 2);
+    const chain = certificates.slice(3, 6).map(([, certificate]) => certificate);
+    expect(chainIssuerIds(chain.map(der))).toEqual(chain.map(peculiarKeyId).filter((id) => id !== undefined));
+  });
+
+  it('has none for an extension without keyIdentifier, and refuses one that is not DER', () => {
+    const aki = (value: number[]) => ({
+      extensions: [{ oid: OID_AUTHORITY_KEY_IDENTIFIER, critical: false, value: new Uint8Array(value) }],
+    });
+    expect(authorityKeyId(aki([0x30, 0x00]))).toBeUndefined();
+    expect(authorityKeyId(aki([0x30, 0x03, 0x80, 0x01, 0xab]))).toBe('ab');
+    expect(authorityKeyId({ extensions: [] })).toBeUndefined();
+    expect(() => authorityKeyId(aki([0x30, 0x03, 0x80, 0x05, 0xab]))).toThrow(CertificateFormatError);
+    expect(() => authorityKeyId(aki([0x04, 0x00]))).toThrow(CertificateFormatError);
+  });
+});
+
+describe('verifyX509SvidSync: the leaf it reports is what @peculiar/x509 reads', () => {
+  it('validity and SubjectPublicKeyInfo, without building verifiedChain', async () => {
+    const svid = await intermediate.createX509Svid(ID);
+    const verified = verifyX509SvidSync(svid.chainDer(), root.bundle(), { now: TEST_NOW });
+    const leaf = svid.chain[0]!;
+    expect(verified.leaf.notBefore).toEqual(leaf.notBefore);
+    expect(verified.leaf.notAfter).toEqual(leaf.notAfter);
+    expect(new Uint8Array(verified.leaf.spki)).toEqual(new Uint8Array(leaf.publicKey.rawData));
   });
 });
 

@@ -228,6 +228,17 @@ describe('SvidCache with the rotator', () => {
     expect(cache.identitiesFor(uid(2000)).filter((identity) => identity.x509Svid !== undefined)).toHaveLength(7);
   });
 
+  it('tells its subscribers once per signed batch, not once per SVID (open streams recompute their full set)', async () => {
+    build({ batchSize: 4 });
+    for (let i = 0; i < 7; i++) api.put(testEntry(id(`/coalesced/${i}`), { selectors: uid(2001) }));
+    await sync.syncOnce();
+    const afterSync = changes;
+    await rotator.idle();
+    expect(api.batches).toEqual([4, 3]);
+    expect(changes - afterSync).toBe(2);
+    expect(cache.identitiesFor(uid(2001)).filter((identity) => identity.x509Svid !== undefined)).toHaveLength(7);
+  });
+
   it('waits at least the Retry-After of a 429 for a batch, then signs every entry (none dropped)', async () => {
     const warnings: Record<string, unknown>[] = [];
     let refusals = 1;

@@ -267,16 +267,29 @@ export class SvidCache implements IdentityCache {
    * or changed its SPIFFE ID meanwhile.
    */
   storeSvid(entry: AgentEntry, svid: SignedSvid): boolean {
-    const record = this.records.get(entry.id);
-    if (record === undefined || !record.entry.spiffeId.equals(entry.spiffeId)) return false;
-    record.svid = svid;
-    record.expiry = ExpiryDeadline.start(svid.notAfter, this.clock);
-    record.refused = undefined;
-    record.identity = undefined;
-    this.expiredIds.delete(entry.id);
-    this.armExpiry(record.expiry);
-    this.notify();
-    return true;
+    return this.storeSvids([{ entry, svid }]) === 1;
+  }
+
+  /**
+   * {@link storeSvid} for a batch, telling the subscribers once (not once per SVID: each open stream recomputes its
+   * whole set when told, so a thousand SVIDs stored one by one cost a million record visits). Returns how many were
+   * stored.
+   */
+  storeSvids(batch: ReadonlyArray<{ readonly entry: AgentEntry; readonly svid: SignedSvid }>): number {
+    let stored = 0;
+    for (const { entry, svid } of batch) {
+      const record = this.records.get(entry.id);
+      if (record === undefined || !record.entry.spiffeId.equals(entry.spiffeId)) continue;
+      record.svid = svid;
+      record.expiry = ExpiryDeadline.start(svid.notAfter, this.clock);
+      record.refused = undefined;
+      record.identity = undefined;
+      this.expiredIds.delete(entry.id);
+      this.armExpiry(record.expiry);
+      stored++;
+    }
+    if (stored > 0) this.notify();
+    return stored;
   }
 
   /**

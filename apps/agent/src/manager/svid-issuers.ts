@@ -1,4 +1,4 @@
-import { chainIssuerIds } from '@sigil/spiffe/x509';
+import { chainIssuerIds } from '@sigil/spiffe';
 
 /**
  * How long, at most, the agent spreads the forced rotation of the SVIDs a tainted key issued: each one is re-signed

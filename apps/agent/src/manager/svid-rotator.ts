@@ -1,3 +1,4 @@
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { type ContextLogger } from '@sigil/logging';
 import {
   type KeyType,
@@ -8,7 +9,7 @@ import {
   generateKeyPair,
   toPem,
 } from '@sigil/pki';
-import { type TrustBundle, verifyX509Svid } from '@sigil/spiffe';
+import { type TrustBundle, verifyX509SvidSync } from '@sigil/spiffe';
 import { type AgentEntry, MAX_CSR_BATCH, type X509SignResult } from '@sigil/agent-api';
 import { type AgentApi } from '../client/agent-api.js';
 import { AgentApiError, retryDelayMs } from '../client/server-client.js';
@@ -36,6 +37,9 @@ export interface SvidRotatorOptions {
   /** Told how many workload X509-SVIDs each batch got signed, and how many the server refused or were rejected. */
   readonly onBatch?: (signed: number, refused: number) => void;
 }
+
+/** Returned SVIDs checked between two turns of the event loop (~2 ms each on one core). */
+const CHECK_SLICE = 50;
 
 /** Longest a timer sleeps before the rotator looks again (clocks jump; timers cannot be longer than ~24 days). */
 const MAX_TIMER_MS = 60_000;
@@ -155,8 +159,12 @@ export class SvidRotator {
     const receivedAt = this.clock.now();
     const retryAt = new Date(receivedAt.getTime() + (this.options.refusalRetryMs ?? 30_000));
     const byId = new Map(results.map((result) => [result.entryId, result]));
-    let signed = 0;
-    for (const csr of prepared) {
+    // Every SVID is checked first and the good ones stored together: the cache tells its subscribers once for the
+    // batch, not once for each SVID (every open stream recomputed its full set after each one: quadratic).
+    const good: Array<{ entry: AgentEntry; svid: SignedSvid }> = [];
+    for (const [index, csr] of prepared.entries()) {
+      // The checks are synchronous: let the Workload API answer between slices of a large batch.
+      if (index > 0 && index % CHECK_SLICE === 0) await yieldToEventLoop();
       const result = byId.get(csr.entry.id);
       if (result === undefined) {
         this.cache.refuse(csr.entry, 'the server answer has no result for this entry', retryAt);
@@ -164,13 +172,14 @@ export class SvidRotator {
         this.cache.refuse(csr.entry, `${result.code}: ${result.message}`, retryAt);
       } else {
         try {
-          this.cache.storeSvid(csr.entry, await this.check(csr, result, receivedAt));
-          signed++;
+          good.push({ entry: csr.entry, svid: this.check(csr, result, receivedAt) });
         } catch (error) {
           this.cache.refuse(csr.entry, `returned SVID rejected: ${(error as Error).message}`, retryAt);
         }
       }
     }
+    this.cache.storeSvids(good);
+    const signed = good.length;
     this.options.onBatch?.(signed, prepared.length - signed);
     this.options.logger?.debug({ msg: 'X509-SVIDs signed', requested: prepared.length, signed });
   }
@@ -188,21 +197,17 @@ export class SvidRotator {
     };
   }
 
-  private async check(
-    csr: PreparedCsr,
-    result: Extract<X509SignResult, { ok: true }>,
-    receivedAt: Date,
-  ): Promise<SignedSvid> {
+  private check(csr: PreparedCsr, result: Extract<X509SignResult, { ok: true }>, receivedAt: Date): SignedSvid {
     const bundle = this.options.bundle();
     if (bundle === undefined) throw new Error('no trust bundle to verify it with');
-    // verifyX509Svid checks the leaf rules and the chain; the key is compared as SPKI bytes rather than by importing
-    // the private key, which would cost as much again for every SVID.
-    const verified = await verifyX509Svid([...result.chain], bundle, { now: receivedAt });
+    // verifyX509SvidSync checks the leaf rules and the chain; the key is compared as SPKI bytes rather than by
+    // importing the private key, which would cost as much again for every SVID.
+    const verified = verifyX509SvidSync([...result.chain], bundle, { now: receivedAt });
     if (!verified.spiffeId.equals(csr.entry.spiffeId)) {
       throw new Error(`it names ${verified.spiffeId.toString()}, expected ${csr.entry.spiffeId.toString()}`);
     }
-    const leaf = verified.verifiedChain[0] as (typeof verified.verifiedChain)[number];
-    if (Buffer.compare(new Uint8Array(leaf.publicKey.rawData), csr.spkiDer) !== 0) {
+    const { leaf } = verified;
+    if (Buffer.compare(leaf.spki, csr.spkiDer) !== 0) {
       throw new Error('it certifies another public key than the one of the CSR');
     }
     return {
