@@ -16,7 +16,7 @@ export interface CreatedEntry {
 
 /** Largest batch `POST /v1/entries` takes. */
 const ENTRY_BATCH = 500;
-const REQUEST_TIMEOUT_MS = 30_000;
+const REQUEST_TIMEOUT_MS = 120_000;
 
 interface HttpResult {
   readonly status: number;
@@ -119,7 +119,9 @@ export class AdminApi {
           );
         },
       );
-      req.on('timeout', () => req.destroy(new Error(`admin api ${method} ${path}: no answer within 30 s`)));
+      req.on('timeout', () =>
+        req.destroy(new Error(`admin api ${method} ${path}: no answer within ${REQUEST_TIMEOUT_MS / 1000} s`)),
+      );
       req.on('error', reject);
       req.end(payload);
     });

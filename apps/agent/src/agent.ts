@@ -80,6 +80,7 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     new ContextLogger('SvidCache'),
     Math.random,
     (outcome) => onTaint?.(outcome),
+    { ...(config.svidCacheMaxSize !== undefined && { svidCacheMaxSize: config.svidCacheMaxSize }) },
   );
   const metrics =
     config.metricsAddress === undefined
@@ -162,6 +163,8 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
       reportChanged();
     },
   });
+  // Lazy signing (--svid-cache-max-size): a caller's first request has its SVIDs signed at once.
+  cache.onSigningWanted(() => rotator.schedule());
   let synced = false;
   let lastSyncAtMs: number | undefined;
   const sync = new EntrySync(client, cache, rotator, {

@@ -111,6 +111,11 @@ export interface AgentConfig {
   readonly unixSha256: UnixSha256Limits;
   /** What JWT-SVIDs may cost per uid and in all (cache bytes, misses sent to the server). */
   readonly jwtSvidLimits: JwtSvidLimits;
+  /**
+   * Lazy signing with at most this many X509-SVIDs held (a soft limit: a live caller's are kept); absent: every entry
+   * is signed as it arrives.
+   */
+  readonly svidCacheMaxSize?: number;
   /** The workload attestors every Workload API call runs, in order, with their options (default `unix` alone). */
   readonly workloadAttestors: readonly WorkloadAttestorSetting[];
   /** How long one call may wait for its workload attestors together. */
@@ -180,6 +185,7 @@ export interface AgentConfigFlags {
   jwtSvidMissRatePerUid?: string;
   jwtSvidMissBurstPerUid?: string;
   jwtSvidMaxPendingPerUid?: string;
+  svidCacheMaxSize?: string;
   workloadAttestor?: string[];
   workloadAttestationTimeout?: string;
   jwtSvidMaxConcurrentSigning?: string;
@@ -320,6 +326,8 @@ class RawAgentConfig {
   @IsOptional() @IsCountFrom(1, 1_000_000) jwt_svid_miss_rate_per_uid?: unknown;
   @IsOptional() @IsCountFrom(1, 1_000_000) jwt_svid_miss_burst_per_uid?: unknown;
   @IsOptional() @IsCountFrom(1, 1_000_000) jwt_svid_max_pending_per_uid?: unknown;
+  // Lazy X509-SVID signing with an LRU cap (SPIRE's x509_svid_cache_max_size); absent: every entry signed at once.
+  @IsOptional() @IsCountFrom(1, 10_000_000) svid_cache_max_size?: unknown;
 
   // Checked by workloadAttestorSettings: bare types or specs with options (flag, env, file), or an object (file).
   @IsOptional() workload_attestor?: unknown;
@@ -407,6 +415,7 @@ const SOURCES: Record<RawKey, ConfigSource<keyof AgentConfigFlags>> = {
   jwt_svid_miss_rate_per_uid: { flag: 'jwtSvidMissRatePerUid', env: 'SIGIL_AGENT_JWT_SVID_MISS_RATE_PER_UID' },
   jwt_svid_miss_burst_per_uid: { flag: 'jwtSvidMissBurstPerUid', env: 'SIGIL_AGENT_JWT_SVID_MISS_BURST_PER_UID' },
   jwt_svid_max_pending_per_uid: { flag: 'jwtSvidMaxPendingPerUid', env: 'SIGIL_AGENT_JWT_SVID_MAX_PENDING_PER_UID' },
+  svid_cache_max_size: { flag: 'svidCacheMaxSize', env: 'SIGIL_AGENT_SVID_CACHE_MAX_SIZE' },
   workload_attestor: { flag: 'workloadAttestor', env: 'SIGIL_AGENT_WORKLOAD_ATTESTOR' },
   workload_attestation_timeout: {
     flag: 'workloadAttestationTimeout',
@@ -739,6 +748,7 @@ export function loadAgentConfig(input: LoadAgentConfigInput = {}): AgentConfig {
     workloadApiLimits: Object.freeze(workloadApiLimits),
     unixSha256: Object.freeze(unixSha256),
     jwtSvidLimits: Object.freeze(jwtSvidLimits),
+    ...(raw.svid_cache_max_size !== undefined && { svidCacheMaxSize: parseCount(raw.svid_cache_max_size) as number }),
     workloadAttestors: Object.freeze(workloadAttestors),
     workloadAttestationTimeoutMs:
       raw.workload_attestation_timeout === undefined

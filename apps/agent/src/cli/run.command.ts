@@ -52,6 +52,7 @@ const FLAG_KEYS: readonly (keyof AgentConfigFlags)[] = [
   'jwtSvidMissRatePerUid',
   'jwtSvidMissBurstPerUid',
   'jwtSvidMaxPendingPerUid',
+  'svidCacheMaxSize',
   'workloadAttestor',
   'workloadAttestationTimeout',
   'jwtSvidMaxConcurrentSigning',
@@ -165,6 +166,11 @@ export function runCommand(): Command {
     .option(
       '--unix-sha256-quota-mib-per-uid <n>',
       `MiB of executables hashed for unix:sha256 per caller uid and minute (${DEFAULT_UID_HASH_QUOTA_BYTES_PER_MINUTE / MIB})`,
+    )
+    .option(
+      '--svid-cache-max-size <n>',
+      'sign X509-SVIDs lazily, only for entries a caller asks for, and hold at most this many (least recently used ' +
+        "dropped; a live caller's are kept); default: every entry signed at once",
     )
     .option('--jwt-svid-cache-max-mib <n>', `MiB of cached JWT-SVIDs (${jwt.cacheMaxBytes / MIB})`)
     .option(

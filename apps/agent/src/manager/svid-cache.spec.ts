@@ -29,8 +29,17 @@ async function until(condition: () => boolean): Promise<void> {
   expect(condition()).toBe(true);
 }
 
-function build(options: { random?: () => number; refusalRetryMs?: number; batchSize?: number } = {}): void {
-  cache = new SvidCache(new JwtSvidCache((entryId, audience) => api.signJwtSvid(entryId, audience)), undefined, quiet);
+function build(
+  options: { random?: () => number; refusalRetryMs?: number; batchSize?: number; svidCacheMaxSize?: number } = {},
+): void {
+  cache = new SvidCache(
+    new JwtSvidCache((entryId, audience) => api.signJwtSvid(entryId, audience)),
+    undefined,
+    quiet,
+    Math.random,
+    undefined,
+    options.svidCacheMaxSize === undefined ? {} : { svidCacheMaxSize: options.svidCacheMaxSize },
+  );
   rotator = new SvidRotator(cache, api, {
     bundle: () => api.bundle,
     random: options.random ?? (() => 0.5),
@@ -39,6 +48,7 @@ function build(options: { random?: () => number; refusalRetryMs?: number; batchS
     ...(options.batchSize !== undefined && { batchSize: options.batchSize }),
     logger: quiet,
   });
+  cache.onSigningWanted(() => rotator.schedule());
   sync = new EntrySync(api, cache, rotator, { waitMs: 5_000, backoff: new Backoff(20, 40, () => 0.5), logger: quiet });
   changes = 0;
   cache.subscribe(() => changes++);
@@ -278,6 +288,71 @@ describe('SvidCache with the rotator', () => {
     expect(() => new SvidRotator(cache, api, { bundle: () => api.bundle, batchSize: 501 })).toThrow(
       'batchSize: must be from 1 to 500, got 501',
     );
+  });
+});
+
+describe('lazy signing (svidCacheMaxSize)', () => {
+  const signedFor = (n: number): number =>
+    cache.identitiesFor(uid(n)).filter((identity) => identity.x509Svid !== undefined).length;
+
+  it("signs nothing until a caller asks, then only that caller's entries, and serves them", async () => {
+    build({ svidCacheMaxSize: 10 });
+    for (let i = 0; i < 3; i++) api.put(testEntry(id(`/lazy/a${i}`), { selectors: uid(3001) }));
+    for (let i = 0; i < 4; i++) api.put(testEntry(id(`/lazy/b${i}`), { selectors: uid(3002) }));
+    await syncAndSign();
+    expect(api.batches).toEqual([]);
+    expect(cache.svidCount).toBe(0);
+    const unwatch = cache.watch(uid(3001));
+    await until(() => signedFor(3001) === 3);
+    await rotator.idle();
+    expect(api.batches).toEqual([3]);
+    expect(signedFor(3002)).toBe(0);
+    // A new entry for the live caller is signed as it arrives.
+    api.put(testEntry(id('/lazy/a3'), { selectors: uid(3001) }));
+    await syncAndSign();
+    expect(signedFor(3001)).toBe(4);
+    unwatch();
+  });
+
+  it("holds at most the cap, dropping the least recently used SVIDs of callers gone; never a live caller's", async () => {
+    build({ svidCacheMaxSize: 3 });
+    for (const n of [4001, 4002, 4003]) {
+      for (let i = 0; i < 2; i++) api.put(testEntry(id(`/lru/${n}/${i}`), { selectors: uid(n) }));
+    }
+    await syncAndSign();
+    // A live caller with more entries than the cap keeps them all (soft limit).
+    const first = cache.watch([...uid(4001)]);
+    await until(() => signedFor(4001) === 2);
+    cache.watch(uid(4002))(); // a one-off request, then gone
+    await until(() => api.batches.length === 2);
+    await rotator.idle();
+    // 4 held, cap 3: the gone caller's entries are dropped first; the live one's stay.
+    expect(cache.svidCount).toBe(3);
+    expect(signedFor(4001)).toBe(2);
+    expect(signedFor(4002)).toBe(1);
+    first();
+    const third = cache.watch(uid(4003));
+    await until(() => signedFor(4003) === 2);
+    await rotator.idle();
+    // 5 held: the one-off caller's (used before the first caller left) goes first, then one of the first caller's.
+    expect(cache.svidCount).toBe(3);
+    expect(signedFor(4003)).toBe(2);
+    expect(signedFor(4002)).toBe(0);
+    expect(signedFor(4001)).toBe(1);
+    third();
+    // Dropped SVIDs are not signed again until asked for.
+    const batches = api.batches.length;
+    await syncAndSign();
+    expect(api.batches.length).toBe(batches);
+  });
+
+  it('without the option, signs every entry at once and watch changes nothing', async () => {
+    for (let i = 0; i < 3; i++) api.put(testEntry(id(`/eager/${i}`), { selectors: uid(5001) }));
+    await syncAndSign();
+    expect(cache.svidCount).toBe(3);
+    cache.watch(uid(5001))();
+    expect(cache.svidCount).toBe(3);
+    expect(() => build({ svidCacheMaxSize: 0 })).toThrow('svidCacheMaxSize: must be a positive integer, got 0');
   });
 });
 

@@ -41,6 +41,21 @@ interface CacheRecord {
   refused: { readonly signedFor: string; readonly retryAt: Date } | undefined;
   /** Memo of the workload identity: undefined = stale, null = not served (signing refused). */
   identity: WorkloadIdentity | null | undefined;
+  /** Lazy signing: a caller asked for this entry's SVID, so it is signed (cleared when the SVID is evicted). */
+  wanted: boolean;
+  /** Lazy signing: when a caller last had this entry (a tick of {@link SvidCache}'s use counter), for the LRU. */
+  lastUsed: number;
+}
+
+/** How the cache signs: every entry at once (default), or lazily with an LRU cap (`--svid-cache-max-size`). */
+export interface SvidCacheOptions {
+  /**
+   * Lazy signing with at most this many X509-SVIDs held (SPIRE's `x509_svid_cache_max_size`, a soft limit): only
+   * entries a caller has asked for are signed; the SVIDs of entries no live caller holds are dropped, least recently
+   * used first, when there are more; those of live callers are never dropped, even past the cap. Undefined: every
+   * entry is signed as it arrives.
+   */
+  readonly svidCacheMaxSize?: number;
 }
 
 /** The fields of an entry that go into its X509-SVID: a change of any of them needs a new SVID. */
@@ -91,6 +106,10 @@ export class SvidCache implements IdentityCache {
   private expiryTimerAt = Infinity;
   /** Entries whose SVID was seen expired (logged once each, counted by the metrics). */
   private readonly expiredIds = new Set<string>();
+  /** Lazy signing: the selectors of each live caller (open FetchX509SVID and SDS streams). */
+  private readonly watchers = new Set<readonly Selector[]>();
+  private useCounter = 0;
+  private signingWanted: (() => void) | undefined;
 
   constructor(
     private readonly jwtSvids: JwtSvidCache,
@@ -99,7 +118,86 @@ export class SvidCache implements IdentityCache {
     private readonly random: () => number = Math.random,
     /** Told what each new taint made the cache do (metrics). */
     private readonly onTaint?: (outcome: TaintOutcome) => void,
-  ) {}
+    private readonly options: SvidCacheOptions = {},
+  ) {
+    const max = options.svidCacheMaxSize;
+    if (max !== undefined && (!Number.isInteger(max) || max < 1)) {
+      throw new Error(`svidCacheMaxSize: must be a positive integer, got ${max}`);
+    }
+  }
+
+  /** Whether SVIDs are signed only for the entries callers ask for (`--svid-cache-max-size`). */
+  get lazy(): boolean {
+    return this.options.svidCacheMaxSize !== undefined;
+  }
+
+  /** Lazy signing: told when a caller asked for SVIDs the cache does not hold yet (the rotator signs them). */
+  onSigningWanted(listener: () => void): void {
+    this.signingWanted = listener;
+  }
+
+  /**
+   * A caller with `selectors` wants its X509-SVIDs from now until the returned function is called (an open stream),
+   * or just now (call it at once: a one-off request). With lazy signing its entries are signed, and their SVIDs kept
+   * while it is live; afterwards they are the first to stay when the cap drops others (least recently used). Without
+   * lazy signing it changes nothing.
+   */
+  watch(selectors: readonly Selector[]): () => void {
+    if (!this.lazy) return () => undefined;
+    this.watchers.add(selectors);
+    let missing = false;
+    const tick = ++this.useCounter;
+    for (const record of this.records.values()) {
+      if (!matchesAllSelectors(record.entry.selectors, selectors)) continue;
+      record.wanted = true;
+      record.lastUsed = tick;
+      if (record.svid === undefined) missing = true;
+    }
+    if (missing) this.signingWanted?.();
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.watchers.delete(selectors);
+      const last = ++this.useCounter;
+      for (const record of this.records.values()) {
+        if (matchesAllSelectors(record.entry.selectors, selectors)) record.lastUsed = last;
+      }
+      this.evict();
+    };
+  }
+
+  /** Whether a live caller has this entry (its SVID is kept past the cap, and signed when it arrives). */
+  private pinned(record: CacheRecord): boolean {
+    for (const selectors of this.watchers) if (matchesAllSelectors(record.entry.selectors, selectors)) return true;
+    return false;
+  }
+
+  /**
+   * Lazy signing: while more SVIDs are held than the cap, drops those of the entries no live caller has, least
+   * recently used first (they are signed again when asked for).
+   */
+  private evict(): void {
+    const max = this.options.svidCacheMaxSize;
+    if (max === undefined) return;
+    let held = this.svidCount;
+    if (held <= max) return;
+    const candidates = [...this.records.values()]
+      .filter((record) => record.svid !== undefined && !this.pinned(record))
+      .sort((a, b) => a.lastUsed - b.lastUsed);
+    let dropped = 0;
+    for (const record of candidates) {
+      if (held <= max) break;
+      record.svid = undefined;
+      record.expiry = undefined;
+      record.identity = undefined;
+      record.wanted = false;
+      this.expiredIds.delete(record.entry.id);
+      held--;
+      dropped++;
+    }
+    if (dropped > 0) this.notify();
+  }
 
   // ---- IdentityCache (read by the Workload API) ----
 
@@ -231,6 +329,11 @@ export class SvidCache implements IdentityCache {
   entriesToSign(now: Date): AgentEntry[] {
     const due: AgentEntry[] = [];
     for (const record of this.records.values()) {
+      // Lazy signing: an entry nobody asked for is not signed (one already held is kept fresh while cached).
+      if (this.lazy && record.svid === undefined && !record.wanted) {
+        if (!this.pinned(record)) continue;
+        record.wanted = true;
+      }
       const fingerprint = svidFingerprint(record.entry);
       const refused = record.refused;
       if (refused !== undefined && refused.signedFor === fingerprint && refused.retryAt > now) continue;
@@ -289,6 +392,7 @@ export class SvidCache implements IdentityCache {
       stored++;
     }
     if (stored > 0) this.notify();
+    this.evict();
     return stored;
   }
 
@@ -421,6 +525,8 @@ export class SvidCache implements IdentityCache {
         expiry: undefined,
         refused: undefined,
         identity: undefined,
+        wanted: false,
+        lastUsed: 0,
       });
       this.sorted = undefined;
       this.sha256InUse = undefined;

@@ -125,6 +125,8 @@ export class SdsHandler {
     checkRequest(request);
     readyBundles(this.cache);
     const selectors = await this.callers.attest(context, 'FetchSecrets');
+    // A one-off request: lazy signing signs its SVIDs now (the retry the answer asks for finds them).
+    this.cache.watch?.(selectors)();
     const snapshot = this.snapshot(selectors);
     if (snapshot === undefined) {
       throw new ConnectError("the caller's X509-SVIDs are still being signed; retry", Code.Unavailable);
@@ -170,6 +172,7 @@ export class SdsHandler {
       changed = true;
       notify();
     });
+    const unwatch = this.cache.watch?.(selectors);
     signal.addEventListener('abort', notify);
 
     let snapshot: SdsSnapshot | undefined;
@@ -230,6 +233,7 @@ export class SdsHandler {
         });
       }
     } finally {
+      unwatch?.();
       unsubscribe();
       signal.removeEventListener('abort', notify);
       resumeReading?.();

@@ -59,6 +59,11 @@ export interface IdentityCache {
   jwtSvidMissRefusal?(audience: readonly string[], caller: JwtSvidCaller): JwtSvidLimitError | undefined;
   /** Calls `listener` after every change (rotation, entry added or removed, bundle change); returns unsubscribe. */
   subscribe(listener: () => void): () => void;
+  /**
+   * A caller with these selectors wants its X509-SVIDs until the returned function is called (lazy signing signs
+   * them, and keeps them while the caller is live). Optional: a cache that signs every entry has nothing to do.
+   */
+  watch?(selectors: readonly Selector[]): () => void;
 }
 
 export interface WorkloadApiHandlerOptions {
@@ -112,15 +117,20 @@ export class WorkloadApiHandler {
     this.readyBundles();
     const selectors = await this.attest(context, 'FetchX509SVID');
     const changed = changedOnly(X509SVIDResponseSchema);
-    for await (const _ of changes(this.cache, context.signal)) {
-      const bundles = this.readyBundles();
-      const servable = servableIdentities(this.matchingIdentities(selectors));
-      // An expired SVID is never served; the stream ends once nothing valid is left, so the client knows.
-      if (servable.kind === 'expired') throw new ConnectError(servable.message, Code.Unavailable);
-      // The first answer and every later one must be complete; an SVID still being signed arrives with a change.
-      if (servable.kind === 'pending') continue;
-      const response = changed(x509SvidResponse(servable.identities, bundles));
-      if (response !== undefined) yield response;
+    const unwatch = this.cache.watch?.(selectors);
+    try {
+      for await (const _ of changes(this.cache, context.signal)) {
+        const bundles = this.readyBundles();
+        const servable = servableIdentities(this.matchingIdentities(selectors));
+        // An expired SVID is never served; the stream ends once nothing valid is left, so the client knows.
+        if (servable.kind === 'expired') throw new ConnectError(servable.message, Code.Unavailable);
+        // The first answer and every later one must be complete; an SVID still being signed arrives with a change.
+        if (servable.kind === 'pending') continue;
+        const response = changed(x509SvidResponse(servable.identities, bundles));
+        if (response !== undefined) yield response;
+      }
+    } finally {
+      unwatch?.();
     }
   }
 
