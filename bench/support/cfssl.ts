@@ -44,7 +44,11 @@ export interface CfsslServer {
  * 127.0.0.1:`port` with `GOMAXPROCS=1` under `taskset -c cpus`, signing with a 1 h profile of the X.509-SVID key
  * usages, logging warnings only (as the Sigil server logs nothing per request at its default level).
  */
-export async function startCfssl(harness: Harness, port: number, cpus: string): Promise<CfsslServer> {
+/**
+ * Starts `cfssl serve` under `taskset -c cpus` with `GOMAXPROCS=gomaxprocs` (1 by default: one core; the number of
+ * CPUs for the whole machine).
+ */
+export async function startCfssl(harness: Harness, port: number, cpus: string, gomaxprocs = 1): Promise<CfsslServer> {
   const dir = harness.scratch;
   const caKey = join(dir, 'cfssl-ca.key');
   const caCert = join(dir, 'cfssl-ca.pem');
@@ -62,7 +66,7 @@ export async function startCfssl(harness: Harness, port: number, cpus: string): 
   await writeFile(config, JSON.stringify({ signing: { default: { expiry: '1h', usages } } }));
   const args = ['-c', cpus, 'cfssl', 'serve', '-address', '127.0.0.1', '-port', String(port)];
   args.push('-ca', caCert, '-ca-key', caKey, '-config', config, '-loglevel', '2');
-  const server = harness.spawn('cfssl', 'taskset', args, { GOMAXPROCS: '1' });
+  const server = harness.spawn('cfssl', 'taskset', args, { GOMAXPROCS: String(gomaxprocs) });
   await waitForPort(server, port, 30_000);
   return { process: server, port, caPem: await readFile(caCert, 'utf8') };
 }

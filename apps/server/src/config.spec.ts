@@ -1,7 +1,8 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { defaultSigningWorkers } from './agent-api/signing-limits.js';
 import { ConfigError, loadServerConfig, type LoadServerConfigInput } from './config.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sigil-config-'));
@@ -263,6 +264,22 @@ describe('loadServerConfig', () => {
     expect(() => loadServerConfig({ env: { SIGIL_AGENT_STATUS_CACHE_TTL: '2h' } })).toThrow(
       'SIGIL_AGENT_STATUS_CACHE_TTL: must be a duration from 1s to 1h',
     );
+  });
+
+  it('reads signing_workers: one per CPU by default (none on one CPU), 0 for the event loop, at most 256', () => {
+    expect(loadServerConfig({ cwd: '/srv' }).signingWorkers).toBe(defaultSigningWorkers(availableParallelism()));
+    expect(defaultSigningWorkers(1)).toBe(0);
+    expect(defaultSigningWorkers(2)).toBe(2);
+    expect(defaultSigningWorkers(512)).toBe(256);
+    expect(loadServerConfig({ flags: { signingWorkers: '0' } }).signingWorkers).toBe(0);
+    expect(loadServerConfig({ env: { SIGIL_SIGNING_WORKERS: '3' } }).signingWorkers).toBe(3);
+    expect(loadServerConfig({ file: writeConfig('workers.json', { signing_workers: 8 }) }).signingWorkers).toBe(8);
+    expect(problemsOf({ flags: { signingWorkers: '257' } })).toEqual([
+      "--signing-workers: must be a whole number from 0 to 256, got '257'",
+    ]);
+    expect(problemsOf({ env: { SIGIL_SIGNING_WORKERS: '-1' } })).toEqual([
+      "SIGIL_SIGNING_WORKERS: must be a whole number from 0 to 256, got '-1'",
+    ]);
   });
 
   it('reads the operational limits of issue 16 (long-polls, pool wait, signing queue, renewals, backlog)', () => {

@@ -1,4 +1,5 @@
 import 'reflect-metadata';
+import { availableParallelism } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '@sigil/logging';
 import { JOIN_TOKEN_ATTESTOR, X509POP_ATTESTOR } from '@sigil/agent-api';
@@ -38,6 +39,8 @@ import {
   DEFAULT_AGENT_SIGN_MAX_IN_FLIGHT,
   DEFAULT_AGENT_SIGN_RATE,
   DEFAULT_SIGNING_QUEUE_MAX_ITEMS,
+  defaultSigningWorkers,
+  MAX_SIGNING_WORKERS,
   MAX_CSR_BATCH,
 } from './agent-api/signing-limits.js';
 import { IsOptional, ValidateBy, validateSync } from 'class-validator';
@@ -203,6 +206,8 @@ export interface ServerConfig {
   readonly skipMigrations: boolean;
   /** CSRs and JWT requests waiting in the signing queue over every agent; past it, signing answers 503. */
   readonly signingQueueMaxItems: number;
+  /** Worker threads signing X.509-SVIDs for agents; 0: on the event loop. */
+  readonly signingWorkers: number;
   /** Per-agent token bucket of the agent's own SVID renewals: refill per second (may be below 1). */
   readonly agentRenewRatePerSecond: number;
   /** Size of that bucket. */
@@ -346,6 +351,7 @@ export interface ServerConfigFlags {
   databasePoolSize?: string;
   skipMigrations?: boolean;
   signingQueueMaxItems?: string;
+  signingWorkers?: string;
   agentRenewRate?: string;
   agentRenewBurst?: string;
   listenBacklog?: string;
@@ -499,6 +505,7 @@ class RawServerConfig {
   @IsOptional() @IsCountFrom(1, 1_000) database_pool_size?: unknown;
   @IsOptional() @IsBooleanLike() skip_migrations?: unknown;
   @IsOptional() @IsCountFrom(MAX_CSR_BATCH, 10_000_000) signing_queue_max_items?: unknown;
+  @IsOptional() @IsCountFrom(0, MAX_SIGNING_WORKERS) signing_workers?: unknown;
   @IsOptional() @IsNumberFrom(0.001, 1_000) agent_renew_rate?: unknown;
   @IsOptional() @IsCountFrom(1, 10_000) agent_renew_burst?: unknown;
   @IsOptional() @IsCountFrom(1, 65_535) listen_backlog?: unknown;
@@ -578,6 +585,7 @@ const SOURCES: Record<RawKey, ConfigSource<keyof ServerConfigFlags>> = {
   database_pool_size: { flag: 'databasePoolSize', env: 'SIGIL_DATABASE_POOL_SIZE', file: true },
   skip_migrations: { flag: 'skipMigrations', env: 'SIGIL_SKIP_MIGRATIONS', file: true },
   signing_queue_max_items: { flag: 'signingQueueMaxItems', env: 'SIGIL_SIGNING_QUEUE_MAX_ITEMS', file: true },
+  signing_workers: { flag: 'signingWorkers', env: 'SIGIL_SIGNING_WORKERS', file: true },
   agent_renew_rate: { flag: 'agentRenewRate', env: 'SIGIL_AGENT_RENEW_RATE', file: true },
   agent_renew_burst: { flag: 'agentRenewBurst', env: 'SIGIL_AGENT_RENEW_BURST', file: true },
   listen_backlog: { flag: 'listenBacklog', env: 'SIGIL_LISTEN_BACKLOG', file: true },
@@ -728,6 +736,7 @@ export function loadServerConfig(input: LoadServerConfigInput = {}): ServerConfi
     databasePoolSize: count('database_pool_size', DEFAULT_DATABASE_POOL_SIZE),
     skipMigrations: toConfigBoolean(raw.skip_migrations) ?? false,
     signingQueueMaxItems: count('signing_queue_max_items', DEFAULT_SIGNING_QUEUE_MAX_ITEMS),
+    signingWorkers: count('signing_workers', defaultSigningWorkers(availableParallelism())),
     agentRenewRatePerSecond: count('agent_renew_rate', DEFAULT_AGENT_RENEW_RATE),
     agentRenewBurst: count('agent_renew_burst', DEFAULT_AGENT_RENEW_BURST),
     listenBacklog: count('listen_backlog', DEFAULT_LISTEN_BACKLOG),

@@ -50,3 +50,5 @@ export {
 } from './csr-builder.js';
 export { CSR_MAX_BYTES, parseCsrFast, parseCsrFastAsync, type FastParsedCsr } from './csr-parser.js';
 export { X509SvidSigner, type FastSvidParams, type X509SvidSignerOptions } from './svid-signer.js';
+export { requestedIdProblem, signCsrs, SpiffeIdCache, type CsrSigningOutcome, type CsrToSign } from './csr-signing.js';
+export { CsrSigningPool, type SigningCaKey } from './signing-pool.js';

@@ -19,13 +19,14 @@ import { AgentsService } from '../agents/agents.service.js';
 import { CaService } from '../ca/ca.service.js';
 import { DataSource } from 'typeorm';
 import { KeyManager } from '../ca/key-manager.js';
+import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { EntriesService } from '../entries/entries.service.js';
 import type { Entry, EntryInput } from '../entries/entry.js';
 import { JoinTokensService } from '../join-tokens/join-tokens.service.js';
 import { AuthorisedEntriesService } from './authorised-entries.service.js';
 import { AgentSigningBudget } from './signing-budget.js';
-import { DEFAULT_AGENT_RENEW_BURST, MAX_CSR_BATCH, SIGNING_CONCURRENCY } from './signing-limits.js';
+import { DEFAULT_AGENT_RENEW_BURST, MAX_CSR_BATCH, signingConcurrency } from './signing-limits.js';
 
 const backend = process.env.DATABASE_URL ? 'postgres' : 'embedded';
 /** The smallest X.509 burst the config takes (one full batch), refilled at 1 CSR/s: one batch spends it. */
@@ -546,7 +547,8 @@ describe(`agent API: mTLS routes (${backend})`, () => {
     // Every slot of the signing queue held by work that finishes when the test says so: batches then wait in it.
     let release = (): void => undefined;
     const released = new Promise<void>((resolve) => (release = resolve));
-    const holders = Array.from({ length: SIGNING_CONCURRENCY }, (_, i) =>
+    const { signingWorkers } = api.server.app.get<ServerConfig>(SERVER_CONFIG);
+    const holders = Array.from({ length: signingConcurrency(signingWorkers) }, (_, i) =>
       budget.inTurn(`spiffe://example.org/test/holder/${i}`, 'x509', [i], async (chunk) => {
         await released;
         return chunk;

@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { parseCsrFast, PkiError, type FastParsedCsr } from '@sigil/pki';
+import { parseCsrFast, PkiError, requestedIdProblem, type FastParsedCsr } from '@sigil/pki';
 import { SpiffeId, type SpiffeJwks } from '@sigil/spiffe';
 import type { AgentSelector } from '../agents/agent.js';
 import { AgentsService } from '../agents/agents.service.js';
@@ -54,19 +54,8 @@ export function parseAgentCsr(csr: string, field = 'csr'): FastParsedCsr {
  * @throws AppError `invalid_argument` when it asks for several URIs or another one.
  */
 export function checkRequestedId(csr: FastParsedCsr, spiffeId: string, field = 'csr'): void {
-  if (csr.uris.length === 0) return;
-  let requested: string | undefined;
-  try {
-    requested = csr.uris.length === 1 ? SpiffeId.parse(csr.uris[0]!).toString() : undefined;
-  } catch {
-    requested = undefined;
-  }
-  if (requested !== spiffeId) {
-    throw new AppError(
-      'invalid_argument',
-      `${field}: uri san ${JSON.stringify(csr.uris.join(', '))} does not match the spiffe id ${spiffeId}`,
-    );
-  }
+  const problem = requestedIdProblem(csr.uris, spiffeId);
+  if (problem !== undefined) throw new AppError('invalid_argument', `${field}: ${problem}`);
 }
 
 /**

@@ -5,7 +5,7 @@ import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { FairQueue, FairQueueFullError, type FairQueueOptions } from './fair-queue.js';
-import { SIGNING_CHUNK_SIZE, SIGNING_CONCURRENCY } from './signing-limits.js';
+import { SIGNING_CHUNK_SIZE, signingConcurrency } from './signing-limits.js';
 
 /** What an agent asks the server to sign, each kind with its own budget. */
 export type SigningKind = 'renewal' | 'x509' | 'jwt';
@@ -20,7 +20,8 @@ export type SigningBudgetConfig = Pick<
   | 'agentRenewRatePerSecond'
   | 'agentRenewBurst'
   | 'signingQueueMaxItems'
->;
+> &
+  Partial<Pick<ServerConfig, 'signingWorkers'>>;
 
 /** Optional injection token: the fair queue's shape, for tests (the defaults are {@link SIGNING_CHUNK_SIZE} etc.). */
 export const SIGNING_QUEUE_OPTIONS = Symbol('SIGNING_QUEUE_OPTIONS');
@@ -88,7 +89,7 @@ export class AgentSigningBudget {
     this.queue = new FairQueue(
       queueOptions ?? {
         chunkSize: SIGNING_CHUNK_SIZE,
-        concurrency: SIGNING_CONCURRENCY,
+        concurrency: signingConcurrency(config.signingWorkers ?? 0),
         maxQueuedItems: config.signingQueueMaxItems,
       },
     );

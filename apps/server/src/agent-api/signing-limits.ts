@@ -48,7 +48,27 @@ export const DEFAULT_SIGNING_QUEUE_MAX_ITEMS = 20_000;
  */
 export const SIGNING_CHUNK_SIZE = 32;
 /**
- * Chunks in progress at once. X.509 chunks run synchronously on the main thread; JWT-SVIDs are signed by WebCrypto,
- * off it, so several overlap. At most one chunk is started per turn of the event loop (fair-queue.ts).
+ * Chunks in progress at once without signing workers. X.509 chunks then run on the main thread; JWT-SVIDs are
+ * signed by WebCrypto, off it, so several overlap. At most one chunk is started per turn of the event loop
+ * (fair-queue.ts). With signing workers: {@link signingConcurrency}.
  */
 export const SIGNING_CONCURRENCY = 4;
+
+/** Most signing worker threads (`signing_workers`). */
+export const MAX_SIGNING_WORKERS = 256;
+
+/**
+ * Signing worker threads by default: one per CPU the process may run on, so X.509-SVIDs are signed on every core;
+ * none on a single CPU, where a worker would share the one core with the event loop and only add the hand-over.
+ */
+export function defaultSigningWorkers(cpus: number): number {
+  return cpus > 1 ? Math.min(cpus, MAX_SIGNING_WORKERS) : 0;
+}
+
+/**
+ * Chunks of the fair queue in progress at once: with workers, two per worker (one signing, the next one already
+ * handed over, so no worker waits for the event loop between chunks), and never fewer than without.
+ */
+export function signingConcurrency(signingWorkers: number): number {
+  return Math.max(SIGNING_CONCURRENCY, 2 * signingWorkers);
+}

@@ -1,14 +1,12 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { X509SvidRequest } from '@sigil/agent-api';
-import { parseCsrFastAsync, PkiError, type FastParsedCsr } from '@sigil/pki';
 import { SpiffeId } from '@sigil/spiffe';
 import { AgentsService } from '../agents/agents.service.js';
-import { CaService } from '../ca/ca.service.js';
+import { CaService, type CsrSvidRequest } from '../ca/ca.service.js';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
 import type { Entry } from '../entries/entry.js';
 import type { CallingAgent } from './agent-request.js';
-import { checkRequestedId } from './agent-svid.service.js';
 import { AuthorisedEntriesService } from './authorised-entries.service.js';
 import { AgentSigningBudget } from './signing-budget.js';
 
@@ -22,17 +20,6 @@ export type X509SvidResult =
       readonly expiresAt: Date;
     }
   | { readonly ok: false; readonly entryId: string; readonly error: AppError };
-
-/** `parseAgentCsr` for batches: the same checks and messages, with the cheaper asynchronous key import. */
-async function parseBatchCsr(csr: string, field: string): Promise<FastParsedCsr> {
-  try {
-    return await parseCsrFastAsync(csr);
-  } catch (error) {
-    if (error instanceof PkiError)
-      throw new AppError('invalid_argument', `${field}: ${error.message}`, { cause: error });
-    throw error;
-  }
-}
 
 interface ParsedEntryId {
   readonly text: string;
@@ -114,11 +101,7 @@ export class SvidSigningService {
       const authorised = await this.authorisedIncluding(agent, [...firstIndex.keys()]);
       const signed = await this.budget.inTurn(agent.spiffeId, 'x509', toSign, async (chunk) => {
         await this.stillActive(agent);
-        const now = this.clock.now();
-        // One asynchronous step per chunk: every CSR's key import is started, then all are awaited together.
-        return Promise.all(
-          chunk.map(({ request, index }) => this.signX509Svid(agent, authorised, request, index, now)),
-        );
+        return this.signChunk(agent, authorised, chunk, this.clock.now());
       });
       toSign.forEach(({ index }, position) => (results[index] = signed[position]!));
       return results;
@@ -127,32 +110,46 @@ export class SvidSigningService {
     }
   }
 
-  private async signX509Svid(
+  /**
+   * Signs one chunk of the fair queue: the entries' checks here, then every CSR of the chunk handed over together
+   * ({@link CaService.signX509SvidCsrs}: on a signing worker, or on the event loop without workers).
+   */
+  private async signChunk(
     agent: CallingAgent,
     authorised: ReadonlyMap<string, Entry>,
-    request: X509SvidRequest,
-    index: number,
+    chunk: readonly { request: X509SvidRequest; index: number }[],
     now: Date,
-  ): Promise<X509SvidResult> {
-    try {
-      const entry = this.authorisedEntry(agent, authorised, request.entryId, now);
-      const field = `csrs.${index}.csr`;
-      const csr = await parseBatchCsr(request.csr, field);
-      const spiffeId = this.spiffeIdOf(entry);
-      // A URI SAN equal to the entry's canonical ID needs no parse; anything else gets the full check.
-      const isCanonicalMatch = csr.uris.length === 1 && csr.uris[0] === entry.spiffeId && spiffeId.isCanonical;
-      if (!isCanonicalMatch) checkRequestedId(csr, entry.spiffeId, field);
-      const signed = this.ca.signX509Svid({
-        spiffeId: spiffeId.id,
-        spkiDer: csr.spkiDer,
-        dnsNames: entry.dnsNames,
-        ...(entry.x509SvidTtl > 0 && { ttlSeconds: entry.x509SvidTtl }),
-      });
-      return { ok: true, entryId: request.entryId, ...signed };
-    } catch (error) {
-      if (error instanceof AppError) return { ok: false, entryId: request.entryId, error };
-      throw error;
-    }
+  ): Promise<X509SvidResult[]> {
+    const results = new Array<X509SvidResult>(chunk.length);
+    const requests: CsrSvidRequest[] = [];
+    const positions: number[] = [];
+    chunk.forEach(({ request, index }, position) => {
+      try {
+        const entry = this.authorisedEntry(agent, authorised, request.entryId, now);
+        const spiffeId = this.spiffeIdOf(entry);
+        requests.push({
+          spiffeId: spiffeId.id,
+          entrySpiffeId: entry.spiffeId,
+          entrySpiffeIdCanonical: spiffeId.isCanonical,
+          csr: request.csr,
+          field: `csrs.${index}.csr`,
+          dnsNames: entry.dnsNames,
+          ...(entry.x509SvidTtl > 0 && { ttlSeconds: entry.x509SvidTtl }),
+        });
+        positions.push(position);
+      } catch (error) {
+        if (!(error instanceof AppError)) throw error;
+        results[position] = { ok: false, entryId: request.entryId, error };
+      }
+    });
+    const signed = await this.ca.signX509SvidCsrs(requests);
+    signed.forEach((outcome, at) => {
+      const position = positions[at]!;
+      const { entryId } = chunk[position]!.request;
+      results[position] =
+        outcome instanceof AppError ? { ok: false, entryId, error: outcome } : { ok: true, entryId, ...outcome };
+    });
+    return results;
   }
 
   /**

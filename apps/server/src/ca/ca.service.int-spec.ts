@@ -79,6 +79,69 @@ describe('CaService', () => {
       expect(authority.metrics.signed).toEqual(['x509']);
     });
 
+    for (const workers of [2, 0]) {
+      it(`signs agents' CSR chunks ${workers > 0 ? `on ${workers} signing workers` : 'on the event loop'}, with the key active right after a rotation`, async () => {
+        await startAuthority({ signingWorkers: String(workers) });
+        try {
+          const keys = await generateKeyPair();
+          const csr = await createCsr({ keys, spiffeId: WORKLOAD });
+          const request = {
+            spiffeId: WORKLOAD,
+            entrySpiffeId: WORKLOAD.toString(),
+            entrySpiffeIdCanonical: true,
+            csr: csr.pem,
+            field: 'csrs.0.csr',
+            dnsNames: ['web.example.org'],
+          };
+          const chunk = [
+            request,
+            { ...request, field: 'csrs.1.csr', ttlSeconds: 60 },
+            { ...request, field: 'csrs.2.csr', entrySpiffeId: 'spiffe://example.org/other' },
+            { ...request, field: 'csrs.3.csr', spiffeId: SpiffeId.parse('spiffe://elsewhere.org/web') },
+          ];
+          const leavesOf = (results: Awaited<ReturnType<typeof authority.ca.signX509SvidCsrs>>) =>
+            results.slice(0, 2).map((result) => {
+              expect(result).not.toBeInstanceOf(Error);
+              return new x509.X509Certificate((result as { certificateChainDer: Buffer[] }).certificateChainDer[0]!);
+            });
+          const first = new x509.X509Certificate(authority.keys.slots('x509').active!.certificateDer!);
+          const before = await authority.ca.signX509SvidCsrs(chunk);
+          expect(authority.ca.signingWorkersRunning).toBe(workers > 0 ? 1 : 0);
+          for (const leaf of leavesOf(before))
+            expect(await leaf.verify({ publicKey: first.publicKey, signatureOnly: true })).toBe(true);
+          expect(before[1]).toMatchObject({ expiresAt: new Date(T0 + 60 * 1000) });
+          expect(before.slice(2)).toMatchObject([
+            {
+              kind: 'invalid_argument',
+              message: `csrs.2.csr: uri san "${WORKLOAD.toString()}" does not match the spiffe id spiffe://example.org/other`,
+            },
+            {
+              kind: 'invalid_argument',
+              message: 'spiffeId: must be in trust domain example.org, got spiffe://elsewhere.org/web',
+            },
+          ]);
+
+          const prepared = await authority.keys.prepare('x509');
+          await authority.keys.activate('x509', prepared.authorityId);
+          const second = new x509.X509Certificate(prepared.certificateDer!);
+          // Right after the activation, on the same workers: every leaf is issued by the new CA.
+          const after = await authority.ca.signX509SvidCsrs(chunk);
+          for (const leaf of leavesOf(after)) {
+            expect(leaf.issuer).toBe(second.subject);
+            expect(await leaf.verify({ publicKey: second.publicKey, signatureOnly: true })).toBe(true);
+            expect(await leaf.verify({ publicKey: first.publicKey, signatureOnly: true })).toBe(false);
+            const verified = await verifyX509Svid([Buffer.from(leaf.rawData)], authority.bundles.ownBundle(), {
+              now: clock.now(),
+            });
+            expect(verified.spiffeId.toString()).toBe(WORKLOAD.toString());
+          }
+          expect(authority.metrics.signed.filter((kind) => kind === 'x509')).toHaveLength(4);
+        } finally {
+          await authority.ca.onApplicationShutdown();
+        }
+      });
+    }
+
     it('signs from a verified public key, and caps the lifetime at the CA expiry', async () => {
       const spkiDer = exportPublicKeySpki((await generateKeyPair()).publicKey);
       const caNotAfter = authority.keys.slots('x509').active!.notAfter;

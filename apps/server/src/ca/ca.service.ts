@@ -1,6 +1,17 @@
 import { performance } from 'node:perf_hooks';
-import { Inject, Injectable, Optional } from '@nestjs/common';
-import { PkiError, X509SvidSigner, createIntermediateCa, importPublicKeySpki, parseCsrFast } from '@sigil/pki';
+import { Inject, Injectable, type OnApplicationShutdown, Optional } from '@nestjs/common';
+import {
+  CsrSigningPool,
+  PkiError,
+  SpiffeIdCache,
+  X509SvidSigner,
+  createIntermediateCa,
+  importPublicKeySpki,
+  parseCsrFast,
+  signCsrs,
+  type CsrSigningOutcome,
+  type CsrToSign,
+} from '@sigil/pki';
 import { jwtAudienceProblem } from '@sigil/runtime';
 import { SpiffeError, signJwtSvid, type JwtSvidAlgorithm, type SpiffeId } from '@sigil/spiffe';
 import { CLOCK, type Clock } from '../common/clock.js';
@@ -54,6 +65,22 @@ export interface X509AuthorityChain {
   readonly notAfter: Date;
 }
 
+/** A workload X.509-SVID to sign from an agent's CSR, for an entry already authorised. */
+export interface CsrSvidRequest {
+  /** The leaf's SPIFFE ID (the entry's, parsed). */
+  readonly spiffeId: SpiffeId;
+  /** The entry's SPIFFE ID as stored, which a URI SAN of the CSR must name, and whether that text is canonical. */
+  readonly entrySpiffeId: string;
+  readonly entrySpiffeIdCanonical: boolean;
+  /** The PKCS#10 CSR; its self-signature is verified and only its public key is used. */
+  readonly csr: string;
+  /** The request field named in error messages, e.g. `csrs.3.csr`. */
+  readonly field: string;
+  readonly dnsNames: readonly string[];
+  /** Requested lifetime; defaults to the configured X.509-SVID TTL and never outlives the CA. */
+  readonly ttlSeconds?: number;
+}
+
 /** ES256 is SPIRE's default (P-256 keys); the other key types sign with their natural algorithm. */
 const JWT_ALGORITHM: Readonly<Record<CaKeyType, JwtSvidAlgorithm>> = {
   'ec-p256': 'ES256',
@@ -63,11 +90,16 @@ const JWT_ALGORITHM: Readonly<Record<CaKeyType, JwtSvidAlgorithm>> = {
 
 /**
  * Signs X.509-SVIDs and JWT-SVIDs with the active keys of the {@link KeyManager}. X.509 leaves go through the fast
- * `X509SvidSigner`, one per active CA key; lifetimes are capped by the signing key's remaining life.
+ * `X509SvidSigner`, one per active CA key; lifetimes are capped by the signing key's remaining life. Agents' CSR
+ * chunks ({@link signX509SvidCsrs}) are signed on `signing_workers` worker threads (every core), or on the event
+ * loop when that is 0; each chunk is signed with the key active when it is handed over.
  */
 @Injectable()
-export class CaService {
+export class CaService implements OnApplicationShutdown {
   private signer: { keyId: string; signer: X509SvidSigner } | undefined;
+  private readonly pool: CsrSigningPool | undefined;
+  /** Leaf SPIFFE IDs parsed on the event loop (signing without workers). */
+  private readonly leafIds = new SpiffeIdCache();
 
   constructor(
     private readonly keys: KeyManager,
@@ -76,9 +108,23 @@ export class CaService {
     private readonly config: Pick<
       ServerConfig,
       'trustDomain' | 'x509SvidTtlSeconds' | 'jwtSvidTtlSeconds' | 'jwtIssuer'
-    >,
+    > &
+      Partial<Pick<ServerConfig, 'signingWorkers'>>,
     @Optional() @Inject(AUTHORITY_METRICS) private readonly metrics: AuthorityMetrics = noAuthorityMetrics,
-  ) {}
+  ) {
+    const workers = config.signingWorkers ?? 0;
+    this.pool = workers > 0 ? new CsrSigningPool(workers) : undefined;
+  }
+
+  /** Ends the signing workers. */
+  async onApplicationShutdown(): Promise<void> {
+    await this.pool?.close();
+  }
+
+  /** Signing worker threads running now (0 without workers; they start with the first chunk). */
+  get signingWorkersRunning(): number {
+    return this.pool?.running ?? 0;
+  }
 
   /** True once the X.509 CA and the JWT key are active (for `/readyz`). */
   isReady(): boolean {
@@ -129,6 +175,73 @@ export class CaService {
       certificateChainDer: [leaf, ...intermediates],
       expiresAt: new Date(now.getTime() + ttlSeconds * 1000),
     };
+  }
+
+  /**
+   * Signs workload X.509-SVIDs from agents' CSRs with the active CA key (one key for the whole chunk, the one active
+   * now): each CSR's signature verified, a URI SAN in it must name the entry's ID, the leaf gets the entry's ID, DNS
+   * names and TTL. One result per request, in order: the SVID, or the AppError that refused it (the others go on).
+   */
+  async signX509SvidCsrs(requests: readonly CsrSvidRequest[]): Promise<(SignedX509Svid | AppError)[]> {
+    if (requests.length === 0) return [];
+    const started = performance.now();
+    let authority;
+    try {
+      authority = this.keys.signingAuthority('x509');
+    } catch (error) {
+      // No active key yet: each CSR is refused with it, as one by one (the batch's other results go on).
+      if (error instanceof AppError) return requests.map(() => error);
+      throw error;
+    }
+    const { key, privateKey } = authority;
+    // Taken with the key, before any await: a rotation meanwhile must not pair another CA's chain with this leaf.
+    const intermediates = key.upstreamChainDer.length > 0 ? this.x509Authority().certificateChainDer : [];
+    const now = this.now();
+    const results = new Array<SignedX509Svid | AppError>(requests.length);
+    const items: CsrToSign[] = [];
+    const positions: number[] = [];
+    const expiries: Date[] = [];
+    requests.forEach((request, index) => {
+      try {
+        this.checkTrustDomain(request.spiffeId);
+        const ttlSeconds = this.ttl(request.ttlSeconds, this.config.x509SvidTtlSeconds, key.notAfter, now);
+        items.push({
+          csr: request.csr,
+          entrySpiffeId: request.entrySpiffeId,
+          entrySpiffeIdCanonical: request.entrySpiffeIdCanonical,
+          spiffeId: request.spiffeId.toString(),
+          dnsNames: request.dnsNames,
+          ttlSeconds,
+          field: request.field,
+        });
+        positions.push(index);
+        expiries.push(new Date(now.getTime() + ttlSeconds * 1000));
+      } catch (error) {
+        if (!(error instanceof AppError)) throw error;
+        results[index] = error;
+      }
+    });
+    const outcomes: CsrSigningOutcome[] =
+      this.pool === undefined
+        ? await signCsrs(this.x509Signer(), now, items, this.leafIds)
+        : await this.pool.sign({ id: key.id, certificateDer: key.certificateDer!, privateKey }, now, items);
+    let signed = 0;
+    outcomes.forEach((outcome, position) => {
+      const index = positions[position]!;
+      if (!outcome.ok) {
+        results[index] = new AppError('invalid_argument', outcome.message);
+        return;
+      }
+      signed += 1;
+      results[index] = {
+        certificateChainDer: [asBuffer(outcome.leafDer), ...intermediates],
+        expiresAt: expiries[position]!,
+      };
+    });
+    // The chunk's time shared among its leaves (they are signed together).
+    const seconds = (performance.now() - started) / 1000;
+    for (let i = 0; i < signed; i++) this.metrics.svidSigned('x509', seconds / signed);
+    return results;
   }
 
   /** Signs a JWT-SVID with the active JWT key and its `kid`. */
@@ -234,6 +347,11 @@ export class CaService {
     if (remaining <= 0) throw new AppError('unavailable', 'ca: the active key has expired, rotation is overdue');
     return Math.min(ttl, remaining);
   }
+}
+
+/** A worker's leaf arrives as a Uint8Array: a Buffer view on the same bytes, not a copy. */
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 function asInvalidArgument(error: unknown, field: string): unknown {

@@ -70,6 +70,7 @@ const FLAG_KEYS: readonly (keyof ServerConfigFlags)[] = [
   'databasePoolSize',
   'skipMigrations',
   'signingQueueMaxItems',
+  'signingWorkers',
   'agentRenewRate',
   'agentRenewBurst',
   'listenBacklog',
@@ -194,6 +195,10 @@ export function runCommand(): Command {
       'do not migrate at start; refuse to start while a migration is pending (apply them with sigil-server migrate)',
     )
     .option('--signing-queue-max-items <n>', 'CSRs and JWT requests waiting to be signed, all agents (default 20000)')
+    .option(
+      '--signing-workers <n>',
+      'threads signing X.509-SVIDs; 0: on the event loop (default: 1 per CPU, 0 on 1 CPU)',
+    )
     .option('--agent-renew-rate <n>', 'agent SVID renewals per second per agent, fractions allowed (default 0.2)')
     .option('--agent-renew-burst <n>', 'agent SVID renewals an agent may make at once (default 10)')
     .option('--listen-backlog <n>', 'accept queue of the TLS port, capped by net.core.somaxconn (default 4096)')

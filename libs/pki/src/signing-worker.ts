@@ -1,0 +1,47 @@
+/**
+ * A signing worker thread of {@link CsrSigningPool}: holds the CA key it was last given (a KeyObject handed over by
+ * `postMessage` inside the process, never encoded or written anywhere) and signs the CSR chunks sent to it with
+ * {@link signCsrs}, the same per-CSR work as on the server's event loop. It answers each chunk with the leaves or a
+ * message per CSR; the key is never part of any answer or error.
+ */
+import { parentPort } from 'node:worker_threads';
+import { signCsrs, SpiffeIdCache } from './csr-signing.js';
+import { X509SvidSigner } from './svid-signer.js';
+import type { FromSigningWorker, ToSigningWorker } from './signing-pool.js';
+
+const port = parentPort;
+if (port === null) throw new Error('signing-worker: must run as a worker thread (node:worker_threads)');
+
+/** The CA this worker signs with: only the latest key it was given (the pool resends a key whenever a chunk names another). */
+let current: { keyId: string; signer: X509SvidSigner } | { keyId: string; problem: string } | undefined;
+const ids = new SpiffeIdCache();
+
+function answer(message: FromSigningWorker): void {
+  port!.postMessage(message);
+}
+
+port.on('message', (message: ToSigningWorker) => {
+  if (message.type === 'key') {
+    try {
+      current = {
+        keyId: message.keyId,
+        signer: X509SvidSigner.create({ certificate: message.certificateDer, privateKey: message.privateKey }),
+      };
+    } catch (error) {
+      current = { keyId: message.keyId, problem: error instanceof Error ? error.message : 'not a signing key' };
+    }
+    return;
+  }
+  const { job, keyId } = message;
+  if (current?.keyId !== keyId || !('signer' in current)) {
+    const why = current?.keyId === keyId && 'problem' in current ? `: ${current.problem}` : ' (never given)';
+    answer({ job, error: `signing worker: no usable key ${keyId}${why}` });
+    return;
+  }
+  // Answers are copied, not transferred: a leaf may sit in Node's shared Buffer pool.
+  signCsrs(current.signer, new Date(message.now), message.items, ids).then(
+    (outcomes) => answer({ job, outcomes }),
+    (error: unknown) =>
+      answer({ job, error: `signing worker: ${error instanceof Error ? error.message : String(error)}` }),
+  );
+});
