@@ -189,6 +189,8 @@ async function main(): Promise<void> {
       args: [
         ...['--agent-sign-rate', '100000', '--agent-sign-burst', '100000', '--agent-sign-max-in-flight', '1000'],
         ...['--signing-workers', String(workers)],
+        // The connections wait idle while cfssl runs (two runs in a row between rounds): past the 10 s default.
+        ...['--http-idle-timeout', '5m'],
       ],
       ...(profileDir && { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profileDir] }),
     });
@@ -261,7 +263,8 @@ async function main(): Promise<void> {
       if (cfssl) log(`cfssl ${cfsslVersion()}: 1 CSR per request, wrk with ${cfsslConnections} connections`);
       else log(`cfssl: SKIPPED, ${missing.join(' and ')} not installed; install with: ${CFSSL_INSTALL_HINT}`);
 
-      await sigilRun(WARM_UP_SECONDS);
+      // With workers, each worker thread compiles the signing path on its own: warm them up longer.
+      await sigilRun(allCores ? 3 * WARM_UP_SECONDS : WARM_UP_SECONDS);
       if (cfssl) await cfsslRun(WARM_UP_SECONDS);
       const loadBefore = loadAverage();
       log(`load average before the rounds: ${loadBefore} (1, 5, 15 min)`);
