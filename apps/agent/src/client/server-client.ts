@@ -43,11 +43,16 @@ export class AgentApiError extends Error {
     message: string,
     /** The server's `Retry-After` (a 429 over a limit): wait at least this long before asking again. */
     readonly retryAfterMs?: number,
-    /** The agent SVID the request was made with (mTLS routes): a refusal is a verdict on that SVID only. */
-    readonly sentWith?: ClientCredentials,
+    sentWith?: ClientCredentials,
   ) {
     super(message);
+    // Not enumerable: the credentials hold the private key, which util.inspect (an unhandled rejection) and the
+    // logger's error serializer would otherwise print with the error.
+    Object.defineProperty(this, 'sentWith', { value: sentWith, enumerable: false });
   }
+
+  /** The agent SVID the request was made with (mTLS routes): a refusal is a verdict on that SVID only. */
+  declare readonly sentWith: ClientCredentials | undefined;
 
   /**
    * True when the server no longer accepts this agent's SVID (unknown, evicted, banned, or an SVID it did not

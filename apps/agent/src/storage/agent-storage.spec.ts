@@ -13,6 +13,7 @@ import {
   SVID_FILE,
   decideResume,
 } from './agent-storage.js';
+import { DataDirInUseError } from './agent-storage.js';
 import { joinTokenDigest } from '../attestor/node/join-token/join-token.attestor.js';
 import { ensurePrivateDir, writeFileAtomic } from '@sigil/runtime';
 
@@ -124,6 +125,23 @@ describe('AgentStorage', () => {
     await storage.forgetSvid();
     expect((await readdir(dir)).sort()).toEqual([META_FILE, BUNDLE_FILE].sort());
     expect(await storage.load(td)).toBeUndefined();
+  });
+
+  it('AgentStorage.prepare takes the data dir’s lock: a second storage on the same dir is refused until release', async () => {
+    const dataDir = join(dir, 'locked');
+    const first = new AgentStorage(dataDir);
+    await first.prepare();
+    await first.prepare(); // the same storage again: it holds the lock already
+    const second = new AgentStorage(dataDir);
+    const refused = await second.prepare().catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(DataDirInUseError);
+    expect((refused as Error).message).toBe(
+      `data dir ${dataDir} is in use by another sigil-agent (pid ${process.pid}): one agent per data dir; stop the ` +
+        'other one, or give this one its own --data-dir',
+    );
+    first.release();
+    await second.prepare();
+    second.release();
   });
 });
 

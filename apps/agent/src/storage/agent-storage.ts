@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { PEM_LABEL, certificatesToPem, pemBlocks, toPem } from '@sigil/pki';
 import { SpiffeId, TrustBundle, type TrustDomain, parseX509Svid, verifyX509Svid } from '@sigil/spiffe';
 import { type AtomicFile, ensurePrivateDir, writeFilesAtomic } from '@sigil/runtime';
-import { FileLock, FileLockHeldError } from './file-lock.js';
+import { FileLock, FileLockHeldError } from '@sigil/runtime/file-lock';
 
 /** How the agent attested when it got its current SVID: the node attestor's type (`join_token`, `x509pop`, …). */
 export type AttestationMethod = string;

@@ -93,9 +93,12 @@ export class AgentAuthGuard implements CanActivate {
     if (!svid.spiffeId.startsWith(this.agentIdPrefix)) {
       throw new AppError('permission_denied', `client certificate: ${svid.spiffeId} is not an agent id`);
     }
-    this.admitConnection(socket, svid.spiffeId);
+    // Counted per agent SVID (ID and serial), not per ID: someone holding an outdated or stolen-then-replaced SVID of
+    // the agent (refused just below) cannot use up the connections and syncs of the agent's current one.
+    const holder = `${svid.spiffeId} ${svid.serialNumber}`;
+    this.admitConnection(socket, holder, svid.spiffeId);
     if (this.reflector.get<boolean | undefined>(SYNC_ROUTE, context.getHandler())) {
-      await this.syncLimiter.admit(svid.spiffeId);
+      await this.syncLimiter.admit(holder, svid.spiffeId);
     }
     const agent = await this.agents.requireActive(svid.spiffeId, svid.serialNumber);
     setCallingAgent(request.raw, {
@@ -113,10 +116,10 @@ export class AgentAuthGuard implements CanActivate {
    * `agent_max_connections` gets 429 (the connection stays uncounted, and is counted by a later request once one of
    * the agent's others has closed).
    */
-  private admitConnection(socket: TLSSocket, spiffeId: string): void {
+  private admitConnection(socket: TLSSocket, key: string, spiffeId: string): void {
     // A connection already gone is never counted: its close would not come to take it off.
     if (this.countedConnections.has(socket) || socket.destroyed) return;
-    const open = this.connectionsPerAgent.get(spiffeId) ?? 0;
+    const open = this.connectionsPerAgent.get(key) ?? 0;
     if (open >= this.maxConnections) {
       throw new AppError(
         'resource_exhausted',
@@ -126,11 +129,11 @@ export class AgentAuthGuard implements CanActivate {
       );
     }
     this.countedConnections.add(socket);
-    this.connectionsPerAgent.set(spiffeId, open + 1);
+    this.connectionsPerAgent.set(key, open + 1);
     socket.once('close', () => {
-      const left = (this.connectionsPerAgent.get(spiffeId) ?? 1) - 1;
-      if (left > 0) this.connectionsPerAgent.set(spiffeId, left);
-      else this.connectionsPerAgent.delete(spiffeId);
+      const left = (this.connectionsPerAgent.get(key) ?? 1) - 1;
+      if (left > 0) this.connectionsPerAgent.set(key, left);
+      else this.connectionsPerAgent.delete(key);
     });
   }
 }

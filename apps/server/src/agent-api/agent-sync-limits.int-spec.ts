@@ -240,4 +240,30 @@ describe(`agent API: connections per agent (${backend})`, () => {
       for (const connection of [...connections, other]) connection.destroy();
     }
   });
+
+  it('counts connections per agent SVID: an outdated SVID of the agent holding connections open takes none of the current one’s', async () => {
+    const { token } = await api.server.app.get(JoinTokensService).create({});
+    const key = await newAgentKey();
+    const attested = await api.call('POST', '/agent/v1/attest/join-token', { token, csr: await key.csr() });
+    const old = credentialsOf(attested.body['svid'], key.privateKeyPem);
+    const renewKey = await newAgentKey();
+    const renewed = await api.call('POST', '/agent/v1/renew', { csr: await renewKey.csr() }, old);
+    expect(renewed.status).toBe(200);
+    const current = credentialsOf(renewed.body['svid'], renewKey.privateKeyPem);
+    const connections = Array.from({ length: 4 }, () => new Agent({ keepAlive: true, maxSockets: 1 }));
+    const sync = (connection: Agent, credentials: typeof old) =>
+      requestTls(api.port, { method: 'GET', path: '/agent/v1/sync?revision=0', credentials, agent: connection });
+    try {
+      // The current SVID used once: the old one is refused from now on, on as many connections as it opens.
+      expect((await sync(connections[0]!, current)).status).toBe(200);
+      connections[0]!.destroy();
+      for (const connection of connections.slice(1)) expect((await sync(connection, old)).status).toBe(403);
+      // Those three stay open (kept alive) and count for the old SVID only: the current one gets its three.
+      const fresh = Array.from({ length: 3 }, () => new Agent({ keepAlive: true, maxSockets: 1 }));
+      connections.push(...fresh);
+      for (const connection of fresh) expect((await sync(connection, current)).status).toBe(200);
+    } finally {
+      for (const connection of connections) connection.destroy();
+    }
+  });
 });

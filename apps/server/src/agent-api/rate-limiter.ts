@@ -35,19 +35,20 @@ export class AgentSyncRateLimiter {
   }
 
   /**
-   * Resolves when the agent may sync: at once, or after waiting for its next token.
+   * Resolves when the agent may sync: at once, or after waiting for its next token. `key` names the bucket (the
+   * agent SVID: its ID and serial); `agentId` is for messages.
    *
    * @throws AppError `resource_exhausted` when the agent is over its limit with a sync already waiting.
    */
-  async admit(agentId: string): Promise<void> {
-    const waitMs = this.buckets.reserve(agentId);
+  async admit(key: string, agentId: string): Promise<void> {
+    const waitMs = this.buckets.reserve(key);
     if (waitMs === 0) return;
     if (waitMs !== undefined) {
       await sleep(waitMs);
       return;
     }
     this.refusals.warn('sync-rate', { msg: 'agent sync refused: over its sync rate limit', agentId });
-    const retryAfterSeconds = Math.max(1, this.buckets.retryAfterSeconds(agentId));
+    const retryAfterSeconds = Math.max(1, this.buckets.retryAfterSeconds(key));
     throw new AppError(
       'resource_exhausted',
       `agent ${agentId}: over its sync rate limit (agent_sync_rate ${this.config.agentSyncRatePerSecond}/s, ` +

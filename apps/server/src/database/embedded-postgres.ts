@@ -1,12 +1,13 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
 import { PGLiteSocketServer } from '@electric-sql/pglite-socket';
+import { FileLock, FileLockHeldError } from '@sigil/runtime/file-lock';
 
 /** Connections the embedded socket server accepts; pools against it must stay at or below this. */
 export const EMBEDDED_MAX_CONNECTIONS = 10;
@@ -40,10 +41,14 @@ const INITDB_TIMEOUT_MS = 10 * 60_000;
  * close. Arguments: the URL of the PGlite module, the data directory, the start parameters as JSON.
  */
 const INITDB_SCRIPT = [
+  // Its stdin is a pipe from the server: end of file means the server died, and with it the data dir's lock, so the
+  // child stops rather than write on beside the next server.
+  'process.stdin.on("end", () => process.exit(70)).resume();',
   'const [moduleUrl, dataDir, params] = process.argv.slice(1);',
   'const { PGlite } = await import(moduleUrl);',
   'const db = await PGlite.create({ dataDir, startParams: JSON.parse(params) });',
   'await db.close();',
+  'process.exit(0);',
 ].join('\n');
 
 // libpq and pg look for the socket file `.s.PGSQL.<port>` in the directory named by `host`.
@@ -140,32 +145,18 @@ async function initialiseInChild(dataDir: string): Promise<void> {
   });
 }
 
-/** Takes `<dataDir>.lock` (holding our pid); a lock left by a process that no longer runs is taken over. */
+/**
+ * Takes `<dataDir>.lock`: an exclusive flock(2) naming our pid, which the kernel drops when this process ends (even
+ * by SIGKILL), so a crashed server leaves no stale lock and a reused pid means nothing.
+ */
 async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
   const lockFile = join(dirname(dataDir), `${basename(dataDir)}.lock`);
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const handle = await open(lockFile, 'wx', 0o600);
-      await handle.writeFile(String(process.pid));
-      await handle.close();
-      return () => rm(lockFile, { force: true });
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      const holder = Number.parseInt(await readFile(lockFile, 'utf8').catch(() => ''), 10);
-      if (Number.isInteger(holder) && holder > 0 && isRunning(holder)) {
-        throw new Error(`embedded database ${dataDir} is in use by process ${holder} (lock file ${lockFile})`);
-      }
-      await rm(lockFile, { force: true });
-    }
-  }
-  throw new Error(`embedded database ${dataDir}: could not take the lock file ${lockFile}`);
-}
-
-function isRunning(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    const lock = FileLock.acquire(lockFile);
+    return async () => lock.release();
   } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
+    if (!(error instanceof FileLockHeldError)) throw error;
+    const holder = error.holderPid === undefined ? 'another process' : `process ${error.holderPid}`;
+    throw new Error(`embedded database ${dataDir} is in use by ${holder} (lock file ${lockFile})`);
   }
 }

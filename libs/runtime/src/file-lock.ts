@@ -1,4 +1,4 @@
-import { closeSync, constants, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { type Stats, closeSync, constants, fstatSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
 import koffi from 'koffi';
 
 const LOCK_EX = 2;
@@ -45,6 +45,10 @@ export class FileLock {
   static acquire(path: string): FileLock {
     const fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
     try {
+      // A file planted by someone else (a FIFO, a hard link to another file, one another user owns and keeps open to
+      // hold the lock) is refused rather than locked or truncated.
+      const planted = plantedBecause(fstatSync(fd));
+      if (planted !== undefined) throw new Error(`file lock: ${path} ${planted}; remove it`);
       for (;;) {
         if (native()(fd, LOCK_EX | LOCK_NB) === 0) break;
         const errno = koffi.errno();
@@ -76,4 +80,13 @@ function holderPid(path: string): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** Why an opened lock file is not one this process may use, or undefined. */
+function plantedBecause(stats: Stats): string | undefined {
+  if (!stats.isFile()) return 'is not a regular file';
+  if (stats.nlink !== 1) return `has ${stats.nlink} hard links`;
+  const uid = process.getuid?.();
+  if (uid !== undefined && stats.uid !== uid) return `is owned by uid ${stats.uid}, not by this process (uid ${uid})`;
+  return undefined;
 }

@@ -1,9 +1,8 @@
-import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat, symlink } from 'node:fs/promises';
+import { execFileSync, spawn } from 'node:child_process';
+import { chown, link, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AgentStorage, DataDirInUseError } from './agent-storage.js';
 import { FileLock, FileLockHeldError } from './file-lock.js';
 
 describe('FileLock (flock(2) on a real file)', () => {
@@ -63,27 +62,28 @@ describe('FileLock (flock(2) on a real file)', () => {
     lock.release();
   });
 
+  it('refuses a planted file: a FIFO, a hard link', async () => {
+    const fifo = join(dir, 'fifo.lock');
+    execFileSync('mkfifo', [fifo]);
+    expect(() => FileLock.acquire(fifo)).toThrow(`file lock: ${fifo} is not a regular file; remove it`);
+    const target = join(dir, 'precious');
+    await writeFile(target, 'keep me');
+    await link(target, join(dir, 'linked.lock'));
+    expect(() => FileLock.acquire(join(dir, 'linked.lock'))).toThrow(/has 2 hard links; remove it$/);
+    expect(await readFile(target, 'utf8')).toBe('keep me');
+  });
+
+  it.skipIf(process.getuid?.() !== 0)('refuses a lock file another user owns (needs root, to chown)', async () => {
+    const foreign = join(dir, 'foreign.lock');
+    await writeFile(foreign, '', { mode: 0o666 });
+    await chown(foreign, 65534, 65534);
+    expect(() => FileLock.acquire(foreign)).toThrow(/is owned by uid 65534, not by this process \(uid 0\)/);
+  });
+
   it('does not follow a symbolic link planted at its path', async () => {
     const target = join(dir, 'elsewhere');
     await symlink(target, join(dir, 'agent.lock'));
     expect(() => FileLock.acquire(join(dir, 'agent.lock'))).toThrow(/ELOOP/);
     await expect(stat(target)).rejects.toMatchObject({ code: 'ENOENT' });
-  });
-
-  it('AgentStorage.prepare takes the data dir’s lock: a second storage on the same dir is refused until release', async () => {
-    const dataDir = join(dir, 'data');
-    const first = new AgentStorage(dataDir);
-    await first.prepare();
-    await first.prepare(); // the same storage again: it holds the lock already
-    const second = new AgentStorage(dataDir);
-    const refused = await second.prepare().catch((error: unknown) => error);
-    expect(refused).toBeInstanceOf(DataDirInUseError);
-    expect((refused as Error).message).toBe(
-      `data dir ${dataDir} is in use by another sigil-agent (pid ${process.pid}): one agent per data dir; stop the ` +
-        'other one, or give this one its own --data-dir',
-    );
-    first.release();
-    await second.prepare();
-    second.release();
   });
 });
