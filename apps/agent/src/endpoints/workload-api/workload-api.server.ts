@@ -80,23 +80,25 @@ export interface WorkloadApiLimits {
 }
 
 /**
- * The limits the agent serves with unless configured otherwise (`--workload-api-*`, README). Generous for real
- * workloads (each keeps one connection and at most a few streams: FetchX509SVID, FetchX509Bundles, FetchJWTBundles),
- * small enough that one uid at its caps costs the agent tens of MiB, not hundreds: `bench/dos/workload-streams.bench.ts`
- * (7,000 streams from nobody on 140 connections) grew its RSS by 42-67 MiB with 100 streams per connection and
- * asynchronous procfs reads, by about 30 MiB at these values (bench/README.md): at most 32 streams per connection
- * reach the handler instead of 100 (nghttp2 refuses the others before any JavaScript runs), so one uid's burst is
- * 4,096 calls, not 12,800. 128 connections let `npm run bench:workload` run its 100 clients of one uid.
+ * The limits the agent serves with unless configured otherwise (`--workload-api-*`, README). Sized for one uid
+ * running many workloads (a Kubernetes node whose pods all run as root: each keeps one connection and at most a few
+ * streams, FetchX509SVID, FetchX509Bundles, FetchJWTBundles) and for 1,000 clients of one uid connecting at once
+ * (issue 13; a load check of 300 clients at once, which the earlier 128 connections, 256 open calls and 256 new calls
+ * at once refused); bounded so that one uid at its caps costs the agent a bounded amount: at most 32 streams per
+ * connection reach the handler (nghttp2 refuses the others before any JavaScript runs), 2,048 open calls per uid,
+ * and a uid's new calls past 1,024 at once are refused before any attestation. `bench/dos/workload-streams.bench.ts`
+ * measured about 0.1 MiB of agent RSS per open stream (bench/README.md), so a uid at its caps costs up to ~250 MiB:
+ * lower them where users that are not trusted share the host.
  */
 export const WORKLOAD_API_LIMITS: WorkloadApiLimits = Object.freeze({
   maxStreamsPerConnection: 32,
-  maxStreamsPerUid: 256,
-  maxConnectionsPerUid: 128,
+  maxStreamsPerUid: 2048,
+  maxConnectionsPerUid: 1024,
   idleTimeoutMs: 60_000,
   maxSessionMemoryMb: 8,
   refusalLogIntervalMs: 60_000,
-  streamRatePerUid: 200,
-  streamBurstPerUid: 256,
+  streamRatePerUid: 500,
+  streamBurstPerUid: 1024,
   refusalHoldMs: 1000,
   maxAttestationsPerUid: 8,
 });
