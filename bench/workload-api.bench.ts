@@ -19,8 +19,8 @@
  * message of the same size and does nothing else: what node:http2 alone costs per connection and call, side by side.
  *
  * Then `--hold-clients` (default 1,000; 0 skips it) concurrent clients for `--hold-rounds` rounds on every server:
- * every call must get its SVID (the run fails on any error). Past 496 clients, the rounds that follow each other
- * could meet the agent's per-uid Workload API limits (1,024 connections, 2,048 open calls, 1,024 new calls at once)
+ * every call must get its SVID (the run fails on any error). Past 240 clients, the rounds that follow each other
+ * could meet the agent's per-uid Workload API limits (512 connections, 1,024 open calls, 512 new calls at once)
  * before it has seen the last round's connections close: the agents then run with limits sized to twice a round
  * (the flags are printed).
  */
@@ -38,8 +38,8 @@ const RESPONSE_TIMEOUT_MS = 30_000;
 // loaded 2-core machine (load 15-20, the agent getting a fraction of a core), 1,000 calls took ~30 s.
 const HOLD_RESPONSE_TIMEOUT_MS = 180_000;
 // Rounds of this many clients fit twice (with 32 to spare) in the agent's default per-uid limits (WORKLOAD_API_LIMITS;
-// README, Workload API limits): 2 × 496 + 32 = 1,024.
-const DEFAULT_LIMITS_HOLD = 496;
+// README, Workload API limits): 2 × 240 + 32 = 512.
+const DEFAULT_LIMITS_HOLD = 240;
 
 /** One Workload API server measured: an agent, or the bare node:http2 floor. */
 interface Target {

@@ -38,9 +38,16 @@ port.on('message', (message: ToSigningWorker) => {
     answer({ job, error: `signing worker: no usable key ${keyId}${why}` });
     return;
   }
-  // Answers are copied, not transferred: a leaf may sit in Node's shared Buffer pool.
+  // Answers are copied, not transferred. Each leaf is first copied into a buffer of its own size: a leaf may be a view
+  // of Node's shared Buffer pool, and posting the view would copy its whole 8 KiB slab (other requests' bytes) across.
   signCsrs(current.signer, new Date(message.now), message.items, ids).then(
-    (outcomes) => answer({ job, outcomes }),
+    (outcomes) =>
+      answer({
+        job,
+        outcomes: outcomes.map((outcome) =>
+          outcome.ok ? { ...outcome, leafDer: new Uint8Array(outcome.leafDer) } : outcome,
+        ),
+      }),
     (error: unknown) =>
       answer({ job, error: `signing worker: ${error instanceof Error ? error.message : String(error)}` }),
   );

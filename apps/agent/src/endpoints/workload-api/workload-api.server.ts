@@ -82,23 +82,23 @@ export interface WorkloadApiLimits {
 /**
  * The limits the agent serves with unless configured otherwise (`--workload-api-*`, README). Sized for one uid
  * running many workloads (a Kubernetes node whose pods all run as root: each keeps one connection and at most a few
- * streams, FetchX509SVID, FetchX509Bundles, FetchJWTBundles) and for 1,000 clients of one uid connecting at once
- * (issue 13; a load check of 300 clients at once, which the earlier 128 connections, 256 open calls and 256 new calls
- * at once refused); bounded so that one uid at its caps costs the agent a bounded amount: at most 32 streams per
- * connection reach the handler (nghttp2 refuses the others before any JavaScript runs), 2,048 open calls per uid,
- * and a uid's new calls past 1,024 at once are refused before any attestation. `bench/dos/workload-streams.bench.ts`
- * measured about 0.1 MiB of agent RSS per open stream (bench/README.md), so a uid at its caps costs up to ~250 MiB:
- * lower them where users that are not trusted share the host.
+ * streams, FetchX509SVID, FetchX509Bundles, FetchJWTBundles) and for a load check of 300 clients of one uid at once,
+ * which the earlier 128 connections, 256 open calls and 256 new calls at once refused; bounded so that one uid at its
+ * caps costs the agent a bounded amount: at most 32 streams per connection reach the handler (nghttp2 refuses the
+ * others before any JavaScript runs), 1,024 open calls per uid, and a uid's new calls past 512 at once are refused
+ * before any attestation. `bench/dos/workload-streams.bench.ts` measured about 0.1 MiB of agent RSS per open stream
+ * (bench/README.md), so a uid at its caps costs up to ~125 MiB (the caps are per uid: k local users, k times that).
+ * 1,000 clients of one uid at once need larger caps (`npm run bench:workload` prints the flags it uses).
  */
 export const WORKLOAD_API_LIMITS: WorkloadApiLimits = Object.freeze({
   maxStreamsPerConnection: 32,
-  maxStreamsPerUid: 2048,
-  maxConnectionsPerUid: 1024,
+  maxStreamsPerUid: 1024,
+  maxConnectionsPerUid: 512,
   idleTimeoutMs: 60_000,
   maxSessionMemoryMb: 8,
   refusalLogIntervalMs: 60_000,
   streamRatePerUid: 500,
-  streamBurstPerUid: 1024,
+  streamBurstPerUid: 512,
   refusalHoldMs: 1000,
   maxAttestationsPerUid: 8,
 });
