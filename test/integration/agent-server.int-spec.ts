@@ -36,7 +36,13 @@ async function until(condition: () => boolean, what: string): Promise<void> {
 }
 
 /** One agent made of the real classes, wired as apps/agent/src/agent.ts wires them. */
-async function startAgent(api: AgentApiTestServer, bundle: TrustBundle, dataDir: string, token: string) {
+async function startAgent(
+  api: AgentApiTestServer,
+  bundle: TrustBundle,
+  dataDir: string,
+  token: string,
+  signing: { batchSize?: number; onSignRequest?: (phase: 'start' | 'end') => void } = {},
+) {
   const identity = new AgentIdentity({ kind: 'bundle', file: 'bundle.pem', bundle }, bundle.trustDomain);
   const client = new ServerClient({
     addresses: [parseServerAddress(`127.0.0.1:${api.port}`) as ServerAddress],
@@ -56,7 +62,21 @@ async function startAgent(api: AgentApiTestServer, bundle: TrustBundle, dataDir:
   await manager.start();
   cache.setOwnBundle(identity.ownBundle()!);
   const refusals: AgentApiError[] = [];
-  const rotator = new SvidRotator(cache, client, { bundle: () => identity.ownBundle(), logger: quiet });
+  const signer: Pick<ServerClient, 'signX509Svids'> = {
+    signX509Svids: async (requests) => {
+      signing.onSignRequest?.('start');
+      try {
+        return await client.signX509Svids(requests);
+      } finally {
+        signing.onSignRequest?.('end');
+      }
+    },
+  };
+  const rotator = new SvidRotator(cache, signer, {
+    bundle: () => identity.ownBundle(),
+    logger: quiet,
+    batchSize: signing.batchSize,
+  });
   let polls = 0;
   const sync = new EntrySync(client, cache, rotator, {
     waitMs: 10_000,
@@ -144,6 +164,48 @@ describe('agent classes against a real sigil-server', () => {
     const csr = await createCsr({ keys: await generateKeyPair(), spiffeId: SpiffeId.parse('spiffe://example.org/db') });
     const [result] = await agentA.client.signX509Svids([{ entryId: dbEntry.id, csrPem: csr.pem }]);
     expect(result).toMatchObject({ entryId: dbEntry.id, ok: false, code: 'permission_denied' });
+  });
+
+  it('keeps two CSR batches at the server at once, and signs every entry', async () => {
+    const tokens = api.server.app.get(JoinTokensService);
+    const count = 9;
+    for (let i = 0; i < count; i++) {
+      await entries().createEntry({
+        spiffeId: `spiffe://example.org/batch/${i}`,
+        parentId: 'spiffe://example.org/host/c',
+        selectors: uid(1001),
+      });
+    }
+    let inFlight = 0;
+    let most = 0;
+    let requests = 0;
+    const agentC = await startAgent(
+      api,
+      bundle,
+      join(dir, 'c'),
+      (await tokens.create({ spiffeId: 'spiffe://example.org/host/c' })).token,
+      {
+        batchSize: 2,
+        onSignRequest: (phase) => {
+          if (phase === 'start') {
+            requests++;
+            most = Math.max(most, ++inFlight);
+          } else {
+            inFlight--;
+          }
+        },
+      },
+    );
+    try {
+      await until(
+        () => agentC.cache.identitiesFor(uid(1001)).filter((identity) => identity.x509Svid).length === count,
+        'all SVIDs of agent C',
+      );
+      expect(requests).toBe(Math.ceil(count / 2));
+      expect(most).toBe(2);
+    } finally {
+      await agentC.stop();
+    }
   });
 
   it('receives a new entry through the long poll it has open', async () => {

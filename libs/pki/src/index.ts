@@ -4,14 +4,17 @@ export {
   exportPrivateKeyPkcs8,
   exportPublicKeySpki,
   generateKeyPair,
+  generateSigningKey,
   importPrivateKeyPkcs8,
   importPublicKeySpki,
   keyTypeOf,
   signingAlgorithmFor,
   toKeyObject,
+  type GeneratedSigningKey,
   type KeyType,
   type SigningAlgorithm,
 } from './keys.js';
+export { spkiDerOf } from './spki.js';
 export {
   PEM_LABEL,
   certificatesFromPem,

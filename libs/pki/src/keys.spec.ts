@@ -1,9 +1,18 @@
-import { createPrivateKey, sign, verify, webcrypto } from 'node:crypto';
+import {
+  createPrivateKey,
+  createPublicKey,
+  createSecretKey,
+  generateKeyPairSync,
+  sign,
+  verify,
+  webcrypto,
+} from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import {
   exportPrivateKeyPkcs8,
   exportPublicKeySpki,
   generateKeyPair,
+  generateSigningKey,
   importPrivateKeyPkcs8,
   importPublicKeySpki,
   isKeyPairOf,
@@ -12,6 +21,7 @@ import {
   toKeyObject,
   type KeyType,
 } from './keys.js';
+import { spkiDerOf } from './spki.js';
 
 const KEY_TYPES: KeyType[] = ['ec-p256', 'ec-p384', 'rsa-2048'];
 const message = new TextEncoder().encode('sigil');
@@ -126,5 +136,33 @@ describe('key errors', () => {
     const keys = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']);
     expect(() => exportPrivateKeyPkcs8(keys.privateKey)).toThrow('privateKey: must be extractable to be exported');
     expect(() => exportPrivateKeyPkcs8(keys.publicKey)).toThrow('privateKey: must be a private key, got a public key');
+  });
+});
+
+describe('generateSigningKey and spkiDerOf', () => {
+  it.each(KEY_TYPES)('%s: a key object whose SPKI is the bytes OpenSSL exports, and that signs', async (keyType) => {
+    const rounds = keyType === 'rsa-2048' ? 3 : 200;
+    for (let i = 0; i < rounds; i++) {
+      const { privateKey, spkiDer } = await generateSigningKey(keyType);
+      expect(privateKey.type).toBe('private');
+      const exported = createPublicKey(privateKey).export({ format: 'der', type: 'spki' });
+      expect(spkiDer.equals(exported)).toBe(true);
+      expect(spkiDerOf(createPublicKey(privateKey)).equals(exported)).toBe(true);
+      const publicKey = await importPublicKeySpki(spkiDer, keyType);
+      const signature = sign(keyType === 'ec-p384' ? 'sha384' : 'sha256', message, privateKey);
+      expect(verify(keyType === 'ec-p384' ? 'sha384' : 'sha256', message, toKeyObject(publicKey), signature)).toBe(
+        true,
+      );
+    }
+  });
+
+  it('refuses an unknown key type and a secret key', async () => {
+    await expect(generateSigningKey('ec-p521' as KeyType)).rejects.toThrow('keyType: must be one of');
+    expect(() => spkiDerOf(createSecretKey(Buffer.alloc(32)))).toThrow('key: must be an asymmetric KeyObject');
+  });
+
+  it('leaves keys of other curves to OpenSSL', () => {
+    const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'secp521r1' });
+    expect(spkiDerOf(publicKey).equals(publicKey.export({ format: 'der', type: 'spki' }))).toBe(true);
   });
 });

@@ -23,8 +23,9 @@ export const DEFAULT_AGENT_JWT_SIGN_RATE = 100;
 /** JWT-SVIDs an agent may have signed at once (`agent_jwt_sign_burst`): a host's workloads starting together. */
 export const DEFAULT_AGENT_JWT_SIGN_BURST = 1_000;
 /**
- * X.509-SVID batches one agent may have in progress at once (`agent_sign_max_in_flight`); Sigil's agent sends one
- * at a time, so more is a misbehaving or hostile caller holding the server's memory and signing queue.
+ * X.509-SVID batches one agent may have in progress at once (`agent_sign_max_in_flight`); Sigil's agent sends at most
+ * `AGENT_SIGN_BATCHES_IN_FLIGHT` (2) at a time, so more is a misbehaving or hostile caller holding the server's memory
+ * and signing queue. Set to 1, an agent's second batch is refused (429) and it backs off: signing gets slower.
  */
 export const DEFAULT_AGENT_SIGN_MAX_IN_FLIGHT = 4;
 
