@@ -45,6 +45,14 @@ interface CacheRecord {
   wanted: boolean;
   /** Lazy signing: when a caller last had this entry (a tick of {@link SvidCache}'s use counter), for the LRU. */
   lastUsed: number;
+  /** Lazy signing: how many live callers have this entry (kept up to date, so that "pinned" costs nothing to ask). */
+  pins: number;
+}
+
+/** Lazy signing: one live caller, and the records its selectors match (each counted in that record's `pins`). */
+interface Watcher {
+  readonly selectors: readonly Selector[];
+  readonly records: Set<CacheRecord>;
 }
 
 /** How the cache signs: every entry at once (default), or lazily with an LRU cap (`--svid-cache-max-size`). */
@@ -107,7 +115,7 @@ export class SvidCache implements IdentityCache {
   /** Entries whose SVID was seen expired (logged once each, counted by the metrics). */
   private readonly expiredIds = new Set<string>();
   /** Lazy signing: the selectors of each live caller (open FetchX509SVID and SDS streams). */
-  private readonly watchers = new Set<readonly Selector[]>();
+  private readonly watchers = new Set<Watcher>();
   private useCounter = 0;
   private signingWanted: (() => void) | undefined;
 
@@ -144,11 +152,12 @@ export class SvidCache implements IdentityCache {
    */
   watch(selectors: readonly Selector[]): () => void {
     if (!this.lazy) return () => undefined;
-    this.watchers.add(selectors);
+    const watcher: Watcher = { selectors, records: new Set() };
+    this.watchers.add(watcher);
     let missing = false;
     const tick = ++this.useCounter;
     for (const record of this.records.values()) {
-      if (!matchesAllSelectors(record.entry.selectors, selectors)) continue;
+      if (!this.pin(watcher, record)) continue;
       record.wanted = true;
       record.lastUsed = tick;
       if (record.svid === undefined) missing = true;
@@ -158,19 +167,43 @@ export class SvidCache implements IdentityCache {
     return () => {
       if (done) return;
       done = true;
-      this.watchers.delete(selectors);
+      this.watchers.delete(watcher);
       const last = ++this.useCounter;
-      for (const record of this.records.values()) {
-        if (matchesAllSelectors(record.entry.selectors, selectors)) record.lastUsed = last;
+      for (const record of watcher.records) {
+        record.pins--;
+        record.lastUsed = last;
       }
+      watcher.records.clear();
       this.evict();
     };
   }
 
+  /** Counts `record` as held by `watcher` when the caller's selectors match it; true if they do. */
+  private pin(watcher: Watcher, record: CacheRecord): boolean {
+    if (!matchesAllSelectors(record.entry.selectors, watcher.selectors)) return false;
+    watcher.records.add(record);
+    record.pins++;
+    return true;
+  }
+
+  /**
+   * Lazy signing: counts the live callers that have a new or changed record (once per arrival or change of an entry,
+   * not on every signing pass or eviction as a scan of every caller would be).
+   */
+  private repin(record: CacheRecord): void {
+    this.unpin(record);
+    for (const watcher of this.watchers) this.pin(watcher, record);
+  }
+
+  private unpin(record: CacheRecord): void {
+    if (record.pins === 0) return;
+    for (const watcher of this.watchers) watcher.records.delete(record);
+    record.pins = 0;
+  }
+
   /** Whether a live caller has this entry (its SVID is kept past the cap, and signed when it arrives). */
   private pinned(record: CacheRecord): boolean {
-    for (const selectors of this.watchers) if (matchesAllSelectors(record.entry.selectors, selectors)) return true;
-    return false;
+    return record.pins > 0;
   }
 
   /**
@@ -519,7 +552,7 @@ export class SvidCache implements IdentityCache {
   private upsert(entry: AgentEntry): boolean {
     const record = this.records.get(entry.id);
     if (record === undefined) {
-      this.records.set(entry.id, {
+      const created: CacheRecord = {
         entry,
         svid: undefined,
         expiry: undefined,
@@ -527,7 +560,10 @@ export class SvidCache implements IdentityCache {
         identity: undefined,
         wanted: false,
         lastUsed: 0,
-      });
+        pins: 0,
+      };
+      this.records.set(entry.id, created);
+      if (this.lazy) this.repin(created);
       this.sorted = undefined;
       this.sha256InUse = undefined;
       return true;
@@ -542,13 +578,18 @@ export class SvidCache implements IdentityCache {
     record.entry = entry;
     record.refused = undefined;
     record.identity = undefined;
+    // Its selectors may have changed: the callers that have it are counted again.
+    if (this.lazy) this.repin(record);
     this.sorted = undefined;
     this.sha256InUse = undefined;
     return true;
   }
 
   private remove(id: string): boolean {
-    if (!this.records.delete(id)) return false;
+    const record = this.records.get(id);
+    if (record === undefined) return false;
+    this.records.delete(id);
+    this.unpin(record);
     this.jwtSvids.forget(id);
     this.sorted = undefined;
     this.sha256InUse = undefined;
