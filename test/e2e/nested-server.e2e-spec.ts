@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { certificatesFromPem } from '@sigil/pki';
 import { x509 } from '@sigil/spiffe/x509';
+import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentStorage } from '../../apps/agent/src/storage/agent-storage.js';
 import { opensslVerify } from '../support/openssl.js';
@@ -29,6 +30,7 @@ import {
   type X509SvidResponse,
   securityHeader,
   splitChain,
+  unary,
   verifySvidMessage,
   workloadClient,
 } from '../support/workload-grpc.js';
@@ -70,6 +72,7 @@ describe('nested Sigil: upstream authority sigil through a downstream entry (rea
   let top: ServerProcess;
   let nested: ServerProcess;
   let client: WorkloadClient | undefined;
+  let topSocket: string;
   const children: SigilProcess[] = [];
 
   const startAgent = async (server: ServerProcess, name: string): Promise<string> => {
@@ -98,7 +101,7 @@ describe('nested Sigil: upstream authority sigil through a downstream entry (rea
     scratch = await mkdtemp(join(tmpdir(), 'sigil-nested-'));
     top = await startServerProcess({ dir: join(scratch, 'top') });
     children.push(top.process);
-    const topSocket = await startAgent(top, 'top-agent');
+    topSocket = await startAgent(top, 'top-agent');
     await createEntry(top, [
       '--spiffe-id',
       NESTED_SERVER_ID,
@@ -183,6 +186,74 @@ describe('nested Sigil: upstream authority sigil through a downstream entry (rea
       svids.close();
     }
   });
+
+  it("shares JWT authorities with the top (SPIRE's PublishJWTAuthority): a nested JWT-SVID validates with the top agent's bundle and a top one with the nested agent's; a new nested key reaches the top before it signs, a top revoke leaves the nested bundle", async () => {
+    const AUDIENCE = 'nested-e2e';
+    type JwtBundles = { bundles: Record<string, Buffer> };
+    const topClient = workloadClient(topSocket);
+    const watchJwtBundles = (each: WorkloadClient) =>
+      new StreamWatcher<JwtBundles>(each.FetchJWTBundles({}, securityHeader()));
+    const jwtKeys = (message: JwtBundles): { kid?: string; use?: string }[] =>
+      message.bundles[TD] === undefined ? [] : JSON.parse(message.bundles[TD].toString('utf8')).keys;
+    const kidsOf = (message: JwtBundles): string[] => jwtKeys(message).map((key) => key.kid ?? '');
+    // As a relying party with jose and the bundle a Workload API streams (jose refuses `use: jwt-svid` keys as given).
+    const verifyWith = (message: JwtBundles, token: string) =>
+      jwtVerify(
+        token,
+        createLocalJWKSet({
+          keys: jwtKeys(message)
+            .filter((key) => key.use === 'jwt-svid')
+            .map(({ use: _use, ...key }) => key),
+        }),
+        { audience: AUDIENCE },
+      );
+    const fetchJwt = async (each: WorkloadClient, spiffeId: string): Promise<string> =>
+      (await unary(each.FetchJWTSVID.bind(each), { audience: [AUDIENCE], spiffe_id: spiffeId })).svids[0]!.svid;
+    const validate = async (each: WorkloadClient, svid: string): Promise<string> =>
+      (await unary(each.ValidateJWTSVID.bind(each), { audience: AUDIENCE, svid })).spiffe_id;
+    const jwtAuthority = async (server: ServerProcess, verb: string, ...args: string[]): Promise<Authority> =>
+      Object.values(await server.json<Record<string, Authority>>(['localauthority', 'jwt', verb, ...args]))[0]!;
+    const topBundles = watchJwtBundles(topClient);
+    const nestedBundles = watchJwtBundles(client!);
+    try {
+      // A nested JWT-SVID, checked with the TOP agent's JWT bundle.
+      const nestedToken = await fetchJwt(client!, WORKLOAD_ID);
+      const nestedKid = decodeProtectedHeader(nestedToken).kid!;
+      const atTop = await topBundles.next((message) => kidsOf(message).includes(nestedKid), { timeoutMs: 60_000 });
+      expect((await verifyWith(atTop, nestedToken)).payload.sub).toBe(WORKLOAD_ID);
+      expect(await validate(topClient, nestedToken)).toBe(WORKLOAD_ID);
+
+      // A top JWT-SVID (the downstream entry's, served by the top agent), checked with the NESTED agent's bundle.
+      const topToken = await fetchJwt(topClient, NESTED_SERVER_ID);
+      const topKid = decodeProtectedHeader(topToken).kid!;
+      const atNested = await nestedBundles.next((message) => kidsOf(message).includes(topKid), { timeoutMs: 60_000 });
+      expect((await verifyWith(atNested, topToken)).payload.sub).toBe(NESTED_SERVER_ID);
+      expect(await validate(client!, topToken)).toBe(NESTED_SERVER_ID);
+
+      // Every new nested JWT key is in the top bundle as soon as it exists (published before the journal holds it).
+      const preparedKid = (await jwtAuthority(nested, 'prepare')).authority_id;
+      await topBundles.next((message) => kidsOf(message).includes(preparedKid), { timeoutMs: 30_000 });
+
+      // The top moves off its key and revokes it: it leaves the nested bundle with the next follow.
+      const newTopKid = (await jwtAuthority(top, 'prepare')).authority_id;
+      await jwtAuthority(top, 'activate', '--authority-id', newTopKid);
+      await jwtAuthority(top, 'taint', '--authority-id', topKid);
+      await jwtAuthority(top, 'revoke', '--authority-id', topKid, '--force');
+      const after = await nestedBundles.next(
+        (message) => !kidsOf(message).includes(topKid) && kidsOf(message).includes(newTopKid),
+        { from: nestedBundles.messages.length - 1, timeoutMs: 60_000 },
+      );
+      expect(kidsOf(after)).toEqual(expect.arrayContaining([nestedKid, preparedKid, newTopKid]));
+      await expect(verifyWith(after, topToken)).rejects.toThrow();
+      expect(nested.process.output()).toMatch(
+        /"msg":"upstream bundle: the top trust domain's JWT authorities changed; published"/,
+      );
+    } finally {
+      topBundles.close();
+      nestedBundles.close();
+      topClient.close();
+    }
+  }, 240_000);
 
   it('asks the top server again for every new CA key (localauthority x509 prepare)', async () => {
     const before = await nested.json<{ active: { authority_id: string } }>(['localauthority', 'x509', 'show']);

@@ -20,6 +20,11 @@ export type SigningAlgorithm =
   | { readonly name: 'RSASSA-PKCS1-v1_5'; readonly hash: 'SHA-256' };
 
 const KEY_TYPES: readonly KeyType[] = ['ec-p256', 'ec-p384', 'rsa-2048'];
+
+/** True for one of the key types Sigil issues and accepts ({@link KeyType}). */
+export function isKeyType(value: unknown): value is KeyType {
+  return KEY_TYPES.includes(value as KeyType);
+}
 const RSA_PUBLIC_EXPONENT = new Uint8Array([0x01, 0x00, 0x01]);
 
 // Node 20 exposes the CryptoKey class only as a global (not on `crypto.webcrypto`).

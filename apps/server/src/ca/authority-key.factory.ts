@@ -17,7 +17,7 @@ import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { KeyEncryptionKey } from '../kek/key-encryption-key.js';
 import type { AuthorityKind, CaKey } from './ca-key.js';
 import type { NewCaKey } from './ca-keys.repository.js';
-import { UpstreamSigilAuthority } from './upstream-sigil.js';
+import { UpstreamSigilAuthority, type UpstreamAuthorities } from './upstream-sigil.js';
 
 /** `kid` of a JWT key: 24 random bytes in base64url (32 characters). */
 const KID_BYTES = 24;
@@ -65,12 +65,12 @@ export class AuthorityKeyFactory {
   }
 
   /**
-   * Upstream authority sigil: the upstream bundle's X.509 authorities now, from an upstream server authenticated
-   * against `trusted` (the upstream roots stored); see {@link UpstreamSigilAuthority.x509Authorities}.
+   * Upstream authority sigil: the upstream bundle's X.509 and JWT authorities now, from an upstream server
+   * authenticated against `trusted` (the upstream roots stored); see {@link UpstreamSigilAuthority.authorities}.
    */
-  async upstreamX509Authorities(trusted: readonly Uint8Array[], now: Date): Promise<Buffer[]> {
+  async upstreamAuthorities(trusted: readonly Uint8Array[], now: Date): Promise<UpstreamAuthorities> {
     if (this.upstreamSigil === undefined) throw new Error('upstream authority sigil is not configured');
-    return this.upstreamSigil.x509Authorities(trusted, now);
+    return this.upstreamSigil.authorities(trusted, now);
   }
 
   /**
@@ -88,14 +88,18 @@ export class AuthorityKeyFactory {
     if (kind === 'jwt') {
       // JWT keys carry no certificate: their validity is whole seconds from now, the CA TTL long.
       const notBefore = new Date(Math.floor(now.getTime() / 1000) * 1000);
+      const kid = randomBytes(KID_BYTES).toString('base64url');
+      const notAfter = new Date(notBefore.getTime() + this.config.caTtlSeconds * 1000);
+      // Upstream authority sigil: in the upstream's bundle (so in every bundle of the trust domain) before it signs.
+      await this.upstreamSigil?.publishJwtAuthority({ kid, publicKeyDer, notAfter }, upstreamRoots);
       return {
         ...common,
-        authorityId: randomBytes(KID_BYTES).toString('base64url'),
+        authorityId: kid,
         certificateDer: null,
         upstreamChain: null,
         upstreamAuthorities: null,
         notBefore,
-        notAfter: new Date(notBefore.getTime() + this.config.caTtlSeconds * 1000),
+        notAfter,
         activatedAt: null,
       };
     }

@@ -3,6 +3,10 @@ import { DataSource, In } from 'typeorm';
 import { managerOf, runInTransaction, type Transaction } from '../database/transaction.js';
 import type { CaKey } from './ca-key.js';
 import { CaKeyEntity } from './ca-key.entity.js';
+import { SharedJwtAuthorityEntity, type SharedJwtAuthorityOrigin } from './shared-jwt-authority.entity.js';
+
+/** A JWT authority of our trust domain whose private key another Sigil server holds, as stored. */
+export type SharedJwtAuthorityRow = Readonly<SharedJwtAuthorityEntity>;
 
 /** A journal row ready to insert; the revision comes from the database. */
 export type NewCaKey = Omit<CaKey, 'revision'>;
@@ -20,7 +24,12 @@ const NEXT_REVISION = () => `nextval('${CA_KEYS_REVISION_SEQUENCE}')`;
 /** The CA key journal's I/O: reads, writes and the rotation lock. */
 @Injectable()
 export class CaKeysRepository {
-  constructor(private readonly dataSource: DataSource) {}
+  /** The JWT authorities shared with other Sigil servers, published in the bundle with the journal's keys. */
+  readonly shared: SharedJwtAuthoritiesRepository;
+
+  constructor(private readonly dataSource: DataSource) {
+    this.shared = new SharedJwtAuthoritiesRepository(dataSource);
+  }
 
   /**
    * Runs `work` in a transaction holding the rotation advisory lock (released at commit). With `wait: false` it
@@ -97,6 +106,50 @@ export class CaKeysRepository {
 
   async deleteByIds(tx: Transaction, ids: readonly string[]): Promise<void> {
     if (ids.length > 0) await managerOf(tx).delete(CaKeyEntity, { id: In([...ids]) });
+  }
+}
+
+/**
+ * The JWT authorities shared with other Sigil servers of our trust domain (`shared_jwt_authorities`): published by
+ * downstream servers, or followed from the upstream server. Written under the rotation lock, in the transaction that
+ * also republishes the bundle ({@link CaKeysRepository.shared}).
+ */
+export class SharedJwtAuthoritiesRepository {
+  constructor(private readonly dataSource: DataSource) {}
+
+  /** Every stored shared JWT authority, by origin then kid. */
+  async list(tx?: Transaction): Promise<SharedJwtAuthorityRow[]> {
+    return (tx === undefined ? this.dataSource.manager : managerOf(tx)).find(SharedJwtAuthorityEntity, {
+      order: { origin: 'ASC', kid: 'ASC' },
+    });
+  }
+
+  /** Stores a downstream caller's key (or refreshes the expiry of the same key it published before). */
+  async saveDownstream(tx: Transaction, row: Omit<SharedJwtAuthorityRow, 'origin'>): Promise<void> {
+    await managerOf(tx).upsert(SharedJwtAuthorityEntity, { ...row, origin: 'downstream' }, ['origin', 'kid']);
+  }
+
+  /** Replaces every stored key of `origin` `upstream` with `rows`. */
+  async replaceUpstream(tx: Transaction, rows: readonly Omit<SharedJwtAuthorityRow, 'origin' | 'publishedBy'>[]) {
+    const manager = managerOf(tx);
+    await manager.delete(SharedJwtAuthorityEntity, { origin: 'upstream' satisfies SharedJwtAuthorityOrigin });
+    if (rows.length > 0) {
+      await manager.insert(
+        SharedJwtAuthorityEntity,
+        rows.map((row) => ({ ...row, origin: 'upstream' as const, publishedBy: null })),
+      );
+    }
+  }
+
+  /** Deletes the keys that expired by `now`; returns how many. */
+  async deleteExpired(tx: Transaction, now: Date): Promise<number> {
+    const result = await managerOf(tx)
+      .createQueryBuilder()
+      .delete()
+      .from(SharedJwtAuthorityEntity)
+      .where('not_after <= :now', { now })
+      .execute();
+    return result.affected ?? 0;
   }
 }
 

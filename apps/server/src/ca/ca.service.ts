@@ -19,6 +19,7 @@ import { type AuthorityKind } from './ca-key.js';
 import { AppError } from '../common/errors.js';
 import { SERVER_CONFIG, type CaKeyType, type ServerConfig } from '../config.js';
 import { AUTHORITY_METRICS, noAuthorityMetrics, type AuthorityMetrics } from './authority-metrics.js';
+import type { SharedJwtAuthority } from '../downstream/downstream-contract.js';
 import { KeyManager } from './key-manager.js';
 
 /** An X.509-SVID to sign: the SPIFFE ID, and the subject's key as a verified SPKI or as a CSR to verify. */
@@ -242,6 +243,23 @@ export class CaService implements OnApplicationShutdown {
     const seconds = (performance.now() - started) / 1000;
     for (let i = 0; i < signed; i++) this.metrics.svidSigned('x509', seconds / signed);
     return results;
+  }
+
+  /**
+   * Publishes a downstream server's JWT key in our bundle until it expires ({@link KeyManager.publishDownstreamJwtAuthority}),
+   * for a caller the downstream guard authenticated.
+   */
+  publishDownstreamJwtAuthority(
+    caller: string,
+    key: SharedJwtAuthority,
+    limits: { readonly maxLifetimeSeconds: number; readonly maxPerCaller: number },
+  ): Promise<void> {
+    return this.keys.publishDownstreamJwtAuthority(caller, key, limits);
+  }
+
+  /** Our bundle's JWT authorities with their expiry, ours and the shared ones ({@link KeyManager.bundleJwtAuthorities}). */
+  bundleJwtAuthorities(): Promise<SharedJwtAuthority[]> {
+    return this.keys.bundleJwtAuthorities();
   }
 
   /** Signs a JWT-SVID with the active JWT key and its `kid`. */

@@ -1,4 +1,5 @@
 import 'reflect-metadata';
+import { createPublicKey, generateKeyPairSync } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { createCsr, generateKeyPair } from '@sigil/pki';
 import { SpiffeId } from '@sigil/spiffe';
@@ -39,6 +40,7 @@ describe('KeyManager (CA key journal and rotation)', () => {
   beforeEach(async () => {
     await db.dataSource.query('DELETE FROM ca_keys');
     await db.dataSource.query('DELETE FROM bundles');
+    await db.dataSource.query('DELETE FROM shared_jwt_authorities');
     clock = new FakeClock(T0);
     authority = await createTestAuthority(db.dataSource, { clock });
   });
@@ -263,7 +265,14 @@ describe('KeyManager (CA key journal and rotation)', () => {
       const added = await authority.keys.followUpstreamAuthorities(
         [top1!, top2!].map((ca) => new Uint8Array(ca.certificate.rawData)),
       );
-      expect(added).toEqual({ rowIds: [active.id], added: [b64(top2!)], removed: [], orphaned: [] });
+      expect(added).toEqual({
+        rowIds: [active.id],
+        added: [b64(top2!)],
+        removed: [],
+        orphaned: [],
+        jwtAdded: [],
+        jwtRemoved: [],
+      });
       expect(published()).toEqual([b64(top1!), b64(top2!)].sort());
       expect(authority.bundles.ownBundle().sequenceNumber).toBe(sequence + 1);
 
@@ -313,7 +322,14 @@ describe('KeyManager (CA key journal and rotation)', () => {
         active.id,
       ]);
       const removed = await authority.keys.followUpstreamAuthorities([new Uint8Array(top2!.certificate.rawData)]);
-      expect(removed).toEqual({ rowIds: [active.id], added: [], removed: [b64(top1!)], orphaned: [] });
+      expect(removed).toEqual({
+        rowIds: [active.id],
+        added: [],
+        removed: [b64(top1!)],
+        orphaned: [],
+        jwtAdded: [],
+        jwtRemoved: [],
+      });
       expect(published()).toEqual([b64(top2!)]);
       expect(await stored(active.id)).toEqual([b64(top2!)]);
       expect(authority.keys.storedUpstreamAuthorities().map((der) => der.toString('base64'))).toEqual([b64(top2!)]);
@@ -323,6 +339,49 @@ describe('KeyManager (CA key journal and rotation)', () => {
       await authority.keys.activate('x509', next.authorityId);
       expect(await stored(active.id)).toEqual([b64(top2!)]);
       expect(published()).toContain(b64(top2!));
+    });
+
+    it("follows the upstream bundle's JWT authorities: unexpired ones published beside ours, never in place of ours, dropped when the upstream drops them", async () => {
+      const top = await TestCa.create('example.org', { now: new Date(T0) });
+      const roots = [new Uint8Array(top.certificate.rawData)];
+      const active = authority.keys.slots('x509').active!;
+      await db.dataSource.query(
+        'UPDATE ca_keys SET upstream_chain = $1::jsonb, upstream_authorities = $1::jsonb WHERE id = $2',
+        [JSON.stringify([Buffer.from(roots[0]!).toString('base64')]), active.id],
+      );
+      const spki = () =>
+        generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'der' });
+      const now = clock.now().getTime();
+      const own = authority.keys.slots('jwt').active!;
+      const topKey = { kid: 'top-key', publicKeyDer: spki(), notAfter: new Date(now + 3600_000) };
+      const expired = { kid: 'expired-key', publicKeyDer: spki(), notAfter: new Date(now - 1000) };
+      // Our own key as the upstream answers it back, here with another public key: ours stays.
+      const ownEcho = { kid: own.authorityId, publicKeyDer: spki(), notAfter: new Date(now + 3600_000) };
+      const sequence = authority.bundles.ownBundle().sequenceNumber!;
+
+      const followed = await authority.keys.followUpstreamAuthorities(roots, [topKey, expired, ownEcho]);
+      expect([...followed.jwtAdded].sort()).toEqual(['top-key', own.authorityId].sort());
+      expect(followed.jwtRemoved).toEqual([]);
+      const bundle = authority.bundles.ownBundle();
+      expect(bundle.sequenceNumber).toBe(sequence + 1);
+      expect(publishedIds('jwt')).toEqual([own.authorityId, 'top-key'].sort());
+      expect(bundle.findJwtAuthority(own.authorityId)).toEqual(
+        createPublicKey({ key: own.publicKeyDer, format: 'der', type: 'spki' }).export({ format: 'jwk' }),
+      );
+      // Answered to our own downstream servers with its expiry.
+      expect(await authority.keys.bundleJwtAuthorities()).toContainEqual(topKey);
+
+      // The same answer again writes nothing.
+      const same = await authority.keys.followUpstreamAuthorities(roots, [topKey, expired, ownEcho]);
+      expect(same.jwtAdded).toEqual([]);
+      expect(authority.bundles.ownBundle().sequenceNumber).toBe(sequence + 1);
+      // An upstream server that does not answer JWT authorities leaves them as they are.
+      await authority.keys.followUpstreamAuthorities(roots);
+      expect(publishedIds('jwt')).toContain('top-key');
+
+      const dropped = await authority.keys.followUpstreamAuthorities(roots, [ownEcho]);
+      expect(dropped.jwtRemoved).toEqual(['top-key']);
+      expect(publishedIds('jwt')).toEqual([own.authorityId]);
     });
 
     it('taints then revokes an old key, which leaves the bundle; refuses other states and orders', async () => {

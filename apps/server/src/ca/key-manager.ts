@@ -15,6 +15,7 @@ import { CaKeysRepository, versionOf, type CaKeyChanges, type NewCaKey } from '.
 import { planRotation, type RotationStep } from './rotation-plan.js';
 import { pauseInsideRotationForTests } from './rotation-test-hook.js';
 import { toAuthorityKey, type AuthorityChange, type AuthorityKey } from './authority-key.js';
+import { JWT_AUTHORITY_EXPIRY_SKEW_SECONDS, type SharedJwtAuthority } from '../downstream/downstream-contract.js';
 import {
   checkUpstreamRoots,
   diffUpstreamAuthorities,
@@ -22,6 +23,12 @@ import {
   storedUpstreamRoots,
   type UpstreamAuthoritiesChange,
 } from './upstream-authorities.js';
+
+/** What following the upstream server's authorities changed: its X.509 roots, and its JWT authorities by kid. */
+export interface UpstreamFollowChange extends UpstreamAuthoritiesChange {
+  readonly jwtAdded: readonly string[];
+  readonly jwtRemoved: readonly string[];
+}
 
 /** The active key of one authority, ready to sign. */
 export interface SigningAuthority {
@@ -237,7 +244,10 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
    * (what it signs would stop verifying: the operator moves to a key the upstream server's current key signs first,
    * `localauthority x509 prepare` then `activate`); nothing is written then.
    */
-  async followUpstreamAuthorities(roots: readonly Uint8Array[]): Promise<UpstreamAuthoritiesChange> {
+  async followUpstreamAuthorities(
+    roots: readonly Uint8Array[],
+    jwtAuthorities?: readonly SharedJwtAuthority[],
+  ): Promise<UpstreamFollowChange> {
     let checked: Buffer[];
     try {
       checked = checkUpstreamRoots(roots, this.clock.now());
@@ -245,7 +255,7 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
       throw new AppError('invalid_argument', `upstream roots refused: ${(error as Error).message}`);
     }
     const wanted = [...new Set(checked.map((der) => der.toString('base64')))];
-    return this.change(async (tx, rows) => {
+    return this.change(async (tx, rows, now) => {
       const diff = diffUpstreamAuthorities(rows, wanted);
       if (diff.orphaned.length > 0) {
         throw new AppError(
@@ -262,7 +272,130 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
           { upstreamAuthorities: wanted },
         );
       }
-      return diff;
+      const jwt =
+        jwtAuthorities === undefined
+          ? { jwtAdded: [], jwtRemoved: [] }
+          : await this.followUpstreamJwt(tx, jwtAuthorities, now);
+      return { ...diff, ...jwt };
+    });
+  }
+
+  /**
+   * Upstream authority sigil: stores the upstream server's JWT authorities (its bundle's, with their expiry: its own
+   * keys and those its downstream servers published, ours among them) in place of the last followed, when they
+   * differ; {@link publish} adds the unexpired ones that are not our own keys to our bundle.
+   */
+  private async followUpstreamJwt(
+    tx: Transaction,
+    authorities: readonly SharedJwtAuthority[],
+    now: Date,
+  ): Promise<Pick<UpstreamFollowChange, 'jwtAdded' | 'jwtRemoved'>> {
+    const wanted = authorities.filter((key) => now.getTime() < key.notAfter.getTime());
+    const stored = (await this.journal.shared.list(tx)).filter((row) => row.origin === 'upstream');
+    const identity = (key: { kid: string; publicKeyDer: Buffer; notAfter: Date }) =>
+      `${key.kid}:${key.publicKeyDer.toString('base64')}:${key.notAfter.getTime()}`;
+    const storedIds = new Set(stored.map(identity));
+    const wantedIds = new Set(wanted.map(identity));
+    if (storedIds.size === wantedIds.size && [...wantedIds].every((id) => storedIds.has(id))) {
+      return { jwtAdded: [], jwtRemoved: [] };
+    }
+    await this.journal.shared.replaceUpstream(
+      tx,
+      wanted.map(({ kid, publicKeyDer, notAfter }) => ({ kid, publicKeyDer, notAfter, createdAt: now })),
+    );
+    const storedKids = new Set(stored.map((row) => row.kid));
+    const wantedKids = new Set(wanted.map((key) => key.kid));
+    return {
+      jwtAdded: [...wantedKids].filter((kid) => !storedKids.has(kid)),
+      jwtRemoved: [...storedKids].filter((kid) => !wantedKids.has(kid)),
+    };
+  }
+
+  /**
+   * A downstream server's JWT key (SPIRE's `PublishJWTAuthority`), for a caller the downstream guard authenticated:
+   * stored and published in our bundle until it expires, so every agent and nested server of the trust domain
+   * validates the JWT-SVIDs it signs. Publishing the same key again is accepted (a retry).
+   * @throws AppError `invalid_argument` when it expired or expires more than `maxLifetimeSeconds` (plus
+   * {@link JWT_AUTHORITY_EXPIRY_SKEW_SECONDS}) from now; `already_exists` when its kid is one of our keys, the upstream's
+   * or another key published before; `failed_precondition` when the caller already has `maxPerCaller` unexpired keys.
+   */
+  async publishDownstreamJwtAuthority(
+    caller: string,
+    key: SharedJwtAuthority,
+    limits: { readonly maxLifetimeSeconds: number; readonly maxPerCaller: number },
+  ): Promise<void> {
+    await this.change(async (tx, rows, now) => {
+      if (key.notAfter.getTime() <= now.getTime()) {
+        throw new AppError('invalid_argument', `jwt_authority.expires_at: ${key.notAfter.toISOString()} has passed`);
+      }
+      const latest = now.getTime() + (limits.maxLifetimeSeconds + JWT_AUTHORITY_EXPIRY_SKEW_SECONDS) * 1000;
+      if (key.notAfter.getTime() > latest) {
+        throw new AppError(
+          'invalid_argument',
+          `jwt_authority.expires_at: ${key.notAfter.toISOString()} is more than downstream_ca_max_ttl ` +
+            `(${limits.maxLifetimeSeconds} s) from now; give the nested server a --ca-ttl within it`,
+        );
+      }
+      if (rows.some((row) => row.kind === 'jwt' && row.authorityId === key.kid)) {
+        throw new AppError('already_exists', `jwt_authority.key_id: ${key.kid} is a JWT authority of this server`);
+      }
+      const shared = await this.journal.shared.list(tx);
+      const same = shared.find((row) => row.kid === key.kid);
+      if (
+        same !== undefined &&
+        (same.origin !== 'downstream' || same.publishedBy !== caller || !same.publicKeyDer.equals(key.publicKeyDer))
+      ) {
+        throw new AppError(
+          'already_exists',
+          `jwt_authority.key_id: ${key.kid} is already a JWT authority of this trust domain with another key or ` +
+            'publisher; a new key needs a new key_id',
+        );
+      }
+      const held = shared.filter(
+        (row) =>
+          row.origin === 'downstream' &&
+          row.publishedBy === caller &&
+          row.kid !== key.kid &&
+          now.getTime() < row.notAfter.getTime(),
+      ).length;
+      if (held >= limits.maxPerCaller) {
+        throw new AppError(
+          'failed_precondition',
+          `jwt_authority: ${caller} already has ${held} unexpired JWT keys published, at most ` +
+            `${limits.maxPerCaller}; publish more once some have expired`,
+        );
+      }
+      await this.journal.shared.saveDownstream(tx, {
+        kid: key.kid,
+        publishedBy: caller,
+        publicKeyDer: key.publicKeyDer,
+        notAfter: key.notAfter,
+        createdAt: same?.createdAt ?? now,
+      });
+    });
+  }
+
+  /**
+   * The JWT authorities of our bundle as last loaded, with their expiry: our own keys and the shared ones (published
+   * by downstream servers, or followed from the upstream server), unexpired. What a downstream server takes into its
+   * bundle.
+   */
+  async bundleJwtAuthorities(): Promise<SharedJwtAuthority[]> {
+    const now = this.clock.now();
+    const inBundle = this.bundles.ownBundle().jwtAuthorities;
+    const own = this.keys
+      .filter((key) => key.kind === 'jwt' && !key.revoked)
+      .map((key) => ({ kid: key.authorityId, publicKeyDer: key.publicKeyDer, notAfter: key.notAfter }));
+    const shared = (await this.journal.shared.list()).map(({ kid, publicKeyDer, notAfter }) => ({
+      kid,
+      publicKeyDer,
+      notAfter,
+    }));
+    const seen = new Set<string>();
+    return [...own, ...shared].filter((key) => {
+      if (seen.has(key.kid) || !inBundle.has(key.kid) || key.notAfter.getTime() <= now.getTime()) return false;
+      seen.add(key.kid);
+      return true;
     });
   }
 
@@ -388,6 +521,12 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
       );
     const wantsX509 = leaving || planRotation('x509', this.keys, this.clock.now()).some((step) => step.op === 'create');
     await this.createAhead('x509', wantsX509);
+    // Upstream authority sigil: a new JWT key is published to the upstream server before the lock, as X.509 keys are
+    // signed there.
+    await this.createAhead(
+      'jwt',
+      planRotation('jwt', this.keys, this.clock.now()).some((step) => step.op === 'create'),
+    );
     const outcome = await this.journal.withRotationLock(waitForLock, async (tx) => {
       const now = this.clock.now();
       const rows = await this.journal.listWithPrivateKeys(tx);
@@ -396,6 +535,7 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
         for (const step of planRotation(kind, rows, now)) await this.apply(tx, rows, step, now, changes);
       }
       const left = tainted === undefined ? [] : await this.leaveTaintedUpstream(tx, rows, tainted, now, changes);
+      await this.journal.shared.deleteExpired(tx, now);
       const published = await this.publish(tx, rows, now);
       await pauseInsideRotationForTests(changes);
       return { changes, published, left };
@@ -443,8 +583,13 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
    */
   private async createAhead(kind: AuthorityKind, wanted: boolean): Promise<void> {
     this.createdAhead.delete(kind);
-    if (!wanted || kind !== 'x509' || !this.factory.signsRemotely) return;
-    this.createdAhead.set(kind, await this.factory.create(kind, this.clock.now(), this.upstreamRoots));
+    if (!wanted || !this.factory.signsRemotely) return;
+    // At the bootstrap nothing is stored yet: a JWT key made with the first X.509 key goes to the upstream server
+    // that key's answer authenticated, not to whoever answers on the agent socket.
+    const bootstrap = this.createdAhead.get('x509')?.upstreamAuthorities ?? [];
+    const trusted =
+      this.upstreamRoots.length > 0 ? this.upstreamRoots : bootstrap.map((der) => Buffer.from(der, 'base64'));
+    this.createdAhead.set(kind, await this.factory.create(kind, this.clock.now(), trusted));
   }
 
   private findOld(rows: CaKey[], kind: AuthorityKind, authorityId: string, verb: string): CaKey {
@@ -550,6 +695,14 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
    * stored bundle changed.
    */
   private async publish(tx: Transaction, rows: readonly CaKey[], now: Date): Promise<boolean> {
+    // Shared keys with one of our kids (ours, as the upstream server answers them back; a revoked one included) never
+    // stand in for our own; a downstream server's key goes before the upstream's of the same kid.
+    const kids = new Set(rows.filter((row) => row.kind === 'jwt').map((row) => row.authorityId));
+    const shared = (await this.journal.shared.list(tx)).filter((row) => {
+      if (kids.has(row.kid) || row.notAfter.getTime() <= now.getTime()) return false;
+      kids.add(row.kid);
+      return true;
+    });
     const published = rows
       .filter((row) => !row.revoked && now.getTime() < row.notAfter.getTime())
       // A stable order, so an unchanged set of keys never looks like a bundle change.
@@ -558,9 +711,12 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
       tx,
       {
         x509Authorities: publishedX509Authorities(published, now),
-        jwtAuthorities: published
-          .filter((row) => row.kind === 'jwt')
-          .map((row) => ({ kid: row.authorityId, publicKeyDer: row.publicKeyDer })),
+        jwtAuthorities: [
+          ...published
+            .filter((row) => row.kind === 'jwt')
+            .map((row) => ({ kid: row.authorityId, publicKeyDer: row.publicKeyDer })),
+          ...shared.map((row) => ({ kid: row.kid, publicKeyDer: row.publicKeyDer })),
+        ],
         taintedAuthorities: published.filter((row) => row.tainted).map((row) => row.authorityId),
       },
       now,

@@ -15,7 +15,8 @@ import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { FakeWorkloadApi } from '../../../../test/support/fake-workload-api.js';
 import { TestCa } from '../../../../test/support/test-ca.js';
 import { DOWNSTREAM_AUTHORITIES_PATH } from '../downstream/downstream-contract.js';
-import { MAX_UPSTREAM_ROOTS, type UpstreamAuthoritiesChange } from './upstream-authorities.js';
+import type { UpstreamFollowChange } from './key-manager.js';
+import { MAX_UPSTREAM_ROOTS } from './upstream-authorities.js';
 import { type UpstreamAuthoritiesStore, UpstreamBundleWatcher } from './upstream-bundle-watcher.js';
 import { UpstreamSigilAuthority } from './upstream-sigil.js';
 
@@ -32,9 +33,9 @@ class RecordingStore implements UpstreamAuthoritiesStore {
   storedUpstreamAuthorities(): readonly Uint8Array[] {
     return this.stored;
   }
-  async followUpstreamAuthorities(roots: readonly Uint8Array[]): Promise<UpstreamAuthoritiesChange> {
+  async followUpstreamAuthorities(roots: readonly Uint8Array[]): Promise<UpstreamFollowChange> {
     this.calls.push(roots.map(b64));
-    return { rowIds: ['key'], added: roots.map(b64), removed: [], orphaned: [] };
+    return { rowIds: ['key'], added: roots.map(b64), removed: [], orphaned: [], jwtAdded: [], jwtRemoved: [] };
   }
 }
 
@@ -93,7 +94,7 @@ describe('upstream roots (upstream authority sigil) with a hostile agent socket'
     const authority = new UpstreamSigilAuthority(config);
     const store = new RecordingStore([der(top)]);
     const metrics = new RecordingAuthorityMetrics();
-    const upstream = { upstreamX509Authorities: authority.x509Authorities.bind(authority) };
+    const upstream = { upstreamAuthorities: authority.authorities.bind(authority) };
     const watcher = new UpstreamBundleWatcher(config, store, upstream, new FakeClock(new Date()), metrics);
     return { authority, store, metrics, watcher };
   }
@@ -104,7 +105,7 @@ describe('upstream roots (upstream authority sigil) with a hostile agent socket'
       x509_authorities: [b64(der(attackerRoot))],
     }));
     // The impostor's certificate does not chain to the stored root: Node's chain check fails the handshake.
-    await expect(authority.x509Authorities([der(top)], new Date())).rejects.toThrow(
+    await expect(authority.authorities([der(top)], new Date())).rejects.toThrow(
       /upstream_server_address 127\.0\.0\.1:\d+: unable to verify the first certificate/,
     );
     // The socket's bundle stream triggers an ask (its content, the attacker's root, is not used).
@@ -147,7 +148,7 @@ describe('upstream roots (upstream authority sigil) with a hostile agent socket'
       { trustDomain: TD, caTtlSeconds: 3600, upstreamSigil: { agentSocket: hostile.socketPath, serverAddress } },
       500,
     );
-    await expect(authority.x509Authorities([der(top)], new Date())).rejects.toThrow(/no complete answer within 500 ms/);
+    await expect(authority.authorities([der(top)], new Date())).rejects.toThrow(/no complete answer within 500 ms/);
   });
 
   it("follows the genuine upstream server's roots through the same hostile socket, once per change", async () => {
@@ -187,7 +188,7 @@ describe('upstream roots (upstream authority sigil) with a hostile agent socket'
     // The reads themselves refuse to trust the agent's bundle: only the first CA key is signed that way.
     const attackerRoot = hostile.ca.root();
     const { authority } = await setup(attackerRoot, () => ({ x509_authorities: [b64(der(attackerRoot))] }));
-    for (const read of [authority.x509Authorities([], new Date()), authority.taintedAuthorities([])]) {
+    for (const read of [authority.authorities([], new Date()), authority.taintedAuthorities([])]) {
       await expect(read).rejects.toThrow(
         'upstream authority sigil: no upstream roots stored yet to authenticate the upstream server with',
       );

@@ -15,19 +15,23 @@ import { AppError } from '../common/errors.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { AuthorityKeyFactory } from './authority-key.factory.js';
 import { AUTHORITY_METRICS, noAuthorityMetrics, type AuthorityMetrics } from './authority-metrics.js';
-import { KeyManager } from './key-manager.js';
-import type { UpstreamAuthoritiesChange } from './upstream-authorities.js';
+import type { SharedJwtAuthority } from '../downstream/downstream-contract.js';
+import { KeyManager, type UpstreamFollowChange } from './key-manager.js';
+import type { UpstreamAuthorities } from './upstream-sigil.js';
 
 /** What the watcher needs of the key journal ({@link KeyManager}). */
 export interface UpstreamAuthoritiesStore {
   /** The upstream roots stored, which the upstream server must chain to; empty before the first upstream-signed key. */
   storedUpstreamAuthorities(): readonly Uint8Array[];
-  followUpstreamAuthorities(roots: readonly Uint8Array[]): Promise<UpstreamAuthoritiesChange>;
+  followUpstreamAuthorities(
+    roots: readonly Uint8Array[],
+    jwtAuthorities?: readonly SharedJwtAuthority[],
+  ): Promise<UpstreamFollowChange>;
 }
 
-/** What the watcher needs of the upstream server ({@link AuthorityKeyFactory.upstreamX509Authorities}). */
+/** What the watcher needs of the upstream server ({@link AuthorityKeyFactory.upstreamAuthorities}). */
 export interface UpstreamRootsSource {
-  upstreamX509Authorities(trusted: readonly Uint8Array[], now: Date): Promise<readonly Uint8Array[]>;
+  upstreamAuthorities(trusted: readonly Uint8Array[], now: Date): Promise<UpstreamAuthorities>;
 }
 
 /**
@@ -111,23 +115,33 @@ export class UpstreamBundleWatcher implements OnApplicationBootstrap, BeforeAppl
     // Nothing stored yet: no key to follow for, and nothing to authenticate the upstream server with.
     const trusted = this.store.storedUpstreamAuthorities();
     if (trusted.length === 0) return;
-    let roots: readonly Uint8Array[];
+    let answer: UpstreamAuthorities;
     try {
-      roots = await this.upstream.upstreamX509Authorities(trusted, this.clock.now());
+      answer = await this.upstream.upstreamAuthorities(trusted, this.clock.now());
     } catch (error) {
       this.failed('upstream', 'could not get the roots from the upstream server', error);
       return;
     }
-    const key = roots
-      .map((der) => Buffer.from(der).toString('base64'))
-      .sort()
-      .join(',');
+    const roots = answer.x509Authorities;
+    const jwt = answer.jwtAuthorities;
+    const key = [
+      roots
+        .map((der) => Buffer.from(der).toString('base64'))
+        .sort()
+        .join(','),
+      jwt === undefined
+        ? '-'
+        : jwt
+            .map((each) => `${each.kid}:${each.publicKeyDer.toString('base64')}:${each.notAfter.getTime()}`)
+            .sort()
+            .join(','),
+    ].join('|');
     if (key === this.applied) {
       this.metrics.upstreamBundleFollowed(this.clock.now(), false);
       return;
     }
     try {
-      const change = await this.store.followUpstreamAuthorities(roots);
+      const change = await this.store.followUpstreamAuthorities(roots, jwt);
       this.applied = key;
       this.followed(change);
     } catch (error) {
@@ -177,7 +191,14 @@ export class UpstreamBundleWatcher implements OnApplicationBootstrap, BeforeAppl
     });
   }
 
-  private followed(change: UpstreamAuthoritiesChange): void {
+  private followed(change: UpstreamFollowChange): void {
+    if (change.jwtAdded.length > 0 || change.jwtRemoved.length > 0) {
+      this.logger.log({
+        msg: "upstream bundle: the top trust domain's JWT authorities changed; published",
+        added: change.jwtAdded,
+        removed: change.jwtRemoved,
+      });
+    }
     const changed = change.added.length > 0 || change.removed.length > 0;
     this.metrics.upstreamBundleFollowed(this.clock.now(), changed);
     if (changed) {

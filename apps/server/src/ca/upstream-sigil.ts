@@ -6,8 +6,13 @@ import { TrustBundle, type TrustDomain, idFromCertificate, nodeCertificateFromDe
 import { X509Source, type X509TlsSource, authorizeId, createClientTlsOptions } from '@sigil/workload-api';
 import {
   DOWNSTREAM_AUTHORITIES_PATH,
+  DOWNSTREAM_JWT_AUTHORITY_PATH,
   DOWNSTREAM_X509_CA_PATH,
   parseDownstreamAuthoritiesResponse,
+  parseDownstreamJwtAuthorities,
+  toJwtAuthorityBody,
+  type DownstreamJwtAuthorityRequestBody,
+  type SharedJwtAuthority,
   parseDownstreamX509AuthoritiesResponse,
   parseDownstreamX509CaResponse,
   type DownstreamX509CaRequestBody,
@@ -29,6 +34,13 @@ export interface UpstreamSignedCa {
   readonly upstreamChainDer: Buffer[];
   /** The upstream trust bundle's X.509 authorities, published in our bundle. */
   readonly upstreamAuthoritiesDer: Buffer[];
+}
+
+/** The upstream bundle's authorities, as a nested server follows them. */
+export interface UpstreamAuthorities {
+  readonly x509Authorities: Buffer[];
+  /** Undefined from an upstream server that does not share JWT authorities yet (the field is absent). */
+  readonly jwtAuthorities: SharedJwtAuthority[] | undefined;
 }
 
 /**
@@ -88,16 +100,50 @@ export class UpstreamSigilAuthority {
 
   /**
    * The upstream bundle's X.509 authorities now (`x509_authorities` of the same `GET
-   * /downstream/v1/authorities`), checked ({@link checkUpstreamRoots}), from an upstream server whose
-   * certificate chains to `trusted` (never empty: with nothing stored there is nothing to follow, and the agent's
-   * bundle is not trusted for this).
+   * /downstream/v1/authorities`), checked ({@link checkUpstreamRoots}), and its JWT authorities (`jwt_authorities`,
+   * checked by {@link parseDownstreamJwtAuthorities}), from an upstream server whose certificate chains to `trusted`
+   * (never empty: with nothing stored there is nothing to follow, and the agent's bundle is not trusted for this).
    * @throws AppError `unavailable` naming the step that failed.
    */
-  async x509Authorities(trusted: readonly Uint8Array[], now: Date): Promise<Buffer[]> {
+  async authorities(trusted: readonly Uint8Array[], now: Date): Promise<UpstreamAuthorities> {
     try {
       const body = await this.call('GET', DOWNSTREAM_AUTHORITIES_PATH, undefined, requireStored(trusted));
       try {
-        return checkUpstreamRoots(parseDownstreamX509AuthoritiesResponse(body), now);
+        return {
+          x509Authorities: checkUpstreamRoots(parseDownstreamX509AuthoritiesResponse(body), now),
+          jwtAuthorities: parseDownstreamJwtAuthorities(body),
+        };
+      } catch (error) {
+        throw new Error(
+          `upstream_server_address ${this.config.upstreamSigil.serverAddress.text}: ${(error as Error).message}`,
+        );
+      }
+    } catch (error) {
+      throw new AppError('unavailable', `upstream authority sigil: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  /**
+   * Publishes a new JWT key's public part to the upstream server (`POST /downstream/v1/jwt-authority`, SPIRE's
+   * `PublishJWTAuthority`; the same mTLS as {@link signCa}, the upstream server verified against `trusted`, or the
+   * agent's bundle at the bootstrap when nothing is stored), and checks that its answer, the upstream bundle's JWT
+   * authorities, holds it. Returns that answer.
+   * @throws AppError `unavailable` naming the step that failed (the agent, the upstream server's answer or refusal).
+   */
+  async publishJwtAuthority(
+    authority: SharedJwtAuthority,
+    trusted: readonly Uint8Array[],
+  ): Promise<SharedJwtAuthority[]> {
+    try {
+      const payload: DownstreamJwtAuthorityRequestBody = { jwt_authority: toJwtAuthorityBody(authority) };
+      const body = await this.call('POST', DOWNSTREAM_JWT_AUTHORITY_PATH, payload, trusted);
+      try {
+        const listed = parseDownstreamJwtAuthorities(body);
+        if (listed === undefined) throw new Error('jwt_authorities: must be an array');
+        if (!listed.some((key) => key.kid === authority.kid && key.publicKeyDer.equals(authority.publicKeyDer))) {
+          throw new Error(`jwt_authorities: does not hold the key ${authority.kid} just published`);
+        }
+        return listed;
       } catch (error) {
         throw new Error(
           `upstream_server_address ${this.config.upstreamSigil.serverAddress.text}: ${(error as Error).message}`,

@@ -5,6 +5,7 @@ import { Registry1764000000000 } from '#migrations/1764000000000-Registry';
 import { Authority1764000100000 } from '#migrations/1764000100000-Authority';
 import { BundleEntity } from '../bundle/bundle.entity.js';
 import { CaKeyEntity } from '../ca/ca-key.entity.js';
+import { SharedJwtAuthorityEntity } from '../ca/shared-jwt-authority.entity.js';
 import { DnsNameEntity, EntryEntity, FederatedTrustDomainEntity, SelectorEntity } from '../entries/entry.entity.js';
 import { EntryEventEntity, RevisionCounterEntity } from '../entries/entry-event.entity.js';
 import { Admin1764000200000 } from '#migrations/1764000200000-Admin';
@@ -15,6 +16,7 @@ import { TaintedAuthorities1764000620000 } from '#migrations/1764000620000-Taint
 import { X509popChallenges1764000700000 } from '#migrations/1764000700000-X509popChallenges';
 import { AgentNewSerial1764000800000 } from '#migrations/1764000800000-AgentNewSerial';
 import { AgentSvidReplacements1764000900000 } from '#migrations/1764000900000-AgentSvidReplacements';
+import { SharedJwtAuthorities1764001000000 } from '#migrations/1764001000000-SharedJwtAuthorities';
 import { FederationRelationshipEntity } from '../federation/federation-relationship.entity.js';
 import { AdminTokenEntity } from '../auth/admin-token.entity.js';
 import { AuditRecordEntity } from '../audit/audit-record.entity.js';
@@ -42,6 +44,7 @@ export const ENTITIES = [
   BundleEntity,
   FederationRelationshipEntity,
   X509popChallengeEntity,
+  SharedJwtAuthorityEntity,
 ];
 
 /** Every migration, oldest first; hand-written SQL that PostgreSQL 15 and PGlite (PostgreSQL 18) both accept. */
@@ -56,6 +59,7 @@ export const MIGRATIONS = [
   X509popChallenges1764000700000,
   AgentNewSerial1764000800000,
   AgentSvidReplacements1764000900000,
+  SharedJwtAuthorities1764001000000,
 ];
 
 /** Default pool size against a PostgreSQL server (`database_pool_size`). */

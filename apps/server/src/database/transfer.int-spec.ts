@@ -161,6 +161,7 @@ describe(`export and import (${kind})`, () => {
       'ca_keys',
       'bundles',
       'federation_relationships',
+      'shared_jwt_authorities',
     ]);
     expect(exported.tables['revision_counters']).toEqual([{ name: 'entries', revision: 2, pruned_through: 0 }]);
     expect(exported.tables['agents']![0]).toMatchObject({
@@ -268,6 +269,7 @@ describe(`export and import (${kind})`, () => {
       ca_keys: 2,
       bundles: 1,
       federation_relationships: 0,
+      shared_jwt_authorities: 0,
     });
     const again = await exportDatabase(target.dataSource, at('2026-02-01T00:00:00Z'));
     expect(again).toEqual(exported);

@@ -19,9 +19,12 @@ import { BundleService } from '../bundle/bundle.service.js';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError, HTTP_STATUS_BY_KIND } from '../common/errors.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
+import { DOWNSTREAM_JWT_AUTHORITY_PATH } from './downstream-contract.js';
 
-/** The audit action of the downstream CA route, refused or not. */
+/** The audit action of the downstream CA route (and of refusals of the authorities read), refused or not. */
 export const DOWNSTREAM_CA_ACTION = 'downstream.new_x509_ca';
+/** The audit action of the downstream JWT authority route, refused or not. */
+export const DOWNSTREAM_JWT_AUTHORITY_ACTION = 'downstream.publish_jwt_authority';
 
 // Keyed by the raw Node request, which the guard and the route handler both reach.
 const callers = new WeakMap<IncomingMessage, string>();
@@ -76,6 +79,7 @@ export class DownstreamAuthGuard implements CanActivate {
     if (!this.entryIndex.isDownstream(spiffeId, now)) {
       throw await this.refuse(
         spiffeId,
+        request.url === DOWNSTREAM_JWT_AUTHORITY_PATH ? DOWNSTREAM_JWT_AUTHORITY_ACTION : DOWNSTREAM_CA_ACTION,
         `client certificate: ${spiffeId} has no registration entry with downstream: true; only downstream entries ` +
           'may obtain a CA',
       );
@@ -84,11 +88,11 @@ export class DownstreamAuthGuard implements CanActivate {
     return true;
   }
 
-  private async refuse(actor: string, message: string): Promise<AppError> {
+  private async refuse(actor: string, action: string, message: string): Promise<AppError> {
     const error = new AppError('permission_denied', message);
     await this.audit.record({
       actor,
-      action: DOWNSTREAM_CA_ACTION,
+      action,
       target: null,
       result: error.kind,
       statusCode: HTTP_STATUS_BY_KIND[error.kind],

@@ -1,3 +1,5 @@
+import { createPublicKey } from 'node:crypto';
+import { isKeyType, keyTypeOfKeyObject } from '@sigil/pki';
 /**
  * The downstream CA route between two Sigil servers of one trust domain (SPIRE's `SVID.NewDownstreamX509CA`): a
  * server whose CA is "upstream authority: sigil" sends a CSR for its CA key, authenticated over mTLS by the X509-SVID
@@ -65,12 +67,14 @@ export interface DownstreamAuthoritiesResponseBody {
   readonly tainted_authorities: string[];
   /** The upstream bundle's X.509 authorities (roots), base64 DER, as in the CA route's answer. */
   readonly x509_authorities: string[];
+  /** The upstream bundle's JWT authorities, with their expiry (absent from a server before this field). */
+  readonly jwt_authorities: DownstreamJwtAuthorityBody[];
 }
 
 /** More tainted keys than a journal ever holds: a larger answer is not the upstream's. */
 const MAX_TAINTED_AUTHORITIES = 1_000;
 /** An X.509 authority ID is a hex key identifier; a JWT one a base64url key ID. */
-const AUTHORITY_ID = /^[A-Za-z0-9_-]{1,128}$/;
+export const AUTHORITY_ID = /^[A-Za-z0-9_-]{1,128}$/;
 
 /** Checks a tainted authorities response body; throws naming what breaks it. */
 export function parseDownstreamAuthoritiesResponse(body: unknown): Set<string> {
@@ -102,3 +106,116 @@ export function parseDownstreamX509AuthoritiesResponse(body: unknown): Buffer[] 
     return Buffer.from(item, 'base64');
   });
 }
+
+/**
+ * `POST` on the upstream server's TLS port, same mTLS authentication as the CA route (SPIRE's
+ * `PublishJWTAuthority`, formerly `PublishJWTKey`): a nested server publishes the public part of a new JWT key before
+ * it signs with it; the upstream server adds it to the trust bundle (so every agent and nested server of the trust
+ * domain gets it through the bundle paths) until it expires, and answers the bundle's JWT authorities now.
+ */
+export const DOWNSTREAM_JWT_AUTHORITY_PATH = '/downstream/v1/jwt-authority';
+
+/** A JWT authority on the wire: SPIRE's `JWTKey` field names. */
+export interface DownstreamJwtAuthorityBody {
+  /** The `kid`: {@link AUTHORITY_ID}, as our own JWT keys' (32 base64url characters). */
+  readonly key_id: string;
+  /** SubjectPublicKeyInfo DER, base64: EC P-256, EC P-384 or RSA 2048 (the key types our JWT keys have). */
+  readonly public_key: string;
+  /** Unix seconds. */
+  readonly expires_at: number;
+}
+
+/** The publication request body. */
+export interface DownstreamJwtAuthorityRequestBody {
+  readonly jwt_authority: DownstreamJwtAuthorityBody;
+}
+
+/** The publication response body: the upstream bundle's JWT authorities after the publication. */
+export interface DownstreamJwtAuthorityResponseBody {
+  readonly jwt_authorities: DownstreamJwtAuthorityBody[];
+}
+
+/**
+ * How many unexpired JWT keys one downstream caller may have published at once: a nested server holds a prepared, an
+ * active and a few old keys within one key lifetime, and each `localauthority jwt prepare` publishes another; 16
+ * leaves room for that while bounding what one caller adds to every bundle of the trust domain.
+ */
+export const MAX_PUBLISHED_JWT_AUTHORITIES_PER_CALLER = 16;
+/** More JWT authorities than an upstream bundle holds (its own keys and its downstream callers'): not the upstream's. */
+export const MAX_UPSTREAM_JWT_AUTHORITIES = 1_024;
+/** A published key's `expires_at` may pass the caller's longest CA lifetime by this much (clocks differ). */
+export const JWT_AUTHORITY_EXPIRY_SKEW_SECONDS = 60;
+
+/** A checked JWT authority: its kid, SubjectPublicKeyInfo DER and expiry. */
+export interface SharedJwtAuthority {
+  readonly kid: string;
+  readonly publicKeyDer: Buffer;
+  readonly notAfter: Date;
+}
+
+/**
+ * Checks one JWT authority as sent on the wire (both sides: the upstream server checks what a downstream caller
+ * publishes, a nested server what the upstream answers); throws naming the field that breaks the rule: `key_id` an
+ * {@link AUTHORITY_ID}, `public_key` base64 SubjectPublicKeyInfo DER of a key type our JWT keys may have (EC P-256,
+ * EC P-384, RSA 2048; the key itself is checked: a point on its curve), `expires_at` whole unix seconds.
+ */
+export function parseJwtAuthority(value: unknown, field: string): SharedJwtAuthority {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new Error(`${field}: must be a JSON object`);
+  }
+  const record = value as Record<string, unknown>;
+  const kid = record['key_id'];
+  if (typeof kid !== 'string' || !AUTHORITY_ID.test(kid)) {
+    throw new Error(`${field}.key_id: must be 1 to 128 characters of A-Z, a-z, 0-9, '-' and '_'`);
+  }
+  const publicKey = record['public_key'];
+  if (typeof publicKey !== 'string' || !BASE64.test(publicKey) || publicKey.length > MAX_PUBLIC_KEY_BASE64) {
+    throw new Error(`${field}.public_key: must be base64 SubjectPublicKeyInfo DER`);
+  }
+  const publicKeyDer = Buffer.from(publicKey, 'base64');
+  let keyType: string;
+  try {
+    keyType = keyTypeOfKeyObject(createPublicKey({ key: publicKeyDer, format: 'der', type: 'spki' }));
+  } catch {
+    throw new Error(`${field}.public_key: is not a SubjectPublicKeyInfo DER public key`);
+  }
+  if (!isKeyType(keyType)) throw new Error(`${field}.public_key: ${keyType}`);
+  const expiresAt = record['expires_at'];
+  if (typeof expiresAt !== 'number' || !Number.isSafeInteger(expiresAt) || expiresAt <= 0) {
+    throw new Error(`${field}.expires_at: must be unix seconds`);
+  }
+  return { kid, publicKeyDer, notAfter: new Date(expiresAt * 1000) };
+}
+
+/** A JWT authority as sent on the wire. */
+export function toJwtAuthorityBody(authority: SharedJwtAuthority): DownstreamJwtAuthorityBody {
+  return {
+    key_id: authority.kid,
+    public_key: authority.publicKeyDer.toString('base64'),
+    expires_at: Math.floor(authority.notAfter.getTime() / 1000),
+  };
+}
+
+/**
+ * Checks the `jwt_authorities` of an upstream answer (the publication's or the authorities route's); undefined when
+ * the field is absent (an upstream server from before JWT authorities were shared); throws naming what breaks it.
+ */
+export function parseDownstreamJwtAuthorities(body: unknown): SharedJwtAuthority[] | undefined {
+  if (typeof body !== 'object' || body === null) throw new Error('response: must be a JSON object');
+  const value = (body as Record<string, unknown>).jwt_authorities;
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value)) throw new Error('jwt_authorities: must be an array');
+  if (value.length > MAX_UPSTREAM_JWT_AUTHORITIES) {
+    throw new Error(`jwt_authorities: at most ${MAX_UPSTREAM_JWT_AUTHORITIES} keys, got ${value.length}`);
+  }
+  const authorities = value.map((item: unknown, index) => parseJwtAuthority(item, `jwt_authorities[${index}]`));
+  const kids = new Set<string>();
+  for (const { kid } of authorities) {
+    if (kids.has(kid)) throw new Error(`jwt_authorities: key_id ${kid} is listed twice`);
+    kids.add(kid);
+  }
+  return authorities;
+}
+
+/** An RSA 2048 SubjectPublicKeyInfo is 294 bytes; anything much longer is no key we take. */
+const MAX_PUBLIC_KEY_BASE64 = 1_024;

@@ -1,8 +1,12 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { IsInt, IsOptional, IsString, Max, MaxLength, Min } from 'class-validator';
+import { Type } from 'class-transformer';
+import { IsDefined, IsInt, IsObject, IsOptional, IsString, Max, MaxLength, Min, ValidateNested } from 'class-validator';
 import { CSR_MAX_BYTES } from '@sigil/pki';
 import type {
   DownstreamAuthoritiesResponseBody,
+  DownstreamJwtAuthorityBody,
+  DownstreamJwtAuthorityRequestBody,
+  DownstreamJwtAuthorityResponseBody,
   DownstreamX509CaRequestBody,
   DownstreamX509CaResponseBody,
 } from './downstream-contract.js';
@@ -43,4 +47,45 @@ export class DownstreamAuthoritiesResponse implements DownstreamAuthoritiesRespo
     description: "base64 DER: this trust domain's X.509 authorities now, which a nested server publishes as its own",
   })
   x509_authorities!: string[];
+
+  @ApiProperty({
+    type: () => [DownstreamJwtAuthority],
+    description: "this trust domain's JWT authorities now (ours and those downstream servers published)",
+  })
+  jwt_authorities!: DownstreamJwtAuthority[];
+}
+
+/** A JWT authority on the wire (SPIRE's `JWTKey`); its meaning is checked by `parseJwtAuthority`. */
+export class DownstreamJwtAuthority implements DownstreamJwtAuthorityBody {
+  @ApiProperty({ description: "the key's kid: 1 to 128 characters of A-Z a-z 0-9 - _" })
+  @IsString()
+  @MaxLength(128)
+  key_id!: string;
+
+  @ApiProperty({ description: 'SubjectPublicKeyInfo DER, base64: EC P-256, EC P-384 or RSA 2048' })
+  @IsString()
+  @MaxLength(1024)
+  public_key!: string;
+
+  @ApiProperty({ description: 'unix seconds; at most downstream_ca_max_ttl from now' })
+  @IsInt()
+  @Min(1)
+  expires_at!: number;
+}
+
+export class DownstreamJwtAuthorityRequest implements DownstreamJwtAuthorityRequestBody {
+  @ApiProperty({
+    type: () => DownstreamJwtAuthority,
+    description: "the public part of the nested server's new JWT key",
+  })
+  @IsDefined()
+  @IsObject()
+  @ValidateNested()
+  @Type(() => DownstreamJwtAuthority)
+  jwt_authority!: DownstreamJwtAuthority;
+}
+
+export class DownstreamJwtAuthorityResponse implements DownstreamJwtAuthorityResponseBody {
+  @ApiProperty({ type: () => [DownstreamJwtAuthority], description: "this trust domain's JWT authorities now" })
+  jwt_authorities!: DownstreamJwtAuthority[];
 }

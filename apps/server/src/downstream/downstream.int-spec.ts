@@ -1,4 +1,4 @@
-import { X509Certificate } from 'node:crypto';
+import { generateKeyPairSync, randomBytes, X509Certificate } from 'node:crypto';
 import { createCsr, exportPublicKeySpki, generateKeyPair, privateKeyToPem, toPem } from '@sigil/pki';
 import { SpiffeId, type TrustBundle } from '@sigil/spiffe';
 import { x509 } from '@sigil/spiffe/x509';
@@ -17,7 +17,12 @@ import { AuthorisedEntriesService } from '../agent-api/authorised-entries.servic
 import { CaService } from '../ca/ca.service.js';
 import { EntriesService } from '../entries/entries.service.js';
 import { KeyManager } from '../ca/key-manager.js';
-import { DOWNSTREAM_AUTHORITIES_PATH, DOWNSTREAM_X509_CA_PATH } from './downstream-contract.js';
+import {
+  DOWNSTREAM_AUTHORITIES_PATH,
+  DOWNSTREAM_JWT_AUTHORITY_PATH,
+  DOWNSTREAM_X509_CA_PATH,
+  MAX_PUBLISHED_JWT_AUTHORITIES_PER_CALLER,
+} from './downstream-contract.js';
 
 const backend = process.env.DATABASE_URL ? 'postgres' : 'embedded';
 const TD = 'example.org';
@@ -215,8 +220,9 @@ describe(`downstream CA route (${backend})`, () => {
         .x509AuthoritiesDer()
         .map((der) => Buffer.from(der).toString('base64'))
         .sort();
+    // The JWT authorities it also answers are checked with the JWT authority route below.
     const sortedRoots = (body: Record<string, unknown>) => ({
-      ...body,
+      tainted_authorities: body['tainted_authorities'],
       x509_authorities: [...(body['x509_authorities'] as string[])].sort(),
     });
     const nested = await svidFor(NESTED);
@@ -245,5 +251,171 @@ describe(`downstream CA route (${backend})`, () => {
     expect(response.body['message']).toMatch(/^csr: /);
     const missing = await askCa(credentials, {});
     expect(missing.status).toBe(400);
+  });
+  describe('JWT authorities published by downstream servers (SPIRE PublishJWTAuthority)', () => {
+    const kid = () => randomBytes(24).toString('base64url');
+    const spki = (type: 'ec' | 'ed25519' = 'ec', namedCurve = 'P-256') =>
+      (type === 'ec' ? generateKeyPairSync('ec', { namedCurve }) : generateKeyPairSync('ed25519')).publicKey
+        .export({ type: 'spki', format: 'der' })
+        .toString('base64');
+    const inSeconds = (seconds: number) => Math.floor(clock.now().getTime() / 1000) + seconds;
+    const jwtKey = (overrides: Record<string, unknown> = {}) => ({
+      key_id: kid(),
+      public_key: spki(),
+      expires_at: inSeconds(3600),
+      ...overrides,
+    });
+    const publish = (credentials: ClientCredentials | undefined, body: unknown) =>
+      api.call('POST', DOWNSTREAM_JWT_AUTHORITY_PATH, body, credentials);
+    const bundleKids = async () => [...(await api.trustBundle()).jwtAuthorities.keys()];
+
+    it('publishes the key in the trust bundle until it expires and answers the bundle JWT authorities with their expiry', async () => {
+      const nested = await svidFor(NESTED);
+      const key = jwtKey();
+      const response = await publish(nested, { jwt_authority: key });
+      expect(response.status, JSON.stringify(response.body)).toBe(200);
+      const listed = response.body['jwt_authorities'] as { key_id: string; public_key: string; expires_at: number }[];
+      expect(listed).toContainEqual(key);
+      // Our own JWT key is listed too, with its expiry.
+      const own = api.server.app.get(KeyManager).slots('jwt').active!;
+      expect(listed).toContainEqual({
+        key_id: own.authorityId,
+        public_key: own.publicKeyDer.toString('base64'),
+        expires_at: Math.floor(own.notAfter.getTime() / 1000),
+      });
+      expect(await bundleKids()).toEqual(expect.arrayContaining([key.key_id, own.authorityId]));
+      // Served as a JWT authority of our trust domain: the same public key as published.
+      const jwk = (await api.trustBundle()).findJwtAuthority(key.key_id)!;
+      expect(jwk).toMatchObject({ kty: 'EC', crv: 'P-256' });
+      // A retry of the same key is accepted and changes nothing.
+      expect((await publish(nested, { jwt_authority: key })).status).toBe(200);
+      // The authorities read answers them too.
+      const read = await api.call('GET', DOWNSTREAM_AUTHORITIES_PATH, undefined, nested);
+      expect(read.body['jwt_authorities']).toContainEqual(key);
+      expect((await auditRows(NESTED)).filter((row) => row.action === 'downstream.publish_jwt_authority')).toEqual([
+        { actor: NESTED, action: 'downstream.publish_jwt_authority', target: key.key_id, result: 'ok' },
+        { actor: NESTED, action: 'downstream.publish_jwt_authority', target: key.key_id, result: 'ok' },
+      ]);
+    });
+
+    it('refuses a caller without an SVID (401), of a non-downstream entry (403, audited) or of another trust domain (403)', async () => {
+      const body = { jwt_authority: jwtKey() };
+      expect((await publish(undefined, body)).status).toBe(401);
+      const plain = await publish(await svidFor(PLAIN), body);
+      expect(plain.status).toBe(403);
+      expect(plain.body['message']).toContain(`${PLAIN} has no registration entry with downstream: true`);
+      expect((await auditRows(PLAIN)).filter((row) => row.action === 'downstream.publish_jwt_authority')).toEqual([
+        { actor: PLAIN, action: 'downstream.publish_jwt_authority', target: null, result: 'permission_denied' },
+      ]);
+      const other = await TestCa.create('other.org');
+      const svid = await other.createX509Svid('spiffe://other.org/nested-server');
+      const foreign = await publish(
+        {
+          certificatePem: svid
+            .chainDer()
+            .map((der) => toPem('CERTIFICATE', der))
+            .join(''),
+          privateKeyPem: toPem('PRIVATE KEY', await svid.privateKeyPkcs8()),
+        },
+        body,
+      );
+      expect(foreign.status).toBe(403);
+      expect(await bundleKids()).not.toContain(body.jwt_authority.key_id);
+    });
+
+    it.each([
+      [
+        'a key that is not SPKI DER',
+        { public_key: Buffer.from('not a key').toString('base64') },
+        /^jwt_authority\.public_key: is not a SubjectPublicKeyInfo DER public key$/,
+      ],
+      [
+        'an Ed25519 key',
+        { public_key: spki('ed25519') },
+        /^jwt_authority\.public_key: unsupported key algorithm ed25519/,
+      ],
+      [
+        'a P-521 key',
+        { public_key: spki('ec', 'P-521') },
+        /^jwt_authority\.public_key: unsupported ec curve secp521r1/,
+      ],
+      ['a kid with other characters', { key_id: 'a/b' }, /^jwt_authority\.key_id: must be 1 to 128 characters/],
+      ['an empty kid', { key_id: '' }, /^jwt_authority\.key_id: /],
+      ['an expiry that has passed', { expires_at: inSeconds(-1) }, /^jwt_authority\.expires_at: .* has passed$/],
+      [
+        'an expiry beyond downstream_ca_max_ttl',
+        { expires_at: inSeconds(MAX_TTL_SECONDS + 61) },
+        /^jwt_authority\.expires_at: .* is more than downstream_ca_max_ttl \(7200 s\) from now/,
+      ],
+    ])('refuses %s with 400 naming the field, and publishes nothing', async (_name, overrides, message) => {
+      const key = jwtKey(overrides);
+      const response = await publish(await svidFor(NESTED), { jwt_authority: key });
+      expect(response.status, JSON.stringify(response.body)).toBe(400);
+      expect(response.body['message']).toMatch(message);
+      expect(await bundleKids()).not.toContain(key.key_id);
+    });
+
+    it('refuses a body without a key with 400', async () => {
+      const nested = await svidFor(NESTED);
+      expect((await publish(nested, {})).status).toBe(400);
+      expect((await publish(nested, { jwt_authority: 'x' })).status).toBe(400);
+      expect((await publish(nested, { jwt_authority: { ...jwtKey(), expires_at: 'soon' } })).status).toBe(400);
+    });
+
+    it('refuses a kid that names another key (ours, or one published with another key) with 409', async () => {
+      const nested = await svidFor(NESTED);
+      const own = api.server.app.get(KeyManager).slots('jwt').active!.authorityId;
+      const ours = await publish(nested, { jwt_authority: jwtKey({ key_id: own }) });
+      expect(ours.status).toBe(409);
+      expect(ours.body['message']).toBe(`jwt_authority.key_id: ${own} is a JWT authority of this server`);
+      const first = jwtKey();
+      expect((await publish(nested, { jwt_authority: first })).status).toBe(200);
+      const swapped = await publish(nested, { jwt_authority: { ...first, public_key: spki() } });
+      expect(swapped.status).toBe(409);
+      expect(swapped.body['message']).toMatch(/already a JWT authority of this trust domain with another key/);
+      // The bundle still serves the first key under that kid.
+      const served = (await api.trustBundle()).findJwtAuthority(first.key_id) as Record<string, string>;
+      const firstJwk = generateKeyPairSync('ec', { namedCurve: 'P-256' }); // shape only
+      expect(Object.keys(served).sort()).toEqual(Object.keys(firstJwk.publicKey.export({ format: 'jwk' })).sort());
+    });
+
+    it(`keeps at most ${MAX_PUBLISHED_JWT_AUTHORITIES_PER_CALLER} unexpired keys per caller (422), and prunes expired ones from the bundle`, async () => {
+      // A caller of its own, so the keys the other tests published do not count.
+      const id = `spiffe://${TD}/capped-downstream`;
+      await api.server.app.get(EntriesService).createEntry({
+        spiffeId: id,
+        parentId: PARENT,
+        selectors: [{ type: 'unix', value: 'uid:1004' }],
+        downstream: true,
+      });
+      await api.server.app.get(AuthorisedEntriesService).refresh();
+      const capped = await svidFor(id);
+      const shortLived = jwtKey({ expires_at: inSeconds(120) });
+      expect((await publish(capped, { jwt_authority: shortLived })).status).toBe(200);
+      for (let i = 1; i < MAX_PUBLISHED_JWT_AUTHORITIES_PER_CALLER; i += 1) {
+        expect((await publish(capped, { jwt_authority: jwtKey() })).status).toBe(200);
+      }
+      const over = jwtKey();
+      const refused = await publish(capped, { jwt_authority: over });
+      expect(refused.status).toBe(422);
+      expect(refused.body['message']).toBe(
+        `jwt_authority: ${id} already has ${MAX_PUBLISHED_JWT_AUTHORITIES_PER_CALLER} unexpired JWT keys published, ` +
+          `at most ${MAX_PUBLISHED_JWT_AUTHORITIES_PER_CALLER}; publish more once some have expired`,
+      );
+      expect(await bundleKids()).not.toContain(over.key_id);
+      // Another caller is not held by this one's count.
+      expect((await publish(await svidFor(NESTED), { jwt_authority: jwtKey() })).status).toBe(200);
+      // Once one has expired, the caller may publish again, and the expired key leaves the bundle.
+      expect(await bundleKids()).toContain(shortLived.key_id);
+      clock.advance(121_000);
+      const again = await publish(capped, { jwt_authority: over });
+      expect(again.status, JSON.stringify(again.body)).toBe(200);
+      const kids = await bundleKids();
+      expect(kids).toContain(over.key_id);
+      expect(kids).not.toContain(shortLived.key_id);
+      expect((again.body['jwt_authorities'] as { key_id: string }[]).map((key) => key.key_id)).not.toContain(
+        shortLived.key_id,
+      );
+    });
   });
 });

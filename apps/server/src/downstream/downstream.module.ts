@@ -9,7 +9,8 @@ import { DownstreamService } from './downstream.service.js';
 
 /**
  * Downstream entries (SPIRE's downstream API): `POST /downstream/v1/x509-ca` on the TLS port signs the CA of a
- * nested server that presents the X509-SVID of an entry with `downstream: true`.
+ * nested server that presents the X509-SVID of an entry with `downstream: true`, `POST /downstream/v1/jwt-authority`
+ * publishes its new JWT keys in our bundle, `GET /downstream/v1/authorities` tells it our authorities.
  */
 @Module({
   imports: [AgentApiModule, AuditModule, BundleModule, CaModule],

@@ -6,9 +6,17 @@ import { BundleService } from '../bundle/bundle.service.js';
 import { CaService } from '../ca/ca.service.js';
 import { AppError } from '../common/errors.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
-import { DOWNSTREAM_CA_ACTION } from './downstream-auth.guard.js';
+import { DOWNSTREAM_CA_ACTION, DOWNSTREAM_JWT_AUTHORITY_ACTION } from './downstream-auth.guard.js';
+import {
+  MAX_PUBLISHED_JWT_AUTHORITIES_PER_CALLER,
+  parseJwtAuthority,
+  toJwtAuthorityBody,
+  type SharedJwtAuthority,
+} from './downstream-contract.js';
 import type {
   DownstreamAuthoritiesResponse,
+  DownstreamJwtAuthorityRequest,
+  DownstreamJwtAuthorityResponse,
   DownstreamX509CaRequest,
   DownstreamX509CaResponse,
 } from './downstream.dto.js';
@@ -55,11 +63,54 @@ export class DownstreamService {
   }
 
   /**
-   * Our tainted keys' authority IDs (the agent sync's list) and our X.509 authorities, as this replica's bundle holds
-   * them (a read: not audited; refusals are, by the guard).
+   * Publishes a downstream server's new JWT key in our bundle (SPIRE's `PublishJWTAuthority`) and answers our
+   * bundle's JWT authorities. The key is checked here ({@link parseJwtAuthority}: kid, key type, expiry syntax), its
+   * expiry, kid and the caller's count under the rotation lock ({@link CaService.publishDownstreamJwtAuthority}): at
+   * most `downstream_ca_max_ttl` from now (what the caller's CA may live), a kid no other key has, at most
+   * {@link MAX_PUBLISHED_JWT_AUTHORITIES_PER_CALLER} unexpired keys per caller. Audited with the caller's SPIFFE ID
+   * as the actor and the kid as the target.
    */
-  taintedAuthorities(): DownstreamAuthoritiesResponse {
-    return { tainted_authorities: [...this.bundles.ownTaintedAuthorities()], x509_authorities: this.x509Authorities() };
+  async publishJwtAuthority(
+    caller: string,
+    request: DownstreamJwtAuthorityRequest,
+  ): Promise<DownstreamJwtAuthorityResponse> {
+    const audited = { actor: caller, action: DOWNSTREAM_JWT_AUTHORITY_ACTION };
+    let key: SharedJwtAuthority | undefined;
+    try {
+      try {
+        key = parseJwtAuthority(request.jwt_authority, 'jwt_authority');
+      } catch (error) {
+        throw new AppError('invalid_argument', (error as Error).message);
+      }
+      await this.ca.publishDownstreamJwtAuthority(caller, key, {
+        maxLifetimeSeconds: this.config.downstreamCaMaxTtlSeconds,
+        maxPerCaller: MAX_PUBLISHED_JWT_AUTHORITIES_PER_CALLER,
+      });
+      await this.audit.record({ ...audited, target: key.kid, result: 'ok', statusCode: 200 });
+      this.logger.log({
+        msg: 'downstream JWT authority published',
+        spiffeId: caller,
+        kid: key.kid,
+        notAfter: key.notAfter,
+      });
+    } catch (error) {
+      const { kind, status } = classify(error);
+      await this.audit.record({ ...audited, target: key?.kid ?? null, result: kind, statusCode: status });
+      throw error;
+    }
+    return { jwt_authorities: (await this.ca.bundleJwtAuthorities()).map(toJwtAuthorityBody) };
+  }
+
+  /**
+   * Our tainted keys' authority IDs (the agent sync's list), our X.509 authorities as this replica's bundle holds
+   * them, and our bundle's JWT authorities with their expiry (a read: not audited; refusals are, by the guard).
+   */
+  async taintedAuthorities(): Promise<DownstreamAuthoritiesResponse> {
+    return {
+      tainted_authorities: [...this.bundles.ownTaintedAuthorities()],
+      x509_authorities: this.x509Authorities(),
+      jwt_authorities: (await this.ca.bundleJwtAuthorities()).map(toJwtAuthorityBody),
+    };
   }
 
   private x509Authorities(): string[] {
