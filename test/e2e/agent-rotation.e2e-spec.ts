@@ -20,6 +20,7 @@ import {
   startAgentProcess,
   startServerProcess,
 } from '../support/sigil-processes.js';
+import { newAgentKey, requestTls } from '../support/agent-api.js';
 import { TestCa } from '../support/test-ca.js';
 import {
   StreamWatcher,
@@ -93,7 +94,17 @@ describe('sigil-agent with short SVID lifetimes and x509pop (real server and age
 
     server = await startServerProcess({
       dir: join(scratch, 'server'),
-      flags: ['--x509-svid-ttl', String(TTL_SECONDS), '--x509pop-ca-bundle', join(scratch, 'node-ca.pem')],
+      flags: [
+        '--x509-svid-ttl',
+        String(TTL_SECONDS),
+        '--x509pop-ca-bundle',
+        join(scratch, 'node-ca.pem'),
+        // A small attestation budget per source address (1/s, burst 10), which the last test keeps in debt.
+        '--attestation-rate',
+        '1',
+        '--attestation-burst',
+        '10',
+      ],
     });
     children.push(server.process);
     const bundleFile = join(scratch, 'bundle.pem');
@@ -219,6 +230,37 @@ describe('sigil-agent with short SVID lifetimes and x509pop (real server and age
         watcher.close();
       }
       expect(agent.running).toBe(true);
+    },
+  );
+
+  it(
+    'attests again at half life with its SVID as client certificate: refused attestations from its address (a NAT neighbour) do not starve it',
+    { timeout: 60_000 },
+    async () => {
+      const storage = new AgentStorage(join(scratch, 'agent', 'data'));
+      const from = agent.output().length;
+      const first = await storedAgentSvid(storage);
+      const csr = await (await newAgentKey()).csr();
+      // Someone else on 127.0.0.1 guesses join tokens without pause: each guess the budget admits costs 10 of it, so
+      // the address stays in debt (1/s) and every attestation it pays for gets 429.
+      const statuses: number[] = [];
+      let renewed = first;
+      const deadline = Date.now() + 3 * TTL_SECONDS * 1000;
+      while (renewed.serial === first.serial && Date.now() < deadline) {
+        const guess = await requestTls(server.port, {
+          method: 'POST',
+          path: '/agent/v1/attest/join-token',
+          body: { token: 'guessed', csr },
+        });
+        statuses.push(guess.status);
+        await new Promise((done) => setTimeout(done, 200));
+        renewed = await storedAgentSvid(storage);
+      }
+      expect(renewed.serial).not.toBe(first.serial);
+      expect(new Set(statuses)).toEqual(new Set([403, 429]));
+      await agent.waitFor(/"method":"x509pop".*"msg":"node attested"/, { from });
+      // Its attestation presented its current SVID, so its own budget paid: never refused for the address's debt.
+      expect(agent.output().slice(from)).not.toMatch(/over its attestation rate limit/);
     },
   );
 });

@@ -64,6 +64,7 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     addresses: config.serverAddresses,
     trust: (purpose) => (purpose === 'attestation' ? identity.attestationTrust() : identity.trust()),
     credentials: () => identity.credentials(),
+    attestationCredentials: () => identity.attestationCredentials(clock.now()),
     // As many JWT-SVID connections as the JWT-SVID lane sends requests at once.
     connections: { jwt: config.jwtSvidLimits.maxConcurrentSigning },
     logger: new ContextLogger('ServerClient'),

@@ -158,6 +158,30 @@ describe('ServerClient over TLS', () => {
     await expect(target.renew('CSR')).rejects.toThrow('/agent/v1/renew: the agent has no SVID yet');
   });
 
+  it('presents the agent SVID when attesting again while it holds a valid one, and none otherwise', async () => {
+    let attestation: ClientCredentials | undefined = agentCredentials;
+    const target = new ServerClient({
+      addresses: [good.address],
+      trust: () => ({ kind: 'bundle', bundle: ca.bundle() }),
+      credentials: () => agentCredentials,
+      attestationCredentials: () => attestation,
+      timeoutMs: 2_000,
+    });
+    const agentId = 'spiffe://example.org/sigil/agent/join_token/1';
+    expect(await call(target)).toBe('answered');
+    expect(good.requests.at(-1)).toEqual({ url: '/agent/v1/attest/x509pop/challenge', peerId: agentId });
+    good.handler = () => ({ status: 403, body: { error: 'permission_denied', message: 'x509pop: wrong signature' } });
+    const refused = await target.attest('x509pop', { csr: 'CSR' }).catch((failure: unknown) => failure);
+    expect(good.requests.at(-1)).toEqual({ url: '/agent/v1/attest/x509pop', peerId: agentId });
+    // The refusal judges the evidence: it carries no SVID, so the agent never takes it for a verdict on its own.
+    expect(refused).toMatchObject({ status: 403, sentWith: undefined });
+    good.handler = ok;
+    // Expired (or none yet): attested without a client certificate.
+    attestation = undefined;
+    expect(await call(target)).toBe('answered');
+    expect(good.requests.at(-1)?.peerId).toBeUndefined();
+  });
+
   it('refuses a server whose certificate names another SPIFFE ID', async () => {
     const web = await startServer(await ca.createX509Svid('spiffe://example.org/web'), ok);
     const target = client([web.address], { kind: 'bundle', bundle: ca.bundle() });

@@ -72,6 +72,12 @@ export interface ServerClientOptions {
   readonly trust: (purpose: TrustPurpose) => ServerTrust;
   /** The agent SVID for mTLS; undefined before attestation. */
   readonly credentials: () => ClientCredentials | undefined;
+  /**
+   * The client certificate of the requests of a node attestation: the agent SVID while it is valid (the server
+   * charges an attestation that presents an active agent's SVID to that agent's attestation budget, not to its
+   * source address's), else undefined (none; also when not given). It never decides who the agent attests as.
+   */
+  readonly attestationCredentials?: () => ClientCredentials | undefined;
   /** Timeout of ordinary requests (default 15 s); long polls add their wait to it. */
   readonly timeoutMs?: number;
   readonly logger?: Pick<ContextLogger, 'warn' | 'log'>;
@@ -81,7 +87,10 @@ export interface ServerClientOptions {
   readonly send?: (address: ServerAddress, request: TransportRequest) => Promise<TransportResponse>;
 }
 
-/** What a connection is for: attesting the node (no agent SVID), or anything else. */
+/**
+ * What a connection is for: attesting the node (presenting the agent SVID only while it is valid, see
+ * `attestationCredentials`), or anything else.
+ */
 export type TrustPurpose = 'attestation' | 'session';
 
 type Call = Omit<TransportRequest, 'trust' | 'credentials' | 'timeoutMs'> & {
@@ -188,7 +197,11 @@ export class ServerClient implements AgentApi {
   }
 
   private async call(call: Call): Promise<unknown> {
-    const credentials = call.mtls ? this.options.credentials() : undefined;
+    const credentials = call.mtls
+      ? this.options.credentials()
+      : call.purpose === 'attestation'
+        ? this.options.attestationCredentials?.()
+        : undefined;
     if (call.mtls && credentials === undefined) throw new Error(`${call.path}: the agent has no SVID yet`);
     const addresses = this.options.addresses;
     let lastError: ServerUnavailableError | undefined;
@@ -209,6 +222,7 @@ export class ServerClient implements AgentApi {
           timeoutMs: call.timeoutMs ?? this.timeoutMs,
           lane: call.lane,
           keepAlive: call.keepAlive,
+          purpose: call.purpose,
         });
         if (response.status === 503 || response.status === 502) {
           throw new ServerUnavailableError(`${address.text}: ${errorOf(response).message}`);
@@ -218,7 +232,8 @@ export class ServerClient implements AgentApi {
           this.current = index;
         }
         if (response.status >= 200 && response.status < 300) return response.body;
-        throw errorOf(response, credentials);
+        // An attestation's refusal judges its evidence, never the SVID it may have presented.
+        throw errorOf(response, call.mtls ? credentials : undefined);
       } catch (error) {
         if (!(error instanceof ServerUnavailableError)) throw error;
         // With one address the caller reports the failure; with several, each one tried is worth a line.

@@ -43,6 +43,11 @@ export interface TransportRequest {
   readonly keepAlive?: boolean | undefined;
   /** Whose connections carry it (default `control`); see {@link ServerConnectionPool}. */
   readonly lane?: ServerLane | undefined;
+  /**
+   * `attestation`: a node attestation's request, on connections of its own (they may trust more than the session's
+   * bundle and present the SVID the attestation replaces), so that it never retires the session's connections.
+   */
+  readonly purpose?: 'attestation' | 'session' | undefined;
   readonly signal?: AbortSignal | undefined;
 }
 
@@ -291,7 +296,8 @@ export class ServerConnectionPool {
   private poolFor(address: ServerAddress, request: TransportRequest): LanePool {
     if (this.closed) throw new ServerUnavailableError('the agent is stopping: its server connections are closed');
     const lane = request.lane ?? 'control';
-    const key = `${lane} ${request.credentials === undefined ? 'anonymous' : 'mtls'} ${address.text}`;
+    const purpose = request.purpose ?? 'session';
+    const key = `${lane} ${purpose} ${request.credentials === undefined ? 'anonymous' : 'mtls'} ${address.text}`;
     const current = this.pools.get(key);
     if (current?.fits(request.trust, request.credentials)) return current;
     current?.retire();

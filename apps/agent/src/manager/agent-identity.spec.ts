@@ -1,7 +1,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type TrustBundle, TrustDomain } from '@sigil/spiffe';
+import { SpiffeId, type TrustBundle, TrustDomain } from '@sigil/spiffe';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestCa } from '../../../../test/support/test-ca.js';
 import { AgentIdentity } from './agent-identity.js';
@@ -68,5 +68,32 @@ describe('AgentIdentity.attestationTrust', () => {
       /^\S+bundle\.pem is neither PEM CA certificates nor a SPIFFE bundle/,
     );
     expect(trusted(identity)).toEqual(ders(newCa.bundle()));
+  });
+});
+
+describe('AgentIdentity.attestationCredentials', () => {
+  it('is the agent SVID while it is valid, and nothing before the first attestation or once it expired', async () => {
+    const identity = new AgentIdentity({ kind: 'insecure' }, td);
+    const now = new Date();
+    expect(identity.attestationCredentials(now)).toBeUndefined();
+    const svid = await oldCa.createX509Svid('spiffe://example.org/sigil/agent/x509pop/node');
+    const notBefore = new Date(now.getTime() - 60_000);
+    const expiresAt = new Date(now.getTime() + 60_000);
+    identity.install({
+      state: {
+        svidChain: svid.chainDer(),
+        privateKeyPkcs8: await svid.privateKeyPkcs8(),
+        bundle: oldCa.bundle(),
+        attestationMethod: 'x509pop',
+      },
+      spiffeId: SpiffeId.parse('spiffe://example.org/sigil/agent/x509pop/node'),
+      notBefore,
+      expiresAt,
+      receivedAt: now,
+    });
+    expect(identity.attestationCredentials(now)).toBe(identity.credentials());
+    expect(identity.attestationCredentials(now)?.certificateChainPem).toMatch(/^-----BEGIN CERTIFICATE-----/);
+    expect(identity.attestationCredentials(expiresAt)).toBeUndefined();
+    expect(identity.attestationCredentials(new Date(notBefore.getTime() - 1))).toBeUndefined();
   });
 });

@@ -122,6 +122,18 @@ export class AgentIdentity {
     return this.credentialsPem;
   }
 
+  /**
+   * The agent SVID to present when attesting again, while it is valid at `now`: the server then charges the
+   * attestation to this agent's own attestation budget rather than its source address's, which others behind the same
+   * address (a NAT, a load balancer) could have spent (README, "Limits"). Undefined before the first
+   * attestation and once the SVID expired: the attestation goes without a client certificate.
+   */
+  attestationCredentials(now: Date): ClientCredentials | undefined {
+    const svid = this.svid;
+    if (svid === undefined || now < svid.notBefore || now >= svid.expiresAt) return undefined;
+    return this.credentialsPem;
+  }
+
   /** The bundle of our trust domain, once the server sent one (or it was loaded from disk). */
   ownBundle(): TrustBundle | undefined {
     return this.bundle;

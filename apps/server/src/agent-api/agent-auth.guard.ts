@@ -9,16 +9,14 @@ import {
   UseGuards,
 } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
-import { SIGIL_AGENT_PATH_PREFIX, formatSelector } from '@sigil/runtime';
+import { formatSelector } from '@sigil/runtime';
 import { type FastifyRequest } from 'fastify';
-import { AgentsService } from '../agents/agents.service.js';
-import { ClientSvidVerifier, type PresentedSvid, unauthenticatedClient } from '../auth/client-svid.js';
+import { type PresentedSvid, unauthenticatedClient } from '../auth/client-svid.js';
 import { Public } from '../auth/public.decorator.js';
-import { BundleService } from '../bundle/bundle.service.js';
-import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
 import { SERVER_CONFIG, type ServerConfig } from '../config.js';
 import { setCallingAgent } from './agent-request.js';
+import { AgentSvidAuthenticator } from './agent-svid-authenticator.js';
 import { AgentSyncRateLimiter } from './rate-limiter.js';
 
 const SYNC_ROUTE = 'sigil:agent-sync-route';
@@ -33,13 +31,6 @@ export const SyncRateLimited = (): MethodDecorator => SetMetadata(SYNC_ROUTE, tr
 const verifiedConnections = new WeakMap<TLSSocket, PresentedSvid>();
 
 /**
- * Agent SVID chains remembered across connections: an agent opens a new connection for every sync long-poll, and a
- * fleet reconnecting at once (or one agent opening 1,000) would otherwise have each chain verified again. About 200
- * bytes each.
- */
-export const VERIFIED_SVID_CACHE_SIZE = 10_000;
-
-/**
  * The agent SPIFFE ID this connection's client certificate was verified for by an earlier request, if any. Only for
  * refusing early (a spent signing budget, before the body is read): it says nothing of whether the agent is still
  * active, which the guard checks on every request it lets through.
@@ -49,35 +40,26 @@ export function previouslyVerifiedAgentId(socket: unknown): string | undefined {
 }
 
 /**
- * Authenticates an agent on the agent API's mTLS routes: the TLS client certificate must be an X509-SVID that
- * verifies against our own bundle at the clock's time, name an agent (`spiffe://<td>/sigil/agent/...`), and be the
- * current SVID of an attested agent that is neither evicted nor banned. 401 when no valid SVID is presented, 403
- * when it names no active agent, 429 on a route marked {@link SyncRateLimited} when the agent is over that limit.
+ * Authenticates an agent on the agent API's mTLS routes by {@link AgentSvidAuthenticator}'s rule: the TLS client
+ * certificate must be an X509-SVID that verifies against our own bundle at the clock's time, name an agent
+ * (`spiffe://<td>/sigil/agent/...`), and be the current SVID of an attested agent that is neither evicted nor banned.
+ * 401 when no valid SVID is presented, 403 when it names no active agent, 429 on a route marked
+ * {@link SyncRateLimited} when the agent is over that limit.
  * Nothing here reads the database while the agent's status is in AgentsService's cache.
  */
 @Injectable()
 export class AgentAuthGuard implements CanActivate {
-  private readonly agentIdPrefix: string;
-  /** Agent SVIDs verified on earlier connections, per bundle sequence. */
-  private readonly svids = new ClientSvidVerifier(
-    VERIFIED_SVID_CACHE_SIZE,
-    'agent SVID',
-    'required: agent API routes authenticate the agent by its X509-SVID (mTLS)',
-  );
   /** Connections counted for their agent ({@link admitConnection}), and the count per agent SPIFFE ID. */
   private readonly countedConnections = new WeakSet<TLSSocket>();
   private readonly connectionsPerAgent = new Map<string, number>();
   private readonly maxConnections: number;
 
   constructor(
-    private readonly bundles: BundleService,
-    private readonly agents: AgentsService,
-    @Inject(CLOCK) private readonly clock: Clock,
-    @Inject(SERVER_CONFIG) config: Pick<ServerConfig, 'trustDomain' | 'agentMaxConnections'>,
+    private readonly authenticator: AgentSvidAuthenticator,
+    @Inject(SERVER_CONFIG) config: Pick<ServerConfig, 'agentMaxConnections'>,
     private readonly reflector: Reflector,
     private readonly syncLimiter: AgentSyncRateLimiter,
   ) {
-    this.agentIdPrefix = `${config.trustDomain.idString()}${SIGIL_AGENT_PATH_PREFIX}`;
     this.maxConnections = config.agentMaxConnections;
   }
 
@@ -88,11 +70,8 @@ export class AgentAuthGuard implements CanActivate {
     if (!(socket instanceof TLSSocket)) {
       throw unauthenticatedClient('the agent API is served on the TLS port only, authenticated by the agent X509-SVID');
     }
-    const svid = this.svids.verify(socket, this.bundles.ownBundle(), this.clock.now());
+    const svid = this.authenticator.verify(socket);
     verifiedConnections.set(socket, svid);
-    if (!svid.spiffeId.startsWith(this.agentIdPrefix)) {
-      throw new AppError('permission_denied', `client certificate: ${svid.spiffeId} is not an agent id`);
-    }
     // Counted per agent SVID (ID and serial), not per ID: someone holding an outdated or stolen-then-replaced SVID of
     // the agent (refused just below) cannot use up the connections and syncs of the agent's current one.
     const holder = `${svid.spiffeId} ${svid.serialNumber}`;
@@ -100,7 +79,7 @@ export class AgentAuthGuard implements CanActivate {
     if (this.reflector.get<boolean | undefined>(SYNC_ROUTE, context.getHandler())) {
       await this.syncLimiter.admit(holder, svid.spiffeId);
     }
-    const agent = await this.agents.requireActive(svid.spiffeId, svid.serialNumber);
+    const agent = await this.authenticator.requireActive(svid);
     setCallingAgent(request.raw, {
       spiffeId: svid.spiffeId,
       serialNumber: svid.serialNumber,

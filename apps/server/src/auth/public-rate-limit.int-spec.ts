@@ -11,10 +11,16 @@ import {
   requestTls,
   startAgentApiTestServer,
   type AgentApiTestServer,
+  type ClientCredentials,
+  type TestAgentKey,
 } from '../../../../test/support/agent-api.js';
 import { TestCa, type TestSvid } from '../../../../test/support/test-ca.js';
-import { CSR_MAX_BYTES } from '@sigil/pki';
+import { SpiffeId } from '@sigil/spiffe';
+import { CSR_MAX_BYTES, toPem } from '@sigil/pki';
 import { X509POP_MAX_CHAIN_BYTES } from '../node-attestation/x509pop/x509pop.js';
+import { AgentsService } from '../agents/agents.service.js';
+import { AuthorisedEntriesService } from '../agent-api/authorised-entries.service.js';
+import { EntriesService } from '../entries/entries.service.js';
 import { AdminClient } from '../cli/admin-client.js';
 import { ATTESTATION_BODY_LIMIT_BYTES } from '../common/request-body.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
@@ -41,22 +47,46 @@ describe(`unauthenticated routes: per-source-address rate limits (${backend})`, 
   let nodeCa: TestCa;
   let rootName: string;
 
-  const post = (path: string, body: unknown, localAddress = '127.0.0.1') =>
-    requestTls(api.port, { method: 'POST', path, body, localAddress });
+  const post = (path: string, body: unknown, localAddress = '127.0.0.1', credentials?: ClientCredentials) =>
+    requestTls(api.port, { method: 'POST', path, body, localAddress, ...(credentials && { credentials }) });
   const get = (path: string, localAddress = '127.0.0.1') => requestTls(api.port, { method: 'GET', path, localAddress });
   const attestJoinToken = async (token: string, localAddress?: string) =>
     post('/agent/v1/attest/join-token', { token, csr: await (await newAgentKey()).csr() }, localAddress);
-  /** A whole x509pop attestation (challenge, then the signed nonce) from `localAddress`. */
-  const attestX509pop = async (node: TestSvid, localAddress: string) => {
-    const challenge = await post('/agent/v1/attest/x509pop/challenge', { certificates: b64(node) }, localAddress);
+  /**
+   * A whole x509pop attestation (challenge, then the signed nonce) from `localAddress`, both requests presenting
+   * `credentials` as the TLS client certificate when given (an agent attesting again with its SVID).
+   */
+  const attestX509pop = async (
+    node: TestSvid,
+    localAddress: string,
+    credentials?: ClientCredentials,
+    key?: TestAgentKey,
+  ) => {
+    const challenge = await post(
+      '/agent/v1/attest/x509pop/challenge',
+      { certificates: b64(node) },
+      localAddress,
+      credentials,
+    );
     if (challenge.status !== 200) return challenge;
     const signature = await signNonce(node, challenge.body['nonce'] as string);
-    const csr = await (await newAgentKey()).csr();
+    const csr = await (key ?? (await newAgentKey())).csr();
     return post(
       '/agent/v1/attest/x509pop',
       { challenge_id: challenge.body['challenge_id'], signature, csr },
       localAddress,
+      credentials,
     );
+  };
+  /** An x509pop attestation from `localAddress` that must succeed: the agent's ID, and its SVID as credentials. */
+  const attestedX509pop = async (node: TestSvid, localAddress: string, credentials?: ClientCredentials) => {
+    const key = await newAgentKey();
+    const attested = await attestX509pop(node, localAddress, credentials, key);
+    expect(attested.status).toBe(200);
+    return {
+      spiffeId: attested.body['spiffe_id'] as string,
+      credentials: credentialsOf(attested.body['svid'], key.privateKeyPem),
+    };
   };
   /** Moves time far enough for every bucket to be full again. */
   const refill = () => clock.advance(600_000);
@@ -159,6 +189,89 @@ describe(`unauthenticated routes: per-source-address rate limits (${backend})`, 
     // 1 (challenge) + 10 (refusal) leaves 9: a request refused as invalid (400) costs a refusal too, so after the
     // first the address is in debt and the rest get 429.
     expect(statuses).toEqual([400, ...Array<number>(9).fill(429)]);
+  });
+
+  it('an agent attesting again with its SVID pays from its own budget: an address in debt refuses only attestations without a valid agent SVID', async () => {
+    refill();
+    const nat = '127.0.0.8';
+    const node = await nodeCa.createX509Svid('unused', { subject: 'CN=behind-nat', uris: [] });
+    const first = await attestedX509pop(node, nat);
+    // Attesting again with the first SVID replaces it: its serial is outdated from now on.
+    const current = await attestedX509pop(node, nat, first.credentials);
+    expect(current.spiffeId).toBe(first.spiffeId);
+    const neighbourNode = await nodeCa.createX509Svid('unused', { subject: 'CN=neighbour', uris: [] });
+    const neighbour = await attestedX509pop(neighbourNode, nat);
+    const bannedNode = await nodeCa.createX509Svid('unused', { subject: 'CN=banned', uris: [] });
+    const banned = await attestedX509pop(bannedNode, nat);
+    await api.server.app.get(AgentsService).ban(banned.spiffeId);
+    // A workload SVID of this trust domain (it chains to the same CA, but names no agent).
+    const entry = await api.server.app.get(EntriesService).createEntry({
+      spiffeId: 'spiffe://example.org/workload/behind-nat',
+      parentId: current.spiffeId,
+      selectors: [{ type: 'unix', value: 'uid:1000' }],
+    });
+    await api.server.app.get(AuthorisedEntriesService).refresh();
+    const workloadKey = await newAgentKey();
+    const signed = await api.call(
+      'POST',
+      '/agent/v1/svids/x509',
+      { csrs: [{ entry_id: entry.id, csr: await workloadKey.csr(SpiffeId.parse(entry.spiffeId)) }] },
+      current.credentials,
+    );
+    const workload = credentialsOf(
+      (signed.body['results'] as { svid: string[] }[])[0]!.svid,
+      workloadKey.privateKeyPem,
+    );
+    // An agent ID in an SVID of another CA of this trust domain's name, and one of another trust domain.
+    const pemOf = async (svid: TestSvid): Promise<ClientCredentials> => ({
+      certificatePem: svid.certificate.toString('pem'),
+      privateKeyPem: toPem('PRIVATE KEY', await svid.privateKeyPkcs8()),
+    });
+    const forged = await pemOf(await (await TestCa.create('example.org')).createX509Svid(current.spiffeId));
+    const otherDomain = await pemOf(
+      await (await TestCa.create('other.org')).createX509Svid('spiffe://other.org/sigil/agent/x509pop/1'),
+    );
+
+    // Whoever shares the address floods it with refused attestations (no client certificate): it is in debt.
+    const csr = await (await newAgentKey()).csr();
+    let flooded = 0;
+    while ((await post('/agent/v1/attest/join-token', { token: `guess-${flooded}`, csr }, nat)).status !== 429) {
+      if (++flooded > 5) break;
+    }
+    expect(flooded).toBeLessThanOrEqual(2);
+    expect((await attestX509pop(node, nat)).status).toBe(429);
+    for (const credentials of [first.credentials, banned.credentials, workload, forged, otherDomain]) {
+      expect(await attestX509pop(node, nat, credentials)).toMatchObject({
+        status: 429,
+        body: {
+          message: expect.stringMatching(/^source address 127\.0\.0\.8: over its attestation rate limit/) as unknown,
+        },
+      });
+    }
+
+    // The agent's current SVID: its own budget pays, and it attests again; its identity still comes from the evidence.
+    const again = await attestedX509pop(node, nat, current.credentials);
+    expect(again.spiffeId).toBe(current.spiffeId);
+    // The SVID only chooses who pays: presenting it with another node's evidence attests as that node, no other.
+    const other = await attestedX509pop(neighbourNode, nat, again.credentials);
+    expect(other.spiffeId).toBe(neighbour.spiffeId);
+
+    // Refused attempts made with an agent's SVID spend that agent's budget (burst 20, 3 attestations paid so far, a
+    // refusal counts 10): then it is refused, and the other agents behind the address are not.
+    const refusals: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      refusals.push(
+        (await post('/agent/v1/attest/x509pop/challenge', { certificates: [] }, nat, again.credentials)).status,
+      );
+    }
+    expect(refusals).toEqual([400, 400, 429]);
+    expect(
+      (await post('/agent/v1/attest/x509pop/challenge', { certificates: [] }, nat, again.credentials)).body,
+    ).toEqual({
+      error: 'resource_exhausted',
+      message: `agent ${again.spiffeId}: ${ATTESTATION_LIMIT}; retry in 4 s`,
+    });
+    expect((await attestX509pop(neighbourNode, nat, other.credentials)).status).toBe(200);
   });
 
   it('an attestation body over the attestation body limit gets 413 before it is parsed; a real chain fits', async () => {
