@@ -229,6 +229,16 @@ describe('client commands do not load the server framework', () => {
     expect(agent.code).toBe(0);
     expect(agent.packages).toContain('@connectrpc/connect-node');
     expect([...agent.packages].filter((name) => name.startsWith('@nestjs/'))).toEqual([]);
+    // Loaded where used (bench/README.md, "The idle agent, module by module"): prom-client only with
+    // --metrics-address (observability.e2e-spec.ts scrapes it), and of @sigil/workload-api only the service and its
+    // schemas (`@sigil/workload-api/service`), not the client, sources and TLS helpers of the root entry point.
+    expect(agent.packages).not.toContain('prom-client');
+    expect(agent.modules.filter((line) => line.includes('/libs/workload-api/dist/gen/workload_pb.js'))).not.toEqual([]);
+    expect(
+      agent.modules.filter((line) =>
+        /\/libs\/workload-api\/dist\/(?:index|client|x509-source|jwt-source|tls)\.js/.test(line),
+      ),
+    ).toEqual([]);
   });
 
   it('the trace sees the framework where it is loaded: sigil-server run (until its database refuses)', async () => {

@@ -17,7 +17,6 @@ import { WorkloadApiHandler } from './endpoints/workload-api/workload-api.handle
 import { WorkloadApiServer } from './endpoints/workload-api/workload-api.server.js';
 import { SdsHandler } from './endpoints/sds/sds.handler.js';
 import { createWorkloadAttestors } from './attestor/workload/registry.js';
-import { AgentMetrics } from './endpoints/observability/agent-metrics.js';
 import { type HealthCheck, OpsServer } from './endpoints/observability/ops-server.js';
 import { AgentAdminServer } from './endpoints/admin/admin-server.js';
 import { LogLevelControl, ContextLogger } from '@sigil/logging';
@@ -83,10 +82,11 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     (outcome) => onTaint?.(outcome),
     { ...(config.svidCacheMaxSize !== undefined && { svidCacheMaxSize: config.svidCacheMaxSize }) },
   );
+  // prom-client (with @opentelemetry/api: 88 modules) is loaded only when `/metrics` is served (bench/README.md).
   const metrics =
     config.metricsAddress === undefined
       ? undefined
-      : new AgentMetrics(
+      : new (await import('./endpoints/observability/agent-metrics.js')).AgentMetrics(
           {
             cacheSizes: () => {
               const jwt = cache.jwtSvidCacheSize();

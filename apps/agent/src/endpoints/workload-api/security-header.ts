@@ -1,5 +1,5 @@
 import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
-import { SpiffeWorkloadAPI } from '@sigil/workload-api';
+import { SpiffeWorkloadAPI } from '@sigil/workload-api/service';
 import { PEER_CREDENTIALS } from '../peer-credentials.js';
 
 /** The metadata every Workload API call must carry (SPIFFE Workload Endpoint §4, "Security Header"). */

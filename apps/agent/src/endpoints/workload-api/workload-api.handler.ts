@@ -12,7 +12,7 @@ import {
   type ValidateJWTSVIDResponseSchema,
   X509BundlesResponseSchema,
   X509SVIDResponseSchema,
-} from '@sigil/workload-api';
+} from '@sigil/workload-api/service';
 import { type Selector } from '@sigil/runtime';
 import { AgentApiError } from '../../client/server-client.js';
 import { type JwtSvidCaller, JwtSvidLimitError } from '../../manager/jwt-signing-lane.js';

@@ -27,7 +27,7 @@ import {
   TokenBucketRateLimiter,
   type Clock,
 } from '@sigil/runtime';
-import { SpiffeWorkloadAPI } from '@sigil/workload-api';
+import { SpiffeWorkloadAPI } from '@sigil/workload-api/service';
 import { SecretDiscoveryService } from '@sigil/workload-api/envoy-sds';
 import { encodeGrpcMessage, useSpecGrpcMessageEncoding } from './grpc-message.js';
 import { PEER_CREDENTIALS, type PeerCredentials, trackPeerCredentials } from '../peer-credentials.js';

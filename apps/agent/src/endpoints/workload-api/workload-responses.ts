@@ -5,7 +5,7 @@ import {
   type X509BundlesResponseSchema,
   type X509SVIDResponseSchema,
   type X509SVIDSchema,
-} from '@sigil/workload-api';
+} from '@sigil/workload-api/service';
 
 /** The X.509-SVID of one identity as the cache holds it. */
 export interface CachedX509Svid {
