@@ -12,7 +12,7 @@
  *    with the baseline build when given): the time from spawn to its `sigil-server listening` line (it listens only
  *    once its entry index is loaded, after the `entry index loaded` line, whose entry count is checked), and its
  *    CPU seconds and resident memory then (VmRSS, and VmHWM: the peak while loading). `--cpu-prof DIR` writes a V8 CPU profile of
- *    each restart of this build there (node --cpu-prof).
+ *    each server of this build there (node --cpu-prof): the create server and each restart.
  *
  * The load (`uptime`) is printed with the figures: this machine is shared; compare ratios from the same run.
  */
@@ -48,6 +48,10 @@ function describeBuild(root: string): string {
   }
 }
 
+/** node --cpu-prof for the servers of this build when `--cpu-prof DIR` is given (written when a server stops). */
+const cpuProfArgs = (build: Build, cpuProfDir: string | undefined): string[] =>
+  cpuProfDir && build.name === 'this' ? ['--cpu-prof', `--cpu-prof-dir=${resolve(cpuProfDir)}`] : [];
+
 interface CreateFigures {
   readonly build: Build['name'];
   entries: number;
@@ -56,10 +60,16 @@ interface CreateFigures {
 }
 
 /** Creates `total` entries through each build's admin API, the 500-entry batches alternating between the builds. */
-async function batchCreate(harness: Harness, builds: readonly Build[], total: number): Promise<CreateFigures[]> {
+async function batchCreate(
+  harness: Harness,
+  builds: readonly Build[],
+  total: number,
+  cpuProfDir: string | undefined,
+): Promise<CreateFigures[]> {
   const servers: ServerProcess[] = [];
   for (const build of builds) {
-    servers.push(await harness.startServer({ name: `create-${build.name}`, root: build.root }));
+    const nodeArgs = cpuProfArgs(build, cpuProfDir);
+    servers.push(await harness.startServer({ name: `create-${build.name}`, root: build.root, nodeArgs }));
   }
   const figures = builds.map((build): CreateFigures => ({ build: build.name, entries: 0, wallMs: 0, cpuS: 0 }));
   for (let start = 0; start < total; start += BATCH) {
@@ -142,7 +152,7 @@ async function restartOnce(
 ): Promise<RestartFigures | undefined> {
   const began = performance.now();
   const name = `restart-${build.name}-${round}`;
-  const nodeArgs = cpuProfDir && build.name === 'this' ? ['--cpu-prof', `--cpu-prof-dir=${resolve(cpuProfDir)}`] : [];
+  const nodeArgs = cpuProfArgs(build, cpuProfDir);
   const server = await harness
     .startServer({
       name,
@@ -184,7 +194,7 @@ async function main(): Promise<void> {
     },
     strings: {
       baseline: 'checkout root of a baseline build measured beside this one (its dist built)',
-      cpuProf: 'directory for V8 CPU profiles of the restarts of this build',
+      cpuProf: 'directory for V8 CPU profiles of the servers of this build (create and restarts)',
     },
   });
   const { entries, restartEntries, restarts } = options.numbers;
@@ -198,7 +208,7 @@ async function main(): Promise<void> {
 
   await Harness.run('scale', async (harness) => {
     const loadBefore = load();
-    const created = await batchCreate(harness, builds, entries);
+    const created = await batchCreate(harness, builds, entries, options.strings.cpuProf);
     const loadAfter = load();
     log(
       `batch create, ${entries} entries per build, batches of ${BATCH} alternating (load ${loadBefore} → ${loadAfter}):`,

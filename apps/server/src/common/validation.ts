@@ -1,12 +1,27 @@
-import { ValidationPipe, type ValidationError } from '@nestjs/common';
+import { ValidationPipe, type ArgumentMetadata, type ValidationError } from '@nestjs/common';
+import { acceptCheckOf } from './accept-check.js';
 import { AppError } from './errors.js';
+
+/**
+ * Nest's ValidationPipe with a fast path: a body that the DTO's own decorators surely accept as it is (see
+ * acceptCheckOf) is handed on as the plain object it is; any other body, or any DTO the check does not mirror, goes
+ * through the pipe in full, so failures keep their messages.
+ */
+class BodyValidationPipe extends ValidationPipe {
+  override async transform(value: unknown, metadata: ArgumentMetadata): Promise<unknown> {
+    if (metadata.type === 'body' && metadata.metatype !== undefined && acceptCheckOf(metadata.metatype)?.(value)) {
+      return value;
+    }
+    return super.transform(value, metadata);
+  }
+}
 
 /**
  * The one global ValidationPipe: unknown fields are refused, known ones converted to their DTO types, and every
  * failure reported as `invalid_argument` with `<field>: <what>` (all failures, joined by `; `).
  */
 export function createValidationPipe(): ValidationPipe {
-  return new ValidationPipe({
+  return new BodyValidationPipe({
     whitelist: true,
     forbidNonWhitelisted: true,
     transform: true,

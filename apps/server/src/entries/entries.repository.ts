@@ -283,12 +283,12 @@ export class EntriesRepository {
   async findByIds(tx: Transaction, ids: readonly string[]): Promise<Entry[]> {
     if (ids.length === 0) return [];
     const manager = managerOf(tx);
-    const entries = await manager
-      .createQueryBuilder(EntryEntity, 'e')
-      .where('e.id = ANY(:ids)', { ids: [...ids] })
-      .orderBy('e.id', 'ASC')
-      .getMany();
-    return withChildren(manager, entries);
+    const rows = (await manager.query(
+      `${ENTRY_COLUMNS} FROM registered_entries WHERE id = ANY($1::uuid[]) ORDER BY id`,
+      [[...ids]],
+    )) as EntryRawRow[];
+    if (rows.length === 0) return [];
+    return withChildRows(manager, rows, 'entry_id = ANY($1::uuid[])', [rows.map((row) => row.id)]);
   }
 
   /** Up to `limit` entries matching `filter` with ids after `afterId`, ordered by id, with their children. */
@@ -313,88 +313,136 @@ export class EntriesRepository {
   async findAll(tx: Transaction, pageSize = FIND_ALL_PAGE): Promise<Entry[]> {
     const manager = managerOf(tx);
     const all: Entry[] = [];
-    let after: string | undefined;
-    const interned = new Map<string, string>();
-    const intern = (text: string): string => {
-      const known = interned.get(text);
-      if (known !== undefined) return known;
-      if (interned.size < INTERNED_MAX) interned.set(text, text);
-      return text;
-    };
-    for (;;) {
-      const rows = (await manager.query(
-        `SELECT id, spiffe_id, parent_id, x509_svid_ttl, jwt_svid_ttl, admin, downstream, hint,
-                ${epochMs('expires_at')} AS expires_at, revision_number,
-                ${epochMs('created_at')} AS created_at, ${epochMs('updated_at')} AS updated_at
-           FROM registered_entries WHERE $1::uuid IS NULL OR id > $1::uuid ORDER BY id LIMIT $2`,
+    const intern = interner();
+    const readPage = (after: string | undefined) =>
+      manager.query(
+        `${ENTRY_COLUMNS} FROM registered_entries WHERE $1::uuid IS NULL OR id > $1::uuid ORDER BY id LIMIT $2`,
         [after ?? null, pageSize],
-      )) as EntryRawRow[];
+      ) as Promise<EntryRawRow[]>;
+    let next = readPage(undefined);
+    for (;;) {
+      const rows = await next;
       if (rows.length === 0) return all;
       const range = [rows[0]!.id, rows[rows.length - 1]!.id];
       // In entry_id order (the primary keys' order, as the page's ids): each is joined to its entry in one pass.
-      const children = <T extends { entry_id: string }>(sql: string) =>
-        manager.query(`${sql} WHERE entry_id BETWEEN $1::uuid AND $2::uuid ORDER BY entry_id`, range) as Promise<T[]>;
-      // One after the other: inside a transaction they share one connection.
-      const selectors = await children<{ entry_id: string; type: string; value: string }>(
-        'SELECT entry_id, type, value FROM selectors',
-      );
-      const dnsNames = await children<{ entry_id: string; value: string }>('SELECT entry_id, value FROM dns_names');
-      const federated = await children<{ entry_id: string; trust_domain: string }>(
-        'SELECT entry_id, trust_domain FROM federated_trust_domains',
-      );
-      const page = rows.map((row): Entry => {
-        const createdAt = new Date(Number(row.created_at));
-        return {
-          id: row.id,
-          spiffeId: row.spiffe_id,
-          // Parents and selector types repeat across many entries: one string each (up to INTERNED_MAX), not one per entry.
-          parentId: intern(row.parent_id),
-          selectors: NONE,
-          x509SvidTtl: row.x509_svid_ttl,
-          jwtSvidTtl: row.jwt_svid_ttl,
-          dnsNames: NONE,
-          federatesWith: NONE,
-          admin: row.admin,
-          downstream: row.downstream,
-          hint: row.hint,
-          expiresAt: row.expires_at === null ? null : new Date(Number(row.expires_at)),
-          revisionNumber: Number(row.revision_number),
-          createdAt,
-          updatedAt: row.updated_at === row.created_at ? createdAt : new Date(Number(row.updated_at)),
-        };
-      });
-      const attach = <T extends { entry_id: string }, V>(
-        found: readonly T[],
-        field: 'selectors' | 'dnsNames' | 'federatesWith',
-        value: (child: T) => V,
-      ) => {
-        let index = 0;
-        let start = 0;
-        while (start < found.length) {
-          let end = start;
-          const entryId = found[start]!.entry_id;
-          while (end < found.length && found[end]!.entry_id === entryId) end += 1;
-          while (index < page.length && page[index]!.id < entryId) index += 1;
-          const entry = page[index];
-          if (entry?.id === entryId) {
-            (entry as unknown as Record<typeof field, V[]>)[field] = found.slice(start, end).map(value);
-          }
-          start = end;
-        }
-      };
-      attach(selectors, 'selectors', ({ type, value }): Selector => ({ type: intern(type), value }));
-      attach(dnsNames, 'dnsNames', ({ value }) => value);
-      attach(federated, 'federatesWith', ({ trust_domain }) => intern(trust_domain));
-      for (const entry of page) {
-        if (entry.selectors.length > 1) (entry.selectors as Selector[]).sort(compareSelectors);
-        if (entry.dnsNames.length > 1) (entry.dnsNames as string[]).sort();
-        if (entry.federatesWith.length > 1) (entry.federatesWith as string[]).sort();
-        all.push(entry);
-      }
-      if (rows.length < pageSize) return all;
-      after = range[1];
+      const children = readChildRows(manager, 'entry_id BETWEEN $1::uuid AND $2::uuid', range);
+      const more = rows.length === pageSize;
+      // Queued on the transaction's connection behind this page's children: PostgreSQL reads the next page while
+      // this one is parsed and mapped here. Its failure, if any, is thrown where it is awaited.
+      if (more) next = readPage(range[1]);
+      next.catch(() => undefined);
+      for (const entry of toEntries(rows, await children, intern)) all.push(entry);
+      if (!more) return all;
     }
   }
+}
+
+/** The columns of an entry row as {@link EntryRawRow} reads them. */
+const ENTRY_COLUMNS = `SELECT id, spiffe_id, parent_id, x509_svid_ttl, jwt_svid_ttl, admin, downstream, hint,
+                              ${epochMs('expires_at')} AS expires_at, revision_number,
+                              ${epochMs('created_at')} AS created_at, ${epochMs('updated_at')} AS updated_at`;
+
+/**
+ * Shares equal strings across entries (parent IDs, selector types, trust domains): one string each, up to
+ * INTERNED_MAX, instead of one per entry.
+ */
+function interner(): (text: string) => string {
+  const interned = new Map<string, string>();
+  return (text) => {
+    const known = interned.get(text);
+    if (known !== undefined) return known;
+    if (interned.size < INTERNED_MAX) interned.set(text, text);
+    return text;
+  };
+}
+
+/** The children of some entries, each list ordered by entry_id. */
+interface ChildRows {
+  readonly selectors: readonly { entry_id: string; type: string; value: string }[];
+  readonly dnsNames: readonly { entry_id: string; value: string }[];
+  readonly federated: readonly { entry_id: string; trust_domain: string }[];
+}
+
+/**
+ * Reads the children of the entries that `where` (over `entry_id`, with `params`) selects, ordered by entry_id: three
+ * plain queries sent at once (queued on the one connection of the transaction, so PostgreSQL goes from one to the
+ * next without waiting for us).
+ */
+async function readChildRows(manager: EntityManager, where: string, params: readonly unknown[]): Promise<ChildRows> {
+  const children = <T>(sql: string) =>
+    manager.query(`${sql} WHERE ${where} ORDER BY entry_id`, [...params]) as Promise<T[]>;
+  const queries = [
+    children<ChildRows['selectors'][number]>('SELECT entry_id, type, value FROM selectors'),
+    children<ChildRows['dnsNames'][number]>('SELECT entry_id, value FROM dns_names'),
+    children<ChildRows['federated'][number]>('SELECT entry_id, trust_domain FROM federated_trust_domains'),
+  ] as const;
+  const [selectors, dnsNames, federated] = await Promise.all(queries);
+  return { selectors, dnsNames, federated };
+}
+
+/** Reads the children of `rows` (ordered by id) and maps them to entries: see {@link toEntries}. */
+async function withChildRows(
+  manager: EntityManager,
+  rows: readonly EntryRawRow[],
+  where: string,
+  params: readonly unknown[],
+): Promise<Entry[]> {
+  return toEntries(rows, await readChildRows(manager, where, params), (text) => text);
+}
+
+/**
+ * Maps entry rows (ordered by id) and their children (ordered by entry_id, so each is joined to its entry in one
+ * pass) straight to entries: the ORM's entity building and text date parsing cost more than the reads.
+ */
+function toEntries(rows: readonly EntryRawRow[], children: ChildRows, intern: (text: string) => string): Entry[] {
+  const page = rows.map((row): Entry => {
+    const createdAt = new Date(Number(row.created_at));
+    return {
+      id: row.id,
+      spiffeId: row.spiffe_id,
+      parentId: intern(row.parent_id),
+      selectors: NONE,
+      x509SvidTtl: row.x509_svid_ttl,
+      jwtSvidTtl: row.jwt_svid_ttl,
+      dnsNames: NONE,
+      federatesWith: NONE,
+      admin: row.admin,
+      downstream: row.downstream,
+      hint: row.hint,
+      expiresAt: row.expires_at === null ? null : new Date(Number(row.expires_at)),
+      revisionNumber: Number(row.revision_number),
+      createdAt,
+      updatedAt: row.updated_at === row.created_at ? createdAt : new Date(Number(row.updated_at)),
+    };
+  });
+  const attach = <T extends { entry_id: string }, V>(
+    found: readonly T[],
+    field: 'selectors' | 'dnsNames' | 'federatesWith',
+    value: (child: T) => V,
+  ) => {
+    let index = 0;
+    let start = 0;
+    while (start < found.length) {
+      let end = start;
+      const entryId = found[start]!.entry_id;
+      while (end < found.length && found[end]!.entry_id === entryId) end += 1;
+      while (index < page.length && page[index]!.id < entryId) index += 1;
+      const entry = page[index];
+      if (entry?.id === entryId) {
+        (entry as unknown as Record<typeof field, V[]>)[field] = found.slice(start, end).map(value);
+      }
+      start = end;
+    }
+  };
+  attach(children.selectors, 'selectors', ({ type, value }): Selector => ({ type: intern(type), value }));
+  attach(children.dnsNames, 'dnsNames', ({ value }) => value);
+  attach(children.federated, 'federatesWith', ({ trust_domain }) => intern(trust_domain));
+  for (const entry of page) {
+    if (entry.selectors.length > 1) (entry.selectors as Selector[]).sort(compareSelectors);
+    if (entry.dnsNames.length > 1) (entry.dnsNames as string[]).sort();
+    if (entry.federatesWith.length > 1) (entry.federatesWith as string[]).sort();
+  }
+  return page;
 }
 
 /** Entries per page of {@link EntriesRepository.findAll}. */

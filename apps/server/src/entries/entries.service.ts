@@ -153,7 +153,11 @@ export class EntriesService {
       });
       await this.repository.insertEntries(tx, rows);
       const head = await revisions.commit();
-      for (const entry of await this.repository.findByIds(tx, [...new Set(ids)])) written.set(entry.id, entry);
+      // The entries written here are what was just inserted (as a read would give them, see toWrittenEntry); only
+      // the existing ones the others refer to (duplicates, ids in use) are read back.
+      for (const inserted of rows) written.set(inserted.id, toWrittenEntry(inserted));
+      const others = [...new Set(ids)].filter((id) => !written.has(id));
+      for (const entry of await this.repository.findByIds(tx, others)) written.set(entry.id, entry);
       return head;
     });
     await this.changeLog.announce(revision);
@@ -307,6 +311,28 @@ function duplicateKey(fields: ValidEntryFields): string {
 
 function row(fields: ValidEntryFields, revisionNumber: number, createdAt: Date, updatedAt: Date): EntryRow {
   return { ...fields, revisionNumber, createdAt, updatedAt };
+}
+
+/** The entry a row just inserted under `id` is: its fields only, as the repository reads them. */
+function toWrittenEntry(inserted: EntryRow & { id: string }): Entry {
+  return {
+    id: inserted.id,
+    spiffeId: inserted.spiffeId,
+    parentId: inserted.parentId,
+    selectors: inserted.selectors,
+    x509SvidTtl: inserted.x509SvidTtl,
+    jwtSvidTtl: inserted.jwtSvidTtl,
+    // Stored in the given order; a read gives them sorted (selectors and trust domains leave validation sorted).
+    dnsNames: inserted.dnsNames.length > 1 ? [...inserted.dnsNames].sort() : inserted.dnsNames,
+    federatesWith: inserted.federatesWith,
+    admin: inserted.admin,
+    downstream: inserted.downstream,
+    hint: inserted.hint,
+    expiresAt: inserted.expiresAt,
+    revisionNumber: inserted.revisionNumber,
+    createdAt: inserted.createdAt,
+    updatedAt: inserted.updatedAt,
+  };
 }
 
 function definedFields(patch: EntryPatch): EntryPatch {
