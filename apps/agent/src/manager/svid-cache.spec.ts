@@ -387,6 +387,23 @@ describe('lazy signing (svidCacheMaxSize)', () => {
     next();
   });
 
+  it('keeps the entries of a set of selectors pinned until its last live caller goes', async () => {
+    build({ svidCacheMaxSize: 1 });
+    for (let i = 0; i < 2; i++) api.put(testEntry(id(`/group/${i}`), { selectors: uid(7001) }));
+    await syncAndSign();
+    const selectors = [...uid(7001), { type: 'unix', value: 'gid:7001' }];
+    const first = cache.watch(selectors);
+    // The same selectors in another order, one repeated: the same group of callers.
+    const second = cache.watch([selectors[1]!, selectors[0]!, selectors[1]!]);
+    await until(() => signedFor(7001) === 2);
+    await rotator.idle();
+    first();
+    first(); // a second call of the same close changes nothing
+    expect(cache.svidCount).toBe(2);
+    second();
+    expect(cache.svidCount).toBe(1);
+  });
+
   it('without the option, signs every entry at once and watch changes nothing', async () => {
     for (let i = 0; i < 3; i++) api.put(testEntry(id(`/eager/${i}`), { selectors: uid(5001) }));
     await syncAndSign();

@@ -45,14 +45,27 @@ interface CacheRecord {
   wanted: boolean;
   /** Lazy signing: when a caller last had this entry (a tick of {@link SvidCache}'s use counter), for the LRU. */
   lastUsed: number;
-  /** Lazy signing: how many live callers have this entry (kept up to date, so that "pinned" costs nothing to ask). */
-  pins: number;
+  /**
+   * Lazy signing: the groups of live callers that have this entry (kept up to date, so that "pinned" costs nothing to
+   * ask, and a record leaves only the groups that hold it).
+   */
+  readonly pins: Set<WatchGroup>;
 }
 
-/** Lazy signing: one live caller, and the records its selectors match (each counted in that record's `pins`). */
-interface Watcher {
+/**
+ * Lazy signing: the live callers with one set of selectors (many streams of one program are one group), and the
+ * records those selectors match. An entry's arrival or change is matched once per group, not once per stream.
+ */
+interface WatchGroup {
+  readonly key: string;
   readonly selectors: readonly Selector[];
+  callers: number;
   readonly records: Set<CacheRecord>;
+}
+
+/** One key per set of selectors, whatever their order or repetition. */
+function selectorSetKey(selectors: readonly Selector[]): string {
+  return JSON.stringify([...new Set(selectors.map((selector) => `${selector.type}:${selector.value}`))].sort());
 }
 
 /** How the cache signs: every entry at once (default), or lazily with an LRU cap (`--svid-cache-max-size`). */
@@ -115,7 +128,7 @@ export class SvidCache implements IdentityCache {
   /** Entries whose SVID was seen expired (logged once each, counted by the metrics). */
   private readonly expiredIds = new Set<string>();
   /** Lazy signing: the selectors of each live caller (open FetchX509SVID and SDS streams). */
-  private readonly watchers = new Set<Watcher>();
+  private readonly watchers = new Map<string, WatchGroup>();
   private useCounter = 0;
   private signingWanted: (() => void) | undefined;
 
@@ -152,58 +165,64 @@ export class SvidCache implements IdentityCache {
    */
   watch(selectors: readonly Selector[]): () => void {
     if (!this.lazy) return () => undefined;
-    const watcher: Watcher = { selectors, records: new Set() };
-    this.watchers.add(watcher);
+    const key = selectorSetKey(selectors);
+    let group = this.watchers.get(key);
+    if (group === undefined) {
+      const created: WatchGroup = { key, selectors: [...selectors], callers: 0, records: new Set() };
+      this.watchers.set(key, created);
+      for (const record of this.records.values()) this.pin(created, record);
+      group = created;
+    }
+    group.callers++;
     let missing = false;
     const tick = ++this.useCounter;
-    for (const record of this.records.values()) {
-      if (!this.pin(watcher, record)) continue;
+    for (const record of group.records) {
       record.wanted = true;
       record.lastUsed = tick;
       if (record.svid === undefined) missing = true;
     }
     if (missing) this.signingWanted?.();
+    const held = group;
     let done = false;
     return () => {
       if (done) return;
       done = true;
-      this.watchers.delete(watcher);
       const last = ++this.useCounter;
-      for (const record of watcher.records) {
-        record.pins--;
-        record.lastUsed = last;
+      for (const record of held.records) record.lastUsed = last;
+      if (--held.callers === 0) {
+        this.watchers.delete(held.key);
+        for (const record of held.records) record.pins.delete(held);
+        held.records.clear();
       }
-      watcher.records.clear();
       this.evict();
     };
   }
 
-  /** Counts `record` as held by `watcher` when the caller's selectors match it; true if they do. */
-  private pin(watcher: Watcher, record: CacheRecord): boolean {
-    if (!matchesAllSelectors(record.entry.selectors, watcher.selectors)) return false;
-    watcher.records.add(record);
-    record.pins++;
-    return true;
+  /** Counts `record` as held by `group` when the group's selectors match it. */
+  private pin(group: WatchGroup, record: CacheRecord): void {
+    if (!matchesAllSelectors(record.entry.selectors, group.selectors)) return;
+    group.records.add(record);
+    record.pins.add(group);
   }
 
   /**
-   * Lazy signing: counts the live callers that have a new or changed record (once per arrival or change of an entry,
-   * not on every signing pass or eviction as a scan of every caller would be).
+   * Lazy signing: matches a new or changed record against the groups of live callers (once per arrival or change of
+   * an entry and per distinct selector set, not on every signing pass or eviction).
    */
   private repin(record: CacheRecord): void {
     this.unpin(record);
-    for (const watcher of this.watchers) this.pin(watcher, record);
+    for (const group of this.watchers.values()) this.pin(group, record);
   }
 
+  /** Takes a record out of the groups that hold it (only those). */
   private unpin(record: CacheRecord): void {
-    if (record.pins === 0) return;
-    for (const watcher of this.watchers) watcher.records.delete(record);
-    record.pins = 0;
+    for (const group of record.pins) group.records.delete(record);
+    record.pins.clear();
   }
 
   /** Whether a live caller has this entry (its SVID is kept past the cap, and signed when it arrives). */
   private pinned(record: CacheRecord): boolean {
-    return record.pins > 0;
+    return record.pins.size > 0;
   }
 
   /**
@@ -560,7 +579,7 @@ export class SvidCache implements IdentityCache {
         identity: undefined,
         wanted: false,
         lastUsed: 0,
-        pins: 0,
+        pins: new Set(),
       };
       this.records.set(entry.id, created);
       if (this.lazy) this.repin(created);
