@@ -1,6 +1,6 @@
 import 'reflect-metadata';
-import { Type } from 'class-transformer';
-import { IsInt, IsOptional, IsString, ValidateNested } from 'class-validator';
+import { Exclude, Transform, Type } from 'class-transformer';
+import { IsInt, IsOptional, IsString, MaxLength, ValidateIf, ValidateNested } from 'class-validator';
 import { describe, expect, it } from 'vitest';
 import {
   BatchCreateEntriesDto,
@@ -90,5 +90,46 @@ describe('acceptCheckOf', () => {
     expect(acceptCheckOf(BatchCreateEntriesDto)!(body)).toBe(false);
     if (Object.getPrototypeOf(body) !== Object.prototype) return; // not a JSON body
     await expect(pipe.transform(body, { type: 'body', metatype: BatchCreateEntriesDto })).rejects.toThrow();
+  });
+
+  // Review R14: what the full pipe does differently for these classes is not mirrored; they are left to it.
+  it('leaves to the pipe a transform of any direction, class-level exclusion, unvalidated fields and methods', async () => {
+    class ToClassOnly {
+      @Transform(({ value }: { value: string }) => `spiffe://example.org/${value}`, { toClassOnly: true })
+      @IsString()
+      @MaxLength(24)
+      name!: string;
+    }
+    class Excluded {
+      @IsString() name!: string;
+    }
+    Exclude()(Excluded);
+    class Unvalidated {
+      @IsString() name!: string;
+      internal: unknown;
+    }
+    class WithMethod {
+      @ValidateIf((object: WithMethod) => object.renewal())
+      @IsString()
+      name!: string;
+      renewal(): boolean {
+        return true;
+      }
+    }
+    for (const target of [ToClassOnly, Excluded, Unvalidated, WithMethod]) {
+      expect({ target: target.name, check: acceptCheckOf(target) }).toEqual({ target: target.name, check: undefined });
+    }
+    await expect(pipe.transform({ name: 'abcdefghij' }, { type: 'body', metatype: ToClassOnly })).rejects.toThrow();
+  });
+
+  it('refuses a body whose missing field reads through a polluted Object.prototype', () => {
+    const polluted = Object.prototype as Record<string, unknown>;
+    polluted['admin'] = true;
+    try {
+      expect(acceptCheckOf(CreateEntryDto)!(valid)).toBe(false);
+    } finally {
+      delete polluted['admin'];
+    }
+    expect(acceptCheckOf(CreateEntryDto)!(valid)).toBe(true);
   });
 });

@@ -59,7 +59,7 @@ function compile(target: DtoClass): AcceptCheck | undefined {
   const storage = getMetadataStorage();
   // As class-validator's executor asks without groups (the pipe's options set none).
   const metadatas = storage.getTargetValidationMetadatas(target, '', false, false, undefined);
-  if (metadatas.length === 0 || !hasNoDefaults(target)) return undefined;
+  if (metadatas.length === 0 || hasPrototypeMembers(target) || hasClassTransformerRules(target)) return undefined;
   const grouped = storage.groupByPropertyName(metadatas) as Record<string, ValidationMetadata[]>;
   const properties: PropertyCheck[] = [];
   for (const [name, list] of Object.entries(grouped)) {
@@ -69,12 +69,16 @@ function compile(target: DtoClass): AcceptCheck | undefined {
     properties.push(property);
   }
   const known = new Set(properties.map((property) => property.name));
+  if (!hasOnlyValidatedFields(target, known)) return undefined;
   const targetName = target.name;
-  return (value) => {
+  const check: AcceptCheck = (value) => {
     if (typeof value !== 'object' || value === null || Object.getPrototypeOf(value) !== Object.prototype) return false;
     const object = value as Record<string, unknown>;
     for (const key of Object.keys(object)) if (!known.has(key)) return false; // whitelist: the pipe refuses it
     for (const property of properties) {
+      // A field the body lacks that still reads as something comes from a polluted Object.prototype: the pipe's
+      // instance would hide it behind its own undefined field, a plain object does not.
+      if (!Object.hasOwn(object, property.name) && property.name in object) return false;
       const field = object[property.name];
       if (!property.conditions.every((condition) => condition(object, field))) continue;
       for (const constraint of property.constraints) {
@@ -102,6 +106,14 @@ function compile(target: DtoClass): AcceptCheck | undefined {
       }
     }
     return true;
+  };
+  // A condition or custom check that throws on a plain object (it expected the DTO's instance) is a doubt: full pipe.
+  return (value) => {
+    try {
+      return check(value);
+    } catch {
+      return false;
+    }
   };
 }
 
@@ -150,17 +162,44 @@ function hasTransformerMetadata(target: DtoClass, name: string, list: readonly V
   const isNested = list.some((metadata) => metadata.type === 'nestedValidation');
   return (
     (!isNested && defaultMetadataStorage.findTypeMetadata(target, name) !== undefined) ||
-    defaultMetadataStorage.findTransformMetadatas(target, name, 1 /* PLAIN_TO_CLASS */).length > 0 ||
+    // Every direction (class-transformer's TransformationType: 0 plain to class, 1 class to plain, 2 class to class):
+    // a `@Transform` of any kind is not mirrored.
+    [0, 1, 2].some((type) => defaultMetadataStorage.findTransformMetadatas(target, name, type).length > 0) ||
     defaultMetadataStorage.findExposeMetadata(target, name) !== undefined ||
     defaultMetadataStorage.findExcludeMetadata(target, name) !== undefined
   );
 }
 
-function hasNoDefaults(target: DtoClass): boolean {
+/**
+ * The pipe's instance holds every declared field as its own property (ES2022 class fields): a field with a default or
+ * without a validator (which the whitelist refuses on every request) would make the instance differ from the body.
+ */
+function hasOnlyValidatedFields(target: DtoClass, known: ReadonlySet<string>): boolean {
   try {
     const instance = new (target as new () => object)();
-    return Object.values(instance).every((value) => value === undefined);
+    return Object.entries(instance).every(([key, value]) => value === undefined && known.has(key));
   } catch {
     return false;
   }
+}
+
+/** Methods or accessors anywhere in the class chain: code (a condition, a controller) may expect the instance. */
+function hasPrototypeMembers(target: DtoClass): boolean {
+  for (let proto: object | null = target.prototype as object; proto !== null && proto !== Object.prototype;) {
+    if (Reflect.ownKeys(proto).some((key) => key !== 'constructor')) return true;
+    proto = Object.getPrototypeOf(proto) as object | null;
+  }
+  return false;
+}
+
+/** Class-level `@Expose`/`@Exclude` (or any on a property) change what class-transformer keeps: not mirrored. */
+function hasClassTransformerRules(target: DtoClass): boolean {
+  // The property lists leave out class-level decorators, which are found under an undefined property name.
+  const classLevel = undefined as unknown as string;
+  return (
+    defaultMetadataStorage.getExposedMetadatas(target).length > 0 ||
+    defaultMetadataStorage.getExcludedMetadatas(target).length > 0 ||
+    defaultMetadataStorage.findExposeMetadata(target, classLevel) !== undefined ||
+    defaultMetadataStorage.findExcludeMetadata(target, classLevel) !== undefined
+  );
 }
