@@ -89,9 +89,15 @@ export class AuthorityKeyFactory {
       // JWT keys carry no certificate: their validity is whole seconds from now, the CA TTL long.
       const notBefore = new Date(Math.floor(now.getTime() / 1000) * 1000);
       const kid = randomBytes(KID_BYTES).toString('base64url');
-      const notAfter = new Date(notBefore.getTime() + this.config.caTtlSeconds * 1000);
-      // Upstream authority sigil: in the upstream's bundle (so in every bundle of the trust domain) before it signs.
-      await this.upstreamSigil?.publishJwtAuthority({ kid, publicKeyDer, notAfter }, upstreamRoots);
+      const asked = new Date(notBefore.getTime() + this.config.caTtlSeconds * 1000);
+      // Upstream authority sigil: in the upstream's bundle (so in every bundle of the trust domain) before it signs,
+      // until the expiry the upstream server stored (cut to its downstream_ca_max_ttl, as our CA's lifetime is).
+      const published = await this.upstreamSigil?.publishJwtAuthority(
+        { kid, publicKeyDer, notAfter: asked },
+        now,
+        upstreamRoots,
+      );
+      const notAfter = published?.notAfter ?? asked;
       return {
         ...common,
         authorityId: kid,

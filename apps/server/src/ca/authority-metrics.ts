@@ -8,9 +8,10 @@ export type AuthorityTransition = 'prepared' | 'activated' | 'retired' | 'pruned
  * stream (the trigger) failed (`stream`), the upstream server could not be asked or authenticated, or answered
  * something unreadable (`upstream`), its roots were refused (`refused`: not self-signed CA certificates, too many,
  * or dropping the root our active or prepared key chains to), storing them failed (`store`), or asking the upstream
- * server for its tainted keys failed (`taints`). The last good roots stay published in every case.
+ * server for its tainted keys failed (`taints`). The last good roots stay published in every case. `jwt_publish`: the
+ * upstream server did not take a new JWT key of ours (refused or not reached); our JWT keys stay as they are.
  */
-export type UpstreamBundleFailure = 'stream' | 'upstream' | 'refused' | 'store' | 'taints';
+export type UpstreamBundleFailure = 'stream' | 'upstream' | 'refused' | 'store' | 'taints' | 'jwt_publish';
 
 /**
  * The authority's metrics hook. The CA calls it; the health module implements it with prom-client counters and

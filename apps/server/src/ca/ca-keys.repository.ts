@@ -117,10 +117,13 @@ export class CaKeysRepository {
 export class SharedJwtAuthoritiesRepository {
   constructor(private readonly dataSource: DataSource) {}
 
-  /** Every stored shared JWT authority, by origin then kid. */
+  /**
+   * Every stored shared JWT authority, the upstream's first (they win a kid a downstream server published too), then
+   * by kid.
+   */
   async list(tx?: Transaction): Promise<SharedJwtAuthorityRow[]> {
     return (tx === undefined ? this.dataSource.manager : managerOf(tx)).find(SharedJwtAuthorityEntity, {
-      order: { origin: 'ASC', kid: 'ASC' },
+      order: { origin: 'DESC', kid: 'ASC' },
     });
   }
 

@@ -247,13 +247,13 @@ export class CaService implements OnApplicationShutdown {
 
   /**
    * Publishes a downstream server's JWT key in our bundle until it expires ({@link KeyManager.publishDownstreamJwtAuthority}),
-   * for a caller the downstream guard authenticated.
+   * for a caller the downstream guard authenticated; returns it as stored (its expiry cut to `maxLifetimeSeconds`).
    */
   publishDownstreamJwtAuthority(
     caller: string,
     key: SharedJwtAuthority,
     limits: { readonly maxLifetimeSeconds: number; readonly maxPerCaller: number },
-  ): Promise<void> {
+  ): Promise<SharedJwtAuthority> {
     return this.keys.publishDownstreamJwtAuthority(caller, key, limits);
   }
 

@@ -1,8 +1,8 @@
 import 'reflect-metadata';
 import { createPublicKey, generateKeyPairSync } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
-import { createCsr, generateKeyPair } from '@sigil/pki';
-import { SpiffeId } from '@sigil/spiffe';
+import { createCsr, createIntermediateCa, generateKeyPair } from '@sigil/pki';
+import { SpiffeId, TrustDomain } from '@sigil/spiffe';
 import { decodeProtectedHeader } from 'jose';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createTestAuthority, type TestAuthority } from '../../../../test/support/authority.js';
@@ -14,9 +14,11 @@ import {
 } from '../../../../test/support/database.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { TestCa } from '../../../../test/support/test-ca.js';
+import { AppError } from '../common/errors.js';
 import type { AuthorityKey } from './authority-key.js';
 import type { AuthorityKind } from './ca-key.js';
 import { MAX_UPSTREAM_ROOTS } from './upstream-authorities.js';
+import type { UpstreamSigilAuthority } from './upstream-sigil.js';
 
 const T0 = Date.UTC(2026, 0, 1);
 const WORKLOAD = SpiffeId.parse('spiffe://example.org/workload');
@@ -384,6 +386,37 @@ describe('KeyManager (CA key journal and rotation)', () => {
       expect(publishedIds('jwt')).toEqual([own.authorityId]);
     });
 
+    it("publishes the upstream's key, not a downstream server's, for a kid both have (a deeper server published it first)", async () => {
+      const top = await TestCa.create('example.org', { now: new Date(T0) });
+      const roots = [new Uint8Array(top.certificate.rawData)];
+      const active = authority.keys.slots('x509').active!;
+      await db.dataSource.query(
+        'UPDATE ca_keys SET upstream_chain = $1::jsonb, upstream_authorities = $1::jsonb WHERE id = $2',
+        [JSON.stringify([Buffer.from(roots[0]!).toString('base64')]), active.id],
+      );
+      const spki = () =>
+        generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'der' });
+      const jwk = (der: Buffer) => createPublicKey({ key: der, format: 'der', type: 'spki' }).export({ format: 'jwk' });
+      const notAfter = new Date(clock.now().getTime() + 3600_000);
+      const topKey = { kid: 'top-next', publicKeyDer: spki(), notAfter };
+      const deeper = { kid: 'top-next', publicKeyDer: spki(), notAfter };
+      // A server nested under us saw the kid in the top's bundle before we followed the top.
+      await authority.keys.publishDownstreamJwtAuthority('spiffe://example.org/deeper', deeper, {
+        maxLifetimeSeconds: 86_400,
+        maxPerCaller: 16,
+      });
+      expect(authority.bundles.ownBundle().findJwtAuthority('top-next')).toEqual(jwk(deeper.publicKeyDer));
+
+      await authority.keys.followUpstreamAuthorities(roots, [topKey]);
+      expect(authority.bundles.ownBundle().findJwtAuthority('top-next')).toEqual(jwk(topKey.publicKeyDer));
+      // Nor answered to our downstream servers.
+      const answered = (await authority.keys.bundleJwtAuthorities()).filter((key) => key.kid === 'top-next');
+      expect(answered).toEqual([topKey]);
+      // Another run keeps it so.
+      expect((await authority.keys.tick()).changes).toEqual([]);
+      expect(authority.bundles.ownBundle().findJwtAuthority('top-next')).toEqual(jwk(topKey.publicKeyDer));
+    });
+
     it('taints then revokes an old key, which leaves the bundle; refuses other states and orders', async () => {
       const old = authority.keys.slots('jwt').active!;
       const prepared = await authority.keys.prepare('jwt');
@@ -411,6 +444,144 @@ describe('KeyManager (CA key journal and rotation)', () => {
       expect((await authority.keys.revoke('jwt', old.authorityId)).revoked).toBe(true);
       expect(publishedIds('jwt')).toEqual([prepared.authorityId]);
       expect(authority.bundles.ownBundle().sequenceNumber).toBe(sequence + 1);
+    });
+  });
+
+  describe('upstream authority sigil: new JWT keys published to the upstream server', () => {
+    const MAX_TTL_SECONDS = 12 * 3600;
+    let top: TestCa;
+    let upstream: {
+      /** The kids the upstream server took, in order. */
+      readonly published: string[];
+      /** Publications asked for, taken or not. */
+      attempts: number;
+      /** The upstream server's refusal while set. */
+      refuse: string | undefined;
+    };
+
+    /**
+     * Our factory as with `--upstream-authority sigil`, the upstream server replaced by one in process: it signs our
+     * CA with a test root and takes JWT keys by its rule (expiry cut to its downstream_ca_max_ttl), or refuses them.
+     */
+    beforeEach(async () => {
+      top = await TestCa.create('example.org', { now: new Date(T0 - 3600_000) });
+      const rootDer = Buffer.from(top.certificate.rawData);
+      upstream = { published: [], attempts: 0, refuse: undefined };
+      const state = upstream;
+      const fake: Pick<UpstreamSigilAuthority, 'signCa' | 'publishJwtAuthority' | 'taintedAuthorities'> = {
+        signCa: async (keys, now) => {
+          const ca = await createIntermediateCa({
+            trustDomain: TrustDomain.parse('example.org'),
+            publicKey: keys.publicKey,
+            issuer: { certificate: top.certificate, privateKey: top.keys.privateKey },
+            ttlSeconds: MAX_TTL_SECONDS,
+            now,
+          });
+          return {
+            certificateDer: Buffer.from(ca.der),
+            upstreamChainDer: [rootDer],
+            upstreamAuthoritiesDer: [rootDer],
+          };
+        },
+        publishJwtAuthority: async (authority, now) => {
+          state.attempts += 1;
+          if (state.refuse !== undefined) throw new AppError('unavailable', state.refuse);
+          state.published.push(authority.kid);
+          const latest = Math.floor(now.getTime() / 1000) * 1000 + MAX_TTL_SECONDS * 1000;
+          return { ...authority, notAfter: new Date(Math.min(authority.notAfter.getTime(), latest)) };
+        },
+        taintedAuthorities: async () => new Set<string>(),
+      };
+      const factory = (authority.keys as unknown as { factory: { upstreamSigil: unknown } }).factory;
+      factory.upstreamSigil = fake;
+      await authority.keys.tick({ waitForLock: true });
+    });
+
+    const transitions = (result: { changes: readonly { kind: string; transition: string }[] }) =>
+      result.changes.map((change) => `${change.kind}:${change.transition}`);
+
+    it("keeps the expiry the upstream server answered (cut to its bound) as the JWT key's", async () => {
+      const jwt = authority.keys.slots('jwt').active!;
+      expect(upstream.published).toEqual([jwt.authorityId]);
+      expect(jwt.notAfter.getTime()).toBe(T0 + MAX_TTL_SECONDS * 1000);
+      expect(authority.keys.slots('x509').active!.notAfter.getTime()).toBe(T0 + MAX_TTL_SECONDS * 1000);
+    });
+
+    it('a refused JWT publication leaves the JWT keys as they are and the X.509 rotation goes on in the same tick', async () => {
+      const x509 = authority.keys.slots('x509').active!;
+      const jwt = authority.keys.slots('jwt').active!;
+      upstream.refuse = 'upstream: 422 jwt_authority: already has 16 unexpired JWT keys published';
+
+      // Half-way: both kinds prepare; the JWT key cannot be published, the X.509 CA is prepared all the same.
+      // (Our CA's validity starts a little before it was signed: the later of the two thresholds.)
+      clock.set(new Date(Math.max(half(x509), half(jwt))));
+      expect(transitions(await authority.keys.tick())).toEqual(['x509:prepared']);
+      expect(upstream.attempts).toBe(2); // the bootstrap's, then this tick's one (none again under the lock)
+      expect(authority.keys.slots('jwt')).toMatchObject({ prepared: undefined, active: { id: jwt.id } });
+      expect(authority.metrics.upstreamBundle).toEqual(['failed:jwt_publish']);
+
+      // Five sixths: the X.509 CA is activated; the JWT key stays active (no create, no activation of a new one).
+      clock.set(new Date(Math.max(fiveSixths(x509), fiveSixths(jwt))));
+      expect(transitions(await authority.keys.tick())).toEqual(['x509:retired', 'x509:activated']);
+      expect(upstream.attempts).toBe(3);
+      expect(authority.keys.slots('jwt')).toMatchObject({ prepared: undefined, active: { id: jwt.id } });
+      expect(await signingAuthorityId('jwt')).toBe(jwt.authorityId);
+
+      // Taken again: the next tick publishes one key, and prepares and activates it.
+      upstream.refuse = undefined;
+      clock.advance(10_000);
+      expect(transitions(await authority.keys.tick())).toEqual(['jwt:prepared', 'jwt:retired', 'jwt:activated']);
+      expect(upstream.attempts).toBe(4);
+      expect(authority.keys.slots('jwt').active!.authorityId).toBe(upstream.published[1]);
+    });
+
+    it('keeps an unused published JWT key across ticks that do not store it, while more than half its lifetime is left', async () => {
+      const jwt = authority.keys.slots('jwt').active!;
+      const withRotationLock = authority.journal.withRotationLock.bind(authority.journal);
+      const lockHeldElsewhere = () =>
+        (authority.journal.withRotationLock = (async () => ({ acquired: false })) as typeof withRotationLock);
+      lockHeldElsewhere();
+
+      clock.set(new Date(half(jwt)));
+      for (let i = 0; i < 5; i += 1) {
+        expect((await authority.keys.tick()).leader).toBe(false);
+        clock.advance(10_000);
+      }
+      expect(upstream.published).toHaveLength(2); // the bootstrap's and one for these five ticks
+      const ahead = upstream.published[1]!;
+
+      // A run whose transaction fails does not use it up either.
+      authority.journal.withRotationLock = withRotationLock;
+      const replace = authority.bundles.replaceOwnAuthorities.bind(authority.bundles);
+      authority.bundles.replaceOwnAuthorities = async () => {
+        throw new Error('database gone');
+      };
+      await expect(authority.keys.tick()).rejects.toThrow('database gone');
+      authority.bundles.replaceOwnAuthorities = replace;
+      expect(authority.keys.slots('jwt').prepared).toBeUndefined();
+
+      // The run that stores a key stores that one, published once.
+      expect(transitions(await authority.keys.tick())).toContain('jwt:prepared');
+      expect(authority.keys.slots('jwt').prepared!.authorityId).toBe(ahead);
+      expect(upstream.published).toHaveLength(2);
+      expect((await authority.keys.tick()).changes).toEqual([]);
+      expect(upstream.published).toHaveLength(2);
+    });
+
+    it('publishes a new key once the unused one has less than half its lifetime left', async () => {
+      const jwt = authority.keys.slots('jwt').active!;
+      authority.journal.withRotationLock = (async () => ({ acquired: false })) as never;
+      clock.set(new Date(half(jwt)));
+      await authority.keys.tick();
+      expect(upstream.published).toHaveLength(2);
+      const ahead = { notBefore: clock.now().getTime(), notAfter: jwt.notAfter.getTime() };
+      // The kept key's lifetime is cut to the bound from when it was published: half of it passes later.
+      clock.set(new Date(Math.floor(ahead.notBefore / 1000) * 1000 + (MAX_TTL_SECONDS * 1000) / 2 - 1000));
+      await authority.keys.tick();
+      expect(upstream.published).toHaveLength(2);
+      clock.advance(1000);
+      await authority.keys.tick();
+      expect(upstream.published).toHaveLength(3);
     });
   });
 });

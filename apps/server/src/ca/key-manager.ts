@@ -15,7 +15,7 @@ import { CaKeysRepository, versionOf, type CaKeyChanges, type NewCaKey } from '.
 import { planRotation, type RotationStep } from './rotation-plan.js';
 import { pauseInsideRotationForTests } from './rotation-test-hook.js';
 import { toAuthorityKey, type AuthorityChange, type AuthorityKey } from './authority-key.js';
-import { JWT_AUTHORITY_EXPIRY_SKEW_SECONDS, type SharedJwtAuthority } from '../downstream/downstream-contract.js';
+import { type SharedJwtAuthority } from '../downstream/downstream-contract.js';
 import {
   checkUpstreamRoots,
   diffUpstreamAuthorities,
@@ -314,28 +314,24 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
   /**
    * A downstream server's JWT key (SPIRE's `PublishJWTAuthority`), for a caller the downstream guard authenticated:
    * stored and published in our bundle until it expires, so every agent and nested server of the trust domain
-   * validates the JWT-SVIDs it signs. Publishing the same key again is accepted (a retry).
-   * @throws AppError `invalid_argument` when it expired or expires more than `maxLifetimeSeconds` (plus
-   * {@link JWT_AUTHORITY_EXPIRY_SKEW_SECONDS}) from now; `already_exists` when its kid is one of our keys, the upstream's
-   * or another key published before; `failed_precondition` when the caller already has `maxPerCaller` unexpired keys.
+   * validates the JWT-SVIDs it signs. Its expiry is cut to `maxLifetimeSeconds` from now (as a downstream CA's
+   * preferred TTL is); the caller uses the expiry we answer. Publishing the same key again is accepted (a retry) and
+   * keeps the expiry stored first. Returns the key as stored.
+   * @throws AppError `invalid_argument` when it expired; `already_exists` when its kid is one of our keys, the
+   * upstream's or another key published before; `failed_precondition` when the caller already has `maxPerCaller`
+   * unexpired keys.
    */
   async publishDownstreamJwtAuthority(
     caller: string,
     key: SharedJwtAuthority,
     limits: { readonly maxLifetimeSeconds: number; readonly maxPerCaller: number },
-  ): Promise<void> {
-    await this.change(async (tx, rows, now) => {
+  ): Promise<SharedJwtAuthority> {
+    return this.change(async (tx, rows, now) => {
       if (key.notAfter.getTime() <= now.getTime()) {
         throw new AppError('invalid_argument', `jwt_authority.expires_at: ${key.notAfter.toISOString()} has passed`);
       }
-      const latest = now.getTime() + (limits.maxLifetimeSeconds + JWT_AUTHORITY_EXPIRY_SKEW_SECONDS) * 1000;
-      if (key.notAfter.getTime() > latest) {
-        throw new AppError(
-          'invalid_argument',
-          `jwt_authority.expires_at: ${key.notAfter.toISOString()} is more than downstream_ca_max_ttl ` +
-            `(${limits.maxLifetimeSeconds} s) from now; give the nested server a --ca-ttl within it`,
-        );
-      }
+      // Whole seconds, as expires_at is sent.
+      const latest = Math.floor(now.getTime() / 1000) * 1000 + limits.maxLifetimeSeconds * 1000;
       if (rows.some((row) => row.kind === 'jwt' && row.authorityId === key.kid)) {
         throw new AppError('already_exists', `jwt_authority.key_id: ${key.kid} is a JWT authority of this server`);
       }
@@ -365,13 +361,17 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
             `${limits.maxPerCaller}; publish more once some have expired`,
         );
       }
+      // A retry keeps the expiry answered first (unless that has passed).
+      const first = same !== undefined && same.notAfter.getTime() > now.getTime() ? same.notAfter.getTime() : Infinity;
+      const notAfter = new Date(Math.min(key.notAfter.getTime(), latest, first));
       await this.journal.shared.saveDownstream(tx, {
         kid: key.kid,
         publishedBy: caller,
         publicKeyDer: key.publicKeyDer,
-        notAfter: key.notAfter,
+        notAfter,
         createdAt: same?.createdAt ?? now,
       });
+      return { kid: key.kid, publicKeyDer: key.publicKeyDer, notAfter };
     });
   }
 
@@ -522,9 +522,9 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
     const wantsX509 = leaving || planRotation('x509', this.keys, this.clock.now()).some((step) => step.op === 'create');
     await this.createAhead('x509', wantsX509);
     // Upstream authority sigil: a new JWT key is published to the upstream server before the lock, as X.509 keys are
-    // signed there.
-    await this.createAhead(
-      'jwt',
+    // signed there; a refusal must not hold up the X.509 rotation, so without a published key the JWT kind keeps its
+    // keys this run.
+    const jwtReady = await this.createJwtAhead(
       planRotation('jwt', this.keys, this.clock.now()).some((step) => step.op === 'create'),
     );
     const outcome = await this.journal.withRotationLock(waitForLock, async (tx) => {
@@ -532,7 +532,10 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
       const rows = await this.journal.listWithPrivateKeys(tx);
       const changes: AuthorityChange[] = [];
       for (const kind of KINDS) {
-        for (const step of planRotation(kind, rows, now)) await this.apply(tx, rows, step, now, changes);
+        for (const step of planRotation(kind, rows, now)) {
+          if (kind === 'jwt' && !jwtReady && needsNewKey(step)) continue;
+          await this.apply(tx, rows, step, now, changes);
+        }
       }
       const left = tainted === undefined ? [] : await this.leaveTaintedUpstream(tx, rows, tainted, now, changes);
       await this.journal.shared.deleteExpired(tx, now);
@@ -551,6 +554,7 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
       });
     }
     const changes = outcome.acquired ? outcome.result.changes : [];
+    this.forgetUsedAhead(changes);
     this.report(changes);
     if (outcome.acquired && (changes.length > 0 || outcome.result.published)) await this.notifyOthers();
     const reloaded = await this.reloadIfChanged();
@@ -570,6 +574,7 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
       return result;
     });
     if (!outcome.acquired) throw new AppError('unavailable', 'ca key journal: the rotation lock was not acquired');
+    this.forgetUsedAhead(changes);
     this.report(changes);
     await this.notifyOthers();
     await this.reloadIfChanged();
@@ -584,6 +589,53 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
   private async createAhead(kind: AuthorityKind, wanted: boolean): Promise<void> {
     this.createdAhead.delete(kind);
     if (!wanted || !this.factory.signsRemotely) return;
+    await this.makeAhead(kind);
+  }
+
+  /**
+   * Upstream authority sigil: the JWT key to create this run, published to the upstream server before the lock. A key
+   * published before and not used yet is kept while more than half its lifetime is left (each new one counts against
+   * the upstream server's per-caller limit), and dropped once no key is wanted. A refused or failed publication is
+   * logged and counted: false then, and this run creates no JWT key (the current ones stay; the next run asks again).
+   * True when the run may create a JWT key: one is ready, or the factory does not sign remotely.
+   */
+  private async createJwtAhead(wanted: boolean): Promise<boolean> {
+    if (!wanted || !this.factory.signsRemotely) {
+      this.createdAhead.delete('jwt');
+      return true;
+    }
+    const kept = this.createdAhead.get('jwt');
+    const now = this.clock.now().getTime();
+    if (kept !== undefined && now < (kept.notBefore.getTime() + kept.notAfter.getTime()) / 2) return true;
+    this.createdAhead.delete('jwt');
+    try {
+      await this.makeAhead('jwt');
+      return true;
+    } catch (error) {
+      this.metrics.upstreamBundleFailed('jwt_publish');
+      this.logger.warn({
+        msg:
+          'upstream authority sigil: the upstream server did not take our new JWT key; the JWT keys stay as they are ' +
+          'and the next check publishes again (the X.509 rotation goes on)',
+        reason: (error as Error).message,
+      });
+      return false;
+    }
+  }
+
+  /**
+   * Forgets the keys made ahead that committed `changes` put in the journal; one not used (lock not acquired, or the
+   * transaction failed) stays for the next run ({@link createJwtAhead}).
+   */
+  private forgetUsedAhead(changes: readonly AuthorityChange[]): void {
+    for (const [kind, key] of this.createdAhead) {
+      if (changes.some((change) => change.kind === kind && change.authorityId === key.authorityId)) {
+        this.createdAhead.delete(kind);
+      }
+    }
+  }
+
+  private async makeAhead(kind: AuthorityKind): Promise<void> {
     // At the bootstrap nothing is stored yet: a JWT key made with the first X.509 key goes to the upstream server
     // that key's answer authenticated, not to whoever answers on the agent socket.
     const bootstrap = this.createdAhead.get('x509')?.upstreamAuthorities ?? [];
@@ -639,9 +691,10 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
     now: Date,
     changes: AuthorityChange[],
   ): Promise<CaKey> {
+    // Forgotten once the run commits (forgetUsedAhead): a failed transaction leaves it for the next run; used once.
     const ahead = this.createdAhead.get(kind);
-    this.createdAhead.delete(kind);
-    const key = ahead ?? (await this.factory.create(kind, now, storedUpstreamRoots(rows)));
+    const unused = ahead !== undefined && !rows.some((row) => row.id === ahead.id) ? ahead : undefined;
+    const key = unused ?? (await this.factory.create(kind, now, storedUpstreamRoots(rows)));
     if (state === 'prepared') {
       await this.journal.insert(tx, key);
       rows.push({ ...key, revision: '' });
@@ -696,11 +749,26 @@ export class KeyManager implements OnModuleInit, OnApplicationShutdown {
    */
   private async publish(tx: Transaction, rows: readonly CaKey[], now: Date): Promise<boolean> {
     // Shared keys with one of our kids (ours, as the upstream server answers them back; a revoked one included) never
-    // stand in for our own; a downstream server's key goes before the upstream's of the same kid.
+    // stand in for our own; the upstream's key goes before a downstream server's of the same kid (a deeper server may
+    // publish a kid the upstream server just made before we follow it), which is then not served.
     const kids = new Set(rows.filter((row) => row.kind === 'jwt').map((row) => row.authorityId));
+    const upstreamKids = new Set<string>();
     const shared = (await this.journal.shared.list(tx)).filter((row) => {
-      if (kids.has(row.kid) || row.notAfter.getTime() <= now.getTime()) return false;
+      if (row.notAfter.getTime() <= now.getTime()) return false;
+      if (kids.has(row.kid)) {
+        if (row.origin === 'downstream' && upstreamKids.has(row.kid)) {
+          this.logger.warn({
+            msg:
+              'a downstream server published a JWT key under a kid of the upstream server; the upstream key is ' +
+              'published, the downstream one is not',
+            kid: row.kid,
+            publishedBy: row.publishedBy,
+          });
+        }
+        return false;
+      }
       kids.add(row.kid);
+      if (row.origin === 'upstream') upstreamKids.add(row.kid);
       return true;
     });
     const published = rows
@@ -788,6 +856,11 @@ function rowOf(key: AuthorityKey): Pick<CaKey, 'kind' | 'certificateDer' | 'upst
     certificateDer: key.certificateDer,
     upstreamAuthorities: key.upstreamChainDer.length > 0 ? [] : null,
   };
+}
+
+/** True for a step that needs a key made this run: creating one, or activating the one just created. */
+function needsNewKey(step: RotationStep): boolean {
+  return step.op === 'create' || (step.op === 'activate' && step.id === 'created');
 }
 
 /** The X.509 authority a run's changes activated, if any (for the log). */

@@ -1,9 +1,9 @@
-import type { webcrypto } from 'node:crypto';
+import { generateKeyPairSync, type webcrypto } from 'node:crypto';
 import { exportPublicKeySpki } from '@sigil/pki';
 import { TrustDomain } from '@sigil/spiffe';
 import { describe, expect, it } from 'vitest';
 import { TestCa, generateTestKeys } from '../../../../test/support/test-ca.js';
-import { checkSignedCa } from './upstream-sigil.js';
+import { checkSignedCa, publishedJwtAuthority } from './upstream-sigil.js';
 
 const TD = TrustDomain.parse('example.org');
 const b64 = (certificate: { rawData: ArrayBuffer }): string => Buffer.from(certificate.rawData).toString('base64');
@@ -117,5 +117,28 @@ describe('checkSignedCa: the answer of an upstream Sigil server, checked before 
     expect(() => checkSignedCa(body, exportPublicKeySpki(keys.publicKey), TD, new Date(), FROM)).toThrow(
       `ca_cert_chain[0]: must name spiffe://example.org as its one URI SAN, got ${got}`,
     );
+  });
+});
+
+describe('publishedJwtAuthority: the upstream answer to a JWT key publication', () => {
+  const now = new Date(Date.UTC(2026, 0, 1));
+  const spki = () =>
+    generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'der' });
+  const asked = { kid: 'k1', publicKeyDer: spki(), notAfter: new Date(now.getTime() + 24 * 3600_000) };
+
+  it('answers the expiry the upstream server stored: as asked, or cut to its bound', () => {
+    expect(publishedJwtAuthority([asked], asked, now)).toEqual(asked);
+    const cut = { ...asked, notAfter: new Date(now.getTime() + 3600_000) };
+    expect(publishedJwtAuthority([{ ...asked, kid: 'other' }, cut], asked, now)).toEqual(cut);
+  });
+
+  it('refuses an answer without the key, with another public key, or an expiry later than asked or not after now', () => {
+    expect(() => publishedJwtAuthority([], asked, now)).toThrow(
+      'jwt_authorities: does not hold the key k1 just published',
+    );
+    expect(() => publishedJwtAuthority([{ ...asked, publicKeyDer: spki() }], asked, now)).toThrow(/does not hold/);
+    const later = { ...asked, notAfter: new Date(asked.notAfter.getTime() + 1000) };
+    expect(() => publishedJwtAuthority([later], asked, now)).toThrow(/no later than asked/);
+    expect(() => publishedJwtAuthority([{ ...asked, notAfter: now }], asked, now)).toThrow(/not after now/);
   });
 });

@@ -127,23 +127,22 @@ export class UpstreamSigilAuthority {
    * Publishes a new JWT key's public part to the upstream server (`POST /downstream/v1/jwt-authority`, SPIRE's
    * `PublishJWTAuthority`; the same mTLS as {@link signCa}, the upstream server verified against `trusted`, or the
    * agent's bundle at the bootstrap when nothing is stored), and checks that its answer, the upstream bundle's JWT
-   * authorities, holds it. Returns that answer.
+   * authorities, holds it with an expiry after `now` and no later than asked (the upstream server cuts it to its
+   * `downstream_ca_max_ttl`). Returns the key as the upstream server stored it: its expiry is the key's.
    * @throws AppError `unavailable` naming the step that failed (the agent, the upstream server's answer or refusal).
    */
   async publishJwtAuthority(
     authority: SharedJwtAuthority,
+    now: Date,
     trusted: readonly Uint8Array[],
-  ): Promise<SharedJwtAuthority[]> {
+  ): Promise<SharedJwtAuthority> {
     try {
       const payload: DownstreamJwtAuthorityRequestBody = { jwt_authority: toJwtAuthorityBody(authority) };
       const body = await this.call('POST', DOWNSTREAM_JWT_AUTHORITY_PATH, payload, trusted);
       try {
         const listed = parseDownstreamJwtAuthorities(body);
         if (listed === undefined) throw new Error('jwt_authorities: must be an array');
-        if (!listed.some((key) => key.kid === authority.kid && key.publicKeyDer.equals(authority.publicKeyDer))) {
-          throw new Error(`jwt_authorities: does not hold the key ${authority.kid} just published`);
-        }
-        return listed;
+        return publishedJwtAuthority(listed, authority, now);
       } catch (error) {
         throw new Error(
           `upstream_server_address ${this.config.upstreamSigil.serverAddress.text}: ${(error as Error).message}`,
@@ -287,6 +286,27 @@ function requestJson(
     req.on('error', reject);
     req.end(data);
   }).finally(() => clearTimeout(deadline));
+}
+
+/**
+ * The key just published as the upstream server's answer (`listed`) holds it: the same kid and public key, with an
+ * expiry after `now` and no later than asked (the upstream server cuts it to its `downstream_ca_max_ttl`).
+ * @throws Error naming what is wrong with the answer
+ */
+export function publishedJwtAuthority(
+  listed: readonly SharedJwtAuthority[],
+  authority: SharedJwtAuthority,
+  now: Date,
+): SharedJwtAuthority {
+  const stored = listed.find((key) => key.kid === authority.kid && key.publicKeyDer.equals(authority.publicKeyDer));
+  if (stored === undefined) throw new Error(`jwt_authorities: does not hold the key ${authority.kid} just published`);
+  if (stored.notAfter.getTime() <= now.getTime() || stored.notAfter.getTime() > authority.notAfter.getTime()) {
+    throw new Error(
+      `jwt_authorities: the key ${authority.kid} just published expires ${stored.notAfter.toISOString()}, not ` +
+        `after now (${now.toISOString()}) and no later than asked (${authority.notAfter.toISOString()})`,
+    );
+  }
+  return stored;
 }
 
 /** Checks the upstream's answer; throws naming what is wrong. */

@@ -1,4 +1,4 @@
-import { createPublicKey } from 'node:crypto';
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { isKeyType, keyTypeOfKeyObject } from '@sigil/pki';
 /**
  * The downstream CA route between two Sigil servers of one trust domain (SPIRE's `SVID.NewDownstreamX509CA`): a
@@ -143,8 +143,6 @@ export interface DownstreamJwtAuthorityResponseBody {
 export const MAX_PUBLISHED_JWT_AUTHORITIES_PER_CALLER = 16;
 /** More JWT authorities than an upstream bundle holds (its own keys and its downstream callers'): not the upstream's. */
 export const MAX_UPSTREAM_JWT_AUTHORITIES = 1_024;
-/** A published key's `expires_at` may pass the caller's longest CA lifetime by this much (clocks differ). */
-export const JWT_AUTHORITY_EXPIRY_SKEW_SECONDS = 60;
 
 /** A checked JWT authority: its kid, SubjectPublicKeyInfo DER and expiry. */
 export interface SharedJwtAuthority {
@@ -173,13 +171,18 @@ export function parseJwtAuthority(value: unknown, field: string): SharedJwtAutho
     throw new Error(`${field}.public_key: must be base64 SubjectPublicKeyInfo DER`);
   }
   const publicKeyDer = Buffer.from(publicKey, 'base64');
-  let keyType: string;
+  let keyObject: KeyObject;
   try {
-    keyType = keyTypeOfKeyObject(createPublicKey({ key: publicKeyDer, format: 'der', type: 'spki' }));
+    keyObject = createPublicKey({ key: publicKeyDer, format: 'der', type: 'spki' });
   } catch {
     throw new Error(`${field}.public_key: is not a SubjectPublicKeyInfo DER public key`);
   }
+  const keyType = keyTypeOfKeyObject(keyObject);
   if (!isKeyType(keyType)) throw new Error(`${field}.public_key: ${keyType}`);
+  // Stored and compared as bytes: only the one encoding Node exports (no trailing bytes, uncompressed point).
+  if (!keyObject.export({ type: 'spki', format: 'der' }).equals(publicKeyDer)) {
+    throw new Error(`${field}.public_key: must be the canonical DER encoding of the key`);
+  }
   const expiresAt = record['expires_at'];
   if (typeof expiresAt !== 'number' || !Number.isSafeInteger(expiresAt) || expiresAt <= 0) {
     throw new Error(`${field}.expires_at: must be unix seconds`);

@@ -343,9 +343,9 @@ describe(`downstream CA route (${backend})`, () => {
       ['an empty kid', { key_id: '' }, /^jwt_authority\.key_id: /],
       ['an expiry that has passed', { expires_at: inSeconds(-1) }, /^jwt_authority\.expires_at: .* has passed$/],
       [
-        'an expiry beyond downstream_ca_max_ttl',
-        { expires_at: inSeconds(MAX_TTL_SECONDS + 61) },
-        /^jwt_authority\.expires_at: .* is more than downstream_ca_max_ttl \(7200 s\) from now/,
+        'a key with bytes after its SPKI DER',
+        { public_key: Buffer.concat([Buffer.from(spki(), 'base64'), Buffer.alloc(8, 0x41)]).toString('base64') },
+        /^jwt_authority\.public_key: must be the canonical DER encoding of the key$/,
       ],
     ])('refuses %s with 400 naming the field, and publishes nothing', async (_name, overrides, message) => {
       const key = jwtKey(overrides);
@@ -353,6 +353,25 @@ describe(`downstream CA route (${backend})`, () => {
       expect(response.status, JSON.stringify(response.body)).toBe(400);
       expect(response.body['message']).toMatch(message);
       expect(await bundleKids()).not.toContain(key.key_id);
+    });
+
+    it('cuts an expiry beyond downstream_ca_max_ttl to it, stores and answers that expiry, and keeps it on a retry', async () => {
+      const nested = await svidFor(NESTED);
+      const key = jwtKey({ expires_at: inSeconds(MAX_TTL_SECONDS + 3600) });
+      const response = await publish(nested, { jwt_authority: key });
+      expect(response.status, JSON.stringify(response.body)).toBe(200);
+      const stored = { ...key, expires_at: inSeconds(MAX_TTL_SECONDS) };
+      expect(response.body['jwt_authorities']).toContainEqual(stored);
+      const read = await api.call('GET', DOWNSTREAM_AUTHORITIES_PATH, undefined, nested);
+      expect(read.body['jwt_authorities']).toContainEqual(stored);
+      // A retry later answers the expiry stored first, not a later cut.
+      clock.advance(60_000);
+      const retry = await publish(nested, { jwt_authority: key });
+      expect(retry.status).toBe(200);
+      expect(retry.body['jwt_authorities']).toContainEqual(stored);
+      // Within the bound it is kept as asked.
+      const within = jwtKey({ expires_at: inSeconds(MAX_TTL_SECONDS - 10) });
+      expect((await publish(nested, { jwt_authority: within })).body['jwt_authorities']).toContainEqual(within);
     });
 
     it('refuses a body without a key with 400', async () => {

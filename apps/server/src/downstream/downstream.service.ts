@@ -65,8 +65,9 @@ export class DownstreamService {
   /**
    * Publishes a downstream server's new JWT key in our bundle (SPIRE's `PublishJWTAuthority`) and answers our
    * bundle's JWT authorities. The key is checked here ({@link parseJwtAuthority}: kid, key type, expiry syntax), its
-   * expiry, kid and the caller's count under the rotation lock ({@link CaService.publishDownstreamJwtAuthority}): at
-   * most `downstream_ca_max_ttl` from now (what the caller's CA may live), a kid no other key has, at most
+   * expiry, kid and the caller's count under the rotation lock ({@link CaService.publishDownstreamJwtAuthority}): in
+   * the future, cut to `downstream_ca_max_ttl` from now (what the caller's CA may live; the answer holds the expiry
+   * stored, which the caller uses), a kid no other key has, at most
    * {@link MAX_PUBLISHED_JWT_AUTHORITIES_PER_CALLER} unexpired keys per caller. Audited with the caller's SPIFFE ID
    * as the actor and the kid as the target.
    */
@@ -82,7 +83,7 @@ export class DownstreamService {
       } catch (error) {
         throw new AppError('invalid_argument', (error as Error).message);
       }
-      await this.ca.publishDownstreamJwtAuthority(caller, key, {
+      const stored = await this.ca.publishDownstreamJwtAuthority(caller, key, {
         maxLifetimeSeconds: this.config.downstreamCaMaxTtlSeconds,
         maxPerCaller: MAX_PUBLISHED_JWT_AUTHORITIES_PER_CALLER,
       });
@@ -91,7 +92,8 @@ export class DownstreamService {
         msg: 'downstream JWT authority published',
         spiffeId: caller,
         kid: key.kid,
-        notAfter: key.notAfter,
+        notAfter: stored.notAfter,
+        ...(stored.notAfter.getTime() < key.notAfter.getTime() && { askedNotAfter: key.notAfter }),
       });
     } catch (error) {
       const { kind, status } = classify(error);
