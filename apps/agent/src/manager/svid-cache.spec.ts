@@ -289,6 +289,41 @@ describe('SvidCache with the rotator', () => {
     expect(api.batches.filter((size) => size < 0)).toHaveLength(1);
   });
 
+  it('reports the server refusing the agent in one lane even after the other lane failed', async () => {
+    let secondStarted!: () => void;
+    const secondStart = new Promise<void>((resolve) => (secondStarted = resolve));
+    let firstFailed!: () => void;
+    const firstFailure = new Promise<void>((resolve) => (firstFailed = resolve));
+    let calls = 0;
+    const refusals: AgentApiError[] = [];
+    const failing = {
+      signX509Svids: async (): Promise<never> => {
+        if (++calls === 1) {
+          // The first batch at the server fails (unavailable) once the second is there too.
+          await secondStart;
+          setTimeout(firstFailed, 20);
+          throw new AgentApiError(503, 'unavailable', 'down', undefined);
+        }
+        secondStarted();
+        await firstFailure;
+        throw new AgentApiError(403, 'permission_denied', 'agent is banned', undefined);
+      },
+    };
+    rotator = new SvidRotator(cache, failing, {
+      bundle: () => api.bundle,
+      backoff: new Backoff(5_000, 5_000, () => 0.5),
+      batchSize: 1,
+      onAgentRefused: (error) => refusals.push(error),
+      logger: quiet,
+    });
+    sync = new EntrySync(api, cache, rotator, { waitMs: 5_000, logger: quiet });
+    for (let i = 0; i < 2; i++) api.put(testEntry(id(`/lanes/${i}`), { selectors: uid(3100) }));
+    await sync.syncOnce();
+    await until(() => refusals.length === 1);
+    expect(calls).toBe(2);
+    expect(refusals[0]?.status).toBe(403);
+  });
+
   it('refuses a batch size the server does not take', () => {
     expect(() => new SvidRotator(cache, api, { bundle: () => api.bundle, batchSize: 501 })).toThrow(
       'batchSize: must be from 1 to 500, got 501',

@@ -123,15 +123,17 @@ export class SvidRotator {
         const start = next;
         next += this.batchSize;
         try {
-          await this.signBatch(due.slice(start, start + this.batchSize));
+          // A lane still making its keys when the other failed does not send them: the next pass takes the entries.
+          await this.signBatch(due.slice(start, start + this.batchSize), () => !failed && !this.stopped);
           if (failed) return;
           this.backoff.reset();
           this.failureRetryAt = undefined;
           this.cache.signingFailed(undefined);
         } catch (error) {
+          // The server refusing the agent itself is reported whatever the other lane met (the manager acts once).
+          if (error instanceof AgentApiError && error.isAgentRefused()) this.options.onAgentRefused?.(error);
           if (failed) return;
           failed = true;
-          if (error instanceof AgentApiError && error.isAgentRefused()) this.options.onAgentRefused?.(error);
           // The rest of the pass waits too (nothing is dropped): the next pass takes every entry still due.
           const delay = retryDelayMs(error, this.backoff.next());
           this.failureRetryAt = this.clock.now().getTime() + delay;
@@ -158,8 +160,9 @@ export class SvidRotator {
     this.timer = setTimeout(() => this.schedule(), delay);
   }
 
-  private async signBatch(entries: readonly AgentEntry[]): Promise<void> {
+  private async signBatch(entries: readonly AgentEntry[], send: () => boolean = () => true): Promise<void> {
     const prepared = await Promise.all(entries.map((entry) => this.prepare(entry)));
+    if (!send()) return;
     const results = await this.api.signX509Svids(prepared.map(({ entry, csrPem }) => ({ entryId: entry.id, csrPem })));
     const receivedAt = this.clock.now();
     const retryAt = new Date(receivedAt.getTime() + (this.options.refusalRetryMs ?? 30_000));
