@@ -237,6 +237,28 @@ describe('SdsHandler', () => {
     });
   });
 
+  it("keeps a one-off caller's entries pinned for lazy signing a while, not just during the call", async () => {
+    const events: string[] = [];
+    const watching = Object.assign(cache, {
+      watch: (selectors: readonly Selector[]) => {
+        events.push(`watch ${selectors.map((selector) => selector.value).join(',')}`);
+        return () => events.push('release');
+      },
+    });
+    const pinned = new SdsHandler(attestor, watching, SDS_DEFAULTS, {
+      logger: { debug: () => undefined, warn: () => undefined },
+      oneOffPinMs: 50,
+    });
+    cache.entries = [{ selectors: [UID_1000], identity: identity(undefined) }];
+    const answer = await pinned
+      .fetchSecrets(create(DiscoveryRequestSchema), context('FetchSecrets'))
+      .catch((error: unknown) => error);
+    expect((answer as ConnectError).rawMessage).toBe("the caller's X509-SVIDs are still being signed; retry");
+    expect(events).toEqual(['watch uid:1000']);
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    expect(events).toEqual(['watch uid:1000', 'release']);
+  });
+
   it('answers UNAVAILABLE when the caller cannot be attested or the agent has no bundle yet', async () => {
     attestor.failure = new Error('pid 4242 exited');
     await expect(handler.fetchSecrets(create(DiscoveryRequestSchema), context('FetchSecrets'))).rejects.toMatchObject({

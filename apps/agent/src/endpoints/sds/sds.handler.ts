@@ -37,7 +37,16 @@ export const MAX_QUEUED_REQUESTS = 16;
 
 export interface SdsHandlerOptions {
   readonly logger?: Pick<ContextLogger, 'debug' | 'warn'>;
+  /** How long a `FetchSecrets` caller's entries stay pinned for lazy signing (default {@link ONE_OFF_PIN_MS}). */
+  readonly oneOffPinMs?: number;
 }
+
+/**
+ * Lazy signing: how long a one-off `FetchSecrets` keeps its caller's entries pinned, as an open stream would. Its first
+ * answer asks it to retry while its SVIDs are signed; unpinned at once, they could be dropped as they are stored
+ * (past the cache's cap) and signed again at every retry (review R12 M2).
+ */
+export const ONE_OFF_PIN_MS = 30_000;
 
 /** `type_url` and `resource_names` of a request, checked before anything is attested. */
 function checkRequest(request: Pick<DiscoveryRequest, 'typeUrl' | 'resourceNames'>): void {
@@ -95,6 +104,7 @@ type StreamEvent =
 export class SdsHandler {
   private readonly logger: Pick<ContextLogger, 'debug' | 'warn'>;
   private readonly limitedLog: RateLimitedLog;
+  private readonly oneOffPinMs: number;
   private readonly callers: CallerAttestation;
 
   constructor(
@@ -104,6 +114,7 @@ export class SdsHandler {
     options: SdsHandlerOptions = {},
   ) {
     this.logger = options.logger ?? new ContextLogger(SdsHandler.name);
+    this.oneOffPinMs = options.oneOffPinMs ?? ONE_OFF_PIN_MS;
     const warn = (fields: unknown): void => this.logger.warn(fields);
     this.limitedLog = new RateLimitedLog({ warn, error: warn, log: warn });
     this.callers = new CallerAttestation(attestor, this.limitedLog, this.logger);
@@ -125,8 +136,10 @@ export class SdsHandler {
     checkRequest(request);
     readyBundles(this.cache);
     const selectors = await this.callers.attest(context, 'FetchSecrets');
-    // A one-off request: lazy signing signs its SVIDs now (the retry the answer asks for finds them).
-    this.cache.watch?.(selectors)();
+    // A one-off request: lazy signing signs its SVIDs now and keeps them for a while (the retry the answer asks for
+    // finds them).
+    const release = this.cache.watch?.(selectors);
+    if (release !== undefined) setTimeout(release, this.oneOffPinMs).unref();
     const snapshot = this.snapshot(selectors);
     if (snapshot === undefined) {
       throw new ConnectError("the caller's X509-SVIDs are still being signed; retry", Code.Unavailable);
