@@ -77,3 +77,20 @@ describe('JWT authorities on the downstream wire (both sides)', () => {
     );
   });
 });
+
+describe('a key not in its canonical encoding (review R15)', () => {
+  const padded = Buffer.concat([Buffer.from(P256, 'base64'), Buffer.from([0])]).toString('base64');
+
+  it('is refused from a publishing caller', () => {
+    expect(() => parseJwtAuthority(key({ public_key: padded }), 'jwt_authority')).toThrow(
+      'jwt_authority.public_key: must be the canonical DER encoding of the key',
+    );
+  });
+
+  it('is taken in its canonical encoding from an upstream answer, the other keys with it', () => {
+    const other = key({ key_id: 'kid-2' });
+    const answer = parseDownstreamJwtAuthorities({ jwt_authorities: [key({ public_key: padded }), other] });
+    expect(answer?.map((authority) => authority.kid)).toEqual(['kid-1', 'kid-2']);
+    expect(answer?.[0]?.publicKeyDer.toString('base64')).toBe(P256);
+  });
+});

@@ -156,8 +156,15 @@ export interface SharedJwtAuthority {
  * publishes, a nested server what the upstream answers); throws naming the field that breaks the rule: `key_id` an
  * {@link AUTHORITY_ID}, `public_key` base64 SubjectPublicKeyInfo DER of a key type our JWT keys may have (EC P-256,
  * EC P-384, RSA 2048; the key itself is checked: a point on its curve), `expires_at` whole unix seconds.
+ * `encoding`: `canonical` (what a caller publishes) refuses any other encoding of the key than the one Node exports;
+ * `normalise` (what an upstream server answers, which may hold keys an older upstream stored as sent) takes the key
+ * in that encoding, so that one odd entry does not make the whole answer fail.
  */
-export function parseJwtAuthority(value: unknown, field: string): SharedJwtAuthority {
+export function parseJwtAuthority(
+  value: unknown,
+  field: string,
+  encoding: 'canonical' | 'normalise' = 'canonical',
+): SharedJwtAuthority {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new Error(`${field}: must be a JSON object`);
   }
@@ -180,14 +187,15 @@ export function parseJwtAuthority(value: unknown, field: string): SharedJwtAutho
   const keyType = keyTypeOfKeyObject(keyObject);
   if (!isKeyType(keyType)) throw new Error(`${field}.public_key: ${keyType}`);
   // Stored and compared as bytes: only the one encoding Node exports (no trailing bytes, uncompressed point).
-  if (!keyObject.export({ type: 'spki', format: 'der' }).equals(publicKeyDer)) {
+  const canonical = keyObject.export({ type: 'spki', format: 'der' });
+  if (encoding === 'canonical' && !canonical.equals(publicKeyDer)) {
     throw new Error(`${field}.public_key: must be the canonical DER encoding of the key`);
   }
   const expiresAt = record['expires_at'];
   if (typeof expiresAt !== 'number' || !Number.isSafeInteger(expiresAt) || expiresAt <= 0) {
     throw new Error(`${field}.expires_at: must be unix seconds`);
   }
-  return { kid, publicKeyDer, notAfter: new Date(expiresAt * 1000) };
+  return { kid, publicKeyDer: canonical, notAfter: new Date(expiresAt * 1000) };
 }
 
 /** A JWT authority as sent on the wire. */
@@ -211,7 +219,9 @@ export function parseDownstreamJwtAuthorities(body: unknown): SharedJwtAuthority
   if (value.length > MAX_UPSTREAM_JWT_AUTHORITIES) {
     throw new Error(`jwt_authorities: at most ${MAX_UPSTREAM_JWT_AUTHORITIES} keys, got ${value.length}`);
   }
-  const authorities = value.map((item: unknown, index) => parseJwtAuthority(item, `jwt_authorities[${index}]`));
+  const authorities = value.map((item: unknown, index) =>
+    parseJwtAuthority(item, `jwt_authorities[${index}]`, 'normalise'),
+  );
   const kids = new Set<string>();
   for (const { kid } of authorities) {
     if (kids.has(kid)) throw new Error(`jwt_authorities: key_id ${kid} is listed twice`);
