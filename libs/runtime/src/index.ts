@@ -52,6 +52,7 @@ export {
   compareSelectors,
   formatSelector,
   matchesAllSelectors,
+  selectorSetKey,
   parseSelector,
   selectorKey,
   type Selector,

@@ -111,6 +111,11 @@ export function selectorKey(selector: Selector): string {
   return `${selector.type.length}:${selector.type}:${selector.value}`;
 }
 
+/** A key equal for equal sets of selectors, whatever their order or repetition ({@link selectorKey} each). */
+export function selectorSetKey(selectors: readonly Selector[]): string {
+  return JSON.stringify([...new Set(selectors.map(selectorKey))].sort());
+}
+
 /**
  * Whether an entry with `required` selectors matches a workload attested with `present` selectors: every required
  * selector must be among the present ones. An entry without selectors matches nothing, so a missing selector list

@@ -1,7 +1,14 @@
 import { type ContextLogger } from '@sigil/logging';
 import { type TrustBundle } from '@sigil/spiffe';
 import { type AgentEntry, type SyncResponse } from '@sigil/agent-api';
-import { type Clock, ExpiryDeadline, type Selector, matchesAllSelectors, systemClock } from '@sigil/runtime';
+import {
+  type Clock,
+  ExpiryDeadline,
+  type Selector,
+  matchesAllSelectors,
+  selectorSetKey,
+  systemClock,
+} from '@sigil/runtime';
 import { type IdentityCache } from '../endpoints/workload-api/workload-api.handler.js';
 import { type AgentBundles, type WorkloadIdentity } from '../endpoints/workload-api/workload-responses.js';
 import { isUnixSha256Selector } from '../attestor/workload/unix/executable-digest.js';
@@ -61,11 +68,6 @@ interface WatchGroup {
   readonly selectors: readonly Selector[];
   callers: number;
   readonly records: Set<CacheRecord>;
-}
-
-/** One key per set of selectors, whatever their order or repetition. */
-function selectorSetKey(selectors: readonly Selector[]): string {
-  return JSON.stringify([...new Set(selectors.map((selector) => `${selector.type}:${selector.value}`))].sort());
 }
 
 /** How the cache signs: every entry at once (default), or lazily with an LRU cap (`--svid-cache-max-size`). */

@@ -15,7 +15,7 @@ import { type CallerAttestor } from '../workload-api/caller-attestation.js';
 import { type IdentityCache } from '../workload-api/workload-api.handler.js';
 import { type AgentBundles, type CachedX509Svid, type WorkloadIdentity } from '../workload-api/workload-responses.js';
 import { SDS_DEFAULTS } from './sds-secrets.js';
-import { MAX_QUEUED_REQUESTS, MAX_RESOURCE_NAMES, SdsHandler } from './sds.handler.js';
+import { MAX_ONE_OFF_PINS, MAX_QUEUED_REQUESTS, MAX_RESOURCE_NAMES, SdsHandler } from './sds.handler.js';
 
 const CALLER = { pid: 4242, uid: 1000, gid: 1000, startTime: 1n };
 const UID_1000: Selector = { type: 'unix', value: 'uid:1000' };
@@ -23,10 +23,11 @@ const UID_1000: Selector = { type: 'unix', value: 'uid:1000' };
 class FakeAttestor implements CallerAttestor {
   calls = 0;
   failure: Error | undefined;
+  selectors: readonly Selector[] = [UID_1000];
   async attest(): Promise<readonly Selector[]> {
     this.calls++;
     if (this.failure !== undefined) throw this.failure;
-    return [UID_1000];
+    return this.selectors;
   }
 }
 
@@ -257,6 +258,33 @@ describe('SdsHandler', () => {
     expect(events).toEqual(['watch uid:1000']);
     await new Promise((resolve) => setTimeout(resolve, 150));
     expect(events).toEqual(['watch uid:1000', 'release']);
+  });
+
+  it('holds one one-off pin per selector set, re-armed by each call, and at most MAX_ONE_OFF_PINS of them', async () => {
+    const events: string[] = [];
+    const watching = Object.assign(cache, {
+      watch: (selectors: readonly Selector[]) => {
+        const name = selectors.map((selector) => selector.value).join(',');
+        events.push(`watch ${name}`);
+        return () => events.push(`release ${name}`);
+      },
+    });
+    const pinned = new SdsHandler(attestor, watching, SDS_DEFAULTS, {
+      logger: { debug: () => undefined, warn: () => undefined },
+      oneOffPinMs: 60_000,
+    });
+    const fetch = () =>
+      pinned.fetchSecrets(create(DiscoveryRequestSchema), context('FetchSecrets')).catch(() => undefined);
+    await fetch();
+    await fetch();
+    expect(events).toEqual(['watch uid:1000']);
+    for (let i = 0; i < MAX_ONE_OFF_PINS; i++) {
+      attestor.selectors = [{ type: 'unix', value: `uid:${2000 + i}` }];
+      await fetch();
+    }
+    // The 257th selector set released the oldest (uid:1000) early; nothing else was released.
+    expect(events.filter((event) => event.startsWith('release'))).toEqual(['release uid:1000']);
+    expect(events.filter((event) => event.startsWith('watch'))).toHaveLength(MAX_ONE_OFF_PINS + 1);
   });
 
   it('answers UNAVAILABLE when the caller cannot be attested or the agent has no bundle yet', async () => {

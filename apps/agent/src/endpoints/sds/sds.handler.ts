@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { type MessageInitShape } from '@bufbuild/protobuf';
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from '@connectrpc/connect';
 import { RateLimitedLog, truncateForLog, ContextLogger } from '@sigil/logging';
-import { type Selector } from '@sigil/runtime';
+import { type Selector, selectorSetKey } from '@sigil/runtime';
 import {
   type DiscoveryRequest,
   type DiscoveryResponseSchema,
@@ -47,6 +47,13 @@ export interface SdsHandlerOptions {
  * (past the cache's cap) and signed again at every retry (review R12 M2).
  */
 export const ONE_OFF_PIN_MS = 30_000;
+
+/**
+ * One-off pins held at once, over all callers: one per set of selectors (a repeated call re-arms its pin), the oldest
+ * released early past this. Each pin is a group the lazy cache matches every arriving entry against, so unary calls
+ * (which no per-uid stream cap counts) must not multiply them (review R15).
+ */
+export const MAX_ONE_OFF_PINS = 256;
 
 /** `type_url` and `resource_names` of a request, checked before anything is attested. */
 function checkRequest(request: Pick<DiscoveryRequest, 'typeUrl' | 'resourceNames'>): void {
@@ -105,6 +112,7 @@ export class SdsHandler {
   private readonly logger: Pick<ContextLogger, 'debug' | 'warn'>;
   private readonly limitedLog: RateLimitedLog;
   private readonly oneOffPinMs: number;
+  private readonly oneOffPins = new Map<string, { readonly release: () => void; readonly timer: NodeJS.Timeout }>();
   private readonly callers: CallerAttestation;
 
   constructor(
@@ -132,14 +140,39 @@ export class SdsHandler {
     };
   }
 
+  /** Pins a one-off caller's selectors for {@link ONE_OFF_PIN_MS}: one pin per selector set, at most {@link MAX_ONE_OFF_PINS}. */
+  private pinOneOff(selectors: readonly Selector[]): void {
+    if (this.cache.watch === undefined) return;
+    const key = selectorSetKey(selectors);
+    const held = this.oneOffPins.get(key);
+    if (held !== undefined) {
+      // Newest again: re-armed, and last in line to be released early.
+      held.timer.refresh();
+      this.oneOffPins.delete(key);
+      this.oneOffPins.set(key, held);
+      return;
+    }
+    for (const [oldestKey, oldest] of this.oneOffPins) {
+      if (this.oneOffPins.size < MAX_ONE_OFF_PINS) break;
+      clearTimeout(oldest.timer);
+      this.oneOffPins.delete(oldestKey);
+      oldest.release();
+    }
+    const release = this.cache.watch(selectors);
+    const timer = setTimeout(() => {
+      this.oneOffPins.delete(key);
+      release();
+    }, this.oneOffPinMs).unref();
+    this.oneOffPins.set(key, { release, timer });
+  }
+
   async fetchSecrets(request: DiscoveryRequest, context: HandlerContext): Promise<DiscoveryResponseInit> {
     checkRequest(request);
     readyBundles(this.cache);
     const selectors = await this.callers.attest(context, 'FetchSecrets');
     // A one-off request: lazy signing signs its SVIDs now and keeps them for a while (the retry the answer asks for
     // finds them).
-    const release = this.cache.watch?.(selectors);
-    if (release !== undefined) setTimeout(release, this.oneOffPinMs).unref();
+    this.pinOneOff(selectors);
     const snapshot = this.snapshot(selectors);
     if (snapshot === undefined) {
       throw new ConnectError("the caller's X509-SVIDs are still being signed; retry", Code.Unavailable);
