@@ -16,7 +16,7 @@ export {
   type KeyType,
   type SigningAlgorithm,
 } from './keys.js';
-export { spkiDerOf } from './spki.js';
+export { privateKeyDerOf, spkiDerOf } from './spki.js';
 export {
   PEM_LABEL,
   certificatesFromPem,

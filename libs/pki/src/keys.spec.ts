@@ -21,7 +21,7 @@ import {
   toKeyObject,
   type KeyType,
 } from './keys.js';
-import { spkiDerOf } from './spki.js';
+import { ecKeyDerOf, privateKeyDerOf, spkiDerOf } from './spki.js';
 
 const KEY_TYPES: KeyType[] = ['ec-p256', 'ec-p384', 'rsa-2048'];
 const message = new TextEncoder().encode('sigil');
@@ -139,22 +139,26 @@ describe('key errors', () => {
   });
 });
 
-describe('generateSigningKey and spkiDerOf', () => {
-  it.each(KEY_TYPES)('%s: a key object whose SPKI is the bytes OpenSSL exports, and that signs', async (keyType) => {
-    const rounds = keyType === 'rsa-2048' ? 3 : 200;
-    for (let i = 0; i < rounds; i++) {
-      const { privateKey, spkiDer } = await generateSigningKey(keyType);
-      expect(privateKey.type).toBe('private');
-      const exported = createPublicKey(privateKey).export({ format: 'der', type: 'spki' });
-      expect(spkiDer.equals(exported)).toBe(true);
-      expect(spkiDerOf(createPublicKey(privateKey)).equals(exported)).toBe(true);
-      const publicKey = await importPublicKeySpki(spkiDer, keyType);
-      const signature = sign(keyType === 'ec-p384' ? 'sha384' : 'sha256', message, privateKey);
-      expect(verify(keyType === 'ec-p384' ? 'sha384' : 'sha256', message, toKeyObject(publicKey), signature)).toBe(
-        true,
-      );
-    }
-  });
+describe('generateSigningKey, spkiDerOf and privateKeyDerOf', () => {
+  it.each(KEY_TYPES)(
+    '%s: a key object whose SPKI and PKCS#8 are the bytes OpenSSL exports, and that signs',
+    async (keyType) => {
+      const rounds = keyType === 'rsa-2048' ? 3 : 200;
+      for (let i = 0; i < rounds; i++) {
+        const { privateKey, spkiDer, pkcs8Der } = await generateSigningKey(keyType);
+        expect(privateKey.type).toBe('private');
+        const exported = createPublicKey(privateKey).export({ format: 'der', type: 'spki' });
+        expect(spkiDer.equals(exported)).toBe(true);
+        expect(pkcs8Der.equals(privateKey.export({ format: 'der', type: 'pkcs8' }))).toBe(true);
+        expect(spkiDerOf(createPublicKey(privateKey)).equals(exported)).toBe(true);
+        const publicKey = await importPublicKeySpki(spkiDer, keyType);
+        const signature = sign(keyType === 'ec-p384' ? 'sha384' : 'sha256', message, privateKey);
+        expect(verify(keyType === 'ec-p384' ? 'sha384' : 'sha256', message, toKeyObject(publicKey), signature)).toBe(
+          true,
+        );
+      }
+    },
+  );
 
   it('refuses an unknown key type and a secret key', async () => {
     await expect(generateSigningKey('ec-p521' as KeyType)).rejects.toThrow('keyType: must be one of');
@@ -162,7 +166,33 @@ describe('generateSigningKey and spkiDerOf', () => {
   });
 
   it('leaves keys of other curves to OpenSSL', () => {
-    const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'secp521r1' });
+    const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'secp521r1' });
     expect(spkiDerOf(publicKey).equals(publicKey.export({ format: 'der', type: 'spki' }))).toBe(true);
+    const laidOut = privateKeyDerOf(privateKey);
+    expect(laidOut.spkiDer.equals(publicKey.export({ format: 'der', type: 'spki' }))).toBe(true);
+    expect(laidOut.pkcs8Der.equals(privateKey.export({ format: 'der', type: 'pkcs8' }))).toBe(true);
+  });
+
+  it('privateKeyDerOf refuses a public or secret key', () => {
+    const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+    expect(() => privateKeyDerOf(publicKey)).toThrow('key: must be a private KeyObject');
+    expect(() => privateKeyDerOf(createSecretKey(Buffer.alloc(32)))).toThrow('key: must be a private KeyObject');
+  });
+
+  it('lays out no EC key whose JWK members are not exactly of the curve size (left to OpenSSL)', () => {
+    for (const namedCurve of ['prime256v1', 'secp384r1']) {
+      const jwk = generateKeyPairSync('ec', { namedCurve }).privateKey.export({ format: 'jwk' });
+      expect(ecKeyDerOf(jwk)).toBeDefined();
+      for (const member of ['d', 'x', 'y'] as const) {
+        const value = jwk[member]!;
+        expect(ecKeyDerOf({ ...jwk, [member]: undefined })).toBeUndefined();
+        expect(ecKeyDerOf({ ...jwk, [member]: value.slice(1) })).toBeUndefined();
+        expect(ecKeyDerOf({ ...jwk, [member]: `${value}A` })).toBeUndefined();
+        // Right length, but a character base64url does not have: fewer bytes decode.
+        expect(ecKeyDerOf({ ...jwk, [member]: `${value.slice(0, -2)}!!` })).toBeUndefined();
+      }
+      expect(ecKeyDerOf({ ...jwk, crv: 'P-521' })).toBeUndefined();
+      expect(ecKeyDerOf({ ...jwk, kty: 'OKP' })).toBeUndefined();
+    }
   });
 });

@@ -195,11 +195,11 @@ export class SvidRotator {
   private async prepare(entry: AgentEntry): Promise<PreparedCsr> {
     // Node key objects made off the event loop, the SPKI laid out from the key's coordinates and the lean CSR
     // encoder: about a third of the WebCrypto key, OpenSSL's SPKI export and createCsr (bench:agent-fill).
-    const { privateKey, spkiDer } = await generateSigningKey(this.options.keyType);
+    const { privateKey, spkiDer, pkcs8Der } = await generateSigningKey(this.options.keyType);
     const csr = createCsrFast({ privateKey, spkiDer, spiffeId: entry.spiffeId });
     return {
       entry,
-      privateKey: new Uint8Array(privateKey.export({ format: 'der', type: 'pkcs8' })),
+      privateKey: new Uint8Array(pkcs8Der),
       spkiDer,
       csrPem: toPem(PEM_LABEL.certificateRequest, csr),
     };
