@@ -86,7 +86,10 @@ function checkedAuthority(item: ChainItem, what: string): X509Authority {
 
 function parseView(der: Uint8Array, what: string): CertificateView {
   try {
-    return parseCertificateView(der);
+    const view = parseCertificateView(der);
+    // Built now, once per authority: a bundle refuses what OpenSSL cannot read, and its views sign many chains.
+    void view.node;
+    return view;
   } catch (error) {
     const reason = error instanceof CertificateFormatError ? `: ${error.message}` : '';
     throw invalid(`${what} is not a der x.509 certificate${reason}`, error);

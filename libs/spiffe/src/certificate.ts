@@ -1,25 +1,42 @@
-import { X509Certificate as NodeX509Certificate } from 'node:crypto';
+import { type KeyObject, X509Certificate as NodeX509Certificate, createPublicKey, verify } from 'node:crypto';
 import type * as X509 from '@peculiar/x509';
 import { loadX509 } from './lazy-modules.js';
+import { bytesEqual } from './pem.js';
 
 /**
  * The parts of an X.509 certificate (RFC 5280 §4.1) that SVID verification reads, taken from its DER without
  * @peculiar/x509 (which costs ~0.4 s to load): issuer and subject (exact encodings, compared byte for byte), validity,
- * SubjectPublicKeyInfo and the extensions; Node's `X509Certificate` of the same DER checks signatures. Strict DER
- * only (definite, minimal lengths, every element inside its container); anything else is refused with the rule.
+ * SubjectPublicKeyInfo, the extensions, and the signed bytes with their signature ({@link signedBy} checks it). Strict
+ * DER only (definite, minimal lengths, every element inside its container); anything else is refused with the rule.
  */
 export interface CertificateView {
   /** The certificate's DER (a copy owned by the view). */
   readonly der: Uint8Array;
-  /** Node's (OpenSSL's) parse of the same DER: signatures, public key, subject text. */
+  /**
+   * Node's (OpenSSL's) parse of the same DER (subject text, the signature check of algorithms {@link signedBy} does
+   * not do itself), built on first access through {@link nodeCertificateFromDer}: it throws as that does.
+   */
   readonly node: NodeX509Certificate;
+  /** The subject's public key as Node reads the SPKI, made on first access; undefined when Node cannot read it. */
+  readonly publicKey: KeyObject | undefined;
   readonly issuer: Uint8Array;
   readonly subject: Uint8Array;
   readonly notBefore: Date;
   readonly notAfter: Date;
   readonly spki: Uint8Array;
   readonly extensions: readonly CertificateExtension[];
+  /** The tbsCertificate element (its DER, exactly the bytes signed). */
+  readonly tbs: Uint8Array;
+  /** The tbsCertificate's `signature` AlgorithmIdentifier (its DER). */
+  readonly tbsSignatureAlgorithm: Uint8Array;
+  /** The certificate's `signatureAlgorithm` AlgorithmIdentifier (its DER). */
+  readonly signatureAlgorithm: Uint8Array;
+  /** The content of the signatureValue BIT STRING: the unused-bits count, then the signature. */
+  readonly signatureValue: Uint8Array;
 }
+
+/** What the DER reader reads: a view without the parts Node builds on first use. */
+type CertificateFields = Omit<CertificateView, 'node' | 'publicKey'>;
 
 /** A certificate as verification reads it, and its @peculiar/x509 object (the caller's, or built on first call). */
 export interface ChainItem {
@@ -217,29 +234,129 @@ export function nodeCertificateFromDer(der: Uint8Array): NodeX509Certificate {
   return node;
 }
 
-/** Parses a DER certificate. @throws CertificateFormatError naming the rule; Node's own error when OpenSSL refuses it. */
-export function parseCertificate(input: Uint8Array): CertificateView {
-  const fields = readCertificate(input.slice());
-  return { ...fields, node: nodeCertificateFromDer(fields.der) };
+/** A view of the reader's fields, with Node's certificate and public key made on first use and kept. */
+class ParsedCertificate implements CertificateView {
+  readonly der: Uint8Array;
+  readonly issuer: Uint8Array;
+  readonly subject: Uint8Array;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  readonly spki: Uint8Array;
+  readonly extensions: readonly CertificateExtension[];
+  readonly tbs: Uint8Array;
+  readonly tbsSignatureAlgorithm: Uint8Array;
+  readonly signatureAlgorithm: Uint8Array;
+  readonly signatureValue: Uint8Array;
+  #node: NodeX509Certificate | undefined;
+  #publicKey: KeyObject | null | undefined;
+
+  constructor(fields: CertificateFields) {
+    this.der = fields.der;
+    this.issuer = fields.issuer;
+    this.subject = fields.subject;
+    this.notBefore = fields.notBefore;
+    this.notAfter = fields.notAfter;
+    this.spki = fields.spki;
+    this.extensions = fields.extensions;
+    this.tbs = fields.tbs;
+    this.tbsSignatureAlgorithm = fields.tbsSignatureAlgorithm;
+    this.signatureAlgorithm = fields.signatureAlgorithm;
+    this.signatureValue = fields.signatureValue;
+  }
+
+  get node(): NodeX509Certificate {
+    return (this.#node ??= nodeCertificateFromDer(this.der));
+  }
+
+  get publicKey(): KeyObject | undefined {
+    if (this.#publicKey === undefined) {
+      try {
+        this.#publicKey = createPublicKey({ key: Buffer.from(this.spki), format: 'der', type: 'spki' });
+      } catch {
+        this.#publicKey = null;
+      }
+    }
+    return this.#publicKey ?? undefined;
+  }
 }
 
 /**
- * The fields of a DER certificate as {@link parseCertificate} reads them, without Node's parse (no signature check
- * possible): for what only reads an extension, such as {@link chainIssuerIds}.
+ * Parses a DER certificate with the lean reader. Node's parse (OpenSSL's) is not run here: {@link CertificateView.node}
+ * builds it on first access. @throws CertificateFormatError naming the rule.
  */
-function readCertificate(der: Uint8Array): Omit<CertificateView, 'node'> {
+export function parseCertificate(input: Uint8Array): CertificateView {
+  return new ParsedCertificate(readCertificate(input.slice()));
+}
+
+/** A signature algorithm {@link signedBy} checks itself: the digest and the key type it needs. */
+interface SignatureAlgorithm {
+  readonly digest: 'sha256' | 'sha384' | 'sha512';
+  readonly keyType: 'ec' | 'rsa';
+}
+
+/**
+ * The signature algorithms {@link signedBy} checks with `crypto.verify`, by the exact DER of their AlgorithmIdentifier
+ * (hex): ecdsa-with-SHA256/384/512 without parameters (RFC 5758 §3.2) and sha256/384/512WithRSAEncryption with NULL
+ * parameters (RFC 4055 §5), as CAs (Sigil's included) write them. Any other encoding (RSASSA-PSS, Ed25519, parameters
+ * where these have none or none where they have NULL) is left to OpenSSL's check, which accepts some of them.
+ */
+const SIGNATURE_ALGORITHMS: ReadonlyMap<string, SignatureAlgorithm> = new Map([
+  ['300a06082a8648ce3d040302', { digest: 'sha256', keyType: 'ec' }],
+  ['300a06082a8648ce3d040303', { digest: 'sha384', keyType: 'ec' }],
+  ['300a06082a8648ce3d040304', { digest: 'sha512', keyType: 'ec' }],
+  ['300d06092a864886f70d01010b0500', { digest: 'sha256', keyType: 'rsa' }],
+  ['300d06092a864886f70d01010c0500', { digest: 'sha384', keyType: 'rsa' }],
+  ['300d06092a864886f70d01010d0500', { digest: 'sha512', keyType: 'rsa' }],
+]);
+
+function hex(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
+}
+
+/**
+ * Whether `issuer`'s public key verifies `cert`'s signature, with the answer of OpenSSL's `X509_verify` (Node's
+ * `X509Certificate.verify`), without building Node's certificates for the common algorithms: the signatureAlgorithm
+ * must be one of {@link SIGNATURE_ALGORITHMS} and equal to the tbsCertificate's `signature` field byte for byte
+ * (RFC 5280 §4.1.1.2), the signature BIT STRING must have no unused bits, the issuer's key must be of the algorithm's
+ * type (EC for ECDSA, RSA for PKCS #1 v1.5), and `crypto.verify` must accept the signature over the exact
+ * tbsCertificate bytes. Anything else goes to Node's `X509Certificate.verify`, unchanged.
+ *
+ * @throws what Node's parse throws, on that path only (a certificate OpenSSL refuses); callers treat it as "not signed by".
+ */
+export function signedBy(cert: CertificateView, issuer: CertificateView): boolean {
+  const algorithm = SIGNATURE_ALGORITHMS.get(hex(cert.signatureAlgorithm));
+  if (algorithm === undefined || !bytesEqual(cert.signatureAlgorithm, cert.tbsSignatureAlgorithm)) {
+    return cert.node.verify(issuer.node.publicKey);
+  }
+  const value = cert.signatureValue;
+  if (value.length < 2 || value[0] !== 0) return false;
+  const key = issuer.publicKey;
+  if (key?.asymmetricKeyType !== algorithm.keyType) return false;
+  try {
+    return verify(algorithm.digest, cert.tbs, key, value.subarray(1));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The fields of a DER certificate as {@link parseCertificate} reads them, without the view around them: for what
+ * only reads an extension, such as {@link chainIssuerIds}.
+ */
+function readCertificate(der: Uint8Array): CertificateFields {
   const top = new Reader(der, 0, der.length);
   const certificate = top.expect(SEQUENCE, 'certificate');
   top.finish('the certificate');
   const parts = Reader.of(der, certificate, 'certificate');
-  const tbs = Reader.of(der, parts.expect(SEQUENCE, 'tbsCertificate'), 'tbsCertificate');
-  parts.expect(SEQUENCE, 'signatureAlgorithm');
-  parts.expect(BIT_STRING, 'signatureValue');
+  const tbsElement = parts.expect(SEQUENCE, 'tbsCertificate');
+  const tbs = Reader.of(der, tbsElement, 'tbsCertificate');
+  const signatureAlgorithm = parts.expect(SEQUENCE, 'signatureAlgorithm');
+  const signatureValue = parts.expect(BIT_STRING, 'signatureValue');
   parts.finish('certificate');
 
   tbs.optional(VERSION, 'version');
   tbs.expect(INTEGER, 'serialNumber');
-  tbs.expect(SEQUENCE, 'signature');
+  const tbsSignatureAlgorithm = tbs.expect(SEQUENCE, 'signature');
   const issuer = tbs.expect(SEQUENCE, 'issuer');
   const validity = Reader.of(der, tbs.expect(SEQUENCE, 'validity'), 'validity');
   const notBefore = time(der, validity.next('notBefore'), 'notBefore');
@@ -277,6 +394,10 @@ function readCertificate(der: Uint8Array): Omit<CertificateView, 'node'> {
     notAfter,
     spki: der.subarray(spki.start, spki.end),
     extensions,
+    tbs: der.subarray(tbsElement.start, tbsElement.end),
+    tbsSignatureAlgorithm: der.subarray(tbsSignatureAlgorithm.start, tbsSignatureAlgorithm.end),
+    signatureAlgorithm: der.subarray(signatureAlgorithm.start, signatureAlgorithm.end),
+    signatureValue: der.subarray(signatureValue.content, signatureValue.end),
   };
 }
 

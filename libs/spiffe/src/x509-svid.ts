@@ -14,6 +14,7 @@ import {
   derChainItem,
   keyUsage as readKeyUsage,
   parseCertificate,
+  signedBy,
   subjectAltNameUris,
 } from './certificate.js';
 import { SpiffeError, quote } from './errors.js';
@@ -74,14 +75,28 @@ function invalid(message: string, cause?: unknown): SpiffeError {
   return new SpiffeError('ERR_X509_SVID_INVALID', message, cause === undefined ? undefined : { cause });
 }
 
+function notACertificate(what: string, error: unknown): SpiffeError {
+  const reason = error instanceof CertificateFormatError ? `: ${error.message}` : '';
+  return invalid(`${what} is not a der x.509 certificate${reason}`, error);
+}
+
 /** Parses DER into a view; a failure is `ERR_X509_SVID_INVALID` saying which certificate is not one. */
 function viewOf(der: Uint8Array, what: string): CertificateView {
   try {
     return parseCertificate(der);
   } catch (error) {
-    const reason = error instanceof CertificateFormatError ? `: ${error.message}` : '';
-    throw invalid(`${what} is not a der x.509 certificate${reason}`, error);
+    throw notACertificate(what, error);
   }
+}
+
+/**
+ * Who a check is about, in its error message: text, or a function giving it (a certificate's subject text needs
+ * Node's parse of it, made only when a message is).
+ */
+type Role = string | (() => string);
+
+function roleText(role: Role): string {
+  return typeof role === 'string' ? role : role();
 }
 
 function parseChain(chain: CertificateChainInput): ChainItem[] {
@@ -129,20 +144,20 @@ function lazyField<T extends object, V>(target: T, name: string, build: () => V)
 const svidChains = new WeakMap<X509Svid, readonly Uint8Array[]>();
 
 /** An extension's value, or the rule its encoding breaks as `ERR_X509_SVID_INVALID`. */
-function extensionOf<T>(read: () => T, role: string): T {
+function extensionOf<T>(read: () => T, role: Role): T {
   try {
     return read();
   } catch (error) {
-    if (error instanceof CertificateFormatError) throw invalid(`${role}: ${error.message}`, error);
+    if (error instanceof CertificateFormatError) throw invalid(`${roleText(role)}: ${error.message}`, error);
     throw error;
   }
 }
 
-function basicConstraints(cert: CertificateView, role: string): { ca: boolean; pathLength?: number } | null {
+function basicConstraints(cert: CertificateView, role: Role): { ca: boolean; pathLength?: number } | null {
   return extensionOf(() => readBasicConstraints(cert), role);
 }
 
-function keyUsage(cert: CertificateView, role: string): number | null {
+function keyUsage(cert: CertificateView, role: Role): number | null {
   return extensionOf(() => readKeyUsage(cert), role);
 }
 
@@ -174,10 +189,10 @@ export function idFromCertificate(certificate: X509.X509Certificate | Uint8Array
   return idFromView((parseChain([certificate])[0] as ChainItem).view);
 }
 
-function checkCriticalExtensions(cert: CertificateView, role: string): void {
+function checkCriticalExtensions(cert: CertificateView, role: Role): void {
   for (const extension of cert.extensions) {
     if (extension.critical && !HANDLED_CRITICAL_EXTENSIONS.has(extension.oid)) {
-      throw invalid(`${role} has an unsupported critical extension ${extension.oid}`);
+      throw invalid(`${roleText(role)} has an unsupported critical extension ${extension.oid}`);
     }
   }
 }
@@ -210,29 +225,35 @@ function checkLeaf(leaf: CertificateView): SpiffeId {
 }
 
 /** Checks that a signing certificate may sign (X509-SVID.md §4.1, §4.3). */
-function checkSigningCertificate(cert: CertificateView, role: string): void {
-  if (basicConstraints(cert, role)?.ca !== true) throw invalid(`${role} must be a ca (basicConstraints cA=true)`);
+function checkSigningCertificate(cert: CertificateView, role: Role): void {
+  if (basicConstraints(cert, role)?.ca !== true) {
+    throw invalid(`${roleText(role)} must be a ca (basicConstraints cA=true)`);
+  }
   const usage = keyUsage(cert, role);
   if (usage === null || !(usage & KEY_USAGE.keyCertSign)) {
-    throw invalid(`${role} must have keyCertSign key usage`);
+    throw invalid(`${roleText(role)} must have keyCertSign key usage`);
   }
   checkCriticalExtensions(cert, role);
 }
 
-function checkValidity(cert: CertificateView, role: string, now: Date): void {
+function checkValidity(cert: CertificateView, role: Role, now: Date): void {
   if (now.getTime() > cert.notAfter.getTime()) {
-    throw invalid(`${role} expired at ${cert.notAfter.toISOString()} (now is ${now.toISOString()})`);
+    throw invalid(`${roleText(role)} expired at ${cert.notAfter.toISOString()} (now is ${now.toISOString()})`);
   }
   if (now.getTime() < cert.notBefore.getTime()) {
-    throw invalid(`${role} is not valid before ${cert.notBefore.toISOString()} (now is ${now.toISOString()})`);
+    throw invalid(
+      `${roleText(role)} is not valid before ${cert.notBefore.toISOString()} (now is ${now.toISOString()})`,
+    );
   }
 }
 
 /** RFC 5280 §6.1.3 (b): the path length constraint of a CA bounds the intermediates below it. */
-function checkPathLength(cert: CertificateView, role: string, intermediatesBelow: number): void {
+function checkPathLength(cert: CertificateView, role: Role, intermediatesBelow: number): void {
   const pathLength = basicConstraints(cert, role)?.pathLength;
   if (pathLength !== undefined && intermediatesBelow > pathLength) {
-    throw invalid(`${role} allows ${pathLength} intermediate(s) below it, the chain has ${intermediatesBelow}`);
+    throw invalid(
+      `${roleText(role)} allows ${pathLength} intermediate(s) below it, the chain has ${intermediatesBelow}`,
+    );
   }
 }
 
@@ -244,9 +265,9 @@ function findIssuer<T extends { readonly view: CertificateView }>(
   for (const candidate of candidates) {
     if (!bytesEqual(candidate.view.subject, cert.issuer)) continue;
     try {
-      if (cert.node.verify(candidate.view.node.publicKey)) return candidate;
+      if (signedBy(cert, candidate.view)) return candidate;
     } catch {
-      // A key that cannot check this signature algorithm is simply not the issuer.
+      // A key that cannot check this signature algorithm (or a certificate OpenSSL refuses) is simply not the issuer.
     }
   }
   return undefined;
@@ -256,8 +277,14 @@ function findIssuer<T extends { readonly view: CertificateView }>(
  * A certificate's subject as text, RDNs in certificate order joined by ", " (`C=US, O=Sigil, CN=…`), as
  * @peculiar/x509's `subject` reads.
  */
-function subjectText(cert: CertificateView): string {
-  return cert.node.subject.split('\n').join(', ');
+function subjectText(cert: CertificateView, what: string): string {
+  let node;
+  try {
+    node = cert.node;
+  } catch (error) {
+    throw notACertificate(what, error);
+  }
+  return node.subject.split('\n').join(', ');
 }
 
 /** What a person reading a certificate wants first: its subject (as `describe` words it) and validity. */
@@ -274,11 +301,11 @@ export interface CertificateSummary {
  */
 export function certificateSummary(der: Uint8Array): CertificateSummary {
   const view = viewOf(der, 'certificate');
-  return { subject: subjectText(view), notBefore: view.notBefore, notAfter: view.notAfter };
+  return { subject: subjectText(view, 'certificate'), notBefore: view.notBefore, notAfter: view.notAfter };
 }
 
 function describe(kind: string, cert: ChainItem): string {
-  return `${kind} certificate ${quote(subjectText(cert.view))}`;
+  return `${kind} certificate ${quote(subjectText(cert.view, `${kind} certificate`))}`;
 }
 
 /**
@@ -313,7 +340,7 @@ export function verifyX509SvidSync(
   for (;;) {
     const root = findIssuer(current.view, roots);
     if (root !== undefined) {
-      const role = describe('root', root);
+      const role = (): string => describe('root', root);
       checkValidity(root.view, role, now);
       checkPathLength(root.view, role, verifiedChain.length - 1);
       verifiedChain.push(root);
@@ -329,7 +356,7 @@ export function verifyX509SvidSync(
           ` (no issuer found for ${describe(current === leaf ? 'leaf' : 'intermediate', current)})`,
       );
     }
-    const role = describe('intermediate', next);
+    const role = (): string => describe('intermediate', next);
     checkSigningCertificate(next.view, role);
     checkValidity(next.view, role, now);
     checkPathLength(next.view, role, verifiedChain.length - 1);
@@ -390,7 +417,7 @@ export async function parseX509Svid(
   const chain = parseChain(certificates);
   const [leaf, ...intermediates] = chain as [ChainItem, ...ChainItem[]];
   const spiffeId = checkLeaf(leaf.view);
-  for (const cert of intermediates) checkSigningCertificate(cert.view, describe('intermediate', cert));
+  for (const cert of intermediates) checkSigningCertificate(cert.view, () => describe('intermediate', cert));
 
   if (!(privateKeyPkcs8 instanceof Uint8Array)) throw invalid('private key must be pkcs#8 der bytes');
   let keyObject: KeyObject;
