@@ -1,4 +1,4 @@
-import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
+import { type KeyObject, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 
 /**
  * A certificate forged the way review R6 found (HIGH): Node's X509Certificate reads its input as PEM first, so DER
@@ -38,6 +38,40 @@ export function forgeEmbeddingPem(options: {
     privateKeyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
   };
 }
+
+/**
+ * A leaf SVID signed by `signingKey` (a trusted CA's key) whose subject is `subject` as given, raw DER: with
+ * `SEQUENCE { INTEGER }` it is a certificate that Sigil's strict DER reader accepts and OpenSSL and @peculiar/x509
+ * refuse to read (review R16 LOW-2). Built by hand from DER parts on purpose: no library would.
+ */
+export function leafWithRawSubject(options: {
+  issuer: Uint8Array;
+  subject: Buffer;
+  spiffeId: string;
+  notBefore: Date;
+  notAfter: Date;
+  signingKey: KeyObject;
+}): Buffer {
+  const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const tbs = seq(
+    tlv(0xa0, tlv(0x02, Buffer.from([2]))),
+    tlv(0x02, Buffer.concat([Buffer.from([0x12]), randomBytes(7)])),
+    seq(oid(ECDSA_SHA256)),
+    Buffer.from(options.issuer),
+    seq(utcTime(options.notBefore), utcTime(options.notAfter)),
+    options.subject,
+    publicKey.export({ type: 'spki', format: 'der' }),
+    tlv(0xa3, seq(extension('2.5.29.17', false, seq(tlv(0x86, Buffer.from(options.spiffeId)))))),
+  );
+  const signature = sign('sha256', tbs, options.signingKey);
+  return seq(tbs, seq(oid(ECDSA_SHA256)), tlv(0x03, Buffer.concat([Buffer.from([0]), signature])));
+}
+
+/** DER helpers for the tests that build certificates by hand. */
+export const der = {
+  seq: (...parts: Buffer[]): Buffer => seq(...parts),
+  integer: (value: number): Buffer => tlv(0x02, Buffer.from([value])),
+};
 
 const len = (n: number): Buffer => {
   if (n < 128) return Buffer.from([n]);

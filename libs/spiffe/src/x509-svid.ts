@@ -345,9 +345,16 @@ export function verifyX509SvidSync(
       checkPathLength(root.view, role, verifiedChain.length - 1);
       verifiedChain.push(root);
       const { notBefore, notAfter, spki } = leaf.view;
-      return lazyField({ spiffeId, leaf: { notBefore, notAfter, spki } } as VerifiedX509Svid, 'verifiedChain', () =>
-        verifiedChain.map((item) => item.certificate()),
-      );
+      // @peculiar/x509 reads the chain only here, after verification, and may refuse a certificate the strict DER
+      // reader accepted (a trusted CA signed bytes it cannot read): that is still an invalid SVID, not a crash
+      // (review R16 LOW-2).
+      return lazyField({ spiffeId, leaf: { notBefore, notAfter, spki } } as VerifiedX509Svid, 'verifiedChain', () => {
+        try {
+          return verifiedChain.map((item) => item.certificate());
+        } catch (error) {
+          throw invalid(`a certificate of the verified chain cannot be read: ${(error as Error).message}`, error);
+        }
+      });
     }
     const next = findIssuer(current.view, pool);
     if (next === undefined) {

@@ -1,4 +1,4 @@
-import { KeyObject, X509Certificate, constants as cryptoConstants } from 'node:crypto';
+import { KeyObject, constants as cryptoConstants } from 'node:crypto';
 import { type RequestListener } from 'node:http';
 import { Agent as HttpsAgent, type Server as HttpsServer, createServer as createHttpsServer } from 'node:https';
 import {
@@ -14,6 +14,7 @@ import {
   type SpiffeId,
   type TrustBundle,
   type X509Svid,
+  encodePem,
   idFromCertificate,
   peerCertificateChain,
 } from '@sigil/spiffe';
@@ -108,7 +109,12 @@ function materialOf(svid: X509Svid): SvidMaterial {
   if (material === undefined) {
     material = {
       key: KeyObject.from(svid.privateKey).export({ type: 'pkcs8', format: 'pem' }) as string,
-      cert: svid.certificates.map((cert) => new X509Certificate(Buffer.from(cert.rawData)).toString()).join(''),
+      // PEM of the SVID's own DER bytes. Node's X509Certificate of those bytes would read a PEM block embedded in
+      // them (an extension, say) as the certificate, and TLS would then present that one (review R16 LOW-1).
+      cert: encodePem(
+        'CERTIFICATE',
+        svid.certificates.map((cert) => new Uint8Array(cert.rawData)),
+      ),
     };
     materials.set(svid, material);
   }

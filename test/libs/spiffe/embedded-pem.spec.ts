@@ -1,11 +1,17 @@
 import 'reflect-metadata';
-import { X509Certificate } from 'node:crypto';
+import { KeyObject, X509Certificate } from 'node:crypto';
+import { once } from 'node:events';
+import { type AddressInfo } from 'node:net';
+import { connect } from 'node:tls';
+import * as x509 from '@peculiar/x509';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { forgeEmbeddingPem } from '../../support/forged-certificate.js';
+import { createTlsServer } from '../../../libs/workload-api/src/tls.js';
+import { der, forgeEmbeddingPem, leafWithRawSubject } from '../../support/forged-certificate.js';
 import { TEST_NOW, TestCa } from '../../support/test-ca.js';
 import {
   CertificateFormatError,
   nodeCertificateFromDer,
+  parseX509Svid,
   SpiffeError,
   verifyX509Svid,
   verifyX509SvidSync,
@@ -54,5 +60,56 @@ describe('a DER certificate that embeds a PEM certificate', () => {
     expect(verifyX509SvidSync([der], ca.bundle(), { now: TEST_NOW }).spiffeId.toString()).toBe(
       'spiffe://example.org/workload',
     );
+  });
+});
+
+describe('a CA-signed SVID that carries a PEM block in an extension (review R16 LOW-1)', () => {
+  it('is presented in TLS as its own DER bytes, never as the embedded certificate', async () => {
+    const pem = ca.certificate.toString('pem');
+    const extension = new x509.Extension('1.3.6.1.4.1.99999.1', false, new TextEncoder().encode(`\n${pem}\n`));
+    const issued = await ca.createX509Svid('spiffe://example.org/workload', { extraExtensions: [extension] });
+    const leafDer = new Uint8Array(issued.certificate.rawData);
+    // Signed by the trusted CA: the verifier accepts it, and Node alone would read the CA certificate out of it.
+    expect(verifyX509SvidSync([leafDer], ca.bundle(), { now: TEST_NOW }).spiffeId.toString()).toBe(
+      'spiffe://example.org/workload',
+    );
+    expect(new X509Certificate(leafDer).raw.equals(leafDer)).toBe(false);
+    const pkcs8 = KeyObject.from(issued.keys.privateKey).export({ format: 'der', type: 'pkcs8' });
+    const svid = await parseX509Svid([leafDer], new Uint8Array(pkcs8));
+
+    const server = createTlsServer({ getX509Svid: () => svid }, (_req, res) => res.end());
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const socket = connect({
+        port: (server.address() as AddressInfo).port,
+        host: '127.0.0.1',
+        rejectUnauthorized: false,
+      });
+      await once(socket, 'secureConnect');
+      const presented = socket.getPeerCertificate().raw;
+      socket.destroy();
+      expect(Buffer.from(presented).equals(Buffer.from(leafDer))).toBe(true);
+    } finally {
+      server.close();
+    }
+  });
+});
+
+describe('a CA-signed certificate that the strict reader accepts and OpenSSL cannot read (review R16 LOW-2)', () => {
+  it('verifies by its signature, and reading its verified chain is an invalid SVID, not a crash', async () => {
+    const leaf = leafWithRawSubject({
+      issuer: new Uint8Array(ca.certificate.subjectName.toArrayBuffer()),
+      subject: der.seq(der.integer(5)),
+      spiffeId: 'spiffe://example.org/odd',
+      notBefore: new Date(TEST_NOW.getTime() - 60_000),
+      notAfter: new Date(TEST_NOW.getTime() + 3_600_000),
+      signingKey: KeyObject.from(ca.keys.privateKey),
+    });
+    expect(() => nodeCertificateFromDer(leaf)).toThrow();
+    const verified = verifyX509SvidSync([new Uint8Array(leaf)], ca.bundle(), { now: TEST_NOW });
+    expect(verified.spiffeId.toString()).toBe('spiffe://example.org/odd');
+    expect(() => verified.verifiedChain).toThrow(SpiffeError);
+    expect(() => verified.verifiedChain).toThrow(/a certificate of the verified chain cannot be read/);
   });
 });

@@ -78,13 +78,15 @@ export class ClientSvidVerifier {
     if (chain.length === 0) throw unauthenticatedClient(this.missing);
     const verify = () => {
       let verified;
+      let verifiedChain;
       try {
         verified = verifyX509SvidSync(chain, bundle, { now });
+        verifiedChain = verified.verifiedChain;
       } catch (error) {
         if (error instanceof SpiffeError) throw unauthenticatedClient(error.message);
         throw error;
       }
-      const leaf = verified.verifiedChain[0]!;
+      const leaf = verifiedChain[0]!;
       return {
         value: {
           spiffeId: verified.spiffeId.toString(),
@@ -93,8 +95,8 @@ export class ClientSvidVerifier {
           notAfterMs: leaf.notAfter.getTime(),
           bundleSequence,
         },
-        validFromMs: Math.max(...verified.verifiedChain.map((cert) => cert.notBefore.getTime())),
-        validUntilMs: Math.min(...verified.verifiedChain.map((cert) => cert.notAfter.getTime())),
+        validFromMs: Math.max(...verifiedChain.map((cert) => cert.notBefore.getTime())),
+        validUntilMs: Math.min(...verifiedChain.map((cert) => cert.notAfter.getTime())),
       };
     };
     const svid = this.chains.get(chain, now.getTime(), verify, String(bundleSequence));
