@@ -8,6 +8,15 @@ import {
 } from '../config.js';
 import { CliError } from './admin-client.js';
 
+/**
+ * How often `sigil-server run` gives glibc's free pages back to the system, on a worker thread (the first time once it
+ * listens): what V8's compiler threads free again, above all the embedded database's WebAssembly tier-up to optimised
+ * code, which goes on for tens of seconds after a start, stays resident in the allocator's arenas otherwise (~50-70
+ * MiB on the embedded database; bench/README.md, issue 13). A call takes ~20 ms when it releases that much,
+ * microseconds when there is nothing.
+ */
+export const NATIVE_MEMORY_RELEASE_INTERVAL_MS = 10_000;
+
 export type RunOptions = ServerConfigFlags & { config?: string };
 
 const FLAG_KEYS: readonly (keyof ServerConfigFlags)[] = [
@@ -205,8 +214,13 @@ export function runCommand(): Command {
     .action(async (options: RunOptions) => {
       const config = configFromOptions(options);
       // Loaded here, not at the top: the admin subcommands must start fast, without Nest.
-      const [{ startServer }, { Logger }] = await Promise.all([import('../app.js'), import('@nestjs/common')]);
+      const [{ startServer }, { Logger }, { releaseFreedNativeMemoryEvery }] = await Promise.all([
+        import('../app.js'),
+        import('@nestjs/common'),
+        import('@sigil/runtime/native-memory'),
+      ]);
       const server = await startServer(config);
+      const stopReleasing = releaseFreedNativeMemoryEvery(NATIVE_MEMORY_RELEASE_INTERVAL_MS);
       const logger = new Logger('SigilServer');
       let stopping = false;
       const stop = (signal: NodeJS.Signals): void => {
@@ -215,6 +229,7 @@ export function runCommand(): Command {
           process.exit(130);
         }
         stopping = true;
+        stopReleasing();
         logger.log({ msg: 'shutting down', signal });
         server.close().then(
           () => {

@@ -1,0 +1,61 @@
+import koffi from 'koffi';
+
+interface MallocTrim {
+  (pad: number): number;
+  /** The same call on a worker thread (koffi's asynchronous call), its result given to `done`. */
+  async(pad: number, done: (error: unknown, released: number) => void): void;
+}
+
+let mallocTrim: MallocTrim | null | undefined;
+
+function native(): MallocTrim | null {
+  if (mallocTrim !== undefined) return mallocTrim;
+  mallocTrim = null;
+  if (process.platform !== 'linux') return mallocTrim;
+  try {
+    // glibc's, from the process's own symbol table; musl and other C libraries have none (koffi throws).
+    mallocTrim = koffi.load(null).func('int malloc_trim(size_t pad)') as MallocTrim;
+  } catch {
+    mallocTrim = null;
+  }
+  return mallocTrim;
+}
+
+/** Whether {@link releaseFreedNativeMemory} can do anything here (glibc's `malloc_trim` is present). */
+export function canReleaseFreedNativeMemory(): boolean {
+  return native() !== null;
+}
+
+/**
+ * Gives the system back the pages glibc's allocator holds free, in every arena (`malloc_trim(0)`). Memory that V8
+ * and its compiler threads allocate and free again (WebAssembly tier-up of the embedded database's PostgreSQL, TLS,
+ * zlib) stays resident in the allocator's per-thread arenas otherwise: ~40–60 MiB of sigil-server's RSS after a start
+ * on the embedded database (bench/README.md, issue 13). Nothing live is touched; the next allocations fault fresh
+ * pages in. Returns whether memory was released; false, doing nothing, where the C library is not glibc.
+ */
+export function releaseFreedNativeMemory(): boolean {
+  const trim = native();
+  return trim !== null && trim(0) === 1;
+}
+
+/**
+ * Does what {@link releaseFreedNativeMemory} does now and then every `intervalMs`, on a worker thread (a call that
+ * releases tens of MiB takes ~20 ms, which the event loop does not wait for; one call at a time), from an unref'd
+ * timer that keeps no process alive. Returns the function that stops it; a no-op where the C library is not glibc.
+ */
+export function releaseFreedNativeMemoryEvery(intervalMs: number): () => void {
+  const trim = native();
+  if (trim === null) return () => undefined;
+  let running = false;
+  const release = (): void => {
+    if (running) return;
+    running = true;
+    trim.async(0, () => {
+      running = false;
+    });
+  };
+  release();
+  const timer = setInterval(release, intervalMs);
+  timer.unref();
+  return () => clearInterval(timer);
+}
