@@ -3,11 +3,12 @@ import { TrustDomain } from '@sigil/spiffe';
 import { signCertificate } from './certificate.js';
 import { PkiError } from './errors.js';
 import { exportPublicKeySpki, isKeyPairOf, keyTypeOf } from './keys.js';
-import { certificatesFromPem, privateKeyFromPem } from './pem.js';
+import { privateKeyFromPem } from './pem.js';
+import { certificatesFromPem } from './pem-certificates.js';
+import { signingCaProfile } from './signing-ca.js';
 import {
   SVID_BACKDATE_SECONDS,
   generateSerialNumber,
-  signingCaProfile,
   subjectKeyIdentifier,
   validateNow,
   validateTtlSeconds,

@@ -6,7 +6,7 @@
 import { SpiffeError, SpiffeId } from '@sigil/spiffe';
 import { parseCsrFastAsync } from './csr-parser.js';
 import { PkiError } from './errors.js';
-import type { X509SvidSigner } from './svid-signer.js';
+import type { SvidLeafSigner } from './svid-leaf-signer.js';
 
 /** One CSR to sign for an entry the caller has already authorised. */
 export interface CsrToSign {
@@ -65,7 +65,7 @@ export class SpiffeIdCache {
 }
 
 async function signOne(
-  signer: X509SvidSigner,
+  signer: SvidLeafSigner,
   now: Date,
   item: CsrToSign,
   ids: SpiffeIdCache,
@@ -102,7 +102,7 @@ async function signOne(
  * (a bug) rejects the whole call.
  */
 export function signCsrs(
-  signer: X509SvidSigner,
+  signer: SvidLeafSigner,
   now: Date,
   items: readonly CsrToSign[],
   ids: SpiffeIdCache,

@@ -19,7 +19,6 @@ export {
 export { privateKeyDerOf, spkiDerOf } from './spki.js';
 export {
   PEM_LABEL,
-  certificatesFromPem,
   certificatesToPem,
   pemBlocks,
   privateKeyFromPem,
@@ -27,6 +26,7 @@ export {
   toPem,
   type PemBlock,
 } from './pem.js';
+export { certificatesFromPem } from './pem-certificates.js';
 export {
   DEFAULT_CA_TTL_SECONDS,
   createIntermediateCa,
@@ -41,11 +41,11 @@ export {
 export {
   SVID_BACKDATE_SECONDS,
   generateSerialNumber,
-  isCaCertificate,
   subjectKeyIdentifier,
   validateDnsName,
   validateDnsNames,
 } from './svid-profile.js';
+export { isCaCertificate } from './signing-ca.js';
 export {
   createCsr,
   createCsrFast,

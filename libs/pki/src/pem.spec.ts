@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { generateKeyPair, keyTypeOf } from './keys.js';
-import { certificatesFromPem, certificatesToPem, pemBlocks, privateKeyFromPem, privateKeyToPem, toPem } from './pem.js';
+import { certificatesFromPem } from './pem-certificates.js';
+import { certificatesToPem, pemBlocks, privateKeyFromPem, privateKeyToPem, toPem } from './pem.js';
 
 const der = new Uint8Array([0x30, 0x03, 0x02, 0x01, 0x07]);
 const block = (label: string, body = 'MAMCAQc=') => `-----BEGIN ${label}-----\n${body}\n-----END ${label}-----\n`;

@@ -1,10 +1,9 @@
 import { type webcrypto } from 'node:crypto';
 import { decodePemBlocks, encodePemBlock, isPemLabel, type PemBlock } from '@sigil/spiffe';
-import { DerCursor } from './der-reader.js';
-import { DerTag } from './der-tags.js';
-import { PkiError, messageOf } from './errors.js';
+import { PkiError } from './errors.js';
 import { exportPrivateKeyPkcs8, importPrivateKeyPkcs8, type KeyType } from './keys.js';
-import { x509 } from './x509-lib.js';
+// Types only: the signing workers load this module and must not load @peculiar/x509 (pem-certificates.ts parses).
+import type { x509 } from './x509-lib.js';
 
 export type { PemBlock };
 
@@ -54,25 +53,6 @@ export function singlePemBlock(pem: string, label: string, field = 'pem'): Uint8
   return block.der;
 }
 
-/**
- * Parses one DER certificate, refusing trailing data.
- *
- * @throws PkiError `ERR_CERTIFICATE_INVALID` naming `field`.
- */
-export function certificateFromDer(der: Uint8Array, field = 'certificate'): x509.X509Certificate {
-  if (!(der instanceof Uint8Array)) throw new PkiError('ERR_CERTIFICATE_INVALID', `${field}: must be a Uint8Array`);
-  const top = DerCursor.over(der, { name: field, code: 'ERR_CERTIFICATE_INVALID' });
-  top.expect(DerTag.SEQUENCE, 'certificate');
-  top.finish('the input (one certificate)');
-  try {
-    return new x509.X509Certificate(der.slice());
-  } catch (error) {
-    throw new PkiError('ERR_CERTIFICATE_INVALID', `${field}: not a valid der certificate: ${messageOf(error)}`, {
-      cause: error,
-    });
-  }
-}
-
 /** Encodes certificates (parsed, or DER bytes) as consecutive "CERTIFICATE" PEM blocks, in the given order. */
 export function certificatesToPem(certificates: readonly (x509.X509Certificate | Uint8Array)[]): string {
   return certificates
@@ -83,20 +63,6 @@ export function certificatesToPem(certificates: readonly (x509.X509Certificate |
       ),
     )
     .join('');
-}
-
-/**
- * Parses every block of a PEM text as a certificate; every block must be labelled "CERTIFICATE".
- *
- * @throws PkiError `ERR_PEM_INVALID` for PEM errors, `ERR_CERTIFICATE_INVALID` for a block that is not a certificate.
- */
-export function certificatesFromPem(pem: string): x509.X509Certificate[] {
-  return pemBlocks(pem).map((block, index) => {
-    if (block.label !== PEM_LABEL.certificate) {
-      throw pemError(`pem block ${index}: expected label "${PEM_LABEL.certificate}", found "${block.label}"`);
-    }
-    return certificateFromDer(block.der, `certificates[${index}]`);
-  });
 }
 
 /** Encodes a private key as an unencrypted PKCS#8 "PRIVATE KEY" PEM block (RFC 7468 §10). */

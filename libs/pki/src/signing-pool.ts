@@ -1,7 +1,9 @@
 /**
  * X.509-SVID signing on every core: a fixed set of worker threads (`node:worker_threads`, inside the server's
  * process) that each run {@link signCsrs} on the chunks handed to them. The CA key reaches a worker as a KeyObject
- * by `postMessage` (a handle on the same key inside the process: it is never encoded, written or logged). Every
+ * by `postMessage` (a handle on the same key inside the process: it is never encoded, written or logged), with the
+ * CA certificate's profile read and checked here once per key (`caProfileOf`), so that a worker loads no
+ * @peculiar/x509: that alone cost a starting worker ~0.18 s of CPU (bench/README "Agent fill"). Every
  * chunk names the CA key the caller chose for it, and a worker that holds another key is sent this one first, in
  * the same ordered channel: a rotation (or a taint that moves signing to a new key) reaches the workers with the
  * first chunk signed after it, never later.
@@ -9,6 +11,9 @@
 import { KeyObject, type webcrypto } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import type { CsrSigningOutcome, CsrToSign } from './csr-signing.js';
+import { messageOf } from './errors.js';
+import type { SigningCaProfile } from './svid-profile.js';
+import { caProfileOf } from './svid-signer.js';
 
 /** The CA to sign a chunk with: its journal ID (any string that changes with the key), certificate and private key. */
 export interface SigningCaKey {
@@ -17,12 +22,15 @@ export interface SigningCaKey {
   readonly privateKey: webcrypto.CryptoKey | KeyObject;
 }
 
+/** @internal A {@link SigningCaProfile} as posted to a worker: the trust domain as its name (a class does not cross). */
+export type SigningCaProfileWire = Omit<SigningCaProfile, 'trustDomain'> & { readonly trustDomain: string | undefined };
+
 /** @internal The messages to a signing worker. */
 export type ToSigningWorker =
   | {
       readonly type: 'key';
       readonly keyId: string;
-      readonly certificateDer: Uint8Array;
+      readonly profile: SigningCaProfileWire;
       readonly privateKey: KeyObject;
     }
   | {
@@ -36,6 +44,13 @@ export type ToSigningWorker =
 /** @internal The answers of a signing worker, one per `sign` message. */
 export type FromSigningWorker =
   { readonly job: number; readonly outcomes: CsrSigningOutcome[] } | { readonly job: number; readonly error: string };
+
+/** A CA key as the pool read it: its KeyObject and its certificate's profile, or why that is no signing CA. */
+interface ReadKey {
+  readonly id: string;
+  readonly key: KeyObject;
+  readonly profile: SigningCaProfileWire | { readonly problem: string };
+}
 
 interface Pending {
   readonly size: number;
@@ -68,8 +83,11 @@ export class CsrSigningPool {
   readonly #url: URL;
   #nextJob = 1;
   #closed = false;
-  /** The KeyObject of the last key seen, made once per key (a CryptoKey cannot be used by `crypto.sign` as is). */
-  #keyObject: { id: string; key: KeyObject } | undefined;
+  /**
+   * The last key seen, read once per key: its KeyObject (a CryptoKey cannot be used by `crypto.sign` as is) and its
+   * certificate's profile, or why the certificate is no signing CA.
+   */
+  #key: ReadKey | undefined;
 
   /** @param size worker threads, at least 1 */
   constructor(readonly size: number) {
@@ -86,14 +104,13 @@ export class CsrSigningPool {
   sign(ca: SigningCaKey, now: Date, items: readonly CsrToSign[]): Promise<CsrSigningOutcome[]> {
     if (this.#closed) return Promise.reject(new Error('signing pool: closed'));
     if (items.length === 0) return Promise.resolve([]);
+    const { key, profile } = this.#keyOf(ca);
+    // The refusal a worker gave such a key before it was read here (the pool's callers see one message either way).
+    if ('problem' in profile)
+      return Promise.reject(new Error(`signing worker: no usable key ${ca.id}: ${profile.problem}`));
     const slot = this.#leastBusy();
     if (slot.keyId !== ca.id) {
-      slot.worker.postMessage({
-        type: 'key',
-        keyId: ca.id,
-        certificateDer: ca.certificateDer,
-        privateKey: this.#keyObjectOf(ca),
-      } satisfies ToSigningWorker);
+      slot.worker.postMessage({ type: 'key', keyId: ca.id, profile, privateKey: key } satisfies ToSigningWorker);
       slot.keyId = ca.id;
     }
     const job = this.#nextJob++;
@@ -117,12 +134,19 @@ export class CsrSigningPool {
     await Promise.all(slots.map((slot) => (slot === undefined ? undefined : slot.worker.terminate())));
   }
 
-  #keyObjectOf(ca: SigningCaKey): KeyObject {
-    if (this.#keyObject?.id !== ca.id) {
+  #keyOf(ca: SigningCaKey): ReadKey {
+    if (this.#key?.id !== ca.id) {
       const key = ca.privateKey instanceof KeyObject ? ca.privateKey : KeyObject.from(ca.privateKey);
-      this.#keyObject = { id: ca.id, key };
+      let profile: ReadKey['profile'];
+      try {
+        const read = caProfileOf(ca.certificateDer);
+        profile = { ...read, trustDomain: read.trustDomain?.name };
+      } catch (error) {
+        profile = { problem: messageOf(error) };
+      }
+      this.#key = { id: ca.id, key, profile };
     }
-    return this.#keyObject.key;
+    return this.#key;
   }
 
   #leastBusy(): Slot {

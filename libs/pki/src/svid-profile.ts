@@ -5,11 +5,10 @@
  */
 import { createHash, getRandomValues } from 'node:crypto';
 import { SpiffeId, type TrustDomain } from '@sigil/spiffe';
-import { certificateParts, subjectPublicKeyBits } from './der-reader.js';
+import { subjectPublicKeyBits } from './der-reader.js';
 import { isPrintableString } from './der-writer.js';
-import { PkiError, messageOf } from './errors.js';
+import { PkiError } from './errors.js';
 import { Oid } from './oids.js';
-import { x509 } from './x509-lib.js';
 
 /** Not-before is this many seconds before the signing time, as SPIRE does, to absorb clock skew. */
 export const SVID_BACKDATE_SECONDS = 10;
@@ -182,54 +181,6 @@ export interface SigningCaProfile {
   readonly notAfter: Date;
   /** The trust domain of the CA's SPIFFE URI SAN, when it has one (an upstream CA may not). */
   readonly trustDomain: TrustDomain | undefined;
-}
-
-/** True when the certificate is a CA certificate: basicConstraints present with cA=true (RFC 5280 §4.2.1.9). */
-export function isCaCertificate(certificate: x509.X509Certificate): boolean {
-  return certificate.getExtension(x509.BasicConstraintsExtension)?.ca === true;
-}
-
-/**
- * Reads and checks a signing CA certificate: basicConstraints cA=true and keyUsage with keyCertSign.
- *
- * @throws PkiError `ERR_CA_INVALID` naming the failed rule.
- */
-export function signingCaProfile(certificate: x509.X509Certificate): SigningCaProfile {
-  if (!(certificate instanceof x509.X509Certificate)) {
-    throw new PkiError('ERR_CA_INVALID', 'ca.certificate: must be an X509Certificate');
-  }
-  if (!isCaCertificate(certificate))
-    throw new PkiError('ERR_CA_INVALID', 'ca.certificate: basicConstraints must have cA=true');
-  const keyUsage = certificate.getExtension(x509.KeyUsagesExtension);
-  if (!keyUsage || (keyUsage.usages & x509.KeyUsageFlags.keyCertSign) === 0) {
-    throw new PkiError('ERR_CA_INVALID', 'ca.certificate: keyUsage must include keyCertSign');
-  }
-  const parts = certificateParts(new Uint8Array(certificate.rawData), {
-    name: 'ca.certificate',
-    code: 'ERR_CA_INVALID',
-  });
-  const ski = certificate.getExtension(x509.SubjectKeyIdentifierExtension);
-  const keyIdentifier = ski ? new Uint8Array(Buffer.from(ski.keyId, 'hex')) : subjectKeyIdentifier(parts.spki);
-  return {
-    subjectDer: parts.subject,
-    spkiDer: parts.spki,
-    keyIdentifier,
-    notAfter: certificate.notAfter,
-    trustDomain: spiffeTrustDomainOf(certificate),
-  };
-}
-
-function spiffeTrustDomainOf(certificate: x509.X509Certificate): TrustDomain | undefined {
-  const san = certificate.getExtension(x509.SubjectAlternativeNameExtension);
-  const uri = san?.names.items.find((name) => name.type === 'url' && name.value.toLowerCase().startsWith('spiffe://'));
-  if (uri === undefined) return undefined;
-  try {
-    return SpiffeId.parse(uri.value).trustDomain;
-  } catch (error) {
-    throw new PkiError('ERR_CA_INVALID', `ca.certificate: uri san is not a spiffe id: ${messageOf(error)}`, {
-      cause: error,
-    });
-  }
 }
 
 /** The caller-controlled input of one leaf, before validation. */

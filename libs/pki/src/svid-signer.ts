@@ -1,38 +1,15 @@
 /**
- * The X.509-SVID signer, Sigil's one implementation of leaf signing: everything constant per CA is DER-encoded once
- * in {@link X509SvidSigner.create}; each {@link X509SvidSigner.sign} encodes only the serial, validity, subject,
- * public key, SKI and SAN, then signs the TBSCertificate with Node's `crypto.sign`. Validation and every per-leaf
- * value come from `svid-profile.ts`. The specs cross-check its TBSCertificates byte for byte against a reference
- * builder on @peculiar/x509 (test/support/pki-reference) and have openssl verify its leaves.
+ * {@link X509SvidSigner}: the X.509-SVID signer of `svid-leaf-signer.ts` made from a CA certificate, which is read and
+ * checked here with @peculiar/x509 (`signingCaProfile`). The signing workers use the leaf signer alone.
  */
-import { createPublicKey, getRandomValues, hash, type KeyObject, sign, type webcrypto } from 'node:crypto';
-import type { SpiffeId } from '@sigil/spiffe';
-import { parseCsrFast } from './csr-parser.js';
-import {
-  DER_TRUE,
-  derBitString,
-  derOctetString,
-  derOid,
-  derPrintableString,
-  derSequence,
-  derSet,
-  derTime,
-  derTlv,
-  derUtf8String,
-} from './der-writer.js';
+import type { KeyObject, webcrypto } from 'node:crypto';
 import { PkiError } from './errors.js';
-import { signingKeyObject } from './keys.js';
-import { Oid, SIGNATURE_PROFILES, type SignatureProfile } from './oids.js';
-import { classifySpki } from './spki.js';
-import {
-  resolveSvidFields,
-  SERIAL_NUMBER_BYTES,
-  signingCaProfile,
-  svidSubject,
-  type SigningCaProfile,
-  type SubjectAttribute,
-} from './svid-profile.js';
+import { signingCaProfile } from './signing-ca.js';
+import type { SigningCaProfile } from './svid-profile.js';
+import { SvidLeafSigner } from './svid-leaf-signer.js';
 import { x509 } from './x509-lib.js';
+
+export type { FastSvidParams } from './svid-leaf-signer.js';
 
 /** How to create a {@link X509SvidSigner}: the signing CA's certificate and private key. */
 export interface X509SvidSignerOptions {
@@ -40,82 +17,6 @@ export interface X509SvidSignerOptions {
   readonly certificate: Uint8Array | x509.X509Certificate;
   /** The CA private key (WebCrypto or Node key): EC P-256, EC P-384 or RSA 2048. */
   readonly privateKey: webcrypto.CryptoKey | KeyObject;
-}
-
-/** One X.509-SVID to sign from an already verified public key. */
-export interface FastSvidParams {
-  /**
-   * The leaf's SubjectPublicKeyInfo DER, copied into the leaf as is. It must come from a verified source
-   * (`parseCsrFast`, `inspectSpki`): `sign` checks only that it is the canonical encoding of a supported key type,
-   * because re-decoding the key with OpenSSL would cost several signatures per leaf.
-   */
-  readonly spkiDer: Uint8Array;
-  /** The SPIFFE ID, with a non-root path, in the CA's trust domain. */
-  readonly spiffeId: SpiffeId;
-  /** DNS names for the SAN (the first also becomes the subject CN): host names, optionally with a `*.` label. */
-  readonly dnsNames?: readonly string[];
-  /** Requested lifetime; the leaf never outlives the CA. */
-  readonly ttlSeconds: number;
-  /** The signing time; not-before is 10 s earlier (SPIRE's backdate). */
-  readonly now: Date;
-  /** Serial number INTEGER content (1–20 bytes, first byte 0x01–0x7f); 16 random bytes when absent. */
-  readonly serial?: Uint8Array;
-}
-
-const VERSION_V3 = Buffer.from([0xa0, 0x03, 0x02, 0x01, 0x02]);
-const URI_TAG = 0x86;
-const DNS_NAME_TAG = 0x82;
-
-function extension(oid: string, critical: boolean, value: Uint8Array): Buffer {
-  return critical
-    ? derSequence(derOid(oid), DER_TRUE, derOctetString(value))
-    : derSequence(derOid(oid), derOctetString(value));
-}
-
-/** basicConstraints cA=false (the DEFAULT, so an empty SEQUENCE), critical; keyUsage, critical; extKeyUsage. */
-const CONSTANT_EXTENSIONS_HEAD = Buffer.concat([
-  extension(Oid.basicConstraints, true, derSequence()),
-  // digitalSignature | keyEncipherment | keyAgreement: bits 0, 2 and 4, so 0xa8 with 3 unused bits (X.690 §11.2.2).
-  extension(Oid.keyUsage, true, derBitString(Buffer.from([0xa8]), 3)),
-  extension(Oid.extKeyUsage, false, derSequence(derOid(Oid.serverAuth), derOid(Oid.clientAuth))),
-]);
-/** The subjectKeyIdentifier extension up to its 20-byte SHA-1 value, which each leaf appends. */
-const SKI_EXTENSION_PREFIX = extension(Oid.subjectKeyIdentifier, false, derOctetString(Buffer.alloc(20))).subarray(
-  0,
-  -20,
-);
-const SAN_OID = derOid(Oid.subjectAltName);
-const ATTRIBUTE_OIDS = new Map<string, Buffer>([
-  [Oid.organizationName, derOid(Oid.organizationName)],
-  [Oid.commonName, derOid(Oid.commonName)],
-]);
-
-/** One RDN holding one attribute, in the string type the shared profile chose. */
-function relativeDistinguishedName(attribute: SubjectAttribute): Buffer {
-  const oid = ATTRIBUTE_OIDS.get(attribute.oid) ?? derOid(attribute.oid);
-  const value =
-    attribute.encoding === 'printableString' ? derPrintableString(attribute.value) : derUtf8String(attribute.value);
-  return derSet(derSequence(oid, value));
-}
-
-/**
- * Random serials are drawn from a pool that `crypto.getRandomValues` refills 256 serials at a time: one call per leaf
- * cost about a tenth of a leaf (measured). Each serial follows `generateSerialNumber`: 16 bytes, top bit cleared,
- * first byte never zero, so it is a positive 16-byte INTEGER with no padding.
- */
-const SERIAL_POOL_BYTES = SERIAL_NUMBER_BYTES * 256;
-let serialPool = new Uint8Array(0);
-let serialPoolOffset = 0;
-
-function randomSerial(): Uint8Array {
-  if (serialPoolOffset + SERIAL_NUMBER_BYTES > serialPool.length) {
-    serialPool = getRandomValues(new Uint8Array(SERIAL_POOL_BYTES));
-    serialPoolOffset = 0;
-  }
-  const serial = serialPool.subarray(serialPoolOffset, serialPoolOffset + SERIAL_NUMBER_BYTES);
-  serialPoolOffset += SERIAL_NUMBER_BYTES;
-  serial[0] = (serial[0] as number) & 0x7f || 0x01;
-  return serial;
 }
 
 function certificateOf(certificate: unknown): x509.X509Certificate {
@@ -131,34 +32,19 @@ function certificateOf(certificate: unknown): x509.X509Certificate {
 }
 
 /**
- * Signs X.509-SVIDs for one CA. Create it once per CA key with {@link X509SvidSigner.create}: the issuer name,
- * signature AlgorithmIdentifier, constant extensions and authority key identifier are encoded then, and the key is
- * kept as a Node KeyObject for `crypto.sign`.
+ * Reads and checks a signing CA certificate (DER or parsed) as {@link X509SvidSigner.create} does.
+ *
+ * @throws PkiError `ERR_CA_INVALID` or `ERR_CERTIFICATE_INVALID` naming the failed rule
  */
-export class X509SvidSigner {
-  readonly #key: KeyObject;
-  readonly #hash: 'sha256' | 'sha384';
-  readonly #algorithmIdentifier: Buffer;
-  readonly #ca: SigningCaProfile;
-  readonly #issuer: Buffer;
-  readonly #authorityKeyIdentifier: Buffer;
-  readonly #organizationOnlySubject: Buffer;
+export function caProfileOf(certificate: Uint8Array | x509.X509Certificate): SigningCaProfile {
+  return signingCaProfile(certificateOf(certificate));
+}
 
-  private constructor(key: KeyObject, signature: SignatureProfile, ca: SigningCaProfile) {
-    this.#key = key;
-    this.#hash = signature.hash;
-    this.#algorithmIdentifier = signature.algorithmIdentifier;
-    this.#ca = ca;
-    this.#issuer = Buffer.from(ca.subjectDer);
-    this.#organizationOnlySubject = derSequence(...svidSubject([]).map(relativeDistinguishedName));
-    // AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] IMPLICIT OCTET STRING } (RFC 5280 §4.2.1.1).
-    this.#authorityKeyIdentifier = extension(
-      Oid.authorityKeyIdentifier,
-      false,
-      derSequence(derTlv(0x80, ca.keyIdentifier)),
-    );
-  }
-
+/**
+ * Signs X.509-SVIDs for one CA ({@link SvidLeafSigner}), made from the CA's certificate and private key with
+ * {@link X509SvidSigner.create}.
+ */
+export class X509SvidSigner extends SvidLeafSigner {
   /**
    * Prepares a signer for one CA: checks the certificate is a CA (cA=true, keyCertSign), reads its subject, key
    * identifier, validity and trust domain, and checks that the private key is the certificate's.
@@ -166,81 +52,8 @@ export class X509SvidSigner {
    * @throws PkiError `ERR_CA_INVALID`, `ERR_CERTIFICATE_INVALID` or `ERR_KEY_INVALID` naming the failed rule
    */
   static create(options: X509SvidSignerOptions): X509SvidSigner {
-    const ca = signingCaProfile(certificateOf(options.certificate));
-    const { key, keyType } = signingKeyObject(options.privateKey, 'ca.privateKey');
-    const signature = SIGNATURE_PROFILES[keyType];
-    const spki = createPublicKey(key).export({ format: 'der', type: 'spki' });
-    if (!spki.equals(ca.spkiDer)) {
-      throw new PkiError('ERR_KEY_INVALID', 'ca.privateKey: does not match the public key of ca.certificate');
-    }
+    const ca = caProfileOf(options.certificate);
+    const { key, signature } = super.checkedKey(ca, options.privateKey);
     return new X509SvidSigner(key, signature, ca);
-  }
-
-  /** The CA certificate's not-after: no leaf signed here outlives it. */
-  get caNotAfter(): Date {
-    return this.#ca.notAfter;
-  }
-
-  /**
-   * Builds and signs one X.509-SVID leaf (DER) for an already verified public key.
-   *
-   * @throws PkiError `ERR_PKI_INVALID_INPUT` naming the bad field, `ERR_CA_INVALID` once the CA has expired
-   */
-  sign(params: FastSvidParams): Buffer {
-    // The key first, then the rest, in the order the reference builder checks them. A shape check only: the key itself was verified
-    // when its CSR was parsed (see FastSvidParams.spkiDer).
-    const spkiDer = params.spkiDer;
-    if (!(spkiDer instanceof Uint8Array)) throw new PkiError('ERR_KEY_INVALID', 'spkiDer: must be der bytes');
-    const key = classifySpki(spkiDer, 'spkiDer', 'ERR_KEY_INVALID');
-    const fields = resolveSvidFields(
-      params.serial === undefined ? { ...params, serial: randomSerial() } : params,
-      this.#ca,
-    );
-    // RFC 5280 §4.2.1.2 method 1, as svid-profile's subjectKeyIdentifier: SHA-1 of the subjectPublicKey bits, which
-    // classifySpki has already located (one-shot hash: no DER re-parse, no Hash object per leaf).
-    const keyIdentifier = hash('sha1', key.keyType === 'rsa-2048' ? key.rsaPublicKey : key.point, 'buffer');
-
-    const generalNames: Buffer[] = [derTlv(URI_TAG, Buffer.from(fields.uri, 'latin1'))];
-    for (const name of fields.dnsNames) generalNames.push(derTlv(DNS_NAME_TAG, Buffer.from(name, 'latin1')));
-
-    const tbs = derSequence(
-      VERSION_V3,
-      derTlv(0x02, fields.serial),
-      this.#algorithmIdentifier,
-      this.#issuer,
-      derSequence(derTime(fields.notBefore.getTime() / 1000), derTime(fields.notAfter.getTime() / 1000)),
-      this.#subject(fields.subject),
-      spkiDer,
-      derTlv(
-        0xa3,
-        derSequence(
-          CONSTANT_EXTENSIONS_HEAD,
-          SKI_EXTENSION_PREFIX,
-          keyIdentifier,
-          this.#authorityKeyIdentifier,
-          derSequence(SAN_OID, derOctetString(derSequence(...generalNames))),
-        ),
-      ),
-    );
-    const signature = sign(this.#hash, tbs, this.#key);
-    return derSequence(tbs, this.#algorithmIdentifier, derBitString(signature));
-  }
-
-  /**
-   * The complete per-SVID path: parses and verifies the CSR with {@link parseCsrFast}, then signs a leaf for its
-   * public key. The names the CSR asks for are not used: the SPIFFE ID and DNS names come from `params` (the entry).
-   *
-   * @throws PkiError `ERR_CSR_INVALID` for a bad CSR, else as {@link X509SvidSigner.sign}
-   */
-  signCsr(csrPemOrDer: string | Uint8Array, params: Omit<FastSvidParams, 'spkiDer'>): Buffer {
-    const { spkiDer } = parseCsrFast(csrPemOrDer);
-    return this.sign({ ...params, spkiDer });
-  }
-
-  /** The subject Name: `O=Sigil` alone is encoded once per CA; with a CN it is encoded per call. */
-  #subject(attributes: readonly SubjectAttribute[]): Buffer {
-    return attributes.length === 1
-      ? this.#organizationOnlySubject
-      : derSequence(...attributes.map(relativeDistinguishedName));
   }
 }

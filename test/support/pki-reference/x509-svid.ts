@@ -9,12 +9,8 @@ import { signCertificate } from '../../../libs/pki/src/certificate.js';
 import { PkiError } from '../../../libs/pki/src/errors.js';
 import { exportPublicKeySpki, inspectSpki, keyTypeOf } from '../../../libs/pki/src/keys.js';
 import { Oid } from '../../../libs/pki/src/oids.js';
-import {
-  resolveSvidFields,
-  signingCaProfile,
-  subjectKeyIdentifier,
-  type SvidFields,
-} from '../../../libs/pki/src/svid-profile.js';
+import { signingCaProfile } from '../../../libs/pki/src/signing-ca.js';
+import { resolveSvidFields, subjectKeyIdentifier, type SvidFields } from '../../../libs/pki/src/svid-profile.js';
 import { x509 } from '../../../libs/pki/src/x509-lib.js';
 
 /** keyUsage of a leaf, as SPIRE: digitalSignature | keyEncipherment | keyAgreement (RFC 5280 §4.2.1.3 bits 0, 2, 4). */
