@@ -306,12 +306,9 @@ export class EntriesRepository {
 
   /**
    * Every entry with its children, ordered by id (a replica's index load at start and on resync). Read in pages of
-   * `pageSize` entries by id, with plain queries mapped straight to entries; each page's children by the range of its
-   * ids (the primary keys' prefix), every child table's rows of the page as one JSON text ({@link CHILDREN_QUERY})
-   * that `JSON.parse` reads: a driver row per child (an object, a string and a type parser call per column) cost more
-   * than PostgreSQL's JSON encoding of them. The entries themselves stay driver rows: encoding them as JSON too moved
-   * more CPU onto PostgreSQL (on the same cores) than it saved here (bench/README.md, "Registry at scale"). The
-   * children and the next page are asked for before this page is mapped, so PostgreSQL reads them meanwhile.
+   * `pageSize` entries by id, each page's children by the range of its ids (the primary keys' prefix), with
+   * plain queries mapped straight to entries: with a million entries, the ORM's entity building and date parsing,
+   * and holding every row of a table at once, were most of a restart's time and memory.
    */
   async findAll(tx: Transaction, pageSize = FIND_ALL_PAGE): Promise<Entry[]> {
     const manager = managerOf(tx);
@@ -327,81 +324,16 @@ export class EntriesRepository {
       const rows = await next;
       if (rows.length === 0) return all;
       const range = [rows[0]!.id, rows[rows.length - 1]!.id];
-      // Queued on the transaction's connection: PostgreSQL reads the children, then the next page, while this one is
-      // mapped. A failure, if any, is thrown where it is awaited.
-      const children = manager.query(CHILDREN_QUERY, range) as Promise<PageChildren[]>;
+      // In entry_id order (the primary keys' order, as the page's ids): each is joined to its entry in one pass.
+      const children = readChildRows(manager, 'entry_id BETWEEN $1::uuid AND $2::uuid', range);
       const more = rows.length === pageSize;
+      // Queued on the transaction's connection behind this page's children: PostgreSQL reads the next page while
+      // this one is parsed and mapped here. Its failure, if any, is thrown where it is awaited.
       if (more) next = readPage(range[1]);
       next.catch(() => undefined);
-      const first = all.length;
-      for (const entry of toEntries(rows, NO_CHILD_ROWS, intern)) all.push(entry);
-      decodeChildren((await children)[0], intern, all, first);
+      for (const entry of toEntries(rows, await children, intern)) all.push(entry);
       if (!more) return all;
     }
-  }
-}
-
-/**
- * The children of the entries with ids from `$1` to `$2`: each table as the JSON text of an array of
- * `[entry_id, ...values]` text arrays ordered by entry_id (NULL when it has none there).
- */
-const CHILDREN_QUERY = `
-  SELECT (SELECT array_to_json(array_agg(ARRAY[entry_id::text, type, value] ORDER BY entry_id))::text
-            FROM selectors WHERE entry_id BETWEEN $1::uuid AND $2::uuid) AS selectors,
-         (SELECT array_to_json(array_agg(ARRAY[entry_id::text, value] ORDER BY entry_id))::text
-            FROM dns_names WHERE entry_id BETWEEN $1::uuid AND $2::uuid) AS dns_names,
-         (SELECT array_to_json(array_agg(ARRAY[entry_id::text, trust_domain] ORDER BY entry_id))::text
-            FROM federated_trust_domains WHERE entry_id BETWEEN $1::uuid AND $2::uuid) AS federated`;
-
-/** What {@link CHILDREN_QUERY} reads. */
-interface PageChildren {
-  selectors: string | null;
-  dns_names: string | null;
-  federated: string | null;
-}
-
-/**
- * Gives the entries of a page (`entries` from `first` on, in id order) their children (each table in entry_id order,
- * so each child is joined to its entry in one pass), exactly as {@link toEntries} does: lists sorted, equal selector
- * types and trust domains shared.
- */
-function decodeChildren(
-  children: PageChildren | undefined,
-  intern: (text: string) => string,
-  entries: Entry[],
-  first: number,
-): void {
-  const attach = <V>(
-    json: string | null | undefined,
-    field: 'selectors' | 'dnsNames' | 'federatesWith',
-    value: (child: readonly string[]) => V,
-  ) => {
-    if (json === null || json === undefined) return;
-    const found = JSON.parse(json) as string[][];
-    let index = first;
-    let start = 0;
-    while (start < found.length) {
-      let end = start;
-      const entryId = found[start]![0]!;
-      while (end < found.length && found[end]![0] === entryId) end += 1;
-      while (index < entries.length && entries[index]!.id < entryId) index += 1;
-      const entry = entries[index];
-      if (entry?.id === entryId) {
-        const list: V[] = new Array(end - start);
-        for (let i = start; i < end; i++) list[i - start] = value(found[i]!);
-        (entry as unknown as Record<typeof field, V[]>)[field] = list;
-      }
-      start = end;
-    }
-  };
-  attach(children?.selectors, 'selectors', (child): Selector => ({ type: intern(child[1]!), value: child[2]! }));
-  attach(children?.dns_names, 'dnsNames', (child) => child[1]!);
-  attach(children?.federated, 'federatesWith', (child) => intern(child[1]!));
-  for (let i = first; i < entries.length; i++) {
-    const entry = entries[i]!;
-    if (entry.selectors.length > 1) (entry.selectors as Selector[]).sort(compareSelectors);
-    if (entry.dnsNames.length > 1) (entry.dnsNames as string[]).sort();
-    if (entry.federatesWith.length > 1) (entry.federatesWith as string[]).sort();
   }
 }
 
@@ -518,9 +450,6 @@ export const FIND_ALL_PAGE = 20_000;
 
 /** Distinct strings `findAll` shares across entries (parent IDs, selector types, trust domains), at most. */
 const INTERNED_MAX = 10_000;
-
-/** No child rows: {@link EntriesRepository.findAll} reads them as {@link PageChildren} instead. */
-const NO_CHILD_ROWS: ChildRows = { selectors: [], dnsNames: [], federated: [] };
 
 /** The one empty list of children `findAll` gives entries without any (entries are read-only). */
 const NONE: readonly never[] = Object.freeze([]);
