@@ -1,4 +1,8 @@
-import koffi from 'koffi';
+import { createRequire } from 'node:module';
+
+// koffi (a native addon) is loaded on first use, in the try below: a server whose platform has no koffi binary still
+// starts, without the trim (review R17 LOW).
+const requireModule = createRequire(import.meta.url);
 
 interface MallocTrim {
   (pad: number): number;
@@ -14,6 +18,7 @@ function native(): MallocTrim | null {
   if (process.platform !== 'linux') return mallocTrim;
   try {
     // glibc's, from the process's own symbol table; musl and other C libraries have none (koffi throws).
+    const koffi = requireModule('koffi') as typeof import('koffi');
     mallocTrim = koffi.load(null).func('int malloc_trim(size_t pad)') as MallocTrim;
   } catch {
     mallocTrim = null;
