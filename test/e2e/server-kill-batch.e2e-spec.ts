@@ -9,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { WRITE_CHUNK } from '../../apps/server/src/entries/entries.service.js';
 import { type ServerProcess, closeTestDatabase, requireBuild, startServerProcess } from '../support/sigil-processes.js';
 import { unixJsonRequest } from '../support/unix-http.js';
@@ -18,6 +18,14 @@ const TD = 'spiffe://example.org';
 const TOTAL = 5000;
 /** The admin API's batch limit. */
 const PER_REQUEST = 500;
+/** Longest wait for the first chunks to be written before the kill. */
+const WAIT_FOR_CHUNKS_MS = 180_000;
+
+/** How a batch that ended early ended, in one line, for a failure message that names the cause. */
+const howItEnded = (error: unknown): string =>
+  error === undefined
+    ? 'every request answered 200'
+    : String(error instanceof Error ? error.message : error).split('\n')[0]!;
 
 interface EntryView {
   id: string;
@@ -53,7 +61,10 @@ describe('kill -9 of the server mid batch create (real server process)', () => {
   };
   const count = async (): Promise<number> => {
     const answer = await unixJsonRequest(server.adminSocket, 'GET', '/v1/entries/count');
-    return answer.body.count as number;
+    if (answer.status !== 200 || typeof answer.body.count !== 'number') {
+      throw new Error(`entry count: ${answer.status} ${JSON.stringify(answer.body)}`);
+    }
+    return answer.body.count;
   };
   const allEntries = async (): Promise<EntryView[]> => {
     const entries: EntryView[] = [];
@@ -61,7 +72,9 @@ describe('kill -9 of the server mid batch create (real server process)', () => {
     do {
       const query = `page_size=1000${token ? `&page_token=${encodeURIComponent(token)}` : ''}`;
       const answer = await unixJsonRequest(server.adminSocket, 'GET', `/v1/entries?${query}`);
+      if (answer.status !== 200) throw new Error(`entry list: ${answer.status} ${JSON.stringify(answer.body)}`);
       entries.push(...(answer.body.entries as EntryView[]));
+      if (entries.length > TOTAL) throw new Error(`entry list: more than the ${TOTAL} entries ever sent`);
       token = answer.body.next_page_token as string | undefined;
     } while (token);
     return entries;
@@ -88,15 +101,30 @@ describe('kill -9 of the server mid batch create (real server process)', () => {
   });
 
   it('leaves whole chunks only, and a retried batch creates the rest without duplicates', async () => {
-    const sending = sendAll().catch((error: unknown) => error);
-    // Killed once some chunks are written and the batch is not done: mid request, as far as timing allows.
-    for (;;) {
-      const written = await count().catch(() => 0);
-      if (written >= 1_100) break;
+    // The server's own account goes with a failure: the run's log then says what the server saw.
+    onTestFailed(() =>
+      console.error(`sigil-server output (last 8,000 characters):\n${server.process.output().slice(-8_000)}`),
+    );
+    let ended: { error: unknown } | undefined;
+    const sending = sendAll().then(
+      () => (ended = { error: undefined }),
+      (error: unknown) => (ended = { error }),
+    );
+    // Killed once some chunks are written and the batch is not done: mid request, as far as timing allows. A batch
+    // that ends (or fails) first, or a count that never gets there, fails here with what happened, never hangs.
+    const deadline = Date.now() + WAIT_FOR_CHUNKS_MS;
+    let lastCount: number | string = 'no count yet';
+    while (typeof lastCount !== 'number' || lastCount < 1_100) {
+      if (ended !== undefined) {
+        throw new Error(`the batch ended before 1,100 entries were written: ${howItEnded(ended.error)}`);
+      }
+      if (Date.now() > deadline) throw new Error(`after ${WAIT_FOR_CHUNKS_MS} ms the count is: ${lastCount}`);
+      lastCount = await count().catch((error: unknown) => howItEnded(error));
       await sleep(10);
     }
     await server.process.stop('SIGKILL');
-    expect(await sending).toBeInstanceOf(Error);
+    await sending;
+    expect(ended?.error).toBeInstanceOf(Error);
 
     server = await server.restart();
     const survived = await allEntries();
