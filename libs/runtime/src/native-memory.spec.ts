@@ -10,6 +10,9 @@ import {
 
 const glibc = process.platform === 'linux' && Boolean(readFileSync('/proc/self/maps', 'utf8').match(/\/libc\.so\.6$/m));
 
+/** Said in a skipped test's title: why it cannot run here. */
+const notGlibc = glibc ? '' : ' (skipped: this libc is not glibc, the only one with malloc_trim)';
+
 function residentMiB(): number {
   return Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]) / 1024;
 }
@@ -33,7 +36,7 @@ async function freeHolesInTheArena(): Promise<Buffer[]> {
 }
 
 describe('releaseFreedNativeMemory (glibc malloc_trim)', () => {
-  it.runIf(glibc)('gives the allocator’s free pages back: the RSS falls by what was freed', async () => {
+  it.runIf(glibc)(`gives the allocator’s free pages back: the RSS falls by what was freed${notGlibc}`, async () => {
     expect(canReleaseFreedNativeMemory()).toBe(true);
     releaseFreedNativeMemory();
     const kept = await freeHolesInTheArena();
@@ -44,7 +47,7 @@ describe('releaseFreedNativeMemory (glibc malloc_trim)', () => {
     expect(kept.every((buffer) => buffer.length === 48 * 1024 && buffer[0] === 1)).toBe(true);
   });
 
-  it.runIf(glibc)('releaseFreedNativeMemoryEvery does the same at once, on a worker thread', async () => {
+  it.runIf(glibc)(`releaseFreedNativeMemoryEvery does the same at once, on a worker thread${notGlibc}`, async () => {
     releaseFreedNativeMemory();
     const kept = await freeHolesInTheArena();
     const before = residentMiB();

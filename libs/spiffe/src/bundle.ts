@@ -12,7 +12,7 @@ import type * as X509 from '@peculiar/x509';
 import {
   type CertificateView,
   type ChainItem,
-  CertificateFormatError,
+  notACertificateMessage,
   derChainItem,
   parseCertificate as parseCertificateView,
 } from './certificate.js';
@@ -91,8 +91,7 @@ function parseView(der: Uint8Array, what: string): CertificateView {
     void view.node;
     return view;
   } catch (error) {
-    const reason = error instanceof CertificateFormatError ? `: ${error.message}` : '';
-    throw invalid(`${what} is not a der x.509 certificate${reason}`, error);
+    throw invalid(notACertificateMessage(what, error), error);
   }
 }
 

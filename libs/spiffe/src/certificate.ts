@@ -90,6 +90,15 @@ export class CertificateFormatError extends Error {
   override readonly name = 'CertificateFormatError';
 }
 
+/**
+ * The one wording of "these bytes are not a certificate" (`what` names which one), with the reader's rule when the
+ * reader refused it; each caller wraps it in its own error code.
+ */
+export function notACertificateMessage(what: string, error: unknown): string {
+  const reason = error instanceof CertificateFormatError ? `: ${error.message}` : '';
+  return `${what} is not a der x.509 certificate${reason}`;
+}
+
 function fail(rule: string): never {
   throw new CertificateFormatError(rule);
 }

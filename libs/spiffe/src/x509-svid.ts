@@ -5,6 +5,7 @@ import {
   type CertificateView,
   type ChainItem,
   CertificateFormatError,
+  notACertificateMessage,
   KEY_USAGE,
   OID_AUTHORITY_KEY_IDENTIFIER,
   OID_BASIC_CONSTRAINTS,
@@ -76,8 +77,7 @@ function invalid(message: string, cause?: unknown): SpiffeError {
 }
 
 function notACertificate(what: string, error: unknown): SpiffeError {
-  const reason = error instanceof CertificateFormatError ? `: ${error.message}` : '';
-  return invalid(`${what} is not a der x.509 certificate${reason}`, error);
+  return invalid(notACertificateMessage(what, error), error);
 }
 
 /** Parses DER into a view; a failure is `ERR_X509_SVID_INVALID` saying which certificate is not one. */
