@@ -21,7 +21,7 @@ export function readNamedFile(label: string, path: string, problems: string[]): 
 /** The trust domain named by a CA certificate's URI SAN (`spiffe://<td>`). */
 function trustDomainOfAuthority(bundle: TrustBundle): TrustDomain | string {
   const names = new Set<string>();
-  for (const certificate of bundle.x509Authorities) {
+  for (const certificate of bundle.x509AuthoritiesDer()) {
     try {
       names.add(idFromCertificate(certificate).trustDomain.name);
     } catch {
@@ -55,13 +55,15 @@ export function parseTrustBundleFile(
   } catch (error) {
     return `is neither PEM CA certificates nor a SPIFFE bundle: ${(error as Error).message}`;
   }
-  if (bundle.x509Authorities.length === 0) return 'holds no X.509 authority';
+  // The DER forms throughout: the parsed objects would load @peculiar/x509 at start for nothing.
+  const authorities = bundle.x509AuthoritiesDer();
+  if (authorities.length === 0) return 'holds no X.509 authority';
   const named = trustDomainOfAuthority(bundle);
   if (configured === undefined) {
     if (typeof named === 'string') return named;
     return {
       bundle: TrustBundle.create(named, {
-        x509Authorities: bundle.x509Authorities,
+        x509Authorities: authorities,
         jwtAuthorities: bundle.jwtAuthorities,
         ...(bundle.sequenceNumber !== undefined && { sequenceNumber: bundle.sequenceNumber }),
         ...(bundle.refreshHintSeconds !== undefined && { refreshHintSeconds: bundle.refreshHintSeconds }),

@@ -1,5 +1,5 @@
 import type { webcrypto } from 'node:crypto';
-import { TrustDomain } from '@sigil/spiffe';
+import { loadX509, TrustDomain } from '@sigil/spiffe';
 import { signCertificate } from './certificate.js';
 import { PkiError } from './errors.js';
 import { exportPublicKeySpki, isKeyPairOf, keyTypeOf } from './keys.js';
@@ -14,7 +14,7 @@ import {
   validateTtlSeconds,
   type SigningCaProfile,
 } from './svid-profile.js';
-import { x509 } from './x509-lib.js';
+import type { x509 } from './x509-lib.js';
 
 /** SPIRE's default CA lifetime: 24 hours. */
 export const DEFAULT_CA_TTL_SECONDS = 24 * 60 * 60;
@@ -62,8 +62,6 @@ export interface CreateIntermediateCaParams {
   readonly subject?: string;
 }
 
-const CA_KEY_USAGE = x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature;
-
 function invalid(message: string): PkiError {
   return new PkiError('ERR_PKI_INVALID_INPUT', message);
 }
@@ -85,7 +83,7 @@ function caSubject(trustDomain: TrustDomain, subject: string | undefined): x509.
   if (subject === undefined) return defaultCaSubject(trustDomain);
   if (typeof subject !== 'string' || subject.trim() === '') throw invalid('subject: must be a non-empty dn string');
   try {
-    new x509.Name(subject);
+    new (loadX509().Name)(subject);
   } catch (error) {
     throw new PkiError('ERR_PKI_INVALID_INPUT', `subject: not a valid dn: ${(error as Error).message}`, {
       cause: error,
@@ -101,15 +99,24 @@ function checkTrustDomain(trustDomain: unknown): TrustDomain {
 
 /** The CA certificate profile (libs/pki/README.md): cA=true, keyCertSign + cRLSign (+digitalSignature), URI SAN `spiffe://<td>`, SKI. */
 function caExtensions(trustDomain: TrustDomain, spkiDer: Uint8Array, authorityKeyId?: Uint8Array): x509.Extension[] {
+  const {
+    AuthorityKeyIdentifierExtension,
+    BasicConstraintsExtension,
+    KeyUsageFlags,
+    KeyUsagesExtension,
+    SubjectAlternativeNameExtension,
+    SubjectKeyIdentifierExtension,
+  } = loadX509();
+  const keyUsage = KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign | KeyUsageFlags.digitalSignature;
   const extensions: x509.Extension[] = [
-    new x509.BasicConstraintsExtension(true, undefined, true),
-    new x509.KeyUsagesExtension(CA_KEY_USAGE, true),
-    new x509.SubjectKeyIdentifierExtension(Buffer.from(subjectKeyIdentifier(spkiDer)).toString('hex'), false),
+    new BasicConstraintsExtension(true, undefined, true),
+    new KeyUsagesExtension(keyUsage, true),
+    new SubjectKeyIdentifierExtension(Buffer.from(subjectKeyIdentifier(spkiDer)).toString('hex'), false),
   ];
   if (authorityKeyId !== undefined) {
-    extensions.push(new x509.AuthorityKeyIdentifierExtension(Buffer.from(authorityKeyId).toString('hex'), false));
+    extensions.push(new AuthorityKeyIdentifierExtension(Buffer.from(authorityKeyId).toString('hex'), false));
   }
-  extensions.push(new x509.SubjectAlternativeNameExtension([{ type: 'url', value: trustDomain.idString() }], false));
+  extensions.push(new SubjectAlternativeNameExtension([{ type: 'url', value: trustDomain.idString() }], false));
   return extensions;
 }
 
@@ -134,7 +141,7 @@ export async function createRootCa(params: CreateRootCaParams): Promise<CaCreden
   if (!isKeyPairOf(privateKey, spkiDer)) {
     throw new PkiError('ERR_KEY_INVALID', 'keys: privateKey is not the private half of publicKey');
   }
-  const subject = new x509.Name(caSubject(trustDomain, params.subject));
+  const subject = new (loadX509().Name)(caSubject(trustDomain, params.subject));
   const { certificate, der } = await signCertificate({
     serial: generateSerialNumber(),
     notBefore: wholeSeconds(now - SVID_BACKDATE_SECONDS * 1000),
@@ -184,7 +191,7 @@ export async function createIntermediateCa(params: CreateIntermediateCaParams): 
     serial: generateSerialNumber(),
     notBefore: wholeSeconds(now - SVID_BACKDATE_SECONDS * 1000),
     notAfter: wholeSeconds(Math.min(now + ttlSeconds * 1000, issuer.notAfter.getTime())),
-    subject: new x509.Name(caSubject(trustDomain, params.subject)),
+    subject: new (loadX509().Name)(caSubject(trustDomain, params.subject)),
     issuerDer: issuer.subjectDer,
     spkiDer,
     extensions: caExtensions(trustDomain, spkiDer, issuer.keyIdentifier),
@@ -195,7 +202,7 @@ export async function createIntermediateCa(params: CreateIntermediateCaParams): 
 
 function parseIssuerDer(der: Uint8Array): x509.X509Certificate {
   try {
-    return new x509.X509Certificate(der.slice());
+    return new (loadX509().X509Certificate)(der.slice());
   } catch (error) {
     throw new PkiError('ERR_CA_INVALID', 'issuer.certificate: not a DER certificate', { cause: error });
   }

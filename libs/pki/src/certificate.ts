@@ -6,7 +6,8 @@ import type { webcrypto } from 'node:crypto';
 import { certificateParts } from './der-reader.js';
 import { PkiError } from './errors.js';
 import { keyTypeOf, signingAlgorithmFor } from './keys.js';
-import { x509 } from './x509-lib.js';
+import { loadX509 } from '@sigil/spiffe';
+import type { x509 } from './x509-lib.js';
 
 /** Everything that goes into one certificate. */
 export interface CertificateFields {
@@ -36,12 +37,13 @@ function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
 
 /** Builds, signs and re-validates a certificate. */
 export async function signCertificate(fields: CertificateFields): Promise<SignedCertificate> {
-  const signed = await x509.X509CertificateGenerator.create({
+  const { Name, X509Certificate, X509CertificateGenerator } = loadX509();
+  const signed = await X509CertificateGenerator.create({
     serialNumber: Buffer.from(fields.serial).toString('hex'),
     notBefore: fields.notBefore,
     notAfter: fields.notAfter,
     subject: fields.subject,
-    issuer: new x509.Name(fields.issuerDer),
+    issuer: new Name(fields.issuerDer),
     publicKey: fields.spkiDer,
     signingKey: fields.signingKey,
     signingAlgorithm: signingAlgorithmFor(keyTypeOf(fields.signingKey)),
@@ -56,7 +58,7 @@ export async function signCertificate(fields: CertificateFields): Promise<Signed
   if (!bytesEqual(parts.spki, fields.spkiDer)) {
     throw new PkiError('ERR_KEY_INVALID', 'publicKey: cannot be copied byte for byte into the certificate');
   }
-  const certificate = new x509.X509Certificate(der);
+  const certificate = new X509Certificate(der);
   if (!(await certificate.verify({ publicKey: fields.issuerSpkiDer, signatureOnly: true }))) {
     throw new PkiError(
       'ERR_CA_INVALID',

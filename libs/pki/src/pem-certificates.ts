@@ -2,11 +2,12 @@
  * Certificates from DER and PEM, parsed with @peculiar/x509: kept apart from `pem.ts`, which the signing workers
  * load (through the CSR parser) and which must not load @peculiar/x509 there.
  */
+import { loadX509 } from '@sigil/spiffe';
 import { DerCursor } from './der-reader.js';
 import { DerTag } from './der-tags.js';
 import { PkiError, messageOf } from './errors.js';
 import { PEM_LABEL, pemBlocks } from './pem.js';
-import { x509 } from './x509-lib.js';
+import type { x509 } from './x509-lib.js';
 
 /**
  * Parses one DER certificate, refusing trailing data.
@@ -19,7 +20,7 @@ export function certificateFromDer(der: Uint8Array, field = 'certificate'): x509
   top.expect(DerTag.SEQUENCE, 'certificate');
   top.finish('the input (one certificate)');
   try {
-    return new x509.X509Certificate(der.slice());
+    return new (loadX509().X509Certificate)(der.slice());
   } catch (error) {
     throw new PkiError('ERR_CERTIFICATE_INVALID', `${field}: not a valid der certificate: ${messageOf(error)}`, {
       cause: error,

@@ -3,11 +3,12 @@
  * checked here with @peculiar/x509 (`signingCaProfile`). The signing workers use the leaf signer alone.
  */
 import type { KeyObject, webcrypto } from 'node:crypto';
+import { loadX509 } from '@sigil/spiffe';
 import { PkiError } from './errors.js';
 import { signingCaProfile } from './signing-ca.js';
 import type { SigningCaProfile } from './svid-profile.js';
 import { SvidLeafSigner } from './svid-leaf-signer.js';
-import { x509 } from './x509-lib.js';
+import type { x509 } from './x509-lib.js';
 
 export type { FastSvidParams } from './svid-leaf-signer.js';
 
@@ -20,12 +21,13 @@ export interface X509SvidSignerOptions {
 }
 
 function certificateOf(certificate: unknown): x509.X509Certificate {
-  if (certificate instanceof x509.X509Certificate) return certificate;
+  const { X509Certificate } = loadX509();
+  if (certificate instanceof X509Certificate) return certificate;
   if (!(certificate instanceof Uint8Array)) {
     throw new PkiError('ERR_CA_INVALID', 'ca.certificate: must be der bytes or an X509Certificate');
   }
   try {
-    return new x509.X509Certificate(certificate);
+    return new X509Certificate(certificate);
   } catch (error) {
     throw new PkiError('ERR_CERTIFICATE_INVALID', 'ca.certificate: is not a valid x.509 certificate', { cause: error });
   }

@@ -36,5 +36,7 @@ export {
   decodeOidContent,
   nodeCertificateFromDer,
 } from './certificate.js';
+/** The one @peculiar/x509 setup, loaded on first use, for libs/pki too. */
+export { loadX509 } from './lazy-modules.js';
 /** The one PEM codec (RFC 7468, strict), for libs/pki too. */
 export { decodePemBlocks, encodePem, encodePemBlock, isPemLabel, type PemBlock } from './pem.js';

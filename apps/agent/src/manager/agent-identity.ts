@@ -66,7 +66,7 @@ export class AgentIdentity {
       trust = {
         kind: 'bundle',
         bundle: TrustBundle.create(latest.trustDomain, {
-          x509Authorities: [...latest.x509Authorities, ...this.configured.x509Authorities],
+          x509Authorities: [...latest.x509AuthoritiesDer(), ...this.configured.x509AuthoritiesDer()],
         }),
       };
     }

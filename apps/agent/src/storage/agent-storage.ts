@@ -1,7 +1,14 @@
 import { readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PEM_LABEL, certificatesToPem, pemBlocks, toPem } from '@sigil/pki';
-import { SpiffeId, TrustBundle, type TrustDomain, parseX509Svid, verifyX509Svid } from '@sigil/spiffe';
+import {
+  SpiffeId,
+  TrustBundle,
+  type TrustDomain,
+  certificateSummary,
+  parseX509Svid,
+  verifyX509Svid,
+} from '@sigil/spiffe';
 import { type AtomicFile, ensurePrivateDir, writeFilesAtomic } from '@sigil/runtime';
 import { FileLock, FileLockHeldError } from '@sigil/runtime/file-lock';
 
@@ -227,8 +234,11 @@ export async function decideResume(
 ): Promise<ResumeDecision> {
   if (state === undefined) return { resume: false, reason: 'no stored agent SVID' };
   let svid;
+  let expiresAt: Date;
   try {
     svid = await parseX509Svid([...state.svidChain], state.privateKeyPkcs8);
+    // The leaf's validity read from its DER: the parsed certificate objects would load @peculiar/x509 for nothing.
+    expiresAt = certificateSummary(state.svidChain[0] as Uint8Array).notAfter;
   } catch (error) {
     return { resume: false, reason: `stored agent SVID is unusable: ${(error as Error).message}` };
   }
@@ -238,8 +248,6 @@ export async function decideResume(
       reason: `stored agent SVID is of trust domain ${svid.spiffeId.trustDomain.name}, not the configured ${options.trustDomain.name}`,
     };
   }
-  const leaf = svid.certificates[0];
-  const expiresAt = leaf?.notAfter ?? new Date(0);
   if (expiresAt.getTime() <= options.now.getTime()) {
     return { resume: false, reason: `stored agent SVID expired at ${expiresAt.toISOString()}` };
   }
