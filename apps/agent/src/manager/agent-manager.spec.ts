@@ -21,6 +21,7 @@ import {
   AGENT_RESTART_EXIT_CODE,
   AgentFatalError,
   AgentManager,
+  type AgentManagerOptions,
   exitCodeOf,
 } from './agent-manager.js';
 import { chainIssuerIds } from './svid-issuers.js';
@@ -145,6 +146,7 @@ let server: FakeAttestationServer;
 function manager(
   attestation: NodeAttestationConfig | undefined,
   clock?: Clock,
+  more: Pick<AgentManagerOptions, 'onRenewal'> = {},
 ): { manager: AgentManager; identity: AgentIdentity } {
   const identity = new AgentIdentity({ kind: 'bundle', file: 'bundle.pem', bundle: ca.bundle() }, td);
   const instance = new AgentManager(identity, server, new AgentStorage(dir), {
@@ -154,6 +156,7 @@ function manager(
     backoff: new Backoff(5, 10, () => 0.5),
     logger: quiet,
     ...(clock !== undefined && { clock }),
+    ...more,
   });
   return { manager: instance, identity };
 }
@@ -183,8 +186,11 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function start(attestation: NodeAttestationConfig | undefined) {
-  const built = manager(attestation);
+async function start(
+  attestation: NodeAttestationConfig | undefined,
+  more: Pick<AgentManagerOptions, 'onRenewal'> = {},
+) {
+  const built = manager(attestation, undefined, more);
   started.push(built.manager);
   await built.manager.start();
   return built;
@@ -449,23 +455,27 @@ describe('AgentManager', () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
     vi.setSystemTime(Math.ceil(Date.now() / 1000) * 1000);
     server.ttlSeconds = 100;
-    const { identity } = await start({ type: 'x509pop', options: { cert_file: certFile, key_file: keyFile } });
+    let renewed = 0;
+    const { identity } = await start(
+      { type: 'x509pop', options: { cert_file: certFile, key_file: keyFile } },
+      { onRenewal: (outcome) => void (outcome === 'ok' && renewed++) },
+    );
     server.reattestable = false;
     server.refuseAttestation = new AgentApiError(403, 'permission_denied', 'cannot attest it again');
     for (const renewal of [1, 2]) {
       const before = identity.current()!;
       await vi.advanceTimersByTimeAsync(renewal === 1 ? 50_000 : 100_000);
-      // Until the new SVID is installed and saved (the renewal timer is armed again right after the save).
+      // Until the renewal has finished: the new SVID installed and saved, and the renewal timer armed again (in the
+      // same turn). Waiting for the saved files alone let the next advance run while the save was still syncing, with
+      // no timer armed: the renewal then finished at the advanced time, past the new SVID's renewal time and expiry.
       const deadline = performance.now() + 20_000;
-      const saved = async () => {
-        const stored = await new AgentStorage(dir).load(td);
-        const current = identity.current()!;
-        return current !== before && Buffer.compare(stored!.svidChain[0]!, current.state.svidChain[0]!) === 0;
-      };
-      while (!(await saved()) && performance.now() < deadline) {
+      while (renewed < renewal && performance.now() < deadline) {
         await new Promise((resolve) => setImmediate(resolve));
       }
-      expect([renewal, await saved()]).toEqual([renewal, true]);
+      const stored = await new AgentStorage(dir).load(td);
+      const current = identity.current()!;
+      expect([renewal, renewed, current !== before]).toEqual([renewal, renewal, true]);
+      expect(Buffer.compare(stored!.svidChain[0]!, current.state.svidChain[0]!)).toBe(0);
     }
     vi.useRealTimers();
     // Asked once to attest again, refused; renewed then, and from then on.
