@@ -65,6 +65,46 @@ describe('releaseFreedNativeMemory (glibc malloc_trim)', () => {
     expect(kept.every((buffer) => buffer.length === 48 * 1024 && buffer[0] === 1)).toBe(true);
   });
 
+  it.runIf(glibc)(
+    'with a warm-up, again every warm-up interval while it lasts, then only at the interval',
+    async () => {
+      releaseFreedNativeMemory();
+      const stop = releaseFreedNativeMemoryEvery(60_000, { intervalMs: 1_500, forMs: 4_000 });
+      try {
+        // Holes made after the first call (at once, done within 100 ms) and before the next, 1.5 s later: only that
+        // one gives them back.
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        const kept = await freeHolesInTheArena();
+        const before = residentMiB();
+        let after = residentMiB();
+        for (let waited = 0; before - after <= 24 && waited < 2_500; waited += 50) {
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          after = residentMiB();
+        }
+        expect(before - after).toBeGreaterThan(24);
+        expect(kept.every((buffer) => buffer.length === 48 * 1024 && buffer[0] === 1)).toBe(true);
+        // Past the warm-up, holes stay until the 60 s interval: none given back within two warm-up intervals.
+        await new Promise((resolve) => setTimeout(resolve, 4_000));
+        const laterKept = await freeHolesInTheArena();
+        const laterBefore = residentMiB();
+        await new Promise((resolve) => setTimeout(resolve, 3_000));
+        expect(laterBefore - residentMiB()).toBeLessThan(24);
+        expect(laterKept.every((buffer) => buffer[0] === 1)).toBe(true);
+      } finally {
+        stop();
+      }
+    },
+  );
+
+  it('repeats on timers that keep no process alive, until stopped (with a warm-up too)', () => {
+    const timers = (): number => process.getActiveResourcesInfo().filter((name) => name === 'Timeout').length;
+    const before = timers();
+    const stopWarm = releaseFreedNativeMemoryEvery(60_000, { intervalMs: 1_000, forMs: 60_000 });
+    expect(timers()).toBe(before);
+    stopWarm();
+    stopWarm();
+  });
+
   it('repeats on a timer that keeps no process alive, until stopped', () => {
     const timers = (): number => process.getActiveResourcesInfo().filter((name) => name === 'Timeout').length;
     const before = timers();

@@ -43,12 +43,22 @@ export function releaseFreedNativeMemory(): boolean {
   return trim !== null && trim(0) === 1;
 }
 
+/** A first stretch of more frequent releases, from the start of {@link releaseFreedNativeMemoryEvery}. */
+export interface NativeMemoryWarmUp {
+  /** Interval during the warm-up. */
+  readonly intervalMs: number;
+  /** How long the warm-up lasts; then the interval is the ordinary one. */
+  readonly forMs: number;
+}
+
 /**
  * Does what {@link releaseFreedNativeMemory} does now and then every `intervalMs`, on a worker thread (a call that
- * releases tens of MiB takes ~20 ms, which the event loop does not wait for; one call at a time), from an unref'd
- * timer that keeps no process alive. Returns the function that stops it; a no-op where the C library is not glibc.
+ * releases tens of MiB takes ~20 ms, which the event loop does not wait for; one call at a time), from unref'd timers
+ * that keep no process alive. With `warmUp`, every `warmUp.intervalMs` for the first `warmUp.forMs` instead: after a
+ * start, while the memory the compiler threads free again comes fastest. Returns the function that stops it; a no-op
+ * where the C library is not glibc.
  */
-export function releaseFreedNativeMemoryEvery(intervalMs: number): () => void {
+export function releaseFreedNativeMemoryEvery(intervalMs: number, warmUp?: NativeMemoryWarmUp): () => void {
   const trim = native();
   if (trim === null) return () => undefined;
   let running = false;
@@ -60,7 +70,18 @@ export function releaseFreedNativeMemoryEvery(intervalMs: number): () => void {
     });
   };
   release();
-  const timer = setInterval(release, intervalMs);
+  let timer = setInterval(release, warmUp?.intervalMs ?? intervalMs);
   timer.unref();
-  return () => clearInterval(timer);
+  const endWarmUp =
+    warmUp &&
+    setTimeout(() => {
+      clearInterval(timer);
+      timer = setInterval(release, intervalMs);
+      timer.unref();
+    }, warmUp.forMs);
+  endWarmUp?.unref();
+  return () => {
+    clearTimeout(endWarmUp);
+    clearInterval(timer);
+  };
 }
