@@ -284,7 +284,8 @@ function subjectText(cert: CertificateView, what: string): string {
   } catch (error) {
     throw notACertificate(what, error);
   }
-  return node.subject.split('\n').join(', ');
+  // Node reads an empty subject (`SEQUENCE {}`, allowed in an SVID with its SAN) as undefined, not as ''.
+  return (node.subject ?? '').split('\n').join(', ');
 }
 
 /** What a person reading a certificate wants first: its subject (as `describe` words it) and validity. */

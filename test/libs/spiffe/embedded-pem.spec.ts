@@ -9,6 +9,7 @@ import { createTlsServer } from '../../../libs/workload-api/src/tls.js';
 import { der, forgeEmbeddingPem, leafWithRawSubject } from '../../support/forged-certificate.js';
 import { TEST_NOW, TestCa } from '../../support/test-ca.js';
 import {
+  certificateSummary,
   CertificateFormatError,
   nodeCertificateFromDer,
   parseX509Svid,
@@ -111,5 +112,25 @@ describe('a CA-signed certificate that the strict reader accepts and OpenSSL can
     expect(verified.spiffeId.toString()).toBe('spiffe://example.org/odd');
     expect(() => verified.verifiedChain).toThrow(SpiffeError);
     expect(() => verified.verifiedChain).toThrow(/a certificate of the verified chain cannot be read/);
+  });
+});
+
+describe('a CA-signed SVID with an empty subject (review R18 LOW-1)', () => {
+  it('is summarised with an empty subject, as the agent reads its stored SVID at start, not a crash', async () => {
+    const leaf = leafWithRawSubject({
+      issuer: new Uint8Array(ca.certificate.subjectName.toArrayBuffer()),
+      subject: der.seq(),
+      spiffeId: 'spiffe://example.org/empty-subject',
+      notBefore: new Date(TEST_NOW.getTime() - 60_000),
+      notAfter: new Date(TEST_NOW.getTime() + 3_600_000),
+      signingKey: KeyObject.from(ca.keys.privateKey),
+    });
+    const verified = verifyX509SvidSync([new Uint8Array(leaf)], ca.bundle(), { now: TEST_NOW });
+    expect(verified.spiffeId.toString()).toBe('spiffe://example.org/empty-subject');
+    expect(certificateSummary(leaf)).toEqual({
+      subject: '',
+      notBefore: new Date(Math.floor(TEST_NOW.getTime() / 1000) * 1000 - 60_000),
+      notAfter: new Date(Math.floor(TEST_NOW.getTime() / 1000) * 1000 + 3_600_000),
+    });
   });
 });
