@@ -151,7 +151,7 @@ const KEY_MODE = 0o600;
  */
 export async function writeX509Files(outputDir: string, context: X509Context): Promise<void> {
   // Loaded here, not at the top: @sigil/runtime's index brings its config validation (class-validator, ~0.3 s to
-  // load) and @sigil/pki brings @peculiar/x509 (~0.4 s), which `api fetch` without --write does not need.
+  // load), which `api fetch` without --write does not need.
   const { ensureOwnDir, writeFileAtomic } = await import('@sigil/runtime');
   const { PEM_LABEL, exportPrivateKeyPkcs8, toPem } = await import('@sigil/pki');
   const dir = await ensureOwnDir(outputDir, 0o755, '--write');
