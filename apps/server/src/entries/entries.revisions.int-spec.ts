@@ -1,7 +1,7 @@
 import { TrustDomain } from '@sigil/spiffe';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { DataSource } from 'typeorm';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   EMBEDDED_SERIAL_REASON,
   isEmbeddedRun,
@@ -10,6 +10,7 @@ import {
 } from '../../../../test/support/database.js';
 import { FakeClock } from '../../../../test/support/fake-clock.js';
 import { createRegistry } from '../../../../test/support/registry.js';
+import { AuthorisedEntriesService } from '../agent-api/authorised-entries.service.js';
 import type { EntriesService } from './entries.service.js';
 import type { EntryChangeLogService } from './entry-change-log.service.js';
 import { InProcessEntryChangeNotifier } from './entry-change-notifier.js';
@@ -227,5 +228,44 @@ describe('registry revisions', () => {
     expect(b.revisionNumber).toBe(2);
     const changes = await changeLog.listChangesSince(0);
     expect(changes).toMatchObject({ toRevision: 2 });
+  });
+
+  it('reloads an index behind the pruned change log from a snapshot, and keeps its index when that fails', async () => {
+    const agent = { spiffeId: AGENT, nodeSelectors: new Set<string>() };
+    const names = (index: AuthorisedEntriesService) =>
+      [...index.authorisedFor(agent).values()]
+        .map((entry) => entry.spiffeId.slice('spiffe://example.org/'.length))
+        .sort();
+    await service.createEntry(input('one'));
+    const index = new AuthorisedEntriesService(changeLog, { trustDomain: TD });
+    await index.onModuleInit();
+    // Not told of the writes below, so that it falls behind the change log's pruning.
+    index.onApplicationShutdown();
+    expect([index.revision, names(index)]).toEqual([1, ['one']]);
+
+    await service.createEntry(input('two'));
+    clock.advance(3600_000);
+    await service.createEntry(input('three'));
+    expect(await changeLog.pruneChangeLog(new Date(clock.now().getTime() - 60_000))).toBe(2);
+    const read = changeLog.snapshot.bind(changeLog);
+    const spy = vi.spyOn(changeLog, 'snapshot');
+    await index.refresh();
+    expect([index.revision, names(index)]).toEqual([3, ['one', 'three', 'two']]);
+    expect(spy).toHaveBeenCalledTimes(1);
+
+    // A reload whose snapshot fails (here after it was read) leaves the index as it was.
+    await service.createEntry(input('four'));
+    clock.advance(3600_000);
+    await service.createEntry(input('five'));
+    expect(await changeLog.pruneChangeLog(new Date(clock.now().getTime() - 60_000))).toBe(4);
+    spy.mockImplementation(async () => {
+      await read();
+      throw new Error('connection lost');
+    });
+    await expect(index.refresh()).rejects.toThrow('connection lost');
+    expect([index.revision, names(index)]).toEqual([3, ['one', 'three', 'two']]);
+    spy.mockRestore();
+    await index.refresh();
+    expect([index.revision, names(index)]).toEqual([5, ['five', 'four', 'one', 'three', 'two']]);
   });
 });
