@@ -114,7 +114,7 @@ async function agentCanResume(serverBundlePem) {
 }
 
 async function main() {
-  for (const file of ['dist/apps/server/main.js', 'dist/apps/agent/main.js']) {
+  for (const file of ['dist/apps/server/main.js', 'dist/agent/main.js']) {
     if (!existsSync(join(ROOT, file))) fail(`${file} is missing: run \`npm ci\` (or \`npm run build\`) first`);
   }
   await mkdir(LOGS, { recursive: true, mode: 0o700 });

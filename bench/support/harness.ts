@@ -82,8 +82,8 @@ export class Harness {
 
   /** A scratch directory under the system temp dir, and handlers that clean up on Ctrl-C and on exit. */
   static async create(name: string): Promise<Harness> {
-    if (!existsSync(join(ROOT, 'dist/apps/server/main.js')) || !existsSync(join(ROOT, 'dist/apps/agent/main.js'))) {
-      throw new Error('dist/apps/server and dist/apps/agent are missing: run `npm run build` first');
+    if (!existsSync(join(ROOT, 'dist/apps/server/main.js')) || !existsSync(join(ROOT, 'dist/agent/main.js'))) {
+      throw new Error('dist/apps/server and dist/agent are missing: run `npm run build` first');
     }
     const harness = new Harness(await mkdtemp(join(tmpdir(), `sigil-bench-${name}-`)));
     const onSignal = (signal: NodeJS.Signals): void => {

@@ -649,6 +649,9 @@ describe('deploy/docker', () => {
     expect(build).toContain('RUN npm run build\n');
     expect(runtime).toContain('RUN npm ci --omit=dev');
     expect(runtime).toContain('COPY --from=build /src/dist/apps dist/apps\n');
+    // bin/sigil-agent.js runs the agent's bundle (scripts/bundle-agent.mjs), not dist/apps/agent.
+    expect(readFileSync(join(ROOT, 'bin/sigil-agent.js'), 'utf8')).toContain("import '../dist/agent/main.js';");
+    expect(runtime).toContain('COPY --from=build /src/dist/agent dist/agent\n');
     expect(runtime).toContain('COPY --from=build /src/dist/migrations dist/migrations\n');
     for (const [name, path] of Object.entries(pkg.bin as Record<string, string>)) {
       expect(runtime).toContain(`ln -s /app/${path} /usr/local/bin/${name}`);

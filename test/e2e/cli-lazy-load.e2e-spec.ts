@@ -7,8 +7,13 @@
  * X.509 without jose; both load on first use only (libs/spiffe/src/lazy-modules.ts). It talks gRPC with
  * `@sigil/workload-api/client` (node:http2 and @bufbuild/protobuf's wire reader), without Connect or protobuf-es's
  * registry and the generated schemas. Not timed: bench/cli-startup.bench.ts measures the time.
+ *
+ * `sigil-agent` runs the agent's bundle (dist/agent, scripts/bundle-agent.mjs): a chunk of it that the process loads
+ * counts as every compiled module the bundle's metafile says the chunk holds (esbuild puts two modules in one chunk
+ * only when the same entry points and `import()`s reach both, so this is what the process evaluates, or more).
  */
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -49,6 +54,36 @@ const PROTOBUF_REGISTRY = /\/@bufbuild\/protobuf\/dist\/esm\/(?:index\.js|regist
 let scratch: string;
 let runs = 0;
 
+/** esbuild's metafile of the agent's bundle: each output (path from ROOT) with the inputs it holds and imports. */
+interface BundleMeta {
+  outputs: Record<
+    string,
+    { entryPoint?: string; inputs: Record<string, unknown>; imports: Array<{ path: string; kind: string }> }
+  >;
+}
+
+const readBundleMeta = (): BundleMeta =>
+  JSON.parse(readFileSync(join(ROOT, 'dist/agent/meta.json'), 'utf8')) as BundleMeta;
+
+/** The absolute paths of the compiled modules inside each chunk of the agent's bundle, by the chunk's path. */
+function bundleChunks(meta: BundleMeta): Map<string, string[]> {
+  const chunks = new Map<string, string[]>();
+  for (const [output, { inputs }] of Object.entries(meta.outputs)) {
+    if (output.endsWith('.js'))
+      chunks.set(
+        join(ROOT, output),
+        Object.keys(inputs).map((input) => join(ROOT, input)),
+      );
+  }
+  return chunks;
+}
+
+/** The trace's modules, each chunk of the agent's bundle replaced by the modules it holds. */
+function unbundled(modules: readonly string[]): string[] {
+  const chunks = bundleChunks(readBundleMeta());
+  return modules.flatMap((line) => chunks.get(line.replace(/^file:\/\//, '')) ?? [line]);
+}
+
 /** Runs `node --import module-trace <bin> args…`; the packages (by name) behind every module it loaded. */
 async function packagesLoaded(
   bin: string,
@@ -68,7 +103,7 @@ async function packagesLoaded(
     ),
   );
   const packages = new Set<string>();
-  const modules = (await readFile(traceFile, 'utf8')).split('\n').map((line) => decodeURIComponent(line));
+  const modules = unbundled((await readFile(traceFile, 'utf8')).split('\n').map((line) => decodeURIComponent(line)));
   for (const line of modules) {
     const match = /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(line);
     if (match) packages.add(match[1]!);
@@ -242,6 +277,41 @@ describe('client commands do not load the server framework', () => {
         /\/libs\/workload-api\/dist\/(?:index|client|x509-source|jwt-source|tls)\.js/.test(line),
       ),
     ).toEqual([]);
+  });
+
+  it("sigil-agent's bundle keeps that graph: prom-client only behind the metrics import(), no Nest, no Workload API client", () => {
+    // What `sigil-agent run` loads of the bundle: the chunks main.js and the agent's chunk import statically.
+    const meta = readBundleMeta();
+    const staticallyLoaded = (start: string): Set<string> => {
+      const seen = new Set<string>();
+      const next = [start];
+      for (let output = next.pop(); output !== undefined; output = next.pop()) {
+        if (seen.has(output)) continue;
+        seen.add(output);
+        for (const { path, kind } of meta.outputs[output]?.imports ?? []) {
+          if (kind === 'import-statement' && path in meta.outputs) next.push(path);
+        }
+      }
+      return seen;
+    };
+    const agentChunk = Object.entries(meta.outputs).find(
+      ([, output]) => output.entryPoint === 'dist/apps/agent/agent.js',
+    );
+    expect(agentChunk, 'the agent is a chunk of its own, loaded by import()').toBeDefined();
+    const modules = [...staticallyLoaded('dist/agent/main.js'), ...staticallyLoaded(agentChunk![0])].flatMap((output) =>
+      Object.keys(meta.outputs[output]!.inputs),
+    );
+    expect(modules.filter((module) => module.startsWith('node_modules/@connectrpc/connect-node/'))).not.toEqual([]);
+    expect(modules).toContain('libs/workload-api/dist/gen/workload_pb.js');
+    expect(modules.filter((module) => /node_modules\/(?:@nestjs\/|prom-client\/)/.test(module))).toEqual([]);
+    expect(
+      modules.filter((module) =>
+        /^libs\/workload-api\/dist\/(?:index|client|x509-source|jwt-source|tls)\.js$/.test(module),
+      ),
+    ).toEqual([]);
+    // prom-client is in the bundle (for --metrics-address), in a chunk of its own.
+    const all = Object.values(meta.outputs).flatMap((output) => Object.keys(output.inputs));
+    expect(all.filter((module) => module.startsWith('node_modules/prom-client/'))).not.toEqual([]);
   });
 
   it('the trace sees the framework where it is loaded: sigil-server run (until its database refuses)', async () => {

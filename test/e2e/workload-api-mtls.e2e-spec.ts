@@ -136,7 +136,7 @@ describe('mTLS between two workload processes through the real agent', () => {
     });
 
   beforeAll(async () => {
-    for (const file of [SERVER_BIN, join(ROOT, 'dist/apps/agent/main.js'), join(EXAMPLES, 'mtls-server.js')]) {
+    for (const file of [SERVER_BIN, join(ROOT, 'dist/agent/main.js'), join(EXAMPLES, 'mtls-server.js')]) {
       if (!existsSync(file)) throw new Error(`${file} is missing: run \`npm run build\` first`);
     }
     scratch = await mkdtemp(join(tmpdir(), 'sigil-wl-e2e-'));

@@ -17,7 +17,7 @@ export const AGENT_BIN = join(ROOT, 'bin/sigil-agent.js');
 
 /** Fails fast with a clear message when the build output the binaries load is missing. */
 export function requireBuild(): void {
-  for (const file of ['dist/apps/server/main.js', 'dist/apps/agent/main.js']) {
+  for (const file of ['dist/apps/server/main.js', 'dist/agent/main.js']) {
     if (!existsSync(join(ROOT, file))) throw new Error(`${file} is missing: run \`npm run build\` first`);
   }
 }
