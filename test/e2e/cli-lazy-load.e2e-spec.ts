@@ -49,6 +49,9 @@ const CONNECT = ['@connectrpc/connect', '@connectrpc/connect-node'];
  * Modules of @bufbuild/protobuf that only its root entry point (registry, JSON, every codec) and the generated
  * schemas (codegenv2 builds their descriptors at load) bring, ~100 ms together; the client needs only `wire`.
  */
+/** `@sigil/workload-api`'s root entry point, client, sources and TLS helpers: not the agent's (it serves the API). */
+const WORKLOAD_API_CLIENT_SIDE = /(?:^|\/)libs\/workload-api\/dist\/(?:index|client|x509-source|jwt-source|tls)\.js$/;
+
 const PROTOBUF_REGISTRY = /\/@bufbuild\/protobuf\/dist\/esm\/(?:index\.js|registry\.js|codegenv\d\/)/;
 
 let scratch: string;
@@ -58,22 +61,28 @@ let runs = 0;
 interface BundleMeta {
   outputs: Record<
     string,
-    { entryPoint?: string; inputs: Record<string, unknown>; imports: Array<{ path: string; kind: string }> }
+    {
+      entryPoint?: string;
+      inputs: Record<string, { bytesInOutput: number }>;
+      imports: Array<{ path: string; kind: string }>;
+    }
   >;
 }
 
 const readBundleMeta = (): BundleMeta =>
   JSON.parse(readFileSync(join(ROOT, 'dist/agent/meta.json'), 'utf8')) as BundleMeta;
 
-/** The absolute paths of the compiled modules inside each chunk of the agent's bundle, by the chunk's path. */
+/** The absolute paths of the compiled modules each chunk of the agent's bundle runs, by the chunk's path. */
 function bundleChunks(meta: BundleMeta): Map<string, string[]> {
   const chunks = new Map<string, string[]>();
   for (const [output, { inputs }] of Object.entries(meta.outputs)) {
-    if (output.endsWith('.js'))
-      chunks.set(
-        join(ROOT, output),
-        Object.keys(inputs).map((input) => join(ROOT, input)),
-      );
+    if (!output.endsWith('.js')) continue;
+    // An input with 0 bytes in the chunk was tree-shaken: the chunk does not run it.
+    const held = Object.entries(inputs).filter(([, { bytesInOutput }]) => bytesInOutput > 0);
+    chunks.set(
+      join(ROOT, output),
+      held.map(([input]) => join(ROOT, input)),
+    );
   }
   return chunks;
 }
@@ -272,46 +281,51 @@ describe('client commands do not load the server framework', () => {
     // schemas (`@sigil/workload-api/service`), not the client, sources and TLS helpers of the root entry point.
     expect(agent.packages).not.toContain('prom-client');
     expect(agent.modules.filter((line) => line.includes('/libs/workload-api/dist/gen/workload_pb.js'))).not.toEqual([]);
-    expect(
-      agent.modules.filter((line) =>
-        /\/libs\/workload-api\/dist\/(?:index|client|x509-source|jwt-source|tls)\.js/.test(line),
-      ),
-    ).toEqual([]);
+    expect(agent.modules.filter((line) => WORKLOAD_API_CLIENT_SIDE.test(line))).toEqual([]);
   });
 
-  it("sigil-agent's bundle keeps that graph: prom-client only behind the metrics import(), no Nest, no Workload API client", () => {
-    // What `sigil-agent run` loads of the bundle: the chunks main.js and the agent's chunk import statically.
+  it("sigil-agent's bundle keeps that graph: run loads no prom-client (only the metrics' import() does) and no Workload API client", () => {
     const meta = readBundleMeta();
-    const staticallyLoaded = (start: string): Set<string> => {
+    const chunkOf = (source: string): string => {
+      const found = Object.entries(meta.outputs).find(([, output]) => output.entryPoint === source);
+      expect(found, `${source} is a chunk of its own, loaded by import()`).toBeDefined();
+      return found![0];
+    };
+    /** The outputs `start` loads, statically or by import(), never entering `skip`. */
+    const reached = (start: string, skip: readonly string[] = []): string[] => {
       const seen = new Set<string>();
       const next = [start];
       for (let output = next.pop(); output !== undefined; output = next.pop()) {
-        if (seen.has(output)) continue;
+        if (seen.has(output) || skip.includes(output)) continue;
         seen.add(output);
-        for (const { path, kind } of meta.outputs[output]?.imports ?? []) {
-          if (kind === 'import-statement' && path in meta.outputs) next.push(path);
-        }
+        for (const { path } of meta.outputs[output]?.imports ?? []) if (path in meta.outputs) next.push(path);
       }
-      return seen;
+      return [...seen];
     };
-    const agentChunk = Object.entries(meta.outputs).find(
-      ([, output]) => output.entryPoint === 'dist/apps/agent/agent.js',
+    /** The compiled modules of those outputs that are in them (tree-shaken ones are listed with 0 bytes). */
+    const modulesOf = (outputs: readonly string[]): string[] =>
+      outputs.flatMap((output) =>
+        Object.entries(meta.outputs[output]!.inputs)
+          .filter(([, { bytesInOutput }]) => bytesInOutput > 0)
+          .map(([input]) => input),
+      );
+    const metrics = chunkOf('dist/apps/agent/endpoints/observability/agent-metrics.js');
+    const otherCommands = ['api', 'healthcheck', 'validate', 'logger'].map((name) =>
+      chunkOf(`dist/apps/agent/cli/${name}.command.js`),
     );
-    expect(agentChunk, 'the agent is a chunk of its own, loaded by import()').toBeDefined();
-    const modules = [...staticallyLoaded('dist/agent/main.js'), ...staticallyLoaded(agentChunk![0])].flatMap((output) =>
-      Object.keys(meta.outputs[output]!.inputs),
-    );
+    // What `sigil-agent run` can load without --metrics-address: everything main.js reaches, but the other commands
+    // and the metrics.
+    const run = reached('dist/agent/main.js', [metrics, ...otherCommands]);
+    expect(run).toContain(chunkOf('dist/apps/agent/agent.js'));
+    const modules = modulesOf(run);
     expect(modules.filter((module) => module.startsWith('node_modules/@connectrpc/connect-node/'))).not.toEqual([]);
     expect(modules).toContain('libs/workload-api/dist/gen/workload_pb.js');
-    expect(modules.filter((module) => /node_modules\/(?:@nestjs\/|prom-client\/)/.test(module))).toEqual([]);
-    expect(
-      modules.filter((module) =>
-        /^libs\/workload-api\/dist\/(?:index|client|x509-source|jwt-source|tls)\.js$/.test(module),
-      ),
-    ).toEqual([]);
-    // prom-client is in the bundle (for --metrics-address), in a chunk of its own.
-    const all = Object.values(meta.outputs).flatMap((output) => Object.keys(output.inputs));
-    expect(all.filter((module) => module.startsWith('node_modules/prom-client/'))).not.toEqual([]);
+    expect(modules.filter((module) => module.startsWith('node_modules/prom-client/'))).toEqual([]);
+    expect(modules.filter((module) => WORKLOAD_API_CLIENT_SIDE.test(module))).toEqual([]);
+    // prom-client is what the metrics' import() brings.
+    expect(modulesOf(reached(metrics)).filter((module) => module.startsWith('node_modules/prom-client/'))).not.toEqual(
+      [],
+    );
   });
 
   it('the trace sees the framework where it is loaded: sigil-server run (until its database refuses)', async () => {

@@ -9,11 +9,22 @@ import { webcrypto } from 'node:crypto';
  */
 const requireModule = createRequire(import.meta.url);
 
+/**
+ * The packages loaded here with `require`. A bundle that includes this module must leave each of them outside it (in
+ * node_modules, where `require` finds them), or a process would hold two instances of one package: the agent's build
+ * (scripts/bundle-agent.mjs) reads this list and fails when one of them gets in.
+ */
+export const LOADED_ON_FIRST_USE = {
+  jose: 'jose',
+  x509: '@peculiar/x509',
+  reflectMetadata: 'reflect-metadata',
+} as const;
+
 let jose: typeof import('jose') | undefined;
 
 /** jose, loaded on the first call (JWT-SVID signing, decoding and validation). */
 export function loadJose(): typeof import('jose') {
-  jose ??= requireModule('jose') as typeof import('jose');
+  jose ??= requireModule(LOADED_ON_FIRST_USE.jose) as typeof import('jose');
   return jose;
 }
 
@@ -27,8 +38,8 @@ let x509: typeof import('@peculiar/x509') | undefined;
  */
 export function loadX509(): typeof import('@peculiar/x509') {
   if (x509 === undefined) {
-    requireModule('reflect-metadata');
-    const loaded = requireModule('@peculiar/x509') as typeof import('@peculiar/x509');
+    requireModule(LOADED_ON_FIRST_USE.reflectMetadata);
+    const loaded = requireModule(LOADED_ON_FIRST_USE.x509) as typeof import('@peculiar/x509');
     loaded.cryptoProvider.set(webcrypto as unknown as Parameters<typeof loaded.cryptoProvider.set>[0]);
     x509 = loaded;
   }
