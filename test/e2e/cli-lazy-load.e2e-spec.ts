@@ -45,13 +45,13 @@ const X509_OBJECTS = ['@peculiar/x509', 'reflect-metadata', 'tsyringe', '@peculi
 /** Connect's transports: the root `@sigil/workload-api` entry point's, not the Workload API client's (~100 ms). */
 const CONNECT = ['@connectrpc/connect', '@connectrpc/connect-node'];
 
+/** `@sigil/workload-api`'s root entry point, client, sources and TLS helpers: not the agent's (it serves the API). */
+const WORKLOAD_API_CLIENT_SIDE = /(?:^|\/)libs\/workload-api\/dist\/(?:index|client|x509-source|jwt-source|tls)\.js$/;
+
 /**
  * Modules of @bufbuild/protobuf that only its root entry point (registry, JSON, every codec) and the generated
  * schemas (codegenv2 builds their descriptors at load) bring, ~100 ms together; the client needs only `wire`.
  */
-/** `@sigil/workload-api`'s root entry point, client, sources and TLS helpers: not the agent's (it serves the API). */
-const WORKLOAD_API_CLIENT_SIDE = /(?:^|\/)libs\/workload-api\/dist\/(?:index|client|x509-source|jwt-source|tls)\.js$/;
-
 const PROTOBUF_REGISTRY = /\/@bufbuild\/protobuf\/dist\/esm\/(?:index\.js|registry\.js|codegenv\d\/)/;
 
 let scratch: string;
@@ -72,17 +72,21 @@ interface BundleMeta {
 const readBundleMeta = (): BundleMeta =>
   JSON.parse(readFileSync(join(ROOT, 'dist/agent/meta.json'), 'utf8')) as BundleMeta;
 
+/** The compiled modules (paths from ROOT) an output of the bundle runs: one with 0 bytes in it was tree-shaken. */
+const modulesRunBy = (meta: BundleMeta, output: string): string[] =>
+  Object.entries(meta.outputs[output]!.inputs)
+    .filter(([, { bytesInOutput }]) => bytesInOutput > 0)
+    .map(([input]) => input);
+
 /** The absolute paths of the compiled modules each chunk of the agent's bundle runs, by the chunk's path. */
 function bundleChunks(meta: BundleMeta): Map<string, string[]> {
   const chunks = new Map<string, string[]>();
-  for (const [output, { inputs }] of Object.entries(meta.outputs)) {
-    if (!output.endsWith('.js')) continue;
-    // An input with 0 bytes in the chunk was tree-shaken: the chunk does not run it.
-    const held = Object.entries(inputs).filter(([, { bytesInOutput }]) => bytesInOutput > 0);
-    chunks.set(
-      join(ROOT, output),
-      held.map(([input]) => join(ROOT, input)),
-    );
+  for (const output of Object.keys(meta.outputs)) {
+    if (output.endsWith('.js'))
+      chunks.set(
+        join(ROOT, output),
+        modulesRunBy(meta, output).map((input) => join(ROOT, input)),
+      );
   }
   return chunks;
 }
@@ -302,13 +306,7 @@ describe('client commands do not load the server framework', () => {
       }
       return [...seen];
     };
-    /** The compiled modules of those outputs that are in them (tree-shaken ones are listed with 0 bytes). */
-    const modulesOf = (outputs: readonly string[]): string[] =>
-      outputs.flatMap((output) =>
-        Object.entries(meta.outputs[output]!.inputs)
-          .filter(([, { bytesInOutput }]) => bytesInOutput > 0)
-          .map(([input]) => input),
-      );
+    const modulesOf = (outputs: readonly string[]): string[] => outputs.flatMap((output) => modulesRunBy(meta, output));
     const metrics = chunkOf('dist/apps/agent/endpoints/observability/agent-metrics.js');
     const otherCommands = ['api', 'healthcheck', 'validate', 'logger'].map((name) =>
       chunkOf(`dist/apps/agent/cli/${name}.command.js`),
