@@ -17,6 +17,7 @@ import { X509popChallenges1764000700000 } from '#migrations/1764000700000-X509po
 import { AgentNewSerial1764000800000 } from '#migrations/1764000800000-AgentNewSerial';
 import { AgentSvidReplacements1764000900000 } from '#migrations/1764000900000-AgentSvidReplacements';
 import { SharedJwtAuthorities1764001000000 } from '#migrations/1764001000000-SharedJwtAuthorities';
+import { EntryIdPairIndex1764001100000 } from '#migrations/1764001100000-EntryIdPairIndex';
 import { FederationRelationshipEntity } from '../federation/federation-relationship.entity.js';
 import { AdminTokenEntity } from '../auth/admin-token.entity.js';
 import { AuditRecordEntity } from '../audit/audit-record.entity.js';
@@ -60,6 +61,7 @@ export const MIGRATIONS = [
   AgentNewSerial1764000800000,
   AgentSvidReplacements1764000900000,
   SharedJwtAuthorities1764001000000,
+  EntryIdPairIndex1764001100000,
 ];
 
 /** Default pool size against a PostgreSQL server (`database_pool_size`). */

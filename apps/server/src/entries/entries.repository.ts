@@ -145,41 +145,38 @@ export class EntriesRepository {
   }
 
   /**
-   * For each of `candidates`, the id of an existing entry with the same SPIFFE ID, parent ID and exactly the same
-   * selector set (distinct selectors, as validation leaves them), if any: one query for all of them. The result maps
-   * the candidate's index to the existing id (the smallest, when several match).
+   * The existing entries with one of the given (SPIFFE ID, parent ID) pairs, each with its selectors: what a batch's
+   * duplicate check compares against. One index look-up per distinct pair, whatever the registry's size (a join the
+   * planner may turn into a scan of every entry, or a per-entry subquery, costs time in proportion to the registry).
    */
-  async findDuplicateIdsOf(
+  async findEntriesSharingIds(
     tx: Transaction,
-    candidates: readonly { spiffeId: string; parentId: string; selectors: readonly Selector[] }[],
-  ): Promise<Map<number, string>> {
-    const found = new Map<number, string>();
-    if (candidates.length === 0) return found;
-    const given = candidates.flatMap((candidate, index) =>
-      candidate.selectors.map((selector) => [index, selector] as const),
-    );
+    pairs: readonly { spiffeId: string; parentId: string }[],
+  ): Promise<{ id: string; spiffeId: string; parentId: string; selectors: Selector[] }[]> {
+    const distinct = new Map(pairs.map((pair) => [JSON.stringify([pair.spiffeId, pair.parentId]), pair]));
+    if (distinct.size === 0) return [];
+    // OFFSET 0 keeps the lateral subquery a subquery: run once per pair on the spiffe_id index, never flattened into
+    // a join over the whole table.
     const rows = (await managerOf(tx).query(
-      `WITH q AS (SELECT * FROM unnest($1::integer[], $2::varchar[], $3::varchar[], $4::integer[])
-                    AS q(i, spiffe_id, parent_id, n)),
-            g AS (SELECT * FROM unnest($5::integer[], $6::varchar[], $7::varchar[]) AS g(i, type, value))
-       SELECT q.i, min(e.id::text) AS id
-         FROM q JOIN registered_entries e ON e.spiffe_id = q.spiffe_id AND e.parent_id = q.parent_id
-        WHERE (SELECT count(*) FROM selectors s WHERE s.entry_id = e.id) = q.n
-          AND (SELECT count(*) FROM selectors s JOIN g ON g.i = q.i AND g.type = s.type AND g.value = s.value
-                WHERE s.entry_id = e.id) = q.n
-        GROUP BY q.i`,
-      [
-        candidates.map((_, index) => index),
-        candidates.map((candidate) => candidate.spiffeId),
-        candidates.map((candidate) => candidate.parentId),
-        candidates.map((candidate) => candidate.selectors.length),
-        given.map(([index]) => index),
-        given.map(([, selector]) => selector.type),
-        given.map(([, selector]) => selector.value),
-      ],
-    )) as { i: number; id: string }[];
-    for (const row of rows) found.set(Number(row.i), row.id);
-    return found;
+      `SELECT m.id, m.spiffe_id, m.parent_id, m.type, m.value
+         FROM unnest($1::varchar[], $2::varchar[]) AS p(spiffe_id, parent_id)
+        CROSS JOIN LATERAL (
+              SELECT e.id::text AS id, e.spiffe_id, e.parent_id, s.type, s.value
+                FROM registered_entries e JOIN selectors s ON s.entry_id = e.id
+               WHERE e.spiffe_id = p.spiffe_id AND e.parent_id = p.parent_id
+              OFFSET 0) AS m`,
+      [[...distinct.values()].map((pair) => pair.spiffeId), [...distinct.values()].map((pair) => pair.parentId)],
+    )) as { id: string; spiffe_id: string; parent_id: string; type: string; value: string }[];
+    const found = new Map<string, { id: string; spiffeId: string; parentId: string; selectors: Selector[] }>();
+    for (const row of rows) {
+      let entry = found.get(row.id);
+      if (entry === undefined) {
+        entry = { id: row.id, spiffeId: row.spiffe_id, parentId: row.parent_id, selectors: [] };
+        found.set(row.id, entry);
+      }
+      entry.selectors.push({ type: row.type, value: row.value });
+    }
+    return [...found.values()];
   }
 
   /** Those of `ids` that are ids of existing entries. */
@@ -255,24 +252,6 @@ export class EntriesRepository {
       .returning(['id'])
       .execute();
     return (result.raw as { id: string }[]).map((row) => row.id).sort();
-  }
-
-  /** The id of another entry with the same SPIFFE ID, parent ID and exactly the same selector set. */
-  async findDuplicateId(
-    tx: Transaction,
-    spiffeId: string,
-    parentId: string,
-    selectors: readonly Selector[],
-    excludeId?: string,
-  ): Promise<string | undefined> {
-    const query = managerOf(tx)
-      .createQueryBuilder(EntryEntity, 'e')
-      .select('e.id', 'id')
-      .where('e.spiffe_id = :spiffeId AND e.parent_id = :parentId', { spiffeId, parentId });
-    if (excludeId !== undefined) query.andWhere('e.id <> :excludeId', { excludeId });
-    matchSelectors(query, selectors, 'exact');
-    const row = await query.limit(1).getRawOne<{ id: string }>();
-    return row?.id;
   }
 
   async findById(tx: Transaction, id: string): Promise<Entry | undefined> {

@@ -19,6 +19,7 @@ import {
   type EntryInput,
   type EntryPage,
   type EntryPatch,
+  type Selector,
   type SelectorMatch,
 } from './entry.js';
 
@@ -122,15 +123,14 @@ export class EntriesService {
     const revision = await write(async (tx) => {
       const revisions = await this.changeLog.open(tx, now);
       // Earlier chunks are committed: a duplicate of an entry of this batch is found like any other.
-      const existingDuplicates = await this.repository.findDuplicateIdsOf(tx, chunk);
+      const known = await this.existingByDuplicateKey(tx, chunk);
       const requested = [...new Set(chunk.flatMap((fields) => requestedIds.get(fields) ?? []))];
       const takenIds = await this.repository.findExistingIds(tx, requested);
-      const writtenHere = new Map<string, string>();
       const rows: (EntryRow & { id: string })[] = [];
       const ids: string[] = [];
-      chunk.forEach((fields, index) => {
+      chunk.forEach((fields) => {
         const key = duplicateKey(fields);
-        const duplicateOf = existingDuplicates.get(index) ?? writtenHere.get(key);
+        const duplicateOf = known.get(key);
         if (duplicateOf !== undefined) {
           outcomes.set(fields, { duplicateOf });
           ids.push(duplicateOf);
@@ -146,7 +146,7 @@ export class EntriesService {
         const revision = revisions.next();
         rows.push({ ...row(fields, revision, now, now), id });
         revisions.record(revision, id, 'created');
-        writtenHere.set(key, id);
+        known.set(key, id);
         takenIds.add(id);
         outcomes.set(fields, { id });
         ids.push(id);
@@ -161,6 +161,25 @@ export class EntriesService {
       return head;
     });
     await this.changeLog.announce(revision);
+  }
+
+  /**
+   * The existing entries (but `exceptId`) that `candidates` could duplicate, by {@link duplicateKey}: the smallest id
+   * when several share a key (as an older registry may hold).
+   */
+  private async existingByDuplicateKey(
+    tx: Transaction,
+    candidates: readonly ValidEntryFields[],
+    exceptId?: string,
+  ): Promise<Map<string, string>> {
+    const known = new Map<string, string>();
+    for (const entry of await this.repository.findEntriesSharingIds(tx, candidates)) {
+      if (entry.id === exceptId) continue;
+      const key = duplicateKey(entry);
+      const id = known.get(key);
+      if (id === undefined || entry.id < id) known.set(key, entry.id);
+    }
+    return known;
   }
 
   /** Creates one entry; throws the failure (invalid_argument, already_exists) instead of returning it. */
@@ -215,13 +234,7 @@ export class EntriesService {
         { ...current, ...definedFields(patch) },
         { trustDomain: this.config.trustDomain, now, checkExpiry: patch.expiresAt !== undefined },
       );
-      const duplicateOf = await this.repository.findDuplicateId(
-        tx,
-        fields.spiffeId,
-        fields.parentId,
-        fields.selectors,
-        id,
-      );
+      const duplicateOf = (await this.existingByDuplicateKey(tx, [fields], id)).get(duplicateKey(fields));
       if (duplicateOf !== undefined) throw duplicateError(fields, duplicateOf);
       const revision = revisions.next();
       await this.repository.replaceEntry(tx, id, row(fields, revision, current.createdAt, now));
@@ -304,9 +317,9 @@ export type FederatingEntriesEffect = 'announce' | 'restrict' | 'delete' | 'diss
 /** What became of one valid entry of a batch: written under `id`, a duplicate of another, or its id in use. */
 type WriteOutcome = { id: string } | { duplicateOf: string } | { idTaken: string };
 
-/** What makes two entries duplicates: the same SPIFFE ID, parent ID and selector set (validation sorts selectors). */
-function duplicateKey(fields: ValidEntryFields): string {
-  return JSON.stringify([fields.spiffeId, fields.parentId, fields.selectors.map(selectorKey)]);
+/** What makes two entries duplicates: the same SPIFFE ID, parent ID and selector set (in any order). */
+function duplicateKey(entry: { spiffeId: string; parentId: string; selectors: readonly Selector[] }): string {
+  return JSON.stringify([entry.spiffeId, entry.parentId, entry.selectors.map(selectorKey).sort()]);
 }
 
 function row(fields: ValidEntryFields, revisionNumber: number, createdAt: Date, updatedAt: Date): EntryRow {
