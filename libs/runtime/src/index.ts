@@ -58,6 +58,7 @@ export {
   type Selector,
   type SelectorMatch,
 } from './selectors.js';
+export { storedTextProblem } from './stored-text.js';
 export {
   DURATION_SYNTAX,
   DurationError,

@@ -26,6 +26,8 @@ describe('checkSelector', () => {
     [{ type: 'unix', value: '' }, 'value', 'must not be empty'],
     [{ type: 'unix', value: 'é'.repeat(513) }, 'value', 'must be at most 1024 bytes'],
     [{ type: 'unix', value: 'uid:1\n' }, 'value', 'must not contain control characters'],
+    [{ type: 'unix', value: 'uid:\ud800' }, 'value', 'must be well-formed Unicode (it holds a lone UTF-16 surrogate)'],
+    [{ type: 'unix', value: '\udc00x' }, 'value', 'must be well-formed Unicode (it holds a lone UTF-16 surrogate)'],
   ])('refuses %j: %s %s', (input, part, problem) => {
     let caught: unknown;
     try {
@@ -36,6 +38,10 @@ describe('checkSelector', () => {
     expect(caught).toBeInstanceOf(SelectorError);
     expect((caught as SelectorError).part).toBe(part);
     expect((caught as SelectorError).problem).toBe(problem);
+  });
+
+  it('takes characters outside the BMP (a surrogate pair is one character)', () => {
+    expect(checkSelector({ type: 'k8s', value: 'pod-label:app=\ud83d\ude00' }).value).toBe('pod-label:app=😀');
   });
 
   it('takes a value of exactly 1024 bytes', () => {

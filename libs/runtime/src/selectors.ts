@@ -4,6 +4,7 @@
  * the SVID cache). SPIRE's model: a selector is a type (the attestor that produces it, e.g. `unix`) and a value
  * (`uid:1000`), written `unix:uid:1000`; the type never holds a `:`, so the first `:` splits the written form.
  */
+import { storedTextProblem } from './stored-text.js';
 
 /** A selector, e.g. `{ type: 'unix', value: 'uid:1000' }` (written `unix:uid:1000`). */
 export interface Selector {
@@ -24,8 +25,6 @@ export const SELECTOR_LIMITS = {
 /** The characters a selector type may hold: letters, digits, `_`, `-` and `.` (so never the `:` separator). */
 export const SELECTOR_TYPE_PATTERN = /^[A-Za-z0-9_.-]+$/;
 
-// eslint-disable-next-line no-control-regex
-const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/;
 const utf8 = new TextEncoder();
 
 /** How a selector filter matches an entry's selector set (SPIRE's match behaviours). */
@@ -51,7 +50,8 @@ const quote = (text: string): string => JSON.stringify(text);
 
 /**
  * Checks one selector against the rules: a non-empty type of letters, digits, `_`, `-`, `.` (at most 64), a
- * non-empty value of at most 1024 UTF-8 bytes without control characters. Returns a fresh `{type, value}`.
+ * non-empty value of at most 1024 UTF-8 bytes, well-formed and without control characters ({@link storedTextProblem}).
+ * Returns a fresh `{type, value}`.
  *
  * @throws SelectorError naming the part at fault
  */
@@ -73,7 +73,8 @@ export function checkSelector(selector: unknown): Selector {
   if (utf8.encode(value).length > SELECTOR_LIMITS.maxValueBytes) {
     throw new SelectorError('value', `must be at most ${SELECTOR_LIMITS.maxValueBytes} bytes`);
   }
-  if (CONTROL_CHARACTERS.test(value)) throw new SelectorError('value', 'must not contain control characters');
+  const problem = storedTextProblem(value);
+  if (problem !== undefined) throw new SelectorError('value', problem);
   return { type, value };
 }
 

@@ -155,8 +155,8 @@ export class EntriesRepository {
   ): Promise<{ id: string; spiffeId: string; parentId: string; selectors: Selector[] }[]> {
     const distinct = new Map(pairs.map((pair) => [JSON.stringify([pair.spiffeId, pair.parentId]), pair]));
     if (distinct.size === 0) return [];
-    // OFFSET 0 keeps the lateral subquery a subquery: run once per pair on the spiffe_id index, never flattened into
-    // a join over the whole table.
+    // OFFSET 0 keeps the lateral subquery a subquery: run once per pair on the (spiffe_id, parent_id) index, never
+    // flattened into a join over the whole table.
     const rows = (await managerOf(tx).query(
       `SELECT m.id, m.spiffe_id, m.parent_id, m.type, m.value
          FROM unnest($1::varchar[], $2::varchar[]) AS p(spiffe_id, parent_id)

@@ -180,6 +180,11 @@ describe('EntriesService', () => {
       'selectors.0.value: must not contain control characters',
     ],
     [
+      'selector value lone surrogate',
+      { selectors: [{ type: 'unix', value: 'uid:\ud800' }] },
+      'selectors.0.value: must be well-formed Unicode (it holds a lone UTF-16 surrogate)',
+    ],
+    [
       'selector duplicate',
       { selectors: [...selectors(2), { type: 'unix', value: 'uid:1' }] },
       'selectors.2: duplicate selector "unix:uid:1"',
@@ -228,6 +233,11 @@ describe('EntriesService', () => {
     ['downstream type', { downstream: 1 }, 'downstream: must be true or false'],
     ['hint long', { hint: 'é'.repeat(513) }, 'hint: must be at most 1024 bytes'],
     ['hint control', { hint: 'a\u0007' }, 'hint: must not contain control characters'],
+    [
+      'hint lone surrogate',
+      { hint: 'a\udfff' },
+      'hint: must be well-formed Unicode (it holds a lone UTF-16 surrogate)',
+    ],
     ['expires_at invalid', { expiresAt: new Date('nope') }, 'expires_at: must be a valid time'],
     [
       'expires_at past',

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
-import { compareSelectors, formatSelector, selectorKey } from '@sigil/runtime';
+import { compareSelectors, formatSelector, selectorSetKey } from '@sigil/runtime';
 import { SpiffeId, TrustDomain } from '@sigil/spiffe';
 import { CLOCK, type Clock } from '../common/clock.js';
 import { AppError } from '../common/errors.js';
@@ -319,7 +319,7 @@ type WriteOutcome = { id: string } | { duplicateOf: string } | { idTaken: string
 
 /** What makes two entries duplicates: the same SPIFFE ID, parent ID and selector set (in any order). */
 function duplicateKey(entry: { spiffeId: string; parentId: string; selectors: readonly Selector[] }): string {
-  return JSON.stringify([entry.spiffeId, entry.parentId, entry.selectors.map(selectorKey).sort()]);
+  return JSON.stringify([entry.spiffeId, entry.parentId, selectorSetKey(entry.selectors)]);
 }
 
 function row(fields: ValidEntryFields, revisionNumber: number, createdAt: Date, updatedAt: Date): EntryRow {

@@ -9,6 +9,7 @@ import {
   formatSelector,
   parseSelector,
   selectorKey,
+  storedTextProblem,
 } from '@sigil/runtime';
 import { AppError } from '../common/errors.js';
 import type { EntryInput, Selector } from './entry.js';
@@ -49,8 +50,6 @@ export interface EntryRuleContext {
   checkExpiry: boolean;
 }
 
-// eslint-disable-next-line no-control-regex
-const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/;
 const utf8 = new TextEncoder();
 
 function invalid(message: string): AppError {
@@ -240,7 +239,8 @@ function checkHint(hint: unknown): string {
   if (utf8.encode(hint).length > ENTRY_LIMITS.maxHintBytes) {
     throw invalid(`hint: must be at most ${ENTRY_LIMITS.maxHintBytes} bytes`);
   }
-  if (CONTROL_CHARACTERS.test(hint)) throw invalid('hint: must not contain control characters');
+  const problem = storedTextProblem(hint);
+  if (problem !== undefined) throw invalid(`hint: ${problem}`);
   return hint;
 }
 

@@ -18,6 +18,7 @@ export const BIGINT_AS_NUMBER: ValueTransformer = {
 
 /** A registration entry (SPIRE `registered_entries`): who a workload is and which agent may issue it. */
 @Entity({ name: 'registered_entries' })
+@Index('registered_entries_spiffe_id_idx', ['spiffeId'])
 @Index('registered_entries_spiffe_id_parent_id_idx', ['spiffeId', 'parentId'])
 @Index('registered_entries_parent_id_idx', ['parentId'])
 @Index('registered_entries_expires_at_idx', ['expiresAt'])
