@@ -7,7 +7,8 @@
  *    is done, e.g. the commit before a change), a server of that build runs beside this one on its own fresh
  *    database, and the batches alternate between the two, so both see the same load and the ratio is same-run.
  * 2. Restart → ready (needs `DATABASE_URL`; without it this part says it is skipped): a server creates its schema
- *    and is stopped, `--restart-entries` entries (one selector each, 1,000 parents) are written straight into its
+ *    and is stopped, `--restart-entries` entries (one selector each, 1,000 parents, one created_at for every
+ *    `--entries-per-time` of them: 500 by default, as batch creates stamp them) are written straight into its
  *    PostgreSQL database with `generate_series`, and the server is started again `--restarts` times (alternating
  *    with the baseline build when given): the time from spawn to its `sigil-server listening` line (it listens only
  *    once its entry index is loaded, after the `entry index loaded` line, whose entry count is checked), and its
@@ -102,7 +103,7 @@ interface RestartFigures {
   readonly entries: number;
 }
 
-async function seed(databaseUrl: string, count: number): Promise<void> {
+async function seed(databaseUrl: string, count: number, entriesPerTime: number): Promise<void> {
   const client = new pg.Client({ connectionString: databaseUrl, application_name: 'sigil-bench-scale' });
   await client.connect();
   try {
@@ -116,9 +117,10 @@ async function seed(databaseUrl: string, count: number): Promise<void> {
                                        expires_at, revision_number, created_at, updated_at)
        SELECT gen_random_uuid(), 'spiffe://${TRUST_DOMAIN}/scale/seeded/' || i,
               'spiffe://${TRUST_DOMAIN}/scale/node/' || (i % 1000), 0, 0, false, false, '', NULL, $1::bigint + i,
-              now(), now()
-         FROM generate_series(1, $2::integer) AS i`,
-      [base, count],
+              t, t
+         FROM generate_series(1, $2::integer) AS i,
+              LATERAL (SELECT now() - ((i - 1) / $3::integer) * interval '1 millisecond' AS t) AS time`,
+      [base, count, entriesPerTime],
     );
     await client.query(
       `INSERT INTO selectors (entry_id, type, value)
@@ -191,13 +193,21 @@ async function main(): Promise<void> {
         description: 'entries seeded for the restart (0: no restart part)',
       },
       restarts: { default: 2, min: 1, max: 10, integer: true, description: 'restarts per build' },
+      entriesPerTime: {
+        default: 500,
+        min: 1,
+        max: 5_000_000,
+        integer: true,
+        description:
+          'seeded entries that share one created_at/updated_at (500: as a batch create stamps them; 1: all distinct)',
+      },
     },
     strings: {
       baseline: 'checkout root of a baseline build measured beside this one (its dist built)',
       cpuProf: 'directory for V8 CPU profiles of the servers of this build (create and restarts)',
     },
   });
-  const { entries, restartEntries, restarts } = options.numbers;
+  const { entries, restartEntries, restarts, entriesPerTime } = options.numbers;
   const log = (line: string): void => console.log(line);
   const builds: Build[] = [{ name: 'this', root: undefined }];
   const baselineRoot = options.strings.baseline;
@@ -234,8 +244,11 @@ async function main(): Promise<void> {
       const first = await harness.startServer({ name: 'restart-schema' });
       await first.process.stop();
       const seedBegan = performance.now();
-      await seed(first.databaseUrl!, restartEntries);
-      log(`restart: ${restartEntries} entries seeded in ${((performance.now() - seedBegan) / 1000).toFixed(1)} s`);
+      await seed(first.databaseUrl!, restartEntries, entriesPerTime);
+      log(
+        `restart: ${restartEntries} entries seeded in ${((performance.now() - seedBegan) / 1000).toFixed(1)} s ` +
+          `(${entriesPerTime} per created_at)`,
+      );
       const kekFile = join(first.dataDir, 'kek.key');
       const loadStart = load();
       log(`restart → ready with ${restartEntries} entries (load at the start ${loadStart}):`);
