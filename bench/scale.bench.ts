@@ -291,6 +291,7 @@ async function main(): Promise<void> {
           create_ratio: createRatio,
           create_load: `${loadBefore} → ${loadAfter}`,
           restart_entries: restartResults.length > 0 ? restartEntries : undefined,
+          restart_entries_per_time: restartResults.length > 0 ? entriesPerTime : undefined,
           restart: restartResults.map((figure) => ({
             build: figure.build,
             ready_ms: Math.round(figure.readyMs),

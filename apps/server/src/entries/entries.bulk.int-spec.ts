@@ -266,6 +266,9 @@ describe(`batch create as bulk statements (${kind})`, () => {
     expect(all).toEqual(byId);
     // One batch, one time: the index load holds one Date for all of them (a Date per entry is ~100 MB a million).
     expect(new Set(all.map((found) => found.createdAt)).size).toBe(1);
+    const expiries = all.flatMap((found) => (found.expiresAt === null ? [] : [found.expiresAt]));
+    expect(expiries.length).toBeGreaterThan(1);
+    expect(new Set(expiries).size).toBe(1);
     expect(new Set(byId.map((found) => found.createdAt)).size).toBe(inputs.length);
   });
 

@@ -24,10 +24,13 @@ export interface Entry {
   readonly downstream: boolean;
   /** Empty when unset. */
   readonly hint: string;
+  /** Never changed in place: the index load shares one Date among entries with the same time (as its strings). */
   readonly expiresAt: Date | null;
   /** Registry revision of the entry's last change. */
   readonly revisionNumber: number;
+  /** Shared like `expiresAt`: read it, never change it. */
   readonly createdAt: Date;
+  /** Shared like `expiresAt`: read it, never change it. */
   readonly updatedAt: Date;
 }
 
