@@ -52,6 +52,8 @@ export {
   compareSelectors,
   formatSelector,
   matchesAllSelectors,
+  requiredSelectorKeys,
+  SelectorMatcher,
   selectorSetKey,
   parseSelector,
   selectorKey,

@@ -5,6 +5,8 @@ import {
   compareSelectors,
   formatSelector,
   matchesAllSelectors,
+  requiredSelectorKeys,
+  SelectorMatcher,
   parseSelector,
   selectorKey,
 } from './selectors.js';
@@ -94,5 +96,36 @@ describe('ordering, keys and matching', () => {
 
   it('does not confuse a type holding a colon with a longer value', () => {
     expect(matchesAllSelectors([{ type: 'unix', value: 'uid:0' }], [{ type: 'unix:uid', value: '0' }])).toBe(false);
+  });
+
+  it('SelectorMatcher answers as matchesAllSelectors for every entry it is asked about', () => {
+    const present = [
+      { type: 'unix', value: 'uid:1000' },
+      { type: 'unix', value: 'gid:1000' },
+      { type: 'unix:uid', value: '0' },
+    ];
+    const entries = [
+      [],
+      [{ type: 'unix', value: 'uid:1000' }],
+      [{ type: 'unix', value: 'uid:0' }],
+      [
+        { type: 'unix', value: 'uid:1000' },
+        { type: 'unix', value: 'gid:1000' },
+      ],
+      [
+        { type: 'unix', value: 'uid:1000' },
+        { type: 'unix', value: 'user:x' },
+      ],
+      [{ type: 'unix:uid', value: '0' }],
+      [
+        { type: 'unix', value: 'uid:1000' },
+        { type: 'unix', value: 'uid:1000' },
+      ],
+    ];
+    const matcher = new SelectorMatcher(present);
+    const answers = entries.map((required) => matcher.matchesAll(requiredSelectorKeys(required)));
+    expect(answers).toEqual([false, true, false, true, false, true, true]);
+    expect(answers).toEqual(entries.map((required) => matchesAllSelectors(required, present)));
+    expect(new SelectorMatcher([]).matchesAll(requiredSelectorKeys([{ type: 'unix', value: 'uid:0' }]))).toBe(false);
   });
 });

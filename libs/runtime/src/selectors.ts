@@ -120,10 +120,33 @@ export function selectorSetKey(selectors: readonly Selector[]): string {
 /**
  * Whether an entry with `required` selectors matches a workload attested with `present` selectors: every required
  * selector must be among the present ones. An entry without selectors matches nothing, so a missing selector list
- * can never grant an identity to every caller.
+ * can never grant an identity to every caller. To match many entries against one workload, use {@link SelectorMatcher}.
  */
 export function matchesAllSelectors(required: readonly Selector[], present: readonly Selector[]): boolean {
-  if (required.length === 0) return false;
-  const have = new Set(present.map(selectorKey));
-  return required.every((selector) => have.has(selectorKey(selector)));
+  return new SelectorMatcher(present).matchesAll(requiredSelectorKeys(required));
+}
+
+/** An entry's selectors as {@link SelectorMatcher.matchesAll} takes them: worked out once per entry, not per match. */
+export function requiredSelectorKeys(required: readonly Selector[]): readonly string[] {
+  return required.map(selectorKey);
+}
+
+/**
+ * A workload's selectors, read once, matched against many entries with the rule of {@link matchesAllSelectors} (an
+ * agent's cache matches every entry it holds on each change a caller's stream sees: one key and one set per entry
+ * and call was most of what that allocated).
+ */
+export class SelectorMatcher {
+  readonly #present: ReadonlySet<string>;
+
+  constructor(present: readonly Selector[]) {
+    this.#present = new Set(present.map(selectorKey));
+  }
+
+  /** Whether every one of an entry's selectors ({@link requiredSelectorKeys}) is present; never for none. */
+  matchesAll(required: readonly string[]): boolean {
+    if (required.length === 0) return false;
+    for (const key of required) if (!this.#present.has(key)) return false;
+    return true;
+  }
 }

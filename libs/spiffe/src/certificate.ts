@@ -506,9 +506,14 @@ export function authorityKeyId(view: Pick<CertificateView, 'extensions'>): strin
  * @throws CertificateFormatError when a certificate or its extension is not DER.
  */
 export function chainIssuerIds(chain: readonly Uint8Array[]): string[] {
+  return issuerIdsOf(chain.map(readCertificate));
+}
+
+/** {@link chainIssuerIds} of certificates already read (leaf first). @throws CertificateFormatError as it does. */
+export function issuerIdsOf(chain: readonly Pick<CertificateView, 'extensions'>[]): string[] {
   const ids: string[] = [];
-  for (const der of chain) {
-    const keyId = authorityKeyId(readCertificate(der));
+  for (const certificate of chain) {
+    const keyId = authorityKeyId(certificate);
     if (keyId !== undefined) ids.push(keyId);
   }
   return ids;

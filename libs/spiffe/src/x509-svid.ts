@@ -13,6 +13,7 @@ import {
   OID_SUBJECT_ALT_NAME,
   basicConstraints as readBasicConstraints,
   derChainItem,
+  issuerIdsOf,
   keyUsage as readKeyUsage,
   parseCertificate,
   signedBy,
@@ -51,6 +52,13 @@ export interface VerifiedX509Svid {
    * certificate again): its validity and SubjectPublicKeyInfo (DER).
    */
   readonly leaf: { readonly notBefore: Date; readonly notAfter: Date; readonly spki: Uint8Array };
+  /**
+   * The authority IDs that issued the chain as given, leaf first ({@link chainIssuerIds} of it), from the certificates
+   * verification read (worked out on first access).
+   *
+   * @throws CertificateFormatError on access when an Authority Key Identifier is not DER, as chainIssuerIds does.
+   */
+  readonly chainIssuerIds: readonly string[];
 }
 
 /** Options of `verifyX509Svid`. */
@@ -329,7 +337,8 @@ export function verifyX509SvidSync(
 ): VerifiedX509Svid {
   const now = options.now ?? new Date();
   if (!(now instanceof Date) || Number.isNaN(now.getTime())) throw invalid('now must be a valid date');
-  const [leaf, ...intermediates] = parseChain(chain) as [ChainItem, ...ChainItem[]];
+  const given = parseChain(chain);
+  const [leaf, ...intermediates] = given as [ChainItem, ...ChainItem[]];
   const spiffeId = checkLeaf(leaf.view);
   checkValidity(leaf.view, 'leaf certificate', now);
 
@@ -349,7 +358,12 @@ export function verifyX509SvidSync(
       // @peculiar/x509 reads the chain only here, after verification, and may refuse a certificate the strict DER
       // reader accepted (a trusted CA signed bytes it cannot read): that is still an invalid SVID, not a crash
       // (review R16 LOW-2).
-      return lazyField({ spiffeId, leaf: { notBefore, notAfter, spki } } as VerifiedX509Svid, 'verifiedChain', () => {
+      const verified = lazyField(
+        { spiffeId, leaf: { notBefore, notAfter, spki } } as VerifiedX509Svid,
+        'chainIssuerIds',
+        () => issuerIdsOf(given.map((item) => item.view)),
+      );
+      return lazyField(verified, 'verifiedChain', () => {
         try {
           return verifiedChain.map((item) => item.certificate());
         } catch (error) {

@@ -169,10 +169,10 @@ describe('parseCertificate reads what @peculiar/x509 reads', () => {
   });
 });
 
-describe('chainIssuerIds (the lean reader) reads the authority key IDs @peculiar/x509 reads', () => {
-  const peculiarKeyId = (certificate: x509.X509Certificate): string | undefined =>
-    certificate.getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId?.toLowerCase();
+const peculiarKeyId = (certificate: x509.X509Certificate): string | undefined =>
+  certificate.getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId?.toLowerCase();
 
+describe('chainIssuerIds (the lean reader) reads the authority key IDs @peculiar/x509 reads', () => {
   it('for every kind of certificate the tests make, alone and as a chain', () => {
     let withKeyId = 0;
     for (const [name, certificate] of certificates) {
@@ -205,6 +205,15 @@ describe('verifyX509SvidSync: the leaf it reports is what @peculiar/x509 reads',
     expect(verified.leaf.notBefore).toEqual(leaf.notBefore);
     expect(verified.leaf.notAfter).toEqual(leaf.notAfter);
     expect(new Uint8Array(verified.leaf.spki)).toEqual(new Uint8Array(leaf.publicKey.rawData));
+  });
+
+  it('chainIssuerIds: those of the chain as given, from the certificates it read', async () => {
+    const svid = await intermediate.createX509Svid(ID);
+    const chain = svid.chainDer();
+    const verified = verifyX509SvidSync(chain, root.bundle(), { now: TEST_NOW });
+    expect(verified.chainIssuerIds).toEqual(chainIssuerIds(chain));
+    expect(verified.chainIssuerIds).toEqual(svid.chain.map(peculiarKeyId));
+    expect(verified.chainIssuerIds).toHaveLength(2);
   });
 });
 

@@ -5,7 +5,8 @@ import {
   type Clock,
   ExpiryDeadline,
   type Selector,
-  matchesAllSelectors,
+  SelectorMatcher,
+  requiredSelectorKeys,
   selectorSetKey,
   systemClock,
 } from '@sigil/runtime';
@@ -41,6 +42,8 @@ export interface SignedSvid {
 
 interface CacheRecord {
   entry: AgentEntry;
+  /** `entry`'s selectors as {@link SelectorMatcher} matches them (set with `entry`). */
+  selectorKeys: readonly string[];
   svid: SignedSvid | undefined;
   /** When `svid` expires, by the wall and the monotonic clock. */
   expiry: ExpiryDeadline | undefined;
@@ -65,7 +68,7 @@ interface CacheRecord {
  */
 interface WatchGroup {
   readonly key: string;
-  readonly selectors: readonly Selector[];
+  readonly matcher: SelectorMatcher;
   callers: number;
   readonly records: Set<CacheRecord>;
 }
@@ -170,7 +173,7 @@ export class SvidCache implements IdentityCache {
     const key = selectorSetKey(selectors);
     let group = this.watchers.get(key);
     if (group === undefined) {
-      const created: WatchGroup = { key, selectors: [...selectors], callers: 0, records: new Set() };
+      const created: WatchGroup = { key, matcher: new SelectorMatcher(selectors), callers: 0, records: new Set() };
       this.watchers.set(key, created);
       for (const record of this.records.values()) this.pin(created, record);
       group = created;
@@ -202,7 +205,7 @@ export class SvidCache implements IdentityCache {
 
   /** Counts `record` as held by `group` when the group's selectors match it. */
   private pin(group: WatchGroup, record: CacheRecord): void {
-    if (!matchesAllSelectors(record.entry.selectors, group.selectors)) return;
+    if (!group.matcher.matchesAll(record.selectorKeys)) return;
     group.records.add(record);
     record.pins.add(group);
   }
@@ -264,9 +267,10 @@ export class SvidCache implements IdentityCache {
     const now = this.clock.now().getTime();
     this.sorted ??= [...this.records.values()].sort(byAge);
     const identities: WorkloadIdentity[] = [];
+    const matcher = new SelectorMatcher(selectors);
     for (const record of this.sorted) {
       if (record.entry.expiresAt !== null && record.entry.expiresAt.getTime() <= now) continue;
-      if (!matchesAllSelectors(record.entry.selectors, selectors)) continue;
+      if (!matcher.matchesAll(record.selectorKeys)) continue;
       const identity = this.identityOf(record);
       if (identity !== null) identities.push(identity);
     }
@@ -575,6 +579,7 @@ export class SvidCache implements IdentityCache {
     if (record === undefined) {
       const created: CacheRecord = {
         entry,
+        selectorKeys: requiredSelectorKeys(entry.selectors),
         svid: undefined,
         expiry: undefined,
         refused: undefined,
@@ -597,6 +602,7 @@ export class SvidCache implements IdentityCache {
       this.jwtSvids.forget(entry.id);
     }
     record.entry = entry;
+    record.selectorKeys = requiredSelectorKeys(entry.selectors);
     record.refused = undefined;
     record.identity = undefined;
     // Its selectors may have changed: the callers that have it are counted again.

@@ -9,7 +9,6 @@ import { Backoff } from '../common/backoff.js';
 import { type Clock, systemClock } from '@sigil/runtime';
 import { rotationTime } from './rotation.js';
 import { type SignedSvid, type SvidCache, svidFingerprint } from './svid-cache.js';
-import { chainIssuerIds } from './svid-issuers.js';
 
 export interface SvidRotatorOptions {
   /** The bundle of our trust domain, to check every SVID the server returns. */
@@ -225,7 +224,7 @@ export class SvidRotator {
       spiffeId: verified.spiffeId.toString(),
       notAfter: leaf.notAfter,
       rotateAt: rotationTime({ notBefore: leaf.notBefore, notAfter: leaf.notAfter }, receivedAt, this.random),
-      issuers: chainIssuerIds(result.chain),
+      issuers: verified.chainIssuerIds,
     };
   }
 }

@@ -333,22 +333,18 @@ interface Interner {
 }
 
 function interner(): Interner {
-  const texts = new Map<string, string>();
-  const times = new Map<string, Date>();
-  return {
-    text: (text) => {
-      const known = texts.get(text);
-      if (known !== undefined) return known;
-      if (texts.size < INTERNED_MAX) texts.set(text, text);
-      return text;
-    },
-    time: (epochMs) => {
-      const known = times.get(epochMs);
-      if (known !== undefined) return known;
-      const time = new Date(Number(epochMs));
-      if (times.size < INTERNED_MAX) times.set(epochMs, time);
-      return time;
-    },
+  return { text: sharing((text) => text), time: sharing((epochMs) => new Date(Number(epochMs))) };
+}
+
+/** The value `make` gives for a key, one per distinct key while fewer than INTERNED_MAX are held, fresh after that. */
+function sharing<T>(make: (key: string) => T): (key: string) => T {
+  const known = new Map<string, T>();
+  return (key) => {
+    const held = known.get(key);
+    if (held !== undefined) return held;
+    const value = make(key);
+    if (known.size < INTERNED_MAX) known.set(key, value);
+    return value;
   };
 }
 
@@ -447,7 +443,8 @@ function toEntries(rows: readonly EntryRawRow[], children: ChildRows, intern: In
 /** Entries per page of {@link EntriesRepository.findAll}. */
 export const FIND_ALL_PAGE = 20_000;
 
-/** Distinct strings (parent IDs, selector types, trust domains) and times `findAll` shares across entries, at most, each. */
+/** Distinct strings (parent IDs, selector types, trust domains) and times `findAll` shares across entries, at most,
+ * each. */
 const INTERNED_MAX = 10_000;
 
 /** The one empty list of children `findAll` gives entries without any (entries are read-only). */
