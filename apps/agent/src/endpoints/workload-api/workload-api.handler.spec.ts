@@ -163,6 +163,25 @@ describe('WorkloadApiHandler', () => {
     await stream.return(undefined);
   });
 
+  it('sends nothing for the same state made of new objects, then the next change that is one', async () => {
+    const stream = handler.fetchX509Svid(context('FetchX509SVID'));
+    const first = (await stream.next()).value!;
+    // New identity and bundle objects with the same content (as after an entry's TTL changed, before re-signing).
+    cache.entries = [{ selectors: [UID_1000], identity: identity('/web') }];
+    cache.agentBundles = { ...bundles, own: bundles.own.withX509Authorities(bundles.own.x509Authorities) };
+    cache.changed();
+    const next = stream.next();
+    expect(await settledState(next)).toBe('pending');
+    const rotated = { chain: [...svid.chain], privateKey: new Uint8Array(svid.privateKey.length).fill(7) };
+    cache.entries = [{ selectors: [UID_1000], identity: identity('/web', { x509Svid: rotated }) }];
+    cache.changed();
+    const second = (await next).value!;
+    expect(second.svids).toHaveLength(1);
+    expect(second.svids[0]!.x509SvidKey).toEqual(rotated.privateKey);
+    expect(second.svids[0]!.x509SvidKey).not.toEqual(first.svids[0]!.x509SvidKey);
+    await stream.return(undefined);
+  });
+
   it('ends a stream with the reason it was aborted with', async () => {
     const ctx = context('FetchJWTBundles');
     const stream = handler.fetchJwtBundles(ctx);

@@ -126,7 +126,12 @@ export class WorkloadApiHandler {
         if (servable.kind === 'expired') throw new ConnectError(servable.message, Code.Unavailable);
         // The first answer and every later one must be complete; an SVID still being signed arrives with a change.
         if (servable.kind === 'pending') continue;
-        const response = changed(x509SvidResponse(servable.identities, bundles));
+        const { identities } = servable;
+        const response = changed(
+          responseInputs(identities, bundles),
+          () => x509SvidResponse(identities, bundles),
+          identities.length,
+        );
         if (response !== undefined) yield response;
       }
     } finally {
@@ -140,7 +145,8 @@ export class WorkloadApiHandler {
     const changed = changedOnly(X509BundlesResponseSchema);
     for await (const _ of changes(this.cache, context.signal)) {
       const bundles = this.readyBundles();
-      const response = changed(x509BundlesResponse(this.matchingIdentities(selectors), bundles));
+      const identities = this.matchingIdentities(selectors);
+      const response = changed(responseInputs(identities, bundles), () => x509BundlesResponse(identities, bundles));
       if (response !== undefined) yield response;
     }
   }
@@ -151,7 +157,8 @@ export class WorkloadApiHandler {
     const changed = changedOnly(JWTBundlesResponseSchema);
     for await (const _ of changes(this.cache, context.signal)) {
       const bundles = this.readyBundles();
-      const response = changed(jwtBundlesResponse(this.matchingIdentities(selectors), bundles));
+      const identities = this.matchingIdentities(selectors);
+      const response = changed(responseInputs(identities, bundles), () => jwtBundlesResponse(identities, bundles));
       if (response !== undefined) yield response;
     }
   }
@@ -257,16 +264,37 @@ export class WorkloadApiHandler {
  * Filters a stream's responses down to those that differ from the last one sent. The cache reports every change of
  * any workload; resending an identical state would make clients that reload on updates do so for nothing (the
  * standard warns against pushing too often, §4.3).
+ *
+ * `inputs` are what a response is made from: the caller's identities and the bundles, which the cache replaces when
+ * they change and never changes in place. When each is the very object the last response was made from, the answer
+ * is the same and is neither built nor encoded (a change of another workload's entry costs this stream nothing);
+ * otherwise the new response is compared with the last by their encodings (equal content from new objects is not
+ * sent again), unless it lists another number of items (`count`, when given: the SVIDs of an X.509 response), which
+ * makes it another response. The transport encodes what is sent; this encodes only to compare.
  */
-function changedOnly<S extends DescMessage>(schema: S): (init: MessageInitShape<S>) => MessageShape<S> | undefined {
-  let last: Uint8Array | undefined;
-  return (init) => {
-    const message = create(schema, init);
+function changedOnly<S extends DescMessage>(
+  schema: S,
+): (inputs: readonly object[], build: () => MessageInitShape<S>, count?: number) => MessageShape<S> | undefined {
+  let last: { inputs: readonly object[]; count?: number; message: MessageShape<S>; bytes?: Uint8Array } | undefined;
+  return (inputs, build, count) => {
+    if (last !== undefined && sameObjects(last.inputs, inputs)) return undefined;
+    const message = create(schema, build());
+    const sent = last;
+    last = { inputs, message, ...(count !== undefined && { count }) };
+    if (sent === undefined || (count !== undefined && count !== sent.count)) return message;
     const bytes = toBinary(schema, message);
-    if (last !== undefined && Buffer.compare(last, bytes) === 0) return undefined;
-    last = bytes;
-    return message;
+    last.bytes = bytes;
+    return Buffer.compare(sent.bytes ?? toBinary(schema, sent.message), bytes) === 0 ? undefined : message;
   };
+}
+
+function sameObjects(a: readonly object[], b: readonly object[]): boolean {
+  return a.length === b.length && a.every((item, i) => item === b[i]);
+}
+
+/** What a stream's response is made from (for {@link changedOnly}). */
+function responseInputs(identities: readonly WorkloadIdentity[], bundles: AgentBundles): object[] {
+  return [...identities, bundles.own, ...bundles.federated];
 }
 
 /** `audience` of `JWTSVIDRequest`: Sigil's audience rule (at least one, a bounded number of bounded size). */
