@@ -214,6 +214,12 @@ describe('verifyX509SvidSync: the leaf it reports is what @peculiar/x509 reads',
     expect(verified.chainIssuerIds).toEqual(chainIssuerIds(chain));
     expect(verified.chainIssuerIds).toEqual(svid.chain.map(peculiarKeyId));
     expect(verified.chainIssuerIds).toHaveLength(2);
+    // A certificate the chain holds but verification does not use (the root, taken from the bundle) counts too.
+    const withRoot = [...chain, der(root.certificate)];
+    const again = verifyX509SvidSync(withRoot, root.bundle(), { now: TEST_NOW });
+    const expected = [...svid.chain, root.certificate].map(peculiarKeyId).filter((id) => id !== undefined);
+    expect(again.chainIssuerIds).toEqual(expected);
+    expect(again.chainIssuerIds).toEqual(chainIssuerIds(withRoot));
   });
 });
 

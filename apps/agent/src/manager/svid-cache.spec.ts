@@ -1,10 +1,14 @@
+import { createContextValues, createHandlerContext } from '@connectrpc/connect';
 import { parseCsrFast } from '@sigil/pki';
+import { SpiffeWorkloadAPI } from '@sigil/workload-api';
 import { SpiffeId, parseAndValidateJwtSvid, verifyX509Svid } from '@sigil/spiffe';
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { FakeAgentApi, testEntry } from '../../../../test/support/fake-agent-api.js';
 import { TestCa } from '../../../../test/support/test-ca.js';
 import { AgentApiError } from '../client/server-client.js';
 import { Backoff } from '../common/backoff.js';
+import { PEER_CREDENTIALS, type PeerCredentials } from '../endpoints/peer-credentials.js';
+import { WorkloadApiHandler } from '../endpoints/workload-api/workload-api.handler.js';
 import { type WorkloadIdentity } from '../endpoints/workload-api/workload-responses.js';
 import { EntrySync } from './entry-sync.js';
 import { JwtSvidCache } from './jwt-svid-cache.js';
@@ -520,6 +524,72 @@ describe('EntrySync', () => {
     api.bumpBundle();
     await until(() => refusals.length > 0);
     expect(refusals[0]?.message).toBe('agent is banned');
+  });
+});
+
+describe('SvidCache behind the Workload API handler (streams skip a change that leaves their objects as they were)', () => {
+  const fetchContext = () =>
+    createHandlerContext({
+      service: SpiffeWorkloadAPI,
+      method: SpiffeWorkloadAPI.methods.find((m) => m.name === 'FetchX509SVID')!,
+      protocolName: 'grpc',
+      requestMethod: 'POST',
+      url: '/SpiffeWorkloadAPI/FetchX509SVID',
+      // The attestor below ignores them: the handler only needs the caller's connection to have them.
+      contextValues: createContextValues().set(PEER_CREDENTIALS, caller),
+    });
+  const caller = { pid: 4242, uid: 1000, gid: 1000, startTime: 1n } as unknown as PeerCredentials;
+  /** Whether `promise` is still pending once the event loop has turned. */
+  const pending = async (promise: Promise<unknown>): Promise<boolean> => {
+    let settled = false;
+    void promise.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    await new Promise((resolve) => setImmediate(resolve));
+    return !settled;
+  };
+
+  it("sends each change of the caller's SVIDs and nothing for another workload's", async () => {
+    const web = testEntry(id('/web'), { selectors: uid(1000) });
+    const db = testEntry(id('/db'), { selectors: uid(1000) });
+    api.put(web);
+    api.put(db);
+    await syncAndSign();
+    const handler = new WorkloadApiHandler({ attest: async () => uid(1000) }, cache, { logger: quiet });
+    const stream = handler.fetchX509Svid(fetchContext());
+    const first = (await stream.next()).value!;
+    expect(first.svids.map((svid: { spiffeId: string }) => svid.spiffeId)).toEqual([
+      'spiffe://example.org/web',
+      'spiffe://example.org/db',
+    ]);
+
+    let next = stream.next();
+    api.put(testEntry(id('/other'), { selectors: uid(2000) }));
+    await syncAndSign();
+    expect(api.batches).toEqual([2, 1]);
+    expect(await pending(next)).toBe(true);
+
+    api.put({ ...web, hint: 'web', revisionNumber: 99 });
+    await syncAndSign();
+    const hinted = (await next).value!;
+    expect(hinted.svids[0]!.hint).toBe('web');
+    expect(hinted.svids[0]!.x509SvidKey).toEqual(first.svids[0]!.x509SvidKey);
+
+    next = stream.next();
+    api.put({ ...web, hint: 'web', dnsNames: ['web.example.org'], revisionNumber: 100 });
+    await syncAndSign();
+    const resigned = (await next).value!;
+    expect(resigned.svids[0]!.x509SvidKey).not.toEqual(hinted.svids[0]!.x509SvidKey);
+    expect(resigned.svids[1]!.x509SvidKey).toEqual(hinted.svids[1]!.x509SvidKey);
+
+    next = stream.next();
+    api.delete(db.id);
+    await syncAndSign();
+    expect((await next).value!.svids.map((svid: { spiffeId: string }) => svid.spiffeId)).toEqual([
+      'spiffe://example.org/web',
+    ]);
+    await stream.return(undefined);
   });
 });
 

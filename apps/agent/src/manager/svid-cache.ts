@@ -41,8 +41,9 @@ export interface SignedSvid {
 }
 
 interface CacheRecord {
+  /** Set only with its {@link selectorKeys} ({@link withEntry}). */
   entry: AgentEntry;
-  /** `entry`'s selectors as {@link SelectorMatcher} matches them (set with `entry`). */
+  /** `entry`'s selectors as {@link SelectorMatcher} matches them. */
   selectorKeys: readonly string[];
   svid: SignedSvid | undefined;
   /** When `svid` expires, by the wall and the monotonic clock. */
@@ -60,6 +61,11 @@ interface CacheRecord {
    * ask, and a record leaves only the groups that hold it).
    */
   readonly pins: Set<WatchGroup>;
+}
+
+/** A record's entry with the selector keys it is matched by: the two are only ever set together. */
+function withEntry(entry: AgentEntry): Pick<CacheRecord, 'entry' | 'selectorKeys'> {
+  return { entry, selectorKeys: requiredSelectorKeys(entry.selectors) };
 }
 
 /**
@@ -578,8 +584,7 @@ export class SvidCache implements IdentityCache {
     const record = this.records.get(entry.id);
     if (record === undefined) {
       const created: CacheRecord = {
-        entry,
-        selectorKeys: requiredSelectorKeys(entry.selectors),
+        ...withEntry(entry),
         svid: undefined,
         expiry: undefined,
         refused: undefined,
@@ -601,8 +606,7 @@ export class SvidCache implements IdentityCache {
       record.expiry = undefined;
       this.jwtSvids.forget(entry.id);
     }
-    record.entry = entry;
-    record.selectorKeys = requiredSelectorKeys(entry.selectors);
+    Object.assign(record, withEntry(entry));
     record.refused = undefined;
     record.identity = undefined;
     // Its selectors may have changed: the callers that have it are counted again.

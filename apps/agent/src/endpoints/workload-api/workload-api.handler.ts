@@ -36,13 +36,21 @@ export type { CallerAttestor } from './caller-attestation.js';
 /**
  * What the Workload API needs from the agent's SVID cache. Reads are synchronous so that the bundles and the
  * identities of one response come from one state of the cache.
+ *
+ * The identities and bundles it gives are never changed in place: a change (a rotated SVID, an entry's new hint or
+ * federated trust domains, a new bundle) gives new objects. A stream relies on it to skip a change that left its
+ * caller's objects as they were (`changedOnly`); a cache that changed an object in place would leave streams without
+ * the update.
  */
 export interface IdentityCache {
-  /** The agent's trust bundles; undefined until the agent is ready to serve (attested, first bundle received). */
+  /**
+   * The agent's trust bundles (the `own` bundle and the federated ones, never changed in place); undefined until the
+   * agent is ready to serve (attested, first bundle received).
+   */
   bundles(): AgentBundles | undefined;
   /**
    * The identities of every entry whose selectors are all among `selectors`, in a stable order: the first is the
-   * workload's default identity.
+   * workload's default identity. An identity is never changed in place (see above).
    */
   identitiesFor(selectors: readonly Selector[]): readonly WorkloadIdentity[];
   /**
@@ -275,16 +283,18 @@ export class WorkloadApiHandler {
 function changedOnly<S extends DescMessage>(
   schema: S,
 ): (inputs: readonly object[], build: () => MessageInitShape<S>, count?: number) => MessageShape<S> | undefined {
-  let last: { inputs: readonly object[]; count?: number; message: MessageShape<S>; bytes?: Uint8Array } | undefined;
+  // The last response as its encoding once known, else as the message (encoded only if a comparison needs it).
+  let last: { inputs: readonly object[]; count?: number; sent: MessageShape<S> | Uint8Array } | undefined;
   return (inputs, build, count) => {
     if (last !== undefined && sameObjects(last.inputs, inputs)) return undefined;
     const message = create(schema, build());
-    const sent = last;
-    last = { inputs, message, ...(count !== undefined && { count }) };
-    if (sent === undefined || (count !== undefined && count !== sent.count)) return message;
+    const before = last;
+    last = { inputs, sent: message, ...(count !== undefined && { count }) };
+    if (before === undefined || (count !== undefined && count !== before.count)) return message;
     const bytes = toBinary(schema, message);
-    last.bytes = bytes;
-    return Buffer.compare(sent.bytes ?? toBinary(schema, sent.message), bytes) === 0 ? undefined : message;
+    last.sent = bytes;
+    const sentBytes = before.sent instanceof Uint8Array ? before.sent : toBinary(schema, before.sent);
+    return Buffer.compare(sentBytes, bytes) === 0 ? undefined : message;
   };
 }
 
