@@ -4,6 +4,7 @@ import { SpiffeWorkloadAPI } from '@sigil/workload-api';
 import { SpiffeId, parseAndValidateJwtSvid, verifyX509Svid } from '@sigil/spiffe';
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { FakeAgentApi, testEntry } from '../../../../test/support/fake-agent-api.js';
+import { settledState } from '../../../../test/support/settled.js';
 import { TestCa } from '../../../../test/support/test-ca.js';
 import { AgentApiError } from '../client/server-client.js';
 import { Backoff } from '../common/backoff.js';
@@ -528,6 +529,8 @@ describe('EntrySync', () => {
 });
 
 describe('SvidCache behind the Workload API handler (streams skip a change that leaves their objects as they were)', () => {
+  // The attestor below ignores them: the handler only needs the caller's connection to have them.
+  const caller = { pid: 4242, uid: 1000, gid: 1000, startTime: 1n } as unknown as PeerCredentials;
   const fetchContext = () =>
     createHandlerContext({
       service: SpiffeWorkloadAPI,
@@ -535,20 +538,8 @@ describe('SvidCache behind the Workload API handler (streams skip a change that 
       protocolName: 'grpc',
       requestMethod: 'POST',
       url: '/SpiffeWorkloadAPI/FetchX509SVID',
-      // The attestor below ignores them: the handler only needs the caller's connection to have them.
       contextValues: createContextValues().set(PEER_CREDENTIALS, caller),
     });
-  const caller = { pid: 4242, uid: 1000, gid: 1000, startTime: 1n } as unknown as PeerCredentials;
-  /** Whether `promise` is still pending once the event loop has turned. */
-  const pending = async (promise: Promise<unknown>): Promise<boolean> => {
-    let settled = false;
-    void promise.then(
-      () => (settled = true),
-      () => (settled = true),
-    );
-    await new Promise((resolve) => setImmediate(resolve));
-    return !settled;
-  };
 
   it("sends each change of the caller's SVIDs and nothing for another workload's", async () => {
     const web = testEntry(id('/web'), { selectors: uid(1000) });
@@ -568,7 +559,7 @@ describe('SvidCache behind the Workload API handler (streams skip a change that 
     api.put(testEntry(id('/other'), { selectors: uid(2000) }));
     await syncAndSign();
     expect(api.batches).toEqual([2, 1]);
-    expect(await pending(next)).toBe(true);
+    expect(await settledState(next)).toBe('pending');
 
     api.put({ ...web, hint: 'web', revisionNumber: 99 });
     await syncAndSign();

@@ -333,7 +333,7 @@ interface Interner {
 }
 
 function interner(): Interner {
-  return { text: sharing((text) => text), time: sharing((epochMs) => new Date(Number(epochMs))) };
+  return { text: sharing(NOT_INTERNED.text), time: sharing(NOT_INTERNED.time) };
 }
 
 /** The value `make` gives for a key, one per distinct key while fewer than INTERNED_MAX are held, fresh after that. */
@@ -443,8 +443,7 @@ function toEntries(rows: readonly EntryRawRow[], children: ChildRows, intern: In
 /** Entries per page of {@link EntriesRepository.findAll}. */
 export const FIND_ALL_PAGE = 20_000;
 
-/** Distinct strings (parent IDs, selector types, trust domains) and times `findAll` shares across entries, at most,
- * each. */
+/** Distinct strings (parent IDs, selector types, trust domains), and times, `findAll` shares: at most this many. */
 const INTERNED_MAX = 10_000;
 
 /** The one empty list of children `findAll` gives entries without any (entries are read-only). */

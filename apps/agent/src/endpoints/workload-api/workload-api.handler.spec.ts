@@ -4,6 +4,7 @@ import { SpiffeId, TrustBundle, TrustDomain, signJwtSvid } from '@sigil/spiffe';
 import { type JWTSVIDRequest, SpiffeWorkloadAPI, type ValidateJWTSVIDRequest } from '@sigil/workload-api';
 import { LOG_INTERVAL_MS, LOG_LINES_PER_INTERVAL, LOG_TEXT_MAX_LENGTH } from '@sigil/logging';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { settledState } from '../../../../../test/support/settled.js';
 import { TestCa } from '../../../../../test/support/test-ca.js';
 import { matchesAllSelectors, type Selector } from '@sigil/runtime';
 import { AgentApiError } from '../../client/server-client.js';
@@ -55,17 +56,6 @@ function context(method: string, withCredentials = true) {
     url: `/SpiffeWorkloadAPI/${method}`,
     contextValues: createContextValues().set(PEER_CREDENTIALS, withCredentials ? CALLER : undefined),
   });
-}
-
-/** Resolves to 'pending' when `promise` has not settled once the event loop has turned. */
-async function settledState(promise: Promise<unknown>): Promise<'settled' | 'pending'> {
-  let settled = false;
-  promise.then(
-    () => (settled = true),
-    () => (settled = true),
-  );
-  await new Promise((resolve) => setImmediate(resolve));
-  return settled ? 'settled' : 'pending';
 }
 
 describe('WorkloadApiHandler', () => {
