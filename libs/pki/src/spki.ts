@@ -1,8 +1,8 @@
 /**
- * SubjectPublicKeyInfo handling for signing and CSR parsing, without OpenSSL's generic SPKI decoder: on Node 20 (OpenSSL 3.0)
- * `crypto.createPublicKey({ format: 'der', type: 'spki' })` costs about four ECDSA P-256 signatures, so the supported
- * key types are recognised by their canonical DER layout and imported from their parts: EC points as JWK coordinates
- * (about half the cost, and OpenSSL still checks the point is on the curve), RSA keys as PKCS#1 DER.
+ * SubjectPublicKeyInfo handling for signing and CSR parsing. The supported key types are recognised by their canonical
+ * DER layout ({@link classifySpki}); how a recognised EC key then becomes a KeyObject depends on the OpenSSL Node
+ * runs on ({@link ecImportPathFor}): OpenSSL 3.0's generic SPKI decoder costs more than importing the point alone,
+ * OpenSSL 3.5's costs less. RSA keys are imported as PKCS#1 DER.
  */
 import { createPublicKey, type JsonWebKey, KeyObject, webcrypto } from 'node:crypto';
 import { PkiError, type PkiErrorCode } from './errors.js';
@@ -107,8 +107,37 @@ function unsupportedReason(spki: Buffer, code: PkiErrorCode): string {
 const JWK_CURVES = { 'ec-p256': 'P-256', 'ec-p384': 'P-384' } as const;
 
 /**
- * Imports a SubjectPublicKeyInfo recognised by {@link classifySpki} as a Node KeyObject: EC points as JWK coordinates
- * (OpenSSL refuses points off the curve), RSA keys as PKCS#1 DER.
+ * How a recognised EC SubjectPublicKeyInfo becomes a KeyObject. Both refuse a point that is not on the curve, which
+ * for P-256 and P-384 (cofactor 1) is the whole public key check:
+ *
+ * - `parts`: the point alone, as JWK coordinates ({@link importSpkiFast}) or through WebCrypto's raw import
+ *   ({@link importSpkiFastAsync}, which adds a redundant order check, a full scalar multiplication);
+ * - `der`: the canonical DER itself, through `createPublicKey` (OpenSSL's SPKI decoder).
+ *
+ * Per P-256 key, on the benchmark host (bench/README.md, "Which Node"): Node 20.20 (OpenSSL 3.0.19) DER 241 µs,
+ * JWK 129, WebCrypto raw 142; Node 24.22 (OpenSSL 3.5.9) DER 46, JWK 59, WebCrypto raw 108.
+ */
+export type EcImportPath = 'parts' | 'der';
+
+/**
+ * The cheaper {@link EcImportPath} on OpenSSL `version` (`process.versions.openssl`, e.g. `3.0.19`, `3.0.15+quic`,
+ * `3.5.9`): `der` from OpenSSL 3.5 on, `parts` before it and for a version it cannot read. Only 3.0 and 3.5 were
+ * measured; 3.1 to 3.4 keep the path that was measured on 3.0.
+ */
+export function ecImportPathFor(version: string): EcImportPath {
+  const match = /^(\d+)\.(\d+)\./.exec(version);
+  if (match === null) return 'parts';
+  const major = Number(match[1]);
+  const minor = Number(match[2]);
+  return major > 3 || (major === 3 && minor >= 5) ? 'der' : 'parts';
+}
+
+/** {@link ecImportPathFor} the OpenSSL this process runs on. */
+export const EC_IMPORT_PATH: EcImportPath = ecImportPathFor(process.versions.openssl);
+
+/**
+ * Imports a SubjectPublicKeyInfo recognised by {@link classifySpki} as a Node KeyObject: EC keys by `path`
+ * ({@link EcImportPath}, this runtime's cheaper one unless given), RSA keys as PKCS#1 DER.
  *
  * @throws PkiError with `code`, naming `field`, when the key is unsupported, not canonical or not a valid key
  */
@@ -116,12 +145,17 @@ export function importSpkiFast(
   spki: Uint8Array,
   field: string,
   code: PkiErrorCode,
+  path: EcImportPath = EC_IMPORT_PATH,
 ): { keyType: KeyType; keyObject: KeyObject } {
   const classified = classifySpki(spki, field, code);
   try {
     if (classified.keyType === 'rsa-2048') {
       const keyObject = createPublicKey({ key: Buffer.from(classified.rsaPublicKey), format: 'der', type: 'pkcs1' });
       return { keyType: classified.keyType, keyObject };
+    }
+    if (path === 'der') {
+      const der = Buffer.from(spki.buffer, spki.byteOffset, spki.length);
+      return { keyType: classified.keyType, keyObject: createPublicKey({ key: der, format: 'der', type: 'spki' }) };
     }
     // The point is 0x04 || x || y with coordinates of equal length (RFC 5480 §2.2, SEC 1 §2.3.3).
     const size = (classified.point.length - 1) / 2;
@@ -144,11 +178,10 @@ const WEBCRYPTO_CURVES = {
 } as const;
 
 /**
- * {@link importSpkiFast} for hot batch paths: EC points go through WebCrypto's raw import (`importKey('raw')`,
- * SEC 1 uncompressed point), which on Node 20 / OpenSSL 3.0 costs measurably less than the JWK import (a whole P-256
- * CSR parse with its signature check: ~140–155 µs instead of ~165–180 µs on the benchmark machine) and still refuses
- * a point that is not on the curve (for P-256 and P-384, of cofactor 1, that is the whole public key check). RSA keys
- * are imported as in {@link importSpkiFast}.
+ * {@link importSpkiFast} for hot batch paths. With the `parts` path EC points go through WebCrypto's raw import
+ * (`importKey('raw')`, SEC 1 uncompressed point), which on Node 20 / OpenSSL 3.0 cost less than the JWK import on
+ * an earlier benchmark host (a whole P-256 CSR parse with its signature check: ~140–155 µs instead of ~165–180 µs)
+ * and about the same on the current one; with `der`, as {@link importSpkiFast}. RSA keys as in {@link importSpkiFast}.
  *
  * @throws PkiError with `code`, naming `field`, when the key is unsupported, not canonical or not a valid key (the
  *   promise rejects)
@@ -157,9 +190,10 @@ export async function importSpkiFastAsync(
   spki: Uint8Array,
   field: string,
   code: PkiErrorCode,
+  path: EcImportPath = EC_IMPORT_PATH,
 ): Promise<{ keyType: KeyType; keyObject: KeyObject }> {
   const classified = classifySpki(spki, field, code);
-  if (classified.keyType === 'rsa-2048') return importSpkiFast(spki, field, code);
+  if (classified.keyType === 'rsa-2048' || path === 'der') return importSpkiFast(spki, field, code, path);
   try {
     const key = await webcrypto.subtle.importKey('raw', classified.point, WEBCRYPTO_CURVES[classified.keyType], true, [
       'verify',
