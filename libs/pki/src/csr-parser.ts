@@ -207,8 +207,8 @@ export function parseCsrFast(pemOrDer: string | Uint8Array): FastParsedCsr {
 
 /**
  * {@link parseCsrFast} with the same checks and errors, for batches: EC keys are imported by
- * {@link importSpkiFastAsync} (WebCrypto's raw point import on OpenSSL 3.0, the DER itself from OpenSSL 3.5 on:
- * whichever costs less there, `EcImportPath`). Awaiting one promise per batch (`Promise.all`) keeps that to one
+ * {@link importSpkiFastAsync} (WebCrypto's raw point import before OpenSSL 3.5, the DER itself from 3.5 on:
+ * `EcImportPath`). Awaiting one promise per batch (`Promise.all`) keeps that to one
  * asynchronous step per batch.
  *
  * @throws PkiError `ERR_CSR_INVALID` naming the broken rule (the promise rejects)

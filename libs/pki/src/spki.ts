@@ -107,8 +107,9 @@ function unsupportedReason(spki: Buffer, code: PkiErrorCode): string {
 const JWK_CURVES = { 'ec-p256': 'P-256', 'ec-p384': 'P-384' } as const;
 
 /**
- * How a recognised EC SubjectPublicKeyInfo becomes a KeyObject. Both refuse a point that is not on the curve, which
- * for P-256 and P-384 (cofactor 1) is the whole public key check:
+ * How a recognised EC SubjectPublicKeyInfo becomes a KeyObject. Both refuse a point off the curve or with a coordinate
+ * not below the field prime (the point at infinity cannot be written in the layout {@link classifySpki} accepts),
+ * which for P-256 and P-384 (cofactor 1) is the whole public key check:
  *
  * - `parts`: the point alone, as JWK coordinates ({@link importSpkiFast}) or through WebCrypto's raw import
  *   ({@link importSpkiFastAsync}, which adds a redundant order check, a full scalar multiplication);
@@ -147,7 +148,17 @@ export function importSpkiFast(
   code: PkiErrorCode,
   path: EcImportPath = EC_IMPORT_PATH,
 ): { keyType: KeyType; keyObject: KeyObject } {
-  const classified = classifySpki(spki, field, code);
+  return importClassified(spki, classifySpki(spki, field, code), field, code, path);
+}
+
+/** {@link importSpkiFast} of a key {@link classifySpki} has recognised in `spki`. */
+function importClassified(
+  spki: Uint8Array,
+  classified: ClassifiedSpki,
+  field: string,
+  code: PkiErrorCode,
+  path: EcImportPath,
+): { keyType: KeyType; keyObject: KeyObject } {
   try {
     if (classified.keyType === 'rsa-2048') {
       const keyObject = createPublicKey({ key: Buffer.from(classified.rsaPublicKey), format: 'der', type: 'pkcs1' });
@@ -193,7 +204,7 @@ export async function importSpkiFastAsync(
   path: EcImportPath = EC_IMPORT_PATH,
 ): Promise<{ keyType: KeyType; keyObject: KeyObject }> {
   const classified = classifySpki(spki, field, code);
-  if (classified.keyType === 'rsa-2048' || path === 'der') return importSpkiFast(spki, field, code, path);
+  if (classified.keyType === 'rsa-2048' || path === 'der') return importClassified(spki, classified, field, code, path);
   try {
     const key = await webcrypto.subtle.importKey('raw', classified.point, WEBCRYPTO_CURVES[classified.keyType], true, [
       'verify',
@@ -211,7 +222,7 @@ const EC_PREFIXES = { 'ec-p256': EC_P256_PREFIX, 'ec-p384': EC_P384_PREFIX } as 
  * The canonical SubjectPublicKeyInfo DER of a key object's public key (a private key gives its public half). EC keys
  * are laid out from their JWK coordinates behind the same prefixes {@link classifySpki} recognises: on Node 20
  * (OpenSSL 3.0) `export({ format: 'der', type: 'spki' })` costs ~0.1 ms a key, about two key generations, and this a
- * few microseconds. Other keys are exported by OpenSSL. spki.spec checks the bytes equal OpenSSL's export.
+ * few microseconds. Other keys are exported by OpenSSL. keys.spec checks the bytes equal OpenSSL's export.
  *
  * @throws PkiError `ERR_KEY_INVALID` when `key` is not an asymmetric key object
  */
