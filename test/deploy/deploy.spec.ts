@@ -636,8 +636,8 @@ describe('deploy/docker', () => {
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
     const stages = dockerfile.split(/^FROM /m).slice(1);
     expect(stages.map((stage) => stage.split('\n')[0])).toEqual([
-      'node:20-bookworm-slim AS build',
-      'node:20-bookworm-slim AS runtime',
+      'node:24-bookworm-slim AS build',
+      'node:24-bookworm-slim AS runtime',
     ]);
     const [build, runtime] = stages as [string, string];
     for (const workspace of pkg.workspaces as string[]) {
