@@ -75,7 +75,7 @@ async function measureAgent(root: string, label: string, entries: number, settle
     const idle = residentMemory(pid);
     log(`[${label}] ${root}: ${server.database} database, agent pid ${pid}, uid ${uid}`);
     log(
-      `[${label}] agent synced, no workload entries:  VmRSS ${formatMiB(idle.rssKiB)} (peak ${formatMiB(idle.peakKiB)})`,
+      `[${label}] agent synced, no workload entries:  VmRSS ${formatMiB(idle.rssKiB)} (peak ${formatMiB(idle.peakKiB)}; file-backed ${formatMiB(idle.fileKiB)})`,
     );
 
     await server.admin.createEntries(specs.slice(0, 1));
@@ -104,7 +104,7 @@ async function measureAgent(root: string, label: string, entries: number, settle
       await sleep(settle * 1000);
       const settled = residentMemory(pid);
       log(
-        `[${label}] ${entries} SVIDs cached, after ${settle} s:    VmRSS ${formatMiB(settled.rssKiB)} (peak ${formatMiB(settled.peakKiB)})`,
+        `[${label}] ${entries} SVIDs cached, after ${settle} s:    VmRSS ${formatMiB(settled.rssKiB)} (peak ${formatMiB(settled.peakKiB)}; file-backed ${formatMiB(settled.fileKiB)})`,
       );
       return { database: server.database, idle, filled, settled, fillSeconds, fillCpuSeconds };
     } finally {
@@ -128,7 +128,8 @@ async function measureServer(root: string, label: string, settle: number): Promi
       await server.process.stop();
       log(
         `[${label}] embedded server, ${phase}: listening after ${readySeconds.toFixed(1)} s, VmRSS ` +
-          `${formatMiB(ready.rssKiB)}; ${settle} s later ${formatMiB(settled.rssKiB)} (peak ${formatMiB(settled.peakKiB)})`,
+          `${formatMiB(ready.rssKiB)}; ${settle} s later ${formatMiB(settled.rssKiB)} (peak ${formatMiB(settled.peakKiB)}; ` +
+          `file-backed ${formatMiB(settled.fileKiB)})`,
       );
       return { ready, settled, readySeconds };
     };

@@ -21,10 +21,14 @@ export function cpuSeconds(pid: number): number {
   return (utime + stime) / clockTicks();
 }
 
-/** Resident memory of `pid` from `/proc/<pid>/status`, in KiB: now (VmRSS) and at its peak (VmHWM). */
+/**
+ * Resident memory of `pid` from `/proc/<pid>/status`, in KiB: now (VmRSS) and at its peak (VmHWM), and how much of
+ * it now is file-backed (RssFile: mostly pages of the node binary, which every process running it shares).
+ */
 export interface ResidentMemory {
   readonly rssKiB: number;
   readonly peakKiB: number;
+  readonly fileKiB: number;
 }
 
 export function residentMemory(pid: number): ResidentMemory {
@@ -34,7 +38,7 @@ export function residentMemory(pid: number): ResidentMemory {
     if (!match) throw new Error(`/proc/${pid}/status: no ${name} line`);
     return Number(match[1]);
   };
-  return { rssKiB: field('VmRSS'), peakKiB: field('VmHWM') };
+  return { rssKiB: field('VmRSS'), peakKiB: field('VmHWM'), fileKiB: field('RssFile') };
 }
 
 /** KiB as MiB with one decimal, e.g. `87.4 MiB`. */

@@ -132,6 +132,8 @@ export interface StartServerOptions {
   readonly database?: 'embedded' | { readonly url: string };
   /** More environment variables for the process (e.g. a test-only hook). */
   readonly env?: NodeJS.ProcessEnv;
+  /** Node options before the script (e.g. a V8 flag). */
+  readonly nodeArgs?: readonly string[];
 }
 
 let database: TestDatabase | undefined;
@@ -161,8 +163,17 @@ export async function startServerProcess(options: StartServerOptions): Promise<S
         ? undefined
         : options.database.url;
   if (url === undefined && !existsSync(join(dataDir, 'db'))) await prepareEmbeddedDataDir(dataDir);
-  const args = [SERVER_BIN, 'run', '--trust-domain', trustDomain, '--bind-address', '127.0.0.1'];
-  args.push('--port', String(options.port ?? 0), '--data-dir', dataDir, '--admin-socket', adminSocket);
+  const args = [...(options.nodeArgs ?? []), SERVER_BIN, 'run', '--trust-domain', trustDomain];
+  args.push(
+    '--bind-address',
+    '127.0.0.1',
+    '--port',
+    String(options.port ?? 0),
+    '--data-dir',
+    dataDir,
+    '--admin-socket',
+    adminSocket,
+  );
   if (url !== undefined) args.push('--database-url', url);
   args.push(...(options.flags ?? []));
   const child = spawnNode(args, { SIGIL_LOG_LEVEL: 'info', ...options.env });

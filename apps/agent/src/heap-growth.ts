@@ -1,4 +1,4 @@
-import { setFlagsFromString } from 'node:v8';
+import { applyDefaultV8Flags, defaultV8Flags, type DefaultV8Flag } from '@sigil/runtime/v8-flags';
 
 /**
  * How far the agent's V8 old generation may grow past what was live after the last full collection before the next
@@ -12,15 +12,17 @@ import { setFlagsFromString } from 'node:v8';
  */
 export const AGENT_HEAP_GROWING_PERCENT = 50;
 
-const OPERATOR_FLAG = /--heap[-_]growing[-_]percent\b/;
+const HEAP_GROWTH: DefaultV8Flag = {
+  flag: `--heap-growing-percent=${AGENT_HEAP_GROWING_PERCENT}`,
+  chosenBy: /--heap[-_]growing[-_]percent\b/,
+};
 
 /**
  * The V8 flag that sets {@link AGENT_HEAP_GROWING_PERCENT}, or undefined when the operator chose a growing factor
  * (a node option before the script, or `NODE_OPTIONS`), which is kept.
  */
 export function heapGrowthFlag(execArgv: readonly string[], nodeOptions: string | undefined): string | undefined {
-  if ([...execArgv, nodeOptions ?? ''].some((option) => OPERATOR_FLAG.test(option))) return undefined;
-  return `--heap-growing-percent=${AGENT_HEAP_GROWING_PERCENT}`;
+  return defaultV8Flags([HEAP_GROWTH], execArgv, nodeOptions)[0];
 }
 
 /**
@@ -33,15 +35,17 @@ export function heapGrowthFlag(execArgv: readonly string[], nodeOptions: string 
  */
 export const AGENT_SEMI_SPACE_GROWTH_FACTOR = 1;
 
-const OPERATOR_SEMI_SPACE_FLAG = /--(semi[-_]space[-_]growth[-_]factor|max[-_]semi[-_]space[-_]size)\b/;
+const SEMI_SPACE_GROWTH: DefaultV8Flag = {
+  flag: `--semi-space-growth-factor=${AGENT_SEMI_SPACE_GROWTH_FACTOR}`,
+  chosenBy: /--(semi[-_]space[-_]growth[-_]factor|max[-_]semi[-_]space[-_]size)\b/,
+};
 
 /**
  * The V8 flag that sets {@link AGENT_SEMI_SPACE_GROWTH_FACTOR}, or undefined when the operator chose a growth factor
  * or a largest semi-space size (a node option before the script, or `NODE_OPTIONS`), which is kept.
  */
 export function semiSpaceGrowthFlag(execArgv: readonly string[], nodeOptions: string | undefined): string | undefined {
-  if ([...execArgv, nodeOptions ?? ''].some((option) => OPERATOR_SEMI_SPACE_FLAG.test(option))) return undefined;
-  return `--semi-space-growth-factor=${AGENT_SEMI_SPACE_GROWTH_FACTOR}`;
+  return defaultV8Flags([SEMI_SPACE_GROWTH], execArgv, nodeOptions)[0];
 }
 
 /**
@@ -50,8 +54,5 @@ export function semiSpaceGrowthFlag(execArgv: readonly string[], nodeOptions: st
  * The first takes effect from the next full collection (V8 reads it each time it sets the next one's limit).
  */
 export function limitHeapGrowth(): void {
-  for (const flag of [heapGrowthFlag, semiSpaceGrowthFlag]) {
-    const value = flag(process.execArgv, process.env['NODE_OPTIONS']);
-    if (value !== undefined) setFlagsFromString(value);
-  }
+  applyDefaultV8Flags([HEAP_GROWTH, SEMI_SPACE_GROWTH]);
 }

@@ -8,6 +8,7 @@ import { pathToFileURL } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
 import { PGLiteSocketServer } from '@electric-sql/pglite-socket';
 import { FileLock, FileLockHeldError } from '@sigil/runtime/file-lock';
+import { applyDefaultV8Flags, defaultV8Flags, type DefaultV8Flag } from '@sigil/runtime/v8-flags';
 
 /** Connections the embedded socket server accepts; pools against it must stay at or below this. */
 export const EMBEDDED_MAX_CONNECTIONS = 10;
@@ -31,6 +32,23 @@ export const EMBEDDED_START_PARAMS: readonly string[] = [
   ...PGlite.defaultStartParams,
   '-c',
   `shared_buffers=${EMBEDDED_SHARED_BUFFERS}`,
+];
+
+const WASM_TIERING = /--(no-)?(wasm[-_]dynamic[-_]tiering|wasm[-_]tier[-_]up|liftoff([-_]only)?)\b/;
+
+/**
+ * V8 flags for PGlite's WebAssembly: its code stays as V8's baseline compiler (Liftoff) makes it, never tiered up to
+ * the optimizing compiler. Node 24's V8 optimizes one of PostgreSQL's functions (104,937 bytes of WebAssembly) with
+ * a 604 MB compile zone for 2.4 s (its loop unrolling phase; Node 20's takes 8 MB and 0.17 s): the server's peak RSS
+ * went to ~850 MiB and initdb's child to ~1.1 GiB. Without the tier-up: peak ~270 MiB and ~550 MiB, for as much
+ * embedded throughput and less CPU (no compile work); bench/README.md, "The embedded database on Node 24". Set at
+ * run time, before PGlite compiles its module (measured to take effect on Node 20 and 24, where `--liftoff-only` set
+ * at run time does not on Node 24), unless the operator chose how WebAssembly tiers up (a node option). They apply
+ * to the whole process, whose only WebAssembly is PGlite's (the server makes no fetch calls, undici's parser).
+ */
+export const EMBEDDED_WASM_FLAGS: readonly DefaultV8Flag[] = [
+  { flag: '--no-wasm-dynamic-tiering', chosenBy: WASM_TIERING },
+  { flag: '--no-wasm-tier-up', chosenBy: WASM_TIERING },
 ];
 
 /** Longest a first start's initdb may take (it takes seconds; tens of seconds on a loaded host). */
@@ -85,6 +103,7 @@ export async function startEmbeddedPostgres(
   const maxConnections = options.maxConnections ?? EMBEDDED_MAX_CONNECTIONS;
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const releaseLock = await lockDataDir(dataDir);
+  applyDefaultV8Flags(EMBEDDED_WASM_FLAGS);
   let db: PGlite | undefined;
   let socketDir: string | undefined;
   try {
@@ -125,11 +144,21 @@ export async function startEmbeddedPostgres(
 /**
  * Creates the database cluster in `dataDir` in a child node process. PGlite's initdb runs in a WebAssembly module of
  * its own whose memory V8 keeps after initdb ends: done in the server process, a first start stayed at ~880 MiB RSS
- * where a reopen takes ~300 (bench/README.md, issue 13). The child's memory goes back to the system when it exits.
+ * where a reopen takes ~300 (bench/README.md, issue 13). The child's memory goes back to the system when it exits;
+ * it runs with {@link EMBEDDED_WASM_FLAGS} too (Node 24: peak ~1.1 GiB without them, ~550 MiB with).
  */
 async function initialiseInChild(dataDir: string): Promise<void> {
   const moduleUrl = pathToFileURL(createRequire(import.meta.url).resolve('@electric-sql/pglite')).href;
-  const args = ['--input-type=module', '-e', INITDB_SCRIPT, '--', moduleUrl, dataDir];
+  // The child has none of this process's node options: it gets the WebAssembly flags the server set on itself.
+  const args = [
+    ...defaultV8Flags(EMBEDDED_WASM_FLAGS),
+    '--input-type=module',
+    '-e',
+    INITDB_SCRIPT,
+    '--',
+    moduleUrl,
+    dataDir,
+  ];
   args.push(JSON.stringify(EMBEDDED_START_PARAMS));
   await new Promise<void>((done, fail) => {
     execFile(

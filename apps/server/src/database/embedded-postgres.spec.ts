@@ -1,0 +1,31 @@
+import { defaultV8Flags } from '@sigil/runtime/v8-flags';
+import { describe, expect, it } from 'vitest';
+import { EMBEDDED_WASM_FLAGS } from './embedded-postgres.js';
+
+describe('EMBEDDED_WASM_FLAGS', () => {
+  it('turns both kinds of WebAssembly tier-up off by default', () => {
+    expect(defaultV8Flags(EMBEDDED_WASM_FLAGS, [], undefined)).toEqual([
+      '--no-wasm-dynamic-tiering',
+      '--no-wasm-tier-up',
+    ]);
+  });
+
+  it('sets neither when the operator chose how WebAssembly tiers up, in any of its flags and spellings', () => {
+    for (const option of [
+      '--liftoff-only',
+      '--no-liftoff',
+      '--wasm-dynamic-tiering',
+      '--no-wasm_tier_up',
+      '--wasm-tier-up',
+    ]) {
+      expect(defaultV8Flags(EMBEDDED_WASM_FLAGS, [option], undefined), option).toEqual([]);
+    }
+  });
+
+  it('keeps them beside unrelated node options', () => {
+    expect(defaultV8Flags(EMBEDDED_WASM_FLAGS, ['--max-old-space-size=512', '--wasm-max-mem-pages=100'], '')).toEqual([
+      '--no-wasm-dynamic-tiering',
+      '--no-wasm-tier-up',
+    ]);
+  });
+});

@@ -1,0 +1,25 @@
+import { describe, expect, it } from 'vitest';
+import { defaultV8Flags, type DefaultV8Flag } from './v8-flags.js';
+
+const TIERING = /--(no-)?wasm[-_]tier[-_]up\b/;
+const DEFAULTS: readonly DefaultV8Flag[] = [
+  { flag: '--no-wasm-tier-up', chosenBy: TIERING },
+  { flag: '--heap-growing-percent=50', chosenBy: /--heap[-_]growing[-_]percent\b/ },
+];
+
+describe('defaultV8Flags', () => {
+  it('gives every default flag when the operator chose none of their settings', () => {
+    expect(defaultV8Flags(DEFAULTS, [], undefined)).toEqual(['--no-wasm-tier-up', '--heap-growing-percent=50']);
+    expect(defaultV8Flags(DEFAULTS, ['--enable-source-maps'], '--max-old-space-size=512')).toEqual([
+      '--no-wasm-tier-up',
+      '--heap-growing-percent=50',
+    ]);
+  });
+
+  it('leaves out each one whose setting the operator chose, as a node option or in NODE_OPTIONS, in any spelling', () => {
+    expect(defaultV8Flags(DEFAULTS, ['--wasm-tier-up'], undefined)).toEqual(['--heap-growing-percent=50']);
+    expect(defaultV8Flags(DEFAULTS, ['--no-wasm_tier_up'], '')).toEqual(['--heap-growing-percent=50']);
+    expect(defaultV8Flags(DEFAULTS, [], '--trace-gc --heap_growing_percent=20')).toEqual(['--no-wasm-tier-up']);
+    expect(defaultV8Flags(DEFAULTS, ['--heap-growing-percent', '30', '--wasm-tier-up'], '')).toEqual([]);
+  });
+});
