@@ -117,6 +117,8 @@ export async function prepareEmbeddedDataDir(dataDir: string): Promise<void> {
 async function embeddedTemplate(run: TestRun): Promise<string> {
   const templateDir = join(run.runDir, 'embedded-template', 'db');
   await buildOnce(run.runDir, 'embedded-template', async () => {
+    // Like every start of the embedded database in a test process, this sets EMBEDDED_WASM_FLAGS on the process: any
+    // WebAssembly compiled later in it (only PGlite's, in these tests) stays on V8's baseline compiler.
     const embedded = await startEmbeddedPostgres(templateDir, { maxConnections: 2 });
     try {
       const dataSource = await openDataSource({ url: embedded.url, poolSize: 1 });

@@ -25,17 +25,29 @@ export function requireBuild(): void {
 /** A child process with its combined output. */
 export class SigilProcess {
   private text = '';
+  private out = '';
   readonly exited: Promise<number | null>;
+  /** Resolves once the process has exited and its output pipes are drained (all its output is read). */
+  readonly closed: Promise<void>;
 
   constructor(readonly child: ChildProcess) {
-    child.stdout?.on('data', (chunk: Buffer) => (this.text += chunk.toString('utf8')));
+    child.stdout?.on('data', (chunk: Buffer) => {
+      this.text += chunk.toString('utf8');
+      this.out += chunk.toString('utf8');
+    });
     child.stderr?.on('data', (chunk: Buffer) => (this.text += chunk.toString('utf8')));
     this.exited = new Promise((done) => child.once('exit', (code) => done(code)));
+    this.closed = new Promise((done) => child.once('close', () => done()));
   }
 
   /** Everything the process wrote so far (stdout and stderr). */
   output(): string {
     return this.text;
+  }
+
+  /** Everything the process wrote so far on stdout alone (no stderr chunk in the middle of a line). */
+  stdout(): string {
+    return this.out;
   }
 
   get running(): boolean {

@@ -10,18 +10,19 @@ import { CliError } from './admin-client.js';
 
 /**
  * How often `sigil-server run` gives glibc's free pages back to the system, on a worker thread (the first time once it
- * listens): what V8's compiler threads free again, above all the embedded database's WebAssembly tier-up to optimised
- * code, which goes on for tens of seconds after a start, stays resident in the allocator's arenas otherwise (~50-70
- * MiB on the embedded database; bench/README.md, issue 13). A call takes ~20 ms when it releases that much,
- * microseconds when there is nothing.
+ * listens): what V8's compiler threads free again stays resident in the allocator's arenas otherwise. Measured when
+ * the embedded database's WebAssembly still tiered up to optimised code for tens of seconds after a start: ~50-70 MiB
+ * (bench/README.md, issue 13); it no longer does (EMBEDDED_WASM_FLAGS), and what is left to release then was not
+ * measured again. A call takes ~20 ms when it releases that much, microseconds when there is nothing.
  */
 export const NATIVE_MEMORY_RELEASE_INTERVAL_MS = 10_000;
 
 /**
- * The first minute after `sigil-server run` listens, the same release every second instead: the tier-up is at its
+ * The first minute after `sigil-server run` listens, the same release every second instead: the tier-up was at its
  * busiest then, and what it freed since the last call was still resident 5 s after `listening` on a resume of the
- * embedded database (median 264.5 MiB against 236 with a call every second; bench/README.md, issue 13). The ordinary
- * interval after it keeps the steady state (and the signing path) as it was.
+ * embedded database (median 264.5 MiB against 236 with a call every second; bench/README.md, issue 13; measured
+ * before the embedded database stopped tiering up). The ordinary interval after it keeps the steady state (and the
+ * signing path) as it was.
  */
 export const NATIVE_MEMORY_RELEASE_WARM_UP = { intervalMs: 1_000, forMs: 60_000 } as const;
 

@@ -22,10 +22,9 @@ describe('EMBEDDED_WASM_FLAGS', () => {
     }
   });
 
-  it('keeps them beside unrelated node options', () => {
-    expect(defaultV8Flags(EMBEDDED_WASM_FLAGS, ['--max-old-space-size=512', '--wasm-max-mem-pages=100'], '')).toEqual([
-      '--no-wasm-dynamic-tiering',
-      '--no-wasm-tier-up',
-    ]);
+  it('keeps them beside other node options, even ones whose names or values contain a tiering flag', () => {
+    const others = ['--max-old-space-size=512', '--wasm-max-mem-pages=100', '--liftoff', '--wasm-tier-up-filter=3'];
+    others.push('--require=/opt/--liftoff-only.js', '--trace-wasm-compilation-times');
+    expect(defaultV8Flags(EMBEDDED_WASM_FLAGS, others, '')).toEqual(['--no-wasm-dynamic-tiering', '--no-wasm-tier-up']);
   });
 });

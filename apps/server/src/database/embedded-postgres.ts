@@ -8,7 +8,7 @@ import { pathToFileURL } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
 import { PGLiteSocketServer } from '@electric-sql/pglite-socket';
 import { FileLock, FileLockHeldError } from '@sigil/runtime/file-lock';
-import { applyDefaultV8Flags, defaultV8Flags, type DefaultV8Flag } from '@sigil/runtime/v8-flags';
+import { applyDefaultV8Flags, choosesV8Flag, defaultV8Flags, type DefaultV8Flag } from '@sigil/runtime/v8-flags';
 
 /** Connections the embedded socket server accepts; pools against it must stay at or below this. */
 export const EMBEDDED_MAX_CONNECTIONS = 10;
@@ -34,17 +34,24 @@ export const EMBEDDED_START_PARAMS: readonly string[] = [
   `shared_buffers=${EMBEDDED_SHARED_BUFFERS}`,
 ];
 
-const WASM_TIERING = /--(no-)?(wasm[-_]dynamic[-_]tiering|wasm[-_]tier[-_]up|liftoff([-_]only)?)\b/;
+/**
+ * A node option by which the operator chose how WebAssembly tiers up: whole, in any spelling V8 takes (`--no-`,
+ * `--no_`, `--no`); `--no-liftoff` (optimized code only), a budget given with `=`. Not `--liftoff` (V8's default) nor
+ * `--wasm-tier-up-filter` and the like.
+ */
+const WASM_TIERING =
+  /^--?(no[-_]?)?(wasm[-_]dynamic[-_]tiering|wasm[-_]tier[-_]up|liftoff[-_]only)(=.*)?$|^--?no[-_]?liftoff$|^--?wasm[-_]tiering[-_]budget=/;
 
 /**
  * V8 flags for PGlite's WebAssembly: its code stays as V8's baseline compiler (Liftoff) makes it, never tiered up to
  * the optimizing compiler. Node 24's V8 optimizes one of PostgreSQL's functions (104,937 bytes of WebAssembly) with
  * a 604 MB compile zone for 2.4 s (its loop unrolling phase; Node 20's takes 8 MB and 0.17 s): the server's peak RSS
  * went to ~850 MiB and initdb's child to ~1.1 GiB. Without the tier-up: peak ~270 MiB and ~550 MiB, for as much
- * embedded throughput and less CPU (no compile work); bench/README.md, "The embedded database on Node 24". Set at
- * run time, before PGlite compiles its module (measured to take effect on Node 20 and 24, where `--liftoff-only` set
- * at run time does not on Node 24), unless the operator chose how WebAssembly tiers up (a node option). They apply
- * to the whole process, whose only WebAssembly is PGlite's (the server makes no fetch calls, undici's parser).
+ * embedded throughput and less CPU (no compile work; bench/README.md, "The embedded database and the agent on Node
+ * 24"). Set at run time, before PGlite compiles its module (measured to take effect on Node 20 and 24, where
+ * `--liftoff-only` set at run time does not on Node 24), unless the operator chose how WebAssembly tiers up (a node
+ * option, see WASM_TIERING). They apply to the whole process, whose only WebAssembly is PGlite's (the server makes no
+ * fetch calls, undici's parser).
  */
 export const EMBEDDED_WASM_FLAGS: readonly DefaultV8Flag[] = [
   { flag: '--no-wasm-dynamic-tiering', chosenBy: WASM_TIERING },
@@ -149,8 +156,11 @@ export async function startEmbeddedPostgres(
  */
 async function initialiseInChild(dataDir: string): Promise<void> {
   const moduleUrl = pathToFileURL(createRequire(import.meta.url).resolve('@electric-sql/pglite')).href;
-  // The child has none of this process's node options: it gets the WebAssembly flags the server set on itself.
+  // execFile passes the environment (NODE_OPTIONS) but not this process's node options: the child gets the flags the
+  // server set on itself, or the operator's own choice of tiering.
+  const tiering = process.execArgv.filter((option) => choosesV8Flag(EMBEDDED_WASM_FLAGS[0]!, option));
   const args = [
+    ...tiering,
     ...defaultV8Flags(EMBEDDED_WASM_FLAGS),
     '--input-type=module',
     '-e',
