@@ -33,10 +33,10 @@ export function canReleaseFreedNativeMemory(): boolean {
 
 /**
  * Gives the system back the pages glibc's allocator holds free, in every arena (`malloc_trim(0)`). Memory that V8
- * and its compiler threads allocate and free again (TLS, zlib; the embedded database's PostgreSQL when its WebAssembly
- * still tiered up) stays resident in the allocator's per-thread arenas otherwise: ~40–60 MiB of sigil-server's RSS after a start
- * on the embedded database (bench/README.md, issue 13). Nothing live is touched; the next allocations fault fresh
- * pages in. Returns whether memory was released; false, doing nothing, where the C library is not glibc.
+ * and its compiler threads allocate and free again (TLS, zlib; the embedded database's PostgreSQL when its
+ * WebAssembly still tiered up) stays resident in the allocator's per-thread arenas otherwise: ~40–60 MiB of
+ * sigil-server's RSS after a start on the embedded database then (bench/README.md, issue 13). Nothing live is touched;
+ * the next allocations fault fresh pages in. Returns whether memory was released; false, doing nothing, where the C library is not glibc.
  */
 export function releaseFreedNativeMemory(): boolean {
   const trim = native();

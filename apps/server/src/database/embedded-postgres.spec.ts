@@ -11,13 +11,10 @@ describe('EMBEDDED_WASM_FLAGS', () => {
   });
 
   it('sets neither when the operator chose how WebAssembly tiers up, in any of its flags and spellings', () => {
-    for (const option of [
-      '--liftoff-only',
-      '--no-liftoff',
-      '--wasm-dynamic-tiering',
-      '--no-wasm_tier_up',
-      '--wasm-tier-up',
-    ]) {
+    const options = ['--liftoff-only', '--no-liftoff', '--noliftoff', '--wasm-dynamic-tiering', '--wasm-tier-up'];
+    options.push('--no-wasm_tier_up', '--nowasm-dynamic-tiering', '--no_wasm_dynamic_tiering');
+    options.push('--wasm-tiering-budget=9', '-liftoff-only', '--wasm-tier-up=false');
+    for (const option of options) {
       expect(defaultV8Flags(EMBEDDED_WASM_FLAGS, [option], undefined), option).toEqual([]);
     }
   });
