@@ -52,6 +52,9 @@ function changes(
   };
 }
 
+/** A snapshot's entries by id. */
+const byId = (entries: readonly Entry[]): Map<string, Entry> => new Map(entries.map((e) => [e.id, e]));
+
 const ids = (entries: Iterable<Entry> | ReadonlyMap<string, Entry>): string[] =>
   [...(entries instanceof Map ? entries.values() : (entries as Iterable<Entry>))].map((e) => e.id).sort();
 
@@ -63,7 +66,7 @@ function registry(): EntryGraph {
   const graph = new EntryGraph(SERVER);
   graph.load({
     revision: 5,
-    entries: [
+    entries: byId([
       entry('own', 'spiffe://td/own', A.spiffeId),
       entry('child', 'spiffe://td/child', 'spiffe://td/own'),
       entry('grandchild', 'spiffe://td/grandchild', 'spiffe://td/child'),
@@ -72,7 +75,7 @@ function registry(): EntryGraph {
       entry('partialAlias', 'spiffe://td/cluster/mixed', SERVER, ['k8s:cluster:one', 'k8s:zone:z']),
       entry('b1', 'spiffe://td/b1', B.spiffeId),
       entry('orphan', 'spiffe://td/orphan', 'spiffe://td/cluster/two'),
-    ],
+    ]),
   });
   return graph;
 }
@@ -88,12 +91,12 @@ describe('EntryGraph.authorised', () => {
     const graph = new EntryGraph(SERVER);
     graph.load({
       revision: 1,
-      entries: [
+      entries: byId([
         entry('empty', 'spiffe://td/all', SERVER, []),
         entry('loop1', 'spiffe://td/l1', 'spiffe://td/l2'),
         entry('loop2', 'spiffe://td/l2', 'spiffe://td/l1'),
         entry('door', 'spiffe://td/l1', A.spiffeId),
-      ],
+      ]),
     });
     expect(ids(graph.authorised(A))).toEqual(['door', 'loop1', 'loop2']);
     expect(ids(graph.authorised(B))).toEqual([]);
@@ -153,7 +156,7 @@ describe('EntryGraph.deltaSince', () => {
 
   it('answers in full from a revision older than the retained log', () => {
     const graph = new EntryGraph(SERVER, 1);
-    graph.load({ revision: 0, entries: [] });
+    graph.load({ revision: 0, entries: byId([]) });
     graph.apply(changes(0, [{ put: entry('e1', 'spiffe://td/e1', A.spiffeId) }]));
     graph.apply(changes(1, [{ put: entry('e2', 'spiffe://td/e2', A.spiffeId) }]));
     graph.apply(changes(2, [{ put: entry('e3', 'spiffe://td/e3', A.spiffeId) }]));
@@ -178,12 +181,12 @@ describe('EntryGraph.isAdmin', () => {
     const graph = new EntryGraph(SERVER);
     graph.load({
       revision: 1,
-      entries: [
+      entries: byId([
         admin('ops', 'spiffe://td/ops'),
         entry('web', 'spiffe://td/web', A.spiffeId),
         admin('old', 'spiffe://td/old', new Date(NOW.getTime() - 1)),
         admin('soon', 'spiffe://td/soon', new Date(NOW.getTime() + 1000)),
-      ],
+      ]),
     });
     expect(graph.isAdmin('spiffe://td/ops', NOW)).toBe(true);
     expect(graph.isAdmin('spiffe://td/web', NOW)).toBe(false);
@@ -204,7 +207,7 @@ describe('EntryGraph.isAdmin', () => {
     graph.apply(changes(5, [{ put: admin('web', 'spiffe://td/web-2') }]));
     expect(graph.isAdmin('spiffe://td/web', NOW)).toBe(false);
     expect(graph.isAdmin('spiffe://td/web-2', NOW)).toBe(true);
-    graph.load({ revision: 9, entries: [] });
+    graph.load({ revision: 9, entries: byId([]) });
     expect(graph.isAdmin('spiffe://td/web-2', NOW)).toBe(false);
   });
 });
@@ -221,11 +224,11 @@ describe('EntryGraph.isDownstream', () => {
     const graph = new EntryGraph(SERVER);
     graph.load({
       revision: 1,
-      entries: [
+      entries: byId([
         downstream('nested', 'spiffe://td/nested'),
         downstream('old', 'spiffe://td/old', new Date(NOW.getTime() - 1)),
         { ...entry('ops', 'spiffe://td/ops', A.spiffeId), admin: true },
-      ],
+      ]),
     });
     expect(graph.isDownstream('spiffe://td/nested', NOW)).toBe(true);
     expect(graph.isDownstream('spiffe://td/old', NOW)).toBe(false);

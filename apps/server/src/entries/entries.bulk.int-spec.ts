@@ -8,7 +8,7 @@ import { managerOf } from '../database/transaction.js';
 import { EntriesRepository } from './entries.repository.js';
 import { WRITE_CHUNK } from './entries.service.js';
 import { createEntryChangeNotifier, type EntryChangeNotifier } from './entry-change-notifier.js';
-import { MAX_BATCH_SIZE, type EntryCreateResult, type EntryInput } from './entry.js';
+import { MAX_BATCH_SIZE, type Entry, type EntryCreateResult, type EntryInput } from './entry.js';
 
 const TD = TrustDomain.parse('example.org');
 const AGENT = 'spiffe://example.org/sigil/agent/join_token/bulk';
@@ -235,7 +235,7 @@ describe(`batch create as bulk statements (${kind})`, () => {
     expect(results[200]).toMatchObject({ ok: false, existing: { id: twin.id } });
   });
 
-  it('reads every entry for an index load exactly as it reads them by id, page after page', async () => {
+  it('reads every entry for an index load exactly as it reads them by id, whatever the fetch size', async () => {
     const { entries: service } = await replica(db.dataSource);
     const inputs = Array.from({ length: 23 }, (_, i) =>
       entry(`all${i}`, {
@@ -248,22 +248,48 @@ describe(`batch create as bulk statements (${kind})`, () => {
         }),
       }),
     );
-    expect((await service.createEntries(inputs)).every((result) => result.ok)).toBe(true);
+    const created = await service.createEntries(inputs);
+    expect(created.every((result) => result.ok)).toBe(true);
+    // Updated later, out of creation order: these entries' children are rewritten after every other entry's (stored
+    // out of their entries' order), and their updated_at differs from created_at.
+    clock.advance(1_234);
+    for (const index of [17, 3, 12]) {
+      const { id } = (created[index] as Extract<EntryCreateResult, { ok: true }>).entry;
+      await service.updateEntry(id, {
+        selectors: [
+          { type: 'unix', value: `uid:moved${index}` },
+          { type: 'docker', value: 'label:a=b' },
+        ],
+        dnsNames: [`moved${index}.example.org`],
+        federatesWith: ['c.example.com'],
+        hint: `moved${index}`,
+      });
+    }
     const repository = new EntriesRepository(db.dataSource);
-    const [all, paged, byId] = await repository.readSnapshot(async (tx) => {
-      const all = await repository.findAll(tx);
+    const inIdOrder = (map: ReadonlyMap<string, Entry>) => [...map.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
+    const [loaded, paged, byId, viaOrm] = await repository.readSnapshot(async (tx) => {
+      const loaded = await repository.findAll(tx);
+      // 7 rows per fetch: the entries and each child table take several fetches, the last one short.
+      const paged = await repository.findAll(tx, 7);
       return [
-        all,
-        await repository.findAll(tx, 7),
-        await repository.findByIds(
-          tx,
-          all.map((found) => found.id),
-        ),
+        loaded,
+        paged,
+        await repository.findByIds(tx, [...loaded.keys()]),
+        await repository.findPage({}, undefined, 100, tx),
       ];
     });
+    // The ORM's own read (entities, its date parsing) as the reference for every field.
+    expect(byId).toEqual(viaOrm);
+    for (const [id, found] of loaded) expect(found.id).toBe(id);
+    const all = inIdOrder(loaded);
     expect(all).toHaveLength(inputs.length);
-    expect(paged).toEqual(byId);
+    expect(inIdOrder(paged)).toEqual(byId);
     expect(all).toEqual(byId);
+    expect(all.filter((found) => found.updatedAt.getTime() !== found.createdAt.getTime())).toHaveLength(3);
+    expect(all.find((found) => found.hint === 'moved3')?.selectors).toEqual([
+      { type: 'docker', value: 'label:a=b' },
+      { type: 'unix', value: 'uid:moved3' },
+    ]);
     // One batch, one time: the index load holds one Date for all of them (a Date per entry is ~100 MB a million).
     expect(new Set(all.map((found) => found.createdAt)).size).toBe(1);
     const expiries = all.flatMap((found) => (found.expiresAt === null ? [] : [found.expiresAt]));

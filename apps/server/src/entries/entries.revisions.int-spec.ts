@@ -115,8 +115,10 @@ describe('registry revisions', () => {
 
       const snapshot = await changeLog.snapshot();
       expect(snapshot.revision).toBe(head);
-      expect([...state.values()].sort((x, y) => x.id.localeCompare(y.id))).toEqual(snapshot.entries);
-      for (const entry of snapshot.entries) {
+      const byId = (x: Entry, y: Entry) => x.id.localeCompare(y.id);
+      expect([...state.values()].sort(byId)).toEqual([...snapshot.entries.values()].sort(byId));
+      for (const [id, entry] of snapshot.entries) {
+        expect(entry.id).toBe(id);
         const last = events.filter((event) => event.entryId === entry.id).at(-1);
         expect(entry.revisionNumber).toBe(last?.revision);
       }
@@ -171,7 +173,7 @@ describe('registry revisions', () => {
     expect(await changeLog.listChangesSince(1)).toMatchObject({ resyncRequired: false, toRevision: 3 });
     const snapshot = await changeLog.snapshot();
     expect(snapshot.revision).toBe(3);
-    expect(snapshot.entries.map((entry) => entry.spiffeId).sort()).toEqual(
+    expect([...snapshot.entries.values()].map((entry) => entry.spiffeId).sort()).toEqual(
       ['one', 'three', 'two'].map((name) => `spiffe://example.org/${name}`),
     );
     await service.deleteEntry(two.id);
@@ -193,7 +195,7 @@ describe('registry revisions', () => {
     expect(pruned).toEqual([soon.id]);
     clock.set(new Date('2026-03-05T00:00:00Z'));
     expect(await service.pruneExpired()).toEqual([later.id]);
-    expect((await changeLog.snapshot()).entries.map((entry) => entry.id)).toEqual([never.id]);
+    expect([...(await changeLog.snapshot()).entries.keys()]).toEqual([never.id]);
     const changes = await changeLog.listChangesSince(3);
     expect(changes).toMatchObject({
       toRevision: 5,
@@ -210,7 +212,7 @@ describe('registry revisions', () => {
     await service.createEntry(input('staying'));
     clock.advance(CHANGE_LOG_RETENTION_MS + 1);
     await new EntryPruner(service, changeLog, clock).prune();
-    expect((await changeLog.snapshot()).entries.map((entry) => entry.spiffeId)).toEqual([
+    expect([...(await changeLog.snapshot()).entries.values()].map((entry) => entry.spiffeId)).toEqual([
       'spiffe://example.org/staying',
     ]);
     // the two creations aged out of the change log; the deletion (revision 3) is kept

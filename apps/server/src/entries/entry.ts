@@ -106,7 +106,8 @@ export type EntryChanges =
 /** Every entry, consistent with `revision`: continue with `listChangesSince(revision)`. */
 export interface EntrySnapshot {
   readonly revision: number;
-  readonly entries: readonly Entry[];
+  /** Every entry by id, in no particular order; whoever loads the snapshot takes the map over. */
+  readonly entries: Map<string, Entry>;
 }
 
 /** Result of one entry of a batch create, as SPIRE's BatchCreateEntry reports it. */
