@@ -8,7 +8,8 @@
  *    database, and the batches alternate between the two, so both see the same load and the ratio is same-run.
  * 2. Restart → ready (needs `DATABASE_URL`; without it this part says it is skipped): a server creates its schema
  *    and is stopped, `--restart-entries` entries (one selector each, 1,000 parents, one created_at for every
- *    `--entries-per-time` of them: 500 by default, as batch creates stamp them) are written straight into its
+ *    `--entries-per-time` of them: 500 by default, as batch creates stamp them; the selectors stored in their entries'
+ *    order as creates write them, or at random with `--children-order shuffled`) are written straight into its
  *    PostgreSQL database with `generate_series`, and the server is started again `--restarts` times (alternating
  *    with the baseline build when given): the time from spawn to its `sigil-server listening` line (it listens only
  *    once its entry index is loaded, after the `entry index loaded` line, whose entry count is checked), and its
@@ -103,7 +104,20 @@ interface RestartFigures {
   readonly entries: number;
 }
 
-async function seed(databaseUrl: string, count: number, entriesPerTime: number): Promise<void> {
+/**
+ * How the seeded selectors are stored: `stored`, in their entries' order (as creates write them); `shuffled`, at
+ * random (as if every entry's children had been rewritten out of order): the index load then finds every child's
+ * entry by id.
+ */
+const CHILDREN_ORDERS = ['stored', 'shuffled'] as const;
+type ChildrenOrder = (typeof CHILDREN_ORDERS)[number];
+
+async function seed(
+  databaseUrl: string,
+  count: number,
+  entriesPerTime: number,
+  childrenOrder: ChildrenOrder,
+): Promise<void> {
   const client = new pg.Client({ connectionString: databaseUrl, application_name: 'sigil-bench-scale' });
   await client.connect();
   try {
@@ -124,7 +138,8 @@ async function seed(databaseUrl: string, count: number, entriesPerTime: number):
     );
     await client.query(
       `INSERT INTO selectors (entry_id, type, value)
-       SELECT id, 'unix', 'uid:' || (revision_number % 1000) FROM registered_entries WHERE revision_number > $1`,
+       SELECT id, 'unix', 'uid:' || (revision_number % 1000) FROM registered_entries WHERE revision_number > $1
+       ${childrenOrder === 'shuffled' ? 'ORDER BY random()' : ''}`,
       [base],
     );
     // As if the change log of these revisions had been pruned: readers behind them resync in full.
@@ -205,9 +220,14 @@ async function main(): Promise<void> {
     strings: {
       baseline: 'checkout root of a baseline build measured beside this one (its dist built)',
       cpuProf: 'directory for V8 CPU profiles of the servers of this build (create and restarts)',
+      childrenOrder: `how the seeded selectors are stored: ${CHILDREN_ORDERS.join(' or ')} (default stored: in their entries' order, as creates write them)`,
     },
   });
   const { entries, restartEntries, restarts, entriesPerTime } = options.numbers;
+  const childrenOrder = (options.strings.childrenOrder ?? 'stored') as ChildrenOrder;
+  if (!CHILDREN_ORDERS.includes(childrenOrder)) {
+    throw new Error(`--children-order: ${childrenOrder} is not one of ${CHILDREN_ORDERS.join(', ')}`);
+  }
   const log = (line: string): void => console.log(line);
   const builds: Build[] = [{ name: 'this', root: undefined }];
   const baselineRoot = options.strings.baseline;
@@ -244,10 +264,10 @@ async function main(): Promise<void> {
       const first = await harness.startServer({ name: 'restart-schema' });
       await first.process.stop();
       const seedBegan = performance.now();
-      await seed(first.databaseUrl!, restartEntries, entriesPerTime);
+      await seed(first.databaseUrl!, restartEntries, entriesPerTime, childrenOrder);
       log(
         `restart: ${restartEntries} entries seeded in ${((performance.now() - seedBegan) / 1000).toFixed(1)} s ` +
-          `(${entriesPerTime} per created_at)`,
+          `(${entriesPerTime} per created_at, selectors ${childrenOrder})`,
       );
       const kekFile = join(first.dataDir, 'kek.key');
       const loadStart = load();
@@ -292,6 +312,7 @@ async function main(): Promise<void> {
           create_load: `${loadBefore} → ${loadAfter}`,
           restart_entries: restartResults.length > 0 ? restartEntries : undefined,
           restart_entries_per_time: restartResults.length > 0 ? entriesPerTime : undefined,
+          restart_children_order: restartResults.length > 0 ? childrenOrder : undefined,
           restart: restartResults.map((figure) => ({
             build: figure.build,
             ready_ms: Math.round(figure.readyMs),
