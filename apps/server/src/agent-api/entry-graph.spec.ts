@@ -164,6 +164,16 @@ describe('EntryGraph.deltaSince', () => {
     expect(ids(graph.deltaSince(A, 2).entries)).toEqual(['e3']);
   });
 
+  it('refuses a snapshot whose map holds an entry under another id, and keeps what it had', () => {
+    const graph = registry();
+    const own = entry('own2', 'spiffe://td/own2', A.spiffeId);
+    expect(() => graph.load({ revision: 9, entries: new Map([['other', own]]) })).toThrow(
+      'entry graph: snapshot holds entry own2 under other',
+    );
+    expect(graph.revision).toBe(5);
+    expect(ids(graph.authorised(A))).toEqual(['alias', 'child', 'grandchild', 'own', 'viaAlias']);
+  });
+
   it('refuses changes that do not start at its revision', () => {
     expect(() => registry().apply(changes(3, []))).toThrow('entry graph: changes start at 3, the graph is at 5');
   });

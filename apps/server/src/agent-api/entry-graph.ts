@@ -86,6 +86,9 @@ export class EntryGraph {
    * start; the caller does not use the map afterwards); deltas can start from its revision on.
    */
   load(snapshot: EntrySnapshot): void {
+    for (const [id, entry] of snapshot.entries) {
+      if (id !== entry.id) throw new Error(`entry graph: snapshot holds entry ${entry.id} under ${id}`);
+    }
     this.entries = snapshot.entries;
     this.byParent.clear();
     for (const flag of ENTRY_FLAGS) this.flagged[flag].clear();

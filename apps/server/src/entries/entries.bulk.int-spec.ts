@@ -241,7 +241,8 @@ describe(`batch create as bulk statements (${kind})`, () => {
       entry(`all${i}`, {
         ...(i % 3 === 0 && { dnsNames: [], federatesWith: [] }),
         ...(i % 4 === 0 && { expiresAt: new Date(clock.now().getTime() + 86_400_123) }),
-        ...(i % 5 === 0 && { admin: true, downstream: true, hint: `h${i}`, x509SvidTtl: 600, jwtSvidTtl: 60 }),
+        ...(i % 5 === 0 && { admin: true, hint: `h${i}`, x509SvidTtl: 600, jwtSvidTtl: 60 }),
+        ...(i % 7 === 0 && { downstream: true }),
         ...(i % 2 === 0 && {
           federatesWith: ['b.example.com', 'a.example.com'],
           dnsNames: ['z.example.org', 'a.example.org'],
@@ -265,6 +266,29 @@ describe(`batch create as bulk statements (${kind})`, () => {
         hint: `moved${index}`,
       });
     }
+    // Children stored out of their entries' order with the entry rows untouched: an early entry's selectors written
+    // again after every other's, and one child table rewritten in reverse. Another entry's update stamped 0.4 ms after
+    // its creation (the same millisecond).
+    const early = (created[1] as Extract<EntryCreateResult, { ok: true }>).entry.id;
+    await db.dataSource.transaction(async (manager) => {
+      const moved = (await manager.query('DELETE FROM selectors WHERE entry_id = $1 RETURNING type, value', [
+        early,
+      ])) as [{ type: string; value: string }[], number];
+      for (const { type, value } of moved[0]) {
+        await manager.query('INSERT INTO selectors (entry_id, type, value) VALUES ($1, $2, $3)', [early, type, value]);
+      }
+      const names = (await manager.query('DELETE FROM dns_names RETURNING entry_id, value')) as [
+        { entry_id: string; value: string }[],
+        number,
+      ];
+      for (const { entry_id, value } of names[0].reverse()) {
+        await manager.query('INSERT INTO dns_names (entry_id, value) VALUES ($1, $2)', [entry_id, value]);
+      }
+      await manager.query(
+        `UPDATE registered_entries SET updated_at = created_at + interval '0.4 milliseconds' WHERE id = $1`,
+        [(created[2] as Extract<EntryCreateResult, { ok: true }>).entry.id],
+      );
+    });
     const repository = new EntriesRepository(db.dataSource);
     const inIdOrder = (map: ReadonlyMap<string, Entry>) => [...map.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
     const [loaded, paged, byId, viaOrm] = await repository.readSnapshot(async (tx) => {
@@ -286,6 +310,9 @@ describe(`batch create as bulk statements (${kind})`, () => {
     expect(inIdOrder(paged)).toEqual(byId);
     expect(all).toEqual(byId);
     expect(all.filter((found) => found.updatedAt.getTime() !== found.createdAt.getTime())).toHaveLength(3);
+    expect(all.filter((found) => found.admin).map((found) => found.hint)).toHaveLength(5);
+    expect(all.filter((found) => found.downstream)).toHaveLength(4);
+    expect(all.find((found) => found.id === early)?.selectors).toHaveLength(2);
     expect(all.find((found) => found.hint === 'moved3')?.selectors).toEqual([
       { type: 'docker', value: 'label:a=b' },
       { type: 'unix', value: 'uid:moved3' },

@@ -267,7 +267,19 @@ export class EntriesRepository {
       [[...ids]],
     )) as EntryRawRow[];
     if (rows.length === 0) return [];
-    return withChildRows(manager, rows, 'entry_id = ANY($1::uuid[])', [rows.map((row) => row.id)]);
+    const assembler = new EntryAssembler(NOT_INTERNED);
+    for (const row of rows) assembler.addEntry(row);
+    const found = [rows.map((row) => row.id)];
+    // Sent at once (queued on the transaction's one connection): PostgreSQL goes from one to the next.
+    await Promise.all(
+      CHILD_TABLES.map((table) =>
+        manager.query(`${table.select} WHERE entry_id = ANY($1::uuid[])`, found).then((childRows: ChildRow[]) => {
+          const attach = assembler.attacher(table);
+          for (const child of childRows) attach(child);
+        }),
+      ),
+    );
+    return assembler.finish().stored;
   }
 
   /** Up to `limit` entries matching `filter` with ids after `afterId`, ordered by id, with their children. */
@@ -295,58 +307,26 @@ export class EntriesRepository {
   async findAll(tx: Transaction, pageSize = FIND_ALL_PAGE): Promise<Map<string, Entry>> {
     if (!Number.isSafeInteger(pageSize) || pageSize < 1) throw new RangeError(`findAll: bad page size ${pageSize}`);
     const manager = managerOf(tx);
-    const intern = interner();
-    const entries = new Map<string, Entry>();
-    const stored: Entry[] = [];
-    await readWhole<EntryRawRow>(manager, `${ENTRY_COLUMNS} FROM registered_entries`, pageSize, (row) => {
-      const entry = rawToEntry(row, intern);
-      entries.set(entry.id, entry);
-      stored.push(entry);
-    });
-    // Read after the entries, in the same snapshot: every child's entry is in the map (foreign keys). Children are
-    // mostly stored in the order of their entries (a create writes an entry's children after it, batch by batch):
-    // each child's entry is looked for first where the last one's was and just after, and by id only when not there
-    // (a map look-up is a cache miss in a million; ~0.4 s of a restart's CPU).
-    const adder = <V>(field: 'selectors' | 'dnsNames' | 'federatesWith') => {
-      let last = 0;
-      return (entryId: string, value: V) => {
-        let entry: Entry | undefined;
-        if (stored[last]?.id === entryId) entry = stored[last];
-        else if (stored[last + 1]?.id === entryId) entry = stored[++last];
-        else entry = entries.get(entryId);
-        if (entry === undefined) return;
-        const children = entry as unknown as Record<typeof field, readonly V[]>;
-        if (children[field] === NONE) children[field] = [value];
-        else (children[field] as V[]).push(value);
-      };
-    };
-    const addSelector = adder<Selector>('selectors');
-    await readWhole<ChildRows['selectors'][number]>(
-      manager,
-      'SELECT entry_id, type, value FROM selectors',
-      pageSize,
-      (row) => addSelector(row.entry_id, { type: intern.text(row.type), value: row.value }),
+    // Every scan from the table's first page: with synchronized scans PostgreSQL may start one where another scan of
+    // the same table is, and the children would no longer come in their entries' order (still right, only slower).
+    await manager.query('SET LOCAL synchronize_seqscans = off');
+    const assembler = new EntryAssembler(interner());
+    await readWhole<EntryRawRow>(manager, `${ENTRY_COLUMNS} FROM registered_entries`, pageSize, (row) =>
+      assembler.addEntry(row),
     );
-    const addDnsName = adder<string>('dnsNames');
-    await readWhole<ChildRows['dnsNames'][number]>(manager, 'SELECT entry_id, value FROM dns_names', pageSize, (row) =>
-      addDnsName(row.entry_id, row.value),
-    );
-    const addFederated = adder<string>('federatesWith');
-    await readWhole<ChildRows['federated'][number]>(
-      manager,
-      'SELECT entry_id, trust_domain FROM federated_trust_domains',
-      pageSize,
-      (row) => addFederated(row.entry_id, intern.text(row.trust_domain)),
-    );
-    for (const entry of entries.values()) sortChildren(entry);
-    return entries;
+    // Read after the entries, in the same snapshot: every child's entry is there (foreign keys).
+    for (const table of CHILD_TABLES) await readWhole(manager, table.select, pageSize, assembler.attacher(table));
+    return assembler.finish().entries;
   }
 }
 
+/** Cursors of {@link readWhole}, numbered: each read has its own, whatever else the transaction has open. */
+let cursors = 0;
+
 /**
  * Reads every row `sql` selects through a cursor of the transaction, `pageSize` rows per fetch, and gives each to
- * `each`. The next fetch is queued on the transaction's connection before a page is handed over: PostgreSQL reads
- * page N+1 while page N is parsed and mapped here (one page of raw rows more in memory).
+ * `each` (PostgreSQL holds the rest: memory for one page of rows). The cursor is closed when the read ends or fails
+ * (a failed transaction closes it anyway).
  */
 async function readWhole<T>(
   manager: EntityManager,
@@ -354,35 +334,49 @@ async function readWhole<T>(
   pageSize: number,
   each: (row: T) => void,
 ): Promise<void> {
-  await manager.query(`DECLARE sigil_read_whole NO SCROLL CURSOR FOR ${sql}`);
-  const fetch = () => manager.query(`FETCH FORWARD ${pageSize} FROM sigil_read_whole`) as Promise<T[]>;
-  let next = fetch();
-  for (;;) {
-    const rows = await next;
-    const more = rows.length === pageSize;
-    if (more) {
-      next = fetch();
-      // Its failure, if any, is thrown where it is awaited.
-      next.catch(() => undefined);
+  const cursor = `sigil_read_whole_${(cursors = (cursors + 1) % Number.MAX_SAFE_INTEGER)}`;
+  await manager.query(`DECLARE ${cursor} NO SCROLL CURSOR FOR ${sql}`);
+  try {
+    for (;;) {
+      const rows = (await manager.query(`FETCH FORWARD ${pageSize} FROM ${cursor}`)) as T[];
+      for (const row of rows) each(row);
+      if (rows.length < pageSize) break;
     }
-    for (const row of rows) each(row);
-    if (!more) break;
+  } finally {
+    await manager.query(`CLOSE ${cursor}`).catch(() => undefined);
   }
-  await manager.query('CLOSE sigil_read_whole');
 }
 
 /**
+ * The numbers of an entry row, in the order of its `numbers` column, each an SQL expression of a decimal integer:
+ * TTLs, the flags as 0 or 1, the revision, the times in epoch milliseconds (`updated_at` empty when it equals
+ * `created_at`, sparing PostgreSQL its conversion; `expires_at` empty when NULL).
+ */
+const NUMBER_FIELDS = [
+  ['x509SvidTtl', 'x509_svid_ttl'],
+  ['jwtSvidTtl', 'jwt_svid_ttl'],
+  ['admin', 'admin::integer'],
+  ['downstream', 'downstream::integer'],
+  ['revisionNumber', 'revision_number'],
+  ['createdAt', epochMs('created_at')],
+  ['updatedAt', `CASE WHEN updated_at = created_at THEN '' ELSE ${epochMs('updated_at')}::text END`],
+  ['expiresAt', `coalesce(${epochMs('expires_at')}::text, '')`],
+] as const;
+
+/** Where each of {@link NUMBER_FIELDS} is in the `numbers` column. */
+const AT = Object.fromEntries(NUMBER_FIELDS.map(([name], index) => [name, index])) as Record<
+  (typeof NUMBER_FIELDS)[number][0],
+  number
+>;
+
+/**
  * The columns of an entry row as {@link EntryRawRow} reads them: the texts as they are, and every number of the row
- * in one column of decimal integers separated by spaces (see {@link EntryRawRow.numbers}). The driver's cost is per
- * column (a string and a type parser each): with a million entries, eight columns of numbers took ~1 s more of the
- * server's CPU to read than one (bench/README.md, issue 13). `updated_at` is left empty when it equals `created_at`
- * (sparing PostgreSQL its conversion), `expires_at` when NULL.
+ * in one column, {@link NUMBER_FIELDS} separated by spaces. The driver's cost is per column (a string and a type
+ * parser each): with a million entries, eight columns of numbers took ~1 s more of the server's CPU to read than one
+ * (bench/README.md, issue 13).
  */
 const ENTRY_COLUMNS = `SELECT id, spiffe_id, parent_id, hint,
-  concat_ws(' ', x509_svid_ttl, jwt_svid_ttl, admin::integer, downstream::integer, revision_number,
-            ${epochMs('created_at')},
-            CASE WHEN updated_at = created_at THEN '' ELSE ${epochMs('updated_at')}::text END,
-            coalesce(${epochMs('expires_at')}::text, '')) AS numbers`;
+  concat_ws(' ', ${NUMBER_FIELDS.map(([, sql]) => sql).join(', ')}) AS numbers`;
 
 /**
  * Shares equal values across entries: strings (parent IDs, selector types, trust domains) and times (a batch create
@@ -411,109 +405,163 @@ function sharing<T>(make: (key: string) => T): (key: string) => T {
   };
 }
 
-/** What {@link toEntries} does without sharing: a string as it is, a fresh Date. */
+/** What an {@link EntryAssembler} does without sharing: a string as it is, a fresh Date. */
 const NOT_INTERNED: Interner = { text: (text) => text, time: (epochMs) => new Date(Number(epochMs)) };
 
-/** The children of some entries, each list ordered by entry_id. */
-interface ChildRows {
-  readonly selectors: readonly { entry_id: string; type: string; value: string }[];
-  readonly dnsNames: readonly { entry_id: string; value: string }[];
-  readonly federated: readonly { entry_id: string; trust_domain: string }[];
+/** The lists of an entry that its child tables hold. */
+type ChildField = 'selectors' | 'dnsNames' | 'federatesWith';
+
+/** A row of a child table: its entry's id and what it holds. */
+interface ChildRow {
+  readonly entry_id: string;
 }
+
+/** A child table: how its rows are read (plus a WHERE, or none for all), and which list of its entry each goes in. */
+interface ChildTable<R extends ChildRow = ChildRow> {
+  readonly name: string;
+  readonly select: string;
+  readonly field: ChildField;
+  value(row: R, intern: Interner): unknown;
+}
+
+const childTable = <R extends ChildRow>(table: ChildTable<R>): ChildTable => table as unknown as ChildTable;
+
+/** Every child table of an entry, as {@link EntriesRepository.findAll} and {@link EntriesRepository.findByIds} read them. */
+const CHILD_TABLES: readonly ChildTable[] = [
+  childTable<ChildRow & { type: string; value: string }>({
+    name: 'selectors',
+    select: 'SELECT entry_id, type, value FROM selectors',
+    field: 'selectors',
+    value: (row, intern): Selector => ({ type: intern.text(row.type), value: row.value }),
+  }),
+  childTable<ChildRow & { value: string }>({
+    name: 'dns_names',
+    select: 'SELECT entry_id, value FROM dns_names',
+    field: 'dnsNames',
+    value: (row) => row.value,
+  }),
+  childTable<ChildRow & { trust_domain: string }>({
+    name: 'federated_trust_domains',
+    select: 'SELECT entry_id, trust_domain FROM federated_trust_domains',
+    field: 'federatesWith',
+    value: (row, intern) => intern.text(row.trust_domain),
+  }),
+];
+
+/** How many entries past the last child's an attacher looks for the next child's entry before it looks it up by id. */
+const LOOK_AHEAD = 16;
 
 /**
- * Reads the children of the entries that `where` (over `entry_id`, with `params`) selects, ordered by entry_id: three
- * plain queries sent at once (queued on the one connection of the transaction, so PostgreSQL goes from one to the
- * next without waiting for us).
+ * Builds entries from the rows of the entry table and then of each child table, in whatever order they come:
+ * straight from the driver's rows (the ORM's entity building and text date parsing cost more than the reads).
  */
-async function readChildRows(manager: EntityManager, where: string, params: readonly unknown[]): Promise<ChildRows> {
-  const children = <T>(sql: string) =>
-    manager.query(`${sql} WHERE ${where} ORDER BY entry_id`, [...params]) as Promise<T[]>;
-  const queries = [
-    children<ChildRows['selectors'][number]>('SELECT entry_id, type, value FROM selectors'),
-    children<ChildRows['dnsNames'][number]>('SELECT entry_id, value FROM dns_names'),
-    children<ChildRows['federated'][number]>('SELECT entry_id, trust_domain FROM federated_trust_domains'),
-  ] as const;
-  const [selectors, dnsNames, federated] = await Promise.all(queries);
-  return { selectors, dnsNames, federated };
-}
+class EntryAssembler {
+  /** Every entry by id. */
+  readonly entries = new Map<string, Entry>();
+  /** The entries in the order their rows came. */
+  readonly stored: Entry[] = [];
 
-/** Reads the children of `rows` (ordered by id) and maps them to entries: see {@link toEntries}. */
-async function withChildRows(
-  manager: EntityManager,
-  rows: readonly EntryRawRow[],
-  where: string,
-  params: readonly unknown[],
-): Promise<Entry[]> {
-  return toEntries(rows, await readChildRows(manager, where, params), NOT_INTERNED);
-}
+  constructor(private readonly intern: Interner) {}
 
-/**
- * Maps entry rows (ordered by id) and their children (ordered by entry_id, so each is joined to its entry in one
- * pass) straight to entries: the ORM's entity building and text date parsing cost more than the reads.
- */
-function toEntries(rows: readonly EntryRawRow[], children: ChildRows, intern: Interner): Entry[] {
-  const page = rows.map((row) => rawToEntry(row, intern));
-  const attach = <T extends { entry_id: string }, V>(
-    found: readonly T[],
-    field: 'selectors' | 'dnsNames' | 'federatesWith',
-    value: (child: T) => V,
-  ) => {
-    let index = 0;
-    let start = 0;
-    while (start < found.length) {
-      let end = start;
-      const entryId = found[start]!.entry_id;
-      while (end < found.length && found[end]!.entry_id === entryId) end += 1;
-      while (index < page.length && page[index]!.id < entryId) index += 1;
-      const entry = page[index];
-      if (entry?.id === entryId) {
-        (entry as unknown as Record<typeof field, V[]>)[field] = found.slice(start, end).map(value);
+  addEntry(row: EntryRawRow): void {
+    const entry = rawToEntry(row, this.intern);
+    this.entries.set(entry.id, entry);
+    this.stored.push(entry);
+  }
+
+  /**
+   * A function that puts a row of `table` in its entry's list. Children are mostly stored in the order of their
+   * entries (a create writes an entry's children after it, batch by batch): each child's entry is looked for from where
+   * the last child's was, up to {@link LOOK_AHEAD} entries on, and by id only when not there (a look-up in a map of a
+   * million misses the cache: 1.5-2 s of a restart with a million entries when every child took one). A child whose
+   * entry was not read is an error: the reads are of one snapshot (foreign keys), or of the entries read.
+   */
+  attacher(table: ChildTable): (row: ChildRow) => void {
+    let last = 0;
+    return (row) => {
+      const entryId = row.entry_id;
+      let entry: Entry | undefined;
+      const end = Math.min(last + LOOK_AHEAD, this.stored.length);
+      for (let at = last; at < end; at++) {
+        if (this.stored[at]!.id === entryId) {
+          entry = this.stored[at];
+          last = at;
+          break;
+        }
       }
-      start = end;
-    }
-  };
-  attach(children.selectors, 'selectors', ({ type, value }): Selector => ({ type: intern.text(type), value }));
-  attach(children.dnsNames, 'dnsNames', ({ value }) => value);
-  attach(children.federated, 'federatesWith', ({ trust_domain }) => intern.text(trust_domain));
-  for (const entry of page) sortChildren(entry);
-  return page;
+      entry ??= this.entries.get(entryId);
+      if (entry === undefined) {
+        throw new Error(`entry read: a ${table.name} row of entry ${entryId}, which is not among the entries read`);
+      }
+      const lists = entry as unknown as Record<ChildField, readonly unknown[]>;
+      const value = table.value(row, this.intern);
+      if (lists[table.field] === NONE) lists[table.field] = [value];
+      else (lists[table.field] as unknown[]).push(value);
+    };
+  }
+
+  /** Puts every entry's children in order, each list at its exact size; returns the assembler. */
+  finish(): this {
+    for (const entry of this.stored) sortChildren(entry);
+    return this;
+  }
 }
 
-/** Children lists in the order every read gives them: selectors by type and value, names sorted. */
+/**
+ * Children lists in the order every read gives them (selectors by type and value, names sorted), each copied at its
+ * exact size when longer than one: a list grown by `push` keeps ~17 slots (~135 bytes more per entry with two
+ * selectors: ~130 MB for a million).
+ */
 function sortChildren(entry: Entry): void {
-  if (entry.selectors.length > 1) (entry.selectors as Selector[]).sort(compareSelectors);
-  if (entry.dnsNames.length > 1) (entry.dnsNames as string[]).sort();
-  if (entry.federatesWith.length > 1) (entry.federatesWith as string[]).sort();
+  const lists = entry as unknown as Record<ChildField, readonly unknown[]>;
+  if (entry.selectors.length > 1) lists.selectors = entry.selectors.slice().sort(compareSelectors);
+  if (entry.dnsNames.length > 1) lists.dnsNames = entry.dnsNames.slice().sort();
+  if (entry.federatesWith.length > 1) lists.federatesWith = entry.federatesWith.slice().sort();
+}
+
+/** Decimal integer text as a number; anything else (empty, not an integer, past 2^53) throws. */
+function wholeNumber(text: string | undefined, row: EntryRawRow): number {
+  const value = Number(text);
+  if (text === '' || !Number.isSafeInteger(value)) {
+    throw new Error(`entry ${row.id}: unreadable numbers column '${row.numbers}'`);
+  }
+  return value;
 }
 
 /** An entry of a row, its children empty (NONE) until attached. */
 function rawToEntry(row: EntryRawRow, intern: Interner): Entry {
   const numbers = row.numbers.split(' ');
-  if (numbers.length !== 8) throw new Error(`entry ${row.id}: unreadable numbers column '${row.numbers}'`);
-  const createdAt = intern.time(numbers[5]!);
-  const updatedAt = numbers[6]!;
-  const expiresAt = numbers[7]!;
+  if (numbers.length !== NUMBER_FIELDS.length) wholeNumber('', row);
+  const time = (index: number): Date => {
+    wholeNumber(numbers[index], row);
+    return intern.time(numbers[index]!);
+  };
+  const flag = (index: number): boolean => {
+    const value = wholeNumber(numbers[index], row);
+    if (value !== 0 && value !== 1) wholeNumber('', row);
+    return value === 1;
+  };
+  const createdAt = time(AT.createdAt);
   return {
     id: row.id,
     spiffeId: row.spiffe_id,
     parentId: intern.text(row.parent_id),
     selectors: NONE,
-    x509SvidTtl: Number(numbers[0]),
-    jwtSvidTtl: Number(numbers[1]),
+    x509SvidTtl: wholeNumber(numbers[AT.x509SvidTtl], row),
+    jwtSvidTtl: wholeNumber(numbers[AT.jwtSvidTtl], row),
     dnsNames: NONE,
     federatesWith: NONE,
-    admin: numbers[2] === '1',
-    downstream: numbers[3] === '1',
+    admin: flag(AT.admin),
+    downstream: flag(AT.downstream),
     hint: row.hint,
-    expiresAt: expiresAt === '' ? null : intern.time(expiresAt),
-    revisionNumber: Number(numbers[4]),
+    expiresAt: numbers[AT.expiresAt] === '' ? null : time(AT.expiresAt),
+    revisionNumber: wholeNumber(numbers[AT.revisionNumber], row),
     createdAt,
-    updatedAt: updatedAt === '' ? createdAt : intern.time(updatedAt),
+    updatedAt: numbers[AT.updatedAt] === '' ? createdAt : time(AT.updatedAt),
   };
 }
 
-/** Entries per page of {@link EntriesRepository.findAll}. */
+/** Rows per fetch of {@link EntriesRepository.findAll}, from each table. */
 export const FIND_ALL_PAGE = 20_000;
 
 /** Distinct strings (parent IDs, selector types, trust domains), and times, `findAll` shares: at most this many. */
@@ -528,11 +576,7 @@ interface EntryRawRow {
   spiffe_id: string;
   parent_id: string;
   hint: string;
-  /**
-   * `x509_svid_ttl jwt_svid_ttl admin downstream revision_number created_at updated_at expires_at`: decimal integers
-   * separated by one space, the flags 0 or 1, the times in epoch milliseconds, `updated_at` empty when it equals
-   * `created_at` and `expires_at` empty when NULL.
-   */
+  /** {@link NUMBER_FIELDS}, decimal integers separated by one space. */
   numbers: string;
 }
 
@@ -583,15 +627,15 @@ async function withChildren(manager: EntityManager, entries: EntryEntity[]): Pro
 
 /** Maps the ORM entity to the service's Entry; entities stop here. */
 function toEntry(entity: EntryEntity): Entry {
-  return {
+  const entry: Entry = {
     id: entity.id,
     spiffeId: entity.spiffeId,
     parentId: entity.parentId,
-    selectors: entity.selectors.map(({ type, value }): Selector => ({ type, value })).sort(compareSelectors),
+    selectors: entity.selectors.map(({ type, value }): Selector => ({ type, value })),
     x509SvidTtl: entity.x509SvidTtl,
     jwtSvidTtl: entity.jwtSvidTtl,
-    dnsNames: entity.dnsNames.map((dnsName) => dnsName.value).sort(),
-    federatesWith: entity.federatesWith.map((federated) => federated.trustDomain).sort(),
+    dnsNames: entity.dnsNames.map((dnsName) => dnsName.value),
+    federatesWith: entity.federatesWith.map((federated) => federated.trustDomain),
     admin: entity.admin,
     downstream: entity.downstream,
     hint: entity.hint,
@@ -600,6 +644,8 @@ function toEntry(entity: EntryEntity): Entry {
     createdAt: entity.createdAt,
     updatedAt: entity.updatedAt,
   };
+  sortChildren(entry);
+  return entry;
 }
 
 function filtered(query: SelectQueryBuilder<EntryEntity>, filter: EntryFilter): SelectQueryBuilder<EntryEntity> {

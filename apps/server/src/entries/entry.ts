@@ -106,7 +106,7 @@ export type EntryChanges =
 /** Every entry, consistent with `revision`: continue with `listChangesSince(revision)`. */
 export interface EntrySnapshot {
   readonly revision: number;
-  /** Every entry by id, in no particular order; whoever loads the snapshot takes the map over. */
+  /** Every entry by id, in no particular order; the one reader that loads the snapshot takes the map over (once). */
   readonly entries: Map<string, Entry>;
 }
 
