@@ -7,7 +7,8 @@
  *    is done, e.g. the commit before a change), a server of that build runs beside this one on its own fresh
  *    database, and the batches alternate between the two, so both see the same load and the ratio is same-run.
  * 2. Restart → ready (needs `DATABASE_URL`; without it this part says it is skipped): a server creates its schema
- *    and is stopped, `--restart-entries` entries (one selector each, 1,000 parents, one created_at for every
+ *    and is stopped, `--restart-entries` entries (`--selectors-per-entry` selectors each, 1 by default, stored one
+ *    after another; 1,000 parents, one created_at for every
  *    `--entries-per-time` of them: 500 by default, as batch creates stamp them; the selectors stored in their entries'
  *    order as creates write them, or at random with `--children-order shuffled`) are written straight into its
  *    PostgreSQL database with `generate_series`, and the server is started again `--restarts` times (alternating
@@ -117,6 +118,7 @@ async function seed(
   count: number,
   entriesPerTime: number,
   childrenOrder: ChildrenOrder,
+  selectorsPerEntry: number,
 ): Promise<void> {
   const client = new pg.Client({ connectionString: databaseUrl, application_name: 'sigil-bench-scale' });
   await client.connect();
@@ -138,9 +140,11 @@ async function seed(
     );
     await client.query(
       `INSERT INTO selectors (entry_id, type, value)
-       SELECT id, 'unix', 'uid:' || (revision_number % 1000) FROM registered_entries WHERE revision_number > $1
-       ${childrenOrder === 'shuffled' ? 'ORDER BY random()' : ''}`,
-      [base],
+       SELECT id, 'unix', 'uid:' || (revision_number % 1000) || (CASE WHEN n = 1 THEN '' ELSE ':' || n END)
+         FROM registered_entries CROSS JOIN LATERAL generate_series(1, $2::integer) AS n
+        WHERE revision_number > $1
+        ORDER BY ${childrenOrder === 'shuffled' ? 'random()' : 'registered_entries.ctid, n'}`,
+      [base, selectorsPerEntry],
     );
     // As if the change log of these revisions had been pruned: readers behind them resync in full.
     await client.query(
@@ -208,6 +212,13 @@ async function main(): Promise<void> {
         description: 'entries seeded for the restart (0: no restart part)',
       },
       restarts: { default: 2, min: 1, max: 10, integer: true, description: 'restarts per build' },
+      selectorsPerEntry: {
+        default: 1,
+        min: 1,
+        max: 64,
+        integer: true,
+        description: "selectors of each seeded entry, stored one after another (as a create writes an entry's)",
+      },
       entriesPerTime: {
         default: 500,
         min: 1,
@@ -223,7 +234,7 @@ async function main(): Promise<void> {
       childrenOrder: `how the seeded selectors are stored: ${CHILDREN_ORDERS.join(' or ')} (default stored: in their entries' order, as creates write them)`,
     },
   });
-  const { entries, restartEntries, restarts, entriesPerTime } = options.numbers;
+  const { entries, restartEntries, restarts, entriesPerTime, selectorsPerEntry } = options.numbers;
   const childrenOrder = (options.strings.childrenOrder ?? 'stored') as ChildrenOrder;
   if (!CHILDREN_ORDERS.includes(childrenOrder)) {
     throw new Error(`--children-order: ${childrenOrder} is not one of ${CHILDREN_ORDERS.join(', ')}`);
@@ -264,10 +275,10 @@ async function main(): Promise<void> {
       const first = await harness.startServer({ name: 'restart-schema' });
       await first.process.stop();
       const seedBegan = performance.now();
-      await seed(first.databaseUrl!, restartEntries, entriesPerTime, childrenOrder);
+      await seed(first.databaseUrl!, restartEntries, entriesPerTime, childrenOrder, selectorsPerEntry);
       log(
         `restart: ${restartEntries} entries seeded in ${((performance.now() - seedBegan) / 1000).toFixed(1)} s ` +
-          `(${entriesPerTime} per created_at, selectors ${childrenOrder})`,
+          `(${entriesPerTime} per created_at, ${selectorsPerEntry} selector(s) each, stored ${childrenOrder})`,
       );
       const kekFile = join(first.dataDir, 'kek.key');
       const loadStart = load();
@@ -313,6 +324,7 @@ async function main(): Promise<void> {
           restart_entries: restartResults.length > 0 ? restartEntries : undefined,
           restart_entries_per_time: restartResults.length > 0 ? entriesPerTime : undefined,
           restart_children_order: restartResults.length > 0 ? childrenOrder : undefined,
+          restart_selectors_per_entry: restartResults.length > 0 ? selectorsPerEntry : undefined,
           restart: restartResults.map((figure) => ({
             build: figure.build,
             ready_ms: Math.round(figure.readyMs),
