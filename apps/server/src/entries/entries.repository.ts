@@ -298,7 +298,7 @@ export class EntriesRepository {
   /**
    * Every entry with its children, by id, in no particular order (a replica's index load at start and on resync; the
    * caller takes the map over). Each table is read whole in the order PostgreSQL stores it, through a cursor fetched
-   * `pageSize` rows at a time, and children are joined to their entry by id here: with a million entries, reading
+   * `pageSize` rows at a time, and children are joined to their entries here ({@link EntryAssembler}): with a million entries, reading
    * in id order (an index scan visiting the table's pages at random) was ~1.1 s of PostgreSQL's time for the entries
    * and ~0.9 s for the selectors, against ~0.35 s each for the table as stored. Plain queries are mapped straight to
    * entries: the ORM's entity building and date parsing, and holding every row of a table at once, were most of a
@@ -514,26 +514,28 @@ function sortChildren(entry: Entry): void {
   if (entry.federatesWith.length > 1) (entry.federatesWith as string[]).sort();
 }
 
-/** Decimal integer text as a number; anything else (empty, not an integer, past 2^53) throws. */
+/** The error of a row whose numbers column is not {@link NUMBER_FIELDS} as written. */
+function unreadable(row: EntryRawRow): never {
+  throw new Error(`entry ${row.id}: unreadable numbers column '${row.numbers}'`);
+}
+
+/** Decimal integer text as a number; anything else (empty, not an integer, past 2^53) is {@link unreadable}. */
 function wholeNumber(text: string | undefined, row: EntryRawRow): number {
   const value = Number(text);
-  if (text === '' || !Number.isSafeInteger(value)) {
-    throw new Error(`entry ${row.id}: unreadable numbers column '${row.numbers}'`);
-  }
-  return value;
+  return text !== '' && Number.isSafeInteger(value) ? value : unreadable(row);
 }
 
 /** An entry of a row, its children empty (NONE) until attached. */
 function rawToEntry(row: EntryRawRow, intern: Interner): Entry {
   const numbers = row.numbers.split(' ');
-  if (numbers.length !== NUMBER_FIELDS.length) wholeNumber('', row);
+  if (numbers.length !== NUMBER_FIELDS.length) unreadable(row);
   const time = (index: number): Date => {
     wholeNumber(numbers[index], row);
     return intern.time(numbers[index]!);
   };
   const flag = (index: number): boolean => {
     const value = wholeNumber(numbers[index], row);
-    if (value !== 0 && value !== 1) wholeNumber('', row);
+    if (value !== 0 && value !== 1) unreadable(row);
     return value === 1;
   };
   const createdAt = time(AT.createdAt);
