@@ -118,7 +118,7 @@ export async function startAgent(config: AgentConfig, options: AgentOptions = {}
     sds: sds.service(),
     limits: config.workloadApiLimits,
     clock,
-    ...(metrics && { interceptors: [metrics.callInterceptor()] }),
+    ...(metrics && { onCallEnd: metrics.callEnded }),
   });
   const admin =
     config.adminSocketPath === undefined

@@ -1,6 +1,5 @@
 import { create, toBinary, type DescMessage } from '@bufbuild/protobuf';
-import { createConnectRouter, createContextValues } from '@connectrpc/connect';
-import type { UniversalHandler } from '@connectrpc/connect/protocol';
+import { createContextValues } from '@connectrpc/connect';
 import { generateKeyPair } from '@sigil/pki';
 import { SpiffeId, TrustBundle, TrustDomain, signJwtSvid } from '@sigil/spiffe';
 import {
@@ -13,8 +12,12 @@ import {
 } from '@sigil/workload-api';
 import fc from 'fast-check';
 import { KeyObject, type webcrypto } from 'node:crypto';
+import { once } from 'node:events';
+import { type ClientHttp2Session, type IncomingHttpHeaders, connect, createServer } from 'node:http2';
+import { type AddressInfo } from 'node:net';
 import { PEER_CREDENTIALS, type PeerCredentials } from '../../../apps/agent/src/endpoints/peer-credentials.js';
-import { securityHeaderInterceptor } from '../../../apps/agent/src/endpoints/workload-api/security-header.js';
+import { GrpcRouter } from '../../../apps/agent/src/endpoints/workload-api/grpc-router.js';
+import { checkSecurityHeader } from '../../../apps/agent/src/endpoints/workload-api/security-header.js';
 import {
   WorkloadApiHandler,
   type IdentityCache,
@@ -31,6 +34,7 @@ const UID_1000: Selector = { type: 'unix', value: 'uid:1000' };
 const CALLER = { pid: 4242, uid: 1000, gid: 1000, startTime: 1n } as unknown as PeerCredentials;
 // gRPC status codes the Workload API answers with (README, Workload API), besides OK.
 const DOCUMENTED_CODES = new Set(['0', '3', '7', '14']);
+const OVERSIZED = /^message size \d+ is larger than configured readMaxBytes \d+$/;
 const LIBRARY_REFUSAL =
   /^(parse binary: |protocol error: |received compressed envelope, but do not know how to decompress$)/;
 
@@ -76,43 +80,50 @@ function envelope(message: Uint8Array, flags = 0, length = message.length): Uint
   return Buffer.concat([head, message]);
 }
 
-/** Runs one call through the router and returns the gRPC status and message from the trailer. */
-async function invoke(handler: UniversalHandler, call: Call): Promise<{ code: string; message: string }> {
-  const abort = new AbortController();
-  const header = new Headers({ 'content-type': 'application/grpc', te: 'trailers' });
-  if (call.header !== undefined) header.set('workload.spiffe.io', call.header);
-  const response = await handler({
-    httpVersion: '2.0',
-    method: 'POST',
-    url: `http://localhost/SpiffeWorkloadAPI/${call.method}`,
-    header,
-    body: (async function* () {
-      yield call.body;
-    })(),
-    signal: abort.signal,
-    contextValues: createContextValues().set(PEER_CREDENTIALS, CALLER),
+/**
+ * Runs one call over HTTP/2 through the agent's gRPC router and returns the gRPC status and message: the trailers',
+ * or the headers' of a trailers-only answer. A stream's first message stands for OK (streams answer with the full
+ * state at once and then wait for changes), and the call is cancelled then.
+ */
+async function invoke(session: ClientHttp2Session, call: Call): Promise<{ code: string; message: string }> {
+  const headers: Record<string, string> = {
+    ':method': 'POST',
+    ':path': `/SpiffeWorkloadAPI/${call.method}`,
+    'content-type': 'application/grpc',
+    te: 'trailers',
+  };
+  if (call.header !== undefined) headers['workload.spiffe.io'] = call.header;
+  const request = session.request(headers);
+  request.on('error', () => undefined);
+  let answer: IncomingHttpHeaders | undefined;
+  request.once('response', (response) => {
+    if (response['grpc-status'] !== undefined) answer = response;
   });
-  if (response.body !== undefined) {
-    // Streams answer with the full state at once and then wait for changes: one message is enough.
-    for await (const chunk of response.body) {
-      if (chunk.length > 0) {
-        abort.abort();
-        return { code: '0', message: '' };
-      }
+  request.once('trailers', (trailers) => {
+    answer = trailers;
+  });
+  let sawMessage = false;
+  request.on('data', (chunk: Buffer) => {
+    if (chunk.length > 0 && !sawMessage) {
+      sawMessage = true;
+      request.close();
     }
-  }
+  });
+  request.end(call.body);
+  await once(request, 'close');
+  if (sawMessage) return { code: '0', message: '' };
   return {
-    code: response.trailer?.get('grpc-status') ?? response.header?.get('grpc-status') ?? `http ${response.status}`,
-    message: decodeURIComponent(response.trailer?.get('grpc-message') ?? response.header?.get('grpc-message') ?? ''),
+    code: String(answer?.['grpc-status'] ?? `stream closed with code ${request.rstCode}`),
+    message: decodeURIComponent(String(answer?.['grpc-message'] ?? '')),
   };
 }
 
 /**
  * The Workload API request path of the agent: arbitrary and mutated protobuf request messages (audience, spiffe_id,
  * svid strings including mutated real JWT-SVIDs; unknown fields; flipped, cut, extended bytes) in gRPC envelopes
- * (sometimes broken), with and without the security header, through a connect router with the agent's security
- * interceptor and `WorkloadApiHandler` (the attestor and cache are in-memory: the caller is uid 1000 with one
- * entry). Every call must end with OK, INVALID_ARGUMENT, PERMISSION_DENIED or UNAVAILABLE — or INTERNAL only for a
+ * (sometimes broken), with and without the security header, over HTTP/2 through the agent's gRPC router with its
+ * security header check and `WorkloadApiHandler` (the attestor and cache are in-memory: the caller is uid 1000 with
+ * one entry). Every call must end with OK, INVALID_ARGUMENT, PERMISSION_DENIED or UNAVAILABLE — or INTERNAL only for a
  * message the protobuf decoder refuses ("parse binary", as grpc-go answers too); an INTERNAL "internal error" means
  * the handler threw something it did not map.
  */
@@ -135,14 +146,17 @@ export async function fuzzWorkloadApi(runs: number): Promise<FuzzReport> {
     now: () => NOW,
     logger: { debug: () => undefined, warn: () => undefined },
   });
-  const router = createConnectRouter({
-    grpc: true,
-    grpcWeb: false,
-    connect: false,
-    interceptors: [securityHeaderInterceptor],
-  });
-  router.service(SpiffeWorkloadAPI, service.service());
-  const handlers = new Map(router.handlers.map((handler) => [handler.requestPath.split('/').pop() as string, handler]));
+  const router = new GrpcRouter({
+    readMaxBytes: 1024 * 1024,
+    checkCall: (call) => checkSecurityHeader(call.service, call.headers, CALLER),
+  }).service(SpiffeWorkloadAPI, service.service());
+  const values = createContextValues().set(PEER_CREDENTIALS, CALLER);
+  const server = createServer();
+  server.on('stream', (stream, headers) => router.handle(stream, headers, values));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const session = connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+  session.on('error', () => undefined);
 
   const token = await cache.fetchJwtSvid(identity, ['aud']);
   const audience = fc.oneof(mutatedText(['aud', 'spiffe://example.org/x'], 2), anyString);
@@ -202,20 +216,26 @@ export async function fuzzWorkloadApi(runs: number): Promise<FuzzReport> {
       }),
     );
   const outcomes = new Outcomes();
-  return runTarget(
-    'workload-api',
-    call,
-    async (value) => {
-      const handler = handlers.get(value.method) as UniversalHandler;
-      const { code, message: text } = await invoke(handler, value);
-      outcomes.add(`grpc ${code}`);
-      if (DOCUMENTED_CODES.has(code)) return;
-      // connect's own refusals, before any of our code runs: a message the protobuf decoder refuses or a compressed
-      // flag without an encoding (INTERNAL, as grpc-go answers), a broken or missing envelope (UNIMPLEMENTED).
-      if (LIBRARY_REFUSAL.test(text) && (code === '13' || code === '12')) return;
-      throw new ContractViolation(`${value.method} answered gRPC status ${code} ${JSON.stringify(text)}`);
-    },
-    runs,
-    outcomes,
-  );
+  try {
+    return await runTarget(
+      'workload-api',
+      call,
+      async (value) => {
+        const { code, message: text } = await invoke(session, value);
+        outcomes.add(`grpc ${code}`);
+        if (DOCUMENTED_CODES.has(code)) return;
+        // The router's own refusals, before the handler runs: a message the protobuf decoder refuses or a compressed
+        // flag without an encoding (INTERNAL, as grpc-go answers), a missing or extra message (UNIMPLEMENTED).
+        if (LIBRARY_REFUSAL.test(text) && (code === '13' || code === '12')) return;
+        // An envelope announcing more than the agent reads (1 MiB), e.g. a message sent without its 5-byte prefix.
+        if (OVERSIZED.test(text) && code === '8') return;
+        throw new ContractViolation(`${value.method} answered gRPC status ${code} ${JSON.stringify(text)}`);
+      },
+      runs,
+      outcomes,
+    );
+  } finally {
+    session.close();
+    server.close();
+  }
 }

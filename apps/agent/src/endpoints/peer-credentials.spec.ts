@@ -147,9 +147,9 @@ describe('peer credentials (SO_PEERCRED)', () => {
     const server = createHttp2Server();
     const credentialsOf = trackPeerCredentials(server);
     const seen: (PeerCredentials | undefined)[] = [];
-    server.on('request', (request, response) => {
-      seen.push(credentialsOf(request));
-      response.end();
+    server.on('stream', (stream) => {
+      seen.push(credentialsOf(stream));
+      stream.respond({ ':status': 200 }, { endStream: true });
     });
     await new Promise<void>((resolve) => server.listen(path, resolve));
     const session = http2Connect('http://localhost', { createConnection: () => connect(path) });

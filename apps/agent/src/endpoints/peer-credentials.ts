@@ -1,4 +1,4 @@
-import { type Http2Server, type Http2ServerRequest, type Http2Session } from 'node:http2';
+import { type Http2Server, type Http2Session, type Http2Stream } from 'node:http2';
 import { type Socket } from 'node:net';
 import { createContextKey } from '@connectrpc/connect';
 import { RateLimitedLog, ContextLogger } from '@sigil/logging';
@@ -145,7 +145,7 @@ export function readPeerCredentials(socket: Socket): PeerCredentials {
 
 /**
  * Reads the peer credentials once per connection, on the HTTP/2 server's `'session'` event (SPIRE's peertracker),
- * and returns the lookup the connect adapter uses to hand them to every call of that connection. A connection whose
+ * and returns the lookup that hands them to every call (HTTP/2 stream) of that connection. A connection whose
  * caller cannot be pinned is closed at once (as SPIRE's peertracker drops it); the pin is released with the
  * connection. `onAccepted` sees every connection whose caller was pinned, before any of its requests.
  */
@@ -153,7 +153,7 @@ export function trackPeerCredentials(
   server: Http2Server,
   refusals: Pick<RateLimitedLog, 'warn'> = new RateLimitedLog(new ContextLogger('PeerCredentials')),
   onAccepted?: (session: Http2Session, credentials: PeerCredentials) => void,
-): (request: Http2ServerRequest) => PeerCredentials | undefined {
+): (stream: Http2Stream) => PeerCredentials | undefined {
   const bySession = new WeakMap<Http2Session, PeerCredentials>();
   server.on('session', (session: Http2Session) => {
     let credentials: PeerCredentials;
@@ -169,8 +169,8 @@ export function trackPeerCredentials(
     session.once('close', () => credentials.process.close());
     onAccepted?.(session, credentials);
   });
-  return (request) => {
-    const session = request.stream.session;
+  return (stream) => {
+    const session = stream.session;
     return session === undefined ? undefined : bySession.get(session);
   };
 }

@@ -1,4 +1,4 @@
-import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
+import { Code } from '@connectrpc/connect';
 import { collectProcessMetrics, SIGIL_VERSION } from '@sigil/runtime';
 import * as promClient from 'prom-client';
 import { Counter, Gauge, Registry } from 'prom-client';
@@ -20,10 +20,6 @@ export interface AgentMetricSources {
 export function grpcCodeName(code: Code): string {
   if (code === Code.Canceled) return 'CANCELLED';
   return (Code[code] ?? 'UNKNOWN').replace(/([a-z])([A-Z])/g, '$1_$2').toUpperCase();
-}
-
-function codeOf(error: unknown): string {
-  return grpcCodeName(ConnectError.from(error).code);
 }
 
 /**
@@ -182,28 +178,13 @@ export class AgentMetrics {
   }
 
   /**
-   * Counts every Workload API call by RPC and status code, including calls the security header check refuses (it
-   * runs inside this one). A stream is counted when it ends: OK when the server ended it, its error's code when it
-   * failed, CANCELLED when the client went away first.
+   * Counts one ended Workload API (or SDS) call by RPC and status code, including calls the security header check
+   * refused: the Workload API server's `onCallEnd`. A stream is counted when it ends: OK when the server ended it,
+   * its error's code when it failed, CANCELLED when the client went away first.
    */
-  callInterceptor(): Interceptor {
-    const count = (rpc: string, code: string): void => void this.calls.inc({ rpc, code });
-    return (next) => async (request) => {
-      const rpc = request.method.name;
-      let response;
-      try {
-        response = await next(request);
-      } catch (error) {
-        count(rpc, codeOf(error));
-        throw error;
-      }
-      if (!response.stream) {
-        count(rpc, 'OK');
-        return response;
-      }
-      return { ...response, message: countedStream(response.message, (code) => count(rpc, code)) };
-    };
-  }
+  readonly callEnded = (call: { readonly method: { readonly name: string } }, code: Code | 'OK'): void => {
+    this.calls.inc({ rpc: call.method.name, code: code === 'OK' ? 'OK' : grpcCodeName(code) });
+  };
 
   render(): Promise<string> {
     return this.registry.metrics();
@@ -211,18 +192,5 @@ export class AgentMetrics {
 
   get contentType(): string {
     return this.registry.contentType;
-  }
-}
-
-async function* countedStream<T>(messages: AsyncIterable<T>, ended: (code: string) => void): AsyncGenerator<T> {
-  let code = 'CANCELLED';
-  try {
-    for await (const message of messages) yield message;
-    code = 'OK';
-  } catch (error) {
-    code = codeOf(error);
-    throw error;
-  } finally {
-    ended(code);
   }
 }

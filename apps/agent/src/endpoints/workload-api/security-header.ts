@@ -1,12 +1,14 @@
-import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
+import { type IncomingHttpHeaders } from 'node:http2';
+import { type DescService } from '@bufbuild/protobuf';
+import { Code, ConnectError } from '@connectrpc/connect';
 import { SpiffeWorkloadAPI } from '@sigil/workload-api/service';
-import { PEER_CREDENTIALS } from '../peer-credentials.js';
+import { type PeerCredentials } from '../peer-credentials.js';
 
 /** The metadata every Workload API call must carry (SPIFFE Workload Endpoint §4, "Security Header"). */
 export const SECURITY_HEADER = 'workload.spiffe.io';
 
 /**
- * Middleware applied once around every handler on the agent's socket (SPIRE `middleware.go`):
+ * The check run once before every call on the agent's socket (SPIRE `middleware.go`); throws the refusal:
  *
  * 1. a Workload API call (`/SpiffeWorkloadAPI/…`) must carry exactly `workload.spiffe.io: true`, else
  *    `INVALID_ARGUMENT`: the header proves the request was made deliberately by a workload and not forwarded by a
@@ -15,15 +17,20 @@ export const SECURITY_HEADER = 'workload.spiffe.io';
  * 2. the caller's peer credentials must have been read from the kernel for this connection, else `INTERNAL` (the
  *    agent cannot identify the caller on this system, a condition no retry will fix).
  *
- * Header first, as SPIRE does, so a client without the header learns about that and nothing else.
+ * Header first, as SPIRE does, so a client without the header learns about that and nothing else; both before the
+ * request message is read.
  */
-export const securityHeaderInterceptor: Interceptor = (next) => (request) => {
-  // Connect joins repeated values with ", ", so a request with the header twice fails this check too, as in SPIRE.
-  if (request.service.typeName === SpiffeWorkloadAPI.typeName && request.header.get(SECURITY_HEADER) !== 'true') {
+export function checkSecurityHeader(
+  service: DescService,
+  headers: IncomingHttpHeaders,
+  caller: PeerCredentials | undefined,
+): void {
+  // Node joins a repeated header's values with ", ", so a request with the header twice fails this check too, as in
+  // SPIRE.
+  if (service.typeName === SpiffeWorkloadAPI.typeName && headers[SECURITY_HEADER] !== 'true') {
     throw new ConnectError('security header missing from request', Code.InvalidArgument);
   }
-  if (request.contextValues.get(PEER_CREDENTIALS) === undefined) {
+  if (caller === undefined) {
     throw new ConnectError('caller peer credentials are unavailable on this connection', Code.Internal);
   }
-  return next(request);
-};
+}

@@ -438,6 +438,10 @@ describe('Workload API over the Unix socket', () => {
       });
       const chunks: Buffer[] = [];
       let status: string | undefined;
+      // The status comes in the trailers, or in the headers of a trailers-only answer.
+      stream.on('response', (response) => {
+        if (response['grpc-status'] !== undefined) status = String(response['grpc-status']);
+      });
       stream.on('trailers', (trailers) => (status = String(trailers['grpc-status'])));
       stream.on('data', (chunk: Buffer) => {
         chunks.push(chunk);

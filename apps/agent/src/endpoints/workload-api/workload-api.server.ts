@@ -1,24 +1,14 @@
-import { setMaxListeners } from 'node:events';
 import { chmod, lstat, unlink } from 'node:fs/promises';
 import {
   createServer,
   type Http2Server,
-  type Http2ServerRequest,
-  type Http2ServerResponse,
   type Http2Session,
+  type IncomingHttpHeaders,
+  type ServerHttp2Stream,
 } from 'node:http2';
 import { connect } from 'node:net';
 import { resolve } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import {
-  Code,
-  ConnectError,
-  type ConnectRouter,
-  type Interceptor,
-  type ServiceImpl,
-  createContextValues,
-} from '@connectrpc/connect';
-import { connectNodeAdapter } from '@connectrpc/connect-node';
+import { Code, ConnectError, type ServiceImpl, createContextValues } from '@connectrpc/connect';
 import { RateLimitedLog, ContextLogger } from '@sigil/logging';
 import {
   MAX_SOCKET_PATH_BYTES,
@@ -29,10 +19,11 @@ import {
 } from '@sigil/runtime';
 import { SpiffeWorkloadAPI } from '@sigil/workload-api/service';
 import { SecretDiscoveryService } from '@sigil/workload-api/envoy-sds';
-import { encodeGrpcMessage, useSpecGrpcMessageEncoding } from './grpc-message.js';
+import { encodeGrpcMessage } from './grpc-message.js';
+import { type GrpcCall, GrpcRouter } from './grpc-router.js';
 import { PEER_CREDENTIALS, type PeerCredentials, trackPeerCredentials } from '../peer-credentials.js';
 import { PidFd } from '../pidfd.js';
-import { securityHeaderInterceptor } from './security-header.js';
+import { checkSecurityHeader } from './security-header.js';
 import { DEFAULT_WORKLOAD_API_SOCKET } from './default-socket.js';
 
 export { DEFAULT_WORKLOAD_API_SOCKET };
@@ -120,8 +111,11 @@ export interface WorkloadApiServerOptions {
   readonly logger?: Pick<ContextLogger, 'log' | 'warn'>;
   /** Time for the per-uid call rate (tests pass a fake). */
   readonly clock?: Clock;
-  /** Run around every call before the security header check, e.g. to count calls by outcome. */
-  readonly interceptors?: readonly Interceptor[];
+  /**
+   * Told once when each call routed to a method ends, with `OK`, the code it failed with (the security header check's
+   * refusals included) or `CANCELED` when the client left first: the agent's call metrics.
+   */
+  readonly onCallEnd?: (call: GrpcCall, code: Code | 'OK') => void;
 }
 
 // Requests are tiny (the largest is a JWT-SVID to validate); anything bigger is a local client trying to make the
@@ -194,38 +188,26 @@ class PerUidCount {
   }
 }
 
-/**
- * Holds a unary call's RESOURCE_EXHAUSTED for `holdMs` ({@link WorkloadApiLimits.refusalHoldMs}) before it is
- * answered, or until the caller cancels.
- */
-function holdRefusals(holdMs: number): Interceptor {
-  return (next) => async (request) => {
-    try {
-      return await next(request);
-    } catch (error) {
-      if (holdMs > 0 && error instanceof ConnectError && error.code === Code.ResourceExhausted) {
-        await sleep(holdMs, undefined, { signal: request.signal }).catch(() => undefined);
-      }
-      throw error;
-    }
-  };
-}
-
 /** Answers a gRPC call with RESOURCE_EXHAUSTED in a trailers-only response, without reading its request. */
-function refuseCall(response: Http2ServerResponse, message: string): void {
-  // Headers set, not written: end() then sends them with END_STREAM, which makes them the trailers. After writeHead
-  // they go out alone and grpc-js reports the reset that follows (INTERNAL), not the status.
-  response.statusCode = 200;
-  response.setHeader('content-type', 'application/grpc');
-  response.setHeader('grpc-status', String(Code.ResourceExhausted));
-  response.setHeader('grpc-message', encodeGrpcMessage(message));
-  response.end();
+function refuseCall(stream: ServerHttp2Stream, message: string): void {
+  if (stream.closed || stream.destroyed) return;
+  // Headers with END_STREAM: a trailers-only response. The request is read and dropped, so the stream closes.
+  stream.respond(
+    {
+      ':status': 200,
+      'content-type': 'application/grpc',
+      'grpc-status': String(Code.ResourceExhausted),
+      'grpc-message': encodeGrpcMessage(message),
+    },
+    { endStream: true },
+  );
+  stream.resume();
 }
 
 /**
- * The SPIFFE Workload API endpoint: gRPC (HTTP/2 cleartext) on a Unix socket, served by connect-node on our own
+ * The SPIFFE Workload API endpoint: gRPC (HTTP/2 cleartext) on a Unix socket, served by {@link GrpcRouter} on our own
  * `http2` server so that each connection's socket, and through it the caller's SO_PEERCRED, stays within reach.
- * Only the gRPC protocol is enabled, as the standard requires nothing else.
+ * Only the gRPC protocol is served, as the standard requires nothing else.
  */
 export class WorkloadApiServer {
   readonly socketPath: string;
@@ -237,9 +219,9 @@ export class WorkloadApiServer {
   private readonly clock: Clock;
   private readonly sessions = new Set<Http2Session>();
   private server: Http2Server | undefined;
-  private shutdown: AbortController | undefined;
+  private router: GrpcRouter | undefined;
   private refusals: RateLimitedLog | undefined;
-  private readonly interceptors: readonly Interceptor[];
+  private readonly onCallEnd: ((call: GrpcCall, code: Code | 'OK') => void) | undefined;
 
   constructor(options: WorkloadApiServerOptions) {
     this.socketPath = resolve(options.socketPath ?? DEFAULT_WORKLOAD_API_SOCKET);
@@ -253,7 +235,7 @@ export class WorkloadApiServer {
     this.limits = Object.freeze({ ...WORKLOAD_API_LIMITS, ...options.limits });
     this.logger = options.logger ?? new ContextLogger(WorkloadApiServer.name);
     this.clock = options.clock ?? systemClock;
-    this.interceptors = options.interceptors ?? [];
+    this.onCallEnd = options.onCallEnd;
   }
 
   /** True while the socket is listening (the agent's readiness). */
@@ -273,10 +255,6 @@ export class WorkloadApiServer {
     await this.prepare();
     await this.removeStaleSocket();
 
-    const shutdown = new AbortController();
-    // connect-node adds one abort listener per open call to this signal (removed when the call ends): hundreds are
-    // normal here, bounded by the per-uid caps, and Node's warning past 10 would only say so.
-    setMaxListeners(0, shutdown.signal);
     const limits = this.limits;
     const server = createServer({
       maxSessionMemory: limits.maxSessionMemoryMb,
@@ -310,50 +288,40 @@ export class WorkloadApiServer {
       session.once('close', () => connections.release(uid));
     });
     /** Counts the call against its caller's uid, or refuses it; says whether it may go on. */
-    const admit = (request: Http2ServerRequest, response: Http2ServerResponse, caller?: PeerCredentials): boolean => {
+    const admit = (stream: ServerHttp2Stream, caller?: PeerCredentials): boolean => {
       // A connection without credentials was destroyed already; the handler refuses whatever it still sends.
       if (caller === undefined) return true;
       const { uid } = caller;
       if (!streams.tryAcquire(uid, limits.maxStreamsPerUid)) {
         const reason = `too many open Workload API streams for uid ${uid} (at most ${limits.maxStreamsPerUid})`;
         refusals.warn(`streams:${uid}`, { msg: `refusing Workload API streams of uid ${uid}: ${reason}`, uid });
-        refuseCall(response, reason);
+        refuseCall(stream, reason);
         return false;
       }
-      request.stream.once('close', () => streams.release(uid));
+      stream.once('close', () => streams.release(uid));
       if (!newCalls.tryTake(String(uid))) {
         const reason =
           `too many new Workload API calls for uid ${uid} (at most ${limits.streamRatePerUid} per second, ` +
           `${limits.streamBurstPerUid} at once); retry later`;
         refusals.warn(`rate:${uid}`, { msg: `refusing Workload API calls of uid ${uid}: ${reason}`, uid });
         // Held (see refusalHoldMs): the stream stays counted until the refusal ends it or the caller cancels.
-        const held = setTimeout(() => refuseCall(response, reason), limits.refusalHoldMs);
-        request.stream.once('close', () => clearTimeout(held));
+        const held = setTimeout(() => refuseCall(stream, reason), limits.refusalHoldMs);
+        stream.once('close', () => clearTimeout(held));
         return false;
       }
       return true;
     };
-    const adapter = connectNodeAdapter({
-      routes: (router: ConnectRouter) => {
-        router.service(SpiffeWorkloadAPI, this.service);
-        if (this.sds !== undefined) router.service(SecretDiscoveryService, this.sds);
-      },
-      grpc: true,
-      grpcWeb: false,
-      connect: false,
-      interceptors: [...this.interceptors, holdRefusals(limits.refusalHoldMs), securityHeaderInterceptor],
+    const router = new GrpcRouter({
       readMaxBytes: MAX_REQUEST_BYTES,
-      // Responses are never compressed (gzip-compressed requests are still read): they are certificates, keys and
-      // bundles, which barely shrink, and grpc-js clients ask for gzip on every call, so connect-node gzipped each
-      // answer (~6 % of the agent's CPU per call in bench:workload's profile, bench/README.md).
-      compressMinBytes: Number.POSITIVE_INFINITY,
-      shutdownSignal: shutdown.signal,
-      contextValues: (request) =>
-        createContextValues().set(PEER_CREDENTIALS, 'stream' in request ? credentialsOf(request) : undefined),
+      checkCall: (call) => checkSecurityHeader(call.service, call.headers, call.values.get(PEER_CREDENTIALS)),
+      unaryRefusalHoldMs: limits.refusalHoldMs,
+      ...(this.onCallEnd && { onCallEnd: this.onCallEnd }),
     });
-    server.on('request', (request, response) => {
-      useSpecGrpcMessageEncoding(response);
-      if (admit(request, response, credentialsOf(request))) adapter(request, response);
+    router.service(SpiffeWorkloadAPI, this.service);
+    if (this.sds !== undefined) router.service(SecretDiscoveryService, this.sds);
+    server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+      const caller = credentialsOf(stream);
+      if (admit(stream, caller)) router.handle(stream, headers, createContextValues().set(PEER_CREDENTIALS, caller));
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -363,7 +331,7 @@ export class WorkloadApiServer {
       });
     });
     this.server = server;
-    this.shutdown = shutdown;
+    this.router = router;
     await chmod(this.socketPath, 0o777);
     this.logger.log(`Workload API listening on unix://${this.socketPath}`);
   }
@@ -388,7 +356,8 @@ export class WorkloadApiServer {
     this.server = undefined;
     this.refusals?.close();
     this.refusals = undefined;
-    this.shutdown?.abort(new ConnectError('the agent is shutting down', Code.Unavailable));
+    this.router?.abortAll(new ConnectError('the agent is shutting down', Code.Unavailable));
+    this.router = undefined;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     for (const session of this.sessions) session.close();
     const timer = setTimeout(() => {
