@@ -74,6 +74,13 @@ const RESPONSE_HEADERS = { ':status': 200, 'content-type': 'application/grpc' };
 /** Request messages a bidi stream buffers before it stops reading from the client. */
 const QUEUED_REQUESTS = 16;
 const noop = (): void => undefined;
+/**
+ * The abort reasons of every call the client left, and of every call once it has ended: made once, since an error's
+ * stack trace cost ~5 % of the agent's CPU per call when each cancelled call made its own (bench:workload's profile).
+ * Nothing adds to them; they only carry their code and message.
+ */
+const CLIENT_LEFT = Object.freeze(new ConnectError('the client cancelled the call', Code.Canceled));
+const CALL_ENDED = Object.freeze(new ConnectError('the call ended', Code.Canceled));
 
 /** Routes gRPC calls to connect service implementations; see the file's comment. */
 export class GrpcRouter {
@@ -131,7 +138,7 @@ export class GrpcRouter {
     const writer = new ResponseWriter(stream);
     let deadline: NodeJS.Timeout | undefined;
     const onClose = (): void => {
-      if (!writer.ended) controller.abort(new ConnectError('the client cancelled the call', Code.Canceled));
+      if (!writer.ended) controller.abort(CLIENT_LEFT);
     };
     stream.once('close', onClose);
     this.calls.add(controller);
@@ -181,7 +188,7 @@ export class GrpcRouter {
       clearTimeout(deadline);
       stream.off('close', onClose);
       this.calls.delete(controller);
-      if (!controller.signal.aborted) controller.abort(new ConnectError('the call ended', Code.Canceled));
+      if (!controller.signal.aborted) controller.abort(CALL_ENDED);
       this.options.onCallEnd?.(call, outcome);
     }
   }
