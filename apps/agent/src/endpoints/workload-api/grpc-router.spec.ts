@@ -8,7 +8,7 @@ import {
   createServer,
 } from 'node:http2';
 import { type AddressInfo } from 'node:net';
-import { gzipSync } from 'node:zlib';
+import { brotliCompressSync, gzipSync } from 'node:zlib';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { Code, ConnectError, type HandlerContext, createContextValues } from '@connectrpc/connect';
 import {
@@ -200,6 +200,8 @@ describe('GrpcRouter', () => {
     const zipped = await call(JWT, envelope(gzipSync(raw), 1), { 'grpc-encoding': 'gzip' });
     expect(zipped.code).toBe('0');
     expect(fromBinary(JWTSVIDResponseSchema, messages(zipped.body)[0] as Buffer).svids[0]?.svid).toBe('zipped');
+    const brotli = await call(JWT, envelope(brotliCompressSync(raw), 1), { 'grpc-encoding': 'br' });
+    expect(fromBinary(JWTSVIDResponseSchema, messages(brotli.body)[0] as Buffer).svids[0]?.svid).toBe('zipped');
   });
 
   it.each([
@@ -238,7 +240,14 @@ describe('GrpcRouter', () => {
       /not implemented/,
     ],
     ['an invalid grpc-timeout', JWT, jwtRequest(['a']), { 'grpc-timeout': '5 seconds' }, '3', /invalid grpc timeout/],
-    ['an unknown encoding', JWT, jwtRequest(['a']), { 'grpc-encoding': 'br' }, '12', /unknown compression "br"/],
+    [
+      'an unknown encoding',
+      JWT,
+      jwtRequest(['a']),
+      { 'grpc-encoding': 'deflate' },
+      '12',
+      /unknown compression "deflate"/,
+    ],
     ['no request message', JWT, Buffer.alloc(0), {}, '12', /missing input message/],
     [
       'two request messages',
@@ -288,7 +297,71 @@ describe('GrpcRouter', () => {
     expect(answer.status).toBe(200);
     expect(answer.code).toBe(code);
     expect(answer.message).toMatch(message);
-    if (code === '12' && _name === 'an unknown encoding') expect(answer.headers['grpc-accept-encoding']).toBe('gzip');
+    if (code === '12' && _name === 'an unknown encoding')
+      expect(answer.headers['grpc-accept-encoding']).toBe('gzip,br');
+  });
+
+  it('refuses a second request message of a unary call as soon as it is whole, without waiting for the end', async () => {
+    await serve();
+    // Never half-closed: the answer must not wait for it (nor the messages pile up until it comes).
+    const answer = await call(JWT, undefined, {}, (stream) => {
+      stream.write(jwtRequest(['a']));
+      stream.write(jwtRequest(['b']));
+    });
+    expect([answer.code, answer.message]).toEqual([
+      '12',
+      'protocol error: received extra input message for unary method',
+    ]);
+    expect(contexts).toEqual([]);
+  });
+
+  it('refuses twenty request messages of a unary call sent one frame each (no reading stalls)', async () => {
+    await serve();
+    const answer = await call(JWT, undefined, {}, (stream) => {
+      for (let i = 0; i < 20; i++) stream.write(jwtRequest([`m${i}`]));
+      stream.end();
+    });
+    expect(answer.code).toBe('12');
+  });
+
+  it('reads no further into a bidi stream than the one message its handler has not taken (flow control holds the client)', async () => {
+    let release: () => void = () => undefined;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    await serve();
+    router.service(SecretDiscoveryService, {
+      async *streamSecrets(requests: AsyncIterable<DiscoveryRequest>) {
+        await released;
+        for await (const request of requests)
+          yield create(DiscoveryResponseSchema, { versionInfo: request.versionInfo });
+      },
+    });
+    const big = (version: string): Buffer =>
+      envelope(
+        toBinary(
+          DiscoveryRequestSchema,
+          create(DiscoveryRequestSchema, { versionInfo: version, responseNonce: 'x'.repeat(60 * 1024) }),
+        ),
+      );
+    // What the server read off the stream while the handler was not taking anything.
+    let read = 0;
+    let readBeforeRelease = 0;
+    server.on('stream', (stream) => stream.on('data', (chunk: Buffer) => (read += chunk.length)));
+    const answer = call('/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets', undefined, {}, (stream) => {
+      for (let i = 0; i < 40; i++) stream.write(big(`v${i}`));
+      setTimeout(() => {
+        readBeforeRelease = read;
+        release();
+        stream.end();
+      }, 300);
+    });
+    const versions = messages((await answer).body).map(
+      (bytes) => fromBinary(DiscoveryResponseSchema, bytes).versionInfo,
+    );
+    expect(versions).toEqual(Array.from({ length: 40 }, (_, i) => `v${i}`));
+    // One message waiting for the handler, the next being assembled, and the HTTP/2 stream window (64 KiB): ~190 KiB
+    // of the ~2.4 MB written.
+    expect(readBeforeRelease).toBeGreaterThan(0);
+    expect(readBeforeRelease).toBeLessThan(4 * 61 * 1024);
   });
 
   it('ends a call past its grpc-timeout with DEADLINE_EXCEEDED and aborts the handler', async () => {

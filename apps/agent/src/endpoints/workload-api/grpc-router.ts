@@ -1,5 +1,6 @@
 import { type IncomingHttpHeaders, type ServerHttp2Stream, constants } from 'node:http2';
-import { gunzipSync } from 'node:zlib';
+import { promisify } from 'node:util';
+import { type ZlibOptions, brotliDecompress, gunzip } from 'node:zlib';
 import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService } from '@bufbuild/protobuf';
 import {
   Code,
@@ -22,10 +23,12 @@ import { encodeGrpcMessage } from './grpc-message.js';
  * - a method other than POST is answered HTTP 405, a content type other than `application/grpc` or
  *   `application/grpc+proto` HTTP 415, a path no service has `UNIMPLEMENTED`;
  * - `grpc-timeout` ends the call with `DEADLINE_EXCEEDED` (an invalid value: `INVALID_ARGUMENT`);
- * - requests may be gzip-compressed (`grpc-encoding: gzip`; another encoding is `UNIMPLEMENTED`); responses never are;
+ * - requests may be compressed (`grpc-encoding: gzip` or `br`, inflated off the event loop; another encoding is
+ *   `UNIMPLEMENTED`); responses never are;
  * - a request message over `readMaxBytes`, before or after decompression, is `RESOURCE_EXHAUSTED`; a broken envelope
  *   `INVALID_ARGUMENT`; a message the protobuf decoder refuses, or a compressed one without an encoding, `INTERNAL`;
- *   none or more than one request message for a unary or server-streaming method `UNIMPLEMENTED`;
+ *   none or more than one request message for a unary or server-streaming method `UNIMPLEMENTED` (a second one as
+ *   soon as it is whole, not at the end of the request);
  * - an error the implementation throws is answered with its code and message when it is a `ConnectError`, else as
  *   `INTERNAL` "internal error" (its text stays in the agent);
  * - the call's `signal` aborts when the client cancels (reason: `CANCELED`), the deadline passes, the router is
@@ -50,6 +53,8 @@ export interface GrpcRouterOptions {
    * routed to a method is told, refused ones included.
    */
   readonly onCallEnd?: (call: GrpcCall, code: Code | 'OK') => void;
+  /** Told of each error an implementation threw that is not a `ConnectError` (answered `INTERNAL` "internal error"). */
+  readonly onUnexpectedError?: (call: GrpcCall, error: unknown) => void;
   /**
    * How long a unary call's `RESOURCE_EXHAUSTED` is held before it is sent, in milliseconds (the caller cancelling
    * ends the wait); 0 answers at once.
@@ -71,16 +76,24 @@ const TIMEOUT_UNIT_MS: Readonly<Record<string, number>> = { H: 3_600_000, M: 60_
 /** Longer deadlines than a Node timer can hold (~24.8 days) are as good as none. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const RESPONSE_HEADERS = { ':status': 200, 'content-type': 'application/grpc' };
-/** Request messages a bidi stream buffers before it stops reading from the client. */
-const QUEUED_REQUESTS = 16;
+/** Headers an error's metadata may not set in the trailers: pseudo-headers, the protocol's own and HTTP/2's banned. */
+const RESERVED_TRAILERS =
+  /^(?::|grpc-status$|grpc-message$|grpc-status-details-bin$|content-type$|te$|connection$|keep-alive$|proxy-connection$|transfer-encoding$|upgrade$)/i;
 const noop = (): void => undefined;
 /**
- * The abort reasons of every call the client left, and of every call once it has ended: made once, since an error's
- * stack trace cost ~5 % of the agent's CPU per call when each cancelled call made its own (bench:workload's profile).
- * Nothing adds to them; they only carry their code and message.
+ * A call's abort reason, made without a stack trace: the reasons every call gets (the client left, the call ended)
+ * cost ~5 % of the agent's CPU per call with theirs (bench:workload's profile), and say all they have to say by code
+ * and message. One per call, so that nothing one call's code adds to its reason reaches another's.
  */
-const CLIENT_LEFT = Object.freeze(new ConnectError('the client cancelled the call', Code.Canceled));
-const CALL_ENDED = Object.freeze(new ConnectError('the call ended', Code.Canceled));
+function abortReason(message: string, code: Code): ConnectError {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return new ConnectError(message, code);
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}
 
 /** Routes gRPC calls to connect service implementations; see the file's comment. */
 export class GrpcRouter {
@@ -123,7 +136,9 @@ export class GrpcRouter {
       new ResponseWriter(stream).fail(new ConnectError(`${path} is not implemented`, Code.Unimplemented));
       return;
     }
-    void this.serve(route, stream, headers, values);
+    // Nothing in serve() is expected to throw past its own catch; if writing the answer does (a stream in a state
+    // node:http2 refuses), the stream is reset rather than the agent brought down by an unhandled rejection.
+    this.serve(route, stream, headers, values).catch(() => stream.destroy());
   }
 
   private async serve(
@@ -138,7 +153,7 @@ export class GrpcRouter {
     const writer = new ResponseWriter(stream);
     let deadline: NodeJS.Timeout | undefined;
     const onClose = (): void => {
-      if (!writer.ended) controller.abort(CLIENT_LEFT);
+      if (!writer.ended) controller.abort(abortReason('the client cancelled the call', Code.Canceled));
     };
     stream.once('close', onClose);
     this.calls.add(controller);
@@ -151,12 +166,21 @@ export class GrpcRouter {
           timeoutMs,
         );
       }
-      const gzip = requestCompression(headers['grpc-encoding']);
+      const compression = requestCompression(headers['grpc-encoding']);
       this.options.checkCall?.(call);
-      const requests = new RequestReader(stream, method.input, gzip, this.options.readMaxBytes, controller.signal);
+      const single = method.methodKind === 'unary' || method.methodKind === 'server_streaming';
+      const requests = new RequestReader(
+        stream,
+        method.input,
+        compression,
+        this.options.readMaxBytes,
+        controller.signal,
+        single ? 'single' : 'stream',
+        method.methodKind === 'server_streaming' ? 'server_streaming' : method.methodKind,
+      );
       const context = handlerContext(call, controller.signal, timeoutMs);
-      if (method.methodKind === 'unary' || method.methodKind === 'server_streaming') {
-        const request = await requests.single(method.methodKind === 'unary' ? 'unary' : 'server_streaming');
+      if (single) {
+        const request = await requests.single();
         if (method.methodKind === 'unary') {
           const response = await route.impl(request, context);
           throwIfAborted(controller.signal);
@@ -174,6 +198,7 @@ export class GrpcRouter {
       // Once the call is aborted, its reason is the answer (the client left, the deadline, the shutdown), whatever
       // the implementation made of it.
       const error = controller.signal.aborted ? (controller.signal.reason as unknown) : caught;
+      if (!(error instanceof ConnectError)) this.options.onUnexpectedError?.(call, error);
       const failure =
         error instanceof ConnectError
           ? error
@@ -188,7 +213,7 @@ export class GrpcRouter {
       clearTimeout(deadline);
       stream.off('close', onClose);
       this.calls.delete(controller);
-      if (!controller.signal.aborted) controller.abort(CALL_ENDED);
+      if (!controller.signal.aborted) controller.abort(abortReason('the call ended', Code.Canceled));
       this.options.onCallEnd?.(call, outcome);
     }
   }
@@ -227,13 +252,15 @@ function parseTimeout(value: string | string[] | undefined): number | undefined 
   return Number(match[1]) * (TIMEOUT_UNIT_MS[match[2] as string] as number);
 }
 
-/** Whether request messages may be gzip-compressed (`grpc-encoding`); any encoding but identity and gzip is refused. */
-function requestCompression(value: string | string[] | undefined): boolean {
-  if (value === undefined || value === 'identity') return false;
-  if (value === 'gzip') return true;
-  throw new ConnectError(`unknown compression "${String(value)}": supported encodings are gzip`, Code.Unimplemented, {
-    'grpc-accept-encoding': 'gzip',
-  });
+/** How request messages may be compressed (`grpc-encoding`): gzip or br, as connect-node read; others are refused. */
+function requestCompression(value: string | string[] | undefined): Compression | undefined {
+  if (value === undefined || value === 'identity') return undefined;
+  if (value === 'gzip' || value === 'br') return value;
+  throw new ConnectError(
+    `unknown compression "${String(value)}": supported encodings are gzip, br`,
+    Code.Unimplemented,
+    { 'grpc-accept-encoding': 'gzip,br' },
+  );
 }
 
 /** One gRPC message: the 5-byte prefix (not compressed, length) and the protobuf encoding. */
@@ -285,14 +312,32 @@ function webHeaders(headers: IncomingHttpHeaders): Headers {
   return result;
 }
 
+type Compression = 'gzip' | 'br';
+
+const inflaters: Readonly<Record<Compression, (bytes: Buffer, options: ZlibOptions) => Promise<Buffer>>> = {
+  gzip: promisify(gunzip),
+  br: promisify(brotliDecompress),
+};
+
+interface Envelope {
+  readonly compressed: boolean;
+  readonly bytes: Buffer;
+}
+
 /**
- * Reads a call's request messages as they arrive: envelopes split, decompressed and decoded, sizes checked before
- * anything is buffered.
+ * Reads a call's request messages: envelopes split as DATA frames arrive, each one's size checked from its prefix
+ * before it is buffered, then decompressed (off the event loop) and decoded only when the handler takes it.
+ *
+ * - `single` (unary and server-streaming methods): a second whole envelope fails the call at once (connect-node's
+ *   "received extra input message"), so nothing past one message and the next one's bytes is held.
+ * - `stream` (client- and bidi-streaming): at most one envelope waits for the handler; until it takes it, nothing
+ *   more is split and the stream is paused, so HTTP/2 flow control holds the client back.
  */
 class RequestReader {
   private buffered: Buffer[] = [];
   private bufferedBytes = 0;
-  private readonly queue: unknown[] = [];
+  private readonly envelopes: Envelope[] = [];
+  private received = 0;
   private ended = false;
   private failure: ConnectError | undefined;
   private wake: (() => void) | undefined;
@@ -300,39 +345,47 @@ class RequestReader {
   constructor(
     private readonly stream: ServerHttp2Stream,
     private readonly schema: DescMessage,
-    private readonly gzip: boolean,
+    private readonly compression: Compression | undefined,
     private readonly maxBytes: number,
     private readonly signal: AbortSignal,
+    private readonly mode: 'single' | 'stream',
+    private readonly kind: string,
   ) {
     stream.on('data', (chunk: Buffer) => this.push(chunk));
-    stream.once('end', () => this.end());
+    stream.once('end', () => {
+      this.ended = true;
+      this.notify();
+    });
     signal.addEventListener('abort', () => this.notify(), { once: true });
   }
 
   /** The one request message of a unary or server-streaming call, once the client has sent it and half-closed. */
-  async single(kind: string): Promise<unknown> {
+  async single(): Promise<unknown> {
     while (!this.ended && this.failure === undefined) await this.next();
     this.throwIfFailed();
-    if (this.queue.length === 0) {
-      throw new ConnectError(`protocol error: missing input message for ${kind} method`, Code.Unimplemented);
+    if (this.bufferedBytes > 0) throw incompleteEnvelope();
+    const envelope = this.envelopes[0];
+    if (envelope === undefined) {
+      throw new ConnectError(`protocol error: missing input message for ${this.kind} method`, Code.Unimplemented);
     }
-    if (this.queue.length > 1) {
-      throw new ConnectError(`protocol error: received extra input message for ${kind} method`, Code.Unimplemented);
-    }
-    return this.queue[0];
+    return this.decode(envelope);
   }
 
-  /** Every request message of a client- or bidi-streaming call, reading on only while the handler keeps up. */
+  /** Every request message of a client- or bidi-streaming call, read on only as the handler takes them. */
   async *all(): AsyncGenerator<unknown> {
     for (;;) {
-      const message = this.queue.shift();
-      if (message !== undefined) {
-        if (this.queue.length < QUEUED_REQUESTS && this.stream.isPaused()) this.stream.resume();
-        yield message;
+      const envelope = this.envelopes.shift();
+      if (envelope !== undefined) {
+        this.splitOrFail();
+        if (this.envelopes.length === 0 && this.failure === undefined && this.stream.isPaused()) this.stream.resume();
+        yield await this.decode(envelope);
         continue;
       }
       this.throwIfFailed();
-      if (this.ended) return;
+      if (this.ended) {
+        if (this.bufferedBytes > 0) throw incompleteEnvelope();
+        return;
+      }
       await this.next();
     }
   }
@@ -356,34 +409,33 @@ class RequestReader {
   }
 
   private push(chunk: Buffer): void {
-    // After the call ended (the signal aborts then), whatever the client still sends is dropped.
-    if (this.failure !== undefined || this.ended || this.signal.aborted) return;
+    // After a failure, or once the call ended (the signal aborts then), whatever the client still sends is dropped.
+    if (this.failure !== undefined || this.signal.aborted) return;
     this.buffered.push(chunk);
     this.bufferedBytes += chunk.length;
+    this.splitOrFail();
+    this.notify();
+  }
+
+  private splitOrFail(): void {
+    if (this.failure !== undefined) return;
     try {
       this.split();
     } catch (error) {
       this.failure = error as ConnectError;
       this.buffered = [];
-      this.stream.pause();
+      this.bufferedBytes = 0;
     }
-    if (this.queue.length >= QUEUED_REQUESTS) this.stream.pause();
-    this.notify();
   }
 
-  private end(): void {
-    if (this.failure === undefined && this.bufferedBytes > 0) {
-      this.failure = new ConnectError('protocol error: incomplete envelope', Code.InvalidArgument);
-    }
-    this.ended = true;
-    this.notify();
-  }
-
-  /** Takes every whole envelope off the buffered bytes. */
+  /** Takes whole envelopes off the buffered bytes, as far as the mode allows. */
   private split(): void {
     while (this.bufferedBytes >= 5) {
+      if (this.mode === 'stream' && this.envelopes.length > 0) {
+        this.stream.pause();
+        return;
+      }
       const head = this.peek(5);
-      const flags = head[0] as number;
       const length = head.readUInt32BE(1);
       if (length > this.maxBytes) {
         throw new ConnectError(
@@ -392,18 +444,34 @@ class RequestReader {
         );
       }
       if (this.bufferedBytes < 5 + length) return;
-      const envelope = this.take(5 + length).subarray(5);
+      if (this.mode === 'single' && this.received > 0) {
+        throw new ConnectError(
+          `protocol error: received extra input message for ${this.kind} method`,
+          Code.Unimplemented,
+        );
+      }
       // Bit 0 is the only flag gRPC defines (compressed); connect-node ignored the others, and so does this.
-      this.queue.push(this.parse((flags & 1) === 1 ? this.inflate(envelope) : envelope));
+      const compressed = ((head[0] as number) & 1) === 1;
+      this.envelopes.push({ compressed, bytes: this.take(5 + length).subarray(5) });
+      this.received++;
     }
   }
 
-  private inflate(bytes: Buffer): Buffer {
-    if (!this.gzip) {
+  private async decode({ compressed, bytes }: Envelope): Promise<unknown> {
+    const message = compressed ? await this.inflate(bytes) : bytes;
+    try {
+      return fromBinary(this.schema, message);
+    } catch (error) {
+      throw new ConnectError(`parse binary: ${(error as Error).message}`, Code.Internal);
+    }
+  }
+
+  private async inflate(bytes: Buffer): Promise<Buffer> {
+    if (this.compression === undefined) {
       throw new ConnectError('received compressed envelope, but do not know how to decompress', Code.Internal);
     }
     try {
-      return gunzipSync(bytes, { maxOutputLength: this.maxBytes });
+      return await inflaters[this.compression](bytes, { maxOutputLength: this.maxBytes });
     } catch (error) {
       if ((error as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') {
         throw new ConnectError(
@@ -412,14 +480,6 @@ class RequestReader {
         );
       }
       throw new ConnectError(`decompress: ${(error as Error).message}`, Code.InvalidArgument);
-    }
-  }
-
-  private parse(bytes: Uint8Array): unknown {
-    try {
-      return fromBinary(this.schema, bytes);
-    } catch (error) {
-      throw new ConnectError(`parse binary: ${(error as Error).message}`, Code.Internal);
     }
   }
 
@@ -443,6 +503,10 @@ class RequestReader {
   }
 }
 
+function incompleteEnvelope(): ConnectError {
+  return new ConnectError('protocol error: incomplete envelope', Code.InvalidArgument);
+}
+
 /** Writes a call's response: headers with the first message, then messages, then the trailers with the status. */
 class ResponseWriter {
   ended = false;
@@ -453,7 +517,7 @@ class ResponseWriter {
   async each(schema: DescMessage, responses: AsyncIterable<unknown>, signal: AbortSignal): Promise<void> {
     for await (const response of responses) {
       throwIfAborted(signal);
-      if (!this.write(encode(schema, response))) await this.drained();
+      if (!this.write(encode(schema, response))) await this.drained(signal);
     }
   }
 
@@ -467,13 +531,13 @@ class ResponseWriter {
   }
 
   fail(error: ConnectError): void {
-    const trailers: Record<string, string> = {
-      'grpc-status': String(error.code),
-      'grpc-message': encodeGrpcMessage(error.rawMessage),
-    };
+    const trailers: Record<string, string> = {};
+    // The error's own metadata (grpc-accept-encoding, say), never a header that is the protocol's.
     error.metadata.forEach((value, name) => {
-      trailers[name] = value;
+      if (!RESERVED_TRAILERS.test(name)) trailers[name] = value;
     });
+    trailers['grpc-status'] = String(error.code);
+    trailers['grpc-message'] = encodeGrpcMessage(error.rawMessage);
     this.finish(trailers);
   }
 
@@ -483,15 +547,18 @@ class ResponseWriter {
     return this.stream.write(message);
   }
 
-  private drained(): Promise<void> {
+  /** Waits until the client has taken what was written, the stream closed, or the call was aborted. */
+  private drained(signal: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
       const done = (): void => {
         this.stream.off('drain', done);
         this.stream.off('close', done);
+        signal.removeEventListener('abort', done);
         resolve();
       };
       this.stream.once('drain', done);
       this.stream.once('close', done);
+      signal.addEventListener('abort', done, { once: true });
     });
   }
 
@@ -503,11 +570,28 @@ class ResponseWriter {
     // Whatever the client still sends (a request refused unread, a stream answered early) is read and dropped, so
     // that its side ends and the stream closes.
     stream.resume();
+    // node:http2 throws on headers it refuses; the stream is then reset rather than left open (or the agent down).
+    const orReset = (send: () => void): void => {
+      try {
+        send();
+      } catch {
+        stream.close(constants.NGHTTP2_INTERNAL_ERROR);
+      }
+    };
+    // A client that has not half-closed is told the call is over by RST_STREAM NO_ERROR once the trailers are out
+    // (as grpc-go does; node:http2 sends it after them), so that its stream does not stay open and counted.
+    const closeUnlessEnded = (): void => {
+      if (!stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);
+    };
     if (!stream.headersSent) {
-      stream.respond({ ...RESPONSE_HEADERS, ...trailers }, { endStream: true });
+      orReset(() => stream.respond({ ...RESPONSE_HEADERS, ...trailers }, { endStream: true }));
+      closeUnlessEnded();
       return;
     }
-    stream.once('wantTrailers', () => stream.sendTrailers(trailers));
+    stream.once('wantTrailers', () => {
+      orReset(() => stream.sendTrailers(trailers));
+      closeUnlessEnded();
+    });
     stream.end();
   }
 }

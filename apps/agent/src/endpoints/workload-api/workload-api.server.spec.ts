@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { createPrivateKey, createPublicKey, webcrypto } from 'node:crypto';
 import { chmod, chown, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
-import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
+import { connect as http2Connect, constants as http2Constants, type ClientHttp2Session } from 'node:http2';
 import { connect as netConnect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { gzipSync } from 'node:zlib';
@@ -666,6 +666,40 @@ describe('Workload API over the Unix socket', () => {
       );
       return typeof result !== 'string';
     }, 'a call of the uid to be served');
+  });
+
+  it('survives a client resetting with an error code a stream it holds past the rate (the stream never reaches the router)', async () => {
+    let now = Date.parse('2026-01-01T00:00:00Z');
+    await restartWith({ streamRatePerUid: 1, streamBurstPerUid: 1, refusalHoldMs: 60_000 }, quiet, {
+      now: () => new Date(now),
+    });
+    await unary('FetchJWTSVID', { audience: ['a'] });
+    const uncaught: unknown[] = [];
+    const onUncaught = (error: unknown): void => void uncaught.push(error);
+    process.on('uncaughtException', onUncaught);
+    try {
+      const session = http2Connect('http://localhost', { createConnection: () => netConnect(socketPath) });
+      session.on('error', () => undefined);
+      const held = session.request({
+        ':method': 'POST',
+        ':path': '/SpiffeWorkloadAPI/FetchX509SVID',
+        'content-type': 'application/grpc',
+        te: 'trailers',
+        'workload.spiffe.io': 'true',
+      });
+      held.on('error', () => undefined);
+      held.end(Buffer.from([0, 0, 0, 0, 0]));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      // RST_STREAM INTERNAL_ERROR: node:http2 reports it on the server's stream as an 'error'.
+      await new Promise((resolve) => held.close(http2Constants.NGHTTP2_INTERNAL_ERROR, () => resolve(undefined)));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      session.destroy();
+    } finally {
+      process.off('uncaughtException', onUncaught);
+    }
+    expect(uncaught).toEqual([]);
+    now += 2000;
+    expect(await unary('FetchJWTSVID', { audience: ['a'] })).toBeDefined();
   });
 
   it("holds a unary call's RESOURCE_EXHAUSTED from the handler (a JWT-SVID limit) for refusalHoldMs; other errors at once", async () => {

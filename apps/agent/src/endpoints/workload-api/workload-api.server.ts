@@ -315,11 +315,21 @@ export class WorkloadApiServer {
       readMaxBytes: MAX_REQUEST_BYTES,
       checkCall: (call) => checkSecurityHeader(call.service, call.headers, call.values.get(PEER_CREDENTIALS)),
       unaryRefusalHoldMs: limits.refusalHoldMs,
+      // A bug of the agent's, not the caller's: logged (rate limited, one line per method a minute), never sent.
+      onUnexpectedError: (call, error) =>
+        refusals.warn(`internal:${call.method.name}`, {
+          msg: `Workload API ${call.method.name} failed inside the agent: ${(error as Error)?.message ?? String(error)}`,
+          uid: call.values.get(PEER_CREDENTIALS)?.uid,
+        }),
       ...(this.onCallEnd && { onCallEnd: this.onCallEnd }),
     });
     router.service(SpiffeWorkloadAPI, this.service);
     if (this.sds !== undefined) router.service(SecretDiscoveryService, this.sds);
     server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+      // First: a stream refused or held below never reaches the router, and a client resetting it (RST_STREAM with
+      // an error code) makes node:http2 emit 'error', which without a listener would bring the agent down. 'close'
+      // follows and releases what the stream held.
+      stream.on('error', () => undefined);
       const caller = credentialsOf(stream);
       if (admit(stream, caller)) router.handle(stream, headers, createContextValues().set(PEER_CREDENTIALS, caller));
     });
