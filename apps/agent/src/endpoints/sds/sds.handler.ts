@@ -31,9 +31,11 @@ export const MAX_RESOURCE_NAME_BYTES = 2048;
 /**
  * Requests of one stream read ahead of the one being handled. Past it the stream stops reading, so HTTP/2 flow
  * control holds the client back: a caller that writes requests faster than it reads the answers cannot make the
- * agent buffer them (each may be up to the socket's 1 MiB request limit).
+ * agent buffer them (each may be up to the socket's 1 MiB request limit). One: Envoy sends a request and waits for
+ * its answer (an ACK or NACK of the last one, or new names), so reading further ahead gains nothing, and 16 decoded
+ * requests per stream let a caller that stops reading answers hold 16 MiB per stream (review of the gRPC router).
  */
-export const MAX_QUEUED_REQUESTS = 16;
+export const MAX_QUEUED_REQUESTS = 1;
 
 export interface SdsHandlerOptions {
   readonly logger?: Pick<ContextLogger, 'debug' | 'warn'>;

@@ -301,18 +301,58 @@ describe('GrpcRouter', () => {
       expect(answer.headers['grpc-accept-encoding']).toBe('gzip,br');
   });
 
-  it('refuses a second request message of a unary call as soon as it is whole, without waiting for the end', async () => {
+  it("refuses a second request message of a unary call as soon as its prefix arrives, before its body or the client's end", async () => {
     await serve();
-    // Never half-closed: the answer must not wait for it (nor the messages pile up until it comes).
+    // Never half-closed, and the second message's 1 MiB body never sent: the answer waits for neither.
     const answer = await call(JWT, undefined, {}, (stream) => {
-      stream.write(jwtRequest(['a']));
-      stream.write(jwtRequest(['b']));
+      stream.write(Buffer.concat([jwtRequest(['a']), Buffer.from([0, 0, 0x0f, 0xff, 0xff])]));
     });
     expect([answer.code, answer.message]).toEqual([
       '12',
       'protocol error: received extra input message for unary method',
     ]);
     expect(contexts).toEqual([]);
+  });
+
+  it('drops the unknown fields of a request message rather than keeping one object per field', async () => {
+    await serve();
+    let seen: JWTSVIDRequest | undefined;
+    router.service(SpiffeWorkloadAPI, {
+      fetchJWTSVID: (request: JWTSVIDRequest) => {
+        seen = request;
+        return { svids: [] };
+      },
+    });
+    // audience "a", then field 15 (varint) a thousand times.
+    const unknown = Buffer.alloc(2000);
+    for (let i = 0; i < 1000; i++) unknown.set([15 << 3, 1], i * 2);
+    const body = Buffer.concat([Buffer.from([0x0a, 0x01, 0x61]), unknown]);
+    expect((await call(JWT, envelope(body))).code).toBe('0');
+    expect(seen?.audience).toEqual(['a']);
+    expect(seen?.$unknown).toBeUndefined();
+  });
+
+  it('sends the trailers, then RST_STREAM NO_ERROR, when it ends a stream whose client has not half-closed', async () => {
+    await serve();
+    router.service(SecretDiscoveryService, {
+      async *streamSecrets() {
+        yield create(DiscoveryResponseSchema, { versionInfo: 'v1' });
+        throw new ConnectError('the SVIDs expired', Code.Unavailable);
+      },
+    });
+    let rstCode: number | undefined;
+    const answer = await call(
+      '/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets',
+      undefined,
+      {},
+      (stream) => {
+        stream.write(envelope(toBinary(DiscoveryRequestSchema, create(DiscoveryRequestSchema, {}))));
+        stream.once('close', () => (rstCode = stream.rstCode));
+      },
+    );
+    expect(messages(answer.body)).toHaveLength(1);
+    expect([answer.code, answer.message]).toEqual(['14', 'the SVIDs expired']);
+    expect(rstCode).toBe(0);
   });
 
   it('refuses twenty request messages of a unary call sent one frame each (no reading stalls)', async () => {

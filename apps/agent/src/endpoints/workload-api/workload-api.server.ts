@@ -20,7 +20,7 @@ import {
 import { SpiffeWorkloadAPI } from '@sigil/workload-api/service';
 import { SecretDiscoveryService } from '@sigil/workload-api/envoy-sds';
 import { encodeGrpcMessage } from './grpc-message.js';
-import { type GrpcCall, GrpcRouter } from './grpc-router.js';
+import { type GrpcCall, GrpcRouter, endUnlessHalfClosed } from './grpc-router.js';
 import { PEER_CREDENTIALS, type PeerCredentials, trackPeerCredentials } from '../peer-credentials.js';
 import { PidFd } from '../pidfd.js';
 import { checkSecurityHeader } from './security-header.js';
@@ -191,7 +191,8 @@ class PerUidCount {
 /** Answers a gRPC call with RESOURCE_EXHAUSTED in a trailers-only response, without reading its request. */
 function refuseCall(stream: ServerHttp2Stream, message: string): void {
   if (stream.closed || stream.destroyed) return;
-  // Headers with END_STREAM: a trailers-only response. The request is read and dropped, so the stream closes.
+  // Headers with END_STREAM: a trailers-only response. The request is read and dropped, and a client that has not
+  // half-closed is told the call is over, so the stream closes and stops counting against the uid's caps.
   stream.respond(
     {
       ':status': 200,
@@ -202,6 +203,7 @@ function refuseCall(stream: ServerHttp2Stream, message: string): void {
     { endStream: true },
   );
   stream.resume();
+  endUnlessHalfClosed(stream);
 }
 
 /**
