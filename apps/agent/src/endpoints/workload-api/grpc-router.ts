@@ -1,4 +1,5 @@
 import { type IncomingHttpHeaders, type ServerHttp2Stream, constants } from 'node:http2';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { type ZlibOptions, brotliDecompress, gunzip } from 'node:zlib';
 import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService } from '@bufbuild/protobuf';
@@ -133,7 +134,7 @@ export class GrpcRouter {
     const path = String(headers[constants.HTTP2_HEADER_PATH] ?? '');
     const route = this.routes.get(path);
     if (route === undefined) {
-      new ResponseWriter(stream).fail(new ConnectError(`${path} is not implemented`, Code.Unimplemented));
+      failCall(stream, new ConnectError(`${path} is not implemented`, Code.Unimplemented));
       return;
     }
     // Nothing in serve() is expected to throw past its own catch; if writing the answer does (a stream in a state
@@ -176,7 +177,7 @@ export class GrpcRouter {
         this.options.readMaxBytes,
         controller.signal,
         single ? 'single' : 'stream',
-        method.methodKind === 'server_streaming' ? 'server_streaming' : method.methodKind,
+        method.methodKind,
       );
       const context = handlerContext(call, controller.signal, timeoutMs);
       if (single) {
@@ -206,7 +207,8 @@ export class GrpcRouter {
       outcome = failure.code;
       const hold = this.options.unaryRefusalHoldMs ?? 0;
       if (hold > 0 && method.methodKind === 'unary' && failure.code === Code.ResourceExhausted) {
-        await abortableSleep(hold, controller.signal);
+        // Ends early, without an error of its own, when the caller cancels.
+        await sleep(hold, undefined, { signal: controller.signal }).catch(noop);
       }
       writer.fail(failure);
     } finally {
@@ -219,6 +221,14 @@ export class GrpcRouter {
   }
 }
 
+/**
+ * Answers a gRPC call with `error` alone (a trailers-only response, its request read and dropped), for calls refused
+ * before or outside the router's own handling: an unknown path, the server's per-uid limits.
+ */
+export function failCall(stream: ServerHttp2Stream, error: ConnectError): void {
+  new ResponseWriter(stream).fail(error);
+}
+
 /** Answers a stream with an HTTP status alone (not a gRPC call). */
 function respondHttp(stream: ServerHttp2Stream, status: number, headers: Record<string, string>): void {
   if (stream.closed || stream.headersSent) return;
@@ -227,19 +237,6 @@ function respondHttp(stream: ServerHttp2Stream, status: number, headers: Record<
 
 function throwIfAborted(signal: AbortSignal): void {
   if (signal.aborted) throw signal.reason;
-}
-
-function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = (): void => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done);
-  });
 }
 
 /** `grpc-timeout` in milliseconds (gRPC over HTTP/2: at most 8 digits and a unit), or undefined when absent. */
@@ -602,7 +599,7 @@ class ResponseWriter {
  * the trailers never (review of the gRPC router). A stream whose client has half-closed, or that is closed, is left
  * alone.
  */
-export function endUnlessHalfClosed(stream: ServerHttp2Stream): void {
+function endUnlessHalfClosed(stream: ServerHttp2Stream): void {
   setImmediate(() => {
     if (!stream.closed && !stream.destroyed && stream.state.remoteClose !== 1) {
       stream.close(constants.NGHTTP2_NO_ERROR);

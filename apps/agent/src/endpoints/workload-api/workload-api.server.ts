@@ -19,8 +19,7 @@ import {
 } from '@sigil/runtime';
 import { SpiffeWorkloadAPI } from '@sigil/workload-api/service';
 import { SecretDiscoveryService } from '@sigil/workload-api/envoy-sds';
-import { encodeGrpcMessage } from './grpc-message.js';
-import { type GrpcCall, GrpcRouter, endUnlessHalfClosed } from './grpc-router.js';
+import { type GrpcCall, GrpcRouter, failCall } from './grpc-router.js';
 import { PEER_CREDENTIALS, type PeerCredentials, trackPeerCredentials } from '../peer-credentials.js';
 import { PidFd } from '../pidfd.js';
 import { checkSecurityHeader } from './security-header.js';
@@ -188,22 +187,9 @@ class PerUidCount {
   }
 }
 
-/** Answers a gRPC call with RESOURCE_EXHAUSTED in a trailers-only response, without reading its request. */
+/** Answers a gRPC call with RESOURCE_EXHAUSTED in a trailers-only response; its request is dropped undecoded. */
 function refuseCall(stream: ServerHttp2Stream, message: string): void {
-  if (stream.closed || stream.destroyed) return;
-  // Headers with END_STREAM: a trailers-only response. The request is read and dropped, and a client that has not
-  // half-closed is told the call is over, so the stream closes and stops counting against the uid's caps.
-  stream.respond(
-    {
-      ':status': 200,
-      'content-type': 'application/grpc',
-      'grpc-status': String(Code.ResourceExhausted),
-      'grpc-message': encodeGrpcMessage(message),
-    },
-    { endStream: true },
-  );
-  stream.resume();
-  endUnlessHalfClosed(stream);
+  failCall(stream, new ConnectError(message, Code.ResourceExhausted));
 }
 
 /**
