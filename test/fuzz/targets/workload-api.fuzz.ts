@@ -18,6 +18,7 @@ import { type AddressInfo } from 'node:net';
 import { PEER_CREDENTIALS, type PeerCredentials } from '../../../apps/agent/src/endpoints/peer-credentials.js';
 import { GrpcRouter } from '../../../apps/agent/src/endpoints/workload-api/grpc-router.js';
 import { checkSecurityHeader } from '../../../apps/agent/src/endpoints/workload-api/security-header.js';
+import { MAX_REQUEST_BYTES } from '../../../apps/agent/src/endpoints/workload-api/workload-api.server.js';
 import {
   WorkloadApiHandler,
   type IdentityCache,
@@ -147,7 +148,7 @@ export async function fuzzWorkloadApi(runs: number): Promise<FuzzReport> {
     logger: { debug: () => undefined, warn: () => undefined },
   });
   const router = new GrpcRouter({
-    readMaxBytes: 1024 * 1024,
+    readMaxBytes: MAX_REQUEST_BYTES,
     checkCall: (call) => checkSecurityHeader(call.service, call.headers, CALLER),
   }).service(SpiffeWorkloadAPI, service.service());
   const values = createContextValues().set(PEER_CREDENTIALS, CALLER);

@@ -119,7 +119,7 @@ export interface WorkloadApiServerOptions {
 
 // Requests are tiny (the largest is a JWT-SVID to validate); anything bigger is a local client trying to make the
 // agent buffer it, and is refused with RESOURCE_EXHAUSTED.
-const MAX_REQUEST_BYTES = 1024 * 1024;
+export const MAX_REQUEST_BYTES = 1024 * 1024;
 
 /**
  * Connections the kernel holds for the agent before it accepts them. Node's default (511) refused with EAGAIN the
