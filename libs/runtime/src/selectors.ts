@@ -4,6 +4,7 @@
  * the SVID cache). SPIRE's model: a selector is a type (the attestor that produces it, e.g. `unix`) and a value
  * (`uid:1000`), written `unix:uid:1000`; the type never holds a `:`, so the first `:` splits the written form.
  */
+import { utf8LongerThan } from '@sigil/spiffe';
 import { storedTextProblem } from './stored-text.js';
 
 /** A selector, e.g. `{ type: 'unix', value: 'uid:1000' }` (written `unix:uid:1000`). */
@@ -24,8 +25,6 @@ export const SELECTOR_LIMITS = {
 
 /** The characters a selector type may hold: letters, digits, `_`, `-` and `.` (so never the `:` separator). */
 export const SELECTOR_TYPE_PATTERN = /^[A-Za-z0-9_.-]+$/;
-
-const utf8 = new TextEncoder();
 
 /** How a selector filter matches an entry's selector set (SPIRE's match behaviours). */
 export type SelectorMatch = 'superset' | 'exact' | 'subset' | 'any';
@@ -70,7 +69,7 @@ export function checkSelector(selector: unknown): Selector {
     throw new SelectorError('type', `${quote(type)} may only contain letters, digits, '_', '-' and '.'`);
   }
   if (value.length === 0) throw new SelectorError('value', 'must not be empty');
-  if (utf8.encode(value).length > SELECTOR_LIMITS.maxValueBytes) {
+  if (utf8LongerThan(value, SELECTOR_LIMITS.maxValueBytes)) {
     throw new SelectorError('value', `must be at most ${SELECTOR_LIMITS.maxValueBytes} bytes`);
   }
   const problem = storedTextProblem(value);

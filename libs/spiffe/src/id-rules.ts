@@ -22,15 +22,20 @@ export const RULE_PATH_DOT_SEGMENT = 'path must not contain dot segments ("." or
 export const RULE_PATH_PERCENT = 'path must not contain percent-encoded characters';
 export const RULE_PATH_CHARS = 'path segment characters are limited to letters, digits, dots, dashes and underscores';
 
-const TRUST_DOMAIN_CHAR = /^[a-z0-9._-]$/;
+const TRUST_DOMAIN_CHARS = /^[a-z0-9._-]+$/;
 const PATH_SEGMENT_CHARS = /^[a-zA-Z0-9._-]+$/;
+/** A whole path of allowed segments (dot segments aside): the common case, checked in one pass. */
+const PATH_CHARS = /^(?:\/[a-zA-Z0-9._-]+)+$/;
+/** A `.` or `..` segment anywhere in a path. */
+const DOT_SEGMENT = /\/\.\.?(?:\/|$)/;
+const ASCII_UPPERCASE = /[A-Z]/;
 
 /**
  * Lowercases ASCII letters only: the scheme and trust domain are case-insensitive (SPIFFE-ID.md §2.4), while a
  * locale-aware `toLowerCase` could map a non-ASCII character onto an allowed ASCII one.
  */
 export function lowercaseAscii(value: string): string {
-  return value.replace(/[A-Z]/g, (c) => c.toLowerCase());
+  return ASCII_UPPERCASE.test(value) ? value.replace(/[A-Z]/g, (c) => c.toLowerCase()) : value;
 }
 
 /** Checks an already lowercased trust domain name against SPIFFE-ID.md §2.1 and §2.3. */
@@ -39,9 +44,7 @@ export function checkTrustDomainName(name: string): string | undefined {
   if (name.includes('@')) return RULE_TRUST_DOMAIN_USERINFO;
   if (name.includes(':')) return RULE_TRUST_DOMAIN_PORT;
   if (name.includes('%')) return RULE_TRUST_DOMAIN_PERCENT;
-  for (const c of name) {
-    if (!TRUST_DOMAIN_CHAR.test(c)) return RULE_TRUST_DOMAIN_CHARS;
-  }
+  if (!TRUST_DOMAIN_CHARS.test(name)) return RULE_TRUST_DOMAIN_CHARS;
   // Every remaining character is ASCII, so the string length is the byte length.
   if (name.length > MAX_TRUST_DOMAIN_BYTES) return RULE_TRUST_DOMAIN_LENGTH;
   return undefined;
@@ -61,6 +64,8 @@ export function checkPath(path: string): string | undefined {
   if (path.length === 0) return undefined;
   if (!path.startsWith('/')) return RULE_PATH_LEADING_SLASH;
   if (path.endsWith('/')) return RULE_PATH_TRAILING_SLASH;
+  if (PATH_CHARS.test(path) && !DOT_SEGMENT.test(path)) return undefined;
+  // Something is wrong: find the first segment at fault, for its rule.
   for (const segment of path.slice(1).split('/')) {
     const failure = checkPathSegment(segment);
     if (failure !== undefined) return failure;

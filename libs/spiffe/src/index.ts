@@ -1,6 +1,7 @@
 export { SpiffeError, type SpiffeErrorCode } from './errors.js';
 export { TrustDomain } from './trust-domain.js';
 export { SpiffeId } from './spiffe-id.js';
+export { utf8LongerThan } from './utf8.js';
 export type { JwtAuthorityKey } from './jwk.js';
 export { jwtAlgorithmOf } from './jwk.js';
 export { TrustBundle, type BundleSource, type SpiffeJwk, type SpiffeJwks, type TrustBundleInit } from './bundle.js';

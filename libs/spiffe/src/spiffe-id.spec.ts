@@ -47,6 +47,23 @@ describe('SpiffeId.parse accepts valid ids', () => {
   });
 });
 
+describe('SpiffeId.parse in runs of trust domains', () => {
+  it('gives each id its own trust domain when they alternate, and checks each new one', () => {
+    const names = ['a.example', 'b.example', 'a.example', 'EXAMPLE.org', 'example.org'];
+    expect(names.map((name) => SpiffeId.parse(`spiffe://${name}/w`).trustDomain.name)).toEqual([
+      'a.example',
+      'b.example',
+      'a.example',
+      'example.org',
+      'example.org',
+    ]);
+    SpiffeId.parse('spiffe://example.org/w');
+    expect(codeOf(() => SpiffeId.parse('spiffe://example.org:1/w')).message).toContain('must not contain a port');
+    expect(codeOf(() => SpiffeId.parse('spiffe://example.org/w/..')).message).toContain('dot segments');
+    expect(SpiffeId.parse('spiffe://example.org/w').equals(SpiffeId.parse('spiffe://Example.ORG/w'))).toBe(true);
+  });
+});
+
 describe('SpiffeId.parse rejects ids that break the standard', () => {
   it.each([
     ['', 'cannot be empty'],
@@ -132,6 +149,16 @@ describe('SpiffeId length limits (SPIFFE-ID.md §2.3)', () => {
     const { code, message } = codeOf(() => SpiffeId.parse(`${exact}b`));
     expect(code).toBe('ERR_SPIFFE_ID_INVALID');
     expect(message).toContain('must be at most 2048 bytes');
+  });
+
+  it('counts bytes, not characters: 1,100 two-byte characters are over the limit', () => {
+    const id = `${prefix}${'\u00e9'.repeat(1100)}`;
+    expect(id.length).toBeLessThan(2048);
+    expect(codeOf(() => SpiffeId.parse(id)).message).toContain('must be at most 2048 bytes');
+    // Under the byte limit, the same characters are refused for what they are.
+    expect(codeOf(() => SpiffeId.parse(`${prefix}${'\u00e9'.repeat(1000)}`)).message).toContain(
+      'path segment characters are limited to',
+    );
   });
 
   it('applies the same limit to fromPath and fromSegments', () => {

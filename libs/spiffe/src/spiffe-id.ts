@@ -1,6 +1,7 @@
 import { SpiffeError, quote } from './errors.js';
 import { MAX_SPIFFE_ID_BYTES, checkPath, checkPathSegment, checkTrustDomainName, lowercaseAscii } from './id-rules.js';
 import { TrustDomain } from './trust-domain.js';
+import { utf8LongerThan } from './utf8.js';
 
 const SCHEME_PREFIX = 'spiffe://';
 const RULE_EMPTY = 'cannot be empty';
@@ -11,7 +12,8 @@ const RULE_QUERY = 'query is not allowed';
 const RULE_FRAGMENT = 'fragment is not allowed';
 const RULE_LENGTH = `must be at most ${MAX_SPIFFE_ID_BYTES} bytes`;
 
-const utf8 = new TextEncoder();
+/** The last trust domain an ID was parsed in: IDs come in runs of one trust domain, and it is immutable. */
+let lastTrustDomain: TrustDomain | undefined;
 
 function invalid(id: string, rule: string): SpiffeError {
   return new SpiffeError('ERR_SPIFFE_ID_INVALID', `invalid spiffe id ${quote(id)}: ${rule}`);
@@ -51,7 +53,7 @@ export class SpiffeId {
     }
     if (id.length === 0) throw invalid(id, RULE_EMPTY);
     if (lowercaseAscii(id.slice(0, SCHEME_PREFIX.length)) !== SCHEME_PREFIX) throw invalid(id, schemeFailure(id));
-    if (utf8.encode(id).length > MAX_SPIFFE_ID_BYTES) throw invalid(id, RULE_LENGTH);
+    if (utf8LongerThan(id, MAX_SPIFFE_ID_BYTES)) throw invalid(id, RULE_LENGTH);
 
     const rest = id.slice(SCHEME_PREFIX.length);
     const authorityEnd = rest.search(/[/?#]/);
@@ -62,13 +64,18 @@ export class SpiffeId {
     if (delimiter !== -1) throw invalid(id, tail[delimiter] === '?' ? RULE_QUERY : RULE_FRAGMENT);
 
     const name = lowercaseAscii(authority);
-    const trustDomainFailure = checkTrustDomainName(name);
-    if (trustDomainFailure !== undefined) throw invalid(id, trustDomainFailure);
+    let trustDomain = lastTrustDomain;
+    if (trustDomain?.name !== name) {
+      const trustDomainFailure = checkTrustDomainName(name);
+      if (trustDomainFailure !== undefined) throw invalid(id, trustDomainFailure);
+      trustDomain = TrustDomain.parse(name);
+    }
 
     const pathFailure = checkPath(tail);
     if (pathFailure !== undefined) throw invalid(id, pathFailure);
 
-    return new SpiffeId(TrustDomain.parse(name), tail);
+    lastTrustDomain = trustDomain;
+    return new SpiffeId(trustDomain, tail);
   }
 
   /**

@@ -144,7 +144,7 @@ export class EntriesService {
         }
         const id = requestedId ?? randomUUID();
         const revision = revisions.next();
-        rows.push({ ...row(fields, revision, now, now), id });
+        rows.push(Object.assign(row(fields, revision, now, now), { id }));
         revisions.record(revision, id, 'created');
         known.set(key, id);
         takenIds.add(id);
@@ -323,7 +323,22 @@ function duplicateKey(entry: { spiffeId: string; parentId: string; selectors: re
 }
 
 function row(fields: ValidEntryFields, revisionNumber: number, createdAt: Date, updatedAt: Date): EntryRow {
-  return { ...fields, revisionNumber, createdAt, updatedAt };
+  return {
+    spiffeId: fields.spiffeId,
+    parentId: fields.parentId,
+    selectors: fields.selectors,
+    x509SvidTtl: fields.x509SvidTtl,
+    jwtSvidTtl: fields.jwtSvidTtl,
+    dnsNames: fields.dnsNames,
+    federatesWith: fields.federatesWith,
+    admin: fields.admin,
+    downstream: fields.downstream,
+    hint: fields.hint,
+    expiresAt: fields.expiresAt,
+    revisionNumber,
+    createdAt,
+    updatedAt,
+  };
 }
 
 /** The entry a row just inserted under `id` is: its fields only, as the repository reads them. */

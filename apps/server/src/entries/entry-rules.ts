@@ -1,5 +1,5 @@
 import { PkiError, validateDnsName } from '@sigil/pki';
-import { SpiffeError, SpiffeId, TrustDomain } from '@sigil/spiffe';
+import { SpiffeError, SpiffeId, TrustDomain, utf8LongerThan } from '@sigil/spiffe';
 import {
   SELECTOR_LIMITS,
   SelectorError,
@@ -50,7 +50,6 @@ export interface EntryRuleContext {
   checkExpiry: boolean;
 }
 
-const utf8 = new TextEncoder();
 
 function invalid(message: string): AppError {
   return new AppError('invalid_argument', message);
@@ -236,7 +235,7 @@ function checkBoolean(field: string, value: unknown): boolean {
 
 function checkHint(hint: unknown): string {
   if (typeof hint !== 'string') throw invalid('hint: must be a string');
-  if (utf8.encode(hint).length > ENTRY_LIMITS.maxHintBytes) {
+  if (utf8LongerThan(hint, ENTRY_LIMITS.maxHintBytes)) {
     throw invalid(`hint: must be at most ${ENTRY_LIMITS.maxHintBytes} bytes`);
   }
   const problem = storedTextProblem(hint);

@@ -249,21 +249,22 @@ export function toEntryResponse(entry: Entry): EntryResponseDto {
 export function toEntryInput(dto: CreateEntryDto): EntryInput;
 export function toEntryInput(dto: UpdateEntryDto): Partial<EntryInput>;
 export function toEntryInput(dto: CreateEntryDto | UpdateEntryDto): Partial<EntryInput> {
-  const input: Partial<EntryInput> = {
-    id: 'id' in dto ? dto.id : undefined,
-    spiffeId: dto.spiffe_id,
-    parentId: dto.parent_id,
-    selectors: dto.selectors?.map(({ type, value }) => ({ type, value })),
-    x509SvidTtl: dto.x509_svid_ttl,
-    jwtSvidTtl: dto.jwt_svid_ttl,
-    dnsNames: dto.dns_names,
-    federatesWith: dto.federates_with,
-    admin: dto.admin,
-    downstream: dto.downstream,
-    hint: dto.hint,
-    expiresAt: dto.expires_at === undefined ? undefined : dto.expires_at === null ? null : new Date(dto.expires_at),
-  };
-  return Object.fromEntries(Object.entries(input).filter(([, value]) => value !== undefined));
+  // Assigned one by one, in a fixed order, so every input has the same shape (an object rebuilt from a filtered
+  // entry list is a slow dictionary for every later read).
+  const input: Partial<EntryInput> = {};
+  if ('id' in dto && dto.id !== undefined) input.id = dto.id;
+  if (dto.spiffe_id !== undefined) input.spiffeId = dto.spiffe_id;
+  if (dto.parent_id !== undefined) input.parentId = dto.parent_id;
+  if (dto.selectors !== undefined) input.selectors = dto.selectors.map(({ type, value }) => ({ type, value }));
+  if (dto.x509_svid_ttl !== undefined) input.x509SvidTtl = dto.x509_svid_ttl;
+  if (dto.jwt_svid_ttl !== undefined) input.jwtSvidTtl = dto.jwt_svid_ttl;
+  if (dto.dns_names !== undefined) input.dnsNames = dto.dns_names;
+  if (dto.federates_with !== undefined) input.federatesWith = dto.federates_with;
+  if (dto.admin !== undefined) input.admin = dto.admin;
+  if (dto.downstream !== undefined) input.downstream = dto.downstream;
+  if (dto.hint !== undefined) input.hint = dto.hint;
+  if (dto.expires_at !== undefined) input.expiresAt = dto.expires_at === null ? null : new Date(dto.expires_at);
+  return input;
 }
 
 /** Splits `type:value` filter selectors at the first colon (values may hold colons, as in `unix:uid:0`). */
