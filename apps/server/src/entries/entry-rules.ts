@@ -50,7 +50,6 @@ export interface EntryRuleContext {
   checkExpiry: boolean;
 }
 
-
 function invalid(message: string): AppError {
   return new AppError('invalid_argument', message);
 }
