@@ -64,6 +64,14 @@ describe('UpdateEntryDto', () => {
     expect(toEntryInput(dto)).toEqual({ hint: 'x', expiresAt: null });
   });
 
+  it('leaves the selectors of an update whose selectors are null as they are, like absent ones', async () => {
+    const dto = (await pipe.transform(
+      { selectors: null, hint: 'x' },
+      { type: 'body', metatype: UpdateEntryDto },
+    )) as UpdateEntryDto;
+    expect(toEntryInput(dto)).toEqual({ hint: 'x' });
+  });
+
   it('requires on create what update leaves optional', async () => {
     expect(await validate(CreateEntryDto, {})).toBe(
       'spiffe_id: must be a string; parent_id: must be a string; selectors: each value must be an object; selectors: must contain no more than 64 elements; selectors: must be an array',

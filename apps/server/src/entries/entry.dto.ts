@@ -255,7 +255,10 @@ export function toEntryInput(dto: CreateEntryDto | UpdateEntryDto): Partial<Entr
   if ('id' in dto && dto.id !== undefined) input.id = dto.id;
   if (dto.spiffe_id !== undefined) input.spiffeId = dto.spiffe_id;
   if (dto.parent_id !== undefined) input.parentId = dto.parent_id;
-  if (dto.selectors !== undefined) input.selectors = dto.selectors.map(({ type, value }) => ({ type, value }));
+  // An update's optional selectors pass validation as null: left as they are, like absent ones.
+  if (dto.selectors !== undefined && dto.selectors !== null) {
+    input.selectors = dto.selectors.map(({ type, value }) => ({ type, value }));
+  }
   if (dto.x509_svid_ttl !== undefined) input.x509SvidTtl = dto.x509_svid_ttl;
   if (dto.jwt_svid_ttl !== undefined) input.jwtSvidTtl = dto.jwt_svid_ttl;
   if (dto.dns_names !== undefined) input.dnsNames = dto.dns_names;
